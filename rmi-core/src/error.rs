@@ -1,0 +1,219 @@
+//! Errors: the one [`Error`] a caller sees, and [`RemoteError`], the failure that crosses the wire.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Result alias used throughout rmi.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong with a remote call, told apart by variant.
+///
+/// Communication failures (`Io`, `ConnectionClosed`, `Timeout`) mean the call may or may not
+/// have run; `Protocol` and `Codec` mean the bytes were wrong; the remaining variants are
+/// answers from the remote side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The transport failed: connect refused, reset, or another socket error.
+    #[error("communication error: {context}")]
+    Io {
+        /// What rmi was doing when the socket failed.
+        context: String,
+        /// The socket error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection closed before the reply to this call arrived.
+    #[error("connection closed: {0}")]
+    ConnectionClosed(String),
+    /// The call or the connect did not finish within its deadline.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The peer sent bytes that are not a valid Pyro5 protocol 502 message, or a limit was hit.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A payload could not be serialized or deserialized.
+    #[error("serialization error: {0}")]
+    Codec(String),
+    /// A URI could not be parsed.
+    #[error("invalid uri {uri:?}: {reason}")]
+    InvalidUri {
+        /// The text that was given.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The daemon refused the connection handshake (Pyro's CONNECTFAIL).
+    #[error("connection refused by daemon: {0}")]
+    ConnectFailed(String),
+    /// The daemon has no object with this id.
+    #[error("unknown object {0:?}")]
+    UnknownObject(String),
+    /// The object has no method with this wire name.
+    #[error("unknown method {method:?} on object {object:?}")]
+    UnknownMethod {
+        /// The object id.
+        object: String,
+        /// The wire name that was called.
+        method: String,
+    },
+    /// The arguments did not decode as the types the method takes.
+    #[error("bad arguments: {0}")]
+    BadArguments(RemoteError),
+    /// The remote method panicked; only this call failed.
+    #[error("remote method panicked: {0}")]
+    Panicked(RemoteError),
+    /// Any other error raised on the remote side.
+    #[error("remote error: {0}")]
+    Remote(RemoteError),
+    /// A name could not be registered or resolved (Pyro's `NamingError`).
+    #[error("naming error: {0}")]
+    Naming(String),
+    /// The daemon is shutting down or the local side was closed.
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    /// True for failures of the connection itself (socket error, peer gone, timeout),
+    /// as opposed to an answer from the remote object.
+    pub fn is_communication(&self) -> bool {
+        matches!(self, Error::Io { .. } | Error::ConnectionClosed(_) | Error::Timeout(_))
+    }
+
+    /// Turns a remote error received in a reply into the matching variant.
+    pub(crate) fn from_remote(err: RemoteError) -> Self {
+        match err.kind {
+            RemoteErrorKind::UnknownObject => Error::UnknownObject(err.object.clone().unwrap_or_default()),
+            RemoteErrorKind::UnknownMethod => Error::UnknownMethod {
+                object: err.object.clone().unwrap_or_default(),
+                method: err.method.clone().unwrap_or_default(),
+            },
+            RemoteErrorKind::BadArguments => Error::BadArguments(err),
+            RemoteErrorKind::Panic => Error::Panicked(err),
+            RemoteErrorKind::Naming => Error::Naming(err.message),
+            _ => Error::Remote(err),
+        }
+    }
+}
+
+/// What kind of failure a [`RemoteError`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RemoteErrorKind {
+    /// No object with the requested id is registered.
+    UnknownObject,
+    /// The object has no such method.
+    UnknownMethod,
+    /// The arguments did not decode as the method's parameter types.
+    BadArguments,
+    /// The method panicked.
+    Panic,
+    /// The name server refused a naming operation.
+    Naming,
+    /// The request was malformed at the protocol level.
+    Protocol,
+    /// Anything else.
+    Other,
+}
+
+/// A failure on the remote side, as it travels back to the caller.
+///
+/// It carries a Python-style type name (so Pyro peers can recognise it later), a message and the
+/// chain of causes, like Pyro's remote traceback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RemoteError {
+    /// What kind of failure this is.
+    pub kind: RemoteErrorKind,
+    /// The remote error's type name, e.g. `Pyro5.errors.DaemonError` or `rmi.Panic`.
+    pub type_name: String,
+    /// The error message.
+    pub message: String,
+    /// Causes, outermost first (the remote "traceback").
+    pub chain: Vec<String>,
+    /// The object id the call addressed, when known.
+    pub object: Option<String>,
+    /// The method the call addressed, when known.
+    pub method: Option<String>,
+}
+
+impl RemoteError {
+    /// A remote error of the given kind with a type name and message.
+    pub fn new(kind: RemoteErrorKind, type_name: impl Into<String>, message: impl Into<String>) -> Self {
+        RemoteError {
+            kind,
+            type_name: type_name.into(),
+            message: message.into(),
+            chain: Vec::new(),
+            object: None,
+            method: None,
+        }
+    }
+
+    /// The error for a call to an object id the daemon does not know.
+    pub fn unknown_object(object: &str) -> Self {
+        let mut e =
+            Self::new(RemoteErrorKind::UnknownObject, "Pyro5.errors.DaemonError", format!("unknown object {object:?}"));
+        e.object = Some(object.to_owned());
+        e
+    }
+
+    /// The error for a call to a method the object does not have.
+    pub fn unknown_method(object: &str, method: &str) -> Self {
+        let mut e = Self::new(
+            RemoteErrorKind::UnknownMethod,
+            "builtins.AttributeError",
+            format!("unknown method {method:?} on object {object:?}"),
+        );
+        e.object = Some(object.to_owned());
+        e.method = Some(method.to_owned());
+        e
+    }
+
+    /// The error for arguments that do not decode as the method's parameters.
+    pub fn bad_arguments(method: &str, reason: impl fmt::Display) -> Self {
+        let mut e = Self::new(
+            RemoteErrorKind::BadArguments,
+            "builtins.TypeError",
+            format!("arguments of {method:?} do not match its parameters: {reason}"),
+        );
+        e.method = Some(method.to_owned());
+        e
+    }
+
+    /// The error for a method that panicked.
+    pub fn panic(method: &str, payload: &str) -> Self {
+        let mut e = Self::new(RemoteErrorKind::Panic, "rmi.Panic", format!("method {method:?} panicked: {payload}"));
+        e.method = Some(method.to_owned());
+        e
+    }
+
+    /// Builds a remote error from any local error, recording its `source()` chain.
+    pub fn from_error(kind: RemoteErrorKind, type_name: &str, err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut e = Self::new(kind, type_name, err.to_string());
+        let mut source = err.source();
+        while let Some(s) = source {
+            e.chain.push(s.to_string());
+            source = s.source();
+        }
+        e
+    }
+}
+
+impl fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.type_name, self.message)?;
+        for cause in &self.chain {
+            write!(f, "\n  caused by: {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RemoteError {}

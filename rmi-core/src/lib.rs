@@ -1,0 +1,92 @@
+//! The runtime of [rmi](https://docs.rs/rmi): URIs, the Pyro5 wire protocol, the payload codec,
+//! transport, the [`Daemon`] that serves objects and the [`Proxy`] that calls them.
+//!
+//! Most users depend on the `rmi` facade instead, which adds the `#[remote]` macro and the name
+//! server. This crate works on its own with direct `PYRO:` URIs.
+//!
+//! # Layout
+//!
+//! A call flows one way: [`Proxy`] → [`protocol::codec`] → [`protocol::frame`] →
+//! [`transport`] → [`Daemon`] → [`Dispatch`] → your object, and the reply comes back the
+//! same way.
+//!
+//! # Example
+//!
+//! A hand-written [`Dispatch`] served over loopback (generated code does the same for you):
+//!
+//! ```
+//! use rmi_core::{dispatch::BoxFuture, protocol::codec::{Args, Metadata}, Daemon, Dispatch, Proxy, RemoteError};
+//!
+//! struct Echo;
+//! impl Dispatch for Echo {
+//!     fn metadata(&self) -> Metadata {
+//!         Metadata { methods: vec!["echo".into()], ..Metadata::default() }
+//!     }
+//!     fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Vec<u8>, RemoteError>> {
+//!         Box::pin(async move {
+//!             let (text,): (String,) = args.decode().map_err(|e| RemoteError::bad_arguments(method, e))?;
+//!             Ok(args.serializer().encode(&text).unwrap())
+//!         })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rmi_core::Error> {
+//! let daemon = Daemon::bind("127.0.0.1:0").await?;
+//! let uri = daemon.register(Echo)?;
+//! tokio::spawn({ let d = daemon.clone(); async move { d.serve().await } });
+//!
+//! let proxy: Proxy = Proxy::builder(uri).connect().await?;
+//! let reply: String = proxy.call("echo", &("hello",)).await?;
+//! assert_eq!(reply, "hello");
+//! daemon.shutdown();
+//! # Ok(()) }
+//! ```
+
+pub mod daemon;
+pub mod dispatch;
+pub mod error;
+pub mod protocol;
+pub mod proxy;
+pub mod resolve;
+pub mod transport;
+pub mod uri;
+
+pub use daemon::{Daemon, DaemonBuilder};
+pub use dispatch::Dispatch;
+pub use error::{Error, RemoteError, RemoteErrorKind, Result};
+pub use protocol::{DecodeLimits, Metadata, Serializer};
+pub use proxy::{Proxy, ProxyBuilder};
+pub use resolve::Resolve;
+pub use uri::{Location, Uri};
+
+/// Items used by code that `#[remote]` generates; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::dispatch::{BoxFuture, Dispatch};
+    pub use crate::error::{Error, RemoteError, RemoteErrorKind};
+    pub use crate::protocol::codec::{Args, Metadata};
+    pub use crate::proxy::{Proxy, ProxyBuilder};
+    pub use crate::uri::Uri;
+    pub use serde;
+    pub use std;
+
+    /// A proxy builder for `uri` with no name-server resolver (direct `PYRO:` URIs only).
+    pub fn proxy_builder<U>(uri: U) -> Result<ProxyBuilder, Error>
+    where
+        U: TryInto<Uri, Error = Error>,
+    {
+        Ok(ProxyBuilder::new(uri.try_into()?))
+    }
+
+    /// Encodes a method's result in the serializer of its arguments.
+    pub fn encode_result<T: serde::Serialize>(args: &Args, value: &T) -> Result<Vec<u8>, RemoteError> {
+        args.serializer().encode(value).map_err(|e| {
+            RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.SerializeError",
+                format!("could not serialize the result: {e}"),
+            )
+        })
+    }
+}

@@ -1,0 +1,276 @@
+//! A serde `Deserializer` wrapper that refuses deep nesting and impossible lengths.
+//!
+//! Every payload decodes through [`Bounded`]: it counts nesting (sequences, maps, enums, options,
+//! newtypes) and fails past `max_depth` instead of overflowing the stack, and it refuses any
+//! sequence or map whose declared length exceeds `max_len` (the payload size), so a `Vec<()>`
+//! claiming 2^40 elements fails at once instead of spinning. It is format-agnostic; the codec
+//! wraps bincode and msgpack deserializers in it.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+
+/// How much nesting is left and the largest believable collection length.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    depth_left: usize,
+    max_depth: usize,
+    max_len: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(max_depth: usize, max_len: usize) -> Self {
+        Budget { depth_left: max_depth, max_depth, max_len }
+    }
+
+    fn deeper<E: de::Error>(self) -> Result<Budget, E> {
+        if self.depth_left == 0 {
+            return Err(E::custom(format_args!("value nested deeper than max_depth ({})", self.max_depth)));
+        }
+        Ok(Budget { depth_left: self.depth_left - 1, ..self })
+    }
+
+    fn check_len<E: de::Error>(self, len: Option<usize>) -> Result<(), E> {
+        match len {
+            Some(n) if n > self.max_len => Err(E::custom(format_args!(
+                "declared length {n} is larger than the {} bytes of the payload",
+                self.max_len
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The wrapping deserializer.
+pub(crate) struct Bounded<D> {
+    pub(crate) inner: D,
+    pub(crate) budget: Budget,
+}
+
+struct BoundedVisitor<V> {
+    inner: V,
+    budget: Budget,
+}
+
+struct BoundedSeed<S> {
+    inner: S,
+    budget: Budget,
+}
+
+struct BoundedAccess<A> {
+    inner: A,
+    budget: Budget,
+}
+
+macro_rules! forward {
+    ($($method:ident),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+            self.inner.$method(BoundedVisitor { inner: visitor, budget: self.budget })
+        }
+    )*};
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
+    type Error = D::Error;
+
+    forward!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any,
+    );
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_unit_struct(name, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_newtype_struct(name, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_tuple(len, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_tuple_struct(name, len, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_struct(name, fields, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_enum(name, variants, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.inner.is_human_readable()
+    }
+}
+
+macro_rules! forward_visit {
+    ($($method:ident: $ty:ty),* $(,)?) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> Result<V::Value, E> {
+            self.inner.$method(v)
+        }
+    )*};
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for BoundedVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.expecting(f)
+    }
+
+    forward_visit!(
+        visit_bool: bool, visit_i8: i8, visit_i16: i16, visit_i32: i32, visit_i64: i64, visit_i128: i128,
+        visit_u8: u8, visit_u16: u16, visit_u32: u32, visit_u64: u64, visit_u128: u128,
+        visit_f32: f32, visit_f64: f64, visit_char: char,
+        visit_str: &str, visit_borrowed_str: &'de str, visit_string: String,
+        visit_bytes: &[u8], visit_borrowed_bytes: &'de [u8], visit_byte_buf: Vec<u8>,
+    );
+
+    fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_none()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<V::Value, E> {
+        self.inner.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let budget = self.budget.deeper()?;
+        self.inner.visit_some(Bounded { inner: d, budget })
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
+        let budget = self.budget.deeper()?;
+        self.inner.visit_newtype_struct(Bounded { inner: d, budget })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
+        let budget = self.budget.deeper()?;
+        budget.check_len(seq.size_hint())?;
+        self.inner.visit_seq(BoundedAccess { inner: seq, budget })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        let budget = self.budget.deeper()?;
+        budget.check_len(map.size_hint())?;
+        self.inner.visit_map(BoundedAccess { inner: map, budget })
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
+        let budget = self.budget.deeper()?;
+        self.inner.visit_enum(BoundedAccess { inner: data, budget })
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for BoundedSeed<S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        self.inner.deserialize(Bounded { inner: d, budget: self.budget })
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
+        self.inner.next_element_seed(BoundedSeed { inner: seed, budget: self.budget })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for BoundedAccess<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
+        self.inner.next_key_seed(BoundedSeed { inner: seed, budget: self.budget })
+    }
+
+    fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.next_value_seed(BoundedSeed { inner: seed, budget: self.budget })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.inner.size_hint()
+    }
+}
+
+impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for BoundedAccess<A> {
+    type Error = A::Error;
+    type Variant = BoundedAccess<A::Variant>;
+
+    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self::Variant), A::Error> {
+        let budget = self.budget;
+        let (value, variant) = self.inner.variant_seed(BoundedSeed { inner: seed, budget })?;
+        Ok((value, BoundedAccess { inner: variant, budget }))
+    }
+}
+
+impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BoundedAccess<A> {
+    type Error = A::Error;
+
+    fn unit_variant(self) -> Result<(), A::Error> {
+        self.inner.unit_variant()
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
+        self.inner.newtype_variant_seed(BoundedSeed { inner: seed, budget: self.budget })
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
+        self.inner.tuple_variant(len, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
+        self.inner.struct_variant(fields, BoundedVisitor { inner: visitor, budget: self.budget })
+    }
+}

@@ -1,0 +1,371 @@
+//! Serde encoding of payloads per serializer id; the only module that names a format crate.
+//!
+//! Two serializers ship: bincode 1.3.3 (rmi's own id [`Serializer::BINCODE_ID`], Rust to Rust)
+//! and msgpack (Pyro5's id 4). Every decode goes through the bounded wrapper
+//! ([`super::bounded`]): the payload length is the size limit, trailing bytes are refused,
+//! nesting is limited to [`DecodeLimits::max_depth`] and no collection may claim more elements
+//! than the payload has bytes.
+//!
+//! bincode is not self-describing, so types that need `deserialize_any` (untagged enums,
+//! `#[serde(flatten)]`, `skip_serializing_if`) fail at run time under it; use msgpack for those.
+
+use bincode::Options;
+use bytes::Bytes;
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny};
+use serde::{Deserialize, Serialize};
+
+use super::bounded::{Bounded, Budget};
+use crate::error::{Error, RemoteError};
+
+/// Default [`DecodeLimits::max_message_size`]: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// Default [`DecodeLimits::max_depth`]: deep enough for real data, far from a stack overflow.
+pub const DEFAULT_MAX_DEPTH: usize = 128;
+
+/// Limits applied to every message read and every payload decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest annotations + payload size accepted in a header (`max_message_size`).
+    pub max_message_size: usize,
+    /// Deepest nesting of sequences, maps, enums and options accepted in a payload (`max_depth`).
+    pub max_depth: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        DecodeLimits { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, max_depth: DEFAULT_MAX_DEPTH }
+    }
+}
+
+/// A payload serializer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Serializer {
+    /// bincode 1.3.3, varint integers, little endian; fastest, Rust to Rust only.
+    #[default]
+    Bincode,
+    /// MessagePack with named struct fields (Pyro5's serializer id 4).
+    MsgPack,
+}
+
+impl Serializer {
+    /// The serializer id rmi uses for bincode. Pyro5 uses 1 to 4 and 42; 98 (`b`) is free.
+    pub const BINCODE_ID: u8 = 98;
+    /// Pyro5's serializer id for msgpack.
+    pub const MSGPACK_ID: u8 = 4;
+
+    /// The id carried in the message header.
+    pub fn id(self) -> u8 {
+        match self {
+            Serializer::Bincode => Self::BINCODE_ID,
+            Serializer::MsgPack => Self::MSGPACK_ID,
+        }
+    }
+
+    /// The serializer for a header id, if rmi supports it.
+    pub fn from_id(id: u8) -> Option<Self> {
+        match id {
+            Self::BINCODE_ID => Some(Serializer::Bincode),
+            Self::MSGPACK_ID => Some(Serializer::MsgPack),
+            _ => None,
+        }
+    }
+
+    /// Serializes `value`.
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, Error> {
+        match self {
+            Serializer::Bincode => bincode_options().serialize(value).map_err(|e| Error::Codec(e.to_string())),
+            Serializer::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| Error::Codec(e.to_string())),
+        }
+    }
+
+    /// Deserializes a whole payload through the bounded wrapper.
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
+        let budget = Budget::new(limits.max_depth, bytes.len());
+        match self {
+            Serializer::Bincode => bincode_options()
+                .with_limit(bytes.len() as u64)
+                .reject_trailing_bytes()
+                .deserialize_seed(BoundedRoot::<T>::new(budget), bytes)
+                .map_err(|e| Error::Codec(e.to_string())),
+            Serializer::MsgPack => {
+                let mut de = rmp_serde::Deserializer::new(bytes);
+                let value =
+                    T::deserialize(Bounded { inner: &mut de, budget }).map_err(|e| Error::Codec(e.to_string()))?;
+                let rest = de.get_ref().len();
+                if rest != 0 {
+                    return Err(Error::Codec(format!("{rest} trailing bytes after the value")));
+                }
+                Ok(value)
+            }
+        }
+    }
+}
+
+/// The one pinned bincode configuration: varint integers, little endian.
+fn bincode_options() -> impl Options + Copy {
+    bincode::DefaultOptions::new().with_varint_encoding().with_little_endian()
+}
+
+/// Seed that deserializes `T` through [`Bounded`], so bincode's top-level entry point (which
+/// applies the size limit and the trailing-bytes check) can be used.
+struct BoundedRoot<T> {
+    budget: Budget,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> BoundedRoot<T> {
+    fn new(budget: Budget) -> Self {
+        BoundedRoot { budget, _t: std::marker::PhantomData }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for BoundedRoot<T> {
+    type Value = T;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(Bounded { inner: d, budget: self.budget })
+    }
+}
+
+/// The payload of `MSG_CONNECT`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// Handshake data for the daemon's validator (Pyro's default is `"hello"`).
+    pub handshake: String,
+    /// The object this connection is for.
+    pub object: String,
+}
+
+/// What a client learns about an object at connect time (Pyro's `meta`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// Wire names of all methods, oneway ones included.
+    pub methods: Vec<String>,
+    /// Wire names of the oneway methods.
+    pub oneway: Vec<String>,
+    /// Exposed attributes (always empty in rmi: traits have methods only).
+    pub attrs: Vec<String>,
+}
+
+/// The payload of `MSG_CONNECTOK`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectOk {
+    /// The validator's answer.
+    pub handshake: String,
+    /// The connected object's metadata.
+    pub meta: Metadata,
+}
+
+/// Keyword arguments of a Pyro call; rmi sends none and accepts only an empty map.
+struct NoKwargs;
+
+impl Serialize for NoKwargs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        s.serialize_map(Some(0))?.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for NoKwargs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = std::collections::BTreeMap::<String, IgnoredAny>::deserialize(d)?;
+        if let Some(name) = map.keys().next() {
+            return Err(serde::de::Error::custom(format_args!("keyword argument {name:?} is not supported")));
+        }
+        Ok(NoKwargs)
+    }
+}
+
+/// Encodes an INVOKE payload: object id, method name and the argument tuple.
+///
+/// bincode: `object`, `method`, then the arguments, concatenated. msgpack: Pyro5's 4-element
+/// array `[object, method, [args...], {}]`.
+pub fn encode_invoke<A: Serialize>(ser: Serializer, object: &str, method: &str, args: &A) -> Result<Vec<u8>, Error> {
+    match ser {
+        Serializer::Bincode => ser.encode(&(object, method, args)),
+        Serializer::MsgPack => ser.encode(&(object, method, args, NoKwargs)),
+    }
+}
+
+/// A decoded INVOKE: where it goes, and its still-encoded arguments.
+#[derive(Debug, Clone)]
+pub struct Invoke {
+    /// The object id.
+    pub object: String,
+    /// The method's wire name.
+    pub method: String,
+    /// The arguments, decoded later by the object's dispatcher.
+    pub args: Args,
+}
+
+/// Encoded arguments of a call; the dispatcher decodes them as the method's parameter tuple.
+#[derive(Debug, Clone)]
+pub struct Args {
+    ser: Serializer,
+    /// bincode: the bytes after object and method; msgpack: the whole payload.
+    bytes: Bytes,
+    limits: DecodeLimits,
+}
+
+impl Args {
+    /// The serializer the arguments (and so the reply) use.
+    pub fn serializer(&self) -> Serializer {
+        self.ser
+    }
+
+    /// Decodes the arguments as `T` (a tuple of the parameter types).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        match self.ser {
+            Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
+            Serializer::MsgPack => {
+                let (_, _, args, _): (IgnoredAny, IgnoredAny, T, NoKwargs) =
+                    self.ser.decode(&self.bytes, &self.limits)?;
+                Ok(args)
+            }
+        }
+    }
+}
+
+/// Decodes the routing part of an INVOKE payload; the arguments stay encoded.
+pub fn decode_invoke(ser: Serializer, payload: Bytes, limits: &DecodeLimits) -> Result<Invoke, Error> {
+    match ser {
+        Serializer::Bincode => {
+            let mut rest: &[u8] = &payload;
+            let (object, method): (String, String) = bincode_options()
+                .with_limit(payload.len() as u64)
+                .allow_trailing_bytes()
+                .deserialize_from(&mut rest)
+                .map_err(|e| Error::Codec(e.to_string()))?;
+            let args = payload.slice(payload.len() - rest.len()..);
+            Ok(Invoke { object, method, args: Args { ser, bytes: args, limits: *limits } })
+        }
+        Serializer::MsgPack => {
+            let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) = ser.decode(&payload, limits)?;
+            Ok(Invoke { object, method, args: Args { ser, bytes: payload, limits: *limits } })
+        }
+    }
+}
+
+/// Encodes a remote error for an exception reply.
+pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
+    ser.encode(err).unwrap_or_else(|e| {
+        // A RemoteError is strings only; this cannot fail, but never panic on the reply path.
+        ser.encode(&RemoteError::new(crate::error::RemoteErrorKind::Other, "rmi.Error", e.to_string()))
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Nested {
+        Leaf,
+        Node(Box<Nested>),
+    }
+
+    fn nested(depth: usize) -> Nested {
+        let mut n = Nested::Leaf;
+        for _ in 0..depth {
+            n = Nested::Node(Box::new(n));
+        }
+        n
+    }
+
+    const SERS: [Serializer; 2] = [Serializer::Bincode, Serializer::MsgPack];
+
+    #[test]
+    fn invoke_round_trips_in_both_serializers() {
+        for ser in SERS {
+            let payload = encode_invoke(ser, "obj", "welcomeMessage", &("Rashmi".to_string(), 7u32)).unwrap();
+            let inv = decode_invoke(ser, payload.into(), &DecodeLimits::default()).unwrap();
+            assert_eq!((inv.object.as_str(), inv.method.as_str()), ("obj", "welcomeMessage"));
+            let (name, n): (String, u32) = inv.args.decode().unwrap();
+            assert_eq!((name.as_str(), n), ("Rashmi", 7));
+            assert!(inv.args.decode::<(String, String)>().is_err(), "wrong types are an error");
+        }
+    }
+
+    #[test]
+    fn msgpack_invoke_matches_pyro5_capture() {
+        // pyro5-wire.md §11.1: 94 af "example.welcome" ae "welcomeMessage" 91 a6 "Rashmi" 80
+        let payload = encode_invoke(Serializer::MsgPack, "example.welcome", "welcomeMessage", &("Rashmi",)).unwrap();
+        let mut expected = vec![0x94, 0xaf];
+        expected.extend_from_slice(b"example.welcome");
+        expected.push(0xae);
+        expected.extend_from_slice(b"welcomeMessage");
+        expected.extend_from_slice(&[0x91, 0xa6]);
+        expected.extend_from_slice(b"Rashmi");
+        expected.push(0x80);
+        assert_eq!(payload, expected);
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
+        let limits = DecodeLimits::default();
+        for ser in SERS {
+            let ok = ser.encode(&nested(100)).unwrap();
+            assert_eq!(ser.decode::<Nested>(&ok, &limits).unwrap(), nested(100));
+            // Encode 15,000 levels by hand: serializing that deep recursively would itself be the risk.
+            let deep = match ser {
+                Serializer::Bincode => {
+                    let mut v = Vec::new();
+                    for _ in 0..15_000 {
+                        v.push(1); // varint variant index 1 = Node
+                    }
+                    v.push(0);
+                    v
+                }
+                Serializer::MsgPack => {
+                    let mut v = Vec::new();
+                    for _ in 0..15_000 {
+                        v.extend_from_slice(&[0x81, 0xa4]);
+                        v.extend_from_slice(b"Node");
+                    }
+                    v.extend_from_slice(&[0xa4]);
+                    v.extend_from_slice(b"Leaf");
+                    v
+                }
+            };
+            let err = ser.decode::<Nested>(&deep, &limits).unwrap_err().to_string();
+            assert!(err.contains("max_depth"), "{ser:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn impossible_lengths_are_refused() {
+        let limits = DecodeLimits::default();
+        // bincode varint: 253 = u64 follows; 2^40 elements of () in 9 bytes.
+        let mut bytes = vec![253];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let err = Serializer::Bincode.decode::<Vec<()>>(&bytes, &limits).unwrap_err().to_string();
+        assert!(err.contains("declared length"), "{err}");
+        // A string claiming 2^40 bytes in a 10-byte payload.
+        let err = Serializer::Bincode.decode::<String>(&bytes, &limits).unwrap_err();
+        assert!(matches!(err, Error::Codec(_)), "{err}");
+        // msgpack array32 claiming 2^32-1 nils.
+        let bytes = [0xdd, 0xff, 0xff, 0xff, 0xff];
+        let err = Serializer::MsgPack.decode::<Vec<()>>(&bytes, &limits).unwrap_err().to_string();
+        assert!(err.contains("declared length"), "{err}");
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        for ser in SERS {
+            let mut bytes = ser.encode(&5u32).unwrap();
+            bytes.push(0);
+            assert!(ser.decode::<u32>(&bytes, &DecodeLimits::default()).is_err(), "{ser:?}");
+        }
+    }
+
+    #[test]
+    fn kwargs_are_refused_when_not_empty() {
+        let payload = Serializer::MsgPack
+            .encode(&("obj", "m", ("x",), std::collections::BTreeMap::from([("safe", true)])))
+            .unwrap();
+        let inv = decode_invoke(Serializer::MsgPack, payload.into(), &DecodeLimits::default()).unwrap();
+        let err = inv.args.decode::<(String,)>().unwrap_err().to_string();
+        assert!(err.contains("keyword argument \"safe\""), "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! The wire protocol: Pyro5 messages (protocol 502) and their payload codec; pure, no I/O.
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0x00 | 4 | tag `PYRO` |
+//! | 0x04 | 2 | protocol version 502 |
+//! | 0x06 | 1 | message type: CONNECT 1, CONNECTOK 2, CONNECTFAIL 3, INVOKE 4, RESULT 5, PING 6 |
+//! | 0x07 | 1 | serializer id: msgpack 4, rmi's bincode 98, ping 42 |
+//! | 0x08 | 2 | flags: EXCEPTION 1, COMPRESSED 2, ONEWAY 4, BATCH 8, ITEMSTREAMRESULT 0x10, KEEPSERIALIZED 0x20, CORR_ID 0x40 |
+//! | 0x0a | 2 | sequence number |
+//! | 0x0c | 4 | payload length |
+//! | 0x10 | 4 | annotations length |
+//! | 0x14 | 16 | correlation id |
+//! | 0x24 | 2 | reserved (0) |
+//! | 0x26 | 2 | magic 0x4DC5 |
+//! | 0x28 | … | annotations (`id[4] len:u32 value`…), then the payload |
+//!
+//! All integers are big-endian. [`frame`] reads and writes messages; [`codec`] turns payloads
+//! into values through the bounded deserializer.
+
+mod bounded;
+pub mod codec;
+pub mod frame;
+
+pub use codec::{DecodeLimits, Metadata, Serializer};
+pub use frame::{Message, MessageType};

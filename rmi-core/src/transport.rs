@@ -1,0 +1,140 @@
+//! Byte streams and framed I/O: dial a location, read and write whole messages; frames only.
+//!
+//! The read buffer grows as bytes arrive, never to a header's declared size up front, and a
+//! header is validated against `max_message_size` before any of its body is waited for.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::error::Error;
+use crate::protocol::frame::{self, Message};
+use crate::uri::Location;
+
+/// Any bidirectional byte stream a connection can run over (TCP, Unix socket, in-memory duplex).
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// A boxed [`Stream`].
+pub type BoxStream = Box<dyn Stream>;
+
+/// Largest chunk reserved for one read; big messages arrive in several.
+const READ_CHUNK: usize = 256 * 1024;
+/// Smallest read reservation, for headers and small messages.
+const MIN_READ: usize = 8 * 1024;
+
+/// Reads whole messages from the read half of a stream.
+pub struct FrameReader<R> {
+    rd: R,
+    buf: BytesMut,
+    max_message_size: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps `rd`, refusing messages larger than `max_message_size`.
+    pub fn new(rd: R, max_message_size: usize) -> Self {
+        FrameReader { rd, buf: BytesMut::with_capacity(MIN_READ), max_message_size }
+    }
+
+    /// Reads the next message; `Ok(None)` on a clean end of stream between messages.
+    pub async fn read_frame(&mut self) -> Result<Option<Message>, Error> {
+        loop {
+            match frame::check(&self.buf, self.max_message_size) {
+                Ok(header) => {
+                    let msg = Message::parse(&mut self.buf, &header).map_err(|e| Error::Protocol(e.to_string()))?;
+                    return Ok(Some(msg));
+                }
+                Err(frame::Error::Incomplete) => {}
+                Err(e) => return Err(Error::Protocol(e.to_string())),
+            }
+            let wanted = match frame::Header::parse(&self.buf, self.max_message_size) {
+                Ok(h) => h.total_len() - self.buf.len(),
+                Err(_) => MIN_READ,
+            };
+            self.buf.reserve(wanted.clamp(MIN_READ, READ_CHUNK));
+            let n = self.rd.read_buf(&mut self.buf).await.map_err(|e| Error::io("reading from the connection", e))?;
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(Error::ConnectionClosed(format!(
+                    "peer closed the connection in the middle of a message ({} bytes buffered)",
+                    self.buf.len()
+                )));
+            }
+        }
+    }
+}
+
+/// Writes messages to the write half of a stream.
+pub struct FrameWriter<W> {
+    wr: W,
+    buf: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// Wraps `wr`.
+    pub fn new(wr: W) -> Self {
+        FrameWriter { wr, buf: BytesMut::new() }
+    }
+
+    /// Queues `msg` in the write buffer without writing it yet.
+    pub fn queue(&mut self, msg: &Message) {
+        msg.encode(&mut self.buf);
+    }
+
+    /// Writes everything queued in one go.
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        if !self.buf.is_empty() {
+            self.wr.write_all(&self.buf).await.map_err(|e| Error::io("writing to the connection", e))?;
+            self.buf.clear();
+        }
+        self.wr.flush().await.map_err(|e| Error::io("flushing the connection", e))
+    }
+
+    /// Writes one message.
+    pub async fn write_frame(&mut self, msg: &Message) -> Result<(), Error> {
+        self.queue(msg);
+        self.flush().await
+    }
+
+    /// Closes the write direction (sends FIN on TCP).
+    pub async fn shutdown(&mut self) {
+        let _ = self.wr.shutdown().await;
+    }
+}
+
+/// Splits a stream into a frame reader and a frame writer.
+pub fn split<S: Stream>(stream: S, max_message_size: usize) -> (FrameReader<ReadHalf<S>>, FrameWriter<WriteHalf<S>>) {
+    let (rd, wr) = tokio::io::split(stream);
+    (FrameReader::new(rd, max_message_size), FrameWriter::new(wr))
+}
+
+/// Dials `location` within `timeout`.
+pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxStream, Error> {
+    let fut = async {
+        match location {
+            Location::Tcp { host, port } => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream) as BoxStream)
+            }
+            #[cfg(unix)]
+            Location::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
+                Ok(Box::new(stream) as BoxStream)
+            }
+            #[cfg(not(unix))]
+            Location::Unix(_) => Err(Error::io(
+                format!("connecting to {location}"),
+                std::io::Error::new(std::io::ErrorKind::Unsupported, "unix sockets are not available here"),
+            )),
+        }
+    };
+    tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Timeout(timeout))?
+}

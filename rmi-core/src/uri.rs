@@ -1,0 +1,334 @@
+//! Pyro URIs: `PYRO:obj@host:port`, `PYRONAME:name[@host[:port]]`, `PYROMETA:tag,tag[@host[:port]]`.
+//!
+//! Parsing and display only; no I/O. The scheme is case-insensitive on input and upper case on
+//! output, so `Display` and `FromStr` round-trip.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+
+/// Default port of the name server (Pyro's `NS_PORT`).
+pub const DEFAULT_NS_PORT: u16 = 9090;
+
+/// Where a daemon or name server listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// A TCP host (name, IPv4 or IPv6 address without brackets) and port.
+    Tcp {
+        /// Host name or address; IPv6 addresses are stored without brackets.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// A Unix domain socket path (`./u:/path/to.sock`).
+    Unix(String),
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Location::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Location::Unix(path) => write!(f, "./u:{path}"),
+        }
+    }
+}
+
+/// A parsed Pyro URI.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Uri {
+    /// `PYRO:object@location`: a direct address of one object in one daemon.
+    Pyro {
+        /// The object id in the daemon.
+        object: String,
+        /// The daemon's address.
+        location: Location,
+    },
+    /// `PYRONAME:name[@host[:port]]`: an object to be looked up by name in a name server.
+    PyroName {
+        /// The registered name.
+        name: String,
+        /// The name server's host and port, if given; otherwise the name server is located.
+        ns: Option<(String, u16)>,
+    },
+    /// `PYROMETA:tag,tag[@host[:port]]`: any object whose metadata has all these tags.
+    PyroMeta {
+        /// The required metadata tags (at least one).
+        tags: Vec<String>,
+        /// The name server's host and port, if given.
+        ns: Option<(String, u16)>,
+    },
+}
+
+impl Uri {
+    /// A direct `PYRO:` URI for `object` at TCP `host:port`.
+    pub fn tcp(object: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
+        Uri::Pyro { object: object.into(), location: Location::Tcp { host: host.into(), port } }
+    }
+
+    /// The object id of a `PYRO:` URI, or `None` for a logical one.
+    pub fn object(&self) -> Option<&str> {
+        match self {
+            Uri::Pyro { object, .. } => Some(object),
+            _ => None,
+        }
+    }
+
+    /// The location of a `PYRO:` URI, or `None` for a logical one.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Uri::Pyro { location, .. } => Some(location),
+            _ => None,
+        }
+    }
+
+    /// True for `PYRO:` URIs, which can be dialed without a name server.
+    pub fn is_direct(&self) -> bool {
+        matches!(self, Uri::Pyro { .. })
+    }
+}
+
+fn invalid(uri: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidUri { uri: uri.to_owned(), reason: reason.into() }
+}
+
+/// Parses `host[:port]` / `[v6][:port]`; the port is required when `need_port`.
+fn parse_host_port(uri: &str, text: &str, need_port: bool) -> Result<(String, Option<u16>), Error> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let end = rest.find(']').ok_or_else(|| invalid(uri, "IPv6 address is missing its closing ']'"))?;
+        let host = &rest[..end];
+        let after = &rest[end + 1..];
+        let port = match after {
+            "" => None,
+            p if p.starts_with(':') => Some(&p[1..]),
+            _ => return Err(invalid(uri, "unexpected text after the IPv6 address")),
+        };
+        (host, port)
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(invalid(uri, "an IPv6 address must be written in brackets, e.g. [::1]:9090"));
+            }
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(invalid(uri, "the host is empty"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c == '@' || c == '/') {
+        return Err(invalid(uri, format!("the host {host:?} contains an invalid character")));
+    }
+    let port = match port {
+        Some(p) => Some(
+            p.parse::<u16>().map_err(|_| invalid(uri, format!("the port {p:?} is not a number from 0 to 65535")))?,
+        ),
+        None if need_port => return Err(invalid(uri, "the port is missing (expected host:port)")),
+        None => None,
+    };
+    Ok((host.to_owned(), port))
+}
+
+fn check_name(uri: &str, what: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(invalid(uri, format!("the {what} is empty")));
+    }
+    if name.chars().any(|c| c.is_whitespace() || c == '@') {
+        return Err(invalid(uri, format!("the {what} {name:?} contains whitespace or '@'")));
+    }
+    Ok(())
+}
+
+impl FromStr for Uri {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let text = s.trim();
+        let (scheme, rest) = text
+            .split_once(':')
+            .ok_or_else(|| invalid(s, "missing scheme (expected PYRO:, PYRONAME: or PYROMETA:)"))?;
+        match scheme.to_ascii_uppercase().as_str() {
+            "PYRO" => {
+                let (object, loc) = rest
+                    .rsplit_once('@')
+                    .ok_or_else(|| invalid(s, "a PYRO: uri needs a location: PYRO:object@host:port"))?;
+                check_name(s, "object id", object)?;
+                let location = if let Some(path) = loc.strip_prefix("./u:") {
+                    if path.is_empty() {
+                        return Err(invalid(s, "the unix socket path is empty"));
+                    }
+                    Location::Unix(path.to_owned())
+                } else {
+                    let (host, port) = parse_host_port(s, loc, true)?;
+                    Location::Tcp { host, port: port.expect("port required") }
+                };
+                Ok(Uri::Pyro { object: object.to_owned(), location })
+            }
+            "PYRONAME" | "PYROMETA" => {
+                let (what, ns) = match rest.rsplit_once('@') {
+                    Some((w, loc)) => {
+                        let (host, port) = parse_host_port(s, loc, false)?;
+                        (w, Some((host, port.unwrap_or(DEFAULT_NS_PORT))))
+                    }
+                    None => (rest, None),
+                };
+                if scheme.eq_ignore_ascii_case("PYRONAME") {
+                    check_name(s, "name", what)?;
+                    Ok(Uri::PyroName { name: what.to_owned(), ns })
+                } else {
+                    let tags: Vec<String> = what.split(',').map(|t| t.trim().to_owned()).collect();
+                    for t in &tags {
+                        check_name(s, "metadata tag", t)?;
+                    }
+                    Ok(Uri::PyroMeta { tags, ns })
+                }
+            }
+            other => Err(invalid(s, format!("unknown scheme {other:?} (expected PYRO, PYRONAME or PYROMETA)"))),
+        }
+    }
+}
+
+fn fmt_ns(f: &mut fmt::Formatter<'_>, ns: &Option<(String, u16)>) -> fmt::Result {
+    match ns {
+        Some((host, port)) if host.contains(':') => write!(f, "@[{host}]:{port}"),
+        Some((host, port)) => write!(f, "@{host}:{port}"),
+        None => Ok(()),
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uri::Pyro { object, location } => write!(f, "PYRO:{object}@{location}"),
+            Uri::PyroName { name, ns } => {
+                write!(f, "PYRONAME:{name}")?;
+                fmt_ns(f, ns)
+            }
+            Uri::PyroMeta { tags, ns } => {
+                write!(f, "PYROMETA:{}", tags.join(","))?;
+                fmt_ns(f, ns)
+            }
+        }
+    }
+}
+
+impl TryFrom<&str> for Uri {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<String> for Uri {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<&String> for Uri {
+    type Error = Error;
+    fn try_from(s: &String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl TryFrom<&Uri> for Uri {
+    type Error = Error;
+    fn try_from(u: &Uri) -> Result<Self, Error> {
+        Ok(u.clone())
+    }
+}
+
+/// A URI travels as its string form, as Pyro's name server lists them.
+impl Serialize for Uri {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Uri {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(s: &str) -> Uri {
+        let uri: Uri = s.parse().unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(uri.to_string(), s, "display of {s}");
+        assert_eq!(uri.to_string().parse::<Uri>().unwrap(), uri);
+        uri
+    }
+
+    #[test]
+    fn pyro_uris_round_trip() {
+        let u = round_trip("PYRO:obj_1234@127.0.0.1:9999");
+        assert_eq!(u.object(), Some("obj_1234"));
+        assert_eq!(u.location(), Some(&Location::Tcp { host: "127.0.0.1".into(), port: 9999 }));
+        let u = round_trip("PYRO:example.welcome@[::1]:4000");
+        assert_eq!(u.location(), Some(&Location::Tcp { host: "::1".into(), port: 4000 }));
+        round_trip("PYRO:obj@localhost:1");
+        let u = round_trip("PYRO:obj@./u:/tmp/rmi.sock");
+        assert_eq!(u.location(), Some(&Location::Unix("/tmp/rmi.sock".into())));
+    }
+
+    #[test]
+    fn logical_uris_round_trip() {
+        assert_eq!(round_trip("PYRONAME:server"), Uri::PyroName { name: "server".into(), ns: None });
+        assert_eq!(
+            round_trip("PYRONAME:a.b@127.0.0.1:9090"),
+            Uri::PyroName { name: "a.b".into(), ns: Some(("127.0.0.1".into(), 9090)) }
+        );
+        round_trip("PYRONAME:x@[::1]:77");
+        let u = round_trip("PYROMETA:tag1,tag2@localhost:9090");
+        assert_eq!(u, Uri::PyroMeta { tags: vec!["tag1".into(), "tag2".into()], ns: Some(("localhost".into(), 9090)) });
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_ns_port_defaults() {
+        let u: Uri = "pyroname:server@localhost".parse().unwrap();
+        assert_eq!(u.to_string(), "PYRONAME:server@localhost:9090");
+        let u: Uri = "Pyro:obj@127.0.0.1:5".parse().unwrap();
+        assert_eq!(u.to_string(), "PYRO:obj@127.0.0.1:5");
+    }
+
+    #[test]
+    fn malformed_uris_say_what_is_wrong() {
+        let cases = [
+            ("server", "missing scheme"),
+            ("HTTP:x@h:1", "unknown scheme"),
+            ("PYRO:obj", "needs a location"),
+            ("PYRO:obj@127.0.0.1", "port is missing"),
+            ("PYRO:obj@127.0.0.1:99999", "not a number"),
+            ("PYRO:obj@127.0.0.1:abc", "not a number"),
+            ("PYRO:@127.0.0.1:1", "object id is empty"),
+            ("PYRO:obj@::1:80", "brackets"),
+            ("PYRO:obj@[::1:80", "closing"),
+            ("PYRO:obj@:80", "host is empty"),
+            ("PYRONAME:", "name is empty"),
+            ("PYROMETA:a,,b", "tag is empty"),
+            ("PYRO:obj@./u:", "path is empty"),
+        ];
+        for (text, expected) in cases {
+            let err = text.parse::<Uri>().expect_err(text).to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(err.contains(text), "error names the input: {err}");
+        }
+    }
+
+    #[test]
+    fn uri_serializes_as_its_string() {
+        let u: Uri = "PYRO:obj@127.0.0.1:1".parse().unwrap();
+        let bytes = bincode::serialize(&u).unwrap();
+        let back: Uri = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(back, u);
+    }
+}
