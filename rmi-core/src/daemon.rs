@@ -430,7 +430,9 @@ async fn invoke(inner: &Inner, connected: &str, ser: Serializer, req: &Message) 
     match AssertUnwindSafe(object.dispatch(method, call.args)).catch_unwind().await {
         Ok(Ok(payload)) => Ok(payload),
         Ok(Err(mut err)) => {
-            err.object.get_or_insert_with(|| call.object.clone());
+            if err.object.as_deref().is_none_or(str::is_empty) {
+                err.object = Some(call.object.clone());
+            }
             Err(err)
         }
         Err(panic) => {

@@ -60,13 +60,13 @@ pub enum Error {
     },
     /// The arguments did not decode as the types the method takes.
     #[error("bad arguments: {0}")]
-    BadArguments(RemoteError),
+    BadArguments(Box<RemoteError>),
     /// The remote method panicked; only this call failed.
     #[error("remote method panicked: {0}")]
-    Panicked(RemoteError),
+    Panicked(Box<RemoteError>),
     /// Any other error raised on the remote side.
     #[error("remote error: {0}")]
-    Remote(RemoteError),
+    Remote(Box<RemoteError>),
     /// A name could not be registered or resolved (Pyro's `NamingError`).
     #[error("naming error: {0}")]
     Naming(String),
@@ -94,10 +94,10 @@ impl Error {
                 object: err.object.clone().unwrap_or_default(),
                 method: err.method.clone().unwrap_or_default(),
             },
-            RemoteErrorKind::BadArguments => Error::BadArguments(err),
-            RemoteErrorKind::Panic => Error::Panicked(err),
+            RemoteErrorKind::BadArguments => Error::BadArguments(Box::new(err)),
+            RemoteErrorKind::Panic => Error::Panicked(Box::new(err)),
             RemoteErrorKind::Naming => Error::Naming(err.message),
-            _ => Error::Remote(err),
+            _ => Error::Remote(Box::new(err)),
         }
     }
 }
@@ -166,12 +166,9 @@ impl RemoteError {
 
     /// The error for a call to a method the object does not have.
     pub fn unknown_method(object: &str, method: &str) -> Self {
-        let mut e = Self::new(
-            RemoteErrorKind::UnknownMethod,
-            "builtins.AttributeError",
-            format!("unknown method {method:?} on object {object:?}"),
-        );
-        e.object = Some(object.to_owned());
+        let mut e =
+            Self::new(RemoteErrorKind::UnknownMethod, "builtins.AttributeError", format!("unknown method {method:?}"));
+        e.object = (!object.is_empty()).then(|| object.to_owned());
         e.method = Some(method.to_owned());
         e
     }

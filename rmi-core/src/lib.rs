@@ -43,6 +43,10 @@
 //! # Ok(()) }
 //! ```
 
+// RemoteError is returned by value on the (cold) error path of every dispatch; boxing it
+// would cost an allocation per remote error for no gain on the success path.
+#![allow(clippy::result_large_err)]
+
 pub mod daemon;
 pub mod dispatch;
 pub mod error;
@@ -58,7 +62,7 @@ pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use protocol::{DecodeLimits, Metadata, Serializer};
 pub use proxy::{Proxy, ProxyBuilder};
 pub use resolve::Resolve;
-pub use uri::{Location, Uri};
+pub use uri::{IntoUri, Location, Uri};
 
 /// Items used by code that `#[remote]` generates; not a stable API.
 #[doc(hidden)]
@@ -67,16 +71,13 @@ pub mod __private {
     pub use crate::error::{Error, RemoteError, RemoteErrorKind};
     pub use crate::protocol::codec::{Args, Metadata};
     pub use crate::proxy::{Proxy, ProxyBuilder};
-    pub use crate::uri::Uri;
+    pub use crate::uri::{IntoUri, Uri};
     pub use serde;
     pub use std;
 
     /// A proxy builder for `uri` with no name-server resolver (direct `PYRO:` URIs only).
-    pub fn proxy_builder<U>(uri: U) -> Result<ProxyBuilder, Error>
-    where
-        U: TryInto<Uri, Error = Error>,
-    {
-        Ok(ProxyBuilder::new(uri.try_into()?))
+    pub fn proxy_builder(uri: impl IntoUri) -> Result<ProxyBuilder, Error> {
+        Ok(ProxyBuilder::new(uri.into_uri()?))
     }
 
     /// Encodes a method's result in the serializer of its arguments.

@@ -215,31 +215,39 @@ impl fmt::Display for Uri {
     }
 }
 
-impl TryFrom<&str> for Uri {
-    type Error = Error;
-    fn try_from(s: &str) -> Result<Self, Error> {
-        s.parse()
+/// Anything that names a URI: a [`Uri`] or its text.
+pub trait IntoUri {
+    /// Parses or clones into a [`Uri`].
+    fn into_uri(self) -> Result<Uri, Error>;
+}
+
+impl IntoUri for Uri {
+    fn into_uri(self) -> Result<Uri, Error> {
+        Ok(self)
     }
 }
 
-impl TryFrom<String> for Uri {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self, Error> {
-        s.parse()
+impl IntoUri for &Uri {
+    fn into_uri(self) -> Result<Uri, Error> {
+        Ok(self.clone())
     }
 }
 
-impl TryFrom<&String> for Uri {
-    type Error = Error;
-    fn try_from(s: &String) -> Result<Self, Error> {
-        s.parse()
+impl IntoUri for &str {
+    fn into_uri(self) -> Result<Uri, Error> {
+        self.parse()
     }
 }
 
-impl TryFrom<&Uri> for Uri {
-    type Error = Error;
-    fn try_from(u: &Uri) -> Result<Self, Error> {
-        Ok(u.clone())
+impl IntoUri for String {
+    fn into_uri(self) -> Result<Uri, Error> {
+        self.parse()
+    }
+}
+
+impl IntoUri for &String {
+    fn into_uri(self) -> Result<Uri, Error> {
+        self.parse()
     }
 }
 

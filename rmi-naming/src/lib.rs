@@ -1,1 +1,57 @@
-//! x
+//! The name server of [rmi](https://docs.rs/rmi): registration, lookup, discovery and
+//! resolution of `PYRONAME:`/`PYROMETA:` URIs, with Pyro5's semantics.
+//!
+//! Run it as a process with the `rmi-ns` binary, or in-process with [`NameServer::builder`].
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), rmi_core::Error> {
+//! use rmi_naming::{NameServer, NamingResolver, NsLocator};
+//!
+//! let ns = NameServer::builder().port(0).no_broadcast().start().await?;
+//! let port = ns.daemon().local_addr().port();
+//! let proxy = NsLocator::new().host("127.0.0.1").port(port).locate().await?;
+//!
+//! let uri: rmi_core::Uri = "PYRO:obj_1@127.0.0.1:4000".parse()?;
+//! proxy.register("example.greeter", &uri).await?;
+//! assert_eq!(proxy.lookup("example.greeter").await?, uri);
+//!
+//! let resolver = NamingResolver::new(NsLocator::new().host("127.0.0.1").port(port));
+//! let logical: rmi_core::Uri = "PYRONAME:example.greeter".parse()?;
+//! assert_eq!(resolver.resolve_uri(&logical).await?, uri);
+//! # Ok(()) }
+//! ```
+
+mod client;
+pub mod locate;
+pub mod registry;
+mod resolve;
+mod server;
+
+pub use client::NameServerProxy;
+pub use locate::{locate_ns, BroadcastResponder, NsLocator};
+pub use registry::{Registry, NAME_SERVER_NAME};
+pub use resolve::NamingResolver;
+pub use server::{
+    NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder, NameServerHandle,
+    NAME_SERVER_OBJECT_ID,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// A naming operation was refused (unknown name, name taken, bad pattern); Pyro's `NamingError`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct NamingError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl NamingError {
+    /// A naming error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        NamingError { message: message.into() }
+    }
+}

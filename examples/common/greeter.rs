@@ -1,0 +1,18 @@
+//! The contract shared by the greeting examples: Pyro's tutorial object.
+
+/// The greeting object of Pyro's tutorial.
+#[rmi::remote]
+pub trait Greeter {
+    /// Returns `"Hi welcome " + name`.
+    #[rmi(name = "welcomeMessage")]
+    async fn welcome_message(&self, name: String) -> String;
+}
+
+/// The server-side implementation.
+pub struct GreetingMaker;
+
+impl Greeter for GreetingMaker {
+    async fn welcome_message(&self, name: String) -> String {
+        format!("Hi welcome {name}")
+    }
+}

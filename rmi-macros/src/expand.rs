@@ -1,0 +1,195 @@
+//! Code generation: the rewritten trait, `{Trait}Server<T>` and `{Trait}Proxy`.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{ItemTrait, ReturnType, TraitItem};
+
+use crate::model::{Options, Service};
+
+/// Removes `#[rmi(...)]` from the trait's methods; they are ours, not the compiler's.
+pub fn strip_rmi_attrs(item: &mut ItemTrait) {
+    for trait_item in &mut item.items {
+        if let TraitItem::Fn(f) = trait_item {
+            f.attrs.retain(|a| !a.path().is_ident("rmi"));
+        }
+    }
+}
+
+/// Rewrites each `async fn` to `fn … -> impl Future<Output = T> + Send` and adds
+/// `Send + Sync + 'static` to the trait, so the daemon can spawn calls.
+fn rewrite_trait(item: &ItemTrait) -> ItemTrait {
+    let mut item = item.clone();
+    strip_rmi_attrs(&mut item);
+    item.supertraits.push(syn::parse_quote!(::core::marker::Send));
+    item.supertraits.push(syn::parse_quote!(::core::marker::Sync));
+    item.supertraits.push(syn::parse_quote!('static));
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(f) = trait_item else { continue };
+        f.sig.asyncness = None;
+        let output = match &f.sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, ty) => quote!(#ty),
+        };
+        f.sig.output = syn::parse_quote!(-> impl ::core::future::Future<Output = #output> + ::core::marker::Send);
+        if let Some(block) = &f.default {
+            f.default = Some(syn::parse_quote!({ async move #block }));
+        }
+    }
+    item
+}
+
+pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenStream {
+    let krate = &options.krate;
+    let p = quote!(#krate::__private);
+    let trait_ident = &item.ident;
+    let vis = &item.vis;
+    let server_ident = format_ident!("{}Server", trait_ident, span = trait_ident.span());
+    let proxy_ident = format_ident!("{}Proxy", trait_ident, span = trait_ident.span());
+    let rewritten = rewrite_trait(item);
+    let server_doc = format!("Serves a [`{trait_ident}`] implementation: register it in a daemon.");
+    let proxy_doc = format!(
+        "Typed client of a remote [`{trait_ident}`]. Cheap to clone: clones share one connection, and calls from many tasks run concurrently over it."
+    );
+
+    let metadata_pushes = service.methods.iter().map(|m| {
+        let cfgs = m.carried_attrs.iter().filter(|a| a.path().is_ident("cfg"));
+        let wire = &m.wire_name;
+        quote! { #(#cfgs)* __methods.push(#p::std::string::String::from(#wire)); }
+    });
+
+    let arms = service.methods.iter().map(|m| {
+        let cfgs = m.carried_attrs.iter().filter(|a| a.path().is_ident("cfg"));
+        let wire = &m.wire_name;
+        let ident = &m.ident;
+        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let types: Vec<_> = m.args.iter().map(|(_, t)| t).collect();
+        let decode = if names.is_empty() {
+            quote! { __args.decode::<[(); 0]>().map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
+        } else {
+            quote! {
+                let (#(#names,)*): (#(#types,)*) =
+                    __args.decode().map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+            }
+        };
+        quote! {
+            #(#cfgs)*
+            #wire => {
+                #decode
+                let __result = <__T as #trait_ident>::#ident(&*self.inner, #(#names),*).await;
+                #p::encode_result(&__args, &__result)
+            }
+        }
+    });
+
+    let proxy_methods = service.methods.iter().map(|m| {
+        let attrs = &m.carried_attrs;
+        let wire = &m.wire_name;
+        let ident = &m.ident;
+        let output = &m.output;
+        let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
+        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let args = if names.is_empty() { quote!(&[(); 0]) } else { quote!(&(#(#names,)*)) };
+        quote! {
+            #(#attrs)*
+            pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
+                self.proxy.call(#wire, #args).await
+            }
+        }
+    });
+
+    quote! {
+        #rewritten
+
+        #[doc = #server_doc]
+        #vis struct #server_ident<__T> {
+            inner: #p::std::sync::Arc<__T>,
+        }
+
+        impl<__T: #trait_ident> #server_ident<__T> {
+            /// Wraps `object` for registration in a daemon.
+            pub fn new(object: __T) -> Self {
+                Self { inner: #p::std::sync::Arc::new(object) }
+            }
+
+            /// Wraps an object that is shared with other code.
+            pub fn from_arc(object: #p::std::sync::Arc<__T>) -> Self {
+                Self { inner: object }
+            }
+
+            /// The served object.
+            pub fn get_ref(&self) -> &__T {
+                &self.inner
+            }
+        }
+
+        impl<__T> ::core::clone::Clone for #server_ident<__T> {
+            fn clone(&self) -> Self {
+                Self { inner: ::core::clone::Clone::clone(&self.inner) }
+            }
+        }
+
+        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables)]
+        impl<__T: #trait_ident> #p::Dispatch for #server_ident<__T> {
+            fn metadata(&self) -> #p::Metadata {
+                let mut __methods = #p::std::vec::Vec::new();
+                #(#metadata_pushes)*
+                #p::Metadata { methods: __methods, oneway: #p::std::vec::Vec::new(), attrs: #p::std::vec::Vec::new() }
+            }
+
+            fn dispatch<'__a>(
+                &'__a self,
+                __method: &'__a str,
+                __args: #p::Args,
+            ) -> #p::BoxFuture<'__a, #p::std::result::Result<#p::std::vec::Vec<u8>, #p::RemoteError>> {
+                #p::std::boxed::Box::pin(async move {
+                    match __method {
+                        #(#arms)*
+                        _ => #p::std::result::Result::Err(#p::RemoteError::unknown_method("", __method)),
+                    }
+                })
+            }
+        }
+
+        #[doc = #proxy_doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #proxy_ident {
+            proxy: #p::Proxy,
+        }
+
+        impl #proxy_ident {
+            /// Connects to the object at `uri` (`PYRO:`, or `PYRONAME:`/`PYROMETA:` through the
+            /// name server) and performs the handshake now.
+            pub async fn connect(uri: impl #p::IntoUri) -> #p::std::result::Result<Self, #p::Error> {
+                #p::proxy_builder(uri)?.connect().await
+            }
+
+            /// Settings for a proxy to `uri`; finish with `.connect().await` or `.build()`.
+            pub fn builder(uri: impl #p::IntoUri) -> #p::std::result::Result<#p::ProxyBuilder, #p::Error> {
+                #p::proxy_builder(uri)
+            }
+
+            /// Wraps an untyped proxy.
+            pub fn from_proxy(proxy: #p::Proxy) -> Self {
+                Self { proxy }
+            }
+
+            /// The untyped proxy underneath.
+            pub fn proxy(&self) -> &#p::Proxy {
+                &self.proxy
+            }
+
+            /// Unwraps the untyped proxy.
+            pub fn into_proxy(self) -> #p::Proxy {
+                self.proxy
+            }
+
+            #(#proxy_methods)*
+        }
+
+        impl ::core::convert::From<#p::Proxy> for #proxy_ident {
+            fn from(proxy: #p::Proxy) -> Self {
+                Self { proxy }
+            }
+        }
+    }
+}

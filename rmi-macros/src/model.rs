@@ -1,0 +1,210 @@
+//! The service model lowered from a trait, with every rule checked and all errors collected.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Ident, ItemTrait, LitStr, Pat, ReturnType, TraitItem, TraitItemFn, Type};
+
+/// Wire names the runtime uses itself (Pyro's batch and attribute access).
+const RESERVED_WIRE_NAMES: &[&str] = &["<batch>", "__getattr__", "__setattr__"];
+/// Rust names of the generated proxy's own methods.
+const RESERVED_RUST_NAMES: &[&str] = &["connect", "builder", "from_proxy", "proxy", "into_proxy"];
+
+/// Options of the `#[remote(...)]` attribute itself.
+pub struct Options {
+    /// Path to the runtime (`::rmi` unless `crate = ...` is given).
+    pub krate: syn::Path,
+}
+
+impl Options {
+    pub fn parse(attr: proc_macro2::TokenStream) -> syn::Result<Options> {
+        let mut krate: syn::Path = syn::parse_quote!(::rmi);
+        if attr.is_empty() {
+            return Ok(Options { krate });
+        }
+        let parser = syn::meta::parser(|meta| {
+            if meta.path.is_ident("crate") {
+                let value = meta.value()?;
+                krate = if value.peek(LitStr) { value.parse::<LitStr>()?.parse()? } else { value.parse()? };
+                Ok(())
+            } else {
+                Err(meta.error("unknown #[remote] option; the only option is `crate = path`"))
+            }
+        });
+        syn::parse::Parser::parse2(parser, attr)?;
+        Ok(Options { krate })
+    }
+}
+
+/// A remote method.
+pub struct Method {
+    /// The Rust name.
+    pub ident: Ident,
+    /// The name on the wire.
+    pub wire_name: String,
+    /// `#[doc]` and `#[cfg]` attributes, copied to generated items.
+    pub carried_attrs: Vec<Attribute>,
+    /// Argument names and types, in order.
+    pub args: Vec<(Ident, Type)>,
+    /// The declared output (`()` when none).
+    pub output: Type,
+}
+
+/// A remote trait.
+pub struct Service {
+    pub methods: Vec<Method>,
+}
+
+/// Lowers the trait to a [`Service`], or returns every rule it breaks.
+pub fn lower(item: &ItemTrait) -> Result<Service, syn::Error> {
+    let mut errors: Vec<syn::Error> = Vec::new();
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errors.push(syn::Error::new(item.generics.span(), "#[remote] traits cannot be generic"));
+    }
+    let mut methods = Vec::new();
+    for trait_item in &item.items {
+        match trait_item {
+            TraitItem::Fn(f) => {
+                if let Some(m) = lower_method(f, &mut errors) {
+                    methods.push(m);
+                }
+            }
+            other => errors.push(syn::Error::new(
+                other.span(),
+                "#[remote] traits may contain only methods (no associated types, consts or macros)",
+            )),
+        }
+    }
+    for (i, m) in methods.iter().enumerate() {
+        if methods[..i].iter().any(|earlier| earlier.wire_name == m.wire_name) {
+            errors.push(syn::Error::new(
+                m.ident.span(),
+                format!("duplicate wire name {:?}: each method needs its own #[rmi(name = ...)]", m.wire_name),
+            ));
+        }
+    }
+    match errors.into_iter().reduce(|mut a, b| {
+        a.combine(b);
+        a
+    }) {
+        Some(err) => Err(err),
+        None => Ok(Service { methods }),
+    }
+}
+
+fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method> {
+    let sig = &f.sig;
+    let before = errors.len();
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new(sig.fn_token.span, "remote methods must be `async fn`"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new(sig.generics.span(), "remote methods cannot be generic"));
+    }
+    if let Some(v) = &sig.variadic {
+        errors.push(syn::Error::new(v.span(), "remote methods cannot be variadic"));
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none() => {}
+        Some(FnArg::Receiver(r)) => {
+            errors.push(syn::Error::new(r.span(), "remote methods take `&self` (calls run concurrently)"));
+        }
+        _ => errors.push(syn::Error::new(sig.ident.span(), "remote methods take `&self` as their first parameter")),
+    }
+    let mut args = Vec::new();
+    for input in sig.inputs.iter().skip(1) {
+        let FnArg::Typed(pt) = input else { continue };
+        let ident = match &*pt.pat {
+            Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
+            other => {
+                errors.push(syn::Error::new(
+                    other.span(),
+                    "remote method arguments must be plain identifiers, not patterns",
+                ));
+                continue;
+            }
+        };
+        if let Some(span) = borrowed_or_impl(&pt.ty) {
+            errors.push(syn::Error::new(
+                span,
+                "remote method arguments must be owned types that implement serde's traits (e.g. `String`, not `&str`; no `impl Trait`)",
+            ));
+            continue;
+        }
+        args.push((ident, (*pt.ty).clone()));
+    }
+    let output = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => {
+            if let Some(span) = borrowed_or_impl(ty) {
+                errors.push(syn::Error::new(span, "remote methods must return an owned type"));
+            }
+            (**ty).clone()
+        }
+    };
+    let mut wire_name = sig.ident.to_string();
+    let mut wire_span = sig.ident.span();
+    let mut carried_attrs = Vec::new();
+    for attr in &f.attrs {
+        if attr.path().is_ident("rmi") {
+            let res = attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("name") {
+                    let lit: LitStr = meta.value()?.parse()?;
+                    if lit.value().is_empty() {
+                        return Err(syn::Error::new(lit.span(), "the wire name cannot be empty"));
+                    }
+                    wire_name = lit.value();
+                    wire_span = lit.span();
+                    Ok(())
+                } else {
+                    Err(meta.error("unknown #[rmi] option; expected `name = \"...\"`"))
+                }
+            });
+            if let Err(e) = res {
+                errors.push(e);
+            }
+        } else if attr.path().is_ident("doc") || attr.path().is_ident("cfg") {
+            carried_attrs.push(attr.clone());
+        }
+    }
+    if RESERVED_WIRE_NAMES.contains(&wire_name.as_str()) || wire_name.starts_with('_') {
+        errors.push(syn::Error::new(
+            wire_span,
+            format!("the wire name {wire_name:?} is reserved by the runtime (names starting with `_`, `<batch>`, `__getattr__`, `__setattr__`)"),
+        ));
+    }
+    if RESERVED_RUST_NAMES.contains(&sig.ident.to_string().as_str()) {
+        errors.push(syn::Error::new(
+            sig.ident.span(),
+            format!(
+                "the method name `{}` is reserved: the generated proxy has its own `{}`; rename it and keep the wire name with #[rmi(name = \"{}\")]",
+                sig.ident, sig.ident, sig.ident
+            ),
+        ));
+    }
+    if errors.len() > before {
+        return None;
+    }
+    Some(Method { ident: sig.ident.clone(), wire_name, carried_attrs, args, output })
+}
+
+/// The span of a reference or `impl Trait` inside `ty`, if any.
+fn borrowed_or_impl(ty: &Type) -> Option<Span> {
+    match ty {
+        Type::Reference(r) => Some(r.span()),
+        Type::ImplTrait(i) => Some(i.span()),
+        Type::Paren(p) => borrowed_or_impl(&p.elem),
+        Type::Group(g) => borrowed_or_impl(&g.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(borrowed_or_impl),
+        Type::Array(a) => borrowed_or_impl(&a.elem),
+        Type::Slice(s) => borrowed_or_impl(&s.elem),
+        Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
+            syn::PathArguments::AngleBracketed(ab) => ab.args.iter().find_map(|a| match a {
+                syn::GenericArgument::Type(t) => borrowed_or_impl(t),
+                syn::GenericArgument::Lifetime(l) => Some(l.span()),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
