@@ -310,10 +310,8 @@ mod tests {
             // Encode 15,000 levels by hand: serializing that deep recursively would itself be the risk.
             let deep = match ser {
                 Serializer::Bincode => {
-                    let mut v = Vec::new();
-                    for _ in 0..15_000 {
-                        v.push(1); // varint variant index 1 = Node
-                    }
+                    // varint variant index 1 = Node, 15,000 times, then 0 = Leaf.
+                    let mut v = vec![1u8; 15_000];
                     v.push(0);
                     v
                 }
