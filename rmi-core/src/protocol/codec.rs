@@ -2,7 +2,7 @@
 //!
 //! Two serializers ship: bincode 1.3.3 (rmi's own id [`Serializer::BINCODE_ID`], Rust to Rust)
 //! and msgpack (Pyro5's id 4). Every decode goes through the bounded wrapper
-//! ([`super::bounded`]): the payload length is the size limit, trailing bytes are refused,
+//! (the private `bounded` module): the payload length is the size limit, trailing bytes are refused,
 //! nesting is limited to [`DecodeLimits::max_depth`] and no collection may claim more elements
 //! than the payload has bytes.
 //!

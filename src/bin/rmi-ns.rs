@@ -1,7 +1,7 @@
 //! `rmi-ns`: the name server process, like `python -m Pyro4.naming`.
 
 use clap::Parser;
-use rmi_naming::NameServer;
+use rmi::naming::NameServer;
 
 /// Start the rmi name server.
 #[derive(Debug, Parser)]

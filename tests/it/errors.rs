@@ -1,0 +1,135 @@
+//! Bad calls get distinct errors, and the daemon keeps serving everyone.
+
+use std::time::{Duration, Instant};
+
+use rmi::{Error, Proxy, Serializer};
+
+use crate::support::{spawn_child_daemon, start_daemon, LabProxy};
+
+/// The daemon answers both a protocol ping and `Pyro.Daemon.ping` on this connection, and a
+/// fresh proxy's call.
+async fn daemon_still_serves(proxy: &Proxy, lab: &rmi::Uri) {
+    proxy.ping().await.expect("MSG_PING answered");
+    proxy.call_daemon::<_, ()>("ping", &[(); 0]).await.expect("Pyro.Daemon.ping answered");
+    let fresh = LabProxy::connect(lab).await.unwrap();
+    assert_eq!(fresh.echo(1, 1, "ok".into()).await.unwrap().2, "ok");
+}
+
+async fn distinct_errors(serializer: Serializer) {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: Proxy = rmi::Proxy::builder(lab.clone()).serializer(serializer).connect().await.unwrap();
+
+    // Unknown object: refused at connect time.
+    let missing = rmi::Uri::tcp("no_such_object", "127.0.0.1", daemon.local_addr().port());
+    let err = rmi::Proxy::builder(missing).serializer(serializer).connect::<Proxy>().await.unwrap_err();
+    assert!(matches!(&err, Error::UnknownObject(id) if id == "no_such_object"), "{err}");
+    daemon_still_serves(&proxy, &lab).await;
+
+    // Unknown method.
+    let err = proxy.call::<_, ()>("noSuchMethod", &[(); 0]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownMethod { method, object } if method == "noSuchMethod" && *object == lab.object().unwrap()),
+        "{err}"
+    );
+    daemon_still_serves(&proxy, &lab).await;
+
+    // Wrong argument types and wrong arity.
+    let err = proxy.call::<_, (u32, u32, String)>("echo", &("x", 1.5f64)).await.unwrap_err();
+    assert!(matches!(&err, Error::BadArguments(e) if e.message.contains("echo")), "{err}");
+    let err = proxy.call::<_, usize>("calls", &(1u8,)).await.unwrap_err();
+    assert!(matches!(err, Error::BadArguments(_)), "{err}");
+    daemon_still_serves(&proxy, &lab).await;
+
+    // A panicking method: an error for this caller only.
+    let typed = LabProxy::from_proxy(proxy.clone());
+    let err = typed.explode("kaboom".into()).await.unwrap_err();
+    match &err {
+        Error::Panicked(e) => {
+            assert!(e.message.contains("kaboom"), "{e}");
+            assert_eq!(e.method.as_deref(), Some("explode"));
+        }
+        other => panic!("expected Panicked, got {other}"),
+    }
+    daemon_still_serves(&proxy, &lab).await;
+
+    // An application error is a value, not an rmi::Error.
+    assert_eq!(typed.checked_div(7, 2).await.unwrap(), Ok(3));
+    assert_eq!(typed.checked_div(1, 0).await.unwrap(), Err("cannot divide 1 by 0".to_string()));
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn bad_calls_get_distinct_errors_and_the_daemon_keeps_serving_bincode() {
+    distinct_errors(Serializer::Bincode).await;
+}
+
+#[tokio::test]
+async fn bad_calls_get_distinct_errors_and_the_daemon_keeps_serving_msgpack() {
+    distinct_errors(Serializer::MsgPack).await;
+}
+
+#[tokio::test]
+async fn remote_errors_display_type_message_and_chain() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    let text = proxy.explode("boom".into()).await.unwrap_err().to_string();
+    assert!(text.contains("panicked") && text.contains("rmi.Panic") && text.contains("boom"), "{text}");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn pending_and_new_calls_fail_promptly_when_the_daemon_dies() {
+    let (mut child, lab) = spawn_child_daemon();
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    assert_eq!(proxy.echo(1, 2, "x".into()).await.unwrap().0, 1);
+    let pending = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.sleep(600_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    // The pending call fails with a communication error instead of hanging.
+    let err =
+        tokio::time::timeout(Duration::from_secs(30), pending).await.expect("pending call hung").unwrap().unwrap_err();
+    assert!(err.is_communication(), "{err}");
+    // A new call fails too (the redial is refused), promptly.
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), proxy.echo(0, 0, "y".into()))
+        .await
+        .expect("new call hung")
+        .unwrap_err();
+    assert!(err.is_communication(), "{err}");
+    println!("new call failed after {:?}: {err}", started.elapsed());
+}
+
+#[tokio::test]
+async fn invoke_for_another_object_on_a_connection_is_refused() {
+    let (daemon, lab, greeter) = start_daemon().await;
+    let proxy: Proxy = rmi::Proxy::builder(lab.clone()).connect().await.unwrap();
+    // A raw connection to the lab object that tries to call the greeter.
+    let err = raw_invoke_other_object(&lab, greeter.object().unwrap()).await;
+    assert!(err.contains("opened for object"), "{err}");
+    daemon_still_serves(&proxy, &lab).await;
+    daemon.shutdown();
+}
+
+/// CONNECTs to `uri`'s object, then sends an INVOKE naming `other`; returns the error message.
+async fn raw_invoke_other_object(uri: &rmi::Uri, other: &str) -> String {
+    use rmi::protocol::codec::{self, ConnectRequest};
+    use rmi::protocol::frame::{Message, MessageType, FLAGS_EXCEPTION};
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else { unreachable!() };
+    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.unwrap();
+    let (mut rd, mut wr) = rmi::transport::split(stream, 1 << 20);
+    let ser = Serializer::Bincode;
+    let hello = ConnectRequest { handshake: "hello".into(), object: uri.object().unwrap().into() };
+    wr.write_frame(&Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap())).await.unwrap();
+    assert_eq!(rd.read_frame().await.unwrap().unwrap().msg_type, MessageType::ConnectOk);
+    let call = codec::encode_invoke(ser, other, "welcomeMessage", &("x",)).unwrap();
+    wr.write_frame(&Message::new(MessageType::Invoke, ser.id(), 0, 1, call)).await.unwrap();
+    let reply = rd.read_frame().await.unwrap().unwrap();
+    assert!(reply.has_flag(FLAGS_EXCEPTION));
+    let err: rmi::RemoteError = ser.decode(&reply.payload, &Default::default()).unwrap();
+    err.message
+}

@@ -1,0 +1,193 @@
+//! Hostile bytes on raw sockets against a daemon running as a child process: after each, the
+//! child is alive and a fresh proxy works.
+
+use std::time::Duration;
+
+use rmi::protocol::codec::ConnectRequest;
+use rmi::protocol::frame::{Message, MessageType, FLAGS_EXCEPTION, HEADER_SIZE, MAGIC};
+use rmi::{RemoteError, RemoteErrorKind, Serializer, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{spawn_child_daemon, ChildGuard, LabProxy, Nested};
+
+/// A valid header for `data_len` payload bytes, to be corrupted by each test.
+fn header(msg_type: MessageType, data_len: u32) -> Vec<u8> {
+    let mut h = Message::new(msg_type, Serializer::BINCODE_ID, 0, 1, Vec::new()).to_bytes().to_vec();
+    h[12..16].copy_from_slice(&data_len.to_be_bytes());
+    h
+}
+
+async fn dial(uri: &Uri) -> TcpStream {
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else { unreachable!() };
+    TcpStream::connect((host.as_str(), *port)).await.unwrap()
+}
+
+/// Reads until the daemon closes the connection; returns what it sent.
+async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+        .await
+        .expect("daemon did not close the connection")
+        .ok();
+    out
+}
+
+async fn assert_alive(child: &mut ChildGuard, uri: &Uri) {
+    assert!(child.is_alive(), "the daemon process died");
+    let proxy = LabProxy::connect(uri).await.expect("fresh proxy connects");
+    assert_eq!(proxy.echo(7, 8, "alive".into()).await.unwrap(), (7, 8, "alive".to_string()));
+}
+
+/// A raw connection that has completed the CONNECT handshake for the lab object.
+async fn connected(uri: &Uri) -> TcpStream {
+    let mut stream = dial(uri).await;
+    let ser = Serializer::Bincode;
+    let hello = ConnectRequest { handshake: "hello".into(), object: uri.object().unwrap().into() };
+    let msg = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap());
+    stream.write_all(&msg.to_bytes()).await.unwrap();
+    let mut head = [0u8; HEADER_SIZE];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[6], MessageType::ConnectOk as u8);
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize;
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.unwrap();
+    stream
+}
+
+/// Sends an INVOKE whose payload is `object`, `method` (bincode) and then raw `args` bytes;
+/// returns the remote error of the reply.
+async fn invoke_raw_args(stream: &mut TcpStream, object: &str, method: &str, args: &[u8]) -> RemoteError {
+    let mut payload = Serializer::Bincode.encode(&(object, method)).unwrap();
+    payload.extend_from_slice(args);
+    invoke_raw_payload(stream, payload).await
+}
+
+async fn invoke_raw_payload(stream: &mut TcpStream, payload: Vec<u8>) -> RemoteError {
+    let msg = Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 5, payload);
+    stream.write_all(&msg.to_bytes()).await.unwrap();
+    let mut head = [0u8; HEADER_SIZE];
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head)).await.expect("no reply").unwrap();
+    let flags = u16::from_be_bytes([head[8], head[9]]);
+    assert!(flags & FLAGS_EXCEPTION != 0, "expected an exception reply");
+    assert_eq!(u16::from_be_bytes([head[10], head[11]]), 5, "reply carries the request's sequence number");
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize;
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.unwrap();
+    Serializer::Bincode.decode(&body, &Default::default()).unwrap()
+}
+
+/// bincode varint for a u64 that needs all eight bytes.
+fn varint_u64(n: u64) -> Vec<u8> {
+    let mut v = vec![253];
+    v.extend_from_slice(&n.to_le_bytes());
+    v
+}
+
+#[tokio::test]
+async fn malformed_headers_close_only_their_connection() {
+    let (mut child, uri) = spawn_child_daemon();
+    let bystander = LabProxy::connect(&uri).await.unwrap();
+
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![("http request", b"GET / HTTP/1.0\r\n\r\n".to_vec())];
+    let mut bad_version = header(MessageType::Connect, 0);
+    bad_version[4..6].copy_from_slice(&48u16.to_be_bytes());
+    cases.push(("wrong version", bad_version));
+    let mut bad_magic = header(MessageType::Connect, 0);
+    bad_magic[38..40].copy_from_slice(&(MAGIC ^ 0xffff).to_be_bytes());
+    cases.push(("bad magic", bad_magic));
+    cases.push(("4 GiB payload", header(MessageType::Connect, u32::MAX)));
+    let mut huge_annotations = header(MessageType::Connect, 0);
+    huge_annotations[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+    cases.push(("4 GiB annotations", huge_annotations));
+    let mut bad_type = header(MessageType::Connect, 0);
+    bad_type[6] = 99;
+    cases.push(("unknown message type", bad_type));
+    let mut bad_serializer = header(MessageType::Connect, 0);
+    bad_serializer[7] = 200;
+    cases.push(("unknown serializer", bad_serializer));
+
+    for (name, bytes) in cases {
+        let mut stream = dial(&uri).await;
+        stream.write_all(&bytes).await.unwrap();
+        let answer = read_to_close(&mut stream).await;
+        assert!(answer.is_empty(), "{name}: expected a close without reply, got {} bytes", answer.len());
+        assert_alive(&mut child, &uri).await;
+    }
+    // The same after the handshake: the header check applies to every message.
+    let mut stream = connected(&uri).await;
+    stream.write_all(&header(MessageType::Invoke, u32::MAX)).await.unwrap();
+    assert!(read_to_close(&mut stream).await.is_empty());
+    assert_alive(&mut child, &uri).await;
+    assert_eq!(bystander.echo(1, 1, "bystander".into()).await.unwrap().2, "bystander");
+}
+
+#[tokio::test]
+async fn truncated_header_then_eof_and_invoke_before_connect() {
+    let (mut child, uri) = spawn_child_daemon();
+    let mut stream = dial(&uri).await;
+    stream.write_all(&header(MessageType::Connect, 10)[..20]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert!(read_to_close(&mut stream).await.is_empty());
+    assert_alive(&mut child, &uri).await;
+
+    // An INVOKE before CONNECT gets a CONNECTFAIL, then the connection closes (as in Pyro).
+    let mut stream = dial(&uri).await;
+    let call = rmi::protocol::codec::encode_invoke(Serializer::Bincode, "lab", "calls", &[(); 0]).unwrap();
+    stream.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 1, call).to_bytes()).await.unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert_eq!(answer.get(6).copied(), Some(MessageType::ConnectFail as u8));
+    assert_alive(&mut child, &uri).await;
+}
+
+#[tokio::test]
+async fn hostile_payloads_get_error_replies_and_the_connection_stays_usable() {
+    let (mut child, uri) = spawn_child_daemon();
+    let object = uri.object().unwrap().to_string();
+    let mut stream = connected(&uri).await;
+
+    // A 10-byte payload whose first string claims 2^40 bytes.
+    let mut payload = varint_u64(1 << 40);
+    payload.push(b'x');
+    assert_eq!(payload.len(), 10);
+    let err = invoke_raw_payload(&mut stream, payload).await;
+    assert_eq!(err.kind, RemoteErrorKind::Protocol, "{err}");
+
+    // An argument string claiming 2^40 bytes: echo(task, call, text).
+    let mut args = vec![1, 2];
+    args.extend(varint_u64(1 << 40));
+    let err = invoke_raw_args(&mut stream, &object, "echo", &args).await;
+    assert_eq!(err.kind, RemoteErrorKind::BadArguments, "{err}");
+
+    // A Vec<()> claiming 2^40 elements: no bytes per element, so only the length check stops it.
+    let err = invoke_raw_args(&mut stream, &object, "count_units", &varint_u64(1 << 40)).await;
+    assert_eq!(err.kind, RemoteErrorKind::BadArguments, "{err}");
+    assert!(err.message.contains("declared length"), "{err}");
+
+    // A value nested 15,000 deep: Node(Node(...(Leaf))).
+    let mut deep = vec![1u8; 15_000];
+    deep.push(0);
+    let err = invoke_raw_args(&mut stream, &object, "depth", &deep).await;
+    assert_eq!(err.kind, RemoteErrorKind::BadArguments, "{err}");
+    assert!(err.message.contains("max_depth"), "{err}");
+
+    // A blob claiming 2^40 bytes.
+    let err = invoke_raw_args(&mut stream, &object, "blob_len", &varint_u64(1 << 40)).await;
+    assert_eq!(err.kind, RemoteErrorKind::BadArguments, "{err}");
+
+    // The same connection still works for a good call, and so does everything else.
+    let good = rmi::protocol::codec::encode_invoke(
+        Serializer::Bincode,
+        &object,
+        "depth",
+        &(Nested::Node(Box::new(Nested::Leaf)),),
+    )
+    .unwrap();
+    stream.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 9, good).to_bytes()).await.unwrap();
+    let mut head = [0u8; HEADER_SIZE];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(u16::from_be_bytes([head[8], head[9]]) & FLAGS_EXCEPTION, 0);
+    assert_alive(&mut child, &uri).await;
+    let proxy = LabProxy::connect(&uri).await.unwrap();
+    assert_eq!(proxy.depth(Nested::Node(Box::new(Nested::Node(Box::new(Nested::Leaf))))).await.unwrap(), 2);
+}

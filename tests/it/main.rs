@@ -1,0 +1,19 @@
+//! Integration tests of rmi through its public API, over real loopback sockets.
+
+mod concurrency;
+mod daemon;
+mod errors;
+mod hostile;
+mod naming;
+mod sequence;
+mod support;
+mod tutorial;
+
+/// Not a test: when [`support::CHILD_DAEMON_ENV`] is set, this process is a daemon child that
+/// tests spawn, attack and then check for liveness.
+#[test]
+fn child_daemon_entry() {
+    if std::env::var_os(support::CHILD_DAEMON_ENV).is_some() {
+        support::run_child_daemon();
+    }
+}

@@ -1,0 +1,102 @@
+//! Sequence numbers over an in-memory duplex transport with paused time: they wrap past
+//! 65,535 around a pending call, and a late reply never reaches another call.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rmi::protocol::codec::{self, ConnectOk, DecodeLimits, Metadata};
+use rmi::protocol::frame::{Message, MessageType};
+use rmi::{Error, Proxy, Serializer, Uri};
+use tokio::io::DuplexStream;
+
+/// Argument value the fake daemon holds without answering.
+const HOLD: u32 = 0;
+/// Argument value that makes the fake daemon answer the held call first, then this one.
+const RELEASE: u32 = u32::MAX;
+
+/// A scripted daemon: answers each call with its argument, except [`HOLD`] (kept unanswered)
+/// and [`RELEASE`] (answers the held call late, then itself). It checks that no sequence
+/// number is reused while its call is unanswered, and that 0 is never used by a call.
+async fn fake_daemon(stream: DuplexStream) -> usize {
+    let (mut reader, mut writer) = rmi::transport::split(stream, 1 << 20);
+    let ser = Serializer::Bincode;
+    let connect = reader.read_frame().await.unwrap().unwrap();
+    assert_eq!(connect.msg_type, MessageType::Connect);
+    assert_eq!(connect.seq, 0, "CONNECT uses sequence number 0");
+    let ok =
+        ConnectOk { handshake: "hello".into(), meta: Metadata { methods: vec!["m".into()], ..Metadata::default() } };
+    writer.write_frame(&Message::new(MessageType::ConnectOk, ser.id(), 0, 0, ser.encode(&ok).unwrap())).await.unwrap();
+
+    let reply = |seq: u16, value: u32| Message::new(MessageType::Result, ser.id(), 0, seq, ser.encode(&value).unwrap());
+    let mut held: Option<u16> = None;
+    let mut seen = 0usize;
+    let mut max_seq_seen_after_wrap = HashSet::new();
+    while let Some(msg) = reader.read_frame().await.unwrap() {
+        assert_eq!(msg.msg_type, MessageType::Invoke);
+        assert_ne!(msg.seq, 0, "a call used sequence number 0");
+        assert_ne!(Some(msg.seq), held, "sequence number {} reused while its call is pending", msg.seq);
+        seen += 1;
+        if seen > 65_535 {
+            max_seq_seen_after_wrap.insert(msg.seq);
+        }
+        let call = codec::decode_invoke(ser, msg.payload.clone(), &DecodeLimits::default()).unwrap();
+        let (arg,): (u32,) = call.args.decode().unwrap();
+        match arg {
+            HOLD => held = Some(msg.seq),
+            RELEASE => {
+                let late = held.take().expect("a held call");
+                writer.write_frame(&reply(late, HOLD)).await.unwrap();
+                writer.write_frame(&reply(msg.seq, RELEASE)).await.unwrap();
+            }
+            v => writer.write_frame(&reply(msg.seq, v)).await.unwrap(),
+        }
+    }
+    // Make sure the test really wrapped: after 65,535 calls the numbers start over.
+    assert!(seen < 65_536 || max_seq_seen_after_wrap.contains(&2), "numbers never wrapped");
+    seen
+}
+
+async fn proxy_over_duplex(timeout: Option<Duration>) -> (Proxy, tokio::task::JoinHandle<usize>) {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let fake = tokio::spawn(fake_daemon(server));
+    let mut builder = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1));
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
+    let proxy: Proxy = builder.connect_over(client).await.unwrap();
+    (proxy, fake)
+}
+
+#[tokio::test(start_paused = true)]
+async fn sequence_numbers_wrap_past_65535_while_a_call_stays_pending() {
+    let (proxy, fake) = proxy_over_duplex(None).await;
+    let held = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.call::<_, u32>("m", &(HOLD,)).await }
+    });
+    tokio::task::yield_now().await;
+    // 70,000 calls, one after another: the numbers wrap around, skipping 0 and the held one.
+    for i in 1..=70_000u32 {
+        assert_eq!(proxy.call::<_, u32>("m", &(i,)).await.unwrap(), i);
+    }
+    assert!(!held.is_finished(), "the held call must still be waiting");
+    assert_eq!(proxy.call::<_, u32>("m", &(RELEASE,)).await.unwrap(), RELEASE);
+    assert_eq!(held.await.unwrap().unwrap(), HOLD, "the late reply reached its own call");
+    drop(proxy);
+    assert_eq!(fake.await.unwrap(), 70_002);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_after_its_call_timed_out_never_reaches_another_call() {
+    let (proxy, fake) = proxy_over_duplex(Some(Duration::from_secs(5))).await;
+    let err = proxy.call::<_, u32>("m", &(HOLD,)).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    // The next call gets a different number; the daemon answers the timed-out call first.
+    assert_eq!(proxy.call::<_, u32>("m", &(RELEASE,)).await.unwrap(), RELEASE);
+    // The connection is still good, and the released number is usable again.
+    for i in 1..=10u32 {
+        assert_eq!(proxy.call::<_, u32>("m", &(i,)).await.unwrap(), i);
+    }
+    drop(proxy);
+    assert_eq!(fake.await.unwrap(), 12);
+}
