@@ -1,7 +1,7 @@
 //! Code generation: the rewritten trait, `{Trait}Server<T>` and `{Trait}Proxy`.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
 use syn::{ItemTrait, ReturnType, TraitItem};
 
 use crate::model::{Options, Service};
@@ -30,9 +30,17 @@ fn rewrite_trait(item: &ItemTrait) -> ItemTrait {
             ReturnType::Default => quote!(()),
             ReturnType::Type(_, ty) => quote!(#ty),
         };
-        f.sig.output = syn::parse_quote!(-> impl ::core::future::Future<Output = #output> + ::core::marker::Send);
+        // Spanned at the method, so "future is not Send" notes point at the user's trait.
+        let span = f.sig.ident.span();
+        f.sig.output =
+            syn::parse2(quote_spanned!(span=> -> impl ::core::future::Future<Output = #output> + ::core::marker::Send))
+                .expect("a return type");
         if let Some(block) = &f.default {
-            f.default = Some(syn::parse_quote!({ async move #block }));
+            let block_span = {
+                use syn::spanned::Spanned;
+                block.span()
+            };
+            f.default = Some(syn::parse2(quote_spanned!(block_span=> { async move #block })).expect("a block"));
         }
     }
     item

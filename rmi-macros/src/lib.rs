@@ -21,13 +21,15 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
             return err.to_compile_error().into();
         }
     };
-    let options = match model::Options::parse(attr.into()) {
-        Ok(o) => o,
-        Err(e) => return e.to_compile_error().into(),
-    };
-    match model::lower(&item) {
-        Ok(service) => expand::expand(&item, &service, &options).into(),
-        Err(errors) => {
+    // Report option errors and trait errors together, in one compile.
+    match (model::Options::parse(attr.into()), model::lower(&item)) {
+        (Ok(options), Ok(service)) => expand::expand(&item, &service, &options).into(),
+        (options, service) => {
+            let errors = [options.err(), service.err()].into_iter().flatten().reduce(|mut a, b| {
+                a.combine(b);
+                a
+            });
+            let errors = errors.expect("at least one error");
             // Keep the trait (minus our attributes) so the user's impls do not add unrelated errors.
             expand::strip_rmi_attrs(&mut item);
             let mut out = quote::quote!(#item);

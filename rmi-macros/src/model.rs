@@ -1,13 +1,13 @@
 //! The service model lowered from a trait, with every rule checked and all errors collected.
 
 use proc_macro2::Span;
-use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, ItemTrait, LitStr, Pat, ReturnType, TraitItem, TraitItemFn, Type};
 
 /// Wire names the runtime uses itself (Pyro's batch and attribute access).
 const RESERVED_WIRE_NAMES: &[&str] = &["<batch>", "__getattr__", "__setattr__"];
 /// Rust names of the generated proxy's own methods.
-const RESERVED_RUST_NAMES: &[&str] = &["connect", "builder", "from_proxy", "proxy", "into_proxy"];
+/// Also `clone` and `from`, which an inherent proxy method would shadow.
+const RESERVED_RUST_NAMES: &[&str] = &["connect", "builder", "from_proxy", "proxy", "into_proxy", "clone", "from"];
 
 /// Options of the `#[remote(...)]` attribute itself.
 pub struct Options {
@@ -41,6 +41,8 @@ pub struct Method {
     pub ident: Ident,
     /// The name on the wire.
     pub wire_name: String,
+    /// Where the wire name comes from (the `name = "..."` literal, or the Rust name).
+    pub wire_span: Span,
     /// `#[doc]` and `#[cfg]` attributes, copied to generated items.
     pub carried_attrs: Vec<Attribute>,
     /// Argument names and types, in order.
@@ -57,8 +59,14 @@ pub struct Service {
 /// Lowers the trait to a [`Service`], or returns every rule it breaks.
 pub fn lower(item: &ItemTrait) -> Result<Service, syn::Error> {
     let mut errors: Vec<syn::Error> = Vec::new();
-    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
-        errors.push(syn::Error::new(item.generics.span(), "#[remote] traits cannot be generic"));
+    if !item.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(&item.generics, "#[remote] traits cannot be generic"));
+    }
+    if let Some(w) = &item.generics.where_clause {
+        errors.push(syn::Error::new_spanned(w, "#[remote] traits cannot have `where` clauses"));
+    }
+    if let Some(u) = &item.unsafety {
+        errors.push(syn::Error::new_spanned(u, "#[remote] traits cannot be `unsafe`"));
     }
     let mut methods = Vec::new();
     for trait_item in &item.items {
@@ -68,16 +76,21 @@ pub fn lower(item: &ItemTrait) -> Result<Service, syn::Error> {
                     methods.push(m);
                 }
             }
-            other => errors.push(syn::Error::new(
-                other.span(),
-                "#[remote] traits may contain only methods (no associated types, consts or macros)",
-            )),
+            other => {
+                let msg = "#[remote] traits may contain only methods (no associated types, consts or macros)";
+                errors.push(match other {
+                    TraitItem::Type(t) => syn::Error::new_spanned(&t.ident, msg),
+                    TraitItem::Const(c) => syn::Error::new_spanned(&c.ident, msg),
+                    TraitItem::Macro(m) => syn::Error::new_spanned(&m.mac, msg),
+                    other => syn::Error::new_spanned(other, msg),
+                })
+            }
         }
     }
     for (i, m) in methods.iter().enumerate() {
         if methods[..i].iter().any(|earlier| earlier.wire_name == m.wire_name) {
             errors.push(syn::Error::new(
-                m.ident.span(),
+                m.wire_span,
                 format!("duplicate wire name {:?}: each method needs its own #[rmi(name = ...)]", m.wire_name),
             ));
         }
@@ -97,16 +110,28 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new(sig.fn_token.span, "remote methods must be `async fn`"));
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(syn::Error::new(sig.generics.span(), "remote methods cannot be generic"));
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(&sig.generics, "remote methods cannot be generic"));
+    }
+    if let Some(w) = &sig.generics.where_clause {
+        errors.push(syn::Error::new_spanned(w, "remote methods cannot have `where` clauses"));
+    }
+    if let Some(u) = &sig.unsafety {
+        errors.push(syn::Error::new_spanned(u, "remote methods cannot be `unsafe`"));
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(syn::Error::new_spanned(abi, "remote methods cannot declare an ABI"));
+    }
+    if let Some(c) = &sig.constness {
+        errors.push(syn::Error::new_spanned(c, "remote methods cannot be `const`"));
     }
     if let Some(v) = &sig.variadic {
-        errors.push(syn::Error::new(v.span(), "remote methods cannot be variadic"));
+        errors.push(syn::Error::new_spanned(v, "remote methods cannot be variadic"));
     }
     match sig.inputs.first() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_none() && r.colon_token.is_none() => {}
+        Some(FnArg::Receiver(r)) if is_shared_self(r) => {}
         Some(FnArg::Receiver(r)) => {
-            errors.push(syn::Error::new(r.span(), "remote methods take `&self` (calls run concurrently)"));
+            errors.push(syn::Error::new_spanned(r, "remote methods take `&self` (calls run concurrently)"));
         }
         _ => errors.push(syn::Error::new(sig.ident.span(), "remote methods take `&self` as their first parameter")),
     }
@@ -116,16 +141,23 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
         let ident = match &*pt.pat {
             Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => pi.ident.clone(),
             other => {
-                errors.push(syn::Error::new(
-                    other.span(),
+                errors.push(syn::Error::new_spanned(
+                    other,
                     "remote method arguments must be plain identifiers, not patterns",
                 ));
                 continue;
             }
         };
-        if let Some(span) = borrowed_or_impl(&pt.ty) {
-            errors.push(syn::Error::new(
-                span,
+        if ident.to_string().starts_with("__") {
+            errors.push(syn::Error::new_spanned(
+                &ident,
+                "argument names starting with `__` are reserved for generated code",
+            ));
+            continue;
+        }
+        if let Some(tokens) = borrowed_or_impl(&pt.ty) {
+            errors.push(syn::Error::new_spanned(
+                tokens,
                 "remote method arguments must be owned types that implement serde's traits (e.g. `String`, not `&str`; no `impl Trait`)",
             ));
             continue;
@@ -135,8 +167,8 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     let output = match &sig.output {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => {
-            if let Some(span) = borrowed_or_impl(ty) {
-                errors.push(syn::Error::new(span, "remote methods must return an owned type"));
+            if let Some(tokens) = borrowed_or_impl(ty) {
+                errors.push(syn::Error::new_spanned(tokens, "remote methods must return an owned type"));
             }
             (**ty).clone()
         }
@@ -144,11 +176,15 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     let mut wire_name = sig.ident.to_string();
     let mut wire_span = sig.ident.span();
     let mut carried_attrs = Vec::new();
+    let mut named = false;
     for attr in &f.attrs {
         if attr.path().is_ident("rmi") {
             let res = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("name") {
                     let lit: LitStr = meta.value()?.parse()?;
+                    if std::mem::replace(&mut named, true) {
+                        return Err(syn::Error::new(lit.span(), "the wire name is given more than once"));
+                    }
                     if lit.value().is_empty() {
                         return Err(syn::Error::new(lit.span(), "the wire name cannot be empty"));
                     }
@@ -184,14 +220,26 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     if errors.len() > before {
         return None;
     }
-    Some(Method { ident: sig.ident.clone(), wire_name, carried_attrs, args, output })
+    Some(Method { ident: sig.ident.clone(), wire_name, wire_span, carried_attrs, args, output })
 }
 
-/// The span of a reference or `impl Trait` inside `ty`, if any.
-fn borrowed_or_impl(ty: &Type) -> Option<Span> {
+/// `&self` or `self: &Self`.
+fn is_shared_self(r: &syn::Receiver) -> bool {
+    if r.mutability.is_some() {
+        return false;
+    }
+    match &*r.ty {
+        Type::Reference(t) => t.mutability.is_none() && matches!(&*t.elem, Type::Path(p) if p.path.is_ident("Self")),
+        _ => false,
+    }
+}
+
+/// The tokens of a reference, lifetime or `impl Trait` inside `ty`, if any (for a full caret).
+fn borrowed_or_impl(ty: &Type) -> Option<proc_macro2::TokenStream> {
+    use quote::ToTokens;
     match ty {
-        Type::Reference(r) => Some(r.span()),
-        Type::ImplTrait(i) => Some(i.span()),
+        Type::Reference(r) => Some(r.to_token_stream()),
+        Type::ImplTrait(i) => Some(i.to_token_stream()),
         Type::Paren(p) => borrowed_or_impl(&p.elem),
         Type::Group(g) => borrowed_or_impl(&g.elem),
         Type::Tuple(t) => t.elems.iter().find_map(borrowed_or_impl),
@@ -200,7 +248,7 @@ fn borrowed_or_impl(ty: &Type) -> Option<Span> {
         Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
             syn::PathArguments::AngleBracketed(ab) => ab.args.iter().find_map(|a| match a {
                 syn::GenericArgument::Type(t) => borrowed_or_impl(t),
-                syn::GenericArgument::Lifetime(l) => Some(l.span()),
+                syn::GenericArgument::Lifetime(l) => Some(l.to_token_stream()),
                 _ => None,
             }),
             _ => None,
