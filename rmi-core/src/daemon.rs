@@ -22,7 +22,7 @@ use crate::dispatch::{BoxFuture, Dispatch};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, Args, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
 use crate::protocol::frame::{self, Message, MessageType};
-use crate::transport::{self, BoxStream, FrameWriter};
+use crate::transport::{self, BoxStream};
 use crate::uri::{Location, Uri};
 
 /// Object id of the daemon's own object, as in Pyro.
@@ -291,7 +291,15 @@ fn reply_to(req: &Message, msg_type: MessageType, flags: u16, payload: Vec<u8>) 
 async fn handle_connection(inner: Arc<Inner>, stream: BoxStream, peer: String) {
     let (mut reader, writer) = transport::split(stream, inner.config.limits.max_message_size);
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer_task = tokio::spawn(write_loop(writer, rx));
+    // The request loop holds one slot while it waits for the next request; more than one other
+    // taken slot means calls are finishing concurrently and their replies can share a write.
+    let max = inner.config.max_in_flight;
+    let slots = Arc::new(Semaphore::new(max));
+    let busy = {
+        let slots = slots.clone();
+        move || max - slots.available_permits() >= 3
+    };
+    let writer_task = tokio::spawn(transport::write_loop(writer, rx, busy));
 
     // The handshake: the first message must be a CONNECT to a registered object.
     let first = tokio::time::timeout(inner.config.handshake_timeout, reader.read_frame()).await;
@@ -323,7 +331,6 @@ async fn handle_connection(inner: Arc<Inner>, stream: BoxStream, peer: String) {
     };
     tracing::debug!(%peer, object = %object_id, "connected");
 
-    let slots = Arc::new(Semaphore::new(inner.config.max_in_flight));
     loop {
         // Back-pressure: wait for a free slot before reading the next request.
         let slot = tokio::select! {
@@ -447,19 +454,6 @@ async fn invoke(inner: &Inner, connected: &str, ser: Serializer, req: &Message) 
             Err(err)
         }
     }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: FrameWriter<W>, mut rx: mpsc::UnboundedReceiver<Message>) {
-    while let Some(msg) = rx.recv().await {
-        writer.queue(&msg);
-        while let Ok(more) = rx.try_recv() {
-            writer.queue(&more);
-        }
-        if writer.flush().await.is_err() {
-            return;
-        }
-    }
-    writer.shutdown().await;
 }
 
 /// The daemon's own object, `Pyro.Daemon`: ping, registered, get_metadata, info.

@@ -20,7 +20,7 @@ use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
 use crate::protocol::frame::{self, Message, MessageType};
 use crate::resolve::Resolve;
-use crate::transport::{self, BoxStream, FrameReader, FrameWriter};
+use crate::transport::{self, BoxStream, FrameReader};
 use crate::uri::Uri;
 
 /// Default [`ProxyBuilder::max_in_flight`]: calls live at once on one connection.
@@ -369,7 +369,14 @@ impl Connection {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(writer, rx, shared.clone()));
+        let (slots, max) = (shared.slots.clone(), config.max_in_flight);
+        let closer = shared.clone();
+        tokio::spawn(async move {
+            let busy = move || max - slots.available_permits() >= 2;
+            if let Err(e) = transport::write_loop(writer, rx, busy).await {
+                closer.close(e.to_string());
+            }
+        });
         tokio::spawn(read_loop(reader, shared.clone()));
         Ok(Connection { tx, shared, serializer: ser, object: object.to_owned(), meta })
     }
@@ -443,24 +450,6 @@ fn free_seq<V>(pending: &HashMap<u16, V>, start: u16) -> u16 {
         }
         seq = seq.wrapping_add(1);
     }
-}
-
-async fn write_loop<W>(mut writer: FrameWriter<W>, mut rx: mpsc::UnboundedReceiver<Message>, shared: Arc<ConnShared>)
-where
-    W: AsyncWrite + Unpin,
-{
-    while let Some(msg) = rx.recv().await {
-        writer.queue(&msg);
-        // Coalesce whatever else is already queued into the same write.
-        while let Ok(more) = rx.try_recv() {
-            writer.queue(&more);
-        }
-        if let Err(e) = writer.flush().await {
-            shared.close(e.to_string());
-            return;
-        }
-    }
-    writer.shutdown().await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(mut reader: FrameReader<R>, shared: Arc<ConnShared>) {

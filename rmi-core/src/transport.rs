@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::Error;
 use crate::protocol::frame::{self, Message};
@@ -67,28 +68,49 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+/// Payloads at least this large are written from their own buffer instead of being copied
+/// into the write buffer.
+const LARGE_PAYLOAD: usize = 64 * 1024;
+/// A write buffer that grew past this is released after it is flushed.
+const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
+
 /// Writes messages to the write half of a stream.
 pub struct FrameWriter<W> {
     wr: W,
+    /// Small messages and headers, coalesced into one write.
     buf: BytesMut,
+    /// What to write, in order, once `buf` is full of small messages or a large payload comes.
+    chunks: Vec<Bytes>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Wraps `wr`.
     pub fn new(wr: W) -> Self {
-        FrameWriter { wr, buf: BytesMut::new() }
+        FrameWriter { wr, buf: BytesMut::new(), chunks: Vec::new() }
     }
 
-    /// Queues `msg` in the write buffer without writing it yet.
+    /// Queues `msg` without writing it yet. Small messages are coalesced; a large payload is
+    /// queued by reference, not copied.
     pub fn queue(&mut self, msg: &Message) {
-        msg.encode(&mut self.buf);
+        if msg.payload.len() >= LARGE_PAYLOAD {
+            msg.encode_head(&mut self.buf);
+            self.chunks.push(self.buf.split().freeze());
+            self.chunks.push(msg.payload.clone());
+        } else {
+            msg.encode(&mut self.buf);
+        }
     }
 
-    /// Writes everything queued in one go.
+    /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
         if !self.buf.is_empty() {
-            self.wr.write_all(&self.buf).await.map_err(|e| Error::io("writing to the connection", e))?;
-            self.buf.clear();
+            self.chunks.push(self.buf.split().freeze());
+        }
+        for chunk in self.chunks.drain(..) {
+            self.wr.write_all(&chunk).await.map_err(|e| Error::io("writing to the connection", e))?;
+        }
+        if self.buf.capacity() > KEEP_WRITE_BUFFER {
+            self.buf = BytesMut::new();
         }
         self.wr.flush().await.map_err(|e| Error::io("flushing the connection", e))
     }
@@ -103,6 +125,34 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn shutdown(&mut self) {
         let _ = self.wr.shutdown().await;
     }
+}
+
+/// Writes every message received on `rx` until the channel closes, then shuts the stream down.
+///
+/// Messages already queued are coalesced into one write. When `busy()` says other calls are in
+/// flight, the loop yields once before writing, so replies (or requests) finishing together
+/// share a write; a lone sequential caller never waits for that.
+pub async fn write_loop<W, F>(
+    mut writer: FrameWriter<W>,
+    mut rx: UnboundedReceiver<Message>,
+    busy: F,
+) -> Result<(), Error>
+where
+    W: AsyncWrite + Unpin,
+    F: Fn() -> bool,
+{
+    while let Some(msg) = rx.recv().await {
+        writer.queue(&msg);
+        if busy() {
+            tokio::task::yield_now().await;
+        }
+        while let Ok(more) = rx.try_recv() {
+            writer.queue(&more);
+        }
+        writer.flush().await?;
+    }
+    writer.shutdown().await;
+    Ok(())
 }
 
 /// Splits a stream into a frame reader and a frame writer.

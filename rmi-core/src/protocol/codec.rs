@@ -240,7 +240,13 @@ pub fn decode_invoke(ser: Serializer, payload: Bytes, limits: &DecodeLimits) -> 
             Ok(Invoke { object, method, args: Args { ser, bytes: args, limits: *limits } })
         }
         Serializer::MsgPack => {
-            let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) = ser.decode(&payload, limits)?;
+            // Routing needs only the first two elements; the rest is skipped over the borrowed
+            // payload (no copy) and decoded, with the trailing-bytes check, by `Args::decode`.
+            let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]);
+            let budget = Budget::new(limits.max_depth, payload.len());
+            let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
+                Deserialize::deserialize(Bounded { inner: &mut de, budget })
+                    .map_err(|e| Error::Codec(e.to_string()))?;
             Ok(Invoke { object, method, args: Args { ser, bytes: payload, limits: *limits } })
         }
     }

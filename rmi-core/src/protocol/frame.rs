@@ -249,6 +249,12 @@ impl Message {
 
     /// Appends the encoded message to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
+        self.encode_head(buf);
+        buf.put_slice(&self.payload);
+    }
+
+    /// Appends the header and annotations, everything but the payload, to `buf`.
+    pub fn encode_head(&self, buf: &mut BytesMut) {
         let ann_len: usize = self.annotations.iter().map(|(_, v)| 8 + v.len()).sum();
         let mut flags = self.flags;
         if self.corr_id != [0; 16] {
@@ -271,7 +277,6 @@ impl Message {
             buf.put_u32(value.len() as u32);
             buf.put_slice(value);
         }
-        buf.put_slice(&self.payload);
     }
 
     /// The encoded message as bytes.
