@@ -27,6 +27,8 @@ use crate::uri::{Location, Uri};
 
 /// Object id of the daemon's own object, as in Pyro.
 pub const DAEMON_OBJECT_ID: &str = "Pyro.Daemon";
+/// Host a daemon binds when none is given: loopback, never all interfaces unless asked.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default [`DaemonBuilder::max_in_flight`]: calls running at once per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default [`DaemonBuilder::grace_period`]: how long shutdown waits for running calls.
@@ -146,6 +148,11 @@ impl Daemon {
         DaemonBuilder::default().bind(addr).await
     }
 
+    /// Binds a daemon with default settings on 127.0.0.1 and a free port, like Pyro's `Daemon()`.
+    pub async fn bind_default() -> Result<Daemon, Error> {
+        DaemonBuilder::default().bind((DEFAULT_HOST, 0)).await
+    }
+
     /// Settings for a daemon; see [`DaemonBuilder`].
     pub fn builder() -> DaemonBuilder {
         DaemonBuilder::default()
@@ -186,11 +193,11 @@ impl Daemon {
             });
         }
         if id == DAEMON_OBJECT_ID {
-            return Err(Error::Protocol(format!("the object id {DAEMON_OBJECT_ID:?} is reserved for the daemon")));
+            return Err(Error::Daemon(format!("the object id {DAEMON_OBJECT_ID:?} is reserved for the daemon")));
         }
         let mut objects = self.inner.objects.write().unwrap_or_else(|e| e.into_inner());
         if !force && objects.contains_key(id) {
-            return Err(Error::Protocol(format!("an object is already registered under id {id:?}")));
+            return Err(Error::Daemon(format!("an object is already registered under id {id:?}")));
         }
         objects.insert(id.to_owned(), object);
         Ok(self.uri_for(id))

@@ -73,6 +73,9 @@ pub enum Error {
     /// The daemon is shutting down or the local side was closed.
     #[error("closed: {0}")]
     Closed(String),
+    /// A local daemon operation was refused: duplicate or reserved object id, bad bind address.
+    #[error("daemon error: {0}")]
+    Daemon(String),
 }
 
 impl Error {
