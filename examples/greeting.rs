@@ -12,13 +12,13 @@ use greeter::{GreeterProxy, GreeterServer, GreetingMaker};
 async fn main() -> Result<(), rmi::Error> {
     // 1. The name server, on a free loopback port (the `rmi-ns` binary does the same on 9090).
     let ns = rmi::naming::NameServer::builder().port(0).no_broadcast().start().await?;
-    let ns_addr = ns.daemon().local_addr();
+    let ns_addr = ns.daemon().location().clone();
     println!("Name server running on {}", ns.uri());
 
     // 2. The server: a daemon, the object registered in it, its URI registered as "server".
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let uri = daemon.register(GreeterServer::new(GreetingMaker))?;
-    let names = rmi::naming::NsLocator::new().host("127.0.0.1").port(ns_addr.port()).locate().await?;
+    let names = rmi::naming::NameServerProxy::connect(ns.uri()).await?;
     names.register("server", &uri).await?;
     println!("Ready. Object uri = {uri}");
     let server = tokio::spawn({

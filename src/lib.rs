@@ -38,7 +38,7 @@
 //! tokio::spawn({ let d = daemon.clone(); async move { d.serve().await } });
 //!
 //! // Client: a proxy by name, then a call.
-//! let greeter = GreeterProxy::connect(format!("PYRONAME:server@{}", ns.daemon().local_addr())).await?;
+//! let greeter = GreeterProxy::connect(format!("PYRONAME:server@{}", ns.daemon().location())).await?;
 //! assert_eq!(greeter.welcome_message("Rashmi".into()).await?, "Hi welcome Rashmi");
 //! # daemon.shutdown();
 //! # Ok(()) }

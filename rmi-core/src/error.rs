@@ -24,6 +24,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The request was provably not executed: it was never sent (the connection could not be
+    /// made or closed before the request was written). Safe to retry.
+    #[error("request not sent: {0}")]
+    NotSent(Box<Error>),
     /// The connection closed before the reply to this call arrived.
     #[error("connection closed: {0}")]
     ConnectionClosed(String),
@@ -86,7 +90,38 @@ impl Error {
     /// True for failures of the connection itself (socket error, peer gone, timeout),
     /// as opposed to an answer from the remote object.
     pub fn is_communication(&self) -> bool {
-        matches!(self, Error::Io { .. } | Error::ConnectionClosed(_) | Error::Timeout(_))
+        match self {
+            Error::NotSent(inner) => inner.is_communication(),
+            _ => matches!(self, Error::Io { .. } | Error::ConnectionClosed(_) | Error::Timeout(_)),
+        }
+    }
+
+    /// True when the request provably did not run on the remote object: it was never sent, or
+    /// the daemon refused it before dispatch (unknown object or method, undecodable arguments,
+    /// refused handshake). Such a call can be retried without risk of running twice.
+    pub fn is_not_executed(&self) -> bool {
+        matches!(
+            self,
+            Error::NotSent(_)
+                | Error::ConnectFailed(_)
+                | Error::UnknownObject(_)
+                | Error::UnknownMethod { .. }
+                | Error::BadArguments(_)
+                | Error::InvalidUri { .. }
+                | Error::Naming(_)
+        )
+    }
+
+    /// Wraps a failure that happened before the request was written.
+    pub(crate) fn not_sent(self) -> Self {
+        match self {
+            Error::NotSent(_)
+            | Error::ConnectFailed(_)
+            | Error::UnknownObject(_)
+            | Error::InvalidUri { .. }
+            | Error::Naming(_) => self,
+            other => Error::NotSent(Box::new(other)),
+        }
     }
 
     /// Turns a remote error received in a reply into the matching variant.
@@ -121,6 +156,8 @@ pub enum RemoteErrorKind {
     Naming,
     /// The request was malformed at the protocol level.
     Protocol,
+    /// A streamed result has no more items (Pyro's `StopIteration`).
+    StopIteration,
     /// Anything else.
     Other,
 }
@@ -185,6 +222,11 @@ impl RemoteError {
         );
         e.method = Some(method.to_owned());
         e
+    }
+
+    /// The end of a streamed result.
+    pub fn stop_iteration() -> Self {
+        Self::new(RemoteErrorKind::StopIteration, "builtins.StopIteration", "end of stream")
     }
 
     /// The error for a method that panicked.

@@ -15,17 +15,19 @@
 //! A hand-written [`Dispatch`] served over loopback (generated code does the same for you):
 //!
 //! ```
-//! use rmi_core::{dispatch::BoxFuture, protocol::codec::{Args, Metadata}, Daemon, Dispatch, Proxy, RemoteError};
+//! use rmi_core::dispatch::{BoxFuture, Outcome};
+//! use rmi_core::protocol::codec::{Args, Metadata};
+//! use rmi_core::{Daemon, Dispatch, Proxy, RemoteError};
 //!
 //! struct Echo;
 //! impl Dispatch for Echo {
 //!     fn metadata(&self) -> Metadata {
 //!         Metadata { methods: vec!["echo".into()], ..Metadata::default() }
 //!     }
-//!     fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Vec<u8>, RemoteError>> {
+//!     fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
 //!         Box::pin(async move {
 //!             let (text,): (String,) = args.decode().map_err(|e| RemoteError::bad_arguments(method, e))?;
-//!             Ok(args.serializer().encode(&text).unwrap())
+//!             Ok(Outcome::Value(args.serializer().encode(&text).unwrap()))
 //!         })
 //!     }
 //! }
@@ -47,30 +49,36 @@
 // would cost an allocation per remote error for no gain on the success path.
 #![allow(clippy::result_large_err)]
 
+pub mod context;
 pub mod daemon;
 pub mod dispatch;
 pub mod error;
 pub mod protocol;
 pub mod proxy;
 pub mod resolve;
+pub mod stream;
 pub mod transport;
 pub mod uri;
 
-pub use daemon::{Daemon, DaemonBuilder};
+pub use context::CallContext;
+pub use daemon::{Daemon, DaemonBuilder, InstanceMode, Registration};
 pub use dispatch::Dispatch;
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use protocol::{DecodeLimits, Metadata, Serializer};
-pub use proxy::{Proxy, ProxyBuilder};
+pub use proxy::{CallOptions, Proxy, ProxyBuilder, Reply};
 pub use resolve::Resolve;
+pub use stream::{ItemStream, RemoteStream};
 pub use uri::{IntoUri, Location, Uri};
 
 /// Items used by code that `#[remote]` generates; not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::dispatch::{BoxFuture, Dispatch};
+    pub use crate::dispatch::{BoxFuture, Dispatch, Outcome};
     pub use crate::error::{Error, RemoteError, RemoteErrorKind};
     pub use crate::protocol::codec::{Args, Metadata};
+    pub use crate::proxy::CallOptions;
     pub use crate::proxy::{Proxy, ProxyBuilder};
+    pub use crate::stream::{ItemStream, RemoteStream};
     pub use crate::uri::{IntoUri, Uri};
     pub use serde;
     pub use std;
@@ -81,13 +89,21 @@ pub mod __private {
     }
 
     /// Encodes a method's result in the serializer of its arguments.
-    pub fn encode_result<T: serde::Serialize>(args: &Args, value: &T) -> Result<Vec<u8>, RemoteError> {
-        args.serializer().encode(value).map_err(|e| {
+    pub fn encode_result<T: serde::Serialize>(args: &Args, value: &T) -> Result<Outcome, RemoteError> {
+        args.serializer().encode(value).map(Outcome::Value).map_err(|e| {
             RemoteError::new(
                 RemoteErrorKind::Other,
                 "rmi.SerializeError",
                 format!("could not serialize the result: {e}"),
             )
         })
+    }
+
+    /// Hands a method's stream to the daemon, items encoded in the arguments' serializer.
+    pub fn encode_stream<T: serde::Serialize + Send + 'static>(
+        args: &Args,
+        stream: RemoteStream<T>,
+    ) -> Result<Outcome, RemoteError> {
+        Ok(Outcome::Stream(stream.encode_with(args.serializer())))
     }
 }

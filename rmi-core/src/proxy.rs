@@ -5,6 +5,11 @@
 //! that number. A call that times out or is dropped keeps its number reserved until its reply
 //! arrives or the connection closes, so a late reply can never reach another call. At most
 //! `max_in_flight` calls are live per connection; more wait for a slot.
+//!
+//! When the connection dies, the next call dials again (resolving a logical URI again, so a
+//! server that moved is found), once for all waiting calls, with jittered backoff. A failed
+//! call is retried only when it provably did not execute, when the proxy is marked
+//! [`idempotent`](Proxy::idempotent), or when it has [`retries`](Proxy::with_retries).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,15 +17,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
+use crate::context::DEADLINE_ANNOTATION;
 use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
-use crate::protocol::frame::{self, Message, MessageType};
+use crate::protocol::frame::{self, Annotation, Message, MessageType};
 use crate::resolve::Resolve;
-use crate::transport::{self, BoxStream, FrameReader};
+use crate::stream::ItemStream;
+use crate::transport::{self, BoxStream, FrameReader, Outgoing};
 use crate::uri::Uri;
 
 /// Default [`ProxyBuilder::max_in_flight`]: calls live at once on one connection.
@@ -29,6 +37,12 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshake data sent when none is configured (Pyro's default).
 pub const DEFAULT_HANDSHAKE: &str = "hello";
+/// Default [`ProxyBuilder::reconnect_attempts`]: extra dials after a failed one.
+pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 2;
+/// First backoff between dials; doubled each time, jittered, capped at [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between two dials.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Sequence numbers usable by calls: 1 to 65535.
 const SEQ_VALUES: usize = u16::MAX as usize;
 
@@ -43,6 +57,8 @@ pub struct ProxyBuilder {
     limits: DecodeLimits,
     handshake: String,
     resolver: Option<Arc<dyn Resolve>>,
+    reconnect_attempts: u32,
+    options: CallOptions,
 }
 
 impl std::fmt::Debug for ProxyBuilder {
@@ -61,7 +77,9 @@ impl std::fmt::Debug for ProxyBuilder {
 
 impl ProxyBuilder {
     /// Settings for a proxy to `uri`, with the defaults: bincode, no call timeout, 10 s connect
-    /// timeout, 1,024 calls in flight, 64 MiB messages, nesting depth 128, no resolver.
+    /// timeout, 2 reconnect attempts, no retries, 1,024 calls in flight, 64 MiB messages,
+    /// nesting depth 128, and the process's default resolver if one was installed
+    /// ([`crate::resolve::install_default`]; the `rmi` facade installs the name server's).
     pub fn new(uri: Uri) -> Self {
         ProxyBuilder {
             uri,
@@ -71,8 +89,23 @@ impl ProxyBuilder {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             limits: DecodeLimits::default(),
             handshake: DEFAULT_HANDSHAKE.to_owned(),
-            resolver: None,
+            resolver: crate::resolve::default_resolver(),
+            reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
+            options: CallOptions::default(),
         }
+    }
+
+    /// Extra dials, with jittered exponential backoff, when connecting fails (default 2).
+    pub fn reconnect_attempts(mut self, n: u32) -> Self {
+        self.reconnect_attempts = n;
+        self
+    }
+
+    /// Retries for calls that failed on the connection (they may have run: use for
+    /// idempotent methods only; default 0).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.options.retries = n;
+        self
     }
 
     /// The payload serializer for calls (the daemon answers in the same one).
@@ -81,9 +114,11 @@ impl ProxyBuilder {
         self
     }
 
-    /// Deadline for each call, from sending to reply (default: none).
+    /// Deadline for each call, from sending to reply (default: none). The remaining time
+    /// travels with the call, so the method can read it from its call context.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self.options.timeout = Some(timeout);
         self
     }
 
@@ -119,8 +154,10 @@ impl ProxyBuilder {
 
     /// Builds the proxy without any I/O; it dials on its first call.
     pub fn build(self) -> Proxy {
+        let options = Arc::new(self.options.clone());
         Proxy {
             shared: Arc::new(Shared { config: self, conn: RwLock::new(None), dial_lock: tokio::sync::Mutex::new(()) }),
+            options,
         }
     }
 
@@ -142,7 +179,8 @@ impl ProxyBuilder {
             uri: self.uri.to_string(),
             reason: "a proxy over a given stream needs a direct PYRO: uri".into(),
         })?;
-        let conn = tokio::time::timeout(self.connect_timeout, Connection::open(Box::new(stream), &object, &self))
+        let uri = self.uri.clone();
+        let conn = tokio::time::timeout(self.connect_timeout, Connection::open(Box::new(stream), &object, uri, &self))
             .await
             .map_err(|_| Error::Timeout(self.connect_timeout))??;
         let proxy = self.build();
@@ -151,22 +189,58 @@ impl ProxyBuilder {
     }
 }
 
+/// Per-call settings a proxy applies; a proxy made with [`Proxy::with_timeout`] and friends
+/// shares the connection but carries its own.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Deadline for the call; sent along as the `DDLN` annotation.
+    pub timeout: Option<Duration>,
+    /// Annotations sent with every call.
+    pub annotations: Vec<Annotation>,
+    /// Correlation id for every call (a fresh random one per call when `None`).
+    pub correlation_id: Option<uuid::Uuid>,
+    /// Retries after a communication failure (the call may have run).
+    pub retries: u32,
+    /// The methods called are safe to run twice: retry once after a communication failure.
+    pub idempotent: bool,
+}
+
+/// A result with what came along with it.
+#[derive(Debug, Clone)]
+pub struct Reply<R> {
+    /// The method's result.
+    pub value: R,
+    /// Annotations the method set on its reply.
+    pub annotations: Vec<Annotation>,
+    /// The correlation id of the call.
+    pub correlation_id: uuid::Uuid,
+}
+
 /// A handle to a remote object. Cheap to clone; clones share one connection.
+///
+/// A proxy serializes as its URI, so a method can take or return one (Pyro's autoproxy); a
+/// deserialized proxy dials on first use with default settings.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), rmi_core::Error> {
 /// let proxy: rmi_core::Proxy = rmi_core::Proxy::builder("PYRO:obj@127.0.0.1:9999".parse()?).connect().await?;
 /// let reply: String = proxy.call("welcomeMessage", &("Rashmi",)).await?;
+/// let quick = proxy.with_timeout(std::time::Duration::from_millis(200));
+/// let reply: String = quick.call("welcomeMessage", &("Irmen",)).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct Proxy {
     shared: Arc<Shared>,
+    options: Arc<CallOptions>,
 }
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("uri", &self.shared.config.uri.to_string()).finish()
+        f.debug_struct("Proxy")
+            .field("uri", &self.shared.config.uri.to_string())
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -174,7 +248,7 @@ struct Shared {
     config: ProxyBuilder,
     /// The live connection, if dialed; replaced when it dies.
     conn: RwLock<Option<Arc<Connection>>>,
-    /// Serializes dialing so concurrent first calls dial once.
+    /// Serializes dialing so concurrent first calls, and calls after a failure, dial once.
     dial_lock: tokio::sync::Mutex<()>,
 }
 
@@ -189,31 +263,191 @@ impl Proxy {
         &self.shared.config.uri
     }
 
+    /// The direct URI of the current connection, if connected.
+    pub fn connected_uri(&self) -> Option<Uri> {
+        self.live().map(|c| c.direct.clone())
+    }
+
     /// The object's metadata from the last handshake, dialing if needed.
     pub async fn metadata(&self) -> Result<Metadata, Error> {
         Ok(self.connection().await?.meta.clone())
     }
 
+    /// The per-call settings of this proxy.
+    pub fn options(&self) -> &CallOptions {
+        &self.options
+    }
+
+    /// The same connection with other per-call settings.
+    pub fn with_options(&self, options: CallOptions) -> Proxy {
+        Proxy { shared: self.shared.clone(), options: Arc::new(options) }
+    }
+
+    fn map_options(&self, f: impl FnOnce(&mut CallOptions)) -> Proxy {
+        let mut options = (*self.options).clone();
+        f(&mut options);
+        self.with_options(options)
+    }
+
+    /// The same connection, with a deadline for each call.
+    pub fn with_timeout(&self, timeout: Duration) -> Proxy {
+        self.map_options(|o| o.timeout = Some(timeout))
+    }
+
+    /// The same connection, sending annotation `id` with every call.
+    pub fn with_annotation(&self, id: [u8; 4], value: impl Into<Bytes>) -> Proxy {
+        let value = value.into();
+        self.map_options(|o| {
+            o.annotations.retain(|(k, _)| *k != id);
+            o.annotations.push((id, value));
+        })
+    }
+
+    /// The same connection, sending `id` as the correlation id of every call.
+    pub fn with_correlation_id(&self, id: uuid::Uuid) -> Proxy {
+        self.map_options(|o| o.correlation_id = Some(id))
+    }
+
+    /// The same connection, retrying each call up to `n` times after a communication failure.
+    pub fn with_retries(&self, n: u32) -> Proxy {
+        self.map_options(|o| o.retries = n)
+    }
+
+    /// The same connection, for methods that are safe to run twice: a call that failed on the
+    /// connection is retried once.
+    pub fn idempotent(&self) -> Proxy {
+        self.map_options(|o| o.idempotent = true)
+    }
+
     /// Calls `method` with the argument tuple `args` and decodes the result as `R`.
     pub async fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
-        let conn = self.connection().await?;
-        let payload = codec::encode_invoke(conn.serializer, &conn.object, method, args)?;
-        let reply = conn.request(payload, self.shared.config.timeout).await?;
-        decode_result(&reply, &self.shared.config.limits)
+        Ok(self.call_full(method, args).await?.value)
+    }
+
+    /// Like [`call`](Self::call), also returning the reply's annotations and correlation id.
+    pub async fn call_full<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<Reply<R>, Error> {
+        self.call_object(None, method, args).await
     }
 
     /// Calls a method of the daemon object `Pyro.Daemon` on the same connection.
     pub async fn call_daemon<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
-        let conn = self.connection().await?;
-        let payload = codec::encode_invoke(conn.serializer, crate::daemon::DAEMON_OBJECT_ID, method, args)?;
-        let reply = conn.request(payload, self.shared.config.timeout).await?;
-        decode_result(&reply, &self.shared.config.limits)
+        Ok(self.call_object(Some(crate::daemon::DAEMON_OBJECT_ID), method, args).await?.value)
+    }
+
+    async fn call_object<A: Serialize, R: DeserializeOwned>(
+        &self,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+    ) -> Result<Reply<R>, Error> {
+        let (reply, correlation_id) = self.request(object, method, args).await?;
+        let value = decode_result(&reply, &self.shared.config.limits)?;
+        Ok(Reply { value, annotations: reply.annotations, correlation_id })
+    }
+
+    /// Calls a method declared to return `RemoteStream<T>`; the items are fetched as the
+    /// returned stream is polled.
+    pub async fn call_stream<A: Serialize, T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<ItemStream<T>, Error> {
+        let (reply, _) = self.request(None, method, args).await?;
+        if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
+            // An error (or a plain value from a method that is not streaming).
+            decode_result::<serde::de::IgnoredAny>(&reply, &self.shared.config.limits)?;
+            return Err(Error::Protocol(format!("{method:?} did not return a stream")));
+        }
+        let id = reply
+            .annotation(b"STRM")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .ok_or_else(|| Error::Protocol("stream result without a STRM annotation".into()))?;
+        Ok(ItemStream::new(self.clone(), id.to_owned()))
+    }
+
+    /// Sends a request with this proxy's retry policy; returns the raw reply.
+    async fn request<A: Serialize>(
+        &self,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+    ) -> Result<(Message, uuid::Uuid), Error> {
+        let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
+        let mut unsent_retry = true;
+        loop {
+            let corr = self.options.correlation_id.unwrap_or_else(uuid::Uuid::new_v4);
+            let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
+            let attempt = async {
+                let conn = self.connection().await.map_err(Error::not_sent)?;
+                let msg = self.invoke_message(&conn, object, method, args, corr, 0)?;
+                conn.request(msg, self.options.timeout).await
+            };
+            match attempt.instrument(span).await {
+                Ok(reply) => return Ok((reply, corr)),
+                // Never sent: safe to try once more on a fresh connection.
+                Err(e @ Error::NotSent(_)) if e.is_communication() && std::mem::take(&mut unsent_retry) => {
+                    tracing::debug!(error = %e, method, "request not sent; retrying");
+                }
+                Err(e) if e.is_communication() && retries_left > 0 => {
+                    retries_left -= 1;
+                    tracing::debug!(error = %e, method, retries_left, "call failed on the connection; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn invoke_message<A: Serialize>(
+        &self,
+        conn: &Connection,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+        corr: uuid::Uuid,
+        flags: u16,
+    ) -> Result<Message, Error> {
+        let payload = codec::encode_invoke(conn.serializer, object.unwrap_or(&conn.object), method, args)?;
+        let mut msg = Message::new(MessageType::Invoke, conn.serializer.id(), flags, 0, payload);
+        msg.corr_id = *corr.as_bytes();
+        msg.annotations = self.options.annotations.clone();
+        if let Some(t) = self.options.timeout {
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            msg.annotations.push((DEADLINE_ANNOTATION, Bytes::copy_from_slice(&ms.to_be_bytes())));
+        }
+        Ok(msg)
+    }
+
+    /// Sends a oneway call: returns once the request is written; the daemon sends no reply and
+    /// the call has no ordering guarantee against the caller's next call (as in Pyro).
+    pub async fn call_oneway<A: Serialize>(&self, method: &str, args: &A) -> Result<(), Error> {
+        self.oneway_to(None, method, args).await
+    }
+
+    /// Sends a oneway call to the daemon object `Pyro.Daemon`.
+    pub async fn call_daemon_oneway<A: Serialize>(&self, method: &str, args: &A) -> Result<(), Error> {
+        self.oneway_to(Some(crate::daemon::DAEMON_OBJECT_ID), method, args).await
+    }
+
+    async fn oneway_to<A: Serialize>(&self, object: Option<&str>, method: &str, args: &A) -> Result<(), Error> {
+        let corr = self.options.correlation_id.unwrap_or_else(uuid::Uuid::new_v4);
+        let span = tracing::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
+        async {
+            let conn = self.connection().await.map_err(Error::not_sent)?;
+            let msg = self.invoke_message(&conn, object, method, args, corr, frame::FLAGS_ONEWAY)?;
+            conn.send_oneway(msg).await
+        }
+        .instrument(span)
+        .await
     }
 
     /// Sends a protocol-level `MSG_PING` and waits for the answer.
     pub async fn ping(&self) -> Result<(), Error> {
-        let conn = self.connection().await?;
-        conn.ping(self.shared.config.timeout).await
+        let conn = self.connection().await.map_err(Error::not_sent)?;
+        conn.ping(self.options.timeout).await
     }
 
     /// Closes the connection now; the next call dials again.
@@ -223,7 +457,8 @@ impl Proxy {
         }
     }
 
-    /// The live connection, dialing (and resolving a logical URI) if there is none.
+    /// The live connection, dialing (and resolving a logical URI) if there is none. Concurrent
+    /// callers wait for one dial; failed dials are retried with jittered exponential backoff.
     async fn connection(&self) -> Result<Arc<Connection>, Error> {
         if let Some(conn) = self.live() {
             return Ok(conn);
@@ -232,6 +467,31 @@ impl Proxy {
         if let Some(conn) = self.live() {
             return Ok(conn);
         }
+        let config = &self.shared.config;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        let conn = loop {
+            match self.dial().await {
+                Ok(conn) => break conn,
+                // Answers, not outages: another dial would get the same.
+                Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => return Err(e),
+                Err(e) if attempt >= config.reconnect_attempts => return Err(e),
+                Err(e) => {
+                    attempt += 1;
+                    let wait = jitter(backoff);
+                    tracing::debug!(error = %e, attempt, ?wait, uri = %config.uri, "dial failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        let conn = Arc::new(conn);
+        *self.shared.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Resolves (if logical), dials and performs the handshake, within the connect timeout.
+    async fn dial(&self) -> Result<Connection, Error> {
         let config = &self.shared.config;
         let fut = async {
             let direct =
@@ -251,20 +511,43 @@ impl Proxy {
                     reason: "resolver returned a logical uri".into(),
                 });
             };
+            let object = object.to_owned();
             let stream = transport::dial(location, config.connect_timeout).await?;
-            Connection::open(stream, object, config).await
+            Connection::open(stream, &object, direct, config).await
         };
-        let conn = tokio::time::timeout(config.connect_timeout, fut)
-            .await
-            .map_err(|_| Error::Timeout(config.connect_timeout))??;
-        let conn = Arc::new(conn);
-        *self.shared.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-        Ok(conn)
+        tokio::time::timeout(config.connect_timeout, fut).await.map_err(|_| Error::Timeout(config.connect_timeout))?
     }
 
     fn live(&self) -> Option<Arc<Connection>> {
         let guard = self.shared.conn.read().unwrap_or_else(|e| e.into_inner());
         guard.as_ref().filter(|c| !c.shared.is_closed()).cloned()
+    }
+}
+
+/// `d` scaled by a pseudo-random factor in [0.5, 1.5), so many proxies do not redial in step.
+fn jitter(d: Duration) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let mut x = u64::from(nanos) ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    d.mul_f64(0.5 + (x % 1000) as f64 / 1000.0)
+}
+
+/// A proxy travels as its URI: the direct one it is connected to, else the one it was made for.
+impl Serialize for Proxy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let uri = self.connected_uri().unwrap_or_else(|| self.uri().clone());
+        s.collect_str(&uri)
+    }
+}
+
+/// A received proxy dials on first use, with default settings.
+impl<'de> Deserialize<'de> for Proxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let uri = Uri::deserialize(d)?;
+        Ok(ProxyBuilder::new(uri).build())
     }
 }
 
@@ -280,10 +563,12 @@ fn decode_result<R: DeserializeOwned>(reply: &Message, limits: &DecodeLimits) ->
 
 /// One open connection: the writer channel plus the state shared with its reader task.
 struct Connection {
-    tx: mpsc::UnboundedSender<Message>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     shared: Arc<ConnShared>,
     serializer: Serializer,
     object: String,
+    /// The direct URI this connection was dialed for.
+    direct: Uri,
     meta: Metadata,
 }
 
@@ -343,7 +628,7 @@ impl ConnShared {
 
 impl Connection {
     /// Performs the CONNECT handshake on `stream` and starts the reader and writer tasks.
-    async fn open(stream: BoxStream, object: &str, config: &ProxyBuilder) -> Result<Connection, Error> {
+    async fn open(stream: BoxStream, object: &str, direct: Uri, config: &ProxyBuilder) -> Result<Connection, Error> {
         let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
         let ser = config.serializer;
         let request = ConnectRequest { handshake: config.handshake.clone(), object: object.to_owned() };
@@ -378,33 +663,51 @@ impl Connection {
             }
         });
         tokio::spawn(read_loop(reader, shared.clone()));
-        Ok(Connection { tx, shared, serializer: ser, object: object.to_owned(), meta })
+        Ok(Connection { tx, shared, serializer: ser, object: object.to_owned(), direct, meta })
     }
 
-    /// Sends an INVOKE with `payload` and waits for its reply.
-    async fn request(&self, payload: Vec<u8>, timeout: Option<Duration>) -> Result<Message, Error> {
-        let slot = self.shared.slots.clone().acquire_owned().await.map_err(|_| self.closed_error())?;
+    /// Sends an INVOKE (its sequence number is filled in here) and waits for its reply.
+    async fn request(&self, mut msg: Message, timeout: Option<Duration>) -> Result<Message, Error> {
+        let slot = self.shared.slots.clone().acquire_owned().await.map_err(|_| self.closed_error().not_sent())?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        let seq = {
+        msg.seq = {
             let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(reason) = &state.closed {
-                return Err(Error::ConnectionClosed(reason.clone()));
+                return Err(Error::ConnectionClosed(reason.clone()).not_sent());
             }
             let seq = free_seq(&state.pending, state.next_seq);
             state.next_seq = seq.wrapping_add(1);
             state.pending.insert(seq, Pending { reply: reply_tx, _slot: slot });
             seq
         };
-        let msg = Message::new(MessageType::Invoke, self.serializer.id(), 0, seq, payload);
-        if self.tx.send(msg).is_err() {
+        let seq = msg.seq;
+        if self.tx.send(msg.into()).is_err() {
             self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).pending.remove(&seq);
-            return Err(self.closed_error());
+            return Err(self.closed_error().not_sent());
         }
         let wait = async { reply_rx.await.unwrap_or_else(|_| Err(self.closed_error())) };
         match timeout {
             Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| Error::Timeout(t))?,
             None => wait.await,
         }
+    }
+
+    /// Writes a oneway INVOKE; it holds an in-flight slot until it is on the socket.
+    async fn send_oneway(&self, mut msg: Message) -> Result<(), Error> {
+        let _slot = self.shared.slots.clone().acquire_owned().await.map_err(|_| self.closed_error().not_sent())?;
+        msg.seq = {
+            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reason) = &state.closed {
+                return Err(Error::ConnectionClosed(reason.clone()).not_sent());
+            }
+            // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
+            let seq = free_seq(&state.pending, state.next_seq);
+            state.next_seq = seq.wrapping_add(1);
+            seq
+        };
+        let (flushed, written) = oneshot::channel();
+        self.tx.send(Outgoing { msg, flushed: Some(flushed) }).map_err(|_| self.closed_error().not_sent())?;
+        written.await.map_err(|_| self.closed_error())
     }
 
     async fn ping(&self, timeout: Option<Duration>) -> Result<(), Error> {
@@ -417,7 +720,7 @@ impl Connection {
             state.pings.push_back(tx);
         }
         let ping = Message::new(MessageType::Ping, frame::PING_SERIALIZER, 0, 0, Bytes::from_static(b"ping"));
-        self.tx.send(ping).map_err(|_| self.closed_error())?;
+        self.tx.send(ping.into()).map_err(|_| self.closed_error().not_sent())?;
         let wait = async { rx.await.unwrap_or_else(|_| Err(self.closed_error())).map(drop) };
         match timeout {
             Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| Error::Timeout(t))?,

@@ -12,3 +12,17 @@ pub trait Resolve: Send + Sync + 'static {
     /// Returns the `PYRO:` URI that `uri` currently names.
     fn resolve<'a>(&'a self, uri: &'a Uri) -> BoxFuture<'a, Result<Uri, Error>>;
 }
+
+static DEFAULT: std::sync::OnceLock<std::sync::Arc<dyn Resolve>> = std::sync::OnceLock::new();
+
+/// Installs the resolver every new [`ProxyBuilder`](crate::ProxyBuilder) starts with (the
+/// first installed wins). The `rmi` facade installs the name server's on first use, so proxies
+/// received inside values (autoproxy) resolve `PYRONAME:` too.
+pub fn install_default(resolver: std::sync::Arc<dyn Resolve>) {
+    let _ = DEFAULT.set(resolver);
+}
+
+/// The installed default resolver, if any.
+pub fn default_resolver() -> Option<std::sync::Arc<dyn Resolve>> {
+    DEFAULT.get().cloned()
+}

@@ -134,25 +134,46 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// share a write; a lone sequential caller never waits for that.
 pub async fn write_loop<W, F>(
     mut writer: FrameWriter<W>,
-    mut rx: UnboundedReceiver<Message>,
+    mut rx: UnboundedReceiver<Outgoing>,
     busy: F,
 ) -> Result<(), Error>
 where
     W: AsyncWrite + Unpin,
     F: Fn() -> bool,
 {
-    while let Some(msg) = rx.recv().await {
-        writer.queue(&msg);
+    let mut flushed = Vec::new();
+    while let Some(first) = rx.recv().await {
+        writer.queue(&first.msg);
+        flushed.extend(first.flushed);
         if busy() {
             tokio::task::yield_now().await;
         }
         while let Ok(more) = rx.try_recv() {
-            writer.queue(&more);
+            writer.queue(&more.msg);
+            flushed.extend(more.flushed);
         }
         writer.flush().await?;
+        for done in flushed.drain(..) {
+            let _ = done.send(());
+        }
     }
     writer.shutdown().await;
     Ok(())
+}
+
+/// A message for [`write_loop`], with an optional signal sent once it is on the socket.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The message.
+    pub msg: Message,
+    /// Told when the message has been written (oneway calls return then).
+    pub flushed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl From<Message> for Outgoing {
+    fn from(msg: Message) -> Self {
+        Outgoing { msg, flushed: None }
+    }
 }
 
 /// Splits a stream into a frame reader and a frame writer.

@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::{ItemTrait, ReturnType, TraitItem};
 
-use crate::model::{Options, Service};
+use crate::model::{MethodKind, Options, Service};
 
 /// Removes `#[rmi(...)]` from the trait's methods; they are ours, not the compiler's.
 pub fn strip_rmi_attrs(item: &mut ItemTrait) {
@@ -60,9 +60,15 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
     );
 
     let metadata_pushes = service.methods.iter().map(|m| {
-        let cfgs = m.carried_attrs.iter().filter(|a| a.path().is_ident("cfg"));
+        let cfgs: Vec<_> = m.carried_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
         let wire = &m.wire_name;
-        quote! { #(#cfgs)* __methods.push(#p::std::string::String::from(#wire)); }
+        let oneway = matches!(m.kind, MethodKind::Oneway).then(|| {
+            quote! { #(#cfgs)* __oneway.push(#p::std::string::String::from(#wire)); }
+        });
+        quote! {
+            #(#cfgs)* __methods.push(#p::std::string::String::from(#wire));
+            #oneway
+        }
     });
 
     let arms = service.methods.iter().map(|m| {
@@ -71,6 +77,10 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
         let ident = &m.ident;
         let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
         let types: Vec<_> = m.args.iter().map(|(_, t)| t).collect();
+        let encode = match &m.kind {
+            MethodKind::Stream(_) => quote! { #p::encode_stream(&__args, __result) },
+            _ => quote! { #p::encode_result(&__args, &__result) },
+        };
         let decode = if names.is_empty() {
             quote! { __args.decode::<[(); 0]>().map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
         } else {
@@ -84,7 +94,7 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
             #wire => {
                 #decode
                 let __result = <__T as #trait_ident>::#ident(&*self.inner, #(#names),*).await;
-                #p::encode_result(&__args, &__result)
+                #encode
             }
         }
     });
@@ -97,11 +107,30 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
         let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
         let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
         let args = if names.is_empty() { quote!(&[(); 0]) } else { quote!(&(#(#names,)*)) };
-        quote! {
-            #(#attrs)*
-            pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
-                self.proxy.call(#wire, #args).await
-            }
+        let proxy = if m.idempotent { quote!(self.proxy.idempotent()) } else { quote!(self.proxy) };
+        match &m.kind {
+            MethodKind::Normal => quote! {
+                #(#attrs)*
+                pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
+                    #proxy.call(#wire, #args).await
+                }
+            },
+            MethodKind::Oneway => quote! {
+                #(#attrs)*
+                ///
+                /// Oneway: returns once the request is written; no result comes back.
+                pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<(), #p::Error> {
+                    #proxy.call_oneway(#wire, #args).await
+                }
+            },
+            MethodKind::Stream(item) => quote! {
+                #(#attrs)*
+                ///
+                /// Streamed: items are fetched from the daemon as the stream is polled.
+                pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<#p::ItemStream<#item>, #p::Error> {
+                    #proxy.call_stream(#wire, #args).await
+                }
+            },
         }
     });
 
@@ -136,19 +165,24 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
             }
         }
 
-        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables)]
+        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables, unused_mut)]
         impl<__T: #trait_ident> #p::Dispatch for #server_ident<__T> {
             fn metadata(&self) -> #p::Metadata {
+                <Self as #p::Dispatch>::describe()
+            }
+
+            fn describe() -> #p::Metadata {
                 let mut __methods = #p::std::vec::Vec::new();
+                let mut __oneway = #p::std::vec::Vec::new();
                 #(#metadata_pushes)*
-                #p::Metadata { methods: __methods, oneway: #p::std::vec::Vec::new(), attrs: #p::std::vec::Vec::new() }
+                #p::Metadata { methods: __methods, oneway: __oneway, attrs: #p::std::vec::Vec::new() }
             }
 
             fn dispatch<'__a>(
                 &'__a self,
                 __method: &'__a str,
                 __args: #p::Args,
-            ) -> #p::BoxFuture<'__a, #p::std::result::Result<#p::std::vec::Vec<u8>, #p::RemoteError>> {
+            ) -> #p::BoxFuture<'__a, #p::std::result::Result<#p::Outcome, #p::RemoteError>> {
                 #p::std::boxed::Box::pin(async move {
                     match __method {
                         #(#arms)*
@@ -176,9 +210,25 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
                 #p::proxy_builder(uri)
             }
 
+            /// A proxy to `uri` that dials on its first call (no I/O now).
+            pub fn from_uri(uri: impl #p::IntoUri) -> #p::std::result::Result<Self, #p::Error> {
+                ::core::result::Result::Ok(Self { proxy: #p::proxy_builder(uri)?.build() })
+            }
+
             /// Wraps an untyped proxy.
             pub fn from_proxy(proxy: #p::Proxy) -> Self {
                 Self { proxy }
+            }
+
+            /// The same connection, with a deadline for each call.
+            pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
+                Self { proxy: self.proxy.with_timeout(timeout) }
+            }
+
+            /// The same connection, with other per-call settings (timeout, annotations,
+            /// correlation id, retries).
+            pub fn with_options(&self, options: #p::CallOptions) -> Self {
+                Self { proxy: self.proxy.with_options(options) }
             }
 
             /// The untyped proxy underneath.
@@ -197,6 +247,20 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
         impl ::core::convert::From<#p::Proxy> for #proxy_ident {
             fn from(proxy: #p::Proxy) -> Self {
                 Self { proxy }
+            }
+        }
+
+        /// Travels as the object's URI, so methods can take and return proxies.
+        impl #p::serde::Serialize for #proxy_ident {
+            fn serialize<__S: #p::serde::Serializer>(&self, __s: __S) -> #p::std::result::Result<__S::Ok, __S::Error> {
+                #p::serde::Serialize::serialize(&self.proxy, __s)
+            }
+        }
+
+        /// A received proxy dials on its first call, with default settings.
+        impl<'__de> #p::serde::Deserialize<'__de> for #proxy_ident {
+            fn deserialize<__D: #p::serde::Deserializer<'__de>>(__d: __D) -> #p::std::result::Result<Self, __D::Error> {
+                ::core::result::Result::Ok(Self { proxy: <#p::Proxy as #p::serde::Deserialize>::deserialize(__d)? })
             }
         }
     }

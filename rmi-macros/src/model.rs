@@ -7,7 +7,18 @@ use syn::{Attribute, FnArg, Ident, ItemTrait, LitStr, Pat, ReturnType, TraitItem
 const RESERVED_WIRE_NAMES: &[&str] = &["<batch>", "__getattr__", "__setattr__"];
 /// Rust names of the generated proxy's own methods.
 /// Also `clone` and `from`, which an inherent proxy method would shadow.
-const RESERVED_RUST_NAMES: &[&str] = &["connect", "builder", "from_proxy", "proxy", "into_proxy", "clone", "from"];
+const RESERVED_RUST_NAMES: &[&str] = &[
+    "connect",
+    "builder",
+    "from_proxy",
+    "from_uri",
+    "proxy",
+    "into_proxy",
+    "with_timeout",
+    "with_options",
+    "clone",
+    "from",
+];
 
 /// Options of the `#[remote(...)]` attribute itself.
 pub struct Options {
@@ -49,6 +60,20 @@ pub struct Method {
     pub args: Vec<(Ident, Type)>,
     /// The declared output (`()` when none).
     pub output: Type,
+    /// How the method is called.
+    pub kind: MethodKind,
+    /// `#[rmi(idempotent)]`: safe to retry after a communication failure.
+    pub idempotent: bool,
+}
+
+/// How a method is called.
+pub enum MethodKind {
+    /// Call and wait for the result.
+    Normal,
+    /// `#[rmi(oneway)]`: send and do not wait; no result.
+    Oneway,
+    /// Returns `RemoteStream<T>`: the caller gets a stream of `T`, fetched item by item.
+    Stream(Type),
 }
 
 /// A remote trait.
@@ -177,6 +202,8 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     let mut wire_span = sig.ident.span();
     let mut carried_attrs = Vec::new();
     let mut named = false;
+    let mut oneway: Option<proc_macro2::Span> = None;
+    let mut idempotent = false;
     for attr in &f.attrs {
         if attr.path().is_ident("rmi") {
             let res = attr.parse_nested_meta(|meta| {
@@ -191,8 +218,14 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
                     wire_name = lit.value();
                     wire_span = lit.span();
                     Ok(())
+                } else if meta.path.is_ident("oneway") {
+                    oneway = Some(meta.path.get_ident().map(|i| i.span()).unwrap_or_else(Span::call_site));
+                    Ok(())
+                } else if meta.path.is_ident("idempotent") {
+                    idempotent = true;
+                    Ok(())
                 } else {
-                    Err(meta.error("unknown #[rmi] option; expected `name = \"...\"`"))
+                    Err(meta.error("unknown #[rmi] option; expected `name = \"...\"`, `oneway` or `idempotent`"))
                 }
             });
             if let Err(e) = res {
@@ -217,10 +250,40 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
             ),
         ));
     }
+    let stream_item = stream_item(&output);
+    let kind = match (oneway, stream_item) {
+        (Some(span), _) if !is_unit(&output) => {
+            errors.push(syn::Error::new(span, "a oneway method cannot return a value: its caller gets no reply"));
+            MethodKind::Oneway
+        }
+        (Some(_), _) => MethodKind::Oneway,
+        (None, Some(item)) => MethodKind::Stream(item),
+        (None, None) => MethodKind::Normal,
+    };
     if errors.len() > before {
         return None;
     }
-    Some(Method { ident: sig.ident.clone(), wire_name, wire_span, carried_attrs, args, output })
+    Some(Method { ident: sig.ident.clone(), wire_name, wire_span, carried_attrs, args, output, kind, idempotent })
+}
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+/// `T` when `ty` is `RemoteStream<T>` (by its last path segment, so `rmi::RemoteStream<T>` too).
+fn stream_item(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "RemoteStream" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(ab) if ab.args.len() == 1 => match ab.args.first()? {
+            syn::GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// `&self` or `self: &Self`.

@@ -11,7 +11,7 @@
 //! use rmi_naming::{NameServer, NamingResolver, NsLocator};
 //!
 //! let ns = NameServer::builder().port(0).no_broadcast().start().await?;
-//! let port = ns.daemon().local_addr().port();
+//! let port = ns.daemon().local_addr().expect("tcp").port();
 //! let proxy = NsLocator::new().host("127.0.0.1").port(port).locate().await?;
 //!
 //! let uri: rmi_core::Uri = "PYRO:obj_1@127.0.0.1:4000".parse()?;

@@ -41,7 +41,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     // The first stdout line is the URI, so scripts and tests can read the port back.
-    println!("NS running on {} ({})", ns.daemon().local_addr(), ns.uri());
+    println!("NS running on {} ({})", ns.daemon().location(), ns.uri());
     if let Some(bc) = ns.broadcast_addr() {
         println!("Broadcast server running on {bc}");
     }

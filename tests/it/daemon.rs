@@ -10,12 +10,12 @@ use crate::support::{start_daemon, GreeterProxy, GreeterServer, GreetingMaker, L
 #[tokio::test]
 async fn generated_and_chosen_ids() {
     let daemon = Daemon::bind_default().await.unwrap();
-    assert!(daemon.local_addr().ip().is_loopback());
+    assert!(daemon.local_addr().unwrap().ip().is_loopback());
     let uri = daemon.register(GreeterServer::new(GreetingMaker)).unwrap();
     let id = uri.object().unwrap();
     assert!(id.starts_with("obj_") && id.len() == 36, "{id}");
     assert!(id[4..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
-    assert_eq!(uri.to_string(), format!("PYRO:{id}@127.0.0.1:{}", daemon.local_addr().port()));
+    assert_eq!(uri.to_string(), format!("PYRO:{id}@127.0.0.1:{}", daemon.local_addr().unwrap().port()));
 
     let chosen = daemon.register_with_id(GreeterServer::new(GreetingMaker), "example.greeter").unwrap();
     assert_eq!(chosen.object(), Some("example.greeter"));
@@ -57,7 +57,7 @@ async fn the_daemon_object_answers_ping_registered_get_metadata_and_info() {
     let err = proxy.call::<_, Metadata>("get_metadata", &("nope",)).await.unwrap_err();
     assert!(matches!(err, Error::UnknownObject(_)), "{err}");
     let info: String = proxy.call("info", &[(); 0]).await.unwrap();
-    assert!(info.contains(&daemon.local_addr().to_string()), "{info}");
+    assert!(info.contains(&daemon.local_addr().unwrap().to_string()), "{info}");
 
     // The handshake hands the object's metadata to the proxy.
     let g = GreeterProxy::connect(&greeter).await.unwrap();

@@ -20,7 +20,7 @@ async fn distinct_errors(serializer: Serializer) {
     let proxy: Proxy = rmi::Proxy::builder(lab.clone()).serializer(serializer).connect().await.unwrap();
 
     // Unknown object: refused at connect time.
-    let missing = rmi::Uri::tcp("no_such_object", "127.0.0.1", daemon.local_addr().port());
+    let missing = rmi::Uri::tcp("no_such_object", "127.0.0.1", daemon.local_addr().unwrap().port());
     let err = rmi::Proxy::builder(missing).serializer(serializer).connect::<Proxy>().await.unwrap_err();
     assert!(matches!(&err, Error::UnknownObject(id) if id == "no_such_object"), "{err}");
     daemon_still_serves(&proxy, &lab).await;

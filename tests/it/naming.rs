@@ -101,10 +101,9 @@ async fn pyrometa_connects_to_an_object_with_all_the_tags() {
     let (daemon, _, greeter) = start_daemon().await;
     names.register_with("greeter", &greeter, false, tags(&["greeting", "tutorial"])).await.unwrap();
     names.register_with("decoy", &uri(unused_port()), false, tags(&["greeting"])).await.unwrap();
-    let proxy =
-        GreeterProxy::connect(format!("PYROMETA:greeting,tutorial@{}", ns.daemon().local_addr())).await.unwrap();
+    let proxy = GreeterProxy::connect(format!("PYROMETA:greeting,tutorial@{}", ns.daemon().location())).await.unwrap();
     assert_eq!(proxy.welcome_message("meta".into()).await.unwrap(), "Hi welcome meta");
-    let err = GreeterProxy::connect(format!("PYROMETA:nothing@{}", ns.daemon().local_addr())).await.unwrap_err();
+    let err = GreeterProxy::connect(format!("PYROMETA:nothing@{}", ns.daemon().location())).await.unwrap_err();
     assert!(matches!(err, Error::Naming(_)), "{err}");
     daemon.shutdown();
 }

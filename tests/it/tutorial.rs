@@ -30,7 +30,7 @@ async fn tutorial_through_rmi_ns_process_and_pyroname() {
 #[tokio::test]
 async fn pyroname_is_resolved_again_when_the_proxy_redials() {
     let ns = rmi::naming::NameServer::builder().port(0).no_broadcast().start().await.unwrap();
-    let ns_addr = ns.daemon().local_addr();
+    let ns_addr = ns.daemon().location().clone();
     let names = rmi::naming::NameServerProxy::connect(ns.uri()).await.unwrap();
 
     let first = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();

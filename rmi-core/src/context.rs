@@ -1,0 +1,178 @@
+//! The call context: who is calling, with what annotations and deadline, seen from inside a method.
+//!
+//! The daemon runs every call inside a task-local [`CallContext`]; a method reads it with
+//! [`current`] (or [`CallContext::current`]). It is the Rust form of Pyro's `current_context`:
+//! the caller's address, the correlation id, the request annotations, the caller's deadline,
+//! a way to set response annotations, and the daemon serving the call (to register new objects
+//! and return their proxies). Tasks a method spawns do not inherit it; pass it along.
+//!
+//! ```
+//! # async fn method() {
+//! if let Some(ctx) = rmi_core::context::current() {
+//!     tracing::info!(peer = %ctx.peer(), time_left = ?ctx.time_left(), "called");
+//!     ctx.set_response_annotation(*b"SRVR", b"node-1".to_vec());
+//! }
+//! # }
+//! ```
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::daemon::Daemon;
+use crate::protocol::frame::Annotation;
+
+/// Annotation id carrying the caller's remaining time in milliseconds (u64, big-endian).
+pub const DEADLINE_ANNOTATION: [u8; 4] = *b"DDLN";
+
+tokio::task_local! {
+    static CONTEXT: CallContext;
+}
+
+/// What a method knows about the call it is running. Cheap to clone.
+#[derive(Clone)]
+pub struct CallContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    peer: String,
+    object: String,
+    method: String,
+    correlation_id: uuid::Uuid,
+    annotations: Vec<Annotation>,
+    deadline: Option<Instant>,
+    oneway: bool,
+    daemon: Daemon,
+    connection: u64,
+    response: Mutex<Vec<Annotation>>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("peer", &self.inner.peer)
+            .field("object", &self.inner.object)
+            .field("method", &self.inner.method)
+            .field("correlation_id", &self.inner.correlation_id)
+            .field("deadline", &self.inner.deadline)
+            .finish()
+    }
+}
+
+/// The context of the call running in this task, if any.
+pub fn current() -> Option<CallContext> {
+    CONTEXT.try_with(Clone::clone).ok()
+}
+
+impl CallContext {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        peer: String,
+        object: String,
+        method: String,
+        correlation_id: uuid::Uuid,
+        annotations: Vec<Annotation>,
+        oneway: bool,
+        daemon: Daemon,
+        connection: u64,
+    ) -> Self {
+        let deadline = annotations
+            .iter()
+            .find(|(id, _)| *id == DEADLINE_ANNOTATION)
+            .and_then(|(_, v)| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(|ms| Instant::now() + Duration::from_millis(u64::from_be_bytes(ms)));
+        CallContext {
+            inner: Arc::new(Inner {
+                peer,
+                object,
+                method,
+                correlation_id,
+                annotations,
+                deadline,
+                oneway,
+                daemon,
+                connection,
+                response: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The context of the call running in this task, if any.
+    pub fn current() -> Option<CallContext> {
+        current()
+    }
+
+    /// Runs `fut` with this context installed.
+    pub(crate) async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
+        CONTEXT.scope(self, fut).await
+    }
+
+    /// The caller's address (`ip:port`, or a description for other transports).
+    pub fn peer(&self) -> &str {
+        &self.inner.peer
+    }
+
+    /// The object id the call addressed.
+    pub fn object(&self) -> &str {
+        &self.inner.object
+    }
+
+    /// The method's wire name.
+    pub fn method(&self) -> &str {
+        &self.inner.method
+    }
+
+    /// The call's correlation id (the caller's, or one made up by the daemon).
+    pub fn correlation_id(&self) -> uuid::Uuid {
+        self.inner.correlation_id
+    }
+
+    /// True when the caller wants no reply.
+    pub fn is_oneway(&self) -> bool {
+        self.inner.oneway
+    }
+
+    /// All request annotations, in order.
+    pub fn annotations(&self) -> &[Annotation] {
+        &self.inner.annotations
+    }
+
+    /// The request annotation `id`, if present.
+    pub fn annotation(&self, id: &[u8; 4]) -> Option<&Bytes> {
+        self.inner.annotations.iter().find(|(k, _)| k == id).map(|(_, v)| v)
+    }
+
+    /// When the caller stops waiting, if it sent a deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline
+    }
+
+    /// Time left before the caller's deadline (zero once passed), if it sent one.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.inner.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Adds an annotation to the reply (replacing one with the same id).
+    pub fn set_response_annotation(&self, id: [u8; 4], value: impl Into<Bytes>) {
+        let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
+        response.retain(|(k, _)| *k != id);
+        response.push((id, value.into()));
+    }
+
+    /// The daemon serving this call: register new objects here and return their proxies.
+    pub fn daemon(&self) -> &Daemon {
+        &self.inner.daemon
+    }
+
+    /// The connection the call came on (unique within its daemon).
+    pub fn connection(&self) -> u64 {
+        self.inner.connection
+    }
+
+    pub(crate) fn take_response_annotations(&self) -> Vec<Annotation> {
+        std::mem::take(&mut *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}

@@ -1,0 +1,177 @@
+//! How an object is registered: one shared instance, or a factory with Pyro's instance modes.
+
+use std::sync::Arc;
+
+use crate::dispatch::{BoxFuture, Dispatch, Outcome};
+use crate::error::RemoteError;
+use crate::protocol::codec::{Args, Metadata};
+
+/// When a registered factory makes instances (Pyro's `@behavior(instance_mode=...)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceMode {
+    /// One instance for every client (what registering an instance gives).
+    Single,
+    /// One instance per client connection, made on its first call and dropped when that
+    /// connection closes.
+    Session,
+    /// A fresh instance for every call.
+    PerCall,
+}
+
+type Factory = Arc<dyn Fn() -> Arc<dyn Dispatch> + Send + Sync>;
+
+/// What to register and how; pass it to [`Daemon::register_entry`](super::Daemon::register_entry).
+///
+/// ```
+/// # use rmi_core::daemon::Registration;
+/// # fn demo(daemon: &rmi_core::Daemon, make: impl Fn() -> MyServer + Send + Sync + 'static) -> rmi_core::Result<()> {
+/// let uri = daemon.register_entry(Registration::session(make).id("bank.account").one_at_a_time())?;
+/// # Ok(()) }
+/// # struct MyServer;
+/// # impl rmi_core::Dispatch for MyServer {
+/// #   fn metadata(&self) -> rmi_core::Metadata { Default::default() }
+/// #   fn dispatch<'a>(&'a self, _: &'a str, _: rmi_core::protocol::codec::Args)
+/// #     -> rmi_core::dispatch::BoxFuture<'a, Result<rmi_core::dispatch::Outcome, rmi_core::RemoteError>> { Box::pin(async { Err(rmi_core::RemoteError::unknown_method("", "")) }) }
+/// # }
+/// ```
+pub struct Registration {
+    pub(crate) kind: Kind,
+    pub(crate) meta: Metadata,
+    pub(crate) id: Option<String>,
+    pub(crate) replace: bool,
+    pub(crate) one_at_a_time: bool,
+}
+
+pub(crate) enum Kind {
+    Instance(Arc<dyn Dispatch>),
+    Factory(InstanceMode, Factory),
+}
+
+impl Registration {
+    /// One shared instance.
+    pub fn instance(object: impl Dispatch) -> Self {
+        let meta = object.metadata();
+        Self::new(Kind::Instance(Arc::new(object)), meta)
+    }
+
+    /// A factory run with `mode`: [`InstanceMode::Single`] makes one instance on the first call.
+    /// The object's metadata comes from [`Dispatch::describe`], so no instance is made up front.
+    pub fn factory<D, F>(mode: InstanceMode, make: F) -> Self
+    where
+        D: Dispatch,
+        F: Fn() -> D + Send + Sync + 'static,
+    {
+        let make: Factory = Arc::new(move || Arc::new(make()) as Arc<dyn Dispatch>);
+        let kind = match mode {
+            InstanceMode::Single => {
+                let once = Arc::new(std::sync::OnceLock::new());
+                Kind::Factory(mode, Arc::new(move || once.get_or_init(|| make()).clone()))
+            }
+            _ => Kind::Factory(mode, make),
+        };
+        Self::new(kind, D::describe())
+    }
+
+    /// One instance per client connection (Pyro's `session` mode).
+    pub fn session<D: Dispatch, F: Fn() -> D + Send + Sync + 'static>(make: F) -> Self {
+        Self::factory(InstanceMode::Session, make)
+    }
+
+    /// A fresh instance per call (Pyro's `percall` mode).
+    pub fn percall<D: Dispatch, F: Fn() -> D + Send + Sync + 'static>(make: F) -> Self {
+        Self::factory(InstanceMode::PerCall, make)
+    }
+
+    fn new(kind: Kind, meta: Metadata) -> Self {
+        Registration { kind, meta, id: None, replace: false, one_at_a_time: false }
+    }
+
+    /// Registers under `id` instead of a generated `obj_…` id.
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Replaces an object already registered under the same id instead of refusing.
+    pub fn replace(mut self) -> Self {
+        self.replace = true;
+        self
+    }
+
+    /// Runs each instance's calls one at a time, in arrival order (what Pyro's
+    /// thread-per-connection gave session objects). Calls to other instances still run
+    /// concurrently.
+    pub fn one_at_a_time(mut self) -> Self {
+        self.one_at_a_time = true;
+        self
+    }
+}
+
+/// A registered object as the daemon keeps it.
+pub(crate) struct Entry {
+    pub(crate) meta: Metadata,
+    pub(crate) target: Target,
+}
+
+pub(crate) enum Target {
+    Shared(Arc<dyn Dispatch>),
+    Session(Factory),
+    PerCall(Factory),
+}
+
+impl Entry {
+    pub(crate) fn from_registration(reg: Registration) -> Entry {
+        let serial = reg.one_at_a_time;
+        let wrap = move |d: Arc<dyn Dispatch>| -> Arc<dyn Dispatch> {
+            if serial {
+                Arc::new(OneAtATime { inner: d, turn: tokio::sync::Mutex::new(()) })
+            } else {
+                d
+            }
+        };
+        let target = match reg.kind {
+            Kind::Instance(d) => Target::Shared(wrap(d)),
+            Kind::Factory(InstanceMode::Single, make) => {
+                Target::Shared(wrap(Arc::new(Lazy { make, meta: reg.meta.clone() })))
+            }
+            Kind::Factory(InstanceMode::Session, make) => Target::Session(Arc::new(move || wrap(make()))),
+            Kind::Factory(InstanceMode::PerCall, make) => Target::PerCall(make),
+        };
+        Entry { meta: reg.meta, target }
+    }
+}
+
+/// Serializes calls to one instance (tokio's mutex is fair: arrival order).
+struct OneAtATime {
+    inner: Arc<dyn Dispatch>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Dispatch for OneAtATime {
+    fn metadata(&self) -> Metadata {
+        self.inner.metadata()
+    }
+
+    fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
+        Box::pin(async move {
+            let _turn = self.turn.lock().await;
+            self.inner.dispatch(method, args).await
+        })
+    }
+}
+
+/// A single instance made on first use.
+struct Lazy {
+    make: Factory,
+    meta: Metadata,
+}
+
+impl Dispatch for Lazy {
+    fn metadata(&self) -> Metadata {
+        self.meta.clone()
+    }
+
+    fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
+        Box::pin(async move { (self.make)().dispatch(method, args).await })
+    }
+}
