@@ -52,8 +52,9 @@
 //! use msgpack for such types. Byte buffers should use `serde_bytes`.
 
 pub use rmi_core::{
-    daemon, dispatch, error, protocol, proxy, transport, uri, Daemon, DaemonBuilder, DecodeLimits, Dispatch, Error,
-    IntoUri, Location, Metadata, Proxy, ProxyBuilder, RemoteError, RemoteErrorKind, Resolve, Result, Serializer, Uri,
+    context, daemon, dispatch, error, protocol, proxy, stream, transport, uri, uuid, CallContext, CallOptions, Daemon,
+    DaemonBuilder, DecodeLimits, Dispatch, Error, InstanceMode, IntoUri, ItemStream, Location, Metadata, Proxy,
+    ProxyBuilder, Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply, Resolve, Result, Serializer, Uri,
 };
 
 /// Makes a trait a remote contract.
@@ -90,9 +91,12 @@ pub mod naming {
     pub use rmi_naming::*;
 
     /// A resolver that finds name servers with the default [`NsLocator`] (localhost, then the
-    /// loopback broadcast).
+    /// loopback broadcast). The first call also installs it as the process default, so proxies
+    /// received inside values resolve `PYRONAME:` too.
     pub fn default_resolver() -> std::sync::Arc<dyn rmi_core::Resolve> {
-        std::sync::Arc::new(NamingResolver::default())
+        let resolver: std::sync::Arc<dyn rmi_core::Resolve> = std::sync::Arc::new(NamingResolver::default());
+        rmi_core::resolve::install_default(resolver.clone());
+        resolver
     }
 }
 

@@ -69,6 +69,8 @@ pub use proxy::{CallOptions, Proxy, ProxyBuilder, Reply};
 pub use resolve::Resolve;
 pub use stream::{ItemStream, RemoteStream};
 pub use uri::{IntoUri, Location, Uri};
+/// The `uuid` crate, for correlation ids.
+pub use uuid;
 
 /// Items used by code that `#[remote]` generates; not a stable API.
 #[doc(hidden)]

@@ -164,7 +164,7 @@ impl ProxyBuilder {
     /// Builds the proxy and dials now, so a bad address or unknown object fails here.
     pub async fn connect<P: From<Proxy>>(self) -> Result<P, Error> {
         let proxy = self.build();
-        proxy.connection().await?;
+        proxy.connection().await.map_err(Error::not_sent)?;
         Ok(P::from(proxy))
     }
 

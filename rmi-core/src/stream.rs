@@ -37,7 +37,7 @@ impl<T: Send + 'static> RemoteStream<T> {
     }
 
     /// Streams the items of `iter` (lazily: the iterator runs as items are asked for).
-    pub fn from_iter<I>(iter: I) -> Self
+    pub fn iter<I>(iter: I) -> Self
     where
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'static,

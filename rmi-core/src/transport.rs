@@ -187,9 +187,18 @@ pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxStream, E
     let fut = async {
         match location {
             Location::Tcp { host, port } => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
+                let stream = if host.eq_ignore_ascii_case("localhost") {
+                    // Whatever the resolver says, localhost is both loopbacks: IPv4 first, then IPv6.
+                    let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, *port));
+                    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, *port));
+                    match tokio::net::TcpStream::connect(v4).await {
+                        Ok(s) => Ok(s),
+                        Err(_) => tokio::net::TcpStream::connect(v6).await,
+                    }
+                } else {
+                    tokio::net::TcpStream::connect((host.as_str(), *port)).await
+                }
+                .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
                 let _ = stream.set_nodelay(true);
                 Ok(Box::new(stream) as BoxStream)
             }

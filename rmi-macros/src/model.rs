@@ -73,7 +73,7 @@ pub enum MethodKind {
     /// `#[rmi(oneway)]`: send and do not wait; no result.
     Oneway,
     /// Returns `RemoteStream<T>`: the caller gets a stream of `T`, fetched item by item.
-    Stream(Type),
+    Stream(Box<Type>),
 }
 
 /// A remote trait.
@@ -257,7 +257,7 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
             MethodKind::Oneway
         }
         (Some(_), _) => MethodKind::Oneway,
-        (None, Some(item)) => MethodKind::Stream(item),
+        (None, Some(item)) => MethodKind::Stream(Box::new(item)),
         (None, None) => MethodKind::Normal,
     };
     if errors.len() > before {

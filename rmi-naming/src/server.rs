@@ -134,6 +134,7 @@ impl NameServerApi for NameServer {
 pub struct NameServerBuilder {
     host: String,
     port: u16,
+    unix: Option<std::path::PathBuf>,
     broadcast: Option<(String, u16)>,
 }
 
@@ -144,6 +145,7 @@ impl NameServer {
         NameServerBuilder {
             host: "127.0.0.1".into(),
             port: rmi_core::uri::DEFAULT_NS_PORT,
+            unix: None,
             broadcast: Some((DEFAULT_BROADCAST_ADDR.into(), DEFAULT_BROADCAST_PORT)),
         }
     }
@@ -169,6 +171,13 @@ impl NameServerBuilder {
         self
     }
 
+    /// Listen on a Unix domain socket at `path` instead of TCP (no broadcast responder then).
+    pub fn unix(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.unix = Some(path.into());
+        self.broadcast = None;
+        self
+    }
+
     /// No broadcast responder.
     pub fn no_broadcast(mut self) -> Self {
         self.broadcast = None;
@@ -177,7 +186,13 @@ impl NameServerBuilder {
 
     /// Binds, registers the name server and starts serving in the background.
     pub async fn start(self) -> Result<NameServerHandle, Error> {
-        let daemon = Daemon::bind((self.host.as_str(), self.port)).await?;
+        let daemon = match &self.unix {
+            #[cfg(unix)]
+            Some(path) => Daemon::builder().bind_unix(path).await?,
+            #[cfg(not(unix))]
+            Some(_) => return Err(Error::Daemon("unix sockets are not available on this platform".into())),
+            None => Daemon::bind((self.host.as_str(), self.port)).await?,
+        };
         let server = NameServer::new();
         let uri = daemon.uri_for(NAME_SERVER_OBJECT_ID);
         server

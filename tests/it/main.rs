@@ -1,12 +1,21 @@
 //! Integration tests of rmi through its public API, over real loopback sockets.
 
+mod addresses;
+mod autoproxy;
 mod concurrency;
+mod context;
 mod daemon;
 mod errors;
 mod hostile;
+mod instances;
 mod naming;
+mod oneway;
+mod reconnect;
 mod sequence;
+mod streams;
 mod support;
+mod timeouts;
+mod tracing_spans;
 mod tutorial;
 
 /// Not a test: when [`support::CHILD_DAEMON_ENV`] is set, this process is a daemon child that

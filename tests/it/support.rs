@@ -48,6 +48,11 @@ pub trait Lab {
     async fn rendezvous(&self, n: usize) -> usize;
     /// Sleeps for `ms` milliseconds, then returns `ms`.
     async fn sleep(&self, ms: u64) -> u64;
+    /// The same, declared safe to retry.
+    #[rmi(idempotent)]
+    async fn sleep_idempotent(&self, ms: u64) -> u64;
+    /// The id of the connection the call came on.
+    async fn connection(&self) -> u64;
     /// Counts the levels of a nested value.
     async fn depth(&self, value: Nested) -> usize;
     /// Returns the length of a byte buffer.
@@ -110,6 +115,15 @@ impl Lab for LabObject {
         self.count();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
+    }
+
+    async fn sleep_idempotent(&self, ms: u64) -> u64 {
+        self.sleep(ms).await
+    }
+
+    async fn connection(&self) -> u64 {
+        self.count();
+        rmi::context::current().expect("call context").connection()
     }
 
     async fn depth(&self, value: Nested) -> usize {
@@ -200,13 +214,21 @@ pub fn spawn_name_server() -> (ChildGuard, u16) {
 
 /// Environment variable that turns this test binary into a daemon process.
 pub const CHILD_DAEMON_ENV: &str = "RMI_TEST_CHILD_DAEMON";
+/// Environment variable with the port the child daemon binds (0 when unset).
+pub const CHILD_PORT_ENV: &str = "RMI_TEST_CHILD_PORT";
 
 /// Starts this test binary again as a daemon process (see `child_daemon_entry` in main.rs);
 /// returns it and the URI of its [`LabObject`], registered under the id `lab`.
 pub fn spawn_child_daemon() -> (ChildGuard, rmi::Uri) {
+    spawn_child_daemon_on(0)
+}
+
+/// [`spawn_child_daemon`] on a given port (0 = any free port).
+pub fn spawn_child_daemon_on(port: u16) -> (ChildGuard, rmi::Uri) {
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
         .args(["--exact", "child_daemon_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_DAEMON_ENV, "1")
+        .env(CHILD_PORT_ENV, port.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -220,7 +242,8 @@ pub fn spawn_child_daemon() -> (ChildGuard, rmi::Uri) {
 pub fn run_child_daemon() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let daemon = rmi::Daemon::bind("127.0.0.1:0").await.expect("bind");
+        let port: u16 = std::env::var(CHILD_PORT_ENV).ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let daemon = rmi::Daemon::bind(("127.0.0.1", port)).await.expect("bind");
         let uri = daemon.register_with_id(LabServer::new(LabObject::default()), "lab").expect("register");
         println!("LAB {uri}");
         daemon.serve().await.expect("serve");

@@ -4,7 +4,7 @@
 //! then reads requests, spawning one task per call so pipelined calls run concurrently and are
 //! answered by sequence number as they finish. A malformed message closes only its own
 //! connection; a panicking method becomes an error reply to its caller only. Every call runs
-//! inside a [`CallContext`](crate::context::CallContext) and a `tracing` span.
+//! inside a [`crate::context::CallContext`] and a `tracing` span.
 
 mod object;
 mod registration;
@@ -354,6 +354,11 @@ impl Daemon {
             return false;
         }
         self.inner.objects.write().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()
+    }
+
+    /// Number of streamed results open in this daemon (lingering ones included).
+    pub fn open_streams(&self) -> usize {
+        self.inner.streams.len()
     }
 
     /// Ids of all registered objects, the daemon object included.

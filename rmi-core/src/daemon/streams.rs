@@ -57,18 +57,10 @@ impl Streams {
         let items = {
             let mut table = self.lock();
             let slot = table.get_mut(id).ok_or_else(terminated)?;
-            if slot.owner != reader {
-                // Only a lingering stream (its reader disconnected) may be picked up again.
-                if slot.expires.is_none() {
-                    return Err(RemoteError::new(
-                        RemoteErrorKind::Other,
-                        "Pyro5.errors.PyroError",
-                        "item stream belongs to another connection",
-                    ));
-                }
-                slot.owner = reader;
-                slot.expires = None;
-            }
+            // Whoever reads a stream owns it (ids are random uuids, as in Pyro): a caller that
+            // reconnected picks up its lingering stream, and it lives as long as that connection.
+            slot.owner = reader;
+            slot.expires = None;
             slot.items.clone()
         };
         let next = items.lock().await.next().await;

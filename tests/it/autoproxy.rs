@@ -1,0 +1,136 @@
+//! Proxies as values: returned by methods (Pyro's autoproxy) and passed in for callbacks.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rmi::Error;
+
+#[rmi::remote]
+pub trait Account {
+    /// Adds `amount`; returns the balance.
+    async fn deposit(&self, amount: u32) -> u32;
+}
+
+struct AccountObject {
+    balance: AtomicU32,
+}
+
+impl Account for AccountObject {
+    async fn deposit(&self, amount: u32) -> u32 {
+        self.balance.fetch_add(amount, Ordering::SeqCst) + amount
+    }
+}
+
+#[rmi::remote]
+pub trait Bank {
+    /// Opens an account in this daemon and returns a proxy to it.
+    async fn open(&self, initial: u32) -> AccountProxy;
+    /// Closes an account given its proxy; returns whether it existed.
+    async fn close(&self, account: AccountProxy) -> bool;
+}
+
+struct BankObject;
+
+impl Bank for BankObject {
+    async fn open(&self, initial: u32) -> AccountProxy {
+        let ctx = rmi::context::current().expect("call context");
+        let uri =
+            ctx.daemon().register(AccountServer::new(AccountObject { balance: AtomicU32::new(initial) })).unwrap();
+        AccountProxy::from_uri(uri).unwrap()
+    }
+
+    async fn close(&self, account: AccountProxy) -> bool {
+        let ctx = rmi::context::current().expect("call context");
+        let id = account.proxy().uri().object().unwrap_or_default().to_string();
+        ctx.daemon().unregister(&id)
+    }
+}
+
+#[rmi::remote]
+pub trait Listener {
+    /// Receives a message; returns its length, or fails for an empty one.
+    async fn notify(&self, message: String) -> Result<usize, String>;
+}
+
+struct ListenerObject {
+    heard: std::sync::Mutex<Vec<String>>,
+}
+
+impl Listener for ListenerObject {
+    async fn notify(&self, message: String) -> Result<usize, String> {
+        if message.is_empty() {
+            return Err("empty message".into());
+        }
+        self.heard.lock().unwrap().push(message.clone());
+        Ok(message.len())
+    }
+}
+
+#[rmi::remote]
+pub trait Publisher {
+    /// Calls the listener back with `message`; its failure comes back as this call's error.
+    async fn publish(&self, listener: ListenerProxy, message: String) -> Result<usize, String>;
+}
+
+struct PublisherObject;
+
+impl Publisher for PublisherObject {
+    async fn publish(&self, listener: ListenerProxy, message: String) -> Result<usize, String> {
+        match listener.notify(message).await {
+            Ok(Ok(n)) => Ok(n),
+            Ok(Err(app)) => Err(format!("listener refused: {app}")),
+            Err(rmi_error) => Err(format!("listener unreachable: {rmi_error}")),
+        }
+    }
+}
+
+async fn serve(daemon: &rmi::Daemon) {
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+}
+
+#[tokio::test]
+async fn a_method_returns_a_proxy_to_an_object_it_registered() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
+    serve(&daemon).await;
+    for serializer in [rmi::Serializer::Bincode, rmi::Serializer::MsgPack] {
+        let bank: BankProxy = BankProxy::builder(&bank_uri).unwrap().serializer(serializer).connect().await.unwrap();
+        let account = bank.open(10).await.unwrap();
+        assert_eq!(account.deposit(5).await.unwrap(), 15, "the returned proxy works");
+        let again = account.clone();
+        assert_eq!(again.deposit(1).await.unwrap(), 16);
+
+        // Passing the proxy back in lets the server find and unregister the object.
+        assert!(bank.close(account.clone()).await.unwrap());
+        assert!(matches!(account.deposit(1).await.unwrap_err(), Error::UnknownObject(_)));
+    }
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn the_server_calls_back_a_client_object() {
+    let server = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let publisher_uri = server.register(PublisherServer::new(PublisherObject)).unwrap();
+    serve(&server).await;
+
+    // The client runs its own daemon for the callback object.
+    let client_daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::sync::Arc::new(ListenerObject { heard: Default::default() });
+    let listener_uri = client_daemon.register(ListenerServer::from_arc(listener.clone())).unwrap();
+    serve(&client_daemon).await;
+
+    let publisher = PublisherProxy::connect(&publisher_uri).await.unwrap();
+    let me = ListenerProxy::from_uri(&listener_uri).unwrap();
+    assert_eq!(publisher.publish(me.clone(), "hello".into()).await.unwrap(), Ok(5));
+    assert_eq!(*listener.heard.lock().unwrap(), ["hello"]);
+
+    // A failing callback is reported to the server's caller, not lost.
+    let refused = publisher.publish(me.clone(), String::new()).await.unwrap().unwrap_err();
+    assert!(refused.contains("empty message"), "{refused}");
+    client_daemon.shutdown();
+    let unreachable = publisher.publish(me, "anyone?".into()).await.unwrap().unwrap_err();
+    assert!(unreachable.contains("unreachable"), "{unreachable}");
+    server.shutdown();
+}

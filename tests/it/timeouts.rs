@@ -1,0 +1,69 @@
+//! Deadlines: per proxy, per call, on connect; a timed-out call leaves the connection usable.
+
+use std::time::Duration;
+
+use rmi::Error;
+
+use crate::support::{start_daemon, unused_port, LabProxy};
+
+#[tokio::test]
+async fn a_timed_out_call_leaves_the_shared_connection_usable() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: LabProxy = LabProxy::builder(&lab).unwrap().timeout(Duration::from_millis(200)).connect().await.unwrap();
+    let before = proxy.connection().await.unwrap();
+    let err = proxy.sleep(5_000).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    assert!(!err.is_not_executed(), "a timed-out call may have run");
+    // Same connection (Pyro would have dropped it), still answering.
+    assert_eq!(proxy.connection().await.unwrap(), before);
+    assert_eq!(proxy.echo(1, 2, "still here".into()).await.unwrap().2, "still here");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_per_call_timeout_overrides_the_proxy_default() {
+    let (daemon, lab, _) = start_daemon().await;
+    let patient = LabProxy::connect(&lab).await.unwrap();
+    let hasty = patient.with_timeout(Duration::from_millis(100));
+    assert!(matches!(hasty.sleep(5_000).await.unwrap_err(), Error::Timeout(_)));
+    assert_eq!(patient.sleep(200).await.unwrap(), 200, "the original proxy has no deadline");
+    assert_eq!(patient.connection().await.unwrap(), hasty.connection().await.unwrap(), "both share one connection");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn connect_timeout_and_requests_that_provably_did_not_run() {
+    // A listener that accepts but never answers the handshake.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _keep = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let uri = rmi::Uri::tcp("obj", "127.0.0.1", port);
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .connect_timeout(Duration::from_millis(200))
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(err.is_communication() && err.is_not_executed(), "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+
+    // Nothing listening: the call was never sent, and the error says so.
+    let nobody =
+        LabProxy::builder(rmi::Uri::tcp("lab", "127.0.0.1", unused_port())).unwrap().reconnect_attempts(1).build();
+    let nobody = LabProxy::from_proxy(nobody);
+    let err = nobody.echo(0, 0, "x".into()).await.unwrap_err();
+    assert!(matches!(err, Error::NotSent(_)) && err.is_not_executed(), "{err:?}");
+
+    // Refused before dispatch: also provably not executed.
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: rmi::Proxy = rmi::Proxy::builder(lab).connect().await.unwrap();
+    let err = proxy.call::<_, ()>("nope", &[(); 0]).await.unwrap_err();
+    assert!(err.is_not_executed(), "{err}");
+    daemon.shutdown();
+}
