@@ -52,9 +52,10 @@
 //! use msgpack for such types. Byte buffers should use `serde_bytes`.
 
 pub use rmi_core::{
-    context, daemon, dispatch, error, protocol, proxy, stream, transport, uri, uuid, CallContext, CallOptions, Daemon,
-    DaemonBuilder, DecodeLimits, Dispatch, Error, InstanceMode, IntoUri, ItemStream, Location, Metadata, Proxy,
-    ProxyBuilder, Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply, Resolve, Result, Serializer, Uri,
+    batch, blocking, context, daemon, dispatch, error, protocol, proxy, stream, transport, uri, uuid, Batch,
+    BatchResults, CallContext, CallOptions, Daemon, DaemonBuilder, DecodeLimits, Dispatch, Error, InstanceMode,
+    IntoUri, ItemStream, Location, Metadata, Proxy, ProxyBuilder, Registration, RemoteError, RemoteErrorKind,
+    RemoteStream, Reply, Resolve, Result, Serializer, Slot, Uri,
 };
 
 /// Makes a trait a remote contract.

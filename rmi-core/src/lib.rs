@@ -49,6 +49,8 @@
 // would cost an allocation per remote error for no gain on the success path.
 #![allow(clippy::result_large_err)]
 
+pub mod batch;
+pub mod blocking;
 pub mod context;
 pub mod daemon;
 pub mod dispatch;
@@ -60,6 +62,7 @@ pub mod stream;
 pub mod transport;
 pub mod uri;
 
+pub use batch::{Batch, BatchResults, Slot};
 pub use context::CallContext;
 pub use daemon::{Daemon, DaemonBuilder, InstanceMode, Registration};
 pub use dispatch::Dispatch;
@@ -75,6 +78,8 @@ pub use uuid;
 /// Items used by code that `#[remote]` generates; not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::batch::{Batch, BatchResults, Slot};
+    pub use crate::blocking;
     pub use crate::dispatch::{BoxFuture, Dispatch, Outcome};
     pub use crate::error::{Error, RemoteError, RemoteErrorKind};
     pub use crate::protocol::codec::{Args, Metadata};

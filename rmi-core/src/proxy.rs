@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
+use crate::batch::Batch;
 use crate::context::DEADLINE_ANNOTATION;
 use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
@@ -344,7 +345,7 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<Reply<R>, Error> {
-        let (reply, correlation_id) = self.request(object, method, args).await?;
+        let (reply, correlation_id) = self.request(object, method, args, 0).await?;
         let value = decode_result(&reply, &self.shared.config.limits)?;
         Ok(Reply { value, annotations: reply.annotations, correlation_id })
     }
@@ -356,7 +357,7 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<ItemStream<T>, Error> {
-        let (reply, _) = self.request(None, method, args).await?;
+        let (reply, _) = self.request(None, method, args, 0).await?;
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             // An error (or a plain value from a method that is not streaming).
             decode_result::<serde::de::IgnoredAny>(&reply, &self.shared.config.limits)?;
@@ -375,6 +376,7 @@ impl Proxy {
         object: Option<&str>,
         method: &str,
         args: &A,
+        flags: u16,
     ) -> Result<(Message, uuid::Uuid), Error> {
         let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
         let mut unsent_retry = true;
@@ -383,7 +385,7 @@ impl Proxy {
             let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
                 let conn = self.connection().await.map_err(Error::not_sent)?;
-                let msg = self.invoke_message(&conn, object, method, args, corr, 0)?;
+                let msg = self.invoke_message(&conn, object, method, args, corr, flags)?;
                 conn.request(msg, self.options.timeout).await
             };
             match attempt.instrument(span).await {
@@ -419,6 +421,34 @@ impl Proxy {
             msg.annotations.push((DEADLINE_ANNOTATION, Bytes::copy_from_slice(&ms.to_be_bytes())));
         }
         Ok(msg)
+    }
+
+    /// A batch of calls to this object, sent in one round trip; see [`Batch`].
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.clone())
+    }
+
+    /// The serializer calls use.
+    pub fn serializer(&self) -> Serializer {
+        self.shared.config.serializer
+    }
+
+    /// The limits replies are decoded with.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.shared.config.limits
+    }
+
+    pub(crate) async fn send_batch(&self, calls: Vec<serde_bytes::ByteBuf>) -> Result<Vec<codec::BatchItem>, Error> {
+        let (reply, _) = self.request(None, codec::BATCH_METHOD, &(calls,), frame::FLAGS_BATCH).await?;
+        decode_result(&reply, &self.shared.config.limits)
+    }
+
+    pub(crate) async fn send_batch_oneway(&self, calls: Vec<serde_bytes::ByteBuf>) -> Result<(), Error> {
+        let corr = self.options.correlation_id.unwrap_or_else(uuid::Uuid::new_v4);
+        let conn = self.connection().await.map_err(Error::not_sent)?;
+        let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
+        let msg = self.invoke_message(&conn, None, codec::BATCH_METHOD, &(calls,), corr, flags)?;
+        conn.send_oneway(msg).await
     }
 
     /// Sends a oneway call: returns once the request is written; the daemon sends no reply and

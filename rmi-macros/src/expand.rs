@@ -52,6 +52,14 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
     let trait_ident = &item.ident;
     let vis = &item.vis;
     let server_ident = format_ident!("{}Server", trait_ident, span = trait_ident.span());
+    let batch_ident = format_ident!("{}Batch", trait_ident, span = trait_ident.span());
+    let blocking_ident = format_ident!("{}BlockingProxy", trait_ident, span = trait_ident.span());
+    let batch_doc = format!(
+        "Calls to a remote [`{trait_ident}`] queued to go in one round trip; from `{trait_ident}Proxy::batch`."
+    );
+    let blocking_doc = format!(
+        "Blocking client of a remote [`{trait_ident}`], for synchronous programs: each method blocks until its result arrives. Do not use it inside an async runtime."
+    );
     let proxy_ident = format_ident!("{}Proxy", trait_ident, span = trait_ident.span());
     let rewritten = rewrite_trait(item);
     let server_doc = format!("Serves a [`{trait_ident}`] implementation: register it in a daemon.");
@@ -129,6 +137,57 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
                 /// Streamed: items are fetched from the daemon as the stream is polled.
                 pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<#p::ItemStream<#item>, #p::Error> {
                     #proxy.call_stream(#wire, #args).await
+                }
+            },
+        }
+    });
+
+    let batch_methods = service.methods.iter().filter(|m| !matches!(m.kind, MethodKind::Stream(_))).map(|m| {
+        let attrs = &m.carried_attrs;
+        let wire = &m.wire_name;
+        let ident = &m.ident;
+        let output = if matches!(m.kind, MethodKind::Oneway) {
+            quote!(())
+        } else {
+            let o = &m.output;
+            quote!(#o)
+        };
+        let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
+        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        let args = if names.is_empty() { quote!(&[(); 0]) } else { quote!(&(#(#names,)*)) };
+        quote! {
+            #(#attrs)*
+            pub fn #ident(&mut self, #(#params),*) -> #p::Slot<#output> {
+                self.batch.add(#wire, #args)
+            }
+        }
+    });
+
+    let blocking_methods = service.methods.iter().map(|m| {
+        let attrs = &m.carried_attrs;
+        let ident = &m.ident;
+        let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
+        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+        match &m.kind {
+            MethodKind::Normal => {
+                let output = &m.output;
+                quote! {
+                    #(#attrs)*
+                    pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
+                        #p::blocking::block_on(self.inner.#ident(#(#names),*))
+                    }
+                }
+            }
+            MethodKind::Oneway => quote! {
+                #(#attrs)*
+                pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<(), #p::Error> {
+                    #p::blocking::block_on(self.inner.#ident(#(#names),*))
+                }
+            },
+            MethodKind::Stream(item) => quote! {
+                #(#attrs)*
+                pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#p::blocking::Iter<#item>, #p::Error> {
+                    #p::blocking::block_on(self.inner.#ident(#(#names),*)).map(#p::blocking::Iter::new)
                 }
             },
         }
@@ -220,6 +279,11 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
                 Self { proxy }
             }
 
+            /// Queues calls to send in one round trip.
+            pub fn batch(&self) -> #batch_ident {
+                #batch_ident { batch: self.proxy.batch() }
+            }
+
             /// The same connection, with a deadline for each call.
             pub fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
                 Self { proxy: self.proxy.with_timeout(timeout) }
@@ -242,6 +306,52 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
             }
 
             #(#proxy_methods)*
+        }
+
+        #[doc = #batch_doc]
+        #[derive(::core::fmt::Debug)]
+        #vis struct #batch_ident {
+            batch: #p::Batch,
+        }
+
+        impl #batch_ident {
+            #(#batch_methods)*
+
+            /// Sends the queued calls in one round trip; results come back in order, and
+            /// execution stops at the first error.
+            pub async fn send(self) -> #p::std::result::Result<#p::BatchResults, #p::Error> {
+                self.batch.send().await
+            }
+
+            /// Sends the queued calls without waiting for any result.
+            pub async fn send_oneway(self) -> #p::std::result::Result<(), #p::Error> {
+                self.batch.send_oneway().await
+            }
+        }
+
+        #[doc = #blocking_doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #blocking_ident {
+            inner: #proxy_ident,
+        }
+
+        impl #blocking_ident {
+            /// Connects to the object at `uri`, blocking until the handshake is done.
+            pub fn connect(uri: impl #p::IntoUri) -> #p::std::result::Result<Self, #p::Error> {
+                #p::blocking::block_on(#proxy_ident::connect(uri)).map(|inner| Self { inner })
+            }
+
+            /// Connects with the given settings, blocking until the handshake is done.
+            pub fn connect_with(builder: #p::ProxyBuilder) -> #p::std::result::Result<Self, #p::Error> {
+                #p::blocking::block_on(builder.connect::<#proxy_ident>()).map(|inner| Self { inner })
+            }
+
+            /// The async proxy underneath (same connection).
+            pub fn as_async(&self) -> &#proxy_ident {
+                &self.inner
+            }
+
+            #(#blocking_methods)*
         }
 
         impl ::core::convert::From<#p::Proxy> for #proxy_ident {

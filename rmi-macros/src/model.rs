@@ -16,6 +16,7 @@ const RESERVED_RUST_NAMES: &[&str] = &[
     "into_proxy",
     "with_timeout",
     "with_options",
+    "batch",
     "clone",
     "from",
 ];

@@ -2,6 +2,8 @@
 
 mod addresses;
 mod autoproxy;
+mod batch;
+mod blocking;
 mod concurrency;
 mod context;
 mod daemon;

@@ -118,3 +118,26 @@ async fn open_streams_are_capped_per_connection_and_closed_by_shutdown() {
     eventually("shutdown closed the streams", || daemon.open_streams() == 0).await;
     drop((a, b, c));
 }
+
+#[test]
+fn a_blocking_caller_iterates_a_streamed_result() {
+    // A daemon on its own runtime thread; this test itself is plain synchronous code.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (daemon, uri) = serve(Daemon::builder()).await;
+            tx.send(uri).unwrap();
+            std::future::pending::<()>().await;
+            drop(daemon);
+        });
+    });
+    let uri = rx.recv().unwrap();
+    let numbers = NumbersBlockingProxy::connect(&uri).unwrap();
+    let items: Vec<u32> = numbers.count(5).unwrap().map(Result::unwrap).collect();
+    assert_eq!(items, [1, 2, 3, 4, 5]);
+    let mut partial = numbers.count(100).unwrap();
+    assert_eq!(partial.next().unwrap().unwrap(), 1);
+    drop(partial); // closes the stream on the server
+    assert_eq!(numbers.produced().unwrap(), 6);
+}

@@ -609,8 +609,9 @@ impl Call {
             Ok(Outcome::Value(payload)) => Ok(Some(payload)),
             Err(e) => Err(e),
         };
+        let batch = self.req.flags & frame::FLAGS_BATCH;
         let mut reply = match result {
-            Ok(Some(payload)) => reply_to(&self.req, MessageType::Result, 0, payload),
+            Ok(Some(payload)) => reply_to(&self.req, MessageType::Result, batch, payload),
             // As Pyro: an exception for clients that do not know streams, flagged and annotated.
             Ok(None) => {
                 let marker = RemoteError::new(
@@ -661,10 +662,6 @@ impl Call {
             };
             return (Err(err), Vec::new());
         }
-        let Some(entry) = inner.object(object) else {
-            return (Err(RemoteError::unknown_object(object)), Vec::new());
-        };
-        let target = self.state.target(object, &entry);
         let method = call.method.as_str();
         let ctx = CallContext::new(
             self.peer.to_string(),
@@ -676,11 +673,67 @@ impl Call {
             self.daemon.clone(),
             self.state.id,
         );
+        let result = if method == codec::BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
+            self.batch(object, call.args, &ctx).await
+        } else {
+            self.dispatch(object, method, call.args, &ctx, corr).await
+        };
+        (result, ctx.take_response_annotations())
+    }
+
+    /// Runs the calls of a `<batch>` in order, stopping at the first error (as Pyro does).
+    async fn batch(&self, object: &str, args: codec::Args, ctx: &CallContext) -> Result<Outcome, RemoteError> {
+        let limits = &self.daemon.inner.config.limits;
+        let (calls,): (Vec<serde_bytes::ByteBuf>,) =
+            args.decode().map_err(|e| RemoteError::bad_arguments(codec::BATCH_METHOD, e))?;
+        let mut results = Vec::with_capacity(calls.len());
+        for payload in calls {
+            let item = match codec::decode_invoke(self.ser, payload.into_vec().into(), limits) {
+                Err(e) => Err(RemoteError::bad_arguments(codec::BATCH_METHOD, e)),
+                Ok(call) => {
+                    let corr = ctx.correlation_id();
+                    match self.dispatch(object, &call.method, call.args, ctx, corr).await {
+                        Ok(Outcome::Value(v)) => Ok(v),
+                        Ok(Outcome::Stream(_)) => Err(RemoteError::new(
+                            RemoteErrorKind::Other,
+                            "Pyro5.errors.PyroError",
+                            format!("{:?}: streamed results are not supported inside a batch", call.method),
+                        )),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let failed = item.is_err();
+            results.push(codec::BatchItem::from(item));
+            if failed {
+                break;
+            }
+        }
+        self.ser.encode(&results).map(Outcome::Value).map_err(|e| {
+            RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.SerializeError",
+                format!("could not serialize the batch: {e}"),
+            )
+        })
+    }
+
+    /// Runs one method on the object (or this connection's instance of it) inside `ctx`.
+    async fn dispatch(
+        &self,
+        object: &str,
+        method: &str,
+        args: codec::Args,
+        ctx: &CallContext,
+        corr: uuid::Uuid,
+    ) -> Result<Outcome, RemoteError> {
+        let inner = &self.daemon.inner;
+        let entry = inner.object(object).ok_or_else(|| RemoteError::unknown_object(object))?;
+        let target = self.state.target(object, &entry);
         let span = tracing::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
-        let run = AssertUnwindSafe(target.dispatch(method, call.args)).catch_unwind();
-        let outcome = ctx.clone().scope(run).instrument(span).await;
-        let result = match outcome {
-            Ok(Ok(payload)) => Ok(payload),
+        let run = AssertUnwindSafe(target.dispatch(method, args)).catch_unwind();
+        match ctx.clone().scope(run).instrument(span).await {
+            Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(mut err)) => {
                 if err.object.as_deref().is_none_or(str::is_empty) {
                     err.object = Some(object.to_owned());
@@ -698,8 +751,7 @@ impl Call {
                 err.object = Some(object.to_owned());
                 Err(err)
             }
-        };
-        (result, ctx.take_response_annotations())
+        }
     }
 }
 

@@ -252,6 +252,31 @@ pub fn decode_invoke(ser: Serializer, payload: Bytes, limits: &DecodeLimits) -> 
     }
 }
 
+/// The method name of a batched call (Pyro's `<batch>`, sent with `FLAGS_BATCH`).
+///
+/// Its single argument is the list of the batched calls, each an INVOKE payload of its own
+/// (object id left empty: the connection's object); the reply is a list of [`BatchItem`]s, in
+/// order, ending at the first failure. This nesting is rmi's; Pyro peers batch differently.
+pub const BATCH_METHOD: &str = "<batch>";
+
+/// One result of a batch: the encoded value, or the error that stopped the batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum BatchItem {
+    /// The call's encoded result.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The call failed; later calls did not run.
+    Err(RemoteError),
+}
+
+impl From<Result<Vec<u8>, RemoteError>> for BatchItem {
+    fn from(r: Result<Vec<u8>, RemoteError>) -> Self {
+        match r {
+            Ok(v) => BatchItem::Ok(v),
+            Err(e) => BatchItem::Err(e),
+        }
+    }
+}
+
 /// Encodes a remote error for an exception reply.
 pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
     ser.encode(err).unwrap_or_else(|e| {

@@ -1,0 +1,123 @@
+//! Batched calls: queue calls to one object and send them as one `<batch>` INVOKE (one round
+//! trip); results come back in order, and execution stops at the first error, as in Pyro.
+//!
+//! ```no_run
+//! # async fn demo(proxy: rmi_core::Proxy) -> Result<(), rmi_core::Error> {
+//! let mut batch = proxy.batch();
+//! let a = batch.add::<_, String>("welcomeMessage", &("A",));
+//! let b = batch.add::<_, String>("welcomeMessage", &("B",));
+//! let results = batch.send().await?;
+//! assert_eq!(results.get(&a)?, "Hi welcome A");
+//! assert_eq!(results.get(&b)?, "Hi welcome B");
+//! # Ok(()) }
+//! ```
+
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_bytes::ByteBuf;
+
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::protocol::codec::{self, BatchItem, DecodeLimits, Serializer};
+use crate::proxy::Proxy;
+
+/// Calls queued for one round trip; made by [`Proxy::batch`].
+#[derive(Debug)]
+pub struct Batch {
+    proxy: Proxy,
+    calls: Vec<ByteBuf>,
+    /// The first call that could not be encoded; `send` reports it.
+    error: Option<Error>,
+}
+
+/// Where a queued call's result will be in the [`BatchResults`].
+#[derive(Debug)]
+pub struct Slot<R> {
+    index: usize,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for Slot<R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Slot<R> {}
+
+impl Batch {
+    pub(crate) fn new(proxy: Proxy) -> Self {
+        Batch { proxy, calls: Vec::new(), error: None }
+    }
+
+    /// Queues a call of `method`; its result will be an `R`.
+    pub fn add<A: Serialize, R: DeserializeOwned>(&mut self, method: &str, args: &A) -> Slot<R> {
+        // The object id stays empty: the daemon runs batched calls on the connection's object.
+        let payload = codec::encode_invoke(self.proxy.serializer(), "", method, args).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            Vec::new()
+        });
+        self.calls.push(ByteBuf::from(payload));
+        Slot { index: self.calls.len() - 1, _result: PhantomData }
+    }
+
+    /// Number of queued calls.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Sends the calls and waits for their results.
+    pub async fn send(self) -> Result<BatchResults, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let sent = self.calls.len();
+        let items = self.proxy.send_batch(self.calls).await?;
+        Ok(BatchResults { items, sent, serializer: self.proxy.serializer(), limits: *self.proxy.limits() })
+    }
+
+    /// Sends the calls without waiting: the daemon runs them and sends nothing back.
+    pub async fn send_oneway(self) -> Result<(), Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.proxy.send_batch_oneway(self.calls).await
+    }
+}
+
+/// The results of a sent [`Batch`].
+#[derive(Debug)]
+pub struct BatchResults {
+    items: Vec<BatchItem>,
+    sent: usize,
+    serializer: Serializer,
+    limits: DecodeLimits,
+}
+
+impl BatchResults {
+    /// The result of the call at `slot`: its value, its error, or an error saying it did not
+    /// run because an earlier call failed.
+    pub fn get<R: DeserializeOwned>(&self, slot: &Slot<R>) -> Result<R, Error> {
+        match self.items.get(slot.index) {
+            Some(BatchItem::Ok(bytes)) => self.serializer.decode(bytes, &self.limits),
+            Some(BatchItem::Err(e)) => Err(Error::from_remote(e.clone())),
+            None if slot.index < self.sent => Err(Error::Remote(Box::new(RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.BatchAborted",
+                "not executed: an earlier call in the batch failed",
+            )))),
+            None => Err(Error::Protocol(format!("no call {} in this batch", slot.index))),
+        }
+    }
+
+    /// How many calls ran (all of them, unless one failed).
+    pub fn executed(&self) -> usize {
+        self.items.len()
+    }
+}
