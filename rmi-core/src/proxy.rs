@@ -688,7 +688,7 @@ impl Connection {
         let closer = shared.clone();
         tokio::spawn(async move {
             let busy = move || max - slots.available_permits() >= 2;
-            if let Err(e) = transport::write_loop(writer, rx, busy).await {
+            if let Err(e) = transport::write_loop(writer, rx, busy, None).await {
                 closer.close(e.to_string());
             }
         });
@@ -736,7 +736,9 @@ impl Connection {
             seq
         };
         let (flushed, written) = oneshot::channel();
-        self.tx.send(Outgoing { msg, flushed: Some(flushed) }).map_err(|_| self.closed_error().not_sent())?;
+        self.tx
+            .send(Outgoing { msg, flushed: Some(flushed), slot: None })
+            .map_err(|_| self.closed_error().not_sent())?;
         written.await.map_err(|_| self.closed_error())
     }
 

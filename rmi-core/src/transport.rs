@@ -30,12 +30,28 @@ pub struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
     max_message_size: usize,
+    /// How long a message may take to arrive once its first byte is in (slow senders).
+    frame_timeout: Option<Duration>,
+    /// When the first byte of the message being read arrived.
+    partial_since: Option<tokio::time::Instant>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `rd`, refusing messages larger than `max_message_size`.
     pub fn new(rd: R, max_message_size: usize) -> Self {
-        FrameReader { rd, buf: BytesMut::with_capacity(MIN_READ), max_message_size }
+        FrameReader {
+            rd,
+            buf: BytesMut::with_capacity(MIN_READ),
+            max_message_size,
+            frame_timeout: None,
+            partial_since: None,
+        }
+    }
+
+    /// Fails a message that has not fully arrived `timeout` after its first byte (a peer
+    /// sending a byte at a time cannot hold the connection).
+    pub fn set_frame_timeout(&mut self, timeout: Option<Duration>) {
+        self.frame_timeout = timeout;
     }
 
     /// Reads the next message; `Ok(None)` on a clean end of stream between messages.
@@ -44,6 +60,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             match frame::check(&self.buf, self.max_message_size) {
                 Ok(header) => {
                     let msg = Message::parse(&mut self.buf, &header).map_err(|e| Error::Protocol(e.to_string()))?;
+                    // Bytes of the next message may already be here: its clock starts now.
+                    self.partial_since = (!self.buf.is_empty()).then(tokio::time::Instant::now);
                     return Ok(Some(msg));
                 }
                 Err(frame::Error::Incomplete) => {}
@@ -54,7 +72,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(_) => MIN_READ,
             };
             self.buf.reserve(wanted.clamp(MIN_READ, READ_CHUNK));
-            let n = self.rd.read_buf(&mut self.buf).await.map_err(|e| Error::io("reading from the connection", e))?;
+            let buffered = self.buf.len();
+            let deadline = match (self.frame_timeout, buffered) {
+                (Some(limit), 1..) => {
+                    Some((*self.partial_since.get_or_insert_with(tokio::time::Instant::now) + limit, limit))
+                }
+                _ => None,
+            };
+            let read = self.rd.read_buf(&mut self.buf);
+            let n = match deadline {
+                Some((at, limit)) => tokio::time::timeout_at(at, read).await.map_err(|_| {
+                    Error::Protocol(format!(
+                        "message not complete {limit:?} after its first byte (frame_timeout); {buffered} bytes received"
+                    ))
+                })?,
+                None => read.await,
+            }
+            .map_err(|e| Error::io("reading from the connection", e))?;
+            if n > 0 && self.partial_since.is_none() {
+                self.partial_since = Some(tokio::time::Instant::now());
+            }
             if n == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);
@@ -132,47 +169,61 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// Messages already queued are coalesced into one write. When `busy()` says other calls are in
 /// flight, the loop yields once before writing, so replies (or requests) finishing together
 /// share a write; a lone sequential caller never waits for that.
+///
+/// With `write_timeout`, a write that makes no progress for that long (a peer that stopped
+/// reading) fails the loop. Each message's `slot` is released only once it is written, so
+/// replies a peer does not read keep their slots and the daemon stops reading its requests.
 pub async fn write_loop<W, F>(
     mut writer: FrameWriter<W>,
     mut rx: UnboundedReceiver<Outgoing>,
     busy: F,
+    write_timeout: Option<Duration>,
 ) -> Result<(), Error>
 where
     W: AsyncWrite + Unpin,
     F: Fn() -> bool,
 {
-    let mut flushed = Vec::new();
+    let mut written = Vec::new();
     while let Some(first) = rx.recv().await {
         writer.queue(&first.msg);
-        flushed.extend(first.flushed);
+        written.push(first);
         if busy() {
             tokio::task::yield_now().await;
         }
         while let Ok(more) = rx.try_recv() {
             writer.queue(&more.msg);
-            flushed.extend(more.flushed);
+            written.push(more);
         }
-        writer.flush().await?;
-        for done in flushed.drain(..) {
-            let _ = done.send(());
+        match write_timeout {
+            Some(limit) => tokio::time::timeout(limit, writer.flush()).await.map_err(|_| {
+                Error::Protocol(format!("peer did not take our data for {limit:?} (write_timeout); closing"))
+            })??,
+            None => writer.flush().await?,
+        }
+        for done in written.drain(..) {
+            if let Some(flushed) = done.flushed {
+                let _ = flushed.send(());
+            }
         }
     }
     writer.shutdown().await;
     Ok(())
 }
 
-/// A message for [`write_loop`], with an optional signal sent once it is on the socket.
+/// A message for [`write_loop`], with what to release once it is on the socket.
 #[derive(Debug)]
 pub struct Outgoing {
     /// The message.
     pub msg: Message,
     /// Told when the message has been written (oneway calls return then).
     pub flushed: Option<tokio::sync::oneshot::Sender<()>>,
+    /// An in-flight slot held until the message is written.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl From<Message> for Outgoing {
     fn from(msg: Message) -> Self {
-        Outgoing { msg, flushed: None }
+        Outgoing { msg, flushed: None, slot: None }
     }
 }
 

@@ -44,6 +44,13 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 /// Default [`DaemonBuilder::grace_period`]: how long shutdown waits for running calls.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// Default [`DaemonBuilder::max_connections`]: open connections per daemon (each costs a file
+/// descriptor and a few KiB; raise the process's descriptor limit to go higher).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default [`DaemonBuilder::frame_timeout`]: how long a message may take once it has started.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`DaemonBuilder::write_timeout`]: how long a peer may leave our replies unread.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`DaemonBuilder::max_streams_per_connection`].
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 100;
 /// Default [`DaemonBuilder::stream_linger`] (Pyro's `ITER_STREAM_LINGER`).
@@ -61,6 +68,10 @@ pub struct DaemonBuilder {
     advertise: Option<(String, Option<u16>)>,
     max_streams_per_connection: usize,
     stream_linger: Duration,
+    max_connections: usize,
+    idle_timeout: Option<Duration>,
+    frame_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
 }
 
 impl Default for DaemonBuilder {
@@ -73,6 +84,10 @@ impl Default for DaemonBuilder {
             advertise: None,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             stream_linger: DEFAULT_STREAM_LINGER,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: None,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -100,6 +115,34 @@ impl DaemonBuilder {
     /// How long a new connection may take to send its CONNECT (default 10 s).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
+        self
+    }
+
+    /// Most connections open at once; one more is answered with a CONNECTFAIL naming this
+    /// setting and closed (default 16,384).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Closes a connection with no call running and no request arriving for this long
+    /// (default: never; proxies redial by themselves, but session instances die with it).
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// Closes a connection whose message has not fully arrived this long after its first
+    /// byte, so a peer sending a byte at a time cannot hold it (default 30 s).
+    pub fn frame_timeout(mut self, d: Option<Duration>) -> Self {
+        self.frame_timeout = d;
+        self
+    }
+
+    /// Closes a connection whose peer takes none of our data for this long, e.g. one that
+    /// stopped reading its replies (default 30 s).
+    pub fn write_timeout(mut self, d: Option<Duration>) -> Self {
+        self.write_timeout = d;
         self
     }
 
@@ -156,6 +199,7 @@ impl DaemonBuilder {
                 );
             }
         }
+        let max_connections = self.max_connections;
         let inner = Arc::new(Inner {
             config: self,
             bound,
@@ -166,6 +210,7 @@ impl DaemonBuilder {
             tasks: TaskTracker::new(),
             streams: Arc::new(streams::Streams::default()),
             next_connection: AtomicU64::new(1),
+            connections: Arc::new(Semaphore::new(max_connections)),
         });
         let object = object::DaemonObject { daemon: Arc::downgrade(&inner) };
         inner
@@ -245,6 +290,8 @@ struct Inner {
     streams: Arc<streams::Streams>,
     /// The id the next connection gets.
     next_connection: AtomicU64,
+    /// One permit per open connection (`max_connections`).
+    connections: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -387,16 +434,24 @@ impl Daemon {
             tokio::select! {
                 _ = inner.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let daemon = self.clone();
-                        inner.tasks.spawn(async move {
-                            let abort = daemon.inner.abort.clone();
-                            tokio::select! {
-                                _ = handle_connection(daemon, stream, peer) => {}
-                                _ = abort.cancelled() => {}
-                            }
-                        });
-                    }
+                    Ok((stream, peer)) => match inner.connections.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let daemon = self.clone();
+                            inner.tasks.spawn(async move {
+                                let _permit = permit;
+                                let abort = daemon.inner.abort.clone();
+                                tokio::select! {
+                                    _ = handle_connection(daemon, stream, peer) => {}
+                                    _ = abort.cancelled() => {}
+                                }
+                            });
+                        }
+                        Err(_) => {
+                            let max = inner.config.max_connections;
+                            tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
+                            inner.tasks.spawn(refuse_connection(stream, max, inner.config.limits));
+                        }
+                    },
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accept failed");
@@ -480,7 +535,18 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
         let slots = slots.clone();
         move || max - slots.available_permits() >= 3
     };
-    let writer_task = tokio::spawn(transport::write_loop(writer, rx, busy));
+    reader.set_frame_timeout(inner.config.frame_timeout);
+    // The writer failing (a peer that stopped reading) ends the request loop too.
+    let writer_gone = CancellationToken::new();
+    let writer_task = tokio::spawn({
+        let (gone, write_timeout, peer) = (writer_gone.clone(), inner.config.write_timeout, peer.clone());
+        async move {
+            if let Err(e) = transport::write_loop(writer, rx, busy, write_timeout).await {
+                tracing::debug!(%peer, error = %e, "closing the connection");
+            }
+            gone.cancel();
+        }
+    });
 
     // The handshake: the first message must be a CONNECT to a registered object.
     let first = tokio::time::timeout(inner.config.handshake_timeout, reader.read_frame()).await;
@@ -519,13 +585,23 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
     let object_id: Arc<str> = object_id.into();
 
     loop {
-        // Back-pressure: wait for a free slot before reading the next request.
+        // Back-pressure: wait for a free slot before reading the next request. Slots are held
+        // by running calls and by replies not yet written.
         let slot = tokio::select! {
             _ = inner.shutdown.cancelled() => break,
+            _ = writer_gone.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
         };
+        // An idle connection (no calls running, no replies pending) may be closed.
+        let idle = slots.available_permits() + 1 == max;
+        let idle_deadline = inner.config.idle_timeout.filter(|_| idle);
         let req = tokio::select! {
             _ = inner.shutdown.cancelled() => break,
+            _ = writer_gone.cancelled() => break,
+            _ = sleep_or_never(idle_deadline) => {
+                tracing::debug!(%peer, "idle for idle_timeout; closing");
+                break;
+            }
             read = reader.read_frame() => match read {
                 Ok(Some(req)) => req,
                 Ok(None) => break,
@@ -555,10 +631,10 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
                 let tx = tx.clone();
                 let abort = inner.abort.clone();
                 inner.tasks.spawn(async move {
-                    let _slot = slot;
                     tokio::select! {
-                        reply = call.run() => if let Some(reply) = reply {
-                            let _ = tx.send(reply.into());
+                        // The reply keeps the call's slot until it is written.
+                        reply = call.run() => if let Some(msg) = reply {
+                            let _ = tx.send(Outgoing { msg, flushed: None, slot: Some(slot) });
                         },
                         _ = abort.cancelled() => {}
                     }
@@ -574,6 +650,32 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
     drop(tx);
     let _ = writer_task.await;
     inner.streams.orphan(state.id, inner.config.stream_linger);
+}
+
+/// Sleeps for `d`, or forever when there is no `d`.
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
+async fn refuse_connection(stream: BoxStream, max: usize, limits: DecodeLimits) {
+    let (mut reader, mut writer) = transport::split(stream, limits.max_message_size);
+    // Read the CONNECT (briefly) to answer in the client's serializer.
+    if let Ok(Ok(Some(req))) = tokio::time::timeout(Duration::from_secs(1), reader.read_frame()).await {
+        if let Some(ser) = Serializer::from_id(req.serializer) {
+            let reason = format!("too many connections (max_connections = {max})");
+            let payload = ser.encode(&reason).unwrap_or_default();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                writer.write_frame(&reply_to(&req, MessageType::ConnectFail, 0, payload)),
+            )
+            .await;
+        }
+    }
+    writer.shutdown().await;
 }
 
 /// One INVOKE to run.
