@@ -8,6 +8,7 @@ mod concurrency;
 mod context;
 mod daemon;
 mod errors;
+mod faults;
 mod hostile;
 mod instances;
 mod naming;
@@ -26,5 +27,14 @@ mod tutorial;
 fn child_daemon_entry() {
     if std::env::var_os(support::CHILD_DAEMON_ENV).is_some() {
         support::run_child_daemon();
+    }
+}
+
+/// Not a test: when [`support::IDLE_FLOOD_ENV`] is set, this process holds many idle
+/// connections to a daemon (a client separate from the daemon and from the test).
+#[test]
+fn idle_flood_entry() {
+    if std::env::var_os(support::IDLE_FLOOD_ENV).is_some() {
+        support::run_idle_flood();
     }
 }

@@ -173,6 +173,17 @@ impl ChildGuard {
     pub fn is_alive(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
     }
+
+    /// The process's resident memory in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for ChildGuard {
@@ -225,10 +236,20 @@ pub fn spawn_child_daemon() -> (ChildGuard, rmi::Uri) {
 
 /// [`spawn_child_daemon`] on a given port (0 = any free port).
 pub fn spawn_child_daemon_on(port: u16) -> (ChildGuard, rmi::Uri) {
+    spawn_child_daemon_with(port, "")
+}
+
+/// Environment variable with the child daemon's settings: `name=value;…` with `max_connections`,
+/// `max_in_flight`, and `idle_ms`, `frame_ms`, `write_ms` (milliseconds).
+pub const CHILD_SETTINGS_ENV: &str = "RMI_TEST_CHILD_SETTINGS";
+
+/// [`spawn_child_daemon`] with settings (see [`CHILD_SETTINGS_ENV`]).
+pub fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard, rmi::Uri) {
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
         .args(["--exact", "child_daemon_entry", "--nocapture", "--test-threads=1"])
         .env(CHILD_DAEMON_ENV, "1")
         .env(CHILD_PORT_ENV, port.to_string())
+        .env(CHILD_SETTINGS_ENV, settings)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -243,7 +264,22 @@ pub fn run_child_daemon() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let port: u16 = std::env::var(CHILD_PORT_ENV).ok().and_then(|p| p.parse().ok()).unwrap_or(0);
-        let daemon = rmi::Daemon::bind(("127.0.0.1", port)).await.expect("bind");
+        let mut builder = rmi::Daemon::builder();
+        let settings = std::env::var(CHILD_SETTINGS_ENV).unwrap_or_default();
+        for setting in settings.split(';').filter(|s| !s.is_empty()) {
+            let (name, value) = setting.split_once('=').expect("name=value");
+            let n: u64 = value.parse().expect("a number");
+            let ms = Some(Duration::from_millis(n));
+            builder = match name {
+                "max_connections" => builder.max_connections(n as usize),
+                "max_in_flight" => builder.max_in_flight(n as usize),
+                "idle_ms" => builder.idle_timeout(ms),
+                "frame_ms" => builder.frame_timeout(ms),
+                "write_ms" => builder.write_timeout(ms),
+                other => panic!("unknown child setting {other}"),
+            };
+        }
+        let daemon = builder.bind(("127.0.0.1", port)).await.expect("bind");
         let uri = daemon.register_with_id(LabServer::new(LabObject::default()), "lab").expect("register");
         println!("LAB {uri}");
         daemon.serve().await.expect("serve");
@@ -253,4 +289,69 @@ pub fn run_child_daemon() {
 /// A port on 127.0.0.1 that nothing listens on (bound, read back, released).
 pub fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Environment variable that turns this test binary into a process holding idle connections:
+/// `uri;count`.
+pub const IDLE_FLOOD_ENV: &str = "RMI_TEST_IDLE_FLOOD";
+
+/// Starts this test binary as a process that opens `count` connections to `uri`, completes the
+/// CONNECT handshake on each and holds them; returns once it says they are all open.
+pub fn spawn_idle_flood(uri: &rmi::Uri, count: usize) -> ChildGuard {
+    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args(["--exact", "idle_flood_entry", "--nocapture", "--test-threads=1"])
+        .env(IDLE_FLOOD_ENV, format!("{uri};{count}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn idle flood");
+    read_line_starting(&mut child, "HOLDING ");
+    ChildGuard(child)
+}
+
+/// Body of the idle-flood process.
+pub fn run_idle_flood() {
+    let spec = std::env::var(IDLE_FLOOD_ENV).expect("flood spec");
+    let (uri, count) = spec.split_once(';').expect("uri;count");
+    let uri: rmi::Uri = uri.parse().expect("uri");
+    let count: usize = count.parse().expect("count");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let rmi::Location::Tcp { host, port } = uri.location().expect("direct").clone() else { panic!("tcp only") };
+        let object = uri.object().expect("object").to_string();
+        let mut held = Vec::with_capacity(count);
+        // A few hundred at a time, so the listen backlog never overflows.
+        for chunk in (0..count).collect::<Vec<_>>().chunks(200) {
+            let opened = futures_util::future::join_all(chunk.iter().map(|_| {
+                let (host, object) = (host.clone(), object.clone());
+                async move {
+                    let mut s = tokio::net::TcpStream::connect((host.as_str(), port)).await.expect("connect");
+                    connect_handshake(&mut s, &object).await;
+                    s
+                }
+            }))
+            .await;
+            held.extend(opened);
+        }
+        println!("HOLDING {}", held.len());
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Sends a CONNECT for `object` on a raw stream and reads the CONNECTOK.
+pub async fn connect_handshake(stream: &mut tokio::net::TcpStream, object: &str) {
+    use rmi::protocol::codec::ConnectRequest;
+    use rmi::protocol::frame::{Message, MessageType, HEADER_SIZE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ser = rmi::Serializer::Bincode;
+    let hello = ConnectRequest { handshake: "hello".into(), object: object.into() };
+    let msg = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap());
+    stream.write_all(&msg.to_bytes()).await.unwrap();
+    let mut head = [0u8; HEADER_SIZE];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[6], MessageType::ConnectOk as u8, "handshake refused");
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize
+        + u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+    let mut body = vec![0; len];
+    stream.read_exact(&mut body).await.unwrap();
 }

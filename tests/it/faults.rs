@@ -1,0 +1,220 @@
+//! Faults and floods against a daemon child process: slow senders, connection floods, many
+//! idle connections, clients that vanish mid-call or never read. After each, the child is alive
+//! and a normal client is served. Figures are printed (never asserted as timings).
+
+use std::time::{Duration, Instant};
+
+use rmi::protocol::codec::encode_invoke;
+use rmi::protocol::frame::{Message, MessageType};
+use rmi::{Error, Serializer, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{connect_handshake, spawn_child_daemon_with, spawn_idle_flood, ChildGuard, LabProxy};
+
+async fn dial(uri: &Uri) -> TcpStream {
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else { unreachable!() };
+    TcpStream::connect((host.as_str(), *port)).await.unwrap()
+}
+
+async fn assert_serving(child: &mut ChildGuard, uri: &Uri) {
+    assert!(child.is_alive(), "the daemon process died");
+    let proxy = LabProxy::connect(uri).await.expect("a normal client connects");
+    assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
+}
+
+fn invoke(object: &str, method: &str, args: &impl serde::Serialize, seq: u16) -> Vec<u8> {
+    let payload = encode_invoke(Serializer::Bincode, object, method, args).unwrap();
+    Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, seq, payload).to_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_client_is_cut_off_by_frame_timeout() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=500");
+    let mut slow = dial(&uri).await;
+    connect_handshake(&mut slow, uri.object().unwrap()).await;
+    let bytes = invoke(uri.object().unwrap(), "echo", &(1u32, 2u32, "x".repeat(200)), 1);
+    let started = Instant::now();
+    let mut sent = 0;
+    for b in &bytes {
+        if slow.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+        // A normal client is served while the slow one dribbles.
+        if sent == 5 {
+            assert_serving(&mut child, &uri).await;
+        }
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the daemon never closed the slow connection");
+    assert!(sent < bytes.len(), "the slow sender finished its message ({sent} of {} bytes)", bytes.len());
+    println!(
+        "slowloris: cut off after {:?}, {sent} of {} bytes sent (frame_timeout 500 ms)",
+        started.elapsed(),
+        bytes.len()
+    );
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_leaves_the_daemon_serving() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    let started = Instant::now();
+    let mut opened = 0;
+    for round in 0..10 {
+        let conns = futures_util::future::join_all((0..200).map(|i| {
+            let uri = uri.clone();
+            async move {
+                let mut s = dial(&uri).await;
+                // Some send garbage, some a partial header, some nothing.
+                match (round + i) % 3 {
+                    0 => {
+                        let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+                    }
+                    1 => {
+                        let _ = s.write_all(b"PYRO\x01").await;
+                    }
+                    _ => {}
+                }
+                s
+            }
+        }))
+        .await;
+        opened += conns.len();
+        drop(conns);
+    }
+    println!("connection flood: {opened} connections opened and dropped in {:?}", started.elapsed());
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_connections_are_refused_with_the_setting_named() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_connections=20");
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(LabProxy::connect(&uri).await.unwrap());
+    }
+    let err = LabProxy::builder(&uri).unwrap().reconnect_attempts(0).connect::<LabProxy>().await.unwrap_err();
+    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("max_connections = 20")), "{err}");
+    // The connections held keep working; closing one makes room.
+    assert_eq!(held[0].echo(0, 0, "held".into()).await.unwrap().2, "held");
+    held.pop().unwrap().proxy().close();
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(p) = LabProxy::builder(&uri).unwrap().reconnect_attempts(0).connect::<LabProxy>().await {
+            again = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a freed slot was never reused");
+    assert!(child.is_alive());
+}
+
+/// How many connections the idle flood opens: 10,000, or fewer where the descriptor limit is
+/// lower (both processes need one descriptor per connection).
+fn idle_flood_size() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft: usize = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let n = 10_000.min(soft.saturating_sub(200));
+    if n < 10_000 {
+        println!("idle flood: the open-file limit is {soft}, so {n} connections instead of 10,000");
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_idle_connections_from_another_process_keep_memory_bounded() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    assert_serving(&mut child, &uri).await;
+    let before = child.rss_kib();
+    let n = idle_flood_size();
+    let started = Instant::now();
+    let flood = spawn_idle_flood(&uri, n);
+    let opened_in = started.elapsed();
+    // The daemon keeps serving a normal client with all of them open.
+    let call_started = Instant::now();
+    assert_serving(&mut child, &uri).await;
+    let call_took = call_started.elapsed();
+    let during = child.rss_kib();
+    let per_conn = (during.saturating_sub(before)) * 1024 / n as u64;
+    println!(
+        "idle connections: {n} held (opened in {opened_in:?}); daemon RSS {before} KiB -> {during} KiB \
+         (~{per_conn} bytes per connection); a normal call meanwhile took {call_took:?}"
+    );
+    assert!(per_conn < 64 * 1024, "{per_conn} bytes of memory per idle connection");
+    drop(flood);
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_vanish_mid_call_do_not_disturb_the_daemon() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    for i in 0..100u16 {
+        let mut s = dial(&uri).await;
+        connect_handshake(&mut s, uri.object().unwrap()).await;
+        s.write_all(&invoke(uri.object().unwrap(), "sleep", &(50u64,), i + 1)).await.unwrap();
+        drop(s); // gone before the reply
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bounded() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "write_ms=500;max_in_flight=64");
+    assert_serving(&mut child, &uri).await;
+    let before = child.rss_kib();
+    let mut greedy = dial(&uri).await;
+    connect_handshake(&mut greedy, uri.object().unwrap()).await;
+    let object = uri.object().unwrap().to_string();
+    let big = "x".repeat(64 * 1024);
+    // Requests for 64 KiB replies, written from another task, never reading a byte back.
+    let (mut rd, mut wr) = greedy.into_split();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0u32;
+        for i in 0..4_000u32 {
+            let frame = invoke(&object, "echo", &(i, i, big.clone()), (i % 60_000 + 1) as u16);
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    // The daemon stops reading this connection (its replies hold every slot), then closes it.
+    let sent = tokio::time::timeout(Duration::from_secs(60), writer).await.expect("writer stuck forever").unwrap();
+    let during = child.rss_kib();
+    println!(
+        "never-reading client: {sent} requests of 64 KiB accepted before the daemon stopped reading; \
+         daemon RSS {before} KiB -> {during} KiB"
+    );
+    assert!(sent < 4_000, "the daemon read every request although no reply was read");
+    assert!(during.saturating_sub(before) < 256 * 1024, "daemon memory grew by {} KiB", during - before);
+    assert_serving(&mut child, &uri).await;
+    // Eventually the connection is closed by write_timeout.
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Reading now drains what was buffered; a closed connection ends in EOF or reset.
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the never-reading connection was not closed");
+}
