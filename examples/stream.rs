@@ -15,8 +15,8 @@ use rmi::RemoteStream;
 /// Fibonacci numbers, streamed.
 #[rmi::remote]
 pub trait Fibonacci {
-    /// The Fibonacci numbers that fit in a `u64`, 0, 1, 1, 2, … (94 of them), made one at a
-    /// time as the caller asks.
+    /// The Fibonacci numbers 0, 1, 1, 2, 3, …, made one at a time as the caller asks, until
+    /// the next sum would overflow a `u64` (93 numbers).
     async fn numbers(&self) -> RemoteStream<u64>;
     /// How many numbers the server has made so far.
     async fn produced(&self) -> u64;

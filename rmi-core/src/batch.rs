@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
-use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::error::Error;
 use crate::protocol::codec::{self, BatchItem, DecodeLimits, Serializer};
 use crate::proxy::Proxy;
 
@@ -107,11 +107,9 @@ impl BatchResults {
         match self.items.get(slot.index) {
             Some(BatchItem::Ok(bytes)) => self.serializer.decode(bytes, &self.limits),
             Some(BatchItem::Err(e)) => Err(Error::from_remote(e.clone())),
-            None if slot.index < self.sent => Err(Error::Remote(Box::new(RemoteError::new(
-                RemoteErrorKind::Other,
-                "rmi.BatchAborted",
-                "not executed: an earlier call in the batch failed",
-            )))),
+            None if slot.index < self.sent => {
+                Err(Error::NotExecuted("an earlier call in the batch failed, so this one did not run".into()))
+            }
             None => Err(Error::Protocol(format!("no call {} in this batch", slot.index))),
         }
     }

@@ -47,6 +47,7 @@ struct Inner {
     oneway: bool,
     daemon: Daemon,
     connection: u64,
+    peer_certificate: Option<crate::daemon::Certificate>,
     response: Mutex<Vec<Annotation>>,
 }
 
@@ -78,6 +79,7 @@ impl CallContext {
         oneway: bool,
         daemon: Daemon,
         connection: u64,
+        peer_certificate: Option<crate::daemon::Certificate>,
     ) -> Self {
         let deadline = annotations
             .iter()
@@ -95,6 +97,7 @@ impl CallContext {
                 oneway,
                 daemon,
                 connection,
+                peer_certificate,
                 response: Mutex::new(Vec::new()),
             }),
         }
@@ -165,6 +168,11 @@ impl CallContext {
     /// The daemon serving this call: register new objects here and return their proxies.
     pub fn daemon(&self) -> &Daemon {
         &self.inner.daemon
+    }
+
+    /// The caller's TLS certificate, verified by the daemon's client CA (mutual TLS only).
+    pub fn peer_certificate(&self) -> Option<&crate::daemon::Certificate> {
+        self.inner.peer_certificate.as_ref()
     }
 
     /// The connection the call came on (unique within its daemon).

@@ -16,7 +16,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The transport failed: connect refused, reset, or another socket error.
-    #[error("communication error: {context}")]
+    #[error("communication error: {context}: {source}")]
     Io {
         /// What rmi was doing when the socket failed.
         context: String,
@@ -74,6 +74,10 @@ pub enum Error {
     /// A name could not be registered or resolved (Pyro's `NamingError`).
     #[error("naming error: {0}")]
     Naming(String),
+    /// The call was delivered but provably did not run (e.g. a batched call after one that
+    /// failed).
+    #[error("not executed: {0}")]
+    NotExecuted(String),
     /// The daemon is shutting down or the local side was closed.
     #[error("closed: {0}")]
     Closed(String),
@@ -103,6 +107,7 @@ impl Error {
         matches!(
             self,
             Error::NotSent(_)
+                | Error::NotExecuted(_)
                 | Error::ConnectFailed(_)
                 | Error::UnknownObject(_)
                 | Error::UnknownMethod { .. }

@@ -49,6 +49,7 @@
 // would cost an allocation per remote error for no gain on the success path.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod batch;
 pub mod blocking;
 pub mod context;
@@ -62,6 +63,7 @@ pub mod stream;
 pub mod transport;
 pub mod uri;
 
+pub use auth::SharedSecret;
 pub use batch::{Batch, BatchResults, Slot};
 pub use context::CallContext;
 pub use daemon::{Daemon, DaemonBuilder, InstanceMode, Registration};
@@ -70,6 +72,8 @@ pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use protocol::{DecodeLimits, Metadata, Serializer};
 pub use proxy::{CallOptions, Proxy, ProxyBuilder, Reply};
 pub use resolve::Resolve;
+/// The `rustls` crate, to build TLS configurations for daemons and proxies.
+pub use rustls;
 pub use stream::{ItemStream, RemoteStream};
 pub use uri::{IntoUri, Location, Uri};
 /// The `uuid` crate, for correlation ids.
@@ -87,8 +91,10 @@ pub mod __private {
     pub use crate::proxy::{Proxy, ProxyBuilder};
     pub use crate::stream::{ItemStream, RemoteStream};
     pub use crate::uri::{IntoUri, Uri};
+    pub use bytes::Bytes;
     pub use serde;
     pub use std;
+    pub use uuid::Uuid;
 
     /// A proxy builder for `uri` with no name-server resolver (direct `PYRO:` URIs only).
     pub fn proxy_builder(uri: impl IntoUri) -> Result<ProxyBuilder, Error> {

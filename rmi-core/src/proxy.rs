@@ -47,6 +47,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Sequence numbers usable by calls: 1 to 65535.
 const SEQ_VALUES: usize = u16::MAX as usize;
 
+/// A client-side check of the daemon's handshake answer.
+type AnswerCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// Settings of a proxy, with documented defaults; build one with [`Proxy::builder`].
 #[derive(Clone)]
 pub struct ProxyBuilder {
@@ -60,6 +63,9 @@ pub struct ProxyBuilder {
     resolver: Option<Arc<dyn Resolve>>,
     reconnect_attempts: u32,
     options: CallOptions,
+    secret: Option<crate::auth::SharedSecret>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    validate_answer: Option<AnswerCheck>,
 }
 
 impl std::fmt::Debug for ProxyBuilder {
@@ -72,6 +78,8 @@ impl std::fmt::Debug for ProxyBuilder {
             .field("max_in_flight", &self.max_in_flight)
             .field("limits", &self.limits)
             .field("resolver", &self.resolver.is_some())
+            .field("shared_secret", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -93,7 +101,31 @@ impl ProxyBuilder {
             resolver: crate::resolve::default_resolver(),
             reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
             options: CallOptions::default(),
+            secret: None,
+            tls: None,
+            validate_answer: None,
         }
+    }
+
+    /// Proves `secret` to the daemon (which must prove it back) and signs every message; see
+    /// [`crate::auth`].
+    pub fn shared_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Connects with TLS (rustls): the daemon's certificate is verified against the config's
+    /// roots and the URI's host name. Add a client certificate to the config for mutual TLS.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Checks the daemon's handshake answer (Pyro's `_pyroValidateHandshake`); an `Err`
+    /// refuses the connection with that reason.
+    pub fn validate_handshake(mut self, check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.validate_answer = Some(Arc::new(check));
+        self
     }
 
     /// Extra dials, with jittered exponential backoff, when connecting fails (default 2).
@@ -542,7 +574,10 @@ impl Proxy {
                 });
             };
             let object = object.to_owned();
-            let stream = transport::dial(location, config.connect_timeout).await?;
+            let mut stream = transport::dial(location, config.connect_timeout).await?;
+            if let Some(tls) = &config.tls {
+                stream = transport::tls_connect(stream, location, tls.clone()).await?;
+            }
             Connection::open(stream, &object, direct, config).await
         };
         tokio::time::timeout(config.connect_timeout, fut).await.map_err(|_| Error::Timeout(config.connect_timeout))?
@@ -662,13 +697,28 @@ impl Connection {
         let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
         let ser = config.serializer;
         let request = ConnectRequest { handshake: config.handshake.clone(), object: object.to_owned() };
-        writer.write_frame(&Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&request)?)).await?;
+        let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&request)?);
+        let client_nonce = match &config.secret {
+            Some(_) => {
+                let n = crate::auth::nonce()?;
+                connect.annotations.push((crate::auth::NONCE_ANNOTATION, Bytes::copy_from_slice(&n)));
+                Some(n)
+            }
+            None => None,
+        };
+        writer.write_frame(&connect).await?;
         let reply = reader
             .read_frame()
             .await?
             .ok_or_else(|| Error::ConnectionClosed("daemon closed the connection during the handshake".into()))?;
         let meta = match reply.msg_type {
-            MessageType::ConnectOk => ser.decode::<ConnectOk>(&reply.payload, &config.limits)?.meta,
+            MessageType::ConnectOk => {
+                let ok = ser.decode::<ConnectOk>(&reply.payload, &config.limits)?;
+                if let Some(validate) = &config.validate_answer {
+                    validate(&ok.handshake).map_err(Error::ConnectFailed)?;
+                }
+                ok.meta
+            }
             MessageType::ConnectFail => {
                 let reason: String =
                     ser.decode(&reply.payload, &config.limits).unwrap_or_else(|_| "(undecodable reason)".into());
@@ -679,6 +729,20 @@ impl Connection {
             }
             other => return Err(Error::Protocol(format!("expected CONNECTOK or CONNECTFAIL, got {other:?}"))),
         };
+        // With a shared secret the daemon must prove it knows it before anything is sent.
+        let (signer, verifier) = match (&config.secret, client_nonce) {
+            (Some(secret), Some(client)) => {
+                let server = crate::auth::check_nonce(reply.annotation(&crate::auth::NONCE_ANNOTATION))
+                    .map_err(|_| Error::ConnectFailed("the daemon did not authenticate (no nonce)".into()))?;
+                let proof = reply.annotation(&crate::auth::PROOF_ANNOTATION).map(|p| p.as_ref()).unwrap_or_default();
+                if !crate::auth::same(&secret.server_proof(&client, server), proof) {
+                    return Err(Error::ConnectFailed("the daemon could not prove the shared secret".into()));
+                }
+                let (s, v) = secret.client_session(&client, server);
+                (Some(s), Some(v))
+            }
+            _ => (None, None),
+        };
         let shared = Arc::new(ConnShared {
             state: Mutex::new(ConnState { pending: HashMap::new(), pings: VecDeque::new(), next_seq: 1, closed: None }),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -688,11 +752,11 @@ impl Connection {
         let closer = shared.clone();
         tokio::spawn(async move {
             let busy = move || max - slots.available_permits() >= 2;
-            if let Err(e) = transport::write_loop(writer, rx, busy, None).await {
+            if let Err(e) = transport::write_loop(writer, rx, busy, None, signer).await {
                 closer.close(e.to_string());
             }
         });
-        tokio::spawn(read_loop(reader, shared.clone()));
+        tokio::spawn(read_loop(reader, shared.clone(), verifier));
         Ok(Connection { tx, shared, serializer: ser, object: object.to_owned(), direct, meta })
     }
 
@@ -787,9 +851,21 @@ fn free_seq<V>(pending: &HashMap<u16, V>, start: u16) -> u16 {
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut reader: FrameReader<R>, shared: Arc<ConnShared>) {
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    shared: Arc<ConnShared>,
+    mut verifier: Option<crate::auth::Verifier>,
+) {
     loop {
-        match reader.read_frame().await {
+        let read = reader.read_frame().await;
+        // Authenticated connections: a reply that fails its MAC is never decoded.
+        if let (Ok(Some(msg)), Some(verifier)) = (&read, verifier.as_mut()) {
+            if let Err(e) = verifier.verify(msg) {
+                shared.close(e.to_string());
+                return;
+            }
+        }
+        match read {
             Ok(Some(msg)) if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) => shared.deliver(msg),
             Ok(Some(msg)) => {
                 shared.close(format!("protocol error: unexpected {:?} message from the daemon", msg.msg_type));

@@ -173,26 +173,35 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// With `write_timeout`, a write that makes no progress for that long (a peer that stopped
 /// reading) fails the loop. Each message's `slot` is released only once it is written, so
 /// replies a peer does not read keep their slots and the daemon stops reading its requests.
+///
+/// With a `signer` (shared-secret authentication), every message is signed as it is written,
+/// so the signatures' counter follows the order on the wire.
 pub async fn write_loop<W, F>(
     mut writer: FrameWriter<W>,
     mut rx: UnboundedReceiver<Outgoing>,
     busy: F,
     write_timeout: Option<Duration>,
+    mut signer: Option<crate::auth::Signer>,
 ) -> Result<(), Error>
 where
     W: AsyncWrite + Unpin,
     F: Fn() -> bool,
 {
     let mut written = Vec::new();
+    let mut queue = |writer: &mut FrameWriter<W>, mut out: Outgoing, written: &mut Vec<Outgoing>| {
+        if let Some(signer) = signer.as_mut() {
+            signer.sign(&mut out.msg);
+        }
+        writer.queue(&out.msg);
+        written.push(out);
+    };
     while let Some(first) = rx.recv().await {
-        writer.queue(&first.msg);
-        written.push(first);
+        queue(&mut writer, first, &mut written);
         if busy() {
             tokio::task::yield_now().await;
         }
         while let Ok(more) = rx.try_recv() {
-            writer.queue(&more.msg);
-            written.push(more);
+            queue(&mut writer, more, &mut written);
         }
         match write_timeout {
             Some(limit) => tokio::time::timeout(limit, writer.flush()).await.map_err(|_| {
@@ -231,6 +240,24 @@ impl From<Message> for Outgoing {
 pub fn split<S: Stream>(stream: S, max_message_size: usize) -> (FrameReader<ReadHalf<S>>, FrameWriter<WriteHalf<S>>) {
     let (rd, wr) = tokio::io::split(stream);
     (FrameReader::new(rd, max_message_size), FrameWriter::new(wr))
+}
+
+/// Runs the TLS client handshake on `stream`, checking the certificate against `location`'s host.
+pub async fn tls_connect(
+    stream: BoxStream,
+    location: &Location,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<BoxStream, Error> {
+    let Location::Tcp { host, .. } = location else {
+        return Err(Error::Protocol(format!("TLS needs a TCP location, not {location}")));
+    };
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| Error::InvalidUri { uri: location.to_string(), reason: format!("not a TLS server name: {e}") })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| Error::io(format!("TLS handshake with {location}"), e))?;
+    Ok(Box::new(tls))
 }
 
 /// Dials `location` within `timeout`.

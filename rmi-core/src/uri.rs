@@ -119,7 +119,7 @@ fn parse_host_port(uri: &str, text: &str, need_port: bool) -> Result<(String, Op
     if host.is_empty() {
         return Err(invalid(uri, "the host is empty"));
     }
-    if host.chars().any(|c| c.is_whitespace() || c == '@' || c == '/') {
+    if host.chars().any(|c| c.is_whitespace() || matches!(c, '@' | '/' | '[' | ']')) {
         return Err(invalid(uri, format!("the host {host:?} contains an invalid character")));
     }
     let port = match port {

@@ -223,18 +223,6 @@ fn uri_text() -> impl Strategy<Value = String> {
     ]
 }
 
-/// Known rmi-core bug (see `uri_bracketed_host_starting_with_a_bracket_round_trips`): a bracketed
-/// host that has no ':' but starts with '[' parses, yet displays without brackets and so does not
-/// parse back. Remove this filter when that test passes.
-fn hits_known_bracket_bug(uri: &Uri) -> bool {
-    let host = match uri {
-        Uri::Pyro { location: Location::Tcp { host, .. }, .. } => host,
-        Uri::PyroName { ns: Some((host, _)), .. } | Uri::PyroMeta { ns: Some((host, _)), .. } => host,
-        _ => return false,
-    };
-    host.starts_with('[') && !host.contains(':')
-}
-
 proptest! {
     #![proptest_config(config())]
 
@@ -253,27 +241,21 @@ proptest! {
     #[test]
     fn uri_arbitrary_text_never_panics_and_parses_to_a_displayable_uri(text in uri_text()) {
         if let Ok(uri) = text.parse::<Uri>() {
-            if !hits_known_bracket_bug(&uri) {
-                let shown = uri.to_string();
-                let again = shown.parse::<Uri>().map_err(|e| TestCaseError::fail(format!("{text:?} -> {shown:?}: {e}")))?;
-                prop_assert_eq!(again, uri);
-            }
+            let shown = uri.to_string();
+            let again = shown.parse::<Uri>().map_err(|e| TestCaseError::fail(format!("{text:?} -> {shown:?}: {e}")))?;
+            prop_assert_eq!(again, uri);
         }
     }
 }
 
-/// Regression test for a Display/FromStr mismatch found by the URI properties (rmi-core bug).
-///
-/// `PYRO:o@[[a]:80` parses (host `"[a"`, taken from between the brackets), but `Display` writes
-/// brackets only around hosts containing ':', giving `PYRO:o@[a:80`, which is refused ("IPv6
-/// address is missing its closing ']'"). The same holds for `PYRONAME:n@[[a]`.
+/// Regression test for a Display/FromStr mismatch the URI properties found: `PYRO:o@[[a]:80`
+/// used to parse (host `"[a"`) but displayed as `PYRO:o@[a:80`, which does not parse. Brackets
+/// inside a host are now refused with an error that says so.
 #[test]
-#[ignore = "rmi-core bug: a bracketed host starting with '[' does not round-trip (see doc comment)"]
-fn uri_bracketed_host_starting_with_a_bracket_round_trips() {
-    for text in ["PYRO:o@[[a]:80", "PYRONAME:n@[[a]:9090"] {
-        let uri: Uri = text.parse().unwrap();
-        let shown = uri.to_string();
-        assert_eq!(shown.parse::<Uri>().unwrap_or_else(|e| panic!("{text} -> {shown}: {e}")), uri);
+fn brackets_inside_a_host_are_refused() {
+    for text in ["PYRO:o@[[a]:80", "PYRONAME:n@[[a]:9090", "PYRONAME:a@[[]"] {
+        let err = text.parse::<Uri>().expect_err(text).to_string();
+        assert!(err.contains("invalid character"), "{text}: {err}");
     }
 }
 

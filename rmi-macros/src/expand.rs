@@ -295,6 +295,22 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
                 Self { proxy: self.proxy.with_options(options) }
             }
 
+            /// The same connection, sending annotation `id` with every call.
+            pub fn with_annotation(&self, id: [u8; 4], value: impl ::core::convert::Into<#p::Bytes>) -> Self {
+                Self { proxy: self.proxy.with_annotation(id, value) }
+            }
+
+            /// The same connection, sending `id` as the correlation id of every call.
+            pub fn with_correlation_id(&self, id: #p::Uuid) -> Self {
+                Self { proxy: self.proxy.with_correlation_id(id) }
+            }
+
+            /// The same connection, retrying each call up to `n` times after a communication
+            /// failure (for methods safe to run twice).
+            pub fn with_retries(&self, n: u32) -> Self {
+                Self { proxy: self.proxy.with_retries(n) }
+            }
+
             /// The untyped proxy underneath.
             pub fn proxy(&self) -> &#p::Proxy {
                 &self.proxy

@@ -30,6 +30,8 @@ pub struct NsLocator {
     port: u16,
     broadcast: Option<(String, u16)>,
     connect_timeout: Duration,
+    tls: Option<std::sync::Arc<rmi_core::rustls::ClientConfig>>,
+    secret: Option<rmi_core::SharedSecret>,
 }
 
 impl Default for NsLocator {
@@ -39,6 +41,8 @@ impl Default for NsLocator {
             port: rmi_core::uri::DEFAULT_NS_PORT,
             broadcast: Some((DEFAULT_BROADCAST_ADDR.into(), DEFAULT_BROADCAST_PORT)),
             connect_timeout: Duration::from_secs(5),
+            tls: None,
+            secret: None,
         }
     }
 }
@@ -100,6 +104,18 @@ impl NsLocator {
         self
     }
 
+    /// Talk to the name server over TLS with this client configuration.
+    pub fn tls(mut self, config: std::sync::Arc<rmi_core::rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Authenticate to the name server with a shared secret.
+    pub fn shared_secret(mut self, secret: rmi_core::SharedSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
     /// Deadline for each connection attempt (default 5 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -129,7 +145,14 @@ impl NsLocator {
     }
 
     async fn connect(&self, uri: Uri) -> Result<NameServerProxy, Error> {
-        let proxy = rmi_core::Proxy::builder(uri).connect_timeout(self.connect_timeout).connect().await?;
+        let mut builder = rmi_core::Proxy::builder(uri).connect_timeout(self.connect_timeout);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls(tls.clone());
+        }
+        if let Some(secret) = &self.secret {
+            builder = builder.shared_secret(secret.clone());
+        }
+        let proxy = builder.connect().await?;
         Ok(NameServerProxy::from_proxy(proxy))
     }
 }

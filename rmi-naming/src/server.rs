@@ -136,6 +136,7 @@ pub struct NameServerBuilder {
     port: u16,
     unix: Option<std::path::PathBuf>,
     broadcast: Option<(String, u16)>,
+    daemon: rmi_core::DaemonBuilder,
 }
 
 impl NameServer {
@@ -146,6 +147,7 @@ impl NameServer {
             host: "127.0.0.1".into(),
             port: rmi_core::uri::DEFAULT_NS_PORT,
             unix: None,
+            daemon: Daemon::builder(),
             broadcast: Some((DEFAULT_BROADCAST_ADDR.into(), DEFAULT_BROADCAST_PORT)),
         }
     }
@@ -178,6 +180,13 @@ impl NameServerBuilder {
         self
     }
 
+    /// The settings of the daemon hosting the name server: limits, TLS
+    /// ([`DaemonBuilder::tls`](rmi_core::DaemonBuilder::tls)), shared secret, validator.
+    pub fn daemon(mut self, builder: rmi_core::DaemonBuilder) -> Self {
+        self.daemon = builder;
+        self
+    }
+
     /// No broadcast responder.
     pub fn no_broadcast(mut self) -> Self {
         self.broadcast = None;
@@ -186,12 +195,13 @@ impl NameServerBuilder {
 
     /// Binds, registers the name server and starts serving in the background.
     pub async fn start(self) -> Result<NameServerHandle, Error> {
+        let builder = self.daemon.clone();
         let daemon = match &self.unix {
             #[cfg(unix)]
-            Some(path) => Daemon::builder().bind_unix(path).await?,
+            Some(path) => builder.bind_unix(path).await?,
             #[cfg(not(unix))]
             Some(_) => return Err(Error::Daemon("unix sockets are not available on this platform".into())),
-            None => Daemon::bind((self.host.as_str(), self.port)).await?,
+            None => builder.bind((self.host.as_str(), self.port)).await?,
         };
         let server = NameServer::new();
         let uri = daemon.uri_for(NAME_SERVER_OBJECT_ID);

@@ -14,6 +14,7 @@ mod instances;
 mod naming;
 mod oneway;
 mod reconnect;
+mod security;
 mod sequence;
 mod streams;
 mod support;

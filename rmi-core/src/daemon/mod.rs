@@ -59,7 +59,7 @@ pub const DEFAULT_STREAM_LINGER: Duration = Duration::from_secs(30);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of a daemon, with documented defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonBuilder {
     limits: DecodeLimits,
     max_in_flight: usize,
@@ -72,6 +72,28 @@ pub struct DaemonBuilder {
     idle_timeout: Option<Duration>,
     frame_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    validator: Option<Arc<dyn ValidateHandshake>>,
+    secret: Option<crate::auth::SharedSecret>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for DaemonBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonBuilder")
+            .field("limits", &self.limits)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("grace_period", &self.grace_period)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("frame_timeout", &self.frame_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("advertise", &self.advertise)
+            .field("validator", &self.validator.is_some())
+            .field("shared_secret", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Default for DaemonBuilder {
@@ -88,6 +110,9 @@ impl Default for DaemonBuilder {
             idle_timeout: None,
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            validator: None,
+            secret: None,
+            tls: None,
         }
     }
 }
@@ -115,6 +140,25 @@ impl DaemonBuilder {
     /// How long a new connection may take to send its CONNECT (default 10 s).
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
+        self
+    }
+
+    /// Checks each client's handshake (and TLS certificate) before it may call anything.
+    pub fn validator(mut self, validator: impl ValidateHandshake) -> Self {
+        self.validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// Requires clients to prove `secret` and signs every message (see [`crate::auth`]).
+    pub fn shared_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Serves TLS with `config` (rustls); require client certificates in the config for mutual
+    /// TLS. URIs stay `PYRO:` (as in Pyro): clients must be configured for TLS too.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
         self
     }
 
@@ -441,7 +485,7 @@ impl Daemon {
                                 let _permit = permit;
                                 let abort = daemon.inner.abort.clone();
                                 tokio::select! {
-                                    _ = handle_connection(daemon, stream, peer) => {}
+                                    _ = accept_connection(daemon, stream, peer) => {}
                                     _ = abort.cancelled() => {}
                                 }
                             });
@@ -477,7 +521,7 @@ impl Daemon {
     where
         S: tokio::io::AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        handle_connection(self.clone(), Box::new(stream), peer.into()).await
+        accept_connection(self.clone(), Box::new(stream), peer.into()).await
     }
 }
 
@@ -504,6 +548,8 @@ fn reply_to(req: &Message, msg_type: MessageType, flags: u16, payload: Vec<u8>) 
 struct ConnectionState {
     id: streams::ConnectionId,
     sessions: Mutex<HashMap<String, Arc<dyn Dispatch>>>,
+    /// The client's verified TLS certificate, if it sent one.
+    peer_certificate: Option<Certificate>,
 }
 
 impl ConnectionState {
@@ -523,46 +569,28 @@ impl ConnectionState {
     }
 }
 
-async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
+async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String, peer_certificate: Option<Certificate>) {
     let inner = daemon.inner.clone();
-    let (mut reader, writer) = transport::split(stream, inner.config.limits.max_message_size);
-    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-    // The request loop holds one slot while it waits for the next request; more than one other
-    // taken slot means calls are finishing concurrently and their replies can share a write.
-    let max = inner.config.max_in_flight;
-    let slots = Arc::new(Semaphore::new(max));
-    let busy = {
-        let slots = slots.clone();
-        move || max - slots.available_permits() >= 3
-    };
+    let (mut reader, mut writer) = transport::split(stream, inner.config.limits.max_message_size);
     reader.set_frame_timeout(inner.config.frame_timeout);
-    // The writer failing (a peer that stopped reading) ends the request loop too.
-    let writer_gone = CancellationToken::new();
-    let writer_task = tokio::spawn({
-        let (gone, write_timeout, peer) = (writer_gone.clone(), inner.config.write_timeout, peer.clone());
-        async move {
-            if let Err(e) = transport::write_loop(writer, rx, busy, write_timeout).await {
-                tracing::debug!(%peer, error = %e, "closing the connection");
-            }
-            gone.cancel();
-        }
-    });
 
-    // The handshake: the first message must be a CONNECT to a registered object.
+    // The handshake: the first message must be a CONNECT to a registered object, accepted by
+    // the validator and, with a shared secret, carrying the client's nonce.
     let first = tokio::time::timeout(inner.config.handshake_timeout, reader.read_frame()).await;
-    let object_id = match first {
-        Ok(Ok(Some(req))) => match handshake(&inner, &req) {
-            Ok((id, reply)) => {
-                let _ = tx.send(reply.into());
-                id
+    let (object_id, session) = match first {
+        Ok(Ok(Some(req))) => match handshake(&inner, &req, &peer, peer_certificate.as_ref()) {
+            Ok((id, reply, session)) => {
+                if writer.write_frame(&reply).await.is_err() {
+                    return;
+                }
+                (id, session)
             }
             Err(reply) => {
                 tracing::debug!(%peer, "handshake refused");
                 if let Some(reply) = reply {
-                    let _ = tx.send(reply.into());
+                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply)).await;
                 }
-                drop(tx);
-                let _ = writer_task.await;
+                writer.shutdown().await;
                 return;
             }
         },
@@ -576,10 +604,36 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
             return;
         }
     };
+    let (signer, mut verifier) = match session {
+        Some((s, v)) => (Some(s), Some(v)),
+        None => (None, None),
+    };
     tracing::debug!(%peer, object = %object_id, "connected");
+
+    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+    // The request loop holds one slot while it waits for the next request; more than one other
+    // taken slot means calls are finishing concurrently and their replies can share a write.
+    let max = inner.config.max_in_flight;
+    let slots = Arc::new(Semaphore::new(max));
+    let busy = {
+        let slots = slots.clone();
+        move || max - slots.available_permits() >= 3
+    };
+    // The writer failing (a peer that stopped reading) ends the request loop too.
+    let writer_gone = CancellationToken::new();
+    let writer_task = tokio::spawn({
+        let (gone, write_timeout, peer) = (writer_gone.clone(), inner.config.write_timeout, peer.clone());
+        async move {
+            if let Err(e) = transport::write_loop(writer, rx, busy, write_timeout, signer).await {
+                tracing::debug!(%peer, error = %e, "closing the connection");
+            }
+            gone.cancel();
+        }
+    });
     let state = Arc::new(ConnectionState {
         id: inner.next_connection.fetch_add(1, Ordering::Relaxed),
         sessions: Mutex::default(),
+        peer_certificate,
     });
     let peer: Arc<str> = peer.into();
     let object_id: Arc<str> = object_id.into();
@@ -611,6 +665,13 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
                 }
             },
         };
+        // Authenticated connections: nothing unsigned is ever decoded.
+        if let Some(verifier) = verifier.as_mut() {
+            if let Err(e) = verifier.verify(&req) {
+                tracing::warn!(%peer, error = %e, "closing the connection");
+                break;
+            }
+        }
         match req.msg_type {
             MessageType::Ping => {
                 let _ = tx.send(reply_to(&req, MessageType::Ping, 0, b"pong".to_vec()).into());
@@ -650,6 +711,26 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String) {
     drop(tx);
     let _ = writer_task.await;
     inner.streams.orphan(state.id, inner.config.stream_linger);
+}
+
+/// A client's TLS certificate (DER).
+pub type Certificate = rustls_pki_types::CertificateDer<'static>;
+
+/// Runs the TLS handshake when the daemon serves TLS, then the connection.
+async fn accept_connection(daemon: Daemon, stream: BoxStream, peer: String) {
+    let Some(acceptor) = daemon.inner.config.tls.clone() else {
+        return handle_connection(daemon, stream, peer, None).await;
+    };
+    let timeout = daemon.inner.config.handshake_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let certificate =
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+            handle_connection(daemon, Box::new(tls), peer, certificate).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "no TLS handshake within the handshake timeout"),
+    }
 }
 
 /// Sleeps for `d`, or forever when there is no `d`.
@@ -774,6 +855,7 @@ impl Call {
             oneway,
             self.daemon.clone(),
             self.state.id,
+            self.state.peer_certificate.clone(),
         );
         let result = if method == codec::BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
             self.batch(object, call.args, &ctx).await
@@ -857,8 +939,44 @@ impl Call {
     }
 }
 
-/// Checks a CONNECT; returns the object id and the CONNECTOK, or the reply to send before closing.
-fn handshake(inner: &Inner, req: &Message) -> Result<(String, Message), Option<Message>> {
+/// What a handshake validator sees of a connecting client.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct HandshakeInfo<'a> {
+    /// The client's address.
+    pub peer: &'a str,
+    /// The object the client connects to.
+    pub object: &'a str,
+    /// The client's handshake data (Pyro's `_pyroHandshake`; `"hello"` by default).
+    pub data: &'a str,
+    /// The client's TLS certificate, verified against the daemon's client CA (mutual TLS).
+    pub peer_certificate: Option<&'a Certificate>,
+}
+
+/// Decides whether a client may connect (Pyro's `Daemon.validateHandshake`): `Ok` carries the
+/// answer sent back in CONNECTOK, `Err` the reason sent in CONNECTFAIL.
+pub trait ValidateHandshake: Send + Sync + 'static {
+    /// Accepts or refuses one connection.
+    fn validate(&self, info: &HandshakeInfo<'_>) -> Result<String, String>;
+}
+
+impl<F> ValidateHandshake for F
+where
+    F: Fn(&HandshakeInfo<'_>) -> Result<String, String> + Send + Sync + 'static,
+{
+    fn validate(&self, info: &HandshakeInfo<'_>) -> Result<String, String> {
+        self(info)
+    }
+}
+
+/// Checks a CONNECT; returns the object id, the CONNECTOK and the authenticated session, or the
+/// reply to send before closing.
+fn handshake(
+    inner: &Inner,
+    req: &Message,
+    peer: &str,
+    peer_certificate: Option<&Certificate>,
+) -> Result<(String, Message, Option<crate::auth::Session>), Option<Message>> {
     // An unknown serializer or a message that is not CONNECT: Pyro closes (after a CONNECTFAIL
     // for the latter, when it can say it in a serializer the client knows).
     let ser = Serializer::from_id(req.serializer).ok_or(None)?;
@@ -874,7 +992,26 @@ fn handshake(inner: &Inner, req: &Message) -> Result<(String, Message), Option<M
     let Some(object) = inner.object(&connect.object) else {
         return Err(fail(format!("unknown object {:?}", connect.object)));
     };
-    let ok = ConnectOk { handshake: connect.handshake, meta: object.meta.clone() };
+    let answer = match &inner.config.validator {
+        Some(validator) => {
+            let info = HandshakeInfo { peer, object: &connect.object, data: &connect.handshake, peer_certificate };
+            validator.validate(&info).map_err(fail)?
+        }
+        None => connect.handshake,
+    };
+    let ok = ConnectOk { handshake: answer, meta: object.meta.clone() };
     let payload = ser.encode(&ok).map_err(|e| fail(e.to_string()))?;
-    Ok((connect.object, reply_to(req, MessageType::ConnectOk, 0, payload)))
+    let mut reply = reply_to(req, MessageType::ConnectOk, 0, payload);
+    let session = match &inner.config.secret {
+        None => None,
+        Some(secret) => {
+            let client = crate::auth::check_nonce(req.annotation(&crate::auth::NONCE_ANNOTATION)).map_err(fail)?;
+            let server = crate::auth::nonce().map_err(|e| fail(e.to_string()))?;
+            let proof = secret.server_proof(client, &server);
+            reply.annotations.push((crate::auth::NONCE_ANNOTATION, bytes::Bytes::copy_from_slice(&server)));
+            reply.annotations.push((crate::auth::PROOF_ANNOTATION, bytes::Bytes::copy_from_slice(&proof)));
+            Some(secret.server_session(client, &server))
+        }
+    };
+    Ok((connect.object, reply, session))
 }

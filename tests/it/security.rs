@@ -1,0 +1,326 @@
+//! TLS (rustls) with certificates made here, handshake validation, and shared-secret
+//! authentication with a MAC on every message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rmi::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rmi::rustls::server::WebPkiClientVerifier;
+use rmi::rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rmi::{Daemon, Error, SharedSecret, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{LabObject, LabProxy, LabServer};
+
+/// A certificate authority that signs leaf certificates.
+struct Ca {
+    cert: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap().der().clone();
+        Ca { cert, issuer: Issuer::new(params, key) }
+    }
+
+    fn leaf(
+        &self,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.issuer).unwrap().der().clone();
+        (vec![cert], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+    }
+
+    fn roots(&self) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.cert.clone()).unwrap();
+        Arc::new(roots)
+    }
+}
+
+fn server_config(ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> Arc<ServerConfig> {
+    let (chain, key) = ca.leaf(names, ExtendedKeyUsagePurpose::ServerAuth);
+    let builder = ServerConfig::builder();
+    let builder = match client_ca {
+        Some(client_ca) => {
+            builder.with_client_cert_verifier(WebPkiClientVerifier::builder(client_ca.roots()).build().unwrap())
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Arc::new(builder.with_single_cert(chain, key).unwrap())
+}
+
+fn client_config(trusted: &Ca, identity: Option<&Ca>) -> Arc<ClientConfig> {
+    let builder = ClientConfig::builder().with_root_certificates(trusted.roots());
+    Arc::new(match identity {
+        Some(ca) => {
+            let (chain, key) = ca.leaf(&["client.rmi.test"], ExtendedKeyUsagePurpose::ClientAuth);
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// A daemon serving the lab object as `lab`, with `builder`'s settings; its URI uses `host`.
+async fn serve(builder: rmi::DaemonBuilder, host: &str) -> (Daemon, Uri) {
+    let daemon = builder.bind("127.0.0.1:0").await.unwrap();
+    daemon.register_with_id(LabServer::new(LabObject::default()), "lab").unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let port = daemon.local_addr().unwrap().port();
+    (daemon, Uri::tcp("lab", host, port))
+}
+
+async fn tls_proxy(uri: &Uri, config: Arc<ClientConfig>) -> Result<LabProxy, Error> {
+    LabProxy::builder(uri).unwrap().tls(config).reconnect_attempts(0).connect().await
+}
+
+#[tokio::test]
+async fn tls_with_a_good_certificate_and_its_failures() {
+    let ca = Ca::new("rmi test CA");
+    let (daemon, uri) = serve(Daemon::builder().tls(server_config(&ca, &["localhost"], None)), "localhost").await;
+
+    let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
+    assert_eq!(proxy.echo(1, 2, "over tls".into()).await.unwrap().2, "over tls");
+
+    // A certificate from a CA the client does not trust.
+    let stranger = Ca::new("someone else");
+    let err = tls_proxy(&uri, client_config(&stranger, None)).await.unwrap_err();
+    assert!(err.is_communication() && err.to_string().contains("TLS"), "{err}");
+
+    // The right CA, the wrong name: the certificate says localhost, the URI says 127.0.0.1.
+    let by_ip = Uri::tcp(
+        "lab",
+        "127.0.0.1",
+        uri.location()
+            .map(|l| match l {
+                rmi::Location::Tcp { port, .. } => *port,
+                _ => 0,
+            })
+            .unwrap(),
+    );
+    let err = tls_proxy(&by_ip, client_config(&ca, None)).await.unwrap_err();
+    assert!(err.to_string().contains("TLS"), "{err}");
+
+    // A plaintext client gets nowhere, and the daemon keeps serving.
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .reconnect_attempts(0)
+        .connect_timeout(Duration::from_secs(2))
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(err.is_not_executed(), "{err}");
+    assert_eq!(proxy.echo(3, 4, "still".into()).await.unwrap().2, "still");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_client_certificate_and_shows_it_to_the_validator() {
+    let ca = Ca::new("rmi test CA");
+    let clients = Ca::new("rmi client CA");
+    let seen = Arc::new(std::sync::Mutex::new(None::<usize>));
+    let seen2 = seen.clone();
+    let builder = Daemon::builder().tls(server_config(&ca, &["localhost"], Some(&clients))).validator(
+        move |info: &rmi::daemon::HandshakeInfo<'_>| {
+            let cert = info.peer_certificate.ok_or("no client certificate")?;
+            *seen2.lock().unwrap() = Some(cert.len());
+            Ok("welcome".to_string())
+        },
+    );
+    let (daemon, uri) = serve(builder, "localhost").await;
+
+    let err = tls_proxy(&uri, client_config(&ca, None)).await.unwrap_err();
+    assert!(err.is_communication(), "no client certificate: {err}");
+    let err = tls_proxy(&uri, client_config(&ca, Some(&Ca::new("untrusted client CA")))).await.unwrap_err();
+    assert!(err.is_communication(), "client certificate from an untrusted CA: {err}");
+
+    let proxy = tls_proxy(&uri, client_config(&ca, Some(&clients))).await.unwrap();
+    assert_eq!(proxy.echo(5, 6, "mutual".into()).await.unwrap().2, "mutual");
+    assert!(seen.lock().unwrap().is_some_and(|len| len > 0), "the validator saw the certificate");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn the_name_server_works_the_same_over_tls() {
+    let ca = Ca::new("rmi test CA");
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .daemon(Daemon::builder().tls(server_config(&ca, &["localhost"], None)))
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let locator = rmi::naming::NsLocator::new().host("localhost").port(port).tls(client_config(&ca, None));
+    let names = locator.locate().await.unwrap();
+    let uri: Uri = "PYRO:obj@localhost:1234".parse().unwrap();
+    names.register("secure.thing", &uri).await.unwrap();
+    assert_eq!(names.lookup("secure.thing").await.unwrap(), uri);
+    // Without TLS the name server is unreachable.
+    assert!(rmi::naming::NsLocator::new()
+        .host("localhost")
+        .port(port)
+        .connect_timeout(Duration::from_secs(2))
+        .locate()
+        .await
+        .is_err());
+    ns.shutdown();
+}
+
+#[tokio::test]
+async fn a_validator_refuses_with_its_reason_and_answers_the_handshake() {
+    let builder = Daemon::builder().validator(|info: &rmi::daemon::HandshakeInfo<'_>| {
+        if info.data == "open sesame" {
+            Ok(format!("hello {}", info.object))
+        } else {
+            Err(format!("handshake rejected: {:?} is not the password", info.data))
+        }
+    });
+    let (daemon, uri) = serve(builder, "127.0.0.1").await;
+    let err = LabProxy::connect(&uri).await.unwrap_err();
+    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("is not the password")), "{err}");
+    let answer = Arc::new(std::sync::Mutex::new(String::new()));
+    let answer2 = answer.clone();
+    let proxy: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .handshake("open sesame")
+        .validate_handshake(move |a| {
+            *answer2.lock().unwrap() = a.to_string();
+            Ok(())
+        })
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(*answer.lock().unwrap(), "hello lab");
+    assert_eq!(proxy.echo(0, 0, "in".into()).await.unwrap().2, "in");
+    // The client can refuse the daemon's answer too.
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .handshake("open sesame")
+        .validate_handshake(|_| Err("not the daemon I expected".into()))
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("not the daemon I expected")), "{err}");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_shared_secret_is_proven_by_both_sides_without_being_sent() {
+    let secret = SharedSecret::new("correct horse battery staple");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    let proxy: LabProxy = LabProxy::builder(&uri).unwrap().shared_secret(secret.clone()).connect().await.unwrap();
+    assert_eq!(proxy.echo(1, 1, "signed".into()).await.unwrap().2, "signed");
+    for _ in 0..20 {
+        proxy.echo(2, 2, "many signed messages in order".into()).await.unwrap();
+    }
+
+    // No secret: refused at the handshake.
+    let err = LabProxy::builder(&uri).unwrap().reconnect_attempts(0).connect::<LabProxy>().await.unwrap_err();
+    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("requires authentication")), "{err}");
+    // The wrong secret: the daemon's proof does not check out.
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(SharedSecret::new("wrong"))
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove")), "{err}");
+    assert_eq!(proxy.calls().await.unwrap(), 21);
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections_fail() {
+    use rmi::protocol::codec::{encode_invoke, ConnectRequest};
+    use rmi::protocol::frame::{Message, MessageType};
+    let secret = SharedSecret::new("s3cret");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    let rmi::Location::Tcp { port, .. } = uri.location().unwrap().clone() else { unreachable!() };
+    let ser = rmi::Serializer::Bincode;
+
+    // A client that sends a nonce (so the handshake passes) but cannot sign.
+    for mac in [None, Some(vec![0u8; 32])] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let hello = ConnectRequest { handshake: "hello".into(), object: "lab".into() };
+        let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap());
+        connect.annotations.push((*b"NONC", vec![7u8; 32].into()));
+        s.write_all(&connect.to_bytes()).await.unwrap();
+        let mut head = [0u8; 40];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[6], MessageType::ConnectOk as u8);
+        let rest =
+            u32::from_be_bytes(head[12..16].try_into().unwrap()) + u32::from_be_bytes(head[16..20].try_into().unwrap());
+        let mut body = vec![0; rest as usize];
+        s.read_exact(&mut body).await.unwrap();
+        let mut call = Message::new(
+            MessageType::Invoke,
+            ser.id(),
+            0,
+            1,
+            encode_invoke(ser, "lab", "echo", &(1u32, 1u32, "forged")).unwrap(),
+        );
+        if let Some(mac) = mac {
+            call.annotations.push((*b"HMAC", mac.into()));
+        }
+        s.write_all(&call.to_bytes()).await.unwrap();
+        let mut reply = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
+        assert!(closed.is_ok() && reply.is_empty(), "an unsigned or badly signed call got an answer");
+    }
+
+    // Record a real client's bytes through a relay, then replay them on a new connection.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let recorded = Arc::new(tokio::sync::Mutex::new(Vec::<u8>::new()));
+    let rec = recorded.clone();
+    tokio::spawn(async move {
+        let (client, _) = relay.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        });
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = cr.read(&mut buf).await {
+            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            rec.lock().await.extend_from_slice(&buf[..n]);
+        }
+    });
+    let through_relay = Uri::tcp("lab", "127.0.0.1", relay_port);
+    let honest: LabProxy =
+        LabProxy::builder(&through_relay).unwrap().shared_secret(secret.clone()).connect().await.unwrap();
+    assert_eq!(honest.echo(9, 9, "once".into()).await.unwrap().2, "once");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let bytes = recorded.lock().await.clone();
+    let mut replay = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    replay.write_all(&bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), replay.read_to_end(&mut answer)).await;
+    // Only the CONNECTOK (new nonce, so a new session key) comes back; the replayed call is refused.
+    assert_eq!(answer.get(6).copied(), Some(MessageType::ConnectOk as u8));
+    let ok_len = 40
+        + u32::from_be_bytes(answer[12..16].try_into().unwrap()) as usize
+        + u32::from_be_bytes(answer[16..20].try_into().unwrap()) as usize;
+    assert_eq!(answer.len(), ok_len, "the replayed call was answered");
+    let checker: LabProxy = LabProxy::builder(&uri).unwrap().shared_secret(secret).connect().await.unwrap();
+    assert_eq!(checker.calls().await.unwrap(), 1, "the forged and replayed calls never ran");
+    daemon.shutdown();
+}
