@@ -218,3 +218,101 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
     .await;
     assert!(closed.is_ok(), "the never-reading connection was not closed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
+    use rmi::protocol::frame::check;
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    let object = uri.object().unwrap().to_string();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, &object).await;
+    // 100 requests in one buffer, written in chunks of awkward sizes (1, 2, 3, … bytes).
+    let mut all = Vec::new();
+    for i in 1..=100u16 {
+        all.extend(invoke(&object, "echo", &(u32::from(i), 7u32, format!("call {i}")), i));
+    }
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut at = 0;
+        let mut size = 1;
+        while at < all.len() {
+            let end = (at + size).min(all.len());
+            wr.write_all(&all[at..end]).await.unwrap();
+            at = end;
+            size = size % 97 + 1;
+        }
+        wr
+    });
+    let mut buf = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 100 {
+        let mut chunk = [0u8; 4096];
+        let n =
+            tokio::time::timeout(Duration::from_secs(30), rd.read(&mut chunk)).await.expect("replies stalled").unwrap();
+        assert!(n > 0, "connection closed with {} replies", seen.len());
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(h) = check(&buf, 1 << 20) {
+            let total = h.total_len();
+            let reply = Message::parse(&mut bytes_from(&buf[..total]), &h).unwrap();
+            let (task, _, text): (u32, u32, String) =
+                Serializer::Bincode.decode(&reply.payload, &Default::default()).unwrap();
+            assert_eq!(u32::from(reply.seq), task, "reply matched to the wrong request");
+            assert_eq!(text, format!("call {task}"));
+            assert!(seen.insert(reply.seq), "duplicate reply {}", reply.seq);
+            buf.drain(..total);
+        }
+    }
+    drop(writer.await.unwrap());
+    assert_serving(&mut child, &uri).await;
+}
+
+fn bytes_from(b: &[u8]) -> bytes::BytesMut {
+    bytes::BytesMut::from(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_panics_leak_nothing() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    let proxy = LabProxy::connect(&uri).await.unwrap();
+    for _ in 0..50 {
+        let _ = proxy.explode("warm-up".into()).await;
+    }
+    let before = child.rss_kib();
+    let panics = futures_util::future::join_all((0..1_000).map(|_| proxy.explode("boom".into()))).await;
+    assert!(panics.iter().all(|r| matches!(r, Err(Error::Panicked(_)))));
+    let after = child.rss_kib();
+    println!("1,000 panicking calls: daemon RSS {before} KiB -> {after} KiB");
+    assert!(after.saturating_sub(before) < 8 * 1024, "RSS grew by {} KiB", after - before);
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_oneway_flood_is_slowed_by_back_pressure_and_every_call_runs() {
+    // The lab's oneway-free methods are called oneway through the untyped proxy: the daemon
+    // honours the flag (as Pyro does) and sends nothing back.
+    let (child, uri) = spawn_child_daemon_with(0, "max_in_flight=64");
+    let proxy: rmi::Proxy = rmi::Proxy::builder(uri.clone()).connect().await.unwrap();
+    let before = child.rss_kib();
+    let sent = 20_000u32;
+    let started = Instant::now();
+    for i in 0..sent {
+        proxy.call_oneway("echo", &(i, i, "fire and forget")).await.unwrap();
+    }
+    let sending = started.elapsed();
+    let lab = LabProxy::from_proxy(proxy.clone());
+    let mut executed = 0;
+    for _ in 0..1_000 {
+        executed = lab.calls().await.unwrap();
+        if executed >= sent as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = child.rss_kib();
+    println!(
+        "oneway flood: {sent} sent in {sending:?} ({:.0}/s), {executed} executed; daemon RSS {before} KiB -> {after} KiB",
+        f64::from(sent) / sending.as_secs_f64()
+    );
+    assert_eq!(executed, sent as usize, "oneway calls were lost");
+    assert!(after.saturating_sub(before) < 64 * 1024, "RSS grew by {} KiB", after - before);
+}

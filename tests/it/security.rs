@@ -324,3 +324,18 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
     assert_eq!(checker.calls().await.unwrap(), 1, "the forged and replayed calls never ran");
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_secret_on_one_side_only_is_an_explicit_error() {
+    // Client has a secret, the daemon none: the daemon cannot prove anything.
+    let (daemon, uri) = serve(Daemon::builder(), "127.0.0.1").await;
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(SharedSecret::new("only here"))
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("did not authenticate")), "{err}");
+    daemon.shutdown();
+}

@@ -100,3 +100,27 @@ async fn a_reply_after_its_call_timed_out_never_reaches_another_call() {
     drop(proxy);
     assert_eq!(fake.await.unwrap(), 12);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_claiming_4_gib_is_refused_by_the_client_without_allocating() {
+    use tokio::io::AsyncWriteExt;
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (server_rd, mut server_wr) = tokio::io::split(server);
+    tokio::spawn(async move {
+        let mut reader = rmi::transport::FrameReader::new(server_rd, 1 << 20);
+        let ser = Serializer::Bincode;
+        let _connect = reader.read_frame().await.unwrap().unwrap();
+        let ok = ConnectOk { handshake: "hello".into(), meta: Metadata::default() };
+        let ok = Message::new(MessageType::ConnectOk, ser.id(), 0, 0, ser.encode(&ok).unwrap());
+        server_wr.write_all(&ok.to_bytes()).await.unwrap();
+        let call = reader.read_frame().await.unwrap().unwrap();
+        // A reply header declaring a 4 GiB payload, and nothing after it.
+        let mut head = Message::new(MessageType::Result, ser.id(), 0, call.seq, Vec::new()).to_bytes().to_vec();
+        head[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+        server_wr.write_all(&head).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1)).connect_over(client).await.unwrap();
+    let err = proxy.call::<_, u32>("m", &(1u32,)).await.unwrap_err();
+    assert!(matches!(&err, Error::ConnectionClosed(m) if m.contains("max_message_size")), "{err}");
+}
