@@ -235,6 +235,15 @@ impl DaemonBuilder {
             }
             _ => bound.clone(),
         };
+        if let Location::Tcp { host, .. } = &bound {
+            let exposed = host.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback());
+            if exposed && self.tls.is_none() && self.secret.is_none() {
+                tracing::warn!(
+                    %bound,
+                    "daemon reachable beyond this machine with neither TLS nor a shared secret: anyone who can connect can call its objects"
+                );
+            }
+        }
         if let Location::Tcp { host, .. } = &advertised {
             if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
                 tracing::warn!(
