@@ -148,7 +148,8 @@ impl CallContext {
         self.inner.annotations.iter().find(|(k, _)| k == id).map(|(_, v)| v)
     }
 
-    /// When the caller stops waiting, if it sent a deadline.
+    /// When the caller stops waiting, if it sent a deadline. The daemon cancels the method
+    /// (drops its future) at this instant.
     pub fn deadline(&self) -> Option<Instant> {
         self.inner.deadline
     }

@@ -163,6 +163,8 @@ pub enum RemoteErrorKind {
     Protocol,
     /// A streamed result has no more items (Pyro's `StopIteration`).
     StopIteration,
+    /// The caller's deadline passed and the daemon cancelled the method.
+    DeadlineExceeded,
     /// Anything else.
     Other,
 }

@@ -448,7 +448,8 @@ impl Proxy {
         let mut msg = Message::new(MessageType::Invoke, conn.serializer.id(), flags, 0, payload);
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
-        if let Some(t) = self.options.timeout {
+        // A deadline means "stop waiting for the reply": oneway calls have none to wait for.
+        if let Some(t) = self.options.timeout.filter(|_| flags & frame::FLAGS_ONEWAY == 0) {
             let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
             msg.annotations.push((DEADLINE_ANNOTATION, Bytes::copy_from_slice(&ms.to_be_bytes())));
         }
@@ -764,17 +765,8 @@ impl Connection {
     async fn request(&self, mut msg: Message, timeout: Option<Duration>) -> Result<Message, Error> {
         let slot = self.shared.slots.clone().acquire_owned().await.map_err(|_| self.closed_error().not_sent())?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        msg.seq = {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(reason) = &state.closed {
-                return Err(Error::ConnectionClosed(reason.clone()).not_sent());
-            }
-            let seq = free_seq(&state.pending, state.next_seq);
-            state.next_seq = seq.wrapping_add(1);
-            state.pending.insert(seq, Pending { reply: reply_tx, _slot: slot });
-            seq
-        };
-        let seq = msg.seq;
+        let seq = self.take_seq(Some(Pending { reply: reply_tx, _slot: slot }))?;
+        msg.seq = seq;
         if self.tx.send(msg.into()).is_err() {
             self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).pending.remove(&seq);
             return Err(self.closed_error().not_sent());
@@ -786,19 +778,25 @@ impl Connection {
         }
     }
 
+    /// Takes the next free sequence number; with `pending`, reserves it until the reply comes.
+    fn take_seq(&self, pending: Option<Pending>) -> Result<u16, Error> {
+        let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = &state.closed {
+            return Err(Error::ConnectionClosed(reason.clone()).not_sent());
+        }
+        let seq = free_seq(&state.pending, state.next_seq);
+        state.next_seq = seq.wrapping_add(1);
+        if let Some(pending) = pending {
+            state.pending.insert(seq, pending);
+        }
+        Ok(seq)
+    }
+
     /// Writes a oneway INVOKE; it holds an in-flight slot until it is on the socket.
     async fn send_oneway(&self, mut msg: Message) -> Result<(), Error> {
         let _slot = self.shared.slots.clone().acquire_owned().await.map_err(|_| self.closed_error().not_sent())?;
-        msg.seq = {
-            let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(reason) = &state.closed {
-                return Err(Error::ConnectionClosed(reason.clone()).not_sent());
-            }
-            // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
-            let seq = free_seq(&state.pending, state.next_seq);
-            state.next_seq = seq.wrapping_add(1);
-            seq
-        };
+        // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
+        msg.seq = self.take_seq(None)?;
         let (flushed, written) = oneshot::channel();
         self.tx
             .send(Outgoing { msg, flushed: Some(flushed), slot: None })

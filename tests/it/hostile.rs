@@ -191,3 +191,70 @@ async fn hostile_payloads_get_error_replies_and_the_connection_stays_usable() {
     let proxy = LabProxy::connect(&uri).await.unwrap();
     assert_eq!(proxy.depth(Nested::Node(Box::new(Nested::Node(Box::new(Nested::Leaf))))).await.unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_boundary_partial_messages_and_wrong_directions() {
+    use crate::support::spawn_child_daemon_with;
+    use std::time::Instant;
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_message=4096;frame_ms=300");
+    let object = uri.object().unwrap().to_string();
+    let counter = LabProxy::connect(&uri).await.unwrap();
+
+    // Exactly max_message_size (annotations + payload) is accepted; one byte more is refused.
+    for (extra, accepted) in [(0usize, true), (1, false)] {
+        let mut s = connected(&uri).await;
+        let base =
+            rmi::protocol::codec::encode_invoke(Serializer::Bincode, &object, "echo", &(1u32, 1u32, String::new()))
+                .unwrap()
+                .len();
+        // Grow the text until the payload is exactly 4096 (+ extra) bytes (varint length: 2 bytes).
+        let text = "x".repeat(4096 + extra - base - 2);
+        let payload =
+            rmi::protocol::codec::encode_invoke(Serializer::Bincode, &object, "echo", &(1u32, 1u32, text)).unwrap();
+        assert_eq!(payload.len(), 4096 + extra);
+        s.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 3, payload).to_bytes())
+            .await
+            .unwrap();
+        let answer = read_to_close_or(&mut s, Duration::from_secs(2)).await;
+        assert_eq!(!answer.is_empty(), accepted, "{} bytes", 4096 + extra);
+    }
+
+    // A partial header, then silence: closed at frame_timeout, not never.
+    let mut s = connected(&uri).await;
+    s.write_all(&header(MessageType::Invoke, 10)[..20]).await.unwrap();
+    let started = Instant::now();
+    assert!(read_to_close(&mut s).await.is_empty());
+    println!("partial header then silence: closed after {:?} (frame_timeout 300 ms)", started.elapsed());
+
+    // A body one byte short, then EOF: nothing is dispatched.
+    let before = counter.calls().await.unwrap();
+    let mut s = connected(&uri).await;
+    let call =
+        rmi::protocol::codec::encode_invoke(Serializer::Bincode, &object, "echo", &(1u32, 1u32, "short")).unwrap();
+    let bytes = Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 4, call).to_bytes();
+    s.write_all(&bytes[..bytes.len() - 1]).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert!(read_to_close(&mut s).await.is_empty());
+    assert_eq!(counter.calls().await.unwrap(), before, "a half message was dispatched");
+
+    // A RESULT sent to the daemon (the wrong direction): closed, nothing dispatched.
+    let mut s = connected(&uri).await;
+    s.write_all(&Message::new(MessageType::Result, Serializer::BINCODE_ID, 0, 5, &b"x"[..]).to_bytes()).await.unwrap();
+    assert!(read_to_close(&mut s).await.is_empty());
+    assert_eq!(counter.calls().await.unwrap(), before);
+    assert_alive(&mut child, &uri).await;
+}
+
+/// Reads what arrives within `wait` (or until the connection closes).
+async fn read_to_close_or(stream: &mut TcpStream, wait: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}

@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rmi::{Daemon, Registration};
 
+use crate::support::eventually;
+
 #[rmi::remote]
 pub trait Counter {
     /// Adds one to this instance's count and returns it.
@@ -76,16 +78,6 @@ async fn serve(reg: Registration) -> (Daemon, rmi::Uri) {
         async move { d.serve().await }
     });
     (daemon, uri)
-}
-
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what} never happened");
 }
 
 #[tokio::test]

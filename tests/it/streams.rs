@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rmi::{Daemon, Error, RemoteStream, Serializer};
 
+use crate::support::eventually;
+
 #[rmi::remote]
 pub trait Numbers {
     /// 1, 2, … `n`, produced one at a time as they are asked for.
@@ -42,16 +44,6 @@ async fn serve(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri) {
         async move { d.serve().await }
     });
     (daemon, uri)
-}
-
-async fn eventually(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{what} never happened");
 }
 
 #[tokio::test]

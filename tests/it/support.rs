@@ -240,7 +240,7 @@ pub fn spawn_child_daemon_on(port: u16) -> (ChildGuard, rmi::Uri) {
 }
 
 /// Environment variable with the child daemon's settings: `name=value;…` with `max_connections`,
-/// `max_in_flight`, and `idle_ms`, `frame_ms`, `write_ms` (milliseconds).
+/// `max_in_flight`, `max_message` (bytes), and `idle_ms`, `frame_ms`, `write_ms` (milliseconds).
 pub const CHILD_SETTINGS_ENV: &str = "RMI_TEST_CHILD_SETTINGS";
 
 /// [`spawn_child_daemon`] with settings (see [`CHILD_SETTINGS_ENV`]).
@@ -276,6 +276,9 @@ pub fn run_child_daemon() {
                 "idle_ms" => builder.idle_timeout(ms),
                 "frame_ms" => builder.frame_timeout(ms),
                 "write_ms" => builder.write_timeout(ms),
+                "max_message" => {
+                    builder.limits(rmi::DecodeLimits { max_message_size: n as usize, ..Default::default() })
+                }
                 other => panic!("unknown child setting {other}"),
             };
         }
@@ -284,6 +287,17 @@ pub fn run_child_daemon() {
         println!("LAB {uri}");
         daemon.serve().await.expect("serve");
     });
+}
+
+/// Waits (up to 5 s, polling) until `f` holds; panics naming `what` otherwise.
+pub async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what} never happened");
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, read back, released).

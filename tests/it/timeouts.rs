@@ -67,3 +67,47 @@ async fn connect_timeout_and_requests_that_provably_did_not_run() {
     assert!(err.is_not_executed(), "{err}");
     daemon.shutdown();
 }
+
+#[rmi::remote]
+pub trait Slow {
+    /// Sleeps `ms`, then marks itself finished.
+    async fn work(&self, ms: u64) -> u64;
+    /// Whether a `work` call ever finished.
+    async fn finished(&self) -> bool;
+}
+
+#[derive(Default)]
+struct SlowObject {
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl Slow for SlowObject {
+    async fn work(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        ms
+    }
+
+    async fn finished(&self) -> bool {
+        self.finished.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_cancels_a_method_when_its_callers_deadline_passes() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(SlowServer::new(SlowObject::default())).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = SlowProxy::connect(&uri).await.unwrap();
+    let err = proxy.with_timeout(Duration::from_millis(200)).work(1_500).await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err}");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert!(!proxy.finished().await.unwrap(), "the method ran on after its caller's deadline");
+    // Without a deadline it runs to the end.
+    assert_eq!(proxy.work(10).await.unwrap(), 10);
+    assert!(proxy.finished().await.unwrap());
+    daemon.shutdown();
+}

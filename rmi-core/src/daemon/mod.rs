@@ -924,8 +924,25 @@ impl Call {
         let entry = inner.object(object).ok_or_else(|| RemoteError::unknown_object(object))?;
         let target = self.state.target(object, &entry);
         let span = tracing::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
-        let run = AssertUnwindSafe(target.dispatch(method, args)).catch_unwind();
-        match ctx.clone().scope(run).instrument(span).await {
+        let run = ctx.clone().scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind()).instrument(span);
+        // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).
+        let outcome = match ctx.deadline() {
+            Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::debug!(object, method, "caller's deadline passed; call cancelled");
+                    let mut err = RemoteError::new(
+                        RemoteErrorKind::DeadlineExceeded,
+                        "rmi.DeadlineExceeded",
+                        format!("the caller's deadline passed, so {method:?} was cancelled"),
+                    );
+                    err.object = Some(object.to_owned());
+                    return Err(err);
+                }
+            },
+            None => run.await,
+        };
+        match outcome {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(mut err)) => {
                 if err.object.as_deref().is_none_or(str::is_empty) {
