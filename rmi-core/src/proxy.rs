@@ -55,7 +55,6 @@ type AnswerCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub struct ProxyBuilder {
     uri: Uri,
     serializer: Serializer,
-    timeout: Option<Duration>,
     connect_timeout: Duration,
     max_in_flight: usize,
     limits: DecodeLimits,
@@ -73,7 +72,7 @@ impl std::fmt::Debug for ProxyBuilder {
         f.debug_struct("ProxyBuilder")
             .field("uri", &self.uri)
             .field("serializer", &self.serializer)
-            .field("timeout", &self.timeout)
+            .field("options", &self.options)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("limits", &self.limits)
@@ -93,7 +92,6 @@ impl ProxyBuilder {
         ProxyBuilder {
             uri,
             serializer: Serializer::default(),
-            timeout: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             limits: DecodeLimits::default(),
@@ -150,7 +148,6 @@ impl ProxyBuilder {
     /// Deadline for each call, from sending to reply (default: none). The remaining time
     /// travels with the call, so the method can read it from its call context.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
         self.options.timeout = Some(timeout);
         self
     }

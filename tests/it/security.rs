@@ -34,9 +34,23 @@ impl Ca {
         names: &[&str],
         usage: ExtendedKeyUsagePurpose,
     ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        self.leaf_until(names, usage, None)
+    }
+
+    /// A leaf certificate; with `expired_in`, one that expired on January 1st of that year.
+    fn leaf_until(
+        &self,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        expired_in: Option<i32>,
+    ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.extended_key_usages = vec![usage];
+        if let Some(year) = expired_in {
+            params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        }
         let cert = params.signed_by(&key, &self.issuer).unwrap().der().clone();
         (vec![cert], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
     }
@@ -75,6 +89,7 @@ fn client_config(trusted: &Ca, identity: Option<&Ca>) -> Arc<ClientConfig> {
 async fn serve(builder: rmi::DaemonBuilder, host: &str) -> (Daemon, Uri) {
     let daemon = builder.bind("127.0.0.1:0").await.unwrap();
     daemon.register_with_id(LabServer::new(LabObject::default()), "lab").unwrap();
+    daemon.register_with_id(WhoServer::new(WhoObject), "who").unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -147,9 +162,64 @@ async fn mutual_tls_requires_a_client_certificate_and_shows_it_to_the_validator(
     let err = tls_proxy(&uri, client_config(&ca, Some(&Ca::new("untrusted client CA")))).await.unwrap_err();
     assert!(err.is_communication(), "client certificate from an untrusted CA: {err}");
 
+    // An expired client certificate from the right CA.
+    let (chain, key) = clients.leaf_until(&["client.rmi.test"], ExtendedKeyUsagePurpose::ClientAuth, Some(2020));
+    let expired =
+        Arc::new(ClientConfig::builder().with_root_certificates(ca.roots()).with_client_auth_cert(chain, key).unwrap());
+    let err = tls_proxy(&uri, expired).await.unwrap_err();
+    assert!(err.is_communication(), "expired client certificate: {err}");
+    assert!(seen.lock().unwrap().is_none(), "a refused client reached the validator");
+
     let proxy = tls_proxy(&uri, client_config(&ca, Some(&clients))).await.unwrap();
     assert_eq!(proxy.echo(5, 6, "mutual".into()).await.unwrap().2, "mutual");
     assert!(seen.lock().unwrap().is_some_and(|len| len > 0), "the validator saw the certificate");
+    // Methods see it too, in their call context.
+    let who = WhoProxy::from_proxy(
+        rmi::Proxy::builder(Uri::tcp("who", "localhost", uri_port(&uri)))
+            .tls(client_config(&ca, Some(&clients)))
+            .connect()
+            .await
+            .unwrap(),
+    );
+    assert!(who.certificate_len().await.unwrap() > 0);
+    daemon.shutdown();
+}
+
+#[rmi::remote]
+pub trait Who {
+    /// The size of the caller's TLS certificate (0 without one).
+    async fn certificate_len(&self) -> usize;
+}
+
+struct WhoObject;
+
+impl Who for WhoObject {
+    async fn certificate_len(&self) -> usize {
+        rmi::context::current().and_then(|c| c.peer_certificate().map(|cert| cert.len())).unwrap_or(0)
+    }
+}
+
+fn uri_port(uri: &Uri) -> u16 {
+    match uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn a_silent_client_cannot_hold_a_tls_handshake_open() {
+    let ca = Ca::new("rmi test CA");
+    let builder =
+        Daemon::builder().tls(server_config(&ca, &["localhost"], None)).handshake_timeout(Duration::from_millis(300));
+    let (daemon, uri) = serve(builder, "localhost").await;
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", uri_port(&uri))).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the silent TLS connection was never closed");
+    println!("silent TLS client: closed after {:?} (handshake_timeout 300 ms)", started.elapsed());
+    let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
+    assert_eq!(proxy.echo(0, 0, "fine".into()).await.unwrap().2, "fine");
     daemon.shutdown();
 }
 
