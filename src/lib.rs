@@ -306,10 +306,10 @@
 //!
 //! A deadline per proxy ([`ProxyBuilder::timeout`]) or per call ([`Proxy::with_timeout`], a
 //! view of the same connection) fails a call with [`Error::Timeout`]; the connection stays
-//! usable and the late reply is discarded. The remaining time travels with the call, so the
-//! method can read [`CallContext::time_left`] and give up early: the daemon itself does not
-//! stop a method whose caller stopped waiting. Dropping a call's future (a `select!`, an
-//! aborted task) cancels it the same way, on the caller's side. A failed call may still have
+//! usable and the late reply is discarded. The remaining time travels with the call: the
+//! method can read [`CallContext::time_left`], and when the deadline passes the daemon cancels
+//! the method (drops its future), as gRPC deadlines do. Dropping a call's future (a `select!`,
+//! an aborted task) without a deadline cancels it on the caller's side only. A failed call may still have
 //! run, unless [`Error::is_not_executed`] says it provably did not (never sent, or refused
 //! before dispatch); such calls are safe to repeat.
 //!
