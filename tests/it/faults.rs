@@ -316,3 +316,36 @@ async fn a_oneway_flood_is_slowed_by_back_pressure_and_every_call_runs() {
     assert_eq!(executed, sent as usize, "oneway calls were lost");
     assert!(after.saturating_sub(before) < 64 * 1024, "RSS grew by {} KiB", after - before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_length_headers_are_refused_from_the_header_alone() {
+    use rmi::protocol::frame::MAGIC;
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    assert_serving(&mut child, &uri).await;
+    let before = child.rss_kib();
+    let mut header = Message::new(MessageType::Connect, Serializer::BINCODE_ID, 0, 0, Vec::new()).to_bytes().to_vec();
+    header[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert_eq!(u16::from_be_bytes([header[38], header[39]]), MAGIC);
+    // 100 connections at once, each announcing a 4 GiB message.
+    let times = futures_util::future::join_all((0..100).map(|_| {
+        let (uri, header) = (uri.clone(), header.clone());
+        async move {
+            let mut s = dial(&uri).await;
+            let started = Instant::now();
+            s.write_all(&header).await.unwrap();
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.expect("never closed").ok();
+            started.elapsed()
+        }
+    }))
+    .await;
+    let after = child.rss_kib();
+    let mut times = times;
+    times.sort();
+    println!(
+        "4 GiB headers: 100 connections refused; time to close median {:?}, max {:?}; daemon RSS {before} KiB -> {after} KiB",
+        times[50], times[99]
+    );
+    assert!(after.saturating_sub(before) < 10 * 1024, "RSS grew by {} KiB", after - before);
+    assert_serving(&mut child, &uri).await;
+}

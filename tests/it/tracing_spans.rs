@@ -52,3 +52,28 @@ async fn calls_are_spans_on_both_sides_with_the_same_correlation_id() {
     assert!(client.1.contains(&corr), "{client:?}");
     assert!(server.1.contains(&corr) && server.1.contains(lab.object().unwrap()), "{server:?}");
 }
+
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<String>>>);
+
+impl<S: Subscriber> Layer<S> for Events {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(format!("{} {}", event.metadata().level(), fields.0));
+    }
+}
+
+#[tokio::test]
+async fn advertising_an_unspecified_address_is_warned_about() {
+    let events = Events::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    // Bound on loopback, but the URIs would say 0.0.0.0, which no client can dial.
+    let daemon = rmi::Daemon::builder().advertise("0.0.0.0", None).bind("127.0.0.1:0").await.unwrap();
+    assert!(daemon.uri_for("x").to_string().contains("@0.0.0.0:"));
+    let events = events.0.lock().unwrap().clone();
+    assert!(
+        events.iter().any(|e| e.starts_with("WARN") && e.contains("unspecified address")),
+        "no warning: {events:?}"
+    );
+}
