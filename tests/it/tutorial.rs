@@ -54,3 +54,35 @@ async fn pyroname_is_resolved_again_when_the_proxy_redials() {
     assert_eq!(greeter.welcome_message("b".into()).await.unwrap(), "Hi welcome b");
     second.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_nsc_controls_a_running_rmi_ns() {
+    let (_ns, port) = crate::support::spawn_name_server();
+    let nsc = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run rmi-nsc");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    assert_eq!(nsc(&["ping"]), (true, "name server ping ok\n".into()));
+    assert!(nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4000"]).0);
+    let (ok, err) = nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4001"]);
+    assert!(!ok && err.contains("already registered"), "{err}");
+    assert!(nsc(&["setmeta", "app.greeter", "greeting", "tutorial"]).0);
+    let (ok, out) = nsc(&["lookup", "app.greeter"]);
+    assert!(ok && out.contains("PYRO:obj@127.0.0.1:4000") && out.contains("tutorial"), "{out}");
+    let (_, out) = nsc(&["list", "app."]);
+    assert!(out.contains("app.greeter --> PYRO:obj@127.0.0.1:4000"), "{out}");
+    let (_, out) = nsc(&["yplookup-all", "greeting", "tutorial"]);
+    assert!(out.contains("app.greeter"), "{out}");
+    let (_, out) = nsc(&["listmatching", "Pyro"]);
+    assert!(out.contains("Pyro.NameServer"), "{out}");
+    assert_eq!(nsc(&["remove", "app.greeter"]), (true, "removed app.greeter\n".into()));
+    let (ok, err) = nsc(&["lookup", "app.greeter"]);
+    assert!(!ok && err.contains("unknown name"), "{err}");
+}
