@@ -3,9 +3,11 @@
 //!
 //! The client's CONNECT carries a random nonce (annotation `NONC`). The daemon answers
 //! CONNECTOK with its own nonce and a proof, `HMAC-SHA256(secret, "rmi server proof" ‖ client
-//! nonce ‖ server nonce)` (annotation `PROF`), which the client checks in constant time. Both
-//! then derive a session key, `HMAC-SHA256(secret, "rmi session key" ‖ client nonce ‖ server
-//! nonce)`, and sign every later message with it (annotation `HMAC`) over its direction, a
+//! nonce ‖ server nonce ‖ handshake digest)` (annotation `PROF`), which the client checks in
+//! constant time; the handshake digest covers the CONNECT and CONNECTOK payloads, so the
+//! handshake data, the daemon's answer and the object's metadata cannot be altered on the way.
+//! Both then derive a session key, `HMAC-SHA256(secret, "rmi session key" ‖ client nonce ‖
+//! server nonce ‖ handshake digest)`, and sign every later message with it (annotation `HMAC`) over its direction, a
 //! per-direction message counter, its header fields, its other annotations and its payload.
 //! The first signed request proves the client knows the secret. A message with a missing or
 //! bad MAC is never decoded: the connection closes. A recorded connection replayed later
@@ -59,20 +61,33 @@ impl SharedSecret {
         mac.finalize().into_bytes().into()
     }
 
-    /// The daemon's proof for this pair of nonces.
-    pub(crate) fn server_proof(&self, client: &[u8], server: &[u8]) -> [u8; 32] {
-        self.mac(&[b"rmi server proof", client, server])
+    /// The daemon's proof for this pair of nonces and this handshake (see [`transcript`]).
+    pub(crate) fn server_proof(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> [u8; 32] {
+        self.mac(&[b"rmi server proof", client, server, transcript])
     }
 
     /// The session on the client's side of a connection.
-    pub(crate) fn client_session(&self, client: &[u8], server: &[u8]) -> Session {
-        session(self.mac(&[b"rmi session key", client, server]), Direction::ToServer)
+    pub(crate) fn client_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
+        session(self.mac(&[b"rmi session key", client, server, transcript]), Direction::ToServer)
     }
 
     /// The session on the daemon's side of a connection.
-    pub(crate) fn server_session(&self, client: &[u8], server: &[u8]) -> Session {
-        session(self.mac(&[b"rmi session key", client, server]), Direction::ToClient)
+    pub(crate) fn server_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
+        session(self.mac(&[b"rmi session key", client, server, transcript]), Direction::ToClient)
     }
+}
+
+/// A digest of the handshake (the CONNECT and CONNECTOK payloads), bound into the proof and the
+/// session key so that neither the handshake data, the daemon's answer nor the object's
+/// metadata can be altered on the way.
+pub(crate) fn transcript(connect: &[u8], connect_ok: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update((connect.len() as u64).to_be_bytes());
+    h.update(connect);
+    h.update((connect_ok.len() as u64).to_be_bytes());
+    h.update(connect_ok);
+    h.finalize().into()
 }
 
 /// A fresh random nonce.
@@ -181,26 +196,30 @@ mod tests {
     fn signed_messages_verify_once_and_in_order_only() {
         let secret = SharedSecret::new("correct horse battery staple");
         let (c, s) = (nonce().unwrap(), nonce().unwrap());
-        let (mut client, mut client_in) = secret.client_session(&c, &s);
-        let (mut server_out, mut server) = secret.server_session(&c, &s);
+        let t = transcript(b"connect", b"ok");
+        let (mut client, mut client_in) = secret.client_session(&c, &s, &t);
+        let (mut server_out, mut server) = secret.server_session(&c, &s, &t);
         let mut first = Message::new(MessageType::Invoke, 98, 0, 1, &b"one"[..]);
         let mut second = Message::new(MessageType::Invoke, 98, 0, 2, &b"two"[..]);
         client.sign(&mut first);
         client.sign(&mut second);
         // Out of order fails (and a failed check still consumes the counter: the connection closes).
-        let (_, mut reordered) = secret.server_session(&c, &s);
+        let (_, mut reordered) = secret.server_session(&c, &s, &t);
         assert!(reordered.verify(&second).is_err());
         server.verify(&first).unwrap();
         server.verify(&second).unwrap();
         // Replay fails.
         assert!(server.verify(&second).is_err());
         // Tampering fails.
-        let (_, mut fresh) = secret.server_session(&c, &s);
+        let (_, mut fresh) = secret.server_session(&c, &s, &t);
         let mut tampered = first.clone();
         tampered.payload = bytes::Bytes::from_static(b"ONE");
         assert!(fresh.verify(&tampered).is_err());
         // A session with other nonces (a replayed connection) fails.
-        let (_, mut other) = secret.server_session(&c, &nonce().unwrap());
+        let (_, mut other) = secret.server_session(&c, &nonce().unwrap(), &t);
+        assert!(other.verify(&first).is_err());
+        // A session over an altered handshake fails too.
+        let (_, mut other) = secret.server_session(&c, &s, &transcript(b"connect", b"altered"));
         assert!(other.verify(&first).is_err());
         // Replies verify on the client with the server's direction.
         let mut reply = Message::new(MessageType::Result, 98, 0, 1, &b"r"[..]);
@@ -211,9 +230,11 @@ mod tests {
     #[test]
     fn the_proof_depends_on_the_secret() {
         let (c, s) = (nonce().unwrap(), nonce().unwrap());
-        let a = SharedSecret::new("a").server_proof(&c, &s);
-        let b = SharedSecret::new("b").server_proof(&c, &s);
+        let t = transcript(b"connect", b"ok");
+        let a = SharedSecret::new("a").server_proof(&c, &s, &t);
+        let b = SharedSecret::new("b").server_proof(&c, &s, &t);
         assert!(!same(&a, &b));
-        assert!(same(&a, &SharedSecret::new("a").server_proof(&c, &s)));
+        assert!(same(&a, &SharedSecret::new("a").server_proof(&c, &s, &t)));
+        assert!(!same(&a, &SharedSecret::new("a").server_proof(&c, &s, &transcript(b"connect", b"tampered"))));
     }
 }

@@ -186,7 +186,11 @@ impl ProxyBuilder {
     pub fn build(self) -> Proxy {
         let options = Arc::new(self.options.clone());
         Proxy {
-            shared: Arc::new(Shared { config: self, conn: RwLock::new(None), dial_lock: tokio::sync::Mutex::new(()) }),
+            shared: Arc::new(Shared {
+                config: self,
+                conn: RwLock::new(None),
+                dial_lock: tokio::sync::Mutex::new(None),
+            }),
             options,
         }
     }
@@ -278,8 +282,9 @@ struct Shared {
     config: ProxyBuilder,
     /// The live connection, if dialed; replaced when it dies.
     conn: RwLock<Option<Arc<Connection>>>,
-    /// Serializes dialing so concurrent first calls, and calls after a failure, dial once.
-    dial_lock: tokio::sync::Mutex<()>,
+    /// Serializes dialing so concurrent first calls, and calls after a failure, dial once;
+    /// holds when the last dial failed and why, so callers that waited for it share the failure.
+    dial_lock: tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>,
 }
 
 impl Proxy {
@@ -442,6 +447,14 @@ impl Proxy {
         flags: u16,
     ) -> Result<Message, Error> {
         let payload = codec::encode_invoke(conn.serializer, object.unwrap_or(&conn.object), method, args)?;
+        let max = self.shared.config.limits.max_message_size.min(u32::MAX as usize);
+        if payload.len() > max {
+            return Err(Error::Protocol(format!(
+                "request of {} bytes exceeds max_message_size ({max} bytes); not sent",
+                payload.len()
+            ))
+            .not_sent());
+        }
         let mut msg = Message::new(MessageType::Invoke, conn.serializer.id(), flags, 0, payload);
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
@@ -478,7 +491,7 @@ impl Proxy {
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
         let msg = self.invoke_message(&conn, None, codec::BATCH_METHOD, &(calls,), corr, flags)?;
-        conn.send_oneway(msg).await
+        conn.send_oneway(msg, self.options.timeout).await
     }
 
     /// Sends a oneway call: returns once the request is written; the daemon sends no reply and
@@ -498,7 +511,7 @@ impl Proxy {
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
             let msg = self.invoke_message(&conn, object, method, args, corr, frame::FLAGS_ONEWAY)?;
-            conn.send_oneway(msg).await
+            conn.send_oneway(msg, self.options.timeout).await
         }
         .instrument(span)
         .await
@@ -523,9 +536,14 @@ impl Proxy {
         if let Some(conn) = self.live() {
             return Ok(conn);
         }
-        let _guard = self.shared.dial_lock.lock().await;
+        let waiting_since = tokio::time::Instant::now();
+        let mut last_failure = self.shared.dial_lock.lock().await;
         if let Some(conn) = self.live() {
             return Ok(conn);
+        }
+        // A dial that ended while we waited failed for us too: do not dial all over again.
+        if let Some((_, reason)) = last_failure.as_ref().filter(|(at, _)| *at >= waiting_since) {
+            return Err(Error::ConnectionClosed(format!("connecting failed: {reason}")).not_sent());
         }
         let config = &self.shared.config;
         let mut backoff = FIRST_BACKOFF;
@@ -535,7 +553,10 @@ impl Proxy {
                 Ok(conn) => break conn,
                 // Answers, not outages: another dial would get the same.
                 Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => return Err(e),
-                Err(e) if attempt >= config.reconnect_attempts => return Err(e),
+                Err(e) if attempt >= config.reconnect_attempts => {
+                    *last_failure = Some((tokio::time::Instant::now(), e.to_string()));
+                    return Err(e);
+                }
                 Err(e) => {
                     attempt += 1;
                     let wait = jitter(backoff);
@@ -733,10 +754,11 @@ impl Connection {
                 let server = crate::auth::check_nonce(reply.annotation(&crate::auth::NONCE_ANNOTATION))
                     .map_err(|_| Error::ConnectFailed("the daemon did not authenticate (no nonce)".into()))?;
                 let proof = reply.annotation(&crate::auth::PROOF_ANNOTATION).map(|p| p.as_ref()).unwrap_or_default();
-                if !crate::auth::same(&secret.server_proof(&client, server), proof) {
+                let transcript = crate::auth::transcript(&connect.payload, &reply.payload);
+                if !crate::auth::same(&secret.server_proof(&client, server, &transcript), proof) {
                     return Err(Error::ConnectFailed("the daemon could not prove the shared secret".into()));
                 }
-                let (s, v) = secret.client_session(&client, server);
+                let (s, v) = secret.client_session(&client, server, &transcript);
                 (Some(s), Some(v))
             }
             _ => (None, None),
@@ -760,7 +782,9 @@ impl Connection {
 
     /// Sends an INVOKE (its sequence number is filled in here) and waits for its reply.
     async fn request(&self, mut msg: Message, timeout: Option<Duration>) -> Result<Message, Error> {
-        let slot = self.shared.slots.clone().acquire_owned().await.map_err(|_| self.closed_error().not_sent())?;
+        // One deadline for the whole call: waiting for an in-flight slot counts too.
+        let deadline = timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        let slot = self.slot(deadline).await?;
         let (reply_tx, reply_rx) = oneshot::channel();
         let seq = self.take_seq(Some(Pending { reply: reply_tx, _slot: slot }))?;
         msg.seq = seq;
@@ -769,10 +793,21 @@ impl Connection {
             return Err(self.closed_error().not_sent());
         }
         let wait = async { reply_rx.await.unwrap_or_else(|_| Err(self.closed_error())) };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| Error::Timeout(t))?,
+        match deadline {
+            Some((at, t)) => tokio::time::timeout_at(at, wait).await.map_err(|_| Error::Timeout(t))?,
             None => wait.await,
         }
+    }
+
+    /// Waits for an in-flight slot, until `deadline` if there is one; a call that never got a
+    /// slot was never sent.
+    async fn slot(&self, deadline: Option<(tokio::time::Instant, Duration)>) -> Result<OwnedSemaphorePermit, Error> {
+        let acquire = self.shared.slots.clone().acquire_owned();
+        let slot = match deadline {
+            Some((at, t)) => tokio::time::timeout_at(at, acquire).await.map_err(|_| Error::Timeout(t).not_sent())?,
+            None => acquire.await,
+        };
+        slot.map_err(|_| self.closed_error().not_sent())
     }
 
     /// Takes the next free sequence number; with `pending`, reserves it until the reply comes.
@@ -790,8 +825,8 @@ impl Connection {
     }
 
     /// Writes a oneway INVOKE; it holds an in-flight slot until it is on the socket.
-    async fn send_oneway(&self, mut msg: Message) -> Result<(), Error> {
-        let _slot = self.shared.slots.clone().acquire_owned().await.map_err(|_| self.closed_error().not_sent())?;
+    async fn send_oneway(&self, mut msg: Message, timeout: Option<Duration>) -> Result<(), Error> {
+        let _slot = self.slot(timeout.map(|t| (tokio::time::Instant::now() + t, t))).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None)?;
         let (flushed, written) = oneshot::channel();

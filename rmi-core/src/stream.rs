@@ -78,12 +78,14 @@ pub struct ItemStream<T> {
     id: String,
     next: Option<NextItem<T>>,
     done: bool,
+    /// The daemon reported the end (it has dropped the stream): nothing to close.
+    ended: bool,
     _item: PhantomData<fn() -> T>,
 }
 
 impl<T> ItemStream<T> {
     pub(crate) fn new(proxy: Proxy, id: String) -> Self {
-        ItemStream { proxy, id, next: None, done: false, _item: PhantomData }
+        ItemStream { proxy, id, next: None, done: false, ended: false, _item: PhantomData }
     }
 
     /// The stream's id in the daemon.
@@ -124,6 +126,7 @@ impl<T: DeserializeOwned + Send + 'static> Stream for ItemStream<T> {
                     Ok(Some(item)) => Poll::Ready(Some(Ok(item))),
                     Ok(None) => {
                         self.done = true;
+                        self.ended = true;
                         Poll::Ready(None)
                     }
                     Err(e) => {
@@ -138,10 +141,12 @@ impl<T: DeserializeOwned + Send + 'static> Stream for ItemStream<T> {
 
 impl<T> Drop for ItemStream<T> {
     fn drop(&mut self) {
-        if self.done {
+        if self.ended {
             return;
         }
-        // Abandoned early: tell the daemon to drop the stream (oneway, as Pyro's client does).
+        // Abandoned early, or given up after an error (a timeout leaves the stream open on the
+        // daemon): tell the daemon to drop it (oneway, as Pyro's client does; closing a stream
+        // the daemon already dropped does nothing).
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (proxy, id) = (self.proxy.clone(), std::mem::take(&mut self.id));
             handle.spawn(async move {

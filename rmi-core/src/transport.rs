@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -56,6 +56,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads the next message; `Ok(None)` on a clean end of stream between messages.
     pub async fn read_frame(&mut self) -> Result<Option<Message>, Error> {
+        self.read_frame_within(None).await
+    }
+
+    /// Like [`read_frame`](Self::read_frame), but gives up with `Error::Timeout` when no byte of
+    /// a new message arrives within `idle` (a message that has started is governed by the frame
+    /// timeout instead, so an idle limit never cuts one in half).
+    pub async fn read_frame_within(&mut self, idle: Option<Duration>) -> Result<Option<Message>, Error> {
+        // Bytes of the next message may have waited while we were not reading (the caller had
+        // no slot free): their clock starts now.
+        if !self.buf.is_empty() {
+            self.partial_since = Some(tokio::time::Instant::now());
+        }
+        let idle_until = idle.map(|d| (tokio::time::Instant::now() + d, d));
         loop {
             match frame::check(&self.buf, self.max_message_size) {
                 Ok(header) => {
@@ -73,20 +86,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             };
             self.buf.reserve(wanted.clamp(MIN_READ, READ_CHUNK));
             let buffered = self.buf.len();
-            let deadline = match (self.frame_timeout, buffered) {
-                (Some(limit), 1..) => {
-                    Some((*self.partial_since.get_or_insert_with(tokio::time::Instant::now) + limit, limit))
-                }
-                _ => None,
-            };
             let read = self.rd.read_buf(&mut self.buf);
-            let n = match deadline {
-                Some((at, limit)) => tokio::time::timeout_at(at, read).await.map_err(|_| {
-                    Error::Protocol(format!(
-                        "message not complete {limit:?} after its first byte (frame_timeout); {buffered} bytes received"
-                    ))
-                })?,
-                None => read.await,
+            let n = match (self.frame_timeout, buffered, idle_until) {
+                (Some(limit), 1.., _) => {
+                    let at = *self.partial_since.get_or_insert_with(tokio::time::Instant::now) + limit;
+                    tokio::time::timeout_at(at, read).await.map_err(|_| {
+                        Error::Protocol(format!(
+                            "message not complete {limit:?} after its first byte (frame_timeout); {buffered} bytes received"
+                        ))
+                    })?
+                }
+                (_, 0, Some((at, d))) => tokio::time::timeout_at(at, read).await.map_err(|_| Error::Timeout(d))?,
+                _ => read.await,
             }
             .map_err(|e| Error::io("reading from the connection", e))?;
             if n > 0 && self.partial_since.is_none() {
@@ -140,16 +151,41 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
+        self.flush_within(None).await
+    }
+
+    /// Writes everything queued; with `stall`, fails when the peer takes no byte for that long
+    /// (a slow reader that keeps taking data is never cut off).
+    pub async fn flush_within(&mut self, stall: Option<Duration>) -> Result<(), Error> {
         if !self.buf.is_empty() {
             self.chunks.push(self.buf.split().freeze());
         }
-        for chunk in self.chunks.drain(..) {
-            self.wr.write_all(&chunk).await.map_err(|e| Error::io("writing to the connection", e))?;
+        let stalled = |limit: Duration| {
+            Error::Protocol(format!("peer took none of our data for {limit:?} (write_timeout); closing"))
+        };
+        for mut chunk in self.chunks.drain(..) {
+            while !chunk.is_empty() {
+                let write = self.wr.write(&chunk);
+                let n = match stall {
+                    Some(limit) => tokio::time::timeout(limit, write).await.map_err(|_| stalled(limit))?,
+                    None => write.await,
+                }
+                .map_err(|e| Error::io("writing to the connection", e))?;
+                if n == 0 {
+                    return Err(Error::ConnectionClosed("the peer stopped accepting data".into()));
+                }
+                chunk.advance(n);
+            }
         }
         if self.buf.capacity() > KEEP_WRITE_BUFFER {
             self.buf = BytesMut::new();
         }
-        self.wr.flush().await.map_err(|e| Error::io("flushing the connection", e))
+        let flush = self.wr.flush();
+        match stall {
+            Some(limit) => tokio::time::timeout(limit, flush).await.map_err(|_| stalled(limit))?,
+            None => flush.await,
+        }
+        .map_err(|e| Error::io("flushing the connection", e))
     }
 
     /// Writes one message.
@@ -203,12 +239,7 @@ where
         while let Ok(more) = rx.try_recv() {
             queue(&mut writer, more, &mut written);
         }
-        match write_timeout {
-            Some(limit) => tokio::time::timeout(limit, writer.flush()).await.map_err(|_| {
-                Error::Protocol(format!("peer did not take our data for {limit:?} (write_timeout); closing"))
-            })??,
-            None => writer.flush().await?,
-        }
+        writer.flush_within(write_timeout).await?;
         for done in written.drain(..) {
             if let Some(flushed) = done.flushed {
                 let _ = flushed.send(());

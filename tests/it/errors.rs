@@ -133,3 +133,38 @@ async fn raw_invoke_other_object(uri: &rmi::Uri, other: &str) -> String {
     let err: rmi::RemoteError = ser.decode(&reply.payload, &Default::default()).unwrap();
     err.message
 }
+
+#[rmi::remote]
+pub trait Big {
+    /// `n` bytes of text.
+    async fn text(&self, n: usize) -> String;
+}
+
+struct BigObject;
+
+impl Big for BigObject {
+    async fn text(&self, n: usize) -> String {
+        "x".repeat(n)
+    }
+}
+
+#[tokio::test]
+async fn messages_over_max_message_size_fail_that_call_only() {
+    let limits = rmi::DecodeLimits { max_message_size: 4096, ..Default::default() };
+    let daemon = rmi::Daemon::builder().limits(limits).bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(BigServer::new(BigObject)).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let big = BigProxy::connect(&uri).await.unwrap();
+    // A result too large for the limit: an error for this call, not a dropped connection.
+    let err = big.text(10_000).await.unwrap_err();
+    assert!(matches!(&err, Error::Remote(e) if e.message.contains("max_message_size")), "{err}");
+    assert_eq!(big.text(10).await.unwrap().len(), 10, "the connection is still fine");
+    // A request too large for the proxy's own limit is refused before sending.
+    let small: rmi::Proxy = rmi::Proxy::builder(uri.clone()).limits(limits).connect().await.unwrap();
+    let err = small.call::<_, String>("text", &("y".repeat(5_000),)).await.unwrap_err();
+    assert!(err.is_not_executed() && err.to_string().contains("max_message_size"), "{err}");
+    daemon.shutdown();
+}

@@ -152,3 +152,15 @@ async fn one_at_a_time_serializes_an_instances_calls() {
     assert!(most.into_iter().map(|m| m.unwrap()).max().unwrap() > 1, "calls never overlapped");
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_panicking_instance_factory_is_an_error_for_that_caller() {
+    let (daemon, uri) =
+        serve(Registration::session(|| -> CounterServer<CounterObject> { panic!("no instance today") })).await;
+    let p = CounterProxy::connect(&uri).await.unwrap();
+    let err = p.incr().await.unwrap_err();
+    assert!(matches!(&err, rmi::Error::Panicked(e) if e.message.contains("no instance today")), "{err}");
+    // The connection and the daemon carry on.
+    assert!(p.proxy().ping().await.is_ok());
+    daemon.shutdown();
+}

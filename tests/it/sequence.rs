@@ -124,3 +124,23 @@ async fn a_reply_claiming_4_gib_is_refused_by_the_client_without_allocating() {
     let err = proxy.call::<_, u32>("m", &(1u32,)).await.unwrap_err();
     assert!(matches!(&err, Error::ConnectionClosed(m) if m.contains("max_message_size")), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_an_in_flight_slot_counts_against_the_deadline() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let fake = tokio::spawn(fake_daemon(server));
+    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1))
+        .max_in_flight(1)
+        .timeout(Duration::from_secs(5))
+        .connect_over(client)
+        .await
+        .unwrap();
+    // The daemon never answers this one, so its slot stays taken.
+    assert!(matches!(proxy.call::<_, u32>("m", &(HOLD,)).await.unwrap_err(), Error::Timeout(_)));
+    // The next call cannot get a slot: it times out instead of waiting forever, never sent.
+    let err = proxy.call::<_, u32>("m", &(7u32,)).await.unwrap_err();
+    assert!(matches!(&err, Error::NotSent(inner) if matches!(**inner, Error::Timeout(_))), "{err:?}");
+    assert!(err.is_not_executed());
+    drop(proxy);
+    assert_eq!(fake.await.unwrap(), 1, "only the first call reached the daemon");
+}

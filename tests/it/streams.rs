@@ -133,3 +133,19 @@ fn a_blocking_caller_iterates_a_streamed_result() {
     drop(partial); // closes the stream on the server
     assert_eq!(numbers.produced().unwrap(), 6);
 }
+
+#[tokio::test]
+async fn lingering_streams_count_against_the_daemon_wide_cap() {
+    let (daemon, uri) = serve(Daemon::builder().max_streams(3)).await;
+    let first = NumbersProxy::connect(&uri).await.unwrap();
+    let a = first.count(5).await.unwrap();
+    let b = first.count(5).await.unwrap();
+    first.proxy().close(); // its two streams linger
+    let second = NumbersProxy::connect(&uri).await.unwrap();
+    let c = second.count(5).await.unwrap();
+    let err = second.count(5).await.unwrap_err();
+    assert!(matches!(&err, Error::Remote(e) if e.message.contains("max_streams = 3")), "{err}");
+    std::mem::forget((a, b)); // their connection is gone; the daemon drops them after the linger
+    drop(c);
+    daemon.shutdown();
+}

@@ -53,6 +53,8 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`DaemonBuilder::max_streams_per_connection`].
 pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 100;
+/// Default [`DaemonBuilder::max_streams`]: open streams in a daemon, lingering ones included.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 /// Default [`DaemonBuilder::stream_linger`] (Pyro's `ITER_STREAM_LINGER`).
 pub const DEFAULT_STREAM_LINGER: Duration = Duration::from_secs(30);
 /// Default [`DaemonBuilder::handshake_timeout`]: how long a new connection may take to CONNECT.
@@ -67,6 +69,7 @@ pub struct DaemonBuilder {
     handshake_timeout: Duration,
     advertise: Option<(String, Option<u16>)>,
     max_streams_per_connection: usize,
+    max_streams: usize,
     stream_linger: Duration,
     max_connections: usize,
     idle_timeout: Option<Duration>,
@@ -105,6 +108,7 @@ impl Default for DaemonBuilder {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             advertise: None,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_streams: DEFAULT_MAX_STREAMS,
             stream_linger: DEFAULT_STREAM_LINGER,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
@@ -194,6 +198,13 @@ impl DaemonBuilder {
     /// (default 100).
     pub fn max_streams_per_connection(mut self, n: usize) -> Self {
         self.max_streams_per_connection = n;
+        self
+    }
+
+    /// Most streamed results open at once in the daemon, lingering ones included (default
+    /// 10,000), so connections that open streams and vanish cannot pile them up.
+    pub fn max_streams(mut self, n: usize) -> Self {
+        self.max_streams = n;
         self
     }
 
@@ -630,11 +641,15 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String, peer
     };
     // The writer failing (a peer that stopped reading) ends the request loop too.
     let writer_gone = CancellationToken::new();
-    let writer_task = tokio::spawn({
+    let writer_task = inner.tasks.spawn({
         let (gone, write_timeout, peer) = (writer_gone.clone(), inner.config.write_timeout, peer.clone());
+        let abort = inner.abort.clone();
         async move {
-            if let Err(e) = transport::write_loop(writer, rx, busy, write_timeout, signer).await {
-                tracing::debug!(%peer, error = %e, "closing the connection");
+            tokio::select! {
+                written = transport::write_loop(writer, rx, busy, write_timeout, signer) => if let Err(e) = written {
+                    tracing::debug!(%peer, error = %e, "closing the connection");
+                },
+                _ = abort.cancelled() => {}
             }
             gone.cancel();
         }
@@ -657,17 +672,17 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String, peer
         };
         // An idle connection (no calls running, no replies pending) may be closed.
         let idle = slots.available_permits() + 1 == max;
-        let idle_deadline = inner.config.idle_timeout.filter(|_| idle);
+        let idle_timeout = inner.config.idle_timeout.filter(|_| idle);
         let req = tokio::select! {
             _ = inner.shutdown.cancelled() => break,
             _ = writer_gone.cancelled() => break,
-            _ = sleep_or_never(idle_deadline) => {
-                tracing::debug!(%peer, "idle for idle_timeout; closing");
-                break;
-            }
-            read = reader.read_frame() => match read {
+            read = reader.read_frame_within(idle_timeout) => match read {
                 Ok(Some(req)) => req,
                 Ok(None) => break,
+                Err(Error::Timeout(_)) => {
+                    tracing::debug!(%peer, "idle for idle_timeout; closing");
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "malformed message; closing this connection");
                     break;
@@ -683,7 +698,9 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String, peer
         }
         match req.msg_type {
             MessageType::Ping => {
-                let _ = tx.send(reply_to(&req, MessageType::Ping, 0, b"pong".to_vec()).into());
+                // The answer holds the slot until written, like any reply.
+                let msg = reply_to(&req, MessageType::Ping, 0, b"pong".to_vec());
+                let _ = tx.send(Outgoing { msg, flushed: None, slot: Some(slot) });
             }
             MessageType::Invoke => {
                 let Some(ser) = Serializer::from_id(req.serializer) else {
@@ -742,12 +759,13 @@ async fn accept_connection(daemon: Daemon, stream: BoxStream, peer: String) {
     }
 }
 
-/// Sleeps for `d`, or forever when there is no `d`.
-async fn sleep_or_never(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
+/// The message of a panic payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-string panic payload)".into())
 }
 
 /// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
@@ -792,16 +810,28 @@ impl Call {
         let ser = self.ser;
         let inner = &self.daemon.inner;
         let result = match result {
-            Ok(Outcome::Stream(items)) => {
-                inner.streams.open(self.state.id, items, inner.config.max_streams_per_connection).map(|id| {
+            Ok(Outcome::Stream(items)) => inner
+                .streams
+                .open(self.state.id, items, inner.config.max_streams_per_connection, inner.config.max_streams)
+                .map(|id| {
                     annotations.push((*b"STRM", bytes::Bytes::from(id.into_bytes())));
                     None
-                })
-            }
+                }),
             Ok(Outcome::Value(payload)) => Ok(Some(payload)),
             Err(e) => Err(e),
         };
         let batch = self.req.flags & frame::FLAGS_BATCH;
+        // A result too big for the limits would make the caller drop the whole connection:
+        // answer this call with an error instead.
+        let max = inner.config.limits.max_message_size.min(u32::MAX as usize);
+        let result = match result {
+            Ok(Some(payload)) if payload.len() > max => Err(RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.MessageTooLarge",
+                format!("the result of {} bytes exceeds max_message_size ({max} bytes)", payload.len()),
+            )),
+            other => other,
+        };
         let mut reply = match result {
             Ok(Some(payload)) => reply_to(&self.req, MessageType::Result, batch, payload),
             // As Pyro: an exception for clients that do not know streams, flagged and annotated.
@@ -922,7 +952,18 @@ impl Call {
     ) -> Result<Outcome, RemoteError> {
         let inner = &self.daemon.inner;
         let entry = inner.object(object).ok_or_else(|| RemoteError::unknown_object(object))?;
-        let target = self.state.target(object, &entry);
+        // Making a session or per-call instance runs user code too: a panic there is this
+        // caller's error, like a panic in the method.
+        let target = match std::panic::catch_unwind(AssertUnwindSafe(|| self.state.target(object, &entry))) {
+            Ok(target) => target,
+            Err(panic) => {
+                let text = panic_text(&*panic);
+                tracing::error!(object, method, panic = %text, "instance factory panicked");
+                let mut err = RemoteError::panic(method, &format!("the instance factory panicked: {text}"));
+                err.object = Some(object.to_owned());
+                return Err(err);
+            }
+        };
         let span = tracing::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
         let run = ctx.clone().scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind()).instrument(span);
         // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).
@@ -951,11 +992,7 @@ impl Call {
                 Err(err)
             }
             Err(panic) => {
-                let text = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "(non-string panic payload)".into());
+                let text = panic_text(&*panic);
                 tracing::error!(object, method, panic = %text, "remote method panicked");
                 let mut err = RemoteError::panic(method, &text);
                 err.object = Some(object.to_owned());
@@ -1033,10 +1070,11 @@ fn handshake(
         Some(secret) => {
             let client = crate::auth::check_nonce(req.annotation(&crate::auth::NONCE_ANNOTATION)).map_err(fail)?;
             let server = crate::auth::nonce().map_err(|e| fail(e.to_string()))?;
-            let proof = secret.server_proof(client, &server);
+            let transcript = crate::auth::transcript(&req.payload, &reply.payload);
+            let proof = secret.server_proof(client, &server, &transcript);
             reply.annotations.push((crate::auth::NONCE_ANNOTATION, bytes::Bytes::copy_from_slice(&server)));
             reply.annotations.push((crate::auth::PROOF_ANNOTATION, bytes::Bytes::copy_from_slice(&proof)));
-            Some(secret.server_session(client, &server))
+            Some(secret.server_session(client, &server, &transcript))
         }
     };
     Ok((connect.object, reply, session))

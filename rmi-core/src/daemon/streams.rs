@@ -36,9 +36,23 @@ impl Streams {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `items` for `owner`; refuses past `max` open streams on that connection.
-    pub(super) fn open(&self, owner: ConnectionId, items: EncodedStream, max: usize) -> Result<String, RemoteError> {
+    /// Keeps `items` for `owner`; refuses past `max` open streams on that connection, and past
+    /// `max_total` in the daemon (lingering ones included).
+    pub(super) fn open(
+        &self,
+        owner: ConnectionId,
+        items: EncodedStream,
+        max: usize,
+        max_total: usize,
+    ) -> Result<String, RemoteError> {
         let mut table = self.lock();
+        if table.len() >= max_total {
+            return Err(RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.TooManyStreams",
+                format!("too many open streams in this daemon (max_streams = {max_total})"),
+            ));
+        }
         if table.values().filter(|s| s.owner == owner).count() >= max {
             return Err(RemoteError::new(
                 RemoteErrorKind::Other,
