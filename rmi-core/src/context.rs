@@ -38,7 +38,7 @@ pub struct CallContext {
 }
 
 struct Inner {
-    peer: String,
+    peer: std::sync::Arc<str>,
     object: String,
     method: String,
     correlation_id: uuid::Uuid,
@@ -71,7 +71,7 @@ pub fn current() -> Option<CallContext> {
 impl CallContext {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        peer: String,
+        peer: std::sync::Arc<str>,
         object: String,
         method: String,
         correlation_id: uuid::Uuid,

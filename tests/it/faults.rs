@@ -349,3 +349,26 @@ async fn huge_length_headers_are_refused_from_the_header_alone() {
     assert!(after.saturating_sub(before) < 10 * 1024, "RSS grew by {} KiB", after - before);
     assert_serving(&mut child, &uri).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "idle_ms=300");
+    let mut idle = dial(&uri).await;
+    connect_handshake(&mut idle, uri.object().unwrap()).await;
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest))
+        .await
+        .expect("idle connection kept open")
+        .ok();
+    println!("idle connection: closed after {:?} (idle_timeout 300 ms)", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the idle timeout");
+
+    // A running call is not idleness: a call longer than the idle timeout still gets its reply.
+    let proxy = LabProxy::connect(&uri).await.unwrap();
+    assert_eq!(proxy.sleep(600).await.unwrap(), 600);
+    // After the proxy's connection is reaped, the next call redials by itself.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(proxy.echo(1, 1, "again".into()).await.unwrap().2, "again");
+    assert_serving(&mut child, &uri).await;
+}

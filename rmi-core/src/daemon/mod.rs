@@ -886,7 +886,7 @@ impl Call {
         }
         let method = call.method.as_str();
         let ctx = CallContext::new(
-            self.peer.to_string(),
+            self.peer.clone(),
             object.to_owned(),
             method.to_owned(),
             corr,
