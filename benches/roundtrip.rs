@@ -131,10 +131,16 @@ impl Frames {
     /// Builds the messages rmi sends for the greeting and the bulk call (same object id, method
     /// and arguments), so the raw floor moves exactly as many bytes per call.
     fn new(ser: Serializer, greeter_id: &str, bulk_id: &str) -> Frames {
-        let frame = |ty, payload: Vec<u8>| Message::new(ty, ser.id(), 0, 1, payload).to_bytes().to_vec();
-        let invoke = encode_invoke(ser, greeter_id, "welcomeMessage", &(NAME.to_owned(),)).expect("encode invoke");
+        let frame = |ty, payload: Vec<u8>| {
+            Message::new(ty, ser.id(), 0, 1, payload)
+                .to_bytes()
+                .to_vec()
+        };
+        let invoke = encode_invoke(ser, greeter_id, "welcomeMessage", &(NAME.to_owned(),))
+            .expect("encode invoke");
         let result = ser.encode(&GREETING.to_owned()).expect("encode result");
-        let bulk = encode_invoke(ser, bulk_id, "blobLen", &(Blob(vec![0xA5; BLOB_LEN]),)).expect("encode bulk");
+        let bulk = encode_invoke(ser, bulk_id, "blobLen", &(Blob(vec![0xA5; BLOB_LEN]),))
+            .expect("encode bulk");
         let bulk_result = ser.encode(&(BLOB_LEN as u64)).expect("encode bulk result");
         Frames {
             request: Arc::new(frame(MessageType::Invoke, invoke)),
@@ -157,7 +163,11 @@ impl Latency {
         nanos.sort_unstable();
         let total: u64 = nanos.iter().sum();
         let at = |q: f64| nanos[((nanos.len() - 1) as f64 * q).round() as usize] as f64 / 1_000.0;
-        Latency { median: at(0.5), p99: at(0.99), calls_per_sec: nanos.len() as f64 / (total as f64 / 1e9) }
+        Latency {
+            median: at(0.5),
+            p99: at(0.99),
+            calls_per_sec: nanos.len() as f64 / (total as f64 / 1e9),
+        }
     }
 }
 
@@ -169,7 +179,12 @@ fn ser_name(ser: Serializer) -> &'static str {
 }
 
 async fn greeter(uri: &rmi::Uri, ser: Serializer) -> GreeterProxy {
-    GreeterProxy::builder(uri).expect("builder").serializer(ser).connect().await.expect("connect greeter")
+    GreeterProxy::builder(uri)
+        .expect("builder")
+        .serializer(ser)
+        .connect()
+        .await
+        .expect("connect greeter")
 }
 
 fn mb_per_sec(calls: usize, total: Duration) -> f64 {
@@ -228,14 +243,25 @@ impl RawPingPong {
     async fn start(request: Arc<Vec<u8>>, reply: Arc<Vec<u8>>) -> RawPingPong {
         let (addr, server) = raw_server(request.len(), reply.clone()).await;
         let stream = raw_connect(addr).await;
-        RawPingPong { stream, request, reply: vec![0u8; reply.len()], server }
+        RawPingPong {
+            stream,
+            request,
+            reply: vec![0u8; reply.len()],
+            server,
+        }
     }
 
     /// One exchange; returns how long it took.
     async fn call(&mut self) -> Duration {
         let t = Instant::now();
-        self.stream.write_all(&self.request).await.expect("raw write");
-        self.stream.read_exact(&mut self.reply).await.expect("raw read");
+        self.stream
+            .write_all(&self.request)
+            .await
+            .expect("raw write");
+        self.stream
+            .read_exact(&mut self.reply)
+            .await
+            .expect("raw read");
         t.elapsed()
     }
 }
@@ -299,14 +325,25 @@ async fn raw_pipelined_socket(
 
 /// One pipelined raw run of `time` over `connections` sockets with `IN_FLIGHT` frames
 /// outstanding in total; returns calls/s.
-async fn raw_throughput_run(addr: SocketAddr, frames: &Frames, connections: usize, time: Duration) -> f64 {
+async fn raw_throughput_run(
+    addr: SocketAddr,
+    frames: &Frames,
+    connections: usize,
+    time: Duration,
+) -> f64 {
     let start = Instant::now();
     let deadline = start + time;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
             let request = frames.request.clone();
             let reply_len = frames.reply.len();
-            tokio::spawn(raw_pipelined_socket(addr, IN_FLIGHT / connections, request, reply_len, deadline))
+            tokio::spawn(raw_pipelined_socket(
+                addr,
+                IN_FLIGHT / connections,
+                request,
+                reply_len,
+                deadline,
+            ))
         })
         .collect();
     let mut calls = 0;
@@ -330,7 +367,10 @@ async fn rmi_throughput_run(proxies: &[GreeterProxy], time: Duration) -> f64 {
             tokio::spawn(async move {
                 let mut calls = 0u64;
                 while Instant::now() < deadline {
-                    proxy.welcome_message(NAME.to_owned()).await.expect("greeting call");
+                    proxy
+                        .welcome_message(NAME.to_owned())
+                        .await
+                        .expect("greeting call");
                     calls += 1;
                 }
                 calls
@@ -346,7 +386,10 @@ async fn rmi_throughput_run(proxies: &[GreeterProxy], time: Duration) -> f64 {
 
 async fn rmi_call(proxy: &GreeterProxy) -> Duration {
     let t = Instant::now();
-    let reply = proxy.welcome_message(NAME.to_owned()).await.expect("greeting call");
+    let reply = proxy
+        .welcome_message(NAME.to_owned())
+        .await
+        .expect("greeting call");
     let elapsed = t.elapsed();
     assert_eq!(reply.len(), GREETING.len(), "the greeting came back");
     elapsed
@@ -357,7 +400,13 @@ async fn rmi_call(proxy: &GreeterProxy) -> Duration {
 
 /// Sequential latency of rmi and of the raw ping-pong, in alternating blocks.
 async fn latency(proxy: &GreeterProxy, frames: &Frames, cfg: &Config) -> (Latency, Latency) {
-    assert_eq!(proxy.welcome_message(NAME.to_owned()).await.expect("greeting call"), GREETING);
+    assert_eq!(
+        proxy
+            .welcome_message(NAME.to_owned())
+            .await
+            .expect("greeting call"),
+        GREETING
+    );
     let mut raw = RawPingPong::start(frames.request.clone(), frames.reply.clone()).await;
     for _ in 0..cfg.latency_warmup {
         rmi_call(proxy).await;
@@ -412,7 +461,10 @@ async fn bulk(proxy: &BulkProxy, frames: &Frames, cfg: &Config) -> (f64, f64) {
             raw_total += raw_time;
         }
     }
-    (mb_per_sec(cfg.bulk_calls, rmi_total), mb_per_sec(cfg.bulk_calls, raw_total))
+    (
+        mb_per_sec(cfg.bulk_calls, rmi_total),
+        mb_per_sec(cfg.bulk_calls, raw_total),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,7 +494,11 @@ async fn run(cfg: Config) -> Result<(), rmi::Error> {
 
     println!(
         "rmi round-trip benchmark over 127.0.0.1{} — {} CPUs, tokio multi-thread runtime",
-        if cfg.quick { " (RMI_BENCH_QUICK: smoke-run counts)" } else { "" },
+        if cfg.quick {
+            " (RMI_BENCH_QUICK: smoke-run counts)"
+        } else {
+            ""
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
@@ -521,7 +577,10 @@ async fn run(cfg: Config) -> Result<(), rmi::Error> {
         drop(proxy);
 
         // 3. Bulk.
-        let bulk_proxy: BulkProxy = BulkProxy::builder(&bulk_uri)?.serializer(ser).connect().await?;
+        let bulk_proxy: BulkProxy = BulkProxy::builder(&bulk_uri)?
+            .serializer(ser)
+            .connect()
+            .await?;
         let (rmi_mbs, raw_mbs) = bulk(&bulk_proxy, &frames, &cfg).await;
         report(format!(
             "bulk 10 MB {name}: {:.0} MB/s ({:.2} ms/call) | raw {:.0} MB/s ({:.2} ms/call) | ratio {:.1}x",
@@ -546,13 +605,18 @@ async fn run(cfg: Config) -> Result<(), rmi::Error> {
 fn main() {
     // `cargo bench` passes `--bench`; there are no options to parse.
     let cfg = Config::from_env();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let started = Instant::now();
     // The clients run in a task on a worker thread, as in a server using rmi. Polled directly by
     // `block_on` on the main thread instead, every reply would wake a third thread on these two
     // cores; on a VM that costs 60-80 µs per round trip, for rmi and raw alike, and drowns the
     // difference being measured.
-    if let Err(e) = runtime.block_on(async { tokio::spawn(run(cfg)).await.expect("benchmark task") }) {
+    if let Err(e) =
+        runtime.block_on(async { tokio::spawn(run(cfg)).await.expect("benchmark task") })
+    {
         eprintln!("benchmark failed: {e}");
         std::process::exit(1);
     }

@@ -70,8 +70,14 @@ async fn main() -> Result<(), rmi::Error> {
     // The daemon turns the panic into an error reply; this only shortens Rust's report of it.
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
-        let message = payload.downcast_ref::<&str>().copied().or(payload.downcast_ref::<String>().map(String::as_str));
-        eprintln!("[server] a method panicked: {}", message.unwrap_or("(no message)"));
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or(payload.downcast_ref::<String>().map(String::as_str));
+        eprintln!(
+            "[server] a method panicked: {}",
+            message.unwrap_or("(no message)")
+        );
     }));
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let uri = daemon.register(CalculatorServer::new(Calc::default()))?;
@@ -94,7 +100,10 @@ async fn main() -> Result<(), rmi::Error> {
     println!("calls executed: {} of 5", results.executed());
     println!("add(7, 5)      -> {:?}", results.get(&sum));
     println!("multiply(6, 7) -> {:?}", results.get(&product));
-    println!("sqrt(-1.0)     -> {:?} (an application error is a value; the batch went on)", results.get(&root));
+    println!(
+        "sqrt(-1.0)     -> {:?} (an application error is a value; the batch went on)",
+        results.get(&root)
+    );
     match results.get(&quotient) {
         Ok(q) => println!("divide(1, 0)   -> {q}"),
         Err(e) => println!("divide(1, 0)   -> failed: {e}"),
@@ -115,8 +124,14 @@ async fn main() -> Result<(), rmi::Error> {
     let mut batch = calc.batch();
     let slots: Vec<_> = (0..200).map(|i| batch.add(i, i)).collect();
     let results = batch.send().await?;
-    let total: i64 = slots.iter().map(|slot| results.get(slot)).sum::<Result<i64, _>>()?;
-    println!("200 calls one by one: {one_by_one:?}; in one batch: {:?} (sum {total})", started.elapsed());
+    let total: i64 = slots
+        .iter()
+        .map(|slot| results.get(slot))
+        .sum::<Result<i64, _>>()?;
+    println!(
+        "200 calls one by one: {one_by_one:?}; in one batch: {:?} (sum {total})",
+        started.elapsed()
+    );
 
     daemon.shutdown();
     server.await.expect("daemon task")?;

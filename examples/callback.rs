@@ -9,7 +9,9 @@
 #[path = "common/callback.rs"]
 mod callback;
 
-use callback::{CallbackHandler, CallbackServer, ListenerProxy, ListenerServer, NotifierProxy, NotifierServer};
+use callback::{
+    CallbackHandler, CallbackServer, ListenerProxy, ListenerServer, NotifierProxy, NotifierServer,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), rmi::Error> {

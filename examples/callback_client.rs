@@ -24,9 +24,13 @@ async fn main() -> Result<(), rmi::Error> {
     println!("client: listener ready at {listener_uri}");
 
     // The server, by name (binaries may read RMI_NS_HOST/RMI_NS_PORT; the library does not).
-    let resolver = Arc::new(rmi::naming::NamingResolver::new(rmi::naming::NsLocator::from_env()?));
-    let server: NotifierProxy =
-        NotifierProxy::builder("PYRONAME:example.callback")?.resolver(resolver).connect().await?;
+    let resolver = Arc::new(rmi::naming::NamingResolver::new(
+        rmi::naming::NsLocator::from_env()?,
+    ));
+    let server: NotifierProxy = NotifierProxy::builder("PYRONAME:example.callback")?
+        .resolver(resolver)
+        .connect()
+        .await?;
     let me = ListenerProxy::from_uri(&listener_uri)?;
 
     for times in [1, 3] {

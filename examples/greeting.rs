@@ -11,7 +11,11 @@ use greeter::{GreeterProxy, GreeterServer, GreetingMaker};
 #[tokio::main]
 async fn main() -> Result<(), rmi::Error> {
     // 1. The name server, on a free loopback port (the `rmi-ns` binary does the same on 9090).
-    let ns = rmi::naming::NameServer::builder().port(0).no_broadcast().start().await?;
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await?;
     let ns_addr = ns.daemon().location().clone();
     println!("Name server running on {}", ns.uri());
 

@@ -17,7 +17,10 @@ fn ask(question: &str) -> String {
     print!("{question} ");
     std::io::stdout().flush().expect("flush stdout");
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).expect("read stdin");
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .expect("read stdin");
     line.trim().to_string()
 }
 
@@ -25,8 +28,11 @@ fn main() -> Result<(), rmi::Error> {
     let uri = ask("What is the Pyro uri of the greeting object?");
     let name = ask("What is your name?");
     // Binaries may read RMI_NS_HOST/RMI_NS_PORT; the library never does on its own.
-    let resolver = Arc::new(rmi::naming::NamingResolver::new(rmi::naming::NsLocator::from_env()?));
-    let greeting_maker = GreeterBlockingProxy::connect_with(GreeterProxy::builder(uri)?.resolver(resolver))?;
+    let resolver = Arc::new(rmi::naming::NamingResolver::new(
+        rmi::naming::NsLocator::from_env()?,
+    ));
+    let greeting_maker =
+        GreeterBlockingProxy::connect_with(GreeterProxy::builder(uri)?.resolver(resolver))?;
     println!("{}", greeting_maker.welcome_message(name)?);
     Ok(())
 }

@@ -41,7 +41,10 @@ impl BankAccount {
     fn new() -> Self {
         let id = MADE.fetch_add(1, Ordering::SeqCst) + 1;
         println!("    [server] account instance #{id} made");
-        BankAccount { id, balance: AtomicU64::new(0) }
+        BankAccount {
+            id,
+            balance: AtomicU64::new(0),
+        }
     }
 }
 
@@ -97,16 +100,38 @@ async fn main() -> Result<(), rmi::Error> {
 
     println!("single: one instance, made now, shared by every client");
     let uri = daemon.register(AccountServer::new(BankAccount::new()))?;
-    let (alice, bob) = (AccountProxy::connect(&uri).await?, AccountProxy::connect(&uri).await?);
-    println!("  alice deposits 10 -> balance {} (instance #{})", alice.deposit(10).await?, alice.instance().await?);
-    println!("  bob deposits 5    -> balance {} (instance #{})", bob.deposit(5).await?, bob.instance().await?);
+    let (alice, bob) = (
+        AccountProxy::connect(&uri).await?,
+        AccountProxy::connect(&uri).await?,
+    );
+    println!(
+        "  alice deposits 10 -> balance {} (instance #{})",
+        alice.deposit(10).await?,
+        alice.instance().await?
+    );
+    println!(
+        "  bob deposits 5    -> balance {} (instance #{})",
+        bob.deposit(5).await?,
+        bob.instance().await?
+    );
 
     println!("\nsession: one instance per client connection, made on its first call");
     let uri = daemon.register_session(|| AccountServer::new(BankAccount::new()))?;
-    let (alice, bob) = (AccountProxy::connect(&uri).await?, AccountProxy::connect(&uri).await?);
+    let (alice, bob) = (
+        AccountProxy::connect(&uri).await?,
+        AccountProxy::connect(&uri).await?,
+    );
     println!("  (connected twice; no instance yet)");
-    println!("  alice deposits 10 -> balance {} (instance #{})", alice.deposit(10).await?, alice.instance().await?);
-    println!("  bob deposits 5    -> balance {} (instance #{})", bob.deposit(5).await?, bob.instance().await?);
+    println!(
+        "  alice deposits 10 -> balance {} (instance #{})",
+        alice.deposit(10).await?,
+        alice.instance().await?
+    );
+    println!(
+        "  bob deposits 5    -> balance {} (instance #{})",
+        bob.deposit(5).await?,
+        bob.instance().await?
+    );
     let alice_again = alice.clone();
     println!(
         "  a clone of alice's proxy shares her connection -> balance {} (instance #{})",
@@ -116,25 +141,38 @@ async fn main() -> Result<(), rmi::Error> {
     println!("  alice disconnects:");
     alice.proxy().close();
     dropped(1).await;
-    println!("  bob's account lives on -> balance {}", bob.balance().await?);
+    println!(
+        "  bob's account lives on -> balance {}",
+        bob.balance().await?
+    );
     drop((alice, alice_again));
 
     println!("\npercall: a fresh instance for every call");
     let uri = daemon.register_percall(|| AccountServer::new(BankAccount::new()))?;
     let carol = AccountProxy::connect(&uri).await?;
     for _ in 0..2 {
-        println!("  carol deposits 10 -> balance {}", carol.deposit(10).await?);
+        println!(
+            "  carol deposits 10 -> balance {}",
+            carol.deposit(10).await?
+        );
     }
     dropped(3).await;
 
     println!("\none_at_a_time: 10 overlapping slow deposits of 10 into one account");
     let racy = daemon.register(AccountServer::new(BankAccount::new()))?;
-    let serial =
-        daemon.register_entry(Registration::instance(AccountServer::new(BankAccount::new())).one_at_a_time())?;
+    let serial = daemon.register_entry(
+        Registration::instance(AccountServer::new(BankAccount::new())).one_at_a_time(),
+    )?;
     for (label, uri) in [("concurrent calls", racy), ("one_at_a_time()", serial)] {
         let account = AccountProxy::connect(&uri).await?;
-        join_all((0..10).map(|_| account.slow_deposit(10))).await.into_iter().collect::<Result<Vec<_>, _>>()?;
-        println!("  {label:<16} -> balance {} (100 expected)", account.balance().await?);
+        join_all((0..10).map(|_| account.slow_deposit(10)))
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        println!(
+            "  {label:<16} -> balance {} (100 expected)",
+            account.balance().await?
+        );
     }
 
     println!("\nshutting down: bob's session ends with his connection, the shared instances with the daemon");

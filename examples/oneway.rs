@@ -53,12 +53,18 @@ async fn main() -> Result<(), rmi::Error> {
 
     let started = Instant::now();
     worker.start_work(1_500).await?;
-    println!("client: start_work returned after {:?}; the job runs on the server", started.elapsed());
+    println!(
+        "client: start_work returned after {:?}; the job runs on the server",
+        started.elapsed()
+    );
 
     // The same connection keeps serving other calls while the job runs.
     loop {
         let finished = worker.finished().await?;
-        println!("client: doing other things at {:>4} ms; jobs finished: {finished}", started.elapsed().as_millis());
+        println!(
+            "client: doing other things at {:>4} ms; jobs finished: {finished}",
+            started.elapsed().as_millis()
+        );
         if finished == 1 {
             break;
         }

@@ -31,7 +31,9 @@ impl Fibonacci for FibonacciMaker {
     async fn numbers(&self) -> RemoteStream<u64> {
         let produced = self.produced.clone();
         // A lazy iterator: each `next` runs when the caller asks for the next item.
-        let pairs = std::iter::successors(Some((0u64, 1u64)), |&(a, b)| a.checked_add(b).map(|c| (b, c)));
+        let pairs = std::iter::successors(Some((0u64, 1u64)), |&(a, b)| {
+            a.checked_add(b).map(|c| (b, c))
+        });
         RemoteStream::iter(pairs.map(move |(a, _)| {
             produced.fetch_add(1, Ordering::SeqCst);
             a
@@ -55,7 +57,11 @@ async fn main() -> Result<(), rmi::Error> {
 
     // The call returns a stream at once; the server has made nothing yet.
     let mut numbers = fib.numbers().await?;
-    println!("stream {} opened; numbers made so far: {}", numbers.id(), fib.produced().await?);
+    println!(
+        "stream {} opened; numbers made so far: {}",
+        numbers.id(),
+        fib.produced().await?
+    );
     println!("open streams in the daemon: {}", daemon.open_streams());
 
     // Pull items one at a time, and stop early.
@@ -68,7 +74,10 @@ async fn main() -> Result<(), rmi::Error> {
         }
     }
     println!("first numbers, until one passed 50: {first:?}");
-    println!("numbers made so far: {} (only what was asked for)", fib.produced().await?);
+    println!(
+        "numbers made so far: {} (only what was asked for)",
+        fib.produced().await?
+    );
 
     // Dropping the unfinished stream tells the daemon to close it (a oneway call).
     drop(numbers);
@@ -78,11 +87,18 @@ async fn main() -> Result<(), rmi::Error> {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    println!("dropped the stream; open streams in the daemon: {}", daemon.open_streams());
+    println!(
+        "dropped the stream; open streams in the daemon: {}",
+        daemon.open_streams()
+    );
 
     // A stream read to the end closes by itself.
     let all: Vec<u64> = fib.numbers().await?.try_collect().await?;
-    println!("a full stream: {} numbers, the last {}", all.len(), all.last().copied().unwrap_or_default());
+    println!(
+        "a full stream: {} numbers, the last {}",
+        all.len(),
+        all.last().copied().unwrap_or_default()
+    );
     println!("open streams in the daemon: {}", daemon.open_streams());
 
     daemon.shutdown();

@@ -486,10 +486,11 @@
 //! use msgpack for such types. Byte buffers should use `serde_bytes`.
 
 pub use rmi_core::{
-    auth, batch, blocking, context, daemon, dispatch, error, protocol, proxy, rustls, stream, transport, uri, uuid,
-    Batch, BatchResults, CallContext, CallOptions, Daemon, DaemonBuilder, DecodeLimits, Dispatch, Error, InstanceMode,
-    IntoUri, ItemStream, Location, Metadata, Proxy, ProxyBuilder, Registration, RemoteError, RemoteErrorKind,
-    RemoteStream, Reply, Resolve, Result, Serializer, SharedSecret, Slot, Uri,
+    auth, batch, blocking, context, daemon, dispatch, error, protocol, proxy, rustls, stream,
+    transport, uri, uuid, Batch, BatchResults, CallContext, CallOptions, Daemon, DaemonBuilder,
+    DecodeLimits, Dispatch, Error, InstanceMode, IntoUri, ItemStream, Location, Metadata, Proxy,
+    ProxyBuilder, Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply, Resolve, Result,
+    Serializer, SharedSecret, Slot, Uri,
 };
 
 /// Makes a trait a remote contract.
@@ -529,7 +530,8 @@ pub mod naming {
     /// loopback broadcast). The first call also installs it as the process default, so proxies
     /// received inside values resolve `PYRONAME:` too.
     pub fn default_resolver() -> std::sync::Arc<dyn rmi_core::Resolve> {
-        let resolver: std::sync::Arc<dyn rmi_core::Resolve> = std::sync::Arc::new(NamingResolver::default());
+        let resolver: std::sync::Arc<dyn rmi_core::Resolve> =
+            std::sync::Arc::new(NamingResolver::default());
         rmi_core::resolve::install_default(resolver.clone());
         resolver
     }

@@ -18,19 +18,30 @@ pub trait Notifier {
     /// Calls `listener` back `times` times and returns what it answered. The first callback
     /// that fails ends the call, and its error is this call's error.
     #[rmi(name = "doCallback")]
-    async fn do_callback(&self, listener: ListenerProxy, times: u32) -> Result<Vec<String>, String>;
+    async fn do_callback(&self, listener: ListenerProxy, times: u32)
+        -> Result<Vec<String>, String>;
 }
 
 /// The server-side implementation.
 pub struct CallbackServer;
 
 impl Notifier for CallbackServer {
-    async fn do_callback(&self, listener: ListenerProxy, times: u32) -> Result<Vec<String>, String> {
+    async fn do_callback(
+        &self,
+        listener: ListenerProxy,
+        times: u32,
+    ) -> Result<Vec<String>, String> {
         // The listener proxy arrived as a URI; it dials the client's daemon on its first call.
         let mut acks = Vec::new();
         for number in 1..=times {
-            println!("server: doing callback {number} to {}", listener.proxy().uri());
-            match listener.notify(number, format!("callback {number} of {times}")).await {
+            println!(
+                "server: doing callback {number} to {}",
+                listener.proxy().uri()
+            );
+            match listener
+                .notify(number, format!("callback {number} of {times}"))
+                .await
+            {
                 Ok(Ok(ack)) => acks.push(ack),
                 // The listener ran and refused: an application error, reported to our caller.
                 Ok(Err(refused)) => {

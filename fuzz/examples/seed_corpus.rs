@@ -18,7 +18,10 @@ const CAPTURED_JSON_CONNECT: &str = "5059524f01f60103000000000000003300000000000
 const DEPTH: usize = 15_000;
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -46,7 +49,13 @@ fn sample_rich() -> Rich {
         name: "Rashmi".into(),
         blob: vec![0, 1, 2, 255],
         nickname: Some("r".into()),
-        trees: vec![Tree::Node(vec![Tree::Leaf(1), Tree::Empty]), Tree::Named { name: "n".into(), child: None }],
+        trees: vec![
+            Tree::Node(vec![Tree::Leaf(1), Tree::Empty]),
+            Tree::Named {
+                name: "n".into(),
+                child: None,
+            },
+        ],
         table: HashMap::from([("k".to_owned(), vec![1, 2, 3])]),
         pair: (9, "nine".into()),
         unit: (),
@@ -55,7 +64,13 @@ fn sample_rich() -> Rich {
 }
 
 fn sample_args() -> CallArgs {
-    ("Rashmi".into(), 7, Some(sample_rich()), vec![Tree::Leaf(42)], ByteBuf::from(vec![0xde, 0xad]))
+    (
+        "Rashmi".into(),
+        7,
+        Some(sample_rich()),
+        vec![Tree::Leaf(42)],
+        ByteBuf::from(vec![0xde, 0xad]),
+    )
 }
 
 /// bincode varint: 253 then a little-endian u64.
@@ -70,23 +85,55 @@ fn main() {
     std::fs::create_dir_all(&frames).unwrap();
     std::fs::create_dir_all(&payloads).unwrap();
 
-    let connect = ConnectRequest { handshake: "hello".into(), object: "example.welcome".into() };
-    for (ser, tag) in [(Serializer::Bincode, "bincode"), (Serializer::MsgPack, "msgpack")] {
+    let connect = ConnectRequest {
+        handshake: "hello".into(),
+        object: "example.welcome".into(),
+    };
+    for (ser, tag) in [
+        (Serializer::Bincode, "bincode"),
+        (Serializer::MsgPack, "msgpack"),
+    ] {
         let connect_payload = ser.encode(&connect).unwrap();
-        let invoke_payload = encode_invoke(ser, "example.welcome", "welcomeMessage", &("Rashmi",)).unwrap();
+        let invoke_payload =
+            encode_invoke(ser, "example.welcome", "welcomeMessage", &("Rashmi",)).unwrap();
         let rich_invoke = encode_invoke(ser, "example.welcome", "rich", &sample_args()).unwrap();
 
-        let connect_msg = Message::new(MessageType::Connect, ser.id(), 0, 0, connect_payload.clone());
+        let connect_msg = Message::new(
+            MessageType::Connect,
+            ser.id(),
+            0,
+            0,
+            connect_payload.clone(),
+        );
         write(&frames, &format!("connect-{tag}"), &connect_msg.to_bytes());
-        let mut invoke_msg = Message::new(MessageType::Invoke, ser.id(), 0, 1, invoke_payload.clone());
+        let mut invoke_msg =
+            Message::new(MessageType::Invoke, ser.id(), 0, 1, invoke_payload.clone());
         invoke_msg.corr_id = *b"0123456789abcdef";
-        invoke_msg.annotations.push((*b"CORR", bytes::Bytes::from_static(b"xyz")));
+        invoke_msg
+            .annotations
+            .push((*b"CORR", bytes::Bytes::from_static(b"xyz")));
         write(&frames, &format!("invoke-{tag}"), &invoke_msg.to_bytes());
 
-        write(&payloads, &format!("connect-{tag}"), &with_selector(ser, &connect_payload));
-        write(&payloads, &format!("invoke-{tag}"), &with_selector(ser, &invoke_payload));
-        write(&payloads, &format!("invoke-rich-args-{tag}"), &with_selector(ser, &rich_invoke));
-        write(&payloads, &format!("rich-{tag}"), &with_selector(ser, &ser.encode(&sample_rich()).unwrap()));
+        write(
+            &payloads,
+            &format!("connect-{tag}"),
+            &with_selector(ser, &connect_payload),
+        );
+        write(
+            &payloads,
+            &format!("invoke-{tag}"),
+            &with_selector(ser, &invoke_payload),
+        );
+        write(
+            &payloads,
+            &format!("invoke-rich-args-{tag}"),
+            &with_selector(ser, &rich_invoke),
+        );
+        write(
+            &payloads,
+            &format!("rich-{tag}"),
+            &with_selector(ser, &ser.encode(&sample_rich()).unwrap()),
+        );
     }
 
     // Frames: the captured JSON CONNECT, two messages back to back, a truncated header and a
@@ -94,7 +141,11 @@ fn main() {
     let captured = hex(CAPTURED_JSON_CONNECT);
     write(&frames, "connect-json-pyro5-capture", &captured);
     let ping = Message::new(MessageType::Ping, 42, 0, 2, &b""[..]).to_bytes();
-    write(&frames, "two-messages", &[&captured[..], &ping[..]].concat());
+    write(
+        &frames,
+        "two-messages",
+        &[&captured[..], &ping[..]].concat(),
+    );
     write(&frames, "truncated-header", &captured[..HEADER_SIZE / 2]);
     let mut huge = captured[..HEADER_SIZE].to_vec();
     huge[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
@@ -102,17 +153,33 @@ fn main() {
 
     // Payloads: the JSON CONNECT body (serializer 3, decoded as msgpack), hostile lengths and
     // 15,000-deep nesting.
-    write(&payloads, "connect-json-pyro5-capture", &[&[3u8][..], &captured[HEADER_SIZE..]].concat());
+    write(
+        &payloads,
+        "connect-json-pyro5-capture",
+        &[&[3u8][..], &captured[HEADER_SIZE..]].concat(),
+    );
     // An INVOKE whose method name (a bincode String) claims 2^40 bytes.
     let mut long_method = vec![Serializer::BINCODE_ID, 3];
     long_method.extend_from_slice(b"obj");
     long_method.extend_from_slice(&bincode_len(1 << 40));
     write(&payloads, "bincode-string-len-2pow40", &long_method);
     // A bare Vec<()> (and any other sequence) claiming 2^40 elements in 9 bytes.
-    write(&payloads, "bincode-vec-unit-len-2pow40", &with_selector(Serializer::Bincode, &bincode_len(1 << 40)));
+    write(
+        &payloads,
+        "bincode-vec-unit-len-2pow40",
+        &with_selector(Serializer::Bincode, &bincode_len(1 << 40)),
+    );
     // msgpack array32 of 2^32-1 elements and str32 of 2^32-1 bytes.
-    write(&payloads, "msgpack-array32-len-max", &[Serializer::MSGPACK_ID, 0xdd, 0xff, 0xff, 0xff, 0xff]);
-    write(&payloads, "msgpack-str32-len-max", &[Serializer::MSGPACK_ID, 0xdb, 0xff, 0xff, 0xff, 0xff]);
+    write(
+        &payloads,
+        "msgpack-array32-len-max",
+        &[Serializer::MSGPACK_ID, 0xdd, 0xff, 0xff, 0xff, 0xff],
+    );
+    write(
+        &payloads,
+        "msgpack-str32-len-max",
+        &[Serializer::MSGPACK_ID, 0xdb, 0xff, 0xff, 0xff, 0xff],
+    );
     // Tree::Boxed nested 15,000 deep: bincode variant index 2 per level, then Leaf(0).
     let mut deep = vec![Serializer::BINCODE_ID];
     deep.extend(std::iter::repeat_n(2u8, DEPTH));

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use rmi_core::protocol::codec::{decode_invoke, encode_invoke, DecodeLimits, Serializer, DEFAULT_MAX_MESSAGE_SIZE};
+use rmi_core::protocol::codec::{
+    decode_invoke, encode_invoke, DecodeLimits, Serializer, DEFAULT_MAX_MESSAGE_SIZE,
+};
 use rmi_core::protocol::frame::{self, Error as FrameError, Message, FLAGS_CORR_ID, HEADER_SIZE};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -124,8 +126,12 @@ fn check_frames(data: &[u8], max: usize) {
             Err(FrameError::Incomplete) => {
                 // Incomplete only when the header or the declared body is really missing.
                 if buf.len() >= HEADER_SIZE {
-                    let header = frame::Header::parse(&buf, max).expect("Incomplete with a valid header");
-                    assert!(buf.len() < header.total_len(), "Incomplete although the whole message is there");
+                    let header =
+                        frame::Header::parse(&buf, max).expect("Incomplete with a valid header");
+                    assert!(
+                        buf.len() < header.total_len(),
+                        "Incomplete although the whole message is there"
+                    );
                 }
                 return;
             }
@@ -137,14 +143,21 @@ fn check_frames(data: &[u8], max: usize) {
             header.data_len,
             header.ann_len
         );
-        assert!(header.total_len() <= before, "check claimed more bytes than the buffer has");
+        assert!(
+            header.total_len() <= before,
+            "check claimed more bytes than the buffer has"
+        );
         let head = buf[..HEADER_SIZE].to_vec();
         let msg = match Message::parse(&mut buf, &header) {
             Ok(msg) => msg,
             Err(FrameError::BadAnnotations(_) | FrameError::Compressed) => return,
             Err(e) => panic!("parse after a successful check failed with {e:?}"),
         };
-        assert_eq!(buf.len(), before - header.total_len(), "parse consumed the wrong number of bytes");
+        assert_eq!(
+            buf.len(),
+            before - header.total_len(),
+            "parse consumed the wrong number of bytes"
+        );
         assert_eq!(msg.payload.len(), header.data_len as usize);
 
         // Re-encode and re-parse: the same message, with FLAGS_CORR_ID added when the id is set.
@@ -155,7 +168,8 @@ fn check_frames(data: &[u8], max: usize) {
             expected.flags |= FLAGS_CORR_ID;
         }
         let header2 = frame::check(&bytes, max).expect("a re-encoded message checks");
-        let msg2 = Message::parse(&mut BytesMut::from(&bytes[..]), &header2).expect("a re-encoded message parses");
+        let msg2 = Message::parse(&mut BytesMut::from(&bytes[..]), &header2)
+            .expect("a re-encoded message parses");
         assert_eq!(msg2, expected, "re-encoded message differs");
         // Byte for byte, only the flags and the reserved field may differ from the input.
         let mut original = head;
@@ -172,24 +186,40 @@ pub fn limits() -> DecodeLimits {
 
 /// Picks the serializer from the first byte: its real id (98 bincode, 4 msgpack), else by parity.
 pub fn serializer_for(byte: u8) -> Serializer {
-    Serializer::from_id(byte).unwrap_or(if byte & 1 == 0 { Serializer::Bincode } else { Serializer::MsgPack })
+    Serializer::from_id(byte).unwrap_or(if byte & 1 == 0 {
+        Serializer::Bincode
+    } else {
+        Serializer::MsgPack
+    })
 }
 
 /// The payload target: the first byte picks the serializer, the rest is a payload decoded as an
 /// INVOKE (then its arguments), as a [`Rich`] and as a [`Tree`]. Nothing may panic or abort; any
 /// value decoded must encode and decode back to itself.
 pub fn payload(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let ser = serializer_for(selector);
     let limits = limits();
 
     if let Ok(inv) = decode_invoke(ser, Bytes::copy_from_slice(rest), &limits) {
         assert_eq!(inv.args.serializer(), ser);
         if let Ok(args) = inv.args.decode::<CallArgs>() {
-            let again = encode_invoke(ser, &inv.object, &inv.method, &args).expect("decoded arguments re-encode");
-            let inv2 = decode_invoke(ser, again.into(), &limits).expect("a re-encoded INVOKE decodes");
-            assert_eq!((inv2.object.as_str(), inv2.method.as_str()), (inv.object.as_str(), inv.method.as_str()));
-            assert_eq!(inv2.args.decode::<CallArgs>().expect("re-encoded arguments decode"), args);
+            let again = encode_invoke(ser, &inv.object, &inv.method, &args)
+                .expect("decoded arguments re-encode");
+            let inv2 =
+                decode_invoke(ser, again.into(), &limits).expect("a re-encoded INVOKE decodes");
+            assert_eq!(
+                (inv2.object.as_str(), inv2.method.as_str()),
+                (inv.object.as_str(), inv.method.as_str())
+            );
+            assert_eq!(
+                inv2.args
+                    .decode::<CallArgs>()
+                    .expect("re-encoded arguments decode"),
+                args
+            );
         }
         let _ = inv.args.decode::<(Tree,)>();
     }
@@ -206,7 +236,14 @@ where
 {
     if let Ok(value) = ser.decode::<T>(bytes, limits) {
         let encoded = ser.encode(&value).expect("a decoded value re-encodes");
-        let again: T = ser.decode(&encoded, limits).expect("a re-encoded value decodes");
-        assert_eq!(again, value, "{ser:?} round trip of {}", std::any::type_name::<T>());
+        let again: T = ser
+            .decode(&encoded, limits)
+            .expect("a re-encoded value decodes");
+        assert_eq!(
+            again,
+            value,
+            "{ser:?} round trip of {}",
+            std::any::type_name::<T>()
+        );
     }
 }

@@ -50,11 +50,14 @@ impl std::fmt::Debug for SharedSecret {
 impl SharedSecret {
     /// A secret from any bytes (use at least 16 random ones).
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
-        SharedSecret { key: secret.as_ref().into() }
+        SharedSecret {
+            key: secret.as_ref().into(),
+        }
     }
 
     fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length");
         for part in parts {
             mac.update(part);
         }
@@ -62,18 +65,39 @@ impl SharedSecret {
     }
 
     /// The daemon's proof for this pair of nonces and this handshake (see [`transcript`]).
-    pub(crate) fn server_proof(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> [u8; 32] {
+    pub(crate) fn server_proof(
+        &self,
+        client: &[u8],
+        server: &[u8],
+        transcript: &[u8; 32],
+    ) -> [u8; 32] {
         self.mac(&[b"rmi server proof", client, server, transcript])
     }
 
     /// The session on the client's side of a connection.
-    pub(crate) fn client_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
-        session(self.mac(&[b"rmi session key", client, server, transcript]), Direction::ToServer)
+    pub(crate) fn client_session(
+        &self,
+        client: &[u8],
+        server: &[u8],
+        transcript: &[u8; 32],
+    ) -> Session {
+        session(
+            self.mac(&[b"rmi session key", client, server, transcript]),
+            Direction::ToServer,
+        )
     }
 
     /// The session on the daemon's side of a connection.
-    pub(crate) fn server_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
-        session(self.mac(&[b"rmi session key", client, server, transcript]), Direction::ToClient)
+    pub(crate) fn server_session(
+        &self,
+        client: &[u8],
+        server: &[u8],
+        transcript: &[u8; 32],
+    ) -> Session {
+        session(
+            self.mac(&[b"rmi session key", client, server, transcript]),
+            Direction::ToClient,
+        )
     }
 }
 
@@ -93,7 +117,8 @@ pub(crate) fn transcript(connect: &[u8], connect_ok: &[u8]) -> [u8; 32] {
 /// A fresh random nonce.
 pub(crate) fn nonce() -> Result<[u8; NONCE_LEN], Error> {
     let mut n = [0u8; NONCE_LEN];
-    getrandom::fill(&mut n).map_err(|e| Error::Protocol(format!("no randomness for a nonce: {e}")))?;
+    getrandom::fill(&mut n)
+        .map_err(|e| Error::Protocol(format!("no randomness for a nonce: {e}")))?;
     Ok(n)
 }
 
@@ -123,11 +148,19 @@ fn message_mac(key: &[u8; 32], direction: Direction, counter: u64, msg: &Message
     mac.update(&counter.to_be_bytes());
     mac.update(&[msg.msg_type as u8, msg.serializer]);
     // Encoding sets FLAGS_CORR_ID whenever there is a correlation id: sign the flags as sent.
-    let flags = if msg.corr_id != [0; 16] { msg.flags | crate::protocol::frame::FLAGS_CORR_ID } else { msg.flags };
+    let flags = if msg.corr_id != [0; 16] {
+        msg.flags | crate::protocol::frame::FLAGS_CORR_ID
+    } else {
+        msg.flags
+    };
     mac.update(&flags.to_be_bytes());
     mac.update(&msg.seq.to_be_bytes());
     mac.update(&msg.corr_id);
-    for (id, value) in msg.annotations.iter().filter(|(id, _)| *id != MAC_ANNOTATION) {
+    for (id, value) in msg
+        .annotations
+        .iter()
+        .filter(|(id, _)| *id != MAC_ANNOTATION)
+    {
         mac.update(id);
         mac.update(&(value.len() as u64).to_be_bytes());
         mac.update(value);
@@ -159,7 +192,8 @@ impl Signer {
         let tag = message_mac(&self.key, self.direction, self.sent, msg);
         self.sent += 1;
         msg.annotations.retain(|(id, _)| *id != MAC_ANNOTATION);
-        msg.annotations.push((MAC_ANNOTATION, bytes::Bytes::copy_from_slice(&tag)));
+        msg.annotations
+            .push((MAC_ANNOTATION, bytes::Bytes::copy_from_slice(&tag)));
     }
 }
 
@@ -170,8 +204,12 @@ impl Verifier {
         self.received += 1;
         match msg.annotation(&MAC_ANNOTATION) {
             Some(tag) if same(&expected, tag) => Ok(()),
-            Some(_) => Err(Error::Protocol("message authentication failed (bad HMAC); closing".into())),
-            None => Err(Error::Protocol("message authentication failed (no HMAC); closing".into())),
+            Some(_) => Err(Error::Protocol(
+                "message authentication failed (bad HMAC); closing".into(),
+            )),
+            None => Err(Error::Protocol(
+                "message authentication failed (no HMAC); closing".into(),
+            )),
         }
     }
 }
@@ -184,7 +222,18 @@ fn session(key: [u8; 32], sends: Direction) -> Session {
         Direction::ToServer => Direction::ToClient,
         Direction::ToClient => Direction::ToServer,
     };
-    (Signer { key, direction: sends, sent: 0 }, Verifier { key, direction: receives, received: 0 })
+    (
+        Signer {
+            key,
+            direction: sends,
+            sent: 0,
+        },
+        Verifier {
+            key,
+            direction: receives,
+            received: 0,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -235,6 +284,9 @@ mod tests {
         let b = SharedSecret::new("b").server_proof(&c, &s, &t);
         assert!(!same(&a, &b));
         assert!(same(&a, &SharedSecret::new("a").server_proof(&c, &s, &t)));
-        assert!(!same(&a, &SharedSecret::new("a").server_proof(&c, &s, &transcript(b"connect", b"tampered"))));
+        assert!(!same(
+            &a,
+            &SharedSecret::new("a").server_proof(&c, &s, &transcript(b"connect", b"tampered"))
+        ));
     }
 }

@@ -48,18 +48,26 @@ impl<R> Copy for Slot<R> {}
 
 impl Batch {
     pub(crate) fn new(proxy: Proxy) -> Self {
-        Batch { proxy, calls: Vec::new(), error: None }
+        Batch {
+            proxy,
+            calls: Vec::new(),
+            error: None,
+        }
     }
 
     /// Queues a call of `method`; its result will be an `R`.
     pub fn add<A: Serialize, R: DeserializeOwned>(&mut self, method: &str, args: &A) -> Slot<R> {
         // The object id stays empty: the daemon runs batched calls on the connection's object.
-        let payload = codec::encode_invoke(self.proxy.serializer(), "", method, args).unwrap_or_else(|e| {
-            self.error.get_or_insert(e);
-            Vec::new()
-        });
+        let payload = codec::encode_invoke(self.proxy.serializer(), "", method, args)
+            .unwrap_or_else(|e| {
+                self.error.get_or_insert(e);
+                Vec::new()
+            });
         self.calls.push(ByteBuf::from(payload));
-        Slot { index: self.calls.len() - 1, _result: PhantomData }
+        Slot {
+            index: self.calls.len() - 1,
+            _result: PhantomData,
+        }
     }
 
     /// Number of queued calls.
@@ -79,7 +87,12 @@ impl Batch {
         }
         let sent = self.calls.len();
         let items = self.proxy.send_batch(self.calls).await?;
-        Ok(BatchResults { items, sent, serializer: self.proxy.serializer(), limits: *self.proxy.limits() })
+        Ok(BatchResults {
+            items,
+            sent,
+            serializer: self.proxy.serializer(),
+            limits: *self.proxy.limits(),
+        })
     }
 
     /// Sends the calls without waiting: the daemon runs them and sends nothing back.
@@ -107,10 +120,13 @@ impl BatchResults {
         match self.items.get(slot.index) {
             Some(BatchItem::Ok(bytes)) => self.serializer.decode(bytes, &self.limits),
             Some(BatchItem::Err(e)) => Err(Error::from_remote(e.clone())),
-            None if slot.index < self.sent => {
-                Err(Error::NotExecuted("an earlier call in the batch failed, so this one did not run".into()))
-            }
-            None => Err(Error::Protocol(format!("no call {} in this batch", slot.index))),
+            None if slot.index < self.sent => Err(Error::NotExecuted(
+                "an earlier call in the batch failed, so this one did not run".into(),
+            )),
+            None => Err(Error::Protocol(format!(
+                "no call {} in this batch",
+                slot.index
+            ))),
         }
     }
 

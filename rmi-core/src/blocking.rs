@@ -48,7 +48,9 @@ pub struct Iter<T> {
 impl<T> Iter<T> {
     /// Wraps a stream.
     pub fn new(stream: ItemStream<T>) -> Self {
-        Iter { stream: Some(stream) }
+        Iter {
+            stream: Some(stream),
+        }
     }
 }
 

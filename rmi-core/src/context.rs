@@ -145,7 +145,11 @@ impl CallContext {
 
     /// The request annotation `id`, if present.
     pub fn annotation(&self, id: &[u8; 4]) -> Option<&Bytes> {
-        self.inner.annotations.iter().find(|(k, _)| k == id).map(|(_, v)| v)
+        self.inner
+            .annotations
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, v)| v)
     }
 
     /// When the caller stops waiting, if it sent a deadline. The daemon cancels the method
@@ -156,12 +160,18 @@ impl CallContext {
 
     /// Time left before the caller's deadline (zero once passed), if it sent one.
     pub fn time_left(&self) -> Option<Duration> {
-        self.inner.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        self.inner
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Adds an annotation to the reply (replacing one with the same id).
     pub fn set_response_annotation(&self, id: [u8; 4], value: impl Into<Bytes>) {
-        let mut response = self.inner.response.lock().unwrap_or_else(|e| e.into_inner());
+        let mut response = self
+            .inner
+            .response
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         response.retain(|(k, _)| *k != id);
         response.push((id, value.into()));
     }
@@ -182,6 +192,12 @@ impl CallContext {
     }
 
     pub(crate) fn take_response_annotations(&self) -> Vec<Annotation> {
-        std::mem::take(&mut *self.inner.response.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(
+            &mut *self
+                .inner
+                .response
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 }

@@ -49,5 +49,9 @@ pub trait Dispatch: Send + Sync + 'static {
 
     /// Runs `method` with the encoded `args`; returns the encoded result (or stream) in the
     /// arguments' serializer, or the error to send back.
-    fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>>;
+    fn dispatch<'a>(
+        &'a self,
+        method: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<Outcome, RemoteError>>;
 }

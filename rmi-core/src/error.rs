@@ -88,7 +88,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     /// True for failures of the connection itself (socket error, peer gone, timeout),
@@ -96,7 +99,10 @@ impl Error {
     pub fn is_communication(&self) -> bool {
         match self {
             Error::NotSent(inner) => inner.is_communication(),
-            _ => matches!(self, Error::Io { .. } | Error::ConnectionClosed(_) | Error::Timeout(_)),
+            _ => matches!(
+                self,
+                Error::Io { .. } | Error::ConnectionClosed(_) | Error::Timeout(_)
+            ),
         }
     }
 
@@ -132,7 +138,9 @@ impl Error {
     /// Turns a remote error received in a reply into the matching variant.
     pub(crate) fn from_remote(err: RemoteError) -> Self {
         match err.kind {
-            RemoteErrorKind::UnknownObject => Error::UnknownObject(err.object.clone().unwrap_or_default()),
+            RemoteErrorKind::UnknownObject => {
+                Error::UnknownObject(err.object.clone().unwrap_or_default())
+            }
             RemoteErrorKind::UnknownMethod => Error::UnknownMethod {
                 object: err.object.clone().unwrap_or_default(),
                 method: err.method.clone().unwrap_or_default(),
@@ -192,7 +200,11 @@ pub struct RemoteError {
 
 impl RemoteError {
     /// A remote error of the given kind with a type name and message.
-    pub fn new(kind: RemoteErrorKind, type_name: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: RemoteErrorKind,
+        type_name: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         RemoteError {
             kind,
             type_name: type_name.into(),
@@ -205,16 +217,22 @@ impl RemoteError {
 
     /// The error for a call to an object id the daemon does not know.
     pub fn unknown_object(object: &str) -> Self {
-        let mut e =
-            Self::new(RemoteErrorKind::UnknownObject, "Pyro5.errors.DaemonError", format!("unknown object {object:?}"));
+        let mut e = Self::new(
+            RemoteErrorKind::UnknownObject,
+            "Pyro5.errors.DaemonError",
+            format!("unknown object {object:?}"),
+        );
         e.object = Some(object.to_owned());
         e
     }
 
     /// The error for a call to a method the object does not have.
     pub fn unknown_method(object: &str, method: &str) -> Self {
-        let mut e =
-            Self::new(RemoteErrorKind::UnknownMethod, "builtins.AttributeError", format!("unknown method {method:?}"));
+        let mut e = Self::new(
+            RemoteErrorKind::UnknownMethod,
+            "builtins.AttributeError",
+            format!("unknown method {method:?}"),
+        );
         e.object = (!object.is_empty()).then(|| object.to_owned());
         e.method = Some(method.to_owned());
         e
@@ -233,18 +251,30 @@ impl RemoteError {
 
     /// The end of a streamed result.
     pub fn stop_iteration() -> Self {
-        Self::new(RemoteErrorKind::StopIteration, "builtins.StopIteration", "end of stream")
+        Self::new(
+            RemoteErrorKind::StopIteration,
+            "builtins.StopIteration",
+            "end of stream",
+        )
     }
 
     /// The error for a method that panicked.
     pub fn panic(method: &str, payload: &str) -> Self {
-        let mut e = Self::new(RemoteErrorKind::Panic, "rmi.Panic", format!("method {method:?} panicked: {payload}"));
+        let mut e = Self::new(
+            RemoteErrorKind::Panic,
+            "rmi.Panic",
+            format!("method {method:?} panicked: {payload}"),
+        );
         e.method = Some(method.to_owned());
         e
     }
 
     /// Builds a remote error from any local error, recording its `source()` chain.
-    pub fn from_error(kind: RemoteErrorKind, type_name: &str, err: &(dyn std::error::Error + 'static)) -> Self {
+    pub fn from_error(
+        kind: RemoteErrorKind,
+        type_name: &str,
+        err: &(dyn std::error::Error + 'static),
+    ) -> Self {
         let mut e = Self::new(kind, type_name, err.to_string());
         let mut source = err.source();
         while let Some(s) = source {

@@ -102,14 +102,20 @@ pub mod __private {
     }
 
     /// Encodes a method's result in the serializer of its arguments.
-    pub fn encode_result<T: serde::Serialize>(args: &Args, value: &T) -> Result<Outcome, RemoteError> {
-        args.serializer().encode(value).map(Outcome::Value).map_err(|e| {
-            RemoteError::new(
-                RemoteErrorKind::Other,
-                "rmi.SerializeError",
-                format!("could not serialize the result: {e}"),
-            )
-        })
+    pub fn encode_result<T: serde::Serialize>(
+        args: &Args,
+        value: &T,
+    ) -> Result<Outcome, RemoteError> {
+        args.serializer()
+            .encode(value)
+            .map(Outcome::Value)
+            .map_err(|e| {
+                RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.SerializeError",
+                    format!("could not serialize the result: {e}"),
+                )
+            })
     }
 
     /// Hands a method's stream to the daemon, items encoded in the arguments' serializer.

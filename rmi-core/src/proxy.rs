@@ -121,7 +121,10 @@ impl ProxyBuilder {
 
     /// Checks the daemon's handshake answer (Pyro's `_pyroValidateHandshake`); an `Err`
     /// refuses the connection with that reason.
-    pub fn validate_handshake(mut self, check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static) -> Self {
+    pub fn validate_handshake(
+        mut self,
+        check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
         self.validate_answer = Some(Arc::new(check));
         self
     }
@@ -209,14 +212,21 @@ impl ProxyBuilder {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         P: From<Proxy>,
     {
-        let object = self.uri.object().map(str::to_owned).ok_or_else(|| Error::InvalidUri {
-            uri: self.uri.to_string(),
-            reason: "a proxy over a given stream needs a direct PYRO: uri".into(),
-        })?;
+        let object = self
+            .uri
+            .object()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::InvalidUri {
+                uri: self.uri.to_string(),
+                reason: "a proxy over a given stream needs a direct PYRO: uri".into(),
+            })?;
         let uri = self.uri.clone();
-        let conn = tokio::time::timeout(self.connect_timeout, Connection::open(Box::new(stream), &object, uri, &self))
-            .await
-            .map_err(|_| Error::Timeout(self.connect_timeout))??;
+        let conn = tokio::time::timeout(
+            self.connect_timeout,
+            Connection::open(Box::new(stream), &object, uri, &self),
+        )
+        .await
+        .map_err(|_| Error::Timeout(self.connect_timeout))??;
         let proxy = self.build();
         *proxy.shared.conn.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(conn));
         Ok(P::from(proxy))
@@ -315,7 +325,10 @@ impl Proxy {
 
     /// The same connection with other per-call settings.
     pub fn with_options(&self, options: CallOptions) -> Proxy {
-        Proxy { shared: self.shared.clone(), options: Arc::new(options) }
+        Proxy {
+            shared: self.shared.clone(),
+            options: Arc::new(options),
+        }
     }
 
     fn map_options(&self, f: impl FnOnce(&mut CallOptions)) -> Proxy {
@@ -355,7 +368,11 @@ impl Proxy {
     }
 
     /// Calls `method` with the argument tuple `args` and decodes the result as `R`.
-    pub async fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
+    pub async fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
         Ok(self.call_full(method, args).await?.value)
     }
 
@@ -369,8 +386,15 @@ impl Proxy {
     }
 
     /// Calls a method of the daemon object `Pyro.Daemon` on the same connection.
-    pub async fn call_daemon<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
-        Ok(self.call_object(Some(crate::daemon::DAEMON_OBJECT_ID), method, args).await?.value)
+    pub async fn call_daemon<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
+        Ok(self
+            .call_object(Some(crate::daemon::DAEMON_OBJECT_ID), method, args)
+            .await?
+            .value)
     }
 
     async fn call_object<A: Serialize, R: DeserializeOwned>(
@@ -381,7 +405,11 @@ impl Proxy {
     ) -> Result<Reply<R>, Error> {
         let (reply, correlation_id) = self.request(object, method, args, 0).await?;
         let value = decode_result(&reply, &self.shared.config.limits)?;
-        Ok(Reply { value, annotations: reply.annotations, correlation_id })
+        Ok(Reply {
+            value,
+            annotations: reply.annotations,
+            correlation_id,
+        })
     }
 
     /// Calls a method declared to return `RemoteStream<T>`; the items are fetched as the
@@ -395,7 +423,9 @@ impl Proxy {
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             // An error (or a plain value from a method that is not streaming).
             decode_result::<serde::de::IgnoredAny>(&reply, &self.shared.config.limits)?;
-            return Err(Error::Protocol(format!("{method:?} did not return a stream")));
+            return Err(Error::Protocol(format!(
+                "{method:?} did not return a stream"
+            )));
         }
         let id = reply
             .annotation(b"STRM")
@@ -415,7 +445,10 @@ impl Proxy {
         let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
         let mut unsent_retry = true;
         loop {
-            let corr = self.options.correlation_id.unwrap_or_else(uuid::Uuid::new_v4);
+            let corr = self
+                .options
+                .correlation_id
+                .unwrap_or_else(uuid::Uuid::new_v4);
             let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
                 let conn = self.connection().await.map_err(Error::not_sent)?;
@@ -425,7 +458,9 @@ impl Proxy {
             match attempt.instrument(span).await {
                 Ok(reply) => return Ok((reply, corr)),
                 // Never sent: safe to try once more on a fresh connection.
-                Err(e @ Error::NotSent(_)) if e.is_communication() && std::mem::take(&mut unsent_retry) => {
+                Err(e @ Error::NotSent(_))
+                    if e.is_communication() && std::mem::take(&mut unsent_retry) =>
+                {
                     tracing::debug!(error = %e, method, "request not sent; retrying");
                 }
                 Err(e) if e.is_communication() && retries_left > 0 => {
@@ -446,8 +481,18 @@ impl Proxy {
         corr: uuid::Uuid,
         flags: u16,
     ) -> Result<Message, Error> {
-        let payload = codec::encode_invoke(conn.serializer, object.unwrap_or(&conn.object), method, args)?;
-        let max = self.shared.config.limits.max_message_size.min(u32::MAX as usize);
+        let payload = codec::encode_invoke(
+            conn.serializer,
+            object.unwrap_or(&conn.object),
+            method,
+            args,
+        )?;
+        let max = self
+            .shared
+            .config
+            .limits
+            .max_message_size
+            .min(u32::MAX as usize);
         if payload.len() > max {
             return Err(Error::Protocol(format!(
                 "request of {} bytes exceeds max_message_size ({max} bytes); not sent",
@@ -459,9 +504,16 @@ impl Proxy {
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
         // A deadline means "stop waiting for the reply": oneway calls have none to wait for.
-        if let Some(t) = self.options.timeout.filter(|_| flags & frame::FLAGS_ONEWAY == 0) {
+        if let Some(t) = self
+            .options
+            .timeout
+            .filter(|_| flags & frame::FLAGS_ONEWAY == 0)
+        {
             let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
-            msg.annotations.push((DEADLINE_ANNOTATION, Bytes::copy_from_slice(&ms.to_be_bytes())));
+            msg.annotations.push((
+                DEADLINE_ANNOTATION,
+                Bytes::copy_from_slice(&ms.to_be_bytes()),
+            ));
         }
         Ok(msg)
     }
@@ -481,13 +533,24 @@ impl Proxy {
         &self.shared.config.limits
     }
 
-    pub(crate) async fn send_batch(&self, calls: Vec<serde_bytes::ByteBuf>) -> Result<Vec<codec::BatchItem>, Error> {
-        let (reply, _) = self.request(None, codec::BATCH_METHOD, &(calls,), frame::FLAGS_BATCH).await?;
+    pub(crate) async fn send_batch(
+        &self,
+        calls: Vec<serde_bytes::ByteBuf>,
+    ) -> Result<Vec<codec::BatchItem>, Error> {
+        let (reply, _) = self
+            .request(None, codec::BATCH_METHOD, &(calls,), frame::FLAGS_BATCH)
+            .await?;
         decode_result(&reply, &self.shared.config.limits)
     }
 
-    pub(crate) async fn send_batch_oneway(&self, calls: Vec<serde_bytes::ByteBuf>) -> Result<(), Error> {
-        let corr = self.options.correlation_id.unwrap_or_else(uuid::Uuid::new_v4);
+    pub(crate) async fn send_batch_oneway(
+        &self,
+        calls: Vec<serde_bytes::ByteBuf>,
+    ) -> Result<(), Error> {
+        let corr = self
+            .options
+            .correlation_id
+            .unwrap_or_else(uuid::Uuid::new_v4);
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
         let msg = self.invoke_message(&conn, None, codec::BATCH_METHOD, &(calls,), corr, flags)?;
@@ -501,16 +564,30 @@ impl Proxy {
     }
 
     /// Sends a oneway call to the daemon object `Pyro.Daemon`.
-    pub async fn call_daemon_oneway<A: Serialize>(&self, method: &str, args: &A) -> Result<(), Error> {
-        self.oneway_to(Some(crate::daemon::DAEMON_OBJECT_ID), method, args).await
+    pub async fn call_daemon_oneway<A: Serialize>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<(), Error> {
+        self.oneway_to(Some(crate::daemon::DAEMON_OBJECT_ID), method, args)
+            .await
     }
 
-    async fn oneway_to<A: Serialize>(&self, object: Option<&str>, method: &str, args: &A) -> Result<(), Error> {
-        let corr = self.options.correlation_id.unwrap_or_else(uuid::Uuid::new_v4);
+    async fn oneway_to<A: Serialize>(
+        &self,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+    ) -> Result<(), Error> {
+        let corr = self
+            .options
+            .correlation_id
+            .unwrap_or_else(uuid::Uuid::new_v4);
         let span = tracing::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
-            let msg = self.invoke_message(&conn, object, method, args, corr, frame::FLAGS_ONEWAY)?;
+            let msg =
+                self.invoke_message(&conn, object, method, args, corr, frame::FLAGS_ONEWAY)?;
             conn.send_oneway(msg, self.options.timeout).await
         }
         .instrument(span)
@@ -525,7 +602,13 @@ impl Proxy {
 
     /// Closes the connection now; the next call dials again.
     pub fn close(&self) {
-        if let Some(conn) = self.shared.conn.write().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(conn) = self
+            .shared
+            .conn
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             conn.shared.close("closed by the proxy".into());
         }
     }
@@ -599,7 +682,9 @@ impl Proxy {
             }
             Connection::open(stream, &object, direct, config).await
         };
-        tokio::time::timeout(config.connect_timeout, fut).await.map_err(|_| Error::Timeout(config.connect_timeout))?
+        tokio::time::timeout(config.connect_timeout, fut)
+            .await
+            .map_err(|_| Error::Timeout(config.connect_timeout))?
     }
 
     fn live(&self) -> Option<Arc<Connection>> {
@@ -610,8 +695,10 @@ impl Proxy {
 
 /// `d` scaled by a pseudo-random factor in [0.5, 1.5), so many proxies do not redial in step.
 fn jitter(d: Duration) -> Duration {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos())
+        .unwrap_or(0);
     let mut x = u64::from(nanos) ^ 0x9E37_79B9_7F4A_7C15;
     x ^= x << 13;
     x ^= x >> 7;
@@ -636,8 +723,12 @@ impl<'de> Deserialize<'de> for Proxy {
 }
 
 fn decode_result<R: DeserializeOwned>(reply: &Message, limits: &DecodeLimits) -> Result<R, Error> {
-    let ser = Serializer::from_id(reply.serializer)
-        .ok_or_else(|| Error::Protocol(format!("reply uses unknown serializer id {}", reply.serializer)))?;
+    let ser = Serializer::from_id(reply.serializer).ok_or_else(|| {
+        Error::Protocol(format!(
+            "reply uses unknown serializer id {}",
+            reply.serializer
+        ))
+    })?;
     if reply.has_flag(frame::FLAGS_EXCEPTION) {
         let err: RemoteError = ser.decode(&reply.payload, limits)?;
         return Err(Error::from_remote(err));
@@ -676,7 +767,11 @@ struct Pending {
 
 impl ConnShared {
     fn is_closed(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed.is_some()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .closed
+            .is_some()
     }
 
     /// Marks the connection dead and fails every waiting call with `reason`.
@@ -705,31 +800,43 @@ impl ConnShared {
         match state.pending.remove(&msg.seq) {
             // The receiver may be gone (timed out or dropped); the number is free again either way.
             Some(p) => drop(p.reply.send(Ok(msg))),
-            None => tracing::warn!(seq = msg.seq, "reply for a sequence number with no call; ignored"),
+            None => tracing::warn!(
+                seq = msg.seq,
+                "reply for a sequence number with no call; ignored"
+            ),
         }
     }
 }
 
 impl Connection {
     /// Performs the CONNECT handshake on `stream` and starts the reader and writer tasks.
-    async fn open(stream: BoxStream, object: &str, direct: Uri, config: &ProxyBuilder) -> Result<Connection, Error> {
+    async fn open(
+        stream: BoxStream,
+        object: &str,
+        direct: Uri,
+        config: &ProxyBuilder,
+    ) -> Result<Connection, Error> {
         let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
         let ser = config.serializer;
-        let request = ConnectRequest { handshake: config.handshake.clone(), object: object.to_owned() };
+        let request = ConnectRequest {
+            handshake: config.handshake.clone(),
+            object: object.to_owned(),
+        };
         let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&request)?);
         let client_nonce = match &config.secret {
             Some(_) => {
                 let n = crate::auth::nonce()?;
-                connect.annotations.push((crate::auth::NONCE_ANNOTATION, Bytes::copy_from_slice(&n)));
+                connect
+                    .annotations
+                    .push((crate::auth::NONCE_ANNOTATION, Bytes::copy_from_slice(&n)));
                 Some(n)
             }
             None => None,
         };
         writer.write_frame(&connect).await?;
-        let reply = reader
-            .read_frame()
-            .await?
-            .ok_or_else(|| Error::ConnectionClosed("daemon closed the connection during the handshake".into()))?;
+        let reply = reader.read_frame().await?.ok_or_else(|| {
+            Error::ConnectionClosed("daemon closed the connection during the handshake".into())
+        })?;
         let meta = match reply.msg_type {
             MessageType::ConnectOk => {
                 let ok = ser.decode::<ConnectOk>(&reply.payload, &config.limits)?;
@@ -739,24 +846,39 @@ impl Connection {
                 ok.meta
             }
             MessageType::ConnectFail => {
-                let reason: String =
-                    ser.decode(&reply.payload, &config.limits).unwrap_or_else(|_| "(undecodable reason)".into());
+                let reason: String = ser
+                    .decode(&reply.payload, &config.limits)
+                    .unwrap_or_else(|_| "(undecodable reason)".into());
                 if reason.starts_with("unknown object") {
                     return Err(Error::UnknownObject(object.to_owned()));
                 }
                 return Err(Error::ConnectFailed(reason));
             }
-            other => return Err(Error::Protocol(format!("expected CONNECTOK or CONNECTFAIL, got {other:?}"))),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected CONNECTOK or CONNECTFAIL, got {other:?}"
+                )))
+            }
         };
         // With a shared secret the daemon must prove it knows it before anything is sent.
         let (signer, verifier) = match (&config.secret, client_nonce) {
             (Some(secret), Some(client)) => {
-                let server = crate::auth::check_nonce(reply.annotation(&crate::auth::NONCE_ANNOTATION))
-                    .map_err(|_| Error::ConnectFailed("the daemon did not authenticate (no nonce)".into()))?;
-                let proof = reply.annotation(&crate::auth::PROOF_ANNOTATION).map(|p| p.as_ref()).unwrap_or_default();
+                let server =
+                    crate::auth::check_nonce(reply.annotation(&crate::auth::NONCE_ANNOTATION))
+                        .map_err(|_| {
+                            Error::ConnectFailed(
+                                "the daemon did not authenticate (no nonce)".into(),
+                            )
+                        })?;
+                let proof = reply
+                    .annotation(&crate::auth::PROOF_ANNOTATION)
+                    .map(|p| p.as_ref())
+                    .unwrap_or_default();
                 let transcript = crate::auth::transcript(&connect.payload, &reply.payload);
                 if !crate::auth::same(&secret.server_proof(&client, server, &transcript), proof) {
-                    return Err(Error::ConnectFailed("the daemon could not prove the shared secret".into()));
+                    return Err(Error::ConnectFailed(
+                        "the daemon could not prove the shared secret".into(),
+                    ));
                 }
                 let (s, v) = secret.client_session(&client, server, &transcript);
                 (Some(s), Some(v))
@@ -764,7 +886,12 @@ impl Connection {
             _ => (None, None),
         };
         let shared = Arc::new(ConnShared {
-            state: Mutex::new(ConnState { pending: HashMap::new(), pings: VecDeque::new(), next_seq: 1, closed: None }),
+            state: Mutex::new(ConnState {
+                pending: HashMap::new(),
+                pings: VecDeque::new(),
+                next_seq: 1,
+                closed: None,
+            }),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -777,7 +904,14 @@ impl Connection {
             }
         });
         tokio::spawn(read_loop(reader, shared.clone(), verifier));
-        Ok(Connection { tx, shared, serializer: ser, object: object.to_owned(), direct, meta })
+        Ok(Connection {
+            tx,
+            shared,
+            serializer: ser,
+            object: object.to_owned(),
+            direct,
+            meta,
+        })
     }
 
     /// Sends an INVOKE (its sequence number is filled in here) and waits for its reply.
@@ -786,25 +920,40 @@ impl Connection {
         let deadline = timeout.map(|t| (tokio::time::Instant::now() + t, t));
         let slot = self.slot(deadline).await?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        let seq = self.take_seq(Some(Pending { reply: reply_tx, _slot: slot }))?;
+        let seq = self.take_seq(Some(Pending {
+            reply: reply_tx,
+            _slot: slot,
+        }))?;
         msg.seq = seq;
         if self.tx.send(msg.into()).is_err() {
-            self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).pending.remove(&seq);
+            self.shared
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pending
+                .remove(&seq);
             return Err(self.closed_error().not_sent());
         }
         let wait = async { reply_rx.await.unwrap_or_else(|_| Err(self.closed_error())) };
         match deadline {
-            Some((at, t)) => tokio::time::timeout_at(at, wait).await.map_err(|_| Error::Timeout(t))?,
+            Some((at, t)) => tokio::time::timeout_at(at, wait)
+                .await
+                .map_err(|_| Error::Timeout(t))?,
             None => wait.await,
         }
     }
 
     /// Waits for an in-flight slot, until `deadline` if there is one; a call that never got a
     /// slot was never sent.
-    async fn slot(&self, deadline: Option<(tokio::time::Instant, Duration)>) -> Result<OwnedSemaphorePermit, Error> {
+    async fn slot(
+        &self,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<OwnedSemaphorePermit, Error> {
         let acquire = self.shared.slots.clone().acquire_owned();
         let slot = match deadline {
-            Some((at, t)) => tokio::time::timeout_at(at, acquire).await.map_err(|_| Error::Timeout(t).not_sent())?,
+            Some((at, t)) => tokio::time::timeout_at(at, acquire)
+                .await
+                .map_err(|_| Error::Timeout(t).not_sent())?,
             None => acquire.await,
         };
         slot.map_err(|_| self.closed_error().not_sent())
@@ -826,12 +975,18 @@ impl Connection {
 
     /// Writes a oneway INVOKE; it holds an in-flight slot until it is on the socket.
     async fn send_oneway(&self, mut msg: Message, timeout: Option<Duration>) -> Result<(), Error> {
-        let _slot = self.slot(timeout.map(|t| (tokio::time::Instant::now() + t, t))).await?;
+        let _slot = self
+            .slot(timeout.map(|t| (tokio::time::Instant::now() + t, t)))
+            .await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None)?;
         let (flushed, written) = oneshot::channel();
         self.tx
-            .send(Outgoing { msg, flushed: Some(flushed), slot: None })
+            .send(Outgoing {
+                msg,
+                flushed: Some(flushed),
+                slot: None,
+            })
             .map_err(|_| self.closed_error().not_sent())?;
         written.await.map_err(|_| self.closed_error())
     }
@@ -845,18 +1000,37 @@ impl Connection {
             }
             state.pings.push_back(tx);
         }
-        let ping = Message::new(MessageType::Ping, frame::PING_SERIALIZER, 0, 0, Bytes::from_static(b"ping"));
-        self.tx.send(ping.into()).map_err(|_| self.closed_error().not_sent())?;
-        let wait = async { rx.await.unwrap_or_else(|_| Err(self.closed_error())).map(drop) };
+        let ping = Message::new(
+            MessageType::Ping,
+            frame::PING_SERIALIZER,
+            0,
+            0,
+            Bytes::from_static(b"ping"),
+        );
+        self.tx
+            .send(ping.into())
+            .map_err(|_| self.closed_error().not_sent())?;
+        let wait = async {
+            rx.await
+                .unwrap_or_else(|_| Err(self.closed_error()))
+                .map(drop)
+        };
         match timeout {
-            Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| Error::Timeout(t))?,
+            Some(t) => tokio::time::timeout(t, wait)
+                .await
+                .map_err(|_| Error::Timeout(t))?,
             None => wait.await,
         }
     }
 
     fn closed_error(&self) -> Error {
         let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        Error::ConnectionClosed(state.closed.clone().unwrap_or_else(|| "connection closed".into()))
+        Error::ConnectionClosed(
+            state
+                .closed
+                .clone()
+                .unwrap_or_else(|| "connection closed".into()),
+        )
     }
 }
 
@@ -896,9 +1070,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         match read {
-            Ok(Some(msg)) if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) => shared.deliver(msg),
+            Ok(Some(msg)) if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) => {
+                shared.deliver(msg)
+            }
             Ok(Some(msg)) => {
-                shared.close(format!("protocol error: unexpected {:?} message from the daemon", msg.msg_type));
+                shared.close(format!(
+                    "protocol error: unexpected {:?} message from the daemon",
+                    msg.msg_type
+                ));
                 return;
             }
             Ok(None) => {
@@ -925,6 +1104,10 @@ mod tests {
         pending.insert(2u16, ());
         assert_eq!(free_seq(&pending, 1), 3);
         pending.insert(u16::MAX, ());
-        assert_eq!(free_seq(&pending, u16::MAX), 3, "wraps past 65535, skipping 0 and taken numbers");
+        assert_eq!(
+            free_seq(&pending, u16::MAX),
+            3,
+            "wraps past 65535, skipping 0 and taken numbers"
+        );
     }
 }

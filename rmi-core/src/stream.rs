@@ -33,7 +33,9 @@ pub struct RemoteStream<T> {
 impl<T: Send + 'static> RemoteStream<T> {
     /// Streams the items of `stream`.
     pub fn new(stream: impl Stream<Item = T> + Send + 'static) -> Self {
-        RemoteStream { inner: stream.boxed() }
+        RemoteStream {
+            inner: stream.boxed(),
+        }
     }
 
     /// Streams the items of `iter` (lazily: the iterator runs as items are asked for).
@@ -85,7 +87,14 @@ pub struct ItemStream<T> {
 
 impl<T> ItemStream<T> {
     pub(crate) fn new(proxy: Proxy, id: String) -> Self {
-        ItemStream { proxy, id, next: None, done: false, ended: false, _item: PhantomData }
+        ItemStream {
+            proxy,
+            id,
+            next: None,
+            done: false,
+            ended: false,
+            _item: PhantomData,
+        }
     }
 
     /// The stream's id in the daemon.
@@ -96,7 +105,10 @@ impl<T> ItemStream<T> {
 
 impl<T> std::fmt::Debug for ItemStream<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ItemStream").field("id", &self.id).field("done", &self.done).finish()
+        f.debug_struct("ItemStream")
+            .field("id", &self.id)
+            .field("done", &self.done)
+            .finish()
     }
 }
 
@@ -110,7 +122,10 @@ impl<T: DeserializeOwned + Send + 'static> Stream for ItemStream<T> {
         if self.next.is_none() {
             let (proxy, id) = (self.proxy.clone(), self.id.clone());
             self.next = Some(Box::pin(async move {
-                match proxy.call_daemon::<_, T>("get_next_stream_item", &(id,)).await {
+                match proxy
+                    .call_daemon::<_, T>("get_next_stream_item", &(id,))
+                    .await
+                {
                     Ok(item) => Ok(Some(item)),
                     Err(Error::Remote(e)) if e.kind == RemoteErrorKind::StopIteration => Ok(None),
                     Err(e) => Err(e),

@@ -62,7 +62,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Like [`read_frame`](Self::read_frame), but gives up with `Error::Timeout` when no byte of
     /// a new message arrives within `idle` (a message that has started is governed by the frame
     /// timeout instead, so an idle limit never cuts one in half).
-    pub async fn read_frame_within(&mut self, idle: Option<Duration>) -> Result<Option<Message>, Error> {
+    pub async fn read_frame_within(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Result<Option<Message>, Error> {
         // Bytes of the next message may have waited while we were not reading (the caller had
         // no slot free): their clock starts now.
         if !self.buf.is_empty() {
@@ -72,7 +75,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             match frame::check(&self.buf, self.max_message_size) {
                 Ok(header) => {
-                    let msg = Message::parse(&mut self.buf, &header).map_err(|e| Error::Protocol(e.to_string()))?;
+                    let msg = Message::parse(&mut self.buf, &header)
+                        .map_err(|e| Error::Protocol(e.to_string()))?;
                     // Bytes of the next message may already be here: its clock starts now.
                     self.partial_since = (!self.buf.is_empty()).then(tokio::time::Instant::now);
                     return Ok(Some(msg));
@@ -134,7 +138,11 @@ pub struct FrameWriter<W> {
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Wraps `wr`.
     pub fn new(wr: W) -> Self {
-        FrameWriter { wr, buf: BytesMut::new(), chunks: Vec::new() }
+        FrameWriter {
+            wr,
+            buf: BytesMut::new(),
+            chunks: Vec::new(),
+        }
     }
 
     /// Queues `msg` without writing it yet. Small messages are coalesced; a large payload is
@@ -161,18 +169,24 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.chunks.push(self.buf.split().freeze());
         }
         let stalled = |limit: Duration| {
-            Error::Protocol(format!("peer took none of our data for {limit:?} (write_timeout); closing"))
+            Error::Protocol(format!(
+                "peer took none of our data for {limit:?} (write_timeout); closing"
+            ))
         };
         for mut chunk in self.chunks.drain(..) {
             while !chunk.is_empty() {
                 let write = self.wr.write(&chunk);
                 let n = match stall {
-                    Some(limit) => tokio::time::timeout(limit, write).await.map_err(|_| stalled(limit))?,
+                    Some(limit) => tokio::time::timeout(limit, write)
+                        .await
+                        .map_err(|_| stalled(limit))?,
                     None => write.await,
                 }
                 .map_err(|e| Error::io("writing to the connection", e))?;
                 if n == 0 {
-                    return Err(Error::ConnectionClosed("the peer stopped accepting data".into()));
+                    return Err(Error::ConnectionClosed(
+                        "the peer stopped accepting data".into(),
+                    ));
                 }
                 chunk.advance(n);
             }
@@ -182,7 +196,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         }
         let flush = self.wr.flush();
         match stall {
-            Some(limit) => tokio::time::timeout(limit, flush).await.map_err(|_| stalled(limit))?,
+            Some(limit) => tokio::time::timeout(limit, flush)
+                .await
+                .map_err(|_| stalled(limit))?,
             None => flush.await,
         }
         .map_err(|e| Error::io("flushing the connection", e))
@@ -224,13 +240,14 @@ where
     F: Fn() -> bool,
 {
     let mut written = Vec::new();
-    let mut queue = |writer: &mut FrameWriter<W>, mut out: Outgoing, written: &mut Vec<Outgoing>| {
-        if let Some(signer) = signer.as_mut() {
-            signer.sign(&mut out.msg);
-        }
-        writer.queue(&out.msg);
-        written.push(out);
-    };
+    let mut queue =
+        |writer: &mut FrameWriter<W>, mut out: Outgoing, written: &mut Vec<Outgoing>| {
+            if let Some(signer) = signer.as_mut() {
+                signer.sign(&mut out.msg);
+            }
+            writer.queue(&out.msg);
+            written.push(out);
+        };
     while let Some(first) = rx.recv().await {
         queue(&mut writer, first, &mut written);
         if busy() {
@@ -263,12 +280,19 @@ pub struct Outgoing {
 
 impl From<Message> for Outgoing {
     fn from(msg: Message) -> Self {
-        Outgoing { msg, flushed: None, slot: None }
+        Outgoing {
+            msg,
+            flushed: None,
+            slot: None,
+        }
     }
 }
 
 /// Splits a stream into a frame reader and a frame writer.
-pub fn split<S: Stream>(stream: S, max_message_size: usize) -> (FrameReader<ReadHalf<S>>, FrameWriter<WriteHalf<S>>) {
+pub fn split<S: Stream>(
+    stream: S,
+    max_message_size: usize,
+) -> (FrameReader<ReadHalf<S>>, FrameWriter<WriteHalf<S>>) {
     let (rd, wr) = tokio::io::split(stream);
     (FrameReader::new(rd, max_message_size), FrameWriter::new(wr))
 }
@@ -280,10 +304,15 @@ pub async fn tls_connect(
     config: std::sync::Arc<rustls::ClientConfig>,
 ) -> Result<BoxStream, Error> {
     let Location::Tcp { host, .. } = location else {
-        return Err(Error::Protocol(format!("TLS needs a TCP location, not {location}")));
+        return Err(Error::Protocol(format!(
+            "TLS needs a TCP location, not {location}"
+        )));
     };
-    let name = rustls_pki_types::ServerName::try_from(host.clone())
-        .map_err(|e| Error::InvalidUri { uri: location.to_string(), reason: format!("not a TLS server name: {e}") })?;
+    let name =
+        rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| Error::InvalidUri {
+            uri: location.to_string(),
+            reason: format!("not a TLS server name: {e}"),
+        })?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, stream)
         .await
@@ -321,9 +350,14 @@ pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxStream, E
             #[cfg(not(unix))]
             Location::Unix(_) => Err(Error::io(
                 format!("connecting to {location}"),
-                std::io::Error::new(std::io::ErrorKind::Unsupported, "unix sockets are not available here"),
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "unix sockets are not available here",
+                ),
             )),
         }
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| Error::Timeout(timeout))?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| Error::Timeout(timeout))?
 }

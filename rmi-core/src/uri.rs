@@ -66,7 +66,13 @@ pub enum Uri {
 impl Uri {
     /// A direct `PYRO:` URI for `object` at TCP `host:port`.
     pub fn tcp(object: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
-        Uri::Pyro { object: object.into(), location: Location::Tcp { host: host.into(), port } }
+        Uri::Pyro {
+            object: object.into(),
+            location: Location::Tcp {
+                host: host.into(),
+                port,
+            },
+        }
     }
 
     /// The object id of a `PYRO:` URI, or `None` for a logical one.
@@ -92,13 +98,18 @@ impl Uri {
 }
 
 fn invalid(uri: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidUri { uri: uri.to_owned(), reason: reason.into() }
+    Error::InvalidUri {
+        uri: uri.to_owned(),
+        reason: reason.into(),
+    }
 }
 
 /// Parses `host[:port]` / `[v6][:port]`; the port is required when `need_port`.
 fn parse_host_port(uri: &str, text: &str, need_port: bool) -> Result<(String, Option<u16>), Error> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let end = rest.find(']').ok_or_else(|| invalid(uri, "IPv6 address is missing its closing ']'"))?;
+        let end = rest
+            .find(']')
+            .ok_or_else(|| invalid(uri, "IPv6 address is missing its closing ']'"))?;
         let host = &rest[..end];
         let after = &rest[end + 1..];
         let port = match after {
@@ -110,7 +121,10 @@ fn parse_host_port(uri: &str, text: &str, need_port: bool) -> Result<(String, Op
     } else {
         match text.rsplit_once(':') {
             Some((h, _)) if h.contains(':') => {
-                return Err(invalid(uri, "an IPv6 address must be written in brackets, e.g. [::1]:9090"));
+                return Err(invalid(
+                    uri,
+                    "an IPv6 address must be written in brackets, e.g. [::1]:9090",
+                ));
             }
             Some((h, p)) => (h, Some(p)),
             None => (text, None),
@@ -119,13 +133,22 @@ fn parse_host_port(uri: &str, text: &str, need_port: bool) -> Result<(String, Op
     if host.is_empty() {
         return Err(invalid(uri, "the host is empty"));
     }
-    if host.chars().any(|c| c.is_whitespace() || matches!(c, '@' | '/' | '[' | ']')) {
-        return Err(invalid(uri, format!("the host {host:?} contains an invalid character")));
+    if host
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '@' | '/' | '[' | ']'))
+    {
+        return Err(invalid(
+            uri,
+            format!("the host {host:?} contains an invalid character"),
+        ));
     }
     let port = match port {
-        Some(p) => Some(
-            p.parse::<u16>().map_err(|_| invalid(uri, format!("the port {p:?} is not a number from 0 to 65535")))?,
-        ),
+        Some(p) => Some(p.parse::<u16>().map_err(|_| {
+            invalid(
+                uri,
+                format!("the port {p:?} is not a number from 0 to 65535"),
+            )
+        })?),
         None if need_port => return Err(invalid(uri, "the port is missing (expected host:port)")),
         None => None,
     };
@@ -137,7 +160,10 @@ fn check_name(uri: &str, what: &str, name: &str) -> Result<(), Error> {
         return Err(invalid(uri, format!("the {what} is empty")));
     }
     if name.chars().any(|c| c.is_whitespace() || c == '@') {
-        return Err(invalid(uri, format!("the {what} {name:?} contains whitespace or '@'")));
+        return Err(invalid(
+            uri,
+            format!("the {what} {name:?} contains whitespace or '@'"),
+        ));
     }
     Ok(())
 }
@@ -152,9 +178,9 @@ impl FromStr for Uri {
             .ok_or_else(|| invalid(s, "missing scheme (expected PYRO:, PYRONAME: or PYROMETA:)"))?;
         match scheme.to_ascii_uppercase().as_str() {
             "PYRO" => {
-                let (object, loc) = rest
-                    .rsplit_once('@')
-                    .ok_or_else(|| invalid(s, "a PYRO: uri needs a location: PYRO:object@host:port"))?;
+                let (object, loc) = rest.rsplit_once('@').ok_or_else(|| {
+                    invalid(s, "a PYRO: uri needs a location: PYRO:object@host:port")
+                })?;
                 check_name(s, "object id", object)?;
                 let location = if let Some(path) = loc.strip_prefix("./u:") {
                     if path.is_empty() {
@@ -163,9 +189,15 @@ impl FromStr for Uri {
                     Location::Unix(path.to_owned())
                 } else {
                     let (host, port) = parse_host_port(s, loc, true)?;
-                    Location::Tcp { host, port: port.expect("port required") }
+                    Location::Tcp {
+                        host,
+                        port: port.expect("port required"),
+                    }
                 };
-                Ok(Uri::Pyro { object: object.to_owned(), location })
+                Ok(Uri::Pyro {
+                    object: object.to_owned(),
+                    location,
+                })
             }
             "PYRONAME" | "PYROMETA" => {
                 let (what, ns) = match rest.rsplit_once('@') {
@@ -177,7 +209,10 @@ impl FromStr for Uri {
                 };
                 if scheme.eq_ignore_ascii_case("PYRONAME") {
                     check_name(s, "name", what)?;
-                    Ok(Uri::PyroName { name: what.to_owned(), ns })
+                    Ok(Uri::PyroName {
+                        name: what.to_owned(),
+                        ns,
+                    })
                 } else {
                     let tags: Vec<String> = what.split(',').map(|t| t.trim().to_owned()).collect();
                     for t in &tags {
@@ -186,7 +221,10 @@ impl FromStr for Uri {
                     Ok(Uri::PyroMeta { tags, ns })
                 }
             }
-            other => Err(invalid(s, format!("unknown scheme {other:?} (expected PYRO, PYRONAME or PYROMETA)"))),
+            other => Err(invalid(
+                s,
+                format!("unknown scheme {other:?} (expected PYRO, PYRONAME or PYROMETA)"),
+            )),
         }
     }
 }
@@ -280,9 +318,21 @@ mod tests {
     fn pyro_uris_round_trip() {
         let u = round_trip("PYRO:obj_1234@127.0.0.1:9999");
         assert_eq!(u.object(), Some("obj_1234"));
-        assert_eq!(u.location(), Some(&Location::Tcp { host: "127.0.0.1".into(), port: 9999 }));
+        assert_eq!(
+            u.location(),
+            Some(&Location::Tcp {
+                host: "127.0.0.1".into(),
+                port: 9999
+            })
+        );
         let u = round_trip("PYRO:example.welcome@[::1]:4000");
-        assert_eq!(u.location(), Some(&Location::Tcp { host: "::1".into(), port: 4000 }));
+        assert_eq!(
+            u.location(),
+            Some(&Location::Tcp {
+                host: "::1".into(),
+                port: 4000
+            })
+        );
         round_trip("PYRO:obj@localhost:1");
         let u = round_trip("PYRO:obj@./u:/tmp/rmi.sock");
         assert_eq!(u.location(), Some(&Location::Unix("/tmp/rmi.sock".into())));
@@ -290,14 +340,29 @@ mod tests {
 
     #[test]
     fn logical_uris_round_trip() {
-        assert_eq!(round_trip("PYRONAME:server"), Uri::PyroName { name: "server".into(), ns: None });
+        assert_eq!(
+            round_trip("PYRONAME:server"),
+            Uri::PyroName {
+                name: "server".into(),
+                ns: None
+            }
+        );
         assert_eq!(
             round_trip("PYRONAME:a.b@127.0.0.1:9090"),
-            Uri::PyroName { name: "a.b".into(), ns: Some(("127.0.0.1".into(), 9090)) }
+            Uri::PyroName {
+                name: "a.b".into(),
+                ns: Some(("127.0.0.1".into(), 9090))
+            }
         );
         round_trip("PYRONAME:x@[::1]:77");
         let u = round_trip("PYROMETA:tag1,tag2@localhost:9090");
-        assert_eq!(u, Uri::PyroMeta { tags: vec!["tag1".into(), "tag2".into()], ns: Some(("localhost".into(), 9090)) });
+        assert_eq!(
+            u,
+            Uri::PyroMeta {
+                tags: vec!["tag1".into(), "tag2".into()],
+                ns: Some(("localhost".into(), 9090))
+            }
+        );
     }
 
     #[test]

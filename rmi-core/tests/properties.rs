@@ -31,7 +31,10 @@ const SERS: [Serializer; 2] = [Serializer::Bincode, Serializer::MsgPack];
 fn config() -> ProptestConfig {
     // `PROPTEST_CASES` in the environment still overrides this default.
     ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(256),
         ..ProptestConfig::default()
     }
 }
@@ -69,15 +72,17 @@ fn message() -> impl Strategy<Value = Message> {
         vec(annotation(), 0..=4),
         vec(any::<u8>(), 0..4096),
     )
-        .prop_map(|(msg_type, serializer, flags, seq, corr_id, annotations, payload)| Message {
-            msg_type,
-            serializer,
-            flags,
-            seq,
-            corr_id,
-            annotations,
-            payload: payload.into(),
-        })
+        .prop_map(
+            |(msg_type, serializer, flags, seq, corr_id, annotations, payload)| Message {
+                msg_type,
+                serializer,
+                flags,
+                seq,
+                corr_id,
+                annotations,
+                payload: payload.into(),
+            },
+        )
 }
 
 /// What parsing an encoded `msg` must give: `encode` adds `FLAGS_CORR_ID` for a non-zero id.
@@ -95,14 +100,18 @@ fn frame_bytes() -> impl Strategy<Value = Vec<u8>> {
         vec(any::<u8>(), 0..128),
         // A plausible header start followed by random bytes.
         vec(any::<u8>(), 0..128).prop_map(|rest| [&b"PYRO\x01\xf6"[..], &rest].concat()),
-        (message(), vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)).prop_map(|(msg, edits)| {
-            let mut bytes = msg.to_bytes().to_vec();
-            for (i, b) in edits {
-                let i = i.index(bytes.len());
-                bytes[i] = b;
-            }
-            bytes
-        }),
+        (
+            message(),
+            vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)
+        )
+            .prop_map(|(msg, edits)| {
+                let mut bytes = msg.to_bytes().to_vec();
+                for (i, b) in edits {
+                    let i = i.index(bytes.len());
+                    bytes[i] = b;
+                }
+                bytes
+            }),
         (message(), any::<prop::sample::Index>()).prop_map(|(msg, cut)| {
             let bytes = msg.to_bytes().to_vec();
             bytes[..cut.index(bytes.len() + 1)].to_vec()
@@ -264,11 +273,15 @@ fn brackets_inside_a_host_are_refused() {
 // ---------------------------------------------------------------------------------------------
 
 fn f64_not_nan() -> impl Strategy<Value = F64> {
-    any::<f64>().prop_filter("not NaN", |f| !f.is_nan()).prop_map(F64)
+    any::<f64>()
+        .prop_filter("not NaN", |f| !f.is_nan())
+        .prop_map(F64)
 }
 
 fn f32_not_nan() -> impl Strategy<Value = F32> {
-    any::<f32>().prop_filter("not NaN", |f| !f.is_nan()).prop_map(F32)
+    any::<f32>()
+        .prop_filter("not NaN", |f| !f.is_nan())
+        .prop_map(F32)
 }
 
 fn tree() -> impl Strategy<Value = Tree> {
@@ -277,7 +290,8 @@ fn tree() -> impl Strategy<Value = Tree> {
         prop_oneof![
             vec(inner.clone(), 0..4).prop_map(Tree::Node),
             inner.clone().prop_map(|t| Tree::Boxed(Box::new(t))),
-            (".{0,8}", option::of(inner.prop_map(Box::new))).prop_map(|(name, child)| Tree::Named { name, child }),
+            (".{0,8}", option::of(inner.prop_map(Box::new)))
+                .prop_map(|(name, child)| Tree::Named { name, child }),
         ]
     })
 }
@@ -334,7 +348,13 @@ fn rich() -> impl Strategy<Value = Rich> {
 }
 
 fn call_args() -> impl Strategy<Value = CallArgs> {
-    (".{0,16}", any::<i32>(), option::of(rich()), vec(tree(), 0..3), vec(any::<u8>(), 0..64))
+    (
+        ".{0,16}",
+        any::<i32>(),
+        option::of(rich()),
+        vec(tree(), 0..3),
+        vec(any::<u8>(), 0..64),
+    )
         .prop_map(|(s, n, rich, trees, bytes)| (s, n, rich, trees, ByteBuf::from(bytes)))
 }
 
@@ -422,15 +442,27 @@ fn codec_nesting_up_to_max_depth_fits_a_test_thread_stack() {
     for ser in SERS {
         let nest = |depth: usize| (0..depth).fold(Tree::Leaf(7), |t, _| Tree::Boxed(Box::new(t)));
         let deepest = (1..=limits.max_depth + 1)
-            .take_while(|&d| ser.decode::<Tree>(&ser.encode(&nest(d)).unwrap(), &limits).is_ok())
+            .take_while(|&d| {
+                ser.decode::<Tree>(&ser.encode(&nest(d)).unwrap(), &limits)
+                    .is_ok()
+            })
             .last()
             .unwrap();
-        assert!(deepest + 8 >= limits.max_depth, "{ser:?}: only {deepest} levels decode");
-        assert!(deepest < limits.max_depth + 1, "{ser:?}: nesting past max_depth decoded");
+        assert!(
+            deepest + 8 >= limits.max_depth,
+            "{ser:?}: only {deepest} levels decode"
+        );
+        assert!(
+            deepest < limits.max_depth + 1,
+            "{ser:?}: nesting past max_depth decoded"
+        );
         // The same depth as a call argument.
         let payload = encode_invoke(ser, "o", "m", &(nest(deepest - 2),)).unwrap();
         let invoke = decode_invoke(ser, payload.into(), &limits).unwrap();
-        assert_eq!(invoke.args.decode::<(Tree,)>().unwrap(), (nest(deepest - 2),));
+        assert_eq!(
+            invoke.args.decode::<(Tree,)>().unwrap(),
+            (nest(deepest - 2),)
+        );
     }
 }
 
@@ -443,7 +475,12 @@ fn fuzz_files(target: &str) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for dir in ["corpus", "artifacts"] {
         if let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) {
-            files.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()));
+            files.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file()),
+            );
         }
     }
     files.sort();
@@ -453,7 +490,10 @@ fn fuzz_files(target: &str) -> Vec<PathBuf> {
 #[test]
 fn fuzz_corpus_and_artifacts_replay_without_panic() {
     let mut replayed = 0;
-    for (target, run) in [("frame", harness::frame as fn(&[u8])), ("payload", harness::payload)] {
+    for (target, run) in [
+        ("frame", harness::frame as fn(&[u8])),
+        ("payload", harness::payload),
+    ] {
         for path in fuzz_files(target) {
             let data = std::fs::read(&path).unwrap();
             if let Err(panic) = std::panic::catch_unwind(|| run(&data)) {
@@ -477,20 +517,38 @@ fn fuzz_seed_corpus_is_what_its_names_say() {
     let read = |target: &str, name: &str| std::fs::read(dir.join(target).join(name)).unwrap();
     let limits = DecodeLimits::default();
 
-    for name in ["connect-bincode", "connect-msgpack", "connect-json-pyro5-capture", "invoke-bincode", "invoke-msgpack"]
-    {
+    for name in [
+        "connect-bincode",
+        "connect-msgpack",
+        "connect-json-pyro5-capture",
+        "invoke-bincode",
+        "invoke-msgpack",
+    ] {
         let bytes = read("frame", name);
         let header = frame::check(&bytes, MAX).unwrap_or_else(|e| panic!("{name}: {e}"));
         let msg = Message::parse(&mut BytesMut::from(&bytes[..]), &header).unwrap();
-        let expected = if name.starts_with("connect") { MessageType::Connect } else { MessageType::Invoke };
+        let expected = if name.starts_with("connect") {
+            MessageType::Connect
+        } else {
+            MessageType::Invoke
+        };
         assert_eq!(msg.msg_type, expected, "{name}");
     }
-    assert_eq!(frame::check(&read("frame", "truncated-header"), MAX), Err(FrameError::Incomplete));
-    assert!(matches!(frame::check(&read("frame", "length-4gib"), MAX), Err(FrameError::TooLarge { .. })));
+    assert_eq!(
+        frame::check(&read("frame", "truncated-header"), MAX),
+        Err(FrameError::Incomplete)
+    );
+    assert!(matches!(
+        frame::check(&read("frame", "length-4gib"), MAX),
+        Err(FrameError::TooLarge { .. })
+    ));
 
     let split = |name: &str| {
         let bytes = read("payload", name);
-        (harness::serializer_for(bytes[0]), Bytes::from(bytes[1..].to_vec()))
+        (
+            harness::serializer_for(bytes[0]),
+            Bytes::from(bytes[1..].to_vec()),
+        )
     };
     for tag in ["bincode", "msgpack"] {
         let (ser, payload) = split(&format!("invoke-rich-args-{tag}"));
@@ -505,16 +563,38 @@ fn fuzz_seed_corpus_is_what_its_names_say() {
     };
     for name in ["bincode-nested-15000", "msgpack-nested-15000"] {
         let (ser, payload) = split(name);
-        refused(name, ser.decode::<Tree>(&payload, &limits).unwrap_err(), "max_depth");
+        refused(
+            name,
+            ser.decode::<Tree>(&payload, &limits).unwrap_err(),
+            "max_depth",
+        );
     }
     let (ser, payload) = split("msgpack-invoke-args-nested-15000");
-    refused("msgpack-invoke-args-nested-15000", decode_invoke(ser, payload, &limits).unwrap_err(), "max_depth");
+    refused(
+        "msgpack-invoke-args-nested-15000",
+        decode_invoke(ser, payload, &limits).unwrap_err(),
+        "max_depth",
+    );
     let (ser, payload) = split("bincode-vec-unit-len-2pow40");
-    refused("bincode-vec-unit-len-2pow40", ser.decode::<Vec<()>>(&payload, &limits).unwrap_err(), "declared length");
+    refused(
+        "bincode-vec-unit-len-2pow40",
+        ser.decode::<Vec<()>>(&payload, &limits).unwrap_err(),
+        "declared length",
+    );
     let (ser, payload) = split("msgpack-array32-len-max");
-    refused("msgpack-array32-len-max", ser.decode::<Vec<()>>(&payload, &limits).unwrap_err(), "declared length");
+    refused(
+        "msgpack-array32-len-max",
+        ser.decode::<Vec<()>>(&payload, &limits).unwrap_err(),
+        "declared length",
+    );
     let (ser, payload) = split("bincode-string-len-2pow40");
-    assert!(decode_invoke(ser, payload, &limits).is_err(), "a 2^40-byte method name is refused");
+    assert!(
+        decode_invoke(ser, payload, &limits).is_err(),
+        "a 2^40-byte method name is refused"
+    );
     let (ser, payload) = split("msgpack-str32-len-max");
-    assert!(ser.decode::<String>(&payload, &limits).is_err(), "a 4 GiB str32 in 5 bytes is refused");
+    assert!(
+        ser.decode::<String>(&payload, &limits).is_err(),
+        "a 4 GiB str32 in 5 bytes is refused"
+    );
 }

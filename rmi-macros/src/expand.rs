@@ -20,11 +20,15 @@ pub fn strip_rmi_attrs(item: &mut ItemTrait) {
 fn rewrite_trait(item: &ItemTrait) -> ItemTrait {
     let mut item = item.clone();
     strip_rmi_attrs(&mut item);
-    item.supertraits.push(syn::parse_quote!(::core::marker::Send));
-    item.supertraits.push(syn::parse_quote!(::core::marker::Sync));
+    item.supertraits
+        .push(syn::parse_quote!(::core::marker::Send));
+    item.supertraits
+        .push(syn::parse_quote!(::core::marker::Sync));
     item.supertraits.push(syn::parse_quote!('static));
     for trait_item in &mut item.items {
-        let TraitItem::Fn(f) = trait_item else { continue };
+        let TraitItem::Fn(f) = trait_item else {
+            continue;
+        };
         f.sig.asyncness = None;
         let output = match &f.sig.output {
             ReturnType::Default => quote!(()),
@@ -40,7 +44,9 @@ fn rewrite_trait(item: &ItemTrait) -> ItemTrait {
                 use syn::spanned::Spanned;
                 block.span()
             };
-            f.default = Some(syn::parse2(quote_spanned!(block_span=> { async move #block })).expect("a block"));
+            f.default = Some(
+                syn::parse2(quote_spanned!(block_span=> { async move #block })).expect("a block"),
+            );
         }
     }
     item
@@ -68,7 +74,11 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
     );
 
     let metadata_pushes = service.methods.iter().map(|m| {
-        let cfgs: Vec<_> = m.carried_attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
+        let cfgs: Vec<_> = m
+            .carried_attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"))
+            .collect();
         let wire = &m.wire_name;
         let oneway = matches!(m.kind, MethodKind::Oneway).then(|| {
             quote! { #(#cfgs)* __oneway.push(#p::std::string::String::from(#wire)); }
@@ -142,26 +152,34 @@ pub fn expand(item: &ItemTrait, service: &Service, options: &Options) -> TokenSt
         }
     });
 
-    let batch_methods = service.methods.iter().filter(|m| !matches!(m.kind, MethodKind::Stream(_))).map(|m| {
-        let attrs = &m.carried_attrs;
-        let wire = &m.wire_name;
-        let ident = &m.ident;
-        let output = if matches!(m.kind, MethodKind::Oneway) {
-            quote!(())
-        } else {
-            let o = &m.output;
-            quote!(#o)
-        };
-        let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
-        let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
-        let args = if names.is_empty() { quote!(&[(); 0]) } else { quote!(&(#(#names,)*)) };
-        quote! {
-            #(#attrs)*
-            pub fn #ident(&mut self, #(#params),*) -> #p::Slot<#output> {
-                self.batch.add(#wire, #args)
+    let batch_methods = service
+        .methods
+        .iter()
+        .filter(|m| !matches!(m.kind, MethodKind::Stream(_)))
+        .map(|m| {
+            let attrs = &m.carried_attrs;
+            let wire = &m.wire_name;
+            let ident = &m.ident;
+            let output = if matches!(m.kind, MethodKind::Oneway) {
+                quote!(())
+            } else {
+                let o = &m.output;
+                quote!(#o)
+            };
+            let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
+            let names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
+            let args = if names.is_empty() {
+                quote!(&[(); 0])
+            } else {
+                quote!(&(#(#names,)*))
+            };
+            quote! {
+                #(#attrs)*
+                pub fn #ident(&mut self, #(#params),*) -> #p::Slot<#output> {
+                    self.batch.add(#wire, #args)
+                }
             }
-        }
-    });
+        });
 
     let blocking_methods = service.methods.iter().map(|m| {
         let attrs = &m.carried_attrs;

@@ -25,10 +25,13 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     match (model::Options::parse(attr.into()), model::lower(&item)) {
         (Ok(options), Ok(service)) => expand::expand(&item, &service, &options).into(),
         (options, service) => {
-            let errors = [options.err(), service.err()].into_iter().flatten().reduce(|mut a, b| {
-                a.combine(b);
-                a
-            });
+            let errors = [options.err(), service.err()]
+                .into_iter()
+                .flatten()
+                .reduce(|mut a, b| {
+                    a.combine(b);
+                    a
+                });
             let errors = errors.expect("at least one error");
             // Keep the trait (minus our attributes) so the user's impls do not add unrelated errors.
             expand::strip_rmi_attrs(&mut item);

@@ -1,7 +1,9 @@
 //! The service model lowered from a trait, with every rule checked and all errors collected.
 
 use proc_macro2::Span;
-use syn::{Attribute, FnArg, Ident, ItemTrait, LitStr, Pat, ReturnType, TraitItem, TraitItemFn, Type};
+use syn::{
+    Attribute, FnArg, Ident, ItemTrait, LitStr, Pat, ReturnType, TraitItem, TraitItemFn, Type,
+};
 
 /// Wire names the runtime uses itself (Pyro's batch and attribute access).
 const RESERVED_WIRE_NAMES: &[&str] = &["<batch>", "__getattr__", "__setattr__"];
@@ -39,7 +41,11 @@ impl Options {
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("crate") {
                 let value = meta.value()?;
-                krate = if value.peek(LitStr) { value.parse::<LitStr>()?.parse()? } else { value.parse()? };
+                krate = if value.peek(LitStr) {
+                    value.parse::<LitStr>()?.parse()?
+                } else {
+                    value.parse()?
+                };
                 Ok(())
             } else {
                 Err(meta.error("unknown #[remote] option; the only option is `crate = path`"))
@@ -89,13 +95,22 @@ pub struct Service {
 pub fn lower(item: &ItemTrait) -> Result<Service, syn::Error> {
     let mut errors: Vec<syn::Error> = Vec::new();
     if !item.generics.params.is_empty() {
-        errors.push(syn::Error::new_spanned(&item.generics, "#[remote] traits cannot be generic"));
+        errors.push(syn::Error::new_spanned(
+            &item.generics,
+            "#[remote] traits cannot be generic",
+        ));
     }
     if let Some(w) = &item.generics.where_clause {
-        errors.push(syn::Error::new_spanned(w, "#[remote] traits cannot have `where` clauses"));
+        errors.push(syn::Error::new_spanned(
+            w,
+            "#[remote] traits cannot have `where` clauses",
+        ));
     }
     if let Some(u) = &item.unsafety {
-        errors.push(syn::Error::new_spanned(u, "#[remote] traits cannot be `unsafe`"));
+        errors.push(syn::Error::new_spanned(
+            u,
+            "#[remote] traits cannot be `unsafe`",
+        ));
     }
     let mut methods = Vec::new();
     for trait_item in &item.items {
@@ -117,10 +132,16 @@ pub fn lower(item: &ItemTrait) -> Result<Service, syn::Error> {
         }
     }
     for (i, m) in methods.iter().enumerate() {
-        if methods[..i].iter().any(|earlier| earlier.wire_name == m.wire_name) {
+        if methods[..i]
+            .iter()
+            .any(|earlier| earlier.wire_name == m.wire_name)
+        {
             errors.push(syn::Error::new(
                 m.wire_span,
-                format!("duplicate wire name {:?}: each method needs its own #[rmi(name = ...)]", m.wire_name),
+                format!(
+                    "duplicate wire name {:?}: each method needs its own #[rmi(name = ...)]",
+                    m.wire_name
+                ),
             ));
         }
     }
@@ -137,32 +158,59 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     let sig = &f.sig;
     let before = errors.len();
     if sig.asyncness.is_none() {
-        errors.push(syn::Error::new(sig.fn_token.span, "remote methods must be `async fn`"));
+        errors.push(syn::Error::new(
+            sig.fn_token.span,
+            "remote methods must be `async fn`",
+        ));
     }
     if !sig.generics.params.is_empty() {
-        errors.push(syn::Error::new_spanned(&sig.generics, "remote methods cannot be generic"));
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "remote methods cannot be generic",
+        ));
     }
     if let Some(w) = &sig.generics.where_clause {
-        errors.push(syn::Error::new_spanned(w, "remote methods cannot have `where` clauses"));
+        errors.push(syn::Error::new_spanned(
+            w,
+            "remote methods cannot have `where` clauses",
+        ));
     }
     if let Some(u) = &sig.unsafety {
-        errors.push(syn::Error::new_spanned(u, "remote methods cannot be `unsafe`"));
+        errors.push(syn::Error::new_spanned(
+            u,
+            "remote methods cannot be `unsafe`",
+        ));
     }
     if let Some(abi) = &sig.abi {
-        errors.push(syn::Error::new_spanned(abi, "remote methods cannot declare an ABI"));
+        errors.push(syn::Error::new_spanned(
+            abi,
+            "remote methods cannot declare an ABI",
+        ));
     }
     if let Some(c) = &sig.constness {
-        errors.push(syn::Error::new_spanned(c, "remote methods cannot be `const`"));
+        errors.push(syn::Error::new_spanned(
+            c,
+            "remote methods cannot be `const`",
+        ));
     }
     if let Some(v) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(v, "remote methods cannot be variadic"));
+        errors.push(syn::Error::new_spanned(
+            v,
+            "remote methods cannot be variadic",
+        ));
     }
     match sig.inputs.first() {
         Some(FnArg::Receiver(r)) if is_shared_self(r) => {}
         Some(FnArg::Receiver(r)) => {
-            errors.push(syn::Error::new_spanned(r, "remote methods take `&self` (calls run concurrently)"));
+            errors.push(syn::Error::new_spanned(
+                r,
+                "remote methods take `&self` (calls run concurrently)",
+            ));
         }
-        _ => errors.push(syn::Error::new(sig.ident.span(), "remote methods take `&self` as their first parameter")),
+        _ => errors.push(syn::Error::new(
+            sig.ident.span(),
+            "remote methods take `&self` as their first parameter",
+        )),
     }
     let mut args = Vec::new();
     for input in sig.inputs.iter().skip(1) {
@@ -197,7 +245,10 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => {
             if let Some(tokens) = borrowed_or_impl(ty) {
-                errors.push(syn::Error::new_spanned(tokens, "remote methods must return an owned type"));
+                errors.push(syn::Error::new_spanned(
+                    tokens,
+                    "remote methods must return an owned type",
+                ));
             }
             (**ty).clone()
         }
@@ -257,7 +308,10 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     let stream_item = stream_item(&output);
     let kind = match (oneway, stream_item) {
         (Some(span), _) if !is_unit(&output) => {
-            errors.push(syn::Error::new(span, "a oneway method cannot return a value: its caller gets no reply"));
+            errors.push(syn::Error::new(
+                span,
+                "a oneway method cannot return a value: its caller gets no reply",
+            ));
             MethodKind::Oneway
         }
         (Some(_), _) => MethodKind::Oneway,
@@ -267,7 +321,16 @@ fn lower_method(f: &TraitItemFn, errors: &mut Vec<syn::Error>) -> Option<Method>
     if errors.len() > before {
         return None;
     }
-    Some(Method { ident: sig.ident.clone(), wire_name, wire_span, carried_attrs, args, output, kind, idempotent })
+    Some(Method {
+        ident: sig.ident.clone(),
+        wire_name,
+        wire_span,
+        carried_attrs,
+        args,
+        output,
+        kind,
+        idempotent,
+    })
 }
 
 fn is_unit(ty: &Type) -> bool {
@@ -296,7 +359,9 @@ fn is_shared_self(r: &syn::Receiver) -> bool {
         return false;
     }
     match &*r.ty {
-        Type::Reference(t) => t.mutability.is_none() && matches!(&*t.elem, Type::Path(p) if p.path.is_ident("Self")),
+        Type::Reference(t) => {
+            t.mutability.is_none() && matches!(&*t.elem, Type::Path(p) if p.path.is_ident("Self"))
+        }
         _ => false,
     }
 }

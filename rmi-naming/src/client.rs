@@ -20,12 +20,16 @@ fn flatten<T>(r: Result<Result<T, NamingError>, Error>) -> Result<T, Error> {
 impl NameServerProxy {
     /// Connects to the name server at `uri` (`PYRO:Pyro.NameServer@host:port`).
     pub async fn connect(uri: impl IntoUri) -> Result<Self, Error> {
-        Ok(Self::from_proxy(Proxy::builder(uri.into_uri()?).connect().await?))
+        Ok(Self::from_proxy(
+            Proxy::builder(uri.into_uri()?).connect().await?,
+        ))
     }
 
     /// Wraps an untyped proxy to a name server.
     pub fn from_proxy(proxy: Proxy) -> Self {
-        NameServerProxy { api: NameServerApiProxy::from_proxy(proxy) }
+        NameServerProxy {
+            api: NameServerApiProxy::from_proxy(proxy),
+        }
     }
 
     /// The generated proxy, with Pyro's full signatures.
@@ -51,7 +55,11 @@ impl NameServerProxy {
         safe: bool,
         metadata: BTreeSet<String>,
     ) -> Result<(), Error> {
-        flatten(self.api.register(name.to_owned(), uri.clone(), safe, metadata).await)
+        flatten(
+            self.api
+                .register(name.to_owned(), uri.clone(), safe, metadata)
+                .await,
+        )
     }
 
     /// The URI registered under `name`.
@@ -95,21 +103,35 @@ impl NameServerProxy {
     }
 
     /// Names whose metadata has every tag in `tags`.
-    pub async fn yplookup_all<I, S>(&self, tags: I) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, Error>
+    pub async fn yplookup_all<I, S>(
+        &self,
+        tags: I,
+    ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, Error>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        flatten(self.api.yplookup(Some(tags.into_iter().map(Into::into).collect()), None).await)
+        flatten(
+            self.api
+                .yplookup(Some(tags.into_iter().map(Into::into).collect()), None)
+                .await,
+        )
     }
 
     /// Names whose metadata has at least one tag in `tags`.
-    pub async fn yplookup_any<I, S>(&self, tags: I) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, Error>
+    pub async fn yplookup_any<I, S>(
+        &self,
+        tags: I,
+    ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, Error>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        flatten(self.api.yplookup(None, Some(tags.into_iter().map(Into::into).collect())).await)
+        flatten(
+            self.api
+                .yplookup(None, Some(tags.into_iter().map(Into::into).collect()))
+                .await,
+        )
     }
 
     /// Replaces the metadata of `name`.

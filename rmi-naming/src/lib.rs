@@ -35,8 +35,8 @@ pub use locate::{locate_ns, BroadcastResponder, NsLocator};
 pub use registry::{Registry, NAME_SERVER_NAME};
 pub use resolve::NamingResolver;
 pub use server::{
-    NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder, NameServerHandle,
-    NAME_SERVER_OBJECT_ID,
+    NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
+    NameServerHandle, NAME_SERVER_OBJECT_ID,
 };
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,8 @@ pub struct NamingError {
 impl NamingError {
     /// A naming error with `message`.
     pub fn new(message: impl Into<String>) -> Self {
-        NamingError { message: message.into() }
+        NamingError {
+            message: message.into(),
+        }
     }
 }

@@ -59,7 +59,10 @@ impl NsLocator {
         let mut l = NsLocator::new();
         let port = |var: &str| -> Result<Option<u16>, Error> {
             match std::env::var(var) {
-                Ok(v) => v.parse().map(Some).map_err(|_| Error::Naming(format!("{var}={v:?} is not a port number"))),
+                Ok(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| Error::Naming(format!("{var}={v:?} is not a port number"))),
                 Err(_) => Ok(None),
             }
         };
@@ -125,7 +128,13 @@ impl NsLocator {
     /// Finds the name server and returns a connected proxy to it.
     pub async fn locate(&self) -> Result<NameServerProxy, Error> {
         if let Some(host) = &self.host {
-            return self.connect(Uri::tcp(crate::NAME_SERVER_OBJECT_ID, host.clone(), self.port)).await;
+            return self
+                .connect(Uri::tcp(
+                    crate::NAME_SERVER_OBJECT_ID,
+                    host.clone(),
+                    self.port,
+                ))
+                .await;
         }
         let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, "127.0.0.1", self.port);
         let local_err = match self.connect(local).await {
@@ -169,11 +178,25 @@ async fn broadcast_lookup(addr: &str, port: u16) -> Result<Option<Uri>, Error> {
         .map_err(|e| Error::Naming(format!("bad broadcast address {addr}:{port}: {e}")))?
         .next()
         .ok_or_else(|| Error::Naming(format!("bad broadcast address {addr}:{port}")))?;
-    let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("valid");
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("valid");
     // A loopback target needs a loopback source, or the kernel has no route for the reply.
-    let bind = if target.ip().is_loopback() { SocketAddr::new(loopback_of(&target), 0) } else { bind };
-    let socket = UdpSocket::bind(bind).await.map_err(|e| Error::Naming(format!("cannot open a udp socket: {e}")))?;
-    socket.set_broadcast(true).map_err(|e| Error::Naming(format!("cannot enable broadcast: {e}")))?;
+    let bind = if target.ip().is_loopback() {
+        SocketAddr::new(loopback_of(&target), 0)
+    } else {
+        bind
+    };
+    let socket = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| Error::Naming(format!("cannot open a udp socket: {e}")))?;
+    socket
+        .set_broadcast(true)
+        .map_err(|e| Error::Naming(format!("cannot enable broadcast: {e}")))?;
     let mut buf = [0u8; 1024];
     for _ in 0..BROADCAST_ROUNDS {
         if let Err(e) = socket.send_to(GET_NSURI, target).await {
@@ -181,8 +204,13 @@ async fn broadcast_lookup(addr: &str, port: u16) -> Result<Option<Uri>, Error> {
             return Ok(None);
         }
         let deadline = tokio::time::Instant::now() + BROADCAST_WAIT;
-        while let Ok(Ok((n, from))) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
-            match std::str::from_utf8(&buf[..n]).ok().and_then(|s| s.parse::<Uri>().ok()) {
+        while let Ok(Ok((n, from))) =
+            tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
+        {
+            match std::str::from_utf8(&buf[..n])
+                .ok()
+                .and_then(|s| s.parse::<Uri>().ok())
+            {
                 Some(uri) if uri.is_direct() => return Ok(Some(uri)),
                 _ => tracing::debug!(%from, "ignoring a malformed GET_NSURI answer"),
             }
@@ -214,22 +242,33 @@ impl BroadcastResponder {
             .map_err(|e| Error::Naming(format!("bad broadcast address {addr}:{port}: {e}")))?
             .next()
             .ok_or_else(|| Error::Naming(format!("bad broadcast address {addr}:{port}")))?;
-        let socket = socket2::Socket::new(socket2::Domain::for_address(target), socket2::Type::DGRAM, None)
-            .and_then(|s| {
-                s.set_reuse_address(true)?;
-                s.set_broadcast(true)?;
-                s.set_nonblocking(true)?;
-                s.bind(&target.into())?;
-                Ok(s)
-            })
-            .map_err(|e| Error::Naming(format!("cannot bind the broadcast responder on {target}: {e}")))?;
-        let socket = UdpSocket::from_std(socket.into()).map_err(|e| Error::Naming(e.to_string()))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(target),
+            socket2::Type::DGRAM,
+            None,
+        )
+        .and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.set_broadcast(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&target.into())?;
+            Ok(s)
+        })
+        .map_err(|e| {
+            Error::Naming(format!(
+                "cannot bind the broadcast responder on {target}: {e}"
+            ))
+        })?;
+        let socket =
+            UdpSocket::from_std(socket.into()).map_err(|e| Error::Naming(e.to_string()))?;
         Ok(BroadcastResponder { socket, uri })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket.local_addr().expect("bound socket has an address")
+        self.socket
+            .local_addr()
+            .expect("bound socket has an address")
     }
 
     /// Answers requests until the task is aborted.

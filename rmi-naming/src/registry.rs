@@ -26,7 +26,8 @@ pub struct Registry {
 
 /// Compiles a Pyro-style pattern: like Python's `re.match`, anchored at the start only.
 fn anchored(regex: &str) -> Result<regex::Regex, NamingError> {
-    regex::Regex::new(&format!("^(?:{regex})")).map_err(|e| NamingError::new(format!("invalid regex {regex:?}: {e}")))
+    regex::Regex::new(&format!("^(?:{regex})"))
+        .map_err(|e| NamingError::new(format!("invalid regex {regex:?}: {e}")))
 }
 
 impl Registry {
@@ -49,23 +50,35 @@ impl Registry {
             )));
         }
         if !uri.is_direct() {
-            return Err(NamingError::new(format!("only PYRO: uris can be registered, not {uri}")));
+            return Err(NamingError::new(format!(
+                "only PYRO: uris can be registered, not {uri}"
+            )));
         }
         if safe && self.entries.contains_key(name) {
             return Err(NamingError::new(format!("name already registered: {name}")));
         }
-        self.entries.insert(name.to_owned(), Entry { uri, metadata });
+        self.entries
+            .insert(name.to_owned(), Entry { uri, metadata });
         Ok(())
     }
 
     /// The entry for `name`.
     pub fn lookup(&self, name: &str) -> Result<&Entry, NamingError> {
-        self.entries.get(name).ok_or_else(|| NamingError::new(format!("unknown name: {name}")))
+        self.entries
+            .get(name)
+            .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))
     }
 
     /// Replaces the metadata of `name`.
-    pub fn set_metadata(&mut self, name: &str, metadata: BTreeSet<String>) -> Result<(), NamingError> {
-        let entry = self.entries.get_mut(name).ok_or_else(|| NamingError::new(format!("unknown name: {name}")))?;
+    pub fn set_metadata(
+        &mut self,
+        name: &str,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), NamingError> {
+        let entry = self
+            .entries
+            .get_mut(name)
+            .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))?;
         entry.metadata = metadata;
         Ok(())
     }
@@ -85,10 +98,18 @@ impl Registry {
             return Ok(0);
         }
         let doomed: Vec<String> = if let Some(prefix) = prefix {
-            self.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+            self.entries
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect()
         } else if let Some(regex) = regex {
             let re = anchored(regex)?;
-            self.entries.keys().filter(|k| re.is_match(k)).cloned().collect()
+            self.entries
+                .keys()
+                .filter(|k| re.is_match(k))
+                .cloned()
+                .collect()
         } else {
             return Ok(0);
         };
@@ -101,13 +122,25 @@ impl Registry {
     }
 
     /// Names with their entries, optionally filtered by prefix or by regex (not both).
-    pub fn list(&self, prefix: Option<&str>, regex: Option<&str>) -> Result<Vec<(&String, &Entry)>, NamingError> {
+    pub fn list(
+        &self,
+        prefix: Option<&str>,
+        regex: Option<&str>,
+    ) -> Result<Vec<(&String, &Entry)>, NamingError> {
         match (prefix, regex) {
             (Some(_), Some(_)) => Err(NamingError::new("filter on prefix or on regex, not both")),
-            (Some(prefix), None) => Ok(self.entries.iter().filter(|(k, _)| k.starts_with(prefix)).collect()),
+            (Some(prefix), None) => Ok(self
+                .entries
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .collect()),
             (None, Some(regex)) => {
                 let re = anchored(regex)?;
-                Ok(self.entries.iter().filter(|(k, _)| re.is_match(k)).collect())
+                Ok(self
+                    .entries
+                    .iter()
+                    .filter(|(k, _)| re.is_match(k))
+                    .collect())
             }
             (None, None) => Ok(self.entries.iter().collect()),
         }
@@ -122,8 +155,16 @@ impl Registry {
     ) -> Result<Vec<(&String, &Entry)>, NamingError> {
         match (meta_all, meta_any) {
             (Some(_), Some(_)) => Err(NamingError::new("give meta_all or meta_any, not both")),
-            (Some(all), None) => Ok(self.entries.iter().filter(|(_, e)| all.is_subset(&e.metadata)).collect()),
-            (None, Some(any)) => Ok(self.entries.iter().filter(|(_, e)| !any.is_disjoint(&e.metadata)).collect()),
+            (Some(all), None) => Ok(self
+                .entries
+                .iter()
+                .filter(|(_, e)| all.is_subset(&e.metadata))
+                .collect()),
+            (None, Some(any)) => Ok(self
+                .entries
+                .iter()
+                .filter(|(_, e)| !any.is_disjoint(&e.metadata))
+                .collect()),
             (None, None) => Ok(Vec::new()),
         }
     }
@@ -151,7 +192,12 @@ mod tests {
         let mut r = Registry::new();
         r.register("app.one", uri(1), false, tags(&[])).unwrap();
         r.register("xapp.two", uri(2), false, tags(&[])).unwrap();
-        let names: Vec<_> = r.list(None, Some("app")).unwrap().into_iter().map(|(k, _)| k.clone()).collect();
+        let names: Vec<_> = r
+            .list(None, Some("app"))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.clone())
+            .collect();
         assert_eq!(names, ["app.one"]);
         assert!(r.list(None, Some("(")).is_err());
         assert!(r.list(Some("a"), Some("b")).is_err());
@@ -160,7 +206,8 @@ mod tests {
     #[test]
     fn remove_spares_the_name_server() {
         let mut r = Registry::new();
-        r.register(NAME_SERVER_NAME, uri(9), false, tags(&[])).unwrap();
+        r.register(NAME_SERVER_NAME, uri(9), false, tags(&[]))
+            .unwrap();
         r.register("Pyro.other", uri(1), false, tags(&[])).unwrap();
         assert_eq!(r.remove(None, Some("Pyro."), None).unwrap(), 1);
         assert_eq!(r.remove(Some(NAME_SERVER_NAME), None, None).unwrap(), 0);
@@ -170,7 +217,9 @@ mod tests {
     #[test]
     fn only_direct_uris_register() {
         let mut r = Registry::new();
-        let err = r.register("x", "PYRONAME:y".parse().unwrap(), false, tags(&[])).unwrap_err();
+        let err = r
+            .register("x", "PYRONAME:y".parse().unwrap(), false, tags(&[]))
+            .unwrap_err();
         assert!(err.message.contains("only PYRO:"));
     }
 }

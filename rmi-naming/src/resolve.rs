@@ -30,11 +30,17 @@ impl NamingResolver {
             Uri::Pyro { .. } => Ok(uri.clone()),
             Uri::PyroName { name, ns } => ns_of(ns).locate().await?.lookup(name).await,
             Uri::PyroMeta { tags, ns } => {
-                let matches = ns_of(ns).locate().await?.yplookup_all(tags.iter().cloned()).await?;
+                let matches = ns_of(ns)
+                    .locate()
+                    .await?
+                    .yplookup_all(tags.iter().cloned())
+                    .await?;
                 let uris: Vec<&Uri> = matches.values().map(|(u, _)| u).collect();
                 uris.choose(&mut rand::rng())
                     .map(|u| (*u).clone())
-                    .ok_or_else(|| Error::Naming(format!("no object has all of the metadata {tags:?}")))
+                    .ok_or_else(|| {
+                        Error::Naming(format!("no object has all of the metadata {tags:?}"))
+                    })
             }
         }
     }

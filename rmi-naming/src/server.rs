@@ -21,12 +21,20 @@ pub const NAME_SERVER_OBJECT_ID: &str = "Pyro.NameServer";
 #[remote(crate = ::rmi_core)]
 pub trait NameServerApi {
     /// Registers `name` for `uri`; with `safe`, an existing name is refused.
-    async fn register(&self, name: String, uri: Uri, safe: bool, metadata: BTreeSet<String>)
-        -> Result<(), NamingError>;
+    async fn register(
+        &self,
+        name: String,
+        uri: Uri,
+        safe: bool,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), NamingError>;
     /// The URI registered under `name`.
     async fn lookup(&self, name: String) -> Result<Uri, NamingError>;
     /// The URI and metadata registered under `name`.
-    async fn lookup_with_metadata(&self, name: String) -> Result<(Uri, BTreeSet<String>), NamingError>;
+    async fn lookup_with_metadata(
+        &self,
+        name: String,
+    ) -> Result<(Uri, BTreeSet<String>), NamingError>;
     /// Removes by name, else by prefix, else by regex (matched at the start); returns the count.
     async fn remove(
         &self,
@@ -35,7 +43,11 @@ pub trait NameServerApi {
         regex: Option<String>,
     ) -> Result<u32, NamingError>;
     /// Names and URIs, filtered by prefix or by regex (matched at the start), not both.
-    async fn list(&self, prefix: Option<String>, regex: Option<String>) -> Result<BTreeMap<String, Uri>, NamingError>;
+    async fn list(
+        &self,
+        prefix: Option<String>,
+        regex: Option<String>,
+    ) -> Result<BTreeMap<String, Uri>, NamingError>;
     /// Names whose metadata has all of `meta_all` or any of `meta_any`, with URI and metadata.
     async fn yplookup(
         &self,
@@ -43,7 +55,11 @@ pub trait NameServerApi {
         meta_any: Option<BTreeSet<String>>,
     ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, NamingError>;
     /// Replaces the metadata of `name`.
-    async fn set_metadata(&self, name: String, metadata: BTreeSet<String>) -> Result<(), NamingError>;
+    async fn set_metadata(
+        &self,
+        name: String,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), NamingError>;
     /// Number of registered names, the name server's own included.
     async fn count(&self) -> u32;
     /// Does nothing; shows the name server is alive.
@@ -83,7 +99,10 @@ impl NameServerApi for NameServer {
         self.with(|r| r.lookup(&name).map(|e| e.uri.clone()))
     }
 
-    async fn lookup_with_metadata(&self, name: String) -> Result<(Uri, BTreeSet<String>), NamingError> {
+    async fn lookup_with_metadata(
+        &self,
+        name: String,
+    ) -> Result<(Uri, BTreeSet<String>), NamingError> {
         self.with(|r| r.lookup(&name).map(|e| (e.uri.clone(), e.metadata.clone())))
     }
 
@@ -96,7 +115,11 @@ impl NameServerApi for NameServer {
         self.with(|r| r.remove(name.as_deref(), prefix.as_deref(), regex.as_deref()))
     }
 
-    async fn list(&self, prefix: Option<String>, regex: Option<String>) -> Result<BTreeMap<String, Uri>, NamingError> {
+    async fn list(
+        &self,
+        prefix: Option<String>,
+        regex: Option<String>,
+    ) -> Result<BTreeMap<String, Uri>, NamingError> {
         self.with(|r| {
             Ok(r.list(prefix.as_deref(), regex.as_deref())?
                 .into_iter()
@@ -118,7 +141,11 @@ impl NameServerApi for NameServer {
         })
     }
 
-    async fn set_metadata(&self, name: String, metadata: BTreeSet<String>) -> Result<(), NamingError> {
+    async fn set_metadata(
+        &self,
+        name: String,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), NamingError> {
         self.with(|r| r.set_metadata(&name, metadata))
     }
 
@@ -200,19 +227,30 @@ impl NameServerBuilder {
             #[cfg(unix)]
             Some(path) => builder.bind_unix(path).await?,
             #[cfg(not(unix))]
-            Some(_) => return Err(Error::Daemon("unix sockets are not available on this platform".into())),
+            Some(_) => {
+                return Err(Error::Daemon(
+                    "unix sockets are not available on this platform".into(),
+                ))
+            }
             None => builder.bind((self.host.as_str(), self.port)).await?,
         };
         let server = NameServer::new();
         let uri = daemon.uri_for(NAME_SERVER_OBJECT_ID);
         server
             .with(|r| {
-                r.register(NAME_SERVER_NAME, uri.clone(), false, BTreeSet::from(["class:rmi.NameServer".to_owned()]))
+                r.register(
+                    NAME_SERVER_NAME,
+                    uri.clone(),
+                    false,
+                    BTreeSet::from(["class:rmi.NameServer".to_owned()]),
+                )
             })
             .map_err(|e| Error::Naming(e.message))?;
         daemon.register_with_id(NameServerApiServer::new(server), NAME_SERVER_OBJECT_ID)?;
         let responder = match &self.broadcast {
-            Some((addr, port)) => Some(crate::locate::BroadcastResponder::bind(addr, *port, uri.clone()).await?),
+            Some((addr, port)) => {
+                Some(crate::locate::BroadcastResponder::bind(addr, *port, uri.clone()).await?)
+            }
             None => None,
         };
         let broadcast_addr = responder.as_ref().map(|r| r.local_addr());
@@ -222,7 +260,13 @@ impl NameServerBuilder {
             async move { daemon.serve().await }
         });
         tracing::info!(%uri, ?broadcast_addr, "name server running");
-        Ok(NameServerHandle { uri, daemon, broadcast_addr, serve_task: Mutex::new(Some(serve_task)), responder_task })
+        Ok(NameServerHandle {
+            uri,
+            daemon,
+            broadcast_addr,
+            serve_task: Mutex::new(Some(serve_task)),
+            responder_task,
+        })
     }
 }
 
@@ -257,9 +301,15 @@ impl NameServerHandle {
 
     /// Runs until the daemon stops (after [`shutdown`](Self::shutdown) or a fatal error).
     pub async fn wait(&self) -> Result<(), Error> {
-        let task = self.serve_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let task = self
+            .serve_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match task {
-            Some(t) => t.await.map_err(|e| Error::Closed(format!("name server task failed: {e}")))?,
+            Some(t) => t
+                .await
+                .map_err(|e| Error::Closed(format!("name server task failed: {e}")))?,
             None => Ok(()),
         }
     }

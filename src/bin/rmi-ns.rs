@@ -5,7 +5,11 @@ use rmi::naming::NameServer;
 
 /// Start the rmi name server.
 #[derive(Debug, Parser)]
-#[command(name = "rmi-ns", version, about = "Start the rmi name server (like `python -m Pyro4.naming`)")]
+#[command(
+    name = "rmi-ns",
+    version,
+    about = "Start the rmi name server (like `python -m Pyro4.naming`)"
+)]
 struct Args {
     /// Hostname or address to bind on.
     #[arg(short = 'n', long, env = "RMI_NS_HOST", default_value = "127.0.0.1")]
@@ -27,12 +31,19 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RMI_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RMI_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
     let mut builder = NameServer::builder().host(args.host).port(args.port);
-    builder = if args.nobc { builder.no_broadcast() } else { builder.broadcast(args.bchost, args.bcport) };
+    builder = if args.nobc {
+        builder.no_broadcast()
+    } else {
+        builder.broadcast(args.bchost, args.bcport)
+    };
     let ns = match builder.start().await {
         Ok(ns) => ns,
         Err(e) => {

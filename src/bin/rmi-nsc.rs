@@ -9,7 +9,11 @@ use rmi::Uri;
 
 /// Control an rmi name server.
 #[derive(Debug, Parser)]
-#[command(name = "rmi-nsc", version, about = "Control an rmi name server (like pyro5-nsc)")]
+#[command(
+    name = "rmi-nsc",
+    version,
+    about = "Control an rmi name server (like pyro5-nsc)"
+)]
 struct Args {
     /// Name server host (default: localhost, then the loopback broadcast).
     #[arg(short = 'n', long, env = "RMI_NS_HOST")]
@@ -98,19 +102,36 @@ fn show(entries: impl IntoIterator<Item = (String, String)>) {
 
 async fn run(ns: &NameServerProxy, command: Command) -> Result<(), rmi::Error> {
     match command {
-        Command::List { prefix: None } => show(ns.list().await?.into_iter().map(|(k, u)| (k, u.to_string()))),
-        Command::List { prefix: Some(p) } => {
-            show(ns.list_prefix(&p).await?.into_iter().map(|(k, u)| (k, u.to_string())))
-        }
-        Command::Listmatching { regex } => {
-            show(ns.list_regex(&regex).await?.into_iter().map(|(k, u)| (k, u.to_string())))
-        }
-        Command::YplookupAll { tags } => {
-            show(ns.yplookup_all(tags).await?.into_iter().map(|(k, (u, m))| (k, format!("{u}  {m:?}"))))
-        }
-        Command::YplookupAny { tags } => {
-            show(ns.yplookup_any(tags).await?.into_iter().map(|(k, (u, m))| (k, format!("{u}  {m:?}"))))
-        }
+        Command::List { prefix: None } => show(
+            ns.list()
+                .await?
+                .into_iter()
+                .map(|(k, u)| (k, u.to_string())),
+        ),
+        Command::List { prefix: Some(p) } => show(
+            ns.list_prefix(&p)
+                .await?
+                .into_iter()
+                .map(|(k, u)| (k, u.to_string())),
+        ),
+        Command::Listmatching { regex } => show(
+            ns.list_regex(&regex)
+                .await?
+                .into_iter()
+                .map(|(k, u)| (k, u.to_string())),
+        ),
+        Command::YplookupAll { tags } => show(
+            ns.yplookup_all(tags)
+                .await?
+                .into_iter()
+                .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
+        ),
+        Command::YplookupAny { tags } => show(
+            ns.yplookup_any(tags)
+                .await?
+                .into_iter()
+                .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
+        ),
         Command::Lookup { name } => {
             let (uri, meta) = ns.lookup_with_metadata(&name).await?;
             println!("{uri}");
@@ -125,9 +146,18 @@ async fn run(ns: &NameServerProxy, command: Command) -> Result<(), rmi::Error> {
         }
         Command::Remove { name } => {
             let removed = ns.remove(&name).await?;
-            println!("{}", if removed { format!("removed {name}") } else { format!("{name} was not registered") });
+            println!(
+                "{}",
+                if removed {
+                    format!("removed {name}")
+                } else {
+                    format!("{name} was not registered")
+                }
+            );
         }
-        Command::Removematching { regex } => println!("removed {} names", ns.remove_regex(&regex).await?),
+        Command::Removematching { regex } => {
+            println!("removed {} names", ns.remove_regex(&regex).await?)
+        }
         Command::Setmeta { name, tags: t } => {
             ns.set_metadata(&name, tags(&t)).await?;
             println!("metadata of {name} set");

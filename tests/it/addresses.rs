@@ -13,18 +13,36 @@ async fn serve(daemon: &Daemon) {
 
 #[tokio::test]
 async fn uris_carry_the_advertised_address_not_the_bound_one() {
-    let daemon = Daemon::builder().advertise("gateway.example", Some(4444)).bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon.register_with_id(GreeterServer::new(GreetingMaker), "greeter").unwrap();
+    let daemon = Daemon::builder()
+        .advertise("gateway.example", Some(4444))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "greeter")
+        .unwrap();
     assert_eq!(uri.to_string(), "PYRO:greeter@gateway.example:4444");
     // The daemon still listens where it was bound.
     serve(&daemon).await;
     let bound = daemon.local_addr().unwrap();
-    let direct = GreeterProxy::connect(Uri::tcp("greeter", "127.0.0.1", bound.port())).await.unwrap();
-    assert_eq!(direct.welcome_message("nat".into()).await.unwrap(), "Hi welcome nat");
+    let direct = GreeterProxy::connect(Uri::tcp("greeter", "127.0.0.1", bound.port()))
+        .await
+        .unwrap();
+    assert_eq!(
+        direct.welcome_message("nat".into()).await.unwrap(),
+        "Hi welcome nat"
+    );
     // Advertising only a host keeps the bound port.
-    let d2 = Daemon::builder().advertise("localhost", None).bind("127.0.0.1:0").await.unwrap();
+    let d2 = Daemon::builder()
+        .advertise("localhost", None)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let port = d2.local_addr().unwrap().port();
-    assert_eq!(d2.uri_for("x").to_string(), format!("PYRO:x@localhost:{port}"));
+    assert_eq!(
+        d2.uri_for("x").to_string(),
+        format!("PYRO:x@localhost:{port}")
+    );
     daemon.shutdown();
 }
 
@@ -36,18 +54,32 @@ async fn daemon_proxy_and_name_server_over_unix_sockets() {
     let sock = dir.join("greeter.sock");
     let _ = std::fs::remove_file(&sock);
     let daemon = Daemon::builder().bind_unix(&sock).await.unwrap();
-    let uri = daemon.register_with_id(GreeterServer::new(GreetingMaker), "greeter").unwrap();
-    assert_eq!(uri.to_string(), format!("PYRO:greeter@./u:{}", sock.display()));
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "greeter")
+        .unwrap();
+    assert_eq!(
+        uri.to_string(),
+        format!("PYRO:greeter@./u:{}", sock.display())
+    );
     assert!(matches!(daemon.location(), Location::Unix(_)));
     serve(&daemon).await;
     let greeter = GreeterProxy::connect(uri.to_string()).await.unwrap();
-    assert_eq!(greeter.welcome_message("unix".into()).await.unwrap(), "Hi welcome unix");
+    assert_eq!(
+        greeter.welcome_message("unix".into()).await.unwrap(),
+        "Hi welcome unix"
+    );
 
     // A name server on a Unix socket, used directly.
     let ns_sock = dir.join("ns.sock");
     let _ = std::fs::remove_file(&ns_sock);
-    let ns = rmi::naming::NameServer::builder().unix(&ns_sock).start().await.unwrap();
-    let names = rmi::naming::NameServerProxy::connect(ns.uri()).await.unwrap();
+    let ns = rmi::naming::NameServer::builder()
+        .unix(&ns_sock)
+        .start()
+        .await
+        .unwrap();
+    let names = rmi::naming::NameServerProxy::connect(ns.uri())
+        .await
+        .unwrap();
     names.register("greeter", &uri).await.unwrap();
     assert_eq!(names.lookup("greeter").await.unwrap(), uri);
     ns.shutdown();
@@ -67,10 +99,20 @@ async fn localhost_reaches_daemons_on_ipv4_and_on_ipv6() {
     for bind in ["127.0.0.1:0", "[::1]:0"] {
         let daemon = Daemon::bind(bind).await.unwrap();
         serve(&daemon).await;
-        let id = daemon.register(GreeterServer::new(GreetingMaker)).unwrap().object().unwrap().to_string();
+        let id = daemon
+            .register(GreeterServer::new(GreetingMaker))
+            .unwrap()
+            .object()
+            .unwrap()
+            .to_string();
         let port = daemon.local_addr().unwrap().port();
-        let greeter = GreeterProxy::connect(format!("PYRO:{id}@localhost:{port}")).await.unwrap();
-        assert_eq!(greeter.welcome_message(bind.into()).await.unwrap(), format!("Hi welcome {bind}"));
+        let greeter = GreeterProxy::connect(format!("PYRO:{id}@localhost:{port}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            greeter.welcome_message(bind.into()).await.unwrap(),
+            format!("Hi welcome {bind}")
+        );
         daemon.shutdown();
     }
 }

@@ -33,14 +33,23 @@ struct BankObject;
 impl Bank for BankObject {
     async fn open(&self, initial: u32) -> AccountProxy {
         let ctx = rmi::context::current().expect("call context");
-        let uri =
-            ctx.daemon().register(AccountServer::new(AccountObject { balance: AtomicU32::new(initial) })).unwrap();
+        let uri = ctx
+            .daemon()
+            .register(AccountServer::new(AccountObject {
+                balance: AtomicU32::new(initial),
+            }))
+            .unwrap();
         AccountProxy::from_uri(uri).unwrap()
     }
 
     async fn close(&self, account: AccountProxy) -> bool {
         let ctx = rmi::context::current().expect("call context");
-        let id = account.proxy().uri().object().unwrap_or_default().to_string();
+        let id = account
+            .proxy()
+            .uri()
+            .object()
+            .unwrap_or_default()
+            .to_string();
         ctx.daemon().unregister(&id)
     }
 }
@@ -96,15 +105,27 @@ async fn a_method_returns_a_proxy_to_an_object_it_registered() {
     let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
     serve(&daemon).await;
     for serializer in [rmi::Serializer::Bincode, rmi::Serializer::MsgPack] {
-        let bank: BankProxy = BankProxy::builder(&bank_uri).unwrap().serializer(serializer).connect().await.unwrap();
+        let bank: BankProxy = BankProxy::builder(&bank_uri)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
         let account = bank.open(10).await.unwrap();
-        assert_eq!(account.deposit(5).await.unwrap(), 15, "the returned proxy works");
+        assert_eq!(
+            account.deposit(5).await.unwrap(),
+            15,
+            "the returned proxy works"
+        );
         let again = account.clone();
         assert_eq!(again.deposit(1).await.unwrap(), 16);
 
         // Passing the proxy back in lets the server find and unregister the object.
         assert!(bank.close(account.clone()).await.unwrap());
-        assert!(matches!(account.deposit(1).await.unwrap_err(), Error::UnknownObject(_)));
+        assert!(matches!(
+            account.deposit(1).await.unwrap_err(),
+            Error::UnknownObject(_)
+        ));
     }
     daemon.shutdown();
 }
@@ -112,25 +133,42 @@ async fn a_method_returns_a_proxy_to_an_object_it_registered() {
 #[tokio::test]
 async fn the_server_calls_back_a_client_object() {
     let server = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let publisher_uri = server.register(PublisherServer::new(PublisherObject)).unwrap();
+    let publisher_uri = server
+        .register(PublisherServer::new(PublisherObject))
+        .unwrap();
     serve(&server).await;
 
     // The client runs its own daemon for the callback object.
     let client_daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let listener = std::sync::Arc::new(ListenerObject { heard: Default::default() });
-    let listener_uri = client_daemon.register(ListenerServer::from_arc(listener.clone())).unwrap();
+    let listener = std::sync::Arc::new(ListenerObject {
+        heard: Default::default(),
+    });
+    let listener_uri = client_daemon
+        .register(ListenerServer::from_arc(listener.clone()))
+        .unwrap();
     serve(&client_daemon).await;
 
     let publisher = PublisherProxy::connect(&publisher_uri).await.unwrap();
     let me = ListenerProxy::from_uri(&listener_uri).unwrap();
-    assert_eq!(publisher.publish(me.clone(), "hello".into()).await.unwrap(), Ok(5));
+    assert_eq!(
+        publisher.publish(me.clone(), "hello".into()).await.unwrap(),
+        Ok(5)
+    );
     assert_eq!(*listener.heard.lock().unwrap(), ["hello"]);
 
     // A failing callback is reported to the server's caller, not lost.
-    let refused = publisher.publish(me.clone(), String::new()).await.unwrap().unwrap_err();
+    let refused = publisher
+        .publish(me.clone(), String::new())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(refused.contains("empty message"), "{refused}");
     client_daemon.shutdown();
-    let unreachable = publisher.publish(me, "anyone?".into()).await.unwrap().unwrap_err();
+    let unreachable = publisher
+        .publish(me, "anyone?".into())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(unreachable.contains("unreachable"), "{unreachable}");
     server.shutdown();
 }

@@ -10,7 +10,12 @@ use crate::support::{start_daemon, LabProxy};
 async fn a_batch_runs_in_order_and_stops_at_the_first_error() {
     for serializer in [Serializer::Bincode, Serializer::MsgPack] {
         let (daemon, lab, _) = start_daemon().await;
-        let proxy: LabProxy = LabProxy::builder(&lab).unwrap().serializer(serializer).connect().await.unwrap();
+        let proxy: LabProxy = LabProxy::builder(&lab)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
 
         let mut batch = proxy.batch();
         let a = batch.echo(1, 1, "a".into());
@@ -21,11 +26,21 @@ async fn a_batch_runs_in_order_and_stops_at_the_first_error() {
 
         assert_eq!(results.get(&a).unwrap(), (1, 1, "a".to_string()));
         assert_eq!(results.get(&b).unwrap(), Ok(3));
-        assert!(matches!(results.get(&boom).unwrap_err(), Error::Panicked(_)));
+        assert!(matches!(
+            results.get(&boom).unwrap_err(),
+            Error::Panicked(_)
+        ));
         let err = results.get(&never).unwrap_err();
-        assert!(matches!(err, Error::NotExecuted(_)) && err.is_not_executed(), "{err}");
+        assert!(
+            matches!(err, Error::NotExecuted(_)) && err.is_not_executed(),
+            "{err}"
+        );
         assert_eq!(results.executed(), 3);
-        assert_eq!(proxy.calls().await.unwrap(), 3, "the call after the failure never ran");
+        assert_eq!(
+            proxy.calls().await.unwrap(),
+            3,
+            "the call after the failure never ran"
+        );
 
         // The untyped form, and a batch sent oneway.
         let mut raw = proxy.proxy().batch();

@@ -6,8 +6,14 @@ use crate::support::{spawn_child_daemon, LabBlockingProxy, LabProxy};
 fn a_synchronous_program_calls_through_the_blocking_proxy() {
     let (_daemon, uri) = spawn_child_daemon();
     let lab = LabBlockingProxy::connect(&uri).unwrap();
-    assert_eq!(lab.echo(1, 2, "sync".into()).unwrap(), (1, 2, "sync".to_string()));
-    assert!(matches!(lab.explode("sync panic".into()).unwrap_err(), rmi::Error::Panicked(_)));
+    assert_eq!(
+        lab.echo(1, 2, "sync".into()).unwrap(),
+        (1, 2, "sync".to_string())
+    );
+    assert!(matches!(
+        lab.explode("sync panic".into()).unwrap_err(),
+        rmi::Error::Panicked(_)
+    ));
 
     // Clones share the connection and work from many threads.
     let threads: Vec<_> = (0..4u32)
@@ -15,7 +21,10 @@ fn a_synchronous_program_calls_through_the_blocking_proxy() {
             let lab = lab.clone();
             std::thread::spawn(move || {
                 for i in 0..25 {
-                    assert_eq!(lab.echo(t, i, format!("{t}/{i}")).unwrap(), (t, i, format!("{t}/{i}")));
+                    assert_eq!(
+                        lab.echo(t, i, format!("{t}/{i}")).unwrap(),
+                        (t, i, format!("{t}/{i}"))
+                    );
                 }
             })
         })
@@ -26,14 +35,21 @@ fn a_synchronous_program_calls_through_the_blocking_proxy() {
     assert_eq!(lab.calls().unwrap(), 102);
 
     // Settings go through the builder.
-    let builder = LabProxy::builder(&uri).unwrap().serializer(rmi::Serializer::MsgPack);
+    let builder = LabProxy::builder(&uri)
+        .unwrap()
+        .serializer(rmi::Serializer::MsgPack);
     let msgpack = LabBlockingProxy::connect_with(builder).unwrap();
     assert_eq!(msgpack.echo(7, 7, "mp".into()).unwrap().2, "mp");
 }
 
 #[test]
 fn the_blocking_proxy_refuses_to_block_an_async_runtime() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let panicked = rt.block_on(async { std::panic::catch_unwind(|| rmi::blocking::block_on(async { 1 })).is_err() });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let panicked = rt.block_on(async {
+        std::panic::catch_unwind(|| rmi::blocking::block_on(async { 1 })).is_err()
+    });
     assert!(panicked);
 }

@@ -9,7 +9,12 @@ use crate::support::{start_daemon, LabProxy};
 
 async fn thousand_calls_from_fifty_tasks(serializer: Serializer) {
     let (daemon, lab, _) = start_daemon().await;
-    let proxy: LabProxy = LabProxy::builder(&lab).unwrap().serializer(serializer).connect().await.unwrap();
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .serializer(serializer)
+        .connect()
+        .await
+        .unwrap();
     let tasks = (0..50u32).map(|task| {
         let proxy = proxy.clone();
         tokio::spawn(async move {
@@ -49,7 +54,9 @@ async fn pipelined_calls_run_concurrently_on_the_daemon() {
     // Eight calls that each wait until all eight are running: only possible if the daemon
     // runs a connection's requests concurrently.
     let calls = (0..8).map(|_| proxy.rendezvous(8));
-    let done = tokio::time::timeout(Duration::from_secs(30), join_all(calls)).await.expect("calls ran one at a time");
+    let done = tokio::time::timeout(Duration::from_secs(30), join_all(calls))
+        .await
+        .expect("calls ran one at a time");
     assert!(done.into_iter().all(|r| r.unwrap() == 8));
     daemon.shutdown();
 }
@@ -64,7 +71,10 @@ async fn replies_come_back_out_of_order() {
     });
     // A later call on the same connection is answered while the first is still running.
     let fast = tokio::time::timeout(Duration::from_secs(30), proxy.echo(1, 2, "fast".into())).await;
-    assert_eq!(fast.expect("head-of-line blocked").unwrap(), (1, 2, "fast".to_string()));
+    assert_eq!(
+        fast.expect("head-of-line blocked").unwrap(),
+        (1, 2, "fast".to_string())
+    );
     assert!(!slow.is_finished());
     slow.abort();
     daemon.shutdown();
@@ -74,16 +84,30 @@ async fn replies_come_back_out_of_order() {
 async fn calls_over_the_in_flight_limit_wait_for_a_slot() {
     // Four calls that wait for four: they all fit in a limit of four.
     let (daemon, lab, _) = start_daemon().await;
-    let proxy: LabProxy = LabProxy::builder(&lab).unwrap().max_in_flight(4).connect().await.unwrap();
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .max_in_flight(4)
+        .connect()
+        .await
+        .unwrap();
     let four = join_all((0..4).map(|_| proxy.rendezvous(4)));
-    assert!(tokio::time::timeout(Duration::from_secs(30), four).await.is_ok());
+    assert!(tokio::time::timeout(Duration::from_secs(30), four)
+        .await
+        .is_ok());
     daemon.shutdown();
 
     // Five calls that wait for five never meet: the fifth waits for a slot the other four hold.
     let (daemon, lab, _) = start_daemon().await;
-    let proxy: LabProxy = LabProxy::builder(&lab).unwrap().max_in_flight(4).connect().await.unwrap();
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .max_in_flight(4)
+        .connect()
+        .await
+        .unwrap();
     let five = join_all((0..5).map(|_| proxy.rendezvous(5)));
-    assert!(tokio::time::timeout(Duration::from_millis(300), five).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(300), five)
+        .await
+        .is_err());
     // The four sent calls still hold their slots (their replies never came); the daemon keeps
     // serving other connections.
     let other = LabProxy::connect(&lab).await.unwrap();

@@ -36,7 +36,9 @@ impl Introspect for IntrospectObject {
 #[tokio::test]
 async fn a_method_sees_its_caller_and_sets_reply_annotations() {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon.register(IntrospectServer::new(IntrospectObject)).unwrap();
+    let uri = daemon
+        .register(IntrospectServer::new(IntrospectObject))
+        .unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -47,7 +49,10 @@ async fn a_method_sees_its_caller_and_sets_reply_annotations() {
     let seen = proxy.whoami().await.unwrap();
     assert!(seen.peer.starts_with("127.0.0.1:"), "{seen:?}");
     assert_eq!(seen.method, "whoami");
-    assert!(seen.user.is_none() && seen.time_left_ms.is_none(), "{seen:?}");
+    assert!(
+        seen.user.is_none() && seen.time_left_ms.is_none(),
+        "{seen:?}"
+    );
 
     // With a correlation id, an annotation and a deadline, through the untyped proxy to get
     // the reply annotations too.
@@ -57,13 +62,20 @@ async fn a_method_sees_its_caller_and_sets_reply_annotations() {
         .with_correlation_id(corr)
         .with_annotation(*b"USER", &b"alice"[..])
         .with_timeout(Duration::from_secs(20));
-    let reply = tuned.call_full::<_, Seen>("whoami", &[(); 0]).await.unwrap();
+    let reply = tuned
+        .call_full::<_, Seen>("whoami", &[(); 0])
+        .await
+        .unwrap();
     assert_eq!(reply.value.correlation_id, corr.to_string());
     assert_eq!(reply.correlation_id, corr);
     assert_eq!(reply.value.user.as_deref(), Some(&b"alice"[..]));
     let left = reply.value.time_left_ms.expect("deadline travelled");
     assert!(left > 0 && left <= 20_000, "{left}");
-    let srvr = reply.annotations.iter().find(|(k, _)| k == b"SRVR").map(|(_, v)| v.to_vec());
+    let srvr = reply
+        .annotations
+        .iter()
+        .find(|(k, _)| k == b"SRVR")
+        .map(|(_, v)| v.to_vec());
     assert_eq!(srvr.as_deref(), Some(&b"node-1"[..]));
     daemon.shutdown();
 }

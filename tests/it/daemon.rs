@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use rmi::{Daemon, Error, Metadata, Proxy};
 
-use crate::support::{start_daemon, GreeterProxy, GreeterServer, GreetingMaker, LabObject, LabProxy, LabServer};
+use crate::support::{
+    start_daemon, GreeterProxy, GreeterServer, GreetingMaker, LabObject, LabProxy, LabServer,
+};
 
 #[tokio::test]
 async fn generated_and_chosen_ids() {
@@ -14,54 +16,106 @@ async fn generated_and_chosen_ids() {
     let uri = daemon.register(GreeterServer::new(GreetingMaker)).unwrap();
     let id = uri.object().unwrap();
     assert!(id.starts_with("obj_") && id.len() == 36, "{id}");
-    assert!(id[4..].chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{id}");
-    assert_eq!(uri.to_string(), format!("PYRO:{id}@127.0.0.1:{}", daemon.local_addr().unwrap().port()));
+    assert!(
+        id[4..]
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{id}"
+    );
+    assert_eq!(
+        uri.to_string(),
+        format!(
+            "PYRO:{id}@127.0.0.1:{}",
+            daemon.local_addr().unwrap().port()
+        )
+    );
 
-    let chosen = daemon.register_with_id(GreeterServer::new(GreetingMaker), "example.greeter").unwrap();
+    let chosen = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.greeter")
+        .unwrap();
     assert_eq!(chosen.object(), Some("example.greeter"));
-    let err = daemon.register_with_id(LabServer::new(LabObject::default()), "example.greeter").unwrap_err();
-    assert!(matches!(&err, Error::Daemon(m) if m.contains("already registered")), "{err}");
-    assert!(daemon.register_with_id(GreeterServer::new(GreetingMaker), "Pyro.Daemon").is_err());
-    assert!(daemon.register_with_id(GreeterServer::new(GreetingMaker), "has space").is_err());
+    let err = daemon
+        .register_with_id(LabServer::new(LabObject::default()), "example.greeter")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Daemon(m) if m.contains("already registered")),
+        "{err}"
+    );
+    assert!(daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "Pyro.Daemon")
+        .is_err());
+    assert!(daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "has space")
+        .is_err());
 
     // Forced registration replaces the object.
-    daemon.register_replacing(LabServer::new(LabObject::default()), "example.greeter").unwrap();
+    daemon
+        .register_replacing(LabServer::new(LabObject::default()), "example.greeter")
+        .unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
     });
     let lab = LabProxy::connect(&chosen).await.unwrap();
-    assert_eq!(lab.echo(1, 2, "replaced".into()).await.unwrap().2, "replaced");
+    assert_eq!(
+        lab.echo(1, 2, "replaced".into()).await.unwrap().2,
+        "replaced"
+    );
 
     // Unregistered objects are unknown to new connections and to calls on old ones.
     assert!(daemon.unregister("example.greeter"));
     assert!(!daemon.unregister("example.greeter"));
-    assert!(matches!(LabProxy::connect(&chosen).await.unwrap_err(), Error::UnknownObject(_)));
-    assert!(matches!(lab.echo(1, 2, "gone".into()).await.unwrap_err(), Error::UnknownObject(_)));
+    assert!(matches!(
+        LabProxy::connect(&chosen).await.unwrap_err(),
+        Error::UnknownObject(_)
+    ));
+    assert!(matches!(
+        lab.echo(1, 2, "gone".into()).await.unwrap_err(),
+        Error::UnknownObject(_)
+    ));
     daemon.shutdown();
 }
 
 #[tokio::test]
 async fn the_daemon_object_answers_ping_registered_get_metadata_and_info() {
     let (daemon, lab, greeter) = start_daemon().await;
-    let proxy = Proxy::builder(daemon.uri_for("Pyro.Daemon")).connect::<Proxy>().await.unwrap();
+    let proxy = Proxy::builder(daemon.uri_for("Pyro.Daemon"))
+        .connect::<Proxy>()
+        .await
+        .unwrap();
     proxy.call::<_, ()>("ping", &[(); 0]).await.unwrap();
     let mut ids: Vec<String> = proxy.call("registered", &[(); 0]).await.unwrap();
     ids.sort();
-    let mut expected = vec!["Pyro.Daemon".to_string(), lab.object().unwrap().into(), greeter.object().unwrap().into()];
+    let mut expected = vec![
+        "Pyro.Daemon".to_string(),
+        lab.object().unwrap().into(),
+        greeter.object().unwrap().into(),
+    ];
     expected.sort();
     assert_eq!(ids, expected);
-    let meta: Metadata = proxy.call("get_metadata", &(greeter.object().unwrap(),)).await.unwrap();
+    let meta: Metadata = proxy
+        .call("get_metadata", &(greeter.object().unwrap(),))
+        .await
+        .unwrap();
     assert_eq!(meta.methods, ["welcomeMessage"]);
     assert!(meta.oneway.is_empty());
-    let err = proxy.call::<_, Metadata>("get_metadata", &("nope",)).await.unwrap_err();
+    let err = proxy
+        .call::<_, Metadata>("get_metadata", &("nope",))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::UnknownObject(_)), "{err}");
     let info: String = proxy.call("info", &[(); 0]).await.unwrap();
-    assert!(info.contains(&daemon.local_addr().unwrap().to_string()), "{info}");
+    assert!(
+        info.contains(&daemon.local_addr().unwrap().to_string()),
+        "{info}"
+    );
 
     // The handshake hands the object's metadata to the proxy.
     let g = GreeterProxy::connect(&greeter).await.unwrap();
-    assert_eq!(g.proxy().metadata().await.unwrap().methods, ["welcomeMessage"]);
+    assert_eq!(
+        g.proxy().metadata().await.unwrap().methods,
+        ["welcomeMessage"]
+    );
     daemon.shutdown();
 }
 
@@ -75,14 +129,23 @@ async fn serves_over_ipv6_loopback() {
         async move { d.serve().await }
     });
     let greeter = GreeterProxy::connect(uri.to_string()).await.unwrap();
-    assert_eq!(greeter.welcome_message("six".into()).await.unwrap(), "Hi welcome six");
+    assert_eq!(
+        greeter.welcome_message("six".into()).await.unwrap(),
+        "Hi welcome six"
+    );
     daemon.shutdown();
 }
 
 #[tokio::test]
 async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
-    let daemon = Daemon::builder().grace_period(Duration::from_secs(30)).bind("127.0.0.1:0").await.unwrap();
-    let lab = daemon.register(LabServer::new(LabObject::default())).unwrap();
+    let daemon = Daemon::builder()
+        .grace_period(Duration::from_secs(30))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let lab = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
     let serving = tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -94,17 +157,33 @@ async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     daemon.shutdown();
-    assert_eq!(running.await.unwrap().unwrap(), 300, "the running call finished and was answered");
+    assert_eq!(
+        running.await.unwrap().unwrap(),
+        300,
+        "the running call finished and was answered"
+    );
     serving.await.unwrap().unwrap();
     let err = LabProxy::connect(&lab).await.unwrap_err();
-    assert!(err.is_communication(), "no new connections after shutdown: {err}");
-    assert!(matches!(daemon.serve().await.unwrap_err(), Error::Closed(_)));
+    assert!(
+        err.is_communication(),
+        "no new connections after shutdown: {err}"
+    );
+    assert!(matches!(
+        daemon.serve().await.unwrap_err(),
+        Error::Closed(_)
+    ));
 }
 
 #[tokio::test]
 async fn the_grace_period_bounds_shutdown() {
-    let daemon = Daemon::builder().grace_period(Duration::from_millis(200)).bind("127.0.0.1:0").await.unwrap();
-    let lab = daemon.register(LabServer::new(LabObject::default())).unwrap();
+    let daemon = Daemon::builder()
+        .grace_period(Duration::from_millis(200))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let lab = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
     let serving = tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -116,7 +195,18 @@ async fn the_grace_period_bounds_shutdown() {
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     daemon.shutdown();
-    tokio::time::timeout(Duration::from_secs(30), serving).await.expect("serve returned").unwrap().unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), stuck).await.unwrap().unwrap().unwrap_err();
-    assert!(err.is_communication(), "the dropped call's caller gets a communication error: {err}");
+    tokio::time::timeout(Duration::from_secs(30), serving)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), stuck)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.is_communication(),
+        "the dropped call's caller gets a communication error: {err}"
+    );
 }

@@ -10,23 +10,44 @@ use crate::support::{spawn_child_daemon, start_daemon, LabProxy};
 /// fresh proxy's call.
 async fn daemon_still_serves(proxy: &Proxy, lab: &rmi::Uri) {
     proxy.ping().await.expect("MSG_PING answered");
-    proxy.call_daemon::<_, ()>("ping", &[(); 0]).await.expect("Pyro.Daemon.ping answered");
+    proxy
+        .call_daemon::<_, ()>("ping", &[(); 0])
+        .await
+        .expect("Pyro.Daemon.ping answered");
     let fresh = LabProxy::connect(lab).await.unwrap();
     assert_eq!(fresh.echo(1, 1, "ok".into()).await.unwrap().2, "ok");
 }
 
 async fn distinct_errors(serializer: Serializer) {
     let (daemon, lab, _) = start_daemon().await;
-    let proxy: Proxy = rmi::Proxy::builder(lab.clone()).serializer(serializer).connect().await.unwrap();
+    let proxy: Proxy = rmi::Proxy::builder(lab.clone())
+        .serializer(serializer)
+        .connect()
+        .await
+        .unwrap();
 
     // Unknown object: refused at connect time.
-    let missing = rmi::Uri::tcp("no_such_object", "127.0.0.1", daemon.local_addr().unwrap().port());
-    let err = rmi::Proxy::builder(missing).serializer(serializer).connect::<Proxy>().await.unwrap_err();
-    assert!(matches!(&err, Error::UnknownObject(id) if id == "no_such_object"), "{err}");
+    let missing = rmi::Uri::tcp(
+        "no_such_object",
+        "127.0.0.1",
+        daemon.local_addr().unwrap().port(),
+    );
+    let err = rmi::Proxy::builder(missing)
+        .serializer(serializer)
+        .connect::<Proxy>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownObject(id) if id == "no_such_object"),
+        "{err}"
+    );
     daemon_still_serves(&proxy, &lab).await;
 
     // Unknown method.
-    let err = proxy.call::<_, ()>("noSuchMethod", &[(); 0]).await.unwrap_err();
+    let err = proxy
+        .call::<_, ()>("noSuchMethod", &[(); 0])
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::UnknownMethod { method, object } if method == "noSuchMethod" && *object == lab.object().unwrap()),
         "{err}"
@@ -34,8 +55,14 @@ async fn distinct_errors(serializer: Serializer) {
     daemon_still_serves(&proxy, &lab).await;
 
     // Wrong argument types and wrong arity.
-    let err = proxy.call::<_, (u32, u32, String)>("echo", &("x", 1.5f64)).await.unwrap_err();
-    assert!(matches!(&err, Error::BadArguments(e) if e.message.contains("echo")), "{err}");
+    let err = proxy
+        .call::<_, (u32, u32, String)>("echo", &("x", 1.5f64))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::BadArguments(e) if e.message.contains("echo")),
+        "{err}"
+    );
     let err = proxy.call::<_, usize>("calls", &(1u8,)).await.unwrap_err();
     assert!(matches!(err, Error::BadArguments(_)), "{err}");
     daemon_still_serves(&proxy, &lab).await;
@@ -54,7 +81,10 @@ async fn distinct_errors(serializer: Serializer) {
 
     // An application error is a value, not an rmi::Error.
     assert_eq!(typed.checked_div(7, 2).await.unwrap(), Ok(3));
-    assert_eq!(typed.checked_div(1, 0).await.unwrap(), Err("cannot divide 1 by 0".to_string()));
+    assert_eq!(
+        typed.checked_div(1, 0).await.unwrap(),
+        Err("cannot divide 1 by 0".to_string())
+    );
     daemon.shutdown();
 }
 
@@ -73,7 +103,10 @@ async fn remote_errors_display_type_message_and_chain() {
     let (daemon, lab, _) = start_daemon().await;
     let proxy = LabProxy::connect(&lab).await.unwrap();
     let text = proxy.explode("boom".into()).await.unwrap_err().to_string();
-    assert!(text.contains("panicked") && text.contains("rmi.Panic") && text.contains("boom"), "{text}");
+    assert!(
+        text.contains("panicked") && text.contains("rmi.Panic") && text.contains("boom"),
+        "{text}"
+    );
     daemon.shutdown();
 }
 
@@ -91,8 +124,11 @@ async fn pending_and_new_calls_fail_promptly_when_the_daemon_dies() {
     child.0.wait().unwrap();
 
     // The pending call fails with a communication error instead of hanging.
-    let err =
-        tokio::time::timeout(Duration::from_secs(30), pending).await.expect("pending call hung").unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(30), pending)
+        .await
+        .expect("pending call hung")
+        .unwrap()
+        .unwrap_err();
     assert!(err.is_communication(), "{err}");
     // A new call fails too (the redial is refused), promptly.
     let started = Instant::now();
@@ -119,15 +155,35 @@ async fn invoke_for_another_object_on_a_connection_is_refused() {
 async fn raw_invoke_other_object(uri: &rmi::Uri, other: &str) -> String {
     use rmi::protocol::codec::{self, ConnectRequest};
     use rmi::protocol::frame::{Message, MessageType, FLAGS_EXCEPTION};
-    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else { unreachable!() };
-    let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.unwrap();
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else {
+        unreachable!()
+    };
+    let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+        .await
+        .unwrap();
     let (mut rd, mut wr) = rmi::transport::split(stream, 1 << 20);
     let ser = Serializer::Bincode;
-    let hello = ConnectRequest { handshake: "hello".into(), object: uri.object().unwrap().into() };
-    wr.write_frame(&Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap())).await.unwrap();
-    assert_eq!(rd.read_frame().await.unwrap().unwrap().msg_type, MessageType::ConnectOk);
+    let hello = ConnectRequest {
+        handshake: "hello".into(),
+        object: uri.object().unwrap().into(),
+    };
+    wr.write_frame(&Message::new(
+        MessageType::Connect,
+        ser.id(),
+        0,
+        0,
+        ser.encode(&hello).unwrap(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        rd.read_frame().await.unwrap().unwrap().msg_type,
+        MessageType::ConnectOk
+    );
     let call = codec::encode_invoke(ser, other, "welcomeMessage", &("x",)).unwrap();
-    wr.write_frame(&Message::new(MessageType::Invoke, ser.id(), 0, 1, call)).await.unwrap();
+    wr.write_frame(&Message::new(MessageType::Invoke, ser.id(), 0, 1, call))
+        .await
+        .unwrap();
     let reply = rd.read_frame().await.unwrap().unwrap();
     assert!(reply.has_flag(FLAGS_EXCEPTION));
     let err: rmi::RemoteError = ser.decode(&reply.payload, &Default::default()).unwrap();
@@ -150,8 +206,15 @@ impl Big for BigObject {
 
 #[tokio::test]
 async fn messages_over_max_message_size_fail_that_call_only() {
-    let limits = rmi::DecodeLimits { max_message_size: 4096, ..Default::default() };
-    let daemon = rmi::Daemon::builder().limits(limits).bind("127.0.0.1:0").await.unwrap();
+    let limits = rmi::DecodeLimits {
+        max_message_size: 4096,
+        ..Default::default()
+    };
+    let daemon = rmi::Daemon::builder()
+        .limits(limits)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     let uri = daemon.register(BigServer::new(BigObject)).unwrap();
     tokio::spawn({
         let d = daemon.clone();
@@ -160,11 +223,28 @@ async fn messages_over_max_message_size_fail_that_call_only() {
     let big = BigProxy::connect(&uri).await.unwrap();
     // A result too large for the limit: an error for this call, not a dropped connection.
     let err = big.text(10_000).await.unwrap_err();
-    assert!(matches!(&err, Error::Remote(e) if e.message.contains("max_message_size")), "{err}");
-    assert_eq!(big.text(10).await.unwrap().len(), 10, "the connection is still fine");
+    assert!(
+        matches!(&err, Error::Remote(e) if e.message.contains("max_message_size")),
+        "{err}"
+    );
+    assert_eq!(
+        big.text(10).await.unwrap().len(),
+        10,
+        "the connection is still fine"
+    );
     // A request too large for the proxy's own limit is refused before sending.
-    let small: rmi::Proxy = rmi::Proxy::builder(uri.clone()).limits(limits).connect().await.unwrap();
-    let err = small.call::<_, String>("text", &("y".repeat(5_000),)).await.unwrap_err();
-    assert!(err.is_not_executed() && err.to_string().contains("max_message_size"), "{err}");
+    let small: rmi::Proxy = rmi::Proxy::builder(uri.clone())
+        .limits(limits)
+        .connect()
+        .await
+        .unwrap();
+    let err = small
+        .call::<_, String>("text", &("y".repeat(5_000),))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_not_executed() && err.to_string().contains("max_message_size"),
+        "{err}"
+    );
     daemon.shutdown();
 }

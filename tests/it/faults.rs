@@ -10,22 +10,30 @@ use rmi::{Error, Serializer, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{connect_handshake, spawn_child_daemon_with, spawn_idle_flood, ChildGuard, LabProxy};
+use crate::support::{
+    connect_handshake, spawn_child_daemon_with, spawn_idle_flood, ChildGuard, LabProxy,
+};
 
 async fn dial(uri: &Uri) -> TcpStream {
-    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else { unreachable!() };
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else {
+        unreachable!()
+    };
     TcpStream::connect((host.as_str(), *port)).await.unwrap()
 }
 
 async fn assert_serving(child: &mut ChildGuard, uri: &Uri) {
     assert!(child.is_alive(), "the daemon process died");
-    let proxy = LabProxy::connect(uri).await.expect("a normal client connects");
+    let proxy = LabProxy::connect(uri)
+        .await
+        .expect("a normal client connects");
     assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
 }
 
 fn invoke(object: &str, method: &str, args: &impl serde::Serialize, seq: u16) -> Vec<u8> {
     let payload = encode_invoke(Serializer::Bincode, object, method, args).unwrap();
-    Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, seq, payload).to_bytes().to_vec()
+    Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, seq, payload)
+        .to_bytes()
+        .to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +41,12 @@ async fn a_slowloris_client_is_cut_off_by_frame_timeout() {
     let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=500");
     let mut slow = dial(&uri).await;
     connect_handshake(&mut slow, uri.object().unwrap()).await;
-    let bytes = invoke(uri.object().unwrap(), "echo", &(1u32, 2u32, "x".repeat(200)), 1);
+    let bytes = invoke(
+        uri.object().unwrap(),
+        "echo",
+        &(1u32, 2u32, "x".repeat(200)),
+        1,
+    );
     let started = Instant::now();
     let mut sent = 0;
     for b in &bytes {
@@ -52,8 +65,15 @@ async fn a_slowloris_client_is_cut_off_by_frame_timeout() {
     }
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the daemon never closed the slow connection");
-    assert!(sent < bytes.len(), "the slow sender finished its message ({sent} of {} bytes)", bytes.len());
+    assert!(
+        closed.is_ok(),
+        "the daemon never closed the slow connection"
+    );
+    assert!(
+        sent < bytes.len(),
+        "the slow sender finished its message ({sent} of {} bytes)",
+        bytes.len()
+    );
     println!(
         "slowloris: cut off after {:?}, {sent} of {} bytes sent (frame_timeout 500 ms)",
         started.elapsed(),
@@ -89,7 +109,10 @@ async fn a_connection_flood_leaves_the_daemon_serving() {
         opened += conns.len();
         drop(conns);
     }
-    println!("connection flood: {opened} connections opened and dropped in {:?}", started.elapsed());
+    println!(
+        "connection flood: {opened} connections opened and dropped in {:?}",
+        started.elapsed()
+    );
     assert_serving(&mut child, &uri).await;
 }
 
@@ -100,14 +123,27 @@ async fn connections_over_max_connections_are_refused_with_the_setting_named() {
     for _ in 0..20 {
         held.push(LabProxy::connect(&uri).await.unwrap());
     }
-    let err = LabProxy::builder(&uri).unwrap().reconnect_attempts(0).connect::<LabProxy>().await.unwrap_err();
-    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("max_connections = 20")), "{err}");
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("max_connections = 20")),
+        "{err}"
+    );
     // The connections held keep working; closing one makes room.
     assert_eq!(held[0].echo(0, 0, "held".into()).await.unwrap().2, "held");
     held.pop().unwrap().proxy().close();
     let mut again = None;
     for _ in 0..100 {
-        if let Ok(p) = LabProxy::builder(&uri).unwrap().reconnect_attempts(0).connect::<LabProxy>().await {
+        if let Ok(p) = LabProxy::builder(&uri)
+            .unwrap()
+            .reconnect_attempts(0)
+            .connect::<LabProxy>()
+            .await
+        {
             again = Some(p);
             break;
         }
@@ -153,7 +189,10 @@ async fn ten_thousand_idle_connections_from_another_process_keep_memory_bounded(
         "idle connections: {n} held (opened in {opened_in:?}); daemon RSS {before} KiB -> {during} KiB \
          (~{per_conn} bytes per connection); a normal call meanwhile took {call_took:?}"
     );
-    assert!(per_conn < 64 * 1024, "{per_conn} bytes of memory per idle connection");
+    assert!(
+        per_conn < 64 * 1024,
+        "{per_conn} bytes of memory per idle connection"
+    );
     drop(flood);
     assert_serving(&mut child, &uri).await;
 }
@@ -164,7 +203,9 @@ async fn clients_that_vanish_mid_call_do_not_disturb_the_daemon() {
     for i in 0..100u16 {
         let mut s = dial(&uri).await;
         connect_handshake(&mut s, uri.object().unwrap()).await;
-        s.write_all(&invoke(uri.object().unwrap(), "sleep", &(50u64,), i + 1)).await.unwrap();
+        s.write_all(&invoke(uri.object().unwrap(), "sleep", &(50u64,), i + 1))
+            .await
+            .unwrap();
         drop(s); // gone before the reply
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -185,7 +226,12 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
     let writer = tokio::spawn(async move {
         let mut sent = 0u32;
         for i in 0..4_000u32 {
-            let frame = invoke(&object, "echo", &(i, i, big.clone()), (i % 60_000 + 1) as u16);
+            let frame = invoke(
+                &object,
+                "echo",
+                &(i, i, big.clone()),
+                (i % 60_000 + 1) as u16,
+            );
             if wr.write_all(&frame).await.is_err() {
                 break;
             }
@@ -194,14 +240,24 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
         sent
     });
     // The daemon stops reading this connection (its replies hold every slot), then closes it.
-    let sent = tokio::time::timeout(Duration::from_secs(60), writer).await.expect("writer stuck forever").unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(60), writer)
+        .await
+        .expect("writer stuck forever")
+        .unwrap();
     let during = child.rss_kib();
     println!(
         "never-reading client: {sent} requests of 64 KiB accepted before the daemon stopped reading; \
          daemon RSS {before} KiB -> {during} KiB"
     );
-    assert!(sent < 4_000, "the daemon read every request although no reply was read");
-    assert!(during.saturating_sub(before) < 256 * 1024, "daemon memory grew by {} KiB", during - before);
+    assert!(
+        sent < 4_000,
+        "the daemon read every request although no reply was read"
+    );
+    assert!(
+        during.saturating_sub(before) < 256 * 1024,
+        "daemon memory grew by {} KiB",
+        during - before
+    );
     assert_serving(&mut child, &uri).await;
     // Eventually the connection is closed by write_timeout.
     let mut sink = vec![0u8; 1 << 16];
@@ -216,7 +272,10 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
         }
     })
     .await;
-    assert!(closed.is_ok(), "the never-reading connection was not closed");
+    assert!(
+        closed.is_ok(),
+        "the never-reading connection was not closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +288,12 @@ async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
     // 100 requests in one buffer, written in chunks of awkward sizes (1, 2, 3, … bytes).
     let mut all = Vec::new();
     for i in 1..=100u16 {
-        all.extend(invoke(&object, "echo", &(u32::from(i), 7u32, format!("call {i}")), i));
+        all.extend(invoke(
+            &object,
+            "echo",
+            &(u32::from(i), 7u32, format!("call {i}")),
+            i,
+        ));
     }
     let (mut rd, mut wr) = s.into_split();
     let writer = tokio::spawn(async move {
@@ -247,16 +311,23 @@ async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 100 {
         let mut chunk = [0u8; 4096];
-        let n =
-            tokio::time::timeout(Duration::from_secs(30), rd.read(&mut chunk)).await.expect("replies stalled").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(30), rd.read(&mut chunk))
+            .await
+            .expect("replies stalled")
+            .unwrap();
         assert!(n > 0, "connection closed with {} replies", seen.len());
         buf.extend_from_slice(&chunk[..n]);
         while let Ok(h) = check(&buf, 1 << 20) {
             let total = h.total_len();
             let reply = Message::parse(&mut bytes_from(&buf[..total]), &h).unwrap();
-            let (task, _, text): (u32, u32, String) =
-                Serializer::Bincode.decode(&reply.payload, &Default::default()).unwrap();
-            assert_eq!(u32::from(reply.seq), task, "reply matched to the wrong request");
+            let (task, _, text): (u32, u32, String) = Serializer::Bincode
+                .decode(&reply.payload, &Default::default())
+                .unwrap();
+            assert_eq!(
+                u32::from(reply.seq),
+                task,
+                "reply matched to the wrong request"
+            );
             assert_eq!(text, format!("call {task}"));
             assert!(seen.insert(reply.seq), "duplicate reply {}", reply.seq);
             buf.drain(..total);
@@ -278,11 +349,16 @@ async fn a_thousand_panics_leak_nothing() {
         let _ = proxy.explode("warm-up".into()).await;
     }
     let before = child.rss_kib();
-    let panics = futures_util::future::join_all((0..1_000).map(|_| proxy.explode("boom".into()))).await;
+    let panics =
+        futures_util::future::join_all((0..1_000).map(|_| proxy.explode("boom".into()))).await;
     assert!(panics.iter().all(|r| matches!(r, Err(Error::Panicked(_)))));
     let after = child.rss_kib();
     println!("1,000 panicking calls: daemon RSS {before} KiB -> {after} KiB");
-    assert!(after.saturating_sub(before) < 8 * 1024, "RSS grew by {} KiB", after - before);
+    assert!(
+        after.saturating_sub(before) < 8 * 1024,
+        "RSS grew by {} KiB",
+        after - before
+    );
     assert_serving(&mut child, &uri).await;
 }
 
@@ -296,7 +372,10 @@ async fn a_oneway_flood_is_slowed_by_back_pressure_and_every_call_runs() {
     let sent = 20_000u32;
     let started = Instant::now();
     for i in 0..sent {
-        proxy.call_oneway("echo", &(i, i, "fire and forget")).await.unwrap();
+        proxy
+            .call_oneway("echo", &(i, i, "fire and forget"))
+            .await
+            .unwrap();
     }
     let sending = started.elapsed();
     let lab = LabProxy::from_proxy(proxy.clone());
@@ -314,7 +393,11 @@ async fn a_oneway_flood_is_slowed_by_back_pressure_and_every_call_runs() {
         f64::from(sent) / sending.as_secs_f64()
     );
     assert_eq!(executed, sent as usize, "oneway calls were lost");
-    assert!(after.saturating_sub(before) < 64 * 1024, "RSS grew by {} KiB", after - before);
+    assert!(
+        after.saturating_sub(before) < 64 * 1024,
+        "RSS grew by {} KiB",
+        after - before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +406,15 @@ async fn huge_length_headers_are_refused_from_the_header_alone() {
     let (mut child, uri) = spawn_child_daemon_with(0, "");
     assert_serving(&mut child, &uri).await;
     let before = child.rss_kib();
-    let mut header = Message::new(MessageType::Connect, Serializer::BINCODE_ID, 0, 0, Vec::new()).to_bytes().to_vec();
+    let mut header = Message::new(
+        MessageType::Connect,
+        Serializer::BINCODE_ID,
+        0,
+        0,
+        Vec::new(),
+    )
+    .to_bytes()
+    .to_vec();
     header[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
     assert_eq!(u16::from_be_bytes([header[38], header[39]]), MAGIC);
     // 100 connections at once, each announcing a 4 GiB message.
@@ -334,7 +425,10 @@ async fn huge_length_headers_are_refused_from_the_header_alone() {
             let started = Instant::now();
             s.write_all(&header).await.unwrap();
             let mut rest = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await.expect("never closed").ok();
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+                .await
+                .expect("never closed")
+                .ok();
             started.elapsed()
         }
     }))
@@ -346,7 +440,11 @@ async fn huge_length_headers_are_refused_from_the_header_alone() {
         "4 GiB headers: 100 connections refused; time to close median {:?}, max {:?}; daemon RSS {before} KiB -> {after} KiB",
         times[50], times[99]
     );
-    assert!(after.saturating_sub(before) < 10 * 1024, "RSS grew by {} KiB", after - before);
+    assert!(
+        after.saturating_sub(before) < 10 * 1024,
+        "RSS grew by {} KiB",
+        after - before
+    );
     assert_serving(&mut child, &uri).await;
 }
 
@@ -361,8 +459,14 @@ async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
         .await
         .expect("idle connection kept open")
         .ok();
-    println!("idle connection: closed after {:?} (idle_timeout 300 ms)", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the idle timeout");
+    println!(
+        "idle connection: closed after {:?} (idle_timeout 300 ms)",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before the idle timeout"
+    );
 
     // A running call is not idleness: a call longer than the idle timeout still gets its reply.
     let proxy = LabProxy::connect(&uri).await.unwrap();

@@ -13,13 +13,17 @@ use crate::support::{spawn_child_daemon, ChildGuard, LabProxy, Nested};
 
 /// A valid header for `data_len` payload bytes, to be corrupted by each test.
 fn header(msg_type: MessageType, data_len: u32) -> Vec<u8> {
-    let mut h = Message::new(msg_type, Serializer::BINCODE_ID, 0, 1, Vec::new()).to_bytes().to_vec();
+    let mut h = Message::new(msg_type, Serializer::BINCODE_ID, 0, 1, Vec::new())
+        .to_bytes()
+        .to_vec();
     h[12..16].copy_from_slice(&data_len.to_be_bytes());
     h
 }
 
 async fn dial(uri: &Uri) -> TcpStream {
-    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else { unreachable!() };
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else {
+        unreachable!()
+    };
     TcpStream::connect((host.as_str(), *port)).await.unwrap()
 }
 
@@ -36,15 +40,27 @@ async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 async fn assert_alive(child: &mut ChildGuard, uri: &Uri) {
     assert!(child.is_alive(), "the daemon process died");
     let proxy = LabProxy::connect(uri).await.expect("fresh proxy connects");
-    assert_eq!(proxy.echo(7, 8, "alive".into()).await.unwrap(), (7, 8, "alive".to_string()));
+    assert_eq!(
+        proxy.echo(7, 8, "alive".into()).await.unwrap(),
+        (7, 8, "alive".to_string())
+    );
 }
 
 /// A raw connection that has completed the CONNECT handshake for the lab object.
 async fn connected(uri: &Uri) -> TcpStream {
     let mut stream = dial(uri).await;
     let ser = Serializer::Bincode;
-    let hello = ConnectRequest { handshake: "hello".into(), object: uri.object().unwrap().into() };
-    let msg = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap());
+    let hello = ConnectRequest {
+        handshake: "hello".into(),
+        object: uri.object().unwrap().into(),
+    };
+    let msg = Message::new(
+        MessageType::Connect,
+        ser.id(),
+        0,
+        0,
+        ser.encode(&hello).unwrap(),
+    );
     stream.write_all(&msg.to_bytes()).await.unwrap();
     let mut head = [0u8; HEADER_SIZE];
     stream.read_exact(&mut head).await.unwrap();
@@ -57,7 +73,12 @@ async fn connected(uri: &Uri) -> TcpStream {
 
 /// Sends an INVOKE whose payload is `object`, `method` (bincode) and then raw `args` bytes;
 /// returns the remote error of the reply.
-async fn invoke_raw_args(stream: &mut TcpStream, object: &str, method: &str, args: &[u8]) -> RemoteError {
+async fn invoke_raw_args(
+    stream: &mut TcpStream,
+    object: &str,
+    method: &str,
+    args: &[u8],
+) -> RemoteError {
     let mut payload = Serializer::Bincode.encode(&(object, method)).unwrap();
     payload.extend_from_slice(args);
     invoke_raw_payload(stream, payload).await
@@ -67,14 +88,23 @@ async fn invoke_raw_payload(stream: &mut TcpStream, payload: Vec<u8>) -> RemoteE
     let msg = Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 5, payload);
     stream.write_all(&msg.to_bytes()).await.unwrap();
     let mut head = [0u8; HEADER_SIZE];
-    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head)).await.expect("no reply").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head))
+        .await
+        .expect("no reply")
+        .unwrap();
     let flags = u16::from_be_bytes([head[8], head[9]]);
     assert!(flags & FLAGS_EXCEPTION != 0, "expected an exception reply");
-    assert_eq!(u16::from_be_bytes([head[10], head[11]]), 5, "reply carries the request's sequence number");
+    assert_eq!(
+        u16::from_be_bytes([head[10], head[11]]),
+        5,
+        "reply carries the request's sequence number"
+    );
     let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize;
     let mut body = vec![0; len];
     stream.read_exact(&mut body).await.unwrap();
-    Serializer::Bincode.decode(&body, &Default::default()).unwrap()
+    Serializer::Bincode
+        .decode(&body, &Default::default())
+        .unwrap()
 }
 
 /// bincode varint for a u64 that needs all eight bytes.
@@ -89,7 +119,8 @@ async fn malformed_headers_close_only_their_connection() {
     let (mut child, uri) = spawn_child_daemon();
     let bystander = LabProxy::connect(&uri).await.unwrap();
 
-    let mut cases: Vec<(&str, Vec<u8>)> = vec![("http request", b"GET / HTTP/1.0\r\n\r\n".to_vec())];
+    let mut cases: Vec<(&str, Vec<u8>)> =
+        vec![("http request", b"GET / HTTP/1.0\r\n\r\n".to_vec())];
     let mut bad_version = header(MessageType::Connect, 0);
     bad_version[4..6].copy_from_slice(&48u16.to_be_bytes());
     cases.push(("wrong version", bad_version));
@@ -111,30 +142,49 @@ async fn malformed_headers_close_only_their_connection() {
         let mut stream = dial(&uri).await;
         stream.write_all(&bytes).await.unwrap();
         let answer = read_to_close(&mut stream).await;
-        assert!(answer.is_empty(), "{name}: expected a close without reply, got {} bytes", answer.len());
+        assert!(
+            answer.is_empty(),
+            "{name}: expected a close without reply, got {} bytes",
+            answer.len()
+        );
         assert_alive(&mut child, &uri).await;
     }
     // The same after the handshake: the header check applies to every message.
     let mut stream = connected(&uri).await;
-    stream.write_all(&header(MessageType::Invoke, u32::MAX)).await.unwrap();
+    stream
+        .write_all(&header(MessageType::Invoke, u32::MAX))
+        .await
+        .unwrap();
     assert!(read_to_close(&mut stream).await.is_empty());
     assert_alive(&mut child, &uri).await;
-    assert_eq!(bystander.echo(1, 1, "bystander".into()).await.unwrap().2, "bystander");
+    assert_eq!(
+        bystander.echo(1, 1, "bystander".into()).await.unwrap().2,
+        "bystander"
+    );
 }
 
 #[tokio::test]
 async fn truncated_header_then_eof_and_invoke_before_connect() {
     let (mut child, uri) = spawn_child_daemon();
     let mut stream = dial(&uri).await;
-    stream.write_all(&header(MessageType::Connect, 10)[..20]).await.unwrap();
+    stream
+        .write_all(&header(MessageType::Connect, 10)[..20])
+        .await
+        .unwrap();
     stream.shutdown().await.unwrap();
     assert!(read_to_close(&mut stream).await.is_empty());
     assert_alive(&mut child, &uri).await;
 
     // An INVOKE before CONNECT gets a CONNECTFAIL, then the connection closes (as in Pyro).
     let mut stream = dial(&uri).await;
-    let call = rmi::protocol::codec::encode_invoke(Serializer::Bincode, "lab", "calls", &[(); 0]).unwrap();
-    stream.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 1, call).to_bytes()).await.unwrap();
+    let call =
+        rmi::protocol::codec::encode_invoke(Serializer::Bincode, "lab", "calls", &[(); 0]).unwrap();
+    stream
+        .write_all(
+            &Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 1, call).to_bytes(),
+        )
+        .await
+        .unwrap();
     let answer = read_to_close(&mut stream).await;
     assert_eq!(answer.get(6).copied(), Some(MessageType::ConnectFail as u8));
     assert_alive(&mut child, &uri).await;
@@ -183,13 +233,24 @@ async fn hostile_payloads_get_error_replies_and_the_connection_stays_usable() {
         &(Nested::Node(Box::new(Nested::Leaf)),),
     )
     .unwrap();
-    stream.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 9, good).to_bytes()).await.unwrap();
+    stream
+        .write_all(
+            &Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 9, good).to_bytes(),
+        )
+        .await
+        .unwrap();
     let mut head = [0u8; HEADER_SIZE];
     stream.read_exact(&mut head).await.unwrap();
     assert_eq!(u16::from_be_bytes([head[8], head[9]]) & FLAGS_EXCEPTION, 0);
     assert_alive(&mut child, &uri).await;
     let proxy = LabProxy::connect(&uri).await.unwrap();
-    assert_eq!(proxy.depth(Nested::Node(Box::new(Nested::Node(Box::new(Nested::Leaf))))).await.unwrap(), 2);
+    assert_eq!(
+        proxy
+            .depth(Nested::Node(Box::new(Nested::Node(Box::new(Nested::Leaf)))))
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,43 +264,72 @@ async fn size_boundary_partial_messages_and_wrong_directions() {
     // Exactly max_message_size (annotations + payload) is accepted; one byte more is refused.
     for (extra, accepted) in [(0usize, true), (1, false)] {
         let mut s = connected(&uri).await;
-        let base =
-            rmi::protocol::codec::encode_invoke(Serializer::Bincode, &object, "echo", &(1u32, 1u32, String::new()))
-                .unwrap()
-                .len();
+        let base = rmi::protocol::codec::encode_invoke(
+            Serializer::Bincode,
+            &object,
+            "echo",
+            &(1u32, 1u32, String::new()),
+        )
+        .unwrap()
+        .len();
         // Grow the text until the payload is exactly 4096 (+ extra) bytes (varint length: 2 bytes).
         let text = "x".repeat(4096 + extra - base - 2);
-        let payload =
-            rmi::protocol::codec::encode_invoke(Serializer::Bincode, &object, "echo", &(1u32, 1u32, text)).unwrap();
+        let payload = rmi::protocol::codec::encode_invoke(
+            Serializer::Bincode,
+            &object,
+            "echo",
+            &(1u32, 1u32, text),
+        )
+        .unwrap();
         assert_eq!(payload.len(), 4096 + extra);
-        s.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 3, payload).to_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            &Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 3, payload).to_bytes(),
+        )
+        .await
+        .unwrap();
         let answer = read_to_close_or(&mut s, Duration::from_secs(2)).await;
         assert_eq!(!answer.is_empty(), accepted, "{} bytes", 4096 + extra);
     }
 
     // A partial header, then silence: closed at frame_timeout, not never.
     let mut s = connected(&uri).await;
-    s.write_all(&header(MessageType::Invoke, 10)[..20]).await.unwrap();
+    s.write_all(&header(MessageType::Invoke, 10)[..20])
+        .await
+        .unwrap();
     let started = Instant::now();
     assert!(read_to_close(&mut s).await.is_empty());
-    println!("partial header then silence: closed after {:?} (frame_timeout 300 ms)", started.elapsed());
+    println!(
+        "partial header then silence: closed after {:?} (frame_timeout 300 ms)",
+        started.elapsed()
+    );
 
     // A body one byte short, then EOF: nothing is dispatched.
     let before = counter.calls().await.unwrap();
     let mut s = connected(&uri).await;
-    let call =
-        rmi::protocol::codec::encode_invoke(Serializer::Bincode, &object, "echo", &(1u32, 1u32, "short")).unwrap();
+    let call = rmi::protocol::codec::encode_invoke(
+        Serializer::Bincode,
+        &object,
+        "echo",
+        &(1u32, 1u32, "short"),
+    )
+    .unwrap();
     let bytes = Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 4, call).to_bytes();
     s.write_all(&bytes[..bytes.len() - 1]).await.unwrap();
     s.shutdown().await.unwrap();
     assert!(read_to_close(&mut s).await.is_empty());
-    assert_eq!(counter.calls().await.unwrap(), before, "a half message was dispatched");
+    assert_eq!(
+        counter.calls().await.unwrap(),
+        before,
+        "a half message was dispatched"
+    );
 
     // A RESULT sent to the daemon (the wrong direction): closed, nothing dispatched.
     let mut s = connected(&uri).await;
-    s.write_all(&Message::new(MessageType::Result, Serializer::BINCODE_ID, 0, 5, &b"x"[..]).to_bytes()).await.unwrap();
+    s.write_all(
+        &Message::new(MessageType::Result, Serializer::BINCODE_ID, 0, 5, &b"x"[..]).to_bytes(),
+    )
+    .await
+    .unwrap();
     assert!(read_to_close(&mut s).await.is_empty());
     assert_eq!(counter.calls().await.unwrap(), before);
     assert_alive(&mut child, &uri).await;

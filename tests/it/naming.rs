@@ -16,7 +16,12 @@ fn uri(port: u16) -> Uri {
 }
 
 async fn name_server() -> (rmi::naming::NameServerHandle, NameServerProxy) {
-    let ns = NameServer::builder().port(0).no_broadcast().start().await.unwrap();
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
     let proxy = NameServerProxy::connect(ns.uri()).await.unwrap();
     (ns, proxy)
 }
@@ -24,10 +29,23 @@ async fn name_server() -> (rmi::naming::NameServerHandle, NameServerProxy) {
 #[tokio::test]
 async fn safe_register_refuses_a_taken_name_and_plain_register_replaces_it() {
     let (_ns, names) = name_server().await;
-    names.register_with("a", &uri(1), true, tags(&[])).await.unwrap();
-    let err = names.register_with("a", &uri(2), true, tags(&[])).await.unwrap_err();
-    assert!(matches!(&err, Error::Naming(m) if m.contains("already registered")), "{err}");
-    assert_eq!(names.lookup("a").await.unwrap(), uri(1), "the refused registration changed nothing");
+    names
+        .register_with("a", &uri(1), true, tags(&[]))
+        .await
+        .unwrap();
+    let err = names
+        .register_with("a", &uri(2), true, tags(&[]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Naming(m) if m.contains("already registered")),
+        "{err}"
+    );
+    assert_eq!(
+        names.lookup("a").await.unwrap(),
+        uri(1),
+        "the refused registration changed nothing"
+    );
     names.register("a", &uri(3)).await.unwrap();
     assert_eq!(names.lookup("a").await.unwrap(), uri(3));
 }
@@ -36,39 +54,83 @@ async fn safe_register_refuses_a_taken_name_and_plain_register_replaces_it() {
 async fn unknown_name_is_a_naming_error() {
     let (_ns, names) = name_server().await;
     let err = names.lookup("no.such.name").await.unwrap_err();
-    assert!(matches!(&err, Error::Naming(m) if m == "unknown name: no.such.name"), "{err}");
+    assert!(
+        matches!(&err, Error::Naming(m) if m == "unknown name: no.such.name"),
+        "{err}"
+    );
     // So is connecting to it by PYRONAME:.
-    let err =
-        GreeterProxy::connect(format!("PYRONAME:no.such.name@{}", names.uri().location().unwrap())).await.unwrap_err();
+    let err = GreeterProxy::connect(format!(
+        "PYRONAME:no.such.name@{}",
+        names.uri().location().unwrap()
+    ))
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Naming(_)), "{err}");
 }
 
 #[tokio::test]
 async fn list_by_prefix_and_by_regex_and_remove() {
     let (_ns, names) = name_server().await;
-    for (i, n) in ["app.one", "app.two", "other.app", "apple"].iter().enumerate() {
+    for (i, n) in ["app.one", "app.two", "other.app", "apple"]
+        .iter()
+        .enumerate()
+    {
         names.register(n, &uri(i as u16 + 1)).await.unwrap();
     }
     let all = names.list().await.unwrap();
-    assert_eq!(all.len(), 5, "four names plus the name server's own: {all:?}");
+    assert_eq!(
+        all.len(),
+        5,
+        "four names plus the name server's own: {all:?}"
+    );
     assert!(all.contains_key("Pyro.NameServer"));
-    let prefixed: Vec<_> = names.list_prefix("app.").await.unwrap().into_keys().collect();
+    let prefixed: Vec<_> = names
+        .list_prefix("app.")
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
     assert_eq!(prefixed, ["app.one", "app.two"]);
     // Python's re.match: anchored at the start, not the end.
-    let matched: Vec<_> = names.list_regex(r"app.*o").await.unwrap().into_keys().collect();
+    let matched: Vec<_> = names
+        .list_regex(r"app.*o")
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
     assert_eq!(matched, ["app.one", "app.two"]);
-    let matched: Vec<_> = names.list_regex(r"app").await.unwrap().into_keys().collect();
+    let matched: Vec<_> = names
+        .list_regex(r"app")
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
     assert_eq!(matched, ["app.one", "app.two", "apple"]);
-    assert!(matches!(names.list_regex("(").await.unwrap_err(), Error::Naming(_)));
-    let err = names.api().list(Some("a".into()), Some("b".into())).await.unwrap().unwrap_err();
+    assert!(matches!(
+        names.list_regex("(").await.unwrap_err(),
+        Error::Naming(_)
+    ));
+    let err = names
+        .api()
+        .list(Some("a".into()), Some("b".into()))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(err.message.contains("not both"), "{err}");
 
     assert_eq!(names.count().await.unwrap(), 5);
     assert!(names.remove("apple").await.unwrap());
     assert!(!names.remove("apple").await.unwrap());
     assert_eq!(names.remove_prefix("app.").await.unwrap(), 2);
-    assert_eq!(names.remove_regex(".*").await.unwrap(), 1, "everything but the name server");
-    assert!(!names.remove("Pyro.NameServer").await.unwrap(), "the name server's entry stays");
+    assert_eq!(
+        names.remove_regex(".*").await.unwrap(),
+        1,
+        "everything but the name server"
+    );
+    assert!(
+        !names.remove("Pyro.NameServer").await.unwrap(),
+        "the name server's entry stays"
+    );
     assert_eq!(names.count().await.unwrap(), 1);
     names.ping().await.unwrap();
 }
@@ -76,21 +138,46 @@ async fn list_by_prefix_and_by_regex_and_remove() {
 #[tokio::test]
 async fn yplookup_by_all_and_by_any_and_set_metadata() {
     let (_ns, names) = name_server().await;
-    names.register_with("a", &uri(1), false, tags(&["red", "big"])).await.unwrap();
-    names.register_with("b", &uri(2), false, tags(&["red"])).await.unwrap();
-    names.register_with("c", &uri(3), false, tags(&["blue"])).await.unwrap();
+    names
+        .register_with("a", &uri(1), false, tags(&["red", "big"]))
+        .await
+        .unwrap();
+    names
+        .register_with("b", &uri(2), false, tags(&["red"]))
+        .await
+        .unwrap();
+    names
+        .register_with("c", &uri(3), false, tags(&["blue"]))
+        .await
+        .unwrap();
 
-    let all: Vec<_> = names.yplookup_all(["red", "big"]).await.unwrap().into_keys().collect();
+    let all: Vec<_> = names
+        .yplookup_all(["red", "big"])
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
     assert_eq!(all, ["a"]);
     let all = names.yplookup_all(["red"]).await.unwrap();
     assert_eq!(all.keys().collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(all["b"], (uri(2), tags(&["red"])));
-    let any: Vec<_> = names.yplookup_any(["big", "blue"]).await.unwrap().into_keys().collect();
+    let any: Vec<_> = names
+        .yplookup_any(["big", "blue"])
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
     assert_eq!(any, ["a", "c"]);
 
     names.set_metadata("c", tags(&["red"])).await.unwrap();
-    assert_eq!(names.lookup_with_metadata("c").await.unwrap(), (uri(3), tags(&["red"])));
-    assert!(matches!(names.set_metadata("zz", tags(&[])).await.unwrap_err(), Error::Naming(_)));
+    assert_eq!(
+        names.lookup_with_metadata("c").await.unwrap(),
+        (uri(3), tags(&["red"]))
+    );
+    assert!(matches!(
+        names.set_metadata("zz", tags(&[])).await.unwrap_err(),
+        Error::Naming(_)
+    ));
     let none = names.api().yplookup(None, None).await.unwrap().unwrap();
     assert!(none.is_empty());
 }
@@ -99,22 +186,45 @@ async fn yplookup_by_all_and_by_any_and_set_metadata() {
 async fn pyrometa_connects_to_an_object_with_all_the_tags() {
     let (ns, names) = name_server().await;
     let (daemon, _, greeter) = start_daemon().await;
-    names.register_with("greeter", &greeter, false, tags(&["greeting", "tutorial"])).await.unwrap();
-    names.register_with("decoy", &uri(unused_port()), false, tags(&["greeting"])).await.unwrap();
-    let proxy = GreeterProxy::connect(format!("PYROMETA:greeting,tutorial@{}", ns.daemon().location())).await.unwrap();
-    assert_eq!(proxy.welcome_message("meta".into()).await.unwrap(), "Hi welcome meta");
-    let err = GreeterProxy::connect(format!("PYROMETA:nothing@{}", ns.daemon().location())).await.unwrap_err();
+    names
+        .register_with("greeter", &greeter, false, tags(&["greeting", "tutorial"]))
+        .await
+        .unwrap();
+    names
+        .register_with("decoy", &uri(unused_port()), false, tags(&["greeting"]))
+        .await
+        .unwrap();
+    let proxy = GreeterProxy::connect(format!(
+        "PYROMETA:greeting,tutorial@{}",
+        ns.daemon().location()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        proxy.welcome_message("meta".into()).await.unwrap(),
+        "Hi welcome meta"
+    );
+    let err = GreeterProxy::connect(format!("PYROMETA:nothing@{}", ns.daemon().location()))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Naming(_)), "{err}");
     daemon.shutdown();
 }
 
 #[tokio::test]
 async fn locate_ns_without_an_address_finds_the_name_server_by_loopback_broadcast() {
-    let ns = NameServer::builder().port(0).broadcast("127.255.255.255", 0).start().await.unwrap();
+    let ns = NameServer::builder()
+        .port(0)
+        .broadcast("127.255.255.255", 0)
+        .start()
+        .await
+        .unwrap();
     let bc_port = ns.broadcast_addr().expect("responder").port();
     // Nothing listens on the "default" port this locator tries first, so only the broadcast
     // on 127.255.255.255 can find the name server.
-    let locator = NsLocator::new().port(unused_port()).broadcast("127.255.255.255", bc_port);
+    let locator = NsLocator::new()
+        .port(unused_port())
+        .broadcast("127.255.255.255", bc_port);
     let found = locator.locate().await.unwrap();
     assert_eq!(found.uri(), ns.uri());
     found.ping().await.unwrap();
@@ -126,9 +236,16 @@ async fn locate_ns_without_an_address_finds_the_name_server_by_loopback_broadcas
         .locate()
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::Naming(m) if m.contains("GET_NSURI")), "{err}");
+    assert!(
+        matches!(&err, Error::Naming(m) if m.contains("GET_NSURI")),
+        "{err}"
+    );
 }
 
 fn unused_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -60,13 +60,18 @@ async fn recorded_eventually(proxy: &RecorderProxy, expected: &[u32]) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("never recorded {expected:?}: {:?}", proxy.recorded().await.unwrap());
+    panic!(
+        "never recorded {expected:?}: {:?}",
+        proxy.recorded().await.unwrap()
+    );
 }
 
 #[tokio::test]
 async fn oneway_calls_return_at_once_and_do_not_hold_up_the_connection() {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon.register(RecorderServer::new(RecorderObject::default())).unwrap();
+    let uri = daemon
+        .register(RecorderServer::new(RecorderObject::default()))
+        .unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -80,7 +85,10 @@ async fn oneway_calls_return_at_once_and_do_not_hold_up_the_connection() {
     assert!(meta.methods.contains(&"recorded".to_string()));
 
     // Returns although the method blocks until the gate opens...
-    tokio::time::timeout(Duration::from_secs(30), proxy.record_after_gate(1)).await.expect("oneway waited").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), proxy.record_after_gate(1))
+        .await
+        .expect("oneway waited")
+        .unwrap();
     // ...and the same connection keeps serving calls meanwhile.
     proxy.record(2).await.unwrap();
     recorded_eventually(&proxy, &[2]).await;

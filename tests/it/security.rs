@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 use rmi::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rmi::rustls::server::WebPkiClientVerifier;
 use rmi::rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -26,7 +28,10 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
         let cert = params.self_signed(&key).unwrap().der().clone();
-        Ca { cert, issuer: Issuer::new(params, key) }
+        Ca {
+            cert,
+            issuer: Issuer::new(params, key),
+        }
     }
 
     fn leaf(
@@ -45,14 +50,19 @@ impl Ca {
         expired_in: Option<i32>,
     ) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params.extended_key_usages = vec![usage];
         if let Some(year) = expired_in {
             params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
             params.not_after = rcgen::date_time_ymd(year, 1, 1);
         }
         let cert = params.signed_by(&key, &self.issuer).unwrap().der().clone();
-        (vec![cert], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        (
+            vec![cert],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
     }
 
     fn roots(&self) -> Arc<RootCertStore> {
@@ -66,9 +76,11 @@ fn server_config(ca: &Ca, names: &[&str], client_ca: Option<&Ca>) -> Arc<ServerC
     let (chain, key) = ca.leaf(names, ExtendedKeyUsagePurpose::ServerAuth);
     let builder = ServerConfig::builder();
     let builder = match client_ca {
-        Some(client_ca) => {
-            builder.with_client_cert_verifier(WebPkiClientVerifier::builder(client_ca.roots()).build().unwrap())
-        }
+        Some(client_ca) => builder.with_client_cert_verifier(
+            WebPkiClientVerifier::builder(client_ca.roots())
+                .build()
+                .unwrap(),
+        ),
         None => builder.with_no_client_auth(),
     };
     Arc::new(builder.with_single_cert(chain, key).unwrap())
@@ -88,8 +100,12 @@ fn client_config(trusted: &Ca, identity: Option<&Ca>) -> Arc<ClientConfig> {
 /// A daemon serving the lab object as `lab`, with `builder`'s settings; its URI uses `host`.
 async fn serve(builder: rmi::DaemonBuilder, host: &str) -> (Daemon, Uri) {
     let daemon = builder.bind("127.0.0.1:0").await.unwrap();
-    daemon.register_with_id(LabServer::new(LabObject::default()), "lab").unwrap();
-    daemon.register_with_id(WhoServer::new(WhoObject), "who").unwrap();
+    daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    daemon
+        .register_with_id(WhoServer::new(WhoObject), "who")
+        .unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -99,21 +115,38 @@ async fn serve(builder: rmi::DaemonBuilder, host: &str) -> (Daemon, Uri) {
 }
 
 async fn tls_proxy(uri: &Uri, config: Arc<ClientConfig>) -> Result<LabProxy, Error> {
-    LabProxy::builder(uri).unwrap().tls(config).reconnect_attempts(0).connect().await
+    LabProxy::builder(uri)
+        .unwrap()
+        .tls(config)
+        .reconnect_attempts(0)
+        .connect()
+        .await
 }
 
 #[tokio::test]
 async fn tls_with_a_good_certificate_and_its_failures() {
     let ca = Ca::new("rmi test CA");
-    let (daemon, uri) = serve(Daemon::builder().tls(server_config(&ca, &["localhost"], None)), "localhost").await;
+    let (daemon, uri) = serve(
+        Daemon::builder().tls(server_config(&ca, &["localhost"], None)),
+        "localhost",
+    )
+    .await;
 
     let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
-    assert_eq!(proxy.echo(1, 2, "over tls".into()).await.unwrap().2, "over tls");
+    assert_eq!(
+        proxy.echo(1, 2, "over tls".into()).await.unwrap().2,
+        "over tls"
+    );
 
     // A certificate from a CA the client does not trust.
     let stranger = Ca::new("someone else");
-    let err = tls_proxy(&uri, client_config(&stranger, None)).await.unwrap_err();
-    assert!(err.is_communication() && err.to_string().contains("TLS"), "{err}");
+    let err = tls_proxy(&uri, client_config(&stranger, None))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_communication() && err.to_string().contains("TLS"),
+        "{err}"
+    );
 
     // The right CA, the wrong name: the certificate says localhost, the URI says 127.0.0.1.
     let by_ip = Uri::tcp(
@@ -126,7 +159,9 @@ async fn tls_with_a_good_certificate_and_its_failures() {
             })
             .unwrap(),
     );
-    let err = tls_proxy(&by_ip, client_config(&ca, None)).await.unwrap_err();
+    let err = tls_proxy(&by_ip, client_config(&ca, None))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
 
     // A plaintext client gets nowhere, and the daemon keeps serving.
@@ -148,31 +183,55 @@ async fn mutual_tls_requires_a_client_certificate_and_shows_it_to_the_validator(
     let clients = Ca::new("rmi client CA");
     let seen = Arc::new(std::sync::Mutex::new(None::<usize>));
     let seen2 = seen.clone();
-    let builder = Daemon::builder().tls(server_config(&ca, &["localhost"], Some(&clients))).validator(
-        move |info: &rmi::daemon::HandshakeInfo<'_>| {
+    let builder = Daemon::builder()
+        .tls(server_config(&ca, &["localhost"], Some(&clients)))
+        .validator(move |info: &rmi::daemon::HandshakeInfo<'_>| {
             let cert = info.peer_certificate.ok_or("no client certificate")?;
             *seen2.lock().unwrap() = Some(cert.len());
             Ok("welcome".to_string())
-        },
-    );
+        });
     let (daemon, uri) = serve(builder, "localhost").await;
 
     let err = tls_proxy(&uri, client_config(&ca, None)).await.unwrap_err();
     assert!(err.is_communication(), "no client certificate: {err}");
-    let err = tls_proxy(&uri, client_config(&ca, Some(&Ca::new("untrusted client CA")))).await.unwrap_err();
-    assert!(err.is_communication(), "client certificate from an untrusted CA: {err}");
+    let err = tls_proxy(
+        &uri,
+        client_config(&ca, Some(&Ca::new("untrusted client CA"))),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.is_communication(),
+        "client certificate from an untrusted CA: {err}"
+    );
 
     // An expired client certificate from the right CA.
-    let (chain, key) = clients.leaf_until(&["client.rmi.test"], ExtendedKeyUsagePurpose::ClientAuth, Some(2020));
-    let expired =
-        Arc::new(ClientConfig::builder().with_root_certificates(ca.roots()).with_client_auth_cert(chain, key).unwrap());
+    let (chain, key) = clients.leaf_until(
+        &["client.rmi.test"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        Some(2020),
+    );
+    let expired = Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(ca.roots())
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    );
     let err = tls_proxy(&uri, expired).await.unwrap_err();
     assert!(err.is_communication(), "expired client certificate: {err}");
-    assert!(seen.lock().unwrap().is_none(), "a refused client reached the validator");
+    assert!(
+        seen.lock().unwrap().is_none(),
+        "a refused client reached the validator"
+    );
 
-    let proxy = tls_proxy(&uri, client_config(&ca, Some(&clients))).await.unwrap();
+    let proxy = tls_proxy(&uri, client_config(&ca, Some(&clients)))
+        .await
+        .unwrap();
     assert_eq!(proxy.echo(5, 6, "mutual".into()).await.unwrap().2, "mutual");
-    assert!(seen.lock().unwrap().is_some_and(|len| len > 0), "the validator saw the certificate");
+    assert!(
+        seen.lock().unwrap().is_some_and(|len| len > 0),
+        "the validator saw the certificate"
+    );
     // Methods see it too, in their call context.
     let who = WhoProxy::from_proxy(
         rmi::Proxy::builder(Uri::tcp("who", "localhost", uri_port(&uri)))
@@ -195,7 +254,9 @@ struct WhoObject;
 
 impl Who for WhoObject {
     async fn certificate_len(&self) -> usize {
-        rmi::context::current().and_then(|c| c.peer_certificate().map(|cert| cert.len())).unwrap_or(0)
+        rmi::context::current()
+            .and_then(|c| c.peer_certificate().map(|cert| cert.len()))
+            .unwrap_or(0)
     }
 }
 
@@ -209,15 +270,21 @@ fn uri_port(uri: &Uri) -> u16 {
 #[tokio::test]
 async fn a_silent_client_cannot_hold_a_tls_handshake_open() {
     let ca = Ca::new("rmi test CA");
-    let builder =
-        Daemon::builder().tls(server_config(&ca, &["localhost"], None)).handshake_timeout(Duration::from_millis(300));
+    let builder = Daemon::builder()
+        .tls(server_config(&ca, &["localhost"], None))
+        .handshake_timeout(Duration::from_millis(300));
     let (daemon, uri) = serve(builder, "localhost").await;
     let started = std::time::Instant::now();
-    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", uri_port(&uri))).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", uri_port(&uri)))
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the silent TLS connection was never closed");
-    println!("silent TLS client: closed after {:?} (handshake_timeout 300 ms)", started.elapsed());
+    println!(
+        "silent TLS client: closed after {:?} (handshake_timeout 300 ms)",
+        started.elapsed()
+    );
     let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
     assert_eq!(proxy.echo(0, 0, "fine".into()).await.unwrap().2, "fine");
     daemon.shutdown();
@@ -234,7 +301,10 @@ async fn the_name_server_works_the_same_over_tls() {
         .await
         .unwrap();
     let port = ns.daemon().local_addr().unwrap().port();
-    let locator = rmi::naming::NsLocator::new().host("localhost").port(port).tls(client_config(&ca, None));
+    let locator = rmi::naming::NsLocator::new()
+        .host("localhost")
+        .port(port)
+        .tls(client_config(&ca, None));
     let names = locator.locate().await.unwrap();
     let uri: Uri = "PYRO:obj@localhost:1234".parse().unwrap();
     names.register("secure.thing", &uri).await.unwrap();
@@ -256,12 +326,18 @@ async fn a_validator_refuses_with_its_reason_and_answers_the_handshake() {
         if info.data == "open sesame" {
             Ok(format!("hello {}", info.object))
         } else {
-            Err(format!("handshake rejected: {:?} is not the password", info.data))
+            Err(format!(
+                "handshake rejected: {:?} is not the password",
+                info.data
+            ))
         }
     });
     let (daemon, uri) = serve(builder, "127.0.0.1").await;
     let err = LabProxy::connect(&uri).await.unwrap_err();
-    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("is not the password")), "{err}");
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("is not the password")),
+        "{err}"
+    );
     let answer = Arc::new(std::sync::Mutex::new(String::new()));
     let answer2 = answer.clone();
     let proxy: LabProxy = LabProxy::builder(&uri)
@@ -284,7 +360,10 @@ async fn a_validator_refuses_with_its_reason_and_answers_the_handshake() {
         .connect::<LabProxy>()
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("not the daemon I expected")), "{err}");
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("not the daemon I expected")),
+        "{err}"
+    );
     daemon.shutdown();
 }
 
@@ -292,15 +371,31 @@ async fn a_validator_refuses_with_its_reason_and_answers_the_handshake() {
 async fn a_shared_secret_is_proven_by_both_sides_without_being_sent() {
     let secret = SharedSecret::new("correct horse battery staple");
     let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
-    let proxy: LabProxy = LabProxy::builder(&uri).unwrap().shared_secret(secret.clone()).connect().await.unwrap();
+    let proxy: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(secret.clone())
+        .connect()
+        .await
+        .unwrap();
     assert_eq!(proxy.echo(1, 1, "signed".into()).await.unwrap().2, "signed");
     for _ in 0..20 {
-        proxy.echo(2, 2, "many signed messages in order".into()).await.unwrap();
+        proxy
+            .echo(2, 2, "many signed messages in order".into())
+            .await
+            .unwrap();
     }
 
     // No secret: refused at the handshake.
-    let err = LabProxy::builder(&uri).unwrap().reconnect_attempts(0).connect::<LabProxy>().await.unwrap_err();
-    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("requires authentication")), "{err}");
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("requires authentication")),
+        "{err}"
+    );
     // The wrong secret: the daemon's proof does not check out.
     let err = LabProxy::builder(&uri)
         .unwrap()
@@ -309,7 +404,10 @@ async fn a_shared_secret_is_proven_by_both_sides_without_being_sent() {
         .connect::<LabProxy>()
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove")), "{err}");
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove")),
+        "{err}"
+    );
     assert_eq!(proxy.calls().await.unwrap(), 21);
     daemon.shutdown();
 }
@@ -320,21 +418,34 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
     use rmi::protocol::frame::{Message, MessageType};
     let secret = SharedSecret::new("s3cret");
     let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
-    let rmi::Location::Tcp { port, .. } = uri.location().unwrap().clone() else { unreachable!() };
+    let rmi::Location::Tcp { port, .. } = uri.location().unwrap().clone() else {
+        unreachable!()
+    };
     let ser = rmi::Serializer::Bincode;
 
     // A client that sends a nonce (so the handshake passes) but cannot sign.
     for mac in [None, Some(vec![0u8; 32])] {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let hello = ConnectRequest { handshake: "hello".into(), object: "lab".into() };
-        let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap());
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let hello = ConnectRequest {
+            handshake: "hello".into(),
+            object: "lab".into(),
+        };
+        let mut connect = Message::new(
+            MessageType::Connect,
+            ser.id(),
+            0,
+            0,
+            ser.encode(&hello).unwrap(),
+        );
         connect.annotations.push((*b"NONC", vec![7u8; 32].into()));
         s.write_all(&connect.to_bytes()).await.unwrap();
         let mut head = [0u8; 40];
         s.read_exact(&mut head).await.unwrap();
         assert_eq!(head[6], MessageType::ConnectOk as u8);
-        let rest =
-            u32::from_be_bytes(head[12..16].try_into().unwrap()) + u32::from_be_bytes(head[16..20].try_into().unwrap());
+        let rest = u32::from_be_bytes(head[12..16].try_into().unwrap())
+            + u32::from_be_bytes(head[16..20].try_into().unwrap());
         let mut body = vec![0; rest as usize];
         s.read_exact(&mut body).await.unwrap();
         let mut call = Message::new(
@@ -350,7 +461,10 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
         s.write_all(&call.to_bytes()).await.unwrap();
         let mut reply = Vec::new();
         let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
-        assert!(closed.is_ok() && reply.is_empty(), "an unsigned or badly signed call got an answer");
+        assert!(
+            closed.is_ok() && reply.is_empty(),
+            "an unsigned or badly signed call got an answer"
+        );
     }
 
     // Record a real client's bytes through a relay, then replay them on a new connection.
@@ -360,7 +474,9 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
     let rec = recorded.clone();
     tokio::spawn(async move {
         let (client, _) = relay.accept().await.unwrap();
-        let server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
         let (mut cr, mut cw) = client.into_split();
         let (mut sr, mut sw) = server.into_split();
         tokio::spawn(async move {
@@ -375,12 +491,18 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
         }
     });
     let through_relay = Uri::tcp("lab", "127.0.0.1", relay_port);
-    let honest: LabProxy =
-        LabProxy::builder(&through_relay).unwrap().shared_secret(secret.clone()).connect().await.unwrap();
+    let honest: LabProxy = LabProxy::builder(&through_relay)
+        .unwrap()
+        .shared_secret(secret.clone())
+        .connect()
+        .await
+        .unwrap();
     assert_eq!(honest.echo(9, 9, "once".into()).await.unwrap().2, "once");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let bytes = recorded.lock().await.clone();
-    let mut replay = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut replay = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     replay.write_all(&bytes).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), replay.read_to_end(&mut answer)).await;
@@ -390,8 +512,17 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
         + u32::from_be_bytes(answer[12..16].try_into().unwrap()) as usize
         + u32::from_be_bytes(answer[16..20].try_into().unwrap()) as usize;
     assert_eq!(answer.len(), ok_len, "the replayed call was answered");
-    let checker: LabProxy = LabProxy::builder(&uri).unwrap().shared_secret(secret).connect().await.unwrap();
-    assert_eq!(checker.calls().await.unwrap(), 1, "the forged and replayed calls never ran");
+    let checker: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(secret)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        checker.calls().await.unwrap(),
+        1,
+        "the forged and replayed calls never ran"
+    );
     daemon.shutdown();
 }
 
@@ -406,6 +537,9 @@ async fn a_secret_on_one_side_only_is_an_explicit_error() {
         .connect::<LabProxy>()
         .await
         .unwrap_err();
-    assert!(matches!(&err, Error::ConnectFailed(m) if m.contains("did not authenticate")), "{err}");
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("did not authenticate")),
+        "{err}"
+    );
     daemon.shutdown();
 }

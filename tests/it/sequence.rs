@@ -23,23 +23,51 @@ async fn fake_daemon(stream: DuplexStream) -> usize {
     let connect = reader.read_frame().await.unwrap().unwrap();
     assert_eq!(connect.msg_type, MessageType::Connect);
     assert_eq!(connect.seq, 0, "CONNECT uses sequence number 0");
-    let ok =
-        ConnectOk { handshake: "hello".into(), meta: Metadata { methods: vec!["m".into()], ..Metadata::default() } };
-    writer.write_frame(&Message::new(MessageType::ConnectOk, ser.id(), 0, 0, ser.encode(&ok).unwrap())).await.unwrap();
+    let ok = ConnectOk {
+        handshake: "hello".into(),
+        meta: Metadata {
+            methods: vec!["m".into()],
+            ..Metadata::default()
+        },
+    };
+    writer
+        .write_frame(&Message::new(
+            MessageType::ConnectOk,
+            ser.id(),
+            0,
+            0,
+            ser.encode(&ok).unwrap(),
+        ))
+        .await
+        .unwrap();
 
-    let reply = |seq: u16, value: u32| Message::new(MessageType::Result, ser.id(), 0, seq, ser.encode(&value).unwrap());
+    let reply = |seq: u16, value: u32| {
+        Message::new(
+            MessageType::Result,
+            ser.id(),
+            0,
+            seq,
+            ser.encode(&value).unwrap(),
+        )
+    };
     let mut held: Option<u16> = None;
     let mut seen = 0usize;
     let mut max_seq_seen_after_wrap = HashSet::new();
     while let Some(msg) = reader.read_frame().await.unwrap() {
         assert_eq!(msg.msg_type, MessageType::Invoke);
         assert_ne!(msg.seq, 0, "a call used sequence number 0");
-        assert_ne!(Some(msg.seq), held, "sequence number {} reused while its call is pending", msg.seq);
+        assert_ne!(
+            Some(msg.seq),
+            held,
+            "sequence number {} reused while its call is pending",
+            msg.seq
+        );
         seen += 1;
         if seen > 65_535 {
             max_seq_seen_after_wrap.insert(msg.seq);
         }
-        let call = codec::decode_invoke(ser, msg.payload.clone(), &DecodeLimits::default()).unwrap();
+        let call =
+            codec::decode_invoke(ser, msg.payload.clone(), &DecodeLimits::default()).unwrap();
         let (arg,): (u32,) = call.args.decode().unwrap();
         match arg {
             HOLD => held = Some(msg.seq),
@@ -52,7 +80,10 @@ async fn fake_daemon(stream: DuplexStream) -> usize {
         }
     }
     // Make sure the test really wrapped: after 65,535 calls the numbers start over.
-    assert!(seen < 65_536 || max_seq_seen_after_wrap.contains(&2), "numbers never wrapped");
+    assert!(
+        seen < 65_536 || max_seq_seen_after_wrap.contains(&2),
+        "numbers never wrapped"
+    );
     seen
 }
 
@@ -80,8 +111,15 @@ async fn sequence_numbers_wrap_past_65535_while_a_call_stays_pending() {
         assert_eq!(proxy.call::<_, u32>("m", &(i,)).await.unwrap(), i);
     }
     assert!(!held.is_finished(), "the held call must still be waiting");
-    assert_eq!(proxy.call::<_, u32>("m", &(RELEASE,)).await.unwrap(), RELEASE);
-    assert_eq!(held.await.unwrap().unwrap(), HOLD, "the late reply reached its own call");
+    assert_eq!(
+        proxy.call::<_, u32>("m", &(RELEASE,)).await.unwrap(),
+        RELEASE
+    );
+    assert_eq!(
+        held.await.unwrap().unwrap(),
+        HOLD,
+        "the late reply reached its own call"
+    );
     drop(proxy);
     assert_eq!(fake.await.unwrap(), 70_002);
 }
@@ -92,7 +130,10 @@ async fn a_reply_after_its_call_timed_out_never_reaches_another_call() {
     let err = proxy.call::<_, u32>("m", &(HOLD,)).await.unwrap_err();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
     // The next call gets a different number; the daemon answers the timed-out call first.
-    assert_eq!(proxy.call::<_, u32>("m", &(RELEASE,)).await.unwrap(), RELEASE);
+    assert_eq!(
+        proxy.call::<_, u32>("m", &(RELEASE,)).await.unwrap(),
+        RELEASE
+    );
     // The connection is still good, and the released number is usable again.
     for i in 1..=10u32 {
         assert_eq!(proxy.call::<_, u32>("m", &(i,)).await.unwrap(), i);
@@ -110,19 +151,36 @@ async fn a_reply_claiming_4_gib_is_refused_by_the_client_without_allocating() {
         let mut reader = rmi::transport::FrameReader::new(server_rd, 1 << 20);
         let ser = Serializer::Bincode;
         let _connect = reader.read_frame().await.unwrap().unwrap();
-        let ok = ConnectOk { handshake: "hello".into(), meta: Metadata::default() };
-        let ok = Message::new(MessageType::ConnectOk, ser.id(), 0, 0, ser.encode(&ok).unwrap());
+        let ok = ConnectOk {
+            handshake: "hello".into(),
+            meta: Metadata::default(),
+        };
+        let ok = Message::new(
+            MessageType::ConnectOk,
+            ser.id(),
+            0,
+            0,
+            ser.encode(&ok).unwrap(),
+        );
         server_wr.write_all(&ok.to_bytes()).await.unwrap();
         let call = reader.read_frame().await.unwrap().unwrap();
         // A reply header declaring a 4 GiB payload, and nothing after it.
-        let mut head = Message::new(MessageType::Result, ser.id(), 0, call.seq, Vec::new()).to_bytes().to_vec();
+        let mut head = Message::new(MessageType::Result, ser.id(), 0, call.seq, Vec::new())
+            .to_bytes()
+            .to_vec();
         head[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
         server_wr.write_all(&head).await.unwrap();
         std::future::pending::<()>().await;
     });
-    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1)).connect_over(client).await.unwrap();
+    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1))
+        .connect_over(client)
+        .await
+        .unwrap();
     let err = proxy.call::<_, u32>("m", &(1u32,)).await.unwrap_err();
-    assert!(matches!(&err, Error::ConnectionClosed(m) if m.contains("max_message_size")), "{err}");
+    assert!(
+        matches!(&err, Error::ConnectionClosed(m) if m.contains("max_message_size")),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -136,11 +194,21 @@ async fn waiting_for_an_in_flight_slot_counts_against_the_deadline() {
         .await
         .unwrap();
     // The daemon never answers this one, so its slot stays taken.
-    assert!(matches!(proxy.call::<_, u32>("m", &(HOLD,)).await.unwrap_err(), Error::Timeout(_)));
+    assert!(matches!(
+        proxy.call::<_, u32>("m", &(HOLD,)).await.unwrap_err(),
+        Error::Timeout(_)
+    ));
     // The next call cannot get a slot: it times out instead of waiting forever, never sent.
     let err = proxy.call::<_, u32>("m", &(7u32,)).await.unwrap_err();
-    assert!(matches!(&err, Error::NotSent(inner) if matches!(**inner, Error::Timeout(_))), "{err:?}");
+    assert!(
+        matches!(&err, Error::NotSent(inner) if matches!(**inner, Error::Timeout(_))),
+        "{err:?}"
+    );
     assert!(err.is_not_executed());
     drop(proxy);
-    assert_eq!(fake.await.unwrap(), 1, "only the first call reached the daemon");
+    assert_eq!(
+        fake.await.unwrap(),
+        1,
+        "only the first call reached the daemon"
+    );
 }

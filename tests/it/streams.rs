@@ -38,7 +38,9 @@ impl Numbers for NumbersObject {
 
 async fn serve(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri) {
     let daemon = builder.bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon.register(NumbersServer::new(NumbersObject::default())).unwrap();
+    let uri = daemon
+        .register(NumbersServer::new(NumbersObject::default()))
+        .unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -50,16 +52,35 @@ async fn serve(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri) {
 async fn items_arrive_lazily_and_the_stream_ends() {
     for serializer in [Serializer::Bincode, Serializer::MsgPack] {
         let (daemon, uri) = serve(Daemon::builder()).await;
-        let proxy: NumbersProxy = NumbersProxy::builder(&uri).unwrap().serializer(serializer).connect().await.unwrap();
+        let proxy: NumbersProxy = NumbersProxy::builder(&uri)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
         let mut items = proxy.count(1000).await.unwrap();
-        assert_eq!(proxy.produced().await.unwrap(), 0, "nothing produced before the first poll");
+        assert_eq!(
+            proxy.produced().await.unwrap(),
+            0,
+            "nothing produced before the first poll"
+        );
         let first: Vec<u32> = (&mut items).take(3).map(Result::unwrap).collect().await;
         assert_eq!(first, [1, 2, 3]);
-        assert_eq!(proxy.produced().await.unwrap(), 3, "only what was asked for was produced");
+        assert_eq!(
+            proxy.produced().await.unwrap(),
+            3,
+            "only what was asked for was produced"
+        );
         drop(items);
         eventually("stream closed on the server", || daemon.open_streams() == 0).await;
 
-        let all: Vec<u32> = proxy.count(50).await.unwrap().map(Result::unwrap).collect().await;
+        let all: Vec<u32> = proxy
+            .count(50)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
         assert_eq!(all, (1..=50).collect::<Vec<_>>());
         assert_eq!(daemon.open_streams(), 0, "an exhausted stream is gone");
         daemon.shutdown();
@@ -101,7 +122,10 @@ async fn open_streams_are_capped_per_connection_and_closed_by_shutdown() {
     let a = proxy.count(3).await.unwrap();
     let b = proxy.count(3).await.unwrap();
     let err = proxy.count(3).await.unwrap_err();
-    assert!(matches!(&err, Error::Remote(e) if e.message.contains("max_streams_per_connection = 2")), "{err}");
+    assert!(
+        matches!(&err, Error::Remote(e) if e.message.contains("max_streams_per_connection = 2")),
+        "{err}"
+    );
     // Another connection has its own allowance.
     let other = NumbersProxy::connect(&uri).await.unwrap();
     let c = other.count(3).await.unwrap();
@@ -144,7 +168,10 @@ async fn lingering_streams_count_against_the_daemon_wide_cap() {
     let second = NumbersProxy::connect(&uri).await.unwrap();
     let c = second.count(5).await.unwrap();
     let err = second.count(5).await.unwrap_err();
-    assert!(matches!(&err, Error::Remote(e) if e.message.contains("max_streams = 3")), "{err}");
+    assert!(
+        matches!(&err, Error::Remote(e) if e.message.contains("max_streams = 3")),
+        "{err}"
+    );
     std::mem::forget((a, b)); // their connection is gone; the daemon drops them after the linger
     drop(c);
     daemon.shutdown();

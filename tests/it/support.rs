@@ -94,7 +94,8 @@ impl Lab for LabObject {
 
     async fn checked_div(&self, a: i64, b: i64) -> Result<i64, String> {
         self.count();
-        a.checked_div(b).ok_or_else(|| format!("cannot divide {a} by {b}"))
+        a.checked_div(b)
+            .ok_or_else(|| format!("cannot divide {a} by {b}"))
     }
 
     async fn rendezvous(&self, n: usize) -> usize {
@@ -156,8 +157,12 @@ impl Lab for LabObject {
 /// and the two URIs. The daemon serves in a background task until shut down.
 pub async fn start_daemon() -> (rmi::Daemon, rmi::Uri, rmi::Uri) {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.expect("bind daemon");
-    let lab = daemon.register(LabServer::new(LabObject::default())).expect("register lab");
-    let greeter = daemon.register(GreeterServer::new(GreetingMaker)).expect("register greeter");
+    let lab = daemon
+        .register(LabServer::new(LabObject::default()))
+        .expect("register lab");
+    let greeter = daemon
+        .register(GreeterServer::new(GreetingMaker))
+        .expect("register greeter");
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -176,7 +181,8 @@ impl ChildGuard {
 
     /// The process's resident memory in KiB (Linux `/proc`).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -218,7 +224,10 @@ pub fn spawn_name_server() -> (ChildGuard, u16) {
         .spawn()
         .expect("spawn rmi-ns");
     let line = read_line_starting(&mut child, "NS running on ");
-    let addr = line["NS running on ".len()..].split_whitespace().next().expect("address");
+    let addr = line["NS running on ".len()..]
+        .split_whitespace()
+        .next()
+        .expect("address");
     let port = addr.rsplit(':').next().unwrap().parse().expect("port");
     (ChildGuard(child), port)
 }
@@ -246,7 +255,12 @@ pub const CHILD_SETTINGS_ENV: &str = "RMI_TEST_CHILD_SETTINGS";
 /// [`spawn_child_daemon`] with settings (see [`CHILD_SETTINGS_ENV`]).
 pub fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard, rmi::Uri) {
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
-        .args(["--exact", "child_daemon_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_daemon_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DAEMON_ENV, "1")
         .env(CHILD_PORT_ENV, port.to_string())
         .env(CHILD_SETTINGS_ENV, settings)
@@ -255,7 +269,10 @@ pub fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard, rmi::U
         .spawn()
         .expect("spawn child daemon");
     let line = read_line_starting(&mut child, "LAB ");
-    let uri = line["LAB ".len()..].trim().parse().expect("child prints its uri");
+    let uri = line["LAB ".len()..]
+        .trim()
+        .parse()
+        .expect("child prints its uri");
     (ChildGuard(child), uri)
 }
 
@@ -263,7 +280,10 @@ pub fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard, rmi::U
 pub fn run_child_daemon() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let port: u16 = std::env::var(CHILD_PORT_ENV).ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let port: u16 = std::env::var(CHILD_PORT_ENV)
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         let mut builder = rmi::Daemon::builder();
         let settings = std::env::var(CHILD_SETTINGS_ENV).unwrap_or_default();
         for setting in settings.split(';').filter(|s| !s.is_empty()) {
@@ -276,14 +296,17 @@ pub fn run_child_daemon() {
                 "idle_ms" => builder.idle_timeout(ms),
                 "frame_ms" => builder.frame_timeout(ms),
                 "write_ms" => builder.write_timeout(ms),
-                "max_message" => {
-                    builder.limits(rmi::DecodeLimits { max_message_size: n as usize, ..Default::default() })
-                }
+                "max_message" => builder.limits(rmi::DecodeLimits {
+                    max_message_size: n as usize,
+                    ..Default::default()
+                }),
                 other => panic!("unknown child setting {other}"),
             };
         }
         let daemon = builder.bind(("127.0.0.1", port)).await.expect("bind");
-        let uri = daemon.register_with_id(LabServer::new(LabObject::default()), "lab").expect("register");
+        let uri = daemon
+            .register_with_id(LabServer::new(LabObject::default()), "lab")
+            .expect("register");
         println!("LAB {uri}");
         daemon.serve().await.expect("serve");
     });
@@ -302,7 +325,11 @@ pub async fn eventually(what: &str, f: impl Fn() -> bool) {
 
 /// A port on 127.0.0.1 that nothing listens on (bound, read back, released).
 pub fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Environment variable that turns this test binary into a process holding idle connections:
@@ -313,7 +340,12 @@ pub const IDLE_FLOOD_ENV: &str = "RMI_TEST_IDLE_FLOOD";
 /// CONNECT handshake on each and holds them; returns once it says they are all open.
 pub fn spawn_idle_flood(uri: &rmi::Uri, count: usize) -> ChildGuard {
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
-        .args(["--exact", "idle_flood_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "idle_flood_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(IDLE_FLOOD_ENV, format!("{uri};{count}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -331,7 +363,9 @@ pub fn run_idle_flood() {
     let count: usize = count.parse().expect("count");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async move {
-        let rmi::Location::Tcp { host, port } = uri.location().expect("direct").clone() else { panic!("tcp only") };
+        let rmi::Location::Tcp { host, port } = uri.location().expect("direct").clone() else {
+            panic!("tcp only")
+        };
         let object = uri.object().expect("object").to_string();
         let mut held = Vec::with_capacity(count);
         // A few hundred at a time, so the listen backlog never overflows.
@@ -339,7 +373,9 @@ pub fn run_idle_flood() {
             let opened = futures_util::future::join_all(chunk.iter().map(|_| {
                 let (host, object) = (host.clone(), object.clone());
                 async move {
-                    let mut s = tokio::net::TcpStream::connect((host.as_str(), port)).await.expect("connect");
+                    let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
+                        .await
+                        .expect("connect");
                     connect_handshake(&mut s, &object).await;
                     s
                 }
@@ -358,8 +394,17 @@ pub async fn connect_handshake(stream: &mut tokio::net::TcpStream, object: &str)
     use rmi::protocol::frame::{Message, MessageType, HEADER_SIZE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ser = rmi::Serializer::Bincode;
-    let hello = ConnectRequest { handshake: "hello".into(), object: object.into() };
-    let msg = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&hello).unwrap());
+    let hello = ConnectRequest {
+        handshake: "hello".into(),
+        object: object.into(),
+    };
+    let msg = Message::new(
+        MessageType::Connect,
+        ser.id(),
+        0,
+        0,
+        ser.encode(&hello).unwrap(),
+    );
     stream.write_all(&msg.to_bytes()).await.unwrap();
     let mut head = [0u8; HEADER_SIZE];
     stream.read_exact(&mut head).await.unwrap();

@@ -9,14 +9,22 @@ use crate::support::{start_daemon, unused_port, LabProxy};
 #[tokio::test]
 async fn a_timed_out_call_leaves_the_shared_connection_usable() {
     let (daemon, lab, _) = start_daemon().await;
-    let proxy: LabProxy = LabProxy::builder(&lab).unwrap().timeout(Duration::from_millis(200)).connect().await.unwrap();
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
     let before = proxy.connection().await.unwrap();
     let err = proxy.sleep(5_000).await.unwrap_err();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
     assert!(!err.is_not_executed(), "a timed-out call may have run");
     // Same connection (Pyro would have dropped it), still answering.
     assert_eq!(proxy.connection().await.unwrap(), before);
-    assert_eq!(proxy.echo(1, 2, "still here".into()).await.unwrap().2, "still here");
+    assert_eq!(
+        proxy.echo(1, 2, "still here".into()).await.unwrap().2,
+        "still here"
+    );
     daemon.shutdown();
 }
 
@@ -25,9 +33,20 @@ async fn a_per_call_timeout_overrides_the_proxy_default() {
     let (daemon, lab, _) = start_daemon().await;
     let patient = LabProxy::connect(&lab).await.unwrap();
     let hasty = patient.with_timeout(Duration::from_millis(100));
-    assert!(matches!(hasty.sleep(5_000).await.unwrap_err(), Error::Timeout(_)));
-    assert_eq!(patient.sleep(200).await.unwrap(), 200, "the original proxy has no deadline");
-    assert_eq!(patient.connection().await.unwrap(), hasty.connection().await.unwrap(), "both share one connection");
+    assert!(matches!(
+        hasty.sleep(5_000).await.unwrap_err(),
+        Error::Timeout(_)
+    ));
+    assert_eq!(
+        patient.sleep(200).await.unwrap(),
+        200,
+        "the original proxy has no deadline"
+    );
+    assert_eq!(
+        patient.connection().await.unwrap(),
+        hasty.connection().await.unwrap(),
+        "both share one connection"
+    );
     daemon.shutdown();
 }
 
@@ -54,11 +73,16 @@ async fn connect_timeout_and_requests_that_provably_did_not_run() {
     assert!(err.to_string().contains("timed out"), "{err}");
 
     // Nothing listening: the call was never sent, and the error says so.
-    let nobody =
-        LabProxy::builder(rmi::Uri::tcp("lab", "127.0.0.1", unused_port())).unwrap().reconnect_attempts(1).build();
+    let nobody = LabProxy::builder(rmi::Uri::tcp("lab", "127.0.0.1", unused_port()))
+        .unwrap()
+        .reconnect_attempts(1)
+        .build();
     let nobody = LabProxy::from_proxy(nobody);
     let err = nobody.echo(0, 0, "x".into()).await.unwrap_err();
-    assert!(matches!(err, Error::NotSent(_)) && err.is_not_executed(), "{err:?}");
+    assert!(
+        matches!(err, Error::NotSent(_)) && err.is_not_executed(),
+        "{err:?}"
+    );
 
     // Refused before dispatch: also provably not executed.
     let (daemon, lab, _) = start_daemon().await;
@@ -84,7 +108,8 @@ struct SlowObject {
 impl Slow for SlowObject {
     async fn work(&self, ms: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        self.finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.finished
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         ms
     }
 
@@ -96,16 +121,25 @@ impl Slow for SlowObject {
 #[tokio::test]
 async fn the_daemon_cancels_a_method_when_its_callers_deadline_passes() {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon.register(SlowServer::new(SlowObject::default())).unwrap();
+    let uri = daemon
+        .register(SlowServer::new(SlowObject::default()))
+        .unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
     });
     let proxy = SlowProxy::connect(&uri).await.unwrap();
-    let err = proxy.with_timeout(Duration::from_millis(200)).work(1_500).await.unwrap_err();
+    let err = proxy
+        .with_timeout(Duration::from_millis(200))
+        .work(1_500)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Timeout(_)), "{err}");
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    assert!(!proxy.finished().await.unwrap(), "the method ran on after its caller's deadline");
+    assert!(
+        !proxy.finished().await.unwrap(),
+        "the method ran on after its caller's deadline"
+    );
     // Without a deadline it runs to the end.
     assert_eq!(proxy.work(10).await.unwrap(), 10);
     assert!(proxy.finished().await.unwrap());

@@ -25,15 +25,21 @@ impl<S: Subscriber> Layer<S> for Spans {
     fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
         let mut fields = Fields(String::new());
         attrs.record(&mut fields);
-        self.0.lock().unwrap().push((attrs.metadata().name().to_string(), fields.0));
+        self.0
+            .lock()
+            .unwrap()
+            .push((attrs.metadata().name().to_string(), fields.0));
     }
 }
 
 #[tokio::test]
 async fn calls_are_spans_on_both_sides_with_the_same_correlation_id() {
     let spans = Spans::default();
-    let subscriber =
-        tracing_subscriber::registry().with(spans.clone().with_filter(tracing_subscriber::filter::LevelFilter::DEBUG));
+    let subscriber = tracing_subscriber::registry().with(
+        spans
+            .clone()
+            .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+    );
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let (daemon, lab, _) = start_daemon().await;
@@ -44,13 +50,20 @@ async fn calls_are_spans_on_both_sides_with_the_same_correlation_id() {
     daemon.shutdown();
 
     let spans = spans.0.lock().unwrap().clone();
-    let client =
-        spans.iter().find(|(name, f)| name == "rmi.call" && f.contains("method=\"echo\"")).expect("client span");
-    let server =
-        spans.iter().find(|(name, f)| name == "rmi.dispatch" && f.contains("method=\"echo\"")).expect("server span");
+    let client = spans
+        .iter()
+        .find(|(name, f)| name == "rmi.call" && f.contains("method=\"echo\""))
+        .expect("client span");
+    let server = spans
+        .iter()
+        .find(|(name, f)| name == "rmi.dispatch" && f.contains("method=\"echo\""))
+        .expect("server span");
     let corr = corr.to_string();
     assert!(client.1.contains(&corr), "{client:?}");
-    assert!(server.1.contains(&corr) && server.1.contains(lab.object().unwrap()), "{server:?}");
+    assert!(
+        server.1.contains(&corr) && server.1.contains(lab.object().unwrap()),
+        "{server:?}"
+    );
 }
 
 #[derive(Clone, Default)]
@@ -60,20 +73,30 @@ impl<S: Subscriber> Layer<S> for Events {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
         let mut fields = Fields(String::new());
         event.record(&mut fields);
-        self.0.lock().unwrap().push(format!("{} {}", event.metadata().level(), fields.0));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", event.metadata().level(), fields.0));
     }
 }
 
 #[tokio::test]
 async fn advertising_an_unspecified_address_is_warned_about() {
     let events = Events::default();
-    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(events.clone()));
     // Bound on loopback, but the URIs would say 0.0.0.0, which no client can dial.
-    let daemon = rmi::Daemon::builder().advertise("0.0.0.0", None).bind("127.0.0.1:0").await.unwrap();
+    let daemon = rmi::Daemon::builder()
+        .advertise("0.0.0.0", None)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     assert!(daemon.uri_for("x").to_string().contains("@0.0.0.0:"));
     let events = events.0.lock().unwrap().clone();
     assert!(
-        events.iter().any(|e| e.starts_with("WARN") && e.contains("unspecified address")),
+        events
+            .iter()
+            .any(|e| e.starts_with("WARN") && e.contains("unspecified address")),
         "no warning: {events:?}"
     );
 }

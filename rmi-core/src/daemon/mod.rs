@@ -223,9 +223,16 @@ impl DaemonBuilder {
 
     /// Binds a TCP listener on `addr` (e.g. `"127.0.0.1:0"`).
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Daemon, Error> {
-        let listener = TcpListener::bind(addr).await.map_err(|e| Error::io("binding the daemon", e))?;
-        let addr = listener.local_addr().map_err(|e| Error::io("reading the bound address", e))?;
-        let location = Location::Tcp { host: addr.ip().to_string(), port: addr.port() };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io("binding the daemon", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the bound address", e))?;
+        let location = Location::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
         Ok(self.build(Listener::Tcp(listener), location))
     }
 
@@ -234,20 +241,29 @@ impl DaemonBuilder {
     #[cfg(unix)]
     pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Daemon, Error> {
         let path = path.as_ref();
-        let listener = tokio::net::UnixListener::bind(path).map_err(|e| Error::io("binding the daemon", e))?;
+        let listener =
+            tokio::net::UnixListener::bind(path).map_err(|e| Error::io("binding the daemon", e))?;
         let location = Location::Unix(path.to_string_lossy().into_owned());
         Ok(self.build(Listener::Unix(listener, path.to_owned()), location))
     }
 
     fn build(self, listener: Listener, bound: Location) -> Daemon {
         let advertised = match (&self.advertise, &bound) {
-            (Some((host, port)), Location::Tcp { port: bound_port, .. }) => {
-                Location::Tcp { host: host.clone(), port: port.unwrap_or(*bound_port) }
-            }
+            (
+                Some((host, port)),
+                Location::Tcp {
+                    port: bound_port, ..
+                },
+            ) => Location::Tcp {
+                host: host.clone(),
+                port: port.unwrap_or(*bound_port),
+            },
             _ => bound.clone(),
         };
         if let Location::Tcp { host, .. } = &bound {
-            let exposed = host.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback());
+            let exposed = host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !ip.is_loopback());
             if exposed && self.tls.is_none() && self.secret.is_none() {
                 tracing::warn!(
                     %bound,
@@ -256,7 +272,10 @@ impl DaemonBuilder {
             }
         }
         if let Location::Tcp { host, .. } = &advertised {
-            if host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+            if host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+            {
                 tracing::warn!(
                     %advertised,
                     "daemon URIs would advertise an unspecified address, which clients cannot dial; set DaemonBuilder::advertise"
@@ -276,13 +295,21 @@ impl DaemonBuilder {
             next_connection: AtomicU64::new(1),
             connections: Arc::new(Semaphore::new(max_connections)),
         });
-        let object = object::DaemonObject { daemon: Arc::downgrade(&inner) };
+        let object = object::DaemonObject {
+            daemon: Arc::downgrade(&inner),
+        };
         inner
             .objects
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(DAEMON_OBJECT_ID.to_owned(), Arc::new(Entry::from_registration(Registration::instance(object))));
-        Daemon { inner, listener: Arc::new(Mutex::new(Some(listener))) }
+            .insert(
+                DAEMON_OBJECT_ID.to_owned(),
+                Arc::new(Entry::from_registration(Registration::instance(object))),
+            );
+        Daemon {
+            inner,
+            listener: Arc::new(Mutex::new(Some(listener))),
+        }
     }
 }
 
@@ -360,7 +387,10 @@ struct Inner {
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Daemon").field("bound", &self.inner.bound).field("advertised", &self.inner.advertised).finish()
+        f.debug_struct("Daemon")
+            .field("bound", &self.inner.bound)
+            .field("advertised", &self.inner.advertised)
+            .finish()
     }
 }
 
@@ -395,7 +425,10 @@ impl Daemon {
 
     /// The `PYRO:` URI of object `id` in this daemon, with the advertised address.
     pub fn uri_for(&self, id: &str) -> Uri {
-        Uri::Pyro { object: id.to_owned(), location: self.inner.advertised.clone() }
+        Uri::Pyro {
+            object: id.to_owned(),
+            location: self.inner.advertised.clone(),
+        }
     }
 
     /// Registers one shared `object` under a generated id (`obj_` + 32 hex digits) and returns
@@ -435,7 +468,10 @@ impl Daemon {
 
     /// Registers as `registration` says (id, instance mode, one call at a time).
     pub fn register_entry(&self, registration: Registration) -> Result<Uri, Error> {
-        let id = registration.id.clone().unwrap_or_else(|| format!("obj_{}", uuid::Uuid::new_v4().simple()));
+        let id = registration
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("obj_{}", uuid::Uuid::new_v4().simple()));
         let force = registration.replace;
         self.insert(Arc::new(Entry::from_registration(registration)), &id, force)
     }
@@ -448,11 +484,19 @@ impl Daemon {
             });
         }
         if id == DAEMON_OBJECT_ID {
-            return Err(Error::Daemon(format!("the object id {DAEMON_OBJECT_ID:?} is reserved for the daemon")));
+            return Err(Error::Daemon(format!(
+                "the object id {DAEMON_OBJECT_ID:?} is reserved for the daemon"
+            )));
         }
-        let mut objects = self.inner.objects.write().unwrap_or_else(|e| e.into_inner());
+        let mut objects = self
+            .inner
+            .objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         if !force && objects.contains_key(id) {
-            return Err(Error::Daemon(format!("an object is already registered under id {id:?}")));
+            return Err(Error::Daemon(format!(
+                "an object is already registered under id {id:?}"
+            )));
         }
         objects.insert(id.to_owned(), object);
         Ok(self.uri_for(id))
@@ -464,7 +508,12 @@ impl Daemon {
         if id == DAEMON_OBJECT_ID {
             return false;
         }
-        self.inner.objects.write().unwrap_or_else(|e| e.into_inner()).remove(id).is_some()
+        self.inner
+            .objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some()
     }
 
     /// Number of streamed results open in this daemon (lingering ones included).
@@ -526,7 +575,10 @@ impl Daemon {
         }
         drop(listener);
         inner.tasks.close();
-        if tokio::time::timeout(inner.config.grace_period, inner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(inner.config.grace_period, inner.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over; dropping calls still running");
             inner.abort.cancel();
             inner.tasks.wait().await;
@@ -547,11 +599,21 @@ impl Daemon {
 
 impl Inner {
     fn object(&self, id: &str) -> Option<Arc<Entry>> {
-        self.objects.read().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     fn registered(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.objects.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut ids: Vec<String> = self
+            .objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         ids.sort();
         ids
     }
@@ -559,7 +621,11 @@ impl Inner {
 
 fn reply_to(req: &Message, msg_type: MessageType, flags: u16, payload: Vec<u8>) -> Message {
     let mut msg = Message::new(msg_type, req.serializer, flags, req.seq, payload);
-    msg.corr_id = if req.has_flag(frame::FLAGS_CORR_ID) { req.corr_id } else { *uuid::Uuid::new_v4().as_bytes() };
+    msg.corr_id = if req.has_flag(frame::FLAGS_CORR_ID) {
+        req.corr_id
+    } else {
+        *uuid::Uuid::new_v4().as_bytes()
+    };
     msg
 }
 
@@ -589,7 +655,12 @@ impl ConnectionState {
     }
 }
 
-async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String, peer_certificate: Option<Certificate>) {
+async fn handle_connection(
+    daemon: Daemon,
+    stream: BoxStream,
+    peer: String,
+    peer_certificate: Option<Certificate>,
+) {
     let inner = daemon.inner.clone();
     let (mut reader, mut writer) = transport::split(stream, inner.config.limits.max_message_size);
     reader.set_frame_timeout(inner.config.frame_timeout);
@@ -608,7 +679,9 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String, peer
             Err(reply) => {
                 tracing::debug!(%peer, "handshake refused");
                 if let Some(reply) = reply {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply))
+                            .await;
                 }
                 writer.shutdown().await;
                 return;
@@ -700,7 +773,11 @@ async fn handle_connection(daemon: Daemon, stream: BoxStream, peer: String, peer
             MessageType::Ping => {
                 // The answer holds the slot until written, like any reply.
                 let msg = reply_to(&req, MessageType::Ping, 0, b"pong".to_vec());
-                let _ = tx.send(Outgoing { msg, flushed: None, slot: Some(slot) });
+                let _ = tx.send(Outgoing {
+                    msg,
+                    flushed: None,
+                    slot: Some(slot),
+                });
             }
             MessageType::Invoke => {
                 let Some(ser) = Serializer::from_id(req.serializer) else {
@@ -750,8 +827,12 @@ async fn accept_connection(daemon: Daemon, stream: BoxStream, peer: String) {
     let timeout = daemon.inner.config.handshake_timeout;
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
-            let certificate =
-                tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
             handle_connection(daemon, Box::new(tls), peer, certificate).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -772,7 +853,9 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 async fn refuse_connection(stream: BoxStream, max: usize, limits: DecodeLimits) {
     let (mut reader, mut writer) = transport::split(stream, limits.max_message_size);
     // Read the CONNECT (briefly) to answer in the client's serializer.
-    if let Ok(Ok(Some(req))) = tokio::time::timeout(Duration::from_secs(1), reader.read_frame()).await {
+    if let Ok(Ok(Some(req))) =
+        tokio::time::timeout(Duration::from_secs(1), reader.read_frame()).await
+    {
         if let Some(ser) = Serializer::from_id(req.serializer) {
             let reason = format!("too many connections (max_connections = {max})");
             let payload = ser.encode(&reason).unwrap_or_default();
@@ -812,7 +895,12 @@ impl Call {
         let result = match result {
             Ok(Outcome::Stream(items)) => inner
                 .streams
-                .open(self.state.id, items, inner.config.max_streams_per_connection, inner.config.max_streams)
+                .open(
+                    self.state.id,
+                    items,
+                    inner.config.max_streams_per_connection,
+                    inner.config.max_streams,
+                )
                 .map(|id| {
                     annotations.push((*b"STRM", bytes::Bytes::from(id.into_bytes())));
                     None
@@ -828,7 +916,10 @@ impl Call {
             Ok(Some(payload)) if payload.len() > max => Err(RemoteError::new(
                 RemoteErrorKind::Other,
                 "rmi.MessageTooLarge",
-                format!("the result of {} bytes exceeds max_message_size ({max} bytes)", payload.len()),
+                format!(
+                    "the result of {} bytes exceeds max_message_size ({max} bytes)",
+                    payload.len()
+                ),
             )),
             other => other,
         };
@@ -842,13 +933,23 @@ impl Call {
                     "result of call is an iterator",
                 );
                 let flags = frame::FLAGS_EXCEPTION | frame::FLAGS_ITEMSTREAMRESULT;
-                reply_to(&self.req, MessageType::Result, flags, codec::encode_error(ser, &marker))
+                reply_to(
+                    &self.req,
+                    MessageType::Result,
+                    flags,
+                    codec::encode_error(ser, &marker),
+                )
             }
             Err(err) => {
                 if oneway {
                     tracing::warn!(error = %err, "oneway call failed");
                 }
-                reply_to(&self.req, MessageType::Result, frame::FLAGS_EXCEPTION, codec::encode_error(ser, &err))
+                reply_to(
+                    &self.req,
+                    MessageType::Result,
+                    frame::FLAGS_EXCEPTION,
+                    codec::encode_error(ser, &err),
+                )
             }
         };
         reply.corr_id = *corr.as_bytes();
@@ -856,19 +957,24 @@ impl Call {
         (!oneway).then_some(reply)
     }
 
-    async fn invoke(&self, corr: uuid::Uuid, oneway: bool) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
+    async fn invoke(
+        &self,
+        corr: uuid::Uuid,
+        oneway: bool,
+    ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
         let inner = &self.daemon.inner;
-        let call = match codec::decode_invoke(self.ser, self.req.payload.clone(), &inner.config.limits) {
-            Ok(call) => call,
-            Err(e) => {
-                let err = RemoteError::new(
-                    RemoteErrorKind::Protocol,
-                    "Pyro5.errors.ProtocolError",
-                    format!("malformed call: {e}"),
-                );
-                return (Err(err), Vec::new());
-            }
-        };
+        let call =
+            match codec::decode_invoke(self.ser, self.req.payload.clone(), &inner.config.limits) {
+                Ok(call) => call,
+                Err(e) => {
+                    let err = RemoteError::new(
+                        RemoteErrorKind::Protocol,
+                        "Pyro5.errors.ProtocolError",
+                        format!("malformed call: {e}"),
+                    );
+                    return (Err(err), Vec::new());
+                }
+            };
         let object = call.object.as_str();
         if object != &*self.connected && object != DAEMON_OBJECT_ID {
             let err = if inner.object(object).is_none() {
@@ -877,7 +983,10 @@ impl Call {
                 let mut e = RemoteError::new(
                     RemoteErrorKind::Protocol,
                     "Pyro5.errors.ProtocolError",
-                    format!("this connection was opened for object {:?}, not {object:?}", &*self.connected),
+                    format!(
+                        "this connection was opened for object {:?}, not {object:?}",
+                        &*self.connected
+                    ),
                 );
                 e.object = Some(object.to_owned());
                 e
@@ -905,22 +1014,34 @@ impl Call {
     }
 
     /// Runs the calls of a `<batch>` in order, stopping at the first error (as Pyro does).
-    async fn batch(&self, object: &str, args: codec::Args, ctx: &CallContext) -> Result<Outcome, RemoteError> {
+    async fn batch(
+        &self,
+        object: &str,
+        args: codec::Args,
+        ctx: &CallContext,
+    ) -> Result<Outcome, RemoteError> {
         let limits = &self.daemon.inner.config.limits;
-        let (calls,): (Vec<serde_bytes::ByteBuf>,) =
-            args.decode().map_err(|e| RemoteError::bad_arguments(codec::BATCH_METHOD, e))?;
+        let (calls,): (Vec<serde_bytes::ByteBuf>,) = args
+            .decode()
+            .map_err(|e| RemoteError::bad_arguments(codec::BATCH_METHOD, e))?;
         let mut results = Vec::with_capacity(calls.len());
         for payload in calls {
             let item = match codec::decode_invoke(self.ser, payload.into_vec().into(), limits) {
                 Err(e) => Err(RemoteError::bad_arguments(codec::BATCH_METHOD, e)),
                 Ok(call) => {
                     let corr = ctx.correlation_id();
-                    match self.dispatch(object, &call.method, call.args, ctx, corr).await {
+                    match self
+                        .dispatch(object, &call.method, call.args, ctx, corr)
+                        .await
+                    {
                         Ok(Outcome::Value(v)) => Ok(v),
                         Ok(Outcome::Stream(_)) => Err(RemoteError::new(
                             RemoteErrorKind::Other,
                             "Pyro5.errors.PyroError",
-                            format!("{:?}: streamed results are not supported inside a batch", call.method),
+                            format!(
+                                "{:?}: streamed results are not supported inside a batch",
+                                call.method
+                            ),
                         )),
                         Err(e) => Err(e),
                     }
@@ -951,21 +1072,29 @@ impl Call {
         corr: uuid::Uuid,
     ) -> Result<Outcome, RemoteError> {
         let inner = &self.daemon.inner;
-        let entry = inner.object(object).ok_or_else(|| RemoteError::unknown_object(object))?;
+        let entry = inner
+            .object(object)
+            .ok_or_else(|| RemoteError::unknown_object(object))?;
         // Making a session or per-call instance runs user code too: a panic there is this
         // caller's error, like a panic in the method.
-        let target = match std::panic::catch_unwind(AssertUnwindSafe(|| self.state.target(object, &entry))) {
+        let target = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.state.target(object, &entry)
+        })) {
             Ok(target) => target,
             Err(panic) => {
                 let text = panic_text(&*panic);
                 tracing::error!(object, method, panic = %text, "instance factory panicked");
-                let mut err = RemoteError::panic(method, &format!("the instance factory panicked: {text}"));
+                let mut err =
+                    RemoteError::panic(method, &format!("the instance factory panicked: {text}"));
                 err.object = Some(object.to_owned());
                 return Err(err);
             }
         };
         let span = tracing::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
-        let run = ctx.clone().scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind()).instrument(span);
+        let run = ctx
+            .clone()
+            .scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind())
+            .instrument(span);
         // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).
         let outcome = match ctx.deadline() {
             Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
@@ -1048,32 +1177,51 @@ fn handshake(
         Some(reply_to(req, MessageType::ConnectFail, 0, payload))
     };
     if req.msg_type != MessageType::Connect {
-        return Err(fail(format!("invalid msg type {} received (expected: 1)", req.msg_type as u8)));
+        return Err(fail(format!(
+            "invalid msg type {} received (expected: 1)",
+            req.msg_type as u8
+        )));
     }
-    let connect: ConnectRequest =
-        ser.decode(&req.payload, &inner.config.limits).map_err(|e| fail(format!("invalid data: {e}")))?;
+    let connect: ConnectRequest = ser
+        .decode(&req.payload, &inner.config.limits)
+        .map_err(|e| fail(format!("invalid data: {e}")))?;
     let Some(object) = inner.object(&connect.object) else {
         return Err(fail(format!("unknown object {:?}", connect.object)));
     };
     let answer = match &inner.config.validator {
         Some(validator) => {
-            let info = HandshakeInfo { peer, object: &connect.object, data: &connect.handshake, peer_certificate };
+            let info = HandshakeInfo {
+                peer,
+                object: &connect.object,
+                data: &connect.handshake,
+                peer_certificate,
+            };
             validator.validate(&info).map_err(fail)?
         }
         None => connect.handshake,
     };
-    let ok = ConnectOk { handshake: answer, meta: object.meta.clone() };
+    let ok = ConnectOk {
+        handshake: answer,
+        meta: object.meta.clone(),
+    };
     let payload = ser.encode(&ok).map_err(|e| fail(e.to_string()))?;
     let mut reply = reply_to(req, MessageType::ConnectOk, 0, payload);
     let session = match &inner.config.secret {
         None => None,
         Some(secret) => {
-            let client = crate::auth::check_nonce(req.annotation(&crate::auth::NONCE_ANNOTATION)).map_err(fail)?;
+            let client = crate::auth::check_nonce(req.annotation(&crate::auth::NONCE_ANNOTATION))
+                .map_err(fail)?;
             let server = crate::auth::nonce().map_err(|e| fail(e.to_string()))?;
             let transcript = crate::auth::transcript(&req.payload, &reply.payload);
             let proof = secret.server_proof(client, &server, &transcript);
-            reply.annotations.push((crate::auth::NONCE_ANNOTATION, bytes::Bytes::copy_from_slice(&server)));
-            reply.annotations.push((crate::auth::PROOF_ANNOTATION, bytes::Bytes::copy_from_slice(&proof)));
+            reply.annotations.push((
+                crate::auth::NONCE_ANNOTATION,
+                bytes::Bytes::copy_from_slice(&server),
+            ));
+            reply.annotations.push((
+                crate::auth::PROOF_ANNOTATION,
+                bytes::Bytes::copy_from_slice(&proof),
+            ));
             Some(secret.server_session(client, &server, &transcript))
         }
     };

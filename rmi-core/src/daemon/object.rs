@@ -15,18 +15,32 @@ pub(super) struct DaemonObject {
 impl Dispatch for DaemonObject {
     fn metadata(&self) -> Metadata {
         Metadata {
-            methods: ["close_stream", "get_metadata", "get_next_stream_item", "info", "ping", "registered"]
-                .map(String::from)
-                .to_vec(),
+            methods: [
+                "close_stream",
+                "get_metadata",
+                "get_next_stream_item",
+                "info",
+                "ping",
+                "registered",
+            ]
+            .map(String::from)
+            .to_vec(),
             oneway: vec!["close_stream".into()],
             attrs: Vec::new(),
         }
     }
 
-    fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
+    fn dispatch<'a>(
+        &'a self,
+        method: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
         Box::pin(async move {
             let ser = args.serializer();
-            let inner = self.daemon.upgrade().ok_or_else(|| RemoteError::unknown_object(DAEMON_OBJECT_ID))?;
+            let inner = self
+                .daemon
+                .upgrade()
+                .ok_or_else(|| RemoteError::unknown_object(DAEMON_OBJECT_ID))?;
             let bad = |e: Error| RemoteError::bad_arguments(method, e);
             let encoded = match method {
                 "ping" => {
@@ -39,7 +53,11 @@ impl Dispatch for DaemonObject {
                 }
                 "info" => {
                     args.decode::<[(); 0]>().map_err(bad)?;
-                    let n = inner.objects.read().unwrap_or_else(|e| e.into_inner()).len();
+                    let n = inner
+                        .objects
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .len();
                     ser.encode(&format!(
                         "rmi daemon bound on {}, advertised as {}, {n} objects registered, {} open streams",
                         inner.bound,
@@ -49,7 +67,9 @@ impl Dispatch for DaemonObject {
                 }
                 "get_next_stream_item" => {
                     let (id,): (String,) = args.decode().map_err(bad)?;
-                    let reader = crate::context::current().map(|c| c.connection()).unwrap_or_default();
+                    let reader = crate::context::current()
+                        .map(|c| c.connection())
+                        .unwrap_or_default();
                     return inner.streams.next(&id, reader).await.map(Outcome::Value);
                 }
                 "close_stream" => {
@@ -59,14 +79,16 @@ impl Dispatch for DaemonObject {
                 }
                 "get_metadata" => {
                     let (id,): (String,) = args.decode().map_err(bad)?;
-                    let object = inner.object(&id).ok_or_else(|| RemoteError::unknown_object(&id))?;
+                    let object = inner
+                        .object(&id)
+                        .ok_or_else(|| RemoteError::unknown_object(&id))?;
                     ser.encode(&object.meta)
                 }
                 _ => return Err(RemoteError::unknown_method(DAEMON_OBJECT_ID, method)),
             };
-            encoded
-                .map(Outcome::Value)
-                .map_err(|e| RemoteError::new(RemoteErrorKind::Other, "rmi.SerializeError", e.to_string()))
+            encoded.map(Outcome::Value).map_err(|e| {
+                RemoteError::new(RemoteErrorKind::Other, "rmi.SerializeError", e.to_string())
+            })
         })
     }
 }

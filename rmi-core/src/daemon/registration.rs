@@ -83,7 +83,13 @@ impl Registration {
     }
 
     fn new(kind: Kind, meta: Metadata) -> Self {
-        Registration { kind, meta, id: None, replace: false, one_at_a_time: false }
+        Registration {
+            kind,
+            meta,
+            id: None,
+            replace: false,
+            one_at_a_time: false,
+        }
     }
 
     /// Registers under `id` instead of a generated `obj_…` id.
@@ -124,20 +130,29 @@ impl Entry {
         let serial = reg.one_at_a_time;
         let wrap = move |d: Arc<dyn Dispatch>| -> Arc<dyn Dispatch> {
             if serial {
-                Arc::new(OneAtATime { inner: d, turn: tokio::sync::Mutex::new(()) })
+                Arc::new(OneAtATime {
+                    inner: d,
+                    turn: tokio::sync::Mutex::new(()),
+                })
             } else {
                 d
             }
         };
         let target = match reg.kind {
             Kind::Instance(d) => Target::Shared(wrap(d)),
-            Kind::Factory(InstanceMode::Single, make) => {
-                Target::Shared(wrap(Arc::new(Lazy { make, meta: reg.meta.clone() })))
+            Kind::Factory(InstanceMode::Single, make) => Target::Shared(wrap(Arc::new(Lazy {
+                make,
+                meta: reg.meta.clone(),
+            }))),
+            Kind::Factory(InstanceMode::Session, make) => {
+                Target::Session(Arc::new(move || wrap(make())))
             }
-            Kind::Factory(InstanceMode::Session, make) => Target::Session(Arc::new(move || wrap(make()))),
             Kind::Factory(InstanceMode::PerCall, make) => Target::PerCall(make),
         };
-        Entry { meta: reg.meta, target }
+        Entry {
+            meta: reg.meta,
+            target,
+        }
     }
 }
 
@@ -152,7 +167,11 @@ impl Dispatch for OneAtATime {
         self.inner.metadata()
     }
 
-    fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
+    fn dispatch<'a>(
+        &'a self,
+        method: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
         Box::pin(async move {
             let _turn = self.turn.lock().await;
             self.inner.dispatch(method, args).await
@@ -171,7 +190,11 @@ impl Dispatch for Lazy {
         self.meta.clone()
     }
 
-    fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
+    fn dispatch<'a>(
+        &'a self,
+        method: &'a str,
+        args: Args,
+    ) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
         Box::pin(async move { (self.make)().dispatch(method, args).await })
     }
 }

@@ -28,7 +28,11 @@ pub(super) struct Streams {
 }
 
 fn terminated() -> RemoteError {
-    RemoteError::new(RemoteErrorKind::Other, "Pyro5.errors.PyroError", "item stream terminated")
+    RemoteError::new(
+        RemoteErrorKind::Other,
+        "Pyro5.errors.PyroError",
+        "item stream terminated",
+    )
 }
 
 impl Streams {
@@ -57,17 +61,30 @@ impl Streams {
             return Err(RemoteError::new(
                 RemoteErrorKind::Other,
                 "rmi.TooManyStreams",
-                format!("too many open streams on this connection (max_streams_per_connection = {max})"),
+                format!(
+                    "too many open streams on this connection (max_streams_per_connection = {max})"
+                ),
             ));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        table.insert(id.clone(), Slot { items: Arc::new(tokio::sync::Mutex::new(items)), owner, expires: None });
+        table.insert(
+            id.clone(),
+            Slot {
+                items: Arc::new(tokio::sync::Mutex::new(items)),
+                owner,
+                expires: None,
+            },
+        );
         Ok(id)
     }
 
     /// The next encoded item of stream `id`, read by connection `reader`. The end of the stream
     /// is a `StopIteration` error and removes it, as does an error item.
-    pub(super) async fn next(&self, id: &str, reader: ConnectionId) -> Result<Vec<u8>, RemoteError> {
+    pub(super) async fn next(
+        &self,
+        id: &str,
+        reader: ConnectionId,
+    ) -> Result<Vec<u8>, RemoteError> {
         let items = {
             let mut table = self.lock();
             let slot = table.get_mut(id).ok_or_else(terminated)?;
@@ -110,7 +127,9 @@ impl Streams {
                 tokio::time::sleep_until(expires).await;
                 if let Some(streams) = streams.upgrade() {
                     let now = Instant::now();
-                    streams.lock().retain(|_, s| s.expires.is_none_or(|e| e > now));
+                    streams
+                        .lock()
+                        .retain(|_, s| s.expires.is_none_or(|e| e > now));
                 }
             });
         }

@@ -8,7 +8,9 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
+};
 
 /// How much nesting is left and the largest believable collection length.
 #[derive(Debug, Clone, Copy)]
@@ -20,14 +22,24 @@ pub(crate) struct Budget {
 
 impl Budget {
     pub(crate) fn new(max_depth: usize, max_len: usize) -> Self {
-        Budget { depth_left: max_depth, max_depth, max_len }
+        Budget {
+            depth_left: max_depth,
+            max_depth,
+            max_len,
+        }
     }
 
     fn deeper<E: de::Error>(self) -> Result<Budget, E> {
         if self.depth_left == 0 {
-            return Err(E::custom(format_args!("value nested deeper than max_depth ({})", self.max_depth)));
+            return Err(E::custom(format_args!(
+                "value nested deeper than max_depth ({})",
+                self.max_depth
+            )));
         }
-        Ok(Budget { depth_left: self.depth_left - 1, ..self })
+        Ok(Budget {
+            depth_left: self.depth_left - 1,
+            ..self
+        })
     }
 
     fn check_len<E: de::Error>(self, len: Option<usize>) -> Result<(), E> {
@@ -101,16 +113,46 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
         deserialize_ignored_any,
     );
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_unit_struct(name, BoundedVisitor { inner: visitor, budget: self.budget })
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_unit_struct(
+            name,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, name: &'static str, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_newtype_struct(name, BoundedVisitor { inner: visitor, budget: self.budget })
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_newtype_struct(
+            name,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple(len, BoundedVisitor { inner: visitor, budget: self.budget })
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.inner.deserialize_tuple(
+            len,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -119,7 +161,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_tuple_struct(name, len, BoundedVisitor { inner: visitor, budget: self.budget })
+        self.inner.deserialize_tuple_struct(
+            name,
+            len,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -128,7 +177,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_struct(name, fields, BoundedVisitor { inner: visitor, budget: self.budget })
+        self.inner.deserialize_struct(
+            name,
+            fields,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -137,7 +193,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_enum(name, variants, BoundedVisitor { inner: visitor, budget: self.budget })
+        self.inner.deserialize_enum(
+            name,
+            variants,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 
     fn is_human_readable(&self) -> bool {
@@ -183,7 +246,8 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for BoundedVisitor<V> {
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<V::Value, D::Error> {
         let budget = self.budget.deeper()?;
-        self.inner.visit_newtype_struct(Bounded { inner: d, budget })
+        self.inner
+            .visit_newtype_struct(Bounded { inner: d, budget })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
@@ -200,7 +264,10 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for BoundedVisitor<V> {
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
         let budget = self.budget.deeper()?;
-        self.inner.visit_enum(BoundedAccess { inner: data, budget })
+        self.inner.visit_enum(BoundedAccess {
+            inner: data,
+            budget,
+        })
     }
 }
 
@@ -208,15 +275,24 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for BoundedSeed<S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
-        self.inner.deserialize(Bounded { inner: d, budget: self.budget })
+        self.inner.deserialize(Bounded {
+            inner: d,
+            budget: self.budget,
+        })
     }
 }
 
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<A> {
     type Error = A::Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
-        self.inner.next_element_seed(BoundedSeed { inner: seed, budget: self.budget })
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, A::Error> {
+        self.inner.next_element_seed(BoundedSeed {
+            inner: seed,
+            budget: self.budget,
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -227,12 +303,21 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<A> {
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for BoundedAccess<A> {
     type Error = A::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
-        self.inner.next_key_seed(BoundedSeed { inner: seed, budget: self.budget })
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.inner.next_key_seed(BoundedSeed {
+            inner: seed,
+            budget: self.budget,
+        })
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.next_value_seed(BoundedSeed { inner: seed, budget: self.budget })
+        self.inner.next_value_seed(BoundedSeed {
+            inner: seed,
+            budget: self.budget,
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -244,10 +329,22 @@ impl<'de, A: EnumAccess<'de>> EnumAccess<'de> for BoundedAccess<A> {
     type Error = A::Error;
     type Variant = BoundedAccess<A::Variant>;
 
-    fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self::Variant), A::Error> {
+    fn variant_seed<S: DeserializeSeed<'de>>(
+        self,
+        seed: S,
+    ) -> Result<(S::Value, Self::Variant), A::Error> {
         let budget = self.budget;
-        let (value, variant) = self.inner.variant_seed(BoundedSeed { inner: seed, budget })?;
-        Ok((value, BoundedAccess { inner: variant, budget }))
+        let (value, variant) = self.inner.variant_seed(BoundedSeed {
+            inner: seed,
+            budget,
+        })?;
+        Ok((
+            value,
+            BoundedAccess {
+                inner: variant,
+                budget,
+            },
+        ))
     }
 }
 
@@ -259,11 +356,20 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BoundedAccess<A> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, A::Error> {
-        self.inner.newtype_variant_seed(BoundedSeed { inner: seed, budget: self.budget })
+        self.inner.newtype_variant_seed(BoundedSeed {
+            inner: seed,
+            budget: self.budget,
+        })
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        self.inner.tuple_variant(len, BoundedVisitor { inner: visitor, budget: self.budget })
+        self.inner.tuple_variant(
+            len,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -271,6 +377,12 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BoundedAccess<A> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        self.inner.struct_variant(fields, BoundedVisitor { inner: visitor, budget: self.budget })
+        self.inner.struct_variant(
+            fields,
+            BoundedVisitor {
+                inner: visitor,
+                budget: self.budget,
+            },
+        )
     }
 }

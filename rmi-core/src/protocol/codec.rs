@@ -33,7 +33,10 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_message_size: DEFAULT_MAX_MESSAGE_SIZE, max_depth: DEFAULT_MAX_DEPTH }
+        DecodeLimits {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 }
 
@@ -74,13 +77,21 @@ impl Serializer {
     /// Serializes `value`.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, Error> {
         match self {
-            Serializer::Bincode => bincode_options().serialize(value).map_err(|e| Error::Codec(e.to_string())),
-            Serializer::MsgPack => rmp_serde::to_vec_named(value).map_err(|e| Error::Codec(e.to_string())),
+            Serializer::Bincode => bincode_options()
+                .serialize(value)
+                .map_err(|e| Error::Codec(e.to_string())),
+            Serializer::MsgPack => {
+                rmp_serde::to_vec_named(value).map_err(|e| Error::Codec(e.to_string()))
+            }
         }
     }
 
     /// Deserializes a whole payload through the bounded wrapper.
-    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
+    pub fn decode<T: DeserializeOwned>(
+        self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+    ) -> Result<T, Error> {
         let budget = Budget::new(limits.max_depth, bytes.len());
         match self {
             Serializer::Bincode => bincode_options()
@@ -90,11 +101,16 @@ impl Serializer {
                 .map_err(|e| Error::Codec(e.to_string())),
             Serializer::MsgPack => {
                 let mut de = rmp_serde::Deserializer::new(bytes);
-                let value =
-                    T::deserialize(Bounded { inner: &mut de, budget }).map_err(|e| Error::Codec(e.to_string()))?;
+                let value = T::deserialize(Bounded {
+                    inner: &mut de,
+                    budget,
+                })
+                .map_err(|e| Error::Codec(e.to_string()))?;
                 let rest = de.get_ref().len();
                 if rest != 0 {
-                    return Err(Error::Codec(format!("{rest} trailing bytes after the value")));
+                    return Err(Error::Codec(format!(
+                        "{rest} trailing bytes after the value"
+                    )));
                 }
                 Ok(value)
             }
@@ -104,7 +120,9 @@ impl Serializer {
 
 /// The one pinned bincode configuration: varint integers, little endian.
 fn bincode_options() -> impl Options + Copy {
-    bincode::DefaultOptions::new().with_varint_encoding().with_little_endian()
+    bincode::DefaultOptions::new()
+        .with_varint_encoding()
+        .with_little_endian()
 }
 
 /// Seed that deserializes `T` through [`Bounded`], so bincode's top-level entry point (which
@@ -116,14 +134,20 @@ struct BoundedRoot<T> {
 
 impl<T> BoundedRoot<T> {
     fn new(budget: Budget) -> Self {
-        BoundedRoot { budget, _t: std::marker::PhantomData }
+        BoundedRoot {
+            budget,
+            _t: std::marker::PhantomData,
+        }
     }
 }
 
 impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for BoundedRoot<T> {
     type Value = T;
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        T::deserialize(Bounded { inner: d, budget: self.budget })
+        T::deserialize(Bounded {
+            inner: d,
+            budget: self.budget,
+        })
     }
 }
 
@@ -170,7 +194,9 @@ impl<'de> Deserialize<'de> for NoKwargs {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let map = std::collections::BTreeMap::<String, IgnoredAny>::deserialize(d)?;
         if let Some(name) = map.keys().next() {
-            return Err(serde::de::Error::custom(format_args!("keyword argument {name:?} is not supported")));
+            return Err(serde::de::Error::custom(format_args!(
+                "keyword argument {name:?} is not supported"
+            )));
         }
         Ok(NoKwargs)
     }
@@ -180,7 +206,12 @@ impl<'de> Deserialize<'de> for NoKwargs {
 ///
 /// bincode: `object`, `method`, then the arguments, concatenated. msgpack: Pyro5's 4-element
 /// array `[object, method, [args...], {}]`.
-pub fn encode_invoke<A: Serialize>(ser: Serializer, object: &str, method: &str, args: &A) -> Result<Vec<u8>, Error> {
+pub fn encode_invoke<A: Serialize>(
+    ser: Serializer,
+    object: &str,
+    method: &str,
+    args: &A,
+) -> Result<Vec<u8>, Error> {
     match ser {
         Serializer::Bincode => ser.encode(&(object, method, args)),
         Serializer::MsgPack => ser.encode(&(object, method, args, NoKwargs)),
@@ -227,7 +258,11 @@ impl Args {
 }
 
 /// Decodes the routing part of an INVOKE payload; the arguments stay encoded.
-pub fn decode_invoke(ser: Serializer, payload: Bytes, limits: &DecodeLimits) -> Result<Invoke, Error> {
+pub fn decode_invoke(
+    ser: Serializer,
+    payload: Bytes,
+    limits: &DecodeLimits,
+) -> Result<Invoke, Error> {
     match ser {
         Serializer::Bincode => {
             let mut rest: &[u8] = &payload;
@@ -237,7 +272,15 @@ pub fn decode_invoke(ser: Serializer, payload: Bytes, limits: &DecodeLimits) -> 
                 .deserialize_from(&mut rest)
                 .map_err(|e| Error::Codec(e.to_string()))?;
             let args = payload.slice(payload.len() - rest.len()..);
-            Ok(Invoke { object, method, args: Args { ser, bytes: args, limits: *limits } })
+            Ok(Invoke {
+                object,
+                method,
+                args: Args {
+                    ser,
+                    bytes: args,
+                    limits: *limits,
+                },
+            })
         }
         Serializer::MsgPack => {
             // Routing needs only the first two elements; the rest is skipped over the borrowed
@@ -245,9 +288,20 @@ pub fn decode_invoke(ser: Serializer, payload: Bytes, limits: &DecodeLimits) -> 
             let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]);
             let budget = Budget::new(limits.max_depth, payload.len());
             let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
-                Deserialize::deserialize(Bounded { inner: &mut de, budget })
-                    .map_err(|e| Error::Codec(e.to_string()))?;
-            Ok(Invoke { object, method, args: Args { ser, bytes: payload, limits: *limits } })
+                Deserialize::deserialize(Bounded {
+                    inner: &mut de,
+                    budget,
+                })
+                .map_err(|e| Error::Codec(e.to_string()))?;
+            Ok(Invoke {
+                object,
+                method,
+                args: Args {
+                    ser,
+                    bytes: payload,
+                    limits: *limits,
+                },
+            })
         }
     }
 }
@@ -281,8 +335,12 @@ impl From<Result<Vec<u8>, RemoteError>> for BatchItem {
 pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
     ser.encode(err).unwrap_or_else(|e| {
         // A RemoteError is strings only; this cannot fail, but never panic on the reply path.
-        ser.encode(&RemoteError::new(crate::error::RemoteErrorKind::Other, "rmi.Error", e.to_string()))
-            .unwrap_or_default()
+        ser.encode(&RemoteError::new(
+            crate::error::RemoteErrorKind::Other,
+            "rmi.Error",
+            e.to_string(),
+        ))
+        .unwrap_or_default()
     })
 }
 
@@ -309,19 +367,32 @@ mod tests {
     #[test]
     fn invoke_round_trips_in_both_serializers() {
         for ser in SERS {
-            let payload = encode_invoke(ser, "obj", "welcomeMessage", &("Rashmi".to_string(), 7u32)).unwrap();
+            let payload =
+                encode_invoke(ser, "obj", "welcomeMessage", &("Rashmi".to_string(), 7u32)).unwrap();
             let inv = decode_invoke(ser, payload.into(), &DecodeLimits::default()).unwrap();
-            assert_eq!((inv.object.as_str(), inv.method.as_str()), ("obj", "welcomeMessage"));
+            assert_eq!(
+                (inv.object.as_str(), inv.method.as_str()),
+                ("obj", "welcomeMessage")
+            );
             let (name, n): (String, u32) = inv.args.decode().unwrap();
             assert_eq!((name.as_str(), n), ("Rashmi", 7));
-            assert!(inv.args.decode::<(String, String)>().is_err(), "wrong types are an error");
+            assert!(
+                inv.args.decode::<(String, String)>().is_err(),
+                "wrong types are an error"
+            );
         }
     }
 
     #[test]
     fn msgpack_invoke_matches_pyro5_capture() {
         // pyro5-wire.md §11.1: 94 af "example.welcome" ae "welcomeMessage" 91 a6 "Rashmi" 80
-        let payload = encode_invoke(Serializer::MsgPack, "example.welcome", "welcomeMessage", &("Rashmi",)).unwrap();
+        let payload = encode_invoke(
+            Serializer::MsgPack,
+            "example.welcome",
+            "welcomeMessage",
+            &("Rashmi",),
+        )
+        .unwrap();
         let mut expected = vec![0x94, 0xaf];
         expected.extend_from_slice(b"example.welcome");
         expected.push(0xae);
@@ -357,7 +428,10 @@ mod tests {
                     v
                 }
             };
-            let err = ser.decode::<Nested>(&deep, &limits).unwrap_err().to_string();
+            let err = ser
+                .decode::<Nested>(&deep, &limits)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("max_depth"), "{ser:?}: {err}");
         }
     }
@@ -368,14 +442,22 @@ mod tests {
         // bincode varint: 253 = u64 follows; 2^40 elements of () in 9 bytes.
         let mut bytes = vec![253];
         bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        let err = Serializer::Bincode.decode::<Vec<()>>(&bytes, &limits).unwrap_err().to_string();
+        let err = Serializer::Bincode
+            .decode::<Vec<()>>(&bytes, &limits)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("declared length"), "{err}");
         // A string claiming 2^40 bytes in a 10-byte payload.
-        let err = Serializer::Bincode.decode::<String>(&bytes, &limits).unwrap_err();
+        let err = Serializer::Bincode
+            .decode::<String>(&bytes, &limits)
+            .unwrap_err();
         assert!(matches!(err, Error::Codec(_)), "{err}");
         // msgpack array32 claiming 2^32-1 nils.
         let bytes = [0xdd, 0xff, 0xff, 0xff, 0xff];
-        let err = Serializer::MsgPack.decode::<Vec<()>>(&bytes, &limits).unwrap_err().to_string();
+        let err = Serializer::MsgPack
+            .decode::<Vec<()>>(&bytes, &limits)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("declared length"), "{err}");
     }
 
@@ -384,16 +466,29 @@ mod tests {
         for ser in SERS {
             let mut bytes = ser.encode(&5u32).unwrap();
             bytes.push(0);
-            assert!(ser.decode::<u32>(&bytes, &DecodeLimits::default()).is_err(), "{ser:?}");
+            assert!(
+                ser.decode::<u32>(&bytes, &DecodeLimits::default()).is_err(),
+                "{ser:?}"
+            );
         }
     }
 
     #[test]
     fn kwargs_are_refused_when_not_empty() {
         let payload = Serializer::MsgPack
-            .encode(&("obj", "m", ("x",), std::collections::BTreeMap::from([("safe", true)])))
+            .encode(&(
+                "obj",
+                "m",
+                ("x",),
+                std::collections::BTreeMap::from([("safe", true)]),
+            ))
             .unwrap();
-        let inv = decode_invoke(Serializer::MsgPack, payload.into(), &DecodeLimits::default()).unwrap();
+        let inv = decode_invoke(
+            Serializer::MsgPack,
+            payload.into(),
+            &DecodeLimits::default(),
+        )
+        .unwrap();
         let err = inv.args.decode::<(String,)>().unwrap_err().to_string();
         assert!(err.contains("keyword argument \"safe\""), "{err}");
     }

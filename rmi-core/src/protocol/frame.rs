@@ -153,9 +153,20 @@ impl Header {
         let msg_type = MessageType::from_u8(type_byte).ok_or(Error::BadType(type_byte))?;
         let size = data_len as u64 + ann_len as u64;
         if size > max_size as u64 {
-            return Err(Error::TooLarge { size, max: max_size });
+            return Err(Error::TooLarge {
+                size,
+                max: max_size,
+            });
         }
-        Ok(Header { msg_type, serializer, flags, seq, data_len, ann_len, corr_id })
+        Ok(Header {
+            msg_type,
+            serializer,
+            flags,
+            seq,
+            data_len,
+            ann_len,
+            corr_id,
+        })
     }
 
     /// Total message length including the header.
@@ -200,8 +211,22 @@ pub struct Message {
 
 impl Message {
     /// A message with no annotations and no correlation id.
-    pub fn new(msg_type: MessageType, serializer: u8, flags: u16, seq: u16, payload: impl Into<Bytes>) -> Self {
-        Message { msg_type, serializer, flags, seq, corr_id: [0; 16], annotations: Vec::new(), payload: payload.into() }
+    pub fn new(
+        msg_type: MessageType,
+        serializer: u8,
+        flags: u16,
+        seq: u16,
+        payload: impl Into<Bytes>,
+    ) -> Self {
+        Message {
+            msg_type,
+            serializer,
+            flags,
+            seq,
+            corr_id: [0; 16],
+            annotations: Vec::new(),
+            payload: payload.into(),
+        }
     }
 
     /// True when `flag` is set.
@@ -211,7 +236,10 @@ impl Message {
 
     /// The value of annotation `id`, if present.
     pub fn annotation(&self, id: &[u8; 4]) -> Option<&Bytes> {
-        self.annotations.iter().find(|(k, _)| k == id).map(|(_, v)| v)
+        self.annotations
+            .iter()
+            .find(|(k, _)| k == id)
+            .map(|(_, v)| v)
     }
 
     /// Splits one message, already [`check`]ed, off the front of `buf`.
@@ -229,7 +257,9 @@ impl Message {
             ann.copy_to_slice(&mut id);
             let len = ann.get_u32() as usize;
             if len > ann.len() {
-                return Err(Error::BadAnnotations("annotation chunk longer than the annotations"));
+                return Err(Error::BadAnnotations(
+                    "annotation chunk longer than the annotations",
+                ));
             }
             annotations.push((id, ann.split_to(len)));
         }
@@ -298,7 +328,10 @@ mod tests {
         4dc57b2268616e647368616b65223a202268656c6c6f222c20226f626a656374223a20226578616d706c652e77656c636f6d65227d";
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -311,14 +344,23 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..]);
         let msg = Message::parse(&mut buf, &header).unwrap();
         assert!(buf.is_empty());
-        assert_eq!(&msg.payload[..], br#"{"handshake": "hello", "object": "example.welcome"}"#);
+        assert_eq!(
+            &msg.payload[..],
+            br#"{"handshake": "hello", "object": "example.welcome"}"#
+        );
         // Encoding gives back the captured bytes exactly.
         assert_eq!(msg.to_bytes().to_vec(), bytes);
     }
 
     #[test]
     fn round_trips_annotations_and_correlation_id() {
-        let mut msg = Message::new(MessageType::Result, 4, FLAGS_EXCEPTION, 65535, &b"payload"[..]);
+        let mut msg = Message::new(
+            MessageType::Result,
+            4,
+            FLAGS_EXCEPTION,
+            65535,
+            &b"payload"[..],
+        );
         msg.corr_id = [7; 16];
         msg.annotations.push((*b"STRM", Bytes::from_static(b"abc")));
         msg.annotations.push((*b"XXXX", Bytes::new()));
@@ -336,20 +378,32 @@ mod tests {
     fn every_prefix_is_incomplete() {
         let bytes = Message::new(MessageType::Invoke, 4, 0, 1, &b"xyz"[..]).to_bytes();
         for n in 0..bytes.len() {
-            assert_eq!(check(&bytes[..n], MAX), Err(Error::Incomplete), "prefix of {n}");
+            assert_eq!(
+                check(&bytes[..n], MAX),
+                Err(Error::Incomplete),
+                "prefix of {n}"
+            );
         }
         assert!(check(&bytes, MAX).is_ok());
     }
 
     #[test]
     fn refuses_bad_headers_before_reading_the_body() {
-        let good = Message::new(MessageType::Invoke, 4, 0, 1, &b"xyz"[..]).to_bytes().to_vec();
+        let good = Message::new(MessageType::Invoke, 4, 0, 1, &b"xyz"[..])
+            .to_bytes()
+            .to_vec();
         let mut bad_tag = good.clone();
         bad_tag[0] = b'G';
-        assert!(matches!(check(&bad_tag[..3], MAX), Err(Error::BadTag(_))), "garbage refused early");
+        assert!(
+            matches!(check(&bad_tag[..3], MAX), Err(Error::BadTag(_))),
+            "garbage refused early"
+        );
         let mut bad_version = good.clone();
         bad_version[5] = 0x30;
-        assert!(matches!(check(&bad_version, MAX), Err(Error::BadVersion(0x0130))));
+        assert!(matches!(
+            check(&bad_version, MAX),
+            Err(Error::BadVersion(0x0130))
+        ));
         let mut bad_magic = good.clone();
         bad_magic[39] = 0;
         assert!(matches!(check(&bad_magic, MAX), Err(Error::BadMagic(_))));
@@ -358,24 +412,38 @@ mod tests {
         assert_eq!(check(&bad_type, MAX), Err(Error::BadType(9)));
         let mut huge = good[..HEADER_SIZE].to_vec();
         huge[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(check(&huge, MAX), Err(Error::TooLarge { .. })), "4 GiB refused from the header alone");
+        assert!(
+            matches!(check(&huge, MAX), Err(Error::TooLarge { .. })),
+            "4 GiB refused from the header alone"
+        );
         let mut both = good[..HEADER_SIZE].to_vec();
         both[12..16].copy_from_slice(&(MAX as u32).to_be_bytes());
         both[16..20].copy_from_slice(&1u32.to_be_bytes());
-        assert!(matches!(check(&both, MAX), Err(Error::TooLarge { .. })), "sum of both lengths counts");
+        assert!(
+            matches!(check(&both, MAX), Err(Error::TooLarge { .. })),
+            "sum of both lengths counts"
+        );
     }
 
     #[test]
     fn refuses_inconsistent_annotations_and_compression() {
         let mut msg = Message::new(MessageType::Invoke, 4, 0, 1, &b""[..]);
-        msg.annotations.push((*b"ABCD", Bytes::from_static(b"12345678")));
+        msg.annotations
+            .push((*b"ABCD", Bytes::from_static(b"12345678")));
         let mut bytes = msg.to_bytes().to_vec();
         // Claim a longer chunk than the annotation block holds.
         bytes[HEADER_SIZE + 7] = 200;
         let header = check(&bytes, MAX).unwrap();
-        assert!(matches!(Message::parse(&mut BytesMut::from(&bytes[..]), &header), Err(Error::BadAnnotations(_))));
-        let compressed = Message::new(MessageType::Invoke, 4, FLAGS_COMPRESSED, 1, &b"x"[..]).to_bytes();
+        assert!(matches!(
+            Message::parse(&mut BytesMut::from(&bytes[..]), &header),
+            Err(Error::BadAnnotations(_))
+        ));
+        let compressed =
+            Message::new(MessageType::Invoke, 4, FLAGS_COMPRESSED, 1, &b"x"[..]).to_bytes();
         let header = check(&compressed, MAX).unwrap();
-        assert_eq!(Message::parse(&mut BytesMut::from(&compressed[..]), &header), Err(Error::Compressed));
+        assert_eq!(
+            Message::parse(&mut BytesMut::from(&compressed[..]), &header),
+            Err(Error::Compressed)
+        );
     }
 }
