@@ -486,11 +486,11 @@
 //! use msgpack for such types. Byte buffers should use `serde_bytes`.
 
 pub use rmi_core::{
-    auth, batch, blocking, context, daemon, dispatch, error, protocol, proxy, rustls, stream,
-    transport, uri, uuid, Batch, BatchResults, CallContext, CallOptions, Daemon, DaemonBuilder,
-    DecodeLimits, Dispatch, Error, InstanceMode, IntoUri, ItemStream, Location, Metadata, Proxy,
-    ProxyBuilder, Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply, Resolve, Result,
-    Serializer, SharedSecret, Slot, Uri,
+    auth, batch, blocking, context, daemon, dispatch, error, protocol, proxy, rustls, transport,
+    uri, uuid, Batch, BatchResults, CallContext, CallOptions, Daemon, DaemonBuilder, DecodeLimits,
+    Dispatch, Error, InstanceMode, IntoUri, ItemStream, Location, Metadata, Proxy, ProxyBuilder,
+    Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply, Resolve, Result, Serializer,
+    SharedSecret, Slot, Uri,
 };
 
 /// Makes a trait a remote contract.
@@ -506,20 +506,43 @@ pub use rmi_core::{
 /// }
 /// ```
 ///
-/// generates, next to the trait:
+/// rewrites the trait and generates four types next to it, each with the trait's visibility:
 ///
-/// - `CounterServer<T>`: `CounterServer::new(obj)` wraps an implementation for
-///   [`Daemon::register`];
-/// - `CounterProxy`: `Clone + Send + Sync`, made by `CounterProxy::connect(uri)` (`PYRO:`,
-///   `PYRONAME:` or `PYROMETA:`) or `CounterProxy::builder(uri)?.….connect()`, with one
-///   `async fn` per method returning `Result<T, rmi::Error>`.
+/// - `Counter`, the trait itself, as the contract: each `async fn` becomes
+///   `fn … -> impl Future<Output = T> + Send` (a default body becomes an `async move` block),
+///   `Send + Sync + 'static` is added to its supertraits, and the `#[rmi(…)]` attributes are
+///   removed;
+/// - `CounterServer<T>`, the server side: `CounterServer::new(obj)` (or `from_arc(arc)` for an
+///   object shared with other code) wraps an implementation for [`Daemon::register`]. It
+///   implements [`Dispatch`] (one `match` arm per wire name: decode the arguments, call, encode
+///   the result) and `Clone` (clones share the object); `get_ref()` returns the object;
+/// - `CounterProxy`, the typed async client: `Clone + Send + Sync` (clones share one connection),
+///   made by `CounterProxy::connect(uri)` (`PYRO:`, `PYRONAME:` or `PYROMETA:`),
+///   `CounterProxy::builder(uri)?.….connect()` (a [`ProxyBuilder`]), `from_uri(uri)` (dials on
+///   its first call) or `from_proxy(proxy)` and `From<Proxy>`, with one `async fn` per method
+///   returning `Result<T, rmi::Error>`: `Result<(), rmi::Error>` for a `#[rmi(oneway)]` method,
+///   and `Result<ItemStream<T>, rmi::Error>` (an [`ItemStream`]) for one that returns
+///   [`RemoteStream<T>`](RemoteStream). `with_timeout`, `with_options`, `with_annotation`,
+///   `with_correlation_id` and `with_retries` return a proxy on the same connection with other
+///   call settings; `proxy()` and `into_proxy()` give the untyped [`Proxy`]. It implements
+///   `Serialize` and `Deserialize`, travelling as the object's URI, so methods can take and
+///   return proxies (a received one dials on its first call);
+/// - `CounterBatch`, calls queued to go in one round trip, from `CounterProxy::batch()`: one
+///   method per method (streams excepted) returning a [`Slot`] for its result, then `send()`
+///   (results in order; execution stops at the first error) or `send_oneway()`;
+/// - `CounterBlockingProxy`, the blocking client for synchronous programs (not for use inside
+///   an async runtime): `CounterBlockingProxy::connect(uri)` or `connect_with(builder)`, one
+///   blocking method per method (a stream becomes a blocking iterator), and `as_async()` for the
+///   `CounterProxy` underneath.
 ///
 /// Methods must be `async fn(&self, args…) -> T` with owned serde types. Implement them with
-/// plain `async fn`: the macro rewrites each to `fn … -> impl Future<Output = T> + Send` and
-/// adds `Send + Sync + 'static` to the trait, so a non-`Send` future is reported at your impl.
-/// `#[rmi(name = "…")]` sets the wire name (default: the Rust name). Doc comments and `#[cfg]`
-/// carry over to the generated items. `#[remote(crate = path)]` points generated code at
-/// another path to this crate.
+/// plain `async fn`: since the contract asks for `Send` futures, a non-`Send` future is reported
+/// at your impl. `#[rmi(name = "…")]` sets the wire name (default: the Rust name),
+/// `#[rmi(oneway)]` sends without waiting for a reply (the method must return `()`), and
+/// `#[rmi(idempotent)]` marks a method safe to run twice, so a call that fails on the connection
+/// is retried (once, or as often as `with_retries` allows). Doc comments and `#[cfg]` carry over
+/// to the generated items. `#[remote(crate = path)]` points generated code at another path to
+/// this crate.
 pub use rmi_macros::remote;
 
 /// The name server: run one, find one, register and look up names.

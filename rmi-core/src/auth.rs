@@ -23,13 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::Error;
 use crate::protocol::frame::Message;
-
-/// Annotation carrying a side's nonce during the handshake.
-pub const NONCE_ANNOTATION: [u8; 4] = *b"NONC";
-/// Annotation carrying the daemon's proof in CONNECTOK.
-pub const PROOF_ANNOTATION: [u8; 4] = *b"PROF";
-/// Annotation carrying a message's MAC.
-pub const MAC_ANNOTATION: [u8; 4] = *b"HMAC";
+use crate::protocol::names::{MAC_ANNOTATION, NONCE_ANNOTATION, PROOF_ANNOTATION};
 
 const NONCE_LEN: usize = 32;
 
@@ -65,22 +59,12 @@ impl SharedSecret {
     }
 
     /// The daemon's proof for this pair of nonces and this handshake (see [`transcript`]).
-    pub(crate) fn server_proof(
-        &self,
-        client: &[u8],
-        server: &[u8],
-        transcript: &[u8; 32],
-    ) -> [u8; 32] {
+    fn server_proof(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> [u8; 32] {
         self.mac(&[b"rmi server proof", client, server, transcript])
     }
 
     /// The session on the client's side of a connection.
-    pub(crate) fn client_session(
-        &self,
-        client: &[u8],
-        server: &[u8],
-        transcript: &[u8; 32],
-    ) -> Session {
+    fn client_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
         session(
             self.mac(&[b"rmi session key", client, server, transcript]),
             Direction::ToServer,
@@ -88,12 +72,7 @@ impl SharedSecret {
     }
 
     /// The session on the daemon's side of a connection.
-    pub(crate) fn server_session(
-        &self,
-        client: &[u8],
-        server: &[u8],
-        transcript: &[u8; 32],
-    ) -> Session {
+    fn server_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
         session(
             self.mac(&[b"rmi session key", client, server, transcript]),
             Direction::ToClient,
@@ -104,7 +83,7 @@ impl SharedSecret {
 /// A digest of the handshake (the CONNECT and CONNECTOK payloads), bound into the proof and the
 /// session key so that neither the handshake data, the daemon's answer nor the object's
 /// metadata can be altered on the way.
-pub(crate) fn transcript(connect: &[u8], connect_ok: &[u8]) -> [u8; 32] {
+fn transcript(connect: &[u8], connect_ok: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     let mut h = Sha256::new();
     h.update((connect.len() as u64).to_be_bytes());
@@ -115,7 +94,7 @@ pub(crate) fn transcript(connect: &[u8], connect_ok: &[u8]) -> [u8; 32] {
 }
 
 /// A fresh random nonce.
-pub(crate) fn nonce() -> Result<[u8; NONCE_LEN], Error> {
+fn nonce() -> Result<[u8; NONCE_LEN], Error> {
     let mut n = [0u8; NONCE_LEN];
     getrandom::fill(&mut n)
         .map_err(|e| Error::Protocol(format!("no randomness for a nonce: {e}")))?;
@@ -123,7 +102,7 @@ pub(crate) fn nonce() -> Result<[u8; NONCE_LEN], Error> {
 }
 
 /// Checks a nonce received from the peer.
-pub(crate) fn check_nonce(value: Option<&bytes::Bytes>) -> Result<&[u8], String> {
+fn check_nonce(value: Option<&bytes::Bytes>) -> Result<&[u8], String> {
     match value {
         Some(v) if v.len() == NONCE_LEN => Ok(v),
         Some(_) => Err("malformed authentication nonce".into()),
@@ -132,7 +111,7 @@ pub(crate) fn check_nonce(value: Option<&bytes::Bytes>) -> Result<&[u8], String>
 }
 
 /// Constant-time equality of a received proof or MAC.
-pub(crate) fn same(expected: &[u8], got: &[u8]) -> bool {
+fn same(expected: &[u8], got: &[u8]) -> bool {
     expected.ct_eq(got).into()
 }
 
@@ -214,8 +193,69 @@ impl Verifier {
     }
 }
 
-/// Both halves of one side's session.
+/// Both halves of one side's session: the writer signs, the reader verifies.
 pub(crate) type Session = (Signer, Verifier);
+
+/// The client's half of the handshake: started on the CONNECT, finished on the CONNECTOK.
+pub(crate) struct ClientHandshake {
+    secret: SharedSecret,
+    nonce: [u8; NONCE_LEN],
+}
+
+impl ClientHandshake {
+    /// Adds the client's nonce to `connect`, which must not change after this.
+    pub(crate) fn start(secret: &SharedSecret, connect: &mut Message) -> Result<Self, Error> {
+        let nonce = nonce()?;
+        connect
+            .annotations
+            .push((NONCE_ANNOTATION, bytes::Bytes::copy_from_slice(&nonce)));
+        Ok(ClientHandshake {
+            secret: secret.clone(),
+            nonce,
+        })
+    }
+
+    /// Checks the daemon's proof in its CONNECTOK `reply`; the daemon must prove the secret
+    /// before the client sends anything else. Returns the client's session.
+    pub(crate) fn finish(self, connect: &Message, reply: &Message) -> Result<Session, Error> {
+        let server = check_nonce(reply.annotation(&NONCE_ANNOTATION)).map_err(|_| {
+            Error::ConnectFailed("the daemon did not authenticate (no nonce)".into())
+        })?;
+        let proof = reply
+            .annotation(&PROOF_ANNOTATION)
+            .map(|p| p.as_ref())
+            .unwrap_or_default();
+        let transcript = transcript(&connect.payload, &reply.payload);
+        let expected = self.secret.server_proof(&self.nonce, server, &transcript);
+        if !same(&expected, proof) {
+            return Err(Error::ConnectFailed(
+                "the daemon could not prove the shared secret".into(),
+            ));
+        }
+        Ok(self.secret.client_session(&self.nonce, server, &transcript))
+    }
+}
+
+/// The daemon's half of the handshake: checks the client's nonce in `connect`, adds the
+/// daemon's nonce and proof to the CONNECTOK `reply` (whose payload must be final), and returns
+/// the daemon's session. `Err` carries the reason for the CONNECTFAIL.
+pub(crate) fn accept(
+    secret: &SharedSecret,
+    connect: &Message,
+    reply: &mut Message,
+) -> Result<Session, String> {
+    let client = check_nonce(connect.annotation(&NONCE_ANNOTATION))?;
+    let server = nonce().map_err(|e| e.to_string())?;
+    let transcript = transcript(&connect.payload, &reply.payload);
+    let proof = secret.server_proof(client, &server, &transcript);
+    reply
+        .annotations
+        .push((NONCE_ANNOTATION, bytes::Bytes::copy_from_slice(&server)));
+    reply
+        .annotations
+        .push((PROOF_ANNOTATION, bytes::Bytes::copy_from_slice(&proof)));
+    Ok(secret.server_session(client, &server, &transcript))
+}
 
 fn session(key: [u8; 32], sends: Direction) -> Session {
     let receives = match sends {
@@ -274,6 +314,33 @@ mod tests {
         let mut reply = Message::new(MessageType::Result, 98, 0, 1, &b"r"[..]);
         server_out.sign(&mut reply);
         client_in.verify(&reply).unwrap();
+    }
+
+    #[test]
+    fn both_halves_of_the_handshake_agree_only_on_the_same_secret() {
+        let handshake = |client_secret: &str, server_secret: &str| {
+            let mut connect = Message::new(MessageType::Connect, 98, 0, 0, &b"connect"[..]);
+            let client = ClientHandshake::start(&SharedSecret::new(client_secret), &mut connect)?;
+            let mut ok = Message::new(MessageType::ConnectOk, 98, 0, 0, &b"ok"[..]);
+            let (mut server_out, mut server_in) =
+                accept(&SharedSecret::new(server_secret), &connect, &mut ok)
+                    .map_err(Error::ConnectFailed)?;
+            let (mut client_out, mut client_in) = client.finish(&connect, &ok)?;
+            let mut call = Message::new(MessageType::Invoke, 98, 0, 1, &b"call"[..]);
+            client_out.sign(&mut call);
+            server_in.verify(&call)?;
+            let mut reply = Message::new(MessageType::Result, 98, 0, 1, &b"reply"[..]);
+            server_out.sign(&mut reply);
+            client_in.verify(&reply)
+        };
+        handshake("s3cret", "s3cret").unwrap();
+        let err = handshake("s3cret", "other").unwrap_err().to_string();
+        assert!(err.contains("could not prove the shared secret"), "{err}");
+        // A CONNECT without a nonce is refused by the daemon.
+        let connect = Message::new(MessageType::Connect, 98, 0, 0, &b"connect"[..]);
+        let mut ok = Message::new(MessageType::ConnectOk, 98, 0, 0, &b"ok"[..]);
+        let err = accept(&SharedSecret::new("s"), &connect, &mut ok).unwrap_err();
+        assert!(err.contains("requires authentication"), "{err}");
     }
 
     #[test]

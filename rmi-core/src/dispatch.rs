@@ -1,11 +1,16 @@
-//! The server side of an object: [`Dispatch`], which generated `{Trait}Server` types implement.
+//! The server side of an object: [`Dispatch`], which generated `{Trait}Server` types implement,
+//! and [`RemoteStream`], what a streaming method returns.
 
-use std::future::Future;
-use std::pin::Pin;
+use futures_util::stream::{Stream, StreamExt};
+use serde::Serialize;
 
-use crate::error::RemoteError;
-use crate::protocol::codec::{Args, Metadata};
-use crate::stream::EncodedStream;
+use crate::error::{RemoteError, RemoteErrorKind};
+use crate::protocol::codec::{Args, Metadata, Serializer};
+
+pub use futures_util::future::BoxFuture;
+
+/// Items already encoded in the caller's serializer, as the daemon keeps them.
+pub type EncodedStream = futures_util::stream::BoxStream<'static, Result<Vec<u8>, RemoteError>>;
 
 /// What a dispatched call produced.
 pub enum Outcome {
@@ -23,9 +28,6 @@ impl std::fmt::Debug for Outcome {
         }
     }
 }
-
-/// A boxed, `Send` future, as [`Dispatch`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// An object a daemon can serve: it names its methods and runs a call by wire name.
 ///
@@ -54,4 +56,55 @@ pub trait Dispatch: Send + Sync + 'static {
         method: &'a str,
         args: Args,
     ) -> BoxFuture<'a, Result<Outcome, RemoteError>>;
+}
+
+/// The return type of a streaming remote method: any `Stream` (or iterator) of `T`.
+///
+/// With `#[rmi::remote]`, `async fn numbers(&self, n: u32) -> RemoteStream<u32>` gives the
+/// proxy `async fn numbers(&self, n: u32) -> Result<ItemStream<u32>, rmi::Error>`. The daemon
+/// keeps the stream under an id and the caller pulls items one at a time (Pyro's
+/// ITEMSTREAMRESULT); a stream outlives its connection only for the daemon's linger period.
+pub struct RemoteStream<T> {
+    inner: futures_util::stream::BoxStream<'static, T>,
+}
+
+impl<T: Send + 'static> RemoteStream<T> {
+    /// Streams the items of `stream`.
+    pub fn new(stream: impl Stream<Item = T> + Send + 'static) -> Self {
+        RemoteStream {
+            inner: stream.boxed(),
+        }
+    }
+
+    /// Streams the items of `iter` (lazily: the iterator runs as items are asked for).
+    pub fn iter<I>(iter: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        I::IntoIter: Send + 'static,
+    {
+        Self::new(futures_util::stream::iter(iter))
+    }
+}
+
+impl<T: Serialize + Send + 'static> RemoteStream<T> {
+    /// The stream with each item encoded in `ser`.
+    pub fn encode_with(self, ser: Serializer) -> EncodedStream {
+        self.inner
+            .map(move |item| {
+                ser.encode(&item).map_err(|e| {
+                    RemoteError::new(
+                        RemoteErrorKind::Other,
+                        "rmi.SerializeError",
+                        format!("could not serialize a stream item: {e}"),
+                    )
+                })
+            })
+            .boxed()
+    }
+}
+
+impl<T> std::fmt::Debug for RemoteStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteStream")
+    }
 }

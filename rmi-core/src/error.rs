@@ -15,8 +15,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The transport failed: connect refused, reset, or another socket error.
-    #[error("communication error: {context}: {source}")]
+    /// The transport failed: connect refused, reset, or another socket error. Its Display says
+    /// what rmi was doing; the socket error is its `source()`.
+    #[error("communication error: {context}")]
     Io {
         /// What rmi was doing when the socket failed.
         context: String,
@@ -25,8 +26,13 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The request was provably not executed: it was never sent (the connection could not be
-    /// made or closed before the request was written). Safe to retry.
-    #[error("request not sent: {0}")]
+    /// made, closed before the request was written, or the call timed out waiting for an
+    /// in-flight slot). Safe to retry.
+    ///
+    /// Display and `source()` are the cause's, and [`is_timeout`](Error::is_timeout),
+    /// [`is_connection`](Error::is_connection) and the other questions look through it, so
+    /// ask them rather than matching the cause's variant.
+    #[error(transparent)]
     NotSent(Box<Error>),
     /// The connection closed before the reply to this call arrived.
     #[error("connection closed: {0}")]
@@ -71,9 +77,11 @@ pub enum Error {
     /// Any other error raised on the remote side.
     #[error("remote error: {0}")]
     Remote(Box<RemoteError>),
-    /// A name could not be registered or resolved (Pyro's `NamingError`).
+    /// A name service refused or failed: a logical URI could not be resolved, a name could
+    /// not be registered, no name server was found (Pyro's `NamingError`). rmi-core knows no
+    /// name server; the [`Resolve`](crate::Resolve) hook's backend (rmi-naming) reports these.
     #[error("naming error: {0}")]
-    Naming(String),
+    Resolve(String),
     /// The call was delivered but provably did not run (e.g. a batched call after one that
     /// failed).
     #[error("not executed: {0}")]
@@ -94,16 +102,30 @@ impl Error {
         }
     }
 
-    /// True for failures of the connection itself (socket error, peer gone, timeout),
-    /// as opposed to an answer from the remote object.
-    pub fn is_communication(&self) -> bool {
+    /// The error itself, or the cause a [`NotSent`](Error::NotSent) wraps.
+    pub fn cause(&self) -> &Error {
         match self {
-            Error::NotSent(inner) => inner.is_communication(),
-            _ => matches!(
-                self,
-                Error::Io { .. } | Error::ConnectionClosed(_) | Error::Timeout(_)
-            ),
+            Error::NotSent(inner) => inner.cause(),
+            other => other,
         }
+    }
+
+    /// True when a deadline passed (the call's, the connect's, or the wait for an in-flight
+    /// slot), wherever it happened.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.cause(), Error::Timeout(_))
+    }
+
+    /// True when the connection failed or closed (socket error, reset, peer gone).
+    pub fn is_connection(&self) -> bool {
+        matches!(self.cause(), Error::Io { .. } | Error::ConnectionClosed(_))
+    }
+
+    /// True for failures of the connection itself (socket error, peer gone, timeout),
+    /// as opposed to an answer from the remote object: [`is_connection`](Self::is_connection)
+    /// or [`is_timeout`](Self::is_timeout).
+    pub fn is_communication(&self) -> bool {
+        self.is_connection() || self.is_timeout()
     }
 
     /// True when the request provably did not run on the remote object: it was never sent, or
@@ -119,7 +141,7 @@ impl Error {
                 | Error::UnknownMethod { .. }
                 | Error::BadArguments(_)
                 | Error::InvalidUri { .. }
-                | Error::Naming(_)
+                | Error::Resolve(_)
         )
     }
 
@@ -130,7 +152,7 @@ impl Error {
             | Error::ConnectFailed(_)
             | Error::UnknownObject(_)
             | Error::InvalidUri { .. }
-            | Error::Naming(_) => self,
+            | Error::Resolve(_) => self,
             other => Error::NotSent(Box::new(other)),
         }
     }
@@ -147,7 +169,7 @@ impl Error {
             },
             RemoteErrorKind::BadArguments => Error::BadArguments(Box::new(err)),
             RemoteErrorKind::Panic => Error::Panicked(Box::new(err)),
-            RemoteErrorKind::Naming => Error::Naming(err.message),
+            RemoteErrorKind::Resolve => Error::Resolve(err.message),
             _ => Error::Remote(Box::new(err)),
         }
     }
@@ -165,8 +187,8 @@ pub enum RemoteErrorKind {
     BadArguments,
     /// The method panicked.
     Panic,
-    /// The name server refused a naming operation.
-    Naming,
+    /// A name service refused an operation (unknown name, name taken): Pyro's `NamingError`.
+    Resolve,
     /// The request was malformed at the protocol level.
     Protocol,
     /// A streamed result has no more items (Pyro's `StopIteration`).

@@ -50,31 +50,28 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
-pub mod batch;
-pub mod blocking;
-pub mod context;
 pub mod daemon;
 pub mod dispatch;
 pub mod error;
 pub mod protocol;
 pub mod proxy;
 pub mod resolve;
-pub mod stream;
 pub mod transport;
 pub mod uri;
 
 pub use auth::SharedSecret;
-pub use batch::{Batch, BatchResults, Slot};
-pub use context::CallContext;
+pub use daemon::context::{self, CallContext};
 pub use daemon::{Daemon, DaemonBuilder, InstanceMode, Registration};
-pub use dispatch::Dispatch;
+pub use dispatch::{Dispatch, RemoteStream};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};
 pub use protocol::{DecodeLimits, Metadata, Serializer};
+pub use proxy::batch::{self, Batch, BatchResults, Slot};
+pub use proxy::blocking;
+pub use proxy::stream::ItemStream;
 pub use proxy::{CallOptions, Proxy, ProxyBuilder, Reply};
 pub use resolve::Resolve;
 /// The `rustls` crate, to build TLS configurations for daemons and proxies.
 pub use rustls;
-pub use stream::{ItemStream, RemoteStream};
 pub use uri::{IntoUri, Location, Uri};
 /// The `uuid` crate, for correlation ids.
 pub use uuid;
@@ -82,14 +79,14 @@ pub use uuid;
 /// Items used by code that `#[remote]` generates; not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::batch::{Batch, BatchResults, Slot};
-    pub use crate::blocking;
-    pub use crate::dispatch::{BoxFuture, Dispatch, Outcome};
+    pub use crate::dispatch::{BoxFuture, Dispatch, Outcome, RemoteStream};
     pub use crate::error::{Error, RemoteError, RemoteErrorKind};
     pub use crate::protocol::codec::{Args, Metadata};
+    pub use crate::proxy::batch::{Batch, BatchResults, Slot};
+    pub use crate::proxy::blocking;
+    pub use crate::proxy::stream::ItemStream;
     pub use crate::proxy::CallOptions;
     pub use crate::proxy::{Proxy, ProxyBuilder};
-    pub use crate::stream::{ItemStream, RemoteStream};
     pub use crate::uri::{IntoUri, Uri};
     pub use bytes::Bytes;
     pub use serde;

@@ -3,7 +3,8 @@
 //! rmi-core knows no name server; `rmi-naming` implements this trait and the `rmi` facade
 //! installs it in the proxies it builds. A proxy calls it each time it dials.
 
-use crate::dispatch::BoxFuture;
+use futures_util::future::BoxFuture;
+
 use crate::error::Error;
 use crate::uri::Uri;
 

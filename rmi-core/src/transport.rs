@@ -13,12 +13,13 @@ use crate::error::Error;
 use crate::protocol::frame::{self, Message};
 use crate::uri::Location;
 
-/// Any bidirectional byte stream a connection can run over (TCP, Unix socket, in-memory duplex).
-pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
+/// Any bidirectional byte channel a connection can run over (TCP, Unix socket, TLS, in-memory
+/// duplex). Called `Io`, not "stream": in rmi a stream is a streamed result.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// A boxed [`Stream`].
-pub type BoxStream = Box<dyn Stream>;
+/// A boxed [`Io`].
+pub type BoxIo = Box<dyn Io>;
 
 /// Largest chunk reserved for one read; big messages arrive in several.
 const READ_CHUNK: usize = 256 * 1024;
@@ -289,7 +290,7 @@ impl From<Message> for Outgoing {
 }
 
 /// Splits a stream into a frame reader and a frame writer.
-pub fn split<S: Stream>(
+pub fn split<S: Io>(
     stream: S,
     max_message_size: usize,
 ) -> (FrameReader<ReadHalf<S>>, FrameWriter<WriteHalf<S>>) {
@@ -299,10 +300,10 @@ pub fn split<S: Stream>(
 
 /// Runs the TLS client handshake on `stream`, checking the certificate against `location`'s host.
 pub async fn tls_connect(
-    stream: BoxStream,
+    stream: BoxIo,
     location: &Location,
     config: std::sync::Arc<rustls::ClientConfig>,
-) -> Result<BoxStream, Error> {
+) -> Result<BoxIo, Error> {
     let Location::Tcp { host, .. } = location else {
         return Err(Error::Protocol(format!(
             "TLS needs a TCP location, not {location}"
@@ -321,7 +322,7 @@ pub async fn tls_connect(
 }
 
 /// Dials `location` within `timeout`.
-pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxStream, Error> {
+pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxIo, Error> {
     let fut = async {
         match location {
             Location::Tcp { host, port } => {
@@ -338,14 +339,14 @@ pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxStream, E
                 }
                 .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
                 let _ = stream.set_nodelay(true);
-                Ok(Box::new(stream) as BoxStream)
+                Ok(Box::new(stream) as BoxIo)
             }
             #[cfg(unix)]
             Location::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
-                Ok(Box::new(stream) as BoxStream)
+                Ok(Box::new(stream) as BoxIo)
             }
             #[cfg(not(unix))]
             Location::Unix(_) => Err(Error::io(

@@ -1,4 +1,4 @@
-//! [`NameServerProxy`]: the name server's client, with naming failures as [`Error::Naming`].
+//! [`NameServerProxy`]: the name server's client, with naming failures as [`Error::Resolve`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,7 +14,7 @@ pub struct NameServerProxy {
 }
 
 fn flatten<T>(r: Result<Result<T, NamingError>, Error>) -> Result<T, Error> {
-    r?.map_err(|e| Error::Naming(e.message))
+    r?.map_err(|e| Error::Resolve(e.message))
 }
 
 impl NameServerProxy {

@@ -62,7 +62,7 @@ impl NsLocator {
                 Ok(v) => v
                     .parse()
                     .map(Some)
-                    .map_err(|_| Error::Naming(format!("{var}={v:?} is not a port number"))),
+                    .map_err(|_| Error::Resolve(format!("{var}={v:?} is not a port number"))),
                 Err(_) => Ok(None),
             }
         };
@@ -146,7 +146,7 @@ impl NsLocator {
                 return self.connect(uri).await;
             }
         }
-        Err(Error::Naming(format!(
+        Err(Error::Resolve(format!(
             "name server not found: nothing on 127.0.0.1:{} ({local_err}) and no answer to a GET_NSURI broadcast{}",
             self.port,
             self.broadcast.as_ref().map(|(a, p)| format!(" on {a}:{p}")).unwrap_or_else(|| " (disabled)".into())
@@ -175,9 +175,9 @@ pub async fn locate_ns() -> Result<NameServerProxy, Error> {
 async fn broadcast_lookup(addr: &str, port: u16) -> Result<Option<Uri>, Error> {
     let target: SocketAddr = tokio::net::lookup_host((addr, port))
         .await
-        .map_err(|e| Error::Naming(format!("bad broadcast address {addr}:{port}: {e}")))?
+        .map_err(|e| Error::Resolve(format!("bad broadcast address {addr}:{port}: {e}")))?
         .next()
-        .ok_or_else(|| Error::Naming(format!("bad broadcast address {addr}:{port}")))?;
+        .ok_or_else(|| Error::Resolve(format!("bad broadcast address {addr}:{port}")))?;
     let bind: SocketAddr = if target.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -193,10 +193,10 @@ async fn broadcast_lookup(addr: &str, port: u16) -> Result<Option<Uri>, Error> {
     };
     let socket = UdpSocket::bind(bind)
         .await
-        .map_err(|e| Error::Naming(format!("cannot open a udp socket: {e}")))?;
+        .map_err(|e| Error::Resolve(format!("cannot open a udp socket: {e}")))?;
     socket
         .set_broadcast(true)
-        .map_err(|e| Error::Naming(format!("cannot enable broadcast: {e}")))?;
+        .map_err(|e| Error::Resolve(format!("cannot enable broadcast: {e}")))?;
     let mut buf = [0u8; 1024];
     for _ in 0..BROADCAST_ROUNDS {
         if let Err(e) = socket.send_to(GET_NSURI, target).await {
@@ -239,9 +239,9 @@ impl BroadcastResponder {
     pub async fn bind(addr: &str, port: u16, uri: Uri) -> Result<Self, Error> {
         let target: SocketAddr = tokio::net::lookup_host((addr, port))
             .await
-            .map_err(|e| Error::Naming(format!("bad broadcast address {addr}:{port}: {e}")))?
+            .map_err(|e| Error::Resolve(format!("bad broadcast address {addr}:{port}: {e}")))?
             .next()
-            .ok_or_else(|| Error::Naming(format!("bad broadcast address {addr}:{port}")))?;
+            .ok_or_else(|| Error::Resolve(format!("bad broadcast address {addr}:{port}")))?;
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(target),
             socket2::Type::DGRAM,
@@ -255,12 +255,12 @@ impl BroadcastResponder {
             Ok(s)
         })
         .map_err(|e| {
-            Error::Naming(format!(
+            Error::Resolve(format!(
                 "cannot bind the broadcast responder on {target}: {e}"
             ))
         })?;
         let socket =
-            UdpSocket::from_std(socket.into()).map_err(|e| Error::Naming(e.to_string()))?;
+            UdpSocket::from_std(socket.into()).map_err(|e| Error::Resolve(e.to_string()))?;
         Ok(BroadcastResponder { socket, uri })
     }
 

@@ -39,7 +39,7 @@ impl NamingResolver {
                 uris.choose(&mut rand::rng())
                     .map(|u| (*u).clone())
                     .ok_or_else(|| {
-                        Error::Naming(format!("no object has all of the metadata {tags:?}"))
+                        Error::Resolve(format!("no object has all of the metadata {tags:?}"))
                     })
             }
         }

@@ -1,7 +1,7 @@
 //! The name server object (`Pyro.NameServer`) and a builder that starts it with its responder.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 
 use rmi_core::{Daemon, Error, Uri};
 use rmi_macros::remote;
@@ -17,7 +17,7 @@ pub const NAME_SERVER_OBJECT_ID: &str = "Pyro.NameServer";
 /// The name server's remote interface, with Pyro5's methods and semantics.
 ///
 /// Most code uses [`NameServerProxy`](crate::NameServerProxy), which wraps the generated
-/// `NameServerApiProxy` and turns naming failures into [`Error::Naming`].
+/// `NameServerApiProxy` and turns naming failures into [`Error::Resolve`].
 #[remote(crate = ::rmi_core)]
 pub trait NameServerApi {
     /// Registers `name` for `uri`; with `safe`, an existing name is refused.
@@ -79,7 +79,7 @@ impl NameServer {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        f(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut self.registry.lock())
     }
 }
 
@@ -245,7 +245,7 @@ impl NameServerBuilder {
                     BTreeSet::from(["class:rmi.NameServer".to_owned()]),
                 )
             })
-            .map_err(|e| Error::Naming(e.message))?;
+            .map_err(|e| Error::Resolve(e.message))?;
         daemon.register_with_id(NameServerApiServer::new(server), NAME_SERVER_OBJECT_ID)?;
         let responder = match &self.broadcast {
             Some((addr, port)) => {
@@ -301,11 +301,7 @@ impl NameServerHandle {
 
     /// Runs until the daemon stops (after [`shutdown`](Self::shutdown) or a fatal error).
     pub async fn wait(&self) -> Result<(), Error> {
-        let task = self
-            .serve_task
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let task = self.serve_task.lock().take();
         match task {
             Some(t) => t
                 .await

@@ -38,7 +38,7 @@ async fn safe_register_refuses_a_taken_name_and_plain_register_replaces_it() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Naming(m) if m.contains("already registered")),
+        matches!(&err, Error::Resolve(m) if m.contains("already registered")),
         "{err}"
     );
     assert_eq!(
@@ -55,7 +55,7 @@ async fn unknown_name_is_a_naming_error() {
     let (_ns, names) = name_server().await;
     let err = names.lookup("no.such.name").await.unwrap_err();
     assert!(
-        matches!(&err, Error::Naming(m) if m == "unknown name: no.such.name"),
+        matches!(&err, Error::Resolve(m) if m == "unknown name: no.such.name"),
         "{err}"
     );
     // So is connecting to it by PYRONAME:.
@@ -65,7 +65,7 @@ async fn unknown_name_is_a_naming_error() {
     ))
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Naming(_)), "{err}");
+    assert!(matches!(err, Error::Resolve(_)), "{err}");
 }
 
 #[tokio::test]
@@ -108,7 +108,7 @@ async fn list_by_prefix_and_by_regex_and_remove() {
     assert_eq!(matched, ["app.one", "app.two", "apple"]);
     assert!(matches!(
         names.list_regex("(").await.unwrap_err(),
-        Error::Naming(_)
+        Error::Resolve(_)
     ));
     let err = names
         .api()
@@ -176,7 +176,7 @@ async fn yplookup_by_all_and_by_any_and_set_metadata() {
     );
     assert!(matches!(
         names.set_metadata("zz", tags(&[])).await.unwrap_err(),
-        Error::Naming(_)
+        Error::Resolve(_)
     ));
     let none = names.api().yplookup(None, None).await.unwrap().unwrap();
     assert!(none.is_empty());
@@ -207,7 +207,7 @@ async fn pyrometa_connects_to_an_object_with_all_the_tags() {
     let err = GreeterProxy::connect(format!("PYROMETA:nothing@{}", ns.daemon().location()))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Naming(_)), "{err}");
+    assert!(matches!(err, Error::Resolve(_)), "{err}");
     daemon.shutdown();
 }
 
@@ -237,7 +237,7 @@ async fn locate_ns_without_an_address_finds_the_name_server_by_loopback_broadcas
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Naming(m) if m.contains("GET_NSURI")),
+        matches!(&err, Error::Resolve(m) if m.contains("GET_NSURI")),
         "{err}"
     );
 }

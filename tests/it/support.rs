@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: objects to serve, daemons on free loopback
-//! ports, and child processes (the `rmi-ns` binary, and this test binary re-run as a daemon).
+//! ports, and child processes (this test binary re-run as a daemon).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -213,23 +213,6 @@ fn read_line_starting(child: &mut Child, marker: &str) -> String {
         }
     }
     panic!("child exited without printing {marker:?}");
-}
-
-/// Starts the real `rmi-ns` binary on a free port (no broadcast); returns it and its port.
-pub fn spawn_name_server() -> (ChildGuard, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--nobc"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rmi-ns");
-    let line = read_line_starting(&mut child, "NS running on ");
-    let addr = line["NS running on ".len()..]
-        .split_whitespace()
-        .next()
-        .expect("address");
-    let port = addr.rsplit(':').next().unwrap().parse().expect("port");
-    (ChildGuard(child), port)
 }
 
 /// Environment variable that turns this test binary into a daemon process.

@@ -2,10 +2,14 @@
 
 use std::sync::Weak;
 
-use super::{Inner, DAEMON_OBJECT_ID};
+use super::Inner;
 use crate::dispatch::{BoxFuture, Dispatch, Outcome};
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{Args, Metadata};
+use crate::protocol::names::daemon_method::{
+    CLOSE_STREAM, GET_METADATA, GET_NEXT_STREAM_ITEM, INFO, PING, REGISTERED,
+};
+use crate::protocol::names::DAEMON_OBJECT_ID;
 
 /// The daemon's own object, `Pyro.Daemon`: ping, registered, get_metadata, info.
 pub(super) struct DaemonObject {
@@ -16,16 +20,16 @@ impl Dispatch for DaemonObject {
     fn metadata(&self) -> Metadata {
         Metadata {
             methods: [
-                "close_stream",
-                "get_metadata",
-                "get_next_stream_item",
-                "info",
-                "ping",
-                "registered",
+                CLOSE_STREAM,
+                GET_METADATA,
+                GET_NEXT_STREAM_ITEM,
+                INFO,
+                PING,
+                REGISTERED,
             ]
             .map(String::from)
             .to_vec(),
-            oneway: vec!["close_stream".into()],
+            oneway: vec![CLOSE_STREAM.into()],
             attrs: Vec::new(),
         }
     }
@@ -43,21 +47,17 @@ impl Dispatch for DaemonObject {
                 .ok_or_else(|| RemoteError::unknown_object(DAEMON_OBJECT_ID))?;
             let bad = |e: Error| RemoteError::bad_arguments(method, e);
             let encoded = match method {
-                "ping" => {
+                PING => {
                     args.decode::<[(); 0]>().map_err(bad)?;
                     ser.encode(&())
                 }
-                "registered" => {
+                REGISTERED => {
                     args.decode::<[(); 0]>().map_err(bad)?;
                     ser.encode(&inner.registered())
                 }
-                "info" => {
+                INFO => {
                     args.decode::<[(); 0]>().map_err(bad)?;
-                    let n = inner
-                        .objects
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .len();
+                    let n = inner.objects.read().len();
                     ser.encode(&format!(
                         "rmi daemon bound on {}, advertised as {}, {n} objects registered, {} open streams",
                         inner.bound,
@@ -65,19 +65,19 @@ impl Dispatch for DaemonObject {
                         inner.streams.len()
                     ))
                 }
-                "get_next_stream_item" => {
+                GET_NEXT_STREAM_ITEM => {
                     let (id,): (String,) = args.decode().map_err(bad)?;
-                    let reader = crate::context::current()
+                    let reader = super::context::current()
                         .map(|c| c.connection())
                         .unwrap_or_default();
                     return inner.streams.next(&id, reader).await.map(Outcome::Value);
                 }
-                "close_stream" => {
+                CLOSE_STREAM => {
                     let (id,): (String,) = args.decode().map_err(bad)?;
                     inner.streams.close(&id);
                     ser.encode(&())
                 }
-                "get_metadata" => {
+                GET_METADATA => {
                     let (id,): (String,) = args.decode().map_err(bad)?;
                     let object = inner
                         .object(&id)

@@ -1,10 +1,14 @@
-//! How an object is registered: one shared instance, or a factory with Pyro's instance modes.
+//! Registering objects: [`Registration`] (one shared instance, or a factory with Pyro's instance
+//! modes), the daemon's `register*` methods, and the entries its object table keeps.
 
 use std::sync::Arc;
 
+use super::Daemon;
 use crate::dispatch::{BoxFuture, Dispatch, Outcome};
-use crate::error::RemoteError;
+use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{Args, Metadata};
+use crate::protocol::names::DAEMON_OBJECT_ID;
+use crate::uri::Uri;
 
 /// When a registered factory makes instances (Pyro's `@behavior(instance_mode=...)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,5 +200,83 @@ impl Dispatch for Lazy {
         args: Args,
     ) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
         Box::pin(async move { (self.make)().dispatch(method, args).await })
+    }
+}
+
+impl Daemon {
+    /// Registers one shared `object` under a generated id (`obj_` + 32 hex digits) and returns
+    /// its URI.
+    pub fn register(&self, object: impl Dispatch) -> Result<Uri, Error> {
+        self.register_entry(Registration::instance(object))
+    }
+
+    /// Registers `object` under `id`; refuses an id already in use.
+    pub fn register_with_id(&self, object: impl Dispatch, id: &str) -> Result<Uri, Error> {
+        self.register_entry(Registration::instance(object).id(id))
+    }
+
+    /// Registers `object` under `id`, replacing any object registered there.
+    pub fn register_replacing(&self, object: impl Dispatch, id: &str) -> Result<Uri, Error> {
+        self.register_entry(Registration::instance(object).id(id).replace())
+    }
+
+    /// Registers a factory whose instances live as long as each client connection (Pyro's
+    /// `session` instance mode).
+    pub fn register_session<D, F>(&self, make: F) -> Result<Uri, Error>
+    where
+        D: Dispatch,
+        F: Fn() -> D + Send + Sync + 'static,
+    {
+        self.register_entry(Registration::session(make))
+    }
+
+    /// Registers a factory that makes a fresh instance for every call (Pyro's `percall`).
+    pub fn register_percall<D, F>(&self, make: F) -> Result<Uri, Error>
+    where
+        D: Dispatch,
+        F: Fn() -> D + Send + Sync + 'static,
+    {
+        self.register_entry(Registration::percall(make))
+    }
+
+    /// Registers as `registration` says (id, instance mode, one call at a time).
+    pub fn register_entry(&self, registration: Registration) -> Result<Uri, Error> {
+        let id = registration
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("obj_{}", uuid::Uuid::new_v4().simple()));
+        let force = registration.replace;
+        self.insert(Arc::new(Entry::from_registration(registration)), &id, force)
+    }
+
+    fn insert(&self, object: Arc<Entry>, id: &str, force: bool) -> Result<Uri, Error> {
+        if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c == '@') {
+            return Err(Error::InvalidUri {
+                uri: id.to_owned(),
+                reason: "object ids may not be empty or contain whitespace or '@'".into(),
+            });
+        }
+        if id == DAEMON_OBJECT_ID {
+            return Err(Error::Daemon(format!(
+                "the object id {DAEMON_OBJECT_ID:?} is reserved for the daemon"
+            )));
+        }
+        let mut objects = self.inner.objects.write();
+        if !force && objects.contains_key(id) {
+            return Err(Error::Daemon(format!(
+                "an object is already registered under id {id:?}"
+            )));
+        }
+        objects.insert(id.to_owned(), object);
+        Ok(self.uri_for(id))
+    }
+
+    /// Removes object `id`; returns whether it was registered. Open connections to it get
+    /// `UnknownObject` on their next call.
+    pub fn unregister(&self, id: &str) -> bool {
+        if id == DAEMON_OBJECT_ID {
+            return false;
+        }
+        self.inner.objects.write().remove(id).is_some()
     }
 }

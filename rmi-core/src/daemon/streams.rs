@@ -2,14 +2,16 @@
 //! connection for the linger period (and a reconnected caller can go on reading it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use crate::dispatch::EncodedStream;
 use crate::error::{RemoteError, RemoteErrorKind};
-use crate::stream::EncodedStream;
 
 /// A connection's identity inside one daemon.
 pub(crate) type ConnectionId = u64;
@@ -36,8 +38,8 @@ fn terminated() -> RemoteError {
 }
 
 impl Streams {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Slot>> {
+        self.table.lock()
     }
 
     /// Keeps `items` for `owner`; refuses past `max` open streams on that connection, and past

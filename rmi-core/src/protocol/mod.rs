@@ -18,9 +18,9 @@
 //! All integers are big-endian. [`frame`] reads and writes messages; [`codec`] turns payloads
 //! into values through the bounded deserializer.
 
-mod bounded;
 pub mod codec;
 pub mod frame;
+pub mod names;
 
 pub use codec::{DecodeLimits, Metadata, Serializer};
 pub use frame::{Message, MessageType};

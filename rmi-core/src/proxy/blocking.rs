@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::stream::ItemStream;
 use crate::error::Error;
-use crate::stream::ItemStream;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();

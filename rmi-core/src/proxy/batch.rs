@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
+use super::Proxy;
 use crate::error::Error;
 use crate::protocol::codec::{self, BatchItem, DecodeLimits, Serializer};
-use crate::proxy::Proxy;
 
 /// Calls queued for one round trip; made by [`Proxy::batch`].
 #[derive(Debug)]

@@ -15,17 +15,17 @@
 //! # }
 //! ```
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::daemon::Daemon;
+use super::{Certificate, Daemon};
 use crate::protocol::frame::Annotation;
-
-/// Annotation id carrying the caller's remaining time in milliseconds (u64, big-endian).
-pub const DEADLINE_ANNOTATION: [u8; 4] = *b"DDLN";
+use crate::protocol::names::DEADLINE_ANNOTATION;
 
 tokio::task_local! {
     static CONTEXT: CallContext;
@@ -47,7 +47,7 @@ struct Inner {
     oneway: bool,
     daemon: Daemon,
     connection: u64,
-    peer_certificate: Option<crate::daemon::Certificate>,
+    peer_certificate: Option<Certificate>,
     response: Mutex<Vec<Annotation>>,
 }
 
@@ -79,7 +79,7 @@ impl CallContext {
         oneway: bool,
         daemon: Daemon,
         connection: u64,
-        peer_certificate: Option<crate::daemon::Certificate>,
+        peer_certificate: Option<Certificate>,
     ) -> Self {
         let deadline = annotations
             .iter()
@@ -167,11 +167,7 @@ impl CallContext {
 
     /// Adds an annotation to the reply (replacing one with the same id).
     pub fn set_response_annotation(&self, id: [u8; 4], value: impl Into<Bytes>) {
-        let mut response = self
-            .inner
-            .response
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut response = self.inner.response.lock();
         response.retain(|(k, _)| *k != id);
         response.push((id, value.into()));
     }
@@ -182,7 +178,7 @@ impl CallContext {
     }
 
     /// The caller's TLS certificate, verified by the daemon's client CA (mutual TLS only).
-    pub fn peer_certificate(&self) -> Option<&crate::daemon::Certificate> {
+    pub fn peer_certificate(&self) -> Option<&Certificate> {
         self.inner.peer_certificate.as_ref()
     }
 
@@ -192,12 +188,6 @@ impl CallContext {
     }
 
     pub(crate) fn take_response_annotations(&self) -> Vec<Annotation> {
-        std::mem::take(
-            &mut *self
-                .inner
-                .response
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        )
+        std::mem::take(&mut *self.inner.response.lock())
     }
 }

@@ -1,20 +1,24 @@
-//! Serde encoding of payloads per serializer id; the only module that names a format crate.
+//! Serde encoding of payloads per serializer id, each format in a module of its own.
 //!
-//! Two serializers ship: bincode 1.3.3 (rmi's own id [`Serializer::BINCODE_ID`], Rust to Rust)
-//! and msgpack (Pyro5's id 4). Every decode goes through the bounded wrapper
-//! (the private `bounded` module): the payload length is the size limit, trailing bytes are refused,
-//! nesting is limited to [`DecodeLimits::max_depth`] and no collection may claim more elements
-//! than the payload has bytes.
+//! Two serializers ship: bincode 1.3.3 (module `bincode`, rmi's own id
+//! [`Serializer::BINCODE_ID`], Rust to Rust) and msgpack (module `msgpack`, Pyro5's
+//! id 4). A format module is the only place that names its crate; Pyro's other formats
+//! (serpent, json, marshal) get modules beside them. Every decode goes through the bounded
+//! wrapper (the private `bounded` module): the payload length is the size limit, trailing bytes
+//! are refused, nesting is limited to [`DecodeLimits::max_depth`] and no collection may claim
+//! more elements than the payload has bytes.
 //!
 //! bincode is not self-describing, so types that need `deserialize_any` (untagged enums,
 //! `#[serde(flatten)]`, `skip_serializing_if`) fail at run time under it; use msgpack for those.
 
-use bincode::Options;
+mod bincode;
+mod bounded;
+mod msgpack;
+
 use bytes::Bytes;
-use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny};
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-use super::bounded::{Bounded, Budget};
 use crate::error::{Error, RemoteError};
 
 /// Default [`DecodeLimits::max_message_size`]: 64 MiB.
@@ -77,12 +81,8 @@ impl Serializer {
     /// Serializes `value`.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, Error> {
         match self {
-            Serializer::Bincode => bincode_options()
-                .serialize(value)
-                .map_err(|e| Error::Codec(e.to_string())),
-            Serializer::MsgPack => {
-                rmp_serde::to_vec_named(value).map_err(|e| Error::Codec(e.to_string()))
-            }
+            Serializer::Bincode => bincode::encode(value),
+            Serializer::MsgPack => msgpack::encode(value),
         }
     }
 
@@ -92,62 +92,10 @@ impl Serializer {
         bytes: &[u8],
         limits: &DecodeLimits,
     ) -> Result<T, Error> {
-        let budget = Budget::new(limits.max_depth, bytes.len());
         match self {
-            Serializer::Bincode => bincode_options()
-                .with_limit(bytes.len() as u64)
-                .reject_trailing_bytes()
-                .deserialize_seed(BoundedRoot::<T>::new(budget), bytes)
-                .map_err(|e| Error::Codec(e.to_string())),
-            Serializer::MsgPack => {
-                let mut de = rmp_serde::Deserializer::new(bytes);
-                let value = T::deserialize(Bounded {
-                    inner: &mut de,
-                    budget,
-                })
-                .map_err(|e| Error::Codec(e.to_string()))?;
-                let rest = de.get_ref().len();
-                if rest != 0 {
-                    return Err(Error::Codec(format!(
-                        "{rest} trailing bytes after the value"
-                    )));
-                }
-                Ok(value)
-            }
+            Serializer::Bincode => bincode::decode(bytes, limits),
+            Serializer::MsgPack => msgpack::decode(bytes, limits),
         }
-    }
-}
-
-/// The one pinned bincode configuration: varint integers, little endian.
-fn bincode_options() -> impl Options + Copy {
-    bincode::DefaultOptions::new()
-        .with_varint_encoding()
-        .with_little_endian()
-}
-
-/// Seed that deserializes `T` through [`Bounded`], so bincode's top-level entry point (which
-/// applies the size limit and the trailing-bytes check) can be used.
-struct BoundedRoot<T> {
-    budget: Budget,
-    _t: std::marker::PhantomData<fn() -> T>,
-}
-
-impl<T> BoundedRoot<T> {
-    fn new(budget: Budget) -> Self {
-        BoundedRoot {
-            budget,
-            _t: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for BoundedRoot<T> {
-    type Value = T;
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
-        T::deserialize(Bounded {
-            inner: d,
-            budget: self.budget,
-        })
     }
 }
 
@@ -263,55 +211,23 @@ pub fn decode_invoke(
     payload: Bytes,
     limits: &DecodeLimits,
 ) -> Result<Invoke, Error> {
-    match ser {
-        Serializer::Bincode => {
-            let mut rest: &[u8] = &payload;
-            let (object, method): (String, String) = bincode_options()
-                .with_limit(payload.len() as u64)
-                .allow_trailing_bytes()
-                .deserialize_from(&mut rest)
-                .map_err(|e| Error::Codec(e.to_string()))?;
-            let args = payload.slice(payload.len() - rest.len()..);
-            Ok(Invoke {
-                object,
-                method,
-                args: Args {
-                    ser,
-                    bytes: args,
-                    limits: *limits,
-                },
-            })
-        }
+    let (object, method, bytes) = match ser {
+        Serializer::Bincode => bincode::decode_route(&payload)?,
         Serializer::MsgPack => {
-            // Routing needs only the first two elements; the rest is skipped over the borrowed
-            // payload (no copy) and decoded, with the trailing-bytes check, by `Args::decode`.
-            let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]);
-            let budget = Budget::new(limits.max_depth, payload.len());
-            let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
-                Deserialize::deserialize(Bounded {
-                    inner: &mut de,
-                    budget,
-                })
-                .map_err(|e| Error::Codec(e.to_string()))?;
-            Ok(Invoke {
-                object,
-                method,
-                args: Args {
-                    ser,
-                    bytes: payload,
-                    limits: *limits,
-                },
-            })
+            let (object, method) = msgpack::decode_route(&payload, limits)?;
+            (object, method, payload)
         }
-    }
+    };
+    Ok(Invoke {
+        object,
+        method,
+        args: Args {
+            ser,
+            bytes,
+            limits: *limits,
+        },
+    })
 }
-
-/// The method name of a batched call (Pyro's `<batch>`, sent with `FLAGS_BATCH`).
-///
-/// Its single argument is the list of the batched calls, each an INVOKE payload of its own
-/// (object id left empty: the connection's object); the reply is a list of [`BatchItem`]s, in
-/// order, ending at the first failure. This nesting is rmi's; Pyro peers batch differently.
-pub const BATCH_METHOD: &str = "<batch>";
 
 /// One result of a batch: the encoded value, or the error that stopped the batch.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -47,7 +47,8 @@ async fn main() -> std::process::ExitCode {
     let ns = match builder.start().await {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("rmi-ns: {e}");
+            let hint = "is another name server already on this port? Choose one with --port";
+            eprintln!("rmi-ns: {}", rmi_cli::report(&e, Some(hint)));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -64,7 +65,7 @@ async fn main() -> std::process::ExitCode {
     match ns.wait().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rmi-ns: {e}");
+            eprintln!("rmi-ns: {}", rmi_cli::report(&e, None));
             std::process::ExitCode::FAILURE
         }
     }

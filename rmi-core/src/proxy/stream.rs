@@ -1,75 +1,21 @@
-//! Streamed results: [`RemoteStream`] on the server, [`ItemStream`] on the caller's side.
+//! The caller's side of a streamed result: [`ItemStream`], which pulls items one at a time.
 //!
 //! A method returning `RemoteStream<T>` answers with Pyro's ITEMSTREAMRESULT: the daemon keeps
 //! the stream under an id and the caller pulls items one at a time through
 //! `Pyro.Daemon.get_next_stream_item`, lazily, as it polls. Dropping the [`ItemStream`] early
-//! closes the stream on the server (`close_stream`, oneway). A stream outlives its connection
-//! only for the daemon's linger period, and a daemon caps the open streams per connection.
+//! closes the stream on the server (`close_stream`, oneway).
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_util::stream::{BoxStream, Stream, StreamExt};
+use futures_util::stream::Stream;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
-use crate::error::{Error, RemoteError, RemoteErrorKind};
-use crate::protocol::codec::Serializer;
-use crate::proxy::Proxy;
-
-/// Items already encoded in the caller's serializer, as the daemon keeps them.
-pub type EncodedStream = BoxStream<'static, Result<Vec<u8>, RemoteError>>;
-
-/// The return type of a streaming remote method: any `Stream` (or iterator) of `T`.
-///
-/// With `#[rmi::remote]`, `async fn numbers(&self, n: u32) -> RemoteStream<u32>` gives the
-/// proxy `async fn numbers(&self, n: u32) -> Result<ItemStream<u32>, rmi::Error>`.
-pub struct RemoteStream<T> {
-    inner: BoxStream<'static, T>,
-}
-
-impl<T: Send + 'static> RemoteStream<T> {
-    /// Streams the items of `stream`.
-    pub fn new(stream: impl Stream<Item = T> + Send + 'static) -> Self {
-        RemoteStream {
-            inner: stream.boxed(),
-        }
-    }
-
-    /// Streams the items of `iter` (lazily: the iterator runs as items are asked for).
-    pub fn iter<I>(iter: I) -> Self
-    where
-        I: IntoIterator<Item = T>,
-        I::IntoIter: Send + 'static,
-    {
-        Self::new(futures_util::stream::iter(iter))
-    }
-}
-
-impl<T: Serialize + Send + 'static> RemoteStream<T> {
-    /// The stream with each item encoded in `ser`.
-    pub fn encode_with(self, ser: Serializer) -> EncodedStream {
-        self.inner
-            .map(move |item| {
-                ser.encode(&item).map_err(|e| {
-                    RemoteError::new(
-                        RemoteErrorKind::Other,
-                        "rmi.SerializeError",
-                        format!("could not serialize a stream item: {e}"),
-                    )
-                })
-            })
-            .boxed()
-    }
-}
-
-impl<T> std::fmt::Debug for RemoteStream<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RemoteStream")
-    }
-}
+use super::Proxy;
+use crate::error::{Error, RemoteErrorKind};
+use crate::protocol::names::daemon_method::{CLOSE_STREAM, GET_NEXT_STREAM_ITEM};
 
 type NextItem<T> = Pin<Box<dyn Future<Output = Result<Option<T>, Error>> + Send>>;
 
@@ -123,7 +69,7 @@ impl<T: DeserializeOwned + Send + 'static> Stream for ItemStream<T> {
             let (proxy, id) = (self.proxy.clone(), self.id.clone());
             self.next = Some(Box::pin(async move {
                 match proxy
-                    .call_daemon::<_, T>("get_next_stream_item", &(id,))
+                    .call_daemon::<_, T>(GET_NEXT_STREAM_ITEM, &(id,))
                     .await
                 {
                     Ok(item) => Ok(Some(item)),
@@ -165,7 +111,7 @@ impl<T> Drop for ItemStream<T> {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (proxy, id) = (self.proxy.clone(), std::mem::take(&mut self.id));
             handle.spawn(async move {
-                let _ = proxy.call_daemon_oneway("close_stream", &(id,)).await;
+                let _ = proxy.call_daemon_oneway(CLOSE_STREAM, &(id,)).await;
             });
         }
     }

@@ -180,7 +180,8 @@ async fn main() -> ExitCode {
     let ns = match locator.locate().await {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("rmi-nsc: {e}");
+            let hint = "is rmi-ns running? Start it with `rmi-ns`, or pass its --host and --port";
+            eprintln!("rmi-nsc: {}", rmi_cli::report(&e, Some(hint)));
             return ExitCode::FAILURE;
         }
     };
@@ -190,7 +191,7 @@ async fn main() -> ExitCode {
     match run(&ns, args.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rmi-nsc: {e}");
+            eprintln!("rmi-nsc: {}", rmi_cli::report(&e, None));
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,292 @@
+//! [`DaemonBuilder`]: a daemon's settings, their documented defaults, and binding.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handshake::ValidateHandshake;
+use super::listener::Listener;
+use super::registration::{Entry, Registration};
+use super::{object, streams, Daemon, Inner};
+use crate::error::Error;
+use crate::protocol::codec::DecodeLimits;
+use crate::protocol::names::DAEMON_OBJECT_ID;
+use crate::uri::Location;
+
+/// Host a daemon binds when none is given: loopback, never all interfaces unless asked.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default [`DaemonBuilder::max_in_flight`]: calls running at once per connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default [`DaemonBuilder::grace_period`]: how long shutdown waits for running calls.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// Default [`DaemonBuilder::max_connections`]: open connections per daemon (each costs a file
+/// descriptor and a few KiB; raise the process's descriptor limit to go higher).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default [`DaemonBuilder::frame_timeout`]: how long a message may take once it has started.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`DaemonBuilder::write_timeout`]: how long a peer may leave our replies unread.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`DaemonBuilder::max_streams_per_connection`].
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: usize = 100;
+/// Default [`DaemonBuilder::max_streams`]: open streams in a daemon, lingering ones included.
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+/// Default [`DaemonBuilder::stream_linger`] (Pyro's `ITER_STREAM_LINGER`).
+pub const DEFAULT_STREAM_LINGER: Duration = Duration::from_secs(30);
+/// Default [`DaemonBuilder::handshake_timeout`]: how long a new connection may take to CONNECT.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of a daemon, with documented defaults.
+#[derive(Clone)]
+pub struct DaemonBuilder {
+    pub(super) limits: DecodeLimits,
+    pub(super) max_in_flight: usize,
+    pub(super) grace_period: Duration,
+    pub(super) handshake_timeout: Duration,
+    pub(super) advertise: Option<(String, Option<u16>)>,
+    pub(super) max_streams_per_connection: usize,
+    pub(super) max_streams: usize,
+    pub(super) stream_linger: Duration,
+    pub(super) max_connections: usize,
+    pub(super) idle_timeout: Option<Duration>,
+    pub(super) frame_timeout: Option<Duration>,
+    pub(super) write_timeout: Option<Duration>,
+    pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
+    pub(super) secret: Option<crate::auth::SharedSecret>,
+    pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for DaemonBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonBuilder")
+            .field("limits", &self.limits)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_connections", &self.max_connections)
+            .field("grace_period", &self.grace_period)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("frame_timeout", &self.frame_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("advertise", &self.advertise)
+            .field("validator", &self.validator.is_some())
+            .field("shared_secret", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Default for DaemonBuilder {
+    fn default() -> Self {
+        DaemonBuilder {
+            limits: DecodeLimits::default(),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            grace_period: DEFAULT_GRACE_PERIOD,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            advertise: None,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_linger: DEFAULT_STREAM_LINGER,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: None,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            validator: None,
+            secret: None,
+            tls: None,
+        }
+    }
+}
+
+impl DaemonBuilder {
+    /// Message size and nesting limits for requests (default 64 MiB, depth 128).
+    pub fn limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Calls running at once per connection; past it the daemon stops reading that
+    /// connection until one finishes (default 1,024).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// How long [`Daemon::serve`] waits for running calls after shutdown (default 5 s).
+    pub fn grace_period(mut self, d: Duration) -> Self {
+        self.grace_period = d;
+        self
+    }
+
+    /// How long a new connection may take to send its CONNECT (default 10 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// Checks each client's handshake (and TLS certificate) before it may call anything.
+    pub fn validator(mut self, validator: impl ValidateHandshake) -> Self {
+        self.validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// Requires clients to prove `secret` and signs every message (see [`crate::auth`]).
+    pub fn shared_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Serves TLS with `config` (rustls); require client certificates in the config for mutual
+    /// TLS. URIs stay `PYRO:` (as in Pyro): clients must be configured for TLS too.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
+    }
+
+    /// Most connections open at once; one more is answered with a CONNECTFAIL naming this
+    /// setting and closed (default 16,384).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Closes a connection with no call running and no request arriving for this long
+    /// (default: never; proxies redial by themselves, but session instances die with it).
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// Closes a connection whose message has not fully arrived this long after its first
+    /// byte, so a peer sending a byte at a time cannot hold it (default 30 s).
+    pub fn frame_timeout(mut self, d: Option<Duration>) -> Self {
+        self.frame_timeout = d;
+        self
+    }
+
+    /// Closes a connection whose peer takes none of our data for this long, e.g. one that
+    /// stopped reading its replies (default 30 s).
+    pub fn write_timeout(mut self, d: Option<Duration>) -> Self {
+        self.write_timeout = d;
+        self
+    }
+
+    /// Most streamed results open at once per connection; past it a streaming call fails
+    /// (default 100).
+    pub fn max_streams_per_connection(mut self, n: usize) -> Self {
+        self.max_streams_per_connection = n;
+        self
+    }
+
+    /// Most streamed results open at once in the daemon, lingering ones included (default
+    /// 10,000), so connections that open streams and vanish cannot pile them up.
+    pub fn max_streams(mut self, n: usize) -> Self {
+        self.max_streams = n;
+        self
+    }
+
+    /// How long a connection's open streams survive it, for a reconnecting caller (default 30 s).
+    pub fn stream_linger(mut self, d: Duration) -> Self {
+        self.stream_linger = d;
+        self
+    }
+
+    /// The host (and port; `None` = the bound port) put in the URIs this daemon hands out,
+    /// when clients reach it through another address than it binds (Pyro's `nathost`/`natport`).
+    pub fn advertise(mut self, host: impl Into<String>, port: Option<u16>) -> Self {
+        self.advertise = Some((host.into(), port));
+        self
+    }
+
+    /// Binds a TCP listener on `addr` (e.g. `"127.0.0.1:0"`).
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Daemon, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io("binding the daemon", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the bound address", e))?;
+        let location = Location::Tcp {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        };
+        Ok(self.build(Listener::Tcp(listener), location))
+    }
+
+    /// Binds a Unix domain socket at `path`; URIs read `PYRO:obj@./u:path`. The socket file is
+    /// removed when the daemon stops serving.
+    #[cfg(unix)]
+    pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Daemon, Error> {
+        let path = path.as_ref();
+        let listener =
+            tokio::net::UnixListener::bind(path).map_err(|e| Error::io("binding the daemon", e))?;
+        let location = Location::Unix(path.to_string_lossy().into_owned());
+        Ok(self.build(Listener::Unix(listener, path.to_owned()), location))
+    }
+
+    fn build(self, listener: Listener, bound: Location) -> Daemon {
+        let advertised = match (&self.advertise, &bound) {
+            (
+                Some((host, port)),
+                Location::Tcp {
+                    port: bound_port, ..
+                },
+            ) => Location::Tcp {
+                host: host.clone(),
+                port: port.unwrap_or(*bound_port),
+            },
+            _ => bound.clone(),
+        };
+        if let Location::Tcp { host, .. } = &bound {
+            let exposed = host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !ip.is_loopback());
+            if exposed && self.tls.is_none() && self.secret.is_none() {
+                tracing::warn!(
+                    %bound,
+                    "daemon reachable beyond this machine with neither TLS nor a shared secret: anyone who can connect can call its objects"
+                );
+            }
+        }
+        if let Location::Tcp { host, .. } = &advertised {
+            if host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_unspecified())
+            {
+                tracing::warn!(
+                    %advertised,
+                    "daemon URIs would advertise an unspecified address, which clients cannot dial; set DaemonBuilder::advertise"
+                );
+            }
+        }
+        let max_connections = self.max_connections;
+        let inner = Arc::new(Inner {
+            config: self,
+            bound,
+            advertised,
+            objects: RwLock::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            streams: Arc::new(streams::Streams::default()),
+            next_connection: AtomicU64::new(1),
+            connections: Arc::new(Semaphore::new(max_connections)),
+        });
+        let object = object::DaemonObject {
+            daemon: Arc::downgrade(&inner),
+        };
+        inner.objects.write().insert(
+            DAEMON_OBJECT_ID.to_owned(),
+            Arc::new(Entry::from_registration(Registration::instance(object))),
+        );
+        Daemon {
+            inner,
+            listener: Arc::new(Mutex::new(Some(listener))),
+        }
+    }
+}

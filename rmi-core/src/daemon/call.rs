@@ -1,0 +1,288 @@
+//! One INVOKE: route it to its object, run it inside its context (deadline, panics, tracing
+//! span), run `<batch>`es call by call, and build the reply.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tracing::Instrument;
+
+use super::connection::ConnectionState;
+use super::context::CallContext;
+use super::{reply_to, Daemon};
+use crate::dispatch::Outcome;
+use crate::error::{RemoteError, RemoteErrorKind};
+use crate::protocol::codec::{self, Serializer};
+use crate::protocol::frame::{self, Message, MessageType};
+use crate::protocol::names::{BATCH_METHOD, DAEMON_OBJECT_ID, STREAM_ANNOTATION};
+
+/// One INVOKE to run.
+pub(super) struct Call {
+    pub(super) daemon: Daemon,
+    pub(super) state: Arc<ConnectionState>,
+    pub(super) peer: Arc<str>,
+    /// The object this connection's CONNECT named.
+    pub(super) connected: Arc<str>,
+    pub(super) ser: Serializer,
+    pub(super) req: Message,
+}
+
+impl Call {
+    /// Runs the call; returns the reply to send (none for oneway calls).
+    pub(super) async fn run(self) -> Option<Message> {
+        let oneway = self.req.has_flag(frame::FLAGS_ONEWAY);
+        let corr = if self.req.has_flag(frame::FLAGS_CORR_ID) {
+            uuid::Uuid::from_bytes(self.req.corr_id)
+        } else {
+            uuid::Uuid::new_v4()
+        };
+        let (result, mut annotations) = self.invoke(corr, oneway).await;
+        let ser = self.ser;
+        let inner = &self.daemon.inner;
+        let result = match result {
+            Ok(Outcome::Stream(items)) => inner
+                .streams
+                .open(
+                    self.state.id,
+                    items,
+                    inner.config.max_streams_per_connection,
+                    inner.config.max_streams,
+                )
+                .map(|id| {
+                    annotations.push((STREAM_ANNOTATION, bytes::Bytes::from(id.into_bytes())));
+                    None
+                }),
+            Ok(Outcome::Value(payload)) => Ok(Some(payload)),
+            Err(e) => Err(e),
+        };
+        let batch = self.req.flags & frame::FLAGS_BATCH;
+        // A result too big for the limits would make the caller drop the whole connection:
+        // answer this call with an error instead.
+        let max = inner.config.limits.max_message_size.min(u32::MAX as usize);
+        let result = match result {
+            Ok(Some(payload)) if payload.len() > max => Err(RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.MessageTooLarge",
+                format!(
+                    "the result of {} bytes exceeds max_message_size ({max} bytes)",
+                    payload.len()
+                ),
+            )),
+            other => other,
+        };
+        let mut reply = match result {
+            Ok(Some(payload)) => reply_to(&self.req, MessageType::Result, batch, payload),
+            // As Pyro: an exception for clients that do not know streams, flagged and annotated.
+            Ok(None) => {
+                let marker = RemoteError::new(
+                    RemoteErrorKind::Protocol,
+                    "Pyro5.errors.ProtocolError",
+                    "result of call is an iterator",
+                );
+                let flags = frame::FLAGS_EXCEPTION | frame::FLAGS_ITEMSTREAMRESULT;
+                reply_to(
+                    &self.req,
+                    MessageType::Result,
+                    flags,
+                    codec::encode_error(ser, &marker),
+                )
+            }
+            Err(err) => {
+                if oneway {
+                    tracing::warn!(error = %err, "oneway call failed");
+                }
+                reply_to(
+                    &self.req,
+                    MessageType::Result,
+                    frame::FLAGS_EXCEPTION,
+                    codec::encode_error(ser, &err),
+                )
+            }
+        };
+        reply.corr_id = *corr.as_bytes();
+        reply.annotations = annotations;
+        (!oneway).then_some(reply)
+    }
+
+    async fn invoke(
+        &self,
+        corr: uuid::Uuid,
+        oneway: bool,
+    ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
+        let inner = &self.daemon.inner;
+        let call =
+            match codec::decode_invoke(self.ser, self.req.payload.clone(), &inner.config.limits) {
+                Ok(call) => call,
+                Err(e) => {
+                    let err = RemoteError::new(
+                        RemoteErrorKind::Protocol,
+                        "Pyro5.errors.ProtocolError",
+                        format!("malformed call: {e}"),
+                    );
+                    return (Err(err), Vec::new());
+                }
+            };
+        let object = call.object.as_str();
+        if object != &*self.connected && object != DAEMON_OBJECT_ID {
+            let err = if inner.object(object).is_none() {
+                RemoteError::unknown_object(object)
+            } else {
+                let mut e = RemoteError::new(
+                    RemoteErrorKind::Protocol,
+                    "Pyro5.errors.ProtocolError",
+                    format!(
+                        "this connection was opened for object {:?}, not {object:?}",
+                        &*self.connected
+                    ),
+                );
+                e.object = Some(object.to_owned());
+                e
+            };
+            return (Err(err), Vec::new());
+        }
+        let method = call.method.as_str();
+        let ctx = CallContext::new(
+            self.peer.clone(),
+            object.to_owned(),
+            method.to_owned(),
+            corr,
+            self.req.annotations.clone(),
+            oneway,
+            self.daemon.clone(),
+            self.state.id,
+            self.state.peer_certificate.clone(),
+        );
+        let result = if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
+            self.batch(object, call.args, &ctx).await
+        } else {
+            self.dispatch(object, method, call.args, &ctx, corr).await
+        };
+        (result, ctx.take_response_annotations())
+    }
+
+    /// Runs the calls of a `<batch>` in order, stopping at the first error (as Pyro does).
+    async fn batch(
+        &self,
+        object: &str,
+        args: codec::Args,
+        ctx: &CallContext,
+    ) -> Result<Outcome, RemoteError> {
+        let limits = &self.daemon.inner.config.limits;
+        let (calls,): (Vec<serde_bytes::ByteBuf>,) = args
+            .decode()
+            .map_err(|e| RemoteError::bad_arguments(BATCH_METHOD, e))?;
+        let mut results = Vec::with_capacity(calls.len());
+        for payload in calls {
+            let item = match codec::decode_invoke(self.ser, payload.into_vec().into(), limits) {
+                Err(e) => Err(RemoteError::bad_arguments(BATCH_METHOD, e)),
+                Ok(call) => {
+                    let corr = ctx.correlation_id();
+                    match self
+                        .dispatch(object, &call.method, call.args, ctx, corr)
+                        .await
+                    {
+                        Ok(Outcome::Value(v)) => Ok(v),
+                        Ok(Outcome::Stream(_)) => Err(RemoteError::new(
+                            RemoteErrorKind::Other,
+                            "Pyro5.errors.PyroError",
+                            format!(
+                                "{:?}: streamed results are not supported inside a batch",
+                                call.method
+                            ),
+                        )),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            let failed = item.is_err();
+            results.push(codec::BatchItem::from(item));
+            if failed {
+                break;
+            }
+        }
+        self.ser.encode(&results).map(Outcome::Value).map_err(|e| {
+            RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.SerializeError",
+                format!("could not serialize the batch: {e}"),
+            )
+        })
+    }
+
+    /// Runs one method on the object (or this connection's instance of it) inside `ctx`.
+    async fn dispatch(
+        &self,
+        object: &str,
+        method: &str,
+        args: codec::Args,
+        ctx: &CallContext,
+        corr: uuid::Uuid,
+    ) -> Result<Outcome, RemoteError> {
+        let inner = &self.daemon.inner;
+        let entry = inner
+            .object(object)
+            .ok_or_else(|| RemoteError::unknown_object(object))?;
+        // Making a session or per-call instance runs user code too: a panic there is this
+        // caller's error, like a panic in the method.
+        let target = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.state.target(object, &entry)
+        })) {
+            Ok(target) => target,
+            Err(panic) => {
+                let text = panic_text(&*panic);
+                tracing::error!(object, method, panic = %text, "instance factory panicked");
+                let mut err =
+                    RemoteError::panic(method, &format!("the instance factory panicked: {text}"));
+                err.object = Some(object.to_owned());
+                return Err(err);
+            }
+        };
+        let span = tracing::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
+        let run = ctx
+            .clone()
+            .scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind())
+            .instrument(span);
+        // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).
+        let outcome = match ctx.deadline() {
+            Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::debug!(object, method, "caller's deadline passed; call cancelled");
+                    let mut err = RemoteError::new(
+                        RemoteErrorKind::DeadlineExceeded,
+                        "rmi.DeadlineExceeded",
+                        format!("the caller's deadline passed, so {method:?} was cancelled"),
+                    );
+                    err.object = Some(object.to_owned());
+                    return Err(err);
+                }
+            },
+            None => run.await,
+        };
+        match outcome {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(mut err)) => {
+                if err.object.as_deref().is_none_or(str::is_empty) {
+                    err.object = Some(object.to_owned());
+                }
+                Err(err)
+            }
+            Err(panic) => {
+                let text = panic_text(&*panic);
+                tracing::error!(object, method, panic = %text, "remote method panicked");
+                let mut err = RemoteError::panic(method, &text);
+                err.object = Some(object.to_owned());
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The message of a panic payload.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-string panic payload)".into())
+}

@@ -1,0 +1,210 @@
+//! One connection: the handshake, then the request loop with back-pressure, and its writer.
+//!
+//! The loop holds an in-flight slot for each running call and each reply not yet written; with
+//! none free it stops reading, so a peer that does not read its replies stops being served
+//! instead of growing the daemon's memory.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::call::Call;
+use super::handshake::{handshake, Certificate};
+use super::registration::{Entry, Target};
+use super::{reply_to, streams, Daemon};
+use crate::dispatch::Dispatch;
+use crate::error::Error;
+use crate::protocol::codec::Serializer;
+use crate::protocol::frame::MessageType;
+use crate::transport::{self, BoxIo, Outgoing};
+
+/// What one client connection owns: its session instances. Dropped, with them, when the
+/// connection and its last running call are gone.
+pub(super) struct ConnectionState {
+    pub(super) id: streams::ConnectionId,
+    pub(super) sessions: Mutex<HashMap<String, Arc<dyn Dispatch>>>,
+    /// The client's verified TLS certificate, if it sent one.
+    pub(super) peer_certificate: Option<Certificate>,
+}
+
+impl ConnectionState {
+    /// The instance that serves a call to `entry`: shared, this connection's, or a new one.
+    pub(super) fn target(&self, id: &str, entry: &Entry) -> Arc<dyn Dispatch> {
+        match &entry.target {
+            Target::Shared(d) => d.clone(),
+            Target::Session(make) => self
+                .sessions
+                .lock()
+                .entry(id.to_owned())
+                .or_insert_with(|| make())
+                .clone(),
+            Target::PerCall(make) => make(),
+        }
+    }
+}
+
+pub(super) async fn handle_connection(
+    daemon: Daemon,
+    stream: BoxIo,
+    peer: String,
+    peer_certificate: Option<Certificate>,
+) {
+    let inner = daemon.inner.clone();
+    let (mut reader, mut writer) = transport::split(stream, inner.config.limits.max_message_size);
+    reader.set_frame_timeout(inner.config.frame_timeout);
+
+    // The handshake: the first message must be a CONNECT to a registered object, accepted by
+    // the validator and, with a shared secret, carrying the client's nonce.
+    let first = tokio::time::timeout(inner.config.handshake_timeout, reader.read_frame()).await;
+    let (object_id, session) = match first {
+        Ok(Ok(Some(req))) => match handshake(&inner, &req, &peer, peer_certificate.as_ref()) {
+            Ok((id, reply, session)) => {
+                if writer.write_frame(&reply).await.is_err() {
+                    return;
+                }
+                (id, session)
+            }
+            Err(reply) => {
+                tracing::debug!(%peer, "handshake refused");
+                if let Some(reply) = reply {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply))
+                            .await;
+                }
+                writer.shutdown().await;
+                return;
+            }
+        },
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "bad first message; closing");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT within the handshake timeout; closing");
+            return;
+        }
+    };
+    let (signer, mut verifier) = match session {
+        Some((s, v)) => (Some(s), Some(v)),
+        None => (None, None),
+    };
+    tracing::debug!(%peer, object = %object_id, "connected");
+
+    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+    // The request loop holds one slot while it waits for the next request; more than one other
+    // taken slot means calls are finishing concurrently and their replies can share a write.
+    let max = inner.config.max_in_flight;
+    let slots = Arc::new(Semaphore::new(max));
+    let busy = {
+        let slots = slots.clone();
+        move || max - slots.available_permits() >= 3
+    };
+    // The writer failing (a peer that stopped reading) ends the request loop too.
+    let writer_gone = CancellationToken::new();
+    let writer_task = inner.tasks.spawn({
+        let (gone, write_timeout, peer) = (writer_gone.clone(), inner.config.write_timeout, peer.clone());
+        let abort = inner.abort.clone();
+        async move {
+            tokio::select! {
+                written = transport::write_loop(writer, rx, busy, write_timeout, signer) => if let Err(e) = written {
+                    tracing::debug!(%peer, error = %e, "closing the connection");
+                },
+                _ = abort.cancelled() => {}
+            }
+            gone.cancel();
+        }
+    });
+    let state = Arc::new(ConnectionState {
+        id: inner.next_connection.fetch_add(1, Ordering::Relaxed),
+        sessions: Mutex::default(),
+        peer_certificate,
+    });
+    let peer: Arc<str> = peer.into();
+    let object_id: Arc<str> = object_id.into();
+
+    loop {
+        // Back-pressure: wait for a free slot before reading the next request. Slots are held
+        // by running calls and by replies not yet written.
+        let slot = tokio::select! {
+            _ = inner.shutdown.cancelled() => break,
+            _ = writer_gone.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+        };
+        // An idle connection (no calls running, no replies pending) may be closed.
+        let idle = slots.available_permits() + 1 == max;
+        let idle_timeout = inner.config.idle_timeout.filter(|_| idle);
+        let req = tokio::select! {
+            _ = inner.shutdown.cancelled() => break,
+            _ = writer_gone.cancelled() => break,
+            read = reader.read_frame_within(idle_timeout) => match read {
+                Ok(Some(req)) => req,
+                Ok(None) => break,
+                Err(Error::Timeout(_)) => {
+                    tracing::debug!(%peer, "idle for idle_timeout; closing");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "malformed message; closing this connection");
+                    break;
+                }
+            },
+        };
+        // Authenticated connections: nothing unsigned is ever decoded.
+        if let Some(verifier) = verifier.as_mut() {
+            if let Err(e) = verifier.verify(&req) {
+                tracing::warn!(%peer, error = %e, "closing the connection");
+                break;
+            }
+        }
+        match req.msg_type {
+            MessageType::Ping => {
+                // The answer holds the slot until written, like any reply.
+                let msg = reply_to(&req, MessageType::Ping, 0, b"pong".to_vec());
+                let _ = tx.send(Outgoing {
+                    msg,
+                    flushed: None,
+                    slot: Some(slot),
+                });
+            }
+            MessageType::Invoke => {
+                let Some(ser) = Serializer::from_id(req.serializer) else {
+                    tracing::debug!(%peer, id = req.serializer, "unknown serializer id; closing");
+                    break;
+                };
+                let call = Call {
+                    daemon: daemon.clone(),
+                    state: state.clone(),
+                    peer: peer.clone(),
+                    connected: object_id.clone(),
+                    ser,
+                    req,
+                };
+                let tx = tx.clone();
+                let abort = inner.abort.clone();
+                inner.tasks.spawn(async move {
+                    tokio::select! {
+                        // The reply keeps the call's slot until it is written.
+                        reply = call.run() => if let Some(msg) = reply {
+                            let _ = tx.send(Outgoing { msg, flushed: None, slot: Some(slot) });
+                        },
+                        _ = abort.cancelled() => {}
+                    }
+                });
+            }
+            other => {
+                tracing::debug!(%peer, ?other, "unexpected message type after the handshake; closing");
+                break;
+            }
+        }
+    }
+    // Let running calls of this connection send their replies, then close.
+    drop(tx);
+    let _ = writer_task.await;
+    inner.streams.orphan(state.id, inner.config.stream_linger);
+}

@@ -1,0 +1,151 @@
+//! The accept loop: connections in, the connection limit, TLS, and shutdown with a grace period.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWrite;
+use tokio::net::TcpListener;
+
+use super::connection::handle_connection;
+use super::{reply_to, Daemon};
+use crate::error::Error;
+use crate::protocol::codec::{DecodeLimits, Serializer};
+use crate::protocol::frame::MessageType;
+use crate::transport::{self, BoxIo};
+
+/// A bound listening socket.
+pub(super) enum Listener {
+    Tcp(TcpListener),
+    #[cfg(unix)]
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    async fn accept(&self) -> std::io::Result<(BoxIo, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, peer) = l.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok((Box::new(stream), peer.to_string()))
+            }
+            #[cfg(unix)]
+            Listener::Unix(l, path) => {
+                let (stream, _) = l.accept().await?;
+                Ok((Box::new(stream), format!("unix:{}", path.display())))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Daemon {
+    /// Accepts connections and serves calls until [`shutdown`](Self::shutdown), then waits up
+    /// to the grace period for running calls and returns.
+    pub async fn serve(&self) -> Result<(), Error> {
+        let listener =
+            self.listener.lock().take().ok_or_else(|| {
+                Error::Closed("this daemon is already serving or has served".into())
+            })?;
+        let inner = &self.inner;
+        tracing::info!(location = %inner.bound, "daemon serving");
+        loop {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => match inner.connections.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let daemon = self.clone();
+                            inner.tasks.spawn(async move {
+                                let _permit = permit;
+                                let abort = daemon.inner.abort.clone();
+                                tokio::select! {
+                                    _ = accept_connection(daemon, stream, peer) => {}
+                                    _ = abort.cancelled() => {}
+                                }
+                            });
+                        }
+                        Err(_) => {
+                            let max = inner.config.max_connections;
+                            tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
+                            inner.tasks.spawn(refuse_connection(stream, max, inner.config.limits));
+                        }
+                    },
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        inner.tasks.close();
+        if tokio::time::timeout(inner.config.grace_period, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; dropping calls still running");
+            inner.abort.cancel();
+            inner.tasks.wait().await;
+        }
+        inner.streams.clear();
+        tracing::info!(location = %inner.bound, "daemon stopped");
+        Ok(())
+    }
+
+    /// Serves one already accepted stream (any transport) until it closes or the daemon shuts down.
+    pub async fn serve_stream<S>(&self, stream: S, peer: impl Into<String>)
+    where
+        S: tokio::io::AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        accept_connection(self.clone(), Box::new(stream), peer.into()).await
+    }
+}
+
+/// Runs the TLS handshake when the daemon serves TLS, then the connection.
+async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
+    let Some(acceptor) = daemon.inner.config.tls.clone() else {
+        return handle_connection(daemon, stream, peer, None).await;
+    };
+    let timeout = daemon.inner.config.handshake_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.clone().into_owned());
+            handle_connection(daemon, Box::new(tls), peer, certificate).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "no TLS handshake within the handshake timeout"),
+    }
+}
+
+/// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
+async fn refuse_connection(stream: BoxIo, max: usize, limits: DecodeLimits) {
+    let (mut reader, mut writer) = transport::split(stream, limits.max_message_size);
+    // Read the CONNECT (briefly) to answer in the client's serializer.
+    if let Ok(Ok(Some(req))) =
+        tokio::time::timeout(Duration::from_secs(1), reader.read_frame()).await
+    {
+        if let Some(ser) = Serializer::from_id(req.serializer) {
+            let reason = format!("too many connections (max_connections = {max})");
+            let payload = ser.encode(&reason).unwrap_or_default();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                writer.write_frame(&reply_to(&req, MessageType::ConnectFail, 0, payload)),
+            )
+            .await;
+        }
+    }
+    writer.shutdown().await;
+}

@@ -1,0 +1,54 @@
+//! MessagePack (Pyro5's serializer id 4, rmp-serde): the only module that names rmp-serde.
+//!
+//! Structs are written with named fields (maps), as Python peers expect; an INVOKE payload is
+//! Pyro5's 4-element array `[object, method, [args...], {kwargs}]`.
+
+use bytes::Bytes;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+
+use super::bounded::{Bounded, Budget};
+use super::DecodeLimits;
+use crate::error::Error;
+
+fn codec_error(e: impl std::fmt::Display) -> Error {
+    Error::Codec(e.to_string())
+}
+
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec_named(value).map_err(codec_error)
+}
+
+pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    let value = T::deserialize(Bounded {
+        inner: &mut de,
+        budget: Budget::new(limits.max_depth, bytes.len()),
+    })
+    .map_err(codec_error)?;
+    let rest = de.get_ref().len();
+    if rest != 0 {
+        return Err(Error::Codec(format!(
+            "{rest} trailing bytes after the value"
+        )));
+    }
+    Ok(value)
+}
+
+/// Object id and method name of an INVOKE payload.
+///
+/// Routing needs only the first two elements; the rest is skipped over the borrowed payload
+/// (no copy) and decoded, with the trailing-bytes check, when the arguments are.
+pub(super) fn decode_route(
+    payload: &Bytes,
+    limits: &DecodeLimits,
+) -> Result<(String, String), Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]);
+    let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
+        Deserialize::deserialize(Bounded {
+            inner: &mut de,
+            budget: Budget::new(limits.max_depth, payload.len()),
+        })
+        .map_err(codec_error)?;
+    Ok((object, method))
+}

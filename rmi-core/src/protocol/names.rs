@@ -1,0 +1,44 @@
+//! Names both sides of a connection agree on: annotation ids, the daemon object and its
+//! methods, and the batch method.
+//!
+//! They live here, in the pure protocol layer, so the proxy and the daemon share them without
+//! importing each other.
+
+/// Annotation carrying the caller's remaining time in milliseconds (u64, big-endian); the
+/// daemon cancels the method when it runs out.
+pub const DEADLINE_ANNOTATION: [u8; 4] = *b"DDLN";
+/// Annotation of an ITEMSTREAMRESULT reply carrying the stream's id (a UUID string, as Pyro5).
+pub const STREAM_ANNOTATION: [u8; 4] = *b"STRM";
+/// Annotation carrying a side's nonce during a shared-secret handshake.
+pub const NONCE_ANNOTATION: [u8; 4] = *b"NONC";
+/// Annotation carrying the daemon's shared-secret proof in CONNECTOK.
+pub const PROOF_ANNOTATION: [u8; 4] = *b"PROF";
+/// Annotation carrying a message's MAC on a shared-secret connection.
+pub const MAC_ANNOTATION: [u8; 4] = *b"HMAC";
+
+/// Object id of the daemon's own object, as in Pyro.
+pub const DAEMON_OBJECT_ID: &str = "Pyro.Daemon";
+
+/// Methods of the daemon object, by wire name (Pyro5's `DaemonObject`).
+pub mod daemon_method {
+    /// Answers `None`: the daemon is alive.
+    pub const PING: &str = "ping";
+    /// The ids of all registered objects.
+    pub const REGISTERED: &str = "registered";
+    /// The metadata of one object, by id.
+    pub const GET_METADATA: &str = "get_metadata";
+    /// A line describing the daemon.
+    pub const INFO: &str = "info";
+    /// The next item of a streamed result, by stream id; `StopIteration` at the end.
+    pub const GET_NEXT_STREAM_ITEM: &str = "get_next_stream_item";
+    /// Drops a streamed result (oneway).
+    pub const CLOSE_STREAM: &str = "close_stream";
+}
+
+/// The method name of a batched call (Pyro's `<batch>`, sent with `FLAGS_BATCH`).
+///
+/// Its single argument is the list of the batched calls, each an INVOKE payload of its own
+/// (object id left empty: the connection's object); the reply is a list of
+/// [`BatchItem`](super::codec::BatchItem)s, in order, ending at the first failure. This nesting
+/// is rmi's; Pyro peers batch differently.
+pub const BATCH_METHOD: &str = "<batch>";

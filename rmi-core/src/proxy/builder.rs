@@ -1,0 +1,211 @@
+//! [`ProxyBuilder`]: a proxy's settings, their documented defaults, and connecting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::connection::Connection;
+use super::{CallOptions, Proxy, Shared};
+use crate::error::Error;
+use crate::protocol::codec::{DecodeLimits, Serializer};
+use crate::resolve::Resolve;
+use crate::uri::Uri;
+
+/// Default [`ProxyBuilder::max_in_flight`]: calls live at once on one connection.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default [`ProxyBuilder::connect_timeout`]: dial plus handshake.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshake data sent when none is configured (Pyro's default).
+pub const DEFAULT_HANDSHAKE: &str = "hello";
+/// Default [`ProxyBuilder::reconnect_attempts`]: extra dials after a failed one.
+pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 2;
+/// Sequence numbers usable by calls: 1 to 65535.
+const SEQ_VALUES: usize = u16::MAX as usize;
+
+/// A client-side check of the daemon's handshake answer.
+pub(super) type AnswerCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Settings of a proxy, with documented defaults; build one with [`Proxy::builder`].
+#[derive(Clone)]
+pub struct ProxyBuilder {
+    pub(super) uri: Uri,
+    pub(super) serializer: Serializer,
+    pub(super) connect_timeout: Duration,
+    pub(super) max_in_flight: usize,
+    pub(super) limits: DecodeLimits,
+    pub(super) handshake: String,
+    pub(super) resolver: Option<Arc<dyn Resolve>>,
+    pub(super) reconnect_attempts: u32,
+    pub(super) options: CallOptions,
+    pub(super) secret: Option<crate::auth::SharedSecret>,
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(super) validate_answer: Option<AnswerCheck>,
+}
+
+impl std::fmt::Debug for ProxyBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBuilder")
+            .field("uri", &self.uri)
+            .field("serializer", &self.serializer)
+            .field("options", &self.options)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("limits", &self.limits)
+            .field("resolver", &self.resolver.is_some())
+            .field("shared_secret", &self.secret.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ProxyBuilder {
+    /// Settings for a proxy to `uri`, with the defaults: bincode, no call timeout, 10 s connect
+    /// timeout, 2 reconnect attempts, no retries, 1,024 calls in flight, 64 MiB messages,
+    /// nesting depth 128, and the process's default resolver if one was installed
+    /// ([`crate::resolve::install_default`]; the `rmi` facade installs the name server's).
+    pub fn new(uri: Uri) -> Self {
+        ProxyBuilder {
+            uri,
+            serializer: Serializer::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            limits: DecodeLimits::default(),
+            handshake: DEFAULT_HANDSHAKE.to_owned(),
+            resolver: crate::resolve::default_resolver(),
+            reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
+            options: CallOptions::default(),
+            secret: None,
+            tls: None,
+            validate_answer: None,
+        }
+    }
+
+    /// Proves `secret` to the daemon (which must prove it back) and signs every message; see
+    /// [`crate::auth`].
+    pub fn shared_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Connects with TLS (rustls): the daemon's certificate is verified against the config's
+    /// roots and the URI's host name. Add a client certificate to the config for mutual TLS.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Checks the daemon's handshake answer (Pyro's `_pyroValidateHandshake`); an `Err`
+    /// refuses the connection with that reason.
+    pub fn validate_handshake(
+        mut self,
+        check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.validate_answer = Some(Arc::new(check));
+        self
+    }
+
+    /// Extra dials, with jittered exponential backoff, when connecting fails (default 2).
+    pub fn reconnect_attempts(mut self, n: u32) -> Self {
+        self.reconnect_attempts = n;
+        self
+    }
+
+    /// Retries for calls that failed on the connection (they may have run: use for
+    /// idempotent methods only; default 0).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.options.retries = n;
+        self
+    }
+
+    /// The payload serializer for calls (the daemon answers in the same one).
+    pub fn serializer(mut self, serializer: Serializer) -> Self {
+        self.serializer = serializer;
+        self
+    }
+
+    /// Deadline for each call, from sending to reply (default: none). The remaining time
+    /// travels with the call, so the method can read it from its call context.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Deadline for dialing plus the CONNECT handshake (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Most calls live at once on the connection; more wait (default 1,024, at most 65,535).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.clamp(1, SEQ_VALUES);
+        self
+    }
+
+    /// Limits for decoding replies (default 64 MiB, depth 128).
+    pub fn limits(mut self, limits: DecodeLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Handshake data sent in CONNECT (default `"hello"`).
+    pub fn handshake(mut self, data: impl Into<String>) -> Self {
+        self.handshake = data.into();
+        self
+    }
+
+    /// The resolver for `PYRONAME:`/`PYROMETA:` URIs, consulted on every dial.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Builds the proxy without any I/O; it dials on its first call.
+    pub fn build(self) -> Proxy {
+        let options = Arc::new(self.options.clone());
+        Proxy {
+            shared: Arc::new(Shared {
+                config: self,
+                conn: RwLock::new(None),
+                dial_lock: tokio::sync::Mutex::new(None),
+            }),
+            options,
+        }
+    }
+
+    /// Builds the proxy and dials now, so a bad address or unknown object fails here.
+    pub async fn connect<P: From<Proxy>>(self) -> Result<P, Error> {
+        let proxy = self.build();
+        proxy.connection().await.map_err(Error::not_sent)?;
+        Ok(P::from(proxy))
+    }
+
+    /// Builds a proxy that runs over an already open stream (any transport, e.g. an in-memory
+    /// duplex in tests); it performs the handshake now and never redials.
+    pub async fn connect_over<S, P>(self, stream: S) -> Result<P, Error>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        P: From<Proxy>,
+    {
+        let object = self
+            .uri
+            .object()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::InvalidUri {
+                uri: self.uri.to_string(),
+                reason: "a proxy over a given stream needs a direct PYRO: uri".into(),
+            })?;
+        let uri = self.uri.clone();
+        let conn = tokio::time::timeout(
+            self.connect_timeout,
+            Connection::open(Box::new(stream), &object, uri, &self),
+        )
+        .await
+        .map_err(|_| Error::Timeout(self.connect_timeout))??;
+        let proxy = self.build();
+        *proxy.shared.conn.write() = Some(Arc::new(conn));
+        Ok(P::from(proxy))
+    }
+}

@@ -1,0 +1,249 @@
+//! The call API: `call*` entry points, the retry policy, and building the INVOKE message.
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::Instrument;
+
+use super::connection::Connection;
+use super::stream::ItemStream;
+use super::{Proxy, Reply};
+use crate::error::{Error, RemoteError};
+use crate::protocol::codec::{self, DecodeLimits, Serializer};
+use crate::protocol::frame::{self, Message, MessageType};
+use crate::protocol::names::{
+    BATCH_METHOD, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, STREAM_ANNOTATION,
+};
+
+impl Proxy {
+    /// Calls `method` with the argument tuple `args` and decodes the result as `R`.
+    pub async fn call<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
+        Ok(self.call_full(method, args).await?.value)
+    }
+
+    /// Like [`call`](Self::call), also returning the reply's annotations and correlation id.
+    pub async fn call_full<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<Reply<R>, Error> {
+        self.call_object(None, method, args).await
+    }
+
+    /// Calls a method of the daemon object `Pyro.Daemon` on the same connection.
+    pub async fn call_daemon<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
+        Ok(self
+            .call_object(Some(DAEMON_OBJECT_ID), method, args)
+            .await?
+            .value)
+    }
+
+    async fn call_object<A: Serialize, R: DeserializeOwned>(
+        &self,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+    ) -> Result<Reply<R>, Error> {
+        let (reply, correlation_id) = self.request(object, method, args, 0).await?;
+        let value = decode_result(&reply, &self.shared.config.limits)?;
+        Ok(Reply {
+            value,
+            annotations: reply.annotations,
+            correlation_id,
+        })
+    }
+
+    /// Calls a method declared to return `RemoteStream<T>`; the items are fetched as the
+    /// returned stream is polled.
+    pub async fn call_stream<A: Serialize, T: DeserializeOwned + Send + 'static>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<ItemStream<T>, Error> {
+        let (reply, _) = self.request(None, method, args, 0).await?;
+        if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
+            // An error (or a plain value from a method that is not streaming).
+            decode_result::<serde::de::IgnoredAny>(&reply, &self.shared.config.limits)?;
+            return Err(Error::Protocol(format!(
+                "{method:?} did not return a stream"
+            )));
+        }
+        let id = reply
+            .annotation(&STREAM_ANNOTATION)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .ok_or_else(|| Error::Protocol("stream result without a STRM annotation".into()))?;
+        Ok(ItemStream::new(self.clone(), id.to_owned()))
+    }
+
+    /// Sends a request with this proxy's retry policy; returns the raw reply.
+    async fn request<A: Serialize>(
+        &self,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+        flags: u16,
+    ) -> Result<(Message, uuid::Uuid), Error> {
+        let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
+        let mut unsent_retry = true;
+        loop {
+            let corr = self
+                .options
+                .correlation_id
+                .unwrap_or_else(uuid::Uuid::new_v4);
+            let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
+            let attempt = async {
+                let conn = self.connection().await.map_err(Error::not_sent)?;
+                let msg = self.invoke_message(&conn, object, method, args, corr, flags)?;
+                conn.request(msg, self.options.timeout).await
+            };
+            match attempt.instrument(span).await {
+                Ok(reply) => return Ok((reply, corr)),
+                // Never sent: safe to try once more on a fresh connection.
+                Err(e @ Error::NotSent(_))
+                    if e.is_communication() && std::mem::take(&mut unsent_retry) =>
+                {
+                    tracing::debug!(error = %e, method, "request not sent; retrying");
+                }
+                Err(e) if e.is_communication() && retries_left > 0 => {
+                    retries_left -= 1;
+                    tracing::debug!(error = %e, method, retries_left, "call failed on the connection; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn invoke_message<A: Serialize>(
+        &self,
+        conn: &Connection,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+        corr: uuid::Uuid,
+        flags: u16,
+    ) -> Result<Message, Error> {
+        let payload = codec::encode_invoke(
+            conn.serializer,
+            object.unwrap_or(&conn.object),
+            method,
+            args,
+        )?;
+        let max = self
+            .shared
+            .config
+            .limits
+            .max_message_size
+            .min(u32::MAX as usize);
+        if payload.len() > max {
+            return Err(Error::Protocol(format!(
+                "request of {} bytes exceeds max_message_size ({max} bytes); not sent",
+                payload.len()
+            ))
+            .not_sent());
+        }
+        let mut msg = Message::new(MessageType::Invoke, conn.serializer.id(), flags, 0, payload);
+        msg.corr_id = *corr.as_bytes();
+        msg.annotations = self.options.annotations.clone();
+        // A deadline means "stop waiting for the reply": oneway calls have none to wait for.
+        if let Some(t) = self
+            .options
+            .timeout
+            .filter(|_| flags & frame::FLAGS_ONEWAY == 0)
+        {
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            msg.annotations.push((
+                DEADLINE_ANNOTATION,
+                Bytes::copy_from_slice(&ms.to_be_bytes()),
+            ));
+        }
+        Ok(msg)
+    }
+
+    pub(crate) async fn send_batch(
+        &self,
+        calls: Vec<serde_bytes::ByteBuf>,
+    ) -> Result<Vec<codec::BatchItem>, Error> {
+        let (reply, _) = self
+            .request(None, BATCH_METHOD, &(calls,), frame::FLAGS_BATCH)
+            .await?;
+        decode_result(&reply, &self.shared.config.limits)
+    }
+
+    pub(crate) async fn send_batch_oneway(
+        &self,
+        calls: Vec<serde_bytes::ByteBuf>,
+    ) -> Result<(), Error> {
+        let corr = self
+            .options
+            .correlation_id
+            .unwrap_or_else(uuid::Uuid::new_v4);
+        let conn = self.connection().await.map_err(Error::not_sent)?;
+        let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
+        let msg = self.invoke_message(&conn, None, BATCH_METHOD, &(calls,), corr, flags)?;
+        conn.send_oneway(msg, self.options.timeout).await
+    }
+
+    /// Sends a oneway call: returns once the request is written; the daemon sends no reply and
+    /// the call has no ordering guarantee against the caller's next call (as in Pyro).
+    pub async fn call_oneway<A: Serialize>(&self, method: &str, args: &A) -> Result<(), Error> {
+        self.oneway_to(None, method, args).await
+    }
+
+    /// Sends a oneway call to the daemon object `Pyro.Daemon`.
+    pub async fn call_daemon_oneway<A: Serialize>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<(), Error> {
+        self.oneway_to(Some(DAEMON_OBJECT_ID), method, args).await
+    }
+
+    async fn oneway_to<A: Serialize>(
+        &self,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+    ) -> Result<(), Error> {
+        let corr = self
+            .options
+            .correlation_id
+            .unwrap_or_else(uuid::Uuid::new_v4);
+        let span = tracing::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
+        async {
+            let conn = self.connection().await.map_err(Error::not_sent)?;
+            let msg =
+                self.invoke_message(&conn, object, method, args, corr, frame::FLAGS_ONEWAY)?;
+            conn.send_oneway(msg, self.options.timeout).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sends a protocol-level `MSG_PING` and waits for the answer.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let conn = self.connection().await.map_err(Error::not_sent)?;
+        conn.ping(self.options.timeout).await
+    }
+}
+
+fn decode_result<R: DeserializeOwned>(reply: &Message, limits: &DecodeLimits) -> Result<R, Error> {
+    let ser = Serializer::from_id(reply.serializer).ok_or_else(|| {
+        Error::Protocol(format!(
+            "reply uses unknown serializer id {}",
+            reply.serializer
+        ))
+    })?;
+    if reply.has_flag(frame::FLAGS_EXCEPTION) {
+        let err: RemoteError = ser.decode(&reply.payload, limits)?;
+        return Err(Error::from_remote(err));
+    }
+    ser.decode(&reply.payload, limits)
+}

@@ -1,0 +1,370 @@
+//! One open connection: the CONNECT handshake, the in-flight table keyed by sequence number,
+//! the reader task that hands replies to their calls, and the writer task.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::io::AsyncRead;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::ProxyBuilder;
+use crate::error::Error;
+use crate::protocol::codec::{ConnectOk, ConnectRequest, Metadata, Serializer};
+use crate::protocol::frame::{self, Message, MessageType};
+use crate::transport::{self, BoxIo, FrameReader, Outgoing};
+use crate::uri::Uri;
+
+/// One open connection: the writer channel plus the state shared with its reader task.
+pub(super) struct Connection {
+    pub(super) tx: mpsc::UnboundedSender<Outgoing>,
+    pub(super) shared: Arc<ConnShared>,
+    pub(super) serializer: Serializer,
+    pub(super) object: String,
+    /// The direct URI this connection was dialed for.
+    pub(super) direct: Uri,
+    pub(super) meta: Metadata,
+}
+
+pub(super) struct ConnShared {
+    state: Mutex<ConnState>,
+    slots: Arc<Semaphore>,
+}
+
+struct ConnState {
+    pending: HashMap<u16, Pending>,
+    pings: VecDeque<oneshot::Sender<Result<Message, Error>>>,
+    next_seq: u16,
+    closed: Option<String>,
+}
+
+struct Pending {
+    reply: oneshot::Sender<Result<Message, Error>>,
+    /// The in-flight slot, released only when the reply arrives or the connection dies.
+    _slot: OwnedSemaphorePermit,
+}
+
+impl ConnShared {
+    pub(super) fn is_closed(&self) -> bool {
+        self.state.lock().closed.is_some()
+    }
+
+    /// Marks the connection dead and fails every waiting call with `reason`.
+    pub(super) fn close(&self, reason: String) {
+        let mut state = self.state.lock();
+        if state.closed.is_none() {
+            state.closed = Some(reason.clone());
+        }
+        for (_, p) in state.pending.drain() {
+            let _ = p.reply.send(Err(Error::ConnectionClosed(reason.clone())));
+        }
+        for p in state.pings.drain(..) {
+            let _ = p.send(Err(Error::ConnectionClosed(reason.clone())));
+        }
+        self.slots.close();
+    }
+
+    fn deliver(&self, msg: Message) {
+        let mut state = self.state.lock();
+        if msg.msg_type == MessageType::Ping {
+            if let Some(waiter) = state.pings.pop_front() {
+                let _ = waiter.send(Ok(msg));
+            }
+            return;
+        }
+        match state.pending.remove(&msg.seq) {
+            // The receiver may be gone (timed out or dropped); the number is free again either way.
+            Some(p) => drop(p.reply.send(Ok(msg))),
+            None => tracing::warn!(
+                seq = msg.seq,
+                "reply for a sequence number with no call; ignored"
+            ),
+        }
+    }
+}
+
+impl Connection {
+    /// Performs the CONNECT handshake on `stream` and starts the reader and writer tasks.
+    pub(super) async fn open(
+        stream: BoxIo,
+        object: &str,
+        direct: Uri,
+        config: &ProxyBuilder,
+    ) -> Result<Connection, Error> {
+        let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
+        let ser = config.serializer;
+        let request = ConnectRequest {
+            handshake: config.handshake.clone(),
+            object: object.to_owned(),
+        };
+        let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&request)?);
+        let auth = match &config.secret {
+            Some(secret) => Some(crate::auth::ClientHandshake::start(secret, &mut connect)?),
+            None => None,
+        };
+        writer.write_frame(&connect).await?;
+        let reply = reader.read_frame().await?.ok_or_else(|| {
+            Error::ConnectionClosed("daemon closed the connection during the handshake".into())
+        })?;
+        let meta = match reply.msg_type {
+            MessageType::ConnectOk => {
+                let ok = ser.decode::<ConnectOk>(&reply.payload, &config.limits)?;
+                if let Some(validate) = &config.validate_answer {
+                    validate(&ok.handshake).map_err(Error::ConnectFailed)?;
+                }
+                ok.meta
+            }
+            MessageType::ConnectFail => {
+                let reason: String = ser
+                    .decode(&reply.payload, &config.limits)
+                    .unwrap_or_else(|_| "(undecodable reason)".into());
+                if reason.starts_with("unknown object") {
+                    return Err(Error::UnknownObject(object.to_owned()));
+                }
+                return Err(Error::ConnectFailed(reason));
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "expected CONNECTOK or CONNECTFAIL, got {other:?}"
+                )))
+            }
+        };
+        // With a shared secret the daemon must prove it knows it before anything is sent.
+        let (signer, verifier) = match auth {
+            Some(auth) => {
+                let (signer, verifier) = auth.finish(&connect, &reply)?;
+                (Some(signer), Some(verifier))
+            }
+            None => (None, None),
+        };
+        let shared = Arc::new(ConnShared {
+            state: Mutex::new(ConnState {
+                pending: HashMap::new(),
+                pings: VecDeque::new(),
+                next_seq: 1,
+                closed: None,
+            }),
+            slots: Arc::new(Semaphore::new(config.max_in_flight)),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (slots, max) = (shared.slots.clone(), config.max_in_flight);
+        let closer = shared.clone();
+        tokio::spawn(async move {
+            let busy = move || max - slots.available_permits() >= 2;
+            if let Err(e) = transport::write_loop(writer, rx, busy, None, signer).await {
+                closer.close(e.to_string());
+            }
+        });
+        tokio::spawn(read_loop(reader, shared.clone(), verifier));
+        Ok(Connection {
+            tx,
+            shared,
+            serializer: ser,
+            object: object.to_owned(),
+            direct,
+            meta,
+        })
+    }
+
+    /// Sends an INVOKE (its sequence number is filled in here) and waits for its reply.
+    pub(super) async fn request(
+        &self,
+        mut msg: Message,
+        timeout: Option<Duration>,
+    ) -> Result<Message, Error> {
+        // One deadline for the whole call: waiting for an in-flight slot counts too.
+        let deadline = timeout.map(|t| (tokio::time::Instant::now() + t, t));
+        let slot = self.slot(deadline).await?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let seq = self.take_seq(Some(Pending {
+            reply: reply_tx,
+            _slot: slot,
+        }))?;
+        msg.seq = seq;
+        if self.tx.send(msg.into()).is_err() {
+            self.shared.state.lock().pending.remove(&seq);
+            return Err(self.closed_error().not_sent());
+        }
+        let wait = async { reply_rx.await.unwrap_or_else(|_| Err(self.closed_error())) };
+        match deadline {
+            Some((at, t)) => tokio::time::timeout_at(at, wait)
+                .await
+                .map_err(|_| Error::Timeout(t))?,
+            None => wait.await,
+        }
+    }
+
+    /// Waits for an in-flight slot, until `deadline` if there is one; a call that never got a
+    /// slot was never sent.
+    async fn slot(
+        &self,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<OwnedSemaphorePermit, Error> {
+        let acquire = self.shared.slots.clone().acquire_owned();
+        let slot = match deadline {
+            Some((at, t)) => tokio::time::timeout_at(at, acquire)
+                .await
+                .map_err(|_| Error::Timeout(t).not_sent())?,
+            None => acquire.await,
+        };
+        slot.map_err(|_| self.closed_error().not_sent())
+    }
+
+    /// Takes the next free sequence number; with `pending`, reserves it until the reply comes.
+    fn take_seq(&self, pending: Option<Pending>) -> Result<u16, Error> {
+        let mut state = self.shared.state.lock();
+        if let Some(reason) = &state.closed {
+            return Err(Error::ConnectionClosed(reason.clone()).not_sent());
+        }
+        let seq = free_seq(&state.pending, state.next_seq);
+        state.next_seq = seq.wrapping_add(1);
+        if let Some(pending) = pending {
+            state.pending.insert(seq, pending);
+        }
+        Ok(seq)
+    }
+
+    /// Writes a oneway INVOKE; it holds an in-flight slot until it is on the socket.
+    pub(super) async fn send_oneway(
+        &self,
+        mut msg: Message,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        let _slot = self
+            .slot(timeout.map(|t| (tokio::time::Instant::now() + t, t)))
+            .await?;
+        // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
+        msg.seq = self.take_seq(None)?;
+        let (flushed, written) = oneshot::channel();
+        self.tx
+            .send(Outgoing {
+                msg,
+                flushed: Some(flushed),
+                slot: None,
+            })
+            .map_err(|_| self.closed_error().not_sent())?;
+        written.await.map_err(|_| self.closed_error())
+    }
+
+    pub(super) async fn ping(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = self.shared.state.lock();
+            if let Some(reason) = &state.closed {
+                return Err(Error::ConnectionClosed(reason.clone()));
+            }
+            state.pings.push_back(tx);
+        }
+        let ping = Message::new(
+            MessageType::Ping,
+            frame::PING_SERIALIZER,
+            0,
+            0,
+            Bytes::from_static(b"ping"),
+        );
+        self.tx
+            .send(ping.into())
+            .map_err(|_| self.closed_error().not_sent())?;
+        let wait = async {
+            rx.await
+                .unwrap_or_else(|_| Err(self.closed_error()))
+                .map(drop)
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait)
+                .await
+                .map_err(|_| Error::Timeout(t))?,
+            None => wait.await,
+        }
+    }
+
+    pub(super) fn closed_error(&self) -> Error {
+        let state = self.shared.state.lock();
+        Error::ConnectionClosed(
+            state
+                .closed
+                .clone()
+                .unwrap_or_else(|| "connection closed".into()),
+        )
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The last handle is gone: fail anything still waiting; the writer task ends when the
+        // channel closes and shuts the socket down, which ends the reader.
+        self.shared.close("proxy dropped".into());
+    }
+}
+
+/// The first sequence number at or after `start` that is neither 0 nor in use.
+///
+/// The in-flight limit (at most 65,535) guarantees one is free.
+fn free_seq<V>(pending: &HashMap<u16, V>, start: u16) -> u16 {
+    let mut seq = start;
+    loop {
+        if seq != 0 && !pending.contains_key(&seq) {
+            return seq;
+        }
+        seq = seq.wrapping_add(1);
+    }
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    shared: Arc<ConnShared>,
+    mut verifier: Option<crate::auth::Verifier>,
+) {
+    loop {
+        let read = reader.read_frame().await;
+        // Authenticated connections: a reply that fails its MAC is never decoded.
+        if let (Ok(Some(msg)), Some(verifier)) = (&read, verifier.as_mut()) {
+            if let Err(e) = verifier.verify(msg) {
+                shared.close(e.to_string());
+                return;
+            }
+        }
+        match read {
+            Ok(Some(msg)) if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) => {
+                shared.deliver(msg)
+            }
+            Ok(Some(msg)) => {
+                shared.close(format!(
+                    "protocol error: unexpected {:?} message from the daemon",
+                    msg.msg_type
+                ));
+                return;
+            }
+            Ok(None) => {
+                shared.close("the daemon closed the connection".into());
+                return;
+            }
+            Err(e) => {
+                shared.close(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_seq_skips_zero_and_numbers_in_use() {
+        let mut pending = HashMap::new();
+        assert_eq!(free_seq(&pending, 0), 1);
+        pending.insert(1u16, ());
+        pending.insert(2u16, ());
+        assert_eq!(free_seq(&pending, 1), 3);
+        pending.insert(u16::MAX, ());
+        assert_eq!(
+            free_seq(&pending, u16::MAX),
+            3,
+            "wraps past 65535, skipping 0 and taken numbers"
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Dialing: resolve a logical URI, connect (TLS if configured), handshake, and redial with
+//! jittered exponential backoff when the connection is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::connection::Connection;
+use super::Proxy;
+use crate::error::Error;
+use crate::transport;
+use crate::uri::Uri;
+
+/// First backoff between dials; doubled each time, jittered, capped at [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between two dials.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+impl Proxy {
+    /// Closes the connection now; the next call dials again.
+    pub fn close(&self) {
+        if let Some(conn) = self.shared.conn.write().take() {
+            conn.shared.close("closed by the proxy".into());
+        }
+    }
+
+    /// The live connection, dialing (and resolving a logical URI) if there is none. Concurrent
+    /// callers wait for one dial; failed dials are retried with jittered exponential backoff.
+    pub(super) async fn connection(&self) -> Result<Arc<Connection>, Error> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let waiting_since = tokio::time::Instant::now();
+        let mut last_failure = self.shared.dial_lock.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        // A dial that ended while we waited failed for us too: do not dial all over again.
+        if let Some((_, reason)) = last_failure.as_ref().filter(|(at, _)| *at >= waiting_since) {
+            return Err(Error::ConnectionClosed(format!("connecting failed: {reason}")).not_sent());
+        }
+        let config = &self.shared.config;
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        let conn = loop {
+            match self.dial().await {
+                Ok(conn) => break conn,
+                // Answers, not outages: another dial would get the same.
+                Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => return Err(e),
+                Err(e) if attempt >= config.reconnect_attempts => {
+                    *last_failure = Some((tokio::time::Instant::now(), e.to_string()));
+                    return Err(e);
+                }
+                Err(e) => {
+                    attempt += 1;
+                    let wait = jitter(backoff);
+                    tracing::debug!(error = %e, attempt, ?wait, uri = %config.uri, "dial failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        };
+        let conn = Arc::new(conn);
+        *self.shared.conn.write() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Resolves (if logical), dials and performs the handshake, within the connect timeout.
+    async fn dial(&self) -> Result<Connection, Error> {
+        let config = &self.shared.config;
+        let fut = async {
+            let direct =
+                match (&config.uri, &config.resolver) {
+                    (Uri::Pyro { .. }, _) => config.uri.clone(),
+                    (_, Some(resolver)) => resolver.resolve(&config.uri).await?,
+                    (uri, None) => return Err(Error::InvalidUri {
+                        uri: uri.to_string(),
+                        reason:
+                            "a PYRONAME:/PYROMETA: uri needs a name-server resolver (connect through the `rmi` crate)"
+                                .into(),
+                    }),
+                };
+            let (Some(object), Some(location)) = (direct.object(), direct.location()) else {
+                return Err(Error::InvalidUri {
+                    uri: direct.to_string(),
+                    reason: "resolver returned a logical uri".into(),
+                });
+            };
+            let object = object.to_owned();
+            let mut stream = transport::dial(location, config.connect_timeout).await?;
+            if let Some(tls) = &config.tls {
+                stream = transport::tls_connect(stream, location, tls.clone()).await?;
+            }
+            Connection::open(stream, &object, direct, config).await
+        };
+        tokio::time::timeout(config.connect_timeout, fut)
+            .await
+            .map_err(|_| Error::Timeout(config.connect_timeout))?
+    }
+
+    pub(super) fn live(&self) -> Option<Arc<Connection>> {
+        let guard = self.shared.conn.read();
+        guard.as_ref().filter(|c| !c.shared.is_closed()).cloned()
+    }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.5), so many proxies do not redial in step.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.5..1.5))
+}

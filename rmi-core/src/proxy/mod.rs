@@ -1,0 +1,216 @@
+//! The client side: [`Proxy`], one lazily dialed, multiplexed connection shared by its clones.
+//!
+//! Many calls may be in flight at once; each takes a sequence number that is not in use (never
+//! 0, which belongs to CONNECT and PING), and a reader task hands each reply to the call with
+//! that number. A call that times out or is dropped keeps its number reserved until its reply
+//! arrives or the connection closes, so a late reply can never reach another call. At most
+//! `max_in_flight` calls are live per connection; more wait for a slot.
+//!
+//! When the connection dies, the next call dials again (resolving a logical URI again, so a
+//! server that moved is found), once for all waiting calls, with jittered backoff. A failed
+//! call is retried only when it provably did not execute, when the proxy is marked
+//! [`idempotent`](Proxy::idempotent), or when it has [`retries`](Proxy::with_retries).
+//!
+//! # Layout
+//!
+//! - `builder`: [`ProxyBuilder`], the settings and their defaults;
+//! - `call`: the `call*` entry points, retries and the INVOKE message;
+//! - `connection`: one open connection: handshake, in-flight table, reader and writer tasks;
+//! - `dial`: resolving, dialing with jittered backoff, and reconnecting;
+//! - [`stream`]: [`ItemStream`](crate::ItemStream), the caller's side of a streamed result;
+//! - [`batch`]: [`Batch`], calls sent in one round trip;
+//! - [`blocking`]: the blocking facade for synchronous programs.
+
+pub mod batch;
+pub mod blocking;
+mod builder;
+mod call;
+mod connection;
+mod dial;
+pub mod stream;
+
+pub use builder::{
+    ProxyBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_RECONNECT_ATTEMPTS,
+};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::Error;
+use crate::protocol::codec::{DecodeLimits, Metadata, Serializer};
+use crate::protocol::frame::Annotation;
+use crate::uri::Uri;
+use batch::Batch;
+use connection::Connection;
+
+/// Per-call settings a proxy applies; a proxy made with [`Proxy::with_timeout`] and friends
+/// shares the connection but carries its own.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Deadline for the call; sent along as the `DDLN` annotation.
+    pub timeout: Option<Duration>,
+    /// Annotations sent with every call.
+    pub annotations: Vec<Annotation>,
+    /// Correlation id for every call (a fresh random one per call when `None`).
+    pub correlation_id: Option<uuid::Uuid>,
+    /// Retries after a communication failure (the call may have run).
+    pub retries: u32,
+    /// The methods called are safe to run twice: retry once after a communication failure.
+    pub idempotent: bool,
+}
+
+/// A result with what came along with it.
+#[derive(Debug, Clone)]
+pub struct Reply<R> {
+    /// The method's result.
+    pub value: R,
+    /// Annotations the method set on its reply.
+    pub annotations: Vec<Annotation>,
+    /// The correlation id of the call.
+    pub correlation_id: uuid::Uuid,
+}
+
+/// A handle to a remote object. Cheap to clone; clones share one connection.
+///
+/// A proxy serializes as its URI, so a method can take or return one (Pyro's autoproxy); a
+/// deserialized proxy dials on first use with default settings.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), rmi_core::Error> {
+/// let proxy: rmi_core::Proxy = rmi_core::Proxy::builder("PYRO:obj@127.0.0.1:9999".parse()?).connect().await?;
+/// let reply: String = proxy.call("welcomeMessage", &("Rashmi",)).await?;
+/// let quick = proxy.with_timeout(std::time::Duration::from_millis(200));
+/// let reply: String = quick.call("welcomeMessage", &("Irmen",)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    options: Arc<CallOptions>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("uri", &self.shared.config.uri.to_string())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// What a proxy and its clones share: settings and the connection.
+struct Shared {
+    config: ProxyBuilder,
+    /// The live connection, if dialed; replaced when it dies.
+    conn: RwLock<Option<Arc<Connection>>>,
+    /// Serializes dialing so concurrent first calls, and calls after a failure, dial once;
+    /// holds when the last dial failed and why, so callers that waited for it share the failure.
+    dial_lock: tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>,
+}
+
+impl Proxy {
+    /// Settings for a proxy to `uri`; see [`ProxyBuilder`].
+    pub fn builder(uri: Uri) -> ProxyBuilder {
+        ProxyBuilder::new(uri)
+    }
+
+    /// The URI this proxy was made for (possibly a logical one).
+    pub fn uri(&self) -> &Uri {
+        &self.shared.config.uri
+    }
+
+    /// The direct URI of the current connection, if connected.
+    pub fn connected_uri(&self) -> Option<Uri> {
+        self.live().map(|c| c.direct.clone())
+    }
+
+    /// The object's metadata from the last handshake, dialing if needed.
+    pub async fn metadata(&self) -> Result<Metadata, Error> {
+        Ok(self.connection().await?.meta.clone())
+    }
+
+    /// The per-call settings of this proxy.
+    pub fn options(&self) -> &CallOptions {
+        &self.options
+    }
+
+    /// The same connection with other per-call settings.
+    pub fn with_options(&self, options: CallOptions) -> Proxy {
+        Proxy {
+            shared: self.shared.clone(),
+            options: Arc::new(options),
+        }
+    }
+
+    fn map_options(&self, f: impl FnOnce(&mut CallOptions)) -> Proxy {
+        let mut options = (*self.options).clone();
+        f(&mut options);
+        self.with_options(options)
+    }
+
+    /// The same connection, with a deadline for each call.
+    pub fn with_timeout(&self, timeout: Duration) -> Proxy {
+        self.map_options(|o| o.timeout = Some(timeout))
+    }
+
+    /// The same connection, sending annotation `id` with every call.
+    pub fn with_annotation(&self, id: [u8; 4], value: impl Into<Bytes>) -> Proxy {
+        let value = value.into();
+        self.map_options(|o| {
+            o.annotations.retain(|(k, _)| *k != id);
+            o.annotations.push((id, value));
+        })
+    }
+
+    /// The same connection, sending `id` as the correlation id of every call.
+    pub fn with_correlation_id(&self, id: uuid::Uuid) -> Proxy {
+        self.map_options(|o| o.correlation_id = Some(id))
+    }
+
+    /// The same connection, retrying each call up to `n` times after a communication failure.
+    pub fn with_retries(&self, n: u32) -> Proxy {
+        self.map_options(|o| o.retries = n)
+    }
+
+    /// The same connection, for methods that are safe to run twice: a call that failed on the
+    /// connection is retried once.
+    pub fn idempotent(&self) -> Proxy {
+        self.map_options(|o| o.idempotent = true)
+    }
+
+    /// The serializer calls use.
+    pub fn serializer(&self) -> Serializer {
+        self.shared.config.serializer
+    }
+
+    /// The limits replies are decoded with.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.shared.config.limits
+    }
+
+    /// A batch of calls to this object, sent in one round trip; see [`Batch`].
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.clone())
+    }
+}
+
+/// A proxy travels as its URI: the direct one it is connected to, else the one it was made for.
+impl Serialize for Proxy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let uri = self.connected_uri().unwrap_or_else(|| self.uri().clone());
+        s.collect_str(&uri)
+    }
+}
+
+/// A received proxy dials on first use, with default settings.
+impl<'de> Deserialize<'de> for Proxy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let uri = Uri::deserialize(d)?;
+        Ok(ProxyBuilder::new(uri).build())
+    }
+}

@@ -1,0 +1,66 @@
+//! The `#[rmi(...)]` attribute of a method (wire name, `oneway`, `idempotent`), and the
+//! attributes carried over to generated items.
+
+use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
+use syn::{Attribute, LitStr};
+
+use crate::ctxt::{Ctxt, Origin};
+
+/// What a method's attributes say: `#[rmi(...)]` options, and the attributes to carry over.
+#[derive(Default)]
+pub(crate) struct MethodAttrs<'a> {
+    /// `name = "..."`: the wire name, if not the Rust name.
+    pub(crate) wire_name: Option<LitStr>,
+    /// Set by the first `name`, even an empty one, so that a second is reported too.
+    named: bool,
+    /// `oneway`, at its span.
+    pub(crate) oneway: Option<Span>,
+    /// `idempotent`.
+    pub(crate) idempotent: bool,
+    /// `#[doc]` and `#[cfg]`, copied to generated items.
+    pub(crate) carried: Vec<&'a Attribute>,
+}
+
+impl<'a> MethodAttrs<'a> {
+    /// Reads `#[rmi(...)]` and keeps `#[doc]` and `#[cfg]`. An error in an `#[rmi(...)]` ends
+    /// the reading of that attribute.
+    pub(crate) fn from_syn(attrs: &'a [Attribute], origin: Origin, cx: &mut Ctxt) -> Self {
+        let mut out = MethodAttrs::default();
+        for attr in attrs {
+            if attr.path().is_ident("rmi") {
+                if let Err(e) = attr.parse_nested_meta(|meta| out.option(&meta)) {
+                    cx.error(origin, e);
+                }
+            } else if attr.path().is_ident("doc") || attr.path().is_ident("cfg") {
+                out.carried.push(attr);
+            }
+        }
+        out
+    }
+
+    /// One option of `#[rmi(...)]`.
+    fn option(&mut self, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+        if meta.path.is_ident("name") {
+            let lit: LitStr = meta.value()?.parse()?;
+            if std::mem::replace(&mut self.named, true) {
+                let msg = "the wire name is given more than once";
+                return Err(syn::Error::new(lit.span(), msg));
+            }
+            if lit.value().is_empty() {
+                return Err(syn::Error::new(lit.span(), "the wire name cannot be empty"));
+            }
+            self.wire_name = Some(lit);
+        } else if meta.path.is_ident("oneway") {
+            let span = meta.path.get_ident().map(|i| i.span());
+            self.oneway = Some(span.unwrap_or_else(Span::call_site));
+        } else if meta.path.is_ident("idempotent") {
+            self.idempotent = true;
+        } else {
+            return Err(meta.error(
+                "unknown #[rmi] option; expected `name = \"...\"`, `oneway` or `idempotent`",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! `{Trait}BlockingProxy`: the typed client for synchronous programs, over `{Trait}Proxy`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{arg_names, params, Names};
+use crate::model::{Method, MethodKind, Service};
+
+/// The `{Trait}BlockingProxy` type.
+pub(super) fn blocking_struct(service: &Service<'_>, names: &Names<'_>) -> TokenStream {
+    let vis = service.vis;
+    let blocking = &names.blocking;
+    let proxy = &names.proxy;
+    let contract = names.contract;
+    let doc = format!(
+        "Blocking client of a remote [`{contract}`], for synchronous programs: each method blocks until its result arrives. Do not use it inside an async runtime."
+    );
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #blocking {
+            inner: #proxy,
+        }
+    }
+}
+
+/// The constructors of `{Trait}BlockingProxy`, then one blocking method per remote method.
+pub(super) fn blocking_impl(
+    service: &Service<'_>,
+    names: &Names<'_>,
+    p: &TokenStream,
+) -> TokenStream {
+    let blocking = &names.blocking;
+    let proxy = &names.proxy;
+    let methods = service.methods.iter().map(|m| blocking_method(m, p));
+    quote! {
+        impl #blocking {
+            /// Connects to the object at `uri`, blocking until the handshake is done.
+            pub fn connect(uri: impl #p::IntoUri) -> #p::std::result::Result<Self, #p::Error> {
+                #p::blocking::block_on(#proxy::connect(uri)).map(|inner| Self { inner })
+            }
+
+            /// Connects with the given settings, blocking until the handshake is done.
+            pub fn connect_with(builder: #p::ProxyBuilder) -> #p::std::result::Result<Self, #p::Error> {
+                #p::blocking::block_on(builder.connect::<#proxy>()).map(|inner| Self { inner })
+            }
+
+            /// The async proxy underneath (same connection).
+            pub fn as_async(&self) -> &#proxy {
+                &self.inner
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+/// The method, blocking on the async proxy's; a stream becomes a blocking iterator.
+fn blocking_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
+    let attrs = &m.carried_attrs;
+    let ident = m.ident;
+    let params = params(m);
+    let names = arg_names(m);
+    match &m.kind {
+        MethodKind::Normal => {
+            let output = &m.output;
+            quote! {
+                #(#attrs)*
+                pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
+                    #p::blocking::block_on(self.inner.#ident(#(#names),*))
+                }
+            }
+        }
+        MethodKind::Oneway(_) => quote! {
+            #(#attrs)*
+            pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<(), #p::Error> {
+                #p::blocking::block_on(self.inner.#ident(#(#names),*))
+            }
+        },
+        MethodKind::Stream(item) => quote! {
+            #(#attrs)*
+            pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#p::blocking::Iter<#item>, #p::Error> {
+                #p::blocking::block_on(self.inner.#ident(#(#names),*)).map(#p::blocking::Iter::new)
+            }
+        },
+    }
+}

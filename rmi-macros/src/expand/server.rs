@@ -1,0 +1,153 @@
+//! `{Trait}Server<T>`: wraps an implementation and dispatches calls to it by wire name.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+use syn::Attribute;
+
+use super::{arg_names, Names};
+use crate::model::{Method, MethodKind, Service};
+
+/// The `{Trait}Server<T>` type.
+pub(super) fn server_struct(
+    service: &Service<'_>,
+    names: &Names<'_>,
+    p: &TokenStream,
+) -> TokenStream {
+    let vis = service.vis;
+    let server = &names.server;
+    let contract = names.contract;
+    let doc = format!("Serves a [`{contract}`] implementation: register it in a daemon.");
+    quote! {
+        #[doc = #doc]
+        #vis struct #server<__T> {
+            inner: #p::std::sync::Arc<__T>,
+        }
+    }
+}
+
+/// The constructors and the accessor of `{Trait}Server<T>`.
+pub(super) fn server_impl(names: &Names<'_>, p: &TokenStream) -> TokenStream {
+    let server = &names.server;
+    let contract = names.contract;
+    quote! {
+        impl<__T: #contract> #server<__T> {
+            /// Wraps `object` for registration in a daemon.
+            pub fn new(object: __T) -> Self {
+                Self { inner: #p::std::sync::Arc::new(object) }
+            }
+
+            /// Wraps an object that is shared with other code.
+            pub fn from_arc(object: #p::std::sync::Arc<__T>) -> Self {
+                Self { inner: object }
+            }
+
+            /// The served object.
+            pub fn get_ref(&self) -> &__T {
+                &self.inner
+            }
+        }
+    }
+}
+
+/// `Clone` for `{Trait}Server<T>`, without requiring `T: Clone` (the object is shared).
+pub(super) fn clone_impl(names: &Names<'_>) -> TokenStream {
+    let server = &names.server;
+    quote! {
+        impl<__T> ::core::clone::Clone for #server<__T> {
+            fn clone(&self) -> Self {
+                Self { inner: ::core::clone::Clone::clone(&self.inner) }
+            }
+        }
+    }
+}
+
+/// `Dispatch` for `{Trait}Server<T>`: the method list, and one `match` arm per wire name.
+pub(super) fn dispatch_impl(
+    service: &Service<'_>,
+    names: &Names<'_>,
+    p: &TokenStream,
+) -> TokenStream {
+    let server = &names.server;
+    let contract = names.contract;
+    let metadata_pushes = service.methods.iter().map(|m| metadata_push(m, p));
+    let arms = service.methods.iter().map(|m| dispatch_arm(m, names, p));
+    quote! {
+        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables, unused_mut)]
+        impl<__T: #contract> #p::Dispatch for #server<__T> {
+            fn metadata(&self) -> #p::Metadata {
+                <Self as #p::Dispatch>::describe()
+            }
+
+            fn describe() -> #p::Metadata {
+                let mut __methods = #p::std::vec::Vec::new();
+                let mut __oneway = #p::std::vec::Vec::new();
+                #(#metadata_pushes)*
+                #p::Metadata { methods: __methods, oneway: __oneway, attrs: #p::std::vec::Vec::new() }
+            }
+
+            fn dispatch<'__a>(
+                &'__a self,
+                __method: &'__a str,
+                __args: #p::Args,
+            ) -> #p::BoxFuture<'__a, #p::std::result::Result<#p::Outcome, #p::RemoteError>> {
+                #p::std::boxed::Box::pin(async move {
+                    match __method {
+                        #(#arms)*
+                        _ => #p::std::result::Result::Err(#p::RemoteError::unknown_method("", __method)),
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// Adds the method's wire name to the metadata (and to the oneway list if it is oneway).
+fn metadata_push(m: &Method<'_>, p: &TokenStream) -> TokenStream {
+    let cfgs: Vec<_> = cfg_attrs(m).collect();
+    let wire = &m.wire_name;
+    let oneway = matches!(m.kind, MethodKind::Oneway(_)).then(|| {
+        quote! { #(#cfgs)* __oneway.push(#p::std::string::String::from(#wire)); }
+    });
+    quote! {
+        #(#cfgs)* __methods.push(#p::std::string::String::from(#wire));
+        #oneway
+    }
+}
+
+/// The `match` arm for the method: decode the arguments, call, encode the result.
+fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStream {
+    let cfgs = cfg_attrs(m);
+    let wire = &m.wire_name;
+    let ident = m.ident;
+    let contract = names.contract;
+    let arg_names = arg_names(m);
+    let types: Vec<_> = m.args.iter().map(|arg| arg.ty).collect();
+    let encode = match &m.kind {
+        MethodKind::Stream(_) => quote! { #p::encode_stream(&__args, __result) },
+        _ => quote! { #p::encode_result(&__args, &__result) },
+    };
+    let decode = if arg_names.is_empty() {
+        quote! { __args.decode::<[(); 0]>().map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
+    } else {
+        quote! {
+            let (#(#arg_names,)*): (#(#types,)*) =
+                __args.decode().map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+        }
+    };
+    quote! {
+        #(#cfgs)*
+        #wire => {
+            #decode
+            let __result = <__T as #contract>::#ident(&*self.inner, #(#arg_names),*).await;
+            #encode
+        }
+    }
+}
+
+/// The method's `#[cfg]` attributes: what is compiled out of the trait is out of the server too.
+fn cfg_attrs<'m>(m: &'m Method<'_>) -> impl Iterator<Item = &'m Attribute> + 'm {
+    m.carried_attrs
+        .iter()
+        .copied()
+        .filter(|a| a.path().is_ident("cfg"))
+}

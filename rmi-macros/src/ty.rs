@@ -1,0 +1,100 @@
+//! What the macro needs to know about a type: whether it borrows, whether it is a stream or
+//! `()`, and whether a receiver is `&self`.
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use syn::Type;
+
+/// `T` when `ty` is `RemoteStream<T>` (by its last path segment, so `rmi::RemoteStream<T>` too).
+pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "RemoteStream" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(ab) if ab.args.len() == 1 => match ab.args.first()? {
+            syn::GenericArgument::Type(t) => Some(t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `()`.
+pub(crate) fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+/// `&self` or `self: &Self`.
+pub(crate) fn is_shared_self(r: &syn::Receiver) -> bool {
+    if r.mutability.is_some() {
+        return false;
+    }
+    match &*r.ty {
+        Type::Reference(t) => {
+            t.mutability.is_none() && matches!(&*t.elem, Type::Path(p) if p.path.is_ident("Self"))
+        }
+        _ => false,
+    }
+}
+
+/// The tokens of a reference, lifetime or `impl Trait` inside `ty`, if any (for a full caret).
+pub(crate) fn borrowed_or_impl(ty: &Type) -> Option<TokenStream> {
+    match ty {
+        Type::Reference(r) => Some(r.to_token_stream()),
+        Type::ImplTrait(i) => Some(i.to_token_stream()),
+        Type::Paren(p) => borrowed_or_impl(&p.elem),
+        Type::Group(g) => borrowed_or_impl(&g.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(borrowed_or_impl),
+        Type::Array(a) => borrowed_or_impl(&a.elem),
+        Type::Slice(s) => borrowed_or_impl(&s.elem),
+        Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
+            syn::PathArguments::AngleBracketed(ab) => ab.args.iter().find_map(|a| match a {
+                syn::GenericArgument::Type(t) => borrowed_or_impl(t),
+                syn::GenericArgument::Lifetime(l) => Some(l.to_token_stream()),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_item_is_found_by_the_last_path_segment() {
+        let item = |ty: Type| stream_item(&ty).map(|t| t.to_token_stream().to_string());
+        assert_eq!(
+            item(syn::parse_quote!(RemoteStream<u64>)).as_deref(),
+            Some("u64")
+        );
+        assert_eq!(
+            item(syn::parse_quote!(rmi::RemoteStream<Vec<u8>>)).as_deref(),
+            Some("Vec < u8 >")
+        );
+        assert_eq!(item(syn::parse_quote!(Vec<u64>)), None);
+        assert_eq!(item(syn::parse_quote!(RemoteStream)), None);
+    }
+
+    #[test]
+    fn borrowed_or_impl_finds_the_culprit_inside_a_type() {
+        let culprit = |ty: Type| borrowed_or_impl(&ty).map(|t| t.to_string());
+        assert_eq!(
+            culprit(syn::parse_quote!((u8, Vec<&str>))).as_deref(),
+            Some("& str")
+        );
+        assert_eq!(
+            culprit(syn::parse_quote!(Cow<'static, str>)).as_deref(),
+            Some("'static")
+        );
+        assert_eq!(
+            culprit(syn::parse_quote!([impl Copy; 2])).as_deref(),
+            Some("impl Copy")
+        );
+        assert_eq!(culprit(syn::parse_quote!(Option<(String, [u8; 4])>)), None);
+    }
+}

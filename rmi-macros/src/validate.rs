@@ -1,0 +1,131 @@
+//! The rules that relate a method to the runtime, to the generated code or to the other methods:
+//! reserved names, oneway without a result, one method per wire name. They run after lowering
+//! and report to the same collector (serde's `internals/check.rs`).
+
+use crate::ctxt::{Ctxt, Origin};
+use crate::model::{Method, MethodKind, Service};
+use crate::ty::is_unit;
+
+/// Wire names the runtime uses itself (Pyro's batch and attribute access).
+const RESERVED_WIRE_NAMES: &[&str] = &["<batch>", "__getattr__", "__setattr__"];
+/// Rust names of the generated proxy's own methods.
+/// Also `clone` and `from`, which an inherent proxy method would shadow.
+const RESERVED_RUST_NAMES: &[&str] = &[
+    "connect",
+    "builder",
+    "from_proxy",
+    "from_uri",
+    "proxy",
+    "into_proxy",
+    "with_timeout",
+    "with_options",
+    "with_annotation",
+    "with_correlation_id",
+    "with_retries",
+    "batch",
+    "clone",
+    "from",
+];
+
+/// Checks every rule of this module, reporting each broken one to `cx`.
+pub(crate) fn validate(service: &Service<'_>, cx: &mut Ctxt) {
+    for method in &service.methods {
+        check_wire_name(method, cx);
+        check_rust_name(method, cx);
+        check_oneway(method, cx);
+    }
+    check_unique_wire_names(service, cx);
+}
+
+/// The wire name is not one the runtime handles itself.
+fn check_wire_name(m: &Method<'_>, cx: &mut Ctxt) {
+    if is_reserved_wire_name(&m.wire_name) {
+        let wire_name = &m.wire_name;
+        cx.error(
+            m.origin,
+            syn::Error::new(
+                m.wire_span,
+                format!("the wire name {wire_name:?} is reserved by the runtime (names starting with `_`, `<batch>`, `__getattr__`, `__setattr__`)"),
+            ),
+        );
+    }
+}
+
+/// The Rust name does not collide with a method of the generated proxy.
+fn check_rust_name(m: &Method<'_>, cx: &mut Ctxt) {
+    if RESERVED_RUST_NAMES.contains(&m.ident.to_string().as_str()) {
+        cx.error(
+            m.origin,
+            syn::Error::new(
+                m.ident.span(),
+                format!(
+                    "the method name `{}` is reserved: the generated proxy has its own `{}`; rename it and keep the wire name with #[rmi(name = \"{}\")]",
+                    m.ident, m.ident, m.ident
+                ),
+            ),
+        );
+    }
+}
+
+/// A oneway method returns `()`: its caller gets no reply.
+fn check_oneway(m: &Method<'_>, cx: &mut Ctxt) {
+    if let MethodKind::Oneway(span) = m.kind {
+        if !is_unit(&m.output) {
+            let msg = "a oneway method cannot return a value: its caller gets no reply";
+            cx.error(m.origin, syn::Error::new(span, msg));
+        }
+    }
+}
+
+/// Each wire name belongs to one method. A method that already broke a rule is left out, so
+/// that it gets no second error for a name it may not keep.
+fn check_unique_wire_names(service: &Service<'_>, cx: &mut Ctxt) {
+    let methods: Vec<&Method<'_>> = service
+        .methods
+        .iter()
+        .filter(|m| !cx.has_errors(m.origin))
+        .collect();
+    for (i, m) in methods.iter().enumerate() {
+        if methods[..i]
+            .iter()
+            .any(|earlier| earlier.wire_name == m.wire_name)
+        {
+            cx.error(
+                Origin::Service,
+                syn::Error::new(
+                    m.wire_span,
+                    format!(
+                        "duplicate wire name {:?}: each method needs its own #[rmi(name = ...)]",
+                        m.wire_name
+                    ),
+                ),
+            );
+        }
+    }
+}
+
+/// Names starting with `_`, and the names of Pyro's batch call and attribute access.
+fn is_reserved_wire_name(name: &str) -> bool {
+    RESERVED_WIRE_NAMES.contains(&name) || name.starts_with('_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_wire_names_are_the_runtimes_and_underscored_ones() {
+        for name in [
+            "<batch>",
+            "__getattr__",
+            "__setattr__",
+            "_private",
+            "__init__",
+        ] {
+            assert!(is_reserved_wire_name(name), "{name}");
+        }
+        for name in ["batch", "getattr", "welcomeMessage", "a_b_"] {
+            assert!(!is_reserved_wire_name(name), "{name}");
+        }
+    }
+}
