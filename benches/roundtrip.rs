@@ -39,7 +39,7 @@ pub trait Greeter {
 }
 
 /// A byte buffer sent as one bytes value (not a sequence of integers).
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Blob(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// An object that receives big buffers.
@@ -470,7 +470,7 @@ async fn bulk(proxy: &BulkProxy, frames: &Frames, cfg: &Config) -> (f64, f64) {
 // ---------------------------------------------------------------------------------------------
 
 fn thousands(x: f64) -> String {
-    let s = format!("{:.0}", x);
+    let s = format!("{x:.0}");
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if i > 0 && (s.len() - i) % 3 == 0 {

@@ -1,7 +1,7 @@
 //! The server half of Pyro's `callback` example: registers the notifier in a daemon and its URI
 //! in the name server as `example.callback`, then serves until Ctrl-C.
 //!
-//! Needs a running name server: start `cargo run --bin rmi-ns` first, then this, then
+//! Needs a running name server: start `cargo run -p rmi-cli --bin rmi-ns` first, then this, then
 //! `cargo run --example callback_client`. The name server is found through
 //! `NsLocator::from_env()`, so `RMI_NS_HOST`/`RMI_NS_PORT` are honoured.
 //! `cargo run --example callback` shows the same in one process.

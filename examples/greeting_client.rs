@@ -2,7 +2,7 @@
 //! (`PYRONAME:server` works, as does the `PYRO:` URI the server printed) and a name, then calls
 //! the object through the blocking proxy. No async runtime of its own.
 //!
-//! Needs `cargo run --bin rmi-ns` and `cargo run --example greeting_server` running.
+//! Needs `cargo run -p rmi-cli --bin rmi-ns` and `cargo run --example greeting_server` running.
 //! `RMI_NS_HOST`/`RMI_NS_PORT` say where the name server is.
 
 #[path = "common/greeter.rs"]

@@ -1,7 +1,7 @@
 //! The tutorial's server: registers the greeting object in a daemon and its URI in the name
 //! server under "server", then serves until Ctrl-C.
 //!
-//! Start `cargo run --bin rmi-ns` first. The name server is found as
+//! Start `cargo run -p rmi-cli --bin rmi-ns` first. The name server is found as
 //! `locate_ns()` does (`RMI_NS_HOST`/`RMI_NS_PORT` are honoured here, since this is a binary).
 
 #[path = "common/greeter.rs"]

@@ -7,14 +7,14 @@
 
 /// The client's callback object (Pyro's `CallbackHandler`).
 #[rmi::remote]
-pub trait Listener {
+pub(crate) trait Listener {
     /// Callback number `number` from the server; returns an acknowledgement, or refuses it.
     async fn notify(&self, number: u32, message: String) -> Result<String, String>;
 }
 
 /// The server's object (Pyro's `CallbackServer`): it takes the client's listener as an argument.
 #[rmi::remote]
-pub trait Notifier {
+pub(crate) trait Notifier {
     /// Calls `listener` back `times` times and returns what it answered. The first callback
     /// that fails ends the call, and its error is this call's error.
     #[rmi(name = "doCallback")]
@@ -23,7 +23,7 @@ pub trait Notifier {
 }
 
 /// The server-side implementation.
-pub struct CallbackServer;
+pub(crate) struct CallbackServer;
 
 impl Notifier for CallbackServer {
     async fn do_callback(
@@ -61,7 +61,7 @@ impl Notifier for CallbackServer {
 }
 
 /// The client-side callback object: it refuses callback number `refuse`, if set.
-pub struct CallbackHandler {
+pub(crate) struct CallbackHandler {
     /// The callback number this handler refuses.
     pub refuse: Option<u32>,
 }

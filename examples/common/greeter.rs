@@ -5,14 +5,14 @@
 
 /// The greeting object of Pyro's tutorial.
 #[rmi::remote]
-pub trait Greeter {
+pub(crate) trait Greeter {
     /// Returns `"Hi welcome " + name`.
     #[rmi(name = "welcomeMessage")]
     async fn welcome_message(&self, name: String) -> String;
 }
 
 /// The server-side implementation.
-pub struct GreetingMaker;
+pub(crate) struct GreetingMaker;
 
 impl Greeter for GreetingMaker {
     async fn welcome_message(&self, name: String) -> String {

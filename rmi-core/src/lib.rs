@@ -8,7 +8,22 @@
 //!
 //! A call flows one way: [`Proxy`] → [`protocol::codec`] → [`protocol::frame`] →
 //! [`transport`] → [`Daemon`] → [`Dispatch`] → your object, and the reply comes back the
-//! same way.
+//! same way. The modules, bottom to top:
+//!
+//! - [`error`]: [`Error`], what a caller sees, and [`RemoteError`], what crosses the wire;
+//! - [`uri`]: `PYRO:`, `PYRONAME:` and `PYROMETA:` URIs; no I/O;
+//! - [`protocol`]: the wire, pure: frames, per-format codecs, and the names both sides share;
+//! - [`auth`]: the shared-secret handshake (both halves) and message signing;
+//! - [`transport`]: byte I/O and framed reading and writing;
+//! - [`dispatch`]: the server side of one object ([`Dispatch`], [`RemoteStream`]);
+//! - [`resolve`]: the hook that turns logical URIs into direct ones;
+//! - [`proxy`]: the client edge ([`Proxy`], item streams, batches, the blocking facade);
+//! - [`daemon`]: the server edge ([`Daemon`], call context, registration, streams).
+//!
+//! # Feature flags
+//!
+//! - `tls` (on by default): TLS through rustls with the ring provider (`DaemonBuilder::tls`,
+//!   `ProxyBuilder::tls`, the `rustls` re-export). Without it, rustls and ring are not built.
 //!
 //! # Example
 //!
@@ -71,6 +86,7 @@ pub use proxy::stream::ItemStream;
 pub use proxy::{CallOptions, Proxy, ProxyBuilder, Reply};
 pub use resolve::Resolve;
 /// The `rustls` crate, to build TLS configurations for daemons and proxies.
+#[cfg(feature = "tls")]
 pub use rustls;
 pub use uri::{IntoUri, Location, Uri};
 /// The `uuid` crate, for correlation ids.

@@ -37,6 +37,16 @@ pub struct FrameReader<R> {
     partial_since: Option<tokio::time::Instant>,
 }
 
+impl<R> std::fmt::Debug for FrameReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameReader")
+            .field("buffered", &self.buf.len())
+            .field("max_message_size", &self.max_message_size)
+            .field("frame_timeout", &self.frame_timeout)
+            .finish()
+    }
+}
+
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `rd`, refusing messages larger than `max_message_size`.
     pub fn new(rd: R, max_message_size: usize) -> Self {
@@ -134,6 +144,15 @@ pub struct FrameWriter<W> {
     buf: BytesMut,
     /// What to write, in order, once `buf` is full of small messages or a large payload comes.
     chunks: Vec<Bytes>,
+}
+
+impl<W> std::fmt::Debug for FrameWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameWriter")
+            .field("buffered", &self.buf.len())
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -299,6 +318,7 @@ pub fn split<S: Io>(
 }
 
 /// Runs the TLS client handshake on `stream`, checking the certificate against `location`'s host.
+#[cfg(feature = "tls")]
 pub async fn tls_connect(
     stream: BoxIo,
     location: &Location,

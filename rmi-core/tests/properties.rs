@@ -20,6 +20,8 @@ use rmi_core::protocol::frame::{
 use rmi_core::uri::{Location, Uri};
 use serde_bytes::ByteBuf;
 
+// The fuzz crate's public API, compiled here as a private module.
+#[allow(unreachable_pub)]
 #[path = "../../fuzz/src/lib.rs"]
 mod harness;
 

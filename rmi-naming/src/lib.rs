@@ -3,6 +3,10 @@
 //!
 //! Run it as a process with the `rmi-ns` binary, or in-process with [`NameServer::builder`].
 //!
+//! # Feature flags
+//!
+//! - `tls` (on by default): `NsLocator::tls`, to find a name server that serves TLS.
+//!
 //! # Example
 //!
 //! ```
@@ -24,14 +28,16 @@
 //! # Ok(()) }
 //! ```
 
+pub mod broadcast;
 mod client;
 pub mod locate;
 pub mod registry;
 mod resolve;
 mod server;
 
+pub use broadcast::BroadcastResponder;
 pub use client::NameServerProxy;
-pub use locate::{locate_ns, BroadcastResponder, NsLocator};
+pub use locate::{locate_ns, NsLocator};
 pub use registry::{Registry, NAME_SERVER_NAME};
 pub use resolve::NamingResolver;
 pub use server::{

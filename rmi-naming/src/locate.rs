@@ -4,24 +4,12 @@
 //! something a user configures, never a default. Environment variables are read only by
 //! [`NsLocator::from_env`].
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use rmi_core::{Error, Uri};
-use tokio::net::UdpSocket;
 
+use crate::broadcast::{self, DEFAULT_BROADCAST_ADDR, DEFAULT_BROADCAST_PORT};
 use crate::NameServerProxy;
-
-/// Default address the broadcast request goes to and the responder binds.
-pub const DEFAULT_BROADCAST_ADDR: &str = "127.255.255.255";
-/// Default UDP port of the responder (Pyro's `NS_BCPORT`).
-pub const DEFAULT_BROADCAST_PORT: u16 = 9091;
-/// The discovery request, as in Pyro.
-pub const GET_NSURI: &[u8] = b"GET_NSURI";
-/// Rounds of broadcast before giving up, each waiting [`BROADCAST_WAIT`] (Pyro's values).
-const BROADCAST_ROUNDS: usize = 3;
-/// How long each broadcast round waits for an answer.
-const BROADCAST_WAIT: Duration = Duration::from_millis(700);
 
 /// How to find a name server; the defaults follow Pyro.
 #[derive(Debug, Clone)]
@@ -30,6 +18,7 @@ pub struct NsLocator {
     port: u16,
     broadcast: Option<(String, u16)>,
     connect_timeout: Duration,
+    #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<rmi_core::rustls::ClientConfig>>,
     secret: Option<rmi_core::SharedSecret>,
 }
@@ -41,6 +30,7 @@ impl Default for NsLocator {
             port: rmi_core::uri::DEFAULT_NS_PORT,
             broadcast: Some((DEFAULT_BROADCAST_ADDR.into(), DEFAULT_BROADCAST_PORT)),
             connect_timeout: Duration::from_secs(5),
+            #[cfg(feature = "tls")]
             tls: None,
             secret: None,
         }
@@ -108,6 +98,7 @@ impl NsLocator {
     }
 
     /// Talk to the name server over TLS with this client configuration.
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: std::sync::Arc<rmi_core::rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
@@ -142,12 +133,12 @@ impl NsLocator {
             Err(e) => e,
         };
         if let Some((addr, port)) = &self.broadcast {
-            if let Some(uri) = broadcast_lookup(addr, *port).await? {
+            if let Some(uri) = broadcast::lookup(addr, *port).await? {
                 return self.connect(uri).await;
             }
         }
         Err(Error::Resolve(format!(
-            "name server not found: nothing on 127.0.0.1:{} ({local_err}) and no answer to a GET_NSURI broadcast{}",
+            "name server not found: nothing on 127.0.0.1:{} ({local_err}) and no answer to a GET_NSURI broadcast{}; is rmi-ns running?",
             self.port,
             self.broadcast.as_ref().map(|(a, p)| format!(" on {a}:{p}")).unwrap_or_else(|| " (disabled)".into())
         )))
@@ -155,6 +146,7 @@ impl NsLocator {
 
     async fn connect(&self, uri: Uri) -> Result<NameServerProxy, Error> {
         let mut builder = rmi_core::Proxy::builder(uri).connect_timeout(self.connect_timeout);
+        #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             builder = builder.tls(tls.clone());
         }
@@ -169,124 +161,4 @@ impl NsLocator {
 /// Finds a name server with the default [`NsLocator`].
 pub async fn locate_ns() -> Result<NameServerProxy, Error> {
     NsLocator::new().locate().await
-}
-
-/// Sends `GET_NSURI` to `addr:port` a few times; returns the first URI that comes back.
-async fn broadcast_lookup(addr: &str, port: u16) -> Result<Option<Uri>, Error> {
-    let target: SocketAddr = tokio::net::lookup_host((addr, port))
-        .await
-        .map_err(|e| Error::Resolve(format!("bad broadcast address {addr}:{port}: {e}")))?
-        .next()
-        .ok_or_else(|| Error::Resolve(format!("bad broadcast address {addr}:{port}")))?;
-    let bind: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .expect("valid");
-    // A loopback target needs a loopback source, or the kernel has no route for the reply.
-    let bind = if target.ip().is_loopback() {
-        SocketAddr::new(loopback_of(&target), 0)
-    } else {
-        bind
-    };
-    let socket = UdpSocket::bind(bind)
-        .await
-        .map_err(|e| Error::Resolve(format!("cannot open a udp socket: {e}")))?;
-    socket
-        .set_broadcast(true)
-        .map_err(|e| Error::Resolve(format!("cannot enable broadcast: {e}")))?;
-    let mut buf = [0u8; 1024];
-    for _ in 0..BROADCAST_ROUNDS {
-        if let Err(e) = socket.send_to(GET_NSURI, target).await {
-            tracing::debug!(error = %e, %target, "GET_NSURI send failed");
-            return Ok(None);
-        }
-        let deadline = tokio::time::Instant::now() + BROADCAST_WAIT;
-        while let Ok(Ok((n, from))) =
-            tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
-        {
-            match std::str::from_utf8(&buf[..n])
-                .ok()
-                .and_then(|s| s.parse::<Uri>().ok())
-            {
-                Some(uri) if uri.is_direct() => return Ok(Some(uri)),
-                _ => tracing::debug!(%from, "ignoring a malformed GET_NSURI answer"),
-            }
-        }
-    }
-    Ok(None)
-}
-
-fn loopback_of(target: &SocketAddr) -> std::net::IpAddr {
-    if target.is_ipv4() {
-        std::net::Ipv4Addr::LOCALHOST.into()
-    } else {
-        std::net::Ipv6Addr::LOCALHOST.into()
-    }
-}
-
-/// Answers `GET_NSURI` datagrams with the name server's URI.
-#[derive(Debug)]
-pub struct BroadcastResponder {
-    socket: UdpSocket,
-    uri: Uri,
-}
-
-impl BroadcastResponder {
-    /// Binds the address it serves (a socket bound to 127.0.0.1 never sees 127.255.255.255).
-    pub async fn bind(addr: &str, port: u16, uri: Uri) -> Result<Self, Error> {
-        let target: SocketAddr = tokio::net::lookup_host((addr, port))
-            .await
-            .map_err(|e| Error::Resolve(format!("bad broadcast address {addr}:{port}: {e}")))?
-            .next()
-            .ok_or_else(|| Error::Resolve(format!("bad broadcast address {addr}:{port}")))?;
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(target),
-            socket2::Type::DGRAM,
-            None,
-        )
-        .and_then(|s| {
-            s.set_reuse_address(true)?;
-            s.set_broadcast(true)?;
-            s.set_nonblocking(true)?;
-            s.bind(&target.into())?;
-            Ok(s)
-        })
-        .map_err(|e| {
-            Error::Resolve(format!(
-                "cannot bind the broadcast responder on {target}: {e}"
-            ))
-        })?;
-        let socket =
-            UdpSocket::from_std(socket.into()).map_err(|e| Error::Resolve(e.to_string()))?;
-        Ok(BroadcastResponder { socket, uri })
-    }
-
-    /// The bound address (with the real port when 0 was asked for).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.socket
-            .local_addr()
-            .expect("bound socket has an address")
-    }
-
-    /// Answers requests until the task is aborted.
-    pub async fn run(self) {
-        let reply = self.uri.to_string();
-        let mut buf = [0u8; 64];
-        loop {
-            match self.socket.recv_from(&mut buf).await {
-                Ok((n, from)) if &buf[..n] == GET_NSURI => {
-                    tracing::debug!(%from, "GET_NSURI");
-                    let _ = self.socket.send_to(reply.as_bytes(), from).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "broadcast responder receive error");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    }
 }

@@ -7,7 +7,7 @@ use rmi_core::{Daemon, Error, Uri};
 use rmi_macros::remote;
 use tokio::task::JoinHandle;
 
-use crate::locate::{DEFAULT_BROADCAST_ADDR, DEFAULT_BROADCAST_PORT};
+use crate::broadcast::{BroadcastResponder, DEFAULT_BROADCAST_ADDR, DEFAULT_BROADCAST_PORT};
 use crate::registry::{Registry, NAME_SERVER_NAME};
 use crate::NamingError;
 
@@ -248,9 +248,7 @@ impl NameServerBuilder {
             .map_err(|e| Error::Resolve(e.message))?;
         daemon.register_with_id(NameServerApiServer::new(server), NAME_SERVER_OBJECT_ID)?;
         let responder = match &self.broadcast {
-            Some((addr, port)) => {
-                Some(crate::locate::BroadcastResponder::bind(addr, *port, uri.clone()).await?)
-            }
+            Some((addr, port)) => Some(BroadcastResponder::bind(addr, *port, uri.clone()).await?),
             None => None,
         };
         let broadcast_addr = responder.as_ref().map(|r| r.local_addr());

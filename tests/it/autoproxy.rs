@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use rmi::Error;
 
 #[rmi::remote]
-pub trait Account {
+pub(crate) trait Account {
     /// Adds `amount`; returns the balance.
     async fn deposit(&self, amount: u32) -> u32;
 }
@@ -21,7 +21,7 @@ impl Account for AccountObject {
 }
 
 #[rmi::remote]
-pub trait Bank {
+pub(crate) trait Bank {
     /// Opens an account in this daemon and returns a proxy to it.
     async fn open(&self, initial: u32) -> AccountProxy;
     /// Closes an account given its proxy; returns whether it existed.
@@ -55,7 +55,7 @@ impl Bank for BankObject {
 }
 
 #[rmi::remote]
-pub trait Listener {
+pub(crate) trait Listener {
     /// Receives a message; returns its length, or fails for an empty one.
     async fn notify(&self, message: String) -> Result<usize, String>;
 }
@@ -75,7 +75,7 @@ impl Listener for ListenerObject {
 }
 
 #[rmi::remote]
-pub trait Publisher {
+pub(crate) trait Publisher {
     /// Calls the listener back with `message`; its failure comes back as this call's error.
     async fn publish(&self, listener: ListenerProxy, message: String) -> Result<usize, String>;
 }

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 #[rmi::remote]
-pub trait Introspect {
+pub(crate) trait Introspect {
     /// Reports what the method sees of its call.
     async fn whoami(&self) -> Seen;
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Seen {
+pub(crate) struct Seen {
     peer: String,
     correlation_id: String,
     user: Option<Vec<u8>>,

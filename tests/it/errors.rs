@@ -191,7 +191,7 @@ async fn raw_invoke_other_object(uri: &rmi::Uri, other: &str) -> String {
 }
 
 #[rmi::remote]
-pub trait Big {
+pub(crate) trait Big {
     /// `n` bytes of text.
     async fn text(&self, n: usize) -> String;
 }

@@ -10,7 +10,7 @@ use rmi::{Daemon, Registration};
 use crate::support::eventually;
 
 #[rmi::remote]
-pub trait Counter {
+pub(crate) trait Counter {
     /// Adds one to this instance's count and returns it.
     async fn incr(&self) -> u32;
     /// Which instance answered.

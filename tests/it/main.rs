@@ -1,6 +1,7 @@
 //! Integration tests of rmi through its public API, over real loopback sockets.
 
 mod addresses;
+mod architecture;
 mod autoproxy;
 mod batch;
 mod blocking;

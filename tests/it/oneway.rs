@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 #[rmi::remote]
-pub trait Recorder {
+pub(crate) trait Recorder {
     /// Records `value` after `gate` opens (oneway).
     #[rmi(oneway)]
     async fn record_after_gate(&self, value: u32);

@@ -245,7 +245,7 @@ async fn mutual_tls_requires_a_client_certificate_and_shows_it_to_the_validator(
 }
 
 #[rmi::remote]
-pub trait Who {
+pub(crate) trait Who {
     /// The size of the caller's TLS certificate (0 without one).
     async fn certificate_len(&self) -> usize;
 }

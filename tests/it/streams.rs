@@ -10,7 +10,7 @@ use rmi::{Daemon, Error, RemoteStream, Serializer};
 use crate::support::eventually;
 
 #[rmi::remote]
-pub trait Numbers {
+pub(crate) trait Numbers {
     /// 1, 2, … `n`, produced one at a time as they are asked for.
     async fn count(&self, n: u32) -> RemoteStream<u32>;
     /// How many items the server has produced so far.

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 
 /// The tutorial's contract.
 #[rmi::remote]
-pub trait Greeter {
+pub(crate) trait Greeter {
     /// Returns "Hi welcome " + name.
     #[rmi(name = "welcomeMessage")]
     async fn welcome_message(&self, name: String) -> String;
 }
 
 /// The tutorial's object.
-pub struct GreetingMaker;
+pub(crate) struct GreetingMaker;
 
 impl Greeter for GreetingMaker {
     async fn welcome_message(&self, name: String) -> String {
@@ -27,7 +27,7 @@ impl Greeter for GreetingMaker {
 
 /// A recursive value, for nesting-depth tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Nested {
+pub(crate) enum Nested {
     /// The innermost value.
     Leaf,
     /// One more level.
@@ -36,7 +36,7 @@ pub enum Nested {
 
 /// An object with one method per behaviour the tests need.
 #[rmi::remote]
-pub trait Lab {
+pub(crate) trait Lab {
     /// Returns its arguments, so each reply can be checked against its request.
     async fn echo(&self, task: u32, call: u32, text: String) -> (u32, u32, String);
     /// Panics.
@@ -65,11 +65,11 @@ pub trait Lab {
 
 /// A byte buffer encoded efficiently.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Blob(#[serde(with = "serde_bytes")] pub Vec<u8>);
+pub(crate) struct Blob(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// The [`Lab`] implementation.
 #[derive(Default)]
-pub struct LabObject {
+pub(crate) struct LabObject {
     calls: AtomicUsize,
     inside: tokio::sync::Mutex<usize>,
     arrived: tokio::sync::Notify,
@@ -155,7 +155,7 @@ impl Lab for LabObject {
 
 /// A daemon on 127.0.0.1:0 serving a fresh [`LabObject`] and the greeter; returns the daemon
 /// and the two URIs. The daemon serves in a background task until shut down.
-pub async fn start_daemon() -> (rmi::Daemon, rmi::Uri, rmi::Uri) {
+pub(crate) async fn start_daemon() -> (rmi::Daemon, rmi::Uri, rmi::Uri) {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.expect("bind daemon");
     let lab = daemon
         .register(LabServer::new(LabObject::default()))
@@ -171,16 +171,16 @@ pub async fn start_daemon() -> (rmi::Daemon, rmi::Uri, rmi::Uri) {
 }
 
 /// A child process that is killed when dropped.
-pub struct ChildGuard(pub Child);
+pub(crate) struct ChildGuard(pub Child);
 
 impl ChildGuard {
     /// True while the process has not exited.
-    pub fn is_alive(&mut self) -> bool {
+    pub(crate) fn is_alive(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
     }
 
     /// The process's resident memory in KiB (Linux `/proc`).
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
         status
@@ -216,27 +216,27 @@ fn read_line_starting(child: &mut Child, marker: &str) -> String {
 }
 
 /// Environment variable that turns this test binary into a daemon process.
-pub const CHILD_DAEMON_ENV: &str = "RMI_TEST_CHILD_DAEMON";
+pub(crate) const CHILD_DAEMON_ENV: &str = "RMI_TEST_CHILD_DAEMON";
 /// Environment variable with the port the child daemon binds (0 when unset).
-pub const CHILD_PORT_ENV: &str = "RMI_TEST_CHILD_PORT";
+pub(crate) const CHILD_PORT_ENV: &str = "RMI_TEST_CHILD_PORT";
 
 /// Starts this test binary again as a daemon process (see `child_daemon_entry` in main.rs);
 /// returns it and the URI of its [`LabObject`], registered under the id `lab`.
-pub fn spawn_child_daemon() -> (ChildGuard, rmi::Uri) {
+pub(crate) fn spawn_child_daemon() -> (ChildGuard, rmi::Uri) {
     spawn_child_daemon_on(0)
 }
 
 /// [`spawn_child_daemon`] on a given port (0 = any free port).
-pub fn spawn_child_daemon_on(port: u16) -> (ChildGuard, rmi::Uri) {
+pub(crate) fn spawn_child_daemon_on(port: u16) -> (ChildGuard, rmi::Uri) {
     spawn_child_daemon_with(port, "")
 }
 
 /// Environment variable with the child daemon's settings: `name=value;…` with `max_connections`,
 /// `max_in_flight`, `max_message` (bytes), and `idle_ms`, `frame_ms`, `write_ms` (milliseconds).
-pub const CHILD_SETTINGS_ENV: &str = "RMI_TEST_CHILD_SETTINGS";
+pub(crate) const CHILD_SETTINGS_ENV: &str = "RMI_TEST_CHILD_SETTINGS";
 
 /// [`spawn_child_daemon`] with settings (see [`CHILD_SETTINGS_ENV`]).
-pub fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard, rmi::Uri) {
+pub(crate) fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard, rmi::Uri) {
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
         .args([
             "--exact",
@@ -260,7 +260,7 @@ pub fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard, rmi::U
 }
 
 /// Body of the child daemon process: serve a [`LabObject`] as `lab` until killed.
-pub fn run_child_daemon() {
+pub(crate) fn run_child_daemon() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let port: u16 = std::env::var(CHILD_PORT_ENV)
@@ -296,7 +296,7 @@ pub fn run_child_daemon() {
 }
 
 /// Waits (up to 5 s, polling) until `f` holds; panics naming `what` otherwise.
-pub async fn eventually(what: &str, f: impl Fn() -> bool) {
+pub(crate) async fn eventually(what: &str, f: impl Fn() -> bool) {
     for _ in 0..500 {
         if f() {
             return;
@@ -307,7 +307,7 @@ pub async fn eventually(what: &str, f: impl Fn() -> bool) {
 }
 
 /// A port on 127.0.0.1 that nothing listens on (bound, read back, released).
-pub fn unused_port() -> u16 {
+pub(crate) fn unused_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -317,11 +317,11 @@ pub fn unused_port() -> u16 {
 
 /// Environment variable that turns this test binary into a process holding idle connections:
 /// `uri;count`.
-pub const IDLE_FLOOD_ENV: &str = "RMI_TEST_IDLE_FLOOD";
+pub(crate) const IDLE_FLOOD_ENV: &str = "RMI_TEST_IDLE_FLOOD";
 
 /// Starts this test binary as a process that opens `count` connections to `uri`, completes the
 /// CONNECT handshake on each and holds them; returns once it says they are all open.
-pub fn spawn_idle_flood(uri: &rmi::Uri, count: usize) -> ChildGuard {
+pub(crate) fn spawn_idle_flood(uri: &rmi::Uri, count: usize) -> ChildGuard {
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
         .args([
             "--exact",
@@ -339,7 +339,7 @@ pub fn spawn_idle_flood(uri: &rmi::Uri, count: usize) -> ChildGuard {
 }
 
 /// Body of the idle-flood process.
-pub fn run_idle_flood() {
+pub(crate) fn run_idle_flood() {
     let spec = std::env::var(IDLE_FLOOD_ENV).expect("flood spec");
     let (uri, count) = spec.split_once(';').expect("uri;count");
     let uri: rmi::Uri = uri.parse().expect("uri");
@@ -372,7 +372,7 @@ pub fn run_idle_flood() {
 }
 
 /// Sends a CONNECT for `object` on a raw stream and reads the CONNECTOK.
-pub async fn connect_handshake(stream: &mut tokio::net::TcpStream, object: &str) {
+pub(crate) async fn connect_handshake(stream: &mut tokio::net::TcpStream, object: &str) {
     use rmi::protocol::codec::ConnectRequest;
     use rmi::protocol::frame::{Message, MessageType, HEADER_SIZE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

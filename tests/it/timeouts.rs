@@ -93,7 +93,7 @@ async fn connect_timeout_and_requests_that_provably_did_not_run() {
 }
 
 #[rmi::remote]
-pub trait Slow {
+pub(crate) trait Slow {
     /// Sleeps `ms`, then marks itself finished.
     async fn work(&self, ms: u64) -> u64;
     /// Whether a `work` call ever finished.

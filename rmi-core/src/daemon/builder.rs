@@ -59,6 +59,7 @@ pub struct DaemonBuilder {
     pub(super) write_timeout: Option<Duration>,
     pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
     pub(super) secret: Option<crate::auth::SharedSecret>,
+    #[cfg(feature = "tls")]
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
@@ -76,7 +77,7 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("advertise", &self.advertise)
             .field("validator", &self.validator.is_some())
             .field("shared_secret", &self.secret.is_some())
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.serves_tls())
             .finish()
     }
 }
@@ -98,8 +99,19 @@ impl Default for DaemonBuilder {
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             validator: None,
             secret: None,
+            #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+}
+
+impl DaemonBuilder {
+    /// True when connections are served over TLS.
+    fn serves_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -143,6 +155,7 @@ impl DaemonBuilder {
 
     /// Serves TLS with `config` (rustls); require client certificates in the config for mutual
     /// TLS. URIs stay `PYRO:` (as in Pyro): clients must be configured for TLS too.
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
         self
@@ -246,7 +259,7 @@ impl DaemonBuilder {
             let exposed = host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| !ip.is_loopback());
-            if exposed && self.tls.is_none() && self.secret.is_none() {
+            if exposed && !self.serves_tls() && self.secret.is_none() {
                 tracing::warn!(
                     %bound,
                     "daemon reachable beyond this machine with neither TLS nor a shared secret: anyone who can connect can call its objects"

@@ -110,6 +110,7 @@ impl Daemon {
 }
 
 /// Runs the TLS handshake when the daemon serves TLS, then the connection.
+#[cfg(feature = "tls")]
 async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
     let Some(acceptor) = daemon.inner.config.tls.clone() else {
         return handle_connection(daemon, stream, peer, None).await;
@@ -128,6 +129,12 @@ async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "no TLS handshake within the handshake timeout"),
     }
+}
+
+/// Serves the connection (built without the `tls` feature: never TLS).
+#[cfg(not(feature = "tls"))]
+async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
+    handle_connection(daemon, stream, peer, None).await
 }
 
 /// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.

@@ -46,6 +46,24 @@ pub struct Registration {
     pub(crate) one_at_a_time: bool,
 }
 
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &self.kind {
+            Kind::Instance(_) => "instance",
+            Kind::Factory(InstanceMode::Single, _) => "single",
+            Kind::Factory(InstanceMode::Session, _) => "session",
+            Kind::Factory(InstanceMode::PerCall, _) => "percall",
+        };
+        f.debug_struct("Registration")
+            .field("mode", &mode)
+            .field("id", &self.id)
+            .field("replace", &self.replace)
+            .field("one_at_a_time", &self.one_at_a_time)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
 pub(crate) enum Kind {
     Instance(Arc<dyn Dispatch>),
     Factory(InstanceMode, Factory),

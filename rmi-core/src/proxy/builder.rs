@@ -40,6 +40,7 @@ pub struct ProxyBuilder {
     pub(super) reconnect_attempts: u32,
     pub(super) options: CallOptions,
     pub(super) secret: Option<crate::auth::SharedSecret>,
+    #[cfg(feature = "tls")]
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     pub(super) validate_answer: Option<AnswerCheck>,
 }
@@ -55,8 +56,18 @@ impl std::fmt::Debug for ProxyBuilder {
             .field("limits", &self.limits)
             .field("resolver", &self.resolver.is_some())
             .field("shared_secret", &self.secret.is_some())
-            .field("tls", &self.tls.is_some())
+            .field("tls", &self.uses_tls())
             .finish()
+    }
+}
+
+impl ProxyBuilder {
+    /// True when connections are made over TLS.
+    fn uses_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -77,6 +88,7 @@ impl ProxyBuilder {
             reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
             options: CallOptions::default(),
             secret: None,
+            #[cfg(feature = "tls")]
             tls: None,
             validate_answer: None,
         }
@@ -91,6 +103,7 @@ impl ProxyBuilder {
 
     /// Connects with TLS (rustls): the daemon's certificate is verified against the config's
     /// roots and the URI's host name. Add a client certificate to the config for mutual TLS.
+    #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self

@@ -88,10 +88,12 @@ impl Proxy {
                 });
             };
             let object = object.to_owned();
-            let mut stream = transport::dial(location, config.connect_timeout).await?;
-            if let Some(tls) = &config.tls {
-                stream = transport::tls_connect(stream, location, tls.clone()).await?;
-            }
+            let stream = transport::dial(location, config.connect_timeout).await?;
+            #[cfg(feature = "tls")]
+            let stream = match &config.tls {
+                Some(tls) => transport::tls_connect(stream, location, tls.clone()).await?,
+                None => stream,
+            };
             Connection::open(stream, &object, direct, config).await
         };
         tokio::time::timeout(config.connect_timeout, fut)
