@@ -66,7 +66,7 @@ impl Calculator for Calc {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     // The daemon turns the panic into an error reply; this only shortens Rust's report of it.
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();

@@ -14,7 +14,7 @@ use callback::{
 };
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     // The server: a daemon serving the notifier.
     let server = rmi::Daemon::bind("127.0.0.1:0").await?;
     let notifier_uri = server.register(NotifierServer::new(CallbackServer))?;

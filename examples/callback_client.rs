@@ -13,7 +13,7 @@ use std::sync::Arc;
 use callback::{CallbackHandler, ListenerProxy, ListenerServer, NotifierProxy};
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     // The client's own daemon, for the callback object.
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let listener_uri = daemon.register(ListenerServer::new(CallbackHandler { refuse: Some(2) }))?;

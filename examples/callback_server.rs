@@ -12,7 +12,7 @@ mod callback;
 use callback::{CallbackServer, NotifierServer};
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let ns = rmi::naming::NsLocator::from_env()?.locate().await?;
     let uri = daemon.register(NotifierServer::new(CallbackServer))?;
@@ -23,5 +23,5 @@ async fn main() -> Result<(), rmi::Error> {
         let _ = tokio::signal::ctrl_c().await;
         stop.shutdown();
     });
-    daemon.serve().await
+    Ok(daemon.serve().await?)
 }

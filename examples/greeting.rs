@@ -9,7 +9,7 @@ mod greeter;
 use greeter::{GreeterProxy, GreeterServer, GreetingMaker};
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     // 1. The name server, on a free loopback port (the `rmi-ns` binary does the same on 9090).
     let ns = rmi::naming::NameServer::builder()
         .port(0)

@@ -24,7 +24,7 @@ fn ask(question: &str) -> String {
     line.trim().to_string()
 }
 
-fn main() -> Result<(), rmi::Error> {
+fn main() -> anyhow::Result<()> {
     let uri = ask("What is the Pyro uri of the greeting object?");
     let name = ask("What is your name?");
     // Binaries may read RMI_NS_HOST/RMI_NS_PORT; the library never does on its own.

@@ -10,7 +10,7 @@ mod greeter;
 use greeter::{GreeterServer, GreetingMaker};
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let ns = rmi::naming::NsLocator::from_env()?.locate().await?;
     let uri = daemon.register(GreeterServer::new(GreetingMaker))?;
@@ -21,5 +21,5 @@ async fn main() -> Result<(), rmi::Error> {
         let _ = tokio::signal::ctrl_c().await;
         stop.shutdown();
     });
-    daemon.serve().await
+    Ok(daemon.serve().await?)
 }

@@ -91,7 +91,7 @@ async fn dropped(n: u32) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     let daemon = Daemon::bind("127.0.0.1:0").await?;
     let server = tokio::spawn({
         let d = daemon.clone();

@@ -38,7 +38,7 @@ impl Worker for SlowWorker {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let uri = daemon.register(WorkerServer::new(SlowWorker::default()))?;
     let server = tokio::spawn({

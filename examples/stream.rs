@@ -46,7 +46,7 @@ impl Fibonacci for FibonacciMaker {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), rmi::Error> {
+async fn main() -> anyhow::Result<()> {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let uri = daemon.register(FibonacciServer::new(FibonacciMaker::default()))?;
     let server = tokio::spawn({

@@ -5,9 +5,9 @@
 //! users never compile clap or tracing-subscriber. This library holds what both share.
 
 use std::error::Error;
-use std::fmt::Write;
 
-/// An error for people: its message, then each cause on its own line, then `hint` if given.
+/// An error for people: the message with its causes (`message: cause: cause`), then a hint
+/// on its own line if given.
 ///
 /// ```
 /// let err = std::io::Error::other("connection refused");
@@ -15,14 +15,9 @@ use std::fmt::Write;
 /// assert_eq!(text, "connection refused\nhint: is rmi-ns running?");
 /// ```
 pub fn report(err: &(dyn Error + 'static), hint: Option<&str>) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(text, "\n  caused by: {cause}");
-        source = cause.source();
+    let text = rmi::error::Report(err).to_string();
+    match hint {
+        Some(hint) => format!("{text}\nhint: {hint}"),
+        None => text,
     }
-    if let Some(hint) = hint {
-        let _ = write!(text, "\nhint: {hint}");
-    }
-    text
 }

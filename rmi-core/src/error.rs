@@ -175,6 +175,40 @@ impl Error {
     }
 }
 
+/// Lets infallible conversions (such as `Uri` into itself) meet a `TryInto<_, Error: Into<Error>>`
+/// bound.
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+/// Displays an error with its causes, for people and logs: `message: cause: cause`.
+///
+/// ```
+/// use rmi_core::error::Report;
+/// let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+/// let err = rmi_core::Error::Io { context: "connecting to 127.0.0.1:9".into(), source: io };
+/// assert_eq!(
+///     Report(&err).to_string(),
+///     "communication error: connecting to 127.0.0.1:9: connection refused"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// What kind of failure a [`RemoteError`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

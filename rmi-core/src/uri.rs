@@ -253,39 +253,51 @@ impl fmt::Display for Uri {
     }
 }
 
-/// Anything that names a URI: a [`Uri`] or its text.
+impl TryFrom<&str> for Uri {
+    type Error = Error;
+
+    fn try_from(text: &str) -> Result<Self, Error> {
+        text.parse()
+    }
+}
+
+impl TryFrom<String> for Uri {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<Self, Error> {
+        text.parse()
+    }
+}
+
+impl TryFrom<&String> for Uri {
+    type Error = Error;
+
+    fn try_from(text: &String) -> Result<Self, Error> {
+        text.parse()
+    }
+}
+
+impl From<&Uri> for Uri {
+    fn from(uri: &Uri) -> Self {
+        uri.clone()
+    }
+}
+
+/// Anything that names a URI: a [`Uri`], a `&Uri`, or its text. Implemented for every type
+/// with a `TryInto<Uri>` (the `TryFrom` impls above), so it adds no conversions of its own;
+/// it only gives `connect(uri)`-style functions one readable bound.
 pub trait IntoUri {
-    /// Parses or clones into a [`Uri`].
+    /// Converts into a [`Uri`], parsing text.
     fn into_uri(self) -> Result<Uri, Error>;
 }
 
-impl IntoUri for Uri {
+impl<T> IntoUri for T
+where
+    T: TryInto<Uri>,
+    T::Error: Into<Error>,
+{
     fn into_uri(self) -> Result<Uri, Error> {
-        Ok(self)
-    }
-}
-
-impl IntoUri for &Uri {
-    fn into_uri(self) -> Result<Uri, Error> {
-        Ok(self.clone())
-    }
-}
-
-impl IntoUri for &str {
-    fn into_uri(self) -> Result<Uri, Error> {
-        self.parse()
-    }
-}
-
-impl IntoUri for String {
-    fn into_uri(self) -> Result<Uri, Error> {
-        self.parse()
-    }
-}
-
-impl IntoUri for &String {
-    fn into_uri(self) -> Result<Uri, Error> {
-        self.parse()
+        self.try_into().map_err(Into::into)
     }
 }
 
@@ -312,6 +324,22 @@ mod tests {
         assert_eq!(uri.to_string(), s, "display of {s}");
         assert_eq!(uri.to_string().parse::<Uri>().unwrap(), uri);
         uri
+    }
+
+    #[test]
+    fn text_and_uris_convert_through_the_std_traits() {
+        let uri = Uri::try_from("PYRO:obj@127.0.0.1:1").unwrap();
+        assert_eq!(Uri::try_from(uri.to_string()).unwrap(), uri);
+        assert_eq!((&uri).into_uri().unwrap(), uri);
+        assert_eq!(
+            "PYRONAME:server".into_uri().unwrap().to_string(),
+            "PYRONAME:server"
+        );
+        assert!(matches!(
+            Uri::try_from("HTTP:x"),
+            Err(Error::InvalidUri { .. })
+        ));
+        assert!(matches!("".into_uri(), Err(Error::InvalidUri { .. })));
     }
 
     #[test]

@@ -138,8 +138,9 @@ impl NsLocator {
             }
         }
         Err(Error::Resolve(format!(
-            "name server not found: nothing on 127.0.0.1:{} ({local_err}) and no answer to a GET_NSURI broadcast{}; is rmi-ns running?",
+            "name server not found: nothing on 127.0.0.1:{} ({}) and no answer to a GET_NSURI broadcast{}; is rmi-ns running?",
             self.port,
+            rmi_core::error::Report(&local_err),
             self.broadcast.as_ref().map(|(a, p)| format!(" on {a}:{p}")).unwrap_or_else(|| " (disabled)".into())
         )))
     }

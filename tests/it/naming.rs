@@ -240,6 +240,10 @@ async fn locate_ns_without_an_address_finds_the_name_server_by_loopback_broadcas
         matches!(&err, Error::Resolve(m) if m.contains("GET_NSURI")),
         "{err}"
     );
+    // For people: the socket's own reason, once, and what to do about it.
+    let text = err.to_string();
+    assert!(text.contains("is rmi-ns running?"), "{text}");
+    assert_eq!(text.matches("refused").count(), 1, "{text}");
 }
 
 fn unused_udp_port() -> u16 {
