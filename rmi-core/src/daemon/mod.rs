@@ -28,7 +28,11 @@ mod object;
 mod registration;
 mod streams;
 
-pub use builder::*;
+pub use builder::{
+    DaemonBuilder, DEFAULT_FRAME_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_STREAM_LINGER, DEFAULT_WRITE_TIMEOUT,
+};
 pub use handshake::{Certificate, HandshakeInfo, ValidateHandshake};
 pub use registration::{InstanceMode, Registration};
 
