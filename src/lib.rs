@@ -62,6 +62,15 @@ pub use rmi_core::rustls;
 /// is retried (once, or as often as `with_retries` allows). Doc comments and `#[cfg]` carry over
 /// to the generated items. `#[remote(crate = path)]` points generated code at another path to
 /// this crate.
+///
+/// A method declared `-> Result<T, rmi::RemoteError>` raises its error instead of returning it:
+/// an `Err` travels as the call's remote exception (like a Python `raise`), and the proxy method
+/// returns `Result<T, rmi::Error>` with that error as [`Error::Remote`] (or the variant its
+/// [`RemoteErrorKind`] names). Any other `Result<U, E>` is an ordinary value.
+///
+/// `#[remote(server_only)]` generates the contract and `{Trait}Server<T>` only, for objects
+/// whose callers are not Rust proxies (Python's Pyro, or the runtime itself: the daemon's own
+/// `Pyro.Daemon` object is served this way).
 pub use rmi_macros::remote;
 
 /// The name server: run one, find one, register and look up names.

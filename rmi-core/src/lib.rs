@@ -131,6 +131,15 @@ pub mod __private {
             })
     }
 
+    /// Encodes the result of a method declared `-> Result<T, RemoteError>`: `Ok` as the value,
+    /// `Err` raised as the call's remote exception.
+    pub fn encode_raised<T: serde::Serialize>(
+        args: &Args,
+        result: Result<T, RemoteError>,
+    ) -> Result<Outcome, RemoteError> {
+        encode_result(args, &result?)
+    }
+
     /// Hands a method's stream to the daemon, items encoded in the arguments' serializer.
     pub fn encode_stream<T: serde::Serialize + Send + 'static>(
         args: &Args,

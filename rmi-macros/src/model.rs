@@ -10,20 +10,23 @@ use syn::{
 
 use crate::attr::MethodAttrs;
 use crate::ctxt::{Ctxt, Origin};
-use crate::ty::{borrowed_or_impl, is_shared_self, stream_item};
+use crate::ty::{borrowed_or_impl, is_shared_self, raised_ok, stream_item};
 
 /// Options of the `#[remote(...)]` attribute itself.
 pub(crate) struct Options {
     /// Path to the runtime (`::rmi` unless `crate = ...` is given).
     pub(crate) krate: syn::Path,
+    /// `server_only`: generate the contract and `{Trait}Server<T>`, no client types.
+    pub(crate) server_only: bool,
 }
 
 impl Options {
     /// Parses the attribute's arguments: nothing, or `crate = path` (a path or a string).
     pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
         let mut krate: syn::Path = syn::parse_quote!(::rmi);
+        let mut server_only = false;
         if attr.is_empty() {
-            return Ok(Options { krate });
+            return Ok(Options { krate, server_only });
         }
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("crate") {
@@ -34,12 +37,17 @@ impl Options {
                     value.parse()?
                 };
                 Ok(())
+            } else if meta.path.is_ident("server_only") {
+                server_only = true;
+                Ok(())
             } else {
-                Err(meta.error("unknown #[remote] option; the only option is `crate = path`"))
+                Err(meta.error(
+                    "unknown #[remote] option; the options are `crate = path` and `server_only`",
+                ))
             }
         });
         syn::parse::Parser::parse2(parser, attr)?;
-        Ok(Options { krate })
+        Ok(Options { krate, server_only })
     }
 }
 
@@ -71,6 +79,11 @@ pub(crate) struct Method<'a> {
     pub(crate) args: Vec<Arg<'a>>,
     /// The declared output (`()` when none).
     pub(crate) output: Type,
+    /// What the caller receives: the output, or `T` when the method returns
+    /// `Result<T, RemoteError>` and so raises its error as a remote exception.
+    pub(crate) reply: Type,
+    /// The method returns `Result<T, RemoteError>`: an `Err` is raised, not returned as a value.
+    pub(crate) raises: bool,
     /// How the method is called.
     pub(crate) kind: MethodKind<'a>,
     /// `#[rmi(idempotent)]`: safe to retry after a communication failure.
@@ -132,6 +145,10 @@ impl<'a> Method<'a> {
             }
             (None, ReturnType::Default) => MethodKind::Normal,
         };
+        let (reply, raises) = match raised_ok(&output) {
+            Some(ok) => (ok.clone(), true),
+            None => (output.clone(), false),
+        };
         let (wire_name, wire_span) = match &attrs.wire_name {
             Some(lit) => (lit.value(), lit.span()),
             None => (sig.ident.to_string(), sig.ident.span()),
@@ -143,6 +160,8 @@ impl<'a> Method<'a> {
             wire_span,
             carried_attrs: attrs.carried,
             args,
+            reply,
+            raises,
             output,
             kind,
             idempotent: attrs.idempotent,

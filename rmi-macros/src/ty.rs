@@ -21,6 +21,26 @@ pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
     }
 }
 
+/// `T` of a declared `Result<T, RemoteError>`: a method that raises its error as a remote
+/// exception rather than returning it as a value.
+pub(crate) fn raised_ok(ty: &Type) -> Option<&Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(ab) = &last.arguments else {
+        return None;
+    };
+    let mut types = ab.args.iter().filter_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    });
+    let (ok, err) = (types.next()?, types.next()?);
+    let Type::Path(err) = err else { return None };
+    (err.path.segments.last()?.ident == "RemoteError").then_some(ok)
+}
+
 /// `()`.
 pub(crate) fn is_unit(ty: &Type) -> bool {
     matches!(ty, Type::Tuple(t) if t.elems.is_empty())

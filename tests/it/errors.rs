@@ -248,3 +248,66 @@ async fn messages_over_max_message_size_fail_that_call_only() {
     );
     daemon.shutdown();
 }
+
+/// A contract whose method raises its error as the call's remote exception.
+#[rmi::remote]
+pub(crate) trait Validator {
+    /// The length of `text`; an empty one raises a `ValueError`.
+    async fn length(&self, text: String) -> Result<u32, rmi::RemoteError>;
+}
+
+struct Checker;
+
+impl Validator for Checker {
+    async fn length(&self, text: String) -> Result<u32, rmi::RemoteError> {
+        if text.is_empty() {
+            let mut e = rmi::RemoteError::new(
+                rmi::RemoteErrorKind::Other,
+                "builtins.ValueError",
+                "text may not be empty",
+            );
+            e.chain.push("checked by Checker::length".into());
+            return Err(e);
+        }
+        Ok(text.len() as u32)
+    }
+}
+
+#[tokio::test]
+async fn a_method_returning_result_of_remote_error_raises_it_at_the_caller() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(ValidatorServer::new(Checker)).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let validator = ValidatorProxy::connect(&uri).await.unwrap();
+    // The proxy method returns `Result<u32, rmi::Error>`: no nested Result.
+    let n: u32 = validator.length("four".into()).await.unwrap();
+    assert_eq!(n, 4);
+    let err = validator.length(String::new()).await.unwrap_err();
+    match &err {
+        Error::Remote(e) => {
+            assert_eq!(e.type_name, "builtins.ValueError");
+            assert_eq!(e.message, "text may not be empty");
+            assert_eq!(e.chain, ["checked by Checker::length"]);
+            assert_eq!(
+                e.method.as_deref(),
+                None,
+                "the method's own error, as raised"
+            );
+        }
+        other => panic!("expected a remote ValueError, got {other:?}"),
+    }
+    assert!(!err.is_communication() && !err.is_not_executed());
+    // In a batch, the raised error stops the batch like any failure.
+    let mut batch = validator.batch();
+    let ok = batch.length("ab".into());
+    let bad = batch.length(String::new());
+    let after = batch.length("abc".into());
+    let results = batch.send().await.unwrap();
+    assert_eq!(results.get(&ok).unwrap(), 2);
+    assert!(matches!(results.get(&bad), Err(Error::Remote(_))));
+    assert!(matches!(results.get(&after), Err(Error::NotExecuted(_))));
+    daemon.shutdown();
+}

@@ -290,9 +290,7 @@ impl DaemonBuilder {
             next_connection: AtomicU64::new(1),
             connections: Arc::new(Semaphore::new(max_connections)),
         });
-        let object = object::DaemonObject {
-            daemon: Arc::downgrade(&inner),
-        };
+        let object = object::DaemonObject::new(Arc::downgrade(&inner));
         inner.objects.write().insert(
             DAEMON_OBJECT_ID.to_owned(),
             Arc::new(Entry::from_registration(Registration::instance(object))),

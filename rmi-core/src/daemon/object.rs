@@ -1,37 +1,123 @@
-//! The daemon's own object, `Pyro.Daemon`: ping, registered, get_metadata, info.
+//! The daemon's own object, `Pyro.Daemon`: ping, registered, info, get_metadata, close_stream
+//! and get_next_stream_item.
+//!
+//! Its contract is an ordinary `#[remote]` trait, served by the generated server, like any
+//! object. One method is not: `get_next_stream_item` hands over an item that the streaming
+//! method already encoded in its caller's serializer, so it passes bytes through rather than
+//! returning a value; [`DaemonObject`] routes that one name to the stream table.
+
+// The generated server's `pub fn`s sit on a type private to the daemon.
+#![allow(unreachable_pub)]
 
 use std::sync::Weak;
 
+use futures_util::future::BoxFuture;
+use rmi_macros::remote;
+
+use super::context;
 use super::Inner;
-use crate::dispatch::{BoxFuture, Dispatch, Outcome};
-use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::dispatch::{Dispatch, Outcome};
+use crate::error::RemoteError;
 use crate::protocol::codec::{Args, Metadata};
-use crate::protocol::names::daemon_method::{
-    CLOSE_STREAM, GET_METADATA, GET_NEXT_STREAM_ITEM, INFO, PING, REGISTERED,
-};
+use crate::protocol::names::daemon_method::GET_NEXT_STREAM_ITEM;
 use crate::protocol::names::DAEMON_OBJECT_ID;
 
-/// The daemon's own object, `Pyro.Daemon`: ping, registered, get_metadata, info.
+/// What `Pyro.Daemon` answers (Pyro5's `DaemonObject`), apart from streamed items.
+#[remote(crate = crate, server_only)]
+pub(super) trait DaemonApi {
+    /// Answers nothing: the daemon is alive.
+    async fn ping(&self);
+    /// The ids of all registered objects, the daemon object included, sorted.
+    async fn registered(&self) -> Result<Vec<String>, RemoteError>;
+    /// A line describing the daemon.
+    async fn info(&self) -> Result<String, RemoteError>;
+    /// The metadata of object `id`; an unknown id raises Pyro's `DaemonError`.
+    async fn get_metadata(&self, id: String) -> Result<Metadata, RemoteError>;
+    /// Drops streamed result `id` (closing one already gone does nothing).
+    #[rmi(oneway)]
+    async fn close_stream(&self, id: String);
+}
+
+/// The daemon's state as its own object sees it: weakly, so the object does not keep the
+/// daemon alive.
+struct State {
+    daemon: Weak<Inner>,
+}
+
+impl State {
+    fn daemon(&self) -> Result<std::sync::Arc<Inner>, RemoteError> {
+        self.daemon
+            .upgrade()
+            .ok_or_else(|| RemoteError::unknown_object(DAEMON_OBJECT_ID))
+    }
+}
+
+impl DaemonApi for State {
+    async fn ping(&self) {}
+
+    async fn registered(&self) -> Result<Vec<String>, RemoteError> {
+        Ok(self.daemon()?.registered())
+    }
+
+    async fn info(&self) -> Result<String, RemoteError> {
+        let inner = self.daemon()?;
+        let n = inner.objects.read().len();
+        Ok(format!(
+            "rmi daemon bound on {}, advertised as {}, {n} objects registered, {} open streams",
+            inner.bound,
+            inner.advertised,
+            inner.streams.len()
+        ))
+    }
+
+    async fn get_metadata(&self, id: String) -> Result<Metadata, RemoteError> {
+        let inner = self.daemon()?;
+        let object = inner
+            .object(&id)
+            .ok_or_else(|| RemoteError::unknown_object(&id))?;
+        Ok(object.meta.clone())
+    }
+
+    async fn close_stream(&self, id: String) {
+        if let Some(inner) = self.daemon.upgrade() {
+            inner.streams.close(&id);
+        }
+    }
+}
+
+/// The daemon's own object, `Pyro.Daemon`: the generated [`DaemonApi`] server, plus
+/// `get_next_stream_item`.
 pub(super) struct DaemonObject {
-    pub(super) daemon: Weak<Inner>,
+    api: DaemonApiServer<State>,
+}
+
+impl DaemonObject {
+    pub(super) fn new(daemon: Weak<Inner>) -> Self {
+        DaemonObject {
+            api: DaemonApiServer::new(State { daemon }),
+        }
+    }
+
+    /// The next item of stream `id`, already encoded in the serializer of the call that
+    /// opened it; `StopIteration` at its end.
+    async fn next_stream_item(&self, args: Args) -> Result<Outcome, RemoteError> {
+        let (id,): (String,) = args
+            .decode()
+            .map_err(|e| RemoteError::bad_arguments(GET_NEXT_STREAM_ITEM, e))?;
+        let reader = context::current()
+            .map(|c| c.connection())
+            .unwrap_or_default();
+        let inner = self.api.get_ref().daemon()?;
+        inner.streams.next(&id, reader).await.map(Outcome::Value)
+    }
 }
 
 impl Dispatch for DaemonObject {
     fn metadata(&self) -> Metadata {
-        Metadata {
-            methods: [
-                CLOSE_STREAM,
-                GET_METADATA,
-                GET_NEXT_STREAM_ITEM,
-                INFO,
-                PING,
-                REGISTERED,
-            ]
-            .map(String::from)
-            .to_vec(),
-            oneway: vec![CLOSE_STREAM.into()],
-            attrs: Vec::new(),
-        }
+        let mut meta = self.api.metadata();
+        meta.methods.push(GET_NEXT_STREAM_ITEM.into());
+        meta.methods.sort();
+        meta
     }
 
     fn dispatch<'a>(
@@ -39,56 +125,33 @@ impl Dispatch for DaemonObject {
         method: &'a str,
         args: Args,
     ) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
-        Box::pin(async move {
-            let ser = args.serializer();
-            let inner = self
-                .daemon
-                .upgrade()
-                .ok_or_else(|| RemoteError::unknown_object(DAEMON_OBJECT_ID))?;
-            let bad = |e: Error| RemoteError::bad_arguments(method, e);
-            let encoded = match method {
-                PING => {
-                    args.decode::<[(); 0]>().map_err(bad)?;
-                    ser.encode(&())
-                }
-                REGISTERED => {
-                    args.decode::<[(); 0]>().map_err(bad)?;
-                    ser.encode(&inner.registered())
-                }
-                INFO => {
-                    args.decode::<[(); 0]>().map_err(bad)?;
-                    let n = inner.objects.read().len();
-                    ser.encode(&format!(
-                        "rmi daemon bound on {}, advertised as {}, {n} objects registered, {} open streams",
-                        inner.bound,
-                        inner.advertised,
-                        inner.streams.len()
-                    ))
-                }
-                GET_NEXT_STREAM_ITEM => {
-                    let (id,): (String,) = args.decode().map_err(bad)?;
-                    let reader = super::context::current()
-                        .map(|c| c.connection())
-                        .unwrap_or_default();
-                    return inner.streams.next(&id, reader).await.map(Outcome::Value);
-                }
-                CLOSE_STREAM => {
-                    let (id,): (String,) = args.decode().map_err(bad)?;
-                    inner.streams.close(&id);
-                    ser.encode(&())
-                }
-                GET_METADATA => {
-                    let (id,): (String,) = args.decode().map_err(bad)?;
-                    let object = inner
-                        .object(&id)
-                        .ok_or_else(|| RemoteError::unknown_object(&id))?;
-                    ser.encode(&object.meta)
-                }
-                _ => return Err(RemoteError::unknown_method(DAEMON_OBJECT_ID, method)),
-            };
-            encoded.map(Outcome::Value).map_err(|e| {
-                RemoteError::new(RemoteErrorKind::Other, "rmi.SerializeError", e.to_string())
-            })
-        })
+        if method == GET_NEXT_STREAM_ITEM {
+            Box::pin(self.next_stream_item(args))
+        } else {
+            self.api.dispatch(method, args)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::names::daemon_method;
+
+    #[test]
+    fn the_contract_serves_every_daemon_method_the_protocol_names() {
+        let object = DaemonObject::new(Weak::new());
+        let meta = object.metadata();
+        let mut expected = vec![
+            daemon_method::CLOSE_STREAM,
+            daemon_method::GET_METADATA,
+            daemon_method::GET_NEXT_STREAM_ITEM,
+            daemon_method::INFO,
+            daemon_method::PING,
+            daemon_method::REGISTERED,
+        ];
+        expected.sort();
+        assert_eq!(meta.methods, expected);
+        assert_eq!(meta.oneway, [daemon_method::CLOSE_STREAM]);
     }
 }

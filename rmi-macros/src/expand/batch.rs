@@ -62,7 +62,7 @@ fn batch_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let output = if matches!(m.kind, MethodKind::Oneway(_)) {
         quote!(())
     } else {
-        let o = &m.output;
+        let o = &m.reply;
         quote!(#o)
     };
     let params = params(m);

@@ -63,7 +63,7 @@ fn blocking_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let names = arg_names(m);
     match &m.kind {
         MethodKind::Normal => {
-            let output = &m.output;
+            let output = &m.reply;
             quote! {
                 #(#attrs)*
                 pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {

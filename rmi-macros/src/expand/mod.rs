@@ -55,6 +55,16 @@ pub(crate) fn expand(service: &Service<'_>, options: &Options) -> TokenStream {
     let server_impl = server::server_impl(names, p);
     let server_clone = server::clone_impl(names);
     let server_dispatch = server::dispatch_impl(service, names, p);
+    let server = quote! {
+        #contract
+        #server_struct
+        #server_impl
+        #server_clone
+        #server_dispatch
+    };
+    if options.server_only {
+        return server;
+    }
     let proxy_struct = proxy::proxy_struct(service, names, p);
     let proxy_impl = proxy::proxy_impl(service, names, p);
     let batch_struct = batch::batch_struct(service, names, p);
@@ -65,11 +75,7 @@ pub(crate) fn expand(service: &Service<'_>, options: &Options) -> TokenStream {
     let proxy_serialize = proxy::serialize_impl(names, p);
     let proxy_deserialize = proxy::deserialize_impl(names, p);
     quote! {
-        #contract
-        #server_struct
-        #server_impl
-        #server_clone
-        #server_dispatch
+        #server
         #proxy_struct
         #proxy_impl
         #batch_struct

@@ -107,7 +107,7 @@ fn proxy_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let attrs = &m.carried_attrs;
     let wire = &m.wire_name;
     let ident = m.ident;
-    let output = &m.output;
+    let output = &m.reply;
     let params = params(m);
     let args = args_tuple(m);
     let proxy = if m.idempotent {

@@ -124,6 +124,7 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
     let types: Vec<_> = m.args.iter().map(|arg| arg.ty).collect();
     let encode = match &m.kind {
         MethodKind::Stream(_) => quote! { #p::encode_stream(&__args, __result) },
+        _ if m.raises => quote! { #p::encode_raised(&__args, __result) },
         _ => quote! { #p::encode_result(&__args, &__result) },
     };
     let decode = if arg_names.is_empty() {

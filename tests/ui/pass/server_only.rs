@@ -1,0 +1,35 @@
+//! `#[rmi::remote(server_only)]` generates the contract and the server, and no client types
+//! (for objects whose callers are Python's Pyro, or the runtime itself); a method returning
+//! `Result<T, RemoteError>` raises its error.
+
+#![deny(warnings)]
+
+/// A server-side contract.
+#[rmi::remote(server_only)]
+pub trait Store {
+    /// Stores `value`; refuses empty ones with a remote `ValueError`.
+    async fn put(&self, value: String) -> Result<u32, rmi::RemoteError>;
+}
+
+// No client type was generated, so this name is free.
+#[allow(dead_code)]
+struct StoreProxy;
+
+struct Impl;
+
+impl Store for Impl {
+    async fn put(&self, value: String) -> Result<u32, rmi::RemoteError> {
+        if value.is_empty() {
+            return Err(rmi::RemoteError::new(
+                rmi::RemoteErrorKind::Other,
+                "builtins.ValueError",
+                "empty value",
+            ));
+        }
+        Ok(value.len() as u32)
+    }
+}
+
+fn main() {
+    let _: &dyn rmi::Dispatch = &StoreServer::new(Impl);
+}
