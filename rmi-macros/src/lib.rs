@@ -101,7 +101,7 @@ mod tests {
         assert_eq!(
             errors(out),
             [
-                r##""unknown #[remote] option; the only option is `crate = path`""##,
+                r##""unknown #[remote] option; the options are `crate = path` and `server_only`""##,
                 r##""#[remote] traits cannot be generic""##,
                 r##""remote methods must be `async fn`""##,
                 r##""the method name `connect` is reserved: the generated proxy has its own `connect`; rename it and keep the wire name with #[rmi(name = \"connect\")]""##,
