@@ -63,10 +63,12 @@ pub use rmi_core::rustls;
 /// to the generated items. `#[remote(crate = path)]` points generated code at another path to
 /// this crate.
 ///
-/// A method declared `-> Result<T, rmi::RemoteError>` raises its error instead of returning it:
-/// an `Err` travels as the call's remote exception (like a Python `raise`), and the proxy method
-/// returns `Result<T, rmi::Error>` with that error as [`Error::Remote`] (or the variant its
-/// [`RemoteErrorKind`] names). Any other `Result<U, E>` is an ordinary value.
+/// `#[rmi(raises)]` on a method returning `Result<T, E>` (with `E: Into<rmi::RemoteError>`)
+/// raises its error instead of returning it: an `Err` travels as the call's remote exception
+/// (like a Python `raise`), and the proxy method returns `Result<T, rmi::Error>` with that error
+/// as [`Error::Remote`] (or, for `RemoteErrorKind::UnknownObject`, `Error::UnknownObject`; a
+/// raised error never passes for "unknown method", "bad arguments" or a panic). In a batch,
+/// a raised error stops the batch. Without the attribute, a `Result<U, E>` is an ordinary value.
 ///
 /// `#[remote(server_only)]` generates the contract and `{Trait}Server<T>` only, for objects
 /// whose callers are not Rust proxies (Python's Pyro, or the runtime itself: the daemon's own

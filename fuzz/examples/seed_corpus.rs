@@ -1,4 +1,4 @@
-//! Writes the committed seed corpus of `fuzz/corpus/{frame,payload}/`.
+//! Writes the committed seed corpus of `fuzz/corpus/{frame,payload,handshake}/`.
 //!
 //! Run from `fuzz/`: `cargo run --example seed_corpus`. Every file is small and named after what
 //! it holds; the whole corpus stays well under 200 KB.
@@ -200,4 +200,82 @@ fn main() {
     deep.extend(std::iter::repeat_n(0x91u8, DEPTH));
     deep.extend_from_slice(&[0x90, 0x80]);
     write(&payloads, "msgpack-invoke-args-nested-15000", &deep);
+
+    handshake_seeds(&root.join("handshake"));
+}
+
+/// Seeds of the `handshake` target (see its cases): real SPAKE2 messages, so the fuzzer starts
+/// past point decoding, in each case's layout.
+fn handshake_seeds(dir: &Path) {
+    use rmi_core::auth::{ClientHandshake, ServerHandshake, SharedSecret};
+    use rmi_core::protocol::names::{PAKE_ANNOTATION, PROOF_ANNOTATION};
+    std::fs::create_dir_all(dir).unwrap();
+    let secret = SharedSecret::new("hunter2");
+    let ser = Serializer::Bincode;
+    let request = ConnectRequest {
+        handshake: "hello".into(),
+        object: "example.welcome".into(),
+    };
+    let mut connect = Message::new(
+        MessageType::Connect,
+        ser.id(),
+        0,
+        0,
+        ser.encode(&request).unwrap(),
+    );
+    let client = ClientHandshake::start(&secret, &mut connect);
+    let mut offer = Message::new(MessageType::ConnectOk, ser.id(), 0, 0, Vec::new());
+    ServerHandshake::start(&secret, &connect, &mut offer).unwrap();
+    let (mut signer, _) = client.confirm(&connect, &offer).unwrap();
+    let mut proof = Message::new(
+        MessageType::Connect,
+        ser.id(),
+        0,
+        0,
+        connect.payload.clone(),
+    );
+    signer.sign(&mut proof);
+
+    let chunk = |bytes: &[u8]| [&[bytes.len() as u8][..], bytes].concat();
+    let client_msg = connect.annotation(&PAKE_ANNOTATION).unwrap();
+    let daemon_msg = offer.annotation(&PAKE_ANNOTATION).unwrap();
+    let confirmation = offer.annotation(&PROOF_ANNOTATION).unwrap();
+    let mac = proof.annotation(b"HMAC").unwrap();
+    write(
+        dir,
+        "daemon-chunks",
+        &[
+            &[0u8][..],
+            &chunk(client_msg),
+            &chunk(&connect.payload),
+            &chunk(mac),
+            &chunk(&proof.payload),
+        ]
+        .concat(),
+    );
+    write(
+        dir,
+        "daemon-frames",
+        &[&[1u8][..], &connect.to_bytes(), &proof.to_bytes()].concat(),
+    );
+    write(
+        dir,
+        "client-chunks",
+        &[
+            &[2u8][..],
+            &chunk(daemon_msg),
+            &chunk(&[]),
+            &chunk(confirmation),
+        ]
+        .concat(),
+    );
+    write(
+        dir,
+        "client-frames",
+        &[&[3u8][..], &offer.to_bytes()].concat(),
+    );
+    // Honest handshakes, tampered with one flipped bit, and not at all.
+    write(dir, "tamper-pake-bit", &[4, 1, 0, 0, 1]);
+    write(dir, "tamper-proof-bit", &[4, 2, 0, 0, 0, 0x80]);
+    write(dir, "tamper-none", &[4, 0]);
 }

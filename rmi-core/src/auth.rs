@@ -1,35 +1,65 @@
-//! Shared-secret authentication: both sides prove the secret without sending it, and every
-//! message after the handshake carries an HMAC.
+//! Shared-secret authentication: both sides prove the secret without sending it or anything a
+//! guess could be checked against offline, and every message after the handshake carries an
+//! HMAC.
 //!
-//! The client's CONNECT carries a random nonce (annotation `NONC`). The daemon answers
-//! CONNECTOK with its own nonce and a proof, `HMAC-SHA256(secret, "rmi server proof" ‖ client
-//! nonce ‖ server nonce ‖ handshake digest)` (annotation `PROF`), which the client checks in
-//! constant time; the handshake digest covers the CONNECT and CONNECTOK payloads, so the
-//! handshake data, the daemon's answer and the object's metadata cannot be altered on the way.
-//! Both then derive a session key, `HMAC-SHA256(secret, "rmi session key" ‖ client nonce ‖
-//! server nonce ‖ handshake digest)`, and sign every later message with it (annotation `HMAC`) over its direction, a
-//! per-direction message counter, its header fields, its other annotations and its payload.
-//! The first signed request proves the client knows the secret. A message with a missing or
-//! bad MAC is never decoded: the connection closes. A recorded connection replayed later
-//! fails, since the daemon's nonce (and so the key) is new; a message replayed or reordered
-//! within a connection fails on the counter. Pyro4 signed messages the same way (an `HMAC`
-//! annotation); Pyro5 dropped it.
+//! The handshake is SPAKE2 (Ed25519 group, asymmetric roles: the client is side A, the daemon
+//! side B, with the fixed identities `rmi client` and `rmi daemon`), carried in Pyro5's own
+//! message types:
+//!
+//! 1. The client's CONNECT is the usual one (its payload the connect request), plus its SPAKE2
+//!    message in the `PAKE` annotation.
+//! 2. The daemon answers a CONNECTOK with an empty payload, its own SPAKE2 message (`PAKE`) and
+//!    its key confirmation (`PROF`). It has not looked at the request's payload: the answer is
+//!    the same whether the object exists or not, and whether the client knows the secret or
+//!    not, apart from the random SPAKE2 message and the MAC.
+//! 3. The client checks the confirmation in constant time; a daemon without the secret cannot
+//!    produce it, and the client sends nothing more on failure. It then sends the connect
+//!    request again in a second CONNECT, signed with its session key: that signature is the
+//!    client's proof.
+//! 4. Only then does the daemon look up the object and run the handshake validator; it answers
+//!    the real CONNECTOK (with the object's metadata) or a CONNECTFAIL, both signed. A second
+//!    CONNECT with a missing or wrong MAC closes the connection without a word.
+//!
+//! Keys: SPAKE2 gives both sides the same 32-byte key exactly when they used the same secret.
+//! A digest of the handshake (both sides' SPAKE2 messages, the first CONNECT's payload and the
+//! daemon's first answer) is bound into everything derived from it, each an
+//! `HMAC-SHA256(key, label ‖ digest)`: the daemon's confirmation, and one message key per
+//! direction. Every later message is signed (annotation `HMAC`) over its direction, a
+//! per-direction message counter, its header fields, its other annotations and its payload. A
+//! message with a missing or bad MAC is never decoded: the connection closes. A recorded
+//! connection replayed later fails, as each side's SPAKE2 message (and so the key) is new; a
+//! message replayed or reordered within a connection fails on the counter. A SPAKE2 message
+//! reflected back to its sender fails on its side byte, and with the side relabelled, on the
+//! key (the two sides blind with different points).
+//!
+//! Each handshake lets an active attacker test one guess of the secret, online, as with any
+//! password; a passive one, or one who plays either side, gets nothing to test guesses against
+//! offline. Without a secret the handshake is Pyro's: one CONNECT, one CONNECTOK.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use spake2::{Ed25519Group, Identity, Password, Spake2};
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
-use crate::protocol::frame::Message;
-use crate::protocol::names::{MAC_ANNOTATION, NONCE_ANNOTATION, PROOF_ANNOTATION};
-
-const NONCE_LEN: usize = 32;
+use crate::protocol::frame::{Message, MessageType};
+use crate::protocol::names::{MAC_ANNOTATION, PAKE_ANNOTATION, PROOF_ANNOTATION};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// A secret shared by a daemon and its clients. The secret itself never goes on the wire.
+/// SPAKE2 identity of the client (side A).
+const CLIENT_ID: &[u8] = b"rmi client";
+/// SPAKE2 identity of the daemon (side B).
+const DAEMON_ID: &[u8] = b"rmi daemon";
+
+/// The reason a daemon with a secret gives a client that brought none.
+const SECRET_REQUIRED: &str = "the daemon requires the shared secret";
+
+/// A secret shared by a daemon and its clients. Neither the secret nor anything a guess of it
+/// could be checked against offline goes on the wire.
 #[derive(Clone)]
 pub struct SharedSecret {
     key: Arc<[u8]>,
@@ -42,75 +72,77 @@ impl std::fmt::Debug for SharedSecret {
 }
 
 impl SharedSecret {
-    /// A secret from any bytes (use at least 16 random ones).
+    /// A secret from any bytes. The handshake resists offline guessing, so a passphrase works;
+    /// a long random one still makes online guessing (one guess per connection) hopeless.
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
         SharedSecret {
             key: secret.as_ref().into(),
         }
     }
 
-    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes keys of any length");
-        for part in parts {
-            mac.update(part);
-        }
-        mac.finalize().into_bytes().into()
-    }
-
-    /// The daemon's proof for this pair of nonces and this handshake (see [`transcript`]).
-    fn server_proof(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> [u8; 32] {
-        self.mac(&[b"rmi server proof", client, server, transcript])
-    }
-
-    /// The session on the client's side of a connection.
-    fn client_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
-        session(
-            self.mac(&[b"rmi session key", client, server, transcript]),
-            Direction::ToServer,
-        )
-    }
-
-    /// The session on the daemon's side of a connection.
-    fn server_session(&self, client: &[u8], server: &[u8], transcript: &[u8; 32]) -> Session {
-        session(
-            self.mac(&[b"rmi session key", client, server, transcript]),
-            Direction::ToClient,
-        )
+    fn password(&self) -> Password {
+        Password::new(&self.key)
     }
 }
 
-/// A digest of the handshake (the CONNECT and CONNECTOK payloads), bound into the proof and the
-/// session key so that neither the handshake data, the daemon's answer nor the object's
-/// metadata can be altered on the way.
-fn transcript(connect: &[u8], connect_ok: &[u8]) -> [u8; 32] {
+fn hmac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("32-byte key");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A digest of the handshake: the first CONNECT's serializer and payload, both SPAKE2
+/// messages, and the daemon's first answer's payload, each with its length.
+fn transcript(
+    connect: &Message,
+    client_msg: &[u8],
+    server_msg: &[u8],
+    offer: &Message,
+) -> [u8; 32] {
     use sha2::Digest;
     let mut h = Sha256::new();
-    h.update((connect.len() as u64).to_be_bytes());
-    h.update(connect);
-    h.update((connect_ok.len() as u64).to_be_bytes());
-    h.update(connect_ok);
+    h.update(b"rmi spake2 handshake v1");
+    for part in [
+        &[connect.serializer][..],
+        &connect.payload,
+        client_msg,
+        server_msg,
+        &[offer.serializer][..],
+        &offer.payload,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
     h.finalize().into()
 }
 
-/// A fresh random nonce.
-fn nonce() -> Result<[u8; NONCE_LEN], Error> {
-    let mut n = [0u8; NONCE_LEN];
-    getrandom::fill(&mut n)
-        .map_err(|e| Error::Protocol(format!("no randomness for a nonce: {e}")))?;
-    Ok(n)
+/// What both sides derive from the SPAKE2 key and the transcript.
+struct Keys {
+    /// The daemon's key confirmation, sent in its first CONNECTOK.
+    confirmation: [u8; 32],
+    /// Signs what the client sends.
+    to_daemon: [u8; 32],
+    /// Signs what the daemon sends.
+    to_client: [u8; 32],
 }
 
-/// Checks a nonce received from the peer.
-fn check_nonce(value: Option<&bytes::Bytes>) -> Result<&[u8], String> {
-    match value {
-        Some(v) if v.len() == NONCE_LEN => Ok(v),
-        Some(_) => Err("malformed authentication nonce".into()),
-        None => Err("this daemon requires authentication with the shared secret".into()),
+impl Keys {
+    fn derive(spake_key: &[u8], transcript: &[u8; 32]) -> Keys {
+        let mut key = [0u8; 32];
+        // SPAKE2 over Ed25519 hashes its result with SHA-256: always 32 bytes.
+        key.copy_from_slice(&spake_key[..32]);
+        let derive = |label: &[u8]| hmac(&key, &[label, transcript]);
+        Keys {
+            confirmation: derive(b"rmi daemon key confirmation"),
+            to_daemon: derive(b"rmi client-to-daemon message key"),
+            to_client: derive(b"rmi daemon-to-client message key"),
+        }
     }
 }
 
-/// Constant-time equality of a received proof or MAC.
+/// Constant-time equality of a received confirmation or MAC.
 fn same(expected: &[u8], got: &[u8]) -> bool {
     expected.ct_eq(got).into()
 }
@@ -150,7 +182,6 @@ fn message_mac(key: &[u8; 32], direction: Direction, counter: u64, msg: &Message
 }
 
 /// Signs the messages one side sends (owned by its writer).
-#[derive(Debug)]
 pub struct Signer {
     key: [u8; 32],
     direction: Direction,
@@ -158,11 +189,28 @@ pub struct Signer {
 }
 
 /// Checks the messages one side receives (owned by its reader).
-#[derive(Debug)]
 pub struct Verifier {
     key: [u8; 32],
     direction: Direction,
     received: u64,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("direction", &self.direction)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("direction", &self.direction)
+            .field("received", &self.received)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signer {
@@ -172,7 +220,7 @@ impl Signer {
         self.sent += 1;
         msg.annotations.retain(|(id, _)| *id != MAC_ANNOTATION);
         msg.annotations
-            .push((MAC_ANNOTATION, bytes::Bytes::copy_from_slice(&tag)));
+            .push((MAC_ANNOTATION, Bytes::copy_from_slice(&tag)));
     }
 }
 
@@ -194,166 +242,161 @@ impl Verifier {
 }
 
 /// Both halves of one side's session: the writer signs, the reader verifies.
-pub(crate) type Session = (Signer, Verifier);
+pub type Session = (Signer, Verifier);
 
-/// The client's half of the handshake: started on the CONNECT, finished on the CONNECTOK.
-pub(crate) struct ClientHandshake {
-    secret: SharedSecret,
-    nonce: [u8; NONCE_LEN],
-}
-
-impl ClientHandshake {
-    /// Adds the client's nonce to `connect`, which must not change after this.
-    pub(crate) fn start(secret: &SharedSecret, connect: &mut Message) -> Result<Self, Error> {
-        let nonce = nonce()?;
-        connect
-            .annotations
-            .push((NONCE_ANNOTATION, bytes::Bytes::copy_from_slice(&nonce)));
-        Ok(ClientHandshake {
-            secret: secret.clone(),
-            nonce,
-        })
-    }
-
-    /// Checks the daemon's proof in its CONNECTOK `reply`; the daemon must prove the secret
-    /// before the client sends anything else. Returns the client's session.
-    pub(crate) fn finish(self, connect: &Message, reply: &Message) -> Result<Session, Error> {
-        let server = check_nonce(reply.annotation(&NONCE_ANNOTATION)).map_err(|_| {
-            Error::ConnectFailed("the daemon did not authenticate (no nonce)".into())
-        })?;
-        let proof = reply
-            .annotation(&PROOF_ANNOTATION)
-            .map(|p| p.as_ref())
-            .unwrap_or_default();
-        let transcript = transcript(&connect.payload, &reply.payload);
-        let expected = self.secret.server_proof(&self.nonce, server, &transcript);
-        if !same(&expected, proof) {
-            return Err(Error::ConnectFailed(
-                "the daemon could not prove the shared secret".into(),
-            ));
-        }
-        Ok(self.secret.client_session(&self.nonce, server, &transcript))
-    }
-}
-
-/// The daemon's half of the handshake: checks the client's nonce in `connect`, adds the
-/// daemon's nonce and proof to the CONNECTOK `reply` (whose payload must be final), and returns
-/// the daemon's session. `Err` carries the reason for the CONNECTFAIL.
-pub(crate) fn accept(
-    secret: &SharedSecret,
-    connect: &Message,
-    reply: &mut Message,
-) -> Result<Session, String> {
-    let client = check_nonce(connect.annotation(&NONCE_ANNOTATION))?;
-    let server = nonce().map_err(|e| e.to_string())?;
-    let transcript = transcript(&connect.payload, &reply.payload);
-    let proof = secret.server_proof(client, &server, &transcript);
-    reply
-        .annotations
-        .push((NONCE_ANNOTATION, bytes::Bytes::copy_from_slice(&server)));
-    reply
-        .annotations
-        .push((PROOF_ANNOTATION, bytes::Bytes::copy_from_slice(&proof)));
-    Ok(secret.server_session(client, &server, &transcript))
-}
-
-fn session(key: [u8; 32], sends: Direction) -> Session {
-    let receives = match sends {
-        Direction::ToServer => Direction::ToClient,
-        Direction::ToClient => Direction::ToServer,
-    };
+fn client_session(keys: &Keys) -> Session {
     (
         Signer {
-            key,
-            direction: sends,
+            key: keys.to_daemon,
+            direction: Direction::ToServer,
             sent: 0,
         },
         Verifier {
-            key,
-            direction: receives,
+            key: keys.to_client,
+            direction: Direction::ToClient,
             received: 0,
         },
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::frame::MessageType;
+fn server_session(keys: &Keys) -> Session {
+    (
+        Signer {
+            key: keys.to_client,
+            direction: Direction::ToClient,
+            sent: 0,
+        },
+        Verifier {
+            key: keys.to_daemon,
+            direction: Direction::ToServer,
+            received: 0,
+        },
+    )
+}
 
-    #[test]
-    fn signed_messages_verify_once_and_in_order_only() {
-        let secret = SharedSecret::new("correct horse battery staple");
-        let (c, s) = (nonce().unwrap(), nonce().unwrap());
-        let t = transcript(b"connect", b"ok");
-        let (mut client, mut client_in) = secret.client_session(&c, &s, &t);
-        let (mut server_out, mut server) = secret.server_session(&c, &s, &t);
-        let mut first = Message::new(MessageType::Invoke, 98, 0, 1, &b"one"[..]);
-        let mut second = Message::new(MessageType::Invoke, 98, 0, 2, &b"two"[..]);
-        client.sign(&mut first);
-        client.sign(&mut second);
-        // Out of order fails (and a failed check still consumes the counter: the connection closes).
-        let (_, mut reordered) = secret.server_session(&c, &s, &t);
-        assert!(reordered.verify(&second).is_err());
-        server.verify(&first).unwrap();
-        server.verify(&second).unwrap();
-        // Replay fails.
-        assert!(server.verify(&second).is_err());
-        // Tampering fails.
-        let (_, mut fresh) = secret.server_session(&c, &s, &t);
-        let mut tampered = first.clone();
-        tampered.payload = bytes::Bytes::from_static(b"ONE");
-        assert!(fresh.verify(&tampered).is_err());
-        // A session with other nonces (a replayed connection) fails.
-        let (_, mut other) = secret.server_session(&c, &nonce().unwrap(), &t);
-        assert!(other.verify(&first).is_err());
-        // A session over an altered handshake fails too.
-        let (_, mut other) = secret.server_session(&c, &s, &transcript(b"connect", b"altered"));
-        assert!(other.verify(&first).is_err());
-        // Replies verify on the client with the server's direction.
-        let mut reply = Message::new(MessageType::Result, 98, 0, 1, &b"r"[..]);
-        server_out.sign(&mut reply);
-        client_in.verify(&reply).unwrap();
-    }
+/// The client's half of the handshake: started on the first CONNECT, confirmed on the daemon's
+/// first CONNECTOK. The session it returns signs the second CONNECT, which proves the client.
+pub struct ClientHandshake {
+    spake: Spake2<Ed25519Group>,
+    msg: Vec<u8>,
+}
 
-    #[test]
-    fn both_halves_of_the_handshake_agree_only_on_the_same_secret() {
-        let handshake = |client_secret: &str, server_secret: &str| {
-            let mut connect = Message::new(MessageType::Connect, 98, 0, 0, &b"connect"[..]);
-            let client = ClientHandshake::start(&SharedSecret::new(client_secret), &mut connect)?;
-            let mut ok = Message::new(MessageType::ConnectOk, 98, 0, 0, &b"ok"[..]);
-            let (mut server_out, mut server_in) =
-                accept(&SharedSecret::new(server_secret), &connect, &mut ok)
-                    .map_err(Error::ConnectFailed)?;
-            let (mut client_out, mut client_in) = client.finish(&connect, &ok)?;
-            let mut call = Message::new(MessageType::Invoke, 98, 0, 1, &b"call"[..]);
-            client_out.sign(&mut call);
-            server_in.verify(&call)?;
-            let mut reply = Message::new(MessageType::Result, 98, 0, 1, &b"reply"[..]);
-            server_out.sign(&mut reply);
-            client_in.verify(&reply)
-        };
-        handshake("s3cret", "s3cret").unwrap();
-        let err = handshake("s3cret", "other").unwrap_err().to_string();
-        assert!(err.contains("could not prove the shared secret"), "{err}");
-        // A CONNECT without a nonce is refused by the daemon.
-        let connect = Message::new(MessageType::Connect, 98, 0, 0, &b"connect"[..]);
-        let mut ok = Message::new(MessageType::ConnectOk, 98, 0, 0, &b"ok"[..]);
-        let err = accept(&SharedSecret::new("s"), &connect, &mut ok).unwrap_err();
-        assert!(err.contains("requires authentication"), "{err}");
-    }
-
-    #[test]
-    fn the_proof_depends_on_the_secret() {
-        let (c, s) = (nonce().unwrap(), nonce().unwrap());
-        let t = transcript(b"connect", b"ok");
-        let a = SharedSecret::new("a").server_proof(&c, &s, &t);
-        let b = SharedSecret::new("b").server_proof(&c, &s, &t);
-        assert!(!same(&a, &b));
-        assert!(same(&a, &SharedSecret::new("a").server_proof(&c, &s, &t)));
-        assert!(!same(
-            &a,
-            &SharedSecret::new("a").server_proof(&c, &s, &transcript(b"connect", b"tampered"))
-        ));
+impl std::fmt::Debug for ClientHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientHandshake(…)")
     }
 }
+
+impl ClientHandshake {
+    /// Adds the client's SPAKE2 message to `connect`, which must not change after this.
+    pub fn start(secret: &SharedSecret, connect: &mut Message) -> Self {
+        let (spake, msg) = Spake2::<Ed25519Group>::start_a(
+            &secret.password(),
+            &Identity::new(CLIENT_ID),
+            &Identity::new(DAEMON_ID),
+        );
+        connect
+            .annotations
+            .push((PAKE_ANNOTATION, Bytes::copy_from_slice(&msg)));
+        ClientHandshake { spake, msg }
+    }
+
+    /// Checks the daemon's key confirmation in its first CONNECTOK `offer` (to the first
+    /// `connect`), in constant time, and returns the client's session. On `Err` the client
+    /// must send nothing more on this connection.
+    pub fn confirm(self, connect: &Message, offer: &Message) -> Result<Session, Error> {
+        if offer.msg_type != MessageType::ConnectOk {
+            return Err(Error::Protocol(format!(
+                "expected CONNECTOK or CONNECTFAIL, got {:?}",
+                offer.msg_type
+            )));
+        }
+        let Some(server_msg) = offer.annotation(&PAKE_ANNOTATION) else {
+            return Err(Error::ConnectFailed(
+                "the daemon did not authenticate: it answered without the shared-secret handshake \
+                 (does it have no secret?)"
+                    .into(),
+            ));
+        };
+        let spake_key = self.spake.finish(server_msg).map_err(|e| {
+            Error::ConnectFailed(format!(
+                "the daemon could not prove the shared secret (invalid key exchange message: {e})"
+            ))
+        })?;
+        let keys = Keys::derive(
+            &spake_key,
+            &transcript(connect, &self.msg, server_msg, offer),
+        );
+        let confirmation = offer
+            .annotation(&PROOF_ANNOTATION)
+            .map(|p| p.as_ref())
+            .unwrap_or_default();
+        if !same(&keys.confirmation, confirmation) {
+            return Err(Error::ConnectFailed(
+                "the daemon could not prove the shared secret (wrong secret?)".into(),
+            ));
+        }
+        Ok(client_session(&keys))
+    }
+}
+
+/// The daemon's half of the handshake: started on the first CONNECT (whose payload it does not
+/// read), finished on the second, signed one.
+pub struct ServerHandshake {
+    keys: Keys,
+}
+
+impl std::fmt::Debug for ServerHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerHandshake(…)")
+    }
+}
+
+impl ServerHandshake {
+    /// Takes the client's SPAKE2 message from `connect` and adds the daemon's own message and
+    /// key confirmation to `offer`, the first CONNECTOK, whose payload must be final (and must
+    /// not depend on the request: rmi sends it empty). `Err` carries the reason for the
+    /// CONNECTFAIL; it never depends on the secret or on the objects.
+    pub fn start(
+        secret: &SharedSecret,
+        connect: &Message,
+        offer: &mut Message,
+    ) -> Result<Self, String> {
+        let client_msg = connect
+            .annotation(&PAKE_ANNOTATION)
+            .ok_or_else(|| SECRET_REQUIRED.to_string())?;
+        let (spake, server_msg) = Spake2::<Ed25519Group>::start_b(
+            &secret.password(),
+            &Identity::new(CLIENT_ID),
+            &Identity::new(DAEMON_ID),
+        );
+        let spake_key = spake
+            .finish(client_msg)
+            .map_err(|e| format!("{SECRET_REQUIRED}: invalid key exchange message ({e})"))?;
+        let keys = Keys::derive(
+            &spake_key,
+            &transcript(connect, client_msg, &server_msg, offer),
+        );
+        offer
+            .annotations
+            .push((PAKE_ANNOTATION, Bytes::from(server_msg)));
+        offer
+            .annotations
+            .push((PROOF_ANNOTATION, Bytes::copy_from_slice(&keys.confirmation)));
+        Ok(ServerHandshake { keys })
+    }
+
+    /// Checks the client's proof: `proof`, the second message, must carry the client's first
+    /// MAC. Returns the daemon's session (its verifier past that message); on `Err` the
+    /// connection must close without an answer.
+    pub fn finish(self, proof: &Message) -> Result<Session, Error> {
+        let (signer, mut verifier) = server_session(&self.keys);
+        verifier.verify(proof).map_err(|_| {
+            Error::Protocol("the client did not prove the shared secret (wrong secret?)".into())
+        })?;
+        Ok((signer, verifier))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -222,6 +222,8 @@ pub enum RemoteErrorKind {
     /// The method panicked.
     Panic,
     /// A name service refused an operation (unknown name, name taken): Pyro's `NamingError`.
+    /// (Named `Naming` on the wire, as before.)
+    #[serde(rename = "Naming")]
     Resolve,
     /// The request was malformed at the protocol level.
     Protocol,

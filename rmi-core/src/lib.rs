@@ -131,13 +131,28 @@ pub mod __private {
             })
     }
 
-    /// Encodes the result of a method declared `-> Result<T, RemoteError>`: `Ok` as the value,
-    /// `Err` raised as the call's remote exception.
-    pub fn encode_raised<T: serde::Serialize>(
+    /// Encodes the result of a `#[rmi(raises)]` method: `Ok` as the value, `Err` raised as
+    /// the call's remote exception. A raised error cannot pass for one of the daemon's own
+    /// answers that mean "not executed" (unknown method, bad arguments) or for a panic.
+    pub fn encode_raised<T: serde::Serialize, E: Into<RemoteError>>(
         args: &Args,
-        result: Result<T, RemoteError>,
+        result: Result<T, E>,
     ) -> Result<Outcome, RemoteError> {
-        encode_result(args, &result?)
+        match result {
+            Ok(value) => encode_result(args, &value),
+            Err(e) => {
+                let mut e: RemoteError = e.into();
+                if matches!(
+                    e.kind,
+                    RemoteErrorKind::UnknownMethod
+                        | RemoteErrorKind::BadArguments
+                        | RemoteErrorKind::Panic
+                ) {
+                    e.kind = RemoteErrorKind::Other;
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Hands a method's stream to the daemon, items encoded in the arguments' serializer.

@@ -25,6 +25,9 @@ pub type BoxIo = Box<dyn Io>;
 const READ_CHUNK: usize = 256 * 1024;
 /// Smallest read reservation, for headers and small messages.
 const MIN_READ: usize = 8 * 1024;
+/// After a message larger than this, the read buffer is replaced by a small one, so an idle
+/// connection does not keep the allocation of the largest message it ever received.
+const KEEP_READ_BUFFER: usize = 1024 * 1024;
 
 /// Reads whole messages from the read half of a stream.
 pub struct FrameReader<R> {
@@ -65,6 +68,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.frame_timeout = timeout;
     }
 
+    /// Lets go of the allocation a large message arrived in: the message's payload is split off
+    /// the same allocation, and `BytesMut::reserve` would reclaim and keep all of it once the
+    /// message is dropped. Bytes of the next message already read are copied over.
+    fn release_large_buffer(&mut self) {
+        let rest = self.buf.split();
+        self.buf = BytesMut::with_capacity(MIN_READ.max(rest.len()));
+        self.buf.extend_from_slice(&rest);
+    }
+
     /// Reads the next message; `Ok(None)` on a clean end of stream between messages.
     pub async fn read_frame(&mut self) -> Result<Option<Message>, Error> {
         self.read_frame_within(None).await
@@ -82,12 +94,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if !self.buf.is_empty() {
             self.partial_since = Some(tokio::time::Instant::now());
         }
-        let idle_until = idle.map(|d| (tokio::time::Instant::now() + d, d));
+        let idle_until =
+            idle.and_then(|d| tokio::time::Instant::now().checked_add(d).map(|at| (at, d)));
         loop {
             match frame::check(&self.buf, self.max_message_size) {
                 Ok(header) => {
                     let msg = Message::parse(&mut self.buf, &header)
                         .map_err(|e| Error::Protocol(e.to_string()))?;
+                    if header.total_len() > KEEP_READ_BUFFER {
+                        self.release_large_buffer();
+                    }
                     // Bytes of the next message may already be here: its clock starts now.
                     self.partial_since = (!self.buf.is_empty()).then(tokio::time::Instant::now);
                     return Ok(Some(msg));
@@ -102,9 +118,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             self.buf.reserve(wanted.clamp(MIN_READ, READ_CHUNK));
             let buffered = self.buf.len();
             let read = self.rd.read_buf(&mut self.buf);
-            let n = match (self.frame_timeout, buffered, idle_until) {
-                (Some(limit), 1.., _) => {
-                    let at = *self.partial_since.get_or_insert_with(tokio::time::Instant::now) + limit;
+            // The frame clock runs from the message's first byte (a deadline too far to
+            // represent is none).
+            let frame_deadline = match (self.frame_timeout, buffered) {
+                (Some(limit), 1..) => self
+                    .partial_since
+                    .get_or_insert_with(tokio::time::Instant::now)
+                    .checked_add(limit)
+                    .map(|at| (at, limit)),
+                _ => None,
+            };
+            let n = match (frame_deadline, buffered, idle_until) {
+                (Some((at, limit)), 1.., _) => {
                     tokio::time::timeout_at(at, read).await.map_err(|_| {
                         Error::Protocol(format!(
                             "message not complete {limit:?} after its first byte (frame_timeout); {buffered} bytes received"
@@ -136,6 +161,61 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 const LARGE_PAYLOAD: usize = 64 * 1024;
 /// A write buffer that grew past this is released after it is flushed.
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// How long writing a batch of messages may take; see [`FrameWriter::flush_within`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteDeadline {
+    /// Longest time the peer may take no byte at all (`write_timeout`).
+    pub stall: Option<Duration>,
+    /// Slowest average rate, in bytes per second, at which the peer may take a batch
+    /// (`min_write_rate`): a batch of `n` bytes must be written within `stall + n / min_rate`.
+    pub min_rate: Option<u64>,
+}
+
+impl WriteDeadline {
+    /// When a batch of `total` bytes started at `started` must be written, if there is a rate.
+    fn finish_by(
+        &self,
+        started: tokio::time::Instant,
+        total: usize,
+    ) -> Option<tokio::time::Instant> {
+        let rate = self.min_rate?.max(1);
+        let transfer = Duration::from_secs_f64(total as f64 / rate as f64);
+        let allowed = self.stall.unwrap_or_default().saturating_add(transfer);
+        started.checked_add(allowed)
+    }
+
+    /// Runs one write (or flush) under both limits.
+    async fn run<T>(
+        &self,
+        io: impl std::future::Future<Output = T>,
+        finish_by: Option<tokio::time::Instant>,
+        written: usize,
+        total: usize,
+        started: tokio::time::Instant,
+    ) -> Result<T, Error> {
+        let stall_at = self
+            .stall
+            .and_then(|limit| tokio::time::Instant::now().checked_add(limit));
+        let at = match (stall_at, finish_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let Some(at) = at else { return Ok(io.await) };
+        match tokio::time::timeout_at(at, io).await {
+            Ok(done) => Ok(done),
+            Err(_) if Some(at) == finish_by && finish_by != stall_at => Err(Error::Protocol(format!(
+                "peer took our data slower than min_write_rate ({} bytes/s): {written} of {total} bytes in {:?}; closing",
+                self.min_rate.unwrap_or_default(),
+                started.elapsed()
+            ))),
+            Err(_) => Err(Error::Protocol(format!(
+                "peer took none of our data for {:?} (write_timeout); closing",
+                self.stall.unwrap_or_default()
+            ))),
+        }
+    }
+}
 
 /// Writes messages to the write half of a stream.
 pub struct FrameWriter<W> {
@@ -179,49 +259,42 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), Error> {
-        self.flush_within(None).await
+        self.flush_within(WriteDeadline::default()).await
     }
 
-    /// Writes everything queued; with `stall`, fails when the peer takes no byte for that long
-    /// (a slow reader that keeps taking data is never cut off).
-    pub async fn flush_within(&mut self, stall: Option<Duration>) -> Result<(), Error> {
+    /// Writes everything queued within `deadline`: it fails when the peer takes no byte for
+    /// `stall`, or takes the whole batch slower than `min_rate` (so a peer reading a trickle
+    /// cannot hold a connection, or the replies queued for it, for ever).
+    pub async fn flush_within(&mut self, deadline: WriteDeadline) -> Result<(), Error> {
         if !self.buf.is_empty() {
             self.chunks.push(self.buf.split().freeze());
         }
-        let stalled = |limit: Duration| {
-            Error::Protocol(format!(
-                "peer took none of our data for {limit:?} (write_timeout); closing"
-            ))
-        };
-        for mut chunk in self.chunks.drain(..) {
+        let total: usize = self.chunks.iter().map(Bytes::len).sum();
+        let started = tokio::time::Instant::now();
+        let finish_by = deadline.finish_by(started, total);
+        let mut written = 0;
+        for mut chunk in std::mem::take(&mut self.chunks) {
             while !chunk.is_empty() {
-                let write = self.wr.write(&chunk);
-                let n = match stall {
-                    Some(limit) => tokio::time::timeout(limit, write)
-                        .await
-                        .map_err(|_| stalled(limit))?,
-                    None => write.await,
-                }
-                .map_err(|e| Error::io("writing to the connection", e))?;
+                let n = deadline
+                    .run(self.wr.write(&chunk), finish_by, written, total, started)
+                    .await?
+                    .map_err(|e| Error::io("writing to the connection", e))?;
                 if n == 0 {
                     return Err(Error::ConnectionClosed(
                         "the peer stopped accepting data".into(),
                     ));
                 }
                 chunk.advance(n);
+                written += n;
             }
         }
         if self.buf.capacity() > KEEP_WRITE_BUFFER {
             self.buf = BytesMut::new();
         }
-        let flush = self.wr.flush();
-        match stall {
-            Some(limit) => tokio::time::timeout(limit, flush)
-                .await
-                .map_err(|_| stalled(limit))?,
-            None => flush.await,
-        }
-        .map_err(|e| Error::io("flushing the connection", e))
+        deadline
+            .run(self.wr.flush(), finish_by, written, total, started)
+            .await?
+            .map_err(|e| Error::io("flushing the connection", e))
     }
 
     /// Writes one message.
@@ -242,8 +315,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// flight, the loop yields once before writing, so replies (or requests) finishing together
 /// share a write; a lone sequential caller never waits for that.
 ///
-/// With `write_timeout`, a write that makes no progress for that long (a peer that stopped
-/// reading) fails the loop. Each message's `slot` is released only once it is written, so
+/// A batch not written within `deadline` (a peer that stopped reading, or reads a trickle)
+/// fails the loop. Each message's `slot` is released only once it is written, so
 /// replies a peer does not read keep their slots and the daemon stops reading its requests.
 ///
 /// With a `signer` (shared-secret authentication), every message is signed as it is written,
@@ -252,7 +325,7 @@ pub async fn write_loop<W, F>(
     mut writer: FrameWriter<W>,
     mut rx: UnboundedReceiver<Outgoing>,
     busy: F,
-    write_timeout: Option<Duration>,
+    deadline: WriteDeadline,
     mut signer: Option<crate::auth::Signer>,
 ) -> Result<(), Error>
 where
@@ -276,7 +349,7 @@ where
         while let Ok(more) = rx.try_recv() {
             queue(&mut writer, more, &mut written);
         }
-        writer.flush_within(write_timeout).await?;
+        writer.flush_within(deadline).await?;
         for done in written.drain(..) {
             if let Some(flushed) = done.flushed {
                 let _ = flushed.send(());
@@ -296,6 +369,8 @@ pub struct Outgoing {
     pub flushed: Option<tokio::sync::oneshot::Sender<()>>,
     /// An in-flight slot held until the message is written.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The message's bytes counted as queued until it is written.
+    pub credit: Option<ByteCredit>,
 }
 
 impl From<Message> for Outgoing {
@@ -304,7 +379,61 @@ impl From<Message> for Outgoing {
             msg,
             flushed: None,
             slot: None,
+            credit: None,
         }
+    }
+}
+
+/// Bytes queued for a writer and not yet written; whoever produces messages can wait until
+/// they drain below a budget.
+#[derive(Debug, Default)]
+pub struct QueuedBytes {
+    bytes: std::sync::atomic::AtomicUsize,
+    drained: tokio::sync::Notify,
+}
+
+impl QueuedBytes {
+    /// Counts `n` bytes as queued until the returned credit is dropped.
+    pub fn credit(self: &std::sync::Arc<Self>, n: usize) -> ByteCredit {
+        self.bytes.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        ByteCredit {
+            owner: self.clone(),
+            n,
+        }
+    }
+
+    /// Bytes queued now.
+    pub fn get(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until at most `max` bytes are queued.
+    pub async fn wait_at_most(&self, max: usize) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.get() <= max {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// Bytes counted in a [`QueuedBytes`] until dropped.
+#[derive(Debug)]
+pub struct ByteCredit {
+    owner: std::sync::Arc<QueuedBytes>,
+    n: usize,
+}
+
+impl Drop for ByteCredit {
+    fn drop(&mut self) {
+        self.owner
+            .bytes
+            .fetch_sub(self.n, std::sync::atomic::Ordering::SeqCst);
+        self.owner.drained.notify_waiters();
     }
 }
 
@@ -337,7 +466,15 @@ pub async fn tls_connect(
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, stream)
         .await
-        .map_err(|e| Error::io(format!("TLS handshake with {location}"), e))?;
+        .map_err(|e| {
+            // A plaintext daemon reads the TLS hello as a bad Pyro message and closes.
+            let context = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                format!("TLS handshake with {location}: the daemon closed the connection; it may not serve TLS (connect without TLS then)")
+            } else {
+                format!("TLS handshake with {location}")
+            };
+            Error::io(context, e)
+        })?;
     Ok(Box::new(tls))
 }
 

@@ -1,4 +1,4 @@
-//! The `#[rmi(...)]` attribute of a method (wire name, `oneway`, `idempotent`), and the
+//! The `#[rmi(...)]` attribute of a method (wire name, `oneway`, `idempotent`, `raises`), and the
 //! attributes carried over to generated items.
 
 use proc_macro2::Span;
@@ -18,6 +18,8 @@ pub(crate) struct MethodAttrs<'a> {
     pub(crate) oneway: Option<Span>,
     /// `idempotent`.
     pub(crate) idempotent: bool,
+    /// `raises`, at its span: an `Err` of the `Result` is raised as the remote exception.
+    pub(crate) raises: Option<Span>,
     /// `#[doc]` and `#[cfg]`, copied to generated items.
     pub(crate) carried: Vec<&'a Attribute>,
 }
@@ -56,9 +58,12 @@ impl<'a> MethodAttrs<'a> {
             self.oneway = Some(span.unwrap_or_else(Span::call_site));
         } else if meta.path.is_ident("idempotent") {
             self.idempotent = true;
+        } else if meta.path.is_ident("raises") {
+            let span = meta.path.get_ident().map(|i| i.span());
+            self.raises = Some(span.unwrap_or_else(Span::call_site));
         } else {
             return Err(meta.error(
-                "unknown #[rmi] option; expected `name = \"...\"`, `oneway` or `idempotent`",
+                "unknown #[rmi] option; expected `name = \"...\"`, `oneway`, `idempotent` or `raises`",
             ));
         }
         Ok(())

@@ -10,7 +10,7 @@ use syn::{
 
 use crate::attr::MethodAttrs;
 use crate::ctxt::{Ctxt, Origin};
-use crate::ty::{borrowed_or_impl, is_shared_self, raised_ok, stream_item};
+use crate::ty::{borrowed_or_impl, is_shared_self, result_ok, stream_item};
 
 /// Options of the `#[remote(...)]` attribute itself.
 pub(crate) struct Options {
@@ -79,10 +79,10 @@ pub(crate) struct Method<'a> {
     pub(crate) args: Vec<Arg<'a>>,
     /// The declared output (`()` when none).
     pub(crate) output: Type,
-    /// What the caller receives: the output, or `T` when the method returns
-    /// `Result<T, RemoteError>` and so raises its error as a remote exception.
+    /// What the caller receives: the output, or `T` for a `#[rmi(raises)]` method returning
+    /// `Result<T, E>`, which raises its error as a remote exception.
     pub(crate) reply: Type,
-    /// The method returns `Result<T, RemoteError>`: an `Err` is raised, not returned as a value.
+    /// `#[rmi(raises)]`: an `Err` is raised as the remote exception, not returned as a value.
     pub(crate) raises: bool,
     /// How the method is called.
     pub(crate) kind: MethodKind<'a>,
@@ -145,9 +145,14 @@ impl<'a> Method<'a> {
             }
             (None, ReturnType::Default) => MethodKind::Normal,
         };
-        let (reply, raises) = match raised_ok(&output) {
-            Some(ok) => (ok.clone(), true),
-            None => (output.clone(), false),
+        let (reply, raises) = match (attrs.raises, result_ok(&output)) {
+            (Some(_), Some(ok)) => (ok.clone(), true),
+            (Some(span), None) => {
+                let msg = "#[rmi(raises)] needs a method returning `Result<T, E>` with `E: Into<RemoteError>`";
+                cx.error(origin, syn::Error::new(span, msg));
+                (output.clone(), false)
+            }
+            (None, _) => (output.clone(), false),
         };
         let (wire_name, wire_span) = match &attrs.wire_name {
             Some(lit) => (lit.value(), lit.span()),

@@ -21,9 +21,8 @@ pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
     }
 }
 
-/// `T` of a declared `Result<T, RemoteError>`: a method that raises its error as a remote
-/// exception rather than returning it as a value.
-pub(crate) fn raised_ok(ty: &Type) -> Option<&Type> {
+/// `T` of a declared `Result<T, E>` (any path ending in `Result` with two type arguments).
+pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
     if last.ident != "Result" {
@@ -36,9 +35,9 @@ pub(crate) fn raised_ok(ty: &Type) -> Option<&Type> {
         syn::GenericArgument::Type(t) => Some(t),
         _ => None,
     });
-    let (ok, err) = (types.next()?, types.next()?);
-    let Type::Path(err) = err else { return None };
-    (err.path.segments.last()?.ident == "RemoteError").then_some(ok)
+    let ok = types.next()?;
+    types.next()?;
+    Some(ok)
 }
 
 /// `()`.

@@ -253,6 +253,7 @@ async fn messages_over_max_message_size_fail_that_call_only() {
 #[rmi::remote]
 pub(crate) trait Validator {
     /// The length of `text`; an empty one raises a `ValueError`.
+    #[rmi(raises)]
     async fn length(&self, text: String) -> Result<u32, rmi::RemoteError>;
 }
 
@@ -274,7 +275,7 @@ impl Validator for Checker {
 }
 
 #[tokio::test]
-async fn a_method_returning_result_of_remote_error_raises_it_at_the_caller() {
+async fn a_raises_method_raises_its_error_at_the_caller() {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
     let uri = daemon.register(ValidatorServer::new(Checker)).unwrap();
     tokio::spawn({

@@ -10,6 +10,7 @@ mod context;
 mod daemon;
 mod errors;
 mod faults;
+mod hardening;
 mod hostile;
 mod instances;
 mod naming;

@@ -1,5 +1,5 @@
 //! TLS (rustls) with certificates made here, handshake validation, and shared-secret
-//! authentication with a MAC on every message.
+//! authentication (SPAKE2, then a MAC on every message), attacked through raw sockets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
+use rmi::protocol::frame::{Message, MessageType};
 use rmi::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rmi::rustls::server::WebPkiClientVerifier;
 use rmi::rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -14,6 +15,10 @@ use rmi::{Daemon, Error, SharedSecret, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{LabObject, LabProxy, LabServer};
+
+mod handshake;
+
+use handshake::{attacker_connect, read_message};
 
 /// A certificate authority that signs leaf certificates.
 struct Ca {
@@ -393,7 +398,7 @@ async fn a_shared_secret_is_proven_by_both_sides_without_being_sent() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::ConnectFailed(m) if m.contains("requires authentication")),
+        matches!(&err, Error::ConnectFailed(m) if m.contains("the daemon requires the shared secret")),
         "{err}"
     );
     // The wrong secret: the daemon's proof does not check out.
@@ -405,7 +410,8 @@ async fn a_shared_secret_is_proven_by_both_sides_without_being_sent() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove")),
+        matches!(&err, Error::ConnectFailed(m)
+            if m.contains("the daemon could not prove the shared secret (wrong secret?)")),
         "{err}"
     );
     assert_eq!(proxy.calls().await.unwrap(), 21);
@@ -414,8 +420,7 @@ async fn a_shared_secret_is_proven_by_both_sides_without_being_sent() {
 
 #[tokio::test]
 async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections_fail() {
-    use rmi::protocol::codec::{encode_invoke, ConnectRequest};
-    use rmi::protocol::frame::{Message, MessageType};
+    use rmi::protocol::codec::encode_invoke;
     let secret = SharedSecret::new("s3cret");
     let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
     let rmi::Location::Tcp { port, .. } = uri.location().unwrap().clone() else {
@@ -423,31 +428,25 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
     };
     let ser = rmi::Serializer::Bincode;
 
-    // A client that sends a nonce (so the handshake passes) but cannot sign.
-    for mac in [None, Some(vec![0u8; 32])] {
+    // A client without the secret: it gets the daemon's offer (which it cannot check), then
+    // skips its proof, or sends one it could not sign, before calling.
+    for (proof, mac) in [
+        (false, None),
+        (false, Some(vec![0u8; 32])),
+        (true, Some(vec![0u8; 32])),
+    ] {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        let hello = ConnectRequest {
-            handshake: "hello".into(),
-            object: "lab".into(),
-        };
-        let mut connect = Message::new(
-            MessageType::Connect,
-            ser.id(),
-            0,
-            0,
-            ser.encode(&hello).unwrap(),
-        );
-        connect.annotations.push((*b"NONC", vec![7u8; 32].into()));
+        let (connect, _) = attacker_connect("lab", "a guess");
         s.write_all(&connect.to_bytes()).await.unwrap();
-        let mut head = [0u8; 40];
-        s.read_exact(&mut head).await.unwrap();
-        assert_eq!(head[6], MessageType::ConnectOk as u8);
-        let rest = u32::from_be_bytes(head[12..16].try_into().unwrap())
-            + u32::from_be_bytes(head[16..20].try_into().unwrap());
-        let mut body = vec![0; rest as usize];
-        s.read_exact(&mut body).await.unwrap();
+        let (_, offer) = read_message(&mut s).await.expect("the daemon's offer");
+        assert_eq!(offer.msg_type, MessageType::ConnectOk);
+        if proof {
+            let mut forged = connect.clone();
+            forged.annotations = vec![(*b"HMAC", vec![1u8; 32].into())];
+            s.write_all(&forged.to_bytes()).await.unwrap();
+        }
         let mut call = Message::new(
             MessageType::Invoke,
             ser.id(),
@@ -506,7 +505,8 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
     replay.write_all(&bytes).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), replay.read_to_end(&mut answer)).await;
-    // Only the CONNECTOK (new nonce, so a new session key) comes back; the replayed call is refused.
+    // Only the daemon's offer comes back (a new SPAKE2 message, so a new key): the replayed
+    // proof fails, and the connection closes before the replayed call is read.
     assert_eq!(answer.get(6).copied(), Some(MessageType::ConnectOk as u8));
     let ok_len = 40
         + u32::from_be_bytes(answer[12..16].try_into().unwrap()) as usize

@@ -61,6 +61,12 @@ pub(crate) trait Lab {
     async fn count_units(&self, units: Vec<()>) -> usize;
     /// How many calls this object has run.
     async fn calls(&self) -> usize;
+    /// A buffer of `len` bytes (a large result).
+    async fn make_blob(&self, len: usize) -> Blob;
+    /// Waits `ms` milliseconds, then returns a stream of `0..n`.
+    async fn slow_numbers(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32>;
+    /// Streamed results open in the serving daemon, lingering ones included.
+    async fn open_streams(&self) -> usize;
 }
 
 /// A byte buffer encoded efficiently.
@@ -151,6 +157,24 @@ impl Lab for LabObject {
     async fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+
+    async fn make_blob(&self, len: usize) -> Blob {
+        self.count();
+        Blob(vec![7; len])
+    }
+
+    async fn slow_numbers(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32> {
+        self.count();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        rmi::RemoteStream::iter(0..n)
+    }
+
+    async fn open_streams(&self) -> usize {
+        rmi::context::current()
+            .expect("call context")
+            .daemon()
+            .open_streams()
+    }
 }
 
 /// A daemon on 127.0.0.1:0 serving a fresh [`LabObject`] and the greeter; returns the daemon
@@ -179,16 +203,18 @@ impl ChildGuard {
         matches!(self.0.try_wait(), Ok(None))
     }
 
-    /// The process's resident memory in KiB (Linux `/proc`).
+    /// The process's resident memory in KiB (Linux `/proc`). A measurement that cannot be
+    /// taken fails the test rather than passing it vacuously.
     pub(crate) fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let path = format!("/proc/{}/status", self.0.id());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot measure the child's memory: {path}: {e}"));
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("no VmRSS line in {path}"))
     }
 }
 
@@ -232,7 +258,9 @@ pub(crate) fn spawn_child_daemon_on(port: u16) -> (ChildGuard, rmi::Uri) {
 }
 
 /// Environment variable with the child daemon's settings: `name=value;…` with `max_connections`,
-/// `max_in_flight`, `max_message` (bytes), and `idle_ms`, `frame_ms`, `write_ms` (milliseconds).
+/// `max_in_flight`, `max_message`, `max_queued` (bytes), `min_rate` (bytes/s, 0 = none),
+/// `max_batch`, `workers` (runtime threads), and `idle_ms`, `frame_ms`, `write_ms`, `linger_ms`,
+/// `handshake_ms` (milliseconds).
 pub(crate) const CHILD_SETTINGS_ENV: &str = "RMI_TEST_CHILD_SETTINGS";
 
 /// [`spawn_child_daemon`] with settings (see [`CHILD_SETTINGS_ENV`]).
@@ -261,7 +289,17 @@ pub(crate) fn spawn_child_daemon_with(port: u16, settings: &str) -> (ChildGuard,
 
 /// Body of the child daemon process: serve a [`LabObject`] as `lab` until killed.
 pub(crate) fn run_child_daemon() {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let settings = std::env::var(CHILD_SETTINGS_ENV).unwrap_or_default();
+    let workers = settings
+        .split(';')
+        .find_map(|s| s.strip_prefix("workers="))
+        .map(|n| n.parse().expect("a number"))
+        .unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let port: u16 = std::env::var(CHILD_PORT_ENV)
             .ok()
@@ -279,6 +317,12 @@ pub(crate) fn run_child_daemon() {
                 "idle_ms" => builder.idle_timeout(ms),
                 "frame_ms" => builder.frame_timeout(ms),
                 "write_ms" => builder.write_timeout(ms),
+                "linger_ms" => builder.stream_linger(Duration::from_millis(n)),
+                "handshake_ms" => builder.handshake_timeout(Duration::from_millis(n)),
+                "max_queued" => builder.max_queued_bytes(n as usize),
+                "min_rate" => builder.min_write_rate((n > 0).then_some(n)),
+                "max_batch" => builder.max_batch_calls(n as usize),
+                "workers" => builder,
                 "max_message" => builder.limits(rmi::DecodeLimits {
                     max_message_size: n as usize,
                     ..Default::default()
@@ -372,7 +416,10 @@ pub(crate) fn run_idle_flood() {
 }
 
 /// Sends a CONNECT for `object` on a raw stream and reads the CONNECTOK.
-pub(crate) async fn connect_handshake(stream: &mut tokio::net::TcpStream, object: &str) {
+pub(crate) async fn connect_handshake<S>(stream: &mut S, object: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use rmi::protocol::codec::ConnectRequest;
     use rmi::protocol::frame::{Message, MessageType, HEADER_SIZE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -41,6 +41,14 @@ pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 pub const DEFAULT_STREAM_LINGER: Duration = Duration::from_secs(30);
 /// Default [`DaemonBuilder::handshake_timeout`]: how long a new connection may take to CONNECT.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`DaemonBuilder::max_queued_bytes`]: reply bytes waiting for one slow reader before
+/// the daemon stops reading its requests (one maximal message).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Default [`DaemonBuilder::min_write_rate`], bytes per second: 256 KiB/s, so a maximal
+/// 64 MiB reply may take about 4.5 minutes on top of the write timeout.
+pub const DEFAULT_MIN_WRITE_RATE: u64 = 256 << 10;
+/// Default [`DaemonBuilder::max_batch_calls`]: calls in one `<batch>`.
+pub const DEFAULT_MAX_BATCH_CALLS: usize = 10_000;
 
 /// Settings of a daemon, with documented defaults.
 #[derive(Clone)]
@@ -57,6 +65,9 @@ pub struct DaemonBuilder {
     pub(super) idle_timeout: Option<Duration>,
     pub(super) frame_timeout: Option<Duration>,
     pub(super) write_timeout: Option<Duration>,
+    pub(super) min_write_rate: Option<u64>,
+    pub(super) max_queued_bytes: usize,
+    pub(super) max_batch_calls: usize,
     pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
     pub(super) secret: Option<crate::auth::SharedSecret>,
     #[cfg(feature = "tls")]
@@ -73,6 +84,15 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("handshake_timeout", &self.handshake_timeout)
             .field("frame_timeout", &self.frame_timeout)
             .field("write_timeout", &self.write_timeout)
+            .field("min_write_rate", &self.min_write_rate)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("max_batch_calls", &self.max_batch_calls)
+            .field("max_streams", &self.max_streams)
+            .field(
+                "max_streams_per_connection",
+                &self.max_streams_per_connection,
+            )
+            .field("stream_linger", &self.stream_linger)
             .field("idle_timeout", &self.idle_timeout)
             .field("advertise", &self.advertise)
             .field("validator", &self.validator.is_some())
@@ -97,6 +117,9 @@ impl Default for DaemonBuilder {
             idle_timeout: None,
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
+            min_write_rate: Some(DEFAULT_MIN_WRITE_RATE),
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
             validator: None,
             secret: None,
             #[cfg(feature = "tls")]
@@ -168,8 +191,10 @@ impl DaemonBuilder {
         self
     }
 
-    /// Closes a connection with no call running and no request arriving for this long
-    /// (default: never; proxies redial by themselves, but session instances die with it).
+    /// Closes a connection with no call running, no reply waiting and no request arriving for
+    /// at least this long (at most twice this long: the connection looks every `d`), never in
+    /// the middle of a message (default: never; proxies redial by themselves, but session
+    /// instances die with it).
     pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
         self.idle_timeout = d;
         self
@@ -186,6 +211,31 @@ impl DaemonBuilder {
     /// stopped reading its replies (default 30 s).
     pub fn write_timeout(mut self, d: Option<Duration>) -> Self {
         self.write_timeout = d;
+        self
+    }
+
+    /// Slowest rate, in bytes per second, at which a peer may take our replies: a batch of
+    /// `n` bytes must be written within `write_timeout + n / rate`, or the connection closes
+    /// with an error naming this setting, so a peer reading a trickle cannot hold replies
+    /// queued (default 256 KiB/s; `None`: only `write_timeout` applies).
+    pub fn min_write_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.min_write_rate = bytes_per_second.map(|r| r.max(1));
+        self
+    }
+
+    /// Most reply bytes queued for one connection and not yet written; past it the daemon
+    /// stops reading that connection's requests until its peer takes them (default 64 MiB).
+    /// With `max_in_flight`, this bounds what a client that does not read can make the daemon
+    /// hold.
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n;
+        self
+    }
+
+    /// Most calls in one `<batch>`; a larger batch fails as a whole, naming this setting,
+    /// before any of its calls runs (default 10,000).
+    pub fn max_batch_calls(mut self, n: usize) -> Self {
+        self.max_batch_calls = n.max(1);
         self
     }
 
@@ -278,6 +328,7 @@ impl DaemonBuilder {
             }
         }
         let max_connections = self.max_connections;
+        let streams = Arc::new(streams::Streams::new(self.stream_linger));
         let inner = Arc::new(Inner {
             config: self,
             bound,
@@ -286,9 +337,11 @@ impl DaemonBuilder {
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tasks: TaskTracker::new(),
-            streams: Arc::new(streams::Streams::default()),
+            streams,
             next_connection: AtomicU64::new(1),
             connections: Arc::new(Semaphore::new(max_connections)),
+            oneway_warnings: Default::default(),
+            panic_warnings: Default::default(),
         });
         let object = object::DaemonObject::new(Arc::downgrade(&inner));
         inner.objects.write().insert(

@@ -5,10 +5,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::connection::ConnectionState;
 use super::context::CallContext;
+use super::log::PeerText;
 use super::{reply_to, Daemon};
 use crate::dispatch::Outcome;
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -25,6 +27,8 @@ pub(super) struct Call {
     pub(super) connected: Arc<str>,
     pub(super) ser: Serializer,
     pub(super) req: Message,
+    /// Cancelled when the caller's connection is gone: a batch stops there.
+    pub(super) peer_gone: CancellationToken,
 }
 
 impl Call {
@@ -57,17 +61,21 @@ impl Call {
         };
         let batch = self.req.flags & frame::FLAGS_BATCH;
         // A result too big for the limits would make the caller drop the whole connection:
-        // answer this call with an error instead.
+        // answer this call with an error instead. The limit counts the whole message:
+        // annotations (the method's, a stream id, the MAC a shared secret adds) and payload.
         let max = inner.config.limits.max_message_size.min(u32::MAX as usize);
+        let overhead = reply_overhead(&annotations, inner.config.secret.is_some());
         let result = match result {
-            Ok(Some(payload)) if payload.len() > max => Err(RemoteError::new(
-                RemoteErrorKind::Other,
-                "rmi.MessageTooLarge",
-                format!(
-                    "the result of {} bytes exceeds max_message_size ({max} bytes)",
-                    payload.len()
-                ),
-            )),
+            Ok(Some(payload)) if payload.len().saturating_add(overhead) > max => {
+                Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.MessageTooLarge",
+                    format!(
+                        "the result of {} bytes (with {overhead} bytes of annotations) exceeds max_message_size ({max} bytes)",
+                        payload.len()
+                    ),
+                ))
+            }
             other => other,
         };
         let mut reply = match result {
@@ -89,7 +97,13 @@ impl Call {
             }
             Err(err) => {
                 if oneway {
-                    tracing::warn!(error = %err, "oneway call failed");
+                    let warnings = &inner.oneway_warnings;
+                    let peer = &*self.peer;
+                    if warnings
+                        .allow(|n| tracing::warn!(%peer, left_out = n, "more oneway calls failed"))
+                    {
+                        tracing::warn!(%peer, error = %PeerText(&err.to_string()), "oneway call failed");
+                    }
                 }
                 reply_to(
                     &self.req,
@@ -167,12 +181,32 @@ impl Call {
         args: codec::Args,
         ctx: &CallContext,
     ) -> Result<Outcome, RemoteError> {
-        let limits = &self.daemon.inner.config.limits;
+        let config = &self.daemon.inner.config;
+        let limits = &config.limits;
+        let max = config.max_batch_calls;
+        // Refuse from the declared length, before decoding a single call.
+        if let Some(n) = args.leading_seq_len().filter(|&n| n > max as u64) {
+            return Err(too_many_calls(n, max));
+        }
         let (calls,): (Vec<serde_bytes::ByteBuf>,) = args
             .decode()
             .map_err(|e| RemoteError::bad_arguments(BATCH_METHOD, e))?;
+        if calls.len() > max {
+            return Err(too_many_calls(calls.len() as u64, max));
+        }
         let mut results = Vec::with_capacity(calls.len());
         for payload in calls {
+            // Work done only for this caller stops when it is gone; and a long batch yields to
+            // the runtime between calls, so it cannot hold a worker thread.
+            if self.peer_gone.is_cancelled() {
+                tracing::debug!(peer = %self.peer, ran = results.len(), "caller gone; batch stopped");
+                return Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.ConnectionClosed",
+                    "the caller's connection closed; the batch stopped",
+                ));
+            }
+            tokio::task::consume_budget().await;
             let item = match codec::decode_invoke(self.ser, payload.into_vec().into(), limits) {
                 Err(e) => Err(RemoteError::bad_arguments(BATCH_METHOD, e)),
                 Ok(call) => {
@@ -230,7 +264,12 @@ impl Call {
             Ok(target) => target,
             Err(panic) => {
                 let text = panic_text(&*panic);
-                tracing::error!(object, method, panic = %text, "instance factory panicked");
+                if inner
+                    .panic_warnings
+                    .allow(|n| tracing::error!(left_out = n, "more calls panicked"))
+                {
+                    tracing::error!(object = %PeerText(object), method = %PeerText(method), panic = %PeerText(&text), "instance factory panicked");
+                }
                 let mut err =
                     RemoteError::panic(method, &format!("the instance factory panicked: {text}"));
                 err.object = Some(object.to_owned());
@@ -269,7 +308,12 @@ impl Call {
             }
             Err(panic) => {
                 let text = panic_text(&*panic);
-                tracing::error!(object, method, panic = %text, "remote method panicked");
+                if inner
+                    .panic_warnings
+                    .allow(|n| tracing::error!(left_out = n, "more calls panicked"))
+                {
+                    tracing::error!(object = %PeerText(object), method = %PeerText(method), panic = %PeerText(&text), "remote method panicked");
+                }
                 let mut err = RemoteError::panic(method, &text);
                 err.object = Some(object.to_owned());
                 Err(err)
@@ -285,4 +329,28 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(non-string panic payload)".into())
+}
+
+/// The error for a `<batch>` longer than `max_batch_calls`.
+fn too_many_calls(n: u64, max: usize) -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Other,
+        "rmi.TooManyCalls",
+        format!("a batch of {n} calls exceeds max_batch_calls ({max}); none ran"),
+    )
+}
+
+/// Bytes a reply carries besides its payload: its annotations, plus the MAC annotation the
+/// writer adds on an authenticated connection.
+fn reply_overhead(annotations: &[frame::Annotation], signed: bool) -> usize {
+    let mac = if signed {
+        frame::ANNOTATION_HEADER_SIZE + crate::protocol::names::MAC_LEN
+    } else {
+        0
+    };
+    annotations
+        .iter()
+        .map(|(_, v)| frame::ANNOTATION_HEADER_SIZE + v.len())
+        .sum::<usize>()
+        + mac
 }

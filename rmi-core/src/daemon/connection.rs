@@ -21,7 +21,7 @@ use crate::dispatch::Dispatch;
 use crate::error::Error;
 use crate::protocol::codec::Serializer;
 use crate::protocol::frame::MessageType;
-use crate::transport::{self, BoxIo, Outgoing};
+use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
 /// What one client connection owns: its session instances. Dropped, with them, when the
 /// connection and its last running call are gone.
@@ -58,35 +58,19 @@ pub(super) async fn handle_connection(
     let (mut reader, mut writer) = transport::split(stream, inner.config.limits.max_message_size);
     reader.set_frame_timeout(inner.config.frame_timeout);
 
-    // The handshake: the first message must be a CONNECT to a registered object, accepted by
-    // the validator and, with a shared secret, carrying the client's nonce.
-    let first = tokio::time::timeout(inner.config.handshake_timeout, reader.read_frame()).await;
-    let (object_id, session) = match first {
-        Ok(Ok(Some(req))) => match handshake(&inner, &req, &peer, peer_certificate.as_ref()) {
-            Ok((id, reply, session)) => {
-                if writer.write_frame(&reply).await.is_err() {
-                    return;
-                }
-                (id, session)
+    // The handshake (daemon/handshake.rs): a CONNECT to a registered object, accepted by the
+    // validator; with a shared secret, only once the client has proved it (SPAKE2).
+    let certificate = peer_certificate.as_ref();
+    let outcome = handshake(&inner, &mut reader, &mut writer, &peer, certificate);
+    let (object_id, session) = match outcome.await {
+        Ok(accepted) => accepted,
+        Err(reply) => {
+            tracing::debug!(%peer, "handshake refused");
+            if let Some(reply) = reply {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply)).await;
             }
-            Err(reply) => {
-                tracing::debug!(%peer, "handshake refused");
-                if let Some(reply) = reply {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply))
-                            .await;
-                }
-                writer.shutdown().await;
-                return;
-            }
-        },
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "bad first message; closing");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "no CONNECT within the handshake timeout; closing");
+            writer.shutdown().await;
             return;
         }
     };
@@ -107,12 +91,16 @@ pub(super) async fn handle_connection(
     };
     // The writer failing (a peer that stopped reading) ends the request loop too.
     let writer_gone = CancellationToken::new();
+    let deadline = WriteDeadline {
+        stall: inner.config.write_timeout,
+        min_rate: inner.config.min_write_rate,
+    };
     let writer_task = inner.tasks.spawn({
-        let (gone, write_timeout, peer) = (writer_gone.clone(), inner.config.write_timeout, peer.clone());
+        let (gone, peer) = (writer_gone.clone(), peer.clone());
         let abort = inner.abort.clone();
         async move {
             tokio::select! {
-                written = transport::write_loop(writer, rx, busy, write_timeout, signer) => if let Err(e) = written {
+                written = transport::write_loop(writer, rx, busy, deadline, signer) => if let Err(e) = written {
                     tracing::debug!(%peer, error = %e, "closing the connection");
                 },
                 _ = abort.cancelled() => {}
@@ -127,6 +115,13 @@ pub(super) async fn handle_connection(
     });
     let peer: Arc<str> = peer.into();
     let object_id: Arc<str> = object_id.into();
+    // Reply bytes not yet written: over `max_queued_bytes`, stop reading requests.
+    let queued = Arc::new(QueuedBytes::default());
+    let max_queued = inner.config.max_queued_bytes;
+    // Cancelled when the peer is gone (end of stream, a read or write failure), so work done
+    // only for it (a batch) stops; calls go on, as their callers may have only half-closed.
+    let peer_gone = CancellationToken::new();
+    inner.streams.connected(state.id);
 
     loop {
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
@@ -136,25 +131,38 @@ pub(super) async fn handle_connection(
             _ = writer_gone.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
         };
-        // An idle connection (no calls running, no replies pending) may be closed.
-        let idle = slots.available_permits() + 1 == max;
-        let idle_timeout = inner.config.idle_timeout.filter(|_| idle);
-        let req = tokio::select! {
+        tokio::select! {
             _ = inner.shutdown.cancelled() => break,
             _ = writer_gone.cancelled() => break,
-            read = reader.read_frame_within(idle_timeout) => match read {
-                Ok(Some(req)) => req,
-                Ok(None) => break,
-                Err(Error::Timeout(_)) => {
+            _ = queued.wait_at_most(max_queued) => {}
+        }
+        // An idle connection (no calls running, no replies pending) may be closed. The read
+        // wakes every `idle_timeout` to look: a connection found idle at two wakes in a row has
+        // been idle for at least that long (at most twice), and one that is busy is left alone,
+        // so the timeout never cuts a call or its reply short.
+        let is_idle = || slots.available_permits() + 1 == max;
+        let mut idle_at_last_wake = is_idle();
+        let req = loop {
+            let read = tokio::select! {
+                _ = inner.shutdown.cancelled() => break None,
+                _ = writer_gone.cancelled() => break None,
+                read = reader.read_frame_within(inner.config.idle_timeout) => read,
+            };
+            match read {
+                Ok(Some(req)) => break Some(req),
+                Ok(None) => break None,
+                Err(Error::Timeout(_)) if idle_at_last_wake && is_idle() => {
                     tracing::debug!(%peer, "idle for idle_timeout; closing");
-                    break;
+                    break None;
                 }
+                Err(Error::Timeout(_)) => idle_at_last_wake = is_idle(),
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "malformed message; closing this connection");
-                    break;
+                    break None;
                 }
-            },
+            }
         };
+        let Some(req) = req else { break };
         // Authenticated connections: nothing unsigned is ever decoded.
         if let Some(verifier) = verifier.as_mut() {
             if let Err(e) = verifier.verify(&req) {
@@ -166,10 +174,12 @@ pub(super) async fn handle_connection(
             MessageType::Ping => {
                 // The answer holds the slot until written, like any reply.
                 let msg = reply_to(&req, MessageType::Ping, 0, b"pong".to_vec());
+                let credit = Some(queued.credit(msg.size()));
                 let _ = tx.send(Outgoing {
                     msg,
                     flushed: None,
                     slot: Some(slot),
+                    credit,
                 });
             }
             MessageType::Invoke => {
@@ -184,14 +194,16 @@ pub(super) async fn handle_connection(
                     connected: object_id.clone(),
                     ser,
                     req,
+                    peer_gone: peer_gone.clone(),
                 };
-                let tx = tx.clone();
+                let (tx, queued) = (tx.clone(), queued.clone());
                 let abort = inner.abort.clone();
                 inner.tasks.spawn(async move {
                     tokio::select! {
                         // The reply keeps the call's slot until it is written.
                         reply = call.run() => if let Some(msg) = reply {
-                            let _ = tx.send(Outgoing { msg, flushed: None, slot: Some(slot) });
+                            let credit = Some(queued.credit(msg.size()));
+                            let _ = tx.send(Outgoing { msg, flushed: None, slot: Some(slot), credit });
                         },
                         _ = abort.cancelled() => {}
                     }
@@ -203,8 +215,12 @@ pub(super) async fn handle_connection(
             }
         }
     }
+    // The peer is gone unless the daemon is shutting down (calls then get the grace period).
+    if !inner.shutdown.is_cancelled() {
+        peer_gone.cancel();
+    }
     // Let running calls of this connection send their replies, then close.
     drop(tx);
     let _ = writer_task.await;
-    inner.streams.orphan(state.id, inner.config.stream_linger);
+    inner.streams.disconnected(state.id);
 }

@@ -85,7 +85,10 @@ impl CallContext {
             .iter()
             .find(|(id, _)| *id == DEADLINE_ANNOTATION)
             .and_then(|(_, v)| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(|ms| Instant::now() + Duration::from_millis(u64::from_be_bytes(ms)));
+            // A deadline too far to represent is no deadline (the value comes from the wire).
+            .and_then(|ms| {
+                Instant::now().checked_add(Duration::from_millis(u64::from_be_bytes(ms)))
+            });
         CallContext {
             inner: Arc::new(Inner {
                 peer,

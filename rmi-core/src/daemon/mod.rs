@@ -16,7 +16,8 @@
 //! - [`context`]: what a running method knows about its call;
 //! - `registration`: [`Registration`], instance modes and the object table;
 //! - `streams`: open streamed results, lingering past their connection;
-//! - `object`: the daemon's own object, `Pyro.Daemon`.
+//! - `object`: the daemon's own object, `Pyro.Daemon`;
+//! - `log`: rate-limited warnings and truncated peer text.
 
 mod builder;
 mod call;
@@ -24,14 +25,16 @@ mod connection;
 pub mod context;
 mod handshake;
 mod listener;
+mod log;
 mod object;
 mod registration;
 mod streams;
 
 pub use builder::{
     DaemonBuilder, DEFAULT_FRAME_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_HOST, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_STREAMS,
-    DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_STREAM_LINGER, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_HOST, DEFAULT_MAX_BATCH_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    DEFAULT_MIN_WRITE_RATE, DEFAULT_STREAM_LINGER, DEFAULT_WRITE_TIMEOUT,
 };
 pub use handshake::{Certificate, HandshakeInfo, ValidateHandshake};
 pub use registration::{InstanceMode, Registration};
@@ -90,6 +93,10 @@ struct Inner {
     next_connection: AtomicU64,
     /// One permit per open connection (`max_connections`).
     connections: Arc<Semaphore>,
+    /// Failed oneway calls are logged at most this often (peers choose how many fail).
+    oneway_warnings: log::RateLimit,
+    /// Panicking calls are logged at most this often.
+    panic_warnings: log::RateLimit,
 }
 
 impl std::fmt::Debug for Daemon {

@@ -28,10 +28,13 @@ pub(super) trait DaemonApi {
     /// Answers nothing: the daemon is alive.
     async fn ping(&self);
     /// The ids of all registered objects, the daemon object included, sorted.
+    #[rmi(raises)]
     async fn registered(&self) -> Result<Vec<String>, RemoteError>;
     /// A line describing the daemon.
+    #[rmi(raises)]
     async fn info(&self) -> Result<String, RemoteError>;
     /// The metadata of object `id`; an unknown id raises Pyro's `DaemonError`.
+    #[rmi(raises)]
     async fn get_metadata(&self, id: String) -> Result<Metadata, RemoteError>;
     /// Drops streamed result `id` (closing one already gone does nothing).
     #[rmi(oneway)]

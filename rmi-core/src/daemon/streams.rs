@@ -1,13 +1,16 @@
 //! Open item streams of a daemon: one table for all connections, so a stream can outlive its
 //! connection for the linger period (and a reconnected caller can go on reading it).
+//!
+//! The table also knows which connections are alive, under the same lock, so that a stream
+//! opened or adopted for a connection that is already gone (its call was still running when
+//! the peer vanished) starts lingering at once instead of living for ever.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::dispatch::EncodedStream;
@@ -20,13 +23,21 @@ struct Slot {
     items: Arc<tokio::sync::Mutex<EncodedStream>>,
     /// The connection reading it.
     owner: ConnectionId,
-    /// Set when the owner disconnected: the stream is dropped at this instant.
+    /// Set when the owner is gone: the stream is dropped at this instant.
     expires: Option<Instant>,
 }
 
 #[derive(Default)]
+struct Table {
+    slots: HashMap<String, Slot>,
+    /// Connections that are open: only their streams may live without an expiry.
+    live: HashSet<ConnectionId>,
+}
+
 pub(super) struct Streams {
-    table: Mutex<HashMap<String, Slot>>,
+    table: Mutex<Table>,
+    /// How long a stream survives its connection (`stream_linger`).
+    linger: Duration,
 }
 
 fn terminated() -> RemoteError {
@@ -38,64 +49,101 @@ fn terminated() -> RemoteError {
 }
 
 impl Streams {
-    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Slot>> {
-        self.table.lock()
+    pub(super) fn new(linger: Duration) -> Self {
+        Streams {
+            table: Mutex::new(Table::default()),
+            linger,
+        }
+    }
+
+    /// Connection `id` is open.
+    pub(super) fn connected(&self, id: ConnectionId) {
+        self.table.lock().live.insert(id);
+    }
+
+    /// Connection `id` is gone: its streams linger, then go.
+    pub(super) fn disconnected(self: &Arc<Self>, id: ConnectionId) {
+        // A linger too long to represent never ends.
+        let expires = Instant::now().checked_add(self.linger);
+        let mut any = false;
+        {
+            let mut table = self.table.lock();
+            table.live.remove(&id);
+            for slot in table.slots.values_mut().filter(|s| s.owner == id) {
+                slot.expires = expires;
+                any = true;
+            }
+        }
+        if let Some(at) = expires.filter(|_| any) {
+            self.sweep_at(at);
+        }
     }
 
     /// Keeps `items` for `owner`; refuses past `max` open streams on that connection, and past
     /// `max_total` in the daemon (lingering ones included).
     pub(super) fn open(
-        &self,
+        self: &Arc<Self>,
         owner: ConnectionId,
         items: EncodedStream,
         max: usize,
         max_total: usize,
     ) -> Result<String, RemoteError> {
-        let mut table = self.lock();
-        if table.len() >= max_total {
-            return Err(RemoteError::new(
-                RemoteErrorKind::Other,
-                "rmi.TooManyStreams",
-                format!("too many open streams in this daemon (max_streams = {max_total})"),
-            ));
-        }
-        if table.values().filter(|s| s.owner == owner).count() >= max {
-            return Err(RemoteError::new(
-                RemoteErrorKind::Other,
-                "rmi.TooManyStreams",
-                format!(
-                    "too many open streams on this connection (max_streams_per_connection = {max})"
-                ),
-            ));
-        }
         let id = uuid::Uuid::new_v4().to_string();
-        table.insert(
-            id.clone(),
-            Slot {
-                items: Arc::new(tokio::sync::Mutex::new(items)),
-                owner,
-                expires: None,
-            },
-        );
+        let expires = {
+            let mut table = self.table.lock();
+            if table.slots.len() >= max_total {
+                return Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.TooManyStreams",
+                    format!("too many open streams in this daemon (max_streams = {max_total})"),
+                ));
+            }
+            if table.slots.values().filter(|s| s.owner == owner).count() >= max {
+                return Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.TooManyStreams",
+                    format!(
+                        "too many open streams on this connection (max_streams_per_connection = {max})"
+                    ),
+                ));
+            }
+            let expires = self.expiry_for(&table, owner);
+            table.slots.insert(
+                id.clone(),
+                Slot {
+                    items: Arc::new(tokio::sync::Mutex::new(items)),
+                    owner,
+                    expires,
+                },
+            );
+            expires
+        };
+        if let Some(at) = expires {
+            self.sweep_at(at);
+        }
         Ok(id)
     }
 
     /// The next encoded item of stream `id`, read by connection `reader`. The end of the stream
     /// is a `StopIteration` error and removes it, as does an error item.
     pub(super) async fn next(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         reader: ConnectionId,
     ) -> Result<Vec<u8>, RemoteError> {
-        let items = {
-            let mut table = self.lock();
-            let slot = table.get_mut(id).ok_or_else(terminated)?;
+        let (items, expires) = {
+            let mut table = self.table.lock();
+            let expires = self.expiry_for(&table, reader);
+            let slot = table.slots.get_mut(id).ok_or_else(terminated)?;
             // Whoever reads a stream owns it (ids are random uuids, as in Pyro): a caller that
             // reconnected picks up its lingering stream, and it lives as long as that connection.
             slot.owner = reader;
-            slot.expires = None;
-            slot.items.clone()
+            slot.expires = expires;
+            (slot.items.clone(), expires)
         };
+        if let Some(at) = expires {
+            self.sweep_at(at);
+        }
         let next = items.lock().await.next().await;
         match next {
             Some(Ok(item)) => Ok(item),
@@ -110,40 +158,43 @@ impl Streams {
         }
     }
 
-    /// Drops stream `id`.
-    pub(super) fn close(&self, id: &str) {
-        self.lock().remove(id);
+    /// No expiry for a live connection's stream; the linger period from now for one whose
+    /// connection is gone.
+    fn expiry_for(&self, table: &Table, owner: ConnectionId) -> Option<Instant> {
+        if table.live.contains(&owner) {
+            return None;
+        }
+        Instant::now().checked_add(self.linger)
     }
 
-    /// `owner` disconnected: its streams linger for `linger`, then go.
-    pub(super) fn orphan(self: &Arc<Self>, owner: ConnectionId, linger: Duration) {
-        let expires = Instant::now() + linger;
-        let mut any = false;
-        for slot in self.lock().values_mut().filter(|s| s.owner == owner) {
-            slot.expires = Some(expires);
-            any = true;
-        }
-        if any {
-            let streams = Arc::downgrade(self);
-            tokio::spawn(async move {
-                tokio::time::sleep_until(expires).await;
-                if let Some(streams) = streams.upgrade() {
-                    let now = Instant::now();
-                    streams
-                        .lock()
-                        .retain(|_, s| s.expires.is_none_or(|e| e > now));
-                }
-            });
-        }
+    /// Drops the streams whose expiry has passed, at `at`.
+    fn sweep_at(self: &Arc<Self>, at: Instant) {
+        let streams = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(streams) = streams.upgrade() {
+                let now = Instant::now();
+                streams
+                    .table
+                    .lock()
+                    .slots
+                    .retain(|_, s| s.expires.is_none_or(|e| e > now));
+            }
+        });
+    }
+
+    /// Drops stream `id`.
+    pub(super) fn close(&self, id: &str) {
+        self.table.lock().slots.remove(id);
     }
 
     /// Number of open streams.
     pub(super) fn len(&self) -> usize {
-        self.lock().len()
+        self.table.lock().slots.len()
     }
 
     /// Drops every stream (daemon shutdown).
     pub(super) fn clear(&self) {
-        self.lock().clear();
+        self.table.lock().slots.clear();
     }
 }

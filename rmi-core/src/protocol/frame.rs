@@ -8,6 +8,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Length of the fixed header.
 pub const HEADER_SIZE: usize = 40;
+/// Length of an annotation chunk's own header: a 4-byte id and a u32 length.
+pub const ANNOTATION_HEADER_SIZE: usize = 8;
 /// Protocol version spoken (Pyro5).
 pub const PROTOCOL_VERSION: u16 = 502;
 /// Magic number at offset 0x26.
@@ -68,7 +70,7 @@ pub enum Error {
     #[error("incomplete message")]
     Incomplete,
     /// The first four bytes are not `PYRO`.
-    #[error("invalid message tag {0:02x?} (expected \"PYRO\")")]
+    #[error("{}", bad_tag(.0))]
     BadTag([u8; 4]),
     /// The protocol version is not 502.
     #[error("unsupported protocol version {0} (expected {PROTOCOL_VERSION})")]
@@ -93,6 +95,20 @@ pub enum Error {
     /// The payload is compressed, which this version does not support yet.
     #[error("compressed messages (FLAGS_COMPRESSED) are not supported yet")]
     Compressed,
+}
+
+/// What a wrong tag says: TLS records are named, since that is the usual mix-up.
+fn bad_tag(tag: &[u8; 4]) -> String {
+    // A TLS record starts with its content type (20 to 23) and major version 3.
+    if (0x14..=0x17).contains(&tag[0]) && tag[1] == 0x03 {
+        format!(
+            "invalid message tag {tag:02x?}: this looks like TLS, not Pyro: the peer speaks TLS \
+             where plaintext was expected; use TLS on both sides (DaemonBuilder::tls, \
+             ProxyBuilder::tls) or on neither"
+        )
+    } else {
+        format!("invalid message tag {tag:02x?} (expected \"PYRO\")")
+    }
 }
 
 /// A decoded header.
@@ -277,6 +293,20 @@ impl Message {
         })
     }
 
+    /// Bytes of annotations (each with its 8-byte chunk header) plus payload: what a header
+    /// declares, and what `max_message_size` limits.
+    pub fn size(&self) -> usize {
+        self.annotations_len() + self.payload.len()
+    }
+
+    /// Bytes of the annotations, with their chunk headers.
+    pub fn annotations_len(&self) -> usize {
+        self.annotations
+            .iter()
+            .map(|(_, v)| ANNOTATION_HEADER_SIZE + v.len())
+            .sum()
+    }
+
     /// Appends the encoded message to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         self.encode_head(buf);
@@ -285,7 +315,7 @@ impl Message {
 
     /// Appends the header and annotations, everything but the payload, to `buf`.
     pub fn encode_head(&self, buf: &mut BytesMut) {
-        let ann_len: usize = self.annotations.iter().map(|(_, v)| 8 + v.len()).sum();
+        let ann_len = self.annotations_len();
         let mut flags = self.flags;
         if self.corr_id != [0; 16] {
             flags |= FLAGS_CORR_ID;

@@ -9,12 +9,16 @@
 pub const DEADLINE_ANNOTATION: [u8; 4] = *b"DDLN";
 /// Annotation of an ITEMSTREAMRESULT reply carrying the stream's id (a UUID string, as Pyro5).
 pub const STREAM_ANNOTATION: [u8; 4] = *b"STRM";
-/// Annotation carrying a side's nonce during a shared-secret handshake.
-pub const NONCE_ANNOTATION: [u8; 4] = *b"NONC";
-/// Annotation carrying the daemon's shared-secret proof in CONNECTOK.
+/// Annotation carrying a side's SPAKE2 message during a shared-secret handshake: the client's
+/// in its first CONNECT, the daemon's in its first CONNECTOK.
+pub const PAKE_ANNOTATION: [u8; 4] = *b"PAKE";
+/// Annotation carrying the daemon's key confirmation in its first CONNECTOK on a shared-secret
+/// connection.
 pub const PROOF_ANNOTATION: [u8; 4] = *b"PROF";
 /// Annotation carrying a message's MAC on a shared-secret connection.
 pub const MAC_ANNOTATION: [u8; 4] = *b"HMAC";
+/// Length of the MAC in a [`MAC_ANNOTATION`] (HMAC-SHA256).
+pub const MAC_LEN: usize = 32;
 
 /// Object id of the daemon's own object, as in Pyro.
 pub const DAEMON_OBJECT_ID: &str = "Pyro.Daemon";

@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshake data sent when none is configured (Pyro's default).
 pub const DEFAULT_HANDSHAKE: &str = "hello";
+/// Default [`ProxyBuilder::abandoned_timeout`]: how long a call waits while every in-flight
+/// slot is held by calls their callers gave up on, before the connection is dropped.
+pub const DEFAULT_ABANDONED_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ProxyBuilder::reconnect_attempts`]: extra dials after a failed one.
 pub const DEFAULT_RECONNECT_ATTEMPTS: u32 = 2;
 /// Sequence numbers usable by calls: 1 to 65535.
@@ -34,6 +37,7 @@ pub struct ProxyBuilder {
     pub(super) serializer: Serializer,
     pub(super) connect_timeout: Duration,
     pub(super) max_in_flight: usize,
+    pub(super) abandoned_timeout: Duration,
     pub(super) limits: DecodeLimits,
     pub(super) handshake: String,
     pub(super) resolver: Option<Arc<dyn Resolve>>,
@@ -82,6 +86,7 @@ impl ProxyBuilder {
             serializer: Serializer::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            abandoned_timeout: DEFAULT_ABANDONED_TIMEOUT,
             limits: DecodeLimits::default(),
             handshake: DEFAULT_HANDSHAKE.to_owned(),
             resolver: crate::resolve::default_resolver(),
@@ -154,6 +159,15 @@ impl ProxyBuilder {
     /// Most calls live at once on the connection; more wait (default 1,024, at most 65,535).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.clamp(1, SEQ_VALUES);
+        self
+    }
+
+    /// How long a call may wait while every in-flight slot is held by calls whose callers gave
+    /// up on them (timed out or dropped: their numbers stay reserved until their replies come,
+    /// which may be never). Past it the proxy drops the connection and redials, and calls
+    /// still waiting on it get `ConnectionClosed` (default 30 s).
+    pub fn abandoned_timeout(mut self, timeout: Duration) -> Self {
+        self.abandoned_timeout = timeout;
         self
     }
 

@@ -12,7 +12,7 @@ use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType};
 use crate::protocol::names::{
-    BATCH_METHOD, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, STREAM_ANNOTATION,
+    BATCH_METHOD, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, MAC_LEN, STREAM_ANNOTATION,
 };
 
 impl Proxy {
@@ -102,7 +102,12 @@ impl Proxy {
             let attempt = async {
                 let conn = self.connection().await.map_err(Error::not_sent)?;
                 let msg = self.invoke_message(&conn, object, method, args, corr, flags)?;
-                conn.request(msg, self.options.timeout).await
+                conn.request(
+                    msg,
+                    self.options.timeout,
+                    self.shared.config.abandoned_timeout,
+                )
+                .await
             };
             match attempt.instrument(span).await {
                 Ok(reply) => return Ok((reply, corr)),
@@ -136,19 +141,6 @@ impl Proxy {
             method,
             args,
         )?;
-        let max = self
-            .shared
-            .config
-            .limits
-            .max_message_size
-            .min(u32::MAX as usize);
-        if payload.len() > max {
-            return Err(Error::Protocol(format!(
-                "request of {} bytes exceeds max_message_size ({max} bytes); not sent",
-                payload.len()
-            ))
-            .not_sent());
-        }
         let mut msg = Message::new(MessageType::Invoke, conn.serializer.id(), flags, 0, payload);
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
@@ -163,6 +155,27 @@ impl Proxy {
                 DEADLINE_ANNOTATION,
                 Bytes::copy_from_slice(&ms.to_be_bytes()),
             ));
+        }
+        // The limit counts the whole message: annotations (the caller's, the deadline, the MAC
+        // a shared secret adds) and payload. Too large a request fails this call only.
+        let max = self
+            .shared
+            .config
+            .limits
+            .max_message_size
+            .min(u32::MAX as usize);
+        let mac = if self.shared.config.secret.is_some() {
+            frame::ANNOTATION_HEADER_SIZE + MAC_LEN
+        } else {
+            0
+        };
+        let size = msg.size() + mac;
+        if size > max {
+            return Err(Error::Protocol(format!(
+                "request of {size} bytes ({} of payload) exceeds max_message_size ({max} bytes); not sent",
+                msg.payload.len()
+            ))
+            .not_sent());
         }
         Ok(msg)
     }
@@ -188,7 +201,12 @@ impl Proxy {
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
         let msg = self.invoke_message(&conn, None, BATCH_METHOD, &(calls,), corr, flags)?;
-        conn.send_oneway(msg, self.options.timeout).await
+        conn.send_oneway(
+            msg,
+            self.options.timeout,
+            self.shared.config.abandoned_timeout,
+        )
+        .await
     }
 
     /// Sends a oneway call: returns once the request is written; the daemon sends no reply and
@@ -221,7 +239,12 @@ impl Proxy {
             let conn = self.connection().await.map_err(Error::not_sent)?;
             let msg =
                 self.invoke_message(&conn, object, method, args, corr, frame::FLAGS_ONEWAY)?;
-            conn.send_oneway(msg, self.options.timeout).await
+            conn.send_oneway(
+                msg,
+                self.options.timeout,
+                self.shared.config.abandoned_timeout,
+            )
+            .await
         }
         .instrument(span)
         .await

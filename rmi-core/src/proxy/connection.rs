@@ -66,6 +66,15 @@ impl ConnShared {
         self.slots.close();
     }
 
+    /// True when every in-flight slot is taken and every call holding one was abandoned by
+    /// its caller (the reply will be dropped when it comes, if it ever does).
+    fn wedged(&self) -> bool {
+        let state = self.state.lock();
+        self.slots.available_permits() == 0
+            && !state.pending.is_empty()
+            && state.pending.values().all(|p| p.reply.is_closed())
+    }
+
     fn deliver(&self, msg: Message) {
         let mut state = self.state.lock();
         if msg.msg_type == MessageType::Ping {
@@ -99,15 +108,35 @@ impl Connection {
             handshake: config.handshake.clone(),
             object: object.to_owned(),
         };
-        let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, ser.encode(&request)?);
-        let auth = match &config.secret {
-            Some(secret) => Some(crate::auth::ClientHandshake::start(secret, &mut connect)?),
-            None => None,
-        };
+        /// The daemon's next handshake message.
+        async fn next<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Message, Error> {
+            reader.read_frame().await?.ok_or_else(|| {
+                Error::ConnectionClosed("daemon closed the connection during the handshake".into())
+            })
+        }
+        let payload = Bytes::from(ser.encode(&request)?);
+        let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, payload.clone());
+        let auth = config
+            .secret
+            .as_ref()
+            .map(|secret| crate::auth::ClientHandshake::start(secret, &mut connect));
         writer.write_frame(&connect).await?;
-        let reply = reader.read_frame().await?.ok_or_else(|| {
-            Error::ConnectionClosed("daemon closed the connection during the handshake".into())
-        })?;
+        let mut reply = next(&mut reader).await?;
+        // With a shared secret (see crate::auth): the daemon proves it first, and nothing more is
+        // sent unless it did; then the client proves it with a second, signed CONNECT, and the
+        // daemon's real answer comes signed.
+        let (signer, verifier) = match auth {
+            Some(auth) if reply.msg_type != MessageType::ConnectFail => {
+                let (mut signer, mut verifier) = auth.confirm(&connect, &reply)?;
+                let mut proof = Message::new(MessageType::Connect, ser.id(), 0, 0, payload);
+                signer.sign(&mut proof);
+                writer.write_frame(&proof).await?;
+                reply = next(&mut reader).await?;
+                verifier.verify(&reply)?;
+                (Some(signer), Some(verifier))
+            }
+            _ => (None, None),
+        };
         let meta = match reply.msg_type {
             MessageType::ConnectOk => {
                 let ok = ser.decode::<ConnectOk>(&reply.payload, &config.limits)?;
@@ -131,14 +160,6 @@ impl Connection {
                 )))
             }
         };
-        // With a shared secret the daemon must prove it knows it before anything is sent.
-        let (signer, verifier) = match auth {
-            Some(auth) => {
-                let (signer, verifier) = auth.finish(&connect, &reply)?;
-                (Some(signer), Some(verifier))
-            }
-            None => (None, None),
-        };
         let shared = Arc::new(ConnShared {
             state: Mutex::new(ConnState {
                 pending: HashMap::new(),
@@ -153,8 +174,16 @@ impl Connection {
         let closer = shared.clone();
         tokio::spawn(async move {
             let busy = move || max - slots.available_permits() >= 2;
-            if let Err(e) = transport::write_loop(writer, rx, busy, None, signer).await {
-                closer.close(e.to_string());
+            if let Err(e) = transport::write_loop(
+                writer,
+                rx,
+                busy,
+                transport::WriteDeadline::default(),
+                signer,
+            )
+            .await
+            {
+                closer.close(crate::error::Report(&e).to_string());
             }
         });
         tokio::spawn(read_loop(reader, shared.clone(), verifier));
@@ -169,14 +198,21 @@ impl Connection {
     }
 
     /// Sends an INVOKE (its sequence number is filled in here) and waits for its reply.
+    ///
+    /// A call that finds every in-flight slot held by calls their callers abandoned (timed out
+    /// or dropped, their replies never coming) for `abandoned_timeout` closes the connection,
+    /// so the proxy redials instead of hanging for ever.
     pub(super) async fn request(
         &self,
         mut msg: Message,
         timeout: Option<Duration>,
+        abandoned_timeout: Duration,
     ) -> Result<Message, Error> {
         // One deadline for the whole call: waiting for an in-flight slot counts too.
-        let deadline = timeout.map(|t| (tokio::time::Instant::now() + t, t));
-        let slot = self.slot(deadline).await?;
+        // A timeout too long to represent as an instant is no timeout.
+        let deadline =
+            timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
+        let slot = self.slot(deadline, abandoned_timeout).await?;
         let (reply_tx, reply_rx) = oneshot::channel();
         let seq = self.take_seq(Some(Pending {
             reply: reply_tx,
@@ -201,15 +237,40 @@ impl Connection {
     async fn slot(
         &self,
         deadline: Option<(tokio::time::Instant, Duration)>,
+        abandoned_timeout: Duration,
     ) -> Result<OwnedSemaphorePermit, Error> {
-        let acquire = self.shared.slots.clone().acquire_owned();
-        let slot = match deadline {
-            Some((at, t)) => tokio::time::timeout_at(at, acquire)
-                .await
-                .map_err(|_| Error::Timeout(t).not_sent())?,
-            None => acquire.await,
-        };
-        slot.map_err(|_| self.closed_error().not_sent())
+        loop {
+            let step = tokio::time::Instant::now().checked_add(abandoned_timeout);
+            let until = match (deadline, step) {
+                (Some((at, _)), Some(step)) => Some(at.min(step)),
+                (Some((at, _)), None) => Some(at),
+                (None, step) => step,
+            };
+            let acquire = self.shared.slots.clone().acquire_owned();
+            let acquired = match until {
+                Some(until) => tokio::time::timeout_at(until, acquire).await.ok(),
+                None => Some(acquire.await),
+            };
+            match acquired {
+                Some(slot) => return slot.map_err(|_| self.closed_error().not_sent()),
+                None => {
+                    if let Some((at, t)) =
+                        deadline.filter(|(at, _)| tokio::time::Instant::now() >= *at)
+                    {
+                        let _ = at;
+                        return Err(Error::Timeout(t).not_sent());
+                    }
+                    if self.shared.wedged() {
+                        let reason = format!(
+                            "every in-flight slot was held by abandoned calls for {abandoned_timeout:?} (abandoned_timeout); reconnecting"
+                        );
+                        tracing::warn!(%reason, "closing the connection");
+                        self.shared.close(reason);
+                        return Err(self.closed_error().not_sent());
+                    }
+                }
+            }
+        }
     }
 
     /// Takes the next free sequence number; with `pending`, reserves it until the reply comes.
@@ -231,10 +292,11 @@ impl Connection {
         &self,
         mut msg: Message,
         timeout: Option<Duration>,
+        abandoned_timeout: Duration,
     ) -> Result<(), Error> {
-        let _slot = self
-            .slot(timeout.map(|t| (tokio::time::Instant::now() + t, t)))
-            .await?;
+        let deadline =
+            timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
+        let _slot = self.slot(deadline, abandoned_timeout).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None)?;
         let (flushed, written) = oneshot::channel();
@@ -243,6 +305,7 @@ impl Connection {
                 msg,
                 flushed: Some(flushed),
                 slot: None,
+                credit: None,
             })
             .map_err(|_| self.closed_error().not_sent())?;
         written.await.map_err(|_| self.closed_error())
@@ -322,7 +385,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // Authenticated connections: a reply that fails its MAC is never decoded.
         if let (Ok(Some(msg)), Some(verifier)) = (&read, verifier.as_mut()) {
             if let Err(e) = verifier.verify(msg) {
-                shared.close(e.to_string());
+                shared.close(crate::error::Report(&e).to_string());
                 return;
             }
         }
@@ -342,7 +405,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 return;
             }
             Err(e) => {
-                shared.close(e.to_string());
+                shared.close(crate::error::Report(&e).to_string());
                 return;
             }
         }

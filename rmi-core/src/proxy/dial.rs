@@ -49,7 +49,10 @@ impl Proxy {
                 // Answers, not outages: another dial would get the same.
                 Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => return Err(e),
                 Err(e) if attempt >= config.reconnect_attempts => {
-                    *last_failure = Some((tokio::time::Instant::now(), e.to_string()));
+                    *last_failure = Some((
+                        tokio::time::Instant::now(),
+                        crate::error::Report(&e).to_string(),
+                    ));
                     return Err(e);
                 }
                 Err(e) => {

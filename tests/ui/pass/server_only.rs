@@ -1,6 +1,6 @@
 //! `#[rmi::remote(server_only)]` generates the contract and the server, and no client types
-//! (for objects whose callers are Python's Pyro, or the runtime itself); a method returning
-//! `Result<T, RemoteError>` raises its error.
+//! (for objects whose callers are Python's Pyro, or the runtime itself); a `#[rmi(raises)]`
+//! method raises its error.
 
 #![deny(warnings)]
 
@@ -8,6 +8,7 @@
 #[rmi::remote(server_only)]
 pub trait Store {
     /// Stores `value`; refuses empty ones with a remote `ValueError`.
+    #[rmi(raises)]
     async fn put(&self, value: String) -> Result<u32, rmi::RemoteError>;
 }
 

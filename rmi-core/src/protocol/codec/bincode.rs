@@ -51,6 +51,25 @@ pub(super) fn decode_route(payload: &Bytes) -> Result<(String, String, Bytes), E
     Ok((object, method, args))
 }
 
+/// The varint length prefix at the start of `args` (the first argument's, if a sequence).
+pub(super) fn leading_seq_len(args: &[u8]) -> Option<u64> {
+    // bincode's varint: < 251 is the value; 251, 252, 253 announce a u16, u32, u64 (LE).
+    let (&tag, rest) = args.split_first()?;
+    let fixed = |n: usize| -> Option<u64> {
+        let bytes = rest.get(..n)?;
+        let mut le = [0u8; 8];
+        le[..n].copy_from_slice(bytes);
+        Some(u64::from_le_bytes(le))
+    };
+    match tag {
+        0..=250 => Some(u64::from(tag)),
+        251 => fixed(2),
+        252 => fixed(4),
+        253 => fixed(8),
+        _ => None,
+    }
+}
+
 /// Seed that deserializes `T` through [`Bounded`], so bincode's top-level entry point (which
 /// applies the size limit and the trailing-bytes check) can be used.
 struct BoundedRoot<T> {

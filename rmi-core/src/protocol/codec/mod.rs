@@ -192,6 +192,15 @@ impl Args {
         self.ser
     }
 
+    /// The length the first argument declares when it is a sequence (read from its prefix,
+    /// without decoding it), so a caller can refuse an oversized list before building it.
+    pub fn leading_seq_len(&self) -> Option<u64> {
+        match self.ser {
+            Serializer::Bincode => bincode::leading_seq_len(&self.bytes),
+            Serializer::MsgPack => msgpack::leading_seq_len(&self.bytes),
+        }
+    }
+
     /// Decodes the arguments as `T` (a tuple of the parameter types).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
         match self.ser {
@@ -296,6 +305,22 @@ mod tests {
                 inv.args.decode::<(String, String)>().is_err(),
                 "wrong types are an error"
             );
+        }
+    }
+
+    #[test]
+    fn the_first_arguments_declared_length_is_read_without_decoding() {
+        for ser in SERS {
+            for n in [0usize, 3, 250, 251, 70_000] {
+                let calls = vec![serde_bytes::ByteBuf::from(vec![1u8]); n];
+                let payload = encode_invoke(ser, "o", "<batch>", &(calls,)).unwrap();
+                let inv = decode_invoke(ser, payload.into(), &DecodeLimits::default()).unwrap();
+                assert_eq!(inv.args.leading_seq_len(), Some(n as u64), "{ser:?} {n}");
+            }
+            // Not a sequence, or nothing there: no claim.
+            let payload = encode_invoke(ser, "o", "m", &[(); 0]).unwrap();
+            let inv = decode_invoke(ser, payload.into(), &DecodeLimits::default()).unwrap();
+            assert!(inv.args.leading_seq_len().is_none() || ser == Serializer::Bincode);
         }
     }
 

@@ -52,3 +52,20 @@ pub(super) fn decode_route(
         .map_err(codec_error)?;
     Ok((object, method))
 }
+
+/// The array length the first argument declares, in a `[object, method, [args...], kwargs]`
+/// INVOKE payload, read from the headers without decoding anything else.
+pub(super) fn leading_seq_len(payload: &[u8]) -> Option<u64> {
+    let mut rd = payload;
+    if rmp::decode::read_array_len(&mut rd).ok()? != 4 {
+        return None;
+    }
+    for _ in 0..2 {
+        let len = rmp::decode::read_str_len(&mut rd).ok()? as usize;
+        rd = rd.get(len..)?;
+    }
+    if rmp::decode::read_array_len(&mut rd).ok()? == 0 {
+        return None;
+    }
+    rmp::decode::read_array_len(&mut rd).ok().map(u64::from)
+}

@@ -1,0 +1,217 @@
+//! Both halves of the handshake against each other, honest and attacked, and message signing.
+
+use super::*;
+
+fn connect(payload: &'static [u8]) -> Message {
+    Message::new(MessageType::Connect, 98, 0, 0, payload)
+}
+
+fn offer() -> Message {
+    Message::new(MessageType::ConnectOk, 98, 0, 0, Bytes::new())
+}
+
+/// A whole handshake: the client's and the daemon's sessions, or the first error.
+fn handshake(client_secret: &str, daemon_secret: &str) -> Result<(Session, Session), Error> {
+    let mut first = connect(b"connect");
+    let client = ClientHandshake::start(&SharedSecret::new(client_secret), &mut first);
+    let mut ok = offer();
+    let daemon = ServerHandshake::start(&SharedSecret::new(daemon_secret), &first, &mut ok)
+        .map_err(Error::ConnectFailed)?;
+    let (mut client_out, client_in) = client.confirm(&first, &ok)?;
+    let mut proof = connect(b"connect");
+    client_out.sign(&mut proof);
+    let daemon_session = daemon.finish(&proof)?;
+    Ok(((client_out, client_in), daemon_session))
+}
+
+#[test]
+fn both_halves_of_the_handshake_agree_only_on_the_same_secret() {
+    let ((mut client_out, mut client_in), (mut daemon_out, mut daemon_in)) =
+        handshake("s3cret", "s3cret").unwrap();
+    let mut call = Message::new(MessageType::Invoke, 98, 0, 1, &b"call"[..]);
+    client_out.sign(&mut call);
+    daemon_in.verify(&call).unwrap();
+    let mut reply = Message::new(MessageType::Result, 98, 0, 1, &b"reply"[..]);
+    daemon_out.sign(&mut reply);
+    client_in.verify(&reply).unwrap();
+
+    let err = handshake("s3cret", "other").unwrap_err().to_string();
+    assert!(
+        err.contains("could not prove the shared secret (wrong secret?)"),
+        "{err}"
+    );
+    // A CONNECT without a SPAKE2 message is refused, with nothing computed.
+    let err =
+        ServerHandshake::start(&SharedSecret::new("s"), &connect(b"c"), &mut offer()).unwrap_err();
+    assert_eq!(err, "the daemon requires the shared secret");
+}
+
+#[test]
+fn a_client_with_a_wrong_secret_cannot_forge_its_proof() {
+    // The client half with a wrong secret, skipping the daemon's confirmation: its proof
+    // (the signed second CONNECT) is refused.
+    let mut first = connect(b"connect");
+    let client = ClientHandshake::start(&SharedSecret::new("guess"), &mut first);
+    let mut ok = offer();
+    let daemon = ServerHandshake::start(&SharedSecret::new("s3cret"), &first, &mut ok).unwrap();
+    let spake_key = client
+        .spake
+        .finish(ok.annotation(&PAKE_ANNOTATION).unwrap())
+        .unwrap();
+    let keys = Keys::derive(
+        &spake_key,
+        &transcript(
+            &first,
+            &client.msg,
+            ok.annotation(&PAKE_ANNOTATION).unwrap(),
+            &ok,
+        ),
+    );
+    let (mut forger, _) = client_session(&keys);
+    let mut proof = connect(b"connect");
+    forger.sign(&mut proof);
+    let err = daemon.finish(&proof).unwrap_err().to_string();
+    assert!(err.contains("did not prove the shared secret"), "{err}");
+}
+
+#[test]
+fn the_confirmation_binds_the_transcript() {
+    let secret = SharedSecret::new("s3cret");
+    let mut first = connect(b"connect");
+    let client = ClientHandshake::start(&secret, &mut first);
+    let mut ok = offer();
+    ServerHandshake::start(&secret, &first, &mut ok).unwrap();
+    // The first CONNECT's payload altered on the way (say, another object id).
+    let mut altered = first.clone();
+    altered.payload = Bytes::from_static(b"CONNECT");
+    let err = client.confirm(&altered, &ok).unwrap_err().to_string();
+    assert!(err.contains("could not prove"), "{err}");
+    // The daemon's answer altered on the way.
+    let client = ClientHandshake::start(&secret, &mut first);
+    let mut ok = offer();
+    ServerHandshake::start(&secret, &first, &mut ok).unwrap();
+    ok.payload = Bytes::from_static(b"metadata");
+    assert!(client.confirm(&first, &ok).is_err());
+}
+
+#[test]
+fn reflected_key_exchange_messages_fail() {
+    let secret = SharedSecret::new("s3cret");
+    // The daemon's message sent back to a daemon as a client's.
+    let mut first = connect(b"c");
+    ClientHandshake::start(&secret, &mut first);
+    let mut ok = offer();
+    ServerHandshake::start(&secret, &first, &mut ok).unwrap();
+    let server_msg = ok.annotation(&PAKE_ANNOTATION).unwrap().clone();
+    let mut reflected = connect(b"c");
+    reflected
+        .annotations
+        .push((PAKE_ANNOTATION, server_msg.clone()));
+    let err = ServerHandshake::start(&secret, &reflected, &mut offer()).unwrap_err();
+    assert!(err.contains("invalid key exchange message"), "{err}");
+    // The same with its side byte relabelled: accepted as a message, but the key differs,
+    // so the daemon's own confirmation does not verify as a client's proof.
+    let mut relabelled = server_msg.to_vec();
+    relabelled[0] = b'A';
+    let mut reflected = connect(b"c");
+    reflected
+        .annotations
+        .push((PAKE_ANNOTATION, relabelled.into()));
+    let mut ok2 = offer();
+    let daemon = ServerHandshake::start(&secret, &reflected, &mut ok2).unwrap();
+    let mut proof = connect(b"c");
+    proof.annotations.push((
+        MAC_ANNOTATION,
+        ok2.annotation(&PROOF_ANNOTATION).unwrap().clone(),
+    ));
+    assert!(daemon.finish(&proof).is_err());
+
+    // The client's message echoed back to the client as the daemon's.
+    for side in [b'A', b'B'] {
+        let mut first = connect(b"c");
+        let client = ClientHandshake::start(&secret, &mut first);
+        let mut echoed = first.annotation(&PAKE_ANNOTATION).unwrap().to_vec();
+        echoed[0] = side;
+        let mut ok = offer();
+        ok.annotations.push((PAKE_ANNOTATION, echoed.into()));
+        ok.annotations.push((PROOF_ANNOTATION, vec![0; 32].into()));
+        let err = client.confirm(&first, &ok).unwrap_err().to_string();
+        assert!(err.contains("could not prove"), "{err}");
+    }
+}
+
+#[test]
+fn malformed_key_exchange_messages_are_refused_without_panic() {
+    let secret = SharedSecret::new("s3cret");
+    let bad: [&[u8]; 5] = [b"", b"A", &[b'A'; 33], &[0xFF; 33], &[b'A'; 200]];
+    for msg in bad {
+        let mut first = connect(b"c");
+        first
+            .annotations
+            .push((PAKE_ANNOTATION, Bytes::copy_from_slice(msg)));
+        // Some 33-byte values decode to a point: then the answer is an ordinary offer.
+        let _ = ServerHandshake::start(&secret, &first, &mut offer());
+
+        let mut first = connect(b"c");
+        let client = ClientHandshake::start(&secret, &mut first);
+        let mut ok = offer();
+        ok.annotations
+            .push((PAKE_ANNOTATION, Bytes::copy_from_slice(msg)));
+        ok.annotations
+            .push((PROOF_ANNOTATION, Bytes::copy_from_slice(msg)));
+        assert!(client.confirm(&first, &ok).is_err());
+    }
+    // No answer at all, and a CONNECTFAIL where the offer should be.
+    let mut first = connect(b"c");
+    let client = ClientHandshake::start(&secret, &mut first);
+    let err = client.confirm(&first, &offer()).unwrap_err().to_string();
+    assert!(err.contains("did not authenticate"), "{err}");
+    let mut first = connect(b"c");
+    let client = ClientHandshake::start(&secret, &mut first);
+    let fail = Message::new(MessageType::ConnectFail, 98, 0, 0, Bytes::new());
+    assert!(client.confirm(&first, &fail).is_err());
+}
+
+#[test]
+fn signed_messages_verify_once_and_in_order_only() {
+    let ((mut client, mut client_in), (mut server_out, mut server)) = handshake(
+        "correct horse battery staple",
+        "correct horse battery staple",
+    )
+    .unwrap();
+    // `handshake` used the client's first MAC on its proof: these are its second and third.
+    let mut first = Message::new(MessageType::Invoke, 98, 0, 1, &b"one"[..]);
+    let mut second = Message::new(MessageType::Invoke, 98, 0, 2, &b"two"[..]);
+    client.sign(&mut first);
+    client.sign(&mut second);
+    // Out of order fails (and a failed check still consumes the counter: the connection
+    // closes).
+    assert!(server.verify(&second).is_err());
+    let ((mut client, _), (_, mut server)) = handshake("k", "k").unwrap();
+    let mut first = Message::new(MessageType::Invoke, 98, 0, 1, &b"one"[..]);
+    let mut second = Message::new(MessageType::Invoke, 98, 0, 2, &b"two"[..]);
+    client.sign(&mut first);
+    client.sign(&mut second);
+    server.verify(&first).unwrap();
+    server.verify(&second).unwrap();
+    // Replay fails.
+    assert!(server.verify(&second).is_err());
+    // Tampering fails.
+    let ((mut client, _), (_, mut fresh)) = handshake("k", "k").unwrap();
+    let mut call = Message::new(MessageType::Invoke, 98, 0, 1, &b"one"[..]);
+    client.sign(&mut call);
+    let mut tampered = call.clone();
+    tampered.payload = Bytes::from_static(b"ONE");
+    assert!(fresh.verify(&tampered).is_err());
+    // Another connection's session (a replayed connection) fails.
+    let (_, (_, mut other)) = handshake("k", "k").unwrap();
+    assert!(other.verify(&call).is_err());
+    // A message signed by the daemon does not verify as the client's (reflection).
+    let mut reply = Message::new(MessageType::Result, 98, 0, 1, &b"r"[..]);
+    server_out.sign(&mut reply);
+    client_in.verify(&reply).unwrap();
+    let ((_, _), (mut daemon_out, mut daemon_in)) = handshake("k", "k").unwrap();
+    let mut echo = Message::new(MessageType::Invoke, 98, 0, 1, &b"e"[..]);
+    daemon_out.sign(&mut echo);
+    assert!(daemon_in.verify(&echo).is_err());
+}

@@ -1,0 +1,573 @@
+//! Hardening, second round (issue 8): memory an idle connection holds, bytes queued for a slow
+//! reader, streams of vanished connections, batches, whole-message size limits, huge
+//! timeouts, wedged proxies, log floods and TLS mix-ups. Attacks run against a child-process
+//! daemon over raw sockets where they could hurt it, and the child must still serve after.
+
+use std::time::{Duration, Instant};
+
+use rmi::protocol::codec::encode_invoke;
+use rmi::protocol::frame::{Message, MessageType};
+use rmi::{Error, Serializer, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{
+    connect_handshake, spawn_child_daemon_with, start_daemon, Blob, ChildGuard, LabProxy,
+};
+
+const MIB: u64 = 1024;
+
+async fn dial(uri: &Uri) -> TcpStream {
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else {
+        unreachable!()
+    };
+    TcpStream::connect((host.as_str(), *port)).await.unwrap()
+}
+
+async fn assert_serving(child: &mut ChildGuard, uri: &Uri) {
+    assert!(child.is_alive(), "the daemon process died");
+    let proxy = LabProxy::connect(uri)
+        .await
+        .expect("a normal client connects");
+    assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
+}
+
+fn invoke_frame(method: &str, args: &impl serde::Serialize, seq: u16) -> Message {
+    let payload = encode_invoke(Serializer::Bincode, "lab", method, args).unwrap();
+    Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, seq, payload)
+}
+
+/// Reads one whole message's bytes off a raw socket (header, then the rest).
+async fn read_message(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = [0u8; rmi::protocol::frame::HEADER_SIZE];
+    stream.read_exact(&mut head).await?;
+    let header = rmi::protocol::frame::Header::parse(&head, usize::MAX).expect("a header");
+    let mut rest = vec![0u8; header.total_len() - head.len()];
+    stream.read_exact(&mut rest).await?;
+    Ok(rest)
+}
+
+/// Samples the child's RSS every 50 ms for `period`; returns the largest.
+async fn peak_rss_kib(child: &ChildGuard, period: Duration) -> u64 {
+    let until = Instant::now() + period;
+    let mut peak = child.rss_kib();
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        peak = peak.max(child.rss_kib());
+    }
+    peak
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_fall_back_to_a_small_buffer_after_a_large_message() {
+    const CONNECTIONS: usize = 6;
+    // Above glibc's largest mmap threshold (32 MiB), so what the daemon frees goes back to the
+    // system and RSS shows what it still holds.
+    const BLOB: usize = 40 << 20;
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    lab.echo(0, 0, "warm".into()).await.unwrap();
+    let before = child.rss_kib();
+    let frame = invoke_frame("blob_len", &(Blob(vec![1; BLOB]),), 1).to_bytes();
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut s = dial(&uri).await;
+        connect_handshake(&mut s, "lab").await;
+        s.write_all(&frame).await.unwrap();
+        read_message(&mut s).await.expect("the call is answered");
+        held.push(s); // stays open and idle
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = child.rss_kib();
+    let grown_mib = idle.saturating_sub(before) / MIB;
+    println!(
+        "RSS before {} MiB, with {CONNECTIONS} idle connections after one 40 MiB message each: {} MiB (+{grown_mib} MiB)",
+        before / MIB,
+        idle / MIB
+    );
+    // Kept buffers would hold 6 × 40 MiB = 240 MiB.
+    assert!(
+        grown_mib < 100,
+        "idle connections still hold their largest message: +{grown_mib} MiB"
+    );
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_queued_for_a_client_that_never_reads_are_bounded_in_bytes() {
+    const BLOB: usize = 4 << 20;
+    const REQUESTS: u16 = 64;
+    // A small byte budget; the in-flight limit is the default 1,024, so only bytes bound this.
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_queued=8388608;write_ms=60000");
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    lab.echo(0, 0, "warm".into()).await.unwrap();
+    let calls_before = lab.calls().await.unwrap();
+    let before = child.rss_kib();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    // A sustained attack: requests keep coming, one every 20 ms, and no reply is ever read.
+    for seq in 1..=REQUESTS {
+        s.write_all(&invoke_frame("make_blob", &(BLOB,), seq).to_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let peak = peak_rss_kib(&child, Duration::from_millis(500)).await;
+    let grown_mib = peak.saturating_sub(before) / MIB;
+    let ran = lab.calls().await.unwrap() - calls_before - 1;
+    println!(
+        "never-reading client, {REQUESTS} requests for 4 MiB results, max_queued_bytes 8 MiB: {ran} ran, RSS +{grown_mib} MiB"
+    );
+    // Without a byte budget all 64 run and their 256 MiB of results stay queued.
+    assert!(
+        ran < REQUESTS as usize / 2,
+        "the daemon kept reading requests: {ran} ran"
+    );
+    assert!(grown_mib < 128, "queued replies grew to +{grown_mib} MiB");
+    drop(s);
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_a_trickle_is_cut_off_by_min_write_rate() {
+    // Over an in-memory pipe, so no kernel buffer hides the trickle: the client takes 16 KiB
+    // every 50 ms (320 KiB/s). write_timeout (500 ms) never fires, since every write makes some
+    // progress; min_write_rate (2 MiB/s) does: 8 MiB may take 0.5 + 4 s, the trickle ~25 s.
+    let daemon = rmi::Daemon::builder()
+        .write_timeout(Some(Duration::from_millis(500)))
+        .min_write_rate(Some(2 << 20))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(
+            crate::support::LabServer::new(crate::support::LabObject::default()),
+            "lab",
+        )
+        .unwrap();
+    let (mut s, server) = tokio::io::duplex(16 << 10);
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve_stream(server, "trickle").await }
+    });
+    connect_handshake(&mut s, "lab").await;
+    s.write_all(&invoke_frame("make_blob", &(8usize << 20,), 1).to_bytes())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 16 << 10];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got += n,
+            Err(_) => {}
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "trickle reader: cut off after {:?} having read {} KiB of an 8 MiB reply",
+        started.elapsed(),
+        got / 1024
+    );
+    assert!(closed, "the daemon kept writing a trickle for 15 s");
+    assert!(got < 8 << 20, "the whole reply was delivered at a trickle");
+    daemon.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_opened_after_its_connection_was_reset_expires_after_the_linger() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=300");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    for round in 0..3 {
+        let mut s = dial(&uri).await;
+        connect_handshake(&mut s, "lab").await;
+        // The stream opens 300 ms after the call arrives. The connection is reset at 50 ms,
+        // and at 100 ms another call's reply makes the daemon's writer fail, so the connection
+        // is over (and its streams told to linger) before the stream opens.
+        s.write_all(&invoke_frame("slow_numbers", &(300u64, 5u32), 1).to_bytes())
+            .await
+            .unwrap();
+        s.write_all(&invoke_frame("sleep", &(100u64,), 2).to_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        #[allow(deprecated)] // the point is to send a reset
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s); // RST
+        let started = Instant::now();
+        let mut seen = false;
+        let gone = loop {
+            let open = watcher.open_streams().await.unwrap();
+            seen |= open > 0;
+            if seen && open == 0 {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(seen, "round {round}: the stream never opened");
+        assert!(
+            gone,
+            "round {round}: a stream of a reset connection outlived its linger"
+        );
+    }
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_adopted_by_a_vanished_connection_expires_too() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=300");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    // A proxy opens a stream and reads one item; a raw connection then adopts it (reads it
+    // with its id) and vanishes with a reset while its read is still in flight.
+    let owner = LabProxy::connect(&uri).await.unwrap();
+    let mut stream = owner.slow_numbers(0, 1_000).await.unwrap();
+    use futures_util::StreamExt;
+    assert_eq!(stream.next().await.unwrap().unwrap(), 0);
+    let id = stream.id().to_owned();
+    std::mem::forget(stream); // no close_stream: only expiry may remove it
+    owner.proxy().close();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    let payload = encode_invoke(
+        Serializer::Bincode,
+        "Pyro.Daemon",
+        "get_next_stream_item",
+        &(id,),
+    )
+    .unwrap();
+    let frame = Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 1, payload);
+    s.write_all(&frame.to_bytes()).await.unwrap();
+    read_message(&mut s).await.unwrap();
+    #[allow(deprecated)] // the point is to send a reset
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    let started = Instant::now();
+    while watcher.open_streams().await.unwrap() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a stream adopted by a vanished connection never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_longer_than_max_batch_calls_is_refused_before_any_call_runs() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_batch=100");
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    let before = lab.calls().await.unwrap();
+    let mut batch = lab.batch();
+    for i in 0..101 {
+        batch.echo(i, 0, String::new());
+    }
+    let err = batch.send().await.unwrap_err();
+    assert!(err.to_string().contains("max_batch_calls (100)"), "{err}");
+    assert_eq!(lab.calls().await.unwrap(), before, "no call of it ran");
+    let mut batch = lab.batch();
+    let slots: Vec<_> = (0..100).map(|i| batch.echo(i, 0, String::new())).collect();
+    let results = batch.send().await.unwrap();
+    assert_eq!(results.get(&slots[99]).unwrap().0, 99);
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_batch_lets_other_clients_through_and_stops_when_its_caller_goes() {
+    // One runtime thread: a batch that never yielded would hold every other client.
+    const CALLS: u32 = 300_000;
+    let (mut child, uri) = spawn_child_daemon_with(0, "workers=1;max_batch=1000000");
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    let batcher = LabProxy::connect(&uri).await.unwrap();
+    let mut batch = batcher.batch();
+    for i in 0..CALLS {
+        batch.echo(i, 0, String::new());
+    }
+    let mut batch_done = tokio::spawn(batch.send());
+    // Once the batch has started, another client's call must complete before it ends.
+    while lab.calls().await.unwrap() < 1_000 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    lab.echo(1, 1, "through".into()).await.unwrap();
+    assert!(
+        !batch_done.is_finished(),
+        "the batch finished before the other call could be measured against it; raise CALLS"
+    );
+    // The caller vanishes: the batch stops.
+    batch_done.abort();
+    let _ = (&mut batch_done).await;
+    batcher.proxy().close();
+    drop(batcher);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = lab.calls().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = lab.calls().await.unwrap();
+    println!("batch of {CALLS}: {a} calls ran before its caller left");
+    assert!(
+        b - a <= 1 && (a as u32) < CALLS,
+        "the batch ran on after its caller left: {a} then {b} of {CALLS}"
+    );
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test]
+async fn a_request_too_large_with_its_annotations_fails_that_call_only() {
+    let (daemon, lab_uri, _) = start_daemon().await;
+    const MAX: usize = 64 << 10;
+    let limits = rmi::DecodeLimits {
+        max_message_size: MAX,
+        ..Default::default()
+    };
+    let lab: LabProxy = rmi::Proxy::builder(lab_uri.clone())
+        .limits(limits)
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    // A payload 8 bytes under the limit; the deadline annotation (8 + 8 bytes) pushes it over.
+    let object = lab_uri.object().unwrap();
+    let payload_len = |n: usize| {
+        encode_invoke(
+            Serializer::Bincode,
+            object,
+            "blob_len",
+            &(Blob(vec![0; n]),),
+        )
+        .unwrap()
+        .len()
+    };
+    let n = (0..MAX).rev().find(|&n| payload_len(n) <= MAX - 8).unwrap();
+    assert!(payload_len(n) > MAX - 16, "the payload alone fits");
+    let blob = Blob(vec![0; n]);
+    let err = lab.blob_len(blob).await.unwrap_err();
+    assert!(
+        err.is_not_executed() && err.to_string().contains("max_message_size"),
+        "{err}"
+    );
+    assert_eq!(lab.echo(1, 2, "still".into()).await.unwrap().2, "still");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_result_too_large_with_its_annotations_fails_that_call_only() {
+    // The daemon's limit counts its reply's annotations: a streamed result's id, or a MAC.
+    let limits = rmi::DecodeLimits {
+        max_message_size: 64 << 10,
+        ..Default::default()
+    };
+    let daemon = rmi::Daemon::builder()
+        .limits(limits)
+        .shared_secret(rmi::SharedSecret::new("a secret of the test"))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(crate::support::LabServer::new(
+            crate::support::LabObject::default(),
+        ))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let lab: LabProxy = rmi::Proxy::builder(uri)
+        .shared_secret(rmi::SharedSecret::new("a secret of the test"))
+        .connect()
+        .await
+        .unwrap();
+    // The bincode payload is the blob plus a few bytes; the 40-byte MAC pushes it over.
+    let err = lab.make_blob((64 << 10) - 20).await.unwrap_err();
+    assert!(err.to_string().contains("max_message_size"), "{err}");
+    assert_eq!(lab.echo(1, 2, "still".into()).await.unwrap().2, "still");
+    daemon.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_timeouts_do_not_panic_on_either_side() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    let lab: LabProxy = rmi::Proxy::builder(uri.clone())
+        .timeout(Duration::MAX)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(lab.echo(1, 1, "max".into()).await.unwrap().2, "max");
+    let lab = lab.with_timeout(Duration::MAX);
+    assert_eq!(lab.sleep(1).await.unwrap(), 1);
+    // A deadline of u64::MAX milliseconds straight from the wire.
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    let mut frame = invoke_frame("echo", &(7u32, 7u32, "wire"), 1);
+    frame.annotations.push((
+        rmi::protocol::names::DEADLINE_ANNOTATION,
+        bytes::Bytes::copy_from_slice(&u64::MAX.to_be_bytes()),
+    ));
+    s.write_all(&frame.to_bytes()).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_message(&mut s))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(reply.ends_with(b"wire"), "the call ran and answered");
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test]
+async fn a_proxy_whose_slots_are_all_held_by_abandoned_calls_redials() {
+    let (daemon, lab_uri, _) = start_daemon().await;
+    let lab: LabProxy = rmi::Proxy::builder(lab_uri)
+        .max_in_flight(4)
+        .abandoned_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let first = lab.connection().await.unwrap();
+    // Four callers give up on calls that will not return for a minute.
+    for _ in 0..4 {
+        let _ = tokio::time::timeout(Duration::from_millis(50), lab.sleep(60_000)).await;
+    }
+    let started = Instant::now();
+    let next = tokio::time::timeout(Duration::from_secs(10), lab.connection())
+        .await
+        .expect("the proxy wedged: no call got through in 10 s")
+        .unwrap();
+    println!(
+        "wedged proxy recovered after {:?} (abandoned_timeout 300 ms)",
+        started.elapsed()
+    );
+    assert_ne!(next, first, "the call went through a new connection");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_plaintext_client_of_a_tls_daemon_is_told_so_and_the_other_way_round() {
+    use rmi::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = ca.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.signing_key.serialize_der()));
+    let server = rmi::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    let tls_daemon = rmi::Daemon::builder()
+        .tls(std::sync::Arc::new(server))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = tls_daemon
+        .register(crate::support::GreeterServer::new(
+            crate::support::GreetingMaker,
+        ))
+        .unwrap();
+    tokio::spawn({
+        let d = tls_daemon.clone();
+        async move { d.serve().await }
+    });
+    let err = rmi::Proxy::builder(uri.clone())
+        .connect::<rmi::Proxy>()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("looks like TLS"), "{err}");
+
+    let (plain, lab, _) = start_daemon().await;
+    let mut roots = rmi::rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let client = rmi::rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let port = lab.location().and_then(|l| match l {
+        rmi::Location::Tcp { port, .. } => Some(*port),
+        _ => None,
+    });
+    let by_name = Uri::tcp(lab.object().unwrap(), "localhost", port.unwrap());
+    let err = rmi::Proxy::builder(by_name)
+        .tls(std::sync::Arc::new(client))
+        .connect::<rmi::Proxy>()
+        .await
+        .unwrap_err();
+    assert!(
+        rmi::error::Report(&err)
+            .to_string()
+            .contains("may not serve TLS"),
+        "{}",
+        rmi::error::Report(&err)
+    );
+    plain.shutdown();
+    tls_daemon.shutdown();
+}
+
+#[tokio::test]
+async fn the_largest_errors_are_not_answered_with_a_panic() {
+    // Error values are plain data: a remote error of 1 MiB of text reaches the caller whole.
+    let (daemon, lab_uri, _) = start_daemon().await;
+    let lab = LabProxy::connect(&lab_uri).await.unwrap();
+    let err = lab.explode("x".repeat(1 << 20)).await.unwrap_err();
+    assert!(matches!(err, Error::Panicked(_)), "{err}");
+    daemon.shutdown();
+}
+
+/// Counts the daemon's WARN and ERROR events and the longest text any of them carried.
+#[derive(Clone, Default)]
+struct Loud(std::sync::Arc<std::sync::Mutex<(usize, usize)>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Loud {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0 += &format!("{}={v:?} ", f.name());
+            }
+        }
+        if *event.metadata().level() > tracing::Level::WARN {
+            return;
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        let mut loud = self.0.lock().unwrap();
+        loud.0 += 1;
+        loud.1 = loud.1.max(text.0.len());
+    }
+}
+
+#[tokio::test]
+async fn failing_oneway_calls_cannot_flood_the_log() {
+    use tracing_subscriber::prelude::*;
+    let loud = Loud::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(loud.clone()));
+    let (daemon, lab_uri, _) = start_daemon().await;
+    let proxy: rmi::Proxy = rmi::Proxy::builder(lab_uri).connect().await.unwrap();
+    // Each call panics with 10 KB of text the client chose, and nobody waits for the outcome.
+    const CALLS: usize = 1_000;
+    let text = "x".repeat(10_000);
+    for _ in 0..CALLS {
+        proxy
+            .call_oneway("explode", &(text.clone(),))
+            .await
+            .unwrap();
+    }
+    // Every call ran (a normal call after them on the same connection counts them).
+    let lab = LabProxy::from_proxy(proxy);
+    let started = Instant::now();
+    while lab.calls().await.unwrap() < CALLS {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the oneway calls did not all run"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (events, longest) = *loud.0.lock().unwrap();
+    println!(
+        "{CALLS} failing oneway calls: {events} warnings or errors logged, longest {longest} bytes"
+    );
+    assert!(events <= 30, "{events} log lines for {CALLS} failing calls");
+    assert!(
+        longest < 2_000,
+        "a log line carried {longest} bytes of the client's text"
+    );
+    daemon.shutdown();
+}
