@@ -1,13 +1,11 @@
-//! The storage behind the name server: names to URIs and metadata tags, in memory.
+//! The in-memory registry: names to URIs and metadata tags, with Pyro5's semantics.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rmi_core::Uri;
 
+use super::NAME_SERVER_NAME;
 use crate::NamingError;
-
-/// Name under which the name server registers itself; it cannot be removed.
-pub const NAME_SERVER_NAME: &str = "Pyro.NameServer";
 
 /// One registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
