@@ -1,4 +1,4 @@
-//! Writes the committed seed corpus of `fuzz/corpus/{frame,payload,handshake}/`.
+//! Writes the committed seed corpus of `fuzz/corpus/{frame,payload,handshake,reply}/`.
 //!
 //! Run from `fuzz/`: `cargo run --example seed_corpus`. Every file is small and named after what
 //! it holds; the whole corpus stays well under 200 KB.
@@ -202,6 +202,7 @@ fn main() {
     write(&payloads, "msgpack-invoke-args-nested-15000", &deep);
 
     handshake_seeds(&root.join("handshake"));
+    reply_seeds(&root.join("reply"));
 }
 
 /// Seeds of the `handshake` target (see its cases): real SPAKE2 messages, so the fuzzer starts
@@ -278,4 +279,61 @@ fn handshake_seeds(dir: &Path) {
     write(dir, "tamper-pake-bit", &[4, 1, 0, 0, 1]);
     write(dir, "tamper-proof-bit", &[4, 2, 0, 0, 0, 0x80]);
     write(dir, "tamper-none", &[4, 0]);
+}
+
+/// Replies a client decodes: an exception with a cause chain, a batch's results, a CONNECTOK,
+/// and a framed RESULT carrying an exception.
+fn reply_seeds(dir: &Path) {
+    use rmi_core::protocol::codec::{BatchItem, ConnectOk};
+    use rmi_core::{Metadata, RemoteError, RemoteErrorKind};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut err = RemoteError::new(RemoteErrorKind::Other, "builtins.ValueError", "bad value");
+    err.chain = vec!["caused by this".into(), "and this".into()];
+    err.object = Some("example.welcome".into());
+    err.method = Some("welcomeMessage".into());
+    for (ser, tag) in [
+        (Serializer::Bincode, "bincode"),
+        (Serializer::MsgPack, "msgpack"),
+    ] {
+        let exception = ser.encode(&err).unwrap();
+        write(
+            dir,
+            &format!("exception-{tag}"),
+            &with_selector(ser, &exception),
+        );
+        let items = vec![
+            BatchItem::Ok(ser.encode(&Tree::Leaf(7)).unwrap()),
+            BatchItem::Err(err.clone()),
+        ];
+        write(
+            dir,
+            &format!("batch-{tag}"),
+            &with_selector(ser, &ser.encode(&items).unwrap()),
+        );
+        let ok = ConnectOk {
+            handshake: "hello".into(),
+            meta: Metadata {
+                methods: vec!["welcomeMessage".into(), "notify".into()],
+                oneway: vec!["notify".into()],
+                attrs: Vec::new(),
+            },
+        };
+        write(
+            dir,
+            &format!("connectok-{tag}"),
+            &with_selector(ser, &ser.encode(&ok).unwrap()),
+        );
+        let msg = Message::new(
+            MessageType::Result,
+            ser.id(),
+            rmi_core::protocol::frame::FLAGS_EXCEPTION,
+            1,
+            exception,
+        );
+        write(
+            dir,
+            &format!("framed-exception-{tag}"),
+            &with_selector(ser, &msg.to_bytes()),
+        );
+    }
 }

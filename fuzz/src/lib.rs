@@ -247,3 +247,48 @@ where
         );
     }
 }
+
+/// The reply target: what a client decodes from a daemon. The bytes are framed as messages (as
+/// the proxy's reader does); each payload is decoded, in the first byte's serializer, as every
+/// shape a reply can take: an exception (`RemoteError`), a batch's results (and each item's
+/// value or error), a CONNECTOK, and a plain string result. Nothing may panic or abort, and
+/// what decodes must round-trip.
+pub fn reply(data: &[u8]) {
+    use rmi_core::protocol::codec::{BatchItem, ConnectOk};
+    use rmi_core::RemoteError;
+
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let ser = serializer_for(selector);
+    let limits = limits();
+    // Framed replies, as the reader sees them; then the raw bytes as one payload.
+    let mut buf = BytesMut::from(rest);
+    let mut payloads = Vec::new();
+    while let Ok(header) = frame::check(&buf, MAX) {
+        match Message::parse(&mut buf, &header) {
+            Ok(msg) => payloads.push(msg.payload),
+            Err(_) => break,
+        }
+    }
+    payloads.push(Bytes::copy_from_slice(rest));
+    for payload in &payloads {
+        if let Ok(err) = ser.decode::<RemoteError>(payload, &limits) {
+            // Displaying a remote error (its chain included) must not panic either.
+            let _ = err.to_string();
+        }
+        round_trip::<RemoteError>(ser, payload, &limits);
+        if let Ok(items) = ser.decode::<Vec<BatchItem>>(payload, &limits) {
+            for item in items {
+                match item {
+                    BatchItem::Ok(value) => {
+                        round_trip::<Tree>(ser, &value, &limits);
+                    }
+                    BatchItem::Err(e) => drop(e.to_string()),
+                }
+            }
+        }
+        round_trip::<ConnectOk>(ser, payload, &limits);
+        round_trip::<String>(ser, payload, &limits);
+    }
+}

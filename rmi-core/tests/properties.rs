@@ -495,6 +495,7 @@ fn fuzz_corpus_and_artifacts_replay_without_panic() {
     for (target, run) in [
         ("frame", harness::frame as fn(&[u8])),
         ("payload", harness::payload),
+        ("reply", harness::reply),
     ] {
         for path in fuzz_files(target) {
             let data = std::fs::read(&path).unwrap();

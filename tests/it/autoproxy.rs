@@ -172,3 +172,54 @@ async fn the_server_calls_back_a_client_object() {
     assert!(unreachable.contains("unreachable"), "{unreachable}");
     server.shutdown();
 }
+
+#[tokio::test]
+async fn a_received_proxy_dials_only_when_first_used() {
+    // The daemon counts the connections that reach it (each is one handshake).
+    let handshakes = std::sync::Arc::new(AtomicU32::new(0));
+    let daemon = rmi::Daemon::builder()
+        .validator({
+            let handshakes = handshakes.clone();
+            move |_: &rmi::daemon::HandshakeInfo<'_>| {
+                handshakes.fetch_add(1, Ordering::SeqCst);
+                Ok("hello".into())
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
+    serve(&daemon).await;
+    let bank = BankProxy::connect(&bank_uri).await.unwrap();
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        1,
+        "the bank's connection"
+    );
+    let account = bank.open(10).await.unwrap();
+    assert!(
+        account.proxy().connected_uri().is_none(),
+        "a received proxy is not connected"
+    );
+    // Another round trip, and another proxy received: still no dial.
+    let spare = bank.open(0).await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        1,
+        "receiving proxies dialed the daemon"
+    );
+    // The first call dials.
+    assert_eq!(account.deposit(5).await.unwrap(), 15);
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        2,
+        "the first call dialed"
+    );
+    assert_eq!(
+        account.proxy().connected_uri().as_ref(),
+        Some(account.proxy().uri())
+    );
+    assert!(spare.proxy().connected_uri().is_none());
+    daemon.shutdown();
+}

@@ -60,3 +60,62 @@ async fn a_batch_runs_in_order_and_stops_at_the_first_error() {
         daemon.shutdown();
     }
 }
+
+#[tokio::test]
+async fn a_batch_goes_on_after_a_method_returns_err_as_a_value() {
+    for serializer in [Serializer::Bincode, Serializer::MsgPack] {
+        let (daemon, lab, _) = start_daemon().await;
+        let proxy: LabProxy = LabProxy::builder(&lab)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
+        let mut batch = proxy.batch();
+        let refused = batch.checked_div(1, 0);
+        let after = batch.echo(2, 2, "after the Err".into());
+        let results = batch.send().await.unwrap();
+        assert_eq!(
+            results.get(&refused).unwrap(),
+            Err("cannot divide 1 by 0".to_string()),
+            "the application error travels as a value"
+        );
+        assert_eq!(
+            results.get(&after).unwrap(),
+            (2, 2, "after the Err".to_string()),
+            "the call after it ran"
+        );
+        assert_eq!(results.executed(), 2);
+        assert_eq!(proxy.calls().await.unwrap(), 2, "both calls ran");
+        daemon.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_method_is_refused_in_a_batch_and_stops_it() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    // The typed batch has no method for streamed results; the untyped one is refused by the
+    // daemon.
+    let mut batch = proxy.proxy().batch();
+    let before = batch.add::<_, (u32, u32, String)>("echo", &(1u32, 1u32, "before"));
+    let stream = batch.add::<_, Vec<u32>>("slow_numbers", &(0u64, 3u32));
+    let never = batch.add::<_, (u32, u32, String)>("echo", &(3u32, 3u32, "never"));
+    let results = batch.send().await.unwrap();
+    assert_eq!(results.get(&before).unwrap().2, "before");
+    let err = results.get(&stream).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("streamed results are not supported inside a batch"),
+        "{err}"
+    );
+    let err = results.get(&never).unwrap_err();
+    assert!(err.is_not_executed(), "{err}");
+    assert_eq!(results.executed(), 2);
+    // echo and slow_numbers ran; the call after the refusal did not, and no stream was left
+    // open.
+    assert_eq!(proxy.calls().await.unwrap(), 2);
+    assert_eq!(proxy.open_streams().await.unwrap(), 0);
+    assert_eq!(daemon.open_streams(), 0);
+    daemon.shutdown();
+}

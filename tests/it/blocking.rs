@@ -44,12 +44,27 @@ fn a_synchronous_program_calls_through_the_blocking_proxy() {
 
 #[test]
 fn the_blocking_proxy_refuses_to_block_an_async_runtime() {
+    let (_daemon, uri) = spawn_child_daemon();
+    let lab = LabBlockingProxy::connect(&uri).unwrap();
+    assert_eq!(lab.echo(1, 1, "outside".into()).unwrap().2, "outside");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let panicked = rt.block_on(async {
-        std::panic::catch_unwind(|| rmi::blocking::block_on(async { 1 })).is_err()
+    // A blocking method called from inside an async runtime panics instead of blocking it.
+    let panic = rt.block_on(async {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lab.echo(2, 2, "inside".into())
+        }))
+        .expect_err("a blocking call inside an async runtime did not panic")
     });
-    assert!(panicked);
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(text.contains("inside an async runtime"), "{text}");
+    drop(rt);
+    // The call never left: only the call made outside ran.
+    assert_eq!(lab.calls().unwrap(), 1);
 }

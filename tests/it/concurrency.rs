@@ -77,6 +77,10 @@ async fn replies_come_back_out_of_order() {
     );
     assert!(!slow.is_finished());
     slow.abort();
+    assert!(
+        slow.await.unwrap_err().is_cancelled(),
+        "the slow call was still running, not finished"
+    );
     daemon.shutdown();
 }
 
@@ -91,9 +95,12 @@ async fn calls_over_the_in_flight_limit_wait_for_a_slot() {
         .await
         .unwrap();
     let four = join_all((0..4).map(|_| proxy.rendezvous(4)));
-    assert!(tokio::time::timeout(Duration::from_secs(30), four)
+    let met = tokio::time::timeout(Duration::from_secs(30), four)
         .await
-        .is_ok());
+        .expect("four calls within the limit of four never met");
+    for result in met {
+        assert_eq!(result.unwrap(), 4);
+    }
     daemon.shutdown();
 
     // Five calls that wait for five never meet: the fifth waits for a slot the other four hold.
@@ -105,12 +112,20 @@ async fn calls_over_the_in_flight_limit_wait_for_a_slot() {
         .await
         .unwrap();
     let five = join_all((0..5).map(|_| proxy.rendezvous(5)));
-    assert!(tokio::time::timeout(Duration::from_millis(300), five)
-        .await
-        .is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), five)
+            .await
+            .is_err(),
+        "five calls met through a limit of four"
+    );
     // The four sent calls still hold their slots (their replies never came); the daemon keeps
-    // serving other connections.
+    // serving other connections, and it saw only four of the five calls.
     let other = LabProxy::connect(&lab).await.unwrap();
+    assert_eq!(
+        other.calls().await.unwrap(),
+        4,
+        "calls that reached the daemon"
+    );
     assert_eq!(other.echo(0, 0, "after".into()).await.unwrap().2, "after");
     daemon.shutdown();
 }

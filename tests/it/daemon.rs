@@ -155,7 +155,7 @@ async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
         let p = proxy.clone();
         async move { p.sleep(300).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_running(&proxy).await;
     daemon.shutdown();
     assert_eq!(
         running.await.unwrap().unwrap(),
@@ -174,10 +174,25 @@ async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
     ));
 }
 
+/// Waits until the lab object has started one call (it counts calls as they start).
+async fn wait_until_running(proxy: &LabProxy) {
+    let started = std::time::Instant::now();
+    while proxy.calls().await.unwrap() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_grace_period_bounds_shutdown() {
+    // Far from the 5 s default: serve must return long before the default could end it.
+    const GRACE: Duration = Duration::from_millis(200);
+    const BOUND: Duration = Duration::from_millis(2_500);
     let daemon = Daemon::builder()
-        .grace_period(Duration::from_millis(200))
+        .grace_period(GRACE)
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -193,16 +208,25 @@ async fn the_grace_period_bounds_shutdown() {
         let p = proxy.clone();
         async move { p.sleep(600_000).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until_running(&proxy).await;
+    let stopping = std::time::Instant::now();
     daemon.shutdown();
-    tokio::time::timeout(Duration::from_secs(30), serving)
+    tokio::time::timeout(BOUND, serving)
         .await
-        .expect("serve returned")
+        .unwrap_or_else(|_| {
+            panic!("serve still running {BOUND:?} after shutdown with a {GRACE:?} grace period")
+        })
         .unwrap()
         .unwrap();
-    let err = tokio::time::timeout(Duration::from_secs(30), stuck)
+    let took = stopping.elapsed();
+    println!("shutdown with a call still running: serve returned after {took:?} (grace {GRACE:?})");
+    assert!(
+        took >= GRACE - Duration::from_millis(10),
+        "serve returned after {took:?}, without waiting for the {GRACE:?} grace period"
+    );
+    let err = tokio::time::timeout(BOUND, stuck)
         .await
-        .unwrap()
+        .expect("the dropped call's caller was never told")
         .unwrap()
         .unwrap_err();
     assert!(

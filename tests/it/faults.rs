@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    connect_handshake, spawn_child_daemon_with, spawn_idle_flood, ChildGuard, LabProxy,
+    connect_handshake, eventually, spawn_child_daemon_with, spawn_idle_flood, ChildGuard, LabProxy,
 };
 
 async fn dial(uri: &Uri) -> TcpStream {
@@ -30,11 +30,31 @@ async fn assert_serving(child: &mut ChildGuard, uri: &Uri) {
 }
 
 fn invoke(object: &str, method: &str, args: &impl serde::Serialize, seq: u16) -> Vec<u8> {
-    let payload = encode_invoke(Serializer::Bincode, object, method, args).unwrap();
-    Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, seq, payload)
-        .to_bytes()
-        .to_vec()
+    invoke_flagged(object, method, args, seq, 0)
 }
+
+fn invoke_flagged(
+    object: &str,
+    method: &str,
+    args: &impl serde::Serialize,
+    seq: u16,
+    flags: u16,
+) -> Vec<u8> {
+    let payload = encode_invoke(Serializer::Bincode, object, method, args).unwrap();
+    Message::new(
+        MessageType::Invoke,
+        Serializer::BINCODE_ID,
+        flags,
+        seq,
+        payload,
+    )
+    .to_bytes()
+    .to_vec()
+}
+
+/// Child settings that keep the handshake and frame timeouts (60 s) out of the way, so only
+/// the check under test can close a connection within a few seconds.
+const SLOW_TIMEOUTS: &str = "handshake_ms=60000;frame_ms=60000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slowloris_client_is_cut_off_by_frame_timeout() {
@@ -68,6 +88,12 @@ async fn a_slowloris_client_is_cut_off_by_frame_timeout() {
     assert!(
         closed.is_ok(),
         "the daemon never closed the slow connection"
+    );
+    // Far above the 500 ms setting, far below the 30 s default.
+    let cut_off = started.elapsed();
+    assert!(
+        cut_off < Duration::from_secs(5),
+        "the slow connection was closed only after {cut_off:?} (frame_timeout 500 ms)"
     );
     assert!(
         sent < bytes.len(),
@@ -153,29 +179,55 @@ async fn connections_over_max_connections_are_refused_with_the_setting_named() {
     assert!(child.is_alive());
 }
 
-/// How many connections the idle flood opens: 10,000, or fewer where the descriptor limit is
-/// lower (both processes need one descriptor per connection).
-fn idle_flood_size() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft: usize = limits
+/// Connections the idle flood opens.
+const IDLE_FLOOD: usize = 10_000;
+
+/// Whether this process (and so the daemon child and the flood process, which inherit its
+/// limits) may open [`IDLE_FLOOD`] descriptors and some to spare. When it may not, the test is
+/// skipped, saying so on stderr, rather than shrunk in silence; with `RMI_TEST_NO_SKIP=1` it
+/// fails instead.
+fn idle_flood_fits() -> bool {
+    let path = "/proc/self/limits";
+    let limits = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read the open-file limit: {path}: {e}"));
+    let soft = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let n = 10_000.min(soft.saturating_sub(200));
-    if n < 10_000 {
-        println!("idle flood: the open-file limit is {soft}, so {n} connections instead of 10,000");
+        .unwrap_or_else(|| panic!("no \"Max open files\" line in {path}"));
+    let soft: usize = match soft {
+        "unlimited" => usize::MAX,
+        n => n
+            .parse()
+            .unwrap_or_else(|_| panic!("unreadable open-file limit {n:?} in {path}")),
+    };
+    let needed = IDLE_FLOOD + 200;
+    if soft >= needed {
+        return true;
     }
-    n
+    let reason = format!(
+        "the open-file limit is {soft}; {IDLE_FLOOD} connections need {needed} descriptors in \
+         each process (raise it with `ulimit -n {needed}`)"
+    );
+    if std::env::var_os("RMI_TEST_NO_SKIP").is_some() {
+        panic!("{reason}");
+    }
+    eprintln!(
+        "\n*** SKIPPED faults::ten_thousand_idle_connections_from_another_process_keep_memory_bounded: \
+         {reason} ***\n"
+    );
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections_from_another_process_keep_memory_bounded() {
+    if !idle_flood_fits() {
+        return;
+    }
     let (mut child, uri) = spawn_child_daemon_with(0, "");
     assert_serving(&mut child, &uri).await;
     let before = child.rss_kib();
-    let n = idle_flood_size();
+    let n = IDLE_FLOOD;
     let started = Instant::now();
     let flood = spawn_idle_flood(&uri, n);
     let opened_in = started.elapsed();
@@ -214,7 +266,9 @@ async fn clients_that_vanish_mid_call_do_not_disturb_the_daemon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bounded() {
-    let (mut child, uri) = spawn_child_daemon_with(0, "write_ms=500;max_in_flight=64");
+    // write_timeout 300 ms, far from the 30 s default; no min_write_rate, so write_timeout
+    // alone closes the connection.
+    let (mut child, uri) = spawn_child_daemon_with(0, "write_ms=300;min_rate=0;max_in_flight=64");
     assert_serving(&mut child, &uri).await;
     let before = child.rss_kib();
     let mut greedy = dial(&uri).await;
@@ -223,6 +277,7 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
     let big = "x".repeat(64 * 1024);
     // Requests for 64 KiB replies, written from another task, never reading a byte back.
     let (mut rd, mut wr) = greedy.into_split();
+    let started = Instant::now();
     let writer = tokio::spawn(async move {
         let mut sent = 0u32;
         for i in 0..4_000u32 {
@@ -239,32 +294,45 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
         }
         sent
     });
-    // The daemon stops reading this connection (its replies hold every slot), then closes it.
-    let sent = tokio::time::timeout(Duration::from_secs(60), writer)
+    // The daemon stops reading this connection (its replies hold every slot), then closes it
+    // when its writes have stalled for write_timeout; the writer's next write then fails.
+    // Memory is sampled all along, while the writer is stalled.
+    const BOUND: Duration = Duration::from_secs(10);
+    let mut peak = before;
+    while !writer.is_finished() {
+        peak = peak.max(child.rss_kib());
+        assert!(
+            started.elapsed() < BOUND,
+            "the never-reading connection was still open after {BOUND:?} (write_timeout 300 ms)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let closed_after = started.elapsed();
+    let sent = writer.await.unwrap();
+    let ran = LabProxy::connect(&uri)
         .await
-        .expect("writer stuck forever")
+        .unwrap()
+        .calls()
+        .await
         .unwrap();
-    let during = child.rss_kib();
     println!(
-        "never-reading client: {sent} requests of 64 KiB accepted before the daemon stopped reading; \
-         daemon RSS {before} KiB -> {during} KiB"
+        "never-reading client: {sent} requests of 64 KiB accepted, {ran} calls ran, before the \
+         connection was closed after {closed_after:?}; daemon RSS {before} KiB, at most {peak} KiB meanwhile"
     );
     assert!(
         sent < 4_000,
         "the daemon read every request although no reply was read"
     );
     assert!(
-        during.saturating_sub(before) < 256 * 1024,
-        "daemon memory grew by {} KiB",
-        during - before
+        peak.saturating_sub(before) < 32 * 1024,
+        "daemon memory grew by {} KiB while the client did not read",
+        peak - before
     );
     assert_serving(&mut child, &uri).await;
-    // Eventually the connection is closed by write_timeout.
+    // The connection is closed: what was buffered drains, then EOF or a reset.
     let mut sink = vec![0u8; 1 << 16];
-    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            // Reading now drains what was buffered; a closed connection ends in EOF or reset.
             match rd.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => continue,
@@ -276,6 +344,58 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
         closed.is_ok(),
         "the never-reading connection was not closed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_runs_at_most_max_in_flight_calls_and_is_not_read_past_them() {
+    use rmi::protocol::frame::FLAGS_ONEWAY;
+    // 8, far from the 1,024 default.
+    const MAX: usize = 8;
+    const SENT: u16 = 100;
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_in_flight=8");
+    let object = uri.object().unwrap().to_string();
+    let observer = LabProxy::connect(&uri).await.unwrap();
+    let mut held = Vec::new();
+    // Normal calls, then oneway calls (which hold a slot while they run too), each on a
+    // connection of its own that never reads.
+    for (round, flags) in [(1, 0), (2, FLAGS_ONEWAY)] {
+        // 100 calls that each run for a minute, in one write (small frames: all of them fit
+        // in the socket buffers, so only the daemon's limit keeps it from reading them).
+        let mut s = dial(&uri).await;
+        connect_handshake(&mut s, &object).await;
+        let mut all = Vec::new();
+        for seq in 1..=SENT {
+            all.extend(invoke_flagged(&object, "sleep", &(60_000u64,), seq, flags));
+        }
+        s.write_all(&all).await.unwrap();
+        let expected = MAX * round;
+        let started = Instant::now();
+        loop {
+            let ran = observer.calls().await.unwrap();
+            assert!(ran <= expected, "round {round}: the daemon started {ran} calls, more than max_in_flight = {MAX} per connection");
+            if ran == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "round {round}: only {ran} calls started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The other 92 are in the daemon's socket buffer: without the limit they would all
+        // have started within milliseconds.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ran = observer.calls().await.unwrap();
+        println!("round {round}: {ran} calls running after {SENT} were sent (max_in_flight {MAX})");
+        assert_eq!(
+            ran, expected,
+            "round {round}: the daemon read past max_in_flight = {MAX}"
+        );
+        held.push(s);
+    }
+    // The limit is per connection: others are served meanwhile.
+    assert_serving(&mut child, &uri).await;
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +523,10 @@ async fn a_oneway_flood_is_slowed_by_back_pressure_and_every_call_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_length_headers_are_refused_from_the_header_alone() {
     use rmi::protocol::frame::MAGIC;
-    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    // With the handshake and frame timeouts at 60 s, only the header check can close these
+    // connections within the 5 s allowed below (a check made once the body arrived would
+    // wait for 4 GiB that never come).
+    let (mut child, uri) = spawn_child_daemon_with(0, SLOW_TIMEOUTS);
     assert_serving(&mut child, &uri).await;
     let before = child.rss_kib();
     let mut header = Message::new(
@@ -425,9 +548,9 @@ async fn huge_length_headers_are_refused_from_the_header_alone() {
             let started = Instant::now();
             s.write_all(&header).await.unwrap();
             let mut rest = Vec::new();
-            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+            tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
                 .await
-                .expect("never closed")
+                .expect("a 4 GiB header was not refused within 5 s")
                 .ok();
             started.elapsed()
         }
@@ -468,11 +591,43 @@ async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
         "closed before the idle timeout"
     );
 
-    // A running call is not idleness: a call longer than the idle timeout still gets its reply.
-    let proxy = LabProxy::connect(&uri).await.unwrap();
-    assert_eq!(proxy.sleep(600).await.unwrap(), 600);
+    // A running call is not idleness: a call longer than the idle timeout still gets its
+    // reply. Once it has, the connection is idle, and closed like any other.
+    let mut busy = dial(&uri).await;
+    connect_handshake(&mut busy, uri.object().unwrap()).await;
+    busy.write_all(&invoke(uri.object().unwrap(), "sleep", &(600u64,), 1))
+        .await
+        .unwrap();
+    let mut head = [0u8; rmi::protocol::frame::HEADER_SIZE];
+    tokio::time::timeout(Duration::from_secs(10), busy.read_exact(&mut head))
+        .await
+        .expect("no reply to the call")
+        .expect("closed in the middle of a call");
+    assert_eq!(head[6], MessageType::Result as u8);
+    let replied = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut rest))
+        .await
+        .expect("a connection idle after its call was not closed within 5 s (idle_timeout 300 ms)")
+        .ok();
+    println!(
+        "idle after a call: closed {:?} after the reply",
+        replied.elapsed()
+    );
+
     // After the proxy's connection is reaped, the next call redials by itself.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let proxy = LabProxy::connect(&uri).await.unwrap();
+    let first = proxy.connection().await.unwrap();
+    assert_eq!(proxy.sleep(600).await.unwrap(), 600);
+    eventually("the proxy's idle connection was closed", || {
+        proxy.proxy().connected_uri().is_none()
+    })
+    .await;
     assert_eq!(proxy.echo(1, 1, "again".into()).await.unwrap().2, "again");
+    assert_ne!(
+        proxy.connection().await.unwrap(),
+        first,
+        "the call after the reaping went over a new connection"
+    );
     assert_serving(&mut child, &uri).await;
 }

@@ -9,7 +9,7 @@ use rmi::{RemoteError, RemoteErrorKind, Serializer, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{spawn_child_daemon, ChildGuard, LabProxy, Nested};
+use crate::support::{spawn_child_daemon, spawn_child_daemon_with, ChildGuard, LabProxy, Nested};
 
 /// A valid header for `data_len` payload bytes, to be corrupted by each test.
 fn header(msg_type: MessageType, data_len: u32) -> Vec<u8> {
@@ -29,13 +29,26 @@ async fn dial(uri: &Uri) -> TcpStream {
 
 /// Reads until the daemon closes the connection; returns what it sent.
 async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    closed_within(stream, Duration::from_secs(30), "the connection").await
+}
+
+/// Reads until the daemon closes the connection, which must happen within `bound`; returns
+/// what it sent.
+async fn closed_within(stream: &mut TcpStream, bound: Duration, what: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+    tokio::time::timeout(bound, stream.read_to_end(&mut out))
         .await
-        .expect("daemon did not close the connection")
+        .unwrap_or_else(|_| panic!("{what}: the daemon did not close it within {bound:?}"))
         .ok();
     out
 }
+
+/// Child settings that keep the handshake and frame timeouts (60 s) out of the way, so only
+/// the check under test can close a connection within [`PROMPTLY`].
+const SLOW_TIMEOUTS: &str = "handshake_ms=60000;frame_ms=60000";
+/// Within how long a connection refused from its header alone must be closed: far below the
+/// 60 s timeouts of [`SLOW_TIMEOUTS`] (and below the 10 s and 30 s defaults).
+const PROMPTLY: Duration = Duration::from_secs(5);
 
 async fn assert_alive(child: &mut ChildGuard, uri: &Uri) {
     assert!(child.is_alive(), "the daemon process died");
@@ -116,7 +129,10 @@ fn varint_u64(n: u64) -> Vec<u8> {
 
 #[tokio::test]
 async fn malformed_headers_close_only_their_connection() {
-    let (mut child, uri) = spawn_child_daemon();
+    // Every case is refused from its 40-byte header: with the timeouts at 60 s, nothing else
+    // could close these connections within PROMPTLY (a size check made only once the body
+    // arrived would wait for 4 GiB that never come).
+    let (mut child, uri) = spawn_child_daemon_with(0, SLOW_TIMEOUTS);
     let bystander = LabProxy::connect(&uri).await.unwrap();
 
     let mut cases: Vec<(&str, Vec<u8>)> =
@@ -141,7 +157,7 @@ async fn malformed_headers_close_only_their_connection() {
     for (name, bytes) in cases {
         let mut stream = dial(&uri).await;
         stream.write_all(&bytes).await.unwrap();
-        let answer = read_to_close(&mut stream).await;
+        let answer = closed_within(&mut stream, PROMPTLY, name).await;
         assert!(
             answer.is_empty(),
             "{name}: expected a close without reply, got {} bytes",
@@ -155,7 +171,11 @@ async fn malformed_headers_close_only_their_connection() {
         .write_all(&header(MessageType::Invoke, u32::MAX))
         .await
         .unwrap();
-    assert!(read_to_close(&mut stream).await.is_empty());
+    assert!(
+        closed_within(&mut stream, PROMPTLY, "4 GiB after the handshake")
+            .await
+            .is_empty()
+    );
     assert_alive(&mut child, &uri).await;
     assert_eq!(
         bystander.echo(1, 1, "bystander".into()).await.unwrap().2,
@@ -255,7 +275,6 @@ async fn hostile_payloads_get_error_replies_and_the_connection_stays_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_boundary_partial_messages_and_wrong_directions() {
-    use crate::support::spawn_child_daemon_with;
     use std::time::Instant;
     let (mut child, uri) = spawn_child_daemon_with(0, "max_message=4096;frame_ms=300");
     let object = uri.object().unwrap().to_string();
@@ -297,7 +316,12 @@ async fn size_boundary_partial_messages_and_wrong_directions() {
         .await
         .unwrap();
     let started = Instant::now();
-    assert!(read_to_close(&mut s).await.is_empty());
+    // Within 5 s: far above the 300 ms setting, far below the 30 s default.
+    assert!(
+        closed_within(&mut s, PROMPTLY, "partial header then silence")
+            .await
+            .is_empty()
+    );
     println!(
         "partial header then silence: closed after {:?} (frame_timeout 300 ms)",
         started.elapsed()
@@ -347,4 +371,44 @@ async fn read_to_close_or(stream: &mut TcpStream, wait: Duration) -> Vec<u8> {
         out.extend_from_slice(&buf[..n]);
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_finish_its_handshake_is_closed_after_handshake_timeout() {
+    use std::time::Instant;
+    // 300 ms, far from the 10 s default; the frame timeout (60 s) cannot stand in for it.
+    let (mut child, uri) = spawn_child_daemon_with(0, "handshake_ms=300;frame_ms=60000");
+    // A connection that sends nothing; one that sends half a CONNECT header; one that sends a
+    // whole CONNECT header and only part of its body.
+    let connect = rmi::protocol::codec::ConnectRequest {
+        handshake: "hello".into(),
+        object: uri.object().unwrap().into(),
+    };
+    let full = Message::new(
+        MessageType::Connect,
+        Serializer::BINCODE_ID,
+        0,
+        0,
+        Serializer::Bincode.encode(&connect).unwrap(),
+    )
+    .to_bytes();
+    let cases: [(&str, &[u8]); 3] = [
+        ("silent", &[]),
+        ("half a header", &full[..HEADER_SIZE / 2]),
+        ("header and part of the body", &full[..full.len() - 1]),
+    ];
+    for (name, bytes) in cases {
+        let mut s = dial(&uri).await;
+        let started = Instant::now();
+        s.write_all(bytes).await.unwrap();
+        let answer = closed_within(&mut s, PROMPTLY, name).await;
+        let took = started.elapsed();
+        println!("{name}: closed after {took:?} (handshake_timeout 300 ms)");
+        assert!(answer.is_empty(), "{name}: got {} bytes", answer.len());
+        assert!(
+            took >= Duration::from_millis(250),
+            "{name}: closed after {took:?}, before the handshake timeout"
+        );
+    }
+    assert_alive(&mut child, &uri).await;
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use rmi::{Daemon, Registration};
+use rmi::{Daemon, InstanceMode, Registration};
 
 use crate::support::eventually;
 
@@ -209,5 +209,142 @@ async fn a_panicking_instance_factory_is_an_error_for_that_caller() {
     );
     // The connection and the daemon carry on.
     assert!(p.proxy().ping().await.is_ok());
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_lazy_single_instance_is_made_on_the_first_call_and_shared_by_every_client() {
+    let stats = Arc::new(Stats::default());
+    let factory_stats = stats.clone();
+    let (daemon, uri) = serve(Registration::factory(InstanceMode::Single, move || {
+        CounterServer::new(CounterObject::new(&factory_stats))
+    }))
+    .await;
+    let a = CounterProxy::connect(&uri).await.unwrap();
+    let b = CounterProxy::connect(&uri).await.unwrap();
+    // Registered and connected to (the handshake's metadata comes from the type): no instance
+    // yet.
+    assert_eq!(
+        a.proxy().metadata().await.unwrap().methods,
+        ["incr", "instance", "overlap"]
+    );
+    assert_eq!(
+        stats.made.load(Ordering::SeqCst),
+        0,
+        "made before the first call"
+    );
+    // First calls from two connections at once: one instance, made once, shared.
+    let firsts = join_all([a.incr(), b.incr()]).await;
+    let mut firsts: Vec<u32> = firsts.into_iter().map(Result::unwrap).collect();
+    firsts.sort();
+    assert_eq!(firsts, [1, 2], "one count shared by both clients");
+    assert_eq!(stats.made.load(Ordering::SeqCst), 1);
+    assert_eq!(a.instance().await.unwrap(), b.instance().await.unwrap());
+    let c = CounterProxy::connect(&uri).await.unwrap();
+    assert_eq!(c.incr().await.unwrap(), 3);
+    // It outlives its clients' connections.
+    a.proxy().close();
+    b.proxy().close();
+    assert_eq!(c.incr().await.unwrap(), 4);
+    assert_eq!(stats.made.load(Ordering::SeqCst), 1, "made exactly once");
+    assert_eq!(stats.dropped.load(Ordering::SeqCst), 0);
+    daemon.shutdown();
+}
+
+#[rmi::remote]
+pub(crate) trait Turns {
+    /// Notes `value` on entry, then holds the call for `ms` milliseconds.
+    async fn take_turn(&self, value: u32, ms: u64);
+    /// The values in the order their calls started, and the most calls inside at once.
+    async fn order(&self) -> (Vec<u32>, usize);
+}
+
+#[derive(Default)]
+struct TurnsObject {
+    entered: std::sync::Mutex<Vec<u32>>,
+    inside: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl Turns for TurnsObject {
+    async fn take_turn(&self, value: u32, ms: u64) {
+        let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.entered.lock().unwrap().push(value);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.inside.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    async fn order(&self) -> (Vec<u32>, usize) {
+        (
+            self.entered.lock().unwrap().clone(),
+            self.most.load(Ordering::SeqCst),
+        )
+    }
+}
+
+// Multi-threaded, as daemons usually run: calls are spawned as tasks, and several worker
+// threads may pick them up in any order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_at_a_time_runs_calls_in_arrival_order() {
+    use rmi::protocol::codec::encode_invoke;
+    use rmi::protocol::frame::{Message, MessageType, HEADER_SIZE};
+    use rmi::Serializer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CALLS: u32 = 8;
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_entry(
+            Registration::instance(TurnsServer::new(TurnsObject::default())).one_at_a_time(),
+        )
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let object = uri.object().unwrap();
+    // Eight calls in one write on one connection, so their arrival order is certain: the
+    // first holds its turn longest, so calls started out of turn would show.
+    let mut s = tokio::net::TcpStream::connect(daemon.local_addr().unwrap())
+        .await
+        .unwrap();
+    crate::support::connect_handshake(&mut s, object).await;
+    let mut all = Vec::new();
+    for value in 1..=CALLS {
+        let ms = u64::from(CALLS + 1 - value) * 10;
+        let payload =
+            encode_invoke(Serializer::Bincode, object, "take_turn", &(value, ms)).unwrap();
+        all.extend_from_slice(
+            &Message::new(
+                MessageType::Invoke,
+                Serializer::BINCODE_ID,
+                0,
+                value as u16,
+                payload,
+            )
+            .to_bytes(),
+        );
+    }
+    s.write_all(&all).await.unwrap();
+    // All eight answered.
+    for _ in 0..CALLS {
+        let mut head = [0u8; HEADER_SIZE];
+        tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut head))
+            .await
+            .expect("a call was not answered")
+            .unwrap();
+        let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize
+            + u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.unwrap();
+    }
+    let proxy = TurnsProxy::connect(&uri).await.unwrap();
+    let (entered, most) = proxy.order().await.unwrap();
+    assert_eq!(most, 1, "calls overlapped");
+    assert_eq!(
+        entered,
+        (1..=CALLS).collect::<Vec<_>>(),
+        "calls ran out of arrival order"
+    );
     daemon.shutdown();
 }

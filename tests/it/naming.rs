@@ -253,3 +253,177 @@ fn unused_udp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+#[tokio::test]
+async fn a_name_server_behind_a_shared_secret_serves_only_clients_that_prove_it() {
+    use rmi::naming::NamingResolver;
+    use rmi::SharedSecret;
+    let secret = SharedSecret::new("the names are secret too");
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .daemon(rmi::Daemon::builder().shared_secret(secret.clone()))
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .no_broadcast()
+        .shared_secret(secret.clone());
+    let names = locator.locate().await.unwrap();
+    let (daemon, _, greeter) = start_daemon().await;
+    names.register("secret.greeter", &greeter).await.unwrap();
+    assert_eq!(names.lookup("secret.greeter").await.unwrap(), greeter);
+    // A PYRONAME: resolved through a resolver that proves the secret.
+    let logical = format!("PYRONAME:secret.greeter@127.0.0.1:{port}");
+    let resolver: std::sync::Arc<dyn rmi::Resolve> =
+        std::sync::Arc::new(NamingResolver::new(locator.clone()));
+    let proxy: GreeterProxy = GreeterProxy::builder(logical.as_str())
+        .unwrap()
+        .resolver(resolver)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.welcome_message("in secret".into()).await.unwrap(),
+        "Hi welcome in secret"
+    );
+
+    // Without the secret, or with a wrong one, the name server refuses, saying why.
+    let bare = || NsLocator::new().host("127.0.0.1").port(port).no_broadcast();
+    let err = bare().locate().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("the daemon requires the shared secret")),
+        "{err}"
+    );
+    let err = bare()
+        .shared_secret(SharedSecret::new("a guess"))
+        .locate()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove the shared secret")),
+        "{err}"
+    );
+    // The default resolver has no secret: the name does not resolve.
+    let err = GreeterProxy::connect(logical.as_str()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("requires the shared secret"),
+        "{err}"
+    );
+    assert_eq!(
+        names.count().await.unwrap(),
+        2,
+        "the name server and the greeter"
+    );
+    daemon.shutdown();
+}
+
+/// Environment variable that turns this test binary into the process of
+/// [`ns_environment_child_entry`]: `ns_port;broadcast_port;name`.
+const ENV_CHILD: &str = "RMI_TEST_NS_ENV_CHILD";
+
+#[tokio::test]
+async fn only_ns_locator_from_env_reads_the_environment() {
+    // The environment is process-wide, so the checks run in a child process of their own
+    // (this test binary again), which sets RMI_NS_* itself.
+    let ns = NameServer::builder()
+        .port(0)
+        .broadcast("127.255.255.255", 0)
+        .start()
+        .await
+        .unwrap();
+    let ns_port = ns.daemon().local_addr().unwrap().port();
+    let bc_port = ns.broadcast_addr().expect("responder").port();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let (daemon, _, greeter) = start_daemon().await;
+    let name = format!("env.greeter.{}", rmi::uuid::Uuid::new_v4().simple());
+    names.register(&name, &greeter).await.unwrap();
+    let output = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "naming::ns_environment_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ENV_CHILD, format!("{ns_port};{bc_port};{name}"))
+        .env_remove("RMI_NS_HOST")
+        .env_remove("RMI_NS_PORT")
+        .env_remove("RMI_NS_BCADDR")
+        .env_remove("RMI_NS_BCPORT")
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
+        .await
+        .expect("the child did not finish")
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("NS ENV CHILD PASSED"),
+        "the child's checks failed:\n{text}"
+    );
+    daemon.shutdown();
+}
+
+/// Not a test on its own: the child process of [`only_ns_locator_from_env_reads_the_environment`]
+/// (does nothing unless [`ENV_CHILD`] is set).
+#[tokio::test]
+async fn ns_environment_child_entry() {
+    let Ok(spec) = std::env::var(ENV_CHILD) else {
+        return;
+    };
+    let mut parts = spec.split(';');
+    let ns_port: u16 = parts.next().unwrap().parse().unwrap();
+    let bc_port: u16 = parts.next().unwrap().parse().unwrap();
+    let name = parts.next().unwrap().to_string();
+    let ours = Uri::tcp("Pyro.NameServer", "127.0.0.1", ns_port);
+
+    // 1. RMI_NS_HOST and RMI_NS_PORT lead from_env to the name server.
+    std::env::set_var("RMI_NS_HOST", "127.0.0.1");
+    std::env::set_var("RMI_NS_PORT", ns_port.to_string());
+    let found = NsLocator::from_env()
+        .unwrap()
+        .no_broadcast()
+        .locate()
+        .await
+        .expect("from_env found the name server through RMI_NS_HOST/RMI_NS_PORT");
+    assert_eq!(found.uri(), &ours);
+    assert!(found.lookup(&name).await.is_ok());
+    // Nothing else reads them: a default locator (127.0.0.1:9090) does not find this name
+    // server (it may find another one there, or none)...
+    if let Ok(other) = NsLocator::new().no_broadcast().locate().await {
+        assert_ne!(other.uri(), &ours, "NsLocator::new read the environment");
+    }
+    // ...and the default resolver behind PYRONAME: does not resolve a name only it knows.
+    let err = GreeterProxy::connect(format!("PYRONAME:{name}").as_str())
+        .await
+        .expect_err("the default resolver read the environment");
+    println!("PYRONAME without from_env: {err}");
+
+    // 2. RMI_NS_BCADDR and RMI_NS_BCPORT lead from_env's broadcast to it (nothing listens on
+    // the port it tries first).
+    std::env::remove_var("RMI_NS_HOST");
+    std::env::set_var("RMI_NS_PORT", unused_port().to_string());
+    std::env::set_var("RMI_NS_BCADDR", "127.255.255.255");
+    std::env::set_var("RMI_NS_BCPORT", bc_port.to_string());
+    let found = NsLocator::from_env()
+        .unwrap()
+        .locate()
+        .await
+        .expect("from_env found the name server through RMI_NS_BCADDR/RMI_NS_BCPORT");
+    assert_eq!(found.uri(), &ours);
+
+    // 3. A value that is not a port is an error naming the variable.
+    std::env::set_var("RMI_NS_PORT", "ninety");
+    let err = NsLocator::from_env().unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("RMI_NS_PORT")),
+        "{err}"
+    );
+    println!("NS ENV CHILD PASSED");
+}

@@ -1,6 +1,6 @@
 //! Oneway calls: sent and forgotten, listed in the metadata, never holding up other calls.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -100,4 +100,240 @@ async fn oneway_calls_return_at_once_and_do_not_hold_up_the_connection() {
     proxy.record(3).await.unwrap();
     recorded_eventually(&proxy, &[1, 2, 3]).await;
     daemon.shutdown();
+}
+
+/// A frame as it crossed the wire: type, flags and sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    msg_type: u8,
+    flags: u16,
+    seq: u16,
+}
+
+/// Splits recorded bytes into frames (the 40-byte header says how long each is).
+fn frames(bytes: &[u8]) -> Vec<Seen> {
+    use rmi::protocol::frame::HEADER_SIZE;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let h = &bytes[at..];
+        assert!(h.len() >= HEADER_SIZE, "a partial header on the wire");
+        let len = |r: std::ops::Range<usize>| u32::from_be_bytes(h[r].try_into().unwrap()) as usize;
+        let total = HEADER_SIZE + len(12..16) + len(16..20);
+        assert!(h.len() >= total, "a partial frame on the wire");
+        out.push(Seen {
+            msg_type: h[6],
+            flags: u16::from_be_bytes([h[8], h[9]]),
+            seq: u16::from_be_bytes([h[10], h[11]]),
+        });
+        at += total;
+    }
+    out
+}
+
+/// Bytes recorded by a relay, one buffer per direction.
+#[derive(Clone, Default)]
+struct Wire {
+    to_daemon: Arc<Mutex<Vec<u8>>>,
+    from_daemon: Arc<Mutex<Vec<u8>>>,
+}
+
+/// A TCP relay on loopback in front of `daemon` that records what crosses it; returns its port.
+async fn recording_relay(daemon: std::net::SocketAddr) -> (u16, Wire) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let wire = Wire::default();
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        record: Arc<Mutex<Vec<u8>>>,
+    ) {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            // Recorded before it is passed on: once an answer arrives, it is in the record.
+            record.lock().unwrap().extend_from_slice(&buf[..n]);
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+    tokio::spawn({
+        let wire = wire.clone();
+        async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = tokio::net::TcpStream::connect(daemon).await.unwrap();
+                let (cr, cw) = client.into_split();
+                let (dr, dw) = upstream.into_split();
+                tokio::spawn(pump(cr, dw, wire.to_daemon.clone()));
+                tokio::spawn(pump(dr, cw, wire.from_daemon.clone()));
+            }
+        }
+    });
+    (port, wire)
+}
+
+#[tokio::test]
+async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
+    use rmi::protocol::frame::{MessageType, FLAGS_BATCH, FLAGS_EXCEPTION, FLAGS_ONEWAY};
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let direct = daemon
+        .register(RecorderServer::new(RecorderObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let (port, wire) = recording_relay(daemon.local_addr().unwrap()).await;
+    let uri = rmi::Uri::tcp(direct.object().unwrap(), "127.0.0.1", port);
+    let proxy = RecorderProxy::connect(&uri).await.unwrap();
+
+    // Every kind of oneway call: a typed oneway method, the untyped call_oneway, a batch sent
+    // oneway, and a oneway method that panics (no exception comes back either).
+    proxy.record(1).await.unwrap();
+    proxy.proxy().call_oneway("record", &(2u32,)).await.unwrap();
+    let mut batch = proxy.batch();
+    batch.record(3);
+    batch.record(4);
+    batch.send_oneway().await.unwrap();
+    proxy.explode().await.unwrap();
+    // They all ran (normal calls, answered, check)...
+    recorded_eventually(&proxy, &[1, 2, 3, 4]).await;
+    // ...and a reply to any of them would have been sent when it finished: give stragglers
+    // time, then one more normal call.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(proxy.recorded().await.unwrap().len(), 4);
+
+    let requests = frames(&wire.to_daemon.lock().unwrap());
+    let replies = frames(&wire.from_daemon.lock().unwrap());
+    let invokes: Vec<Seen> = requests
+        .iter()
+        .copied()
+        .filter(|f| f.msg_type == MessageType::Invoke as u8)
+        .collect();
+    let oneway: Vec<Seen> = invokes
+        .iter()
+        .copied()
+        .filter(|f| f.flags & FLAGS_ONEWAY != 0)
+        .collect();
+    assert_eq!(oneway.len(), 4, "four oneway requests sent: {requests:?}");
+    assert_eq!(
+        oneway.iter().filter(|f| f.flags & FLAGS_BATCH != 0).count(),
+        1,
+        "one of them a batch: {requests:?}"
+    );
+    // Exactly one reply per normal request, with its sequence number; none for the others.
+    let mut asked: Vec<u16> = invokes
+        .iter()
+        .filter(|f| f.flags & FLAGS_ONEWAY == 0)
+        .map(|f| f.seq)
+        .collect();
+    assert!(!asked.is_empty());
+    assert_eq!(replies[0].msg_type, MessageType::ConnectOk as u8);
+    let results = &replies[1..];
+    assert!(
+        results
+            .iter()
+            .all(|f| f.msg_type == MessageType::Result as u8 && f.flags & FLAGS_EXCEPTION == 0),
+        "only plain results came back: {results:?}"
+    );
+    let mut answered: Vec<u16> = results.iter().map(|f| f.seq).collect();
+    asked.sort();
+    answered.sort();
+    assert_eq!(
+        answered,
+        asked,
+        "sequence numbers answered vs asked ({} oneway requests sent: {oneway:?})",
+        oneway.len()
+    );
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_oneway_invoke_then_a_normal_one_get_exactly_one_result_on_the_wire() {
+    use rmi::protocol::frame::{MessageType, FLAGS_EXCEPTION, FLAGS_ONEWAY, HEADER_SIZE};
+    use rmi::Serializer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(RecorderServer::new(RecorderObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let object = uri.object().unwrap();
+    let observer = RecorderProxy::connect(&uri).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(daemon.local_addr().unwrap())
+        .await
+        .unwrap();
+    crate::support::connect_handshake(&mut s, object).await;
+    s.write_all(&invoke_frame(object, "record", &(7u32,), 1, FLAGS_ONEWAY))
+        .await
+        .unwrap();
+    // The oneway call has run (and would have been answered by now)...
+    recorded_eventually(&observer, &[7]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...then a normal call on the same connection.
+    s.write_all(&invoke_frame(object, "recorded", &(), 2, 0))
+        .await
+        .unwrap();
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Everything that arrives until 500 ms after the expected reply.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut settle = None;
+    loop {
+        let until = settle.unwrap_or(deadline);
+        match tokio::time::timeout_at(until, s.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("the daemon closed the connection"),
+            Ok(Ok(n)) => wire.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => break,
+        }
+        if settle.is_none() && wire.len() >= HEADER_SIZE {
+            settle = Some(tokio::time::Instant::now() + Duration::from_millis(500));
+        }
+    }
+    let seen = frames(&wire);
+    assert_eq!(
+        seen.iter().map(|f| (f.msg_type, f.seq)).collect::<Vec<_>>(),
+        [(MessageType::Result as u8, 2)],
+        "exactly one frame, the result of the normal call: {seen:?}"
+    );
+    assert_eq!(seen[0].flags & FLAGS_EXCEPTION, 0, "{seen:?}");
+    let annotations = u32::from_be_bytes(wire[16..20].try_into().unwrap()) as usize;
+    let body = &wire[HEADER_SIZE + annotations..];
+    let recorded: Vec<u32> = Serializer::Bincode
+        .decode(body, &Default::default())
+        .unwrap();
+    assert_eq!(recorded, [7]);
+    daemon.shutdown();
+}
+
+/// An INVOKE frame (bincode) for `method` of `object`.
+fn invoke_frame(
+    object: &str,
+    method: &str,
+    args: &impl serde::Serialize,
+    seq: u16,
+    flags: u16,
+) -> Vec<u8> {
+    use rmi::protocol::frame::{Message, MessageType};
+    let payload =
+        rmi::protocol::codec::encode_invoke(rmi::Serializer::Bincode, object, method, args)
+            .unwrap();
+    Message::new(
+        MessageType::Invoke,
+        rmi::Serializer::BINCODE_ID,
+        flags,
+        seq,
+        payload,
+    )
+    .to_bytes()
+    .to_vec()
 }

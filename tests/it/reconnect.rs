@@ -1,11 +1,11 @@
 //! Reconnecting after a daemon restart, once for all waiting calls, and retry rules.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use rmi::Error;
 
-use crate::support::{spawn_child_daemon_on, unused_port, LabProxy};
+use crate::support::{eventually, spawn_child_daemon_on, unused_port, LabProxy};
 
 // Multi-threaded: spawning the child blocks a thread, and the proxy must see the EOF meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,15 +18,20 @@ async fn the_next_call_reconnects_after_a_restart_once_for_all_callers() {
         .connect()
         .await
         .unwrap();
-    let old = proxy.connection().await.unwrap();
-    drop(first); // killed
-                 // Give the proxy's reader a moment to see the connection close, as it would in a program
-                 // whose daemon restarts (a call sent into a dying connection may have run, so it fails).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(proxy.echo(0, 0, "first".into()).await.unwrap().2, "first");
+    // Kill the daemon, and wait until the proxy's reader has seen the connection close, as it
+    // would in a program whose daemon restarts (a call sent into a dying connection may have
+    // run, so it fails).
+    drop(first);
+    eventually("the proxy saw its connection close", || {
+        proxy.proxy().connected_uri().is_none()
+    })
+    .await;
 
     let (_second, uri2) = spawn_child_daemon_on(port);
     assert_eq!(uri, uri2, "same address, same object id");
-    // Twenty callers at once: one redial serves them all.
+    // Twenty callers at once: one redial serves them all (connection ids are per daemon, so
+    // twenty separate redials would show twenty ids).
     let conns = join_all((0..20).map(|_| proxy.connection())).await;
     let conns: Vec<u64> = conns.into_iter().map(|c| c.unwrap()).collect();
     assert!(
@@ -34,46 +39,107 @@ async fn the_next_call_reconnects_after_a_restart_once_for_all_callers() {
         "callers reconnected separately: {conns:?}"
     );
     assert_eq!(proxy.echo(1, 1, "back".into()).await.unwrap().2, "back");
-    let _ = old;
 }
+
+/// How long each call under test runs: far longer than it takes to see all of them start on
+/// the first daemon and kill it, so none can finish there.
+const RUNNING_MS: u64 = 3_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_idempotent_or_retrying_calls_are_resent_after_a_connection_loss() {
     let port = unused_port();
     let (first, uri) = spawn_child_daemon_on(port);
-    let proxy: LabProxy = LabProxy::builder(&uri)
-        .unwrap()
-        .reconnect_attempts(50)
-        .connect()
+    let builder = || LabProxy::builder(&uri).unwrap().reconnect_attempts(50);
+    let proxy: LabProxy = builder().connect().await.unwrap();
+    // `ProxyBuilder::retries` on a proxy of its own (its own connection).
+    let retrying: LabProxy = builder().retries(3).connect().await.unwrap();
+    // Watches the first daemon's call counter over a third connection.
+    let observer: LabProxy = builder().reconnect_attempts(0).connect().await.unwrap();
+
+    // Five calls of plain (non-idempotent) or idempotent methods, each running when the
+    // daemon dies: every way of asking for a resend, and one call that asks for none.
+    let spawn =
+        |call: futures_util::future::BoxFuture<'static, Result<u64, Error>>| tokio::spawn(call);
+    let plain = spawn(Box::pin({
+        let p = proxy.clone();
+        async move { p.sleep(RUNNING_MS).await }
+    }));
+    let resent = [
+        (
+            "an #[rmi(idempotent)] method",
+            spawn(Box::pin({
+                let p = proxy.clone();
+                async move { p.sleep_idempotent(RUNNING_MS).await }
+            })),
+        ),
+        (
+            "a plain method through Proxy::idempotent()",
+            spawn(Box::pin({
+                let p = LabProxy::from_proxy(proxy.proxy().idempotent());
+                async move { p.sleep(RUNNING_MS).await }
+            })),
+        ),
+        (
+            "a plain method through Proxy::with_retries(2)",
+            spawn(Box::pin({
+                let p = LabProxy::from_proxy(proxy.proxy().with_retries(2));
+                async move { p.sleep(RUNNING_MS).await }
+            })),
+        ),
+        (
+            "a plain method on a proxy built with retries(3)",
+            spawn(Box::pin({
+                let p = retrying.clone();
+                async move { p.sleep(RUNNING_MS).await }
+            })),
+        ),
+    ];
+    // All five are running on the first daemon: it counted them.
+    let started = Instant::now();
+    loop {
+        let ran = observer.calls().await.unwrap();
+        if ran == 5 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "only {ran} of the 5 calls started on the first daemon"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(first); // killed mid-call
+    let killed_after = started.elapsed();
+
+    // The plain call fails at once (no daemon is listening yet, so a resend would wait).
+    let err = tokio::time::timeout(Duration::from_secs(30), plain)
         .await
-        .unwrap();
-
-    // Both calls are running when the daemon dies; a new one comes up on the same port.
-    let plain = tokio::spawn({
-        let p = proxy.clone();
-        async move { p.sleep(1_500).await }
-    });
-    let idempotent = tokio::spawn({
-        let p = proxy.clone();
-        async move { p.sleep_idempotent(300).await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    drop(first);
-    let (_second, _) = spawn_child_daemon_on(port);
-
-    let err = plain.await.unwrap().unwrap_err();
+        .expect("the plain call was resent: it waited for a new daemon")
+        .unwrap()
+        .unwrap_err();
     assert!(
         matches!(err, Error::ConnectionClosed(_)),
         "a plain call is not resent: {err}"
     );
-    assert_eq!(
-        idempotent.await.unwrap().unwrap(),
-        300,
-        "the idempotent call was resent and ran"
-    );
 
-    // A proxy configured with retries resends any method.
-    let retrying = proxy.proxy().with_retries(2);
-    let retrying = LabProxy::from_proxy(retrying);
-    assert_eq!(retrying.sleep(10).await.unwrap(), 10);
+    let (_second, _) = spawn_child_daemon_on(port);
+    for (what, call) in resent {
+        let result = tokio::time::timeout(Duration::from_secs(60), call)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: never answered"))
+            .unwrap();
+        assert_eq!(
+            result.unwrap_or_else(|e| panic!("{what}: not resent: {e}")),
+            RUNNING_MS,
+            "{what}"
+        );
+    }
+    // The resends ran on the new daemon: it counted exactly the four of them, and not the
+    // plain call.
+    let counter = LabProxy::connect(&uri).await.unwrap();
+    assert_eq!(
+        counter.calls().await.unwrap(),
+        4,
+        "calls run by the new daemon (the first was killed {killed_after:?} after the calls \
+         started; each runs {RUNNING_MS} ms, so none could finish there)"
+    );
 }

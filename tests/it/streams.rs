@@ -1,8 +1,8 @@
 //! Streamed results: lazy items, early close, linger after a disconnect, a cap per connection.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use rmi::{Daemon, Error, RemoteStream, Serializer};
@@ -20,6 +20,16 @@ pub(crate) trait Numbers {
 #[derive(Default)]
 struct NumbersObject {
     produced: Arc<AtomicU32>,
+    /// Counts the instances dropped (session instances go with their connection).
+    dropped: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for NumbersObject {
+    fn drop(&mut self) {
+        if let Some(dropped) = &self.dropped {
+            dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Numbers for NumbersObject {
@@ -46,6 +56,39 @@ async fn serve(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri) {
         async move { d.serve().await }
     });
     (daemon, uri)
+}
+
+/// [`serve`] with a session instance per connection; the counter tells how many were dropped.
+/// The daemon drops a connection's session instance only after that connection's streams
+/// have started to linger, so a dropped instance shows the daemon has seen the disconnect.
+async fn serve_sessions(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri, Arc<AtomicUsize>) {
+    let daemon = builder.bind("127.0.0.1:0").await.unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let uri = daemon
+        .register_entry(rmi::Registration::session({
+            let dropped = dropped.clone();
+            move || {
+                NumbersServer::new(NumbersObject {
+                    produced: Arc::default(),
+                    dropped: Some(dropped.clone()),
+                })
+            }
+        }))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    (daemon, uri, dropped)
+}
+
+/// The open streams `Pyro.Daemon` reports (its `info` line), over the wire.
+async fn streams_reported(daemon_object: &rmi::Proxy) -> usize {
+    let info: String = daemon_object.call("info", &[(); 0]).await.unwrap();
+    info.strip_suffix(" open streams")
+        .and_then(|rest| rest.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stream count in Pyro.Daemon's info: {info:?}"))
 }
 
 #[tokio::test]
@@ -89,29 +132,81 @@ async fn items_arrive_lazily_and_the_stream_ends() {
 
 #[tokio::test]
 async fn a_stream_outlives_its_connection_only_for_the_linger_period() {
-    let (daemon, uri) = serve(Daemon::builder().stream_linger(Duration::from_millis(300))).await;
+    // Far from 0 and from the 30 s default, so neither can pass for it.
+    const LINGER: Duration = Duration::from_millis(2_000);
+    let (daemon, uri, dropped) = serve_sessions(Daemon::builder().stream_linger(LINGER)).await;
+    let daemon_object = rmi::Proxy::builder(daemon.uri_for("Pyro.Daemon"))
+        .connect::<rmi::Proxy>()
+        .await
+        .unwrap();
     let proxy = NumbersProxy::connect(&uri).await.unwrap();
     let mut items = proxy.count(10).await.unwrap();
     assert_eq!(items.next().await.unwrap().unwrap(), 1);
+    assert_eq!(streams_reported(&daemon_object).await, 1);
+    let closed = Instant::now();
     proxy.proxy().close();
-    // Still there right after the disconnect (a reconnecting caller could go on)...
+    eventually("the daemon saw the disconnect", || {
+        dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Still there a while after the daemon saw the disconnect (a zero linger would have
+    // dropped it at once), so a reconnecting caller could go on...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lingering = streams_reported(&daemon_object).await;
+    let checked_after = closed.elapsed();
+    assert!(
+        checked_after < LINGER,
+        "cannot observe the linger: checking took {checked_after:?}, longer than the linger"
+    );
+    assert_eq!(
+        lingering, 1,
+        "the stream was dropped {checked_after:?} after its connection closed, before the {LINGER:?} linger"
+    );
     assert_eq!(daemon.open_streams(), 1);
-    // ...and gone after the linger period.
-    eventually("lingering stream dropped", || daemon.open_streams() == 0).await;
+    // ...and gone after the linger period: not before it, and long before the 30 s default.
+    loop {
+        if streams_reported(&daemon_object).await == 0 {
+            break;
+        }
+        assert!(
+            closed.elapsed() < LINGER + Duration::from_secs(8),
+            "the stream outlived its {LINGER:?} linger by 8 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let gone_after = closed.elapsed();
+    println!(
+        "lingering stream dropped {gone_after:?} after its connection closed (linger {LINGER:?})"
+    );
+    assert!(
+        gone_after >= LINGER,
+        "dropped after {gone_after:?}, before the linger"
+    );
+    assert_eq!(daemon.open_streams(), 0);
     std::mem::forget(items); // its close_stream would go to a daemon that already dropped it
     daemon.shutdown();
 }
 
 #[tokio::test]
 async fn a_reconnected_caller_picks_up_a_lingering_stream() {
-    let (daemon, uri) = serve(Daemon::builder().stream_linger(Duration::from_secs(30))).await;
+    let (daemon, uri, dropped) =
+        serve_sessions(Daemon::builder().stream_linger(Duration::from_secs(20))).await;
     let proxy = NumbersProxy::connect(&uri).await.unwrap();
     let mut items = proxy.count(5).await.unwrap();
     assert_eq!(items.next().await.unwrap().unwrap(), 1);
     proxy.proxy().close();
+    // The daemon has seen the disconnect, and a zero linger would have dropped the stream by
+    // now: the next poll can only go on if the stream lingered.
+    eventually("the daemon saw the disconnect", || {
+        dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(daemon.open_streams(), 1, "the stream did not linger");
     // The next poll redials and continues where it was.
     let rest: Vec<u32> = items.map(Result::unwrap).collect().await;
     assert_eq!(rest, [2, 3, 4, 5]);
+    assert_eq!(daemon.open_streams(), 0, "an exhausted stream is gone");
     daemon.shutdown();
 }
 

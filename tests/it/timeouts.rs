@@ -98,23 +98,40 @@ pub(crate) trait Slow {
     async fn work(&self, ms: u64) -> u64;
     /// Whether a `work` call ever finished.
     async fn finished(&self) -> bool;
+    /// How many `work` calls started.
+    async fn started(&self) -> usize;
+    /// The `ms` of each `work` call that finished, in order.
+    async fn completed(&self) -> Vec<u64>;
 }
 
 #[derive(Default)]
 struct SlowObject {
     finished: std::sync::atomic::AtomicBool,
+    started: std::sync::atomic::AtomicUsize,
+    completed: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Slow for SlowObject {
     async fn work(&self, ms: u64) -> u64 {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         self.finished
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.completed.lock().unwrap().push(ms);
         ms
     }
 
     async fn finished(&self) -> bool {
         self.finished.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn started(&self) -> usize {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn completed(&self) -> Vec<u64> {
+        self.completed.lock().unwrap().clone()
     }
 }
 
@@ -143,5 +160,59 @@ async fn the_daemon_cancels_a_method_when_its_callers_deadline_passes() {
     // Without a deadline it runs to the end.
     assert_eq!(proxy.work(10).await.unwrap(), 10);
     assert!(proxy.finished().await.unwrap());
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn dropping_a_calls_future_cancels_it_for_the_caller_and_the_method_runs_to_completion() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(SlowServer::new(SlowObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = SlowProxy::connect(&uri).await.unwrap();
+    // A call without a deadline, whose future is dropped once the method has started.
+    let call = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.work(1_000).await }
+    });
+    let started = std::time::Instant::now();
+    while proxy.started().await.unwrap() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    call.abort();
+    assert!(
+        call.await.unwrap_err().is_cancelled(),
+        "the caller's side was cancelled"
+    );
+    assert!(
+        proxy.completed().await.unwrap().is_empty(),
+        "finished too early to tell"
+    );
+    // The connection is unharmed, and new calls get their own answers: one answered before
+    // the dropped call's late reply comes, one still waiting when it comes.
+    assert_eq!(proxy.work(5).await.unwrap(), 5);
+    let waiting = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.work(1_500).await }
+    });
+    // The dropped call, which had no deadline, runs to completion on the daemon (2 s of
+    // margin over its 1 s).
+    while !proxy.completed().await.unwrap().contains(&1_000) {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the dropped call did not run to completion: {:?}",
+            proxy.completed().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting.await.unwrap().unwrap(), 1_500);
     daemon.shutdown();
 }

@@ -308,7 +308,7 @@ impl DaemonBuilder {
         if let Location::Tcp { host, .. } = &bound {
             let exposed = host
                 .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| !ip.is_loopback());
+                .is_ok_and(|ip| !ip.to_canonical().is_loopback());
             if exposed && !self.serves_tls() && self.secret.is_none() {
                 tracing::warn!(
                     %bound,
@@ -319,7 +319,7 @@ impl DaemonBuilder {
         if let Location::Tcp { host, .. } = &advertised {
             if host
                 .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_unspecified())
+                .is_ok_and(|ip| ip.to_canonical().is_unspecified())
             {
                 tracing::warn!(
                     %advertised,

@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::connection::ConnectionState;
+use super::connection::{ConnectionState, Turn};
 use super::context::CallContext;
 use super::log::PeerText;
 use super::{reply_to, Daemon};
@@ -29,18 +29,22 @@ pub(super) struct Call {
     pub(super) req: Message,
     /// Cancelled when the caller's connection is gone: a batch stops there.
     pub(super) peer_gone: CancellationToken,
+    /// This call's place in the connection's arrival order, when its object runs calls one
+    /// at a time.
+    pub(super) turn: Option<Turn>,
 }
 
 impl Call {
     /// Runs the call; returns the reply to send (none for oneway calls).
-    pub(super) async fn run(self) -> Option<Message> {
+    pub(super) async fn run(mut self) -> Option<Message> {
         let oneway = self.req.has_flag(frame::FLAGS_ONEWAY);
         let corr = if self.req.has_flag(frame::FLAGS_CORR_ID) {
             uuid::Uuid::from_bytes(self.req.corr_id)
         } else {
             uuid::Uuid::new_v4()
         };
-        let (result, mut annotations) = self.invoke(corr, oneway).await;
+        let turn = self.turn.take();
+        let (result, mut annotations) = self.invoke(corr, oneway, turn).await;
         let ser = self.ser;
         let inner = &self.daemon.inner;
         let result = match result {
@@ -122,6 +126,7 @@ impl Call {
         &self,
         corr: uuid::Uuid,
         oneway: bool,
+        turn: Option<Turn>,
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
         let inner = &self.daemon.inner;
         let call =
@@ -155,6 +160,15 @@ impl Call {
             return (Err(err), Vec::new());
         }
         let method = call.method.as_str();
+        // A call to the connection's one-at-a-time object waits for the calls that arrived
+        // before it and holds its turn while it runs; any other call gives its turn up now.
+        let _turn = match turn {
+            Some(turn) if object == &*self.connected => {
+                turn.wait().await;
+                Some(turn)
+            }
+            _ => None,
+        };
         let ctx = CallContext::new(
             self.peer.clone(),
             object.to_owned(),

@@ -48,6 +48,80 @@ impl ConnectionState {
     }
 }
 
+/// Arrival order on one connection, for calls to a `one_at_a_time` object: the request loop
+/// hands each call a [`Turn`] as it reads it, and a call waits for its turn before it runs, so
+/// calls that tasks pick up in any order still run in the order they arrived.
+#[derive(Default)]
+pub(super) struct Turns {
+    state: Mutex<TurnState>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct TurnState {
+    /// The number the next call gets.
+    next: u64,
+    /// The call whose turn it is.
+    serving: u64,
+    /// Calls that finished (or needed no turn) before their turn came.
+    done_early: std::collections::BTreeSet<u64>,
+}
+
+impl Turns {
+    /// The next turn, in arrival order.
+    pub(super) fn take(self: &Arc<Self>) -> Turn {
+        let mut state = self.state.lock();
+        let n = state.next;
+        state.next += 1;
+        Turn {
+            turns: self.clone(),
+            n,
+        }
+    }
+}
+
+/// A call's place in its connection's arrival order; dropping it lets the next call go.
+pub(super) struct Turn {
+    turns: Arc<Turns>,
+    n: u64,
+}
+
+impl Turn {
+    /// Waits until every call that arrived earlier on the connection is done (or started
+    /// without needing a turn).
+    pub(super) async fn wait(&self) {
+        loop {
+            let changed = self.turns.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.turns.state.lock().serving == self.n {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut state = self.turns.state.lock();
+        if state.serving == self.n {
+            state.serving += 1;
+            loop {
+                let next = state.serving;
+                if !state.done_early.remove(&next) {
+                    break;
+                }
+                state.serving += 1;
+            }
+        } else {
+            state.done_early.insert(self.n);
+        }
+        drop(state);
+        self.turns.changed.notify_waiters();
+    }
+}
+
 pub(super) async fn handle_connection(
     daemon: Daemon,
     stream: BoxIo,
@@ -122,6 +196,11 @@ pub(super) async fn handle_connection(
     // only for it (a batch) stops; calls go on, as their callers may have only half-closed.
     let peer_gone = CancellationToken::new();
     inner.streams.connected(state.id);
+    // Calls to a one-at-a-time object keep this connection's arrival order.
+    let turns = inner
+        .object(&object_id)
+        .is_some_and(|entry| entry.serial)
+        .then(|| Arc::new(Turns::default()));
 
     loop {
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
@@ -195,6 +274,7 @@ pub(super) async fn handle_connection(
                     ser,
                     req,
                     peer_gone: peer_gone.clone(),
+                    turn: turns.as_ref().map(Turns::take),
                 };
                 let (tx, queued) = (tx.clone(), queued.clone());
                 let abort = inner.abort.clone();

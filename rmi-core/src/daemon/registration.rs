@@ -126,9 +126,10 @@ impl Registration {
         self
     }
 
-    /// Runs each instance's calls one at a time, in arrival order (what Pyro's
-    /// thread-per-connection gave session objects). Calls to other instances still run
-    /// concurrently.
+    /// Runs each instance's calls one at a time (what Pyro's thread-per-connection gave
+    /// session objects). Calls that arrive on one connection run in the order they arrived,
+    /// pipelined and oneway ones included; calls from different connections take turns in the
+    /// order they reach the instance. Calls to other instances still run concurrently.
     pub fn one_at_a_time(mut self) -> Self {
         self.one_at_a_time = true;
         self
@@ -139,6 +140,8 @@ impl Registration {
 pub(crate) struct Entry {
     pub(crate) meta: Metadata,
     pub(crate) target: Target,
+    /// Registered `one_at_a_time`: each connection's calls also keep their arrival order.
+    pub(crate) serial: bool,
 }
 
 pub(crate) enum Target {
@@ -174,11 +177,13 @@ impl Entry {
         Entry {
             meta: reg.meta,
             target,
+            serial,
         }
     }
 }
 
-/// Serializes calls to one instance (tokio's mutex is fair: arrival order).
+/// Serializes calls to one instance (tokio's mutex is fair: in the order calls reach it, which
+/// each connection's [`Turns`](super::connection::Turns) makes its arrival order).
 struct OneAtATime {
     inner: Arc<dyn Dispatch>,
     turn: tokio::sync::Mutex<()>,
