@@ -4,53 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use rmi::protocol::codec::encode_invoke;
 use rmi::protocol::frame::{Message, MessageType};
-use rmi::{Error, Serializer, Uri};
+use rmi::{Error, Serializer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::support::{
-    connect_handshake, eventually, spawn_child_daemon_with, spawn_idle_flood, ChildGuard, LabProxy,
+    assert_serving, connect_handshake, dial, eventually, invoke_frame, spawn_child_daemon_with,
+    spawn_idle_flood, LabProxy,
 };
-
-async fn dial(uri: &Uri) -> TcpStream {
-    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else {
-        unreachable!()
-    };
-    TcpStream::connect((host.as_str(), *port)).await.unwrap()
-}
-
-async fn assert_serving(child: &mut ChildGuard, uri: &Uri) {
-    assert!(child.is_alive(), "the daemon process died");
-    let proxy = LabProxy::connect(uri)
-        .await
-        .expect("a normal client connects");
-    assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
-}
-
-fn invoke(object: &str, method: &str, args: &impl serde::Serialize, seq: u16) -> Vec<u8> {
-    invoke_flagged(object, method, args, seq, 0)
-}
-
-fn invoke_flagged(
-    object: &str,
-    method: &str,
-    args: &impl serde::Serialize,
-    seq: u16,
-    flags: u16,
-) -> Vec<u8> {
-    let payload = encode_invoke(Serializer::Bincode, object, method, args).unwrap();
-    Message::new(
-        MessageType::Invoke,
-        Serializer::BINCODE_ID,
-        flags,
-        seq,
-        payload,
-    )
-    .to_bytes()
-    .to_vec()
-}
 
 /// Child settings that keep the handshake and frame timeouts (60 s) out of the way, so only
 /// the check under test can close a connection within a few seconds.
@@ -61,11 +22,12 @@ async fn a_slowloris_client_is_cut_off_by_frame_timeout() {
     let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=500");
     let mut slow = dial(&uri).await;
     connect_handshake(&mut slow, uri.object().unwrap()).await;
-    let bytes = invoke(
+    let bytes = invoke_frame(
         uri.object().unwrap(),
         "echo",
         &(1u32, 2u32, "x".repeat(200)),
         1,
+        0,
     );
     let started = Instant::now();
     let mut sent = 0;
@@ -255,9 +217,15 @@ async fn clients_that_vanish_mid_call_do_not_disturb_the_daemon() {
     for i in 0..100u16 {
         let mut s = dial(&uri).await;
         connect_handshake(&mut s, uri.object().unwrap()).await;
-        s.write_all(&invoke(uri.object().unwrap(), "sleep", &(50u64,), i + 1))
-            .await
-            .unwrap();
+        s.write_all(&invoke_frame(
+            uri.object().unwrap(),
+            "sleep",
+            &(50u64,),
+            i + 1,
+            0,
+        ))
+        .await
+        .unwrap();
         drop(s); // gone before the reply
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -281,11 +249,12 @@ async fn a_client_that_never_reads_its_replies_is_dropped_and_memory_stays_bound
     let writer = tokio::spawn(async move {
         let mut sent = 0u32;
         for i in 0..4_000u32 {
-            let frame = invoke(
+            let frame = invoke_frame(
                 &object,
                 "echo",
                 &(i, i, big.clone()),
                 (i % 60_000 + 1) as u16,
+                0,
             );
             if wr.write_all(&frame).await.is_err() {
                 break;
@@ -365,7 +334,7 @@ async fn a_connection_runs_at_most_max_in_flight_calls_and_is_not_read_past_them
         connect_handshake(&mut s, &object).await;
         let mut all = Vec::new();
         for seq in 1..=SENT {
-            all.extend(invoke_flagged(&object, "sleep", &(60_000u64,), seq, flags));
+            all.extend(invoke_frame(&object, "sleep", &(60_000u64,), seq, flags));
         }
         s.write_all(&all).await.unwrap();
         let expected = MAX * round;
@@ -408,11 +377,12 @@ async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
     // 100 requests in one buffer, written in chunks of awkward sizes (1, 2, 3, … bytes).
     let mut all = Vec::new();
     for i in 1..=100u16 {
-        all.extend(invoke(
+        all.extend(invoke_frame(
             &object,
             "echo",
             &(u32::from(i), 7u32, format!("call {i}")),
             i,
+            0,
         ));
     }
     let (mut rd, mut wr) = s.into_split();
@@ -595,9 +565,15 @@ async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
     // reply. Once it has, the connection is idle, and closed like any other.
     let mut busy = dial(&uri).await;
     connect_handshake(&mut busy, uri.object().unwrap()).await;
-    busy.write_all(&invoke(uri.object().unwrap(), "sleep", &(600u64,), 1))
-        .await
-        .unwrap();
+    busy.write_all(&invoke_frame(
+        uri.object().unwrap(),
+        "sleep",
+        &(600u64,),
+        1,
+        0,
+    ))
+    .await
+    .unwrap();
     let mut head = [0u8; rmi::protocol::frame::HEADER_SIZE];
     tokio::time::timeout(Duration::from_secs(10), busy.read_exact(&mut head))
         .await

@@ -12,25 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    connect_handshake, spawn_child_daemon_with, start_daemon, Blob, ChildGuard, LabProxy,
+    assert_serving, connect_handshake, dial, spawn_child_daemon_with, start_daemon, Blob,
+    ChildGuard, LabProxy,
 };
 
 const MIB: u64 = 1024;
-
-async fn dial(uri: &Uri) -> TcpStream {
-    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else {
-        unreachable!()
-    };
-    TcpStream::connect((host.as_str(), *port)).await.unwrap()
-}
-
-async fn assert_serving(child: &mut ChildGuard, uri: &Uri) {
-    assert!(child.is_alive(), "the daemon process died");
-    let proxy = LabProxy::connect(uri)
-        .await
-        .expect("a normal client connects");
-    assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
-}
 
 fn invoke_frame(method: &str, args: &impl serde::Serialize, seq: u16) -> Message {
     let payload = encode_invoke(Serializer::Bincode, "lab", method, args).unwrap();

@@ -9,7 +9,9 @@ use rmi::{RemoteError, RemoteErrorKind, Serializer, Uri};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{spawn_child_daemon, spawn_child_daemon_with, ChildGuard, LabProxy, Nested};
+use crate::support::{
+    dial, spawn_child_daemon, spawn_child_daemon_with, ChildGuard, LabProxy, Nested,
+};
 
 /// A valid header for `data_len` payload bytes, to be corrupted by each test.
 fn header(msg_type: MessageType, data_len: u32) -> Vec<u8> {
@@ -18,13 +20,6 @@ fn header(msg_type: MessageType, data_len: u32) -> Vec<u8> {
         .to_vec();
     h[12..16].copy_from_slice(&data_len.to_be_bytes());
     h
-}
-
-async fn dial(uri: &Uri) -> TcpStream {
-    let rmi::Location::Tcp { host, port } = uri.location().unwrap() else {
-        unreachable!()
-    };
-    TcpStream::connect((host.as_str(), *port)).await.unwrap()
 }
 
 /// Reads until the daemon closes the connection; returns what it sent.

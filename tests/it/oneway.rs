@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::support::invoke_frame;
+
 #[rmi::remote]
 pub(crate) trait Recorder {
     /// Records `value` after `gate` opens (oneway).
@@ -313,27 +315,4 @@ async fn a_oneway_invoke_then_a_normal_one_get_exactly_one_result_on_the_wire() 
         .unwrap();
     assert_eq!(recorded, [7]);
     daemon.shutdown();
-}
-
-/// An INVOKE frame (bincode) for `method` of `object`.
-fn invoke_frame(
-    object: &str,
-    method: &str,
-    args: &impl serde::Serialize,
-    seq: u16,
-    flags: u16,
-) -> Vec<u8> {
-    use rmi::protocol::frame::{Message, MessageType};
-    let payload =
-        rmi::protocol::codec::encode_invoke(rmi::Serializer::Bincode, object, method, args)
-            .unwrap();
-    Message::new(
-        MessageType::Invoke,
-        rmi::Serializer::BINCODE_ID,
-        flags,
-        seq,
-        payload,
-    )
-    .to_bytes()
-    .to_vec()
 }

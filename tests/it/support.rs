@@ -444,3 +444,45 @@ where
     let mut body = vec![0; len];
     stream.read_exact(&mut body).await.unwrap();
 }
+
+/// A raw TCP connection to a daemon's address.
+pub(crate) async fn dial(uri: &rmi::Uri) -> tokio::net::TcpStream {
+    let rmi::Location::Tcp { host, port } = uri.location().expect("a direct uri") else {
+        panic!("a TCP uri")
+    };
+    tokio::net::TcpStream::connect((host.as_str(), *port))
+        .await
+        .expect("connect")
+}
+
+/// The child daemon process is alive, and a fresh proxy is served.
+pub(crate) async fn assert_serving(child: &mut ChildGuard, uri: &rmi::Uri) {
+    assert!(child.is_alive(), "the daemon process died");
+    let proxy = LabProxy::connect(uri)
+        .await
+        .expect("a normal client connects");
+    assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
+}
+
+/// An INVOKE frame (bincode) for `method` of `object`, with `flags`.
+pub(crate) fn invoke_frame(
+    object: &str,
+    method: &str,
+    args: &impl serde::Serialize,
+    seq: u16,
+    flags: u16,
+) -> Vec<u8> {
+    use rmi::protocol::frame::{Message, MessageType};
+    let payload =
+        rmi::protocol::codec::encode_invoke(rmi::Serializer::Bincode, object, method, args)
+            .unwrap();
+    Message::new(
+        MessageType::Invoke,
+        rmi::Serializer::BINCODE_ID,
+        flags,
+        seq,
+        payload,
+    )
+    .to_bytes()
+    .to_vec()
+}
