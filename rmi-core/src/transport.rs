@@ -62,6 +62,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The largest message this reader accepts.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
     /// Fails a message that has not fully arrived `timeout` after its first byte (a peer
     /// sending a byte at a time cannot hold the connection).
     pub fn set_frame_timeout(&mut self, timeout: Option<Duration>) {

@@ -15,6 +15,7 @@ mod hostile;
 mod instances;
 mod naming;
 mod oneway;
+mod python;
 mod reconnect;
 mod security;
 mod sequence;

@@ -68,6 +68,7 @@ pub struct DaemonBuilder {
     pub(super) min_write_rate: Option<u64>,
     pub(super) max_queued_bytes: usize,
     pub(super) max_batch_calls: usize,
+    pub(super) compression: bool,
     pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
     pub(super) secret: Option<crate::auth::SharedSecret>,
     #[cfg(feature = "tls")]
@@ -87,6 +88,7 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("min_write_rate", &self.min_write_rate)
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("max_batch_calls", &self.max_batch_calls)
+            .field("compression", &self.compression)
             .field("max_streams", &self.max_streams)
             .field(
                 "max_streams_per_connection",
@@ -120,6 +122,7 @@ impl Default for DaemonBuilder {
             min_write_rate: Some(DEFAULT_MIN_WRITE_RATE),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
+            compression: false,
             validator: None,
             secret: None,
             #[cfg(feature = "tls")]
@@ -229,6 +232,14 @@ impl DaemonBuilder {
     /// hold.
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.max_queued_bytes = n;
+        self
+    }
+
+    /// Compresses replies larger than 100 bytes with zlib (`FLAGS_COMPRESSED`, Pyro's
+    /// `COMPRESSION`; default off). Compressed requests are accepted either way, and inflated
+    /// within `max_message_size`.
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
         self
     }
 

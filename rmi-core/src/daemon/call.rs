@@ -44,7 +44,13 @@ impl Call {
             uuid::Uuid::new_v4()
         };
         let turn = self.turn.take();
-        let (result, mut annotations) = self.invoke(corr, oneway, turn).await;
+        // A compressed request (FLAGS_COMPRESSED) is inflated here, within max_message_size.
+        let max = self.daemon.inner.config.limits.max_message_size;
+        let inflated = self.req.decompress(max);
+        let (result, mut annotations) = match inflated {
+            Ok(()) => self.invoke(corr, oneway, turn).await,
+            Err(e) => (Err(malformed(e)), Vec::new()),
+        };
         let ser = self.ser;
         let inner = &self.daemon.inner;
         let result = match result {
@@ -119,6 +125,9 @@ impl Call {
         };
         reply.corr_id = *corr.as_bytes();
         reply.annotations = annotations;
+        if inner.config.compression {
+            reply.compress();
+        }
         (!oneway).then_some(reply)
     }
 
@@ -132,14 +141,7 @@ impl Call {
         let call =
             match codec::decode_invoke(self.ser, self.req.payload.clone(), &inner.config.limits) {
                 Ok(call) => call,
-                Err(e) => {
-                    let err = RemoteError::new(
-                        RemoteErrorKind::Protocol,
-                        "Pyro5.errors.ProtocolError",
-                        format!("malformed call: {e}"),
-                    );
-                    return (Err(err), Vec::new());
-                }
+                Err(e) => return (Err(malformed(e)), Vec::new()),
             };
         let object = call.object.as_str();
         if object != &*self.connected && object != DAEMON_OBJECT_ID {
@@ -367,4 +369,13 @@ fn reply_overhead(annotations: &[frame::Annotation], signed: bool) -> usize {
         .map(|(_, v)| frame::ANNOTATION_HEADER_SIZE + v.len())
         .sum::<usize>()
         + mac
+}
+
+/// The error for a request that is not a well-formed call.
+fn malformed(reason: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Protocol,
+        "Pyro5.errors.ProtocolError",
+        format!("malformed call: {reason}"),
+    )
 }

@@ -124,7 +124,13 @@ async fn read<R: AsyncRead + Unpin>(
     peer: &str,
 ) -> Result<Message, Option<Message>> {
     match reader.read_frame().await {
-        Ok(Some(req)) => Ok(req),
+        Ok(Some(mut req)) => match req.decompress(reader.max_message_size()) {
+            Ok(()) => Ok(req),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "bad handshake message; closing");
+                Err(None)
+            }
+        },
         Ok(None) => {
             tracing::debug!(%peer, "closed during the handshake");
             Err(None)

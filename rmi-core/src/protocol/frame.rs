@@ -8,6 +8,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Length of the fixed header.
 pub const HEADER_SIZE: usize = 40;
+/// Payloads larger than this are compressed when compression is on (Pyro5's threshold).
+pub const COMPRESS_ABOVE: usize = 100;
 /// Length of an annotation chunk's own header: a 4-byte id and a u32 length.
 pub const ANNOTATION_HEADER_SIZE: usize = 8;
 /// Protocol version spoken (Pyro5).
@@ -19,7 +21,7 @@ pub const PING_SERIALIZER: u8 = 42;
 
 /// Flag: the payload is a serialized exception.
 pub const FLAGS_EXCEPTION: u16 = 0x0001;
-/// Flag: the payload is zlib-compressed (not supported yet).
+/// Flag: the payload is zlib-compressed.
 pub const FLAGS_COMPRESSED: u16 = 0x0002;
 /// Flag: the caller wants no reply.
 pub const FLAGS_ONEWAY: u16 = 0x0004;
@@ -92,9 +94,10 @@ pub enum Error {
     /// The annotation chunks do not add up to the declared annotation length.
     #[error("malformed annotations: {0}")]
     BadAnnotations(&'static str),
-    /// The payload is compressed, which this version does not support yet.
-    #[error("compressed messages (FLAGS_COMPRESSED) are not supported yet")]
-    Compressed,
+    /// A compressed payload (`FLAGS_COMPRESSED`) that is not valid zlib data, or that would
+    /// decompress past `max_message_size`.
+    #[error("could not decompress the payload: {0}")]
+    Decompress(String),
 }
 
 /// What a wrong tag says: TLS records are named, since that is the usual mix-up.
@@ -279,9 +282,6 @@ impl Message {
             }
             annotations.push((id, ann.split_to(len)));
         }
-        if header.flags & FLAGS_COMPRESSED != 0 {
-            return Err(Error::Compressed);
-        }
         Ok(Message {
             msg_type: header.msg_type,
             serializer: header.serializer,
@@ -305,6 +305,46 @@ impl Message {
             .iter()
             .map(|(_, v)| ANNOTATION_HEADER_SIZE + v.len())
             .sum()
+    }
+
+    /// Replaces a compressed payload (`FLAGS_COMPRESSED`, zlib, as Pyro sends it) with its
+    /// decompressed bytes and clears the flag. The result may not exceed `max_size`: a small
+    /// message that inflates past the limit (a zip bomb) is refused after `max_size + 1` bytes.
+    pub fn decompress(&mut self, max_size: usize) -> Result<(), Error> {
+        use std::io::Read;
+        if !self.has_flag(FLAGS_COMPRESSED) {
+            return Ok(());
+        }
+        let limit = max_size.saturating_sub(self.annotations_len());
+        let mut out = Vec::new();
+        flate2::read::ZlibDecoder::new(&self.payload[..])
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::Decompress(e.to_string()))?;
+        if out.len() > limit {
+            return Err(Error::Decompress(format!(
+                "it inflates past max_message_size ({max_size} bytes)"
+            )));
+        }
+        self.payload = out.into();
+        self.flags &= !FLAGS_COMPRESSED;
+        Ok(())
+    }
+
+    /// Compresses the payload with zlib (level 4, as Pyro5) and sets `FLAGS_COMPRESSED`, when
+    /// it is larger than [`COMPRESS_ABOVE`] bytes, as Pyro5 does.
+    pub fn compress(&mut self) {
+        use std::io::Write;
+        if self.payload.len() <= COMPRESS_ABOVE || self.has_flag(FLAGS_COMPRESSED) {
+            return;
+        }
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(4));
+        if z.write_all(&self.payload).is_ok() {
+            if let Ok(compressed) = z.finish() {
+                self.payload = compressed.into();
+                self.flags |= FLAGS_COMPRESSED;
+            }
+        }
     }
 
     /// Appends the encoded message to `buf`.
@@ -468,12 +508,39 @@ mod tests {
             Message::parse(&mut BytesMut::from(&bytes[..]), &header),
             Err(Error::BadAnnotations(_))
         ));
-        let compressed =
-            Message::new(MessageType::Invoke, 4, FLAGS_COMPRESSED, 1, &b"x"[..]).to_bytes();
-        let header = check(&compressed, MAX).unwrap();
-        assert_eq!(
-            Message::parse(&mut BytesMut::from(&compressed[..]), &header),
-            Err(Error::Compressed)
+    }
+
+    #[test]
+    fn compressed_payloads_round_trip_and_a_zip_bomb_is_refused() {
+        let text = "Hi welcome Rashmi! ".repeat(50);
+        let mut msg = Message::new(MessageType::Result, 4, 0, 1, text.clone().into_bytes());
+        msg.compress();
+        assert!(msg.has_flag(FLAGS_COMPRESSED));
+        assert!(
+            msg.payload.len() < text.len() / 5,
+            "{} bytes",
+            msg.payload.len()
         );
+        // On the wire and back.
+        let bytes = msg.to_bytes();
+        let header = check(&bytes, MAX).unwrap();
+        let mut parsed = Message::parse(&mut BytesMut::from(&bytes[..]), &header).unwrap();
+        parsed.decompress(MAX).unwrap();
+        assert_eq!(parsed.payload, text.as_bytes());
+        assert!(!parsed.has_flag(FLAGS_COMPRESSED));
+        // Small payloads stay as they are, as Pyro5 leaves them.
+        let mut small = Message::new(MessageType::Result, 4, 0, 1, &b"short"[..]);
+        small.compress();
+        assert!(!small.has_flag(FLAGS_COMPRESSED));
+        // 10 MiB of zeros is ~10 KiB compressed: refused against a 1 MiB limit, without
+        // inflating more than the limit.
+        let mut bomb = Message::new(MessageType::Invoke, 4, 0, 1, vec![0u8; 10 << 20]);
+        bomb.compress();
+        assert!(bomb.payload.len() < 64 << 10);
+        let err = bomb.clone().decompress(1 << 20).unwrap_err();
+        assert!(err.to_string().contains("max_message_size"), "{err}");
+        // Not zlib at all.
+        let mut junk = Message::new(MessageType::Invoke, 4, FLAGS_COMPRESSED, 1, &b"nope"[..]);
+        assert!(matches!(junk.decompress(MAX), Err(Error::Decompress(_))));
     }
 }

@@ -38,6 +38,7 @@ pub struct ProxyBuilder {
     pub(super) connect_timeout: Duration,
     pub(super) max_in_flight: usize,
     pub(super) abandoned_timeout: Duration,
+    pub(super) compression: bool,
     pub(super) limits: DecodeLimits,
     pub(super) handshake: String,
     pub(super) resolver: Option<Arc<dyn Resolve>>,
@@ -87,6 +88,7 @@ impl ProxyBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             abandoned_timeout: DEFAULT_ABANDONED_TIMEOUT,
+            compression: false,
             limits: DecodeLimits::default(),
             handshake: DEFAULT_HANDSHAKE.to_owned(),
             resolver: crate::resolve::default_resolver(),
@@ -159,6 +161,14 @@ impl ProxyBuilder {
     /// Most calls live at once on the connection; more wait (default 1,024, at most 65,535).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.clamp(1, SEQ_VALUES);
+        self
+    }
+
+    /// Compresses requests larger than 100 bytes with zlib (`FLAGS_COMPRESSED`, Pyro's
+    /// `COMPRESSION`; default off). Compressed replies are accepted either way, and inflated
+    /// within `max_message_size`.
+    pub fn compression(mut self, on: bool) -> Self {
+        self.compression = on;
         self
     }
 

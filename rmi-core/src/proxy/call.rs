@@ -170,12 +170,16 @@ impl Proxy {
             0
         };
         let size = msg.size() + mac;
+        // (Compressed only after this check, so a request that fits uncompressed always fits.)
         if size > max {
             return Err(Error::Protocol(format!(
                 "request of {size} bytes ({} of payload) exceeds max_message_size ({max} bytes); not sent",
                 msg.payload.len()
             ))
             .not_sent());
+        }
+        if self.shared.config.compression {
+            msg.compress();
         }
         Ok(msg)
     }
@@ -264,6 +268,12 @@ fn decode_result<R: DeserializeOwned>(reply: &Message, limits: &DecodeLimits) ->
             reply.serializer
         ))
     })?;
+    // A compressed reply (FLAGS_COMPRESSED) is inflated here, in the caller's task, within the
+    // message size limit.
+    let mut reply = reply.clone();
+    reply
+        .decompress(limits.max_message_size)
+        .map_err(|e| Error::Protocol(e.to_string()))?;
     if reply.has_flag(frame::FLAGS_EXCEPTION) {
         let err: RemoteError = ser.decode(&reply.payload, limits)?;
         return Err(Error::from_remote(err));

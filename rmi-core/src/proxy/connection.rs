@@ -109,10 +109,15 @@ impl Connection {
             object: object.to_owned(),
         };
         /// The daemon's next handshake message.
+        /// (A Pyro daemon may compress it; rmi daemons never compress handshake messages, so
+        /// inflating before a MAC check never meets a signed compressed message.)
         async fn next<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Message, Error> {
-            reader.read_frame().await?.ok_or_else(|| {
+            let mut msg = reader.read_frame().await?.ok_or_else(|| {
                 Error::ConnectionClosed("daemon closed the connection during the handshake".into())
-            })
+            })?;
+            msg.decompress(reader.max_message_size())
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            Ok(msg)
         }
         let payload = Bytes::from(ser.encode(&request)?);
         let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, payload.clone());
