@@ -1,5 +1,6 @@
-//! Against real Python Pyro5 (issue 9, first pieces): a Python client calls a Rust object, and
-//! zlib compression (`FLAGS_COMPRESSED`) works both ways.
+//! Against real Python Pyro5 (issue 9, first pieces): a Python client with Pyro5's defaults
+//! (serpent) calls a Rust object, errors raise the right Python exceptions, and zlib
+//! compression (`FLAGS_COMPRESSED`) works both ways.
 //!
 //! The Python side is Pyro5 5.17 with msgpack, from PyPI, in a virtual environment under
 //! `target/` that the first test creates (`.ci/run` makes sure `python3 -m venv` works). Where
@@ -239,4 +240,99 @@ async fn a_compressed_request_that_inflates_past_the_limit_fails_that_call_only(
     let lab = LabProxy::connect(&uri).await.unwrap();
     assert_eq!(lab.echo(1, 1, "on".into()).await.unwrap().2, "on");
     assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_pyro5_client_with_its_defaults_calls_a_rust_object_over_serpent() {
+    let Some(python) = python() else { return };
+    let (daemon, uri) = greeting_daemon(false).await;
+    // Pyro5's default serializer is serpent; nothing is configured on the Python side.
+    const DEFAULTS: &str = r#"
+import sys
+import Pyro5.api
+assert Pyro5.config.SERIALIZER == "serpent"
+with Pyro5.api.Proxy(sys.argv[1]) as greeter:
+    print(greeter.welcomeMessage(sys.argv[2]))
+"#;
+    let uri = uri.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run_python(python, DEFAULTS, &[&uri, "Rashmi \u{e9}'\"x"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, "Hi welcome Rashmi \u{e9}'\"x\n");
+    daemon.shutdown();
+}
+
+/// An object whose errors a Python caller catches by class.
+#[rmi::remote]
+pub(crate) trait Strict {
+    /// The square root of `n`; a negative `n` raises Python's `ValueError`.
+    #[rmi(raises)]
+    async fn root(&self, n: f64) -> Result<f64, rmi::RemoteError>;
+    /// Panics.
+    async fn crash(&self) -> u32;
+}
+
+struct StrictObject;
+
+impl Strict for StrictObject {
+    async fn root(&self, n: f64) -> Result<f64, rmi::RemoteError> {
+        if n < 0.0 {
+            return Err(rmi::RemoteError::new(
+                rmi::RemoteErrorKind::Other,
+                "builtins.ValueError",
+                format!("no real square root of {n}"),
+            ));
+        }
+        Ok(n.sqrt())
+    }
+
+    async fn crash(&self) -> u32 {
+        panic!("the crash method crashed")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_errors_raise_python_exceptions_of_the_right_class() {
+    let Some(python) = python() else { return };
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_with_id(StrictServer::new(StrictObject), "example.strict")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    const CALLER: &str = r#"
+import sys
+import Pyro5.api
+with Pyro5.api.Proxy(sys.argv[1]) as strict:
+    print(strict.root(16.0))
+    try:
+        strict.root(-4.0)
+    except ValueError as e:
+        print("ValueError:", e)
+    try:
+        strict.crash()
+    except RuntimeError as e:
+        print("RuntimeError:", e)
+        print("traceback:", "".join(e._pyroTraceback).strip().splitlines()[0])
+"#;
+    let uri = uri.to_string();
+    let out = tokio::task::spawn_blocking(move || run_python(python, CALLER, &[&uri]))
+        .await
+        .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "4.0");
+    assert_eq!(lines[1], "ValueError: no real square root of -4");
+    assert!(
+        lines[2].starts_with("RuntimeError: rmi.Panic: ") && lines[2].contains("crashed"),
+        "{out}"
+    );
+    assert!(
+        lines[3].starts_with("traceback: rmi remote error (rmi.Panic)"),
+        "{out}"
+    );
+    daemon.shutdown();
 }

@@ -275,7 +275,7 @@ fn decode_result<R: DeserializeOwned>(reply: &Message, limits: &DecodeLimits) ->
         .decompress(limits.max_message_size)
         .map_err(|e| Error::Protocol(e.to_string()))?;
     if reply.has_flag(frame::FLAGS_EXCEPTION) {
-        let err: RemoteError = ser.decode(&reply.payload, limits)?;
+        let err: RemoteError = codec::decode_error(ser, &reply.payload, limits)?;
         return Err(Error::from_remote(err));
     }
     ser.decode(&reply.payload, limits)

@@ -13,7 +13,10 @@
 
 mod bincode;
 mod bounded;
+mod exception;
 mod msgpack;
+mod serpent;
+mod value;
 
 use bytes::Bytes;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -53,6 +56,8 @@ pub enum Serializer {
     Bincode,
     /// MessagePack with named struct fields (Pyro5's serializer id 4).
     MsgPack,
+    /// serpent, Python literal syntax (id 1): Pyro4's and Pyro5's default serializer.
+    Serpent,
 }
 
 impl Serializer {
@@ -60,12 +65,15 @@ impl Serializer {
     pub const BINCODE_ID: u8 = 98;
     /// Pyro5's serializer id for msgpack.
     pub const MSGPACK_ID: u8 = 4;
+    /// Pyro's serializer id for serpent (both Pyro4 and Pyro5).
+    pub const SERPENT_ID: u8 = 1;
 
     /// The id carried in the message header.
     pub fn id(self) -> u8 {
         match self {
             Serializer::Bincode => Self::BINCODE_ID,
             Serializer::MsgPack => Self::MSGPACK_ID,
+            Serializer::Serpent => Self::SERPENT_ID,
         }
     }
 
@@ -74,6 +82,7 @@ impl Serializer {
         match id {
             Self::BINCODE_ID => Some(Serializer::Bincode),
             Self::MSGPACK_ID => Some(Serializer::MsgPack),
+            Self::SERPENT_ID => Some(Serializer::Serpent),
             _ => None,
         }
     }
@@ -83,6 +92,7 @@ impl Serializer {
         match self {
             Serializer::Bincode => bincode::encode(value),
             Serializer::MsgPack => msgpack::encode(value),
+            Serializer::Serpent => serpent::encode(value),
         }
     }
 
@@ -95,6 +105,7 @@ impl Serializer {
         match self {
             Serializer::Bincode => bincode::decode(bytes, limits),
             Serializer::MsgPack => msgpack::decode(bytes, limits),
+            Serializer::Serpent => serpent::decode(bytes, limits),
         }
     }
 }
@@ -162,7 +173,7 @@ pub fn encode_invoke<A: Serialize>(
 ) -> Result<Vec<u8>, Error> {
     match ser {
         Serializer::Bincode => ser.encode(&(object, method, args)),
-        Serializer::MsgPack => ser.encode(&(object, method, args, NoKwargs)),
+        Serializer::MsgPack | Serializer::Serpent => ser.encode(&(object, method, args, NoKwargs)),
     }
 }
 
@@ -198,6 +209,7 @@ impl Args {
         match self.ser {
             Serializer::Bincode => bincode::leading_seq_len(&self.bytes),
             Serializer::MsgPack => msgpack::leading_seq_len(&self.bytes),
+            Serializer::Serpent => None,
         }
     }
 
@@ -205,7 +217,7 @@ impl Args {
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
         match self.ser {
             Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
-            Serializer::MsgPack => {
+            Serializer::MsgPack | Serializer::Serpent => {
                 let (_, _, args, _): (IgnoredAny, IgnoredAny, T, NoKwargs) =
                     self.ser.decode(&self.bytes, &self.limits)?;
                 Ok(args)
@@ -224,6 +236,11 @@ pub fn decode_invoke(
         Serializer::Bincode => bincode::decode_route(&payload)?,
         Serializer::MsgPack => {
             let (object, method) = msgpack::decode_route(&payload, limits)?;
+            (object, method, payload)
+        }
+        Serializer::Serpent => {
+            let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
+                ser.decode(&payload, limits)?;
             (object, method, payload)
         }
     };
@@ -256,9 +273,14 @@ impl From<Result<Vec<u8>, RemoteError>> for BatchItem {
     }
 }
 
-/// Encodes a remote error for an exception reply.
+/// Encodes a remote error for an exception reply: in Pyro's exception-dict shape for the
+/// Pyro formats (so a Python peer raises it), as rmi's own struct under bincode and msgpack.
 pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
-    ser.encode(err).unwrap_or_else(|e| {
+    let encoded = match ser {
+        Serializer::Serpent => ser.encode(&exception::PyroException(err)),
+        _ => ser.encode(err),
+    };
+    encoded.unwrap_or_else(|e| {
         // A RemoteError is strings only; this cannot fail, but never panic on the reply path.
         ser.encode(&RemoteError::new(
             crate::error::RemoteErrorKind::Other,
@@ -267,6 +289,25 @@ pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
         ))
         .unwrap_or_default()
     })
+}
+
+/// Decodes the payload of an exception reply: rmi's own struct, or Pyro's exception dict
+/// (from a Python peer, or an rmi peer speaking a Pyro format).
+pub fn decode_error(
+    ser: Serializer,
+    payload: &[u8],
+    limits: &DecodeLimits,
+) -> Result<RemoteError, Error> {
+    match ser {
+        Serializer::Serpent => {
+            let value = serpent::parse(payload, limits)?;
+            exception::from_value(value.clone()).map_or_else(
+                || serde::Deserialize::deserialize(value).map_err(|e| Error::Codec(e.to_string())),
+                Ok,
+            )
+        }
+        _ => ser.decode(payload, limits),
+    }
 }
 
 #[cfg(test)]
@@ -287,7 +328,11 @@ mod tests {
         n
     }
 
-    const SERS: [Serializer; 2] = [Serializer::Bincode, Serializer::MsgPack];
+    const SERS: [Serializer; 3] = [
+        Serializer::Bincode,
+        Serializer::MsgPack,
+        Serializer::Serpent,
+    ];
 
     #[test]
     fn invoke_round_trips_in_both_serializers() {
@@ -310,7 +355,8 @@ mod tests {
 
     #[test]
     fn the_first_arguments_declared_length_is_read_without_decoding() {
-        for ser in SERS {
+        // (serpent has no length prefix: its batches are checked once decoded.)
+        for ser in [Serializer::Bincode, Serializer::MsgPack] {
             for n in [0usize, 3, 250, 251, 70_000] {
                 let calls = vec![serde_bytes::ByteBuf::from(vec![1u8]); n];
                 let payload = encode_invoke(ser, "o", "<batch>", &(calls,)).unwrap();
@@ -322,6 +368,43 @@ mod tests {
             let inv = decode_invoke(ser, payload.into(), &DecodeLimits::default()).unwrap();
             assert!(inv.args.leading_seq_len().is_none() || ser == Serializer::Bincode);
         }
+    }
+
+    #[test]
+    fn remote_errors_travel_in_pyros_shape_under_serpent_and_come_back_whole() {
+        let limits = DecodeLimits::default();
+        let mut err = RemoteError::new(
+            crate::error::RemoteErrorKind::UnknownMethod,
+            "builtins.AttributeError",
+            "unknown method \"x\"",
+        );
+        err.chain = vec!["first cause".into()];
+        err.object = Some("obj".into());
+        err.method = Some("x".into());
+        let bytes = encode_error(Serializer::Serpent, &err);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("'__class__':'builtins.AttributeError','__exception__':True,'args':("),
+            "{text}"
+        );
+        let back = decode_error(Serializer::Serpent, &bytes, &limits).unwrap();
+        assert_eq!(
+            (back.kind, back.type_name.as_str(), back.message.as_str()),
+            (err.kind, "builtins.AttributeError", err.message.as_str())
+        );
+        assert_eq!((back.object, back.method), (err.object, err.method));
+        assert!(
+            back.chain.iter().any(|l| l.contains("first cause")),
+            "{:?}",
+            back.chain
+        );
+        // A class Python cannot rebuild travels as RuntimeError; its kind survives for rmi.
+        let panic = RemoteError::panic("m", "boom");
+        let bytes = encode_error(Serializer::Serpent, &panic);
+        let back = decode_error(Serializer::Serpent, &bytes, &limits).unwrap();
+        assert_eq!(back.type_name, "builtins.RuntimeError");
+        assert!(back.message.starts_with("rmi.Panic: "), "{}", back.message);
+        assert_eq!(back.kind, crate::error::RemoteErrorKind::Panic);
     }
 
     #[test]
@@ -366,6 +449,13 @@ mod tests {
                     }
                     v.extend_from_slice(&[0xa4]);
                     v.extend_from_slice(b"Leaf");
+                    v
+                }
+                Serializer::Serpent => {
+                    let mut v = serpent::HEADER.as_bytes().to_vec();
+                    v.extend_from_slice("{'Node':".repeat(15_000).as_bytes());
+                    v.extend_from_slice(b"'Leaf'");
+                    v.extend_from_slice("}".repeat(15_000).as_bytes());
                     v
                 }
             };

@@ -1,0 +1,126 @@
+//! Remote errors in Pyro's shape, for the Pyro formats: the exception dict a Python peer raises
+//! (`{'__class__', '__exception__', 'args', 'attributes': {'_pyroTraceback': [...]}}`), and back.
+//!
+//! The Rust error chain travels as the remote traceback. Classes Python cannot rebuild (rmi's
+//! own, such as `rmi.Panic`) go as `builtins.RuntimeError` with the original class in the
+//! message, and the error's kind rides along in an attribute, so an rmi peer restores it.
+
+use serde::ser::{Serialize, SerializeMap, SerializeTuple, Serializer};
+
+use super::value::Value;
+use crate::error::{RemoteError, RemoteErrorKind};
+
+/// Attribute carrying the error's [`RemoteErrorKind`] for rmi peers.
+const KIND_ATTRIBUTE: &str = "_rmiKind";
+/// Attribute carrying the object and method the call addressed.
+const CALL_ATTRIBUTE: &str = "_rmiCall";
+
+/// True for a class a Python Pyro peer can rebuild into an exception.
+fn rebuildable(class: &str) -> bool {
+    ["builtins.", "Pyro5.errors.", "Pyro4.errors."]
+        .iter()
+        .any(|prefix| class.starts_with(prefix))
+        && !class.contains("__")
+}
+
+/// A remote error as Pyro's exception dict.
+pub(super) struct PyroException<'a>(pub(super) &'a RemoteError);
+
+impl Serialize for PyroException<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let err = self.0;
+        let (class, message) = if rebuildable(&err.type_name) {
+            (err.type_name.clone(), err.message.clone())
+        } else {
+            (
+                "builtins.RuntimeError".to_owned(),
+                format!("{}: {}", err.type_name, err.message),
+            )
+        };
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("__class__", &class)?;
+        map.serialize_entry("__exception__", &true)?;
+        map.serialize_entry("args", &OneTuple(&message))?;
+        map.serialize_entry("attributes", &Attributes(err))?;
+        map.end()
+    }
+}
+
+struct OneTuple<'a>(&'a str);
+
+impl Serialize for OneTuple<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(1)?;
+        t.serialize_element(self.0)?;
+        t.end()
+    }
+}
+
+struct Attributes<'a>(&'a RemoteError);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let err = self.0;
+        let mut traceback = vec![format!(
+            "rmi remote error ({}): {}\n",
+            err.type_name, err.message
+        )];
+        traceback.extend(err.chain.iter().map(|c| format!("  caused by: {c}\n")));
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("_pyroTraceback", &traceback)?;
+        map.serialize_entry(KIND_ATTRIBUTE, &err.kind)?;
+        map.serialize_entry(CALL_ATTRIBUTE, &(&err.object, &err.method))?;
+        map.end()
+    }
+}
+
+/// A remote error from Pyro's exception dict (a Python peer's, or an rmi peer's).
+pub(super) fn from_value(value: Value) -> Option<RemoteError> {
+    let Some(Value::Str(class)) = value.get("__class__").cloned() else {
+        return None;
+    };
+    let args = match value.get("args") {
+        Some(Value::Tuple(a) | Value::List(a)) => a.clone(),
+        _ => Vec::new(),
+    };
+    let message = match args.as_slice() {
+        [Value::Str(s)] => s.clone(),
+        [] => String::new(),
+        more => more
+            .iter()
+            .map(|v| match v {
+                Value::Str(s) => s.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let attributes = value.get("attributes");
+    let kind = attributes
+        .and_then(|a| a.get(KIND_ATTRIBUTE))
+        .and_then(|k| serde::Deserialize::deserialize(k.clone()).ok())
+        .unwrap_or(RemoteErrorKind::Other);
+    let chain = match attributes.and_then(|a| a.get("_pyroTraceback")) {
+        Some(Value::List(lines) | Value::Tuple(lines)) => lines
+            .iter()
+            .filter_map(|l| match l {
+                Value::Str(s) => Some(s.trim_end().to_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut err = RemoteError::new(kind, class, message);
+    err.chain = chain;
+    if let Some(Value::Tuple(call) | Value::List(call)) =
+        attributes.and_then(|a| a.get(CALL_ATTRIBUTE))
+    {
+        let text = |v: Option<&Value>| match v {
+            Some(Value::Str(s)) => Some(s.clone()),
+            _ => None,
+        };
+        err.object = text(call.first());
+        err.method = text(call.get(1));
+    }
+    Some(err)
+}

@@ -1,0 +1,942 @@
+//! serpent, Pyro's default serializer (id 1): Python literal syntax behind a fixed header.
+//!
+//! The writer is a serde `Serializer` that prints Python literals (`None`, `True`, ints,
+//! floats with `1e30000` for infinity and Pyro's NaN dict, quoted strs, bytes as Pyro's base64
+//! dict, tuples, lists, dicts). The reader parses one Python literal expression into the
+//! shared [`Value`] tree, nesting at most `max_depth` deep, then deserializes from the tree.
+//! `../shared/serpent.md` is the specification.
+
+use std::fmt::Write as _;
+
+use base64::Engine;
+use serde::ser::{self, Serialize};
+
+use super::value::Value;
+use super::DecodeLimits;
+use crate::error::Error;
+
+/// The header every serpent document starts with.
+pub(super) const HEADER: &str = "# serpent utf-8 python3.2\n";
+
+fn codec_error(e: impl std::fmt::Display) -> Error {
+    Error::Codec(format!("serpent: {e}"))
+}
+
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    let mut out = Writer {
+        out: String::from(HEADER),
+    };
+    value.serialize(&mut out).map_err(codec_error)?;
+    Ok(out.out.into_bytes())
+}
+
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<T, Error> {
+    let value = parse(bytes, limits)?;
+    T::deserialize(value).map_err(codec_error)
+}
+
+/// Parses a whole serpent document into a value tree.
+pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error> {
+    let text = std::str::from_utf8(bytes).map_err(codec_error)?;
+    if text.contains('\0') {
+        return Err(codec_error("the document contains a NUL character"));
+    }
+    let mut p = Parser {
+        s: text.as_bytes(),
+        at: 0,
+        depth: 0,
+        max_depth: limits.max_depth,
+    };
+    p.skip_space();
+    let value = p.value()?;
+    p.skip_space();
+    if p.at != p.s.len() {
+        return Err(p.error("trailing text after the value"));
+    }
+    Ok(value)
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    at: usize,
+    depth: usize,
+    max_depth: usize,
+}
+
+impl Parser<'_> {
+    fn error(&self, what: &str) -> Error {
+        codec_error(format!("{what} at byte {}", self.at))
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.at).copied()
+    }
+
+    /// Skips whitespace and `#` comments.
+    fn skip_space(&mut self) {
+        while let Some(c) = self.peek() {
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => self.at += 1,
+                b'#' => {
+                    while self.peek().is_some_and(|c| c != b'\n') {
+                        self.at += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.skip_space();
+        if self.peek() == Some(c) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self) -> Result<Value, Error> {
+        self.skip_space();
+        match self.peek() {
+            None => Err(self.error("a value was expected")),
+            Some(b'(') => self.nested(|p| p.tuple()),
+            Some(b'[') => self.nested(|p| p.list()),
+            Some(b'{') => self.nested(|p| p.dict_or_set()),
+            Some(b'\'' | b'"') => Ok(Value::Str(self.strings()?)),
+            Some(c) if c.is_ascii_alphabetic() || c == b'_' => self.word(),
+            Some(c) if c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.') => self.number(),
+            Some(_) => Err(self.error("unexpected character")),
+        }
+    }
+
+    fn nested(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<Value, Error>,
+    ) -> Result<Value, Error> {
+        self.depth += 1;
+        if self.depth > self.max_depth {
+            return Err(self.error(&format!(
+                "value nested deeper than max_depth ({})",
+                self.max_depth
+            )));
+        }
+        let v = f(self);
+        self.depth -= 1;
+        v
+    }
+
+    /// Items up to `close`, separated by commas, a trailing comma allowed; returns them and
+    /// whether the last one was followed by a comma.
+    fn items(&mut self, close: u8) -> Result<(Vec<Value>, bool), Error> {
+        self.at += 1; // the opening bracket
+        let mut items = Vec::new();
+        let mut trailing = false;
+        loop {
+            if self.eat(close) {
+                return Ok((items, trailing));
+            }
+            items.push(self.value()?);
+            trailing = self.eat(b',');
+            if !trailing {
+                if self.eat(close) {
+                    return Ok((items, false));
+                }
+                return Err(self.error("expected ',' or a closing bracket"));
+            }
+        }
+    }
+
+    fn tuple(&mut self) -> Result<Value, Error> {
+        let (mut items, trailing) = self.items(b')')?;
+        // `(x)` is x; `(x,)` and `()` are tuples. A complex number `(a+bj)` is not spoken.
+        if items.len() == 1 && !trailing {
+            return Ok(items.pop().expect("one item"));
+        }
+        Ok(Value::Tuple(items))
+    }
+
+    fn list(&mut self) -> Result<Value, Error> {
+        Ok(Value::List(self.items(b']')?.0))
+    }
+
+    fn dict_or_set(&mut self) -> Result<Value, Error> {
+        self.at += 1; // '{'
+        if self.eat(b'}') {
+            return Ok(Value::Dict(Vec::new()));
+        }
+        let first = self.value()?;
+        if self.eat(b':') {
+            let mut entries = vec![(first, self.value()?)];
+            while self.eat(b',') {
+                if self.eat(b'}') {
+                    return Ok(Value::Dict(entries));
+                }
+                let key = self.value()?;
+                if !self.eat(b':') {
+                    return Err(self.error("expected ':' in a dict"));
+                }
+                entries.push((key, self.value()?));
+            }
+            if !self.eat(b'}') {
+                return Err(self.error("expected ',' or '}' in a dict"));
+            }
+            Ok(Value::Dict(entries))
+        } else {
+            let mut items = vec![first];
+            while self.eat(b',') {
+                if self.eat(b'}') {
+                    return Ok(Value::Set(items));
+                }
+                items.push(self.value()?);
+            }
+            if !self.eat(b'}') {
+                return Err(self.error("expected ',' or '}' in a set"));
+            }
+            Ok(Value::Set(items))
+        }
+    }
+
+    fn word(&mut self) -> Result<Value, Error> {
+        let start = self.at;
+        while self
+            .peek()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
+        {
+            self.at += 1;
+        }
+        let word = &self.s[start..self.at];
+        match word {
+            b"None" => Ok(Value::None),
+            b"True" => Ok(Value::Bool(true)),
+            b"False" => Ok(Value::Bool(false)),
+            _ if matches!(self.peek(), Some(b'\'' | b'"')) => {
+                let prefix = String::from_utf8_lossy(word).to_ascii_lowercase();
+                self.at = start;
+                match prefix.as_str() {
+                    "b" | "rb" | "br" => Ok(Value::Bytes(self.bytes_literal()?)),
+                    "r" | "u" => Ok(Value::Str(self.strings()?)),
+                    _ => Err(self.error("unsupported string prefix")),
+                }
+            }
+            b"set" if self.s[self.at..].starts_with(b"()") => {
+                self.at += 2;
+                Ok(Value::Set(Vec::new()))
+            }
+            _ => Err(self.error("unexpected name (only None, True, False are literals)")),
+        }
+    }
+
+    fn number(&mut self) -> Result<Value, Error> {
+        let start = self.at;
+        let negative = match self.peek() {
+            Some(b'-') => {
+                self.at += 1;
+                true
+            }
+            Some(b'+') => {
+                self.at += 1;
+                false
+            }
+            _ => false,
+        };
+        self.skip_space();
+        let digits_start = self.at;
+        while self
+            .peek()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_'))
+            || (self.at > digits_start
+                && matches!(self.peek(), Some(b'+' | b'-'))
+                && matches!(self.s[self.at - 1], b'e' | b'E')
+                && !self.s[digits_start..self.at].starts_with(b"0x"))
+        {
+            self.at += 1;
+        }
+        let text: String = std::str::from_utf8(&self.s[digits_start..self.at])
+            .expect("ascii")
+            .replace('_', "");
+        if text.is_empty() {
+            self.at = start;
+            return Err(self.error("a number was expected"));
+        }
+        let sign = if negative { "-" } else { "" };
+        let lower = text.to_ascii_lowercase();
+        let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
+            .into_iter()
+            .find(|(p, _)| lower.starts_with(p));
+        if let Some((prefix, radix)) = radix {
+            let n = i128::from_str_radix(&lower[prefix.len()..], radix)
+                .map_err(|_| self.error("invalid or too large an int literal"))?;
+            return Ok(Value::Int(if negative { -n } else { n }));
+        }
+        if lower.bytes().all(|c| c.is_ascii_digit()) {
+            if lower.len() > 1 && lower.starts_with('0') && lower.bytes().any(|c| c != b'0') {
+                return Err(self.error("leading zeros in an int literal"));
+            }
+            return Ok(match format!("{sign}{lower}").parse::<i128>() {
+                Ok(n) => Value::Int(n),
+                Err(_) => Value::BigInt(format!("{sign}{}", lower.trim_start_matches('0'))),
+            });
+        }
+        if lower.ends_with('j') {
+            return Err(self.error("complex numbers are not supported"));
+        }
+        // A float; out of range (1e30000, Pyro's infinity) is infinity, as in Python.
+        let f: f64 = lower
+            .parse()
+            .map_err(|_| self.error("invalid number literal"))?;
+        Ok(Value::Float(if negative { -f } else { f }))
+    }
+
+    /// One or more adjacent string literals (Python concatenates them).
+    fn strings(&mut self) -> Result<String, Error> {
+        let mut out = String::new();
+        loop {
+            self.skip_space();
+            let raw = match self.peek() {
+                Some(b'r' | b'R') => {
+                    self.at += 1;
+                    true
+                }
+                Some(b'u' | b'U') => {
+                    self.at += 1;
+                    false
+                }
+                _ => false,
+            };
+            match self.peek() {
+                Some(b'\'' | b'"') => out.push_str(&self.quoted(raw)?),
+                _ if out.is_empty() => return Err(self.error("a string was expected")),
+                _ => return Ok(out),
+            }
+            let save = self.at;
+            self.skip_space();
+            if !matches!(self.peek(), Some(b'\'' | b'"' | b'r' | b'R' | b'u' | b'U')) {
+                self.at = save;
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A bytes literal `b'…'` (Pyro5 with SERPENT_BYTES_REPR).
+    fn bytes_literal(&mut self) -> Result<Vec<u8>, Error> {
+        let mut raw = false;
+        while let Some(c) = self.peek().filter(|c| c.is_ascii_alphabetic()) {
+            raw |= c.eq_ignore_ascii_case(&b'r');
+            self.at += 1;
+        }
+        let text = self.quoted(raw)?;
+        text.chars()
+            .map(|c| {
+                u8::try_from(u32::from(c)).map_err(|_| self.error("non-byte in a bytes literal"))
+            })
+            .collect()
+    }
+
+    /// A quoted string at the cursor, single or triple quoted, escapes decoded unless `raw`.
+    fn quoted(&mut self, raw: bool) -> Result<String, Error> {
+        let q = self.peek().expect("a quote");
+        let triple = self.s[self.at..].starts_with(&[q, q, q]);
+        self.at += if triple { 3 } else { 1 };
+        let mut out = String::new();
+        loop {
+            let Some(c) = self.peek() else {
+                return Err(self.error("unterminated string"));
+            };
+            if c == q && (!triple || self.s[self.at..].starts_with(&[q, q, q])) {
+                self.at += if triple { 3 } else { 1 };
+                return Ok(out);
+            }
+            if c == b'\n' && !triple {
+                return Err(self.error("newline in a string"));
+            }
+            if c == b'\\' {
+                self.at += 1;
+                if raw {
+                    out.push('\\');
+                    if let Some(n) = self.peek() {
+                        out.push(n as char);
+                        self.at += 1;
+                    }
+                    continue;
+                }
+                self.escape(&mut out)?;
+                continue;
+            }
+            // A whole UTF-8 character.
+            let rest = std::str::from_utf8(&self.s[self.at..]).unwrap_or_else(|e| {
+                std::str::from_utf8(&self.s[self.at..self.at + e.valid_up_to()]).expect("valid")
+            });
+            let ch = rest
+                .chars()
+                .next()
+                .ok_or_else(|| self.error("invalid text"))?;
+            out.push(ch);
+            self.at += ch.len_utf8();
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), Error> {
+        let Some(c) = self.peek() else {
+            return Err(self.error("unterminated escape"));
+        };
+        self.at += 1;
+        let hex = |p: &mut Self, n: usize| -> Result<char, Error> {
+            let digits =
+                p.s.get(p.at..p.at + n)
+                    .and_then(|d| std::str::from_utf8(d).ok())
+                    .ok_or_else(|| p.error("truncated escape"))?;
+            let code = u32::from_str_radix(digits, 16).map_err(|_| p.error("invalid escape"))?;
+            p.at += n;
+            char::from_u32(code).ok_or_else(|| p.error("escape of an invalid code point"))
+        };
+        let ch = match c {
+            b'\n' => return Ok(()),
+            b'\\' => '\\',
+            b'\'' => '\'',
+            b'"' => '"',
+            b'n' => '\n',
+            b't' => '\t',
+            b'r' => '\r',
+            b'a' => '\x07',
+            b'b' => '\x08',
+            b'f' => '\x0c',
+            b'v' => '\x0b',
+            b'x' => hex(self, 2)?,
+            b'u' => hex(self, 4)?,
+            b'U' => hex(self, 8)?,
+            b'0'..=b'7' => {
+                let mut code = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match self.peek() {
+                        Some(d @ b'0'..=b'7') => {
+                            code = code * 8 + u32::from(d - b'0');
+                            self.at += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                char::from_u32(code).ok_or_else(|| self.error("invalid octal escape"))?
+            }
+            // Unknown escapes stay as written, as in Python.
+            other => {
+                out.push('\\');
+                other as char
+            }
+        };
+        out.push(ch);
+        Ok(())
+    }
+}
+
+/// Writes Python literals.
+struct Writer {
+    out: String,
+}
+
+#[derive(Debug)]
+struct WriteError(String);
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+impl ser::Error for WriteError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        WriteError(msg.to_string())
+    }
+}
+
+impl Writer {
+    fn string(&mut self, s: &str) {
+        let quote = if s.contains('\'') && !s.contains('"') {
+            '"'
+        } else {
+            '\''
+        };
+        self.out.push(quote);
+        for c in s.chars() {
+            match c {
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                '\r' => self.out.push_str("\\r"),
+                '\t' => self.out.push_str("\\t"),
+                c if c == quote => {
+                    self.out.push('\\');
+                    self.out.push(c);
+                }
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    let _ = write!(self.out, "\\x{:02x}", c as u32);
+                }
+                c => self.out.push(c),
+            }
+        }
+        self.out.push(quote);
+    }
+
+    fn float(&mut self, f: f64) {
+        if f.is_nan() {
+            self.out.push_str("{'__class__':'float','value':'nan'}");
+        } else if f.is_infinite() {
+            self.out
+                .push_str(if f > 0.0 { "1e30000" } else { "-1e30000" });
+        } else {
+            // Rust's shortest round-trip form; add ".0" where it would read as an int.
+            let text = format!("{f:?}");
+            self.out.push_str(&text);
+        }
+    }
+}
+
+/// A sequence being written: its closing text, and whether an item has been written.
+struct Compound<'a> {
+    w: &'a mut Writer,
+    close: &'static str,
+    items: usize,
+    /// A tuple of one needs a trailing comma.
+    tuple: bool,
+}
+
+impl Compound<'_> {
+    fn comma(&mut self) {
+        if self.items > 0 {
+            self.w.out.push(',');
+        }
+        self.items += 1;
+    }
+
+    fn finish(self) {
+        if self.tuple && self.items == 1 {
+            self.w.out.push(',');
+        }
+        self.w.out.push_str(self.close);
+    }
+}
+
+impl<'a> ser::Serializer for &'a mut Writer {
+    type Ok = ();
+    type Error = WriteError;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = Compound<'a>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = Compound<'a>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), WriteError> {
+        self.out.push_str(if v { "True" } else { "False" });
+        Ok(())
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_i128(self, v: i128) -> Result<(), WriteError> {
+        let _ = write!(self.out, "{v}");
+        Ok(())
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), WriteError> {
+        self.serialize_i128(v.into())
+    }
+    fn serialize_u128(self, v: u128) -> Result<(), WriteError> {
+        let _ = write!(self.out, "{v}");
+        Ok(())
+    }
+    fn serialize_f32(self, v: f32) -> Result<(), WriteError> {
+        self.float(v.into());
+        Ok(())
+    }
+    fn serialize_f64(self, v: f64) -> Result<(), WriteError> {
+        self.float(v);
+        Ok(())
+    }
+    fn serialize_char(self, v: char) -> Result<(), WriteError> {
+        self.string(v.encode_utf8(&mut [0; 4]));
+        Ok(())
+    }
+    fn serialize_str(self, v: &str) -> Result<(), WriteError> {
+        self.string(v);
+        Ok(())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<(), WriteError> {
+        // Pyro's default: a dict with the bytes in base64.
+        self.out.push_str("{'data': ");
+        self.string(&base64::engine::general_purpose::STANDARD.encode(v));
+        self.out.push_str(", 'encoding': 'base64'}");
+        Ok(())
+    }
+    fn serialize_none(self) -> Result<(), WriteError> {
+        self.out.push_str("None");
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), WriteError> {
+        self.serialize_none()
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<(), WriteError> {
+        self.serialize_none()
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<(), WriteError> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.out.push('{');
+        self.string(variant);
+        self.out.push(':');
+        value.serialize(&mut *self)?;
+        self.out.push('}');
+        Ok(())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>, WriteError> {
+        self.out.push('[');
+        Ok(Compound {
+            w: self,
+            close: "]",
+            items: 0,
+            tuple: false,
+        })
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Compound<'a>, WriteError> {
+        self.out.push('(');
+        Ok(Compound {
+            w: self,
+            close: ")",
+            items: 0,
+            tuple: true,
+        })
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Compound<'a>, WriteError> {
+        self.serialize_tuple(len)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>, WriteError> {
+        self.out.push('{');
+        self.string(variant);
+        self.out.push_str(":(");
+        Ok(Compound {
+            w: self,
+            close: ")}",
+            items: 0,
+            tuple: true,
+        })
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, WriteError> {
+        self.out.push('{');
+        Ok(Compound {
+            w: self,
+            close: "}",
+            items: 0,
+            tuple: false,
+        })
+    }
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a>, WriteError> {
+        self.serialize_map(Some(len))
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>, WriteError> {
+        self.out.push('{');
+        self.string(variant);
+        self.out.push_str(":{");
+        Ok(Compound {
+            w: self,
+            close: "}}",
+            items: 0,
+            tuple: false,
+        })
+    }
+}
+
+impl ser::SerializeSeq for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.comma();
+        value.serialize(&mut *self.w)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.finish();
+        Ok(())
+    }
+}
+
+impl ser::SerializeTuple for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+impl ser::SerializeTupleStruct for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+impl ser::SerializeTupleVariant for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+impl ser::SerializeMap for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), WriteError> {
+        self.comma();
+        key.serialize(&mut *self.w)
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        self.w.out.push(':');
+        value.serialize(&mut *self.w)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.finish();
+        Ok(())
+    }
+}
+
+impl ser::SerializeStruct for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        self.comma();
+        self.w.string(key);
+        self.w.out.push(':');
+        value.serialize(&mut *self.w)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.finish();
+        Ok(())
+    }
+}
+
+impl ser::SerializeStructVariant for Compound<'_> {
+    type Ok = ();
+    type Error = WriteError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), WriteError> {
+        ser::SerializeStruct::serialize_field(self, key, value)
+    }
+    fn end(self) -> Result<(), WriteError> {
+        self.finish();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body<T: Serialize + ?Sized>(v: &T) -> String {
+        String::from_utf8(encode(v).unwrap()).unwrap()[HEADER.len()..].to_owned()
+    }
+
+    #[test]
+    fn the_tutorial_call_is_byte_for_byte_pyros() {
+        // serpent.md §5: Pyro4 and Pyro5 send exactly this for welcomeMessage('Rashmi').
+        let call = (
+            "example.welcome",
+            "welcomeMessage",
+            ("Rashmi",),
+            super::super::NoKwargs,
+        );
+        assert_eq!(
+            String::from_utf8(encode(&call).unwrap()).unwrap(),
+            "# serpent utf-8 python3.2\n('example.welcome','welcomeMessage',('Rashmi',),{})"
+        );
+    }
+
+    #[test]
+    fn values_print_as_python_literals() {
+        assert_eq!(body(&()), "None");
+        assert_eq!(body(&true), "True");
+        assert_eq!(body(&-5i32), "-5");
+        assert_eq!(body(&u128::MAX), "340282366920938463463374607431768211455");
+        assert_eq!(body(&1.5f64), "1.5");
+        assert_eq!(body(&f64::INFINITY), "1e30000");
+        assert_eq!(body(&f64::NAN), "{'__class__':'float','value':'nan'}");
+        assert_eq!(body("it's"), "\"it's\"");
+        assert_eq!(body("a'b\"c"), "'a\\'b\"c'");
+        assert_eq!(body("l1\nl2\t\x00"), "'l1\\nl2\\t\\x00'");
+        assert_eq!(body("日本"), "'日本'");
+        assert_eq!(body(&(1,)), "(1,)");
+        assert_eq!(body(&vec![1, 2]), "[1,2]");
+        assert_eq!(
+            body(&serde_bytes::ByteBuf::from(vec![0, 1, b'a', b'b'])),
+            "{'data': 'AAFhYg==', 'encoding': 'base64'}"
+        );
+    }
+
+    fn parse_body(text: &str) -> Result<Value, Error> {
+        parse(
+            format!("{HEADER}{text}").as_bytes(),
+            &DecodeLimits::default(),
+        )
+    }
+
+    #[test]
+    fn python_literals_parse_as_python_reads_them() {
+        assert_eq!(parse_body("None").unwrap(), Value::None);
+        assert_eq!(parse_body("  # c\n -5").unwrap(), Value::Int(-5));
+        assert_eq!(parse_body("0x_ff").unwrap(), Value::Int(255));
+        assert_eq!(
+            parse_body("-1361129467683753853853498429727072845824").unwrap(),
+            Value::BigInt("-1361129467683753853853498429727072845824".into())
+        );
+        assert_eq!(parse_body("1e30000").unwrap(), Value::Float(f64::INFINITY));
+        assert_eq!(parse_body("1e-07").unwrap(), Value::Float(1e-7));
+        assert_eq!(parse_body("'a' \"b\"").unwrap(), Value::Str("ab".into()));
+        assert_eq!(
+            parse_body(r"'\x41\u00e9\U0001F600\n\101'").unwrap(),
+            Value::Str("Aé😀\nA".into())
+        );
+        assert_eq!(
+            parse_body("b'\\x00a'").unwrap(),
+            Value::Bytes(vec![0, b'a'])
+        );
+        assert_eq!(parse_body("(1)").unwrap(), Value::Int(1));
+        assert_eq!(
+            parse_body("(1,)").unwrap(),
+            Value::Tuple(vec![Value::Int(1)])
+        );
+        assert_eq!(
+            parse_body("{1,2,}").unwrap(),
+            Value::Set(vec![Value::Int(1), Value::Int(2)])
+        );
+        assert_eq!(parse_body("set()").unwrap(), Value::Set(vec![]));
+        assert_eq!(
+            parse_body("{'a':[],}").unwrap(),
+            Value::Dict(vec![(Value::Str("a".into()), Value::List(vec![]))])
+        );
+        for bad in [
+            "true", "007", "1 2", "'open", "f'x'", "(1+2j)", "[1,,2]", "{'a'}:",
+        ] {
+            assert!(parse_body(bad).is_err(), "{bad} should be refused");
+        }
+        assert!(parse(b"'a\0'", &DecodeLimits::default()).is_err());
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(15_000), "]".repeat(15_000));
+        let err = parse_body(&deep).unwrap_err().to_string();
+        assert!(err.contains("max_depth"), "{err}");
+    }
+
+    #[test]
+    fn serde_types_round_trip() {
+        use serde::{Deserialize, Serialize};
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        enum Shape {
+            Dot,
+            Circle(f64),
+            Rect { w: u32, h: u32 },
+        }
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct All {
+            name: String,
+            n: Option<i64>,
+            shapes: Vec<Shape>,
+            pair: (u8, String),
+            #[serde(with = "serde_bytes")]
+            blob: Vec<u8>,
+            nan: f64,
+        }
+        let v = All {
+            name: "it's \"x\"\n".into(),
+            n: None,
+            shapes: vec![Shape::Dot, Shape::Circle(2.5), Shape::Rect { w: 1, h: 2 }],
+            pair: (7, "seven".into()),
+            blob: vec![0, 255, 10],
+            nan: f64::NAN,
+        };
+        let bytes = encode(&v).unwrap();
+        let back: All = decode(&bytes, &DecodeLimits::default()).unwrap();
+        assert!(back.nan.is_nan());
+        assert_eq!(
+            (back.name, back.n, back.shapes, back.pair, back.blob),
+            (v.name, v.n, v.shapes, v.pair, v.blob)
+        );
+    }
+}

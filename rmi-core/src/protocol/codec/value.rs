@@ -1,0 +1,319 @@
+//! The Python-shaped value tree the Pyro formats decode into, and a serde `Deserializer` over it.
+//!
+//! serpent (and later json and marshal) read a payload into a [`Value`] within the decode
+//! limits (depth, and sizes bounded by the payload), then serde types are deserialized from the
+//! tree, as `serde_json::Value` does. Pyro's conventions are understood here, once for every
+//! format: bytes arrive as `{'data': <base64>, 'encoding': 'base64'}`, NaN as
+//! `{'__class__': 'float', 'value': 'nan'}`, and tuples, lists and sets are all sequences.
+
+use std::fmt;
+
+use base64::Engine;
+use serde::de::{
+    self, DeserializeSeed, Deserializer, EnumAccess, IntoDeserializer, MapAccess, SeqAccess,
+    VariantAccess, Visitor,
+};
+
+/// A Python value, as Pyro's formats carry it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Value {
+    /// `None`.
+    None,
+    /// `True` / `False`.
+    Bool(bool),
+    /// An int that fits 128 bits.
+    Int(i128),
+    /// A larger int, as its decimal digits.
+    BigInt(String),
+    /// A float.
+    Float(f64),
+    /// A str.
+    Str(String),
+    /// A bytes literal.
+    Bytes(Vec<u8>),
+    /// A list.
+    List(Vec<Value>),
+    /// A tuple.
+    Tuple(Vec<Value>),
+    /// A set.
+    Set(Vec<Value>),
+    /// A dict, in order.
+    Dict(Vec<(Value, Value)>),
+}
+
+impl Value {
+    /// The value of key `name` in a dict.
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(k, Value::Str(s) if s == name))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The bytes of Pyro's base64 dict, if this is one.
+    fn base64_bytes(&self) -> Option<Result<Vec<u8>, Error>> {
+        let Value::Dict(entries) = self else {
+            return None;
+        };
+        if entries.len() != 2
+            || !matches!(self.get("encoding"), Some(Value::Str(e)) if e == "base64")
+        {
+            return None;
+        }
+        let Some(Value::Str(data)) = self.get("data") else {
+            return None;
+        };
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .map_err(|e| Error(format!("invalid base64 bytes: {e}"))),
+        )
+    }
+
+    /// True for Pyro's NaN: `{'__class__': 'float', 'value': 'nan'}`.
+    fn is_nan_dict(&self) -> bool {
+        matches!(self.get("__class__"), Some(Value::Str(c)) if c == "float")
+            && matches!(self.get("value"), Some(Value::Str(v)) if v.eq_ignore_ascii_case("nan"))
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) | Value::BigInt(_) => "an int",
+            Value::Float(_) => "a float",
+            Value::Str(_) => "a str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "a list",
+            Value::Tuple(_) => "a tuple",
+            Value::Set(_) => "a set",
+            Value::Dict(_) => "a dict",
+        }
+    }
+}
+
+/// Why a value tree did not fit the type asked for.
+#[derive(Debug)]
+pub(crate) struct Error(pub(crate) String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl de::Error for Error {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Error(msg.to_string())
+    }
+}
+
+impl<'de> Deserializer<'de> for Value {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Value::None => visitor.visit_unit(),
+            Value::Bool(b) => visitor.visit_bool(b),
+            Value::Int(i) => match (i64::try_from(i), u64::try_from(i)) {
+                (Ok(i), _) => visitor.visit_i64(i),
+                (_, Ok(u)) => visitor.visit_u64(u),
+                _ => visitor.visit_i128(i),
+            },
+            Value::BigInt(digits) => visitor.visit_string(digits),
+            Value::Float(f) => visitor.visit_f64(f),
+            Value::Str(s) => visitor.visit_string(s),
+            Value::Bytes(b) => visitor.visit_byte_buf(b),
+            Value::List(items) | Value::Tuple(items) | Value::Set(items) => {
+                visitor.visit_seq(Seq(items.into_iter()))
+            }
+            v @ Value::Dict(_) if v.is_nan_dict() => visitor.visit_f64(f64::NAN),
+            Value::Dict(entries) => visitor.visit_map(Map {
+                entries: entries.into_iter(),
+                value: None,
+            }),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Value::None => visitor.visit_none(),
+            other => visitor.visit_some(other),
+        }
+    }
+
+    fn deserialize_bytes<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_byte_buf(visitor)
+    }
+
+    fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if let Some(bytes) = self.base64_bytes() {
+            return visitor.visit_byte_buf(bytes?);
+        }
+        match self {
+            Value::Str(s) => visitor.visit_byte_buf(s.into_bytes()),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            Value::Int(i) => visitor.visit_f64(i as f64),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_f64(visitor)
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        match self {
+            // An empty tuple stands for "nothing" too (Python's `()`).
+            Value::None => visitor.visit_unit(),
+            Value::Tuple(items) | Value::List(items) if items.is_empty() => visitor.visit_unit(),
+            other => Err(Error(format!("expected None, got {}", other.kind()))),
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_unit(visitor)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        match self {
+            Value::Str(variant) => visitor.visit_enum(variant.into_deserializer()),
+            Value::Dict(mut entries) if entries.len() == 1 => {
+                let (key, value) = entries.pop().expect("one entry");
+                match key {
+                    Value::Str(variant) => visitor.visit_enum(Enum { variant, value }),
+                    other => Err(Error(format!(
+                        "an enum variant's name must be a str, not {}",
+                        other.kind()
+                    ))),
+                }
+            }
+            other => Err(Error(format!(
+                "expected an enum (a str or a one-entry dict), got {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char str string
+        seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+struct Seq(std::vec::IntoIter<Value>);
+
+impl<'de> SeqAccess<'de> for Seq {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        self.0.next().map(|v| seed.deserialize(v)).transpose()
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+struct Map {
+    entries: std::vec::IntoIter<(Value, Value)>,
+    value: Option<Value>,
+}
+
+impl<'de> MapAccess<'de> for Map {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        match self.entries.next() {
+            Some((k, v)) => {
+                self.value = Some(v);
+                seed.deserialize(k).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        seed.deserialize(
+            self.value
+                .take()
+                .ok_or_else(|| Error("a value without a key".into()))?,
+        )
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+struct Enum {
+    variant: String,
+    value: Value,
+}
+
+impl<'de> EnumAccess<'de> for Enum {
+    type Error = Error;
+    type Variant = Value;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Value), Error> {
+        let variant = seed.deserialize(self.variant.into_deserializer())?;
+        Ok((variant, self.value))
+    }
+}
+
+impl<'de> VariantAccess<'de> for Value {
+    type Error = Error;
+
+    fn unit_variant(self) -> Result<(), Error> {
+        de::Deserialize::deserialize(self)
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, Error> {
+        self.deserialize_any(visitor)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_any(visitor)
+    }
+}
