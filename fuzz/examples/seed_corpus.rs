@@ -92,6 +92,7 @@ fn main() {
     for (ser, tag) in [
         (Serializer::Bincode, "bincode"),
         (Serializer::MsgPack, "msgpack"),
+        (Serializer::Serpent, "serpent"),
     ] {
         let connect_payload = ser.encode(&connect).unwrap();
         let invoke_payload =

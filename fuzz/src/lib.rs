@@ -184,7 +184,8 @@ pub fn limits() -> DecodeLimits {
     DecodeLimits::default()
 }
 
-/// Picks the serializer from the first byte: its real id (98 bincode, 4 msgpack), else by parity.
+/// Picks the serializer from the first byte: its real id (98 bincode, 4 msgpack, 1 serpent),
+/// else bincode or msgpack by parity.
 pub fn serializer_for(byte: u8) -> Serializer {
     Serializer::from_id(byte).unwrap_or(if byte & 1 == 0 {
         Serializer::Bincode
@@ -223,8 +224,15 @@ pub fn payload(data: &[u8]) {
         }
         let _ = inv.args.decode::<(Tree,)>();
     }
-    round_trip::<Rich>(ser, rest, &limits);
-    round_trip::<Tree>(ser, rest, &limits);
+    if ser == Serializer::Serpent {
+        // Python's values are not Rust's bit for bit (a NaN's payload, say): for serpent only
+        // "no panic, no abort, no spin" is asked.
+        let _ = ser.decode::<Rich>(rest, &limits);
+        let _ = ser.decode::<Tree>(rest, &limits);
+    } else {
+        round_trip::<Rich>(ser, rest, &limits);
+        round_trip::<Tree>(ser, rest, &limits);
+    }
     // A zero-sized element costs no bytes in bincode, so only "no panic, no spin" is asked here:
     // a non-canonical varint can make a length pass that its canonical re-encoding would not.
     let _ = ser.decode::<Vec<()>>(rest, &limits);

@@ -125,7 +125,10 @@ impl<'de> Deserializer<'de> for Value {
                 (_, Ok(u)) => visitor.visit_u64(u),
                 _ => visitor.visit_i128(i),
             },
-            Value::BigInt(digits) => visitor.visit_string(digits),
+            Value::BigInt(digits) => match digits.parse::<u128>() {
+                Ok(u) => visitor.visit_u128(u),
+                Err(_) => visitor.visit_string(digits),
+            },
             Value::Float(f) => visitor.visit_f64(f),
             Value::Str(s) => visitor.visit_string(s),
             Value::Bytes(b) => visitor.visit_byte_buf(b),
