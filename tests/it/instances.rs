@@ -348,3 +348,42 @@ async fn one_at_a_time_runs_calls_in_arrival_order() {
     );
     daemon.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_at_a_time_turns_skip_calls_that_need_none() {
+    // A call to the daemon object on the same connection takes a turn and gives it up at
+    // once; the calls after it must still get theirs.
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_entry(
+            Registration::instance(crate::support::LabServer::new(
+                crate::support::LabObject::default(),
+            ))
+            .one_at_a_time(),
+        )
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
+    let slow = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(300).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    lab.proxy()
+        .call_daemon::<_, ()>("ping", &[(); 0])
+        .await
+        .unwrap();
+    let after = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        lab.echo(1, 2, "after".into()),
+    )
+    .await
+    .expect("a call after a turn given up early never ran")
+    .unwrap();
+    assert_eq!(after.2, "after");
+    assert_eq!(slow.await.unwrap().unwrap(), 300);
+    daemon.shutdown();
+}
