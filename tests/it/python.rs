@@ -336,3 +336,83 @@ with Pyro5.api.Proxy(sys.argv[1]) as strict:
     );
     daemon.shutdown();
 }
+
+/// A contract with a defaultable trailing parameter, called with keywords from Python.
+#[rmi::remote]
+pub(crate) trait Formal {
+    /// Greets `name`, with `title` when given.
+    async fn greet(&self, name: String, title: Option<String>) -> String;
+}
+
+struct FormalObject;
+
+impl Formal for FormalObject {
+    async fn greet(&self, name: String, title: Option<String>) -> String {
+        match title {
+            Some(t) => format!("Good day, {t} {name}"),
+            None => format!("Hi {name}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_keyword_arguments_bind_to_rust_parameter_names() {
+    let Some(python) = python() else { return };
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_with_id(FormalServer::new(FormalObject), "example.formal")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    const CALLER: &str = r#"
+import sys
+import Pyro5.api
+for serializer in ("serpent", "msgpack"):
+    Pyro5.config.SERIALIZER = serializer
+    with Pyro5.api.Proxy(sys.argv[1]) as formal:
+        print(formal.greet("Ada"))
+        print(formal.greet("Ada", "Dr."))
+        print(formal.greet(name="Ada", title="Prof."))
+        print(formal.greet("Ada", title="Ms."))
+        for args, kwargs in [((), {"nom": "x"}), ((1,), {}), (("a", "b", "c"), {}), (("a",), {"name": "b"})]:
+            try:
+                formal.greet(*args, **kwargs)
+            except TypeError as e:
+                print("TypeError:", e)
+"#;
+    let uri = uri.to_string();
+    let out = tokio::task::spawn_blocking(move || run_python(python, CALLER, &[&uri]))
+        .await
+        .unwrap();
+    let expected_calls = [
+        "Hi Ada",
+        "Good day, Dr. Ada",
+        "Good day, Prof. Ada",
+        "Good day, Ms. Ada",
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 16, "{out}");
+    for chunk in lines.chunks(8) {
+        assert_eq!(&chunk[..4], &expected_calls[..], "{out}");
+        assert!(
+            chunk[4].contains("unexpected keyword argument \"nom\""),
+            "{out}"
+        );
+        assert!(chunk[5].contains("argument \"name\""), "{out}");
+        assert!(
+            chunk[6].contains("takes 2 positional arguments but 3 were given"),
+            "{out}"
+        );
+        assert!(
+            chunk[7].contains("multiple values for argument \"name\""),
+            "{out}"
+        );
+        assert!(
+            chunk[4..].iter().all(|l| l.starts_with("TypeError: ")),
+            "{out}"
+        );
+    }
+    daemon.shutdown();
+}

@@ -127,12 +127,13 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
         _ if m.raises => quote! { #p::encode_raised(&__args, __result) },
         _ => quote! { #p::encode_result(&__args, &__result) },
     };
+    let param_names: Vec<String> = arg_names.iter().map(|i| i.to_string()).collect();
     let decode = if arg_names.is_empty() {
-        quote! { __args.decode::<[(); 0]>().map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
+        quote! { __args.decode_named::<[(); 0]>(&[]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
     } else {
         quote! {
             let (#(#arg_names,)*): (#(#types,)*) =
-                __args.decode().map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+                __args.decode_named(&[#(#param_names),*]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
         }
     };
     quote! {

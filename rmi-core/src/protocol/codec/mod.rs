@@ -213,7 +213,24 @@ impl Args {
         }
     }
 
-    /// Decodes the arguments as `T` (a tuple of the parameter types).
+    /// Decodes the arguments as `T`, the tuple of the parameters called `names`, binding a
+    /// Pyro caller's positional and keyword arguments as Python does: positional first, then
+    /// by name; a parameter given neither is `None` (so a trailing `Option` may be left out).
+    /// Too many arguments, an unknown keyword, a missing argument or a wrong type is an error
+    /// that names the parameter. bincode carries positional arguments only.
+    pub fn decode_named<T: DeserializeOwned>(&self, names: &[&str]) -> Result<T, Error> {
+        match self.ser {
+            Serializer::Bincode => self.decode(),
+            Serializer::MsgPack | Serializer::Serpent => {
+                let (_, _, vargs, kwargs): (IgnoredAny, IgnoredAny, value::Value, value::Value) =
+                    self.ser.decode(&self.bytes, &self.limits)?;
+                let bound = value::bind(vargs, kwargs, names).map_err(|e| Error::Codec(e.0))?;
+                T::deserialize(bound).map_err(|e| Error::Codec(e.0))
+            }
+        }
+    }
+
+    /// Decodes the arguments as `T` (a tuple of the parameter types), positionally.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
         match self.ser {
             Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
@@ -274,11 +291,12 @@ impl From<Result<Vec<u8>, RemoteError>> for BatchItem {
 }
 
 /// Encodes a remote error for an exception reply: in Pyro's exception-dict shape for the
-/// Pyro formats (so a Python peer raises it), as rmi's own struct under bincode and msgpack.
+/// Pyro formats, msgpack included (so a Python peer raises it), as rmi's own struct under
+/// bincode.
 pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
     let encoded = match ser {
-        Serializer::Serpent => ser.encode(&exception::PyroException(err)),
-        _ => ser.encode(err),
+        Serializer::Serpent | Serializer::MsgPack => ser.encode(&exception::PyroException(err)),
+        Serializer::Bincode => ser.encode(err),
     };
     encoded.unwrap_or_else(|e| {
         // A RemoteError is strings only; this cannot fail, but never panic on the reply path.
@@ -299,14 +317,14 @@ pub fn decode_error(
     limits: &DecodeLimits,
 ) -> Result<RemoteError, Error> {
     match ser {
-        Serializer::Serpent => {
-            let value = serpent::parse(payload, limits)?;
+        Serializer::Serpent | Serializer::MsgPack => {
+            let value: value::Value = ser.decode(payload, limits)?;
             exception::from_value(value.clone()).map_or_else(
                 || serde::Deserialize::deserialize(value).map_err(|e| Error::Codec(e.to_string())),
                 Ok,
             )
         }
-        _ => ser.decode(payload, limits),
+        Serializer::Bincode => ser.decode(payload, limits),
     }
 }
 
@@ -501,6 +519,35 @@ mod tests {
                 ser.decode::<u32>(&bytes, &DecodeLimits::default()).is_err(),
                 "{ser:?}"
             );
+        }
+    }
+
+    #[test]
+    fn keyword_arguments_bind_by_parameter_name_in_the_pyro_formats() {
+        use std::collections::BTreeMap;
+        let limits = DecodeLimits::default();
+        for ser in [Serializer::MsgPack, Serializer::Serpent] {
+            let call = |args: &[&str], kwargs: &[(&str, &str)]| {
+                let kwargs: BTreeMap<&str, &str> = kwargs.iter().copied().collect();
+                let payload = ser.encode(&("o", "greet", args, kwargs)).unwrap();
+                decode_invoke(ser, payload.into(), &limits)
+                    .unwrap()
+                    .args
+                    .decode_named::<(String, Option<String>)>(&["name", "title"])
+            };
+            assert_eq!(call(&["Ada"], &[]).unwrap(), ("Ada".into(), None));
+            assert_eq!(
+                call(&[], &[("title", "Dr."), ("name", "Ada")]).unwrap(),
+                ("Ada".into(), Some("Dr.".into()))
+            );
+            let err = |r: Result<(String, Option<String>), Error>| r.unwrap_err().to_string();
+            assert!(err(call(&[], &[])).contains("missing argument \"name\""));
+            assert!(
+                err(call(&["a"], &[("nom", "x")])).contains("unexpected keyword argument \"nom\"")
+            );
+            assert!(err(call(&["a", "b", "c"], &[])).contains("takes 2 positional arguments but 3"));
+            assert!(err(call(&["a"], &[("name", "b")]))
+                .contains("multiple values for argument \"name\""));
         }
     }
 

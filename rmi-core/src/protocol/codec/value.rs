@@ -39,6 +39,9 @@ pub(crate) enum Value {
     Set(Vec<Value>),
     /// A dict, in order.
     Dict(Vec<(Value, Value)>),
+    /// Bound call arguments: each parameter's name and value (`None`: not given); deserializes
+    /// as a tuple whose errors name the parameter.
+    Named(Vec<(String, Option<Value>)>),
 }
 
 impl Value {
@@ -91,6 +94,7 @@ impl Value {
             Value::Tuple(_) => "a tuple",
             Value::Set(_) => "a set",
             Value::Dict(_) => "a dict",
+            Value::Named(_) => "arguments",
         }
     }
 }
@@ -140,6 +144,7 @@ impl<'de> Deserializer<'de> for Value {
                 entries: entries.into_iter(),
                 value: None,
             }),
+            Value::Named(params) => visitor.visit_seq(Params(params.into_iter())),
         }
     }
 
@@ -248,6 +253,37 @@ impl<'de> SeqAccess<'de> for Seq {
     }
 }
 
+/// Bound arguments, each deserialized with its parameter's name on any error.
+struct Params(std::vec::IntoIter<(String, Option<Value>)>);
+
+impl<'de> SeqAccess<'de> for Params {
+    type Error = Error;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Error> {
+        let Some((name, value)) = self.0.next() else {
+            return Ok(None);
+        };
+        // A parameter given no value is None: an Option takes it, anything else says so.
+        let missing = value.is_none();
+        seed.deserialize(value.unwrap_or(Value::None))
+            .map(Some)
+            .map_err(|e| {
+                Error(if missing {
+                    format!("missing argument {name:?}")
+                } else {
+                    format!("argument {name:?}: {e}")
+                })
+            })
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
 struct Map {
     entries: std::vec::IntoIter<(Value, Value)>,
     value: Option<Value>,
@@ -319,4 +355,125 @@ impl<'de> VariantAccess<'de> for Value {
     ) -> Result<V::Value, Error> {
         self.deserialize_any(visitor)
     }
+}
+
+/// Any self-describing format's value (msgpack's, say) read into the tree.
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::None)
+            }
+            fn visit_none<E>(self) -> Result<Value, E> {
+                Ok(Value::None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+                serde::Deserialize::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Int(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(Value::Int(v.into()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+                Ok(Value::Int(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::Str(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::Str(v))
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Value, E> {
+                Ok(Value::Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Value, E> {
+                Ok(Value::Bytes(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(Value::List(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Value::Dict(entries))
+            }
+        }
+        d.deserialize_any(Any)
+    }
+}
+
+/// Binds a call's positional `vargs` and keyword `kwargs` to the parameters called `names`, as
+/// Python does; the result deserializes as the parameter tuple, and its errors name the
+/// parameter.
+pub(crate) fn bind(vargs: Value, kwargs: Value, names: &[&str]) -> Result<Value, Error> {
+    let positional = match vargs {
+        Value::Tuple(items) | Value::List(items) => items,
+        other => {
+            return Err(Error(format!(
+                "positional arguments must be a tuple or list, not {}",
+                other.kind()
+            )))
+        }
+    };
+    let mut keywords = match kwargs {
+        Value::Dict(entries) => entries,
+        Value::None => Vec::new(),
+        other => {
+            return Err(Error(format!(
+                "keyword arguments must be a dict, not {}",
+                other.kind()
+            )))
+        }
+    };
+    if positional.len() > names.len() {
+        return Err(Error(format!(
+            "takes {} positional argument{} but {} were given",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            positional.len()
+        )));
+    }
+    let mut bound = Vec::with_capacity(names.len());
+    let given = positional.len();
+    bound.extend(positional.into_iter().map(Some));
+    for name in &names[given..] {
+        let at = keywords
+            .iter()
+            .position(|(k, _)| matches!(k, Value::Str(s) if s == name));
+        bound.push(at.map(|at| keywords.swap_remove(at).1));
+    }
+    if let Some((key, _)) = keywords.first() {
+        let shown = match key {
+            Value::Str(s) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let already = names[..given].contains(&shown.as_str());
+        return Err(Error(if already {
+            format!("got multiple values for argument {shown:?}")
+        } else {
+            format!("got an unexpected keyword argument {shown:?}")
+        }));
+    }
+    Ok(Value::Named(
+        names.iter().map(|n| (*n).to_owned()).zip(bound).collect(),
+    ))
 }
