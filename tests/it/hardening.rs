@@ -557,3 +557,33 @@ async fn failing_oneway_calls_cannot_flood_the_log() {
     );
     daemon.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_never_closes_a_connection_while_a_call_runs() {
+    // idle_timeout 300 ms; a 1 s call; a second request 500 ms in must still be read.
+    let (mut child, uri) = spawn_child_daemon_with(0, "idle_ms=300");
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    s.write_all(&invoke_frame("sleep", &(1_000u64,), 1).to_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write_all(&invoke_frame("echo", &(7u32, 7u32, "mid-call"), 2).to_bytes())
+        .await
+        .unwrap();
+    let mut seqs = Vec::new();
+    for _ in 0..2 {
+        let mut head = [0u8; rmi::protocol::frame::HEADER_SIZE];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+            .await
+            .expect("a reply within 10 s")
+            .expect("the connection was closed while a call ran");
+        let header = rmi::protocol::frame::Header::parse(&head, usize::MAX).unwrap();
+        let mut rest = vec![0u8; header.total_len() - head.len()];
+        s.read_exact(&mut rest).await.unwrap();
+        seqs.push(header.seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, [1, 2], "both calls answered");
+    assert_serving(&mut child, &uri).await;
+}
