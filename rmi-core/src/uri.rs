@@ -301,17 +301,176 @@ where
     }
 }
 
-/// A URI travels as its string form, as Pyro's name server lists them.
+/// A URI travels as Pyro's `Pyro5.core.URI` class dict in the Pyro formats (those that are
+/// `is_human_readable`: serpent, msgpack), so a Python peer receives a URI object:
+/// `{'__class__': 'Pyro5.core.URI', 'state': (protocol, object, sockname, host, port)}`.
+/// Under bincode it is its string form. Both shapes, and plain strings, are read back.
 impl Serialize for Uri {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        if !s.is_human_readable() {
+            return s.collect_str(self);
+        }
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("__class__", "Pyro5.core.URI")?;
+        map.serialize_entry("state", &PyroState(self))?;
+        map.end()
+    }
+}
+
+/// A URI's Pyro state tuple: (protocol, object, sockname, host, port).
+struct PyroState<'a>(&'a Uri);
+
+impl Serialize for PyroState<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(5)?;
+        let ns = |ns: &Option<(String, u16)>| {
+            ns.clone().map_or((None, None), |(h, p)| (Some(h), Some(p)))
+        };
+        match self.0 {
+            Uri::Pyro { object, location } => {
+                t.serialize_element("PYRO")?;
+                t.serialize_element(object)?;
+                match location {
+                    Location::Tcp { host, port } => {
+                        t.serialize_element(&None::<String>)?;
+                        t.serialize_element(host)?;
+                        t.serialize_element(port)?;
+                    }
+                    Location::Unix(path) => {
+                        t.serialize_element(path)?;
+                        t.serialize_element(&None::<String>)?;
+                        t.serialize_element(&None::<u16>)?;
+                    }
+                }
+            }
+            Uri::PyroName { name, ns: at } => {
+                let (host, port) = ns(at);
+                t.serialize_element("PYRONAME")?;
+                t.serialize_element(name)?;
+                t.serialize_element(&None::<String>)?;
+                t.serialize_element(&host)?;
+                t.serialize_element(&port)?;
+            }
+            Uri::PyroMeta { tags, ns: at } => {
+                let (host, port) = ns(at);
+                t.serialize_element("PYROMETA")?;
+                t.serialize_element(tags)?;
+                t.serialize_element(&None::<String>)?;
+                t.serialize_element(&host)?;
+                t.serialize_element(&port)?;
+            }
+        }
+        t.end()
     }
 }
 
 impl<'de> Deserialize<'de> for Uri {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        if !d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            return s.parse().map_err(serde::de::Error::custom);
+        }
+        d.deserialize_any(UriVisitor)
+    }
+}
+
+struct UriVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UriVisitor {
+    type Value = Uri;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Pyro URI: its text, or a Pyro URI class dict")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Uri, E> {
+        v.parse().map_err(E::custom)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Uri, A::Error> {
+        use serde::de::Error as _;
+        let mut state = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "state" => {
+                    state = Some(map.next_value::<(
+                        String,
+                        StateObject,
+                        Option<String>,
+                        Option<String>,
+                        Option<u16>,
+                    )>()?)
+                }
+                "__class__" => {
+                    let class: String = map.next_value()?;
+                    if !class.ends_with(".URI") {
+                        return Err(A::Error::custom(format!("a {class} is not a URI")));
+                    }
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let (protocol, object, sockname, host, port) =
+            state.ok_or_else(|| A::Error::custom("a URI class dict without its state"))?;
+        let ns = match (host, port) {
+            (Some(h), Some(p)) => Some((h, p)),
+            _ => None,
+        };
+        match (protocol.as_str(), object, sockname, ns) {
+            ("PYRO", StateObject::One(object), Some(path), _) => Ok(Uri::Pyro {
+                object,
+                location: Location::Unix(path),
+            }),
+            ("PYRO", StateObject::One(object), None, Some((host, port))) => Ok(Uri::Pyro {
+                object,
+                location: Location::Tcp { host, port },
+            }),
+            ("PYRONAME", StateObject::One(name), _, ns) => Ok(Uri::PyroName { name, ns }),
+            ("PYROMETA", StateObject::Many(tags), _, ns) => Ok(Uri::PyroMeta { tags, ns }),
+            ("PYROMETA", StateObject::One(tag), _, ns) => Ok(Uri::PyroMeta {
+                tags: vec![tag],
+                ns,
+            }),
+            (protocol, ..) => Err(A::Error::custom(format!(
+                "an incomplete {protocol} URI state"
+            ))),
+        }
+    }
+}
+
+/// The object of a URI state: a name, or (PYROMETA) a set of tags.
+enum StateObject {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for StateObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StateObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object id or a set of tags")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<StateObject, E> {
+                Ok(StateObject::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<StateObject, A::Error> {
+                let mut tags = Vec::new();
+                while let Some(tag) = seq.next_element()? {
+                    tags.push(tag);
+                }
+                Ok(StateObject::Many(tags))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

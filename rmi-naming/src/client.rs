@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use rmi_core::{Error, IntoUri, Proxy, Uri};
 
 use crate::server::NameServerApiProxy;
-use crate::NamingError;
 
 /// A connected name server. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -13,8 +12,9 @@ pub struct NameServerProxy {
     api: NameServerApiProxy,
 }
 
-fn flatten<T>(r: Result<Result<T, NamingError>, Error>) -> Result<T, Error> {
-    r?.map_err(|e| Error::Resolve(e.message))
+/// Naming failures arrive raised, as `Pyro5.errors.NamingError`: [`Error::Resolve`] here.
+fn flatten<T>(r: Result<T, Error>) -> Result<T, Error> {
+    r
 }
 
 impl NameServerProxy {
@@ -57,14 +57,14 @@ impl NameServerProxy {
     ) -> Result<(), Error> {
         flatten(
             self.api
-                .register(name.to_owned(), uri.clone(), safe, metadata)
+                .register(name.to_owned(), uri.clone(), Some(safe), Some(metadata))
                 .await,
         )
     }
 
     /// The URI registered under `name`.
     pub async fn lookup(&self, name: &str) -> Result<Uri, Error> {
-        flatten(self.api.lookup(name.to_owned()).await)
+        flatten(self.api.lookup(name.to_owned(), None).await)
     }
 
     /// The URI and metadata registered under `name`.
@@ -89,17 +89,17 @@ impl NameServerProxy {
 
     /// All names and URIs.
     pub async fn list(&self) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(self.api.list(None, None).await)
+        flatten(self.api.list(None, None, None).await)
     }
 
     /// Names starting with `prefix`.
     pub async fn list_prefix(&self, prefix: &str) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(self.api.list(Some(prefix.to_owned()), None).await)
+        flatten(self.api.list(Some(prefix.to_owned()), None, None).await)
     }
 
     /// Names matching `regex` at their start (Python's `re.match`).
     pub async fn list_regex(&self, regex: &str) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(self.api.list(None, Some(regex.to_owned())).await)
+        flatten(self.api.list(None, Some(regex.to_owned()), None).await)
     }
 
     /// Names whose metadata has every tag in `tags`.

@@ -42,7 +42,7 @@ pub use registry::{Registry, NAME_SERVER_NAME};
 pub use resolve::NamingResolver;
 pub use server::{
     NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
-    NameServerHandle, NAME_SERVER_OBJECT_ID,
+    NameServerHandle, Truthy, NAME_SERVER_OBJECT_ID,
 };
 
 use serde::{Deserialize, Serialize};
@@ -61,5 +61,17 @@ impl NamingError {
         NamingError {
             message: message.into(),
         }
+    }
+}
+
+/// A naming failure raised to the caller as Pyro's `NamingError` (a Python client catches
+/// `Pyro5.errors.NamingError`; a Rust one gets `Error::Resolve`).
+impl From<NamingError> for rmi_core::RemoteError {
+    fn from(e: NamingError) -> Self {
+        rmi_core::RemoteError::new(
+            rmi_core::RemoteErrorKind::Resolve,
+            "Pyro5.errors.NamingError",
+            e.message,
+        )
     }
 }

@@ -14,28 +14,41 @@ use crate::NamingError;
 /// Object id of the name server in its daemon, as in Pyro.
 pub const NAME_SERVER_OBJECT_ID: &str = "Pyro.NameServer";
 
-/// The name server's remote interface, with Pyro5's methods and semantics.
+/// The name server's remote interface, with Pyro5's methods and semantics: plain return
+/// values, and failures raised as `Pyro5.errors.NamingError` (so a Python client gets its own
+/// exception; a Rust one gets [`Error::Resolve`]). `safe` and `metadata` may be left out, as in
+/// Pyro5.
 ///
 /// Most code uses [`NameServerProxy`](crate::NameServerProxy), which wraps the generated
 /// `NameServerApiProxy` and turns naming failures into [`Error::Resolve`].
 #[remote(crate = ::rmi_core)]
 pub trait NameServerApi {
     /// Registers `name` for `uri`; with `safe`, an existing name is refused.
+    #[rmi(raises)]
     async fn register(
         &self,
         name: String,
         uri: Uri,
-        safe: bool,
-        metadata: BTreeSet<String>,
+        safe: Option<bool>,
+        metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError>;
     /// The URI registered under `name`.
-    async fn lookup(&self, name: String) -> Result<Uri, NamingError>;
+    #[rmi(raises)]
+    /// (`return_metadata`, Pyro5's second parameter: only `False` or left out is supported;
+    /// use `lookup_with_metadata` for the metadata.)
+    async fn lookup(
+        &self,
+        name: String,
+        return_metadata: Option<Truthy>,
+    ) -> Result<Uri, NamingError>;
     /// The URI and metadata registered under `name`.
+    #[rmi(raises)]
     async fn lookup_with_metadata(
         &self,
         name: String,
     ) -> Result<(Uri, BTreeSet<String>), NamingError>;
     /// Removes by name, else by prefix, else by regex (matched at the start); returns the count.
+    #[rmi(raises)]
     async fn remove(
         &self,
         name: Option<String>,
@@ -43,18 +56,23 @@ pub trait NameServerApi {
         regex: Option<String>,
     ) -> Result<u32, NamingError>;
     /// Names and URIs, filtered by prefix or by regex (matched at the start), not both.
+    #[rmi(raises)]
+    /// (`return_metadata`, as in Pyro5: only `False` or left out is supported.)
     async fn list(
         &self,
         prefix: Option<String>,
         regex: Option<String>,
+        return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Uri>, NamingError>;
     /// Names whose metadata has all of `meta_all` or any of `meta_any`, with URI and metadata.
+    #[rmi(raises)]
     async fn yplookup(
         &self,
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
     ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, NamingError>;
     /// Replaces the metadata of `name`.
+    #[rmi(raises)]
     async fn set_metadata(
         &self,
         name: String,
@@ -64,6 +82,57 @@ pub trait NameServerApi {
     async fn count(&self) -> u32;
     /// Does nothing; shows the name server is alive.
     async fn ping(&self);
+}
+
+/// A flag as Python reads one: any value, by its truthiness (`0.0` and `None` are false). Pyro5
+/// passes such values positionally. Under bincode, a plain bool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Truthy(pub bool);
+
+impl<'de> serde::Deserialize<'de> for Truthy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Truthy;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a value to read as true or false")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Truthy, E> {
+                Ok(Truthy(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Truthy, E> {
+                Ok(Truthy(v != 0))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Truthy, E> {
+                Ok(Truthy(v != 0))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Truthy, E> {
+                Ok(Truthy(v != 0.0))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Truthy, E> {
+                Ok(Truthy(!v.is_empty()))
+            }
+            fn visit_unit<E>(self) -> Result<Truthy, E> {
+                Ok(Truthy(false))
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_any(V)
+        } else {
+            d.deserialize_bool(V)
+        }
+    }
+}
+
+/// Refuses Pyro5's `return_metadata=True`, whose result has another shape, naming the method
+/// that gives the metadata.
+fn no_metadata(return_metadata: Option<Truthy>, instead: &str) -> Result<(), NamingError> {
+    match return_metadata {
+        Some(Truthy(true)) => Err(NamingError::new(format!(
+            "return_metadata=True is not supported here; call {instead}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The name server object: a [`Registry`] behind a lock.
@@ -88,14 +157,20 @@ impl NameServerApi for NameServer {
         &self,
         name: String,
         uri: Uri,
-        safe: bool,
-        metadata: BTreeSet<String>,
+        safe: Option<bool>,
+        metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError> {
         tracing::info!(%name, %uri, "register");
+        let (safe, metadata) = (safe.unwrap_or(false), metadata.unwrap_or_default());
         self.with(|r| r.register(&name, uri, safe, metadata))
     }
 
-    async fn lookup(&self, name: String) -> Result<Uri, NamingError> {
+    async fn lookup(
+        &self,
+        name: String,
+        return_metadata: Option<Truthy>,
+    ) -> Result<Uri, NamingError> {
+        no_metadata(return_metadata, "lookup_with_metadata")?;
         self.with(|r| r.lookup(&name).map(|e| e.uri.clone()))
     }
 
@@ -119,7 +194,9 @@ impl NameServerApi for NameServer {
         &self,
         prefix: Option<String>,
         regex: Option<String>,
+        return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Uri>, NamingError> {
+        no_metadata(return_metadata, "yplookup")?;
         self.with(|r| {
             Ok(r.list(prefix.as_deref(), regex.as_deref())?
                 .into_iter()

@@ -416,3 +416,55 @@ for serializer in ("serpent", "msgpack"):
     }
     daemon.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_finds_a_rust_object_by_pyroname_through_the_rust_name_server() {
+    let Some(python) = python() else { return };
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let ns_port = ns.daemon().local_addr().unwrap().port();
+    let (daemon, uri) = greeting_daemon(false).await;
+    rmi::naming::NameServerProxy::connect(ns.uri())
+        .await
+        .unwrap()
+        .register("server", &uri)
+        .await
+        .unwrap();
+    // The tutorial's client, in Pyro5: PYRONAME, then the call. Then the name server's own API,
+    // with Pyro5's signatures and its NamingError.
+    const CLIENT: &str = r#"
+import sys
+import Pyro5.api, Pyro5.errors
+port = int(sys.argv[1])
+print(Pyro5.api.Proxy("PYRONAME:server@127.0.0.1:%d" % port).welcomeMessage("Rashmi"))
+ns = Pyro5.api.locate_ns("127.0.0.1", port)
+ns.register("py.thing", "PYRO:thing@127.0.0.1:4000")
+uri = ns.lookup("py.thing")
+print(type(uri).__name__, uri)
+print(sorted(ns.list(prefix="py.")))
+try:
+    ns.lookup("no.such.name")
+except Pyro5.errors.NamingError as e:
+    print("NamingError:", e)
+try:
+    ns.register("py.thing", "PYRO:other@127.0.0.1:4001", safe=True)
+except Pyro5.errors.NamingError as e:
+    print("NamingError:", e)
+"#;
+    let port = ns_port.to_string();
+    let out = tokio::task::spawn_blocking(move || run_python(python, CLIENT, &[&port]))
+        .await
+        .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Hi welcome Rashmi", "{out}");
+    assert_eq!(lines[1], "URI PYRO:thing@127.0.0.1:4000", "{out}");
+    assert_eq!(lines[2], "['py.thing']", "{out}");
+    assert!(lines[3].starts_with("NamingError: unknown name"), "{out}");
+    assert!(lines[4].contains("already registered"), "{out}");
+    daemon.shutdown();
+    ns.daemon().shutdown();
+}

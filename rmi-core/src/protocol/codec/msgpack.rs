@@ -15,12 +15,19 @@ fn codec_error(e: impl std::fmt::Display) -> Error {
     Error::Codec(e.to_string())
 }
 
+/// msgpack is one of Pyro's formats: values take their Pyro shape (`is_human_readable`), so a
+/// URI is Pyro's URI class dict and a UUID a string, as Python peers expect.
 pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    rmp_serde::to_vec_named(value).map_err(codec_error)
+    let mut out = Vec::new();
+    let mut ser = rmp_serde::Serializer::new(&mut out)
+        .with_struct_map()
+        .with_human_readable();
+    value.serialize(&mut ser).map_err(codec_error)?;
+    Ok(out)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
-    let mut de = rmp_serde::Deserializer::new(bytes);
+    let mut de = rmp_serde::Deserializer::new(bytes).with_human_readable();
     let value = T::deserialize(Bounded {
         inner: &mut de,
         budget: Budget::new(limits.max_depth, bytes.len()),
@@ -43,7 +50,7 @@ pub(super) fn decode_route(
     payload: &Bytes,
     limits: &DecodeLimits,
 ) -> Result<(String, String), Error> {
-    let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]);
+    let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]).with_human_readable();
     let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
         Deserialize::deserialize(Bounded {
             inner: &mut de,
