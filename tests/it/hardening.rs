@@ -587,3 +587,44 @@ async fn idle_timeout_never_closes_a_connection_while_a_call_runs() {
     assert_eq!(seqs, [1, 2], "both calls answered");
     assert_serving(&mut child, &uri).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_counts_only_from_when_the_connection_became_idle() {
+    // idle 500 ms, a 750 ms call: the connection is idle from the reply on, so it may close
+    // no sooner than ~500 ms after it (the mutant "idle at this wake" closed it at 250 ms).
+    let (mut child, uri) = spawn_child_daemon_with(0, "idle_ms=500");
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    s.write_all(&invoke_frame("sleep", &(750u64,), 1).to_bytes())
+        .await
+        .unwrap();
+    read_message(&mut s).await.expect("the call is answered");
+    let replied = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection was closed within 10 s")
+        .ok();
+    let idle_for = replied.elapsed();
+    println!("closed {idle_for:?} after the reply (idle_timeout 500 ms)");
+    assert!(
+        idle_for >= Duration::from_millis(450),
+        "closed after only {idle_for:?} of idleness"
+    );
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_a_live_connection_outlives_the_linger_period() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=200");
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    let mut numbers = lab.slow_numbers(0, 3).await.unwrap();
+    use futures_util::StreamExt;
+    assert_eq!(numbers.next().await.unwrap().unwrap(), 0);
+    // Five lingers later, on the same live connection, the stream is still there.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(numbers.next().await.unwrap().unwrap(), 1);
+    assert_eq!(numbers.next().await.unwrap().unwrap(), 2);
+    assert!(numbers.next().await.is_none());
+    assert_serving(&mut child, &uri).await;
+}
