@@ -628,3 +628,37 @@ async fn a_stream_of_a_live_connection_outlives_the_linger_period() {
     assert!(numbers.next().await.is_none());
     assert_serving(&mut child, &uri).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_lingering_stream_expires_on_its_own_deadline() {
+    // Two connections leave a stream each, 500 ms apart, with a 1 s linger: when the first
+    // expires, the second must still be there.
+    use futures_util::StreamExt;
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=1000");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let leave_a_stream = || async {
+        let lab = LabProxy::connect(&uri).await.unwrap();
+        let mut numbers = lab.slow_numbers(0, 10).await.unwrap();
+        numbers.next().await.unwrap().unwrap();
+        std::mem::forget(numbers); // no close_stream: only expiry may remove it
+        lab.proxy().close();
+    };
+    leave_a_stream().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    leave_a_stream().await;
+    let started = Instant::now();
+    let mut open = watcher.open_streams().await.unwrap();
+    while open == 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the first stream never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        open = watcher.open_streams().await.unwrap();
+    }
+    assert_eq!(
+        open, 1,
+        "the second stream went with the first one's deadline"
+    );
+    assert_serving(&mut child, &uri).await;
+}
