@@ -662,3 +662,87 @@ async fn each_lingering_stream_expires_on_its_own_deadline() {
     );
     assert_serving(&mut child, &uri).await;
 }
+
+#[tokio::test]
+async fn with_a_secret_the_mac_counts_against_the_request_size_and_nothing_more() {
+    // 64 KiB limit on both sides and a shared secret: the writer adds a 40-byte MAC.
+    const MAX: usize = 64 << 10;
+    let limits = rmi::DecodeLimits {
+        max_message_size: MAX,
+        ..Default::default()
+    };
+    let secret = rmi::SharedSecret::new("a secret of the test");
+    let daemon = rmi::Daemon::builder()
+        .limits(limits)
+        .shared_secret(secret.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(crate::support::LabServer::new(
+            crate::support::LabObject::default(),
+        ))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let lab: LabProxy = rmi::Proxy::builder(uri.clone())
+        .limits(limits)
+        .shared_secret(secret)
+        .connect()
+        .await
+        .unwrap();
+    let object = uri.object().unwrap();
+    let payload_len = |n: usize| {
+        encode_invoke(
+            Serializer::Bincode,
+            object,
+            "blob_len",
+            &(Blob(vec![0; n]),),
+        )
+        .unwrap()
+        .len()
+    };
+    // 100 bytes under the limit: fits with the MAC.
+    let fits = (0..MAX)
+        .rev()
+        .find(|&n| payload_len(n) <= MAX - 100)
+        .unwrap();
+    assert_eq!(lab.blob_len(Blob(vec![0; fits])).await.unwrap(), fits);
+    // Exactly the limit with the MAC (8 + 32 bytes): still sent, and answered.
+    if let Some(exact) = (0..MAX).rev().find(|&n| payload_len(n) + 40 == MAX) {
+        assert_eq!(lab.blob_len(Blob(vec![0; exact])).await.unwrap(), exact);
+    } else {
+        panic!("no blob length gives a request of exactly the limit");
+    }
+    // 20 bytes under: the MAC pushes it over, so it is refused before it is sent.
+    let over = (0..MAX)
+        .rev()
+        .find(|&n| payload_len(n) <= MAX - 20)
+        .unwrap();
+    let err = lab.blob_len(Blob(vec![0; over])).await.unwrap_err();
+    assert!(
+        err.is_not_executed() && err.to_string().contains("max_message_size"),
+        "{err}"
+    );
+    assert_eq!(lab.echo(1, 2, "still".into()).await.unwrap().2, "still");
+    daemon.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retrying_call_to_a_daemon_that_is_gone_gives_up_after_its_retries() {
+    let (child, uri) = spawn_child_daemon_with(0, "");
+    let lab: LabProxy = rmi::Proxy::builder(uri)
+        .reconnect_attempts(0)
+        .connect()
+        .await
+        .unwrap();
+    drop(child); // killed, and nothing comes back on its port
+    let retrying = LabProxy::from_proxy(lab.proxy().with_retries(2));
+    let err = tokio::time::timeout(Duration::from_secs(30), retrying.echo(1, 1, "x".into()))
+        .await
+        .expect("the retries never ended")
+        .unwrap_err();
+    assert!(err.is_communication(), "{err}");
+}
