@@ -390,14 +390,30 @@ impl From<Message> for Outgoing {
 }
 
 /// Bytes queued for a writer and not yet written; whoever produces messages can wait until
-/// they drain below a budget.
-#[derive(Debug, Default)]
+/// they drain to a budget.
+#[derive(Debug)]
 pub struct QueuedBytes {
     bytes: std::sync::atomic::AtomicUsize,
+    /// The budget: waiters are woken when the queued bytes fall back to it.
+    max: usize,
     drained: tokio::sync::Notify,
 }
 
 impl QueuedBytes {
+    /// Queued bytes counted against a budget of `max`.
+    pub fn new(max: usize) -> Self {
+        QueuedBytes {
+            bytes: std::sync::atomic::AtomicUsize::new(0),
+            max,
+            drained: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// True while the queued bytes are over the budget.
+    pub fn over_budget(&self) -> bool {
+        self.get() > self.max
+    }
+
     /// Counts `n` bytes as queued until the returned credit is dropped.
     pub fn credit(self: &std::sync::Arc<Self>, n: usize) -> ByteCredit {
         self.bytes.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
@@ -412,13 +428,13 @@ impl QueuedBytes {
         self.bytes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Waits until at most `max` bytes are queued.
-    pub async fn wait_at_most(&self, max: usize) {
-        loop {
+    /// Waits until the queued bytes are within the budget.
+    pub async fn wait_within_budget(&self) {
+        while self.over_budget() {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            if self.get() <= max {
+            if !self.over_budget() {
                 return;
             }
             drained.await;
@@ -435,10 +451,16 @@ pub struct ByteCredit {
 
 impl Drop for ByteCredit {
     fn drop(&mut self) {
-        self.owner
+        let before = self
+            .owner
             .bytes
             .fetch_sub(self.n, std::sync::atomic::Ordering::SeqCst);
-        self.owner.drained.notify_waiters();
+        // Only a drop that brings the queue back within budget can release a waiter: the
+        // common case (never over budget) takes no lock.
+        let max = self.owner.max;
+        if before > max && before - self.n <= max {
+            self.owner.drained.notify_waiters();
+        }
     }
 }
 

@@ -190,8 +190,7 @@ pub(super) async fn handle_connection(
     let peer: Arc<str> = peer.into();
     let object_id: Arc<str> = object_id.into();
     // Reply bytes not yet written: over `max_queued_bytes`, stop reading requests.
-    let queued = Arc::new(QueuedBytes::default());
-    let max_queued = inner.config.max_queued_bytes;
+    let queued = Arc::new(QueuedBytes::new(inner.config.max_queued_bytes));
     // Cancelled when the peer is gone (end of stream, a read or write failure), so work done
     // only for it (a batch) stops; calls go on, as their callers may have only half-closed.
     let peer_gone = CancellationToken::new();
@@ -210,10 +209,12 @@ pub(super) async fn handle_connection(
             _ = writer_gone.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
         };
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => break,
-            _ = writer_gone.cancelled() => break,
-            _ = queued.wait_at_most(max_queued) => {}
+        if queued.over_budget() {
+            tokio::select! {
+                _ = inner.shutdown.cancelled() => break,
+                _ = writer_gone.cancelled() => break,
+                _ = queued.wait_within_budget() => {}
+            }
         }
         // An idle connection (no calls running, no replies pending) may be closed. The read
         // wakes every `idle_timeout` to look: a connection found idle at two wakes in a row has

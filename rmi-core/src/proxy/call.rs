@@ -270,10 +270,16 @@ fn decode_result<R: DeserializeOwned>(reply: &Message, limits: &DecodeLimits) ->
     })?;
     // A compressed reply (FLAGS_COMPRESSED) is inflated here, in the caller's task, within the
     // message size limit.
-    let mut reply = reply.clone();
-    reply
-        .decompress(limits.max_message_size)
-        .map_err(|e| Error::Protocol(e.to_string()))?;
+    let inflated;
+    let reply = if reply.has_flag(frame::FLAGS_COMPRESSED) {
+        let mut copy = reply.clone();
+        copy.decompress(limits.max_message_size)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        inflated = copy;
+        &inflated
+    } else {
+        reply
+    };
     if reply.has_flag(frame::FLAGS_EXCEPTION) {
         let err: RemoteError = codec::decode_error(ser, &reply.payload, limits)?;
         return Err(Error::from_remote(err));

@@ -244,6 +244,14 @@ impl Connection {
         deadline: Option<(tokio::time::Instant, Duration)>,
         abandoned_timeout: Duration,
     ) -> Result<OwnedSemaphorePermit, Error> {
+        // The common case: a slot is free, with no clock read and no timer.
+        match self.shared.slots.clone().try_acquire_owned() {
+            Ok(slot) => return Ok(slot),
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(self.closed_error().not_sent())
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
         loop {
             let step = tokio::time::Instant::now().checked_add(abandoned_timeout);
             let until = match (deadline, step) {
