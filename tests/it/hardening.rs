@@ -33,6 +33,31 @@ async fn read_message(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(rest)
 }
 
+/// The INVOKE payload length of `blob_len` on `object` with a blob of `n` bytes (bincode).
+fn blob_len_payload(object: &str, n: usize) -> usize {
+    encode_invoke(
+        Serializer::Bincode,
+        object,
+        "blob_len",
+        &(Blob(vec![0; n]),),
+    )
+    .unwrap()
+    .len()
+}
+
+/// The blob length whose `blob_len` payload is exactly `payload` bytes (in the range where
+/// bincode's length prefix has one size, the payload grows byte for byte with the blob).
+fn blob_for_payload(object: &str, payload: usize) -> usize {
+    let overhead = blob_len_payload(object, 1024) - 1024;
+    let n = payload - overhead;
+    assert_eq!(
+        blob_len_payload(object, n),
+        payload,
+        "no blob gives {payload} bytes"
+    );
+    n
+}
+
 /// Samples the child's RSS every 50 ms for `period`; returns the largest.
 async fn peak_rss_kib(child: &ChildGuard, period: Duration) -> u64 {
     let until = Instant::now() + period;
@@ -318,17 +343,8 @@ async fn a_request_too_large_with_its_annotations_fails_that_call_only() {
         .unwrap();
     // A payload 8 bytes under the limit; the deadline annotation (8 + 8 bytes) pushes it over.
     let object = lab_uri.object().unwrap();
-    let payload_len = |n: usize| {
-        encode_invoke(
-            Serializer::Bincode,
-            object,
-            "blob_len",
-            &(Blob(vec![0; n]),),
-        )
-        .unwrap()
-        .len()
-    };
-    let n = (0..MAX).rev().find(|&n| payload_len(n) <= MAX - 8).unwrap();
+    let payload_len = |n: usize| blob_len_payload(object, n);
+    let n = blob_for_payload(object, MAX - 8);
     assert!(payload_len(n) > MAX - 16, "the payload alone fits");
     let blob = Blob(vec![0; n]);
     let err = lab.blob_len(blob).await.unwrap_err();
@@ -694,33 +710,16 @@ async fn with_a_secret_the_mac_counts_against_the_request_size_and_nothing_more(
         .await
         .unwrap();
     let object = uri.object().unwrap();
-    let payload_len = |n: usize| {
-        encode_invoke(
-            Serializer::Bincode,
-            object,
-            "blob_len",
-            &(Blob(vec![0; n]),),
-        )
-        .unwrap()
-        .len()
-    };
+    let payload_len = |n: usize| blob_len_payload(object, n);
     // 100 bytes under the limit: fits with the MAC.
-    let fits = (0..MAX)
-        .rev()
-        .find(|&n| payload_len(n) <= MAX - 100)
-        .unwrap();
+    let fits = blob_for_payload(object, MAX - 100);
+    assert!(payload_len(fits) + 40 < MAX);
     assert_eq!(lab.blob_len(Blob(vec![0; fits])).await.unwrap(), fits);
     // Exactly the limit with the MAC (8 + 32 bytes): still sent, and answered.
-    if let Some(exact) = (0..MAX).rev().find(|&n| payload_len(n) + 40 == MAX) {
-        assert_eq!(lab.blob_len(Blob(vec![0; exact])).await.unwrap(), exact);
-    } else {
-        panic!("no blob length gives a request of exactly the limit");
-    }
+    let exact = blob_for_payload(object, MAX - 40);
+    assert_eq!(lab.blob_len(Blob(vec![0; exact])).await.unwrap(), exact);
     // 20 bytes under: the MAC pushes it over, so it is refused before it is sent.
-    let over = (0..MAX)
-        .rev()
-        .find(|&n| payload_len(n) <= MAX - 20)
-        .unwrap();
+    let over = blob_for_payload(object, MAX - 20);
     let err = lab.blob_len(Blob(vec![0; over])).await.unwrap_err();
     assert!(
         err.is_not_executed() && err.to_string().contains("max_message_size"),
