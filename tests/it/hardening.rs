@@ -729,6 +729,65 @@ async fn with_a_secret_the_mac_counts_against_the_request_size_and_nothing_more(
     daemon.shutdown();
 }
 
+/// A result of exactly `max_message_size` (with the MAC a secret adds) goes back; one byte more
+/// is an error for that call alone, and the connection serves on.
+#[tokio::test]
+async fn a_result_of_exactly_the_limit_is_sent_and_one_byte_more_is_that_calls_error() {
+    const MAX: usize = 48 << 10;
+    let limits = rmi::DecodeLimits {
+        max_message_size: MAX,
+        ..Default::default()
+    };
+    // The blob length whose encoded result is `payload` bytes.
+    let blob_for = |payload: usize| {
+        let overhead = Serializer::Bincode
+            .encode(&Blob(vec![0; 1024]))
+            .unwrap()
+            .len()
+            - 1024;
+        payload - overhead
+    };
+    for secret in [None, Some(rmi::SharedSecret::new("a secret of the test"))] {
+        // The MAC annotation: an 8-byte annotation header and a 32-byte tag.
+        let mac = if secret.is_some() { 40 } else { 0 };
+        let mut builder = rmi::Daemon::builder().limits(limits);
+        if let Some(secret) = &secret {
+            builder = builder.shared_secret(secret.clone());
+        }
+        let daemon = builder.bind("127.0.0.1:0").await.unwrap();
+        let uri = daemon
+            .register(crate::support::LabServer::new(
+                crate::support::LabObject::default(),
+            ))
+            .unwrap();
+        tokio::spawn({
+            let d = daemon.clone();
+            async move { d.serve().await }
+        });
+        // The proxy accepts far more than the daemon may send, so only the daemon's check counts.
+        let mut proxy = rmi::Proxy::builder(uri);
+        if let Some(secret) = secret.clone() {
+            proxy = proxy.shared_secret(secret);
+        }
+        let lab: LabProxy = proxy.connect().await.unwrap();
+        let exact = blob_for(MAX - mac);
+        assert_eq!(
+            lab.make_blob(exact).await.unwrap().0.len(),
+            exact,
+            "a result of exactly the limit (secret: {})",
+            secret.is_some()
+        );
+        let err = lab.make_blob(exact + 1).await.unwrap_err();
+        match &err {
+            Error::Remote(remote) => assert_eq!(remote.type_name, "rmi.MessageTooLarge", "{err}"),
+            other => panic!("the call's own remote error, not {other}"),
+        }
+        assert!(err.to_string().contains("max_message_size"), "{err}");
+        assert_eq!(lab.echo(1, 2, "still".into()).await.unwrap().2, "still");
+        daemon.shutdown();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retrying_call_to_a_daemon_that_is_gone_gives_up_after_its_retries() {
     let (child, uri) = spawn_child_daemon_with(0, "");

@@ -203,6 +203,10 @@ async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
     batch.record(4);
     batch.send_oneway().await.unwrap();
     proxy.explode().await.unwrap();
+    // A batch that is answered, for comparison: its one reply is flagged as a batch.
+    let mut answered_batch = proxy.batch();
+    answered_batch.recorded();
+    answered_batch.send().await.unwrap();
     // They all ran (normal calls, answered, check)...
     recorded_eventually(&proxy, &[1, 2, 3, 4]).await;
     // ...and a reply to any of them would have been sent when it finished: give stragglers
@@ -243,6 +247,22 @@ async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
             .all(|f| f.msg_type == MessageType::Result as u8 && f.flags & FLAGS_EXCEPTION == 0),
         "only plain results came back: {results:?}"
     );
+    // The batch's reply, and only it, carries FLAGS_BATCH.
+    let batches: Vec<u16> = invokes
+        .iter()
+        .filter(|f| f.flags & FLAGS_BATCH != 0 && f.flags & FLAGS_ONEWAY == 0)
+        .map(|f| f.seq)
+        .collect();
+    assert_eq!(batches.len(), 1, "one answered batch sent: {requests:?}");
+    assert_eq!(
+        results
+            .iter()
+            .filter(|f| f.flags & FLAGS_BATCH != 0)
+            .map(|f| f.seq)
+            .collect::<Vec<_>>(),
+        batches,
+        "only the batch's reply is flagged as a batch: {results:?}"
+    );
     let mut answered: Vec<u16> = results.iter().map(|f| f.seq).collect();
     asked.sort();
     answered.sort();
@@ -257,7 +277,7 @@ async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
 
 #[tokio::test]
 async fn a_oneway_invoke_then_a_normal_one_get_exactly_one_result_on_the_wire() {
-    use rmi::protocol::frame::{MessageType, FLAGS_EXCEPTION, FLAGS_ONEWAY, HEADER_SIZE};
+    use rmi::protocol::frame::{MessageType, FLAGS_CORR_ID, FLAGS_ONEWAY, HEADER_SIZE};
     use rmi::Serializer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
@@ -307,7 +327,8 @@ async fn a_oneway_invoke_then_a_normal_one_get_exactly_one_result_on_the_wire() 
         [(MessageType::Result as u8, 2)],
         "exactly one frame, the result of the normal call: {seen:?}"
     );
-    assert_eq!(seen[0].flags & FLAGS_EXCEPTION, 0, "{seen:?}");
+    // A plain result: no exception, batch, stream or oneway flag, only the correlation id.
+    assert_eq!(seen[0].flags, FLAGS_CORR_ID, "{seen:?}");
     let annotations = u32::from_be_bytes(wire[16..20].try_into().unwrap()) as usize;
     let body = &wire[HEADER_SIZE + annotations..];
     let recorded: Vec<u32> = Serializer::Bincode

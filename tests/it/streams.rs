@@ -271,3 +271,81 @@ async fn lingering_streams_count_against_the_daemon_wide_cap() {
     drop(c);
     daemon.shutdown();
 }
+
+/// On the wire, a streamed result is Pyro's: an exception reply flagged
+/// `FLAGS_EXCEPTION | FLAGS_ITEMSTREAMRESULT` with the stream id in `STRM`, which a Python
+/// client needs to iterate; then `get_next_stream_item` on `Pyro.Daemon` yields the items.
+#[tokio::test]
+async fn a_streamed_result_is_flagged_and_annotated_as_pyro_expects() {
+    use rmi::protocol::codec::{encode_invoke, DecodeLimits};
+    use rmi::protocol::frame::{
+        self, Message, MessageType, FLAGS_EXCEPTION, FLAGS_ITEMSTREAMRESULT,
+    };
+    use rmi::protocol::names::STREAM_ANNOTATION;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (daemon, uri) = serve(Daemon::builder()).await;
+    let object = uri.object().unwrap();
+    let mut s = crate::support::dial(&uri).await;
+    crate::support::connect_handshake(&mut s, object).await;
+    async fn call(
+        s: &mut tokio::net::TcpStream,
+        object: &str,
+        method: &str,
+        args: &impl serde::Serialize,
+        seq: u16,
+    ) -> Message {
+        let payload = encode_invoke(Serializer::Bincode, object, method, args).unwrap();
+        let msg = Message::new(
+            MessageType::Invoke,
+            Serializer::Bincode.id(),
+            0,
+            seq,
+            payload,
+        );
+        s.write_all(&msg.to_bytes()).await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            if let Ok(header) = frame::check(&buf, usize::MAX >> 1) {
+                return Message::parse(&mut buf, &header).unwrap();
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf))
+                .await
+                .expect("a reply within 10 s")
+                .unwrap();
+            assert_ne!(n, 0, "the daemon closed the connection");
+        }
+    }
+    let reply = call(&mut s, object, "count", &(2u32,), 1).await;
+    assert_eq!((reply.msg_type, reply.seq), (MessageType::Result, 1));
+    assert_eq!(
+        reply.flags & (FLAGS_EXCEPTION | FLAGS_ITEMSTREAMRESULT),
+        FLAGS_EXCEPTION | FLAGS_ITEMSTREAMRESULT,
+        "flags {:#x}",
+        reply.flags
+    );
+    let id = reply
+        .annotation(&STREAM_ANNOTATION)
+        .expect("the stream id in STRM")
+        .clone();
+    let id = std::str::from_utf8(&id).unwrap().to_owned();
+    for (seq, expected) in [(2u16, 1u32), (3, 2)] {
+        let item = call(
+            &mut s,
+            "Pyro.Daemon",
+            "get_next_stream_item",
+            &(id.clone(),),
+            seq,
+        )
+        .await;
+        assert_eq!(item.flags & FLAGS_EXCEPTION, 0, "item {expected}");
+        let value: u32 = Serializer::Bincode
+            .decode(&item.payload, &DecodeLimits::default())
+            .unwrap();
+        assert_eq!(value, expected);
+    }
+    // The end: Pyro's StopIteration, as an exception.
+    let end = call(&mut s, "Pyro.Daemon", "get_next_stream_item", &(id,), 4).await;
+    assert_ne!(end.flags & FLAGS_EXCEPTION, 0, "the end is an exception");
+    daemon.shutdown();
+}
