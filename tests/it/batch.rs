@@ -119,3 +119,56 @@ async fn a_streamed_method_is_refused_in_a_batch_and_stops_it() {
     assert_eq!(daemon.open_streams(), 0);
     daemon.shutdown();
 }
+
+/// A batch is a batch only with both marks Pyro puts on it: the `<batch>` method and
+/// `FLAGS_BATCH`. Either alone is an ordinary call, refused as one, and nothing in it runs.
+#[tokio::test]
+async fn a_batch_needs_both_its_method_name_and_its_flag() {
+    use rmi::protocol::codec::{decode_error, encode_invoke, DecodeLimits};
+    use rmi::protocol::frame::{self, Message, MessageType, FLAGS_BATCH, FLAGS_EXCEPTION};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    let object = lab.object().unwrap();
+    let mut s = crate::support::dial(&lab).await;
+    crate::support::connect_handshake(&mut s, object).await;
+    let ser = Serializer::Bincode;
+    let one_call = encode_invoke(ser, object, "echo", &(1u32, 1u32, "in a batch")).unwrap();
+    let calls = (vec![serde_bytes::ByteBuf::from(one_call)],);
+    let mut buf = bytes::BytesMut::new();
+    for (seq, method, flags) in [(1u16, "<batch>", 0), (2, "echo", FLAGS_BATCH)] {
+        let payload = encode_invoke(ser, object, method, &calls).unwrap();
+        let msg = Message::new(MessageType::Invoke, ser.id(), flags, seq, payload);
+        s.write_all(&msg.to_bytes()).await.unwrap();
+        let reply = loop {
+            if let Ok(header) = frame::check(&buf, 1 << 20) {
+                break Message::parse(&mut buf, &header).unwrap();
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf))
+                .await
+                .expect("a reply within 10 s")
+                .unwrap();
+            assert_ne!(n, 0, "the daemon closed the connection");
+        };
+        assert_eq!(reply.seq, seq);
+        assert_ne!(
+            reply.flags & FLAGS_EXCEPTION,
+            0,
+            "{method} with flags {flags:#x} ran"
+        );
+        let err = decode_error(ser, &reply.payload, &DecodeLimits::default()).unwrap();
+        assert!(
+            err.message.contains("<batch>")
+                || err.type_name.contains("Argument")
+                || err.message.contains("argument"),
+            "{method} with flags {flags:#x}: {err}"
+        );
+    }
+    assert_eq!(
+        proxy.calls().await.unwrap(),
+        0,
+        "no call of either batch ran"
+    );
+    daemon.shutdown();
+}

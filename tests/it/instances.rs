@@ -369,13 +369,23 @@ async fn one_at_a_time_turns_skip_calls_that_need_none() {
     let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
     let slow = tokio::spawn({
         let lab = lab.clone();
-        async move { lab.sleep(300).await }
+        async move { lab.sleep(3_000).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    lab.proxy()
-        .call_daemon::<_, ()>("ping", &[(); 0])
-        .await
-        .unwrap();
+    // Let the slow call take its turn first (if it had not, the ping would pass regardless:
+    // this wait only gives the check its teeth, it cannot make a correct daemon fail).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A call to another object needs no turn: it runs while the slow call holds its turn.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        lab.proxy().call_daemon::<_, ()>("ping", &[(); 0]),
+    )
+    .await
+    .expect("a call to the daemon object waited for the one-at-a-time object's turn")
+    .unwrap();
+    assert!(
+        !slow.is_finished(),
+        "the slow call ended before the ping was answered"
+    );
     let after = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         lab.echo(1, 2, "after".into()),
@@ -384,6 +394,6 @@ async fn one_at_a_time_turns_skip_calls_that_need_none() {
     .expect("a call after a turn given up early never ran")
     .unwrap();
     assert_eq!(after.2, "after");
-    assert_eq!(slow.await.unwrap().unwrap(), 300);
+    assert_eq!(slow.await.unwrap().unwrap(), 3_000);
     daemon.shutdown();
 }
