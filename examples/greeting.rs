@@ -22,7 +22,9 @@ async fn main() -> anyhow::Result<()> {
     // 2. The server: a daemon, the object registered in it, its URI registered as "server".
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let uri = daemon.register(GreeterServer::new(GreetingMaker))?;
-    let names = rmi::naming::NameServerProxy::connect(ns.uri()).await?;
+    let ns_proxy = rmi::naming::NameServerProxy::connect(ns.uri()).await?;
+    // Under a lease this process keeps alive: the name vanishes if the server dies.
+    let names = ns_proxy.lease(rmi::naming::DEFAULT_LEASE_TTL).await?;
     names.register("server", &uri).await?;
     println!("Ready. Object uri = {uri}");
     let server = tokio::spawn({
@@ -34,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let greeter = GreeterProxy::connect(format!("PYRONAME:server@{ns_addr}")).await?;
     println!("{}", greeter.welcome_message("Rashmi".to_string()).await?);
 
+    names.revoke().await?;
     daemon.shutdown();
     server.await.expect("daemon task")?;
     ns.shutdown();

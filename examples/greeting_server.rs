@@ -3,23 +3,37 @@
 //!
 //! Start `cargo run -p rmi-cli --bin rmi-ns` first. The name server is found as
 //! `locate_ns()` does (`RMI_NS_HOST`/`RMI_NS_PORT` are honoured here, since this is a binary).
+//!
+//! The name is registered under a lease that this process keeps alive: if it is killed (even
+//! with `kill -9`) the name vanishes within the TTL (`RMI_LEASE_TTL` seconds, default 6), on
+//! Ctrl-C it goes at once, and if the name server restarts it is registered again by itself.
 
 #[path = "common/greeter.rs"]
 mod greeter;
+
+use std::time::Duration;
 
 use greeter::{GreeterServer, GreetingMaker};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let ttl = match std::env::var("RMI_LEASE_TTL") {
+        Ok(secs) => Duration::from_secs_f64(secs.parse()?),
+        Err(_) => rmi::naming::DEFAULT_LEASE_TTL,
+    };
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let ns = rmi::naming::NsLocator::from_env()?.locate().await?;
     let uri = daemon.register(GreeterServer::new(GreetingMaker))?;
-    ns.register("server", &uri).await?;
+    let names = ns.lease(ttl).await?;
+    names.register("server", &uri).await?;
     println!("Ready. Object uri = {uri}");
     let stop = daemon.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         stop.shutdown();
     });
-    Ok(daemon.serve().await?)
+    daemon.serve().await?;
+    // A clean shutdown: the name goes now, not when the lease runs out.
+    names.revoke().await?;
+    Ok(())
 }

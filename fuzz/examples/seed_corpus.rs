@@ -15,6 +15,10 @@ use serde_bytes::ByteBuf;
 const CAPTURED_JSON_CONNECT: &str = "5059524f01f60103000000000000003300000000000000000000000000000000000000000000\
     4dc57b2268616e647368616b65223a202268656c6c6f222c20226f626a656374223a20226578616d706c652e77656c636f6d65227d";
 
+/// The serpent CONNECT a real Pyro4 4.82 client sent (shared/pyro4-wire.md §15).
+const CAPTURED_PYRO4_CONNECT: &str = "5059524f00300001001000000000004a0001000000003575232073657270656e74207574662d3820\
+    707974686f6e332e320a7b2768616e647368616b65273a2768656c6c6f272c276f626a656374273a276578616d706c652e77656c636f6d65277d";
+
 const DEPTH: usize = 15_000;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -151,6 +155,11 @@ fn main() {
     let mut huge = captured[..HEADER_SIZE].to_vec();
     huge[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
     write(&frames, "length-4gib", &huge);
+    write(
+        &frames,
+        "connect-serpent-pyro4-capture",
+        &hex(CAPTURED_PYRO4_CONNECT),
+    );
 
     // Payloads: the JSON CONNECT body (serializer 3, decoded as msgpack), hostile lengths and
     // 15,000-deep nesting.

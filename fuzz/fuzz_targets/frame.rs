@@ -1,4 +1,5 @@
-//! Pyro5 framing: `frame::check`, then `Message::parse`, re-encode and re-parse.
+//! Pyro framing: `frame::check_any` (Pyro5, or Pyro4 by the first header), then parse,
+//! re-encode and re-parse.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

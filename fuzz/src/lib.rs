@@ -11,7 +11,9 @@ use bytes::{Bytes, BytesMut};
 use rmi_core::protocol::codec::{
     decode_invoke, encode_invoke, DecodeLimits, Serializer, DEFAULT_MAX_MESSAGE_SIZE,
 };
-use rmi_core::protocol::frame::{self, Error as FrameError, Message, FLAGS_CORR_ID, HEADER_SIZE};
+use rmi_core::protocol::frame::{
+    self, Error as FrameError, Message, Protocol, FLAGS_CORR_ID, HEADER_SIZE,
+};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -121,13 +123,20 @@ fn check_frames(data: &[u8], max: usize) {
     let mut buf = BytesMut::from(data);
     loop {
         let before = buf.len();
-        let header = match frame::check(&buf, max) {
+        // A connection's first header picks Pyro5 (502) or Pyro4 (48), as the daemon's reader does.
+        let header = match frame::check_any(&buf, max) {
+            Ok(header) if header.protocol == Protocol::Pyro4 => {
+                check_pyro4_frame(&mut buf, &header, max);
+                continue;
+            }
             Ok(header) => header,
             Err(FrameError::Incomplete) => {
                 // Incomplete only when the header or the declared body is really missing.
-                if buf.len() >= HEADER_SIZE {
-                    let header =
-                        frame::Header::parse(&buf, max).expect("Incomplete with a valid header");
+                let protocol = Protocol::detect(&buf).unwrap_or_default();
+                if buf.len() >= protocol.header_size() {
+                    let header = protocol
+                        .parse_header(&buf, max)
+                        .expect("Incomplete with a valid header");
                     assert!(
                         buf.len() < header.total_len(),
                         "Incomplete although the whole message is there"
@@ -177,6 +186,33 @@ fn check_frames(data: &[u8], max: usize) {
         original[36..38].copy_from_slice(&[0, 0]);
         assert_eq!(&bytes[..HEADER_SIZE], &original[..], "re-encoded header");
     }
+}
+
+/// One Pyro4 message, already checked: it parses, and its re-encoding checks and parses to the
+/// same message (the `CORR` annotation is the correlation id either way).
+fn check_pyro4_frame(buf: &mut BytesMut, header: &frame::Header, max: usize) {
+    assert!(header.data_len as u64 + header.ann_len as u64 <= max as u64);
+    let before = buf.len();
+    let msg = match Message::parse(buf, header) {
+        Ok(msg) => msg,
+        Err(FrameError::BadAnnotations(_)) => {
+            buf.clear();
+            return;
+        }
+        Err(e) => panic!("parse after a successful check failed with {e:?}"),
+    };
+    assert_eq!(buf.len(), before - header.total_len());
+    let bytes = msg.to_bytes_in(Protocol::Pyro4);
+    let header2 = Protocol::Pyro4
+        .check(&bytes, usize::MAX)
+        .expect("a re-encoded Pyro4 message checks");
+    let msg2 = Message::parse(&mut BytesMut::from(&bytes[..]), &header2)
+        .expect("a re-encoded Pyro4 message parses");
+    assert_eq!(
+        (msg2.msg_type, msg2.serializer, msg2.seq, &msg2.payload),
+        (msg.msg_type, msg.serializer, msg.seq, &msg.payload),
+        "re-encoded Pyro4 message differs"
+    );
 }
 
 /// The limits the payload target decodes with (the production defaults).
@@ -281,7 +317,8 @@ pub fn reply(data: &[u8]) {
     }
     payloads.push(Bytes::copy_from_slice(rest));
     for payload in &payloads {
-        if let Ok(err) = ser.decode::<RemoteError>(payload, &limits) {
+        // As the proxy reads an exception reply (Pyro's exception dict or rmi's struct).
+        if let Ok(err) = rmi_core::protocol::codec::decode_error(ser, payload, &limits) {
             // Displaying a remote error (its chain included) must not panic either.
             let _ = err.to_string();
         }

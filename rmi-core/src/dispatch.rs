@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{Args, Metadata, Serializer};
+use crate::protocol::frame::Protocol;
 
 pub use futures_util::future::BoxFuture;
 
@@ -89,9 +90,14 @@ impl<T: Send + 'static> RemoteStream<T> {
 impl<T: Serialize + Send + 'static> RemoteStream<T> {
     /// The stream with each item encoded in `ser`.
     pub fn encode_with(self, ser: Serializer) -> EncodedStream {
+        self.encode_in(ser, Protocol::Pyro5)
+    }
+
+    /// The stream with each item encoded in `ser`, for a peer speaking `protocol`.
+    pub fn encode_in(self, ser: Serializer, protocol: Protocol) -> EncodedStream {
         self.inner
             .map(move |item| {
-                ser.encode(&item).map_err(|e| {
+                ser.encode_in(protocol, &item).map_err(|e| {
                     RemoteError::new(
                         RemoteErrorKind::Other,
                         "rmi.SerializeError",

@@ -40,7 +40,8 @@ pub enum Error {
     /// The call or the connect did not finish within its deadline.
     #[error("timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// The peer sent bytes that are not a valid Pyro5 protocol 502 message, or a limit was hit.
+    /// The peer sent bytes that are not a valid Pyro message (Pyro5 protocol 502, or Pyro4 48
+    /// where a daemon accepts it), or a limit was hit.
     #[error("protocol error: {0}")]
     Protocol(String),
     /// A payload could not be serialized or deserialized.

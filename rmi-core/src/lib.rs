@@ -119,16 +119,13 @@ pub mod __private {
         args: &Args,
         value: &T,
     ) -> Result<Outcome, RemoteError> {
-        args.serializer()
-            .encode(value)
-            .map(Outcome::Value)
-            .map_err(|e| {
-                RemoteError::new(
-                    RemoteErrorKind::Other,
-                    "rmi.SerializeError",
-                    format!("could not serialize the result: {e}"),
-                )
-            })
+        args.encode(value).map(Outcome::Value).map_err(|e| {
+            RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.SerializeError",
+                format!("could not serialize the result: {e}"),
+            )
+        })
     }
 
     /// Encodes the result of a `#[rmi(raises)]` method: `Ok` as the value, `Err` raised as
@@ -160,6 +157,8 @@ pub mod __private {
         args: &Args,
         stream: RemoteStream<T>,
     ) -> Result<Outcome, RemoteError> {
-        Ok(Outcome::Stream(stream.encode_with(args.serializer())))
+        Ok(Outcome::Stream(
+            stream.encode_in(args.serializer(), args.protocol()),
+        ))
     }
 }

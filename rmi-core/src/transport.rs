@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::Error;
-use crate::protocol::frame::{self, Message};
+use crate::protocol::frame::{self, Message, Protocol};
 use crate::uri::Location;
 
 /// Any bidirectional byte channel a connection can run over (TCP, Unix socket, TLS, in-memory
@@ -34,6 +34,9 @@ pub struct FrameReader<R> {
     rd: R,
     buf: BytesMut,
     max_message_size: usize,
+    /// The protocol messages must speak; `None` until the first header says (a daemon's
+    /// connection accepts either).
+    protocol: Option<Protocol>,
     /// How long a message may take to arrive once its first byte is in (slow senders).
     frame_timeout: Option<Duration>,
     /// When the first byte of the message being read arrived.
@@ -45,18 +48,20 @@ impl<R> std::fmt::Debug for FrameReader<R> {
         f.debug_struct("FrameReader")
             .field("buffered", &self.buf.len())
             .field("max_message_size", &self.max_message_size)
+            .field("protocol", &self.protocol)
             .field("frame_timeout", &self.frame_timeout)
             .finish()
     }
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Wraps `rd`, refusing messages larger than `max_message_size`.
+    /// Wraps `rd`, refusing messages larger than `max_message_size` and any that is not Pyro5.
     pub fn new(rd: R, max_message_size: usize) -> Self {
         FrameReader {
             rd,
             buf: BytesMut::with_capacity(MIN_READ),
             max_message_size,
+            protocol: Some(Protocol::Pyro5),
             frame_timeout: None,
             partial_since: None,
         }
@@ -65,6 +70,38 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The largest message this reader accepts.
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
+    }
+
+    /// Lets the first message speak Pyro5 or Pyro4 (a daemon's connection); its header fixes
+    /// the protocol of every later one.
+    pub fn accept_either_protocol(&mut self) {
+        self.protocol = None;
+    }
+
+    /// The protocol this reader's messages speak; `None` before the first message when
+    /// either is accepted.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
+    }
+
+    /// The header at the front of the buffer, in the reader's protocol (or either).
+    fn check(&self) -> Result<frame::Header, frame::Error> {
+        match self.protocol {
+            Some(protocol) => protocol.check(&self.buf, self.max_message_size),
+            None => frame::check_any(&self.buf, self.max_message_size),
+        }
+    }
+
+    /// How many more bytes the message at the front needs, when its header is complete.
+    fn missing(&self) -> Option<usize> {
+        let protocol = match self.protocol {
+            Some(protocol) => protocol,
+            None => Protocol::detect(&self.buf).ok()?,
+        };
+        let header = protocol
+            .parse_header(&self.buf, self.max_message_size)
+            .ok()?;
+        Some(header.total_len() - self.buf.len())
     }
 
     /// Fails a message that has not fully arrived `timeout` after its first byte (a peer
@@ -102,8 +139,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let idle_until =
             idle.and_then(|d| tokio::time::Instant::now().checked_add(d).map(|at| (at, d)));
         loop {
-            match frame::check(&self.buf, self.max_message_size) {
+            match self.check() {
                 Ok(header) => {
+                    self.protocol = Some(header.protocol);
                     let msg = Message::parse(&mut self.buf, &header)
                         .map_err(|e| Error::Protocol(e.to_string()))?;
                     if header.total_len() > KEEP_READ_BUFFER {
@@ -116,10 +154,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(frame::Error::Incomplete) => {}
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
-            let wanted = match frame::Header::parse(&self.buf, self.max_message_size) {
-                Ok(h) => h.total_len() - self.buf.len(),
-                Err(_) => MIN_READ,
-            };
+            let wanted = self.missing().unwrap_or(MIN_READ);
             self.buf.reserve(wanted.clamp(MIN_READ, READ_CHUNK));
             let buffered = self.buf.len();
             let read = self.rd.read_buf(&mut self.buf);
@@ -229,6 +264,8 @@ pub struct FrameWriter<W> {
     buf: BytesMut,
     /// What to write, in order, once `buf` is full of small messages or a large payload comes.
     chunks: Vec<Bytes>,
+    /// The protocol messages are encoded in.
+    protocol: Protocol,
 }
 
 impl<W> std::fmt::Debug for FrameWriter<W> {
@@ -236,29 +273,36 @@ impl<W> std::fmt::Debug for FrameWriter<W> {
         f.debug_struct("FrameWriter")
             .field("buffered", &self.buf.len())
             .field("chunks", &self.chunks.len())
+            .field("protocol", &self.protocol)
             .finish()
     }
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    /// Wraps `wr`.
+    /// Wraps `wr`, writing Pyro5.
     pub fn new(wr: W) -> Self {
         FrameWriter {
             wr,
             buf: BytesMut::new(),
             chunks: Vec::new(),
+            protocol: Protocol::Pyro5,
         }
+    }
+
+    /// Writes later messages in `protocol` (a daemon answers in its client's).
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
     }
 
     /// Queues `msg` without writing it yet. Small messages are coalesced; a large payload is
     /// queued by reference, not copied.
     pub fn queue(&mut self, msg: &Message) {
         if msg.payload.len() >= LARGE_PAYLOAD {
-            msg.encode_head(&mut self.buf);
+            self.protocol.encode_head(msg, &mut self.buf);
             self.chunks.push(self.buf.split().freeze());
             self.chunks.push(msg.payload.clone());
         } else {
-            msg.encode(&mut self.buf);
+            self.protocol.encode(msg, &mut self.buf);
         }
     }
 

@@ -89,17 +89,25 @@ impl NameServerProxy {
 
     /// All names and URIs.
     pub async fn list(&self) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(self.api.list(None, None, None).await)
+        flatten(self.api.list(None, None, None, None, None).await)
     }
 
     /// Names starting with `prefix`.
     pub async fn list_prefix(&self, prefix: &str) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(self.api.list(Some(prefix.to_owned()), None, None).await)
+        flatten(
+            self.api
+                .list(Some(prefix.to_owned()), None, None, None, None)
+                .await,
+        )
     }
 
     /// Names matching `regex` at their start (Python's `re.match`).
     pub async fn list_regex(&self, regex: &str) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(self.api.list(None, Some(regex.to_owned()), None).await)
+        flatten(
+            self.api
+                .list(None, Some(regex.to_owned()), None, None, None)
+                .await,
+        )
     }
 
     /// Names whose metadata has every tag in `tags`.

@@ -6,6 +6,17 @@
 //! # Feature flags
 //!
 //! - `tls` (on by default): `NsLocator::tls`, to find a name server that serves TLS.
+//! - `sqlite` (on by default here; off in `rmi` unless asked): [`Storage::Sql`], names kept in
+//!   an SQLite file (SQLite compiled in).
+//! - `etcd` (off by default): [`Storage::Etcd`], names in an etcd cluster that several name
+//!   servers share (`registry::EtcdStore`); building it needs `protoc`.
+//!
+//! # Liveness
+//!
+//! A daemon that registers its names through [`NameServerProxy::lease`] holds them under one
+//! lease that a background task keeps alive; they vanish within the TTL if the process dies,
+//! at once on [`LeasedNames::revoke`], and are registered again by themselves if the name server
+//! loses the lease. Names registered plainly stay until removed, as in Pyro.
 //!
 //! # Example
 //!
@@ -30,6 +41,7 @@
 
 pub mod broadcast;
 mod client;
+mod lease;
 pub mod locate;
 pub mod registry;
 mod resolve;
@@ -37,8 +49,9 @@ mod server;
 
 pub use broadcast::BroadcastResponder;
 pub use client::NameServerProxy;
+pub use lease::{LeasedNames, DEFAULT_LEASE_TTL};
 pub use locate::{locate_ns, NsLocator};
-pub use registry::{Registry, NAME_SERVER_NAME};
+pub use registry::{LeaseId, Limits, Registry, Storage, NAME_SERVER_NAME};
 pub use resolve::NamingResolver;
 pub use server::{
     NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,

@@ -6,8 +6,8 @@ use rmi_core::{Error, Resolve, Uri};
 
 use crate::locate::NsLocator;
 
-/// Resolves logical URIs: `PYRONAME:` by `lookup`, `PYROMETA:` by `yplookup` and a random pick
-/// among the matches. A URI that names its name server (`@host:port`) goes there; otherwise
+/// Resolves logical URIs: `PYRONAME:` by `lookup`, `PYROMETA:` by `yplookup` (Pyro4's name
+/// server, which has none: by `list` with `metadata_all`) and a random pick among the matches. A URI that names its name server (`@host:port`) goes there; otherwise
 /// the locator finds one.
 #[derive(Debug, Clone, Default)]
 pub struct NamingResolver {
@@ -30,17 +30,21 @@ impl NamingResolver {
             Uri::Pyro { .. } => Ok(uri.clone()),
             Uri::PyroName { name, ns } => ns_of(ns).locate().await?.lookup(name).await,
             Uri::PyroMeta { tags, ns } => {
-                let matches = ns_of(ns)
-                    .locate()
-                    .await?
-                    .yplookup_all(tags.iter().cloned())
-                    .await?;
-                let uris: Vec<&Uri> = matches.values().map(|(u, _)| u).collect();
-                uris.choose(&mut rand::rng())
-                    .map(|u| (*u).clone())
-                    .ok_or_else(|| {
-                        Error::Resolve(format!("no object has all of the metadata {tags:?}"))
-                    })
+                let ns = ns_of(ns).locate().await?;
+                let uris: Vec<Uri> = match ns.yplookup_all(tags.iter().cloned()).await {
+                    Ok(matches) => matches.into_values().map(|(u, _)| u).collect(),
+                    // Pyro4's name server has no `yplookup`: its `list` filters by metadata.
+                    Err(Error::Remote(e)) if e.type_name == "builtins.AttributeError" => ns
+                        .api()
+                        .list(None, None, Some(tags.iter().cloned().collect()), None, None)
+                        .await?
+                        .into_values()
+                        .collect(),
+                    Err(e) => return Err(e),
+                };
+                uris.choose(&mut rand::rng()).cloned().ok_or_else(|| {
+                    Error::Resolve(format!("no object has all of the metadata {tags:?}"))
+                })
             }
         }
     }

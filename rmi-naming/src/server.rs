@@ -2,13 +2,14 @@
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use rmi_core::{Daemon, Error, Uri};
 use rmi_macros::remote;
 use tokio::task::JoinHandle;
 
 use crate::broadcast::{BroadcastResponder, DEFAULT_BROADCAST_ADDR, DEFAULT_BROADCAST_PORT};
-use crate::registry::{Registry, NAME_SERVER_NAME};
+use crate::registry::{LeaseId, Limits, Registry, Storage, Store, NAME_SERVER_NAME};
 use crate::NamingError;
 
 /// Object id of the name server in its daemon, as in Pyro.
@@ -55,13 +56,17 @@ pub trait NameServerApi {
         prefix: Option<String>,
         regex: Option<String>,
     ) -> Result<u32, NamingError>;
-    /// Names and URIs, filtered by prefix or by regex (matched at the start), not both.
+    /// Names and URIs, filtered by prefix, by regex (matched at the start), by metadata all
+    /// in `metadata_all` or by metadata any in `metadata_any`: one filter at most. These are
+    /// Pyro4's parameters; a Pyro5 caller names its `return_metadata`.
     #[rmi(raises)]
-    /// (`return_metadata`, as in Pyro5: only `False` or left out is supported.)
+    /// (`return_metadata`: only `False` or left out is supported; `yplookup` gives metadata.)
     async fn list(
         &self,
         prefix: Option<String>,
         regex: Option<String>,
+        metadata_all: Option<BTreeSet<String>>,
+        metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Uri>, NamingError>;
     /// Names whose metadata has all of `meta_all` or any of `meta_any`, with URI and metadata.
@@ -82,6 +87,27 @@ pub trait NameServerApi {
     async fn count(&self) -> u32;
     /// Does nothing; shows the name server is alive.
     async fn ping(&self);
+    /// Grants a lease of `ttl_ms` milliseconds and returns its id. Names registered with it
+    /// (`register_leased`) live while it is kept alive, and go when it expires or is revoked.
+    #[rmi(raises)]
+    async fn lease_grant(&self, ttl_ms: u64) -> Result<u64, NamingError>;
+    /// Renews `lease` for its full TTL; returns the TTL in milliseconds. An expired or unknown
+    /// lease is a `NamingError`: grant a new one and register the names again.
+    #[rmi(raises, idempotent)]
+    async fn lease_keep_alive(&self, lease: u64) -> Result<u64, NamingError>;
+    /// Ends `lease` and removes its names at once; returns how many went.
+    #[rmi(raises, idempotent)]
+    async fn lease_revoke(&self, lease: u64) -> Result<u32, NamingError>;
+    /// Registers `name` for `uri` bound to `lease`; otherwise as `register`.
+    #[rmi(raises)]
+    async fn register_leased(
+        &self,
+        name: String,
+        uri: Uri,
+        lease: u64,
+        safe: Option<bool>,
+        metadata: Option<BTreeSet<String>>,
+    ) -> Result<(), NamingError>;
 }
 
 /// A flag as Python reads one: any value, by its truthiness (`0.0` and `None` are false). Pyro5
@@ -135,20 +161,26 @@ fn no_metadata(return_metadata: Option<Truthy>, instead: &str) -> Result<(), Nam
     }
 }
 
-/// The name server object: a [`Registry`] behind a lock.
+/// The name server object: a [`Registry`] (limits in front of a store).
 #[derive(Debug, Default)]
 pub struct NameServer {
-    registry: Mutex<Registry>,
+    registry: Registry,
 }
 
 impl NameServer {
-    /// An empty name server.
+    /// An empty name server, in memory, with the default limits.
     pub fn new() -> Self {
         NameServer::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
-        f(&mut self.registry.lock())
+    /// A name server over `registry`.
+    pub fn with_registry(registry: Registry) -> Self {
+        NameServer { registry }
+    }
+
+    /// Its registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 }
 
@@ -162,7 +194,9 @@ impl NameServerApi for NameServer {
     ) -> Result<(), NamingError> {
         tracing::info!(%name, %uri, "register");
         let (safe, metadata) = (safe.unwrap_or(false), metadata.unwrap_or_default());
-        self.with(|r| r.register(&name, uri, safe, metadata))
+        self.registry
+            .register(&name, uri, safe, metadata, None)
+            .await
     }
 
     async fn lookup(
@@ -171,14 +205,15 @@ impl NameServerApi for NameServer {
         return_metadata: Option<Truthy>,
     ) -> Result<Uri, NamingError> {
         no_metadata(return_metadata, "lookup_with_metadata")?;
-        self.with(|r| r.lookup(&name).map(|e| e.uri.clone()))
+        Ok(self.registry.lookup(&name).await?.uri)
     }
 
     async fn lookup_with_metadata(
         &self,
         name: String,
     ) -> Result<(Uri, BTreeSet<String>), NamingError> {
-        self.with(|r| r.lookup(&name).map(|e| (e.uri.clone(), e.metadata.clone())))
+        let entry = self.registry.lookup(&name).await?;
+        Ok((entry.uri, entry.metadata))
     }
 
     async fn remove(
@@ -187,22 +222,49 @@ impl NameServerApi for NameServer {
         prefix: Option<String>,
         regex: Option<String>,
     ) -> Result<u32, NamingError> {
-        self.with(|r| r.remove(name.as_deref(), prefix.as_deref(), regex.as_deref()))
+        self.registry
+            .remove(name.as_deref(), prefix.as_deref(), regex.as_deref())
+            .await
     }
 
     async fn list(
         &self,
         prefix: Option<String>,
         regex: Option<String>,
+        metadata_all: Option<BTreeSet<String>>,
+        metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Uri>, NamingError> {
         no_metadata(return_metadata, "yplookup")?;
-        self.with(|r| {
-            Ok(r.list(prefix.as_deref(), regex.as_deref())?
+        let given = [
+            prefix.is_some(),
+            regex.is_some(),
+            metadata_all.is_some(),
+            metadata_any.is_some(),
+        ];
+        let filters = given.into_iter().filter(|&g| g).count();
+        if filters > 1 {
+            // Pyro4's words (its ValueError); raised here as the NamingError of every failure.
+            return Err(NamingError::new(
+                "you can only filter on one thing at a time",
+            ));
+        }
+        if metadata_all.is_some() || metadata_any.is_some() {
+            return Ok(self
+                .registry
+                .yplookup(metadata_all, metadata_any)
+                .await?
                 .into_iter()
-                .map(|(k, e)| (k.clone(), e.uri.clone()))
-                .collect())
-        })
+                .map(|(k, e)| (k, e.uri))
+                .collect());
+        }
+        Ok(self
+            .registry
+            .list(prefix.as_deref(), regex.as_deref())
+            .await?
+            .into_iter()
+            .map(|(k, e)| (k, e.uri))
+            .collect())
     }
 
     async fn yplookup(
@@ -210,12 +272,13 @@ impl NameServerApi for NameServer {
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
     ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, NamingError> {
-        self.with(|r| {
-            Ok(r.yplookup(meta_all.as_ref(), meta_any.as_ref())?
-                .into_iter()
-                .map(|(k, e)| (k.clone(), (e.uri.clone(), e.metadata.clone())))
-                .collect())
-        })
+        Ok(self
+            .registry
+            .yplookup(meta_all, meta_any)
+            .await?
+            .into_iter()
+            .map(|(k, e)| (k, (e.uri, e.metadata)))
+            .collect())
     }
 
     async fn set_metadata(
@@ -223,14 +286,47 @@ impl NameServerApi for NameServer {
         name: String,
         metadata: BTreeSet<String>,
     ) -> Result<(), NamingError> {
-        self.with(|r| r.set_metadata(&name, metadata))
+        self.registry.set_metadata(&name, metadata).await
     }
 
     async fn count(&self) -> u32 {
-        self.with(|r| r.count() as u32)
+        // The memory and SQLite stores count without failing.
+        self.registry.count().await.unwrap_or(0)
     }
 
     async fn ping(&self) {}
+
+    async fn lease_grant(&self, ttl_ms: u64) -> Result<u64, NamingError> {
+        let lease = self.registry.grant(Duration::from_millis(ttl_ms)).await?;
+        tracing::info!(%lease, ttl_ms, "lease granted");
+        Ok(lease.0)
+    }
+
+    async fn lease_keep_alive(&self, lease: u64) -> Result<u64, NamingError> {
+        let ttl = self.registry.keep_alive(LeaseId(lease)).await?;
+        Ok(ttl.as_millis() as u64)
+    }
+
+    async fn lease_revoke(&self, lease: u64) -> Result<u32, NamingError> {
+        let removed = self.registry.revoke(LeaseId(lease)).await?;
+        tracing::info!(lease = %LeaseId(lease), removed, "lease revoked");
+        Ok(removed)
+    }
+
+    async fn register_leased(
+        &self,
+        name: String,
+        uri: Uri,
+        lease: u64,
+        safe: Option<bool>,
+        metadata: Option<BTreeSet<String>>,
+    ) -> Result<(), NamingError> {
+        tracing::info!(%name, %uri, lease = %LeaseId(lease), "register");
+        let (safe, metadata) = (safe.unwrap_or(false), metadata.unwrap_or_default());
+        self.registry
+            .register(&name, uri, safe, metadata, Some(LeaseId(lease)))
+            .await
+    }
 }
 
 /// Settings for starting a name server; see [`NameServer::builder`].
@@ -241,6 +337,9 @@ pub struct NameServerBuilder {
     unix: Option<std::path::PathBuf>,
     broadcast: Option<(String, u16)>,
     daemon: rmi_core::DaemonBuilder,
+    storage: Storage,
+    store: Option<std::sync::Arc<dyn Store>>,
+    limits: Limits,
 }
 
 impl NameServer {
@@ -253,6 +352,9 @@ impl NameServer {
             unix: None,
             daemon: Daemon::builder(),
             broadcast: Some((DEFAULT_BROADCAST_ADDR.into(), DEFAULT_BROADCAST_PORT)),
+            storage: Storage::Memory,
+            store: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -297,8 +399,36 @@ impl NameServerBuilder {
         self
     }
 
+    /// Where names are kept (default [`Storage::Memory`]).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Serve names from an already opened `store` (instead of opening [`storage`](Self::storage);
+    /// open it with the same limits).
+    pub fn store(mut self, store: std::sync::Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The quotas every request is checked against (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Binds, registers the name server and starts serving in the background.
     pub async fn start(self) -> Result<NameServerHandle, Error> {
+        let store = match self.store.clone() {
+            Some(store) => store,
+            None => self
+                .storage
+                .open(self.limits.clone())
+                .await
+                .map_err(|e| Error::Daemon(e.message))?,
+        };
+        let registry = Registry::new(store, self.limits.clone());
         let builder = self.daemon.clone();
         let daemon = match &self.unix {
             #[cfg(unix)]
@@ -311,17 +441,17 @@ impl NameServerBuilder {
             }
             None => builder.bind((self.host.as_str(), self.port)).await?,
         };
-        let server = NameServer::new();
+        let server = NameServer::with_registry(registry.clone());
         let uri = daemon.uri_for(NAME_SERVER_OBJECT_ID);
-        server
-            .with(|r| {
-                r.register(
-                    NAME_SERVER_NAME,
-                    uri.clone(),
-                    false,
-                    BTreeSet::from(["class:rmi.NameServer".to_owned()]),
-                )
-            })
+        registry
+            .register(
+                NAME_SERVER_NAME,
+                uri.clone(),
+                false,
+                BTreeSet::from(["class:rmi.NameServer".to_owned()]),
+                None,
+            )
+            .await
             .map_err(|e| Error::Resolve(e.message))?;
         daemon.register_with_id(NameServerApiServer::new(server), NAME_SERVER_OBJECT_ID)?;
         let responder = match &self.broadcast {
@@ -338,6 +468,7 @@ impl NameServerBuilder {
         Ok(NameServerHandle {
             uri,
             daemon,
+            registry,
             broadcast_addr,
             serve_task: Mutex::new(Some(serve_task)),
             responder_task,
@@ -353,6 +484,7 @@ type ServeTask = JoinHandle<Result<(), Error>>;
 pub struct NameServerHandle {
     uri: Uri,
     daemon: Daemon,
+    registry: Registry,
     broadcast_addr: Option<std::net::SocketAddr>,
     serve_task: Mutex<Option<ServeTask>>,
     responder_task: Option<JoinHandle<()>>,
@@ -367,6 +499,11 @@ impl NameServerHandle {
     /// The daemon hosting the name server.
     pub fn daemon(&self) -> &Daemon {
         &self.daemon
+    }
+
+    /// The registry it serves (to watch changes in-process, for instance).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The address of the broadcast responder, if one runs.

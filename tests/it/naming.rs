@@ -112,11 +112,11 @@ async fn list_by_prefix_and_by_regex_and_remove() {
     ));
     let err = names
         .api()
-        .list(Some("a".into()), Some("b".into()), None)
+        .list(Some("a".into()), Some("b".into()), None, None, None)
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Resolve(m) if m.contains("not both")),
+        matches!(&err, Error::Resolve(m) if m.contains("one thing at a time")),
         "{err}"
     );
 

@@ -4,8 +4,8 @@
 //!
 //! The Python side is Pyro5 5.17 with msgpack, from PyPI, in a virtual environment under
 //! `target/` that the first test creates (`.ci/run` makes sure `python3 -m venv` works). Where
-//! Python or PyPI cannot be had, the tests say so loudly and skip; under CI (`CI=true`) that is
-//! a failure instead.
+//! Python or PyPI cannot be had, the tests say so loudly and skip; under CI (`CI=true`, or
+//! `RMI_TEST_NO_SKIP=1`) that is a failure instead. [`make_venv`] also makes `pyro4.rs`'s.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,20 +25,32 @@ const PYTHON_PACKAGES: [&str; 3] = ["Pyro5==5.17", "msgpack", "serpent"];
 
 /// The virtual environment's python, made on first use; `None` (after a loud message) where it
 /// cannot be made and this is not CI.
-fn python() -> Option<&'static PathBuf> {
+pub(crate) fn python() -> Option<&'static PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PYTHON.get_or_init(make_venv).as_ref()
+    PYTHON
+        .get_or_init(|| {
+            make_venv(
+                "pyro5-venv",
+                &PYTHON_PACKAGES,
+                "import Pyro5, msgpack, serpent; assert Pyro5.__version__ == '5.17'",
+            )
+        })
+        .as_ref()
 }
 
-fn make_venv() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pyro5-venv");
+/// A virtual environment `target/tmp/<name>` with `packages` from PyPI, made unless `check`
+/// (Python code) already succeeds in it; returns its python. Where it cannot be made: a loud
+/// skip (`None`), or a panic under CI (`CI`, `RMI_TEST_NO_SKIP`).
+pub(crate) fn make_venv(name: &str, packages: &[&str], check: &str) -> Option<PathBuf> {
+    // One venv made at a time: modules sharing a venv (pyro4.rs, pyro_client.rs) never run
+    // pip into the same directory at once.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     let python = dir.join("bin").join("python");
     let ready = |python: &PathBuf| {
         Command::new(python)
-            .args([
-                "-c",
-                "import Pyro5, msgpack, serpent; assert Pyro5.__version__ == '5.17'",
-            ])
+            .args(["-c", check])
             .output()
             .is_ok_and(|o| o.status.success())
     };
@@ -55,7 +67,7 @@ fn make_venv() -> Option<PathBuf> {
             ["-m", "pip", "install", "--quiet"]
                 .iter()
                 .map(|s| s.to_string())
-                .chain(PYTHON_PACKAGES.iter().map(|s| s.to_string()))
+                .chain(packages.iter().map(|s| s.to_string()))
                 .collect(),
         ),
     ];
@@ -70,8 +82,8 @@ fn make_venv() -> Option<PathBuf> {
             ),
             Err(e) => format!("cannot run {program}: {e}"),
         };
-        let message = format!("Python Pyro5 tests need a venv with {PYTHON_PACKAGES:?}: {failure}");
-        if std::env::var_os("CI").is_some() {
+        let message = format!("Python tests need a venv with {packages:?}: {failure}");
+        if std::env::var_os("CI").is_some() || std::env::var_os("RMI_TEST_NO_SKIP").is_some() {
             panic!("{message}");
         }
         eprintln!("*** SKIPPED: {message} ***");
@@ -79,14 +91,14 @@ fn make_venv() -> Option<PathBuf> {
     }
     assert!(
         ready(&python),
-        "the venv at {} lacks Pyro5 5.17",
+        "the venv at {} lacks {packages:?}",
         dir.display()
     );
     Some(python)
 }
 
 /// Runs `script` with the venv's Python, `args` as `sys.argv[1:]`; returns its stdout.
-fn run_python(python: &PathBuf, script: &str, args: &[&str]) -> String {
+pub(crate) fn run_python(python: &PathBuf, script: &str, args: &[&str]) -> String {
     let out = Command::new(python)
         .arg("-c")
         .arg(script)

@@ -1,7 +1,7 @@
 //! `rmi-ns`: the name server process, like `python -m Pyro4.naming`.
 
 use clap::Parser;
-use rmi::naming::NameServer;
+use rmi::naming::{Limits, NameServer, Storage};
 
 /// Start the rmi name server.
 #[derive(Debug, Parser)]
@@ -26,6 +26,38 @@ struct Args {
     /// Do not start a broadcast responder.
     #[arg(short = 'x', long)]
     nobc: bool,
+    /// Where names are kept: `memory` (gone when the process is), `sql:PATH` (an SQLite file
+    /// that survives restarts and crashes) or `etcd:HOST:PORT[,HOST:PORT…]` (an etcd cluster
+    /// that several rmi-ns share; needs rmi-cli built with `--features etcd`).
+    #[arg(short = 's', long, env = "RMI_NS_STORAGE", default_value = "memory", value_parser = parse_storage)]
+    storage: Storage,
+}
+
+fn parse_storage(s: &str) -> Result<Storage, String> {
+    s.parse().map_err(|e: rmi::naming::NamingError| e.message)
+}
+
+/// Resolves when the process is asked to stop: Ctrl-C, or SIGTERM on Unix.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[tokio::main]
@@ -38,7 +70,28 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let mut builder = NameServer::builder().host(args.host).port(args.port);
+    let limits = Limits::default();
+    let store = match args.storage.open(limits.clone()).await {
+        Ok(store) => store,
+        Err(e) => {
+            let hint = match args.storage {
+                Storage::Etcd(_) if cfg!(feature = "etcd") => {
+                    "is etcd running and reachable at those endpoints?"
+                }
+                Storage::Etcd(_) => {
+                    "rebuild rmi-cli with `--features etcd`, or choose --storage memory | sql:PATH"
+                }
+                _ => "choose the storage with --storage memory | sql:PATH | etcd:HOST:PORT[,…]",
+            };
+            eprintln!("rmi-ns: {}", rmi_cli::report(&e, Some(hint)));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let mut builder = NameServer::builder()
+        .host(args.host)
+        .port(args.port)
+        .limits(limits)
+        .store(store);
     builder = if args.nobc {
         builder.no_broadcast()
     } else {
@@ -59,7 +112,7 @@ async fn main() -> std::process::ExitCode {
     }
     let stop = ns.daemon().clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_requested().await;
         stop.shutdown();
     });
     match ns.wait().await {

@@ -15,7 +15,7 @@ use super::{reply_to, Daemon};
 use crate::dispatch::Outcome;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, Serializer};
-use crate::protocol::frame::{self, Message, MessageType};
+use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{BATCH_METHOD, DAEMON_OBJECT_ID, STREAM_ANNOTATION};
 
 /// One INVOKE to run.
@@ -26,6 +26,8 @@ pub(super) struct Call {
     /// The object this connection's CONNECT named.
     pub(super) connected: Arc<str>,
     pub(super) ser: Serializer,
+    /// The connection's protocol: the reply is encoded for it.
+    pub(super) protocol: Protocol,
     pub(super) req: Message,
     /// Cancelled when the caller's connection is gone: a batch stops there.
     pub(super) peer_gone: CancellationToken,
@@ -73,7 +75,11 @@ impl Call {
         // A result too big for the limits would make the caller drop the whole connection:
         // answer this call with an error instead. The limit counts the whole message:
         // annotations (the method's, a stream id, the MAC a shared secret adds) and payload.
-        let max = inner.config.limits.max_message_size.min(u32::MAX as usize);
+        let max = inner
+            .config
+            .limits
+            .max_message_size
+            .min(self.protocol.max_payload());
         let overhead = reply_overhead(&annotations, inner.config.secret.is_some());
         let result = match result {
             Ok(Some(payload)) if payload.len().saturating_add(overhead) > max => {
@@ -102,7 +108,7 @@ impl Call {
                     &self.req,
                     MessageType::Result,
                     flags,
-                    codec::encode_error(ser, &marker),
+                    codec::encode_error_in(ser, self.protocol, &marker),
                 )
             }
             Err(err) => {
@@ -119,7 +125,7 @@ impl Call {
                     &self.req,
                     MessageType::Result,
                     frame::FLAGS_EXCEPTION,
-                    codec::encode_error(ser, &err),
+                    codec::encode_error_in(ser, self.protocol, &err),
                 )
             }
         };
@@ -140,11 +146,16 @@ impl Call {
         let inner = &self.daemon.inner;
         let call =
             match codec::decode_invoke(self.ser, self.req.payload.clone(), &inner.config.limits) {
-                Ok(call) => call,
+                Ok(mut call) => {
+                    call.args = call.args.in_protocol(self.protocol);
+                    call
+                }
                 Err(e) => return (Err(malformed(e)), Vec::new()),
             };
         let object = call.object.as_str();
-        if object != &*self.connected && object != DAEMON_OBJECT_ID {
+        // A connection opened for no object (a Pyro4 client without metadata) may call any.
+        let bound = !self.connected.is_empty();
+        if bound && object != &*self.connected && object != DAEMON_OBJECT_ID {
             let err = if inner.object(object).is_none() {
                 RemoteError::unknown_object(object)
             } else {
@@ -227,10 +238,8 @@ impl Call {
                 Err(e) => Err(RemoteError::bad_arguments(BATCH_METHOD, e)),
                 Ok(call) => {
                     let corr = ctx.correlation_id();
-                    match self
-                        .dispatch(object, &call.method, call.args, ctx, corr)
-                        .await
-                    {
+                    let args = call.args.in_protocol(self.protocol);
+                    match self.dispatch(object, &call.method, args, ctx, corr).await {
                         Ok(Outcome::Value(v)) => Ok(v),
                         Ok(Outcome::Stream(_)) => Err(RemoteError::new(
                             RemoteErrorKind::Other,

@@ -1,5 +1,8 @@
 //! One connection: the handshake, then the request loop with back-pressure, and its writer.
 //!
+//! The connection speaks the protocol of its first header, Pyro5's or Pyro4's: the reader
+//! holds every later message to it, the writer answers in it, and calls learn it.
+//!
 //! The loop holds an in-flight slot for each running call and each reply not yet written; with
 //! none free it stops reading, so a peer that does not read its replies stops being served
 //! instead of growing the daemon's memory.
@@ -19,7 +22,6 @@ use super::registration::{Entry, Target};
 use super::{reply_to, streams, Daemon};
 use crate::dispatch::Dispatch;
 use crate::error::Error;
-use crate::protocol::codec::Serializer;
 use crate::protocol::frame::MessageType;
 use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
@@ -131,6 +133,8 @@ pub(super) async fn handle_connection(
     let inner = daemon.inner.clone();
     let (mut reader, mut writer) = transport::split(stream, inner.config.limits.max_message_size);
     reader.set_frame_timeout(inner.config.frame_timeout);
+    // Pyro5 or Pyro4: the first message's header decides.
+    reader.accept_either_protocol();
 
     // The handshake (daemon/handshake.rs): a CONNECT to a registered object, accepted by the
     // validator; with a shared secret, only once the client has proved it (SPAKE2).
@@ -152,7 +156,8 @@ pub(super) async fn handle_connection(
         Some((s, v)) => (Some(s), Some(v)),
         None => (None, None),
     };
-    tracing::debug!(%peer, object = %object_id, "connected");
+    let protocol = reader.protocol().unwrap_or_default();
+    tracing::debug!(%peer, object = %object_id, %protocol, "connected");
 
     let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
     // The request loop holds one slot while it waits for the next request; more than one other
@@ -263,7 +268,7 @@ pub(super) async fn handle_connection(
                 });
             }
             MessageType::Invoke => {
-                let Some(ser) = Serializer::from_id(req.serializer) else {
+                let Some(ser) = protocol.serializer(req.serializer) else {
                     tracing::debug!(%peer, id = req.serializer, "unknown serializer id; closing");
                     break;
                 };
@@ -273,6 +278,7 @@ pub(super) async fn handle_connection(
                     peer: peer.clone(),
                     connected: object_id.clone(),
                     ser,
+                    protocol,
                     req,
                     peer_gone: peer_gone.clone(),
                     turn: turns.as_ref().map(Turns::take),

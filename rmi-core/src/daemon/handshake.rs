@@ -6,13 +6,23 @@
 //! secret's correctness (the daemon's SPAKE2 message and key confirmation, empty payload); the
 //! second, signed CONNECT proves the client, and only then are the object looked up and the
 //! validator run, their answer signed. A client that fails its proof gets no answer at all.
+//!
+//! The first CONNECT's header fixes the connection's protocol: a Pyro4 client (protocol 48)
+//! is answered as a Pyro4 daemon answers, its metadata only when it asks (META_ON_CONNECT),
+//! and a serializer Pyro4 would not accept refused with a CONNECTFAIL in marshal.
+//!
+//! An rmi proxy's CONNECT offers the serializers it would rather call in (annotation
+//! [`SERIALIZER_ANNOTATION`]); the CONNECTOK names the one picked, so the proxy switches to it
+//! (bincode) without an extra round trip. Pyro clients offer none and are answered as by Pyro.
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{reply_to, Inner};
 use crate::auth::{ServerHandshake, Session};
-use crate::protocol::codec::{ConnectOk, ConnectRequest, Serializer};
-use crate::protocol::frame::{Message, MessageType};
+use crate::protocol::codec::{self, ConnectOk, ConnectRequest, Serializer};
+use crate::protocol::frame::{Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
+use crate::protocol::names::SERIALIZER_ANNOTATION;
 use crate::transport::{FrameReader, FrameWriter};
 
 /// A client's TLS certificate (DER).
@@ -84,15 +94,18 @@ where
     W: AsyncWrite + Unpin,
 {
     let req = read(reader, peer).await?;
+    // The first header chose the protocol; every answer is written in it.
+    let protocol = reader.protocol().unwrap_or_default();
+    writer.set_protocol(protocol);
     let Some(secret) = &inner.config.secret else {
-        let (id, reply) = check(inner, &req, peer, peer_certificate)?;
+        let (id, reply) = check(inner, &req, protocol, peer, peer_certificate)?;
         writer.write_frame(&reply).await.map_err(|_| None)?;
         return Ok((id, None));
     };
 
     // Before the client's proof: nothing here looks at the request's payload or the objects.
-    let ser = Serializer::from_id(req.serializer).ok_or(None)?;
-    check_type(&req, ser)?;
+    let ser = accepted_serializer(&req, protocol)?;
+    check_type(&req, protocol)?;
     let mut offer = reply_to(&req, MessageType::ConnectOk, 0, Vec::new());
     let pending = ServerHandshake::start(secret, &req, &mut offer)
         .map_err(|reason| fail(&req, ser, reason))?;
@@ -104,7 +117,7 @@ where
         tracing::debug!(%peer, error = %e, "closing the connection");
         None
     })?;
-    match check(inner, &proof, peer, peer_certificate) {
+    match check(inner, &proof, protocol, peer, peer_certificate) {
         Ok((id, mut reply)) => {
             signer.sign(&mut reply);
             writer.write_frame(&reply).await.map_err(|_| None)?;
@@ -148,19 +161,43 @@ fn fail(req: &Message, ser: Serializer, reason: String) -> Option<Message> {
     Some(reply_to(req, MessageType::ConnectFail, 0, payload))
 }
 
+/// A CONNECTFAIL before a serializer is agreed on: Pyro4 says it in marshal (every Pyro4
+/// client reads it); Pyro5 says it in the client's serializer if rmi knows it, else closes.
+fn fail_early(req: &Message, protocol: Protocol, reason: String) -> Option<Message> {
+    match (protocol, protocol.serializer(req.serializer)) {
+        (Protocol::Pyro4, _) => {
+            let (id, payload) = codec::encode_marshal_str(&reason);
+            let mut reply = reply_to(req, MessageType::ConnectFail, 0, payload);
+            reply.serializer = id;
+            Some(reply)
+        }
+        (Protocol::Pyro5, Some(ser)) => fail(req, ser, reason),
+        (Protocol::Pyro5, None) => None,
+    }
+}
+
+/// The client's serializer, if the daemon accepts it in the connection's protocol (Pyro4's
+/// pickle, dill and cloudpickle never are: refused with a CONNECTFAIL, as Pyro4 does).
+fn accepted_serializer(req: &Message, protocol: Protocol) -> Result<Serializer, Option<Message>> {
+    protocol.serializer(req.serializer).ok_or_else(|| {
+        let reason = format!(
+            "message used serializer that is not accepted: {}",
+            req.serializer
+        );
+        fail_early(req, protocol, reason)
+    })
+}
+
 /// Refuses a message that is not a CONNECT (Pyro answers CONNECTFAIL, then closes).
-fn check_type(req: &Message, ser: Serializer) -> Result<(), Option<Message>> {
+fn check_type(req: &Message, protocol: Protocol) -> Result<(), Option<Message>> {
     if req.msg_type == MessageType::Connect {
         return Ok(());
     }
-    Err(fail(
-        req,
-        ser,
-        format!(
-            "invalid msg type {} received (expected: 1)",
-            req.msg_type as u8
-        ),
-    ))
+    let reason = format!(
+        "invalid msg type {} received (expected: 1)",
+        req.msg_type as u8
+    );
+    Err(fail_early(req, protocol, reason))
 }
 
 /// Checks a CONNECT (the signed one, with a shared secret): the object must exist and the
@@ -169,22 +206,32 @@ fn check_type(req: &Message, ser: Serializer) -> Result<(), Option<Message>> {
 fn check(
     inner: &Inner,
     req: &Message,
+    protocol: Protocol,
     peer: &str,
     peer_certificate: Option<&Certificate>,
 ) -> Result<(String, Message), Option<Message>> {
-    // An unknown serializer or a message that is not CONNECT: Pyro closes (after a CONNECTFAIL
-    // for the latter, when it can say it in a serializer the client knows).
-    let ser = Serializer::from_id(req.serializer).ok_or(None)?;
-    check_type(req, ser)?;
+    // A message that is not CONNECT: Pyro answers CONNECTFAIL when it can say it in a
+    // serializer the client knows, then closes. An unknown serializer: Pyro5 closes, Pyro4
+    // refuses in marshal.
+    check_type(req, protocol)?;
+    let ser = accepted_serializer(req, protocol)?;
     let connect: ConnectRequest = ser
         .decode(&req.payload, &inner.config.limits)
         .map_err(|e| fail(req, ser, format!("invalid data: {e}")))?;
-    let Some(object) = inner.object(&connect.object) else {
-        return Err(fail(
-            req,
-            ser,
-            format!("unknown object {:?}", connect.object),
-        ));
+    // The metadata is of the object the client names. A Pyro4 client without METADATA names
+    // none and asks for none: its connection is to the daemon, for any of its objects.
+    let with_meta = protocol.meta_on_connect(req);
+    let meta = if with_meta || !connect.object.is_empty() {
+        let Some(object) = inner.object(&connect.object) else {
+            return Err(fail(
+                req,
+                ser,
+                format!("unknown object {:?}", connect.object),
+            ));
+        };
+        object.meta.clone()
+    } else {
+        Default::default()
     };
     let answer = match &inner.config.validator {
         Some(validator) => {
@@ -200,13 +247,36 @@ fn check(
         }
         None => connect.handshake,
     };
-    let ok = ConnectOk {
-        handshake: answer,
-        meta: object.meta.clone(),
+    // Pyro4 answers without metadata when not asked: the validator's answer alone.
+    let encoded = if with_meta {
+        ser.encode_in(
+            protocol,
+            &ConnectOk {
+                handshake: answer,
+                meta,
+            },
+        )
+    } else {
+        ser.encode_in(protocol, &answer)
     };
-    let payload = ser.encode(&ok).map_err(|e| fail(req, ser, e.to_string()))?;
-    Ok((
-        connect.object,
-        reply_to(req, MessageType::ConnectOk, 0, payload),
-    ))
+    let payload = encoded.map_err(|e| fail(req, ser, e.to_string()))?;
+    let flags = req.flags & FLAGS_META_ON_CONNECT;
+    let mut reply = reply_to(req, MessageType::ConnectOk, flags, payload);
+    if let Some(id) = pick_serializer(req, protocol) {
+        reply
+            .annotations
+            .push((SERIALIZER_ANNOTATION, Bytes::copy_from_slice(&[id])));
+    }
+    Ok((connect.object, reply))
+}
+
+/// The serializer the daemon picks for an rmi proxy's calls: the first of those its CONNECT
+/// offers (annotation [`SERIALIZER_ANNOTATION`], one id a byte, best first) that the daemon
+/// speaks in the connection's protocol. `None` when it offered none (a Pyro client) or none fits:
+/// the CONNECTOK then says nothing and the proxy keeps its CONNECT's serializer.
+fn pick_serializer(req: &Message, protocol: Protocol) -> Option<u8> {
+    req.annotation(&SERIALIZER_ANNOTATION)?
+        .iter()
+        .copied()
+        .find(|&id| protocol.serializer(id).is_some())
 }

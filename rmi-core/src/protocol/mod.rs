@@ -1,4 +1,7 @@
-//! The wire protocol: Pyro5 messages (protocol 502) and their payload codec; pure, no I/O.
+//! The wire protocol: Pyro5 messages (protocol 502), Pyro4's (protocol 48), and their payload
+//! codec; pure, no I/O.
+//!
+//! The Pyro5 header:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -15,6 +18,10 @@
 //! | 0x26 | 2 | magic 0x4DC5 |
 //! | 0x28 | … | annotations (`id[4] len:u32 value`…), then the payload |
 //!
+//! Pyro4's 24-byte header (`!4sHHHHiHHHH`: tag, version 48, type, flags, seq, data length,
+//! serializer id, annotations length, reserved, checksum) is described in `frame`'s `pyro4`
+//! module; a connection speaks the protocol of its first header ([`Protocol`]).
+//!
 //! All integers are big-endian. [`frame`] reads and writes messages; [`codec`] turns payloads
 //! into values through the bounded deserializer.
 
@@ -23,4 +30,4 @@ pub mod frame;
 pub mod names;
 
 pub use codec::{DecodeLimits, Metadata, Serializer};
-pub use frame::{Message, MessageType};
+pub use frame::{Message, MessageType, Protocol};

@@ -46,3 +46,11 @@ pub mod daemon_method {
 /// [`BatchItem`](super::codec::BatchItem)s, in order, ending at the first failure. This nesting
 /// is rmi's; Pyro peers batch differently.
 pub const BATCH_METHOD: &str = "<batch>";
+
+/// Annotation by which an rmi proxy negotiates its serializer at CONNECT, with no extra round
+/// trip: the proxy sends its CONNECT in serpent (which every Pyro daemon reads) carrying the
+/// serializer ids it would rather use, one byte each, best first; an rmi daemon answers in its
+/// CONNECTOK with the one id it picked (rmi's bincode), and the proxy's calls use it. A Python
+/// daemon ignores annotations it does not know, answers without it, and the proxy stays on
+/// serpent.
+pub const SERIALIZER_ANNOTATION: [u8; 4] = *b"RMIS";

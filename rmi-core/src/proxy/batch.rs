@@ -27,6 +27,8 @@ use crate::protocol::codec::{self, BatchItem, DecodeLimits, Serializer};
 pub struct Batch {
     proxy: Proxy,
     calls: Vec<ByteBuf>,
+    /// The serializer the calls are encoded in: the proxy's when the batch was made.
+    serializer: Serializer,
     /// The first call that could not be encoded; `send` reports it.
     error: Option<Error>,
 }
@@ -49,6 +51,7 @@ impl<R> Copy for Slot<R> {}
 impl Batch {
     pub(crate) fn new(proxy: Proxy) -> Self {
         Batch {
+            serializer: proxy.serializer(),
             proxy,
             calls: Vec::new(),
             error: None,
@@ -58,11 +61,10 @@ impl Batch {
     /// Queues a call of `method`; its result will be an `R`.
     pub fn add<A: Serialize, R: DeserializeOwned>(&mut self, method: &str, args: &A) -> Slot<R> {
         // The object id stays empty: the daemon runs batched calls on the connection's object.
-        let payload = codec::encode_invoke(self.proxy.serializer(), "", method, args)
-            .unwrap_or_else(|e| {
-                self.error.get_or_insert(e);
-                Vec::new()
-            });
+        let payload = codec::encode_invoke(self.serializer, "", method, args).unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            Vec::new()
+        });
         self.calls.push(ByteBuf::from(payload));
         Slot {
             index: self.calls.len() - 1,
@@ -86,11 +88,12 @@ impl Batch {
             return Err(e);
         }
         let sent = self.calls.len();
+        self.proxy.check_batch_serializer(self.serializer).await?;
         let items = self.proxy.send_batch(self.calls).await?;
         Ok(BatchResults {
             items,
             sent,
-            serializer: self.proxy.serializer(),
+            serializer: self.serializer,
             limits: *self.proxy.limits(),
         })
     }
@@ -100,6 +103,7 @@ impl Batch {
         if let Some(e) = self.error {
             return Err(e);
         }
+        self.proxy.check_batch_serializer(self.serializer).await?;
         self.proxy.send_batch_oneway(self.calls).await
     }
 }

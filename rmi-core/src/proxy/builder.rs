@@ -6,10 +6,11 @@ use std::time::Duration;
 use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::connection::Connection;
+use super::connection::{Connection, Opened};
 use super::{CallOptions, Proxy, Shared};
 use crate::error::Error;
 use crate::protocol::codec::{DecodeLimits, Serializer};
+use crate::protocol::frame::Protocol;
 use crate::resolve::Resolve;
 use crate::uri::Uri;
 
@@ -34,7 +35,10 @@ pub(super) type AnswerCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sy
 #[derive(Clone)]
 pub struct ProxyBuilder {
     pub(super) uri: Uri,
-    pub(super) serializer: Serializer,
+    /// `None`: negotiated at CONNECT (bincode with rmi daemons, serpent with Python's).
+    pub(super) serializer: Option<Serializer>,
+    /// `None`: Pyro5, or Pyro4 when the daemon answers in protocol 48.
+    pub(super) protocol: Option<Protocol>,
     pub(super) connect_timeout: Duration,
     pub(super) max_in_flight: usize,
     pub(super) abandoned_timeout: Duration,
@@ -55,6 +59,7 @@ impl std::fmt::Debug for ProxyBuilder {
         f.debug_struct("ProxyBuilder")
             .field("uri", &self.uri)
             .field("serializer", &self.serializer)
+            .field("protocol", &self.protocol)
             .field("options", &self.options)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_in_flight", &self.max_in_flight)
@@ -77,14 +82,17 @@ impl ProxyBuilder {
 }
 
 impl ProxyBuilder {
-    /// Settings for a proxy to `uri`, with the defaults: bincode, no call timeout, 10 s connect
-    /// timeout, 2 reconnect attempts, no retries, 1,024 calls in flight, 64 MiB messages,
+    /// Settings for a proxy to `uri`, with the defaults: the serializer and protocol negotiated
+    /// with the daemon (bincode with an rmi daemon, serpent with Python's Pyro5 or Pyro4; see
+    /// [`serializer`](Self::serializer) and [`protocol`](Self::protocol)), no call timeout, 10 s
+    /// connect timeout, 2 reconnect attempts, no retries, 1,024 calls in flight, 64 MiB messages,
     /// nesting depth 128, and the process's default resolver if one was installed
     /// ([`crate::resolve::install_default`]; the `rmi` facade installs the name server's).
     pub fn new(uri: Uri) -> Self {
         ProxyBuilder {
             uri,
-            serializer: Serializer::default(),
+            serializer: None,
+            protocol: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             abandoned_timeout: DEFAULT_ABANDONED_TIMEOUT,
@@ -139,9 +147,30 @@ impl ProxyBuilder {
         self
     }
 
-    /// The payload serializer for calls (the daemon answers in the same one).
+    /// The payload serializer for CONNECT and every call (the daemon answers in the same one),
+    /// instead of negotiating it.
+    ///
+    /// By default the proxy negotiates, with no extra round trip: its CONNECT goes in serpent
+    /// (which every Pyro daemon reads) and offers bincode in an annotation only rmi daemons
+    /// answer ([`SERIALIZER_ANNOTATION`](crate::protocol::names::SERIALIZER_ANNOTATION)). An rmi
+    /// daemon names bincode in its CONNECTOK and the calls use it; a Python daemon ignores the
+    /// offer and the calls stay on serpent. Set msgpack here for a Python daemon configured
+    /// for it, or bincode for a daemon that must not be asked.
     pub fn serializer(mut self, serializer: Serializer) -> Self {
-        self.serializer = serializer;
+        self.serializer = Some(serializer);
+        self
+    }
+
+    /// The wire protocol, instead of detecting it: [`Protocol::Pyro5`] (rmi daemons, Python's
+    /// Pyro5) or [`Protocol::Pyro4`] (Python's Pyro4, protocol 48).
+    ///
+    /// A URI does not say which one a daemon speaks. By default the proxy sends a Pyro5 CONNECT;
+    /// a Pyro4 daemon refuses it with a CONNECTFAIL in its own protocol 48 ("unsupported protocol
+    /// version"), on which the proxy dials again speaking Pyro4, and keeps speaking it on
+    /// reconnects (going back to Pyro5 if a reconnect in Pyro4 is dropped unanswered, as a
+    /// Pyro5 daemon drops a Pyro4 header). Setting the protocol saves that one extra dial.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
         self
     }
 
@@ -206,6 +235,7 @@ impl ProxyBuilder {
             shared: Arc::new(Shared {
                 config: self,
                 conn: RwLock::new(None),
+                learned: parking_lot::Mutex::new(None),
                 dial_lock: tokio::sync::Mutex::new(None),
             }),
             options,
@@ -235,12 +265,22 @@ impl ProxyBuilder {
                 reason: "a proxy over a given stream needs a direct PYRO: uri".into(),
             })?;
         let uri = self.uri.clone();
-        let conn = tokio::time::timeout(
+        let protocol = self.protocol.unwrap_or_default();
+        let opened = tokio::time::timeout(
             self.connect_timeout,
-            Connection::open(Box::new(stream), &object, uri, &self),
+            Connection::open(Box::new(stream), &object, uri, &self, protocol),
         )
         .await
         .map_err(|_| Error::Timeout(self.connect_timeout))??;
+        let conn = match opened {
+            Opened::Ready(conn) => conn,
+            Opened::Speaks(other) => {
+                return Err(Error::ConnectFailed(format!(
+                    "the daemon speaks {other}, not {protocol}; a proxy over a given stream cannot \
+                     dial again: set ProxyBuilder::protocol"
+                )))
+            }
+        };
         let proxy = self.build();
         *proxy.shared.conn.write() = Some(Arc::new(conn));
         Ok(P::from(proxy))

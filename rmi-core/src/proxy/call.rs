@@ -10,7 +10,7 @@ use super::stream::ItemStream;
 use super::{Proxy, Reply};
 use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
-use crate::protocol::frame::{self, Message, MessageType};
+use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
     BATCH_METHOD, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, MAC_LEN, STREAM_ANNOTATION,
 };
@@ -52,8 +52,8 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<Reply<R>, Error> {
-        let (reply, correlation_id) = self.request(object, method, args, 0).await?;
-        let value = decode_result(&reply, &self.shared.config.limits)?;
+        let (reply, protocol, correlation_id) = self.request(object, method, args, 0).await?;
+        let value = decode_result(&reply, protocol, &self.shared.config.limits)?;
         Ok(Reply {
             value,
             annotations: reply.annotations,
@@ -68,10 +68,10 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<ItemStream<T>, Error> {
-        let (reply, _) = self.request(None, method, args, 0).await?;
+        let (reply, protocol, _) = self.request(None, method, args, 0).await?;
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             // An error (or a plain value from a method that is not streaming).
-            decode_result::<serde::de::IgnoredAny>(&reply, &self.shared.config.limits)?;
+            decode_result::<serde::de::IgnoredAny>(&reply, protocol, &self.shared.config.limits)?;
             return Err(Error::Protocol(format!(
                 "{method:?} did not return a stream"
             )));
@@ -83,14 +83,15 @@ impl Proxy {
         Ok(ItemStream::new(self.clone(), id.to_owned()))
     }
 
-    /// Sends a request with this proxy's retry policy; returns the raw reply.
+    /// Sends a request with this proxy's retry policy; returns the raw reply and the protocol
+    /// of the connection it came on.
     async fn request<A: Serialize>(
         &self,
         object: Option<&str>,
         method: &str,
         args: &A,
         flags: u16,
-    ) -> Result<(Message, uuid::Uuid), Error> {
+    ) -> Result<(Message, Protocol, uuid::Uuid), Error> {
         let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
         let mut unsent_retry = true;
         loop {
@@ -102,15 +103,17 @@ impl Proxy {
             let attempt = async {
                 let conn = self.connection().await.map_err(Error::not_sent)?;
                 let msg = self.invoke_message(&conn, object, method, args, corr, flags)?;
-                conn.request(
-                    msg,
-                    self.options.timeout,
-                    self.shared.config.abandoned_timeout,
-                )
-                .await
+                let reply = conn
+                    .request(
+                        msg,
+                        self.options.timeout,
+                        self.shared.config.abandoned_timeout,
+                    )
+                    .await?;
+                Ok((reply, conn.protocol))
             };
             match attempt.instrument(span).await {
-                Ok(reply) => return Ok((reply, corr)),
+                Ok((reply, protocol)) => return Ok((reply, protocol, corr)),
                 // Never sent: safe to try once more on a fresh connection.
                 Err(e @ Error::NotSent(_))
                     if e.is_communication() && std::mem::take(&mut unsent_retry) =>
@@ -135,13 +138,15 @@ impl Proxy {
         corr: uuid::Uuid,
         flags: u16,
     ) -> Result<Message, Error> {
-        let payload = codec::encode_invoke(
+        let payload = codec::encode_invoke_in(
             conn.serializer,
+            conn.protocol,
             object.unwrap_or(&conn.object),
             method,
             args,
         )?;
-        let mut msg = Message::new(MessageType::Invoke, conn.serializer.id(), flags, 0, payload);
+        let ser_id = conn.protocol.serializer_id(conn.serializer);
+        let mut msg = Message::new(MessageType::Invoke, ser_id, flags, 0, payload);
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
         // A deadline means "stop waiting for the reply": oneway calls have none to wait for.
@@ -188,10 +193,26 @@ impl Proxy {
         &self,
         calls: Vec<serde_bytes::ByteBuf>,
     ) -> Result<Vec<codec::BatchItem>, Error> {
-        let (reply, _) = self
+        let (reply, protocol, _) = self
             .request(None, BATCH_METHOD, &(calls,), frame::FLAGS_BATCH)
             .await?;
-        decode_result(&reply, &self.shared.config.limits)
+        decode_result(&reply, protocol, &self.shared.config.limits)
+    }
+
+    /// Connects if needed and checks that the calls of a batch, encoded in `encoded_in`, are in
+    /// the connection's serializer (a batch made before a negotiating proxy connected assumed
+    /// bincode, which a Python daemon does not speak; rmi's batches are rmi's own anyway).
+    pub(crate) async fn check_batch_serializer(&self, encoded_in: Serializer) -> Result<(), Error> {
+        let conn = self.connection().await.map_err(Error::not_sent)?;
+        if conn.serializer != encoded_in {
+            return Err(Error::Protocol(format!(
+                "the batch's calls were encoded in {encoded_in:?} but the connection uses {:?}; \
+                 make the batch after connecting, or set ProxyBuilder::serializer",
+                conn.serializer
+            ))
+            .not_sent());
+        }
+        Ok(())
     }
 
     pub(crate) async fn send_batch_oneway(
@@ -261,8 +282,13 @@ impl Proxy {
     }
 }
 
-fn decode_result<R: DeserializeOwned>(reply: &Message, limits: &DecodeLimits) -> Result<R, Error> {
-    let ser = Serializer::from_id(reply.serializer).ok_or_else(|| {
+/// Decodes a reply from a daemon speaking `protocol` (whose serializer ids it names).
+fn decode_result<R: DeserializeOwned>(
+    reply: &Message,
+    protocol: Protocol,
+    limits: &DecodeLimits,
+) -> Result<R, Error> {
+    let ser = protocol.serializer(reply.serializer).ok_or_else(|| {
         Error::Protocol(format!(
             "reply uses unknown serializer id {}",
             reply.serializer

@@ -12,8 +12,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::ProxyBuilder;
 use crate::error::Error;
-use crate::protocol::codec::{ConnectOk, ConnectRequest, Metadata, Serializer};
-use crate::protocol::frame::{self, Message, MessageType};
+use crate::protocol::codec::{self, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
+use crate::protocol::frame::{self, Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
+use crate::protocol::names::SERIALIZER_ANNOTATION;
 use crate::transport::{self, BoxIo, FrameReader, Outgoing};
 use crate::uri::Uri;
 
@@ -21,7 +22,10 @@ use crate::uri::Uri;
 pub(super) struct Connection {
     pub(super) tx: mpsc::UnboundedSender<Outgoing>,
     pub(super) shared: Arc<ConnShared>,
+    /// The serializer calls use (configured, or negotiated at CONNECT).
     pub(super) serializer: Serializer,
+    /// The protocol the daemon speaks.
+    pub(super) protocol: Protocol,
     pub(super) object: String,
     /// The direct URI this connection was dialed for.
     pub(super) direct: Uri,
@@ -94,46 +98,112 @@ impl ConnShared {
     }
 }
 
+/// What opening a connection found.
+pub(super) enum Opened {
+    /// The handshake succeeded.
+    Ready(Connection),
+    /// The daemon answered in another protocol than the CONNECT's (a Pyro4 daemon refuses a
+    /// Pyro5 header with a CONNECTFAIL in protocol 48): dial again, speaking that one.
+    Speaks(Protocol),
+}
+
+/// The daemon's next handshake message.
+/// (A Pyro daemon may compress it; rmi daemons never compress handshake messages, so
+/// inflating before a MAC check never meets a signed compressed message.)
+async fn next<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Message, Error> {
+    let mut msg = reader.read_frame().await?.ok_or_else(|| {
+        Error::ConnectionClosed("daemon closed the connection during the handshake".into())
+    })?;
+    msg.decompress(reader.max_message_size())
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok(msg)
+}
+
+/// The reason in a CONNECTFAIL: in the connection's serializer, or in marshal (how Pyro words a
+/// refusal before it has agreed on a serializer).
+fn refusal(reply: &Message, protocol: Protocol, limits: &DecodeLimits) -> String {
+    protocol
+        .serializer(reply.serializer)
+        .and_then(|ser| ser.decode::<String>(&reply.payload, limits).ok())
+        .or_else(|| codec::decode_marshal_str(&reply.payload))
+        .unwrap_or_else(|| "(undecodable reason)".into())
+}
+
 impl Connection {
-    /// Performs the CONNECT handshake on `stream` and starts the reader and writer tasks.
+    /// Performs the CONNECT handshake on `stream`, speaking `protocol`, and starts the reader
+    /// and writer tasks.
+    ///
+    /// The serializer: the configured one for everything (bincode with a shared secret, which
+    /// only rmi daemons speak); or, when none is configured, the CONNECT goes in serpent (which
+    /// every Pyro daemon reads) offering bincode in [`SERIALIZER_ANNOTATION`], and calls use
+    /// what the CONNECTOK names there (an rmi daemon names bincode), else the serializer the
+    /// CONNECTOK came in (serpent from a Python daemon, which says nothing).
     pub(super) async fn open(
         stream: BoxIo,
         object: &str,
         direct: Uri,
         config: &ProxyBuilder,
-    ) -> Result<Connection, Error> {
+        protocol: Protocol,
+    ) -> Result<Opened, Error> {
         let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
-        let ser = config.serializer;
+        // A daemon that speaks the other protocol is recognised by its answer's header.
+        reader.accept_either_protocol();
+        writer.set_protocol(protocol);
+        // Only rmi daemons run the shared-secret handshake: with a secret there is nothing to
+        // negotiate, bincode it is.
+        let configured = config.serializer.or_else(|| {
+            config
+                .secret
+                .as_ref()
+                .map(|_| Serializer::Bincode)
+                .filter(|_| protocol == Protocol::Pyro5)
+        });
+        let connect_ser = configured.unwrap_or(Serializer::Serpent);
         let request = ConnectRequest {
             handshake: config.handshake.clone(),
             object: object.to_owned(),
         };
-        /// The daemon's next handshake message.
-        /// (A Pyro daemon may compress it; rmi daemons never compress handshake messages, so
-        /// inflating before a MAC check never meets a signed compressed message.)
-        async fn next<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Message, Error> {
-            let mut msg = reader.read_frame().await?.ok_or_else(|| {
-                Error::ConnectionClosed("daemon closed the connection during the handshake".into())
-            })?;
-            msg.decompress(reader.max_message_size())
-                .map_err(|e| Error::Protocol(e.to_string()))?;
-            Ok(msg)
-        }
-        let payload = Bytes::from(ser.encode(&request)?);
-        let mut connect = Message::new(MessageType::Connect, ser.id(), 0, 0, payload.clone());
+        let payload = Bytes::from(connect_ser.encode_in(protocol, &request)?);
+        // Pyro4 sends the metadata only when asked (as Pyro4's own proxies ask).
+        let flags = match protocol {
+            Protocol::Pyro4 => FLAGS_META_ON_CONNECT,
+            Protocol::Pyro5 => 0,
+        };
+        let offer = (configured.is_none() && protocol == Protocol::Pyro5).then(|| {
+            (
+                SERIALIZER_ANNOTATION,
+                Bytes::from_static(&[Serializer::BINCODE_ID]),
+            )
+        });
+        let connect_message = || {
+            let mut msg = Message::new(
+                MessageType::Connect,
+                protocol.serializer_id(connect_ser),
+                flags,
+                0,
+                payload.clone(),
+            );
+            msg.annotations.extend(offer.clone());
+            msg
+        };
+        let mut connect = connect_message();
         let auth = config
             .secret
             .as_ref()
             .map(|secret| crate::auth::ClientHandshake::start(secret, &mut connect));
         writer.write_frame(&connect).await?;
         let mut reply = next(&mut reader).await?;
+        match reader.protocol() {
+            Some(answered) if answered != protocol => return Ok(Opened::Speaks(answered)),
+            _ => {}
+        }
         // With a shared secret (see crate::auth): the daemon proves it first, and nothing more is
         // sent unless it did; then the client proves it with a second, signed CONNECT, and the
         // daemon's real answer comes signed.
         let (signer, verifier) = match auth {
             Some(auth) if reply.msg_type != MessageType::ConnectFail => {
                 let (mut signer, mut verifier) = auth.confirm(&connect, &reply)?;
-                let mut proof = Message::new(MessageType::Connect, ser.id(), 0, 0, payload);
+                let mut proof = connect_message();
                 signer.sign(&mut proof);
                 writer.write_frame(&proof).await?;
                 reply = next(&mut reader).await?;
@@ -142,18 +212,30 @@ impl Connection {
             }
             _ => (None, None),
         };
-        let meta = match reply.msg_type {
+        let (meta, answered_in) = match reply.msg_type {
             MessageType::ConnectOk => {
-                let ok = ser.decode::<ConnectOk>(&reply.payload, &config.limits)?;
+                let ser = protocol.serializer(reply.serializer).ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "CONNECTOK in unknown serializer id {}",
+                        reply.serializer
+                    ))
+                })?;
+                // A Pyro4 daemon not asked for metadata answers with the bare handshake answer.
+                let ok = if protocol.meta_on_connect(&reply) {
+                    ser.decode::<ConnectOk>(&reply.payload, &config.limits)?
+                } else {
+                    ConnectOk {
+                        handshake: ser.decode(&reply.payload, &config.limits)?,
+                        meta: Metadata::default(),
+                    }
+                };
                 if let Some(validate) = &config.validate_answer {
                     validate(&ok.handshake).map_err(Error::ConnectFailed)?;
                 }
-                ok.meta
+                (ok.meta, ser)
             }
             MessageType::ConnectFail => {
-                let reason: String = ser
-                    .decode(&reply.payload, &config.limits)
-                    .unwrap_or_else(|_| "(undecodable reason)".into());
+                let reason = refusal(&reply, protocol, &config.limits);
                 if reason.starts_with("unknown object") {
                     return Err(Error::UnknownObject(object.to_owned()));
                 }
@@ -164,6 +246,19 @@ impl Connection {
                     "expected CONNECTOK or CONNECTFAIL, got {other:?}"
                 )))
             }
+        };
+        // The serializer for calls: the configured one, or the one the daemon picked from the
+        // offer, or the one it answered in (a Pyro daemon answers in the CONNECT's; a daemon
+        // answering in bincode speaks it).
+        let serializer = match configured {
+            Some(ser) => ser,
+            None => reply
+                .annotation(&SERIALIZER_ANNOTATION)
+                .and_then(|picked| match picked.as_ref() {
+                    [id] => protocol.serializer(*id),
+                    _ => None,
+                })
+                .unwrap_or(answered_in),
         };
         let shared = Arc::new(ConnShared {
             state: Mutex::new(ConnState {
@@ -192,14 +287,15 @@ impl Connection {
             }
         });
         tokio::spawn(read_loop(reader, shared.clone(), verifier));
-        Ok(Connection {
+        Ok(Opened::Ready(Connection {
             tx,
             shared,
-            serializer: ser,
+            serializer,
+            protocol,
             object: object.to_owned(),
             direct,
             meta,
-        })
+        }))
     }
 
     /// Sends an INVOKE (its sequence number is filled in here) and waits for its reply.

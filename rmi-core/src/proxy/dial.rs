@@ -1,14 +1,16 @@
-//! Dialing: resolve a logical URI, connect (TLS if configured), handshake, and redial with
-//! jittered exponential backoff when the connection is gone.
+//! Dialing: resolve a logical URI, connect (TLS if configured), handshake (detecting a Pyro4
+//! daemon by its answer, and dialing it again in protocol 48), and redial with jittered
+//! exponential backoff when the connection is gone.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
-use super::connection::Connection;
+use super::connection::{Connection, Opened};
 use super::Proxy;
 use crate::error::Error;
+use crate::protocol::frame::Protocol;
 use crate::transport;
 use crate::uri::Uri;
 
@@ -91,13 +93,54 @@ impl Proxy {
                 });
             };
             let object = object.to_owned();
-            let stream = transport::dial(location, config.connect_timeout).await?;
-            #[cfg(feature = "tls")]
-            let stream = match &config.tls {
-                Some(tls) => transport::tls_connect(stream, location, tls.clone()).await?,
-                None => stream,
-            };
-            Connection::open(stream, &object, direct, config).await
+            // The configured protocol; else the one the daemon was found to speak; else Pyro5.
+            let first = config
+                .protocol
+                .or(*self.shared.learned.lock())
+                .unwrap_or_default();
+            let mut protocol = first;
+            loop {
+                let stream = transport::dial(location, config.connect_timeout).await?;
+                #[cfg(feature = "tls")]
+                let stream = match &config.tls {
+                    Some(tls) => transport::tls_connect(stream, location, tls.clone()).await?,
+                    None => stream,
+                };
+                match Connection::open(stream, &object, direct.clone(), config, protocol).await {
+                    Ok(Opened::Ready(conn)) => {
+                        if config.protocol.is_none() {
+                            *self.shared.learned.lock() = Some(protocol);
+                        }
+                        return Ok(conn);
+                    }
+                    // Detected: the daemon answered in the other protocol. Once.
+                    Ok(Opened::Speaks(other)) if config.protocol.is_none() && protocol == first => {
+                        tracing::debug!(uri = %direct, %other, "the daemon speaks {other}; dialing again in it");
+                        protocol = other;
+                    }
+                    Ok(Opened::Speaks(other)) => {
+                        return Err(Error::ConnectFailed(format!(
+                            "the daemon at {direct} speaks {other}, not {protocol}{}",
+                            if config.protocol.is_some() {
+                                " (set by ProxyBuilder::protocol)"
+                            } else {
+                                ""
+                            }
+                        )))
+                    }
+                    Err(e) => {
+                        // A daemon found speaking Pyro4 that now drops a Pyro4 CONNECT unanswered
+                        // may be a Pyro5 one in its place: the next dial starts from Pyro5 again.
+                        if config.protocol.is_none()
+                            && protocol != Protocol::Pyro5
+                            && e.is_communication()
+                        {
+                            *self.shared.learned.lock() = None;
+                        }
+                        return Err(e);
+                    }
+                }
+            }
         };
         tokio::time::timeout(config.connect_timeout, fut)
             .await

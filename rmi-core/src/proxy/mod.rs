@@ -6,6 +6,12 @@
 //! arrives or the connection closes, so a late reply can never reach another call. At most
 //! `max_in_flight` calls are live per connection; more wait for a slot.
 //!
+//! Nothing needs configuring to call a Python daemon: the CONNECT, in serpent, offers bincode
+//! in an annotation only rmi daemons answer, so calls to an rmi daemon go in bincode and calls
+//! to a Python one in serpent; a Pyro4 daemon answers a Pyro5 CONNECT in its own protocol 48,
+//! and the proxy dials it again in that protocol (see [`ProxyBuilder::serializer`] and
+//! [`ProxyBuilder::protocol`] to set either).
+//!
 //! When the connection dies, the next call dials again (resolving a logical URI again, so a
 //! server that moved is found), once for all waiting calls, with jittered backoff. A failed
 //! call is retried only when it provably did not execute, when the proxy is marked
@@ -43,7 +49,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::Error;
 use crate::protocol::codec::{DecodeLimits, Metadata, Serializer};
-use crate::protocol::frame::Annotation;
+use crate::protocol::frame::{Annotation, Protocol};
 use crate::uri::Uri;
 use batch::Batch;
 use connection::Connection;
@@ -108,6 +114,9 @@ struct Shared {
     config: ProxyBuilder,
     /// The live connection, if dialed; replaced when it dies.
     conn: RwLock<Option<Arc<Connection>>>,
+    /// The protocol the daemon was found to speak when none is configured, tried first on
+    /// reconnects.
+    learned: parking_lot::Mutex<Option<Protocol>>,
     /// Serializes dialing so concurrent first calls, and calls after a failure, dial once;
     /// holds when the last dial failed and why, so callers that waited for it share the failure.
     dial_lock: tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>,
@@ -183,9 +192,20 @@ impl Proxy {
         self.map_options(|o| o.idempotent = true)
     }
 
-    /// The serializer calls use.
+    /// The serializer calls use: the one of the live connection (configured, or negotiated at
+    /// CONNECT: bincode with an rmi daemon, serpent with a Python one); before the first
+    /// connection, the configured one, or bincode (what an rmi daemon picks) when negotiating.
     pub fn serializer(&self) -> Serializer {
-        self.shared.config.serializer
+        self.live()
+            .map(|c| c.serializer)
+            .or(self.shared.config.serializer)
+            .unwrap_or(Serializer::Bincode)
+    }
+
+    /// The wire protocol of the live connection (Pyro4 for a Python Pyro4 daemon, else Pyro5);
+    /// `None` when not connected.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.live().map(|c| c.protocol)
     }
 
     /// The limits replies are decoded with.

@@ -74,6 +74,16 @@ impl Serialize for Attributes<'_> {
     }
 }
 
+/// The kind of an exception a Python peer raised (it sends no rmi kind): a name server's
+/// `NamingError` is a naming failure and `StopIteration` ends a stream, whichever Pyro sent it.
+fn python_kind(class: &str) -> RemoteErrorKind {
+    match class {
+        "Pyro5.errors.NamingError" | "Pyro4.errors.NamingError" => RemoteErrorKind::Resolve,
+        "builtins.StopIteration" => RemoteErrorKind::StopIteration,
+        _ => RemoteErrorKind::Other,
+    }
+}
+
 /// A remote error from Pyro's exception dict (a Python peer's, or an rmi peer's).
 pub(super) fn from_value(value: Value) -> Option<RemoteError> {
     let Some(Value::Str(class)) = value.get("__class__").cloned() else {
@@ -99,7 +109,7 @@ pub(super) fn from_value(value: Value) -> Option<RemoteError> {
     let kind = attributes
         .and_then(|a| a.get(KIND_ATTRIBUTE))
         .and_then(|k| serde::Deserialize::deserialize(k.clone()).ok())
-        .unwrap_or(RemoteErrorKind::Other);
+        .unwrap_or_else(|| python_kind(&class));
     let chain = match attributes.and_then(|a| a.get("_pyroTraceback")) {
         Some(Value::List(lines) | Value::Tuple(lines)) => lines
             .iter()

@@ -8,20 +8,27 @@
 //! are refused, nesting is limited to [`DecodeLimits::max_depth`] and no collection may claim
 //! more elements than the payload has bytes.
 //!
+//! Pyro4 peers (protocol 48, [`Protocol::Pyro4`]) get the same formats with Pyro4's class
+//! names: [`Serializer::encode_in`] writes a `__class__` of `Pyro5.<rest>` as `Pyro4.<rest>`
+//! (URIs, errors). Module `marshal` writes only the str a Pyro4 CONNECTFAIL needs.
+//!
 //! bincode is not self-describing, so types that need `deserialize_any` (untagged enums,
 //! `#[serde(flatten)]`, `skip_serializing_if`) fail at run time under it; use msgpack for those.
 
 mod bincode;
 mod bounded;
 mod exception;
+mod marshal;
 mod msgpack;
 mod serpent;
+mod trim;
 mod value;
 
 use bytes::Bytes;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
+use super::frame::Protocol;
 use crate::error::{Error, RemoteError};
 
 /// Default [`DecodeLimits::max_message_size`]: 64 MiB.
@@ -96,6 +103,24 @@ impl Serializer {
         }
     }
 
+    /// Serializes `value` for a peer speaking `protocol`: for Pyro4, the class names of Pyro's
+    /// class dicts (`__class__`) are Pyro4's (`Pyro4.core.URI`, `Pyro4.errors.NamingError`).
+    pub fn encode_in<T: Serialize + ?Sized>(
+        self,
+        protocol: Protocol,
+        value: &T,
+    ) -> Result<Vec<u8>, Error> {
+        match (protocol, self) {
+            (Protocol::Pyro5, _) | (_, Serializer::Bincode) => self.encode(value),
+            (Protocol::Pyro4, Serializer::Serpent) => serpent::encode_in(value, true),
+            (Protocol::Pyro4, Serializer::MsgPack) => {
+                let mut doc = msgpack::encode(value)?;
+                msgpack::rename_classes_for_pyro4(&mut doc);
+                Ok(doc)
+            }
+        }
+    }
+
     /// Deserializes a whole payload through the bounded wrapper.
     pub fn decode<T: DeserializeOwned>(
         self,
@@ -110,12 +135,26 @@ impl Serializer {
     }
 }
 
+/// A str in marshal, and marshal's id in Pyro4: how a Pyro4 daemon words the CONNECTFAIL that
+/// refuses a client's serializer (before it has agreed on one).
+pub fn encode_marshal_str(text: &str) -> (u8, Vec<u8>) {
+    (marshal::PYRO4_MARSHAL_ID, marshal::encode_str(text))
+}
+
+/// A str in marshal, as a Pyro daemon words a CONNECTFAIL before it has agreed on a
+/// serializer (Pyro5: marshal id 2, Pyro4: id 3); `None` when `payload` is not one.
+pub fn decode_marshal_str(payload: &[u8]) -> Option<String> {
+    marshal::decode_str(payload)
+}
+
 /// The payload of `MSG_CONNECT`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectRequest {
     /// Handshake data for the daemon's validator (Pyro's default is `"hello"`).
     pub handshake: String,
-    /// The object this connection is for.
+    /// The object this connection is for (empty when a Pyro4 client, with `METADATA=False`,
+    /// names none).
+    #[serde(default)]
     pub object: String,
 }
 
@@ -163,17 +202,36 @@ impl<'de> Deserialize<'de> for NoKwargs {
 
 /// Encodes an INVOKE payload: object id, method name and the argument tuple.
 ///
-/// bincode: `object`, `method`, then the arguments, concatenated. msgpack: Pyro5's 4-element
-/// array `[object, method, [args...], {}]`.
+/// bincode: `object`, `method`, then the arguments, concatenated. msgpack and serpent: Pyro's
+/// 4-element `(object, method, (args...), {})`, without trailing `None` arguments (see
+/// [`encode_invoke_in`]).
 pub fn encode_invoke<A: Serialize>(
     ser: Serializer,
     object: &str,
     method: &str,
     args: &A,
 ) -> Result<Vec<u8>, Error> {
+    encode_invoke_in(ser, Protocol::Pyro5, object, method, args)
+}
+
+/// [`encode_invoke`] for a daemon speaking `protocol`: to a Pyro4 daemon, the class dicts among
+/// the arguments (URIs) carry Pyro4's class names.
+///
+/// In the Pyro formats, trailing `None` arguments are left out, as a Python caller leaves out
+/// arguments with defaults (the Python method then uses its defaults; an rmi daemon reads a
+/// left-out trailing `Option` parameter as `None`).
+pub fn encode_invoke_in<A: Serialize>(
+    ser: Serializer,
+    protocol: Protocol,
+    object: &str,
+    method: &str,
+    args: &A,
+) -> Result<Vec<u8>, Error> {
     match ser {
         Serializer::Bincode => ser.encode(&(object, method, args)),
-        Serializer::MsgPack | Serializer::Serpent => ser.encode(&(object, method, args, NoKwargs)),
+        Serializer::MsgPack | Serializer::Serpent => {
+            ser.encode_in(protocol, &(object, method, trim::Trimmed(args), NoKwargs))
+        }
     }
 }
 
@@ -192,6 +250,8 @@ pub struct Invoke {
 #[derive(Debug, Clone)]
 pub struct Args {
     ser: Serializer,
+    /// The caller's protocol, which the result is encoded for.
+    protocol: Protocol,
     /// bincode: the bytes after object and method; msgpack: the whole payload.
     bytes: Bytes,
     limits: DecodeLimits,
@@ -201,6 +261,22 @@ impl Args {
     /// The serializer the arguments (and so the reply) use.
     pub fn serializer(&self) -> Serializer {
         self.ser
+    }
+
+    /// The protocol the caller speaks (Pyro5 unless [`in_protocol`](Self::in_protocol) said).
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The same arguments, from a caller speaking `protocol`.
+    pub fn in_protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Encodes a result for the caller: in its serializer, with its protocol's class names.
+    pub fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, Error> {
+        self.ser.encode_in(self.protocol, value)
     }
 
     /// The length the first argument declares when it is a sequence (read from its prefix,
@@ -266,6 +342,7 @@ pub fn decode_invoke(
         method,
         args: Args {
             ser,
+            protocol: Protocol::Pyro5,
             bytes,
             limits: *limits,
         },
@@ -294,8 +371,16 @@ impl From<Result<Vec<u8>, RemoteError>> for BatchItem {
 /// Pyro formats, msgpack included (so a Python peer raises it), as rmi's own struct under
 /// bincode.
 pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
+    encode_error_in(ser, Protocol::Pyro5, err)
+}
+
+/// Encodes a remote error for an exception reply to a peer speaking `protocol`: as
+/// [`encode_error`], with a Pyro4 peer's class names (`Pyro4.errors.NamingError`).
+pub fn encode_error_in(ser: Serializer, protocol: Protocol, err: &RemoteError) -> Vec<u8> {
     let encoded = match ser {
-        Serializer::Serpent | Serializer::MsgPack => ser.encode(&exception::PyroException(err)),
+        Serializer::Serpent | Serializer::MsgPack => {
+            ser.encode_in(protocol, &exception::PyroException(err))
+        }
         Serializer::Bincode => ser.encode(err),
     };
     encoded.unwrap_or_else(|e| {
@@ -423,6 +508,39 @@ mod tests {
         assert_eq!(back.type_name, "builtins.RuntimeError");
         assert!(back.message.starts_with("rmi.Panic: "), "{}", back.message);
         assert_eq!(back.kind, crate::error::RemoteErrorKind::Panic);
+    }
+
+    #[test]
+    fn a_pyro4_peer_gets_pyro4_class_names_and_plain_strings_stay() {
+        let uri: crate::uri::Uri = "PYRO:obj@127.0.0.1:4000".parse().unwrap();
+        let err = RemoteError::new(
+            crate::error::RemoteErrorKind::Resolve,
+            "Pyro5.errors.NamingError",
+            "unknown name: x",
+        );
+        for ser in [Serializer::Serpent, Serializer::MsgPack] {
+            let doc = ser
+                .encode_in(Protocol::Pyro4, &(&uri, "Pyro5.core.URI"))
+                .unwrap();
+            let text = String::from_utf8_lossy(&doc);
+            assert!(text.contains("Pyro4.core.URI"), "{ser:?}: {text}");
+            assert!(text.contains("Pyro5.core.URI"), "{ser:?}: {text}");
+            let doc = encode_error_in(ser, Protocol::Pyro4, &err);
+            let text = String::from_utf8_lossy(&doc);
+            assert!(text.contains("Pyro4.errors.NamingError"), "{ser:?}: {text}");
+            // Pyro5 peers keep Pyro5's names.
+            let doc = encode_error(ser, &err);
+            assert!(String::from_utf8_lossy(&doc).contains("Pyro5.errors.NamingError"));
+        }
+        assert_eq!(
+            String::from_utf8(
+                Serializer::Serpent
+                    .encode_in(Protocol::Pyro4, &uri)
+                    .unwrap()
+            )
+            .unwrap(),
+            "# serpent utf-8 python3.2\n{'__class__':'Pyro4.core.URI','state':('PYRO','obj',None,'127.0.0.1',4000)}"
+        );
     }
 
     #[test]

@@ -76,3 +76,116 @@ pub(super) fn leading_seq_len(payload: &[u8]) -> Option<u64> {
     }
     rmp::decode::read_array_len(&mut rd).ok().map(u64::from)
 }
+
+/// Renames, in place, every `__class__` value `Pyro5.<rest>` of an encoded document to
+/// `Pyro4.<rest>` (the same length), so a Pyro4 peer rebuilds rmi's URIs and errors. Walks the
+/// document without recursion; stops at anything it does not recognise.
+pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
+    /// A container being walked: items left, and (maps) whether the next value is a class's.
+    struct Open {
+        left: u64,
+        map: bool,
+        class_value_next: bool,
+    }
+    let mut stack = vec![Open {
+        left: 1,
+        map: false,
+        class_value_next: false,
+    }];
+    let mut pos = 0usize;
+    let be = |doc: &[u8], at: usize, n: usize| -> Option<u64> {
+        let bytes = doc.get(at..at.checked_add(n)?)?;
+        Some(bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b)))
+    };
+    while let Some(top) = stack.last_mut() {
+        if top.left == 0 {
+            stack.pop();
+            continue;
+        }
+        top.left -= 1;
+        // Map items alternate key, value: with 2n items, a key leaves an odd count behind.
+        let is_key = top.map && top.left % 2 == 1;
+        let class_value = top.map && !is_key && std::mem::take(&mut top.class_value_next);
+        let Some(&marker) = doc.get(pos) else { return };
+        // (header length, payload length, items of a container, is a map)
+        let (head, body, items, map): (usize, u64, u64, bool) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0, false),
+            0x80..=0x8f => (1, 0, u64::from(marker & 0x0f) * 2, true),
+            0x90..=0x9f => (1, 0, u64::from(marker & 0x0f), false),
+            0xa0..=0xbf => (1, u64::from(marker & 0x1f), 0, false),
+            0xc4 | 0xd9 => (2, be(doc, pos + 1, 1).unwrap_or(u64::MAX), 0, false),
+            0xc5 | 0xda => (3, be(doc, pos + 1, 2).unwrap_or(u64::MAX), 0, false),
+            0xc6 | 0xdb => (5, be(doc, pos + 1, 4).unwrap_or(u64::MAX), 0, false),
+            0xc7 => (3, be(doc, pos + 1, 1).unwrap_or(u64::MAX), 0, false),
+            0xc8 => (4, be(doc, pos + 1, 2).unwrap_or(u64::MAX), 0, false),
+            0xc9 => (6, be(doc, pos + 1, 4).unwrap_or(u64::MAX), 0, false),
+            0xca => (5, 0, 0, false),
+            0xcb => (9, 0, 0, false),
+            0xcc | 0xd0 => (2, 0, 0, false),
+            0xcd | 0xd1 => (3, 0, 0, false),
+            0xce | 0xd2 => (5, 0, 0, false),
+            0xcf | 0xd3 => (9, 0, 0, false),
+            0xd4..=0xd8 => (2, 1 << (marker - 0xd4), 0, false),
+            0xdc => (3, 0, be(doc, pos + 1, 2).unwrap_or(0), false),
+            0xdd => (5, 0, be(doc, pos + 1, 4).unwrap_or(0), false),
+            0xde => (3, 0, be(doc, pos + 1, 2).unwrap_or(0) * 2, true),
+            0xdf => (5, 0, be(doc, pos + 1, 4).unwrap_or(0) * 2, true),
+            0xc1 => return,
+        };
+        let start = pos + head;
+        let Some(end) = usize::try_from(body)
+            .ok()
+            .and_then(|b| start.checked_add(b))
+            .filter(|&end| end <= doc.len())
+        else {
+            return;
+        };
+        let is_str = matches!(marker, 0xa0..=0xbf | 0xd9..=0xdb);
+        if is_str && is_key {
+            top.class_value_next = &doc[start..end] == b"__class__";
+        }
+        if is_str && class_value && doc[start..end].starts_with(b"Pyro5.") {
+            doc[start + 4] = b'4';
+        }
+        pos = end;
+        if items > 0 {
+            stack.push(Open {
+                left: items,
+                map,
+                class_value_next: false,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pyro5_classes_are_renamed_for_pyro4_and_nothing_else_is() {
+        use std::collections::BTreeMap;
+        let uri: crate::uri::Uri = "PYRO:obj@127.0.0.1:4000".parse().unwrap();
+        let value = (
+            "Pyro5.core.URI",
+            BTreeMap::from([("__class__", "Pyro5.errors.NamingError"), ("x", "Pyro5.y")]),
+            vec![uri],
+            (
+                1u64 << 40,
+                -3i64,
+                1.5f64,
+                serde_bytes::ByteBuf::from(vec![0u8; 300]),
+            ),
+        );
+        let mut doc = encode(&value).unwrap();
+        rename_classes_for_pyro4(&mut doc);
+        let text = String::from_utf8_lossy(&doc);
+        assert!(text.contains("Pyro4.errors.NamingError"), "{text}");
+        assert!(text.contains("Pyro4.core.URI"), "{text}");
+        assert!(
+            text.contains("Pyro5.core.URI"),
+            "a plain string stays: {text}"
+        );
+        assert!(text.contains("Pyro5.y"), "{text}");
+    }
+}

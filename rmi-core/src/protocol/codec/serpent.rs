@@ -23,8 +23,16 @@ fn codec_error(e: impl std::fmt::Display) -> Error {
 }
 
 pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    encode_in(value, false)
+}
+
+/// Encodes `value`; with `pyro4`, a `__class__` value `Pyro5.<rest>` is written `Pyro4.<rest>`
+/// (a URI is `Pyro4.core.URI` there, an error `Pyro4.errors.…`).
+pub(super) fn encode_in<T: Serialize + ?Sized>(value: &T, pyro4: bool) -> Result<Vec<u8>, Error> {
     let mut out = Writer {
         out: String::from(HEADER),
+        pyro4,
+        class_next: false,
     };
     value.serialize(&mut out).map_err(codec_error)?;
     Ok(out.out.into_bytes())
@@ -436,6 +444,10 @@ impl Parser<'_> {
 /// Writes Python literals.
 struct Writer {
     out: String,
+    /// Write Pyro4's class names for Pyro5's.
+    pyro4: bool,
+    /// The key just written is `'__class__'` (with `pyro4`).
+    class_next: bool,
 }
 
 #[derive(Debug)]
@@ -456,6 +468,22 @@ impl ser::Error for WriteError {
 }
 
 impl Writer {
+    /// Writes a map value, renaming a Pyro5 class to Pyro4's after a `__class__` key.
+    fn map_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
+        let class = std::mem::take(&mut self.class_next);
+        let start = self.out.len();
+        value.serialize(&mut *self)?;
+        if class && self.out[start..].starts_with("'Pyro5.") {
+            self.out.replace_range(start + 5..start + 6, "4");
+        }
+        Ok(())
+    }
+
+    /// Notes whether the key written from `start` on is `'__class__'`.
+    fn map_key_written(&mut self, start: usize) {
+        self.class_next = self.pyro4 && &self.out[start..] == "'__class__'";
+    }
+
     fn string(&mut self, s: &str) {
         let quote = if s.contains('\'') && !s.contains('"') {
             '"'
@@ -757,11 +785,14 @@ impl ser::SerializeMap for Compound<'_> {
     type Error = WriteError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), WriteError> {
         self.comma();
-        key.serialize(&mut *self.w)
+        let start = self.w.out.len();
+        key.serialize(&mut *self.w)?;
+        self.w.map_key_written(start);
+        Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), WriteError> {
         self.w.out.push(':');
-        value.serialize(&mut *self.w)
+        self.w.map_value(value)
     }
     fn end(self) -> Result<(), WriteError> {
         self.finish();
@@ -778,9 +809,11 @@ impl ser::SerializeStruct for Compound<'_> {
         value: &T,
     ) -> Result<(), WriteError> {
         self.comma();
+        let start = self.w.out.len();
         self.w.string(key);
+        self.w.map_key_written(start);
         self.w.out.push(':');
-        value.serialize(&mut *self.w)
+        self.w.map_value(value)
     }
     fn end(self) -> Result<(), WriteError> {
         self.finish();

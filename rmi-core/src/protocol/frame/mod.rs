@@ -1,21 +1,37 @@
-//! One Pyro5 message: the 40-byte header, annotations and payload; check, parse and encode.
+//! One Pyro message, whichever protocol carries it: the header, annotations and payload; check,
+//! parse and encode, for Pyro5 (protocol 502, module `pyro5`) and Pyro4 (protocol 48, `pyro4`).
 //!
 //! Decoding runs in two steps, as in mini-redis: [`check`] looks at the buffered bytes and says
 //! whether a whole message is there (validating the header and both lengths against the
 //! configured maximum before anything is allocated), then [`Message::parse`] builds it.
+//!
+//! [`Message`] is the one currency of both protocols. Its flags use Pyro5's bits; a Pyro4 frame
+//! is translated on the way in and out (Pyro4's ITEMSTREAMRESULT 0x20 is [`FLAGS_ITEMSTREAMRESULT`],
+//! its META_ON_CONNECT 0x10 is [`FLAGS_META_ON_CONNECT`], and its `CORR` annotation is the
+//! message's `corr_id`). The serializer id stays the wire's: [`Protocol::serializer`] names it.
+
+mod pyro4;
+mod pyro5;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-/// Length of the fixed header.
-pub const HEADER_SIZE: usize = 40;
+use super::codec::Serializer;
+
+/// Length of the fixed Pyro5 header.
+pub const HEADER_SIZE: usize = pyro5::HEADER_SIZE;
+/// Length of the fixed Pyro4 header.
+pub const PYRO4_HEADER_SIZE: usize = pyro4::HEADER_SIZE;
 /// Payloads larger than this are compressed when compression is on (Pyro5's threshold).
 pub const COMPRESS_ABOVE: usize = 100;
-/// Length of an annotation chunk's own header: a 4-byte id and a u32 length.
+/// Length of a Pyro5 annotation chunk's own header: a 4-byte id and a u32 length (Pyro4's
+/// chunks have a u16 length, so this bounds both).
 pub const ANNOTATION_HEADER_SIZE: usize = 8;
-/// Protocol version spoken (Pyro5).
-pub const PROTOCOL_VERSION: u16 = 502;
-/// Magic number at offset 0x26.
-pub const MAGIC: u16 = 0x4DC5;
+/// Protocol version spoken by Pyro5.
+pub const PROTOCOL_VERSION: u16 = pyro5::VERSION;
+/// Protocol version spoken by Pyro4.
+pub const PYRO4_PROTOCOL_VERSION: u16 = pyro4::VERSION;
+/// Magic number at offset 0x26 of a Pyro5 header.
+pub const MAGIC: u16 = pyro5::MAGIC;
 /// Serializer id Pyro uses for `MSG_PING` (nothing is serialized).
 pub const PING_SERIALIZER: u8 = 42;
 
@@ -33,8 +49,142 @@ pub const FLAGS_ITEMSTREAMRESULT: u16 = 0x0010;
 pub const FLAGS_KEEPSERIALIZED: u16 = 0x0020;
 /// Flag: the header's correlation id field is valid.
 pub const FLAGS_CORR_ID: u16 = 0x0040;
+/// Flag: Pyro4's META_ON_CONNECT (0x10 on a protocol 48 wire): the CONNECT asks for, and the
+/// CONNECTOK carries, the object's metadata. A bit Pyro5 does not define; only Pyro4 frames
+/// set it.
+pub const FLAGS_META_ON_CONNECT: u16 = 0x0100;
 
-/// Pyro5 message types.
+/// The wire protocol of a connection, chosen by its first header's version field: every later
+/// message on the connection must use it, and replies are written in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// Pyro5, protocol 502: the 40-byte header. What rmi's own proxies speak.
+    #[default]
+    Pyro5,
+    /// Pyro4, protocol 48: the 24-byte header with a checksum, u16 annotation lengths, the
+    /// correlation id as a `CORR` annotation, and Pyro4's serializer ids.
+    Pyro4,
+}
+
+impl Protocol {
+    /// The version number in the header.
+    pub fn version(self) -> u16 {
+        match self {
+            Protocol::Pyro5 => pyro5::VERSION,
+            Protocol::Pyro4 => pyro4::VERSION,
+        }
+    }
+
+    /// Length of the fixed header.
+    pub fn header_size(self) -> usize {
+        match self {
+            Protocol::Pyro5 => pyro5::HEADER_SIZE,
+            Protocol::Pyro4 => pyro4::HEADER_SIZE,
+        }
+    }
+
+    /// Length of an annotation chunk's own header (id and length).
+    pub fn annotation_header_size(self) -> usize {
+        match self {
+            Protocol::Pyro5 => ANNOTATION_HEADER_SIZE,
+            Protocol::Pyro4 => pyro4::ANNOTATION_HEADER_SIZE,
+        }
+    }
+
+    /// The largest payload the header can declare.
+    pub fn max_payload(self) -> usize {
+        match self {
+            Protocol::Pyro5 => u32::MAX as usize,
+            Protocol::Pyro4 => i32::MAX as usize,
+        }
+    }
+
+    /// The protocol a buffer's first header speaks, read from its tag and version field.
+    /// `Err(Incomplete)` until those 6 bytes are there; a wrong tag or an unknown version is
+    /// refused at once.
+    pub fn detect(buf: &[u8]) -> Result<Protocol, Error> {
+        check_tag(buf)?;
+        if buf.len() < 6 {
+            return Err(Error::Incomplete);
+        }
+        match u16::from_be_bytes([buf[4], buf[5]]) {
+            pyro5::VERSION => Ok(Protocol::Pyro5),
+            pyro4::VERSION => Ok(Protocol::Pyro4),
+            other => Err(Error::BadVersion(other)),
+        }
+    }
+
+    /// The serializer a header's id names in this protocol, if rmi supports it. The ids differ:
+    /// msgpack is 4 in Pyro5 and 6 in Pyro4 (where 4 is pickle); serpent is 1 in both; rmi's
+    /// bincode (98) is Pyro5-only.
+    pub fn serializer(self, id: u8) -> Option<Serializer> {
+        match self {
+            Protocol::Pyro5 => Serializer::from_id(id),
+            Protocol::Pyro4 => match id {
+                Serializer::SERPENT_ID => Some(Serializer::Serpent),
+                pyro4::MSGPACK_ID => Some(Serializer::MsgPack),
+                _ => None,
+            },
+        }
+    }
+
+    /// The id of `ser` in this protocol's headers.
+    pub fn serializer_id(self, ser: Serializer) -> u8 {
+        match (self, ser) {
+            (Protocol::Pyro4, Serializer::MsgPack) => pyro4::MSGPACK_ID,
+            _ => ser.id(),
+        }
+    }
+
+    /// Whether the CONNECTOK to `connect` carries the object's metadata: always in Pyro5; in
+    /// Pyro4 when the client asked (`FLAGS_META_ON_CONNECT`), else it is the bare answer.
+    pub fn meta_on_connect(self, connect: &Message) -> bool {
+        self == Protocol::Pyro5 || connect.has_flag(FLAGS_META_ON_CONNECT)
+    }
+
+    /// Parses and validates this protocol's header at the front of `buf`, refusing lengths
+    /// above `max_size`.
+    pub fn parse_header(self, buf: &[u8], max_size: usize) -> Result<Header, Error> {
+        match self {
+            Protocol::Pyro5 => pyro5::parse_header(buf, max_size),
+            Protocol::Pyro4 => pyro4::parse_header(buf, max_size),
+        }
+    }
+
+    /// Checks whether `buf` starts with a complete, valid message of this protocol.
+    pub fn check(self, buf: &[u8], max_size: usize) -> Result<Header, Error> {
+        let header = self.parse_header(buf, max_size)?;
+        if buf.len() < header.total_len() {
+            return Err(Error::Incomplete);
+        }
+        Ok(header)
+    }
+
+    /// Appends `msg`, encoded in this protocol, to `buf`.
+    pub fn encode(self, msg: &Message, buf: &mut BytesMut) {
+        self.encode_head(msg, buf);
+        buf.put_slice(&msg.payload);
+    }
+
+    /// Appends the header and annotations of `msg`, everything but the payload, to `buf`.
+    pub fn encode_head(self, msg: &Message, buf: &mut BytesMut) {
+        match self {
+            Protocol::Pyro5 => pyro5::encode_head(msg, buf),
+            Protocol::Pyro4 => pyro4::encode_head(msg, buf),
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Protocol::Pyro5 => write!(f, "Pyro5 (protocol {})", pyro5::VERSION),
+            Protocol::Pyro4 => write!(f, "Pyro4 (protocol {})", pyro4::VERSION),
+        }
+    }
+}
+
+/// Pyro message types (the same numbers in both protocols).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageType {
     /// Client opens a connection to one object.
@@ -52,7 +202,7 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    fn from_u8(v: u8) -> Option<Self> {
+    fn from_u16(v: u16) -> Option<Self> {
         Some(match v {
             1 => Self::Connect,
             2 => Self::ConnectOk,
@@ -74,15 +224,29 @@ pub enum Error {
     /// The first four bytes are not `PYRO`.
     #[error("{}", bad_tag(.0))]
     BadTag([u8; 4]),
-    /// The protocol version is not 502.
-    #[error("unsupported protocol version {0} (expected {PROTOCOL_VERSION})")]
+    /// The protocol version is not the connection's (502 or 48 for a first message).
+    #[error("unsupported protocol version {0} (expected {PROTOCOL_VERSION}, or Pyro4's {PYRO4_PROTOCOL_VERSION})")]
     BadVersion(u16),
     /// The magic number is wrong.
     #[error("invalid magic number {0:#06x} (expected {MAGIC:#06x})")]
     BadMagic(u16),
-    /// The message type byte is unknown.
+    /// A Pyro4 header whose checksum does not match its fields.
+    #[error("header checksum mismatch: {found:#06x}, fields sum to {expected:#06x}")]
+    BadChecksum {
+        /// The checksum in the header.
+        found: u16,
+        /// The checksum of the header's fields.
+        expected: u16,
+    },
+    /// The message type is unknown.
     #[error("unknown message type {0}")]
-    BadType(u8),
+    BadType(u16),
+    /// A Pyro4 header's serializer id does not fit a byte (no Pyro serializer has such an id).
+    #[error("invalid serializer id {0}")]
+    BadSerializer(u16),
+    /// A Pyro4 header's data length is negative.
+    #[error("invalid data length {0}")]
+    BadLength(i32),
     /// The declared size is larger than the configured maximum.
     #[error("message of {size} bytes exceeds max_message_size ({max} bytes)")]
     TooLarge {
@@ -114,14 +278,27 @@ fn bad_tag(tag: &[u8; 4]) -> String {
     }
 }
 
+/// Refuses a buffer whose first bytes (as many as there are, up to 4) are not `PYRO`.
+fn check_tag(buf: &[u8]) -> Result<(), Error> {
+    let tag_len = buf.len().min(4);
+    if buf[..tag_len] != b"PYRO"[..tag_len] {
+        let mut tag = [0u8; 4];
+        tag[..tag_len].copy_from_slice(&buf[..tag_len]);
+        return Err(Error::BadTag(tag));
+    }
+    Ok(())
+}
+
 /// A decoded header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The protocol the header was written in.
+    pub protocol: Protocol,
     /// Message type.
     pub msg_type: MessageType,
-    /// Serializer id of the payload.
+    /// Serializer id of the payload, as the protocol numbers it.
     pub serializer: u8,
-    /// Flag bits (`FLAGS_*`).
+    /// Flag bits (`FLAGS_*`, Pyro5's numbering; a Pyro4 header's are translated).
     pub flags: u16,
     /// Sequence number correlating a reply with its request.
     pub seq: u16,
@@ -129,98 +306,66 @@ pub struct Header {
     pub data_len: u32,
     /// Total annotation length.
     pub ann_len: u32,
-    /// Correlation id (valid when `FLAGS_CORR_ID` is set).
+    /// Correlation id (valid when `FLAGS_CORR_ID` is set; a Pyro4 header has none, its `CORR`
+    /// annotation is read with the message).
     pub corr_id: [u8; 16],
 }
 
 impl Header {
-    /// Parses and validates the first [`HEADER_SIZE`] bytes of `buf`, refusing lengths above `max_size`.
+    /// Parses and validates the first [`HEADER_SIZE`] bytes of `buf` as a Pyro5 header, refusing
+    /// lengths above `max_size`. (See [`Protocol::parse_header`] for either protocol.)
     pub fn parse(buf: &[u8], max_size: usize) -> Result<Header, Error> {
-        if buf.len() < HEADER_SIZE {
-            // Validate what is there already, so garbage is refused without waiting for 40 bytes.
-            let tag_len = buf.len().min(4);
-            if buf[..tag_len] != b"PYRO"[..tag_len] {
-                let mut tag = [0u8; 4];
-                tag[..tag_len].copy_from_slice(&buf[..tag_len]);
-                return Err(Error::BadTag(tag));
-            }
-            return Err(Error::Incomplete);
-        }
-        let mut b = &buf[..HEADER_SIZE];
-        let mut tag = [0u8; 4];
-        b.copy_to_slice(&mut tag);
-        if &tag != b"PYRO" {
-            return Err(Error::BadTag(tag));
-        }
-        let version = b.get_u16();
-        if version != PROTOCOL_VERSION {
-            return Err(Error::BadVersion(version));
-        }
-        let type_byte = b.get_u8();
-        let serializer = b.get_u8();
-        let flags = b.get_u16();
-        let seq = b.get_u16();
-        let data_len = b.get_u32();
-        let ann_len = b.get_u32();
-        let mut corr_id = [0u8; 16];
-        b.copy_to_slice(&mut corr_id);
-        let _reserved = b.get_u16();
-        let magic = b.get_u16();
-        if magic != MAGIC {
-            return Err(Error::BadMagic(magic));
-        }
-        let msg_type = MessageType::from_u8(type_byte).ok_or(Error::BadType(type_byte))?;
-        let size = data_len as u64 + ann_len as u64;
+        pyro5::parse_header(buf, max_size)
+    }
+
+    /// Total message length including the header.
+    pub fn total_len(&self) -> usize {
+        self.protocol.header_size() + self.data_len as usize + self.ann_len as usize
+    }
+
+    /// Refuses a declared size above `max_size`.
+    fn check_size(&self, max_size: usize) -> Result<(), Error> {
+        let size = self.data_len as u64 + self.ann_len as u64;
         if size > max_size as u64 {
             return Err(Error::TooLarge {
                 size,
                 max: max_size,
             });
         }
-        Ok(Header {
-            msg_type,
-            serializer,
-            flags,
-            seq,
-            data_len,
-            ann_len,
-            corr_id,
-        })
-    }
-
-    /// Total message length including the header.
-    pub fn total_len(&self) -> usize {
-        HEADER_SIZE + self.data_len as usize + self.ann_len as usize
+        Ok(())
     }
 }
 
-/// Checks whether `buf` starts with a complete, valid message; returns its header.
+/// Checks whether `buf` starts with a complete, valid Pyro5 message; returns its header.
 ///
 /// `Err(Error::Incomplete)` means "read more"; any other error means the stream is not Pyro5 and
-/// must be closed.
+/// must be closed. [`check_any`] accepts either protocol.
 pub fn check(buf: &[u8], max_size: usize) -> Result<Header, Error> {
-    let header = Header::parse(buf, max_size)?;
-    if buf.len() < header.total_len() {
-        return Err(Error::Incomplete);
-    }
-    Ok(header)
+    Protocol::Pyro5.check(buf, max_size)
+}
+
+/// Checks whether `buf` starts with a complete, valid message of either protocol (a
+/// connection's first message); the header says which.
+pub fn check_any(buf: &[u8], max_size: usize) -> Result<Header, Error> {
+    Protocol::detect(buf)?.check(buf, max_size)
 }
 
 /// One annotation: a 4-byte ASCII id and its value.
 pub type Annotation = ([u8; 4], Bytes);
 
-/// A complete Pyro5 message.
+/// A complete Pyro message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Message type.
     pub msg_type: MessageType,
-    /// Serializer id of the payload.
+    /// Serializer id of the payload, as the connection's protocol numbers it.
     pub serializer: u8,
     /// Flag bits (`FLAGS_*`).
     pub flags: u16,
     /// Sequence number.
     pub seq: u16,
-    /// Correlation id; sent with `FLAGS_CORR_ID` when not all zero.
+    /// Correlation id; sent with `FLAGS_CORR_ID` (Pyro4: as the `CORR` annotation) when not
+    /// all zero.
     pub corr_id: [u8; 16],
     /// Annotations in order.
     pub annotations: Vec<Annotation>,
@@ -263,18 +408,23 @@ impl Message {
 
     /// Splits one message, already [`check`]ed, off the front of `buf`.
     pub fn parse(buf: &mut BytesMut, header: &Header) -> Result<Message, Error> {
+        let protocol = header.protocol;
         let mut msg = buf.split_to(header.total_len()).freeze();
-        msg.advance(HEADER_SIZE);
+        msg.advance(protocol.header_size());
         let mut ann = msg.split_to(header.ann_len as usize);
         let payload = msg;
+        let chunk_header = protocol.annotation_header_size();
         let mut annotations = Vec::new();
         while !ann.is_empty() {
-            if ann.len() < 8 {
+            if ann.len() < chunk_header {
                 return Err(Error::BadAnnotations("truncated annotation chunk header"));
             }
             let mut id = [0u8; 4];
             ann.copy_to_slice(&mut id);
-            let len = ann.get_u32() as usize;
+            let len = match protocol {
+                Protocol::Pyro5 => ann.get_u32() as usize,
+                Protocol::Pyro4 => ann.get_u16() as usize,
+            };
             if len > ann.len() {
                 return Err(Error::BadAnnotations(
                     "annotation chunk longer than the annotations",
@@ -282,7 +432,7 @@ impl Message {
             }
             annotations.push((id, ann.split_to(len)));
         }
-        Ok(Message {
+        let mut msg = Message {
             msg_type: header.msg_type,
             serializer: header.serializer,
             flags: header.flags,
@@ -290,7 +440,11 @@ impl Message {
             corr_id: header.corr_id,
             annotations,
             payload,
-        })
+        };
+        if protocol == Protocol::Pyro4 {
+            pyro4::take_correlation_id(&mut msg);
+        }
+        Ok(msg)
     }
 
     /// Bytes of annotations (each with its 8-byte chunk header) plus payload: what a header
@@ -347,42 +501,25 @@ impl Message {
         }
     }
 
-    /// Appends the encoded message to `buf`.
+    /// Appends the message, encoded in Pyro5, to `buf` ([`Protocol::encode`] for either).
     pub fn encode(&self, buf: &mut BytesMut) {
-        self.encode_head(buf);
-        buf.put_slice(&self.payload);
+        Protocol::Pyro5.encode(self, buf);
     }
 
-    /// Appends the header and annotations, everything but the payload, to `buf`.
+    /// Appends the Pyro5 header and annotations, everything but the payload, to `buf`.
     pub fn encode_head(&self, buf: &mut BytesMut) {
-        let ann_len = self.annotations_len();
-        let mut flags = self.flags;
-        if self.corr_id != [0; 16] {
-            flags |= FLAGS_CORR_ID;
-        }
-        buf.reserve(HEADER_SIZE + ann_len + self.payload.len());
-        buf.put_slice(b"PYRO");
-        buf.put_u16(PROTOCOL_VERSION);
-        buf.put_u8(self.msg_type as u8);
-        buf.put_u8(self.serializer);
-        buf.put_u16(flags);
-        buf.put_u16(self.seq);
-        buf.put_u32(self.payload.len() as u32);
-        buf.put_u32(ann_len as u32);
-        buf.put_slice(&self.corr_id);
-        buf.put_u16(0);
-        buf.put_u16(MAGIC);
-        for (id, value) in &self.annotations {
-            buf.put_slice(id);
-            buf.put_u32(value.len() as u32);
-            buf.put_slice(value);
-        }
+        Protocol::Pyro5.encode_head(self, buf);
     }
 
-    /// The encoded message as bytes.
+    /// The message encoded in Pyro5, as bytes.
     pub fn to_bytes(&self) -> Bytes {
+        self.to_bytes_in(Protocol::Pyro5)
+    }
+
+    /// The message encoded in `protocol`, as bytes.
+    pub fn to_bytes_in(&self, protocol: Protocol) -> Bytes {
         let mut buf = BytesMut::new();
-        self.encode(&mut buf);
+        protocol.encode(self, &mut buf);
         buf.freeze()
     }
 }

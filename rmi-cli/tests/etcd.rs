@@ -1,0 +1,87 @@
+//! `rmi-ns --storage etcd:…` end to end (feature `etcd`): two rmi-ns processes over one real
+//! etcd serve the same names, each answering as `Pyro.NameServer` for itself; names outlive
+//! `kill -9` of an rmi-ns; an unreachable etcd is reported clearly. 127.0.0.1 only.
+//!
+//! Run with `cargo test -p rmi-naming -p rmi-cli --features etcd`.
+#![cfg(feature = "etcd")]
+
+mod support;
+
+#[path = "../../rmi-naming/tests/support/etcd.rs"]
+mod etcd_process;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use etcd_process::EtcdCluster;
+use rmi::Uri;
+use support::{locate, spawn_rmi_ns};
+
+#[tokio::test]
+async fn two_rmi_ns_over_one_etcd_serve_the_same_names() {
+    let Some(cluster) = EtcdCluster::start(1, "rmi-ns --storage etcd") else {
+        return;
+    };
+    let storage = cluster.storage();
+    let (mut first, first_port) = spawn_rmi_ns(&["--storage", &storage]);
+    let (mut second, second_port) = spawn_rmi_ns(&["--storage", &storage]);
+    let one = locate(first_port).await;
+    let two = locate(second_port).await;
+
+    let uri = Uri::tcp("obj", "127.0.0.1", 4001);
+    let tags: BTreeSet<String> = ["red".to_owned()].into();
+    one.register_with("app.shared", &uri, false, tags.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        two.lookup_with_metadata("app.shared").await.unwrap(),
+        (uri.clone(), tags)
+    );
+    assert_eq!(one.lookup("Pyro.NameServer").await.unwrap(), *one.uri());
+    assert_eq!(two.lookup("Pyro.NameServer").await.unwrap(), *two.uri());
+    assert_ne!(one.uri(), two.uri(), "each answers for itself");
+    assert_eq!(two.list_prefix("app.").await.unwrap().len(), 1);
+    assert_eq!(
+        two.count().await.unwrap(),
+        2,
+        "app.shared and the name server"
+    );
+    let err = two
+        .register_with("app.shared", &uri, true, BTreeSet::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already registered"), "{err}");
+
+    // The names are in etcd, not in the process: they outlive it.
+    first.kill_9();
+    assert_eq!(two.lookup("app.shared").await.unwrap(), uri);
+    let (mut third, third_port) = spawn_rmi_ns(&["--storage", &storage]);
+    let three = locate(third_port).await;
+    assert_eq!(three.lookup("app.shared").await.unwrap(), uri);
+    assert!(three.remove("app.shared").await.unwrap());
+    assert!(two.lookup("app.shared").await.is_err());
+    assert!(second.is_alive() && third.is_alive());
+}
+
+#[test]
+fn rmi_ns_says_clearly_when_etcd_is_unreachable() {
+    // A port nobody listens on (bound and released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
+        .args(["--port", "0", "--nobc", "--storage"])
+        .arg(format!("etcd:127.0.0.1:{port}"))
+        .env("RMI_LOG", "error")
+        .output()
+        .expect("run rmi-ns");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach etcd at 127.0.0.1:{port}"))
+            && stderr.contains("is etcd running"),
+        "{stderr}"
+    );
+}

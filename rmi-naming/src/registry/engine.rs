@@ -1,0 +1,626 @@
+//! The in-memory state both backends serve from: entries, leases and their deadlines, the timer
+//! that expires leases, the change feed, and the journal hook through which a persistent
+//! backend writes each change before it is acknowledged.
+//!
+//! Every change is made under one lock, and its writes are queued to the journal under that same
+//! lock, so the journal sees changes in the order the state did. The caller then waits for the
+//! journal's acknowledgement outside the lock. Regexes arrive compiled.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, oneshot, Notify};
+use tokio::time::Instant;
+
+use super::{Change, Entry, LeaseId, Limits, MetaFilter, NameFilter, Watch, NAME_SERVER_NAME};
+use crate::NamingError;
+
+/// Changes a watcher may fall behind by before it is told it lagged.
+const WATCH_BACKLOG: usize = 1024;
+
+/// One durable change, as a journal writes it.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(crate) enum Write {
+    /// Insert or replace a name.
+    PutName {
+        /// The name.
+        name: String,
+        /// Its entry.
+        entry: Entry,
+    },
+    /// Delete a name.
+    DeleteName(String),
+    /// Insert or replace a lease, with its deadline on the wall clock (it must outlive the
+    /// process).
+    PutLease {
+        /// The lease.
+        id: LeaseId,
+        /// Its TTL.
+        ttl: Duration,
+        /// When it expires unless kept alive.
+        deadline: SystemTime,
+    },
+    /// Delete a lease (its names are deleted by their own writes).
+    DeleteLease(LeaseId),
+}
+
+/// Where a persistent backend writes changes.
+pub(crate) trait Journal: Send + Sync + fmt::Debug {
+    /// Queues `writes`, after every batch queued before; the receiver answers once they are
+    /// durable (or failed). Never blocks; a dropped receiver is fine.
+    fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>>;
+}
+
+/// Implements [`Store`](super::Store) for a type with an `engine: Arc<Engine>` field.
+macro_rules! store_via_engine {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::registry::Store for $store {
+            async fn register(
+                &self,
+                name: String,
+                entry: $crate::registry::Entry,
+                safe: bool,
+            ) -> Result<(), $crate::NamingError> {
+                self.engine.register(name, entry, safe).await
+            }
+
+            async fn lookup(
+                &self,
+                name: &str,
+            ) -> Result<$crate::registry::Entry, $crate::NamingError> {
+                self.engine.lookup(name)
+            }
+
+            async fn list(
+                &self,
+                filter: &$crate::registry::NameFilter,
+            ) -> Result<Vec<(String, $crate::registry::Entry)>, $crate::NamingError> {
+                self.engine.list(filter)
+            }
+
+            async fn remove(
+                &self,
+                filter: &$crate::registry::NameFilter,
+            ) -> Result<u32, $crate::NamingError> {
+                self.engine.remove(filter).await
+            }
+
+            async fn set_metadata(
+                &self,
+                name: &str,
+                metadata: std::collections::BTreeSet<String>,
+            ) -> Result<(), $crate::NamingError> {
+                self.engine.set_metadata(name, metadata).await
+            }
+
+            async fn yplookup(
+                &self,
+                filter: &$crate::registry::MetaFilter,
+            ) -> Result<Vec<(String, $crate::registry::Entry)>, $crate::NamingError> {
+                self.engine.yplookup(filter)
+            }
+
+            async fn count(&self) -> Result<u32, $crate::NamingError> {
+                Ok(self.engine.count())
+            }
+
+            fn watch(&self) -> $crate::registry::Watch {
+                self.engine.watch()
+            }
+
+            async fn grant(
+                &self,
+                ttl: std::time::Duration,
+            ) -> Result<$crate::registry::LeaseId, $crate::NamingError> {
+                self.engine.grant(ttl).await
+            }
+
+            async fn keep_alive(
+                &self,
+                lease: $crate::registry::LeaseId,
+            ) -> Result<std::time::Duration, $crate::NamingError> {
+                self.engine.keep_alive(lease).await
+            }
+
+            async fn revoke(
+                &self,
+                lease: $crate::registry::LeaseId,
+            ) -> Result<u32, $crate::NamingError> {
+                self.engine.revoke(lease).await
+            }
+        }
+    };
+}
+pub(crate) use store_via_engine;
+
+/// A lease as the state holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    /// Its TTL.
+    pub(crate) ttl: Duration,
+    /// When it expires unless kept alive.
+    pub(crate) deadline: Instant,
+    /// The names bound to it.
+    pub(crate) names: BTreeSet<String>,
+}
+
+/// Names and leases.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    entries: BTreeMap<String, Entry>,
+    leases: HashMap<LeaseId, Lease>,
+    /// Lease deadlines in order, for the timer.
+    deadlines: BTreeSet<(Instant, LeaseId)>,
+}
+
+impl State {
+    /// A state loaded from storage: entries, and leases with their TTL and remaining time
+    /// (zero for one already past its deadline). Entries naming an unknown lease are unbound.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub(crate) fn load(
+        entries: impl IntoIterator<Item = (String, Entry)>,
+        leases: impl IntoIterator<Item = (LeaseId, Duration, Duration)>,
+    ) -> State {
+        let now = Instant::now();
+        let mut state = State::default();
+        for (id, ttl, remaining) in leases {
+            let deadline = now + remaining;
+            state.deadlines.insert((deadline, id));
+            state.leases.insert(
+                id,
+                Lease {
+                    ttl,
+                    deadline,
+                    names: BTreeSet::new(),
+                },
+            );
+        }
+        for (name, mut entry) in entries {
+            if let Some(id) = entry.lease {
+                match state.leases.get_mut(&id) {
+                    Some(lease) => {
+                        lease.names.insert(name.clone());
+                    }
+                    None => entry.lease = None,
+                }
+            }
+            state.entries.insert(name, entry);
+        }
+        state
+    }
+
+    fn unbind(&mut self, name: &str, lease: Option<LeaseId>) {
+        if let Some(lease) = lease.and_then(|id| self.leases.get_mut(&id)) {
+            lease.names.remove(name);
+        }
+    }
+
+    fn set_deadline(&mut self, id: LeaseId, deadline: Instant) {
+        if let Some(lease) = self.leases.get_mut(&id) {
+            self.deadlines.remove(&(lease.deadline, id));
+            lease.deadline = deadline;
+            self.deadlines.insert((deadline, id));
+        }
+    }
+
+    /// Ends lease `id`, removing its names; the change for each is made by `change`.
+    fn end_lease(&mut self, id: LeaseId, tx: &mut Tx, change: impl Fn(String) -> Change) -> u32 {
+        let Some(lease) = self.leases.remove(&id) else {
+            return 0;
+        };
+        self.deadlines.remove(&(lease.deadline, id));
+        let mut count = 0;
+        for name in lease.names {
+            if self.entries.get(&name).is_some_and(|e| e.lease == Some(id)) {
+                self.entries.remove(&name);
+                tx.writes.push(Write::DeleteName(name.clone()));
+                tx.changes.push(change(name));
+                count += 1;
+            }
+        }
+        tx.writes.push(Write::DeleteLease(id));
+        count
+    }
+}
+
+/// The writes and changes of one operation.
+#[derive(Debug, Default)]
+struct Tx {
+    writes: Vec<Write>,
+    changes: Vec<Change>,
+}
+
+/// The state behind a lock, its lease timer, change feed and journal.
+pub(crate) struct Engine {
+    state: Mutex<State>,
+    limits: Limits,
+    changes: broadcast::Sender<Change>,
+    journal: Option<Box<dyn Journal>>,
+    /// Wakes the lease timer (an earlier deadline, or the engine going away).
+    wake: Arc<Notify>,
+    reaper_started: AtomicBool,
+    /// Set when the journal failed: memory and storage may differ, so writes are refused.
+    failed: Mutex<Option<String>>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("Engine")
+            .field("entries", &state.entries.len())
+            .field("leases", &state.leases.len())
+            .field("journal", &self.journal)
+            .finish()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The bytes `name` and `entry` take in a reply, roughly, in any Pyro format.
+pub(crate) fn reply_size(name: &str, entry: &Entry) -> usize {
+    name.len()
+        + entry.uri.to_string().len()
+        + entry.metadata.iter().map(|t| t.len() + 4).sum::<usize>()
+        + 16
+}
+
+fn unknown_lease(id: LeaseId) -> NamingError {
+    NamingError::new(format!(
+        "unknown lease {id}: it expired or was revoked; grant a new one and register again"
+    ))
+}
+
+impl Engine {
+    /// An engine over `state`, writing changes to `journal` if given. Leases in `state` start
+    /// their timer at once (which needs a tokio runtime then).
+    pub(crate) fn new(
+        state: State,
+        limits: Limits,
+        journal: Option<Box<dyn Journal>>,
+    ) -> Arc<Self> {
+        let has_leases = !state.leases.is_empty();
+        let engine = Arc::new(Engine {
+            state: Mutex::new(state),
+            limits,
+            changes: broadcast::channel(WATCH_BACKLOG).0,
+            journal,
+            wake: Arc::new(Notify::new()),
+            reaper_started: AtomicBool::new(false),
+            failed: Mutex::new(None),
+        });
+        if has_leases {
+            engine.start_reaper();
+        }
+        engine
+    }
+
+    /// Runs `f` on the state; on success queues its writes and publishes its changes (under the
+    /// lock, so in order), then waits outside the lock until the writes are durable.
+    async fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Tx) -> Result<T, NamingError>,
+    ) -> Result<T, NamingError> {
+        if let Some(why) = self.failed.lock().clone() {
+            return Err(NamingError::new(format!(
+                "the name server's storage failed ({why}); restart it to reload the store"
+            )));
+        }
+        let mut tx = Tx::default();
+        let (value, ack) = {
+            let mut state = self.state.lock();
+            let value = f(&mut state, &mut tx)?;
+            let ack = self.publish(tx);
+            (value, ack)
+        };
+        if let Some(ack) = ack {
+            let result = ack
+                .await
+                .unwrap_or_else(|_| Err("the storage writer stopped".into()));
+            if let Err(why) = result {
+                *self.failed.lock() = Some(why.clone());
+                return Err(NamingError::new(format!(
+                    "the name server could not store the change: {why}"
+                )));
+            }
+        }
+        Ok(value)
+    }
+
+    /// Queues `tx`'s writes and sends its changes; call with the state locked.
+    fn publish(&self, tx: Tx) -> Option<oneshot::Receiver<Result<(), String>>> {
+        for change in tx.changes {
+            let _ = self.changes.send(change);
+        }
+        match &self.journal {
+            Some(journal) if !tx.writes.is_empty() => Some(journal.submit(tx.writes)),
+            _ => None,
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.lock())
+    }
+
+    pub(crate) async fn register(
+        &self,
+        name: String,
+        entry: Entry,
+        safe: bool,
+    ) -> Result<(), NamingError> {
+        let max_entries = self.limits.max_entries;
+        self.mutate(move |s, tx| {
+            let exists = s.entries.contains_key(&name);
+            if safe && exists {
+                return Err(NamingError::new(format!("name already registered: {name}")));
+            }
+            if !exists && s.entries.len() >= max_entries {
+                return Err(NamingError::new(format!(
+                    "the name server holds its max_entries ({max_entries}) names; remove some \
+                     first"
+                )));
+            }
+            if let Some(id) = entry.lease {
+                s.leases
+                    .get_mut(&id)
+                    .ok_or_else(|| unknown_lease(id))?
+                    .names
+                    .insert(name.clone());
+            }
+            if let Some(old) = s.entries.insert(name.clone(), entry.clone()) {
+                if old.lease != entry.lease {
+                    s.unbind(&name, old.lease);
+                }
+            }
+            tx.writes.push(Write::PutName {
+                name: name.clone(),
+                entry: entry.clone(),
+            });
+            tx.changes.push(Change::Registered { name, entry });
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) fn lookup(&self, name: &str) -> Result<Entry, NamingError> {
+        self.read(|s| s.entries.get(name).cloned())
+            .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))
+    }
+
+    /// Entries passing `keep` among those `filter` selects, within the reply limit.
+    fn select(
+        &self,
+        filter: &NameFilter,
+        keep: impl Fn(&Entry) -> bool,
+        what: &str,
+    ) -> Result<Vec<(String, Entry)>, NamingError> {
+        let state = self.state.lock();
+        let candidates: Box<dyn Iterator<Item = (&String, &Entry)>> = match filter {
+            NameFilter::Name(n) => Box::new(state.entries.get_key_value(n).into_iter()),
+            NameFilter::Prefix(p) => Box::new(
+                state
+                    .entries
+                    .range::<str, _>((
+                        std::ops::Bound::Included(p.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .take_while(|(k, _)| k.starts_with(p.as_str())),
+            ),
+            NameFilter::Regex(_) | NameFilter::All => Box::new(state.entries.iter()),
+        };
+        let mut size = 0;
+        let mut out = Vec::new();
+        for (name, entry) in candidates {
+            if !filter.matches(name) || !keep(entry) {
+                continue;
+            }
+            size += reply_size(name, entry);
+            if size > self.limits.max_reply_bytes {
+                return Err(self.limits.reply_too_large(what));
+            }
+            out.push((name.clone(), entry.clone()));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.select(filter, |_| true, "list")
+    }
+
+    pub(crate) fn yplookup(
+        &self,
+        filter: &MetaFilter,
+    ) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.select(
+            &NameFilter::All,
+            |e| filter.matches(&e.metadata),
+            "yplookup",
+        )
+    }
+
+    pub(crate) async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError> {
+        self.mutate(|s, tx| {
+            let doomed: Vec<String> = match filter {
+                NameFilter::Name(n) => s
+                    .entries
+                    .get_key_value(n)
+                    .map(|(k, _)| k.clone())
+                    .into_iter()
+                    .collect(),
+                _ => s
+                    .entries
+                    .keys()
+                    .filter(|k| filter.matches(k))
+                    .cloned()
+                    .collect(),
+            };
+            let mut count = 0;
+            for name in doomed.into_iter().filter(|n| n != NAME_SERVER_NAME) {
+                if let Some(old) = s.entries.remove(&name) {
+                    s.unbind(&name, old.lease);
+                    tx.writes.push(Write::DeleteName(name.clone()));
+                    tx.changes.push(Change::Removed { name });
+                    count += 1;
+                }
+            }
+            Ok(count)
+        })
+        .await
+    }
+
+    pub(crate) async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), NamingError> {
+        self.mutate(|s, tx| {
+            let entry = s
+                .entries
+                .get_mut(name)
+                .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))?;
+            entry.metadata = metadata;
+            let entry = entry.clone();
+            tx.writes.push(Write::PutName {
+                name: name.to_owned(),
+                entry: entry.clone(),
+            });
+            tx.changes.push(Change::Registered {
+                name: name.to_owned(),
+                entry,
+            });
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) fn count(&self) -> u32 {
+        self.read(|s| s.entries.len() as u32)
+    }
+
+    pub(crate) fn watch(&self) -> Watch {
+        let rx = self.changes.subscribe();
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            match rx.recv().await {
+                Ok(change) => Some((change, rx)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    Some((Change::Lagged { missed }, rx))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        }))
+    }
+
+    pub(crate) async fn grant(self: &Arc<Self>, ttl: Duration) -> Result<LeaseId, NamingError> {
+        let max_leases = self.limits.max_leases;
+        let id = self
+            .mutate(|s, tx| {
+                if s.leases.len() >= max_leases {
+                    return Err(NamingError::new(format!(
+                        "the name server holds its max_leases ({max_leases}) leases; revoke some \
+                         first"
+                    )));
+                }
+                let id = loop {
+                    // 63 bits, so the id fits SQLite's signed integers; never 0.
+                    let id = LeaseId(rand::random::<u64>() >> 1);
+                    if id.0 != 0 && !s.leases.contains_key(&id) {
+                        break id;
+                    }
+                };
+                let deadline = Instant::now() + ttl;
+                s.leases.insert(
+                    id,
+                    Lease {
+                        ttl,
+                        deadline,
+                        names: BTreeSet::new(),
+                    },
+                );
+                s.deadlines.insert((deadline, id));
+                tx.writes.push(Write::PutLease {
+                    id,
+                    ttl,
+                    deadline: SystemTime::now() + ttl,
+                });
+                Ok(id)
+            })
+            .await?;
+        self.start_reaper();
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    pub(crate) async fn keep_alive(&self, id: LeaseId) -> Result<Duration, NamingError> {
+        self.mutate(|s, tx| {
+            let now = Instant::now();
+            let lease = s.leases.get(&id).ok_or_else(|| unknown_lease(id))?;
+            if lease.deadline <= now {
+                // Due but not yet reaped: it has expired all the same.
+                return Err(unknown_lease(id));
+            }
+            let ttl = lease.ttl;
+            s.set_deadline(id, now + ttl);
+            tx.writes.push(Write::PutLease {
+                id,
+                ttl,
+                deadline: SystemTime::now() + ttl,
+            });
+            Ok(ttl)
+        })
+        .await
+    }
+
+    pub(crate) async fn revoke(&self, id: LeaseId) -> Result<u32, NamingError> {
+        self.mutate(|s, tx| Ok(s.end_lease(id, tx, |name| Change::Removed { name })))
+            .await
+    }
+
+    /// Ends every lease past its deadline; returns the next deadline.
+    fn expire_due(&self) -> Option<Instant> {
+        let mut state = self.state.lock();
+        let now = Instant::now();
+        let mut tx = Tx::default();
+        while let Some(&(deadline, id)) = state.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            let removed = state.end_lease(id, &mut tx, |name| Change::Expired { name, lease: id });
+            tracing::info!(lease = %id, names = removed, "lease expired");
+        }
+        let next = state.deadlines.first().map(|(d, _)| *d);
+        // Nobody waits for these writes: a crash before they land expires the lease again on load.
+        drop(self.publish(tx));
+        next
+    }
+
+    /// Starts the lease timer once, in the current runtime.
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let engine: Weak<Engine> = Arc::downgrade(self);
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = match engine.upgrade() {
+                    Some(engine) => engine.expire_due(),
+                    None => return,
+                };
+                let until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = wake.notified() => {}
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,1310 @@
+//! The etcd store (feature `etcd`): names kept in an etcd cluster, so several name servers over
+//! one cluster serve the same names and a name server that goes away loses nothing.
+//!
+//! # Layout
+//!
+//! Under a root prefix (default [`DEFAULT_ROOT`], `/rmi/`):
+//!
+//! - `{root}names/{name}`: one key per name; the value is JSON, readable with `etcdctl get`:
+//!   `{"uri":"PYRO:obj@127.0.0.1:4000","metadata":["red"]}`. A name bound to a lease is put
+//!   with that etcd lease, so etcd deletes it when the lease expires or is revoked.
+//! - `{root}leases/{id:016x}`: one record per lease granted through rmi, put with the lease
+//!   itself (it goes with the lease): `{"ttl_ms":6000,"revoking":false}`. It lets the store
+//!   count leases for [`Limits::max_leases`] without listing every lease of the cluster, and it
+//!   lets watchers tell a revoke from an expiry: [`revoke`](super::Store::revoke) first marks
+//!   the record `"revoking":true`; etcd deletes a lease's keys in key order in one revision, so a
+//!   watcher sees the record's delete (with its previous value) before the names' deletes.
+//!
+//! The name server's own entry ([`NAME_SERVER_NAME`]) is never written to etcd: each name
+//! server keeps its own in this store, so a lookup of `Pyro.NameServer` answers with the name
+//! server asked, whichever of several over one cluster that is.
+//!
+//! # Leases
+//!
+//! Leases are etcd leases. etcd counts them in whole seconds and raises a TTL below its minimum
+//! (about 1.5 × its election timeout, 2 s with the defaults) to that minimum; a keep-alive
+//! answers the TTL in force.
+//!
+//! # Watch
+//!
+//! [`watch`](super::Store::watch) is an etcd watch of every key under the root, with previous
+//! values: puts of names become [`Change::Registered`], deletes [`Change::Removed`], or
+//! [`Change::Expired`] when etcd deleted the name with its lease's record in one revision
+//! without a revoke mark. It starts after the newest revision this store has seen in any
+//! answer (or, before any, the current revision read first) and resumes on another member from
+//! the last revision it delivered + 1 when its stream breaks, so no change is lost or repeated.
+//! Starting from the last revision seen, rather than from one read after `watch` returns, means
+//! no change made after the call is missed; a store idle while others write may deliver some
+//! changes from just before the call too. A start revision etcd compacted away is reported as
+//! [`Change::Lagged`]. The watch runs as a task of the current tokio runtime until the stream
+//! is dropped.
+//!
+//! # Endpoint health
+//!
+//! etcd-client's balancer keeps sending requests to a dead member (etcdv3/etcd-client#39), so
+//! the store holds one client per endpoint and its own health list: every operation goes to
+//! the member that answered last, and on a transport failure, a timeout or an "unavailable"
+//! answer (no leader, leader changed) that member is passed over for a while and the operation
+//! is tried on the next, round after round with a short backoff, for at most
+//! [`EtcdOptions::retry_budget`]. Losing one member of three (even the leader) costs a
+//! retry and an election, not a failed operation. Reads that still fail (quorum lost) are
+//! answered once more from any member as serializable reads: possibly stale, but answered.
+//!
+//! # Limits
+//!
+//! `max_entries` and `max_leases` are checked by counting keys before the write; two name
+//! servers writing at the same moment may pass one check together and exceed a limit by one
+//! each (etcd offers no conditional on a count). `max_reply_bytes` is enforced while listing,
+//! page by page, so a huge registry is refused without being read whole.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KeyValue,
+    LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::engine::reply_size;
+use super::{
+    Change, Entry, LeaseId, Limits, MetaFilter, NameFilter, Store, Watch, NAME_SERVER_NAME,
+};
+use crate::NamingError;
+
+/// The root prefix of the keys when none is given.
+pub const DEFAULT_ROOT: &str = "/rmi/";
+
+/// Keys listed per request when scanning (a page).
+const PAGE: i64 = 512;
+
+/// Deletes per transaction when removing by regex (etcd's `--max-txn-ops` defaults to 128).
+const DELETES_PER_TXN: usize = 64;
+
+/// Changes a watcher may have queued before the watch waits for it to read.
+const WATCH_BACKLOG: usize = 1024;
+
+/// How often `set_metadata` tries again when the entry changed under it.
+const CAS_ATTEMPTS: usize = 16;
+
+/// Settings of an [`EtcdStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdOptions {
+    /// Root prefix of every key (default [`DEFAULT_ROOT`]): names under `{root}names/`, lease
+    /// records under `{root}leases/`. Name servers sharing names use the same root.
+    pub root: String,
+    /// Longest wait for one attempt on one member (default 2 s); a slower member is passed over.
+    pub attempt_timeout: Duration,
+    /// Longest an operation is tried, over every member, before it fails (default 10 s): long
+    /// enough for an election after the leader is lost.
+    pub retry_budget: Duration,
+    /// How long a member that failed is tried only after the others (default 1 s).
+    pub down_for: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            root: DEFAULT_ROOT.to_owned(),
+            attempt_timeout: Duration::from_secs(2),
+            retry_budget: Duration::from_secs(10),
+            down_for: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A name's value in etcd.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredEntry {
+    uri: String,
+    #[serde(default)]
+    metadata: BTreeSet<String>,
+}
+
+/// A lease record's value in etcd.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredLease {
+    ttl_ms: u64,
+    #[serde(default)]
+    revoking: bool,
+}
+
+/// The key layout under one root.
+#[derive(Debug, Clone)]
+struct Keys {
+    root: String,
+    names: String,
+    leases: String,
+}
+
+impl Keys {
+    fn new(root: &str) -> Self {
+        Keys {
+            root: root.to_owned(),
+            names: format!("{root}names/"),
+            leases: format!("{root}leases/"),
+        }
+    }
+
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.names)
+    }
+
+    fn lease(&self, id: i64) -> String {
+        format!("{}{id:016x}", self.leases)
+    }
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte 0xff (or empty): to the end of the keyspace.
+    vec![0]
+}
+
+fn unknown_lease(id: LeaseId) -> NamingError {
+    NamingError::new(format!(
+        "unknown lease {id}: it expired or was revoked; grant a new one and register again"
+    ))
+}
+
+fn unknown_name(name: &str) -> NamingError {
+    NamingError::new(format!("unknown name: {name}"))
+}
+
+/// An etcd lease id for `lease`, if it can be one.
+fn etcd_lease(lease: LeaseId) -> Option<i64> {
+    i64::try_from(lease.0).ok().filter(|&id| id > 0)
+}
+
+/// Whether etcd said the lease does not exist.
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::NotFound && s.message().contains("lease")
+        }
+        etcd_client::Error::LeaseKeepAliveError(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether `e` says the member (or the path to it) failed, rather than that the request was
+/// refused: the request may go to another member.
+fn retryable(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        // A stream that ended before its first answer (watch, keep-alive).
+        etcd_client::Error::WatchError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Cancelled
+                | Code::Aborted
+                | Code::ResourceExhausted
+                | Code::Internal
+        ),
+        _ => false,
+    }
+}
+
+/// Why an operation failed.
+#[derive(Debug)]
+enum Failure {
+    /// etcd refused it (the same on every member).
+    Refused(etcd_client::Error),
+    /// No member answered within the retry budget; the last failure.
+    Unavailable(String),
+}
+
+/// One etcd member: its clients and health.
+struct Member {
+    endpoint: String,
+    /// Requests carry "require leader": a member cut off from the leader refuses at once.
+    client: Client,
+    /// Without "require leader", for serializable reads when no quorum is left.
+    relaxed: Client,
+    /// Until when the member is tried only after the others.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// The members, their health, and the newest revision seen.
+struct Cluster {
+    members: Vec<Member>,
+    /// The member that answered last: tried first.
+    preferred: AtomicUsize,
+    /// The newest etcd revision any answer carried (0: none yet).
+    revision: AtomicI64,
+    /// Attempts that failed over to another member or round.
+    retries: AtomicU64,
+    options: EtcdOptions,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("endpoints", &self.endpoints())
+            .field("healthy", &self.healthy())
+            .field("revision", &self.revision.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Cluster {
+    fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.endpoint.clone()).collect()
+    }
+
+    fn healthy(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.members
+            .iter()
+            .filter(|m| m.down_until.lock().is_none_or(|t| t <= now))
+            .map(|m| m.endpoint.clone())
+            .collect()
+    }
+
+    /// Member indexes in the order to try them: healthy ones from the preferred one on, then
+    /// the ones marked down, soonest back first.
+    fn order(&self) -> Vec<usize> {
+        let n = self.members.len();
+        let start = self.preferred.load(Ordering::Relaxed) % n;
+        let now = Instant::now();
+        let (mut up, mut down) = (Vec::with_capacity(n), Vec::new());
+        for k in 0..n {
+            let i = (start + k) % n;
+            match *self.members[i].down_until.lock() {
+                Some(until) if until > now => down.push((until, i)),
+                _ => up.push(i),
+            }
+        }
+        down.sort();
+        up.extend(down.into_iter().map(|(_, i)| i));
+        up
+    }
+
+    fn mark_down(&self, i: usize, why: &dyn fmt::Display) {
+        let member = &self.members[i];
+        let mut until = member.down_until.lock();
+        if until.is_none_or(|t| t <= Instant::now()) {
+            tracing::warn!(endpoint = %member.endpoint, error = %why, "etcd member failed; trying another");
+        }
+        *until = Some(Instant::now() + self.options.down_for);
+    }
+
+    fn mark_up(&self, i: usize) {
+        *self.members[i].down_until.lock() = None;
+        self.preferred.store(i, Ordering::Relaxed);
+    }
+
+    fn saw(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(h) = header {
+            self.revision.fetch_max(h.revision(), Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f` on a healthy member, failing over to the next on a transport or unavailable
+    /// failure, round after round with a backoff, for at most `budget`.
+    ///
+    /// `f` may run more than once, and an attempt that timed out or lost its connection may
+    /// still have been applied: operations are written to be safe to repeat (see `register`
+    /// and `remove` for where a repeat could change the answer).
+    async fn attempt<T, F, Fut>(
+        &self,
+        budget: Duration,
+        relaxed: bool,
+        f: &mut F,
+    ) -> Result<T, Failure>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + budget;
+        let mut backoff = Duration::from_millis(25);
+        let mut last = String::from("no attempt made");
+        loop {
+            for i in self.order() {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Failure::Unavailable(last));
+                }
+                let member = &self.members[i];
+                let client = if relaxed {
+                    member.relaxed.clone()
+                } else {
+                    member.client.clone()
+                };
+                let wait = self.options.attempt_timeout.min(deadline - now);
+                match tokio::time::timeout(wait, f(client)).await {
+                    Ok(Ok(value)) => {
+                        self.mark_up(i);
+                        return Ok(value);
+                    }
+                    Ok(Err(e)) if retryable(&e) => {
+                        last = format!("{}: {e}", member.endpoint);
+                        self.mark_down(i, &e);
+                    }
+                    Ok(Err(e)) => return Err(Failure::Refused(e)),
+                    Err(_) => {
+                        last = format!("{}: no answer within {wait:?}", member.endpoint);
+                        self.mark_down(i, &"timed out");
+                    }
+                }
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Failure::Unavailable(last));
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// A write (or a read that must see the latest state), with failover.
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Failure>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.attempt(self.options.retry_budget, false, &mut f).await
+    }
+
+    /// A read: linearizable with failover for half the budget; if no member could answer so
+    /// (no quorum), serializable from any member that answers, for the other half.
+    async fn read<T, F, Fut>(&self, mut f: F) -> Result<T, Failure>
+    where
+        F: FnMut(Client, bool) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let half = self.options.retry_budget / 2;
+        match self.attempt(half, false, &mut |c| f(c, false)).await {
+            Err(Failure::Unavailable(why)) => {
+                tracing::warn!(error = %why, "etcd has no quorum; reading from any member");
+                self.attempt(half, true, &mut |c| f(c, true)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Opens a watch of every key under `root` from `revision`, on the first member that
+    /// accepts it; returns the member's index with the stream.
+    async fn open_watch(&self, root: &str, revision: i64) -> Option<(usize, WatchStream)> {
+        for i in self.order() {
+            let member = &self.members[i];
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision)
+                .with_prev_key()
+                .with_progress_notify();
+            let mut client = member.client.clone();
+            let opened = tokio::time::timeout(
+                self.options.attempt_timeout,
+                client.watch(root, Some(options)),
+            )
+            .await;
+            match opened {
+                Ok(Ok(stream)) => return Some((i, stream)),
+                Ok(Err(e)) => self.mark_down(i, &e),
+                Err(_) => self.mark_down(i, &"timed out opening a watch"),
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+}
+
+/// Names, entries and leases in an etcd cluster, with failover between its members.
+pub struct EtcdStore {
+    cluster: Arc<Cluster>,
+    keys: Keys,
+    limits: Limits,
+    /// This name server's own entry: never shared through etcd.
+    local: Mutex<Option<Entry>>,
+}
+
+impl fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("root", &self.keys.root)
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to the etcd cluster at `endpoints` (`HOST:PORT` each) under the default root,
+    /// enforcing `limits`' totals. Fails if no member answers within the retry budget.
+    pub async fn connect(endpoints: &[String], limits: Limits) -> Result<Self, NamingError> {
+        EtcdStore::connect_with(endpoints, limits, EtcdOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with `options` (root prefix, timeouts).
+    pub async fn connect_with(
+        endpoints: &[String],
+        limits: Limits,
+        options: EtcdOptions,
+    ) -> Result<Self, NamingError> {
+        if endpoints.is_empty() {
+            return Err(NamingError::new("etcd storage needs at least one endpoint"));
+        }
+        let mut members = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            let url = if endpoint.contains("://") {
+                endpoint.clone()
+            } else {
+                format!("http://{endpoint}")
+            };
+            let base = ConnectOptions::new()
+                .with_connect_timeout(options.attempt_timeout)
+                .with_keep_alive(Duration::from_secs(2), options.attempt_timeout)
+                .with_keep_alive_while_idle(true);
+            let refused =
+                |e: etcd_client::Error| NamingError::new(format!("etcd endpoint {endpoint}: {e}"));
+            // Channels connect lazily: a member down now is simply tried later.
+            let client =
+                Client::connect([url.as_str()], Some(base.clone().with_require_leader(true)))
+                    .await
+                    .map_err(refused)?;
+            let relaxed = Client::connect([url.as_str()], Some(base))
+                .await
+                .map_err(refused)?;
+            members.push(Member {
+                endpoint: endpoint.clone(),
+                client,
+                relaxed,
+                down_until: Mutex::new(None),
+            });
+        }
+        let store = EtcdStore {
+            cluster: Arc::new(Cluster {
+                members,
+                preferred: AtomicUsize::new(0),
+                revision: AtomicI64::new(0),
+                retries: AtomicU64::new(0),
+                options: options.clone(),
+            }),
+            keys: Keys::new(&options.root),
+            limits,
+            local: Mutex::new(None),
+        };
+        store.current_revision().await.map_err(|e| {
+            NamingError::new(format!(
+                "cannot reach etcd at {}: {}",
+                endpoints.join(","),
+                e.message
+            ))
+        })?;
+        Ok(store)
+    }
+
+    /// The endpoints, as given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.cluster.endpoints()
+    }
+
+    /// The endpoints not marked down now.
+    pub fn healthy_endpoints(&self) -> Vec<String> {
+        self.cluster.healthy()
+    }
+
+    /// How many attempts failed over to another member (or another round) so far.
+    pub fn retries(&self) -> u64 {
+        self.cluster.retries.load(Ordering::Relaxed)
+    }
+
+    /// The root prefix of the keys.
+    pub fn root(&self) -> &str {
+        &self.keys.root
+    }
+
+    fn fail(&self, what: &str, failure: Failure) -> NamingError {
+        match failure {
+            Failure::Refused(e) => NamingError::new(format!("etcd refused {what}: {e}")),
+            Failure::Unavailable(last) => NamingError::new(format!(
+                "the etcd cluster ({}) did not answer {what} within {:?}; last failure: {last}",
+                self.cluster.endpoints().join(","),
+                self.cluster.options.retry_budget
+            )),
+        }
+    }
+
+    /// The cluster's current revision.
+    async fn current_revision(&self) -> Result<i64, NamingError> {
+        let root = self.keys.root.clone();
+        let resp = self
+            .cluster
+            .read(|mut c, serializable| {
+                let root = root.clone();
+                async move {
+                    let mut o = GetOptions::new().with_prefix().with_count_only();
+                    if serializable {
+                        o = o.with_serializable();
+                    }
+                    c.get(root, Some(o)).await
+                }
+            })
+            .await
+            .map_err(|f| self.fail("a revision read", f))?;
+        self.cluster.saw(resp.header());
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// How many keys start with `prefix`.
+    async fn count_keys(&self, prefix: &str, what: &str) -> Result<usize, NamingError> {
+        let prefix = prefix.to_owned();
+        let resp = self
+            .cluster
+            .read(|mut c, serializable| {
+                let prefix = prefix.clone();
+                async move {
+                    let mut o = GetOptions::new().with_prefix().with_count_only();
+                    if serializable {
+                        o = o.with_serializable();
+                    }
+                    c.get(prefix, Some(o)).await
+                }
+            })
+            .await
+            .map_err(|f| self.fail(what, f))?;
+        self.cluster.saw(resp.header());
+        Ok(usize::try_from(resp.count()).unwrap_or(usize::MAX))
+    }
+
+    fn local_count(&self) -> usize {
+        usize::from(self.local.lock().is_some())
+    }
+
+    fn encode(entry: &Entry) -> Vec<u8> {
+        let stored = StoredEntry {
+            uri: entry.uri.to_string(),
+            metadata: entry.metadata.clone(),
+        };
+        serde_json::to_vec(&stored).expect("an entry serializes")
+    }
+
+    /// The name and entry a key-value holds, if it is a well-formed name.
+    fn decode(&self, kv: &KeyValue) -> Option<(String, Entry)> {
+        let name = kv.key().strip_prefix(self.keys.names.as_bytes())?;
+        let name = std::str::from_utf8(name).ok()?.to_owned();
+        let entry = decode_entry(kv);
+        if entry.is_none() {
+            tracing::warn!(%name, "etcd holds a malformed entry; skipped");
+        }
+        Some((name, entry?))
+    }
+
+    /// Visits every key-value in `[start, end)`, page by page, all read at one revision.
+    async fn scan(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        mut visit: impl FnMut(&KeyValue) -> Result<(), NamingError>,
+    ) -> Result<(), NamingError> {
+        let mut from = start;
+        let mut revision = 0;
+        loop {
+            let (key, range_end) = (from.clone(), end.clone());
+            let resp = self
+                .cluster
+                .read(|mut c, serializable| {
+                    let (key, range_end) = (key.clone(), range_end.clone());
+                    async move {
+                        let mut o = GetOptions::new().with_range(range_end).with_limit(PAGE);
+                        if revision > 0 {
+                            o = o.with_revision(revision);
+                        }
+                        if serializable {
+                            o = o.with_serializable();
+                        }
+                        c.get(key, Some(o)).await
+                    }
+                })
+                .await
+                .map_err(|f| self.fail("a listing", f))?;
+            self.cluster.saw(resp.header());
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            for kv in resp.kvs() {
+                visit(kv)?;
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Entries passing `keep` among the names `filter` selects, in name order, within the
+    /// reply limit; the local name server entry included where it belongs.
+    async fn select(
+        &self,
+        filter: &NameFilter,
+        keep: impl Fn(&Entry) -> bool,
+        what: &str,
+    ) -> Result<Vec<(String, Entry)>, NamingError> {
+        let mut size = 0;
+        let mut out = Vec::new();
+        let mut take = |name: String, entry: Entry| -> Result<(), NamingError> {
+            if !filter.matches(&name) || !keep(&entry) {
+                return Ok(());
+            }
+            size += reply_size(&name, &entry);
+            if size > self.limits.max_reply_bytes {
+                return Err(self.limits.reply_too_large(what));
+            }
+            out.push((name, entry));
+            Ok(())
+        };
+        if let Some(local) = self.local.lock().clone() {
+            take(NAME_SERVER_NAME.to_owned(), local)?;
+        }
+        let (start, end) = match filter {
+            NameFilter::Name(n) => {
+                let key = self.keys.name(n).into_bytes();
+                let mut end = key.clone();
+                end.push(0);
+                (key, end)
+            }
+            NameFilter::Prefix(p) => {
+                let key = self.keys.name(p).into_bytes();
+                let end = prefix_end(&key);
+                (key, end)
+            }
+            NameFilter::Regex(_) | NameFilter::All => {
+                let key = self.keys.names.clone().into_bytes();
+                let end = prefix_end(&key);
+                (key, end)
+            }
+        };
+        self.scan(start, end, |kv| match self.decode(kv) {
+            Some((name, _)) if name == NAME_SERVER_NAME => Ok(()),
+            Some((name, entry)) => take(name, entry),
+            None => Ok(()),
+        })
+        .await?;
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Deletes `keys` (names of this store), a batch per transaction; returns how many went.
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<u32, NamingError> {
+        let mut removed = 0;
+        for chunk in keys.chunks(DELETES_PER_TXN) {
+            let ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|k| TxnOp::delete(k.as_str(), None))
+                .collect();
+            let resp = self
+                .cluster
+                .call(|mut c| {
+                    let txn = Txn::new().and_then(ops.clone());
+                    async move { c.txn(txn).await }
+                })
+                .await
+                .map_err(|f| self.fail("a remove", f))?;
+            self.cluster.saw(resp.header());
+            for op in resp.op_responses() {
+                if let TxnOpResponse::Delete(d) = op {
+                    removed += u32::try_from(d.deleted()).unwrap_or(u32::MAX);
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn decode_entry(kv: &KeyValue) -> Option<Entry> {
+    let stored: StoredEntry = serde_json::from_slice(kv.value()).ok()?;
+    let uri = stored.uri.parse().ok()?;
+    let lease = u64::try_from(kv.lease())
+        .ok()
+        .filter(|&l| l != 0)
+        .map(LeaseId);
+    Some(Entry {
+        uri,
+        metadata: stored.metadata,
+        lease,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for EtcdStore {
+    async fn register(&self, name: String, entry: Entry, safe: bool) -> Result<(), NamingError> {
+        if name == NAME_SERVER_NAME {
+            *self.local.lock() = Some(entry);
+            return Ok(());
+        }
+        let key = self.keys.name(&name);
+        let value = EtcdStore::encode(&entry);
+        let lease = match entry.lease {
+            Some(id) => etcd_lease(id).ok_or_else(|| unknown_lease(id))?,
+            None => 0,
+        };
+        let refuse = |f: Failure| match f {
+            Failure::Refused(e) if lease_not_found(&e) => {
+                unknown_lease(entry.lease.unwrap_or(LeaseId(0)))
+            }
+            f => self.fail("a registration", f),
+        };
+        // Whether the name exists, and how many names there are, read together.
+        let names = self.keys.names.clone();
+        let probe = self
+            .cluster
+            .call(|mut c| {
+                let txn = Txn::new().and_then([
+                    TxnOp::get(key.as_str(), Some(GetOptions::new().with_count_only())),
+                    TxnOp::get(
+                        names.as_str(),
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    ),
+                ]);
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(refuse)?;
+        self.cluster.saw(probe.header());
+        let counts: Vec<i64> = probe
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(g) => g.count(),
+                _ => 0,
+            })
+            .collect();
+        let exists = counts.first().is_some_and(|&c| c > 0);
+        let total = counts
+            .get(1)
+            .map_or(0, |&c| usize::try_from(c).unwrap_or(usize::MAX));
+        if safe && exists {
+            return Err(NamingError::new(format!("name already registered: {name}")));
+        }
+        let max_entries = self.limits.max_entries;
+        if !exists && total + self.local_count() >= max_entries {
+            return Err(NamingError::new(format!(
+                "the name server holds its max_entries ({max_entries}) names; remove some first"
+            )));
+        }
+        let put = TxnOp::put(
+            key.as_str(),
+            value.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        let resp = self
+            .cluster
+            .call(|mut c| {
+                let txn = if safe {
+                    // Pyro's `safe`: put only if the key does not exist (never created).
+                    Txn::new()
+                        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                        .and_then([put.clone()])
+                        .or_else([TxnOp::get(key.as_str(), None)])
+                } else {
+                    Txn::new().and_then([put.clone()])
+                };
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(refuse)?;
+        self.cluster.saw(resp.header());
+        if resp.succeeded() {
+            return Ok(());
+        }
+        // The name exists now. NOTE: a safe registration retried after an attempt that was
+        // applied but whose answer was lost (the member died after committing) finds its own
+        // entry here. An existing entry identical to ours (URI, metadata and lease) is taken
+        // as ours, so the retry does not misreport "already registered"; an identical
+        // registration made by someone else at the same moment is then reported as ours,
+        // which is harmless (the name maps to the same object).
+        let ours = resp.op_responses().into_iter().any(|op| match op {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .is_some_and(|kv| kv.value() == value.as_slice() && kv.lease() == lease),
+            _ => false,
+        });
+        if ours {
+            Ok(())
+        } else {
+            Err(NamingError::new(format!("name already registered: {name}")))
+        }
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Entry, NamingError> {
+        if name == NAME_SERVER_NAME {
+            return self.local.lock().clone().ok_or_else(|| unknown_name(name));
+        }
+        let key = self.keys.name(name);
+        let resp = self
+            .cluster
+            .read(|mut c, serializable| {
+                let key = key.clone();
+                async move {
+                    let o = serializable.then(|| GetOptions::new().with_serializable());
+                    c.get(key, o).await
+                }
+            })
+            .await
+            .map_err(|f| self.fail("a lookup", f))?;
+        self.cluster.saw(resp.header());
+        let kv = resp.kvs().first().ok_or_else(|| unknown_name(name))?;
+        decode_entry(kv)
+            .ok_or_else(|| NamingError::new(format!("the entry of {name} in etcd is malformed")))
+    }
+
+    async fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.select(filter, |_| true, "list").await
+    }
+
+    async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError> {
+        // NOTE: a remove retried after an attempt that was applied but whose answer was lost
+        // counts only what the retry removed (possibly 0); the names are gone either way.
+        let range = match filter {
+            NameFilter::Name(n) if n == NAME_SERVER_NAME => return Ok(0),
+            NameFilter::Name(n) => Some((self.keys.name(n), None)),
+            NameFilter::Prefix(p) => Some((self.keys.name(p), Some(()))),
+            NameFilter::All => Some((self.keys.names.clone(), Some(()))),
+            NameFilter::Regex(_) => None,
+        };
+        if let Some((key, prefix)) = range {
+            let resp = self
+                .cluster
+                .call(|mut c| {
+                    let key = key.clone();
+                    let o = prefix.map(|()| DeleteOptions::new().with_prefix());
+                    async move { c.delete(key, o).await }
+                })
+                .await
+                .map_err(|f| self.fail("a remove", f))?;
+            self.cluster.saw(resp.header());
+            return Ok(u32::try_from(resp.deleted()).unwrap_or(u32::MAX));
+        }
+        let mut doomed = Vec::new();
+        let start = self.keys.names.clone().into_bytes();
+        let end = prefix_end(&start);
+        self.scan(start, end, |kv| {
+            if let Some(name) = kv
+                .key()
+                .strip_prefix(self.keys.names.as_bytes())
+                .and_then(|n| std::str::from_utf8(n).ok())
+            {
+                if name != NAME_SERVER_NAME && filter.matches(name) {
+                    doomed.push(self.keys.name(name));
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        self.delete_keys(doomed).await
+    }
+
+    async fn set_metadata(
+        &self,
+        name: &str,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), NamingError> {
+        if name == NAME_SERVER_NAME {
+            let mut local = self.local.lock();
+            let entry = local.as_mut().ok_or_else(|| unknown_name(name))?;
+            entry.metadata = metadata;
+            return Ok(());
+        }
+        let key = self.keys.name(name);
+        for _ in 0..CAS_ATTEMPTS {
+            let resp = self
+                .cluster
+                .call(|mut c| {
+                    let key = key.clone();
+                    async move { c.get(key, None).await }
+                })
+                .await
+                .map_err(|f| self.fail("a metadata update", f))?;
+            self.cluster.saw(resp.header());
+            let kv = resp.kvs().first().ok_or_else(|| unknown_name(name))?;
+            let mut entry = decode_entry(kv).ok_or_else(|| {
+                NamingError::new(format!("the entry of {name} in etcd is malformed"))
+            })?;
+            entry.metadata = metadata.clone();
+            let value = EtcdStore::encode(&entry);
+            let (revision, lease) = (kv.mod_revision(), kv.lease());
+            // Put only if nobody changed the entry since it was read, keeping its lease.
+            let put = TxnOp::put(
+                key.as_str(),
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            let result = self
+                .cluster
+                .call(|mut c| {
+                    let txn = Txn::new()
+                        .when([Compare::mod_revision(
+                            key.as_str(),
+                            CompareOp::Equal,
+                            revision,
+                        )])
+                        .and_then([put.clone()]);
+                    async move { c.txn(txn).await }
+                })
+                .await;
+            match result {
+                Ok(resp) => {
+                    self.cluster.saw(resp.header());
+                    if resp.succeeded() {
+                        return Ok(());
+                    }
+                }
+                // The lease ended under us: so did the name.
+                Err(Failure::Refused(e)) if lease_not_found(&e) => return Err(unknown_name(name)),
+                Err(f) => return Err(self.fail("a metadata update", f)),
+            }
+        }
+        Err(NamingError::new(format!(
+            "the entry of {name} kept changing; set its metadata again"
+        )))
+    }
+
+    async fn yplookup(&self, filter: &MetaFilter) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.select(
+            &NameFilter::All,
+            |e| filter.matches(&e.metadata),
+            "yplookup",
+        )
+        .await
+    }
+
+    async fn count(&self) -> Result<u32, NamingError> {
+        let names = self.count_keys(&self.keys.names, "a count").await?;
+        Ok(u32::try_from(names + self.local_count()).unwrap_or(u32::MAX))
+    }
+
+    fn watch(&self) -> Watch {
+        let (tx, rx) = mpsc::channel(WATCH_BACKLOG);
+        let start = self.cluster.revision.load(Ordering::Relaxed);
+        tokio::spawn(watch_loop(
+            self.cluster.clone(),
+            self.keys.clone(),
+            start,
+            tx,
+        ));
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|change| (change, rx))
+        }))
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId, NamingError> {
+        let max_leases = self.limits.max_leases;
+        if self.count_keys(&self.keys.leases, "a lease count").await? >= max_leases {
+            return Err(NamingError::new(format!(
+                "the name server holds its max_leases ({max_leases}) leases; revoke some first"
+            )));
+        }
+        // etcd counts whole seconds.
+        let secs = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX)
+            .max(1);
+        // NOTE: a grant retried after an attempt that was applied but whose answer was lost
+        // leaves that first lease unused; it expires by itself after its TTL.
+        let resp = self
+            .cluster
+            .call(|mut c| async move { c.lease_grant(secs, None).await })
+            .await
+            .map_err(|f| self.fail("a lease grant", f))?;
+        self.cluster.saw(resp.header());
+        let id = resp.id();
+        let record = serde_json::to_vec(&StoredLease {
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            revoking: false,
+        })
+        .expect("a lease record serializes");
+        let key = self.keys.lease(id);
+        let put = self
+            .cluster
+            .call(|mut c| {
+                let (key, record) = (key.clone(), record.clone());
+                async move {
+                    c.put(key, record, Some(PutOptions::new().with_lease(id)))
+                        .await
+                }
+            })
+            .await;
+        match put {
+            Ok(resp) => self.cluster.saw(resp.header()),
+            Err(f) => {
+                let err = self.fail("a lease record", f);
+                let _ = self
+                    .cluster
+                    .call(|mut c| async move { c.lease_revoke(id).await })
+                    .await;
+                return Err(err);
+            }
+        }
+        u64::try_from(id)
+            .map(LeaseId)
+            .map_err(|_| NamingError::new(format!("etcd granted an invalid lease id {id}")))
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, NamingError> {
+        let id = etcd_lease(lease).ok_or_else(|| unknown_lease(lease))?;
+        // One keep-alive round on a fresh stream, then the TTL now in force.
+        let resp = self
+            .cluster
+            .call(|mut c| async move {
+                let (_keeper, _stream) = c.lease_keep_alive(id).await?;
+                c.lease_time_to_live(id, None).await
+            })
+            .await
+            .map_err(|f| match f {
+                Failure::Refused(e) if lease_not_found(&e) => unknown_lease(lease),
+                f => self.fail("a lease keep-alive", f),
+            })?;
+        self.cluster.saw(resp.header());
+        if resp.ttl() <= 0 {
+            return Err(unknown_lease(lease));
+        }
+        Ok(Duration::from_secs(
+            u64::try_from(resp.granted_ttl()).unwrap_or(0),
+        ))
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<u32, NamingError> {
+        let Some(id) = etcd_lease(lease) else {
+            return Ok(0);
+        };
+        let not_found = |f: &Failure| matches!(f, Failure::Refused(e) if lease_not_found(e));
+        // Mark the lease record first, so watchers report its names as removed, not expired.
+        let key = self.keys.lease(id);
+        let record = serde_json::to_vec(&StoredLease {
+            ttl_ms: 0,
+            revoking: true,
+        })
+        .expect("a lease record serializes");
+        match self
+            .cluster
+            .call(|mut c| {
+                let (key, record) = (key.clone(), record.clone());
+                async move {
+                    c.put(key, record, Some(PutOptions::new().with_lease(id)))
+                        .await
+                }
+            })
+            .await
+        {
+            Ok(resp) => self.cluster.saw(resp.header()),
+            Err(f) if not_found(&f) => return Ok(0),
+            Err(f) => return Err(self.fail("a lease revoke", f)),
+        }
+        let names = self.keys.names.clone();
+        let bound = match self
+            .cluster
+            .call(|mut c| async move {
+                c.lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))
+                    .await
+            })
+            .await
+        {
+            Ok(resp) if resp.ttl() >= 0 => resp
+                .keys()
+                .iter()
+                .filter(|k| k.starts_with(names.as_bytes()))
+                .count(),
+            Ok(_) => return Ok(0),
+            Err(f) if not_found(&f) => return Ok(0),
+            Err(f) => return Err(self.fail("a lease revoke", f)),
+        };
+        // NOTE: a revoke retried after an attempt that was applied finds no lease; its names
+        // are gone all the same, and the count read above is answered.
+        match self
+            .cluster
+            .call(|mut c| async move { c.lease_revoke(id).await })
+            .await
+        {
+            Ok(resp) => self.cluster.saw(resp.header()),
+            Err(f) if not_found(&f) => {}
+            Err(f) => return Err(self.fail("a lease revoke", f)),
+        }
+        Ok(u32::try_from(bound).unwrap_or(u32::MAX))
+    }
+}
+
+/// Follows every key under the root from revision `start + 1` (or from now, if no revision is
+/// known yet) and sends the changes to `tx`, until its receiver is dropped. When the stream
+/// breaks, it is opened again on another member from the last revision seen + 1, so no change
+/// is lost or repeated.
+async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sender<Change>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut next = if start > 0 {
+        start + 1
+    } else {
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            let root = keys.root.clone();
+            let read = cluster
+                .call(|mut c| {
+                    let root = root.clone();
+                    async move {
+                        let o = GetOptions::new().with_prefix().with_count_only();
+                        c.get(root, Some(o)).await
+                    }
+                })
+                .await;
+            match read {
+                Ok(resp) => break resp.header().map_or(0, |h| h.revision()) + 1,
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    };
+    // Leases whose record was deleted without a revoke mark, by the revision: their names,
+    // deleted in that same revision, expired.
+    let mut expired: HashMap<i64, i64> = HashMap::new();
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let Some((member, mut stream)) = cluster.open_watch(&keys.root, next).await else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        loop {
+            let message = tokio::select! {
+                _ = tx.closed() => return,
+                m = stream.message() => m,
+            };
+            let resp = match message {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    cluster.mark_down(member, &"the watch stream ended");
+                    break;
+                }
+                Err(e) => {
+                    cluster.mark_down(member, &e);
+                    break;
+                }
+            };
+            if resp.canceled() {
+                let compacted = resp.compact_revision();
+                if compacted > 0 {
+                    // The history from `next` is gone: say so, and go on from what is left.
+                    let missed = u64::try_from(compacted - next).unwrap_or(0);
+                    if tx.send(Change::Lagged { missed }).await.is_err() {
+                        return;
+                    }
+                    next = compacted;
+                } else {
+                    cluster.mark_down(member, &format!("watch canceled: {}", resp.cancel_reason()));
+                }
+                break;
+            }
+            backoff = Duration::from_millis(50);
+            cluster.saw(resp.header());
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                let revision = kv.mod_revision();
+                next = next.max(revision + 1);
+                if let Some(change) = map_event(&keys, event, kv, revision, &mut expired) {
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The change one watch event makes, if it is one a watcher sees.
+fn map_event(
+    keys: &Keys,
+    event: &etcd_client::Event,
+    kv: &KeyValue,
+    revision: i64,
+    expired: &mut HashMap<i64, i64>,
+) -> Option<Change> {
+    let key = kv.key();
+    if let Some(id) = key.strip_prefix(keys.leases.as_bytes()) {
+        if event.event_type() == EventType::Delete {
+            let revoked = event
+                .prev_kv()
+                .and_then(|p| serde_json::from_slice::<StoredLease>(p.value()).ok())
+                .is_some_and(|l| l.revoking);
+            let id = std::str::from_utf8(id)
+                .ok()
+                .and_then(|id| i64::from_str_radix(id, 16).ok());
+            if let (Some(id), false) = (id, revoked) {
+                expired.retain(|_, r| *r >= revision);
+                expired.insert(id, revision);
+            }
+        }
+        return None;
+    }
+    let name = std::str::from_utf8(key.strip_prefix(keys.names.as_bytes())?).ok()?;
+    if name == NAME_SERVER_NAME {
+        return None;
+    }
+    let name = name.to_owned();
+    match event.event_type() {
+        EventType::Put => decode_entry(kv).map(|entry| Change::Registered { name, entry }),
+        EventType::Delete => {
+            let lease = event.prev_kv().map_or(0, KeyValue::lease);
+            match expired.get(&lease) {
+                Some(&r) if lease != 0 && r == revision => Some(Change::Expired {
+                    name,
+                    lease: LeaseId(u64::try_from(lease).unwrap_or(0)),
+                }),
+                _ => Some(Change::Removed { name }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ends_are_the_next_key_after_the_prefix() {
+        assert_eq!(prefix_end(b"/rmi/names/"), b"/rmi/names0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn keys_live_under_the_root() {
+        let keys = Keys::new("/x/");
+        assert_eq!(keys.name("app.one"), "/x/names/app.one");
+        assert_eq!(keys.lease(0x2a), "/x/leases/000000000000002a");
+    }
+
+    #[test]
+    fn values_are_readable_json() {
+        let entry = Entry::new(
+            "PYRO:obj@127.0.0.1:4000".parse().unwrap(),
+            BTreeSet::from(["red".to_owned()]),
+        );
+        let json = String::from_utf8(EtcdStore::encode(&entry)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"uri":"PYRO:obj@127.0.0.1:4000","metadata":["red"]}"#
+        );
+    }
+}

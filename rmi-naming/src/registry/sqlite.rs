@@ -1,0 +1,297 @@
+//! The SQLite store: names, metadata and leases in one database file that survives restarts and
+//! `kill -9` of the name server.
+//!
+//! Reads are served from memory (the same engine as the memory store); every change is written
+//! to the file by one dedicated thread before it is acknowledged, so the async runtime never
+//! blocks on the disk. The thread commits whatever changes are queued in one transaction (group
+//! commit), so many concurrent registrations share one sync.
+//!
+//! Durability: WAL journal with `synchronous=FULL`, so each commit is synced to the disk before
+//! the change is acknowledged; an acknowledged registration survives `kill -9` of the process
+//! (WAL with NORMAL would already do that, since the WAL write reaches the OS before the commit
+//! returns) and also a crash of the machine. The file is opened with an exclusive lock, so a
+//! second name server on the same file is refused instead of diverging.
+//!
+//! Lease deadlines are stored on the wall clock and renewed by each keep-alive; on restart a
+//! lease past its deadline expires at once, with its names.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::engine::{store_via_engine, Engine, Journal, State, Write};
+use super::{Entry, LeaseId, Limits};
+use crate::NamingError;
+
+/// Version of the schema below, in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY NOT NULL,
+    uri TEXT NOT NULL,
+    lease INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+    name TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (name, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY NOT NULL,
+    ttl_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL
+);
+";
+
+/// Most queued change batches committed in one transaction.
+const GROUP_COMMIT: usize = 256;
+
+/// Names, entries and leases in an SQLite file, served from memory.
+#[derive(Debug)]
+pub struct SqliteStore {
+    engine: Arc<Engine>,
+}
+
+store_via_engine!(SqliteStore);
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path` and loads it; leases past their deadline expire
+    /// at once. Needs a tokio runtime (for the lease timer).
+    pub async fn open(path: impl AsRef<Path>, limits: Limits) -> Result<Self, NamingError> {
+        let path = path.as_ref().to_path_buf();
+        let (batches, queue) = mpsc::channel::<Batch>();
+        let (loaded_tx, loaded) = oneshot::channel();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("rmi-ns-sqlite".into())
+            .spawn(move || {
+                let conn = match open_and_load(&thread_path) {
+                    Ok((conn, state)) => {
+                        let _ = loaded_tx.send(Ok(state));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = loaded_tx.send(Err(e));
+                        return;
+                    }
+                };
+                write_loop(conn, queue);
+            })
+            .map_err(|e| NamingError::new(format!("cannot start the SQLite writer: {e}")))?;
+        let state = loaded
+            .await
+            .map_err(|_| NamingError::new("the SQLite writer stopped while loading"))??;
+        let journal = SqlJournal { batches };
+        Ok(SqliteStore {
+            engine: Engine::new(state, limits, Some(Box::new(journal))),
+        })
+    }
+}
+
+/// Changes queued for the writer thread, and where to say they are durable.
+#[derive(Debug)]
+struct Batch {
+    writes: Vec<Write>,
+    ack: oneshot::Sender<Result<(), String>>,
+}
+
+/// The writer thread's queue.
+#[derive(Debug)]
+struct SqlJournal {
+    batches: mpsc::Sender<Batch>,
+}
+
+impl Journal for SqlJournal {
+    fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>> {
+        let (ack, done) = oneshot::channel();
+        // If the thread is gone, `ack` is dropped and the waiter hears that it stopped.
+        let _ = self.batches.send(Batch { writes, ack });
+        done
+    }
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn sql_error(path: &Path, e: rusqlite::Error) -> NamingError {
+    let busy = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy
+    );
+    if busy {
+        NamingError::new(format!(
+            "the SQLite store {} is in use by another process (another rmi-ns?)",
+            path.display()
+        ))
+    } else {
+        NamingError::new(format!("SQLite store {}: {e}", path.display()))
+    }
+}
+
+/// Opens the file with the settings above, creates the schema and reads everything back.
+fn open_and_load(path: &Path) -> Result<(Connection, State), NamingError> {
+    let err = |e| sql_error(path, e);
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(Duration::from_millis(500)).map_err(err)?;
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(err)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(NamingError::new(format!(
+            "SQLite store {}: cannot use WAL journal mode (got {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(err)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if version > SCHEMA_VERSION {
+        return Err(NamingError::new(format!(
+            "SQLite store {} has schema version {version}, made by a newer rmi (this one knows \
+             {SCHEMA_VERSION})",
+            path.display()
+        )));
+    }
+    conn.execute_batch(SCHEMA).map_err(err)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(err)?;
+    let state = load(&conn).map_err(|e| match e {
+        Load::Sql(e) => err(e),
+        Load::Bad(why) => NamingError::new(format!("SQLite store {}: {why}", path.display())),
+    })?;
+    Ok((conn, state))
+}
+
+enum Load {
+    Sql(rusqlite::Error),
+    Bad(String),
+}
+
+impl From<rusqlite::Error> for Load {
+    fn from(e: rusqlite::Error) -> Self {
+        Load::Sql(e)
+    }
+}
+
+fn load(conn: &Connection) -> Result<State, Load> {
+    let now = unix_ms(SystemTime::now());
+    let mut leases = Vec::new();
+    let mut stmt = conn.prepare("SELECT id, ttl_ms, deadline_ms FROM leases")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (id, ttl, deadline): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        let remaining = Duration::from_millis(deadline.saturating_sub(now).max(0) as u64);
+        leases.push((
+            LeaseId(id as u64),
+            Duration::from_millis(ttl.max(0) as u64),
+            remaining,
+        ));
+    }
+    let mut entries = std::collections::BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT name, uri, lease FROM names")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (name, uri, lease): (String, String, Option<i64>) =
+            (row.get(0)?, row.get(1)?, row.get(2)?);
+        let uri = uri
+            .parse()
+            .map_err(|e| Load::Bad(format!("name {name:?} has an unreadable uri {uri:?}: {e}")))?;
+        entries.insert(
+            name,
+            Entry {
+                uri,
+                metadata: BTreeSet::new(),
+                lease: lease.map(|l| LeaseId(l as u64)),
+            },
+        );
+    }
+    let mut stmt = conn.prepare("SELECT name, tag FROM tags")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (name, tag): (String, String) = (row.get(0)?, row.get(1)?);
+        if let Some(entry) = entries.get_mut(&name) {
+            entry.metadata.insert(tag);
+        }
+    }
+    Ok(State::load(entries, leases))
+}
+
+/// The writer thread: commits queued batches, as many as are waiting, in one transaction each
+/// round, then acknowledges them. Ends when the store is dropped.
+fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Batch>) {
+    while let Ok(first) = queue.recv() {
+        let mut batches = vec![first];
+        while batches.len() < GROUP_COMMIT {
+            match queue.try_recv() {
+                Ok(batch) => batches.push(batch),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&mut conn, &batches).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "the SQLite store could not commit");
+        }
+        for batch in batches {
+            let _ = batch.ack.send(result.clone());
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for write in batches.iter().flat_map(|b| &b.writes) {
+        match write {
+            Write::PutName { name, entry } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO names (name, uri, lease) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    name,
+                    entry.uri.to_string(),
+                    entry.lease.map(|l| l.0 as i64)
+                ])?;
+                tx.prepare_cached("DELETE FROM tags WHERE name = ?1")?
+                    .execute(params![name])?;
+                let mut insert =
+                    tx.prepare_cached("INSERT INTO tags (name, tag) VALUES (?1, ?2)")?;
+                for tag in &entry.metadata {
+                    insert.execute(params![name, tag])?;
+                }
+            }
+            Write::DeleteName(name) => {
+                tx.prepare_cached("DELETE FROM names WHERE name = ?1")?
+                    .execute(params![name])?;
+                tx.prepare_cached("DELETE FROM tags WHERE name = ?1")?
+                    .execute(params![name])?;
+            }
+            Write::PutLease { id, ttl, deadline } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO leases (id, ttl_ms, deadline_ms) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    id.0 as i64,
+                    ttl.as_millis() as i64,
+                    unix_ms(*deadline)
+                ])?;
+            }
+            Write::DeleteLease(id) => {
+                tx.prepare_cached("DELETE FROM leases WHERE id = ?1")?
+                    .execute(params![id.0 as i64])?;
+            }
+        }
+    }
+    tx.commit()
+}

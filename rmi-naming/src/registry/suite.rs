@@ -1,0 +1,555 @@
+//! One test suite run against every backend, through [`Registry`]: Pyro5's semantics, leases,
+//! watches and limits behave the same whatever the storage.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rmi_core::Uri;
+
+use super::*;
+
+fn uri(n: u16) -> Uri {
+    Uri::tcp("obj", "127.0.0.1", n)
+}
+
+fn tags(t: &[&str]) -> BTreeSet<String> {
+    t.iter().map(|s| s.to_string()).collect()
+}
+
+/// Limits for tests: short leases allowed.
+fn test_limits() -> Limits {
+    Limits {
+        min_lease_ttl: Duration::from_millis(10),
+        ..Limits::default()
+    }
+}
+
+fn names(listed: Vec<(String, Entry)>) -> Vec<String> {
+    listed.into_iter().map(|(k, _)| k).collect()
+}
+
+/// Waits (up to 10 s) for the next change on `watch` that `pick` accepts.
+async fn next_change(watch: &mut Watch, pick: impl Fn(&Change) -> bool) -> Change {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let change = watch.next().await.expect("the watch ended");
+            if pick(&change) {
+                return change;
+            }
+        }
+    })
+    .await
+    .expect("the change never came")
+}
+
+/// Polls (up to 10 s) until `name` is gone.
+#[cfg(feature = "sqlite")]
+async fn until_gone(r: &Registry, name: &str) {
+    for _ in 0..1000 {
+        if r.lookup(name).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} never went");
+}
+
+async fn pyro_semantics(r: Registry) {
+    r.register(NAME_SERVER_NAME, uri(9), false, tags(&[]), None)
+        .await
+        .unwrap();
+    r.register("a", uri(1), true, tags(&["red", "big"]), None)
+        .await
+        .unwrap();
+    let err = r
+        .register("a", uri(2), true, tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.message, "name already registered: a");
+    assert_eq!(r.lookup("a").await.unwrap().uri, uri(1));
+    r.register("a", uri(3), false, tags(&["red", "big"]), None)
+        .await
+        .unwrap();
+    assert_eq!(r.lookup("a").await.unwrap().uri, uri(3));
+    assert_eq!(
+        r.lookup("zz").await.unwrap_err().message,
+        "unknown name: zz"
+    );
+    assert!(r
+        .register("x", "PYRONAME:y".parse().unwrap(), false, tags(&[]), None)
+        .await
+        .unwrap_err()
+        .message
+        .contains("only PYRO:"));
+    assert!(r
+        .register("has space", uri(1), false, tags(&[]), None)
+        .await
+        .is_err());
+    for (i, n) in ["app.one", "app.two", "xapp.three", "apple"]
+        .iter()
+        .enumerate()
+    {
+        r.register(n, uri(10 + i as u16), false, tags(&["red"]), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        names(r.list(Some("app."), None).await.unwrap()),
+        ["app.one", "app.two"]
+    );
+    assert_eq!(
+        names(r.list(None, Some("app")).await.unwrap()),
+        ["app.one", "app.two", "apple"],
+        "anchored at the start, like re.match"
+    );
+    assert!(r.list(None, Some("(")).await.is_err());
+    assert!(r.list(Some("a"), Some("b")).await.is_err());
+    assert_eq!(r.count().await.unwrap(), 6);
+
+    assert_eq!(
+        names(r.yplookup(Some(tags(&["red", "big"])), None).await.unwrap()),
+        ["a"]
+    );
+    assert_eq!(
+        r.yplookup(Some(tags(&["red"])), None).await.unwrap().len(),
+        5
+    );
+    assert_eq!(
+        names(r.yplookup(None, Some(tags(&["big", "no"]))).await.unwrap()),
+        ["a"]
+    );
+    assert!(r.yplookup(None, None).await.unwrap().is_empty());
+    assert!(r.yplookup(Some(tags(&[])), Some(tags(&[]))).await.is_err());
+    r.set_metadata("a", tags(&["blue"])).await.unwrap();
+    assert_eq!(r.lookup("a").await.unwrap().metadata, tags(&["blue"]));
+    assert!(r.set_metadata("zz", tags(&[])).await.is_err());
+
+    assert_eq!(r.remove(Some("apple"), None, None).await.unwrap(), 1);
+    assert_eq!(r.remove(Some("apple"), None, None).await.unwrap(), 0);
+    assert_eq!(r.remove(None, Some("app."), None).await.unwrap(), 2);
+    assert_eq!(r.remove(None, None, None).await.unwrap(), 0);
+    assert_eq!(
+        r.remove(None, None, Some(".*")).await.unwrap(),
+        2,
+        "all but the name server"
+    );
+    assert_eq!(
+        r.remove(Some(NAME_SERVER_NAME), None, None).await.unwrap(),
+        0
+    );
+    assert_eq!(r.remove(None, Some("Pyro."), None).await.unwrap(), 0);
+    assert_eq!(r.count().await.unwrap(), 1);
+}
+
+async fn leases_bind_names(r: Registry) {
+    let lease = r.grant(Duration::from_secs(60)).await.unwrap();
+    let other = r.grant(Duration::from_secs(60)).await.unwrap();
+    assert_ne!(lease, other);
+    r.register("leased.a", uri(1), false, tags(&[]), Some(lease))
+        .await
+        .unwrap();
+    r.register("leased.b", uri(2), false, tags(&["t"]), Some(lease))
+        .await
+        .unwrap();
+    r.register("moved", uri(3), false, tags(&[]), Some(lease))
+        .await
+        .unwrap();
+    r.register("moved", uri(3), false, tags(&[]), Some(other))
+        .await
+        .unwrap();
+    r.register("plain", uri(4), false, tags(&[]), None)
+        .await
+        .unwrap();
+    r.register("unbound", uri(5), false, tags(&[]), Some(lease))
+        .await
+        .unwrap();
+    r.register("unbound", uri(5), false, tags(&[]), None)
+        .await
+        .unwrap();
+    assert_eq!(r.lookup("leased.a").await.unwrap().lease, Some(lease));
+    assert_eq!(r.keep_alive(lease).await.unwrap(), Duration::from_secs(60));
+
+    let mut watch = r.watch();
+    assert_eq!(r.revoke(lease).await.unwrap(), 2, "leased.a and leased.b");
+    let removed = next_change(&mut watch, |_| true).await;
+    assert_eq!(
+        removed,
+        Change::Removed {
+            name: "leased.a".into()
+        }
+    );
+    for gone in ["leased.a", "leased.b"] {
+        assert!(r.lookup(gone).await.is_err(), "{gone}");
+    }
+    for kept in ["moved", "plain", "unbound"] {
+        r.lookup(kept).await.unwrap();
+    }
+    assert_eq!(
+        r.revoke(lease).await.unwrap(),
+        0,
+        "revoking twice is harmless"
+    );
+    let err = r.keep_alive(lease).await.unwrap_err();
+    assert!(err.message.contains("unknown lease"), "{err}");
+    let err = r
+        .register("late", uri(6), false, tags(&[]), Some(lease))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("unknown lease"), "{err}");
+    assert!(r.lookup("late").await.is_err());
+}
+
+async fn an_expired_lease_takes_its_names_and_a_watch_sees_it(r: Registry) {
+    let mut watch = r.watch();
+    let lease = r.grant(Duration::from_millis(200)).await.unwrap();
+    r.register("short", uri(1), false, tags(&[]), Some(lease))
+        .await
+        .unwrap();
+    r.register("stays", uri(2), false, tags(&[]), None)
+        .await
+        .unwrap();
+    match next_change(&mut watch, |_| true).await {
+        Change::Registered { name, entry } => {
+            assert_eq!(name, "short");
+            assert_eq!(entry.lease, Some(lease));
+        }
+        other => panic!("{other:?}"),
+    }
+    let expired = next_change(&mut watch, |c| matches!(c, Change::Expired { .. })).await;
+    assert_eq!(
+        expired,
+        Change::Expired {
+            name: "short".into(),
+            lease
+        }
+    );
+    assert!(r.lookup("short").await.is_err());
+    r.lookup("stays").await.unwrap();
+    assert!(r.keep_alive(lease).await.is_err());
+    r.remove(Some("stays"), None, None).await.unwrap();
+    let removed = next_change(&mut watch, |c| matches!(c, Change::Removed { .. })).await;
+    assert_eq!(
+        removed,
+        Change::Removed {
+            name: "stays".into()
+        }
+    );
+}
+
+async fn keep_alive_keeps_names(r: Registry) {
+    // Renewed every 50 ms for three TTLs: it would have expired thrice without them.
+    let ttl = Duration::from_millis(1500);
+    let lease = r.grant(ttl).await.unwrap();
+    r.register("kept", uri(1), false, tags(&[]), Some(lease))
+        .await
+        .unwrap();
+    let until = tokio::time::Instant::now() + ttl * 3;
+    while tokio::time::Instant::now() < until {
+        r.keep_alive(lease).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(r.lookup("kept").await.unwrap().lease, Some(lease));
+    r.revoke(lease).await.unwrap();
+}
+
+async fn limits_refuse_with_the_setting_named(r: Registry) {
+    let limits = r.limits().clone();
+    let many: BTreeSet<String> = (0..=limits.max_tags).map(|i| format!("t{i}")).collect();
+    let err = r
+        .register("n", uri(1), false, many.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_tags"), "{err}");
+    let err = r.yplookup(Some(many), None).await.unwrap_err();
+    assert!(err.message.contains("max_tags"), "{err}");
+    let long = tags(&[&"x".repeat(limits.max_tag_len + 1)]);
+    let err = r
+        .register("n", uri(1), false, long.clone(), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_tag_len"), "{err}");
+    r.register("n", uri(1), false, tags(&[]), None)
+        .await
+        .unwrap();
+    let err = r.set_metadata("n", long).await.unwrap_err();
+    assert!(err.message.contains("max_tag_len"), "{err}");
+    let err = r
+        .register(
+            &"n".repeat(limits.max_name_len + 1),
+            uri(1),
+            false,
+            tags(&[]),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_name_len"), "{err}");
+    let err = r.list(None, Some(r"\w{1000}")).await.unwrap_err();
+    assert!(err.message.contains("regex_size_limit"), "{err}");
+    let err = r.remove(None, None, Some(r"\w{1000}")).await.unwrap_err();
+    assert!(err.message.contains("regex_size_limit"), "{err}");
+    let err = r.grant(Duration::from_millis(1)).await.unwrap_err();
+    assert!(err.message.contains("min_lease_ttl"), "{err}");
+    // Fill to max_entries (4 in these limits), then one more is refused; replacing is not.
+    for i in 0..3 {
+        r.register(&format!("fill{i}"), uri(i), false, tags(&[]), None)
+            .await
+            .unwrap();
+    }
+    let err = r
+        .register("over", uri(9), false, tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_entries"), "{err}");
+    r.register("fill0", uri(8), false, tags(&[]), None)
+        .await
+        .unwrap();
+    // The reply limit: four entries do not fit in max_reply_bytes.
+    let err = r.list(None, None).await.unwrap_err();
+    assert!(err.message.contains("max_reply_bytes"), "{err}");
+    assert_eq!(r.list(Some("fill1"), None).await.unwrap().len(), 1);
+    let err = r.yplookup(None, Some(tags(&[]))).await;
+    assert!(err.unwrap().is_empty());
+    for _ in 0..limits.max_leases {
+        r.grant(Duration::from_secs(60)).await.unwrap();
+    }
+    let err = r.grant(Duration::from_secs(60)).await.unwrap_err();
+    assert!(err.message.contains("max_leases"), "{err}");
+}
+
+fn small_limits() -> Limits {
+    Limits {
+        max_entries: 4,
+        max_leases: 3,
+        max_reply_bytes: 150,
+        max_tags: 4,
+        max_tag_len: 8,
+        max_name_len: 32,
+        ..test_limits()
+    }
+}
+
+/// What a test keeps alive while it uses a store (a directory, an etcd process).
+type Keep = Box<dyn std::any::Any + Send>;
+
+/// The suite, for a backend opened by `$open(dir, limits)`, which gives `None` to skip (a
+/// backend whose server is not installed) or the store and what to keep alive with it.
+macro_rules! suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+
+            async fn open(limits: Limits) -> Option<(Keep, tempfile::TempDir, Registry)> {
+                let dir = tempfile::tempdir().unwrap();
+                let (keep, store) = $open(dir.path(), limits.clone()).await?;
+                Some((keep, dir, Registry::new(store, limits)))
+            }
+
+            #[tokio::test]
+            async fn pyro_semantics() {
+                let Some((_keep, _dir, r)) = open(test_limits()).await else {
+                    return;
+                };
+                super::pyro_semantics(r).await;
+            }
+
+            #[tokio::test]
+            async fn leases_bind_names() {
+                let Some((_keep, _dir, r)) = open(test_limits()).await else {
+                    return;
+                };
+                super::leases_bind_names(r).await;
+            }
+
+            #[tokio::test]
+            async fn an_expired_lease_takes_its_names_and_a_watch_sees_it() {
+                let Some((_keep, _dir, r)) = open(test_limits()).await else {
+                    return;
+                };
+                super::an_expired_lease_takes_its_names_and_a_watch_sees_it(r).await;
+            }
+
+            #[tokio::test]
+            async fn keep_alive_keeps_names() {
+                let Some((_keep, _dir, r)) = open(test_limits()).await else {
+                    return;
+                };
+                super::keep_alive_keeps_names(r).await;
+            }
+
+            #[tokio::test]
+            async fn limits_refuse_with_the_setting_named() {
+                let Some((_keep, _dir, r)) = open(small_limits()).await else {
+                    return;
+                };
+                super::limits_refuse_with_the_setting_named(r).await;
+            }
+        }
+    };
+}
+
+async fn open_memory(_dir: &Path, limits: Limits) -> Option<(Keep, Arc<dyn Store>)> {
+    Some((Box::new(()), Arc::new(MemoryStore::new(limits))))
+}
+
+suite!(memory_store, open_memory);
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(dir: &Path, limits: Limits) -> Option<(Keep, Arc<dyn Store>)> {
+    let store = SqliteStore::open(dir.join("names.db"), limits)
+        .await
+        .unwrap();
+    Some((Box::new(()), Arc::new(store)))
+}
+
+#[cfg(feature = "etcd")]
+#[path = "../../tests/support/etcd.rs"]
+mod etcd_process;
+
+/// A one-member etcd of its own (killed when the test ends), or `None` (a loud skip) without
+/// an etcd binary.
+#[cfg(feature = "etcd")]
+async fn open_etcd(_dir: &Path, limits: Limits) -> Option<(Keep, Arc<dyn Store>)> {
+    let cluster = etcd_process::EtcdCluster::start(1, "the registry suite on etcd")?;
+    let store = EtcdStore::connect(&cluster.endpoints(), limits)
+        .await
+        .unwrap();
+    Some((Box::new(cluster), Arc::new(store)))
+}
+
+#[cfg(feature = "etcd")]
+suite!(etcd_store, open_etcd);
+
+#[cfg(feature = "sqlite")]
+suite!(sqlite_store, open_sqlite);
+
+#[cfg(feature = "sqlite")]
+mod sqlite_persistence {
+    use super::*;
+
+    async fn open(path: &Path) -> Registry {
+        let store = SqliteStore::open(path, test_limits()).await.unwrap();
+        Registry::new(Arc::new(store), test_limits())
+    }
+
+    /// Drops `r` and waits until its file can be opened again (the writer thread lets go).
+    async fn reopen(r: Registry, path: &Path) -> Registry {
+        drop(r);
+        for _ in 0..100 {
+            match SqliteStore::open(path, test_limits()).await {
+                Ok(store) => return Registry::new(Arc::new(store), test_limits()),
+                Err(e) if e.message.contains("in use") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("the store stayed locked");
+    }
+
+    #[tokio::test]
+    async fn names_metadata_and_leases_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        let r = open(&path).await;
+        let lease = r.grant(Duration::from_secs(60)).await.unwrap();
+        r.register("plain", uri(1), false, tags(&["a", "b\nc"]), None)
+            .await
+            .unwrap();
+        r.register("leased", uri(2), false, tags(&[]), Some(lease))
+            .await
+            .unwrap();
+        r.register("gone", uri(3), false, tags(&[]), None)
+            .await
+            .unwrap();
+        r.remove(Some("gone"), None, None).await.unwrap();
+        r.set_metadata("leased", tags(&["m"])).await.unwrap();
+
+        let r = reopen(r, &path).await;
+        assert_eq!(
+            r.lookup("plain").await.unwrap(),
+            Entry::new(uri(1), tags(&["a", "b\nc"]))
+        );
+        let leased = r.lookup("leased").await.unwrap();
+        assert_eq!(
+            (leased.uri, leased.metadata, leased.lease),
+            (uri(2), tags(&["m"]), Some(lease))
+        );
+        assert!(r.lookup("gone").await.is_err());
+        assert_eq!(r.keep_alive(lease).await.unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            r.revoke(lease).await.unwrap(),
+            1,
+            "the reloaded lease still holds its name"
+        );
+        let r = reopen(r, &path).await;
+        assert!(r.lookup("leased").await.is_err(), "the revoke was stored");
+        assert_eq!(r.count().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_ran_out_while_closed_expires_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        let r = open(&path).await;
+        let lease = r.grant(Duration::from_millis(300)).await.unwrap();
+        r.register("short", uri(1), false, tags(&[]), Some(lease))
+            .await
+            .unwrap();
+        drop(r);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let r = reopen(Registry::default(), &path).await;
+        until_gone(&r, "short").await;
+        assert!(r.keep_alive(lease).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_second_store_on_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        let _r = open(&path).await;
+        let err = SqliteStore::open(&path, test_limits()).await.unwrap_err();
+        assert!(err.message.contains("in use by another process"), "{err}");
+    }
+}
+
+#[test]
+fn storage_parses_as_pyro5_ns_spells_it() {
+    assert_eq!("memory".parse::<Storage>().unwrap(), Storage::Memory);
+    assert_eq!(
+        "sql:/tmp/x/names.db".parse::<Storage>().unwrap(),
+        Storage::Sql("/tmp/x/names.db".into())
+    );
+    assert_eq!(
+        "etcd:127.0.0.1:2379,127.0.0.2:2379"
+            .parse::<Storage>()
+            .unwrap(),
+        Storage::Etcd(vec!["127.0.0.1:2379".into(), "127.0.0.2:2379".into()])
+    );
+    for bad in [
+        "",
+        "sql:",
+        "etcd:",
+        "etcd:host",
+        "etcd:host:port",
+        "redis:x",
+    ] {
+        assert!(bad.parse::<Storage>().is_err(), "{bad:?}");
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+#[tokio::test]
+async fn etcd_without_its_feature_says_how_to_build_it() {
+    let err = Storage::Etcd(vec!["127.0.0.1:2379".into()])
+        .open(Limits::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("etcd backend is not built")
+            && err.message.contains("--features etcd"),
+        "{err}"
+    );
+}

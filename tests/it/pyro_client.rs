@@ -1,0 +1,697 @@
+//! Rust as a Pyro client, without configuration (issue 9): a Rust proxy calls Python Pyro5 and
+//! Pyro4 objects found by `PYRONAME:` through Python's own name servers (`pyro5-ns`,
+//! `python -m Pyro4.naming`), a Rust daemon registers in them and Python calls it, Python
+//! exceptions arrive with their class, message and traceback, and rmi-to-rmi calls still
+//! negotiate bincode.
+//!
+//! Nothing is configured on the Rust side: the proxy's CONNECT goes in serpent with an offer of
+//! bincode that only rmi daemons answer, and a Pyro4 daemon is recognised by the protocol-48
+//! CONNECTFAIL it answers a Pyro5 header with. The venvs are `python.rs`'s and `pyro4.rs`'s;
+//! without Python the tests skip loudly (and fail under `CI=true` or `RMI_TEST_NO_SKIP=1`).
+//! Loopback only; every server binds port 0 and says where it is.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use bytes::BytesMut;
+use rmi::naming::{NameServerProxy, NsLocator};
+use rmi::protocol::frame::{check, Message, MessageType, Protocol};
+use rmi::protocol::names::SERIALIZER_ANNOTATION;
+use rmi::{Error, Serializer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{GreeterProxy, GreeterServer, GreetingMaker};
+
+/// Pyro5's venv (python.rs's).
+fn python5() -> Option<&'static PathBuf> {
+    crate::python::python()
+}
+
+/// Pyro4's venv (the one pyro4.rs uses).
+fn python4() -> Option<&'static PathBuf> {
+    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            crate::python::make_venv(
+                "pyro4-venv",
+                &["Pyro4==4.82", "serpent", "msgpack"],
+                "import Pyro4, msgpack, serpent; assert Pyro4.__version__ == '4.82'",
+            )
+        })
+        .as_ref()
+}
+
+/// A Python process this test started, killed by its own handle when the test ends.
+struct PythonProcess {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl PythonProcess {
+    /// Starts `python -u <args>`, stdout piped.
+    fn start(python: &Path, args: &[&str]) -> PythonProcess {
+        let mut child = Command::new(python)
+            .arg("-u")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        PythonProcess { child, stdout }
+    }
+
+    /// Reads lines until one starts with `prefix`; returns the rest of it. Bounded by the
+    /// process: if it exits first, the read ends and this panics.
+    fn wait_for(&mut self, prefix: &str) -> String {
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self
+                .stdout
+                .read_line(&mut line)
+                .expect("read python output");
+            assert!(
+                n > 0,
+                "python exited before printing {prefix:?}; it said:\n{seen}"
+            );
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+            seen.push_str(&line);
+        }
+    }
+}
+
+impl Drop for PythonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a Python name server (`-m Pyro5.nameserver` or `-m Pyro4.naming`) on 127.0.0.1, a
+/// port of its choosing, without broadcast; returns it and its port.
+async fn python_name_server(python: &'static Path, module: &'static str) -> (PythonProcess, u16) {
+    tokio::task::spawn_blocking(move || {
+        let mut ns =
+            PythonProcess::start(python, &["-m", module, "-n", "127.0.0.1", "-p", "0", "-x"]);
+        let uri: rmi::Uri = ns
+            .wait_for("URI = ")
+            .parse()
+            .expect("the name server's uri");
+        let port = match uri.location() {
+            Some(rmi::Location::Tcp { port, .. }) => *port,
+            other => panic!("a name server at {other:?}"),
+        };
+        (ns, port)
+    })
+    .await
+    .unwrap()
+}
+
+/// The name server at 127.0.0.1:`port`, found as `locate_ns` finds one, by its address.
+async fn locate(port: u16) -> NameServerProxy {
+    NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .no_broadcast()
+        .locate()
+        .await
+        .expect("locate the Python name server")
+}
+
+/// A Python object with the methods a Rust contract mirrors, served by a Pyro5 or Pyro4 daemon
+/// and registered under argv[2] in the name server on 127.0.0.1:argv[1]. (`pyro` is `Pyro5.api`
+/// or `Pyro4`; both spell these the same.)
+const PYTHON_SERVER: &str = r#"
+import sys
+if sys.argv[3] == "5":
+    import Pyro5.api as pyro
+    locate = pyro.locate_ns
+else:
+    import Pyro4 as pyro
+    pyro.config.SERIALIZERS_ACCEPTED.add("msgpack")
+    locate = pyro.locateNS
+
+class InsufficientFunds(Exception):
+    pass
+
+@pyro.expose
+class Account(object):
+    def welcomeMessage(self, name):
+        return "Hi welcome " + name
+    def add(self, a, b):
+        return a + b
+    def echo(self, value):
+        return value
+    def withdraw(self, amount):
+        raise ValueError("cannot withdraw %s: insufficient funds" % amount)
+    def divide(self, a, b):
+        return a / b
+    def greet(self, name, greeting="Hello"):
+        return "%s, %s" % (greeting, name)
+
+daemon = pyro.Daemon(host="127.0.0.1")
+uri = daemon.register(Account(), "example.account")
+locate("127.0.0.1", int(sys.argv[1])).register(sys.argv[2], uri)
+print("READY", uri)
+daemon.requestLoop()
+"#;
+
+/// Starts [`PYTHON_SERVER`] with Pyro `version` ("5" or "4"), registered as `name`.
+async fn python_server(
+    python: &'static Path,
+    ns_port: u16,
+    name: &'static str,
+    version: &'static str,
+) -> PythonProcess {
+    tokio::task::spawn_blocking(move || {
+        let port = ns_port.to_string();
+        let mut server = PythonProcess::start(python, &["-c", PYTHON_SERVER, &port, name, version]);
+        server.wait_for("READY ");
+        server
+    })
+    .await
+    .unwrap()
+}
+
+/// The Python class `Account`, as a Rust contract: the wire names are Python's. (Only its
+/// proxy is used: the object is Python's.)
+#[rmi::remote]
+#[allow(dead_code)]
+pub(crate) trait Account {
+    /// "Hi welcome " + name.
+    #[rmi(name = "welcomeMessage")]
+    async fn welcome_message(&self, name: String) -> String;
+    /// a + b.
+    async fn add(&self, a: i64, b: i64) -> i64;
+    /// Raises `ValueError`.
+    async fn withdraw(&self, amount: u32) -> f64;
+    /// a / b: `ZeroDivisionError` when `b` is 0.
+    async fn divide(&self, a: f64, b: f64) -> f64;
+    /// "<greeting>, <name>": a `None` greeting is left out of the call, so Python's default
+    /// applies.
+    async fn greet(&self, name: String, greeting: Option<String>) -> String;
+}
+
+/// Calls the Python `Account` behind `account`, typed and untyped, and checks its exceptions:
+/// what every Python-server test below does.
+async fn exercise(account: &AccountProxy) {
+    assert_eq!(
+        account.welcome_message("Rashmi".into()).await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    assert_eq!(account.add(40, 2).await.unwrap(), 42);
+    assert_eq!(
+        account.greet("Irmen".into(), None).await.unwrap(),
+        "Hello, Irmen"
+    );
+    assert_eq!(
+        account
+            .greet("Irmen".into(), Some("Hi".into()))
+            .await
+            .unwrap(),
+        "Hi, Irmen"
+    );
+    // Untyped calls reach any method, with any serde values.
+    let proxy = account.proxy();
+    let sum: String = proxy.call("add", &("con", "cat")).await.unwrap();
+    assert_eq!(sum, "concat");
+    let value = BTreeMap::from([
+        ("primes".to_owned(), vec![2i64, 3, 5, 7]),
+        ("big".to_owned(), vec![i64::MAX]),
+    ]);
+    let back: BTreeMap<String, Vec<i64>> = proxy.call("echo", &(value.clone(),)).await.unwrap();
+    assert_eq!(back, value);
+    let greeted: String = proxy.call("greet", &("Ada", "Good day")).await.unwrap();
+    assert_eq!(greeted, "Good day, Ada");
+    // Python's exceptions: class, message, and its traceback as the chain.
+    match account.withdraw(100).await {
+        Err(Error::Remote(e)) => {
+            assert_eq!(e.type_name, "builtins.ValueError", "{e:?}");
+            assert_eq!(e.message, "cannot withdraw 100: insufficient funds");
+            assert!(
+                e.chain.first().is_some_and(|l| l.starts_with("Traceback")),
+                "{e:?}"
+            );
+            assert!(
+                e.chain.iter().any(|l| l.contains("in withdraw")),
+                "the Python frame is in the traceback: {e:?}"
+            );
+        }
+        other => panic!("expected a ValueError, got {other:?}"),
+    }
+    match account.divide(1.0, 0.0).await {
+        Err(Error::Remote(e)) => {
+            assert_eq!(e.type_name, "builtins.ZeroDivisionError", "{e:?}");
+            assert_eq!(e.message, "float division by zero");
+        }
+        other => panic!("expected a ZeroDivisionError, got {other:?}"),
+    }
+    // A method the object does not have: Python's own error, and the connection goes on.
+    let err = proxy.call::<_, ()>("nope", &[(); 0]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote(e) if e.type_name == "builtins.AttributeError"),
+        "{err:?}"
+    );
+    assert_eq!(account.add(1, 1).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_client_calls_a_python_pyro5_server_by_pyroname_through_pyro5_ns() {
+    let Some(python) = python5() else { return };
+    let (_ns, ns_port) = python_name_server(python, "Pyro5.nameserver").await;
+    let _server = python_server(python, ns_port, "example.account", "5").await;
+    // Nothing configured: the name server and the object are Python's, so serpent it is.
+    let uri = format!("PYRONAME:example.account@127.0.0.1:{ns_port}");
+    let account = AccountProxy::connect(uri.as_str()).await.unwrap();
+    exercise(&account).await;
+    assert_eq!(account.proxy().serializer(), Serializer::Serpent);
+    assert_eq!(account.proxy().protocol(), Some(Protocol::Pyro5));
+    assert_eq!(
+        account.proxy().connected_uri().unwrap().object(),
+        Some("example.account")
+    );
+    // msgpack when asked for (Pyro5 daemons read every serializer they have installed).
+    let packed: AccountProxy = AccountProxy::builder(uri.as_str())
+        .unwrap()
+        .serializer(Serializer::MsgPack)
+        .connect()
+        .await
+        .unwrap();
+    exercise(&packed).await;
+    assert_eq!(packed.proxy().serializer(), Serializer::MsgPack);
+    // The name server itself, through the typed client.
+    let ns = locate(ns_port).await;
+    ns.ping().await.unwrap();
+    let found = ns.lookup("example.account").await.unwrap();
+    assert_eq!(found.object(), Some("example.account"));
+    // Pyro5's list(prefix=None, regex=None, return_metadata=False): the typed client's unused
+    // trailing arguments are left out.
+    let listed = ns.list().await.unwrap();
+    assert_eq!(listed.get("example.account"), Some(&found), "{listed:?}");
+    assert!(listed.contains_key("Pyro.NameServer"), "{listed:?}");
+    assert_eq!(
+        ns.list_prefix("example.")
+            .await
+            .unwrap()
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["example.account"]
+    );
+    let err = ns.lookup("no.such.name").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("unknown name")),
+        "a NamingError from Python is a naming failure: {err:?}"
+    );
+    let err = AccountProxy::connect(format!("PYRONAME:no.such.name@127.0.0.1:{ns_port}").as_str())
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, Error::Resolve(_)), "{err:?}");
+}
+
+/// A Rust daemon serving the tutorial's greeter.
+async fn rust_greeter() -> (rmi::Daemon, rmi::Uri) {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.rust.greeter")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    (daemon, uri)
+}
+
+/// Runs `script` with `args`; returns its stdout.
+async fn run(python: &'static Path, script: &'static str, args: Vec<String>) -> String {
+    tokio::task::spawn_blocking(move || {
+        let python = python.to_path_buf();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::python::run_python(&python, script, &args)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_server_registered_in_pyro5_ns_is_called_by_python_and_by_rust_in_bincode() {
+    let Some(python) = python5() else { return };
+    let (_ns, ns_port) = python_name_server(python, "Pyro5.nameserver").await;
+    let (daemon, uri) = rust_greeter().await;
+    let ns = locate(ns_port).await;
+    ns.register("rust.greeter", &uri).await.unwrap();
+    // Python stores it as a string; it reads back as the same URI.
+    assert_eq!(ns.lookup("rust.greeter").await.unwrap(), uri);
+    const CLIENT: &str = r#"
+import sys
+import Pyro5.api
+ns_port = int(sys.argv[1])
+print(Pyro5.api.locate_ns("127.0.0.1", ns_port).lookup("rust.greeter"))
+for serializer in ("serpent", "msgpack"):
+    Pyro5.config.SERIALIZER = serializer
+    with Pyro5.api.Proxy("PYRONAME:rust.greeter@127.0.0.1:%d" % ns_port) as greeter:
+        print(greeter.welcomeMessage(serializer))
+"#;
+    let out = run(python, CLIENT, vec![ns_port.to_string()]).await;
+    assert_eq!(
+        out,
+        format!("{uri}\nHi welcome serpent\nHi welcome msgpack\n")
+    );
+    // A Rust client finds the Rust object through Python's name server, and the two speak
+    // bincode: negotiated, with nothing configured.
+    let greeter =
+        GreeterProxy::connect(format!("PYRONAME:rust.greeter@127.0.0.1:{ns_port}").as_str())
+            .await
+            .unwrap();
+    assert_eq!(
+        greeter.welcome_message("Rust".into()).await.unwrap(),
+        "Hi welcome Rust"
+    );
+    assert_eq!(greeter.proxy().serializer(), Serializer::Bincode);
+    // By metadata, through Pyro5's yplookup.
+    ns.register_with(
+        "rust.tagged",
+        &uri,
+        true,
+        ["rust.greeting".to_owned()].into(),
+    )
+    .await
+    .unwrap();
+    let by_meta =
+        GreeterProxy::connect(format!("PYROMETA:rust.greeting@127.0.0.1:{ns_port}").as_str())
+            .await
+            .unwrap();
+    assert_eq!(
+        by_meta.welcome_message("meta".into()).await.unwrap(),
+        "Hi welcome meta"
+    );
+    let err = ns
+        .register_with("rust.tagged", &uri, true, Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("already registered")),
+        "safe=True refused by Python: {err:?}"
+    );
+    assert!(ns.remove("rust.greeter").await.unwrap());
+    daemon.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_client_calls_a_python_pyro4_server_by_pyroname_through_the_pyro4_name_server() {
+    let Some(python) = python4() else { return };
+    let (_ns, ns_port) = python_name_server(python, "Pyro4.naming").await;
+    let _server = python_server(python, ns_port, "example.account", "4").await;
+    // The URI says nothing of Pyro4: the proxy finds out from the daemon's answer.
+    let uri = format!("PYRONAME:example.account@127.0.0.1:{ns_port}");
+    let account = AccountProxy::connect(uri.as_str()).await.unwrap();
+    exercise(&account).await;
+    assert_eq!(account.proxy().protocol(), Some(Protocol::Pyro4));
+    assert_eq!(account.proxy().serializer(), Serializer::Serpent);
+    // Reconnecting starts from what it learned.
+    account.proxy().close();
+    assert_eq!(account.add(2, 2).await.unwrap(), 4);
+    assert_eq!(account.proxy().protocol(), Some(Protocol::Pyro4));
+    // Set explicitly: Pyro4 and msgpack (which this server accepts).
+    let packed: AccountProxy = AccountProxy::builder(uri.as_str())
+        .unwrap()
+        .protocol(Protocol::Pyro4)
+        .serializer(Serializer::MsgPack)
+        .connect()
+        .await
+        .unwrap();
+    exercise(&packed).await;
+    assert_eq!(packed.proxy().serializer(), Serializer::MsgPack);
+    // Asking a Pyro4 daemon for Pyro5 is an explicit error, not a hang.
+    let err = AccountProxy::builder(uri.as_str())
+        .unwrap()
+        .protocol(Protocol::Pyro5)
+        .reconnect_attempts(0)
+        .connect::<AccountProxy>()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Pyro4"), "{err}");
+    // The Pyro4 name server: its NamingError is a naming failure too.
+    let ns = locate(ns_port).await;
+    assert_eq!(
+        ns.list_prefix("example.")
+            .await
+            .unwrap()
+            .into_keys()
+            .collect::<Vec<_>>(),
+        ["example.account"]
+    );
+    let err = ns.lookup("no.such.name").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("unknown name")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_server_registered_in_the_pyro4_name_server_is_called_by_pyro4_and_by_rust() {
+    let Some(python) = python4() else { return };
+    let (_ns, ns_port) = python_name_server(python, "Pyro4.naming").await;
+    let (daemon, uri) = rust_greeter().await;
+    // The URI goes as Pyro4's URI class, which Pyro4 rebuilds and stores.
+    let ns = locate(ns_port).await;
+    ns.register_with(
+        "rust.greeter",
+        &uri,
+        false,
+        ["rust.greeting".to_owned()].into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ns.lookup("rust.greeter").await.unwrap(), uri);
+    const CLIENT: &str = r#"
+import sys
+import Pyro4
+ns_port = int(sys.argv[1])
+uri = Pyro4.locateNS("127.0.0.1", ns_port).lookup("rust.greeter")
+print(uri)
+with Pyro4.Proxy("PYRONAME:rust.greeter@127.0.0.1:%d" % ns_port) as greeter:
+    print(greeter.welcomeMessage("serpent"))
+# (Pyro4's name server takes no msgpack; the Rust daemon does.)
+Pyro4.config.SERIALIZER = "msgpack"
+with Pyro4.Proxy(uri) as greeter:
+    print(greeter.welcomeMessage("msgpack"))
+"#;
+    let out = run(python, CLIENT, vec![ns_port.to_string()]).await;
+    assert_eq!(
+        out,
+        format!("{uri}\nHi welcome serpent\nHi welcome msgpack\n")
+    );
+    // Rust to Rust through the Pyro4 name server: the name server is Pyro4, the object is
+    // rmi's, and the proxy speaks Pyro5 and bincode to it.
+    let greeter =
+        GreeterProxy::connect(format!("PYRONAME:rust.greeter@127.0.0.1:{ns_port}").as_str())
+            .await
+            .unwrap();
+    assert_eq!(
+        greeter.welcome_message("Rust".into()).await.unwrap(),
+        "Hi welcome Rust"
+    );
+    assert_eq!(greeter.proxy().serializer(), Serializer::Bincode);
+    assert_eq!(greeter.proxy().protocol(), Some(Protocol::Pyro5));
+    // By metadata: Pyro4's name server has no yplookup; its list filters by metadata instead.
+    let by_meta =
+        GreeterProxy::connect(format!("PYROMETA:rust.greeting@127.0.0.1:{ns_port}").as_str())
+            .await
+            .unwrap();
+    assert_eq!(
+        by_meta.welcome_message("meta".into()).await.unwrap(),
+        "Hi welcome meta"
+    );
+    daemon.shutdown();
+}
+
+/// Frames in `bytes` (client to daemon), in order.
+fn frames(bytes: &[u8]) -> Vec<Message> {
+    let mut buf = BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while let Ok(header) = check(&buf, usize::MAX) {
+        out.push(Message::parse(&mut buf, &header).unwrap());
+    }
+    out
+}
+
+/// A relay on 127.0.0.1 in front of `target` that records what the client sends.
+async fn recording_relay(target: u16) -> (u16, Arc<tokio::sync::Mutex<Vec<u8>>>) {
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = relay.local_addr().unwrap().port();
+    let recorded = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let rec = recorded.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = relay.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                .await
+                .unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    rec.lock().await.extend_from_slice(&buf[..n]);
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, recorded)
+}
+
+#[tokio::test]
+async fn rmi_to_rmi_still_negotiates_bincode_and_an_explicit_serializer_wins() {
+    let (daemon, uri) = rust_greeter().await;
+    let port = match uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("{other:?}"),
+    };
+    let (relay_port, recorded) = recording_relay(port).await;
+    let through = rmi::Uri::tcp("example.rust.greeter", "127.0.0.1", relay_port);
+    let greeter = GreeterProxy::from_uri(&through).unwrap();
+    assert_eq!(
+        greeter.proxy().serializer(),
+        Serializer::Bincode,
+        "before connecting: what an rmi daemon picks"
+    );
+    assert_eq!(
+        greeter.welcome_message("a".into()).await.unwrap(),
+        "Hi welcome a"
+    );
+    assert_eq!(greeter.proxy().serializer(), Serializer::Bincode);
+    assert_eq!(greeter.proxy().protocol(), Some(Protocol::Pyro5));
+    // A batch made now is in bincode too.
+    let mut batch = greeter.batch();
+    let slot = batch.welcome_message("b".into());
+    assert_eq!(
+        batch.send().await.unwrap().get(&slot).unwrap(),
+        "Hi welcome b"
+    );
+    // After a reconnect, the same.
+    greeter.proxy().close();
+    assert_eq!(
+        greeter.welcome_message("c".into()).await.unwrap(),
+        "Hi welcome c"
+    );
+    assert_eq!(greeter.proxy().serializer(), Serializer::Bincode);
+
+    // On the wire: each CONNECT in serpent offering bincode; every call in bincode.
+    let sent = frames(&recorded.lock().await.clone());
+    let kinds: Vec<(MessageType, u8)> = sent.iter().map(|m| (m.msg_type, m.serializer)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (MessageType::Connect, Serializer::SERPENT_ID),
+            (MessageType::Invoke, Serializer::BINCODE_ID),
+            (MessageType::Invoke, Serializer::BINCODE_ID),
+            (MessageType::Connect, Serializer::SERPENT_ID),
+            (MessageType::Invoke, Serializer::BINCODE_ID),
+        ]
+    );
+    assert_eq!(
+        sent[0]
+            .annotation(&SERIALIZER_ANNOTATION)
+            .map(|v| v.to_vec()),
+        Some(vec![Serializer::BINCODE_ID])
+    );
+
+    // An explicit serializer is used for everything and nothing is offered.
+    recorded.lock().await.clear();
+    let packed: GreeterProxy = GreeterProxy::builder(&through)
+        .unwrap()
+        .serializer(Serializer::MsgPack)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        packed.welcome_message("d".into()).await.unwrap(),
+        "Hi welcome d"
+    );
+    assert_eq!(packed.proxy().serializer(), Serializer::MsgPack);
+    let sent = frames(&recorded.lock().await.clone());
+    let kinds: Vec<(MessageType, u8)> = sent.iter().map(|m| (m.msg_type, m.serializer)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (MessageType::Connect, Serializer::MSGPACK_ID),
+            (MessageType::Invoke, Serializer::MSGPACK_ID),
+        ]
+    );
+    assert!(sent[0].annotation(&SERIALIZER_ANNOTATION).is_none());
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_daemon_answers_the_offer_with_a_serializer_it_speaks_and_only_then() {
+    use rmi::protocol::codec::ConnectRequest;
+    let (daemon, uri) = rust_greeter().await;
+    let connect = |offer: Option<&'static [u8]>| {
+        let payload = Serializer::Serpent
+            .encode(&ConnectRequest {
+                handshake: "hello".into(),
+                object: "example.rust.greeter".into(),
+            })
+            .unwrap();
+        let mut msg = Message::new(MessageType::Connect, Serializer::SERPENT_ID, 0, 0, payload);
+        if let Some(ids) = offer {
+            msg.annotations
+                .push((SERIALIZER_ANNOTATION, bytes::Bytes::from_static(ids)));
+        }
+        msg
+    };
+    for (offer, answer) in [
+        (None, None),
+        (
+            Some(&[Serializer::BINCODE_ID][..]),
+            Some(Serializer::BINCODE_ID),
+        ),
+        // Unknown ids are skipped; the first known one wins.
+        (
+            Some(&[200, Serializer::MSGPACK_ID, Serializer::BINCODE_ID][..]),
+            Some(Serializer::MSGPACK_ID),
+        ),
+        (Some(&[200][..]), None),
+    ] {
+        let mut s = crate::support::dial(&uri).await;
+        s.write_all(&connect(offer).to_bytes()).await.unwrap();
+        let mut head = [0u8; rmi::protocol::frame::HEADER_SIZE];
+        s.read_exact(&mut head).await.unwrap();
+        let header = rmi::protocol::frame::Header::parse(&head, usize::MAX).unwrap();
+        let mut rest = vec![0u8; header.total_len() - head.len()];
+        s.read_exact(&mut rest).await.unwrap();
+        let reply = Message::parse(
+            &mut BytesMut::from(&[&head[..], &rest[..]].concat()[..]),
+            &header,
+        )
+        .unwrap();
+        assert_eq!(reply.msg_type, MessageType::ConnectOk);
+        assert_eq!(
+            reply.serializer,
+            Serializer::SERPENT_ID,
+            "answered in the CONNECT's"
+        );
+        assert_eq!(
+            reply.annotation(&SERIALIZER_ANNOTATION).map(|v| v.to_vec()),
+            answer.map(|id| vec![id]),
+            "offer {offer:?}"
+        );
+    }
+    daemon.shutdown();
+}
