@@ -133,7 +133,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ) -> Result<Option<Message>, Error> {
         // Bytes of the next message may have waited while we were not reading (the caller had
         // no slot free): their clock starts now.
-        if !self.buf.is_empty() {
+        // (The clock is read only when a frame timeout is set: reading it per message is
+        // measurable on a busy connection.)
+        if self.frame_timeout.is_some() && !self.buf.is_empty() {
             self.partial_since = Some(tokio::time::Instant::now());
         }
         let idle_until =
@@ -148,7 +150,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         self.release_large_buffer();
                     }
                     // Bytes of the next message may already be here: its clock starts now.
-                    self.partial_since = (!self.buf.is_empty()).then(tokio::time::Instant::now);
+                    self.partial_since = (self.frame_timeout.is_some() && !self.buf.is_empty())
+                        .then(tokio::time::Instant::now);
                     return Ok(Some(msg));
                 }
                 Err(frame::Error::Incomplete) => {}
@@ -180,7 +183,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 _ => read.await,
             }
             .map_err(|e| Error::io("reading from the connection", e))?;
-            if n > 0 && self.partial_since.is_none() {
+            if n > 0 && self.frame_timeout.is_some() && self.partial_since.is_none() {
                 self.partial_since = Some(tokio::time::Instant::now());
             }
             if n == 0 {

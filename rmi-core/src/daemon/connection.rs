@@ -22,7 +22,7 @@ use super::registration::{Entry, Target};
 use super::{reply_to, streams, Daemon};
 use crate::dispatch::Dispatch;
 use crate::error::Error;
-use crate::protocol::frame::MessageType;
+use crate::protocol::frame::{Message, MessageType};
 use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
 /// What one client connection owns: its session instances. Dropped, with them, when the
@@ -283,18 +283,35 @@ pub(super) async fn handle_connection(
                     peer_gone: peer_gone.clone(),
                     turn: turns.as_ref().map(Turns::take),
                 };
-                let (tx, queued) = (tx.clone(), queued.clone());
                 let abort = inner.abort.clone();
-                inner.tasks.spawn(async move {
+                let mut run = Box::pin(async move {
                     tokio::select! {
-                        // The reply keeps the call's slot until it is written.
-                        reply = call.run() => if let Some(msg) = reply {
-                            let credit = Some(queued.credit(msg.size()));
-                            let _ = tx.send(Outgoing { msg, flushed: None, slot: Some(slot), credit });
-                        },
-                        _ = abort.cancelled() => {}
+                        reply = call.run() => reply,
+                        _ = abort.cancelled() => None,
                     }
                 });
+                // The reply keeps the call's slot until it is written.
+                let (tx, queued) = (tx.clone(), queued.clone());
+                let send = move |reply: Option<Message>| {
+                    if let Some(msg) = reply {
+                        let credit = Some(queued.credit(msg.size()));
+                        let _ = tx.send(Outgoing {
+                            msg,
+                            flushed: None,
+                            slot: Some(slot),
+                            credit,
+                        });
+                    }
+                };
+                // A call that finishes at its first poll (most do: no I/O, no waiting) is
+                // answered here, without a task of its own; one that has to wait goes on in its
+                // own task, so the next request is read meanwhile.
+                match futures_util::poll!(run.as_mut()) {
+                    std::task::Poll::Ready(reply) => send(reply),
+                    std::task::Poll::Pending => {
+                        inner.tasks.spawn(async move { send(run.await) });
+                    }
+                }
             }
             other => {
                 tracing::debug!(%peer, ?other, "unexpected message type after the handshake; closing");

@@ -1,0 +1,158 @@
+//! Instructions and allocations per call, counted rather than timed: run under callgrind.
+//!
+//! A timed benchmark on a shared 2-core machine moves with the load; an instruction count does
+//! not. This binary makes `N` greeting calls (client and daemon in one process, one
+//! current-thread runtime, 127.0.0.1 only), sequentially and then with 64 in flight on one
+//! connection, next to the same numbers of raw TCP exchanges of the same frame sizes. Run it
+//! twice under callgrind with two values of `N`; the difference divided by the difference in
+//! calls is the cost of one call, setup excluded:
+//!
+//! ```sh
+//! cargo bench --bench cpu_per_call --no-run
+//! for n in 2000 4000; do
+//!   RMI_CALLS=$n valgrind --tool=callgrind --callgrind-out-file=cg.$n \
+//!     target/release/deps/cpu_per_call-* --bench
+//! done
+//! ```
+//!
+//! `RMI_MODE` picks one part (`seq`, `pipe`, `raw-seq`, `raw-pipe`); without it all four run.
+//! Without valgrind it prints wall time, which is only a sanity check.
+
+use std::time::Instant;
+
+use rmi::Daemon;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The greeting object of Pyro's tutorial.
+#[rmi::remote]
+pub trait Greeter {
+    /// Returns `"Hi welcome " + name`.
+    #[rmi(name = "welcomeMessage")]
+    async fn welcome_message(&self, name: String) -> String;
+}
+
+struct GreetingMaker;
+
+impl Greeter for GreetingMaker {
+    async fn welcome_message(&self, name: String) -> String {
+        format!("Hi welcome {name}")
+    }
+}
+
+const IN_FLIGHT: usize = 64;
+/// rmi's greeting frames (bincode): the raw exchanges move the same bytes.
+const REQUEST: usize = 99;
+const REPLY: usize = 58;
+
+fn main() {
+    let calls: usize = std::env::var("RMI_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let mode = std::env::var("RMI_MODE").unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
+        let uri = daemon
+            .register(GreeterServer::new(GreetingMaker))
+            .expect("register");
+        tokio::spawn({
+            let d = daemon.clone();
+            async move { d.serve().await }
+        });
+        let proxy = GreeterProxy::connect(&uri).await.expect("connect");
+        let raw = raw_server().await;
+        let want = |m: &str| mode.is_empty() || mode == m;
+        if want("seq") {
+            let t = Instant::now();
+            for _ in 0..calls {
+                let r = proxy.welcome_message("Rashmi".into()).await.expect("call");
+                assert_eq!(r, "Hi welcome Rashmi");
+            }
+            report("rmi sequential", calls, t);
+        }
+        if want("pipe") {
+            let t = Instant::now();
+            let per_task = calls / IN_FLIGHT;
+            let tasks: Vec<_> = (0..IN_FLIGHT)
+                .map(|_| {
+                    let p = proxy.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per_task {
+                            p.welcome_message("Rashmi".into()).await.expect("call");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+            report("rmi 64 in flight", per_task * IN_FLIGHT, t);
+        }
+        if want("raw-seq") {
+            let mut s = tokio::net::TcpStream::connect(raw).await.expect("raw");
+            s.set_nodelay(true).expect("nodelay");
+            let (req, mut rep) = ([7u8; REQUEST], [0u8; REPLY]);
+            let t = Instant::now();
+            for _ in 0..calls {
+                s.write_all(&req).await.expect("write");
+                s.read_exact(&mut rep).await.expect("read");
+            }
+            report("raw sequential", calls, t);
+        }
+        if want("raw-pipe") {
+            let s = tokio::net::TcpStream::connect(raw).await.expect("raw");
+            s.set_nodelay(true).expect("nodelay");
+            let (mut rd, mut wr) = s.into_split();
+            let t = Instant::now();
+            let writer = tokio::spawn(async move {
+                let req = [7u8; REQUEST];
+                for _ in 0..calls {
+                    wr.write_all(&req).await.expect("write");
+                }
+                wr
+            });
+            let mut rep = [0u8; REPLY];
+            for _ in 0..calls {
+                rd.read_exact(&mut rep).await.expect("read");
+            }
+            drop(writer.await);
+            report("raw pipelined", calls, t);
+        }
+        daemon.shutdown();
+    });
+}
+
+/// A TCP server answering every `REQUEST` bytes with `REPLY` bytes.
+async fn raw_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            s.set_nodelay(true).expect("nodelay");
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = tokio::io::split(s);
+                let (mut req, rep) = ([0u8; REQUEST], [9u8; REPLY]);
+                while rd.read_exact(&mut req).await.is_ok() {
+                    if wr.write_all(&rep).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn report(what: &str, calls: usize, since: Instant) {
+    let elapsed = since.elapsed();
+    println!(
+        "{what}: {calls} calls in {elapsed:?} ({:.1} µs/call, timed: a sanity check only)",
+        elapsed.as_secs_f64() * 1e6 / calls as f64
+    );
+}
