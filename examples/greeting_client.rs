@@ -2,7 +2,8 @@
 //! (`PYRONAME:server` works, as does the `PYRO:` URI the server printed) and a name, then calls
 //! the object through the blocking proxy. No async runtime of its own.
 //!
-//! Needs `cargo run -p rmi-cli --bin rmi-ns` and `cargo run --example greeting_server` running.
+//! Needs a name server (`cargo run -p rmi-cli --bin rmi-ns`, or Python's `python -m
+//! Pyro4.naming` or `pyro5-ns`) and `cargo run --example greeting_server` running.
 //! `RMI_NS_HOST`/`RMI_NS_PORT` say where the name server is.
 
 #[path = "common/greeter.rs"]
@@ -12,6 +13,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use greeter::{GreeterBlockingProxy, GreeterProxy};
+use rmi::naming::{NamingResolver, NsLocator};
 
 fn ask(question: &str) -> String {
     print!("{question} ");
@@ -24,15 +26,19 @@ fn ask(question: &str) -> String {
     line.trim().to_string()
 }
 
+/// Calls the greeting object at `uri` (a `PYRONAME:` is looked up in the name server that
+/// `locator` finds) for `name`, and returns the greeting. Blocking: not for async code.
+pub(crate) fn greet(locator: NsLocator, uri: String, name: String) -> anyhow::Result<String> {
+    let resolver = Arc::new(NamingResolver::new(locator));
+    let greeting_maker =
+        GreeterBlockingProxy::connect_with(GreeterProxy::builder(uri)?.resolver(resolver))?;
+    Ok(greeting_maker.welcome_message(name)?)
+}
+
 fn main() -> anyhow::Result<()> {
     let uri = ask("What is the Pyro uri of the greeting object?");
     let name = ask("What is your name?");
     // Binaries may read RMI_NS_HOST/RMI_NS_PORT; the library never does on its own.
-    let resolver = Arc::new(rmi::naming::NamingResolver::new(
-        rmi::naming::NsLocator::from_env()?,
-    ));
-    let greeting_maker =
-        GreeterBlockingProxy::connect_with(GreeterProxy::builder(uri)?.resolver(resolver))?;
-    println!("{}", greeting_maker.welcome_message(name)?);
+    println!("{}", greet(NsLocator::from_env()?, uri, name)?);
     Ok(())
 }

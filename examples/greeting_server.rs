@@ -1,12 +1,15 @@
 //! The tutorial's server: registers the greeting object in a daemon and its URI in the name
 //! server under "server", then serves until Ctrl-C.
 //!
-//! Start `cargo run -p rmi-cli --bin rmi-ns` first. The name server is found as
-//! `locate_ns()` does (`RMI_NS_HOST`/`RMI_NS_PORT` are honoured here, since this is a binary).
+//! Start `cargo run -p rmi-cli --bin rmi-ns` first, or Python's `python -m Pyro4.naming` or
+//! `pyro5-ns`. The name server is found as `locate_ns()` does (`RMI_NS_HOST`/`RMI_NS_PORT` are
+//! honoured here, since this is a binary).
 //!
-//! The name is registered under a lease that this process keeps alive: if it is killed (even
-//! with `kill -9`) the name vanishes within the TTL (`RMI_LEASE_TTL` seconds, default 6), on
-//! Ctrl-C it goes at once, and if the name server restarts it is registered again by itself.
+//! In rmi-ns the name is registered under a lease that this process keeps alive: if it is
+//! killed (even with `kill -9`) the name vanishes within the TTL (`RMI_LEASE_TTL` seconds,
+//! default 6), on Ctrl-C it goes at once, and if the name server restarts it is registered
+//! again by itself. Python's name servers have no leases: there the name is registered plainly
+//! (a warning says so), stays until removed as in Pyro, and still goes on Ctrl-C.
 
 #[path = "common/greeter.rs"]
 mod greeter;
@@ -14,6 +17,21 @@ mod greeter;
 use std::time::Duration;
 
 use greeter::{GreeterServer, GreetingMaker};
+use rmi::naming::{LeasedNames, NsLocator};
+
+/// Registers the greeting object in `daemon`, and its URI as "server" in the name server that
+/// `locator` finds, under a lease of `ttl` (plainly in a name server without leases).
+pub(crate) async fn register_greeter(
+    daemon: &rmi::Daemon,
+    locator: NsLocator,
+    ttl: Duration,
+) -> anyhow::Result<(rmi::Uri, LeasedNames)> {
+    let ns = locator.locate().await?;
+    let uri = daemon.register(GreeterServer::new(GreetingMaker))?;
+    let names = ns.lease(ttl).await?;
+    names.register("server", &uri).await?;
+    Ok((uri, names))
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,10 +40,7 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => rmi::naming::DEFAULT_LEASE_TTL,
     };
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
-    let ns = rmi::naming::NsLocator::from_env()?.locate().await?;
-    let uri = daemon.register(GreeterServer::new(GreetingMaker))?;
-    let names = ns.lease(ttl).await?;
-    names.register("server", &uri).await?;
+    let (uri, names) = register_greeter(&daemon, NsLocator::from_env()?, ttl).await?;
     println!("Ready. Object uri = {uri}");
     let stop = daemon.clone();
     tokio::spawn(async move {

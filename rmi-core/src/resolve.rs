@@ -12,6 +12,14 @@ use crate::uri::Uri;
 pub trait Resolve: Send + Sync + 'static {
     /// Returns the `PYRO:` URI that `uri` currently names.
     fn resolve<'a>(&'a self, uri: &'a Uri) -> BoxFuture<'a, Result<Uri, Error>>;
+
+    /// Told by a proxy that dialing `direct`, which `logical` resolved to, failed on the
+    /// connection (refused, unreachable, timed out, closed during the handshake). A resolver
+    /// choosing among several daemons can pass over `direct` for a while, so the proxy's next
+    /// dial fails over to a live one. The default does nothing.
+    fn dial_failed(&self, logical: &Uri, direct: &Uri) {
+        let _ = (logical, direct);
+    }
 }
 
 static DEFAULT: std::sync::OnceLock<std::sync::Arc<dyn Resolve>> = std::sync::OnceLock::new();

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rmi_core::{Error, IntoUri, Proxy, Uri};
+use rmi_core::{Error, IntoUri, ItemStream, Proxy, Uri};
+
+use crate::registry::{Change, LeaseId};
 
 use crate::server::NameServerApiProxy;
 
@@ -62,14 +64,69 @@ impl NameServerProxy {
         )
     }
 
-    /// The URI registered under `name`.
+    /// Adds `uri` to the daemons serving the shared name `name`, with metadata tags, and
+    /// without a lease (it stays until removed). Several daemons may register one shared name;
+    /// `PYRONAME:` then picks among them. Refused if `name` is registered plainly.
+    pub async fn register_shared(
+        &self,
+        name: &str,
+        uri: &Uri,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), Error> {
+        flatten(
+            self.api
+                .register_shared(name.to_owned(), uri.clone(), None, Some(metadata))
+                .await,
+        )
+    }
+
+    /// [`register_shared`](Self::register_shared) bound to `lease`: this daemon's entry goes
+    /// when the lease expires or is revoked, and the other daemons' entries stay.
+    pub async fn register_shared_leased(
+        &self,
+        name: &str,
+        uri: &Uri,
+        lease: LeaseId,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), Error> {
+        flatten(
+            self.api
+                .register_shared(name.to_owned(), uri.clone(), Some(lease.0), Some(metadata))
+                .await,
+        )
+    }
+
+    /// Every URI registered under `name` with its metadata: one for a plain name, one per
+    /// daemon for a shared one.
+    pub async fn lookup_all(&self, name: &str) -> Result<Vec<(Uri, BTreeSet<String>)>, Error> {
+        flatten(self.api.lookup_all(name.to_owned()).await)
+    }
+
+    /// The changes to names starting with `prefix` (every name if `None`) from now on, as the
+    /// name server makes them: see [`Change`]. The stream ends when the name server stops, and
+    /// fails when it cannot be reached.
+    pub async fn watch(&self, prefix: Option<&str>) -> Result<ItemStream<Change>, Error> {
+        self.api.watch(prefix.map(str::to_owned)).await
+    }
+
+    /// The URI registered under `name` (of a shared name, one of its daemons at random).
     pub async fn lookup(&self, name: &str) -> Result<Uri, Error> {
         flatten(self.api.lookup(name.to_owned(), None).await)
     }
 
     /// The URI and metadata registered under `name`.
     pub async fn lookup_with_metadata(&self, name: &str) -> Result<(Uri, BTreeSet<String>), Error> {
-        flatten(self.api.lookup_with_metadata(name.to_owned()).await)
+        match self.api.lookup_with_metadata(name.to_owned()).await {
+            // Python's name servers have no `lookup_with_metadata` (their daemons raise
+            // AttributeError): Pyro's `lookup(name, return_metadata=True)` answers the same.
+            Err(Error::Remote(e)) if e.type_name == "builtins.AttributeError" => flatten(
+                self.api
+                    .proxy()
+                    .call("lookup", &(name.to_owned(), true))
+                    .await,
+            ),
+            other => flatten(other),
+        }
     }
 
     /// Removes `name`; returns whether it was registered.

@@ -5,6 +5,12 @@
 //! names vanish within the TTL, instead of pointing at nothing for ever. Names registered with
 //! plain [`NameServerProxy::register`] (and by Python clients) stay until removed, as in Pyro.
 //!
+//! Python's name servers (`pyro5-ns`, `python -m Pyro4.naming`) have no leases: they answer
+//! `lease_grant` with an `AttributeError`. Against them [`NameServerProxy::lease`] falls back to
+//! plain registration, with a `tracing` warning: the names then stay until removed (as in
+//! Pyro), [`revoke`] still removes them on a clean shutdown, and nothing runs in the
+//! background.
+//!
 //! [`revoke`]: LeasedNames::revoke
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,6 +39,9 @@ struct Held {
 #[derive(Debug, Default)]
 struct Names {
     lease: Option<LeaseId>,
+    /// The name server has no lease methods (a Python Pyro name server): names are registered
+    /// plainly, and stay until removed.
+    plain: bool,
     names: BTreeMap<String, Held>,
 }
 
@@ -65,12 +74,37 @@ struct Shared {
 #[derive(Debug)]
 pub struct LeasedNames {
     shared: Arc<Shared>,
+    /// The keep-alive task (none against a name server without leases).
     keeper: Option<JoinHandle<()>>,
+    /// Revoked already: nothing left to do on drop.
+    done: bool,
 }
 
 /// A lost lease comes back from the name server as a naming error (`Error::Resolve`).
 fn lease_lost(e: &Error) -> bool {
     matches!(e, Error::Resolve(m) if m.contains("unknown lease"))
+}
+
+/// The name server has no lease methods: Python's (Pyro5's and Pyro4's daemons raise
+/// `AttributeError` for a method the object lacks, which arrives as [`Error::Remote`] with
+/// that class), or an rmi name server from before leases ([`Error::UnknownMethod`]).
+fn no_lease_methods(e: &Error) -> bool {
+    match e.cause() {
+        Error::UnknownMethod { .. } => true,
+        Error::Remote(r) => r.type_name == "builtins.AttributeError",
+        _ => false,
+    }
+}
+
+/// Says once, for each holder, that names go without a lease.
+fn warn_plain(ns: &Uri, e: &Error) {
+    tracing::warn!(
+        name_server = %ns,
+        error = %e,
+        "the name server has no leases (a Python Pyro name server?): names are registered \
+         plainly and stay until removed, as in Pyro; they are not kept alive or registered \
+         again if the name server loses them",
+    );
 }
 
 impl Shared {
@@ -87,6 +121,62 @@ impl Shared {
         let lease = LeaseId(self.api().lease_grant(ttl_ms).await?);
         *self.current.lock() = Some(lease);
         Ok(lease)
+    }
+
+    /// Registers `name` without a lease (Pyro's `register`), for a name server without leases.
+    async fn register_plain(&self, name: &str, held: &Held) -> Result<(), Error> {
+        self.api()
+            .register(
+                name.to_owned(),
+                held.uri.clone(),
+                Some(held.safe),
+                Some(held.metadata.clone()),
+            )
+            .await
+    }
+
+    /// Switches to plain registration (the name server turned out to have no leases) and
+    /// registers every name held so far plainly, once.
+    async fn go_plain(&self, names: &mut Names, why: &Error) {
+        warn_plain(self.ns.uri(), why);
+        names.plain = true;
+        names.lease = None;
+        *self.current.lock() = None;
+        for (name, held) in &names.names {
+            if let Err(e) = self.register_plain(name, held).await {
+                tracing::warn!(%name, error = %e, "could not register again");
+            }
+        }
+    }
+
+    /// Removes the names held plainly, each only while it still points at its URI (a newer
+    /// registration of the same name by another process is left alone); returns how many went.
+    async fn remove_plain(&self, names: &BTreeMap<String, Held>) -> Result<u32, Error> {
+        let mut removed = 0;
+        let mut failed = None;
+        for (name, held) in names {
+            let result = match self.api().lookup(name.clone(), None).await {
+                Ok(uri) if uri == held.uri => self
+                    .api()
+                    .remove(Some(name.clone()), None, None)
+                    .await
+                    .map(|n| n > 0),
+                Ok(_) => Ok(false),
+                Err(Error::Resolve(_)) => Ok(false),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(gone) => removed += u32::from(gone),
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "could not remove");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     async fn register_one(&self, lease: LeaseId, name: &str, held: &Held) -> Result<(), Error> {
@@ -121,18 +211,25 @@ impl Shared {
     /// One keep-alive round: renew, or recover if the lease is gone.
     async fn keep_alive(&self) {
         let mut names = self.names.lock().await;
+        if names.plain {
+            return;
+        }
         let result = match names.lease {
             Some(lease) => self.api().lease_keep_alive(lease.0).await.map(drop),
             None => Err(Error::Resolve("unknown lease: none held".into())),
         };
         match result {
             Ok(()) => {}
-            Err(e) if lease_lost(&e) => {
-                if let Err(e) = self.recover(&mut names).await {
+            // Another name server answers at that address now, one without leases.
+            Err(e) if no_lease_methods(&e) => self.go_plain(&mut names, &e).await,
+            Err(e) if lease_lost(&e) => match self.recover(&mut names).await {
+                Ok(()) => {}
+                Err(e) if no_lease_methods(&e) => self.go_plain(&mut names, &e).await,
+                Err(e) => {
                     names.lease = None;
                     tracing::warn!(error = %e, "could not renew the lease; trying again");
                 }
-            }
+            },
             // The name server is unreachable: keep trying; if it comes back with the lease
             // gone, the next round recovers.
             Err(e) => tracing::warn!(error = %e, "lease keep-alive failed; trying again"),
@@ -144,6 +241,11 @@ impl NameServerProxy {
     /// Grants a lease of `ttl` and returns the holder to register names under it (usually
     /// [`DEFAULT_LEASE_TTL`]); a background task keeps it alive every third of `ttl`. Needs a
     /// tokio runtime.
+    ///
+    /// A name server without leases (Python's `pyro5-ns` or `python -m Pyro4.naming`, which
+    /// answer with an `AttributeError`) is not an error: the holder then registers its names
+    /// plainly, where they stay until removed as in Pyro, says so in a `tracing` warning, and
+    /// runs no background task ([`LeasedNames::is_leased`] is false).
     pub async fn lease(&self, ttl: Duration) -> Result<LeasedNames, Error> {
         let shared = Arc::new(Shared {
             ns: self.clone(),
@@ -151,8 +253,19 @@ impl NameServerProxy {
             names: tokio::sync::Mutex::new(Names::default()),
             current: parking_lot::Mutex::new(None),
         });
-        let lease = shared.grant().await?;
-        shared.names.lock().await.lease = Some(lease);
+        match shared.grant().await {
+            Ok(lease) => shared.names.lock().await.lease = Some(lease),
+            Err(e) if no_lease_methods(&e) => {
+                warn_plain(self.uri(), &e);
+                shared.names.lock().await.plain = true;
+                return Ok(LeasedNames {
+                    shared,
+                    keeper: None,
+                    done: false,
+                });
+            }
+            Err(e) => return Err(e),
+        }
         let keeper = tokio::spawn({
             let shared = shared.clone();
             async move {
@@ -169,6 +282,7 @@ impl NameServerProxy {
         Ok(LeasedNames {
             shared,
             keeper: Some(keeper),
+            done: false,
         })
     }
 }
@@ -179,9 +293,16 @@ impl LeasedNames {
         self.shared.ttl
     }
 
-    /// The lease held now (it changes when a lost lease is replaced).
+    /// The lease held now (it changes when a lost lease is replaced); `None` against a name
+    /// server without leases.
     pub fn lease(&self) -> Option<LeaseId> {
         *self.shared.current.lock()
+    }
+
+    /// Whether the names are held under a lease; false when the name server has none (a
+    /// Python Pyro name server) and they were registered plainly.
+    pub async fn is_leased(&self) -> bool {
+        !self.shared.names.lock().await.plain
     }
 
     /// Registers (or re-registers) `name` for `uri` under the lease, without metadata.
@@ -204,16 +325,31 @@ impl LeasedNames {
             metadata,
         };
         let mut names = self.shared.names.lock().await;
+        if names.plain {
+            self.shared.register_plain(name, &held).await?;
+            names.names.insert(name.to_owned(), held);
+            return Ok(());
+        }
         let first = match names.lease {
             Some(lease) => self.shared.register_one(lease, name, &held).await,
             None => Err(Error::Resolve("unknown lease: none held".into())),
         };
         match first {
-            Err(e) if lease_lost(&e) => {
-                self.shared.recover(&mut names).await?;
-                let lease = names.lease.expect("recovered");
-                self.shared.register_one(lease, name, &held).await?;
+            Err(e) if no_lease_methods(&e) => {
+                self.shared.go_plain(&mut names, &e).await;
+                self.shared.register_plain(name, &held).await?;
             }
+            Err(e) if lease_lost(&e) => match self.shared.recover(&mut names).await {
+                Ok(()) => {
+                    let lease = names.lease.expect("recovered");
+                    self.shared.register_one(lease, name, &held).await?;
+                }
+                Err(e) if no_lease_methods(&e) => {
+                    self.shared.go_plain(&mut names, &e).await;
+                    self.shared.register_plain(name, &held).await?;
+                }
+                Err(e) => return Err(e),
+            },
             other => other?,
         }
         names.names.insert(name.to_owned(), held);
@@ -240,12 +376,20 @@ impl LeasedNames {
     }
 
     /// Stops keeping the lease alive and revokes it: its names go at once. Returns how many.
+    /// Without leases (a Python name server), removes each name that still points at the URI
+    /// it was registered for.
     pub async fn revoke(mut self) -> Result<u32, Error> {
+        self.done = true;
         if let Some(keeper) = self.keeper.take() {
             keeper.abort();
         }
-        let lease = self.shared.names.lock().await.lease.take();
+        let mut names = self.shared.names.lock().await;
+        let lease = names.lease.take();
         *self.shared.current.lock() = None;
+        if names.plain {
+            let held = std::mem::take(&mut names.names);
+            return self.shared.remove_plain(&held).await;
+        }
         match lease {
             Some(lease) => self.shared.api().lease_revoke(lease.0).await,
             None => Ok(0),
@@ -255,18 +399,30 @@ impl LeasedNames {
 
 impl Drop for LeasedNames {
     fn drop(&mut self) {
-        let Some(keeper) = self.keeper.take() else {
+        if std::mem::replace(&mut self.done, true) {
             return;
-        };
-        keeper.abort();
-        let Some(lease) = self.shared.current.lock().take() else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let api = self.shared.api();
-            runtime.spawn(async move {
-                let _ = api.lease_revoke(lease.0).await;
-            });
         }
+        if let Some(keeper) = self.keeper.take() {
+            keeper.abort();
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let lease = self.shared.current.lock().take();
+        let shared = self.shared.clone();
+        runtime.spawn(async move {
+            match lease {
+                Some(lease) => {
+                    let _ = shared.api().lease_revoke(lease.0).await;
+                }
+                None => {
+                    let mut names = shared.names.lock().await;
+                    if names.plain {
+                        let held = std::mem::take(&mut names.names);
+                        let _ = shared.remove_plain(&held).await;
+                    }
+                }
+            }
+        });
     }
 }

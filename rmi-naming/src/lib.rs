@@ -18,6 +18,16 @@
 //! at once on [`LeasedNames::revoke`], and are registered again by themselves if the name server
 //! loses the lease. Names registered plainly stay until removed, as in Pyro.
 //!
+//! # Several daemons behind one name
+//!
+//! Daemons that serve the same object register one name with
+//! [`NameServerProxy::register_shared`] (or `register_shared_leased`, so each daemon's entry
+//! vanishes with it). `PYRONAME:` and `PYROMETA:` then pick among the live entries, at random
+//! or in turn ([`Pick`]), and a proxy whose daemon died dials another on its next call. Pyro's
+//! `register` is unchanged: it gives a name one entry. A [`NamingResolver`] can also cache
+//! lookups, kept fresh by a watch on the name server ([`NameServerProxy::watch`]), and answer
+//! from entries of bounded age when the name server is down ([`NamingResolver::cache`]).
+//!
 //! # Example
 //!
 //! ```
@@ -52,7 +62,7 @@ pub use client::NameServerProxy;
 pub use lease::{LeasedNames, DEFAULT_LEASE_TTL};
 pub use locate::{locate_ns, NsLocator};
 pub use registry::{LeaseId, Limits, Registry, Storage, NAME_SERVER_NAME};
-pub use resolve::NamingResolver;
+pub use resolve::{NamingResolver, Pick, DEFAULT_SUSPECT_FOR};
 pub use server::{
     NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
     NameServerHandle, Truthy, NAME_SERVER_OBJECT_ID,

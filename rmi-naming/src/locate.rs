@@ -116,6 +116,11 @@ impl NsLocator {
         self
     }
 
+    /// The deadline for each connection attempt.
+    pub fn timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// Finds the name server and returns a connected proxy to it.
     pub async fn locate(&self) -> Result<NameServerProxy, Error> {
         if let Some(host) = &self.host {

@@ -1,57 +1,504 @@
-//! [`NamingResolver`]: resolves `PYRONAME:` and `PYROMETA:` URIs through a name server.
+//! [`NamingResolver`]: resolves `PYRONAME:` and `PYROMETA:` URIs through a name server, choosing
+//! among several live daemons ([`Pick`]), passing over daemons a proxy could not reach, and,
+//! when asked ([`NamingResolver::cache`]), answering from a client-side cache that a remote
+//! watch keeps fresh.
+//!
+//! # Choosing among daemons
+//!
+//! A shared name (registered with `register_shared` by several daemons) and a metadata query
+//! can match several URIs. The resolver picks one at random ([`Pick::Random`], the default) or
+//! in turn ([`Pick::RoundRobin`], per logical URI). A daemon that a proxy failed to dial (it
+//! tells the resolver through [`Resolve::dial_failed`]) is passed over for
+//! [`NamingResolver::suspect_for`] while another is registered, so a proxy whose daemon died
+//! fails over on its next dial. Which calls are retried is the proxy's business, as always:
+//! a call that may have run is retried only on an idempotent proxy or method.
+//!
+//! # The lookup cache
+//!
+//! With [`NamingResolver::cache`], the resolver keeps the URIs it looked up, per name server,
+//! and opens a remote watch (`watch` on the name server) that drops a cached name whenever it
+//! changes. While the watch is open, a cached name is answered without asking the name
+//! server, so a burst of `connect("PYRONAME:x")` costs one lookup (two when the watch opens
+//! after the first). When the watch breaks (the name server stopped or is unreachable), the
+//! resolver asks the name server again and, if it cannot be reached, answers from the cache
+//! with entries at most `max_stale` old (counted from the moment the watch last vouched for
+//! them); older ones, and names never looked up, fail as without a cache. When the watch
+//! opens again, the cache is emptied (changes made meanwhile were missed).
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
 use rand::seq::IndexedRandom;
 use rmi_core::dispatch::BoxFuture;
 use rmi_core::{Error, Resolve, Uri};
+use tokio::time::Instant;
 
 use crate::locate::NsLocator;
+use crate::registry::Change;
+use crate::NameServerProxy;
 
-/// Resolves logical URIs: `PYRONAME:` by `lookup`, `PYROMETA:` by `yplookup` (Pyro4's name
-/// server, which has none: by `list` with `metadata_all`) and a random pick among the matches. A URI that names its name server (`@host:port`) goes there; otherwise
-/// the locator finds one.
+/// How a resolver chooses among several URIs a logical one names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pick {
+    /// One at random, each time (the default; Pyro's choice for `PYROMETA:`).
+    #[default]
+    Random,
+    /// Each in turn, per logical URI, in URI order.
+    RoundRobin,
+}
+
+/// How long a daemon a proxy could not dial is passed over by default.
+pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+/// Resolves logical URIs: `PYRONAME:` by `lookup_all` (a name server without it, such as
+/// Pyro's: `lookup`), `PYROMETA:` by `yplookup_entries` (else `yplookup`; Pyro4's name server,
+/// which has neither: `list` with `metadata_all`), then picks one of the URIs found (see
+/// [`Pick`]). A URI that names its name server (`@host:port`) goes there; otherwise the
+/// locator finds one. Clones share their round-robin turns, suspects and cache.
 #[derive(Debug, Clone, Default)]
 pub struct NamingResolver {
     locator: NsLocator,
+    pick: Pick,
+    suspect_for: Option<Duration>,
+    cache: Option<Duration>,
+    state: Arc<State>,
+}
+
+/// What clones share.
+#[derive(Debug, Default)]
+struct State {
+    /// Round-robin turns, per logical URI.
+    turns: Mutex<HashMap<String, usize>>,
+    /// Direct URIs a proxy failed to dial, until when they are passed over.
+    suspects: Mutex<HashMap<String, Instant>>,
+    /// Per name server (as the logical URI names it): its cache.
+    caches: Mutex<HashMap<NsKey, Arc<NsCache>>>,
+}
+
+/// A name server as a logical URI names it (`None`: the one the locator finds).
+type NsKey = Option<(String, u16)>;
+
+/// The URIs of one cached name or metadata query, and when they were last known current.
+#[derive(Debug, Clone)]
+struct Cached {
+    uris: Vec<Uri>,
+    fresh_at: Instant,
+}
+
+/// The cache for one name server, kept fresh by its watch task.
+#[derive(Debug)]
+struct NsCache {
+    state: Mutex<CacheState>,
+    /// Dropped with the cache: ends its watch task.
+    _alive: tokio::sync::watch::Sender<()>,
+    /// Attempts the watch task has made to open the watch (opened or failed).
+    attempts: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    names: HashMap<String, Cached>,
+    metas: HashMap<BTreeSet<String>, Cached>,
+    /// Bumped by every change the watch sees: a lookup that started before one is not cached.
+    generation: u64,
+    /// The watch is open: cached entries are current.
+    watching: bool,
 }
 
 impl NamingResolver {
     /// A resolver that finds name servers with `locator`.
     pub fn new(locator: NsLocator) -> Self {
-        NamingResolver { locator }
+        NamingResolver {
+            locator,
+            ..NamingResolver::default()
+        }
+    }
+
+    /// How to choose among several URIs (default [`Pick::Random`]).
+    pub fn pick(mut self, pick: Pick) -> Self {
+        self.pick = pick;
+        self
+    }
+
+    /// Choose among several URIs in turn ([`Pick::RoundRobin`]).
+    pub fn round_robin(self) -> Self {
+        self.pick(Pick::RoundRobin)
+    }
+
+    /// How long a daemon that a proxy failed to dial is passed over while others are
+    /// registered (default [`DEFAULT_SUSPECT_FOR`]).
+    pub fn suspect_for(mut self, duration: Duration) -> Self {
+        self.suspect_for = Some(duration);
+        self
+    }
+
+    /// Answer lookups from a client-side cache kept fresh by a watch on the name server; when
+    /// the name server cannot be reached, answer from entries at most `max_stale` old (see the
+    /// module documentation). Off by default: every resolution asks the name server.
+    pub fn cache(mut self, max_stale: Duration) -> Self {
+        self.cache = Some(max_stale);
+        self
+    }
+
+    /// Whether the cache for the name server `uri` names (`PYRONAME:x@host:port`, or the one
+    /// the locator finds) has its watch open: cached entries are then current. `false`
+    /// without a cache, before the first lookup, and while the name server is unreachable.
+    pub fn cache_watching(&self, uri: &Uri) -> bool {
+        let ns = match uri {
+            Uri::PyroName { ns, .. } | Uri::PyroMeta { ns, .. } => ns.clone(),
+            Uri::Pyro { .. } => None,
+        };
+        let cache = self.state.caches.lock().get(&ns).cloned();
+        cache.is_some_and(|c| c.state.lock().watching)
+    }
+
+    fn locator_for(&self, ns: &NsKey) -> NsLocator {
+        match ns {
+            Some((host, port)) => self.locator.clone().host(host.clone()).port(*port),
+            None => self.locator.clone(),
+        }
     }
 
     /// Resolves `uri` to a direct `PYRO:` URI.
     pub async fn resolve_uri(&self, uri: &Uri) -> Result<Uri, Error> {
-        let ns_of = |ns: &Option<(String, u16)>| match ns {
-            Some((host, port)) => self.locator.clone().host(host.clone()).port(*port),
-            None => self.locator.clone(),
-        };
-        match uri {
-            Uri::Pyro { .. } => Ok(uri.clone()),
-            Uri::PyroName { name, ns } => ns_of(ns).locate().await?.lookup(name).await,
+        let uris = match uri {
+            Uri::Pyro { .. } => return Ok(uri.clone()),
+            Uri::PyroName { name, ns } => match self.cache {
+                Some(max_stale) => {
+                    self.cached(ns, Query::Name(name), max_stale, || {
+                        self.name_uris(ns, name)
+                    })
+                    .await?
+                }
+                None => self.name_uris(ns, name).await?,
+            },
             Uri::PyroMeta { tags, ns } => {
-                let ns = ns_of(ns).locate().await?;
-                let uris: Vec<Uri> = match ns.yplookup_all(tags.iter().cloned()).await {
-                    Ok(matches) => matches.into_values().map(|(u, _)| u).collect(),
-                    // Pyro4's name server has no `yplookup`: its `list` filters by metadata.
-                    Err(Error::Remote(e)) if e.type_name == "builtins.AttributeError" => ns
-                        .api()
-                        .list(None, None, Some(tags.iter().cloned().collect()), None, None)
+                let tags: &BTreeSet<String> = &tags.iter().cloned().collect();
+                let uris = match self.cache {
+                    Some(max_stale) => {
+                        self.cached(ns, Query::Meta(tags), max_stale, || {
+                            self.meta_uris(ns, tags)
+                        })
                         .await?
-                        .into_values()
-                        .collect(),
-                    Err(e) => return Err(e),
+                    }
+                    None => self.meta_uris(ns, tags).await?,
                 };
-                uris.choose(&mut rand::rng()).cloned().ok_or_else(|| {
-                    Error::Resolve(format!("no object has all of the metadata {tags:?}"))
-                })
+                if uris.is_empty() {
+                    return Err(Error::Resolve(format!(
+                        "no object has all of the metadata {tags:?}"
+                    )));
+                }
+                uris
+            }
+        };
+        self.choose(&uri.to_string(), uris)
+            .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
+    }
+
+    /// Every URI registered under `name`.
+    async fn name_uris(&self, ns: &NsKey, name: &str) -> Result<Vec<Uri>, Lookup> {
+        let ns = self.locator_for(ns).locate().await.map_err(Lookup::Down)?;
+        match ns.lookup_all(name).await {
+            Ok(all) => Ok(all.into_iter().map(|(u, _)| u).collect()),
+            // A name server without `lookup_all` (Pyro's): its one URI.
+            Err(e) if missing_method(&e) => ns
+                .lookup(name)
+                .await
+                .map(|u| vec![u])
+                .map_err(Lookup::from_call),
+            Err(e) => Err(Lookup::from_call(e)),
+        }
+    }
+
+    /// Every URI whose metadata has all of `tags`.
+    async fn meta_uris(&self, ns: &NsKey, tags: &BTreeSet<String>) -> Result<Vec<Uri>, Lookup> {
+        let ns = self.locator_for(ns).locate().await.map_err(Lookup::Down)?;
+        let found = match ns.api().yplookup_entries(Some(tags.clone()), None).await {
+            Ok(all) => return Ok(all.into_iter().map(|(_, u, _)| u).collect()),
+            Err(e) if missing_method(&e) => ns.yplookup_all(tags.iter().cloned()).await,
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(matches) => Ok(matches.into_values().map(|(u, _)| u).collect()),
+            // Pyro4's name server has no `yplookup`: its `list` filters by metadata.
+            Err(e) if missing_method(&e) => Ok(ns
+                .api()
+                .list(None, None, Some(tags.clone()), None, None)
+                .await
+                .map_err(Lookup::from_call)?
+                .into_values()
+                .collect()),
+            Err(e) => Err(Lookup::from_call(e)),
+        }
+    }
+
+    /// One of `uris` for the logical URI `key`: daemons under suspicion passed over while
+    /// others remain, then as [`Pick`] says.
+    fn choose(&self, key: &str, mut uris: Vec<Uri>) -> Option<Uri> {
+        uris.sort_by_cached_key(Uri::to_string);
+        uris.dedup();
+        let now = Instant::now();
+        let live: Vec<Uri> = {
+            let mut suspects = self.state.suspects.lock();
+            suspects.retain(|_, until| *until > now);
+            uris.iter()
+                .filter(|u| !suspects.contains_key(&u.to_string()))
+                .cloned()
+                .collect()
+        };
+        let pool = if live.is_empty() { uris } else { live };
+        match self.pick {
+            Pick::Random => pool.choose(&mut rand::rng()).cloned(),
+            Pick::RoundRobin => {
+                if pool.is_empty() {
+                    return None;
+                }
+                let mut turns = self.state.turns.lock();
+                let turn = turns.entry(key.to_owned()).or_insert(0);
+                let at = *turn % pool.len();
+                *turn = turn.wrapping_add(1);
+                Some(pool[at].clone())
             }
         }
+    }
+
+    /// The URIs of `query`, from the cache when its watch vouches for them, else from the name
+    /// server (`fetch`), else, when the name server cannot be reached, from the cache if at most
+    /// `max_stale` old.
+    async fn cached<'a, F, Fut>(
+        &'a self,
+        ns: &NsKey,
+        query: Query<'a>,
+        max_stale: Duration,
+        fetch: F,
+    ) -> Result<Vec<Uri>, Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Uri>, Lookup>>,
+    {
+        let cache = self.ns_cache(ns);
+        // The first lookup waits (a bounded while) for the watch to open, so what it caches is
+        // kept fresh from the start.
+        let mut attempts = cache.attempts.subscribe();
+        if *attempts.borrow_and_update() == 0 {
+            let _ = tokio::time::timeout(self.locator.timeout(), attempts.changed()).await;
+        }
+        let generation = {
+            let state = cache.state.lock();
+            if state.watching {
+                if let Some(hit) = query.get(&state) {
+                    return Ok(hit.uris.clone());
+                }
+            }
+            state.generation
+        };
+        match fetch().await {
+            Ok(uris) => {
+                let mut state = cache.state.lock();
+                if state.generation == generation {
+                    query.put(
+                        &mut state,
+                        Cached {
+                            uris: uris.clone(),
+                            fresh_at: Instant::now(),
+                        },
+                    );
+                }
+                Ok(uris)
+            }
+            Err(Lookup::Down(e)) => {
+                let state = cache.state.lock();
+                match query.get(&state) {
+                    Some(stale) if stale.fresh_at.elapsed() <= max_stale => {
+                        tracing::debug!(error = %e, "name server unreachable; answering from the cache");
+                        Ok(stale.uris.clone())
+                    }
+                    _ => Err(e),
+                }
+            }
+            Err(Lookup::Answer(e)) => Err(e),
+        }
+    }
+
+    /// The cache of the name server `ns`, its watch started.
+    fn ns_cache(&self, ns: &NsKey) -> Arc<NsCache> {
+        let mut caches = self.state.caches.lock();
+        if let Some(cache) = caches.get(ns) {
+            return cache.clone();
+        }
+        let (alive, closed) = tokio::sync::watch::channel(());
+        let cache = Arc::new(NsCache {
+            state: Mutex::new(CacheState::default()),
+            _alive: alive,
+            attempts: tokio::sync::watch::channel(0).0,
+        });
+        tokio::spawn(watch_task(
+            self.locator_for(ns),
+            Arc::downgrade(&cache),
+            closed,
+        ));
+        caches.insert(ns.clone(), cache.clone());
+        cache
+    }
+}
+
+/// A cached query.
+#[derive(Debug, Clone, Copy)]
+enum Query<'a> {
+    Name(&'a str),
+    Meta(&'a BTreeSet<String>),
+}
+
+impl Query<'_> {
+    fn get<'s>(&self, state: &'s CacheState) -> Option<&'s Cached> {
+        match self {
+            Query::Name(name) => state.names.get(*name),
+            Query::Meta(tags) => state.metas.get(*tags),
+        }
+    }
+
+    fn put(&self, state: &mut CacheState, cached: Cached) {
+        match self {
+            Query::Name(name) => {
+                state.names.insert((*name).to_owned(), cached);
+            }
+            Query::Meta(tags) => {
+                state.metas.insert((*tags).clone(), cached);
+            }
+        }
+    }
+}
+
+/// Why a lookup failed: the name server answered so, or could not be reached.
+#[derive(Debug)]
+enum Lookup {
+    Answer(Error),
+    Down(Error),
+}
+
+impl Lookup {
+    fn from_call(e: Error) -> Self {
+        if e.is_communication() || matches!(e, Error::NotSent(_)) {
+            Lookup::Down(e)
+        } else {
+            Lookup::Answer(e)
+        }
+    }
+}
+
+impl From<Lookup> for Error {
+    fn from(l: Lookup) -> Self {
+        match l {
+            Lookup::Answer(e) | Lookup::Down(e) => e,
+        }
+    }
+}
+
+/// Whether `e` says the name server has no such method (a Pyro one, or an older rmi).
+fn missing_method(e: &Error) -> bool {
+    match e {
+        Error::UnknownMethod { .. } => true,
+        Error::Remote(r) => r.type_name == "builtins.AttributeError",
+        _ => false,
+    }
+}
+
+/// Keeps `cache` fresh: opens a watch on the name server, drops every name a change touches
+/// (and every metadata query), and on a broken watch marks the cache unwatched and opens it
+/// again with a backoff. Ends when the cache is dropped.
+async fn watch_task(
+    locator: NsLocator,
+    cache: Weak<NsCache>,
+    mut closed: tokio::sync::watch::Receiver<()>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let opened = async {
+            let ns: NameServerProxy = locator.locate().await?;
+            ns.watch(None).await
+        };
+        let stream = tokio::select! {
+            _ = closed.changed() => return,
+            s = opened => s,
+        };
+        let attempted = |cache: &NsCache| cache.attempts.send_modify(|n| *n += 1);
+        match stream {
+            Ok(mut stream) => {
+                backoff = Duration::from_millis(100);
+                {
+                    let Some(cache) = cache.upgrade() else { return };
+                    let mut state = cache.state.lock();
+                    // Changes made while the watch was down were missed.
+                    state.names.clear();
+                    state.metas.clear();
+                    state.generation += 1;
+                    state.watching = true;
+                    drop(state);
+                    attempted(&cache);
+                }
+                loop {
+                    let item = tokio::select! {
+                        _ = closed.changed() => return,
+                        item = stream.next() => item,
+                    };
+                    let Some(cache) = cache.upgrade() else { return };
+                    let mut state = cache.state.lock();
+                    match item {
+                        Some(Ok(change)) => {
+                            state.generation += 1;
+                            state.metas.clear();
+                            match change.name() {
+                                Some(name) => {
+                                    state.names.remove(name);
+                                }
+                                None => state.names.clear(),
+                            }
+                            if let Change::Lagged { missed } = change {
+                                tracing::debug!(missed, "the name server watch lagged");
+                            }
+                        }
+                        end => {
+                            if let Some(Err(e)) = end {
+                                tracing::debug!(error = %e, "the name server watch broke");
+                            }
+                            // Entries were current until now; from now on they age.
+                            let now = Instant::now();
+                            let state = &mut *state;
+                            state.watching = false;
+                            state.generation += 1;
+                            for cached in state.names.values_mut().chain(state.metas.values_mut()) {
+                                cached.fresh_at = now;
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the name server; trying again");
+                let Some(cache) = cache.upgrade() else { return };
+                attempted(&cache);
+            }
+        }
+        tokio::select! {
+            _ = closed.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
 impl Resolve for NamingResolver {
     fn resolve<'a>(&'a self, uri: &'a Uri) -> BoxFuture<'a, Result<Uri, Error>> {
         Box::pin(self.resolve_uri(uri))
+    }
+
+    fn dial_failed(&self, logical: &Uri, direct: &Uri) {
+        let until = Instant::now() + self.suspect_for.unwrap_or(DEFAULT_SUSPECT_FOR);
+        tracing::debug!(%logical, %direct, "dial failed; passing over this daemon for a while");
+        self.state.suspects.lock().insert(direct.to_string(), until);
     }
 }

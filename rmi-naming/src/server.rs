@@ -4,12 +4,12 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rmi_core::{Daemon, Error, Uri};
+use rmi_core::{Daemon, Error, RemoteStream, Uri};
 use rmi_macros::remote;
 use tokio::task::JoinHandle;
 
 use crate::broadcast::{BroadcastResponder, DEFAULT_BROADCAST_ADDR, DEFAULT_BROADCAST_PORT};
-use crate::registry::{LeaseId, Limits, Registry, Storage, Store, NAME_SERVER_NAME};
+use crate::registry::{Change, LeaseId, Limits, Registry, Storage, Store, NAME_SERVER_NAME};
 use crate::NamingError;
 
 /// Object id of the name server in its daemon, as in Pyro.
@@ -108,6 +108,34 @@ pub trait NameServerApi {
         safe: Option<bool>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError>;
+    /// Adds `uri` to the daemons serving the shared name `name` (or updates its entry), bound
+    /// to `lease` if given. Several live daemons may serve one shared name; `lookup` answers
+    /// one of them at random, `lookup_all` every one. Refused if `name` is registered plainly
+    /// (with `register`, which replaces every entry of a name, shared or not).
+    #[rmi(raises)]
+    async fn register_shared(
+        &self,
+        name: String,
+        uri: Uri,
+        lease: Option<u64>,
+        metadata: Option<BTreeSet<String>>,
+    ) -> Result<(), NamingError>;
+    /// Every URI registered under `name`, with its metadata: one for a plain name, one per
+    /// daemon for a shared one.
+    #[rmi(raises, idempotent)]
+    async fn lookup_all(&self, name: String) -> Result<Vec<(Uri, BTreeSet<String>)>, NamingError>;
+    /// Like `yplookup`, but every entry: a shared name once per daemon, as (name, URI,
+    /// metadata).
+    #[rmi(raises, idempotent)]
+    async fn yplookup_entries(
+        &self,
+        meta_all: Option<BTreeSet<String>>,
+        meta_any: Option<BTreeSet<String>>,
+    ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, NamingError>;
+    /// The changes to names starting with `prefix` (every name if `None`), from now on, as
+    /// they happen: registrations, removals, expiries, and `Lagged` when the watcher fell too
+    /// far behind (then list again). Ends when the name server shuts down.
+    async fn watch(&self, prefix: Option<String>) -> RemoteStream<Change>;
 }
 
 /// A flag as Python reads one: any value, by its truthiness (`0.0` and `None` are false). Pyro5
@@ -165,6 +193,8 @@ fn no_metadata(return_metadata: Option<Truthy>, instead: &str) -> Result<(), Nam
 #[derive(Debug, Default)]
 pub struct NameServer {
     registry: Registry,
+    /// Set to `true` when the name server stops: remote watches end then.
+    stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl NameServer {
@@ -175,7 +205,17 @@ impl NameServer {
 
     /// A name server over `registry`.
     pub fn with_registry(registry: Registry) -> Self {
-        NameServer { registry }
+        NameServer {
+            registry,
+            stopping: Default::default(),
+        }
+    }
+
+    /// Ends every remote watch (their callers see the stream end); call when stopping the
+    /// daemon that serves this object, so open watches do not hold up its grace period.
+    /// [`NameServerHandle::shutdown`] does it.
+    pub fn end_watches(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Its registry.
@@ -327,6 +367,59 @@ impl NameServerApi for NameServer {
             .register(&name, uri, safe, metadata, Some(LeaseId(lease)))
             .await
     }
+
+    async fn register_shared(
+        &self,
+        name: String,
+        uri: Uri,
+        lease: Option<u64>,
+        metadata: Option<BTreeSet<String>>,
+    ) -> Result<(), NamingError> {
+        tracing::info!(%name, %uri, lease = ?lease.map(LeaseId), "register shared");
+        self.registry
+            .register_shared(&name, uri, metadata.unwrap_or_default(), lease.map(LeaseId))
+            .await
+    }
+
+    async fn lookup_all(&self, name: String) -> Result<Vec<(Uri, BTreeSet<String>)>, NamingError> {
+        Ok(self
+            .registry
+            .lookup_all(&name)
+            .await?
+            .into_iter()
+            .map(|e| (e.uri, e.metadata))
+            .collect())
+    }
+
+    async fn yplookup_entries(
+        &self,
+        meta_all: Option<BTreeSet<String>>,
+        meta_any: Option<BTreeSet<String>>,
+    ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, NamingError> {
+        Ok(self
+            .registry
+            .yplookup(meta_all, meta_any)
+            .await?
+            .into_iter()
+            .map(|(k, e)| (k, e.uri, e.metadata))
+            .collect())
+    }
+
+    async fn watch(&self, prefix: Option<String>) -> RemoteStream<Change> {
+        use futures_util::StreamExt;
+        let mut stopping = self.stopping.subscribe();
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        };
+        let changes = self.registry.watch().filter(move |change| {
+            let keep = match (&prefix, change.name()) {
+                (Some(prefix), Some(name)) => name.starts_with(prefix.as_str()),
+                _ => true,
+            };
+            std::future::ready(keep)
+        });
+        RemoteStream::new(changes.take_until(stopped))
+    }
 }
 
 /// Settings for starting a name server; see [`NameServer::builder`].
@@ -442,6 +535,7 @@ impl NameServerBuilder {
             None => builder.bind((self.host.as_str(), self.port)).await?,
         };
         let server = NameServer::with_registry(registry.clone());
+        let stopping = server.stopping.clone();
         let uri = daemon.uri_for(NAME_SERVER_OBJECT_ID);
         registry
             .register(
@@ -472,6 +566,7 @@ impl NameServerBuilder {
             broadcast_addr,
             serve_task: Mutex::new(Some(serve_task)),
             responder_task,
+            stopping,
         })
     }
 }
@@ -488,6 +583,7 @@ pub struct NameServerHandle {
     broadcast_addr: Option<std::net::SocketAddr>,
     serve_task: Mutex<Option<ServeTask>>,
     responder_task: Option<JoinHandle<()>>,
+    stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl NameServerHandle {
@@ -522,8 +618,9 @@ impl NameServerHandle {
         }
     }
 
-    /// Stops the name server and its responder.
+    /// Stops the name server and its responder; remote watches end.
     pub fn shutdown(&self) {
+        self.stopping.send_replace(true);
         self.daemon.shutdown();
         if let Some(t) = &self.responder_task {
             t.abort();

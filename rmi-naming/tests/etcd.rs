@@ -290,7 +290,8 @@ mod etcd {
         assert_eq!(
             seen,
             Change::Removed {
-                name: "shared.one".into()
+                name: "shared.one".into(),
+                uri: Some(uri(1)),
             }
         );
 
@@ -313,7 +314,7 @@ mod etcd {
         assert!(pa.lookup("leased.x").await.is_err());
         let expired = next_change(&mut watch, |c| matches!(c, Change::Expired { .. })).await;
         assert!(
-            matches!(&expired, Change::Expired { name, lease: l } if name == "leased.x" && l.0 == lease),
+            matches!(&expired, Change::Expired { name, lease: l, .. } if name == "leased.x" && l.0 == lease),
             "{expired:?}"
         );
         eprintln!(
@@ -334,7 +335,8 @@ mod etcd {
         assert_eq!(
             removed,
             Change::Removed {
-                name: "leased.y".into()
+                name: "leased.y".into(),
+                uri: Some(uri(3)),
             }
         );
     }

@@ -97,7 +97,7 @@ async fn an_unrenewed_lease_expires_and_takes_only_its_names() {
     // Nobody keeps it alive.
     let expired = next_change(&mut watch, |c| matches!(c, Change::Expired { .. })).await;
     assert!(
-        matches!(&expired, Change::Expired { name, lease: l } if name == "leased" && l.0 == lease),
+        matches!(&expired, Change::Expired { name, lease: l, .. } if name == "leased" && l.0 == lease),
         "{expired:?}"
     );
     assert!(!registered(&names, "leased").await);
@@ -159,9 +159,15 @@ async fn a_clean_shutdown_revokes_the_lease_and_its_names_go_at_once() {
             "{registered:?}"
         );
     }
-    for name in ["a", "b"] {
+    for (name, uri) in [("a", &greeter), ("b", &lab)] {
         let removed = next_change(&mut watch, |_| true).await;
-        assert_eq!(removed, Change::Removed { name: name.into() });
+        assert_eq!(
+            removed,
+            Change::Removed {
+                name: name.into(),
+                uri: Some(uri.clone()),
+            }
+        );
     }
 }
 

@@ -5,11 +5,11 @@
 //! The Python side is Pyro5 5.17 with msgpack, from PyPI, in a virtual environment under
 //! `target/` that the first test creates (`.ci/run` makes sure `python3 -m venv` works). Where
 //! Python or PyPI cannot be had, the tests say so loudly and skip; under CI (`CI=true`, or
-//! `RMI_TEST_NO_SKIP=1`) that is a failure instead. [`make_venv`] also makes `pyro4.rs`'s.
+//! `RMI_TEST_NO_SKIP=1`) that is a failure instead. [`make_venv`] also makes `pyro4.rs`'s; it
+//! lives in `python/shared.rs`, which rmi-cli's tests include too.
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use rmi::protocol::frame::{Header, Message, MessageType, FLAGS_COMPRESSED, HEADER_SIZE};
 use rmi::Serializer;
@@ -20,81 +20,14 @@ use crate::support::{
     GreetingMaker, LabProxy,
 };
 
-/// What the Python side needs, pinned.
-const PYTHON_PACKAGES: [&str; 3] = ["Pyro5==5.17", "msgpack", "serpent"];
+pub(crate) mod shared;
 
-/// The virtual environment's python, made on first use; `None` (after a loud message) where it
-/// cannot be made and this is not CI.
+pub(crate) use shared::make_venv;
+
+/// The virtual environment's python (Pyro5 5.17, msgpack, serpent), made on first use; `None`
+/// (after a loud message) where it cannot be made and this is not CI.
 pub(crate) fn python() -> Option<&'static PathBuf> {
-    static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            make_venv(
-                "pyro5-venv",
-                &PYTHON_PACKAGES,
-                "import Pyro5, msgpack, serpent; assert Pyro5.__version__ == '5.17'",
-            )
-        })
-        .as_ref()
-}
-
-/// A virtual environment `target/tmp/<name>` with `packages` from PyPI, made unless `check`
-/// (Python code) already succeeds in it; returns its python. Where it cannot be made: a loud
-/// skip (`None`), or a panic under CI (`CI`, `RMI_TEST_NO_SKIP`).
-pub(crate) fn make_venv(name: &str, packages: &[&str], check: &str) -> Option<PathBuf> {
-    // One venv made at a time: modules sharing a venv (pyro4.rs, pyro_client.rs) never run
-    // pip into the same directory at once.
-    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let python = dir.join("bin").join("python");
-    let ready = |python: &PathBuf| {
-        Command::new(python)
-            .args(["-c", check])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ready(&python) {
-        return Some(python);
-    }
-    let steps: [(&str, Vec<String>); 2] = [
-        (
-            "python3",
-            vec!["-m".into(), "venv".into(), dir.display().to_string()],
-        ),
-        (
-            python.to_str().expect("utf-8 path"),
-            ["-m", "pip", "install", "--quiet"]
-                .iter()
-                .map(|s| s.to_string())
-                .chain(packages.iter().map(|s| s.to_string()))
-                .collect(),
-        ),
-    ];
-    for (program, args) in steps {
-        let out = Command::new(program).args(&args).output();
-        let failure = match out {
-            Ok(o) if o.status.success() => continue,
-            Ok(o) => format!(
-                "`{program} {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => format!("cannot run {program}: {e}"),
-        };
-        let message = format!("Python tests need a venv with {packages:?}: {failure}");
-        if std::env::var_os("CI").is_some() || std::env::var_os("RMI_TEST_NO_SKIP").is_some() {
-            panic!("{message}");
-        }
-        eprintln!("*** SKIPPED: {message} ***");
-        return None;
-    }
-    assert!(
-        ready(&python),
-        "the venv at {} lacks {packages:?}",
-        dir.display()
-    );
-    Some(python)
+    shared::pyro5_python()
 }
 
 /// Runs `script` with the venv's Python, `args` as `sys.argv[1:]`; returns its stdout.

@@ -18,7 +18,7 @@ pub(crate) trait Numbers {
 }
 
 #[derive(Default)]
-struct NumbersObject {
+pub(crate) struct NumbersObject {
     produced: Arc<AtomicU32>,
     /// Counts the instances dropped (session instances go with their connection).
     dropped: Option<Arc<AtomicUsize>>,

@@ -4,6 +4,8 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
+use rmi::naming::registry::Change;
 use rmi::naming::{NameServerProxy, NsLocator};
 use rmi::Uri;
 
@@ -57,12 +59,16 @@ enum Command {
         /// The name.
         name: String,
     },
-    /// Register a name (refused if it exists).
+    /// Register a name (refused if it exists), or, with --shared, add a daemon to a shared
+    /// name.
     Register {
         /// The name.
         name: String,
         /// Its PYRO: URI.
         uri: String,
+        /// Add this URI to the daemons behind a shared name (PYRONAME: picks among them).
+        #[arg(long)]
+        shared: bool,
     },
     /// Remove a name.
     Remove {
@@ -83,6 +89,37 @@ enum Command {
     },
     /// Check that the name server answers.
     Ping,
+    /// Print changes to the names (all, or those starting with a prefix) as they happen, until
+    /// the name server stops.
+    Watch {
+        /// Only names starting with this.
+        prefix: Option<String>,
+    },
+}
+
+/// One change as a line.
+fn describe(change: &Change) -> String {
+    let at = |uri: &Option<Uri>| uri.as_ref().map(|u| format!(" {u}")).unwrap_or_default();
+    match change {
+        Change::Registered { name, entry } => {
+            let mut line = format!("registered {name} --> {}", entry.uri);
+            if entry.shared {
+                line.push_str(" (shared)");
+            }
+            if let Some(lease) = entry.lease {
+                line.push_str(&format!(" lease {lease}"));
+            }
+            if !entry.metadata.is_empty() {
+                line.push_str(&format!("  {:?}", entry.metadata));
+            }
+            line
+        }
+        Change::Removed { name, uri } => format!("removed {name}{}", at(uri)),
+        Change::Expired { name, lease, uri } => {
+            format!("expired {name}{} lease {lease}", at(uri))
+        }
+        Change::Lagged { missed } => format!("lagged: {missed} changes missed; list again"),
+    }
 }
 
 fn tags(list: &[String]) -> BTreeSet<String> {
@@ -139,10 +176,34 @@ async fn run(ns: &NameServerProxy, command: Command) -> Result<(), rmi::Error> {
                 println!("metadata: {meta:?}");
             }
         }
-        Command::Register { name, uri } => {
+        Command::Register {
+            name,
+            uri,
+            shared: false,
+        } => {
             let uri: Uri = uri.parse()?;
             ns.register_with(&name, &uri, true, BTreeSet::new()).await?;
             println!("registered {name}");
+        }
+        Command::Register {
+            name,
+            uri,
+            shared: true,
+        } => {
+            let uri: Uri = uri.parse()?;
+            ns.register_shared(&name, &uri, BTreeSet::new()).await?;
+            println!("registered {name} (shared)");
+        }
+        Command::Watch { prefix } => {
+            let mut changes = ns.watch(prefix.as_deref()).await?;
+            match &prefix {
+                Some(p) => println!("watching names starting with {p}"),
+                None => println!("watching all names"),
+            }
+            while let Some(change) = changes.next().await {
+                println!("{}", describe(&change?));
+            }
+            println!("the name server stopped");
         }
         Command::Remove { name } => {
             let removed = ns.remove(&name).await?;

@@ -73,3 +73,8 @@ pub(crate) async fn locate(port: u16) -> NameServerProxy {
         .await
         .expect("locate rmi-ns")
 }
+
+/// Python's Pyro in venvs under the workspace's `target/tmp`, and Python processes: the root's
+/// `tests/it/python/shared.rs`, so both test crates make and share the same venvs.
+#[path = "../../../tests/it/python/shared.rs"]
+pub(crate) mod python;

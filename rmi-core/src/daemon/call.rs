@@ -202,6 +202,11 @@ impl Call {
     }
 
     /// Runs the calls of a `<batch>` in order, stopping at the first error (as Pyro does).
+    ///
+    /// Two shapes arrive: Pyro's (what Python's `BatchProxy` sends, and a Rust batch in a Pyro
+    /// format), whose arguments are the calls `[method, [args...], {kwargs}]` and whose reply
+    /// is the list of results with the failure as Pyro's `_ExceptionWrapper`; and rmi's own
+    /// (under bincode), one argument holding the encoded calls, answered with `BatchItem`s.
     async fn batch(
         &self,
         object: &str,
@@ -211,6 +216,12 @@ impl Call {
         let config = &self.daemon.inner.config;
         let limits = &config.limits;
         let max = config.max_batch_calls;
+        if let Some(calls) = args
+            .pyro_batch()
+            .map_err(|e| RemoteError::bad_arguments(BATCH_METHOD, e))?
+        {
+            return self.pyro_batch(object, calls, ctx).await;
+        }
         // Refuse from the declared length, before decoding a single call.
         if let Some(n) = args.leading_seq_len().filter(|&n| n > max as u64) {
             return Err(too_many_calls(n, max));
@@ -227,30 +238,14 @@ impl Call {
             // the runtime between calls, so it cannot hold a worker thread.
             if self.peer_gone.is_cancelled() {
                 tracing::debug!(peer = %self.peer, ran = results.len(), "caller gone; batch stopped");
-                return Err(RemoteError::new(
-                    RemoteErrorKind::Other,
-                    "rmi.ConnectionClosed",
-                    "the caller's connection closed; the batch stopped",
-                ));
+                return Err(caller_gone());
             }
             tokio::task::consume_budget().await;
             let item = match codec::decode_invoke(self.ser, payload.into_vec().into(), limits) {
                 Err(e) => Err(RemoteError::bad_arguments(BATCH_METHOD, e)),
                 Ok(call) => {
-                    let corr = ctx.correlation_id();
                     let args = call.args.in_protocol(self.protocol);
-                    match self.dispatch(object, &call.method, args, ctx, corr).await {
-                        Ok(Outcome::Value(v)) => Ok(v),
-                        Ok(Outcome::Stream(_)) => Err(RemoteError::new(
-                            RemoteErrorKind::Other,
-                            "Pyro5.errors.PyroError",
-                            format!(
-                                "{:?}: streamed results are not supported inside a batch",
-                                call.method
-                            ),
-                        )),
-                        Err(e) => Err(e),
-                    }
+                    self.batched(object, &call.method, args, ctx).await
                 }
             };
             let failed = item.is_err();
@@ -266,6 +261,62 @@ impl Call {
                 format!("could not serialize the batch: {e}"),
             )
         })
+    }
+
+    /// Runs the calls of a batch in Pyro's format, in order, stopping at the first error.
+    async fn pyro_batch(
+        &self,
+        object: &str,
+        calls: Vec<codec::BatchCall>,
+        ctx: &CallContext,
+    ) -> Result<Outcome, RemoteError> {
+        let max = self.daemon.inner.config.max_batch_calls;
+        if calls.len() > max {
+            return Err(too_many_calls(calls.len() as u64, max));
+        }
+        let mut results = Vec::with_capacity(calls.len());
+        for call in calls {
+            if self.peer_gone.is_cancelled() {
+                tracing::debug!(peer = %self.peer, ran = results.len(), "caller gone; batch stopped");
+                return Err(caller_gone());
+            }
+            tokio::task::consume_budget().await;
+            let item = self.batched(object, &call.method, call.args, ctx).await;
+            let failed = item.is_err();
+            results.push(item);
+            if failed {
+                break;
+            }
+        }
+        codec::encode_pyro_batch(self.ser, self.protocol, results)
+            .map(Outcome::Value)
+            .map_err(|e| {
+                RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.SerializeError",
+                    format!("could not serialize the batch: {e}"),
+                )
+            })
+    }
+
+    /// Runs one call of a batch: its encoded result; a streamed result is refused.
+    async fn batched(
+        &self,
+        object: &str,
+        method: &str,
+        args: codec::Args,
+        ctx: &CallContext,
+    ) -> Result<Vec<u8>, RemoteError> {
+        let corr = ctx.correlation_id();
+        match self.dispatch(object, method, args, ctx, corr).await {
+            Ok(Outcome::Value(v)) => Ok(v),
+            Ok(Outcome::Stream(_)) => Err(RemoteError::new(
+                RemoteErrorKind::Other,
+                "Pyro5.errors.PyroError",
+                format!("{method:?}: streamed results are not supported inside a batch"),
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs one method on the object (or this connection's instance of it) inside `ctx`.
@@ -354,6 +405,15 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(non-string panic payload)".into())
+}
+
+/// The error for a batch whose caller went away.
+fn caller_gone() -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Other,
+        "rmi.ConnectionClosed",
+        "the caller's connection closed; the batch stopped",
+    )
 }
 
 /// The error for a `<batch>` longer than `max_batch_calls`.

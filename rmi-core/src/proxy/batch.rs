@@ -1,6 +1,12 @@
 //! Batched calls: queue calls to one object and send them as one `<batch>` INVOKE (one round
 //! trip); results come back in order, and execution stops at the first error, as in Pyro.
 //!
+//! In the Pyro formats (serpent, json, msgpack) the batch is Pyro's own: the calls are the
+//! `<batch>` call's arguments, `[method, [args...], {}]` each, and the reply is the list of
+//! results with the failure as Pyro's `_ExceptionWrapper`, so a batch reaches a Python daemon
+//! (a Python `Pyro5.api.BatchProxy` sends the same to an rmi daemon). Under bincode (rmi to
+//! rmi) the calls travel encoded, as rmi's own shape.
+//!
 //! ```no_run
 //! # async fn demo(proxy: rmi_core::Proxy) -> Result<(), rmi_core::Error> {
 //! let mut batch = proxy.batch();
@@ -20,13 +26,38 @@ use serde_bytes::ByteBuf;
 
 use super::Proxy;
 use crate::error::Error;
-use crate::protocol::codec::{self, BatchItem, DecodeLimits, Serializer};
+use crate::protocol::codec::{self, BatchItem, DecodeLimits, PyroCall, PyroValue, Serializer};
+
+/// The queued calls, in the shape the serializer's batches take.
+#[derive(Debug)]
+enum Calls {
+    /// rmi's own (bincode): each call an encoded INVOKE payload.
+    Rmi(Vec<ByteBuf>),
+    /// Pyro's (serpent, json, msgpack): each call `[method, [args...], {}]`.
+    Pyro(Vec<PyroCall>),
+}
+
+impl Calls {
+    fn len(&self) -> usize {
+        match self {
+            Calls::Rmi(c) => c.len(),
+            Calls::Pyro(c) => c.len(),
+        }
+    }
+}
+
+/// The results of a batch, in the shape its calls took.
+#[derive(Debug)]
+enum Items {
+    Rmi(Vec<BatchItem>),
+    Pyro(Vec<PyroValue>),
+}
 
 /// Calls queued for one round trip; made by [`Proxy::batch`].
 #[derive(Debug)]
 pub struct Batch {
     proxy: Proxy,
-    calls: Vec<ByteBuf>,
+    calls: Calls,
     /// The serializer the calls are encoded in: the proxy's when the batch was made.
     serializer: Serializer,
     /// The first call that could not be encoded; `send` reports it.
@@ -50,24 +81,42 @@ impl<R> Copy for Slot<R> {}
 
 impl Batch {
     pub(crate) fn new(proxy: Proxy) -> Self {
+        let serializer = proxy.serializer();
+        let calls = match serializer {
+            Serializer::Bincode => Calls::Rmi(Vec::new()),
+            _ => Calls::Pyro(Vec::new()),
+        };
         Batch {
-            serializer: proxy.serializer(),
+            serializer,
             proxy,
-            calls: Vec::new(),
+            calls,
             error: None,
         }
     }
 
     /// Queues a call of `method`; its result will be an `R`.
     pub fn add<A: Serialize, R: DeserializeOwned>(&mut self, method: &str, args: &A) -> Slot<R> {
-        // The object id stays empty: the daemon runs batched calls on the connection's object.
-        let payload = codec::encode_invoke(self.serializer, "", method, args).unwrap_or_else(|e| {
-            self.error.get_or_insert(e);
-            Vec::new()
-        });
-        self.calls.push(ByteBuf::from(payload));
+        match &mut self.calls {
+            Calls::Rmi(calls) => {
+                // The object id stays empty: the daemon runs batched calls on the connection's
+                // object.
+                let payload = codec::encode_invoke(self.serializer, "", method, args)
+                    .unwrap_or_else(|e| {
+                        self.error.get_or_insert(e);
+                        Vec::new()
+                    });
+                calls.push(ByteBuf::from(payload));
+            }
+            // A call that cannot be encoded is not queued: `send` reports it instead.
+            Calls::Pyro(calls) => match PyroCall::new(self.serializer, method, args) {
+                Ok(call) => calls.push(call),
+                Err(e) => {
+                    self.error.get_or_insert(e);
+                }
+            },
+        }
         Slot {
-            index: self.calls.len() - 1,
+            index: self.calls.len().saturating_sub(1),
             _result: PhantomData,
         }
     }
@@ -79,7 +128,7 @@ impl Batch {
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.calls.is_empty()
+        self.calls.len() == 0
     }
 
     /// Sends the calls and waits for their results.
@@ -89,7 +138,10 @@ impl Batch {
         }
         let sent = self.calls.len();
         self.proxy.check_batch_serializer(self.serializer).await?;
-        let items = self.proxy.send_batch(self.calls).await?;
+        let items = match &self.calls {
+            Calls::Rmi(calls) => Items::Rmi(self.proxy.send_batch(&(calls,)).await?),
+            Calls::Pyro(calls) => Items::Pyro(self.proxy.send_batch(calls).await?),
+        };
         Ok(BatchResults {
             items,
             sent,
@@ -104,14 +156,17 @@ impl Batch {
             return Err(e);
         }
         self.proxy.check_batch_serializer(self.serializer).await?;
-        self.proxy.send_batch_oneway(self.calls).await
+        match &self.calls {
+            Calls::Rmi(calls) => self.proxy.send_batch_oneway(&(calls,)).await,
+            Calls::Pyro(calls) => self.proxy.send_batch_oneway(calls).await,
+        }
     }
 }
 
 /// The results of a sent [`Batch`].
 #[derive(Debug)]
 pub struct BatchResults {
-    items: Vec<BatchItem>,
+    items: Items,
     sent: usize,
     serializer: Serializer,
     limits: DecodeLimits,
@@ -121,9 +176,18 @@ impl BatchResults {
     /// The result of the call at `slot`: its value, its error, or an error saying it did not
     /// run because an earlier call failed.
     pub fn get<R: DeserializeOwned>(&self, slot: &Slot<R>) -> Result<R, Error> {
-        match self.items.get(slot.index) {
-            Some(BatchItem::Ok(bytes)) => self.serializer.decode(bytes, &self.limits),
-            Some(BatchItem::Err(e)) => Err(Error::from_remote(e.clone())),
+        let item = match &self.items {
+            Items::Rmi(items) => items.get(slot.index).map(|item| match item {
+                BatchItem::Ok(bytes) => self.serializer.decode(bytes, &self.limits),
+                BatchItem::Err(e) => Err(Error::from_remote(e.clone())),
+            }),
+            Items::Pyro(items) => items.get(slot.index).map(|v| match v.batch_error() {
+                Some(e) => Err(Error::from_remote(e)),
+                None => v.decode(),
+            }),
+        };
+        match item {
+            Some(result) => result,
             None if slot.index < self.sent => Err(Error::NotExecuted(
                 "an earlier call in the batch failed, so this one did not run".into(),
             )),
@@ -136,6 +200,9 @@ impl BatchResults {
 
     /// How many calls ran (all of them, unless one failed).
     pub fn executed(&self) -> usize {
-        self.items.len()
+        match &self.items {
+            Items::Rmi(items) => items.len(),
+            Items::Pyro(items) => items.len(),
+        }
     }
 }

@@ -189,12 +189,14 @@ impl Proxy {
         Ok(msg)
     }
 
-    pub(crate) async fn send_batch(
+    /// Sends a `<batch>` whose arguments are `args` (rmi's `(calls,)`, or Pyro's calls
+    /// themselves) and decodes its reply as an `R`.
+    pub(crate) async fn send_batch<A: Serialize, R: DeserializeOwned>(
         &self,
-        calls: Vec<serde_bytes::ByteBuf>,
-    ) -> Result<Vec<codec::BatchItem>, Error> {
+        args: &A,
+    ) -> Result<R, Error> {
         let (reply, protocol, _) = self
-            .request(None, BATCH_METHOD, &(calls,), frame::FLAGS_BATCH)
+            .request(None, BATCH_METHOD, args, frame::FLAGS_BATCH)
             .await?;
         decode_result(&reply, protocol, &self.shared.config.limits)
     }
@@ -215,17 +217,14 @@ impl Proxy {
         Ok(())
     }
 
-    pub(crate) async fn send_batch_oneway(
-        &self,
-        calls: Vec<serde_bytes::ByteBuf>,
-    ) -> Result<(), Error> {
+    pub(crate) async fn send_batch_oneway<A: Serialize>(&self, args: &A) -> Result<(), Error> {
         let corr = self
             .options
             .correlation_id
             .unwrap_or_else(uuid::Uuid::new_v4);
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
-        let msg = self.invoke_message(&conn, None, BATCH_METHOD, &(calls,), corr, flags)?;
+        let msg = self.invoke_message(&conn, None, BATCH_METHOD, args, corr, flags)?;
         conn.send_oneway(
             msg,
             self.options.timeout,

@@ -74,11 +74,17 @@ impl Proxy {
     /// Resolves (if logical), dials and performs the handshake, within the connect timeout.
     async fn dial(&self) -> Result<Connection, Error> {
         let config = &self.shared.config;
+        // The direct URI a logical one resolved to, to tell the resolver if dialing it failed.
+        let resolved: parking_lot::Mutex<Option<Uri>> = parking_lot::Mutex::new(None);
         let fut = async {
             let direct =
                 match (&config.uri, &config.resolver) {
                     (Uri::Pyro { .. }, _) => config.uri.clone(),
-                    (_, Some(resolver)) => resolver.resolve(&config.uri).await?,
+                    (_, Some(resolver)) => {
+                        let direct = resolver.resolve(&config.uri).await?;
+                        *resolved.lock() = Some(direct.clone());
+                        direct
+                    }
                     (uri, None) => return Err(Error::InvalidUri {
                         uri: uri.to_string(),
                         reason:
@@ -142,9 +148,16 @@ impl Proxy {
                 }
             }
         };
-        tokio::time::timeout(config.connect_timeout, fut)
+        let result = tokio::time::timeout(config.connect_timeout, fut)
             .await
-            .map_err(|_| Error::Timeout(config.connect_timeout))?
+            .map_err(|_| Error::Timeout(config.connect_timeout))
+            .and_then(|r| r);
+        if let (Err(e), Some(resolver)) = (&result, &config.resolver) {
+            if let Some(direct) = resolved.lock().take().filter(|_| e.is_communication()) {
+                resolver.dial_failed(&config.uri, &direct);
+            }
+        }
+        result
     }
 
     pub(super) fn live(&self) -> Option<Arc<Connection>> {

@@ -219,18 +219,143 @@ impl Proxy {
     }
 }
 
-/// A proxy travels as its URI: the direct one it is connected to, else the one it was made for.
+/// A proxy travels as Pyro's proxy class dict in the Pyro formats (serpent, json, msgpack), so
+/// a Python peer receives a working Pyro proxy:
+/// `{'__class__': 'Pyro5.client.Proxy', 'state': (uri, oneway, methods, attrs, handshake, None)}`
+/// (to a Pyro4 peer, `Pyro4.core.Proxy` with Pyro4's 9-field state). The URI is the direct one
+/// it is connected to, else the one it was made for; the metadata is the connection's, or empty
+/// (the Python proxy then asks for it). Under bincode it is the URI's text.
 impl Serialize for Proxy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
         let uri = self.connected_uri().unwrap_or_else(|| self.uri().clone());
-        s.collect_str(&uri)
+        if !s.is_human_readable() {
+            return s.collect_str(&uri);
+        }
+        let meta = self.live().map(|c| c.meta.clone()).unwrap_or_default();
+        let uri = uri.to_string();
+        let handshake = &self.shared.config.handshake;
+        let mut map = s.serialize_map(Some(2))?;
+        if crate::protocol::codec::encoding_for_pyro4() {
+            map.serialize_entry("__class__", "Pyro4.core.Proxy")?;
+            // (uri, oneway, methods, attrs, timeout, hmac key, handshake, max retries, serializer)
+            let state = (
+                uri,
+                &meta.oneway,
+                &meta.methods,
+                &meta.attrs,
+                0.0f64,
+                None::<String>,
+                handshake,
+                0u32,
+                None::<String>,
+            );
+            map.serialize_entry("state", &state)?;
+        } else {
+            map.serialize_entry("__class__", "Pyro5.client.Proxy")?;
+            // (uri, oneway, methods, attrs, handshake, serializer)
+            let state = (
+                uri,
+                &meta.oneway,
+                &meta.methods,
+                &meta.attrs,
+                handshake,
+                None::<String>,
+            );
+            map.serialize_entry("state", &state)?;
+        }
+        map.end()
     }
 }
 
-/// A received proxy dials on first use, with default settings.
+/// A received proxy dials on first use, with default settings (and the sender's handshake
+/// string, when it sent one). It is read from Pyro's proxy class dict (`Pyro5.client.Proxy`,
+/// `Pyro4.core.Proxy`), from a URI class dict, or from a URI's text.
 impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let uri = Uri::deserialize(d)?;
-        Ok(ProxyBuilder::new(uri).build())
+        if !d.is_human_readable() {
+            let uri = Uri::deserialize(d)?;
+            return Ok(ProxyBuilder::new(uri).build());
+        }
+        match Received::deserialize(d)? {
+            Received::Uri(uri) => Ok(ProxyBuilder::new(uri).build()),
+            Received::Proxy { class, state } => {
+                if !class.ends_with(".Proxy") {
+                    return Err(serde::de::Error::custom(format!(
+                        "a {class} is not a proxy"
+                    )));
+                }
+                let mut builder = ProxyBuilder::new(state.uri);
+                if let Some(handshake) = state.handshake {
+                    builder = builder.handshake(handshake);
+                }
+                Ok(builder.build())
+            }
+        }
+    }
+}
+
+/// What a received proxy can be, in the Pyro formats.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Received {
+    Uri(Uri),
+    Proxy {
+        #[serde(rename = "__class__")]
+        class: String,
+        state: ProxyState,
+    },
+}
+
+/// A Pyro proxy's state: its URI first; Pyro5's has 6 fields (handshake the 5th), Pyro4's 9
+/// (handshake the 7th).
+struct ProxyState {
+    uri: Uri,
+    handshake: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ProxyState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// A state field: text is kept, anything else skipped.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Field {
+            Text(String),
+            Other(serde::de::IgnoredAny),
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ProxyState;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Pyro proxy's state tuple")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ProxyState, A::Error> {
+                let uri: Uri = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::custom("a proxy state without its URI"))?;
+                let mut rest = Vec::new();
+                // At most Pyro4's 8 more fields are looked at; more is not a proxy state.
+                while let Some(field) = seq.next_element::<Field>()? {
+                    if rest.len() == 8 {
+                        return Err(serde::de::Error::custom("a proxy state of over 9 fields"));
+                    }
+                    rest.push(field);
+                }
+                let at = match rest.len() {
+                    5 => Some(3),
+                    8 => Some(5),
+                    _ => None,
+                };
+                let handshake = at.and_then(|at| match rest.swap_remove(at) {
+                    Field::Text(h) => Some(h),
+                    Field::Other(_) => None,
+                });
+                Ok(ProxyState { uri, handshake })
+            }
+        }
+        d.deserialize_seq(V)
     }
 }

@@ -33,8 +33,15 @@ pub(crate) enum Write {
         /// Its entry.
         entry: Entry,
     },
-    /// Delete a name.
+    /// Delete a name: its plain entry and every shared entry.
     DeleteName(String),
+    /// Delete one shared entry of a name (one daemon of several).
+    DeleteShared {
+        /// The name.
+        name: String,
+        /// The entry's URI.
+        uri: rmi_core::Uri,
+    },
     /// Insert or replace a lease, with its deadline on the wall clock (it must outlive the
     /// process).
     PutLease {
@@ -70,11 +77,11 @@ macro_rules! store_via_engine {
                 self.engine.register(name, entry, safe).await
             }
 
-            async fn lookup(
+            async fn lookup_all(
                 &self,
                 name: &str,
-            ) -> Result<$crate::registry::Entry, $crate::NamingError> {
-                self.engine.lookup(name)
+            ) -> Result<Vec<$crate::registry::Entry>, $crate::NamingError> {
+                self.engine.lookup_all(name)
             }
 
             async fn list(
@@ -146,14 +153,19 @@ pub(crate) struct Lease {
     pub(crate) ttl: Duration,
     /// When it expires unless kept alive.
     pub(crate) deadline: Instant,
-    /// The names bound to it.
-    pub(crate) names: BTreeSet<String>,
+    /// The entries bound to it: (name, URI as text).
+    pub(crate) names: BTreeSet<(String, String)>,
 }
 
 /// Names and leases.
+///
+/// A name holds either one plain entry (Pyro's way) or one or more shared entries with
+/// distinct URIs (several daemons behind one name), never both.
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    entries: BTreeMap<String, Entry>,
+    entries: BTreeMap<String, Vec<Entry>>,
+    /// Entries in total (a shared name counts once per entry).
+    total: usize,
     leases: HashMap<LeaseId, Lease>,
     /// Lease deadlines in order, for the timer.
     deadlines: BTreeSet<(Instant, LeaseId)>,
@@ -185,20 +197,41 @@ impl State {
             if let Some(id) = entry.lease {
                 match state.leases.get_mut(&id) {
                     Some(lease) => {
-                        lease.names.insert(name.clone());
+                        lease.names.insert((name.clone(), entry.uri.to_string()));
                     }
                     None => entry.lease = None,
                 }
             }
-            state.entries.insert(name, entry);
+            let slot = state.entries.entry(name).or_default();
+            if !entry.shared {
+                // A plain entry stands alone.
+                state.total -= slot.len();
+                slot.clear();
+            } else if slot.iter().any(|e| !e.shared) {
+                continue;
+            }
+            slot.push(entry);
+            state.total += 1;
         }
         state
     }
 
-    fn unbind(&mut self, name: &str, lease: Option<LeaseId>) {
-        if let Some(lease) = lease.and_then(|id| self.leases.get_mut(&id)) {
-            lease.names.remove(name);
+    fn unbind(&mut self, name: &str, entry: &Entry) {
+        if let Some(lease) = entry.lease.and_then(|id| self.leases.get_mut(&id)) {
+            lease
+                .names
+                .remove(&(name.to_owned(), entry.uri.to_string()));
         }
+    }
+
+    /// Removes every entry of `name`, unbinding their leases; returns them.
+    fn take_name(&mut self, name: &str) -> Vec<Entry> {
+        let old = self.entries.remove(name).unwrap_or_default();
+        self.total -= old.len();
+        for entry in &old {
+            self.unbind(name, entry);
+        }
+        old
     }
 
     fn set_deadline(&mut self, id: LeaseId, deadline: Instant) {
@@ -210,19 +243,42 @@ impl State {
     }
 
     /// Ends lease `id`, removing its names; the change for each is made by `change`.
-    fn end_lease(&mut self, id: LeaseId, tx: &mut Tx, change: impl Fn(String) -> Change) -> u32 {
+    fn end_lease(
+        &mut self,
+        id: LeaseId,
+        tx: &mut Tx,
+        change: impl Fn(String, rmi_core::Uri) -> Change,
+    ) -> u32 {
         let Some(lease) = self.leases.remove(&id) else {
             return 0;
         };
         self.deadlines.remove(&(lease.deadline, id));
         let mut count = 0;
-        for name in lease.names {
-            if self.entries.get(&name).is_some_and(|e| e.lease == Some(id)) {
+        for (name, uri) in lease.names {
+            let Some(slot) = self.entries.get_mut(&name) else {
+                continue;
+            };
+            let Some(at) = slot
+                .iter()
+                .position(|e| e.lease == Some(id) && e.uri.to_string() == uri)
+            else {
+                continue;
+            };
+            let entry = slot.remove(at);
+            if slot.is_empty() {
                 self.entries.remove(&name);
-                tx.writes.push(Write::DeleteName(name.clone()));
-                tx.changes.push(change(name));
-                count += 1;
             }
+            self.total -= 1;
+            tx.writes.push(if entry.shared {
+                Write::DeleteShared {
+                    name: name.clone(),
+                    uri: entry.uri.clone(),
+                }
+            } else {
+                Write::DeleteName(name.clone())
+            });
+            tx.changes.push(change(name, entry.uri));
+            count += 1;
         }
         tx.writes.push(Write::DeleteLease(id));
         count
@@ -253,7 +309,7 @@ impl fmt::Debug for Engine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state.lock();
         f.debug_struct("Engine")
-            .field("entries", &state.entries.len())
+            .field("entries", &state.total)
             .field("leases", &state.leases.len())
             .field("journal", &self.journal)
             .finish()
@@ -272,6 +328,13 @@ pub(crate) fn reply_size(name: &str, entry: &Entry) -> usize {
         + entry.uri.to_string().len()
         + entry.metadata.iter().map(|t| t.len() + 4).sum::<usize>()
         + 16
+}
+
+/// The refusal of a shared registration under a name registered plainly.
+pub(crate) fn not_shared(name: &str) -> NamingError {
+    NamingError::new(format!(
+        "name already registered, and not shared: {name} (remove it first to share it)"
+    ))
 }
 
 fn unknown_lease(id: LeaseId) -> NamingError {
@@ -359,27 +422,64 @@ impl Engine {
     ) -> Result<(), NamingError> {
         let max_entries = self.limits.max_entries;
         self.mutate(move |s, tx| {
-            let exists = s.entries.contains_key(&name);
-            if safe && exists {
-                return Err(NamingError::new(format!("name already registered: {name}")));
-            }
-            if !exists && s.entries.len() >= max_entries {
-                return Err(NamingError::new(format!(
+            let existing = s.entries.get(&name);
+            let exists = existing.is_some();
+            let full = || {
+                NamingError::new(format!(
                     "the name server holds its max_entries ({max_entries}) names; remove some \
                      first"
-                )));
-            }
-            if let Some(id) = entry.lease {
-                s.leases
-                    .get_mut(&id)
-                    .ok_or_else(|| unknown_lease(id))?
-                    .names
-                    .insert(name.clone());
-            }
-            if let Some(old) = s.entries.insert(name.clone(), entry.clone()) {
-                if old.lease != entry.lease {
-                    s.unbind(&name, old.lease);
+                ))
+            };
+            let uri = entry.uri.to_string();
+            if entry.shared {
+                if existing.is_some_and(|slot| slot.iter().any(|e| !e.shared)) {
+                    return Err(not_shared(&name));
                 }
+                let same =
+                    existing.and_then(|slot| slot.iter().position(|e| e.uri.to_string() == uri));
+                if same.is_none() && s.total >= max_entries {
+                    return Err(full());
+                }
+                if let Some(id) = entry.lease {
+                    s.leases
+                        .get_mut(&id)
+                        .ok_or_else(|| unknown_lease(id))?
+                        .names
+                        .insert((name.clone(), uri.clone()));
+                }
+                let slot = s.entries.entry(name.clone()).or_default();
+                let old = match same {
+                    Some(at) => Some(std::mem::replace(&mut slot[at], entry.clone())),
+                    None => {
+                        slot.push(entry.clone());
+                        s.total += 1;
+                        None
+                    }
+                };
+                if let Some(old) = old.filter(|old| old.lease != entry.lease) {
+                    s.unbind(&name, &old);
+                }
+            } else {
+                if safe && exists {
+                    return Err(NamingError::new(format!("name already registered: {name}")));
+                }
+                if !exists && s.total >= max_entries {
+                    return Err(full());
+                }
+                if let Some(id) = entry.lease {
+                    if !s.leases.contains_key(&id) {
+                        return Err(unknown_lease(id));
+                    }
+                }
+                let old = s.take_name(&name);
+                if old.iter().any(|e| e.shared) {
+                    tx.writes.push(Write::DeleteName(name.clone()));
+                }
+                if let Some(lease) = entry.lease.and_then(|id| s.leases.get_mut(&id)) {
+                    lease.names.insert((name.clone(), uri));
+                }
+                s.entries.insert(name.clone(), vec![entry.clone()]);
+                s.total += 1;
             }
             tx.writes.push(Write::PutName {
                 name: name.clone(),
@@ -391,7 +491,7 @@ impl Engine {
         .await
     }
 
-    pub(crate) fn lookup(&self, name: &str) -> Result<Entry, NamingError> {
+    pub(crate) fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
         self.read(|s| s.entries.get(name).cloned())
             .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))
     }
@@ -404,7 +504,7 @@ impl Engine {
         what: &str,
     ) -> Result<Vec<(String, Entry)>, NamingError> {
         let state = self.state.lock();
-        let candidates: Box<dyn Iterator<Item = (&String, &Entry)>> = match filter {
+        let candidates: Box<dyn Iterator<Item = (&String, &Vec<Entry>)>> = match filter {
             NameFilter::Name(n) => Box::new(state.entries.get_key_value(n).into_iter()),
             NameFilter::Prefix(p) => Box::new(
                 state
@@ -419,6 +519,7 @@ impl Engine {
         };
         let mut size = 0;
         let mut out = Vec::new();
+        let candidates = candidates.flat_map(|(name, slot)| slot.iter().map(move |e| (name, e)));
         for (name, entry) in candidates {
             if !filter.matches(name) || !keep(entry) {
                 continue;
@@ -465,10 +566,16 @@ impl Engine {
             };
             let mut count = 0;
             for name in doomed.into_iter().filter(|n| n != NAME_SERVER_NAME) {
-                if let Some(old) = s.entries.remove(&name) {
-                    s.unbind(&name, old.lease);
-                    tx.writes.push(Write::DeleteName(name.clone()));
-                    tx.changes.push(Change::Removed { name });
+                let old = s.take_name(&name);
+                if old.is_empty() {
+                    continue;
+                }
+                tx.writes.push(Write::DeleteName(name.clone()));
+                for entry in old {
+                    tx.changes.push(Change::Removed {
+                        name: name.clone(),
+                        uri: Some(entry.uri),
+                    });
                     count += 1;
                 }
             }
@@ -483,27 +590,28 @@ impl Engine {
         metadata: BTreeSet<String>,
     ) -> Result<(), NamingError> {
         self.mutate(|s, tx| {
-            let entry = s
+            let slot = s
                 .entries
                 .get_mut(name)
                 .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))?;
-            entry.metadata = metadata;
-            let entry = entry.clone();
-            tx.writes.push(Write::PutName {
-                name: name.to_owned(),
-                entry: entry.clone(),
-            });
-            tx.changes.push(Change::Registered {
-                name: name.to_owned(),
-                entry,
-            });
+            for entry in slot {
+                entry.metadata = metadata.clone();
+                tx.writes.push(Write::PutName {
+                    name: name.to_owned(),
+                    entry: entry.clone(),
+                });
+                tx.changes.push(Change::Registered {
+                    name: name.to_owned(),
+                    entry: entry.clone(),
+                });
+            }
             Ok(())
         })
         .await
     }
 
     pub(crate) fn count(&self) -> u32 {
-        self.read(|s| s.entries.len() as u32)
+        self.read(|s| s.total as u32)
     }
 
     pub(crate) fn watch(&self) -> Watch {
@@ -580,8 +688,13 @@ impl Engine {
     }
 
     pub(crate) async fn revoke(&self, id: LeaseId) -> Result<u32, NamingError> {
-        self.mutate(|s, tx| Ok(s.end_lease(id, tx, |name| Change::Removed { name })))
-            .await
+        self.mutate(|s, tx| {
+            Ok(s.end_lease(id, tx, |name, uri| Change::Removed {
+                name,
+                uri: Some(uri),
+            }))
+        })
+        .await
     }
 
     /// Ends every lease past its deadline; returns the next deadline.
@@ -593,7 +706,11 @@ impl Engine {
             if deadline > now {
                 break;
             }
-            let removed = state.end_lease(id, &mut tx, |name| Change::Expired { name, lease: id });
+            let removed = state.end_lease(id, &mut tx, |name, uri| Change::Expired {
+                name,
+                lease: id,
+                uri: Some(uri),
+            });
             tracing::info!(lease = %id, names = removed, "lease expired");
         }
         let next = state.deadlines.first().map(|(d, _)| *d);

@@ -8,6 +8,10 @@
 //! - `{root}names/{name}`: one key per name; the value is JSON, readable with `etcdctl get`:
 //!   `{"uri":"PYRO:obj@127.0.0.1:4000","metadata":["red"]}`. A name bound to a lease is put
 //!   with that etcd lease, so etcd deletes it when the lease expires or is revoked.
+//! - `{root}names/{name} {uri}`: one key per entry of a shared name (several daemons behind
+//!   one name), the name and URI separated by a space (names have no whitespace); the value is
+//!   the entry's JSON with `"shared":true`. A plain registration deletes them; a shared one is
+//!   refused while the plain key exists.
 //! - `{root}leases/{id:016x}`: one record per lease granted through rmi, put with the lease
 //!   itself (it goes with the lease): `{"ttl_ms":6000,"revoking":false}`. It lets the store
 //!   count leases for [`Limits::max_leases`] without listing every lease of the cluster, and it
@@ -126,6 +130,9 @@ struct StoredEntry {
     uri: String,
     #[serde(default)]
     metadata: BTreeSet<String>,
+    /// An entry of a shared name (left out for a plain one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    shared: bool,
 }
 
 /// A lease record's value in etcd.
@@ -155,6 +162,32 @@ impl Keys {
 
     fn name(&self, name: &str) -> String {
         format!("{}{name}", self.names)
+    }
+
+    /// The key of the shared entry of `name` for `uri`.
+    fn shared(&self, name: &str, uri: &rmi_core::Uri) -> String {
+        format!("{}{name} {uri}", self.names)
+    }
+
+    /// The prefix of every shared entry of `name`.
+    fn shared_prefix(&self, name: &str) -> String {
+        format!("{}{name} ", self.names)
+    }
+
+    /// The range holding every key of `name`, plain or shared (and, between them, names that
+    /// start with `name` and a control character: filter by [`Keys::name_of`]).
+    fn name_range(&self, name: &str) -> (Vec<u8>, Vec<u8>) {
+        (
+            self.name(name).into_bytes(),
+            prefix_end(self.shared_prefix(name).as_bytes()),
+        )
+    }
+
+    /// The name a key under `names/` is about (a shared entry's key carries its URI after a
+    /// space).
+    fn name_of<'k>(&self, key: &'k [u8]) -> Option<&'k str> {
+        let rest = std::str::from_utf8(key.strip_prefix(self.names.as_bytes())?).ok()?;
+        Some(rest.split_once(' ').map_or(rest, |(name, _)| name))
     }
 
     fn lease(&self, id: i64) -> String {
@@ -594,14 +627,14 @@ impl EtcdStore {
         let stored = StoredEntry {
             uri: entry.uri.to_string(),
             metadata: entry.metadata.clone(),
+            shared: entry.shared,
         };
         serde_json::to_vec(&stored).expect("an entry serializes")
     }
 
     /// The name and entry a key-value holds, if it is a well-formed name.
     fn decode(&self, kv: &KeyValue) -> Option<(String, Entry)> {
-        let name = kv.key().strip_prefix(self.keys.names.as_bytes())?;
-        let name = std::str::from_utf8(name).ok()?.to_owned();
+        let name = self.keys.name_of(kv.key())?.to_owned();
         let entry = decode_entry(kv);
         if entry.is_none() {
             tracing::warn!(%name, "etcd holds a malformed entry; skipped");
@@ -679,12 +712,7 @@ impl EtcdStore {
             take(NAME_SERVER_NAME.to_owned(), local)?;
         }
         let (start, end) = match filter {
-            NameFilter::Name(n) => {
-                let key = self.keys.name(n).into_bytes();
-                let mut end = key.clone();
-                end.push(0);
-                (key, end)
-            }
+            NameFilter::Name(n) => self.keys.name_range(n),
             NameFilter::Prefix(p) => {
                 let key = self.keys.name(p).into_bytes();
                 let end = prefix_end(&key);
@@ -744,6 +772,7 @@ fn decode_entry(kv: &KeyValue) -> Option<Entry> {
         uri,
         metadata: stored.metadata,
         lease,
+        shared: stored.shared,
     })
 }
 
@@ -754,7 +783,13 @@ impl Store for EtcdStore {
             *self.local.lock() = Some(entry);
             return Ok(());
         }
-        let key = self.keys.name(&name);
+        let plain_key = self.keys.name(&name);
+        let key = if entry.shared {
+            self.keys.shared(&name, &entry.uri)
+        } else {
+            plain_key.clone()
+        };
+        let shared_prefix = self.keys.shared_prefix(&name);
         let value = EtcdStore::encode(&entry);
         let lease = match entry.lease {
             Some(id) => etcd_lease(id).ok_or_else(|| unknown_lease(id))?,
@@ -766,13 +801,18 @@ impl Store for EtcdStore {
             }
             f => self.fail("a registration", f),
         };
-        // Whether the name exists, and how many names there are, read together.
+        // Whether the key exists, whether the name has shared entries, and how many entries
+        // there are, read together.
         let names = self.keys.names.clone();
         let probe = self
             .cluster
             .call(|mut c| {
                 let txn = Txn::new().and_then([
                     TxnOp::get(key.as_str(), Some(GetOptions::new().with_count_only())),
+                    TxnOp::get(
+                        shared_prefix.as_str(),
+                        Some(GetOptions::new().with_prefix().with_count_only()),
+                    ),
                     TxnOp::get(
                         names.as_str(),
                         Some(GetOptions::new().with_prefix().with_count_only()),
@@ -792,14 +832,15 @@ impl Store for EtcdStore {
             })
             .collect();
         let exists = counts.first().is_some_and(|&c| c > 0);
+        let shared_exist = counts.get(1).is_some_and(|&c| c > 0);
         let total = counts
-            .get(1)
+            .get(2)
             .map_or(0, |&c| usize::try_from(c).unwrap_or(usize::MAX));
-        if safe && exists {
+        if safe && !entry.shared && (exists || shared_exist) {
             return Err(NamingError::new(format!("name already registered: {name}")));
         }
         let max_entries = self.limits.max_entries;
-        if !exists && total + self.local_count() >= max_entries {
+        if !exists && !shared_exist && total + self.local_count() >= max_entries {
             return Err(NamingError::new(format!(
                 "the name server holds its max_entries ({max_entries}) names; remove some first"
             )));
@@ -809,17 +850,31 @@ impl Store for EtcdStore {
             value.clone(),
             Some(PutOptions::new().with_lease(lease)),
         );
+        // A plain registration replaces the shared entries too.
+        let drop_shared = TxnOp::delete(
+            shared_prefix.as_str(),
+            Some(DeleteOptions::new().with_prefix()),
+        );
         let resp = self
             .cluster
             .call(|mut c| {
-                let txn = if safe {
+                let txn = if entry.shared {
+                    // Only while the name is not registered plainly.
+                    Txn::new()
+                        .when([Compare::create_revision(
+                            plain_key.as_str(),
+                            CompareOp::Equal,
+                            0,
+                        )])
+                        .and_then([put.clone()])
+                } else if safe {
                     // Pyro's `safe`: put only if the key does not exist (never created).
                     Txn::new()
                         .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-                        .and_then([put.clone()])
+                        .and_then([drop_shared.clone(), put.clone()])
                         .or_else([TxnOp::get(key.as_str(), None)])
                 } else {
-                    Txn::new().and_then([put.clone()])
+                    Txn::new().and_then([drop_shared.clone(), put.clone()])
                 };
                 async move { c.txn(txn).await }
             })
@@ -828,6 +883,9 @@ impl Store for EtcdStore {
         self.cluster.saw(resp.header());
         if resp.succeeded() {
             return Ok(());
+        }
+        if entry.shared {
+            return Err(super::engine::not_shared(&name));
         }
         // The name exists now. NOTE: a safe registration retried after an attempt that was
         // applied but whose answer was lost (the member died after committing) finds its own
@@ -849,26 +907,44 @@ impl Store for EtcdStore {
         }
     }
 
-    async fn lookup(&self, name: &str) -> Result<Entry, NamingError> {
+    async fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
         if name == NAME_SERVER_NAME {
-            return self.local.lock().clone().ok_or_else(|| unknown_name(name));
+            return self
+                .local
+                .lock()
+                .clone()
+                .map(|e| vec![e])
+                .ok_or_else(|| unknown_name(name));
         }
-        let key = self.keys.name(name);
+        let (key, end) = self.keys.name_range(name);
         let resp = self
             .cluster
             .read(|mut c, serializable| {
-                let key = key.clone();
+                let (key, end) = (key.clone(), end.clone());
                 async move {
-                    let o = serializable.then(|| GetOptions::new().with_serializable());
-                    c.get(key, o).await
+                    let mut o = GetOptions::new().with_range(end);
+                    if serializable {
+                        o = o.with_serializable();
+                    }
+                    c.get(key, Some(o)).await
                 }
             })
             .await
             .map_err(|f| self.fail("a lookup", f))?;
         self.cluster.saw(resp.header());
-        let kv = resp.kvs().first().ok_or_else(|| unknown_name(name))?;
-        decode_entry(kv)
-            .ok_or_else(|| NamingError::new(format!("the entry of {name} in etcd is malformed")))
+        let mut all = Vec::new();
+        for kv in resp.kvs() {
+            if self.keys.name_of(kv.key()) != Some(name) {
+                continue;
+            }
+            all.push(decode_entry(kv).ok_or_else(|| {
+                NamingError::new(format!("the entry of {name} in etcd is malformed"))
+            })?);
+        }
+        if all.is_empty() {
+            return Err(unknown_name(name));
+        }
+        Ok(all)
     }
 
     async fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError> {
@@ -880,7 +956,32 @@ impl Store for EtcdStore {
         // counts only what the retry removed (possibly 0); the names are gone either way.
         let range = match filter {
             NameFilter::Name(n) if n == NAME_SERVER_NAME => return Ok(0),
-            NameFilter::Name(n) => Some((self.keys.name(n), None)),
+            NameFilter::Name(n) => {
+                // The plain key and the shared ones, in one transaction.
+                let (plain, shared) = (self.keys.name(n), self.keys.shared_prefix(n));
+                let resp = self
+                    .cluster
+                    .call(|mut c| {
+                        let txn = Txn::new().and_then([
+                            TxnOp::delete(plain.as_str(), None),
+                            TxnOp::delete(
+                                shared.as_str(),
+                                Some(DeleteOptions::new().with_prefix()),
+                            ),
+                        ]);
+                        async move { c.txn(txn).await }
+                    })
+                    .await
+                    .map_err(|f| self.fail("a remove", f))?;
+                self.cluster.saw(resp.header());
+                let mut removed = 0;
+                for op in resp.op_responses() {
+                    if let TxnOpResponse::Delete(d) = op {
+                        removed += u32::try_from(d.deleted()).unwrap_or(u32::MAX);
+                    }
+                }
+                return Ok(removed);
+            }
             NameFilter::Prefix(p) => Some((self.keys.name(p), Some(()))),
             NameFilter::All => Some((self.keys.names.clone(), Some(()))),
             NameFilter::Regex(_) => None,
@@ -902,13 +1003,11 @@ impl Store for EtcdStore {
         let start = self.keys.names.clone().into_bytes();
         let end = prefix_end(&start);
         self.scan(start, end, |kv| {
-            if let Some(name) = kv
-                .key()
-                .strip_prefix(self.keys.names.as_bytes())
-                .and_then(|n| std::str::from_utf8(n).ok())
-            {
+            if let Some(name) = self.keys.name_of(kv.key()) {
                 if name != NAME_SERVER_NAME && filter.matches(name) {
-                    doomed.push(self.keys.name(name));
+                    if let Ok(key) = std::str::from_utf8(kv.key()) {
+                        doomed.push(key.to_owned());
+                    }
                 }
             }
             Ok(())
@@ -928,40 +1027,47 @@ impl Store for EtcdStore {
             entry.metadata = metadata;
             return Ok(());
         }
-        let key = self.keys.name(name);
+        let (key, end) = self.keys.name_range(name);
         for _ in 0..CAS_ATTEMPTS {
             let resp = self
                 .cluster
                 .call(|mut c| {
-                    let key = key.clone();
-                    async move { c.get(key, None).await }
+                    let (key, end) = (key.clone(), end.clone());
+                    async move { c.get(key, Some(GetOptions::new().with_range(end))).await }
                 })
                 .await
                 .map_err(|f| self.fail("a metadata update", f))?;
             self.cluster.saw(resp.header());
-            let kv = resp.kvs().first().ok_or_else(|| unknown_name(name))?;
-            let mut entry = decode_entry(kv).ok_or_else(|| {
-                NamingError::new(format!("the entry of {name} in etcd is malformed"))
-            })?;
-            entry.metadata = metadata.clone();
-            let value = EtcdStore::encode(&entry);
-            let (revision, lease) = (kv.mod_revision(), kv.lease());
-            // Put only if nobody changed the entry since it was read, keeping its lease.
-            let put = TxnOp::put(
-                key.as_str(),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            );
+            // Every entry of the name (one, or one per daemon of a shared name), put only if
+            // nobody changed any of them since they were read, each keeping its lease.
+            let mut compares = Vec::new();
+            let mut puts = Vec::new();
+            for kv in resp.kvs() {
+                if self.keys.name_of(kv.key()) != Some(name) {
+                    continue;
+                }
+                let mut entry = decode_entry(kv).ok_or_else(|| {
+                    NamingError::new(format!("the entry of {name} in etcd is malformed"))
+                })?;
+                entry.metadata = metadata.clone();
+                compares.push(Compare::mod_revision(
+                    kv.key(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                ));
+                puts.push(TxnOp::put(
+                    kv.key(),
+                    EtcdStore::encode(&entry),
+                    Some(PutOptions::new().with_lease(kv.lease())),
+                ));
+            }
+            if puts.is_empty() {
+                return Err(unknown_name(name));
+            }
             let result = self
                 .cluster
                 .call(|mut c| {
-                    let txn = Txn::new()
-                        .when([Compare::mod_revision(
-                            key.as_str(),
-                            CompareOp::Equal,
-                            revision,
-                        )])
-                        .and_then([put.clone()]);
+                    let txn = Txn::new().when(compares.clone()).and_then(puts.clone());
                     async move { c.txn(txn).await }
                 })
                 .await;
@@ -1257,7 +1363,7 @@ fn map_event(
         }
         return None;
     }
-    let name = std::str::from_utf8(key.strip_prefix(keys.names.as_bytes())?).ok()?;
+    let name = keys.name_of(key)?;
     if name == NAME_SERVER_NAME {
         return None;
     }
@@ -1266,12 +1372,14 @@ fn map_event(
         EventType::Put => decode_entry(kv).map(|entry| Change::Registered { name, entry }),
         EventType::Delete => {
             let lease = event.prev_kv().map_or(0, KeyValue::lease);
+            let uri = event.prev_kv().and_then(decode_entry).map(|e| e.uri);
             match expired.get(&lease) {
                 Some(&r) if lease != 0 && r == revision => Some(Change::Expired {
                     name,
                     lease: LeaseId(u64::try_from(lease).unwrap_or(0)),
+                    uri,
                 }),
-                _ => Some(Change::Removed { name }),
+                _ => Some(Change::Removed { name, uri }),
             }
         }
     }
@@ -1293,6 +1401,16 @@ mod tests {
         let keys = Keys::new("/x/");
         assert_eq!(keys.name("app.one"), "/x/names/app.one");
         assert_eq!(keys.lease(0x2a), "/x/leases/000000000000002a");
+        let uri: rmi_core::Uri = "PYRO:obj@127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            keys.shared("app.one", &uri),
+            "/x/names/app.one PYRO:obj@127.0.0.1:4000"
+        );
+        assert_eq!(
+            keys.name_of(keys.shared("app.one", &uri).as_bytes()),
+            Some("app.one")
+        );
+        assert_eq!(keys.name_of(b"/x/names/app.one"), Some("app.one"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod suite;
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,15 +68,20 @@ pub struct Entry {
     pub metadata: BTreeSet<String>,
     /// The lease the name lives by; `None` for a name that stays until removed (Pyro's way).
     pub lease: Option<LeaseId>,
+    /// One of several entries of a shared name (several daemons behind one name, each with
+    /// its own URI); `false` for a plain name, which has exactly one entry.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl Entry {
-    /// An entry without a lease.
+    /// A plain entry without a lease.
     pub fn new(uri: Uri, metadata: BTreeSet<String>) -> Self {
         Entry {
             uri,
             metadata,
             lease: None,
+            shared: false,
         }
     }
 }
@@ -134,23 +140,44 @@ pub enum Change {
         /// Its entry now.
         entry: Entry,
     },
-    /// A name was removed, by a `remove` or by revoking its lease.
+    /// An entry was removed, by a `remove` or by revoking its lease (one change per entry: a
+    /// shared name removed whole gives one for each of its URIs).
     Removed {
         /// The name.
         name: String,
+        /// The URI of the entry that went, when the store can tell (a shared name's entries
+        /// go one by one); `None`: every entry of the name.
+        #[serde(default)]
+        uri: Option<Uri>,
     },
-    /// A name went because its lease expired (its holder stopped keeping it alive).
+    /// An entry went because its lease expired (its holder stopped keeping it alive).
     Expired {
         /// The name.
         name: String,
         /// The lease that expired.
         lease: LeaseId,
+        /// The URI of the entry that went, when the store can tell; `None`: every entry of the
+        /// name bound to that lease.
+        #[serde(default)]
+        uri: Option<Uri>,
     },
     /// The watcher fell behind and this many changes were dropped; list again to catch up.
     Lagged {
         /// How many changes were missed.
         missed: u64,
     },
+}
+
+impl Change {
+    /// The name the change is about (`None` for [`Change::Lagged`]).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Change::Registered { name, .. }
+            | Change::Removed { name, .. }
+            | Change::Expired { name, .. } => Some(name),
+            Change::Lagged { .. } => None,
+        }
+    }
 }
 
 /// A stream of [`Change`]s, from the moment the watch was made.
@@ -161,23 +188,32 @@ pub type Watch = Pin<Box<dyn Stream<Item = Change> + Send + 'static>>;
 ///
 /// Names registered without a lease stay until removed. A name bound to a lease goes when the
 /// lease is revoked or expires; registering it again (with or without a lease) rebinds it.
+///
+/// A name holds one plain entry, or one or more shared entries ([`Entry::shared`]: several
+/// daemons behind one name), one per URI, never both. A plain registration replaces every
+/// entry of the name (with `safe`, it is refused if there is any); a shared one adds its URI
+/// or replaces the entry with the same URI, and is refused under a name registered plainly.
+/// Each entry has its own lease. Counts (`count`, `remove`, `max_entries`) are of entries.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Registers `name` for `entry` (bound to `entry.lease` if set, which must be live); with
-    /// `safe`, refuses a name already registered.
+    /// `safe`, refuses a name already registered. A shared entry ([`Entry::shared`]) joins the
+    /// name's other shared entries (replacing one with the same URI); `safe` does not apply.
     async fn register(&self, name: String, entry: Entry, safe: bool) -> Result<(), NamingError>;
-    /// The entry of `name`.
-    async fn lookup(&self, name: &str) -> Result<Entry, NamingError>;
-    /// The names passing `filter`, in name order, with their entries.
+    /// Every entry of `name` (one for a plain name), never empty: an unknown name is an error.
+    async fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError>;
+    /// The names passing `filter`, in name order, with their entries (a shared name once per
+    /// entry).
     async fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError>;
-    /// Removes the names passing `filter`, never the name server's own; returns how many went.
+    /// Removes the names passing `filter` (every entry of each), never the name server's own;
+    /// returns how many entries went.
     async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError>;
-    /// Replaces the metadata of `name`.
+    /// Replaces the metadata of `name` (of every entry of a shared name).
     async fn set_metadata(&self, name: &str, metadata: BTreeSet<String>)
         -> Result<(), NamingError>;
     /// The entries passing `filter`, in name order.
     async fn yplookup(&self, filter: &MetaFilter) -> Result<Vec<(String, Entry)>, NamingError>;
-    /// Number of names, the name server's own included.
+    /// Number of entries, the name server's own included.
     async fn count(&self) -> Result<u32, NamingError>;
     /// The changes from now on.
     fn watch(&self) -> Watch;
@@ -264,6 +300,8 @@ pub struct Registry {
     store: Arc<dyn Store>,
     limits: Limits,
     patterns: Arc<PatternCache>,
+    /// Lookups served (`lookup`, `lookup_all`, `yplookup`), shared by clones.
+    lookups: Arc<AtomicU64>,
 }
 
 impl Default for Registry {
@@ -279,6 +317,7 @@ impl Registry {
             store,
             limits,
             patterns: Arc::new(PatternCache::default()),
+            lookups: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -297,8 +336,15 @@ impl Registry {
         &self.limits
     }
 
+    /// How many lookups this registry (and its clones) served: `lookup`, `lookup_all` and
+    /// `yplookup` calls, answered or not. Shows how often clients came to the name server.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
     /// Registers `name` for `uri` with `metadata`, bound to `lease` if given; with `safe`,
-    /// refuses a name already registered.
+    /// refuses a name already registered. This is Pyro's `register`: the name gets this one
+    /// entry, replacing any others.
     pub async fn register(
         &self,
         name: &str,
@@ -307,6 +353,31 @@ impl Registry {
         metadata: BTreeSet<String>,
         lease: Option<LeaseId>,
     ) -> Result<(), NamingError> {
+        let entry = self.entry(name, uri, metadata, lease, false)?;
+        self.store.register(name.to_owned(), entry, safe).await
+    }
+
+    /// Adds `uri` to the daemons serving the shared name `name` (or updates its entry), with
+    /// `metadata`, bound to `lease` if given. Refused if `name` is registered plainly.
+    pub async fn register_shared(
+        &self,
+        name: &str,
+        uri: Uri,
+        metadata: BTreeSet<String>,
+        lease: Option<LeaseId>,
+    ) -> Result<(), NamingError> {
+        let entry = self.entry(name, uri, metadata, lease, true)?;
+        self.store.register(name.to_owned(), entry, false).await
+    }
+
+    fn entry(
+        &self,
+        name: &str,
+        uri: Uri,
+        metadata: BTreeSet<String>,
+        lease: Option<LeaseId>,
+        shared: bool,
+    ) -> Result<Entry, NamingError> {
         self.limits.check_name(name)?;
         if !uri.is_direct() {
             return Err(NamingError::new(format!(
@@ -314,17 +385,29 @@ impl Registry {
             )));
         }
         self.limits.check_tags(&metadata, "metadata")?;
-        let entry = Entry {
+        Ok(Entry {
             uri,
             metadata,
             lease,
-        };
-        self.store.register(name.to_owned(), entry, safe).await
+            shared,
+        })
     }
 
-    /// The entry of `name`.
+    /// The entry of `name`; of a shared name, one of its entries picked at random.
     pub async fn lookup(&self, name: &str) -> Result<Entry, NamingError> {
-        self.store.lookup(name).await
+        let mut all = self.lookup_all(name).await?;
+        let at = rand::random_range(0..all.len());
+        Ok(all.swap_remove(at))
+    }
+
+    /// Every entry of `name`: one for a plain name, one per daemon for a shared one.
+    pub async fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let all = self.store.lookup_all(name).await?;
+        if all.is_empty() {
+            return Err(NamingError::new(format!("unknown name: {name}")));
+        }
+        Ok(all)
     }
 
     /// Names with their entries, filtered by prefix or by regex (not both).
@@ -398,10 +481,11 @@ impl Registry {
             }
             (None, None) => return Ok(Vec::new()),
         };
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         self.store.yplookup(&filter).await
     }
 
-    /// Number of names, the name server's own included.
+    /// Number of entries, the name server's own included.
     pub async fn count(&self) -> Result<u32, NamingError> {
         self.store.count().await
     }

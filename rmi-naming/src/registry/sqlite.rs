@@ -12,6 +12,9 @@
 //! returns) and also a crash of the machine. The file is opened with an exclusive lock, so a
 //! second name server on the same file is refused instead of diverging.
 //!
+//! Plain names are rows of `names` (tags in `tags`); the entries of shared names (several
+//! daemons behind one name) are rows of `shared`, one per (name, URI), tags in `shared_tags`.
+//!
 //! Lease deadlines are stored on the wall clock and renewed by each keep-alive; on restart a
 //! lease past its deadline expires at once, with its names.
 
@@ -28,8 +31,9 @@ use super::engine::{store_via_engine, Engine, Journal, State, Write};
 use super::{Entry, LeaseId, Limits};
 use crate::NamingError;
 
-/// Version of the schema below, in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Version of the schema below, in `PRAGMA user_version`. Version 2 added the `shared` and
+/// `shared_tags` tables (a version-1 file is upgraded by creating them).
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS names (
@@ -41,6 +45,18 @@ CREATE TABLE IF NOT EXISTS tags (
     name TEXT NOT NULL,
     tag TEXT NOT NULL,
     PRIMARY KEY (name, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shared (
+    name TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    lease INTEGER,
+    PRIMARY KEY (name, uri)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS shared_tags (
+    name TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (name, uri, tag)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     id INTEGER PRIMARY KEY NOT NULL,
@@ -206,27 +222,47 @@ fn load(conn: &Connection) -> Result<State, Load> {
     while let Some(row) = rows.next()? {
         let (name, uri, lease): (String, String, Option<i64>) =
             (row.get(0)?, row.get(1)?, row.get(2)?);
-        let uri = uri
-            .parse()
-            .map_err(|e| Load::Bad(format!("name {name:?} has an unreadable uri {uri:?}: {e}")))?;
-        entries.insert(
-            name,
-            Entry {
-                uri,
-                metadata: BTreeSet::new(),
-                lease: lease.map(|l| LeaseId(l as u64)),
-            },
-        );
+        let entry = read_entry(&name, &uri, lease, false)?;
+        entries.insert((name, String::new()), entry);
     }
     let mut stmt = conn.prepare("SELECT name, tag FROM tags")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let (name, tag): (String, String) = (row.get(0)?, row.get(1)?);
-        if let Some(entry) = entries.get_mut(&name) {
+        if let Some(entry) = entries.get_mut(&(name, String::new())) {
             entry.metadata.insert(tag);
         }
     }
+    let mut stmt = conn.prepare("SELECT name, uri, lease FROM shared")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (name, uri, lease): (String, String, Option<i64>) =
+            (row.get(0)?, row.get(1)?, row.get(2)?);
+        let entry = read_entry(&name, &uri, lease, true)?;
+        entries.insert((name, uri), entry);
+    }
+    let mut stmt = conn.prepare("SELECT name, uri, tag FROM shared_tags")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let (name, uri, tag): (String, String, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+        if let Some(entry) = entries.get_mut(&(name, uri)) {
+            entry.metadata.insert(tag);
+        }
+    }
+    let entries = entries.into_iter().map(|((name, _), entry)| (name, entry));
     Ok(State::load(entries, leases))
+}
+
+fn read_entry(name: &str, uri: &str, lease: Option<i64>, shared: bool) -> Result<Entry, Load> {
+    let uri = uri
+        .parse()
+        .map_err(|e| Load::Bad(format!("name {name:?} has an unreadable uri {uri:?}: {e}")))?;
+    Ok(Entry {
+        uri,
+        metadata: BTreeSet::new(),
+        lease: lease.map(|l| LeaseId(l as u64)),
+        shared,
+    })
 }
 
 /// The writer thread: commits queued batches, as many as are waiting, in one transaction each
@@ -254,6 +290,28 @@ fn commit(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for write in batches.iter().flat_map(|b| &b.writes) {
         match write {
+            Write::PutName { name, entry } if entry.shared => {
+                let uri = entry.uri.to_string();
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO shared (name, uri, lease) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![name, uri, entry.lease.map(|l| l.0 as i64)])?;
+                tx.prepare_cached("DELETE FROM shared_tags WHERE name = ?1 AND uri = ?2")?
+                    .execute(params![name, uri])?;
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO shared_tags (name, uri, tag) VALUES (?1, ?2, ?3)",
+                )?;
+                for tag in &entry.metadata {
+                    insert.execute(params![name, uri, tag])?;
+                }
+            }
+            Write::DeleteShared { name, uri } => {
+                let uri = uri.to_string();
+                tx.prepare_cached("DELETE FROM shared WHERE name = ?1 AND uri = ?2")?
+                    .execute(params![name, uri])?;
+                tx.prepare_cached("DELETE FROM shared_tags WHERE name = ?1 AND uri = ?2")?
+                    .execute(params![name, uri])?;
+            }
             Write::PutName { name, entry } => {
                 tx.prepare_cached(
                     "INSERT OR REPLACE INTO names (name, uri, lease) VALUES (?1, ?2, ?3)",
@@ -275,6 +333,10 @@ fn commit(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
                 tx.prepare_cached("DELETE FROM names WHERE name = ?1")?
                     .execute(params![name])?;
                 tx.prepare_cached("DELETE FROM tags WHERE name = ?1")?
+                    .execute(params![name])?;
+                tx.prepare_cached("DELETE FROM shared WHERE name = ?1")?
+                    .execute(params![name])?;
+                tx.prepare_cached("DELETE FROM shared_tags WHERE name = ?1")?
                     .execute(params![name])?;
             }
             Write::PutLease { id, ttl, deadline } => {

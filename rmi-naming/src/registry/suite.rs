@@ -177,7 +177,8 @@ async fn leases_bind_names(r: Registry) {
     assert_eq!(
         removed,
         Change::Removed {
-            name: "leased.a".into()
+            name: "leased.a".into(),
+            uri: Some(uri(1)),
         }
     );
     for gone in ["leased.a", "leased.b"] {
@@ -222,7 +223,8 @@ async fn an_expired_lease_takes_its_names_and_a_watch_sees_it(r: Registry) {
         expired,
         Change::Expired {
             name: "short".into(),
-            lease
+            lease,
+            uri: Some(uri(1)),
         }
     );
     assert!(r.lookup("short").await.is_err());
@@ -233,9 +235,120 @@ async fn an_expired_lease_takes_its_names_and_a_watch_sees_it(r: Registry) {
     assert_eq!(
         removed,
         Change::Removed {
-            name: "stays".into()
+            name: "stays".into(),
+            uri: Some(uri(2)),
         }
     );
+}
+
+fn uris(entries: &[Entry]) -> BTreeSet<String> {
+    entries.iter().map(|e| e.uri.to_string()).collect()
+}
+
+fn uri_set(ports: &[u16]) -> BTreeSet<String> {
+    ports.iter().map(|&p| uri(p).to_string()).collect()
+}
+
+async fn shared_names_hold_several_entries(r: Registry) {
+    let mut watch = r.watch();
+    let lease = r.grant(Duration::from_secs(60)).await.unwrap();
+    r.register_shared("svc", uri(1), tags(&["a"]), None)
+        .await
+        .unwrap();
+    r.register_shared("svc", uri(2), tags(&["a"]), Some(lease))
+        .await
+        .unwrap();
+    // The same URI again replaces its own entry.
+    r.register_shared("svc", uri(2), tags(&["a"]), Some(lease))
+        .await
+        .unwrap();
+    let all = r.lookup_all("svc").await.unwrap();
+    assert_eq!(uris(&all), uri_set(&[1, 2]));
+    assert!(all.iter().all(|e| e.shared));
+    assert_eq!(r.count().await.unwrap(), 2, "one per entry");
+    for _ in 0..20 {
+        let one = r.lookup("svc").await.unwrap();
+        assert!(uri_set(&[1, 2]).contains(&one.uri.to_string()));
+    }
+    let listed = r.list(Some("sv"), None).await.unwrap();
+    assert_eq!(names(listed), ["svc", "svc"]);
+    assert_eq!(r.yplookup(Some(tags(&["a"])), None).await.unwrap().len(), 2);
+    r.set_metadata("svc", tags(&["b"])).await.unwrap();
+    let all = r.lookup_all("svc").await.unwrap();
+    assert!(all.iter().all(|e| e.metadata == tags(&["b"])), "{all:?}");
+
+    // A plain name is not shared, and a shared one is not taken by a safe registration.
+    r.register("plain", uri(5), false, tags(&[]), None)
+        .await
+        .unwrap();
+    let err = r
+        .register_shared("plain", uri(6), tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("not shared"), "{err}");
+    assert_eq!(uris(&r.lookup_all("plain").await.unwrap()), uri_set(&[5]));
+    let err = r
+        .register("svc", uri(7), true, tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("already registered"), "{err}");
+
+    // Revoking one daemon's lease takes its entry only.
+    assert_eq!(r.revoke(lease).await.unwrap(), 1);
+    let removed = next_change(&mut watch, |c| matches!(c, Change::Removed { .. })).await;
+    assert_eq!(
+        removed,
+        Change::Removed {
+            name: "svc".into(),
+            uri: Some(uri(2)),
+        }
+    );
+    assert_eq!(uris(&r.lookup_all("svc").await.unwrap()), uri_set(&[1]));
+
+    // An expiring one likewise, and a watch sees which entry expired.
+    let short = r.grant(Duration::from_millis(200)).await.unwrap();
+    r.register_shared("svc", uri(3), tags(&[]), Some(short))
+        .await
+        .unwrap();
+    let expired = next_change(&mut watch, |c| matches!(c, Change::Expired { .. })).await;
+    assert_eq!(
+        expired,
+        Change::Expired {
+            name: "svc".into(),
+            lease: short,
+            uri: Some(uri(3)),
+        }
+    );
+    assert_eq!(uris(&r.lookup_all("svc").await.unwrap()), uri_set(&[1]));
+
+    // Removing a shared name takes every entry; a plain registration replaces them all.
+    r.register_shared("svc", uri(4), tags(&[]), None)
+        .await
+        .unwrap();
+    assert_eq!(r.remove(Some("svc"), None, None).await.unwrap(), 2);
+    assert!(r.lookup_all("svc").await.is_err());
+    r.register_shared("svc", uri(1), tags(&[]), None)
+        .await
+        .unwrap();
+    r.register_shared("svc", uri(2), tags(&[]), None)
+        .await
+        .unwrap();
+    r.register("svc", uri(9), false, tags(&[]), None)
+        .await
+        .unwrap();
+    let all = r.lookup_all("svc").await.unwrap();
+    assert_eq!(uris(&all), uri_set(&[9]));
+    assert!(!all[0].shared);
+    assert_eq!(r.count().await.unwrap(), 2, "svc and plain");
+    r.register_shared("many", uri(1), tags(&[]), None)
+        .await
+        .unwrap();
+    r.register_shared("many", uri(2), tags(&[]), None)
+        .await
+        .unwrap();
+    assert_eq!(r.remove(None, None, Some("ma")).await.unwrap(), 2);
+    assert_eq!(r.remove(None, Some("sv"), None).await.unwrap(), 1);
+    assert!(r.lookups() > 0, "lookups are counted");
 }
 
 async fn keep_alive_keeps_names(r: Registry) {
@@ -372,6 +485,14 @@ macro_rules! suite {
             }
 
             #[tokio::test]
+            async fn shared_names_hold_several_entries() {
+                let Some((_keep, _dir, r)) = open(test_limits()).await else {
+                    return;
+                };
+                super::shared_names_hold_several_entries(r).await;
+            }
+
+            #[tokio::test]
             async fn keep_alive_keeps_names() {
                 let Some((_keep, _dir, r)) = open(test_limits()).await else {
                     return;
@@ -466,6 +587,16 @@ mod sqlite_persistence {
             .unwrap();
         r.remove(Some("gone"), None, None).await.unwrap();
         r.set_metadata("leased", tags(&["m"])).await.unwrap();
+        r.register_shared("multi", uri(4), tags(&["s"]), None)
+            .await
+            .unwrap();
+        r.register_shared("multi", uri(5), tags(&[]), Some(lease))
+            .await
+            .unwrap();
+        r.register_shared("multi", uri(6), tags(&[]), None)
+            .await
+            .unwrap();
+        r.remove(Some("gone"), None, None).await.unwrap();
 
         let r = reopen(r, &path).await;
         assert_eq!(
@@ -478,15 +609,29 @@ mod sqlite_persistence {
             (uri(2), tags(&["m"]), Some(lease))
         );
         assert!(r.lookup("gone").await.is_err());
+        let multi = r.lookup_all("multi").await.unwrap();
+        assert_eq!(uris(&multi), uri_set(&[4, 5, 6]));
+        assert!(multi.iter().all(|e| e.shared));
+        assert_eq!(multi[0].metadata, tags(&["s"]));
         assert_eq!(r.keep_alive(lease).await.unwrap(), Duration::from_secs(60));
         assert_eq!(
             r.revoke(lease).await.unwrap(),
-            1,
-            "the reloaded lease still holds its name"
+            2,
+            "the reloaded lease still holds its name and its shared entry"
         );
         let r = reopen(r, &path).await;
         assert!(r.lookup("leased").await.is_err(), "the revoke was stored");
-        assert_eq!(r.count().await.unwrap(), 1);
+        assert_eq!(
+            uris(&r.lookup_all("multi").await.unwrap()),
+            uri_set(&[4, 6])
+        );
+        // A plain registration over the shared name replaces its stored entries.
+        r.register("multi", uri(7), false, tags(&[]), None)
+            .await
+            .unwrap();
+        let r = reopen(r, &path).await;
+        assert_eq!(uris(&r.lookup_all("multi").await.unwrap()), uri_set(&[7]));
+        assert_eq!(r.count().await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -134,3 +134,34 @@ pub(super) fn from_value(value: Value) -> Option<RemoteError> {
     }
     Some(err)
 }
+
+/// A failed call in a batch's results: Pyro's `_ExceptionWrapper` around the exception dict
+/// (`Pyro5.core._ExceptionWrapper`; Pyro4's is `Pyro4.futures._ExceptionWrapper`).
+pub(super) struct ExceptionWrapper<'a> {
+    pub(super) err: &'a RemoteError,
+    pub(super) pyro4: bool,
+}
+
+impl Serialize for ExceptionWrapper<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let class = if self.pyro4 {
+            "Pyro4.futures._ExceptionWrapper"
+        } else {
+            "Pyro5.core._ExceptionWrapper"
+        };
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("__class__", class)?;
+        map.serialize_entry("exception", &PyroException(self.err))?;
+        map.end()
+    }
+}
+
+/// The error inside one result of a Pyro-format batch reply, if it is an `_ExceptionWrapper`.
+pub(super) fn from_wrapper(value: &Value) -> Option<RemoteError> {
+    match value.get("__class__") {
+        Some(Value::Str(c)) if c.ends_with("._ExceptionWrapper") => {
+            from_value(value.get("exception")?.clone())
+        }
+        _ => None,
+    }
+}

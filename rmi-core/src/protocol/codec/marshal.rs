@@ -4,6 +4,8 @@
 
 /// Pyro4's serializer id for marshal.
 pub(super) const PYRO4_MARSHAL_ID: u8 = 3;
+/// Pyro5's serializer id for marshal.
+pub(super) const PYRO5_MARSHAL_ID: u8 = 2;
 
 /// `marshal.dumps(text)`: type `u`, the UTF-8 length as a little-endian i32, the bytes.
 pub(super) fn encode_str(text: &str) -> Vec<u8> {

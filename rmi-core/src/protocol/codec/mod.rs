@@ -1,9 +1,10 @@
 //! Serde encoding of payloads per serializer id, each format in a module of its own.
 //!
-//! Two serializers ship: bincode 1.3.3 (module `bincode`, rmi's own id
-//! [`Serializer::BINCODE_ID`], Rust to Rust) and msgpack (module `msgpack`, Pyro5's
-//! id 4). A format module is the only place that names its crate; Pyro's other formats
-//! (serpent, json, marshal) get modules beside them. Every decode goes through the bounded
+//! Four serializers ship: bincode 1.3.3 (module `bincode`, rmi's own id
+//! [`Serializer::BINCODE_ID`], Rust to Rust), and Pyro's msgpack (module `msgpack`, Pyro5's
+//! id 4), serpent (module `serpent`, id 1) and json (module `json`, Pyro5's id 3, Pyro4's 2).
+//! A format module is the only place that names its crate. marshal is refused (a Pyro5 client
+//! asking for it gets a CONNECTFAIL saying so), pickle and its kin are never decoded. Every decode goes through the bounded
 //! wrapper (the private `bounded` module): the payload length is the size limit, trailing bytes
 //! are refused, nesting is limited to [`DecodeLimits::max_depth`] and no collection may claim
 //! more elements than the payload has bytes.
@@ -18,6 +19,7 @@
 mod bincode;
 mod bounded;
 mod exception;
+mod json;
 mod marshal;
 mod msgpack;
 mod serpent;
@@ -65,6 +67,8 @@ pub enum Serializer {
     MsgPack,
     /// serpent, Python literal syntax (id 1): Pyro4's and Pyro5's default serializer.
     Serpent,
+    /// JSON as Python's `json` module writes it (Pyro5's id 3, Pyro4's id 2).
+    Json,
 }
 
 impl Serializer {
@@ -74,6 +78,8 @@ impl Serializer {
     pub const MSGPACK_ID: u8 = 4;
     /// Pyro's serializer id for serpent (both Pyro4 and Pyro5).
     pub const SERPENT_ID: u8 = 1;
+    /// Pyro5's serializer id for json (Pyro4's is 2).
+    pub const JSON_ID: u8 = 3;
 
     /// The id carried in the message header.
     pub fn id(self) -> u8 {
@@ -81,6 +87,7 @@ impl Serializer {
             Serializer::Bincode => Self::BINCODE_ID,
             Serializer::MsgPack => Self::MSGPACK_ID,
             Serializer::Serpent => Self::SERPENT_ID,
+            Serializer::Json => Self::JSON_ID,
         }
     }
 
@@ -90,6 +97,7 @@ impl Serializer {
             Self::BINCODE_ID => Some(Serializer::Bincode),
             Self::MSGPACK_ID => Some(Serializer::MsgPack),
             Self::SERPENT_ID => Some(Serializer::Serpent),
+            Self::JSON_ID => Some(Serializer::Json),
             _ => None,
         }
     }
@@ -100,6 +108,7 @@ impl Serializer {
             Serializer::Bincode => bincode::encode(value),
             Serializer::MsgPack => msgpack::encode(value),
             Serializer::Serpent => serpent::encode(value),
+            Serializer::Json => json::encode(value, false),
         }
     }
 
@@ -112,8 +121,16 @@ impl Serializer {
     ) -> Result<Vec<u8>, Error> {
         match (protocol, self) {
             (Protocol::Pyro5, _) | (_, Serializer::Bincode) => self.encode(value),
-            (Protocol::Pyro4, Serializer::Serpent) => serpent::encode_in(value, true),
+            (Protocol::Pyro4, Serializer::Serpent) => {
+                let _pyro4 = Pyro4Scope::enter();
+                serpent::encode_in(value, true)
+            }
+            (Protocol::Pyro4, Serializer::Json) => {
+                let _pyro4 = Pyro4Scope::enter();
+                json::encode(value, true)
+            }
             (Protocol::Pyro4, Serializer::MsgPack) => {
+                let _pyro4 = Pyro4Scope::enter();
                 let mut doc = msgpack::encode(value)?;
                 msgpack::rename_classes_for_pyro4(&mut doc);
                 Ok(doc)
@@ -131,14 +148,69 @@ impl Serializer {
             Serializer::Bincode => bincode::decode(bytes, limits),
             Serializer::MsgPack => msgpack::decode(bytes, limits),
             Serializer::Serpent => serpent::decode(bytes, limits),
+            Serializer::Json => json::decode(bytes, limits),
         }
     }
+
+    /// Pyro's name of this serializer (`"serpent"`, `"json"`, `"msgpack"`; rmi's own is
+    /// `"bincode"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Serializer::Bincode => "bincode",
+            Serializer::MsgPack => "msgpack",
+            Serializer::Serpent => "serpent",
+            Serializer::Json => "json",
+        }
+    }
+}
+
+thread_local! {
+    /// Set while a value is encoded for a Pyro4 peer (see [`encoding_for_pyro4`]).
+    static PYRO4: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the encoding on this thread as one for a Pyro4 peer until dropped.
+struct Pyro4Scope(bool);
+
+impl Pyro4Scope {
+    fn enter() -> Self {
+        Pyro4Scope(PYRO4.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for Pyro4Scope {
+    fn drop(&mut self) {
+        PYRO4.with(|f| f.set(self.0));
+    }
+}
+
+/// True while [`Serializer::encode_in`] encodes for a Pyro4 peer: a `Serialize` impl whose
+/// Pyro4 shape differs by more than the class name's `Pyro5.` prefix (a proxy is a
+/// `Pyro4.core.Proxy` with a 9-field state there) asks this. Encoding is synchronous, so the
+/// answer holds for the whole value being written on this thread.
+pub fn encoding_for_pyro4() -> bool {
+    PYRO4.with(std::cell::Cell::get)
 }
 
 /// A str in marshal, and marshal's id in Pyro4: how a Pyro4 daemon words the CONNECTFAIL that
 /// refuses a client's serializer (before it has agreed on one).
 pub fn encode_marshal_str(text: &str) -> (u8, Vec<u8>) {
     (marshal::PYRO4_MARSHAL_ID, marshal::encode_str(text))
+}
+
+/// A CONNECTFAIL's reason for a Pyro5 client that asked for marshal (id 2), which rmi does not
+/// speak: in marshal, so the Python client raises it (`connection ... rejected: ...`) instead of
+/// seeing the connection drop; `None` for any other unknown id.
+pub fn refuse_pyro5_marshal(serializer_id: u8) -> Option<(u8, Vec<u8>)> {
+    (serializer_id == marshal::PYRO5_MARSHAL_ID).then(|| {
+        (
+            marshal::PYRO5_MARSHAL_ID,
+            marshal::encode_str(
+                "the marshal serializer is not supported by this rmi daemon; \
+                 use serpent, json or msgpack",
+            ),
+        )
+    })
 }
 
 /// A str in marshal, as a Pyro daemon words a CONNECTFAIL before it has agreed on a
@@ -232,7 +304,25 @@ pub fn encode_invoke_in<A: Serialize>(
         Serializer::MsgPack | Serializer::Serpent => {
             ser.encode_in(protocol, &(object, method, trim::Trimmed(args), NoKwargs))
         }
+        Serializer::Json => ser.encode_in(
+            protocol,
+            &JsonCall {
+                object,
+                method,
+                params: trim::Trimmed(args),
+                kwargs: NoKwargs,
+            },
+        ),
     }
+}
+
+/// A call in Pyro's json form: `{"object", "method", "params", "kwargs"}`, in that order.
+#[derive(Serialize)]
+struct JsonCall<'a, P> {
+    object: &'a str,
+    method: &'a str,
+    params: P,
+    kwargs: NoKwargs,
 }
 
 /// A decoded INVOKE: where it goes, and its still-encoded arguments.
@@ -252,9 +342,22 @@ pub struct Args {
     ser: Serializer,
     /// The caller's protocol, which the result is encoded for.
     protocol: Protocol,
-    /// bincode: the bytes after object and method; msgpack: the whole payload.
+    /// bincode: the bytes after object and method; msgpack, serpent: the whole payload;
+    /// json and Pyro-format batched calls: empty (see `tree`).
     bytes: Bytes,
     limits: DecodeLimits,
+    /// The positional and keyword arguments, already read into the value tree (json, and the
+    /// calls of a batch in Pyro's format).
+    tree: Option<(value::Value, value::Value)>,
+}
+
+/// One call of a batch in Pyro's format (`[method, [args...], {kwargs}]`).
+#[derive(Debug, Clone)]
+pub struct BatchCall {
+    /// The method's wire name.
+    pub method: String,
+    /// Its arguments.
+    pub args: Args,
 }
 
 impl Args {
@@ -282,10 +385,13 @@ impl Args {
     /// The length the first argument declares when it is a sequence (read from its prefix,
     /// without decoding it), so a caller can refuse an oversized list before building it.
     pub fn leading_seq_len(&self) -> Option<u64> {
+        if self.tree.is_some() {
+            return None;
+        }
         match self.ser {
             Serializer::Bincode => bincode::leading_seq_len(&self.bytes),
             Serializer::MsgPack => msgpack::leading_seq_len(&self.bytes),
-            Serializer::Serpent => None,
+            Serializer::Serpent | Serializer::Json => None,
         }
     }
 
@@ -295,8 +401,14 @@ impl Args {
     /// Too many arguments, an unknown keyword, a missing argument or a wrong type is an error
     /// that names the parameter. bincode carries positional arguments only.
     pub fn decode_named<T: DeserializeOwned>(&self, names: &[&str]) -> Result<T, Error> {
+        if let Some((vargs, kwargs)) = &self.tree {
+            let bound =
+                value::bind(vargs.clone(), kwargs.clone(), names).map_err(|e| Error::Codec(e.0))?;
+            return T::deserialize(bound).map_err(|e| Error::Codec(e.0));
+        }
         match self.ser {
             Serializer::Bincode => self.decode(),
+            Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent => {
                 let (_, _, vargs, kwargs): (IgnoredAny, IgnoredAny, value::Value, value::Value) =
                     self.ser.decode(&self.bytes, &self.limits)?;
@@ -308,14 +420,163 @@ impl Args {
 
     /// Decodes the arguments as `T` (a tuple of the parameter types), positionally.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        if let Some((vargs, kwargs)) = &self.tree {
+            if *kwargs != value::Value::None {
+                NoKwargs::deserialize(kwargs.clone()).map_err(|e| Error::Codec(e.0))?;
+            }
+            return T::deserialize(vargs.clone()).map_err(|e| Error::Codec(e.0));
+        }
         match self.ser {
             Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
+            Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent => {
                 let (_, _, args, _): (IgnoredAny, IgnoredAny, T, NoKwargs) =
                     self.ser.decode(&self.bytes, &self.limits)?;
                 Ok(args)
             }
         }
+    }
+}
+
+impl Args {
+    /// The calls of a `<batch>` in Pyro's format, whose positional arguments are the calls
+    /// themselves, each `[method, [args...], {kwargs}]` (what Python's `BatchProxy` sends);
+    /// `None` for rmi's own batches (one argument: the list of encoded calls) and under bincode.
+    pub fn pyro_batch(&self) -> Result<Option<Vec<BatchCall>>, Error> {
+        let vargs = match (&self.tree, self.ser) {
+            (Some((vargs, _)), _) => vargs.clone(),
+            (None, Serializer::Bincode | Serializer::Json) => return Ok(None),
+            (None, Serializer::MsgPack | Serializer::Serpent) => {
+                let (_, _, vargs, _): (IgnoredAny, IgnoredAny, value::Value, IgnoredAny) =
+                    self.ser.decode(&self.bytes, &self.limits)?;
+                vargs
+            }
+        };
+        let (value::Value::List(calls) | value::Value::Tuple(calls)) = vargs else {
+            return Ok(None);
+        };
+        let is_call = |c: &value::Value| {
+            matches!(c, value::Value::List(p) | value::Value::Tuple(p)
+                if p.len() == 3 && matches!(p[0], value::Value::Str(_)))
+        };
+        if !calls.iter().all(is_call) {
+            return Ok(None);
+        }
+        let calls = calls
+            .into_iter()
+            .map(|call| {
+                let (value::Value::List(parts) | value::Value::Tuple(parts)) = call else {
+                    unreachable!("checked above")
+                };
+                let mut parts = parts.into_iter();
+                let (Some(value::Value::Str(method)), Some(vargs), Some(kwargs)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    unreachable!("checked above")
+                };
+                BatchCall {
+                    method,
+                    args: Args {
+                        ser: self.ser,
+                        protocol: self.protocol,
+                        bytes: Bytes::new(),
+                        limits: self.limits,
+                        tree: Some((vargs, kwargs)),
+                    },
+                }
+            })
+            .collect();
+        Ok(Some(calls))
+    }
+}
+
+/// Encodes the reply to a batch in Pyro's format: the list of the calls' results (each already
+/// encoded in `ser`), the failed one (the last) as Pyro's `_ExceptionWrapper`, which Python's
+/// `BatchProxy` raises when it reaches it.
+pub fn encode_pyro_batch(
+    ser: Serializer,
+    protocol: Protocol,
+    results: Vec<Result<Vec<u8>, RemoteError>>,
+) -> Result<Vec<u8>, Error> {
+    let items = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(v) => Ok(v),
+            Err(err) => ser.encode_in(
+                protocol,
+                &exception::ExceptionWrapper {
+                    err: &err,
+                    pyro4: protocol == Protocol::Pyro4,
+                },
+            ),
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    match ser {
+        Serializer::MsgPack => Ok(msgpack::array_of(&items)),
+        Serializer::Serpent => Ok(serpent::list_of(&items)),
+        Serializer::Json => Ok(json::list_of(&items)),
+        Serializer::Bincode => ser.encode(
+            &items
+                .into_iter()
+                .map(serde_bytes::ByteBuf::from)
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// A value of a reply in a Pyro format, read into Python's shapes and decoded to a Rust type
+/// on demand: one result of a batch in Pyro's format.
+#[derive(Debug, Clone)]
+pub struct PyroValue(value::Value);
+
+impl<'de> Deserialize<'de> for PyroValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        value::Value::deserialize(d).map(PyroValue)
+    }
+}
+
+impl PyroValue {
+    /// The error this result carries when it is Pyro's `_ExceptionWrapper` (the failed call
+    /// of a batch).
+    pub fn batch_error(&self) -> Option<RemoteError> {
+        exception::from_wrapper(&self.0)
+    }
+
+    /// Decodes the value as a `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        T::deserialize(self.0.clone()).map_err(|e| Error::Codec(e.0))
+    }
+}
+
+/// One call of a batch in Pyro's format, `[method, [args...], {}]`, ready to be sent as one of
+/// the `<batch>` call's arguments (what Python's `BatchProxy` sends).
+#[derive(Debug, Clone)]
+pub struct PyroCall(value::Value);
+
+impl PyroCall {
+    /// The call of `method` with `args` (a tuple), in `ser`, one of the Pyro formats; trailing
+    /// `None` arguments are left out, as in any Pyro-format call.
+    pub fn new<A: Serialize>(ser: Serializer, method: &str, args: &A) -> Result<Self, Error> {
+        if ser == Serializer::Bincode {
+            return Err(Error::Codec(
+                "a batch in Pyro's format needs a Pyro serializer, not bincode".into(),
+            ));
+        }
+        let doc = ser.encode(&(method, trim::Trimmed(args), NoKwargs))?;
+        let mut call: value::Value = ser.decode(&doc, &DecodeLimits::default())?;
+        // No arguments (`&()`, which serializes as None) is an empty argument list.
+        if let value::Value::List(parts) | value::Value::Tuple(parts) = &mut call {
+            if let Some(args @ value::Value::None) = parts.get_mut(1) {
+                *args = value::Value::List(Vec::new());
+            }
+        }
+        Ok(PyroCall(call))
+    }
+}
+
+impl Serialize for PyroCall {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 
@@ -336,6 +597,20 @@ pub fn decode_invoke(
                 ser.decode(&payload, limits)?;
             (object, method, payload)
         }
+        Serializer::Json => {
+            let (object, method, vargs, kwargs) = json::decode_call(&payload, limits)?;
+            return Ok(Invoke {
+                object,
+                method,
+                args: Args {
+                    ser,
+                    protocol: Protocol::Pyro5,
+                    bytes: Bytes::new(),
+                    limits: *limits,
+                    tree: Some((vargs, kwargs)),
+                },
+            });
+        }
     };
     Ok(Invoke {
         object,
@@ -345,6 +620,7 @@ pub fn decode_invoke(
             protocol: Protocol::Pyro5,
             bytes,
             limits: *limits,
+            tree: None,
         },
     })
 }
@@ -378,7 +654,7 @@ pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
 /// [`encode_error`], with a Pyro4 peer's class names (`Pyro4.errors.NamingError`).
 pub fn encode_error_in(ser: Serializer, protocol: Protocol, err: &RemoteError) -> Vec<u8> {
     let encoded = match ser {
-        Serializer::Serpent | Serializer::MsgPack => {
+        Serializer::Serpent | Serializer::MsgPack | Serializer::Json => {
             ser.encode_in(protocol, &exception::PyroException(err))
         }
         Serializer::Bincode => ser.encode(err),
@@ -402,7 +678,7 @@ pub fn decode_error(
     limits: &DecodeLimits,
 ) -> Result<RemoteError, Error> {
     match ser {
-        Serializer::Serpent | Serializer::MsgPack => {
+        Serializer::Serpent | Serializer::MsgPack | Serializer::Json => {
             let value: value::Value = ser.decode(payload, limits)?;
             exception::from_value(value.clone()).map_or_else(
                 || serde::Deserialize::deserialize(value).map_err(|e| Error::Codec(e.to_string())),
@@ -431,10 +707,11 @@ mod tests {
         n
     }
 
-    const SERS: [Serializer; 3] = [
+    const SERS: [Serializer; 4] = [
         Serializer::Bincode,
         Serializer::MsgPack,
         Serializer::Serpent,
+        Serializer::Json,
     ];
 
     #[test]
@@ -591,6 +868,12 @@ mod tests {
                     let mut v = serpent::HEADER.as_bytes().to_vec();
                     v.extend_from_slice("{'Node':".repeat(15_000).as_bytes());
                     v.extend_from_slice(b"'Leaf'");
+                    v.extend_from_slice("}".repeat(15_000).as_bytes());
+                    v
+                }
+                Serializer::Json => {
+                    let mut v = "{\"Node\":".repeat(15_000).into_bytes();
+                    v.extend_from_slice(b"\"Leaf\"");
                     v.extend_from_slice("}".repeat(15_000).as_bytes());
                     v
                 }

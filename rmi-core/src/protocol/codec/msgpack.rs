@@ -42,6 +42,17 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
     Ok(value)
 }
 
+/// A msgpack array of already encoded `items`.
+pub(super) fn array_of(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(Vec::len).sum::<usize>() + 5);
+    // Writing to a Vec cannot fail; a batch cannot hold 2^32 results.
+    let _ = rmp::encode::write_array_len(&mut out, items.len() as u32);
+    for item in items {
+        out.extend_from_slice(item);
+    }
+    out
+}
+
 /// Object id and method name of an INVOKE payload.
 ///
 /// Routing needs only the first two elements; the rest is skipped over the borrowed payload

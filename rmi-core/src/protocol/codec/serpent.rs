@@ -32,10 +32,42 @@ pub(super) fn encode_in<T: Serialize + ?Sized>(value: &T, pyro4: bool) -> Result
     let mut out = Writer {
         out: String::from(HEADER),
         pyro4,
+        json: false,
         class_next: false,
     };
     value.serialize(&mut out).map_err(codec_error)?;
     Ok(out.out.into_bytes())
+}
+
+/// Encodes `value` as JSON text the way Pyro's json serializer writes it (module `json` reads
+/// it): the same writer in its JSON dialect. `null`/`true`/`false`, tuples and sets as arrays,
+/// `NaN`/`Infinity` as bare tokens (as Python's `json` writes them), bytes as the base64 dict
+/// serpent uses, keys that are not strs written as strs (`1` → `"1"`, as Python's `json` does).
+pub(super) fn encode_json<T: Serialize + ?Sized>(value: &T, pyro4: bool) -> Result<Vec<u8>, Error> {
+    let mut out = Writer {
+        out: String::new(),
+        pyro4,
+        json: true,
+        class_next: false,
+    };
+    value
+        .serialize(&mut out)
+        .map_err(|e| Error::Codec(format!("json: {e}")))?;
+    Ok(out.out.into_bytes())
+}
+
+/// A serpent list of already encoded `items` (each a whole document, header included).
+pub(super) fn list_of(items: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = HEADER.as_bytes().to_vec();
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.strip_prefix(HEADER.as_bytes()).unwrap_or(item));
+    }
+    out.push(b']');
+    out
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
@@ -446,6 +478,8 @@ struct Writer {
     out: String,
     /// Write Pyro4's class names for Pyro5's.
     pyro4: bool,
+    /// Write JSON instead of Python literals.
+    json: bool,
     /// The key just written is `'__class__'` (with `pyro4`).
     class_next: bool,
 }
@@ -473,7 +507,8 @@ impl Writer {
         let class = std::mem::take(&mut self.class_next);
         let start = self.out.len();
         value.serialize(&mut *self)?;
-        if class && self.out[start..].starts_with("'Pyro5.") {
+        let quoted = if self.json { "\"Pyro5." } else { "'Pyro5." };
+        if class && self.out[start..].starts_with(quoted) {
             self.out.replace_range(start + 5..start + 6, "4");
         }
         Ok(())
@@ -481,10 +516,46 @@ impl Writer {
 
     /// Notes whether the key written from `start` on is `'__class__'`.
     fn map_key_written(&mut self, start: usize) {
-        self.class_next = self.pyro4 && &self.out[start..] == "'__class__'";
+        let key = if self.json {
+            "\"__class__\""
+        } else {
+            "'__class__'"
+        };
+        self.class_next = self.pyro4 && &self.out[start..] == key;
+    }
+
+    /// JSON keys are strings: a key written from `start` that is not one is quoted, as
+    /// Python's `json` writes an int key `1` as `"1"`.
+    fn json_key(&mut self, start: usize) {
+        if self.json && !self.out[start..].starts_with('"') {
+            let text = self.out.split_off(start);
+            self.string(&text);
+        }
+    }
+
+    /// A JSON string, `ensure_ascii=False` as Pyro writes it.
+    fn json_string(&mut self, s: &str) {
+        self.out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => self.out.push_str("\\\""),
+                '\\' => self.out.push_str("\\\\"),
+                '\n' => self.out.push_str("\\n"),
+                '\r' => self.out.push_str("\\r"),
+                '\t' => self.out.push_str("\\t"),
+                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                    let _ = write!(self.out, "\\u{:04x}", c as u32);
+                }
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
     }
 
     fn string(&mut self, s: &str) {
+        if self.json {
+            return self.json_string(s);
+        }
         let quote = if s.contains('\'') && !s.contains('"') {
             '"'
         } else {
@@ -511,7 +582,16 @@ impl Writer {
     }
 
     fn float(&mut self, f: f64) {
-        if f.is_nan() {
+        if self.json && !f.is_finite() {
+            // Python's json writes (and reads) these non-standard tokens.
+            self.out.push_str(if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            });
+        } else if f.is_nan() {
             self.out.push_str("{'__class__':'float','value':'nan'}");
         } else if f.is_infinite() {
             self.out
@@ -561,7 +641,12 @@ impl<'a> ser::Serializer for &'a mut Writer {
     type SerializeStructVariant = Compound<'a>;
 
     fn serialize_bool(self, v: bool) -> Result<(), WriteError> {
-        self.out.push_str(if v { "True" } else { "False" });
+        self.out.push_str(match (v, self.json) {
+            (true, false) => "True",
+            (false, false) => "False",
+            (true, true) => "true",
+            (false, true) => "false",
+        });
         Ok(())
     }
     fn serialize_i8(self, v: i8) -> Result<(), WriteError> {
@@ -614,13 +699,18 @@ impl<'a> ser::Serializer for &'a mut Writer {
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<(), WriteError> {
         // Pyro's default: a dict with the bytes in base64.
-        self.out.push_str("{'data': ");
+        let (open, close) = if self.json {
+            ("{\"data\": ", ", \"encoding\": \"base64\"}")
+        } else {
+            ("{'data': ", ", 'encoding': 'base64'}")
+        };
+        self.out.push_str(open);
         self.string(&base64::engine::general_purpose::STANDARD.encode(v));
-        self.out.push_str(", 'encoding': 'base64'}");
+        self.out.push_str(close);
         Ok(())
     }
     fn serialize_none(self) -> Result<(), WriteError> {
-        self.out.push_str("None");
+        self.out.push_str(if self.json { "null" } else { "None" });
         Ok(())
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), WriteError> {
@@ -671,6 +761,9 @@ impl<'a> ser::Serializer for &'a mut Writer {
         })
     }
     fn serialize_tuple(self, _len: usize) -> Result<Compound<'a>, WriteError> {
+        if self.json {
+            return self.serialize_seq(None);
+        }
         self.out.push('(');
         Ok(Compound {
             w: self,
@@ -695,12 +788,13 @@ impl<'a> ser::Serializer for &'a mut Writer {
     ) -> Result<Compound<'a>, WriteError> {
         self.out.push('{');
         self.string(variant);
-        self.out.push_str(":(");
+        let json = self.json;
+        self.out.push_str(if json { ":[" } else { ":(" });
         Ok(Compound {
             w: self,
-            close: ")}",
+            close: if json { "]}" } else { ")}" },
             items: 0,
-            tuple: true,
+            tuple: !json,
         })
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>, WriteError> {
@@ -787,6 +881,7 @@ impl ser::SerializeMap for Compound<'_> {
         self.comma();
         let start = self.w.out.len();
         key.serialize(&mut *self.w)?;
+        self.w.json_key(start);
         self.w.map_key_written(start);
         Ok(())
     }

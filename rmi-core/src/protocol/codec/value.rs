@@ -1,6 +1,6 @@
 //! The Python-shaped value tree the Pyro formats decode into, and a serde `Deserializer` over it.
 //!
-//! serpent (and later json and marshal) read a payload into a [`Value`] within the decode
+//! serpent and json (and msgpack, for the values that need it) read a payload into a [`Value`] within the decode
 //! limits (depth, and sizes bounded by the payload), then serde types are deserialized from the
 //! tree, as `serde_json::Value` does. Pyro's conventions are understood here, once for every
 //! format: bytes arrive as `{'data': <base64>, 'encoding': 'base64'}`, NaN as
@@ -476,4 +476,55 @@ pub(crate) fn bind(vargs: Value, kwargs: Value, names: &[&str]) -> Result<Value,
     Ok(Value::Named(
         names.iter().map(|n| (*n).to_owned()).zip(bound).collect(),
     ))
+}
+
+/// The tree written back out in any format: a Pyro value read from one peer, passed on (a
+/// batched call's parts, a Python daemon's batch results).
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq, SerializeTuple};
+        match self {
+            Value::None => s.serialize_none(),
+            Value::Bool(b) => s.serialize_bool(*b),
+            Value::Int(i) => match i64::try_from(*i) {
+                Ok(i) => s.serialize_i64(i),
+                Err(_) => s.serialize_i128(*i),
+            },
+            Value::BigInt(digits) => match digits.parse::<u128>() {
+                Ok(u) => s.serialize_u128(u),
+                Err(_) => s.serialize_str(digits),
+            },
+            Value::Float(f) => s.serialize_f64(*f),
+            Value::Str(text) => s.serialize_str(text),
+            Value::Bytes(b) => s.serialize_bytes(b),
+            Value::Tuple(items) => {
+                let mut t = s.serialize_tuple(items.len())?;
+                for item in items {
+                    t.serialize_element(item)?;
+                }
+                t.end()
+            }
+            Value::List(items) | Value::Set(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Value::Dict(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Value::Named(params) => {
+                let mut seq = s.serialize_seq(Some(params.len()))?;
+                for (_, v) in params {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+        }
+    }
 }

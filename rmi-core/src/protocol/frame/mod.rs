@@ -115,14 +115,15 @@ impl Protocol {
     }
 
     /// The serializer a header's id names in this protocol, if rmi supports it. The ids differ:
-    /// msgpack is 4 in Pyro5 and 6 in Pyro4 (where 4 is pickle); serpent is 1 in both; rmi's
-    /// bincode (98) is Pyro5-only.
+    /// msgpack is 4 in Pyro5 and 6 in Pyro4 (where 4 is pickle); json is 3 in Pyro5 and 2 in
+    /// Pyro4; serpent is 1 in both; rmi's bincode (98) is Pyro5-only.
     pub fn serializer(self, id: u8) -> Option<Serializer> {
         match self {
             Protocol::Pyro5 => Serializer::from_id(id),
             Protocol::Pyro4 => match id {
                 Serializer::SERPENT_ID => Some(Serializer::Serpent),
                 pyro4::MSGPACK_ID => Some(Serializer::MsgPack),
+                pyro4::JSON_ID => Some(Serializer::Json),
                 _ => None,
             },
         }
@@ -132,6 +133,7 @@ impl Protocol {
     pub fn serializer_id(self, ser: Serializer) -> u8 {
         match (self, ser) {
             (Protocol::Pyro4, Serializer::MsgPack) => pyro4::MSGPACK_ID,
+            (Protocol::Pyro4, Serializer::Json) => pyro4::JSON_ID,
             _ => ser.id(),
         }
     }

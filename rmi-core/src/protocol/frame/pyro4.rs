@@ -25,6 +25,8 @@ const CHECKSUM_MAGIC: u32 = 0x34E9;
 pub(super) const ANNOTATION_HEADER_SIZE: usize = 6;
 /// Pyro4's serializer id for msgpack (4 is pickle there).
 pub(super) const MSGPACK_ID: u8 = 6;
+/// Pyro4's serializer id for json (Pyro5's is 3).
+pub(super) const JSON_ID: u8 = 2;
 /// The annotation carrying the correlation id (16 bytes, a UUID's).
 const CORR: [u8; 4] = *b"CORR";
 

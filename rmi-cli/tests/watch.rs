@@ -1,0 +1,111 @@
+//! `rmi-nsc watch [PREFIX]` against a real `rmi-ns`: it prints registrations (plain and
+//! shared), removals and lease expiries as they happen, and `rmi-nsc register --shared` adds a
+//! daemon to a shared name. 127.0.0.1 only, free ports, bounded waits, no timing asserted.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rmi::naming::LeaseId;
+use rmi::Uri;
+use support::{locate, spawn_rmi_ns, ChildGuard};
+
+/// Starts `rmi-nsc watch` with `args`; returns it and its stdout lines, read off by a thread.
+fn spawn_watch(port: u16, args: &[&str]) -> (ChildGuard, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .args(["-n", "127.0.0.1", "-p", &port.to_string(), "watch"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rmi-nsc watch");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (ChildGuard(child), rx)
+}
+
+/// The next line (up to 15 s) that `pick` accepts.
+async fn next_line(lines: &mpsc::Receiver<String>, pick: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left.min(Duration::from_millis(50))) {
+            Ok(line) if pick(&line) => return line,
+            Ok(_) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                tokio::task::yield_now().await
+            }
+            Err(e) => panic!("no expected line from rmi-nsc watch: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn rmi_nsc_watch_prints_changes_as_they_happen() {
+    let (_ns, port) = spawn_rmi_ns(&[]);
+    let names = locate(port).await;
+    let (_watch, lines) = spawn_watch(port, &["app."]);
+    assert_eq!(
+        next_line(&lines, |_| true).await,
+        "watching names starting with app."
+    );
+    let one = Uri::tcp("one", "127.0.0.1", 4001);
+    let two = Uri::tcp("two", "127.0.0.1", 4002);
+    names.register("other.name", &one).await.unwrap();
+    names.register("app.plain", &one).await.unwrap();
+    assert_eq!(
+        next_line(&lines, |_| true).await,
+        format!("registered app.plain --> {one}"),
+        "names outside the prefix are left out"
+    );
+    // Two daemons behind one name: one through rmi-nsc, one leased and left to expire.
+    let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .args(["-n", "127.0.0.1", "-p", &port.to_string()])
+        .args(["register", "--shared", "app.multi", &one.to_string()])
+        .output()
+        .expect("run rmi-nsc register --shared");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        next_line(&lines, |_| true).await,
+        format!("registered app.multi --> {one} (shared)")
+    );
+    let lease = LeaseId(names.api().lease_grant(1000).await.unwrap());
+    names
+        .register_shared_leased("app.multi", &two, lease, BTreeSet::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        next_line(&lines, |_| true).await,
+        format!("registered app.multi --> {two} (shared) lease {lease}")
+    );
+    assert_eq!(names.lookup_all("app.multi").await.unwrap().len(), 2);
+    assert_eq!(
+        next_line(&lines, |l| l.starts_with("expired")).await,
+        format!("expired app.multi {two} lease {lease}")
+    );
+    assert!(names.remove("app.plain").await.unwrap());
+    assert_eq!(
+        next_line(&lines, |_| true).await,
+        format!("removed app.plain {one}")
+    );
+    let left: Vec<Uri> = names
+        .lookup_all("app.multi")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(left, [one]);
+}

@@ -1,0 +1,475 @@
+//! Several daemons behind one name: shared registrations, `PYRONAME:`/`PYROMETA:` choosing
+//! among them (random and round-robin), failover when one dies, leases taking a dead daemon's
+//! entry only, the remote watch, and the watch-backed lookup cache. Everything on 127.0.0.1
+//! with free ports; leases of 1 s (far from the default); no timing is asserted, and every
+//! wait is bounded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rmi::naming::registry::Change;
+use rmi::naming::{
+    LeaseId, NameServer, NameServerHandle, NameServerProxy, NamingResolver, NsLocator,
+};
+use rmi::{Daemon, Uri};
+
+use crate::support::{spawn_child_daemon, ChildGuard, LabProxy};
+
+const TTL: Duration = Duration::from_secs(1);
+
+/// Says which daemon it is.
+#[rmi::remote]
+pub(crate) trait Who {
+    /// The daemon's number.
+    async fn who(&self) -> u32;
+}
+
+struct Numbered(u32);
+
+impl Who for Numbered {
+    async fn who(&self) -> u32 {
+        self.0
+    }
+}
+
+/// A daemon serving `Numbered(n)`; returns it and the object's URI.
+async fn who_daemon(n: u32) -> (Daemon, Uri) {
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(WhoServer::new(Numbered(n))).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    (daemon, uri)
+}
+
+async fn name_server() -> (NameServerHandle, NameServerProxy, u16) {
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let proxy = NameServerProxy::connect(ns.uri()).await.unwrap();
+    (ns, proxy, port)
+}
+
+fn resolver(port: u16) -> NamingResolver {
+    NamingResolver::new(NsLocator::new().host("127.0.0.1").port(port).no_broadcast())
+}
+
+fn logical(name: &str, port: u16) -> Uri {
+    format!("PYRONAME:{name}@127.0.0.1:{port}").parse().unwrap()
+}
+
+fn tags(t: &[&str]) -> BTreeSet<String> {
+    t.iter().map(|s| s.to_string()).collect()
+}
+
+/// A proxy to `uri` resolving through `resolver`.
+async fn proxy_via(uri: &Uri, resolver: &NamingResolver) -> rmi::Proxy {
+    rmi::proxy_builder(uri.clone())
+        .unwrap()
+        .resolver(Arc::new(resolver.clone()))
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Polls (up to 15 s) until `f` gives true.
+async fn until<F, Fut>(what: &str, f: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} never happened");
+}
+
+/// The next change from `stream` that `pick` accepts (up to 15 s).
+async fn next_change<S>(stream: &mut S, pick: impl Fn(&Change) -> bool) -> Change
+where
+    S: futures_util::Stream<Item = Result<Change, rmi::Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let change = stream
+                .next()
+                .await
+                .expect("the watch ended")
+                .expect("the watch failed");
+            if pick(&change) {
+                return change;
+            }
+        }
+    })
+    .await
+    .expect("the change never came")
+}
+
+#[tokio::test]
+async fn two_daemons_behind_one_shared_name_are_both_chosen_at_random_and_in_turn() {
+    let (_ns, names, port) = name_server().await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    for uri in [&uri_a, &uri_b] {
+        names
+            .register_shared("multi.who", uri, tags(&["multi.tag"]))
+            .await
+            .unwrap();
+    }
+    // Pyro's `register` semantics stay for other names; `lookup` answers one entry.
+    let all: BTreeSet<String> = names
+        .lookup_all("multi.who")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u.to_string())
+        .collect();
+    assert_eq!(all, BTreeSet::from([uri_a.to_string(), uri_b.to_string()]));
+    assert!([&uri_a, &uri_b].contains(&&names.lookup("multi.who").await.unwrap()));
+
+    // Random (the default): both are chosen over many resolutions.
+    let random = resolver(port);
+    let name = logical("multi.who", port);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..100 {
+        *seen
+            .entry(random.resolve_uri(&name).await.unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2, "both daemons chosen: {seen:?}");
+    // And through proxies, which reach both daemons.
+    let mut answered = BTreeSet::new();
+    for _ in 0..100 {
+        let who = WhoProxy::from_proxy(proxy_via(&name, &random).await);
+        answered.insert(who.who().await.unwrap());
+        if answered.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(answered, BTreeSet::from([1, 2]));
+
+    // Round-robin: alternately, for PYRONAME: and PYROMETA:.
+    for logical in [
+        name.clone(),
+        format!("PYROMETA:multi.tag@127.0.0.1:{port}")
+            .parse()
+            .unwrap(),
+    ] {
+        let turns = resolver(port).round_robin();
+        let mut picks = Vec::new();
+        for _ in 0..10 {
+            picks.push(turns.resolve_uri(&logical).await.unwrap());
+        }
+        for pair in picks.windows(2) {
+            assert_ne!(pair[0], pair[1], "{logical}: {picks:?}");
+        }
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let who = WhoProxy::from_proxy(proxy_via(&logical, &turns).await);
+            answers.push(who.who().await.unwrap());
+        }
+        for pair in answers.windows(2) {
+            assert_ne!(pair[0], pair[1], "{logical}: {answers:?}");
+        }
+    }
+}
+
+/// Calls served by the child daemon at `uri` (not counting `calls` itself).
+async fn calls(uri: &Uri) -> usize {
+    LabProxy::connect(uri.clone())
+        .await
+        .unwrap()
+        .calls()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_pyroname_proxy_fails_over_when_its_daemon_is_killed() {
+    let (_ns, names, port) = name_server().await;
+    // Two daemon processes serving the same object.
+    let (children, uris): (Vec<ChildGuard>, Vec<Uri>) =
+        tokio::task::spawn_blocking(|| (0..2).map(|_| spawn_child_daemon()).unzip())
+            .await
+            .unwrap();
+    let mut children: Vec<Option<ChildGuard>> = children.into_iter().map(Some).collect();
+    for uri in &uris {
+        names
+            .register_shared("multi.lab", uri, tags(&[]))
+            .await
+            .unwrap();
+    }
+    let resolver = resolver(port).suspect_for(Duration::from_secs(600));
+    let name = logical("multi.lab", port);
+    // `sleep_idempotent` may be retried after a failure on the connection, as today.
+    let lab = LabProxy::from_proxy(proxy_via(&name, &resolver).await);
+    let before = [calls(&uris[0]).await, calls(&uris[1]).await];
+    assert_eq!(lab.sleep_idempotent(0).await.unwrap(), 0);
+    let after = [calls(&uris[0]).await, calls(&uris[1]).await];
+    let served = (0..2)
+        .find(|&i| after[i] > before[i])
+        .expect("one daemon served the call");
+    let other = 1 - served;
+
+    // Kill the daemon the proxy is connected to.
+    let mut dead = children[served].take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let _ = dead.0.kill();
+        let _ = dead.0.wait();
+    })
+    .await
+    .unwrap();
+
+    // The proxy redials, re-resolves and reaches the other daemon.
+    let live_before = calls(&uris[other]).await;
+    for _ in 0..10 {
+        assert_eq!(lab.sleep_idempotent(0).await.unwrap(), 0);
+    }
+    assert!(calls(&uris[other]).await >= live_before + 10);
+    // New proxies pass over the dead daemon, which is still registered (no lease).
+    assert_eq!(names.lookup_all("multi.lab").await.unwrap().len(), 2);
+    for _ in 0..10 {
+        let lab = LabProxy::from_proxy(proxy_via(&name, &resolver).await);
+        assert_eq!(lab.sleep_idempotent(0).await.unwrap(), 0);
+    }
+    assert!(children[other].as_mut().unwrap().is_alive());
+}
+
+/// Keeps `lease` alive every third of [`TTL`] until aborted (the daemon's "life").
+fn keep_alive(names: &NameServerProxy, lease: LeaseId) -> tokio::task::JoinHandle<()> {
+    let api = names.api().clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(TTL / 3).await;
+            let _ = api.lease_keep_alive(lease.0).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn with_leases_a_dead_daemons_entry_vanishes_and_the_others_stays() {
+    let (ns, names, port) = name_server().await;
+    let mut local = ns.registry().watch();
+    let mut remote = names.watch(Some("multi.")).await.unwrap();
+    let (a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    let mut keepers = Vec::new();
+    for uri in [&uri_a, &uri_b] {
+        let lease = LeaseId(
+            names
+                .api()
+                .lease_grant(TTL.as_millis() as u64)
+                .await
+                .unwrap(),
+        );
+        names
+            .register_shared_leased("multi.leased", uri, lease, tags(&[]))
+            .await
+            .unwrap();
+        keepers.push((lease, keep_alive(&names, lease)));
+    }
+    assert_eq!(names.lookup_all("multi.leased").await.unwrap().len(), 2);
+
+    // Daemon A dies: its keep-alives stop and it serves no more.
+    let (lease_a, keeper_a) = keepers.remove(0);
+    keeper_a.abort();
+    a.shutdown();
+
+    let expired = next_change(&mut remote, |c| matches!(c, Change::Expired { .. })).await;
+    assert_eq!(
+        expired,
+        Change::Expired {
+            name: "multi.leased".into(),
+            lease: lease_a,
+            uri: Some(uri_a.clone()),
+        }
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(Change::Expired { uri, .. }) = local.next().await {
+                return uri;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, Some(uri_a.clone()));
+    let left: Vec<Uri> = names
+        .lookup_all("multi.leased")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(
+        left,
+        std::slice::from_ref(&uri_b),
+        "B stays while it is kept alive"
+    );
+    let who =
+        WhoProxy::from_proxy(proxy_via(&logical("multi.leased", port), &resolver(port)).await);
+    assert_eq!(who.who().await.unwrap(), 2);
+    keepers[0].1.abort();
+}
+
+#[tokio::test]
+async fn a_remote_watch_sees_registrations_removals_and_expiries_and_ends_with_the_name_server() {
+    let (ns, names, _port) = name_server().await;
+    let mut watch = names.watch(Some("w.")).await.unwrap();
+    let (_d, uri) = who_daemon(1).await;
+    names.register("other.name", &uri).await.unwrap();
+    names.register("w.plain", &uri).await.unwrap();
+    match next_change(&mut watch, |_| true).await {
+        Change::Registered { name, entry } => {
+            assert_eq!(name, "w.plain", "names outside the prefix are left out");
+            assert_eq!((entry.uri, entry.shared), (uri.clone(), false));
+        }
+        other => panic!("{other:?}"),
+    }
+    names
+        .register_shared("w.shared", &uri, tags(&["t"]))
+        .await
+        .unwrap();
+    match next_change(&mut watch, |_| true).await {
+        Change::Registered { name, entry } => {
+            assert_eq!(name, "w.shared");
+            assert!(entry.shared);
+            assert_eq!(entry.metadata, tags(&["t"]));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(names.remove("w.plain").await.unwrap());
+    assert_eq!(
+        next_change(&mut watch, |_| true).await,
+        Change::Removed {
+            name: "w.plain".into(),
+            uri: Some(uri.clone()),
+        }
+    );
+    // A lease left to expire.
+    let lease = LeaseId(
+        names
+            .api()
+            .lease_grant(TTL.as_millis() as u64)
+            .await
+            .unwrap(),
+    );
+    names
+        .register_shared_leased("w.shared", &uri, lease, tags(&[]))
+        .await
+        .unwrap();
+    let expired = next_change(&mut watch, |c| matches!(c, Change::Expired { .. })).await;
+    assert_eq!(
+        expired,
+        Change::Expired {
+            name: "w.shared".into(),
+            lease,
+            uri: Some(uri.clone()),
+        }
+    );
+    // The name server stops: the stream ends (or fails), it does not hang.
+    ns.shutdown();
+    let end = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match watch.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch outlived the name server");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+}
+
+#[tokio::test]
+async fn the_lookup_cache_spares_the_name_server_and_answers_stale_when_it_is_down() {
+    let (ns, names, port) = name_server().await;
+    let (_d, uri) = who_daemon(7).await;
+    names
+        .register_shared("cached.who", &uri, tags(&[]))
+        .await
+        .unwrap();
+    // A long staleness bound (there is no default: the cache is opt-in).
+    let cached = resolver(port).cache(Duration::from_secs(3600));
+    let name = logical("cached.who", port);
+
+    let before = ns.registry().lookups();
+    for _ in 0..100 {
+        let who = WhoProxy::from_proxy(proxy_via(&name, &cached).await);
+        assert_eq!(who.who().await.unwrap(), 7);
+    }
+    let lookups = ns.registry().lookups() - before;
+    assert!(
+        lookups <= 3,
+        "100 connects by PYRONAME made {lookups} lookups on the name server"
+    );
+    assert!(cached.cache_watching(&name));
+
+    // Without the cache, each connect is a lookup.
+    let plain = resolver(port);
+    let before = ns.registry().lookups();
+    for _ in 0..5 {
+        plain.resolve_uri(&name).await.unwrap();
+    }
+    assert_eq!(ns.registry().lookups() - before, 5);
+
+    // A change reaches the cache through the watch: a second daemon joins the name.
+    let (_e, second) = who_daemon(8).await;
+    names
+        .register_shared("cached.who", &second, tags(&[]))
+        .await
+        .unwrap();
+    until("the cache to see the second daemon", || async {
+        cached.resolve_uri(&name).await.unwrap() == second
+    })
+    .await;
+    names.remove("cached.who").await.unwrap();
+    names.register("cached.who", &uri).await.unwrap();
+    until("the cache to see the name registered again", || async {
+        cached.resolve_uri(&name).await.unwrap() == uri
+    })
+    .await;
+    // Cache it, with the watch open.
+    until("the watch to be open", || async {
+        cached.cache_watching(&name)
+    })
+    .await;
+    cached.resolve_uri(&name).await.unwrap();
+    // A resolver whose cache may not serve anything stale.
+    let strict = resolver(port).cache(Duration::ZERO);
+    strict.resolve_uri(&name).await.unwrap();
+
+    // The name server goes away: the watch notices, and the cache answers, stale.
+    ns.shutdown();
+    drop(ns);
+    until("the watch to notice", || async {
+        !cached.cache_watching(&name) && !strict.cache_watching(&name)
+    })
+    .await;
+    until("the name server to be unreachable", || async {
+        NameServerProxy::connect(names.uri()).await.is_err()
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(cached.resolve_uri(&name).await.unwrap(), uri);
+        let who = WhoProxy::from_proxy(proxy_via(&name, &cached).await);
+        assert_eq!(who.who().await.unwrap(), 7);
+    }
+    // Bounded staleness: past max_stale, and for names never cached, resolution fails.
+    assert!(strict.resolve_uri(&name).await.is_err());
+    assert!(cached
+        .resolve_uri(&logical("never.looked.up", port))
+        .await
+        .is_err());
+}
