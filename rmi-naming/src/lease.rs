@@ -33,6 +33,8 @@ struct Held {
     uri: Uri,
     safe: bool,
     metadata: BTreeSet<String>,
+    /// Registered as one daemon's entry of a shared name (`register_shared`).
+    shared: bool,
 }
 
 /// The lease and the names under it.
@@ -180,6 +182,17 @@ impl Shared {
     }
 
     async fn register_one(&self, lease: LeaseId, name: &str, held: &Held) -> Result<(), Error> {
+        if held.shared {
+            return self
+                .api()
+                .register_shared(
+                    name.to_owned(),
+                    held.uri.clone(),
+                    Some(lease.0),
+                    Some(held.metadata.clone()),
+                )
+                .await;
+        }
         self.api()
             .register_leased(
                 name.to_owned(),
@@ -323,7 +336,32 @@ impl LeasedNames {
             uri: uri.clone(),
             safe,
             metadata,
+            shared: false,
         };
+        self.register_held(name, held).await
+    }
+
+    /// Registers `uri` as this daemon's entry of the shared name `name`, under the lease:
+    /// several daemons serve one name, `PYRONAME:` picks among the live ones, and this entry
+    /// goes with this daemon's lease while the others stay. A name registered plainly is
+    /// refused. Against a name server without leases or shared names (a Python Pyro name
+    /// server) the name is registered plainly instead, replacing any other daemon's entry.
+    pub async fn register_shared(
+        &self,
+        name: &str,
+        uri: &Uri,
+        metadata: BTreeSet<String>,
+    ) -> Result<(), Error> {
+        let held = Held {
+            uri: uri.clone(),
+            safe: false,
+            metadata,
+            shared: true,
+        };
+        self.register_held(name, held).await
+    }
+
+    async fn register_held(&self, name: &str, held: Held) -> Result<(), Error> {
         let mut names = self.shared.names.lock().await;
         if names.plain {
             self.shared.register_plain(name, &held).await?;

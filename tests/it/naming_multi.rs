@@ -473,3 +473,57 @@ async fn the_lookup_cache_spares_the_name_server_and_answers_stale_when_it_is_do
         .await
         .is_err());
 }
+
+/// Two daemons each hold their own lease (`NameServerProxy::lease`) and register the same
+/// shared name through it: both are served; one revoking its lease takes only its own entry,
+/// and the other daemon's keep-alives hold its entry past several TTLs.
+#[tokio::test]
+async fn daemons_holding_their_own_leases_share_a_name_and_leave_it_one_by_one() {
+    let (_ns, names, port) = name_server().await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    let lease_a = names.lease(TTL).await.unwrap();
+    let lease_b = names.lease(TTL).await.unwrap();
+    assert!(lease_a.is_leased().await && lease_b.is_leased().await);
+    lease_a
+        .register_shared("multi.own", &uri_a, tags(&["a"]))
+        .await
+        .unwrap();
+    lease_b
+        .register_shared("multi.own", &uri_b, tags(&["b"]))
+        .await
+        .unwrap();
+    let mut both: Vec<Uri> = names
+        .lookup_all("multi.own")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    both.sort_by_key(|u| u.to_string());
+    let mut expected = vec![uri_a.clone(), uri_b.clone()];
+    expected.sort_by_key(|u| u.to_string());
+    assert_eq!(both, expected);
+    // A shared registration under a name registered plainly is refused.
+    lease_a.register("multi.plain", &uri_a).await.unwrap();
+    assert!(lease_b
+        .register_shared("multi.plain", &uri_b, tags(&[]))
+        .await
+        .is_err());
+
+    // A goes: revoking its lease removes its entry at once, and B's stays.
+    lease_a.revoke().await.unwrap();
+    let left: Vec<Uri> = names
+        .lookup_all("multi.own")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&uri_b));
+    // B's lease is kept alive in the background: its entry outlives three TTLs.
+    tokio::time::sleep(TTL * 3).await;
+    assert_eq!(names.lookup_all("multi.own").await.unwrap().len(), 1);
+    let who = WhoProxy::from_proxy(proxy_via(&logical("multi.own", port), &resolver(port)).await);
+    assert_eq!(who.who().await.unwrap(), 2);
+}
