@@ -6,7 +6,7 @@ use rmi_core::{Error, IntoUri, ItemStream, Proxy, Uri};
 
 use crate::registry::{Change, LeaseId};
 
-use crate::server::NameServerApiProxy;
+use crate::server::{Found, NameServerApiProxy};
 
 /// A connected name server. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -17,6 +17,26 @@ pub struct NameServerProxy {
 /// Naming failures arrive raised, as `Pyro5.errors.NamingError`: [`Error::Resolve`] here.
 fn flatten<T>(r: Result<T, Error>) -> Result<T, Error> {
     r
+}
+
+/// A listing's URIs.
+fn uris<const M: bool>(
+    r: Result<BTreeMap<String, Found<M>>, Error>,
+) -> Result<BTreeMap<String, Uri>, Error> {
+    Ok(flatten(r)?
+        .into_iter()
+        .map(|(name, found)| (name, found.into_uri()))
+        .collect())
+}
+
+/// A listing's URIs and metadata.
+fn with_metadata<const M: bool>(
+    r: Result<BTreeMap<String, Found<M>>, Error>,
+) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, Error> {
+    Ok(flatten(r)?
+        .into_iter()
+        .map(|(name, found)| (name, found.into_parts()))
+        .collect())
 }
 
 impl NameServerProxy {
@@ -111,7 +131,7 @@ impl NameServerProxy {
 
     /// The URI registered under `name` (of a shared name, one of its daemons at random).
     pub async fn lookup(&self, name: &str) -> Result<Uri, Error> {
-        flatten(self.api.lookup(name.to_owned(), None).await)
+        flatten(self.api.lookup(name.to_owned(), None).await).map(Found::into_uri)
     }
 
     /// The URI and metadata registered under `name`.
@@ -146,12 +166,12 @@ impl NameServerProxy {
 
     /// All names and URIs.
     pub async fn list(&self) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(self.api.list(None, None, None, None, None).await)
+        uris(self.api.list(None, None, None, None, None).await)
     }
 
     /// Names starting with `prefix`.
     pub async fn list_prefix(&self, prefix: &str) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(
+        uris(
             self.api
                 .list(Some(prefix.to_owned()), None, None, None, None)
                 .await,
@@ -160,7 +180,7 @@ impl NameServerProxy {
 
     /// Names matching `regex` at their start (Python's `re.match`).
     pub async fn list_regex(&self, regex: &str) -> Result<BTreeMap<String, Uri>, Error> {
-        flatten(
+        uris(
             self.api
                 .list(None, Some(regex.to_owned()), None, None, None)
                 .await,
@@ -176,9 +196,9 @@ impl NameServerProxy {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        flatten(
+        with_metadata(
             self.api
-                .yplookup(Some(tags.into_iter().map(Into::into).collect()), None)
+                .yplookup(Some(tags.into_iter().map(Into::into).collect()), None, None)
                 .await,
         )
     }
@@ -192,9 +212,9 @@ impl NameServerProxy {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        flatten(
+        with_metadata(
             self.api
-                .yplookup(None, Some(tags.into_iter().map(Into::into).collect()))
+                .yplookup(None, Some(tags.into_iter().map(Into::into).collect()), None)
                 .await,
         )
     }

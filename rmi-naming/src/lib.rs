@@ -64,7 +64,7 @@ pub use locate::{locate_ns, NsLocator};
 pub use registry::{LeaseId, Limits, Registry, Storage, NAME_SERVER_NAME};
 pub use resolve::{NamingResolver, Pick, DEFAULT_SUSPECT_FOR};
 pub use server::{
-    NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
+    Found, NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
     NameServerHandle, Truthy, NAME_SERVER_OBJECT_ID,
 };
 

@@ -230,6 +230,7 @@ impl NamingResolver {
                 .await
                 .map_err(Lookup::from_call)?
                 .into_values()
+                .map(crate::Found::into_uri)
                 .collect()),
             Err(e) => Err(Lookup::from_call(e)),
         }

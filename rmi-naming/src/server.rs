@@ -33,15 +33,15 @@ pub trait NameServerApi {
         safe: Option<bool>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError>;
-    /// The URI registered under `name`.
+    /// The URI registered under `name`; with `return_metadata` true, its URI and metadata
+    /// (Pyro's `(uri, metadata)`: a Python caller's shape; under bincode a Rust caller gets
+    /// the URI only, and calls `lookup_with_metadata` for both).
     #[rmi(raises)]
-    /// (`return_metadata`, Pyro5's second parameter: only `False` or left out is supported;
-    /// use `lookup_with_metadata` for the metadata.)
     async fn lookup(
         &self,
         name: String,
         return_metadata: Option<Truthy>,
-    ) -> Result<Uri, NamingError>;
+    ) -> Result<Found, NamingError>;
     /// The URI and metadata registered under `name`.
     #[rmi(raises)]
     async fn lookup_with_metadata(
@@ -57,10 +57,10 @@ pub trait NameServerApi {
         regex: Option<String>,
     ) -> Result<u32, NamingError>;
     /// Names and URIs, filtered by prefix, by regex (matched at the start), by metadata all
-    /// in `metadata_all` or by metadata any in `metadata_any`: one filter at most. These are
-    /// Pyro4's parameters; a Pyro5 caller names its `return_metadata`.
+    /// in `metadata_all` or by metadata any in `metadata_any`: one filter at most; with
+    /// `return_metadata` true, each name's URI and metadata (see [`Found`]). These are Pyro4's
+    /// parameters; a Pyro5 caller, whose third is `return_metadata`, names it.
     #[rmi(raises)]
-    /// (`return_metadata`: only `False` or left out is supported; `yplookup` gives metadata.)
     async fn list(
         &self,
         prefix: Option<String>,
@@ -68,14 +68,16 @@ pub trait NameServerApi {
         metadata_all: Option<BTreeSet<String>>,
         metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
-    ) -> Result<BTreeMap<String, Uri>, NamingError>;
-    /// Names whose metadata has all of `meta_all` or any of `meta_any`, with URI and metadata.
+    ) -> Result<BTreeMap<String, Found>, NamingError>;
+    /// Names whose metadata has all of `meta_all` or any of `meta_any`, with URI and metadata
+    /// unless `return_metadata` is false (Pyro5's default is true; see [`Found`]).
     #[rmi(raises)]
     async fn yplookup(
         &self,
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
-    ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, NamingError>;
+        return_metadata: Option<Truthy>,
+    ) -> Result<BTreeMap<String, Found<true>>, NamingError>;
     /// Replaces the metadata of `name`.
     #[rmi(raises)]
     async fn set_metadata(
@@ -178,15 +180,157 @@ impl<'de> serde::Deserialize<'de> for Truthy {
     }
 }
 
-/// Refuses Pyro5's `return_metadata=True`, whose result has another shape, naming the method
-/// that gives the metadata.
-fn no_metadata(return_metadata: Option<Truthy>, instead: &str) -> Result<(), NamingError> {
-    match return_metadata {
-        Some(Truthy(true)) => Err(NamingError::new(format!(
-            "return_metadata=True is not supported here; call {instead}"
-        ))),
-        _ => Ok(()),
+/// What `lookup`, `list` and `yplookup` answer for a name: its URI, or its URI and metadata
+/// when the caller passed Pyro's `return_metadata=True`. A Python caller reads `uri` or the
+/// tuple `(uri, metadata)`, the metadata a `set`.
+///
+/// In Pyro's formats (serpent, json, msgpack) the value says which it is. bincode does not, so
+/// there the shape is `METADATA`'s: `Found` (`lookup`, `list`) travels as the URI alone and
+/// `Found<true>` (`yplookup`) as the pair, as these methods answer by default; a Rust caller
+/// asking for the other shape under bincode gets an error naming the method to call instead
+/// (`lookup_with_metadata`, `yplookup`, `list`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<const METADATA: bool = false> {
+    /// The URI alone.
+    Uri(Uri),
+    /// The URI and the metadata.
+    WithMetadata(Uri, BTreeSet<String>),
+}
+
+impl<const METADATA: bool> Found<METADATA> {
+    /// The URI, with `metadata` if `with_metadata`.
+    pub fn new(uri: Uri, metadata: BTreeSet<String>, with_metadata: bool) -> Self {
+        if with_metadata {
+            Found::WithMetadata(uri, metadata)
+        } else {
+            Found::Uri(uri)
+        }
     }
+
+    /// The URI.
+    pub fn uri(&self) -> &Uri {
+        match self {
+            Found::Uri(uri) | Found::WithMetadata(uri, _) => uri,
+        }
+    }
+
+    /// The metadata, if it was asked for.
+    pub fn metadata(&self) -> Option<&BTreeSet<String>> {
+        match self {
+            Found::Uri(_) => None,
+            Found::WithMetadata(_, metadata) => Some(metadata),
+        }
+    }
+
+    /// The URI.
+    pub fn into_uri(self) -> Uri {
+        match self {
+            Found::Uri(uri) | Found::WithMetadata(uri, _) => uri,
+        }
+    }
+
+    /// The URI and the metadata (empty if it was not asked for).
+    pub fn into_parts(self) -> (Uri, BTreeSet<String>) {
+        match self {
+            Found::Uri(uri) => (uri, BTreeSet::new()),
+            Found::WithMetadata(uri, metadata) => (uri, metadata),
+        }
+    }
+}
+
+/// A `Found` is equal to the URI it holds.
+impl<const METADATA: bool> PartialEq<Uri> for Found<METADATA> {
+    fn eq(&self, other: &Uri) -> bool {
+        self.uri() == other
+    }
+}
+
+/// Metadata as a Python `set` (serpent's set literal; a sequence in the other formats).
+struct PySet<'a>(&'a BTreeSet<String>);
+
+impl serde::Serialize for PySet<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_newtype_struct(rmi_core::protocol::codec::PYTHON_SET, self.0)
+    }
+}
+
+impl<const METADATA: bool> serde::Serialize for Found<METADATA> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeTuple};
+        if !s.is_human_readable() && self.metadata().is_some() != METADATA {
+            let instead = if METADATA {
+                "list"
+            } else {
+                "lookup_with_metadata or yplookup"
+            };
+            return Err(S::Error::custom(format!(
+                "this return_metadata needs one of Pyro's serializers; under bincode call {instead}"
+            )));
+        }
+        match self {
+            Found::Uri(uri) => uri.serialize(s),
+            Found::WithMetadata(uri, metadata) => {
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element(uri)?;
+                t.serialize_element(&PySet(metadata))?;
+                t.end()
+            }
+        }
+    }
+}
+
+impl<'de, const METADATA: bool> serde::Deserialize<'de> for Found<METADATA> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if !d.is_human_readable() {
+            return Ok(if METADATA {
+                let (uri, metadata) = <(Uri, BTreeSet<String>)>::deserialize(d)?;
+                Found::WithMetadata(uri, metadata)
+            } else {
+                Found::Uri(Uri::deserialize(d)?)
+            });
+        }
+        d.deserialize_any(FoundVisitor)
+    }
+}
+
+/// Reads either shape, by what the value is: a str or URI class dict, or a 2-sequence.
+struct FoundVisitor<const METADATA: bool>;
+
+impl<'de, const METADATA: bool> serde::de::Visitor<'de> for FoundVisitor<METADATA> {
+    type Value = Found<METADATA>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a URI, or a (URI, metadata) pair")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        v.parse().map(Found::Uri).map_err(E::custom)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        use serde::Deserialize as _;
+        Uri::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Found::Uri)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let uri: Uri = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        // Python's metadata may be None where a name has none.
+        let metadata: Option<BTreeSet<String>> = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(A::Error::invalid_length(3, &self));
+        }
+        Ok(Found::WithMetadata(uri, metadata.unwrap_or_default()))
+    }
+}
+
+/// A Pyro flag's value, `default` when left out.
+fn flag(given: Option<Truthy>, default: bool) -> bool {
+    given.map_or(default, |Truthy(b)| b)
 }
 
 /// The name server object: a [`Registry`] (limits in front of a store).
@@ -243,9 +387,13 @@ impl NameServerApi for NameServer {
         &self,
         name: String,
         return_metadata: Option<Truthy>,
-    ) -> Result<Uri, NamingError> {
-        no_metadata(return_metadata, "lookup_with_metadata")?;
-        Ok(self.registry.lookup(&name).await?.uri)
+    ) -> Result<Found, NamingError> {
+        let entry = self.registry.lookup(&name).await?;
+        Ok(Found::new(
+            entry.uri,
+            entry.metadata,
+            flag(return_metadata, false),
+        ))
     }
 
     async fn lookup_with_metadata(
@@ -274,8 +422,8 @@ impl NameServerApi for NameServer {
         metadata_all: Option<BTreeSet<String>>,
         metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
-    ) -> Result<BTreeMap<String, Uri>, NamingError> {
-        no_metadata(return_metadata, "yplookup")?;
+    ) -> Result<BTreeMap<String, Found>, NamingError> {
+        let with_metadata = flag(return_metadata, false);
         let given = [
             prefix.is_some(),
             regex.is_some(),
@@ -289,21 +437,16 @@ impl NameServerApi for NameServer {
                 "you can only filter on one thing at a time",
             ));
         }
-        if metadata_all.is_some() || metadata_any.is_some() {
-            return Ok(self
-                .registry
-                .yplookup(metadata_all, metadata_any)
+        let entries = if metadata_all.is_some() || metadata_any.is_some() {
+            self.registry.yplookup(metadata_all, metadata_any).await?
+        } else {
+            self.registry
+                .list(prefix.as_deref(), regex.as_deref())
                 .await?
-                .into_iter()
-                .map(|(k, e)| (k, e.uri))
-                .collect());
-        }
-        Ok(self
-            .registry
-            .list(prefix.as_deref(), regex.as_deref())
-            .await?
+        };
+        Ok(entries
             .into_iter()
-            .map(|(k, e)| (k, e.uri))
+            .map(|(k, e)| (k, Found::new(e.uri, e.metadata, with_metadata)))
             .collect())
     }
 
@@ -311,13 +454,15 @@ impl NameServerApi for NameServer {
         &self,
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
-    ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, NamingError> {
+        return_metadata: Option<Truthy>,
+    ) -> Result<BTreeMap<String, Found<true>>, NamingError> {
+        let with_metadata = flag(return_metadata, true);
         Ok(self
             .registry
             .yplookup(meta_all, meta_any)
             .await?
             .into_iter()
-            .map(|(k, e)| (k, (e.uri, e.metadata)))
+            .map(|(k, e)| (k, Found::new(e.uri, e.metadata, with_metadata)))
             .collect())
     }
 
@@ -631,5 +776,84 @@ impl NameServerHandle {
 impl Drop for NameServerHandle {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmi_core::{DecodeLimits, Serializer};
+
+    fn uri() -> Uri {
+        "PYRO:obj@127.0.0.1:4000".parse().unwrap()
+    }
+
+    fn tags() -> BTreeSet<String> {
+        ["b".to_owned(), "a".to_owned()].into()
+    }
+
+    fn round_trip<T>(ser: Serializer, value: &T) -> T
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let bytes = ser.encode(value).unwrap();
+        ser.decode(&bytes, &DecodeLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn in_pyros_formats_either_shape_reads_back_by_what_it_is() {
+        for ser in [Serializer::Serpent, Serializer::Json, Serializer::MsgPack] {
+            for found in [
+                Found::<false>::Uri(uri()),
+                Found::WithMetadata(uri(), tags()),
+                Found::WithMetadata(uri(), BTreeSet::new()),
+            ] {
+                assert_eq!(round_trip(ser, &found), found, "{ser:?}");
+                let map = BTreeMap::from([("n".to_owned(), found.clone())]);
+                assert_eq!(round_trip(ser, &map), map, "{ser:?}");
+                let other: Found<true> = Found::new(
+                    found.uri().clone(),
+                    found.metadata().cloned().unwrap_or_default(),
+                    found.metadata().is_some(),
+                );
+                assert_eq!(round_trip(ser, &other), other, "{ser:?}");
+            }
+        }
+        let text = Serializer::Serpent
+            .encode(&Found::<false>::WithMetadata(uri(), tags()))
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.ends_with(",{'a','b'})"), "{text}");
+    }
+
+    #[test]
+    fn a_python_answer_with_none_for_metadata_reads_as_none() {
+        let doc = b"# serpent utf-8 python3.2\n('PYRO:obj@127.0.0.1:4000',None)";
+        let found: Found = Serializer::Serpent
+            .decode(doc, &DecodeLimits::default())
+            .unwrap();
+        assert_eq!(found, Found::WithMetadata(uri(), BTreeSet::new()));
+    }
+
+    #[test]
+    fn under_bincode_the_default_shapes_are_the_plain_types_bytes() {
+        let ser = Serializer::Bincode;
+        let plain = Found::<false>::Uri(uri());
+        assert_eq!(ser.encode(&plain).unwrap(), ser.encode(&uri()).unwrap());
+        assert_eq!(round_trip(ser, &plain), plain);
+        let pair = Found::<true>::WithMetadata(uri(), tags());
+        assert_eq!(
+            ser.encode(&pair).unwrap(),
+            ser.encode(&(uri(), tags())).unwrap()
+        );
+        assert_eq!(round_trip(ser, &pair), pair);
+        // The other shapes cannot be told apart there: refused when written.
+        let err = ser
+            .encode(&Found::<false>::WithMetadata(uri(), tags()))
+            .unwrap_err();
+        assert!(err.to_string().contains("lookup_with_metadata"), "{err}");
+        let err = ser.encode(&Found::<true>::Uri(uri())).unwrap_err();
+        assert!(err.to_string().contains("call list"), "{err}");
+        assert_eq!(plain, uri());
     }
 }

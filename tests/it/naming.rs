@@ -180,7 +180,7 @@ async fn yplookup_by_all_and_by_any_and_set_metadata() {
         names.set_metadata("zz", tags(&[])).await.unwrap_err(),
         Error::Resolve(_)
     ));
-    let none = names.api().yplookup(None, None).await.unwrap();
+    let none = names.api().yplookup(None, None, None).await.unwrap();
     assert!(none.is_empty());
 }
 

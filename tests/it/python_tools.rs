@@ -333,10 +333,9 @@ async fn pyro5_nsc_ping_register_setmeta_and_remove_work_against_the_rmi_name_se
 }
 
 /// pyro5-nsc's `list`, `listmatching` and `lookup` pass `return_metadata=True`, and its
-/// `yplookup_*` name `return_metadata`: Pyro5's signatures, which rmi's `Pyro.NameServer`
-/// (rmi-naming/src/server.rs) does not take yet.
+/// `yplookup_*` name `return_metadata`: Pyro5's signatures, whose answers then carry each
+/// name's metadata as a Python set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "rmi-ns refuses return_metadata=True (lookup, list) and the return_metadata keyword (yplookup)"]
 async fn pyro5_nsc_list_lookup_and_yplookup_work_against_the_rmi_name_server() {
     let Some(python) = pyro5_python() else { return };
     let (ns, port, _) = rmi_name_server(false).await;
@@ -407,6 +406,116 @@ async fn pyro5_nsc_list_lookup_and_yplookup_work_against_the_rmi_name_server() {
     assert!(
         !ok && out.contains("NamingError") && out.contains("unknown name"),
         "{out}"
+    );
+    ns.shutdown();
+}
+
+/// Pyro5's name server API with and without `return_metadata`, by keyword and positionally,
+/// in each of Pyro5's serializers: the shapes Pyro5's own name server answers, the metadata a
+/// set (a list under json and msgpack, which have no sets; under serpent an empty one arrives
+/// as `()`, as from Pyro5's name server, serpent having no empty-set literal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_pyro5_sees_pyro5s_shapes_for_return_metadata_from_the_rmi_name_server() {
+    let Some(python) = pyro5_python() else { return };
+    let (ns, port, _) = rmi_name_server(false).await;
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let uri: rmi::Uri = "PYRO:obj@127.0.0.1:4000".parse().unwrap();
+    names
+        .register_with("app.greeter", &uri, false, ["b".into(), "a".into()].into())
+        .await
+        .unwrap();
+    names
+        .register("app.plain", &"PYRO:p@127.0.0.1:4001".parse().unwrap())
+        .await
+        .unwrap();
+    const CLIENT: &str = r#"
+import sys
+import Pyro5.api
+ns = Pyro5.api.Proxy("PYRO:Pyro.NameServer@127.0.0.1:" + sys.argv[1])
+def meta(m):
+    return type(m).__name__ + ":" + ",".join(sorted(m))
+print(type(ns.lookup("app.greeter")).__name__, ns.lookup("app.greeter", False))
+uri, m = ns.lookup("app.greeter", True)
+print(uri, meta(m))
+uri, m = ns.lookup("app.plain", return_metadata=True)
+print(uri, meta(m))
+def uris(found):
+    return [(n, str(u)) for n, u in sorted(found.items())]
+def with_meta(found):
+    return [(n, str(u), meta(m)) for n, (u, m) in sorted(found.items())]
+print(uris(ns.list(prefix="app.")))
+print(with_meta(ns.list(prefix="app.", return_metadata=True)))
+print(with_meta(ns.list(regex=r"app\.g", return_metadata=True)))
+print(with_meta(ns.yplookup(meta_all=["a"])))
+print(uris(ns.yplookup(["a", "b"], None, False)))
+print(uris(ns.yplookup(meta_any=["b", "c"], return_metadata=False)))
+"#;
+    let serializers = [
+        ("serpent", "set", "tuple"),
+        ("json", "list", "list"),
+        ("msgpack", "list", "list"),
+    ];
+    for (serializer, set, empty) in serializers {
+        let env = vec![("PYRO_SERIALIZER", serializer.to_owned())];
+        let args = vec!["-c".into(), CLIENT.into(), port.to_string()];
+        let (ok, out) = python_run(python, args, env).await;
+        assert!(ok, "{serializer}: {out}");
+        let greeter = "'app.greeter', 'PYRO:obj@127.0.0.1:4000'";
+        let plain = "'app.plain', 'PYRO:p@127.0.0.1:4001'";
+        let expected = [
+            "URI PYRO:obj@127.0.0.1:4000".to_owned(),
+            format!("PYRO:obj@127.0.0.1:4000 {set}:a,b"),
+            format!("PYRO:p@127.0.0.1:4001 {empty}:"),
+            format!("[({greeter}), ({plain})]"),
+            format!("[({greeter}, '{set}:a,b'), ({plain}, '{empty}:')]"),
+            format!("[({greeter}, '{set}:a,b')]"),
+            format!("[({greeter}, '{set}:a,b')]"),
+            format!("[({greeter})]"),
+            format!("[({greeter})]"),
+        ];
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            expected,
+            "{serializer}: {out}"
+        );
+    }
+    ns.shutdown();
+}
+
+/// Pyro4's `lookup(name, return_metadata)` and `list(..., return_metadata)` against rmi's
+/// name server: `(uri, metadata)` then, by keyword or positionally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_pyro4_gets_metadata_from_the_rmi_name_server_when_it_asks() {
+    let Some(python) = pyro4_python() else { return };
+    let (ns, port, _) = rmi_name_server(false).await;
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let uri: rmi::Uri = "PYRO:obj@127.0.0.1:4000".parse().unwrap();
+    names
+        .register_with("app.greeter", &uri, false, ["b".into(), "a".into()].into())
+        .await
+        .unwrap();
+    const CLIENT: &str = r#"
+import sys
+import Pyro4
+ns = Pyro4.Proxy("PYRO:Pyro.NameServer@127.0.0.1:" + sys.argv[1])
+uri, meta = ns.lookup("app.greeter", True)
+print(type(uri).__name__, uri, type(meta).__name__, sorted(meta))
+listed = ns.list(None, None, None, None, True)
+uri, meta = listed["app.greeter"]
+print(str(uri), sorted(meta))
+listed = ns.list(metadata_any=["a"], return_metadata=True)
+print([(n, str(u), sorted(m)) for n, (u, m) in listed.items()])
+print([(n, str(u)) for n, u in ns.list(prefix="app.", return_metadata=False).items()])
+"#;
+    let args = vec!["-c".into(), CLIENT.into(), port.to_string()];
+    let (ok, out) = python_run(python, args, vec![]).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        "URI PYRO:obj@127.0.0.1:4000 set ['a', 'b']\n\
+         PYRO:obj@127.0.0.1:4000 ['a', 'b']\n\
+         [('app.greeter', 'PYRO:obj@127.0.0.1:4000', ['a', 'b'])]\n\
+         [('app.greeter', 'PYRO:obj@127.0.0.1:4000')]\n"
     );
     ns.shutdown();
 }

@@ -192,6 +192,13 @@ pub fn encoding_for_pyro4() -> bool {
     PYRO4.with(std::cell::Cell::get)
 }
 
+/// The name of a newtype struct whose sequence serpent writes as a Python set literal
+/// (`{'a','b'}`; an empty one as `()`, as serpent writes it): a `Serialize` impl that means a
+/// Python `set` (a name server's metadata) wraps its items in
+/// `serialize_newtype_struct(PYTHON_SET, ..)`. Every other format writes the sequence (a
+/// newtype struct is transparent in bincode, msgpack and json).
+pub const PYTHON_SET: &str = "rmi.PythonSet";
+
 /// A str in marshal, and marshal's id in Pyro4: how a Pyro4 daemon words the CONNECTFAIL that
 /// refuses a client's serializer (before it has agreed on one).
 pub fn encode_marshal_str(text: &str) -> (u8, Vec<u8>) {

@@ -732,10 +732,24 @@ impl<'a> ser::Serializer for &'a mut Writer {
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
-        _name: &'static str,
+        name: &'static str,
         value: &T,
     ) -> Result<(), WriteError> {
-        value.serialize(self)
+        if name != super::PYTHON_SET || self.json {
+            return value.serialize(self);
+        }
+        // A Python set: the sequence's brackets made braces; serpent has no empty-set literal.
+        let start = self.out.len();
+        value.serialize(&mut *self)?;
+        let written = &self.out[start..];
+        if written == "[]" {
+            self.out.replace_range(start.., "()");
+        } else if written.starts_with('[') && written.ends_with(']') {
+            let end = self.out.len() - 1;
+            self.out.replace_range(end.., "}");
+            self.out.replace_range(start..start + 1, "{");
+        }
+        Ok(())
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -973,6 +987,25 @@ mod tests {
         assert_eq!(
             body(&serde_bytes::ByteBuf::from(vec![0, 1, b'a', b'b'])),
             "{'data': 'AAFhYg==', 'encoding': 'base64'}"
+        );
+    }
+
+    #[test]
+    fn a_python_set_is_a_set_literal_and_an_empty_one_a_tuple() {
+        struct Set(Vec<&'static str>);
+        impl Serialize for Set {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_newtype_struct(super::super::PYTHON_SET, &self.0)
+            }
+        }
+        assert_eq!(body(&Set(vec!["a", "b"])), "{'a','b'}");
+        assert_eq!(body(&(Set(vec![]),)), "((),)");
+        let json = encode_json(&Set(vec!["a"]), false).unwrap();
+        assert_eq!(String::from_utf8(json).unwrap(), "[\"a\"]");
+        let read = parse_body("{'a','b'}").unwrap();
+        assert_eq!(
+            read,
+            Value::Set(vec![Value::Str("a".into()), Value::Str("b".into())])
         );
     }
 
