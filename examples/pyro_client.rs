@@ -24,26 +24,34 @@ pub trait PythonGreeter {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let ns = rmi::naming::NsLocator::from_env()?.locate().await?;
+    for line in talk_to_python(&ns).await? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Looks the Python greeter up in `ns` and calls it every way: typed, untyped, and into a
+/// Python exception. Returns what `main` prints.
+pub async fn talk_to_python(ns: &rmi::naming::NameServerProxy) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
     let uri = ns.lookup("example.python.greeter").await?;
     let greeter = PythonGreeterProxy::connect(&uri).await?;
-    println!("{}", greeter.welcome_message("Rashmi".into()).await?);
-    println!(
+    out.push(greeter.welcome_message("Rashmi".into()).await?);
+    out.push(format!(
         "(spoken in {:?} over {:?})",
         greeter.proxy().serializer(),
         greeter.proxy().protocol().unwrap_or_default()
-    );
+    ));
     // Any method, untyped.
     let third: f64 = greeter.proxy().call("divide", &(1.0, 3.0)).await?;
-    println!("1 / 3 = {third}");
+    out.push(format!("1 / 3 = {third}"));
     // Python's exceptions arrive with their class, message and traceback.
     match greeter.divide(1.0, 0.0).await {
         Err(rmi::Error::Remote(e)) => {
-            println!("Python raised {}: {}", e.type_name, e.message);
-            for line in &e.chain {
-                println!("  | {line}");
-            }
+            out.push(format!("Python raised {}: {}", e.type_name, e.message));
+            out.extend(e.chain.iter().map(|line| format!("  | {line}")));
         }
-        other => println!("unexpected: {other:?}"),
+        other => out.push(format!("unexpected: {other:?}")),
     }
-    Ok(())
+    Ok(out)
 }

@@ -413,3 +413,73 @@ except Pyro5.errors.NamingError as e:
     daemon.shutdown();
     ns.daemon().shutdown();
 }
+
+/// The Python halves of the examples, unmodified: `examples/python/client.py` calls the Rust
+/// greeter through rmi's name server; `examples/python/server.py` serves Python's greeter,
+/// registered in rmi's name server, to `examples/pyro_client.rs`'s code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_halves_of_the_examples_work_with_their_rust_halves() {
+    use crate::python::shared::{python_output, PythonProcess};
+    let Some(python) = python() else { return };
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let ns_port = ns.daemon().local_addr().unwrap().port();
+    let env = [
+        ("PYRO_NS_HOST", "127.0.0.1".to_owned()),
+        ("PYRO_NS_PORT", ns_port.to_string()),
+        ("PYRO_BROADCAST_ADDRS", "127.255.255.255".to_owned()),
+    ];
+    let names = rmi::naming::NameServerProxy::connect(ns.uri())
+        .await
+        .unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python");
+
+    // A Python client of the Rust greeter.
+    let (daemon, uri) = greeting_daemon(false).await;
+    names.register("server", &uri).await.unwrap();
+    let client = format!("{examples}/client.py");
+    let (ok, out) = {
+        let (python, env) = (python.clone(), env.clone());
+        tokio::task::spawn_blocking(move || python_output(&python, &[&client, "Rashmi"], &env))
+            .await
+            .unwrap()
+    };
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Hi welcome Rashmi", "{out}");
+    assert!(lines[1].starts_with("NamingError: unknown name"), "{out}");
+
+    // A Rust client of the Python greeter.
+    let server = format!("{examples}/server.py");
+    let mut process = PythonProcess::start(python, &[&server], &env);
+    process.wait_for("Ready.");
+    let lines = pyro_client::talk_to_python(&names).await.unwrap();
+    assert_eq!(lines[0], "Hi welcome Rashmi", "{lines:?}");
+    assert!(
+        lines[1].contains("Serpent") && lines[1].contains("Pyro5"),
+        "{lines:?}"
+    );
+    assert!(lines[2].starts_with("1 / 3 = 0.333"), "{lines:?}");
+    assert!(
+        lines[3].starts_with("Python raised builtins.ZeroDivisionError:"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[4..]
+            .iter()
+            .any(|l| l.contains("Traceback") || l.contains("line")),
+        "the Python traceback: {lines:?}"
+    );
+    drop(process);
+    daemon.shutdown();
+    ns.daemon().shutdown();
+}
+
+/// `examples/pyro_client.rs`, whose `talk_to_python` the test above runs.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/pyro_client.rs"]
+mod pyro_client;
