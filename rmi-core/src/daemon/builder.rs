@@ -1,6 +1,6 @@
 //! [`DaemonBuilder`]: a daemon's settings, their documented defaults, and binding.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -344,7 +344,7 @@ impl DaemonBuilder {
             config: self,
             bound,
             advertised,
-            objects: RwLock::new(HashMap::new()),
+            objects: RwLock::new(HashMap::default()),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
             tasks: TaskTracker::new(),

@@ -172,7 +172,6 @@ impl Call {
             };
             return (Err(err), Vec::new());
         }
-        let method = call.method.as_str();
         // A call to the connection's one-at-a-time object waits for the calls that arrived
         // before it and holds its turn while it runs; any other call gives its turn up now.
         let _turn = match turn {
@@ -182,10 +181,12 @@ impl Call {
             }
             _ => None,
         };
+        // The names decoded from the request move into the context (no copy per call); the
+        // call borrows them back from it.
         let ctx = CallContext::new(
             self.peer.clone(),
-            object.to_owned(),
-            method.to_owned(),
+            call.object,
+            call.method,
             corr,
             self.req.annotations.clone(),
             oneway,
@@ -193,6 +194,7 @@ impl Call {
             self.state.id,
             self.state.peer_certificate.clone(),
         );
+        let (object, method) = (ctx.object(), ctx.method());
         let result = if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
             self.batch(object, call.args, &ctx).await
         } else {

@@ -39,7 +39,7 @@ pub use builder::{
 pub use handshake::{Certificate, HandshakeInfo, ValidateHandshake};
 pub use registration::{InstanceMode, Registration};
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

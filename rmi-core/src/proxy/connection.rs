@@ -1,7 +1,9 @@
 //! One open connection: the CONNECT handshake, the in-flight table keyed by sequence number,
 //! the reader task that hands replies to their calls, and the writer task.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -262,7 +264,7 @@ impl Connection {
         };
         let shared = Arc::new(ConnShared {
             state: Mutex::new(ConnState {
-                pending: HashMap::new(),
+                pending: HashMap::default(),
                 pings: VecDeque::new(),
                 next_seq: 1,
                 closed: None,
@@ -527,7 +529,7 @@ mod tests {
 
     #[test]
     fn free_seq_skips_zero_and_numbers_in_use() {
-        let mut pending = HashMap::new();
+        let mut pending = HashMap::default();
         assert_eq!(free_seq(&pending, 0), 1);
         pending.insert(1u16, ());
         pending.insert(2u16, ());
