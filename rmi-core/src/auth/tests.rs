@@ -215,3 +215,69 @@ fn signed_messages_verify_once_and_in_order_only() {
     daemon_out.sign(&mut echo);
     assert!(daemon_in.verify(&echo).is_err());
 }
+
+/// What is signed is what crosses the wire: a message with a correlation id (whose flag the
+/// encoder adds) and with annotations verifies after being encoded and parsed back, keeps its
+/// annotations, and carries one MAC even when signed again (a resend).
+#[test]
+fn a_signed_message_verifies_after_the_wire_and_keeps_its_annotations() {
+    use crate::protocol::frame::{self, FLAGS_CORR_ID};
+    let ((mut client_out, _), (_, mut daemon_in)) = handshake("s3cret", "s3cret").unwrap();
+    let mut call = Message::new(MessageType::Invoke, 98, 0, 1, &b"call"[..]);
+    call.corr_id = [7; 16];
+    call.annotations
+        .push((*b"DDLN", Bytes::from_static(&[0, 0, 0, 0, 0, 0, 3, 232])));
+    assert_eq!(
+        call.flags & FLAGS_CORR_ID,
+        0,
+        "the flag is the encoder's to add"
+    );
+    client_out.sign(&mut call);
+    let bytes = call.to_bytes();
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let header = frame::check(&buf, usize::MAX >> 1).unwrap();
+    let received = Message::parse(&mut buf, &header).unwrap();
+    assert_ne!(received.flags & FLAGS_CORR_ID, 0);
+    assert_eq!(received.annotation(b"DDLN").map(|v| v.len()), Some(8));
+    daemon_in.verify(&received).unwrap();
+
+    // Signed again (the next message of the stream), the old MAC is replaced, not added to.
+    client_out.sign(&mut call);
+    let macs = call
+        .annotations
+        .iter()
+        .filter(|(id, _)| *id == MAC_ANNOTATION)
+        .count();
+    assert_eq!(macs, 1);
+    assert!(call.annotation(b"DDLN").is_some(), "other annotations stay");
+    daemon_in.verify(&call).unwrap();
+}
+
+/// Debug output names the type and never shows the secret or the keys (they end up in logs).
+#[test]
+fn debug_output_names_the_type_and_hides_the_secret() {
+    let secret = SharedSecret::new("hunter2-secret");
+    assert_eq!(format!("{secret:?}"), "SharedSecret(…)");
+    let mut first = connect(b"connect");
+    let client = ClientHandshake::start(&secret, &mut first);
+    let mut ok = offer();
+    let daemon = ServerHandshake::start(&secret, &first, &mut ok).unwrap();
+    let client_text = format!("{client:?}");
+    let daemon_text = format!("{daemon:?}");
+    let (mut out, input) = client.confirm(&first, &ok).unwrap();
+    let mut proof = connect(b"connect");
+    out.sign(&mut proof);
+    let (signer_text, verifier_text) = (format!("{out:?}"), format!("{input:?}"));
+    for (text, name) in [
+        (&client_text, "ClientHandshake"),
+        (&daemon_text, "ServerHandshake"),
+        (&signer_text, "Signer"),
+        (&verifier_text, "Verifier"),
+    ] {
+        assert!(text.starts_with(name), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("key"), "no key material: {text}");
+    }
+    assert!(signer_text.contains("sent: 1"), "{signer_text}");
+    let _ = daemon.finish(&proof).unwrap();
+}
