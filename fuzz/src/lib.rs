@@ -221,7 +221,7 @@ pub fn limits() -> DecodeLimits {
 }
 
 /// Picks the serializer from the first byte: its real id (98 bincode, 4 msgpack, 1 serpent,
-/// 3 json), else bincode or msgpack by parity.
+/// 3 json, 2 marshal), else bincode or msgpack by parity.
 pub fn serializer_for(byte: u8) -> Serializer {
     Serializer::from_id(byte).unwrap_or(if byte & 1 == 0 {
         Serializer::Bincode
@@ -260,9 +260,13 @@ pub fn payload(data: &[u8]) {
         }
         let _ = inv.args.decode::<(Tree,)>();
     }
-    if matches!(ser, Serializer::Serpent | Serializer::Json) {
+    if matches!(
+        ser,
+        Serializer::Serpent | Serializer::Json | Serializer::Marshal
+    ) {
         // Python's values are not Rust's bit for bit (a NaN's payload, say; json's keys are
-        // all strings): for serpent and json only "no panic, no abort, no spin" is asked.
+        // all strings; marshal's references): for serpent, json and marshal only "no panic,
+        // no abort, no spin" is asked.
         let _ = ser.decode::<Rich>(rest, &limits);
         let _ = ser.decode::<Tree>(rest, &limits);
     } else {

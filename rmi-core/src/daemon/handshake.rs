@@ -162,8 +162,7 @@ fn fail(req: &Message, ser: Serializer, reason: String) -> Option<Message> {
 }
 
 /// A CONNECTFAIL before a serializer is agreed on: Pyro4 says it in marshal (every Pyro4
-/// client reads it); Pyro5 says it in the client's serializer if rmi knows it, in marshal when
-/// that was the client's, else closes.
+/// client reads it); Pyro5 says it in the client's serializer if rmi knows it, else closes.
 fn fail_early(req: &Message, protocol: Protocol, reason: String) -> Option<Message> {
     match (protocol, protocol.serializer(req.serializer)) {
         (Protocol::Pyro4, _) => {
@@ -173,14 +172,7 @@ fn fail_early(req: &Message, protocol: Protocol, reason: String) -> Option<Messa
             Some(reply)
         }
         (Protocol::Pyro5, Some(ser)) => fail(req, ser, reason),
-        // marshal, which every Pyro5 client can read, is refused in marshal, with a reason.
-        (Protocol::Pyro5, None) => {
-            codec::refuse_pyro5_marshal(req.serializer).map(|(id, payload)| {
-                let mut reply = reply_to(req, MessageType::ConnectFail, 0, payload);
-                reply.serializer = id;
-                reply
-            })
-        }
+        (Protocol::Pyro5, None) => None,
     }
 }
 

@@ -25,6 +25,26 @@ impl Proxy {
         Ok(self.call_full(method, args).await?.value)
     }
 
+    /// Calls `method` with the positional argument tuple `args` and the keyword arguments
+    /// `kwargs`, and decodes the result as `R`: Python's `proxy.method(*args, **kwargs)`, for
+    /// any Python object (parameters with defaults left out, keyword-only ones given by name).
+    ///
+    /// `kwargs` is anything that serializes as a map of parameter names to values: a
+    /// `BTreeMap<&str, V>` or `HashMap`, or, for values of different types, a struct with named
+    /// fields. Keyword arguments travel in Pyro's
+    /// formats only: under bincode (two rmi peers) a non-empty `kwargs` is an error; set
+    /// `ProxyBuilder::serializer` to a Pyro format to call an rmi daemon by keyword (it binds
+    /// them to the Rust parameter names).
+    pub async fn call_kwargs<A: Serialize, K: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+        kwargs: &K,
+    ) -> Result<R, Error> {
+        let (reply, protocol, _) = self.request(None, method, args, Some(kwargs), 0).await?;
+        decode_result(&reply, protocol, &self.shared.config.limits)
+    }
+
     /// Like [`call`](Self::call), also returning the reply's annotations and correlation id.
     pub async fn call_full<A: Serialize, R: DeserializeOwned>(
         &self,
@@ -52,7 +72,8 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<Reply<R>, Error> {
-        let (reply, protocol, correlation_id) = self.request(object, method, args, 0).await?;
+        let (reply, protocol, correlation_id) =
+            self.request(object, method, args, None::<&()>, 0).await?;
         let value = decode_result(&reply, protocol, &self.shared.config.limits)?;
         Ok(Reply {
             value,
@@ -68,7 +89,7 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<ItemStream<T>, Error> {
-        let (reply, protocol, _) = self.request(None, method, args, 0).await?;
+        let (reply, protocol, _) = self.request(None, method, args, None::<&()>, 0).await?;
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             // An error (or a plain value from a method that is not streaming).
             decode_result::<serde::de::IgnoredAny>(&reply, protocol, &self.shared.config.limits)?;
@@ -85,11 +106,12 @@ impl Proxy {
 
     /// Sends a request with this proxy's retry policy; returns the raw reply and the protocol
     /// of the connection it came on.
-    async fn request<A: Serialize>(
+    async fn request<A: Serialize, K: Serialize + ?Sized>(
         &self,
         object: Option<&str>,
         method: &str,
         args: &A,
+        kwargs: Option<&K>,
         flags: u16,
     ) -> Result<(Message, Protocol, uuid::Uuid), Error> {
         let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
@@ -102,7 +124,8 @@ impl Proxy {
             let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
                 let conn = self.connection().await.map_err(Error::not_sent)?;
-                let msg = self.invoke_message(&conn, object, method, args, corr, flags)?;
+                let msg =
+                    self.invoke_message(&conn, object, method, (args, kwargs), corr, flags)?;
                 let reply = conn
                     .request(
                         msg,
@@ -129,21 +152,24 @@ impl Proxy {
         }
     }
 
-    fn invoke_message<A: Serialize>(
+    /// The INVOKE message of a call with `args` (the positional argument tuple and the
+    /// keyword arguments, if any).
+    fn invoke_message<A: Serialize, K: Serialize + ?Sized>(
         &self,
         conn: &Connection,
         object: Option<&str>,
         method: &str,
-        args: &A,
+        (args, kwargs): (&A, Option<&K>),
         corr: uuid::Uuid,
         flags: u16,
     ) -> Result<Message, Error> {
-        let payload = codec::encode_invoke_in(
+        let payload = codec::encode_invoke_kwargs_in(
             conn.serializer,
             conn.protocol,
             object.unwrap_or(&conn.object),
             method,
             args,
+            kwargs,
         )?;
         let ser_id = conn.protocol.serializer_id(conn.serializer);
         let mut msg = Message::new(MessageType::Invoke, ser_id, flags, 0, payload);
@@ -196,7 +222,7 @@ impl Proxy {
         args: &A,
     ) -> Result<R, Error> {
         let (reply, protocol, _) = self
-            .request(None, BATCH_METHOD, args, frame::FLAGS_BATCH)
+            .request(None, BATCH_METHOD, args, None::<&()>, frame::FLAGS_BATCH)
             .await?;
         decode_result(&reply, protocol, &self.shared.config.limits)
     }
@@ -224,7 +250,8 @@ impl Proxy {
             .unwrap_or_else(uuid::Uuid::new_v4);
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
-        let msg = self.invoke_message(&conn, None, BATCH_METHOD, args, corr, flags)?;
+        let msg =
+            self.invoke_message(&conn, None, BATCH_METHOD, (args, None::<&()>), corr, flags)?;
         conn.send_oneway(
             msg,
             self.options.timeout,
@@ -261,8 +288,14 @@ impl Proxy {
         let span = tracing::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
-            let msg =
-                self.invoke_message(&conn, object, method, args, corr, frame::FLAGS_ONEWAY)?;
+            let msg = self.invoke_message(
+                &conn,
+                object,
+                method,
+                (args, None::<&()>),
+                corr,
+                frame::FLAGS_ONEWAY,
+            )?;
             conn.send_oneway(
                 msg,
                 self.options.timeout,

@@ -1,23 +1,29 @@
 //! Serde encoding of payloads per serializer id, each format in a module of its own.
 //!
-//! Four serializers ship: bincode 1.3.3 (module `bincode`, rmi's own id
+//! Five serializers ship: bincode 1.3.3 (module `bincode`, rmi's own id
 //! [`Serializer::BINCODE_ID`], Rust to Rust), and Pyro's msgpack (module `msgpack`, Pyro5's
-//! id 4), serpent (module `serpent`, id 1) and json (module `json`, Pyro5's id 3, Pyro4's 2).
-//! A format module is the only place that names its crate. marshal is refused (a Pyro5 client
-//! asking for it gets a CONNECTFAIL saying so), pickle and its kin are never decoded. Every decode goes through the bounded
-//! wrapper (the private `bounded` module): the payload length is the size limit, trailing bytes
-//! are refused, nesting is limited to [`DecodeLimits::max_depth`] and no collection may claim
-//! more elements than the payload has bytes.
+//! id 4), serpent (module `serpent`, id 1), json (module `json`, Pyro5's id 3, Pyro4's 2) and
+//! marshal (module `marshal`, Pyro5's id 2, Pyro4's 3). A format module is the only place that
+//! names its crate; pickle and its kin are never decoded. Every decode is bounded: bincode and
+//! msgpack through the bounded wrapper (the private `bounded` module), serpent, json and
+//! marshal by their own readers into the value tree: the payload length is the size limit,
+//! trailing bytes are refused, nesting is limited to [`DecodeLimits::max_depth`] and no
+//! collection may claim more elements than the payload has bytes.
+//!
+//! In the Pyro formats a non-empty `Vec<u8>` is written as bytes (msgpack's bin, marshal's
+//! bytes, serpent's base64 dict; json has no bytes and writes a list), and a `Vec<u8>` reads
+//! Python's bytes (module `byteseq`).
 //!
 //! Pyro4 peers (protocol 48, [`Protocol::Pyro4`]) get the same formats with Pyro4's class
 //! names: [`Serializer::encode_in`] writes a `__class__` of `Pyro5.<rest>` as `Pyro4.<rest>`
-//! (URIs, errors). Module `marshal` writes only the str a Pyro4 CONNECTFAIL needs.
+//! (URIs, errors).
 //!
 //! bincode is not self-describing, so types that need `deserialize_any` (untagged enums,
 //! `#[serde(flatten)]`, `skip_serializing_if`) fail at run time under it; use msgpack for those.
 
 mod bincode;
 mod bounded;
+mod byteseq;
 mod exception;
 mod json;
 mod marshal;
@@ -69,6 +75,8 @@ pub enum Serializer {
     Serpent,
     /// JSON as Python's `json` module writes it (Pyro5's id 3, Pyro4's id 2).
     Json,
+    /// Python's marshal, data only (Pyro5's id 2, Pyro4's id 3).
+    Marshal,
 }
 
 impl Serializer {
@@ -80,6 +88,8 @@ impl Serializer {
     pub const SERPENT_ID: u8 = 1;
     /// Pyro5's serializer id for json (Pyro4's is 2).
     pub const JSON_ID: u8 = 3;
+    /// Pyro5's serializer id for marshal (Pyro4's is 3).
+    pub const MARSHAL_ID: u8 = 2;
 
     /// The id carried in the message header.
     pub fn id(self) -> u8 {
@@ -88,6 +98,7 @@ impl Serializer {
             Serializer::MsgPack => Self::MSGPACK_ID,
             Serializer::Serpent => Self::SERPENT_ID,
             Serializer::Json => Self::JSON_ID,
+            Serializer::Marshal => Self::MARSHAL_ID,
         }
     }
 
@@ -98,6 +109,7 @@ impl Serializer {
             Self::MSGPACK_ID => Some(Serializer::MsgPack),
             Self::SERPENT_ID => Some(Serializer::Serpent),
             Self::JSON_ID => Some(Serializer::Json),
+            Self::MARSHAL_ID => Some(Serializer::Marshal),
             _ => None,
         }
     }
@@ -109,6 +121,7 @@ impl Serializer {
             Serializer::MsgPack => msgpack::encode(value),
             Serializer::Serpent => serpent::encode(value),
             Serializer::Json => json::encode(value, false),
+            Serializer::Marshal => marshal::encode(value, false),
         }
     }
 
@@ -128,6 +141,10 @@ impl Serializer {
             (Protocol::Pyro4, Serializer::Json) => {
                 let _pyro4 = Pyro4Scope::enter();
                 json::encode(value, true)
+            }
+            (Protocol::Pyro4, Serializer::Marshal) => {
+                let _pyro4 = Pyro4Scope::enter();
+                marshal::encode(value, true)
             }
             (Protocol::Pyro4, Serializer::MsgPack) => {
                 let _pyro4 = Pyro4Scope::enter();
@@ -149,17 +166,19 @@ impl Serializer {
             Serializer::MsgPack => msgpack::decode(bytes, limits),
             Serializer::Serpent => serpent::decode(bytes, limits),
             Serializer::Json => json::decode(bytes, limits),
+            Serializer::Marshal => marshal::decode(bytes, limits),
         }
     }
 
-    /// Pyro's name of this serializer (`"serpent"`, `"json"`, `"msgpack"`; rmi's own is
-    /// `"bincode"`).
+    /// Pyro's name of this serializer (`"serpent"`, `"json"`, `"msgpack"`, `"marshal"`; rmi's
+    /// own is `"bincode"`).
     pub fn name(self) -> &'static str {
         match self {
             Serializer::Bincode => "bincode",
             Serializer::MsgPack => "msgpack",
             Serializer::Serpent => "serpent",
             Serializer::Json => "json",
+            Serializer::Marshal => "marshal",
         }
     }
 }
@@ -203,21 +222,6 @@ pub const PYTHON_SET: &str = "rmi.PythonSet";
 /// refuses a client's serializer (before it has agreed on one).
 pub fn encode_marshal_str(text: &str) -> (u8, Vec<u8>) {
     (marshal::PYRO4_MARSHAL_ID, marshal::encode_str(text))
-}
-
-/// A CONNECTFAIL's reason for a Pyro5 client that asked for marshal (id 2), which rmi does not
-/// speak: in marshal, so the Python client raises it (`connection ... rejected: ...`) instead of
-/// seeing the connection drop; `None` for any other unknown id.
-pub fn refuse_pyro5_marshal(serializer_id: u8) -> Option<(u8, Vec<u8>)> {
-    (serializer_id == marshal::PYRO5_MARSHAL_ID).then(|| {
-        (
-            marshal::PYRO5_MARSHAL_ID,
-            marshal::encode_str(
-                "the marshal serializer is not supported by this rmi daemon; \
-                 use serpent, json or msgpack",
-            ),
-        )
-    })
 }
 
 /// A str in marshal, as a Pyro daemon words a CONNECTFAIL before it has agreed on a
@@ -306,10 +310,38 @@ pub fn encode_invoke_in<A: Serialize>(
     method: &str,
     args: &A,
 ) -> Result<Vec<u8>, Error> {
+    encode_invoke_kwargs_in(ser, protocol, object, method, args, None::<&NoKwargs>)
+}
+
+/// [`encode_invoke_in`] with keyword arguments: `kwargs`, when given, is anything that
+/// serializes as a map of parameter names to values (a `BTreeMap<&str, V>`, a `HashMap`, or a
+/// struct with named fields, which the Pyro formats write as a dict). Pyro's formats carry them
+/// as the call's kwargs dict; bincode carries positional arguments only and refuses keyword
+/// arguments unless `kwargs` is an empty map.
+pub fn encode_invoke_kwargs_in<A: Serialize, K: Serialize + ?Sized>(
+    ser: Serializer,
+    protocol: Protocol,
+    object: &str,
+    method: &str,
+    args: &A,
+    kwargs: Option<&K>,
+) -> Result<Vec<u8>, Error> {
+    let kwargs = Kwargs(kwargs);
     match ser {
-        Serializer::Bincode => ser.encode(&(object, method, args)),
-        Serializer::MsgPack | Serializer::Serpent => {
-            ser.encode_in(protocol, &(object, method, trim::Trimmed(args), NoKwargs))
+        Serializer::Bincode => {
+            if let Some(k) = kwargs.0 {
+                if msgpack::encode(k)? != [0x80] {
+                    return Err(Error::Codec(
+                        "keyword arguments need a Pyro serializer (serpent, json, msgpack, \
+                         marshal); bincode carries positional arguments only"
+                            .into(),
+                    ));
+                }
+            }
+            ser.encode(&(object, method, args))
+        }
+        Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
+            ser.encode_in(protocol, &(object, method, trim::Trimmed(args), kwargs))
         }
         Serializer::Json => ser.encode_in(
             protocol,
@@ -317,19 +349,31 @@ pub fn encode_invoke_in<A: Serialize>(
                 object,
                 method,
                 params: trim::Trimmed(args),
-                kwargs: NoKwargs,
+                kwargs,
             },
         ),
     }
 }
 
+/// A call's keyword arguments: the caller's map, or an empty one.
+struct Kwargs<'a, K: ?Sized>(Option<&'a K>);
+
+impl<K: Serialize + ?Sized> Serialize for Kwargs<'_, K> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(k) => k.serialize(s),
+            None => NoKwargs.serialize(s),
+        }
+    }
+}
+
 /// A call in Pyro's json form: `{"object", "method", "params", "kwargs"}`, in that order.
 #[derive(Serialize)]
-struct JsonCall<'a, P> {
+struct JsonCall<'a, P, K> {
     object: &'a str,
     method: &'a str,
     params: P,
-    kwargs: NoKwargs,
+    kwargs: K,
 }
 
 /// A decoded INVOKE: where it goes, and its still-encoded arguments.
@@ -398,7 +442,7 @@ impl Args {
         match self.ser {
             Serializer::Bincode => bincode::leading_seq_len(&self.bytes),
             Serializer::MsgPack => msgpack::leading_seq_len(&self.bytes),
-            Serializer::Serpent | Serializer::Json => None,
+            Serializer::Serpent | Serializer::Json | Serializer::Marshal => None,
         }
     }
 
@@ -416,7 +460,7 @@ impl Args {
         match self.ser {
             Serializer::Bincode => self.decode(),
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
-            Serializer::MsgPack | Serializer::Serpent => {
+            Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
                 let (_, _, vargs, kwargs): (IgnoredAny, IgnoredAny, value::Value, value::Value) =
                     self.ser.decode(&self.bytes, &self.limits)?;
                 let bound = value::bind(vargs, kwargs, names).map_err(|e| Error::Codec(e.0))?;
@@ -436,7 +480,7 @@ impl Args {
         match self.ser {
             Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
-            Serializer::MsgPack | Serializer::Serpent => {
+            Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
                 let (_, _, args, _): (IgnoredAny, IgnoredAny, T, NoKwargs) =
                     self.ser.decode(&self.bytes, &self.limits)?;
                 Ok(args)
@@ -453,7 +497,7 @@ impl Args {
         let vargs = match (&self.tree, self.ser) {
             (Some((vargs, _)), _) => vargs.clone(),
             (None, Serializer::Bincode | Serializer::Json) => return Ok(None),
-            (None, Serializer::MsgPack | Serializer::Serpent) => {
+            (None, Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal) => {
                 let (_, _, vargs, _): (IgnoredAny, IgnoredAny, value::Value, IgnoredAny) =
                     self.ser.decode(&self.bytes, &self.limits)?;
                 vargs
@@ -522,6 +566,7 @@ pub fn encode_pyro_batch(
         Serializer::MsgPack => Ok(msgpack::array_of(&items)),
         Serializer::Serpent => Ok(serpent::list_of(&items)),
         Serializer::Json => Ok(json::list_of(&items)),
+        Serializer::Marshal => Ok(marshal::list_of(&items)),
         Serializer::Bincode => ser.encode(
             &items
                 .into_iter()
@@ -599,7 +644,7 @@ pub fn decode_invoke(
             let (object, method) = msgpack::decode_route(&payload, limits)?;
             (object, method, payload)
         }
-        Serializer::Serpent => {
+        Serializer::Serpent | Serializer::Marshal => {
             let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
                 ser.decode(&payload, limits)?;
             (object, method, payload)
@@ -661,7 +706,7 @@ pub fn encode_error(ser: Serializer, err: &RemoteError) -> Vec<u8> {
 /// [`encode_error`], with a Pyro4 peer's class names (`Pyro4.errors.NamingError`).
 pub fn encode_error_in(ser: Serializer, protocol: Protocol, err: &RemoteError) -> Vec<u8> {
     let encoded = match ser {
-        Serializer::Serpent | Serializer::MsgPack | Serializer::Json => {
+        Serializer::Serpent | Serializer::MsgPack | Serializer::Json | Serializer::Marshal => {
             ser.encode_in(protocol, &exception::PyroException(err))
         }
         Serializer::Bincode => ser.encode(err),
@@ -685,7 +730,7 @@ pub fn decode_error(
     limits: &DecodeLimits,
 ) -> Result<RemoteError, Error> {
     match ser {
-        Serializer::Serpent | Serializer::MsgPack | Serializer::Json => {
+        Serializer::Serpent | Serializer::MsgPack | Serializer::Json | Serializer::Marshal => {
             let value: value::Value = ser.decode(payload, limits)?;
             exception::from_value(value.clone()).map_or_else(
                 || serde::Deserialize::deserialize(value).map_err(|e| Error::Codec(e.to_string())),
@@ -714,11 +759,12 @@ mod tests {
         n
     }
 
-    const SERS: [Serializer; 4] = [
+    const SERS: [Serializer; 5] = [
         Serializer::Bincode,
         Serializer::MsgPack,
         Serializer::Serpent,
         Serializer::Json,
+        Serializer::Marshal,
     ];
 
     #[test]
@@ -802,7 +848,11 @@ mod tests {
             "Pyro5.errors.NamingError",
             "unknown name: x",
         );
-        for ser in [Serializer::Serpent, Serializer::MsgPack] {
+        for ser in [
+            Serializer::Serpent,
+            Serializer::MsgPack,
+            Serializer::Marshal,
+        ] {
             let doc = ser
                 .encode_in(Protocol::Pyro4, &(&uri, "Pyro5.core.URI"))
                 .unwrap();
@@ -878,6 +928,12 @@ mod tests {
                     v.extend_from_slice("}".repeat(15_000).as_bytes());
                     v
                 }
+                Serializer::Marshal => {
+                    let mut v = b"{u\x04\x00\x00\x00Node".repeat(15_000);
+                    v.extend_from_slice(b"u\x04\x00\x00\x00Leaf");
+                    v.extend_from_slice(&b"0".repeat(15_000));
+                    v
+                }
                 Serializer::Json => {
                     let mut v = "{\"Node\":".repeat(15_000).into_bytes();
                     v.extend_from_slice(b"\"Leaf\"");
@@ -934,7 +990,11 @@ mod tests {
     fn keyword_arguments_bind_by_parameter_name_in_the_pyro_formats() {
         use std::collections::BTreeMap;
         let limits = DecodeLimits::default();
-        for ser in [Serializer::MsgPack, Serializer::Serpent] {
+        for ser in [
+            Serializer::MsgPack,
+            Serializer::Serpent,
+            Serializer::Marshal,
+        ] {
             let call = |args: &[&str], kwargs: &[(&str, &str)]| {
                 let kwargs: BTreeMap<&str, &str> = kwargs.iter().copied().collect();
                 let payload = ser.encode(&("o", "greet", args, kwargs)).unwrap();

@@ -16,17 +16,31 @@ fn codec_error(e: impl std::fmt::Display) -> Error {
 }
 
 /// msgpack is one of Pyro's formats: values take their Pyro shape (`is_human_readable`), so a
-/// URI is Pyro's URI class dict and a UUID a string, as Python peers expect.
+/// URI is Pyro's URI class dict and a UUID a string, as Python peers expect; a non-empty
+/// `Vec<u8>` is bin, Python's bytes (rmp-serde's `BytesMode::ForceIterables`, which reads back
+/// into a `Vec<u8>`).
 pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     let mut ser = rmp_serde::Serializer::new(&mut out)
         .with_struct_map()
-        .with_human_readable();
+        .with_human_readable()
+        .with_bytes(rmp_serde::config::BytesMode::ForceIterables);
     value.serialize(&mut ser).map_err(codec_error)?;
     Ok(out)
 }
 
+/// Decodes `bytes` as a `T`; what does not fit directly (Pyro5's extensions for ints beyond 64
+/// bits and datetimes, say) is read again through the value tree, which knows Python's shapes.
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
+    decode_direct(bytes, limits).or_else(|first| {
+        match decode_direct::<super::value::Value>(bytes, limits) {
+            Ok(value) => T::deserialize(value).map_err(|_| first),
+            Err(_) => Err(first),
+        }
+    })
+}
+
+fn decode_direct<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
     let mut de = rmp_serde::Deserializer::new(bytes).with_human_readable();
     let value = T::deserialize(Bounded {
         inner: &mut de,

@@ -840,6 +840,28 @@ impl<'a> ser::Serializer for &'a mut Writer {
             tuple: false,
         })
     }
+    /// A non-empty `Vec<u8>` is bytes (Pyro's base64 dict) in serpent; json has no bytes.
+    fn collect_seq<I>(self, iter: I) -> Result<(), WriteError>
+    where
+        I: IntoIterator,
+        I::Item: Serialize,
+    {
+        let items = if self.json {
+            Err(iter.into_iter().collect())
+        } else {
+            super::byteseq::as_bytes(iter)
+        };
+        match items {
+            Ok(bytes) => ser::Serializer::serialize_bytes(self, &bytes),
+            Err(items) => {
+                let mut seq = ser::Serializer::serialize_seq(self, Some(items.len()))?;
+                for item in items {
+                    ser::SerializeSeq::serialize_element(&mut seq, &item)?;
+                }
+                ser::SerializeSeq::end(seq)
+            }
+        }
+    }
 }
 
 impl ser::SerializeSeq for Compound<'_> {

@@ -6,7 +6,8 @@
 //!
 //! A probe serializer first finds which elements of the argument tuple are `None` (stopping at
 //! the first byte of anything else); the real serializer then sees the tuple without its
-//! trailing `None`s. Arguments that are not a tuple are left as they are.
+//! trailing `None`s. Arguments that are not a tuple are left as they are, except no arguments
+//! at all (`&()`), which go as an empty tuple.
 
 use serde::ser::{self, Impossible, Serialize, SerializeTuple, Serializer};
 
@@ -16,6 +17,10 @@ pub(super) struct Trimmed<'a, A: ?Sized>(pub(super) &'a A);
 impl<A: Serialize + ?Sized> Serialize for Trimmed<'_, A> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let Ok(nones) = self.0.serialize(TupleProbe) else {
+            // No arguments (`&()`, which serde writes as None) are an empty tuple.
+            if std::mem::size_of_val(self.0) == 0 {
+                return s.serialize_tuple(0)?.end();
+            }
             return self.0.serialize(s);
         };
         let keep = nones.iter().rposition(|none| !none).map_or(0, |i| i + 1);

@@ -169,6 +169,26 @@ impl<'de> Deserializer<'de> for Value {
         }
     }
 
+    /// A sequence; Python's bytes (and Pyro's base64 dict) are one of ints, so a `Vec<u8>`
+    /// reads them.
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        if let Some(bytes) = self.base64_bytes() {
+            return visitor.visit_seq(Seq(bytes?
+                .into_iter()
+                .map(|b| Value::Int(b.into()))
+                .collect::<Vec<_>>()
+                .into_iter()));
+        }
+        match self {
+            Value::Bytes(b) => visitor.visit_seq(Seq(b
+                .into_iter()
+                .map(|b| Value::Int(b.into()))
+                .collect::<Vec<_>>()
+                .into_iter())),
+            other => other.deserialize_any(visitor),
+        }
+    }
+
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self {
             Value::Int(i) => visitor.visit_f64(i as f64),
@@ -232,7 +252,7 @@ impl<'de> Deserializer<'de> for Value {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char str string
-        seq tuple tuple_struct map struct identifier ignored_any
+        tuple tuple_struct map struct identifier ignored_any
     }
 }
 
@@ -401,6 +421,36 @@ impl<'de> serde::Deserialize<'de> for Value {
             }
             fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Value, E> {
                 Ok(Value::Bytes(v))
+            }
+            /// A msgpack extension (rmp-serde's newtype of tag and data): Pyro5's ints beyond
+            /// 64 bits (0x31, decimal digits), datetimes (0x32, the POSIX timestamp as a
+            /// native f64) and dates (0x33, the proleptic ordinal as a native i64).
+            fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+                let (tag, data): (i8, serde_bytes::ByteBuf) = serde::Deserialize::deserialize(d)?;
+                let eight = |data: &[u8]| -> Result<[u8; 8], D::Error> {
+                    data.try_into()
+                        .map_err(|_| de::Error::custom("a msgpack extension of the wrong size"))
+                };
+                match tag {
+                    0x31 => {
+                        let text = std::str::from_utf8(&data)
+                            .ok()
+                            .filter(|t| {
+                                let digits = t.strip_prefix('-').unwrap_or(t);
+                                !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
+                            })
+                            .ok_or_else(|| de::Error::custom("an invalid int extension"))?;
+                        Ok(match text.parse::<i128>() {
+                            Ok(i) => Value::Int(i),
+                            Err(_) => Value::BigInt(text.to_owned()),
+                        })
+                    }
+                    0x32 => Ok(Value::Float(f64::from_ne_bytes(eight(&data)?))),
+                    0x33 => Ok(Value::Int(i64::from_ne_bytes(eight(&data)?).into())),
+                    other => Err(de::Error::custom(format_args!(
+                        "msgpack extension type {other:#x} is not data rmi reads"
+                    ))),
+                }
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
                 let mut items = Vec::new();

@@ -116,7 +116,8 @@ impl Protocol {
 
     /// The serializer a header's id names in this protocol, if rmi supports it. The ids differ:
     /// msgpack is 4 in Pyro5 and 6 in Pyro4 (where 4 is pickle); json is 3 in Pyro5 and 2 in
-    /// Pyro4; serpent is 1 in both; rmi's bincode (98) is Pyro5-only.
+    /// Pyro4; marshal is 2 in Pyro5 and 3 in Pyro4; serpent is 1 in both; rmi's bincode (98)
+    /// is Pyro5-only.
     pub fn serializer(self, id: u8) -> Option<Serializer> {
         match self {
             Protocol::Pyro5 => Serializer::from_id(id),
@@ -124,6 +125,7 @@ impl Protocol {
                 Serializer::SERPENT_ID => Some(Serializer::Serpent),
                 pyro4::MSGPACK_ID => Some(Serializer::MsgPack),
                 pyro4::JSON_ID => Some(Serializer::Json),
+                pyro4::MARSHAL_ID => Some(Serializer::Marshal),
                 _ => None,
             },
         }
@@ -134,6 +136,7 @@ impl Protocol {
         match (self, ser) {
             (Protocol::Pyro4, Serializer::MsgPack) => pyro4::MSGPACK_ID,
             (Protocol::Pyro4, Serializer::Json) => pyro4::JSON_ID,
+            (Protocol::Pyro4, Serializer::Marshal) => pyro4::MARSHAL_ID,
             _ => ser.id(),
         }
     }

@@ -27,6 +27,8 @@ pub(super) const ANNOTATION_HEADER_SIZE: usize = 6;
 pub(super) const MSGPACK_ID: u8 = 6;
 /// Pyro4's serializer id for json (Pyro5's is 3).
 pub(super) const JSON_ID: u8 = 2;
+/// Pyro4's serializer id for marshal (Pyro5's is 2).
+pub(super) const MARSHAL_ID: u8 = 3;
 /// The annotation carrying the correlation id (16 bytes, a UUID's).
 const CORR: [u8; 4] = *b"CORR";
 
