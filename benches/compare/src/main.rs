@@ -1,0 +1,642 @@
+//! Side-by-side benchmark: rmi, tarpc, tonic, a minimal hand-written multiplexer ("rawmux")
+//! and raw TCP, on identical workloads in one run, over 127.0.0.1 only (every port is 0).
+//!
+//! The servers of every framework run on one current-thread tokio runtime on their own thread;
+//! the clients on another current-thread runtime on the main thread. Each repetition runs
+//! every workload for every framework (frameworks in a rotating order, so none is always
+//! first); the report gives the median over repetitions, the ratios of rmi to each other
+//! framework, a Markdown table, CSV files and a bar chart per figure (PNG and SVG).
+//!
+//! ```sh
+//! cd benches/compare && cargo build --release
+//! target/release/compare --quick          # smoke run, a few seconds
+//! target/release/compare                  # 10 repetitions, a few minutes
+//! target/release/compare --reps 5 --out /tmp/cmp --gate 1.5
+//! ```
+//!
+//! Timings are printed, never asserted: the machine's load moves them.
+
+mod alloc;
+mod raw;
+mod rawmux;
+mod report;
+mod rmi_fw;
+mod sys;
+mod tarpc_fw;
+mod tonic_fw;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rmi::Serializer;
+
+use report::{Figure, Results};
+
+const NAME: &str = "Rashmi";
+const GREETING: &str = "Hi welcome Rashmi";
+/// The bulk argument, in bytes.
+pub const BLOB: usize = 10_000_000;
+
+/// A column of the comparison.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Series {
+    Raw,
+    RawMux,
+    Tarpc,
+    Tonic,
+    Rmi,
+    /// rmi with msgpack (bulk only).
+    RmiMsgpack,
+    /// rmi through `PYRONAME:` (connect only).
+    RmiPyroname,
+}
+
+impl Series {
+    pub fn label(self) -> &'static str {
+        match self {
+            Series::Raw => "raw",
+            Series::RawMux => "rawmux",
+            Series::Tarpc => "tarpc",
+            Series::Tonic => "tonic",
+            Series::Rmi => "rmi",
+            Series::RmiMsgpack => "rmi msgpack",
+            Series::RmiPyroname => "rmi PYRONAME",
+        }
+    }
+}
+
+/// The five frameworks every workload runs.
+pub const MAIN: [Series; 5] = [
+    Series::Raw,
+    Series::RawMux,
+    Series::Tarpc,
+    Series::Tonic,
+    Series::Rmi,
+];
+
+struct Config {
+    quick: bool,
+    reps: usize,
+    out: PathBuf,
+    throughput_warmup: Duration,
+    throughput_time: Duration,
+    latency_warmup: usize,
+    latency_calls: usize,
+    bulk_warmup: usize,
+    bulk_calls: usize,
+    connect_warmup: usize,
+    connect_calls: usize,
+    /// Wait (at most a minute) before each repetition until the 1-minute load is below this.
+    gate: Option<f64>,
+    /// The CPU both threads are pinned to for the pinned latency figure.
+    pin_cpu: usize,
+}
+
+const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SECS] [--gate LOAD] [--pin-cpu N]
+
+  --quick      smoke run: 2 repetitions with small counts (a few seconds)
+  --reps N     repetitions (default 10; 2 with --quick)
+  --out DIR    where results.csv, summary.csv, summary.md and the charts go (default target/compare)
+  --time SECS  length of each timed throughput run (default 1.0; 0.1 with --quick)
+  --gate LOAD  before each repetition, wait up to 60 s for the 1-minute load average to fall below LOAD
+  --pin-cpu N  CPU for the pinned-latency figure (default: the last one)";
+
+impl Config {
+    fn from_args() -> Config {
+        let mut args: Vec<String> = std::env::args().skip(1).collect();
+        // `cargo bench`-style runners may pass `--bench`; ignore it.
+        args.retain(|a| a != "--bench");
+        let quick = args.iter().any(|a| a == "--quick");
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut cfg = if quick {
+            Config {
+                quick,
+                reps: 2,
+                out: PathBuf::from("target/compare"),
+                throughput_warmup: Duration::from_millis(30),
+                throughput_time: Duration::from_millis(100),
+                latency_warmup: 100,
+                latency_calls: 1_000,
+                bulk_warmup: 1,
+                bulk_calls: 2,
+                connect_warmup: 3,
+                connect_calls: 20,
+                gate: None,
+                pin_cpu: ncpu - 1,
+            }
+        } else {
+            Config {
+                quick,
+                reps: 10,
+                out: PathBuf::from("target/compare"),
+                throughput_warmup: Duration::from_millis(200),
+                throughput_time: Duration::from_secs(1),
+                latency_warmup: 500,
+                latency_calls: 5_000,
+                bulk_warmup: 2,
+                bulk_calls: 8,
+                connect_warmup: 10,
+                connect_calls: 100,
+                gate: None,
+                pin_cpu: ncpu - 1,
+            }
+        };
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| {
+                it.next().unwrap_or_else(|| {
+                    eprintln!("{name} needs a value\n{USAGE}");
+                    std::process::exit(2)
+                })
+            };
+            match a.as_str() {
+                "--quick" => {}
+                "--reps" => cfg.reps = value("--reps").parse().expect("--reps N"),
+                "--out" => cfg.out = PathBuf::from(value("--out")),
+                "--time" => {
+                    cfg.throughput_time =
+                        Duration::from_secs_f64(value("--time").parse().expect("--time SECS"))
+                }
+                "--gate" => cfg.gate = Some(value("--gate").parse().expect("--gate LOAD")),
+                "--pin-cpu" => cfg.pin_cpu = value("--pin-cpu").parse().expect("--pin-cpu N"),
+                "-h" | "--help" => {
+                    println!("{USAGE}");
+                    std::process::exit(0)
+                }
+                other => {
+                    eprintln!("unknown argument {other}\n{USAGE}");
+                    std::process::exit(2)
+                }
+            }
+        }
+        assert!(cfg.reps > 0, "--reps must be at least 1");
+        cfg
+    }
+}
+
+/// Where every server listens (all on the server runtime).
+struct Addrs {
+    raw: SocketAddr,
+    raw_frames: raw::Frames,
+    raw_bulk: SocketAddr,
+    raw_bulk_frames: raw::Frames,
+    rawmux: SocketAddr,
+    tarpc: SocketAddr,
+    tonic: SocketAddr,
+    rmi: rmi_fw::RmiServer,
+}
+
+/// One connection of a framework other than raw; clones share the connection.
+#[derive(Clone)]
+enum Client {
+    RawMux(rawmux::Client),
+    Tarpc(tarpc_fw::BenchClient),
+    Tonic(tonic_fw::Client),
+    Rmi(rmi_fw::BenchProxy),
+}
+
+impl Client {
+    async fn connect(s: Series, a: &Addrs) -> Client {
+        match s {
+            Series::RawMux => Client::RawMux(rawmux::connect(a.rawmux).await),
+            Series::Tarpc => Client::Tarpc(tarpc_fw::connect(a.tarpc).await),
+            Series::Tonic => Client::Tonic(tonic_fw::connect(a.tonic).await),
+            Series::Rmi => Client::Rmi(rmi_fw::connect(&a.rmi.uri, Serializer::Bincode).await),
+            Series::RmiMsgpack => {
+                Client::Rmi(rmi_fw::connect(&a.rmi.uri, Serializer::MsgPack).await)
+            }
+            Series::RmiPyroname => Client::Rmi(rmi_fw::connect_by_name(&a.rmi.pyroname).await),
+            Series::Raw => unreachable!("raw has no client"),
+        }
+    }
+
+    /// `greet("Rashmi")`.
+    async fn greet(&mut self) {
+        let len = match self {
+            Client::RawMux(c) => c
+                .call(rawmux::GREET, Bytes::copy_from_slice(NAME.as_bytes()))
+                .await
+                .len(),
+            Client::Tarpc(c) => c
+                .greet(tarpc::context::current(), NAME.to_owned())
+                .await
+                .expect("tarpc greet")
+                .len(),
+            Client::Tonic(c) => c
+                .greet(tonic_fw::pb::GreetRequest {
+                    name: NAME.to_owned(),
+                })
+                .await
+                .expect("tonic greet")
+                .into_inner()
+                .message
+                .len(),
+            Client::Rmi(p) => p.greet(NAME.to_owned()).await.expect("rmi greet").len(),
+        };
+        debug_assert_eq!(len, GREETING.len());
+    }
+
+    /// `blob_len(data)`.
+    async fn blob_len(&mut self, data: Vec<u8>) -> u64 {
+        match self {
+            Client::RawMux(c) => {
+                let reply = c.call(rawmux::BLOB_LEN, Bytes::from(data)).await;
+                u64::from_le_bytes(reply[..8].try_into().expect("8 bytes"))
+            }
+            Client::Tarpc(c) => {
+                let mut ctx = tarpc::context::current();
+                ctx.deadline = Instant::now() + Duration::from_secs(60);
+                c.blob_len(ctx, data).await.expect("tarpc blob_len")
+            }
+            Client::Tonic(c) => {
+                c.blob_len(tonic_fw::pb::Blob { data })
+                    .await
+                    .expect("tonic blob_len")
+                    .into_inner()
+                    .len
+            }
+            Client::Rmi(p) => p.blob_len(data).await.expect("rmi blob_len"),
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// What one timed throughput run measured.
+struct Tput {
+    calls_per_sec: f64,
+    cpu_us_per_call: f64,
+    allocs_per_call: f64,
+    bytes_per_call: f64,
+}
+
+async fn run_clients(clients: &[Client], depth: usize, time: Duration) -> u64 {
+    let deadline = Instant::now() + time;
+    let tasks: Vec<_> = clients
+        .iter()
+        .flat_map(|c| {
+            (0..depth).map(move |_| {
+                let mut c = c.clone();
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        c.greet().await;
+                        n += 1;
+                    }
+                    n
+                })
+            })
+        })
+        .collect();
+    let mut calls = 0;
+    for t in tasks {
+        calls += t.await.expect("client task");
+    }
+    calls
+}
+
+/// `conns` connections with `depth` calls in flight on each, looping until the deadline:
+/// a warm-up run, then the timed one (with CPU time and allocations counted around it).
+async fn throughput(s: Series, a: &Addrs, conns: usize, depth: usize, cfg: &Config) -> Tput {
+    let clients = if s == Series::Raw {
+        raw::pipelined_run(a.raw, &a.raw_frames, conns, depth, cfg.throughput_warmup).await;
+        Vec::new()
+    } else {
+        let mut clients = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            clients.push(Client::connect(s, a).await);
+        }
+        run_clients(&clients, depth, cfg.throughput_warmup).await;
+        clients
+    };
+    let cpu0 = sys::cpu_time();
+    let (n0, b0) = alloc::totals();
+    alloc::enable();
+    let t0 = Instant::now();
+    let calls = if s == Series::Raw {
+        raw::pipelined_run(a.raw, &a.raw_frames, conns, depth, cfg.throughput_time).await
+    } else {
+        run_clients(&clients, depth, cfg.throughput_time).await
+    };
+    let wall = t0.elapsed();
+    alloc::disable();
+    let cpu = sys::cpu_time() - cpu0;
+    let (n1, b1) = alloc::totals();
+    drop(clients);
+    let c = calls.max(1) as f64;
+    Tput {
+        calls_per_sec: calls as f64 / wall.as_secs_f64(),
+        cpu_us_per_call: cpu.as_secs_f64() * 1e6 / c,
+        allocs_per_call: (n1 - n0) as f64 / c,
+        bytes_per_call: (b1 - b0) as f64 / c,
+    }
+}
+
+/// Sequential calls on one connection: (median, p99, every sample) in µs.
+async fn latency(s: Series, a: &Addrs, cfg: &Config) -> (f64, f64, Vec<f64>) {
+    let mut samples = Vec::with_capacity(cfg.latency_calls);
+    let total = cfg.latency_warmup + cfg.latency_calls;
+    if s == Series::Raw {
+        let mut pp = raw::PingPong::connect(a.raw, &a.raw_frames).await;
+        for i in 0..total {
+            let t = Instant::now();
+            pp.call().await;
+            if i >= cfg.latency_warmup {
+                samples.push(t.elapsed().as_nanos() as f64 / 1e3);
+            }
+        }
+    } else {
+        let mut c = Client::connect(s, a).await;
+        for i in 0..total {
+            let t = Instant::now();
+            c.greet().await;
+            if i >= cfg.latency_warmup {
+                samples.push(t.elapsed().as_nanos() as f64 / 1e3);
+            }
+        }
+    }
+    (median(&mut samples), quantile(&mut samples, 0.99), samples)
+}
+
+/// 10 MB calls on one connection: MB/s over the timed calls. The argument is copied for each
+/// call (methods take it by value) outside the timed region.
+async fn bulk(s: Series, a: &Addrs, data: &[u8], cfg: &Config) -> f64 {
+    let mut total = Duration::ZERO;
+    if s == Series::Raw {
+        let mut pp = raw::PingPong::connect(a.raw_bulk, &a.raw_bulk_frames).await;
+        for i in 0..cfg.bulk_warmup + cfg.bulk_calls {
+            let t = Instant::now();
+            pp.call().await;
+            if i >= cfg.bulk_warmup {
+                total += t.elapsed();
+            }
+        }
+    } else {
+        let mut c = Client::connect(s, a).await;
+        for i in 0..cfg.bulk_warmup + cfg.bulk_calls {
+            let arg = data.to_vec();
+            let t = Instant::now();
+            let n = c.blob_len(arg).await;
+            let e = t.elapsed();
+            assert_eq!(n, BLOB as u64, "{} saw the whole buffer", s.label());
+            if i >= cfg.bulk_warmup {
+                total += e;
+            }
+        }
+    }
+    (cfg.bulk_calls * BLOB) as f64 / 1e6 / total.as_secs_f64()
+}
+
+/// A new connection and its first call, each time: median µs. The connection is dropped and
+/// 1 ms left for both sides to tear it down before the next.
+async fn connect_first_call(s: Series, a: &Addrs, cfg: &Config) -> f64 {
+    let mut samples = Vec::with_capacity(cfg.connect_calls);
+    for i in 0..cfg.connect_warmup + cfg.connect_calls {
+        let t = Instant::now();
+        let e = if s == Series::Raw {
+            let mut pp = raw::PingPong::connect(a.raw, &a.raw_frames).await;
+            pp.call().await;
+            t.elapsed()
+        } else {
+            let mut c = Client::connect(s, a).await;
+            c.greet().await;
+            let e = t.elapsed();
+            drop(c);
+            e
+        };
+        if i >= cfg.connect_warmup {
+            samples.push(e.as_nanos() as f64 / 1e3);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    median(&mut samples)
+}
+
+/// Pins (or unpins, with `None`) the client thread and the server runtime's thread.
+/// Returns whether both worked, and both threads' allowed CPUs afterwards.
+async fn pin_both(server: &tokio::runtime::Handle, cpu: Option<usize>) -> (bool, String) {
+    let cpus = cpu.map(|c| vec![c]);
+    let here = sys::pin_current_thread(cpus.as_deref());
+    let here_list = sys::allowed_cpus();
+    let (there, there_list) = server
+        .spawn(async move {
+            (
+                sys::pin_current_thread(cpus.as_deref()),
+                sys::allowed_cpus(),
+            )
+        })
+        .await
+        .expect("pin task");
+    (
+        here && there,
+        format!("client {here_list}, servers {there_list}"),
+    )
+}
+
+fn rotated(list: &[Series], by: usize) -> Vec<Series> {
+    let mut v = list.to_vec();
+    v.rotate_left(by % list.len());
+    v
+}
+
+fn load() -> String {
+    sys::loadavg().map_or("?".into(), |(a, b, c)| format!("{a:.2} {b:.2} {c:.2}"))
+}
+
+async fn start_servers(server: &tokio::runtime::Handle) -> Addrs {
+    // rawmux's greeting frames: request 4 + 8 + 1 + 6 bytes, reply 4 + 8 + 17; the bulk
+    // request 13 + 10 MB, reply 12 + 8. Raw TCP moves frames of exactly these sizes.
+    let frames = |req: usize, rep: usize| raw::Frames {
+        request: Arc::new(vec![0x5A; req]),
+        reply: Arc::new(vec![0xA5; rep]),
+    };
+    let raw_frames = frames(13 + NAME.len(), 12 + GREETING.len());
+    let raw_bulk_frames = frames(13 + BLOB, 12 + 8);
+    let spawn = |f| server.spawn(f);
+    let raw = spawn(raw::start(raw_frames.clone()));
+    let raw_bulk = spawn(raw::start(raw_bulk_frames.clone()));
+    Addrs {
+        raw: raw.await.expect("raw server"),
+        raw_frames,
+        raw_bulk: raw_bulk.await.expect("raw bulk server"),
+        raw_bulk_frames,
+        rawmux: server.spawn(rawmux::start()).await.expect("rawmux server"),
+        tarpc: server.spawn(tarpc_fw::start()).await.expect("tarpc server"),
+        tonic: server.spawn(tonic_fw::start()).await.expect("tonic server"),
+        rmi: server.spawn(rmi_fw::start()).await.expect("rmi server"),
+    }
+}
+
+async fn run(cfg: Config, server: tokio::runtime::Handle) {
+    let a = start_servers(&server).await;
+    // Bytes that vary like real data (a multiplicative hash of the index): msgpack, which
+    // encodes a `Vec<u8>` as integers, spends 1 byte on values below 128 and 2 above.
+    let data: Vec<u8> = (0..BLOB as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut res = Results::default();
+    let started = Instant::now();
+    println!(
+        "# rmi side by side{} — {} repetitions, {} CPUs, client and servers on two current-thread runtimes, 127.0.0.1",
+        if cfg.quick { " (--quick)" } else { "" },
+        cfg.reps,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    println!(
+        "throughput: {:.2} s after {:.2} s warm-up; latency: {} calls after {}; bulk: {} x 10 MB after {}; connect: {} after {}",
+        cfg.throughput_time.as_secs_f64(),
+        cfg.throughput_warmup.as_secs_f64(),
+        cfg.latency_calls,
+        cfg.latency_warmup,
+        cfg.bulk_calls,
+        cfg.bulk_warmup,
+        cfg.connect_calls,
+        cfg.connect_warmup
+    );
+    let mut pinned_ok = true;
+    for rep in 0..cfg.reps {
+        if let Some(gate) = cfg.gate {
+            let until = Instant::now() + Duration::from_secs(60);
+            while sys::loadavg().is_some_and(|l| l.0 >= gate) && Instant::now() < until {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        let load_before = load();
+        let t_rep = Instant::now();
+        let order = rotated(&MAIN, rep);
+        macro_rules! rec {
+            ($f:expr, $s:expr, $v:expr) => {
+                res.push($f, $s, rep, $v)
+            };
+        }
+
+        for &s in &order {
+            let t = throughput(s, &a, 1, 64, &cfg).await;
+            rec!(Figure::Conn1x64, s, t.calls_per_sec);
+            rec!(Figure::CpuPerCall, s, t.cpu_us_per_call);
+            rec!(Figure::AllocsPerCall, s, t.allocs_per_call);
+            rec!(Figure::BytesPerCall, s, t.bytes_per_call);
+        }
+        for &s in &order {
+            let t = throughput(s, &a, 8, 8, &cfg).await;
+            rec!(Figure::Conn8x8, s, t.calls_per_sec);
+        }
+        for &s in &order {
+            let t = throughput(s, &a, 16, 64, &cfg).await;
+            rec!(Figure::Conn16x64, s, t.calls_per_sec);
+        }
+        for &s in &order {
+            let (med, p99, samples) = latency(s, &a, &cfg).await;
+            rec!(Figure::Latency, s, med);
+            rec!(Figure::LatencyP99, s, p99);
+            res.latency_samples(s, samples);
+        }
+        let (ok, cpus) = pin_both(&server, Some(cfg.pin_cpu)).await;
+        pinned_ok &= ok;
+        if rep == 0 {
+            println!("pinned latency: threads allowed on CPUs: {cpus}");
+        }
+        for &s in &order {
+            let (med, _, _) = latency(s, &a, &cfg).await;
+            rec!(Figure::LatencyPinned, s, med);
+        }
+        pin_both(&server, None).await;
+        let mut bulk_order = order.clone();
+        bulk_order.push(Series::RmiMsgpack);
+        for &s in &bulk_order {
+            rec!(Figure::Bulk, s, bulk(s, &a, &data, &cfg).await);
+        }
+        let mut connect_order = order.clone();
+        connect_order.push(Series::RmiPyroname);
+        for &s in &connect_order {
+            rec!(Figure::Connect, s, connect_first_call(s, &a, &cfg).await);
+        }
+        println!(
+            "rep {}/{}: {:.1} s, load average before {} after {} | 1x64 calls/s: {}",
+            rep + 1,
+            cfg.reps,
+            t_rep.elapsed().as_secs_f64(),
+            load_before,
+            load(),
+            MAIN.iter()
+                .map(|&s| format!(
+                    "{} {}",
+                    s.label(),
+                    report::thousands(res.last(Figure::Conn1x64, s))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if !pinned_ok {
+        println!("(warning: pinning failed; the pinned latency row is unpinned)");
+    }
+    let md = res.markdown(&cfg_notes(&cfg));
+    println!("\n{md}");
+    std::fs::create_dir_all(&cfg.out).expect("create --out dir");
+    std::fs::write(cfg.out.join("summary.md"), &md).expect("write summary.md");
+    res.write_csv(&cfg.out).expect("write CSV");
+    match res.charts(&cfg.out) {
+        Ok(files) => {
+            println!("charts:");
+            for f in files {
+                println!("  {}", f.display());
+            }
+        }
+        Err(e) => println!("charts not drawn: {e}"),
+    }
+    println!(
+        "CSV: {} and {}",
+        cfg.out.join("results.csv").display(),
+        cfg.out.join("summary.csv").display()
+    );
+    println!("(total {:.1} s)", started.elapsed().as_secs_f64());
+}
+
+fn cfg_notes(cfg: &Config) -> BTreeMap<&'static str, String> {
+    let mut m = BTreeMap::new();
+    m.insert("reps", cfg.reps.to_string());
+    m.insert("pin_cpu", cfg.pin_cpu.to_string());
+    m
+}
+
+fn main() {
+    let cfg = Config::from_args();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("servers".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            tx.send(rt.handle().clone()).expect("send handle");
+            rt.block_on(std::future::pending::<()>());
+        })
+        .expect("server thread");
+    let server = rx.recv().expect("server handle");
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    client.block_on(run(cfg, server));
+    // The server thread runs until the process ends.
+    std::process::exit(0);
+}

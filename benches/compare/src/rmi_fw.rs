@@ -1,0 +1,88 @@
+//! rmi: the object, its daemon, and an rmi name server with the object registered.
+
+use rmi::Serializer;
+
+/// The benchmark's object, with the plain `Vec<u8>` signature the issue asks for.
+#[rmi::remote]
+pub trait Bench {
+    /// Returns `"Hi welcome " + name`.
+    async fn greet(&self, name: String) -> String;
+    /// Returns the length of `data`.
+    #[rmi(name = "blobLen")]
+    async fn blob_len(&self, data: Vec<u8>) -> u64;
+}
+
+struct Impl;
+
+impl Bench for Impl {
+    async fn greet(&self, name: String) -> String {
+        format!("Hi welcome {name}")
+    }
+    async fn blob_len(&self, data: Vec<u8>) -> u64 {
+        data.len() as u64
+    }
+}
+
+/// The name registered in the name server.
+pub const NAME: &str = "bench.compare";
+
+/// Where the daemon and the name server listen.
+pub struct RmiServer {
+    pub uri: rmi::Uri,
+    /// `PYRONAME:bench.compare@host:port`.
+    pub pyroname: String,
+}
+
+/// Starts a daemon with the object and a name server (no broadcast) that knows it; run on
+/// the server runtime. Both live until the process ends.
+pub async fn start() -> RmiServer {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.expect("rmi bind");
+    let uri = daemon
+        .register(BenchServer::new(Impl))
+        .expect("rmi register");
+    tokio::spawn({
+        let daemon = daemon.clone();
+        async move {
+            let _ = daemon.serve().await;
+        }
+    });
+    let ns = rmi::naming::NameServer::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .expect("rmi name server");
+    let ns_addr = ns.daemon().location().clone();
+    let ns_proxy = rmi::naming::NameServerProxy::connect(ns.uri())
+        .await
+        .expect("connect name server");
+    ns_proxy.register(NAME, &uri).await.expect("register name");
+    drop(ns_proxy);
+    // The name server and daemon run for the whole benchmark.
+    std::mem::forget(ns);
+    std::mem::forget(daemon);
+    RmiServer {
+        uri,
+        pyroname: format!("PYRONAME:{NAME}@{ns_addr}"),
+    }
+}
+
+pub async fn connect(uri: &rmi::Uri, ser: Serializer) -> BenchProxy {
+    BenchProxy::builder(uri)
+        .expect("rmi builder")
+        .serializer(ser)
+        .connect()
+        .await
+        .expect("rmi connect")
+}
+
+/// Resolves `PYRONAME:` through the name server, then connects (bincode).
+pub async fn connect_by_name(pyroname: &str) -> BenchProxy {
+    BenchProxy::builder(pyroname.to_owned())
+        .expect("rmi builder")
+        .serializer(Serializer::Bincode)
+        .connect()
+        .await
+        .expect("rmi connect by name")
+}
