@@ -21,3 +21,158 @@ pub fn report(err: &(dyn Error + 'static), hint: Option<&str>) -> String {
         None => text,
     }
 }
+
+/// A duration as the tools take it: a number and a unit, `ms`, `s`, `m`, `h` or `d` (a bare
+/// number is seconds; decimals are allowed).
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(rmi_cli::parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert_eq!(rmi_cli::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(rmi_cli::parse_duration("2"), Ok(Duration::from_secs(2)));
+/// assert_eq!(rmi_cli::parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+/// assert!(rmi_cli::parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(format!("{text:?} is not a duration (e.g. 500ms, 6s, 1h)"));
+    }
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s, m, h or d (e.g. 500ms, 6s)"
+            ))
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 6s, 1h)"))?;
+    std::time::Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// A size in bytes as the tools take it: a number, optionally with `KiB`, `MiB` or `GiB`
+/// (`K`, `M`, `G` alike; powers of 1,024).
+///
+/// ```
+/// assert_eq!(rmi_cli::parse_size("4096"), Ok(4096));
+/// assert_eq!(rmi_cli::parse_size("8MiB"), Ok(8 << 20));
+/// assert_eq!(rmi_cli::parse_size("64k"), Ok(64 << 10));
+/// assert!(rmi_cli::parse_size("lots").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size: a number of bytes, optionally with KiB, MiB or GiB"
+            ))
+        }
+    };
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 4096, 64KiB, 8MiB)"))?;
+    value
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// TLS configurations from PEM files, for `rmi-ns` (server) and `rmi-nsc` (client).
+pub mod tls {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use rmi::rustls::pki_types::pem::PemObject;
+    use rmi::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rmi::rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+    fn certificates(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "no PEM certificate in the {what} {}",
+                path.display()
+            ));
+        }
+        Ok(certs)
+    }
+
+    fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+        PrivateKeyDer::from_pem_file(path)
+            .map_err(|e| format!("cannot read the private key {}: {e}", path.display()))
+    }
+
+    fn roots(path: &Path, what: &str) -> Result<Arc<RootCertStore>, String> {
+        let mut roots = RootCertStore::empty();
+        for cert in certificates(path, what)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("bad certificate in the {what} {}: {e}", path.display()))?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    /// A server configuration: its certificate chain and key and, with `client_ca`, mutual TLS
+    /// (clients must present a certificate signed by one of those).
+    pub fn server(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<Arc<ServerConfig>, String> {
+        let builder = ServerConfig::builder();
+        let builder = match client_ca {
+            Some(ca) => builder.with_client_cert_verifier(
+                rmi::rustls::server::WebPkiClientVerifier::builder(roots(ca, "client CA file")?)
+                    .build()
+                    .map_err(|e| format!("client CA file {}: {e}", ca.display()))?,
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(certificates(cert, "certificate file")?, private_key(key)?)
+            .map_err(|e| {
+                format!(
+                    "the certificate {} and key {} do not make a TLS identity: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        Ok(Arc::new(config))
+    }
+
+    /// A client configuration trusting the certificates in `ca` and, with `identity` (a
+    /// certificate and its key), presenting it for mutual TLS.
+    pub fn client(
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<Arc<ClientConfig>, String> {
+        let builder = ClientConfig::builder().with_root_certificates(roots(ca, "CA file")?);
+        let config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(certificates(cert, "certificate file")?, private_key(key)?)
+                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?,
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Arc::new(config))
+    }
+}

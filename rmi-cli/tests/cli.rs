@@ -1,6 +1,8 @@
 //! The binaries end to end: the tutorial through a real `rmi-ns` process, and `rmi-nsc`
 //! controlling one. Everything runs on 127.0.0.1 with free ports.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -127,7 +129,14 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
         out.contains("app.greeter --> PYRO:obj@127.0.0.1:4000"),
         "{out}"
     );
+    // pyro5-nsc's spellings, and the kebab-case ones rmi-nsc took before.
+    let (_, out) = nsc(&["yplookup_all", "greeting", "tutorial"]);
+    assert!(out.contains("app.greeter"), "{out}");
     let (_, out) = nsc(&["yplookup-all", "greeting", "tutorial"]);
+    assert!(out.contains("app.greeter"), "{out}");
+    let (_, out) = nsc(&["yplookup_all", "greeting", "nothing"]);
+    assert_eq!(out, "(no names)\n");
+    let (_, out) = nsc(&["yplookup_any", "nothing", "tutorial"]);
     assert!(out.contains("app.greeter"), "{out}");
     let (_, out) = nsc(&["listmatching", "Pyro"]);
     assert!(out.contains("Pyro.NameServer"), "{out}");
@@ -137,6 +146,85 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     );
     let (ok, err) = nsc(&["lookup", "app.greeter"]);
     assert!(!ok && err.contains("unknown name"), "{err}");
+    for i in 0..3 {
+        assert!(nsc(&["register", &format!("tmp.{i}"), "PYRO:obj@127.0.0.1:4000"]).0);
+    }
+    assert_eq!(
+        nsc(&["removematching", "tmp\\.[01]"]),
+        (true, "removed 2 names\n".into())
+    );
+    let (_, out) = nsc(&["list"]);
+    assert!(
+        out.contains("tmp.2") && !out.contains("tmp.1") && out.contains("Pyro.NameServer"),
+        "{out}"
+    );
+}
+
+#[test]
+fn rmi_nsc_has_pyro5_nscs_commands_and_watch() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .arg("--help")
+        .output()
+        .expect("run rmi-nsc");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for command in [
+        "list",
+        "listmatching",
+        "lookup",
+        "register",
+        "remove",
+        "removematching",
+        "yplookup_all",
+        "yplookup_any",
+        "setmeta",
+        "ping",
+        "watch",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} missing from:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
+    // rmi-ns with its responder on a free UDP port, its TCP port not the one rmi-nsc tries.
+    let (_ns, lines) = support::spawn_rmi_ns_with(
+        &["--host", "127.0.0.1", "--port", "0", "--bcport", "0"],
+        &[],
+        2,
+    );
+    let bcport = lines[1]
+        .rsplit(':')
+        .next()
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .to_owned();
+    let ns_port = support::port_of(&lines[0]);
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let env = [
+        ("RMI_NS_PORT", unused.as_str()),
+        ("RMI_NS_BCADDR", "127.255.255.255"),
+        ("RMI_NS_BCPORT", bcport.as_str()),
+    ];
+    let (ok, out) = support::nsc(&["-v", "ping"], &env);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("PYRO:Pyro.NameServer@127.0.0.1:{ns_port}")),
+        "found by broadcast: {out}"
+    );
+    // The same as flags.
+    let (ok, out) = support::nsc(&["-p", &unused, "--bcport", &bcport, "-v", "ping"], &[]);
+    assert!(ok, "{out}");
+    // Without the broadcast, nothing answers there.
+    let (ok, out) = support::nsc(&["-x", "ping"], &env);
+    assert!(!ok && out.contains("hint: is rmi-ns running?"), "{out}");
 }
 
 #[test]

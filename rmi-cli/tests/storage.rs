@@ -1,6 +1,7 @@
 //! `rmi-ns --storage`: names in an SQLite file survive `kill -9` of the process, etcd without
-//! its feature is refused with how to build it, and the quotas refuse hostile requests while
-//! the process keeps serving. (rmi-ns over etcd is in `etcd.rs`.)
+//! its feature is refused with how to build it, and the quotas (rmi-ns's 8 MiB
+//! `--max-message-size` first) refuse hostile requests while the process keeps serving, its
+//! memory growth printed. (rmi-ns over etcd is in `etcd.rs`.)
 //! Everything runs on 127.0.0.1 with free ports and a temporary directory.
 
 mod support;
@@ -92,6 +93,23 @@ fn an_unknown_or_unbuilt_storage_is_refused_clearly() {
     );
 }
 
+/// `count` tags of 10 bytes each (`tag0000000`…).
+fn many_tags(count: usize) -> BTreeSet<String> {
+    (0..count).map(|i| format!("tag{i:07}")).collect()
+}
+
+/// Registers `count` tags on one name (refused one way or another) and returns rmi-ns's RSS
+/// in KiB afterwards, and the error.
+async fn refused_register(ns: &support::ChildGuard, port: u16, count: usize) -> (u64, Error) {
+    let names = locate(port).await;
+    let uri = Uri::tcp("obj", "127.0.0.1", 4000);
+    let err = names
+        .register_with("greedy", &uri, false, many_tags(count))
+        .await
+        .unwrap_err();
+    (ns.rss_kib(), err)
+}
+
 #[tokio::test]
 async fn quotas_refuse_hostile_requests_and_rmi_ns_keeps_serving() {
     let (mut ns, port) = spawn_rmi_ns(&[]);
@@ -100,27 +118,22 @@ async fn quotas_refuse_hostile_requests_and_rmi_ns_keeps_serving() {
     names.ping().await.unwrap();
     let before = ns.rss_kib();
 
-    // One register carrying 1M metadata tags (18 MB on the wire).
-    let many: BTreeSet<String> = (0..1_000_000).map(|i| format!("tag{i:07}")).collect();
-    let err = names
-        .register_with("greedy", &uri, false, many)
-        .await
-        .unwrap_err();
+    // One register carrying 1M metadata tags (18 MB on the wire): over rmi-ns's default
+    // --max-message-size (8 MiB), refused from its header before the body is read.
+    let (after_1m, err) = refused_register(&ns, port, 1_000_000).await;
+    eprintln!("a 1M-tag register to rmi-ns (8 MiB messages): {err}");
+    // Just under the message limit (600k tags, 6.6 MB): decoded, then refused by max_tags.
+    let (after_600k, err) = refused_register(&ns, port, 600_000).await;
     assert!(
         matches!(&err, Error::Resolve(m) if m.contains("max_tags")),
         "{err}"
     );
-    let after = ns.rss_kib();
     // Again: the decode's memory is reused, not added to (nothing was stored).
-    let many: BTreeSet<String> = (0..1_000_000).map(|i| format!("tag{i:07}")).collect();
-    assert!(names
-        .register_with("greedy", &uri, false, many)
-        .await
-        .is_err());
-    let again = ns.rss_kib();
+    let (again, _) = refused_register(&ns, port, 600_000).await;
     eprintln!(
-        "rmi-ns RSS around refused 1M-tag registers: {before} KiB before, {after} KiB after one, \
-         {again} KiB after two"
+        "QUOTA rmi-ns RSS (default --max-message-size 8MiB): {before} KiB before, {after_1m} KiB \
+         after a refused 1M-tag register (18 MB), {after_600k} KiB after a refused 600k-tag one \
+         (6.6 MB), {again} KiB after a second"
     );
     // A regex that compiles huge, many times over, pipelined.
     let calls = (0..20).map(|_| names.list_regex(r"\w{1000}"));
@@ -132,7 +145,29 @@ async fn quotas_refuse_hostile_requests_and_rmi_ns_keeps_serving() {
         );
     }
     assert!(ns.is_alive(), "rmi-ns survived");
+    let names = locate(port).await;
     names.register("after", &uri).await.unwrap();
     assert_eq!(names.lookup("after").await.unwrap(), uri);
     assert!(names.lookup("greedy").await.is_err());
+}
+
+#[tokio::test]
+async fn with_64_mib_messages_a_1m_tag_register_is_decoded_then_refused_by_max_tags() {
+    // The library's defaults (a daemon's 64 MiB messages, 16 MiB replies), for comparison.
+    let (mut ns, port) =
+        spawn_rmi_ns(&["--max-message-size", "64MiB", "--max-reply-bytes", "16MiB"]);
+    locate(port).await.ping().await.unwrap();
+    let before = ns.rss_kib();
+    let (after, err) = refused_register(&ns, port, 1_000_000).await;
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("max_tags")),
+        "{err}"
+    );
+    let (again, _) = refused_register(&ns, port, 1_000_000).await;
+    eprintln!(
+        "QUOTA rmi-ns RSS (--max-message-size 64MiB): {before} KiB before, {after} KiB after a \
+         refused 1M-tag register (18 MB), {again} KiB after a second"
+    );
+    assert!(ns.is_alive());
+    locate(port).await.ping().await.unwrap();
 }

@@ -1,6 +1,7 @@
 //! `rmi-nsc`: name server control, like Pyro's `pyro5-nsc`.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -17,12 +18,45 @@ use rmi::Uri;
     about = "Control an rmi name server (like pyro5-nsc)"
 )]
 struct Args {
-    /// Name server host (default: localhost, then the loopback broadcast).
+    /// Name server host (default: localhost, then a broadcast to --bchost:--bcport).
     #[arg(short = 'n', long, env = "RMI_NS_HOST")]
     host: Option<String>,
     /// Name server port.
     #[arg(short, long, env = "RMI_NS_PORT", default_value_t = 9090)]
     port: u16,
+    /// Talk to a name server on this Unix domain socket (`rmi-ns -u PATH`); --host and
+    /// --port are not used then.
+    #[arg(short = 'u', long, env = "RMI_NS_UNIXSOCKET", value_name = "PATH")]
+    unixsocket: Option<PathBuf>,
+    /// Where to broadcast GET_NSURI when no --host is given and nothing answers on localhost.
+    #[arg(long, env = "RMI_NS_BCADDR", default_value = "127.255.255.255")]
+    bchost: String,
+    /// UDP port of that broadcast.
+    #[arg(long, env = "RMI_NS_BCPORT", default_value_t = 9091)]
+    bcport: u16,
+    /// Do not broadcast.
+    #[arg(short = 'x', long)]
+    nobc: bool,
+    /// The name server's shared secret (`rmi-ns --key`).
+    #[arg(short = 'k', long, env = "RMI_NS_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Read the shared secret from this file (a trailing newline dropped).
+    #[arg(long, value_name = "PATH", conflicts_with = "key")]
+    key_file: Option<PathBuf>,
+    /// Talk TLS, trusting the certificates in this file (PEM).
+    #[arg(long, env = "RMI_NS_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Mutual TLS: present this certificate (PEM; with --tls-key).
+    #[arg(long, env = "RMI_NS_TLS_CLIENT_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "RMI_NS_TLS_CLIENT_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// Print more.
     #[arg(short, long)]
     verbose: bool,
@@ -43,12 +77,14 @@ enum Command {
         regex: String,
     },
     /// List the names whose metadata has all these tags.
+    #[command(name = "yplookup_all", alias = "yplookup-all")]
     YplookupAll {
         /// The tags.
         #[arg(required = true)]
         tags: Vec<String>,
     },
     /// List the names whose metadata has any of these tags.
+    #[command(name = "yplookup_any", alias = "yplookup-any")]
     YplookupAny {
         /// The tags.
         #[arg(required = true)]
@@ -231,18 +267,77 @@ async fn run(ns: &NameServerProxy, command: Command) -> Result<(), rmi::Error> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
+/// The shared secret from `--key` or `--key-file`.
+fn secret(args: &Args) -> Result<Option<rmi::SharedSecret>, String> {
+    match (&args.key, &args.key_file) {
+        (Some(key), _) => Ok(Some(rmi::SharedSecret::new(key))),
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read --key-file {}: {e}", path.display()))?;
+            if bytes.ends_with(b"\n") {
+                bytes.pop();
+                if bytes.ends_with(b"\r") {
+                    bytes.pop();
+                }
+            }
+            Ok(Some(rmi::SharedSecret::new(bytes)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Finds the name server as the flags say: a Unix socket, a host, or localhost then the
+/// broadcast; over TLS and with a shared secret if given.
+async fn connect(args: &Args) -> Result<NameServerProxy, Box<dyn std::error::Error>> {
+    let secret = secret(args)?;
+    let tls = match &args.tls_ca {
+        Some(ca) => Some(rmi_cli::tls::client(
+            ca,
+            args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+        )?),
+        None => None,
+    };
+    if let Some(path) = &args.unixsocket {
+        let uri = Uri::Pyro {
+            object: rmi::naming::NAME_SERVER_OBJECT_ID.into(),
+            location: rmi::Location::Unix(path.to_string_lossy().into_owned()),
+        };
+        let mut builder = rmi::Proxy::builder(uri);
+        if let Some(tls) = tls {
+            builder = builder.tls(tls);
+        }
+        if let Some(secret) = secret {
+            builder = builder.shared_secret(secret);
+        }
+        return Ok(NameServerProxy::from_proxy(builder.connect().await?));
+    }
     let mut locator = NsLocator::new().port(args.port);
+    locator = if args.nobc {
+        locator.no_broadcast()
+    } else {
+        locator.broadcast(args.bchost.clone(), args.bcport)
+    };
     if let Some(host) = &args.host {
         locator = locator.host(host.clone());
     }
-    let ns = match locator.locate().await {
+    if let Some(tls) = tls {
+        locator = locator.tls(tls);
+    }
+    if let Some(secret) = secret {
+        locator = locator.shared_secret(secret);
+    }
+    Ok(locator.locate().await?)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let ns = match connect(&args).await {
         Ok(ns) => ns,
         Err(e) => {
-            let hint = "is rmi-ns running? Start it with `rmi-ns`, or pass its --host and --port";
-            eprintln!("rmi-nsc: {}", rmi_cli::report(&e, Some(hint)));
+            let hint = "is rmi-ns running? Start it with `rmi-ns`, or pass its --host and --port \
+                        (or -u PATH), and --key or --tls-ca if it needs them";
+            eprintln!("rmi-nsc: {}", rmi_cli::report(e.as_ref(), Some(hint)));
             return ExitCode::FAILURE;
         }
     };

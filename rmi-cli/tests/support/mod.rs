@@ -11,6 +11,27 @@ use rmi::naming::{NameServerProxy, NsLocator};
 pub(crate) struct ChildGuard(pub(crate) Child);
 
 impl ChildGuard {
+    /// SIGTERM (through `kill`, by this child's PID), then waits up to 30 s for it to exit;
+    /// returns its exit status and how long it took.
+    pub(crate) fn terminate(&mut self) -> (std::process::ExitStatus, std::time::Duration) {
+        let sent = std::time::Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return (status, sent.elapsed());
+            }
+            assert!(
+                sent.elapsed() < std::time::Duration::from_secs(30),
+                "the process did not exit within 30 s of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     pub(crate) fn is_alive(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
     }
@@ -43,26 +64,65 @@ impl Drop for ChildGuard {
 
 /// Starts `rmi-ns` on a free port with `extra` arguments; returns it and its port.
 pub(crate) fn spawn_rmi_ns(extra: &[&str]) -> (ChildGuard, u16) {
+    let mut args = vec!["--host", "127.0.0.1", "--port", "0", "--nobc"];
+    args.extend_from_slice(extra);
+    let (child, lines) = spawn_rmi_ns_with(&args, &[], 1);
+    (child, port_of(&lines[0]))
+}
+
+/// Starts `rmi-ns` with exactly `args` and `env` added to its environment; returns it and the
+/// first `lines` lines it printed (the first says where it listens and its URI, the second
+/// where its broadcast responder is).
+pub(crate) fn spawn_rmi_ns_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    lines: usize,
+) -> (ChildGuard, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--nobc"])
-        .args(extra)
+        .args(args)
+        .envs(env.iter().copied())
         .env("RMI_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn rmi-ns");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = lines
-        .next()
-        .expect("rmi-ns printed nothing")
-        .expect("read rmi-ns output");
-    std::thread::spawn(move || lines.for_each(drop));
+    let mut output = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = (0..lines)
+        .map(|_| {
+            output
+                .next()
+                .expect("rmi-ns printed too little")
+                .expect("read rmi-ns output")
+        })
+        .collect();
+    // Keep draining so the child never blocks on a full pipe.
+    std::thread::spawn(move || output.for_each(drop));
+    (ChildGuard(child), first)
+}
+
+/// The TCP port in rmi-ns's first line (`NS running on HOST:PORT (URI)`).
+pub(crate) fn port_of(line: &str) -> u16 {
     let addr = line
         .strip_prefix("NS running on ")
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("unexpected first line from rmi-ns: {line:?}"));
-    let port = addr.rsplit(':').next().unwrap().parse().expect("port");
-    (ChildGuard(child), port)
+    addr.rsplit(':').next().unwrap().parse().expect("port")
+}
+
+/// Runs `rmi-nsc` with `args` and `env`; returns whether it succeeded, and its stdout followed
+/// by its stderr.
+pub(crate) fn nsc(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .args(args)
+        .env_remove("RMI_NS_HOST")
+        .env_remove("RMI_NS_PORT")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run rmi-nsc");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 pub(crate) async fn locate(port: u16) -> NameServerProxy {

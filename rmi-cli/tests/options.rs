@@ -1,0 +1,452 @@
+//! `rmi-ns`'s options beyond storage (pyro5-ns's `-u`, `--nathost`/`--natport`, TLS, a shared
+//! secret, lease TTL bounds and the quotas as flags) and its stop on SIGTERM, each against a
+//! child process, with a Rust client and `rmi-nsc`. 127.0.0.1 only; timings printed, never
+//! asserted.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rmi::naming::{NameServerProxy, NsLocator};
+use rmi::rustls::ClientConfig;
+use rmi::{Error, SharedSecret, Uri};
+use support::{locate, nsc, port_of, spawn_rmi_ns, spawn_rmi_ns_with};
+
+const TCP: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--nobc"];
+
+fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut all = TCP.to_vec();
+    all.extend_from_slice(extra);
+    all
+}
+
+#[tokio::test]
+async fn unix_socket_serves_a_rust_client_and_rmi_nsc_and_is_removed_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.sock");
+    let path_text = path.to_str().unwrap();
+    let (mut ns, lines) = spawn_rmi_ns_with(&["-u", path_text], &[], 1);
+    let expected = format!("PYRO:Pyro.NameServer@./u:{path_text}");
+    assert!(lines[0].contains(&expected), "{lines:?}");
+
+    let names = NameServerProxy::connect(expected.as_str()).await.unwrap();
+    names
+        .register("over.unix", &Uri::tcp("obj", "127.0.0.1", 4000))
+        .await
+        .unwrap();
+    assert_eq!(
+        names.lookup("Pyro.NameServer").await.unwrap().to_string(),
+        expected
+    );
+    let (ok, out) = nsc(&["-u", path_text, "list"], &[]);
+    assert!(
+        ok && out.contains("over.unix --> PYRO:obj@127.0.0.1:4000"),
+        "{out}"
+    );
+    drop(names);
+
+    let (status, took) = ns.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!path.exists(), "the socket file is removed on a clean stop");
+    eprintln!("rmi-ns on a unix socket stopped {took:?} after SIGTERM");
+}
+
+#[tokio::test]
+async fn nathost_and_natport_are_the_address_in_the_uris_it_hands_out() {
+    let (_ns, lines) = spawn_rmi_ns_with(
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--bcport",
+            "0",
+            "--nathost",
+            "ns.example.test",
+            "--natport",
+            "19090",
+        ],
+        &[],
+        2,
+    );
+    let advertised = Uri::tcp("Pyro.NameServer", "ns.example.test", 19090);
+    assert!(
+        lines[0].contains(&format!("({advertised})")),
+        "the printed URI: {lines:?}"
+    );
+    // Reached through where it binds, it names itself by the advertised address.
+    let names = locate(port_of(&lines[0])).await;
+    assert_eq!(names.lookup("Pyro.NameServer").await.unwrap(), advertised);
+
+    // And so does its broadcast responder.
+    let bc: std::net::SocketAddr = lines[1]
+        .strip_prefix("Broadcast server running on ")
+        .unwrap_or_else(|| panic!("{lines:?}"))
+        .parse()
+        .unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_broadcast(true).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    socket.send_to(b"GET_NSURI", bc).unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = socket.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&buf[..n]).unwrap(),
+        advertised.to_string()
+    );
+}
+
+/// A certificate authority for the TLS tests, its certificate written to `dir/{name}.pem`.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: std::path::PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.join(format!("{name}.pem"));
+        std::fs::write(&pem, cert.pem()).unwrap();
+        Ca {
+            issuer: Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A leaf certificate for `names`, written as `dir/{file}.pem` and `dir/{file}.key`.
+    fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        names: &[&str],
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    fn client_config(&self, identity: Option<(&Path, &Path)>) -> Arc<ClientConfig> {
+        rmi_cli::tls::client(&self.pem, identity).unwrap()
+    }
+}
+
+async fn locate_with(port: u16, tls: Option<Arc<ClientConfig>>) -> Result<NameServerProxy, Error> {
+    let mut locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .connect_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        locator = locator.tls(tls);
+    }
+    let ns = locator.locate().await?;
+    ns.ping().await?;
+    Ok(ns)
+}
+
+#[tokio::test]
+async fn tls_serves_clients_that_trust_its_ca_and_refuses_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (cert, key) = ca.leaf(dir.path(), "server", &["localhost", "127.0.0.1"]);
+    let (_ns, port) = spawn_rmi_ns(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let names = locate_with(port, Some(ca.client_config(None)))
+        .await
+        .unwrap();
+    names
+        .register("secure", &Uri::tcp("obj", "127.0.0.1", 4000))
+        .await
+        .unwrap();
+    let err = locate_with(port, None).await.unwrap_err();
+    eprintln!("a plaintext client of the TLS rmi-ns: {err}");
+    // A client trusting another CA is refused too.
+    let other = Ca::new(dir.path(), "other");
+    assert!(locate_with(port, Some(other.client_config(None)))
+        .await
+        .is_err());
+    // rmi-nsc over TLS.
+    let port = port.to_string();
+    let ca_pem = ca.pem.to_str().unwrap();
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--tls-ca",
+            ca_pem,
+            "lookup",
+            "secure",
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("PYRO:obj@127.0.0.1:4000"), "{out}");
+    let (ok, out) = nsc(&["-n", "127.0.0.1", "-p", &port, "ping"], &[]);
+    assert!(!ok, "plaintext rmi-nsc: {out}");
+}
+
+#[tokio::test]
+async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let clients = Ca::new(dir.path(), "clients");
+    let (cert, key) = ca.leaf(dir.path(), "server", &["localhost", "127.0.0.1"]);
+    let (client_cert, client_key) = clients.leaf(dir.path(), "client", &["client.rmi.test"]);
+    let (stranger_cert, stranger_key) = ca.leaf(dir.path(), "stranger", &["client.rmi.test"]);
+    let (_ns, port) = spawn_rmi_ns(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-client-ca",
+        clients.pem.to_str().unwrap(),
+    ]);
+    locate_with(
+        port,
+        Some(ca.client_config(Some((&client_cert, &client_key)))),
+    )
+    .await
+    .unwrap();
+    assert!(locate_with(port, Some(ca.client_config(None)))
+        .await
+        .is_err());
+    assert!(
+        locate_with(
+            port,
+            Some(ca.client_config(Some((&stranger_cert, &stranger_key))))
+        )
+        .await
+        .is_err(),
+        "a certificate not from the client CA"
+    );
+    let port = port.to_string();
+    let base = [
+        "-n",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "--tls-ca",
+        ca.pem.to_str().unwrap(),
+    ];
+    let mut with_cert = base.to_vec();
+    with_cert.extend([
+        "--tls-cert",
+        client_cert.to_str().unwrap(),
+        "--tls-key",
+        client_key.to_str().unwrap(),
+        "ping",
+    ]);
+    assert_eq!(nsc(&with_cert, &[]), (true, "name server ping ok\n".into()));
+    let mut without = base.to_vec();
+    without.push("ping");
+    assert!(!nsc(&without, &[]).0);
+}
+
+#[tokio::test]
+async fn a_shared_secret_is_required_of_every_client() {
+    let dir = tempfile::tempdir().unwrap();
+    // From the environment, as PYRO_HMAC_KEY was for pyro4-ns.
+    let (_ns, lines) = spawn_rmi_ns_with(&TCP, &[("RMI_NS_KEY", "s3cret")], 1);
+    let port = port_of(&lines[0]);
+    let with = |secret: Option<&str>| {
+        let mut locator = NsLocator::new().host("127.0.0.1").port(port);
+        if let Some(secret) = secret {
+            locator = locator.shared_secret(SharedSecret::new(secret));
+        }
+        async move {
+            let ns = locator.locate().await?;
+            ns.ping().await?;
+            Ok::<_, Error>(ns)
+        }
+    };
+    let names = with(Some("s3cret")).await.unwrap();
+    names
+        .register("guarded", &Uri::tcp("obj", "127.0.0.1", 4000))
+        .await
+        .unwrap();
+    let err = with(None).await.unwrap_err();
+    assert!(err.to_string().contains("shared secret"), "{err}");
+    assert!(with(Some("guess")).await.is_err());
+
+    let port = port.to_string();
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-k",
+            "s3cret",
+            "lookup",
+            "guarded",
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("PYRO:obj@127.0.0.1:4000"), "{out}");
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "ping",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = nsc(&["-n", "127.0.0.1", "-p", &port, "ping"], &[]);
+    assert!(!ok && out.contains("shared secret"), "{out}");
+
+    // And --key-file on rmi-ns's side.
+    let (_ns, lines) =
+        spawn_rmi_ns_with(&args(&["--key-file", key_file.to_str().unwrap()]), &[], 1);
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port_of(&lines[0]).to_string(),
+            "-k",
+            "s3cret",
+            "ping",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_rmi_ns_promptly_with_exit_code_0_even_with_a_watch_open() {
+    let (mut ns, port) = spawn_rmi_ns(&[]);
+    let names = locate(port).await;
+    let mut watch = names.watch(None).await.unwrap();
+    names
+        .register("x", &Uri::tcp("obj", "127.0.0.1", 4000))
+        .await
+        .unwrap();
+    assert!(watch.next().await.is_some());
+    let (status, took) = tokio::task::spawn_blocking(move || ns.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    eprintln!("rmi-ns exited with {status} {took:?} after SIGTERM, a watch open");
+    // The watch ended with the name server.
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(_)) = watch.next().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "the watch did not end");
+}
+
+#[tokio::test]
+async fn quotas_and_lease_bounds_are_flags() {
+    let (mut ns, port) = spawn_rmi_ns(&[
+        "--max-entries",
+        "3",
+        "--max-reply-bytes",
+        "150",
+        "--max-tags",
+        "2",
+        "--min-lease-ttl",
+        "1s",
+        "--max-lease-ttl",
+        "10s",
+        "--max-message-size",
+        "128KiB",
+    ]);
+    let names = locate(port).await;
+    let uri = Uri::tcp("obj", "127.0.0.1", 4000);
+    let tags = |n: usize| (0..n).map(|i| format!("t{i}")).collect::<BTreeSet<_>>();
+    let refused = |err: Error, setting: &str| {
+        assert!(
+            matches!(&err, Error::Resolve(m) if m.contains(setting)),
+            "expected a refusal naming {setting}: {err}"
+        );
+    };
+    refused(
+        names
+            .register_with("tagged", &uri, false, tags(3))
+            .await
+            .unwrap_err(),
+        "max_tags",
+    );
+    names.register("a", &uri).await.unwrap();
+    names.register("b", &uri).await.unwrap();
+    refused(names.register("c", &uri).await.unwrap_err(), "max_entries");
+    refused(names.list().await.unwrap_err(), "max_reply_bytes");
+    refused(
+        names.api().lease_grant(500).await.unwrap_err(),
+        "min_lease_ttl",
+    );
+    refused(
+        names.api().lease_grant(60_000).await.unwrap_err(),
+        "max_lease_ttl",
+    );
+    names.api().lease_grant(2_000).await.unwrap();
+    // A request over --max-message-size is refused from its header (the connection closes).
+    let big = (0..20_000).map(|i| format!("tag{i:07}")).collect();
+    assert!(names.register_with("big", &uri, false, big).await.is_err());
+    assert!(ns.is_alive());
+    let names = locate(port).await;
+    assert_eq!(names.count().await.unwrap(), 3);
+}
+
+#[test]
+fn inconsistent_flags_are_refused_with_what_to_change() {
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
+            .args(args(extra))
+            .output()
+            .expect("run rmi-ns");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["--max-reply-bytes", "16MiB"]);
+    assert!(
+        !ok && err.contains("--max-reply-bytes") && err.contains("raise --max-message-size"),
+        "{err}"
+    );
+    let (ok, err) = run(&["--min-lease-ttl", "2h", "--max-lease-ttl", "1h"]);
+    assert!(!ok && err.contains("--min-lease-ttl"), "{err}");
+    let (ok, err) = run(&["--min-lease-ttl", "soon"]);
+    assert!(!ok && err.contains("not a duration"), "{err}");
+    let (ok, err) = run(&["--natport", "1234"]);
+    assert!(!ok && err.contains("--nathost"), "{err}");
+    let (ok, err) = run(&[
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert!(!ok && err.contains("/nonexistent/cert.pem"), "{err}");
+}
