@@ -1,6 +1,6 @@
 //! What travels on the wire between rmi and real Python Pyro (issue 9): item streams consumed
-//! with `for x in proxy.generator()`, Pyro's batches, the json and marshal serializers, and URIs and proxies
-//! as Pyro's class dicts, in both directions, against Pyro5 5.17 and Pyro4 4.82 (the venvs of
+//! with `for x in proxy.generator()`, Pyro's batches, the json and marshal serializers, URIs and proxies
+//! as Pyro's class dicts, in both directions, and handshake data and answers of any value, against Pyro5 5.17 and Pyro4 4.82 (the venvs of
 //! `python.rs` and `pyro4.rs`; skipped loudly without Python, failing under CI).
 
 use std::path::PathBuf;
@@ -568,4 +568,109 @@ async fn a_rust_proxy_calls_python_with_keyword_arguments_and_reads_pythons_valu
             );
         }
     }
+}
+
+/// A Pyro5 client whose `_pyroHandshake` is a dict: it prints the daemon's answer (what
+/// `_pyroValidateHandshake` receives) and a call's result, or the refusal.
+const PYRO5_HANDSHAKE: &str = r#"
+import sys
+import Pyro5.api, Pyro5.errors
+uri, serializer, user = sys.argv[1:]
+Pyro5.config.SERIALIZER = serializer
+class Proxy(Pyro5.api.Proxy):
+    def _pyroValidateHandshake(self, response):
+        print("answer", sorted(response.items()))
+try:
+    with Proxy(uri) as greeter:
+        greeter._pyroHandshake = {"user": user, "token": 42}
+        print(greeter.welcomeMessage(user))
+except Pyro5.errors.CommunicationError as e:
+    print("refused", e)
+"#;
+
+/// A Pyro4 client doing the same (`SERIALIZERS_ACCEPTED` is the daemon's setting; rmi's daemon
+/// accepts all four).
+const PYRO4_HANDSHAKE: &str = r#"
+import sys
+import Pyro4, Pyro4.errors
+uri, serializer, user = sys.argv[1:]
+Pyro4.config.SERIALIZER = serializer
+class Proxy(Pyro4.Proxy):
+    def _pyroValidateHandshake(self, response):
+        print("answer", sorted(response.items()))
+try:
+    with Proxy(uri) as greeter:
+        greeter._pyroHandshake = {"user": user, "token": 42}
+        print(greeter.welcomeMessage(user))
+except Pyro4.errors.CommunicationError as e:
+    print("refused", e)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_handshake_data_and_the_validators_answer_are_any_value() {
+    #[derive(serde::Deserialize)]
+    struct Login {
+        user: String,
+        token: i64,
+    }
+    #[derive(serde::Serialize)]
+    struct Welcome {
+        greeting: String,
+        token: i64,
+    }
+    let daemon = Daemon::builder()
+        .validator(rmi::daemon::answer_any(|info| {
+            let login: Login = info
+                .data
+                .decode()
+                .map_err(|e| format!("bad handshake {}: {e}", info.data))?;
+            if login.user != "ada" {
+                return Err(format!("user {:?} may not connect", login.user));
+            }
+            let welcome = Welcome {
+                greeting: format!("hello {}", login.user),
+                token: login.token + 1,
+            };
+            rmi::daemon::HandshakeData::new(&welcome).map_err(|e| e.to_string())
+        }))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.greeting")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    for (python, script, serializers) in [
+        (
+            python5(),
+            PYRO5_HANDSHAKE,
+            &["serpent", "msgpack", "json", "marshal"][..],
+        ),
+        (
+            python4(),
+            PYRO4_HANDSHAKE,
+            &["serpent", "msgpack", "json", "marshal"][..],
+        ),
+    ] {
+        let Some(python) = python else { return };
+        for serializer in serializers {
+            let args = |user: &str| vec![uri.to_string(), serializer.to_string(), user.into()];
+            let lines = run(python, script, args("ada")).await;
+            assert_eq!(
+                lines[0], "answer [('greeting', 'hello ada'), ('token', 43)]",
+                "{serializer}: {lines:?}"
+            );
+            assert!(lines[1].contains("ada"), "{serializer}: {lines:?}");
+            let lines = run(python, script, args("eve")).await;
+            assert!(
+                lines[0].starts_with("refused")
+                    && lines[0].contains("user \"eve\" may not connect"),
+                "{serializer}: {lines:?}"
+            );
+        }
+    }
+    daemon.shutdown();
 }

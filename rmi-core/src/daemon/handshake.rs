@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{reply_to, Inner};
 use crate::auth::{ServerHandshake, Session};
-use crate::protocol::codec::{self, ConnectOk, ConnectRequest, Serializer};
+use crate::protocol::codec::{self, ConnectOk, ConnectRequest, HandshakeData, Serializer};
 use crate::protocol::frame::{Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
 use crate::protocol::names::SERIALIZER_ANNOTATION;
 use crate::transport::{FrameReader, FrameWriter};
@@ -36,25 +36,54 @@ pub struct HandshakeInfo<'a> {
     pub peer: &'a str,
     /// The object the client connects to.
     pub object: &'a str,
-    /// The client's handshake data (Pyro's `_pyroHandshake`; `"hello"` by default).
-    pub data: &'a str,
+    /// The client's handshake data (Pyro's `_pyroHandshake`; `"hello"` by default): any value
+    /// from a Pyro client (read it with [`HandshakeData::as_str`] or
+    /// [`HandshakeData::decode`]; a string compares with `==` to a `&str`), a string from an
+    /// rmi proxy.
+    pub data: &'a HandshakeData,
     /// The client's TLS certificate, verified against the daemon's client CA (mutual TLS).
     pub peer_certificate: Option<&'a Certificate>,
 }
 
 /// Decides whether a client may connect (Pyro's `Daemon.validateHandshake`): `Ok` carries the
-/// answer sent back in CONNECTOK, `Err` the reason sent in CONNECTFAIL.
+/// answer sent back in CONNECTOK (any value; a Pyro client reads it as `_pyroValidateHandshake`'s
+/// argument), `Err` the reason sent in CONNECTFAIL.
+///
+/// A closure `Fn(&HandshakeInfo) -> Result<String, String>` is a validator answering a string;
+/// wrap one that answers any value in [`answer_any`].
 pub trait ValidateHandshake: Send + Sync + 'static {
     /// Accepts or refuses one connection.
-    fn validate(&self, info: &HandshakeInfo<'_>) -> Result<String, String>;
+    fn validate(&self, info: &HandshakeInfo<'_>) -> Result<HandshakeData, String>;
 }
 
 impl<F> ValidateHandshake for F
 where
     F: Fn(&HandshakeInfo<'_>) -> Result<String, String> + Send + Sync + 'static,
 {
-    fn validate(&self, info: &HandshakeInfo<'_>) -> Result<String, String> {
-        self(info)
+    fn validate(&self, info: &HandshakeInfo<'_>) -> Result<HandshakeData, String> {
+        self(info).map(HandshakeData::from)
+    }
+}
+
+/// A validator closure whose answer is any value ([`HandshakeData::new`] makes one from any
+/// serde value), for [`DaemonBuilder::validator`](super::DaemonBuilder::validator).
+pub fn answer_any<F>(validator: F) -> AnswerAny<F>
+where
+    F: Fn(&HandshakeInfo<'_>) -> Result<HandshakeData, String> + Send + Sync + 'static,
+{
+    AnswerAny(validator)
+}
+
+/// A validator closure answering any value; made by [`answer_any`].
+#[derive(Debug, Clone)]
+pub struct AnswerAny<F>(F);
+
+impl<F> ValidateHandshake for AnswerAny<F>
+where
+    F: Fn(&HandshakeInfo<'_>) -> Result<HandshakeData, String> + Send + Sync + 'static,
+{
+    fn validate(&self, info: &HandshakeInfo<'_>) -> Result<HandshakeData, String> {
+        (self.0)(info)
     }
 }
 

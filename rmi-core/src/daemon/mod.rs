@@ -30,13 +30,14 @@ mod object;
 mod registration;
 mod streams;
 
+pub use crate::protocol::codec::HandshakeData;
 pub use builder::{
     DaemonBuilder, DEFAULT_FRAME_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HOST, DEFAULT_MAX_BATCH_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CONNECTION,
     DEFAULT_MIN_WRITE_RATE, DEFAULT_STREAM_LINGER, DEFAULT_WRITE_TIMEOUT,
 };
-pub use handshake::{Certificate, HandshakeInfo, ValidateHandshake};
+pub use handshake::{answer_any, AnswerAny, Certificate, HandshakeInfo, ValidateHandshake};
 pub use registration::{InstanceMode, Registration};
 
 use foldhash::HashMap;

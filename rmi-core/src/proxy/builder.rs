@@ -125,7 +125,8 @@ impl ProxyBuilder {
     }
 
     /// Checks the daemon's handshake answer (Pyro's `_pyroValidateHandshake`); an `Err`
-    /// refuses the connection with that reason.
+    /// refuses the connection with that reason. An answer that is not a string (a Python
+    /// daemon's may be any value) is seen as its Python `repr`.
     pub fn validate_handshake(
         mut self,
         check: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,

@@ -162,7 +162,7 @@ impl Connection {
         });
         let connect_ser = configured.unwrap_or(Serializer::Serpent);
         let request = ConnectRequest {
-            handshake: config.handshake.clone(),
+            handshake: config.handshake.as_str().into(),
             object: object.to_owned(),
         };
         let payload = Bytes::from(connect_ser.encode_in(protocol, &request)?);
@@ -232,7 +232,7 @@ impl Connection {
                     }
                 };
                 if let Some(validate) = &config.validate_answer {
-                    validate(&ok.handshake).map_err(Error::ConnectFailed)?;
+                    validate(&ok.handshake.to_string()).map_err(Error::ConnectFailed)?;
                 }
                 (ok.meta, ser)
             }

@@ -25,6 +25,7 @@ mod bincode;
 mod bounded;
 mod byteseq;
 mod exception;
+mod handshake;
 mod json;
 mod marshal;
 mod msgpack;
@@ -38,6 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use super::frame::Protocol;
 use crate::error::{Error, RemoteError};
+
+pub use handshake::HandshakeData;
 
 /// Default [`DecodeLimits::max_message_size`]: 64 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
@@ -231,10 +234,11 @@ pub fn decode_marshal_str(payload: &[u8]) -> Option<String> {
 }
 
 /// The payload of `MSG_CONNECT`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectRequest {
-    /// Handshake data for the daemon's validator (Pyro's default is `"hello"`).
-    pub handshake: String,
+    /// Handshake data for the daemon's validator (Pyro's default is `"hello"`): any value in
+    /// the Pyro formats, a string under bincode.
+    pub handshake: HandshakeData,
     /// The object this connection is for (empty when a Pyro4 client, with `METADATA=False`,
     /// names none).
     #[serde(default)]
@@ -253,10 +257,10 @@ pub struct Metadata {
 }
 
 /// The payload of `MSG_CONNECTOK`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectOk {
-    /// The validator's answer.
-    pub handshake: String,
+    /// The validator's answer: any value in the Pyro formats, a string under bincode.
+    pub handshake: HandshakeData,
     /// The connected object's metadata.
     pub meta: Metadata,
 }

@@ -1,0 +1,257 @@
+//! Handshake data: what a client sends in its CONNECT (Pyro's `_pyroHandshake`) and what the
+//! daemon's validator answers in its CONNECTOK. In the Pyro formats it is any value, read into
+//! the value tree; under bincode (rmi to rmi, not self-describing) it is a string, as it always
+//! was.
+
+use std::fmt::{self, Write as _};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::value::Value;
+use super::{DecodeLimits, Serializer};
+use crate::error::Error;
+
+/// Handshake data or a validator's answer: any Python value in the Pyro formats (serpent, json,
+/// msgpack, marshal), a string under bincode.
+///
+/// A string compares equal to a `&str` (`info.data == "hello"`) and displays as its text;
+/// other values display as Python would `repr` them (`{'user': 'ada', 'token': 42}`). Read a
+/// value with [`as_str`](Self::as_str) or [`decode`](Self::decode); make one from a string
+/// (`"welcome".into()`) or from any serde value with [`new`](Self::new).
+///
+/// Under bincode a value that is not a string is written as its Python `repr` (an rmi proxy's
+/// [`validate_handshake`](crate::ProxyBuilder::validate_handshake) sees that text too).
+#[derive(Clone, PartialEq)]
+pub struct HandshakeData(Value);
+
+impl HandshakeData {
+    /// Any serde value as handshake data (a struct or map becomes a dict, a sequence a list).
+    pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        let encoded = Serializer::MsgPack.encode(value)?;
+        Serializer::MsgPack
+            .decode::<Value>(&encoded, &DecodeLimits::default())
+            .map(HandshakeData)
+    }
+
+    /// The text, when the data is a string (Pyro's default handshake is `"hello"`).
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.0 {
+            Value::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The data as a `T`, as a call's argument would be read (a dict as a struct or map, bytes
+    /// as `Vec<u8>`, a tuple, list or set as a sequence).
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        T::deserialize(self.0.clone()).map_err(|e| Error::Codec(e.0))
+    }
+}
+
+impl From<String> for HandshakeData {
+    fn from(text: String) -> Self {
+        HandshakeData(Value::Str(text))
+    }
+}
+
+impl From<&str> for HandshakeData {
+    fn from(text: &str) -> Self {
+        HandshakeData(Value::Str(text.to_owned()))
+    }
+}
+
+impl PartialEq<str> for HandshakeData {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == Some(other)
+    }
+}
+
+impl PartialEq<&str> for HandshakeData {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl PartialEq<String> for HandshakeData {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == Some(other.as_str())
+    }
+}
+
+/// A string's text; any other value as Python's `repr`.
+impl fmt::Display for HandshakeData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Value::Str(text) => f.write_str(text),
+            other => repr(other, f),
+        }
+    }
+}
+
+/// A string as Rust debugs a `&str` (quoted); any other value as Python's `repr`.
+impl fmt::Debug for HandshakeData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Value::Str(text) => fmt::Debug::fmt(text, f),
+            other => repr(other, f),
+        }
+    }
+}
+
+/// The value in its Pyro shape in the Pyro formats; a string under bincode (not
+/// self-describing): the text, or the `repr` of another value.
+impl Serialize for HandshakeData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            return self.0.serialize(s);
+        }
+        match &self.0 {
+            Value::Str(text) => s.serialize_str(text),
+            _ => s.collect_str(self),
+        }
+    }
+}
+
+/// Any value in the Pyro formats; a string under bincode.
+impl<'de> Deserialize<'de> for HandshakeData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            Value::deserialize(d).map(HandshakeData)
+        } else {
+            String::deserialize(d).map(HandshakeData::from)
+        }
+    }
+}
+
+/// Writes `value` as Python's `repr` would (near enough for messages and logs).
+fn repr(value: &Value, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let items = |f: &mut fmt::Formatter<'_>, items: &[Value]| -> fmt::Result {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            repr(item, f)?;
+        }
+        Ok(())
+    };
+    match value {
+        Value::None => f.write_str("None"),
+        Value::Bool(true) => f.write_str("True"),
+        Value::Bool(false) => f.write_str("False"),
+        Value::Int(i) => write!(f, "{i}"),
+        Value::BigInt(digits) => f.write_str(digits),
+        Value::Float(x) if x.is_nan() => f.write_str("nan"),
+        Value::Float(x) if x.is_infinite() => f.write_str(if *x > 0.0 { "inf" } else { "-inf" }),
+        Value::Float(x) => write!(f, "{x:?}"),
+        Value::Str(text) => {
+            f.write_char('\'')?;
+            for c in text.chars() {
+                match c {
+                    '\'' => f.write_str("\\'")?,
+                    '\\' => f.write_str("\\\\")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\r' => f.write_str("\\r")?,
+                    '\t' => f.write_str("\\t")?,
+                    c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
+                    c => f.write_char(c)?,
+                }
+            }
+            f.write_char('\'')
+        }
+        Value::Bytes(bytes) => write!(f, "b'{}'", bytes.escape_ascii()),
+        Value::List(list) => {
+            f.write_char('[')?;
+            items(f, list)?;
+            f.write_char(']')
+        }
+        Value::Tuple(tuple) => {
+            f.write_char('(')?;
+            items(f, tuple)?;
+            f.write_str(if tuple.len() == 1 { ",)" } else { ")" })
+        }
+        Value::Set(set) if set.is_empty() => f.write_str("set()"),
+        Value::Set(set) => {
+            f.write_char('{')?;
+            items(f, set)?;
+            f.write_char('}')
+        }
+        Value::Dict(entries) => {
+            f.write_char('{')?;
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                repr(k, f)?;
+                f.write_str(": ")?;
+                repr(v, f)?;
+            }
+            f.write_char('}')
+        }
+        Value::Named(params) => {
+            f.write_char('(')?;
+            for (i, (_, v)) in params.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                match v {
+                    Some(v) => repr(v, f)?,
+                    None => f.write_str("None")?,
+                }
+            }
+            f.write_char(')')
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::Protocol;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Login {
+        user: String,
+        token: i64,
+    }
+
+    #[test]
+    fn a_string_is_carried_by_bincode_exactly_as_before() {
+        let data = HandshakeData::from("hello");
+        let as_string = Serializer::Bincode.encode(&"hello".to_owned()).unwrap();
+        assert_eq!(Serializer::Bincode.encode(&data).unwrap(), as_string);
+        let back: HandshakeData = Serializer::Bincode
+            .decode(&as_string, &DecodeLimits::default())
+            .unwrap();
+        assert_eq!(back, "hello");
+        assert_eq!(back.to_string(), "hello");
+        assert_eq!(format!("{back:?}"), "\"hello\"");
+    }
+
+    #[test]
+    fn any_value_travels_in_the_pyro_formats() {
+        let login = Login {
+            user: "ada".into(),
+            token: 42,
+        };
+        let data = HandshakeData::new(&login).unwrap();
+        assert_eq!(data.as_str(), None);
+        assert_eq!(data.to_string(), "{'user': 'ada', 'token': 42}");
+        for ser in [
+            Serializer::Serpent,
+            Serializer::Json,
+            Serializer::MsgPack,
+            Serializer::Marshal,
+        ] {
+            let bytes = ser.encode_in(Protocol::Pyro5, &data).unwrap();
+            let back: HandshakeData = ser.decode(&bytes, &DecodeLimits::default()).unwrap();
+            assert_eq!(back.decode::<Login>().unwrap(), login, "{ser:?}");
+        }
+        // bincode carries its repr.
+        let bytes = Serializer::Bincode.encode(&data).unwrap();
+        let back: String = Serializer::Bincode
+            .decode(&bytes, &DecodeLimits::default())
+            .unwrap();
+        assert_eq!(back, "{'user': 'ada', 'token': 42}");
+    }
+}
