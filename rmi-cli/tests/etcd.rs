@@ -85,3 +85,76 @@ fn rmi_ns_says_clearly_when_etcd_is_unreachable() {
         "{stderr}"
     );
 }
+
+/// Several rmi-ns over one etcd share a broadcast port (SO_REUSEADDR): a client that finds the
+/// name server by broadcast reaches one of them, and after that one is killed, finds another,
+/// which serves the same names.
+#[tokio::test]
+async fn several_rmi_ns_over_one_etcd_each_answer_discovery_broadcasts() {
+    let Some(cluster) = EtcdCluster::start(1, "rmi-ns broadcasts over etcd") else {
+        return;
+    };
+    let storage = cluster.storage();
+    // A free UDP port for both responders.
+    let bcport = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args = |storage: &str| {
+        vec![
+            "--host".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--bcport".to_owned(),
+            bcport.clone(),
+            "--storage".to_owned(),
+            storage.to_owned(),
+        ]
+    };
+    let first_args = args(&storage);
+    let first_refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    let (mut first, first_lines) = support::spawn_rmi_ns_with(&first_refs, &[], 2);
+    let (mut second, second_lines) = support::spawn_rmi_ns_with(&first_refs, &[], 2);
+    let ports = [
+        support::port_of(&first_lines[0]),
+        support::port_of(&second_lines[0]),
+    ];
+    let one = locate(ports[0]).await;
+    one.register("app.found", &Uri::tcp("obj", "127.0.0.1", 4002))
+        .await
+        .unwrap();
+    // rmi-nsc's TCP port is one nobody listens on, so only the broadcast can find a server.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let env = [
+        ("RMI_NS_PORT", unused.as_str()),
+        ("RMI_NS_BCADDR", "127.255.255.255"),
+        ("RMI_NS_BCPORT", bcport.as_str()),
+    ];
+    let answered_by = |out: &str| {
+        ports
+            .iter()
+            .position(|p| out.contains(&format!("PYRO:Pyro.NameServer@127.0.0.1:{p}")))
+    };
+    let (ok, out) = support::nsc(&["-v", "lookup", "app.found"], &env);
+    assert!(ok, "{out}");
+    let found = answered_by(&out).unwrap_or_else(|| panic!("found by broadcast: {out}"));
+    assert!(out.contains("PYRO:obj@127.0.0.1:4002"), "{out}");
+    // Kill the one that answered: the other answers the next broadcast, with the same names.
+    if found == 0 {
+        first.kill_9();
+    } else {
+        second.kill_9();
+    }
+    let (ok, out) = support::nsc(&["-v", "lookup", "app.found"], &env);
+    assert!(ok, "{out}");
+    assert_eq!(answered_by(&out), Some(1 - found), "the other one: {out}");
+    assert!(out.contains("PYRO:obj@127.0.0.1:4002"), "{out}");
+}
