@@ -695,3 +695,84 @@ async fn a_daemon_answers_the_offer_with_a_serializer_it_speaks_and_only_then() 
     }
     daemon.shutdown();
 }
+
+/// A Python daemon with `COMPRESSION=True` compresses its CONNECTOK when the object's metadata
+/// is large; a Rust proxy inflates it (within its `max_message_size`) and calls on.
+#[tokio::test]
+async fn a_rust_proxy_reads_a_compressed_connectok_from_a_python_daemon() {
+    use rmi::protocol::codec::ConnectRequest;
+    use rmi::protocol::frame::FLAGS_COMPRESSED;
+    let Some(python) = python5() else { return };
+    // Sixty methods: the metadata in the CONNECTOK is well over Pyro's 200-byte threshold.
+    const SERVER: &str = r#"
+import Pyro5.api
+Pyro5.config.COMPRESSION = True
+attrs = {"m%02d_with_a_long_name_so_the_metadata_is_large" % i: (lambda self, i=i: i) for i in range(60)}
+attrs["welcomeMessage"] = lambda self, name: "Hi welcome " + name
+Many = Pyro5.api.expose(type("Many", (object,), attrs))
+daemon = Pyro5.api.Daemon(host="127.0.0.1")
+print("READY", daemon.register(Many(), "example.many"), flush=True)
+daemon.requestLoop()
+"#;
+    let (server, uri) = tokio::task::spawn_blocking(move || {
+        let mut server = PythonProcess::start(python, &["-c", SERVER]);
+        let uri = server.wait_for("READY ");
+        (server, uri)
+    })
+    .await
+    .unwrap();
+    let uri: rmi::Uri = uri.parse().unwrap();
+    let rmi::Location::Tcp { host, port } = uri.location().unwrap().clone() else {
+        panic!("a TCP uri")
+    };
+
+    // The premise, on the raw wire: the CONNECTOK comes compressed.
+    let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .unwrap();
+    let hello = ConnectRequest {
+        handshake: "hello".into(),
+        object: "example.many".into(),
+    };
+    let ser = Serializer::Serpent;
+    let connect = Message::new(
+        MessageType::Connect,
+        ser.id(),
+        0,
+        0,
+        ser.encode(&hello).unwrap(),
+    );
+    s.write_all(&connect.to_bytes()).await.unwrap();
+    let mut buf = BytesMut::new();
+    let ok = loop {
+        if let Ok(header) = check(&buf, usize::MAX >> 1) {
+            break Message::parse(&mut buf, &header).unwrap();
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_buf(&mut buf))
+            .await
+            .expect("a CONNECTOK within 10 s")
+            .unwrap();
+        assert_ne!(n, 0, "the Python daemon closed the connection");
+    };
+    assert_eq!(ok.msg_type, MessageType::ConnectOk);
+    assert_ne!(
+        ok.flags & FLAGS_COMPRESSED,
+        0,
+        "Pyro compressed its CONNECTOK"
+    );
+    drop(s);
+
+    // A Rust proxy reads it and calls.
+    let greeter = GreeterProxy::connect(&uri).await.unwrap();
+    assert_eq!(
+        greeter.welcome_message("Rashmi".into()).await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    let n: i64 = greeter
+        .proxy()
+        .call("m07_with_a_long_name_so_the_metadata_is_large", &())
+        .await
+        .unwrap();
+    assert_eq!(n, 7);
+    drop(server);
+}
