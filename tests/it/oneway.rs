@@ -25,7 +25,7 @@ pub(crate) trait Recorder {
 }
 
 #[derive(Default)]
-struct RecorderObject {
+pub(crate) struct RecorderObject {
     values: Mutex<Vec<u32>>,
     gate: Notify,
 }
@@ -335,5 +335,63 @@ async fn a_oneway_invoke_then_a_normal_one_get_exactly_one_result_on_the_wire() 
         .decode(body, &Default::default())
         .unwrap();
     assert_eq!(recorded, [7]);
+    daemon.shutdown();
+}
+
+/// A Python client calls a Rust oneway method as Pyro does: the method is oneway in the
+/// metadata the CONNECTOK carries, so the call returns at once, even though the method waits
+/// for a gate that only the next call opens (a call waiting for its reply would time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_calls_rust_oneway_methods_without_waiting() {
+    let Some(python) = crate::python::python() else {
+        return;
+    };
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(RecorderServer::new(RecorderObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    const CLIENT: &str = r#"
+import sys
+import Pyro5.api, Pyro5.errors
+Pyro5.config.COMMTIMEOUT = 5
+for n, serializer in enumerate(("serpent", "json", "msgpack", "marshal")):
+    Pyro5.config.SERIALIZER = serializer
+    with Pyro5.api.Proxy(sys.argv[1]) as recorder:
+        recorder._pyroBind()
+        print(serializer, sorted(recorder._pyroOneway))
+        try:
+            print(serializer, "returned", recorder.record_after_gate(n))
+        except Pyro5.errors.TimeoutError:
+            print(serializer, "blocked")
+        recorder.open_gate()
+import time
+deadline = time.time() + 10
+with Pyro5.api.Proxy(sys.argv[1]) as recorder:
+    while len(recorder.recorded()) < 4 and time.time() < deadline:
+        time.sleep(0.02)
+    print("recorded", sorted(recorder.recorded()))
+"#;
+    let uri = uri.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || crate::python::run_python(python, CLIENT, &[&uri]))
+            .await
+            .unwrap();
+    for serializer in ["serpent", "json", "msgpack", "marshal"] {
+        assert!(
+            out.contains(&format!(
+                "{serializer} ['explode', 'record', 'record_after_gate']"
+            )),
+            "the oneway methods in the metadata, {serializer}: {out}"
+        );
+        assert!(
+            out.contains(&format!("{serializer} returned None")),
+            "returned at once, {serializer}: {out}"
+        );
+    }
+    assert!(out.contains("recorded [0, 1, 2, 3]"), "{out}");
     daemon.shutdown();
 }
