@@ -20,8 +20,8 @@ fn flatten<T>(r: Result<T, Error>) -> Result<T, Error> {
 }
 
 /// A listing's URIs.
-fn uris<const M: bool>(
-    r: Result<BTreeMap<String, Found<M>>, Error>,
+fn uris<const M: bool, const T: bool>(
+    r: Result<BTreeMap<String, Found<M, T>>, Error>,
 ) -> Result<BTreeMap<String, Uri>, Error> {
     Ok(flatten(r)?
         .into_iter()
@@ -30,8 +30,8 @@ fn uris<const M: bool>(
 }
 
 /// A listing's URIs and metadata.
-fn with_metadata<const M: bool>(
-    r: Result<BTreeMap<String, Found<M>>, Error>,
+fn with_metadata<const M: bool, const T: bool>(
+    r: Result<BTreeMap<String, Found<M, T>>, Error>,
 ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, Error> {
     Ok(flatten(r)?
         .into_iter()

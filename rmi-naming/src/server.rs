@@ -68,7 +68,7 @@ pub trait NameServerApi {
         metadata_all: Option<BTreeSet<String>>,
         metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
-    ) -> Result<BTreeMap<String, Found>, NamingError>;
+    ) -> Result<BTreeMap<String, Found<false, true>>, NamingError>;
     /// Names whose metadata has all of `meta_all` or any of `meta_any`, with URI and metadata
     /// unless `return_metadata` is false (Pyro5's default is true; see [`Found`]).
     #[rmi(raises)]
@@ -77,7 +77,7 @@ pub trait NameServerApi {
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
-    ) -> Result<BTreeMap<String, Found<true>>, NamingError>;
+    ) -> Result<BTreeMap<String, Found<true, true>>, NamingError>;
     /// Replaces the metadata of `name`.
     #[rmi(raises)]
     async fn set_metadata(
@@ -190,14 +190,14 @@ impl<'de> serde::Deserialize<'de> for Truthy {
 /// asking for the other shape under bincode gets an error naming the method to call instead
 /// (`lookup_with_metadata`, `yplookup`, `list`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Found<const METADATA: bool = false> {
+pub enum Found<const METADATA: bool = false, const TEXT: bool = false> {
     /// The URI alone.
     Uri(Uri),
     /// The URI and the metadata.
     WithMetadata(Uri, BTreeSet<String>),
 }
 
-impl<const METADATA: bool> Found<METADATA> {
+impl<const METADATA: bool, const TEXT: bool> Found<METADATA, TEXT> {
     /// The URI, with `metadata` if `with_metadata`.
     pub fn new(uri: Uri, metadata: BTreeSet<String>, with_metadata: bool) -> Self {
         if with_metadata {
@@ -239,7 +239,7 @@ impl<const METADATA: bool> Found<METADATA> {
 }
 
 /// A `Found` is equal to the URI it holds.
-impl<const METADATA: bool> PartialEq<Uri> for Found<METADATA> {
+impl<const METADATA: bool, const TEXT: bool> PartialEq<Uri> for Found<METADATA, TEXT> {
     fn eq(&self, other: &Uri) -> bool {
         self.uri() == other
     }
@@ -254,7 +254,7 @@ impl serde::Serialize for PySet<'_> {
     }
 }
 
-impl<const METADATA: bool> serde::Serialize for Found<METADATA> {
+impl<const METADATA: bool, const TEXT: bool> serde::Serialize for Found<METADATA, TEXT> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error as _, SerializeTuple};
         if !s.is_human_readable() && self.metadata().is_some() != METADATA {
@@ -267,11 +267,18 @@ impl<const METADATA: bool> serde::Serialize for Found<METADATA> {
                 "this return_metadata needs one of Pyro's serializers; under bincode call {instead}"
             )));
         }
+        // Pyro5's `list` and `yplookup` answer URI strings (its `lookup` a URI object).
+        let text = TEXT && s.is_human_readable();
         match self {
+            Found::Uri(uri) if text => s.serialize_str(&uri.to_string()),
             Found::Uri(uri) => uri.serialize(s),
             Found::WithMetadata(uri, metadata) => {
                 let mut t = s.serialize_tuple(2)?;
-                t.serialize_element(uri)?;
+                if text {
+                    t.serialize_element(&uri.to_string())?;
+                } else {
+                    t.serialize_element(uri)?;
+                }
                 t.serialize_element(&PySet(metadata))?;
                 t.end()
             }
@@ -279,7 +286,9 @@ impl<const METADATA: bool> serde::Serialize for Found<METADATA> {
     }
 }
 
-impl<'de, const METADATA: bool> serde::Deserialize<'de> for Found<METADATA> {
+impl<'de, const METADATA: bool, const TEXT: bool> serde::Deserialize<'de>
+    for Found<METADATA, TEXT>
+{
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if !d.is_human_readable() {
             return Ok(if METADATA {
@@ -294,10 +303,12 @@ impl<'de, const METADATA: bool> serde::Deserialize<'de> for Found<METADATA> {
 }
 
 /// Reads either shape, by what the value is: a str or URI class dict, or a 2-sequence.
-struct FoundVisitor<const METADATA: bool>;
+struct FoundVisitor<const METADATA: bool, const TEXT: bool>;
 
-impl<'de, const METADATA: bool> serde::de::Visitor<'de> for FoundVisitor<METADATA> {
-    type Value = Found<METADATA>;
+impl<'de, const METADATA: bool, const TEXT: bool> serde::de::Visitor<'de>
+    for FoundVisitor<METADATA, TEXT>
+{
+    type Value = Found<METADATA, TEXT>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a URI, or a (URI, metadata) pair")
@@ -422,7 +433,7 @@ impl NameServerApi for NameServer {
         metadata_all: Option<BTreeSet<String>>,
         metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
-    ) -> Result<BTreeMap<String, Found>, NamingError> {
+    ) -> Result<BTreeMap<String, Found<false, true>>, NamingError> {
         let with_metadata = flag(return_metadata, false);
         let given = [
             prefix.is_some(),
@@ -455,7 +466,7 @@ impl NameServerApi for NameServer {
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
-    ) -> Result<BTreeMap<String, Found<true>>, NamingError> {
+    ) -> Result<BTreeMap<String, Found<true, true>>, NamingError> {
         let with_metadata = flag(return_metadata, true);
         Ok(self
             .registry

@@ -391,6 +391,8 @@ ns.register("py.thing", "PYRO:thing@127.0.0.1:4000")
 uri = ns.lookup("py.thing")
 print(type(uri).__name__, uri)
 print(sorted(ns.list(prefix="py.")))
+# As Pyro5's own name server: lookup answers a URI object, list a URI string.
+print(type(ns.list(prefix="py.")["py.thing"]).__name__, ns.list(prefix="py.")["py.thing"])
 try:
     ns.lookup("no.such.name")
 except Pyro5.errors.NamingError as e:
@@ -408,8 +410,9 @@ except Pyro5.errors.NamingError as e:
     assert_eq!(lines[0], "Hi welcome Rashmi", "{out}");
     assert_eq!(lines[1], "URI PYRO:thing@127.0.0.1:4000", "{out}");
     assert_eq!(lines[2], "['py.thing']", "{out}");
-    assert!(lines[3].starts_with("NamingError: unknown name"), "{out}");
-    assert!(lines[4].contains("already registered"), "{out}");
+    assert_eq!(lines[3], "str PYRO:thing@127.0.0.1:4000", "{out}");
+    assert!(lines[4].starts_with("NamingError: unknown name"), "{out}");
+    assert!(lines[5].contains("already registered"), "{out}");
     daemon.shutdown();
     ns.daemon().shutdown();
 }
