@@ -674,3 +674,69 @@ async fn python_handshake_data_and_the_validators_answer_are_any_value() {
     }
     daemon.shutdown();
 }
+
+/// What a Rust method receives when Python passes a datetime, a Decimal and a UUID.
+#[rmi::remote]
+pub(crate) trait Ledger {
+    /// The values as text, as serpent and json carry them.
+    async fn as_text(&self, when: String, amount: String, id: rmi::uuid::Uuid) -> String;
+    /// Pyro5's msgpack: the datetime as a Unix timestamp, the Decimal as text.
+    async fn as_msgpack(&self, when: f64, amount: String, id: rmi::uuid::Uuid) -> String;
+}
+
+struct LedgerObject;
+
+impl Ledger for LedgerObject {
+    async fn as_text(&self, when: String, amount: String, id: rmi::uuid::Uuid) -> String {
+        format!("{when}|{amount}|{id}")
+    }
+    async fn as_msgpack(&self, when: f64, amount: String, id: rmi::uuid::Uuid) -> String {
+        format!("{when}|{amount}|{id}")
+    }
+}
+
+/// Python's datetime, Decimal and UUID arguments arrive as Pyro writes them and bind to natural
+/// Rust types: text (and a `Uuid`) in serpent and json, a timestamp for msgpack's datetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_datetime_decimal_and_uuid_arguments_reach_rust_as_pyro_writes_them() {
+    let Some(python) = python5() else { return };
+    let (daemon, uri) = serve(LedgerServer::new(LedgerObject), "example.ledger").await;
+    const CLIENT: &str = r#"
+import sys, datetime, decimal, uuid
+import Pyro5.api
+when = datetime.datetime(2026, 12, 1, 13, 40, 5, tzinfo=datetime.timezone.utc)
+amount = decimal.Decimal("12.50")
+ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
+for serializer in ("serpent", "json"):
+    Pyro5.config.SERIALIZER = serializer
+    with Pyro5.api.Proxy(sys.argv[1]) as ledger:
+        print(serializer, ledger.as_text(when, amount, ident))
+# Pyro5's msgpack refuses a datetime with a time zone; a naive one goes as its timestamp.
+Pyro5.config.SERIALIZER = "msgpack"
+naive = datetime.datetime(2026, 12, 1, 13, 40, 5)
+with Pyro5.api.Proxy(sys.argv[1]) as ledger:
+    print("msgpack", ledger.as_msgpack(naive, amount, ident), "%d" % naive.timestamp())
+"#;
+    let lines = run(python, CLIENT, vec![uri.to_string()]).await;
+    let id = "12345678-1234-5678-1234-567812345678";
+    for serializer in ["serpent", "json"] {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(serializer))
+            .unwrap_or_else(|| panic!("{serializer}: {lines:?}"));
+        assert!(
+            line.contains("2026-12-01") && line.contains("13:40:05"),
+            "{line}"
+        );
+        assert!(line.contains("|12.50|") && line.ends_with(id), "{line}");
+    }
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("msgpack"))
+        .unwrap_or_else(|| panic!("msgpack: {lines:?}"));
+    // "msgpack <when>|12.50|<id> <Python's own timestamp of it>"
+    let (echoed, expected) = line["msgpack ".len()..].rsplit_once(' ').unwrap();
+    assert!(echoed.starts_with(&format!("{expected}|12.50|")), "{line}");
+    assert!(echoed.ends_with(id), "{line}");
+    daemon.shutdown();
+}
