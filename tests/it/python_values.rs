@@ -740,3 +740,68 @@ with Pyro5.api.Proxy(sys.argv[1]) as ledger:
     assert!(echoed.ends_with(id), "{line}");
     daemon.shutdown();
 }
+
+/// Floats including inf and NaN, dicts with integer keys, and tuples, both ways.
+#[rmi::remote]
+pub(crate) trait Shapes {
+    /// Echoes what it got and adds inf and NaN.
+    async fn echo_shapes(
+        &self,
+        values: Vec<f64>,
+        counts: std::collections::BTreeMap<i64, String>,
+        pair: (i32, String),
+    ) -> (
+        Vec<f64>,
+        std::collections::BTreeMap<i64, String>,
+        (i32, String),
+    );
+}
+
+struct ShapesObject;
+
+impl Shapes for ShapesObject {
+    async fn echo_shapes(
+        &self,
+        mut values: Vec<f64>,
+        counts: std::collections::BTreeMap<i64, String>,
+        pair: (i32, String),
+    ) -> (
+        Vec<f64>,
+        std::collections::BTreeMap<i64, String>,
+        (i32, String),
+    ) {
+        values.extend([f64::INFINITY, f64::NEG_INFINITY, f64::NAN]);
+        (values, counts, pair)
+    }
+}
+
+/// In serpent and marshal, the formats that carry them. (Pyro's json turns integer keys into
+/// strings, and Python's msgpack refuses integer map keys when it reads, Python to Python too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floats_with_inf_and_nan_int_keyed_dicts_and_tuples_cross_both_ways() {
+    let Some(python) = python5() else { return };
+    let (daemon, uri) = serve(ShapesServer::new(ShapesObject), "example.shapes").await;
+    const CLIENT: &str = r#"
+import sys, math
+import Pyro5.api
+for serializer in ("serpent", "marshal"):
+    Pyro5.config.SERIALIZER = serializer
+    with Pyro5.api.Proxy(sys.argv[1]) as shapes:
+        values, counts, pair = shapes.echo_shapes([1.5, float("inf"), float("nan")], {1: "one", 2: "two"}, (3, "x"))
+        print(serializer,
+              values[0] == 1.5 and math.isinf(values[1]) and math.isnan(values[2]),
+              math.isinf(values[3]) and values[3] > 0, math.isinf(values[4]) and values[4] < 0, math.isnan(values[5]),
+              sorted(counts.items()) == [(1, "one"), (2, "two")] or sorted(counts.items()) == [("1", "one"), ("2", "two")],
+              list(pair) == [3, "x"])
+"#;
+    let lines = run(python, CLIENT, vec![uri.to_string()]).await;
+    for serializer in ["serpent", "marshal"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l == &format!("{serializer} True True True True True True")),
+            "{serializer}: {lines:?}"
+        );
+    }
+    daemon.shutdown();
+}
