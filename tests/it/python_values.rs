@@ -775,8 +775,9 @@ impl Shapes for ShapesObject {
     }
 }
 
-/// In serpent and marshal, the formats that carry them. (Pyro's json turns integer keys into
-/// strings, and Python's msgpack refuses integer map keys when it reads, Python to Python too.)
+/// In serpent, json and marshal. (Pyro's json writes integer keys as strings: Rust reads them
+/// back as integers, as serde_json does, and Python gets strings, as from Pyro. Python's msgpack
+/// refuses integer map keys when it reads, Python to Python too.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floats_with_inf_and_nan_int_keyed_dicts_and_tuples_cross_both_ways() {
     let Some(python) = python5() else { return };
@@ -784,7 +785,7 @@ async fn floats_with_inf_and_nan_int_keyed_dicts_and_tuples_cross_both_ways() {
     const CLIENT: &str = r#"
 import sys, math
 import Pyro5.api
-for serializer in ("serpent", "marshal"):
+for serializer in ("serpent", "json", "marshal"):
     Pyro5.config.SERIALIZER = serializer
     with Pyro5.api.Proxy(sys.argv[1]) as shapes:
         values, counts, pair = shapes.echo_shapes([1.5, float("inf"), float("nan")], {1: "one", 2: "two"}, (3, "x"))
@@ -795,7 +796,7 @@ for serializer in ("serpent", "marshal"):
               list(pair) == [3, "x"])
 "#;
     let lines = run(python, CLIENT, vec![uri.to_string()]).await;
-    for serializer in ["serpent", "marshal"] {
+    for serializer in ["serpent", "json", "marshal"] {
         assert!(
             lines
                 .iter()
