@@ -776,3 +776,79 @@ daemon.requestLoop()
     assert_eq!(n, 7);
     drop(server);
 }
+
+/// A Rust proxy sends any value as its handshake, as Pyro's `proxy._pyroHandshake` does: a
+/// Python daemon's `validateHandshake` receives the dict, and its answer reaches the proxy's
+/// validator; a user it refuses cannot connect.
+#[tokio::test]
+async fn a_rust_proxy_sends_a_dict_handshake_to_a_python_daemon() {
+    let Some(python) = python5() else { return };
+    const SERVER: &str = r#"
+import Pyro5.api, Pyro5.errors
+
+class Daemon(Pyro5.api.Daemon):
+    def validateHandshake(self, conn, data):
+        if not isinstance(data, dict) or data.get("user") != "ada":
+            raise Pyro5.errors.SecurityError("user %r may not connect" % (data,))
+        return {"greeting": "hello " + data["user"], "token": data["token"] + 1}
+
+@Pyro5.api.expose
+class Greeter(object):
+    def welcomeMessage(self, name):
+        return "Hi welcome " + name
+
+daemon = Daemon(host="127.0.0.1")
+print("READY", daemon.register(Greeter(), "example.greeter"), flush=True)
+daemon.requestLoop()
+"#;
+    let (server, uri) = tokio::task::spawn_blocking(move || {
+        let mut server = PythonProcess::start(python, &["-c", SERVER]);
+        let uri = server.wait_for("READY ");
+        (server, uri)
+    })
+    .await
+    .unwrap();
+    let uri: rmi::Uri = uri.parse().unwrap();
+    #[derive(serde::Serialize)]
+    struct Credentials<'a> {
+        user: &'a str,
+        token: i64,
+    }
+    let answer = Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = answer.clone();
+    let proxy: rmi::Proxy = rmi::Proxy::builder(uri.clone())
+        .handshake_value(&Credentials {
+            user: "ada",
+            token: 42,
+        })
+        .unwrap()
+        .validate_handshake(move |text: &str| {
+            *seen.lock().unwrap() = text.to_owned();
+            Ok(())
+        })
+        .connect()
+        .await
+        .unwrap();
+    let greeter = GreeterProxy::from_proxy(proxy);
+    assert_eq!(
+        greeter.welcome_message("Rashmi".into()).await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    let answer = answer.lock().unwrap().clone();
+    assert!(
+        answer.contains("hello ada") && answer.contains("43"),
+        "the daemon's answer, as the proxy saw it: {answer}"
+    );
+    let refused = rmi::Proxy::builder(uri)
+        .handshake_value(&Credentials {
+            user: "eve",
+            token: 1,
+        })
+        .unwrap()
+        .connect::<rmi::Proxy>()
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(refused.to_string().contains("may not connect"), "{refused}");
+    drop(server);
+}

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::connection::{Connection, Opened};
 use super::{CallOptions, Proxy, Shared};
 use crate::error::Error;
-use crate::protocol::codec::{DecodeLimits, Serializer};
+use crate::protocol::codec::{DecodeLimits, HandshakeData, Serializer};
 use crate::protocol::frame::Protocol;
 use crate::resolve::Resolve;
 use crate::uri::Uri;
@@ -44,7 +44,7 @@ pub struct ProxyBuilder {
     pub(super) abandoned_timeout: Duration,
     pub(super) compression: bool,
     pub(super) limits: DecodeLimits,
-    pub(super) handshake: String,
+    pub(super) handshake: HandshakeData,
     pub(super) resolver: Option<Arc<dyn Resolve>>,
     pub(super) reconnect_attempts: u32,
     pub(super) options: CallOptions,
@@ -98,7 +98,7 @@ impl ProxyBuilder {
             abandoned_timeout: DEFAULT_ABANDONED_TIMEOUT,
             compression: false,
             limits: DecodeLimits::default(),
-            handshake: DEFAULT_HANDSHAKE.to_owned(),
+            handshake: DEFAULT_HANDSHAKE.into(),
             resolver: crate::resolve::default_resolver(),
             reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
             options: CallOptions::default(),
@@ -218,9 +218,21 @@ impl ProxyBuilder {
     }
 
     /// Handshake data sent in CONNECT (default `"hello"`).
-    pub fn handshake(mut self, data: impl Into<String>) -> Self {
+    pub fn handshake(mut self, data: impl Into<HandshakeData>) -> Self {
         self.handshake = data.into();
         self
+    }
+
+    /// Handshake data of any serializable value (a dict with a user and a token, say), as
+    /// Pyro's `proxy._pyroHandshake` allows; a Python daemon's `validateHandshake` receives it
+    /// as that value. Under bincode (an rmi daemon) a value that is not a string travels as its
+    /// Python-style text.
+    pub fn handshake_value<T: serde::Serialize + ?Sized>(
+        mut self,
+        data: &T,
+    ) -> Result<Self, Error> {
+        self.handshake = HandshakeData::new(data)?;
+        Ok(self)
     }
 
     /// The resolver for `PYRONAME:`/`PYROMETA:` URIs, consulted on every dial.

@@ -162,7 +162,7 @@ impl Connection {
         });
         let connect_ser = configured.unwrap_or(Serializer::Serpent);
         let request = ConnectRequest {
-            handshake: config.handshake.as_str().into(),
+            handshake: config.handshake.clone(),
             object: object.to_owned(),
         };
         let payload = Bytes::from(connect_ser.encode_in(protocol, &request)?);
