@@ -63,6 +63,11 @@ pub use rmi_core::rustls;
 /// to the generated items. `#[remote(crate = path)]` points generated code at another path to
 /// this crate.
 ///
+/// A parameter or result of type `Vec<u8>` crosses as bytes, written and read in one copy:
+/// under bincode the wire is the same as a sequence of `u8`, so untyped callers still send a
+/// plain `Vec<u8>`; Python receives `bytes` (in serpent and json, Pyro's base64 dict). A
+/// `Vec<u8>` inside another type, or behind a type alias, is not seen: use `serde_bytes` there.
+///
 /// `#[rmi(raises)]` on a method returning `Result<T, E>` (with `E: Into<rmi::RemoteError>`)
 /// raises its error instead of returning it: an `Err` travels as the call's remote exception
 /// (like a Python `raise`), and the proxy method returns `Result<T, rmi::Error>` with that error

@@ -106,6 +106,7 @@ pub mod __private {
     pub use crate::uri::{IntoUri, Uri};
     pub use bytes::Bytes;
     pub use serde;
+    pub use serde_bytes;
     pub use std;
     pub use uuid::Uuid;
 

@@ -40,6 +40,25 @@ pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
     Some(ok)
 }
 
+/// `Vec<u8>` (by the last path segment, so `std::vec::Vec<u8>` too): sent and received as
+/// bytes, one copy, rather than element by element. A type alias is not seen through.
+pub(crate) fn is_byte_vec(ty: &Type) -> bool {
+    let Type::Path(p) = ty else { return false };
+    let Some(last) = p.path.segments.last() else {
+        return false;
+    };
+    if last.ident != "Vec" || p.qself.is_some() {
+        return false;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(ab) if ab.args.len() == 1 => matches!(
+            ab.args.first(),
+            Some(syn::GenericArgument::Type(Type::Path(t))) if t.qself.is_none() && t.path.is_ident("u8")
+        ),
+        _ => false,
+    }
+}
+
 /// `()`.
 pub(crate) fn is_unit(ty: &Type) -> bool {
     matches!(ty, Type::Tuple(t) if t.elems.is_empty())
@@ -97,6 +116,17 @@ mod tests {
         );
         assert_eq!(item(syn::parse_quote!(Vec<u64>)), None);
         assert_eq!(item(syn::parse_quote!(RemoteStream)), None);
+    }
+
+    #[test]
+    fn byte_vectors_are_found_by_the_last_path_segment() {
+        let bytes = |ty: Type| is_byte_vec(&ty);
+        assert!(bytes(syn::parse_quote!(Vec<u8>)));
+        assert!(bytes(syn::parse_quote!(std::vec::Vec<u8>)));
+        assert!(!bytes(syn::parse_quote!(Vec<i8>)));
+        assert!(!bytes(syn::parse_quote!(Vec<Vec<u8>>)));
+        assert!(!bytes(syn::parse_quote!(Option<Vec<u8>>)));
+        assert!(!bytes(syn::parse_quote!([u8; 4])));
     }
 
     #[test]

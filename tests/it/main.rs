@@ -5,6 +5,7 @@ mod architecture;
 mod autoproxy;
 mod batch;
 mod blocking;
+mod bytes;
 mod concurrency;
 mod context;
 mod daemon;

@@ -66,7 +66,7 @@ fn batch_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
         quote!(#o)
     };
     let params = params(m);
-    let args = args_tuple(m);
+    let args = args_tuple(m, p);
     quote! {
         #(#attrs)*
         pub fn #ident(&mut self, #(#params),*) -> #p::Slot<#output> {

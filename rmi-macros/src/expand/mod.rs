@@ -15,6 +15,7 @@ use quote::{format_ident, quote};
 use syn::ItemTrait;
 
 use crate::model::{Method, Options, Service};
+use crate::ty::is_byte_vec;
 
 /// The names of the generated types: the trait's name plus a fixed suffix, on the trait's span.
 pub(crate) struct Names<'a> {
@@ -112,14 +113,21 @@ fn arg_names<'m>(m: &'m Method<'_>) -> Vec<&'m Ident> {
 }
 
 /// The arguments as the runtime takes them: a reference to a tuple, or to an empty array when
-/// there are none.
-fn args_tuple(m: &Method<'_>) -> TokenStream {
-    let names = arg_names(m);
-    if names.is_empty() {
-        quote!(&[(); 0])
-    } else {
-        quote!(&(#(#names,)*))
+/// there are none. A `Vec<u8>` goes as bytes (`serde_bytes::Bytes`): the same bincode wire as
+/// a sequence of `u8`, written in one copy, and bytes in the Pyro formats even when empty.
+fn args_tuple(m: &Method<'_>, p: &TokenStream) -> TokenStream {
+    if m.args.is_empty() {
+        return quote!(&[(); 0]);
     }
+    let items = m.args.iter().map(|arg| {
+        let ident = arg.ident;
+        if is_byte_vec(arg.ty) {
+            quote!(#p::serde_bytes::Bytes::new(&#ident))
+        } else {
+            quote!(#ident)
+        }
+    });
+    quote!(&(#(#items,)*))
 }
 
 #[cfg(test)]

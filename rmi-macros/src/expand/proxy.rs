@@ -5,6 +5,7 @@ use quote::quote;
 
 use super::{args_tuple, params, Names};
 use crate::model::{Method, MethodKind, Service};
+use crate::ty::is_byte_vec;
 
 /// The `{Trait}Proxy` type.
 pub(super) fn proxy_struct(
@@ -109,13 +110,20 @@ fn proxy_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let ident = m.ident;
     let output = &m.reply;
     let params = params(m);
-    let args = args_tuple(m);
+    let args = args_tuple(m, p);
     let proxy = if m.idempotent {
         quote!(self.proxy.idempotent())
     } else {
         quote!(self.proxy)
     };
     match &m.kind {
+        // A `Vec<u8>` result is read as bytes, in one copy.
+        MethodKind::Normal if is_byte_vec(output) => quote! {
+            #(#attrs)*
+            pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
+                #proxy.call::<_, #p::serde_bytes::ByteBuf>(#wire, #args).await.map(#p::serde_bytes::ByteBuf::into_vec)
+            }
+        },
         MethodKind::Normal => quote! {
             #(#attrs)*
             pub async fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {

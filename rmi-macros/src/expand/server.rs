@@ -6,6 +6,7 @@ use syn::Attribute;
 
 use super::{arg_names, Names};
 use crate::model::{Method, MethodKind, Service};
+use crate::ty::is_byte_vec;
 
 /// The `{Trait}Server<T>` type.
 pub(super) fn server_struct(
@@ -121,10 +122,29 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
     let ident = m.ident;
     let contract = names.contract;
     let arg_names = arg_names(m);
-    let types: Vec<_> = m.args.iter().map(|arg| arg.ty).collect();
+    // A `Vec<u8>` argument or result crosses as bytes, in one copy (see `args_tuple`).
+    let types = m.args.iter().map(|arg| {
+        let ty = arg.ty;
+        if is_byte_vec(ty) {
+            quote!(#p::serde_bytes::ByteBuf)
+        } else {
+            quote!(#ty)
+        }
+    });
+    let unwrap_bytes = m.args.iter().filter(|arg| is_byte_vec(arg.ty)).map(|arg| {
+        let ident = arg.ident;
+        quote! { let #ident = #p::serde_bytes::ByteBuf::into_vec(#ident); }
+    });
+    let bytes = is_byte_vec(&m.reply);
     let encode = match &m.kind {
         MethodKind::Stream(_) => quote! { #p::encode_stream(&__args, __result) },
+        _ if m.raises && bytes => {
+            quote! { #p::encode_raised(&__args, __result.map(#p::serde_bytes::ByteBuf::from)) }
+        }
         _ if m.raises => quote! { #p::encode_raised(&__args, __result) },
+        _ if bytes => {
+            quote! { #p::encode_result(&__args, &#p::serde_bytes::Bytes::new(&__result)) }
+        }
         _ => quote! { #p::encode_result(&__args, &__result) },
     };
     let param_names: Vec<String> = arg_names.iter().map(|i| i.to_string()).collect();
@@ -134,6 +154,7 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
         quote! {
             let (#(#arg_names,)*): (#(#types,)*) =
                 __args.decode_named(&[#(#param_names),*]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+            #(#unwrap_bytes)*
         }
     };
     quote! {

@@ -12,7 +12,9 @@
 //!
 //! In the Pyro formats a non-empty `Vec<u8>` is written as bytes (msgpack's bin, marshal's
 //! bytes, serpent's base64 dict; json has no bytes and writes a list), and a `Vec<u8>` reads
-//! Python's bytes (module `byteseq`).
+//! Python's bytes (module `byteseq`). `#[remote]` sends a method's own `Vec<u8>` parameters
+//! and results as `serde_bytes`: bytes even when empty, base64 in json, and under bincode the
+//! same wire as a sequence of `u8`, written and read in one copy.
 //!
 //! Pyro4 peers (protocol 48, [`Protocol::Pyro4`]) get the same formats with Pyro4's class
 //! names: [`Serializer::encode_in`] writes a `__class__` of `Pyro5.<rest>` as `Pyro4.<rest>`

@@ -407,11 +407,24 @@ impl Parser<'_> {
                 self.escape(&mut out)?;
                 continue;
             }
-            // A whole UTF-8 character.
-            let rest = std::str::from_utf8(&self.s[self.at..]).unwrap_or_else(|e| {
+            // A run of plain ASCII at once (the common case: base64, names), else one whole
+            // UTF-8 character, validated over its own bytes only: validating the rest of the
+            // input for each character made long strings quadratic.
+            let run = self.s[self.at..]
+                .iter()
+                .position(|&b| b == q || b == b'\\' || b == b'\n' || !b.is_ascii())
+                .unwrap_or(self.s.len() - self.at);
+            if run > 0 {
+                let ascii = std::str::from_utf8(&self.s[self.at..self.at + run]).expect("ASCII");
+                out.push_str(ascii);
+                self.at += run;
+                continue;
+            }
+            let end = self.s.len().min(self.at + 4);
+            let head = std::str::from_utf8(&self.s[self.at..end]).unwrap_or_else(|e| {
                 std::str::from_utf8(&self.s[self.at..self.at + e.valid_up_to()]).expect("valid")
             });
-            let ch = rest
+            let ch = head
                 .chars()
                 .next()
                 .ok_or_else(|| self.error("invalid text"))?;
@@ -1078,6 +1091,30 @@ mod tests {
             assert!(parse_body(bad).is_err(), "{bad} should be refused");
         }
         assert!(parse(b"'a\0'", &DecodeLimits::default()).is_err());
+    }
+
+    #[test]
+    fn strings_mixing_ascii_multibyte_quotes_and_newlines_parse_whole() {
+        assert_eq!(
+            parse_body(r"'ab\u00e9c d\\'").unwrap(),
+            Value::Str("ab\u{e9}c d\\".into())
+        );
+        assert_eq!(
+            parse_body("'''a'b\"c\nd'''").unwrap(),
+            Value::Str("a'b\"c\nd".into())
+        );
+        assert_eq!(parse_body("'é😀z'").unwrap(), Value::Str("é😀z".into()));
+        assert!(
+            parse_body("'a\nb'").is_err(),
+            "a newline in a one-line string"
+        );
+        assert!(parse_body("'abc").is_err(), "unterminated");
+        // Long strings parse in one pass (this once took seconds for 300 KB).
+        let long = "QUJD".repeat(500_000);
+        assert_eq!(
+            parse_body(&format!("'{long}é'")).unwrap(),
+            Value::Str(format!("{long}é"))
+        );
     }
 
     #[test]
