@@ -183,9 +183,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 _ => read.await,
             }
             .map_err(|e| Error::io("reading from the connection", e))?;
-            if n > 0 && self.frame_timeout.is_some() && self.partial_since.is_none() {
-                self.partial_since = Some(tokio::time::Instant::now());
-            }
+            // (A message's first bytes, read just now, start its clock at the next pass:
+            // `frame_deadline` above sets `partial_since` when it is unset.)
             if n == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);

@@ -312,3 +312,29 @@ async fn a_raises_method_raises_its_error_at_the_caller() {
     assert!(matches!(results.get(&after), Err(Error::NotExecuted(_))));
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_ping_goes_to_the_daemon_and_fails_when_there_is_none() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: Proxy = rmi::Proxy::builder(lab.clone()).connect().await.unwrap();
+    proxy.ping().await.expect("answered while the daemon runs");
+    daemon.shutdown();
+    // Once the daemon has closed the connection, a ping reports it (within the grace period
+    // and a generous margin), rather than pretending.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.ping().await.is_ok() {
+        assert!(Instant::now() < deadline, "pings answered after shutdown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing listening: the ping dials, fails and says it was never sent.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let nobody = rmi::Proxy::builder(rmi::Uri::tcp("obj", "127.0.0.1", port)).build();
+    let err = nobody.ping().await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotSent(_)) && err.is_not_executed(),
+        "{err:?}"
+    );
+}

@@ -804,3 +804,30 @@ async fn a_retrying_call_to_a_daemon_that_is_gone_gives_up_after_its_retries() {
         .unwrap_err();
     assert!(err.is_communication(), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_message_gets_its_own_frame_clock_even_after_a_long_idle() {
+    // frame_timeout 400 ms. After a call, the connection idles for 1 s (longer than the frame
+    // timeout), then sends a message in two halves 150 ms apart: the message is well within
+    // its 400 ms and must be served. A clock started when the reader began waiting (not at
+    // the message's first byte) would cut it off at once.
+    let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=400");
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    for seq in 1..=3u16 {
+        let bytes = invoke_frame("echo", &(u32::from(seq), 0u32, "x".repeat(100)), seq).to_bytes();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let (first, second) = bytes.split_at(bytes.len() / 2);
+        s.write_all(first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.write_all(second).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), read_message(&mut s))
+            .await
+            .expect("answered within 10 s");
+        assert!(
+            reply.is_ok(),
+            "message {seq}: the connection was closed: {reply:?}"
+        );
+    }
+    assert_serving(&mut child, &uri).await;
+}

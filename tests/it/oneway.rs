@@ -195,7 +195,8 @@ async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
     let proxy = RecorderProxy::connect(&uri).await.unwrap();
 
     // Every kind of oneway call: a typed oneway method, the untyped call_oneway, a batch sent
-    // oneway, and a oneway method that panics (no exception comes back either).
+    // oneway, a oneway method that panics (no exception comes back either), and one to the
+    // daemon's object.
     proxy.record(1).await.unwrap();
     proxy.proxy().call_oneway("record", &(2u32,)).await.unwrap();
     let mut batch = proxy.batch();
@@ -203,6 +204,12 @@ async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
     batch.record(4);
     batch.send_oneway().await.unwrap();
     proxy.explode().await.unwrap();
+    // A oneway call to the daemon's own object.
+    proxy
+        .proxy()
+        .call_daemon_oneway("ping", &[(); 0])
+        .await
+        .unwrap();
     // A batch that is answered, for comparison: its one reply is flagged as a batch.
     let mut answered_batch = proxy.batch();
     answered_batch.recorded();
@@ -226,7 +233,7 @@ async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
         .copied()
         .filter(|f| f.flags & FLAGS_ONEWAY != 0)
         .collect();
-    assert_eq!(oneway.len(), 4, "four oneway requests sent: {requests:?}");
+    assert_eq!(oneway.len(), 5, "five oneway requests sent: {requests:?}");
     assert_eq!(
         oneway.iter().filter(|f| f.flags & FLAGS_BATCH != 0).count(),
         1,
