@@ -139,11 +139,47 @@ async fn replies_queued_for_a_client_that_never_reads_are_bounded_in_bytes() {
     assert_serving(&mut child, &uri).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The `error` fields of the events logged on this thread while it is installed: which limit
+/// closed a connection.
+#[derive(Clone, Default)]
+struct LoggedErrors(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LoggedErrors {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Visit(Option<String>);
+        impl tracing::field::Visit for Visit {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "error" {
+                    self.0 = Some(format!("{value:?}"));
+                }
+            }
+        }
+        let mut visit = Visit(None);
+        event.record(&mut visit);
+        self.0.lock().unwrap().extend(visit.0);
+    }
+}
+
+impl LoggedErrors {
+    /// Installs the recorder for this thread (the test's current-thread runtime runs the
+    /// daemon here too).
+    fn install(&self) -> tracing::subscriber::DefaultGuard {
+        use tracing_subscriber::prelude::*;
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+    }
+
+    fn any(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|e| e.contains(needle))
+    }
+}
+
+#[tokio::test]
 async fn a_client_reading_a_trickle_is_cut_off_by_min_write_rate() {
     // Over an in-memory pipe, so no kernel buffer hides the trickle: the client takes 16 KiB
     // every 50 ms (320 KiB/s). write_timeout (500 ms) never fires, since every write makes some
     // progress; min_write_rate (2 MiB/s) does: 8 MiB may take 0.5 + 4 s, the trickle ~25 s.
+    let logged = LoggedErrors::default();
+    let _log = logged.install();
     let daemon = rmi::Daemon::builder()
         .write_timeout(Some(Duration::from_millis(500)))
         .min_write_rate(Some(2 << 20))
@@ -186,6 +222,96 @@ async fn a_client_reading_a_trickle_is_cut_off_by_min_write_rate() {
     );
     assert!(closed, "the daemon kept writing a trickle for 15 s");
     assert!(got < 8 << 20, "the whole reply was delivered at a trickle");
+    // The log names the limit that cut the connection.
+    assert!(
+        logged.any("slower than min_write_rate") && !logged.any("(write_timeout)"),
+        "{:?}",
+        logged.0.lock().unwrap()
+    );
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_reader_above_min_write_rate_gets_the_whole_reply_however_long_it_takes() {
+    // min_write_rate 1 MiB/s, write_timeout 500 ms: an 8 MiB reply may take 8.5 s. The client
+    // takes 64 KiB every 10 ms (6.4 MiB/s, so ~1.3 s, with room for a 6x slower machine): far
+    // longer than write_timeout, well within the rate, and it must get every byte.
+    let daemon = rmi::Daemon::builder()
+        .write_timeout(Some(Duration::from_millis(500)))
+        .min_write_rate(Some(1 << 20))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(
+            crate::support::LabServer::new(crate::support::LabObject::default()),
+            "lab",
+        )
+        .unwrap();
+    let (mut s, server) = tokio::io::duplex(64 << 10);
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve_stream(server, "steady").await }
+    });
+    connect_handshake(&mut s, "lab").await;
+    s.write_all(&invoke_frame("make_blob", &(8usize << 20,), 1).to_bytes())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut head = [0u8; rmi::protocol::frame::HEADER_SIZE];
+    s.read_exact(&mut head).await.unwrap();
+    let header = rmi::protocol::frame::Header::parse(&head, usize::MAX).expect("a header");
+    let mut left = header.total_len() - head.len();
+    let mut buf = vec![0u8; 64 << 10];
+    while left > 0 {
+        let want = left.min(buf.len());
+        let n = s.read(&mut buf[..want]).await.unwrap();
+        assert!(n > 0, "closed with {left} bytes of the reply unread");
+        left -= n;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("steady reader: 8 MiB in {:?}", started.elapsed());
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_by_write_timeout_and_the_log_says_so() {
+    // write_timeout 300 ms, and a min_write_rate so low (1 byte/s) that its deadline is days
+    // away: the stall limit closes the connection, and is the one named.
+    let logged = LoggedErrors::default();
+    let _log = logged.install();
+    let daemon = rmi::Daemon::builder()
+        .write_timeout(Some(Duration::from_millis(300)))
+        .min_write_rate(Some(1))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(
+            crate::support::LabServer::new(crate::support::LabObject::default()),
+            "lab",
+        )
+        .unwrap();
+    let (mut s, server) = tokio::io::duplex(16 << 10);
+    let served = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve_stream(server, "stalled").await }
+    });
+    connect_handshake(&mut s, "lab").await;
+    s.write_all(&invoke_frame("make_blob", &(1usize << 20,), 1).to_bytes())
+        .await
+        .unwrap();
+    // Never read again: the connection ends within 10 s (the limit is 300 ms).
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the stalled connection was closed within 10 s")
+        .unwrap();
+    assert!(
+        logged.any("(write_timeout)") && !logged.any("min_write_rate"),
+        "{:?}",
+        logged.0.lock().unwrap()
+    );
+    drop(s);
     daemon.shutdown();
 }
 
