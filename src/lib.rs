@@ -84,14 +84,21 @@ pub use rmi_macros::remote;
 pub mod naming {
     pub use rmi_naming::*;
 
-    /// A resolver that finds name servers with the default [`NsLocator`] (localhost, then the
-    /// loopback broadcast). The first call also installs it as the process default, so proxies
-    /// received inside values resolve `PYRONAME:` too.
+    /// The process's resolver, which finds name servers with the default [`NsLocator`]
+    /// (localhost, then the loopback broadcast): one for every proxy, so lookups reuse its
+    /// name-server connections. The first call also installs it as the process default, so
+    /// proxies received inside values resolve `PYRONAME:` too.
     pub fn default_resolver() -> std::sync::Arc<dyn rmi_core::Resolve> {
-        let resolver: std::sync::Arc<dyn rmi_core::Resolve> =
-            std::sync::Arc::new(NamingResolver::default());
-        rmi_core::resolve::install_default(resolver.clone());
-        resolver
+        static RESOLVER: std::sync::OnceLock<std::sync::Arc<dyn rmi_core::Resolve>> =
+            std::sync::OnceLock::new();
+        RESOLVER
+            .get_or_init(|| {
+                let resolver: std::sync::Arc<dyn rmi_core::Resolve> =
+                    std::sync::Arc::new(NamingResolver::default());
+                rmi_core::resolve::install_default(resolver.clone());
+                resolver
+            })
+            .clone()
     }
 }
 

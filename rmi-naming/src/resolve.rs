@@ -57,7 +57,8 @@ pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Pyro's: `lookup`), `PYROMETA:` by `yplookup_entries` (else `yplookup`; Pyro4's name server,
 /// which has neither: `list` with `metadata_all`), then picks one of the URIs found (see
 /// [`Pick`]). A URI that names its name server (`@host:port`) goes there; otherwise the
-/// locator finds one. Clones share their round-robin turns, suspects and cache.
+/// locator finds one. Lookups reuse the name-server connection the previous one opened.
+/// Clones share their round-robin turns, suspects, cache and name-server connections.
 #[derive(Debug, Clone, Default)]
 pub struct NamingResolver {
     locator: NsLocator,
@@ -76,6 +77,9 @@ struct State {
     suspects: Mutex<HashMap<String, Instant>>,
     /// Per name server (as the logical URI names it): its cache.
     caches: Mutex<HashMap<NsKey, Arc<NsCache>>>,
+    /// Per name server: the connected proxy the last lookup used, reused by the next one (a
+    /// lookup then costs one round trip, not a connection and a handshake too).
+    name_servers: Mutex<HashMap<NsKey, NameServerProxy>>,
 }
 
 /// A name server as a logical URI names it (`None`: the one the locator finds).
@@ -198,9 +202,38 @@ impl NamingResolver {
             .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
     }
 
+    /// Runs `query` on the name server `key` names: over the connection an earlier lookup
+    /// opened while it works, else (none yet, or it broke) over a new one, found by the
+    /// locator and kept for the next lookup.
+    async fn on_ns<T, F, Fut>(&self, key: &NsKey, query: F) -> Result<T, Lookup>
+    where
+        F: Fn(NameServerProxy) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Lookup>>,
+    {
+        let kept = self.state.name_servers.lock().get(key).cloned();
+        if let Some(ns) = kept {
+            match query(ns).await {
+                Err(Lookup::Down(e)) => {
+                    tracing::debug!(error = %e, "the name server connection failed; locating it again");
+                    self.state.name_servers.lock().remove(key);
+                }
+                answered => return answered,
+            }
+        }
+        let ns = self.locator_for(key).locate().await.map_err(Lookup::Down)?;
+        self.state
+            .name_servers
+            .lock()
+            .insert(key.clone(), ns.clone());
+        query(ns).await
+    }
+
     /// Every URI registered under `name`.
     async fn name_uris(&self, ns: &NsKey, name: &str) -> Result<Vec<Uri>, Lookup> {
-        let ns = self.locator_for(ns).locate().await.map_err(Lookup::Down)?;
+        self.on_ns(ns, |ns| Self::name_uris_on(ns, name)).await
+    }
+
+    async fn name_uris_on(ns: NameServerProxy, name: &str) -> Result<Vec<Uri>, Lookup> {
         match ns.lookup_all(name).await {
             Ok(all) => Ok(all.into_iter().map(|(u, _)| u).collect()),
             // A name server without `lookup_all` (Pyro's): its one URI.
@@ -215,7 +248,13 @@ impl NamingResolver {
 
     /// Every URI whose metadata has all of `tags`.
     async fn meta_uris(&self, ns: &NsKey, tags: &BTreeSet<String>) -> Result<Vec<Uri>, Lookup> {
-        let ns = self.locator_for(ns).locate().await.map_err(Lookup::Down)?;
+        self.on_ns(ns, |ns| Self::meta_uris_on(ns, tags)).await
+    }
+
+    async fn meta_uris_on(
+        ns: NameServerProxy,
+        tags: &BTreeSet<String>,
+    ) -> Result<Vec<Uri>, Lookup> {
         let found = match ns.api().yplookup_entries(Some(tags.clone()), None).await {
             Ok(all) => return Ok(all.into_iter().map(|(_, u, _)| u).collect()),
             Err(e) if missing_method(&e) => ns.yplookup_all(tags.iter().cloned()).await,

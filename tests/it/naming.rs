@@ -429,3 +429,107 @@ async fn ns_environment_child_entry() {
     );
     println!("NS ENV CHILD PASSED");
 }
+
+fn tcp_port(uri: &Uri) -> u16 {
+    match uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("not a TCP URI: {other:?}"),
+    }
+}
+
+/// A TCP relay on loopback in front of a name server: counts the connections it accepts, can
+/// be pointed at another name server, and can cut the connections it carries.
+struct Relay {
+    port: u16,
+    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = Relay {
+            port: listener.local_addr().unwrap().port(),
+            target: std::sync::Arc::new(target.into()),
+            accepted: Default::default(),
+            open: Default::default(),
+        };
+        let (target, accepted, open) = (
+            relay.target.clone(),
+            relay.accepted.clone(),
+            relay.open.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let port = target.load(Ordering::SeqCst);
+                let pump = tokio::spawn(async move {
+                    if let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                open.lock().unwrap().push(pump);
+            }
+        });
+        relay
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Points new connections at `port` and closes the ones open (a name server restarting).
+    fn move_to(&self, port: u16) {
+        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
+        for pump in self.open.lock().unwrap().drain(..) {
+            pump.abort();
+        }
+    }
+}
+
+#[tokio::test]
+async fn pyroname_lookups_reuse_one_name_server_connection_and_see_every_change() {
+    let (ns, names) = name_server().await;
+    let (daemon, _, greeter) = start_daemon().await;
+    names.register("greeter", &greeter).await.unwrap();
+    let relay = Relay::start(tcp_port(ns.uri())).await;
+    let pyroname = format!("PYRONAME:greeter@127.0.0.1:{}", relay.port);
+
+    // Ten proxies by name: ten lookups, over one name-server connection.
+    for i in 0..10 {
+        let proxy = GreeterProxy::connect(pyroname.as_str()).await.unwrap();
+        assert_eq!(
+            proxy.welcome_message(format!("n{i}")).await.unwrap(),
+            format!("Hi welcome n{i}")
+        );
+        assert_eq!(proxy.proxy().connected_uri().unwrap(), greeter);
+    }
+    assert_eq!(relay.accepted(), 1, "one connection to the name server");
+
+    // The name moves to another daemon: the next lookup sees it (nothing is cached).
+    let (daemon2, _, greeter2) = start_daemon().await;
+    names.register("greeter", &greeter2).await.unwrap();
+    let proxy = GreeterProxy::connect(pyroname.as_str()).await.unwrap();
+    assert_eq!(proxy.proxy().connected_uri().unwrap(), greeter2);
+    assert_eq!(relay.accepted(), 1);
+
+    // The name server restarts (another one, the connection cut): the next lookup connects
+    // again and finds the name there.
+    let (ns2, names2) = name_server().await;
+    names2.register("greeter", &greeter).await.unwrap();
+    ns.shutdown();
+    relay.move_to(tcp_port(ns2.uri()));
+    let proxy = GreeterProxy::connect(pyroname.as_str()).await.unwrap();
+    assert_eq!(proxy.proxy().connected_uri().unwrap(), greeter);
+    assert_eq!(
+        proxy.welcome_message("x".into()).await.unwrap(),
+        "Hi welcome x"
+    );
+    assert_eq!(relay.accepted(), 2, "one new connection after the restart");
+    daemon.shutdown();
+    daemon2.shutdown();
+}

@@ -40,20 +40,71 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
     })
 }
 
+/// Decodes over the borrowed payload: strings and bytes are copied once, into the value
+/// (`Deserializer::new` would read each into a growing scratch buffer first).
 fn decode_direct<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
-    let mut de = rmp_serde::Deserializer::new(bytes).with_human_readable();
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
     let value = T::deserialize(Bounded {
         inner: &mut de,
         budget: Budget::new(limits.max_depth, bytes.len()),
     })
     .map_err(codec_error)?;
-    let rest = de.get_ref().len();
-    if rest != 0 {
-        return Err(Error::Codec(format!(
-            "{rest} trailing bytes after the value"
-        )));
+    // The borrowing reader does not say where it stopped: measure the document instead.
+    match document_len(bytes) {
+        Some(len) if len == bytes.len() => Ok(value),
+        Some(len) => Err(Error::Codec(format!(
+            "{} trailing bytes after the value",
+            bytes.len() - len
+        ))),
+        None => Err(Error::Codec("truncated msgpack document".into())),
     }
-    Ok(value)
+}
+
+/// The length of the one msgpack value at the start of `doc`, walked from its headers (a
+/// string's or bin's bytes are skipped, not read); `None` when it is cut short or malformed.
+fn document_len(doc: &[u8]) -> Option<usize> {
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let bytes = doc.get(at..at.checked_add(n)?)?;
+        usize::try_from(bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b))).ok()
+    };
+    // Values still to walk; each takes at least one byte, so more than the bytes left is a lie.
+    let mut pending = 1usize;
+    let mut pos = 0usize;
+    while pending > 0 {
+        pending -= 1;
+        let marker = *doc.get(pos)?;
+        // (header length, payload length, values inside)
+        let (head, body, items) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0),
+            0x80..=0x8f => (1, 0, usize::from(marker & 0x0f) * 2),
+            0x90..=0x9f => (1, 0, usize::from(marker & 0x0f)),
+            0xa0..=0xbf => (1, usize::from(marker & 0x1f), 0),
+            0xc4 | 0xd9 => (2, be(pos + 1, 1)?, 0),
+            0xc5 | 0xda => (3, be(pos + 1, 2)?, 0),
+            0xc6 | 0xdb => (5, be(pos + 1, 4)?, 0),
+            0xc7 => (3, be(pos + 1, 1)?, 0),
+            0xc8 => (4, be(pos + 1, 2)?, 0),
+            0xc9 => (6, be(pos + 1, 4)?, 0),
+            0xca => (5, 0, 0),
+            0xcb => (9, 0, 0),
+            0xcc | 0xd0 => (2, 0, 0),
+            0xcd | 0xd1 => (3, 0, 0),
+            0xce | 0xd2 => (5, 0, 0),
+            0xcf | 0xd3 => (9, 0, 0),
+            0xd4..=0xd8 => (2, 1 << (marker - 0xd4), 0),
+            0xdc => (3, 0, be(pos + 1, 2)?),
+            0xdd => (5, 0, be(pos + 1, 4)?),
+            0xde => (3, 0, be(pos + 1, 2)?.checked_mul(2)?),
+            0xdf => (5, 0, be(pos + 1, 4)?.checked_mul(2)?),
+            0xc1 => return None,
+        };
+        pos = pos.checked_add(head)?.checked_add(body)?;
+        pending = pending.checked_add(items)?;
+        if pos > doc.len() || pending > doc.len() - pos {
+            return None;
+        }
+    }
+    Some(pos)
 }
 
 /// A msgpack array of already encoded `items`.
@@ -186,6 +237,49 @@ pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_length_of_a_document_is_walked_from_its_headers() {
+        use std::collections::BTreeMap;
+        let value = (
+            "text",
+            serde_bytes::ByteBuf::from(vec![7u8; 70_000]),
+            BTreeMap::from([("k", vec![1.5f64, -2.0]), ("j", vec![])]),
+            (u64::MAX, -3i64, None::<u8>, true, 1.25f32),
+            vec!["x".repeat(40); 20],
+        );
+        let doc = encode(&value).unwrap();
+        assert_eq!(document_len(&doc), Some(doc.len()));
+        let mut longer = doc.clone();
+        longer.push(0xc0);
+        assert_eq!(document_len(&longer), Some(doc.len()));
+        for cut in [1, 2, 10, doc.len() / 2, doc.len() - 1] {
+            assert_eq!(document_len(&doc[..cut]), None, "cut at {cut}");
+        }
+        // Extensions (Pyro5's big ints and datetimes): fixext and ext 8/16/32, header and data.
+        for ext in [
+            &[0xd7, 0x32, 1, 2, 3, 4, 5, 6, 7, 8][..],
+            &[0xc7, 3, 0x31, b'1', b'2', b'3'][..],
+            &[0xc8, 0, 2, 0x31, b'1', b'2'][..],
+            &[0xc9, 0, 0, 0, 1, 0x31, b'7'][..],
+        ] {
+            assert_eq!(document_len(ext), Some(ext.len()), "{ext:x?}");
+            assert_eq!(document_len(&ext[..ext.len() - 1]), None, "{ext:x?}");
+        }
+        // An array claiming more items than there are bytes, and the never-used marker.
+        assert_eq!(document_len(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]), None);
+        assert_eq!(document_len(&[0xc1]), None);
+        // Through decode: the value, and trailing bytes refused.
+        let limits = DecodeLimits::default();
+        let back: (String, serde_bytes::ByteBuf) = decode(
+            &encode(&("a", serde_bytes::Bytes::new(b"xyz"))).unwrap(),
+            &limits,
+        )
+        .unwrap();
+        assert_eq!((back.0.as_str(), back.1.as_slice()), ("a", &b"xyz"[..]));
+        let err = decode::<IgnoredAny>(&longer[..], &limits).unwrap_err();
+        assert!(err.to_string().contains("trailing"), "{err}");
+    }
 
     #[test]
     fn pyro5_classes_are_renamed_for_pyro4_and_nothing_else_is() {
