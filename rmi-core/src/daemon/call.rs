@@ -38,7 +38,12 @@ pub(super) struct Call {
 
 impl Call {
     /// Runs the call; returns the reply to send (none for oneway calls).
-    pub(super) async fn run(mut self) -> Option<Message> {
+    ///
+    /// The connection allocates this future for every call, so it is kept under 1 KiB, within
+    /// glibc's per-thread cache of small blocks (larger ones cost several times as much to
+    /// allocate and free): the call is borrowed, not moved in, and batches and deadlines,
+    /// which need more state, box theirs.
+    pub(super) async fn run(&mut self) -> Option<Message> {
         let oneway = self.req.has_flag(frame::FLAGS_ONEWAY);
         let corr = if self.req.has_flag(frame::FLAGS_CORR_ID) {
             uuid::Uuid::from_bytes(self.req.corr_id)
@@ -196,7 +201,9 @@ impl Call {
         );
         let (object, method) = (ctx.object(), ctx.method());
         let result = if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
-            self.batch(object, call.args, &ctx).await
+            // Boxed, as is a deadline's timer: each would otherwise enlarge every call's
+            // future, which is allocated per call (see `run`).
+            Box::pin(self.batch(object, call.args, &ctx)).await
         } else {
             self.dispatch(object, method, call.args, &ctx, corr).await
         };
@@ -361,7 +368,7 @@ impl Call {
             .instrument(span);
         // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).
         let outcome = match ctx.deadline() {
-            Some(deadline) => match tokio::time::timeout_at(deadline, run).await {
+            Some(deadline) => match Box::pin(tokio::time::timeout_at(deadline, run)).await {
                 Ok(outcome) => outcome,
                 Err(_) => {
                     tracing::debug!(object, method, "caller's deadline passed; call cancelled");

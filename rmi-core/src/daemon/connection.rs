@@ -8,6 +8,7 @@
 //! instead of growing the daemon's memory.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,7 +273,7 @@ pub(super) async fn handle_connection(
                     tracing::debug!(%peer, id = req.serializer, "unknown serializer id; closing");
                     break;
                 };
-                let call = Call {
+                let mut call = Call {
                     daemon: daemon.clone(),
                     state: state.clone(),
                     peer: peer.clone(),
@@ -284,11 +285,20 @@ pub(super) async fn handle_connection(
                     turn: turns.as_ref().map(Turns::take),
                 };
                 let abort = inner.abort.clone();
+                // Biased towards the call: one that finishes at once never registers with the
+                // abort signal (`select!` polled it first half the time, and drew a random
+                // number each time).
                 let mut run = Box::pin(async move {
-                    tokio::select! {
-                        reply = call.run() => reply,
-                        _ = abort.cancelled() => None,
-                    }
+                    let work = call.run();
+                    let aborted = abort.cancelled();
+                    futures_util::pin_mut!(work, aborted);
+                    std::future::poll_fn(|cx| match Future::poll(work.as_mut(), cx) {
+                        std::task::Poll::Ready(reply) => std::task::Poll::Ready(reply),
+                        std::task::Poll::Pending => {
+                            Future::poll(aborted.as_mut(), cx).map(|()| None)
+                        }
+                    })
+                    .await
                 });
                 // The reply keeps the call's slot until it is written.
                 let (tx, queued) = (tx.clone(), queued.clone());

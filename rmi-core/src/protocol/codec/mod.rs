@@ -405,7 +405,7 @@ pub struct Args {
     limits: DecodeLimits,
     /// The positional and keyword arguments, already read into the value tree (json, and the
     /// calls of a batch in Pyro's format).
-    tree: Option<(value::Value, value::Value)>,
+    tree: Option<Box<(value::Value, value::Value)>>,
 }
 
 /// One call of a batch in Pyro's format (`[method, [args...], {kwargs}]`).
@@ -458,7 +458,7 @@ impl Args {
     /// Too many arguments, an unknown keyword, a missing argument or a wrong type is an error
     /// that names the parameter. bincode carries positional arguments only.
     pub fn decode_named<T: DeserializeOwned>(&self, names: &[&str]) -> Result<T, Error> {
-        if let Some((vargs, kwargs)) = &self.tree {
+        if let Some((vargs, kwargs)) = self.tree.as_deref() {
             let bound =
                 value::bind(vargs.clone(), kwargs.clone(), names).map_err(|e| Error::Codec(e.0))?;
             return T::deserialize(bound).map_err(|e| Error::Codec(e.0));
@@ -477,7 +477,7 @@ impl Args {
 
     /// Decodes the arguments as `T` (a tuple of the parameter types), positionally.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        if let Some((vargs, kwargs)) = &self.tree {
+        if let Some((vargs, kwargs)) = self.tree.as_deref() {
             if *kwargs != value::Value::None {
                 NoKwargs::deserialize(kwargs.clone()).map_err(|e| Error::Codec(e.0))?;
             }
@@ -500,7 +500,7 @@ impl Args {
     /// themselves, each `[method, [args...], {kwargs}]` (what Python's `BatchProxy` sends);
     /// `None` for rmi's own batches (one argument: the list of encoded calls) and under bincode.
     pub fn pyro_batch(&self) -> Result<Option<Vec<BatchCall>>, Error> {
-        let vargs = match (&self.tree, self.ser) {
+        let vargs = match (self.tree.as_deref(), self.ser) {
             (Some((vargs, _)), _) => vargs.clone(),
             (None, Serializer::Bincode | Serializer::Json) => return Ok(None),
             (None, Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal) => {
@@ -538,7 +538,7 @@ impl Args {
                         protocol: self.protocol,
                         bytes: Bytes::new(),
                         limits: self.limits,
-                        tree: Some((vargs, kwargs)),
+                        tree: Some(Box::new((vargs, kwargs))),
                     },
                 }
             })
@@ -665,7 +665,7 @@ pub fn decode_invoke(
                     protocol: Protocol::Pyro5,
                     bytes: Bytes::new(),
                     limits: *limits,
-                    tree: Some((vargs, kwargs)),
+                    tree: Some(Box::new((vargs, kwargs))),
                 },
             });
         }
