@@ -169,14 +169,16 @@ pub(super) async fn handle_connection(
         let slots = slots.clone();
         move || max - slots.available_permits() >= 3
     };
-    // The writer failing (a peer that stopped reading) ends the request loop too.
-    let writer_gone = CancellationToken::new();
+    // The request loop stops at the daemon's shutdown, or when the writer fails (a peer that
+    // stopped reading): one signal, waited on by one future for the connection's whole life
+    // (a fresh pair of waits per request cost a lock, a list insert and a removal each).
+    let stop = inner.shutdown.child_token();
     let deadline = WriteDeadline {
         stall: inner.config.write_timeout,
         min_rate: inner.config.min_write_rate,
     };
     let writer_task = inner.tasks.spawn({
-        let (gone, peer) = (writer_gone.clone(), peer.clone());
+        let (gone, peer) = (stop.clone(), peer.clone());
         let abort = inner.abort.clone();
         async move {
             tokio::select! {
@@ -207,18 +209,20 @@ pub(super) async fn handle_connection(
         .is_some_and(|entry| entry.serial)
         .then(|| Arc::new(Turns::default()));
 
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
         // by running calls and by replies not yet written.
         let slot = tokio::select! {
-            _ = inner.shutdown.cancelled() => break,
-            _ = writer_gone.cancelled() => break,
+            biased;
+            _ = &mut stopped => break,
             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
         };
         if queued.over_budget() {
             tokio::select! {
-                _ = inner.shutdown.cancelled() => break,
-                _ = writer_gone.cancelled() => break,
+                biased;
+                _ = &mut stopped => break,
                 _ = queued.wait_within_budget() => {}
             }
         }
@@ -230,8 +234,8 @@ pub(super) async fn handle_connection(
         let mut idle_at_last_wake = is_idle();
         let req = loop {
             let read = tokio::select! {
-                _ = inner.shutdown.cancelled() => break None,
-                _ = writer_gone.cancelled() => break None,
+                biased;
+                _ = &mut stopped => break None,
                 read = reader.read_frame_within(inner.config.idle_timeout) => read,
             };
             match read {
