@@ -157,7 +157,7 @@ impl Call {
                 }
                 Err(e) => return (Err(malformed(e)), Vec::new()),
             };
-        let object = call.object.as_str();
+        let object: &str = &call.object;
         // A connection opened for no object (a Pyro4 client without metadata) may call any.
         let bound = !self.connected.is_empty();
         if bound && object != &*self.connected && object != DAEMON_OBJECT_ID {

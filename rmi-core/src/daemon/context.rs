@@ -39,8 +39,8 @@ pub struct CallContext {
 
 struct Inner {
     peer: std::sync::Arc<str>,
-    object: String,
-    method: String,
+    object: bytestring::ByteString,
+    method: bytestring::ByteString,
     correlation_id: uuid::Uuid,
     annotations: Vec<Annotation>,
     deadline: Option<Instant>,
@@ -72,8 +72,8 @@ impl CallContext {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         peer: std::sync::Arc<str>,
-        object: String,
-        method: String,
+        object: bytestring::ByteString,
+        method: bytestring::ByteString,
         correlation_id: uuid::Uuid,
         annotations: Vec<Annotation>,
         oneway: bool,

@@ -37,6 +37,8 @@ pub(super) struct Connection {
 pub(super) struct ConnShared {
     state: Mutex<ConnState>,
     slots: Arc<Semaphore>,
+    /// Set (after `state.closed`) when the connection dies: every call asks, without a lock.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct ConnState {
@@ -54,7 +56,7 @@ struct Pending {
 
 impl ConnShared {
     pub(super) fn is_closed(&self) -> bool {
-        self.state.lock().closed.is_some()
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Marks the connection dead and fails every waiting call with `reason`.
@@ -63,6 +65,8 @@ impl ConnShared {
         if state.closed.is_none() {
             state.closed = Some(reason.clone());
         }
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         for (_, p) in state.pending.drain() {
             let _ = p.reply.send(Err(Error::ConnectionClosed(reason.clone())));
         }
@@ -270,6 +274,7 @@ impl Connection {
                 closed: None,
             }),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let (slots, max) = (shared.slots.clone(), config.max_in_flight);

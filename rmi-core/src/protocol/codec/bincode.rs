@@ -8,6 +8,7 @@
 
 use bincode::Options;
 use bytes::Bytes;
+use bytestring::ByteString;
 use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::{Deserialize, Serialize};
 
@@ -39,16 +40,34 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
         .map_err(codec_error)
 }
 
-/// Object id and method name of an INVOKE payload, and the argument bytes after them.
-pub(super) fn decode_route(payload: &Bytes) -> Result<(String, String, Bytes), Error> {
-    let mut rest: &[u8] = payload;
-    let (object, method): (String, String) = options()
-        .with_limit(payload.len() as u64)
-        .allow_trailing_bytes()
-        .deserialize_from(&mut rest)
-        .map_err(codec_error)?;
-    let args = payload.slice(payload.len() - rest.len()..);
-    Ok((object, method, args))
+/// Object id and method name of an INVOKE payload, and the argument bytes after them. The
+/// names are slices of the payload (validated UTF-8), not copies: a call allocates nothing for
+/// them.
+pub(super) fn decode_route(payload: &Bytes) -> Result<(ByteString, ByteString, Bytes), Error> {
+    let mut at = 0usize;
+    let mut name = |what: &str| -> Result<ByteString, Error> {
+        let rest = &payload[at..];
+        let truncated = || Error::Codec(format!("the INVOKE payload ends inside the {what}"));
+        let len = leading_seq_len(rest).ok_or_else(truncated)?;
+        let head = match rest[0] {
+            0..=250 => 1,
+            251 => 3,
+            252 => 5,
+            _ => 9,
+        };
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| (at + head).checked_add(len))
+            .filter(|&end| end <= payload.len())
+            .ok_or_else(truncated)?;
+        let text = ByteString::try_from(payload.slice(at + head..end))
+            .map_err(|_| Error::Codec(format!("the {what} is not UTF-8")))?;
+        at = end;
+        Ok(text)
+    };
+    let object = name("object id")?;
+    let method = name("method name")?;
+    Ok((object, method, payload.slice(at..)))
 }
 
 /// The varint length prefix at the start of `args` (the first argument's, if a sequence).
@@ -93,5 +112,43 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for BoundedRoot<T> {
             inner: d,
             budget: self.budget,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_names_are_slices_of_the_payload_in_every_varint_width() {
+        for len in [0usize, 1, 250, 251, 300, 70_000] {
+            let object = "o".repeat(len);
+            let payload = Bytes::from(encode(&(object.as_str(), "méthode", 7u8)).unwrap());
+            let (o, m, args) = decode_route(&payload).unwrap();
+            assert_eq!((&*o, &*m), (object.as_str(), "méthode"), "{len}");
+            assert_eq!(&args[..], &[7], "{len}");
+            // Borrowed from the payload, not copied.
+            let inside = payload.as_ptr_range();
+            assert!(inside.contains(&m.as_bytes().as_ptr()), "{len}");
+        }
+    }
+
+    #[test]
+    fn a_route_cut_short_or_not_utf8_is_an_error() {
+        let payload = encode(&("obj", "method")).unwrap();
+        for cut in 0..payload.len() {
+            let err = decode_route(&Bytes::copy_from_slice(&payload[..cut])).unwrap_err();
+            assert!(err.to_string().contains("ends inside"), "{cut}: {err}");
+        }
+        let mut bad = payload.clone();
+        bad[1] = 0xff;
+        let err = decode_route(&Bytes::from(bad)).unwrap_err();
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+        // A length beyond the payload, in the widest varint.
+        let mut huge = vec![253];
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_route(&Bytes::from(huge)).is_err());
+        // bincode's u128 markers are no length.
+        assert!(decode_route(&Bytes::from_static(&[254, 1, 2])).is_err());
     }
 }

@@ -36,6 +36,7 @@ mod trim;
 mod value;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
@@ -385,10 +386,10 @@ struct JsonCall<'a, P, K> {
 /// A decoded INVOKE: where it goes, and its still-encoded arguments.
 #[derive(Debug, Clone)]
 pub struct Invoke {
-    /// The object id.
-    pub object: String,
-    /// The method's wire name.
-    pub method: String,
+    /// The object id (under bincode, a slice of the payload).
+    pub object: ByteString,
+    /// The method's wire name (under bincode, a slice of the payload).
+    pub method: ByteString,
     /// The arguments, decoded later by the object's dispatcher.
     pub args: Args,
 }
@@ -648,18 +649,18 @@ pub fn decode_invoke(
         Serializer::Bincode => bincode::decode_route(&payload)?,
         Serializer::MsgPack => {
             let (object, method) = msgpack::decode_route(&payload, limits)?;
-            (object, method, payload)
+            (object.into(), method.into(), payload)
         }
         Serializer::Serpent | Serializer::Marshal => {
             let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
                 ser.decode(&payload, limits)?;
-            (object, method, payload)
+            (object.into(), method.into(), payload)
         }
         Serializer::Json => {
             let (object, method, vargs, kwargs) = json::decode_call(&payload, limits)?;
             return Ok(Invoke {
-                object,
-                method,
+                object: object.into(),
+                method: method.into(),
                 args: Args {
                     ser,
                     protocol: Protocol::Pyro5,
@@ -779,10 +780,7 @@ mod tests {
             let payload =
                 encode_invoke(ser, "obj", "welcomeMessage", &("Rashmi".to_string(), 7u32)).unwrap();
             let inv = decode_invoke(ser, payload.into(), &DecodeLimits::default()).unwrap();
-            assert_eq!(
-                (inv.object.as_str(), inv.method.as_str()),
-                ("obj", "welcomeMessage")
-            );
+            assert_eq!((&*inv.object, &*inv.method), ("obj", "welcomeMessage"));
             let (name, n): (String, u32) = inv.args.decode().unwrap();
             assert_eq!((name.as_str(), n), ("Rashmi", 7));
             assert!(
