@@ -222,10 +222,16 @@ async fn a_client_reading_a_trickle_is_cut_off_by_min_write_rate() {
     );
     assert!(closed, "the daemon kept writing a trickle for 15 s");
     assert!(got < 8 << 20, "the whole reply was delivered at a trickle");
-    // The log names the limit that cut the connection.
+    // The log names the limit that cut the connection, and how far the write got (some of
+    // the reply, not none of it: the client read {got} bytes).
     assert!(
         logged.any("slower than min_write_rate") && !logged.any("(write_timeout)"),
         "{:?}",
+        logged.0.lock().unwrap()
+    );
+    assert!(
+        !logged.any(": 0 of "),
+        "the client read {got} bytes, yet the log says none were written: {:?}",
         logged.0.lock().unwrap()
     );
     daemon.shutdown();
