@@ -64,18 +64,22 @@ pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut) {
     if msg.corr_id != [0; 16] {
         flags |= FLAGS_CORR_ID;
     }
+    // The header is assembled on the stack and appended in one copy (a `put_*` per field
+    // checked the buffer's capacity 13 times).
+    let mut head = [0u8; HEADER_SIZE];
+    head[0..4].copy_from_slice(b"PYRO");
+    head[4..6].copy_from_slice(&VERSION.to_be_bytes());
+    head[6] = msg.msg_type as u8;
+    head[7] = msg.serializer;
+    head[8..10].copy_from_slice(&flags.to_be_bytes());
+    head[10..12].copy_from_slice(&msg.seq.to_be_bytes());
+    head[12..16].copy_from_slice(&(msg.payload.len() as u32).to_be_bytes());
+    head[16..20].copy_from_slice(&(ann_len as u32).to_be_bytes());
+    head[20..36].copy_from_slice(&msg.corr_id);
+    // head[36..38]: reserved, zero.
+    head[38..40].copy_from_slice(&MAGIC.to_be_bytes());
     buf.reserve(HEADER_SIZE + ann_len + msg.payload.len());
-    buf.put_slice(b"PYRO");
-    buf.put_u16(VERSION);
-    buf.put_u8(msg.msg_type as u8);
-    buf.put_u8(msg.serializer);
-    buf.put_u16(flags);
-    buf.put_u16(msg.seq);
-    buf.put_u32(msg.payload.len() as u32);
-    buf.put_u32(ann_len as u32);
-    buf.put_slice(&msg.corr_id);
-    buf.put_u16(0);
-    buf.put_u16(MAGIC);
+    buf.put_slice(&head);
     for (id, value) in &msg.annotations {
         buf.put_slice(id);
         buf.put_u32(value.len() as u32);
