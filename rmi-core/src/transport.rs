@@ -157,9 +157,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(frame::Error::Incomplete) => {}
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
-            let wanted = self.missing().unwrap_or(MIN_READ);
-            self.buf.reserve(wanted.clamp(MIN_READ, READ_CHUNK));
+            // The buffer grows only as a message's bytes arrive, but by up to three times what
+            // has arrived (at least `READ_CHUNK`), so a large message is copied by few
+            // reallocations, while a peer that announces a large message and sends little
+            // makes the daemon reserve at most four times what it sent.
             let buffered = self.buf.len();
+            let reserve = match self.missing() {
+                Some(missing) => missing.min(READ_CHUNK.max(buffered.saturating_mul(3))),
+                None => MIN_READ,
+            };
+            self.buf.reserve(reserve.max(MIN_READ));
             let read = self.rd.read_buf(&mut self.buf);
             // The frame clock runs from the message's first byte (a deadline too far to
             // represent is none).
