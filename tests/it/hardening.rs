@@ -963,3 +963,66 @@ async fn each_message_gets_its_own_frame_clock_even_after_a_long_idle() {
     }
     assert_serving(&mut child, &uri).await;
 }
+
+/// An in-process daemon serving the lab object as "lab", with `max_queued_bytes` of `max`.
+async fn daemon_with_queue_budget(max: usize) -> (rmi::Daemon, TcpStream) {
+    let daemon = rmi::Daemon::builder()
+        .max_queued_bytes(max)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(
+            crate::support::LabServer::new(crate::support::LabObject::default()),
+            "lab",
+        )
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let mut s = TcpStream::connect(daemon.local_addr().unwrap())
+        .await
+        .unwrap();
+    connect_handshake(&mut s, "lab").await;
+    (daemon, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_read_as_they_come_never_count_against_max_queued_bytes() {
+    // max_queued_bytes 64 KiB; 100 calls one after another, each answered with 32 KiB and
+    // read before the next: 3.2 MiB in all, never more than one reply queued. Every call is
+    // answered (a written reply that still counted would stop the daemon reading after two).
+    let (daemon, mut s) = daemon_with_queue_budget(64 << 10).await;
+    for seq in 1..=100u16 {
+        s.write_all(&invoke_frame("make_blob", &(32usize << 10,), seq).to_bytes())
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), read_message(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("call {seq} was not answered within 10 s"))
+            .unwrap();
+    }
+    daemon.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_held_back_by_max_queued_bytes_reads_again_once_the_replies_drain() {
+    // max_queued_bytes 256 KiB; 40 requests for 64 KiB results sent at once and nothing read
+    // for a while: the daemon stops reading requests once 256 KiB are queued. Then the client
+    // reads: the backlog drains, the daemon reads the rest, and all 40 are answered.
+    let (daemon, mut s) = daemon_with_queue_budget(256 << 10).await;
+    let mut batch = Vec::new();
+    for seq in 1..=40u16 {
+        batch.extend_from_slice(&invoke_frame("make_blob", &(64usize << 10,), seq).to_bytes());
+    }
+    s.write_all(&batch).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in 1..=40 {
+        tokio::time::timeout(Duration::from_secs(20), read_message(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of 40 answered within 20 s", n - 1))
+            .unwrap();
+    }
+    daemon.shutdown();
+}
