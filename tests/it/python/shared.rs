@@ -123,6 +123,11 @@ impl PythonProcess {
         PythonProcess { child, stdout }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Reads lines until one starts with `prefix`; returns the rest of it, trimmed. Bounded by
     /// the process: if it exits first, the read ends and this panics.
     pub(crate) fn wait_for(&mut self, prefix: &str) -> String {
