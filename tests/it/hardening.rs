@@ -990,10 +990,12 @@ async fn daemon_with_queue_budget(max: usize) -> (rmi::Daemon, TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_read_as_they_come_never_count_against_max_queued_bytes() {
-    // max_queued_bytes 64 KiB; 100 calls one after another, each answered with 32 KiB and
-    // read before the next: 3.2 MiB in all, never more than one reply queued. Every call is
-    // answered (a written reply that still counted would stop the daemon reading after two).
-    let (daemon, mut s) = daemon_with_queue_budget(64 << 10).await;
+    // max_queued_bytes 16 KiB; 100 calls one after another, each answered with 32 KiB (over
+    // the budget on its own) and read before the next: 3.2 MiB in all. Each reply stops the
+    // daemon reading until it is written, and its writing must wake the daemon again: every
+    // call is answered. (A written reply that still counted, or a wake-up only on the next
+    // reply, would stop the connection at the first call.)
+    let (daemon, mut s) = daemon_with_queue_budget(16 << 10).await;
     for seq in 1..=100u16 {
         s.write_all(&invoke_frame("make_blob", &(32usize << 10,), seq).to_bytes())
             .await
