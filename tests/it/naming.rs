@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use rmi::naming::{NameServer, NameServerProxy, NsLocator};
 use rmi::{Error, Uri};
 
-use crate::support::{start_daemon, unused_port, GreeterProxy};
+use crate::support::{start_daemon, unused_port, GreeterProxy, Relay};
 
 fn tags(t: &[&str]) -> BTreeSet<String> {
     t.iter().map(|s| s.to_string()).collect()
@@ -434,60 +434,6 @@ fn tcp_port(uri: &Uri) -> u16 {
     match uri.location() {
         Some(rmi::Location::Tcp { port, .. }) => *port,
         other => panic!("not a TCP URI: {other:?}"),
-    }
-}
-
-/// A TCP relay on loopback in front of a name server: counts the connections it accepts, can
-/// be pointed at another name server, and can cut the connections it carries.
-struct Relay {
-    port: u16,
-    target: std::sync::Arc<std::sync::atomic::AtomicU16>,
-    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Relay {
-    async fn start(target: u16) -> Relay {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let relay = Relay {
-            port: listener.local_addr().unwrap().port(),
-            target: std::sync::Arc::new(target.into()),
-            accepted: Default::default(),
-            open: Default::default(),
-        };
-        let (target, accepted, open) = (
-            relay.target.clone(),
-            relay.accepted.clone(),
-            relay.open.clone(),
-        );
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let port = target.load(Ordering::SeqCst);
-                let pump = tokio::spawn(async move {
-                    if let Ok(mut upstream) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                });
-                open.lock().unwrap().push(pump);
-            }
-        });
-        relay
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Points new connections at `port` and closes the ones open (a name server restarting).
-    fn move_to(&self, port: u16) {
-        self.target.store(port, std::sync::atomic::Ordering::SeqCst);
-        for pump in self.open.lock().unwrap().drain(..) {
-            pump.abort();
-        }
     }
 }
 

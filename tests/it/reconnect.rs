@@ -143,3 +143,75 @@ async fn only_idempotent_or_retrying_calls_are_resent_after_a_connection_loss() 
          started; each runs {RUNNING_MS} ms, so none could finish there)"
     );
 }
+
+/// The TCP port of a `PYRO:` URI.
+fn port_of(uri: &rmi::Uri) -> u16 {
+    match uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("not a TCP URI: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn close_drops_the_connection_and_the_next_call_dials_again() {
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let relay = crate::support::Relay::start(port_of(&lab)).await;
+    let uri = rmi::Uri::tcp(lab.object().unwrap(), "127.0.0.1", relay.port);
+    let proxy = LabProxy::connect(&uri).await.unwrap();
+    assert_eq!(proxy.echo(1, 1, "a".into()).await.unwrap().2, "a");
+    assert_eq!(relay.accepted(), 1);
+    proxy.proxy().close();
+    assert!(proxy.proxy().connected_uri().is_none(), "closed at once");
+    assert_eq!(proxy.echo(2, 2, "b".into()).await.unwrap().2, "b");
+    assert_eq!(relay.accepted(), 2, "the call after close dialed again");
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn callers_waiting_for_a_dial_share_its_failure_instead_of_dialing_again() {
+    // A "daemon" that accepts and hangs up at once: every handshake fails. Ten pings at once
+    // through one proxy (no reconnect attempts): one dial, its failure shared by all ten.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((s, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        }
+    });
+    let proxy = rmi::Proxy::builder(rmi::Uri::tcp("obj", "127.0.0.1", port))
+        .reconnect_attempts(0)
+        .build();
+    let pings = join_all((0..10).map(|_| proxy.ping())).await;
+    assert!(pings.iter().all(Result::is_err), "{pings:?}");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one dial for ten waiting callers"
+    );
+    // A later call does not reuse that old failure: it dials again.
+    assert!(proxy.ping().await.is_err());
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_answer_at_connect_is_not_retried_however_many_reconnect_attempts() {
+    // An unknown object is the daemon's answer, not an outage: dialing again would get the
+    // same, so a proxy with 3 reconnect attempts dials once.
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let relay = crate::support::Relay::start(port_of(&lab)).await;
+    let missing = rmi::Uri::tcp("no_such_object", "127.0.0.1", relay.port);
+    let err = LabProxy::builder(&missing)
+        .unwrap()
+        .reconnect_attempts(3)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownObject(_)), "{err:?}");
+    assert_eq!(relay.accepted(), 1, "dialed once");
+    daemon.shutdown();
+}
