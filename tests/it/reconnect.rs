@@ -215,3 +215,58 @@ async fn an_answer_at_connect_is_not_retried_however_many_reconnect_attempts() {
     assert_eq!(relay.accepted(), 1, "dialed once");
     daemon.shutdown();
 }
+
+// Multi-threaded: spawning the child blocks a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_call_waits_out_a_daemon_that_is_still_starting() {
+    // Nothing listens yet: the proxy's dials are refused, and it tries again with backoff
+    // (30 attempts allowed) until the daemon, started 300 ms later, answers.
+    let port = unused_port();
+    let proxy = LabProxy::from_proxy(
+        rmi::Proxy::builder(rmi::Uri::tcp("lab", "127.0.0.1", port))
+            .reconnect_attempts(30)
+            .build(),
+    );
+    let starter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::task::spawn_blocking(move || spawn_child_daemon_on(port))
+            .await
+            .unwrap()
+    });
+    let echoed = proxy.echo(7, 7, "late".into()).await;
+    let (_child, _) = starter.await.unwrap();
+    assert_eq!(echoed.unwrap().2, "late");
+}
+
+#[tokio::test]
+async fn a_dial_whose_handshake_is_cut_off_is_tried_again() {
+    // The first two connections are hung up on during the handshake (never sent, so safe to
+    // try again); the third reaches the daemon. With 5 reconnect attempts the call succeeds.
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let target = port_of(&lab);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let mut up = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                        .await
+                        .unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                });
+            }
+        }
+    });
+    let uri = rmi::Uri::tcp(lab.object().unwrap(), "127.0.0.1", port);
+    let proxy = LabProxy::from_proxy(rmi::Proxy::builder(uri).reconnect_attempts(5).build());
+    assert_eq!(proxy.echo(3, 3, "third".into()).await.unwrap().2, "third");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    daemon.shutdown();
+}
