@@ -865,3 +865,54 @@ daemon.requestLoop()
     assert!(refused.to_string().contains("may not connect"), "{refused}");
     drop(server);
 }
+
+/// `welcomeMessage` as object `example.swap` on 127.0.0.1:`argv[2]`, in Pyro `argv[1]`.
+const SWAP_SERVER: &str = r#"
+import sys
+if sys.argv[1] == "4":
+    import Pyro4 as Pyro
+else:
+    import Pyro5.api as Pyro
+@Pyro.expose
+class G:
+    def welcomeMessage(self, name):
+        return "Pyro" + sys.argv[1] + " welcome " + name
+d = Pyro.Daemon(host="127.0.0.1", port=int(sys.argv[2]))
+d.register(G(), "example.swap")
+print("READY", flush=True)
+d.requestLoop()
+"#;
+
+async fn swap_server(python: &'static Path, version: &'static str, port: u16) -> PythonProcess {
+    tokio::task::spawn_blocking(move || {
+        let port = port.to_string();
+        let mut server = PythonProcess::start(python, &["-c", SWAP_SERVER, version, &port]);
+        server.wait_for("READY");
+        server
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_learned_pyro4_speaks_pyro5_again_when_a_pyro5_daemon_takes_the_port() {
+    let (Some(python4), Some(python5)) = (python4(), python5()) else {
+        return;
+    };
+    let port = crate::support::unused_port();
+    let pyro4 = swap_server(python4, "4", port).await;
+    let proxy = rmi::Proxy::builder(rmi::Uri::tcp("example.swap", "127.0.0.1", port))
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .reconnect_attempts(10)
+        .build();
+    let hi: String = proxy.call("welcomeMessage", &("a",)).await.unwrap();
+    assert_eq!(hi, "Pyro4 welcome a");
+    assert_eq!(proxy.protocol(), Some(Protocol::Pyro4));
+    // The Pyro4 daemon goes; a Pyro5 one takes its port. The proxy's next dial speaks what it
+    // learned, Pyro4, which the Pyro5 daemon does not answer; it must then try Pyro5 again.
+    drop(pyro4);
+    let _pyro5 = swap_server(python5, "5", port).await;
+    let hi: String = proxy.call("welcomeMessage", &("b",)).await.unwrap();
+    assert_eq!(hi, "Pyro5 welcome b");
+    assert_eq!(proxy.protocol(), Some(Protocol::Pyro5));
+}
