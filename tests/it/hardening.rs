@@ -1028,3 +1028,28 @@ async fn a_daemon_held_back_by_max_queued_bytes_reads_again_once_the_replies_dra
     }
     daemon.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_held_by_slow_calls_whose_callers_wait_are_not_mistaken_for_abandoned_ones() {
+    // max_in_flight 2, abandoned_timeout 200 ms: two calls of 1 s hold both slots, their
+    // callers still waiting; a third call waits more than 200 ms for a slot. The connection
+    // is not wedged (nobody gave up on those calls), so it stays, and all three succeed.
+    let (daemon, lab_uri, _) = start_daemon().await;
+    let lab: LabProxy = rmi::Proxy::builder(lab_uri)
+        .max_in_flight(2)
+        .abandoned_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .unwrap();
+    let slow = |ms| {
+        let lab = lab.clone();
+        tokio::spawn(async move { lab.sleep(ms).await })
+    };
+    let (a, b) = (slow(1000), slow(1000));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = lab.echo(3, 3, "third".into()).await;
+    assert_eq!(a.await.unwrap().unwrap(), 1000);
+    assert_eq!(b.await.unwrap().unwrap(), 1000);
+    assert_eq!(third.unwrap().2, "third");
+    daemon.shutdown();
+}
