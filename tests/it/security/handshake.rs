@@ -397,3 +397,37 @@ async fn the_validator_runs_only_after_the_client_proved_the_secret() {
     );
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_refusal_before_the_proof_is_reported_as_the_daemons_refusal() {
+    // A daemon that refuses the CONNECT outright (a CONNECTFAIL with its reason, as Pyro's do
+    // for a serializer they lack) is not answering the key exchange: the client reports the
+    // daemon's reason, not a failed proof, and sends nothing more.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let refuser = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let (_, connect) = read_message(&mut s).await.expect("a CONNECT");
+        let reason = rmi::Serializer::Bincode
+            .encode("we do not speak this here")
+            .unwrap();
+        let fail = Message::new(MessageType::ConnectFail, connect.serializer, 0, 0, reason);
+        s.write_all(&fail.to_bytes()).await.unwrap();
+        rest_of_stream(&mut s).await
+    });
+    let err = LabProxy::builder(Uri::tcp("lab", "127.0.0.1", port))
+        .unwrap()
+        .shared_secret(SharedSecret::new("correct horse battery staple"))
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("we do not speak this here"),
+        "the daemon's reason is the error: {err}"
+    );
+    assert!(
+        refuser.await.unwrap().is_empty(),
+        "nothing sent after the refusal"
+    );
+}
