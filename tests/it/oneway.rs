@@ -402,3 +402,30 @@ with Pyro5.api.Proxy(sys.argv[1]) as recorder:
     assert!(out.contains("recorded [0, 1, 2, 3]"), "{out}");
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_ping_is_a_ping_frame_each_way_on_the_wire() {
+    use rmi::protocol::frame::MessageType;
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let direct = daemon
+        .register(RecorderServer::new(RecorderObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let (port, wire) = recording_relay(daemon.local_addr().unwrap()).await;
+    let uri = rmi::Uri::tcp(direct.object().unwrap(), "127.0.0.1", port);
+    let proxy = RecorderProxy::connect(&uri).await.unwrap();
+    proxy.proxy().ping().await.unwrap();
+    proxy.proxy().ping().await.unwrap();
+    let pings = |bytes: &[u8]| {
+        frames(bytes)
+            .iter()
+            .filter(|f| f.msg_type == MessageType::Ping as u8)
+            .count()
+    };
+    assert_eq!(pings(&wire.to_daemon.lock().unwrap()), 2, "two pings sent");
+    assert_eq!(pings(&wire.from_daemon.lock().unwrap()), 2, "two answered");
+    daemon.shutdown();
+}
