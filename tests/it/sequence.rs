@@ -212,3 +212,47 @@ async fn waiting_for_an_in_flight_slot_counts_against_the_deadline() {
         "only the first call reached the daemon"
     );
 }
+
+#[tokio::test]
+async fn a_daemon_message_that_is_no_reply_closes_the_connection_instead_of_answering_a_call() {
+    // After the handshake, the "daemon" sends an INVOKE carrying the pending call's sequence
+    // number and a payload that would decode as the answer. A client takes only RESULT (and
+    // PING) messages as replies: this one is a protocol error that closes the connection.
+    let (client, server) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move {
+        let (mut reader, mut writer) = rmi::transport::split(server, 1 << 20);
+        let ser = Serializer::Bincode;
+        let _connect = reader.read_frame().await.unwrap().unwrap();
+        let ok = ConnectOk {
+            handshake: "hello".into(),
+            meta: Metadata::default(),
+        };
+        let ok = Message::new(
+            MessageType::ConnectOk,
+            ser.id(),
+            0,
+            0,
+            ser.encode(&ok).unwrap(),
+        );
+        writer.write_frame(&ok).await.unwrap();
+        let call = reader.read_frame().await.unwrap().unwrap();
+        let impostor = Message::new(
+            MessageType::Invoke,
+            ser.id(),
+            0,
+            call.seq,
+            ser.encode(&7u32).unwrap(),
+        );
+        writer.write_frame(&impostor).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1))
+        .connect_over(client)
+        .await
+        .unwrap();
+    let err = proxy.call::<_, u32>("m", &(1u32,)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectionClosed(m) if m.contains("unexpected Invoke")),
+        "{err}"
+    );
+}
