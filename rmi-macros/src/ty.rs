@@ -5,11 +5,12 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::Type;
 
-/// `T` when `ty` is `RemoteStream<T>` (by its last path segment, so `rmi::RemoteStream<T>` too).
-pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
+/// `T` when `ty` is `name<T>`, by its last path segment (so a path to it, such as
+/// `std::vec::Vec<T>`, too); a qualified-self path is not matched.
+fn single_type_arg<'t>(ty: &'t Type, name: &str) -> Option<&'t Type> {
     let Type::Path(p) = ty else { return None };
     let last = p.path.segments.last()?;
-    if last.ident != "RemoteStream" {
+    if last.ident != name || p.qself.is_some() {
         return None;
     }
     match &last.arguments {
@@ -19,6 +20,11 @@ pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
         },
         _ => None,
     }
+}
+
+/// `T` when `ty` is `RemoteStream<T>` (by its last path segment, so `rmi::RemoteStream<T>` too).
+pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
+    single_type_arg(ty, "RemoteStream")
 }
 
 /// `T` of a declared `Result<T, E>` (any path ending in `Result` with two type arguments).
@@ -43,20 +49,10 @@ pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
 /// `Vec<u8>` (by the last path segment, so `std::vec::Vec<u8>` too): sent and received as
 /// bytes, one copy, rather than element by element. A type alias is not seen through.
 pub(crate) fn is_byte_vec(ty: &Type) -> bool {
-    let Type::Path(p) = ty else { return false };
-    let Some(last) = p.path.segments.last() else {
-        return false;
-    };
-    if last.ident != "Vec" || p.qself.is_some() {
-        return false;
-    }
-    match &last.arguments {
-        syn::PathArguments::AngleBracketed(ab) if ab.args.len() == 1 => matches!(
-            ab.args.first(),
-            Some(syn::GenericArgument::Type(Type::Path(t))) if t.qself.is_none() && t.path.is_ident("u8")
-        ),
-        _ => false,
-    }
+    matches!(
+        single_type_arg(ty, "Vec"),
+        Some(Type::Path(t)) if t.qself.is_none() && t.path.is_ident("u8")
+    )
 }
 
 /// `()`.

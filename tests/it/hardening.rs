@@ -139,6 +139,28 @@ async fn replies_queued_for_a_client_that_never_reads_are_bounded_in_bytes() {
     assert_serving(&mut child, &uri).await;
 }
 
+/// Registers the lab object as "lab" in `daemon` and serves it one connection over an
+/// in-memory pipe of `capacity` bytes (no kernel buffer hides a slow reader); returns the
+/// client's end, past the handshake, and the task serving it.
+async fn lab_over_pipe(
+    daemon: &rmi::Daemon,
+    capacity: usize,
+) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+    daemon
+        .register_with_id(
+            crate::support::LabServer::new(crate::support::LabObject::default()),
+            "lab",
+        )
+        .unwrap();
+    let (mut s, server) = tokio::io::duplex(capacity);
+    let served = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve_stream(server, "pipe").await }
+    });
+    connect_handshake(&mut s, "lab").await;
+    (s, served)
+}
+
 /// The `error` fields of the events logged on this thread while it is installed: which limit
 /// closed a connection.
 #[derive(Clone, Default)]
@@ -186,18 +208,7 @@ async fn a_client_reading_a_trickle_is_cut_off_by_min_write_rate() {
         .bind("127.0.0.1:0")
         .await
         .unwrap();
-    daemon
-        .register_with_id(
-            crate::support::LabServer::new(crate::support::LabObject::default()),
-            "lab",
-        )
-        .unwrap();
-    let (mut s, server) = tokio::io::duplex(16 << 10);
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve_stream(server, "trickle").await }
-    });
-    connect_handshake(&mut s, "lab").await;
+    let (mut s, _) = lab_over_pipe(&daemon, 16 << 10).await;
     s.write_all(&invoke_frame("make_blob", &(8usize << 20,), 1).to_bytes())
         .await
         .unwrap();
@@ -248,18 +259,7 @@ async fn a_reader_above_min_write_rate_gets_the_whole_reply_however_long_it_take
         .bind("127.0.0.1:0")
         .await
         .unwrap();
-    daemon
-        .register_with_id(
-            crate::support::LabServer::new(crate::support::LabObject::default()),
-            "lab",
-        )
-        .unwrap();
-    let (mut s, server) = tokio::io::duplex(64 << 10);
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve_stream(server, "steady").await }
-    });
-    connect_handshake(&mut s, "lab").await;
+    let (mut s, _) = lab_over_pipe(&daemon, 64 << 10).await;
     s.write_all(&invoke_frame("make_blob", &(8usize << 20,), 1).to_bytes())
         .await
         .unwrap();
@@ -292,18 +292,7 @@ async fn a_client_that_stops_reading_is_cut_off_by_write_timeout_and_the_log_say
         .bind("127.0.0.1:0")
         .await
         .unwrap();
-    daemon
-        .register_with_id(
-            crate::support::LabServer::new(crate::support::LabObject::default()),
-            "lab",
-        )
-        .unwrap();
-    let (mut s, server) = tokio::io::duplex(16 << 10);
-    let served = tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve_stream(server, "stalled").await }
-    });
-    connect_handshake(&mut s, "lab").await;
+    let (mut s, served) = lab_over_pipe(&daemon, 16 << 10).await;
     s.write_all(&invoke_frame("make_blob", &(1usize << 20,), 1).to_bytes())
         .await
         .unwrap();

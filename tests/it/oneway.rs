@@ -179,9 +179,8 @@ async fn recording_relay(daemon: std::net::SocketAddr) -> (u16, Wire) {
     (port, wire)
 }
 
-#[tokio::test]
-async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
-    use rmi::protocol::frame::{MessageType, FLAGS_BATCH, FLAGS_EXCEPTION, FLAGS_ONEWAY};
+/// A daemon serving a recorder, and a proxy to it through a [`recording_relay`].
+async fn recorded_recorder() -> (rmi::Daemon, RecorderProxy, Wire) {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
     let direct = daemon
         .register(RecorderServer::new(RecorderObject::default()))
@@ -193,6 +192,13 @@ async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
     let (port, wire) = recording_relay(daemon.local_addr().unwrap()).await;
     let uri = rmi::Uri::tcp(direct.object().unwrap(), "127.0.0.1", port);
     let proxy = RecorderProxy::connect(&uri).await.unwrap();
+    (daemon, proxy, wire)
+}
+
+#[tokio::test]
+async fn the_daemon_answers_only_the_calls_that_are_not_oneway() {
+    use rmi::protocol::frame::{MessageType, FLAGS_BATCH, FLAGS_EXCEPTION, FLAGS_ONEWAY};
+    let (daemon, proxy, wire) = recorded_recorder().await;
 
     // Every kind of oneway call: a typed oneway method, the untyped call_oneway, a batch sent
     // oneway, a oneway method that panics (no exception comes back either), and one to the
@@ -406,17 +412,7 @@ with Pyro5.api.Proxy(sys.argv[1]) as recorder:
 #[tokio::test]
 async fn a_ping_is_a_ping_frame_each_way_on_the_wire() {
     use rmi::protocol::frame::MessageType;
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let direct = daemon
-        .register(RecorderServer::new(RecorderObject::default()))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let (port, wire) = recording_relay(daemon.local_addr().unwrap()).await;
-    let uri = rmi::Uri::tcp(direct.object().unwrap(), "127.0.0.1", port);
-    let proxy = RecorderProxy::connect(&uri).await.unwrap();
+    let (daemon, proxy, wire) = recorded_recorder().await;
     proxy.proxy().ping().await.unwrap();
     proxy.proxy().ping().await.unwrap();
     let pings = |bytes: &[u8]| {

@@ -60,46 +60,73 @@ fn decode_direct<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Re
     }
 }
 
+/// How the msgpack value starting at `doc[pos]` is laid out, read from its header alone.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// The marker byte.
+    marker: u8,
+    /// Header bytes (marker, lengths, an extension's type).
+    head: usize,
+    /// Payload bytes after the header (a string's, bin's or extension's data).
+    body: usize,
+    /// Values nested inside (a map's keys and values both count).
+    items: usize,
+    /// A map: its items alternate key, value.
+    map: bool,
+}
+
+/// The layout of the value at `doc[pos]`; `None` when its header is cut short or the marker is
+/// the never-used `0xc1`. The body may still run past the end: callers check.
+fn layout(doc: &[u8], pos: usize) -> Option<Layout> {
+    let be = |n: usize| -> Option<usize> {
+        let bytes = doc.get(pos + 1..(pos + 1).checked_add(n)?)?;
+        usize::try_from(bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b))).ok()
+    };
+    let marker = *doc.get(pos)?;
+    let (head, body, items, map) = match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0, false),
+        0x80..=0x8f => (1, 0, usize::from(marker & 0x0f) * 2, true),
+        0x90..=0x9f => (1, 0, usize::from(marker & 0x0f), false),
+        0xa0..=0xbf => (1, usize::from(marker & 0x1f), 0, false),
+        0xc4 | 0xd9 => (2, be(1)?, 0, false),
+        0xc5 | 0xda => (3, be(2)?, 0, false),
+        0xc6 | 0xdb => (5, be(4)?, 0, false),
+        0xc7 => (3, be(1)?, 0, false),
+        0xc8 => (4, be(2)?, 0, false),
+        0xc9 => (6, be(4)?, 0, false),
+        0xca => (5, 0, 0, false),
+        0xcb => (9, 0, 0, false),
+        0xcc | 0xd0 => (2, 0, 0, false),
+        0xcd | 0xd1 => (3, 0, 0, false),
+        0xce | 0xd2 => (5, 0, 0, false),
+        0xcf | 0xd3 => (9, 0, 0, false),
+        0xd4..=0xd8 => (2, 1 << (marker - 0xd4), 0, false),
+        0xdc => (3, 0, be(2)?, false),
+        0xdd => (5, 0, be(4)?, false),
+        0xde => (3, 0, be(2)?.checked_mul(2)?, true),
+        0xdf => (5, 0, be(4)?.checked_mul(2)?, true),
+        0xc1 => return None,
+    };
+    Some(Layout {
+        marker,
+        head,
+        body,
+        items,
+        map,
+    })
+}
+
 /// The length of the one msgpack value at the start of `doc`, walked from its headers (a
 /// string's or bin's bytes are skipped, not read); `None` when it is cut short or malformed.
 fn document_len(doc: &[u8]) -> Option<usize> {
-    let be = |at: usize, n: usize| -> Option<usize> {
-        let bytes = doc.get(at..at.checked_add(n)?)?;
-        usize::try_from(bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b))).ok()
-    };
     // Values still to walk; each takes at least one byte, so more than the bytes left is a lie.
     let mut pending = 1usize;
     let mut pos = 0usize;
     while pending > 0 {
         pending -= 1;
-        let marker = *doc.get(pos)?;
-        // (header length, payload length, values inside)
-        let (head, body, items) = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0),
-            0x80..=0x8f => (1, 0, usize::from(marker & 0x0f) * 2),
-            0x90..=0x9f => (1, 0, usize::from(marker & 0x0f)),
-            0xa0..=0xbf => (1, usize::from(marker & 0x1f), 0),
-            0xc4 | 0xd9 => (2, be(pos + 1, 1)?, 0),
-            0xc5 | 0xda => (3, be(pos + 1, 2)?, 0),
-            0xc6 | 0xdb => (5, be(pos + 1, 4)?, 0),
-            0xc7 => (3, be(pos + 1, 1)?, 0),
-            0xc8 => (4, be(pos + 1, 2)?, 0),
-            0xc9 => (6, be(pos + 1, 4)?, 0),
-            0xca => (5, 0, 0),
-            0xcb => (9, 0, 0),
-            0xcc | 0xd0 => (2, 0, 0),
-            0xcd | 0xd1 => (3, 0, 0),
-            0xce | 0xd2 => (5, 0, 0),
-            0xcf | 0xd3 => (9, 0, 0),
-            0xd4..=0xd8 => (2, 1 << (marker - 0xd4), 0),
-            0xdc => (3, 0, be(pos + 1, 2)?),
-            0xdd => (5, 0, be(pos + 1, 4)?),
-            0xde => (3, 0, be(pos + 1, 2)?.checked_mul(2)?),
-            0xdf => (5, 0, be(pos + 1, 4)?.checked_mul(2)?),
-            0xc1 => return None,
-        };
-        pos = pos.checked_add(head)?.checked_add(body)?;
-        pending = pending.checked_add(items)?;
+        let value = layout(doc, pos)?;
+        pos = pos.checked_add(value.head)?.checked_add(value.body)?;
+        pending = pending.checked_add(value.items)?;
         if pos > doc.len() || pending > doc.len() - pos {
             return None;
         }
@@ -159,7 +186,7 @@ pub(super) fn leading_seq_len(payload: &[u8]) -> Option<u64> {
 pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
     /// A container being walked: items left, and (maps) whether the next value is a class's.
     struct Open {
-        left: u64,
+        left: usize,
         map: bool,
         class_value_next: bool,
     }
@@ -169,10 +196,6 @@ pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
         class_value_next: false,
     }];
     let mut pos = 0usize;
-    let be = |doc: &[u8], at: usize, n: usize| -> Option<u64> {
-        let bytes = doc.get(at..at.checked_add(n)?)?;
-        Some(bytes.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b)))
-    };
     while let Some(top) = stack.last_mut() {
         if top.left == 0 {
             stack.pop();
@@ -182,41 +205,17 @@ pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
         // Map items alternate key, value: with 2n items, a key leaves an odd count behind.
         let is_key = top.map && top.left % 2 == 1;
         let class_value = top.map && !is_key && std::mem::take(&mut top.class_value_next);
-        let Some(&marker) = doc.get(pos) else { return };
-        // (header length, payload length, items of a container, is a map)
-        let (head, body, items, map): (usize, u64, u64, bool) = match marker {
-            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0, false),
-            0x80..=0x8f => (1, 0, u64::from(marker & 0x0f) * 2, true),
-            0x90..=0x9f => (1, 0, u64::from(marker & 0x0f), false),
-            0xa0..=0xbf => (1, u64::from(marker & 0x1f), 0, false),
-            0xc4 | 0xd9 => (2, be(doc, pos + 1, 1).unwrap_or(u64::MAX), 0, false),
-            0xc5 | 0xda => (3, be(doc, pos + 1, 2).unwrap_or(u64::MAX), 0, false),
-            0xc6 | 0xdb => (5, be(doc, pos + 1, 4).unwrap_or(u64::MAX), 0, false),
-            0xc7 => (3, be(doc, pos + 1, 1).unwrap_or(u64::MAX), 0, false),
-            0xc8 => (4, be(doc, pos + 1, 2).unwrap_or(u64::MAX), 0, false),
-            0xc9 => (6, be(doc, pos + 1, 4).unwrap_or(u64::MAX), 0, false),
-            0xca => (5, 0, 0, false),
-            0xcb => (9, 0, 0, false),
-            0xcc | 0xd0 => (2, 0, 0, false),
-            0xcd | 0xd1 => (3, 0, 0, false),
-            0xce | 0xd2 => (5, 0, 0, false),
-            0xcf | 0xd3 => (9, 0, 0, false),
-            0xd4..=0xd8 => (2, 1 << (marker - 0xd4), 0, false),
-            0xdc => (3, 0, be(doc, pos + 1, 2).unwrap_or(0), false),
-            0xdd => (5, 0, be(doc, pos + 1, 4).unwrap_or(0), false),
-            0xde => (3, 0, be(doc, pos + 1, 2).unwrap_or(0) * 2, true),
-            0xdf => (5, 0, be(doc, pos + 1, 4).unwrap_or(0) * 2, true),
-            0xc1 => return,
+        let Some(value) = layout(doc, pos) else {
+            return;
         };
-        let start = pos + head;
-        let Some(end) = usize::try_from(body)
-            .ok()
-            .and_then(|b| start.checked_add(b))
+        let start = pos + value.head;
+        let Some(end) = start
+            .checked_add(value.body)
             .filter(|&end| end <= doc.len())
         else {
             return;
         };
-        let is_str = matches!(marker, 0xa0..=0xbf | 0xd9..=0xdb);
+        let is_str = matches!(value.marker, 0xa0..=0xbf | 0xd9..=0xdb);
         if is_str && is_key {
             top.class_value_next = &doc[start..end] == b"__class__";
         }
@@ -224,10 +223,10 @@ pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
             doc[start + 4] = b'4';
         }
         pos = end;
-        if items > 0 {
+        if value.items > 0 {
             stack.push(Open {
-                left: items,
-                map,
+                left: value.items,
+                map: value.map,
                 class_value_next: false,
             });
         }
