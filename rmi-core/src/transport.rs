@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::Error;
 use crate::protocol::frame::{self, Message, Protocol};
 use crate::uri::Location;
+
+pub mod outbox;
+pub use outbox::outbox;
 
 /// Any bidirectional byte channel a connection can run over (TCP, Unix socket, TLS, in-memory
 /// duplex). Called `Io`, not "stream": in rmi a stream is a streamed result.
@@ -367,58 +369,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
-/// Writes every message received on `rx` until the channel closes, then shuts the stream down.
-///
-/// Messages already queued are coalesced into one write. When `busy()` says other calls are in
-/// flight, the loop yields once before writing, so replies (or requests) finishing together
-/// share a write; a lone sequential caller never waits for that.
-///
-/// A batch not written within `deadline` (a peer that stopped reading, or reads a trickle)
-/// fails the loop. Each message's `slot` is released only once it is written, so
-/// replies a peer does not read keep their slots and the daemon stops reading its requests.
-///
-/// With a `signer` (shared-secret authentication), every message is signed as it is written,
-/// so the signatures' counter follows the order on the wire.
-pub async fn write_loop<W, F>(
-    mut writer: FrameWriter<W>,
-    mut rx: UnboundedReceiver<Outgoing>,
-    busy: F,
-    deadline: WriteDeadline,
-    mut signer: Option<crate::auth::Signer>,
-) -> Result<(), Error>
-where
-    W: AsyncWrite + Unpin,
-    F: Fn() -> bool,
-{
-    let mut written = Vec::new();
-    let mut queue =
-        |writer: &mut FrameWriter<W>, mut out: Outgoing, written: &mut Vec<Outgoing>| {
-            if let Some(signer) = signer.as_mut() {
-                signer.sign(&mut out.msg);
-            }
-            writer.queue(&out.msg);
-            written.push(out);
-        };
-    while let Some(first) = rx.recv().await {
-        queue(&mut writer, first, &mut written);
-        if busy() {
-            tokio::task::yield_now().await;
-        }
-        while let Ok(more) = rx.try_recv() {
-            queue(&mut writer, more, &mut written);
-        }
-        writer.flush_within(deadline).await?;
-        for done in written.drain(..) {
-            if let Some(flushed) = done.flushed {
-                let _ = flushed.send(());
-            }
-        }
-    }
-    writer.shutdown().await;
-    Ok(())
-}
-
-/// A message for [`write_loop`], with what to release once it is on the socket.
+/// A message for an [`outbox()`], with what to release once it is on the socket.
 #[derive(Debug)]
 pub struct Outgoing {
     /// The message.

@@ -8,7 +8,6 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handshake::ValidateHandshake;
@@ -345,8 +344,8 @@ impl DaemonBuilder {
             bound,
             advertised,
             objects: RwLock::new(HashMap::default()),
-            shutdown: CancellationToken::new(),
-            abort: CancellationToken::new(),
+            shutdown: Default::default(),
+            abort: Default::default(),
             tasks: TaskTracker::new(),
             streams,
             next_connection: AtomicU64::new(1),

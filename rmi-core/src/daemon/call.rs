@@ -5,7 +5,6 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::connection::{ConnectionState, Turn};
@@ -30,7 +29,7 @@ pub(super) struct Call {
     pub(super) protocol: Protocol,
     pub(super) req: Message,
     /// Cancelled when the caller's connection is gone: a batch stops there.
-    pub(super) peer_gone: CancellationToken,
+    pub(super) peer_gone: Arc<super::signal::Signal>,
     /// This call's place in the connection's arrival order, when its object runs calls one
     /// at a time.
     pub(super) turn: Option<Turn>,
@@ -245,7 +244,7 @@ impl Call {
         for payload in calls {
             // Work done only for this caller stops when it is gone; and a long batch yields to
             // the runtime between calls, so it cannot hold a worker thread.
-            if self.peer_gone.is_cancelled() {
+            if self.peer_gone.is_raised() {
                 tracing::debug!(peer = %self.peer, ran = results.len(), "caller gone; batch stopped");
                 return Err(caller_gone());
             }
@@ -285,7 +284,7 @@ impl Call {
         }
         let mut results = Vec::with_capacity(calls.len());
         for call in calls {
-            if self.peer_gone.is_cancelled() {
+            if self.peer_gone.is_raised() {
                 tracing::debug!(peer = %self.peer, ran = results.len(), "caller gone; batch stopped");
                 return Err(caller_gone());
             }

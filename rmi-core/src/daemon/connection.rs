@@ -9,17 +9,19 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Semaphore;
 
 use super::call::Call;
 use super::handshake::{handshake, Certificate};
 use super::registration::{Entry, Target};
+use super::signal::Signal;
 use super::{reply_to, streams, Daemon};
 use crate::dispatch::Dispatch;
 use crate::error::Error;
@@ -160,34 +162,37 @@ pub(super) async fn handle_connection(
     let protocol = reader.protocol().unwrap_or_default();
     tracing::debug!(%peer, object = %object_id, %protocol, "connected");
 
-    let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
     // The request loop holds one slot while it waits for the next request; more than one other
     // taken slot means calls are finishing concurrently and their replies can share a write.
+    // Otherwise a reply is written by the task that made it (see transport/outbox.rs).
     let max = inner.config.max_in_flight;
     let slots = Arc::new(Semaphore::new(max));
     let busy = {
         let slots = slots.clone();
-        move || max - slots.available_permits() >= 3
+        Box::new(move || max - slots.available_permits() >= 3)
     };
+    let (tx, out) = transport::outbox(writer, busy, signer);
     // The request loop stops at the daemon's shutdown, or when the writer fails (a peer that
-    // stopped reading): one signal, waited on by one future for the connection's whole life
-    // (a fresh pair of waits per request cost a lock, a list insert and a removal each).
-    let stop = inner.shutdown.child_token();
+    // stopped reading): two waits for the connection's whole life, each poll an atomic load
+    // (see signal.rs; a fresh pair of waits per request cost a lock, a list insert and a
+    // removal each).
+    let writer_gone = Arc::new(Signal::default());
     let deadline = WriteDeadline {
         stall: inner.config.write_timeout,
         min_rate: inner.config.min_write_rate,
     };
     let writer_task = inner.tasks.spawn({
-        let (gone, peer) = (stop.clone(), peer.clone());
-        let abort = inner.abort.clone();
+        let (gone, peer) = (writer_gone.clone(), peer.clone());
+        let abort = inner.abort.wait();
         async move {
             tokio::select! {
-                written = transport::write_loop(writer, rx, busy, deadline, signer) => if let Err(e) = written {
+                biased;
+                written = out.run(deadline) => if let Err(e) = written {
                     tracing::debug!(%peer, error = %e, "closing the connection");
                 },
-                _ = abort.cancelled() => {}
+                _ = abort => {}
             }
-            gone.cancel();
+            gone.raise();
         }
     });
     let state = Arc::new(ConnectionState {
@@ -201,7 +206,7 @@ pub(super) async fn handle_connection(
     let queued = Arc::new(QueuedBytes::new(inner.config.max_queued_bytes));
     // Cancelled when the peer is gone (end of stream, a read or write failure), so work done
     // only for it (a batch) stops; calls go on, as their callers may have only half-closed.
-    let peer_gone = CancellationToken::new();
+    let peer_gone = Arc::new(Signal::default());
     inner.streams.connected(state.id);
     // Calls to a one-at-a-time object keep this connection's arrival order.
     let turns = inner
@@ -209,8 +214,16 @@ pub(super) async fn handle_connection(
         .is_some_and(|entry| entry.serial)
         .then(|| Arc::new(Turns::default()));
 
-    let stopped = stop.cancelled();
-    tokio::pin!(stopped);
+    let (mut shutdown, mut writer_failed) = (inner.shutdown.wait(), writer_gone.wait());
+    let mut stopped = std::future::poll_fn(|cx| {
+        match (
+            Pin::new(&mut shutdown).poll(cx),
+            Pin::new(&mut writer_failed).poll(cx),
+        ) {
+            (Poll::Pending, Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(()),
+        }
+    });
     loop {
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
         // by running calls and by replies not yet written.
@@ -289,17 +302,18 @@ pub(super) async fn handle_connection(
                     turn: turns.as_ref().map(Turns::take),
                 };
                 let abort = inner.abort.clone();
-                // Biased towards the call: one that finishes at once never registers with the
+                // Biased towards the call: one that finishes at once never waits for the
                 // abort signal (`select!` polled it first half the time, and drew a random
                 // number each time).
                 let mut run = Box::pin(async move {
                     let work = call.run();
-                    let aborted = abort.cancelled();
-                    futures_util::pin_mut!(work, aborted);
-                    std::future::poll_fn(|cx| match Future::poll(work.as_mut(), cx) {
-                        std::task::Poll::Ready(reply) => std::task::Poll::Ready(reply),
-                        std::task::Poll::Pending => {
-                            Future::poll(aborted.as_mut(), cx).map(|()| None)
+                    futures_util::pin_mut!(work);
+                    let mut aborted = None;
+                    std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+                        Poll::Ready(reply) => Poll::Ready(reply),
+                        Poll::Pending => {
+                            let aborted = aborted.get_or_insert_with(|| abort.wait());
+                            Pin::new(aborted).poll(cx).map(|()| None)
                         }
                     })
                     .await
@@ -321,8 +335,8 @@ pub(super) async fn handle_connection(
                 // answered here, without a task of its own; one that has to wait goes on in its
                 // own task, so the next request is read meanwhile.
                 match futures_util::poll!(run.as_mut()) {
-                    std::task::Poll::Ready(reply) => send(reply),
-                    std::task::Poll::Pending => {
+                    Poll::Ready(reply) => send(reply),
+                    Poll::Pending => {
                         inner.tasks.spawn(async move { send(run.await) });
                     }
                 }
@@ -334,8 +348,8 @@ pub(super) async fn handle_connection(
         }
     }
     // The peer is gone unless the daemon is shutting down (calls then get the grace period).
-    if !inner.shutdown.is_cancelled() {
-        peer_gone.cancel();
+    if !inner.shutdown.is_raised() {
+        peer_gone.raise();
     }
     // Let running calls of this connection send their replies, then close.
     drop(tx);

@@ -55,19 +55,21 @@ impl Daemon {
             })?;
         let inner = &self.inner;
         tracing::info!(location = %inner.bound, "daemon serving");
+        let mut shutdown = inner.shutdown.wait();
         loop {
             tokio::select! {
-                _ = inner.shutdown.cancelled() => break,
+                _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => match inner.connections.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let daemon = self.clone();
                             inner.tasks.spawn(async move {
                                 let _permit = permit;
-                                let abort = daemon.inner.abort.clone();
+                                let abort = daemon.inner.abort.wait();
                                 tokio::select! {
+                                    biased;
                                     _ = accept_connection(daemon, stream, peer) => {}
-                                    _ = abort.cancelled() => {}
+                                    _ = abort => {}
                                 }
                             });
                         }
@@ -92,7 +94,7 @@ impl Daemon {
             .is_err()
         {
             tracing::warn!("grace period over; dropping calls still running");
-            inner.abort.cancel();
+            inner.abort.raise();
             inner.tasks.wait().await;
         }
         inner.streams.clear();

@@ -28,6 +28,7 @@ mod listener;
 mod log;
 mod object;
 mod registration;
+mod signal;
 mod streams;
 
 pub use crate::protocol::codec::HandshakeData;
@@ -48,7 +49,6 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use tokio::net::ToSocketAddrs;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
@@ -82,10 +82,10 @@ struct Inner {
     advertised: Location,
     /// Registered objects by id, the daemon object included.
     objects: RwLock<HashMap<String, Arc<Entry>>>,
-    /// Cancelled to stop accepting and reading; running calls go on.
-    shutdown: CancellationToken,
-    /// Cancelled when the grace period is over: running calls are dropped.
-    abort: CancellationToken,
+    /// Raised to stop accepting and reading; running calls go on.
+    shutdown: Arc<signal::Signal>,
+    /// Raised when the grace period is over: running calls are dropped.
+    abort: Arc<signal::Signal>,
     /// Connection handlers and call tasks, so shutdown can wait for them.
     tasks: TaskTracker,
     /// Open streamed results of all connections.
@@ -159,7 +159,7 @@ impl Daemon {
     /// Asks [`serve`](Self::serve) to stop: no new connections or requests; running calls get
     /// the grace period to finish.
     pub fn shutdown(&self) {
-        self.inner.shutdown.cancel();
+        self.inner.shutdown.raise();
     }
 }
 

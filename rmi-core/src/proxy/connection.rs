@@ -10,19 +10,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::AsyncRead;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::io::WriteHalf;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::ProxyBuilder;
 use crate::error::Error;
 use crate::protocol::codec::{self, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
 use crate::protocol::names::SERIALIZER_ANNOTATION;
-use crate::transport::{self, BoxIo, FrameReader, Outgoing};
+use crate::transport::{self, outbox, BoxIo, FrameReader, Outgoing};
 use crate::uri::Uri;
 
-/// One open connection: the writer channel plus the state shared with its reader task.
+/// One open connection: the way out to its socket plus the state shared with its reader task.
 pub(super) struct Connection {
-    pub(super) tx: mpsc::UnboundedSender<Outgoing>,
+    /// Requests go out here: written by the caller's own task when the socket is free and no
+    /// other call is in flight, else by the writer task.
+    pub(super) tx: outbox::Sender<WriteHalf<BoxIo>>,
     pub(super) shared: Arc<ConnShared>,
     /// The serializer calls use (configured, or negotiated at CONNECT).
     pub(super) serializer: Serializer,
@@ -276,20 +279,13 @@ impl Connection {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
-        let (tx, rx) = mpsc::unbounded_channel();
         let (slots, max) = (shared.slots.clone(), config.max_in_flight);
+        // Another call in flight: its request may be about to go too, so they share a write.
+        let busy = Box::new(move || max - slots.available_permits() >= 2);
+        let (tx, out) = transport::outbox(writer, busy, signer);
         let closer = shared.clone();
         tokio::spawn(async move {
-            let busy = move || max - slots.available_permits() >= 2;
-            if let Err(e) = transport::write_loop(
-                writer,
-                rx,
-                busy,
-                transport::WriteDeadline::default(),
-                signer,
-            )
-            .await
-            {
+            if let Err(e) = out.run(transport::WriteDeadline::default()).await {
                 closer.close(crate::error::Report(&e).to_string());
             }
         });

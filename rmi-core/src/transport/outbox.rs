@@ -1,0 +1,415 @@
+//! The way out to one connection's socket: messages handed in by callers (or calls), written
+//! by the caller itself when the socket is free, else by the connection's writer task.
+//!
+//! A lone message (nothing else queued, the connection not busy) is written by the task that
+//! produced it, without blocking: one hand-off to another task and its wake-up fewer per
+//! message, which is most of what a sequential call costs beyond its bytes. Whatever the socket
+//! does not take at once, and every message of a busy connection, goes to the writer task,
+//! which coalesces what queued up meanwhile into one write and enforces the write deadlines.
+//!
+//! With a `signer` (shared-secret authentication), every message is signed under the same
+//! lock that orders it onto the socket, so the signatures' counter follows the wire.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+use tokio::io::AsyncWrite;
+
+use super::{FrameWriter, Outgoing, WriteDeadline, LARGE_PAYLOAD};
+use crate::error::Error;
+
+/// Says whether other messages are about to follow (calls in flight): then a message waits
+/// for the writer task, so that messages finishing together share one write.
+pub type Busy = Box<dyn Fn() -> bool + Send + Sync>;
+
+struct Shared<W> {
+    state: Mutex<State<W>>,
+    /// The writer task, woken when there is something to write or nobody left to send.
+    writer_task: AtomicWaker,
+    /// Live [`Sender`]s; the writer task ends when the last one is gone.
+    senders: AtomicUsize,
+    busy: Busy,
+}
+
+struct State<W> {
+    /// Messages for the writer task, in order.
+    queue: VecDeque<Outgoing>,
+    /// Messages a sender started writing whose bytes the socket did not take at once: their
+    /// bytes are in the idle writer's buffer; the writer task finishes them.
+    unflushed: Vec<Outgoing>,
+    /// The frame writer while the writer task is not writing with it.
+    idle: Option<FrameWriter<W>>,
+    signer: Option<crate::auth::Signer>,
+    /// Set when the writer task failed or ended: nothing more is accepted.
+    closed: bool,
+}
+
+impl<W> State<W> {
+    fn sign(&mut self, out: &mut Outgoing) {
+        if let Some(signer) = self.signer.as_mut() {
+            signer.sign(&mut out.msg);
+        }
+    }
+}
+
+/// Hands messages to one connection's socket; cloned by everyone who sends on it.
+pub struct Sender<W> {
+    shared: Arc<Shared<W>>,
+}
+
+impl<W> std::fmt::Debug for Sender<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+impl<W> Clone for Sender<W> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<W> Drop for Sender<W> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.writer_task.wake();
+        }
+    }
+}
+
+/// The writer task's end: run it with [`Writer::run`].
+pub struct Writer<W> {
+    shared: Arc<Shared<W>>,
+}
+
+impl<W> std::fmt::Debug for Writer<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// A way out to `writer`'s socket: the senders' end and the writer task's end.
+///
+/// `busy` is asked for every message (see [`Busy`]); `signer` signs every message in wire
+/// order.
+pub fn outbox<W: AsyncWrite + Unpin + Send>(
+    writer: FrameWriter<W>,
+    busy: Busy,
+    signer: Option<crate::auth::Signer>,
+) -> (Sender<W>, Writer<W>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            unflushed: Vec::new(),
+            idle: Some(writer),
+            signer,
+            closed: false,
+        }),
+        writer_task: AtomicWaker::new(),
+        senders: AtomicUsize::new(1),
+        busy,
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Writer { shared },
+    )
+}
+
+impl<W: AsyncWrite + Unpin> Sender<W> {
+    /// Sends `out`: written now when the socket is free and takes it at once, else queued for
+    /// the writer task. Gives the message back when the connection's writer is gone.
+    ///
+    /// What `out` holds (its slot, its credit, its `flushed` notice) is released once its
+    /// bytes are on the socket.
+    #[allow(clippy::result_large_err)]
+    pub fn send(&self, mut out: Outgoing) -> Result<(), Outgoing> {
+        let shared = &*self.shared;
+        let mut state = shared.state.lock();
+        if state.closed {
+            return Err(out);
+        }
+        let lone = state.queue.is_empty()
+            && state.unflushed.is_empty()
+            && state.idle.is_some()
+            && out.msg.payload.len() < LARGE_PAYLOAD
+            && !(shared.busy)();
+        if !lone {
+            state.queue.push_back(out);
+            drop(state);
+            shared.writer_task.wake();
+            return Ok(());
+        }
+        state.sign(&mut out);
+        let writer = state.idle.as_mut().expect("checked above");
+        writer.queue(&out.msg);
+        if writer.write_now() {
+            drop(state);
+            out.written();
+        } else {
+            state.unflushed.push(out);
+            drop(state);
+            shared.writer_task.wake();
+        }
+        Ok(())
+    }
+
+    /// True once the connection's writer is gone (failed or ended).
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().closed
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    /// Writes what senders queue until the last sender is gone, then shuts the stream down.
+    ///
+    /// What queued up while the task was away is coalesced into one write; when `busy` says
+    /// other calls are in flight, the task yields once first, so that replies (or requests)
+    /// finishing together share the write.
+    ///
+    /// A batch not written within `deadline` (a peer that stopped reading, or reads a
+    /// trickle) fails the task, and every sender with it. Each message's `slot` is released
+    /// only once it is written, so replies a peer does not read keep their slots and the
+    /// daemon stops reading its requests.
+    pub async fn run(self, deadline: WriteDeadline) -> Result<(), Error> {
+        let result = self.write_all(deadline).await;
+        let (writer, dropped) = {
+            let mut state = self.shared.state.lock();
+            state.closed = true;
+            let dropped = (
+                std::mem::take(&mut state.queue),
+                std::mem::take(&mut state.unflushed),
+            );
+            (state.idle.take(), dropped)
+        };
+        // Messages that can no longer be written release their slots and credits now; their
+        // `flushed` notices are dropped, which tells their senders.
+        drop(dropped);
+        if let (Ok(()), Some(mut writer)) = (&result, writer) {
+            writer.shutdown().await;
+        }
+        result
+    }
+
+    async fn write_all(&self, deadline: WriteDeadline) -> Result<(), Error> {
+        let shared = &*self.shared;
+        let mut written = Vec::new();
+        loop {
+            let more = std::future::poll_fn(|cx| {
+                shared.writer_task.register(cx.waker());
+                let state = shared.state.lock();
+                if !state.queue.is_empty() || !state.unflushed.is_empty() {
+                    Poll::Ready(true)
+                } else if shared.senders.load(Ordering::Acquire) == 0 {
+                    Poll::Ready(false)
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
+            if !more {
+                return Ok(());
+            }
+            if (shared.busy)() {
+                tokio::task::yield_now().await;
+            }
+            let mut writer = {
+                let mut state = shared.state.lock();
+                let mut writer = state.idle.take().expect("only this task takes the writer");
+                written.append(&mut state.unflushed);
+                while let Some(mut out) = state.queue.pop_front() {
+                    state.sign(&mut out);
+                    writer.queue(&out.msg);
+                    written.push(out);
+                }
+                writer
+            };
+            writer.flush_within(deadline).await?;
+            shared.state.lock().idle = Some(writer);
+            for out in written.drain(..) {
+                out.written();
+            }
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// Writes what is buffered without waiting: true when the socket took all of it (and the
+    /// stream flushed), false when some is left for an awaited flush. An error is left to that
+    /// flush too, which meets it again and reports it.
+    fn write_now(&mut self) -> bool {
+        if !self.chunks.is_empty() {
+            return false;
+        }
+        // Nobody is woken by this poll: when the socket is full, the writer task polls again
+        // with its own waker.
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        while !self.buf.is_empty() {
+            match Pin::new(&mut self.wr).poll_write(&mut cx, &self.buf) {
+                Poll::Ready(Ok(n)) if n > 0 => bytes::Buf::advance(&mut self.buf, n),
+                _ => return false,
+            }
+        }
+        matches!(
+            Pin::new(&mut self.wr).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        )
+    }
+}
+
+impl Outgoing {
+    /// The message is on the socket: its notice goes out, its slot and credit are released.
+    fn written(self) {
+        if let Some(flushed) = self.flushed {
+            let _ = flushed.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::protocol::frame::{Message, MessageType};
+    use crate::transport::FrameReader;
+
+    fn message(seq: u16, len: usize) -> Message {
+        let payload = Bytes::from(vec![seq as u8; len]);
+        Message::new(MessageType::Result, 0, 0, seq, payload)
+    }
+
+    type Pipe = (
+        Sender<tokio::io::WriteHalf<DuplexStream>>,
+        tokio::task::JoinHandle<Result<(), Error>>,
+        FrameReader<DuplexStream>,
+    );
+
+    /// An outbox over an in-memory pipe of `capacity` bytes (its sender, its writer task) and
+    /// the pipe's other end.
+    fn over_pipe(capacity: usize, busy: Arc<AtomicBool>) -> Pipe {
+        let (ours, theirs) = tokio::io::duplex(capacity);
+        let (_, wr) = tokio::io::split(ours);
+        let busy: Busy = Box::new(move || busy.load(Ordering::SeqCst));
+        let (tx, writer) = outbox(FrameWriter::new(wr), busy, None);
+        let task = tokio::spawn(writer.run(WriteDeadline::default()));
+        (tx, task, FrameReader::new(theirs, 1 << 20))
+    }
+
+    fn noticed(msg: Message) -> (Outgoing, tokio::sync::oneshot::Receiver<()>) {
+        let (flushed, notice) = tokio::sync::oneshot::channel();
+        let out = Outgoing {
+            msg,
+            flushed: Some(flushed),
+            slot: None,
+            credit: None,
+        };
+        (out, notice)
+    }
+
+    #[tokio::test]
+    async fn a_lone_message_the_socket_takes_at_once_is_written_by_its_sender() {
+        let (tx, _task, mut peer) = over_pipe(64 * 1024, Arc::default());
+        let (out, mut notice) = noticed(message(1, 100));
+        tx.send(out).unwrap();
+        // Written before the sender returned: no other task had to run.
+        assert_eq!(notice.try_recv(), Ok(()));
+        let got = peer.read_frame().await.unwrap().unwrap();
+        assert_eq!((got.seq, got.payload.len()), (1, 100));
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_cannot_take_at_once_is_finished_by_the_writer_task_in_order() {
+        // A 256-byte pipe takes a fraction of each 10 KB message: the writer task finishes
+        // them, and messages sent meanwhile follow in order, whole.
+        let (tx, _task, mut peer) = over_pipe(256, Arc::default());
+        let (first, mut first_notice) = noticed(message(1, 10_000));
+        tx.send(first).unwrap();
+        assert!(
+            first_notice.try_recv().is_err(),
+            "not written yet: the pipe holds 256 bytes"
+        );
+        let mut notices = vec![first_notice];
+        for seq in 2..=5 {
+            let (out, notice) = noticed(message(seq, 10_000));
+            tx.send(out).unwrap();
+            notices.push(notice);
+        }
+        for seq in 1..=5 {
+            let got = tokio::time::timeout(Duration::from_secs(10), peer.read_frame())
+                .await
+                .expect("the writer task goes on")
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.seq, seq);
+            assert!(got.payload.iter().all(|&b| b == seq as u8), "intact");
+        }
+        for notice in notices {
+            notice.await.expect("each is told once written");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_leaves_messages_to_the_writer_task() {
+        let busy = Arc::new(AtomicBool::new(true));
+        let (tx, _task, mut peer) = over_pipe(64 * 1024, busy.clone());
+        let (out, mut notice) = noticed(message(1, 100));
+        tx.send(out).unwrap();
+        assert!(notice.try_recv().is_err(), "queued for the writer task");
+        let (second, _) = noticed(message(2, 100));
+        tx.send(second).unwrap();
+        busy.store(false, Ordering::SeqCst);
+        assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 1);
+        assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 2);
+        notice.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_last_sender_gone_ends_the_writer_which_closes_the_stream() {
+        let (tx, task, mut peer) = over_pipe(64 * 1024, Arc::default());
+        let other = tx.clone();
+        tx.send(message(1, 10).into()).unwrap();
+        drop(tx);
+        other.send(message(2, 10).into()).unwrap();
+        drop(other);
+        task.await.unwrap().unwrap();
+        assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 1);
+        assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 2);
+        assert!(peer.read_frame().await.unwrap().is_none(), "end of stream");
+    }
+
+    #[tokio::test]
+    async fn a_failed_writer_gives_later_messages_back_and_drops_the_queued_ones() {
+        let (tx, task, peer) = over_pipe(256, Arc::default());
+        // Half written into a pipe nobody reads, then the reader goes away.
+        let (stuck, stuck_notice) = noticed(message(1, 10_000));
+        tx.send(stuck).unwrap();
+        let (queued, queued_notice) = noticed(message(2, 100));
+        tx.send(queued).unwrap();
+        drop(peer);
+        assert!(task.await.unwrap().is_err(), "the write fails");
+        assert!(
+            stuck_notice.await.is_err(),
+            "never written: its sender hears so"
+        );
+        assert!(queued_notice.await.is_err());
+        assert!(tx.is_closed());
+        let back = tx
+            .send(message(3, 10).into())
+            .expect_err("nothing more is accepted");
+        assert_eq!(back.msg.seq, 3);
+    }
+}
