@@ -427,6 +427,50 @@ async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
     assert_serving(&mut child, &uri).await;
 }
 
+/// Replies the daemon answers at once while it reads a batch of requests are held for one
+/// write; a call in the batch that has to wait must not hold them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_of_a_batch_are_not_held_back_by_a_slow_call_in_it() {
+    use rmi::protocol::frame::check;
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    let object = uri.object().unwrap().to_string();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, &object).await;
+    // In one write: two quick calls, then a call that sleeps for a minute.
+    let mut all = Vec::new();
+    for i in 1..=2u16 {
+        all.extend(invoke_frame(
+            &object,
+            "echo",
+            &(u32::from(i), 0u32, "quick"),
+            i,
+            0,
+        ));
+    }
+    all.extend(invoke_frame(&object, "sleep", &(60_000u64,), 3, 0));
+    s.write_all(&all).await.unwrap();
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+            .await
+            .expect("the quick replies waited for the slow call")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        while let Ok(h) = check(&buf, 1 << 20) {
+            let total = h.total_len();
+            let reply = Message::parse(&mut bytes_from(&buf[..total]), &h).unwrap();
+            seen.push(reply.seq);
+            buf.drain(..total);
+        }
+    }
+    assert_eq!(seen, [1, 2]);
+    drop(s);
+    assert_serving(&mut child, &uri).await;
+}
+
 fn bytes_from(b: &[u8]) -> bytes::BytesMut {
     bytes::BytesMut::from(b)
 }

@@ -225,6 +225,12 @@ pub(super) async fn handle_connection(
         }
     });
     loop {
+        // Replies the loop made are held while more requests are at hand, so that a batch of
+        // requests is answered in one write; they go out before anything could wait (a
+        // request still to arrive, a slot, the byte budget).
+        if !(reader.has_frame() && slots.available_permits() > 0 && !queued.over_budget()) {
+            tx.flush();
+        }
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
         // by running calls and by replies not yet written.
         let slot = tokio::select! {
@@ -278,7 +284,7 @@ pub(super) async fn handle_connection(
                 // The answer holds the slot until written, like any reply.
                 let msg = reply_to(&req, MessageType::Ping, 0, b"pong".to_vec());
                 let credit = Some(queued.credit(msg.size()));
-                let _ = tx.send(Outgoing {
+                let _ = tx.hold(Outgoing {
                     msg,
                     flushed: None,
                     slot: Some(slot),
@@ -318,26 +324,29 @@ pub(super) async fn handle_connection(
                     })
                     .await
                 });
-                // The reply keeps the call's slot until it is written.
-                let (tx, queued) = (tx.clone(), queued.clone());
-                let send = move |reply: Option<Message>| {
-                    if let Some(msg) = reply {
-                        let credit = Some(queued.credit(msg.size()));
-                        let _ = tx.send(Outgoing {
-                            msg,
-                            flushed: None,
-                            slot: Some(slot),
-                            credit,
-                        });
-                    }
+                // The reply keeps the call's slot until it is written. A call that finishes at
+                // its first poll (most do: no I/O, no waiting) is answered here, without a task
+                // of its own, its reply held for the batch's write; one that has to wait goes
+                // on in its own task, so the next request is read meanwhile.
+                let outgoing = |msg: Message, queued: &Arc<QueuedBytes>, slot| Outgoing {
+                    credit: Some(queued.credit(msg.size())),
+                    msg,
+                    flushed: None,
+                    slot: Some(slot),
                 };
-                // A call that finishes at its first poll (most do: no I/O, no waiting) is
-                // answered here, without a task of its own; one that has to wait goes on in its
-                // own task, so the next request is read meanwhile.
                 match futures_util::poll!(run.as_mut()) {
-                    Poll::Ready(reply) => send(reply),
+                    Poll::Ready(reply) => {
+                        if let Some(msg) = reply {
+                            let _ = tx.hold(outgoing(msg, &queued, slot));
+                        }
+                    }
                     Poll::Pending => {
-                        inner.tasks.spawn(async move { send(run.await) });
+                        let (tx, queued) = (tx.clone(), queued.clone());
+                        inner.tasks.spawn(async move {
+                            if let Some(msg) = run.await {
+                                let _ = tx.send(outgoing(msg, &queued, slot));
+                            }
+                        });
                     }
                 }
             }
@@ -352,6 +361,7 @@ pub(super) async fn handle_connection(
         peer_gone.raise();
     }
     // Let running calls of this connection send their replies, then close.
+    tx.flush();
     drop(tx);
     let _ = writer_task.await;
     inner.streams.disconnected(state.id);

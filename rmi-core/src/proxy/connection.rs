@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,10 @@ pub(super) struct ConnShared {
     slots: Arc<Semaphore>,
     /// Set (after `state.closed`) when the connection dies: every call asks, without a lock.
     closed: std::sync::atomic::AtomicBool,
+    /// Replies the reader delivered together (they arrived in one read) whose callers have
+    /// not sent again: those callers are about to, so a request waits for the writer task to
+    /// share one write with theirs instead of being written alone.
+    burst: AtomicUsize,
 }
 
 struct ConnState {
@@ -278,10 +283,15 @@ impl Connection {
             }),
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             closed: std::sync::atomic::AtomicBool::new(false),
+            burst: AtomicUsize::new(0),
         });
-        let (slots, max) = (shared.slots.clone(), config.max_in_flight);
-        // Another call in flight: its request may be about to go too, so they share a write.
-        let busy = Box::new(move || max - slots.available_permits() >= 2);
+        let (max, busy_shared) = (config.max_in_flight, shared.clone());
+        // Another call in flight, or callers of replies that came together about to send:
+        // their requests share a write.
+        let busy = Box::new(move || {
+            max - busy_shared.slots.available_permits() >= 2
+                || busy_shared.burst.load(Ordering::Relaxed) > 0
+        });
         let (tx, out) = transport::outbox(writer, busy, signer);
         let closer = shared.clone();
         tokio::spawn(async move {
@@ -323,6 +333,11 @@ impl Connection {
             _slot: slot,
         }))?;
         msg.seq = seq;
+        // This caller may be one of a burst the reader woke: one fewer of them to come.
+        let _ = self
+            .shared
+            .burst
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         if self.tx.send(msg.into()).is_err() {
             self.shared.state.lock().pending.remove(&seq);
             return Err(self.closed_error().not_sent());
@@ -492,6 +507,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     shared: Arc<ConnShared>,
     mut verifier: Option<crate::auth::Verifier>,
 ) {
+    // Replies delivered from what one read brought in, so far.
+    let mut run = 0;
     loop {
         let read = reader.read_frame().await;
         // Authenticated connections: a reply that fails its MAC is never decoded.
@@ -503,7 +520,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         match read {
             Ok(Some(msg)) if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) => {
-                shared.deliver(msg)
+                shared.deliver(msg);
+                run += 1;
+                if !reader.has_frame() {
+                    shared.burst.store(run, Ordering::Relaxed);
+                    run = 0;
+                }
             }
             Ok(Some(msg)) => {
                 shared.close(format!(

@@ -1,11 +1,13 @@
 //! The way out to one connection's socket: messages handed in by callers (or calls), written
 //! by the caller itself when the socket is free, else by the connection's writer task.
 //!
-//! A lone message (nothing else queued, the connection not busy) is written by the task that
-//! produced it, without blocking: one hand-off to another task and its wake-up fewer per
-//! message, which is most of what a sequential call costs beyond its bytes. Whatever the socket
-//! does not take at once, and every message of a busy connection, goes to the writer task,
-//! which coalesces what queued up meanwhile into one write and enforces the write deadlines.
+//! A message sent when the connection is not busy is written by the task that produced it,
+//! without blocking: one hand-off to another task and its wake-up fewer per message, which is
+//! most of what a sequential call costs beyond its bytes. A producer with several messages at
+//! hand (the daemon's request loop answering a batch of requests) holds them and flushes them
+//! in one write. Whatever the socket does not take at once, and every message of a busy
+//! connection, goes to the writer task, which coalesces what queued up meanwhile into one
+//! write and enforces the write deadlines.
 //!
 //! With a `signer` (shared-secret authentication), every message is signed under the same
 //! lock that orders it onto the socket, so the signatures' counter follows the wire.
@@ -20,7 +22,7 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 
-use super::{FrameWriter, Outgoing, WriteDeadline, LARGE_PAYLOAD};
+use super::{FrameWriter, Outgoing, WriteDeadline};
 use crate::error::Error;
 
 /// Says whether other messages are about to follow (calls in flight): then a message waits
@@ -126,41 +128,84 @@ pub fn outbox<W: AsyncWrite + Unpin + Send>(
 }
 
 impl<W: AsyncWrite + Unpin> Sender<W> {
-    /// Sends `out`: written now when the socket is free and takes it at once, else queued for
-    /// the writer task. Gives the message back when the connection's writer is gone.
+    /// Sends `out`: written now, with anything held before it, when the connection is not
+    /// busy and the socket is free and takes it at once; else left to the writer task. Gives
+    /// the message back when the connection's writer is gone.
     ///
     /// What `out` holds (its slot, its credit, its `flushed` notice) is released once its
     /// bytes are on the socket.
     #[allow(clippy::result_large_err)]
-    pub fn send(&self, mut out: Outgoing) -> Result<(), Outgoing> {
-        let shared = &*self.shared;
-        let mut state = shared.state.lock();
+    pub fn send(&self, out: Outgoing) -> Result<(), Outgoing> {
+        let mut state = self.shared.state.lock();
         if state.closed {
             return Err(out);
         }
-        let lone = state.queue.is_empty()
-            && state.unflushed.is_empty()
-            && state.idle.is_some()
-            && out.msg.payload.len() < LARGE_PAYLOAD
-            && !(shared.busy)();
-        if !lone {
-            state.queue.push_back(out);
+        state.queue.push_back(out);
+        if (self.shared.busy)() {
             drop(state);
-            shared.writer_task.wake();
-            return Ok(());
-        }
-        state.sign(&mut out);
-        let writer = state.idle.as_mut().expect("checked above");
-        writer.queue(&out.msg);
-        if writer.write_now() {
-            drop(state);
-            out.written();
+            self.shared.writer_task.wake();
         } else {
-            state.unflushed.push(out);
-            drop(state);
-            shared.writer_task.wake();
+            self.write_queued(state);
         }
         Ok(())
+    }
+
+    /// Queues `out` behind what is queued, without writing it or waking the writer task: for
+    /// a sender with more messages at hand, which promises a [`flush`](Self::flush) (or a
+    /// [`send`](Self::send)) before it waits for anything. Everything held goes out in one
+    /// write. Gives the message back when the connection's writer is gone.
+    #[allow(clippy::result_large_err)]
+    pub fn hold(&self, out: Outgoing) -> Result<(), Outgoing> {
+        let mut state = self.shared.state.lock();
+        if state.closed {
+            return Err(out);
+        }
+        state.queue.push_back(out);
+        Ok(())
+    }
+
+    /// Writes what is held now if the socket is free and takes it at once; else leaves it to
+    /// the writer task.
+    pub fn flush(&self) {
+        let state = self.shared.state.lock();
+        if !state.queue.is_empty() {
+            self.write_queued(state);
+        }
+    }
+
+    /// Writes the queue from this task when the writer is idle; what the socket does not take
+    /// at once (or everything, when the writer task is writing) is left to the writer task.
+    fn write_queued(&self, mut state: parking_lot::MutexGuard<'_, State<W>>) {
+        let State {
+            queue,
+            unflushed,
+            idle,
+            signer,
+            ..
+        } = &mut *state;
+        let writer = match idle.as_mut() {
+            Some(writer) if unflushed.is_empty() => writer,
+            _ => {
+                drop(state);
+                self.shared.writer_task.wake();
+                return;
+            }
+        };
+        for out in queue.iter_mut() {
+            if let Some(signer) = signer.as_mut() {
+                signer.sign(&mut out.msg);
+            }
+            writer.queue(&out.msg);
+        }
+        if writer.write_now() {
+            for out in queue.drain(..) {
+                out.written();
+            }
+        } else {
+            unflushed.extend(queue.drain(..));
+            drop(state);
+            self.shared.writer_task.wake();
+        }
     }
 
     /// True once the connection's writer is gone (failed or ended).
@@ -360,6 +405,28 @@ mod tests {
         for notice in notices {
             notice.await.expect("each is told once written");
         }
+    }
+
+    #[tokio::test]
+    async fn held_messages_wait_for_the_flush_and_go_out_together() {
+        let (tx, _task, mut peer) = over_pipe(64 * 1024, Arc::default());
+        // The writer task starts and waits.
+        tokio::task::yield_now().await;
+        let (first, mut first_notice) = noticed(message(1, 100));
+        let (second, mut second_notice) = noticed(message(2, 100));
+        tx.hold(first).unwrap();
+        tx.hold(second).unwrap();
+        tokio::task::yield_now().await;
+        assert!(first_notice.try_recv().is_err(), "held, not written");
+        tx.flush();
+        assert_eq!(
+            first_notice.try_recv(),
+            Ok(()),
+            "written by the flush itself"
+        );
+        assert_eq!(second_notice.try_recv(), Ok(()));
+        assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 1);
+        assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 2);
     }
 
     #[tokio::test]
