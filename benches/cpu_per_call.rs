@@ -16,6 +16,8 @@
 //! ```
 //!
 //! `RMI_MODE` picks one part (`seq`, `pipe`, `raw-seq`, `raw-pipe`); without it all four run.
+//! `bulk-bincode` and `bulk-msgpack` (only when named) make `RMI_CALLS` calls with a 10 MB
+//! `Vec<u8>` argument.
 //! Without valgrind it prints wall time, which is only a sanity check.
 
 use std::time::Instant;
@@ -32,6 +34,24 @@ pub trait Greeter {
 }
 
 struct GreetingMaker;
+
+/// Bulk transfers: a 10 MB argument, plain `Vec<u8>`.
+#[rmi::remote]
+pub trait Bulk {
+    /// The length of `data`.
+    async fn blob_len(&self, data: Vec<u8>) -> u64;
+}
+
+struct Counter;
+
+impl Bulk for Counter {
+    async fn blob_len(&self, data: Vec<u8>) -> u64 {
+        data.len() as u64
+    }
+}
+
+/// The bulk calls' argument.
+const BLOB: usize = 10 * 1024 * 1024;
 
 impl Greeter for GreetingMaker {
     async fn welcome_message(&self, name: String) -> String {
@@ -66,6 +86,28 @@ fn main() {
         let proxy = GreeterProxy::connect(&uri).await.expect("connect");
         let raw = raw_server().await;
         let want = |m: &str| mode.is_empty() || mode == m;
+        // Bulk: `RMI_CALLS` calls with a 10 MB argument, in bincode and in msgpack (only when
+        // asked for: they are slow under valgrind).
+        for (name, ser) in [
+            ("bulk-bincode", rmi::Serializer::Bincode),
+            ("bulk-msgpack", rmi::Serializer::MsgPack),
+        ] {
+            if mode == name {
+                let uri = daemon.register(BulkServer::new(Counter)).expect("register");
+                let bulk: BulkProxy = BulkProxy::builder(&uri)
+                    .expect("builder")
+                    .serializer(ser)
+                    .connect()
+                    .await
+                    .expect("connect");
+                let t = Instant::now();
+                for _ in 0..calls {
+                    let n = bulk.blob_len(vec![7; BLOB]).await.expect("call");
+                    assert_eq!(n, BLOB as u64);
+                }
+                report(name, calls, t);
+            }
+        }
         if want("seq") {
             let t = Instant::now();
             for _ in 0..calls {
