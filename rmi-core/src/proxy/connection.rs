@@ -4,8 +4,11 @@
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,10 +59,21 @@ struct ConnState {
     closed: Option<String>,
 }
 
+/// A call waiting for its reply. The reply is handed over in place (no channel per call):
+/// the reader stores it here and wakes the caller, who takes it out with the entry.
 struct Pending {
-    reply: oneshot::Sender<Result<Message, Error>>,
+    reply: Reply,
     /// The in-flight slot, released only when the reply arrives or the connection dies.
-    _slot: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+enum Reply {
+    /// The caller waits; its waker once it has polled.
+    Waiting(Option<Waker>),
+    /// The reply (or the connection's failure), for the caller to take.
+    Arrived(Result<Message, Error>),
+    /// The caller gave up (timed out or dropped): the reply is dropped when it comes.
+    Abandoned,
 }
 
 impl ConnShared {
@@ -75,13 +89,27 @@ impl ConnShared {
         }
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
-        for (_, p) in state.pending.drain() {
-            let _ = p.reply.send(Err(Error::ConnectionClosed(reason.clone())));
-        }
+        let mut woken = Vec::new();
+        let mut slots = Vec::new();
+        state.pending.retain(|_, p| {
+            slots.extend(p.slot.take());
+            match &mut p.reply {
+                Reply::Abandoned => false,
+                Reply::Arrived(_) => true,
+                Reply::Waiting(waker) => {
+                    woken.extend(waker.take());
+                    p.reply = Reply::Arrived(Err(Error::ConnectionClosed(reason.clone())));
+                    true
+                }
+            }
+        });
         for p in state.pings.drain(..) {
             let _ = p.send(Err(Error::ConnectionClosed(reason.clone())));
         }
+        drop(state);
         self.slots.close();
+        drop(slots);
+        woken.into_iter().for_each(Waker::wake);
     }
 
     /// True when every in-flight slot is taken and every call holding one was abandoned by
@@ -90,7 +118,10 @@ impl ConnShared {
         let state = self.state.lock();
         self.slots.available_permits() == 0
             && !state.pending.is_empty()
-            && state.pending.values().all(|p| p.reply.is_closed())
+            && state
+                .pending
+                .values()
+                .all(|p| matches!(p.reply, Reply::Abandoned))
     }
 
     fn deliver(&self, msg: Message) {
@@ -101,14 +132,86 @@ impl ConnShared {
             }
             return;
         }
-        match state.pending.remove(&msg.seq) {
-            // The receiver may be gone (timed out or dropped); the number is free again either way.
-            Some(p) => drop(p.reply.send(Ok(msg))),
-            None => tracing::warn!(
-                seq = msg.seq,
-                "reply for a sequence number with no call; ignored"
-            ),
+        let seq = msg.seq;
+        let Some(p) = state.pending.get_mut(&seq) else {
+            tracing::warn!(seq, "reply for a sequence number with no call; ignored");
+            return;
+        };
+        match &mut p.reply {
+            Reply::Waiting(waker) => {
+                let waker = waker.take();
+                p.reply = Reply::Arrived(Ok(msg));
+                let slot = p.slot.take();
+                drop(state);
+                drop(slot);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+            // The caller is gone (timed out or dropped): the number is free again.
+            Reply::Abandoned => {
+                let gone = state.pending.remove(&seq);
+                drop(state);
+                drop(gone);
+            }
+            Reply::Arrived(_) => {
+                tracing::warn!(seq, "a second reply for one call; ignored")
+            }
         }
+    }
+}
+
+/// A caller's wait for the reply to call `seq`.
+struct ReplyWait<'a> {
+    shared: &'a ConnShared,
+    seq: u16,
+    /// The reply was taken (or the entry removed): nothing to abandon.
+    taken: bool,
+}
+
+impl Future for ReplyWait<'_> {
+    type Output = Result<Message, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.shared.state.lock();
+        let arrived = match state.pending.get_mut(&self.seq) {
+            Some(Pending {
+                reply: Reply::Waiting(waker),
+                ..
+            }) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Some(_) => state.pending.remove(&self.seq),
+            None => None,
+        };
+        drop(state);
+        self.taken = true;
+        Poll::Ready(match arrived.map(|p| p.reply) {
+            Some(Reply::Arrived(reply)) => reply,
+            _ => Err(Error::ConnectionClosed("connection closed".into())),
+        })
+    }
+}
+
+impl Drop for ReplyWait<'_> {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut state = self.shared.state.lock();
+        let gone = match state.pending.get_mut(&self.seq) {
+            Some(p) if matches!(p.reply, Reply::Waiting(_)) => {
+                p.reply = Reply::Abandoned;
+                None
+            }
+            Some(_) => state.pending.remove(&self.seq),
+            None => None,
+        };
+        drop(state);
+        drop(gone);
     }
 }
 
@@ -327,11 +430,17 @@ impl Connection {
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
         let slot = self.slot(deadline, abandoned_timeout).await?;
-        let (reply_tx, reply_rx) = oneshot::channel();
         let seq = self.take_seq(Some(Pending {
-            reply: reply_tx,
-            _slot: slot,
+            reply: Reply::Waiting(None),
+            slot: Some(slot),
         }))?;
+        // From here the reply is this caller's to take; if it stops waiting, the entry stays
+        // (holding its slot) until the reply comes or the connection dies.
+        let mut wait = ReplyWait {
+            shared: &self.shared,
+            seq,
+            taken: false,
+        };
         msg.seq = seq;
         // This caller may be one of a burst the reader woke: one fewer of them to come.
         let _ = self
@@ -339,10 +448,10 @@ impl Connection {
             .burst
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         if self.tx.send(msg.into()).is_err() {
+            wait.taken = true;
             self.shared.state.lock().pending.remove(&seq);
             return Err(self.closed_error().not_sent());
         }
-        let wait = async { reply_rx.await.unwrap_or_else(|_| Err(self.closed_error())) };
         match deadline {
             Some((at, t)) => tokio::time::timeout_at(at, wait)
                 .await
