@@ -89,7 +89,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// True when the next [`read_frame`](Self::read_frame) returns without waiting: a whole
     /// message (or a malformed header) is already buffered.
     pub fn has_frame(&self) -> bool {
-        !matches!(self.check(), Err(frame::Error::Incomplete))
+        !self.buf.is_empty() && !matches!(self.check(), Err(frame::Error::Incomplete))
     }
 
     /// The header at the front of the buffer, in the reader's protocol (or either).
