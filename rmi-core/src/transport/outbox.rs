@@ -208,10 +208,6 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
         }
     }
 
-    /// True once the connection's writer is gone (failed or ended).
-    pub fn is_closed(&self) -> bool {
-        self.shared.state.lock().closed
-    }
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
@@ -451,11 +447,51 @@ mod tests {
         tx.send(message(1, 10).into()).unwrap();
         drop(tx);
         other.send(message(2, 10).into()).unwrap();
-        drop(other);
-        task.await.unwrap().unwrap();
         assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 1);
         assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 2);
+        // The writer task has nothing to do and waits: only the last sender's going wakes it.
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "one sender is left");
+        drop(other);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the writer ends with its last sender")
+            .unwrap()
+            .unwrap();
         assert!(peer.read_frame().await.unwrap().is_none(), "end of stream");
+    }
+
+    /// A stream that takes no byte: every write returns `Ok(0)`.
+    struct Refusing;
+
+    impl AsyncWrite for Refusing {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(0))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_takes_no_byte_fails_the_writer_instead_of_spinning_the_sender() {
+        let (tx, writer) = outbox(FrameWriter::new(Refusing), Box::new(|| false), None);
+        let task = tokio::spawn(writer.run(WriteDeadline::default()));
+        let (out, notice) = noticed(message(1, 100));
+        tx.send(out).unwrap();
+        let failed = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the writer gives up")
+            .unwrap();
+        assert!(failed.is_err(), "the peer stopped accepting data");
+        assert!(notice.await.is_err(), "never written");
     }
 
     #[tokio::test]
@@ -473,7 +509,6 @@ mod tests {
             "never written: its sender hears so"
         );
         assert!(queued_notice.await.is_err());
-        assert!(tx.is_closed());
         let back = tx
             .send(message(3, 10).into())
             .expect_err("nothing more is accepted");
