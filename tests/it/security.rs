@@ -418,6 +418,42 @@ async fn a_shared_secret_is_proven_by_both_sides_without_being_sent() {
     daemon.shutdown();
 }
 
+/// With many calls in flight, requests and replies go through the writer tasks (not written
+/// by their callers): each is still signed, in wire order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_messages_stay_valid_with_many_calls_in_flight() {
+    let secret = SharedSecret::new("correct horse battery staple");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    let proxy: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(secret)
+        .reconnect_attempts(0)
+        .connect()
+        .await
+        .unwrap();
+    // Calls that answer at once and calls that sleep, so that replies come both from the
+    // request loop and from the calls' own tasks, many at a time.
+    let calls = (0..64u32).map(|i| {
+        let proxy = proxy.clone();
+        async move {
+            if i % 2 == 0 {
+                proxy.sleep(u64::from(i % 5)).await.map(drop)
+            } else {
+                proxy.echo(i, 0, "signed".into()).await.map(drop)
+            }
+        }
+    });
+    for outcome in futures_util::future::join_all(calls).await {
+        outcome.expect("every message verified");
+    }
+    assert_eq!(
+        proxy.calls().await.unwrap(),
+        64,
+        "one connection throughout"
+    );
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections_fail() {
     use rmi::protocol::codec::encode_invoke;

@@ -207,7 +207,6 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
             self.shared.writer_task.wake();
         }
     }
-
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
