@@ -17,7 +17,8 @@
 //!
 //! `RMI_MODE` picks one part (`seq`, `pipe`, `raw-seq`, `raw-pipe`); without it all four run.
 //! `bulk-bincode` and `bulk-msgpack` (only when named) make `RMI_CALLS` calls with a 10 MB
-//! `Vec<u8>` argument.
+//! `Vec<u8>` argument; `connect` and `pyroname` (only when named) open `RMI_CALLS` fresh
+//! connections, directly or through `PYRONAME:`, each with its first call.
 //! Without valgrind it prints wall time, which is only a sanity check.
 
 use std::time::Instant;
@@ -107,6 +108,39 @@ fn main() {
                 }
                 report(name, calls, t);
             }
+        }
+        // A fresh connection and its first call, directly or through `PYRONAME:` (an
+        // in-process name server); only when named.
+        if mode == "connect" || mode == "pyroname" {
+            let target = if mode == "connect" {
+                uri.to_string()
+            } else {
+                let ns = rmi::naming::NameServer::builder()
+                    .host("127.0.0.1")
+                    .port(0)
+                    .no_broadcast()
+                    .start()
+                    .await
+                    .expect("name server");
+                let ns_proxy = rmi::naming::NameServerProxy::connect(ns.uri())
+                    .await
+                    .expect("connect name server");
+                ns_proxy.register("greeter", &uri).await.expect("register");
+                let at = ns.daemon().location().clone();
+                std::mem::forget(ns);
+                format!("PYRONAME:greeter@{at}")
+            };
+            let t = Instant::now();
+            for _ in 0..calls {
+                let p: GreeterProxy = GreeterProxy::builder(target.clone())
+                    .expect("builder")
+                    .serializer(rmi::Serializer::Bincode)
+                    .connect()
+                    .await
+                    .expect("connect");
+                p.welcome_message("Rashmi".into()).await.expect("call");
+            }
+            report(&mode, calls, t);
         }
         if want("seq") {
             let t = Instant::now();

@@ -198,7 +198,7 @@ impl NamingResolver {
                 uris
             }
         };
-        self.choose(&uri.to_string(), uris)
+        self.choose(uri, uris)
             .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
     }
 
@@ -277,7 +277,13 @@ impl NamingResolver {
 
     /// One of `uris` for the logical URI `key`: daemons under suspicion passed over while
     /// others remain, then as [`Pick`] says.
-    fn choose(&self, key: &str, mut uris: Vec<Uri>) -> Option<Uri> {
+    fn choose(&self, query: &Uri, mut uris: Vec<Uri>) -> Option<Uri> {
+        // One candidate is the pick whatever the policy and the suspects say (a pool of only
+        // suspects is used as it is): no URI is formatted for it, which costs more than the
+        // lookup's own call.
+        if uris.len() == 1 {
+            return uris.pop();
+        }
         uris.sort_by_cached_key(Uri::to_string);
         uris.dedup();
         let now = Instant::now();
@@ -297,7 +303,7 @@ impl NamingResolver {
                     return None;
                 }
                 let mut turns = self.state.turns.lock();
-                let turn = turns.entry(key.to_owned()).or_insert(0);
+                let turn = turns.entry(query.to_string()).or_insert(0);
                 let at = *turn % pool.len();
                 *turn = turn.wrapping_add(1);
                 Some(pool[at].clone())
