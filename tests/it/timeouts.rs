@@ -216,3 +216,33 @@ async fn dropping_a_calls_future_cancels_it_for_the_caller_and_the_method_runs_t
     assert_eq!(waiting.await.unwrap().unwrap(), 1_500);
     daemon.shutdown();
 }
+
+/// A call its caller gave up on keeps its in-flight slot until its reply comes; the late reply
+/// frees it, so a proxy with every slot once abandoned goes on serving on the same connection
+/// (without waiting out `abandoned_timeout` and redialling).
+#[tokio::test]
+async fn late_replies_to_abandoned_calls_free_their_slots() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .max_in_flight(2)
+        .abandoned_timeout(Duration::from_secs(600))
+        .connect()
+        .await
+        .unwrap();
+    let before = proxy.connection().await.unwrap();
+    let hasty = proxy.with_timeout(Duration::from_millis(100));
+    for _ in 0..2 {
+        let err = hasty.sleep(300).await.unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+    }
+    // Both replies come late (the daemon cancels each call at its deadline).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let patient = proxy.with_timeout(Duration::from_secs(20));
+    for i in 0..4 {
+        let echoed = patient.echo(i, 0, "after".into()).await;
+        assert_eq!(echoed.expect("a slot is free").2, "after");
+    }
+    assert_eq!(proxy.connection().await.unwrap(), before, "no redial");
+    daemon.shutdown();
+}
