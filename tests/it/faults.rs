@@ -369,7 +369,6 @@ async fn a_connection_runs_at_most_max_in_flight_calls_and_is_not_read_past_them
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
-    use rmi::protocol::frame::check;
     let (mut child, uri) = spawn_child_daemon_with(0, "");
     let object = uri.object().unwrap().to_string();
     let mut s = dial(&uri).await;
@@ -400,16 +399,10 @@ async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
     let mut buf = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 100 {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(30), rd.read(&mut chunk))
+        let replies = read_replies(&mut rd, &mut buf, Duration::from_secs(30))
             .await
-            .expect("replies stalled")
-            .unwrap();
-        assert!(n > 0, "connection closed with {} replies", seen.len());
-        buf.extend_from_slice(&chunk[..n]);
-        while let Ok(h) = check(&buf, 1 << 20) {
-            let total = h.total_len();
-            let reply = Message::parse(&mut bytes_from(&buf[..total]), &h).unwrap();
+            .expect("replies stalled");
+        for reply in replies {
             let (task, _, text): (u32, u32, String) = Serializer::Bincode
                 .decode(&reply.payload, &Default::default())
                 .unwrap();
@@ -420,7 +413,6 @@ async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
             );
             assert_eq!(text, format!("call {task}"));
             assert!(seen.insert(reply.seq), "duplicate reply {}", reply.seq);
-            buf.drain(..total);
         }
     }
     drop(writer.await.unwrap());
@@ -431,7 +423,6 @@ async fn valid_frames_split_anywhere_or_pipelined_are_all_answered() {
 /// write; a call in the batch that has to wait must not hold them back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_of_a_batch_are_not_held_back_by_a_slow_call_in_it() {
-    use rmi::protocol::frame::check;
     let (mut child, uri) = spawn_child_daemon_with(0, "");
     let object = uri.object().unwrap().to_string();
     let mut s = dial(&uri).await;
@@ -452,23 +443,37 @@ async fn replies_of_a_batch_are_not_held_back_by_a_slow_call_in_it() {
     let mut buf = Vec::new();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut chunk))
+        let replies = read_replies(&mut s, &mut buf, Duration::from_secs(20))
             .await
-            .expect("the quick replies waited for the slow call")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-        while let Ok(h) = check(&buf, 1 << 20) {
-            let total = h.total_len();
-            let reply = Message::parse(&mut bytes_from(&buf[..total]), &h).unwrap();
-            seen.push(reply.seq);
-            buf.drain(..total);
-        }
+            .expect("the quick replies waited for the slow call");
+        seen.extend(replies.iter().map(|reply| reply.seq));
     }
     assert_eq!(seen, [1, 2]);
     drop(s);
     assert_serving(&mut child, &uri).await;
+}
+
+/// Reads once (within `limit`) and returns the whole messages now in `buf`, leaving a partial
+/// one there; `None` when nothing came within `limit`. Panics when the peer closed.
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> Option<Vec<Message>> {
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout(limit, rd.read(&mut chunk))
+        .await
+        .ok()?
+        .unwrap();
+    assert!(n > 0, "connection closed");
+    buf.extend_from_slice(&chunk[..n]);
+    let mut replies = Vec::new();
+    while let Ok(h) = rmi::protocol::frame::check(buf, 1 << 20) {
+        let total = h.total_len();
+        replies.push(Message::parse(&mut bytes_from(&buf[..total]), &h).unwrap());
+        buf.drain(..total);
+    }
+    Some(replies)
 }
 
 fn bytes_from(b: &[u8]) -> bytes::BytesMut {
