@@ -656,3 +656,79 @@ async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
     );
     assert_serving(&mut child, &uri).await;
 }
+
+/// A method that finishes at its first poll but takes long, run inline by the request loop.
+#[rmi::remote]
+pub(crate) trait Spinner {
+    /// Returns `n`.
+    async fn quick(&self, n: u32) -> u32;
+    /// Blocks its thread for `ms` milliseconds (CPU-bound work, say), then returns `ms`.
+    async fn spin(&self, ms: u64) -> u64;
+}
+
+/// Counts the `spin` calls that finished.
+#[derive(Default)]
+struct SpinnerObject {
+    finished: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Spinner for SpinnerObject {
+    async fn quick(&self, n: u32) -> u32 {
+        n
+    }
+
+    async fn spin(&self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        self.finished
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ms
+    }
+}
+
+/// Replies held for a batch's write do not wait for every method of the batch: a method that
+/// finishes at its first poll may still take long, and the reply before it goes out once it
+/// has waited a little.
+#[tokio::test]
+async fn a_held_reply_is_not_kept_waiting_by_slow_methods_after_it() {
+    // The daemon on a runtime of its own, whose thread the slow methods block: blocking a
+    // worker of the test's runtime could stall the test's own I/O.
+    let object = SpinnerObject::default();
+    let finished = object.finished.clone();
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+            let uri = daemon.register(SpinnerServer::new(object)).unwrap();
+            ready.send((daemon.clone(), uri)).unwrap();
+            daemon.serve().await
+        })
+    });
+    let (daemon, uri) = started.recv().unwrap();
+    let id = uri.object().unwrap().to_string();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, &id).await;
+    // In one write: a quick call, then two calls that block the request loop's thread.
+    let mut all = invoke_frame(&id, "quick", &(7u32,), 1, 0);
+    all.extend(invoke_frame(&id, "spin", &(50u64,), 2, 0));
+    all.extend(invoke_frame(&id, "spin", &(3_000u64,), 3, 0));
+    s.write_all(&all).await.unwrap();
+    let mut buf = Vec::new();
+    let first = loop {
+        let replies = read_replies(&mut s, &mut buf, Duration::from_secs(30))
+            .await
+            .expect("a reply");
+        if let Some(first) = replies.into_iter().next() {
+            break first;
+        }
+    };
+    assert_eq!(first.seq, 1);
+    assert!(
+        finished.load(std::sync::atomic::Ordering::SeqCst) < 2,
+        "the quick call's reply waited for the last, slow call"
+    );
+    daemon.shutdown();
+}

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
@@ -127,6 +127,9 @@ impl Drop for Turn {
     }
 }
 
+/// The longest a reply waits for the rest of its batch's replies, so that they share a write.
+const HOLD_LIMIT: Duration = Duration::from_micros(200);
+
 pub(super) async fn handle_connection(
     daemon: Daemon,
     stream: BoxIo,
@@ -224,12 +227,19 @@ pub(super) async fn handle_connection(
             _ => Poll::Ready(()),
         }
     });
+    // When the oldest reply held for a batch's write was held (read from the clock only while
+    // more requests are at hand).
+    let mut held_since: Option<Instant> = None;
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
-        // request still to arrive, a slot, the byte budget).
-        if !(reader.has_frame() && slots.available_permits() > 0 && !queued.over_budget()) {
+        // request still to arrive, a slot, the byte budget), and once the oldest has waited
+        // `HOLD_LIMIT` (methods that finish at their first poll can still take long).
+        let more_at_hand =
+            reader.has_frame() && slots.available_permits() > 0 && !queued.over_budget();
+        if !more_at_hand || held_since.is_some_and(|since| since.elapsed() >= HOLD_LIMIT) {
             tx.flush();
+            held_since = None;
         }
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
         // by running calls and by replies not yet written.
@@ -290,6 +300,7 @@ pub(super) async fn handle_connection(
                     slot: Some(slot),
                     credit,
                 });
+                held_since = held_since.or_else(|| reader.has_frame().then(Instant::now));
             }
             MessageType::Invoke => {
                 let Some(ser) = protocol.serializer(req.serializer) else {
@@ -338,6 +349,8 @@ pub(super) async fn handle_connection(
                     Poll::Ready(reply) => {
                         if let Some(msg) = reply {
                             let _ = tx.hold(outgoing(msg, &queued, slot));
+                            held_since =
+                                held_since.or_else(|| reader.has_frame().then(Instant::now));
                         }
                     }
                     Poll::Pending => {
