@@ -169,33 +169,19 @@ async fn close_drops_the_connection_and_the_next_call_dials_again() {
 
 #[tokio::test]
 async fn callers_waiting_for_a_dial_share_its_failure_instead_of_dialing_again() {
-    // A "daemon" that accepts and hangs up at once: every handshake fails. Ten pings at once
-    // through one proxy (no reconnect attempts): one dial, its failure shared by all ten.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    tokio::spawn({
-        let accepted = accepted.clone();
-        async move {
-            while let Ok((s, _)) = listener.accept().await {
-                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                drop(s);
-            }
-        }
-    });
-    let proxy = rmi::Proxy::builder(rmi::Uri::tcp("obj", "127.0.0.1", port))
+    // A "daemon" that accepts and hangs up at once (a relay to a port nothing listens on):
+    // every handshake fails. Ten pings at once through one proxy (no reconnect attempts): one
+    // dial, its failure shared by all ten.
+    let relay = crate::support::Relay::start(unused_port()).await;
+    let proxy = rmi::Proxy::builder(rmi::Uri::tcp("obj", "127.0.0.1", relay.port))
         .reconnect_attempts(0)
         .build();
     let pings = join_all((0..10).map(|_| proxy.ping())).await;
     assert!(pings.iter().all(Result::is_err), "{pings:?}");
-    assert_eq!(
-        accepted.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "one dial for ten waiting callers"
-    );
+    assert_eq!(relay.accepted(), 1, "one dial for ten waiting callers");
     // A later call does not reuse that old failure: it dials again.
     assert!(proxy.ping().await.is_err());
-    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(relay.accepted(), 2);
 }
 
 #[tokio::test]

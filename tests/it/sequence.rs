@@ -14,6 +14,22 @@ const HOLD: u32 = 0;
 /// Argument value that makes the fake daemon answer the held call first, then this one.
 const RELEASE: u32 = u32::MAX;
 
+/// A fake daemon's CONNECTOK (bincode), with `meta`.
+fn connect_ok(meta: Metadata) -> Message {
+    let ser = Serializer::Bincode;
+    let ok = ConnectOk {
+        handshake: "hello".into(),
+        meta,
+    };
+    Message::new(
+        MessageType::ConnectOk,
+        ser.id(),
+        0,
+        0,
+        ser.encode(&ok).unwrap(),
+    )
+}
+
 /// A scripted daemon: answers each call with its argument, except [`HOLD`] (kept unanswered)
 /// and [`RELEASE`] (answers the held call late, then itself). It checks that no sequence
 /// number is reused while its call is unanswered, and that 0 is never used by a call.
@@ -23,23 +39,11 @@ async fn fake_daemon(stream: DuplexStream) -> usize {
     let connect = reader.read_frame().await.unwrap().unwrap();
     assert_eq!(connect.msg_type, MessageType::Connect);
     assert_eq!(connect.seq, 0, "CONNECT uses sequence number 0");
-    let ok = ConnectOk {
-        handshake: "hello".into(),
-        meta: Metadata {
-            methods: vec!["m".into()],
-            ..Metadata::default()
-        },
+    let meta = Metadata {
+        methods: vec!["m".into()],
+        ..Metadata::default()
     };
-    writer
-        .write_frame(&Message::new(
-            MessageType::ConnectOk,
-            ser.id(),
-            0,
-            0,
-            ser.encode(&ok).unwrap(),
-        ))
-        .await
-        .unwrap();
+    writer.write_frame(&connect_ok(meta)).await.unwrap();
 
     let reply = |seq: u16, value: u32| {
         Message::new(
@@ -151,17 +155,7 @@ async fn a_reply_claiming_4_gib_is_refused_by_the_client_without_allocating() {
         let mut reader = rmi::transport::FrameReader::new(server_rd, 1 << 20);
         let ser = Serializer::Bincode;
         let _connect = reader.read_frame().await.unwrap().unwrap();
-        let ok = ConnectOk {
-            handshake: "hello".into(),
-            meta: Metadata::default(),
-        };
-        let ok = Message::new(
-            MessageType::ConnectOk,
-            ser.id(),
-            0,
-            0,
-            ser.encode(&ok).unwrap(),
-        );
+        let ok = connect_ok(Metadata::default());
         server_wr.write_all(&ok.to_bytes()).await.unwrap();
         let call = reader.read_frame().await.unwrap().unwrap();
         // A reply header declaring a 4 GiB payload, and nothing after it.
@@ -223,17 +217,7 @@ async fn a_daemon_message_that_is_no_reply_closes_the_connection_instead_of_answ
         let (mut reader, mut writer) = rmi::transport::split(server, 1 << 20);
         let ser = Serializer::Bincode;
         let _connect = reader.read_frame().await.unwrap().unwrap();
-        let ok = ConnectOk {
-            handshake: "hello".into(),
-            meta: Metadata::default(),
-        };
-        let ok = Message::new(
-            MessageType::ConnectOk,
-            ser.id(),
-            0,
-            0,
-            ser.encode(&ok).unwrap(),
-        );
+        let ok = connect_ok(Metadata::default());
         writer.write_frame(&ok).await.unwrap();
         let call = reader.read_frame().await.unwrap().unwrap();
         let impostor = Message::new(

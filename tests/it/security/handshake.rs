@@ -58,6 +58,17 @@ pub(super) async fn read_message(s: &mut tokio::net::TcpStream) -> Option<(Vec<u
     Some((raw, msg))
 }
 
+/// A proxy with the shared secret connecting once to a (fake) daemon on `port`; its error.
+async fn connect_with_the_secret(port: u16) -> Error {
+    LabProxy::builder(Uri::tcp("lab", "127.0.0.1", port))
+        .unwrap()
+        .shared_secret(SharedSecret::new("correct horse battery staple"))
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err()
+}
+
 /// Everything the peer sends until it closes (at most 10 s).
 async fn rest_of_stream(s: &mut tokio::net::TcpStream) -> Vec<u8> {
     let mut rest = Vec::new();
@@ -213,13 +224,7 @@ async fn a_fake_daemon_gets_nothing_it_could_test_a_guess_against() {
             // signed message, nothing derived from the secret.
             rest_of_stream(&mut s).await
         });
-        let err = LabProxy::builder(Uri::tcp("lab", "127.0.0.1", port))
-            .unwrap()
-            .shared_secret(SharedSecret::new("correct horse battery staple"))
-            .reconnect_attempts(0)
-            .connect::<LabProxy>()
-            .await
-            .unwrap_err();
+        let err = connect_with_the_secret(port).await;
         assert!(
             matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove the shared secret")),
             "{fake:?}: {err}"
@@ -415,13 +420,7 @@ async fn a_refusal_before_the_proof_is_reported_as_the_daemons_refusal() {
         s.write_all(&fail.to_bytes()).await.unwrap();
         rest_of_stream(&mut s).await
     });
-    let err = LabProxy::builder(Uri::tcp("lab", "127.0.0.1", port))
-        .unwrap()
-        .shared_secret(SharedSecret::new("correct horse battery staple"))
-        .reconnect_attempts(0)
-        .connect::<LabProxy>()
-        .await
-        .unwrap_err();
+    let err = connect_with_the_secret(port).await;
     assert!(
         err.to_string().contains("we do not speak this here"),
         "the daemon's reason is the error: {err}"
