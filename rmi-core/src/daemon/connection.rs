@@ -130,6 +130,36 @@ impl Drop for Turn {
 /// The longest a reply waits for the rest of its batch's replies, so that they share a write.
 const HOLD_LIMIT: Duration = Duration::from_micros(200);
 
+/// Replies the request loop holds so that they share a write with the rest of their batch.
+#[derive(Default)]
+struct Held {
+    /// Something is held (only the loop holds: every other sender writes or wakes the writer).
+    any: bool,
+    /// When the oldest was held, if more requests were at hand then: the clock is read only
+    /// when the reply may have to wait.
+    since: Option<Instant>,
+}
+
+impl Held {
+    /// One more reply held; `more_at_hand` says whether requests are already buffered.
+    fn add(&mut self, more_at_hand: bool) {
+        self.any = true;
+        if more_at_hand && self.since.is_none() {
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// Whether what is held must go out now: nothing more is at hand to join it, or the
+    /// oldest has waited `HOLD_LIMIT`.
+    fn due(&self, more_at_hand: bool) -> bool {
+        self.any
+            && (!more_at_hand
+                || self
+                    .since
+                    .is_some_and(|since| since.elapsed() >= HOLD_LIMIT))
+    }
+}
+
 pub(super) async fn handle_connection(
     daemon: Daemon,
     stream: BoxIo,
@@ -227,9 +257,7 @@ pub(super) async fn handle_connection(
             _ => Poll::Ready(()),
         }
     });
-    // When the oldest reply held for a batch's write was held (read from the clock only while
-    // more requests are at hand).
-    let mut held_since: Option<Instant> = None;
+    let mut held = Held::default();
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
@@ -237,9 +265,9 @@ pub(super) async fn handle_connection(
         // `HOLD_LIMIT` (methods that finish at their first poll can still take long).
         let more_at_hand =
             reader.has_frame() && slots.available_permits() > 0 && !queued.over_budget();
-        if !more_at_hand || held_since.is_some_and(|since| since.elapsed() >= HOLD_LIMIT) {
+        if held.due(more_at_hand) {
             tx.flush();
-            held_since = None;
+            held = Held::default();
         }
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
         // by running calls and by replies not yet written.
@@ -300,7 +328,7 @@ pub(super) async fn handle_connection(
                     slot: Some(slot),
                     credit,
                 });
-                held_since = held_since.or_else(|| reader.has_frame().then(Instant::now));
+                held.add(reader.has_frame());
             }
             MessageType::Invoke => {
                 let Some(ser) = protocol.serializer(req.serializer) else {
@@ -349,8 +377,7 @@ pub(super) async fn handle_connection(
                     Poll::Ready(reply) => {
                         if let Some(msg) = reply {
                             let _ = tx.hold(outgoing(msg, &queued, slot));
-                            held_since =
-                                held_since.or_else(|| reader.has_frame().then(Instant::now));
+                            held.add(reader.has_frame());
                         }
                     }
                     Poll::Pending => {
@@ -374,7 +401,9 @@ pub(super) async fn handle_connection(
         peer_gone.raise();
     }
     // Let running calls of this connection send their replies, then close.
-    tx.flush();
+    if held.any {
+        tx.flush();
+    }
     drop(tx);
     let _ = writer_task.await;
     inner.streams.disconnected(state.id);
