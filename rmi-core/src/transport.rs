@@ -30,6 +30,9 @@ const MIN_READ: usize = 8 * 1024;
 /// After a message larger than this, the read buffer is replaced by a small one, so an idle
 /// connection does not keep the allocation of the largest message it ever received.
 const KEEP_READ_BUFFER: usize = 1024 * 1024;
+/// Messages up to this size are copied out of the read buffer by a reader that
+/// [`hands messages off`](FrameReader::hand_messages_off).
+const COPY_OUT: usize = 4 * 1024;
 
 /// Reads whole messages from the read half of a stream.
 pub struct FrameReader<R> {
@@ -43,6 +46,8 @@ pub struct FrameReader<R> {
     frame_timeout: Option<Duration>,
     /// When the first byte of the message being read arrived.
     partial_since: Option<tokio::time::Instant>,
+    /// Messages outlive the next read (see [`FrameReader::hand_messages_off`]).
+    hand_off: bool,
 }
 
 impl<R> std::fmt::Debug for FrameReader<R> {
@@ -66,7 +71,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             protocol: Some(Protocol::Pyro5),
             frame_timeout: None,
             partial_since: None,
+            hand_off: false,
         }
+    }
+
+    /// Tells the reader that its messages are handed to other tasks and usually outlive the
+    /// next read (a proxy's replies). A small message that empties the buffer is then copied
+    /// out, so the buffer stays the reader's own and the next read reuses it; otherwise every
+    /// read of one lone reply would allocate a fresh buffer, because the last one is still
+    /// shared with the reply.
+    pub fn hand_messages_off(&mut self) {
+        self.hand_off = true;
     }
 
     /// The largest message this reader accepts.
@@ -152,8 +167,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             match self.check() {
                 Ok(header) => {
                     self.protocol = Some(header.protocol);
-                    let msg = Message::parse(&mut self.buf, &header)
-                        .map_err(|e| Error::Protocol(e.to_string()))?;
+                    let len = header.total_len();
+                    let msg = if self.hand_off && len == self.buf.len() && len <= COPY_OUT {
+                        let whole = Bytes::copy_from_slice(&self.buf);
+                        self.buf.clear();
+                        Message::from_frame(whole, &header)
+                    } else {
+                        Message::parse(&mut self.buf, &header)
+                    }
+                    .map_err(|e| Error::Protocol(e.to_string()))?;
                     if header.total_len() > KEEP_READ_BUFFER {
                         self.release_large_buffer();
                     }
@@ -555,4 +577,65 @@ pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxIo, Error
     tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| Error::Timeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::MessageType;
+
+    fn message(seq: u16, len: usize) -> Message {
+        let mut msg = Message::new(MessageType::Result, 0, 0, seq, vec![seq as u8; len]);
+        msg.annotations
+            .push((*b"TEST", Bytes::from_static(b"note")));
+        msg
+    }
+
+    fn intact(msg: &Message, seq: u16, len: usize) -> bool {
+        msg.seq == seq
+            && msg.payload[..] == vec![seq as u8; len][..]
+            && msg.annotation(b"TEST").map(|v| &v[..]) == Some(&b"note"[..])
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_hands_messages_off_reuses_its_buffer_while_they_live() {
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(ours, 1 << 20);
+        reader.hand_messages_off();
+        let mut kept = Vec::new();
+        let mut buffers = std::collections::HashSet::new();
+        for seq in 1..=20 {
+            peer.write_all(&message(seq, 60).to_bytes()).await.unwrap();
+            kept.push(reader.read_frame().await.unwrap().unwrap());
+            buffers.insert(reader.buf.as_ptr() as usize - reader.buf.len());
+        }
+        // Every lone reply was copied out of the one buffer, which stayed the reader's.
+        assert_eq!(buffers.len(), 1);
+        for (seq, msg) in (1..).zip(&kept) {
+            assert!(intact(msg, seq, 60), "message {seq} changed");
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_read_together_or_large_are_whole_when_handed_off() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 20);
+        let mut reader = FrameReader::new(ours, 1 << 20);
+        reader.hand_messages_off();
+        // Three in one read (the first two split off, the last copied), then one larger than
+        // what is copied.
+        let mut batch = Vec::new();
+        for seq in 1..=3 {
+            batch.extend_from_slice(&message(seq, 100).to_bytes());
+        }
+        batch.extend_from_slice(&message(4, COPY_OUT * 2).to_bytes());
+        peer.write_all(&batch).await.unwrap();
+        let mut kept = Vec::new();
+        for _ in 1..=4 {
+            kept.push(reader.read_frame().await.unwrap().unwrap());
+        }
+        for (seq, msg) in (1..).zip(&kept[..3]) {
+            assert!(intact(msg, seq, 100), "message {seq} changed");
+        }
+        assert!(intact(&kept[3], 4, COPY_OUT * 2));
+    }
 }

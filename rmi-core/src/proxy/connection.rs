@@ -265,6 +265,8 @@ impl Connection {
         let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
         // A daemon that speaks the other protocol is recognised by its answer's header.
         reader.accept_either_protocol();
+        // Replies go to their callers, who decode them after the reader has read on.
+        reader.hand_messages_off();
         writer.set_protocol(protocol);
         // Only rmi daemons run the shared-secret handshake: with a secret there is nothing to
         // negotiate, bincode it is.

@@ -413,8 +413,13 @@ impl Message {
 
     /// Splits one message, already [`check`]ed, off the front of `buf`.
     pub fn parse(buf: &mut BytesMut, header: &Header) -> Result<Message, Error> {
+        Self::from_frame(buf.split_to(header.total_len()).freeze(), header)
+    }
+
+    /// The message in `msg`, exactly one whole message whose header is `header`.
+    pub(crate) fn from_frame(mut msg: Bytes, header: &Header) -> Result<Message, Error> {
+        debug_assert_eq!(msg.len(), header.total_len());
         let protocol = header.protocol;
-        let mut msg = buf.split_to(header.total_len()).freeze();
         msg.advance(protocol.header_size());
         let mut ann = msg.split_to(header.ann_len as usize);
         let payload = msg;
