@@ -38,10 +38,10 @@ pub(super) struct Call {
 impl Call {
     /// Runs the call; returns the reply to send (none for oneway calls).
     ///
-    /// The connection allocates this future for every call, so it is kept under 1 KiB, within
-    /// glibc's per-thread cache of small blocks (larger ones cost several times as much to
-    /// allocate and free): the call is borrowed, not moved in, and batches and deadlines,
-    /// which need more state, box theirs.
+    /// The connection allocates this future for every call that has to wait (the others reuse
+    /// one), so it is kept under 1 KiB, within glibc's per-thread cache of small blocks (larger
+    /// ones cost several times as much to allocate and free): the call is borrowed, not moved
+    /// in, and batches and deadlines, which need more state, box theirs.
     pub(super) async fn run(&mut self) -> Option<Message> {
         let oneway = self.req.has_flag(frame::FLAGS_ONEWAY);
         let corr = if self.req.has_flag(frame::FLAGS_CORR_ID) {

@@ -258,6 +258,9 @@ pub(super) async fn handle_connection(
         }
     });
     let mut held = Held::default();
+    // The future of the call being run here: calls that finish at their first poll (most do)
+    // all run in this one allocation, which a call that has to wait takes into its task.
+    let mut inline = Box::pin(None);
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
@@ -350,7 +353,7 @@ pub(super) async fn handle_connection(
                 // Biased towards the call: one that finishes at once never waits for the
                 // abort signal (`select!` polled it first half the time, and drew a random
                 // number each time).
-                let mut run = Box::pin(async move {
+                inline.set(Some(async move {
                     let work = call.run();
                     futures_util::pin_mut!(work);
                     let mut aborted = None;
@@ -362,7 +365,7 @@ pub(super) async fn handle_connection(
                         }
                     })
                     .await
-                });
+                }));
                 // The reply keeps the call's slot until it is written. A call that finishes at
                 // its first poll (most do: no I/O, no waiting) is answered here, without a task
                 // of its own, its reply held for the batch's write; one that has to wait goes
@@ -373,14 +376,20 @@ pub(super) async fn handle_connection(
                     flushed: None,
                     slot: Some(slot),
                 };
-                match futures_util::poll!(run.as_mut()) {
+                match futures_util::poll!(inline.as_mut().as_pin_mut().expect("just set")) {
                     Poll::Ready(reply) => {
+                        inline.set(None);
                         if let Some(msg) = reply {
                             let _ = tx.hold(outgoing(msg, &queued, slot));
                             held.add(reader.has_frame());
                         }
                     }
                     Poll::Pending => {
+                        // The call keeps the allocation it runs in; the next call gets a new one.
+                        let mut run = std::mem::replace(&mut inline, Box::pin(None));
+                        let run = std::future::poll_fn(move |cx| {
+                            run.as_mut().as_pin_mut().expect("running").poll(cx)
+                        });
                         let (tx, queued) = (tx.clone(), queued.clone());
                         inner.tasks.spawn(async move {
                             if let Some(msg) = run.await {
