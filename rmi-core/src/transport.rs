@@ -48,6 +48,9 @@ pub struct FrameReader<R> {
     partial_since: Option<tokio::time::Instant>,
     /// Messages outlive the next read (see [`FrameReader::hand_messages_off`]).
     hand_off: bool,
+    /// The header of the message at the front of the buffer, once parsed: it is looked at
+    /// several times per message (is one at hand? is it whole? how much is missing?).
+    front: std::cell::Cell<Option<frame::Header>>,
 }
 
 impl<R> std::fmt::Debug for FrameReader<R> {
@@ -72,6 +75,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             frame_timeout: None,
             partial_since: None,
             hand_off: false,
+            front: std::cell::Cell::new(None),
         }
     }
 
@@ -107,23 +111,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         !self.buf.is_empty() && !matches!(self.check(), Err(frame::Error::Incomplete))
     }
 
-    /// The header at the front of the buffer, in the reader's protocol (or either).
-    fn check(&self) -> Result<frame::Header, frame::Error> {
-        match self.protocol {
-            Some(protocol) => protocol.check(&self.buf, self.max_message_size),
-            None => frame::check_any(&self.buf, self.max_message_size),
+    /// The header at the front of the buffer, in the reader's protocol (or either), once its
+    /// bytes are in; parsed once per message.
+    fn header(&self) -> Result<frame::Header, frame::Error> {
+        if let Some(header) = self.front.get() {
+            return Ok(header);
         }
+        let protocol = match self.protocol {
+            Some(protocol) => protocol,
+            None => Protocol::detect(&self.buf)?,
+        };
+        let header = protocol.parse_header(&self.buf, self.max_message_size)?;
+        self.front.set(Some(header));
+        Ok(header)
+    }
+
+    /// The header at the front of the buffer, when its whole message is in.
+    fn check(&self) -> Result<frame::Header, frame::Error> {
+        let header = self.header()?;
+        if self.buf.len() < header.total_len() {
+            return Err(frame::Error::Incomplete);
+        }
+        Ok(header)
     }
 
     /// How many more bytes the message at the front needs, when its header is complete.
     fn missing(&self) -> Option<usize> {
-        let protocol = match self.protocol {
-            Some(protocol) => protocol,
-            None => Protocol::detect(&self.buf).ok()?,
-        };
-        let header = protocol
-            .parse_header(&self.buf, self.max_message_size)
-            .ok()?;
+        let header = self.header().ok()?;
         Some(header.total_len() - self.buf.len())
     }
 
@@ -167,6 +181,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             match self.check() {
                 Ok(header) => {
                     self.protocol = Some(header.protocol);
+                    self.front.set(None);
                     let len = header.total_len();
                     let msg = if self.hand_off && len == self.buf.len() && len <= COPY_OUT {
                         let whole = Bytes::copy_from_slice(&self.buf);
@@ -637,5 +652,28 @@ mod tests {
             assert!(intact(msg, seq, 100), "message {seq} changed");
         }
         assert!(intact(&kept[3], 4, COPY_OUT * 2));
+    }
+
+    #[tokio::test]
+    async fn messages_arriving_in_pieces_are_read_whole_and_in_order() {
+        let (mut peer, ours) = tokio::io::duplex(64 * 1024);
+        let mut reader = FrameReader::new(ours, 1 << 20);
+        let (first, second) = (message(1, 300).to_bytes(), message(2, 500).to_bytes());
+        // The first's header and part of its body; then the rest of it with the second's
+        // header; then the rest of the second.
+        let (a, b) = first.split_at(100);
+        let (c, d) = second.split_at(40);
+        peer.write_all(a).await.unwrap();
+        tokio::task::yield_now().await;
+        let got = tokio::time::timeout(Duration::from_millis(50), reader.read_frame()).await;
+        assert!(got.is_err(), "a partial message was returned");
+        assert!(!reader.has_frame());
+        peer.write_all(b).await.unwrap();
+        peer.write_all(c).await.unwrap();
+        assert!(intact(&reader.read_frame().await.unwrap().unwrap(), 1, 300));
+        assert!(!reader.has_frame(), "the second message is not whole yet");
+        peer.write_all(d).await.unwrap();
+        assert!(intact(&reader.read_frame().await.unwrap().unwrap(), 2, 500));
+        assert!(!reader.has_frame());
     }
 }
