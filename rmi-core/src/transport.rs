@@ -3,6 +3,7 @@
 //! The read buffer grows as bytes arrive, never to a header's declared size up front, and a
 //! header is validated against `max_message_size` before any of its body is waited for.
 
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -180,20 +181,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             match self.check() {
                 Ok(header) => {
-                    self.protocol = Some(header.protocol);
-                    self.front.set(None);
-                    let len = header.total_len();
-                    let msg = if self.hand_off && len == self.buf.len() && len <= COPY_OUT {
-                        let whole = Bytes::copy_from_slice(&self.buf);
-                        self.buf.clear();
-                        Message::from_frame(whole, &header)
-                    } else {
-                        Message::parse(&mut self.buf, &header)
-                    }
-                    .map_err(|e| Error::Protocol(e.to_string()))?;
-                    if header.total_len() > KEEP_READ_BUFFER {
-                        self.release_large_buffer();
-                    }
+                    let msg = self.take(header)?;
                     // Bytes of the next message may already be here: its clock starts now.
                     self.partial_since = (self.frame_timeout.is_some() && !self.buf.is_empty())
                         .then(tokio::time::Instant::now);
@@ -202,16 +190,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(frame::Error::Incomplete) => {}
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
-            // The buffer grows only as a message's bytes arrive, but by up to three times what
-            // has arrived (at least `READ_CHUNK`), so a large message is copied by few
-            // reallocations, while a peer that announces a large message and sends little
-            // makes the daemon reserve at most four times what it sent.
             let buffered = self.buf.len();
-            let reserve = match self.missing() {
-                Some(missing) => missing.min(READ_CHUNK.max(buffered.saturating_mul(3))),
-                None => MIN_READ,
-            };
-            self.buf.reserve(reserve.max(MIN_READ));
+            self.reserve();
             let read = self.rd.read_buf(&mut self.buf);
             // The frame clock runs from the message's first byte (a deadline too far to
             // represent is none).
@@ -238,15 +218,81 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // (A message's first bytes, read just now, start its clock at the next pass:
             // `frame_deadline` above sets `partial_since` when it is unset.)
             if n == 0 {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                return Err(Error::ConnectionClosed(format!(
-                    "peer closed the connection in the middle of a message ({} bytes buffered)",
-                    self.buf.len()
-                )));
+                return self.ended();
             }
         }
+    }
+
+    /// Polls for the next message, for a reader with no frame timeout (a proxy's): what
+    /// [`read_frame`](Self::read_frame) does, for a reader shared by several tasks. The waker
+    /// of the last poll that returned `Pending` is the one woken when bytes arrive.
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Message>, Error>> {
+        debug_assert!(
+            self.frame_timeout.is_none(),
+            "poll_frame keeps no frame clock"
+        );
+        loop {
+            match self.check() {
+                Ok(header) => return Poll::Ready(self.take(header).map(Some)),
+                Err(frame::Error::Incomplete) => {}
+                Err(e) => return Poll::Ready(Err(Error::Protocol(e.to_string()))),
+            }
+            self.reserve();
+            let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                std::pin::Pin::new(&mut self.rd),
+                cx,
+                &mut self.buf
+            ))
+            .map_err(|e| Error::io("reading from the connection", e))?;
+            if n == 0 {
+                return Poll::Ready(self.ended());
+            }
+        }
+    }
+
+    /// Takes the whole message `header` describes off the front of the buffer.
+    fn take(&mut self, header: frame::Header) -> Result<Message, Error> {
+        self.protocol = Some(header.protocol);
+        self.front.set(None);
+        let len = header.total_len();
+        let msg = if self.hand_off && len == self.buf.len() && len <= COPY_OUT {
+            let whole = Bytes::copy_from_slice(&self.buf);
+            self.buf.clear();
+            Message::from_frame(whole, &header)
+        } else {
+            Message::parse(&mut self.buf, &header)
+        }
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        if len > KEEP_READ_BUFFER {
+            self.release_large_buffer();
+        }
+        Ok(msg)
+    }
+
+    /// Makes room for the next read.
+    ///
+    /// The buffer grows only as a message's bytes arrive, but by up to three times what has
+    /// arrived (at least `READ_CHUNK`), so a large message is copied by few reallocations,
+    /// while a peer that announces a large message and sends little makes the daemon reserve
+    /// at most four times what it sent.
+    fn reserve(&mut self) {
+        let buffered = self.buf.len();
+        let reserve = match self.missing() {
+            Some(missing) => missing.min(READ_CHUNK.max(buffered.saturating_mul(3))),
+            None => MIN_READ,
+        };
+        self.buf.reserve(reserve.max(MIN_READ));
+    }
+
+    /// The end of the stream: clean between messages, an error within one.
+    fn ended(&self) -> Result<Option<Message>, Error> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        Err(Error::ConnectionClosed(format!(
+            "peer closed the connection in the middle of a message ({} bytes buffered)",
+            self.buf.len()
+        )))
     }
 }
 

@@ -129,3 +129,65 @@ async fn calls_over_the_in_flight_limit_wait_for_a_slot() {
     assert_eq!(other.echo(0, 0, "after".into()).await.unwrap().2, "after");
     daemon.shutdown();
 }
+
+/// Fails the test when `what` does not finish within ten seconds.
+async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), what)
+        .await
+        .expect("a call was held up by one nobody polls")
+}
+
+/// A call alone in flight reads its own reply off the socket. One that is polled once and then
+/// neither polled nor dropped must not hold up the replies of calls made meanwhile.
+#[tokio::test]
+async fn a_lone_call_that_stops_being_polled_holds_up_no_other_call() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: LabProxy = LabProxy::builder(&lab).unwrap().connect().await.unwrap();
+    proxy.echo(0, 0, "open".into()).await.unwrap();
+    let mut left = Box::pin(proxy.sleep(300));
+    assert!(futures_util::poll!(&mut left).is_pending());
+    // A ping, one more call, then three at once, all while `left` waits unpolled.
+    within(proxy.proxy().ping()).await.unwrap();
+    assert_eq!(
+        within(proxy.echo(1, 0, "one".into())).await.unwrap().2,
+        "one"
+    );
+    let replies = within(join_all((0..3).map(|i| proxy.echo(2, i, "three".into())))).await;
+    assert!(replies.into_iter().all(|r| r.unwrap().2 == "three"));
+    // Its own reply waited for it.
+    assert_eq!(within(left).await.unwrap(), 300);
+    assert_eq!(proxy.echo(3, 0, "after".into()).await.unwrap().2, "after");
+    daemon.shutdown();
+}
+
+/// Calls from several tasks, now alone in flight, now together, with pings among them: the
+/// reading passes between the calls and the reader task without a reply lost or misdelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_now_alone_now_together_all_get_their_own_replies() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: LabProxy = LabProxy::builder(&lab).unwrap().connect().await.unwrap();
+    let tasks = (0..4u32).map(|task| {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            for call in 0..150u32 {
+                let text = format!("task {task} call {call}");
+                let reply = proxy.echo(task, call, text.clone()).await.unwrap();
+                assert_eq!(reply, (task, call, text), "a reply reached the wrong call");
+                match (call + task) % 7 {
+                    0 => proxy.proxy().ping().await.unwrap(),
+                    1 => tokio::time::sleep(Duration::from_millis(1)).await,
+                    2 => tokio::task::yield_now().await,
+                    _ => {}
+                }
+            }
+        })
+    });
+    let all = tokio::time::timeout(Duration::from_secs(60), join_all(tasks))
+        .await
+        .expect("calls hung");
+    for t in all {
+        t.unwrap();
+    }
+    assert_eq!(proxy.calls().await.unwrap(), 600);
+    daemon.shutdown();
+}

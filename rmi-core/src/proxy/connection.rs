@@ -1,20 +1,21 @@
 //! One open connection: the CONNECT handshake, the in-flight table keyed by sequence number,
-//! the reader task that hands replies to their calls, and the writer task.
+//! the reading of replies (by the call itself when it is alone in flight, else by the reader
+//! task), and the writer task.
 
 use std::collections::VecDeque;
 
 use foldhash::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::io::AsyncRead;
-use tokio::io::WriteHalf;
+use tokio::io::{AsyncRead, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::ProxyBuilder;
@@ -50,6 +51,39 @@ pub(super) struct ConnShared {
     /// not sent again: those callers are about to, so a request waits for the writer task to
     /// share one write with theirs instead of being written alone.
     burst: AtomicUsize,
+    /// The socket's read half, read by whoever holds the reading ([`role`](Self::role)).
+    side: Mutex<ReadSide>,
+    /// Who reads replies: [`TASK`], [`NOBODY`], or [`caller`]`(seq)`. Changed only with `side`
+    /// locked; read without it.
+    role: AtomicU32,
+    /// The reader task: woken when the reading passes to it, and when the connection closes.
+    reader_task: AtomicWaker,
+}
+
+/// The read side of a connection.
+struct ReadSide {
+    reader: FrameReader<ReadHalf<BoxIo>>,
+    /// Authenticated connections: checks each reply's MAC before it is delivered.
+    verifier: Option<crate::auth::Verifier>,
+    /// Replies delivered from what one read brought in, so far.
+    run: usize,
+}
+
+/// Who reads the connection's replies.
+///
+/// A call alone in flight (the sequential case) reads its own reply: the socket wakes the
+/// caller, not a reader task that would then have to wake it. With more than one call, or a
+/// ping, in flight, the reader task reads and hands each reply to its call, so no caller that
+/// stops being polled can hold up another's reply. When the last call is done and nothing is
+/// in flight, nobody reads (and no task runs); a call that starts looks at what arrived
+/// meanwhile first (see [`ConnShared::look`]), so a connection the daemon closed is found
+/// closed before a call is sent on it.
+const TASK: u32 = 0;
+/// See [`TASK`].
+const NOBODY: u32 = 1;
+/// The role of the call `seq` reading its own reply; see [`TASK`].
+fn caller(seq: u16) -> u32 {
+    0x1_0000 | u32::from(seq)
 }
 
 struct ConnState {
@@ -110,6 +144,8 @@ impl ConnShared {
         self.slots.close();
         drop(slots);
         woken.into_iter().for_each(Waker::wake);
+        // The reader task ends.
+        self.reader_task.wake();
     }
 
     /// True when every in-flight slot is taken and every call holding one was abandoned by
@@ -124,7 +160,9 @@ impl ConnShared {
                 .all(|p| matches!(p.reply, Reply::Abandoned))
     }
 
-    fn deliver(&self, msg: Message) {
+    /// Hands `msg` to its call (or ping), waking the caller unless it is `reading` (the caller
+    /// reading its own reply is already running).
+    fn deliver(&self, msg: Message, reading: Option<u16>) {
         let mut state = self.state.lock();
         if msg.msg_type == MessageType::Ping {
             if let Some(waiter) = state.pings.pop_front() {
@@ -144,7 +182,7 @@ impl ConnShared {
                 let slot = p.slot.take();
                 drop(state);
                 drop(slot);
-                if let Some(waker) = waker {
+                if let Some(waker) = waker.filter(|_| reading != Some(seq)) {
                     waker.wake();
                 }
             }
@@ -156,6 +194,113 @@ impl ConnShared {
             }
             Reply::Arrived(_) => {
                 tracing::warn!(seq, "a second reply for one call; ignored")
+            }
+        }
+    }
+}
+
+impl ConnShared {
+    fn role(&self) -> u32 {
+        self.role.load(Ordering::Acquire)
+    }
+
+    /// True when no other call (or ping) than `seq` is in flight.
+    fn alone(&self, seq: u16) -> bool {
+        let state = self.state.lock();
+        state.pending.len() == 1 && state.pings.is_empty() && state.pending.contains_key(&seq)
+    }
+
+    /// Gives the reading to the reader task (with `side` locked: the caller holds it).
+    fn to_task(&self, _side: &mut ReadSide) {
+        if self.role.swap(TASK, Ordering::AcqRel) != TASK {
+            self.reader_task.wake();
+        }
+    }
+
+    /// Makes sure the reader task reads: something other than a lone call waits for a reply.
+    fn task_reads(&self) {
+        if self.role() != TASK {
+            self.to_task(&mut self.side.lock());
+        }
+    }
+
+    /// The call `seq` is done with the reading, if it had it: nobody reads when nothing else
+    /// is in flight, else the reader task.
+    fn release(&self, seq: u16) {
+        if self.role() != caller(seq) {
+            return;
+        }
+        let mut side = self.side.lock();
+        if self.role() != caller(seq) {
+            return;
+        }
+        let idle = {
+            let state = self.state.lock();
+            state.pending.is_empty() && state.pings.is_empty()
+        };
+        if idle {
+            self.role.store(NOBODY, Ordering::Release);
+        } else {
+            self.to_task(&mut side);
+        }
+    }
+
+    /// With nobody reading (nothing in flight), takes in what arrived meanwhile, without
+    /// waiting: a connection the daemon closed is then marked closed.
+    pub(super) fn look(&self) {
+        if self.role() != NOBODY {
+            return;
+        }
+        let mut side = self.side.lock();
+        if self.role() == NOBODY {
+            // Nobody waits for a wake-up, so a no-op waker loses none.
+            let _ = self.pump(&mut side, &mut Context::from_waker(Waker::noop()), None);
+        }
+    }
+
+    /// Reads replies and hands them to their calls until no more bytes are at hand
+    /// (`Pending`: `cx` is woken when more come), the reply to `reading` (the call that
+    /// reads) is handed over, or the connection has ended (both `Ready`).
+    fn pump(&self, side: &mut ReadSide, cx: &mut Context<'_>, reading: Option<u16>) -> Poll<()> {
+        loop {
+            let read = std::task::ready!(side.reader.poll_frame(cx));
+            // Authenticated connections: a reply that fails its MAC is never decoded.
+            if let (Ok(Some(msg)), Some(verifier)) = (&read, side.verifier.as_mut()) {
+                if let Err(e) = verifier.verify(msg) {
+                    self.close(crate::error::Report(&e).to_string());
+                    return Poll::Ready(());
+                }
+            }
+            match read {
+                Ok(Some(msg))
+                    if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) =>
+                {
+                    let mine = msg.msg_type == MessageType::Result && Some(msg.seq) == reading;
+                    self.deliver(msg, reading);
+                    side.run += 1;
+                    if !side.reader.has_frame() {
+                        self.burst.store(side.run, Ordering::Relaxed);
+                        side.run = 0;
+                    }
+                    if mine {
+                        return Poll::Ready(());
+                    }
+                }
+                Ok(Some(msg)) => {
+                    self.close(format!(
+                        "protocol error: unexpected {:?} message from the daemon",
+                        msg.msg_type
+                    ));
+                    return Poll::Ready(());
+                }
+                Ok(None) => {
+                    self.close("the daemon closed the connection".into());
+                    return Poll::Ready(());
+                }
+                Err(e) => {
+                    self.close(crate::error::Report(&e).to_string());
+                    return Poll::Ready(());
+                }
             }
         }
     }
@@ -173,26 +318,49 @@ impl Future for ReplyWait<'_> {
     type Output = Result<Message, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.shared.state.lock();
-        let arrived = match state.pending.get_mut(&self.seq) {
-            Some(Pending {
-                reply: Reply::Waiting(waker),
-                ..
-            }) => {
-                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *waker = Some(cx.waker().clone());
+        let (shared, seq) = (self.shared, self.seq);
+        loop {
+            let mut state = shared.state.lock();
+            let arrived = match state.pending.get_mut(&seq) {
+                Some(Pending {
+                    reply: Reply::Waiting(waker),
+                    ..
+                }) => {
+                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *waker = Some(cx.waker().clone());
+                    }
+                    None
                 }
+                Some(_) => Some(state.pending.remove(&seq)),
+                None => Some(None),
+            };
+            let alone = state.pending.len() == 1 && state.pings.is_empty();
+            drop(state);
+            if let Some(arrived) = arrived {
+                self.taken = true;
+                shared.release(seq);
+                return Poll::Ready(match arrived.map(|p| p.reply) {
+                    Some(Reply::Arrived(reply)) => reply,
+                    _ => Err(Error::ConnectionClosed("connection closed".into())),
+                });
+            }
+            // The common case with calls in flight: the reader task reads for them all.
+            if !alone && shared.role() == TASK {
                 return Poll::Pending;
             }
-            Some(_) => state.pending.remove(&self.seq),
-            None => None,
-        };
-        drop(state);
-        self.taken = true;
-        Poll::Ready(match arrived.map(|p| p.reply) {
-            Some(Reply::Arrived(reply)) => reply,
-            _ => Err(Error::ConnectionClosed("connection closed".into())),
-        })
+            // Decided again with the read side locked: calls start and end meanwhile.
+            let mut side = shared.side.lock();
+            if shared.alone(seq) {
+                shared.role.store(caller(seq), Ordering::Release);
+            } else {
+                shared.to_task(&mut side);
+                return Poll::Pending;
+            }
+            if shared.pump(&mut side, cx, Some(seq)).is_pending() {
+                return Poll::Pending;
+            }
+            // The reply is in (or the connection ended): take it.
+        }
     }
 }
 
@@ -212,6 +380,8 @@ impl Drop for ReplyWait<'_> {
         };
         drop(state);
         drop(gone);
+        // A late reply is still to come: the reader task takes it in.
+        self.shared.release(self.seq);
     }
 }
 
@@ -389,6 +559,13 @@ impl Connection {
             slots: Arc::new(Semaphore::new(config.max_in_flight)),
             closed: std::sync::atomic::AtomicBool::new(false),
             burst: AtomicUsize::new(0),
+            side: Mutex::new(ReadSide {
+                reader,
+                verifier,
+                run: 0,
+            }),
+            role: AtomicU32::new(TASK),
+            reader_task: AtomicWaker::new(),
         });
         let (max, busy_shared) = (config.max_in_flight, shared.clone());
         // Another call in flight, or callers of replies that came together about to send:
@@ -404,7 +581,7 @@ impl Connection {
                 closer.close(crate::error::Report(&e).to_string());
             }
         });
-        tokio::spawn(read_loop(reader, shared.clone(), verifier));
+        tokio::spawn(reader_task(shared.clone()));
         Ok(Opened::Ready(Connection {
             tx,
             shared,
@@ -558,6 +735,7 @@ impl Connection {
             }
             state.pings.push_back(tx);
         }
+        self.shared.task_reads();
         let ping = Message::new(
             MessageType::Ping,
             frame::PING_SERIALIZER,
@@ -613,48 +791,23 @@ fn free_seq<V>(pending: &HashMap<u16, V>, start: u16) -> u16 {
     }
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut reader: FrameReader<R>,
-    shared: Arc<ConnShared>,
-    mut verifier: Option<crate::auth::Verifier>,
-) {
-    // Replies delivered from what one read brought in, so far.
-    let mut run = 0;
-    loop {
-        let read = reader.read_frame().await;
-        // Authenticated connections: a reply that fails its MAC is never decoded.
-        if let (Ok(Some(msg)), Some(verifier)) = (&read, verifier.as_mut()) {
-            if let Err(e) = verifier.verify(msg) {
-                shared.close(crate::error::Report(&e).to_string());
-                return;
-            }
+/// Reads replies while the reading is the task's (see [`TASK`]); ends with the connection.
+async fn reader_task(shared: Arc<ConnShared>) {
+    std::future::poll_fn(|cx| {
+        shared.reader_task.register(cx.waker());
+        if shared.is_closed() {
+            return Poll::Ready(());
         }
-        match read {
-            Ok(Some(msg)) if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) => {
-                shared.deliver(msg);
-                run += 1;
-                if !reader.has_frame() {
-                    shared.burst.store(run, Ordering::Relaxed);
-                    run = 0;
-                }
-            }
-            Ok(Some(msg)) => {
-                shared.close(format!(
-                    "protocol error: unexpected {:?} message from the daemon",
-                    msg.msg_type
-                ));
-                return;
-            }
-            Ok(None) => {
-                shared.close("the daemon closed the connection".into());
-                return;
-            }
-            Err(e) => {
-                shared.close(crate::error::Report(&e).to_string());
-                return;
-            }
+        if shared.role() != TASK {
+            return Poll::Pending;
         }
-    }
+        let mut side = shared.side.lock();
+        if shared.role() != TASK {
+            return Poll::Pending;
+        }
+        shared.pump(&mut side, cx, None)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -162,7 +162,14 @@ impl Proxy {
 
     pub(super) fn live(&self) -> Option<Arc<Connection>> {
         let guard = self.shared.conn.read();
-        guard.as_ref().filter(|c| !c.shared.is_closed()).cloned()
+        guard
+            .as_ref()
+            .filter(|c| {
+                // With nothing in flight nobody reads: see whether the daemon closed it.
+                c.shared.look();
+                !c.shared.is_closed()
+            })
+            .cloned()
     }
 }
 
