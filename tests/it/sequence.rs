@@ -240,3 +240,52 @@ async fn a_daemon_message_that_is_no_reply_closes_the_connection_instead_of_answ
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_dropped_proxy_lets_go_of_its_connection_entirely() {
+    // After its last call nobody reads the connection (the call read its own reply): dropping
+    // the proxy must still end the reader task and close the socket's read half, not only
+    // the write half. The "daemon" sees the end of the stream, then finds it cannot write.
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let fake = tokio::spawn(async move {
+        let (mut reader, mut writer) = rmi::transport::split(server, 1 << 20);
+        let ser = Serializer::Bincode;
+        let _connect = reader.read_frame().await.unwrap().unwrap();
+        writer
+            .write_frame(&connect_ok(Metadata::default()))
+            .await
+            .unwrap();
+        let call = reader.read_frame().await.unwrap().unwrap();
+        let reply = Message::new(
+            MessageType::Result,
+            ser.id(),
+            0,
+            call.seq,
+            ser.encode(&1u32).unwrap(),
+        );
+        writer.write_frame(&reply).await.unwrap();
+        assert!(
+            reader.read_frame().await.unwrap().is_none(),
+            "no end of stream"
+        );
+        let stray = Message::new(MessageType::Ping, 0, 0, 0, b"ping".to_vec());
+        for _ in 0..100 {
+            match tokio::time::timeout(Duration::from_millis(100), writer.write_frame(&stray)).await
+            {
+                Ok(Err(_)) => return true,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        false
+    });
+    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1))
+        .connect_over(client)
+        .await
+        .unwrap();
+    assert_eq!(proxy.call::<_, u32>("m", &(1u32,)).await.unwrap(), 1);
+    drop(proxy);
+    assert!(
+        fake.await.unwrap(),
+        "the proxy's end of the connection stayed open after the proxy was dropped"
+    );
+}
