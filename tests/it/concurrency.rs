@@ -160,6 +160,29 @@ async fn a_lone_call_that_stops_being_polled_holds_up_no_other_call() {
     daemon.shutdown();
 }
 
+/// With one in-flight slot, a call waiting for it behind a lone call that is polled once and
+/// then left must still get through: the slot comes free when the left call's reply is read,
+/// and the reader task reads it.
+#[tokio::test]
+async fn with_one_slot_a_call_behind_an_unpolled_lone_call_still_gets_through() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .max_in_flight(1)
+        .connect()
+        .await
+        .unwrap();
+    proxy.echo(0, 0, "open".into()).await.unwrap();
+    let mut left = Box::pin(proxy.sleep(200));
+    assert!(futures_util::poll!(&mut left).is_pending());
+    assert_eq!(
+        within(proxy.echo(1, 0, "next".into())).await.unwrap().2,
+        "next"
+    );
+    assert_eq!(within(left).await.unwrap(), 200);
+    daemon.shutdown();
+}
+
 /// Calls from several tasks, now alone in flight, now together, with pings among them: the
 /// reading passes between the calls and the reader task without a reply lost or misdelivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,8 +89,21 @@ fn caller(seq: u16) -> u32 {
 struct ConnState {
     pending: HashMap<u16, Pending>,
     pings: VecDeque<oneshot::Sender<Result<Message, Error>>>,
+    /// Calls waiting for an in-flight slot: a slot comes free only when a reply is read.
+    slot_waiters: usize,
     next_seq: u16,
     closed: Option<String>,
+}
+
+impl ConnState {
+    /// True when the call `seq` is the only thing waiting on the connection: no other call
+    /// (or call waiting for a slot), no ping.
+    fn alone(&self, seq: u16) -> bool {
+        self.pending.len() == 1
+            && self.pings.is_empty()
+            && self.slot_waiters == 0
+            && self.pending.contains_key(&seq)
+    }
 }
 
 /// A call waiting for its reply. The reply is handed over in place (no channel per call):
@@ -204,12 +217,6 @@ impl ConnShared {
         self.role.load(Ordering::Acquire)
     }
 
-    /// True when no other call (or ping) than `seq` is in flight.
-    fn alone(&self, seq: u16) -> bool {
-        let state = self.state.lock();
-        state.pending.len() == 1 && state.pings.is_empty() && state.pending.contains_key(&seq)
-    }
-
     /// Gives the reading to the reader task (with `side` locked: the caller holds it).
     fn to_task(&self, _side: &mut ReadSide) {
         if self.role.swap(TASK, Ordering::AcqRel) != TASK {
@@ -246,7 +253,9 @@ impl ConnShared {
     }
 
     /// With nobody reading (nothing in flight), takes in what arrived meanwhile, without
-    /// waiting: a connection the daemon closed is then marked closed.
+    /// waiting: a connection the daemon closed is then marked closed. (Best effort, as the
+    /// reader task's noticing was: a close the runtime has not yet seen, or a task out of
+    /// tokio's cooperative budget, finds nothing, and the call is sent and fails as sent.)
     pub(super) fn look(&self) {
         if self.role() != NOBODY {
             return;
@@ -306,6 +315,23 @@ impl ConnShared {
     }
 }
 
+/// A call counted among those waiting for an in-flight slot, while it lives.
+struct SlotWaiter<'a>(&'a ConnShared);
+
+impl<'a> SlotWaiter<'a> {
+    fn new(shared: &'a ConnShared) -> Self {
+        shared.state.lock().slot_waiters += 1;
+        shared.task_reads();
+        SlotWaiter(shared)
+    }
+}
+
+impl Drop for SlotWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().slot_waiters -= 1;
+    }
+}
+
 /// A caller's wait for the reply to call `seq`.
 struct ReplyWait<'a> {
     shared: &'a ConnShared,
@@ -334,7 +360,7 @@ impl Future for ReplyWait<'_> {
                 Some(_) => Some(state.pending.remove(&seq)),
                 None => Some(None),
             };
-            let alone = state.pending.len() == 1 && state.pings.is_empty();
+            let alone = state.alone(seq);
             drop(state);
             if let Some(arrived) = arrived {
                 self.taken = true;
@@ -348,11 +374,16 @@ impl Future for ReplyWait<'_> {
             if !alone && shared.role() == TASK {
                 return Poll::Pending;
             }
-            // Decided again with the read side locked: calls start and end meanwhile.
+            // Decided again with the read side locked, and the role taken under the same
+            // state lock that calls, pings and slot waiters register under: one that registers
+            // after this sees the role and hands the reading back to the task.
             let mut side = shared.side.lock();
-            if shared.alone(seq) {
+            let state = shared.state.lock();
+            if state.alone(seq) {
                 shared.role.store(caller(seq), Ordering::Release);
+                drop(state);
             } else {
+                drop(state);
                 shared.to_task(&mut side);
                 return Poll::Pending;
             }
@@ -553,6 +584,7 @@ impl Connection {
             state: Mutex::new(ConnState {
                 pending: HashMap::default(),
                 pings: VecDeque::new(),
+                slot_waiters: 0,
                 next_seq: 1,
                 closed: None,
             }),
@@ -654,6 +686,9 @@ impl Connection {
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {}
         }
+        // A slot comes free when a reply is read: make sure someone reads (a lone call that
+        // holds the reading may not be polled again soon).
+        let _waiting = SlotWaiter::new(&self.shared);
         loop {
             let step = tokio::time::Instant::now().checked_add(abandoned_timeout);
             let until = match (deadline, step) {
