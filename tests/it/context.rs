@@ -6,6 +6,12 @@ use std::time::Duration;
 pub(crate) trait Introspect {
     /// Reports what the method sees of its call.
     async fn whoami(&self) -> Seen;
+    /// The `USER` annotation it was sent; sets a `MARK` reply annotation when `mark`.
+    async fn mark(&self, mark: bool) -> Option<Vec<u8>>;
+    /// Keeps this call's context.
+    async fn keep(&self);
+    /// The `USER` annotation and method of the kept context.
+    async fn kept(&self) -> (Option<Vec<u8>>, String);
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -17,7 +23,10 @@ pub(crate) struct Seen {
     method: String,
 }
 
-struct IntrospectObject;
+#[derive(Default)]
+struct IntrospectObject {
+    kept: std::sync::Mutex<Option<rmi::CallContext>>,
+}
 
 impl Introspect for IntrospectObject {
     async fn whoami(&self) -> Seen {
@@ -31,13 +40,34 @@ impl Introspect for IntrospectObject {
             method: ctx.method().to_string(),
         }
     }
+
+    async fn mark(&self, mark: bool) -> Option<Vec<u8>> {
+        let ctx = rmi::context::current().expect("every call has a context");
+        if mark {
+            ctx.set_response_annotation(*b"MARK", b"set".to_vec());
+        }
+        ctx.annotation(b"USER").map(|v| v.to_vec())
+    }
+
+    async fn keep(&self) {
+        *self.kept.lock().unwrap() = rmi::context::current();
+    }
+
+    async fn kept(&self) -> (Option<Vec<u8>>, String) {
+        let kept = self.kept.lock().unwrap();
+        let ctx = kept.as_ref().expect("kept");
+        (
+            ctx.annotation(b"USER").map(|v| v.to_vec()),
+            ctx.method().to_string(),
+        )
+    }
 }
 
 #[tokio::test]
 async fn a_method_sees_its_caller_and_sets_reply_annotations() {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
     let uri = daemon
-        .register(IntrospectServer::new(IntrospectObject))
+        .register(IntrospectServer::new(IntrospectObject::default()))
         .unwrap();
     tokio::spawn({
         let d = daemon.clone();
@@ -82,4 +112,74 @@ async fn a_method_sees_its_caller_and_sets_reply_annotations() {
 
 fn uuid_like() -> rmi::uuid::Uuid {
     rmi::uuid::Uuid::from_u128(0x1234_5678_9abc_def0_1122_3344_5566_7788)
+}
+
+/// One call's context never shows in the next call's on the same connection (the daemon runs
+/// them in one reused allocation when the method kept no clone), and a context a method kept
+/// stays its own call's.
+#[tokio::test]
+async fn each_call_sees_only_its_own_context() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(IntrospectServer::new(IntrospectObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = IntrospectProxy::connect(&uri).await.unwrap();
+    let marked =
+        |reply: &rmi::Reply<Option<Vec<u8>>>| reply.annotations.iter().any(|(k, _)| k == b"MARK");
+    for _ in 0..3 {
+        let tuned = proxy
+            .proxy()
+            .with_annotation(*b"USER", &b"alice"[..])
+            .with_timeout(Duration::from_secs(20));
+        let first = tuned
+            .call_full::<_, Option<Vec<u8>>>("mark", &(true,))
+            .await
+            .unwrap();
+        assert_eq!(first.value.as_deref(), Some(&b"alice"[..]));
+        assert!(marked(&first));
+        let plain = proxy
+            .proxy()
+            .call_full::<_, Option<Vec<u8>>>("mark", &(false,))
+            .await
+            .unwrap();
+        assert_eq!(
+            plain.value, None,
+            "a request annotation leaked into the next call"
+        );
+        assert!(
+            !marked(&plain),
+            "a reply annotation leaked into the next call"
+        );
+        let seen = proxy.whoami().await.unwrap();
+        assert_eq!(
+            seen.time_left_ms, None,
+            "a deadline leaked into the next call"
+        );
+        assert_eq!(seen.method, "whoami");
+    }
+    proxy
+        .proxy()
+        .with_annotation(*b"USER", &b"alice"[..])
+        .call::<_, ()>("keep", &[(); 0])
+        .await
+        .unwrap();
+    let later = proxy.proxy().with_annotation(*b"USER", &b"bob"[..]);
+    assert_eq!(
+        later
+            .call::<_, Option<Vec<u8>>>("mark", &(false,))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"bob"[..])
+    );
+    let (user, method) = proxy.kept().await.unwrap();
+    assert_eq!(
+        (user.as_deref(), method.as_str()),
+        (Some(&b"alice"[..]), "keep")
+    );
+    daemon.shutdown();
 }

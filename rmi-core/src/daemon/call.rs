@@ -8,7 +8,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use super::connection::{ConnectionState, Turn};
-use super::context::CallContext;
+use super::context::{CallContext, ContextAlloc};
 use super::log::PeerText;
 use super::{reply_to, Daemon};
 use crate::dispatch::Outcome;
@@ -33,6 +33,9 @@ pub(super) struct Call {
     /// This call's place in the connection's arrival order, when its object runs calls one
     /// at a time.
     pub(super) turn: Option<Turn>,
+    /// A finished call's context allocation to run this one's in; this call's, once it is
+    /// done (for the connection's next call).
+    pub(super) context: Option<ContextAlloc>,
 }
 
 impl Call {
@@ -53,10 +56,12 @@ impl Call {
         // A compressed request (FLAGS_COMPRESSED) is inflated here, within max_message_size.
         let max = self.daemon.inner.config.limits.max_message_size;
         let inflated = self.req.decompress(max);
+        let mut context = self.context.take();
         let (result, mut annotations) = match inflated {
-            Ok(()) => self.invoke(corr, oneway, turn).await,
+            Ok(()) => self.invoke(corr, oneway, turn, &mut context).await,
             Err(e) => (Err(malformed(e)), Vec::new()),
         };
+        self.context = context;
         let ser = self.ser;
         let inner = &self.daemon.inner;
         let result = match result {
@@ -141,11 +146,14 @@ impl Call {
         (!oneway).then_some(reply)
     }
 
+    /// Routes and runs the call in a context made in `context` (a finished call's allocation,
+    /// when given), which gets this call's back.
     async fn invoke(
         &self,
         corr: uuid::Uuid,
         oneway: bool,
         turn: Option<Turn>,
+        context: &mut Option<ContextAlloc>,
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
         let inner = &self.daemon.inner;
         let call =
@@ -188,6 +196,7 @@ impl Call {
         // The names decoded from the request move into the context (no copy per call); the
         // call borrows them back from it.
         let ctx = CallContext::new(
+            context.take(),
             self.peer.clone(),
             call.object,
             call.method,
@@ -206,7 +215,9 @@ impl Call {
         } else {
             self.dispatch(object, method, call.args, &ctx, corr).await
         };
-        (result, ctx.take_response_annotations())
+        let (annotations, alloc) = ctx.finish();
+        *context = alloc;
+        (result, annotations)
     }
 
     /// Runs the calls of a `<batch>` in order, stopping at the first error (as Pyro does).

@@ -261,6 +261,8 @@ pub(super) async fn handle_connection(
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
     let mut inline = Box::pin(None);
+    // The context allocation of the last call run here, for the next.
+    let mut spare_context = None;
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
@@ -348,23 +350,27 @@ pub(super) async fn handle_connection(
                     req,
                     peer_gone: peer_gone.clone(),
                     turn: turns.as_ref().map(Turns::take),
+                    context: spare_context.take(),
                 };
                 let abort = inner.abort.clone();
                 // Biased towards the call: one that finishes at once never waits for the
                 // abort signal (`select!` polled it first half the time, and drew a random
                 // number each time).
                 inline.set(Some(async move {
-                    let work = call.run();
-                    futures_util::pin_mut!(work);
-                    let mut aborted = None;
-                    std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
-                        Poll::Ready(reply) => Poll::Ready(reply),
-                        Poll::Pending => {
-                            let aborted = aborted.get_or_insert_with(|| abort.wait());
-                            Pin::new(aborted).poll(cx).map(|()| None)
-                        }
-                    })
-                    .await
+                    let reply = {
+                        let work = call.run();
+                        futures_util::pin_mut!(work);
+                        let mut aborted = None;
+                        std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
+                            Poll::Ready(reply) => Poll::Ready(reply),
+                            Poll::Pending => {
+                                let aborted = aborted.get_or_insert_with(|| abort.wait());
+                                Pin::new(aborted).poll(cx).map(|()| None)
+                            }
+                        })
+                        .await
+                    };
+                    (reply, call.context.take())
                 }));
                 // The reply keeps the call's slot until it is written. A call that finishes at
                 // its first poll (most do: no I/O, no waiting) is answered here, without a task
@@ -377,8 +383,9 @@ pub(super) async fn handle_connection(
                     slot: Some(slot),
                 };
                 match futures_util::poll!(inline.as_mut().as_pin_mut().expect("just set")) {
-                    Poll::Ready(reply) => {
+                    Poll::Ready((reply, context)) => {
                         inline.set(None);
+                        spare_context = context;
                         if let Some(msg) = reply {
                             let _ = tx.hold(outgoing(msg, &queued, slot));
                             held.add(reader.has_frame());
@@ -392,7 +399,7 @@ pub(super) async fn handle_connection(
                         });
                         let (tx, queued) = (tx.clone(), queued.clone());
                         inner.tasks.spawn(async move {
-                            if let Some(msg) = run.await {
+                            if let (Some(msg), _) = run.await {
                                 let _ = tx.send(outgoing(msg, &queued, slot));
                             }
                         });

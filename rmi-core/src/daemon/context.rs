@@ -68,9 +68,14 @@ pub fn current() -> Option<CallContext> {
     CONTEXT.try_with(Clone::clone).ok()
 }
 
+/// The allocation of a finished call's context, kept by its connection for the next call.
+pub(crate) struct ContextAlloc(Arc<Inner>);
+
 impl CallContext {
+    /// A call's context, in `reuse` (a finished call's allocation) when given.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
+        reuse: Option<ContextAlloc>,
         peer: std::sync::Arc<str>,
         object: bytestring::ByteString,
         method: bytestring::ByteString,
@@ -89,21 +94,46 @@ impl CallContext {
             .and_then(|ms| {
                 Instant::now().checked_add(Duration::from_millis(u64::from_be_bytes(ms)))
             });
-        CallContext {
-            inner: Arc::new(Inner {
-                peer,
-                object,
-                method,
-                correlation_id,
-                annotations,
-                deadline,
-                oneway,
-                daemon,
-                connection,
-                peer_certificate,
-                response: Mutex::new(Vec::new()),
-            }),
-        }
+        let inner = Inner {
+            peer,
+            object,
+            method,
+            correlation_id,
+            annotations,
+            deadline,
+            oneway,
+            daemon,
+            connection,
+            peer_certificate,
+            response: Mutex::new(Vec::new()),
+        };
+        let inner = match reuse {
+            Some(ContextAlloc(mut alloc)) => match Arc::get_mut(&mut alloc) {
+                Some(slot) => {
+                    *slot = inner;
+                    alloc
+                }
+                None => Arc::new(inner),
+            },
+            None => Arc::new(inner),
+        };
+        CallContext { inner }
+    }
+
+    /// Ends the call: its response annotations, and its context's allocation for the next
+    /// call when the method kept no clone of the context.
+    pub(crate) fn finish(mut self) -> (Vec<Annotation>, Option<ContextAlloc>) {
+        let Some(inner) = Arc::get_mut(&mut self.inner) else {
+            return (self.take_response_annotations(), None);
+        };
+        let response = std::mem::take(inner.response.get_mut());
+        // What refers to the request's bytes goes now: kept, it would stop the connection's
+        // read buffer from being reused.
+        inner.annotations = Vec::new();
+        inner.object = bytestring::ByteString::new();
+        inner.method = bytestring::ByteString::new();
+        inner.peer_certificate = None;
+        (response, Some(ContextAlloc(self.inner)))
     }
 
     /// The context of the call running in this task, if any.
