@@ -163,7 +163,7 @@ impl Proxy {
         corr: uuid::Uuid,
         flags: u16,
     ) -> Result<Message, Error> {
-        let payload = codec::encode_invoke_kwargs_in(
+        let payload = codec::encode_invoke_payload(
             conn.serializer,
             conn.protocol,
             object.unwrap_or(&conn.object),

@@ -6,8 +6,10 @@
 //! `deserialize_any` (untagged enums, `#[serde(flatten)]`, `skip_serializing_if`) fail at run
 //! time under it; msgpack is the answer for those.
 
+use std::cell::RefCell;
+
 use bincode::Options;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,43 @@ fn codec_error(e: bincode::Error) -> Error {
 
 pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     options().serialize(value).map_err(codec_error)
+}
+
+/// Payloads up to this size are encoded into the thread's arena ([`encode_bytes`]).
+const ARENA_MAX: usize = 4 * 1024;
+/// What the arena takes from the allocator at a time.
+const ARENA_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Small payloads are encoded here and split off: they share a few allocations instead of
+    /// taking one each. A chunk is reused once every payload split off it is dropped (a sent
+    /// request's is dropped when it is written).
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Encodes `value` as message bytes: a small payload in the thread's arena, without an
+/// allocation of its own; a large one (or one encoded while the arena is in use) on its own.
+pub(super) fn encode_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
+    let size = options().serialized_size(value).map_err(codec_error)?;
+    if size > ARENA_MAX as u64 {
+        return encode(value).map(Bytes::from);
+    }
+    let encoded = ARENA.with(|arena| {
+        let mut arena = arena.try_borrow_mut().ok()?;
+        if arena.capacity() - arena.len() < size as usize {
+            arena.reserve(ARENA_CHUNK);
+        }
+        Some(
+            match options().serialize_into((&mut *arena).writer(), value) {
+                Ok(()) => Ok(arena.split().freeze()),
+                Err(e) => {
+                    arena.clear();
+                    Err(codec_error(e))
+                }
+            },
+        )
+    });
+    encoded.unwrap_or_else(|| encode(value).map(Bytes::from))
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
@@ -118,6 +157,53 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for BoundedRoot<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payloads_from_the_arena_are_each_their_own() {
+        // Kept together: each payload keeps its bytes while later ones are encoded.
+        let kept: Vec<(u32, String, Bytes)> = (0..2_000u32)
+            .map(|i| {
+                let text = "x".repeat(i as usize % 300);
+                let bytes = encode_bytes(&(i, text.as_str())).unwrap();
+                (i, text, bytes)
+            })
+            .collect();
+        for (i, text, bytes) in &kept {
+            let back: (u32, String) = decode(bytes, &DecodeLimits::default()).unwrap();
+            assert_eq!((&back.0, &back.1), (i, text));
+        }
+        drop(kept);
+        // Encoded and dropped one at a time, past a chunk's worth: reclaimed chunks hold
+        // nothing of earlier payloads.
+        for i in 0..5_000u32 {
+            let bytes = encode_bytes(&(i, "greeting")).unwrap();
+            let back: (u32, String) = decode(&bytes, &DecodeLimits::default()).unwrap();
+            assert_eq!((back.0, back.1.as_str()), (i, "greeting"));
+        }
+        // A large payload is encoded on its own, whole.
+        let big = vec![7u8; ARENA_MAX * 2];
+        let bytes = encode_bytes(&serde_bytes::Bytes::new(&big)).unwrap();
+        let back: serde_bytes::ByteBuf = decode(&bytes, &DecodeLimits::default()).unwrap();
+        assert_eq!(back.as_slice(), &big[..]);
+    }
+
+    #[test]
+    fn a_payload_that_fails_to_encode_leaves_nothing_in_the_arena() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::{Error as _, SerializeTuple};
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element("written before the failure")?;
+                t.end()?;
+                Err(S::Error::custom("no"))
+            }
+        }
+        assert!(encode_bytes(&Fails).is_err());
+        let bytes = encode_bytes(&("obj", "m")).unwrap();
+        let (o, m, _) = decode_route(&bytes).unwrap();
+        assert_eq!((&*o, &*m), ("obj", "m"));
+    }
 
     #[test]
     fn route_names_are_slices_of_the_payload_in_every_varint_width() {

@@ -320,6 +320,22 @@ pub fn encode_invoke_in<A: Serialize>(
     encode_invoke_kwargs_in(ser, protocol, object, method, args, None::<&NoKwargs>)
 }
 
+/// [`encode_invoke_kwargs_in`] as a message's payload. Small bincode payloads without keyword
+/// arguments are encoded into a per-thread buffer and split off it: no allocation of their own.
+pub(crate) fn encode_invoke_payload<A: Serialize, K: Serialize + ?Sized>(
+    ser: Serializer,
+    protocol: Protocol,
+    object: &str,
+    method: &str,
+    args: &A,
+    kwargs: Option<&K>,
+) -> Result<Bytes, Error> {
+    match (ser, kwargs) {
+        (Serializer::Bincode, None) => bincode::encode_bytes(&(object, method, args)),
+        _ => encode_invoke_kwargs_in(ser, protocol, object, method, args, kwargs).map(Bytes::from),
+    }
+}
+
 /// [`encode_invoke_in`] with keyword arguments: `kwargs`, when given, is anything that
 /// serializes as a map of parameter names to values (a `BTreeMap<&str, V>`, a `HashMap`, or a
 /// struct with named fields, which the Pyro formats write as a dict). Pyro's formats carry them
