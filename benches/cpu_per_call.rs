@@ -18,7 +18,8 @@
 //! `RMI_MODE` picks one part (`seq`, `pipe`, `raw-seq`, `raw-pipe`); without it all four run.
 //! `bulk-bincode` and `bulk-msgpack` (only when named) make `RMI_CALLS` calls with a 10 MB
 //! `Vec<u8>` argument; `connect` and `pyroname` (only when named) open `RMI_CALLS` fresh
-//! connections, directly or through `PYRONAME:`, each with its first call.
+//! connections, directly or through `PYRONAME:`, each with its first call; `seq2` (only when
+//! named) makes the calls from two tasks, each calling in turn, on one shared proxy.
 //! Without valgrind it prints wall time, which is only a sanity check.
 
 use std::time::Instant;
@@ -141,6 +142,19 @@ fn main() {
                 p.welcome_message("Rashmi".into()).await.expect("call");
             }
             report(&mode, calls, t);
+        }
+        // Two tasks each calling in turn on one shared proxy (only when named): the reading
+        // passes between a lone call and the reader task as they overlap.
+        if mode == "seq2" {
+            let t = Instant::now();
+            let each = |proxy: GreeterProxy| async move {
+                for _ in 0..calls / 2 {
+                    let r = proxy.welcome_message("Rashmi".into()).await.expect("call");
+                    assert_eq!(r, "Hi welcome Rashmi");
+                }
+            };
+            tokio::join!(each(proxy.clone()), each(proxy.clone()));
+            report("rmi two sequential callers", calls, t);
         }
         if want("seq") {
             let t = Instant::now();

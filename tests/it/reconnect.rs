@@ -256,3 +256,21 @@ async fn a_dial_whose_handshake_is_cut_off_is_tried_again() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     daemon.shutdown();
 }
+
+/// A lone call reads its own reply; one that is polled once and then left holds that reading.
+/// The proxy must still see its connection close (so the next call redials before sending).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_is_seen_while_a_lone_call_nobody_polls_holds_the_reading() {
+    let (daemon, uri) = crate::support::spawn_child_daemon();
+    let proxy: LabProxy = LabProxy::builder(&uri).unwrap().connect().await.unwrap();
+    assert_eq!(proxy.echo(0, 0, "open".into()).await.unwrap().2, "open");
+    let mut left = Box::pin(proxy.sleep(60_000));
+    assert!(futures_util::poll!(&mut left).is_pending());
+    drop(daemon);
+    eventually("the proxy saw its connection close", || {
+        proxy.proxy().connected_uri().is_none()
+    })
+    .await;
+    let err = left.await.unwrap_err();
+    assert!(err.is_communication(), "{err}");
+}

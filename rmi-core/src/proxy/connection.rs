@@ -252,19 +252,27 @@ impl ConnShared {
         }
     }
 
-    /// With nobody reading (nothing in flight), takes in what arrived meanwhile, without
-    /// waiting: a connection the daemon closed is then marked closed. (Best effort, as the
-    /// reader task's noticing was: a close the runtime has not yet seen, or a task out of
-    /// tokio's cooperative budget, finds nothing, and the call is sent and fails as sent.)
+    /// Unless the reader task reads, takes in what arrived meanwhile, without waiting: a
+    /// connection the daemon closed is then marked closed before a call is sent on it. (Best
+    /// effort, as the reader task's noticing was: a close the runtime has not yet seen, or a
+    /// task out of tokio's cooperative budget, finds nothing, and the call is sent and fails
+    /// as sent.)
+    ///
+    /// A lone call that holds the reading may not be polled again soon: the reading goes to
+    /// the reader task first (a call about to start would hand it over anyway).
     pub(super) fn look(&self) {
-        if self.role() != NOBODY {
+        if self.role() == TASK {
             return;
         }
         let mut side = self.side.lock();
-        if self.role() == NOBODY {
-            // Nobody waits for a wake-up, so a no-op waker loses none.
-            let _ = self.pump(&mut side, &mut Context::from_waker(Waker::noop()), None);
+        match self.role() {
+            TASK => return,
+            NOBODY => {}
+            _ => self.to_task(&mut side),
         }
+        // Nobody waits for a wake-up from this poll: with nobody reading none is due, and a
+        // reader task just handed the reading polls again with its own waker.
+        let _ = self.pump(&mut side, &mut Context::from_waker(Waker::noop()), None);
     }
 
     /// Reads replies and hands them to their calls until no more bytes are at hand
@@ -379,6 +387,16 @@ impl Future for ReplyWait<'_> {
             // after this sees the role and hands the reading back to the task.
             let mut side = shared.side.lock();
             let state = shared.state.lock();
+            // The reply may have been read meanwhile (by the reader task, or `look`).
+            if !matches!(
+                state.pending.get(&seq),
+                Some(Pending {
+                    reply: Reply::Waiting(_),
+                    ..
+                })
+            ) {
+                continue;
+            }
             if state.alone(seq) {
                 shared.role.store(caller(seq), Ordering::Release);
                 drop(state);
