@@ -74,14 +74,14 @@ impl Dispatch for Target {
                     let (b,): (ByteBuf,) = args
                         .decode()
                         .map_err(|e| RemoteError::bad_arguments(method, e))?;
-                    encode(ser, &b).map(Outcome::Value)
+                    encode(ser, &b).map(|v| Outcome::Value(v.into()))
                 }
                 "sleep" => {
                     let (ms,): (u64,) = args
                         .decode()
                         .map_err(|e| RemoteError::bad_arguments(method, e))?;
                     tokio::time::sleep(Duration::from_millis(ms.min(20))).await;
-                    encode(ser, &ms).map(Outcome::Value)
+                    encode(ser, &ms).map(|v| Outcome::Value(v.into()))
                 }
                 "panic" => std::panic::panic_any(PANIC_MESSAGE),
                 "numbers" => {

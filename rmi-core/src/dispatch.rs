@@ -15,8 +15,8 @@ pub type EncodedStream = futures_util::stream::BoxStream<'static, Result<Vec<u8>
 
 /// What a dispatched call produced.
 pub enum Outcome {
-    /// The encoded result.
-    Value(Vec<u8>),
+    /// The encoded result (a `Vec<u8>` converts with `.into()`).
+    Value(bytes::Bytes),
     /// A stream of encoded items, for a method returning `RemoteStream<T>`.
     Stream(EncodedStream),
 }

@@ -42,7 +42,7 @@
 //!     fn dispatch<'a>(&'a self, method: &'a str, args: Args) -> BoxFuture<'a, Result<Outcome, RemoteError>> {
 //!         Box::pin(async move {
 //!             let (text,): (String,) = args.decode().map_err(|e| RemoteError::bad_arguments(method, e))?;
-//!             Ok(Outcome::Value(args.serializer().encode(&text).unwrap()))
+//!             Ok(Outcome::Value(args.serializer().encode(&text).unwrap().into()))
 //!         })
 //!     }
 //! }
@@ -120,7 +120,7 @@ pub mod __private {
         args: &Args,
         value: &T,
     ) -> Result<Outcome, RemoteError> {
-        args.encode(value).map(Outcome::Value).map_err(|e| {
+        args.encode_bytes(value).map(Outcome::Value).map_err(|e| {
             RemoteError::new(
                 RemoteErrorKind::Other,
                 "rmi.SerializeError",

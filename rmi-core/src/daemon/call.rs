@@ -273,13 +273,16 @@ impl Call {
                 break;
             }
         }
-        self.ser.encode(&results).map(Outcome::Value).map_err(|e| {
-            RemoteError::new(
-                RemoteErrorKind::Other,
-                "rmi.SerializeError",
-                format!("could not serialize the batch: {e}"),
-            )
-        })
+        self.ser
+            .encode(&results)
+            .map(|v| Outcome::Value(v.into()))
+            .map_err(|e| {
+                RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.SerializeError",
+                    format!("could not serialize the batch: {e}"),
+                )
+            })
     }
 
     /// Runs the calls of a batch in Pyro's format, in order, stopping at the first error.
@@ -308,7 +311,7 @@ impl Call {
             }
         }
         codec::encode_pyro_batch(self.ser, self.protocol, results)
-            .map(Outcome::Value)
+            .map(|v| Outcome::Value(v.into()))
             .map_err(|e| {
                 RemoteError::new(
                     RemoteErrorKind::Other,
@@ -328,7 +331,7 @@ impl Call {
     ) -> Result<Vec<u8>, RemoteError> {
         let corr = ctx.correlation_id();
         match self.dispatch(object, method, args, ctx, corr).await {
-            Ok(Outcome::Value(v)) => Ok(v),
+            Ok(Outcome::Value(v)) => Ok(Vec::from(v)),
             Ok(Outcome::Stream(_)) => Err(RemoteError::new(
                 RemoteErrorKind::Other,
                 "Pyro5.errors.PyroError",

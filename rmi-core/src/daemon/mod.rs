@@ -175,7 +175,12 @@ impl Inner {
     }
 }
 
-fn reply_to(req: &Message, msg_type: MessageType, flags: u16, payload: Vec<u8>) -> Message {
+fn reply_to(
+    req: &Message,
+    msg_type: MessageType,
+    flags: u16,
+    payload: impl Into<bytes::Bytes>,
+) -> Message {
     let mut msg = Message::new(msg_type, req.serializer, flags, req.seq, payload);
     msg.corr_id = if req.has_flag(frame::FLAGS_CORR_ID) {
         req.corr_id

@@ -111,7 +111,11 @@ impl DaemonObject {
             .map(|c| c.connection())
             .unwrap_or_default();
         let inner = self.api.get_ref().daemon()?;
-        inner.streams.next(&id, reader).await.map(Outcome::Value)
+        inner
+            .streams
+            .next(&id, reader)
+            .await
+            .map(|item| Outcome::Value(item.into()))
     }
 }
 

@@ -195,7 +195,7 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
             if let Some(signer) = signer.as_mut() {
                 signer.sign(&mut out.msg);
             }
-            writer.queue(&out.msg);
+            out.queue_into(writer);
         }
         if writer.write_now() {
             for out in queue.drain(..) {
@@ -268,7 +268,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 written.append(&mut state.unflushed);
                 while let Some(mut out) = state.queue.pop_front() {
                     state.sign(&mut out);
-                    writer.queue(&out.msg);
+                    out.queue_into(&mut writer);
                     written.push(out);
                 }
                 writer
@@ -307,6 +307,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 }
 
 impl Outgoing {
+    /// Queues the message in `writer` (which copies a small one, and keeps its own reference
+    /// to a large payload) and lets go of its bytes: until it is written only its notice,
+    /// slot and credit are needed, and a small payload may share its allocation with many
+    /// others (see `codec::bincode::encode_bytes`), which a stalled peer must not pin.
+    fn queue_into<W: AsyncWrite + Unpin>(&mut self, writer: &mut FrameWriter<W>) {
+        writer.queue(&self.msg);
+        self.msg.payload = bytes::Bytes::new();
+        self.msg.annotations.clear();
+    }
+
     /// The message is on the socket: its notice goes out, its slot and credit are released.
     fn written(self) {
         if let Some(flushed) = self.flushed {
@@ -369,6 +379,22 @@ mod tests {
         assert_eq!(notice.try_recv(), Ok(()));
         let got = peer.read_frame().await.unwrap().unwrap();
         assert_eq!((got.seq, got.payload.len()), (1, 100));
+    }
+
+    #[tokio::test]
+    async fn a_message_waiting_on_a_slow_peer_holds_none_of_its_payload() {
+        // Nobody reads the 256-byte pipe: the message stays unwritten, but its payload (which
+        // may share an allocation with many others) is let go once copied for writing.
+        let (tx, _task, _peer) = over_pipe(256, Arc::default());
+        let payload = Bytes::from(vec![3u8; 10_000]);
+        let (out, mut notice) =
+            noticed(Message::new(MessageType::Result, 0, 0, 1, payload.clone()));
+        tx.send(out).unwrap();
+        assert!(notice.try_recv().is_err(), "not written: nobody reads");
+        assert!(
+            payload.is_unique(),
+            "the waiting message still holds its payload"
+        );
     }
 
     #[tokio::test]

@@ -35,8 +35,10 @@ pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
 
 /// Payloads up to this size are encoded into the thread's arena ([`encode_bytes`]).
 const ARENA_MAX: usize = 4 * 1024;
-/// What the arena takes from the allocator at a time.
-const ARENA_CHUNK: usize = 16 * 1024;
+/// What the arena takes from the allocator at a time. (A payload that lives long keeps its
+/// whole chunk; the outbox drops a message's payload once it has copied it into its write
+/// buffer, so only payloads waiting for a busy writer do.)
+const ARENA_CHUNK: usize = 8 * 1024;
 
 thread_local! {
     /// Small payloads are encoded here and split off: they share a few allocations instead of

@@ -456,6 +456,15 @@ impl Args {
         self.ser.encode_in(self.protocol, value)
     }
 
+    /// [`encode`](Self::encode) as a message's payload: a small bincode result is encoded
+    /// into a per-thread buffer and split off it, with no allocation of its own.
+    pub fn encode_bytes<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, Error> {
+        match self.ser {
+            Serializer::Bincode => bincode::encode_bytes(value),
+            _ => self.encode(value).map(Bytes::from),
+        }
+    }
+
     /// The length the first argument declares when it is a sequence (read from its prefix,
     /// without decoding it), so a caller can refuse an oversized list before building it.
     pub fn leading_seq_len(&self) -> Option<u64> {
