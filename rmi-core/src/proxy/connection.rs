@@ -658,7 +658,7 @@ impl Connection {
         // A timeout too long to represent as an instant is no timeout.
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
-        let slot = self.slot(deadline, abandoned_timeout).await?;
+        let slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         let seq = self.take_seq(Some(Pending {
             reply: Reply::Waiting(None),
             slot: Some(slot),
@@ -689,12 +689,13 @@ impl Connection {
         }
     }
 
-    /// Waits for an in-flight slot, until `deadline` if there is one; a call that never got a
-    /// slot was never sent.
+    /// Waits for an in-flight slot for `msg`, until `deadline` if there is one; a call that
+    /// never got a slot was never sent.
     async fn slot(
         &self,
         deadline: Option<(tokio::time::Instant, Duration)>,
         abandoned_timeout: Duration,
+        msg: &mut Message,
     ) -> Result<OwnedSemaphorePermit, Error> {
         // The common case: a slot is free, with no clock read and no timer.
         match self.shared.slots.clone().try_acquire_owned() {
@@ -703,6 +704,11 @@ impl Connection {
                 return Err(self.closed_error().not_sent())
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => {}
+        }
+        // A small payload may share its allocation with many others (the encoder's arena):
+        // one that waits, perhaps long, gets its own.
+        if msg.payload.len() <= codec::ARENA_MAX {
+            msg.payload = Bytes::copy_from_slice(&msg.payload);
         }
         // A slot comes free when a reply is read: make sure someone reads (a lone call that
         // holds the reading may not be polled again soon).
@@ -764,7 +770,7 @@ impl Connection {
     ) -> Result<(), Error> {
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
-        let _slot = self.slot(deadline, abandoned_timeout).await?;
+        let _slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None)?;
         let (flushed, written) = oneshot::channel();

@@ -34,7 +34,7 @@ pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
 }
 
 /// Payloads up to this size are encoded into the thread's arena ([`encode_bytes`]).
-const ARENA_MAX: usize = 4 * 1024;
+pub(super) const ARENA_MAX: usize = 4 * 1024;
 /// What the arena takes from the allocator at a time. (A payload that lives long keeps its
 /// whole chunk; the outbox drops a message's payload once it has copied it into its write
 /// buffer, so only payloads waiting for a busy writer do.)
@@ -51,12 +51,22 @@ thread_local! {
 /// allocation of its own; a large one (or one encoded while the arena is in use) on its own.
 pub(super) fn encode_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
     let size = options().serialized_size(value).map_err(codec_error)?;
+    // Sized once (bincode's own `serialize` would size the value again).
+    let on_its_own = || {
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        options()
+            .serialize_into(&mut buf, value)
+            .map(|()| Bytes::from(buf))
+            .map_err(codec_error)
+    };
     if size > ARENA_MAX as u64 {
-        return encode(value).map(Bytes::from);
+        return on_its_own();
     }
     let encoded = ARENA.with(|arena| {
         let mut arena = arena.try_borrow_mut().ok()?;
-        if arena.capacity() - arena.len() < size as usize {
+        // Empty but for what a `Serialize` that panicked half-way left.
+        arena.clear();
+        if arena.capacity() < size as usize {
             arena.reserve(ARENA_CHUNK);
         }
         Some(
@@ -69,7 +79,7 @@ pub(super) fn encode_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Er
             },
         )
     });
-    encoded.unwrap_or_else(|| encode(value).map(Bytes::from))
+    encoded.unwrap_or_else(on_its_own)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
@@ -187,6 +197,28 @@ mod tests {
         let bytes = encode_bytes(&serde_bytes::Bytes::new(&big)).unwrap();
         let back: serde_bytes::ByteBuf = decode(&bytes, &DecodeLimits::default()).unwrap();
         assert_eq!(back.as_slice(), &big[..]);
+    }
+
+    #[test]
+    fn a_payload_whose_encoding_panics_leaves_nothing_in_the_arena() {
+        struct Panics(std::cell::Cell<bool>);
+        impl Serialize for Panics {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeTuple;
+                // Sized fine the first time; panics half-way the second.
+                let second = self.0.replace(true);
+                let mut t = s.serialize_tuple(2)?;
+                t.serialize_element("written before the panic")?;
+                assert!(!second, "panicking half-way");
+                t.serialize_element(&1u8)?;
+                t.end()
+            }
+        }
+        let panicked = std::panic::catch_unwind(|| encode_bytes(&Panics(Default::default())));
+        assert!(panicked.is_err());
+        let bytes = encode_bytes(&("obj", "m")).unwrap();
+        let (o, m, _) = decode_route(&bytes).unwrap();
+        assert_eq!((&*o, &*m), ("obj", "m"));
     }
 
     #[test]

@@ -320,6 +320,10 @@ pub fn encode_invoke_in<A: Serialize>(
     encode_invoke_kwargs_in(ser, protocol, object, method, args, None::<&NoKwargs>)
 }
 
+/// Payloads up to this size may share an allocation with others (see
+/// [`encode_invoke_payload`] and [`Args::encode_bytes`]).
+pub(crate) const ARENA_MAX: usize = bincode::ARENA_MAX;
+
 /// [`encode_invoke_kwargs_in`] as a message's payload. Small bincode payloads without keyword
 /// arguments are encoded into a per-thread buffer and split off it: no allocation of their own.
 pub(crate) fn encode_invoke_payload<A: Serialize, K: Serialize + ?Sized>(
