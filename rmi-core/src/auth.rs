@@ -176,8 +176,11 @@ fn message_mac(key: &[u8; 32], direction: Direction, counter: u64, msg: &Message
         mac.update(&(value.len() as u64).to_be_bytes());
         mac.update(value);
     }
-    mac.update(&(msg.payload.len() as u64).to_be_bytes());
+    mac.update(&(msg.payload_len() as u64).to_be_bytes());
     mac.update(&msg.payload);
+    for piece in &msg.payload_tail {
+        mac.update(piece);
+    }
     mac.finalize().into_bytes().into()
 }
 

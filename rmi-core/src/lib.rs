@@ -97,7 +97,7 @@ pub use uuid;
 pub mod __private {
     pub use crate::dispatch::{BoxFuture, Dispatch, Outcome, RemoteStream};
     pub use crate::error::{Error, RemoteError, RemoteErrorKind};
-    pub use crate::protocol::codec::{Args, Metadata};
+    pub use crate::protocol::codec::{Args, ByteArg, Metadata};
     pub use crate::proxy::batch::{Batch, BatchResults, Slot};
     pub use crate::proxy::blocking;
     pub use crate::proxy::stream::ItemStream;

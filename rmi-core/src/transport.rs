@@ -397,10 +397,24 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Queues `msg` without writing it yet. Small messages are coalesced; a large payload is
     /// queued by reference, not copied.
     pub fn queue(&mut self, msg: &Message) {
-        if msg.payload.len() >= LARGE_PAYLOAD {
+        if msg.payload_len() >= LARGE_PAYLOAD {
             self.protocol.encode_head(msg, &mut self.buf);
-            self.chunks.push(self.buf.split().freeze());
-            self.chunks.push(msg.payload.clone());
+            if msg.payload.len() >= LARGE_PAYLOAD {
+                self.chunks.push(self.buf.split().freeze());
+                self.chunks.push(msg.payload.clone());
+            } else {
+                self.buf.extend_from_slice(&msg.payload);
+            }
+            for piece in &msg.payload_tail {
+                if piece.len() >= LARGE_PAYLOAD {
+                    if !self.buf.is_empty() {
+                        self.chunks.push(self.buf.split().freeze());
+                    }
+                    self.chunks.push(piece.clone());
+                } else {
+                    self.buf.extend_from_slice(piece);
+                }
+            }
         } else {
             self.protocol.encode(msg, &mut self.buf);
         }

@@ -73,9 +73,11 @@ fn message() -> impl Strategy<Value = Message> {
         corr_id(),
         vec(annotation(), 0..=4),
         vec(any::<u8>(), 0..4096),
+        // Payload sent from buffers of its own (a large byte argument and what follows it).
+        vec(vec(any::<u8>(), 0..600), 0..3),
     )
         .prop_map(
-            |(msg_type, serializer, flags, seq, corr_id, annotations, payload)| Message {
+            |(msg_type, serializer, flags, seq, corr_id, annotations, payload, tail)| Message {
                 msg_type,
                 serializer,
                 flags,
@@ -83,6 +85,7 @@ fn message() -> impl Strategy<Value = Message> {
                 corr_id,
                 annotations,
                 payload: payload.into(),
+                payload_tail: tail.into_iter().map(Bytes::from).collect(),
             },
         )
 }
@@ -90,6 +93,8 @@ fn message() -> impl Strategy<Value = Message> {
 /// What parsing an encoded `msg` must give: `encode` adds `FLAGS_CORR_ID` for a non-zero id.
 fn as_sent(msg: &Message) -> Message {
     let mut expected = msg.clone();
+    // It arrives in one piece.
+    expected.join_payload();
     if expected.corr_id != [0; 16] {
         expected.flags |= FLAGS_CORR_ID;
     }

@@ -130,3 +130,57 @@ async fn untyped_callers_send_and_read_byte_vectors_as_sequences_of_u8() {
     assert_eq!(seq, bytes);
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn large_byte_arguments_arrive_whole_signed_compressed_and_batched() {
+    // A large `Vec<u8>` argument is sent from the caller's own buffer, after the rest of the
+    // request: the daemon must see the same bytes however the request is framed.
+    let secret = rmi::SharedSecret::new("large bytes");
+    let signed = Daemon::builder().shared_secret(secret.clone());
+    let daemon = signed.bind("127.0.0.1:0").await.unwrap();
+    let signed_uri = daemon.register(BytesServer::new(Reverser)).unwrap();
+    tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.serve().await }
+    });
+    let (plain, plain_uri) = self::daemon().await;
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let sum: u64 = big.iter().map(|&b| u64::from(b)).sum();
+    let mut reversed = big.clone();
+    reversed.reverse();
+    reversed.push(5);
+    for ser in [Serializer::Bincode, Serializer::MsgPack] {
+        for (how, builder) in [
+            ("plain", BytesProxy::builder(&plain_uri).unwrap()),
+            (
+                "compressed",
+                BytesProxy::builder(&plain_uri).unwrap().compression(true),
+            ),
+            (
+                "signed",
+                BytesProxy::builder(&signed_uri)
+                    .unwrap()
+                    .shared_secret(secret.clone()),
+            ),
+        ] {
+            let proxy: BytesProxy = builder.serializer(ser).connect().await.unwrap();
+            // The bytes last, then followed by another argument.
+            assert_eq!(proxy.sum(big.clone()).await.unwrap(), sum, "{ser:?} {how}");
+            assert!(
+                proxy.reverse(big.clone(), 5).await.unwrap() == reversed,
+                "{ser:?} {how}"
+            );
+            // Several at once on one connection, and in a batch.
+            let (a, b) = tokio::join!(proxy.sum(big.clone()), proxy.sum(vec![1; 70_000]));
+            assert_eq!((a.unwrap(), b.unwrap()), (sum, 70_000), "{ser:?} {how}");
+            let mut batch = proxy.batch();
+            let x = batch.sum(big.clone());
+            let y = batch.reverse(vec![1, 2], 3);
+            let results = batch.send().await.unwrap();
+            assert_eq!(results.get(&x).unwrap(), sum, "{ser:?} {how}");
+            assert_eq!(results.get(&y).unwrap(), vec![2, 1, 3], "{ser:?} {how}");
+        }
+    }
+    daemon.shutdown();
+    plain.shutdown();
+}

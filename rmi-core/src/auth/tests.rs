@@ -281,3 +281,21 @@ fn debug_output_names_the_type_and_hides_the_secret() {
     assert!(signer_text.contains("sent: 1"), "{signer_text}");
     let _ = daemon.finish(&proof).unwrap();
 }
+
+#[test]
+fn a_message_signed_with_a_payload_tail_verifies_as_the_joined_message_it_arrives_as() {
+    let ((mut client_out, _), (_, mut daemon_in)) = handshake("s", "s").unwrap();
+    let mut call = Message::new(MessageType::Invoke, 98, 0, 1, &b"head"[..]);
+    call.payload_tail = vec![Bytes::from(vec![1u8; 1000]), Bytes::from_static(b"rest")];
+    client_out.sign(&mut call);
+    let mut arrived = call.clone();
+    arrived.join_payload();
+    daemon_in.verify(&arrived).unwrap();
+    // The tail is covered: a changed byte in it fails.
+    let mut second = Message::new(MessageType::Invoke, 98, 0, 2, &b"head"[..]);
+    second.payload_tail = vec![Bytes::from(vec![1u8; 1000])];
+    client_out.sign(&mut second);
+    second.payload_tail = vec![Bytes::from(vec![2u8; 1000])];
+    second.join_payload();
+    assert!(daemon_in.verify(&second).is_err());
+}

@@ -163,7 +163,7 @@ impl Proxy {
         corr: uuid::Uuid,
         flags: u16,
     ) -> Result<Message, Error> {
-        let payload = codec::encode_invoke_payload(
+        let (payload, tail) = codec::encode_invoke_payload(
             conn.serializer,
             conn.protocol,
             object.unwrap_or(&conn.object),
@@ -173,6 +173,7 @@ impl Proxy {
         )?;
         let ser_id = conn.protocol.serializer_id(conn.serializer);
         let mut msg = Message::new(MessageType::Invoke, ser_id, flags, 0, payload);
+        msg.payload_tail = tail;
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
         // A deadline means "stop waiting for the reply": oneway calls have none to wait for.
@@ -205,7 +206,7 @@ impl Proxy {
         if size > max {
             return Err(Error::Protocol(format!(
                 "request of {size} bytes ({} of payload) exceeds max_message_size ({max} bytes); not sent",
-                msg.payload.len()
+                msg.payload_len()
             ))
             .not_sent());
         }

@@ -314,6 +314,7 @@ impl Outgoing {
     fn queue_into<W: AsyncWrite + Unpin>(&mut self, writer: &mut FrameWriter<W>) {
         writer.queue(&self.msg);
         self.msg.payload = bytes::Bytes::new();
+        self.msg.payload_tail.clear();
         self.msg.annotations.clear();
     }
 

@@ -113,8 +113,9 @@ fn arg_names<'m>(m: &'m Method<'_>) -> Vec<&'m Ident> {
 }
 
 /// The arguments as the runtime takes them: a reference to a tuple, or to an empty array when
-/// there are none. A `Vec<u8>` goes as bytes (`serde_bytes::Bytes`): the same bincode wire as
-/// a sequence of `u8`, written in one copy, and bytes in the Pyro formats even when empty.
+/// there are none. A `Vec<u8>` goes as bytes (`ByteArg`, taking it by value): the same bincode
+/// wire as a sequence of `u8`, bytes in the Pyro formats even when empty, and a large one sent
+/// from its own buffer, not copied.
 fn args_tuple(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     if m.args.is_empty() {
         return quote!(&[(); 0]);
@@ -122,7 +123,7 @@ fn args_tuple(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let items = m.args.iter().map(|arg| {
         let ident = arg.ident;
         if is_byte_vec(arg.ty) {
-            quote!(#p::serde_bytes::Bytes::new(&#ident))
+            quote!(#p::ByteArg::from(#ident))
         } else {
             quote!(#ident)
         }

@@ -52,11 +52,12 @@ thread_local! {
 pub(super) fn encode_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
     let size = options().serialized_size(value).map_err(codec_error)?;
     // Sized once (bincode's own `serialize` would size the value again).
+    // (A large byte argument offered in an `in_place::offering` is left out, for the tail.)
     let on_its_own = || {
-        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        let mut buf = super::in_place::Splitter::new(usize::try_from(size).unwrap_or(0));
         options()
             .serialize_into(&mut buf, value)
-            .map(|()| Bytes::from(buf))
+            .map(|()| Bytes::from(buf.finish()))
             .map_err(codec_error)
     };
     if size > ARENA_MAX as u64 {

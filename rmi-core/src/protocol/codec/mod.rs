@@ -28,6 +28,7 @@ mod bounded;
 mod byteseq;
 mod exception;
 mod handshake;
+mod in_place;
 mod json;
 mod marshal;
 mod msgpack;
@@ -324,8 +325,12 @@ pub fn encode_invoke_in<A: Serialize>(
 /// [`encode_invoke_payload`] and [`Args::encode_bytes`]).
 pub(crate) const ARENA_MAX: usize = bincode::ARENA_MAX;
 
-/// [`encode_invoke_kwargs_in`] as a message's payload. Small bincode payloads without keyword
-/// arguments are encoded into a per-thread buffer and split off it: no allocation of their own.
+pub use in_place::ByteArg;
+
+/// [`encode_invoke_kwargs_in`] as a message's payload and its tail. Small bincode payloads
+/// without keyword arguments are encoded into a per-thread buffer and split off it: no
+/// allocation of their own. A large [`ByteArg`] is left out of the payload (in bincode and
+/// msgpack) and returned as the tail, to be sent from its own buffer.
 pub(crate) fn encode_invoke_payload<A: Serialize, K: Serialize + ?Sized>(
     ser: Serializer,
     protocol: Protocol,
@@ -333,11 +338,11 @@ pub(crate) fn encode_invoke_payload<A: Serialize, K: Serialize + ?Sized>(
     method: &str,
     args: &A,
     kwargs: Option<&K>,
-) -> Result<Bytes, Error> {
-    match (ser, kwargs) {
+) -> Result<(Bytes, Vec<Bytes>), Error> {
+    in_place::offering(|| match (ser, kwargs) {
         (Serializer::Bincode, None) => bincode::encode_bytes(&(object, method, args)),
         _ => encode_invoke_kwargs_in(ser, protocol, object, method, args, kwargs).map(Bytes::from),
-    }
+    })
 }
 
 /// [`encode_invoke_in`] with keyword arguments: `kwargs`, when given, is anything that
@@ -780,6 +785,63 @@ pub fn decode_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_byte_argument_is_left_out_of_the_payload_and_the_wire_is_unchanged() {
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
+        for ser in [
+            Serializer::Bincode,
+            Serializer::MsgPack,
+            Serializer::Serpent,
+            Serializer::Json,
+            Serializer::Marshal,
+        ] {
+            for last in [true, false] {
+                let arg = ByteArg::from(big.clone());
+                let (head, tail) = if last {
+                    encode_invoke_payload(ser, Protocol::Pyro5, "o", "m", &(7u8, arg), None::<&()>)
+                } else {
+                    encode_invoke_payload(ser, Protocol::Pyro5, "o", "m", &(arg, 7u8), None::<&()>)
+                }
+                .unwrap();
+                let plain = serde_bytes::Bytes::new(&big);
+                let want = if last {
+                    encode_invoke_in(ser, Protocol::Pyro5, "o", "m", &(7u8, plain))
+                } else {
+                    encode_invoke_in(ser, Protocol::Pyro5, "o", "m", &(plain, 7u8))
+                }
+                .unwrap();
+                let mut joined = head.to_vec();
+                tail.iter()
+                    .for_each(|piece| joined.extend_from_slice(piece));
+                assert!(
+                    joined == want,
+                    "{ser:?} last={last}: the same bytes as a copy"
+                );
+                match ser {
+                    // msgpack's kwargs dict always follows the arguments.
+                    Serializer::Bincode | Serializer::MsgPack => {
+                        assert_eq!(tail[0].len(), big.len(), "{ser:?}: sent on its own");
+                        let rest = usize::from(!last || ser == Serializer::MsgPack);
+                        assert_eq!(tail.len(), 1 + rest, "{ser:?} last={last}");
+                        assert!(head.len() < 100, "{ser:?}: {} bytes copied", head.len());
+                    }
+                    _ => assert!(tail.is_empty(), "{ser:?} copies it"),
+                }
+            }
+        }
+        // Nothing is left out of the next payload.
+        let (_, tail) = encode_invoke_payload(
+            Serializer::Bincode,
+            Protocol::Pyro5,
+            "o",
+            "m",
+            &(big,),
+            None::<&()>,
+        )
+        .unwrap();
+        assert!(tail.is_empty(), "a plain Vec<u8> is copied");
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     enum Nested {

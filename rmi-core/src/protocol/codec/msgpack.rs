@@ -34,9 +34,10 @@ pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
     }
     let mut len = Counter(0);
     write(value, &mut len)?;
-    let mut out = Vec::with_capacity(len.0);
+    // (A large byte argument offered in an `in_place::offering` is left out, for the tail.)
+    let mut out = super::in_place::Splitter::new(len.0);
     write(value, &mut out)?;
-    Ok(out)
+    Ok(out.finish())
 }
 
 /// A writer that only counts what is written to it.

@@ -169,6 +169,9 @@ impl Protocol {
     pub fn encode(self, msg: &Message, buf: &mut BytesMut) {
         self.encode_head(msg, buf);
         buf.put_slice(&msg.payload);
+        for piece in &msg.payload_tail {
+            buf.put_slice(piece);
+        }
     }
 
     /// Appends the header and annotations of `msg`, everything but the payload, to `buf`.
@@ -376,6 +379,10 @@ pub struct Message {
     pub annotations: Vec<Annotation>,
     /// Payload bytes.
     pub payload: Bytes,
+    /// More payload bytes, sent after `payload` from buffers of their own instead of being
+    /// copied into it (a large `Vec<u8>` argument goes from the caller's own buffer). Empty on
+    /// every message read off the wire; [`size`](Self::size), the header and a MAC count them.
+    pub payload_tail: Vec<Bytes>,
 }
 
 impl Message {
@@ -395,6 +402,7 @@ impl Message {
             corr_id: [0; 16],
             annotations: Vec::new(),
             payload: payload.into(),
+            payload_tail: Vec::new(),
         }
     }
 
@@ -450,6 +458,7 @@ impl Message {
             corr_id: header.corr_id,
             annotations,
             payload,
+            payload_tail: Vec::new(),
         };
         if protocol == Protocol::Pyro4 {
             pyro4::take_correlation_id(&mut msg);
@@ -460,7 +469,25 @@ impl Message {
     /// Bytes of annotations (each with its 8-byte chunk header) plus payload: what a header
     /// declares, and what `max_message_size` limits.
     pub fn size(&self) -> usize {
-        self.annotations_len() + self.payload.len()
+        self.annotations_len() + self.payload_len()
+    }
+
+    /// Bytes of payload: [`payload`](Self::payload) and its [tail](Self::payload_tail).
+    pub fn payload_len(&self) -> usize {
+        self.payload.len() + self.payload_tail.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// Copies the [tail](Self::payload_tail), if any, into `payload`: one contiguous payload.
+    pub fn join_payload(&mut self) {
+        if self.payload_tail.is_empty() {
+            return;
+        }
+        let mut whole = BytesMut::with_capacity(self.payload_len());
+        whole.extend_from_slice(&self.payload);
+        for piece in self.payload_tail.drain(..) {
+            whole.extend_from_slice(&piece);
+        }
+        self.payload = whole.freeze();
     }
 
     /// Bytes of the annotations, with their chunk headers.
@@ -499,9 +526,10 @@ impl Message {
     /// it is larger than [`COMPRESS_ABOVE`] bytes, as Pyro5 does.
     pub fn compress(&mut self) {
         use std::io::Write;
-        if self.payload.len() <= COMPRESS_ABOVE || self.has_flag(FLAGS_COMPRESSED) {
+        if self.payload_len() <= COMPRESS_ABOVE || self.has_flag(FLAGS_COMPRESSED) {
             return;
         }
+        self.join_payload();
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(4));
         if z.write_all(&self.payload).is_ok() {
             if let Ok(compressed) = z.finish() {
@@ -567,6 +595,31 @@ mod tests {
         );
         // Encoding gives back the captured bytes exactly.
         assert_eq!(msg.to_bytes().to_vec(), bytes);
+    }
+
+    #[test]
+    fn a_payload_tail_is_framed_as_if_it_were_part_of_the_payload() {
+        let mut split = Message::new(MessageType::Invoke, 1, 0, 9, &b"head"[..]);
+        split.annotations.push((*b"XYZW", Bytes::from_static(b"v")));
+        split.payload_tail = vec![Bytes::from(vec![7u8; 300]), Bytes::from_static(b"end")];
+        let mut joined = split.clone();
+        joined.join_payload();
+        assert!(joined.payload_tail.is_empty());
+        assert_eq!(joined.payload.len(), 4 + 300 + 3);
+        assert_eq!((split.size(), split.payload_len()), (joined.size(), 307));
+        for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+            let wire = split.to_bytes_in(protocol);
+            assert_eq!(wire, joined.to_bytes_in(protocol), "{protocol:?}");
+            let mut buf = BytesMut::from(&wire[..]);
+            let header = protocol.check(&buf, 1 << 20).unwrap();
+            let back = Message::parse(&mut buf, &header).unwrap();
+            assert_eq!(back.payload, joined.payload, "{protocol:?}");
+        }
+        // Compressing takes the tail in.
+        split.compress();
+        assert!(split.payload_tail.is_empty() && split.has_flag(FLAGS_COMPRESSED));
+        split.decompress(1 << 20).unwrap();
+        assert_eq!(split.payload, joined.payload);
     }
 
     #[test]

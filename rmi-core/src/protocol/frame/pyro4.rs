@@ -170,11 +170,11 @@ pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut) {
     let msg_type = msg.msg_type as u16;
     let flags = flags_out(msg.flags);
     // Replies are held to max_message_size, far below 2 GiB, before they get here.
-    let data_len = u32::try_from(msg.payload.len())
+    let data_len = u32::try_from(msg.payload_len())
         .unwrap_or(u32::MAX)
         .min(i32::MAX as u32);
     let serializer = u16::from(msg.serializer);
-    buf.reserve(HEADER_SIZE + usize::from(ann_len) + msg.payload.len());
+    buf.reserve(HEADER_SIZE + usize::from(ann_len) + msg.payload_len());
     buf.put_slice(b"PYRO");
     buf.put_u16(VERSION);
     buf.put_u16(msg_type);

@@ -73,12 +73,12 @@ pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut) {
     head[7] = msg.serializer;
     head[8..10].copy_from_slice(&flags.to_be_bytes());
     head[10..12].copy_from_slice(&msg.seq.to_be_bytes());
-    head[12..16].copy_from_slice(&(msg.payload.len() as u32).to_be_bytes());
+    head[12..16].copy_from_slice(&(msg.payload_len() as u32).to_be_bytes());
     head[16..20].copy_from_slice(&(ann_len as u32).to_be_bytes());
     head[20..36].copy_from_slice(&msg.corr_id);
     // head[36..38]: reserved, zero.
     head[38..40].copy_from_slice(&MAGIC.to_be_bytes());
-    buf.reserve(HEADER_SIZE + ann_len + msg.payload.len());
+    buf.reserve(HEADER_SIZE + ann_len + msg.payload_len());
     buf.put_slice(&head);
     for (id, value) in &msg.annotations {
         buf.put_slice(id);

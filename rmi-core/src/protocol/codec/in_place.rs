@@ -1,0 +1,232 @@
+//! Large byte arguments sent from their own buffers: a `Vec<u8>` argument the macro hands over
+//! by value ([`ByteArg`]) is encoded as bytes as always, but when it is large the request's
+//! payload stops where its bytes start, and its buffer goes to the socket as it is, after the
+//! payload (as the message's [`payload_tail`](crate::protocol::frame::Message::payload_tail)).
+//!
+//! Nothing about the wire changes: the peer reads the same bytes. Only encoders that write a
+//! byte string with one `write` of the caller's whole slice can leave it out (bincode and
+//! msgpack do); the others copy it as before. An encoder recognises the buffer by its address
+//! and length, so nothing but that very buffer is ever left out.
+
+use std::cell::RefCell;
+use std::io;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// Byte arguments at least this large are sent from their own buffer (below it, a copy into
+/// the payload costs less than a write of its own).
+pub(crate) const IN_PLACE_MIN: usize = 64 * 1024;
+
+/// What an encoding in [`offering`] has seen: the large buffer a [`ByteArg`] offered, then
+/// what the encoder left out.
+#[derive(Default)]
+struct Scope {
+    offered: Option<Bytes>,
+    /// The offered buffer and the bytes written after it.
+    left_out: Option<(Bytes, Vec<u8>)>,
+}
+
+thread_local! {
+    /// `Some` while an encoding that can leave a buffer out runs on this thread.
+    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+/// A `Vec<u8>` argument taken by value: serialized as bytes (Python's `bytes` in the Pyro
+/// formats); a large one is offered to the encoder to send from its own buffer.
+pub struct ByteArg(Repr);
+
+enum Repr {
+    Small(Vec<u8>),
+    Large(Bytes),
+}
+
+impl From<Vec<u8>> for ByteArg {
+    fn from(v: Vec<u8>) -> Self {
+        ByteArg(if v.len() >= IN_PLACE_MIN {
+            Repr::Large(Bytes::from(v))
+        } else {
+            Repr::Small(v)
+        })
+    }
+}
+
+impl std::fmt::Debug for ByteArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ByteArg({} bytes)", self.as_slice().len())
+    }
+}
+
+impl ByteArg {
+    fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Small(v) => v,
+            Repr::Large(b) => b,
+        }
+    }
+}
+
+impl Serialize for ByteArg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Repr::Large(b) = &self.0 {
+            SCOPE.with(|scope| {
+                if let Some(scope) = scope.borrow_mut().as_mut() {
+                    scope.offered = Some(b.clone());
+                }
+            });
+        }
+        s.serialize_bytes(self.as_slice())
+    }
+}
+
+/// Runs `encode` (which returns the payload, or the part before a buffer left out), letting
+/// [`Splitter`]s inside it leave an offered buffer out; returns the payload and its tail.
+pub(crate) fn offering<E>(
+    encode: impl FnOnce() -> Result<Bytes, E>,
+) -> Result<(Bytes, Vec<Bytes>), E> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SCOPE.with(|scope| scope.borrow_mut().take());
+        }
+    }
+    SCOPE.with(|scope| *scope.borrow_mut() = Some(Scope::default()));
+    let _reset = Reset;
+    let head = encode()?;
+    let left_out = SCOPE.with(|scope| scope.borrow_mut().as_mut()?.left_out.take());
+    Ok(match left_out {
+        None => (head, Vec::new()),
+        Some((big, after)) if after.is_empty() => (head, vec![big]),
+        Some((big, after)) => (head, vec![big, Bytes::from(after)]),
+    })
+}
+
+/// The buffer offered so far in this thread's [`offering`], if any.
+fn offered() -> Option<Bytes> {
+    SCOPE.with(|scope| scope.borrow().as_ref()?.offered.clone())
+}
+
+/// A writer for an encoding of `size` bytes: what is written, but for the offered buffer when
+/// it is written whole (in one `write`), which [`finish`](Self::finish) hands to
+/// [`offering`]. Outside `offering`, a plain buffer.
+pub(crate) struct Splitter {
+    head: Vec<u8>,
+    big: Option<Bytes>,
+    /// `Some` once the offered buffer was left out: the bytes written after it.
+    after: Option<Vec<u8>>,
+}
+
+impl Splitter {
+    /// A writer for `size` bytes (the size counted with the offered buffer in it).
+    pub(crate) fn new(size: usize) -> Splitter {
+        let big = offered();
+        let rest = size.saturating_sub(big.as_ref().map_or(0, Bytes::len));
+        Splitter {
+            // Room for everything when nothing was offered; else for all but the buffer (if
+            // the encoder copies it after all, the vector grows once).
+            head: Vec::with_capacity(if big.is_some() { rest } else { size }),
+            big,
+            after: None,
+        }
+    }
+
+    /// What was written before the buffer left out (everything, if none was).
+    pub(crate) fn finish(self) -> Vec<u8> {
+        if let (Some(big), Some(after)) = (self.big, self.after) {
+            SCOPE.with(|scope| {
+                if let Some(scope) = scope.borrow_mut().as_mut() {
+                    scope.left_out = Some((big, after));
+                }
+            });
+        }
+        self.head
+    }
+}
+
+impl io::Write for Splitter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match (&mut self.after, &self.big) {
+            (Some(after), _) => after.extend_from_slice(data),
+            (None, Some(big)) if data.as_ptr() == big.as_ptr() && data.len() == big.len() => {
+                self.after = Some(Vec::new());
+            }
+            (None, _) => self.head.extend_from_slice(data),
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn large() -> Vec<u8> {
+        (0..IN_PLACE_MIN as u32 + 10).map(|i| i as u8).collect()
+    }
+
+    #[test]
+    fn a_buffer_written_whole_is_left_out_and_what_follows_is_kept() {
+        let arg = ByteArg::from(large());
+        let Repr::Large(buffer) = &arg.0 else {
+            panic!("a large argument")
+        };
+        let buffer = buffer.clone();
+        let mut copied = Vec::new();
+        let (head, tail) = offering(|| {
+            // An encoder's two passes: the first (here, a plain copy) offers the buffer; the
+            // second writes around it.
+            arg.serialize(&mut rmp_serde::Serializer::new(&mut copied))
+                .unwrap();
+            copied.push(b'z');
+            let mut w = Splitter::new(copied.len());
+            arg.serialize(&mut rmp_serde::Serializer::new(&mut w))
+                .unwrap();
+            w.write_all(b"z").unwrap();
+            Ok::<_, ()>(Bytes::from(w.finish()))
+        })
+        .unwrap();
+        assert_eq!(tail.len(), 2, "the buffer, then what followed it");
+        assert_eq!(
+            tail[0].as_ptr(),
+            buffer.as_ptr(),
+            "sent from its own buffer"
+        );
+        assert_eq!(&tail[1][..], b"z");
+        let joined: Vec<u8> = [&head[..], &tail[0], &tail[1]].concat();
+        assert_eq!(joined, copied, "the same bytes as a copy");
+        // The scope is over: a buffer offered now is copied.
+        let mut w = Splitter::new(copied.len());
+        arg.serialize(&mut rmp_serde::Serializer::new(&mut w))
+            .unwrap();
+        assert_eq!(w.finish().len(), copied.len() - 1);
+    }
+
+    #[test]
+    fn a_small_argument_is_copied() {
+        let arg = ByteArg::from(vec![1, 2, 3]);
+        let (head, tail) = offering(|| {
+            let mut w = Splitter::new(4);
+            arg.serialize(&mut rmp_serde::Serializer::new(&mut w))
+                .unwrap();
+            Ok::<_, ()>(Bytes::from(w.finish()))
+        })
+        .unwrap();
+        assert!(tail.is_empty());
+        assert_eq!(&head[..], &[0xc4, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn outside_offering_nothing_is_left_out() {
+        let arg = large();
+        let mut w = Splitter::new(arg.len() + 2);
+        w.write_all(b"ab").unwrap();
+        w.write_all(&arg).unwrap();
+        let out = w.finish();
+        assert_eq!(out.len(), arg.len() + 2);
+    }
+}
