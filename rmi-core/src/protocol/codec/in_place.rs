@@ -8,7 +8,7 @@
 //! msgpack do); the others copy it as before. An encoder recognises the buffer by its address
 //! and length, so nothing but that very buffer is ever left out.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 
 use bytes::Bytes;
@@ -27,9 +27,25 @@ struct Scope {
     left_out: Option<(Bytes, Vec<u8>)>,
 }
 
+/// [`STATE`]: no encoding that can leave a buffer out is running.
+const IDLE: u8 = 0;
+/// [`STATE`]: one is running; nothing offered yet.
+const ACTIVE: u8 = 1;
+/// [`STATE`]: one is running, and a large buffer was offered.
+const OFFERED: u8 = 2;
+
 thread_local! {
-    /// `Some` while an encoding that can leave a buffer out runs on this thread.
-    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+    /// Whether an encoding that can leave a buffer out runs on this thread ([`IDLE`],
+    /// [`ACTIVE`], or [`OFFERED`] once a buffer was offered). Every call's encoding sets it:
+    /// kept to a flag, so that calls without a large argument pay next to nothing.
+    static STATE: Cell<u8> = const { Cell::new(IDLE) };
+    /// What the running encoding has seen; touched only by large arguments.
+    static SCOPE: RefCell<Scope> = const {
+        RefCell::new(Scope {
+            offered: None,
+            left_out: None,
+        })
+    };
 }
 
 /// A `Vec<u8>` argument taken by value: serialized as bytes (Python's `bytes` in the Pyro
@@ -69,11 +85,10 @@ impl ByteArg {
 impl Serialize for ByteArg {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if let Repr::Large(b) = &self.0 {
-            SCOPE.with(|scope| {
-                if let Some(scope) = scope.borrow_mut().as_mut() {
-                    scope.offered = Some(b.clone());
-                }
-            });
+            if STATE.get() != IDLE {
+                STATE.set(OFFERED);
+                SCOPE.with_borrow_mut(|scope| scope.offered = Some(b.clone()));
+            }
         }
         s.serialize_bytes(self.as_slice())
     }
@@ -87,13 +102,18 @@ pub(crate) fn offering<E>(
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            SCOPE.with(|scope| scope.borrow_mut().take());
+            if STATE.replace(IDLE) == OFFERED {
+                SCOPE.with_borrow_mut(|scope| *scope = Scope::default());
+            }
         }
     }
-    SCOPE.with(|scope| *scope.borrow_mut() = Some(Scope::default()));
+    STATE.set(ACTIVE);
     let _reset = Reset;
     let head = encode()?;
-    let left_out = SCOPE.with(|scope| scope.borrow_mut().as_mut()?.left_out.take());
+    if STATE.get() != OFFERED {
+        return Ok((head, Vec::new()));
+    }
+    let left_out = SCOPE.with_borrow_mut(|scope| scope.left_out.take());
     Ok(match left_out {
         None => (head, Vec::new()),
         Some((big, after)) if after.is_empty() => (head, vec![big]),
@@ -103,7 +123,10 @@ pub(crate) fn offering<E>(
 
 /// The buffer offered so far in this thread's [`offering`], if any.
 fn offered() -> Option<Bytes> {
-    SCOPE.with(|scope| scope.borrow().as_ref()?.offered.clone())
+    if STATE.get() != OFFERED {
+        return None;
+    }
+    SCOPE.with_borrow(|scope| scope.offered.clone())
 }
 
 /// A writer for an encoding of `size` bytes: what is written, but for the offered buffer when
@@ -133,11 +156,7 @@ impl Splitter {
     /// What was written before the buffer left out (everything, if none was).
     pub(crate) fn finish(self) -> Vec<u8> {
         if let (Some(big), Some(after)) = (self.big, self.after) {
-            SCOPE.with(|scope| {
-                if let Some(scope) = scope.borrow_mut().as_mut() {
-                    scope.left_out = Some((big, after));
-                }
-            });
+            SCOPE.with_borrow_mut(|scope| scope.left_out = Some((big, after)));
         }
         self.head
     }
