@@ -17,6 +17,11 @@ pub type EncodedStream = futures_util::stream::BoxStream<'static, Result<Vec<u8>
 pub enum Outcome {
     /// The encoded result (a `Vec<u8>` converts with `.into()`).
     Value(bytes::Bytes),
+    /// The encoded result in pieces, sent one after the other as one payload without being
+    /// joined: what precedes a large byte buffer, the buffer, and what follows it (a method's
+    /// large `Vec<u8>` result is sent from its own buffer, see
+    /// [`ByteArg`](crate::protocol::codec::ByteArg)).
+    Pieces(bytes::Bytes, Vec<bytes::Bytes>),
     /// A stream of encoded items, for a method returning `RemoteStream<T>`.
     Stream(EncodedStream),
 }
@@ -25,6 +30,11 @@ impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Value(v) => write!(f, "Value({} bytes)", v.len()),
+            Outcome::Pieces(head, tail) => write!(
+                f,
+                "Pieces({} bytes)",
+                head.len() + tail.iter().map(bytes::Bytes::len).sum::<usize>()
+            ),
             Outcome::Stream(_) => f.write_str("Stream"),
         }
     }

@@ -120,13 +120,45 @@ pub mod __private {
         args: &Args,
         value: &T,
     ) -> Result<Outcome, RemoteError> {
-        args.encode_bytes(value).map(Outcome::Value).map_err(|e| {
-            RemoteError::new(
-                RemoteErrorKind::Other,
-                "rmi.SerializeError",
-                format!("could not serialize the result: {e}"),
-            )
-        })
+        args.encode_bytes(value)
+            .map(Outcome::Value)
+            .map_err(unserializable)
+    }
+
+    /// [`encode_result`] for a `Vec<u8>` result: written as bytes, and a large one (under
+    /// bincode or msgpack) sent from its own buffer rather than copied.
+    pub fn encode_bytes_result(args: &Args, value: Vec<u8>) -> Result<Outcome, RemoteError> {
+        let value = ByteArg::from(value);
+        let encode = || args.encode_bytes(&value);
+        // (Pyro4's class renaming rewrites an encoding afterwards: nothing is left out there.)
+        let encoded = match args.protocol() {
+            crate::protocol::frame::Protocol::Pyro5 => crate::protocol::codec::offering(encode),
+            crate::protocol::frame::Protocol::Pyro4 => encode().map(|head| (head, Vec::new())),
+        };
+        match encoded {
+            Ok((head, tail)) if tail.is_empty() => Ok(Outcome::Value(head)),
+            Ok((head, tail)) => Ok(Outcome::Pieces(head, tail)),
+            Err(e) => Err(unserializable(e)),
+        }
+    }
+
+    fn unserializable(e: Error) -> RemoteError {
+        RemoteError::new(
+            RemoteErrorKind::Other,
+            "rmi.SerializeError",
+            format!("could not serialize the result: {e}"),
+        )
+    }
+
+    /// [`encode_raised`] for a `Vec<u8>` result (see [`encode_bytes_result`]).
+    pub fn encode_raised_bytes<E: Into<RemoteError>>(
+        args: &Args,
+        result: Result<Vec<u8>, E>,
+    ) -> Result<Outcome, RemoteError> {
+        match result {
+            Ok(value) => encode_bytes_result(args, value),
+            Err(e) => Err(raised(e)),
+        }
     }
 
     /// Encodes the result of a `#[rmi(raises)]` method: `Ok` as the value, `Err` raised as
@@ -138,19 +170,20 @@ pub mod __private {
     ) -> Result<Outcome, RemoteError> {
         match result {
             Ok(value) => encode_result(args, &value),
-            Err(e) => {
-                let mut e: RemoteError = e.into();
-                if matches!(
-                    e.kind,
-                    RemoteErrorKind::UnknownMethod
-                        | RemoteErrorKind::BadArguments
-                        | RemoteErrorKind::Panic
-                ) {
-                    e.kind = RemoteErrorKind::Other;
-                }
-                Err(e)
-            }
+            Err(e) => Err(raised(e)),
         }
+    }
+
+    /// A method's own error, which cannot pass for one of the daemon's answers.
+    fn raised<E: Into<RemoteError>>(e: E) -> RemoteError {
+        let mut e: RemoteError = e.into();
+        if matches!(
+            e.kind,
+            RemoteErrorKind::UnknownMethod | RemoteErrorKind::BadArguments | RemoteErrorKind::Panic
+        ) {
+            e.kind = RemoteErrorKind::Other;
+        }
+        e
     }
 
     /// Hands a method's stream to the daemon, items encoded in the arguments' serializer.

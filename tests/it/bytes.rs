@@ -132,9 +132,9 @@ async fn untyped_callers_send_and_read_byte_vectors_as_sequences_of_u8() {
 }
 
 #[tokio::test]
-async fn large_byte_arguments_arrive_whole_signed_compressed_and_batched() {
-    // A large `Vec<u8>` argument is sent from the caller's own buffer, after the rest of the
-    // request: the daemon must see the same bytes however the request is framed.
+async fn large_byte_arguments_and_results_arrive_whole_signed_compressed_and_batched() {
+    // A large `Vec<u8>` argument or result is sent from its own buffer, after the rest of the
+    // message: the peer must see the same bytes however the message is framed.
     let secret = rmi::SharedSecret::new("large bytes");
     let signed = Daemon::builder().shared_secret(secret.clone());
     let daemon = signed.bind("127.0.0.1:0").await.unwrap();
@@ -176,9 +176,16 @@ async fn large_byte_arguments_arrive_whole_signed_compressed_and_batched() {
             let mut batch = proxy.batch();
             let x = batch.sum(big.clone());
             let y = batch.reverse(vec![1, 2], 3);
+            let z = batch.reverse(big.clone(), 5);
             let results = batch.send().await.unwrap();
             assert_eq!(results.get(&x).unwrap(), sum, "{ser:?} {how}");
             assert_eq!(results.get(&y).unwrap(), vec![2, 1, 3], "{ser:?} {how}");
+            assert!(results.get(&z).unwrap() == reversed, "{ser:?} {how}");
+            // Large results come back whole too, raised or not.
+            assert!(
+                proxy.fill(9, 1 << 20).await.unwrap() == vec![9; 1 << 20],
+                "{ser:?} {how}"
+            );
         }
     }
     daemon.shutdown();

@@ -77,7 +77,8 @@ impl Call {
                     annotations.push((STREAM_ANNOTATION, bytes::Bytes::from(id.into_bytes())));
                     None
                 }),
-            Ok(Outcome::Value(payload)) => Ok(Some(payload)),
+            Ok(Outcome::Value(payload)) => Ok(Some((payload, Vec::new()))),
+            Ok(Outcome::Pieces(payload, tail)) => Ok(Some((payload, tail))),
             Err(e) => Err(e),
         };
         let batch = self.req.flags & frame::FLAGS_BATCH;
@@ -91,20 +92,30 @@ impl Call {
             .min(self.protocol.max_payload());
         let overhead = reply_overhead(&annotations, inner.config.secret.is_some());
         let result = match result {
-            Ok(Some(payload)) if payload.len().saturating_add(overhead) > max => {
+            Ok(Some((payload, tail)))
+                if tail
+                    .iter()
+                    .fold(payload.len(), |n, piece| n.saturating_add(piece.len()))
+                    .saturating_add(overhead)
+                    > max =>
+            {
+                let len = tail.iter().map(bytes::Bytes::len).sum::<usize>() + payload.len();
                 Err(RemoteError::new(
                     RemoteErrorKind::Other,
                     "rmi.MessageTooLarge",
                     format!(
-                        "the result of {} bytes (with {overhead} bytes of annotations) exceeds max_message_size ({max} bytes)",
-                        payload.len()
+                        "the result of {len} bytes (with {overhead} bytes of annotations) exceeds max_message_size ({max} bytes)"
                     ),
                 ))
             }
             other => other,
         };
         let mut reply = match result {
-            Ok(Some(payload)) => reply_to(&self.req, MessageType::Result, batch, payload),
+            Ok(Some((payload, tail))) => {
+                let mut reply = reply_to(&self.req, MessageType::Result, batch, payload);
+                reply.payload_tail = tail;
+                reply
+            }
             // As Pyro: an exception for clients that do not know streams, flagged and annotated.
             Ok(None) => {
                 let marker = RemoteError::new(
@@ -332,6 +343,11 @@ impl Call {
         let corr = ctx.correlation_id();
         match self.dispatch(object, method, args, ctx, corr).await {
             Ok(Outcome::Value(v)) => Ok(Vec::from(v)),
+            Ok(Outcome::Pieces(head, tail)) => {
+                let mut v = Vec::from(head);
+                tail.iter().for_each(|piece| v.extend_from_slice(piece));
+                Ok(v)
+            }
             Ok(Outcome::Stream(_)) => Err(RemoteError::new(
                 RemoteErrorKind::Other,
                 "Pyro5.errors.PyroError",

@@ -138,13 +138,9 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
     let bytes = is_byte_vec(&m.reply);
     let encode = match &m.kind {
         MethodKind::Stream(_) => quote! { #p::encode_stream(&__args, __result) },
-        _ if m.raises && bytes => {
-            quote! { #p::encode_raised(&__args, __result.map(#p::serde_bytes::ByteBuf::from)) }
-        }
+        _ if m.raises && bytes => quote! { #p::encode_raised_bytes(&__args, __result) },
         _ if m.raises => quote! { #p::encode_raised(&__args, __result) },
-        _ if bytes => {
-            quote! { #p::encode_result(&__args, &#p::serde_bytes::Bytes::new(&__result)) }
-        }
+        _ if bytes => quote! { #p::encode_bytes_result(&__args, __result) },
         _ => quote! { #p::encode_result(&__args, &__result) },
     };
     let param_names: Vec<String> = arg_names.iter().map(|i| i.to_string()).collect();

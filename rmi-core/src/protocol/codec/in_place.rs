@@ -96,19 +96,30 @@ impl Serialize for ByteArg {
 
 /// Runs `encode` (which returns the payload, or the part before a buffer left out), letting
 /// [`Splitter`]s inside it leave an offered buffer out; returns the payload and its tail.
+///
+/// Only for encodings that write the whole payload with the splitting encoders and touch the
+/// bytes they wrote no further (Pyro4's class renaming rewrites msgpack after the fact, and
+/// would miss what follows a buffer left out). An `offering` inside another (none today)
+/// keeps the outer one's state apart and gives it back.
 pub(crate) fn offering<E>(
     encode: impl FnOnce() -> Result<Bytes, E>,
 ) -> Result<(Bytes, Vec<Bytes>), E> {
-    struct Reset;
+    /// Puts back what an enclosing `offering` had, clearing what this one saw.
+    struct Reset {
+        state: u8,
+        scope: Option<Scope>,
+    }
     impl Drop for Reset {
         fn drop(&mut self) {
-            if STATE.replace(IDLE) == OFFERED {
-                SCOPE.with_borrow_mut(|scope| *scope = Scope::default());
+            if STATE.replace(self.state) == OFFERED || self.scope.is_some() {
+                SCOPE.with_borrow_mut(|scope| *scope = self.scope.take().unwrap_or_default());
             }
         }
     }
-    STATE.set(ACTIVE);
-    let _reset = Reset;
+    let state = STATE.replace(ACTIVE);
+    // An enclosing offering's buffer is kept aside (and this one starts with nothing).
+    let scope = (state == OFFERED).then(|| SCOPE.take());
+    let _reset = Reset { state, scope };
     let head = encode()?;
     if STATE.get() != OFFERED {
         return Ok((head, Vec::new()));
@@ -223,6 +234,59 @@ mod tests {
         arg.serialize(&mut rmp_serde::Serializer::new(&mut w))
             .unwrap();
         assert_eq!(w.finish().len(), copied.len() - 1);
+    }
+
+    #[test]
+    fn an_offering_inside_another_leaves_the_outer_ones_buffer_alone() {
+        let outer = ByteArg::from(large());
+        let inner = ByteArg::from(large());
+        let mut copied = Vec::new();
+        outer
+            .serialize(&mut rmp_serde::Serializer::new(&mut copied))
+            .unwrap();
+        let (head, tail) = offering(|| {
+            // Offered (the sizing pass), the writer made, then an inner encoding that offers
+            // its own buffer and leaves it out, before the outer one writes.
+            outer
+                .serialize(&mut rmp_serde::Serializer::new(&mut std::io::sink()))
+                .unwrap();
+            let mut w = Splitter::new(copied.len());
+            let (_, inner_tail) = offering(|| {
+                // (An encoder's sizing pass offers the buffer; then the writer is made.)
+                inner
+                    .serialize(&mut rmp_serde::Serializer::new(&mut std::io::sink()))
+                    .unwrap();
+                let mut w = Splitter::new(copied.len());
+                inner
+                    .serialize(&mut rmp_serde::Serializer::new(&mut w))
+                    .unwrap();
+                Ok::<_, ()>(Bytes::from(w.finish()))
+            })
+            .unwrap();
+            assert_eq!(
+                inner_tail.len(),
+                1,
+                "the inner encoding left its own buffer out"
+            );
+            outer
+                .serialize(&mut rmp_serde::Serializer::new(&mut w))
+                .unwrap();
+            Ok::<_, ()>(Bytes::from(w.finish()))
+        })
+        .unwrap();
+        let Repr::Large(outer_buffer) = &outer.0 else {
+            panic!("a large argument")
+        };
+        assert_eq!(tail.len(), 1);
+        assert_eq!(
+            tail[0].as_ptr(),
+            outer_buffer.as_ptr(),
+            "the outer buffer, not the inner"
+        );
+        assert_eq!([&head[..], &tail[0]].concat(), copied);
+        // Nothing is left behind for the next encoding.
+        assert_eq!(STATE.get(), IDLE);
+        SCOPE.with_borrow(|scope| assert!(scope.offered.is_none() && scope.left_out.is_none()));
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl Protocol {
 
     /// Appends `msg`, encoded in this protocol, to `buf`.
     pub fn encode(self, msg: &Message, buf: &mut BytesMut) {
-        self.encode_head(msg, buf);
+        self.encode_head_with_room(msg, buf, msg.payload_len());
         buf.put_slice(&msg.payload);
         for piece in &msg.payload_tail {
             buf.put_slice(piece);
@@ -176,9 +176,15 @@ impl Protocol {
 
     /// Appends the header and annotations of `msg`, everything but the payload, to `buf`.
     pub fn encode_head(self, msg: &Message, buf: &mut BytesMut) {
+        // No room for the payload: one written on its own must not make `buf` reserve it.
+        self.encode_head_with_room(msg, buf, 0);
+    }
+
+    /// [`encode_head`](Self::encode_head), reserving `room` more bytes in the same growth.
+    fn encode_head_with_room(self, msg: &Message, buf: &mut BytesMut, room: usize) {
         match self {
-            Protocol::Pyro5 => pyro5::encode_head(msg, buf),
-            Protocol::Pyro4 => pyro4::encode_head(msg, buf),
+            Protocol::Pyro5 => pyro5::encode_head(msg, buf, room),
+            Protocol::Pyro4 => pyro4::encode_head(msg, buf, room),
         }
     }
 }

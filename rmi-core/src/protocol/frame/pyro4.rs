@@ -160,7 +160,7 @@ fn chunks(msg: &Message) -> Vec<([u8; 4], Bytes)> {
 }
 
 /// Appends the header and annotations of `msg` to `buf`.
-pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut) {
+pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut, room: usize) {
     let chunks = chunks(msg);
     let ann_len: usize = chunks
         .iter()
@@ -174,7 +174,7 @@ pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut) {
         .unwrap_or(u32::MAX)
         .min(i32::MAX as u32);
     let serializer = u16::from(msg.serializer);
-    buf.reserve(HEADER_SIZE + usize::from(ann_len) + msg.payload_len());
+    buf.reserve(HEADER_SIZE + usize::from(ann_len) + room);
     buf.put_slice(b"PYRO");
     buf.put_u16(VERSION);
     buf.put_u16(msg_type);

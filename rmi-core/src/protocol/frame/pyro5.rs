@@ -58,7 +58,7 @@ pub(super) fn parse_header(buf: &[u8], max_size: usize) -> Result<Header, Error>
 }
 
 /// Appends the header and annotations of `msg` to `buf`.
-pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut) {
+pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut, room: usize) {
     let ann_len = msg.annotations_len();
     let mut flags = msg.flags;
     if msg.corr_id != [0; 16] {
@@ -78,7 +78,7 @@ pub(super) fn encode_head(msg: &Message, buf: &mut BytesMut) {
     head[20..36].copy_from_slice(&msg.corr_id);
     // head[36..38]: reserved, zero.
     head[38..40].copy_from_slice(&MAGIC.to_be_bytes());
-    buf.reserve(HEADER_SIZE + ann_len + msg.payload_len());
+    buf.reserve(HEADER_SIZE + ann_len + room);
     buf.put_slice(&head);
     for (id, value) in &msg.annotations {
         buf.put_slice(id);
