@@ -13,7 +13,8 @@ pub use futures_util::future::BoxFuture;
 /// Items already encoded in the caller's serializer, as the daemon keeps them.
 pub type EncodedStream = futures_util::stream::BoxStream<'static, Result<Vec<u8>, RemoteError>>;
 
-/// What a dispatched call produced.
+/// What a dispatched call produced. (More forms may come: a `match` needs a wildcard arm.)
+#[non_exhaustive]
 pub enum Outcome {
     /// The encoded result (a `Vec<u8>` converts with `.into()`).
     Value(bytes::Bytes),

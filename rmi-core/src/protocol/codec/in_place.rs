@@ -58,8 +58,13 @@ enum Repr {
 }
 
 impl From<Vec<u8>> for ByteArg {
-    fn from(v: Vec<u8>) -> Self {
+    fn from(mut v: Vec<u8>) -> Self {
         ByteArg(if v.len() >= IN_PLACE_MIN {
+            // The buffer lives until the message is written, counted by its length: it must
+            // not hold more than that (a `read_to_end` buffer is often twice its length).
+            // Shrinking gives the rest back, mostly without a copy (the allocator shrinks in
+            // place).
+            v.shrink_to_fit();
             Repr::Large(Bytes::from(v))
         } else {
             Repr::Small(v)
@@ -287,6 +292,17 @@ mod tests {
         // Nothing is left behind for the next encoding.
         assert_eq!(STATE.get(), IDLE);
         SCOPE.with_borrow(|scope| assert!(scope.offered.is_none() && scope.left_out.is_none()));
+    }
+
+    #[test]
+    fn a_large_argument_holds_no_more_than_its_length() {
+        let mut v = Vec::with_capacity(4 * IN_PLACE_MIN);
+        v.extend_from_slice(&large());
+        let ByteArg(Repr::Large(b)) = ByteArg::from(v) else {
+            panic!("a large argument")
+        };
+        let held = b.try_into_mut().expect("the only reference").capacity();
+        assert_eq!(held, IN_PLACE_MIN + 10, "the spare capacity was given back");
     }
 
     #[test]
