@@ -90,7 +90,12 @@ impl Call {
             .limits
             .max_message_size
             .min(self.protocol.max_payload());
-        let overhead = reply_overhead(&annotations, inner.config.secret.is_some());
+        let overhead = reply_overhead(
+            &annotations,
+            inner.config.secret.is_some(),
+            self.protocol,
+            self.req.corr_id != [0; 16],
+        );
         let result = match result {
             Ok(Some((payload, tail)))
                 if tail
@@ -465,17 +470,29 @@ fn too_many_calls(n: u64, max: usize) -> RemoteError {
 
 /// Bytes a reply carries besides its payload: its annotations, plus the MAC annotation the
 /// writer adds on an authenticated connection.
-fn reply_overhead(annotations: &[frame::Annotation], signed: bool) -> usize {
+fn reply_overhead(
+    annotations: &[frame::Annotation],
+    signed: bool,
+    protocol: Protocol,
+    correlated: bool,
+) -> usize {
     let mac = if signed {
         frame::ANNOTATION_HEADER_SIZE + crate::protocol::names::MAC_LEN
     } else {
         0
     };
+    // Pyro4 carries the correlation id as a `CORR` annotation (a 6-byte header, 16 bytes).
+    let corr = if correlated && protocol == Protocol::Pyro4 {
+        protocol.annotation_header_size() + 16
+    } else {
+        0
+    };
     annotations
         .iter()
-        .map(|(_, v)| frame::ANNOTATION_HEADER_SIZE + v.len())
+        .map(|(_, v)| protocol.annotation_header_size() + v.len())
         .sum::<usize>()
         + mac
+        + corr
 }
 
 /// The error for a request that is not a well-formed call.

@@ -189,19 +189,29 @@ impl Proxy {
             ));
         }
         // The limit counts the whole message: annotations (the caller's, the deadline, the MAC
-        // a shared secret adds) and payload. Too large a request fails this call only.
+        // a shared secret adds; under Pyro4 the correlation id too, as a `CORR` annotation,
+        // each with Pyro4's shorter header) and payload. Too large a request fails this call
+        // only.
         let max = self
             .shared
             .config
             .limits
             .max_message_size
-            .min(u32::MAX as usize);
+            .min(conn.protocol.max_payload());
         let mac = if self.shared.config.secret.is_some() {
             frame::ANNOTATION_HEADER_SIZE + MAC_LEN
         } else {
             0
         };
-        let size = msg.size() + mac;
+        let size = match conn.protocol {
+            frame::Protocol::Pyro5 => msg.size() + mac,
+            frame::Protocol::Pyro4 => {
+                let header = conn.protocol.annotation_header_size();
+                let annotations: usize =
+                    msg.annotations.iter().map(|(_, v)| header + v.len()).sum();
+                msg.payload_len() + annotations + header + msg.corr_id.len() + mac
+            }
+        };
         // (Compressed only after this check, so a request that fits uncompressed always fits.)
         if size > max {
             return Err(Error::Protocol(format!(
