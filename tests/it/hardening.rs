@@ -850,13 +850,14 @@ async fn with_a_secret_the_mac_counts_against_the_request_size_and_nothing_more(
     daemon.shutdown();
 }
 
-/// Under Pyro4 a request carries its correlation id as a 22-byte `CORR` annotation: a request
-/// that fits only without it fails before it is sent, and the connection serves on.
-#[tokio::test]
-async fn under_pyro4_a_request_too_large_with_its_correlation_id_is_not_sent() {
-    const MAX: usize = 48 << 10;
+/// The limit of the Pyro4 size tests, on both sides.
+const PYRO4_MAX: usize = 48 << 10;
+
+/// A daemon with the lab object, and a proxy speaking Pyro4 and msgpack to it, both held to
+/// [`PYRO4_MAX`].
+async fn pyro4_lab() -> (rmi::Daemon, Uri, LabProxy) {
     let limits = rmi::DecodeLimits {
-        max_message_size: MAX,
+        max_message_size: PYRO4_MAX,
         ..Default::default()
     };
     let daemon = rmi::Daemon::builder()
@@ -873,13 +874,21 @@ async fn under_pyro4_a_request_too_large_with_its_correlation_id_is_not_sent() {
         let d = daemon.clone();
         async move { d.serve().await }
     });
-    let lab: LabProxy = rmi::Proxy::builder(uri.clone())
+    let lab = rmi::Proxy::builder(uri.clone())
         .protocol(rmi::protocol::frame::Protocol::Pyro4)
         .serializer(Serializer::MsgPack)
         .limits(limits)
         .connect()
         .await
         .unwrap();
+    (daemon, uri, lab)
+}
+
+/// Under Pyro4 a request carries its correlation id as a 22-byte `CORR` annotation: a request
+/// that fits only without it fails before it is sent, and the connection serves on.
+#[tokio::test]
+async fn under_pyro4_a_request_too_large_with_its_correlation_id_is_not_sent() {
+    let (daemon, uri, lab) = pyro4_lab().await;
     let payload_len = |n: usize| {
         rmi::protocol::codec::encode_invoke_in(
             Serializer::MsgPack,
@@ -893,8 +902,8 @@ async fn under_pyro4_a_request_too_large_with_its_correlation_id_is_not_sent() {
     };
     let overhead = payload_len(1024) - 1024;
     // Exactly the limit with the CORR annotation: sent and run.
-    let exact = MAX - (6 + 16) - overhead;
-    assert_eq!(payload_len(exact), MAX - 22);
+    let exact = PYRO4_MAX - (6 + 16) - overhead;
+    assert_eq!(payload_len(exact), PYRO4_MAX - 22);
     assert_eq!(lab.blob_len(Blob(vec![0; exact])).await.unwrap(), exact);
     let err = lab.blob_len(Blob(vec![0; exact + 1])).await.unwrap_err();
     assert!(
@@ -909,39 +918,14 @@ async fn under_pyro4_a_request_too_large_with_its_correlation_id_is_not_sent() {
 /// that fits only without it is that call's error, not a frame the proxy must refuse.
 #[tokio::test]
 async fn under_pyro4_the_limit_counts_the_correlation_id_the_reply_carries() {
-    const MAX: usize = 48 << 10;
-    let limits = rmi::DecodeLimits {
-        max_message_size: MAX,
-        ..Default::default()
-    };
-    let daemon = rmi::Daemon::builder()
-        .limits(limits)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(crate::support::LabServer::new(
-            crate::support::LabObject::default(),
-        ))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let lab: LabProxy = rmi::Proxy::builder(uri)
-        .protocol(rmi::protocol::frame::Protocol::Pyro4)
-        .serializer(Serializer::MsgPack)
-        .limits(limits)
-        .connect()
-        .await
-        .unwrap();
+    let (daemon, _, lab) = pyro4_lab().await;
     // msgpack's bin header, the same size for 1 KiB and 48 KiB.
     let overhead = Serializer::MsgPack
         .encode(&Blob(vec![0; 1024]))
         .unwrap()
         .len()
         - 1024;
-    let exact = MAX - (6 + 16) - overhead;
+    let exact = PYRO4_MAX - (6 + 16) - overhead;
     assert_eq!(lab.make_blob(exact).await.unwrap().0.len(), exact);
     let err = lab.make_blob(exact + 1).await.unwrap_err();
     // (In a Pyro format rmi's own error classes travel as Python's RuntimeError.)
