@@ -63,8 +63,8 @@ impl Introspect for IntrospectObject {
     }
 }
 
-#[tokio::test]
-async fn a_method_sees_its_caller_and_sets_reply_annotations() {
+/// A daemon serving an [`IntrospectObject`], and a proxy connected to it.
+async fn introspect() -> (rmi::Daemon, IntrospectProxy) {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
     let uri = daemon
         .register(IntrospectServer::new(IntrospectObject::default()))
@@ -74,6 +74,12 @@ async fn a_method_sees_its_caller_and_sets_reply_annotations() {
         async move { d.serve().await }
     });
     let proxy = IntrospectProxy::connect(&uri).await.unwrap();
+    (daemon, proxy)
+}
+
+#[tokio::test]
+async fn a_method_sees_its_caller_and_sets_reply_annotations() {
+    let (daemon, proxy) = introspect().await;
 
     // Without options: a fresh correlation id, no annotations, no deadline.
     let seen = proxy.whoami().await.unwrap();
@@ -119,15 +125,7 @@ fn uuid_like() -> rmi::uuid::Uuid {
 /// stays its own call's.
 #[tokio::test]
 async fn each_call_sees_only_its_own_context() {
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon
-        .register(IntrospectServer::new(IntrospectObject::default()))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let proxy = IntrospectProxy::connect(&uri).await.unwrap();
+    let (daemon, proxy) = introspect().await;
     let marked =
         |reply: &rmi::Reply<Option<Vec<u8>>>| reply.annotations.iter().any(|(k, _)| k == b"MARK");
     for _ in 0..3 {
