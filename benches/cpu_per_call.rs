@@ -133,12 +133,13 @@ fn main() {
             };
             let t = Instant::now();
             for _ in 0..calls {
-                let p: GreeterProxy = GreeterProxy::builder(target.clone())
-                    .expect("builder")
-                    .serializer(rmi::Serializer::Bincode)
-                    .connect()
-                    .await
-                    .expect("connect");
+                // Lazy, as Pyro's proxies are: the call goes out with the CONNECT.
+                let p = GreeterProxy::from_proxy(
+                    GreeterProxy::builder(target.clone())
+                        .expect("builder")
+                        .serializer(rmi::Serializer::Bincode)
+                        .build(),
+                );
                 p.welcome_message("Rashmi".into()).await.expect("call");
             }
             report(&mode, calls, t);

@@ -11,6 +11,7 @@ mod context;
 mod daemon;
 mod errors;
 mod faults;
+mod first_call;
 mod hardening;
 mod hostile;
 mod instances;

@@ -214,6 +214,19 @@ impl Client {
         }
     }
 
+    /// Like [`connect`](Self::connect), but an rmi proxy is lazy (dials on its first call, as
+    /// Pyro's do): what a program that just calls pays for its first call.
+    async fn first_use(s: Series, a: &Addrs) -> Client {
+        match s {
+            Series::Rmi => Client::Rmi(rmi_fw::lazy(&a.rmi.uri.to_string(), Serializer::Bincode)),
+            Series::RmiMsgpack => {
+                Client::Rmi(rmi_fw::lazy(&a.rmi.uri.to_string(), Serializer::MsgPack))
+            }
+            Series::RmiPyroname => Client::Rmi(rmi_fw::lazy(&a.rmi.pyroname, Serializer::Bincode)),
+            _ => Client::connect(s, a).await,
+        }
+    }
+
     /// `greet("Rashmi")`.
     async fn greet(&mut self) {
         let len = match self {
@@ -415,7 +428,7 @@ async fn connect_first_call(s: Series, a: &Addrs, cfg: &Config) -> f64 {
             pp.call().await;
             t.elapsed()
         } else {
-            let mut c = Client::connect(s, a).await;
+            let mut c = Client::first_use(s, a).await;
             c.greet().await;
             let e = t.elapsed();
             drop(c);

@@ -298,7 +298,7 @@ impl Results {
         std::fs::write(dir.join("results.csv"), all)?;
         let mut sum =
             String::from("figure,unit,higher_is_better,series,median,min,max,rmi_over_series\n");
-        for ((f, s), _) in &self.samples {
+        for (f, s) in self.samples.keys() {
             let st = self.stat(*f, *s).expect("samples");
             let rmi = self.stat(*f, Series::Rmi).map_or(f64::NAN, |r| r.median);
             let _ = writeln!(

@@ -77,6 +77,17 @@ pub async fn connect(uri: &rmi::Uri, ser: Serializer) -> BenchProxy {
         .expect("rmi connect")
 }
 
+/// A proxy that dials on its first call (Pyro's default; no I/O here): with the serializer
+/// set, that call goes out right behind the CONNECT.
+pub fn lazy(uri: &str, ser: Serializer) -> BenchProxy {
+    BenchProxy::from_proxy(
+        BenchProxy::builder(uri.to_owned())
+            .expect("rmi builder")
+            .serializer(ser)
+            .build(),
+    )
+}
+
 /// Resolves `PYRONAME:` through the name server, then connects (bincode).
 pub async fn connect_by_name(pyroname: &str) -> BenchProxy {
     BenchProxy::builder(pyroname.to_owned())

@@ -157,6 +157,10 @@ impl ProxyBuilder {
     /// daemon names bincode in its CONNECTOK and the calls use it; a Python daemon ignores the
     /// offer and the calls stay on serpent. Set msgpack here for a Python daemon configured
     /// for it, or bincode for a daemon that must not be asked.
+    ///
+    /// Set, it also saves a round trip whenever a call opens the connection: that call is
+    /// encoded before the handshake and sent right behind the CONNECT (not with a shared
+    /// secret or [`validate_handshake`](Self::validate_handshake), which must succeed first).
     pub fn serializer(mut self, serializer: Serializer) -> Self {
         self.serializer = Some(serializer);
         self
@@ -241,7 +245,18 @@ impl ProxyBuilder {
         self
     }
 
-    /// Builds the proxy without any I/O; it dials on its first call.
+    /// The serializer a call that opens a connection is encoded in ahead of the handshake, to
+    /// go out right behind the CONNECT: the configured one (a negotiated one is known only from
+    /// the answer), unless a shared secret is set (the daemon proves itself before anything
+    /// else is sent) or the daemon's answer is checked (it must pass first).
+    pub(super) fn early_serializer(&self) -> Option<Serializer> {
+        self.serializer
+            .filter(|_| self.secret.is_none() && self.validate_answer.is_none())
+    }
+
+    /// Builds the proxy without any I/O; it dials on its first call (and, with
+    /// [`serializer`](Self::serializer) set, sends that call right behind the CONNECT, so the
+    /// first call costs one round trip, not two).
     pub fn build(self) -> Proxy {
         let options = Arc::new(self.options.clone());
         Proxy {
@@ -281,12 +296,12 @@ impl ProxyBuilder {
         let protocol = self.protocol.unwrap_or_default();
         let opened = tokio::time::timeout(
             self.connect_timeout,
-            Connection::open(Box::new(stream), &object, uri, &self, protocol),
+            Connection::open(Box::new(stream), &object, uri, &self, protocol, None),
         )
         .await
         .map_err(|_| Error::Timeout(self.connect_timeout))??;
         let conn = match opened {
-            Opened::Ready(conn) => conn,
+            Opened::Ready(conn, _) => conn,
             Opened::Speaks(other) => {
                 return Err(Error::ConnectFailed(format!(
                     "the daemon speaks {other}, not {protocol}; a proxy over a given stream cannot \

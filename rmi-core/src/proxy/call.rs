@@ -5,7 +5,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
 
-use super::connection::Connection;
+use super::connection::Wire;
+use super::dial::Ahead;
 use super::stream::ItemStream;
 use super::{Proxy, Reply};
 use crate::error::{Error, RemoteError};
@@ -123,16 +124,48 @@ impl Proxy {
                 .unwrap_or_else(uuid::Uuid::new_v4);
             let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
-                let conn = self.connection().await.map_err(Error::not_sent)?;
-                let msg =
-                    self.invoke_message(&conn, object, method, (args, kwargs), corr, flags)?;
-                let reply = conn
-                    .request(
-                        msg,
-                        self.options.timeout,
-                        self.shared.config.abandoned_timeout,
-                    )
-                    .await?;
+                let invoke = |wire: &Wire<'_>| {
+                    self.invoke_message(wire, object, method, (args, kwargs), corr, flags)
+                };
+                let (conn, sent) = match self.live() {
+                    Some(conn) => (conn, None),
+                    None => {
+                        // This call dials: encoded now, it can go out with the CONNECT.
+                        let ahead = self
+                            .ahead_wire()
+                            .and_then(|(direct, serializer, protocol)| {
+                                let object = direct.object()?;
+                                let wire = Wire {
+                                    serializer,
+                                    protocol,
+                                    object,
+                                };
+                                let mut msg = invoke(&wire).ok()?;
+                                // It waits for the dial: out of the encoder's shared arena.
+                                if msg.payload.len() <= codec::ARENA_MAX {
+                                    msg.payload = Bytes::copy_from_slice(&msg.payload);
+                                }
+                                Some(Ahead {
+                                    direct: direct.clone(),
+                                    protocol,
+                                    msg,
+                                })
+                            });
+                        self.connection_with(ahead).await?
+                    }
+                };
+                let reply = match sent {
+                    Some(seq) => conn.reply(seq, self.options.timeout).await?,
+                    None => {
+                        let msg = invoke(&conn.wire())?;
+                        conn.request(
+                            msg,
+                            self.options.timeout,
+                            self.shared.config.abandoned_timeout,
+                        )
+                        .await?
+                    }
+                };
                 Ok((reply, conn.protocol))
             };
             match attempt.instrument(span).await {
@@ -156,7 +189,7 @@ impl Proxy {
     /// keyword arguments, if any).
     fn invoke_message<A: Serialize, K: Serialize + ?Sized>(
         &self,
-        conn: &Connection,
+        conn: &Wire<'_>,
         object: Option<&str>,
         method: &str,
         (args, kwargs): (&A, Option<&K>),
@@ -166,7 +199,7 @@ impl Proxy {
         let (payload, tail) = codec::encode_invoke_payload(
             conn.serializer,
             conn.protocol,
-            object.unwrap_or(&conn.object),
+            object.unwrap_or(conn.object),
             method,
             args,
             kwargs,
@@ -261,8 +294,14 @@ impl Proxy {
             .unwrap_or_else(uuid::Uuid::new_v4);
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
-        let msg =
-            self.invoke_message(&conn, None, BATCH_METHOD, (args, None::<&()>), corr, flags)?;
+        let msg = self.invoke_message(
+            &conn.wire(),
+            None,
+            BATCH_METHOD,
+            (args, None::<&()>),
+            corr,
+            flags,
+        )?;
         conn.send_oneway(
             msg,
             self.options.timeout,
@@ -300,7 +339,7 @@ impl Proxy {
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
             let msg = self.invoke_message(
-                &conn,
+                &conn.wire(),
                 object,
                 method,
                 (args, None::<&()>),

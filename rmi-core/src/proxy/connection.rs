@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use foldhash::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -434,10 +434,31 @@ impl Drop for ReplyWait<'_> {
     }
 }
 
+/// What a request is encoded for: the serializer, protocol and object of a connection (open,
+/// or about to be).
+pub(super) struct Wire<'a> {
+    pub(super) serializer: Serializer,
+    pub(super) protocol: Protocol,
+    pub(super) object: &'a str,
+}
+
+/// A call's INVOKE to send right behind the CONNECT, before the daemon's answer: a call that
+/// opens a connection then waits one round trip, not two. (Pyro daemons, rmi's among them,
+/// read nothing after a CONNECT until they have answered it, and nothing at all after
+/// refusing it.)
+pub(super) struct FirstCall<'a> {
+    /// The INVOKE, encoded for the connection's [`Wire`]; its sequence number is set here.
+    pub(super) msg: Message,
+    /// Set once the INVOKE is on the socket, cleared if the daemon refuses the CONNECT: while
+    /// set, a failure may come after the call ran, so it must not be sent again as unsent.
+    pub(super) may_have_run: &'a AtomicBool,
+}
+
 /// What opening a connection found.
 pub(super) enum Opened {
-    /// The handshake succeeded.
-    Ready(Connection),
+    /// The handshake succeeded; with the sequence number of the [`FirstCall`] sent with it,
+    /// whose reply is to be awaited with [`Connection::reply`].
+    Ready(Connection, Option<u16>),
     /// The daemon answered in another protocol than the CONNECT's (a Pyro4 daemon refuses a
     /// Pyro5 header with a CONNECTFAIL in protocol 48): dial again, speaking that one.
     Speaks(Protocol),
@@ -480,6 +501,7 @@ impl Connection {
         direct: Uri,
         config: &ProxyBuilder,
         protocol: Protocol,
+        first: Option<FirstCall<'_>>,
     ) -> Result<Opened, Error> {
         let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
         // A daemon that speaks the other protocol is recognised by its answer's header.
@@ -529,10 +551,38 @@ impl Connection {
             .secret
             .as_ref()
             .map(|secret| crate::auth::ClientHandshake::start(secret, &mut connect));
-        writer.write_frame(&connect).await?;
+        // The first call goes right behind the CONNECT (never where the daemon must prove
+        // itself first, or where its answer is yet to be checked: see `ProxyBuilder::early_serializer`).
+        let first = first.filter(|_| auth.is_none() && config.early_serializer().is_some());
+        let first_seq = match first {
+            Some(FirstCall {
+                mut msg,
+                may_have_run,
+            }) => {
+                msg.seq = FIRST_SEQ;
+                writer.queue(&connect);
+                writer.queue(&msg);
+                writer.flush().await?;
+                may_have_run.store(true, Ordering::Release);
+                Some((FIRST_SEQ, may_have_run))
+            }
+            None => {
+                writer.write_frame(&connect).await?;
+                None
+            }
+        };
+        // A refusal is an answer: the daemon read nothing after the CONNECT.
+        let refused = || {
+            if let Some((_, may_have_run)) = first_seq {
+                may_have_run.store(false, Ordering::Release);
+            }
+        };
         let mut reply = next(&mut reader).await?;
         match reader.protocol() {
-            Some(answered) if answered != protocol => return Ok(Opened::Speaks(answered)),
+            Some(answered) if answered != protocol => {
+                refused();
+                return Ok(Opened::Speaks(answered));
+            }
             _ => {}
         }
         // With a shared secret (see crate::auth): the daemon proves it first, and nothing more is
@@ -573,6 +623,7 @@ impl Connection {
                 (ok.meta, ser)
             }
             MessageType::ConnectFail => {
+                refused();
                 let reason = refusal(&reply, protocol, &config.limits);
                 if reason.starts_with("unknown object") {
                     return Err(Error::UnknownObject(object.to_owned()));
@@ -598,15 +649,27 @@ impl Connection {
                 })
                 .unwrap_or(answered_in),
         };
+        let slots = Arc::new(Semaphore::new(config.max_in_flight));
+        let mut pending = HashMap::default();
+        if let Some((seq, _)) = first_seq {
+            // The first call's reply may be read already: its entry is there before any read.
+            pending.insert(
+                seq,
+                Pending {
+                    reply: Reply::Waiting(None),
+                    slot: slots.clone().try_acquire_owned().ok(),
+                },
+            );
+        }
         let shared = Arc::new(ConnShared {
             state: Mutex::new(ConnState {
-                pending: HashMap::default(),
+                pending,
                 pings: VecDeque::new(),
                 slot_waiters: 0,
-                next_seq: 1,
+                next_seq: FIRST_SEQ + u16::from(first_seq.is_some()),
                 closed: None,
             }),
-            slots: Arc::new(Semaphore::new(config.max_in_flight)),
+            slots,
             closed: std::sync::atomic::AtomicBool::new(false),
             burst: AtomicUsize::new(0),
             side: Mutex::new(ReadSide {
@@ -632,15 +695,49 @@ impl Connection {
             }
         });
         tokio::spawn(reader_task(shared.clone()));
-        Ok(Opened::Ready(Connection {
-            tx,
-            shared,
-            serializer,
-            protocol,
-            object: object.to_owned(),
-            direct,
-            meta,
-        }))
+        Ok(Opened::Ready(
+            Connection {
+                tx,
+                shared,
+                serializer,
+                protocol,
+                object: object.to_owned(),
+                direct,
+                meta,
+            },
+            first_seq.map(|(seq, _)| seq),
+        ))
+    }
+
+    /// What calls on this connection are encoded for.
+    pub(super) fn wire(&self) -> Wire<'_> {
+        Wire {
+            serializer: self.serializer,
+            protocol: self.protocol,
+            object: &self.object,
+        }
+    }
+
+    /// Waits for the reply to the [`FirstCall`] sent with the CONNECT, numbered `seq`.
+    ///
+    /// Must be called as soon as the connection opened, with no wait between: until then
+    /// nobody would abandon the call's entry if the caller went away.
+    pub(super) async fn reply(
+        &self,
+        seq: u16,
+        timeout: Option<Duration>,
+    ) -> Result<Message, Error> {
+        let wait = ReplyWait {
+            shared: &self.shared,
+            seq,
+            taken: false,
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, wait)
+                .await
+                .map_err(|_| Error::Timeout(t))?,
+            None => wait.await,
+        }
     }
 
     /// Sends an INVOKE (its sequence number is filled in here) and waits for its reply.
@@ -836,6 +933,9 @@ impl Drop for Connection {
         self.shared.close("proxy dropped".into());
     }
 }
+
+/// The sequence number of a connection's first call (0 is the CONNECT's).
+const FIRST_SEQ: u16 = 1;
 
 /// The first sequence number at or after `start` that is neither 0 nor in use.
 ///

@@ -2,14 +2,16 @@
 //! daemon by its answer, and dialing it again in protocol 48), and redial with jittered
 //! exponential backoff when the connection is gone.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 
-use super::connection::{Connection, Opened};
+use super::connection::{Connection, FirstCall, Opened};
 use super::Proxy;
 use crate::error::Error;
+use crate::protocol::codec::Serializer;
 use crate::protocol::frame::Protocol;
 use crate::transport;
 use crate::uri::Uri;
@@ -29,14 +31,26 @@ impl Proxy {
 
     /// The live connection, dialing (and resolving a logical URI) if there is none. Concurrent
     /// callers wait for one dial; failed dials are retried with jittered exponential backoff.
+    /// Every error is one of a call not sent.
     pub(super) async fn connection(&self) -> Result<Arc<Connection>, Error> {
+        Ok(self.connection_with(None).await?.0)
+    }
+
+    /// Like [`connection`](Self::connection); a dial sends `first` (if it still fits the
+    /// connection dialed) right behind the CONNECT and returns its sequence number, for
+    /// [`Connection::reply`]. An error that came after `first` was sent is returned as it is
+    /// (the call may have run); every other as one of a call not sent.
+    pub(super) async fn connection_with(
+        &self,
+        mut first: Option<Ahead>,
+    ) -> Result<(Arc<Connection>, Option<u16>), Error> {
         if let Some(conn) = self.live() {
-            return Ok(conn);
+            return Ok((conn, None));
         }
         let waiting_since = tokio::time::Instant::now();
         let mut last_failure = self.shared.dial_lock.lock().await;
         if let Some(conn) = self.live() {
-            return Ok(conn);
+            return Ok((conn, None));
         }
         // A dial that ended while we waited failed for us too: do not dial all over again.
         if let Some((_, reason)) = last_failure.as_ref().filter(|(at, _)| *at >= waiting_since) {
@@ -45,17 +59,23 @@ impl Proxy {
         let config = &self.shared.config;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
-        let conn = loop {
-            match self.dial().await {
-                Ok(conn) => break conn,
+        let may_have_run = AtomicBool::new(false);
+        let (conn, sent) = loop {
+            // Only the first dial sends the call ahead; after a failure it goes the usual way.
+            match self.dial(first.take(), &may_have_run).await {
+                Ok(opened) => break opened,
+                // Sent with the CONNECT, perhaps run: the call's own failure, not a dial's.
+                Err(e) if may_have_run.load(Ordering::Acquire) => return Err(e),
                 // Answers, not outages: another dial would get the same.
-                Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => return Err(e),
+                Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => {
+                    return Err(e.not_sent())
+                }
                 Err(e) if attempt >= config.reconnect_attempts => {
                     *last_failure = Some((
                         tokio::time::Instant::now(),
                         crate::error::Report(&e).to_string(),
                     ));
-                    return Err(e);
+                    return Err(e.not_sent());
                 }
                 Err(e) => {
                     attempt += 1;
@@ -68,11 +88,17 @@ impl Proxy {
         };
         let conn = Arc::new(conn);
         *self.shared.conn.write() = Some(conn.clone());
-        Ok(conn)
+        Ok((conn, sent))
     }
 
-    /// Resolves (if logical), dials and performs the handshake, within the connect timeout.
-    async fn dial(&self) -> Result<Connection, Error> {
+    /// Resolves (if logical), dials and performs the handshake, within the connect timeout;
+    /// sends `ahead` with the CONNECT if the dial reaches the daemon it was encoded for, in its
+    /// protocol (setting `may_have_run` while it may have run).
+    async fn dial(
+        &self,
+        mut ahead: Option<Ahead>,
+        may_have_run: &AtomicBool,
+    ) -> Result<(Connection, Option<u16>), Error> {
         let config = &self.shared.config;
         // The direct URI a logical one resolved to, to tell the resolver if dialing it failed.
         let resolved: parking_lot::Mutex<Option<Uri>> = parking_lot::Mutex::new(None);
@@ -112,12 +138,27 @@ impl Proxy {
                     Some(tls) => transport::tls_connect(stream, location, tls.clone()).await?,
                     None => stream,
                 };
-                match Connection::open(stream, &object, direct.clone(), config, protocol).await {
-                    Ok(Opened::Ready(conn)) => {
+                let first_call = ahead
+                    .take()
+                    .filter(|a| a.direct == direct && a.protocol == protocol)
+                    .map(|a| FirstCall {
+                        msg: a.msg,
+                        may_have_run,
+                    });
+                let opened = Connection::open(
+                    stream,
+                    &object,
+                    direct.clone(),
+                    config,
+                    protocol,
+                    first_call,
+                );
+                match opened.await {
+                    Ok(Opened::Ready(conn, sent)) => {
                         if config.protocol.is_none() {
                             *self.shared.learned.lock() = Some(protocol);
                         }
-                        return Ok(conn);
+                        return Ok((conn, sent));
                     }
                     // Detected: the daemon answered in the other protocol. Once.
                     Ok(Opened::Speaks(other)) if config.protocol.is_none() && protocol == first => {
@@ -160,6 +201,20 @@ impl Proxy {
         result
     }
 
+    /// The daemon and protocol a dial would reach, and the serializer to encode a call in
+    /// ahead of it (see [`Ahead`]), when they are known before dialing: a `PYRO:` URI with
+    /// [`ProxyBuilder::serializer`](super::ProxyBuilder::serializer) set. (A logical URI is
+    /// resolved only by the dial.)
+    pub(super) fn ahead_wire(&self) -> Option<(&Uri, Serializer, Protocol)> {
+        let config = &self.shared.config;
+        let serializer = config.early_serializer()?;
+        let protocol = config
+            .protocol
+            .or(*self.shared.learned.lock())
+            .unwrap_or_default();
+        matches!(config.uri, Uri::Pyro { .. }).then_some((&config.uri, serializer, protocol))
+    }
+
     pub(super) fn live(&self) -> Option<Arc<Connection>> {
         let guard = self.shared.conn.read();
         guard
@@ -171,6 +226,14 @@ impl Proxy {
             })
             .cloned()
     }
+}
+
+/// A call's INVOKE encoded before dialing, for the daemon at `direct` speaking `protocol`: the
+/// dial sends it right behind the CONNECT if that is whom it reaches, in that protocol.
+pub(super) struct Ahead {
+    pub(super) direct: Uri,
+    pub(super) protocol: Protocol,
+    pub(super) msg: crate::protocol::frame::Message,
 }
 
 /// `d` scaled by a random factor in [0.5, 1.5), so many proxies do not redial in step.

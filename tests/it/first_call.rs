@@ -1,0 +1,181 @@
+//! A call that opens its proxy's connection goes out right behind the CONNECT (with the
+//! serializer configured), so it costs one round trip, not two; and it is never run where the
+//! handshake refuses, never sent where the daemon's answer must be checked first, and never
+//! sent twice when the connection fails after it went out.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmi::protocol::frame::{Header, MessageType, HEADER_SIZE};
+use rmi::{Daemon, Error, Proxy, Serializer, Uri};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{start_daemon, LabObject, LabProxy, LabServer};
+
+/// The next whole Pyro5 frame from `s`, as its bytes and type.
+async fn frame(s: &mut TcpStream) -> (Vec<u8>, MessageType) {
+    let mut buf = vec![0; HEADER_SIZE];
+    s.read_exact(&mut buf).await.expect("a frame header");
+    let header = Header::parse(&buf, 1 << 20).expect("a Pyro5 header");
+    buf.resize(header.total_len(), 0);
+    s.read_exact(&mut buf[HEADER_SIZE..])
+        .await
+        .expect("the frame's body");
+    (buf, header.msg_type)
+}
+
+/// A lazy proxy to the object at `uri` moved to `port` on loopback, with bincode configured.
+fn lazy(uri: &Uri, port: u16) -> LabProxy {
+    let uri = Uri::tcp(uri.object().unwrap(), "127.0.0.1", port);
+    LabProxy::from_proxy(
+        Proxy::builder(uri)
+            .serializer(Serializer::Bincode)
+            .reconnect_attempts(3)
+            .connect_timeout(Duration::from_secs(60))
+            .build(),
+    )
+}
+
+#[tokio::test]
+async fn the_call_that_opens_the_connection_does_not_wait_for_the_connectok() {
+    let (daemon, lab, _) = start_daemon().await;
+    let daemon_port = daemon.local_addr().unwrap().port();
+    // Stands between proxy and daemon, and answers nothing until the call has come.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = lazy(&lab, listener.local_addr().unwrap().port());
+    let call = tokio::spawn(async move { proxy.echo(1, 2, "first".into()).await });
+    let (mut client, _) = listener.accept().await.unwrap();
+    let (connect, kind) = frame(&mut client).await;
+    assert_eq!(kind, MessageType::Connect);
+    let (invoke, kind) = tokio::time::timeout(Duration::from_secs(20), frame(&mut client))
+        .await
+        .expect("the call waited for the CONNECTOK: it was not sent with the CONNECT");
+    assert_eq!(kind, MessageType::Invoke);
+    // Both reach the daemon as they came; its answers reach the proxy.
+    let mut upstream = TcpStream::connect(("127.0.0.1", daemon_port))
+        .await
+        .unwrap();
+    upstream.write_all(&connect).await.unwrap();
+    upstream.write_all(&invoke).await.unwrap();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    let (task, call_no, text) = call.await.unwrap().unwrap();
+    assert_eq!((task, call_no, text.as_str()), (1, 2, "first"));
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_refused_handshake_runs_nothing_sent_with_its_connect() {
+    let daemon = Daemon::builder()
+        .validator(|info: &rmi::daemon::HandshakeInfo<'_>| {
+            if info.data == "open sesame" {
+                Ok("welcome".to_string())
+            } else {
+                Err("not the password".to_string())
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let refused = LabProxy::from_proxy(
+        Proxy::builder(uri.clone())
+            .serializer(Serializer::Bincode)
+            .handshake("guess")
+            .build(),
+    );
+    let err = refused.echo(0, 0, "sneaked".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("not the password")),
+        "{err}"
+    );
+    assert!(err.is_not_executed(), "a refused call did not run: {err}");
+    let admitted = LabProxy::from_proxy(
+        Proxy::builder(uri)
+            .serializer(Serializer::Bincode)
+            .handshake("open sesame")
+            .build(),
+    );
+    // Its own first call (sent with its CONNECT) is the only call that ran.
+    assert_eq!(admitted.calls().await.unwrap(), 0);
+    assert_eq!(admitted.echo(0, 1, "in".into()).await.unwrap().2, "in");
+    assert_eq!(admitted.calls().await.unwrap(), 1);
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_daemon_answer_the_proxy_refuses_has_run_no_call() {
+    let (daemon, lab, _) = start_daemon().await;
+    let checked = LabProxy::from_proxy(
+        Proxy::builder(lab.clone())
+            .serializer(Serializer::Bincode)
+            .validate_handshake(|_| Err("not the daemon I expected".into()))
+            .build(),
+    );
+    let err = checked.echo(0, 0, "secret".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("not the daemon I expected")),
+        "{err}"
+    );
+    let probe = LabProxy::from_proxy(Proxy::builder(lab).build());
+    assert_eq!(
+        probe.calls().await.unwrap(),
+        0,
+        "the call went out before the daemon's answer was checked"
+    );
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_call_sent_with_the_connect_is_not_sent_again_when_the_connection_fails() {
+    let (daemon, lab, _) = start_daemon().await;
+    let daemon_port = daemon.local_addr().unwrap().port();
+    // Passes the first connection's CONNECT and call to the daemon, then cuts it before any
+    // answer comes back; later connections pass through untouched.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut upstream = TcpStream::connect(("127.0.0.1", daemon_port))
+                    .await
+                    .unwrap();
+                if accepted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let (connect, _) = frame(&mut client).await;
+                    let (invoke, _) = frame(&mut client).await;
+                    upstream.write_all(&connect).await.unwrap();
+                    upstream.write_all(&invoke).await.unwrap();
+                    // The daemon answers both (the call ran); the proxy gets neither answer.
+                    assert_eq!(frame(&mut upstream).await.1, MessageType::ConnectOk);
+                    assert_eq!(frame(&mut upstream).await.1, MessageType::Result);
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+        }
+    });
+    let proxy = lazy(&lab, port);
+    let err = proxy.echo(0, 0, "once".into()).await.unwrap_err();
+    assert!(
+        !err.is_not_executed(),
+        "the call may have run: its error must not say otherwise: {err}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "no second dial for it");
+    // The next call dials again and counts: the first ran exactly once.
+    assert_eq!(proxy.calls().await.unwrap(), 1);
+    daemon.shutdown();
+}
