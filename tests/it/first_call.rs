@@ -179,3 +179,44 @@ async fn a_call_sent_with_the_connect_is_not_sent_again_when_the_connection_fail
     assert_eq!(proxy.calls().await.unwrap(), 1);
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_call_that_waits_does_not_hold_up_the_connectok_it_came_with() {
+    use rmi::protocol::codec::{self, ConnectRequest};
+    use rmi::protocol::frame::Message;
+    let (daemon, lab, _) = start_daemon().await;
+    let object = lab.object().unwrap();
+    let (mut rd, mut wr) = rmi::transport::split(crate::support::dial(&lab).await, 1 << 20);
+    let ser = Serializer::Bincode;
+    let hello = ConnectRequest {
+        handshake: "hello".into(),
+        object: object.into(),
+    };
+    let connect = Message::new(
+        MessageType::Connect,
+        ser.id(),
+        0,
+        0,
+        ser.encode(&hello).unwrap(),
+    );
+    // `rendezvous(2)` returns only once a second caller has come.
+    let call = codec::encode_invoke(ser, object, "rendezvous", &(2usize,)).unwrap();
+    let invoke = Message::new(MessageType::Invoke, ser.id(), 0, 1, call);
+    wr.queue(&connect);
+    wr.queue(&invoke);
+    wr.flush().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), rd.read_frame())
+        .await
+        .expect("the CONNECTOK waited for the call that came with it")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.msg_type, MessageType::ConnectOk);
+    // A second caller lets the first call finish: its reply follows.
+    let other = LabProxy::from_uri(&lab).unwrap();
+    assert_eq!(other.rendezvous(2).await.unwrap(), 2);
+    let reply = rd.read_frame().await.unwrap().unwrap();
+    assert_eq!((reply.msg_type, reply.seq), (MessageType::Result, 1));
+    let met: usize = ser.decode(&reply.payload, &Default::default()).unwrap();
+    assert_eq!(met, 2);
+    daemon.shutdown();
+}
