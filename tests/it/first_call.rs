@@ -9,21 +9,49 @@ use std::time::Duration;
 
 use rmi::protocol::frame::{Header, MessageType, HEADER_SIZE};
 use rmi::{Daemon, Error, Proxy, Serializer, Uri};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{start_daemon, LabObject, LabProxy, LabServer};
 
-/// The next whole Pyro5 frame from `s`, as its bytes and type.
-async fn frame(s: &mut TcpStream) -> (Vec<u8>, MessageType) {
+/// The next whole Pyro5 frame from `s`, as its bytes and type; `None` at its end.
+async fn next_frame<R: AsyncRead + Unpin>(s: &mut R) -> Option<(Vec<u8>, MessageType)> {
     let mut buf = vec![0; HEADER_SIZE];
-    s.read_exact(&mut buf).await.expect("a frame header");
+    s.read_exact(&mut buf).await.ok()?;
     let header = Header::parse(&buf, 1 << 20).expect("a Pyro5 header");
     buf.resize(header.total_len(), 0);
-    s.read_exact(&mut buf[HEADER_SIZE..])
-        .await
-        .expect("the frame's body");
-    (buf, header.msg_type)
+    s.read_exact(&mut buf[HEADER_SIZE..]).await.ok()?;
+    Some((buf, header.msg_type))
+}
+
+/// The next whole Pyro5 frame from `s`, as its bytes and type.
+async fn frame<R: AsyncRead + Unpin>(s: &mut R) -> (Vec<u8>, MessageType) {
+    next_frame(s).await.expect("a whole frame")
+}
+
+/// A relay on loopback to `target` for one connection, passing everything both ways; once the
+/// proxy's side ends, the task returns how many INVOKEs the proxy sent.
+async fn counting_relay(target: u16) -> (u16, tokio::task::JoinHandle<usize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counted = tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let upstream = TcpStream::connect(("127.0.0.1", target)).await.unwrap();
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_daemon, mut to_daemon) = upstream.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut from_daemon, &mut to_client).await;
+        });
+        let mut invokes = 0;
+        while let Some((bytes, kind)) = next_frame(&mut from_client).await {
+            invokes += usize::from(kind == MessageType::Invoke);
+            if to_daemon.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        invokes
+    });
+    (port, counted)
 }
 
 /// A lazy proxy to the object at `uri` moved to `port` on loopback, with bincode configured.
@@ -38,13 +66,9 @@ fn lazy(uri: &Uri, port: u16) -> LabProxy {
     )
 }
 
-#[tokio::test]
-async fn the_call_that_opens_the_connection_does_not_wait_for_the_connectok() {
-    let (daemon, lab, _) = start_daemon().await;
-    let daemon_port = daemon.local_addr().unwrap().port();
-    // Stands between proxy and daemon, and answers nothing until the call has come.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = lazy(&lab, listener.local_addr().unwrap().port());
+/// Calls `echo` through `proxy`, a lazy proxy whose daemon is at `listener`, standing in for
+/// the daemon at `daemon_port`: the call must come before anything answered its CONNECT.
+async fn first_call_comes_unanswered(listener: TcpListener, daemon_port: u16, proxy: LabProxy) {
     let call = tokio::spawn(async move { proxy.echo(1, 2, "first".into()).await });
     let (mut client, _) = listener.accept().await.unwrap();
     let (connect, kind) = frame(&mut client).await;
@@ -64,6 +88,45 @@ async fn the_call_that_opens_the_connection_does_not_wait_for_the_connectok() {
     });
     let (task, call_no, text) = call.await.unwrap().unwrap();
     assert_eq!((task, call_no, text.as_str()), (1, 2, "first"));
+}
+
+#[tokio::test]
+async fn the_call_that_opens_the_connection_does_not_wait_for_the_connectok() {
+    let (daemon, lab, _) = start_daemon().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = lazy(&lab, listener.local_addr().unwrap().port());
+    first_call_comes_unanswered(listener, daemon.local_addr().unwrap().port(), proxy).await;
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn through_pyroname_too_the_first_call_does_not_wait_for_the_connectok() {
+    let (daemon, lab, _) = start_daemon().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let names = rmi::naming::NameServerProxy::connect(ns.uri())
+        .await
+        .unwrap();
+    let stand_in = Uri::tcp(
+        lab.object().unwrap(),
+        "127.0.0.1",
+        listener.local_addr().unwrap().port(),
+    );
+    names.register("lab.first", &stand_in).await.unwrap();
+    let logical = format!("PYRONAME:lab.first@{}", ns.uri().location().unwrap());
+    let proxy = LabProxy::from_proxy(
+        LabProxy::builder(logical)
+            .unwrap()
+            .serializer(Serializer::Bincode)
+            .connect_timeout(Duration::from_secs(60))
+            .build(),
+    );
+    first_call_comes_unanswered(listener, daemon.local_addr().unwrap().port(), proxy).await;
     daemon.shutdown();
 }
 
@@ -115,8 +178,9 @@ async fn a_refused_handshake_runs_nothing_sent_with_its_connect() {
 #[tokio::test]
 async fn a_daemon_answer_the_proxy_refuses_has_run_no_call() {
     let (daemon, lab, _) = start_daemon().await;
+    let (port, counted) = counting_relay(daemon.local_addr().unwrap().port()).await;
     let checked = LabProxy::from_proxy(
-        Proxy::builder(lab.clone())
+        Proxy::builder(Uri::tcp(lab.object().unwrap(), "127.0.0.1", port))
             .serializer(Serializer::Bincode)
             .validate_handshake(|_| Err("not the daemon I expected".into()))
             .build(),
@@ -126,9 +190,9 @@ async fn a_daemon_answer_the_proxy_refuses_has_run_no_call() {
         matches!(&err, Error::ConnectFailed(m) if m.contains("not the daemon I expected")),
         "{err}"
     );
-    let probe = LabProxy::from_proxy(Proxy::builder(lab).build());
+    // The refused connection is closed: the relay has seen all the proxy sent on it.
     assert_eq!(
-        probe.calls().await.unwrap(),
+        counted.await.unwrap(),
         0,
         "the call went out before the daemon's answer was checked"
     );
@@ -218,5 +282,31 @@ async fn a_call_that_waits_does_not_hold_up_the_connectok_it_came_with() {
     assert_eq!((reply.msg_type, reply.seq), (MessageType::Result, 1));
     let met: usize = ser.decode(&reply.payload, &Default::default()).unwrap();
     assert_eq!(met, 2);
+    daemon.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_first_callers_of_a_fresh_proxy_share_one_connection_and_each_call_runs_once() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy = LabProxy::from_proxy(
+        Proxy::builder(lab.clone())
+            .serializer(Serializer::Bincode)
+            .build(),
+    );
+    let calls = (0..16u32).map(|task| {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let (t, _, text) = proxy.echo(task, 0, format!("call {task}")).await.unwrap();
+            assert_eq!((t, text), (task, format!("call {task}")));
+            proxy.connection().await.unwrap()
+        })
+    });
+    let mut connections = Vec::new();
+    for call in calls {
+        connections.push(call.await.unwrap());
+    }
+    connections.dedup();
+    assert_eq!(connections.len(), 1, "one dial for them all");
+    assert_eq!(proxy.calls().await.unwrap(), 16 + 16);
     daemon.shutdown();
 }

@@ -158,9 +158,11 @@ impl ProxyBuilder {
     /// offer and the calls stay on serpent. Set msgpack here for a Python daemon configured
     /// for it, or bincode for a daemon that must not be asked.
     ///
-    /// Set, it also saves a round trip whenever a call opens the connection: that call is
-    /// encoded before the handshake and sent right behind the CONNECT (not with a shared
-    /// secret or [`validate_handshake`](Self::validate_handshake), which must succeed first).
+    /// Set, it also saves a round trip whenever a call opens the connection: that call (up to
+    /// 64 KiB) is encoded before the handshake and sent right behind the CONNECT (not with a
+    /// shared secret or [`validate_handshake`](Self::validate_handshake), which must succeed
+    /// first). A daemon refusing the CONNECT never runs it; once the handshake is under way, a
+    /// failure of the connection is that call's (it may have run), never retried as unsent.
     pub fn serializer(mut self, serializer: Serializer) -> Self {
         self.serializer = Some(serializer);
         self

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::connection::Wire;
-use super::dial::Ahead;
+use super::dial::{Ahead, DialFailed, Dialing};
 use super::stream::ItemStream;
 use super::{Proxy, Reply};
 use crate::error::{Error, RemoteError};
@@ -15,6 +15,12 @@ use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
     BATCH_METHOD, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, MAC_LEN, STREAM_ANNOTATION,
 };
+
+/// The largest call sent right behind the CONNECT. A daemon that refuses the CONNECT closes
+/// with the call unread: a small one is in its socket buffer, and its answer reaches the proxy;
+/// a large one could fail the proxy's write first, hiding the refusal. A large argument is
+/// also better not encoded by every caller of a fresh proxy at once, for one of them to use.
+const AHEAD_MAX: usize = 64 * 1024;
 
 impl Proxy {
     /// Calls `method` with the argument tuple `args` and decodes the result as `R`.
@@ -127,32 +133,43 @@ impl Proxy {
                 let invoke = |wire: &Wire<'_>| {
                     self.invoke_message(wire, object, method, (args, kwargs), corr, flags)
                 };
-                let (conn, sent) = match self.live() {
-                    Some(conn) => (conn, None),
-                    None => {
+                let dialing = match self.live() {
+                    Some(conn) => Ok(Dialing::Live(conn)),
+                    None => self.begin_dial().await,
+                };
+                let (conn, sent) = match dialing {
+                    Ok(Dialing::Live(conn)) => (conn, None),
+                    Ok(Dialing::Due(due)) => {
                         // This call dials: encoded now, it can go out with the CONNECT.
-                        let ahead = self
-                            .ahead_wire()
-                            .and_then(|(direct, serializer, protocol)| {
-                                let object = direct.object()?;
-                                let wire = Wire {
-                                    serializer,
-                                    protocol,
-                                    object,
-                                };
-                                let mut msg = invoke(&wire).ok()?;
-                                // It waits for the dial: out of the encoder's shared arena.
-                                if msg.payload.len() <= codec::ARENA_MAX {
-                                    msg.payload = Bytes::copy_from_slice(&msg.payload);
-                                }
-                                Some(Ahead {
-                                    direct: direct.clone(),
-                                    protocol,
-                                    msg,
-                                })
-                            });
-                        self.connection_with(ahead).await?
+                        let ahead =
+                            self.ahead_wire(&due)
+                                .and_then(|(direct, serializer, protocol)| {
+                                    let wire = Wire {
+                                        serializer,
+                                        protocol,
+                                        object: direct.object()?,
+                                    };
+                                    // Small calls only: a large one would be timed by the connect
+                                    // timeout, and lost with a refusal the daemon answers before
+                                    // reading it (see `AHEAD_MAX`).
+                                    let mut msg = invoke(&wire).ok().filter(|m| {
+                                        m.payload_tail.is_empty() && m.size() <= AHEAD_MAX
+                                    })?;
+                                    // It waits for the dial: out of the encoder's shared arena.
+                                    if msg.payload.len() <= codec::ARENA_MAX {
+                                        msg.payload = Bytes::copy_from_slice(&msg.payload);
+                                    }
+                                    Some(Ahead {
+                                        direct: direct.clone(),
+                                        protocol,
+                                        msg,
+                                    })
+                                });
+                        self.finish_dial(due, ahead)
+                            .await
+                            .map_err(DialFailed::into_call_error)?
                     }
+                    Err(failed) => return Err(failed.into_call_error()),
                 };
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, self.options.timeout).await?,

@@ -561,6 +561,13 @@ impl Connection {
             }) => {
                 msg.seq = FIRST_SEQ;
                 writer.queue(&connect);
+                // Under TLS, two writes make two records: a Python daemon reads the CONNECT's
+                // record through OpenSSL's buffer and then waits on the socket (its multiplex
+                // server selects on it), where the INVOKE's record must still be.
+                #[cfg(feature = "tls")]
+                if config.tls.is_some() {
+                    writer.flush().await?;
+                }
                 writer.queue(&msg);
                 writer.flush().await?;
                 may_have_run.store(true, Ordering::Release);

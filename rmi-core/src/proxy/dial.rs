@@ -1,6 +1,7 @@
 //! Dialing: resolve a logical URI, connect (TLS if configured), handshake (detecting a Pyro4
 //! daemon by its answer, and dialing it again in protocol 48), and redial with jittered
-//! exponential backoff when the connection is gone.
+//! exponential backoff when the connection is gone; in two steps for a call that dials, which
+//! is encoded for the daemon the first step resolved and sent with the CONNECT.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,51 +32,94 @@ impl Proxy {
 
     /// The live connection, dialing (and resolving a logical URI) if there is none. Concurrent
     /// callers wait for one dial; failed dials are retried with jittered exponential backoff.
-    /// Every error is one of a call not sent.
     pub(super) async fn connection(&self) -> Result<Arc<Connection>, Error> {
-        Ok(self.connection_with(None).await?.0)
+        let opened = match self.begin_dial().await {
+            Ok(Dialing::Live(conn)) => return Ok(conn),
+            Ok(Dialing::Due(due)) => self.finish_dial(due, None).await,
+            Err(failed) => Err(failed),
+        };
+        match opened {
+            Ok((conn, _)) => Ok(conn),
+            Err(DialFailed::Unsent(e) | DialFailed::AfterSend(e)) => Err(e),
+        }
     }
 
-    /// Like [`connection`](Self::connection); a dial sends `first` (if it still fits the
-    /// connection dialed) right behind the CONNECT and returns its sequence number, for
-    /// [`Connection::reply`]. An error that came after `first` was sent is returned as it is
-    /// (the call may have run); every other as one of a call not sent.
-    pub(super) async fn connection_with(
-        &self,
-        mut first: Option<Ahead>,
-    ) -> Result<(Arc<Connection>, Option<u16>), Error> {
+    /// The live connection; or, when there is none, the dial this caller is to make (see
+    /// [`finish_dial`](Self::finish_dial)), with the dial lock held and the URI resolved, so
+    /// that the caller can encode its call for the daemon it will reach.
+    pub(super) async fn begin_dial(&self) -> Result<Dialing<'_>, DialFailed> {
         if let Some(conn) = self.live() {
-            return Ok((conn, None));
+            return Ok(Dialing::Live(conn));
         }
         let waiting_since = tokio::time::Instant::now();
-        let mut last_failure = self.shared.dial_lock.lock().await;
+        let last_failure = self.shared.dial_lock.lock().await;
         if let Some(conn) = self.live() {
-            return Ok((conn, None));
+            return Ok(Dialing::Live(conn));
         }
         // A dial that ended while we waited failed for us too: do not dial all over again.
         if let Some((_, reason)) = last_failure.as_ref().filter(|(at, _)| *at >= waiting_since) {
-            return Err(Error::ConnectionClosed(format!("connecting failed: {reason}")).not_sent());
+            return Err(DialFailed::Unsent(
+                Error::ConnectionClosed(format!("connecting failed: {reason}")).not_sent(),
+            ));
         }
+        // The first dial's resolution, within the first dial's connect timeout.
+        let timeout = self.shared.config.connect_timeout;
+        let deadline = tokio::time::Instant::now().checked_add(timeout);
+        let target = match deadline {
+            Some(at) => tokio::time::timeout_at(at, self.resolve())
+                .await
+                .unwrap_or(Err(Error::Timeout(timeout))),
+            None => self.resolve().await,
+        };
+        Ok(Dialing::Due(Due {
+            last_failure,
+            target,
+            deadline,
+        }))
+    }
+
+    /// Makes the dial [`begin_dial`](Self::begin_dial) found due: the first attempt to the URI
+    /// it resolved, sending `first` right behind the CONNECT if that is the daemon and protocol
+    /// it was encoded for (and returning its sequence number, for [`Connection::reply`]); the
+    /// later attempts resolving again.
+    pub(super) async fn finish_dial(
+        &self,
+        due: Due<'_>,
+        mut first: Option<Ahead>,
+    ) -> Result<(Arc<Connection>, Option<u16>), DialFailed> {
+        let Due {
+            mut last_failure,
+            target,
+            deadline,
+        } = due;
+        let mut target = Some((target, deadline));
         let config = &self.shared.config;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         let may_have_run = AtomicBool::new(false);
         let (conn, sent) = loop {
             // Only the first dial sends the call ahead; after a failure it goes the usual way.
-            match self.dial(first.take(), &may_have_run).await {
+            match self.dial(target.take(), first.take(), &may_have_run).await {
                 Ok(opened) => break opened,
-                // Sent with the CONNECT, perhaps run: the call's own failure, not a dial's.
-                Err(e) if may_have_run.load(Ordering::Acquire) => return Err(e),
+                // Sent with the CONNECT, perhaps run: the call's own failure, not a dial's (and
+                // the callers waiting for this dial fail too, their calls unsent).
+                Err(e) if may_have_run.load(Ordering::Acquire) => {
+                    *last_failure = Some((
+                        tokio::time::Instant::now(),
+                        crate::error::Report(&e).to_string(),
+                    ));
+                    return Err(DialFailed::AfterSend(e));
+                }
                 // Answers, not outages: another dial would get the same.
                 Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => {
-                    return Err(e.not_sent())
+                    return Err(DialFailed::Unsent(e))
                 }
                 Err(e) if attempt >= config.reconnect_attempts => {
                     *last_failure = Some((
                         tokio::time::Instant::now(),
                         crate::error::Report(&e).to_string(),
                     ));
-                    return Err(e.not_sent());
+                    return Err(DialFailed::Unsent(e));
                 }
                 Err(e) => {
                     attempt += 1;
@@ -91,33 +135,47 @@ impl Proxy {
         Ok((conn, sent))
     }
 
-    /// Resolves (if logical), dials and performs the handshake, within the connect timeout;
-    /// sends `ahead` with the CONNECT if the dial reaches the daemon it was encoded for, in its
-    /// protocol (setting `may_have_run` while it may have run).
+    /// The direct URI to dial: the proxy's own, or what the resolver makes of a logical one.
+    async fn resolve(&self) -> Result<Uri, Error> {
+        let config = &self.shared.config;
+        match (&config.uri, &config.resolver) {
+            (Uri::Pyro { .. }, _) => Ok(config.uri.clone()),
+            (_, Some(resolver)) => resolver.resolve(&config.uri).await,
+            (uri, None) => Err(Error::InvalidUri {
+                uri: uri.to_string(),
+                reason:
+                    "a PYRONAME:/PYROMETA: uri needs a name-server resolver (connect through the `rmi` crate)"
+                        .into(),
+            }),
+        }
+    }
+
+    /// Resolves (if logical; unless `target` brings the resolution already, with its
+    /// deadline), dials and performs the handshake, within the connect timeout; sends `ahead`
+    /// with the CONNECT if the dial reaches the daemon it was encoded for, in its protocol
+    /// (setting `may_have_run` while it may have run).
     async fn dial(
         &self,
+        target: Option<(Result<Uri, Error>, Option<tokio::time::Instant>)>,
         mut ahead: Option<Ahead>,
         may_have_run: &AtomicBool,
     ) -> Result<(Connection, Option<u16>), Error> {
         let config = &self.shared.config;
+        let logical = !matches!(config.uri, Uri::Pyro { .. });
+        let deadline = match &target {
+            Some((_, deadline)) => *deadline,
+            None => tokio::time::Instant::now().checked_add(config.connect_timeout),
+        };
         // The direct URI a logical one resolved to, to tell the resolver if dialing it failed.
         let resolved: parking_lot::Mutex<Option<Uri>> = parking_lot::Mutex::new(None);
         let fut = async {
-            let direct =
-                match (&config.uri, &config.resolver) {
-                    (Uri::Pyro { .. }, _) => config.uri.clone(),
-                    (_, Some(resolver)) => {
-                        let direct = resolver.resolve(&config.uri).await?;
-                        *resolved.lock() = Some(direct.clone());
-                        direct
-                    }
-                    (uri, None) => return Err(Error::InvalidUri {
-                        uri: uri.to_string(),
-                        reason:
-                            "a PYRONAME:/PYROMETA: uri needs a name-server resolver (connect through the `rmi` crate)"
-                                .into(),
-                    }),
-                };
+            let direct = match target {
+                Some((target, _)) => target?,
+                None => self.resolve().await?,
+            };
+            if logical {
+                *resolved.lock() = Some(direct.clone());
+            }
             let (Some(object), Some(location)) = (direct.object(), direct.location()) else {
                 return Err(Error::InvalidUri {
                     uri: direct.to_string(),
@@ -189,10 +247,14 @@ impl Proxy {
                 }
             }
         };
-        let result = tokio::time::timeout(config.connect_timeout, fut)
-            .await
-            .map_err(|_| Error::Timeout(config.connect_timeout))
-            .and_then(|r| r);
+        let result = match deadline {
+            Some(at) => tokio::time::timeout_at(at, fut)
+                .await
+                .map_err(|_| Error::Timeout(config.connect_timeout))
+                .and_then(|r| r),
+            // A timeout too long to represent as an instant is no timeout.
+            None => fut.await,
+        };
         if let (Err(e), Some(resolver)) = (&result, &config.resolver) {
             if let Some(direct) = resolved.lock().take().filter(|_| e.is_communication()) {
                 resolver.dial_failed(&config.uri, &direct);
@@ -201,18 +263,22 @@ impl Proxy {
         result
     }
 
-    /// The daemon and protocol a dial would reach, and the serializer to encode a call in
-    /// ahead of it (see [`Ahead`]), when they are known before dialing: a `PYRO:` URI with
-    /// [`ProxyBuilder::serializer`](super::ProxyBuilder::serializer) set. (A logical URI is
-    /// resolved only by the dial.)
-    pub(super) fn ahead_wire(&self) -> Option<(&Uri, Serializer, Protocol)> {
-        let config = &self.shared.config;
-        let serializer = config.early_serializer()?;
-        let protocol = config
+    /// The daemon and protocol the `due` dial will reach first, and the serializer to encode a
+    /// call in ahead of it (see [`Ahead`]): when the URI resolved and
+    /// [`ProxyBuilder::serializer`](super::ProxyBuilder::serializer) is set.
+    pub(super) fn ahead_wire<'a>(
+        &self,
+        due: &'a Due<'_>,
+    ) -> Option<(&'a Uri, Serializer, Protocol)> {
+        let serializer = self.shared.config.early_serializer()?;
+        let direct = due.target.as_ref().ok()?;
+        let protocol = self
+            .shared
+            .config
             .protocol
             .or(*self.shared.learned.lock())
             .unwrap_or_default();
-        matches!(config.uri, Uri::Pyro { .. }).then_some((&config.uri, serializer, protocol))
+        Some((direct, serializer, protocol))
     }
 
     pub(super) fn live(&self) -> Option<Arc<Connection>> {
@@ -225,6 +291,40 @@ impl Proxy {
                 !c.shared.is_closed()
             })
             .cloned()
+    }
+}
+
+/// What [`Proxy::begin_dial`] found.
+pub(super) enum Dialing<'a> {
+    /// A live connection.
+    Live(Arc<Connection>),
+    /// None: this caller dials, with [`Proxy::finish_dial`].
+    Due(Due<'a>),
+}
+
+/// A dial to make: the proxy's dial lock (which keeps its last failure), and the first
+/// attempt's resolution with the deadline it counts against.
+pub(super) struct Due<'a> {
+    last_failure: tokio::sync::MutexGuard<'a, Option<(tokio::time::Instant, String)>>,
+    target: Result<Uri, Error>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Why a dial ([`Proxy::begin_dial`], [`Proxy::finish_dial`]) failed.
+pub(super) enum DialFailed {
+    /// No call was sent (or there was none to send).
+    Unsent(Error),
+    /// The call sent with the CONNECT may have run.
+    AfterSend(Error),
+}
+
+impl DialFailed {
+    /// The error of the call that asked for the connection.
+    pub(super) fn into_call_error(self) -> Error {
+        match self {
+            DialFailed::Unsent(e) => e.not_sent(),
+            DialFailed::AfterSend(e) => e,
+        }
     }
 }
 
