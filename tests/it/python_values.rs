@@ -194,6 +194,101 @@ print(daemon.register(Generator(), "py.generator"))
 daemon.requestLoop()
 "#;
 
+/// A Python object counting its calls, Pyro5 or Pyro4 by `sys.argv[1]`, under the server type
+/// (`thread` or `multiplex`) `sys.argv[2]`.
+const PYTHON_COUNTER_SERVER: &str = r#"
+import sys
+if sys.argv[1] == "4":
+    import Pyro4 as Pyro
+    Daemon, expose = Pyro.Daemon, Pyro.expose
+    Pyro.config.SERIALIZERS_ACCEPTED = {"serpent", "json", "marshal"}
+else:
+    import Pyro5.api as Pyro
+    import Pyro5.server
+    Daemon, expose = Pyro5.server.Daemon, Pyro.expose
+Pyro.config.SERVERTYPE = sys.argv[2]
+
+@expose
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def hit(self, by):
+        self.n += 1
+        return self.n * 1000 + by
+    def hits(self):
+        return self.n
+
+daemon = Daemon(host="127.0.0.1")
+print(daemon.register(Counter(), "py.counter"))
+daemon.requestLoop()
+"#;
+
+/// A fresh proxy's first call goes right behind its CONNECT: Python's daemons (both server
+/// types, Pyro5 and Pyro4, with the protocol set or detected) run it once, and refuse a CONNECT
+/// to an unknown object with its own error, the call never run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_daemons_run_a_first_call_sent_with_the_connect_once_and_refuse_cleanly() {
+    use rmi::protocol::frame::Protocol;
+    use rmi::Serializer;
+    for (python, version) in [(python5(), "5"), (python4(), "4")] {
+        let Some(python) = python else { return };
+        for servertype in ["thread", "multiplex"] {
+            let server = PythonDaemon::start(python, PYTHON_COUNTER_SERVER, &[version, servertype]);
+            let rmi::Location::Tcp { port, .. } = server.uri.location().unwrap().clone() else {
+                unreachable!()
+            };
+            let (serializers, protocols): (&[Serializer], &[Option<Protocol>]) = match version {
+                "5" => (
+                    &[
+                        Serializer::Serpent,
+                        Serializer::Json,
+                        Serializer::MsgPack,
+                        Serializer::Marshal,
+                    ],
+                    &[None],
+                ),
+                _ => (
+                    &[Serializer::Serpent, Serializer::Json, Serializer::Marshal],
+                    &[None, Some(Protocol::Pyro4)],
+                ),
+            };
+            let mut hits = 0;
+            for &ser in serializers {
+                for &protocol in protocols {
+                    let at = format!("Pyro{version} {servertype} {ser:?} {protocol:?}");
+                    let lazy = |uri: rmi::Uri| {
+                        let builder = rmi::Proxy::builder(uri).serializer(ser);
+                        match protocol {
+                            Some(p) => builder.protocol(p),
+                            None => builder,
+                        }
+                        .build()
+                    };
+                    let proxy = lazy(server.uri.clone());
+                    hits += 1;
+                    let first: i64 = proxy.call("hit", &(7,)).await.unwrap();
+                    assert_eq!(first, hits * 1000 + 7, "{at}");
+                    hits += 1;
+                    let second: i64 = proxy.call("hit", &(8,)).await.unwrap();
+                    assert_eq!(second, hits * 1000 + 8, "{at}");
+                    let nobody = lazy(rmi::Uri::tcp("py.nobody", "127.0.0.1", port));
+                    let err = nobody.call::<_, i64>("hit", &(9,)).await.unwrap_err();
+                    assert!(
+                        matches!(&err, rmi::Error::UnknownObject(o) if o == "py.nobody"),
+                        "{at}: {err}"
+                    );
+                }
+            }
+            let proxy = rmi::Proxy::builder(server.uri.clone()).build();
+            let counted: i64 = proxy.call("hits", &()).await.unwrap();
+            assert_eq!(
+                counted, hits,
+                "Pyro{version} {servertype}: each call ran once"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rust_proxy_streams_a_python_generator_and_batches_calls_to_python() {
     use futures_util::StreamExt;

@@ -417,11 +417,16 @@ async fn bulk(s: Series, a: &Addrs, data: &[u8], cfg: &Config) -> f64 {
     (cfg.bulk_calls * BLOB) as f64 / 1e6 / total.as_secs_f64()
 }
 
-/// A new connection and its first call, each time: median µs. The connection is dropped and
+/// A new connection and its first call, each time: median µs, and the process's CPU per
+/// connection over the timed ones (both ends, teardown included). The connection is dropped and
 /// 1 ms left for both sides to tear it down before the next.
-async fn connect_first_call(s: Series, a: &Addrs, cfg: &Config) -> f64 {
+async fn connect_first_call(s: Series, a: &Addrs, cfg: &Config) -> (f64, f64) {
     let mut samples = Vec::with_capacity(cfg.connect_calls);
+    let mut cpu_from = sys::cpu_time();
     for i in 0..cfg.connect_warmup + cfg.connect_calls {
+        if i == cfg.connect_warmup {
+            cpu_from = sys::cpu_time();
+        }
         let t = Instant::now();
         let e = if s == Series::Raw {
             let mut pp = raw::PingPong::connect(a.raw, &a.raw_frames).await;
@@ -439,7 +444,8 @@ async fn connect_first_call(s: Series, a: &Addrs, cfg: &Config) -> f64 {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    median(&mut samples)
+    let cpu = (sys::cpu_time() - cpu_from).as_secs_f64() * 1e6 / cfg.connect_calls as f64;
+    (median(&mut samples), cpu)
 }
 
 /// Pins (or unpins, with `None`) the client thread and the server runtime's thread.
@@ -579,7 +585,11 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
         let mut connect_order = order.clone();
         connect_order.push(Series::RmiPyroname);
         for &s in &connect_order {
-            rec!(Figure::Connect, s, connect_first_call(s, &a, &cfg).await);
+            let (median, cpu) = connect_first_call(s, &a, &cfg).await;
+            rec!(Figure::Connect, s, median);
+            if s != Series::RmiPyroname {
+                rec!(Figure::ConnectCpu, s, cpu);
+            }
         }
         println!(
             "rep {}/{}: {:.1} s, load average before {} after {} | 1x64 calls/s: {}",

@@ -22,12 +22,13 @@ pub enum Figure {
     LatencyPinned,
     Bulk,
     Connect,
+    ConnectCpu,
     CpuPerCall,
     AllocsPerCall,
     BytesPerCall,
 }
 
-pub const FIGURES: [Figure; 11] = [
+pub const FIGURES: [Figure; 12] = [
     Figure::Conn1x64,
     Figure::Conn8x8,
     Figure::Conn16x64,
@@ -36,6 +37,7 @@ pub const FIGURES: [Figure; 11] = [
     Figure::LatencyPinned,
     Figure::Bulk,
     Figure::Connect,
+    Figure::ConnectCpu,
     Figure::CpuPerCall,
     Figure::AllocsPerCall,
     Figure::BytesPerCall,
@@ -52,6 +54,7 @@ impl Figure {
             Figure::LatencyPinned => "sequential latency, both threads on one core, median, µs",
             Figure::Bulk => "10 MB `Vec<u8>` argument, MB/s",
             Figure::Connect => "connect + first call, median, µs",
+            Figure::ConnectCpu => "CPU per connect + first call (user+sys, both ends), µs",
             Figure::CpuPerCall => "CPU per call at 1 × 64 (user+sys, both ends), µs",
             Figure::AllocsPerCall => "allocations per call at 1 × 64 (both ends)",
             Figure::BytesPerCall => "bytes allocated per call at 1 × 64 (both ends)",
@@ -68,6 +71,7 @@ impl Figure {
             Figure::LatencyPinned => "latency_pinned",
             Figure::Bulk => "bulk_10mb",
             Figure::Connect => "connect_first_call",
+            Figure::ConnectCpu => "cpu_per_connect",
             Figure::CpuPerCall => "cpu_per_call",
             Figure::AllocsPerCall => "allocs_per_call",
             Figure::BytesPerCall => "alloc_bytes_per_call",
@@ -79,6 +83,7 @@ impl Figure {
             Figure::Conn1x64 | Figure::Conn8x8 | Figure::Conn16x64 => "calls/s",
             Figure::Latency | Figure::LatencyP99 | Figure::LatencyPinned | Figure::Connect => "µs",
             Figure::CpuPerCall => "µs CPU per call",
+            Figure::ConnectCpu => "µs CPU per connect",
             Figure::Bulk => "MB/s",
             Figure::AllocsPerCall => "allocations per call",
             Figure::BytesPerCall => "bytes per call",
@@ -98,7 +103,7 @@ impl Figure {
                 format!("{}k", thousands(v / 1e3))
             }
             Figure::Bulk | Figure::BytesPerCall => thousands(v),
-            Figure::Connect => format!("{v:.0}"),
+            Figure::Connect | Figure::ConnectCpu => format!("{v:.0}"),
             Figure::CpuPerCall => format!("{v:.2}"),
             _ => format!("{v:.1}"),
         }
