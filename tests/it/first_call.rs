@@ -7,24 +7,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmi::protocol::frame::{Header, MessageType, HEADER_SIZE};
+use rmi::protocol::frame::{MessageType, Protocol};
 use rmi::{Daemon, Error, Proxy, Serializer, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{start_daemon, LabObject, LabProxy, LabServer};
 
-/// The next whole Pyro5 frame from `s`, as its bytes and type; `None` at its end.
+/// The next whole frame (Pyro5 or Pyro4) from `s`, as its bytes and type; `None` at its end.
 async fn next_frame<R: AsyncRead + Unpin>(s: &mut R) -> Option<(Vec<u8>, MessageType)> {
-    let mut buf = vec![0; HEADER_SIZE];
+    let mut buf = vec![0; 6];
     s.read_exact(&mut buf).await.ok()?;
-    let header = Header::parse(&buf, 1 << 20).expect("a Pyro5 header");
+    let protocol = Protocol::detect(&buf).expect("a Pyro header");
+    buf.resize(protocol.header_size(), 0);
+    s.read_exact(&mut buf[6..]).await.ok()?;
+    let header = protocol
+        .parse_header(&buf, 1 << 20)
+        .expect("a valid header");
+    let head = buf.len();
     buf.resize(header.total_len(), 0);
-    s.read_exact(&mut buf[HEADER_SIZE..]).await.ok()?;
+    s.read_exact(&mut buf[head..]).await.ok()?;
     Some((buf, header.msg_type))
 }
 
-/// The next whole Pyro5 frame from `s`, as its bytes and type.
+/// The next whole frame from `s`, as its bytes and type.
 async fn frame<R: AsyncRead + Unpin>(s: &mut R) -> (Vec<u8>, MessageType) {
     next_frame(s).await.expect("a whole frame")
 }
@@ -66,10 +72,14 @@ fn lazy(uri: &Uri, port: u16) -> LabProxy {
     )
 }
 
-/// Calls `echo` through `proxy`, a lazy proxy whose daemon is at `listener`, standing in for
-/// the daemon at `daemon_port`: the call must come before anything answered its CONNECT.
-async fn first_call_comes_unanswered(listener: TcpListener, daemon_port: u16, proxy: LabProxy) {
-    let call = tokio::spawn(async move { proxy.echo(1, 2, "first".into()).await });
+/// Stands in at `listener` for the daemon at `daemon_port` while `call`, a lazy proxy's first
+/// call dialing `listener`, runs: the call must come before anything answered its CONNECT; then
+/// both go to the daemon as they came, and its answers back. Returns what `call` returned.
+pub(crate) async fn first_call_comes_unanswered<T>(
+    listener: TcpListener,
+    daemon_port: u16,
+    call: tokio::task::JoinHandle<T>,
+) -> T {
     let (mut client, _) = listener.accept().await.unwrap();
     let (connect, kind) = frame(&mut client).await;
     assert_eq!(kind, MessageType::Connect);
@@ -77,7 +87,6 @@ async fn first_call_comes_unanswered(listener: TcpListener, daemon_port: u16, pr
         .await
         .expect("the call waited for the CONNECTOK: it was not sent with the CONNECT");
     assert_eq!(kind, MessageType::Invoke);
-    // Both reach the daemon as they came; its answers reach the proxy.
     let mut upstream = TcpStream::connect(("127.0.0.1", daemon_port))
         .await
         .unwrap();
@@ -86,7 +95,15 @@ async fn first_call_comes_unanswered(listener: TcpListener, daemon_port: u16, pr
     tokio::spawn(async move {
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     });
-    let (task, call_no, text) = call.await.unwrap().unwrap();
+    call.await.unwrap()
+}
+
+/// `echo(1, 2, "first")` through `proxy`, as its first call: see [`first_call_comes_unanswered`].
+async fn first_echo_comes_unanswered(listener: TcpListener, daemon_port: u16, proxy: LabProxy) {
+    let call = tokio::spawn(async move { proxy.echo(1, 2, "first".into()).await });
+    let (task, call_no, text) = first_call_comes_unanswered(listener, daemon_port, call)
+        .await
+        .unwrap();
     assert_eq!((task, call_no, text.as_str()), (1, 2, "first"));
 }
 
@@ -95,7 +112,7 @@ async fn the_call_that_opens_the_connection_does_not_wait_for_the_connectok() {
     let (daemon, lab, _) = start_daemon().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy = lazy(&lab, listener.local_addr().unwrap().port());
-    first_call_comes_unanswered(listener, daemon.local_addr().unwrap().port(), proxy).await;
+    first_echo_comes_unanswered(listener, daemon.local_addr().unwrap().port(), proxy).await;
     daemon.shutdown();
 }
 
@@ -126,7 +143,7 @@ async fn through_pyroname_too_the_first_call_does_not_wait_for_the_connectok() {
             .connect_timeout(Duration::from_secs(60))
             .build(),
     );
-    first_call_comes_unanswered(listener, daemon.local_addr().unwrap().port(), proxy).await;
+    first_echo_comes_unanswered(listener, daemon.local_addr().unwrap().port(), proxy).await;
     daemon.shutdown();
 }
 
@@ -200,7 +217,8 @@ async fn a_daemon_answer_the_proxy_refuses_has_run_no_call() {
 }
 
 #[tokio::test]
-async fn a_call_sent_with_the_connect_is_not_sent_again_when_the_connection_fails() {
+async fn a_call_sent_with_the_connect_is_not_sent_again_when_the_connection_fails_and_waiters_dial()
+{
     let (daemon, lab, _) = start_daemon().await;
     let daemon_port = daemon.local_addr().unwrap().port();
     // Passes the first connection's CONNECT and call to the daemon, then cuts it before any
@@ -233,13 +251,28 @@ async fn a_call_sent_with_the_connect_is_not_sent_again_when_the_connection_fail
         }
     });
     let proxy = lazy(&lab, port);
-    let err = proxy.echo(0, 0, "once".into()).await.unwrap_err();
+    let dialer = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.echo(0, 0, "once".into()).await }
+    });
+    // Queued on that dial: its failure was the call's, not the daemon's, so this one dials
+    // again (a ping has no retry of its own).
+    let waiter = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.proxy().ping().await }
+    });
+    let err = dialer.await.unwrap().unwrap_err();
     assert!(
         !err.is_not_executed(),
         "the call may have run: its error must not say otherwise: {err}"
     );
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "no second dial for it");
-    // The next call dials again and counts: the first ran exactly once.
+    waiter.await.unwrap().unwrap();
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the call was not sent again; the waiter dialed once"
+    );
+    // The first call ran exactly once.
     assert_eq!(proxy.calls().await.unwrap(), 1);
     daemon.shutdown();
 }
@@ -278,7 +311,11 @@ async fn a_call_that_waits_does_not_hold_up_the_connectok_it_came_with() {
     // A second caller lets the first call finish: its reply follows.
     let other = LabProxy::from_uri(&lab).unwrap();
     assert_eq!(other.rendezvous(2).await.unwrap(), 2);
-    let reply = rd.read_frame().await.unwrap().unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), rd.read_frame())
+        .await
+        .expect("the first call's reply")
+        .unwrap()
+        .unwrap();
     assert_eq!((reply.msg_type, reply.seq), (MessageType::Result, 1));
     let met: usize = ser.decode(&reply.payload, &Default::default()).unwrap();
     assert_eq!(met, 2);
@@ -309,4 +346,56 @@ async fn many_first_callers_of_a_fresh_proxy_share_one_connection_and_each_call_
     assert_eq!(connections.len(), 1, "one dial for them all");
     assert_eq!(proxy.calls().await.unwrap(), 16 + 16);
     daemon.shutdown();
+}
+
+/// An object whose method blocks its thread (as CPU-bound work does).
+#[rmi::remote]
+trait Busy {
+    /// Blocks for `ms` milliseconds; returns `ms`.
+    async fn spin(&self, ms: u64) -> u64;
+    /// How many `spin`s ran.
+    async fn runs(&self) -> u64;
+}
+
+struct BusyObject(std::sync::atomic::AtomicU64);
+
+impl Busy for BusyObject {
+    async fn spin(&self, ms: u64) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+    async fn runs(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_first_call_longer_than_the_connect_timeout_runs_once_and_answers() {
+    // The daemon on a thread of its own, which the method blocks.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+            let uri = daemon
+                .register(BusyServer::new(BusyObject(Default::default())))
+                .unwrap();
+            tx.send(uri).unwrap();
+            daemon.serve().await
+        })
+    });
+    let uri = rx.recv().unwrap();
+    let proxy = BusyProxy::from_proxy(
+        Proxy::builder(uri)
+            .serializer(Serializer::Bincode)
+            .connect_timeout(Duration::from_millis(750))
+            .build(),
+    );
+    // The handshake is answered before the call runs: the connect timeout is not the call's.
+    assert_eq!(proxy.spin(1500).await.unwrap(), 1500);
+    assert_eq!(proxy.runs().await.unwrap(), 1);
 }

@@ -231,12 +231,32 @@ async fn python_daemons_run_a_first_call_sent_with_the_connect_once_and_refuse_c
     use rmi::protocol::frame::Protocol;
     use rmi::Serializer;
     for (python, version) in [(python5(), "5"), (python4(), "4")] {
-        let Some(python) = python else { return };
+        // (A missing Python was reported loudly by `python5`/`python4`, and fails under CI.)
+        let Some(python) = python else { continue };
         for servertype in ["thread", "multiplex"] {
             let server = PythonDaemon::start(python, PYTHON_COUNTER_SERVER, &[version, servertype]);
             let rmi::Location::Tcp { port, .. } = server.uri.location().unwrap().clone() else {
                 unreachable!()
             };
+            // Seen on the wire: the first call comes before the daemon answered the CONNECT.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let stand_in = rmi::Uri::tcp(
+                "py.counter",
+                "127.0.0.1",
+                listener.local_addr().unwrap().port(),
+            );
+            let builder = rmi::Proxy::builder(stand_in).serializer(Serializer::Serpent);
+            let proxy = match version {
+                "4" => builder.protocol(Protocol::Pyro4),
+                _ => builder,
+            }
+            .build();
+            let call = tokio::spawn(async move { proxy.call::<_, i64>("hit", &(5,)).await });
+            let first = crate::first_call::first_call_comes_unanswered(listener, port, call)
+                .await
+                .unwrap();
+            assert_eq!(first, 1005, "Pyro{version} {servertype}");
+            let mut hits = 1;
             let (serializers, protocols): (&[Serializer], &[Option<Protocol>]) = match version {
                 "5" => (
                     &[
@@ -252,7 +272,6 @@ async fn python_daemons_run_a_first_call_sent_with_the_connect_once_and_refuse_c
                     &[None, Some(Protocol::Pyro4)],
                 ),
             };
-            let mut hits = 0;
             for &ser in serializers {
                 for &protocol in protocols {
                     let at = format!("Pyro{version} {servertype} {ser:?} {protocol:?}");

@@ -176,7 +176,7 @@ pub(super) async fn handle_connection(
     // validator; with a shared secret, only once the client has proved it (SPAKE2).
     let certificate = peer_certificate.as_ref();
     let outcome = handshake(&inner, &mut reader, &mut writer, &peer, certificate);
-    let (object_id, session, answer) = match outcome.await {
+    let (object_id, session) = match outcome.await {
         Ok(accepted) => accepted,
         Err(reply) => {
             tracing::debug!(%peer, "handshake refused");
@@ -258,12 +258,6 @@ pub(super) async fn handle_connection(
         }
     });
     let mut held = Held::default();
-    // The CONNECTOK, when a call came right behind the CONNECT: it goes out with that call's
-    // reply if the call finishes at once, else before the loop waits for anything.
-    if let Some(msg) = answer {
-        let _ = tx.hold(Outgoing::from(msg));
-        held.add(reader.has_frame());
-    }
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
     let mut inline = Box::pin(None);

@@ -87,22 +87,16 @@ where
     }
 }
 
-/// What an accepted handshake leaves: the connected object's id; with a shared secret, the
-/// authenticated session; and the CONNECTOK when it is not written yet (a call sent right
-/// behind the CONNECT is at hand: the request loop sends the answer with that call's reply, in
-/// one write).
-pub(super) type Accepted = (String, Option<Session>, Option<Message>);
-
-/// Runs the CONNECT handshake, within the daemon's `handshake_timeout` as a whole. Returns
-/// what it [`Accepted`]; or the reply to send (already signed where there is a session) before
-/// closing, if any.
+/// Runs the CONNECT handshake, within the daemon's `handshake_timeout` as a whole. Returns the
+/// connected object's id and, with a shared secret, the authenticated session; or the reply
+/// to send (already signed where there is a session) before closing, if any.
 pub(super) async fn handshake<R, W>(
     inner: &Inner,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     peer: &str,
     peer_certificate: Option<&Certificate>,
-) -> Result<Accepted, Option<Message>>
+) -> Result<(String, Option<Session>), Option<Message>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -123,7 +117,7 @@ async fn exchange<R, W>(
     writer: &mut FrameWriter<W>,
     peer: &str,
     peer_certificate: Option<&Certificate>,
-) -> Result<Accepted, Option<Message>>
+) -> Result<(String, Option<Session>), Option<Message>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -134,11 +128,8 @@ where
     writer.set_protocol(protocol);
     let Some(secret) = &inner.config.secret else {
         let (id, reply) = check(inner, &req, protocol, peer, peer_certificate)?;
-        if reader.has_frame() {
-            return Ok((id, None, Some(reply)));
-        }
         writer.write_frame(&reply).await.map_err(|_| None)?;
-        return Ok((id, None, None));
+        return Ok((id, None));
     };
 
     // Before the client's proof: nothing here looks at the request's payload or the objects.
@@ -159,7 +150,7 @@ where
         Ok((id, mut reply)) => {
             signer.sign(&mut reply);
             writer.write_frame(&reply).await.map_err(|_| None)?;
-            Ok((id, Some((signer, verifier)), None))
+            Ok((id, Some((signer, verifier))))
         }
         Err(Some(mut reply)) => {
             signer.sign(&mut reply);

@@ -56,12 +56,17 @@ impl Proxy {
         if let Some(conn) = self.live() {
             return Ok(Dialing::Live(conn));
         }
-        // A dial that ended while we waited failed for us too: do not dial all over again.
-        if let Some((_, reason)) = last_failure.as_ref().filter(|(at, _)| *at >= waiting_since) {
+        // A dial that ended while we waited failed for us too: do not dial all over again. (But
+        // one that failed the call it sent with the CONNECT was that call's failure: dial, the
+        // usual way, with no call ahead: a daemon that failed it may fail another.)
+        let recent = last_failure.as_ref().filter(|f| f.at >= waiting_since);
+        if let Some(failure) = recent.filter(|f| !f.after_send) {
             return Err(DialFailed::Unsent(
-                Error::ConnectionClosed(format!("connecting failed: {reason}")).not_sent(),
+                Error::ConnectionClosed(format!("connecting failed: {}", failure.reason))
+                    .not_sent(),
             ));
         }
+        let ahead = recent.is_none();
         // The first dial's resolution, within the first dial's connect timeout.
         let timeout = self.shared.config.connect_timeout;
         let deadline = tokio::time::Instant::now().checked_add(timeout);
@@ -75,6 +80,7 @@ impl Proxy {
             last_failure,
             target,
             deadline,
+            ahead,
         }))
     }
 
@@ -91,6 +97,7 @@ impl Proxy {
             mut last_failure,
             target,
             deadline,
+            ahead: _,
         } = due;
         let mut target = Some((target, deadline));
         let config = &self.shared.config;
@@ -104,10 +111,7 @@ impl Proxy {
                 // Sent with the CONNECT, perhaps run: the call's own failure, not a dial's (and
                 // the callers waiting for this dial fail too, their calls unsent).
                 Err(e) if may_have_run.load(Ordering::Acquire) => {
-                    *last_failure = Some((
-                        tokio::time::Instant::now(),
-                        crate::error::Report(&e).to_string(),
-                    ));
+                    *last_failure = Some(Failure::new(&e, true));
                     return Err(DialFailed::AfterSend(e));
                 }
                 // Answers, not outages: another dial would get the same.
@@ -115,10 +119,7 @@ impl Proxy {
                     return Err(DialFailed::Unsent(e))
                 }
                 Err(e) if attempt >= config.reconnect_attempts => {
-                    *last_failure = Some((
-                        tokio::time::Instant::now(),
-                        crate::error::Report(&e).to_string(),
-                    ));
+                    *last_failure = Some(Failure::new(&e, false));
                     return Err(DialFailed::Unsent(e));
                 }
                 Err(e) => {
@@ -270,7 +271,11 @@ impl Proxy {
         &self,
         due: &'a Due<'_>,
     ) -> Option<(&'a Uri, Serializer, Protocol)> {
-        let serializer = self.shared.config.early_serializer()?;
+        let serializer = self
+            .shared
+            .config
+            .early_serializer()
+            .filter(|_| due.ahead)?;
         let direct = due.target.as_ref().ok()?;
         let protocol = self
             .shared
@@ -302,12 +307,31 @@ pub(super) enum Dialing<'a> {
     Due(Due<'a>),
 }
 
-/// A dial to make: the proxy's dial lock (which keeps its last failure), and the first
-/// attempt's resolution with the deadline it counts against.
+/// A dial to make: the proxy's dial lock (which keeps its last failure), the first attempt's
+/// resolution with the deadline it counts against, and whether a call may go ahead.
 pub(super) struct Due<'a> {
-    last_failure: tokio::sync::MutexGuard<'a, Option<(tokio::time::Instant, String)>>,
+    last_failure: tokio::sync::MutexGuard<'a, Option<Failure>>,
     target: Result<Uri, Error>,
     deadline: Option<tokio::time::Instant>,
+    ahead: bool,
+}
+
+/// The proxy's last failed dial, for the callers that waited for it.
+pub(super) struct Failure {
+    at: tokio::time::Instant,
+    reason: String,
+    /// It failed the call sent with its CONNECT (see [`DialFailed::AfterSend`]).
+    after_send: bool,
+}
+
+impl Failure {
+    fn new(e: &Error, after_send: bool) -> Self {
+        Failure {
+            at: tokio::time::Instant::now(),
+            reason: crate::error::Report(e).to_string(),
+            after_send,
+        }
+    }
 }
 
 /// Why a dial ([`Proxy::begin_dial`], [`Proxy::finish_dial`]) failed.

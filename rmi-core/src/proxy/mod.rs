@@ -119,7 +119,7 @@ struct Shared {
     learned: parking_lot::Mutex<Option<Protocol>>,
     /// Serializes dialing so concurrent first calls, and calls after a failure, dial once;
     /// holds when the last dial failed and why, so callers that waited for it share the failure.
-    dial_lock: tokio::sync::Mutex<Option<(tokio::time::Instant, String)>>,
+    dial_lock: tokio::sync::Mutex<Option<dial::Failure>>,
 }
 
 impl Proxy {
