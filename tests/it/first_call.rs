@@ -399,3 +399,20 @@ async fn a_first_call_longer_than_the_connect_timeout_runs_once_and_answers() {
     assert_eq!(proxy.spin(1500).await.unwrap(), 1500);
     assert_eq!(proxy.runs().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_first_call_too_large_to_go_ahead_is_sent_once_connected() {
+    let (daemon, lab, _) = start_daemon().await;
+    let (port, counted) = counting_relay(daemon.local_addr().unwrap().port()).await;
+    let proxy = lazy(&lab, port);
+    let big = crate::support::Blob(vec![7; 200_000]);
+    assert_eq!(proxy.blob_len(big).await.unwrap(), 200_000);
+    assert_eq!(proxy.calls().await.unwrap(), 1);
+    drop(proxy);
+    assert_eq!(
+        counted.await.unwrap(),
+        2,
+        "the large call and `calls`, once each"
+    );
+    daemon.shutdown();
+}

@@ -6,7 +6,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::connection::Wire;
-use super::dial::{Ahead, DialFailed, Dialing};
+use super::dial::{Ahead, DialFailed, Dialing, Due};
 use super::stream::ItemStream;
 use super::{Proxy, Reply};
 use crate::error::{Error, RemoteError};
@@ -21,6 +21,24 @@ use crate::protocol::names::{
 /// a large one could fail the proxy's write first, hiding the refusal. A large argument is
 /// also better not encoded by every caller of a fresh proxy at once, for one of them to use.
 const AHEAD_MAX: usize = 64 * 1024;
+
+/// A call encoded before its dial but too large to go with the CONNECT (see
+/// [`Proxy::encode_ahead`]), for the connection it was encoded for.
+struct Kept {
+    serializer: Serializer,
+    protocol: Protocol,
+    object: String,
+    msg: Message,
+}
+
+impl Kept {
+    /// Whether a connection speaking `wire` reads it as encoded.
+    fn fits(&self, wire: &Wire<'_>) -> bool {
+        self.serializer == wire.serializer
+            && self.protocol == wire.protocol
+            && self.object == wire.object
+    }
+}
 
 impl Proxy {
     /// Calls `method` with the argument tuple `args` and decodes the result as `R`.
@@ -133,6 +151,8 @@ impl Proxy {
                 let invoke = |wire: &Wire<'_>| {
                     self.invoke_message(wire, object, method, (args, kwargs), corr, flags)
                 };
+                // A call too large to go with the CONNECT, encoded for it all the same.
+                let mut prepared = None;
                 let dialing = match self.live() {
                     Some(conn) => Ok(Dialing::Live(conn)),
                     None => self.begin_dial().await,
@@ -141,40 +161,23 @@ impl Proxy {
                     Ok(Dialing::Live(conn)) => (conn, None),
                     Ok(Dialing::Due(due)) => {
                         // This call dials: encoded now, it can go out with the CONNECT.
-                        let ahead =
-                            self.ahead_wire(&due)
-                                .and_then(|(direct, serializer, protocol)| {
-                                    let wire = Wire {
-                                        serializer,
-                                        protocol,
-                                        object: direct.object()?,
-                                    };
-                                    // Small calls only: a large one would be timed by the connect
-                                    // timeout, and lost with a refusal the daemon answers before
-                                    // reading it (see `AHEAD_MAX`).
-                                    let mut msg = invoke(&wire).ok().filter(|m| {
-                                        m.payload_tail.is_empty() && m.size() <= AHEAD_MAX
-                                    })?;
-                                    // It waits for the dial: out of the encoder's shared arena.
-                                    if msg.payload.len() <= codec::ARENA_MAX {
-                                        msg.payload = Bytes::copy_from_slice(&msg.payload);
-                                    }
-                                    Some(Ahead {
-                                        direct: direct.clone(),
-                                        protocol,
-                                        msg,
-                                    })
-                                });
-                        self.finish_dial(due, ahead)
+                        let (ahead, kept) = self.encode_ahead(&due, &mut |wire| invoke(wire));
+                        let (conn, sent) = self
+                            .finish_dial(due, ahead)
                             .await
-                            .map_err(DialFailed::into_call_error)?
+                            .map_err(DialFailed::into_call_error)?;
+                        prepared = kept.filter(|k| k.fits(&conn.wire())).map(|k| k.msg);
+                        (conn, sent)
                     }
                     Err(failed) => return Err(failed.into_call_error()),
                 };
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, self.options.timeout).await?,
                     None => {
-                        let msg = invoke(&conn.wire())?;
+                        let msg = match prepared {
+                            Some(msg) => msg,
+                            None => invoke(&conn.wire())?,
+                        };
                         conn.request(
                             msg,
                             self.options.timeout,
@@ -200,6 +203,52 @@ impl Proxy {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Encodes a call that is to make the `due` dial, for the daemon and protocol that dial
+    /// reaches first (see [`Proxy::ahead_wire`]): to go out with the CONNECT if it is at most
+    /// [`AHEAD_MAX`] bytes, else kept, to be sent once that connection is open (not encoded
+    /// twice). Neither when nothing may go ahead, or the call does not encode.
+    fn encode_ahead(
+        &self,
+        due: &Due<'_>,
+        invoke: &mut dyn FnMut(&Wire<'_>) -> Result<Message, Error>,
+    ) -> (Option<Ahead>, Option<Kept>) {
+        let Some((direct, serializer, protocol)) = self.ahead_wire(due) else {
+            return (None, None);
+        };
+        let Some(object) = direct.object() else {
+            return (None, None);
+        };
+        let wire = Wire {
+            serializer,
+            protocol,
+            object,
+        };
+        let Ok(mut msg) = invoke(&wire) else {
+            return (None, None);
+        };
+        // It waits for the dial: out of the encoder's shared arena.
+        if msg.payload.len() <= codec::ARENA_MAX {
+            msg.payload = Bytes::copy_from_slice(&msg.payload);
+        }
+        // A large one would be timed by the connect timeout, and lost with a refusal the
+        // daemon answers before reading it.
+        if !msg.payload_tail.is_empty() || msg.size() > AHEAD_MAX {
+            let kept = Kept {
+                serializer,
+                protocol,
+                object: object.to_owned(),
+                msg,
+            };
+            return (None, Some(kept));
+        }
+        let ahead = Ahead {
+            direct: direct.clone(),
+            protocol,
+            msg,
+        };
+        (Some(ahead), None)
     }
 
     /// The INVOKE message of a call with `args` (the positional argument tuple and the
