@@ -690,24 +690,10 @@ impl Spinner for SpinnerObject {
 /// has waited a little.
 #[tokio::test]
 async fn a_held_reply_is_not_kept_waiting_by_slow_methods_after_it() {
-    // The daemon on a runtime of its own, whose thread the slow methods block: blocking a
-    // worker of the test's runtime could stall the test's own I/O.
+    // The daemon on a runtime of its own, whose thread the slow methods block.
     let object = SpinnerObject::default();
     let finished = object.finished.clone();
-    let (ready, started) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-            let uri = daemon.register(SpinnerServer::new(object)).unwrap();
-            ready.send((daemon.clone(), uri)).unwrap();
-            daemon.serve().await
-        })
-    });
-    let (daemon, uri) = started.recv().unwrap();
+    let (daemon, uri) = crate::support::daemon_on_its_own_thread(SpinnerServer::new(object));
     let id = uri.object().unwrap().to_string();
     let mut s = dial(&uri).await;
     connect_handshake(&mut s, &id).await;

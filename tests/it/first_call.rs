@@ -120,15 +120,7 @@ async fn the_call_that_opens_the_connection_does_not_wait_for_the_connectok() {
 async fn through_pyroname_too_the_first_call_does_not_wait_for_the_connectok() {
     let (daemon, lab, _) = start_daemon().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ns = rmi::naming::NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
-    let names = rmi::naming::NameServerProxy::connect(ns.uri())
-        .await
-        .unwrap();
+    let (ns, names) = crate::naming::name_server().await;
     let stand_in = Uri::tcp(
         lab.object().unwrap(),
         "127.0.0.1",
@@ -279,23 +271,13 @@ async fn a_call_sent_with_the_connect_is_not_sent_again_when_the_connection_fail
 
 #[tokio::test]
 async fn a_call_that_waits_does_not_hold_up_the_connectok_it_came_with() {
-    use rmi::protocol::codec::{self, ConnectRequest};
+    use rmi::protocol::codec;
     use rmi::protocol::frame::Message;
     let (daemon, lab, _) = start_daemon().await;
     let object = lab.object().unwrap();
     let (mut rd, mut wr) = rmi::transport::split(crate::support::dial(&lab).await, 1 << 20);
     let ser = Serializer::Bincode;
-    let hello = ConnectRequest {
-        handshake: "hello".into(),
-        object: object.into(),
-    };
-    let connect = Message::new(
-        MessageType::Connect,
-        ser.id(),
-        0,
-        0,
-        ser.encode(&hello).unwrap(),
-    );
+    let connect = crate::support::connect_message(object);
     // `rendezvous(2)` returns only once a second caller has come.
     let call = codec::encode_invoke(ser, object, "rendezvous", &(2usize,)).unwrap();
     let invoke = Message::new(MessageType::Invoke, ser.id(), 0, 1, call);
@@ -373,22 +355,8 @@ impl Busy for BusyObject {
 #[tokio::test]
 async fn a_first_call_longer_than_the_connect_timeout_runs_once_and_answers() {
     // The daemon on a thread of its own, which the method blocks.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
-            let uri = daemon
-                .register(BusyServer::new(BusyObject(Default::default())))
-                .unwrap();
-            tx.send(uri).unwrap();
-            daemon.serve().await
-        })
-    });
-    let uri = rx.recv().unwrap();
+    let (daemon, uri) =
+        crate::support::daemon_on_its_own_thread(BusyServer::new(BusyObject(Default::default())));
     let proxy = BusyProxy::from_proxy(
         Proxy::builder(uri)
             .serializer(Serializer::Bincode)
@@ -398,6 +366,7 @@ async fn a_first_call_longer_than_the_connect_timeout_runs_once_and_answers() {
     // The handshake is answered before the call runs: the connect timeout is not the call's.
     assert_eq!(proxy.spin(1500).await.unwrap(), 1500);
     assert_eq!(proxy.runs().await.unwrap(), 1);
+    daemon.shutdown();
 }
 
 #[tokio::test]

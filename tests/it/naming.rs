@@ -15,7 +15,8 @@ fn uri(port: u16) -> Uri {
     Uri::tcp("obj", "127.0.0.1", port)
 }
 
-async fn name_server() -> (rmi::naming::NameServerHandle, NameServerProxy) {
+/// A name server on 127.0.0.1:0 (no broadcast), and a proxy to it.
+pub(crate) async fn name_server() -> (rmi::naming::NameServerHandle, NameServerProxy) {
     let ns = NameServer::builder()
         .port(0)
         .no_broadcast()

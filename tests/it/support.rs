@@ -194,6 +194,26 @@ pub(crate) async fn start_daemon() -> (rmi::Daemon, rmi::Uri, rmi::Uri) {
     (daemon, lab, greeter)
 }
 
+/// A daemon on 127.0.0.1:0 serving `object` on a runtime and thread of its own, for objects
+/// whose methods block their thread (blocking a worker of the test's runtime could stall the
+/// test's own I/O). Serves until shut down.
+pub(crate) fn daemon_on_its_own_thread(object: impl rmi::Dispatch) -> (rmi::Daemon, rmi::Uri) {
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+            let uri = daemon.register(object).unwrap();
+            ready.send((daemon.clone(), uri)).unwrap();
+            daemon.serve().await
+        })
+    });
+    started.recv().unwrap()
+}
+
 /// A child process that is killed when dropped.
 pub(crate) struct ChildGuard(pub Child);
 
@@ -415,26 +435,27 @@ pub(crate) fn run_idle_flood() {
     });
 }
 
-/// Sends a CONNECT for `object` on a raw stream and reads the CONNECTOK.
-pub(crate) async fn connect_handshake<S>(stream: &mut S, object: &str)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+/// A bincode CONNECT for `object`, with Pyro's default handshake data.
+pub(crate) fn connect_message(object: &str) -> rmi::protocol::frame::Message {
     use rmi::protocol::codec::ConnectRequest;
-    use rmi::protocol::frame::{Message, MessageType, HEADER_SIZE};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use rmi::protocol::frame::{Message, MessageType};
     let ser = rmi::Serializer::Bincode;
     let hello = ConnectRequest {
         handshake: "hello".into(),
         object: object.into(),
     };
-    let msg = Message::new(
-        MessageType::Connect,
-        ser.id(),
-        0,
-        0,
-        ser.encode(&hello).unwrap(),
-    );
+    let payload = ser.encode(&hello).unwrap();
+    Message::new(MessageType::Connect, ser.id(), 0, 0, payload)
+}
+
+/// Sends a CONNECT for `object` on a raw stream and reads the CONNECTOK.
+pub(crate) async fn connect_handshake<S>(stream: &mut S, object: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use rmi::protocol::frame::{MessageType, HEADER_SIZE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let msg = connect_message(object);
     stream.write_all(&msg.to_bytes()).await.unwrap();
     let mut head = [0u8; HEADER_SIZE];
     stream.read_exact(&mut head).await.unwrap();

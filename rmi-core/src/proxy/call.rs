@@ -151,14 +151,14 @@ impl Proxy {
                 let invoke = |wire: &Wire<'_>| {
                     self.invoke_message(wire, object, method, (args, kwargs), corr, flags)
                 };
-                // A call too large to go with the CONNECT, encoded for it all the same.
-                let mut prepared = None;
                 let dialing = match self.live() {
                     Some(conn) => Ok(Dialing::Live(conn)),
                     None => self.begin_dial().await,
                 };
-                let (conn, sent) = match dialing {
-                    Ok(Dialing::Live(conn)) => (conn, None),
+                // `sent`: the call went with the CONNECT; `prepared`: it was too large to, but
+                // is encoded for this connection all the same.
+                let (conn, sent, prepared) = match dialing {
+                    Ok(Dialing::Live(conn)) => (conn, None, None),
                     Ok(Dialing::Due(due)) => {
                         // This call dials: encoded now, it can go out with the CONNECT.
                         let (ahead, kept) = self.encode_ahead(&due, &mut |wire| invoke(wire));
@@ -166,8 +166,8 @@ impl Proxy {
                             .finish_dial(due, ahead)
                             .await
                             .map_err(DialFailed::into_call_error)?;
-                        prepared = kept.filter(|k| k.fits(&conn.wire())).map(|k| k.msg);
-                        (conn, sent)
+                        let prepared = kept.filter(|k| k.fits(&conn.wire())).map(|k| k.msg);
+                        (conn, sent, prepared)
                     }
                     Err(failed) => return Err(failed.into_call_error()),
                 };
