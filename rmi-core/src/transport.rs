@@ -89,6 +89,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.hand_off = true;
     }
 
+    /// Reads and drops what the peer still sends, until it closes (or the read fails). A
+    /// connection closed with bytes unread ends with a reset, which can destroy what was
+    /// written just before it on its way (a refusal); drained, it ends with a FIN.
+    pub async fn discard_until_end(&mut self) {
+        loop {
+            self.buf.clear();
+            self.buf.reserve(MIN_READ);
+            match self.rd.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// The largest message this reader accepts.
     pub fn max_message_size(&self) -> usize {
         self.max_message_size

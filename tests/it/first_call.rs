@@ -171,6 +171,19 @@ async fn a_refused_handshake_runs_nothing_sent_with_its_connect() {
         "{err}"
     );
     assert!(err.is_not_executed(), "a refused call did not run: {err}");
+    // A first call larger than the daemon's first read (8 KiB) is still in its socket when it
+    // refuses: the refusal must reach the proxy all the same.
+    let large = LabProxy::from_proxy(
+        Proxy::builder(uri.clone())
+            .serializer(Serializer::Bincode)
+            .handshake("guess")
+            .build(),
+    );
+    let err = large.echo(0, 0, "x".repeat(50_000)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("not the password")),
+        "{err}"
+    );
     let admitted = LabProxy::from_proxy(
         Proxy::builder(uri)
             .serializer(Serializer::Bincode)
@@ -382,6 +395,93 @@ async fn a_first_call_too_large_to_go_ahead_is_sent_once_connected() {
         counted.await.unwrap(),
         2,
         "the large call and `calls`, once each"
+    );
+    daemon.shutdown();
+}
+
+/// Bytes that count how many times a proxy serializes them.
+#[derive(serde::Deserialize)]
+struct Counted(#[serde(with = "serde_bytes")] Vec<u8>);
+
+/// Serializations of [`Counted`] values (only `a_first_call_too_large_to_go_ahead_is_encoded_once`
+/// makes them).
+static ENCODED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl serde::Serialize for Counted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ENCODED.fetch_add(1, Ordering::SeqCst);
+        serde_bytes::serialize(&self.0, s)
+    }
+}
+
+/// A number that takes 400 ms to serialize (an argument slow to encode).
+#[derive(serde::Deserialize)]
+struct Slow(u32);
+
+impl serde::Serialize for Slow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        std::thread::sleep(Duration::from_millis(400));
+        s.serialize_u32(self.0)
+    }
+}
+
+/// Takes [`Counted`] bytes, or a [`Slow`] number.
+#[rmi::remote]
+trait Sink {
+    /// The number of bytes taken.
+    async fn take(&self, data: Counted) -> usize;
+    /// The number.
+    async fn slow(&self, n: Slow) -> u32;
+}
+
+struct SinkObject;
+
+impl Sink for SinkObject {
+    async fn take(&self, data: Counted) -> usize {
+        data.0.len()
+    }
+    async fn slow(&self, n: Slow) -> u32 {
+        n.0
+    }
+}
+
+/// A daemon serving a [`SinkObject`], and a lazy bincode proxy to it with `connect_timeout`.
+async fn sink(connect_timeout: Duration) -> (Daemon, SinkProxy) {
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(SinkServer::new(SinkObject)).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = Proxy::builder(uri)
+        .serializer(Serializer::Bincode)
+        .connect_timeout(connect_timeout)
+        .build();
+    (daemon, SinkProxy::from_proxy(proxy))
+}
+
+#[tokio::test]
+async fn a_first_call_slow_to_encode_does_not_use_up_the_connect_timeout() {
+    let (daemon, proxy) = sink(Duration::from_millis(500)).await;
+    // Encoded before the dial (at least 400 ms, more than once with a size pass): the
+    // connect timeout counts the dial and the handshake only.
+    assert_eq!(proxy.slow(Slow(7)).await.unwrap(), 7);
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_first_call_too_large_to_go_ahead_is_encoded_once() {
+    let (daemon, proxy) = sink(Duration::from_secs(10)).await;
+    let big = || Counted(vec![1; 100_000]);
+    assert_eq!(proxy.take(big()).await.unwrap(), 100_000);
+    let first = ENCODED.swap(0, Ordering::SeqCst);
+    // The same call on the open connection: what one encoding serializes.
+    assert_eq!(proxy.take(big()).await.unwrap(), 100_000);
+    let once = ENCODED.load(Ordering::SeqCst);
+    assert!(once >= 1, "the counter counts");
+    assert_eq!(
+        first, once,
+        "encoded before the dial and sent once connected, not encoded again"
     );
     daemon.shutdown();
 }

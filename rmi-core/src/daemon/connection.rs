@@ -180,11 +180,16 @@ pub(super) async fn handle_connection(
         Ok(accepted) => accepted,
         Err(reply) => {
             tracing::debug!(%peer, "handshake refused");
-            if let Some(reply) = reply {
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply)).await;
-            }
+            let Some(reply) = reply else {
+                writer.shutdown().await;
+                return;
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&reply)).await;
             writer.shutdown().await;
+            // A call sent right behind the CONNECT may be unread: drained (until the client,
+            // having read the refusal, closes), the connection ends with a FIN, not a reset
+            // that could destroy the refusal on its way.
+            let _ = tokio::time::timeout(Duration::from_secs(1), reader.discard_until_end()).await;
             return;
         }
     };

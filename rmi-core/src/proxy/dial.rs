@@ -76,10 +76,13 @@ impl Proxy {
                 .unwrap_or(Err(Error::Timeout(timeout))),
             None => self.resolve().await,
         };
+        // What the dial has left of it, counted from when it starts: the caller's encoding
+        // of its call in between is not the dial's.
+        let left = deadline.map(|at| at.saturating_duration_since(tokio::time::Instant::now()));
         Ok(Dialing::Due(Due {
             last_failure,
             target,
-            deadline,
+            left,
             ahead,
         }))
     }
@@ -96,9 +99,10 @@ impl Proxy {
         let Due {
             mut last_failure,
             target,
-            deadline,
+            left,
             ahead: _,
         } = due;
+        let deadline = left.and_then(|left| tokio::time::Instant::now().checked_add(left));
         let mut target = Some((target, deadline));
         let config = &self.shared.config;
         let mut backoff = FIRST_BACKOFF;
@@ -308,11 +312,11 @@ pub(super) enum Dialing<'a> {
 }
 
 /// A dial to make: the proxy's dial lock (which keeps its last failure), the first attempt's
-/// resolution with the deadline it counts against, and whether a call may go ahead.
+/// resolution with what is left of its connect timeout, and whether a call may go ahead.
 pub(super) struct Due<'a> {
     last_failure: tokio::sync::MutexGuard<'a, Option<Failure>>,
     target: Result<Uri, Error>,
-    deadline: Option<tokio::time::Instant>,
+    left: Option<Duration>,
     ahead: bool,
 }
 
