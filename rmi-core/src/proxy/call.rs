@@ -161,7 +161,7 @@ impl Proxy {
                     Ok(Dialing::Live(conn)) => (conn, None, None),
                     Ok(Dialing::Due(due)) => {
                         // This call dials: encoded now, it can go out with the CONNECT.
-                        let (ahead, kept) = self.encode_ahead(&due, &mut |wire| invoke(wire));
+                        let (ahead, kept) = self.encode_ahead(&due, &invoke);
                         let (conn, sent) = self
                             .finish_dial(due, ahead)
                             .await
@@ -212,7 +212,7 @@ impl Proxy {
     fn encode_ahead(
         &self,
         due: &Due<'_>,
-        invoke: &mut dyn FnMut(&Wire<'_>) -> Result<Message, Error>,
+        invoke: &dyn Fn(&Wire<'_>) -> Result<Message, Error>,
     ) -> (Option<Ahead>, Option<Kept>) {
         let Some((direct, serializer, protocol)) = self.ahead_wire(due) else {
             return (None, None);
