@@ -45,7 +45,8 @@ pub struct FrameReader<R> {
     protocol: Option<Protocol>,
     /// How long a message may take to arrive once its first byte is in (slow senders).
     frame_timeout: Option<Duration>,
-    /// When the first byte of the message being read arrived.
+    /// When this read first waited for the rest of the message at the front: its frame
+    /// clock (unset while nothing is missing).
     partial_since: Option<tokio::time::Instant>,
     /// Messages outlive the next read (see [`FrameReader::hand_messages_off`]).
     hand_off: bool,
@@ -184,31 +185,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         idle: Option<Duration>,
     ) -> Result<Option<Message>, Error> {
         // Bytes of the next message may have waited while we were not reading (the caller had
-        // no slot free): their clock starts now.
-        // (The clock is read only when a frame timeout is set: reading it per message is
-        // measurable on a busy connection.)
-        if self.frame_timeout.is_some() && !self.buf.is_empty() {
-            self.partial_since = Some(tokio::time::Instant::now());
-        }
-        let idle_until =
-            idle.and_then(|d| tokio::time::Instant::now().checked_add(d).map(|at| (at, d)));
+        // no slot free): their clock starts when this read first has to wait for the rest.
+        // (The clock is read only then: a message already whole in the buffer, as most are on
+        // a busy connection, needs none, and reading it per message is measurable.)
+        self.partial_since = None;
+        // The idle clock likewise starts at the first wait on an empty buffer.
+        let mut idle_until = None;
         loop {
             match self.check() {
-                Ok(header) => {
-                    let msg = self.take(header)?;
-                    // Bytes of the next message may already be here: its clock starts now.
-                    self.partial_since = (self.frame_timeout.is_some() && !self.buf.is_empty())
-                        .then(tokio::time::Instant::now);
-                    return Ok(Some(msg));
-                }
+                Ok(header) => return self.take(header).map(Some),
                 Err(frame::Error::Incomplete) => {}
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
             let buffered = self.buf.len();
             self.reserve();
             let read = self.rd.read_buf(&mut self.buf);
-            // The frame clock runs from the message's first byte (a deadline too far to
-            // represent is none).
+            // The frame clock runs from the first wait for the rest of a message whose first
+            // bytes are in (a deadline too far to represent is none).
             let frame_deadline = match (self.frame_timeout, buffered) {
                 (Some(limit), 1..) => self
                     .partial_since
@@ -217,7 +210,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     .map(|at| (at, limit)),
                 _ => None,
             };
-            let n = match (frame_deadline, buffered, idle_until) {
+            let idle_deadline = match (idle, buffered) {
+                (Some(d), 0) => *idle_until.get_or_insert_with(|| {
+                    tokio::time::Instant::now().checked_add(d).map(|at| (at, d))
+                }),
+                _ => None,
+            };
+            let n = match (frame_deadline, buffered, idle_deadline) {
                 (Some((at, limit)), 1.., _) => {
                     tokio::time::timeout_at(at, read).await.map_err(|_| {
                         Error::Protocol(format!(

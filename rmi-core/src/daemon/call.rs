@@ -50,7 +50,7 @@ impl Call {
         let corr = if self.req.has_flag(frame::FLAGS_CORR_ID) {
             uuid::Uuid::from_bytes(self.req.corr_id)
         } else {
-            uuid::Uuid::new_v4()
+            frame::new_correlation_id()
         };
         let turn = self.turn.take();
         // A compressed request (FLAGS_COMPRESSED) is inflated here, within max_message_size.

@@ -185,7 +185,7 @@ fn reply_to(
     msg.corr_id = if req.has_flag(frame::FLAGS_CORR_ID) {
         req.corr_id
     } else {
-        *uuid::Uuid::new_v4().as_bytes()
+        *frame::new_correlation_id().as_bytes()
     };
     msg
 }

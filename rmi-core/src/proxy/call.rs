@@ -145,7 +145,7 @@ impl Proxy {
             let corr = self
                 .options
                 .correlation_id
-                .unwrap_or_else(uuid::Uuid::new_v4);
+                .unwrap_or_else(frame::new_correlation_id);
             let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
                 let invoke = |wire: &Wire<'_>| {
@@ -357,7 +357,7 @@ impl Proxy {
         let corr = self
             .options
             .correlation_id
-            .unwrap_or_else(uuid::Uuid::new_v4);
+            .unwrap_or_else(frame::new_correlation_id);
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
         let msg = self.invoke_message(
@@ -400,7 +400,7 @@ impl Proxy {
         let corr = self
             .options
             .correlation_id
-            .unwrap_or_else(uuid::Uuid::new_v4);
+            .unwrap_or_else(frame::new_correlation_id);
         let span = tracing::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
