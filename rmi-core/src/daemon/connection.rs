@@ -262,6 +262,9 @@ pub(super) async fn handle_connection(
             _ => Poll::Ready(()),
         }
     });
+    // While a request is at hand and a slot free, nothing below waits: the stop signals are
+    // then only looked at, not waited on (registering a waker with them costs more).
+    let stopped_now = || inner.shutdown.is_raised() || writer_gone.is_raised();
     let mut held = Held::default();
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
@@ -273,18 +276,25 @@ pub(super) async fn handle_connection(
         // requests is answered in one write; they go out before anything could wait (a
         // request still to arrive, a slot, the byte budget), and once the oldest has waited
         // `HOLD_LIMIT` (methods that finish at their first poll can still take long).
-        let more_at_hand =
-            reader.has_frame() && slots.available_permits() > 0 && !queued.over_budget();
+        let frame_at_hand = reader.has_frame();
+        let more_at_hand = frame_at_hand && slots.available_permits() > 0 && !queued.over_budget();
         if held.due(more_at_hand) {
             tx.flush();
             held = Held::default();
         }
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
         // by running calls and by replies not yet written.
-        let slot = tokio::select! {
-            biased;
-            _ = &mut stopped => break,
-            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) if !stopped_now() => {
+                // What waiting for the slot did: a turn for other connections now and then.
+                tokio::task::coop::consume_budget().await;
+                slot
+            }
+            _ => tokio::select! {
+                biased;
+                _ = &mut stopped => break,
+                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+            },
         };
         if queued.over_budget() {
             tokio::select! {
@@ -300,10 +310,15 @@ pub(super) async fn handle_connection(
         let is_idle = || slots.available_permits() + 1 == max;
         let mut idle_at_last_wake = is_idle();
         let req = loop {
-            let read = tokio::select! {
-                biased;
-                _ = &mut stopped => break None,
-                read = reader.read_frame_within(inner.config.idle_timeout) => read,
+            let read = if frame_at_hand && !stopped_now() {
+                // Whole in the buffer (or malformed): the read returns without waiting.
+                reader.read_frame_within(inner.config.idle_timeout).await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => break None,
+                    read = reader.read_frame_within(inner.config.idle_timeout) => read,
+                }
             };
             match read {
                 Ok(Some(req)) => break Some(req),
