@@ -16,6 +16,8 @@
 //! ```
 //!
 //! `RMI_MODE` picks one part (`seq`, `pipe`, `raw-seq`, `raw-pipe`); without it all four run.
+//! `pipe-threads` (only when named) is `pipe` with the daemon on a runtime and thread of its
+//! own, as in the compare benchmark: for `strace -c -f` and `perf`, not callgrind.
 //! `bulk-bincode` and `bulk-msgpack` (only when named) make `RMI_CALLS` calls with a 10 MB
 //! `Vec<u8>` argument; `connect` and `pyroname` (only when named) open `RMI_CALLS` fresh
 //! connections, directly or through `PYRONAME:`, each with its first call; `seq2` (only when
@@ -183,6 +185,33 @@ fn main() {
             }
             report("rmi 64 in flight", per_task * IN_FLIGHT, t);
         }
+        // The compare benchmark's setup (only when named): the daemon on a runtime of its own,
+        // on its own thread, 64 calls in flight from here. Not for callgrind, which runs one
+        // thread at a time, but for `strace -c -f` (syscalls per call) and `perf record`.
+        if mode == "pipe-threads" {
+            let uri = daemon_on_its_own_thread();
+            let proxy = GreeterProxy::connect(&uri).await.expect("connect");
+            let t = Instant::now();
+            let per_task = calls / IN_FLIGHT;
+            let tasks: Vec<_> = (0..IN_FLIGHT)
+                .map(|_| {
+                    let p = proxy.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per_task {
+                            p.welcome_message("Rashmi".into()).await.expect("call");
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.expect("task");
+            }
+            report(
+                "rmi 64 in flight, daemon on its own thread",
+                per_task * IN_FLIGHT,
+                t,
+            );
+        }
         if want("raw-seq") {
             let mut s = tokio::net::TcpStream::connect(raw).await.expect("raw");
             s.set_nodelay(true).expect("nodelay");
@@ -215,6 +244,27 @@ fn main() {
         }
         daemon.shutdown();
     });
+}
+
+/// A daemon serving the greeting object on a current-thread runtime on a thread of its own
+/// (left running until the process ends); its object's URI.
+fn daemon_on_its_own_thread() -> rmi::Uri {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
+            let uri = daemon
+                .register(GreeterServer::new(GreetingMaker))
+                .expect("register");
+            tx.send(uri).expect("send the URI");
+            daemon.serve().await
+        })
+    });
+    rx.recv().expect("the daemon's URI")
 }
 
 /// A TCP server answering every `REQUEST` bytes with `REPLY` bytes.
