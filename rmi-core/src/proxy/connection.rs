@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 
-use foldhash::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -18,6 +17,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, ReadHalf, WriteHalf};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use super::in_flight::InFlight;
 use super::ProxyBuilder;
 use crate::error::Error;
 use crate::protocol::codec::{self, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
@@ -87,7 +87,7 @@ fn caller(seq: u16) -> u32 {
 }
 
 struct ConnState {
-    pending: HashMap<u16, Pending>,
+    pending: InFlight<Pending>,
     pings: VecDeque<oneshot::Sender<Result<Message, Error>>>,
     /// Calls waiting for an in-flight slot: a slot comes free only when a reply is read.
     slot_waiters: usize,
@@ -657,7 +657,7 @@ impl Connection {
                 .unwrap_or(answered_in),
         };
         let slots = Arc::new(Semaphore::new(config.max_in_flight));
-        let mut pending = HashMap::default();
+        let mut pending = InFlight::default();
         if let Some((seq, _)) = first_seq {
             // The first call's reply may be read already: its entry is there before any read.
             pending.insert(
@@ -857,7 +857,7 @@ impl Connection {
         if let Some(reason) = &state.closed {
             return Err(Error::ConnectionClosed(reason.clone()).not_sent());
         }
-        let seq = free_seq(&state.pending, state.next_seq);
+        let seq = state.pending.free_seq(state.next_seq);
         state.next_seq = seq.wrapping_add(1);
         if let Some(pending) = pending {
             state.pending.insert(seq, pending);
@@ -944,19 +944,6 @@ impl Drop for Connection {
 /// The sequence number of a connection's first call (0 is the CONNECT's).
 const FIRST_SEQ: u16 = 1;
 
-/// The first sequence number at or after `start` that is neither 0 nor in use.
-///
-/// The in-flight limit (at most 65,535) guarantees one is free.
-fn free_seq<V>(pending: &HashMap<u16, V>, start: u16) -> u16 {
-    let mut seq = start;
-    loop {
-        if seq != 0 && !pending.contains_key(&seq) {
-            return seq;
-        }
-        seq = seq.wrapping_add(1);
-    }
-}
-
 /// Reads replies while the reading is the task's (see [`TASK`]); ends with the connection.
 async fn reader_task(shared: Arc<ConnShared>) {
     std::future::poll_fn(|cx| {
@@ -974,24 +961,4 @@ async fn reader_task(shared: Arc<ConnShared>) {
         shared.pump(&mut side, cx, None)
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_seq_skips_zero_and_numbers_in_use() {
-        let mut pending = HashMap::default();
-        assert_eq!(free_seq(&pending, 0), 1);
-        pending.insert(1u16, ());
-        pending.insert(2u16, ());
-        assert_eq!(free_seq(&pending, 1), 3);
-        pending.insert(u16::MAX, ());
-        assert_eq!(
-            free_seq(&pending, u16::MAX),
-            3,
-            "wraps past 65535, skipping 0 and taken numbers"
-        );
-    }
 }

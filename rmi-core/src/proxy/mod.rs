@@ -33,6 +33,7 @@ mod builder;
 mod call;
 mod connection;
 mod dial;
+mod in_flight;
 pub mod stream;
 
 pub use builder::{
