@@ -294,3 +294,98 @@ async fn a_dropped_proxy_lets_go_of_its_connection_entirely() {
         "the proxy's end of the connection stayed open after the proxy was dropped"
     );
 }
+
+/// A fake daemon that answers no call until told: `answer` says how many of the oldest held
+/// calls to answer (each with its argument); `received` counts the calls that came.
+async fn holding_daemon(
+    stream: DuplexStream,
+    received: tokio::sync::watch::Sender<usize>,
+    mut answer: tokio::sync::mpsc::UnboundedReceiver<usize>,
+) {
+    let (mut reader, mut writer) = rmi::transport::split(stream, 1 << 20);
+    let ser = Serializer::Bincode;
+    let connect = reader.read_frame().await.unwrap().unwrap();
+    assert_eq!(connect.msg_type, MessageType::Connect);
+    let meta = Metadata {
+        methods: vec!["m".into()],
+        ..Metadata::default()
+    };
+    writer.write_frame(&connect_ok(meta)).await.unwrap();
+    let mut held = std::collections::VecDeque::new();
+    loop {
+        tokio::select! {
+            msg = reader.read_frame() => {
+                let Some(msg) = msg.unwrap() else { return };
+                assert!(
+                    held.iter().all(|&(seq, _)| seq != msg.seq),
+                    "sequence number {} reused while its call is pending",
+                    msg.seq
+                );
+                let call = codec::decode_invoke(ser, msg.payload.clone(), &DecodeLimits::default())
+                    .unwrap();
+                let (arg,): (u32,) = call.args.decode().unwrap();
+                held.push_back((msg.seq, arg));
+                received.send_modify(|n| *n += 1);
+            }
+            Some(n) = answer.recv() => {
+                for (seq, arg) in held.drain(..n.min(held.len())) {
+                    let reply =
+                        Message::new(MessageType::Result, ser.id(), 0, seq, ser.encode(&arg).unwrap());
+                    writer.write_frame(&reply).await.unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// With the in-flight limit at its largest, every sequence number can be in use: 65,535 calls
+/// in flight, one of them answered but its caller not yet back for the reply, and the next
+/// call given the slot that reply freed. That call waits for a number instead of searching
+/// for one for good with the connection locked (which hung the proxy).
+#[test]
+fn with_every_sequence_number_in_use_the_next_call_waits_for_one() {
+    const ALL: u32 = 65_535;
+    let (done, finished) = std::sync::mpsc::channel();
+    // On a thread of its own: a search that never ends holds its runtime, so the test fails
+    // on its own timeout below instead of hanging.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, server) = tokio::io::duplex(1 << 20);
+            let (received_tx, mut received) = tokio::sync::watch::channel(0);
+            let (answer, answers) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(holding_daemon(server, received_tx, answers));
+            let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1))
+                .max_in_flight(ALL as usize)
+                .connect_over(client)
+                .await
+                .unwrap();
+            let call = |arg: u32| {
+                let p = proxy.clone();
+                tokio::spawn(async move { p.call::<_, u32>("m", &(arg,)).await })
+            };
+            let mut calls: Vec<_> = (1..=ALL).map(call).collect();
+            received.wait_for(|&n| n == ALL as usize).await.unwrap();
+            // One more: it waits for a slot.
+            calls.push(call(ALL + 1));
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            // The oldest call's reply frees its slot for the last call before its caller
+            // takes the reply (and its number).
+            answer.send(1).unwrap();
+            received.wait_for(|&n| n == ALL as usize + 1).await.unwrap();
+            answer.send(usize::MAX).unwrap();
+            for (i, call) in calls.into_iter().enumerate() {
+                assert_eq!(call.await.unwrap().unwrap(), i as u32 + 1);
+            }
+        });
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(180))
+        .expect("the call after 65,535 in flight never went out");
+}

@@ -763,10 +763,14 @@ impl Connection {
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
         let slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
-        let seq = self.take_seq(Some(Pending {
+        let mut pending = Some(Pending {
             reply: Reply::Waiting(None),
             slot: Some(slot),
-        }))?;
+        });
+        let seq = match self.try_take_seq(&mut pending)? {
+            Some(seq) => seq,
+            None => self.take_seq(pending).await?,
+        };
         // From here the reply is this caller's to take; if it stops waiting, the entry stays
         // (holding its slot) until the reply comes or the connection dies.
         let mut wait = ReplyWait {
@@ -852,17 +856,34 @@ impl Connection {
     }
 
     /// Takes the next free sequence number; with `pending`, reserves it until the reply comes.
-    fn take_seq(&self, pending: Option<Pending>) -> Result<u16, Error> {
+    ///
+    /// The in-flight limit does not bound the numbers in use: a reply that arrived frees its
+    /// call's slot at once, but keeps its number until the caller comes back for it. With the
+    /// limit at its largest, every number can be in use; this then yields until a caller has
+    /// taken its reply, instead of searching for a free number under the lock for good.
+    async fn take_seq(&self, mut pending: Option<Pending>) -> Result<u16, Error> {
+        loop {
+            if let Some(seq) = self.try_take_seq(&mut pending)? {
+                return Ok(seq);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// [`take_seq`](Self::take_seq) without waiting: `None` when every number is in use.
+    fn try_take_seq(&self, pending: &mut Option<Pending>) -> Result<Option<u16>, Error> {
         let mut state = self.shared.state.lock();
         if let Some(reason) = &state.closed {
             return Err(Error::ConnectionClosed(reason.clone()).not_sent());
         }
-        let seq = state.pending.free_seq(state.next_seq);
+        let Some(seq) = state.pending.free_seq(state.next_seq) else {
+            return Ok(None);
+        };
         state.next_seq = seq.wrapping_add(1);
-        if let Some(pending) = pending {
+        if let Some(pending) = pending.take() {
             state.pending.insert(seq, pending);
         }
-        Ok(seq)
+        Ok(Some(seq))
     }
 
     /// Writes a oneway INVOKE; it holds an in-flight slot until it is on the socket.
@@ -876,7 +897,7 @@ impl Connection {
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
         let _slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
-        msg.seq = self.take_seq(None)?;
+        msg.seq = self.take_seq(None).await?;
         let (flushed, written) = oneshot::channel();
         self.tx
             .send(Outgoing {

@@ -138,16 +138,20 @@ impl<V> InFlight<V> {
     }
 
     /// The first sequence number at or after `start` that is not 0 and whose slot is free, so
-    /// that [`insert`](Self::insert) puts it in place without growing the table.
+    /// that [`insert`](Self::insert) puts it in place without growing the table; `None` when
+    /// every number but 0 is in.
     ///
-    /// Numbers in use are skipped like any whose slot is taken. The table is at most half
-    /// full after the next insert, so one is found within a few steps; a full table of 65,536
-    /// slots would need 65,535 values in, more than the in-flight limit allows.
-    pub(super) fn free_seq(&self, start: u16) -> u16 {
+    /// Numbers in use are skipped like any whose slot is taken. Below 65,536 slots the table
+    /// is at most half full, so one is found within a few steps; at 65,536 every number has
+    /// its own slot.
+    pub(super) fn free_seq(&self, start: u16) -> Option<u16> {
+        if self.len >= usize::from(u16::MAX) {
+            return None;
+        }
         let mut seq = start;
         loop {
             if seq != 0 && (self.slots.is_empty() || self.slots[self.index(seq)].is_none()) {
-                return seq;
+                return Some(seq);
             }
             seq = seq.wrapping_add(1);
         }
@@ -198,10 +202,14 @@ mod tests {
         let mut all = InFlight::default();
         for s in 1..=u16::MAX {
             let seq = all.free_seq(s);
-            assert_eq!(seq, s, "free in order");
-            all.insert(seq, ());
+            assert_eq!(seq, Some(s), "free in order");
+            all.insert(s, ());
         }
         assert_eq!(all.len(), 65_535);
+        assert_eq!(all.free_seq(1), None, "every number is in use");
+        all.remove(&40_000);
+        assert_eq!(all.free_seq(1), Some(40_000));
+        all.insert(40_000, ());
         all.retain(|s, _| s % 2 == 0);
         assert_eq!(all.len(), 32_767);
         assert!(all.contains_key(&2) && !all.contains_key(&3));
@@ -210,19 +218,19 @@ mod tests {
     #[test]
     fn free_seq_skips_zero_and_numbers_in_use_and_wraps() {
         let mut t = InFlight::default();
-        assert_eq!(t.free_seq(0), 1);
+        assert_eq!(t.free_seq(0), Some(1));
         t.insert(1, ());
         t.insert(2, ());
-        assert_eq!(t.free_seq(1), 3);
+        assert_eq!(t.free_seq(1), Some(3));
         t.insert(u16::MAX, ());
         assert_eq!(
             t.free_seq(u16::MAX),
-            3,
+            Some(3),
             "wraps past 65535, skipping 0 and taken numbers"
         );
         // A number whose slot another holds is skipped too, so inserting never grows.
         let size = t.slots.len();
-        let seq = t.free_seq(1 + size as u16);
+        let seq = t.free_seq(1 + size as u16).unwrap();
         assert_ne!(seq, 1 + size as u16);
         t.insert(seq, ());
         assert_eq!(t.slots.len(), size);
@@ -239,7 +247,7 @@ mod tests {
                 let done: u16 = live.pop_front().unwrap();
                 assert!(t.remove(&done).is_some());
             }
-            let seq = t.free_seq(next);
+            let seq = t.free_seq(next).unwrap();
             next = seq.wrapping_add(1);
             t.insert(seq, ());
             live.push_back(seq);
