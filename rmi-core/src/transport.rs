@@ -45,8 +45,8 @@ pub struct FrameReader<R> {
     protocol: Option<Protocol>,
     /// How long a message may take to arrive once its first byte is in (slow senders).
     frame_timeout: Option<Duration>,
-    /// When this read first waited for the rest of the message at the front: its frame
-    /// clock (unset while nothing is missing).
+    /// When the current read first waited for the rest of the message at the front: its
+    /// frame clock (unset again when the next read starts).
     partial_since: Option<tokio::time::Instant>,
     /// Messages outlive the next read (see [`FrameReader::hand_messages_off`]).
     hand_off: bool,
