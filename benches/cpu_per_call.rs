@@ -169,48 +169,18 @@ fn main() {
         }
         if want("pipe") {
             let t = Instant::now();
-            let per_task = calls / IN_FLIGHT;
-            let tasks: Vec<_> = (0..IN_FLIGHT)
-                .map(|_| {
-                    let p = proxy.clone();
-                    tokio::spawn(async move {
-                        for _ in 0..per_task {
-                            p.welcome_message("Rashmi".into()).await.expect("call");
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.expect("task");
-            }
-            report("rmi 64 in flight", per_task * IN_FLIGHT, t);
+            let made = in_flight(&proxy, calls).await;
+            report("rmi 64 in flight", made, t);
         }
         // The compare benchmark's setup (only when named): the daemon on a runtime of its own,
         // on its own thread, 64 calls in flight from here. Not for callgrind, which runs one
-        // thread at a time, but for `strace -c -f` (syscalls per call) and `perf record`.
+        // thread at a time, but for `strace -c -f` (syscalls per call) and `perf stat`.
         if mode == "pipe-threads" {
             let uri = daemon_on_its_own_thread();
             let proxy = GreeterProxy::connect(&uri).await.expect("connect");
             let t = Instant::now();
-            let per_task = calls / IN_FLIGHT;
-            let tasks: Vec<_> = (0..IN_FLIGHT)
-                .map(|_| {
-                    let p = proxy.clone();
-                    tokio::spawn(async move {
-                        for _ in 0..per_task {
-                            p.welcome_message("Rashmi".into()).await.expect("call");
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.expect("task");
-            }
-            report(
-                "rmi 64 in flight, daemon on its own thread",
-                per_task * IN_FLIGHT,
-                t,
-            );
+            let made = in_flight(&proxy, calls).await;
+            report("rmi 64 in flight, daemon on its own thread", made, t);
         }
         if want("raw-seq") {
             let mut s = tokio::net::TcpStream::connect(raw).await.expect("raw");
@@ -244,6 +214,26 @@ fn main() {
         }
         daemon.shutdown();
     });
+}
+
+/// `calls` greeting calls (rounded down to a multiple of `IN_FLIGHT`) from `IN_FLIGHT` tasks
+/// sharing `proxy`; how many were made.
+async fn in_flight(proxy: &GreeterProxy, calls: usize) -> usize {
+    let per_task = calls / IN_FLIGHT;
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let p = proxy.clone();
+            tokio::spawn(async move {
+                for _ in 0..per_task {
+                    p.welcome_message("Rashmi".into()).await.expect("call");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    per_task * IN_FLIGHT
 }
 
 /// A daemon serving the greeting object on a current-thread runtime on a thread of its own
