@@ -30,12 +30,15 @@ fn connect_ok(meta: Metadata) -> Message {
     )
 }
 
-/// A scripted daemon: answers each call with its argument, except [`HOLD`] (kept unanswered)
-/// and [`RELEASE`] (answers the held call late, then itself). It checks that no sequence
-/// number is reused while its call is unanswered, and that 0 is never used by a call.
-async fn fake_daemon(stream: DuplexStream) -> usize {
+/// A fake daemon's side of the handshake: the CONNECT (sequence number 0) read and answered
+/// with an object that has one method, `m`.
+async fn accept_connect(
+    stream: DuplexStream,
+) -> (
+    rmi::transport::FrameReader<tokio::io::ReadHalf<DuplexStream>>,
+    rmi::transport::FrameWriter<tokio::io::WriteHalf<DuplexStream>>,
+) {
     let (mut reader, mut writer) = rmi::transport::split(stream, 1 << 20);
-    let ser = Serializer::Bincode;
     let connect = reader.read_frame().await.unwrap().unwrap();
     assert_eq!(connect.msg_type, MessageType::Connect);
     assert_eq!(connect.seq, 0, "CONNECT uses sequence number 0");
@@ -44,16 +47,28 @@ async fn fake_daemon(stream: DuplexStream) -> usize {
         ..Metadata::default()
     };
     writer.write_frame(&connect_ok(meta)).await.unwrap();
+    (reader, writer)
+}
 
-    let reply = |seq: u16, value: u32| {
-        Message::new(
-            MessageType::Result,
-            ser.id(),
-            0,
-            seq,
-            ser.encode(&value).unwrap(),
-        )
-    };
+/// A fake daemon's RESULT for the call `seq`: `value`, in bincode.
+fn result(seq: u16, value: u32) -> Message {
+    let ser = Serializer::Bincode;
+    Message::new(
+        MessageType::Result,
+        ser.id(),
+        0,
+        seq,
+        ser.encode(&value).unwrap(),
+    )
+}
+
+/// A scripted daemon: answers each call with its argument, except [`HOLD`] (kept unanswered)
+/// and [`RELEASE`] (answers the held call late, then itself). It checks that no sequence
+/// number is reused while its call is unanswered, and that 0 is never used by a call.
+async fn fake_daemon(stream: DuplexStream) -> usize {
+    let (mut reader, mut writer) = accept_connect(stream).await;
+    let ser = Serializer::Bincode;
+
     let mut held: Option<u16> = None;
     let mut seen = 0usize;
     // Numbers are taken in increasing order until they start over past 65,535.
@@ -81,10 +96,10 @@ async fn fake_daemon(stream: DuplexStream) -> usize {
             HOLD => held = Some(msg.seq),
             RELEASE => {
                 let late = held.take().expect("a held call");
-                writer.write_frame(&reply(late, HOLD)).await.unwrap();
-                writer.write_frame(&reply(msg.seq, RELEASE)).await.unwrap();
+                writer.write_frame(&result(late, HOLD)).await.unwrap();
+                writer.write_frame(&result(msg.seq, RELEASE)).await.unwrap();
             }
-            v => writer.write_frame(&reply(msg.seq, v)).await.unwrap(),
+            v => writer.write_frame(&result(msg.seq, v)).await.unwrap(),
         }
     }
     // Make sure the test really wrapped: past 65,535 the numbers start over (from 1, or the
@@ -302,15 +317,8 @@ async fn holding_daemon(
     received: tokio::sync::watch::Sender<usize>,
     mut answer: tokio::sync::mpsc::UnboundedReceiver<usize>,
 ) {
-    let (mut reader, mut writer) = rmi::transport::split(stream, 1 << 20);
+    let (mut reader, mut writer) = accept_connect(stream).await;
     let ser = Serializer::Bincode;
-    let connect = reader.read_frame().await.unwrap().unwrap();
-    assert_eq!(connect.msg_type, MessageType::Connect);
-    let meta = Metadata {
-        methods: vec!["m".into()],
-        ..Metadata::default()
-    };
-    writer.write_frame(&connect_ok(meta)).await.unwrap();
     let mut held = std::collections::VecDeque::new();
     loop {
         tokio::select! {
@@ -329,9 +337,7 @@ async fn holding_daemon(
             }
             Some(n) = answer.recv() => {
                 for (seq, arg) in held.drain(..n.min(held.len())) {
-                    let reply =
-                        Message::new(MessageType::Result, ser.id(), 0, seq, ser.encode(&arg).unwrap());
-                    writer.write_frame(&reply).await.unwrap();
+                    writer.write_frame(&result(seq, arg)).await.unwrap();
                 }
             }
         }
