@@ -664,12 +664,15 @@ pub(crate) trait Spinner {
     async fn quick(&self, n: u32) -> u32;
     /// Blocks its thread for `ms` milliseconds (CPU-bound work, say), then returns `ms`.
     async fn spin(&self, ms: u64) -> u64;
+    /// Blocks its thread until the gate is opened (true) or 10 s have passed (false).
+    async fn gate(&self) -> bool;
 }
 
-/// Counts the `spin` calls that finished.
+/// Counts the `spin` calls that finished; holds `gate` calls until `open` is set.
 #[derive(Default)]
 struct SpinnerObject {
     finished: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    open: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl Spinner for SpinnerObject {
@@ -682,6 +685,15 @@ impl Spinner for SpinnerObject {
         self.finished
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         ms
+    }
+
+    async fn gate(&self) -> bool {
+        let (open, changed) = &*self.open;
+        let open = changed
+            .wait_timeout_while(open.lock().unwrap(), Duration::from_secs(10), |open| !*open)
+            .unwrap()
+            .0;
+        *open
     }
 }
 
@@ -716,5 +728,52 @@ async fn a_held_reply_is_not_kept_waiting_by_slow_methods_after_it() {
         finished.load(std::sync::atomic::Ordering::SeqCst) < 2,
         "the quick call's reply waited for the last, slow call"
     );
+    daemon.shutdown();
+}
+
+/// A burst of quick calls is answered in writes of at most 16 replies, not in one write once
+/// the whole burst has run: the client works on the first replies while the rest run. Here
+/// the 17th call blocks the daemon's thread until the client has the first 16 replies.
+#[tokio::test]
+async fn the_first_replies_of_a_burst_go_out_before_the_rest_of_it_runs() {
+    let object = SpinnerObject::default();
+    let open = object.open.clone();
+    let (daemon, uri) = crate::support::daemon_on_its_own_thread(SpinnerServer::new(object));
+    let id = uri.object().unwrap().to_string();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, &id).await;
+    // In one write: 16 quick calls, the gate, 3 more quick calls.
+    let mut all = Vec::new();
+    for seq in 1..=20u16 {
+        all.extend(match seq {
+            17 => invoke_frame(&id, "gate", &(), seq, 0),
+            _ => invoke_frame(&id, "quick", &(u32::from(seq),), seq, 0),
+        });
+    }
+    s.write_all(&all).await.unwrap();
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    while seen.len() < 16 {
+        let replies = read_replies(&mut s, &mut buf, Duration::from_secs(5))
+            .await
+            .expect("the first 16 replies waited for the 17th call");
+        seen.extend(replies);
+    }
+    let seqs: Vec<u16> = seen.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=16).collect::<Vec<_>>());
+    *open.0.lock().unwrap() = true;
+    open.1.notify_all();
+    while seen.len() < 20 {
+        let replies = read_replies(&mut s, &mut buf, Duration::from_secs(20))
+            .await
+            .expect("the rest of the replies");
+        seen.extend(replies);
+    }
+    let gate: bool = Serializer::Bincode
+        .decode(&seen[16].payload, &Default::default())
+        .unwrap();
+    assert!(gate, "the gate timed out instead of being opened");
+    let seqs: Vec<u16> = seen.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
     daemon.shutdown();
 }

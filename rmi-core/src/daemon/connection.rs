@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -130,11 +130,21 @@ impl Drop for Turn {
 /// The longest a reply waits for the rest of its batch's replies, so that they share a write.
 const HOLD_LIMIT: Duration = Duration::from_micros(200);
 
+/// The most replies held for one write while no other connection of the daemon brings it
+/// requests. A client with many calls in flight sends them in bursts; writing the first
+/// replies while the rest of the burst runs lets it work on them (read, wake its callers, send
+/// their next calls) at the same time as the daemon, instead of the two taking turns. With 64
+/// calls in flight and the two on cores of their own, 16 made a run 2.2 times as fast as one
+/// write per burst; 8 and 32 were slower (more writes; longer turns). While other connections
+/// bring requests too, the daemon is what everyone waits for, and a burst's replies share one
+/// write again (more writes would only cost it time).
+const HOLD_MAX: usize = 16;
+
 /// Replies the request loop holds so that they share a write with the rest of their batch.
 #[derive(Default)]
 struct Held {
-    /// Something is held (only the loop holds: every other sender writes or wakes the writer).
-    any: bool,
+    /// How many are held (only the loop holds: every other sender writes or wakes the writer).
+    count: usize,
     /// When the oldest was held, if more requests were at hand then: the clock is read only
     /// when the reply may have to wait.
     since: Option<Instant>,
@@ -143,20 +153,66 @@ struct Held {
 impl Held {
     /// One more reply held; `more_at_hand` says whether requests are already buffered.
     fn add(&mut self, more_at_hand: bool) {
-        self.any = true;
+        self.count += 1;
         if more_at_hand && self.since.is_none() {
             self.since = Some(Instant::now());
         }
     }
 
-    /// Whether what is held must go out now: nothing more is at hand to join it, or the
-    /// oldest has waited `HOLD_LIMIT`.
-    fn due(&self, more_at_hand: bool) -> bool {
-        self.any
+    /// Whether what is held must go out now: nothing more is at hand to join it, `HOLD_MAX`
+    /// are held and the connection's burst is the daemon's only one (`alone`, asked only
+    /// then), or the oldest has waited `HOLD_LIMIT`.
+    fn due(&self, more_at_hand: bool, alone: impl FnOnce() -> bool) -> bool {
+        self.count > 0
             && (!more_at_hand
+                || (self.count >= HOLD_MAX && alone())
                 || self
                     .since
                     .is_some_and(|since| since.elapsed() >= HOLD_LIMIT))
+    }
+}
+
+/// A connection's view of whether its burst of requests is the only one the daemon is working
+/// through: no other connection started a burst since this one started its previous burst, nor
+/// during this one. One atomic add per burst, one load per `HOLD_MAX` replies.
+struct Burst<'a> {
+    /// The daemon's count of bursts started.
+    started: &'a AtomicU64,
+    /// Requests are at hand (a burst is on).
+    on: bool,
+    /// The count right after this connection last started a burst (`None`: never).
+    last: Option<u64>,
+    /// No other connection's burst seen since then.
+    alone: bool,
+}
+
+impl<'a> Burst<'a> {
+    fn new(started: &'a AtomicU64) -> Self {
+        Burst {
+            started,
+            on: false,
+            last: None,
+            alone: true,
+        }
+    }
+
+    /// Says whether requests are at hand; a burst starts when they were not.
+    fn at_hand(&mut self, at_hand: bool) {
+        if at_hand && !self.on {
+            let before = self.started.fetch_add(1, Ordering::Relaxed);
+            // A connection's first burst counts as alone.
+            self.alone = self.last.is_none_or(|last| last == before);
+            self.last = Some(before.wrapping_add(1));
+        }
+        self.on = at_hand;
+    }
+
+    /// Whether this burst is still the only one since this connection's previous burst.
+    fn alone(&mut self) -> bool {
+        if self.alone {
+            self.alone = self.last == Some(self.started.load(Ordering::Relaxed));
+        }
+        self.alone
     }
 }
 
@@ -266,6 +322,7 @@ pub(super) async fn handle_connection(
     // then only looked at, not waited on (registering a waker with them costs more).
     let stopped_now = || inner.shutdown.is_raised() || writer_gone.is_raised();
     let mut held = Held::default();
+    let mut burst = Burst::new(&inner.bursts);
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
     let mut inline = Box::pin(None);
@@ -274,11 +331,14 @@ pub(super) async fn handle_connection(
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
-        // request still to arrive, a slot, the byte budget), and once the oldest has waited
+        // request still to arrive, a slot, the byte budget), once `HOLD_MAX` are held while no
+        // other connection has requests at hand (the client works on those while the rest
+        // run), and once the oldest has waited
         // `HOLD_LIMIT` (methods that finish at their first poll can still take long).
         let frame_at_hand = reader.has_frame();
         let more_at_hand = frame_at_hand && slots.available_permits() > 0 && !queued.over_budget();
-        if held.due(more_at_hand) {
+        burst.at_hand(more_at_hand);
+        if held.due(more_at_hand, || burst.alone()) {
             tx.flush();
             held = Held::default();
         }
@@ -437,7 +497,7 @@ pub(super) async fn handle_connection(
         peer_gone.raise();
     }
     // Let running calls of this connection send their replies, then close.
-    if held.any {
+    if held.count > 0 {
         tx.flush();
     }
     drop(tx);
