@@ -94,16 +94,21 @@ struct Config {
     gate: Option<f64>,
     /// The CPU both threads are pinned to for the pinned latency figure.
     pin_cpu: usize,
+    /// For every other figure: the client thread's CPU and the server thread's (two different
+    /// ones), or `None` to leave both to the scheduler (`--unpinned`).
+    apart: Option<(usize, usize)>,
 }
 
-const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SECS] [--gate LOAD] [--pin-cpu N]
+const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SECS] [--gate LOAD] [--pin-cpu N] [--unpinned]
 
   --quick      smoke run: 2 repetitions with small counts (a few seconds)
   --reps N     repetitions (default 10; 2 with --quick)
   --out DIR    where results.csv, summary.csv, summary.md and the charts go (default target/compare)
   --time SECS  length of each timed throughput run (default 1.0; 0.1 with --quick)
   --gate LOAD  before each repetition, wait up to 60 s for the 1-minute load average to fall below LOAD
-  --pin-cpu N  CPU for the pinned-latency figure (default: the last one)";
+  --pin-cpu N  CPU for the pinned-latency figure (default: the last one)
+  --unpinned   for the other figures, leave the client and server threads to the scheduler
+               (default: the client on CPU 0, the servers on CPU 1, when there are two)";
 
 impl Config {
     fn from_args() -> Config {
@@ -127,6 +132,7 @@ impl Config {
                 connect_calls: 20,
                 gate: None,
                 pin_cpu: ncpu - 1,
+                apart: (ncpu >= 2).then_some((0, 1)),
             }
         } else {
             Config {
@@ -143,6 +149,7 @@ impl Config {
                 connect_calls: 100,
                 gate: None,
                 pin_cpu: ncpu - 1,
+                apart: (ncpu >= 2).then_some((0, 1)),
             }
         };
         let mut it = args.into_iter();
@@ -163,6 +170,7 @@ impl Config {
                 }
                 "--gate" => cfg.gate = Some(value("--gate").parse().expect("--gate LOAD")),
                 "--pin-cpu" => cfg.pin_cpu = value("--pin-cpu").parse().expect("--pin-cpu N"),
+                "--unpinned" => cfg.apart = None,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0)
@@ -448,16 +456,19 @@ async fn connect_first_call(s: Series, a: &Addrs, cfg: &Config) -> (f64, f64) {
     (median(&mut samples), cpu)
 }
 
-/// Pins (or unpins, with `None`) the client thread and the server runtime's thread.
-/// Returns whether both worked, and both threads' allowed CPUs afterwards.
-async fn pin_both(server: &tokio::runtime::Handle, cpu: Option<usize>) -> (bool, String) {
-    let cpus = cpu.map(|c| vec![c]);
-    let here = sys::pin_current_thread(cpus.as_deref());
+/// Pins the client thread to `client` and the server runtime's thread to `server` (`None`:
+/// every CPU). Returns whether both worked, and both threads' allowed CPUs afterwards.
+async fn pin(
+    handle: &tokio::runtime::Handle,
+    client: Option<usize>,
+    server: Option<usize>,
+) -> (bool, String) {
+    let here = sys::pin_current_thread(client.map(|c| vec![c]).as_deref());
     let here_list = sys::allowed_cpus();
-    let (there, there_list) = server
+    let (there, there_list) = handle
         .spawn(async move {
             (
-                sys::pin_current_thread(cpus.as_deref()),
+                sys::pin_current_thread(server.map(|c| vec![c]).as_deref()),
                 sys::allowed_cpus(),
             )
         })
@@ -467,6 +478,15 @@ async fn pin_both(server: &tokio::runtime::Handle, cpu: Option<usize>) -> (bool,
         here && there,
         format!("client {here_list}, servers {there_list}"),
     )
+}
+
+/// Where the threads run for every figure but the pinned latency: on CPUs of their own, or
+/// wherever the scheduler puts them.
+async fn place(handle: &tokio::runtime::Handle, cfg: &Config) -> (bool, String) {
+    match cfg.apart {
+        Some((client, server)) => pin(handle, Some(client), Some(server)).await,
+        None => pin(handle, None, None).await,
+    }
 }
 
 fn rotated(list: &[Series], by: usize) -> Vec<Series> {
@@ -530,6 +550,17 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
         cfg.connect_warmup
     );
     let mut pinned_ok = true;
+    let (placed, cpus) = place(&server, &cfg).await;
+    let mut placed_ok = placed;
+    println!(
+        "other figures: threads allowed on CPUs: {cpus}{}",
+        if cfg.apart.is_some() {
+            " (a core each: left to the scheduler, two threads that take turns end up sharing one \
+             or not from run to run)"
+        } else {
+            " (--unpinned)"
+        }
+    );
     for rep in 0..cfg.reps {
         if let Some(gate) = cfg.gate {
             let until = Instant::now() + Duration::from_secs(60);
@@ -567,7 +598,7 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
             rec!(Figure::LatencyP99, s, p99);
             res.latency_samples(s, samples);
         }
-        let (ok, cpus) = pin_both(&server, Some(cfg.pin_cpu)).await;
+        let (ok, cpus) = pin(&server, Some(cfg.pin_cpu), Some(cfg.pin_cpu)).await;
         pinned_ok &= ok;
         if rep == 0 {
             println!("pinned latency: threads allowed on CPUs: {cpus}");
@@ -576,7 +607,7 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
             let (med, _, _) = latency(s, &a, &cfg).await;
             rec!(Figure::LatencyPinned, s, med);
         }
-        pin_both(&server, None).await;
+        placed_ok &= place(&server, &cfg).await.0;
         let mut bulk_order = order.clone();
         bulk_order.push(Series::RmiMsgpack);
         for &s in &bulk_order {
@@ -611,6 +642,9 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
     if !pinned_ok {
         println!("(warning: pinning failed; the pinned latency row is unpinned)");
     }
+    if !placed_ok {
+        println!("(warning: pinning the client and the servers to CPUs of their own failed)");
+    }
     let md = res.markdown(&cfg_notes(&cfg));
     println!("\n{md}");
     std::fs::create_dir_all(&cfg.out).expect("create --out dir");
@@ -637,6 +671,13 @@ fn cfg_notes(cfg: &Config) -> BTreeMap<&'static str, String> {
     let mut m = BTreeMap::new();
     m.insert("reps", cfg.reps.to_string());
     m.insert("pin_cpu", cfg.pin_cpu.to_string());
+    m.insert(
+        "placement",
+        match cfg.apart {
+            Some((c, s)) => format!("client on CPU {c}, servers on CPU {s}"),
+            None => "unpinned".into(),
+        },
+    );
     m
 }
 

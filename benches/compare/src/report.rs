@@ -202,7 +202,11 @@ impl Results {
     pub fn markdown(&self, notes: &BTreeMap<&'static str, String>) -> String {
         let mut md = String::new();
         let reps = notes.get("reps").cloned().unwrap_or_default();
-        let _ = writeln!(md, "Medians of {reps} repetitions.\n");
+        let placement = notes.get("placement").cloned().unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "Medians of {reps} repetitions; {placement} (but for the one-core latency row).\n"
+        );
         let _ = writeln!(md, "| figure | raw | rawmux | tarpc | tonic | rmi |");
         let _ = writeln!(md, "|---|---|---|---|---|---|");
         for f in FIGURES {
