@@ -53,6 +53,8 @@ pub enum Series {
     RmiMsgpack,
     /// rmi through `PYRONAME:` (connect only).
     RmiPyroname,
+    /// rmi through `PYRONAME:` with the resolver's watched cache on (connect only).
+    RmiPyronameCached,
 }
 
 impl Series {
@@ -65,6 +67,7 @@ impl Series {
             Series::Rmi => "rmi",
             Series::RmiMsgpack => "rmi msgpack",
             Series::RmiPyroname => "rmi PYRONAME",
+            Series::RmiPyronameCached => "rmi PYRONAME cached",
         }
     }
 }
@@ -218,6 +221,7 @@ impl Client {
                 Client::Rmi(rmi_fw::connect(&a.rmi.uri, Serializer::MsgPack).await)
             }
             Series::RmiPyroname => Client::Rmi(rmi_fw::connect_by_name(&a.rmi.pyroname).await),
+            Series::RmiPyronameCached => Client::Rmi(rmi_fw::lazy_cached(&a.rmi.pyroname)),
             Series::Raw => unreachable!("raw has no client"),
         }
     }
@@ -231,6 +235,7 @@ impl Client {
                 Client::Rmi(rmi_fw::lazy(&a.rmi.uri.to_string(), Serializer::MsgPack))
             }
             Series::RmiPyroname => Client::Rmi(rmi_fw::lazy(&a.rmi.pyroname, Serializer::Bincode)),
+            Series::RmiPyronameCached => Client::Rmi(rmi_fw::lazy_cached(&a.rmi.pyroname)),
             _ => Client::connect(s, a).await,
         }
     }
@@ -615,10 +620,11 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
         }
         let mut connect_order = order.clone();
         connect_order.push(Series::RmiPyroname);
+        connect_order.push(Series::RmiPyronameCached);
         for &s in &connect_order {
             let (median, cpu) = connect_first_call(s, &a, &cfg).await;
             rec!(Figure::Connect, s, median);
-            if s != Series::RmiPyroname {
+            if !matches!(s, Series::RmiPyroname | Series::RmiPyronameCached) {
                 rec!(Figure::ConnectCpu, s, cpu);
             }
         }

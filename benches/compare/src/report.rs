@@ -225,6 +225,11 @@ impl Results {
                     "| `PYRONAME:` lookup + connect + first call, median, µs | | | | | {} |",
                     self.cell(f, Series::RmiPyroname)
                 );
+                let _ = writeln!(
+                    md,
+                    "| the same, the resolver's watched cache on, median, µs | | | | | {} |",
+                    self.cell(f, Series::RmiPyronameCached)
+                );
             }
         }
         let pct = self.latency_percentiles();
@@ -292,6 +297,13 @@ impl Results {
                 "\n`PYRONAME:` lookup + connect + first call ÷ rmi's direct connect + first call: {:.2}",
                 p.median / d.median
             );
+            if let Some(c) = self.stat(Figure::Connect, Series::RmiPyronameCached) {
+                let _ = writeln!(
+                    md,
+                    "\nThe same with the resolver's watched cache on: {:.2}",
+                    c.median / d.median
+                );
+            }
         }
         md
     }
@@ -354,11 +366,18 @@ impl Results {
                 Series::Rmi,
                 Series::RmiMsgpack,
                 Series::RmiPyroname,
+                Series::RmiPyronameCached,
             ]
             .into_iter()
             .filter_map(|s| {
                 let st = self.stat(f, s)?;
-                let rmi = matches!(s, Series::Rmi | Series::RmiMsgpack | Series::RmiPyroname);
+                let rmi = matches!(
+                    s,
+                    Series::Rmi
+                        | Series::RmiMsgpack
+                        | Series::RmiPyroname
+                        | Series::RmiPyronameCached
+                );
                 Some((s.label().to_owned(), st, rmi))
             })
             .collect();

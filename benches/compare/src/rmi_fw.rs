@@ -88,6 +88,30 @@ pub fn lazy(uri: &str, ser: Serializer) -> BenchProxy {
     )
 }
 
+/// Like [`lazy`] (bincode), resolving `PYRONAME:` with a process-wide resolver whose watched
+/// cache is on: after the first lookup, a name is answered without asking the name server
+/// while a watch on it says the name has not changed. Call on the client runtime (the
+/// resolver's watch task runs there).
+pub fn lazy_cached(pyroname: &str) -> BenchProxy {
+    static CACHED: std::sync::OnceLock<std::sync::Arc<dyn rmi::Resolve>> =
+        std::sync::OnceLock::new();
+    let resolver = CACHED
+        .get_or_init(|| {
+            std::sync::Arc::new(
+                rmi::naming::NamingResolver::new(rmi::naming::NsLocator::new().no_broadcast())
+                    .cache(std::time::Duration::from_secs(60)),
+            )
+        })
+        .clone();
+    BenchProxy::from_proxy(
+        BenchProxy::builder(pyroname.to_owned())
+            .expect("rmi builder")
+            .serializer(Serializer::Bincode)
+            .resolver(resolver)
+            .build(),
+    )
+}
+
 /// Resolves `PYRONAME:` through the name server, then connects (bincode).
 pub async fn connect_by_name(pyroname: &str) -> BenchProxy {
     BenchProxy::builder(pyroname.to_owned())
