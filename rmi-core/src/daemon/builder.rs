@@ -349,7 +349,7 @@ impl DaemonBuilder {
             tasks: TaskTracker::new(),
             streams,
             next_connection: AtomicU64::new(1),
-            bursts: AtomicU64::new(0),
+            burst_ticks: AtomicU64::new(0),
             connections: Arc::new(Semaphore::new(max_connections)),
             oneway_warnings: Default::default(),
             panic_warnings: Default::default(),

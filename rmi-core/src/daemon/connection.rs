@@ -130,20 +130,21 @@ impl Drop for Turn {
 /// The longest a reply waits for the rest of its batch's replies, so that they share a write.
 const HOLD_LIMIT: Duration = Duration::from_micros(200);
 
-/// The most replies held for one write while no other connection of the daemon brings it
-/// requests. A client with many calls in flight sends them in bursts; writing the first
-/// replies while the rest of the burst runs lets it work on them (read, wake its callers, send
-/// their next calls) at the same time as the daemon, instead of the two taking turns. With 64
-/// calls in flight and the two on cores of their own, 16 made a run 2.2 times as fast as one
-/// write per burst; 8 and 32 were slower (more writes; longer turns). While other connections
-/// bring requests too, the daemon is what everyone waits for, and a burst's replies share one
-/// write again (more writes would only cost it time).
+/// How many replies the request loop writes at a time while its connection's burst of requests
+/// is the daemon's only one (see [`Burst`]). A client with many calls in flight sends them in
+/// bursts; writing the first replies while the rest of the burst runs lets it work on them
+/// (read, wake its callers, send their next calls) at the same time as the daemon, instead of
+/// the two taking turns. With 64 calls in flight and the two on cores of their own, 16 made a
+/// run 2.2 times as fast as one write per burst; 8 and 32 were slower (more writes; longer
+/// turns). While other connections bring bursts too, the daemon is what everyone waits for,
+/// and a burst's replies share one write again (more writes would only cost it time).
 const HOLD_MAX: usize = 16;
 
-/// Replies the request loop holds so that they share a write with the rest of their batch.
+/// Replies the request loop holds so that they share a write with the replies after them.
 #[derive(Default)]
 struct Held {
-    /// How many are held (only the loop holds: every other sender writes or wakes the writer).
+    /// How many the loop held since its last flush (only the loop holds: every other sender
+    /// writes or wakes the writer, which may take held ones along).
     count: usize,
     /// When the oldest was held, if more requests were at hand then: the clock is read only
     /// when the reply may have to wait.
@@ -160,57 +161,61 @@ impl Held {
     }
 
     /// Whether what is held must go out now: nothing more is at hand to join it, `HOLD_MAX`
-    /// are held and the connection's burst is the daemon's only one (`alone`, asked only
-    /// then), or the oldest has waited `HOLD_LIMIT`.
-    fn due(&self, more_at_hand: bool, alone: impl FnOnce() -> bool) -> bool {
+    /// are held and the connection's burst is the daemon's only one (`alone`), or the oldest
+    /// has waited `HOLD_LIMIT`.
+    fn due(&self, more_at_hand: bool, alone: bool) -> bool {
         self.count > 0
             && (!more_at_hand
-                || (self.count >= HOLD_MAX && alone())
+                || (alone && self.count >= HOLD_MAX)
                 || self
                     .since
                     .is_some_and(|since| since.elapsed() >= HOLD_LIMIT))
     }
 }
 
-/// A connection's view of whether its burst of requests is the only one the daemon is working
-/// through: no other connection started a burst since this one started its previous burst, nor
-/// during this one. One atomic add per burst, one load per `HOLD_MAX` replies.
+/// Whether a connection's burst of requests is the only one the daemon is working through.
+///
+/// Every connection ticks a daemon-wide counter when a burst starts (requests at hand after
+/// none) and every `HOLD_MAX` requests into it; a burst is alone while no other connection
+/// ticked between this one's last two ticks. One atomic add per `HOLD_MAX` requests. On a
+/// multi-thread runtime, two bursting connections count as not alone even when each has a
+/// worker of its own: their replies then go out a burst at a time, as before there was a
+/// `HOLD_MAX`.
 struct Burst<'a> {
-    /// The daemon's count of bursts started.
-    started: &'a AtomicU64,
-    /// Requests are at hand (a burst is on).
-    on: bool,
-    /// The count right after this connection last started a burst (`None`: never).
+    /// The daemon's tick counter.
+    ticks: &'a AtomicU64,
+    /// Requests at hand since this many loop turns (`None`: none at hand).
+    on_for: Option<usize>,
+    /// The counter right after this connection's last tick (`None`: never ticked).
     last: Option<u64>,
-    /// No other connection's burst seen since then.
+    /// No other connection ticked between this one's last two ticks (a first tick counts as
+    /// alone).
     alone: bool,
 }
 
 impl<'a> Burst<'a> {
-    fn new(started: &'a AtomicU64) -> Self {
+    fn new(ticks: &'a AtomicU64) -> Self {
         Burst {
-            started,
-            on: false,
+            ticks,
+            on_for: None,
             last: None,
             alone: true,
         }
     }
 
-    /// Says whether requests are at hand; a burst starts when they were not.
-    fn at_hand(&mut self, at_hand: bool) {
-        if at_hand && !self.on {
-            let before = self.started.fetch_add(1, Ordering::Relaxed);
-            // A connection's first burst counts as alone.
+    /// Says, once per turn of the request loop, whether requests are at hand; returns whether
+    /// this burst is alone.
+    fn at_hand(&mut self, at_hand: bool) -> bool {
+        if !at_hand {
+            self.on_for = None;
+            return false;
+        }
+        let turns = self.on_for.map_or(0, |n| n + 1);
+        self.on_for = Some(turns);
+        if turns.is_multiple_of(HOLD_MAX) {
+            let before = self.ticks.fetch_add(1, Ordering::Relaxed);
             self.alone = self.last.is_none_or(|last| last == before);
             self.last = Some(before.wrapping_add(1));
-        }
-        self.on = at_hand;
-    }
-
-    /// Whether this burst is still the only one since this connection's previous burst.
-    fn alone(&mut self) -> bool {
-        if self.alone {
-            self.alone = self.last == Some(self.started.load(Ordering::Relaxed));
         }
         self.alone
     }
@@ -322,7 +327,7 @@ pub(super) async fn handle_connection(
     // then only looked at, not waited on (registering a waker with them costs more).
     let stopped_now = || inner.shutdown.is_raised() || writer_gone.is_raised();
     let mut held = Held::default();
-    let mut burst = Burst::new(&inner.bursts);
+    let mut burst = Burst::new(&inner.burst_ticks);
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
     let mut inline = Box::pin(None);
@@ -331,14 +336,14 @@ pub(super) async fn handle_connection(
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
-        // request still to arrive, a slot, the byte budget), once `HOLD_MAX` are held while no
-        // other connection has requests at hand (the client works on those while the rest
-        // run), and once the oldest has waited
-        // `HOLD_LIMIT` (methods that finish at their first poll can still take long).
+        // request still to arrive, a slot, the byte budget), every `HOLD_MAX` while this
+        // burst is the daemon's only one (the client works on those while the rest run), and
+        // once the oldest has waited `HOLD_LIMIT` (methods that finish at their first poll
+        // can still take long).
         let frame_at_hand = reader.has_frame();
         let more_at_hand = frame_at_hand && slots.available_permits() > 0 && !queued.over_budget();
-        burst.at_hand(more_at_hand);
-        if held.due(more_at_hand, || burst.alone()) {
+        let alone = burst.at_hand(more_at_hand);
+        if held.due(more_at_hand, alone) {
             tx.flush();
             held = Held::default();
         }
@@ -503,4 +508,80 @@ pub(super) async fn handle_connection(
     drop(tx);
     let _ = writer_task.await;
     inner.streams.disconnected(state.id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` turns of the request loop with requests at hand; the last turn's answer.
+    fn turns(burst: &mut Burst<'_>, n: usize) -> bool {
+        (0..n).fold(false, |_, _| burst.at_hand(true))
+    }
+
+    #[test]
+    fn a_lone_connection_stays_alone_through_bursts_and_long_ones() {
+        let ticks = AtomicU64::new(0);
+        let mut a = Burst::new(&ticks);
+        assert!(a.at_hand(true), "a first burst counts as alone");
+        assert!(turns(&mut a, 100), "a long burst that only it ticks");
+        assert!(
+            !a.at_hand(false),
+            "no requests at hand: nothing to write early"
+        );
+        assert!(a.at_hand(true), "its next burst");
+    }
+
+    #[test]
+    fn another_connections_burst_ends_being_alone_until_it_is_quiet_again() {
+        let ticks = AtomicU64::new(0);
+        let (mut a, mut b) = (Burst::new(&ticks), Burst::new(&ticks));
+        assert!(a.at_hand(true));
+        // b starts a burst (b's first: alone by b's count); a sees it at its next tick.
+        b.at_hand(true);
+        assert!(
+            turns(&mut a, HOLD_MAX - 1),
+            "between ticks, a keeps what it saw"
+        );
+        assert!(!a.at_hand(true), "a's tick sees b's burst");
+        // b's burst ends without another tick: a's next tick finds only its own.
+        b.at_hand(false);
+        assert!(!turns(&mut a, HOLD_MAX - 1));
+        assert!(
+            a.at_hand(true),
+            "no tick but a's since a's last: alone again"
+        );
+    }
+
+    #[test]
+    fn a_burst_that_never_ends_keeps_other_connections_from_being_alone() {
+        let ticks = AtomicU64::new(0);
+        let (mut a, mut b) = (Burst::new(&ticks), Burst::new(&ticks));
+        a.at_hand(true);
+        b.at_hand(true);
+        b.at_hand(false);
+        // a's requests never run out; b's bursts are short (fewer than HOLD_MAX requests).
+        for _ in 0..3 {
+            turns(&mut a, HOLD_MAX);
+            assert!(!b.at_hand(true), "b sees a's ticks");
+            b.at_hand(false);
+        }
+    }
+
+    #[test]
+    fn held_replies_go_out_every_hold_max_only_when_alone() {
+        let mut held = Held::default();
+        assert!(!held.due(false, true), "nothing held, nothing to write");
+        held.add(false);
+        assert!(held.due(false, false), "nothing more at hand: written");
+        assert!(!held.due(true, true), "more at hand: held for them");
+        for _ in 1..HOLD_MAX {
+            held.add(false);
+        }
+        assert!(held.due(true, true), "HOLD_MAX held, alone: written");
+        assert!(
+            !held.due(true, false),
+            "HOLD_MAX held, others bursting: held"
+        );
+    }
 }

@@ -92,9 +92,8 @@ struct Inner {
     streams: Arc<streams::Streams>,
     /// The id the next connection gets.
     next_connection: AtomicU64,
-    /// Bursts of requests the connections' request loops have started (see connection.rs,
-    /// `Burst`).
-    bursts: AtomicU64,
+    /// Ticks of the connections' bursts of requests (see connection.rs, `Burst`).
+    burst_ticks: AtomicU64,
     /// One permit per open connection (`max_connections`).
     connections: Arc<Semaphore>,
     /// Failed oneway calls are logged at most this often (peers choose how many fail).
