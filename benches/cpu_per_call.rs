@@ -18,6 +18,8 @@
 //! `RMI_MODE` picks one part (`seq`, `pipe`, `raw-seq`, `raw-pipe`); without it all four run.
 //! `pipe-threads` (only when named) is `pipe` with the daemon on a runtime and thread of its
 //! own, as in the compare benchmark: for `strace -c -f` and `perf`, not callgrind.
+//! `conns8-threads` (only when named) is the same with 8 connections × 8 calls in flight, and
+//! prints each thread's user and system CPU time (Linux `/proc`), to tell which end is busy.
 //! `bulk-bincode` and `bulk-msgpack` (only when named) make `RMI_CALLS` calls with a 10 MB
 //! `Vec<u8>` argument; `connect` and `pyroname` (only when named) open `RMI_CALLS` fresh
 //! connections, directly or through `PYRONAME:`, each with its first call; `seq2` (only when
@@ -182,6 +184,31 @@ fn main() {
             let made = in_flight(&proxy, calls).await;
             report("rmi 64 in flight, daemon on its own thread", made, t);
         }
+        if mode == "conns8-threads" {
+            let uri = daemon_on_its_own_thread();
+            let mut proxies = Vec::new();
+            for _ in 0..8 {
+                proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
+            }
+            let t = Instant::now();
+            let per = calls / 64;
+            let tasks: Vec<_> = proxies
+                .iter()
+                .flat_map(|p| (0..8).map(move |_| p.clone()))
+                .map(|p| {
+                    tokio::spawn(async move {
+                        for _ in 0..per {
+                            p.welcome_message("Rashmi".into()).await.expect("call");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("task");
+            }
+            report("rmi 8 x 8, daemon on its own thread", per * 64, t);
+            thread_cpu();
+        }
         if want("raw-seq") {
             let mut s = tokio::net::TcpStream::connect(raw).await.expect("raw");
             s.set_nodelay(true).expect("nodelay");
@@ -216,6 +243,35 @@ fn main() {
     });
 }
 
+/// Prints each thread's name and user and system CPU time (clock ticks, from `/proc`; Linux).
+fn thread_cpu() {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        println!("(no /proc: per-thread CPU not shown)");
+        return;
+    };
+    for task in tasks.flatten() {
+        let (Ok(stat), Ok(name)) = (
+            std::fs::read_to_string(task.path().join("stat")),
+            std::fs::read_to_string(task.path().join("comm")),
+        ) else {
+            continue;
+        };
+        // The fields after the parenthesised name: state is the first, utime the 12th.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if let (Some(user), Some(system)) = (fields.get(11), fields.get(12)) {
+            println!(
+                "thread {:?}: user {user} ticks, system {system} ticks",
+                name.trim()
+            );
+        }
+    }
+}
+
 /// `calls` greeting calls (rounded down to a multiple of `IN_FLIGHT`) from `IN_FLIGHT` tasks
 /// sharing `proxy`; how many were made.
 async fn in_flight(proxy: &GreeterProxy, calls: usize) -> usize {
@@ -240,20 +296,23 @@ async fn in_flight(proxy: &GreeterProxy, calls: usize) -> usize {
 /// (left running until the process ends); its object's URI.
 fn daemon_on_its_own_thread() -> rmi::Uri {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
-            let uri = daemon
-                .register(GreeterServer::new(GreetingMaker))
-                .expect("register");
-            tx.send(uri).expect("send the URI");
-            daemon.serve().await
+    std::thread::Builder::new()
+        .name("daemon".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
+                let uri = daemon
+                    .register(GreeterServer::new(GreetingMaker))
+                    .expect("register");
+                tx.send(uri).expect("send the URI");
+                daemon.serve().await
+            })
         })
-    });
+        .expect("daemon thread");
     rx.recv().expect("the daemon's URI")
 }
 
