@@ -5,9 +5,9 @@
 //! without blocking: one hand-off to another task and its wake-up fewer per message, which is
 //! most of what a sequential call costs beyond its bytes. A producer with several messages at
 //! hand (the daemon's request loop answering a batch of requests) holds them and flushes them
-//! together (the loop decides when: see daemon/connection.rs). Whatever the socket does not take at once, and every message of a busy
-//! connection, goes to the writer task, which coalesces what queued up meanwhile into one
-//! write and enforces the write deadlines.
+//! together (the loop decides when: see daemon/connection.rs). Whatever the socket does not
+//! take at once, and every message of a busy connection, goes to the writer task, which
+//! coalesces what queued up meanwhile into one write and enforces the write deadlines.
 //!
 //! With a `signer` (shared-secret authentication), every message is signed under the same
 //! lock that orders it onto the socket, so the signatures' counter follows the wire.
