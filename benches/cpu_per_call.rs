@@ -171,7 +171,7 @@ fn main() {
         }
         if want("pipe") {
             let t = Instant::now();
-            let made = in_flight(&proxy, calls).await;
+            let made = in_flight(std::slice::from_ref(&proxy), calls).await;
             report("rmi 64 in flight", made, t);
         }
         // The compare benchmark's setup (only when named): the daemon on a runtime of its own,
@@ -181,7 +181,7 @@ fn main() {
             let uri = daemon_on_its_own_thread();
             let proxy = GreeterProxy::connect(&uri).await.expect("connect");
             let t = Instant::now();
-            let made = in_flight(&proxy, calls).await;
+            let made = in_flight(std::slice::from_ref(&proxy), calls).await;
             report("rmi 64 in flight, daemon on its own thread", made, t);
         }
         if mode == "conns8-threads" {
@@ -191,22 +191,8 @@ fn main() {
                 proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
             }
             let t = Instant::now();
-            let per = calls / 64;
-            let tasks: Vec<_> = proxies
-                .iter()
-                .flat_map(|p| (0..8).map(move |_| p.clone()))
-                .map(|p| {
-                    tokio::spawn(async move {
-                        for _ in 0..per {
-                            p.welcome_message("Rashmi".into()).await.expect("call");
-                        }
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.expect("task");
-            }
-            report("rmi 8 x 8, daemon on its own thread", per * 64, t);
+            let made = in_flight(&proxies, calls).await;
+            report("rmi 8 x 8, daemon on its own thread", made, t);
             thread_cpu();
         }
         if want("raw-seq") {
@@ -272,13 +258,13 @@ fn thread_cpu() {
     }
 }
 
-/// `calls` greeting calls (rounded down to a multiple of `IN_FLIGHT`) from `IN_FLIGHT` tasks
-/// sharing `proxy`; how many were made.
-async fn in_flight(proxy: &GreeterProxy, calls: usize) -> usize {
+/// `calls` greeting calls (rounded down to a multiple of `IN_FLIGHT`) from `IN_FLIGHT` tasks,
+/// spread evenly over `proxies` (each its own connection); how many were made.
+async fn in_flight(proxies: &[GreeterProxy], calls: usize) -> usize {
     let per_task = calls / IN_FLIGHT;
     let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
-            let p = proxy.clone();
+        .map(|i| {
+            let p = proxies[i % proxies.len()].clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
                     p.welcome_message("Rashmi".into()).await.expect("call");
