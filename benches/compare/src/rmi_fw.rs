@@ -80,12 +80,14 @@ pub async fn connect(uri: &rmi::Uri, ser: Serializer) -> BenchProxy {
 /// A proxy that dials on its first call (Pyro's default; no I/O here): with the serializer
 /// set, that call goes out right behind the CONNECT.
 pub fn lazy(uri: &str, ser: Serializer) -> BenchProxy {
-    BenchProxy::from_proxy(
-        BenchProxy::builder(uri.to_owned())
-            .expect("rmi builder")
-            .serializer(ser)
-            .build(),
+    lazy_with(
+        BenchProxy::builder(uri.to_owned()).expect("rmi builder"),
+        ser,
     )
+}
+
+fn lazy_with(builder: rmi::ProxyBuilder, ser: Serializer) -> BenchProxy {
+    BenchProxy::from_proxy(builder.serializer(ser).build())
 }
 
 /// Like [`lazy`] (bincode), resolving `PYRONAME:` with a process-wide resolver whose watched
@@ -103,13 +105,8 @@ pub fn lazy_cached(pyroname: &str) -> BenchProxy {
             )
         })
         .clone();
-    BenchProxy::from_proxy(
-        BenchProxy::builder(pyroname.to_owned())
-            .expect("rmi builder")
-            .serializer(Serializer::Bincode)
-            .resolver(resolver)
-            .build(),
-    )
+    let builder = BenchProxy::builder(pyroname.to_owned()).expect("rmi builder");
+    lazy_with(builder.resolver(resolver), Serializer::Bincode)
 }
 
 /// Resolves `PYRONAME:` through the name server, then connects (bincode).
