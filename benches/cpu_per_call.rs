@@ -20,9 +20,13 @@
 //! own, as in the compare benchmark: for `strace -c -f` and `perf`, not callgrind.
 //! `conns8-threads` (only when named) is the same with 8 connections × 8 calls in flight, and
 //! prints each thread's user and system CPU time (Linux `/proc`), to tell which end is busy.
+//! `pipe-mt` and `conns8-mt` (only when named) run daemon and client on one multi-thread
+//! runtime of two workers, as `#[tokio::main]` would: 64 calls in flight on one connection or
+//! on eight.
 //! `bulk-bincode` and `bulk-msgpack` (only when named) make `RMI_CALLS` calls with a 10 MB
 //! `Vec<u8>` argument; `connect` and `pyroname` (only when named) open `RMI_CALLS` fresh
-//! connections, directly or through `PYRONAME:`, each with its first call; `seq2` (only when
+//! connections, directly or through `PYRONAME:`, each with its first call (`connect-threads`:
+//! directly, to a daemon on a thread of its own); `seq2` (only when
 //! named) makes the calls from two tasks, each calling in turn, on one shared proxy.
 //! Without valgrind it prints wall time, which is only a sanity check.
 
@@ -76,6 +80,13 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let mode = std::env::var("RMI_MODE").unwrap_or_default();
+    if let Some(conns) = match mode.as_str() {
+        "pipe-mt" => Some(1),
+        "conns8-mt" => Some(8),
+        _ => None,
+    } {
+        return on_a_multi_thread_runtime(conns, calls);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -116,9 +127,11 @@ fn main() {
         }
         // A fresh connection and its first call, directly or through `PYRONAME:` (an
         // in-process name server); only when named.
-        if mode == "connect" || mode == "pyroname" {
+        if mode == "connect" || mode == "connect-threads" || mode == "pyroname" {
             let target = if mode == "connect" {
                 uri.to_string()
+            } else if mode == "connect-threads" {
+                daemon_on_its_own_thread().to_string()
             } else {
                 let ns = rmi::naming::NameServer::builder()
                     .host("127.0.0.1")
@@ -225,6 +238,38 @@ fn main() {
             drop(writer.await);
             report("raw pipelined", calls, t);
         }
+        daemon.shutdown();
+    });
+}
+
+/// Daemon and client on one multi-thread runtime of two workers, as `#[tokio::main]` sets
+/// up: `IN_FLIGHT` calls in flight over `conns` connections.
+fn on_a_multi_thread_runtime(conns: usize, calls: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
+        let uri = daemon
+            .register(GreeterServer::new(GreetingMaker))
+            .expect("register");
+        tokio::spawn({
+            let d = daemon.clone();
+            async move { d.serve().await }
+        });
+        let mut proxies = Vec::new();
+        for _ in 0..conns {
+            proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
+        }
+        let t = Instant::now();
+        let made = in_flight(&proxies, calls).await;
+        report(
+            &format!("rmi {conns} connection(s), {IN_FLIGHT} in flight, one multi-thread runtime"),
+            made,
+            t,
+        );
         daemon.shutdown();
     });
 }

@@ -283,7 +283,9 @@ pub(super) async fn handle_connection(
     let writer_task = inner.tasks.spawn({
         let (gone, peer) = (writer_gone.clone(), peer.clone());
         let abort = inner.abort.wait();
-        async move {
+        // Boxed: tokio copies a task's future whole each time it moves it (into the task's
+        // cell, and again as the task ends), about a kilobyte here; a box moves as a pointer.
+        Box::pin(async move {
             tokio::select! {
                 biased;
                 written = out.run(deadline) => if let Err(e) = written {
@@ -292,7 +294,7 @@ pub(super) async fn handle_connection(
                 _ = abort => {}
             }
             gone.raise();
-        }
+        })
     });
     let state = Arc::new(ConnectionState {
         id: inner.next_connection.fetch_add(1, Ordering::Relaxed),

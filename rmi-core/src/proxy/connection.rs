@@ -696,11 +696,13 @@ impl Connection {
         });
         let (tx, out) = transport::outbox(writer, busy, signer);
         let closer = shared.clone();
-        tokio::spawn(async move {
+        // Boxed, as the daemon's writer task is (see daemon/connection.rs): a future of about
+        // a kilobyte is otherwise copied whole as tokio moves it.
+        tokio::spawn(Box::pin(async move {
             if let Err(e) = out.run(transport::WriteDeadline::default()).await {
                 closer.close(crate::error::Report(&e).to_string());
             }
-        });
+        }));
         tokio::spawn(reader_task(shared.clone()));
         Ok(Opened::Ready(
             Connection {
