@@ -430,35 +430,44 @@ async fn bulk(s: Series, a: &Addrs, data: &[u8], cfg: &Config) -> f64 {
     (cfg.bulk_calls * BLOB) as f64 / 1e6 / total.as_secs_f64()
 }
 
-/// A new connection and its first call, each time: median µs, and the process's CPU per
-/// connection over the timed ones (both ends, teardown included). The connection is dropped and
-/// 1 ms left for both sides to tear it down before the next.
-async fn connect_first_call(s: Series, a: &Addrs, cfg: &Config) -> (f64, f64) {
-    let mut samples = Vec::with_capacity(cfg.connect_calls);
-    let mut cpu_from = sys::cpu_time();
+/// A fresh connection and its first call, for every series in `order` by turns (one connect
+/// of each, then the next round), so that all of them meet the machine in the same state: run
+/// one series after another, a connect figure moved by up to 2x between series with the
+/// machine's speed. Per series: (median µs, CPU µs per connect). The CPU is taken around each
+/// connect and the pause after it, in which the server finishes closing the connection.
+async fn connect_first_calls(order: &[Series], a: &Addrs, cfg: &Config) -> Vec<(Series, f64, f64)> {
+    let mut samples = vec![Vec::with_capacity(cfg.connect_calls); order.len()];
+    let mut cpu = vec![Duration::ZERO; order.len()];
     for i in 0..cfg.connect_warmup + cfg.connect_calls {
-        if i == cfg.connect_warmup {
-            cpu_from = sys::cpu_time();
+        for (k, &s) in order.iter().enumerate() {
+            let cpu_from = sys::cpu_time();
+            let t = Instant::now();
+            let e = if s == Series::Raw {
+                let mut pp = raw::PingPong::connect(a.raw, &a.raw_frames).await;
+                pp.call().await;
+                t.elapsed()
+            } else {
+                let mut c = Client::first_use(s, a).await;
+                c.greet().await;
+                let e = t.elapsed();
+                drop(c);
+                e
+            };
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if i >= cfg.connect_warmup {
+                samples[k].push(e.as_nanos() as f64 / 1e3);
+                cpu[k] += sys::cpu_time() - cpu_from;
+            }
         }
-        let t = Instant::now();
-        let e = if s == Series::Raw {
-            let mut pp = raw::PingPong::connect(a.raw, &a.raw_frames).await;
-            pp.call().await;
-            t.elapsed()
-        } else {
-            let mut c = Client::first_use(s, a).await;
-            c.greet().await;
-            let e = t.elapsed();
-            drop(c);
-            e
-        };
-        if i >= cfg.connect_warmup {
-            samples.push(e.as_nanos() as f64 / 1e3);
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let cpu = (sys::cpu_time() - cpu_from).as_secs_f64() * 1e6 / cfg.connect_calls as f64;
-    (median(&mut samples), cpu)
+    order
+        .iter()
+        .zip(samples.iter_mut().zip(cpu))
+        .map(|(&s, (v, cpu))| {
+            let per = cpu.as_secs_f64() * 1e6 / cfg.connect_calls as f64;
+            (s, median(v), per)
+        })
+        .collect()
 }
 
 /// Pins the client thread to `client` and the server runtime's thread to `server` (`None`:
@@ -621,8 +630,7 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
         let mut connect_order = order.clone();
         connect_order.push(Series::RmiPyroname);
         connect_order.push(Series::RmiPyronameCached);
-        for &s in &connect_order {
-            let (median, cpu) = connect_first_call(s, &a, &cfg).await;
+        for (s, median, cpu) in connect_first_calls(&connect_order, &a, &cfg).await {
             rec!(Figure::Connect, s, median);
             if !matches!(s, Series::RmiPyroname | Series::RmiPyronameCached) {
                 rec!(Figure::ConnectCpu, s, cpu);

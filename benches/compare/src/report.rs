@@ -194,6 +194,35 @@ impl Results {
         })
     }
 
+    /// `num ÷ den` in each repetition that measured both (infinite where only `den` is 0), and
+    /// the median of those ratios: a repetition measures every series within seconds, so a
+    /// machine whose speed changes from one repetition to the next moves both sides of each
+    /// ratio, not one.
+    pub fn paired_ratio(&self, f: Figure, num: Series, den: Series) -> Option<f64> {
+        let (n, d) = (self.samples.get(&(f, num))?, self.samples.get(&(f, den))?);
+        let mut ratios: Vec<f64> = n
+            .iter()
+            .filter_map(|&(rep, x)| {
+                let &(_, y) = d.iter().find(|&&(r, _)| r == rep)?;
+                Some(match (x, y) {
+                    (x, y) if y > 0.0 => x / y,
+                    (x, _) if x > 0.0 => f64::INFINITY,
+                    _ => 1.0,
+                })
+            })
+            .collect();
+        if ratios.is_empty() {
+            return None;
+        }
+        ratios.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        let k = ratios.len();
+        Some(if k % 2 == 1 {
+            ratios[k / 2]
+        } else {
+            (ratios[k / 2 - 1] + ratios[k / 2]) / 2.0
+        })
+    }
+
     fn cell(&self, f: Figure, s: Series) -> String {
         self.stat(f, s).map_or(String::new(), |st| f.fmt(st.median))
     }
@@ -248,8 +277,8 @@ impl Results {
         }
         let _ = writeln!(
             md,
-            "\nRatios of medians, rmi ÷ each (rates: above 1 means rmi is faster; times, CPU and \
-             allocations: above 1 means rmi costs more).\n"
+            "\nRatios, rmi ÷ each: in each repetition, then the median of those (rates: above 1 \
+             means rmi is faster; times, CPU and allocations: above 1 means rmi costs more).\n"
         );
         let _ = writeln!(
             md,
@@ -257,7 +286,9 @@ impl Results {
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|");
         let ratio_row = |md: &mut String, title: &str, f: Figure, num: Series| {
-            let Some(n) = self.stat(f, num) else { return };
+            if self.stat(f, num).is_none() {
+                return;
+            }
             let mut row = format!(
                 "| {title} | {} |",
                 if f.higher_is_better() {
@@ -267,12 +298,12 @@ impl Results {
                 }
             );
             for s in [Series::Raw, Series::RawMux, Series::Tarpc, Series::Tonic] {
-                match self.stat(f, s) {
-                    Some(d) if d.median > 0.0 && n.median / d.median < 1000.0 => {
-                        let _ = write!(row, " {:.2} |", n.median / d.median);
+                match self.paired_ratio(f, num, s) {
+                    Some(r) if r < 1000.0 => {
+                        let _ = write!(row, " {r:.2} |");
                     }
                     Some(_) => row.push_str(" > 1000 |"),
-                    _ => row.push_str(" |"),
+                    None => row.push_str(" |"),
                 }
             }
             let _ = writeln!(md, "{row}");
@@ -288,27 +319,26 @@ impl Results {
                 );
             }
         }
-        if let (Some(p), Some(d)) = (
-            self.stat(Figure::Connect, Series::RmiPyroname),
-            self.stat(Figure::Connect, Series::Rmi),
-        ) {
+        if let Some(p) = self.paired_ratio(Figure::Connect, Series::RmiPyroname, Series::Rmi) {
             let _ = writeln!(
                 md,
-                "\n`PYRONAME:` lookup + connect + first call ÷ rmi's direct connect + first call: {:.2}",
-                p.median / d.median
+                "\n`PYRONAME:` lookup + connect + first call ÷ rmi's direct connect + first call \
+                 (per repetition, median): {p:.2}"
             );
-            if let Some(c) = self.stat(Figure::Connect, Series::RmiPyronameCached) {
+            if let Some(c) =
+                self.paired_ratio(Figure::Connect, Series::RmiPyronameCached, Series::Rmi)
+            {
                 let _ = writeln!(
                     md,
-                    "\nThe same with the resolver's watched cache on: {:.2}",
-                    c.median / d.median
+                    "\nThe same with the resolver's watched cache on: {c:.2}"
                 );
             }
         }
         md
     }
 
-    /// `results.csv` (every sample) and `summary.csv` (median, min, max, rmi ÷ series).
+    /// `results.csv` (every sample) and `summary.csv` (median, min, max, and rmi ÷ series as the
+    /// median of the per-repetition ratios).
     pub fn write_csv(&self, dir: &Path) -> std::io::Result<()> {
         let mut all = String::from("figure,unit,series,rep,value\n");
         for ((f, s), v) in &self.samples {
@@ -321,7 +351,7 @@ impl Results {
             String::from("figure,unit,higher_is_better,series,median,min,max,rmi_over_series\n");
         for (f, s) in self.samples.keys() {
             let st = self.stat(*f, *s).expect("samples");
-            let rmi = self.stat(*f, Series::Rmi).map_or(f64::NAN, |r| r.median);
+            let rmi_over = self.paired_ratio(*f, Series::Rmi, *s).unwrap_or(f64::NAN);
             let _ = writeln!(
                 sum,
                 "{},{},{},{},{},{},{},{}",
@@ -332,7 +362,7 @@ impl Results {
                 st.median,
                 st.min,
                 st.max,
-                rmi / st.median
+                rmi_over
             );
         }
         std::fs::write(dir.join("summary.csv"), sum)?;
