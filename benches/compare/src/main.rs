@@ -430,32 +430,34 @@ async fn bulk(s: Series, a: &Addrs, data: &[u8], cfg: &Config) -> f64 {
     (cfg.bulk_calls * BLOB) as f64 / 1e6 / total.as_secs_f64()
 }
 
-/// A fresh connection and its first call, for every series in `order` by turns (one connect
-/// of each, then the next round), so that all of them meet the machine in the same state: run
-/// one series after another, a connect figure moved by up to 2x between series with the
-/// machine's speed. Per series: (median µs, CPU µs per connect). The CPU is taken around each
-/// connect and the pause after it, in which the server finishes closing the connection.
+/// Connects timed per series in a row, before the next series takes its turn.
+const CONNECT_BLOCK: usize = 10;
+
+/// A fresh connection and its first call, for every series in `order`, timed in blocks of
+/// `CONNECT_BLOCK` per series, each block after one untimed connect, the series taking turns
+/// block by block (each round starting one series later). Per series: (median µs, CPU µs per
+/// connect), the CPU taken around each timed connect and the 1 ms after it, in which both ends
+/// finish closing the connection.
+///
+/// Why blocks: all of a series' connects in a row, a connect figure moved by up to 2x between
+/// series as the machine changed speed; one connect of each series by turns, every connect ran
+/// on code and caches the framework before it had left cold, and the `PYRONAME:` series that
+/// always came after another rmi one measured faster than rmi's direct connect.
 async fn connect_first_calls(order: &[Series], a: &Addrs, cfg: &Config) -> Vec<(Series, f64, f64)> {
-    let mut samples = vec![Vec::with_capacity(cfg.connect_calls); order.len()];
+    for &s in order {
+        for _ in 0..cfg.connect_warmup {
+            connect_once(s, a).await;
+        }
+    }
+    let rounds = cfg.connect_calls.div_ceil(CONNECT_BLOCK);
+    let mut samples = vec![Vec::with_capacity(rounds * CONNECT_BLOCK); order.len()];
     let mut cpu = vec![Duration::ZERO; order.len()];
-    for i in 0..cfg.connect_warmup + cfg.connect_calls {
-        for (k, &s) in order.iter().enumerate() {
-            let cpu_from = sys::cpu_time();
-            let t = Instant::now();
-            let e = if s == Series::Raw {
-                let mut pp = raw::PingPong::connect(a.raw, &a.raw_frames).await;
-                pp.call().await;
-                t.elapsed()
-            } else {
-                let mut c = Client::first_use(s, a).await;
-                c.greet().await;
-                let e = t.elapsed();
-                drop(c);
-                e
-            };
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            if i >= cfg.connect_warmup {
-                samples[k].push(e.as_nanos() as f64 / 1e3);
+    for round in 0..rounds {
+        for k in (0..order.len()).map(|k| (k + round) % order.len()) {
+            connect_once(order[k], a).await;
+            for _ in 0..CONNECT_BLOCK {
+                let cpu_from = sys::cpu_time();
+                samples[k].push(connect_once(order[k], a).await.as_nanos() as f64 / 1e3);
                 cpu[k] += sys::cpu_time() - cpu_from;
             }
         }
@@ -464,10 +466,29 @@ async fn connect_first_calls(order: &[Series], a: &Addrs, cfg: &Config) -> Vec<(
         .iter()
         .zip(samples.iter_mut().zip(cpu))
         .map(|(&s, (v, cpu))| {
-            let per = cpu.as_secs_f64() * 1e6 / cfg.connect_calls as f64;
+            let per = cpu.as_secs_f64() * 1e6 / v.len() as f64;
             (s, median(v), per)
         })
         .collect()
+}
+
+/// One fresh connection and its first call, then 1 ms for both ends to close it: how long the
+/// connection and the call took.
+async fn connect_once(s: Series, a: &Addrs) -> Duration {
+    let t = Instant::now();
+    let e = if s == Series::Raw {
+        let mut pp = raw::PingPong::connect(a.raw, &a.raw_frames).await;
+        pp.call().await;
+        t.elapsed()
+    } else {
+        let mut c = Client::first_use(s, a).await;
+        c.greet().await;
+        let e = t.elapsed();
+        drop(c);
+        e
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    e
 }
 
 /// Pins the client thread to `client` and the server runtime's thread to `server` (`None`:
