@@ -20,6 +20,16 @@ pub trait Resolve: Send + Sync + 'static {
     fn dial_failed(&self, logical: &Uri, direct: &Uri) {
         let _ = (logical, direct);
     }
+
+    /// Where `logical` will most likely resolve to, known without asking anyone (the one URI it
+    /// resolved to last time, say), or `None`. A proxy that has to wait for
+    /// [`resolve`](Self::resolve) dials this daemon meanwhile, and uses that connection if the
+    /// answer is the same daemon (else closes it unused: nothing is sent on it before the
+    /// answer). The default knows nothing.
+    fn likely(&self, logical: &Uri) -> Option<Uri> {
+        let _ = logical;
+        None
+    }
 }
 
 static DEFAULT: std::sync::OnceLock<std::sync::Arc<dyn Resolve>> = std::sync::OnceLock::new();

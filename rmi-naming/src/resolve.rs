@@ -13,6 +13,18 @@
 //! fails over on its next dial. Which calls are retried is the proxy's business, as always:
 //! a call that may have run is retried only on an idempotent proxy or method.
 //!
+//! # Dialing ahead of a lookup
+//!
+//! A name that resolved to one URI is remembered ([`Resolve::likely`]): the next proxy that
+//! resolves it dials that daemon while the lookup is under way, and uses the connection if the
+//! lookup answers the same address (and the connection is still open and silent), so a
+//! `PYRONAME:` proxy's first call waits for the lookup and the rest of the connect, not for the
+//! dial as well. Nothing is sent on the early connection before the answer; if the name moved,
+//! it is closed unused. Not dialed ahead: a name with several URIs (the next pick may be
+//! another), one whose last lookup failed, one whose daemon a proxy could not dial (while it is
+//! passed over, see above), and any name while the lookup cache is on (a lookup that goes to
+//! the name server then mostly follows a change). [`NamingResolver::dial_ahead`] turns it off.
+//!
 //! # The lookup cache
 //!
 //! With [`NamingResolver::cache`], the resolver keeps the URIs it looked up, per name server,
@@ -65,6 +77,8 @@ pub struct NamingResolver {
     pick: Pick,
     suspect_for: Option<Duration>,
     cache: Option<Duration>,
+    /// Off: proxies do not dial ahead of a lookup (see the module documentation).
+    no_dial_ahead: bool,
     state: Arc<State>,
 }
 
@@ -80,7 +94,14 @@ struct State {
     /// Per name server: the connected proxy the last lookup used, reused by the next one (a
     /// lookup then costs one round trip, not a connection and a handshake too).
     name_servers: Mutex<HashMap<NsKey, NameServerProxy>>,
+    /// Per logical URI that last resolved to one URI only: that URI, which a proxy dials while
+    /// the next lookup of it is under way ([`Resolve::likely`]).
+    likely: Mutex<HashMap<Uri, Uri>>,
 }
+
+/// At most this many logical URIs are remembered for [`Resolve::likely`]; past it, the memory
+/// starts over (a process that resolves ever new names does not grow it without bound).
+const MAX_LIKELY: usize = 1024;
 
 /// A name server as a logical URI names it (`None`: the one the locator finds).
 type NsKey = Option<(String, u16)>;
@@ -139,6 +160,13 @@ impl NamingResolver {
         self
     }
 
+    /// Whether proxies dial the daemon a name last resolved to while they look it up again
+    /// (default on; see the module documentation).
+    pub fn dial_ahead(mut self, on: bool) -> Self {
+        self.no_dial_ahead = !on;
+        self
+    }
+
     /// Answer lookups from a client-side cache kept fresh by a watch on the name server; when
     /// the name server cannot be reached, answer from entries at most `max_stale` old (see the
     /// module documentation). Off by default: every resolution asks the name server.
@@ -168,8 +196,26 @@ impl NamingResolver {
 
     /// Resolves `uri` to a direct `PYRO:` URI.
     pub async fn resolve_uri(&self, uri: &Uri) -> Result<Uri, Error> {
-        let uris = match uri {
-            Uri::Pyro { .. } => return Ok(uri.clone()),
+        if let Uri::Pyro { .. } = uri {
+            return Ok(uri.clone());
+        }
+        let found = self.found(uri).await;
+        if self.remembers() {
+            self.remember(uri, found.as_deref().unwrap_or_default());
+        }
+        self.choose(uri, found?)
+            .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
+    }
+
+    /// Whether this resolver keeps what names resolved to, for [`Resolve::likely`].
+    fn remembers(&self) -> bool {
+        !self.no_dial_ahead && self.cache.is_none()
+    }
+
+    /// Every URI the logical `uri` names.
+    async fn found(&self, uri: &Uri) -> Result<Vec<Uri>, Error> {
+        Ok(match uri {
+            Uri::Pyro { .. } => vec![uri.clone()],
             Uri::PyroName { name, ns } => match self.cache {
                 Some(max_stale) => {
                     self.cached(ns, Query::Name(name), max_stale, || {
@@ -197,9 +243,39 @@ impl NamingResolver {
                 }
                 uris
             }
+        })
+    }
+
+    /// Keeps what `logical` resolved to for [`Resolve::likely`] when that was one URI whose
+    /// daemon is not passed over (with several, the next pick may be another daemon: a dial
+    /// ahead would be a guess); forgets it otherwise (none, several, or the lookup failed).
+    fn remember(&self, logical: &Uri, uris: &[Uri]) {
+        let keep = match uris {
+            [one] if !self.is_suspect(one) => Some(one),
+            _ => None,
         };
-        self.choose(uri, uris)
-            .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
+        let mut likely = self.state.likely.lock();
+        match keep {
+            Some(one) if likely.get(logical) == Some(one) => {}
+            Some(one) => {
+                if likely.len() >= MAX_LIKELY && !likely.contains_key(logical) {
+                    likely.clear();
+                }
+                likely.insert(logical.clone(), one.clone());
+            }
+            None => {
+                likely.remove(logical);
+            }
+        }
+    }
+
+    /// Whether a proxy failed to dial `direct` lately (it is passed over for a while).
+    fn is_suspect(&self, direct: &Uri) -> bool {
+        let suspects = self.state.suspects.lock();
+        !suspects.is_empty()
+            && suspects
+                .get(&direct.to_string())
+                .is_some_and(|until| *until > Instant::now())
     }
 
     /// Runs `query` on the name server `key` names: over the connection an earlier lookup
@@ -546,5 +622,17 @@ impl Resolve for NamingResolver {
         let until = Instant::now() + self.suspect_for.unwrap_or(DEFAULT_SUSPECT_FOR);
         tracing::debug!(%logical, %direct, "dial failed; passing over this daemon for a while");
         self.state.suspects.lock().insert(direct.to_string(), until);
+        // Not worth dialing ahead of the next lookup.
+        let mut likely = self.state.likely.lock();
+        if likely.get(logical) == Some(direct) {
+            likely.remove(logical);
+        }
+    }
+
+    fn likely(&self, logical: &Uri) -> Option<Uri> {
+        if !self.remembers() {
+            return None;
+        }
+        self.state.likely.lock().get(logical).cloned()
     }
 }

@@ -533,3 +533,247 @@ async fn daemons_holding_their_own_leases_share_a_name_and_leave_it_one_by_one()
     let who = WhoProxy::from_proxy(proxy_via(&logical("multi.own", port), &resolver(port)).await);
     assert_eq!(who.who().await.unwrap(), 2);
 }
+
+/// A TCP relay to a name server whose answers can be held back: while held, what the name
+/// server sends waits in the relay (what clients send goes through).
+struct HeldRelay {
+    port: u16,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl HeldRelay {
+    async fn start(target: u16) -> HeldRelay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (held, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_ns, mut to_ns) = upstream.into_split();
+                    let up = tokio::io::copy(&mut from_client, &mut to_ns);
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_ns.read(&mut buf).await {
+                            if watch.wait_for(|held| !held).await.is_err()
+                                || to_client.write_all(&buf[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        HeldRelay { port, held }
+    }
+
+    fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+}
+
+/// A lazy proxy (it dials on its first call) to `uri`, resolving through `resolver`.
+fn lazy_via(uri: &Uri, resolver: &NamingResolver) -> WhoProxy {
+    WhoProxy::from_proxy(
+        rmi::proxy_builder(uri.clone())
+            .unwrap()
+            .resolver(Arc::new(resolver.clone()))
+            .build(),
+    )
+}
+
+/// The port of a TCP URI.
+fn port_of(uri: &Uri) -> u16 {
+    match uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("not a TCP location: {other:?}"),
+    }
+}
+
+/// `uri` with its port replaced by `port` (a relay's).
+fn through(uri: &Uri, port: u16) -> Uri {
+    format!("PYRO:{}@127.0.0.1:{port}", uri.object().unwrap())
+        .parse()
+        .unwrap()
+}
+
+/// `name` registered for `uri`'s daemon behind a relay that counts connections, and a
+/// resolver asking the name server through `ns_relay`: the relay, the resolver and the name's
+/// `PYRONAME:` URI.
+async fn named_through_relay(
+    names: &NameServerProxy,
+    name: &str,
+    uri: &Uri,
+    ns_relay: &HeldRelay,
+) -> (crate::support::Relay, NamingResolver, Uri) {
+    let relay = crate::support::Relay::start(port_of(uri)).await;
+    names
+        .register(name, &through(uri, relay.port))
+        .await
+        .unwrap();
+    (relay, resolver(ns_relay.port), logical(name, ns_relay.port))
+}
+
+#[tokio::test]
+async fn a_pyroname_proxy_dials_the_daemon_of_the_last_lookup_while_the_next_one_runs() {
+    let (_ns, names, ns_port) = name_server().await;
+    let ns_relay = HeldRelay::start(ns_port).await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (relay_a, resolver, name) =
+        named_through_relay(&names, "ahead.who", &uri_a, &ns_relay).await;
+    let via_relay = through(&uri_a, relay_a.port);
+
+    // A first lookup finds one URI: the resolver remembers it.
+    assert_eq!(lazy_via(&name, &resolver).who().await.unwrap(), 1);
+    assert_eq!(rmi::Resolve::likely(&resolver, &name), Some(via_relay));
+    assert_eq!(relay_a.accepted(), 1);
+
+    // The next lookup's answer held: the daemon is dialed meanwhile, and that connection is
+    // the one the call then uses.
+    ns_relay.hold(true);
+    let second = lazy_via(&name, &resolver);
+    let call = tokio::spawn(async move { second.who().await });
+    crate::support::eventually("a dial to the daemon before the lookup answered", || {
+        relay_a.accepted() == 2
+    })
+    .await;
+    assert!(!call.is_finished(), "the lookup's answer is still held");
+    ns_relay.hold(false);
+    assert_eq!(call.await.unwrap().unwrap(), 1);
+    assert_eq!(
+        relay_a.accepted(),
+        2,
+        "no second dial: the early one was used"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_moved_is_called_where_the_lookup_says_not_where_it_was_dialed_ahead() {
+    let (_ns, names, ns_port) = name_server().await;
+    let ns_relay = HeldRelay::start(ns_port).await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    let (relay_a, resolver, name) =
+        named_through_relay(&names, "moved.who", &uri_a, &ns_relay).await;
+    assert_eq!(lazy_via(&name, &resolver).who().await.unwrap(), 1);
+
+    // The name moves to daemon 2; the next lookup is held until the old daemon was dialed.
+    names.register("moved.who", &uri_b).await.unwrap();
+    ns_relay.hold(true);
+    let second = lazy_via(&name, &resolver);
+    let call = tokio::spawn(async move { second.who().await });
+    crate::support::eventually("a dial to where the name was", || relay_a.accepted() == 2).await;
+    ns_relay.hold(false);
+    assert_eq!(
+        call.await.unwrap().unwrap(),
+        2,
+        "called where the name is now"
+    );
+    assert_eq!(rmi::Resolve::likely(&resolver, &name), Some(uri_b));
+}
+
+#[tokio::test]
+async fn a_connection_dialed_ahead_that_the_daemon_closed_meanwhile_is_not_used() {
+    let (_ns, names, ns_port) = name_server().await;
+    let ns_relay = HeldRelay::start(ns_port).await;
+    // A daemon that closes a connection with no CONNECT after 200 ms.
+    let daemon = Daemon::builder()
+        .handshake_timeout(Duration::from_millis(200))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon.register(WhoServer::new(Numbered(7))).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let (relay, resolver, name) = named_through_relay(&names, "closed.who", &uri, &ns_relay).await;
+    // The serializer set: the call goes out with the CONNECT, and a connection that fails
+    // after it went out fails the call (a call that may have run is not sent again).
+    let lazy = || {
+        WhoProxy::from_proxy(
+            rmi::proxy_builder(name.clone())
+                .unwrap()
+                .resolver(Arc::new(resolver.clone()))
+                .serializer(rmi::Serializer::Bincode)
+                .build(),
+        )
+    };
+    assert_eq!(lazy().who().await.unwrap(), 7);
+
+    // The lookup held well past the daemon's handshake timeout (but not past the age an early
+    // connection may have): the daemon has closed the connection dialed ahead by the answer.
+    ns_relay.hold(true);
+    let second = lazy();
+    let call = tokio::spawn(async move { second.who().await });
+    crate::support::eventually("the dial ahead", || relay.accepted() == 2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ns_relay.hold(false);
+    assert_eq!(
+        call.await.unwrap().unwrap(),
+        7,
+        "called on a fresh connection"
+    );
+    assert_eq!(relay.accepted(), 3);
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn only_a_name_that_resolved_to_one_live_daemon_is_dialed_ahead() {
+    let (_ns, names, port) = name_server().await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    let resolver = resolver(port);
+    let likely = |uri: &Uri| rmi::Resolve::likely(&resolver, uri);
+    let (one, shared) = (logical("one.who", port), logical("shared.who", port));
+    names.register("one.who", &uri_a).await.unwrap();
+    for uri in [&uri_a, &uri_b] {
+        names
+            .register_shared("shared.who", uri, BTreeSet::new())
+            .await
+            .unwrap();
+    }
+    resolver.resolve_uri(&one).await.unwrap();
+    resolver.resolve_uri(&shared).await.unwrap();
+    assert_eq!(likely(&one), Some(uri_a.clone()));
+    assert_eq!(
+        likely(&shared),
+        None,
+        "two daemons: the next pick may be the other"
+    );
+
+    // A daemon a proxy could not dial: forgotten, and not remembered again while it is
+    // passed over.
+    rmi::Resolve::dial_failed(&resolver, &one, &uri_a);
+    assert_eq!(likely(&one), None);
+    resolver.resolve_uri(&one).await.unwrap();
+    assert_eq!(likely(&one), None, "still passed over");
+
+    // A name gone from the name server: forgotten at its failed lookup.
+    names.register("gone.who", &uri_b).await.unwrap();
+    let gone = logical("gone.who", port);
+    resolver.resolve_uri(&gone).await.unwrap();
+    assert_eq!(likely(&gone), Some(uri_b.clone()));
+    assert!(names.remove("gone.who").await.unwrap());
+    assert!(resolver.resolve_uri(&gone).await.is_err());
+    assert_eq!(likely(&gone), None);
+
+    // Turned off, or with the lookup cache on: nothing is remembered.
+    names.register("again.who", &uri_b).await.unwrap();
+    let again = logical("again.who", port);
+    for other in [
+        self::resolver(port).dial_ahead(false),
+        self::resolver(port).cache(Duration::from_secs(5)),
+    ] {
+        other.resolve_uri(&again).await.unwrap();
+        assert_eq!(rmi::Resolve::likely(&other, &again), None);
+    }
+}

@@ -1,11 +1,16 @@
 //! Dialing: resolve a logical URI, connect (TLS if configured), handshake (detecting a Pyro4
 //! daemon by its answer, and dialing it again in protocol 48), and redial with jittered
 //! exponential backoff when the connection is gone; in two steps for a call that dials, which
-//! is encoded for the daemon the first step resolved and sent with the CONNECT.
+//! is encoded for the daemon the first step resolved and sent with the CONNECT. While a lookup
+//! is under way, the daemon it will likely answer is dialed ahead ([`EarlyDial`]).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use rand::Rng;
 
@@ -14,8 +19,8 @@ use super::Proxy;
 use crate::error::Error;
 use crate::protocol::codec::Serializer;
 use crate::protocol::frame::Protocol;
-use crate::transport;
-use crate::uri::Uri;
+use crate::transport::{self, BoxIo};
+use crate::uri::{Location, Uri};
 
 /// First backoff between dials; doubled each time, jittered, capped at [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -70,11 +75,11 @@ impl Proxy {
         // The first dial's resolution, within the first dial's connect timeout.
         let timeout = self.shared.config.connect_timeout;
         let deadline = tokio::time::Instant::now().checked_add(timeout);
-        let target = match deadline {
-            Some(at) => tokio::time::timeout_at(at, self.resolve())
+        let (target, early) = match deadline {
+            Some(at) => tokio::time::timeout_at(at, self.resolve_dialing_ahead())
                 .await
-                .unwrap_or(Err(Error::Timeout(timeout))),
-            None => self.resolve().await,
+                .unwrap_or((Err(Error::Timeout(timeout)), None)),
+            None => self.resolve_dialing_ahead().await,
         };
         // What the dial has left of it, counted from when it starts: the caller's encoding
         // of its call in between is not the dial's.
@@ -82,6 +87,7 @@ impl Proxy {
         Ok(Dialing::Due(Due {
             last_failure,
             target,
+            early,
             left,
             ahead,
         }))
@@ -99,11 +105,16 @@ impl Proxy {
         let Due {
             mut last_failure,
             target,
+            early,
             left,
             ahead: _,
         } = due;
         let deadline = left.and_then(|left| tokio::time::Instant::now().checked_add(left));
-        let mut target = Some((target, deadline));
+        let mut target = Some(Resolved {
+            target,
+            deadline,
+            early,
+        });
         let config = &self.shared.config;
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
@@ -140,6 +151,41 @@ impl Proxy {
         Ok((conn, sent))
     }
 
+    /// Resolves the proxy's URI ([`resolve`](Self::resolve)); while the resolver has to wait
+    /// (it asks a name server), dials the daemon the resolver says the URI likely resolves to
+    /// ([`Resolve::likely`](crate::Resolve::likely)): that dial, begun or done, is returned for
+    /// the first attempt to use if the answer is that daemon. Nothing is sent on it before.
+    async fn resolve_dialing_ahead(&self) -> (Result<Uri, Error>, Option<EarlyDial>) {
+        let resolving = self.resolve();
+        futures_util::pin_mut!(resolving);
+        // Answered at once (a `PYRO:` URI, a cached name): nothing to dial ahead of.
+        if let Poll::Ready(target) = futures_util::poll!(resolving.as_mut()) {
+            return (target, None);
+        }
+        let config = &self.shared.config;
+        let likely = config.resolver.as_ref().and_then(|r| r.likely(&config.uri));
+        let Some(location) = likely.as_ref().and_then(Uri::location).cloned() else {
+            return (resolving.await, None);
+        };
+        let timeout = config.connect_timeout;
+        let mut early = EarlyDial {
+            location: location.clone(),
+            state: EarlyState::Dialing(Box::pin(async move {
+                transport::dial(&location, timeout).await
+            })),
+        };
+        let target = std::future::poll_fn(|cx| {
+            if let EarlyState::Dialing(dialing) = &mut early.state {
+                if let Poll::Ready(done) = dialing.as_mut().poll(cx) {
+                    early.state = EarlyState::Done(done, tokio::time::Instant::now());
+                }
+            }
+            resolving.as_mut().poll(cx)
+        })
+        .await;
+        (target, Some(early))
+    }
+
     /// The direct URI to dial: the proxy's own, or what the resolver makes of a logical one.
     async fn resolve(&self) -> Result<Uri, Error> {
         let config = &self.shared.config;
@@ -155,28 +201,29 @@ impl Proxy {
         }
     }
 
-    /// Resolves (if logical; unless `target` brings the resolution already, with its
-    /// deadline), dials and performs the handshake, within the connect timeout; sends `ahead`
+    /// Resolves (if logical; unless `target` brings the resolution already, with its deadline
+    /// and the dial begun meanwhile), dials (or takes that dial, if it went to the resolved
+    /// daemon) and performs the handshake, within the connect timeout; sends `ahead`
     /// with the CONNECT if the dial reaches the daemon it was encoded for, in its protocol
     /// (setting `may_have_run` while it may have run).
     async fn dial(
         &self,
-        target: Option<(Result<Uri, Error>, Option<tokio::time::Instant>)>,
+        target: Option<Resolved>,
         mut ahead: Option<Ahead>,
         may_have_run: &AtomicBool,
     ) -> Result<(Connection, Option<u16>), Error> {
         let config = &self.shared.config;
         let logical = !matches!(config.uri, Uri::Pyro { .. });
         let deadline = match &target {
-            Some((_, deadline)) => *deadline,
+            Some(resolved) => resolved.deadline,
             None => tokio::time::Instant::now().checked_add(config.connect_timeout),
         };
         // The direct URI a logical one resolved to, to tell the resolver if dialing it failed.
         let resolved: parking_lot::Mutex<Option<Uri>> = parking_lot::Mutex::new(None);
         let fut = async {
-            let direct = match target {
-                Some((target, _)) => target?,
-                None => self.resolve().await?,
+            let (direct, mut early) = match target {
+                Some(resolved) => (resolved.target?, resolved.early),
+                None => (self.resolve().await?, None),
             };
             if logical {
                 *resolved.lock() = Some(direct.clone());
@@ -195,7 +242,14 @@ impl Proxy {
                 .unwrap_or_default();
             let mut protocol = first;
             loop {
-                let stream = transport::dial(location, config.connect_timeout).await?;
+                let early_stream = match early.take() {
+                    Some(early) => early.take(location).await,
+                    None => None,
+                };
+                let stream = match early_stream {
+                    Some(stream) => stream,
+                    None => transport::dial(location, config.connect_timeout).await?,
+                };
                 #[cfg(feature = "tls")]
                 let stream = match &config.tls {
                     Some(tls) => transport::tls_connect(stream, location, tls.clone()).await?,
@@ -316,6 +370,8 @@ pub(super) enum Dialing<'a> {
 pub(super) struct Due<'a> {
     last_failure: tokio::sync::MutexGuard<'a, Option<Failure>>,
     target: Result<Uri, Error>,
+    /// The dial begun while `target` was resolved, to where it was likely to resolve.
+    early: Option<EarlyDial>,
     left: Option<Duration>,
     ahead: bool,
 }
@@ -334,6 +390,71 @@ impl Failure {
             at: tokio::time::Instant::now(),
             reason: crate::error::Report(e).to_string(),
             after_send,
+        }
+    }
+}
+
+/// The first dial's resolution, made by [`Proxy::begin_dial`]: the direct URI, the deadline
+/// the dial has, and the dial begun meanwhile.
+struct Resolved {
+    target: Result<Uri, Error>,
+    deadline: Option<tokio::time::Instant>,
+    early: Option<EarlyDial>,
+}
+
+/// A dial begun while the proxy's URI was being resolved, to the daemon it was likely to
+/// resolve to (see [`Proxy::resolve_dialing_ahead`]).
+pub(super) struct EarlyDial {
+    location: Location,
+    state: EarlyState,
+}
+
+enum EarlyState {
+    Dialing(BoxFuture<'static, Result<BoxIo, Error>>),
+    /// Dialed, at that instant.
+    Done(Result<BoxIo, Error>, tokio::time::Instant),
+}
+
+/// The oldest an early connection may be when its lookup answers: a daemon gives a client
+/// that says nothing a while to send its CONNECT (rmi's `handshake_timeout`, Pyro's
+/// `COMMTIMEOUT`), and a connection it may have closed is not worth the risk. (A lookup
+/// usually takes a round trip, well under a millisecond on a LAN.)
+const EARLY_MAX_AGE: Duration = Duration::from_secs(1);
+
+impl EarlyDial {
+    /// The connection, if this dial went to `location`, worked, and is still open and silent
+    /// (else it is closed, and the caller dials as usual: a failure is then that dial's,
+    /// reported as ever).
+    async fn take(self, location: &Location) -> Option<BoxIo> {
+        if &self.location != location {
+            return None;
+        }
+        let (dialed, at) = match self.state {
+            EarlyState::Dialing(dialing) => (dialing.await, tokio::time::Instant::now()),
+            EarlyState::Done(done, at) => (done, at),
+        };
+        let mut stream = match dialed {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(%location, error = %e, "the dial ahead of the lookup failed; dialing again");
+                return None;
+            }
+        };
+        if at.elapsed() > EARLY_MAX_AGE {
+            tracing::debug!(%location, "the connection dialed ahead of the lookup is too old; dialing again");
+            return None;
+        }
+        // The daemon has had nothing to answer yet: anything to read (its close, a reset, a
+        // refusal) means the connection is not one to send a call on.
+        let mut probe = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut probe);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut stream), &mut cx, &mut buf) {
+            Poll::Pending => Some(stream),
+            Poll::Ready(_) => {
+                tracing::debug!(%location, "the connection dialed ahead of the lookup was closed or spoke first; dialing again");
+                None
+            }
         }
     }
 }
