@@ -86,7 +86,8 @@ pub mod naming {
 
     /// The process's resolver, which finds name servers with the default [`NsLocator`]
     /// (localhost, then the loopback broadcast): one for every proxy, so lookups reuse its
-    /// name-server connections. The first call also installs it as the process default, so
+    /// name-server connections. It dials ahead of lookups unless `RMI_DIAL_AHEAD=0`
+    /// ([`NamingResolver::dial_ahead_from_env`]). The first call also installs it as the process default, so
     /// proxies received inside values resolve `PYRONAME:` too.
     pub fn default_resolver() -> std::sync::Arc<dyn rmi_core::Resolve> {
         static RESOLVER: std::sync::OnceLock<std::sync::Arc<dyn rmi_core::Resolve>> =
@@ -94,7 +95,7 @@ pub mod naming {
         RESOLVER
             .get_or_init(|| {
                 let resolver: std::sync::Arc<dyn rmi_core::Resolve> =
-                    std::sync::Arc::new(NamingResolver::default());
+                    std::sync::Arc::new(NamingResolver::default().dial_ahead_from_env());
                 rmi_core::resolve::install_default(resolver.clone());
                 resolver
             })

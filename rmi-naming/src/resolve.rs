@@ -17,13 +17,15 @@
 //!
 //! A name that resolved to one URI is remembered ([`Resolve::likely`]): the next proxy that
 //! resolves it dials that daemon while the lookup is under way, and uses the connection if the
-//! lookup answers the same address (and the connection is still open and silent), so a
-//! `PYRONAME:` proxy's first call waits for the lookup and the rest of the connect, not for the
-//! dial as well. Nothing is sent on the early connection before the answer; if the name moved,
-//! it is closed unused. Not dialed ahead: a name with several URIs (the next pick may be
-//! another), one whose last lookup failed, one whose daemon a proxy could not dial (while it is
-//! passed over, see above), and any name while the lookup cache is on (a lookup that goes to
-//! the name server then mostly follows a change). [`NamingResolver::dial_ahead`] turns it off.
+//! lookup answers the same address (and the connection, at most 250 ms old, is still open and
+//! silent), so a `PYRONAME:` proxy's first call waits for the lookup and the rest of the
+//! connect, not for the dial as well. Nothing is sent on the early connection before the
+//! answer; if the name moved, it is closed unused. Not dialed ahead: a name with several URIs
+//! (the next pick may be another), one whose last lookup failed, one whose daemon a proxy
+//! could not dial (while it is passed over, see above), and any name while the lookup cache is
+//! on (a lookup that goes to the name server then mostly follows a change).
+//! [`NamingResolver::dial_ahead`] turns it off (`RMI_DIAL_AHEAD=0` for the `rmi` facade's
+//! default resolver).
 //!
 //! # The lookup cache
 //!
@@ -167,6 +169,13 @@ impl NamingResolver {
         self
     }
 
+    /// [`dial_ahead`](Self::dial_ahead) off when the environment variable `RMI_DIAL_AHEAD` is
+    /// `0`, `false`, `no` or `off` (how the `rmi` facade's default resolver is set up).
+    pub fn dial_ahead_from_env(self) -> Self {
+        let var = std::env::var("RMI_DIAL_AHEAD").ok();
+        self.dial_ahead(!is_off(var.as_deref()))
+    }
+
     /// Answer lookups from a client-side cache kept fresh by a watch on the name server; when
     /// the name server cannot be reached, answer from entries at most `max_stale` old (see the
     /// module documentation). Off by default: every resolution asks the name server.
@@ -250,11 +259,13 @@ impl NamingResolver {
     /// daemon is not passed over (with several, the next pick may be another daemon: a dial
     /// ahead would be a guess); forgets it otherwise (none, several, or the lookup failed).
     fn remember(&self, logical: &Uri, uris: &[Uri]) {
+        // `likely` held while the suspects are looked at: a `dial_failed` in between (which
+        // marks the suspect, then forgets the URI here) cannot be undone by this insert.
+        let mut likely = self.state.likely.lock();
         let keep = match uris {
             [one] if !self.is_suspect(one) => Some(one),
             _ => None,
         };
-        let mut likely = self.state.likely.lock();
         match keep {
             Some(one) if likely.get(logical) == Some(one) => {}
             Some(one) => {
@@ -519,6 +530,15 @@ impl From<Lookup> for Error {
     }
 }
 
+/// Whether a switch's value turns it off.
+fn is_off(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        ["0", "false", "no", "off"]
+            .iter()
+            .any(|off| v.trim().eq_ignore_ascii_case(off))
+    })
+}
+
 /// Whether `e` says the name server has no such method (a Pyro one, or an older rmi).
 fn missing_method(e: &Error) -> bool {
     match e {
@@ -634,5 +654,20 @@ impl Resolve for NamingResolver {
             return None;
         }
         self.state.likely.lock().get(logical).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switch_is_off_only_when_it_says_so() {
+        for off in ["0", "false", "No", " OFF "] {
+            assert!(is_off(Some(off)), "{off:?}");
+        }
+        for on in [None, Some("1"), Some("yes"), Some(""), Some("offline")] {
+            assert!(!is_off(on), "{on:?}");
+        }
     }
 }

@@ -680,50 +680,113 @@ async fn a_name_that_moved_is_called_where_the_lookup_says_not_where_it_was_dial
     assert_eq!(rmi::Resolve::likely(&resolver, &name), Some(uri_b));
 }
 
+/// A TCP relay to `target` that closes its second connection as soon as it accepts it (as a
+/// daemon does that drops a client which says nothing), and carries the others; it counts
+/// the connections it accepted and, apart, the one it closed.
+struct ClosingRelay {
+    port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ClosingRelay {
+    async fn start(target: u16) -> ClosingRelay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = ClosingRelay {
+            port: listener.local_addr().unwrap().port(),
+            accepted: Arc::default(),
+            closed: Arc::default(),
+        };
+        let (accepted, closed) = (relay.accepted.clone(), relay.closed.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if accepted.fetch_add(1, Ordering::SeqCst) + 1 == 2 {
+                    drop(client);
+                    closed.store(true, Ordering::SeqCst);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        relay
+    }
+}
+
+/// A lazy proxy to `name` through `resolver` with the serializer set: its first call goes out
+/// with the CONNECT, and a connection that fails after it went out fails the call (a call that
+/// may have run is not sent again).
+fn lazy_with_serializer(name: &Uri, resolver: &NamingResolver) -> WhoProxy {
+    WhoProxy::from_proxy(
+        rmi::proxy_builder(name.clone())
+            .unwrap()
+            .resolver(Arc::new(resolver.clone()))
+            .serializer(rmi::Serializer::Bincode)
+            .build(),
+    )
+}
+
 #[tokio::test]
 async fn a_connection_dialed_ahead_that_the_daemon_closed_meanwhile_is_not_used() {
+    use std::sync::atomic::Ordering;
     let (_ns, names, ns_port) = name_server().await;
     let ns_relay = HeldRelay::start(ns_port).await;
-    // A daemon that closes a connection with no CONNECT after 200 ms.
-    let daemon = Daemon::builder()
-        .handshake_timeout(Duration::from_millis(200))
-        .bind("127.0.0.1:0")
+    let (_daemon, uri) = who_daemon(7).await;
+    let relay = ClosingRelay::start(port_of(&uri)).await;
+    names
+        .register("closed.who", &through(&uri, relay.port))
         .await
         .unwrap();
-    let uri = daemon.register(WhoServer::new(Numbered(7))).unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let (relay, resolver, name) = named_through_relay(&names, "closed.who", &uri, &ns_relay).await;
-    // The serializer set: the call goes out with the CONNECT, and a connection that fails
-    // after it went out fails the call (a call that may have run is not sent again).
-    let lazy = || {
-        WhoProxy::from_proxy(
-            rmi::proxy_builder(name.clone())
-                .unwrap()
-                .resolver(Arc::new(resolver.clone()))
-                .serializer(rmi::Serializer::Bincode)
-                .build(),
-        )
-    };
-    assert_eq!(lazy().who().await.unwrap(), 7);
+    let resolver = resolver(ns_relay.port);
+    let name = logical("closed.who", ns_relay.port);
+    let first = lazy_with_serializer(&name, &resolver);
+    assert_eq!(first.who().await.unwrap(), 7);
 
-    // The lookup held well past the daemon's handshake timeout (but not past the age an early
-    // connection may have): the daemon has closed the connection dialed ahead by the answer.
+    // The connection dialed ahead is closed at once; the lookup answers only after that.
     ns_relay.hold(true);
-    let second = lazy();
+    let second = lazy_with_serializer(&name, &resolver);
     let call = tokio::spawn(async move { second.who().await });
-    crate::support::eventually("the dial ahead", || relay.accepted() == 2).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    crate::support::eventually("the dial ahead, closed", || {
+        relay.closed.load(Ordering::SeqCst)
+    })
+    .await;
     ns_relay.hold(false);
     assert_eq!(
         call.await.unwrap().unwrap(),
         7,
-        "called on a fresh connection"
+        "called on a fresh connection, not failed on the closed one"
     );
-    assert_eq!(relay.accepted(), 3);
-    daemon.shutdown();
+    assert_eq!(relay.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_connection_dialed_ahead_is_closed_unused_when_the_lookup_takes_long() {
+    let (_ns, names, ns_port) = name_server().await;
+    let ns_relay = HeldRelay::start(ns_port).await;
+    let (_daemon, uri) = who_daemon(8).await;
+    let (relay, resolver, name) = named_through_relay(&names, "slow.who", &uri, &ns_relay).await;
+    // Kept, so that its connection stays open: the only one the relay sees close is the
+    // early one.
+    let first = lazy_with_serializer(&name, &resolver);
+    assert_eq!(first.who().await.unwrap(), 8);
+
+    ns_relay.hold(true);
+    let second = lazy_with_serializer(&name, &resolver);
+    let call = tokio::spawn(async move { second.who().await });
+    crate::support::eventually("the dial ahead", || relay.accepted() == 2).await;
+    // Closed while the lookup is still held (the lookup is slower than the early connection
+    // may be old).
+    crate::support::eventually("the early connection closed", || relay.finished() == 1).await;
+    assert!(!call.is_finished());
+    ns_relay.hold(false);
+    assert_eq!(call.await.unwrap().unwrap(), 8);
+    assert_eq!(relay.accepted(), 3, "a fresh connection for the call");
 }
 
 #[tokio::test]

@@ -555,6 +555,12 @@ impl Relay {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Connections carried and closed at both ends since.
+    pub(crate) fn finished(&self) -> usize {
+        let open = self.open.lock().unwrap();
+        open.iter().filter(|pump| pump.is_finished()).count()
+    }
+
     /// Points new connections at `port` and closes the ones open (a name server restarting).
     pub(crate) fn move_to(&self, port: u16) {
         self.target.store(port, std::sync::atomic::Ordering::SeqCst);

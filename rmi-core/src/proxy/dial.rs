@@ -174,11 +174,25 @@ impl Proxy {
                 transport::dial(&location, timeout).await
             })),
         };
+        // Once dialed, the connection is kept for `EARLY_MAX_AGE` at most: a slow lookup does
+        // not hold the daemon's connection slot (or a Pyro daemon's worker thread) for nothing.
+        let mut expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let target = std::future::poll_fn(|cx| {
             if let EarlyState::Dialing(dialing) = &mut early.state {
                 if let Poll::Ready(done) = dialing.as_mut().poll(cx) {
-                    early.state = EarlyState::Done(done, tokio::time::Instant::now());
+                    let at = tokio::time::Instant::now();
+                    if done.is_ok() {
+                        expiry = Some(Box::pin(tokio::time::sleep_until(at + EARLY_MAX_AGE)));
+                    }
+                    early.state = EarlyState::Done(done, at);
                 }
+            }
+            if expiry
+                .as_mut()
+                .is_some_and(|e| e.as_mut().poll(cx).is_ready())
+            {
+                expiry = None;
+                early.state = EarlyState::Expired;
             }
             resolving.as_mut().poll(cx)
         })
@@ -215,14 +229,14 @@ impl Proxy {
         let config = &self.shared.config;
         let logical = !matches!(config.uri, Uri::Pyro { .. });
         let deadline = match &target {
-            Some(resolved) => resolved.deadline,
+            Some(first) => first.deadline,
             None => tokio::time::Instant::now().checked_add(config.connect_timeout),
         };
         // The direct URI a logical one resolved to, to tell the resolver if dialing it failed.
         let resolved: parking_lot::Mutex<Option<Uri>> = parking_lot::Mutex::new(None);
         let fut = async {
             let (direct, mut early) = match target {
-                Some(resolved) => (resolved.target?, resolved.early),
+                Some(first) => (first.target?, first.early),
                 None => (self.resolve().await?, None),
             };
             if logical {
@@ -243,7 +257,7 @@ impl Proxy {
             let mut protocol = first;
             loop {
                 let early_stream = match early.take() {
-                    Some(early) => early.take(location).await,
+                    Some(dialed_ahead) => dialed_ahead.claim(location).await,
                     None => None,
                 };
                 let stream = match early_stream {
@@ -413,25 +427,33 @@ enum EarlyState {
     Dialing(BoxFuture<'static, Result<BoxIo, Error>>),
     /// Dialed, at that instant.
     Done(Result<BoxIo, Error>, tokio::time::Instant),
+    /// Dialed, and closed unused after `EARLY_MAX_AGE`.
+    Expired,
 }
 
-/// The oldest an early connection may be when its lookup answers: a daemon gives a client
-/// that says nothing a while to send its CONNECT (rmi's `handshake_timeout`, Pyro's
-/// `COMMTIMEOUT`), and a connection it may have closed is not worth the risk. (A lookup
-/// usually takes a round trip, well under a millisecond on a LAN.)
-const EARLY_MAX_AGE: Duration = Duration::from_secs(1);
+/// The oldest an early connection may be when its lookup answers. The daemon accepted it when
+/// it was dialed and gives a client that says nothing only a while to send its CONNECT (rmi's
+/// `handshake_timeout`, Pyro's `COMMTIMEOUT`): a CONNECT with a call behind it, sent on a
+/// connection the daemon has just closed, would fail the call as one that may have run. A
+/// lookup takes about one round trip, and so does the dial, so a connection used at all is
+/// usually only microseconds old; this bound assumes handshake timeouts well above it.
+const EARLY_MAX_AGE: Duration = Duration::from_millis(250);
 
 impl EarlyDial {
     /// The connection, if this dial went to `location`, worked, and is still open and silent
     /// (else it is closed, and the caller dials as usual: a failure is then that dial's,
     /// reported as ever).
-    async fn take(self, location: &Location) -> Option<BoxIo> {
+    async fn claim(self, location: &Location) -> Option<BoxIo> {
         if &self.location != location {
             return None;
         }
         let (dialed, at) = match self.state {
             EarlyState::Dialing(dialing) => (dialing.await, tokio::time::Instant::now()),
             EarlyState::Done(done, at) => (done, at),
+            EarlyState::Expired => {
+                tracing::debug!(%location, "the connection dialed ahead of the lookup is too old; dialing again");
+                return None;
+            }
         };
         let mut stream = match dialed {
             Ok(stream) => stream,
