@@ -414,19 +414,13 @@ impl Results {
             if bars.is_empty() {
                 continue;
             }
+            // Room for the labels ("rmi PYRONAME cached" is long): 160 pixels a bar.
+            let size = ((160 * bars.len() as u32).max(800), 450);
             let png = dir.join(format!("{}.png", f.slug()));
-            draw(
-                BitMapBackend::new(&png, (800, 450)).into_drawing_area(),
-                f,
-                &bars,
-            )?;
+            draw(BitMapBackend::new(&png, size).into_drawing_area(), f, &bars)?;
             files.push(png);
             let svg = dir.join(format!("{}.svg", f.slug()));
-            draw(
-                SVGBackend::new(&svg, (800, 450)).into_drawing_area(),
-                f,
-                &bars,
-            )?;
+            draw(SVGBackend::new(&svg, size).into_drawing_area(), f, &bars)?;
             files.push(svg);
         }
         let pct = self.latency_percentiles();
