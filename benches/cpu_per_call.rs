@@ -92,14 +92,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
-        let uri = daemon
-            .register(GreeterServer::new(GreetingMaker))
-            .expect("register");
-        tokio::spawn({
-            let d = daemon.clone();
-            async move { d.serve().await }
-        });
+        let (daemon, uri) = serving_greeter().await;
         let proxy = GreeterProxy::connect(&uri).await.expect("connect");
         let raw = raw_server().await;
         let want = |m: &str| mode.is_empty() || mode == m;
@@ -242,6 +235,19 @@ fn main() {
     });
 }
 
+/// A daemon on 127.0.0.1 serving the greeting object, on the current runtime; its URI.
+async fn serving_greeter() -> (Daemon, rmi::Uri) {
+    let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
+    let uri = daemon
+        .register(GreeterServer::new(GreetingMaker))
+        .expect("register");
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    (daemon, uri)
+}
+
 /// Daemon and client on one multi-thread runtime of two workers, as `#[tokio::main]` sets
 /// up: `IN_FLIGHT` calls in flight over `conns` connections.
 fn on_a_multi_thread_runtime(conns: usize, calls: usize) {
@@ -251,14 +257,7 @@ fn on_a_multi_thread_runtime(conns: usize, calls: usize) {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
-        let uri = daemon
-            .register(GreeterServer::new(GreetingMaker))
-            .expect("register");
-        tokio::spawn({
-            let d = daemon.clone();
-            async move { d.serve().await }
-        });
+        let (daemon, uri) = serving_greeter().await;
         let mut proxies = Vec::new();
         for _ in 0..conns {
             proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
@@ -335,12 +334,9 @@ fn daemon_on_its_own_thread() -> rmi::Uri {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let daemon = Daemon::bind("127.0.0.1:0").await.expect("bind");
-                let uri = daemon
-                    .register(GreeterServer::new(GreetingMaker))
-                    .expect("register");
+                let (_daemon, uri) = serving_greeter().await;
                 tx.send(uri).expect("send the URI");
-                daemon.serve().await
+                std::future::pending::<()>().await
             })
         })
         .expect("daemon thread");
