@@ -97,6 +97,8 @@ struct Config {
     gate: Option<f64>,
     /// The CPU both threads are pinned to for the pinned latency figure.
     pin_cpu: usize,
+    /// `--profile SERIES CONNSxDEPTH`: run only that throughput workload, for `reps` timed runs.
+    profile: Option<(Series, usize, usize)>,
     /// For every other figure: the client thread's CPU and the server thread's (two different
     /// ones), or `None` to leave both to the scheduler (`--unpinned`).
     apart: Option<(usize, usize)>,
@@ -111,7 +113,11 @@ const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SEC
   --gate LOAD  before each repetition, wait up to 60 s for the 1-minute load average to fall below LOAD
   --pin-cpu N  CPU for the pinned-latency figure (default: the last one)
   --unpinned   for the other figures, leave the client and server threads to the scheduler
-               (default: the client on CPU 0, the servers on CPU 1, when there are two)";
+               (default: the client on CPU 0, the servers on CPU 1, when there are two)
+  --profile SERIES CONNSxDEPTH
+               run only one throughput workload (say `rmi 8x8`), --reps timed runs of --time
+               each, and print each run's calls/s and the CPU per call of the client thread and
+               of the server thread, user and system apart (for perf or callgrind)";
 
 impl Config {
     fn from_args() -> Config {
@@ -134,6 +140,7 @@ impl Config {
                 connect_warmup: 3,
                 connect_calls: 20,
                 gate: None,
+                profile: None,
                 pin_cpu: ncpu - 1,
                 apart: (ncpu >= 2).then_some((0, 1)),
             }
@@ -151,6 +158,7 @@ impl Config {
                 connect_warmup: 10,
                 connect_calls: 100,
                 gate: None,
+                profile: None,
                 pin_cpu: ncpu - 1,
                 apart: (ncpu >= 2).then_some((0, 1)),
             }
@@ -174,6 +182,14 @@ impl Config {
                 "--gate" => cfg.gate = Some(value("--gate").parse().expect("--gate LOAD")),
                 "--pin-cpu" => cfg.pin_cpu = value("--pin-cpu").parse().expect("--pin-cpu N"),
                 "--unpinned" => cfg.apart = None,
+                "--profile" => {
+                    let series = value("--profile");
+                    let shape = value("--profile");
+                    cfg.profile = Some(parse_profile(&series, &shape).unwrap_or_else(|| {
+                        eprintln!("--profile SERIES CONNSxDEPTH, e.g. `rmi 8x8`\n{USAGE}");
+                        std::process::exit(2)
+                    }));
+                }
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0)
@@ -187,6 +203,15 @@ impl Config {
         assert!(cfg.reps > 0, "--reps must be at least 1");
         cfg
     }
+}
+
+/// `rmi` `8x8` → (Series::Rmi, 8, 8); raw has no client to profile this way.
+fn parse_profile(series: &str, shape: &str) -> Option<(Series, usize, usize)> {
+    let s = [Series::RawMux, Series::Tarpc, Series::Tonic, Series::Rmi]
+        .into_iter()
+        .find(|s| s.label() == series)?;
+    let (c, d) = shape.split_once('x')?;
+    Some((s, c.parse().ok()?, d.parse().ok()?))
 }
 
 /// Where every server listens (all on the server runtime).
@@ -558,7 +583,51 @@ async fn start_servers(server: &tokio::runtime::Handle) -> Addrs {
     }
 }
 
+/// `--profile`: one throughput workload, `reps` times, with each thread's CPU apart.
+async fn profile(
+    cfg: &Config,
+    server: &tokio::runtime::Handle,
+    (s, conns, depth): (Series, usize, usize),
+) {
+    let a = start_servers(server).await;
+    let (_, cpus) = place(server, cfg).await;
+    println!(
+        "# --profile {} {conns}x{depth}: threads on CPUs: {cpus}",
+        s.label()
+    );
+    let server_cpu = || server.spawn(async { sys::thread_cpu_time() });
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        clients.push(Client::connect(s, &a).await);
+    }
+    let mut total = run_clients(&clients, depth, cfg.throughput_warmup).await;
+    for _ in 0..cfg.reps {
+        let (cu0, cs0) = sys::thread_cpu_time();
+        let (su0, ss0) = server_cpu().await.expect("server cpu");
+        let t0 = Instant::now();
+        let calls = run_clients(&clients, depth, cfg.throughput_time).await;
+        let wall = t0.elapsed();
+        total += calls;
+        let (cu1, cs1) = sys::thread_cpu_time();
+        let (su1, ss1) = server_cpu().await.expect("server cpu");
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / calls.max(1) as f64;
+        println!(
+            "{} calls/s; µs per call: client user {:.2} sys {:.2}, server user {:.2} sys {:.2}",
+            report::thousands(calls as f64 / wall.as_secs_f64()),
+            per(cu1 - cu0),
+            per(cs1 - cs0),
+            per(su1 - su0),
+            per(ss1 - ss0),
+        );
+    }
+    // For instruction counts: two runs with different --reps, (Ir₂ − Ir₁) / (calls₂ − calls₁).
+    println!("calls in all, with the warm-up: {total}");
+}
+
 async fn run(cfg: Config, server: tokio::runtime::Handle) {
+    if let Some(p) = cfg.profile {
+        return profile(&cfg, &server, p).await;
+    }
     let a = start_servers(&server).await;
     // Bytes that vary like real data (a multiplicative hash of the index): msgpack, which
     // encodes a `Vec<u8>` as integers, spends 1 byte on values below 128 and 2 above.

@@ -12,6 +12,16 @@ pub fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// User and system CPU time of the calling thread so far.
+pub fn thread_cpu_time() -> (Duration, Duration) {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}
+
 /// Pins the calling thread to `cpus` (all of them when `None`). Returns whether it worked.
 pub fn pin_current_thread(cpus: Option<&[usize]>) -> bool {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
