@@ -71,6 +71,7 @@ pub mod error;
 pub mod protocol;
 pub mod proxy;
 pub mod resolve;
+mod spans;
 pub mod transport;
 pub mod uri;
 

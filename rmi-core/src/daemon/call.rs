@@ -395,7 +395,7 @@ impl Call {
                 return Err(err);
             }
         };
-        let span = tracing::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
+        let span = crate::spans::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
         let run = ctx
             .clone()
             .scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind())

@@ -146,7 +146,7 @@ impl Proxy {
                 .options
                 .correlation_id
                 .unwrap_or_else(frame::new_correlation_id);
-            let span = tracing::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
+            let span = crate::spans::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
                 let invoke = |wire: &Wire<'_>| {
                     self.invoke_message(wire, object, method, (args, kwargs), corr, flags)
@@ -401,7 +401,7 @@ impl Proxy {
             .options
             .correlation_id
             .unwrap_or_else(frame::new_correlation_id);
-        let span = tracing::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
+        let span = crate::spans::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
             let msg = self.invoke_message(
