@@ -1,16 +1,22 @@
-//! The tracing spans around calls, opened only when something can see them.
+//! The tracing spans around calls, opened only when something could see them.
 //!
 //! A disabled `tracing` span is not free when tracing's `log` feature is on (another crate
-//! may turn it on; tarpc does) and no tracing subscriber has been set: tracing then offers
-//! the span's creation, and every enter and exit of every poll, to the `log` crate. That
-//! cost about 350 instructions per call, client and daemon together, with nothing listening.
+//! may turn it on; tarpc does) and no tracing subscriber takes debug spans: tracing then
+//! offers the span's creation, and every enter and exit of every poll, to the `log` crate.
+//! With nothing listening, that cost about 680 instructions per call, client and daemon
+//! together (`compare --profile rmi 8x8`, BENCHMARKS.md's eleventh round).
 
-/// Whether a span opened now could be seen: a tracing subscriber has been set (globally or
-/// for some scope), or the `log` crate takes debug records (where tracing's `log` feature
-/// sends spans when no subscriber is set).
+use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+
+/// Whether a debug span opened now could be seen: some tracing subscriber takes debug spans
+/// (the process-wide maximum level every subscriber, global or scoped, raises; the first
+/// check `tracing::debug_span!` makes itself), or the `log` crate takes debug records (where
+/// tracing's `log` feature sends spans: `Span::log` makes the same check).
 #[inline]
 pub(crate) fn wanted() -> bool {
-    tracing::dispatcher::has_been_set() || log::max_level() >= log::LevelFilter::Debug
+    (STATIC_MAX_LEVEL >= LevelFilter::DEBUG && LevelFilter::current() >= LevelFilter::DEBUG)
+        || (log::STATIC_MAX_LEVEL >= log::LevelFilter::Debug
+            && log::max_level() >= log::LevelFilter::Debug)
 }
 
 /// `tracing::debug_span!` when [`wanted`], else `Span::none()`.

@@ -4,7 +4,7 @@
 //! then reads requests, spawning one task per call so pipelined calls run concurrently and are
 //! answered by sequence number as they finish. A malformed message closes only its own
 //! connection; a panicking method becomes an error reply to its caller only. Every call runs
-//! inside a [`context::CallContext`] and a `tracing` span.
+//! inside a [`context::CallContext`] and, when something could see it, a `tracing` span.
 //!
 //! # Layout
 //!

@@ -4,6 +4,9 @@
 //! subscriber set anywhere in the process, as `tests/it` does, would change the case.
 
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tracing::level_filters::LevelFilter;
 
 static RECORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
@@ -20,10 +23,13 @@ impl log::Log for Capture {
 }
 
 /// The object called.
-#[rmi::remote]
+#[rmi_macros::remote(crate = rmi_core)]
 trait Echo {
     /// Returns `s`.
     async fn echo(&self, s: String) -> String;
+    /// Does nothing; the caller waits for no reply.
+    #[rmi(oneway)]
+    async fn note(&self, s: String);
 }
 
 struct Impl;
@@ -32,18 +38,30 @@ impl Echo for Impl {
     async fn echo(&self, s: String) -> String {
         s
     }
+    async fn note(&self, _: String) {}
+}
+
+/// Whether some record starts with the span `name` and names `method`.
+fn logged(name: &str, method: &str) -> bool {
+    let method = format!("method=\"{method}\"");
+    RECORDS
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| r.starts_with(name) && r.contains(&method))
 }
 
 #[tokio::test]
 async fn call_spans_reach_a_log_logger_when_no_tracing_subscriber_is_set() {
     log::set_logger(&Capture).unwrap();
     log::set_max_level(log::LevelFilter::Debug);
-    assert!(
-        !tracing::dispatcher::has_been_set(),
+    assert_eq!(
+        LevelFilter::current(),
+        LevelFilter::OFF,
         "this test needs a process without a tracing subscriber"
     );
 
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let daemon = rmi_core::Daemon::bind("127.0.0.1:0").await.unwrap();
     let uri = daemon.register(EchoServer::new(Impl)).unwrap();
     let serving = tokio::spawn({
         let daemon = daemon.clone();
@@ -51,15 +69,27 @@ async fn call_spans_reach_a_log_logger_when_no_tracing_subscriber_is_set() {
     });
     let proxy = EchoProxy::connect(&uri).await.unwrap();
     assert_eq!(proxy.echo("logged".into()).await.unwrap(), "logged");
+    proxy.note("noted".into()).await.unwrap();
+    // The oneway call's dispatch runs after its caller has moved on.
+    for _ in 0..500 {
+        if logged("rmi.dispatch", "note") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     daemon.shutdown();
     serving.await.unwrap().unwrap();
 
     let records = RECORDS.lock().unwrap().clone();
-    let span = |name: &str| {
-        records
-            .iter()
-            .any(|r| r.starts_with(name) && r.contains("method=\"echo\""))
-    };
-    assert!(span("rmi.call"), "no rmi.call span in {records:#?}");
-    assert!(span("rmi.dispatch"), "no rmi.dispatch span in {records:#?}");
+    for (span, method) in [
+        ("rmi.call", "echo"),
+        ("rmi.dispatch", "echo"),
+        ("rmi.oneway", "note"),
+        ("rmi.dispatch", "note"),
+    ] {
+        assert!(
+            logged(span, method),
+            "no {span} span for {method} in {records:#?}"
+        );
+    }
 }
