@@ -7,10 +7,10 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use super::connection::{ConnectionState, Turn};
+use super::connection::{Conn, ConnectionState, Turn};
 use super::context::{CallContext, ContextAlloc};
 use super::log::PeerText;
-use super::{reply_to, Daemon};
+use super::reply_to;
 use crate::dispatch::Outcome;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, Serializer};
@@ -19,17 +19,14 @@ use crate::protocol::names::{BATCH_METHOD, DAEMON_OBJECT_ID, STREAM_ANNOTATION};
 
 /// One INVOKE to run.
 pub(super) struct Call {
-    pub(super) daemon: Daemon,
+    /// What the connection's calls share.
+    pub(super) conn: Arc<Conn>,
+    /// The connection's session instances.
     pub(super) state: Arc<ConnectionState>,
-    pub(super) peer: Arc<str>,
-    /// The object this connection's CONNECT named.
-    pub(super) connected: Arc<str>,
     pub(super) ser: Serializer,
     /// The connection's protocol: the reply is encoded for it.
     pub(super) protocol: Protocol,
     pub(super) req: Message,
-    /// Cancelled when the caller's connection is gone: a batch stops there.
-    pub(super) peer_gone: Arc<super::signal::Signal>,
     /// This call's place in the connection's arrival order, when its object runs calls one
     /// at a time.
     pub(super) turn: Option<Turn>,
@@ -54,7 +51,7 @@ impl Call {
         };
         let turn = self.turn.take();
         // A compressed request (FLAGS_COMPRESSED) is inflated here, within max_message_size.
-        let max = self.daemon.inner.config.limits.max_message_size;
+        let max = self.conn.daemon.inner.config.limits.max_message_size;
         let inflated = self.req.decompress(max);
         let mut context = self.context.take();
         let (result, mut annotations) = match inflated {
@@ -63,12 +60,12 @@ impl Call {
         };
         self.context = context;
         let ser = self.ser;
-        let inner = &self.daemon.inner;
+        let inner = &self.conn.daemon.inner;
         let result = match result {
             Ok(Outcome::Stream(items)) => inner
                 .streams
                 .open(
-                    self.state.id,
+                    self.conn.id,
                     items,
                     inner.config.max_streams_per_connection,
                     inner.config.max_streams,
@@ -139,7 +136,7 @@ impl Call {
             Err(err) => {
                 if oneway {
                     let warnings = &inner.oneway_warnings;
-                    let peer = &*self.peer;
+                    let peer = &*self.conn.peer;
                     if warnings
                         .allow(|n| tracing::warn!(%peer, left_out = n, "more oneway calls failed"))
                     {
@@ -171,7 +168,7 @@ impl Call {
         turn: Option<Turn>,
         context: &mut Option<ContextAlloc>,
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
-        let inner = &self.daemon.inner;
+        let inner = &self.conn.daemon.inner;
         let call =
             match codec::decode_invoke(self.ser, self.req.payload.clone(), &inner.config.limits) {
                 Ok(mut call) => {
@@ -182,8 +179,8 @@ impl Call {
             };
         let object: &str = &call.object;
         // A connection opened for no object (a Pyro4 client without metadata) may call any.
-        let bound = !self.connected.is_empty();
-        if bound && object != &*self.connected && object != DAEMON_OBJECT_ID {
+        let bound = !self.conn.connected.is_empty();
+        if bound && object != &*self.conn.connected && object != DAEMON_OBJECT_ID {
             let err = if inner.object(object).is_none() {
                 RemoteError::unknown_object(object)
             } else {
@@ -192,7 +189,7 @@ impl Call {
                     "Pyro5.errors.ProtocolError",
                     format!(
                         "this connection was opened for object {:?}, not {object:?}",
-                        &*self.connected
+                        &*self.conn.connected
                     ),
                 );
                 e.object = Some(object.to_owned());
@@ -203,7 +200,7 @@ impl Call {
         // A call to the connection's one-at-a-time object waits for the calls that arrived
         // before it and holds its turn while it runs; any other call gives its turn up now.
         let _turn = match turn {
-            Some(turn) if object == &*self.connected => {
+            Some(turn) if object == &*self.conn.connected => {
                 turn.wait().await;
                 Some(turn)
             }
@@ -213,15 +210,12 @@ impl Call {
         // call borrows them back from it.
         let ctx = CallContext::new(
             context.take(),
-            self.peer.clone(),
+            self.conn.clone(),
             call.object,
             call.method,
             corr,
             self.req.annotations.clone(),
             oneway,
-            self.daemon.clone(),
-            self.state.id,
-            self.state.peer_certificate.clone(),
         );
         let (object, method) = (ctx.object(), ctx.method());
         let result = if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
@@ -248,7 +242,7 @@ impl Call {
         args: codec::Args,
         ctx: &CallContext,
     ) -> Result<Outcome, RemoteError> {
-        let config = &self.daemon.inner.config;
+        let config = &self.conn.daemon.inner.config;
         let limits = &config.limits;
         let max = config.max_batch_calls;
         if let Some(calls) = args
@@ -271,8 +265,8 @@ impl Call {
         for payload in calls {
             // Work done only for this caller stops when it is gone; and a long batch yields to
             // the runtime between calls, so it cannot hold a worker thread.
-            if self.peer_gone.is_raised() {
-                tracing::debug!(peer = %self.peer, ran = results.len(), "caller gone; batch stopped");
+            if self.conn.peer_gone.is_raised() {
+                tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
                 return Err(caller_gone());
             }
             tokio::task::consume_budget().await;
@@ -308,14 +302,14 @@ impl Call {
         calls: Vec<codec::BatchCall>,
         ctx: &CallContext,
     ) -> Result<Outcome, RemoteError> {
-        let max = self.daemon.inner.config.max_batch_calls;
+        let max = self.conn.daemon.inner.config.max_batch_calls;
         if calls.len() > max {
             return Err(too_many_calls(calls.len() as u64, max));
         }
         let mut results = Vec::with_capacity(calls.len());
         for call in calls {
-            if self.peer_gone.is_raised() {
-                tracing::debug!(peer = %self.peer, ran = results.len(), "caller gone; batch stopped");
+            if self.conn.peer_gone.is_raised() {
+                tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
                 return Err(caller_gone());
             }
             tokio::task::consume_budget().await;
@@ -371,7 +365,7 @@ impl Call {
         ctx: &CallContext,
         corr: uuid::Uuid,
     ) -> Result<Outcome, RemoteError> {
-        let inner = &self.daemon.inner;
+        let inner = &self.conn.daemon.inner;
         let entry = inner
             .object(object)
             .ok_or_else(|| RemoteError::unknown_object(object))?;
@@ -395,7 +389,7 @@ impl Call {
                 return Err(err);
             }
         };
-        let span = crate::spans::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.peer);
+        let span = crate::spans::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.conn.peer);
         let run = ctx
             .clone()
             .scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind())

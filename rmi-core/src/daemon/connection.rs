@@ -30,11 +30,27 @@ use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
 /// What one client connection owns: its session instances. Dropped, with them, when the
 /// connection and its last running call are gone.
+#[derive(Default)]
 pub(super) struct ConnectionState {
-    pub(super) id: streams::ConnectionId,
     pub(super) sessions: Mutex<HashMap<String, Arc<dyn Dispatch>>>,
+}
+
+/// What every call on one connection reads, behind one reference count: each call (and each
+/// call's context) takes one, instead of one per field. Atomic increments and decrements are
+/// cheap in instructions but not in time: seven fewer pairs per call made the daemon's thread
+/// about 7 % faster at 8 connections × 8 calls (BENCHMARKS.md, eleventh round). Not the
+/// session instances: a context a method keeps must not keep those alive.
+pub(super) struct Conn {
+    pub(super) daemon: Daemon,
+    pub(super) id: streams::ConnectionId,
+    /// The peer's address, as logged and as `CallContext::peer` gives it.
+    pub(super) peer: Arc<str>,
     /// The client's verified TLS certificate, if it sent one.
     pub(super) peer_certificate: Option<Certificate>,
+    /// The object this connection's CONNECT named (empty: none, any may be called).
+    pub(super) connected: Arc<str>,
+    /// Raised when the caller's connection is gone: a batch stops there.
+    pub(super) peer_gone: Arc<Signal>,
 }
 
 impl ConnectionState {
@@ -296,11 +312,7 @@ pub(super) async fn handle_connection(
             gone.raise();
         })
     });
-    let state = Arc::new(ConnectionState {
-        id: inner.next_connection.fetch_add(1, Ordering::Relaxed),
-        sessions: Mutex::default(),
-        peer_certificate,
-    });
+    let state = Arc::new(ConnectionState::default());
     let peer: Arc<str> = peer.into();
     let object_id: Arc<str> = object_id.into();
     // Reply bytes not yet written: over `max_queued_bytes`, stop reading requests.
@@ -308,7 +320,15 @@ pub(super) async fn handle_connection(
     // Cancelled when the peer is gone (end of stream, a read or write failure), so work done
     // only for it (a batch) stops; calls go on, as their callers may have only half-closed.
     let peer_gone = Arc::new(Signal::default());
-    inner.streams.connected(state.id);
+    let conn = Arc::new(Conn {
+        daemon: daemon.clone(),
+        id: inner.next_connection.fetch_add(1, Ordering::Relaxed),
+        peer: peer.clone(),
+        peer_certificate,
+        connected: object_id.clone(),
+        peer_gone: peer_gone.clone(),
+    });
+    inner.streams.connected(conn.id);
     // Calls to a one-at-a-time object keep this connection's arrival order.
     let turns = inner
         .object(&object_id)
@@ -428,35 +448,16 @@ pub(super) async fn handle_connection(
                     break;
                 };
                 let mut call = Call {
-                    daemon: daemon.clone(),
+                    conn: conn.clone(),
                     state: state.clone(),
-                    peer: peer.clone(),
-                    connected: object_id.clone(),
                     ser,
                     protocol,
                     req,
-                    peer_gone: peer_gone.clone(),
                     turn: turns.as_ref().map(Turns::take),
                     context: spare_context.take(),
                 };
-                let abort = inner.abort.clone();
-                // Biased towards the call: one that finishes at once never waits for the
-                // abort signal (`select!` polled it first half the time, and drew a random
-                // number each time).
                 inline.set(Some(async move {
-                    let reply = {
-                        let work = call.run();
-                        futures_util::pin_mut!(work);
-                        let mut aborted = None;
-                        std::future::poll_fn(|cx| match work.as_mut().poll(cx) {
-                            Poll::Ready(reply) => Poll::Ready(reply),
-                            Poll::Pending => {
-                                let aborted = aborted.get_or_insert_with(|| abort.wait());
-                                Pin::new(aborted).poll(cx).map(|()| None)
-                            }
-                        })
-                        .await
-                    };
+                    let reply = call.run().await;
                     (reply, call.context.take())
                 }));
                 // The reply keeps the call's slot until it is written. A call that finishes at
@@ -480,13 +481,20 @@ pub(super) async fn handle_connection(
                     }
                     Poll::Pending => {
                         // The call keeps the allocation it runs in; the next call gets a new one.
+                        // It is dropped if the daemon aborts its calls (a call that finished at
+                        // its first poll never looks at that signal).
                         let mut run = std::mem::replace(&mut inline, Box::pin(None));
+                        let mut aborted = inner.abort.wait();
                         let run = std::future::poll_fn(move |cx| {
-                            run.as_mut().as_pin_mut().expect("running").poll(cx)
+                            // Biased towards the call.
+                            match run.as_mut().as_pin_mut().expect("running").poll(cx) {
+                                Poll::Ready((reply, _)) => Poll::Ready(reply),
+                                Poll::Pending => Pin::new(&mut aborted).poll(cx).map(|()| None),
+                            }
                         });
                         let (tx, queued) = (tx.clone(), queued.clone());
                         inner.tasks.spawn(async move {
-                            if let (Some(msg), _) = run.await {
+                            if let Some(msg) = run.await {
                                 let _ = tx.send(outgoing(msg, &queued, slot));
                             }
                         });
@@ -509,7 +517,7 @@ pub(super) async fn handle_connection(
     }
     drop(tx);
     let _ = writer_task.await;
-    inner.streams.disconnected(state.id);
+    inner.streams.disconnected(conn.id);
 }
 
 #[cfg(test)]

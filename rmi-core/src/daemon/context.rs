@@ -23,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::connection::Conn;
 use super::{Certificate, Daemon};
 use crate::protocol::frame::Annotation;
 use crate::protocol::names::DEADLINE_ANNOTATION;
@@ -38,23 +39,21 @@ pub struct CallContext {
 }
 
 struct Inner {
-    peer: std::sync::Arc<str>,
+    /// The daemon, the connection's id, the peer's address and certificate.
+    conn: Arc<Conn>,
     object: bytestring::ByteString,
     method: bytestring::ByteString,
     correlation_id: uuid::Uuid,
     annotations: Vec<Annotation>,
     deadline: Option<Instant>,
     oneway: bool,
-    daemon: Daemon,
-    connection: u64,
-    peer_certificate: Option<Certificate>,
     response: Mutex<Vec<Annotation>>,
 }
 
 impl std::fmt::Debug for CallContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallContext")
-            .field("peer", &self.inner.peer)
+            .field("peer", &self.inner.conn.peer)
             .field("object", &self.inner.object)
             .field("method", &self.inner.method)
             .field("correlation_id", &self.inner.correlation_id)
@@ -73,18 +72,14 @@ pub(crate) struct ContextAlloc(Arc<Inner>);
 
 impl CallContext {
     /// A call's context, in `reuse` (a finished call's allocation) when given.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
+    pub(super) fn new(
         reuse: Option<ContextAlloc>,
-        peer: std::sync::Arc<str>,
+        conn: Arc<Conn>,
         object: bytestring::ByteString,
         method: bytestring::ByteString,
         correlation_id: uuid::Uuid,
         annotations: Vec<Annotation>,
         oneway: bool,
-        daemon: Daemon,
-        connection: u64,
-        peer_certificate: Option<Certificate>,
     ) -> Self {
         let deadline = annotations
             .iter()
@@ -95,16 +90,13 @@ impl CallContext {
                 Instant::now().checked_add(Duration::from_millis(u64::from_be_bytes(ms)))
             });
         let inner = Inner {
-            peer,
+            conn,
             object,
             method,
             correlation_id,
             annotations,
             deadline,
             oneway,
-            daemon,
-            connection,
-            peer_certificate,
             response: Mutex::new(Vec::new()),
         };
         let inner = match reuse {
@@ -132,7 +124,6 @@ impl CallContext {
         inner.annotations = Vec::new();
         inner.object = bytestring::ByteString::new();
         inner.method = bytestring::ByteString::new();
-        inner.peer_certificate = None;
         (response, Some(ContextAlloc(self.inner)))
     }
 
@@ -148,7 +139,7 @@ impl CallContext {
 
     /// The caller's address (`ip:port`, or a description for other transports).
     pub fn peer(&self) -> &str {
-        &self.inner.peer
+        &self.inner.conn.peer
     }
 
     /// The object id the call addressed.
@@ -207,17 +198,17 @@ impl CallContext {
 
     /// The daemon serving this call: register new objects here and return their proxies.
     pub fn daemon(&self) -> &Daemon {
-        &self.inner.daemon
+        &self.inner.conn.daemon
     }
 
     /// The caller's TLS certificate, verified by the daemon's client CA (mutual TLS only).
     pub fn peer_certificate(&self) -> Option<&Certificate> {
-        self.inner.peer_certificate.as_ref()
+        self.inner.conn.peer_certificate.as_ref()
     }
 
     /// The connection the call came on (unique within its daemon).
     pub fn connection(&self) -> u64 {
-        self.inner.connection
+        self.inner.conn.id
     }
 
     pub(crate) fn take_response_annotations(&self) -> Vec<Annotation> {
