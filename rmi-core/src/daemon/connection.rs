@@ -37,7 +37,7 @@ pub(super) struct ConnectionState {
 
 /// What every call on one connection reads, behind one reference count: each call (and each
 /// call's context) takes one, instead of one per field. Atomic increments and decrements are
-/// cheap in instructions but not in time: seven fewer pairs per call made the daemon's thread
+/// cheap in instructions but not in time: five fewer pairs per call made the daemon's thread
 /// about 7 % faster at 8 connections × 8 calls (BENCHMARKS.md, eleventh round). Not the
 /// session instances: a context a method keeps must not keep those alive.
 pub(super) struct Conn {
@@ -189,6 +189,18 @@ impl Held {
     }
 }
 
+/// On a current-thread runtime, how many other connections' bursts may start between two of
+/// a connection's for its burst to count as alone. Throughput with 64 calls in flight on each
+/// connection (`compare --profile rmi Nx64`, thousands of calls/s, three runs each):
+///
+/// | other bursts allowed | 2 connections | 3 | 4 | 8 |
+/// |---|---|---|---|---|
+/// | 1 | 745–760 | 1,034–1,173 | 1,083–1,187 | 1,177–1,196 |
+/// | **2** | 888–902 | 1,028–1,034 | 1,094–1,163 | 1,181–1,255 |
+/// | 3 | 899–924 | 882–981 | 844–960 | 1,127–1,191 |
+/// | any (judged at every tick, as on threads) | 886–935 | 883–917 | 919–944 | 853–890 |
+const FEW_OTHERS: u64 = 2;
+
 /// Whether a connection's burst of requests is the only one the daemon is working through.
 ///
 /// Every connection ticks a daemon-wide counter when a burst starts (requests at hand after
@@ -197,9 +209,19 @@ impl Held {
 /// multi-thread runtime, two bursting connections count as not alone even when each has a
 /// worker of its own: their replies then go out a burst at a time, as before there was a
 /// `HOLD_MAX`.
+///
+/// On a current-thread runtime a tick in the middle of a burst tells nothing: while the burst
+/// runs, no other connection can run to tick, so every such tick would find the burst alone
+/// (and each of 16 connections with 64 calls in flight wrote its replies in four writes
+/// instead of one: a third of the daemon's CPU went to system calls). There only bursts tick,
+/// as they start, and a burst counts as alone when at most [`FEW_OTHERS`] other bursts started
+/// since this connection's last one: with a few busy connections the client still has time
+/// to work on early replies; with more it has other connections' replies to work on.
 struct Burst<'a> {
     /// The daemon's tick counter.
     ticks: &'a AtomicU64,
+    /// Only the tick that starts a burst decides (a current-thread runtime).
+    at_start_only: bool,
     /// Requests at hand since this many loop turns (`None`: none at hand).
     on_for: Option<usize>,
     /// The counter right after this connection's last tick (`None`: never ticked).
@@ -210,9 +232,10 @@ struct Burst<'a> {
 }
 
 impl<'a> Burst<'a> {
-    fn new(ticks: &'a AtomicU64) -> Self {
+    fn new(ticks: &'a AtomicU64, at_start_only: bool) -> Self {
         Burst {
             ticks,
+            at_start_only,
             on_for: None,
             last: None,
             alone: true,
@@ -228,7 +251,16 @@ impl<'a> Burst<'a> {
         }
         let turns = self.on_for.map_or(0, |n| n + 1);
         self.on_for = Some(turns);
-        if turns.is_multiple_of(HOLD_MAX) {
+        if self.at_start_only {
+            // One thread: only burst starts tick; how many other connections started one
+            // since this one's last start.
+            if turns == 0 {
+                let before = self.ticks.fetch_add(1, Ordering::Relaxed);
+                let others = self.last.map_or(0, |last| before.wrapping_sub(last));
+                self.alone = others <= FEW_OTHERS;
+                self.last = Some(before.wrapping_add(1));
+            }
+        } else if turns.is_multiple_of(HOLD_MAX) {
             let before = self.ticks.fetch_add(1, Ordering::Relaxed);
             self.alone = self.last.is_none_or(|last| last == before);
             self.last = Some(before.wrapping_add(1));
@@ -349,7 +381,9 @@ pub(super) async fn handle_connection(
     // then only looked at, not waited on (registering a waker with them costs more).
     let stopped_now = || inner.shutdown.is_raised() || writer_gone.is_raised();
     let mut held = Held::default();
-    let mut burst = Burst::new(&inner.burst_ticks);
+    let current_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+    let mut burst = Burst::new(&inner.burst_ticks, current_thread);
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
     let mut inline = Box::pin(None);
@@ -532,7 +566,7 @@ mod tests {
     #[test]
     fn a_lone_connection_stays_alone_through_bursts_and_long_ones() {
         let ticks = AtomicU64::new(0);
-        let mut a = Burst::new(&ticks);
+        let mut a = Burst::new(&ticks, false);
         assert!(a.at_hand(true), "a first burst counts as alone");
         assert!(turns(&mut a, 100), "a long burst that only it ticks");
         assert!(
@@ -545,7 +579,7 @@ mod tests {
     #[test]
     fn another_connections_burst_ends_being_alone_until_it_is_quiet_again() {
         let ticks = AtomicU64::new(0);
-        let (mut a, mut b) = (Burst::new(&ticks), Burst::new(&ticks));
+        let (mut a, mut b) = (Burst::new(&ticks, false), Burst::new(&ticks, false));
         assert!(a.at_hand(true));
         // b starts a burst (b's first: alone by b's count); a sees it at its next tick.
         b.at_hand(true);
@@ -566,7 +600,7 @@ mod tests {
     #[test]
     fn a_burst_that_never_ends_keeps_other_connections_from_being_alone() {
         let ticks = AtomicU64::new(0);
-        let (mut a, mut b) = (Burst::new(&ticks), Burst::new(&ticks));
+        let (mut a, mut b) = (Burst::new(&ticks, false), Burst::new(&ticks, false));
         a.at_hand(true);
         b.at_hand(true);
         b.at_hand(false);
@@ -576,6 +610,43 @@ mod tests {
             assert!(!b.at_hand(true), "b sees a's ticks");
             b.at_hand(false);
         }
+    }
+
+    #[test]
+    fn on_one_thread_a_burst_stays_what_its_start_found() {
+        let ticks = AtomicU64::new(0);
+        let mut a = Burst::new(&ticks, true);
+        let mut others: Vec<_> = (0..=FEW_OTHERS).map(|_| Burst::new(&ticks, true)).collect();
+        assert!(a.at_hand(true), "a first burst is alone");
+        a.at_hand(false);
+        // Others burst between a's bursts (on one thread, only then can they run): a few
+        // leave a alone.
+        for b in &mut others[..FEW_OTHERS as usize] {
+            b.at_hand(true);
+            b.at_hand(false);
+        }
+        assert!(a.at_hand(true), "FEW_OTHERS bursts since a's last: alone");
+        a.at_hand(false);
+        for b in &mut others {
+            b.at_hand(true);
+            b.at_hand(false);
+        }
+        assert!(!a.at_hand(true), "more than FEW_OTHERS: not alone");
+        for _ in 0..4 {
+            assert!(
+                !turns(&mut a, HOLD_MAX),
+                "no later tick of the burst makes it alone"
+            );
+        }
+        a.at_hand(false);
+        assert!(
+            a.at_hand(true),
+            "nothing else since: the next burst is alone"
+        );
+        assert!(
+            turns(&mut a, 4 * HOLD_MAX),
+            "and stays alone while nothing else ticks"
+        );
     }
 
     #[test]
