@@ -210,7 +210,7 @@ impl Call {
         // call borrows them back from it.
         let ctx = CallContext::new(
             context.take(),
-            self.conn.clone(),
+            &self.conn,
             call.object,
             call.method,
             corr,

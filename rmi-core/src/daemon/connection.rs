@@ -53,18 +53,37 @@ pub(super) struct Conn {
     pub(super) peer_gone: Arc<Signal>,
 }
 
+/// The instance serving a call: the shared one, borrowed from its registration (no reference
+/// count taken per call), or this connection's or a new one.
+pub(super) enum Instance<'e> {
+    Shared(&'e dyn Dispatch),
+    Own(Arc<dyn Dispatch>),
+}
+
+impl std::ops::Deref for Instance<'_> {
+    type Target = dyn Dispatch;
+
+    fn deref(&self) -> &(dyn Dispatch + 'static) {
+        match self {
+            Instance::Shared(d) => *d,
+            Instance::Own(d) => &**d,
+        }
+    }
+}
+
 impl ConnectionState {
     /// The instance that serves a call to `entry`: shared, this connection's, or a new one.
-    pub(super) fn target(&self, id: &str, entry: &Entry) -> Arc<dyn Dispatch> {
+    pub(super) fn target<'e>(&self, id: &str, entry: &'e Entry) -> Instance<'e> {
         match &entry.target {
-            Target::Shared(d) => d.clone(),
-            Target::Session(make) => self
-                .sessions
-                .lock()
-                .entry(id.to_owned())
-                .or_insert_with(|| make())
-                .clone(),
-            Target::PerCall(make) => make(),
+            Target::Shared(d) => Instance::Shared(&**d),
+            Target::Session(make) => Instance::Own(
+                self.sessions
+                    .lock()
+                    .entry(id.to_owned())
+                    .or_insert_with(|| make())
+                    .clone(),
+            ),
+            Target::PerCall(make) => Instance::Own(make()),
         }
     }
 }
@@ -389,6 +408,8 @@ pub(super) async fn handle_connection(
     let mut inline = Box::pin(None);
     // The context allocation of the last call run here, for the next.
     let mut spare_context = None;
+    // The reference counts the last call run here took on the connection, for the next.
+    let mut spare_conn = None;
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
@@ -481,9 +502,12 @@ pub(super) async fn handle_connection(
                     tracing::debug!(%peer, id = req.serializer, "unknown serializer id; closing");
                     break;
                 };
+                let (call_conn, call_state) = spare_conn
+                    .take()
+                    .unwrap_or_else(|| (conn.clone(), state.clone()));
                 let mut call = Call {
-                    conn: conn.clone(),
-                    state: state.clone(),
+                    conn: call_conn,
+                    state: call_state,
                     ser,
                     protocol,
                     req,
@@ -492,7 +516,13 @@ pub(super) async fn handle_connection(
                 };
                 inline.set(Some(async move {
                     let reply = call.run().await;
-                    (reply, call.context.take())
+                    let Call {
+                        conn,
+                        state,
+                        context,
+                        ..
+                    } = call;
+                    (reply, context, (conn, state))
                 }));
                 // The reply keeps the call's slot until it is written. A call that finishes at
                 // its first poll (most do: no I/O, no waiting) is answered here, without a task
@@ -505,9 +535,10 @@ pub(super) async fn handle_connection(
                     slot: Some(slot),
                 };
                 match futures_util::poll!(inline.as_mut().as_pin_mut().expect("just set")) {
-                    Poll::Ready((reply, context)) => {
+                    Poll::Ready((reply, context, refs)) => {
                         inline.set(None);
                         spare_context = context;
+                        spare_conn = Some(refs);
                         if let Some(msg) = reply {
                             let _ = tx.hold(outgoing(msg, &queued, slot));
                             held.add(reader.has_frame());
@@ -522,7 +553,7 @@ pub(super) async fn handle_connection(
                         let run = std::future::poll_fn(move |cx| {
                             // Biased towards the call.
                             match run.as_mut().as_pin_mut().expect("running").poll(cx) {
-                                Poll::Ready((reply, _)) => Poll::Ready(reply),
+                                Poll::Ready((reply, ..)) => Poll::Ready(reply),
                                 Poll::Pending => Pin::new(&mut aborted).poll(cx).map(|()| None),
                             }
                         });

@@ -74,7 +74,7 @@ impl CallContext {
     /// A call's context, in `reuse` (a finished call's allocation) when given.
     pub(super) fn new(
         reuse: Option<ContextAlloc>,
-        conn: Arc<Conn>,
+        conn: &Arc<Conn>,
         object: bytestring::ByteString,
         method: bytestring::ByteString,
         correlation_id: uuid::Uuid,
@@ -89,25 +89,35 @@ impl CallContext {
             .and_then(|ms| {
                 Instant::now().checked_add(Duration::from_millis(u64::from_be_bytes(ms)))
             });
-        let inner = Inner {
-            conn,
-            object,
-            method,
-            correlation_id,
-            annotations,
-            deadline,
-            oneway,
-            response: Mutex::new(Vec::new()),
-        };
-        let inner = match reuse {
-            Some(ContextAlloc(mut alloc)) => match Arc::get_mut(&mut alloc) {
-                Some(slot) => {
-                    *slot = inner;
-                    alloc
+        let mut reuse = reuse;
+        let inner = match reuse
+            .as_mut()
+            .and_then(|ContextAlloc(alloc)| Arc::get_mut(alloc))
+        {
+            Some(slot) => {
+                // A connection's calls reuse its allocation: its `conn` is this one.
+                if !Arc::ptr_eq(&slot.conn, conn) {
+                    slot.conn = conn.clone();
                 }
-                None => Arc::new(inner),
-            },
-            None => Arc::new(inner),
+                slot.object = object;
+                slot.method = method;
+                slot.correlation_id = correlation_id;
+                slot.annotations = annotations;
+                slot.deadline = deadline;
+                slot.oneway = oneway;
+                slot.response.get_mut().clear();
+                reuse.expect("just used").0
+            }
+            None => Arc::new(Inner {
+                conn: conn.clone(),
+                object,
+                method,
+                correlation_id,
+                annotations,
+                deadline,
+                oneway,
+                response: Mutex::new(Vec::new()),
+            }),
         };
         CallContext { inner }
     }
