@@ -55,7 +55,11 @@ impl Call {
         let inflated = self.req.decompress(max);
         let mut context = self.context.take();
         let (result, mut annotations) = match inflated {
-            Ok(()) => self.invoke(corr, oneway, turn, &mut context).await,
+            Ok(()) => {
+                // Taken, not cloned: the reply needs only the request's header fields.
+                let payload = std::mem::take(&mut self.req.payload);
+                self.invoke(payload, corr, oneway, turn, &mut context).await
+            }
             Err(e) => (Err(malformed(e)), Vec::new()),
         };
         self.context = context;
@@ -159,24 +163,24 @@ impl Call {
         (!oneway).then_some(reply)
     }
 
-    /// Routes and runs the call in a context made in `context` (a finished call's allocation,
-    /// when given), which gets this call's back.
+    /// Routes and runs the call (`payload`, the request's) in a context made in `context` (a
+    /// finished call's allocation, when given), which gets this call's back.
     async fn invoke(
         &self,
+        payload: bytes::Bytes,
         corr: uuid::Uuid,
         oneway: bool,
         turn: Option<Turn>,
         context: &mut Option<ContextAlloc>,
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
         let inner = &self.conn.daemon.inner;
-        let call =
-            match codec::decode_invoke(self.ser, self.req.payload.clone(), &inner.config.limits) {
-                Ok(mut call) => {
-                    call.args = call.args.in_protocol(self.protocol);
-                    call
-                }
-                Err(e) => return (Err(malformed(e)), Vec::new()),
-            };
+        let call = match codec::decode_invoke(self.ser, payload, &inner.config.limits) {
+            Ok(mut call) => {
+                call.args = call.args.in_protocol(self.protocol);
+                call
+            }
+            Err(e) => return (Err(malformed(e)), Vec::new()),
+        };
         let object: &str = &call.object;
         // A connection opened for no object (a Pyro4 client without metadata) may call any.
         let bound = !self.conn.connected.is_empty();

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 
 use bincode::Options;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::{Deserialize, Serialize};
@@ -94,8 +94,9 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
 
 /// Object id and method name of an INVOKE payload, and the argument bytes after them. The
 /// names are slices of the payload (validated UTF-8), not copies: a call allocates nothing for
-/// them.
-pub(super) fn decode_route(payload: &Bytes) -> Result<(ByteString, ByteString, Bytes), Error> {
+/// them. The arguments are the payload itself, advanced past the names (no reference count
+/// taken for them).
+pub(super) fn decode_route(mut payload: Bytes) -> Result<(ByteString, ByteString, Bytes), Error> {
     let mut at = 0usize;
     let mut name = |what: &str| -> Result<ByteString, Error> {
         let rest = &payload[at..];
@@ -119,7 +120,8 @@ pub(super) fn decode_route(payload: &Bytes) -> Result<(ByteString, ByteString, B
     };
     let object = name("object id")?;
     let method = name("method name")?;
-    Ok((object, method, payload.slice(at..)))
+    payload.advance(at);
+    Ok((object, method, payload))
 }
 
 /// The varint length prefix at the start of `args` (the first argument's, if a sequence).
@@ -218,7 +220,7 @@ mod tests {
         let panicked = std::panic::catch_unwind(|| encode_bytes(&Panics(Default::default())));
         assert!(panicked.is_err());
         let bytes = encode_bytes(&("obj", "m")).unwrap();
-        let (o, m, _) = decode_route(&bytes).unwrap();
+        let (o, m, _) = decode_route(bytes).unwrap();
         assert_eq!((&*o, &*m), ("obj", "m"));
     }
 
@@ -236,7 +238,7 @@ mod tests {
         }
         assert!(encode_bytes(&Fails).is_err());
         let bytes = encode_bytes(&("obj", "m")).unwrap();
-        let (o, m, _) = decode_route(&bytes).unwrap();
+        let (o, m, _) = decode_route(bytes).unwrap();
         assert_eq!((&*o, &*m), ("obj", "m"));
     }
 
@@ -245,12 +247,13 @@ mod tests {
         for len in [0usize, 1, 250, 251, 300, 70_000] {
             let object = "o".repeat(len);
             let payload = Bytes::from(encode(&(object.as_str(), "méthode", 7u8)).unwrap());
-            let (o, m, args) = decode_route(&payload).unwrap();
+            let inside = payload.as_ptr_range();
+            let (o, m, args) = decode_route(payload).unwrap();
             assert_eq!((&*o, &*m), (object.as_str(), "méthode"), "{len}");
             assert_eq!(&args[..], &[7], "{len}");
             // Borrowed from the payload, not copied.
-            let inside = payload.as_ptr_range();
             assert!(inside.contains(&m.as_bytes().as_ptr()), "{len}");
+            assert!(inside.contains(&args.as_ptr()), "{len}");
         }
     }
 
@@ -258,18 +261,18 @@ mod tests {
     fn a_route_cut_short_or_not_utf8_is_an_error() {
         let payload = encode(&("obj", "method")).unwrap();
         for cut in 0..payload.len() {
-            let err = decode_route(&Bytes::copy_from_slice(&payload[..cut])).unwrap_err();
+            let err = decode_route(Bytes::copy_from_slice(&payload[..cut])).unwrap_err();
             assert!(err.to_string().contains("ends inside"), "{cut}: {err}");
         }
         let mut bad = payload.clone();
         bad[1] = 0xff;
-        let err = decode_route(&Bytes::from(bad)).unwrap_err();
+        let err = decode_route(Bytes::from(bad)).unwrap_err();
         assert!(err.to_string().contains("not UTF-8"), "{err}");
         // A length beyond the payload, in the widest varint.
         let mut huge = vec![253];
         huge.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(decode_route(&Bytes::from(huge)).is_err());
+        assert!(decode_route(Bytes::from(huge)).is_err());
         // bincode's u128 markers are no length.
-        assert!(decode_route(&Bytes::from_static(&[254, 1, 2])).is_err());
+        assert!(decode_route(Bytes::from_static(&[254, 1, 2])).is_err());
     }
 }

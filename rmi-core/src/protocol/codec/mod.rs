@@ -689,7 +689,7 @@ pub fn decode_invoke(
     limits: &DecodeLimits,
 ) -> Result<Invoke, Error> {
     let (object, method, bytes) = match ser {
-        Serializer::Bincode => bincode::decode_route(&payload)?,
+        Serializer::Bincode => bincode::decode_route(payload)?,
         Serializer::MsgPack => {
             let (object, method) = msgpack::decode_route(&payload, limits)?;
             (object.into(), method.into(), payload)
