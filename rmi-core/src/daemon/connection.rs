@@ -35,11 +35,12 @@ pub(super) struct ConnectionState {
     pub(super) sessions: Mutex<HashMap<String, Arc<dyn Dispatch>>>,
 }
 
-/// What every call on one connection reads, behind one reference count: each call (and each
-/// call's context) takes one, instead of one per field. Atomic increments and decrements are
-/// cheap in instructions but not in time: five fewer pairs per call made the daemon's thread
-/// about 7 % faster at 8 connections × 8 calls (BENCHMARKS.md, eleventh round). Not the
-/// session instances: a context a method keeps must not keep those alive.
+/// What every call on one connection reads, behind one reference count instead of one per
+/// field (a call that finishes at its first poll even hands its clone back for the next, and
+/// a reused context keeps its own). Atomic increments and decrements are cheap in
+/// instructions but not in time: seven fewer pairs per call (the `Daemon` is two `Arc`s) made
+/// the daemon's thread about 7 % faster at 8 connections × 8 calls (BENCHMARKS.md, eleventh
+/// round). Not the session instances: a context a method keeps must not keep those alive.
 pub(super) struct Conn {
     pub(super) daemon: Daemon,
     pub(super) id: streams::ConnectionId,
@@ -208,8 +209,8 @@ impl Held {
     }
 }
 
-/// On a current-thread runtime, how many other connections' bursts may start between two of
-/// a connection's for its burst to count as alone. Throughput with 64 calls in flight on each
+/// On one thread (see [`one_thread`]), how many other connections' bursts may start between
+/// two of a connection's, at most [`BURST_WINDOW`] apart, for its burst to count as alone. Throughput with 64 calls in flight on each
 /// connection (`compare --profile rmi Nx64`, thousands of calls/s, three runs each):
 ///
 /// | other bursts allowed | 2 connections | 3 | 4 | 8 |
@@ -220,6 +221,19 @@ impl Held {
 /// | any (judged at every tick, as on threads) | 886–935 | 883–917 | 919–944 | 853–890 |
 const FEW_OTHERS: u64 = 2;
 
+/// On one thread, a connection whose last burst started longer ago than this counts as alone
+/// when its next one starts: the other bursts counted since are not ones that ran beside it.
+const BURST_WINDOW: Duration = Duration::from_millis(5);
+
+/// Whether the daemon's connections take turns on one thread: a current-thread runtime, or a
+/// multi-thread one with a single worker (what `Burst` is told).
+fn one_thread() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| {
+        h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+            || h.metrics().num_workers() == 1
+    })
+}
+
 /// Whether a connection's burst of requests is the only one the daemon is working through.
 ///
 /// Every connection ticks a daemon-wide counter when a burst starts (requests at hand after
@@ -229,24 +243,30 @@ const FEW_OTHERS: u64 = 2;
 /// worker of its own: their replies then go out a burst at a time, as before there was a
 /// `HOLD_MAX`.
 ///
-/// On a current-thread runtime a tick in the middle of a burst tells nothing: while the burst
-/// runs, no other connection can run to tick, so every such tick would find the burst alone
-/// (and each of 16 connections with 64 calls in flight wrote its replies in four writes
-/// instead of one: a third of the daemon's CPU went to system calls). There only bursts tick,
-/// as they start, and a burst counts as alone when at most [`FEW_OTHERS`] other bursts started
-/// since this connection's last one: with a few busy connections the client still has time
-/// to work on early replies; with more it has other connections' replies to work on.
+/// On one thread a tick in the middle of a burst tells next to nothing: other connections run
+/// only when the burst's loop yields (after about 128 requests, tokio's cooperative budget),
+/// so nearly every such tick found the burst alone (and each of 16 connections with 64 calls
+/// in flight wrote its replies in four writes instead of one: a third of the daemon's CPU went
+/// to system calls). There only bursts tick, as they start, and a burst counts as alone when
+/// at most [`FEW_OTHERS`] other bursts started since this connection's last one, or that one
+/// started more than [`BURST_WINDOW`] ago (a connection's first burst is alone). With a few
+/// busy connections the client still has time to work on early replies; with more it has
+/// other connections' replies to work on. (The rule assumes the busy connections' replies go
+/// to clients with other work at hand; an independent client among many busy ones gets its
+/// burst's replies in one write, as before there was a `HOLD_MAX`, within `HOLD_LIMIT`.)
 struct Burst<'a> {
     /// The daemon's tick counter.
     ticks: &'a AtomicU64,
-    /// Only the tick that starts a burst decides (a current-thread runtime).
+    /// Only the tick that starts a burst decides (one thread).
     at_start_only: bool,
+    /// When this connection's last burst started (one thread).
+    started: Option<Instant>,
     /// Requests at hand since this many loop turns (`None`: none at hand).
     on_for: Option<usize>,
     /// The counter right after this connection's last tick (`None`: never ticked).
     last: Option<u64>,
-    /// No other connection ticked between this one's last two ticks (a first tick counts as
-    /// alone).
+    /// Threads: no other connection ticked between this one's last two ticks. One thread: at
+    /// most `FEW_OTHERS` did, or the last tick was long ago. A first tick counts as alone.
     alone: bool,
 }
 
@@ -255,6 +275,7 @@ impl<'a> Burst<'a> {
         Burst {
             ticks,
             at_start_only,
+            started: None,
             on_for: None,
             last: None,
             alone: true,
@@ -276,8 +297,13 @@ impl<'a> Burst<'a> {
             if turns == 0 {
                 let before = self.ticks.fetch_add(1, Ordering::Relaxed);
                 let others = self.last.map_or(0, |last| before.wrapping_sub(last));
-                self.alone = others <= FEW_OTHERS;
+                let now = Instant::now();
+                let recent = self
+                    .started
+                    .is_some_and(|at| now.duration_since(at) <= BURST_WINDOW);
+                self.alone = !recent || others <= FEW_OTHERS;
                 self.last = Some(before.wrapping_add(1));
+                self.started = Some(now);
             }
         } else if turns.is_multiple_of(HOLD_MAX) {
             let before = self.ticks.fetch_add(1, Ordering::Relaxed);
@@ -400,9 +426,7 @@ pub(super) async fn handle_connection(
     // then only looked at, not waited on (registering a waker with them costs more).
     let stopped_now = || inner.shutdown.is_raised() || writer_gone.is_raised();
     let mut held = Held::default();
-    let current_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
-    let mut burst = Burst::new(&inner.burst_ticks, current_thread);
+    let mut burst = Burst::new(&inner.burst_ticks, one_thread());
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
     let mut inline = Box::pin(None);
@@ -678,6 +702,31 @@ mod tests {
             turns(&mut a, 4 * HOLD_MAX),
             "and stays alone while nothing else ticks"
         );
+        a.at_hand(false);
+        for b in &mut others {
+            b.at_hand(true);
+            b.at_hand(false);
+        }
+        std::thread::sleep(BURST_WINDOW + Duration::from_millis(1));
+        assert!(
+            a.at_hand(true),
+            "bursts counted since a burst that started long ago do not count"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_thread_is_a_current_thread_runtime() {
+        assert!(one_thread());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn one_thread_is_a_multi_thread_runtime_with_one_worker() {
+        assert!(one_thread());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_are_not_one_thread() {
+        assert!(!one_thread());
     }
 
     #[test]

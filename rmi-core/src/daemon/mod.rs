@@ -1,8 +1,9 @@
 //! The server side: [`Daemon`] accepts connections and runs calls on registered objects.
 //!
 //! A listener accepts connections; each gets a handler that performs the CONNECT handshake and
-//! then reads requests, spawning one task per call so pipelined calls run concurrently and are
-//! answered by sequence number as they finish. A malformed message closes only its own
+//! then reads requests: a call that finishes at its first poll is answered by the handler
+//! itself, one that has to wait goes on in a task of its own, so pipelined calls run
+//! concurrently and are answered by sequence number as they finish. A malformed message closes only its own
 //! connection; a panicking method becomes an error reply to its caller only. Every call runs
 //! inside a [`context::CallContext`] and, when something could see it, a `tracing` span.
 //!
