@@ -210,8 +210,9 @@ impl Held {
 }
 
 /// On one thread (see [`one_thread`]), how many other connections' bursts may start between
-/// two of a connection's, at most [`BURST_WINDOW`] apart, for its burst to count as alone. Throughput with 64 calls in flight on each
-/// connection (`compare --profile rmi Nx64`, thousands of calls/s, three runs each):
+/// two of a connection's, at most [`BURST_WINDOW`] apart, for its burst to count as alone.
+/// Throughput with 64 calls in flight on each connection (`compare --profile rmi Nx64`,
+/// thousands of calls/s, three runs each):
 ///
 /// | other bursts allowed | 2 connections | 3 | 4 | 8 |
 /// |---|---|---|---|---|
