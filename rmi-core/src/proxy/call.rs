@@ -151,9 +151,11 @@ impl Proxy {
                 let invoke = |wire: &Wire<'_>| {
                     self.invoke_message(wire, object, method, (args, kwargs), corr, flags)
                 };
+                // The dial is boxed: inline, its state (connect, TLS, handshake) would make
+                // every call's future about 4 KiB larger, though only a call that dials runs it.
                 let dialing = match self.live() {
                     Some(conn) => Ok(Dialing::Live(conn)),
-                    None => self.begin_dial().await,
+                    None => Box::pin(self.begin_dial()).await,
                 };
                 // `sent`: the call went with the CONNECT; `prepared`: it was too large to, but
                 // is encoded for this connection all the same.
@@ -162,8 +164,7 @@ impl Proxy {
                     Ok(Dialing::Due(due)) => {
                         // This call dials: encoded now, it can go out with the CONNECT.
                         let (ahead, kept) = self.encode_ahead(&due, &invoke);
-                        let (conn, sent) = self
-                            .finish_dial(due, ahead)
+                        let (conn, sent) = Box::pin(self.finish_dial(due, ahead))
                             .await
                             .map_err(DialFailed::into_call_error)?;
                         let prepared = kept.filter(|k| k.fits(&conn.wire())).map(|k| k.msg);
