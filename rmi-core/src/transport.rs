@@ -496,10 +496,9 @@ pub struct Outgoing {
     pub msg: Message,
     /// Told when the message has been written (oneway calls return then).
     pub flushed: Option<tokio::sync::oneshot::Sender<()>>,
-    /// An in-flight slot held until the message is written.
-    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
-    /// The message's bytes counted as queued until it is written.
-    pub credit: Option<ByteCredit>,
+    /// `Some(bytes)`: the message holds one in-flight slot and `bytes` queued bytes of the
+    /// outbox's [`Budget`](outbox::Budget), given back once it is written (or dropped unwritten).
+    pub counted: Option<usize>,
 }
 
 impl From<Message> for Outgoing {
@@ -507,8 +506,7 @@ impl From<Message> for Outgoing {
         Outgoing {
             msg,
             flushed: None,
-            slot: None,
-            credit: None,
+            counted: None,
         }
     }
 }
@@ -538,12 +536,18 @@ impl QueuedBytes {
         self.get() > self.max
     }
 
-    /// Counts `n` bytes as queued until the returned credit is dropped.
-    pub fn credit(self: &std::sync::Arc<Self>, n: usize) -> ByteCredit {
+    /// Counts `n` more bytes as queued (until [`release`](Self::release)d).
+    pub fn add(&self, n: usize) {
         self.bytes.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
-        ByteCredit {
-            owner: self.clone(),
-            n,
+    }
+
+    /// Counts `n` bytes [`add`](Self::add)ed before as no longer queued.
+    pub fn release(&self, n: usize) {
+        let before = self.bytes.fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
+        // Only a release that brings the queue back within budget can free a waiter: the
+        // common case (never over budget) takes no lock.
+        if before > self.max && before - n <= self.max {
+            self.drained.notify_waiters();
         }
     }
 
@@ -562,28 +566,6 @@ impl QueuedBytes {
                 return;
             }
             drained.await;
-        }
-    }
-}
-
-/// Bytes counted in a [`QueuedBytes`] until dropped.
-#[derive(Debug)]
-pub struct ByteCredit {
-    owner: std::sync::Arc<QueuedBytes>,
-    n: usize,
-}
-
-impl Drop for ByteCredit {
-    fn drop(&mut self) {
-        let before = self
-            .owner
-            .bytes
-            .fetch_sub(self.n, std::sync::atomic::Ordering::SeqCst);
-        // Only a drop that brings the queue back within budget can release a waiter: the
-        // common case (never over budget) takes no lock.
-        let max = self.owner.max;
-        if before > max && before - self.n <= max {
-            self.owner.drained.notify_waiters();
         }
     }
 }

@@ -26,6 +26,7 @@ use super::{reply_to, streams, Daemon};
 use crate::dispatch::Dispatch;
 use crate::error::Error;
 use crate::protocol::frame::{Message, MessageType};
+use crate::transport::outbox::Budget;
 use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
 /// What one client connection owns: its session instances. Dropped, with them, when the
@@ -364,7 +365,13 @@ pub(super) async fn handle_connection(
         let slots = slots.clone();
         Box::new(move || max - slots.available_permits() >= 3)
     };
-    let (tx, out) = transport::outbox(writer, busy, signer);
+    // Reply bytes not yet written: over `max_queued_bytes`, stop reading requests.
+    let queued = Arc::new(QueuedBytes::new(inner.config.max_queued_bytes));
+    let budget = Budget {
+        slots: slots.clone(),
+        queued: queued.clone(),
+    };
+    let (tx, out) = transport::outbox(writer, busy, signer, Some(budget));
     // The request loop stops at the daemon's shutdown, or when the writer fails (a peer that
     // stopped reading): two waits for the connection's whole life, each poll an atomic load
     // (see signal.rs; a fresh pair of waits per request cost a lock, a list insert and a
@@ -393,8 +400,6 @@ pub(super) async fn handle_connection(
     let state = Arc::new(ConnectionState::default());
     let peer: Arc<str> = peer.into();
     let object_id: Arc<str> = object_id.into();
-    // Reply bytes not yet written: over `max_queued_bytes`, stop reading requests.
-    let queued = Arc::new(QueuedBytes::new(inner.config.max_queued_bytes));
     // Cancelled when the peer is gone (end of stream, a read or write failure), so work done
     // only for it (a batch) stops; calls go on, as their callers may have only half-closed.
     let peer_gone = Arc::new(Signal::default());
@@ -451,17 +456,21 @@ pub(super) async fn handle_connection(
         }
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
         // by running calls and by replies not yet written.
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) if !stopped_now() => {
+        let slot = match slots.try_acquire() {
+            Ok(permit) if !stopped_now() => {
                 // What waiting for the slot did: a turn for other connections now and then.
                 tokio::task::coop::consume_budget().await;
-                slot
+                Slot::taken(&slots, permit)
             }
-            _ => tokio::select! {
-                biased;
-                _ = &mut stopped => break,
-                slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-            },
+            taken => {
+                // (Given back at once if taken: the loop is stopping, or waits for one.)
+                drop(taken.map(|permit| Slot::taken(&slots, permit)));
+                tokio::select! {
+                    biased;
+                    _ = &mut stopped => break,
+                    permit = slots.acquire() => Slot::taken(&slots, permit.expect("never closed")),
+                }
+            }
         };
         if queued.over_budget() {
             tokio::select! {
@@ -513,13 +522,7 @@ pub(super) async fn handle_connection(
             MessageType::Ping => {
                 // The answer holds the slot until written, like any reply.
                 let msg = reply_to(&req, MessageType::Ping, 0, b"pong".to_vec());
-                let credit = Some(queued.credit(msg.size()));
-                let _ = tx.hold(Outgoing {
-                    msg,
-                    flushed: None,
-                    slot: Some(slot),
-                    credit,
-                });
+                let _ = tx.hold(slot.reply(msg, &queued));
                 held.add(reader.has_frame());
             }
             MessageType::Invoke => {
@@ -553,19 +556,13 @@ pub(super) async fn handle_connection(
                 // its first poll (most do: no I/O, no waiting) is answered here, without a task
                 // of its own, its reply held for the batch's write; one that has to wait goes
                 // on in its own task, so the next request is read meanwhile.
-                let outgoing = |msg: Message, queued: &Arc<QueuedBytes>, slot| Outgoing {
-                    credit: Some(queued.credit(msg.size())),
-                    msg,
-                    flushed: None,
-                    slot: Some(slot),
-                };
                 match futures_util::poll!(inline.as_mut().as_pin_mut().expect("just set")) {
                     Poll::Ready((reply, context, refs)) => {
                         inline.set(None);
                         spare_context = context;
                         spare_conn = Some(refs);
                         if let Some(msg) = reply {
-                            let _ = tx.hold(outgoing(msg, &queued, slot));
+                            let _ = tx.hold(slot.reply(msg, &queued));
                             held.add(reader.has_frame());
                         }
                     }
@@ -583,9 +580,10 @@ pub(super) async fn handle_connection(
                             }
                         });
                         let (tx, queued) = (tx.clone(), queued.clone());
+                        let slot = slot.owned(&slots);
                         inner.tasks.spawn(async move {
                             if let Some(msg) = run.await {
-                                let _ = tx.send(outgoing(msg, &queued, slot));
+                                let _ = tx.send(slot.reply(msg, &queued));
                             }
                         });
                     }
@@ -608,6 +606,46 @@ pub(super) async fn handle_connection(
     drop(tx);
     let _ = writer_task.await;
     inner.streams.disconnected(conn.id);
+}
+
+/// One of a connection's in-flight slots, its permit forgotten (no reference count per
+/// request): given back when dropped, unless it goes with a reply to the outbox, which gives it
+/// back once the reply is written (see `outbox::Budget`).
+struct Slot<S: std::ops::Deref<Target = Semaphore>>(Option<S>);
+
+impl<'a> Slot<&'a Semaphore> {
+    fn taken(slots: &'a Semaphore, permit: tokio::sync::SemaphorePermit<'_>) -> Self {
+        permit.forget();
+        Slot(Some(slots))
+    }
+
+    /// The slot, for a task of its own.
+    fn owned(mut self, slots: &Arc<Semaphore>) -> Slot<Arc<Semaphore>> {
+        self.0 = None;
+        Slot(Some(slots.clone()))
+    }
+}
+
+impl<S: std::ops::Deref<Target = Semaphore>> Slot<S> {
+    /// The reply `msg`, holding this slot and counting its bytes in `queued` until written.
+    fn reply(mut self, msg: Message, queued: &QueuedBytes) -> Outgoing {
+        self.0 = None;
+        let size = msg.size();
+        queued.add(size);
+        Outgoing {
+            msg,
+            flushed: None,
+            counted: Some(size),
+        }
+    }
+}
+
+impl<S: std::ops::Deref<Target = Semaphore>> Drop for Slot<S> {
+    fn drop(&mut self) {
+        if let Some(slots) = self.0.take() {
+            slots.add_permits(1);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, ReadHalf, WriteHalf};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use super::in_flight::InFlight;
 use super::ProxyBuilder;
@@ -67,6 +67,16 @@ struct ReadSide {
     verifier: Option<crate::auth::Verifier>,
     /// Replies delivered from what one read brought in, so far.
     run: usize,
+    /// What those replies' delivery owes: slots to give back and callers to wake.
+    settle: Settle,
+}
+
+/// Slots freed and callers to wake by the replies of one read, settled together (see
+/// [`ConnShared::settle`]): each slot given back on its own took the semaphore's lock.
+#[derive(Default)]
+struct Settle {
+    freed: usize,
+    woken: Vec<Waker>,
 }
 
 /// Who reads the connection's replies.
@@ -110,8 +120,9 @@ impl ConnState {
 /// the reader stores it here and wakes the caller, who takes it out with the entry.
 struct Pending {
     reply: Reply,
-    /// The in-flight slot, released only when the reply arrives or the connection dies.
-    slot: Option<OwnedSemaphorePermit>,
+    /// Holds an in-flight slot, given back (`ConnShared::slots`' permits, taken and given back
+    /// by count: no `Arc` per call) only when the reply arrives or the connection dies.
+    slot: bool,
 }
 
 enum Reply {
@@ -137,9 +148,9 @@ impl ConnShared {
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
         let mut woken = Vec::new();
-        let mut slots = Vec::new();
+        let mut slots = 0;
         state.pending.retain(|_, p| {
-            slots.extend(p.slot.take());
+            slots += usize::from(std::mem::take(&mut p.slot));
             match &mut p.reply {
                 Reply::Abandoned => false,
                 Reply::Arrived(_) => true,
@@ -155,7 +166,7 @@ impl ConnShared {
         }
         drop(state);
         self.slots.close();
-        drop(slots);
+        self.slots.add_permits(slots);
         woken.into_iter().for_each(Waker::wake);
         // The reader task ends.
         self.reader_task.wake();
@@ -173,9 +184,10 @@ impl ConnShared {
                 .all(|p| matches!(p.reply, Reply::Abandoned))
     }
 
-    /// Hands `msg` to its call (or ping), waking the caller unless it is `reading` (the caller
-    /// reading its own reply is already running).
-    fn deliver(&self, msg: Message, reading: Option<u16>) {
+    /// Hands `msg` to its call (or ping); the caller is woken, and its slot given back, in
+    /// `settle`'s turn, unless it is `reading` (the caller reading its own reply is already
+    /// running).
+    fn deliver(&self, msg: Message, reading: Option<u16>, settle: &mut Settle) {
         let mut state = self.state.lock();
         if msg.msg_type == MessageType::Ping {
             if let Some(waiter) = state.pings.pop_front() {
@@ -192,18 +204,17 @@ impl ConnShared {
             Reply::Waiting(waker) => {
                 let waker = waker.take();
                 p.reply = Reply::Arrived(Ok(msg));
-                let slot = p.slot.take();
+                settle.freed += usize::from(std::mem::take(&mut p.slot));
                 drop(state);
-                drop(slot);
                 if let Some(waker) = waker.filter(|_| reading != Some(seq)) {
-                    waker.wake();
+                    settle.woken.push(waker);
                 }
             }
             // The caller is gone (timed out or dropped): the number is free again.
             Reply::Abandoned => {
                 let gone = state.pending.remove(&seq);
                 drop(state);
-                drop(gone);
+                settle.freed += gone.map_or(0, |p| usize::from(p.slot));
             }
             Reply::Arrived(_) => {
                 tracing::warn!(seq, "a second reply for one call; ignored")
@@ -279,6 +290,27 @@ impl ConnShared {
     /// (`Pending`: `cx` is woken when more come), the reply to `reading` (the call that
     /// reads) is handed over, or the connection has ended (both `Ready`).
     fn pump(&self, side: &mut ReadSide, cx: &mut Context<'_>, reading: Option<u16>) -> Poll<()> {
+        let done = self.pump_frames(side, cx, reading);
+        self.settle(&mut side.settle);
+        done
+    }
+
+    /// Gives back the slots the replies delivered so far freed, then wakes their callers (so
+    /// that a woken caller finds its slot free).
+    fn settle(&self, settle: &mut Settle) {
+        if settle.freed > 0 {
+            self.slots.add_permits(std::mem::take(&mut settle.freed));
+        }
+        settle.woken.drain(..).for_each(Waker::wake);
+    }
+
+    /// [`pump`](Self::pump)'s reading, settled at the end of each read's replies.
+    fn pump_frames(
+        &self,
+        side: &mut ReadSide,
+        cx: &mut Context<'_>,
+        reading: Option<u16>,
+    ) -> Poll<()> {
         loop {
             let read = std::task::ready!(side.reader.poll_frame(cx));
             // Authenticated connections: a reply that fails its MAC is never decoded.
@@ -293,11 +325,12 @@ impl ConnShared {
                     if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) =>
                 {
                     let mine = msg.msg_type == MessageType::Result && Some(msg.seq) == reading;
-                    self.deliver(msg, reading);
+                    self.deliver(msg, reading, &mut side.settle);
                     side.run += 1;
                     if !side.reader.has_frame() {
                         self.burst.store(side.run, Ordering::Relaxed);
                         side.run = 0;
+                        self.settle(&mut side.settle);
                     }
                     if mine {
                         return Poll::Ready(());
@@ -319,6 +352,18 @@ impl ConnShared {
                     return Poll::Ready(());
                 }
             }
+        }
+    }
+}
+
+/// An in-flight slot taken (its permit forgotten) for a call whose entry does not hold it yet:
+/// given back when dropped, unless disarmed (`None`) once the entry holds it.
+struct Slot<'a>(Option<&'a Semaphore>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(slots) = self.0 {
+            slots.add_permits(1);
         }
     }
 }
@@ -428,7 +473,9 @@ impl Drop for ReplyWait<'_> {
             None => None,
         };
         drop(state);
-        drop(gone);
+        if gone.is_some_and(|p| p.slot) {
+            self.shared.slots.add_permits(1);
+        }
         // A late reply is still to come: the reader task takes it in.
         self.shared.release(self.seq);
     }
@@ -664,7 +711,7 @@ impl Connection {
                 seq,
                 Pending {
                     reply: Reply::Waiting(None),
-                    slot: slots.clone().try_acquire_owned().ok(),
+                    slot: slots.try_acquire().map(SemaphorePermit::forget).is_ok(),
                 },
             );
         }
@@ -683,6 +730,7 @@ impl Connection {
                 reader,
                 verifier,
                 run: 0,
+                settle: Settle::default(),
             }),
             role: AtomicU32::new(TASK),
             reader_task: AtomicWaker::new(),
@@ -694,7 +742,7 @@ impl Connection {
             max - busy_shared.slots.available_permits() >= 2
                 || busy_shared.burst.load(Ordering::Relaxed) > 0
         });
-        let (tx, out) = transport::outbox(writer, busy, signer);
+        let (tx, out) = transport::outbox(writer, busy, signer, None);
         let closer = shared.clone();
         // Boxed, as the daemon's writer task is (see daemon/connection.rs): a future of about
         // a kilobyte is otherwise copied whole as tokio moves it.
@@ -764,15 +812,24 @@ impl Connection {
         // A timeout too long to represent as an instant is no timeout.
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
-        let slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
+        match self.shared.slots.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => self
+                .slot(deadline, abandoned_timeout, &mut msg)
+                .await?
+                .forget(),
+        }
+        // The slot is given back by this guard until the call's entry holds it.
+        let mut slot = Slot(Some(&self.shared.slots));
         let mut pending = Some(Pending {
             reply: Reply::Waiting(None),
-            slot: Some(slot),
+            slot: true,
         });
         let seq = match self.try_take_seq(&mut pending)? {
             Some(seq) => seq,
             None => self.take_seq(pending).await?,
         };
+        slot.0 = None;
         // From here the reply is this caller's to take; if it stops waiting, the entry stays
         // (holding its slot) until the reply comes or the connection dies.
         let mut wait = ReplyWait {
@@ -788,7 +845,10 @@ impl Connection {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         if self.tx.send(msg.into()).is_err() {
             wait.taken = true;
-            self.shared.state.lock().pending.remove(&seq);
+            let gone = self.shared.state.lock().pending.remove(&seq);
+            if gone.is_some_and(|p| p.slot) {
+                self.shared.slots.add_permits(1);
+            }
             return Err(self.closed_error().not_sent());
         }
         match deadline {
@@ -905,8 +965,7 @@ impl Connection {
             .send(Outgoing {
                 msg,
                 flushed: Some(flushed),
-                slot: None,
-                credit: None,
+                counted: None,
             })
             .map_err(|_| self.closed_error().not_sent())?;
         written.await.map_err(|_| self.closed_error())

@@ -22,12 +22,39 @@ use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::io::AsyncWrite;
 
-use super::{FrameWriter, Outgoing, WriteDeadline};
+use super::{FrameWriter, Outgoing, QueuedBytes, WriteDeadline};
 use crate::error::Error;
 
 /// Says whether other messages are about to follow (calls in flight): then a message waits
 /// for the writer task, so that messages finishing together share one write.
 pub type Busy = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// What the counted messages of an outbox ([`Outgoing::counted`]) hold until they are written:
+/// an in-flight slot each (a permit taken from `slots` and forgotten) and their bytes in
+/// `queued`. The outbox gives them back once per write, not once per message.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// In-flight slots.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Bytes queued and not yet written.
+    pub queued: Arc<QueuedBytes>,
+}
+
+/// Slots and bytes of counted messages, to give back together.
+#[derive(Default)]
+struct Counted {
+    slots: usize,
+    bytes: usize,
+}
+
+impl Counted {
+    fn add(&mut self, out: &mut Outgoing) {
+        if let Some(bytes) = out.counted.take() {
+            self.slots += 1;
+            self.bytes += bytes;
+        }
+    }
+}
 
 struct Shared<W> {
     state: Mutex<State<W>>,
@@ -36,6 +63,37 @@ struct Shared<W> {
     /// Live [`Sender`]s; the writer task ends when the last one is gone.
     senders: AtomicUsize,
     busy: Busy,
+    budget: Option<Budget>,
+}
+
+impl<W> Shared<W> {
+    /// Tells each of `outs` it is written (or, `written` false, that it never will be) and
+    /// gives back what they counted.
+    fn settle(&self, outs: impl IntoIterator<Item = Outgoing>, written: bool) {
+        let mut counted = Counted::default();
+        for mut out in outs {
+            counted.add(&mut out);
+            if let (Some(flushed), true) = (out.flushed, written) {
+                let _ = flushed.send(());
+            }
+        }
+        self.give_back(counted);
+    }
+
+    fn give_back(&self, counted: Counted) {
+        if let (Some(budget), true) = (&self.budget, counted.slots > 0) {
+            budget.slots.add_permits(counted.slots);
+            budget.queued.release(counted.bytes);
+        }
+    }
+
+    /// A message refused (the writer is gone): what it counted is given back now.
+    fn refuse(&self, mut out: Outgoing) -> Outgoing {
+        let mut counted = Counted::default();
+        counted.add(&mut out);
+        self.give_back(counted);
+        out
+    }
 }
 
 struct State<W> {
@@ -101,11 +159,12 @@ impl<W> std::fmt::Debug for Writer<W> {
 /// A way out to `writer`'s socket: the senders' end and the writer task's end.
 ///
 /// `busy` is asked for every message (see [`Busy`]); `signer` signs every message in wire
-/// order.
+/// order; counted messages hold slots and bytes of `budget` until written.
 pub fn outbox<W: AsyncWrite + Unpin + Send>(
     writer: FrameWriter<W>,
     busy: Busy,
     signer: Option<crate::auth::Signer>,
+    budget: Option<Budget>,
 ) -> (Sender<W>, Writer<W>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
@@ -118,6 +177,7 @@ pub fn outbox<W: AsyncWrite + Unpin + Send>(
         writer_task: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
         busy,
+        budget,
     });
     (
         Sender {
@@ -132,13 +192,13 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
     /// busy and the socket is free and takes it at once; else left to the writer task. Gives
     /// the message back when the connection's writer is gone.
     ///
-    /// What `out` holds (its slot, its credit, its `flushed` notice) is released once its
-    /// bytes are on the socket.
+    /// What `out` holds (its counted slot and bytes, its `flushed` notice) is released once
+    /// its bytes are on the socket (a refused message's counts at once).
     #[allow(clippy::result_large_err)]
     pub fn send(&self, out: Outgoing) -> Result<(), Outgoing> {
         let mut state = self.shared.state.lock();
         if state.closed {
-            return Err(out);
+            return Err(self.shared.refuse(out));
         }
         state.queue.push_back(out);
         if (self.shared.busy)() {
@@ -158,7 +218,7 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
     pub fn hold(&self, out: Outgoing) -> Result<(), Outgoing> {
         let mut state = self.shared.state.lock();
         if state.closed {
-            return Err(out);
+            return Err(self.shared.refuse(out));
         }
         state.queue.push_back(out);
         Ok(())
@@ -198,9 +258,7 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
             out.queue_into(writer);
         }
         if writer.write_now() {
-            for out in queue.drain(..) {
-                out.written();
-            }
+            self.shared.settle(queue.drain(..), true);
         } else {
             unflushed.extend(queue.drain(..));
             drop(state);
@@ -231,9 +289,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             );
             (state.idle.take(), dropped)
         };
-        // Messages that can no longer be written release their slots and credits now; their
+        // Messages that can no longer be written give back their slots and bytes now; their
         // `flushed` notices are dropped, which tells their senders.
-        drop(dropped);
+        self.shared
+            .settle(dropped.0.into_iter().chain(dropped.1), false);
         if let (Ok(()), Some(mut writer)) = (&result, writer) {
             writer.shutdown().await;
         }
@@ -273,11 +332,12 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 }
                 writer
             };
-            writer.flush_within(deadline).await?;
-            shared.state.lock().idle = Some(writer);
-            for out in written.drain(..) {
-                out.written();
+            if let Err(e) = writer.flush_within(deadline).await {
+                shared.settle(written.drain(..), false);
+                return Err(e);
             }
+            shared.state.lock().idle = Some(writer);
+            shared.settle(written.drain(..), true);
         }
     }
 }
@@ -308,21 +368,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
 impl Outgoing {
     /// Queues the message in `writer` (which copies a small one, and keeps its own reference
-    /// to a large payload) and lets go of its bytes: until it is written only its notice,
-    /// slot and credit are needed, and a small payload may share its allocation with many
+    /// to a large payload) and lets go of its bytes: until it is written only its notice and
+    /// counts are needed, and a small payload may share its allocation with many
     /// others (see `codec::bincode::encode_bytes`), which a stalled peer must not pin.
     fn queue_into<W: AsyncWrite + Unpin>(&mut self, writer: &mut FrameWriter<W>) {
         writer.queue(&self.msg);
         self.msg.payload = bytes::Bytes::new();
         self.msg.payload_tail.clear();
         self.msg.annotations.clear();
-    }
-
-    /// The message is on the socket: its notice goes out, its slot and credit are released.
-    fn written(self) {
-        if let Some(flushed) = self.flushed {
-            let _ = flushed.send(());
-        }
     }
 }
 
@@ -355,7 +408,7 @@ mod tests {
         let (ours, theirs) = tokio::io::duplex(capacity);
         let (_, wr) = tokio::io::split(ours);
         let busy: Busy = Box::new(move || busy.load(Ordering::SeqCst));
-        let (tx, writer) = outbox(FrameWriter::new(wr), busy, None);
+        let (tx, writer) = outbox(FrameWriter::new(wr), busy, None, None);
         let task = tokio::spawn(writer.run(WriteDeadline::default()));
         (tx, task, FrameReader::new(theirs, 1 << 20))
     }
@@ -365,8 +418,7 @@ mod tests {
         let out = Outgoing {
             msg,
             flushed: Some(flushed),
-            slot: None,
-            credit: None,
+            counted: None,
         };
         (out, notice)
     }
@@ -508,7 +560,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_takes_no_byte_fails_the_writer_instead_of_spinning_the_sender() {
-        let (tx, writer) = outbox(FrameWriter::new(Refusing), Box::new(|| false), None);
+        let (tx, writer) = outbox(FrameWriter::new(Refusing), Box::new(|| false), None, None);
         let task = tokio::spawn(writer.run(WriteDeadline::default()));
         let (out, notice) = noticed(message(1, 100));
         tx.send(out).unwrap();
