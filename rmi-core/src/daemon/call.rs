@@ -174,64 +174,83 @@ impl Call {
         context: &mut Option<ContextAlloc>,
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
         let inner = &self.conn.daemon.inner;
-        let call = match codec::decode_invoke(self.ser, payload, &inner.config.limits) {
-            Ok(mut call) => {
-                call.args = call.args.in_protocol(self.protocol);
-                call
-            }
+        // The names are copied into the call's context (made in a finished call's allocation
+        // when there is one); the call borrows them back from it.
+        let decoded =
+            codec::decode_invoke_with(self.ser, payload, &inner.config.limits, |object, method| {
+                CallContext::new(
+                    context.take(),
+                    &self.conn,
+                    object,
+                    method,
+                    corr,
+                    self.req.annotations.clone(),
+                    oneway,
+                )
+            });
+        let (ctx, args) = match decoded {
+            Ok((ctx, args)) => (ctx, args.in_protocol(self.protocol)),
             Err(e) => return (Err(malformed(e)), Vec::new()),
         };
-        let object: &str = &call.object;
+        let result = match self.refusal(ctx.object()) {
+            Some(refused) => Err(refused),
+            None => self.invoke_in(&ctx, args, turn, corr).await,
+        };
+        let (annotations, alloc) = ctx.finish();
+        *context = alloc;
+        (result, annotations)
+    }
+
+    /// Why a call to `object` is refused on this connection, if it is.
+    fn refusal(&self, object: &str) -> Option<RemoteError> {
+        let inner = &self.conn.daemon.inner;
         // A connection opened for no object (a Pyro4 client without metadata) may call any.
         let bound = !self.conn.connected.is_empty();
-        if bound && object != &*self.conn.connected && object != DAEMON_OBJECT_ID {
-            let err = if inner.object(object).is_none() {
-                RemoteError::unknown_object(object)
-            } else {
-                let mut e = RemoteError::new(
-                    RemoteErrorKind::Protocol,
-                    "Pyro5.errors.ProtocolError",
-                    format!(
-                        "this connection was opened for object {:?}, not {object:?}",
-                        &*self.conn.connected
-                    ),
-                );
-                e.object = Some(object.to_owned());
-                e
-            };
-            return (Err(err), Vec::new());
+        if !bound || object == &*self.conn.connected || object == DAEMON_OBJECT_ID {
+            return None;
         }
+        Some(if inner.object(object).is_none() {
+            RemoteError::unknown_object(object)
+        } else {
+            let mut e = RemoteError::new(
+                RemoteErrorKind::Protocol,
+                "Pyro5.errors.ProtocolError",
+                format!(
+                    "this connection was opened for object {:?}, not {object:?}",
+                    &*self.conn.connected
+                ),
+            );
+            e.object = Some(object.to_owned());
+            e
+        })
+    }
+
+    /// Runs the call whose context is `ctx`: waits for its turn, if its object takes calls one
+    /// at a time, then runs the method (or the batch).
+    async fn invoke_in(
+        &self,
+        ctx: &CallContext,
+        args: codec::Args,
+        turn: Option<Turn>,
+        corr: uuid::Uuid,
+    ) -> Result<Outcome, RemoteError> {
         // A call to the connection's one-at-a-time object waits for the calls that arrived
         // before it and holds its turn while it runs; any other call gives its turn up now.
         let _turn = match turn {
-            Some(turn) if object == &*self.conn.connected => {
+            Some(turn) if ctx.object() == &*self.conn.connected => {
                 turn.wait().await;
                 Some(turn)
             }
             _ => None,
         };
-        // The names decoded from the request move into the context (no copy per call); the
-        // call borrows them back from it.
-        let ctx = CallContext::new(
-            context.take(),
-            &self.conn,
-            call.object,
-            call.method,
-            corr,
-            self.req.annotations.clone(),
-            oneway,
-        );
         let (object, method) = (ctx.object(), ctx.method());
-        let result = if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
+        if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
             // Boxed, as is a deadline's timer: each would otherwise enlarge every call's
             // future, which is allocated per call (see `run`).
-            Box::pin(self.batch(object, call.args, &ctx)).await
+            Box::pin(self.batch(object, args, ctx)).await
         } else {
-            self.dispatch(object, method, call.args, &ctx, corr).await
-        };
-        let (annotations, alloc) = ctx.finish();
-        *context = alloc;
-        (result, annotations)
+            self.dispatch(object, method, args, ctx, corr).await
+        }
     }
 
     /// Runs the calls of a `<batch>` in order, stopping at the first error (as Pyro does).
@@ -395,7 +414,6 @@ impl Call {
         };
         let span = crate::spans::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.conn.peer);
         let run = ctx
-            .clone()
             .scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind())
             .instrument(span);
         // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).

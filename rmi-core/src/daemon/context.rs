@@ -1,6 +1,6 @@
 //! The call context: who is calling, with what annotations and deadline, seen from inside a method.
 //!
-//! The daemon runs every call inside a task-local [`CallContext`]; a method reads it with
+//! The daemon runs every call with its [`CallContext`] installed; a method reads it with
 //! [`current`] (or [`CallContext::current`]). It is the Rust form of Pyro's `current_context`:
 //! the caller's address, the correlation id, the request annotations, the caller's deadline,
 //! a way to set response annotations, and the daemon serving the call (to register new objects
@@ -28,9 +28,8 @@ use super::{Certificate, Daemon};
 use crate::protocol::frame::Annotation;
 use crate::protocol::names::DEADLINE_ANNOTATION;
 
-tokio::task_local! {
-    static CONTEXT: CallContext;
-}
+// Set, by reference, while a method's future is polled (see `CallContext::scope`).
+scoped_tls::scoped_thread_local!(static CONTEXT: CallContext);
 
 /// What a method knows about the call it is running. Cheap to clone.
 #[derive(Clone)]
@@ -41,8 +40,10 @@ pub struct CallContext {
 struct Inner {
     /// The daemon, the connection's id, the peer's address and certificate.
     conn: Arc<Conn>,
-    object: bytestring::ByteString,
-    method: bytestring::ByteString,
+    /// Copied from the request into the connection's reused allocation: a copy of a few bytes
+    /// costs less than the reference counts a slice of the request takes and drops.
+    object: String,
+    method: String,
     correlation_id: uuid::Uuid,
     annotations: Vec<Annotation>,
     deadline: Option<Instant>,
@@ -64,8 +65,11 @@ impl std::fmt::Debug for CallContext {
 
 /// The context of the call running in this task, if any.
 pub fn current() -> Option<CallContext> {
-    CONTEXT.try_with(Clone::clone).ok()
+    CONTEXT.is_set().then(|| CONTEXT.with(Clone::clone))
 }
+
+/// The largest name buffer a finished call's context keeps for the next call's names.
+const KEEP_NAME: usize = 256;
 
 /// The allocation of a finished call's context, kept by its connection for the next call.
 pub(crate) struct ContextAlloc(Arc<Inner>);
@@ -75,8 +79,8 @@ impl CallContext {
     pub(super) fn new(
         reuse: Option<ContextAlloc>,
         conn: &Arc<Conn>,
-        object: bytestring::ByteString,
-        method: bytestring::ByteString,
+        object: &str,
+        method: &str,
         correlation_id: uuid::Uuid,
         annotations: Vec<Annotation>,
         oneway: bool,
@@ -99,8 +103,10 @@ impl CallContext {
                 if !Arc::ptr_eq(&slot.conn, conn) {
                     slot.conn = conn.clone();
                 }
-                slot.object = object;
-                slot.method = method;
+                slot.object.clear();
+                slot.object.push_str(object);
+                slot.method.clear();
+                slot.method.push_str(method);
                 slot.correlation_id = correlation_id;
                 slot.annotations = annotations;
                 slot.deadline = deadline;
@@ -110,8 +116,8 @@ impl CallContext {
             }
             None => Arc::new(Inner {
                 conn: conn.clone(),
-                object,
-                method,
+                object: object.to_owned(),
+                method: method.to_owned(),
                 correlation_id,
                 annotations,
                 deadline,
@@ -130,10 +136,14 @@ impl CallContext {
         };
         let response = std::mem::take(inner.response.get_mut());
         // What refers to the request's bytes goes now: kept, it would stop the connection's
-        // read buffer from being reused.
+        // read buffer from being reused. The names' buffers are kept for the next call's,
+        // unless a long name made them large.
         inner.annotations = Vec::new();
-        inner.object = bytestring::ByteString::new();
-        inner.method = bytestring::ByteString::new();
+        for name in [&mut inner.object, &mut inner.method] {
+            if name.capacity() > KEEP_NAME {
+                *name = String::new();
+            }
+        }
         (response, Some(ContextAlloc(self.inner)))
     }
 
@@ -142,9 +152,11 @@ impl CallContext {
         current()
     }
 
-    /// Runs `fut` with this context installed.
-    pub(crate) async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
-        CONTEXT.scope(self, fut).await
+    /// Runs `fut` with this context installed while it is polled (borrowed: a clone is made
+    /// only for a method that asks for it with [`current`]).
+    pub(crate) async fn scope<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| CONTEXT.set(self, || fut.as_mut().poll(cx))).await
     }
 
     /// The caller's address (`ip:port`, or a description for other transports).

@@ -97,8 +97,20 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
 /// them. The arguments are the payload itself, advanced past the names (no reference count
 /// taken for them).
 pub(super) fn decode_route(mut payload: Bytes) -> Result<(ByteString, ByteString, Bytes), Error> {
+    let (object, method, at) = route(&payload)?;
+    let slice = |name: &str| {
+        ByteString::try_from(payload.slice_ref(name.as_bytes())).expect("`route` checked it")
+    };
+    let (object, method) = (slice(object), slice(method));
+    payload.advance(at);
+    Ok((object, method, payload))
+}
+
+/// The object id and method name of an INVOKE payload, and where the arguments after them
+/// start.
+pub(super) fn route(payload: &[u8]) -> Result<(&str, &str, usize), Error> {
     let mut at = 0usize;
-    let mut name = |what: &str| -> Result<ByteString, Error> {
+    let mut name = |what: &str| -> Result<&str, Error> {
         let rest = &payload[at..];
         let truncated = || Error::Codec(format!("the INVOKE payload ends inside the {what}"));
         let len = leading_seq_len(rest).ok_or_else(truncated)?;
@@ -113,15 +125,14 @@ pub(super) fn decode_route(mut payload: Bytes) -> Result<(ByteString, ByteString
             .and_then(|len| (at + head).checked_add(len))
             .filter(|&end| end <= payload.len())
             .ok_or_else(truncated)?;
-        let text = ByteString::try_from(payload.slice(at + head..end))
+        let text = std::str::from_utf8(&payload[at + head..end])
             .map_err(|_| Error::Codec(format!("the {what} is not UTF-8")))?;
         at = end;
         Ok(text)
     };
     let object = name("object id")?;
     let method = name("method name")?;
-    payload.advance(at);
-    Ok((object, method, payload))
+    Ok((object, method, at))
 }
 
 /// The varint length prefix at the start of `args` (the first argument's, if a sequence).

@@ -682,6 +682,32 @@ impl Serialize for PyroCall {
     }
 }
 
+/// [`decode_invoke`] for the daemon: the names are handed to `route` borrowed, for it to
+/// copy where it keeps them, instead of sliced out of the payload (two reference counts taken
+/// and dropped per call); returns what `route` made and the arguments.
+pub(crate) fn decode_invoke_with<R>(
+    ser: Serializer,
+    mut payload: Bytes,
+    limits: &DecodeLimits,
+    route: impl FnOnce(&str, &str) -> R,
+) -> Result<(R, Args), Error> {
+    if ser != Serializer::Bincode {
+        let invoke = decode_invoke(ser, payload, limits)?;
+        return Ok((route(&invoke.object, &invoke.method), invoke.args));
+    }
+    let (object, method, at) = bincode::route(&payload)?;
+    let routed = route(object, method);
+    bytes::Buf::advance(&mut payload, at);
+    let args = Args {
+        ser,
+        protocol: Protocol::Pyro5,
+        bytes: payload,
+        limits: *limits,
+        tree: None,
+    };
+    Ok((routed, args))
+}
+
 /// Decodes the routing part of an INVOKE payload; the arguments stay encoded.
 pub fn decode_invoke(
     ser: Serializer,
