@@ -180,8 +180,7 @@ const HOLD_MAX: usize = 16;
 /// Replies the request loop holds so that they share a write with the replies after them.
 #[derive(Default)]
 struct Held {
-    /// How many the loop held since its last flush (only the loop holds: every other sender
-    /// writes or wakes the writer, which may take held ones along).
+    /// How many the loop holds (in its own list, handed to the outbox together).
     count: usize,
     /// When the oldest was held, if more requests were at hand then: the clock is read only
     /// when the reply may have to wait.
@@ -432,6 +431,8 @@ pub(super) async fn handle_connection(
     // then only looked at, not waited on (registering a waker with them costs more).
     let stopped_now = || inner.shutdown.is_raised() || writer_gone.is_raised();
     let mut held = Held::default();
+    // The replies held: the outbox's lock is taken once for them all.
+    let mut replies: Vec<Outgoing> = Vec::new();
     let mut burst = Burst::new(&inner.burst_ticks, one_thread());
     // The future of the call being run here: calls that finish at their first poll (most do)
     // all run in this one allocation, which a call that has to wait takes into its task.
@@ -451,7 +452,7 @@ pub(super) async fn handle_connection(
         let more_at_hand = frame_at_hand && slots.available_permits() > 0 && !queued.over_budget();
         let alone = burst.at_hand(more_at_hand);
         if held.due(more_at_hand, alone) {
-            tx.flush();
+            tx.send_all(&mut replies);
             held = Held::default();
         }
         // Back-pressure: wait for a free slot before reading the next request. Slots are held
@@ -522,7 +523,7 @@ pub(super) async fn handle_connection(
             MessageType::Ping => {
                 // The answer holds the slot until written, like any reply.
                 let msg = reply_to(&req, MessageType::Ping, 0, b"pong".to_vec());
-                let _ = tx.hold(slot.reply(msg, &queued));
+                replies.push(slot.reply(msg, &queued));
                 held.add(reader.has_frame());
             }
             MessageType::Invoke => {
@@ -562,7 +563,7 @@ pub(super) async fn handle_connection(
                         spare_context = context;
                         spare_conn = Some(refs);
                         if let Some(msg) = reply {
-                            let _ = tx.hold(slot.reply(msg, &queued));
+                            replies.push(slot.reply(msg, &queued));
                             held.add(reader.has_frame());
                         }
                     }
@@ -600,9 +601,7 @@ pub(super) async fn handle_connection(
         peer_gone.raise();
     }
     // Let running calls of this connection send their replies, then close.
-    if held.count > 0 {
-        tx.flush();
-    }
+    tx.send_all(&mut replies);
     drop(tx);
     let _ = writer_task.await;
     inner.streams.disconnected(conn.id);

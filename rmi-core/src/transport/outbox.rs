@@ -4,8 +4,8 @@
 //! A message sent when the connection is not busy is written by the task that produced it,
 //! without blocking: one hand-off to another task and its wake-up fewer per message, which is
 //! most of what a sequential call costs beyond its bytes. A producer with several messages at
-//! hand (the daemon's request loop answering a batch of requests) holds them and flushes them
-//! together (the loop decides when: see daemon/connection.rs). Whatever the socket does not
+//! hand (the daemon's request loop answering a batch of requests) collects them and sends them
+//! together with [`Sender::send_all`] (the loop decides when: see daemon/connection.rs). Whatever the socket does not
 //! take at once, and every message of a busy connection, goes to the writer task, which
 //! coalesces what queued up meanwhile into one write and enforces the write deadlines.
 //!
@@ -107,6 +107,9 @@ struct State<W> {
     signer: Option<crate::auth::Signer>,
     /// Set when the writer task failed or ended: nothing more is accepted.
     closed: bool,
+    /// The writer task was woken for what is queued and has not looked yet: later messages
+    /// need no wake-up of their own (each costs a few atomic operations).
+    woken: bool,
 }
 
 impl<W> State<W> {
@@ -173,6 +176,7 @@ pub fn outbox<W: AsyncWrite + Unpin + Send>(
             idle: Some(writer),
             signer,
             closed: false,
+            woken: false,
         }),
         writer_task: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
@@ -202,12 +206,36 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
         }
         state.queue.push_back(out);
         if (self.shared.busy)() {
-            drop(state);
-            self.shared.writer_task.wake();
+            self.wake_writer(state);
         } else {
             self.write_queued(state);
         }
         Ok(())
+    }
+
+    /// Queues the messages in `held` (leaving it empty) and writes what is queued, as
+    /// [`flush`](Self::flush) does: for a sender that collected several messages itself, so
+    /// that they take the lock once. Messages refused (the writer is gone) are dropped, their
+    /// counts given back.
+    pub fn send_all(&self, held: &mut Vec<Outgoing>) {
+        let mut state = self.shared.state.lock();
+        if state.closed {
+            drop(state);
+            held.drain(..).for_each(|out| drop(self.shared.refuse(out)));
+            return;
+        }
+        state.queue.extend(held.drain(..));
+        if !state.queue.is_empty() {
+            self.write_queued(state);
+        }
+    }
+
+    /// Wakes the writer task for what is queued, unless it was woken already.
+    fn wake_writer(&self, mut state: parking_lot::MutexGuard<'_, State<W>>) {
+        if !std::mem::replace(&mut state.woken, true) {
+            drop(state);
+            self.shared.writer_task.wake();
+        }
     }
 
     /// Queues `out` behind what is queued, without writing it or waking the writer task: for
@@ -245,11 +273,7 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
         } = &mut *state;
         let writer = match idle.as_mut() {
             Some(writer) if unflushed.is_empty() => writer,
-            _ => {
-                drop(state);
-                self.shared.writer_task.wake();
-                return;
-            }
+            _ => return self.wake_writer(state),
         };
         for out in queue.iter_mut() {
             if let Some(signer) = signer.as_mut() {
@@ -261,8 +285,7 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
             self.shared.settle(queue.drain(..), true);
         } else {
             unflushed.extend(queue.drain(..));
-            drop(state);
-            self.shared.writer_task.wake();
+            self.wake_writer(state);
         }
     }
 }
@@ -305,12 +328,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         loop {
             let more = std::future::poll_fn(|cx| {
                 shared.writer_task.register(cx.waker());
-                let state = shared.state.lock();
+                let mut state = shared.state.lock();
                 if !state.queue.is_empty() || !state.unflushed.is_empty() {
+                    // (`woken` stays set until the queue is taken below.)
                     Poll::Ready(true)
                 } else if shared.senders.load(Ordering::Acquire) == 0 {
                     Poll::Ready(false)
                 } else {
+                    // Whatever woke the task was written by a sender itself.
+                    state.woken = false;
                     Poll::Pending
                 }
             })
@@ -323,6 +349,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
             let mut writer = {
                 let mut state = shared.state.lock();
+                // From here a message queued wakes the task again, for the next write.
+                state.woken = false;
                 let mut writer = state.idle.take().expect("only this task takes the writer");
                 written.append(&mut state.unflushed);
                 while let Some(mut out) = state.queue.pop_front() {
@@ -516,6 +544,88 @@ mod tests {
         assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 1);
         assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, 2);
         notice.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_writer_woken_for_messages_a_sender_wrote_itself_is_woken_again_for_the_next() {
+        let busy = Arc::new(AtomicBool::new(true));
+        let (tx, _task, mut peer) = over_pipe(64 * 1024, busy.clone());
+        // Queued for the writer task, which is woken (and has not run yet)...
+        tx.send(message(1, 10).into()).unwrap();
+        // ...but a sender finds the connection not busy and writes both itself.
+        busy.store(false, Ordering::SeqCst);
+        tx.send(message(2, 10).into()).unwrap();
+        // The writer task runs and finds nothing to write.
+        tokio::task::yield_now().await;
+        busy.store(true, Ordering::SeqCst);
+        tx.send(message(3, 10).into()).unwrap();
+        for seq in 1..=3 {
+            let got = tokio::time::timeout(Duration::from_secs(10), peer.read_frame())
+                .await
+                .expect("every message is written: the writer task is woken for the third")
+                .unwrap()
+                .unwrap();
+            assert_eq!(got.seq, seq);
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_sent_together_go_out_in_order_and_give_back_their_counts() {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let (_, wr) = tokio::io::split(ours);
+        let budget = Budget {
+            slots: Arc::new(tokio::sync::Semaphore::new(4)),
+            queued: Arc::new(QueuedBytes::new(1 << 20)),
+        };
+        let (tx, writer) = outbox(
+            FrameWriter::new(wr),
+            Box::new(|| false),
+            None,
+            Some(budget.clone()),
+        );
+        let _task = tokio::spawn(writer.run(WriteDeadline::default()));
+        let mut peer = FrameReader::new(theirs, 1 << 20);
+        let mut held = Vec::new();
+        for seq in 1..=3 {
+            budget.slots.try_acquire().unwrap().forget();
+            budget.queued.add(100);
+            let mut out = Outgoing::from(message(seq, 10));
+            out.counted = Some(100);
+            held.push(out);
+        }
+        assert_eq!(
+            (budget.slots.available_permits(), budget.queued.get()),
+            (1, 300)
+        );
+        tx.send_all(&mut held);
+        assert!(held.is_empty());
+        for seq in 1..=3 {
+            assert_eq!(peer.read_frame().await.unwrap().unwrap().seq, seq);
+        }
+        assert_eq!(
+            (budget.slots.available_permits(), budget.queued.get()),
+            (4, 0),
+            "written: slots and bytes given back"
+        );
+        // A refused message gives its counts back too.
+        drop(peer);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while tx.send(message(10, 10).into()).is_ok() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the writer fails once the peer is gone");
+        budget.slots.try_acquire().unwrap().forget();
+        budget.queued.add(100);
+        let mut late = Outgoing::from(message(11, 10));
+        late.counted = Some(100);
+        tx.send_all(&mut vec![late]);
+        assert_eq!(
+            (budget.slots.available_permits(), budget.queued.get()),
+            (4, 0),
+            "refused: slots and bytes given back"
+        );
     }
 
     #[tokio::test]
