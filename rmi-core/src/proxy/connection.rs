@@ -391,6 +391,10 @@ struct ReplyWait<'a> {
     seq: u16,
     /// The reply was taken (or the entry removed): nothing to abandon.
     taken: bool,
+    /// The call's entry was made, within the poll that polls this first, holding the caller's
+    /// waker, and other calls were in flight then: if the reader task reads, this first poll
+    /// has nothing to look at (a reply delivered meanwhile wakes the caller).
+    registered: bool,
 }
 
 impl Future for ReplyWait<'_> {
@@ -398,6 +402,9 @@ impl Future for ReplyWait<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (shared, seq) = (self.shared, self.seq);
+        if std::mem::take(&mut self.registered) && shared.role() == TASK {
+            return Poll::Pending;
+        }
         loop {
             let mut state = shared.state.lock();
             let arrived = match state.pending.get_mut(&seq) {
@@ -788,6 +795,7 @@ impl Connection {
             shared: &self.shared,
             seq,
             taken: false,
+            registered: false,
         };
         match timeout {
             Some(t) => tokio::time::timeout(t, wait)
@@ -821,13 +829,16 @@ impl Connection {
         }
         // The slot is given back by this guard until the call's entry holds it.
         let mut slot = Slot(Some(&self.shared.slots));
+        // The entry holds the caller's waker from the start: the reply's first poll need not
+        // take the lock to leave it (see `ReplyWait::registered`).
+        let waker = std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await;
         let mut pending = Some(Pending {
-            reply: Reply::Waiting(None),
+            reply: Reply::Waiting(Some(waker)),
             slot: true,
         });
-        let seq = match self.try_take_seq(&mut pending)? {
-            Some(seq) => seq,
-            None => self.take_seq(pending).await?,
+        let (seq, registered) = match self.try_take_seq(&mut pending)? {
+            Some((seq, alone)) => (seq, !alone),
+            None => (self.take_seq(pending).await?, false),
         };
         slot.0 = None;
         // From here the reply is this caller's to take; if it stops waiting, the entry stays
@@ -836,6 +847,7 @@ impl Connection {
             shared: &self.shared,
             seq,
             taken: false,
+            registered,
         };
         msg.seq = seq;
         // This caller may be one of a burst the reader woke: one fewer of them to come.
@@ -925,15 +937,16 @@ impl Connection {
     /// taken its reply, instead of searching for a free number under the lock for good.
     async fn take_seq(&self, mut pending: Option<Pending>) -> Result<u16, Error> {
         loop {
-            if let Some(seq) = self.try_take_seq(&mut pending)? {
+            if let Some((seq, _)) = self.try_take_seq(&mut pending)? {
                 return Ok(seq);
             }
             tokio::task::yield_now().await;
         }
     }
 
-    /// [`take_seq`](Self::take_seq) without waiting: `None` when every number is in use.
-    fn try_take_seq(&self, pending: &mut Option<Pending>) -> Result<Option<u16>, Error> {
+    /// [`take_seq`](Self::take_seq) without waiting: `None` when every number is in use; with
+    /// the number, whether the call is then alone on the connection (see [`ConnState::alone`]).
+    fn try_take_seq(&self, pending: &mut Option<Pending>) -> Result<Option<(u16, bool)>, Error> {
         let mut state = self.shared.state.lock();
         if let Some(reason) = &state.closed {
             return Err(Error::ConnectionClosed(reason.clone()).not_sent());
@@ -945,7 +958,7 @@ impl Connection {
         if let Some(pending) = pending.take() {
             state.pending.insert(seq, pending);
         }
-        Ok(Some(seq))
+        Ok(Some((seq, state.alone(seq))))
     }
 
     /// Writes a oneway INVOKE; it holds an in-flight slot until it is on the socket.
