@@ -497,7 +497,9 @@ pub struct Outgoing {
     /// Told when the message has been written (oneway calls return then).
     pub flushed: Option<tokio::sync::oneshot::Sender<()>>,
     /// `Some(bytes)`: the message holds one in-flight slot and `bytes` queued bytes of the
-    /// outbox's [`Budget`](outbox::Budget), given back once it is written (or dropped unwritten).
+    /// outbox's [`Budget`](outbox::Budget), which the outbox gives back once the message is
+    /// written, or refused or dropped by a writer that failed. (A message dropped any other way
+    /// keeps its counts: only a connection that is going away drops one.)
     pub counted: Option<usize>,
 }
 

@@ -12,6 +12,11 @@ pub(crate) trait Introspect {
     async fn keep(&self);
     /// The `USER` annotation and method of the kept context.
     async fn kept(&self) -> (Option<Vec<u8>>, String);
+    /// Waits `ms` milliseconds, with a guard that notes, when dropped, the method its context
+    /// names (its caller's deadline cancels it first).
+    async fn guarded(&self, ms: u64);
+    /// What the last dropped guard noted: `Some(None)` if it saw no context.
+    async fn guard_saw(&self) -> Option<Option<String>>;
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -26,6 +31,17 @@ pub(crate) struct Seen {
 #[derive(Default)]
 struct IntrospectObject {
     kept: std::sync::Mutex<Option<rmi::CallContext>>,
+    guard_saw: std::sync::Arc<std::sync::Mutex<Option<Option<String>>>>,
+}
+
+/// Notes the method of the context current when it is dropped.
+struct Guard(std::sync::Arc<std::sync::Mutex<Option<Option<String>>>>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let method = rmi::context::current().map(|ctx| ctx.method().to_owned());
+        *self.0.lock().unwrap() = Some(method);
+    }
 }
 
 impl Introspect for IntrospectObject {
@@ -51,6 +67,15 @@ impl Introspect for IntrospectObject {
 
     async fn keep(&self) {
         *self.kept.lock().unwrap() = rmi::context::current();
+    }
+
+    async fn guarded(&self, ms: u64) {
+        let _guard = Guard(self.guard_saw.clone());
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    async fn guard_saw(&self) -> Option<Option<String>> {
+        self.guard_saw.lock().unwrap().clone()
     }
 
     async fn kept(&self) -> (Option<Vec<u8>>, String) {
@@ -179,5 +204,29 @@ async fn each_call_sees_only_its_own_context() {
         (user.as_deref(), method.as_str()),
         (Some(&b"alice"[..]), "keep")
     );
+    daemon.shutdown();
+}
+
+/// A method cancelled at its caller's deadline is dropped with its context still current, as
+/// it is while it runs: cleanup code in a drop guard may ask for it.
+#[tokio::test]
+async fn a_method_cancelled_at_its_deadline_sees_its_context_while_it_is_dropped() {
+    let (daemon, proxy) = introspect().await;
+    let hurried = IntrospectProxy::from(proxy.proxy().with_timeout(Duration::from_millis(100)));
+    assert!(matches!(
+        hurried.guarded(10_000).await.unwrap_err(),
+        rmi::Error::Timeout(_)
+    ));
+    let saw = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(saw) = proxy.guard_saw().await.unwrap() {
+                return saw;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the daemon cancels the call at the deadline");
+    assert_eq!(saw.as_deref(), Some("guarded"));
     daemon.shutdown();
 }

@@ -397,3 +397,39 @@ async fn one_at_a_time_turns_skip_calls_that_need_none() {
     assert_eq!(slow.await.unwrap().unwrap(), 3_000);
     daemon.shutdown();
 }
+
+/// A caller's deadline counts from the request's arrival: a call to a one-at-a-time object
+/// whose deadline passes while it waits for its turn is never started.
+#[tokio::test]
+async fn one_at_a_time_never_starts_a_call_whose_deadline_passed_in_the_queue() {
+    use crate::support::{LabObject, LabProxy, LabServer};
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_entry(
+            Registration::instance(LabServer::new(LabObject::default())).one_at_a_time(),
+        )
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    let hurried = LabProxy::from(lab.proxy().with_timeout(Duration::from_millis(100)));
+    let first = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(600).await }
+    });
+    // (Sent after the first: behind it on the one connection, for the object's next turn.)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(matches!(
+        hurried.sleep(0).await.unwrap_err(),
+        rmi::Error::Timeout(_)
+    ));
+    assert_eq!(first.await.unwrap().unwrap(), 600);
+    assert_eq!(
+        lab.calls().await.unwrap(),
+        1,
+        "the call whose deadline passed in the queue ran"
+    );
+    daemon.shutdown();
+}

@@ -392,6 +392,14 @@ impl Call {
         let entry = inner
             .object(object)
             .ok_or_else(|| RemoteError::unknown_object(object))?;
+        // The deadline counts from the request's arrival: a call whose deadline passed while
+        // it waited (for a one-at-a-time object's turn) is not started at all.
+        if ctx
+            .deadline()
+            .is_some_and(|deadline| deadline <= tokio::time::Instant::now())
+        {
+            return Err(deadline_exceeded(object, method));
+        }
         // Making a session or per-call instance runs user code too: a panic there is this
         // caller's error, like a panic in the method.
         let target = match std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -420,16 +428,7 @@ impl Call {
         let outcome = match ctx.deadline() {
             Some(deadline) => match Box::pin(tokio::time::timeout_at(deadline, run)).await {
                 Ok(outcome) => outcome,
-                Err(_) => {
-                    tracing::debug!(object, method, "caller's deadline passed; call cancelled");
-                    let mut err = RemoteError::new(
-                        RemoteErrorKind::DeadlineExceeded,
-                        "rmi.DeadlineExceeded",
-                        format!("the caller's deadline passed, so {method:?} was cancelled"),
-                    );
-                    err.object = Some(object.to_owned());
-                    return Err(err);
-                }
+                Err(_) => return Err(deadline_exceeded(object, method)),
             },
             None => run.await,
         };
@@ -518,4 +517,16 @@ fn malformed(reason: impl std::fmt::Display) -> RemoteError {
         "Pyro5.errors.ProtocolError",
         format!("malformed call: {reason}"),
     )
+}
+
+/// The error of a call cancelled (or never started) because its caller's deadline passed.
+fn deadline_exceeded(object: &str, method: &str) -> RemoteError {
+    tracing::debug!(object, method, "caller's deadline passed; call cancelled");
+    let mut err = RemoteError::new(
+        RemoteErrorKind::DeadlineExceeded,
+        "rmi.DeadlineExceeded",
+        format!("the caller's deadline passed, so {method:?} was cancelled"),
+    );
+    err.object = Some(object.to_owned());
+    err
 }

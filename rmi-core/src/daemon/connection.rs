@@ -459,7 +459,12 @@ pub(super) async fn handle_connection(
         // by running calls and by replies not yet written.
         let slot = match slots.try_acquire() {
             Ok(permit) if !stopped_now() => {
-                // What waiting for the slot did: a turn for other connections now and then.
+                // What waiting for the slot did: a turn for other connections now and then
+                // (the held replies go out first).
+                if !tokio::task::coop::has_budget_remaining() {
+                    tx.send_all(&mut replies);
+                    held = Held::default();
+                }
                 tokio::task::coop::consume_budget().await;
                 Slot::taken(&slots, permit)
             }
@@ -474,6 +479,9 @@ pub(super) async fn handle_connection(
             }
         };
         if queued.over_budget() {
+            // (Replies held since the check above go out before the wait.)
+            tx.send_all(&mut replies);
+            held = Held::default();
             tokio::select! {
                 biased;
                 _ = &mut stopped => break,

@@ -15,6 +15,7 @@
 //! # }
 //! ```
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -66,6 +67,41 @@ impl std::fmt::Debug for CallContext {
 /// The context of the call running in this task, if any.
 pub fn current() -> Option<CallContext> {
     CONTEXT.is_set().then(|| CONTEXT.with(Clone::clone))
+}
+
+pin_project_lite::pin_project! {
+    /// A method's future with its call's context installed: see [`CallContext::scope`].
+    pub(crate) struct Scoped<'a, F> {
+        ctx: &'a CallContext,
+        #[pin]
+        fut: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Scoped<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.fut.is_some() {
+                // Cancelled: what the method's future drops may ask for its context too.
+                let ctx = *this.ctx;
+                CONTEXT.set(ctx, || this.fut.set(None));
+            }
+        }
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Scoped<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let mut this = self.project();
+        let ctx = *this.ctx;
+        CONTEXT.set(ctx, || {
+            let fut = this.fut.as_mut().as_pin_mut();
+            let out = std::task::ready!(fut.expect("polled after completion").poll(cx));
+            this.fut.set(None);
+            std::task::Poll::Ready(out)
+        })
+    }
 }
 
 /// The largest name buffer a finished call's context keeps for the next call's names.
@@ -152,11 +188,14 @@ impl CallContext {
         current()
     }
 
-    /// Runs `fut` with this context installed while it is polled (borrowed: a clone is made
-    /// only for a method that asks for it with [`current`]).
-    pub(crate) async fn scope<F: std::future::Future>(&self, fut: F) -> F::Output {
-        let mut fut = std::pin::pin!(fut);
-        std::future::poll_fn(|cx| CONTEXT.set(self, || fut.as_mut().poll(cx))).await
+    /// Runs `fut` with this context installed while it is polled, and while it is dropped if
+    /// it is cancelled (borrowed: a clone is made only for a method that asks for it with
+    /// [`current`]).
+    pub(crate) fn scope<F: std::future::Future>(&self, fut: F) -> Scoped<'_, F> {
+        Scoped {
+            ctx: self,
+            fut: Some(fut),
+        }
     }
 
     /// The caller's address (`ip:port`, or a description for other transports).

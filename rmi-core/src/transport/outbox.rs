@@ -298,8 +298,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// finishing together share the write.
     ///
     /// A batch not written within `deadline` (a peer that stopped reading, or reads a
-    /// trickle) fails the task, and every sender with it. Each message's `slot` is released
-    /// only once it is written, so replies a peer does not read keep their slots and the
+    /// trickle) fails the task, and every sender with it. A counted message's slot is given
+    /// back only once it is written, so replies a peer does not read keep their slots and the
     /// daemon stops reading its requests.
     pub async fn run(self, deadline: WriteDeadline) -> Result<(), Error> {
         let result = self.write_all(deadline).await;
