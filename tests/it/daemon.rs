@@ -1,6 +1,8 @@
 //! Daemon behaviour: object ids, registration rules, the `Pyro.Daemon` object, IPv6 and
 //! graceful shutdown.
 
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rmi::{Daemon, Error, Metadata, Proxy};
@@ -233,4 +235,93 @@ async fn the_grace_period_bounds_shutdown() {
         err.is_communication(),
         "the dropped call's caller gets a communication error: {err}"
     );
+}
+
+#[rmi::remote]
+trait Named {
+    async fn name(&self) -> String;
+    /// Runs for `ms` milliseconds (its object cannot be dropped meanwhile).
+    async fn hold(&self, ms: u64);
+}
+
+/// An object that says when it is dropped, and when a `hold` started.
+struct NamedObject {
+    name: &'static str,
+    dropped: Arc<AtomicBool>,
+    holding: Arc<AtomicBool>,
+}
+
+impl Named for NamedObject {
+    async fn name(&self) -> String {
+        self.name.to_owned()
+    }
+    async fn hold(&self, ms: u64) {
+        self.holding.store(true, SeqCst);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+impl Drop for NamedObject {
+    fn drop(&mut self) {
+        self.dropped.store(true, SeqCst);
+    }
+}
+
+/// A connection remembers the object it called last (to skip the table's lock): it must still
+/// reach a replacement at its next call, even while the old object lives on in a call of
+/// another connection, and never keep a replaced or removed object alive itself.
+#[tokio::test]
+async fn an_open_connection_reaches_a_replacement_and_keeps_no_removed_object_alive() {
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let named = |name| {
+        let (dropped, holding) = (Arc::<AtomicBool>::default(), Arc::<AtomicBool>::default());
+        let object = NamedServer::new(NamedObject {
+            name,
+            dropped: dropped.clone(),
+            holding: holding.clone(),
+        });
+        (object, dropped, holding)
+    };
+    let (first, first_dropped, first_holding) = named("first");
+    let uri = daemon.register_with_id(first, "named").unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = NamedProxy::connect(&uri).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(proxy.name().await.unwrap(), "first");
+    }
+    // Another connection's call keeps the first object alive through its replacement.
+    let other = NamedProxy::connect(&uri).await.unwrap();
+    let held = tokio::spawn(async move { other.hold(300).await });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !first_holding.load(SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the hold started");
+    let (second, second_dropped, _) = named("second");
+    daemon.register_replacing(second, "named").unwrap();
+    assert_eq!(
+        proxy.name().await.unwrap(),
+        "second",
+        "the connection called the replaced object"
+    );
+    held.await.unwrap().unwrap();
+    assert!(
+        first_dropped.load(SeqCst),
+        "the replaced object was kept alive after its last call"
+    );
+    assert!(daemon.unregister("named"));
+    assert!(
+        second_dropped.load(SeqCst),
+        "the removed object was kept alive by the connection that called it"
+    );
+    assert!(matches!(
+        proxy.name().await.unwrap_err(),
+        Error::UnknownObject(_)
+    ));
+    daemon.shutdown();
 }

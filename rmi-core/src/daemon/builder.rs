@@ -1,11 +1,10 @@
 //! [`DaemonBuilder`]: a daemon's settings, their documented defaults, and binding.
 
-use foldhash::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -343,7 +342,7 @@ impl DaemonBuilder {
             config: self,
             bound,
             advertised,
-            objects: RwLock::new(HashMap::default()),
+            objects: Default::default(),
             shutdown: Default::default(),
             abort: Default::default(),
             tasks: TaskTracker::new(),
@@ -355,10 +354,12 @@ impl DaemonBuilder {
             panic_warnings: Default::default(),
         });
         let object = object::DaemonObject::new(Arc::downgrade(&inner));
-        inner.objects.write().insert(
-            DAEMON_OBJECT_ID.to_owned(),
-            Arc::new(Entry::from_registration(Registration::instance(object))),
-        );
+        inner.objects.change(|map| {
+            map.insert(
+                DAEMON_OBJECT_ID.to_owned(),
+                Arc::new(Entry::from_registration(Registration::instance(object))),
+            )
+        });
         Daemon {
             inner,
             listener: Arc::new(Mutex::new(Some(listener))),

@@ -10,7 +10,8 @@ use tracing::Instrument;
 use super::connection::{Conn, ConnectionState, Turn};
 use super::context::{CallContext, ContextAlloc};
 use super::log::PeerText;
-use super::reply_to;
+use super::registration::Entry;
+use super::{reply_to, ObjectHint};
 use crate::dispatch::Outcome;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, Serializer};
@@ -33,6 +34,8 @@ pub(super) struct Call {
     /// A finished call's context allocation to run this one's in; this call's, once it is
     /// done (for the connection's next call).
     pub(super) context: Option<ContextAlloc>,
+    /// The connection's last object lookup, for this call's; this call's, once it is done.
+    pub(super) object_hint: Option<ObjectHint>,
 }
 
 impl Call {
@@ -54,15 +57,18 @@ impl Call {
         let max = self.conn.daemon.inner.config.limits.max_message_size;
         let inflated = self.req.decompress(max);
         let mut context = self.context.take();
+        let mut hint = self.object_hint.take();
         let (result, mut annotations) = match inflated {
             Ok(()) => {
                 // Taken, not cloned: the reply needs only the request's header fields.
                 let payload = std::mem::take(&mut self.req.payload);
-                self.invoke(payload, corr, oneway, turn, &mut context).await
+                let reuse = (&mut context, &mut hint);
+                self.invoke(payload, corr, oneway, turn, reuse).await
             }
             Err(e) => (Err(malformed(e)), Vec::new()),
         };
         self.context = context;
+        self.object_hint = hint;
         let ser = self.ser;
         let inner = &self.conn.daemon.inner;
         let result = match result {
@@ -164,14 +170,15 @@ impl Call {
     }
 
     /// Routes and runs the call (`payload`, the request's) in a context made in `context` (a
-    /// finished call's allocation, when given), which gets this call's back.
+    /// finished call's allocation, when given), which gets this call's back; its object is
+    /// looked up through `hint` (see `Inner::object_hinted`).
     async fn invoke(
         &self,
         payload: bytes::Bytes,
         corr: uuid::Uuid,
         oneway: bool,
         turn: Option<Turn>,
-        context: &mut Option<ContextAlloc>,
+        (context, hint): (&mut Option<ContextAlloc>, &mut Option<ObjectHint>),
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
         let inner = &self.conn.daemon.inner;
         // The names are copied into the call's context (made in a finished call's allocation
@@ -194,7 +201,7 @@ impl Call {
         };
         let result = match self.refusal(ctx.object()) {
             Some(refused) => Err(refused),
-            None => self.invoke_in(&ctx, args, turn, corr).await,
+            None => self.invoke_in(&ctx, args, turn, corr, hint).await,
         };
         let (annotations, alloc) = ctx.finish();
         *context = alloc;
@@ -233,6 +240,7 @@ impl Call {
         args: codec::Args,
         turn: Option<Turn>,
         corr: uuid::Uuid,
+        hint: &mut Option<ObjectHint>,
     ) -> Result<Outcome, RemoteError> {
         // A call to the connection's one-at-a-time object waits for the calls that arrived
         // before it and holds its turn while it runs; any other call gives its turn up now.
@@ -249,7 +257,9 @@ impl Call {
             // future, which is allocated per call (see `run`).
             Box::pin(self.batch(object, args, ctx)).await
         } else {
-            self.dispatch(object, method, args, ctx, corr).await
+            let entry = self.conn.daemon.inner.object_hinted(object, hint);
+            self.dispatch(entry.as_deref(), object, method, args, ctx, corr)
+                .await
         }
     }
 
@@ -363,7 +373,12 @@ impl Call {
         ctx: &CallContext,
     ) -> Result<Vec<u8>, RemoteError> {
         let corr = ctx.correlation_id();
-        match self.dispatch(object, method, args, ctx, corr).await {
+        // Looked up for each call: an object removed meanwhile fails the rest of the batch.
+        let entry = self.conn.daemon.inner.object(object);
+        match self
+            .dispatch(entry.as_deref(), object, method, args, ctx, corr)
+            .await
+        {
             Ok(Outcome::Value(v)) => Ok(Vec::from(v)),
             Ok(Outcome::Pieces(head, tail)) => {
                 let mut v = Vec::from(head);
@@ -379,9 +394,11 @@ impl Call {
         }
     }
 
-    /// Runs one method on the object (or this connection's instance of it) inside `ctx`.
+    /// Runs one method on the object (`entry`, registered as `object`; or this connection's
+    /// instance of it) inside `ctx`.
     async fn dispatch(
         &self,
+        entry: Option<&Entry>,
         object: &str,
         method: &str,
         args: codec::Args,
@@ -389,9 +406,7 @@ impl Call {
         corr: uuid::Uuid,
     ) -> Result<Outcome, RemoteError> {
         let inner = &self.conn.daemon.inner;
-        let entry = inner
-            .object(object)
-            .ok_or_else(|| RemoteError::unknown_object(object))?;
+        let entry = entry.ok_or_else(|| RemoteError::unknown_object(object))?;
         // The deadline counts from the request's arrival: a call whose deadline passed while
         // it waited (for a one-at-a-time object's turn) is not started at all.
         if ctx
@@ -403,7 +418,7 @@ impl Call {
         // Making a session or per-call instance runs user code too: a panic there is this
         // caller's error, like a panic in the method.
         let target = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.state.target(object, &entry)
+            self.state.target(object, entry)
         })) {
             Ok(target) => target,
             Err(panic) => {

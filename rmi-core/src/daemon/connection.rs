@@ -439,7 +439,8 @@ pub(super) async fn handle_connection(
     let mut inline = Box::pin(None);
     // The context allocation of the last call run here, for the next.
     let mut spare_context = None;
-    // The reference counts the last call run here took on the connection, for the next.
+    // The reference counts the last call run here took on the connection, and its object
+    // lookup, for the next.
     let mut spare_conn = None;
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
@@ -539,9 +540,9 @@ pub(super) async fn handle_connection(
                     tracing::debug!(%peer, id = req.serializer, "unknown serializer id; closing");
                     break;
                 };
-                let (call_conn, call_state) = spare_conn
+                let (call_conn, call_state, object_hint) = spare_conn
                     .take()
-                    .unwrap_or_else(|| (conn.clone(), state.clone()));
+                    .unwrap_or_else(|| (conn.clone(), state.clone(), None));
                 let mut call = Call {
                     conn: call_conn,
                     state: call_state,
@@ -550,6 +551,7 @@ pub(super) async fn handle_connection(
                     req,
                     turn: turns.as_ref().map(Turns::take),
                     context: spare_context.take(),
+                    object_hint,
                 };
                 inline.set(Some(async move {
                     let reply = call.run().await;
@@ -557,9 +559,10 @@ pub(super) async fn handle_connection(
                         conn,
                         state,
                         context,
+                        object_hint,
                         ..
                     } = call;
-                    (reply, context, (conn, state))
+                    (reply, context, (conn, state, object_hint))
                 }));
                 // The reply keeps the call's slot until it is written. A call that finishes at
                 // its first poll (most do: no I/O, no waiting) is answered here, without a task

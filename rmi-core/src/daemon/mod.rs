@@ -44,8 +44,8 @@ pub use registration::{InstanceMode, Registration};
 
 use foldhash::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::net::ToSocketAddrs;
@@ -82,7 +82,7 @@ struct Inner {
     /// The location put in URIs (the bound one unless advertised otherwise).
     advertised: Location,
     /// Registered objects by id, the daemon object included.
-    objects: RwLock<HashMap<String, Arc<Entry>>>,
+    objects: Objects,
     /// Raised to stop accepting and reading; running calls go on.
     shutdown: Arc<signal::Signal>,
     /// Raised when the grace period is over: running calls are dropped.
@@ -168,14 +168,72 @@ impl Daemon {
 
 impl Inner {
     fn object(&self, id: &str) -> Option<Arc<Entry>> {
-        self.objects.read().get(id).cloned()
+        self.objects.map.read().get(id).cloned()
+    }
+
+    /// [`object`](Self::object), through a connection's `hint` of its last lookup: while no
+    /// object was registered or removed since, the same id needs no lock (two atomic
+    /// operations fewer per call). The hint is updated.
+    fn object_hinted(&self, id: &str, hint: &mut Option<ObjectHint>) -> Option<Arc<Entry>> {
+        let generation = self.objects.generation.load(Ordering::Acquire);
+        if let Some(hint) = hint.as_ref() {
+            if hint.generation == generation && hint.id == id {
+                if let Some(entry) = hint.entry.upgrade() {
+                    return Some(entry);
+                }
+            }
+        }
+        let (entry, generation) = {
+            let map = self.objects.map.read();
+            let generation = self.objects.generation.load(Ordering::Acquire);
+            (map.get(id).cloned(), generation)
+        };
+        let found = entry.as_ref()?;
+        let hint = hint.get_or_insert_with(|| ObjectHint {
+            id: String::new(),
+            generation,
+            entry: Weak::new(),
+        });
+        hint.id.clear();
+        hint.id.push_str(id);
+        hint.generation = generation;
+        hint.entry = Arc::downgrade(found);
+        entry
     }
 
     fn registered(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.objects.read().keys().cloned().collect();
+        let mut ids: Vec<String> = self.objects.map.read().keys().cloned().collect();
         ids.sort();
         ids
     }
+}
+
+/// The object table: registered objects by id, and a count of the changes made to it.
+#[derive(Default)]
+struct Objects {
+    map: RwLock<HashMap<String, Arc<Entry>>>,
+    /// Raised by every registration and removal, with `map` locked for writing.
+    generation: AtomicU64,
+}
+
+impl Objects {
+    /// Changes the table with `change` (the generation is raised either way: a raise for
+    /// nothing costs each connection one locked lookup).
+    fn change<R>(&self, change: impl FnOnce(&mut HashMap<String, Arc<Entry>>) -> R) -> R {
+        let mut map = self.map.write();
+        let result = change(&mut map);
+        self.generation.fetch_add(1, Ordering::Release);
+        result
+    }
+}
+
+/// A connection's last object lookup (see [`Inner::object_hinted`]). Weak: it never keeps an
+/// object alive after its removal.
+pub(crate) struct ObjectHint {
+    id: String,
+    /// The table's generation when the lookup was made.
+    generation: u64,
+    entry: Weak<Entry>,
 }
 
 fn reply_to(

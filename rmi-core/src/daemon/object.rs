@@ -64,7 +64,7 @@ impl DaemonApi for State {
 
     async fn info(&self) -> Result<String, RemoteError> {
         let inner = self.daemon()?;
-        let n = inner.objects.read().len();
+        let n = inner.objects.map.read().len();
         Ok(format!(
             "rmi daemon bound on {}, advertised as {}, {n} objects registered, {} open streams",
             inner.bound,

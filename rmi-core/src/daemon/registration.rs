@@ -284,13 +284,15 @@ impl Daemon {
                 "the object id {DAEMON_OBJECT_ID:?} is reserved for the daemon"
             )));
         }
-        let mut objects = self.inner.objects.write();
-        if !force && objects.contains_key(id) {
-            return Err(Error::Daemon(format!(
-                "an object is already registered under id {id:?}"
-            )));
-        }
-        objects.insert(id.to_owned(), object);
+        self.inner.objects.change(|objects| {
+            if !force && objects.contains_key(id) {
+                return Err(Error::Daemon(format!(
+                    "an object is already registered under id {id:?}"
+                )));
+            }
+            objects.insert(id.to_owned(), object);
+            Ok(())
+        })?;
         Ok(self.uri_for(id))
     }
 
@@ -300,6 +302,9 @@ impl Daemon {
         if id == DAEMON_OBJECT_ID {
             return false;
         }
-        self.inner.objects.write().remove(id).is_some()
+        self.inner
+            .objects
+            .change(|objects| objects.remove(id))
+            .is_some()
     }
 }
