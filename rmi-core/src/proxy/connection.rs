@@ -184,11 +184,10 @@ impl ConnShared {
                 .all(|p| matches!(p.reply, Reply::Abandoned))
     }
 
-    /// Hands `msg` to its call (or ping); the caller is woken, and its slot given back, in
-    /// `settle`'s turn, unless it is `reading` (the caller reading its own reply is already
-    /// running).
-    fn deliver(&self, msg: Message, reading: Option<u16>, settle: &mut Settle) {
-        let mut state = self.state.lock();
+    /// Hands `msg` to its call (or ping), with the state locked (`state`); the caller is
+    /// woken, and its slot given back, in `settle`'s turn, unless it is `reading` (the caller
+    /// reading its own reply is already running).
+    fn deliver(state: &mut ConnState, msg: Message, reading: Option<u16>, settle: &mut Settle) {
         if msg.msg_type == MessageType::Ping {
             if let Some(waiter) = state.pings.pop_front() {
                 let _ = waiter.send(Ok(msg));
@@ -205,7 +204,6 @@ impl ConnShared {
                 let waker = waker.take();
                 p.reply = Reply::Arrived(Ok(msg));
                 settle.freed += usize::from(std::mem::take(&mut p.slot));
-                drop(state);
                 if let Some(waker) = waker.filter(|_| reading != Some(seq)) {
                     settle.woken.push(waker);
                 }
@@ -213,7 +211,6 @@ impl ConnShared {
             // The caller is gone (timed out or dropped): the number is free again.
             Reply::Abandoned => {
                 let gone = state.pending.remove(&seq);
-                drop(state);
                 settle.freed += gone.map_or(0, |p| usize::from(p.slot));
             }
             Reply::Arrived(_) => {
@@ -311,10 +308,15 @@ impl ConnShared {
         cx: &mut Context<'_>,
         reading: Option<u16>,
     ) -> Poll<()> {
+        // The state lock, held while the replies one read brought in are handed over (one
+        // lock for them all); let go before the next read, and before anyone is woken.
+        let mut state = None;
         loop {
             let read = std::task::ready!(side.reader.poll_frame(cx));
             // Authenticated connections: a reply that fails its MAC is never decoded.
             if let (Ok(Some(msg)), Some(verifier)) = (&read, side.verifier.as_mut()) {
+                // Checked unlocked: callers starting calls do not wait for MACs.
+                drop(state.take());
                 if let Err(e) = verifier.verify(msg) {
                     self.close(crate::error::Report(&e).to_string());
                     return Poll::Ready(());
@@ -325,9 +327,11 @@ impl ConnShared {
                     if matches!(msg.msg_type, MessageType::Result | MessageType::Ping) =>
                 {
                     let mine = msg.msg_type == MessageType::Result && Some(msg.seq) == reading;
-                    self.deliver(msg, reading, &mut side.settle);
+                    let locked = state.get_or_insert_with(|| self.state.lock());
+                    Self::deliver(locked, msg, reading, &mut side.settle);
                     side.run += 1;
                     if !side.reader.has_frame() {
+                        drop(state.take());
                         self.burst.store(side.run, Ordering::Relaxed);
                         side.run = 0;
                         self.settle(&mut side.settle);
@@ -337,6 +341,7 @@ impl ConnShared {
                     }
                 }
                 Ok(Some(msg)) => {
+                    drop(state.take());
                     self.close(format!(
                         "protocol error: unexpected {:?} message from the daemon",
                         msg.msg_type
@@ -344,10 +349,12 @@ impl ConnShared {
                     return Poll::Ready(());
                 }
                 Ok(None) => {
+                    drop(state.take());
                     self.close("the daemon closed the connection".into());
                     return Poll::Ready(());
                 }
                 Err(e) => {
+                    drop(state.take());
                     self.close(crate::error::Report(&e).to_string());
                     return Poll::Ready(());
                 }
