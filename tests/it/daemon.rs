@@ -325,3 +325,70 @@ async fn an_open_connection_reaches_a_replacement_and_keeps_no_removed_object_al
     ));
     daemon.shutdown();
 }
+
+/// An object that removes another from its daemon when it is dropped.
+struct Tidy {
+    daemon: Daemon,
+    companion: &'static str,
+}
+
+impl Named for Tidy {
+    async fn name(&self) -> String {
+        "tidy".to_owned()
+    }
+    async fn hold(&self, _ms: u64) {}
+}
+
+impl Drop for Tidy {
+    fn drop(&mut self) {
+        self.daemon.unregister(self.companion);
+    }
+}
+
+/// An object's `Drop` may use its daemon: an object replaced, or refused for a taken id, is
+/// dropped after the object table is unlocked.
+#[test]
+fn an_object_dropped_by_a_registration_may_use_the_daemon_in_its_drop() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let daemon = runtime.block_on(Daemon::bind("127.0.0.1:0")).unwrap();
+    let tidy = |companion| {
+        NamedServer::new(Tidy {
+            daemon: daemon.clone(),
+            companion,
+        })
+    };
+    for id in ["first", "second", "tidy"] {
+        daemon
+            .register_with_id(GreeterServer::new(GreetingMaker), id)
+            .unwrap();
+    }
+    // On a thread of its own: a deadlock fails the test instead of hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    let (first, second) = (tidy("first"), tidy("second"));
+    let registering = daemon.clone();
+    std::thread::spawn(move || {
+        // Replaces the greeter under "tidy"; then is itself replaced by `second`'s object.
+        registering.register_replacing(first, "tidy").unwrap();
+        registering.register_replacing(second, "tidy").unwrap();
+        // Refused: the id is taken; the refused object is dropped.
+        let refused = NamedServer::new(Tidy {
+            daemon: registering.clone(),
+            companion: "second",
+        });
+        assert!(registering.register_with_id(refused, "tidy").is_err());
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a registration deadlocked in an object's Drop");
+    let left = daemon.registered();
+    assert!(
+        !left.iter().any(|id| id == "first" || id == "second"),
+        "the dropped objects' Drop did not run: {left:?}"
+    );
+    assert!(left.iter().any(|id| id == "tidy"));
+    daemon.shutdown();
+}

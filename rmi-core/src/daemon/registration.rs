@@ -129,7 +129,10 @@ impl Registration {
     /// Runs each instance's calls one at a time (what Pyro's thread-per-connection gave
     /// session objects). Calls that arrive on one connection run in the order they arrived,
     /// pipelined and oneway ones included; calls from different connections take turns in the
-    /// order they reach the instance. Calls to other instances still run concurrently.
+    /// order they reach the instance. Calls to other instances still run concurrently. A call
+    /// waits for its turn no longer than its caller's deadline (counted from its arrival):
+    /// past it, the call is answered `DeadlineExceeded` without running, and the calls behind
+    /// it keep their order.
     pub fn one_at_a_time(mut self) -> Self {
         self.one_at_a_time = true;
         self
@@ -284,16 +287,20 @@ impl Daemon {
                 "the object id {DAEMON_OBJECT_ID:?} is reserved for the daemon"
             )));
         }
-        self.inner.objects.change(|objects| {
+        // The object replaced (or refused) is dropped after the table is unlocked: its `Drop`
+        // may use the daemon.
+        let outcome = self.inner.objects.change(|objects| {
             if !force && objects.contains_key(id) {
-                return Err(Error::Daemon(format!(
-                    "an object is already registered under id {id:?}"
-                )));
+                return Err(object);
             }
-            objects.insert(id.to_owned(), object);
-            Ok(())
-        })?;
-        Ok(self.uri_for(id))
+            Ok(objects.insert(id.to_owned(), object))
+        });
+        match outcome {
+            Ok(_replaced) => Ok(self.uri_for(id)),
+            Err(_refused) => Err(Error::Daemon(format!(
+                "an object is already registered under id {id:?}"
+            ))),
+        }
     }
 
     /// Removes object `id`; returns whether it was registered. Open connections to it get
