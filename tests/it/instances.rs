@@ -433,3 +433,78 @@ async fn one_at_a_time_never_starts_a_call_whose_deadline_passed_in_the_queue() 
     );
     daemon.shutdown();
 }
+
+/// A call queued for a one-at-a-time object's turn waits no longer than its caller: at its
+/// deadline it gives up its turn and its in-flight slot, so the connection is read again while
+/// the object is still busy. Raw frames, so that one connection carries calls to two objects.
+#[tokio::test]
+async fn a_call_whose_deadline_passes_in_the_queue_gives_its_slot_back() {
+    use crate::support::{connect_handshake, dial, invoke_frame, LabObject, LabServer};
+    use rmi::protocol::frame::{Header, Message, HEADER_SIZE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::builder()
+        .max_in_flight(3)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let busy = daemon
+        .register_entry(
+            Registration::instance(LabServer::new(LabObject::default())).one_at_a_time(),
+        )
+        .unwrap();
+    let other = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let (busy_id, other_id) = (busy.object().unwrap(), other.object().unwrap());
+    let mut s = dial(&busy).await;
+    connect_handshake(&mut s, busy_id).await;
+    // 1: holds the object's turn for 20 s. 2, 3: queued behind it, each with a 100 ms
+    // deadline; with 1 they take all three slots. 4: to another object, read only once a slot
+    // is free.
+    let mut frames = invoke_frame(busy_id, "sleep", &(20_000u64,), 1, 0);
+    for seq in [2, 3] {
+        let payload = rmi::protocol::codec::encode_invoke(
+            rmi::Serializer::Bincode,
+            busy_id,
+            "sleep",
+            &(0u64,),
+        )
+        .unwrap();
+        let mut hurried = Message::new(
+            rmi::protocol::frame::MessageType::Invoke,
+            rmi::Serializer::BINCODE_ID,
+            0,
+            seq,
+            payload,
+        );
+        hurried.annotations.push((
+            *b"DDLN",
+            bytes::Bytes::copy_from_slice(&100u64.to_be_bytes()),
+        ));
+        frames.extend_from_slice(&hurried.to_bytes());
+    }
+    frames.extend(invoke_frame(other_id, "sleep", &(0u64,), 4, 0));
+    s.write_all(&frames).await.unwrap();
+    let mut answered = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while answered.len() < 3 {
+            let mut head = [0u8; HEADER_SIZE];
+            s.read_exact(&mut head).await.unwrap();
+            let header = Header::parse(&head, usize::MAX).expect("a header");
+            let mut rest = vec![0u8; header.total_len() - head.len()];
+            s.read_exact(&mut rest).await.unwrap();
+            answered.push(header.seq);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("calls queued past their deadline kept their slots: answered only {answered:?} while the object was busy")
+    });
+    answered.sort_unstable();
+    assert_eq!(answered, [2, 3, 4], "answered before the 20 s call");
+    daemon.shutdown();
+}

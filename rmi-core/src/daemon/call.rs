@@ -244,9 +244,22 @@ impl Call {
     ) -> Result<Outcome, RemoteError> {
         // A call to the connection's one-at-a-time object waits for the calls that arrived
         // before it and holds its turn while it runs; any other call gives its turn up now.
+        // It waits no longer than its caller does: at its deadline it gives up its turn (the
+        // calls behind it keep their order) and, with its reply, its in-flight slot.
         let _turn = match turn {
             Some(turn) if ctx.object() == &*self.conn.connected => {
-                turn.wait().await;
+                match ctx.deadline() {
+                    // Boxed: a timer would otherwise enlarge every call's future.
+                    Some(deadline) => {
+                        if Box::pin(tokio::time::timeout_at(deadline, turn.wait()))
+                            .await
+                            .is_err()
+                        {
+                            return Err(deadline_exceeded(ctx.object(), ctx.method()));
+                        }
+                    }
+                    None => turn.wait().await,
+                }
                 Some(turn)
             }
             _ => None,
