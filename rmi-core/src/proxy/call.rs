@@ -1,5 +1,7 @@
 //! The call API: `call*` entry points, the retry policy, and building the INVOKE message.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -282,10 +284,9 @@ impl Proxy {
             .timeout
             .filter(|_| flags & frame::FLAGS_ONEWAY == 0)
         {
-            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
             msg.annotations.push((
                 DEADLINE_ANNOTATION,
-                Bytes::copy_from_slice(&ms.to_be_bytes()),
+                Bytes::copy_from_slice(&deadline_millis(t).to_be_bytes()),
             ));
         }
         // The limit counts the whole message: annotations (the caller's, the deadline, the MAC
@@ -460,4 +461,26 @@ fn decode_result<R: DeserializeOwned>(
         return Err(Error::from_remote(err));
     }
     ser.decode(&reply.payload, limits)
+}
+
+/// A timeout as the deadline annotation's whole milliseconds, rounded up: a timeout under a
+/// millisecond is not sent as a deadline that has passed on arrival.
+fn deadline_millis(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_is_sent_in_milliseconds_rounded_up() {
+        assert_eq!(deadline_millis(Duration::ZERO), 0);
+        assert_eq!(deadline_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(deadline_millis(Duration::from_micros(500)), 1);
+        assert_eq!(deadline_millis(Duration::from_millis(1)), 1);
+        assert_eq!(deadline_millis(Duration::from_micros(1_001)), 2);
+        assert_eq!(deadline_millis(Duration::from_secs(3)), 3_000);
+        assert_eq!(deadline_millis(Duration::MAX), u64::MAX);
+    }
 }
