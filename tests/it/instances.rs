@@ -439,8 +439,10 @@ async fn one_at_a_time_never_starts_a_call_whose_deadline_passed_in_the_queue() 
 /// the object is still busy. Raw frames, so that one connection carries calls to two objects.
 #[tokio::test]
 async fn a_call_whose_deadline_passes_in_the_queue_gives_its_slot_back() {
-    use crate::support::{connect_handshake, dial, invoke_frame, LabObject, LabServer};
-    use rmi::protocol::frame::{Header, Message, HEADER_SIZE};
+    use crate::support::{
+        connect_handshake, dial, invoke_frame, invoke_message, LabObject, LabServer,
+    };
+    use rmi::protocol::frame::{Header, HEADER_SIZE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let daemon = Daemon::builder()
         .max_in_flight(3)
@@ -467,20 +469,7 @@ async fn a_call_whose_deadline_passes_in_the_queue_gives_its_slot_back() {
     // is free.
     let mut frames = invoke_frame(busy_id, "sleep", &(20_000u64,), 1, 0);
     for seq in [2, 3] {
-        let payload = rmi::protocol::codec::encode_invoke(
-            rmi::Serializer::Bincode,
-            busy_id,
-            "sleep",
-            &(0u64,),
-        )
-        .unwrap();
-        let mut hurried = Message::new(
-            rmi::protocol::frame::MessageType::Invoke,
-            rmi::Serializer::BINCODE_ID,
-            0,
-            seq,
-            payload,
-        );
+        let mut hurried = invoke_message(busy_id, "sleep", &(0u64,), seq, 0);
         hurried.annotations.push((
             *b"DDLN",
             bytes::Bytes::copy_from_slice(&100u64.to_be_bytes()),

@@ -493,6 +493,19 @@ pub(crate) fn invoke_frame(
     seq: u16,
     flags: u16,
 ) -> Vec<u8> {
+    invoke_message(object, method, args, seq, flags)
+        .to_bytes()
+        .to_vec()
+}
+
+/// The INVOKE message (bincode) of [`invoke_frame`], for a test to annotate before sending.
+pub(crate) fn invoke_message(
+    object: &str,
+    method: &str,
+    args: &impl serde::Serialize,
+    seq: u16,
+    flags: u16,
+) -> rmi::protocol::frame::Message {
     use rmi::protocol::frame::{Message, MessageType};
     let payload =
         rmi::protocol::codec::encode_invoke(rmi::Serializer::Bincode, object, method, args)
@@ -504,8 +517,6 @@ pub(crate) fn invoke_frame(
         seq,
         payload,
     )
-    .to_bytes()
-    .to_vec()
 }
 
 /// A TCP relay on loopback: counts the connections it accepts, can be pointed at another port,
