@@ -615,44 +615,48 @@ pub async fn tls_connect(
 
 /// Dials `location` within `timeout`.
 pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxIo, Error> {
-    let fut = async {
-        match location {
-            Location::Tcp { host, port } => {
-                let stream = if host.eq_ignore_ascii_case("localhost") {
-                    // Whatever the resolver says, localhost is both loopbacks: IPv4 first, then IPv6.
-                    let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, *port));
-                    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, *port));
-                    match tokio::net::TcpStream::connect(v4).await {
-                        Ok(s) => Ok(s),
-                        Err(_) => tokio::net::TcpStream::connect(v6).await,
-                    }
-                } else {
-                    tokio::net::TcpStream::connect((host.as_str(), *port)).await
-                }
-                .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
-                let _ = stream.set_nodelay(true);
-                Ok(Box::new(stream) as BoxIo)
-            }
-            #[cfg(unix)]
-            Location::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
-                Ok(Box::new(stream) as BoxIo)
-            }
-            #[cfg(not(unix))]
-            Location::Unix(_) => Err(Error::io(
-                format!("connecting to {location}"),
-                std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "unix sockets are not available here",
-                ),
-            )),
-        }
-    };
-    tokio::time::timeout(timeout, fut)
+    tokio::time::timeout(timeout, dial_unbounded(location))
         .await
         .map_err(|_| Error::Timeout(timeout))?
+}
+
+/// Dials `location` with no time limit of its own, for a caller that bounds a larger whole
+/// (the proxy's dial and handshake, under one connect deadline). A second timer would cost a
+/// connect a timer registration and, often, a wake-up of the runtime's driver (a system call).
+pub(crate) async fn dial_unbounded(location: &Location) -> Result<BoxIo, Error> {
+    match location {
+        Location::Tcp { host, port } => {
+            let stream = if host.eq_ignore_ascii_case("localhost") {
+                // Whatever the resolver says, localhost is both loopbacks: IPv4 first, then IPv6.
+                let v4 = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, *port));
+                let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, *port));
+                match tokio::net::TcpStream::connect(v4).await {
+                    Ok(s) => Ok(s),
+                    Err(_) => tokio::net::TcpStream::connect(v6).await,
+                }
+            } else {
+                tokio::net::TcpStream::connect((host.as_str(), *port)).await
+            }
+            .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream) as BoxIo)
+        }
+        #[cfg(unix)]
+        Location::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path)
+                .await
+                .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
+            Ok(Box::new(stream) as BoxIo)
+        }
+        #[cfg(not(unix))]
+        Location::Unix(_) => Err(Error::io(
+            format!("connecting to {location}"),
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "unix sockets are not available here",
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,61 @@ async fn connect_timeout_and_requests_that_provably_did_not_run() {
     daemon.shutdown();
 }
 
+#[tokio::test]
+async fn a_tcp_connect_that_never_completes_fails_at_the_connect_timeout() {
+    // A listener whose accept queue is full and never drained: Linux drops further SYNs, so a
+    // connect to it hangs in the kernel (SYN retransmits for minutes), before any handshake.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    let full = loop {
+        let probe = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await;
+        match probe {
+            Ok(Ok(stream)) => fillers.push(stream),
+            Ok(Err(e)) => panic!("connecting to the filled listener: {e}"),
+            Err(_) => break true,
+        }
+        if fillers.len() > 16 {
+            break false;
+        }
+    };
+    assert!(
+        full,
+        "the accept queue never filled: this kernel does not drop SYNs"
+    );
+
+    let uri = rmi::Uri::tcp("obj", "127.0.0.1", addr.port());
+    let started = std::time::Instant::now();
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .connect_timeout(Duration::from_millis(300))
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    // Never sent, for want of a connection within the connect timeout.
+    assert!(
+        matches!(&err, Error::NotSent(inner)
+            if matches!(**inner, Error::Timeout(t) if t == Duration::from_millis(300))),
+        "{err:?}"
+    );
+    assert!(err.is_not_executed(), "{err:?}");
+    // Bounded by the connect timeout, not by the kernel's SYN retries (the first alone is 1 s
+    // later; a loose bound, as the machine may be slow).
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(listener);
+}
+
 #[rmi::remote]
 pub(crate) trait Slow {
     /// Sleeps `ms`, then marks itself finished.

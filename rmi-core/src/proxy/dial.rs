@@ -262,7 +262,8 @@ impl Proxy {
                 };
                 let stream = match early_stream {
                     Some(stream) => stream,
-                    None => transport::dial(location, config.connect_timeout).await?,
+                    // Within `deadline` (below), which bounds the dial and the handshake.
+                    None => transport::dial_unbounded(location).await?,
                 };
                 #[cfg(feature = "tls")]
                 let stream = match &config.tls {
