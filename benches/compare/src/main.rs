@@ -97,8 +97,9 @@ struct Config {
     gate: Option<f64>,
     /// The CPU both threads are pinned to for the pinned latency figure.
     pin_cpu: usize,
-    /// `--profile SERIES CONNSxDEPTH`: run only that throughput workload, for `reps` timed runs.
-    profile: Option<(Series, usize, usize)>,
+    /// `--profile SERIES CONNSxDEPTH` or `--profile SERIES connect`: run only that workload,
+    /// for `reps` timed runs.
+    profile: Option<(Series, Workload)>,
     /// For every other figure: the client thread's CPU and the server thread's (two different
     /// ones), or `None` to leave both to the scheduler (`--unpinned`).
     apart: Option<(usize, usize)>,
@@ -117,7 +118,11 @@ const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SEC
   --profile SERIES CONNSxDEPTH
                run only one throughput workload (say `rmi 8x8`), --reps timed runs of --time
                each, and print each run's calls/s and the CPU per call of the client thread and
-               of the server thread, user and system apart (for perf or callgrind)";
+               of the server thread, user and system apart (for perf or callgrind)
+  --profile SERIES connect
+               the same for fresh connections and their first calls (raw too): --reps runs of
+               the connect figure's count each, with the median time per connect and the CPU
+               per connect of each thread (for strace -c and perf stat)";
 
 impl Config {
     fn from_args() -> Config {
@@ -186,7 +191,7 @@ impl Config {
                     let series = value("--profile");
                     let shape = value("--profile");
                     cfg.profile = Some(parse_profile(&series, &shape).unwrap_or_else(|| {
-                        eprintln!("--profile SERIES CONNSxDEPTH, e.g. `rmi 8x8`\n{USAGE}");
+                        eprintln!("--profile SERIES CONNSxDEPTH|connect, e.g. `rmi 8x8`\n{USAGE}");
                         std::process::exit(2)
                     }));
                 }
@@ -205,13 +210,33 @@ impl Config {
     }
 }
 
-/// `rmi` `8x8` → (Series::Rmi, 8, 8); raw has no client to profile this way.
-fn parse_profile(series: &str, shape: &str) -> Option<(Series, usize, usize)> {
-    let s = [Series::RawMux, Series::Tarpc, Series::Tonic, Series::Rmi]
-        .into_iter()
-        .find(|s| s.label() == series)?;
+/// What `--profile` runs.
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    /// This many connections with this many calls in flight on each.
+    Throughput(usize, usize),
+    /// Fresh connections, each with its first call.
+    Connect,
+}
+
+/// `rmi` `8x8` → (Series::Rmi, 8 × 8); `tarpc` `connect` → connects. Raw has no multiplexing
+/// client, so only its connects can be profiled.
+fn parse_profile(series: &str, shape: &str) -> Option<(Series, Workload)> {
+    let s = [
+        Series::Raw,
+        Series::RawMux,
+        Series::Tarpc,
+        Series::Tonic,
+        Series::Rmi,
+    ]
+    .into_iter()
+    .find(|s| s.label() == series)?;
+    if shape == "connect" {
+        return Some((s, Workload::Connect));
+    }
     let (c, d) = shape.split_once('x')?;
-    Some((s, c.parse().ok()?, d.parse().ok()?))
+    (s != Series::Raw).then_some(())?;
+    Some((s, Workload::Throughput(c.parse().ok()?, d.parse().ok()?)))
 }
 
 /// Where every server listens (all on the server runtime).
@@ -583,14 +608,14 @@ async fn start_servers(server: &tokio::runtime::Handle) -> Addrs {
     }
 }
 
-/// `--profile`: one throughput workload, `reps` times, with each thread's CPU apart.
-async fn profile(
-    cfg: &Config,
-    server: &tokio::runtime::Handle,
-    (s, conns, depth): (Series, usize, usize),
-) {
+/// `--profile`: one workload, `reps` times, with each thread's CPU apart.
+async fn profile(cfg: &Config, server: &tokio::runtime::Handle, (s, w): (Series, Workload)) {
     let a = start_servers(server).await;
     let (_, cpus) = place(server, cfg).await;
+    let (conns, depth) = match w {
+        Workload::Throughput(conns, depth) => (conns, depth),
+        Workload::Connect => return profile_connects(cfg, server, s, &a, &cpus).await,
+    };
     println!(
         "# --profile {} {conns}x{depth}: threads on CPUs: {cpus}",
         s.label()
@@ -622,6 +647,50 @@ async fn profile(
     }
     // For instruction counts: two runs with different --reps, (Ir₂ − Ir₁) / (calls₂ − calls₁).
     println!("calls in all, with the warm-up: {total}");
+}
+
+/// `--profile SERIES connect`: `reps` runs of the connect figure's count of fresh connections,
+/// each with its first call and the 1 ms after it in which both ends close it. Linux splits a
+/// thread's CPU time into user and system by clock-tick samples, so over 100 connects the split
+/// is rough; the sum is exact.
+async fn profile_connects(
+    cfg: &Config,
+    server: &tokio::runtime::Handle,
+    s: Series,
+    a: &Addrs,
+    cpus: &str,
+) {
+    println!("# --profile {} connect: threads on CPUs: {cpus}", s.label());
+    let server_cpu = || server.spawn(async { sys::thread_cpu_time() });
+    for _ in 0..cfg.connect_warmup {
+        connect_once(s, a).await;
+    }
+    let n = cfg.connect_calls;
+    for _ in 0..cfg.reps {
+        let (cu0, cs0) = sys::thread_cpu_time();
+        let (su0, ss0) = server_cpu().await.expect("server cpu");
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            times.push(connect_once(s, a).await.as_nanos() as f64 / 1e3);
+        }
+        let (cu1, cs1) = sys::thread_cpu_time();
+        let (su1, ss1) = server_cpu().await.expect("server cpu");
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "{n} connects, median {:.1} µs; CPU µs per connect: client {:.1} (user {:.1} sys {:.1}), server {:.1} (user {:.1} sys {:.1})",
+            median(&mut times),
+            per(cu1 - cu0 + cs1 - cs0),
+            per(cu1 - cu0),
+            per(cs1 - cs0),
+            per(su1 - su0 + ss1 - ss0),
+            per(su1 - su0),
+            per(ss1 - ss0),
+        );
+    }
+    println!(
+        "connects in all, with the warm-up: {}",
+        cfg.connect_warmup + cfg.reps * n
+    );
 }
 
 async fn run(cfg: Config, server: tokio::runtime::Handle) {
