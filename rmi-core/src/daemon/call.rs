@@ -183,8 +183,12 @@ impl Call {
         let inner = &self.conn.daemon.inner;
         // The names are copied into the call's context (made in a finished call's allocation
         // when there is one); the call borrows them back from it.
-        let decoded =
-            codec::decode_invoke_with(self.ser, payload, &inner.config.limits, |object, method| {
+        let decoded = codec::decode_invoke_with(
+            self.ser,
+            payload,
+            &inner.config.limits,
+            &self.conn.connected,
+            |object, method| {
                 CallContext::new(
                     context.take(),
                     &self.conn,
@@ -194,7 +198,8 @@ impl Call {
                     self.req.annotations.clone(),
                     oneway,
                 )
-            });
+            },
+        );
         let (ctx, args) = match decoded {
             Ok((ctx, args)) => (ctx, args.in_protocol(self.protocol)),
             Err(e) => return (Err(malformed(e)), Vec::new()),

@@ -97,7 +97,7 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
 /// them. The arguments are the payload itself, advanced past the names (no reference count
 /// taken for them).
 pub(super) fn decode_route(mut payload: Bytes) -> Result<(ByteString, ByteString, Bytes), Error> {
-    let (object, method, at) = route(&payload)?;
+    let (object, method, at) = route(&payload, "")?;
     let slice = |name: &str| {
         ByteString::try_from(payload.slice_ref(name.as_bytes())).expect("`route` checked it")
     };
@@ -108,9 +108,16 @@ pub(super) fn decode_route(mut payload: Bytes) -> Result<(ByteString, ByteString
 
 /// The object id and method name of an INVOKE payload, and where the arguments after them
 /// start.
-pub(super) fn route(payload: &[u8]) -> Result<(&str, &str, usize), Error> {
+///
+/// An object id whose bytes are those of `known` (the object the connection was opened for,
+/// which nearly every call names) is answered with `known` itself: equal bytes are valid
+/// UTF-8, so its check is skipped (about 1 % of a call's instructions).
+pub(super) fn route<'a>(
+    payload: &'a [u8],
+    known: &'a str,
+) -> Result<(&'a str, &'a str, usize), Error> {
     let mut at = 0usize;
-    let mut name = |what: &str| -> Result<&str, Error> {
+    let mut name = |what: &str, known: &'a str| -> Result<&'a str, Error> {
         let rest = &payload[at..];
         let truncated = || Error::Codec(format!("the INVOKE payload ends inside the {what}"));
         let len = leading_seq_len(rest).ok_or_else(truncated)?;
@@ -125,13 +132,15 @@ pub(super) fn route(payload: &[u8]) -> Result<(&str, &str, usize), Error> {
             .and_then(|len| (at + head).checked_add(len))
             .filter(|&end| end <= payload.len())
             .ok_or_else(truncated)?;
-        let text = std::str::from_utf8(&payload[at + head..end])
-            .map_err(|_| Error::Codec(format!("the {what} is not UTF-8")))?;
+        let bytes = &payload[at + head..end];
         at = end;
-        Ok(text)
+        if !known.is_empty() && bytes == known.as_bytes() {
+            return Ok(known);
+        }
+        std::str::from_utf8(bytes).map_err(|_| Error::Codec(format!("the {what} is not UTF-8")))
     };
-    let object = name("object id")?;
-    let method = name("method name")?;
+    let object = name("object id", known)?;
+    let method = name("method name", "")?;
     Ok((object, method, at))
 }
 
@@ -266,6 +275,32 @@ mod tests {
             assert!(inside.contains(&m.as_bytes().as_ptr()), "{len}");
             assert!(inside.contains(&args.as_ptr()), "{len}");
         }
+    }
+
+    #[test]
+    fn a_known_object_id_is_answered_with_the_known_str_and_any_other_is_checked() {
+        let payload = encode(&("obj_1", "méthode", 7u8)).unwrap();
+        let known = String::from("obj_1");
+        let (o, m, at) = route(&payload, &known).unwrap();
+        assert!(std::ptr::eq(o, known.as_str()), "the known id itself");
+        assert_eq!((o, m, &payload[at..]), ("obj_1", "méthode", &[7u8][..]));
+        // Another id (a prefix of the known one, or not UTF-8) is read from the payload.
+        let (o, ..) = route(&payload, "obj_10").unwrap();
+        assert!(payload.as_ptr_range().contains(&o.as_ptr()));
+        assert_eq!(o, "obj_1");
+        let mut bad = payload.clone();
+        bad[1] = 0xff;
+        let err = route(&bad, "obj_1").unwrap_err();
+        assert!(err.to_string().contains("object id is not UTF-8"), "{err}");
+        // A method name is never taken for the known object id.
+        let same = encode(&("x", "x")).unwrap();
+        let known = String::from("x");
+        let (o, m, _) = route(&same, &known).unwrap();
+        assert!(std::ptr::eq(o, known.as_str()));
+        assert!(
+            same.as_ptr_range().contains(&m.as_ptr()),
+            "from the payload"
+        );
     }
 
     #[test]

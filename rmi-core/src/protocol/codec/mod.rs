@@ -684,18 +684,20 @@ impl Serialize for PyroCall {
 
 /// [`decode_invoke`] for the daemon: the names are handed to `route` borrowed, for it to
 /// copy where it keeps them, instead of sliced out of the payload (two reference counts taken
-/// and dropped per call); returns what `route` made and the arguments.
+/// and dropped per call); returns what `route` made and the arguments. `known` is the object
+/// id the connection was opened for (or empty): named again, it is not checked again.
 pub(crate) fn decode_invoke_with<R>(
     ser: Serializer,
     mut payload: Bytes,
     limits: &DecodeLimits,
+    known: &str,
     route: impl FnOnce(&str, &str) -> R,
 ) -> Result<(R, Args), Error> {
     if ser != Serializer::Bincode {
         let invoke = decode_invoke(ser, payload, limits)?;
         return Ok((route(&invoke.object, &invoke.method), invoke.args));
     }
-    let (object, method, at) = bincode::route(&payload)?;
+    let (object, method, at) = bincode::route(&payload, known)?;
     let routed = route(object, method);
     bytes::Buf::advance(&mut payload, at);
     let args = Args {
