@@ -121,8 +121,9 @@ const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SEC
                of the server thread, user and system apart (for perf or callgrind)
   --profile SERIES connect
                the same for fresh connections and their first calls (raw too): --reps runs of
-               the connect figure's count each, with the median time per connect and the CPU
-               per connect of each thread (for strace -c and perf stat)";
+               the connect figure's count each, with the median time per connect, the
+               allocations per connect (both ends, counted) and the CPU per connect of each
+               thread (for strace -c and perf stat)";
 
 impl Config {
     fn from_args() -> Config {
@@ -670,15 +671,21 @@ async fn profile_connects(
         let (cu0, cs0) = sys::thread_cpu_time();
         let (su0, ss0) = server_cpu().await.expect("server cpu");
         let mut times = Vec::with_capacity(n);
+        let (n0, b0) = alloc::totals();
+        alloc::enable();
         for _ in 0..n {
             times.push(connect_once(s, a).await.as_nanos() as f64 / 1e3);
         }
+        alloc::disable();
+        let (n1, b1) = alloc::totals();
         let (cu1, cs1) = sys::thread_cpu_time();
         let (su1, ss1) = server_cpu().await.expect("server cpu");
         let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
         println!(
-            "{n} connects, median {:.1} µs; CPU µs per connect: client {:.1} (user {:.1} sys {:.1}), server {:.1} (user {:.1} sys {:.1})",
+            "{n} connects, median {:.1} µs; per connect, both ends: {:.1} allocations, {:.0} bytes; CPU µs per connect: client {:.1} (user {:.1} sys {:.1}), server {:.1} (user {:.1} sys {:.1})",
             median(&mut times),
+            (n1 - n0) as f64 / n as f64,
+            (b1 - b0) as f64 / n as f64,
             per(cu1 - cu0 + cs1 - cs0),
             per(cu1 - cu0),
             per(cs1 - cs0),
