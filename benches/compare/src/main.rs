@@ -235,8 +235,10 @@ fn parse_profile(series: &str, shape: &str) -> Option<(Series, Workload)> {
     if shape == "connect" {
         return Some((s, Workload::Connect));
     }
+    if s == Series::Raw {
+        return None;
+    }
     let (c, d) = shape.split_once('x')?;
-    (s != Series::Raw).then_some(())?;
     Some((s, Workload::Throughput(c.parse().ok()?, d.parse().ok()?)))
 }
 
