@@ -6,11 +6,12 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 use crate::error::Error;
-use crate::protocol::frame::{self, Message, Protocol};
+use crate::protocol::codec::Serializer;
+use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::uri::Location;
 
 pub mod outbox;
@@ -34,6 +35,9 @@ const KEEP_READ_BUFFER: usize = 1024 * 1024;
 /// Messages up to this size are copied out of the read buffer by a reader that
 /// [`hands messages off`](FrameReader::hand_messages_off).
 const COPY_OUT: usize = 4 * 1024;
+/// Smallest announced byte string a reader that [splits](FrameReader::split_bulk) reads into a
+/// buffer of its own (the size from which a sender leaves one out of its payload).
+const BULK_MIN: usize = 64 * 1024;
 
 /// Reads whole messages from the read half of a stream.
 pub struct FrameReader<R> {
@@ -53,6 +57,29 @@ pub struct FrameReader<R> {
     /// The header of the message at the front of the buffer, once parsed: it is looked at
     /// several times per message (is one at hand? is it whole? how much is missing?).
     front: std::cell::Cell<Option<frame::Header>>,
+    /// The type of message whose announced byte string is read into a buffer of its own
+    /// (see [`FrameReader::split_bulk`]).
+    split: Option<MessageType>,
+    /// The front message's announced byte string.
+    bulk: Bulk,
+}
+
+/// What a reader knows of the large byte string the front message announces.
+#[derive(Debug, Default)]
+enum Bulk {
+    /// Not looked for yet: the message's annotations are not all in (or there is no message).
+    #[default]
+    Unknown,
+    /// None, or none to split off: the message is read whole into the read buffer.
+    Whole,
+    /// Announced, and read into `buf` as it arrives: `len` bytes at `offset` in the payload,
+    /// at `start` in the frame.
+    Reading {
+        start: usize,
+        offset: usize,
+        len: usize,
+        buf: Vec<u8>,
+    },
 }
 
 impl<R> std::fmt::Debug for FrameReader<R> {
@@ -78,7 +105,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             partial_since: None,
             hand_off: false,
             front: std::cell::Cell::new(None),
+            split: None,
+            bulk: Bulk::Unknown,
         }
+    }
+
+    /// Reads the large byte string a bincode message of type `msg_type` announces (an rmi
+    /// peer's `BULK` annotation, see [`BULK_ANNOTATION`](crate::protocol::names::BULK_ANNOTATION))
+    /// into a buffer of its own, which the message carries as the first piece of its
+    /// [`payload_tail`](Message::payload_tail): a `Vec<u8>` argument (on a daemon, `Invoke`) or
+    /// result (on a proxy, `Result`) can then be handed over without being copied. The bytes
+    /// and every limit are the same either way: the buffer grows as they arrive, by the same
+    /// rule as the read buffer, and the frame timeout and `max_message_size` count them.
+    pub fn split_bulk(&mut self, msg_type: MessageType) {
+        self.split = Some(msg_type);
     }
 
     /// Tells the reader that its messages are handed to other tasks and usually outlive the
@@ -94,6 +134,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// connection closed with bytes unread ends with a reset, which can destroy what was
     /// written just before it on its way (a refusal); drained, it ends with a FIN.
     pub async fn discard_until_end(&mut self) {
+        self.bulk = Bulk::Unknown;
         loop {
             self.buf.clear();
             self.buf.reserve(MIN_READ);
@@ -145,7 +186,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The header at the front of the buffer, when its whole message is in.
     fn check(&self) -> Result<frame::Header, frame::Error> {
         let header = self.header()?;
-        if self.buf.len() < header.total_len() {
+        let in_buf = match &self.bulk {
+            Bulk::Reading { len, buf, .. } if buf.len() < *len => {
+                return Err(frame::Error::Incomplete)
+            }
+            Bulk::Reading { len, .. } => header.total_len() - len,
+            Bulk::Unknown | Bulk::Whole => header.total_len(),
+        };
+        if self.buf.len() < in_buf {
             return Err(frame::Error::Incomplete);
         }
         Ok(header)
@@ -154,7 +202,85 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// How many more bytes the message at the front needs, when its header is complete.
     fn missing(&self) -> Option<usize> {
         let header = self.header().ok()?;
-        Some(header.total_len() - self.buf.len())
+        let split_off = match &self.bulk {
+            Bulk::Reading { buf, .. } => buf.len(),
+            Bulk::Unknown | Bulk::Whole => 0,
+        };
+        Some(header.total_len() - self.buf.len() - split_off)
+    }
+
+    /// Looks, once the front message's annotations are in, for a byte string to read into a
+    /// buffer of its own (see [`split_bulk`](Self::split_bulk)); true when it found one, whose
+    /// bytes already read were moved there (which may have completed the message).
+    fn plan_bulk(&mut self) -> bool {
+        let (Some(split), Bulk::Unknown) = (self.split, &self.bulk) else {
+            return false;
+        };
+        let Ok(header) = self.header() else {
+            return false;
+        };
+        let data_len = header.data_len as usize;
+        if header.msg_type != split
+            || header.serializer != Serializer::BINCODE_ID
+            || data_len < BULK_MIN
+        {
+            self.bulk = Bulk::Whole;
+            return false;
+        }
+        let at = header.protocol.header_size();
+        let Some(annotations) = self.buf.get(at..at + header.ann_len as usize) else {
+            return false;
+        };
+        let Some((offset, len)) = frame::bulk_in(&header, annotations, BULK_MIN) else {
+            self.bulk = Bulk::Whole;
+            return false;
+        };
+        let start = at + header.ann_len as usize + offset;
+        // Room as the read buffer would get it (at most four times what has arrived).
+        let received = self.buf.len();
+        let mut buf = Vec::with_capacity(len.min(READ_CHUNK.max(received.saturating_mul(3))));
+        if received > start {
+            // The string's first bytes came in with the annotations: moved over.
+            let rest = self.buf.split_off(start);
+            let moved = rest.len().min(len);
+            buf.extend_from_slice(&rest[..moved]);
+            self.buf.extend_from_slice(&rest[moved..]);
+        }
+        self.bulk = Bulk::Reading {
+            start,
+            offset,
+            len,
+            buf,
+        };
+        true
+    }
+
+    /// Reads what arrived into the buffer the front message's next bytes belong in: the read
+    /// buffer, or the announced byte string's own (reading no further than it, so the bytes
+    /// after it are not read into it).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let rd = std::pin::Pin::new(&mut self.rd);
+        match &mut self.bulk {
+            Bulk::Reading { start, .. } if self.buf.len() < *start => {
+                let want = *start - self.buf.len();
+                self.buf.reserve(want);
+                tokio_util::io::poll_read_buf(rd, cx, &mut (&mut self.buf).limit(want))
+            }
+            Bulk::Reading { len, buf, .. } if buf.len() < *len => {
+                let want = *len - buf.len();
+                if buf.len() == buf.capacity() {
+                    // The read buffer's rule: up to three times what has arrived.
+                    let received = self.buf.len() + buf.len();
+                    buf.reserve_exact(want.min(READ_CHUNK.max(received.saturating_mul(3))));
+                }
+                tokio_util::io::poll_read_buf(rd, cx, &mut buf.limit(want))
+            }
+            Bulk::Reading { .. } | Bulk::Unknown | Bulk::Whole => {
+                self.reserve();
+                let rd = std::pin::Pin::new(&mut self.rd);
+                tokio_util::io::poll_read_buf(rd, cx, &mut self.buf)
+            }
+        }
     }
 
     /// Fails a message that has not fully arrived `timeout` after its first byte (a peer
@@ -197,9 +323,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(frame::Error::Incomplete) => {}
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
+            if self.plan_bulk() {
+                continue;
+            }
             let buffered = self.buf.len();
-            self.reserve();
-            let read = self.rd.read_buf(&mut self.buf);
             // The frame clock runs from the first wait for the rest of a message whose first
             // bytes are in (a deadline too far to represent is none).
             let frame_deadline = match (self.frame_timeout, buffered) {
@@ -216,6 +343,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }),
                 _ => None,
             };
+            let read = std::future::poll_fn(|cx| self.poll_fill(cx));
             let n = match (frame_deadline, buffered, idle_deadline) {
                 (Some((at, limit)), 1.., _) => {
                     tokio::time::timeout_at(at, read).await.map_err(|_| {
@@ -250,13 +378,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 Err(frame::Error::Incomplete) => {}
                 Err(e) => return Poll::Ready(Err(Error::Protocol(e.to_string()))),
             }
-            self.reserve();
-            let n = std::task::ready!(tokio_util::io::poll_read_buf(
-                std::pin::Pin::new(&mut self.rd),
-                cx,
-                &mut self.buf
-            ))
-            .map_err(|e| Error::io("reading from the connection", e))?;
+            if self.plan_bulk() {
+                continue;
+            }
+            let n = std::task::ready!(self.poll_fill(cx))
+                .map_err(|e| Error::io("reading from the connection", e))?;
             if n == 0 {
                 return Poll::Ready(self.ended());
             }
@@ -267,6 +393,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     fn take(&mut self, header: frame::Header) -> Result<Message, Error> {
         self.protocol = Some(header.protocol);
         self.front.set(None);
+        if let Bulk::Reading {
+            offset, len, buf, ..
+        } = std::mem::take(&mut self.bulk)
+        {
+            let around = self.buf.split_to(header.total_len() - len).freeze();
+            return Message::from_split_frame(around, &header, offset, Bytes::from(buf))
+                .map_err(|e| Error::Protocol(e.to_string()));
+        }
+        self.bulk = Bulk::Unknown;
         let len = header.total_len();
         let msg = if self.hand_off && len == self.buf.len() && len <= COPY_OUT {
             let whole = Bytes::copy_from_slice(&self.buf);
@@ -662,7 +797,7 @@ pub(crate) async fn dial_unbounded(location: &Location) -> Result<BoxIo, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::frame::MessageType;
+    use crate::protocol::frame::HEADER_SIZE;
 
     fn message(seq: u16, len: usize) -> Message {
         let mut msg = Message::new(MessageType::Result, 0, 0, seq, vec![seq as u8; len]);
@@ -770,5 +905,143 @@ mod tests {
         peer.write_all(d).await.unwrap();
         assert!(intact(&reader.read_frame().await.unwrap().unwrap(), 2, 500));
         assert!(!reader.has_frame());
+    }
+
+    /// A bincode INVOKE announcing its `big` bytes between `head` and `after` (as a proxy
+    /// sends a large `Vec<u8>` argument), and its encoding.
+    fn announced(seq: u16, head: usize, big: usize, after: usize) -> (Message, Bytes) {
+        let fill = |n: usize, k: u8| {
+            (0..n)
+                .map(|i| (i as u8).wrapping_mul(k))
+                .collect::<Vec<_>>()
+        };
+        let mut msg = Message::new(
+            MessageType::Invoke,
+            Serializer::BINCODE_ID,
+            0,
+            seq,
+            fill(head, 3),
+        );
+        msg.payload_tail = vec![Bytes::from(fill(big, 5)), Bytes::from(fill(after, 7))];
+        msg.annotations
+            .push((*b"TEST", Bytes::from_static(b"note")));
+        msg.announce_bulk();
+        let wire = msg.to_bytes();
+        (msg, wire)
+    }
+
+    #[tokio::test]
+    async fn an_announced_byte_string_arrives_in_a_buffer_of_its_own_however_reads_cut_it() {
+        let (sent, wire) = announced(1, 100, 300_000, 50);
+        let (_, next) = announced(2, 10, 70_000, 0);
+        let both = [&wire[..], &next[..]].concat();
+        // Everything at once; in 1,000-byte pieces; cut in the string's first bytes and at
+        // the boundaries of its piece.
+        let start = wire.len() - 50 - 300_000;
+        let cuts: [Vec<usize>; 4] = [
+            vec![],
+            (1_000..both.len()).step_by(1_000).collect(),
+            vec![HEADER_SIZE + 3, start + 10, start + 299_999, wire.len() + 5],
+            vec![start, start + 300_000, wire.len()],
+        ];
+        for cut in cuts {
+            let (mut peer, ours) = tokio::io::duplex(1 << 20);
+            let mut reader = FrameReader::new(ours, 64 << 20);
+            reader.split_bulk(MessageType::Invoke);
+            let mut from = 0;
+            let both = both.clone();
+            let writer = tokio::spawn(async move {
+                for to in cut.into_iter().chain([both.len()]) {
+                    peer.write_all(&both[from..to]).await.unwrap();
+                    from = to;
+                    tokio::task::yield_now().await;
+                }
+                peer
+            });
+            let msg = reader.read_frame().await.unwrap().unwrap();
+            assert_eq!(msg.payload, sent.payload);
+            assert_eq!(
+                msg.payload_tail, sent.payload_tail,
+                "the string, then the rest"
+            );
+            assert_eq!(msg.annotation(b"TEST").map(|v| &v[..]), Some(&b"note"[..]));
+            let second = reader.read_frame().await.unwrap().unwrap();
+            assert_eq!((second.seq, second.payload_len()), (2, 70_010));
+            assert_eq!(second.payload_tail.len(), 1, "nothing after its string");
+            drop(writer.await.unwrap());
+            assert!(reader.read_frame().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_announced_string_grows_its_buffer_only_as_its_bytes_arrive() {
+        let (_, wire) = announced(1, 100, 10_000_000, 0);
+        let (mut peer, ours) = tokio::io::duplex(8 << 20);
+        let mut reader = FrameReader::new(ours, 64 << 20);
+        reader.split_bulk(MessageType::Invoke);
+        let mut sent = 0;
+        for piece in [200, 5_000, 60_000, 400_000, 3_000_000] {
+            peer.write_all(&wire[sent..sent + piece]).await.unwrap();
+            sent += piece;
+            let read = tokio::time::timeout(Duration::from_millis(50), reader.read_frame()).await;
+            assert!(read.is_err(), "a message is not whole after {sent} bytes");
+            let Bulk::Reading { buf, .. } = &reader.bulk else {
+                panic!("the string is read apart");
+            };
+            assert_eq!(reader.buf.len() + buf.len(), sent);
+            let reserved = reader.buf.capacity() + buf.capacity();
+            let bound = 2 * (4 * sent).max(sent + READ_CHUNK);
+            assert!(
+                reserved <= bound,
+                "{reserved} bytes reserved after {sent} sent"
+            );
+        }
+        peer.write_all(&wire[sent..]).await.unwrap();
+        let msg = reader.read_frame().await.unwrap().unwrap();
+        assert_eq!(msg.payload_tail[0].len(), 10_000_000);
+    }
+
+    #[tokio::test]
+    async fn an_announcement_that_is_not_asked_for_or_does_not_fit_leaves_the_message_whole() {
+        let (sent, wire) = announced(1, 100, 100_000, 20);
+        let whole = {
+            let mut m = sent.clone();
+            m.join_payload();
+            m.payload
+        };
+        let mut lying = sent.clone();
+        lying
+            .annotations
+            .retain(|(id, _)| *id != crate::protocol::names::BULK_ANNOTATION);
+        let mut beyond = [0u8; 8];
+        beyond[..4].copy_from_slice(&100u32.to_be_bytes());
+        beyond[4..].copy_from_slice(&100_021u32.to_be_bytes());
+        lying.annotations.push((
+            crate::protocol::names::BULK_ANNOTATION,
+            Bytes::copy_from_slice(&beyond),
+        ));
+        let mut serpent = sent.clone();
+        serpent.serializer = Serializer::SERPENT_ID;
+        // Not asked for; past the payload's end; not bincode; another message type.
+        for (split, wire) in [
+            (Some(MessageType::Invoke), lying.to_bytes()),
+            (None, wire.clone()),
+            (Some(MessageType::Invoke), serpent.to_bytes()),
+            (Some(MessageType::Result), wire),
+        ] {
+            let (mut peer, ours) = tokio::io::duplex(1 << 20);
+            let mut reader = FrameReader::new(ours, 64 << 20);
+            if let Some(t) = split {
+                reader.split_bulk(t);
+            }
+            // In two writes, so the reader looks before the message is whole.
+            peer.write_all(&wire[..2_000]).await.unwrap();
+            let early = tokio::time::timeout(Duration::from_millis(20), reader.read_frame()).await;
+            assert!(early.is_err());
+            peer.write_all(&wire[2_000..]).await.unwrap();
+            let msg = reader.read_frame().await.unwrap().unwrap();
+            assert!(msg.payload_tail.is_empty(), "{split:?}");
+            assert_eq!(msg.payload, whole);
+        }
     }
 }

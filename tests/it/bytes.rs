@@ -191,3 +191,89 @@ async fn large_byte_arguments_and_results_arrive_whole_signed_compressed_and_bat
     daemon.shutdown();
     plain.shutdown();
 }
+
+#[tokio::test]
+async fn a_daemon_reads_announced_bytes_the_same_wherever_the_announcement_puts_them() {
+    // An rmi proxy announces where a large `Vec<u8>` argument lies in its payload (`BULK`),
+    // and the daemon reads those bytes into a buffer of their own. What the announcement says
+    // is never trusted: a raw client announcing any region (the object id, part of the
+    // bytes, their length prefix and more, past the end) is answered as if it had said nothing.
+    use rmi::protocol::frame::MessageType;
+    use rmi::protocol::names::BULK_ANNOTATION;
+    use rmi::transport::FrameReader;
+    use tokio::io::AsyncWriteExt;
+
+    let (daemon, uri) = daemon().await;
+    let object = uri.object().unwrap().to_owned();
+    let mut raw = crate::support::dial(&uri).await;
+    crate::support::connect_handshake(&mut raw, &object).await;
+    let (rd, mut wr) = raw.into_split();
+    let mut replies = FrameReader::new(rd, 1 << 24);
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let sum: u64 = big.iter().map(|&b| u64::from(b)).sum();
+    let mut reversed = big.clone();
+    reversed.reverse();
+    reversed.push(9);
+    let truth = crate::support::invoke_message(&object, "sum", &(big.clone(),), 0, 0)
+        .payload
+        .len()
+        - big.len();
+    let regions: [(u32, u32); 7] = [
+        (truth as u32, big.len() as u32),
+        (0, 100_000),
+        (truth as u32 + 1_000, 100_000),
+        (truth as u32 - 3, big.len() as u32 + 3),
+        (truth as u32 + 100_000, 100_000),
+        (truth as u32, big.len() as u32 + 1),
+        (u32::MAX - 10, 100_000),
+    ];
+    let mut seq = 0;
+    for (offset, len) in regions {
+        for method in ["sum", "reverse"] {
+            seq += 1;
+            let mut msg = if method == "sum" {
+                crate::support::invoke_message(&object, method, &(big.clone(),), seq, 0)
+            } else {
+                // The bytes followed by another argument.
+                crate::support::invoke_message(&object, method, &(big.clone(), 9u32), seq, 0)
+            };
+            let mut value = offset.to_be_bytes().to_vec();
+            value.extend_from_slice(&len.to_be_bytes());
+            msg.annotations.push((BULK_ANNOTATION, value.into()));
+            wr.write_all(&msg.to_bytes()).await.unwrap();
+            let reply = replies.read_frame().await.unwrap().expect("a reply");
+            assert_eq!(reply.msg_type, MessageType::Result);
+            assert_eq!(reply.seq, seq);
+            assert_eq!(reply.flags & rmi::protocol::frame::FLAGS_EXCEPTION, 0);
+            let mut reply = reply;
+            reply.join_payload();
+            let limits = rmi::DecodeLimits::default();
+            if method == "sum" {
+                let got: u64 = Serializer::Bincode.decode(&reply.payload, &limits).unwrap();
+                assert_eq!(got, sum, "BULK at {offset} for {len}");
+            } else {
+                let got: Vec<u8> = Serializer::Bincode.decode(&reply.payload, &limits).unwrap();
+                assert!(got == reversed, "BULK at {offset} for {len}");
+            }
+        }
+    }
+    // A proxy, which announces its bytes truthfully, is served on the same daemon; a large
+    // result, announced by the daemon, reaches it whole, and the announcement is no annotation
+    // of the caller's.
+    let proxy = BytesProxy::connect(&uri).await.unwrap();
+    assert_eq!(proxy.sum(big).await.unwrap(), sum);
+    let untyped = rmi::Proxy::builder(uri.clone())
+        .connect::<rmi::Proxy>()
+        .await
+        .unwrap();
+    let reply = untyped
+        .call_full::<_, serde_bytes::ByteBuf>("fill", &(7u8, 300_000usize))
+        .await
+        .unwrap();
+    assert!(reply.value.iter().all(|&b| b == 7) && reply.value.len() == 300_000);
+    assert!(reply
+        .annotations
+        .iter()
+        .all(|(id, _)| *id != BULK_ANNOTATION));
+    daemon.shutdown();
+}

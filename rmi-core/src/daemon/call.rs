@@ -16,7 +16,7 @@ use crate::dispatch::Outcome;
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
-use crate::protocol::names::{BATCH_METHOD, DAEMON_OBJECT_ID, STREAM_ANNOTATION};
+use crate::protocol::names::{BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID, STREAM_ANNOTATION};
 
 /// One INVOKE to run.
 pub(super) struct Call {
@@ -61,7 +61,16 @@ impl Call {
         let (result, mut annotations) = match inflated {
             Ok(()) => {
                 // Taken, not cloned: the reply needs only the request's header fields.
-                let payload = std::mem::take(&mut self.req.payload);
+                let payload = (
+                    std::mem::take(&mut self.req.payload),
+                    std::mem::take(&mut self.req.payload_tail),
+                );
+                if !payload.1.is_empty() {
+                    // (How the bytes travelled is no annotation of the caller's.)
+                    self.req
+                        .annotations
+                        .retain(|(id, _)| *id != BULK_ANNOTATION);
+                }
                 let reuse = (&mut context, &mut hint);
                 self.invoke(payload, corr, oneway, turn, reuse).await
             }
@@ -97,12 +106,19 @@ impl Call {
             .limits
             .max_message_size
             .min(self.protocol.max_payload());
+        // A large byte string left out of a bincode result is announced (see below).
+        let announced = ser == codec::Serializer::Bincode
+            && matches!(&result, Ok(Some((_, tail))) if !tail.is_empty());
         let overhead = reply_overhead(
             &annotations,
             inner.config.secret.is_some(),
             self.protocol,
             self.req.corr_id != [0; 16],
-        );
+        ) + if announced {
+            frame::BULK_ANNOUNCEMENT_SIZE
+        } else {
+            0
+        };
         let result = match result {
             Ok(Some((payload, tail)))
                 if tail
@@ -163,18 +179,22 @@ impl Call {
         };
         reply.corr_id = *corr.as_bytes();
         reply.annotations = annotations;
+        if announced {
+            // For the proxy to read it into a buffer of its own and hand it to its caller.
+            reply.announce_bulk();
+        }
         if inner.config.compression {
             reply.compress();
         }
         (!oneway).then_some(reply)
     }
 
-    /// Routes and runs the call (`payload`, the request's) in a context made in `context` (a
-    /// finished call's allocation, when given), which gets this call's back; its object is
-    /// looked up through `hint` (see `Inner::object_hinted`).
+    /// Routes and runs the call (`payload`, the request's, and its tail) in a context made in
+    /// `context` (a finished call's allocation, when given), which gets this call's back; its
+    /// object is looked up through `hint` (see `Inner::object_hinted`).
     async fn invoke(
         &self,
-        payload: bytes::Bytes,
+        payload: (bytes::Bytes, Vec<bytes::Bytes>),
         corr: uuid::Uuid,
         oneway: bool,
         turn: Option<Turn>,

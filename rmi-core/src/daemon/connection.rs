@@ -326,6 +326,8 @@ pub(super) async fn handle_connection(
     reader.set_frame_timeout(inner.config.frame_timeout);
     // Pyro5 or Pyro4: the first message's header decides.
     reader.accept_either_protocol();
+    // A large `Vec<u8>` argument an rmi proxy announces arrives in a buffer of its own.
+    reader.split_bulk(MessageType::Invoke);
 
     // The handshake (daemon/handshake.rs): a CONNECT to a registered object, accepted by the
     // validator; with a shared secret, only once the client has proved it (SPAKE2).

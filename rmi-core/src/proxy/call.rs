@@ -15,7 +15,8 @@ use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
-    BATCH_METHOD, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, MAC_LEN, STREAM_ANNOTATION,
+    BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, MAC_LEN,
+    STREAM_ANNOTATION,
 };
 
 /// The largest call sent right behind the CONNECT. A daemon that refuses the CONNECT closes
@@ -68,8 +69,8 @@ impl Proxy {
         args: &A,
         kwargs: &K,
     ) -> Result<R, Error> {
-        let (reply, protocol, _) = self.request(None, method, args, Some(kwargs), 0).await?;
-        decode_result(&reply, protocol, &self.shared.config.limits)
+        let (mut reply, protocol, _) = self.request(None, method, args, Some(kwargs), 0).await?;
+        decode_result(&mut reply, protocol, &self.shared.config.limits)
     }
 
     /// Like [`call`](Self::call), also returning the reply's annotations and correlation id.
@@ -99,9 +100,9 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<Reply<R>, Error> {
-        let (reply, protocol, correlation_id) =
+        let (mut reply, protocol, correlation_id) =
             self.request(object, method, args, None::<&()>, 0).await?;
-        let value = decode_result(&reply, protocol, &self.shared.config.limits)?;
+        let value = decode_result(&mut reply, protocol, &self.shared.config.limits)?;
         Ok(Reply {
             value,
             annotations: reply.annotations,
@@ -116,10 +117,14 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<ItemStream<T>, Error> {
-        let (reply, protocol, _) = self.request(None, method, args, None::<&()>, 0).await?;
+        let (mut reply, protocol, _) = self.request(None, method, args, None::<&()>, 0).await?;
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             // An error (or a plain value from a method that is not streaming).
-            decode_result::<serde::de::IgnoredAny>(&reply, protocol, &self.shared.config.limits)?;
+            decode_result::<serde::de::IgnoredAny>(
+                &mut reply,
+                protocol,
+                &self.shared.config.limits,
+            )?;
             return Err(Error::Protocol(format!(
                 "{method:?} did not return a stream"
             )));
@@ -289,6 +294,11 @@ impl Proxy {
                 Bytes::copy_from_slice(&deadline_millis(t).to_be_bytes()),
             ));
         }
+        // A large byte string left out of a bincode payload is announced, so that the daemon
+        // reads it into a buffer of its own and hands it to the method without a copy.
+        if conn.serializer == Serializer::Bincode {
+            msg.announce_bulk();
+        }
         // The limit counts the whole message: annotations (the caller's, the deadline, the MAC
         // a shared secret adds; under Pyro4 the correlation id too, as a `CORR` annotation,
         // each with Pyro4's shorter header) and payload. Too large a request fails this call
@@ -333,10 +343,10 @@ impl Proxy {
         &self,
         args: &A,
     ) -> Result<R, Error> {
-        let (reply, protocol, _) = self
+        let (mut reply, protocol, _) = self
             .request(None, BATCH_METHOD, args, None::<&()>, frame::FLAGS_BATCH)
             .await?;
-        decode_result(&reply, protocol, &self.shared.config.limits)
+        decode_result(&mut reply, protocol, &self.shared.config.limits)
     }
 
     /// Connects if needed and checks that the calls of a batch, encoded in `encoded_in`, are in
@@ -432,9 +442,11 @@ impl Proxy {
     }
 }
 
-/// Decodes a reply from a daemon speaking `protocol` (whose serializer ids it names).
+/// Decodes a reply from a daemon speaking `protocol` (whose serializer ids it names). A large
+/// byte string the reader split off (see `FrameReader::split_bulk`) is handed to the value's
+/// `serde_bytes::ByteBuf` that reads it, not copied, and is no longer the reply's.
 fn decode_result<R: DeserializeOwned>(
-    reply: &Message,
+    reply: &mut Message,
     protocol: Protocol,
     limits: &DecodeLimits,
 ) -> Result<R, Error> {
@@ -444,6 +456,14 @@ fn decode_result<R: DeserializeOwned>(
             reply.serializer
         ))
     })?;
+    if !reply.payload_tail.is_empty() {
+        // (How the bytes travelled is no annotation of the caller's.)
+        reply.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
+        if ser == Serializer::Bincode && !reply.has_flag(frame::FLAGS_EXCEPTION) {
+            return codec::decode_taking(&reply.payload, &mut reply.payload_tail, limits);
+        }
+        reply.join_payload();
+    }
     // A compressed reply (FLAGS_COMPRESSED) is inflated here, in the caller's task, within the
     // message size limit.
     let inflated;

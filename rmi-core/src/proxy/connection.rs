@@ -569,6 +569,8 @@ impl Connection {
         reader.accept_either_protocol();
         // Replies go to their callers, who decode them after the reader has read on.
         reader.hand_messages_off();
+        // A large `Vec<u8>` result an rmi daemon announces arrives in a buffer of its own.
+        reader.split_bulk(MessageType::Result);
         writer.set_protocol(protocol);
         // Only rmi daemons run the shared-secret handshake: with a secret there is nothing to
         // negotiate, bincode it is.

@@ -146,6 +146,14 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
     let param_names: Vec<String> = arg_names.iter().map(|i| i.to_string()).collect();
     let decode = if arg_names.is_empty() {
         quote! { __args.decode_named::<[(); 0]>(&[]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
+    } else if m.args.iter().any(|arg| is_byte_vec(arg.ty)) {
+        // A large `Vec<u8>` that arrived in a buffer of its own is handed over, not copied.
+        quote! {
+            let mut __args = __args;
+            let (#(#arg_names,)*): (#(#types,)*) =
+                __args.take_named(&[#(#param_names),*]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+            #(#unwrap_bytes)*
+        }
     } else {
         quote! {
             let (#(#arg_names,)*): (#(#types,)*) =

@@ -92,6 +92,188 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
         .map_err(codec_error)
 }
 
+/// Decodes `T` from a payload in pieces: `head`, then each piece of `tail` (a large byte
+/// string that arrived in a buffer of its own, then the bytes after it), read as one payload
+/// wherever they were split. With `take`, the first piece of `tail` is handed over, not copied,
+/// when `T` reads a byte buffer (`serde_bytes::ByteBuf`) of exactly that piece; the piece is
+/// then empty, and `Ok(true)` alongside the value says so.
+pub(super) fn decode_pieces<T: DeserializeOwned>(
+    head: &[u8],
+    tail: &mut [Bytes],
+    take: bool,
+    limits: &DecodeLimits,
+) -> Result<(T, bool), Error> {
+    let total = tail.iter().fold(head.len(), |n, piece| n + piece.len());
+    let mut segs = Vec::with_capacity(tail.len() + 1);
+    segs.push(Seg::Borrowed(head));
+    // Where an owned piece the decoder did not take goes back.
+    let mut back = None;
+    if let Some((first, rest)) = tail.split_first_mut() {
+        if take {
+            // (No copy: a piece a reader split off is its buffer's only owner.)
+            segs.push(Seg::Owned(Vec::from(std::mem::take(first))));
+            back = Some(first);
+        } else {
+            segs.push(Seg::Borrowed(&first[..]));
+        }
+        segs.extend(rest.iter().map(|piece| Seg::Borrowed(&piece[..])));
+    }
+    let mut pieces = Pieces {
+        segs,
+        idx: 0,
+        at: 0,
+        left: total,
+        taken: false,
+    };
+    let decoded = options()
+        .with_limit(total as u64)
+        .deserialize_from_custom_seed(
+            BoundedRoot::<T>::new(Budget::new(limits.max_depth, total)),
+            &mut pieces,
+        )
+        .map_err(codec_error);
+    if let (Some(back), Some(Seg::Owned(big))) = (back, pieces.segs.get_mut(1)) {
+        if !pieces.taken {
+            *back = Bytes::from(std::mem::take(big));
+        }
+    }
+    let value = decoded?;
+    if pieces.left != 0 {
+        return Err(Error::Codec(
+            "Slice had bytes remaining after deserialization".into(),
+        ));
+    }
+    Ok((value, pieces.taken))
+}
+
+/// One piece of a [`Pieces`] payload.
+enum Seg<'a> {
+    Borrowed(&'a [u8]),
+    /// The large byte string, handed over whole if a byte buffer of exactly its size is read
+    /// where it starts.
+    Owned(Vec<u8>),
+}
+
+impl Seg<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Seg::Borrowed(b) => b,
+            Seg::Owned(v) => v,
+        }
+    }
+}
+
+/// A payload in pieces, read by bincode as one ([`decode_pieces`]).
+struct Pieces<'a> {
+    segs: Vec<Seg<'a>>,
+    /// The piece being read, and how far.
+    idx: usize,
+    at: usize,
+    /// Bytes not yet read, in all pieces.
+    left: usize,
+    /// Whether the owned piece was handed over.
+    taken: bool,
+}
+
+impl<'a> Pieces<'a> {
+    /// Moves past finished pieces; the unread part of the current one.
+    fn current(&mut self) -> &[u8] {
+        while self.idx < self.segs.len() && self.at == self.segs[self.idx].bytes().len() {
+            self.idx += 1;
+            self.at = 0;
+        }
+        self.segs
+            .get(self.idx)
+            .map_or(&[], |seg| &seg.bytes()[self.at..])
+    }
+
+    fn eof() -> bincode::Error {
+        Box::new(bincode::ErrorKind::Io(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ))
+    }
+
+    /// The next `len` bytes, copied out (they span pieces).
+    fn copy_out(&mut self, len: usize) -> bincode::Result<Vec<u8>> {
+        if len > self.left {
+            return Err(Self::eof());
+        }
+        let mut out = vec![0; len];
+        std::io::Read::read_exact(self, &mut out).map_err(|_| Self::eof())?;
+        Ok(out)
+    }
+
+    /// Whether the next `len` bytes lie in the current piece, borrowed for the whole decode.
+    fn borrowed(&mut self, len: usize) -> Option<&'a [u8]> {
+        self.current();
+        let Some(Seg::Borrowed(seg)) = self.segs.get(self.idx) else {
+            return None;
+        };
+        let seg: &'a [u8] = seg;
+        let bytes = seg.get(self.at..self.at.checked_add(len)?)?;
+        self.at += len;
+        self.left -= len;
+        Some(bytes)
+    }
+}
+
+impl std::io::Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let mut filled = 0;
+        while filled < out.len() {
+            let cur = self.current();
+            if cur.is_empty() {
+                break;
+            }
+            let n = cur.len().min(out.len() - filled);
+            out[filled..filled + n].copy_from_slice(&cur[..n]);
+            filled += n;
+            self.at += n;
+            self.left -= n;
+        }
+        Ok(filled)
+    }
+}
+
+impl<'a> bincode::BincodeRead<'a> for &mut Pieces<'a> {
+    fn forward_read_str<V: serde::de::Visitor<'a>>(
+        &mut self,
+        length: usize,
+        visitor: V,
+    ) -> bincode::Result<V::Value> {
+        let utf8 = |e| Box::new(bincode::ErrorKind::InvalidUtf8Encoding(e));
+        if let Some(bytes) = self.borrowed(length) {
+            return visitor.visit_borrowed_str(std::str::from_utf8(bytes).map_err(utf8)?);
+        }
+        let bytes = self.copy_out(length)?;
+        visitor.visit_str(std::str::from_utf8(&bytes).map_err(utf8)?)
+    }
+
+    fn get_byte_buffer(&mut self, length: usize) -> bincode::Result<Vec<u8>> {
+        self.current();
+        if let Some(Seg::Owned(big)) = self.segs.get_mut(self.idx) {
+            if self.at == 0 && big.len() == length {
+                self.idx += 1;
+                self.left -= length;
+                self.taken = true;
+                return Ok(std::mem::take(big));
+            }
+        }
+        self.copy_out(length)
+    }
+
+    fn forward_read_bytes<V: serde::de::Visitor<'a>>(
+        &mut self,
+        length: usize,
+        visitor: V,
+    ) -> bincode::Result<V::Value> {
+        if let Some(bytes) = self.borrowed(length) {
+            return visitor.visit_borrowed_bytes(bytes);
+        }
+        visitor.visit_bytes(&self.copy_out(length)?)
+    }
+}
+
 /// Object id and method name of an INVOKE payload, and the argument bytes after them. The
 /// names are slices of the payload (validated UTF-8), not copies: a call allocates nothing for
 /// them. The arguments are the payload itself, advanced past the names (no reference count
@@ -320,5 +502,78 @@ mod tests {
         assert!(decode_route(Bytes::from(huge)).is_err());
         // bincode's u128 markers are no length.
         assert!(decode_route(Bytes::from_static(&[254, 1, 2])).is_err());
+    }
+
+    /// A value with a string, a byte buffer, a number after them and bytes read as a
+    /// sequence, as a method's arguments might be.
+    type Mixed = (String, serde_bytes::ByteBuf, u32, Vec<u8>);
+
+    fn mixed() -> Mixed {
+        let bytes: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        (
+            "name ✓".into(),
+            serde_bytes::ByteBuf::from(bytes),
+            77,
+            vec![1, 2, 3],
+        )
+    }
+
+    #[test]
+    fn a_payload_in_pieces_decodes_as_one_wherever_it_is_split() {
+        let whole = encode(&mixed()).unwrap();
+        let limits = DecodeLimits::default();
+        for i in (0..=whole.len()).step_by(3) {
+            for j in (i..=whole.len()).step_by(11) {
+                for take in [false, true] {
+                    let mut tail = vec![
+                        Bytes::copy_from_slice(&whole[i..j]),
+                        Bytes::copy_from_slice(&whole[j..]),
+                    ];
+                    let (value, _) =
+                        decode_pieces::<Mixed>(&whole[..i], &mut tail, take, &limits).unwrap();
+                    assert_eq!(value, mixed(), "split at {i} and {j}, take {take}");
+                }
+            }
+            // Cut short, or with a byte too many, wherever split: refused.
+            let mut short = vec![Bytes::copy_from_slice(&whole[i..whole.len() - 1])];
+            assert!(decode_pieces::<Mixed>(&whole[..i], &mut short, true, &limits).is_err());
+            let mut long = vec![
+                Bytes::copy_from_slice(&whole[i..]),
+                Bytes::from_static(b"+"),
+            ];
+            let err = decode_pieces::<Mixed>(&whole[..i], &mut long, true, &limits).unwrap_err();
+            assert!(err.to_string().contains("remaining"), "{i}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_byte_buffer_that_is_exactly_the_owned_piece_is_handed_over_and_no_other() {
+        let value = mixed();
+        let whole = encode(&value).unwrap();
+        let start = whole.len() - 300 - 1 - 4; // the u32 (1 byte), the 3-byte sequence (4)
+        let end = start + 300;
+        assert_eq!(&whole[start..end], &value.1[..]);
+        let limits = DecodeLimits::default();
+        let big = Bytes::copy_from_slice(&whole[start..end]);
+        let at = big.as_ptr();
+        let mut tail = vec![big, Bytes::copy_from_slice(&whole[end..])];
+        let (got, moved) =
+            decode_pieces::<Mixed>(&whole[..start], &mut tail, true, &limits).unwrap();
+        assert!(moved);
+        assert_eq!(got, value);
+        assert_eq!(got.1.as_ptr(), at, "the piece's own buffer, not a copy");
+        assert!(tail[0].is_empty(), "handed over, so no longer the tail's");
+        // Not taken (no byte buffer starts there): the piece goes back whole.
+        let big = Bytes::copy_from_slice(&whole[start - 1..end]);
+        let mut tail = vec![big.clone(), Bytes::copy_from_slice(&whole[end..])];
+        let (got, moved) =
+            decode_pieces::<Mixed>(&whole[..start - 1], &mut tail, true, &limits).unwrap();
+        assert!(!moved);
+        assert_eq!(got, value);
+        assert_eq!(tail[0], big);
+        // A wrong type: an error, and the piece is back too.
+        let mut tail = vec![Bytes::copy_from_slice(&whole[start..end])];
+        assert!(decode_pieces::<(String, u64)>(&whole[..start], &mut tail, true, &limits).is_err());
+        assert_eq!(&tail[0][..], &value.1[..]);
     }
 }

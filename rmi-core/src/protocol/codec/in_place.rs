@@ -3,10 +3,17 @@
 //! payload stops where its bytes start, and its buffer goes to the socket as it is, after the
 //! payload (as the message's [`payload_tail`](crate::protocol::frame::Message::payload_tail)).
 //!
-//! Nothing about the wire changes: the peer reads the same bytes. Only encoders that write a
+//! The payload's bytes do not change: the peer reads the same bytes. Only encoders that write a
 //! byte string with one `write` of the caller's whole slice can leave it out (bincode and
 //! msgpack do); the others copy it as before. An encoder recognises the buffer by its address
 //! and length, so nothing but that very buffer is ever left out.
+//!
+//! The receiving end, rmi to rmi: under bincode the message also announces where the buffer
+//! lies in the payload ([`BULK_ANNOTATION`](crate::protocol::names::BULK_ANNOTATION)), the
+//! peer's reader reads those bytes into a buffer of their own
+//! ([`FrameReader::split_bulk`](crate::transport::FrameReader::split_bulk)), and the decoder
+//! hands that buffer to the method's `Vec<u8>` (or the caller's) instead of copying it
+//! ([`Args::take_named`](super::Args::take_named)).
 
 use std::cell::{Cell, RefCell};
 use std::io;

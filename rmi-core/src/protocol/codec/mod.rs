@@ -41,7 +41,7 @@ use bytestring::ByteString;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-use super::frame::Protocol;
+use super::frame::{self, Protocol};
 use crate::error::{Error, RemoteError};
 
 pub use handshake::HandshakeData;
@@ -437,6 +437,12 @@ pub struct Args {
     /// bincode: the bytes after object and method; msgpack, serpent: the whole payload;
     /// json and Pyro-format batched calls: empty (see `tree`).
     bytes: Bytes,
+    /// bincode: more argument bytes after `bytes`, when a reader split the payload (see
+    /// [`Message::payload_tail`](crate::protocol::frame::Message::payload_tail)): the large
+    /// byte string it announced, then the rest.
+    tail: Vec<Bytes>,
+    /// The tail's byte string was handed over by [`take_named`](Args::take_named).
+    moved: bool,
     limits: DecodeLimits,
     /// The positional and keyword arguments, already read into the value tree (json, and the
     /// calls of a batch in Pyro's format).
@@ -519,8 +525,29 @@ impl Args {
         }
     }
 
+    /// [`decode_named`](Self::decode_named), handing a large byte string that arrived in a
+    /// buffer of its own (an rmi caller's `Vec<u8>` argument, see
+    /// [`FrameReader::split_bulk`](crate::transport::FrameReader::split_bulk)) to the
+    /// `serde_bytes::ByteBuf` in `T` that reads it, instead of copying it: what `#[remote]`
+    /// servers call for methods with a `Vec<u8>` parameter. Once it has been handed over,
+    /// these arguments cannot be decoded again (an error says so).
+    pub fn take_named<T: DeserializeOwned>(&mut self, names: &[&str]) -> Result<T, Error> {
+        if self.ser != Serializer::Bincode || self.tail.is_empty() || self.moved {
+            return self.decode_named(names);
+        }
+        let (value, moved) =
+            bincode::decode_pieces(&self.bytes, &mut self.tail, true, &self.limits)?;
+        self.moved = moved;
+        Ok(value)
+    }
+
     /// Decodes the arguments as `T` (a tuple of the parameter types), positionally.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        if self.moved {
+            return Err(Error::Codec(
+                "the arguments' byte string was handed over by an earlier take_named".into(),
+            ));
+        }
         if let Some((vargs, kwargs)) = self.tree.as_deref() {
             if *kwargs != value::Value::None {
                 NoKwargs::deserialize(kwargs.clone()).map_err(|e| Error::Codec(e.0))?;
@@ -528,6 +555,10 @@ impl Args {
             return T::deserialize(vargs.clone()).map_err(|e| Error::Codec(e.0));
         }
         match self.ser {
+            Serializer::Bincode if !self.tail.is_empty() => {
+                let mut tail = self.tail.clone();
+                bincode::decode_pieces(&self.bytes, &mut tail, false, &self.limits).map(|(v, _)| v)
+            }
             Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
@@ -581,6 +612,8 @@ impl Args {
                         ser: self.ser,
                         protocol: self.protocol,
                         bytes: Bytes::new(),
+                        tail: Vec::new(),
+                        moved: false,
                         limits: self.limits,
                         tree: Some(Box::new((vargs, kwargs))),
                     },
@@ -686,13 +719,22 @@ impl Serialize for PyroCall {
 /// copy where it keeps them, instead of sliced out of the payload (two reference counts taken
 /// and dropped per call); returns what `route` made and the arguments. `known` is the object
 /// id the connection was opened for (or empty): named again, it is not checked again.
+///
+/// `tail` is the rest of the payload when a reader split it (see
+/// [`Message::payload_tail`](crate::protocol::frame::Message::payload_tail)): kept apart for
+/// the arguments when the names are all before it, joined to the payload otherwise (where a
+/// sender split its payload is never trusted).
 pub(crate) fn decode_invoke_with<R>(
     ser: Serializer,
-    mut payload: Bytes,
+    (mut payload, mut tail): (Bytes, Vec<Bytes>),
     limits: &DecodeLimits,
     known: &str,
     route: impl FnOnce(&str, &str) -> R,
 ) -> Result<(R, Args), Error> {
+    if !tail.is_empty() && (ser != Serializer::Bincode || bincode::route(&payload, known).is_err())
+    {
+        payload = frame::join(&payload, &std::mem::take(&mut tail));
+    }
     if ser != Serializer::Bincode {
         let invoke = decode_invoke(ser, payload, limits)?;
         return Ok((route(&invoke.object, &invoke.method), invoke.args));
@@ -704,10 +746,23 @@ pub(crate) fn decode_invoke_with<R>(
         ser,
         protocol: Protocol::Pyro5,
         bytes: payload,
+        tail,
+        moved: false,
         limits: *limits,
         tree: None,
     };
     Ok((routed, args))
+}
+
+/// Decodes a bincode payload in pieces (`head`, then each of `tail`: what a reader split
+/// where a `BULK` annotation said) as `T`, handing the first piece of `tail` to the
+/// `serde_bytes::ByteBuf` in `T` that reads exactly it, instead of copying it.
+pub(crate) fn decode_taking<T: DeserializeOwned>(
+    head: &[u8],
+    tail: &mut [Bytes],
+    limits: &DecodeLimits,
+) -> Result<T, Error> {
+    bincode::decode_pieces(head, tail, true, limits).map(|(value, _)| value)
 }
 
 /// Decodes the routing part of an INVOKE payload; the arguments stay encoded.
@@ -736,6 +791,8 @@ pub fn decode_invoke(
                     ser,
                     protocol: Protocol::Pyro5,
                     bytes: Bytes::new(),
+                    tail: Vec::new(),
+                    moved: false,
                     limits: *limits,
                     tree: Some(Box::new((vargs, kwargs))),
                 },
@@ -749,6 +806,8 @@ pub fn decode_invoke(
             ser,
             protocol: Protocol::Pyro5,
             bytes,
+            tail: Vec::new(),
+            moved: false,
             limits: *limits,
             tree: None,
         },

@@ -16,6 +16,7 @@ mod pyro5;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::codec::Serializer;
+use super::names::BULK_ANNOTATION;
 
 /// Length of the fixed Pyro5 header.
 pub const HEADER_SIZE: usize = pyro5::HEADER_SIZE;
@@ -373,6 +374,49 @@ pub fn check_any(buf: &[u8], max_size: usize) -> Result<Header, Error> {
     Protocol::detect(buf)?.check(buf, max_size)
 }
 
+/// Where the [`BULK_ANNOTATION`] of a Pyro5 message puts its large byte string: its offset in
+/// the payload and its length, when `annotations` (the message's annotation bytes, all of
+/// them) carry one that fits the payload `header` declares and announces at least `min` bytes.
+/// Anything else (no annotation, a malformed one, another protocol, a compressed payload) is
+/// `None`: the message is read whole.
+pub fn bulk_in(header: &Header, annotations: &[u8], min: usize) -> Option<(usize, usize)> {
+    if header.protocol != Protocol::Pyro5 || header.flags & FLAGS_COMPRESSED != 0 {
+        return None;
+    }
+    let mut rest = annotations;
+    while rest.len() >= ANNOTATION_HEADER_SIZE {
+        let (chunk, after) = rest.split_at(ANNOTATION_HEADER_SIZE);
+        let len = u32::from_be_bytes(chunk[4..8].try_into().expect("4 bytes")) as usize;
+        let value = after.get(..len)?;
+        rest = &after[len..];
+        if chunk[..4] != BULK_ANNOTATION {
+            continue;
+        }
+        let value: [u8; 8] = value.try_into().ok()?;
+        let offset = u32::from_be_bytes(value[..4].try_into().expect("4 bytes")) as usize;
+        let len = u32::from_be_bytes(value[4..].try_into().expect("4 bytes")) as usize;
+        let fits = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= header.data_len as usize);
+        return (fits && len >= min && len > 0).then_some((offset, len));
+    }
+    None
+}
+
+/// Bytes a [`BULK_ANNOTATION`] adds to a message (see [`Message::announce_bulk`]).
+pub(crate) const BULK_ANNOUNCEMENT_SIZE: usize = ANNOTATION_HEADER_SIZE + 8;
+
+/// `head` and then each piece of `tail`, copied into one buffer: a payload in pieces, whole.
+pub(crate) fn join(head: &[u8], tail: &[Bytes]) -> Bytes {
+    let len = tail.iter().fold(head.len(), |n, piece| n + piece.len());
+    let mut whole = BytesMut::with_capacity(len);
+    whole.extend_from_slice(head);
+    for piece in tail {
+        whole.extend_from_slice(piece);
+    }
+    whole.freeze()
+}
+
 /// One annotation: a 4-byte ASCII id and its value.
 pub type Annotation = ([u8; 4], Bytes);
 
@@ -395,8 +439,10 @@ pub struct Message {
     /// Payload bytes.
     pub payload: Bytes,
     /// More payload bytes, sent after `payload` from buffers of their own instead of being
-    /// copied into it (a large `Vec<u8>` argument goes from the caller's own buffer). Empty on
-    /// every message read off the wire; [`size`](Self::size), the header and a MAC count them.
+    /// copied into it (a large `Vec<u8>` argument goes from the caller's own buffer).
+    /// [`size`](Self::size), the header and a MAC count them. A message read off the wire has
+    /// one only when a reader [split](crate::transport::FrameReader::split_bulk) it where its
+    /// [`BULK_ANNOTATION`] said: the announced bytes in a buffer of their own, then the rest.
     pub payload_tail: Vec<Bytes>,
 }
 
@@ -487,22 +533,58 @@ impl Message {
         self.annotations_len() + self.payload_len()
     }
 
+    /// The message in `frame`, one whole message whose header is `header` but for the `big`
+    /// payload bytes at `offset`, which arrived in a buffer of their own: its payload is what
+    /// precedes them, its [tail](Self::payload_tail) `big` and what follows.
+    pub(crate) fn from_split_frame(
+        frame: Bytes,
+        header: &Header,
+        offset: usize,
+        big: Bytes,
+    ) -> Result<Message, Error> {
+        let mut around = *header;
+        around.data_len -= u32::try_from(big.len()).expect("within the header's data_len");
+        let mut msg = Self::from_frame(frame, &around)?;
+        let after = msg.payload.split_off(offset);
+        msg.payload_tail.push(big);
+        if !after.is_empty() {
+            msg.payload_tail.push(after);
+        }
+        Ok(msg)
+    }
+
+    /// Announces the first piece of the [tail](Self::payload_tail) (a large byte string left
+    /// out of the payload) with a [`BULK_ANNOTATION`], for a reader that reads it into a
+    /// buffer of its own. For rmi peers only (bincode payloads); without a tail, nothing.
+    pub fn announce_bulk(&mut self) {
+        self.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
+        let Some(big) = self.payload_tail.first() else {
+            return;
+        };
+        let (Ok(offset), Ok(len)) = (u32::try_from(self.payload.len()), u32::try_from(big.len()))
+        else {
+            return;
+        };
+        let mut value = [0u8; 8];
+        value[..4].copy_from_slice(&offset.to_be_bytes());
+        value[4..].copy_from_slice(&len.to_be_bytes());
+        self.annotations
+            .push((BULK_ANNOTATION, Bytes::copy_from_slice(&value)));
+    }
+
     /// Bytes of payload: [`payload`](Self::payload) and its [tail](Self::payload_tail).
     pub fn payload_len(&self) -> usize {
         self.payload.len() + self.payload_tail.iter().map(Bytes::len).sum::<usize>()
     }
 
-    /// Copies the [tail](Self::payload_tail), if any, into `payload`: one contiguous payload.
+    /// Copies the [tail](Self::payload_tail), if any, into `payload`: one contiguous payload
+    /// (and no [`BULK_ANNOTATION`], which would no longer say where a piece starts).
     pub fn join_payload(&mut self) {
         if self.payload_tail.is_empty() {
             return;
         }
-        let mut whole = BytesMut::with_capacity(self.payload_len());
-        whole.extend_from_slice(&self.payload);
-        for piece in self.payload_tail.drain(..) {
-            whole.extend_from_slice(&piece);
-        }
-        self.payload = whole.freeze();
+        self.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
+        self.payload = join(&self.payload, &std::mem::take(&mut self.payload_tail));
     }
 
     /// Bytes of the annotations, with their chunk headers.
