@@ -123,7 +123,10 @@ const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SEC
                the same for fresh connections and their first calls (raw too): --reps runs of
                the connect figure's count each, with the median time per connect, the
                allocations per connect (both ends, counted) and the CPU per connect of each
-               thread (for strace -c and perf stat)";
+               thread (for strace -c and perf stat)
+  --profile SERIES bulk
+               the same for the 10 MB calls (raw and `rmi-msgpack` too): --reps runs of the bulk
+               figure's count each, with MB/s and the CPU per call of each thread";
 
 impl Config {
     fn from_args() -> Config {
@@ -218,6 +221,8 @@ enum Workload {
     Throughput(usize, usize),
     /// Fresh connections, each with its first call.
     Connect,
+    /// 10 MB calls on one connection.
+    Bulk,
 }
 
 /// `rmi` `8x8` → (Series::Rmi, 8 × 8); `tarpc` `connect` → connects. Raw has no multiplexing
@@ -229,9 +234,16 @@ fn parse_profile(series: &str, shape: &str) -> Option<(Series, Workload)> {
         Series::Tarpc,
         Series::Tonic,
         Series::Rmi,
+        Series::RmiMsgpack,
     ]
     .into_iter()
-    .find(|s| s.label() == series)?;
+    .find(|s| s.label().replace(' ', "-") == series)?;
+    if shape == "bulk" {
+        return Some((s, Workload::Bulk));
+    }
+    if s == Series::RmiMsgpack {
+        return None;
+    }
     if shape == "connect" {
         return Some((s, Workload::Connect));
     }
@@ -618,6 +630,7 @@ async fn profile(cfg: &Config, server: &tokio::runtime::Handle, (s, w): (Series,
     let (conns, depth) = match w {
         Workload::Throughput(conns, depth) => (conns, depth),
         Workload::Connect => return profile_connects(cfg, server, s, &a, &cpus).await,
+        Workload::Bulk => return profile_bulk(cfg, server, s, &a, &cpus).await,
     };
     println!(
         "# --profile {} {conns}x{depth}: threads on CPUs: {cpus}",
@@ -650,6 +663,45 @@ async fn profile(cfg: &Config, server: &tokio::runtime::Handle, (s, w): (Series,
     }
     // For instruction counts: two runs with different --reps, (Ir₂ − Ir₁) / (calls₂ − calls₁).
     println!("calls in all, with the warm-up: {total}");
+}
+
+/// The bulk argument: bytes that vary like real data (a multiplicative hash of the index):
+/// msgpack, which encodes a `Vec<u8>` as integers, spends 1 byte on values below 128 and 2
+/// above.
+fn bulk_data() -> Vec<u8> {
+    (0..BLOB as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// `--profile SERIES bulk`: `reps` runs of the bulk figure (its warm-up calls untimed), each
+/// with its MB/s and the CPU per call of the client and the server thread.
+async fn profile_bulk(
+    cfg: &Config,
+    server: &tokio::runtime::Handle,
+    s: Series,
+    a: &Addrs,
+    cpus: &str,
+) {
+    println!("# --profile {} bulk: threads on CPUs: {cpus}", s.label());
+    let data = bulk_data();
+    let server_cpu = || server.spawn(async { sys::thread_cpu_time() });
+    for _ in 0..cfg.reps {
+        let (cu0, cs0) = sys::thread_cpu_time();
+        let (su0, ss0) = server_cpu().await.expect("server cpu");
+        let rate = bulk(s, a, &data, cfg).await;
+        let (cu1, cs1) = sys::thread_cpu_time();
+        let (su1, ss1) = server_cpu().await.expect("server cpu");
+        let calls = (cfg.bulk_warmup + cfg.bulk_calls) as f64;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / calls;
+        println!(
+            "{rate:.0} MB/s; µs per call (warm-up included): client user {:.0} sys {:.0}, server user {:.0} sys {:.0}",
+            per(cu1 - cu0),
+            per(cs1 - cs0),
+            per(su1 - su0),
+            per(ss1 - ss0),
+        );
+    }
 }
 
 /// `--profile SERIES connect`: `reps` runs of the connect figure's count of fresh connections,
@@ -707,11 +759,7 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
         return profile(&cfg, &server, p).await;
     }
     let a = start_servers(&server).await;
-    // Bytes that vary like real data (a multiplicative hash of the index): msgpack, which
-    // encodes a `Vec<u8>` as integers, spends 1 byte on values below 128 and 2 above.
-    let data: Vec<u8> = (0..BLOB as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
+    let data = bulk_data();
     let mut res = Results::default();
     let started = Instant::now();
     println!(
