@@ -110,9 +110,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Reads the large byte string a bincode message of type `msg_type` announces (an rmi
-    /// peer's `BULK` annotation, see [`BULK_ANNOTATION`](crate::protocol::names::BULK_ANNOTATION))
-    /// into a buffer of its own, which the message carries as the first piece of its
+    /// Reads the large byte string a bincode or msgpack message of type `msg_type` announces
+    /// (an rmi peer's [`BULK_ANNOTATION`](crate::protocol::names::BULK_ANNOTATION)) into a
+    /// buffer of its own, which the message carries as the first piece of its
     /// [`payload_tail`](Message::payload_tail): a `Vec<u8>` argument (on a daemon, `Invoke`) or
     /// result (on a proxy, `Result`) can then be handed over without being copied. The bytes
     /// and every limit are the same either way: the buffer grows as they arrive, by the same
@@ -220,8 +220,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return false;
         };
         let data_len = header.data_len as usize;
+        let ser = header.serializer;
         if header.msg_type != split
-            || header.serializer != Serializer::BINCODE_ID
+            || (ser != Serializer::BINCODE_ID && ser != Serializer::MSGPACK_ID)
             || data_len < BULK_MIN
         {
             self.bulk = Bulk::Whole;

@@ -214,46 +214,57 @@ async fn a_daemon_reads_announced_bytes_the_same_wherever_the_announcement_puts_
     let mut reversed = big.clone();
     reversed.reverse();
     reversed.push(9);
-    let truth = crate::support::invoke_message(&object, "sum", &(big.clone(),), 0, 0)
-        .payload
-        .len()
-        - big.len();
-    let regions: [(u32, u32); 7] = [
-        (truth as u32, big.len() as u32),
-        (0, 100_000),
-        (truth as u32 + 1_000, 100_000),
-        (truth as u32 - 3, big.len() as u32 + 3),
-        (truth as u32 + 100_000, 100_000),
-        (truth as u32, big.len() as u32 + 1),
-        (u32::MAX - 10, 100_000),
-    ];
+    let limits = rmi::DecodeLimits::default();
     let mut seq = 0;
-    for (offset, len) in regions {
+    for ser in [Serializer::Bincode, Serializer::MsgPack] {
         for method in ["sum", "reverse"] {
-            seq += 1;
-            let mut msg = if method == "sum" {
-                crate::support::invoke_message(&object, method, &(big.clone(),), seq, 0)
+            let bytes = serde_bytes::ByteBuf::from(big.clone());
+            let payload = if method == "sum" {
+                rmi::protocol::codec::encode_invoke(ser, &object, method, &(bytes,))
             } else {
                 // The bytes followed by another argument.
-                crate::support::invoke_message(&object, method, &(big.clone(), 9u32), seq, 0)
-            };
-            let mut value = offset.to_be_bytes().to_vec();
-            value.extend_from_slice(&len.to_be_bytes());
-            msg.annotations.push((BULK_ANNOTATION, value.into()));
-            wr.write_all(&msg.to_bytes()).await.unwrap();
-            let reply = replies.read_frame().await.unwrap().expect("a reply");
-            assert_eq!(reply.msg_type, MessageType::Result);
-            assert_eq!(reply.seq, seq);
-            assert_eq!(reply.flags & rmi::protocol::frame::FLAGS_EXCEPTION, 0);
-            let mut reply = reply;
-            reply.join_payload();
-            let limits = rmi::DecodeLimits::default();
-            if method == "sum" {
-                let got: u64 = Serializer::Bincode.decode(&reply.payload, &limits).unwrap();
-                assert_eq!(got, sum, "BULK at {offset} for {len}");
-            } else {
-                let got: Vec<u8> = Serializer::Bincode.decode(&reply.payload, &limits).unwrap();
-                assert!(got == reversed, "BULK at {offset} for {len}");
+                rmi::protocol::codec::encode_invoke(ser, &object, method, &(bytes, 9u32))
+            }
+            .unwrap();
+            let truth = payload.windows(64).position(|w| w == &big[..64]).unwrap() as u32;
+            let regions: [(u32, u32); 7] = [
+                (truth, big.len() as u32),
+                (0, 100_000),
+                (truth + 1_000, 100_000),
+                (truth - 3, big.len() as u32 + 3),
+                (truth + 100_000, 100_000),
+                (truth, big.len() as u32 + 1),
+                (u32::MAX - 10, 100_000),
+            ];
+            for (offset, len) in regions {
+                seq += 1;
+                let mut msg = rmi::protocol::frame::Message::new(
+                    MessageType::Invoke,
+                    ser.id(),
+                    0,
+                    seq,
+                    payload.clone(),
+                );
+                let mut value = offset.to_be_bytes().to_vec();
+                value.extend_from_slice(&len.to_be_bytes());
+                msg.annotations.push((BULK_ANNOTATION, value.into()));
+                wr.write_all(&msg.to_bytes()).await.unwrap();
+                let reply = replies.read_frame().await.unwrap().expect("a reply");
+                let what = format!("{ser:?} {method}, BULK at {offset} for {len}");
+                assert_eq!(reply.msg_type, MessageType::Result, "{what}");
+                assert_eq!(reply.seq, seq);
+                assert_eq!(
+                    reply.flags & rmi::protocol::frame::FLAGS_EXCEPTION,
+                    0,
+                    "{what}"
+                );
+                if method == "sum" {
+                    let got: u64 = ser.decode(&reply.payload, &limits).unwrap();
+                    assert_eq!(got, sum, "{what}");
+                } else {
+                    let got: serde_bytes::ByteBuf = ser.decode(&reply.payload, &limits).unwrap();
+                    assert!(got.into_vec() == reversed, "{what}");
+                }
             }
         }
     }
@@ -262,18 +273,24 @@ async fn a_daemon_reads_announced_bytes_the_same_wherever_the_announcement_puts_
     // of the caller's.
     let proxy = BytesProxy::connect(&uri).await.unwrap();
     assert_eq!(proxy.sum(big).await.unwrap(), sum);
-    let untyped = rmi::Proxy::builder(uri.clone())
-        .connect::<rmi::Proxy>()
-        .await
-        .unwrap();
-    let reply = untyped
-        .call_full::<_, serde_bytes::ByteBuf>("fill", &(7u8, 300_000usize))
-        .await
-        .unwrap();
-    assert!(reply.value.iter().all(|&b| b == 7) && reply.value.len() == 300_000);
-    assert!(reply
-        .annotations
-        .iter()
-        .all(|(id, _)| *id != BULK_ANNOTATION));
+    for ser in [Serializer::Bincode, Serializer::MsgPack] {
+        let untyped = rmi::Proxy::builder(uri.clone())
+            .serializer(ser)
+            .connect::<rmi::Proxy>()
+            .await
+            .unwrap();
+        let reply = untyped
+            .call_full::<_, serde_bytes::ByteBuf>("fill", &(7u8, 300_000usize))
+            .await
+            .unwrap();
+        assert!(reply.value.iter().all(|&b| b == 7) && reply.value.len() == 300_000);
+        assert!(
+            reply
+                .annotations
+                .iter()
+                .all(|(id, _)| *id != BULK_ANNOTATION),
+            "{ser:?}"
+        );
+    }
     daemon.shutdown();
 }

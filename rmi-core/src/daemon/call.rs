@@ -106,8 +106,8 @@ impl Call {
             .limits
             .max_message_size
             .min(self.protocol.max_payload());
-        // A large byte string left out of a bincode result is announced (see below).
-        let announced = ser == codec::Serializer::Bincode
+        // A large byte string left out of the result is announced (see below).
+        let announced = matches!(ser, codec::Serializer::Bincode | codec::Serializer::MsgPack)
             && matches!(&result, Ok(Some((_, tail))) if !tail.is_empty());
         let overhead = reply_overhead(
             &annotations,

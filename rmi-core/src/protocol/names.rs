@@ -20,12 +20,14 @@ pub const MAC_ANNOTATION: [u8; 4] = *b"HMAC";
 /// Length of the MAC in a [`MAC_ANNOTATION`] (HMAC-SHA256).
 pub const MAC_LEN: usize = 32;
 
-/// Annotation announcing a large byte string in a bincode payload (rmi to rmi): its offset in
-/// the payload and its length, each a u32, big-endian. The payload is unchanged; the
-/// annotation only tells an rmi reader where to read those bytes into a buffer of their own, so
-/// that a `Vec<u8>` argument or result is handed to the method (or the caller) without being
-/// copied out of the message. A reader that ignores it reads the same payload. What it says is
-/// never trusted: a decoder reads the pieces as one payload wherever they were split.
+/// Annotation announcing a large byte string in a bincode or msgpack payload: its offset in the
+/// payload and its length, each a u32, big-endian. The payload is unchanged; the annotation
+/// only tells an rmi reader where to read those bytes into a buffer of their own, so that a
+/// `Vec<u8>` argument or result is handed to the method (or the caller) without being copied
+/// out of the message. A reader that ignores it (Python's Pyro5 ignores annotations it does not
+/// know) reads the same payload. What it says is never trusted: bincode reads the pieces as one
+/// payload wherever they were split, and msgpack takes the buffer over only where its decoder
+/// reads a bin of exactly those bytes, joining the pieces otherwise.
 pub const BULK_ANNOTATION: [u8; 4] = *b"BULK";
 
 /// Object id of the daemon's own object, as in Pyro.

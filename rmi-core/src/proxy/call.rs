@@ -294,9 +294,10 @@ impl Proxy {
                 Bytes::copy_from_slice(&deadline_millis(t).to_be_bytes()),
             ));
         }
-        // A large byte string left out of a bincode payload is announced, so that the daemon
-        // reads it into a buffer of its own and hands it to the method without a copy.
-        if conn.serializer == Serializer::Bincode {
+        // A large byte string left out of the payload is announced, so that an rmi daemon
+        // reads it into a buffer of its own and hands it to the method without a copy (a
+        // Python daemon ignores the annotation).
+        if matches!(conn.serializer, Serializer::Bincode | Serializer::MsgPack) {
             msg.announce_bulk();
         }
         // The limit counts the whole message: annotations (the caller's, the deadline, the MAC
@@ -459,8 +460,11 @@ fn decode_result<R: DeserializeOwned>(
     if !reply.payload_tail.is_empty() {
         // (How the bytes travelled is no annotation of the caller's.)
         reply.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
-        if ser == Serializer::Bincode && !reply.has_flag(frame::FLAGS_EXCEPTION) {
-            return codec::decode_taking(&reply.payload, &mut reply.payload_tail, limits);
+        if !reply.has_flag(frame::FLAGS_EXCEPTION) {
+            let (head, tail) = (&reply.payload, &mut reply.payload_tail);
+            if let Some(decoded) = codec::decode_taking(ser, head, tail, limits) {
+                return decoded;
+            }
         }
         reply.join_payload();
     }

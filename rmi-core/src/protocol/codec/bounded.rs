@@ -5,7 +5,12 @@
 //! sequence or map whose declared length exceeds `max_len` (the payload size), so a `Vec<()>`
 //! claiming 2^40 elements fails at once instead of spinning. It is format-agnostic; the codec
 //! wraps bincode and msgpack deserializers in it.
+//!
+//! It also hands a byte string that arrived in a buffer of its own to the visitor that reads it
+//! ([`with_apart`]): the decoder reads an empty byte string where it belongs, and the visitor
+//! gets the buffer by value.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use serde::de::{
@@ -51,6 +56,45 @@ impl Budget {
             _ => Ok(()),
         }
     }
+}
+
+thread_local! {
+    /// The address of the empty byte string the running [`with_apart`] stands its buffer for
+    /// (0: none); kept to a `Cell` so that other byte strings pay one comparison.
+    static APART_AT: Cell<usize> = const { Cell::new(0) };
+    static APART: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Runs `decode`, in which the empty byte string read at `at` (and only there) is handed to its
+/// visitor as `buf`, by value; returns what `decode` returned, and `buf` if no visitor took it.
+pub(crate) fn with_apart<R>(
+    at: *const u8,
+    buf: Vec<u8>,
+    decode: impl FnOnce() -> R,
+) -> (R, Option<Vec<u8>>) {
+    /// Leaves the thread with no buffer apart, however `decode` ends.
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            APART_AT.set(0);
+            APART.take();
+        }
+    }
+    APART.set(Some(buf));
+    APART_AT.set(at as usize);
+    let _clear = Clear;
+    let decoded = decode();
+    (decoded, APART.take())
+}
+
+/// The buffer of the running [`with_apart`], when `v` is its empty byte string.
+fn apart(v: &[u8]) -> Option<Vec<u8>> {
+    let at = APART_AT.get();
+    if at == 0 || !v.is_empty() || v.as_ptr() as usize != at {
+        return None;
+    }
+    APART_AT.set(0);
+    APART.take()
 }
 
 /// The wrapping deserializer.
@@ -228,8 +272,22 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for BoundedVisitor<V> {
         visit_u8: u8, visit_u16: u16, visit_u32: u32, visit_u64: u64, visit_u128: u128,
         visit_f32: f32, visit_f64: f64, visit_char: char,
         visit_str: &str, visit_borrowed_str: &'de str, visit_string: String,
-        visit_bytes: &[u8], visit_borrowed_bytes: &'de [u8], visit_byte_buf: Vec<u8>,
+        visit_byte_buf: Vec<u8>,
     );
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<V::Value, E> {
+        match apart(v) {
+            Some(buf) => self.inner.visit_byte_buf(buf),
+            None => self.inner.visit_bytes(v),
+        }
+    }
+
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<V::Value, E> {
+        match apart(v) {
+            Some(buf) => self.inner.visit_byte_buf(buf),
+            None => self.inner.visit_borrowed_bytes(v),
+        }
+    }
 
     fn visit_none<E: de::Error>(self) -> Result<V::Value, E> {
         self.inner.visit_none()

@@ -8,7 +8,7 @@
 //! msgpack do); the others copy it as before. An encoder recognises the buffer by its address
 //! and length, so nothing but that very buffer is ever left out.
 //!
-//! The receiving end, rmi to rmi: under bincode the message also announces where the buffer
+//! The receiving end, rmi to rmi: the message also announces where the buffer
 //! lies in the payload ([`BULK_ANNOTATION`](crate::protocol::names::BULK_ANNOTATION)), the
 //! peer's reader reads those bytes into a buffer of their own
 //! ([`FrameReader::split_bulk`](crate::transport::FrameReader::split_bulk)), and the decoder

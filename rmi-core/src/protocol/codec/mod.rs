@@ -508,6 +508,7 @@ impl Args {
     /// Too many arguments, an unknown keyword, a missing argument or a wrong type is an error
     /// that names the parameter. bincode carries positional arguments only.
     pub fn decode_named<T: DeserializeOwned>(&self, names: &[&str]) -> Result<T, Error> {
+        self.not_moved()?;
         if let Some((vargs, kwargs)) = self.tree.as_deref() {
             let bound =
                 value::bind(vargs.clone(), kwargs.clone(), names).map_err(|e| Error::Codec(e.0))?;
@@ -518,11 +519,30 @@ impl Args {
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
                 let (_, _, vargs, kwargs): (IgnoredAny, IgnoredAny, value::Value, value::Value) =
-                    self.ser.decode(&self.bytes, &self.limits)?;
+                    self.ser.decode(&self.whole(), &self.limits)?;
                 let bound = value::bind(vargs, kwargs, names).map_err(|e| Error::Codec(e.0))?;
                 T::deserialize(bound).map_err(|e| Error::Codec(e.0))
             }
         }
+    }
+
+    /// An error once [`take_named`](Self::take_named) has handed the arguments' byte string
+    /// over.
+    fn not_moved(&self) -> Result<(), Error> {
+        if self.moved {
+            return Err(Error::Codec(
+                "the arguments' byte string was handed over by an earlier take_named".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The encoded arguments as one buffer: joined (copied) when they arrived in pieces.
+    fn whole(&self) -> std::borrow::Cow<'_, [u8]> {
+        if self.tail.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.bytes);
+        }
+        std::borrow::Cow::Owned(frame::join(&self.bytes, &self.tail).into())
     }
 
     /// [`decode_named`](Self::decode_named), handing a large byte string that arrived in a
@@ -532,22 +552,37 @@ impl Args {
     /// servers call for methods with a `Vec<u8>` parameter. Once it has been handed over,
     /// these arguments cannot be decoded again (an error says so).
     pub fn take_named<T: DeserializeOwned>(&mut self, names: &[&str]) -> Result<T, Error> {
-        if self.ser != Serializer::Bincode || self.tail.is_empty() || self.moved {
+        if self.tail.is_empty() || self.moved {
             return self.decode_named(names);
         }
-        let (value, moved) =
-            bincode::decode_pieces(&self.bytes, &mut self.tail, true, &self.limits)?;
-        self.moved = moved;
-        Ok(value)
+        match self.ser {
+            Serializer::Bincode => {
+                let (value, moved) =
+                    bincode::decode_pieces(&self.bytes, &mut self.tail, true, &self.limits)?;
+                self.moved = moved;
+                Ok(value)
+            }
+            Serializer::MsgPack => {
+                type Call = (IgnoredAny, IgnoredAny, value::Value, value::Value);
+                let Some(decoded) =
+                    msgpack::decode_apart::<Call>(&self.bytes, &mut self.tail, &self.limits)
+                else {
+                    return self.decode_named(names);
+                };
+                self.moved = true;
+                let (_, _, vargs, kwargs) = decoded?;
+                let bound = value::bind(vargs, kwargs, names).map_err(|e| Error::Codec(e.0))?;
+                T::deserialize(bound).map_err(|e| Error::Codec(e.0))
+            }
+            Serializer::Serpent | Serializer::Marshal | Serializer::Json => {
+                self.decode_named(names)
+            }
+        }
     }
 
     /// Decodes the arguments as `T` (a tuple of the parameter types), positionally.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        if self.moved {
-            return Err(Error::Codec(
-                "the arguments' byte string was handed over by an earlier take_named".into(),
-            ));
-        }
+        self.not_moved()?;
         if let Some((vargs, kwargs)) = self.tree.as_deref() {
             if *kwargs != value::Value::None {
                 NoKwargs::deserialize(kwargs.clone()).map_err(|e| Error::Codec(e.0))?;
@@ -563,7 +598,7 @@ impl Args {
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
                 let (_, _, args, _): (IgnoredAny, IgnoredAny, T, NoKwargs) =
-                    self.ser.decode(&self.bytes, &self.limits)?;
+                    self.ser.decode(&self.whole(), &self.limits)?;
                 Ok(args)
             }
         }
@@ -580,7 +615,7 @@ impl Args {
             (None, Serializer::Bincode | Serializer::Json) => return Ok(None),
             (None, Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal) => {
                 let (_, _, vargs, _): (IgnoredAny, IgnoredAny, value::Value, IgnoredAny) =
-                    self.ser.decode(&self.bytes, &self.limits)?;
+                    self.ser.decode(&self.whole(), &self.limits)?;
                 vargs
             }
         };
@@ -731,9 +766,26 @@ pub(crate) fn decode_invoke_with<R>(
     known: &str,
     route: impl FnOnce(&str, &str) -> R,
 ) -> Result<(R, Args), Error> {
-    if !tail.is_empty() && (ser != Serializer::Bincode || bincode::route(&payload, known).is_err())
-    {
-        payload = frame::join(&payload, &std::mem::take(&mut tail));
+    if !tail.is_empty() {
+        match ser {
+            Serializer::Bincode if bincode::route(&payload, known).is_ok() => {}
+            Serializer::MsgPack => {
+                if let Some((object, method)) = msgpack::route_apart(&payload, tail[0].len()) {
+                    let args = Args {
+                        ser,
+                        protocol: Protocol::Pyro5,
+                        bytes: payload,
+                        tail,
+                        moved: false,
+                        limits: *limits,
+                        tree: None,
+                    };
+                    return Ok((route(&object, &method), args));
+                }
+                payload = frame::join(&payload, &std::mem::take(&mut tail));
+            }
+            _ => payload = frame::join(&payload, &std::mem::take(&mut tail)),
+        }
     }
     if ser != Serializer::Bincode {
         let invoke = decode_invoke(ser, payload, limits)?;
@@ -754,15 +806,24 @@ pub(crate) fn decode_invoke_with<R>(
     Ok((routed, args))
 }
 
-/// Decodes a bincode payload in pieces (`head`, then each of `tail`: what a reader split
-/// where a `BULK` annotation said) as `T`, handing the first piece of `tail` to the
-/// `serde_bytes::ByteBuf` in `T` that reads exactly it, instead of copying it.
+/// Decodes a payload in pieces (`head`, then each of `tail`: what a reader split where a
+/// `BULK` annotation said) as `T`, handing the first piece of `tail` to the byte buffer in `T`
+/// that reads exactly it (a `serde_bytes::ByteBuf`), instead of copying it. `None` when the
+/// payload must be joined and decoded whole instead (another serializer, or msgpack whose
+/// pieces do not fall where a large bin's bytes start).
 pub(crate) fn decode_taking<T: DeserializeOwned>(
+    ser: Serializer,
     head: &[u8],
     tail: &mut [Bytes],
     limits: &DecodeLimits,
-) -> Result<T, Error> {
-    bincode::decode_pieces(head, tail, true, limits).map(|(value, _)| value)
+) -> Option<Result<T, Error>> {
+    match ser {
+        Serializer::Bincode => {
+            Some(bincode::decode_pieces(head, tail, true, limits).map(|(value, _)| value))
+        }
+        Serializer::MsgPack => msgpack::decode_apart(head, tail, limits),
+        Serializer::Serpent | Serializer::Json | Serializer::Marshal => None,
+    }
 }
 
 /// Decodes the routing part of an INVOKE payload; the arguments stay encoded.

@@ -85,6 +85,74 @@ fn decode_direct<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Re
     }
 }
 
+/// Whether `head` ends in the header of a bin of `len` bytes, written as an encoder writes a
+/// large one (bin32): where a sender left that bin's bytes out of its payload.
+fn ends_in_bin_header(head: &[u8], len: usize) -> bool {
+    let Ok(len) = u32::try_from(len) else {
+        return false;
+    };
+    head.len() >= 5 && head[head.len() - 5] == 0xc6 && head[head.len() - 4..] == len.to_be_bytes()
+}
+
+/// Decodes `T` from a payload in pieces: `head`, which ends in the bin header of the first
+/// piece of `tail`, then that bin's bytes, in a buffer of their own, then the rest of `tail`.
+/// The buffer is handed by value to the visitor that reads the bin, not copied: the rest is
+/// decoded with the bin declared empty, and the buffer stands in for that empty bin.
+///
+/// `None` (the first piece of `tail` put back) when `head` does not end in that header, or the
+/// decoder did not read a bin there (the header's bytes were inside something else): the
+/// caller decodes the joined payload instead. `Some` means the bin was read exactly there, so
+/// the value is the one the joined payload gives.
+pub(super) fn decode_apart<T: DeserializeOwned>(
+    head: &[u8],
+    tail: &mut [Bytes],
+    limits: &DecodeLimits,
+) -> Option<Result<T, Error>> {
+    let (first, rest) = tail.split_first_mut()?;
+    if !ends_in_bin_header(head, first.len()) {
+        return None;
+    }
+    let rest_len = rest.iter().map(Bytes::len).sum::<usize>();
+    let mut around = Vec::with_capacity(head.len() + rest_len);
+    around.extend_from_slice(head);
+    let declared = around.len() - 4;
+    around[declared..].fill(0);
+    for piece in &*rest {
+        around.extend_from_slice(piece);
+    }
+    // (No copy: a piece a reader split off is its buffer's only owner.)
+    let buf = Vec::from(std::mem::take(first));
+    let at = around[head.len()..].as_ptr();
+    let (decoded, left) = super::bounded::with_apart(at, buf, || decode_direct(&around, limits));
+    match left {
+        Some(buf) => {
+            *first = Bytes::from(buf);
+            None
+        }
+        None => Some(decoded),
+    }
+}
+
+/// The object id and method name at the start of `head`, an INVOKE payload's first part, when
+/// both lie before the bin header it ends in (see [`decode_apart`]); `None` otherwise.
+pub(super) fn route_apart(head: &[u8], bin_len: usize) -> Option<(String, String)> {
+    if !ends_in_bin_header(head, bin_len) {
+        return None;
+    }
+    let before = &head[..head.len() - 5];
+    let mut rd = before;
+    if rmp::decode::read_array_len(&mut rd).ok()? != 4 {
+        return None;
+    }
+    let mut name = || -> Option<String> {
+        let len = rmp::decode::read_str_len(&mut rd).ok()? as usize;
+        let bytes = rd.get(..len)?;
+        rd = &rd[len..];
+        String::from_utf8(bytes.to_vec()).ok()
+    };
+    Some((name()?, name()?))
+}
+
 /// How the msgpack value starting at `doc[pos]` is laid out, read from its header alone.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
@@ -261,6 +329,75 @@ pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call's arguments with a large bin between a string and a number, as msgpack.
+    type Call = (String, serde_bytes::ByteBuf, u32);
+
+    fn call() -> (Call, Vec<u8>) {
+        let big = (0..70_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>();
+        let value = ("name".to_owned(), serde_bytes::ByteBuf::from(big), 9);
+        let encoded = rmp_serde::to_vec(&value).unwrap();
+        (value, encoded)
+    }
+
+    #[test]
+    fn a_bin_read_apart_is_handed_to_its_visitor_and_anything_else_is_left_to_a_join() {
+        let limits = DecodeLimits::default();
+        let (value, whole) = call();
+        let start = whole.len() - 70_000 - 1;
+        let pieces = |from: usize, to: usize| {
+            vec![
+                Bytes::copy_from_slice(&whole[from..to]),
+                Bytes::copy_from_slice(&whole[to..]),
+            ]
+        };
+        let mut tail = pieces(start, start + 70_000);
+        let at = tail[0].as_ptr();
+        let got: Call = decode_apart(&whole[..start], &mut tail, &limits)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, value);
+        assert_eq!(got.1.as_ptr(), at, "the piece's own buffer, not a copy");
+        // Split anywhere else: not decoded apart, and the piece is back.
+        for (from, to) in [
+            (start - 1, start + 70_000),
+            (start, start + 69_999),
+            (0, 10),
+        ] {
+            let mut tail = pieces(from, to);
+            let before = tail.clone();
+            assert!(decode_apart::<Call>(&whole[..from], &mut tail, &limits).is_none());
+            assert_eq!(tail, before, "{from}..{to}");
+        }
+        // A bin header's bytes inside another bin's data are no header: never read apart.
+        let mut text = vec![b'a'; 10];
+        text.extend_from_slice(&[0xc6, 0, 1, 0x11, 0x70]);
+        text.extend(std::iter::repeat_n(b'b', 70_000 + 20));
+        let lying = rmp_serde::to_vec(&(serde_bytes::ByteBuf::from(text), 1u8)).unwrap();
+        let from = lying.iter().position(|&b| b == 0xc6).unwrap() + 5;
+        let mut tail = vec![
+            Bytes::copy_from_slice(&lying[from..from + 70_000]),
+            Bytes::copy_from_slice(&lying[from + 70_000..]),
+        ];
+        let got = decode_apart::<(serde_bytes::ByteBuf, u8)>(&lying[..from], &mut tail, &limits);
+        assert!(got.is_none(), "{got:?}");
+        assert_eq!(frame_join(&lying[..from], &tail), lying);
+    }
+
+    fn frame_join(head: &[u8], tail: &[Bytes]) -> Vec<u8> {
+        crate::protocol::frame::join(head, tail).to_vec()
+    }
+
+    #[test]
+    fn names_before_a_bin_read_apart_route_the_call() {
+        let args = (serde_bytes::ByteBuf::from(vec![1u8; 70_000]),);
+        let payload = rmp_serde::to_vec(&("obj", "method", args, ())).unwrap();
+        let start = payload.iter().position(|&b| b == 0xc6).unwrap() + 5;
+        let route = route_apart(&payload[..start], 70_000);
+        assert_eq!(route, Some(("obj".into(), "method".into())));
+        assert_eq!(route_apart(&payload[..start], 69_999), None);
+        assert_eq!(route_apart(&payload[..start - 1], 70_000), None);
+    }
 
     #[test]
     fn the_length_of_a_document_is_walked_from_its_headers() {

@@ -555,7 +555,8 @@ impl Message {
 
     /// Announces the first piece of the [tail](Self::payload_tail) (a large byte string left
     /// out of the payload) with a [`BULK_ANNOTATION`], for a reader that reads it into a
-    /// buffer of its own. For rmi peers only (bincode payloads); without a tail, nothing.
+    /// buffer of its own (an rmi peer's; other peers ignore it). Only for bincode and msgpack
+    /// payloads, whose decoders take such a buffer over; without a tail, nothing.
     pub fn announce_bulk(&mut self) {
         self.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
         let Some(big) = self.payload_tail.first() else {
