@@ -39,6 +39,17 @@ const COPY_OUT: usize = 4 * 1024;
 /// buffer of its own (the size from which a sender leaves one out of its payload).
 const BULK_MIN: usize = 64 * 1024;
 
+/// How much more a reader may reserve for a message of which `received` bytes have arrived
+/// while `spare` bytes it reserved are still unused: up to three times what has arrived (at
+/// least `READ_CHUNK`) in all, so a peer that announces much and sends little makes it reserve
+/// at most about four times what it sent; never less than `MIN_READ`.
+fn room(received: usize, spare: usize) -> usize {
+    READ_CHUNK
+        .max(received.saturating_mul(3))
+        .saturating_sub(spare)
+        .max(MIN_READ)
+}
+
 /// Reads whole messages from the read half of a stream.
 pub struct FrameReader<R> {
     rd: R,
@@ -170,9 +181,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The header at the front of the buffer, in the reader's protocol (or either), once its
     /// bytes are in; parsed once per message.
+    #[inline(always)]
     fn header(&self) -> Result<frame::Header, frame::Error> {
         if let Some(header) = self.front.get() {
             return Ok(header);
+        }
+        // (Nothing to look at: the usual state of a reader about to wait.)
+        if self.buf.is_empty() {
+            return Err(frame::Error::Incomplete);
         }
         let protocol = match self.protocol {
             Some(protocol) => protocol,
@@ -186,17 +202,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The header at the front of the buffer, when its whole message is in.
     fn check(&self) -> Result<frame::Header, frame::Error> {
         let header = self.header()?;
-        let in_buf = match &self.bulk {
-            Bulk::Reading { len, buf, .. } if buf.len() < *len => {
-                return Err(frame::Error::Incomplete)
-            }
-            Bulk::Reading { len, .. } => header.total_len() - len,
-            Bulk::Unknown | Bulk::Whole => header.total_len(),
-        };
-        if self.buf.len() < in_buf {
-            return Err(frame::Error::Incomplete);
+        // (While a string is read apart, the read buffer never holds the message's length: it
+        // takes no byte past the string's start until the string is whole.)
+        if self.buf.len() >= header.total_len() {
+            return Ok(header);
         }
-        Ok(header)
+        match &self.bulk {
+            Bulk::Reading { len, buf, .. }
+                if buf.len() == *len && self.buf.len() >= header.total_len() - len =>
+            {
+                Ok(header)
+            }
+            _ => Err(frame::Error::Incomplete),
+        }
     }
 
     /// How many more bytes the message at the front needs, when its header is complete.
@@ -212,11 +230,23 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Looks, once the front message's annotations are in, for a byte string to read into a
     /// buffer of its own (see [`split_bulk`](Self::split_bulk)); true when it found one, whose
     /// bytes already read were moved there (which may have completed the message).
+    #[inline]
     fn plan_bulk(&mut self) -> bool {
+        // (Most messages waited for are: their reader asks nothing of this.)
+        if self.split.is_none() || !matches!(self.bulk, Bulk::Unknown) || self.buf.is_empty() {
+            return false;
+        }
+        self.plan_bulk_now()
+    }
+
+    /// [`plan_bulk`](Self::plan_bulk) for a reader that splits, before it has decided.
+    fn plan_bulk_now(&mut self) -> bool {
         let (Some(split), Bulk::Unknown) = (self.split, &self.bulk) else {
             return false;
         };
-        let Ok(header) = self.header() else {
+        // Only a header already parsed (by the `check` just before): parsing a partial one
+        // again for nothing would cost every message that has to be waited for.
+        let Some(header) = self.front.get() else {
             return false;
         };
         let data_len = header.data_len as usize;
@@ -237,9 +267,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             return false;
         };
         let start = at + header.ann_len as usize + offset;
-        // Room as the read buffer would get it (at most four times what has arrived).
+        // Room as the read buffer would get it, less what the read buffer holds spare: the two
+        // together stay within the read buffer's rule.
         let received = self.buf.len();
-        let mut buf = Vec::with_capacity(len.min(READ_CHUNK.max(received.saturating_mul(3))));
+        let spare = self.buf.capacity() - received;
+        let mut buf = Vec::with_capacity(len.min(room(received, spare)));
         if received > start {
             // The string's first bytes came in with the annotations: moved over.
             let rest = self.buf.split_off(start);
@@ -259,20 +291,36 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads what arrived into the buffer the front message's next bytes belong in: the read
     /// buffer, or the announced byte string's own (reading no further than it, so the bytes
     /// after it are not read into it).
+    #[inline]
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if !matches!(self.bulk, Bulk::Reading { .. }) {
+            self.reserve();
+            let rd = std::pin::Pin::new(&mut self.rd);
+            return tokio_util::io::poll_read_buf(rd, cx, &mut self.buf);
+        }
+        self.poll_fill_bulk(cx)
+    }
+
+    /// [`poll_fill`](Self::poll_fill) while a byte string is being read apart.
+    fn poll_fill_bulk(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         let rd = std::pin::Pin::new(&mut self.rd);
         match &mut self.bulk {
-            Bulk::Reading { start, .. } if self.buf.len() < *start => {
+            Bulk::Reading { start, buf, .. } if self.buf.len() < *start => {
+                // The bytes before the string (a peer's offset may be far ahead of its bytes).
                 let want = *start - self.buf.len();
-                self.buf.reserve(want);
+                if self.buf.len() == self.buf.capacity() {
+                    let received = self.buf.len() + buf.len();
+                    let spare = buf.capacity() - buf.len();
+                    self.buf.reserve(want.min(room(received, spare)));
+                }
                 tokio_util::io::poll_read_buf(rd, cx, &mut (&mut self.buf).limit(want))
             }
             Bulk::Reading { len, buf, .. } if buf.len() < *len => {
                 let want = *len - buf.len();
                 if buf.len() == buf.capacity() {
-                    // The read buffer's rule: up to three times what has arrived.
                     let received = self.buf.len() + buf.len();
-                    buf.reserve_exact(want.min(READ_CHUNK.max(received.saturating_mul(3))));
+                    let spare = self.buf.capacity() - self.buf.len();
+                    buf.reserve_exact(want.min(room(received, spare)));
                 }
                 tokio_util::io::poll_read_buf(rd, cx, &mut buf.limit(want))
             }
@@ -398,7 +446,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             offset, len, buf, ..
         } = std::mem::take(&mut self.bulk)
         {
-            let around = self.buf.split_to(header.total_len() - len).freeze();
+            let around_len = header.total_len() - len;
+            let around = self.buf.split_to(around_len).freeze();
+            if around_len > KEEP_READ_BUFFER {
+                self.release_large_buffer();
+            }
             return Message::from_split_frame(around, &header, offset, Bytes::from(buf))
                 .map_err(|e| Error::Protocol(e.to_string()));
         }
@@ -428,6 +480,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// (Steps planned back from the message's size, a quarter of it, a sixteenth..., which
     /// would copy a third of the message where these copy up to two thirds, measured worse:
     /// glibc's `realloc` grows some of these steps in place.)
+    #[inline]
     fn reserve(&mut self) {
         let buffered = self.buf.len();
         let reserve = match self.missing() {
@@ -976,30 +1029,47 @@ mod tests {
 
     #[tokio::test]
     async fn an_announced_string_grows_its_buffer_only_as_its_bytes_arrive() {
-        let (_, wire) = announced(1, 100, 10_000_000, 0);
-        let (mut peer, ours) = tokio::io::duplex(8 << 20);
-        let mut reader = FrameReader::new(ours, 64 << 20);
-        reader.split_bulk(MessageType::Invoke);
-        let mut sent = 0;
-        for piece in [200, 5_000, 60_000, 400_000, 3_000_000] {
-            peer.write_all(&wire[sent..sent + piece]).await.unwrap();
-            sent += piece;
-            let read = tokio::time::timeout(Duration::from_millis(50), reader.read_frame()).await;
-            assert!(read.is_err(), "a message is not whole after {sent} bytes");
-            let Bulk::Reading { buf, .. } = &reader.bulk else {
-                panic!("the string is read apart");
-            };
-            assert_eq!(reader.buf.len() + buf.len(), sent);
-            let reserved = reader.buf.capacity() + buf.capacity();
-            let bound = 2 * (4 * sent).max(sent + READ_CHUNK);
+        // The string right after the annotations; and announced 30 MB ahead of the bytes
+        // sent, whose reservation must not run ahead of them either.
+        for (head, big) in [(100, 10_000_000), (30_000_000, 1_000_000)] {
+            let (_, wire) = announced(1, head, big, 0);
+            let (mut peer, ours) = tokio::io::duplex(8 << 20);
+            let mut reader = FrameReader::new(ours, 64 << 20);
+            reader.split_bulk(MessageType::Invoke);
+            let mut sent = 0;
+            for piece in [200, 5_000, 60_000, 400_000, 3_000_000] {
+                peer.write_all(&wire[sent..sent + piece]).await.unwrap();
+                sent += piece;
+                let read =
+                    tokio::time::timeout(Duration::from_millis(50), reader.read_frame()).await;
+                assert!(read.is_err(), "a message is not whole after {sent} bytes");
+                let Bulk::Reading { buf, .. } = &reader.bulk else {
+                    panic!("the string is read apart");
+                };
+                assert_eq!(reader.buf.len() + buf.len(), sent);
+                // Both buffers together: within the read buffer's rule (and an allocator's
+                // rounding).
+                let reserved = reader.buf.capacity() + buf.capacity();
+                let bound = (4 * sent).max(sent + READ_CHUNK) + 2 * MIN_READ;
+                assert!(
+                    reserved <= bound,
+                    "{reserved} bytes reserved after {sent} sent ({head} before the string)"
+                );
+            }
+            // The rest is larger than the pipe: write it while the reader reads.
+            let (written, msg) = tokio::join!(peer.write_all(&wire[sent..]), reader.read_frame());
+            written.unwrap();
+            let msg = msg.unwrap().unwrap();
+            assert_eq!(msg.payload_tail[0].len(), big);
+            assert_eq!(msg.payload.len(), head);
+            drop(peer);
+            assert!(reader.read_frame().await.unwrap().is_none());
             assert!(
-                reserved <= bound,
-                "{reserved} bytes reserved after {sent} sent"
+                reader.buf.capacity() <= KEEP_READ_BUFFER,
+                "a large message's read buffer is let go ({} kept)",
+                reader.buf.capacity()
             );
         }
-        peer.write_all(&wire[sent..]).await.unwrap();
-        let msg = reader.read_frame().await.unwrap().unwrap();
-        assert_eq!(msg.payload_tail[0].len(), 10_000_000);
     }
 
     #[tokio::test]

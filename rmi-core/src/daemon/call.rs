@@ -61,16 +61,7 @@ impl Call {
         let (result, mut annotations) = match inflated {
             Ok(()) => {
                 // Taken, not cloned: the reply needs only the request's header fields.
-                let payload = (
-                    std::mem::take(&mut self.req.payload),
-                    std::mem::take(&mut self.req.payload_tail),
-                );
-                if !payload.1.is_empty() {
-                    // (How the bytes travelled is no annotation of the caller's.)
-                    self.req
-                        .annotations
-                        .retain(|(id, _)| *id != BULK_ANNOTATION);
-                }
+                let payload = std::mem::take(&mut self.req.payload);
                 let reuse = (&mut context, &mut hint);
                 self.invoke(payload, corr, oneway, turn, reuse).await
             }
@@ -107,8 +98,8 @@ impl Call {
             .max_message_size
             .min(self.protocol.max_payload());
         // A large byte string left out of the result is announced (see below).
-        let announced = matches!(ser, codec::Serializer::Bincode | codec::Serializer::MsgPack)
-            && matches!(&result, Ok(Some((_, tail))) if !tail.is_empty());
+        let announced = matches!(&result, Ok(Some((_, tail))) if !tail.is_empty())
+            && matches!(ser, codec::Serializer::Bincode | codec::Serializer::MsgPack);
         let overhead = reply_overhead(
             &annotations,
             inner.config.secret.is_some(),
@@ -193,19 +184,29 @@ impl Call {
     /// `context` (a finished call's allocation, when given), which gets this call's back; its
     /// object is looked up through `hint` (see `Inner::object_hinted`).
     async fn invoke(
-        &self,
-        payload: (bytes::Bytes, Vec<bytes::Bytes>),
+        &mut self,
+        payload: bytes::Bytes,
         corr: uuid::Uuid,
         oneway: bool,
         turn: Option<Turn>,
         (context, hint): (&mut Option<ContextAlloc>, &mut Option<ObjectHint>),
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
+        // (Taken here, not passed in: the rare tail does not enlarge every call's future.)
+        let tail = if self.req.payload_tail.is_empty() {
+            None
+        } else {
+            // (How the bytes travelled is no annotation of the caller's.)
+            self.req
+                .annotations
+                .retain(|(id, _)| *id != BULK_ANNOTATION);
+            Some(std::mem::take(&mut self.req.payload_tail))
+        };
         let inner = &self.conn.daemon.inner;
         // The names are copied into the call's context (made in a finished call's allocation
         // when there is one); the call borrows them back from it.
         let decoded = codec::decode_invoke_with(
             self.ser,
-            payload,
+            (payload, tail),
             &inner.config.limits,
             &self.conn.connected,
             |object, method| {

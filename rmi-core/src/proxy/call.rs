@@ -297,7 +297,9 @@ impl Proxy {
         // A large byte string left out of the payload is announced, so that an rmi daemon
         // reads it into a buffer of its own and hands it to the method without a copy (a
         // Python daemon ignores the annotation).
-        if matches!(conn.serializer, Serializer::Bincode | Serializer::MsgPack) {
+        if !msg.payload_tail.is_empty()
+            && matches!(conn.serializer, Serializer::Bincode | Serializer::MsgPack)
+        {
             msg.announce_bulk();
         }
         // The limit counts the whole message: annotations (the caller's, the deadline, the MAC

@@ -437,16 +437,35 @@ pub struct Args {
     /// bincode: the bytes after object and method; msgpack, serpent: the whole payload;
     /// json and Pyro-format batched calls: empty (see `tree`).
     bytes: Bytes,
-    /// bincode: more argument bytes after `bytes`, when a reader split the payload (see
-    /// [`Message::payload_tail`](crate::protocol::frame::Message::payload_tail)): the large
-    /// byte string it announced, then the rest.
-    tail: Vec<Bytes>,
-    /// The tail's byte string was handed over by [`take_named`](Args::take_named).
-    moved: bool,
+    /// More argument bytes after `bytes`, when a reader split the payload (boxed: rare, and
+    /// every call's `Args` is moved several times).
+    apart: Option<Box<Apart>>,
     limits: DecodeLimits,
     /// The positional and keyword arguments, already read into the value tree (json, and the
     /// calls of a batch in Pyro's format).
     tree: Option<Box<(value::Value, value::Value)>>,
+}
+
+/// Argument bytes that arrived in pieces (see
+/// [`Message::payload_tail`](crate::protocol::frame::Message::payload_tail)).
+#[derive(Debug, Clone)]
+struct Apart {
+    /// What follows [`Args`]'s bytes: the large byte string a reader split off, then the rest.
+    tail: Vec<Bytes>,
+    /// The byte string was handed over by [`take_named`](Args::take_named).
+    moved: bool,
+}
+
+impl Apart {
+    /// An error once [`take_named`](Args::take_named) has handed the byte string over.
+    fn not_moved(&self) -> Result<(), Error> {
+        if self.moved {
+            return Err(Error::Codec(
+                "the arguments' byte string was handed over by an earlier take_named".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One call of a batch in Pyro's format (`[method, [args...], {kwargs}]`).
@@ -508,7 +527,6 @@ impl Args {
     /// Too many arguments, an unknown keyword, a missing argument or a wrong type is an error
     /// that names the parameter. bincode carries positional arguments only.
     pub fn decode_named<T: DeserializeOwned>(&self, names: &[&str]) -> Result<T, Error> {
-        self.not_moved()?;
         if let Some((vargs, kwargs)) = self.tree.as_deref() {
             let bound =
                 value::bind(vargs.clone(), kwargs.clone(), names).map_err(|e| Error::Codec(e.0))?;
@@ -519,30 +537,22 @@ impl Args {
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
                 let (_, _, vargs, kwargs): (IgnoredAny, IgnoredAny, value::Value, value::Value) =
-                    self.ser.decode(&self.whole(), &self.limits)?;
+                    self.ser.decode(&self.whole()?, &self.limits)?;
                 let bound = value::bind(vargs, kwargs, names).map_err(|e| Error::Codec(e.0))?;
                 T::deserialize(bound).map_err(|e| Error::Codec(e.0))
             }
         }
     }
 
-    /// An error once [`take_named`](Self::take_named) has handed the arguments' byte string
-    /// over.
-    fn not_moved(&self) -> Result<(), Error> {
-        if self.moved {
-            return Err(Error::Codec(
-                "the arguments' byte string was handed over by an earlier take_named".into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// The encoded arguments as one buffer: joined (copied) when they arrived in pieces.
-    fn whole(&self) -> std::borrow::Cow<'_, [u8]> {
-        if self.tail.is_empty() {
-            return std::borrow::Cow::Borrowed(&self.bytes);
-        }
-        std::borrow::Cow::Owned(frame::join(&self.bytes, &self.tail).into())
+    fn whole(&self) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+        let Some(apart) = self.apart.as_deref() else {
+            return Ok(std::borrow::Cow::Borrowed(&self.bytes));
+        };
+        apart.not_moved()?;
+        Ok(std::borrow::Cow::Owned(
+            frame::join(&self.bytes, &apart.tail).into(),
+        ))
     }
 
     /// [`decode_named`](Self::decode_named), handing a large byte string that arrived in a
@@ -552,24 +562,24 @@ impl Args {
     /// servers call for methods with a `Vec<u8>` parameter. Once it has been handed over,
     /// these arguments cannot be decoded again (an error says so).
     pub fn take_named<T: DeserializeOwned>(&mut self, names: &[&str]) -> Result<T, Error> {
-        if self.tail.is_empty() || self.moved {
+        let Some(apart) = self.apart.as_deref_mut().filter(|apart| !apart.moved) else {
             return self.decode_named(names);
-        }
+        };
         match self.ser {
             Serializer::Bincode => {
                 let (value, moved) =
-                    bincode::decode_pieces(&self.bytes, &mut self.tail, true, &self.limits)?;
-                self.moved = moved;
+                    bincode::decode_pieces(&self.bytes, &mut apart.tail, true, &self.limits)?;
+                apart.moved = moved;
                 Ok(value)
             }
             Serializer::MsgPack => {
                 type Call = (IgnoredAny, IgnoredAny, value::Value, value::Value);
                 let Some(decoded) =
-                    msgpack::decode_apart::<Call>(&self.bytes, &mut self.tail, &self.limits)
+                    msgpack::decode_apart::<Call>(&self.bytes, &mut apart.tail, &self.limits)
                 else {
                     return self.decode_named(names);
                 };
-                self.moved = true;
+                apart.moved = true;
                 let (_, _, vargs, kwargs) = decoded?;
                 let bound = value::bind(vargs, kwargs, names).map_err(|e| Error::Codec(e.0))?;
                 T::deserialize(bound).map_err(|e| Error::Codec(e.0))
@@ -582,7 +592,6 @@ impl Args {
 
     /// Decodes the arguments as `T` (a tuple of the parameter types), positionally.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        self.not_moved()?;
         if let Some((vargs, kwargs)) = self.tree.as_deref() {
             if *kwargs != value::Value::None {
                 NoKwargs::deserialize(kwargs.clone()).map_err(|e| Error::Codec(e.0))?;
@@ -590,15 +599,17 @@ impl Args {
             return T::deserialize(vargs.clone()).map_err(|e| Error::Codec(e.0));
         }
         match self.ser {
-            Serializer::Bincode if !self.tail.is_empty() => {
-                let mut tail = self.tail.clone();
+            Serializer::Bincode if self.apart.is_some() => {
+                let apart = self.apart.as_deref().expect("checked");
+                apart.not_moved()?;
+                let mut tail = apart.tail.clone();
                 bincode::decode_pieces(&self.bytes, &mut tail, false, &self.limits).map(|(v, _)| v)
             }
             Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
                 let (_, _, args, _): (IgnoredAny, IgnoredAny, T, NoKwargs) =
-                    self.ser.decode(&self.whole(), &self.limits)?;
+                    self.ser.decode(&self.whole()?, &self.limits)?;
                 Ok(args)
             }
         }
@@ -615,7 +626,7 @@ impl Args {
             (None, Serializer::Bincode | Serializer::Json) => return Ok(None),
             (None, Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal) => {
                 let (_, _, vargs, _): (IgnoredAny, IgnoredAny, value::Value, IgnoredAny) =
-                    self.ser.decode(&self.whole(), &self.limits)?;
+                    self.ser.decode(&self.whole()?, &self.limits)?;
                 vargs
             }
         };
@@ -647,8 +658,7 @@ impl Args {
                         ser: self.ser,
                         protocol: self.protocol,
                         bytes: Bytes::new(),
-                        tail: Vec::new(),
-                        moved: false,
+                        apart: None,
                         limits: self.limits,
                         tree: Some(Box::new((vargs, kwargs))),
                     },
@@ -761,30 +771,20 @@ impl Serialize for PyroCall {
 /// sender split its payload is never trusted).
 pub(crate) fn decode_invoke_with<R>(
     ser: Serializer,
-    (mut payload, mut tail): (Bytes, Vec<Bytes>),
+    (mut payload, tail): (Bytes, Option<Vec<Bytes>>),
     limits: &DecodeLimits,
     known: &str,
     route: impl FnOnce(&str, &str) -> R,
 ) -> Result<(R, Args), Error> {
-    if !tail.is_empty() {
-        match ser {
-            Serializer::Bincode if bincode::route(&payload, known).is_ok() => {}
-            Serializer::MsgPack => {
-                if let Some((object, method)) = msgpack::route_apart(&payload, tail[0].len()) {
-                    let args = Args {
-                        ser,
-                        protocol: Protocol::Pyro5,
-                        bytes: payload,
-                        tail,
-                        moved: false,
-                        limits: *limits,
-                        tree: None,
-                    };
-                    return Ok((route(&object, &method), args));
-                }
-                payload = frame::join(&payload, &std::mem::take(&mut tail));
+    let mut apart = None;
+    if let Some(tail) = tail {
+        match decode_invoke_apart(ser, payload, tail, limits, known) {
+            Routed::Apart(args, (object, method)) => return Ok((route(&object, &method), args)),
+            Routed::Kept(head, tail) => {
+                payload = head;
+                apart = Some(Box::new(Apart { tail, moved: false }));
             }
-            _ => payload = frame::join(&payload, &std::mem::take(&mut tail)),
+            Routed::Joined(joined) => payload = joined,
         }
     }
     if ser != Serializer::Bincode {
@@ -798,12 +798,52 @@ pub(crate) fn decode_invoke_with<R>(
         ser,
         protocol: Protocol::Pyro5,
         bytes: payload,
-        tail,
-        moved: false,
+        apart,
         limits: *limits,
         tree: None,
     };
     Ok((routed, args))
+}
+
+/// What [`decode_invoke_apart`] made of a payload in pieces.
+enum Routed {
+    /// A msgpack call routed from the names before its bin: its arguments, object and method.
+    Apart(Args, (String, String)),
+    /// The head to route as usual, its tail kept apart (bincode, whose names are all in it).
+    Kept(Bytes, Vec<Bytes>),
+    /// The pieces joined into one payload, to route as usual.
+    Joined(Bytes),
+}
+
+/// [`decode_invoke_with`] for a payload in pieces (see [`Routed`]).
+#[cold]
+fn decode_invoke_apart(
+    ser: Serializer,
+    payload: Bytes,
+    tail: Vec<Bytes>,
+    limits: &DecodeLimits,
+    known: &str,
+) -> Routed {
+    match ser {
+        Serializer::Bincode if bincode::route(&payload, known).is_ok() => {
+            Routed::Kept(payload, tail)
+        }
+        Serializer::MsgPack => match msgpack::route_apart(&payload, tail[0].len()) {
+            Some(names) => {
+                let args = Args {
+                    ser,
+                    protocol: Protocol::Pyro5,
+                    bytes: payload,
+                    apart: Some(Box::new(Apart { tail, moved: false })),
+                    limits: *limits,
+                    tree: None,
+                };
+                Routed::Apart(args, names)
+            }
+            None => Routed::Joined(frame::join(&payload, &tail)),
+        },
+        _ => Routed::Joined(frame::join(&payload, &tail)),
+    }
 }
 
 /// Decodes a payload in pieces (`head`, then each of `tail`: what a reader split where a
@@ -852,8 +892,7 @@ pub fn decode_invoke(
                     ser,
                     protocol: Protocol::Pyro5,
                     bytes: Bytes::new(),
-                    tail: Vec::new(),
-                    moved: false,
+                    apart: None,
                     limits: *limits,
                     tree: Some(Box::new((vargs, kwargs))),
                 },
@@ -867,8 +906,7 @@ pub fn decode_invoke(
             ser,
             protocol: Protocol::Pyro5,
             bytes,
-            tail: Vec::new(),
-            moved: false,
+            apart: None,
             limits: *limits,
             tree: None,
         },

@@ -159,6 +159,7 @@ impl Protocol {
 
     /// Parses and validates this protocol's header at the front of `buf`, refusing lengths
     /// above `max_size`.
+    #[inline]
     pub fn parse_header(self, buf: &[u8], max_size: usize) -> Result<Header, Error> {
         match self {
             Protocol::Pyro5 => pyro5::parse_header(buf, max_size),
@@ -558,10 +559,10 @@ impl Message {
     /// buffer of its own (an rmi peer's; other peers ignore it). Only for bincode and msgpack
     /// payloads, whose decoders take such a buffer over; without a tail, nothing.
     pub fn announce_bulk(&mut self) {
-        self.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
         let Some(big) = self.payload_tail.first() else {
             return;
         };
+        self.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
         let (Ok(offset), Ok(len)) = (u32::try_from(self.payload.len()), u32::try_from(big.len()))
         else {
             return;

@@ -12,6 +12,7 @@ pub(super) const VERSION: u16 = 502;
 pub(super) const MAGIC: u16 = 0x4DC5;
 
 /// Parses and validates the header at the front of `buf`, refusing lengths above `max_size`.
+#[inline]
 pub(super) fn parse_header(buf: &[u8], max_size: usize) -> Result<Header, Error> {
     if buf.len() < HEADER_SIZE {
         // Validate what is there already, so garbage is refused without waiting for 40 bytes.
