@@ -192,13 +192,16 @@ impl Call {
         (context, hint): (&mut Option<ContextAlloc>, &mut Option<ObjectHint>),
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
         // (Taken here, not passed in: the rare tail does not enlarge every call's future.)
-        let tail = if self.req.payload_tail.is_empty() {
-            None
-        } else {
-            // (How the bytes travelled is no annotation of the caller's.)
+        if !self.req.annotations.is_empty() {
+            // How the bytes travelled is no annotation of the caller's (whether or not the
+            // reader split them off).
             self.req
                 .annotations
                 .retain(|(id, _)| *id != BULK_ANNOTATION);
+        }
+        let tail = if self.req.payload_tail.is_empty() {
+            None
+        } else {
             Some(std::mem::take(&mut self.req.payload_tail))
         };
         let inner = &self.conn.daemon.inner;

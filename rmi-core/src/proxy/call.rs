@@ -459,9 +459,12 @@ fn decode_result<R: DeserializeOwned>(
             reply.serializer
         ))
     })?;
-    if !reply.payload_tail.is_empty() {
-        // (How the bytes travelled is no annotation of the caller's.)
+    if !reply.annotations.is_empty() {
+        // How the bytes travelled is no annotation of the caller's (whether or not the reader
+        // split them off).
         reply.annotations.retain(|(id, _)| *id != BULK_ANNOTATION);
+    }
+    if !reply.payload_tail.is_empty() {
         if !reply.has_flag(frame::FLAGS_EXCEPTION) {
             let (head, tail) = (&reply.payload, &mut reply.payload_tail);
             if let Some(decoded) = codec::decode_taking(ser, head, tail, limits) {

@@ -96,13 +96,14 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
 /// string that arrived in a buffer of its own, then the bytes after it), read as one payload
 /// wherever they were split. With `take`, the first piece of `tail` is handed over, not copied,
 /// when `T` reads a byte buffer (`serde_bytes::ByteBuf`) of exactly that piece; the piece is
-/// then empty, and `Ok(true)` alongside the value says so.
+/// then empty, and `true` beside the outcome says so (also when decoding failed after it was
+/// taken: the piece went with the value that was given up).
 pub(super) fn decode_pieces<T: DeserializeOwned>(
     head: &[u8],
     tail: &mut [Bytes],
     take: bool,
     limits: &DecodeLimits,
-) -> Result<(T, bool), Error> {
+) -> (Result<T, Error>, bool) {
     let total = tail.iter().fold(head.len(), |n, piece| n + piece.len());
     let mut segs = Vec::with_capacity(tail.len() + 1);
     segs.push(Seg::Borrowed(head));
@@ -137,13 +138,13 @@ pub(super) fn decode_pieces<T: DeserializeOwned>(
             *back = Bytes::from(std::mem::take(big));
         }
     }
-    let value = decoded?;
-    if pieces.left != 0 {
-        return Err(Error::Codec(
+    let decoded = decoded.and_then(|value| match pieces.left {
+        0 => Ok(value),
+        _ => Err(Error::Codec(
             "Slice had bytes remaining after deserialization".into(),
-        ));
-    }
-    Ok((value, pieces.taken))
+        )),
+    });
+    (decoded, pieces.taken)
 }
 
 /// One piece of a [`Pieces`] payload.
@@ -529,19 +530,24 @@ mod tests {
                         Bytes::copy_from_slice(&whole[i..j]),
                         Bytes::copy_from_slice(&whole[j..]),
                     ];
-                    let (value, _) =
-                        decode_pieces::<Mixed>(&whole[..i], &mut tail, take, &limits).unwrap();
-                    assert_eq!(value, mixed(), "split at {i} and {j}, take {take}");
+                    let (value, _) = decode_pieces::<Mixed>(&whole[..i], &mut tail, take, &limits);
+                    assert_eq!(value.unwrap(), mixed(), "split at {i} and {j}, take {take}");
                 }
             }
             // Cut short, or with a byte too many, wherever split: refused.
             let mut short = vec![Bytes::copy_from_slice(&whole[i..whole.len() - 1])];
-            assert!(decode_pieces::<Mixed>(&whole[..i], &mut short, true, &limits).is_err());
+            assert!(
+                decode_pieces::<Mixed>(&whole[..i], &mut short, true, &limits)
+                    .0
+                    .is_err()
+            );
             let mut long = vec![
                 Bytes::copy_from_slice(&whole[i..]),
                 Bytes::from_static(b"+"),
             ];
-            let err = decode_pieces::<Mixed>(&whole[..i], &mut long, true, &limits).unwrap_err();
+            let err = decode_pieces::<Mixed>(&whole[..i], &mut long, true, &limits)
+                .0
+                .unwrap_err();
             assert!(err.to_string().contains("remaining"), "{i}: {err}");
         }
     }
@@ -557,8 +563,8 @@ mod tests {
         let big = Bytes::copy_from_slice(&whole[start..end]);
         let at = big.as_ptr();
         let mut tail = vec![big, Bytes::copy_from_slice(&whole[end..])];
-        let (got, moved) =
-            decode_pieces::<Mixed>(&whole[..start], &mut tail, true, &limits).unwrap();
+        let (got, moved) = decode_pieces::<Mixed>(&whole[..start], &mut tail, true, &limits);
+        let got = got.unwrap();
         assert!(moved);
         assert_eq!(got, value);
         assert_eq!(got.1.as_ptr(), at, "the piece's own buffer, not a copy");
@@ -566,14 +572,28 @@ mod tests {
         // Not taken (no byte buffer starts there): the piece goes back whole.
         let big = Bytes::copy_from_slice(&whole[start - 1..end]);
         let mut tail = vec![big.clone(), Bytes::copy_from_slice(&whole[end..])];
-        let (got, moved) =
-            decode_pieces::<Mixed>(&whole[..start - 1], &mut tail, true, &limits).unwrap();
+        let (got, moved) = decode_pieces::<Mixed>(&whole[..start - 1], &mut tail, true, &limits);
+        let got = got.unwrap();
         assert!(!moved);
         assert_eq!(got, value);
         assert_eq!(tail[0], big);
         // A wrong type: an error, and the piece is back too.
         let mut tail = vec![Bytes::copy_from_slice(&whole[start..end])];
-        assert!(decode_pieces::<(String, u64)>(&whole[..start], &mut tail, true, &limits).is_err());
+        let (wrong, moved) =
+            decode_pieces::<(String, u64)>(&whole[..start], &mut tail, true, &limits);
+        assert!(wrong.is_err());
+        assert!(!moved);
         assert_eq!(&tail[0][..], &value.1[..]);
+        // Taken, then a byte too many: an error that still says the piece is gone (it went
+        // with the value given up), so no later decode reads the empty piece in its place.
+        let mut tail = vec![
+            Bytes::copy_from_slice(&whole[start..end]),
+            Bytes::copy_from_slice(&whole[end..]),
+            Bytes::from_static(b"+"),
+        ];
+        let (late, moved) = decode_pieces::<Mixed>(&whole[..start], &mut tail, true, &limits);
+        assert!(late.unwrap_err().to_string().contains("remaining"));
+        assert!(moved, "the piece was handed over before the error");
+        assert!(tail[0].is_empty());
     }
 }

@@ -515,7 +515,21 @@ impl Args {
             return None;
         }
         match self.ser {
-            Serializer::Bincode => bincode::leading_seq_len(&self.bytes),
+            Serializer::Bincode => match (bincode::leading_seq_len(&self.bytes), &self.apart) {
+                (None, Some(apart)) if !apart.moved => {
+                    // The prefix runs on into the pieces (where a peer announced its byte
+                    // string is its own choice): read from its first bytes, at most 9.
+                    let mut prefix = self.bytes.to_vec();
+                    for piece in &apart.tail {
+                        let want = 9usize.saturating_sub(prefix.len()).min(piece.len());
+                        prefix.extend_from_slice(&piece[..want]);
+                    }
+                    bincode::leading_seq_len(&prefix)
+                }
+                (n, _) => n,
+            },
+            // (Under msgpack, arguments are read apart only when their headers all lie before
+            // the byte string, so the first argument's is never in the pieces.)
             Serializer::MsgPack => msgpack::leading_seq_len(&self.bytes),
             Serializer::Serpent | Serializer::Json | Serializer::Marshal => None,
         }
@@ -567,10 +581,11 @@ impl Args {
         };
         match self.ser {
             Serializer::Bincode => {
-                let (value, moved) =
-                    bincode::decode_pieces(&self.bytes, &mut apart.tail, true, &self.limits)?;
+                let (decoded, moved) =
+                    bincode::decode_pieces(&self.bytes, &mut apart.tail, true, &self.limits);
+                // (Moved even when decoding then failed: the bytes went with what was dropped.)
                 apart.moved = moved;
-                Ok(value)
+                decoded
             }
             Serializer::MsgPack => {
                 type Call = (IgnoredAny, IgnoredAny, value::Value, value::Value);
@@ -603,7 +618,7 @@ impl Args {
                 let apart = self.apart.as_deref().expect("checked");
                 apart.not_moved()?;
                 let mut tail = apart.tail.clone();
-                bincode::decode_pieces(&self.bytes, &mut tail, false, &self.limits).map(|(v, _)| v)
+                bincode::decode_pieces(&self.bytes, &mut tail, false, &self.limits).0
             }
             Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
@@ -858,9 +873,7 @@ pub(crate) fn decode_taking<T: DeserializeOwned>(
     limits: &DecodeLimits,
 ) -> Option<Result<T, Error>> {
     match ser {
-        Serializer::Bincode => {
-            Some(bincode::decode_pieces(head, tail, true, limits).map(|(value, _)| value))
-        }
+        Serializer::Bincode => Some(bincode::decode_pieces(head, tail, true, limits).0),
         Serializer::MsgPack => msgpack::decode_apart(head, tail, limits),
         Serializer::Serpent | Serializer::Json | Serializer::Marshal => None,
     }
@@ -1083,6 +1096,51 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_string_read_apart_is_handed_over_once_and_then_refused_even_after_an_error() {
+        let big = serde_bytes::ByteBuf::from(vec![7u8; 1000]);
+        let payload = Bytes::from(
+            encode_invoke(
+                Serializer::Bincode,
+                "o",
+                "m",
+                &("x".to_string(), &big, 5u32),
+            )
+            .unwrap(),
+        );
+        // As a reader splits it: the byte string's bytes in a piece of their own.
+        let start = payload.len() - 1 - 1000;
+        let split = || {
+            // (A buffer of its own, as a reader's piece is: so it can be handed over.)
+            let own = Bytes::copy_from_slice(&payload[start..start + 1000]);
+            let tail = vec![own, payload.slice(start + 1000..)];
+            let (_, args) = decode_invoke_with(
+                Serializer::Bincode,
+                (payload.slice(..start), Some(tail)),
+                &DecodeLimits::default(),
+                "",
+                |_, _| (),
+            )
+            .unwrap();
+            args
+        };
+        let names = ["name", "data", "n"];
+        let mut args = split();
+        let at = args.apart.as_ref().unwrap().tail[0].as_ptr();
+        let (_, got, n): (String, serde_bytes::ByteBuf, u32) = args.take_named(&names).unwrap();
+        assert_eq!((&got, n), (&big, 5));
+        assert_eq!(got.as_ptr(), at, "handed over, not copied");
+        let again = args.decode::<(String, serde_bytes::ByteBuf, u32)>();
+        assert!(again.unwrap_err().to_string().contains("handed over"));
+        // Taken by a decode that then failed (the last argument is no string): gone all the
+        // same, and a second decode says so rather than reading an empty piece.
+        let mut args = split();
+        let wrong = args.take_named::<(String, serde_bytes::ByteBuf, String)>(&names);
+        assert!(wrong.is_err());
+        let again = args.take_named::<(String, serde_bytes::ByteBuf, u32)>(&names);
+        assert!(again.unwrap_err().to_string().contains("handed over"));
+    }
+
+    #[test]
     fn the_first_arguments_declared_length_is_read_without_decoding() {
         // (serpent has no length prefix: its batches are checked once decoded.)
         for ser in [Serializer::Bincode, Serializer::MsgPack] {
@@ -1091,6 +1149,26 @@ mod tests {
                 let payload = encode_invoke(ser, "o", "<batch>", &(calls,)).unwrap();
                 let inv = decode_invoke(ser, payload.into(), &DecodeLimits::default()).unwrap();
                 assert_eq!(inv.args.leading_seq_len(), Some(n as u64), "{ser:?} {n}");
+            }
+            // However a peer split the payload off into pieces, wherever it said its byte
+            // string starts: the same length, read from the head and the pieces' first bytes.
+            let calls = vec![serde_bytes::ByteBuf::from(vec![1u8]); 70_000];
+            let payload = Bytes::from(encode_invoke(ser, "o", "<batch>", &(calls,)).unwrap());
+            // (bincode: 70,000 two-byte calls after a 5-byte prefix; msgpack is cut nearby.)
+            let args_at = payload.len() - 70_000 * 2 - 5;
+            for cut in args_at..args_at + 12 {
+                for second in [cut + 1, cut + 3, cut + 100] {
+                    let tail = vec![payload.slice(cut..second), payload.slice(second..)];
+                    let (_, args) = decode_invoke_with(
+                        ser,
+                        (payload.slice(..cut), Some(tail)),
+                        &DecodeLimits::default(),
+                        "",
+                        |_, _| (),
+                    )
+                    .unwrap();
+                    assert_eq!(args.leading_seq_len(), Some(70_000), "{ser:?} {cut}");
+                }
             }
             // Not a sequence, or nothing there: no claim.
             let payload = encode_invoke(ser, "o", "m", &[(); 0]).unwrap();
