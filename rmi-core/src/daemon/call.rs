@@ -191,7 +191,6 @@ impl Call {
         turn: Option<Turn>,
         (context, hint): (&mut Option<ContextAlloc>, &mut Option<ObjectHint>),
     ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
-        // (Taken here, not passed in: the rare tail does not enlarge every call's future.)
         if !self.req.annotations.is_empty() {
             // How the bytes travelled is no annotation of the caller's (whether or not the
             // reader split them off).
@@ -199,6 +198,7 @@ impl Call {
                 .annotations
                 .retain(|(id, _)| *id != BULK_ANNOTATION);
         }
+        // (Taken here, not passed in: the rare tail does not enlarge every call's future.)
         let tail = if self.req.payload_tail.is_empty() {
             None
         } else {

@@ -613,16 +613,15 @@ impl Args {
             }
             return T::deserialize(vargs.clone()).map_err(|e| Error::Codec(e.0));
         }
-        match self.ser {
-            Serializer::Bincode if self.apart.is_some() => {
-                let apart = self.apart.as_deref().expect("checked");
+        match (self.ser, self.apart.as_deref()) {
+            (Serializer::Bincode, Some(apart)) => {
                 apart.not_moved()?;
                 let mut tail = apart.tail.clone();
                 bincode::decode_pieces(&self.bytes, &mut tail, false, &self.limits).0
             }
-            Serializer::Bincode => self.ser.decode(&self.bytes, &self.limits),
-            Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
-            Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
+            (Serializer::Bincode, None) => self.ser.decode(&self.bytes, &self.limits),
+            (Serializer::Json, _) => Err(Error::Codec("json arguments without their tree".into())),
+            (Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal, _) => {
                 let (_, _, args, _): (IgnoredAny, IgnoredAny, T, NoKwargs) =
                     self.ser.decode(&self.whole()?, &self.limits)?;
                 Ok(args)
