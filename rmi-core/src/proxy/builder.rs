@@ -34,7 +34,9 @@ pub(super) type AnswerCheck = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sy
 /// Settings of a proxy, with documented defaults; build one with [`Proxy::builder`].
 #[derive(Clone)]
 pub struct ProxyBuilder {
-    pub(super) uri: Uri,
+    /// Shared: every dial of a `PYRO:` URI, the call encoded ahead of it and the connection
+    /// it makes hold it, and a clone of a `Uri` is two or more allocations.
+    pub(super) uri: Arc<Uri>,
     /// `None`: negotiated at CONNECT (bincode with rmi daemons, serpent with Python's).
     pub(super) serializer: Option<Serializer>,
     /// `None`: Pyro5, or Pyro4 when the daemon answers in protocol 48.
@@ -90,7 +92,7 @@ impl ProxyBuilder {
     /// ([`crate::resolve::install_default`]; the `rmi` facade installs the name server's).
     pub fn new(uri: Uri) -> Self {
         ProxyBuilder {
-            uri,
+            uri: Arc::new(uri),
             serializer: None,
             protocol: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,

@@ -20,7 +20,9 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use super::in_flight::InFlight;
 use super::ProxyBuilder;
 use crate::error::Error;
-use crate::protocol::codec::{self, ConnectOk, ConnectRequest, DecodeLimits, Metadata, Serializer};
+use crate::protocol::codec::{
+    self, ConnectOk, ConnectRequestRef, DecodeLimits, Metadata, Serializer,
+};
 use crate::protocol::frame::{self, Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
 use crate::protocol::names::SERIALIZER_ANNOTATION;
 use crate::transport::{self, outbox, BoxIo, FrameReader, Outgoing};
@@ -38,7 +40,7 @@ pub(super) struct Connection {
     pub(super) protocol: Protocol,
     pub(super) object: String,
     /// The direct URI this connection was dialed for.
-    pub(super) direct: Uri,
+    pub(super) direct: Arc<Uri>,
     pub(super) meta: Metadata,
 }
 
@@ -559,7 +561,7 @@ impl Connection {
     pub(super) async fn open(
         stream: BoxIo,
         object: &str,
-        direct: Uri,
+        direct: Arc<Uri>,
         config: &ProxyBuilder,
         protocol: Protocol,
         first: Option<FirstCall<'_>>,
@@ -582,9 +584,9 @@ impl Connection {
                 .filter(|_| protocol == Protocol::Pyro5)
         });
         let connect_ser = configured.unwrap_or(Serializer::Serpent);
-        let request = ConnectRequest {
-            handshake: config.handshake.clone(),
-            object: object.to_owned(),
+        let request = ConnectRequestRef {
+            handshake: &config.handshake,
+            object,
         };
         let payload = Bytes::from(connect_ser.encode_in(protocol, &request)?);
         // Pyro4 sends the metadata only when asked (as Pyro4's own proxies ask).

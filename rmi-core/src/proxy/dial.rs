@@ -155,7 +155,7 @@ impl Proxy {
     /// (it asks a name server), dials the daemon the resolver says the URI likely resolves to
     /// ([`Resolve::likely`](crate::Resolve::likely)): that dial, begun or done, is returned for
     /// the first attempt to use if the answer is that daemon. Nothing is sent on it before.
-    async fn resolve_dialing_ahead(&self) -> (Result<Uri, Error>, Option<EarlyDial>) {
+    async fn resolve_dialing_ahead(&self) -> (Result<Arc<Uri>, Error>, Option<EarlyDial>) {
         let resolving = self.resolve();
         futures_util::pin_mut!(resolving);
         // Answered at once (a `PYRO:` URI, a cached name): nothing to dial ahead of.
@@ -201,11 +201,11 @@ impl Proxy {
     }
 
     /// The direct URI to dial: the proxy's own, or what the resolver makes of a logical one.
-    async fn resolve(&self) -> Result<Uri, Error> {
+    async fn resolve(&self) -> Result<Arc<Uri>, Error> {
         let config = &self.shared.config;
-        match (&config.uri, &config.resolver) {
+        match (&*config.uri, &config.resolver) {
             (Uri::Pyro { .. }, _) => Ok(config.uri.clone()),
-            (_, Some(resolver)) => resolver.resolve(&config.uri).await,
+            (_, Some(resolver)) => resolver.resolve(&config.uri).await.map(Arc::new),
             (uri, None) => Err(Error::InvalidUri {
                 uri: uri.to_string(),
                 reason:
@@ -227,13 +227,13 @@ impl Proxy {
         may_have_run: &AtomicBool,
     ) -> Result<(Connection, Option<u16>), Error> {
         let config = &self.shared.config;
-        let logical = !matches!(config.uri, Uri::Pyro { .. });
+        let logical = !matches!(*config.uri, Uri::Pyro { .. });
         let deadline = match &target {
             Some(first) => first.deadline,
             None => tokio::time::Instant::now().checked_add(config.connect_timeout),
         };
         // The direct URI a logical one resolved to, to tell the resolver if dialing it failed.
-        let resolved: parking_lot::Mutex<Option<Uri>> = parking_lot::Mutex::new(None);
+        let resolved: parking_lot::Mutex<Option<Arc<Uri>>> = parking_lot::Mutex::new(None);
         let fut = async {
             let (direct, mut early) = match target {
                 Some(first) => (first.target?, first.early),
@@ -343,7 +343,7 @@ impl Proxy {
     pub(super) fn ahead_wire<'a>(
         &self,
         due: &'a Due<'_>,
-    ) -> Option<(&'a Uri, Serializer, Protocol)> {
+    ) -> Option<(&'a Arc<Uri>, Serializer, Protocol)> {
         let serializer = self
             .shared
             .config
@@ -384,7 +384,7 @@ pub(super) enum Dialing<'a> {
 /// resolution with what is left of its connect timeout, and whether a call may go ahead.
 pub(super) struct Due<'a> {
     last_failure: tokio::sync::MutexGuard<'a, Option<Failure>>,
-    target: Result<Uri, Error>,
+    target: Result<Arc<Uri>, Error>,
     /// The dial begun while `target` was resolved, to where it was likely to resolve.
     early: Option<EarlyDial>,
     left: Option<Duration>,
@@ -412,7 +412,7 @@ impl Failure {
 /// The first dial's resolution, made by [`Proxy::begin_dial`]: the direct URI, the deadline
 /// the dial has, and the dial begun meanwhile.
 struct Resolved {
-    target: Result<Uri, Error>,
+    target: Result<Arc<Uri>, Error>,
     deadline: Option<tokio::time::Instant>,
     early: Option<EarlyDial>,
 }
@@ -503,7 +503,7 @@ impl DialFailed {
 /// A call's INVOKE encoded before dialing, for the daemon at `direct` speaking `protocol`: the
 /// dial sends it right behind the CONNECT if that is whom it reaches, in that protocol.
 pub(super) struct Ahead {
-    pub(super) direct: Uri,
+    pub(super) direct: Arc<Uri>,
     pub(super) protocol: Protocol,
     pub(super) msg: crate::protocol::frame::Message,
 }

@@ -136,7 +136,7 @@ impl Proxy {
 
     /// The direct URI of the current connection, if connected.
     pub fn connected_uri(&self) -> Option<Uri> {
-        self.live().map(|c| c.direct.clone())
+        self.live().map(|c| Uri::clone(&c.direct))
     }
 
     /// The object's metadata from the last handshake, dialing if needed.

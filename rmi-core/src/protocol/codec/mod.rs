@@ -249,6 +249,15 @@ pub struct ConnectRequest {
     pub object: String,
 }
 
+/// A [`ConnectRequest`] borrowed from what it is made of, for encoding: the same bytes in
+/// every serializer, without copying the object id and the handshake data per connect.
+#[derive(Serialize)]
+#[serde(rename = "ConnectRequest")]
+pub(crate) struct ConnectRequestRef<'a> {
+    pub(crate) handshake: &'a HandshakeData,
+    pub(crate) object: &'a str,
+}
+
 /// What a client learns about an object at connect time (Pyro's `meta`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -992,6 +1001,36 @@ pub fn decode_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_connect_request_encodes_as_the_owned_one() {
+        let owned = ConnectRequest {
+            handshake: HandshakeData::from("hello"),
+            object: "obj".into(),
+        };
+        let borrowed = ConnectRequestRef {
+            handshake: &owned.handshake,
+            object: &owned.object,
+        };
+        for ser in [
+            Serializer::Bincode,
+            Serializer::MsgPack,
+            Serializer::Serpent,
+            Serializer::Json,
+            Serializer::Marshal,
+        ] {
+            for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+                let (a, b) = (
+                    ser.encode_in(protocol, &owned),
+                    ser.encode_in(protocol, &borrowed),
+                );
+                match (a, b) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{ser:?} in {protocol:?}"),
+                    (a, b) => assert_eq!(a.is_ok(), b.is_ok(), "{ser:?} in {protocol:?}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_large_byte_argument_is_left_out_of_the_payload_and_the_wire_is_unchanged() {
