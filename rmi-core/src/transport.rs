@@ -650,30 +650,49 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// `stall`, or takes the whole batch slower than `min_rate` (so a peer reading a trickle
     /// cannot hold a connection, or the replies queued for it, for ever).
     pub async fn flush_within(&mut self, deadline: WriteDeadline) -> Result<(), Error> {
-        if !self.buf.is_empty() {
-            self.chunks.push(self.buf.split().freeze());
-        }
-        let total: usize = self.chunks.iter().map(Bytes::len).sum();
+        let total = self.chunks.iter().map(Bytes::len).sum::<usize>() + self.buf.len();
         let started = tokio::time::Instant::now();
         let finish_by = deadline.finish_by(started, total);
         let mut written = 0;
-        for mut chunk in std::mem::take(&mut self.chunks) {
-            while !chunk.is_empty() {
-                let n = deadline
-                    .run(self.wr.write(&chunk), finish_by, written, total, started)
-                    .await?
-                    .map_err(|e| Error::io("writing to the connection", e))?;
-                if n == 0 {
-                    return Err(Error::ConnectionClosed(
-                        "the peer stopped accepting data".into(),
-                    ));
+        // The large payloads queued by reference (each behind the small messages queued before
+        // it), then the small messages queued since, written from the buffer itself: neither
+        // the buffer nor the list is given up, so a flush allocates nothing (splitting the
+        // buffer off and taking the list cost two allocations a flush: one of each per
+        // connect, one per batch the writer task writes).
+        let FrameWriter {
+            wr, buf, chunks, ..
+        } = self;
+        // (Looked at before the writes: written bytes are advanced past, not counted.)
+        let grown = buf.capacity() > KEEP_WRITE_BUFFER;
+        let mut next = 0;
+        loop {
+            let piece: &[u8] = match chunks.get(next) {
+                Some(chunk) if chunk.is_empty() => {
+                    next += 1;
+                    continue;
                 }
-                chunk.advance(n);
-                written += n;
+                Some(chunk) => chunk,
+                None if buf.is_empty() => break,
+                None => buf,
+            };
+            let n = deadline
+                .run(wr.write(piece), finish_by, written, total, started)
+                .await?
+                .map_err(|e| Error::io("writing to the connection", e))?;
+            if n == 0 {
+                return Err(Error::ConnectionClosed(
+                    "the peer stopped accepting data".into(),
+                ));
             }
+            match chunks.get_mut(next) {
+                Some(chunk) => chunk.advance(n),
+                None => buf.advance(n),
+            }
+            written += n;
         }
-        if self.buf.capacity() > KEEP_WRITE_BUFFER {
-            self.buf = BytesMut::new();
+        chunks.clear();
+        if grown {
+            *buf = BytesMut::new();
         }
         deadline
             .run(self.wr.flush(), finish_by, written, total, started)
@@ -879,6 +898,38 @@ mod tests {
         msg.seq == seq
             && msg.payload[..] == vec![seq as u8; len][..]
             && msg.annotation(b"TEST").map(|v| &v[..]) == Some(&b"note"[..])
+    }
+
+    #[tokio::test]
+    async fn a_write_buffer_grown_past_a_mebibyte_is_let_go_once_flushed_and_small_ones_kept() {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        let mut writer = FrameWriter::new(ours);
+        let mut reader = FrameReader::new(theirs, 64 << 20);
+        // Small messages (each below the size written by reference), 2.4 MB of them.
+        for seq in 0..40 {
+            writer.queue(&message(seq, 60_000));
+        }
+        assert!(writer.buf.capacity() > KEEP_WRITE_BUFFER);
+        let read = async {
+            for seq in 0..40 {
+                let msg = reader.read_frame().await.unwrap().unwrap();
+                assert!(intact(&msg, seq, 60_000));
+            }
+        };
+        let (flushed, ()) = tokio::join!(writer.flush(), read);
+        flushed.unwrap();
+        assert_eq!(writer.buf.capacity(), 0, "a large write buffer is let go");
+        // A small batch: its buffer stays for the next.
+        writer.queue(&message(40, 100));
+        let kept = writer.buf.capacity();
+        writer.flush().await.unwrap();
+        assert!(intact(
+            &reader.read_frame().await.unwrap().unwrap(),
+            40,
+            100
+        ));
+        writer.queue(&message(41, 100));
+        assert_eq!(writer.buf.capacity(), kept, "the small buffer is reused");
     }
 
     #[tokio::test]
