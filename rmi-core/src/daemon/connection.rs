@@ -356,6 +356,8 @@ pub(super) async fn handle_connection(
     };
     let protocol = reader.protocol().unwrap_or_default();
     tracing::debug!(%peer, object = %object_id, %protocol, "connected");
+    // Shared from here (the writer task, the calls' contexts): one allocation.
+    let peer: Arc<str> = peer.into();
 
     // The request loop holds one slot while it waits for the next request; more than one other
     // taken slot means calls are finishing concurrently and their replies can share a write.
@@ -399,7 +401,6 @@ pub(super) async fn handle_connection(
         })
     });
     let state = Arc::new(ConnectionState::default());
-    let peer: Arc<str> = peer.into();
     let object_id: Arc<str> = object_id.into();
     // Cancelled when the peer is gone (end of stream, a read or write failure), so work done
     // only for it (a batch) stops; calls go on, as their callers may have only half-closed.

@@ -20,7 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{reply_to, Inner};
 use crate::auth::{ServerHandshake, Session};
-use crate::protocol::codec::{self, ConnectOk, ConnectRequest, HandshakeData, Serializer};
+use crate::protocol::codec::{
+    self, ConnectOkRef, ConnectRequest, HandshakeData, Metadata, Serializer,
+};
 use crate::protocol::frame::{Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
 use crate::protocol::names::SERIALIZER_ANNOTATION;
 use crate::transport::{FrameReader, FrameWriter};
@@ -250,7 +252,7 @@ fn check(
     // The metadata is of the object the client names. A Pyro4 client without METADATA names
     // none and asks for none: its connection is to the daemon, for any of its objects.
     let with_meta = protocol.meta_on_connect(req);
-    let meta = if with_meta || !connect.object.is_empty() {
+    let entry = if with_meta || !connect.object.is_empty() {
         let Some(object) = inner.object(&connect.object) else {
             return Err(fail(
                 req,
@@ -258,10 +260,13 @@ fn check(
                 format!("unknown object {:?}", connect.object),
             ));
         };
-        object.meta.clone()
+        Some(object)
     } else {
-        Default::default()
+        None
     };
+    let no_meta = Metadata::default();
+    // Encoded from the registration's own (a copy is an allocation per method name).
+    let meta = entry.as_ref().map_or(&no_meta, |entry| &entry.meta);
     let answer = match &inner.config.validator {
         Some(validator) => {
             let info = HandshakeInfo {
@@ -280,8 +285,8 @@ fn check(
     let encoded = if with_meta {
         ser.encode_in(
             protocol,
-            &ConnectOk {
-                handshake: answer,
+            &ConnectOkRef {
+                handshake: &answer,
                 meta,
             },
         )

@@ -1,5 +1,6 @@
 //! The accept loop: connections in, the connection limit, TLS, and shutdown with a grace period.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
@@ -25,7 +26,10 @@ impl Listener {
             Listener::Tcp(l) => {
                 let (stream, peer) = l.accept().await?;
                 let _ = stream.set_nodelay(true);
-                Ok((Box::new(stream), peer.to_string()))
+                // Sized for any address at once (`to_string` grows the string as it writes).
+                let mut text = String::with_capacity(48);
+                let _ = write!(text, "{peer}");
+                Ok((Box::new(stream), text))
             }
             #[cfg(unix)]
             Listener::Unix(l, path) => {

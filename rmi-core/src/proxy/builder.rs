@@ -288,19 +288,17 @@ impl ProxyBuilder {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         P: From<Proxy>,
     {
-        let object = self
-            .uri
-            .object()
-            .map(str::to_owned)
-            .ok_or_else(|| Error::InvalidUri {
+        if self.uri.object().is_none() {
+            return Err(Error::InvalidUri {
                 uri: self.uri.to_string(),
                 reason: "a proxy over a given stream needs a direct PYRO: uri".into(),
-            })?;
+            });
+        }
         let uri = self.uri.clone();
         let protocol = self.protocol.unwrap_or_default();
         let opened = tokio::time::timeout(
             self.connect_timeout,
-            Connection::open(Box::new(stream), &object, uri, &self, protocol, None),
+            Connection::open(Box::new(stream), uri, &self, protocol, None),
         )
         .await
         .map_err(|_| Error::Timeout(self.connect_timeout))??;

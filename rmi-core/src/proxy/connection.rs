@@ -38,8 +38,7 @@ pub(super) struct Connection {
     pub(super) serializer: Serializer,
     /// The protocol the daemon speaks.
     pub(super) protocol: Protocol,
-    pub(super) object: String,
-    /// The direct URI this connection was dialed for.
+    /// The direct URI this connection was dialed for (its object the one connected to).
     pub(super) direct: Arc<Uri>,
     pub(super) meta: Metadata,
 }
@@ -550,7 +549,7 @@ fn refusal(reply: &Message, protocol: Protocol, limits: &DecodeLimits) -> String
 }
 
 impl Connection {
-    /// Performs the CONNECT handshake on `stream`, speaking `protocol`, and starts the reader
+    /// Performs the CONNECT handshake on `stream` to `direct`'s object, speaking `protocol`, and starts the reader
     /// and writer tasks.
     ///
     /// The serializer: the configured one for everything (bincode with a shared secret, which
@@ -560,12 +559,12 @@ impl Connection {
     /// CONNECTOK came in (serpent from a Python daemon, which says nothing).
     pub(super) async fn open(
         stream: BoxIo,
-        object: &str,
         direct: Arc<Uri>,
         config: &ProxyBuilder,
         protocol: Protocol,
         first: Option<FirstCall<'_>>,
     ) -> Result<Opened, Error> {
+        let object = direct.object().unwrap_or_default();
         let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
         // A daemon that speaks the other protocol is recognised by its answer's header.
         reader.accept_either_protocol();
@@ -776,7 +775,6 @@ impl Connection {
                 shared,
                 serializer,
                 protocol,
-                object: object.to_owned(),
                 direct,
                 meta,
             },
@@ -789,8 +787,13 @@ impl Connection {
         Wire {
             serializer: self.serializer,
             protocol: self.protocol,
-            object: &self.object,
+            object: self.object(),
         }
+    }
+
+    /// The object this connection is to.
+    pub(super) fn object(&self) -> &str {
+        self.direct.object().unwrap_or_default()
     }
 
     /// Waits for the reply to the [`FirstCall`] sent with the CONNECT, numbered `seq`.

@@ -242,13 +242,12 @@ impl Proxy {
             if logical {
                 *resolved.lock() = Some(direct.clone());
             }
-            let (Some(object), Some(location)) = (direct.object(), direct.location()) else {
+            let (Some(_), Some(location)) = (direct.object(), direct.location()) else {
                 return Err(Error::InvalidUri {
                     uri: direct.to_string(),
                     reason: "resolver returned a logical uri".into(),
                 });
             };
-            let object = object.to_owned();
             // The configured protocol; else the one the daemon was found to speak; else Pyro5.
             let first = config
                 .protocol
@@ -277,14 +276,7 @@ impl Proxy {
                         msg: a.msg,
                         may_have_run,
                     });
-                let opened = Connection::open(
-                    stream,
-                    &object,
-                    direct.clone(),
-                    config,
-                    protocol,
-                    first_call,
-                );
+                let opened = Connection::open(stream, direct.clone(), config, protocol, first_call);
                 match opened.await {
                     Ok(Opened::Ready(conn, sent)) => {
                         if config.protocol.is_none() {

@@ -258,6 +258,15 @@ pub(crate) struct ConnectRequestRef<'a> {
     pub(crate) object: &'a str,
 }
 
+/// A [`ConnectOk`] borrowed, for encoding: the same bytes in every serializer, without copying
+/// the object's metadata per connect.
+#[derive(Serialize)]
+#[serde(rename = "ConnectOk")]
+pub(crate) struct ConnectOkRef<'a> {
+    pub(crate) handshake: &'a HandshakeData,
+    pub(crate) meta: &'a Metadata,
+}
+
 /// What a client learns about an object at connect time (Pyro's `meta`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
@@ -1001,6 +1010,40 @@ pub fn decode_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_connect_answer_encodes_as_the_owned_one() {
+        let owned = ConnectOk {
+            handshake: HandshakeData::from("hello"),
+            meta: Metadata {
+                methods: vec!["welcomeMessage".into(), "ping".into()],
+                oneway: vec!["ping".into()],
+                attrs: vec![],
+            },
+        };
+        let borrowed = ConnectOkRef {
+            handshake: &owned.handshake,
+            meta: &owned.meta,
+        };
+        for ser in [
+            Serializer::Bincode,
+            Serializer::MsgPack,
+            Serializer::Serpent,
+            Serializer::Json,
+            Serializer::Marshal,
+        ] {
+            for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+                let (a, b) = (
+                    ser.encode_in(protocol, &owned),
+                    ser.encode_in(protocol, &borrowed),
+                );
+                match (a, b) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{ser:?} in {protocol:?}"),
+                    (a, b) => assert_eq!(a.is_ok(), b.is_ok(), "{ser:?} in {protocol:?}"),
+                }
+            }
+        }
+    }
 
     #[test]
     fn a_borrowed_connect_request_encodes_as_the_owned_one() {
