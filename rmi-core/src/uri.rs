@@ -176,8 +176,12 @@ impl FromStr for Uri {
         let (scheme, rest) = text
             .split_once(':')
             .ok_or_else(|| invalid(s, "missing scheme (expected PYRO:, PYRONAME: or PYROMETA:)"))?;
-        match scheme.to_ascii_uppercase().as_str() {
-            "PYRO" => {
+        // (Compared without case, not upper-cased: that was an allocation per parse.)
+        let known = ["PYRO", "PYRONAME", "PYROMETA"]
+            .into_iter()
+            .find(|known| scheme.eq_ignore_ascii_case(known));
+        match known {
+            Some("PYRO") => {
                 let (object, loc) = rest.rsplit_once('@').ok_or_else(|| {
                     invalid(s, "a PYRO: uri needs a location: PYRO:object@host:port")
                 })?;
@@ -199,7 +203,7 @@ impl FromStr for Uri {
                     location,
                 })
             }
-            "PYRONAME" | "PYROMETA" => {
+            Some(_) => {
                 let (what, ns) = match rest.rsplit_once('@') {
                     Some((w, loc)) => {
                         let (host, port) = parse_host_port(s, loc, false)?;
@@ -221,9 +225,12 @@ impl FromStr for Uri {
                     Ok(Uri::PyroMeta { tags, ns })
                 }
             }
-            other => Err(invalid(
+            None => Err(invalid(
                 s,
-                format!("unknown scheme {other:?} (expected PYRO, PYRONAME or PYROMETA)"),
+                format!(
+                    "unknown scheme {:?} (expected PYRO, PYRONAME or PYROMETA)",
+                    scheme.to_ascii_uppercase()
+                ),
             )),
         }
     }

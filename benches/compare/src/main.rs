@@ -295,10 +295,8 @@ impl Client {
     /// Pyro's do): what a program that just calls pays for its first call.
     async fn first_use(s: Series, a: &Addrs) -> Client {
         match s {
-            Series::Rmi => Client::Rmi(rmi_fw::lazy(&a.rmi.uri.to_string(), Serializer::Bincode)),
-            Series::RmiMsgpack => {
-                Client::Rmi(rmi_fw::lazy(&a.rmi.uri.to_string(), Serializer::MsgPack))
-            }
+            Series::Rmi => Client::Rmi(rmi_fw::lazy(&a.rmi.uri_text, Serializer::Bincode)),
+            Series::RmiMsgpack => Client::Rmi(rmi_fw::lazy(&a.rmi.uri_text, Serializer::MsgPack)),
             Series::RmiPyroname => Client::Rmi(rmi_fw::lazy(&a.rmi.pyroname, Serializer::Bincode)),
             Series::RmiPyronameCached => Client::Rmi(rmi_fw::lazy_cached(&a.rmi.pyroname)),
             _ => Client::connect(s, a).await,

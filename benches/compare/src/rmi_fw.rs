@@ -29,6 +29,9 @@ pub const NAME: &str = "bench.compare";
 /// Where the daemon and the name server listen.
 pub struct RmiServer {
     pub uri: rmi::Uri,
+    /// The same as text, as a user's configuration holds it: a fresh proxy parses it (and
+    /// the connect figure counts that), but formatting it is no part of connecting.
+    pub uri_text: String,
     /// `PYRONAME:bench.compare@host:port`.
     pub pyroname: String,
 }
@@ -63,6 +66,7 @@ pub async fn start() -> RmiServer {
     std::mem::forget(ns);
     std::mem::forget(daemon);
     RmiServer {
+        uri_text: uri.to_string(),
         uri,
         pyroname: format!("PYRONAME:{NAME}@{ns_addr}"),
     }
@@ -80,10 +84,7 @@ pub async fn connect(uri: &rmi::Uri, ser: Serializer) -> BenchProxy {
 /// A proxy that dials on its first call (Pyro's default; no I/O here): with the serializer
 /// set, that call goes out right behind the CONNECT.
 pub fn lazy(uri: &str, ser: Serializer) -> BenchProxy {
-    lazy_with(
-        BenchProxy::builder(uri.to_owned()).expect("rmi builder"),
-        ser,
-    )
+    lazy_with(BenchProxy::builder(uri).expect("rmi builder"), ser)
 }
 
 fn lazy_with(builder: rmi::ProxyBuilder, ser: Serializer) -> BenchProxy {

@@ -143,9 +143,6 @@ impl ConnShared {
     /// Marks the connection dead and fails every waiting call with `reason`.
     pub(super) fn close(&self, reason: String) {
         let mut state = self.state.lock();
-        if state.closed.is_none() {
-            state.closed = Some(reason.clone());
-        }
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
         let mut woken = Vec::new();
@@ -164,6 +161,10 @@ impl ConnShared {
         });
         for p in state.pings.drain(..) {
             let _ = p.send(Err(Error::ConnectionClosed(reason.clone())));
+        }
+        // (Kept last, so that the reason is not copied when nobody was waiting.)
+        if state.closed.is_none() {
+            state.closed = Some(reason);
         }
         drop(state);
         self.slots.close();
