@@ -18,6 +18,12 @@ use parking_lot::Mutex;
 #[derive(Default)]
 pub(super) struct Signal {
     raised: AtomicBool,
+    /// The waker of one wait, kept in the signal itself: most signals have one waiter at a
+    /// time (a connection's request loop waiting for its writer's end), which then costs no
+    /// allocation (two per connection, when every wait had its waker in the list).
+    first: AtomicWaker,
+    /// A wait holds `first`.
+    first_taken: AtomicBool,
     waiters: Mutex<Waiters>,
 }
 
@@ -31,6 +37,7 @@ impl Signal {
     /// Raises the flag and wakes every task waiting for it.
     pub(super) fn raise(&self) {
         self.raised.store(true, Ordering::Release);
+        self.first.wake();
         for waker in self.waiters.lock().wakers.values() {
             waker.wake();
         }
@@ -43,6 +50,12 @@ impl Signal {
 
     /// A wait for the flag, which can be polled (or awaited by `&mut`) any number of times.
     pub(super) fn wait(self: &Arc<Self>) -> Wait {
+        if !self.first_taken.swap(true, Ordering::AcqRel) {
+            return Wait {
+                signal: self.clone(),
+                slot: Slot::First,
+            };
+        }
         let waker = Arc::new(AtomicWaker::new());
         let mut waiters = self.waiters.lock();
         let key = waiters.next;
@@ -51,8 +64,7 @@ impl Signal {
         drop(waiters);
         Wait {
             signal: self.clone(),
-            key,
-            waker,
+            slot: Slot::Listed { key, waker },
         }
     }
 }
@@ -60,8 +72,15 @@ impl Signal {
 /// One task's wait for a [`Signal`]; ready once the signal is raised, and from then on.
 pub(super) struct Wait {
     signal: Arc<Signal>,
-    key: u64,
-    waker: Arc<AtomicWaker>,
+    slot: Slot,
+}
+
+/// Where a wait's waker is kept.
+enum Slot {
+    /// In the signal's `first`.
+    First,
+    /// In the signal's list, under `key`.
+    Listed { key: u64, waker: Arc<AtomicWaker> },
 }
 
 impl Future for Wait {
@@ -72,7 +91,10 @@ impl Future for Wait {
             return Poll::Ready(());
         }
         // Registered before the second look: a raise in between wakes this waker.
-        self.waker.register(cx.waker());
+        match &self.slot {
+            Slot::First => self.signal.first.register(cx.waker()),
+            Slot::Listed { waker, .. } => waker.register(cx.waker()),
+        }
         if self.signal.is_raised() {
             Poll::Ready(())
         } else {
@@ -83,7 +105,16 @@ impl Future for Wait {
 
 impl Drop for Wait {
     fn drop(&mut self) {
-        self.signal.waiters.lock().wakers.remove(&self.key);
+        match &self.slot {
+            Slot::First => {
+                // (A raise meanwhile wakes a waker nobody waits on any more: harmless.)
+                self.signal.first.take();
+                self.signal.first_taken.store(false, Ordering::Release);
+            }
+            Slot::Listed { key, .. } => {
+                self.signal.waiters.lock().wakers.remove(key);
+            }
+        }
     }
 }
 
@@ -113,20 +144,42 @@ mod tests {
     #[tokio::test]
     async fn a_wait_polled_many_times_is_woken_once_raised_and_dropped_waits_leave() {
         let signal = Arc::new(Signal::default());
-        let mut wait = signal.wait();
+        // The first wait keeps its waker in the signal; the others in its list.
+        let mut first = signal.wait();
         for _ in 0..3 {
-            assert!(futures_util::poll!(&mut wait).is_pending());
+            assert!(futures_util::poll!(&mut first).is_pending());
         }
         let other = signal.wait();
-        drop(other);
         assert_eq!(signal.waiters.lock().wakers.len(), 1);
-        let waiter = tokio::spawn(wait);
+        drop(other);
+        assert!(signal.waiters.lock().wakers.is_empty());
+        let listed = signal.wait();
+        let waiters = [tokio::spawn(first), tokio::spawn(listed)];
+        tokio::task::yield_now().await;
+        signal.raise();
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .expect("no panic");
+        }
+        assert!(signal.waiters.lock().wakers.is_empty());
+        assert!(!signal.first_taken.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn the_first_slot_freed_by_a_dropped_wait_serves_the_next_one() {
+        let signal = Arc::new(Signal::default());
+        drop(signal.wait());
+        let mut again = signal.wait();
+        assert!(signal.waiters.lock().wakers.is_empty(), "the slot again");
+        assert!(futures_util::poll!(&mut again).is_pending());
+        let waiter = tokio::spawn(again);
         tokio::task::yield_now().await;
         signal.raise();
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .expect("woken")
             .expect("no panic");
-        assert!(signal.waiters.lock().wakers.is_empty());
     }
 }
