@@ -520,6 +520,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// Payloads at least this large are written from their own buffer instead of being copied
 /// into the write buffer.
 const LARGE_PAYLOAD: usize = 64 * 1024;
+/// A new connection's write buffer (an allocation glibc's per-thread cache serves).
+const FIRST_WRITE: usize = 1024;
 /// A write buffer that grew past this is released after it is flushed.
 const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 
@@ -604,7 +606,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(wr: W) -> Self {
         FrameWriter {
             wr,
-            buf: BytesMut::new(),
+            // Room for a handshake and a first call or two at once: grown from nothing, the
+            // buffer was reallocated by the second message a connection wrote.
+            buf: BytesMut::with_capacity(FIRST_WRITE),
             chunks: Vec::new(),
             protocol: Protocol::Pyro5,
         }
