@@ -14,12 +14,16 @@ use crate::protocol::codec::Serializer;
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::uri::Location;
 
+mod halves;
 pub mod outbox;
+pub use halves::{IoReadHalf, IoWriteHalf};
 pub use outbox::outbox;
 
 /// Any bidirectional byte channel a connection can run over (TCP, Unix socket, TLS, in-memory
 /// duplex). Called `Io`, not "stream": in rmi a stream is a streamed result.
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+///
+/// (`Any`, so that [`split_io`] can tell a socket, which splits without a lock.)
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + std::any::Any {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// A boxed [`Io`].
@@ -797,6 +801,17 @@ impl QueuedBytes {
             drained.await;
         }
     }
+}
+
+/// Splits a boxed stream into a frame reader and a frame writer, a TCP or Unix stream by its
+/// own halves, which need no lock (see [`IoReadHalf`]); what a daemon and a proxy do with
+/// every connection.
+pub fn split_io(
+    stream: BoxIo,
+    max_message_size: usize,
+) -> (FrameReader<IoReadHalf>, FrameWriter<IoWriteHalf>) {
+    let (rd, wr) = halves::halves(stream);
+    (FrameReader::new(rd, max_message_size), FrameWriter::new(wr))
 }
 
 /// Splits a stream into a frame reader and a frame writer.

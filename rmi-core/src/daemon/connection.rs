@@ -322,7 +322,8 @@ pub(super) async fn handle_connection(
     peer_certificate: Option<Certificate>,
 ) {
     let inner = daemon.inner.clone();
-    let (mut reader, mut writer) = transport::split(stream, inner.config.limits.max_message_size);
+    let (mut reader, mut writer) =
+        transport::split_io(stream, inner.config.limits.max_message_size);
     reader.set_frame_timeout(inner.config.frame_timeout);
     // Pyro5 or Pyro4: the first message's header decides.
     reader.accept_either_protocol();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, ReadHalf, WriteHalf};
+use tokio::io::AsyncRead;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use super::in_flight::InFlight;
@@ -25,14 +25,14 @@ use crate::protocol::codec::{
 };
 use crate::protocol::frame::{self, Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
 use crate::protocol::names::SERIALIZER_ANNOTATION;
-use crate::transport::{self, outbox, BoxIo, FrameReader, Outgoing};
+use crate::transport::{self, outbox, BoxIo, FrameReader, IoReadHalf, IoWriteHalf, Outgoing};
 use crate::uri::Uri;
 
 /// One open connection: the way out to its socket plus the state shared with its reader task.
 pub(super) struct Connection {
     /// Requests go out here: written by the caller's own task when the socket is free and no
     /// other call is in flight, else by the writer task.
-    pub(super) tx: outbox::Sender<WriteHalf<BoxIo>>,
+    pub(super) tx: outbox::Sender<IoWriteHalf>,
     pub(super) shared: Arc<ConnShared>,
     /// The serializer calls use (configured, or negotiated at CONNECT).
     pub(super) serializer: Serializer,
@@ -63,7 +63,7 @@ pub(super) struct ConnShared {
 
 /// The read side of a connection.
 struct ReadSide {
-    reader: FrameReader<ReadHalf<BoxIo>>,
+    reader: FrameReader<IoReadHalf>,
     /// Authenticated connections: checks each reply's MAC before it is delivered.
     verifier: Option<crate::auth::Verifier>,
     /// Replies delivered from what one read brought in, so far.
@@ -566,7 +566,7 @@ impl Connection {
         first: Option<FirstCall<'_>>,
     ) -> Result<Opened, Error> {
         let object = direct.object().unwrap_or_default();
-        let (mut reader, mut writer) = transport::split(stream, config.limits.max_message_size);
+        let (mut reader, mut writer) = transport::split_io(stream, config.limits.max_message_size);
         // A daemon that speaks the other protocol is recognised by its answer's header.
         reader.accept_either_protocol();
         // Replies go to their callers, who decode them after the reader has read on.
