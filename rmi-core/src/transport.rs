@@ -657,6 +657,10 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// Writes everything queued within `deadline`: it fails when the peer takes no byte for
     /// `stall`, or takes the whole batch slower than `min_rate` (so a peer reading a trickle
     /// cannot hold a connection, or the replies queued for it, for ever).
+    ///
+    /// When it fails (or is dropped before it is done), what was not written stays queued, and
+    /// a later flush writes it first: no message is ever cut short on the wire by a retry.
+    /// rmi's own connections close on a failed flush.
     pub async fn flush_within(&mut self, deadline: WriteDeadline) -> Result<(), Error> {
         let total = self.chunks.iter().map(Bytes::len).sum::<usize>() + self.buf.len();
         let started = tokio::time::Instant::now();
