@@ -62,22 +62,21 @@ impl std::fmt::Debug for IoWriteHalf {
 /// through `tokio::io::split`.
 pub(super) fn halves(stream: BoxIo) -> (IoReadHalf, IoWriteHalf) {
     let inside: &dyn Any = &*stream;
+    // (Asked first, by reference: a failed downcast of the box would lose the stream.)
     if inside.is::<tokio::net::TcpStream>() {
         let any: Box<dyn Any> = stream;
-        if let Ok(tcp) = any.downcast::<tokio::net::TcpStream>() {
-            let (rd, wr) = tcp.into_split();
-            return (IoReadHalf(Read::Tcp(rd)), IoWriteHalf(Write::Tcp(wr)));
-        }
-        unreachable!("the stream was just found to be a TcpStream");
+        let tcp = any.downcast::<tokio::net::TcpStream>().expect("just asked");
+        let (rd, wr) = tcp.into_split();
+        return (IoReadHalf(Read::Tcp(rd)), IoWriteHalf(Write::Tcp(wr)));
     }
     #[cfg(unix)]
     if inside.is::<tokio::net::UnixStream>() {
         let any: Box<dyn Any> = stream;
-        if let Ok(unix) = any.downcast::<tokio::net::UnixStream>() {
-            let (rd, wr) = unix.into_split();
-            return (IoReadHalf(Read::Unix(rd)), IoWriteHalf(Write::Unix(wr)));
-        }
-        unreachable!("the stream was just found to be a UnixStream");
+        let unix = any
+            .downcast::<tokio::net::UnixStream>()
+            .expect("just asked");
+        let (rd, wr) = unix.into_split();
+        return (IoReadHalf(Read::Unix(rd)), IoWriteHalf(Write::Unix(wr)));
     }
     let (rd, wr) = tokio::io::split(stream);
     (IoReadHalf(Read::Other(rd)), IoWriteHalf(Write::Other(wr)))
