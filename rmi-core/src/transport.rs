@@ -187,6 +187,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.protocol
     }
 
+    /// The stream this reader reads from.
+    pub fn get_ref(&self) -> &R {
+        &self.rd
+    }
+
     /// True when the next [`read_frame`](Self::read_frame) returns without waiting: a whole
     /// message (or a malformed header) is already buffered.
     pub fn has_frame(&self) -> bool {

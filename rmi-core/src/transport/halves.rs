@@ -82,6 +82,24 @@ pub(super) fn halves(stream: BoxIo) -> (IoReadHalf, IoWriteHalf) {
     (IoReadHalf(Read::Other(rd)), IoWriteHalf(Write::Other(wr)))
 }
 
+impl IoReadHalf {
+    /// Whether bytes, the end of the stream or an error may have come since a read last found
+    /// nothing, asked without reading and without registering for a wake-up: `Some(false)`
+    /// when the runtime has seen nothing new on the socket since, `None` for the streams that
+    /// cannot tell (TLS, in-memory).
+    pub fn may_have_news(&self) -> Option<bool> {
+        // An empty read: refused at once (`WouldBlock`) while the socket is not marked
+        // readable, and otherwise a `recv` of no bytes, which takes nothing off the socket.
+        let probe = match &self.0 {
+            Read::Tcp(rd) => rd.try_read(&mut []),
+            #[cfg(unix)]
+            Read::Unix(rd) => rd.try_read(&mut []),
+            Read::Other(_) => return None,
+        };
+        Some(!matches!(probe, Err(e) if e.kind() == io::ErrorKind::WouldBlock))
+    }
+}
+
 impl AsyncRead for IoReadHalf {
     #[inline]
     fn poll_read(
@@ -192,6 +210,60 @@ mod tests {
         let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
         let printed = both_ways(Box::new(ours), theirs).await;
         assert_eq!(printed, "IoReadHalf(unix) IoWriteHalf(unix)");
+    }
+
+    /// Polls `rd` once for bytes; `None` while none are there.
+    fn read_now(rd: &mut IoReadHalf) -> Option<usize> {
+        let mut buf = [0u8; 64];
+        let mut read = ReadBuf::new(&mut buf);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(rd).poll_read(&mut cx, &mut read) {
+            Poll::Ready(done) => Some(done.map(|()| read.filled().len()).unwrap()),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Waits (up to 5 s) until `rd` says something may have come.
+    async fn until_news(rd: &IoReadHalf) {
+        let wait = async {
+            while rd.may_have_news() != Some(true) {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait)
+            .await
+            .expect("no news within 5 s");
+    }
+
+    /// What `look` on the proxy relies on: a socket's read half says whether anything came
+    /// since a read found nothing, and saying so takes nothing off the socket.
+    #[tokio::test]
+    async fn a_socket_read_half_tells_whether_bytes_or_the_end_came_without_taking_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let mut theirs = theirs.unwrap().0;
+        let (mut rd, _wr) = halves(Box::new(ours.unwrap()));
+        assert_eq!(read_now(&mut rd), None);
+        assert_eq!(rd.may_have_news(), Some(false), "nothing came");
+
+        theirs.write_all(b"reply").await.unwrap();
+        until_news(&rd).await;
+        assert_eq!(rd.may_have_news(), Some(true), "asking twice takes nothing");
+        assert_eq!(read_now(&mut rd), Some(5), "the bytes are all still there");
+        assert_eq!(read_now(&mut rd), None);
+        assert_eq!(rd.may_have_news(), Some(false), "all read");
+
+        drop(theirs);
+        until_news(&rd).await;
+        assert_eq!(read_now(&mut rd), Some(0), "the end of the stream");
+    }
+
+    #[tokio::test]
+    async fn other_streams_cannot_tell_whether_anything_came() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (rd, _wr) = halves(Box::new(ours));
+        assert_eq!(rd.may_have_news(), None);
     }
 
     #[tokio::test]
