@@ -5,7 +5,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use rmi::Error;
 
-use crate::support::{eventually, spawn_child_daemon_on, unused_port, LabProxy};
+use crate::support::{
+    daemon_on_its_own_thread, eventually, spawn_child_daemon_on, unused_port, LabObject, LabProxy,
+    LabServer,
+};
 
 // Multi-threaded: spawning the child blocks a thread, and the proxy must see the EOF meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,4 +276,38 @@ async fn a_close_is_seen_while_a_lone_call_nobody_polls_holds_the_reading() {
     .await;
     let err = left.await.unwrap_err();
     assert!(err.is_communication(), "{err}");
+}
+
+/// A proxy whose connection was opened on a runtime that has since shut down (a proxy kept in
+/// a static across tests, say) has a dead socket: the next call, from another runtime, dials
+/// again instead of failing on it.
+#[test]
+fn a_proxy_that_outlives_the_runtime_of_its_connection_dials_again() {
+    let (daemon, lab) = daemon_on_its_own_thread(LabServer::new(LabObject::default()));
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let (proxy, before) = first.block_on(async {
+        let proxy = LabProxy::connect(&lab).await.unwrap();
+        let before = proxy.connection().await.unwrap();
+        (proxy, before)
+    });
+    drop(first);
+    runtime().block_on(async {
+        let reply = tokio::time::timeout(Duration::from_secs(10), proxy.echo(1, 1, "again".into()))
+            .await
+            .expect("the call hung")
+            .expect("the call failed on the dead connection");
+        assert_eq!(reply.2, "again");
+        assert_ne!(
+            proxy.connection().await.unwrap(),
+            before,
+            "not a new connection"
+        );
+    });
+    daemon.shutdown();
 }

@@ -774,7 +774,10 @@ impl Connection {
         // Boxed, as the daemon's writer task is (see daemon/connection.rs): a future of about
         // a kilobyte is otherwise copied whole as tokio moves it.
         tokio::spawn(Box::pin(async move {
-            if let Err(e) = out.run(transport::WriteDeadline::default()).await {
+            let unfinished = CloseIfDropped(Some(closer));
+            let ended = out.run(transport::WriteDeadline::default()).await;
+            let closer = unfinished.disarm();
+            if let Err(e) = ended {
                 closer.close(crate::error::Report(&e).to_string());
             }
         }));
@@ -1064,6 +1067,26 @@ impl Drop for Connection {
 const FIRST_SEQ: u16 = 1;
 
 /// Reads replies while the reading is the task's (see [`TASK`]); ends with the connection.
+/// Held by a connection's writer task: dropped before the task finished, the runtime it ran
+/// on has shut down, and the connection's socket with it (its I/O driver is gone). The
+/// connection is then closed, so that the next call, on another runtime, dials again: a
+/// socket whose runtime is gone looks quiet to [`IoReadHalf::may_have_news`].
+struct CloseIfDropped(Option<Arc<ConnShared>>);
+
+impl CloseIfDropped {
+    fn disarm(mut self) -> Arc<ConnShared> {
+        self.0.take().expect("armed until now")
+    }
+}
+
+impl Drop for CloseIfDropped {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            shared.close("the runtime the connection ran on has shut down".into());
+        }
+    }
+}
+
 async fn reader_task(shared: Arc<ConnShared>) {
     std::future::poll_fn(|cx| {
         shared.reader_task.register(cx.waker());
