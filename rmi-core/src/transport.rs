@@ -155,6 +155,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.hand_off = true;
     }
 
+    /// [`hand_messages_off`](Self::hand_messages_off) for the messages read from now on, or
+    /// (`false`) not: a reader whose next message is taken and dropped before anything reads
+    /// again (a call reading its own reply) need not copy it out.
+    pub fn set_hand_off(&mut self, on: bool) {
+        self.hand_off = on;
+    }
+
     /// Reads and drops what the peer still sends, until it closes (or the read fails). A
     /// connection closed with bytes unread ends with a reset, which can destroy what was
     /// written just before it on its way (a refusal); drained, it ends with a FIN.

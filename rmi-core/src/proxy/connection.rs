@@ -319,6 +319,9 @@ impl ConnShared {
         cx: &mut Context<'_>,
         reading: Option<u16>,
     ) -> Poll<()> {
+        // A call reading its own reply decodes and drops it before anything reads again:
+        // copying it out of the read buffer (one allocation a reply) would keep nothing.
+        side.reader.set_hand_off(reading.is_none());
         // The state lock, held while the replies one read brought in are handed over (one
         // lock for them all); let go before the next read, and before anyone is woken.
         let mut state = None;
