@@ -290,6 +290,7 @@ fn a_proxy_that_outlives_the_runtime_of_its_connection_dials_again() {
             .build()
             .unwrap()
     };
+    // Connected and used, then the runtime gone.
     let first = runtime();
     let (proxy, before) = first.block_on(async {
         let proxy = LabProxy::connect(&lab).await.unwrap();
@@ -297,17 +298,21 @@ fn a_proxy_that_outlives_the_runtime_of_its_connection_dials_again() {
         (proxy, before)
     });
     drop(first);
-    runtime().block_on(async {
-        let reply = tokio::time::timeout(Duration::from_secs(10), proxy.echo(1, 1, "again".into()))
-            .await
-            .expect("the call hung")
-            .expect("the call failed on the dead connection");
-        assert_eq!(reply.2, "again");
-        assert_ne!(
-            proxy.connection().await.unwrap(),
-            before,
-            "not a new connection"
-        );
-    });
+    let call_again = |proxy: &LabProxy| {
+        runtime().block_on(async {
+            let reply =
+                tokio::time::timeout(Duration::from_secs(10), proxy.echo(1, 1, "again".into()))
+                    .await
+                    .expect("the call hung")
+                    .expect("the call failed on the dead connection");
+            assert_eq!(reply.2, "again");
+            proxy.connection().await.unwrap()
+        })
+    };
+    assert_ne!(call_again(&proxy), before, "not a new connection");
+
+    // Only connected (the connection's tasks never ran), then the runtime gone.
+    let proxy = runtime().block_on(LabProxy::connect(&lab)).unwrap();
+    call_again(&proxy);
     daemon.shutdown();
 }

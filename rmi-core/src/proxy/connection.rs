@@ -776,8 +776,11 @@ impl Connection {
         let closer = shared.clone();
         // Boxed, as the daemon's writer task is (see daemon/connection.rs): a future of about
         // a kilobyte is otherwise copied whole as tokio moves it.
+        // (Made before the task is spawned: a runtime that shuts down before the task first
+        // runs drops it unstarted.)
+        let unfinished = CloseIfDropped(Some(closer));
         tokio::spawn(Box::pin(async move {
-            let unfinished = CloseIfDropped(Some(closer));
+            let unfinished = unfinished;
             let ended = out.run(transport::WriteDeadline::default()).await;
             let closer = unfinished.disarm();
             if let Err(e) = ended {
@@ -1069,11 +1072,11 @@ impl Drop for Connection {
 /// The sequence number of a connection's first call (0 is the CONNECT's).
 const FIRST_SEQ: u16 = 1;
 
-/// Reads replies while the reading is the task's (see [`TASK`]); ends with the connection.
-/// Held by a connection's writer task: dropped before the task finished, the runtime it ran
-/// on has shut down, and the connection's socket with it (its I/O driver is gone). The
-/// connection is then closed, so that the next call, on another runtime, dials again: a
-/// socket whose runtime is gone looks quiet to [`IoReadHalf::may_have_news`].
+/// Held by a connection's writer task from its spawning: dropped before the task finished
+/// (never run, or stopped halfway), the runtime it was spawned on has shut down, and the
+/// connection's socket with it (its I/O driver is gone). The connection is then closed, so
+/// that the next call, on another runtime, dials again: a socket whose runtime is gone looks
+/// quiet to [`IoReadHalf::may_have_news`].
 struct CloseIfDropped(Option<Arc<ConnShared>>);
 
 impl CloseIfDropped {
@@ -1090,6 +1093,7 @@ impl Drop for CloseIfDropped {
     }
 }
 
+/// Reads replies while the reading is the task's (see [`TASK`]); ends with the connection.
 async fn reader_task(shared: Arc<ConnShared>) {
     std::future::poll_fn(|cx| {
         shared.reader_task.register(cx.waker());
