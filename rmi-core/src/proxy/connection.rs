@@ -773,12 +773,11 @@ impl Connection {
                 || busy_shared.burst.load(Ordering::Relaxed) > 0
         });
         let (tx, out) = transport::outbox(writer, busy, signer, None);
-        let closer = shared.clone();
-        // Boxed, as the daemon's writer task is (see daemon/connection.rs): a future of about
-        // a kilobyte is otherwise copied whole as tokio moves it.
         // (Made before the task is spawned: a runtime that shuts down before the task first
         // runs drops it unstarted.)
-        let unfinished = CloseIfDropped(Some(closer));
+        let unfinished = CloseIfDropped(Some(shared.clone()));
+        // Boxed, as the daemon's writer task is (see daemon/connection.rs): a future of about
+        // a kilobyte is otherwise copied whole as tokio moves it.
         tokio::spawn(Box::pin(async move {
             let unfinished = unfinished;
             let ended = out.run(transport::WriteDeadline::default()).await;

@@ -237,13 +237,8 @@ mod tests {
 
     /// What `look` on the proxy relies on: a socket's read half says whether anything came
     /// since a read found nothing, and saying so takes nothing off the socket.
-    #[tokio::test]
-    async fn a_socket_read_half_tells_whether_bytes_or_the_end_came_without_taking_them() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (ours, theirs) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let mut theirs = theirs.unwrap().0;
-        let (mut rd, _wr) = halves(Box::new(ours.unwrap()));
+    async fn tells_what_came(ours: BoxIo, mut theirs: impl AsyncWrite + Unpin) {
+        let (mut rd, _wr) = halves(ours);
         assert_eq!(read_now(&mut rd), None);
         assert_eq!(rd.may_have_news(), Some(false), "nothing came");
 
@@ -257,6 +252,21 @@ mod tests {
         drop(theirs);
         until_news(&rd).await;
         assert_eq!(read_now(&mut rd), Some(0), "the end of the stream");
+    }
+
+    #[tokio::test]
+    async fn a_tcp_read_half_tells_whether_bytes_or_the_end_came_without_taking_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        tells_what_came(Box::new(ours.unwrap()), theirs.unwrap().0).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_unix_read_half_tells_whether_bytes_or_the_end_came_without_taking_them() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        tells_what_came(Box::new(ours), theirs).await;
     }
 
     #[tokio::test]
