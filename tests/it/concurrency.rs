@@ -6,10 +6,12 @@ use futures_util::future::join_all;
 use rmi::Serializer;
 
 use futures_util::FutureExt;
-use rmi::protocol::frame::{Message, MessageType};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rmi::protocol::frame::MessageType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
-use crate::support::{connect_handshake, start_daemon, LabObject, LabProxy, LabServer};
+use crate::support::{
+    connect_handshake, invoke_frame, start_daemon, LabObject, LabProxy, LabServer,
+};
 
 async fn thousand_calls_from_fifty_tasks(serializer: Serializer) {
     let (daemon, lab, _) = start_daemon().await;
@@ -257,6 +259,16 @@ fn count_results(buf: &mut Vec<u8>) -> usize {
     n
 }
 
+/// Reads once from `pipe` (within ten seconds) into `buf`; how many whole replies it now
+/// holds (dropped from it).
+async fn read_results(pipe: &mut DuplexStream, buf: &mut Vec<u8>) -> usize {
+    let mut chunk = [0u8; 16 * 1024];
+    let n = within(pipe.read(&mut chunk)).await.unwrap();
+    assert!(n > 0, "the daemon closed the connection");
+    buf.extend_from_slice(&chunk[..n]);
+    count_results(buf)
+}
+
 /// A connection whose requests are all at hand (a backlog of 20,000 pipelined calls already in
 /// its pipe) must not keep a daemon on one thread to itself while it works through them: the
 /// calls it runs inline take turns with other connections. Over in-memory pipes on the test's
@@ -281,16 +293,7 @@ async fn a_connection_with_a_backlog_takes_turns_with_others_on_one_thread() {
     let mut requests = Vec::new();
     for call in 0..FLOOD {
         let args = (7u32, call as u32, "");
-        let payload =
-            rmi::protocol::codec::encode_invoke(Serializer::Bincode, "lab", "echo", &args).unwrap();
-        let msg = Message::new(
-            MessageType::Invoke,
-            Serializer::BINCODE_ID,
-            0,
-            call as u16,
-            payload,
-        );
-        requests.extend_from_slice(&msg.to_bytes());
+        requests.extend(invoke_frame("lab", "echo", &args, call as u16, 0));
     }
     flood.write_all(&requests).await.unwrap();
 
@@ -298,32 +301,17 @@ async fn a_connection_with_a_backlog_takes_turns_with_others_on_one_thread() {
     let (mut other, other_end) = tokio::io::duplex(1 << 16);
     serve(other_end, "other");
     connect_handshake(&mut other, "lab").await;
-    let payload = rmi::protocol::codec::encode_invoke(
-        Serializer::Bincode,
-        "lab",
-        "echo",
-        &(1_000u32, 0u32, "other"),
-    )
-    .unwrap();
-    let msg = Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 1, payload);
-    other.write_all(&msg.to_bytes()).await.unwrap();
+    let call = invoke_frame("lab", "echo", &(1_000u32, 0u32, "other"), 1, 0);
+    other.write_all(&call).await.unwrap();
     let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    while count_results(&mut buf) == 0 {
-        let n = within(other.read(&mut chunk)).await.unwrap();
-        assert!(n > 0, "the daemon closed the other connection");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    while read_results(&mut other, &mut buf).await == 0 {}
 
     // How much of the backlog was answered by then: whatever is in the flood's pipe now.
     let mut answered = 0;
     let mut flood_buf = Vec::new();
     tokio::task::coop::unconstrained(async {
-        while let Some(read) = flood.read(&mut chunk).now_or_never() {
-            let n = read.unwrap();
-            assert!(n > 0, "the daemon closed the flooding connection");
-            flood_buf.extend_from_slice(&chunk[..n]);
-            answered += count_results(&mut flood_buf);
+        while let Some(more) = read_results(&mut flood, &mut flood_buf).now_or_never() {
+            answered += more;
         }
     })
     .await;
@@ -336,10 +324,7 @@ async fn a_connection_with_a_backlog_takes_turns_with_others_on_one_thread() {
     );
     // The rest of the backlog is answered too.
     while answered < FLOOD {
-        let n = within(flood.read(&mut chunk)).await.unwrap();
-        assert!(n > 0, "the daemon closed the flooding connection");
-        flood_buf.extend_from_slice(&chunk[..n]);
-        answered += count_results(&mut flood_buf);
+        answered += read_results(&mut flood, &mut flood_buf).await;
     }
     daemon.shutdown();
 }
