@@ -103,9 +103,11 @@ struct Config {
     /// For every other figure: the client thread's CPU and the server thread's (two different
     /// ones), or `None` to leave both to the scheduler (`--unpinned`).
     apart: Option<(usize, usize)>,
+    /// `--multi` (with `--profile`): run the workload on the multi-thread runtimes.
+    multi: bool,
 }
 
-const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SECS] [--gate LOAD] [--pin-cpu N] [--unpinned]
+const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SECS] [--gate LOAD] [--pin-cpu N] [--unpinned] [--profile SERIES SHAPE [--multi]]
 
   --quick      smoke run: 2 repetitions with small counts (a few seconds)
   --reps N     repetitions (default 10; 2 with --quick)
@@ -118,7 +120,9 @@ const USAGE: &str = "usage: compare [--quick] [--reps N] [--out DIR] [--time SEC
   --profile SERIES CONNSxDEPTH
                run only one throughput workload (say `rmi 8x8`), --reps timed runs of --time
                each, and print each run's calls/s and the CPU per call of the client thread and
-               of the server thread, user and system apart (for perf or callgrind)
+               of the server thread, user and system apart (for perf or callgrind); with
+               --multi, on the multi-thread runtimes (a worker per CPU each, unpinned), with
+               the whole process's CPU per call
   --profile SERIES connect
                the same for fresh connections and their first calls (raw too): --reps runs of
                the connect figure's count each, with the median time per connect, the
@@ -152,6 +156,7 @@ impl Config {
                 profile: None,
                 pin_cpu: ncpu - 1,
                 apart: (ncpu >= 2).then_some((0, 1)),
+                multi: false,
             }
         } else {
             Config {
@@ -170,6 +175,7 @@ impl Config {
                 profile: None,
                 pin_cpu: ncpu - 1,
                 apart: (ncpu >= 2).then_some((0, 1)),
+                multi: false,
             }
         };
         let mut it = args.into_iter();
@@ -191,6 +197,7 @@ impl Config {
                 "--gate" => cfg.gate = Some(value("--gate").parse().expect("--gate LOAD")),
                 "--pin-cpu" => cfg.pin_cpu = value("--pin-cpu").parse().expect("--pin-cpu N"),
                 "--unpinned" => cfg.apart = None,
+                "--multi" => cfg.multi = true,
                 "--profile" => {
                     let series = value("--profile");
                     let shape = value("--profile");
@@ -210,6 +217,10 @@ impl Config {
             }
         }
         assert!(cfg.reps > 0, "--reps must be at least 1");
+        if cfg.multi && !matches!(cfg.profile, Some((_, Workload::Throughput(..)))) {
+            eprintln!("--multi goes with --profile SERIES CONNSxDEPTH\n{USAGE}");
+            std::process::exit(2)
+        }
         cfg
     }
 }
@@ -254,7 +265,8 @@ fn parse_profile(series: &str, shape: &str) -> Option<(Series, Workload)> {
     Some((s, Workload::Throughput(c.parse().ok()?, d.parse().ok()?)))
 }
 
-/// Where every server listens (all on the server runtime).
+/// Where every server listens (all on one server runtime).
+#[derive(Clone)]
 struct Addrs {
     raw: SocketAddr,
     raw_frames: raw::Frames,
@@ -368,11 +380,15 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-/// What one timed throughput run measured.
+/// What one throughput measurement found.
 struct Tput {
+    /// In the timed run.
     calls_per_sec: f64,
+    /// In the timed run: the whole process's user and system time over its calls.
     cpu_us_per_call: f64,
+    /// In the counted run (NaN without one).
     allocs_per_call: f64,
+    /// In the counted run (NaN without one).
     bytes_per_call: f64,
 }
 
@@ -401,40 +417,64 @@ async fn run_clients(clients: &[Client], depth: usize, time: Duration) -> u64 {
     calls
 }
 
-/// `conns` connections with `depth` calls in flight on each, looping until the deadline:
-/// a warm-up run, then the timed one (with CPU time and allocations counted around it).
-async fn throughput(s: Series, a: &Addrs, conns: usize, depth: usize, cfg: &Config) -> Tput {
-    let clients = if s == Series::Raw {
-        raw::pipelined_run(a.raw, &a.raw_frames, conns, depth, cfg.throughput_warmup).await;
-        Vec::new()
+/// `conns` connections (`clients`; raw dials its own) with `depth` calls in flight on each,
+/// looping for `time`: the calls made.
+async fn run_for(
+    s: Series,
+    a: &Addrs,
+    clients: &[Client],
+    (conns, depth): (usize, usize),
+    time: Duration,
+) -> u64 {
+    if s == Series::Raw {
+        raw::pipelined_run(a.raw, &a.raw_frames, conns, depth, time).await
     } else {
-        let mut clients = Vec::with_capacity(conns);
+        run_clients(clients, depth, time).await
+    }
+}
+
+/// `conns` connections with `depth` calls in flight on each, looping until the deadline: a
+/// warm-up run, the timed one (with the CPU time around it), then, with `count_allocs`, a run
+/// as long as the warm-up with every allocation counted. The counting is kept out of the timed
+/// run: its two shared counters, updated from both threads on every allocation, took about
+/// 8 % off rmi's 8 × 8 (and changed rawmux's batching), so the timed figures would not have
+/// been those of the frameworks alone.
+async fn throughput(
+    s: Series,
+    a: &Addrs,
+    (conns, depth): (usize, usize),
+    cfg: &Config,
+    count_allocs: bool,
+) -> Tput {
+    let mut clients = Vec::with_capacity(conns);
+    if s != Series::Raw {
         for _ in 0..conns {
             clients.push(Client::connect(s, a).await);
         }
-        run_clients(&clients, depth, cfg.throughput_warmup).await;
-        clients
-    };
+    }
+    let shape = (conns, depth);
+    run_for(s, a, &clients, shape, cfg.throughput_warmup).await;
     let cpu0 = sys::cpu_time();
-    let (n0, b0) = alloc::totals();
-    alloc::enable();
     let t0 = Instant::now();
-    let calls = if s == Series::Raw {
-        raw::pipelined_run(a.raw, &a.raw_frames, conns, depth, cfg.throughput_time).await
-    } else {
-        run_clients(&clients, depth, cfg.throughput_time).await
-    };
+    let calls = run_for(s, a, &clients, shape, cfg.throughput_time).await;
     let wall = t0.elapsed();
-    alloc::disable();
     let cpu = sys::cpu_time() - cpu0;
-    let (n1, b1) = alloc::totals();
+    let (mut allocs_per_call, mut bytes_per_call) = (f64::NAN, f64::NAN);
+    if count_allocs {
+        let (n0, b0) = alloc::totals();
+        alloc::enable();
+        let counted = run_for(s, a, &clients, shape, cfg.throughput_warmup).await;
+        alloc::disable();
+        let (n1, b1) = alloc::totals();
+        let c = counted.max(1) as f64;
+        (allocs_per_call, bytes_per_call) = ((n1 - n0) as f64 / c, (b1 - b0) as f64 / c);
+    }
     drop(clients);
-    let c = calls.max(1) as f64;
     Tput {
         calls_per_sec: calls as f64 / wall.as_secs_f64(),
-        cpu_us_per_call: cpu.as_secs_f64() * 1e6 / c,
-        allocs_per_call: (n1 - n0) as f64 / c,
-        bytes_per_call: (b1 - b0) as f64 / c,
+        cpu_us_per_call: cpu.as_secs_f64() * 1e6 / calls.max(1) as f64,
+        allocs_per_call,
+        bytes_per_call,
     }
 }
 
@@ -641,6 +681,21 @@ async fn profile(cfg: &Config, server: &tokio::runtime::Handle, (s, w): (Series,
     }
     let mut total = run_clients(&clients, depth, cfg.throughput_warmup).await;
     for _ in 0..cfg.reps {
+        if cfg.multi {
+            // The threads are the runtimes' workers: the whole process's CPU time is the figure.
+            let cpu0 = sys::cpu_time();
+            let t0 = Instant::now();
+            let calls = run_clients(&clients, depth, cfg.throughput_time).await;
+            let wall = t0.elapsed();
+            total += calls;
+            let cpu = sys::cpu_time() - cpu0;
+            println!(
+                "{} calls/s; µs of CPU per call, whole process: {:.2}",
+                report::thousands(calls as f64 / wall.as_secs_f64()),
+                cpu.as_secs_f64() * 1e6 / calls.max(1) as f64,
+            );
+            continue;
+        }
         let (cu0, cs0) = sys::thread_cpu_time();
         let (su0, ss0) = server_cpu().await.expect("server cpu");
         let t0 = Instant::now();
@@ -752,19 +807,37 @@ async fn profile_connects(
     );
 }
 
-async fn run(cfg: Config, server: tokio::runtime::Handle) {
+async fn run(cfg: Config, server: tokio::runtime::Handle, multi: Multi) {
     if let Some(p) = cfg.profile {
+        if cfg.multi {
+            let on = multi.client.clone();
+            return on
+                .spawn(async move { profile(&cfg, &multi.server, p).await })
+                .await
+                .expect("profile task");
+        }
         return profile(&cfg, &server, p).await;
     }
+    let cfg = Arc::new(cfg);
     let a = start_servers(&server).await;
+    let ma = Arc::new(start_servers(&multi.server).await);
+    // On the multi-thread client runtime, so that the client tasks spread over its workers.
+    let multi_throughput = |s: Series, conns: usize, depth: usize| {
+        let (a, cfg) = (ma.clone(), cfg.clone());
+        let task = multi
+            .client
+            .spawn(async move { throughput(s, &a, (conns, depth), &cfg, false).await });
+        async move { task.await.expect("multi-thread throughput") }
+    };
     let data = bulk_data();
     let mut res = Results::default();
     let started = Instant::now();
     println!(
-        "# rmi side by side{} — {} repetitions, {} CPUs, client and servers on two current-thread runtimes, 127.0.0.1",
+        "# rmi side by side{} — {} repetitions, {} CPUs, client and servers on two current-thread runtimes (the multi-thread rows: on two multi-thread runtimes of {} workers each), 127.0.0.1",
         if cfg.quick { " (--quick)" } else { "" },
         cfg.reps,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        multi.workers,
     );
     println!(
         "throughput: {:.2} s after {:.2} s warm-up; latency: {} calls after {}; bulk: {} x 10 MB after {}; connect: {} after {}",
@@ -806,19 +879,28 @@ async fn run(cfg: Config, server: tokio::runtime::Handle) {
         }
 
         for &s in &order {
-            let t = throughput(s, &a, 1, 64, &cfg).await;
+            let t = throughput(s, &a, (1, 64), &cfg, true).await;
             rec!(Figure::Conn1x64, s, t.calls_per_sec);
             rec!(Figure::CpuPerCall, s, t.cpu_us_per_call);
             rec!(Figure::AllocsPerCall, s, t.allocs_per_call);
             rec!(Figure::BytesPerCall, s, t.bytes_per_call);
         }
         for &s in &order {
-            let t = throughput(s, &a, 8, 8, &cfg).await;
+            let t = throughput(s, &a, (8, 8), &cfg, false).await;
             rec!(Figure::Conn8x8, s, t.calls_per_sec);
         }
         for &s in &order {
-            let t = throughput(s, &a, 16, 64, &cfg).await;
+            let t = throughput(s, &a, (16, 64), &cfg, false).await;
             rec!(Figure::Conn16x64, s, t.calls_per_sec);
+        }
+        for &s in &order {
+            let t = multi_throughput(s, 1, 64).await;
+            rec!(Figure::Multi1x64, s, t.calls_per_sec);
+            rec!(Figure::MultiCpuPerCall, s, t.cpu_us_per_call);
+        }
+        for &s in &order {
+            let t = multi_throughput(s, 8, 8).await;
+            rec!(Figure::Multi8x8, s, t.calls_per_sec);
         }
         for &s in &order {
             let (med, p99, samples) = latency(s, &a, &cfg).await;
@@ -909,6 +991,14 @@ fn cfg_notes(cfg: &Config) -> BTreeMap<&'static str, String> {
     m
 }
 
+/// The second pair of runtimes: multi-thread, a worker per CPU each (what `#[tokio::main]`
+/// builds), for the figures of a program written the usual way. Their workers are never pinned.
+struct Multi {
+    client: tokio::runtime::Handle,
+    server: tokio::runtime::Handle,
+    workers: usize,
+}
+
 fn main() {
     let cfg = Config::from_args();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -928,7 +1018,19 @@ fn main() {
         .enable_all()
         .build()
         .expect("client runtime");
-    client.block_on(run(cfg, server));
+    let multi_thread = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("multi-thread runtime")
+    };
+    let (multi_client, multi_server) = (multi_thread(), multi_thread());
+    let multi = Multi {
+        client: multi_client.handle().clone(),
+        server: multi_server.handle().clone(),
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    client.block_on(run(cfg, server, multi));
     // The server thread runs until the process ends.
     std::process::exit(0);
 }

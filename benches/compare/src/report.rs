@@ -17,6 +17,8 @@ pub enum Figure {
     Conn1x64,
     Conn8x8,
     Conn16x64,
+    Multi1x64,
+    Multi8x8,
     Latency,
     LatencyP99,
     LatencyPinned,
@@ -26,12 +28,15 @@ pub enum Figure {
     CpuPerCall,
     AllocsPerCall,
     BytesPerCall,
+    MultiCpuPerCall,
 }
 
-pub const FIGURES: [Figure; 12] = [
+pub const FIGURES: [Figure; 15] = [
     Figure::Conn1x64,
     Figure::Conn8x8,
     Figure::Conn16x64,
+    Figure::Multi1x64,
+    Figure::Multi8x8,
     Figure::Latency,
     Figure::LatencyP99,
     Figure::LatencyPinned,
@@ -41,6 +46,7 @@ pub const FIGURES: [Figure; 12] = [
     Figure::CpuPerCall,
     Figure::AllocsPerCall,
     Figure::BytesPerCall,
+    Figure::MultiCpuPerCall,
 ];
 
 impl Figure {
@@ -49,6 +55,8 @@ impl Figure {
             Figure::Conn1x64 => "1 connection × 64 in flight, calls/s",
             Figure::Conn8x8 => "8 connections × 8 in flight, calls/s",
             Figure::Conn16x64 => "16 connections × 64 in flight (1,024), calls/s",
+            Figure::Multi1x64 => "1 connection × 64 in flight, multi-thread runtimes, calls/s",
+            Figure::Multi8x8 => "8 connections × 8 in flight, multi-thread runtimes, calls/s",
             Figure::Latency => "sequential latency, median, µs",
             Figure::LatencyP99 => "sequential latency, p99, µs",
             Figure::LatencyPinned => "sequential latency, both threads on one core, median, µs",
@@ -58,6 +66,9 @@ impl Figure {
             Figure::CpuPerCall => "CPU per call at 1 × 64 (user+sys, both ends), µs",
             Figure::AllocsPerCall => "allocations per call at 1 × 64 (both ends)",
             Figure::BytesPerCall => "bytes allocated per call at 1 × 64 (both ends)",
+            Figure::MultiCpuPerCall => {
+                "CPU per call at 1 × 64, multi-thread runtimes (user+sys, both ends), µs"
+            }
         }
     }
 
@@ -66,6 +77,8 @@ impl Figure {
             Figure::Conn1x64 => "throughput_1x64",
             Figure::Conn8x8 => "throughput_8x8",
             Figure::Conn16x64 => "throughput_16x64",
+            Figure::Multi1x64 => "throughput_1x64_multi",
+            Figure::Multi8x8 => "throughput_8x8_multi",
             Figure::Latency => "latency_median",
             Figure::LatencyP99 => "latency_p99",
             Figure::LatencyPinned => "latency_pinned",
@@ -75,14 +88,19 @@ impl Figure {
             Figure::CpuPerCall => "cpu_per_call",
             Figure::AllocsPerCall => "allocs_per_call",
             Figure::BytesPerCall => "alloc_bytes_per_call",
+            Figure::MultiCpuPerCall => "cpu_per_call_multi",
         }
     }
 
     fn unit(self) -> &'static str {
         match self {
-            Figure::Conn1x64 | Figure::Conn8x8 | Figure::Conn16x64 => "calls/s",
+            Figure::Conn1x64
+            | Figure::Conn8x8
+            | Figure::Conn16x64
+            | Figure::Multi1x64
+            | Figure::Multi8x8 => "calls/s",
             Figure::Latency | Figure::LatencyP99 | Figure::LatencyPinned | Figure::Connect => "µs",
-            Figure::CpuPerCall => "µs CPU per call",
+            Figure::CpuPerCall | Figure::MultiCpuPerCall => "µs CPU per call",
             Figure::ConnectCpu => "µs CPU per connect",
             Figure::Bulk => "MB/s",
             Figure::AllocsPerCall => "allocations per call",
@@ -93,18 +111,27 @@ impl Figure {
     pub fn higher_is_better(self) -> bool {
         matches!(
             self,
-            Figure::Conn1x64 | Figure::Conn8x8 | Figure::Conn16x64 | Figure::Bulk
+            Figure::Conn1x64
+                | Figure::Conn8x8
+                | Figure::Conn16x64
+                | Figure::Multi1x64
+                | Figure::Multi8x8
+                | Figure::Bulk
         )
     }
 
     fn fmt(self, v: f64) -> String {
         match self {
-            Figure::Conn1x64 | Figure::Conn8x8 | Figure::Conn16x64 => {
+            Figure::Conn1x64
+            | Figure::Conn8x8
+            | Figure::Conn16x64
+            | Figure::Multi1x64
+            | Figure::Multi8x8 => {
                 format!("{}k", thousands(v / 1e3))
             }
             Figure::Bulk | Figure::BytesPerCall => thousands(v),
             Figure::Connect | Figure::ConnectCpu => format!("{v:.0}"),
-            Figure::CpuPerCall => format!("{v:.2}"),
+            Figure::CpuPerCall | Figure::MultiCpuPerCall => format!("{v:.2}"),
             _ => format!("{v:.1}"),
         }
     }
@@ -234,7 +261,8 @@ impl Results {
         let placement = notes.get("placement").cloned().unwrap_or_default();
         let _ = writeln!(
             md,
-            "Medians of {reps} repetitions; {placement} (but for the one-core latency row).\n"
+            "Medians of {reps} repetitions; {placement} (but for the one-core latency row and the \
+             multi-thread rows, whose workers are never pinned).\n"
         );
         let _ = writeln!(md, "| figure | raw | rawmux | tarpc | tonic | rmi |");
         let _ = writeln!(md, "|---|---|---|---|---|---|");
