@@ -165,6 +165,13 @@ impl Drop for Turn {
 }
 
 /// The longest a reply waits for the rest of its batch's replies, so that they share a write.
+///
+/// The loop looks at the clock between calls, so a call whose first poll runs longer (a method
+/// that computes or blocks without awaiting) holds the replies made before it until it
+/// returns, on a multi-thread runtime too, where another worker could have written them.
+/// Handing the held replies to a timer before each such poll would cost a task wake-up per
+/// batch, a thread's on a multi-thread runtime; the README tells users to move such work to
+/// `spawn_blocking`, which ends the first poll at once.
 const HOLD_LIMIT: Duration = Duration::from_micros(200);
 
 /// How many replies the request loop writes at a time while its connection's burst of requests
