@@ -168,9 +168,12 @@ impl Drop for Turn {
 ///
 /// The loop looks at the clock between calls, so a call whose first poll runs longer (a method
 /// that computes or blocks without awaiting) holds the replies made before it until it
-/// returns, on a multi-thread runtime too, where another worker could have written them.
-/// Handing the held replies to a timer before each such poll would cost a task wake-up per
-/// batch, a thread's on a multi-thread runtime; the README tells users to move such work to
+/// returns, on a multi-thread runtime too. Tried: handing them to the outbox before each such
+/// poll, with a timer that wakes the writer task at the limit. tokio fired no timer while the
+/// worker was blocked (it polls its timers from a worker with nothing to run, and the other
+/// slept), and a writer task woken from the blocked worker waits in that worker's LIFO slot,
+/// which no other worker takes from. Only waking another thread before each such poll would
+/// do, at a thread wake-up per batch. The README tells users to move such work to
 /// `spawn_blocking`, which ends the first poll at once.
 const HOLD_LIMIT: Duration = Duration::from_micros(200);
 
