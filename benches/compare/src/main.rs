@@ -266,7 +266,6 @@ fn parse_profile(series: &str, shape: &str) -> Option<(Series, Workload)> {
 }
 
 /// Where every server listens (all on one server runtime).
-#[derive(Clone)]
 struct Addrs {
     raw: SocketAddr,
     raw_frames: raw::Frames,

@@ -27,7 +27,6 @@ impl Bench for Impl {
 pub const NAME: &str = "bench.compare";
 
 /// Where the daemon and the name server listen.
-#[derive(Clone)]
 pub struct RmiServer {
     pub uri: rmi::Uri,
     /// The same as text, as a user's configuration holds it: a fresh proxy parses it (and
