@@ -592,6 +592,99 @@ mod tests {
     }
 
     #[test]
+    fn only_pyro_uris_are_direct() {
+        assert!(round_trip("PYRO:obj@127.0.0.1:1").is_direct());
+        assert!(round_trip("PYRO:obj@./u:/tmp/rmi.sock").is_direct());
+        assert!(!round_trip("PYRONAME:server").is_direct());
+        assert!(!round_trip("PYROMETA:tag@localhost:9090").is_direct());
+    }
+
+    #[test]
+    fn a_bracketed_ipv6_name_server_may_leave_out_its_port() {
+        let u: Uri = "PYRONAME:x@[::1]".parse().unwrap();
+        assert_eq!(
+            u,
+            Uri::PyroName {
+                name: "x".into(),
+                ns: Some(("::1".into(), 9090))
+            }
+        );
+        assert_eq!(u.to_string(), "PYRONAME:x@[::1]:9090");
+    }
+
+    #[test]
+    fn hosts_and_names_with_forbidden_characters_are_refused() {
+        let cases = [
+            (
+                "PYRO:obj@[::1]x80",
+                "unexpected text after the IPv6 address",
+            ),
+            ("PYRO:obj@[::1]80", "unexpected text after the IPv6 address"),
+            ("PYRO:obj@ho st:80", "invalid character"),
+            ("PYRO:obj@host/x:80", "invalid character"),
+            (
+                "PYRO:obj@a@b:80",
+                "the object id \"obj@a\" contains whitespace or '@'",
+            ),
+            ("PYRONAME:x@h]:9090", "invalid character"),
+            ("PYRONAME:my server", "contains whitespace or '@'"),
+            ("PYRO:my\tobj@127.0.0.1:1", "contains whitespace or '@'"),
+            ("PYROMETA:a,b c", "contains whitespace or '@'"),
+        ];
+        for (text, expected) in cases {
+            let err = text.parse::<Uri>().expect_err(text).to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+
+    /// Pyro's URI class dicts, as a Python peer sends them (here in the JSON serializer).
+    #[test]
+    fn uri_class_dicts_decode_and_other_classes_are_refused() {
+        use crate::protocol::codec::{DecodeLimits, Serializer};
+        let decode = |json: &str| -> Result<Uri, String> {
+            Serializer::Json
+                .decode::<Uri>(json.as_bytes(), &DecodeLimits::default())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            decode(
+                r#"{"__class__":"Pyro5.core.URI","state":["PYRO","obj",null,"127.0.0.1",4000]}"#
+            ),
+            Ok("PYRO:obj@127.0.0.1:4000".parse().unwrap())
+        );
+        assert_eq!(
+            decode(
+                r#"{"__class__":"Pyro4.core.URI","state":["PYRONAME","ns.x",null,"localhost",9091]}"#
+            ),
+            Ok(Uri::PyroName {
+                name: "ns.x".into(),
+                ns: Some(("localhost".into(), 9091))
+            })
+        );
+        // A name server's host without its port is no name server.
+        assert_eq!(
+            decode(
+                r#"{"__class__":"Pyro5.core.URI","state":["PYRONAME","x",null,"localhost",null]}"#
+            ),
+            Ok(Uri::PyroName {
+                name: "x".into(),
+                ns: None
+            })
+        );
+        let err = decode(
+            r#"{"__class__":"Pyro5.core.Proxy","state":["PYRO","obj",null,"127.0.0.1",4000]}"#,
+        )
+        .unwrap_err();
+        assert!(err.contains("a Pyro5.core.Proxy is not a URI"), "{err}");
+        let err = decode(r#"{"__class__":"Pyro5.core.URI"}"#).unwrap_err();
+        assert!(err.contains("without its state"), "{err}");
+        let err = decode("5").unwrap_err();
+        assert!(err.contains("a Pyro URI"), "{err}");
+        let err = decode(r#"{"state":["PYRO",5,null,"127.0.0.1",4000]}"#).unwrap_err();
+        assert!(err.contains("an object id or a set of tags"), "{err}");
+    }
+
+    #[test]
     fn uri_serializes_as_its_string() {
         let u: Uri = "PYRO:obj@127.0.0.1:1".parse().unwrap();
         let bytes = bincode::serialize(&u).unwrap();

@@ -444,3 +444,126 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BoundedAccess<A> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the deserializer it was read from said it is human-readable, and the size
+    /// hint of the sequence it was read from.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        human_readable: bool,
+        size_hint: Option<usize>,
+    }
+
+    impl<'de> serde::Deserialize<'de> for Seen {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Seen, D::Error> {
+            struct V(bool);
+            impl<'de> Visitor<'de> for V {
+                type Value = Seen;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a sequence")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen, A::Error> {
+                    let size_hint = seq.size_hint();
+                    while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                    Ok(Seen {
+                        human_readable: self.0,
+                        size_hint,
+                    })
+                }
+            }
+            let human_readable = d.is_human_readable();
+            d.deserialize_seq(V(human_readable))
+        }
+    }
+
+    fn bounded_msgpack<T: serde::de::DeserializeOwned>(
+        bytes: &[u8],
+        human_readable: bool,
+    ) -> Result<T, rmp_serde::decode::Error> {
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        if human_readable {
+            let mut de = de.with_human_readable();
+            T::deserialize(Bounded {
+                inner: &mut de,
+                budget: Budget::new(8, bytes.len()),
+            })
+        } else {
+            T::deserialize(Bounded {
+                inner: &mut de,
+                budget: Budget::new(8, bytes.len()),
+            })
+        }
+    }
+
+    #[test]
+    fn what_the_wrapped_deserializer_says_passes_through() {
+        let three = rmp_serde::to_vec(&[1u8, 2, 3]).unwrap();
+        for human_readable in [true, false] {
+            assert_eq!(
+                bounded_msgpack::<Seen>(&three, human_readable).unwrap(),
+                Seen {
+                    human_readable,
+                    size_hint: Some(3)
+                }
+            );
+        }
+        // The wrapped visitor's own words are the ones an error quotes.
+        let err = bounded_msgpack::<Seen>(&rmp_serde::to_vec(&7u8).unwrap(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a sequence"), "{err}");
+    }
+
+    #[test]
+    fn lengths_past_the_payload_and_nesting_past_the_limit_are_refused() {
+        // A msgpack array32 header declaring 2^31 elements, in a 5-byte payload.
+        let huge = [0xdd, 0x80, 0, 0, 0];
+        let err = bounded_msgpack::<Vec<()>>(&huge, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than the 5 bytes"), "{err}");
+        // A length equal to the payload's is believable (and here simply too short).
+        let exact = [0x95, 0xc0, 0xc0, 0xc0, 0xc0];
+        let err = bounded_msgpack::<Vec<()>>(&exact, false)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("larger than"), "{err}");
+        let deep =
+            rmp_serde::to_vec(&vec![vec![vec![vec![vec![vec![vec![vec![vec![1u8]]]]]]]]]).unwrap();
+        let err = bounded_msgpack::<de::IgnoredAny>(&deep, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_depth (8)"), "{err}");
+    }
+
+    #[test]
+    fn a_buffer_apart_goes_to_its_own_empty_byte_string_once_and_never_stays_behind() {
+        let payload = [0u8; 8];
+        let at = payload[4..4].as_ptr();
+        let buf = vec![9u8; 3];
+        let (taken, left) = with_apart(at, buf.clone(), || {
+            // Not a byte string elsewhere, empty or not, nor one with bytes where it starts.
+            assert_eq!(apart(&payload[2..2]), None);
+            assert_eq!(apart(&payload[4..5]), None);
+            assert_eq!(apart(&payload[3..5]), None);
+            let taken = apart(&payload[4..4]);
+            // Only once.
+            assert_eq!(apart(&payload[4..4]), None);
+            taken
+        });
+        assert_eq!((taken, left), (Some(buf.clone()), None));
+        // Not taken: handed back, and nothing stays behind for a later decode.
+        let ((), left) = with_apart(at, buf.clone(), || ());
+        assert_eq!(left, Some(buf.clone()));
+        assert_eq!(APART_AT.get(), 0);
+        assert_eq!(apart(&payload[4..4]), None);
+        // Nor when the decode panics.
+        let panicked = std::panic::catch_unwind(|| with_apart(at, buf, || panic!("in decode")));
+        assert!(panicked.is_err());
+        assert_eq!(APART_AT.get(), 0);
+        assert!(APART.take().is_none());
+    }
+}

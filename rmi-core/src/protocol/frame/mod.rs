@@ -696,6 +696,195 @@ mod tests {
         assert_eq!(msg.to_bytes().to_vec(), bytes);
     }
 
+    /// The numbers each protocol's peers agree on, as pyro5-wire.md and pyro4-wire.md give
+    /// them (written out here, not taken from the constants they check).
+    #[test]
+    fn each_protocol_has_its_documented_numbers() {
+        let p5 = Protocol::Pyro5;
+        let p4 = Protocol::Pyro4;
+        assert_eq!((p5.version(), p4.version()), (502, 48));
+        assert_eq!((p5.header_size(), p4.header_size()), (40, 24));
+        assert_eq!(
+            (p5.annotation_header_size(), p4.annotation_header_size()),
+            (8, 6)
+        );
+        assert_eq!(p5.max_payload(), u32::MAX as usize);
+        assert_eq!(p4.max_payload(), i32::MAX as usize);
+        let ids = [
+            // (serializer, Pyro5 id, Pyro4 id)
+            (Serializer::Serpent, 1, Some(1)),
+            (Serializer::Json, 3, Some(2)),
+            (Serializer::Marshal, 2, Some(3)),
+            (Serializer::MsgPack, 4, Some(6)),
+            (Serializer::Bincode, 98, None),
+        ];
+        for (ser, five, four) in ids {
+            assert_eq!(p5.serializer_id(ser), five, "{ser:?}");
+            assert_eq!(p5.serializer(five), Some(ser), "{ser:?}");
+            if let Some(four) = four {
+                assert_eq!(p4.serializer_id(ser), four, "{ser:?}");
+                assert_eq!(p4.serializer(four), Some(ser), "{ser:?}");
+            }
+        }
+        // Pyro4's 4 is pickle and its 5 dill; bincode is rmi's, for Pyro5 only.
+        for id in [4, 5, 7, 98] {
+            assert_eq!(p4.serializer(id), None, "{id}");
+        }
+        // The tag and the version field decide, and not before all six bytes are in.
+        let five = Message::new(MessageType::Ping, 42, 0, 0, &b"ping"[..]).to_bytes();
+        let four = Message::new(MessageType::Ping, 42, 0, 0, &b"ping"[..]).to_bytes_in(p4);
+        assert_eq!(Protocol::detect(&five[..5]), Err(Error::Incomplete));
+        assert_eq!(Protocol::detect(&five[..6]), Ok(p5));
+        assert_eq!(Protocol::detect(&four[..6]), Ok(p4));
+    }
+
+    #[test]
+    fn every_message_type_crosses_both_protocols_and_no_other_number_does() {
+        let types = [
+            (MessageType::Connect, 1u8),
+            (MessageType::ConnectOk, 2),
+            (MessageType::ConnectFail, 3),
+            (MessageType::Invoke, 4),
+            (MessageType::Result, 5),
+            (MessageType::Ping, 6),
+        ];
+        for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+            for (msg_type, number) in types {
+                let wire = Message::new(msg_type, 1, 0, 7, &b"x"[..]).to_bytes_in(protocol);
+                // Right after the version: a byte in Pyro5, a big-endian u16 in Pyro4.
+                let on_wire = match protocol {
+                    Protocol::Pyro5 => &wire[6..7],
+                    Protocol::Pyro4 => &wire[7..8],
+                };
+                assert_eq!(on_wire, &[number], "{protocol:?} {msg_type:?}");
+                if protocol == Protocol::Pyro4 {
+                    assert_eq!(wire[6], 0, "{msg_type:?}");
+                }
+                let header = protocol.check(&wire, MAX).unwrap();
+                assert_eq!(header.msg_type, msg_type, "{protocol:?}");
+            }
+        }
+        for number in [0u8, 7, 255] {
+            let mut wire = Message::new(MessageType::Invoke, 1, 0, 7, &b"x"[..])
+                .to_bytes()
+                .to_vec();
+            wire[6] = number;
+            assert_eq!(check(&wire, MAX), Err(Error::BadType(number.into())));
+        }
+    }
+
+    #[test]
+    fn a_wrong_tag_says_what_came_and_names_tls() {
+        let plain = Error::BadTag(*b"GET ").to_string();
+        assert!(plain.contains("expected \"PYRO\""), "{plain}");
+        assert!(
+            plain.contains("47, 45, 54, 20"),
+            "the bytes that came: {plain}"
+        );
+        assert!(!plain.contains("TLS"), "{plain}");
+        // A TLS handshake record (22, version 3.x), and the other record types.
+        for first in [0x14, 0x15, 0x16, 0x17] {
+            let tls = Error::BadTag([first, 0x03, 0x01, 0x02]).to_string();
+            assert!(tls.contains("looks like TLS"), "{tls}");
+        }
+        for not_tls in [[0x13, 0x03, 0, 0], [0x18, 0x03, 0, 0], [0x16, 0x02, 0, 0]] {
+            let text = Error::BadTag(not_tls).to_string();
+            assert!(!text.contains("TLS"), "{not_tls:?}: {text}");
+        }
+        assert_eq!(Protocol::Pyro5.to_string(), "Pyro5 (protocol 502)");
+        assert_eq!(Protocol::Pyro4.to_string(), "Pyro4 (protocol 48)");
+    }
+
+    #[test]
+    fn a_message_of_exactly_the_limit_is_accepted_and_one_byte_more_is_not() {
+        let mut msg = Message::new(MessageType::Invoke, 4, 0, 1, vec![0u8; 90]);
+        msg.annotations.push((*b"XYZW", Bytes::from(vec![1u8; 2])));
+        let wire = msg.to_bytes();
+        // The limit counts the payload and the annotations with their chunk headers.
+        let size = 90 + 8 + 2;
+        assert!(check(&wire, size).is_ok());
+        assert_eq!(
+            check(&wire, size - 1),
+            Err(Error::TooLarge {
+                size: size as u64,
+                max: size - 1
+            })
+        );
+    }
+
+    #[test]
+    fn a_bulk_announcement_is_read_only_where_it_can_be_trusted() {
+        let announced = |protocol: Protocol, compressed: bool, big: usize| {
+            let mut msg = Message::new(MessageType::Invoke, 98, 0, 1, &b"head"[..]);
+            msg.payload_tail = vec![Bytes::from(vec![5u8; big]), Bytes::from_static(b"end")];
+            let before = msg.annotations_len();
+            msg.announce_bulk();
+            assert_eq!(msg.annotations_len() - before, BULK_ANNOUNCEMENT_SIZE);
+            if compressed {
+                msg.flags |= FLAGS_COMPRESSED;
+            }
+            let wire = msg.to_bytes_in(protocol);
+            let header = protocol.check(&wire, MAX).unwrap();
+            let at = protocol.header_size();
+            let annotations = wire[at..at + header.ann_len as usize].to_vec();
+            (header, annotations)
+        };
+        let (header, annotations) = announced(Protocol::Pyro5, false, 100);
+        assert_eq!(bulk_in(&header, &annotations, 100), Some((4, 100)));
+        assert_eq!(
+            bulk_in(&header, &annotations, 101),
+            None,
+            "under the minimum"
+        );
+        // Not in Pyro4, not when compressed, and not for an empty string.
+        let (header, annotations) = announced(Protocol::Pyro5, true, 100);
+        assert_eq!(bulk_in(&header, &annotations, 1), None, "compressed");
+        let (header, annotations) = announced(Protocol::Pyro4, false, 100);
+        assert_eq!(bulk_in(&header, &annotations, 1), None, "Pyro4");
+        let (header, annotations) = announced(Protocol::Pyro5, false, 0);
+        assert_eq!(bulk_in(&header, &annotations, 0), None, "empty");
+        // An announcement past the payload's end is ignored: the message is read whole.
+        let (mut header, annotations) = announced(Protocol::Pyro5, false, 100);
+        header.data_len = 103;
+        assert_eq!(bulk_in(&header, &annotations, 1), None, "past the end");
+        header.data_len = 104;
+        assert_eq!(
+            bulk_in(&header, &annotations, 1),
+            Some((4, 100)),
+            "to the end"
+        );
+    }
+
+    #[test]
+    fn pyro4_sends_metadata_on_connect_only_when_asked() {
+        let plain = Message::new(MessageType::Connect, 1, 0, 0, &b""[..]);
+        let asking = Message::new(MessageType::Connect, 1, FLAGS_META_ON_CONNECT, 0, &b""[..]);
+        assert!(Protocol::Pyro5.meta_on_connect(&plain));
+        assert!(Protocol::Pyro5.meta_on_connect(&asking));
+        assert!(!Protocol::Pyro4.meta_on_connect(&plain));
+        assert!(Protocol::Pyro4.meta_on_connect(&asking));
+    }
+
+    #[test]
+    fn a_head_encoded_alone_is_the_message_without_its_payload() {
+        let mut msg = Message::new(MessageType::Invoke, 4, 0, 3, &b"the payload"[..]);
+        msg.annotations.push((*b"XYZW", Bytes::from_static(b"v")));
+        for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+            let whole = msg.to_bytes_in(protocol);
+            let mut head = BytesMut::new();
+            protocol.encode_head(&msg, &mut head);
+            assert_eq!(head.len(), whole.len() - msg.payload.len(), "{protocol:?}");
+            assert_eq!(&whole[..head.len()], &head[..], "{protocol:?}");
+        }
+        // The message's own methods speak Pyro5.
+        let (mut head, mut whole) = (BytesMut::new(), BytesMut::new());
+        msg.encode_head(&mut head);
+        msg.encode(&mut whole);
+        assert_eq!(whole, msg.to_bytes_in(Protocol::Pyro5));
+        assert_eq!(&whole[..head.len()], &head[..]);
+        assert_eq!(head.len() + msg.payload.len(), whole.len());
+    }
+
     #[test]
     fn a_payload_tail_is_framed_as_if_it_were_part_of_the_payload() {
         let mut split = Message::new(MessageType::Invoke, 1, 0, 9, &b"head"[..]);
@@ -706,6 +895,8 @@ mod tests {
         assert!(joined.payload_tail.is_empty());
         assert_eq!(joined.payload.len(), 4 + 300 + 3);
         assert_eq!((split.size(), split.payload_len()), (joined.size(), 307));
+        // What the header declares: the annotation with its chunk header, and the payload.
+        assert_eq!(split.size(), 8 + 1 + 307);
         for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
             let wire = split.to_bytes_in(protocol);
             assert_eq!(wire, joined.to_bytes_in(protocol), "{protocol:?}");
@@ -855,6 +1046,18 @@ mod tests {
         assert!(bomb.payload.len() < 64 << 10);
         let err = bomb.clone().decompress(1 << 20).unwrap_err();
         assert!(err.to_string().contains("max_message_size"), "{err}");
+        // The limit counts the annotations too, and a message that inflates to exactly the
+        // limit is accepted.
+        let mut exact = Message::new(MessageType::Invoke, 4, 0, 1, vec![1u8; 1000]);
+        exact
+            .annotations
+            .push((*b"XYZW", Bytes::from_static(b"ab")));
+        exact.compress();
+        assert!(exact.has_flag(FLAGS_COMPRESSED));
+        let limit = 1000 + 8 + 2;
+        assert!(exact.clone().decompress(limit - 1).is_err());
+        exact.decompress(limit).unwrap();
+        assert_eq!((exact.payload.len(), exact.size()), (1000, limit));
         // Not zlib at all.
         let mut junk = Message::new(MessageType::Invoke, 4, FLAGS_COMPRESSED, 1, &b"nope"[..]);
         assert!(matches!(junk.decompress(MAX), Err(Error::Decompress(_))));
