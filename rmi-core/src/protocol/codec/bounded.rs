@@ -463,7 +463,7 @@ mod tests {
             impl<'de> Visitor<'de> for V {
                 type Value = Seen;
                 fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a sequence")
+                    f.write_str("a sequence or a map")
                 }
                 fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Seen, A::Error> {
                     let size_hint = seq.size_hint();
@@ -473,9 +473,20 @@ mod tests {
                         size_hint,
                     })
                 }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Seen, A::Error> {
+                    let size_hint = map.size_hint();
+                    while map
+                        .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                        .is_some()
+                    {}
+                    Ok(Seen {
+                        human_readable: self.0,
+                        size_hint,
+                    })
+                }
             }
             let human_readable = d.is_human_readable();
-            d.deserialize_seq(V(human_readable))
+            d.deserialize_any(V(human_readable))
         }
     }
 
@@ -510,6 +521,12 @@ mod tests {
                 }
             );
         }
+        let two =
+            rmp_serde::to_vec(&std::collections::BTreeMap::from([(1u8, 2u8), (3, 4)])).unwrap();
+        assert_eq!(
+            bounded_msgpack::<Seen>(&two, false).unwrap().size_hint,
+            Some(2)
+        );
         // The wrapped visitor's own words are the ones an error quotes.
         let err = bounded_msgpack::<Seen>(&rmp_serde::to_vec(&7u8).unwrap(), false)
             .unwrap_err()

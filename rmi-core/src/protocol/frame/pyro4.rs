@@ -358,6 +358,31 @@ mod tests {
     }
 
     #[test]
+    fn only_a_16_byte_corr_annotation_is_taken_for_the_correlation_id() {
+        let mut msg = Message::new(MessageType::Invoke, 1, 0, 1, &b"x"[..]);
+        msg.annotations.push((*b"XYZW", Bytes::from(vec![1u8; 16])));
+        msg.annotations.push((*b"CORR", Bytes::from(vec![2u8; 15])));
+        let back = parse(&msg.to_bytes_in(Protocol::Pyro4));
+        assert_eq!(back.corr_id, [0; 16]);
+        assert!(!back.has_flag(FLAGS_CORR_ID));
+        assert_eq!(back.annotations, msg.annotations);
+    }
+
+    #[test]
+    fn annotations_past_the_u16_block_are_left_out_and_later_ones_that_fit_are_not() {
+        let mut msg = Message::new(MessageType::Invoke, 1, 0, 1, &b"x"[..]);
+        msg.annotations
+            .push((*b"AAAA", Bytes::from(vec![1u8; 60_000])));
+        msg.annotations
+            .push((*b"BBBB", Bytes::from(vec![2u8; 6_000])));
+        msg.annotations.push((*b"CCCC", Bytes::from(vec![3u8; 10])));
+        let back = parse(&msg.to_bytes_in(Protocol::Pyro4));
+        let ids: Vec<_> = back.annotations.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [*b"AAAA", *b"CCCC"]);
+        assert_eq!(back.annotation(b"CCCC").unwrap().as_ref(), &[3u8; 10]);
+    }
+
+    #[test]
     fn annotations_have_u16_lengths_and_flags_are_translated_both_ways() {
         let mut msg = Message::new(
             MessageType::Result,
