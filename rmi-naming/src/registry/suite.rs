@@ -348,7 +348,15 @@ async fn shared_names_hold_several_entries(r: Registry) {
         .unwrap();
     assert_eq!(r.remove(None, None, Some("ma")).await.unwrap(), 2);
     assert_eq!(r.remove(None, Some("sv"), None).await.unwrap(), 1);
-    assert!(r.lookups() > 0, "lookups are counted");
+    // Lookups are counted, answered or not; other requests are not.
+    let before = r.lookups();
+    assert!(r.lookup("plain").await.is_ok());
+    assert!(r.lookup("nothing here").await.is_err());
+    assert!(r.lookup_all("plain").await.is_ok());
+    r.yplookup(Some(tags(&["x"])), None).await.unwrap();
+    r.count().await.unwrap();
+    r.list(None, None).await.unwrap();
+    assert_eq!(r.lookups() - before, 4, "lookups are counted");
 }
 
 async fn keep_alive_keeps_names(r: Registry) {
@@ -658,6 +666,71 @@ mod sqlite_persistence {
         let err = SqliteStore::open(&path, test_limits()).await.unwrap_err();
         assert!(err.message.contains("in use by another process"), "{err}");
     }
+}
+
+/// The lease timer is a task of its own: a store dropped while a lease is still hours from
+/// expiring must not leave it behind.
+#[tokio::test]
+async fn a_dropped_store_stops_its_lease_timer() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let r = Registry::memory(Limits::default());
+    r.grant(Duration::from_secs(3 * 3600)).await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        before + 1,
+        "the lease timer runs"
+    );
+    drop(r);
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        while metrics.num_alive_tasks() > before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "the lease timer outlived its store");
+}
+
+#[test]
+fn filters_changes_and_lease_ids_say_what_they_are_about() {
+    let name = NameFilter::Name("a.b".into());
+    assert!(name.matches("a.b"));
+    assert!(!name.matches("a.bc") && !name.matches("a"));
+    let prefix = NameFilter::Prefix("a.".into());
+    assert!(prefix.matches("a.b") && prefix.matches("a."));
+    assert!(!prefix.matches("xa.b"));
+    let regex = NameFilter::Regex(regex::Regex::new("^a\\.[0-9]+$").unwrap());
+    assert!(regex.matches("a.12") && !regex.matches("a.x"));
+    assert!(NameFilter::All.matches(""));
+    let has = tags(&["x", "y"]);
+    assert!(MetaFilter::All(tags(&["x", "y"])).matches(&has));
+    assert!(!MetaFilter::All(tags(&["x", "z"])).matches(&has));
+    assert!(MetaFilter::Any(tags(&["z", "y"])).matches(&has));
+    assert!(!MetaFilter::Any(tags(&["z"])).matches(&has));
+
+    let entry = Entry::new(uri(1), tags(&[]));
+    let registered = Change::Registered {
+        name: "svc".into(),
+        entry,
+    };
+    let removed = Change::Removed {
+        name: "gone".into(),
+        uri: None,
+    };
+    let expired = Change::Expired {
+        name: "late".into(),
+        lease: LeaseId(1),
+        uri: Some(uri(2)),
+    };
+    assert_eq!(registered.name(), Some("svc"));
+    assert_eq!(removed.name(), Some("gone"));
+    assert_eq!(expired.name(), Some("late"));
+    assert_eq!(Change::Lagged { missed: 3 }.name(), None);
+
+    // Lease ids print in hex, as the name server's tools and logs show them.
+    assert_eq!(LeaseId(0xbeef).to_string(), "beef");
+    assert_eq!(LeaseId(u64::MAX).to_string(), "ffffffffffffffff");
 }
 
 #[test]
