@@ -186,6 +186,62 @@ mod tests {
             .contains("invalid regex"));
     }
 
+    /// Each limit is inclusive: a value at the limit passes, one past it is refused, naming
+    /// the setting.
+    #[test]
+    fn every_limit_admits_its_own_value_and_refuses_the_next() {
+        let limits = Limits {
+            max_name_len: 8,
+            max_tags: 2,
+            max_tag_len: 3,
+            max_regex_len: 5,
+            min_lease_ttl: Duration::from_millis(100),
+            max_lease_ttl: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let refused = |r: Result<(), NamingError>, setting: &str| {
+            let err = r.unwrap_err();
+            assert!(err.message.contains(setting), "{setting}: {err}");
+        };
+        let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        limits.check_name("abcdefgh").unwrap();
+        refused(limits.check_name("abcdefghi"), "max_name_len");
+        limits.check_tags(&tags(&["a", "b"]), "metadata").unwrap();
+        refused(
+            limits.check_tags(&tags(&["a", "b", "c"]), "metadata"),
+            "max_tags",
+        );
+        limits.check_tags(&tags(&["abc"]), "metadata").unwrap();
+        refused(
+            limits.check_tags(&tags(&["abcd"]), "metadata"),
+            "max_tag_len",
+        );
+        limits.check_ttl(Duration::from_millis(100)).unwrap();
+        limits.check_ttl(Duration::from_secs(10)).unwrap();
+        refused(limits.check_ttl(Duration::from_millis(99)), "min_lease_ttl");
+        refused(
+            limits.check_ttl(Duration::from_millis(10_001)),
+            "max_lease_ttl",
+        );
+        refused(limits.check_ttl(Duration::from_secs(3600)), "max_lease_ttl");
+        let cache = PatternCache::default();
+        cache.compile("a.b.c", &limits).unwrap();
+        let err = cache.compile("a.b.cd", &limits).unwrap_err();
+        assert!(err.message.contains("max_regex_len"), "{err}");
+    }
+
+    #[test]
+    fn a_pattern_compiles_once_while_the_cache_has_room() {
+        let cache = PatternCache::default();
+        for i in 0..PatternCache::CAPACITY {
+            cache.compile(&format!("n{i}"), &Limits::default()).unwrap();
+        }
+        assert_eq!(cache.compiled.lock().len(), PatternCache::CAPACITY);
+        // Full: the next new pattern starts the cache afresh.
+        cache.compile("another", &Limits::default()).unwrap();
+        assert_eq!(cache.compiled.lock().len(), 1);
+    }
+
     #[test]
     fn the_pattern_cache_stays_bounded() {
         let cache = PatternCache::default();

@@ -605,6 +605,8 @@ mod sqlite_persistence {
             .await
             .unwrap();
         r.remove(Some("gone"), None, None).await.unwrap();
+        // A lease kept alive is stored with its new deadline.
+        assert_eq!(r.keep_alive(lease).await.unwrap(), Duration::from_secs(60));
 
         let r = reopen(r, &path).await;
         assert_eq!(
@@ -666,6 +668,19 @@ mod sqlite_persistence {
         let err = SqliteStore::open(&path, test_limits()).await.unwrap_err();
         assert!(err.message.contains("in use by another process"), "{err}");
     }
+}
+
+/// Lease ids are random, never 0, and fit the signed 64-bit integers SQLite and etcd store.
+#[tokio::test]
+async fn lease_ids_fit_a_signed_64_bit_integer() {
+    let r = Registry::memory(Limits::default());
+    let mut ids = BTreeSet::new();
+    for _ in 0..200 {
+        let id = r.grant(Duration::from_secs(60)).await.unwrap();
+        assert!(id.0 != 0 && i64::try_from(id.0).is_ok(), "{id}");
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 200, "never the same twice");
 }
 
 /// The lease timer is a task of its own: a store dropped while a lease is still hours from
