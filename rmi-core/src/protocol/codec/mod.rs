@@ -1011,6 +1011,62 @@ pub fn decode_error(
 mod tests {
     use super::*;
 
+    /// What a Python `BatchProxy` reads: one list, the results in order, and a failed call's
+    /// exception last.
+    #[test]
+    fn a_pyro_batch_is_one_list_of_its_results_in_every_pyro_format() {
+        use crate::error::{RemoteError, RemoteErrorKind};
+        use value::Value;
+        let limits = DecodeLimits::default();
+        for ser in [
+            Serializer::Serpent,
+            Serializer::Json,
+            Serializer::Marshal,
+            Serializer::MsgPack,
+        ] {
+            for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+                let items = |xs: &[i64]| {
+                    xs.iter()
+                        .map(|x| Ok(ser.encode_in(protocol, x).unwrap()))
+                        .collect::<Vec<_>>()
+                };
+                for xs in [&[][..], &[7][..], &[1, -2, 300][..]] {
+                    let doc = encode_pyro_batch(ser, protocol, items(xs)).unwrap();
+                    let back = ser.decode::<Vec<i64>>(&doc, &limits);
+                    assert_eq!(back.unwrap(), xs, "{ser:?} in {protocol:?}");
+                }
+                let mut results = items(&[5]);
+                results.push(Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "ValueError",
+                    "bad",
+                )));
+                let doc = encode_pyro_batch(ser, protocol, results).unwrap();
+                let back = ser.decode::<Vec<Value>>(&doc, &limits).unwrap();
+                assert_eq!(back.len(), 2, "{ser:?} in {protocol:?}");
+                assert_eq!(back[0], Value::Int(5), "{ser:?} in {protocol:?}");
+                let class = match back[1].get("__class__") {
+                    Some(Value::Str(class)) => class.clone(),
+                    other => panic!("{ser:?} in {protocol:?}: {other:?}"),
+                };
+                let pyro = if protocol == Protocol::Pyro4 {
+                    "Pyro4."
+                } else {
+                    "Pyro5."
+                };
+                assert!(
+                    class.starts_with(pyro) && class.ends_with("._ExceptionWrapper"),
+                    "{ser:?} in {protocol:?}: {class}"
+                );
+                let exception = back[1].get("exception").expect("the exception");
+                assert!(
+                    exception.get("__exception__").is_some(),
+                    "{ser:?} in {protocol:?}"
+                );
+            }
+        }
+    }
+
     /// `owned` and `borrowed` encode to the same bytes (or both fail) in every serializer and
     /// protocol; every serializer encodes them under Pyro5.
     fn encode_alike(owned: &impl Serialize, borrowed: &impl Serialize) {

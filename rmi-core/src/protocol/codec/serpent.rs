@@ -1125,6 +1125,28 @@ mod tests {
     }
 
     #[test]
+    fn max_depth_counts_nesting_not_siblings() {
+        let limits = DecodeLimits {
+            max_depth: 3,
+            ..DecodeLimits::default()
+        };
+        let parse_in = |text: &str| parse(format!("{HEADER}{text}").as_bytes(), &limits);
+        assert!(parse_in("[[[1]]]").is_ok(), "exactly max_depth");
+        let err = parse_in("[[[[1]]]]").unwrap_err().to_string();
+        assert!(err.contains("max_depth (3)"), "{err}");
+        let siblings = format!("[{}]", vec!["[[1],(2,),{3:4}]"; 100].join(","));
+        assert!(parse_in(&siblings).is_ok(), "siblings are not deeper");
+    }
+
+    #[test]
+    fn an_unexpected_character_is_named_as_such() {
+        for bad in ["@", "[1,@]", "{'a':!}"] {
+            let err = parse_body(bad).unwrap_err().to_string();
+            assert!(err.contains("unexpected character"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn serde_types_round_trip() {
         use serde::{Deserialize, Serialize};
         #[derive(Debug, PartialEq, Serialize, Deserialize)]
