@@ -1124,6 +1124,57 @@ mod tests {
         assert!(err.contains("max_depth"), "{err}");
     }
 
+    /// The corners of Python's literal grammar a Python peer's serpent (or a hand-written
+    /// Pyro client's) can send.
+    #[test]
+    fn literals_parse_in_every_spelling_python_allows() {
+        let int = |n: i128| Value::Int(n);
+        let s = |t: &str| Value::Str(t.into());
+        let cases: [(&str, Value); 26] = [
+            ("False", Value::Bool(false)),
+            ("True", Value::Bool(true)),
+            ("+5", int(5)),
+            ("- 5", int(-5)),
+            ("1_000_000", int(1_000_000)),
+            ("0", int(0)),
+            ("000", int(0)),
+            ("-0x1F", int(-31)),
+            ("0o17", int(15)),
+            ("0B101", int(5)),
+            ("1.5e+3", Value::Float(1500.0)),
+            ("-2.5E-1", Value::Float(-0.25)),
+            ("-1e30000", Value::Float(f64::NEG_INFINITY)),
+            (".5", Value::Float(0.5)),
+            (
+                "-340282366920938463463374607431768211456",
+                Value::BigInt("-340282366920938463463374607431768211456".into()),
+            ),
+            ("r'a\\n'", s("a\\n")),
+            ("R'a\\n'", s("a\\n")),
+            ("u'caf\\xe9'", s("café")),
+            ("U'x'", s("x")),
+            ("'a' r'\\b' u'c'", s("a\\bc")),
+            ("'a'  'b'", s("ab")),
+            ("rb'\\x00'", Value::Bytes(b"\\x00".to_vec())),
+            ("BR'\\n'", Value::Bytes(b"\\n".to_vec())),
+            ("b'\\x00\\n'", Value::Bytes(vec![0, b'\n'])),
+            ("set()", Value::Set(vec![])),
+            ("[set(),1]", Value::List(vec![Value::Set(vec![]), int(1)])),
+        ];
+        for (text, expected) in cases {
+            let read = parse_body(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(read, expected, "{text}");
+        }
+        for bad in ["set", "set(1)", "f'x'", "0x", "012", "0012", "1e", "--1"] {
+            assert!(parse_body(bad).is_err(), "{bad} should be refused");
+        }
+        // The string that follows a value is not part of it.
+        assert_eq!(
+            parse_body("['a',u'b']").unwrap(),
+            Value::List(vec![s("a"), s("b")])
+        );
+    }
+
     #[test]
     fn max_depth_counts_nesting_not_siblings() {
         let limits = DecodeLimits {
