@@ -1176,6 +1176,48 @@ mod tests {
     }
 
     #[test]
+    fn escapes_decode_as_python_decodes_them() {
+        let cases = [
+            (r"'\7\60\1010'", "\x07\x30A0"),
+            (r"'\a\b\f\v\r\t'", "\x07\x08\x0c\x0b\r\t"),
+            (r#"'\'\"\\'"#, "'\"\\"),
+            ("'a\\\nb'", "ab"),
+            (r"r'\'x'", "\\'x"),
+            (r"r'a\\'", "a\\\\"),
+        ];
+        for (text, expected) in cases {
+            let read = parse_body(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(read, Value::Str(expected.into()), "{text}");
+        }
+        for bad in [r"'\x4'", r"'\xzz'", r"'\ud800'", r"'\U00110000'", "'\\"] {
+            assert!(parse_body(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn json_text_escapes_control_characters_only() {
+        let json = encode_json("a b~\u{1f}\u{0}é\"\\\n", false).unwrap();
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#""a b~\u001f\u0000é\"\\\n""#
+        );
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_written_says_why() {
+        struct Refuses;
+        impl Serialize for Refuses {
+            fn serialize<S: ser::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(ser::Error::custom("this value refuses to be written"))
+            }
+        }
+        for result in [encode(&Refuses), encode_json(&Refuses, false)] {
+            let err = result.unwrap_err().to_string();
+            assert!(err.contains("this value refuses to be written"), "{err}");
+        }
+    }
+
+    #[test]
     fn max_depth_counts_nesting_not_siblings() {
         let limits = DecodeLimits {
             max_depth: 3,
