@@ -1026,6 +1026,31 @@ mod tests {
     }
 
     #[test]
+    fn every_serde_shape_writes_as_its_python_literal() {
+        #[derive(serde::Serialize)]
+        struct Unit;
+        #[derive(serde::Serialize)]
+        enum E {
+            T(i8, u8),
+        }
+        fn json<T: Serialize + ?Sized>(v: &T) -> String {
+            String::from_utf8(encode_json(v, false).unwrap()).unwrap()
+        }
+        assert_eq!(body(&-5i8), "-5");
+        assert_eq!(body(&-300i16), "-300");
+        assert_eq!(body(&u64::MAX), "18446744073709551615");
+        assert_eq!(body(&1.5f32), "1.5");
+        assert_eq!(body(&'x'), "'x'");
+        assert_eq!(body(&Unit), "None");
+        assert_eq!(body(&E::T(1, 2)), "{'T':(1,2)}");
+        assert_eq!(json(&E::T(1, 2)), r#"{"T":[1,2]}"#);
+        // Control characters escaped, a space not.
+        assert_eq!(body("a b\u{1f}"), r"'a b\x1f'");
+        assert_eq!(json(&f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(json(&f64::INFINITY), "Infinity");
+    }
+
+    #[test]
     fn a_python_set_is_a_set_literal_and_an_empty_one_a_tuple() {
         struct Set(Vec<&'static str>);
         impl Serialize for Set {
