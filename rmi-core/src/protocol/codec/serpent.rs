@@ -353,9 +353,14 @@ impl Parser<'_> {
                 _ if out.is_empty() => return Err(self.error("a string was expected")),
                 _ => return Ok(out),
             }
+            // Another string literal follows (a prefix counts only with its quote).
             let save = self.at;
             self.skip_space();
-            if !matches!(self.peek(), Some(b'\'' | b'"' | b'r' | b'R' | b'u' | b'U')) {
+            let quote_at = match self.peek() {
+                Some(b'r' | b'R' | b'u' | b'U') => self.at + 1,
+                _ => self.at,
+            };
+            if !matches!(self.s.get(quote_at), Some(b'\'' | b'"')) {
                 self.at = save;
                 return Ok(out);
             }
@@ -1030,6 +1035,8 @@ mod tests {
         #[derive(serde::Serialize)]
         struct Unit;
         #[derive(serde::Serialize)]
+        struct Pair(i8, i8);
+        #[derive(serde::Serialize)]
         enum E {
             T(i8, u8),
         }
@@ -1042,6 +1049,7 @@ mod tests {
         assert_eq!(body(&1.5f32), "1.5");
         assert_eq!(body(&'x'), "'x'");
         assert_eq!(body(&Unit), "None");
+        assert_eq!(body(&Pair(3, -4)), "(3,-4)");
         assert_eq!(body(&E::T(1, 2)), "{'T':(1,2)}");
         assert_eq!(json(&E::T(1, 2)), r#"{"T":[1,2]}"#);
         // Control characters escaped, a space not.
@@ -1191,6 +1199,10 @@ mod tests {
             assert_eq!(read, expected, "{text}");
         }
         for bad in ["set", "set(1)", "f'x'", "0x", "012", "0012", "1e", "--1"] {
+            assert!(parse_body(bad).is_err(), "{bad} should be refused");
+        }
+        // A prefix without its string is no string: Python refuses these.
+        for bad in ["('a' r)", "['a' u]", "('a' rb'x')"] {
             assert!(parse_body(bad).is_err(), "{bad} should be refused");
         }
         // The string that follows a value is not part of it.
