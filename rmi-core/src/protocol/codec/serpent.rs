@@ -1198,7 +1198,9 @@ mod tests {
             let read = parse_body(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(read, expected, "{text}");
         }
-        for bad in ["set", "set(1)", "f'x'", "0x", "012", "0012", "1e", "--1"] {
+        for bad in [
+            "set", "set(1)", "[set,1]", "f'x'", "0x", "012", "0012", "1e", "--1",
+        ] {
             assert!(parse_body(bad).is_err(), "{bad} should be refused");
         }
         // A prefix without its string is no string: Python refuses these.
