@@ -348,11 +348,12 @@ impl Parser<'_> {
                 }
                 _ => false,
             };
-            match self.peek() {
-                Some(b'\'' | b'"') => out.push_str(&self.quoted(raw)?),
-                _ if out.is_empty() => return Err(self.error("a string was expected")),
-                _ => return Ok(out),
+            // (Only the first pass can miss its quote: the loop comes round again only when
+            // one follows.)
+            if !matches!(self.peek(), Some(b'\'' | b'"')) {
+                return Err(self.error("a string was expected"));
             }
+            out.push_str(&self.quoted(raw)?);
             // Another string literal follows (a prefix counts only with its quote).
             let save = self.at;
             self.skip_space();
