@@ -237,7 +237,10 @@ impl Parser<'_> {
             }
             p.at - from
         };
-        if digits(self) == 0 {
+        // JSON's integer part: `0`, or digits not starting with `0` (Python refuses `01`).
+        if self.peek() == Some(b'0') {
+            self.at += 1;
+        } else if digits(self) == 0 {
             return Err(self.error("a digit expected"));
         }
         let mut float = false;
@@ -411,6 +414,102 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let err = parse(deep.as_bytes(), &limits).unwrap_err().to_string();
         assert!(err.contains("max_depth"), "{err}");
+    }
+
+    #[test]
+    fn numbers_follow_jsons_grammar_as_python_reads_it() {
+        let limits = DecodeLimits::default();
+        // Each expected value is what Python 3's `json.loads` gives.
+        for (text, want) in [
+            ("1E+2", Value::Float(100.0)),
+            ("2e-1", Value::Float(0.2)),
+            ("-0", Value::Int(0)),
+            ("-0.5", Value::Float(-0.5)),
+            ("10", Value::Int(10)),
+            (
+                "[0,-0,7]",
+                Value::List(vec![Value::Int(0), Value::Int(0), Value::Int(7)]),
+            ),
+        ] {
+            assert_eq!(parse(text.as_bytes(), &limits).unwrap(), want, "{text}");
+        }
+        // Python refuses each of these ("Expecting value" or "Extra data").
+        for bad in [
+            "-", "[1,-]", "1.", "1e", "1e+", ".5", "+1", "01", "-01", "[01]", "-NaN",
+        ] {
+            let err = parse(bad.as_bytes(), &limits).expect_err(bad).to_string();
+            assert!(
+                err.contains("json: ") && err.contains("at byte"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_escape_reads_as_pythons_json_reads_it() {
+        let limits = DecodeLimits::default();
+        // Python 3: json.loads of this text is 'q"b\\s/b\x08f\x0cn\nr\rt\tuéA😀'.
+        let text = br#""q\"b\\s\/b\bf\fn\nr\rt\tu\u00e9\u0041\ud83d\ude00""#;
+        assert_eq!(
+            parse(text, &limits).unwrap(),
+            Value::Str("q\"b\\s/b\u{8}f\u{c}n\nr\rt\tuéA😀".into())
+        );
+        // Python refuses the first four too; the last three hold lone surrogates, which Python's
+        // str holds and a Rust String cannot.
+        for (bad, why) in [
+            (&br#""\x""#[..], "invalid escape"),
+            (br#""\u12""#, "four hex digits"),
+            (br#""\u12g4""#, "four hex digits"),
+            (br#""abc"#, "unterminated"),
+            (br#""\ud83d\u0041""#, "lone surrogate"),
+            (br#""\udc00""#, "lone surrogate"),
+            (br#""\u0041\udc00""#, "lone surrogate"),
+        ] {
+            let err = parse(bad, &limits).unwrap_err().to_string();
+            assert!(err.contains(why), "{}: {err}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn nesting_is_counted_per_path_not_per_value() {
+        let limits = |max_depth| DecodeLimits {
+            max_depth,
+            ..DecodeLimits::default()
+        };
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse(nested(3).as_bytes(), &limits(3)).is_ok());
+        let err = parse(nested(4).as_bytes(), &limits(3)).unwrap_err();
+        assert!(err.to_string().contains("max_depth (3)"), "{err}");
+        // Siblings close what they open: a thousand of them at depth 2 are within a limit of 2.
+        let siblings = format!("[{}]", vec![r#"{"a":1}"#; 1000].join(","));
+        assert!(parse(siblings.as_bytes(), &limits(2)).is_ok());
+        assert!(parse(siblings.as_bytes(), &limits(1)).is_err());
+    }
+
+    #[test]
+    fn a_call_whose_object_or_method_is_not_a_string_is_refused_by_name() {
+        let limits = DecodeLimits::default();
+        for (doc, what) in [
+            (
+                r#"{"object": 1, "method": "m"}"#,
+                "\"object\" must be a string",
+            ),
+            (
+                r#"{"object": "o", "method": null}"#,
+                "\"method\" must be a string",
+            ),
+            (r#"{"object": "o"}"#, "needs \"object\" and \"method\""),
+            (r#"["o", "m"]"#, "must be an object"),
+        ] {
+            let err = decode_call(doc.as_bytes(), &limits)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(what), "{doc}: {err}");
+        }
+        // No params means none; unknown keys are ignored, as Pyro's json serializer does.
+        let (_, _, params, kwargs) =
+            decode_call(br#"{"object": "o", "method": "m", "x": 1}"#, &limits).unwrap();
+        assert_eq!((params, kwargs), (Value::List(vec![]), Value::None));
     }
 
     #[test]
