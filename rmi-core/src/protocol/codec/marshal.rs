@@ -1010,6 +1010,25 @@ mod tests {
             let back: i64 = decode(&encode(&v, false).unwrap(), &limits()).unwrap();
             assert_eq!(back, v);
         }
+        // 2**(15 × n − 1), n digits: MAX_LONG_DIGITS of them are read, one more is refused.
+        let top_bit = |n: usize| {
+            let mut bytes = b"l".to_vec();
+            bytes.extend_from_slice(&(n as i32).to_le_bytes());
+            bytes.extend(std::iter::repeat_n(0u8, 2 * (n - 1)));
+            bytes.extend_from_slice(&[0x00, 0x40]);
+            bytes
+        };
+        let Value::BigInt(digits) = parse(&top_bit(MAX_LONG_DIGITS), &limits()).unwrap() else {
+            panic!("a big int");
+        };
+        // Python 3: str(2**15359) starts 3309 and has 4,624 digits.
+        assert!(
+            digits.starts_with("3309") && digits.len() == 4624,
+            "{}",
+            &digits[..20]
+        );
+        let err = parse(&top_bit(MAX_LONG_DIGITS + 1), &limits()).unwrap_err();
+        assert!(err.to_string().contains("1025 digits"), "{err}");
     }
 
     #[test]
@@ -1101,6 +1120,8 @@ mod tests {
             (b"[\xff\xff\xff\x7f", "declared length"),
             (b"[\xff\xff\xff\xff", "negative"),
             (b"s\x10\x00\x00\x00abc", "declared length"),
+            // Longer than the 3 bytes left, shorter than the payload: refused by the length.
+            (b"s\x05\x00\x00\x00abc", "declared length 5 is larger"),
             (b"u\x02\x00\x00\x00\xff\xfe", "UTF-8"),
             (b"r\x00\x00\x00\x00", "beyond"),
             // A list that holds a reference to itself.
@@ -1121,6 +1142,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_depth"));
+        // At the limit exactly, as read: 128 nested lists are read, 129 are not; siblings
+        // close what they open, so a thousand empty lists in one are within a limit of 2.
+        let nested = |n: usize| {
+            let mut doc = b"[\x01\x00\x00\x00".repeat(n - 1);
+            doc.extend_from_slice(b"[\x00\x00\x00\x00");
+            doc
+        };
+        assert_eq!(limits().max_depth, 128);
+        assert!(parse(&nested(128), &limits()).is_ok());
+        let err = parse(&nested(129), &limits()).unwrap_err().to_string();
+        assert!(err.contains("max_depth (128) at byte"), "{err}");
+        let mut siblings = b"[\xe8\x03\x00\x00".to_vec();
+        siblings.extend(b"[\x00\x00\x00\x00".repeat(1000));
+        let two = DecodeLimits {
+            max_depth: 2,
+            ..limits()
+        };
+        assert!(parse(&siblings, &two).is_ok());
         // 100 nested one-item lists, flagged, then a list of two references to the innermost
         // outer one: each is within the limit, the copy placed inside is not.
         let mut doc = b"[\x02\x00\x00\x00".to_vec();
@@ -1158,5 +1197,78 @@ mod tests {
         }
         let err = parse(&doc, &limits()).unwrap_err().to_string();
         assert!(err.contains("expand"), "{err}");
+    }
+
+    #[test]
+    fn references_copy_tuples_as_tuples_and_lists_as_lists() {
+        // Python 3: marshal.loads of this is [(None,), [None], (None,), [None]].
+        let doc =
+            b"[\x04\x00\x00\x00\xa9\x01N\xdb\x01\x00\x00\x00Nr\x00\x00\x00\x00r\x01\x00\x00\x00";
+        let (tuple, list) = (
+            Value::Tuple(vec![Value::None]),
+            Value::List(vec![Value::None]),
+        );
+        assert_eq!(
+            parse(doc, &limits()).unwrap(),
+            Value::List(vec![tuple.clone(), list.clone(), tuple.clone(), list])
+        );
+        // `(`: a tuple with a 4-byte length, as Python writes one of 256 items or more.
+        assert_eq!(parse(b"(\x01\x00\x00\x00N", &limits()).unwrap(), tuple);
+    }
+
+    #[test]
+    fn a_reference_is_as_deep_as_where_it_is_placed_plus_what_it_copies() {
+        // [A, B]: A is 60 nested lists (flagged, the outermost is reference 0); B is 30 nested
+        // lists around a reference to A. As read, nothing is deeper than 61; resolved, the copy
+        // of A inside B ends at depth 1 + 30 + 60 = 91.
+        let mut doc = b"[\x02\x00\x00\x00".to_vec();
+        doc.extend(b"\xdb\x01\x00\x00\x00".repeat(60));
+        doc.push(b'N');
+        doc.extend(b"[\x01\x00\x00\x00".repeat(30));
+        doc.extend_from_slice(b"r\x00\x00\x00\x00");
+        let within = |max_depth| DecodeLimits {
+            max_depth,
+            ..limits()
+        };
+        assert!(parse(&doc, &within(91)).is_ok());
+        let err = parse(&doc, &within(90)).unwrap_err().to_string();
+        assert!(err.contains("max_depth (90)"), "{err}");
+    }
+
+    #[test]
+    fn references_may_expand_a_payload_to_eight_times_its_size_or_64_kib() {
+        // A list of `n` copies of one str of `len` bytes: the str, then references to it.
+        let doc = |len: usize, n: u32| {
+            let mut doc = vec![b'['];
+            doc.extend_from_slice(&n.to_le_bytes());
+            doc.push(b'u' | FLAG_REF);
+            doc.extend_from_slice(&(len as u32).to_le_bytes());
+            doc.extend(std::iter::repeat_n(b'x', len));
+            for _ in 1..n {
+                doc.extend_from_slice(b"r\x00\x00\x00\x00");
+            }
+            doc
+        };
+        // What it costs: one for the list, and for each copy one plus its length.
+        for (len, n, fits) in [
+            // The 64 KiB floor: 1 + 64 × 1,023 = 65,473 fits in 65,536; one byte more in the
+            // str, and 1 + 64 × 1,024 is one over.
+            (1022, 64, true),
+            (1023, 64, false),
+            // Eight times the size: 8 copies of 10,000 bytes cost 80,009 in a budget of
+            // 8 × 10,045 = 80,360; 9 cost 90,010 against 80,400.
+            (10_000, 8, true),
+            (10_000, 9, false),
+        ] {
+            let doc = doc(len, n);
+            let got = parse(&doc, &limits());
+            assert_eq!(got.is_ok(), fits, "{len} bytes × {n}: {got:?}");
+            if let Err(e) = got {
+                assert!(
+                    e.to_string().contains("expand the payload beyond 8 times"),
+                    "{e}"
+                );
+            }
+        }
     }
 }
