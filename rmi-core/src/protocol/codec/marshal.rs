@@ -1010,6 +1010,19 @@ mod tests {
             let back: i64 = decode(&encode(&v, false).unwrap(), &limits()).unwrap();
             assert_eq!(back, v);
         }
+        // Negative ints beyond i128 keep their sign (Python 3's marshal.dumps of each).
+        for (bytes, want) in [
+            (
+                &b"\xec\xf7\xff\xff\xff\xff\x7f\xff\x7f\xff\x7f\xff\x7f\xff\x7f\xff\x7f\xff\x7f\xff\x7f\xff\x00"[..],
+                "-340282366920938463463374607431768211455",
+            ),
+            (
+                b"\xec\xf7\xff\xff\xff\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x80\x00",
+                "-170141183460469231731687303715884105729",
+            ),
+        ] {
+            assert_eq!(parse(bytes, &limits()).unwrap(), Value::BigInt(want.into()));
+        }
         // 2**(15 × n − 1), n digits: MAX_LONG_DIGITS of them are read, one more is refused.
         let top_bit = |n: usize| {
             let mut bytes = b"l".to_vec();
@@ -1270,5 +1283,77 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_serde_shape_is_written_as_python_reads_it() {
+        #[derive(serde::Serialize)]
+        struct Unit;
+        #[derive(serde::Serialize)]
+        struct Wrapper<T>(T);
+        #[derive(serde::Serialize)]
+        struct Pair(u8, bool);
+        #[derive(serde::Serialize)]
+        struct Named {
+            a: u8,
+        }
+        struct Set<T>(T);
+        impl<T: Serialize> Serialize for Set<T> {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_newtype_struct(super::super::PYTHON_SET, &self.0)
+            }
+        }
+        fn enc<T: Serialize>(v: T) -> Vec<u8> {
+            encode(&v, false).unwrap()
+        }
+        // Python 3's marshal.loads of each right-hand side is the value on the left.
+        for (got, want) in [
+            (enc(-3i8), &b"i\xfd\xff\xff\xff"[..]),
+            (enc(300i16), b"i\x2c\x01\x00\x00"),
+            (enc(1.5f32), b"g\x00\x00\x00\x00\x00\x00\xf8?"),
+            (enc(Some(5u8)), b"i\x05\x00\x00\x00"),
+            (enc(Unit), b"N"),
+            (enc(Wrapper(7u8)), b"i\x07\x00\x00\x00"),
+            // A tuple struct is a tuple, (1, True); a struct a dict of its fields, {'a': 1}.
+            (enc(Pair(1, true)), b"(\x02\x00\x00\x00i\x01\x00\x00\x00T"),
+            (
+                enc(Named { a: 1 }),
+                b"{u\x01\x00\x00\x00ai\x01\x00\x00\x000",
+            ),
+            (
+                enc([Named { a: 1 }]),
+                b"(\x01\x00\x00\x00{u\x01\x00\x00\x00ai\x01\x00\x00\x000",
+            ),
+            // i32's range is `i`; one past either end is `l`, 15-bit digits.
+            (enc(i64::from(i32::MAX)), b"i\xff\xff\xff\x7f"),
+            (enc(i64::from(i32::MIN)), b"i\x00\x00\x00\x80"),
+            (
+                enc(1i64 << 31),
+                b"l\x03\x00\x00\x00\x00\x00\x00\x00\x02\x00",
+            ),
+            (
+                enc(-(1i64 << 31) - 1),
+                b"l\xfd\xff\xff\xff\x01\x00\x00\x00\x02\x00",
+            ),
+            // A Python set ({'a'}) is `<`; only a list becomes one: bytes stay bytes, and any
+            // other newtype's list stays a list.
+            (enc(Set(vec!["a"])), b"<\x01\x00\x00\x00u\x01\x00\x00\x00a"),
+            (enc(Set(vec![1u8, 2])), b"s\x02\x00\x00\x00\x01\x02"),
+            (
+                enc(Wrapper(vec![1u16])),
+                b"[\x01\x00\x00\x00i\x01\x00\x00\x00",
+            ),
+        ] {
+            assert_eq!(got, want, "{}", String::from_utf8_lossy(want));
+        }
+        // A value that fails to serialize says why.
+        struct Refuses;
+        impl Serialize for Refuses {
+            fn serialize<S: ser::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(ser::Error::custom("no marshal for this"))
+            }
+        }
+        let err = encode(&(1, Refuses), false).unwrap_err().to_string();
+        assert!(err.contains("marshal: no marshal for this"), "{err}");
     }
 }
