@@ -411,6 +411,8 @@ mod tests {
         );
         let doc = encode(&value).unwrap();
         assert_eq!(document_len(&doc), Some(doc.len()));
+        // Counted first, then written into a buffer of exactly that size: one allocation.
+        assert_eq!(doc.capacity(), doc.len());
         let mut longer = doc.clone();
         longer.push(0xc0);
         assert_eq!(document_len(&longer), Some(doc.len()));
@@ -467,5 +469,21 @@ mod tests {
             "a plain string stays: {text}"
         );
         assert!(text.contains("Pyro5.y"), "{text}");
+        // A class after a nested list in the same dict: the walk comes back to the dict.
+        #[derive(Serialize)]
+        struct Shaped {
+            items: Vec<&'static str>,
+            #[serde(rename = "__class__")]
+            class: &'static str,
+        }
+        let mut doc = encode(&Shaped {
+            items: vec!["Pyro5.a"],
+            class: "Pyro5.errors.CommunicationError",
+        })
+        .unwrap();
+        rename_classes_for_pyro4(&mut doc);
+        let text = String::from_utf8_lossy(&doc);
+        assert!(text.contains("Pyro4.errors.CommunicationError"), "{text}");
+        assert!(text.contains("Pyro5.a"), "{text}");
     }
 }
