@@ -1250,11 +1250,12 @@ mod tests {
 
     #[test]
     fn references_may_expand_a_payload_to_eight_times_its_size_or_64_kib() {
-        // A list of `n` copies of one str of `len` bytes: the str, then references to it.
-        let doc = |len: usize, n: u32| {
+        // A list of `n` copies of one str (`u`) or bytes (`s`) of `len` bytes: the first, then
+        // references to it.
+        let doc = |code: u8, len: usize, n: u32| {
             let mut doc = vec![b'['];
             doc.extend_from_slice(&n.to_le_bytes());
-            doc.push(b'u' | FLAG_REF);
+            doc.push(code | FLAG_REF);
             doc.extend_from_slice(&(len as u32).to_le_bytes());
             doc.extend(std::iter::repeat_n(b'x', len));
             for _ in 1..n {
@@ -1263,24 +1264,30 @@ mod tests {
             doc
         };
         // What it costs: one for the list, and for each copy one plus its length.
-        for (len, n, fits) in [
-            // The 64 KiB floor: 1 + 64 × 1,023 = 65,473 fits in 65,536; one byte more in the
-            // str, and 1 + 64 × 1,024 is one over.
-            (1022, 64, true),
-            (1023, 64, false),
-            // Eight times the size: 8 copies of 10,000 bytes cost 80,009 in a budget of
-            // 8 × 10,045 = 80,360; 9 cost 90,010 against 80,400.
-            (10_000, 8, true),
-            (10_000, 9, false),
-        ] {
-            let doc = doc(len, n);
-            let got = parse(&doc, &limits());
-            assert_eq!(got.is_ok(), fits, "{len} bytes × {n}: {got:?}");
-            if let Err(e) = got {
-                assert!(
-                    e.to_string().contains("expand the payload beyond 8 times"),
-                    "{e}"
+        for code in [b'u', b's'] {
+            for (len, n, fits) in [
+                // The 64 KiB floor: 1 + 64 × 1,023 = 65,473 fits in 65,536; one byte more in
+                // each copy, and 1 + 64 × 1,024 is one over.
+                (1022, 64, true),
+                (1023, 64, false),
+                // Eight times the size: 8 copies of 10,000 bytes cost 80,009 in a budget of
+                // 8 × 10,045 = 80,360; 9 cost 90,010 against 80,400.
+                (10_000, 8, true),
+                (10_000, 9, false),
+            ] {
+                let got = parse(&doc(code, len, n), &limits());
+                let what = format!(
+                    "{} of {len} bytes × {n}: {:?}",
+                    code as char,
+                    got.as_ref().err()
                 );
+                assert_eq!(got.is_ok(), fits, "{what}");
+                if let Err(e) = got {
+                    assert!(
+                        e.to_string().contains("expand the payload beyond 8 times"),
+                        "{what}"
+                    );
+                }
             }
         }
     }
