@@ -596,4 +596,75 @@ mod tests {
         assert!(moved, "the piece was handed over before the error");
         assert!(tail[0].is_empty());
     }
+
+    /// Owned types that read a str or bytes through `deserialize_str` / `deserialize_bytes`,
+    /// as `url::Url`, `chrono`'s dates and `uuid::Uuid` do (`String` and `ByteBuf` ask for
+    /// buffers of their own instead).
+    #[derive(Debug, PartialEq, Serialize)]
+    struct ViaStr(String);
+    #[derive(Debug, PartialEq, Serialize)]
+    struct ViaBytes(#[serde(with = "serde_bytes")] Vec<u8>);
+
+    impl<'de> Deserialize<'de> for ViaStr {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = ViaStr;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a str")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<ViaStr, E> {
+                    Ok(ViaStr(v.to_owned()))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ViaBytes {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl serde::de::Visitor<'_> for V {
+                type Value = ViaBytes;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<ViaBytes, E> {
+                    Ok(ViaBytes(v.to_owned()))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+
+    #[test]
+    fn strs_bytes_and_buffers_read_from_pieces_are_the_payloads_wherever_it_is_split() {
+        // Read in every way bincode reads a length-prefixed run; ending in two empty buffers,
+        // so the last reads come after every piece is used up.
+        type Runs = (ViaStr, ViaBytes, u8, String, String, serde_bytes::ByteBuf);
+        let value = || -> Runs {
+            (
+                ViaStr("a str ✓".into()),
+                ViaBytes(vec![1, 2, 3, 4, 5]),
+                9,
+                "a String across pieces".into(),
+                String::new(),
+                serde_bytes::ByteBuf::new(),
+            )
+        };
+        let whole = encode(&value()).unwrap();
+        let limits = DecodeLimits::default();
+        for i in 0..=whole.len() {
+            for j in i..=whole.len() {
+                for take in [false, true] {
+                    let mut tail = vec![
+                        Bytes::copy_from_slice(&whole[i..j]),
+                        Bytes::copy_from_slice(&whole[j..]),
+                    ];
+                    let (got, _) = decode_pieces::<Runs>(&whole[..i], &mut tail, take, &limits);
+                    assert_eq!(got.unwrap(), value(), "split at {i} and {j}, take {take}");
+                }
+            }
+        }
+    }
 }
