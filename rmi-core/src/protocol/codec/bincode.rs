@@ -503,6 +503,22 @@ mod tests {
         assert!(decode_route(Bytes::from(huge)).is_err());
         // bincode's u128 markers are no length.
         assert!(decode_route(Bytes::from_static(&[254, 1, 2])).is_err());
+        // Each varint width, little endian, and each cut short.
+        for (prefix, len) in [
+            (&[250u8][..], 250u64),
+            (&[251, 0x34, 0x12], 0x1234),
+            (&[252, 4, 3, 2, 1], 0x0102_0304),
+            (&[253, 8, 7, 6, 5, 4, 3, 2, 1], 0x0102_0304_0506_0708),
+        ] {
+            assert_eq!(leading_seq_len(prefix), Some(len), "{prefix:?}");
+            assert_eq!(
+                leading_seq_len(&prefix[..prefix.len() - 1]),
+                None,
+                "{prefix:?}"
+            );
+        }
+        assert_eq!(leading_seq_len(&[254, 0]), None);
+        assert_eq!(leading_seq_len(&[255, 0]), None);
     }
 
     /// A value with a string, a byte buffer, a number after them and bytes read as a

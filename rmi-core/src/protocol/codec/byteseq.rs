@@ -166,5 +166,10 @@ mod tests {
         assert!(super::as_bytes(&vec![1u16]).is_err());
         assert!(super::as_bytes(&vec![Some(1u8)]).is_err());
         assert!(super::as_bytes(&vec!["a"]).is_err());
+        // Items by value, as a `Serialize` that calls `collect_seq(bytes.iter().copied())`
+        // hands them; an i8 or a bool is as small as a u8 and still no byte.
+        assert_eq!(super::as_bytes([7u8, 8].iter().copied()), Ok(vec![7, 8]));
+        assert!(super::as_bytes([-1i8].iter().copied()).is_err());
+        assert!(super::as_bytes([true].iter().copied()).is_err());
     }
 }
