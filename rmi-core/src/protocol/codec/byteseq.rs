@@ -171,5 +171,18 @@ mod tests {
         assert_eq!(super::as_bytes([7u8, 8].iter().copied()), Ok(vec![7, 8]));
         assert!(super::as_bytes([-1i8].iter().copied()).is_err());
         assert!(super::as_bytes([true].iter().copied()).is_err());
+        // A newtype or an enum around a u8 is no byte.
+        #[derive(serde::Serialize)]
+        struct Wrapped(u8);
+        #[derive(serde::Serialize)]
+        enum Tagged {
+            Byte(u8),
+        }
+        assert!(super::as_bytes(&vec![Wrapped(5)]).is_err());
+        assert!(super::as_bytes(&vec![Tagged::Byte(5)]).is_err());
+        // Only iterators as small as a slice's: a VecDeque<u8> (whose iterator is two slices')
+        // stays a list.
+        let deque = std::collections::VecDeque::from([1u8, 2]);
+        assert!(super::as_bytes(&deque).is_err());
     }
 }

@@ -165,3 +165,61 @@ pub(super) fn from_wrapper(value: &Value) -> Option<RemoteError> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Python peer's exception dict, as Pyro's serializers write one (no rmi attributes).
+    fn python_exception(class: &str, message: &str) -> Value {
+        let s = |t: &str| Value::Str(t.into());
+        Value::Dict(vec![
+            (s("__class__"), s(class)),
+            (s("__exception__"), Value::Bool(true)),
+            (s("args"), Value::Tuple(vec![s(message)])),
+            (s("attributes"), Value::Dict(vec![])),
+        ])
+    }
+
+    #[test]
+    fn a_python_peers_naming_error_and_stop_iteration_keep_their_meaning() {
+        for (class, kind) in [
+            ("Pyro5.errors.NamingError", RemoteErrorKind::Resolve),
+            ("Pyro4.errors.NamingError", RemoteErrorKind::Resolve),
+            ("builtins.StopIteration", RemoteErrorKind::StopIteration),
+            ("builtins.ValueError", RemoteErrorKind::Other),
+            ("Pyro5.errors.CommunicationError", RemoteErrorKind::Other),
+        ] {
+            let err = from_value(python_exception(class, "why")).unwrap();
+            assert_eq!((err.kind, err.type_name.as_str()), (kind, class));
+            assert_eq!(err.message, "why");
+        }
+    }
+
+    #[test]
+    fn only_pyros_exception_wrappers_are_a_batchs_failed_calls() {
+        let s = |t: &str| Value::Str(t.into());
+        let wrapper = |class: &str| {
+            Value::Dict(vec![
+                (s("__class__"), s(class)),
+                (
+                    s("exception"),
+                    python_exception("builtins.ZeroDivisionError", "division by zero"),
+                ),
+            ])
+        };
+        for class in [
+            "Pyro5.core._ExceptionWrapper",
+            "Pyro4.futures._ExceptionWrapper",
+        ] {
+            let err = from_wrapper(&wrapper(class)).expect(class);
+            assert_eq!(err.type_name, "builtins.ZeroDivisionError");
+            assert_eq!(err.message, "division by zero");
+        }
+        // A result that happens to be a dict, of another class or of none, is a value.
+        assert!(from_wrapper(&wrapper("mymodule.Wrapper")).is_none());
+        assert!(from_wrapper(&python_exception("builtins.ValueError", "x")).is_none());
+        assert!(from_wrapper(&Value::Dict(vec![(s("exception"), s("x"))])).is_none());
+        assert!(from_wrapper(&s("Pyro5.core._ExceptionWrapper")).is_none());
+    }
+}

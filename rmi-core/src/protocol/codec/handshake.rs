@@ -254,4 +254,44 @@ mod tests {
             .unwrap();
         assert_eq!(back, "{'user': 'ada', 'token': 42}");
     }
+
+    #[test]
+    fn values_display_as_python_reprs_them_and_only_strings_equal_text() {
+        let list = Value::List(vec![
+            Value::None,
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::BigInt("12345678901234567890123456789012345678901".into()),
+            Value::Float(1.5),
+            Value::Float(f64::NAN),
+            Value::Float(f64::INFINITY),
+            Value::Float(f64::NEG_INFINITY),
+            Value::Str("a\\b\n\r\t\u{1}\u{7f}\u{85}é".into()),
+            Value::Bytes(b"\0a\n".to_vec()),
+            Value::Tuple(vec![Value::Int(1)]),
+            Value::Tuple(vec![Value::Int(1), Value::Int(2)]),
+            Value::Tuple(vec![]),
+            Value::Set(vec![]),
+            Value::Set(vec![Value::Int(1)]),
+            Value::Dict(vec![(
+                Value::Str("k".into()),
+                Value::List(vec![Value::None]),
+            )]),
+            Value::Named(vec![("a".into(), Some(Value::Int(3))), ("b".into(), None)]),
+        ]);
+        // Python 3's repr of the same list (the last item, bound arguments, as a tuple).
+        assert_eq!(
+            HandshakeData(list).to_string(),
+            r"[None, True, False, 12345678901234567890123456789012345678901, 1.5, nan, inf, -inf, 'a\\b\n\r\t\x01\x7f\x85é', b'\x00a\n', (1,), (1, 2), (), set(), {1}, {'k': [None]}, (3, None)]"
+        );
+        let text = HandshakeData::from("hello");
+        let other = HandshakeData(Value::List(vec![Value::Str("hello".into())]));
+        let (hello, hell) = (String::from("hello"), String::from("hell"));
+        for (data, is_hello) in [(&text, true), (&other, false)] {
+            assert_eq!(*data == *"hello", is_hello);
+            assert_eq!(*data == "hello", is_hello);
+            assert_eq!(*data == hello, is_hello);
+            assert!(*data != *"hell" && *data != "hell" && *data != hell);
+        }
+    }
 }
