@@ -672,3 +672,118 @@ impl<'de> serde::Deserializer<'de> for Key {
         bool i128 u128 char str string tuple tuple_struct map struct identifier ignored_any
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde::de::DeserializeOwned;
+
+    use super::Value;
+
+    fn s(text: &str) -> Value {
+        Value::Str(text.into())
+    }
+
+    fn dict(entries: &[(&str, Value)]) -> Value {
+        Value::Dict(entries.iter().map(|(k, v)| (s(k), v.clone())).collect())
+    }
+
+    fn read<T: DeserializeOwned>(v: Value) -> Result<T, String> {
+        T::deserialize(v).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn only_pyros_exact_base64_dict_is_bytes() {
+        let bytes = dict(&[("data", s("aGk=")), ("encoding", s("base64"))]);
+        let got: serde_bytes::ByteBuf = read(bytes.clone()).unwrap();
+        assert_eq!(got.as_slice(), b"hi");
+        assert_eq!(read::<Vec<u8>>(bytes).unwrap(), b"hi");
+        // A third key, or another encoding: a dict like any other, which is no bytes.
+        for other in [
+            dict(&[
+                ("data", s("aGk=")),
+                ("encoding", s("base64")),
+                ("x", s("y")),
+            ]),
+            dict(&[("data", s("aGk=")), ("encoding", s("utf-8"))]),
+        ] {
+            assert!(read::<serde_bytes::ByteBuf>(other.clone()).is_err());
+            assert!(read::<BTreeMap<String, String>>(other).is_ok());
+        }
+        let bad = dict(&[("data", s("not base64!")), ("encoding", s("base64"))]);
+        let err = read::<Vec<u8>>(bad).unwrap_err();
+        assert!(err.contains("invalid base64"), "{err}");
+    }
+
+    #[test]
+    fn only_pyros_float_class_dict_is_nan() {
+        let nan = dict(&[("__class__", s("float")), ("value", s("NaN"))]);
+        assert!(read::<f64>(nan).unwrap().is_nan());
+        // Either half alone is an ordinary dict.
+        for other in [
+            dict(&[("__class__", s("decimal.Decimal")), ("value", s("nan"))]),
+            dict(&[("__class__", s("float")), ("value", s("1.5"))]),
+        ] {
+            assert!(read::<f64>(other.clone()).is_err());
+            assert_eq!(read::<BTreeMap<String, String>>(other).unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn an_int_past_i64_reaches_a_visitor_as_a_u64() {
+        // An untagged enum buffers what it is given, and has no room for an i128.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(untagged)]
+        enum Number {
+            Unsigned(u64),
+            Text(String),
+        }
+        assert_eq!(
+            read::<Number>(Value::Int(u64::MAX.into())).unwrap(),
+            Number::Unsigned(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn none_and_an_empty_tuple_are_unit_and_nothing_else_is() {
+        assert!(read::<()>(Value::None).is_ok());
+        assert!(read::<()>(Value::Tuple(vec![])).is_ok());
+        assert!(read::<()>(Value::List(vec![])).is_ok());
+        let err = read::<()>(Value::List(vec![Value::Int(1)])).unwrap_err();
+        assert_eq!(err, "expected None, got a list");
+        for (value, kind) in [
+            (Value::Bool(true), "a bool"),
+            (Value::Int(1), "an int"),
+            (Value::BigInt("1".repeat(50)), "an int"),
+            (Value::Float(1.0), "a float"),
+            (s("x"), "a str"),
+            (Value::Bytes(vec![1]), "bytes"),
+            (Value::Tuple(vec![Value::None]), "a tuple"),
+            (Value::Set(vec![]), "a set"),
+            (dict(&[]), "a dict"),
+            (Value::Named(vec![]), "arguments"),
+        ] {
+            assert_eq!(
+                read::<()>(value).unwrap_err(),
+                format!("expected None, got {kind}")
+            );
+        }
+    }
+
+    #[test]
+    fn an_enum_is_a_str_or_a_dict_of_exactly_one_entry() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        enum E {
+            A(u8),
+            B,
+        }
+        assert_eq!(read::<E>(s("B")).unwrap(), E::B);
+        assert_eq!(read::<E>(dict(&[("A", Value::Int(1))])).unwrap(), E::A(1));
+        let two = dict(&[("A", Value::Int(1)), ("B", Value::None)]);
+        let err = read::<E>(two).unwrap_err();
+        assert!(err.contains("a one-entry dict), got a dict"), "{err}");
+        let err = read::<E>(Value::Dict(vec![(Value::Int(1), Value::None)])).unwrap_err();
+        assert!(err.contains("must be a str, not an int"), "{err}");
+    }
+}
