@@ -327,6 +327,37 @@ mod tests {
     }
 
     #[test]
+    fn only_the_offered_buffer_itself_is_left_out_not_bytes_of_its_length() {
+        let arg = ByteArg::from(large());
+        let twin = large();
+        let value = (serde_bytes::Bytes::new(&twin), &arg);
+        let copied = rmp_serde::to_vec(&value).unwrap();
+        let (head, tail) = offering(|| {
+            arg.serialize(&mut rmp_serde::Serializer::new(&mut std::io::sink()))
+                .unwrap();
+            let mut w = Splitter::new(copied.len());
+            value
+                .serialize(&mut rmp_serde::Serializer::new(&mut w))
+                .unwrap();
+            Ok::<_, ()>(Bytes::from(w.finish()))
+        })
+        .unwrap();
+        // The twin, equal in length and content but another buffer, is in the head.
+        assert_eq!(tail.len(), 1);
+        assert!(head.len() > twin.len());
+        assert_eq!([&head[..], &tail[0]].concat(), copied);
+    }
+
+    #[test]
+    fn byte_arguments_from_64_kib_are_sent_from_their_own_buffer() {
+        for (len, large) in [(64 * 1024 - 1, false), (64 * 1024, true)] {
+            let arg = ByteArg::from(vec![0; len]);
+            assert_eq!(matches!(arg.0, Repr::Large(_)), large, "{len}");
+            assert_eq!(format!("{arg:?}"), format!("ByteArg({len} bytes)"));
+        }
+    }
+
+    #[test]
     fn outside_offering_nothing_is_left_out() {
         let arg = large();
         let mut w = Splitter::new(arg.len() + 2);
