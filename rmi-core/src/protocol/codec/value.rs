@@ -786,4 +786,24 @@ mod tests {
         let err = read::<E>(Value::Dict(vec![(Value::Int(1), Value::None)])).unwrap_err();
         assert!(err.contains("must be a str, not an int"), "{err}");
     }
+
+    #[test]
+    fn pyro5s_msgpack_int_extension_must_be_decimal_digits() {
+        // Pyro5's msgpack writes an int beyond 64 bits as extension 0x31 of its decimal text.
+        let ext = |text: &str| {
+            let mut doc = vec![0xc7, text.len() as u8, 0x31];
+            doc.extend_from_slice(text.as_bytes());
+            rmp_serde::from_slice::<Value>(&doc)
+        };
+        assert_eq!(
+            ext("-18446744073709551616").unwrap(),
+            Value::Int(-(1i128 << 64))
+        );
+        let big = format!("-{}", "9".repeat(45));
+        assert_eq!(ext(&big).unwrap(), Value::BigInt(big.clone()));
+        for bad in ["", "-", "12a", "--1", "+1", " 1"] {
+            let err = ext(bad).unwrap_err().to_string();
+            assert!(err.contains("an invalid int extension"), "{bad:?}: {err}");
+        }
+    }
 }
