@@ -806,4 +806,62 @@ mod tests {
             assert!(err.contains("an invalid int extension"), "{bad:?}: {err}");
         }
     }
+
+    #[test]
+    fn arguments_bind_to_parameters_as_python_binds_them() {
+        use super::bind;
+        let names = ["name", "greeting"];
+        let args = |items: Vec<Value>| Value::Tuple(items);
+        // Every parameter given by position; some by keyword; the rest left out.
+        let all: (String, Option<String>) =
+            read(bind(args(vec![s("Ada"), s("Hi")]), Value::None, &names).unwrap()).unwrap();
+        assert_eq!(all, ("Ada".into(), Some("Hi".into())));
+        let kw = dict(&[("greeting", s("Yo")), ("name", s("Bo"))]);
+        let by_keyword: (String, Option<String>) =
+            read(bind(args(vec![]), kw, &names).unwrap()).unwrap();
+        assert_eq!(by_keyword, ("Bo".into(), Some("Yo".into())));
+        let left_out: (String, Option<String>) =
+            read(bind(Value::List(vec![s("Cy")]), dict(&[]), &names).unwrap()).unwrap();
+        assert_eq!(left_out, ("Cy".into(), None));
+        // Python's TypeError wording for each mistake.
+        for (vargs, kwargs, want) in [
+            (
+                args(vec![s("a"), s("b"), s("c")]),
+                Value::None,
+                "takes 2 positional arguments but 3 were given",
+            ),
+            (
+                args(vec![s("a")]),
+                dict(&[("name", s("b"))]),
+                "got multiple values for argument \"name\"",
+            ),
+            (
+                args(vec![]),
+                dict(&[("colour", s("b"))]),
+                "got an unexpected keyword argument \"colour\"",
+            ),
+            (
+                s("a"),
+                Value::None,
+                "positional arguments must be a tuple or list, not a str",
+            ),
+            (
+                args(vec![]),
+                Value::List(vec![]),
+                "keyword arguments must be a dict, not a list",
+            ),
+        ] {
+            assert_eq!(bind(vargs, kwargs, &names).unwrap_err().0, want);
+        }
+        let one = bind(args(vec![s("a"), s("b")]), Value::None, &["x"]).unwrap_err();
+        assert_eq!(one.0, "takes 1 positional argument but 2 were given");
+        // A parameter with no value is None: an Option takes it, anything else names it.
+        let err = read::<(String, String)>(bind(args(vec![s("a")]), Value::None, &names).unwrap())
+            .unwrap_err();
+        assert_eq!(err, "missing argument \"greeting\"");
+        let err =
+            read::<(u8, Option<String>)>(bind(args(vec![s("a")]), Value::None, &names).unwrap())
+                .unwrap_err();
+        assert!(err.starts_with("argument \"name\": "), "{err}");
+    }
 }
