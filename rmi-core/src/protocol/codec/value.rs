@@ -780,6 +780,10 @@ mod tests {
         }
         assert_eq!(read::<E>(s("B")).unwrap(), E::B);
         assert_eq!(read::<E>(dict(&[("A", Value::Int(1))])).unwrap(), E::A(1));
+        // A unit variant as a dict holds None (or an empty tuple), nothing else.
+        assert_eq!(read::<E>(dict(&[("B", Value::None)])).unwrap(), E::B);
+        let err = read::<E>(dict(&[("B", Value::Int(5))])).unwrap_err();
+        assert_eq!(err, "expected None, got an int");
         let two = dict(&[("A", Value::Int(1)), ("B", Value::None)]);
         let err = read::<E>(two).unwrap_err();
         assert!(err.contains("a one-entry dict), got a dict"), "{err}");
