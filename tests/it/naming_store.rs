@@ -252,8 +252,25 @@ async fn a_daemon_registers_again_by_itself_after_the_name_server_restarts() {
         (greeter, tags(&["m"]))
     );
     assert_ne!(held.lease(), Some(first), "a new lease");
+    assert!(
+        held.lease().is_some() && held.is_leased().await,
+        "still leased, not plain"
+    );
+    assert_eq!(held.ttl(), TTL);
     held.revoke().await.unwrap();
     assert!(!registered(&fresh, "moving").await);
+}
+
+#[tokio::test]
+async fn a_lease_asked_of_an_unreachable_name_server_is_an_error_not_a_plain_registration() {
+    let (ns, names) = name_server().await;
+    ns.shutdown();
+    ns.wait().await.unwrap();
+    drop(ns);
+    // Only a name server that answers without lease methods (Python's) means "register
+    // plainly"; one that does not answer at all is an error the caller sees.
+    let err = names.lease(TTL).await.unwrap_err();
+    assert!(!err.to_string().is_empty());
 }
 
 #[tokio::test]
