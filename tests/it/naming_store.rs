@@ -172,6 +172,24 @@ async fn a_clean_shutdown_revokes_the_lease_and_its_names_go_at_once() {
 }
 
 #[tokio::test]
+async fn a_holder_dropped_without_revoke_revokes_in_the_background() {
+    let (ns, names) = name_server().await;
+    let (_daemon, _, greeter) = start_daemon().await;
+    // A long TTL again: only the revoke the drop starts can take the name this soon.
+    let held = names.lease(Duration::from_secs(600)).await.unwrap();
+    held.register("dropped", &greeter).await.unwrap();
+    let lease = held.lease().unwrap();
+    drop(held);
+    until("the dropped holder's name goes", || async {
+        !registered(&names, "dropped").await
+    })
+    .await;
+    let err = names.api().lease_keep_alive(lease.0).await.unwrap_err();
+    assert!(err.to_string().contains("unknown lease"), "{err}");
+    let _ = ns;
+}
+
+#[tokio::test]
 async fn a_daemon_killed_with_sigkill_loses_its_names_within_the_ttl() {
     killed_daemon_loses_its_names(Storage::Memory, "memory").await;
 }
