@@ -9,21 +9,19 @@ use crate::registry::{Change, LeaseId};
 use crate::server::{Found, NameServerApiProxy};
 
 /// A connected name server. Cheap to clone.
+///
+/// Naming failures (an unknown name, a `safe` registration of a taken one) arrive raised, as
+/// Pyro's `NamingError`: [`Error::Resolve`] here.
 #[derive(Debug, Clone)]
 pub struct NameServerProxy {
     api: NameServerApiProxy,
-}
-
-/// Naming failures arrive raised, as `Pyro5.errors.NamingError`: [`Error::Resolve`] here.
-fn flatten<T>(r: Result<T, Error>) -> Result<T, Error> {
-    r
 }
 
 /// A listing's URIs.
 fn uris<const M: bool, const T: bool>(
     r: Result<BTreeMap<String, Found<M, T>>, Error>,
 ) -> Result<BTreeMap<String, Uri>, Error> {
-    Ok(flatten(r)?
+    Ok(r?
         .into_iter()
         .map(|(name, found)| (name, found.into_uri()))
         .collect())
@@ -33,7 +31,7 @@ fn uris<const M: bool, const T: bool>(
 fn with_metadata<const M: bool, const T: bool>(
     r: Result<BTreeMap<String, Found<M, T>>, Error>,
 ) -> Result<BTreeMap<String, (Uri, BTreeSet<String>)>, Error> {
-    Ok(flatten(r)?
+    Ok(r?
         .into_iter()
         .map(|(name, found)| (name, found.into_parts()))
         .collect())
@@ -77,11 +75,9 @@ impl NameServerProxy {
         safe: bool,
         metadata: BTreeSet<String>,
     ) -> Result<(), Error> {
-        flatten(
-            self.api
-                .register(name.to_owned(), uri.clone(), Some(safe), Some(metadata))
-                .await,
-        )
+        self.api
+            .register(name.to_owned(), uri.clone(), Some(safe), Some(metadata))
+            .await
     }
 
     /// Adds `uri` to the daemons serving the shared name `name`, with metadata tags, and
@@ -93,11 +89,9 @@ impl NameServerProxy {
         uri: &Uri,
         metadata: BTreeSet<String>,
     ) -> Result<(), Error> {
-        flatten(
-            self.api
-                .register_shared(name.to_owned(), uri.clone(), None, Some(metadata))
-                .await,
-        )
+        self.api
+            .register_shared(name.to_owned(), uri.clone(), None, Some(metadata))
+            .await
     }
 
     /// [`register_shared`](Self::register_shared) bound to `lease`: this daemon's entry goes
@@ -109,17 +103,15 @@ impl NameServerProxy {
         lease: LeaseId,
         metadata: BTreeSet<String>,
     ) -> Result<(), Error> {
-        flatten(
-            self.api
-                .register_shared(name.to_owned(), uri.clone(), Some(lease.0), Some(metadata))
-                .await,
-        )
+        self.api
+            .register_shared(name.to_owned(), uri.clone(), Some(lease.0), Some(metadata))
+            .await
     }
 
     /// Every URI registered under `name` with its metadata: one for a plain name, one per
     /// daemon for a shared one.
     pub async fn lookup_all(&self, name: &str) -> Result<Vec<(Uri, BTreeSet<String>)>, Error> {
-        flatten(self.api.lookup_all(name.to_owned()).await)
+        self.api.lookup_all(name.to_owned()).await
     }
 
     /// The changes to names starting with `prefix` (every name if `None`) from now on, as the
@@ -131,7 +123,10 @@ impl NameServerProxy {
 
     /// The URI registered under `name` (of a shared name, one of its daemons at random).
     pub async fn lookup(&self, name: &str) -> Result<Uri, Error> {
-        flatten(self.api.lookup(name.to_owned(), None).await).map(Found::into_uri)
+        self.api
+            .lookup(name.to_owned(), None)
+            .await
+            .map(Found::into_uri)
     }
 
     /// The URI and metadata registered under `name`.
@@ -139,29 +134,29 @@ impl NameServerProxy {
         match self.api.lookup_with_metadata(name.to_owned()).await {
             // Python's name servers have no `lookup_with_metadata` (their daemons raise
             // AttributeError): Pyro's `lookup(name, return_metadata=True)` answers the same.
-            Err(Error::Remote(e)) if e.type_name == "builtins.AttributeError" => flatten(
+            Err(Error::Remote(e)) if e.type_name == "builtins.AttributeError" => {
                 self.api
                     .proxy()
                     .call("lookup", &(name.to_owned(), true))
-                    .await,
-            ),
-            other => flatten(other),
+                    .await
+            }
+            other => other,
         }
     }
 
     /// Removes `name`; returns whether it was registered.
     pub async fn remove(&self, name: &str) -> Result<bool, Error> {
-        Ok(flatten(self.api.remove(Some(name.to_owned()), None, None).await)? > 0)
+        Ok(self.api.remove(Some(name.to_owned()), None, None).await? > 0)
     }
 
     /// Removes every name starting with `prefix`; returns how many.
     pub async fn remove_prefix(&self, prefix: &str) -> Result<u32, Error> {
-        flatten(self.api.remove(None, Some(prefix.to_owned()), None).await)
+        self.api.remove(None, Some(prefix.to_owned()), None).await
     }
 
     /// Removes every name matching `regex` at its start; returns how many.
     pub async fn remove_regex(&self, regex: &str) -> Result<u32, Error> {
-        flatten(self.api.remove(None, None, Some(regex.to_owned())).await)
+        self.api.remove(None, None, Some(regex.to_owned())).await
     }
 
     /// All names and URIs.
@@ -221,7 +216,7 @@ impl NameServerProxy {
 
     /// Replaces the metadata of `name`.
     pub async fn set_metadata(&self, name: &str, metadata: BTreeSet<String>) -> Result<(), Error> {
-        flatten(self.api.set_metadata(name.to_owned(), metadata).await)
+        self.api.set_metadata(name.to_owned(), metadata).await
     }
 
     /// Number of registered names, the name server's own included.

@@ -838,6 +838,121 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_from_python_is_read_by_its_truthiness() {
+        let read = |ser: Serializer, doc: &[u8]| -> Truthy {
+            ser.decode(doc, &DecodeLimits::default())
+                .unwrap_or_else(|e| panic!("{ser:?} {:?}: {e}", String::from_utf8_lossy(doc)))
+        };
+        let serpent = |value: &str| format!("# serpent utf-8 python3.2\n{value}").into_bytes();
+        for (value, truth) in [
+            ("True", true),
+            ("False", false),
+            ("None", false),
+            ("0", false),
+            ("1", true),
+            ("-1", true),
+            ("18446744073709551615", true),
+            ("0.0", false),
+            ("0.5", true),
+            ("-0.5", true),
+            ("''", false),
+            ("'no'", true),
+        ] {
+            assert_eq!(
+                read(Serializer::Serpent, &serpent(value)),
+                Truthy(truth),
+                "{value}"
+            );
+        }
+        for (value, truth) in [
+            ("0", false),
+            ("7", true),
+            ("0.0", false),
+            ("\"\"", false),
+            ("\"x\"", true),
+            ("null", false),
+        ] {
+            assert_eq!(
+                read(Serializer::Json, value.as_bytes()),
+                Truthy(truth),
+                "{value}"
+            );
+        }
+        // Under bincode, a plain bool.
+        for truth in [false, true] {
+            let bytes = Serializer::Bincode.encode(&truth).unwrap();
+            assert_eq!(read(Serializer::Bincode, &bytes), Truthy(truth));
+            assert_eq!(
+                round_trip(Serializer::Bincode, &Truthy(truth)),
+                Truthy(truth)
+            );
+        }
+        // Anything else is an error that says what was expected.
+        let err = Serializer::Serpent
+            .decode::<Truthy>(&serpent("[1]"), &DecodeLimits::default())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("a value to read as true or false"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lookup_answers_uri_objects_and_the_listings_uri_strings_as_pyro5_does() {
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+        let ser = Serializer::Serpent;
+        let object = "{'__class__':'Pyro5.core.URI','state':('PYRO','obj',None,'127.0.0.1',4000)}";
+        // `lookup`'s shape: the URI object, alone or in the pair.
+        let plain = text(ser.encode(&Found::<false>::Uri(uri())).unwrap());
+        assert!(plain.ends_with(&format!("\n{object}")), "{plain}");
+        let pair = text(
+            ser.encode(&Found::<false>::WithMetadata(uri(), tags()))
+                .unwrap(),
+        );
+        assert!(
+            pair.ends_with(&format!("\n({object},{{'a','b'}})")),
+            "{pair}"
+        );
+        // `list`'s and `yplookup`'s: the URI as a str.
+        let plain = text(ser.encode(&Found::<false, true>::Uri(uri())).unwrap());
+        assert!(plain.ends_with("\n'PYRO:obj@127.0.0.1:4000'"), "{plain}");
+        let pair = text(
+            ser.encode(&Found::<true, true>::WithMetadata(uri(), tags()))
+                .unwrap(),
+        );
+        assert!(
+            pair.ends_with("\n('PYRO:obj@127.0.0.1:4000',{'a','b'})"),
+            "{pair}"
+        );
+    }
+
+    #[test]
+    fn a_found_equals_the_uri_it_holds_and_no_other() {
+        let other: Uri = "PYRO:other@127.0.0.1:4000".parse().unwrap();
+        for found in [
+            Found::<false>::Uri(uri()),
+            Found::WithMetadata(uri(), tags()),
+        ] {
+            assert!(found == uri());
+            assert!(found != other);
+        }
+    }
+
+    #[test]
+    fn a_value_of_neither_shape_is_an_error_saying_what_was_expected() {
+        for doc in ["5", "('PYRO:obj@127.0.0.1:4000',None,1)", "()"] {
+            let doc = format!("# serpent utf-8 python3.2\n{doc}");
+            let err = Serializer::Serpent
+                .decode::<Found>(doc.as_bytes(), &DecodeLimits::default())
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("a URI, or a (URI, metadata) pair"),
+                "{doc}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn a_python_answer_with_none_for_metadata_reads_as_none() {
         let doc = b"# serpent utf-8 python3.2\n('PYRO:obj@127.0.0.1:4000',None)";
         let found: Found = Serializer::Serpent

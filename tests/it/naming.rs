@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use rmi::naming::{NameServer, NameServerProxy, NsLocator};
+use rmi::naming::{NameServer, NameServerProxy, NsLocator, Truthy};
 use rmi::{Error, Uri};
 
 use crate::support::{start_daemon, unused_port, GreeterProxy, Relay};
@@ -183,6 +183,35 @@ async fn yplookup_by_all_and_by_any_and_set_metadata() {
     ));
     let none = names.api().yplookup(None, None, None).await.unwrap();
     assert!(none.is_empty());
+
+    // Pyro4's `list(metadata_all=..)` and `list(metadata_any=..)` filter the same way, without
+    // the metadata; under bincode, asking `list` for it is an error naming `yplookup`.
+    let listed = names
+        .api()
+        .list(None, None, Some(tags(&["red", "big"])), None, None)
+        .await
+        .unwrap();
+    assert_eq!(listed.keys().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(listed["a"], uri(1));
+    assert_eq!(listed["a"].metadata(), None);
+    let listed = names
+        .api()
+        .list(
+            None,
+            None,
+            None,
+            Some(tags(&["big", "blue"])),
+            Some(Truthy(false)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.keys().collect::<Vec<_>>(), ["a"]);
+    let err = names
+        .api()
+        .list(None, None, None, Some(tags(&["big"])), Some(Truthy(true)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("yplookup"), "{err}");
 }
 
 #[tokio::test]

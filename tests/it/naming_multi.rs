@@ -11,7 +11,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rmi::naming::registry::Change;
 use rmi::naming::{
-    LeaseId, NameServer, NameServerHandle, NameServerProxy, NamingResolver, NsLocator,
+    LeaseId, NameServer, NameServerApiServer, NameServerHandle, NameServerProxy, NamingResolver,
+    NsLocator, NAME_SERVER_OBJECT_ID,
 };
 use rmi::{Daemon, Uri};
 
@@ -390,6 +391,33 @@ async fn a_remote_watch_sees_registrations_removals_and_expiries_and_ends_with_t
     .await
     .expect("the watch outlived the name server");
     assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+}
+
+#[tokio::test]
+async fn a_name_server_served_by_the_users_own_daemon_ends_its_watches_when_told() {
+    let server = Arc::new(NameServer::new());
+    let (daemon, _) = who_daemon(1).await;
+    let uri = daemon
+        .register_with_id(
+            NameServerApiServer::from_arc(server.clone()),
+            NAME_SERVER_OBJECT_ID,
+        )
+        .unwrap();
+    let names = NameServerProxy::connect(&uri).await.unwrap();
+    let mut watch = names.watch(None).await.unwrap();
+    names.register("own.name", &uri).await.unwrap();
+    assert!(matches!(
+        next_change(&mut watch, |_| true).await,
+        Change::Registered { name, .. } if name == "own.name"
+    ));
+    server.end_watches();
+    let end = tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("the watch outlived end_watches");
+    assert!(end.is_none(), "{end:?}");
+    // Only the watches end: the daemon and the name server go on serving.
+    assert_eq!(names.lookup("own.name").await.unwrap(), uri);
+    assert_eq!(server.registry().count().await.unwrap(), 1);
 }
 
 #[tokio::test]
