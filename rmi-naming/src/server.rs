@@ -1,6 +1,5 @@
 //! The name server object (`Pyro.NameServer`) and a builder that starts it with its responder.
 
-use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -720,7 +719,7 @@ impl NameServerBuilder {
             daemon,
             registry,
             broadcast_addr,
-            serve_task: Mutex::new(Some(serve_task)),
+            serve_task: tokio::sync::Mutex::new(Some(serve_task)),
             responder_task,
             stopping,
         })
@@ -737,7 +736,9 @@ pub struct NameServerHandle {
     daemon: Daemon,
     registry: Registry,
     broadcast_addr: Option<std::net::SocketAddr>,
-    serve_task: Mutex<Option<ServeTask>>,
+    /// Held by [`wait`](NameServerHandle::wait) while it waits (so a cancelled wait leaves
+    /// the task for the next); `None` once the task has ended.
+    serve_task: tokio::sync::Mutex<Option<ServeTask>>,
     responder_task: Option<JoinHandle<()>>,
     stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -764,14 +765,17 @@ impl NameServerHandle {
     }
 
     /// Runs until the daemon stops (after [`shutdown`](Self::shutdown) or a fatal error).
+    /// Cancel-safe: a `wait` dropped early (in a `select!`, say) leaves the next one waiting
+    /// just the same. Once the daemon has stopped and one `wait` has returned its outcome,
+    /// later ones return `Ok(())` at once.
     pub async fn wait(&self) -> Result<(), Error> {
-        let task = self.serve_task.lock().take();
-        match task {
-            Some(t) => t
-                .await
-                .map_err(|e| Error::Closed(format!("name server task failed: {e}")))?,
-            None => Ok(()),
-        }
+        let mut task = self.serve_task.lock().await;
+        let Some(running) = task.as_mut() else {
+            return Ok(());
+        };
+        let outcome = running.await;
+        *task = None;
+        outcome.map_err(|e| Error::Closed(format!("name server task failed: {e}")))?
     }
 
     /// Stops the name server and its responder; remote watches end.

@@ -1,6 +1,9 @@
 //! The name server: Pyro5's register/lookup/list/remove/yplookup semantics, and discovery.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rmi::naming::{NameServer, NameServerProxy, NsLocator, Truthy};
 use rmi::{Error, Uri};
@@ -49,6 +52,62 @@ async fn safe_register_refuses_a_taken_name_and_plain_register_replaces_it() {
     );
     names.register("a", &uri(3)).await.unwrap();
     assert_eq!(names.lookup("a").await.unwrap(), uri(3));
+}
+
+/// Says when it starts, sleeps, then says it has finished.
+#[rmi::remote]
+pub(crate) trait Nap {
+    /// Sleeps `ms` milliseconds.
+    async fn nap(&self, ms: u64);
+}
+
+struct Napper {
+    started: Arc<tokio::sync::Notify>,
+    finished: Arc<AtomicBool>,
+}
+
+impl Nap for Napper {
+    async fn nap(&self, ms: u64) {
+        self.started.notify_one();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.finished.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn wait_runs_until_the_name_servers_daemon_has_stopped_even_after_a_cancelled_wait() {
+    let (ns, names) = name_server().await;
+    let (started, finished) = (Arc::new(tokio::sync::Notify::new()), Arc::default());
+    let napper = Napper {
+        started: started.clone(),
+        finished: Arc::clone(&finished),
+    };
+    let nap = ns.daemon().register(NapServer::new(napper)).unwrap();
+    // `wait` is how a name server binary keeps running: it must not return while serving,
+    // and one dropped early (a `select!` with ctrl-c, say) must leave the next one waiting.
+    tokio::select! {
+        r = ns.wait() => panic!("wait returned while serving: {r:?}"),
+        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+    }
+    names.ping().await.unwrap();
+    let call = tokio::spawn(async move { NapProxy::connect(&nap).await.unwrap().nap(500).await });
+    started.notified().await;
+    // A call running at shutdown gets its grace period, and `wait` waits for it.
+    ns.shutdown();
+    tokio::time::timeout(Duration::from_secs(15), ns.wait())
+        .await
+        .expect("wait outlived shutdown")
+        .unwrap();
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "wait returned before the daemon's running call had finished"
+    );
+    call.await.unwrap().unwrap();
+    assert!(
+        names.ping().await.is_err(),
+        "a stopped name server answered"
+    );
+    ns.wait().await.unwrap();
 }
 
 #[tokio::test]
