@@ -111,6 +111,26 @@ async fn wait_runs_until_the_name_servers_daemon_has_stopped_even_after_a_cancel
 }
 
 #[tokio::test]
+async fn dropping_the_handle_stops_the_name_server() {
+    let (ns, names) = name_server().await;
+    let port = ns.daemon().local_addr().unwrap().port();
+    names.ping().await.unwrap();
+    drop(ns);
+    // It stops answering, and nothing listens on its port any more.
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while names.ping().await.is_ok()
+            || tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the name server outlived its handle");
+}
+
+#[tokio::test]
 async fn unknown_name_is_a_naming_error() {
     let (_ns, names) = name_server().await;
     let err = names.lookup("no.such.name").await.unwrap_err();
