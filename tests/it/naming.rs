@@ -131,6 +131,40 @@ async fn dropping_the_handle_stops_the_name_server() {
 }
 
 #[tokio::test]
+async fn the_locators_connect_timeout_bounds_a_name_server_that_never_answers() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .connect_timeout(Duration::from_millis(300));
+    assert_eq!(locator.timeout(), Duration::from_millis(300));
+    // Well before the default 5 s: the 300 ms given.
+    let err = tokio::time::timeout(Duration::from_secs(4), locator.locate())
+        .await
+        .expect("the connect timeout was not applied")
+        .unwrap_err();
+    assert!(err.is_communication(), "{err}");
+    // And with it, a name server that answers is found at the host and port given.
+    let (ns, _) = name_server().await;
+    let found = NsLocator::new()
+        .host("127.0.0.1")
+        .port(ns.daemon().local_addr().unwrap().port())
+        .connect_timeout(Duration::from_secs(30))
+        .locate()
+        .await
+        .unwrap();
+    assert_eq!(found.uri(), ns.uri());
+}
+
+#[tokio::test]
 async fn unknown_name_is_a_naming_error() {
     let (_ns, names) = name_server().await;
     let err = names.lookup("no.such.name").await.unwrap_err();

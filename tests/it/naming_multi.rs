@@ -438,8 +438,10 @@ async fn the_lookup_cache_spares_the_name_server_and_answers_stale_when_it_is_do
         assert_eq!(who.who().await.unwrap(), 7);
     }
     let lookups = ns.registry().lookups() - before;
-    assert!(
-        lookups <= 3,
+    // The first lookup waits (up to the locator's timeout) for the watch to open, so what it
+    // caches is kept, and the other 99 are answered from the cache.
+    assert_eq!(
+        lookups, 1,
         "100 connects by PYRONAME made {lookups} lookups on the name server"
     );
     assert!(cached.cache_watching(&name));
