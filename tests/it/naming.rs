@@ -498,6 +498,7 @@ async fn only_ns_locator_from_env_reads_the_environment() {
         .env_remove("RMI_NS_PORT")
         .env_remove("RMI_NS_BCADDR")
         .env_remove("RMI_NS_BCPORT")
+        .env_remove("RMI_DIAL_AHEAD")
         .output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
         .await
@@ -570,6 +571,25 @@ async fn ns_environment_child_entry() {
         matches!(&err, Error::Resolve(m) if m.contains("RMI_NS_PORT")),
         "{err}"
     );
+    // 4. RMI_DIAL_AHEAD=0 turns off the dial ahead of a lookup (what the default resolver
+    // reads); unset, a name that resolved to one URI is dialed ahead next time.
+    let logical: Uri = format!("PYRONAME:{name}@127.0.0.1:{ns_port}")
+        .parse()
+        .unwrap();
+    for (value, dials_ahead) in [(Some("0"), false), (Some("off"), false), (None, true)] {
+        match value {
+            Some(v) => std::env::set_var("RMI_DIAL_AHEAD", v),
+            None => std::env::remove_var("RMI_DIAL_AHEAD"),
+        }
+        let resolver =
+            rmi::naming::NamingResolver::new(NsLocator::new().no_broadcast()).dial_ahead_from_env();
+        let direct = resolver.resolve_uri(&logical).await.unwrap();
+        assert_eq!(
+            rmi::Resolve::likely(&resolver, &logical),
+            dials_ahead.then_some(direct),
+            "RMI_DIAL_AHEAD={value:?}"
+        );
+    }
     println!("NS ENV CHILD PASSED");
 }
 

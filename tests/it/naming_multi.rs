@@ -246,6 +246,43 @@ async fn a_pyroname_proxy_fails_over_when_its_daemon_is_killed() {
     assert!(children[other].as_mut().unwrap().is_alive());
 }
 
+#[tokio::test]
+async fn a_daemon_a_proxy_could_not_dial_is_passed_over_for_suspect_for_and_then_picked_again() {
+    let (_ns, names, port) = name_server().await;
+    // The resolver never dials: addresses nobody listens on will do.
+    let (a, b) = (
+        Uri::tcp("obj", "127.0.0.1", 1),
+        Uri::tcp("obj", "127.0.0.1", 2),
+    );
+    for uri in [&a, &b] {
+        names
+            .register_shared("suspect.pair", uri, tags(&[]))
+            .await
+            .unwrap();
+    }
+    let name = logical("suspect.pair", port);
+    // Passed over while suspected (long enough never to end during the test)...
+    let long = resolver(port)
+        .round_robin()
+        .suspect_for(Duration::from_secs(600));
+    rmi::Resolve::dial_failed(&long, &name, &a);
+    for _ in 0..4 {
+        assert_eq!(long.resolve_uri(&name).await.unwrap(), b);
+    }
+    // ...and in its turn again once `suspect_for` has passed.
+    let short = resolver(port)
+        .round_robin()
+        .suspect_for(Duration::from_millis(1));
+    rmi::Resolve::dial_failed(&short, &name, &a);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let picks: BTreeSet<String> = [
+        short.resolve_uri(&name).await.unwrap().to_string(),
+        short.resolve_uri(&name).await.unwrap().to_string(),
+    ]
+    .into();
+    assert_eq!(picks, [a.to_string(), b.to_string()].into());
+}
+
 /// Keeps `lease` alive every third of [`TTL`] until aborted (the daemon's "life").
 fn keep_alive(names: &NameServerProxy, lease: LeaseId) -> tokio::task::JoinHandle<()> {
     let api = names.api().clone();
