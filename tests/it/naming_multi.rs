@@ -283,6 +283,43 @@ async fn a_daemon_a_proxy_could_not_dial_is_passed_over_for_suspect_for_and_then
     assert_eq!(picks, [a.to_string(), b.to_string()].into());
 }
 
+#[tokio::test]
+async fn what_names_resolved_to_is_remembered_for_the_dial_ahead_up_to_1024_names() {
+    let (_ns, names, port) = name_server().await;
+    let direct = |i: u16| Uri::tcp("obj", "127.0.0.1", 1000 + i);
+    for i in 0..1025 {
+        names
+            .register(&format!("many.{i}"), &direct(i))
+            .await
+            .unwrap();
+    }
+    let resolver = resolver(port);
+    let likely = |i: u16| rmi::Resolve::likely(&resolver, &logical(&format!("many.{i}"), port));
+    let resolve = |i: u16| {
+        let resolver = resolver.clone();
+        async move {
+            let uri = logical(&format!("many.{i}"), port);
+            assert_eq!(resolver.resolve_uri(&uri).await.unwrap(), direct(i));
+        }
+    };
+    resolve(0).await;
+    resolve(1).await;
+    assert_eq!((likely(0), likely(1)), (Some(direct(0)), Some(direct(1))));
+    for i in 2..1024 {
+        resolve(i).await;
+    }
+    // 1,024 remembered: resolving one of them again keeps them all...
+    resolve(0).await;
+    assert_eq!(
+        (likely(1), likely(1023)),
+        (Some(direct(1)), Some(direct(1023)))
+    );
+    // ...and a new one starts the memory over, so it never grows past the bound.
+    resolve(1024).await;
+    assert_eq!((likely(0), likely(1023)), (None, None));
+    assert_eq!(likely(1024), Some(direct(1024)));
+}
+
 /// Keeps `lease` alive every third of [`TTL`] until aborted (the daemon's "life").
 fn keep_alive(names: &NameServerProxy, lease: LeaseId) -> tokio::task::JoinHandle<()> {
     let api = names.api().clone();
