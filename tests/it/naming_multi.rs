@@ -320,6 +320,35 @@ async fn what_names_resolved_to_is_remembered_for_the_dial_ahead_up_to_1024_name
     assert_eq!(likely(1024), Some(direct(1024)));
 }
 
+#[tokio::test]
+async fn a_cache_whose_name_server_is_down_retries_its_watch_with_a_growing_backoff() {
+    // A "name server" that takes each connection and closes it at once: every attempt to
+    // reach it (a lookup, or the cache's watch) fails, and each one is counted.
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = down.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let _down = tokio::spawn(async move {
+        while let Ok((stream, _)) = down.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    let cached = resolver(port).cache(Duration::from_secs(60));
+    assert!(cached.resolve_uri(&logical("down.x", port)).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The watch is retried after 100 ms, 200, 400, 800 (then every 2 s): at most five
+    // attempts in 1.5 s, each a few connections (the proxy's own connect retries), 15 in all
+    // on the machine this was written on. A backoff that halved instead made 32.
+    let attempts = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (2..=20).contains(&attempts),
+        "{attempts} connections in 1.5 s"
+    );
+    println!("{attempts} connections to a name server that is down, in 1.5 s");
+    assert!(!cached.cache_watching(&logical("down.x", port)));
+}
+
 /// Keeps `lease` alive every third of [`TTL`] until aborted (the daemon's "life").
 fn keep_alive(names: &NameServerProxy, lease: LeaseId) -> tokio::task::JoinHandle<()> {
     let api = names.api().clone();
