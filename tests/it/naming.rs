@@ -8,7 +8,7 @@ use std::time::Duration;
 use rmi::naming::{NameServer, NameServerProxy, NsLocator, Truthy};
 use rmi::{Error, Uri};
 
-use crate::support::{start_daemon, unused_port, GreeterProxy, Relay};
+use crate::support::{silent_listener, start_daemon, unused_port, GreeterProxy, Relay};
 
 fn tags(t: &[&str]) -> BTreeSet<String> {
     t.iter().map(|s| s.to_string()).collect()
@@ -132,15 +132,7 @@ async fn dropping_the_handle_stops_the_name_server() {
 
 #[tokio::test]
 async fn the_locators_connect_timeout_bounds_a_name_server_that_never_answers() {
-    // Accepts connections and never says a word.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let _held = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
+    let port = silent_listener().await;
     let locator = NsLocator::new()
         .host("127.0.0.1")
         .port(port)

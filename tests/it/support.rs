@@ -379,6 +379,20 @@ pub(crate) fn unused_port() -> u16 {
         .port()
 }
 
+/// A listener on 127.0.0.1 that accepts connections and never says a word (a daemon or name
+/// server that hangs before its handshake); returns its port. Lives as long as the runtime.
+pub(crate) async fn silent_listener() -> u16 {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    port
+}
+
 /// Environment variable that turns this test binary into a process holding idle connections:
 /// `uri;count`.
 pub(crate) const IDLE_FLOOD_ENV: &str = "RMI_TEST_IDLE_FLOOD";

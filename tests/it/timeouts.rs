@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rmi::Error;
 
-use crate::support::{start_daemon, unused_port, LabProxy};
+use crate::support::{silent_listener, start_daemon, unused_port, LabProxy};
 
 #[tokio::test]
 async fn a_timed_out_call_leaves_the_shared_connection_usable() {
@@ -53,14 +53,7 @@ async fn a_per_call_timeout_overrides_the_proxy_default() {
 #[tokio::test]
 async fn connect_timeout_and_requests_that_provably_did_not_run() {
     // A listener that accepts but never answers the handshake.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    let _keep = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            held.push(s);
-        }
-    });
+    let port = silent_listener().await;
     let uri = rmi::Uri::tcp("obj", "127.0.0.1", port);
     let err = LabProxy::builder(&uri)
         .unwrap()
