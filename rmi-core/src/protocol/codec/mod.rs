@@ -1542,5 +1542,259 @@ mod tests {
         .unwrap();
         let err = inv.args.decode::<(String,)>().unwrap_err().to_string();
         assert!(err.contains("keyword argument \"safe\""), "{err}");
+        // Every Pyro format, json's value tree included, refuses them in a positional decode,
+        // and takes an empty kwargs dict.
+        let kwargs = std::collections::BTreeMap::from([("safe", true)]);
+        let none = std::collections::BTreeMap::<&str, bool>::new();
+        for ser in &SERS[1..] {
+            let decode = |kwargs| {
+                let payload =
+                    encode_invoke_kwargs_in(*ser, Protocol::Pyro5, "o", "m", &("x",), Some(kwargs))
+                        .unwrap();
+                decode_invoke(*ser, payload.into(), &DecodeLimits::default())
+                    .unwrap()
+                    .args
+                    .decode::<(String,)>()
+            };
+            let err = decode(&kwargs).unwrap_err().to_string();
+            assert!(err.contains("keyword argument \"safe\""), "{ser:?}: {err}");
+            assert_eq!(decode(&none).unwrap(), ("x".to_string(),), "{ser:?}");
+        }
+    }
+
+    /// bincode has no keyword arguments: an empty map is no keyword arguments (the same bytes
+    /// as a call without), and any other is refused with the reason.
+    #[test]
+    fn bincode_takes_an_empty_kwargs_map_and_refuses_any_other() {
+        let call = |kwargs: &std::collections::BTreeMap<&str, u32>| {
+            encode_invoke_kwargs_in(
+                Serializer::Bincode,
+                Protocol::Pyro5,
+                "o",
+                "m",
+                &(1u32,),
+                Some(kwargs),
+            )
+        };
+        let plain = encode_invoke(Serializer::Bincode, "o", "m", &(1u32,)).unwrap();
+        assert_eq!(call(&Default::default()).unwrap(), plain);
+        let err = call(&[("n", 1)].into()).unwrap_err().to_string();
+        assert!(
+            err.contains("keyword arguments need a Pyro serializer"),
+            "{err}"
+        );
+    }
+
+    /// The documented defaults: 64 MiB messages, 128 levels of nesting; and Pyro's names.
+    #[test]
+    fn the_default_limits_and_the_serializers_names_are_the_documented_ones() {
+        let limits = DecodeLimits::default();
+        assert_eq!(limits.max_message_size, 64 * 1024 * 1024);
+        assert_eq!(limits.max_depth, 128);
+        let names = SERS.map(Serializer::name);
+        assert_eq!(names, ["bincode", "msgpack", "serpent", "json", "marshal"]);
+        for ser in SERS {
+            assert_eq!(Serializer::from_id(ser.id()), Some(ser));
+        }
+    }
+
+    /// A value's `Serialize` sees [`encoding_for_pyro4`] true exactly while it is encoded for a
+    /// Pyro4 peer in a Pyro format, and false again afterwards.
+    #[test]
+    fn encoding_for_pyro4_is_true_only_inside_an_encoding_for_a_pyro4_peer() {
+        struct Probe(std::cell::Cell<Option<bool>>);
+        impl Serialize for Probe {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                self.0.set(Some(encoding_for_pyro4()));
+                s.serialize_unit()
+            }
+        }
+        for ser in SERS {
+            for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+                let probe = Probe(std::cell::Cell::new(None));
+                ser.encode_in(protocol, &probe).unwrap();
+                let pyro4 = protocol == Protocol::Pyro4 && ser != Serializer::Bincode;
+                assert_eq!(probe.0.get(), Some(pyro4), "{ser:?} in {protocol:?}");
+                assert!(!encoding_for_pyro4(), "{ser:?} in {protocol:?}: left set");
+            }
+        }
+    }
+
+    /// How a daemon refuses a client's serializer before they agree on one: a marshal str, in
+    /// the form Python's `marshal.loads` reads, under Pyro4's marshal id; and what a Python
+    /// daemon sends (Python 3.11's `marshal.dumps`, interned and with the reference flag) reads
+    /// back as its text.
+    #[test]
+    fn a_connectfail_reason_is_a_marshal_str_as_python_writes_and_reads_it() {
+        // marshal.dumps("abc", 2) == bytes.fromhex("7503000000616263")
+        assert_eq!(
+            encode_marshal_str("abc"),
+            (3, vec![0x75, 3, 0, 0, 0, b'a', b'b', b'c'])
+        );
+        let (_, doc) = encode_marshal_str("unknown serializer é");
+        assert_eq!(
+            decode_marshal_str(&doc).as_deref(),
+            Some("unknown serializer é")
+        );
+        // marshal.dumps("abc") in Python 3.11
+        assert_eq!(
+            decode_marshal_str(&[0xda, 3, b'a', b'b', b'c']).as_deref(),
+            Some("abc")
+        );
+        // marshal.dumps(1), and nothing at all: no str.
+        assert_eq!(decode_marshal_str(&[0xe9, 1, 0, 0, 0]), None);
+        assert_eq!(decode_marshal_str(&[]), None);
+    }
+
+    /// The arguments remember who called: the serializer and protocol the result is encoded
+    /// for, a Pyro4 caller's class names included, in either of the encoding calls.
+    #[test]
+    fn arguments_encode_the_result_for_the_callers_serializer_and_protocol() {
+        let uri: crate::uri::Uri = "PYRO:obj@127.0.0.1:9".parse().unwrap();
+        for ser in SERS {
+            let payload = encode_invoke(ser, "o", "m", &(1u32,)).unwrap();
+            let args = decode_invoke(ser, payload.into(), &DecodeLimits::default())
+                .unwrap()
+                .args;
+            assert_eq!((args.serializer(), args.protocol()), (ser, Protocol::Pyro5));
+            let args = args.in_protocol(Protocol::Pyro4);
+            assert_eq!(args.protocol(), Protocol::Pyro4);
+            let want = ser.encode_in(Protocol::Pyro4, &uri).unwrap();
+            assert_eq!(args.encode(&uri).unwrap(), want, "{ser:?}");
+            assert_eq!(&args.encode_bytes(&uri).unwrap()[..], want, "{ser:?}");
+            let named = want.windows(14).any(|w| w == b"Pyro4.core.URI");
+            assert_eq!(named, ser != Serializer::Bincode, "{ser:?}");
+            let back: crate::uri::Uri = ser
+                .decode(&args.encode_bytes(&uri).unwrap(), &DecodeLimits::default())
+                .unwrap();
+            assert_eq!(back, uri, "{ser:?}");
+        }
+    }
+
+    /// A Python `BatchProxy`'s `<batch>` call reads as its calls, each with its own arguments;
+    /// rmi's own batches and arguments of another shape are not taken for one; the reply's
+    /// values decode, and the failed call's carries its error.
+    #[test]
+    fn a_pyro_format_batch_reads_as_its_calls_and_its_results_as_values_or_errors() {
+        use crate::error::RemoteErrorKind;
+        let limits = DecodeLimits::default();
+        for ser in &SERS[1..] {
+            let ser = *ser;
+            let calls = vec![
+                PyroCall::new(ser, "add", &(1i32, 2i32)).unwrap(),
+                PyroCall::new(ser, "ping", &()).unwrap(),
+            ];
+            let payload = encode_invoke(ser, "obj", "<batch>", &calls).unwrap();
+            let inv = decode_invoke(ser, payload.into(), &limits).unwrap();
+            let got = inv.args.pyro_batch().unwrap().expect("a Pyro batch");
+            let methods: Vec<_> = got.iter().map(|c| c.method.as_str()).collect();
+            assert_eq!(methods, ["add", "ping"], "{ser:?}");
+            assert_eq!(
+                got[0].args.decode::<(i32, i32)>().unwrap(),
+                (1, 2),
+                "{ser:?}"
+            );
+            let none = got[1].args.decode_named::<[(); 0]>(&[]);
+            assert_eq!(none.unwrap(), [(); 0], "{ser:?}");
+            // Not calls: rmi's own batch (a list of encoded calls), a call missing its kwargs.
+            let rmi_own = (vec![serde_bytes::ByteBuf::from(vec![1u8])],);
+            let short = [("add", (1i32,))];
+            for payload in [
+                encode_invoke(ser, "obj", "<batch>", &rmi_own).unwrap(),
+                encode_invoke(ser, "obj", "<batch>", &short).unwrap(),
+            ] {
+                let inv = decode_invoke(ser, payload.into(), &limits).unwrap();
+                assert!(inv.args.pyro_batch().unwrap().is_none(), "{ser:?}");
+            }
+            assert!(PyroCall::new(Serializer::Bincode, "m", &()).is_err());
+            let err = RemoteError::new(RemoteErrorKind::Other, "builtins.ValueError", "bad");
+            let results = vec![Ok(ser.encode(&3i64).unwrap()), Err(err)];
+            let doc = encode_pyro_batch(ser, Protocol::Pyro5, results).unwrap();
+            let values: Vec<PyroValue> = ser.decode(&doc, &limits).unwrap();
+            assert!(values[0].batch_error().is_none(), "{ser:?}");
+            assert_eq!(values[0].decode::<i64>().unwrap(), 3, "{ser:?}");
+            let failed = values[1].batch_error().expect("the failed call's error");
+            assert_eq!(
+                (failed.type_name.as_str(), failed.message.as_str()),
+                ("builtins.ValueError", "bad"),
+                "{ser:?}"
+            );
+        }
+        let payload = encode_invoke(Serializer::Bincode, "obj", "<batch>", &(1u8,)).unwrap();
+        let inv = decode_invoke(Serializer::Bincode, payload.into(), &limits).unwrap();
+        assert!(inv.args.pyro_batch().unwrap().is_none());
+    }
+
+    /// However a peer cut its payload into pieces, even inside the names, the call is routed to
+    /// the same object and method with the same arguments.
+    #[test]
+    fn a_payload_cut_anywhere_routes_as_a_whole_one() {
+        for ser in SERS {
+            let payload =
+                Bytes::from(encode_invoke(ser, "object", "method", &(7u32, "x")).unwrap());
+            for cut in 1..payload.len() - 1 {
+                let tail = vec![payload.slice(cut..cut + 1), payload.slice(cut + 1..)];
+                let (names, args) = decode_invoke_with(
+                    ser,
+                    (payload.slice(..cut), Some(tail)),
+                    &DecodeLimits::default(),
+                    "",
+                    |o, m| (o.to_string(), m.to_string()),
+                )
+                .unwrap_or_else(|e| panic!("{ser:?} cut at {cut}: {e}"));
+                assert_eq!(names, ("object".into(), "method".into()), "{ser:?} {cut}");
+                let decoded = args.decode::<(u32, String)>();
+                assert_eq!(decoded.unwrap(), (7, "x".into()), "{ser:?} {cut}");
+            }
+        }
+    }
+
+    /// A large byte string a reader split off is handed to the argument or result that reads
+    /// it, not copied, under msgpack as under bincode; serpent's text has no such place.
+    #[test]
+    fn a_byte_string_in_its_own_piece_is_handed_over_under_msgpack_and_bincode() {
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (head, tail) = encode_invoke_payload(
+            Serializer::MsgPack,
+            Protocol::Pyro5,
+            "o",
+            "m",
+            &(ByteArg::from(big.clone()),),
+            None::<&()>,
+        )
+        .unwrap();
+        // (Pieces of their own, as a reader's are: so they can be handed over.)
+        let tail: Vec<Bytes> = tail.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        let at = tail[0].as_ptr();
+        let (names, mut args) = decode_invoke_with(
+            Serializer::MsgPack,
+            (head, Some(tail)),
+            &DecodeLimits::default(),
+            "",
+            |o, m| (o.to_string(), m.to_string()),
+        )
+        .unwrap();
+        assert_eq!(names, ("o".into(), "m".into()));
+        let (got,): (serde_bytes::ByteBuf,) = args.take_named(&["data"]).unwrap();
+        assert_eq!(got.as_slice(), &big[..]);
+        assert_eq!(got.as_ptr(), at, "handed over, not copied");
+        let again = args.decode::<(serde_bytes::ByteBuf,)>().unwrap_err();
+        assert!(again.to_string().contains("handed over"), "{again}");
+        // A result: its length prefix in the head, its bytes in a piece of their own.
+        let limits = DecodeLimits::default();
+        for ser in [Serializer::Bincode, Serializer::MsgPack] {
+            let doc = ser.encode(serde_bytes::Bytes::new(&big)).unwrap();
+            let start = doc.len() - big.len();
+            let mut tail = vec![Bytes::copy_from_slice(&doc[start..])];
+            let at = tail[0].as_ptr();
+            let got: serde_bytes::ByteBuf = decode_taking(ser, &doc[..start], &mut tail, &limits)
+                .expect("read in pieces")
+                .unwrap();
+            assert_eq!(got.as_slice(), &big[..], "{ser:?}");
+            assert_eq!(got.as_ptr(), at, "{ser:?}: handed over, not copied");
+        }
+        let doc = Serializer::Serpent.encode(&big).unwrap();
+        let taken = decode_taking::<Vec<u8>>(Serializer::Serpent, &doc, &mut [], &limits);
+        assert!(taken.is_none(), "serpent is decoded whole");
     }
 }
