@@ -383,6 +383,69 @@ async fn locate_ns_without_an_address_finds_the_name_server_by_loopback_broadcas
     assert_eq!(text.matches("refused").count(), 1, "{text}");
 }
 
+/// Pyro's discovery takes only a URI it can dial: a responder's garbage or a `PYRONAME:` answer
+/// is passed over, and the name server's own answer, arriving after them, is the one used.
+#[tokio::test]
+async fn discovery_passes_over_answers_that_are_not_a_direct_uri() {
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let responder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = responder.local_addr().unwrap().port();
+    let real = ns.uri().to_string();
+    let answering = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let (n, from) = responder.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"GET_NSURI");
+        for answer in ["not a uri", "PYRONAME:Pyro.NameServer", &real] {
+            responder.send_to(answer.as_bytes(), from).await.unwrap();
+        }
+    });
+    // (Unicast to the responder's own address: the lookup is the same as for a broadcast.)
+    let found = NsLocator::new()
+        .port(unused_port())
+        .broadcast("127.0.0.1", port)
+        .locate()
+        .await
+        .unwrap();
+    assert_eq!(found.uri(), ns.uri());
+    answering.await.unwrap();
+}
+
+/// The name server's responder answers `GET_NSURI` and nothing else: another datagram gets no
+/// answer (a responder that answered anything would reflect traffic at a forged source).
+#[tokio::test]
+async fn the_broadcast_responder_answers_get_nsuri_and_nothing_else() {
+    let ns = NameServer::builder()
+        .port(0)
+        .broadcast("127.255.255.255", 0)
+        .start()
+        .await
+        .unwrap();
+    let bc_port = ns.broadcast_addr().expect("responder").port();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.set_broadcast(true).unwrap();
+    let target = ("127.255.255.255", bc_port);
+    for datagram in [&b"HELLO"[..], b"GET_NSUR", b"GET_NSURI?", b"GET_NSURI"] {
+        client.send_to(datagram, target).await.unwrap();
+    }
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(10), client.recv(&mut buf))
+        .await
+        .expect("an answer to GET_NSURI")
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&buf[..n]).unwrap(),
+        ns.uri().to_string()
+    );
+    // One request, one answer: nothing more comes for the other three.
+    let more = tokio::time::timeout(Duration::from_millis(500), client.recv(&mut buf)).await;
+    assert!(more.is_err(), "answered a datagram that was not GET_NSURI");
+}
+
 fn unused_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
