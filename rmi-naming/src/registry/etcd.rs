@@ -1425,4 +1425,130 @@ mod tests {
             r#"{"uri":"PYRO:obj@127.0.0.1:4000","metadata":["red"]}"#
         );
     }
+
+    /// Only ids etcd can hold are etcd leases: 0 means "no lease" there, and ids past
+    /// `i64::MAX` do not exist.
+    #[test]
+    fn a_lease_id_is_an_etcd_lease_only_when_positive_and_within_i64() {
+        assert_eq!(etcd_lease(LeaseId(0)), None);
+        assert_eq!(etcd_lease(LeaseId(1)), Some(1));
+        assert_eq!(etcd_lease(LeaseId(i64::MAX as u64)), Some(i64::MAX));
+        assert_eq!(etcd_lease(LeaseId(i64::MAX as u64 + 1)), None);
+        assert_eq!(etcd_lease(LeaseId(u64::MAX)), None);
+    }
+
+    /// What etcd's answers mean: its "lease not found" (the text is etcd's
+    /// `ErrGRPCLeaseNotFound`) and nothing else is an unknown lease; a member or the path to it
+    /// failing may be tried on another member, a refusal may not.
+    #[test]
+    fn etcds_failures_are_told_apart_as_etcd_words_them() {
+        use etcd_client::Error;
+        use tonic::{Code, Status};
+        let status = |code, text: &str| Error::GRpcStatus(Status::new(code, text));
+        assert!(lease_not_found(&status(
+            Code::NotFound,
+            "etcdserver: requested lease not found"
+        )));
+        assert!(lease_not_found(&Error::LeaseKeepAliveError(
+            "lease expired or revoked".into()
+        )));
+        assert!(!lease_not_found(&status(
+            Code::NotFound,
+            "etcdserver: key not found"
+        )));
+        assert!(!lease_not_found(&status(
+            Code::InvalidArgument,
+            "etcdserver: lease is bad"
+        )));
+        assert!(!lease_not_found(&Error::WatchError("lease".into())));
+
+        let io = || Error::IoError(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(retryable(&io()));
+        assert!(retryable(&Error::WatchError("stream ended".into())));
+        for code in [
+            Code::Unavailable,
+            Code::Unknown,
+            Code::DeadlineExceeded,
+            Code::Cancelled,
+            Code::Aborted,
+            Code::ResourceExhausted,
+            Code::Internal,
+        ] {
+            assert!(
+                retryable(&status(code, "etcdserver: leader changed")),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::FailedPrecondition,
+            Code::PermissionDenied,
+            Code::OutOfRange,
+        ] {
+            assert!(!retryable(&status(code, "etcdserver: refused")), "{code:?}");
+        }
+        assert!(!retryable(&Error::InvalidArgs("bad".into())));
+        assert!(!retryable(&Error::LeaseKeepAliveError("gone".into())));
+    }
+
+    /// A cluster of `n` members that nothing answers for (its clients connect lazily, and
+    /// these tests make no request).
+    async fn cluster(n: usize) -> Cluster {
+        let mut members = Vec::new();
+        for i in 0..n {
+            let endpoint = format!("127.0.0.1:{}", 9 + i);
+            let url = format!("http://{endpoint}");
+            let client = Client::connect([url.as_str()], None).await.unwrap();
+            members.push(Member {
+                endpoint,
+                relaxed: client.clone(),
+                client,
+                down_until: Mutex::new(None),
+            });
+        }
+        Cluster {
+            members,
+            preferred: AtomicUsize::new(0),
+            revision: AtomicI64::new(0),
+            retries: AtomicU64::new(0),
+            options: EtcdOptions::default(),
+        }
+    }
+
+    /// Members are tried from the one that answered last, round the ring; one marked down
+    /// goes after every healthy one, the soonest back first, and is healthy again once its
+    /// time is up or it answers.
+    #[tokio::test]
+    async fn members_are_tried_from_the_last_that_answered_and_failed_ones_last() {
+        let c = cluster(3).await;
+        let all = vec!["127.0.0.1:9", "127.0.0.1:10", "127.0.0.1:11"];
+        assert_eq!(c.endpoints(), all);
+        assert_eq!(c.healthy(), all);
+        assert_eq!(c.order(), [0, 1, 2]);
+        c.mark_up(1);
+        assert_eq!(c.order(), [1, 2, 0]);
+        c.mark_up(2);
+        assert_eq!(c.order(), [2, 0, 1]);
+        // (A preferred index past the end wraps round.)
+        c.preferred.store(4, Ordering::Relaxed);
+        assert_eq!(c.order(), [1, 2, 0]);
+
+        c.mark_down(1, &"test");
+        assert_eq!(c.order(), [2, 0, 1]);
+        assert_eq!(c.healthy(), ["127.0.0.1:9", "127.0.0.1:11"]);
+        let now = Instant::now();
+        *c.members[2].down_until.lock() = Some(now + Duration::from_secs(30));
+        *c.members[1].down_until.lock() = Some(now + Duration::from_secs(5));
+        assert_eq!(c.order(), [0, 1, 2], "the soonest back first");
+        assert_eq!(c.healthy(), ["127.0.0.1:9"]);
+        // A time that is up counts as healthy; an answer clears it and is preferred.
+        *c.members[2].down_until.lock() = Some(now - Duration::from_millis(1));
+        assert_eq!(c.order(), [2, 0, 1]);
+        assert_eq!(c.healthy(), ["127.0.0.1:9", "127.0.0.1:11"]);
+        c.mark_up(1);
+        assert_eq!(c.order(), [1, 2, 0]);
+        assert_eq!(c.healthy(), all);
+        assert_eq!(c.members[1].down_until.lock().as_ref(), None);
+    }
 }

@@ -200,6 +200,18 @@ async fn leases_bind_names(r: Registry) {
         .unwrap_err();
     assert!(err.message.contains("unknown lease"), "{err}");
     assert!(r.lookup("late").await.is_err());
+    // Ids never granted, 0 among them (etcd's "no lease"): unknown, never "no lease at all".
+    for never in [LeaseId(0), LeaseId(u64::MAX)] {
+        let err = r
+            .register("never", uri(7), false, tags(&[]), Some(never))
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("unknown lease"), "{never}: {err}");
+        let err = r.keep_alive(never).await.unwrap_err();
+        assert!(err.message.contains("unknown lease"), "{never}: {err}");
+        assert_eq!(r.revoke(never).await.unwrap(), 0, "{never}");
+    }
+    assert!(r.lookup("never").await.is_err());
 }
 
 async fn an_expired_lease_takes_its_names_and_a_watch_sees_it(r: Registry) {
@@ -550,6 +562,34 @@ async fn open_etcd(_dir: &Path, limits: Limits) -> Option<(Keep, Arc<dyn Store>)
 
 #[cfg(feature = "etcd")]
 suite!(etcd_store, open_etcd);
+
+/// A watch follows on from the last answer its store had: a change another name server made
+/// in between (before the watch was opened) is seen, not skipped.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn an_etcd_watch_sees_what_changed_since_its_stores_last_answer() {
+    let Some(cluster) = etcd_process::EtcdCluster::start(1, "an etcd watch's start") else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    let connect = || EtcdStore::connect(&endpoints, test_limits());
+    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    a.register("before".into(), Entry::new(uri(1), tags(&[])), false)
+        .await
+        .unwrap();
+    b.register("between".into(), Entry::new(uri(2), tags(&[])), false)
+        .await
+        .unwrap();
+    let mut watch = a.watch();
+    let seen = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the change made between the answer and the watch")
+        .expect("the watch ended");
+    assert!(
+        matches!(&seen, Change::Registered { name, .. } if name == "between"),
+        "{seen:?}"
+    );
+}
 
 #[cfg(feature = "sqlite")]
 suite!(sqlite_store, open_sqlite);
