@@ -563,8 +563,8 @@ async fn open_etcd(_dir: &Path, limits: Limits) -> Option<(Keep, Arc<dyn Store>)
 #[cfg(feature = "etcd")]
 suite!(etcd_store, open_etcd);
 
-/// A watch follows on from the last answer its store had: a change another name server made
-/// in between (before the watch was opened) is seen, not skipped.
+/// A watch follows on from the last answer its store had (its connect's, here): a change
+/// another name server made in between, before the watch was opened, is seen, not skipped.
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn an_etcd_watch_sees_what_changed_since_its_stores_last_answer() {
@@ -574,9 +574,10 @@ async fn an_etcd_watch_sees_what_changed_since_its_stores_last_answer() {
     let endpoints = cluster.endpoints();
     let connect = || EtcdStore::connect(&endpoints, test_limits());
     let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
-    a.register("before".into(), Entry::new(uri(1), tags(&[])), false)
-        .await
-        .unwrap();
+    assert_eq!(a.endpoints(), endpoints);
+    assert_eq!(a.healthy_endpoints(), endpoints);
+    assert_eq!((a.root(), a.retries()), (etcd::DEFAULT_ROOT, 0));
+    // (A's last answer is its connect's.)
     b.register("between".into(), Entry::new(uri(2), tags(&[])), false)
         .await
         .unwrap();
@@ -589,6 +590,82 @@ async fn an_etcd_watch_sees_what_changed_since_its_stores_last_answer() {
         matches!(&seen, Change::Registered { name, .. } if name == "between"),
         "{seen:?}"
     );
+}
+
+/// More names than one page of an etcd listing (512): listed, found by regex and removed by
+/// regex, every one of them, in a few transactions of at most 64 deletes.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_listings_and_removals_go_past_one_page() {
+    let Some(cluster) = etcd_process::EtcdCluster::start(1, "etcd listings past a page") else {
+        return;
+    };
+    let store = EtcdStore::connect(&cluster.endpoints(), test_limits())
+        .await
+        .unwrap();
+    let n = 600u16;
+    for i in 0..n {
+        let entry = Entry::new(uri(i), tags(&[]));
+        store
+            .register(format!("many.{i:04}"), entry, false)
+            .await
+            .unwrap();
+    }
+    store
+        .register("other".into(), Entry::new(uri(1), tags(&[])), false)
+        .await
+        .unwrap();
+    let all = store.list(&NameFilter::All).await.unwrap();
+    assert_eq!(all.len(), usize::from(n) + 1);
+    let want: Vec<String> = (0..n).map(|i| format!("many.{i:04}")).collect();
+    assert_eq!(names(all)[..usize::from(n)], want[..]);
+    let regex = NameFilter::Regex(regex::Regex::new(r"many\.0[0-5]").unwrap());
+    assert_eq!(store.list(&regex).await.unwrap().len(), 600);
+    assert_eq!(store.remove(&regex).await.unwrap(), 600);
+    assert_eq!(
+        names(store.list(&NameFilter::All).await.unwrap()),
+        ["other"]
+    );
+}
+
+/// Keys a name server did not write under `names/` (by hand, or by a tool) never break it:
+/// a malformed value is skipped in listings and named in a lookup's error, and a stray
+/// `Pyro.NameServer` key never shadows each name server's own entry.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn foreign_keys_in_etcd_are_passed_over() {
+    let Some(cluster) = etcd_process::EtcdCluster::start(1, "foreign keys in etcd") else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    let store = EtcdStore::connect(&endpoints, test_limits()).await.unwrap();
+    let own = Entry::new(uri(9090), tags(&[]));
+    store
+        .register(NAME_SERVER_NAME.into(), own.clone(), false)
+        .await
+        .unwrap();
+    store
+        .register("good".into(), Entry::new(uri(1), tags(&[])), false)
+        .await
+        .unwrap();
+    let mut raw = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    let stray = r#"{"uri":"PYRO:other@127.0.0.1:1"}"#;
+    let root = etcd::DEFAULT_ROOT;
+    raw.put(format!("{root}names/{NAME_SERVER_NAME}"), stray, None)
+        .await
+        .unwrap();
+    raw.put(format!("{root}names/bad"), "not json", None)
+        .await
+        .unwrap();
+    let listed = store.list(&NameFilter::All).await.unwrap();
+    assert_eq!(names(listed.clone()), [NAME_SERVER_NAME, "good"]);
+    assert_eq!(listed[0].1.uri, own.uri);
+    let err = store.lookup_all("bad").await.unwrap_err();
+    assert!(err.message.contains("malformed"), "{err}");
+    let own_again = store.lookup_all(NAME_SERVER_NAME).await.unwrap();
+    assert_eq!(own_again[0].uri, own.uri);
 }
 
 #[cfg(feature = "sqlite")]
