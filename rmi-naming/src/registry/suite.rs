@@ -628,6 +628,69 @@ async fn etcd_listings_and_removals_go_past_one_page() {
     );
 }
 
+/// A watch that starts behind etcd's compaction says how many revisions it lost
+/// (`Lagged`), then goes on from what is left: no change after the compaction is lost.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn an_etcd_watch_behind_a_compaction_says_it_lagged_and_goes_on() {
+    let Some(cluster) = etcd_process::EtcdCluster::start(1, "an etcd watch and compaction") else {
+        return;
+    };
+    let endpoints = cluster.endpoints();
+    let a = EtcdStore::connect(&endpoints, test_limits()).await.unwrap();
+    let mut raw = etcd_client::Client::connect(&endpoints, None)
+        .await
+        .unwrap();
+    let revision = |r: etcd_client::GetResponse| r.header().unwrap().revision();
+    // A's last answer is at `seen`; five changes follow, and the history up to the last is
+    // compacted away.
+    let seen = revision(raw.get("/", None).await.unwrap());
+    let b = EtcdStore::connect(&endpoints, test_limits()).await.unwrap();
+    for i in 1..=5 {
+        let entry = Entry::new(uri(i), tags(&[]));
+        b.register(format!("x{i}"), entry, false).await.unwrap();
+    }
+    let compacted = revision(raw.get("/", None).await.unwrap());
+    assert_eq!(compacted, seen + 5, "one revision per registration");
+    raw.compact(compacted, None).await.unwrap();
+    let mut watch = a.watch();
+    let lagged = next_change(&mut watch, |_| true).await;
+    let missed = u64::try_from(compacted - (seen + 1)).unwrap();
+    assert_eq!(lagged, Change::Lagged { missed });
+    let kept = next_change(&mut watch, |_| true).await;
+    assert!(
+        matches!(&kept, Change::Registered { name, .. } if name == "x5"),
+        "{kept:?}"
+    );
+    b.register("after".into(), Entry::new(uri(6), tags(&[])), false)
+        .await
+        .unwrap();
+    let after = next_change(&mut watch, |_| true).await;
+    assert!(
+        matches!(&after, Change::Registered { name, .. } if name == "after"),
+        "{after:?}"
+    );
+}
+
+/// etcd counts leases in whole seconds: a TTL with a fraction is rounded up, never down (a
+/// name must not vanish before its TTL). (etcd itself grants at least its minimum, 2 s with
+/// the default election timeout, so shorter TTLs are not asked here.)
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_lease_ttls_round_up_to_whole_seconds() {
+    let Some(cluster) = etcd_process::EtcdCluster::start(1, "etcd lease TTLs") else {
+        return;
+    };
+    let store = EtcdStore::connect(&cluster.endpoints(), test_limits())
+        .await
+        .unwrap();
+    for (asked, granted) in [(1500, 2), (2000, 2), (2001, 3), (60_001, 61)] {
+        let lease = store.grant(Duration::from_millis(asked)).await.unwrap();
+        let ttl = store.keep_alive(lease).await.unwrap();
+        assert_eq!(ttl, Duration::from_secs(granted), "{asked} ms");
+    }
+}
+
 /// Keys a name server did not write under `names/` (by hand, or by a tool) never break it:
 /// a malformed value is skipped in listings and named in a lookup's error, and a stray
 /// `Pyro.NameServer` key never shadows each name server's own entry.
@@ -666,6 +729,13 @@ async fn foreign_keys_in_etcd_are_passed_over() {
     assert!(err.message.contains("malformed"), "{err}");
     let own_again = store.lookup_all(NAME_SERVER_NAME).await.unwrap();
     assert_eq!(own_again[0].uri, own.uri);
+    // Removing the name server's name removes nothing, the stray key included.
+    let by_name = NameFilter::Name(NAME_SERVER_NAME.into());
+    assert_eq!(store.remove(&by_name).await.unwrap(), 0);
+    let left = raw
+        .get(format!("{root}names/{NAME_SERVER_NAME}"), None)
+        .await;
+    assert_eq!(left.unwrap().kvs().len(), 1, "the stray key was deleted");
 }
 
 #[cfg(feature = "sqlite")]
