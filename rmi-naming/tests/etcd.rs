@@ -251,6 +251,56 @@ mod etcd {
         );
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to a process, with the system's `kill`.
+    fn signal(pid: u32, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// A member that stops answering for a while (here: stopped, then continued after 1 s)
+    /// costs an operation time, not its success: round after round of attempts, it goes
+    /// through once the member answers again, within the retry budget.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_operation_rides_out_a_member_that_stops_answering_for_a_while() {
+        let Some(cluster) = EtcdCluster::start(1, "a paused member") else {
+            return;
+        };
+        let options = EtcdOptions {
+            attempt_timeout: Duration::from_millis(200),
+            retry_budget: Duration::from_secs(15),
+            ..EtcdOptions::default()
+        };
+        let store = Arc::new(
+            EtcdStore::connect_with(&cluster.endpoints(), Limits::default(), options)
+                .await
+                .unwrap(),
+        );
+        let registry = Registry::new(store.clone(), Limits::default());
+        let pid = cluster.members[0].pid().expect("running");
+        signal(pid, "STOP");
+        let resume = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            signal(pid, "CONT");
+        });
+        let started = Instant::now();
+        let registered = registry
+            .register("paused", uri(1), false, BTreeSet::new(), None)
+            .await;
+        let took = started.elapsed();
+        resume.await.unwrap();
+        registered.unwrap();
+        assert_eq!(registry.lookup("paused").await.unwrap().uri, uri(1));
+        assert!(store.retries() > 0, "no attempt was retried");
+        eprintln!(
+            "etcd paused for 1 s: the registration went through after {took:?}, {} attempts \
+             retried",
+            store.retries()
+        );
+    }
+
     async fn name_server(storage: &Storage) -> (NameServerHandle, NameServerProxy) {
         let ns = NameServer::builder()
             .port(0)
