@@ -30,6 +30,19 @@ pub(crate) async fn name_server() -> (rmi::naming::NameServerHandle, NameServerP
     (ns, proxy)
 }
 
+/// A name server on 127.0.0.1:0 with a broadcast responder on 127.255.255.255, and the
+/// responder's port.
+async fn broadcasting_name_server() -> (rmi::naming::NameServerHandle, u16) {
+    let ns = NameServer::builder()
+        .port(0)
+        .broadcast("127.255.255.255", 0)
+        .start()
+        .await
+        .unwrap();
+    let bc_port = ns.broadcast_addr().expect("responder").port();
+    (ns, bc_port)
+}
+
 #[tokio::test]
 async fn safe_register_refuses_a_taken_name_and_plain_register_replaces_it() {
     let (_ns, names) = name_server().await;
@@ -350,13 +363,7 @@ async fn pyrometa_connects_to_an_object_with_all_the_tags() {
 
 #[tokio::test]
 async fn locate_ns_without_an_address_finds_the_name_server_by_loopback_broadcast() {
-    let ns = NameServer::builder()
-        .port(0)
-        .broadcast("127.255.255.255", 0)
-        .start()
-        .await
-        .unwrap();
-    let bc_port = ns.broadcast_addr().expect("responder").port();
+    let (ns, bc_port) = broadcasting_name_server().await;
     // Nothing listens on the "default" port this locator tries first, so only the broadcast
     // on 127.255.255.255 can find the name server.
     let locator = NsLocator::new()
@@ -387,12 +394,7 @@ async fn locate_ns_without_an_address_finds_the_name_server_by_loopback_broadcas
 /// is passed over, and the name server's own answer, arriving after them, is the one used.
 #[tokio::test]
 async fn discovery_passes_over_answers_that_are_not_a_direct_uri() {
-    let ns = NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
+    let (ns, _) = name_server().await;
     let responder = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = responder.local_addr().unwrap().port();
     let real = ns.uri().to_string();
@@ -419,13 +421,7 @@ async fn discovery_passes_over_answers_that_are_not_a_direct_uri() {
 /// answer (a responder that answered anything would reflect traffic at a forged source).
 #[tokio::test]
 async fn the_broadcast_responder_answers_get_nsuri_and_nothing_else() {
-    let ns = NameServer::builder()
-        .port(0)
-        .broadcast("127.255.255.255", 0)
-        .start()
-        .await
-        .unwrap();
-    let bc_port = ns.broadcast_addr().expect("responder").port();
+    let (ns, bc_port) = broadcasting_name_server().await;
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     client.set_broadcast(true).unwrap();
     let target = ("127.255.255.255", bc_port);
@@ -529,14 +525,8 @@ const ENV_CHILD: &str = "RMI_TEST_NS_ENV_CHILD";
 async fn only_ns_locator_from_env_reads_the_environment() {
     // The environment is process-wide, so the checks run in a child process of their own
     // (this test binary again), which sets RMI_NS_* itself.
-    let ns = NameServer::builder()
-        .port(0)
-        .broadcast("127.255.255.255", 0)
-        .start()
-        .await
-        .unwrap();
+    let (ns, bc_port) = broadcasting_name_server().await;
     let ns_port = ns.daemon().local_addr().unwrap().port();
-    let bc_port = ns.broadcast_addr().expect("responder").port();
     let names = NameServerProxy::connect(ns.uri()).await.unwrap();
     let (daemon, _, greeter) = start_daemon().await;
     let name = format!("env.greeter.{}", rmi::uuid::Uuid::new_v4().simple());

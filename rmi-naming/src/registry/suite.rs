@@ -563,17 +563,27 @@ async fn open_etcd(_dir: &Path, limits: Limits) -> Option<(Keep, Arc<dyn Store>)
 #[cfg(feature = "etcd")]
 suite!(etcd_store, open_etcd);
 
+/// A one-member etcd of the test's own and a store connected to it with the test limits, or
+/// `None` (a loud skip) without an etcd binary.
+#[cfg(feature = "etcd")]
+async fn one_etcd(test: &str) -> Option<(etcd_process::EtcdCluster, EtcdStore)> {
+    let cluster = etcd_process::EtcdCluster::start(1, test)?;
+    let store = EtcdStore::connect(&cluster.endpoints(), test_limits())
+        .await
+        .unwrap();
+    Some((cluster, store))
+}
+
 /// A watch follows on from the last answer its store had (its connect's, here): a change
 /// another name server made in between, before the watch was opened, is seen, not skipped.
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn an_etcd_watch_sees_what_changed_since_its_stores_last_answer() {
-    let Some(cluster) = etcd_process::EtcdCluster::start(1, "an etcd watch's start") else {
+    let Some((cluster, a)) = one_etcd("an etcd watch's start").await else {
         return;
     };
     let endpoints = cluster.endpoints();
-    let connect = || EtcdStore::connect(&endpoints, test_limits());
-    let (a, b) = (connect().await.unwrap(), connect().await.unwrap());
+    let b = EtcdStore::connect(&endpoints, test_limits()).await.unwrap();
     assert_eq!(a.endpoints(), endpoints);
     assert_eq!(a.healthy_endpoints(), endpoints);
     assert_eq!((a.root(), a.retries()), (etcd::DEFAULT_ROOT, 0));
@@ -597,12 +607,9 @@ async fn an_etcd_watch_sees_what_changed_since_its_stores_last_answer() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn etcd_listings_and_removals_go_past_one_page() {
-    let Some(cluster) = etcd_process::EtcdCluster::start(1, "etcd listings past a page") else {
+    let Some((_cluster, store)) = one_etcd("etcd listings past a page").await else {
         return;
     };
-    let store = EtcdStore::connect(&cluster.endpoints(), test_limits())
-        .await
-        .unwrap();
     let n = 600u16;
     for i in 0..n {
         let entry = Entry::new(uri(i), tags(&[]));
@@ -633,11 +640,10 @@ async fn etcd_listings_and_removals_go_past_one_page() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn an_etcd_watch_behind_a_compaction_says_it_lagged_and_goes_on() {
-    let Some(cluster) = etcd_process::EtcdCluster::start(1, "an etcd watch and compaction") else {
+    let Some((cluster, a)) = one_etcd("an etcd watch and compaction").await else {
         return;
     };
     let endpoints = cluster.endpoints();
-    let a = EtcdStore::connect(&endpoints, test_limits()).await.unwrap();
     let mut raw = etcd_client::Client::connect(&endpoints, None)
         .await
         .unwrap();
@@ -678,12 +684,9 @@ async fn an_etcd_watch_behind_a_compaction_says_it_lagged_and_goes_on() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn etcd_lease_ttls_round_up_to_whole_seconds() {
-    let Some(cluster) = etcd_process::EtcdCluster::start(1, "etcd lease TTLs") else {
+    let Some((_cluster, store)) = one_etcd("etcd lease TTLs").await else {
         return;
     };
-    let store = EtcdStore::connect(&cluster.endpoints(), test_limits())
-        .await
-        .unwrap();
     for (asked, granted) in [(1500, 2), (2000, 2), (2001, 3), (60_001, 61)] {
         let lease = store.grant(Duration::from_millis(asked)).await.unwrap();
         let ttl = store.keep_alive(lease).await.unwrap();
@@ -697,11 +700,10 @@ async fn etcd_lease_ttls_round_up_to_whole_seconds() {
 #[cfg(feature = "etcd")]
 #[tokio::test]
 async fn foreign_keys_in_etcd_are_passed_over() {
-    let Some(cluster) = etcd_process::EtcdCluster::start(1, "foreign keys in etcd") else {
+    let Some((cluster, store)) = one_etcd("foreign keys in etcd").await else {
         return;
     };
     let endpoints = cluster.endpoints();
-    let store = EtcdStore::connect(&endpoints, test_limits()).await.unwrap();
     let own = Entry::new(uri(9090), tags(&[]));
     store
         .register(NAME_SERVER_NAME.into(), own.clone(), false)
