@@ -357,3 +357,70 @@ fn commit(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
     }
     tx.commit()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commit frames in a WAL file of the current generation: one per committed transaction.
+    /// (A frame is a 24-byte header and a page; a commit frame's header holds the database's
+    /// size after the commit, any other frame 0; a frame is current when its salts match the
+    /// file header's.)
+    fn commits_in_wal(wal: &[u8]) -> usize {
+        let page_size = u32::from_be_bytes(wal[8..12].try_into().unwrap()) as usize;
+        let salts = &wal[16..24];
+        wal[32..]
+            .chunks_exact(24 + page_size)
+            .filter(|frame| &frame[8..16] == salts && frame[4..8] != [0; 4])
+            .count()
+    }
+
+    /// Group commit: the batches queued while the writer was busy go into one transaction,
+    /// at most [`GROUP_COMMIT`] of them, and each is acknowledged.
+    #[tokio::test]
+    async fn queued_batches_share_a_transaction_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        // The store's own settings but the exclusive lock, which would keep out the second
+        // connection this test holds open so that the writer's close leaves the WAL file behind.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let keep_wal = Connection::open(&path).unwrap();
+        keep_wal
+            .query_row("SELECT count(*) FROM leases", [], |_| Ok(()))
+            .unwrap();
+        let wal_path = dir.path().join("names.db-wal");
+        let before = commits_in_wal(&std::fs::read(&wal_path).unwrap());
+
+        let (batches, queue) = mpsc::channel();
+        let mut acks = Vec::new();
+        for i in 0..GROUP_COMMIT + 1 {
+            let (ack, done) = oneshot::channel();
+            let writes = vec![Write::PutLease {
+                id: LeaseId(i as u64 + 1),
+                ttl: Duration::from_secs(60),
+                deadline: SystemTime::now() + Duration::from_secs(60),
+            }];
+            batches.send(Batch { writes, ack }).unwrap();
+            acks.push(done);
+        }
+        drop(batches);
+        write_loop(conn, queue);
+
+        for done in acks {
+            assert_eq!(done.await.unwrap(), Ok(()));
+        }
+        let rows: i64 = keep_wal
+            .query_row("SELECT count(*) FROM leases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, GROUP_COMMIT as i64 + 1);
+        let after = commits_in_wal(&std::fs::read(&wal_path).unwrap());
+        assert_eq!(
+            after - before,
+            2,
+            "{} queued batches are two transactions: {GROUP_COMMIT}, then 1",
+            GROUP_COMMIT + 1
+        );
+    }
+}
