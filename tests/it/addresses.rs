@@ -43,6 +43,17 @@ async fn uris_carry_the_advertised_address_not_the_bound_one() {
         d2.uri_for("x").to_string(),
         format!("PYRO:x@localhost:{port}")
     );
+    // So does port 0, as Pyro's `natport` 0: a URI with port 0 could never be dialled.
+    let d3 = Daemon::builder()
+        .advertise("localhost", Some(0))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let port = d3.local_addr().unwrap().port();
+    assert_eq!(
+        d3.uri_for("x").to_string(),
+        format!("PYRO:x@localhost:{port}")
+    );
     daemon.shutdown();
 }
 

@@ -268,10 +268,11 @@ impl DaemonBuilder {
         self
     }
 
-    /// The host (and port; `None` = the bound port) put in the URIs this daemon hands out,
-    /// when clients reach it through another address than it binds (Pyro's `nathost`/`natport`).
+    /// The host (and port; `None` or `Some(0)` = the bound port, as Pyro's `natport` 0) put in
+    /// the URIs this daemon hands out, when clients reach it through another address than it
+    /// binds (Pyro's `nathost`/`natport`).
     pub fn advertise(mut self, host: impl Into<String>, port: Option<u16>) -> Self {
-        self.advertise = Some((host.into(), port));
+        self.advertise = Some((host.into(), port.filter(|&p| p != 0)));
         self
     }
 
