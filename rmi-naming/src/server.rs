@@ -701,7 +701,13 @@ impl NameServerBuilder {
                 None,
             )
             .await
-            .map_err(|e| Error::Resolve(e.message))?;
+            .map_err(|e| {
+                Error::Resolve(format!(
+                    "the name server cannot register itself as {NAME_SERVER_NAME} (its entry, \
+                     tagged class:rmi.NameServer, must fit the registry's limits): {}",
+                    e.message
+                ))
+            })?;
         daemon.register_with_id(NameServerApiServer::new(server), NAME_SERVER_OBJECT_ID)?;
         let responder = match &self.broadcast {
             Some((addr, port)) => Some(BroadcastResponder::bind(addr, *port, uri.clone()).await?),
