@@ -95,6 +95,86 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// The shared secret from `--key` or `--key-file` (the file's bytes, a trailing newline
+/// dropped). An empty secret is refused: it cannot be what was meant.
+///
+/// ```
+/// assert!(rmi_cli::secret(None, None).unwrap().is_none());
+/// assert!(rmi_cli::secret(Some("s3cret"), None).unwrap().is_some());
+/// assert!(rmi_cli::secret(Some(""), None).is_err());
+/// ```
+pub fn secret(
+    key: Option<&str>,
+    key_file: Option<&std::path::Path>,
+) -> Result<Option<rmi::SharedSecret>, String> {
+    match (key, key_file) {
+        (Some(_), Some(_)) => Err("give the shared secret once: --key or --key-file".into()),
+        (Some(""), None) => Err("the shared secret (--key or RMI_NS_KEY) is empty".into()),
+        (Some(key), None) => Ok(Some(rmi::SharedSecret::new(key))),
+        (None, Some(path)) => {
+            let mut bytes = std::fs::read(path)
+                .map_err(|e| format!("cannot read --key-file {}: {e}", path.display()))?;
+            if bytes.ends_with(b"\n") {
+                bytes.pop();
+                if bytes.ends_with(b"\r") {
+                    bytes.pop();
+                }
+            }
+            if bytes.is_empty() {
+                return Err(format!("--key-file {} is empty", path.display()));
+            }
+            Ok(Some(rmi::SharedSecret::new(bytes)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Command-line flags over the environment: an option set by an `RMI_NS_*` variable is
+/// dropped when it is empty (`RMI_NS_KEY= rmi-ns` unsets it, as in Pyro's configuration), or
+/// when a flag given on the command line stands for the same thing (`-n HOST` beats
+/// `RMI_NS_UNIXSOCKET`, `--key-file` beats `RMI_NS_KEY`).
+#[derive(Debug)]
+pub struct Sources<'a>(pub &'a clap::ArgMatches);
+
+impl Sources<'_> {
+    /// True when the option `id` was given on the command line.
+    pub fn on_command_line(&self, id: &str) -> bool {
+        self.0.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    }
+
+    /// `value`, unless it came from the environment and is empty, or came from the environment
+    /// while one of `overridden_by` is on the command line.
+    pub fn keep<T: AsRef<std::ffi::OsStr>>(
+        &self,
+        id: &str,
+        value: Option<T>,
+        overridden_by: &[&str],
+    ) -> Option<T> {
+        let value = value?;
+        if self.0.value_source(id) != Some(clap::parser::ValueSource::EnvVariable) {
+            return Some(value);
+        }
+        let empty = value.as_ref().is_empty();
+        let overridden = overridden_by.iter().any(|o| self.on_command_line(o));
+        (!empty && !overridden).then_some(value)
+    }
+}
+
+/// True when `err` is, or was caused by, the reader of our stdout going away (`rmi-nsc watch
+/// | head -1`): then the tools stop quietly, as Unix tools do on SIGPIPE.
+pub fn is_broken_pipe(err: &(dyn Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// TLS configurations from PEM files, for `rmi-ns` (server) and `rmi-nsc` (client).
 pub mod tls {
     use std::path::Path;

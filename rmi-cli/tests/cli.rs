@@ -3,9 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 /// The tutorial's contract.
 #[rmi::remote]
 pub trait Greeter {
@@ -22,48 +19,9 @@ impl Greeter for GreetingMaker {
     }
 }
 
-/// Kills the child process when dropped, so a failing test leaves nothing running.
-struct ChildGuard(Child);
-
-impl ChildGuard {
-    fn is_alive(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real `rmi-ns` binary on a free port (no broadcast); returns it and its port.
-fn spawn_name_server() -> (ChildGuard, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--nobc"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rmi-ns");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = lines
-        .next()
-        .expect("rmi-ns printed nothing")
-        .expect("read rmi-ns output");
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    let addr = line
-        .strip_prefix("NS running on ")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line from rmi-ns: {line:?}"));
-    let port = addr.rsplit(':').next().unwrap().parse().expect("port");
-    (ChildGuard(child), port)
-}
-
 #[tokio::test]
 async fn tutorial_through_rmi_ns_process_and_pyroname() {
-    let (mut ns_process, ns_port) = spawn_name_server();
+    let (mut ns_process, ns_port) = support::spawn_rmi_ns(&[]);
 
     // Server: daemon, object, name registration, request loop.
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
@@ -101,18 +59,12 @@ async fn tutorial_through_rmi_ns_process_and_pyroname() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmi_nsc_controls_a_running_rmi_ns() {
-    let (_ns, port) = spawn_name_server();
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let port = port.to_string();
     let nsc = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("run rmi-nsc");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        let mut all = vec!["--host", "127.0.0.1", "--port", &port];
+        all.extend_from_slice(args);
+        support::nsc(&all, &[])
     };
     assert_eq!(nsc(&["ping"]), (true, "name server ping ok\n".into()));
     assert!(nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4000"]).0);
@@ -150,7 +102,7 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
         assert!(nsc(&["register", &format!("tmp.{i}"), "PYRO:obj@127.0.0.1:4000"]).0);
     }
     assert_eq!(
-        nsc(&["removematching", "tmp\\.[01]"]),
+        nsc(&["removematching", "--yes", "tmp\\.[01]"]),
         (true, "removed 2 names\n".into())
     );
     let (_, out) = nsc(&["list"]);
@@ -160,9 +112,96 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     );
 }
 
+/// As pyro5-nsc's `removeregex`: a pattern can match every name, so rmi-nsc says which names
+/// and asks; anything but `y` removes nothing and fails, and `--yes` skips the question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removematching_asks_before_it_removes() {
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let port = port.to_string();
+    let nsc = |args: &[&str], answer: Option<&str>| {
+        let mut all = vec!["-n", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        support::nsc_answering(&all, &[], answer)
+    };
+    for name in ["tmp.a", "tmp.b", "keep"] {
+        assert!(nsc(&["register", name, "PYRO:obj@127.0.0.1:4000"], None).0);
+    }
+    let names = |n: &str| nsc(&["list"], None).1.matches(n).count();
+    for answer in [Some("n\n"), Some("\n"), None] {
+        let (ok, out) = nsc(&["removematching", "tmp.*"], answer);
+        assert!(!ok, "{answer:?}: {out}");
+        assert!(
+            out.contains("Remove 2 names matching tmp.*: tmp.a, tmp.b? (y/n)"),
+            "the question names what would go: {out}"
+        );
+        assert!(out.contains("nothing removed"), "{out}");
+        assert_eq!(names("tmp."), 2, "{answer:?} removed something");
+    }
+    let (ok, out) = nsc(&["removematching", "nothing.*"], None);
+    assert!(ok && out == "no names match nothing.*\n", "{out}");
+    let (ok, out) = nsc(&["removematching", "tmp.*"], Some("y\n"));
+    assert!(ok && out.starts_with("removed 2 names\n"), "{out}");
+    assert_eq!((names("tmp."), names("keep")), (0, 1));
+    let (ok, out) = nsc(&["removematching", "-y", "kee."], None);
+    assert_eq!((ok, out.as_str()), (true, "removed 1 names\n"));
+}
+
+/// Options may follow the command (`rmi-nsc list -n HOST`), as pyro5-nsc's do.
+#[test]
+fn rmi_nsc_takes_options_after_the_command() {
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let (ok, out) = support::nsc(&["ping", "-n", "127.0.0.1", "-p", &port.to_string()], &[]);
+    assert_eq!((ok, out.as_str()), (true, "name server ping ok\n"));
+    let (ok, out) = support::nsc(
+        &["-n", "127.0.0.1", "list", "--port", &port.to_string()],
+        &[],
+    );
+    assert!(ok && out.contains("Pyro.NameServer"), "{out}");
+}
+
+/// `rmi-nsc watch | head -1`: when the reader quits, rmi-nsc stops at its next line, quietly
+/// and with success, as a Unix tool does on SIGPIPE (Rust ignores SIGPIPE, so an unchecked
+/// `println!` panicked with exit code 101).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_nsc_stops_quietly_when_its_reader_quits() {
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let names = support::locate(port).await;
+    let mut watch = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .args(["-n", "127.0.0.1", "-p", &port.to_string(), "watch"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rmi-nsc watch");
+    let mut stdout = std::io::BufReader::new(watch.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "watching all names\n");
+    drop(stdout);
+    let uri = rmi::Uri::tcp("obj", "127.0.0.1", 4000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut i = 0;
+    let status = loop {
+        // Each registration is a line to write; the first one after the close fails.
+        names.register(&format!("n{i}"), &uri).await.unwrap();
+        i += 1;
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rmi-nsc watch went on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut watch.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stderr, "", "nothing said on the way out");
+}
+
 #[test]
 fn rmi_nsc_has_pyro5_nscs_commands_and_watch() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .arg("--help")
         .output()
         .expect("run rmi-nsc");
@@ -235,7 +274,7 @@ fn rmi_nsc_without_a_name_server_says_so_with_a_hint() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .args(["--host", "127.0.0.1", "--port", &port.to_string(), "ping"])
         .output()
         .expect("run rmi-nsc");

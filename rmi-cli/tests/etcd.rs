@@ -11,7 +11,6 @@ mod support;
 mod etcd_process;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use etcd_process::EtcdCluster;
 use rmi::Uri;
@@ -71,7 +70,7 @@ fn rmi_ns_says_clearly_when_etcd_is_unreachable() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
         .args(["--port", "0", "--nobc", "--storage"])
         .arg(format!("etcd:127.0.0.1:{port}"))
         .env("RMI_LOG", "error")

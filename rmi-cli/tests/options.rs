@@ -422,14 +422,13 @@ async fn quotas_and_lease_bounds_are_flags() {
 #[test]
 fn inconsistent_flags_are_refused_with_what_to_change() {
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
+        let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
             .args(args(extra))
             .output()
             .expect("run rmi-ns");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        (out.status.success(), err)
     };
     let (ok, err) = run(&["--max-reply-bytes", "16MiB"]);
     assert!(
@@ -440,8 +439,33 @@ fn inconsistent_flags_are_refused_with_what_to_change() {
     assert!(!ok && err.contains("--min-lease-ttl"), "{err}");
     let (ok, err) = run(&["--min-lease-ttl", "soon"]);
     assert!(!ok && err.contains("not a duration"), "{err}");
+    // The largest size there is: refused, not an overflow.
+    let (ok, err) = run(&["--max-reply-bytes", &usize::MAX.to_string()]);
+    assert!(!ok && err.contains("raise --max-message-size"), "{err}");
     let (ok, err) = run(&["--natport", "1234"]);
     assert!(!ok && err.contains("--nathost"), "{err}");
+    // As Pyro's daemon: a Unix socket's URIs have no host to translate.
+    let (ok, err) = run(&["--nathost", "ns.example.test", "-u", "/tmp/unused.sock"]);
+    assert!(
+        !ok && err.contains("--nathost cannot be used with a Unix socket"),
+        "{err}"
+    );
+    let (ok, err) = run(&["--key", ""]);
+    assert!(!ok && err.contains("empty"), "{err}");
+    // Limits its own entry does not fit: said so, and the port is not blamed.
+    for limit in [
+        ["--max-tags", "0"],
+        ["--max-entries", "0"],
+        ["--max-name-len", "8"],
+        ["--max-tag-len", "5"],
+    ] {
+        let (ok, err) = run(&limit);
+        assert!(
+            !ok && err.contains("cannot register itself as Pyro.NameServer"),
+            "{limit:?}: {err}"
+        );
+        assert!(!err.contains("--port"), "{limit:?}: {err}");
+    }
     let (ok, err) = run(&[
         "--tls-cert",
         "/nonexistent/cert.pem",
@@ -449,4 +473,138 @@ fn inconsistent_flags_are_refused_with_what_to_change() {
         "/nonexistent/key.pem",
     ]);
     assert!(!ok && err.contains("/nonexistent/cert.pem"), "{err}");
+}
+
+/// Pyro's `natport` 0: the bound port, not a URI with port 0 that no one can dial.
+#[tokio::test]
+async fn natport_0_advertises_the_bound_port() {
+    let (_ns, lines) =
+        spawn_rmi_ns_with(&args(&["--nathost", "localhost", "--natport", "0"]), &[], 1);
+    let port = port_of(&lines[0]);
+    let advertised = Uri::tcp("Pyro.NameServer", "localhost", port);
+    assert!(lines[0].contains(&format!("({advertised})")), "{lines:?}");
+    assert_eq!(
+        locate(port).await.lookup("Pyro.NameServer").await.unwrap(),
+        advertised
+    );
+}
+
+/// A small --max-message-size leaves list replies half of it (below 128 KiB), not 1 byte.
+#[tokio::test]
+async fn a_small_max_message_size_still_lists() {
+    let (_ns, port) = spawn_rmi_ns(&["--max-message-size", "32KiB"]);
+    let names = locate(port).await;
+    names
+        .register("a", &Uri::tcp("obj", "127.0.0.1", 4000))
+        .await
+        .unwrap();
+    assert_eq!(names.list().await.unwrap().len(), 2);
+}
+
+/// A flag on the command line beats an `RMI_NS_*` variable for the same thing, and an empty
+/// variable counts as unset, for both tools.
+#[tokio::test]
+async fn the_command_line_beats_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("stale.sock");
+    let stale = stale.to_str().unwrap();
+    // rmi-ns: --port beats RMI_NS_UNIXSOCKET, and --key-file beats RMI_NS_KEY.
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "right\n").unwrap();
+    let (_ns, lines) = spawn_rmi_ns_with(
+        &args(&["--key-file", key_file.to_str().unwrap()]),
+        &[("RMI_NS_UNIXSOCKET", stale), ("RMI_NS_KEY", "wrong")],
+        1,
+    );
+    assert!(
+        lines[0].starts_with("NS running on 127.0.0.1:"),
+        "{lines:?}"
+    );
+    let port = port_of(&lines[0]).to_string();
+    let key_path = key_file.to_str().unwrap();
+    // rmi-nsc: the same two, and an empty RMI_NS_HOST.
+    let env = [("RMI_NS_UNIXSOCKET", stale), ("RMI_NS_KEY", "wrong")];
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--key-file",
+            key_path,
+            "ping",
+        ],
+        &env,
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = nsc(&["-n", "127.0.0.1", "-p", &port, "ping"], &env);
+    assert!(
+        !ok && out.contains("shared secret"),
+        "RMI_NS_KEY is used without a flag: {out}"
+    );
+    let (ok, out) = nsc(
+        &["-p", &port, "-x", "-k", "right", "ping"],
+        &[("RMI_NS_HOST", ""), ("RMI_NS_KEY", "")],
+    );
+    assert!(
+        ok,
+        "an empty RMI_NS_HOST is unset (localhost is tried): {out}"
+    );
+    // An empty RMI_NS_KEY is unset for rmi-ns too.
+    let (_open, lines) = spawn_rmi_ns_with(&TCP, &[("RMI_NS_KEY", "")], 1);
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port_of(&lines[0]).to_string(),
+            "ping",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+}
+
+/// The name server goes on serving when no one reads its stdout (a pipe whose reader is gone:
+/// `rmi-ns | head -1`); an unchecked `println!` made it panic at its first line.
+#[tokio::test]
+async fn rmi_ns_serves_when_its_stdout_reader_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ns.sock");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
+        .args(["-u", sock.to_str().unwrap()])
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rmi-ns");
+    let mut ns = support::ChildGuard(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !sock.exists() {
+        assert!(ns.is_alive(), "rmi-ns exited");
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (ok, out) = nsc(&["-u", sock.to_str().unwrap(), "ping"], &[]);
+    assert!(ok, "{out}");
+    // It ends as asked, not by a panic (exit code 101) that a grace period could hide.
+    let (status, _) = ns.terminate();
+    assert!(status.success(), "{status}");
+}
+
+/// Ctrl-C (SIGINT) and a closed terminal (SIGHUP) stop rmi-ns as SIGTERM does: exit code 0,
+/// and its Unix socket file removed, so the next start finds the path free.
+#[test]
+fn sigint_and_sighup_stop_rmi_ns_cleanly() {
+    for signal in ["INT", "HUP"] {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("ns.sock");
+        let (mut ns, _) = spawn_rmi_ns_with(&["-u", sock.to_str().unwrap()], &[], 1);
+        assert!(sock.exists());
+        let (status, took) = ns.signal(signal);
+        assert!(status.success(), "SIG{signal}: {status}");
+        assert!(!sock.exists(), "SIG{signal} left the socket file");
+        eprintln!("rmi-ns stopped {took:?} after SIG{signal}");
+    }
 }

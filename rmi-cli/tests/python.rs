@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::python::{pyro5_python, start_python_name_server};
 
 #[test]
@@ -14,7 +12,7 @@ fn rmi_nsc_works_against_pyro5_ns() {
     let Some(python) = pyro5_python() else { return };
     let (_ns, port) = start_python_name_server(python, "Pyro5.nameserver");
     let nsc = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+        let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
             .args(["-n", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
             .output()
@@ -110,7 +108,7 @@ fn rmi_nsc_works_against_pyro5_ns() {
         (true, "app.greeter was not registered\n".into())
     );
     assert_eq!(
-        nsc(&["removematching", r"app\..*"]),
+        nsc(&["removematching", "--yes", r"app\..*"]),
         (true, "removed 1 names\n".into())
     );
     let (ok, err) = nsc(&["lookup", "app.other"]);

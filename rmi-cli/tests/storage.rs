@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use rmi::{Error, Uri};
 use support::{locate, spawn_rmi_ns};
@@ -70,7 +69,7 @@ async fn sqlite_names_survive_kill_9_of_rmi_ns() {
 fn an_unknown_or_unbuilt_storage_is_refused_clearly() {
     #[cfg(not(feature = "etcd"))]
     {
-        let out = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
+        let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
             .args(["--port", "0", "--nobc", "--storage", "etcd:127.0.0.1:2379"])
             .output()
             .expect("run rmi-ns");
@@ -81,7 +80,7 @@ fn an_unknown_or_unbuilt_storage_is_refused_clearly() {
             "{stderr}"
         );
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
         .args(["--port", "0", "--nobc", "--storage", "mongodb:x"])
         .output()
         .expect("run rmi-ns");

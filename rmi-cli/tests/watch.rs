@@ -6,7 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use support::{locate, spawn_rmi_ns, ChildGuard};
 
 /// Starts `rmi-nsc watch` with `args`; returns it and its stdout lines, read off by a thread.
 fn spawn_watch(port: u16, args: &[&str]) -> (ChildGuard, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+    let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .args(["-n", "127.0.0.1", "-p", &port.to_string(), "watch"])
         .args(args)
         .stdout(Stdio::piped())
@@ -71,7 +71,7 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
         "names outside the prefix are left out"
     );
     // Two daemons behind one name: one through rmi-nsc, one leased and left to expire.
-    let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .args(["-n", "127.0.0.1", "-p", &port.to_string()])
         .args(["register", "--shared", "app.multi", &one.to_string()])
         .output()

@@ -1,12 +1,14 @@
 //! `rmi-ns`: the name server process, like `python -m Pyro4.naming` / `pyro5-ns`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use rmi::naming::{Limits, NameServer, Storage};
-use rmi::{DecodeLimits, SharedSecret};
+use rmi::DecodeLimits;
+use tokio::sync::mpsc;
 
 /// Room kept in a message for what a reply carries besides the listed entries (annotations,
 /// the shared secret's MAC, encoding overhead).
@@ -27,14 +29,15 @@ struct Args {
     #[arg(short, long, env = "RMI_NS_PORT", default_value_t = 9090)]
     port: u16,
     /// Listen on this Unix domain socket instead of TCP (no broadcast responder then); the
-    /// URI reads `PYRO:Pyro.NameServer@./u:PATH`.
+    /// URI reads `PYRO:Pyro.NameServer@./u:PATH`. --host or --port on the command line beat
+    /// RMI_NS_UNIXSOCKET.
     #[arg(short = 'u', long, env = "RMI_NS_UNIXSOCKET", value_name = "PATH")]
     unixsocket: Option<PathBuf>,
     /// Host put in the URIs the name server hands out, when clients reach it through another
     /// address than it binds (NAT, container port mapping).
     #[arg(long, env = "RMI_NS_NATHOST")]
     nathost: Option<String>,
-    /// Port put in those URIs (default: the bound port).
+    /// Port put in those URIs (default, or 0: the bound port).
     #[arg(long, env = "RMI_NS_NATPORT", requires = "nathost")]
     natport: Option<u16>,
     /// Address the broadcast responder binds (a LAN broadcast address must be asked for).
@@ -80,8 +83,9 @@ struct Args {
     /// SPAKE2 handshake; prefer the environment variable or --key-file to keep it out of `ps`).
     #[arg(short = 'k', long, env = "RMI_NS_KEY", hide_env_values = true)]
     key: Option<String>,
-    /// Read the shared secret from this file (its bytes, a trailing newline dropped).
-    #[arg(long, value_name = "PATH", conflicts_with = "key")]
+    /// Read the shared secret from this file (its bytes, a trailing newline dropped); beats
+    /// RMI_NS_KEY.
+    #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
 
     /// Shortest lease TTL a daemon may ask for (e.g. 500ms, 2s).
@@ -106,7 +110,7 @@ struct Args {
     #[arg(long, default_value_t = Limits::default().max_tag_len)]
     max_tag_len: usize,
     /// Largest list or yplookup reply (e.g. 4MiB); a bigger one is refused, asking for a prefix
-    /// or regex. Default: --max-message-size less 64 KiB.
+    /// or regex. Default: --max-message-size less 64 KiB (less half of it, below 128 KiB).
     #[arg(long, value_parser = rmi_cli::parse_size, value_name = "SIZE")]
     max_reply_bytes: Option<usize>,
     /// Longest regex given to list or remove, in bytes.
@@ -128,16 +132,32 @@ fn parse_storage(s: &str) -> Result<Storage, String> {
 }
 
 impl Args {
+    /// The flags, with the command line beating the environment (see [`rmi_cli::Sources`]).
+    fn parse() -> Result<Args, String> {
+        let matches = Args::command().get_matches();
+        let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        let sources = rmi_cli::Sources(&matches);
+        args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);
+        args.key = sources.keep("key", args.key.take(), &["key_file"]);
+        args.nathost = sources.keep("nathost", args.nathost.take(), &[]);
+        if args.nathost.is_some() && args.unixsocket.is_some() {
+            // As Pyro's daemon: a Unix socket's URIs have no host to translate.
+            return Err("--nathost cannot be used with a Unix socket (-u)".into());
+        }
+        Ok(args)
+    }
+
     /// The quotas from the flags; an error says which flags disagree.
     fn limits(&self) -> Result<Limits, String> {
-        let room = self.max_message_size.saturating_sub(REPLY_HEADROOM).max(1);
+        let headroom = REPLY_HEADROOM.min(self.max_message_size / 2);
+        let room = (self.max_message_size - headroom).max(1);
         let max_reply_bytes = match self.max_reply_bytes {
             Some(n) if n > room => {
                 return Err(format!(
-                    "--max-reply-bytes ({n}) must leave {REPLY_HEADROOM} bytes of \
+                    "--max-reply-bytes ({n}) must leave {headroom} bytes of \
                      --max-message-size ({}): raise --max-message-size to at least {}",
                     self.max_message_size,
-                    n + REPLY_HEADROOM
+                    n.saturating_add(headroom)
                 ))
             }
             Some(n) => n,
@@ -179,56 +199,74 @@ impl Args {
                 self.tls_client_ca.as_deref(),
             )?);
         }
-        if let Some(secret) = self.secret()? {
+        if let Some(secret) = rmi_cli::secret(self.key.as_deref(), self.key_file.as_deref())? {
             builder = builder.shared_secret(secret);
         }
         Ok(builder)
     }
-
-    fn secret(&self) -> Result<Option<SharedSecret>, String> {
-        match (&self.key, &self.key_file) {
-            (Some(key), _) if key.is_empty() => Err("the shared secret (--key) is empty".into()),
-            (Some(key), _) => Ok(Some(SharedSecret::new(key))),
-            (None, Some(path)) => {
-                let mut bytes = std::fs::read(path)
-                    .map_err(|e| format!("cannot read --key-file {}: {e}", path.display()))?;
-                if bytes.ends_with(b"\n") {
-                    bytes.pop();
-                    if bytes.ends_with(b"\r") {
-                        bytes.pop();
-                    }
-                }
-                if bytes.is_empty() {
-                    return Err(format!("--key-file {} is empty", path.display()));
-                }
-                Ok(Some(SharedSecret::new(bytes)))
-            }
-            (None, None) => Ok(None),
-        }
-    }
 }
 
-/// Resolves when the process is asked to stop: Ctrl-C, or SIGTERM on Unix.
-async fn stop_requested() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+/// Stop requests as they come: Ctrl-C, and SIGTERM and SIGHUP on Unix (a closed terminal
+/// stops the name server cleanly too), each by its name. Listening starts at once, so a
+/// request during start-up is not lost.
+fn stop_requests() -> mpsc::UnboundedReceiver<&'static str> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            if let (Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) {
+                loop {
+                    let name = tokio::select! {
+                        _ = tokio::signal::ctrl_c() => "SIGINT",
+                        _ = term.recv() => "SIGTERM",
+                        _ = hup.recv() => "SIGHUP",
+                    };
+                    if tx.send(name).is_err() {
+                        return;
+                    }
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        }
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send("Ctrl-C").is_err() {
+                return;
             }
         }
+    });
+    rx
+}
+
+/// Prints a line on stdout, for whoever reads it: the name server goes on serving when no one
+/// does (its reader quit), where `println!` would panic.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// The hint for a name server that did not start: the port only when it is taken.
+fn start_hint(err: &(dyn std::error::Error + 'static), unix: bool) -> Option<&'static str> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::AddrInUse if unix => {
+                    Some("is another name server on this socket, or did one leave its file?")
+                }
+                std::io::ErrorKind::AddrInUse => {
+                    Some("is another name server already on this port? Choose one with --port")
+                }
+                std::io::ErrorKind::NotFound if unix => {
+                    Some("does the socket file's directory exist?")
+                }
+                _ => None,
+            };
+        }
+        next = e.source();
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    None
 }
 
 #[tokio::main]
@@ -240,16 +278,27 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
-    let settings = args.limits().and_then(|l| Ok((l, args.daemon()?)));
-    let (limits, daemon) = match settings {
+    let mut stops = stop_requests();
+    let settings = Args::parse().and_then(|args| {
+        let limits = args.limits()?;
+        let daemon = args.daemon()?;
+        Ok((args, limits, daemon))
+    });
+    let (args, limits, daemon) = match settings {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("rmi-ns: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let store = match args.storage.open(limits.clone()).await {
+    let opened = tokio::select! {
+        opened = args.storage.open(limits.clone()) => opened,
+        Some(signal) = stops.recv() => {
+            eprintln!("rmi-ns: stopped by {signal} while opening the storage");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let store = match opened {
         Ok(store) => store,
         Err(e) => {
             let hint = match args.storage {
@@ -280,29 +329,42 @@ async fn main() -> std::process::ExitCode {
         // After the broadcast settings: a Unix-socket name server has no responder.
         builder = builder.unix(path.clone());
     }
-    let ns = match builder.start().await {
+    let started = tokio::select! {
+        started = builder.start() => started,
+        Some(signal) = stops.recv() => {
+            eprintln!("rmi-ns: stopped by {signal} while starting");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let ns = match started {
         Ok(ns) => Arc::new(ns),
         Err(e) => {
-            let hint = if args.unixsocket.is_some() {
-                "does the socket file exist already, or its directory not?"
-            } else {
-                "is another name server already on this port? Choose one with --port"
-            };
-            eprintln!("rmi-ns: {}", rmi_cli::report(&e, Some(hint)));
+            let hint = start_hint(&e, args.unixsocket.is_some());
+            eprintln!("rmi-ns: {}", rmi_cli::report(&e, hint));
             return std::process::ExitCode::FAILURE;
         }
     };
     // The first stdout line is where it listens and the URI it hands out, so scripts and
     // tests can read the port back.
-    println!("NS running on {} ({})", ns.daemon().location(), ns.uri());
+    say(format_args!(
+        "NS running on {} ({})",
+        ns.daemon().location(),
+        ns.uri()
+    ));
     if let Some(bc) = ns.broadcast_addr() {
-        println!("Broadcast server running on {bc}");
+        say(format_args!("Broadcast server running on {bc}"));
     }
     let stop = ns.clone();
     tokio::spawn(async move {
-        stop_requested().await;
+        if stops.recv().await.is_none() {
+            return;
+        }
         // Ends remote watches too, so open watches do not hold the grace period.
         stop.shutdown();
+        if let Some(signal) = stops.recv().await {
+            eprintln!("rmi-ns: {signal} again: exiting without waiting for calls in progress");
+            std::process::exit(1);
+        }
     });
     match ns.wait().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,10 +1,13 @@
 //! `rmi-nsc`: name server control, like Pyro's `pyro5-nsc`.
 
 use std::collections::BTreeSet;
+use std::error::Error;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use futures_util::StreamExt;
 use rmi::naming::registry::Change;
 use rmi::naming::{NameServerProxy, NsLocator};
@@ -19,46 +22,70 @@ use rmi::Uri;
 )]
 struct Args {
     /// Name server host (default: localhost, then a broadcast to --bchost:--bcport).
-    #[arg(short = 'n', long, env = "RMI_NS_HOST")]
+    #[arg(short = 'n', long, env = "RMI_NS_HOST", global = true)]
     host: Option<String>,
     /// Name server port.
-    #[arg(short, long, env = "RMI_NS_PORT", default_value_t = 9090)]
+    #[arg(
+        short,
+        long,
+        env = "RMI_NS_PORT",
+        default_value_t = 9090,
+        global = true
+    )]
     port: u16,
     /// Talk to a name server on this Unix domain socket (`rmi-ns -u PATH`); --host and
-    /// --port are not used then.
-    #[arg(short = 'u', long, env = "RMI_NS_UNIXSOCKET", value_name = "PATH")]
+    /// --port are not used then (but given on the command line, they beat RMI_NS_UNIXSOCKET).
+    #[arg(
+        short = 'u',
+        long,
+        env = "RMI_NS_UNIXSOCKET",
+        value_name = "PATH",
+        global = true
+    )]
     unixsocket: Option<PathBuf>,
     /// Where to broadcast GET_NSURI when no --host is given and nothing answers on localhost.
-    #[arg(long, env = "RMI_NS_BCADDR", default_value = "127.255.255.255")]
+    #[arg(
+        long,
+        env = "RMI_NS_BCADDR",
+        default_value = "127.255.255.255",
+        global = true
+    )]
     bchost: String,
     /// UDP port of that broadcast.
-    #[arg(long, env = "RMI_NS_BCPORT", default_value_t = 9091)]
+    #[arg(long, env = "RMI_NS_BCPORT", default_value_t = 9091, global = true)]
     bcport: u16,
     /// Do not broadcast.
-    #[arg(short = 'x', long)]
+    #[arg(short = 'x', long, global = true)]
     nobc: bool,
     /// The name server's shared secret (`rmi-ns --key`).
-    #[arg(short = 'k', long, env = "RMI_NS_KEY", hide_env_values = true)]
+    #[arg(
+        short = 'k',
+        long,
+        env = "RMI_NS_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     key: Option<String>,
-    /// Read the shared secret from this file (a trailing newline dropped).
-    #[arg(long, value_name = "PATH", conflicts_with = "key")]
+    /// Read the shared secret from this file (a trailing newline dropped); beats RMI_NS_KEY.
+    #[arg(long, value_name = "PATH", global = true)]
     key_file: Option<PathBuf>,
     /// Talk TLS, trusting the certificates in this file (PEM).
-    #[arg(long, env = "RMI_NS_TLS_CA", value_name = "PEM")]
+    #[arg(long, env = "RMI_NS_TLS_CA", value_name = "PEM", global = true)]
     tls_ca: Option<PathBuf>,
     /// Mutual TLS: present this certificate (PEM; with --tls-key).
-    #[arg(long, env = "RMI_NS_TLS_CLIENT_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(long, env = "RMI_NS_TLS_CLIENT_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"], global = true)]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
     #[arg(
         long,
         env = "RMI_NS_TLS_CLIENT_KEY",
         value_name = "PEM",
-        requires = "tls_cert"
+        requires = "tls_cert",
+        global = true
     )]
     tls_key: Option<PathBuf>,
     /// Print more.
-    #[arg(short, long)]
+    #[arg(short, long, global = true)]
     verbose: bool,
     #[command(subcommand)]
     command: Command,
@@ -111,10 +138,13 @@ enum Command {
         /// The name.
         name: String,
     },
-    /// Remove the names matching a regular expression.
+    /// Remove the names matching a regular expression, after asking (as pyro5-nsc does).
     Removematching {
         /// The pattern.
         regex: String,
+        /// Do not ask: remove at once (for scripts).
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Replace the metadata of a name.
     Setmeta {
@@ -158,58 +188,90 @@ fn describe(change: &Change) -> String {
     }
 }
 
+/// Prints a line on stdout; an error when stdout is gone (its reader quit), where `println!`
+/// would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)
+    };
+}
+
 fn tags(list: &[String]) -> BTreeSet<String> {
     list.iter().cloned().collect()
 }
 
-fn show(entries: impl IntoIterator<Item = (String, String)>) {
+fn show(entries: impl IntoIterator<Item = (String, String)>) -> std::io::Result<()> {
     let mut n = 0;
     for (name, value) in entries {
-        println!("{name} --> {value}");
+        say!("{name} --> {value}")?;
         n += 1;
     }
     if n == 0 {
-        println!("(no names)");
+        say!("(no names)")?;
     }
+    Ok(())
 }
 
-async fn run(ns: &NameServerProxy, command: Command) -> Result<(), rmi::Error> {
+/// Asks on stderr and reads the answer from stdin; true for `y` or `yes`.
+async fn confirm(question: String) -> std::io::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        eprint!("{question} (y/n) ");
+        let mut answer = String::new();
+        let stdin = std::io::stdin();
+        stdin.read_line(&mut answer)?;
+        if !stdin.is_terminal() {
+            // The answer was not typed, so nothing ended the question's line.
+            eprintln!();
+        }
+        Ok(matches!(
+            answer.trim().to_ascii_lowercase().as_str(),
+            "y" | "yes"
+        ))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<(), Box<dyn Error>> {
+    if verbose {
+        say!("name server: {}", ns.uri())?;
+    }
     match command {
         Command::List { prefix: None } => show(
             ns.list()
                 .await?
                 .into_iter()
                 .map(|(k, u)| (k, u.to_string())),
-        ),
+        )?,
         Command::List { prefix: Some(p) } => show(
             ns.list_prefix(&p)
                 .await?
                 .into_iter()
                 .map(|(k, u)| (k, u.to_string())),
-        ),
+        )?,
         Command::Listmatching { regex } => show(
             ns.list_regex(&regex)
                 .await?
                 .into_iter()
                 .map(|(k, u)| (k, u.to_string())),
-        ),
+        )?,
         Command::YplookupAll { tags } => show(
             ns.yplookup_all(tags)
                 .await?
                 .into_iter()
                 .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
-        ),
+        )?,
         Command::YplookupAny { tags } => show(
             ns.yplookup_any(tags)
                 .await?
                 .into_iter()
                 .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
-        ),
+        )?,
         Command::Lookup { name } => {
             let (uri, meta) = ns.lookup_with_metadata(&name).await?;
-            println!("{uri}");
+            say!("{uri}")?;
             if !meta.is_empty() {
-                println!("metadata: {meta:?}");
+                say!("metadata: {meta:?}")?;
             }
         }
         Command::Register {
@@ -219,7 +281,7 @@ async fn run(ns: &NameServerProxy, command: Command) -> Result<(), rmi::Error> {
         } => {
             let uri: Uri = uri.parse()?;
             ns.register_with(&name, &uri, true, BTreeSet::new()).await?;
-            println!("registered {name}");
+            say!("registered {name}")?;
         }
         Command::Register {
             name,
@@ -228,75 +290,67 @@ async fn run(ns: &NameServerProxy, command: Command) -> Result<(), rmi::Error> {
         } => {
             let uri: Uri = uri.parse()?;
             ns.register_shared(&name, &uri, BTreeSet::new()).await?;
-            println!("registered {name} (shared)");
+            say!("registered {name} (shared)")?;
         }
         Command::Watch { prefix } => {
             let mut changes = ns.watch(prefix.as_deref()).await?;
             match &prefix {
-                Some(p) => println!("watching names starting with {p}"),
-                None => println!("watching all names"),
+                Some(p) => say!("watching names starting with {p}")?,
+                None => say!("watching all names")?,
             }
             while let Some(change) = changes.next().await {
-                println!("{}", describe(&change?));
+                say!("{}", describe(&change?))?;
             }
-            println!("the name server stopped");
+            say!("the name server stopped")?;
         }
         Command::Remove { name } => {
             let removed = ns.remove(&name).await?;
-            println!(
-                "{}",
-                if removed {
-                    format!("removed {name}")
-                } else {
-                    format!("{name} was not registered")
-                }
-            );
+            if removed {
+                say!("removed {name}")?;
+            } else {
+                say!("{name} was not registered")?;
+            }
         }
-        Command::Removematching { regex } => {
-            println!("removed {} names", ns.remove_regex(&regex).await?)
+        Command::Removematching { regex, yes } => {
+            if !yes {
+                let names: Vec<String> = ns.list_regex(&regex).await?.into_keys().collect();
+                if names.is_empty() {
+                    say!("no names match {regex}")?;
+                    return Ok(());
+                }
+                let question = format!(
+                    "Remove {} name{} matching {regex}: {}?",
+                    names.len(),
+                    if names.len() == 1 { "" } else { "s" },
+                    names.join(", ")
+                );
+                if !confirm(question).await? {
+                    return Err(
+                        "nothing removed: not confirmed (--yes removes without asking)".into(),
+                    );
+                }
+            }
+            say!("removed {} names", ns.remove_regex(&regex).await?)?;
         }
         Command::Setmeta { name, tags: t } => {
             ns.set_metadata(&name, tags(&t)).await?;
-            println!("metadata of {name} set");
+            say!("metadata of {name} set")?;
         }
         Command::Ping => {
             ns.ping().await?;
-            println!("name server ping ok");
+            say!("name server ping ok")?;
         }
     }
     Ok(())
 }
 
-/// The shared secret from `--key` or `--key-file`.
-fn secret(args: &Args) -> Result<Option<rmi::SharedSecret>, String> {
-    match (&args.key, &args.key_file) {
-        (Some(key), _) => Ok(Some(rmi::SharedSecret::new(key))),
-        (None, Some(path)) => {
-            let mut bytes = std::fs::read(path)
-                .map_err(|e| format!("cannot read --key-file {}: {e}", path.display()))?;
-            if bytes.ends_with(b"\n") {
-                bytes.pop();
-                if bytes.ends_with(b"\r") {
-                    bytes.pop();
-                }
-            }
-            Ok(Some(rmi::SharedSecret::new(bytes)))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
 /// Finds the name server as the flags say: a Unix socket, a host, or localhost then the
 /// broadcast; over TLS and with a shared secret if given.
-async fn connect(args: &Args) -> Result<NameServerProxy, Box<dyn std::error::Error>> {
-    let secret = secret(args)?;
-    let tls = match &args.tls_ca {
-        Some(ca) => Some(rmi_cli::tls::client(
-            ca,
-            args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
-        )?),
-        None => None,
-    };
+async fn connect(
+    args: &Args,
+    secret: Option<rmi::SharedSecret>,
+    tls: Option<Arc<rmi::rustls::ClientConfig>>,
+) -> Result<NameServerProxy, rmi::Error> {
     if let Some(path) = &args.unixsocket {
         let uri = Uri::Pyro {
             object: rmi::naming::NAME_SERVER_OBJECT_ID.into(),
@@ -326,28 +380,67 @@ async fn connect(args: &Args) -> Result<NameServerProxy, Box<dyn std::error::Err
     if let Some(secret) = secret {
         locator = locator.shared_secret(secret);
     }
-    Ok(locator.locate().await?)
+    locator.locate().await
+}
+
+/// The flags, with the command line beating the environment (see [`rmi_cli::Sources`]).
+fn parse() -> Args {
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sources = rmi_cli::Sources(&matches);
+    args.host = sources.keep("host", args.host.take(), &[]);
+    args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);
+    args.key = sources.keep("key", args.key.take(), &["key_file"]);
+    args.tls_ca = sources.keep("tls_ca", args.tls_ca.take(), &[]);
+    args
+}
+
+/// The settings read from files before connecting: the shared secret and TLS.
+fn local_settings(
+    args: &Args,
+) -> Result<
+    (
+        Option<rmi::SharedSecret>,
+        Option<Arc<rmi::rustls::ClientConfig>>,
+    ),
+    String,
+> {
+    let secret = rmi_cli::secret(args.key.as_deref(), args.key_file.as_deref())?;
+    let tls = match &args.tls_ca {
+        Some(ca) => Some(rmi_cli::tls::client(
+            ca,
+            args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
+        )?),
+        None => None,
+    };
+    Ok((secret, tls))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    let ns = match connect(&args).await {
+    let args = parse();
+    let (secret, tls) = match local_settings(&args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("rmi-nsc: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ns = match connect(&args, secret, tls).await {
         Ok(ns) => ns,
         Err(e) => {
             let hint = "is rmi-ns running? Start it with `rmi-ns`, or pass its --host and --port \
                         (or -u PATH), and --key or --tls-ca if it needs them";
-            eprintln!("rmi-nsc: {}", rmi_cli::report(e.as_ref(), Some(hint)));
+            eprintln!("rmi-nsc: {}", rmi_cli::report(&e, Some(hint)));
             return ExitCode::FAILURE;
         }
     };
-    if args.verbose {
-        println!("name server: {}", ns.uri());
-    }
-    match run(&ns, args.command).await {
+    match run(&ns, args.command, args.verbose).await {
         Ok(()) => ExitCode::SUCCESS,
+        // Our reader quit (`rmi-nsc watch | head -1`): stop quietly, as on SIGPIPE.
+        Err(e) if rmi_cli::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rmi-nsc: {}", rmi_cli::report(&e, None));
+            eprintln!("rmi-nsc: {}", rmi_cli::report(e.as_ref(), None));
             ExitCode::FAILURE
         }
     }

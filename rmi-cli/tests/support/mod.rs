@@ -14,12 +14,17 @@ impl ChildGuard {
     /// SIGTERM (through `kill`, by this child's PID), then waits up to 30 s for it to exit;
     /// returns its exit status and how long it took.
     pub(crate) fn terminate(&mut self) -> (std::process::ExitStatus, std::time::Duration) {
+        self.signal("TERM")
+    }
+
+    /// [`ChildGuard::terminate`] with another signal (`INT`, `HUP`…).
+    pub(crate) fn signal(&mut self, name: &str) -> (std::process::ExitStatus, std::time::Duration) {
         let sent = std::time::Instant::now();
         let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
+            .args([&format!("-{name}"), &self.0.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill -{name} failed");
         loop {
             if let Some(status) = self.0.try_wait().expect("try_wait") {
                 return (status, sent.elapsed());
@@ -78,7 +83,7 @@ pub(crate) fn spawn_rmi_ns_with(
     env: &[(&str, &str)],
     lines: usize,
 ) -> (ChildGuard, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rmi-ns"))
+    let mut child = tool(env!("CARGO_BIN_EXE_rmi-ns"))
         .args(args)
         .envs(env.iter().copied())
         .env("RMI_LOG", "warn")
@@ -109,16 +114,61 @@ pub(crate) fn port_of(line: &str) -> u16 {
     addr.rsplit(':').next().unwrap().parse().expect("port")
 }
 
+/// The environment variables the tools read: cleared in every child, so a developer's own
+/// settings cannot change what a test sees.
+const TOOL_ENV: [&str; 15] = [
+    "RMI_NS_HOST",
+    "RMI_NS_PORT",
+    "RMI_NS_UNIXSOCKET",
+    "RMI_NS_NATHOST",
+    "RMI_NS_NATPORT",
+    "RMI_NS_BCADDR",
+    "RMI_NS_BCPORT",
+    "RMI_NS_STORAGE",
+    "RMI_NS_KEY",
+    "RMI_NS_TLS_CA",
+    "RMI_NS_TLS_CERT",
+    "RMI_NS_TLS_KEY",
+    "RMI_NS_TLS_CLIENT_CA",
+    "RMI_NS_TLS_CLIENT_CERT",
+    "RMI_NS_TLS_CLIENT_KEY",
+];
+
+/// `program` with none of [`TOOL_ENV`] in its environment.
+pub(crate) fn tool(program: &str) -> Command {
+    let mut command = Command::new(program);
+    for name in TOOL_ENV {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// Runs `rmi-nsc` with `args` and `env`; returns whether it succeeded, and its stdout followed
 /// by its stderr.
 pub(crate) fn nsc(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rmi-nsc"))
+    nsc_answering(args, env, None)
+}
+
+/// [`nsc`], with `answer` on its stdin (none: stdin is empty).
+pub(crate) fn nsc_answering(
+    args: &[&str],
+    env: &[(&str, &str)],
+    answer: Option<&str>,
+) -> (bool, String) {
+    let mut child = tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .args(args)
-        .env_remove("RMI_NS_HOST")
-        .env_remove("RMI_NS_PORT")
         .envs(env.iter().copied())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run rmi-nsc");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some(answer) = answer {
+        std::io::Write::write_all(&mut stdin, answer.as_bytes()).expect("answer rmi-nsc");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait for rmi-nsc");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
