@@ -90,6 +90,11 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     assert_eq!(out, "(no names)\n");
     let (_, out) = nsc(&["yplookup_any", "nothing", "tutorial"]);
     assert!(out.contains("app.greeter"), "{out}");
+    // And pyro4-nsc's.
+    let (_, out) = nsc(&["listmeta_all", "greeting", "tutorial"]);
+    assert!(out.contains("app.greeter"), "{out}");
+    let (_, out) = nsc(&["listmeta_any", "nothing", "tutorial"]);
+    assert!(out.contains("app.greeter"), "{out}");
     let (_, out) = nsc(&["listmatching", "Pyro"]);
     assert!(out.contains("Pyro.NameServer"), "{out}");
     assert_eq!(
@@ -98,6 +103,25 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     );
     let (ok, err) = nsc(&["lookup", "app.greeter"]);
     assert!(!ok && err.contains("unknown name"), "{err}");
+    assert_eq!(
+        nsc(&["remove", "Pyro.NameServer"]),
+        (
+            true,
+            "Pyro.NameServer is the name server's own entry: nothing removed\n".into()
+        )
+    );
+    // A shared name: lookup shows every daemon behind it, not one at random.
+    for port in [4001, 4002] {
+        let uri = format!("PYRO:obj@127.0.0.1:{port}");
+        assert!(nsc(&["register", "--shared", "app.multi", &uri]).0);
+    }
+    assert_eq!(
+        nsc(&["lookup", "app.multi"]),
+        (
+            true,
+            "PYRO:obj@127.0.0.1:4001\nPYRO:obj@127.0.0.1:4002\n".into()
+        )
+    );
     for i in 0..3 {
         assert!(nsc(&["register", &format!("tmp.{i}"), "PYRO:obj@127.0.0.1:4000"]).0);
     }
@@ -263,7 +287,12 @@ fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
     assert!(ok, "{out}");
     // Without the broadcast, nothing answers there.
     let (ok, out) = support::nsc(&["-x", "ping"], &env);
-    assert!(!ok && out.contains("hint: is rmi-ns running?"), "{out}");
+    assert!(!ok && out.contains("hint: Start it with `rmi-ns`"), "{out}");
+    assert_eq!(
+        out.matches("is rmi-ns running?").count(),
+        1,
+        "asked once: {out}"
+    );
 }
 
 #[test]

@@ -104,20 +104,20 @@ enum Command {
         regex: String,
     },
     /// List the names whose metadata has all these tags.
-    #[command(name = "yplookup_all", alias = "yplookup-all")]
+    #[command(name = "yplookup_all", aliases = ["yplookup-all", "listmeta_all"])]
     YplookupAll {
         /// The tags.
         #[arg(required = true)]
         tags: Vec<String>,
     },
     /// List the names whose metadata has any of these tags.
-    #[command(name = "yplookup_any", alias = "yplookup-any")]
+    #[command(name = "yplookup_any", aliases = ["yplookup-any", "listmeta_any"])]
     YplookupAny {
         /// The tags.
         #[arg(required = true)]
         tags: Vec<String>,
     },
-    /// Show the URI and metadata of a name.
+    /// Show the URI and metadata of a name (of a shared name, every daemon's).
     Lookup {
         /// The name.
         name: String,
@@ -268,10 +268,26 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                 .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
         )?,
         Command::Lookup { name } => {
-            let (uri, meta) = ns.lookup_with_metadata(&name).await?;
-            say!("{uri}")?;
-            if !meta.is_empty() {
-                say!("metadata: {meta:?}")?;
+            let entries = match ns.lookup_all(&name).await {
+                // Python's name servers have no shared names, nor `lookup_all`.
+                Err(rmi::Error::Remote(e)) if e.type_name == "builtins.AttributeError" => {
+                    vec![ns.lookup_with_metadata(&name).await?]
+                }
+                other => other?,
+            };
+            if let [(uri, meta)] = &entries[..] {
+                say!("{uri}")?;
+                if !meta.is_empty() {
+                    say!("metadata: {meta:?}")?;
+                }
+            } else {
+                // A shared name: one line a daemon.
+                for (uri, meta) in entries {
+                    match meta.is_empty() {
+                        true => say!("{uri}")?,
+                        false => say!("{uri}  metadata: {meta:?}")?,
+                    }
+                }
             }
         }
         Command::Register {
@@ -307,6 +323,8 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             let removed = ns.remove(&name).await?;
             if removed {
                 say!("removed {name}")?;
+            } else if name == rmi::naming::NAME_SERVER_NAME {
+                say!("{name} is the name server's own entry: nothing removed")?;
             } else {
                 say!("{name} was not registered")?;
             }
@@ -429,9 +447,17 @@ async fn main() -> ExitCode {
     let ns = match connect(&args, secret, tls).await {
         Ok(ns) => ns,
         Err(e) => {
-            let hint = "is rmi-ns running? Start it with `rmi-ns`, or pass its --host and --port \
-                        (or -u PATH), and --key or --tls-ca if it needs them";
-            eprintln!("rmi-nsc: {}", rmi_cli::report(&e, Some(hint)));
+            let text = rmi_cli::report(&e, None);
+            // The locator's own error may ask already.
+            let ask = if text.contains("is rmi-ns running?") {
+                ""
+            } else {
+                "is rmi-ns running? "
+            };
+            eprintln!(
+                "rmi-nsc: {text}\nhint: {ask}Start it with `rmi-ns`, or pass its --host and \
+                 --port (or -u PATH), and --key or --tls-ca if it needs them"
+            );
             return ExitCode::FAILURE;
         }
     };
