@@ -175,10 +175,15 @@ mod tests {
             (t.len(), t.get(&1), t.get(&17)),
             (2, Some(&"a"), Some(&"b"))
         );
+        assert!(!t.is_empty());
+        // 33 shares 1's slot in a table of 32 (where 1 and 17 put it): it is not 1.
+        assert_eq!(t.slots.len(), 32);
         assert!(
-            !t.contains_key(&33),
+            !t.contains_key(&33) && t.get_mut(&33).is_none(),
             "a number sharing a slot is not the one in it"
         );
+        assert_eq!(t.remove(&33), None);
+        assert_eq!((t.len(), t.get(&1)), (2, Some(&"a")), "removing 33 left 1");
         t.insert(1, "c");
         assert_eq!((t.len(), t.get(&1)), (2, Some(&"c")));
         *t.get_mut(&17).unwrap() = "d";
@@ -216,6 +221,24 @@ mod tests {
         all.retain(|s, _| s % 2 == 0);
         assert_eq!(all.len(), 32_767);
         assert!(all.contains_key(&2) && !all.contains_key(&3));
+    }
+
+    /// The table doubles before it is more than half full, which keeps `free_seq`'s search
+    /// short.
+    #[test]
+    fn the_table_is_never_more_than_half_full() {
+        let mut t = InFlight::default();
+        for seq in 1..=2_000u16 {
+            t.insert(seq, ());
+            assert!(
+                t.len() * 2 <= t.slots.len(),
+                "{} in {} slots",
+                t.len(),
+                t.slots.len()
+            );
+        }
+        // And no more than it needs: 2,000 values in 4,096 slots.
+        assert_eq!(t.slots.len(), 4_096);
     }
 
     #[test]
