@@ -109,3 +109,27 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
         .collect();
     assert_eq!(left, [one]);
 }
+
+/// When the name server stops, `rmi-nsc watch` says so and exits with success: the end a
+/// script waiting on it sees.
+#[tokio::test]
+async fn rmi_nsc_watch_ends_with_the_name_server() {
+    let (mut ns, port) = spawn_rmi_ns(&[]);
+    let (mut watch, lines) = spawn_watch(port, &[]);
+    assert_eq!(next_line(&lines, |_| true).await, "watching all names");
+    let (status, _) = ns.terminate();
+    assert!(status.success(), "rmi-ns: {status}");
+    assert_eq!(next_line(&lines, |_| true).await, "the name server stopped");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = watch.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rmi-nsc watch went on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "rmi-nsc watch: {status}");
+}
