@@ -17,6 +17,11 @@ pub(crate) trait Introspect {
     async fn guarded(&self, ms: u64);
     /// What the last dropped guard noted: `Some(None)` if it saw no context.
     async fn guard_saw(&self) -> Option<Option<String>>;
+    /// Notes whether its context says oneway (oneway itself).
+    #[rmi(oneway)]
+    async fn note_oneway(&self);
+    /// What the last `note_oneway` noted.
+    async fn noted_oneway(&self) -> Option<bool>;
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -25,13 +30,22 @@ pub(crate) struct Seen {
     correlation_id: String,
     user: Option<Vec<u8>>,
     time_left_ms: Option<u64>,
+    has_deadline: bool,
     method: String,
+    object: String,
+    oneway: bool,
+    connection: u64,
+    /// The ids of the request annotations, in order.
+    annotation_ids: Vec<String>,
+    /// `CallContext::current()` agrees with `rmi::context::current()`.
+    current_agrees: bool,
 }
 
 #[derive(Default)]
 struct IntrospectObject {
     kept: std::sync::Mutex<Option<rmi::CallContext>>,
     guard_saw: std::sync::Arc<std::sync::Mutex<Option<Option<String>>>>,
+    noted_oneway: std::sync::Mutex<Option<bool>>,
 }
 
 /// Notes the method of the context current when it is dropped.
@@ -47,14 +61,37 @@ impl Drop for Guard {
 impl Introspect for IntrospectObject {
     async fn whoami(&self) -> Seen {
         let ctx = rmi::context::current().expect("every call has a context");
+        // Set twice: the second replaces the first, and leaves ZONE alone.
+        ctx.set_response_annotation(*b"SRVR", b"node-0".to_vec());
+        ctx.set_response_annotation(*b"ZONE", b"eu".to_vec());
         ctx.set_response_annotation(*b"SRVR", b"node-1".to_vec());
         Seen {
             peer: ctx.peer().to_string(),
             correlation_id: ctx.correlation_id().to_string(),
             user: ctx.annotation(b"USER").map(|v| v.to_vec()),
             time_left_ms: ctx.time_left().map(|d| d.as_millis() as u64),
+            has_deadline: ctx.deadline().is_some(),
             method: ctx.method().to_string(),
+            object: ctx.object().to_string(),
+            oneway: ctx.is_oneway(),
+            connection: ctx.connection(),
+            annotation_ids: ctx
+                .annotations()
+                .iter()
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .collect(),
+            current_agrees: rmi::CallContext::current()
+                .is_some_and(|c| c.correlation_id() == ctx.correlation_id()),
         }
+    }
+
+    async fn note_oneway(&self) {
+        let ctx = rmi::context::current().expect("every call has a context");
+        *self.noted_oneway.lock().unwrap() = Some(ctx.is_oneway());
+    }
+
+    async fn noted_oneway(&self) -> Option<bool> {
+        *self.noted_oneway.lock().unwrap()
     }
 
     async fn mark(&self, mark: bool) -> Option<Vec<u8>> {
@@ -66,7 +103,12 @@ impl Introspect for IntrospectObject {
     }
 
     async fn keep(&self) {
-        *self.kept.lock().unwrap() = rmi::context::current();
+        let ctx = rmi::context::current();
+        if let Some(ctx) = &ctx {
+            // Set on a context that outlives the call: the reply carries it all the same.
+            ctx.set_response_annotation(*b"KEPT", b"yes".to_vec());
+        }
+        *self.kept.lock().unwrap() = ctx;
     }
 
     async fn guarded(&self, ms: u64) {
@@ -110,10 +152,32 @@ async fn a_method_sees_its_caller_and_sets_reply_annotations() {
     let seen = proxy.whoami().await.unwrap();
     assert!(seen.peer.starts_with("127.0.0.1:"), "{seen:?}");
     assert_eq!(seen.method, "whoami");
+    assert_eq!(seen.object, proxy.proxy().uri().object().unwrap());
     assert!(
-        seen.user.is_none() && seen.time_left_ms.is_none(),
+        seen.user.is_none() && seen.time_left_ms.is_none() && !seen.has_deadline,
         "{seen:?}"
     );
+    assert!(!seen.oneway && seen.current_agrees, "{seen:?}");
+    assert!(seen.annotation_ids.is_empty(), "{seen:?}");
+    // The connection: the same for this proxy's calls, another for another proxy's.
+    assert_eq!(proxy.whoami().await.unwrap().connection, seen.connection);
+    let other = IntrospectProxy::connect(proxy.proxy().uri().clone())
+        .await
+        .unwrap();
+    assert_ne!(other.whoami().await.unwrap().connection, seen.connection);
+    // A oneway call's context says so.
+    proxy.note_oneway().await.unwrap();
+    let noted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(noted) = proxy.noted_oneway().await.unwrap() {
+                return noted;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the oneway call ran");
+    assert!(noted, "a oneway call's context says oneway");
 
     // With a correlation id, an annotation and a deadline, through the untyped proxy to get
     // the reply annotations too.
@@ -122,6 +186,7 @@ async fn a_method_sees_its_caller_and_sets_reply_annotations() {
         .proxy()
         .with_correlation_id(corr)
         .with_annotation(*b"USER", &b"alice"[..])
+        .with_annotation(*b"ANN2", &b"more"[..])
         .with_timeout(Duration::from_secs(20));
     let reply = tuned
         .call_full::<_, Seen>("whoami", &[(); 0])
@@ -132,12 +197,24 @@ async fn a_method_sees_its_caller_and_sets_reply_annotations() {
     assert_eq!(reply.value.user.as_deref(), Some(&b"alice"[..]));
     let left = reply.value.time_left_ms.expect("deadline travelled");
     assert!(left > 0 && left <= 20_000, "{left}");
-    let srvr = reply
-        .annotations
-        .iter()
-        .find(|(k, _)| k == b"SRVR")
-        .map(|(_, v)| v.to_vec());
-    assert_eq!(srvr.as_deref(), Some(&b"node-1"[..]));
+    assert!(reply.value.has_deadline);
+    let ids = &reply.value.annotation_ids;
+    let user = ids.iter().position(|k| k == "USER");
+    let ann2 = ids.iter().position(|k| k == "ANN2");
+    assert!(
+        matches!((user, ann2), (Some(u), Some(a)) if u < a),
+        "every request annotation, in order: {ids:?}"
+    );
+    let values = |id: &[u8; 4]| -> Vec<Vec<u8>> {
+        reply
+            .annotations
+            .iter()
+            .filter(|(k, _)| k == id)
+            .map(|(_, v)| v.to_vec())
+            .collect()
+    };
+    assert_eq!(values(b"SRVR"), [b"node-1".to_vec()], "replaced, not added");
+    assert_eq!(values(b"ZONE"), [b"eu".to_vec()]);
     daemon.shutdown();
 }
 
@@ -184,12 +261,18 @@ async fn each_call_sees_only_its_own_context() {
         );
         assert_eq!(seen.method, "whoami");
     }
-    proxy
+    let kept = proxy
         .proxy()
         .with_annotation(*b"USER", &b"alice"[..])
-        .call::<_, ()>("keep", &[(); 0])
+        .call_full::<_, ()>("keep", &[(); 0])
         .await
         .unwrap();
+    assert!(
+        kept.annotations
+            .iter()
+            .any(|(k, v)| k == b"KEPT" && &v[..] == b"yes"),
+        "a reply annotation set on a context the method kept"
+    );
     let later = proxy.proxy().with_annotation(*b"USER", &b"bob"[..]);
     assert_eq!(
         later
