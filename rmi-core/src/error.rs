@@ -355,3 +355,19 @@ impl fmt::Display for RemoteError {
 }
 
 impl std::error::Error for RemoteError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-written dispatcher may name its object or leave it to the daemon (which fills in
+    /// a missing one): an empty name is no name.
+    #[test]
+    fn unknown_method_names_its_object_only_when_given_one() {
+        let named = RemoteError::unknown_method("calculator", "add");
+        assert_eq!(named.object.as_deref(), Some("calculator"));
+        assert_eq!(named.method.as_deref(), Some("add"));
+        assert_eq!(named.kind, RemoteErrorKind::UnknownMethod);
+        assert_eq!(RemoteError::unknown_method("", "add").object, None);
+    }
+}

@@ -316,3 +316,48 @@ fn a_proxy_that_outlives_the_runtime_of_its_connection_dials_again() {
     call_again(&proxy);
     daemon.shutdown();
 }
+
+/// What a proxy reports of itself: the per-call settings it was given, the decoding limits
+/// it was built with, and the wire protocol only while a connection is live.
+#[tokio::test]
+async fn a_proxy_reports_its_settings_and_its_connection() {
+    let (daemon, uri, _) = crate::support::start_daemon().await;
+    let limits = rmi::DecodeLimits {
+        max_message_size: 1 << 20,
+        max_depth: 17,
+    };
+    let proxy = rmi::Proxy::builder(uri.clone()).limits(limits).build();
+    assert_eq!(
+        (proxy.limits().max_message_size, proxy.limits().max_depth),
+        (1 << 20, 17)
+    );
+    assert_eq!(proxy.protocol(), None, "not connected yet");
+    let tuned = proxy
+        .with_timeout(Duration::from_secs(7))
+        .with_retries(2)
+        .idempotent()
+        .with_annotation(*b"AAAA", &b"1"[..])
+        .with_annotation(*b"BBBB", &b"2"[..])
+        .with_annotation(*b"AAAA", &b"3"[..]);
+    let options = tuned.options();
+    assert_eq!(options.timeout, Some(Duration::from_secs(7)));
+    assert_eq!((options.retries, options.idempotent), (2, true));
+    let annotations: Vec<(&[u8], &[u8])> = options
+        .annotations
+        .iter()
+        .map(|(k, v)| (&k[..], &v[..]))
+        .collect();
+    assert_eq!(
+        annotations,
+        [(&b"BBBB"[..], &b"2"[..]), (&b"AAAA"[..], &b"3"[..])],
+        "a second AAAA replaces the first and leaves BBBB"
+    );
+    assert_eq!(proxy.options().timeout, None, "the original is unchanged");
+    let lab = LabProxy::from(tuned);
+    assert_eq!(lab.echo(1, 2, "x".into()).await.unwrap().2, "x");
+    assert_eq!(
+        lab.proxy().protocol(),
+        Some(rmi::protocol::frame::Protocol::Pyro5)
+    );
+    daemon.shutdown();
+}
