@@ -223,3 +223,70 @@ async fn a_received_proxy_dials_only_when_first_used() {
     assert!(spare.proxy().connected_uri().is_none());
     daemon.shutdown();
 }
+
+#[rmi::remote]
+pub(crate) trait Relay {
+    /// Gives back the proxy it was given, as it received it.
+    async fn pass(&self, account: AccountProxy) -> AccountProxy;
+}
+
+struct RelayObject;
+
+impl Relay for RelayObject {
+    async fn pass(&self, account: AccountProxy) -> AccountProxy {
+        account
+    }
+}
+
+/// A proxy carries its handshake string through Pyro's proxy state, in Pyro5's 6 fields and
+/// Pyro4's 9, both ways: a relay receives it and hands it back, and the proxy that comes
+/// back greets the account's daemon as the original would.
+#[tokio::test]
+async fn a_proxys_handshake_travels_with_it_in_pyro5_and_pyro4_state() {
+    use rmi::protocol::frame::Protocol;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let accounts = rmi::Daemon::builder()
+        .validator({
+            let seen = seen.clone();
+            move |info: &rmi::daemon::HandshakeInfo<'_>| {
+                let data = info.data.as_str().unwrap_or("(not text)").to_owned();
+                seen.lock().unwrap().push(data);
+                Ok("hello".into())
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let account_uri = accounts
+        .register(AccountServer::new(AccountObject {
+            balance: AtomicU32::new(0),
+        }))
+        .unwrap();
+    serve(&accounts).await;
+    let relays = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let relay_uri = relays.register(RelayServer::new(RelayObject)).unwrap();
+    serve(&relays).await;
+
+    for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+        let relay: RelayProxy = rmi::Proxy::builder(relay_uri.clone())
+            .serializer(rmi::Serializer::Serpent)
+            .protocol(protocol)
+            .connect()
+            .await
+            .unwrap();
+        let token = format!("token for {protocol:?}");
+        let account: AccountProxy = rmi::Proxy::builder(account_uri.clone())
+            .handshake(token.as_str())
+            .build()
+            .into();
+        let back = relay.pass(account).await.unwrap();
+        assert!(back.deposit(1).await.unwrap() > 0);
+        assert_eq!(
+            seen.lock().unwrap().last().map(String::as_str),
+            Some(token.as_str()),
+            "{protocol:?}: the handshake came back with the proxy"
+        );
+    }
+    accounts.shutdown();
+    relays.shutdown();
+}
