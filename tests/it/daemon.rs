@@ -85,6 +85,18 @@ async fn the_daemon_object_answers_ping_registered_get_metadata_and_info() {
         .connect::<Proxy>()
         .await
         .unwrap();
+    // Its own metadata, which a Python proxy reads from CONNECTOK: Pyro's daemon methods and
+    // the stream iteration a Python client calls.
+    let own = proxy.metadata().await.unwrap().methods;
+    for method in [
+        "get_metadata",
+        "get_next_stream_item",
+        "info",
+        "ping",
+        "registered",
+    ] {
+        assert!(own.iter().any(|m| m == method), "{method} missing: {own:?}");
+    }
     proxy.call::<_, ()>("ping", &[(); 0]).await.unwrap();
     let mut ids: Vec<String> = proxy.call("registered", &[(); 0]).await.unwrap();
     ids.sort();

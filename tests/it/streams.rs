@@ -107,6 +107,10 @@ async fn items_arrive_lazily_and_the_stream_ends() {
             0,
             "nothing produced before the first poll"
         );
+        // Its id in the daemon: the one Pyro's get_next_stream_item takes, its own.
+        let other = proxy.count(1).await.unwrap();
+        assert!(!items.id().is_empty() && items.id() != other.id());
+        drop(other);
         let first: Vec<u32> = (&mut items).take(3).map(Result::unwrap).collect().await;
         assert_eq!(first, [1, 2, 3]);
         assert_eq!(
