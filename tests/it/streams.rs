@@ -187,6 +187,12 @@ async fn a_stream_outlives_its_connection_only_for_the_linger_period() {
         "dropped after {gone_after:?}, before the linger"
     );
     assert_eq!(daemon.open_streams(), 0);
+    // Reading on is an error, not a quiet end: the caller learns it lost items 2 to 10.
+    let after = items.next().await;
+    assert!(
+        matches!(&after, Some(Err(e)) if e.to_string().contains("terminated")),
+        "{after:?}"
+    );
     std::mem::forget(items); // its close_stream would go to a daemon that already dropped it
     daemon.shutdown();
 }
