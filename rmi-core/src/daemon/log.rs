@@ -90,5 +90,8 @@ mod tests {
         let mut reported = None;
         assert!(limit.allow(|n| reported = Some(n)));
         assert_eq!(reported, Some(100 - PER_WINDOW));
+        // A window in which nothing was left out reports nothing.
+        tokio::time::advance(WINDOW).await;
+        assert!(limit.allow(|n| panic!("{n} reported, none left out")));
     }
 }

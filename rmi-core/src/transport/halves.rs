@@ -184,9 +184,30 @@ mod tests {
         let (mut rd, mut wr) = halves(ours);
         let printed = format!("{rd:?} {wr:?}");
         wr.write_all(b"ping").await.unwrap();
+        wr.flush().await.unwrap();
         let mut got = [0u8; 4];
         theirs.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"ping");
+        // A vectored write (the writer task's path when the half says it has one) sends its
+        // slices in order, and says how much it wrote.
+        let slices = [io::IoSlice::new(b"ab"), io::IoSlice::new(b"cd")];
+        let mut sent = 0;
+        while sent < 4 {
+            let n = std::future::poll_fn(|cx| {
+                let left: Vec<io::IoSlice<'_>> = [&b"abcd"[sent..]]
+                    .into_iter()
+                    .map(io::IoSlice::new)
+                    .collect();
+                let bufs = if sent == 0 { &slices[..] } else { &left[..] };
+                Pin::new(&mut wr).poll_write_vectored(cx, bufs)
+            })
+            .await
+            .unwrap();
+            assert!(n > 0 && sent + n <= 4, "{n} after {sent}");
+            sent += n;
+        }
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"abcd");
         theirs.write_all(b"pong").await.unwrap();
         rd.read_exact(&mut got).await.unwrap();
         assert_eq!(&got, b"pong");
@@ -200,7 +221,13 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (ours, theirs) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-        let printed = both_ways(Box::new(ours.unwrap()), theirs.unwrap().0).await;
+        let ours = ours.unwrap();
+        let vectored = ours.is_write_vectored();
+        let (_, wr) = halves(Box::new(
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+        ));
+        assert_eq!(wr.is_write_vectored(), vectored, "as the socket's");
+        let printed = both_ways(Box::new(ours), theirs.unwrap().0).await;
         assert_eq!(printed, "IoReadHalf(tcp) IoWriteHalf(tcp)");
     }
 
@@ -279,7 +306,45 @@ mod tests {
     #[tokio::test]
     async fn any_other_stream_splits_through_tokio() {
         let (ours, theirs) = tokio::io::duplex(64);
+        let (_, wr) = halves(Box::new(tokio::io::duplex(64).0));
+        assert!(wr.is_write_vectored(), "as the stream's");
+        let (_, wr) = halves(Box::new(Plain(tokio::io::duplex(64).0)));
+        assert!(!wr.is_write_vectored(), "as the stream's");
         let printed = both_ways(Box::new(ours), theirs).await;
         assert_eq!(printed, "IoReadHalf IoWriteHalf");
+        let (ours, theirs) = tokio::io::duplex(64);
+        both_ways(Box::new(Plain(ours)), theirs).await;
+    }
+
+    /// A stream with no vectored writes of its own (`poll_write_vectored` writes the first
+    /// slice), as a TLS stream may be.
+    struct Plain(tokio::io::DuplexStream);
+
+    impl AsyncRead for Plain {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Plain {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
     }
 }
