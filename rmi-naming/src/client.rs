@@ -115,8 +115,10 @@ impl NameServerProxy {
     }
 
     /// The changes to names starting with `prefix` (every name if `None`) from now on, as the
-    /// name server makes them: see [`Change`]. The stream ends when the name server stops, and
-    /// fails when it cannot be reached.
+    /// name server makes them: see [`Change`]. The stream ends when the name server stops
+    /// while the next change is being waited for; a name server that stops between two of
+    /// them closes the connection instead, and the next item is a connection error
+    /// ([`Error::is_connection`]): the connection closed, or refused when dialled again.
     pub async fn watch(&self, prefix: Option<&str>) -> Result<ItemStream<Change>, Error> {
         self.api.watch(prefix.map(str::to_owned)).await
     }

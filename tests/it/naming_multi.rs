@@ -493,7 +493,39 @@ async fn a_remote_watch_sees_registrations_removals_and_expiries_and_ends_with_t
     })
     .await
     .expect("the watch outlived the name server");
-    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    assert!(
+        match &end {
+            None => true,
+            Some(Err(e)) => e.is_connection(),
+            Some(Ok(_)) => false,
+        },
+        "{end:?}"
+    );
+}
+
+/// A name server that stops while no pull is waiting cannot end the stream with an answer:
+/// the next pull is a connection error, promptly, as `watch`'s documentation says (what
+/// `rmi-nsc watch` reads as the name server's end).
+#[tokio::test]
+async fn a_watch_pulled_after_the_name_server_stopped_is_a_connection_error() {
+    let (ns, names, _port) = name_server().await;
+    let mut watch = names.watch(None).await.unwrap();
+    ns.shutdown();
+    // Its connection closes once the daemon has stopped.
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while names.api().proxy().connected_uri().is_some() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    closed.await.expect("the name server kept the connection");
+    let next = tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("a pull after the name server stopped hung");
+    assert!(
+        matches!(&next, Some(Err(e)) if e.is_connection()),
+        "{next:?}"
+    );
+    assert!(watch.next().await.is_none(), "a failed stream is over");
 }
 
 #[tokio::test]

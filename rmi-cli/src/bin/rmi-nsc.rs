@@ -315,7 +315,19 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                 None => say!("watching all names")?,
             }
             while let Some(change) = changes.next().await {
-                say!("{}", describe(&change?))?;
+                match change {
+                    Ok(change) => say!("{}", describe(&change))?,
+                    // A name server that stops between two pulls closes the connection
+                    // without answering the next one (or is gone when the proxy dials again
+                    // for it): the same end, seen a moment later.
+                    Err(e) if e.is_connection() => {
+                        if verbose {
+                            eprintln!("rmi-nsc: {e}");
+                        }
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             say!("the name server stopped")?;
         }
