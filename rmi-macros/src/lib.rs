@@ -114,6 +114,28 @@ mod tests {
     }
 
     #[test]
+    fn a_raw_identifier_is_its_plain_name_on_the_wire_and_to_the_checks() {
+        let out = super::expand_remote(
+            quote!(),
+            quote! {
+                trait Raw {
+                    async fn r#connect(&self);
+                    async fn r#type(&self);
+                    #[rmi(name = "type")]
+                    async fn kind(&self);
+                }
+            },
+        );
+        assert_eq!(
+            errors(out),
+            [
+                r##""the method name `connect` is reserved: the generated proxy has its own `connect`; rename it and keep the wire name with #[rmi(name = \"connect\")]""##,
+                r##""duplicate wire name \"type\": each method needs its own #[rmi(name = ...)]""##,
+            ]
+        );
+    }
+
+    #[test]
     fn a_trait_that_breaks_a_rule_is_emitted_without_rmi_attributes() {
         let out = super::expand_remote(
             quote!(),

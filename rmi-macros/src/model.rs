@@ -3,6 +3,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
+use syn::ext::IdentExt;
 use syn::{
     Attribute, FnArg, Generics, Ident, ItemTrait, LitStr, Pat, ReturnType, Signature, TraitItem,
     TraitItemFn, Type, Visibility,
@@ -156,7 +157,8 @@ impl<'a> Method<'a> {
         };
         let (wire_name, wire_span) = match &attrs.wire_name {
             Some(lit) => (lit.value(), lit.span()),
-            None => (sig.ident.to_string(), sig.ident.span()),
+            // `r#type` is called `type` on the wire, as Python and Pyro spell it.
+            None => (sig.ident.unraw().to_string(), sig.ident.span()),
         };
         Method {
             origin,

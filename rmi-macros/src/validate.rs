@@ -5,6 +5,7 @@
 use crate::ctxt::{Ctxt, Origin};
 use crate::model::{Method, MethodKind, Service};
 use crate::ty::is_unit;
+use syn::ext::IdentExt;
 
 /// Wire names the runtime uses itself (Pyro's batch and attribute access).
 const RESERVED_WIRE_NAMES: &[&str] = &["<batch>", "__getattr__", "__setattr__"];
@@ -53,14 +54,15 @@ fn check_wire_name(m: &Method<'_>, cx: &mut Ctxt) {
 
 /// The Rust name does not collide with a method of the generated proxy.
 fn check_rust_name(m: &Method<'_>, cx: &mut Ctxt) {
-    if RESERVED_RUST_NAMES.contains(&m.ident.to_string().as_str()) {
+    // `r#connect` is `connect` to the compiler too.
+    let name = m.ident.unraw().to_string();
+    if RESERVED_RUST_NAMES.contains(&name.as_str()) {
         cx.error(
             m.origin,
             syn::Error::new(
                 m.ident.span(),
                 format!(
-                    "the method name `{}` is reserved: the generated proxy has its own `{}`; rename it and keep the wire name with #[rmi(name = \"{}\")]",
-                    m.ident, m.ident, m.ident
+                    "the method name `{name}` is reserved: the generated proxy has its own `{name}`; rename it and keep the wire name with #[rmi(name = \"{name}\")]"
                 ),
             ),
         );

@@ -404,3 +404,33 @@ fn an_object_dropped_by_a_registration_may_use_the_daemon_in_its_drop() {
     assert!(left.iter().any(|id| id == "tidy"));
     daemon.shutdown();
 }
+
+/// A method that needs a raw identifier in Rust (`r#type`) is `type` on the wire and in its
+/// metadata, the name a Python client calls it by.
+#[tokio::test]
+async fn a_raw_identifier_method_is_served_under_its_plain_name() {
+    #[rmi::remote]
+    trait Shape {
+        /// The kind of shape, `match` times.
+        async fn r#type(&self, r#match: u32) -> String;
+    }
+    struct Square;
+    impl Shape for Square {
+        async fn r#type(&self, r#match: u32) -> String {
+            "square".repeat(r#match as usize)
+        }
+    }
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(ShapeServer::new(Square)).unwrap();
+    let serve = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.serve().await }
+    });
+    let shape = ShapeProxy::connect(&uri).await.unwrap();
+    assert_eq!(shape.r#type(2).await.unwrap(), "squaresquare");
+    assert_eq!(shape.proxy().metadata().await.unwrap().methods, ["type"]);
+    let plain: String = shape.proxy().call("type", &(1u32,)).await.unwrap();
+    assert_eq!(plain, "square");
+    daemon.shutdown();
+    serve.await.unwrap().unwrap();
+}
