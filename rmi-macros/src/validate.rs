@@ -9,23 +9,28 @@ use syn::ext::IdentExt;
 
 /// Wire names the runtime uses itself (Pyro's batch and attribute access).
 const RESERVED_WIRE_NAMES: &[&str] = &["<batch>", "__getattr__", "__setattr__"];
-/// Rust names of the generated proxy's own methods.
-/// Also `clone` and `from`, which an inherent proxy method would shadow.
-const RESERVED_RUST_NAMES: &[&str] = &[
-    "connect",
-    "builder",
-    "from_proxy",
-    "from_uri",
-    "proxy",
-    "into_proxy",
-    "with_timeout",
-    "with_options",
-    "with_annotation",
-    "with_correlation_id",
-    "with_retries",
-    "batch",
-    "clone",
-    "from",
+/// Rust names of the generated types' own methods, each with the type that has it: the proxy's
+/// (also `clone` and `from`, which an inherent proxy method would shadow), the batch's and the
+/// blocking proxy's, which carry every remote method beside their own.
+const RESERVED_RUST_NAMES: &[(&str, &str)] = &[
+    ("connect", "proxy"),
+    ("builder", "proxy"),
+    ("from_proxy", "proxy"),
+    ("from_uri", "proxy"),
+    ("proxy", "proxy"),
+    ("into_proxy", "proxy"),
+    ("with_timeout", "proxy"),
+    ("with_options", "proxy"),
+    ("with_annotation", "proxy"),
+    ("with_correlation_id", "proxy"),
+    ("with_retries", "proxy"),
+    ("batch", "proxy"),
+    ("clone", "proxy"),
+    ("from", "proxy"),
+    ("send", "batch"),
+    ("send_oneway", "batch"),
+    ("connect_with", "blocking proxy"),
+    ("as_async", "blocking proxy"),
 ];
 
 /// Checks every rule of this module, reporting each broken one to `cx`.
@@ -52,17 +57,17 @@ fn check_wire_name(m: &Method<'_>, cx: &mut Ctxt) {
     }
 }
 
-/// The Rust name does not collide with a method of the generated proxy.
+/// The Rust name does not collide with a method of a generated type.
 fn check_rust_name(m: &Method<'_>, cx: &mut Ctxt) {
     // `r#connect` is `connect` to the compiler too.
     let name = m.ident.unraw().to_string();
-    if RESERVED_RUST_NAMES.contains(&name.as_str()) {
+    if let Some((_, owner)) = RESERVED_RUST_NAMES.iter().find(|(n, _)| *n == name) {
         cx.error(
             m.origin,
             syn::Error::new(
                 m.ident.span(),
                 format!(
-                    "the method name `{name}` is reserved: the generated proxy has its own `{name}`; rename it and keep the wire name with #[rmi(name = \"{name}\")]"
+                    "the method name `{name}` is reserved: the generated {owner} has its own `{name}`; rename it and keep the wire name with #[rmi(name = \"{name}\")]"
                 ),
             ),
         );

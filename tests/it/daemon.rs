@@ -405,8 +405,8 @@ fn an_object_dropped_by_a_registration_may_use_the_daemon_in_its_drop() {
     daemon.shutdown();
 }
 
-/// A method that needs a raw identifier in Rust (`r#type`) is `type` on the wire and in its
-/// metadata, the name a Python client calls it by.
+/// A method or parameter that needs a raw identifier in Rust (`r#type`, `r#match`) is `type` or
+/// `match` on the wire and in its metadata, the names a Python client calls it by.
 #[tokio::test]
 async fn a_raw_identifier_method_is_served_under_its_plain_name() {
     #[rmi::remote]
@@ -431,6 +431,15 @@ async fn a_raw_identifier_method_is_served_under_its_plain_name() {
     assert_eq!(shape.proxy().metadata().await.unwrap().methods, ["type"]);
     let plain: String = shape.proxy().call("type", &(1u32,)).await.unwrap();
     assert_eq!(plain, "square");
+    // The parameter `r#match` is `match` to a caller by keyword (Python's `shape.type(match=3)`).
+    let by_keyword: rmi::Proxy = rmi::Proxy::builder(uri.clone())
+        .serializer(rmi::Serializer::MsgPack)
+        .connect()
+        .await
+        .unwrap();
+    let kwargs = std::collections::BTreeMap::from([("match", 3u32)]);
+    let text: String = by_keyword.call_kwargs("type", &(), &kwargs).await.unwrap();
+    assert_eq!(text, "square".repeat(3));
     daemon.shutdown();
     serve.await.unwrap().unwrap();
 }

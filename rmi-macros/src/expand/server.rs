@@ -2,6 +2,7 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
+use syn::ext::IdentExt;
 use syn::Attribute;
 
 use super::{arg_names, Names};
@@ -143,7 +144,8 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
         _ if bytes => quote! { #p::encode_bytes_result(&__args, __result) },
         _ => quote! { #p::encode_result(&__args, &__result) },
     };
-    let param_names: Vec<String> = arg_names.iter().map(|i| i.to_string()).collect();
+    // A keyword argument `r#match` is `match` to a Python caller.
+    let param_names: Vec<String> = arg_names.iter().map(|i| i.unraw().to_string()).collect();
     let decode = if arg_names.is_empty() {
         quote! { __args.decode_named::<[(); 0]>(&[]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
     } else if m.args.iter().any(|arg| is_byte_vec(arg.ty)) {

@@ -6,6 +6,10 @@ pub trait Link {
     async fn connect(&self, host: String) -> bool;
     /// Would shadow `Clone::clone` on the proxy.
     async fn clone(&self) -> u32;
+    /// Would collide with `LinkBatch::send`, which sends the queued calls.
+    async fn send(&self, bytes: Vec<u8>);
+    /// Would collide with `LinkBlockingProxy::as_async`.
+    async fn as_async(&self) -> bool;
 }
 
 fn main() {}
