@@ -59,12 +59,14 @@ pub use rmi_core::rustls;
 /// at your impl. `#[rmi(name = "…")]` sets the wire name (default: the Rust name),
 /// `#[rmi(oneway)]` sends without waiting for a reply (the method must return `()`), and
 /// `#[rmi(idempotent)]` marks a method safe to run twice, so a call that fails on the connection
-/// is retried (once, or as often as `with_retries` allows). Doc comments and `#[cfg]` carry over
-/// to the generated items. `#[remote(crate = path)]` points generated code at another path to
-/// this crate. A method cannot share a Rust name with one the generated types have themselves
-/// (`connect`, `batch`, `send`, `as_async`…; the error says which): rename it and keep the wire
-/// name with `#[rmi(name = "…")]`. A raw identifier (`r#type`, a parameter `r#match`) is its
-/// plain name on the wire and as a keyword argument, as Python callers write it.
+/// is retried (once, or as often as `with_retries` allows). Doc comments, `#[cfg]` and
+/// `#[deprecated]` carry over to the generated items (a deprecated method is still served; the
+/// callers of its proxy, batch and blocking methods are warned). `#[remote(crate = path)]`
+/// points generated code at another path to this crate. A method cannot share a Rust name with
+/// one the generated types have themselves (`connect`, `batch`, `send`, `as_async`…; the error
+/// says which): rename it and keep the wire name with `#[rmi(name = "…")]`. A raw identifier
+/// (`r#type`, a parameter `r#match`) is its plain name on the wire and as a keyword argument,
+/// as Python callers write it.
 ///
 /// A parameter or result of type `Vec<u8>` crosses as bytes, written and read in one copy:
 /// under bincode the wire is the same as a sequence of `u8`, so untyped callers still send a

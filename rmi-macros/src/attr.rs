@@ -3,7 +3,7 @@
 
 use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
-use syn::{Attribute, LitStr};
+use syn::{token, Attribute, LitStr, Token};
 
 use crate::ctxt::{Ctxt, Origin};
 
@@ -20,13 +20,13 @@ pub(crate) struct MethodAttrs<'a> {
     pub(crate) idempotent: bool,
     /// `raises`, at its span: an `Err` of the `Result` is raised as the remote exception.
     pub(crate) raises: Option<Span>,
-    /// `#[doc]` and `#[cfg]`, copied to generated items.
+    /// `#[doc]`, `#[cfg]` and `#[deprecated]`, copied to generated items.
     pub(crate) carried: Vec<&'a Attribute>,
 }
 
 impl<'a> MethodAttrs<'a> {
-    /// Reads `#[rmi(...)]` and keeps `#[doc]` and `#[cfg]`. An error in an `#[rmi(...)]` ends
-    /// the reading of that attribute.
+    /// Reads `#[rmi(...)]` and keeps `#[doc]`, `#[cfg]` and `#[deprecated]`. An error in an
+    /// `#[rmi(...)]` ends the reading of that attribute.
     pub(crate) fn from_syn(attrs: &'a [Attribute], origin: Origin, cx: &mut Ctxt) -> Self {
         let mut out = MethodAttrs::default();
         for attr in attrs {
@@ -34,7 +34,10 @@ impl<'a> MethodAttrs<'a> {
                 if let Err(e) = attr.parse_nested_meta(|meta| out.option(&meta)) {
                     cx.error(origin, e);
                 }
-            } else if attr.path().is_ident("doc") || attr.path().is_ident("cfg") {
+            } else if ["doc", "cfg", "deprecated"]
+                .iter()
+                .any(|name| attr.path().is_ident(name))
+            {
                 out.carried.push(attr);
             }
         }
@@ -54,13 +57,12 @@ impl<'a> MethodAttrs<'a> {
             }
             self.wire_name = Some(lit);
         } else if meta.path.is_ident("oneway") {
-            let span = meta.path.get_ident().map(|i| i.span());
-            self.oneway = Some(span.unwrap_or_else(Span::call_site));
+            self.oneway = Some(flag(meta, "oneway")?);
         } else if meta.path.is_ident("idempotent") {
+            flag(meta, "idempotent")?;
             self.idempotent = true;
         } else if meta.path.is_ident("raises") {
-            let span = meta.path.get_ident().map(|i| i.span());
-            self.raises = Some(span.unwrap_or_else(Span::call_site));
+            self.raises = Some(flag(meta, "raises")?);
         } else {
             return Err(meta.error(
                 "unknown #[rmi] option; expected `name = \"...\"`, `oneway`, `idempotent` or `raises`",
@@ -68,4 +70,18 @@ impl<'a> MethodAttrs<'a> {
         }
         Ok(())
     }
+}
+
+/// A flag option (`oneway`, `idempotent`, `raises`), at its span: one given a value, as in
+/// `oneway = true` or `oneway(true)`, is reported as such rather than as a syntax error.
+fn flag(meta: &ParseNestedMeta<'_>, name: &str) -> syn::Result<Span> {
+    let span = meta
+        .path
+        .get_ident()
+        .map_or_else(Span::call_site, |i| i.span());
+    if meta.input.peek(Token![=]) || meta.input.peek(token::Paren) {
+        let msg = format!("`{name}` takes no value: write `#[rmi({name})]`, or leave it out");
+        return Err(syn::Error::new(span, msg));
+    }
+    Ok(span)
 }

@@ -34,6 +34,8 @@ pub(super) fn blocking_impl(
     let proxy = &names.proxy;
     let methods = service.methods.iter().map(|m| blocking_method(m, p));
     quote! {
+        // A deprecated method's blocking twin calls the deprecated async one.
+        #[allow(deprecated)]
         impl #blocking {
             /// Connects to the object at `uri`, blocking until the handshake is done.
             pub fn connect(uri: impl #p::IntoUri) -> #p::std::result::Result<Self, #p::Error> {

@@ -74,7 +74,8 @@ pub(super) fn dispatch_impl(
     let metadata_pushes = service.methods.iter().map(|m| metadata_push(m, p));
     let arms = service.methods.iter().map(|m| dispatch_arm(m, names, p));
     quote! {
-        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables, unused_mut)]
+        // `deprecated`: a deprecated method is still served; its callers get the warning.
+        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables, unused_mut, deprecated)]
         impl<__T: #contract> #p::Dispatch for #server<__T> {
             fn metadata(&self) -> #p::Metadata {
                 <Self as #p::Dispatch>::describe()
