@@ -79,6 +79,10 @@ pub use rmi_core::rustls;
 /// as [`Error::Remote`] (or, for `RemoteErrorKind::UnknownObject`, `Error::UnknownObject`; a
 /// raised error never passes for "unknown method", "bad arguments" or a panic). In a batch,
 /// a raised error stops the batch. Without the attribute, a `Result<U, E>` is an ordinary value.
+/// The macro knows a `Result` by its name, so a one-argument alias named `Result` (as
+/// `io::Result<T>`) works too, and one named otherwise does not. A stream that can fail before
+/// its first item returns `Result<RemoteStream<T>, E>` with `#[rmi(raises)]`: an `Ok` streams,
+/// an `Err` is the call's error.
 ///
 /// `#[remote(server_only)]` generates the contract and `{Trait}Server<T>` only, for objects
 /// whose callers are not Rust proxies (Python's Pyro, or the runtime itself: the daemon's own

@@ -187,6 +187,17 @@ pub mod __private {
         e
     }
 
+    /// [`encode_raised`] for a stream: `Ok` streams, `Err` is raised before the first item.
+    pub fn encode_raised_stream<T: serde::Serialize + Send + 'static, E: Into<RemoteError>>(
+        args: &Args,
+        result: Result<RemoteStream<T>, E>,
+    ) -> Result<Outcome, RemoteError> {
+        match result {
+            Ok(stream) => encode_stream(args, stream),
+            Err(e) => Err(raised(e)),
+        }
+    }
+
     /// Hands a method's stream to the daemon, items encoded in the arguments' serializer.
     pub fn encode_stream<T: serde::Serialize + Send + 'static>(
         args: &Args,

@@ -141,15 +141,13 @@ impl<'a> Method<'a> {
         let attrs = MethodAttrs::from_syn(&f.attrs, origin, cx);
         let kind = match (attrs.oneway, &sig.output) {
             (Some(span), _) => MethodKind::Oneway(span),
-            (None, ReturnType::Type(_, ty)) => {
-                stream_item(ty).map_or(MethodKind::Normal, MethodKind::Stream)
-            }
+            (None, ReturnType::Type(_, ty)) => stream_kind(ty, attrs.raises.is_some(), origin, cx),
             (None, ReturnType::Default) => MethodKind::Normal,
         };
         let (reply, raises) = match (attrs.raises, result_ok(&output)) {
             (Some(_), Some(ok)) => (ok.clone(), true),
             (Some(span), None) => {
-                let msg = "#[rmi(raises)] needs a method returning `Result<T, E>` with `E: Into<RemoteError>`";
+                let msg = "#[rmi(raises)] needs a method returning `Result<T, E>` (or an alias named `Result`, such as `io::Result<T>`) with `E: Into<RemoteError>`";
                 cx.error(origin, syn::Error::new(span, msg));
                 (output.clone(), false)
             }
@@ -173,6 +171,28 @@ impl<'a> Method<'a> {
             kind,
             idempotent: attrs.idempotent,
         }
+    }
+}
+
+/// A stream method returns `RemoteStream<T>`, or, to fail before its first item,
+/// `Result<RemoteStream<T>, E>` with `#[rmi(raises)]`; anything else is called normally.
+fn stream_kind<'a>(
+    declared: &'a Type,
+    raises: bool,
+    origin: Origin,
+    cx: &mut Ctxt,
+) -> MethodKind<'a> {
+    if let Some(item) = stream_item(declared) {
+        return MethodKind::Stream(item);
+    }
+    match result_ok(declared).and_then(stream_item) {
+        Some(item) if raises => MethodKind::Stream(item),
+        Some(_) => {
+            let msg = "a `Result` of a stream cannot travel as a value: add #[rmi(raises)], so that an `Err` is raised before the first item and an `Ok` streams";
+            cx.error(origin, syn::Error::new_spanned(declared, msg));
+            MethodKind::Normal
+        }
+        None => MethodKind::Normal,
     }
 }
 
@@ -248,6 +268,10 @@ fn non_empty(generics: &Generics) -> Option<TokenStream> {
 fn check_receiver(sig: &Signature, origin: Origin, cx: &mut Ctxt) {
     match sig.inputs.first() {
         Some(FnArg::Receiver(r)) if is_shared_self(r) => {}
+        Some(FnArg::Receiver(r)) if r.lifetime().is_some() && r.mutability.is_none() => {
+            let msg = "remote methods take `&self` without a named lifetime: the daemon lends its object to each call";
+            cx.error(origin, syn::Error::new_spanned(r, msg));
+        }
         Some(FnArg::Receiver(r)) => {
             let msg = "remote methods take `&self` (calls run concurrently)";
             cx.error(origin, syn::Error::new_spanned(r, msg));

@@ -5,10 +5,24 @@ use proc_macro2::TokenStream;
 use quote::ToTokens;
 use syn::Type;
 
+/// `ty` without the invisible group a `macro_rules!` `$t:ty` fragment arrives in, and without
+/// parentheses: `(Vec<u8>)` is `Vec<u8>`.
+fn ungroup(mut ty: &Type) -> &Type {
+    loop {
+        match ty {
+            Type::Group(g) => ty = &g.elem,
+            Type::Paren(p) => ty = &p.elem,
+            _ => return ty,
+        }
+    }
+}
+
 /// `T` when `ty` is `name<T>`, by its last path segment (so a path to it, such as
 /// `std::vec::Vec<T>`, too); a qualified-self path is not matched.
 fn single_type_arg<'t>(ty: &'t Type, name: &str) -> Option<&'t Type> {
-    let Type::Path(p) = ty else { return None };
+    let Type::Path(p) = ungroup(ty) else {
+        return None;
+    };
     let last = p.path.segments.last()?;
     if last.ident != name || p.qself.is_some() {
         return None;
@@ -27,9 +41,12 @@ pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
     single_type_arg(ty, "RemoteStream")
 }
 
-/// `T` of a declared `Result<T, E>` (any path ending in `Result` with two type arguments).
+/// `T` of a declared `Result<T, E>`, or of a one-argument alias such as `io::Result<T>` or
+/// `anyhow::Result<T>` (any path ending in `Result` with one or two type arguments).
 pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
-    let Type::Path(p) = ty else { return None };
+    let Type::Path(p) = ungroup(ty) else {
+        return None;
+    };
     let last = p.path.segments.last()?;
     if last.ident != "Result" {
         return None;
@@ -42,8 +59,8 @@ pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
         _ => None,
     });
     let ok = types.next()?;
-    types.next()?;
-    Some(ok)
+    let _error = types.next();
+    types.next().is_none().then_some(ok)
 }
 
 /// `Vec<u8>` (by the last path segment, so `std::vec::Vec<u8>` too): sent and received as
@@ -51,23 +68,25 @@ pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
 pub(crate) fn is_byte_vec(ty: &Type) -> bool {
     matches!(
         single_type_arg(ty, "Vec"),
-        Some(Type::Path(t)) if t.qself.is_none() && t.path.is_ident("u8")
+        Some(t) if matches!(ungroup(t), Type::Path(t) if t.qself.is_none() && t.path.is_ident("u8"))
     )
 }
 
 /// `()`.
 pub(crate) fn is_unit(ty: &Type) -> bool {
-    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+    matches!(ungroup(ty), Type::Tuple(t) if t.elems.is_empty())
 }
 
-/// `&self` or `self: &Self`.
+/// `&self`, `&'_ self` or `self: &Self`; not `&'static self`, which no served object is.
 pub(crate) fn is_shared_self(r: &syn::Receiver) -> bool {
     if r.mutability.is_some() {
         return false;
     }
     match &*r.ty {
         Type::Reference(t) => {
-            t.mutability.is_none() && matches!(&*t.elem, Type::Path(p) if p.path.is_ident("Self"))
+            t.mutability.is_none()
+                && t.lifetime.as_ref().is_none_or(|l| l.ident == "_")
+                && matches!(&*t.elem, Type::Path(p) if p.path.is_ident("Self"))
         }
         _ => false,
     }
@@ -112,6 +131,35 @@ mod tests {
         );
         assert_eq!(item(syn::parse_quote!(Vec<u64>)), None);
         assert_eq!(item(syn::parse_quote!(RemoteStream)), None);
+    }
+
+    #[test]
+    fn the_ok_type_of_a_result_or_of_a_one_argument_alias_is_found() {
+        let ok = |ty: Type| result_ok(&ty).map(|t| t.to_token_stream().to_string());
+        assert_eq!(ok(syn::parse_quote!(Result<u8, E>)).as_deref(), Some("u8"));
+        assert_eq!(ok(syn::parse_quote!(io::Result<u8>)).as_deref(), Some("u8"));
+        assert_eq!(
+            ok(syn::parse_quote!((Result<u8, E>))).as_deref(),
+            Some("u8")
+        );
+        assert_eq!(ok(syn::parse_quote!(Result<u8, E, X>)), None);
+        assert_eq!(ok(syn::parse_quote!(Result)), None);
+        assert_eq!(ok(syn::parse_quote!(Option<u8>)), None);
+    }
+
+    #[test]
+    fn a_type_in_an_invisible_group_is_seen_through() {
+        // What a `macro_rules!` `$t:ty` fragment becomes.
+        let group = |ty: Type| {
+            Type::Group(syn::TypeGroup {
+                group_token: Default::default(),
+                elem: Box::new(ty),
+            })
+        };
+        assert!(is_unit(&group(syn::parse_quote!(()))));
+        assert!(is_byte_vec(&group(syn::parse_quote!(Vec<u8>))));
+        assert!(stream_item(&group(syn::parse_quote!(RemoteStream<u8>))).is_some());
+        assert!(result_ok(&group(syn::parse_quote!(Result<u8, E>))).is_some());
     }
 
     #[test]

@@ -359,3 +359,106 @@ async fn a_streamed_result_is_flagged_and_annotated_as_pyro_expects() {
     assert_ne!(end.flags & FLAGS_EXCEPTION, 0, "the end is an exception");
     daemon.shutdown();
 }
+
+/// A library whose methods return a one-argument `Result` alias, as `io::Result<T>` and
+/// `anyhow::Result<T>` are.
+mod library {
+    use rmi::RemoteStream;
+
+    /// The alias: the macro knows a `Result` by its name.
+    pub(crate) type Result<T> = std::result::Result<T, rmi::RemoteError>;
+
+    #[rmi::remote]
+    pub(crate) trait Library {
+        /// The lines of the book called `title`; an unknown title raises before the first line.
+        #[rmi(raises)]
+        async fn lines(&self, title: String) -> Result<RemoteStream<String>>;
+        /// How many lines the book has; an unknown title raises.
+        #[rmi(raises)]
+        async fn length(&self, title: String) -> Result<u32>;
+    }
+
+    pub(crate) struct Shelf;
+
+    impl Shelf {
+        /// The book's lines, or the `KeyError` to raise.
+        fn book(title: &str) -> std::result::Result<Vec<String>, Box<rmi::RemoteError>> {
+            let haiku = [
+                "an old silent pond",
+                "a frog jumps in",
+                "splash! silence again",
+            ];
+            if title != "haiku" {
+                return Err(Box::new(rmi::RemoteError::new(
+                    rmi::RemoteErrorKind::Other,
+                    "builtins.KeyError",
+                    format!("no book called {title:?}"),
+                )));
+            }
+            Ok(haiku.map(String::from).to_vec())
+        }
+    }
+
+    impl Library for Shelf {
+        async fn lines(&self, title: String) -> Result<RemoteStream<String>> {
+            let lines = Self::book(&title).map_err(|e| *e)?;
+            Ok(RemoteStream::new(futures_util::stream::iter(lines)))
+        }
+
+        async fn length(&self, title: String) -> Result<u32> {
+            Ok(Self::book(&title).map_err(|e| *e)?.len() as u32)
+        }
+    }
+}
+
+/// `#[rmi(raises)]` on a method returning `Result<RemoteStream<T>, E>`: an `Ok` streams, an
+/// `Err` is the call's error before any item, through the async and the blocking proxy alike.
+#[tokio::test]
+async fn a_stream_that_can_fail_raises_its_error_before_the_first_item() {
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(library::LibraryServer::new(library::Shelf))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let library = library::LibraryProxy::connect(&uri).await.unwrap();
+    let lines: Vec<String> = library
+        .lines("haiku".into())
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2], "splash! silence again");
+    assert_eq!(library.length("haiku".into()).await.unwrap(), 3);
+    for err in [
+        library.lines("missing".into()).await.err(),
+        library.length("missing".into()).await.err(),
+    ] {
+        match err {
+            Some(Error::Remote(e)) => {
+                assert_eq!(e.type_name, "builtins.KeyError");
+                assert_eq!(e.message, "no book called \"missing\"");
+            }
+            other => panic!("expected the raised KeyError, got {other:?}"),
+        }
+    }
+    // The blocking proxy on a thread outside the runtime, which keeps serving meanwhile.
+    let (sent, blocking) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let library = library::LibraryBlockingProxy::connect(&uri).unwrap();
+        let lines: Vec<String> = library
+            .lines("haiku".into())
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let _ = sent.send((lines, library.lines("missing".into()).err()));
+    });
+    let (lines, err) = blocking.await.unwrap();
+    assert_eq!(lines.len(), 3);
+    assert!(matches!(err, Some(Error::Remote(e)) if e.type_name == "builtins.KeyError"));
+    daemon.shutdown();
+}

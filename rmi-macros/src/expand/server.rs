@@ -139,6 +139,7 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
     });
     let bytes = is_byte_vec(&m.reply);
     let encode = match &m.kind {
+        MethodKind::Stream(_) if m.raises => quote! { #p::encode_raised_stream(&__args, __result) },
         MethodKind::Stream(_) => quote! { #p::encode_stream(&__args, __result) },
         _ if m.raises && bytes => quote! { #p::encode_raised_bytes(&__args, __result) },
         _ if m.raises => quote! { #p::encode_raised(&__args, __result) },
