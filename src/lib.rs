@@ -61,7 +61,9 @@ pub use rmi_core::rustls;
 /// `#[rmi(idempotent)]` marks a method safe to run twice, so a call that fails on the connection
 /// is retried (once, or as often as `with_retries` allows). Doc comments, `#[cfg]` and
 /// `#[deprecated]` carry over to the generated items (a deprecated method is still served; the
-/// callers of its proxy, batch and blocking methods are warned). `#[remote(crate = path)]`
+/// callers of its proxy, batch and blocking methods are warned); two methods that `#[cfg]`
+/// keeps apart may share a name (a build where both are compiled in fails), and a parameter
+/// cannot have a `#[cfg]` of its own. `#[remote(crate = path)]`
 /// points generated code at another path to this crate. A method cannot share a Rust name with
 /// one the generated types have themselves (`connect`, `batch`, `send`, `as_async`…; the error
 /// says which): rename it and keep the wire name with `#[rmi(name = "…")]`. A raw identifier

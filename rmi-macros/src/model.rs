@@ -130,6 +130,17 @@ impl<'a> Service<'a> {
     }
 }
 
+impl Method<'_> {
+    /// The method's `#[cfg]` attributes: what is compiled out of the trait is out of the
+    /// generated items too.
+    pub(crate) fn cfg_attrs(&self) -> impl Iterator<Item = &Attribute> + '_ {
+        self.carried_attrs
+            .iter()
+            .copied()
+            .filter(|a| a.path().is_ident("cfg"))
+    }
+}
+
 impl<'a> Method<'a> {
     /// Lowers one method, reporting at `origin` every rule that a single node of it breaks.
     fn from_syn(f: &'a TraitItemFn, origin: Origin, cx: &mut Ctxt) -> Self {
@@ -296,6 +307,15 @@ fn lower_args<'a>(sig: &'a Signature, origin: Origin, cx: &mut Ctxt) -> Vec<Arg<
                 continue;
             }
         };
+        if let Some(attr) = pt
+            .attrs
+            .iter()
+            .find(|a| a.path().is_ident("cfg") || a.path().is_ident("cfg_attr"))
+        {
+            let msg = "`#[cfg]` on a parameter is not supported: the parameters are the method's wire signature; put `#[cfg]` on the whole method";
+            cx.error(origin, syn::Error::new_spanned(attr, msg));
+            continue;
+        }
         if ident.to_string().starts_with("__") {
             let msg = "argument names starting with `__` are reserved for generated code";
             cx.error(origin, syn::Error::new_spanned(ident, msg));

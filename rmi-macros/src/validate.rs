@@ -85,7 +85,9 @@ fn check_oneway(m: &Method<'_>, cx: &mut Ctxt) {
 }
 
 /// Each wire name belongs to one method. A method that already broke a rule is left out, so
-/// that it gets no second error for a name it may not keep.
+/// that it gets no second error for a name it may not keep. Two methods of which one has a
+/// `#[cfg]` may never be compiled in together: the compiler decides, through
+/// `expand::server::conditional_clashes`.
 fn check_unique_wire_names(service: &Service<'_>, cx: &mut Ctxt) {
     let methods: Vec<&Method<'_>> = service
         .methods
@@ -93,10 +95,11 @@ fn check_unique_wire_names(service: &Service<'_>, cx: &mut Ctxt) {
         .filter(|m| !cx.has_errors(m.origin))
         .collect();
     for (i, m) in methods.iter().enumerate() {
-        if methods[..i]
-            .iter()
-            .any(|earlier| earlier.wire_name == m.wire_name)
-        {
+        if methods[..i].iter().any(|earlier| {
+            earlier.wire_name == m.wire_name
+                && earlier.cfg_attrs().next().is_none()
+                && m.cfg_attrs().next().is_none()
+        }) {
             cx.error(
                 Origin::Service,
                 syn::Error::new(

@@ -56,7 +56,9 @@ pub(crate) fn expand(service: &Service<'_>, options: &Options) -> TokenStream {
     let server_impl = server::server_impl(names, p);
     let server_clone = server::clone_impl(names);
     let server_dispatch = server::dispatch_impl(service, names, p);
+    let clashes = server::conditional_clashes(service);
     let server = quote! {
+        #clashes
         #contract
         #server_struct
         #server_impl

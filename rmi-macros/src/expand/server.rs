@@ -1,9 +1,8 @@
 //! `{Trait}Server<T>`: wraps an implementation and dispatches calls to it by wire name.
 
 use proc_macro2::TokenStream;
-use quote::quote;
+use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
-use syn::Attribute;
 
 use super::{arg_names, Names};
 use crate::model::{Method, MethodKind, Service};
@@ -106,7 +105,7 @@ pub(super) fn dispatch_impl(
 
 /// Adds the method's wire name to the metadata (and to the oneway list if it is oneway).
 fn metadata_push(m: &Method<'_>, p: &TokenStream) -> TokenStream {
-    let cfgs: Vec<_> = cfg_attrs(m).collect();
+    let cfgs: Vec<_> = m.cfg_attrs().collect();
     let wire = &m.wire_name;
     let oneway = matches!(m.kind, MethodKind::Oneway(_)).then(|| {
         quote! { #(#cfgs)* __oneway.push(#p::std::string::String::from(#wire)); }
@@ -119,7 +118,7 @@ fn metadata_push(m: &Method<'_>, p: &TokenStream) -> TokenStream {
 
 /// The `match` arm for the method: decode the arguments, call, encode the result.
 fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStream {
-    let cfgs = cfg_attrs(m);
+    let cfgs = m.cfg_attrs();
     let wire = &m.wire_name;
     let ident = m.ident;
     let contract = names.contract;
@@ -175,10 +174,30 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
     }
 }
 
-/// The method's `#[cfg]` attributes: what is compiled out of the trait is out of the server too.
-fn cfg_attrs<'m>(m: &'m Method<'_>) -> impl Iterator<Item = &'m Attribute> + 'm {
-    m.carried_attrs
-        .iter()
-        .copied()
-        .filter(|a| a.path().is_ident("cfg"))
+/// Two methods whose wire names the macro let pass because `#[cfg]` may keep them apart (the
+/// same method for two platforms, say): a `compile_error!` for the configurations where both
+/// are compiled in.
+pub(super) fn conditional_clashes(service: &Service<'_>) -> TokenStream {
+    let mut out = TokenStream::new();
+    for (i, later) in service.methods.iter().enumerate() {
+        for earlier in &service.methods[..i] {
+            if earlier.wire_name != later.wire_name {
+                continue;
+            }
+            let predicates = earlier
+                .cfg_attrs()
+                .chain(later.cfg_attrs())
+                .filter_map(|a| a.meta.require_list().ok())
+                .map(|list| &list.tokens);
+            let msg = format!(
+                "duplicate wire name {:?} where both methods are compiled in: each needs its own #[rmi(name = ...)]",
+                later.wire_name
+            );
+            out.extend(quote_spanned! { later.wire_span=>
+                #[cfg(all(#(#predicates),*))]
+                ::core::compile_error! { #msg }
+            });
+        }
+    }
+    out
 }
