@@ -182,6 +182,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.max_message_size
     }
 
+    /// Changes the largest message this reader accepts, from the next message's header on (a
+    /// daemon holds the CONNECT handshake to a smaller bound than the calls after it).
+    pub fn set_max_message_size(&mut self, max: usize) {
+        self.max_message_size = max;
+    }
+
     /// Lets the first message speak Pyro5 or Pyro4 (a daemon's connection); its header fixes
     /// the protocol of every later one.
     pub fn accept_either_protocol(&mut self) {

@@ -407,3 +407,103 @@ async fn a_client_that_does_not_finish_its_handshake_is_closed_after_handshake_t
     }
     assert_alive(&mut child, &uri).await;
 }
+
+/// Reads one whole message (header, annotations and payload) from a raw stream.
+async fn read_one_message(stream: &mut TcpStream) -> Message {
+    let mut head = [0u8; HEADER_SIZE];
+    tokio::time::timeout(Duration::from_secs(30), stream.read_exact(&mut head))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let ann = u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize;
+    let mut rest = vec![0; ann + len];
+    stream.read_exact(&mut rest).await.unwrap();
+    let mut whole = bytes::BytesMut::from(&head[..]);
+    whole.extend_from_slice(&rest);
+    let parsed = rmi::protocol::frame::Header::parse(&whole, usize::MAX).expect("a header");
+    Message::parse(&mut whole, &parsed).expect("a well-formed message")
+}
+
+#[tokio::test]
+async fn a_client_that_has_proved_nothing_cannot_make_the_daemon_hold_a_large_connect() {
+    use rmi::daemon::MAX_HANDSHAKE_SIZE;
+    // The timeouts at 60 s: only the handshake's size bound can close these within PROMPTLY.
+    let (mut child, uri) = spawn_child_daemon_with(0, SLOW_TIMEOUTS);
+    let connect = |object: String, handshake: String| {
+        let hello = ConnectRequest {
+            handshake: handshake.into(),
+            object,
+        };
+        let payload = Serializer::Bincode.encode(&hello).unwrap();
+        Message::new(MessageType::Connect, Serializer::BINCODE_ID, 0, 0, payload)
+    };
+    let lab = uri.object().unwrap().to_string();
+
+    // A header announcing one byte more than the bound, far below max_message_size (64 MiB):
+    // refused from the header alone, the body never waited for.
+    let mut s = dial(&uri).await;
+    let announced = u32::try_from(MAX_HANDSHAKE_SIZE + 1).unwrap();
+    s.write_all(&header(MessageType::Connect, announced))
+        .await
+        .unwrap();
+    let answer = closed_within(&mut s, PROMPTLY, "an oversized CONNECT header").await;
+    assert!(answer.is_empty(), "got {} bytes", answer.len());
+
+    // A compressed CONNECT of 1 KiB that inflates to 1 MiB: closed, never held inflated.
+    let mut bomb = connect(lab.clone(), "x".repeat(1 << 20));
+    bomb.compress();
+    assert!(bomb.has_flag(rmi::protocol::frame::FLAGS_COMPRESSED));
+    assert!(
+        bomb.to_bytes().len() < 16 * 1024,
+        "the premise: it compresses well"
+    );
+    let mut s = dial(&uri).await;
+    s.write_all(&bomb.to_bytes()).await.unwrap();
+    let answer = closed_within(&mut s, PROMPTLY, "a CONNECT inflating to 1 MiB").await;
+    assert!(answer.is_empty(), "got {} bytes", answer.len());
+
+    // An unknown object id of 60,000 bytes: the CONNECTFAIL says so without echoing it whole.
+    let mut s = dial(&uri).await;
+    let long_id = "y".repeat(60_000);
+    s.write_all(&connect(long_id, "hello".into()).to_bytes())
+        .await
+        .unwrap();
+    let fail = read_one_message(&mut s).await;
+    assert_eq!(fail.msg_type, MessageType::ConnectFail);
+    let reason: String = Serializer::Bincode
+        .decode(&fail.payload, &Default::default())
+        .unwrap();
+    assert!(reason.starts_with("unknown object \"yyy"), "{reason}");
+    assert!(reason.contains("more bytes"), "{reason}");
+    assert!(reason.len() < 1024, "{} bytes echoed", reason.len());
+
+    // Within the bound, a large handshake still connects, and the calls after it are held to
+    // max_message_size again, not to the handshake's bound.
+    let mut s = dial(&uri).await;
+    let data = "h".repeat(MAX_HANDSHAKE_SIZE - 1024);
+    s.write_all(&connect(lab, data.clone()).to_bytes())
+        .await
+        .unwrap();
+    let ok = read_one_message(&mut s).await;
+    assert_eq!(ok.msg_type, MessageType::ConnectOk);
+    let big = "z".repeat(4 * MAX_HANDSHAKE_SIZE);
+    let call = rmi::protocol::codec::encode_invoke(
+        Serializer::Bincode,
+        uri.object().unwrap(),
+        "echo",
+        &(1u32, 2u32, big.clone()),
+    )
+    .unwrap();
+    s.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 9, call).to_bytes())
+        .await
+        .unwrap();
+    let reply = read_one_message(&mut s).await;
+    assert_eq!(reply.msg_type, MessageType::Result);
+    assert!(!reply.has_flag(FLAGS_EXCEPTION), "the large call failed");
+    let (_, _, echoed): (u32, u32, String) = Serializer::Bincode
+        .decode(&reply.payload, &Default::default())
+        .unwrap();
+    assert_eq!(echoed, big);
+    assert_alive(&mut child, &uri).await;
+}

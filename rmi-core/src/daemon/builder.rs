@@ -159,7 +159,9 @@ impl DaemonBuilder {
         self
     }
 
-    /// How long a new connection may take to send its CONNECT (default 10 s).
+    /// How long a new connection may take to send its CONNECT (default 10 s). Its CONNECT
+    /// messages are also held to [`MAX_HANDSHAKE_SIZE`](super::MAX_HANDSHAKE_SIZE) bytes, so a
+    /// client that has proved nothing holds little memory for that long.
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
         self

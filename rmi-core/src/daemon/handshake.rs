@@ -18,6 +18,7 @@
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::log::PeerText;
 use super::{reply_to, Inner};
 use crate::auth::{ServerHandshake, Session};
 use crate::protocol::codec::{
@@ -89,6 +90,11 @@ where
     }
 }
 
+/// The largest CONNECT message a daemon accepts (annotations and payload, after inflating):
+/// 64 KiB, far above what a Pyro or rmi client sends (an object id and handshake data, with a
+/// shared secret a SPAKE2 message and a MAC); a larger one closes the connection.
+pub const MAX_HANDSHAKE_SIZE: usize = 64 * 1024;
+
 /// Runs the CONNECT handshake, within the daemon's `handshake_timeout` as a whole. Returns the
 /// connected object's id and, with a shared secret, the authenticated session; or the reply
 /// to send (already signed where there is a session) before closing, if any.
@@ -103,14 +109,21 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    // Nothing is known of the client yet: its CONNECTs are held to a small bound, on the
+    // header and once inflated, so a connection that has proved nothing cannot make the
+    // daemon hold `max_message_size` for it until the handshake timeout.
+    let full = reader.max_message_size();
+    reader.set_max_message_size(full.min(MAX_HANDSHAKE_SIZE));
     let exchange = exchange(inner, reader, writer, peer, peer_certificate);
-    match tokio::time::timeout(inner.config.handshake_timeout, exchange).await {
+    let outcome = match tokio::time::timeout(inner.config.handshake_timeout, exchange).await {
         Ok(done) => done,
         Err(_) => {
             tracing::debug!(%peer, "no handshake within the handshake timeout; closing");
             Err(None)
         }
-    }
+    };
+    reader.set_max_message_size(full);
+    outcome
 }
 
 async fn exchange<R, W>(
@@ -254,11 +267,9 @@ fn check(
     let with_meta = protocol.meta_on_connect(req);
     let entry = if with_meta || !connect.object.is_empty() {
         let Some(object) = inner.object(&connect.object) else {
-            return Err(fail(
-                req,
-                ser,
-                format!("unknown object {:?}", connect.object),
-            ));
+            // The id echoed is the client's own, cut short like any peer text in the log.
+            let object = PeerText(&connect.object).to_string();
+            return Err(fail(req, ser, format!("unknown object {object:?}")));
         };
         Some(object)
     } else {

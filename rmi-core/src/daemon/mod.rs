@@ -39,7 +39,9 @@ pub use builder::{
     DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CONNECTION,
     DEFAULT_MIN_WRITE_RATE, DEFAULT_STREAM_LINGER, DEFAULT_WRITE_TIMEOUT,
 };
-pub use handshake::{answer_any, AnswerAny, Certificate, HandshakeInfo, ValidateHandshake};
+pub use handshake::{
+    answer_any, AnswerAny, Certificate, HandshakeInfo, ValidateHandshake, MAX_HANDSHAKE_SIZE,
+};
 pub use registration::{InstanceMode, Registration};
 
 use foldhash::HashMap;
