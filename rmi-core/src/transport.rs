@@ -602,6 +602,9 @@ impl WriteDeadline {
     }
 }
 
+/// How long [`FrameWriter::shutdown`] may take.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Writes messages to the write half of a stream.
 pub struct FrameWriter<W> {
     wr: W,
@@ -736,9 +739,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.flush().await
     }
 
-    /// Closes the write direction (sends FIN on TCP).
+    /// Closes the write direction (sends FIN on TCP), giving up after [`SHUTDOWN_TIMEOUT`]:
+    /// over TLS this writes a close_notify, which a peer that stopped reading would hold
+    /// forever, and with it the connection's task and its `max_connections` slot. Given up,
+    /// the stream is closed when it is dropped.
     pub async fn shutdown(&mut self) {
-        let _ = self.wr.shutdown().await;
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.wr.shutdown()).await;
     }
 }
 
@@ -927,6 +933,8 @@ pub(crate) async fn dial_unbounded(location: &Location) -> Result<BoxIo, Error> 
 mod tests {
     use super::*;
     use crate::protocol::frame::HEADER_SIZE;
+    use std::io;
+    use std::pin::Pin;
 
     fn message(seq: u16, len: usize) -> Message {
         let mut msg = Message::new(MessageType::Result, 0, 0, seq, vec![seq as u8; len]);
@@ -939,6 +947,36 @@ mod tests {
         msg.seq == seq
             && msg.payload[..] == vec![seq as u8; len][..]
             && msg.annotation(b"TEST").map(|v| &v[..]) == Some(&b"note"[..])
+    }
+
+    /// A stream whose peer stopped reading, as a TLS stream is to a close_notify that does
+    /// not fit: every write and the shutdown wait forever.
+    struct Stalled;
+
+    impl AsyncWrite for Stalled {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_the_peer_never_takes_is_given_up_after_the_shutdown_timeout() {
+        let mut writer = FrameWriter::new(Stalled);
+        let started = std::time::Instant::now();
+        tokio::time::timeout(SHUTDOWN_TIMEOUT * 10, writer.shutdown())
+            .await
+            .expect("shutdown returned");
+        assert!(started.elapsed() >= SHUTDOWN_TIMEOUT);
     }
 
     #[tokio::test]

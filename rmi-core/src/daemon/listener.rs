@@ -149,7 +149,9 @@ async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
 
 /// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
 async fn refuse_connection(stream: BoxIo, max: usize, limits: DecodeLimits) {
-    let (mut reader, mut writer) = transport::split_io(stream, limits.max_message_size);
+    // Held to the handshake's bound: these connections are over the limit.
+    let max_size = limits.max_message_size.min(super::MAX_HANDSHAKE_SIZE);
+    let (mut reader, mut writer) = transport::split_io(stream, max_size);
     // Read the CONNECT (briefly) to answer in the client's serializer.
     if let Ok(Ok(Some(req))) =
         tokio::time::timeout(Duration::from_secs(1), reader.read_frame()).await
