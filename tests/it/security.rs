@@ -579,3 +579,46 @@ async fn a_secret_on_one_side_only_is_an_explicit_error() {
     );
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn a_proxy_over_a_given_stream_runs_tls_when_told_to() {
+    let ca = Ca::new("rmi test CA");
+    let (daemon, uri) = serve(
+        Daemon::builder().tls(server_config(&ca, &["localhost"], None)),
+        "localhost",
+    )
+    .await;
+    let dial = || tokio::net::TcpStream::connect(("127.0.0.1", uri_port(&uri)));
+
+    // The stream is the caller's, the TLS handshake the proxy's: calls go over TLS.
+    let proxy: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .tls(client_config(&ca, None))
+        .connect_over(dial().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.echo(1, 2, "over tls".into()).await.unwrap().2,
+        "over tls"
+    );
+
+    // The certificate is checked as on a dial: a CA the client does not trust fails.
+    let stranger = Ca::new("someone else");
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .tls(client_config(&stranger, None))
+        .connect_over::<_, LabProxy>(dial().await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS"), "{err}");
+
+    // Without tls(), the stream is plaintext, which the TLS daemon refuses.
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect_over::<_, LabProxy>(dial().await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("looks like TLS"), "{err}");
+    daemon.shutdown();
+}

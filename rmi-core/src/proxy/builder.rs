@@ -282,7 +282,9 @@ impl ProxyBuilder {
     }
 
     /// Builds a proxy that runs over an already open stream (any transport, e.g. an in-memory
-    /// duplex in tests); it performs the handshake now and never redials.
+    /// duplex in tests); it performs the handshake now and never redials. With
+    /// [`tls`](Self::tls) set, the TLS handshake runs over the stream first, the daemon's
+    /// certificate checked against the URI's host, as on a dial.
     pub async fn connect_over<S, P>(self, stream: S) -> Result<P, Error>
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
@@ -296,12 +298,20 @@ impl ProxyBuilder {
         }
         let uri = self.uri.clone();
         let protocol = self.protocol.unwrap_or_default();
-        let opened = tokio::time::timeout(
-            self.connect_timeout,
-            Connection::open(Box::new(stream), uri, &self, protocol, None),
-        )
-        .await
-        .map_err(|_| Error::Timeout(self.connect_timeout))??;
+        let open = async {
+            let stream: crate::transport::BoxIo = Box::new(stream);
+            #[cfg(feature = "tls")]
+            let stream = match (&self.tls, uri.location()) {
+                (Some(tls), Some(location)) => {
+                    crate::transport::tls_connect(stream, location, tls.clone()).await?
+                }
+                _ => stream,
+            };
+            Connection::open(stream, uri, &self, protocol, None).await
+        };
+        let opened = tokio::time::timeout(self.connect_timeout, open)
+            .await
+            .map_err(|_| Error::Timeout(self.connect_timeout))??;
         let conn = match opened {
             Opened::Ready(conn, _) => conn,
             Opened::Speaks(other) => {
