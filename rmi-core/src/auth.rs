@@ -45,7 +45,7 @@ use spake2::{Ed25519Group, Identity, Password, Spake2};
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
-use crate::protocol::frame::{Message, MessageType};
+use crate::protocol::frame::{Message, MessageType, Protocol};
 use crate::protocol::names::{MAC_ANNOTATION, PAKE_ANNOTATION, PROOF_ANNOTATION};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -153,20 +153,23 @@ enum Direction {
     ToClient = 1,
 }
 
-fn message_mac(key: &[u8; 32], direction: Direction, counter: u64, msg: &Message) -> [u8; 32] {
+fn message_mac(
+    key: &[u8; 32],
+    direction: Direction,
+    protocol: Protocol,
+    counter: u64,
+    msg: &Message,
+) -> [u8; 32] {
     let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).expect("32-byte key");
     mac.update(&[direction as u8]);
     mac.update(&counter.to_be_bytes());
     mac.update(&[msg.msg_type as u8, msg.serializer]);
-    // Encoding sets FLAGS_CORR_ID whenever there is a correlation id: sign the flags as sent.
-    let flags = if msg.corr_id != [0; 16] {
-        msg.flags | crate::protocol::frame::FLAGS_CORR_ID
-    } else {
-        msg.flags
-    };
+    // The flags and correlation id as the peer will read them (a Pyro4 exception reply
+    // carries no correlation id), so both sides sign the same.
+    let (flags, corr_id) = protocol.as_received(msg);
     mac.update(&flags.to_be_bytes());
     mac.update(&msg.seq.to_be_bytes());
-    mac.update(&msg.corr_id);
+    mac.update(&corr_id);
     for (id, value) in msg
         .annotations
         .iter()
@@ -188,6 +191,7 @@ fn message_mac(key: &[u8; 32], direction: Direction, counter: u64, msg: &Message
 pub struct Signer {
     key: [u8; 32],
     direction: Direction,
+    protocol: Protocol,
     sent: u64,
 }
 
@@ -195,6 +199,7 @@ pub struct Signer {
 pub struct Verifier {
     key: [u8; 32],
     direction: Direction,
+    protocol: Protocol,
     received: u64,
 }
 
@@ -217,9 +222,15 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Signer {
+    /// Signs for a connection speaking `protocol` (Pyro5 unless told): the MAC covers a
+    /// message as the peer reads it in that protocol.
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+    }
+
     /// Adds the MAC annotation to an outgoing message.
     pub fn sign(&mut self, msg: &mut Message) {
-        let tag = message_mac(&self.key, self.direction, self.sent, msg);
+        let tag = message_mac(&self.key, self.direction, self.protocol, self.sent, msg);
         self.sent += 1;
         msg.annotations.retain(|(id, _)| *id != MAC_ANNOTATION);
         msg.annotations
@@ -228,10 +239,27 @@ impl Signer {
 }
 
 impl Verifier {
+    /// Checks messages of a connection speaking `protocol` (Pyro5 unless told); see
+    /// [`Signer::set_protocol`].
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
+    }
+
     /// Checks an incoming message's MAC; on failure the connection must close.
     pub fn verify(&mut self, msg: &Message) -> Result<(), Error> {
-        let expected = message_mac(&self.key, self.direction, self.received, msg);
+        let expected = message_mac(&self.key, self.direction, self.protocol, self.received, msg);
         self.received += 1;
+        // The MAC leaves out every HMAC annotation: a message must carry exactly one, or an
+        // extra one could ride along unsigned.
+        let macs = msg
+            .annotations
+            .iter()
+            .filter(|(id, _)| *id == MAC_ANNOTATION);
+        if macs.count() > 1 {
+            return Err(Error::Protocol(
+                "message authentication failed (more than one HMAC); closing".into(),
+            ));
+        }
         match msg.annotation(&MAC_ANNOTATION) {
             Some(tag) if same(&expected, tag) => Ok(()),
             Some(_) => Err(Error::Protocol(
@@ -252,11 +280,13 @@ fn client_session(keys: &Keys) -> Session {
         Signer {
             key: keys.to_daemon,
             direction: Direction::ToServer,
+            protocol: Protocol::Pyro5,
             sent: 0,
         },
         Verifier {
             key: keys.to_client,
             direction: Direction::ToClient,
+            protocol: Protocol::Pyro5,
             received: 0,
         },
     )
@@ -267,11 +297,13 @@ fn server_session(keys: &Keys) -> Session {
         Signer {
             key: keys.to_client,
             direction: Direction::ToClient,
+            protocol: Protocol::Pyro5,
             sent: 0,
         },
         Verifier {
             key: keys.to_daemon,
             direction: Direction::ToServer,
+            protocol: Protocol::Pyro5,
             received: 0,
         },
     )

@@ -622,3 +622,35 @@ async fn a_proxy_over_a_given_stream_runs_tls_when_told_to() {
     assert!(err.to_string().contains("looks like TLS"), "{err}");
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn under_pyro4_a_shared_secret_signs_exceptions_and_streams_too() {
+    use futures_util::StreamExt;
+    let secret = SharedSecret::new("correct horse battery staple");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    let proxy: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .protocol(rmi::protocol::frame::Protocol::Pyro4)
+        .shared_secret(secret)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(proxy.echo(1, 1, "signed".into()).await.unwrap().2, "signed");
+    // An exception reply travels without its correlation id under Pyro4; its MAC still holds.
+    let err = proxy.explode("boom".into()).await.unwrap_err();
+    assert!(err.to_string().contains("boom"), "{err}");
+    // The connection survived the exception.
+    assert_eq!(proxy.checked_div(7, 2).await.unwrap(), Ok(3));
+    // A stream's start and items.
+    let items: Vec<u32> = proxy
+        .slow_numbers(0, 3)
+        .await
+        .unwrap()
+        .map(|item| item.unwrap())
+        .collect()
+        .await;
+    assert_eq!(items, [0, 1, 2]);
+    // And the connection is still good after all of them.
+    assert_eq!(proxy.echo(2, 2, "still".into()).await.unwrap().2, "still");
+    daemon.shutdown();
+}

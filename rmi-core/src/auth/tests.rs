@@ -299,3 +299,36 @@ fn a_message_signed_with_a_payload_tail_verifies_as_the_joined_message_it_arrive
     second.join_payload();
     assert!(daemon_in.verify(&second).is_err());
 }
+
+#[test]
+fn a_message_with_a_second_mac_annotation_is_refused() {
+    let ((mut client_out, _), (_, mut daemon_in)) = handshake("s3cret", "s3cret").unwrap();
+    let mut call = Message::new(MessageType::Invoke, 98, 0, 1, &b"call"[..]);
+    client_out.sign(&mut call);
+    // A correctly signed message with an extra HMAC annotation, which the MAC does not cover.
+    call.annotations
+        .push((MAC_ANNOTATION, Bytes::from_static(b"rides along unsigned")));
+    let err = daemon_in.verify(&call).unwrap_err().to_string();
+    assert!(err.contains("more than one HMAC"), "{err}");
+}
+
+#[test]
+fn under_pyro4_an_exception_reply_is_signed_as_it_travels_without_its_correlation_id() {
+    let ((_, mut client_in), (mut daemon_out, _)) = handshake("s3cret", "s3cret").unwrap();
+    daemon_out.set_protocol(Protocol::Pyro4);
+    client_in.set_protocol(Protocol::Pyro4);
+    let flags = crate::protocol::frame::FLAGS_EXCEPTION;
+    let mut reply = Message::new(MessageType::Result, 98, flags, 1, &b"error"[..]);
+    reply.corr_id = [7; 16];
+    daemon_out.sign(&mut reply);
+    // What the client reads: Pyro4 sends an exception reply without its CORR annotation.
+    let bytes = reply.to_bytes_in(Protocol::Pyro4);
+    let mut buf = bytes::BytesMut::from(&bytes[..]);
+    let header = Protocol::Pyro4.parse_header(&buf, usize::MAX).unwrap();
+    let received = Message::parse(&mut buf, &header).unwrap();
+    assert_eq!(
+        received.corr_id, [0; 16],
+        "the premise: no correlation id on the wire"
+    );
+    client_in.verify(&received).unwrap();
+}

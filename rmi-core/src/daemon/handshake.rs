@@ -157,10 +157,13 @@ where
 
     // The client's proof: a second CONNECT signed with its session key.
     let proof = read(reader, peer).await?;
-    let (mut signer, verifier) = pending.finish(&proof).map_err(|e| {
+    let (mut signer, mut verifier) = pending.finish(&proof).map_err(|e| {
         tracing::debug!(%peer, error = %e, "closing the connection");
         None
     })?;
+    // (The proof, a CONNECT, reads the same in either protocol; what follows may not.)
+    signer.set_protocol(protocol);
+    verifier.set_protocol(protocol);
     match check(inner, &proof, protocol, peer, peer_certificate) {
         Ok((id, mut reply)) => {
             signer.sign(&mut reply);

@@ -675,6 +675,8 @@ impl Connection {
         let (signer, verifier) = match auth {
             Some(auth) if reply.msg_type != MessageType::ConnectFail => {
                 let (mut signer, mut verifier) = auth.confirm(&connect, &reply)?;
+                signer.set_protocol(protocol);
+                verifier.set_protocol(protocol);
                 let mut proof = connect_message();
                 signer.sign(&mut proof);
                 writer.write_frame(&proof).await?;

@@ -151,6 +151,24 @@ impl Protocol {
         }
     }
 
+    /// The flags and correlation id of `msg` as its peer reads them in this protocol: what a
+    /// MAC must sign. Pyro5 sets `FLAGS_CORR_ID` whenever there is a correlation id. Pyro4 has
+    /// no such flag and keeps only the flags it defines; it carries the id as a `CORR`
+    /// annotation, and not at all on exception replies, as Pyro4 does.
+    pub fn as_received(self, msg: &Message) -> (u16, [u8; 16]) {
+        let travels =
+            msg.corr_id != [0; 16] && (self == Protocol::Pyro5 || !msg.has_flag(FLAGS_EXCEPTION));
+        let flags = match self {
+            Protocol::Pyro5 => msg.flags,
+            Protocol::Pyro4 => pyro4::flags_as_received(msg.flags),
+        };
+        if travels {
+            (flags | FLAGS_CORR_ID, msg.corr_id)
+        } else {
+            (flags & !FLAGS_CORR_ID, [0; 16])
+        }
+    }
+
     /// Whether the CONNECTOK to `connect` carries the object's metadata: always in Pyro5; in
     /// Pyro4 when the client asked (`FLAGS_META_ON_CONNECT`), else it is the bare answer.
     pub fn meta_on_connect(self, connect: &Message) -> bool {

@@ -139,12 +139,18 @@ pub(super) fn take_correlation_id(msg: &mut Message) {
     msg.flags |= FLAGS_CORR_ID;
 }
 
+/// `FLAGS_*` as a Pyro4 peer reads them: the bits Pyro4 defines (see
+/// [`Protocol::as_received`]).
+pub(super) fn flags_as_received(flags: u16) -> u16 {
+    flags_in(flags_out(flags))
+}
+
 /// The annotation chunks written for `msg`: the correlation id first as `CORR` (not on
-/// exception replies, which Pyro4 sends without it), then the message's own. The annotations
-/// length is a u16: chunks that would not fit are left out.
+/// exception replies, which Pyro4 sends without it; see [`Protocol::as_received`]), then the
+/// message's own. The annotations length is a u16: chunks that would not fit are left out.
 fn chunks(msg: &Message) -> Vec<([u8; 4], Bytes)> {
-    let corr = (msg.corr_id != [0; 16] && !msg.has_flag(FLAGS_EXCEPTION))
-        .then(|| (CORR, Bytes::copy_from_slice(&msg.corr_id)));
+    let (_, corr_id) = Protocol::Pyro4.as_received(msg);
+    let corr = (corr_id != [0; 16]).then(|| (CORR, Bytes::copy_from_slice(&corr_id)));
     let mut total = 0usize;
     corr.into_iter()
         .chain(msg.annotations.iter().cloned())
