@@ -481,3 +481,100 @@ async fn pyro4_refusals_pickle_a_bad_checksum_and_an_unknown_object() {
     );
     daemon.shutdown();
 }
+
+/// A Pyro4 client with METADATA off names no object in its CONNECT: its connection is bound
+/// to the first object it calls, and a validator that admits clients per object is asked again
+/// with that object before the call runs.
+#[tokio::test]
+async fn a_pyro4_connection_that_names_no_object_is_bound_by_its_first_call_and_validated() {
+    use rmi::protocol::frame::FLAGS_EXCEPTION;
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let daemon = rmi::Daemon::builder()
+        .validator({
+            let seen = seen.clone();
+            move |info: &rmi::daemon::HandshakeInfo<'_>| {
+                seen.lock().unwrap().push(info.object.to_string());
+                match info.object {
+                    "vault" => Err("no vault for you".to_string()),
+                    _ => Ok("hello".to_string()),
+                }
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.welcome")
+        .unwrap();
+    daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "vault")
+        .unwrap();
+    daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "lobby")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    // Pyro4 with METADATA=False: `{'handshake':'hello'}`, flags 0 (pyro4-wire.md).
+    let bare_connect = || {
+        let payload = b"# serpent utf-8 python3.2\n{'handshake':'hello'}";
+        Message::new(MessageType::Connect, 1, 0, 0, &payload[..]).to_bytes_in(Protocol::Pyro4)
+    };
+    let invoke = |object: &str, seq: u16| {
+        let payload =
+            format!("# serpent utf-8 python3.2\n('{object}','welcomeMessage',('Rashmi',),{{}})");
+        Message::new(MessageType::Invoke, 1, 0, seq, payload.into_bytes())
+            .to_bytes_in(Protocol::Pyro4)
+    };
+    let payload = |msg: &Message| String::from_utf8_lossy(&msg.payload).into_owned();
+
+    // The first call goes to the vault: the validator, asked with it, refuses; the call fails
+    // with its reason and nothing is bound.
+    let mut s = dial(&uri).await;
+    s.write_all(&bare_connect()).await.unwrap();
+    assert_eq!(read_pyro4(&mut s).await.msg_type, MessageType::ConnectOk);
+    s.write_all(&invoke("vault", 1)).await.unwrap();
+    let refused = read_pyro4(&mut s).await;
+    assert!(refused.has_flag(FLAGS_EXCEPTION), "{}", payload(&refused));
+    assert!(
+        payload(&refused).contains("SecurityError"),
+        "{}",
+        payload(&refused)
+    );
+    assert!(
+        payload(&refused).contains("no vault for you"),
+        "{}",
+        payload(&refused)
+    );
+    // A call to an object the validator accepts binds the connection to it...
+    s.write_all(&invoke("example.welcome", 2)).await.unwrap();
+    let ok = read_pyro4(&mut s).await;
+    assert!(!ok.has_flag(FLAGS_EXCEPTION), "{}", payload(&ok));
+    assert_eq!(
+        payload(&ok),
+        "# serpent utf-8 python3.2\n'Hi welcome Rashmi'"
+    );
+    s.write_all(&invoke("example.welcome", 3)).await.unwrap();
+    assert!(!read_pyro4(&mut s).await.has_flag(FLAGS_EXCEPTION));
+    // ...and another object, even one the validator would accept, is refused on it.
+    s.write_all(&invoke("lobby", 4)).await.unwrap();
+    let other = read_pyro4(&mut s).await;
+    assert!(other.has_flag(FLAGS_EXCEPTION));
+    assert!(
+        payload(&other).contains("opened for object \"example.welcome\""),
+        "{}",
+        payload(&other)
+    );
+    s.write_all(&invoke("vault", 5)).await.unwrap();
+    assert!(read_pyro4(&mut s).await.has_flag(FLAGS_EXCEPTION));
+    // The validator saw the empty object at the CONNECT, then each first call's object; the
+    // vault was asked once (the refused first call), never after the connection was bound.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["", "vault", "example.welcome"],
+        "the validator's questions"
+    );
+    daemon.shutdown();
+}

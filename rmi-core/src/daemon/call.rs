@@ -7,8 +7,9 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use super::connection::{Conn, ConnectionState, Turn};
+use super::connection::{Conn, ConnectionState, Late, Turn};
 use super::context::{CallContext, ContextAlloc};
+use super::handshake::HandshakeInfo;
 use super::log::PeerText;
 use super::registration::Entry;
 use super::{reply_to, ObjectHint};
@@ -239,26 +240,69 @@ impl Call {
 
     /// Why a call to `object` is refused on this connection, if it is.
     fn refusal(&self, object: &str) -> Option<RemoteError> {
-        let inner = &self.conn.daemon.inner;
-        // A connection opened for no object (a Pyro4 client without metadata) may call any.
-        let bound = !self.conn.connected.is_empty();
-        if !bound || object == &*self.conn.connected || object == DAEMON_OBJECT_ID {
+        if object == &*self.conn.connected || object == DAEMON_OBJECT_ID {
             return None;
         }
-        Some(if inner.object(object).is_none() {
-            RemoteError::unknown_object(object)
-        } else {
-            let mut e = RemoteError::new(
-                RemoteErrorKind::Protocol,
-                "Pyro5.errors.ProtocolError",
-                format!(
-                    "this connection was opened for object {:?}, not {object:?}",
-                    &*self.conn.connected
-                ),
-            );
-            e.object = Some(object.to_owned());
-            e
-        })
+        let inner = &self.conn.daemon.inner;
+        if inner.object(object).is_none() {
+            return Some(RemoteError::unknown_object(object));
+        }
+        // A connection opened for no object (a Pyro4 client without metadata) is bound by its
+        // first call, once the validator accepts that object.
+        let opened_for = match &self.conn.late {
+            Some(late) => match late.bound.get() {
+                Some(bound) if **bound == *object => return None,
+                Some(bound) => bound.clone(),
+                None => match self.bind(late, object) {
+                    Ok(()) => return None,
+                    Err(refused) => return Some(refused),
+                },
+            },
+            None => self.conn.connected.clone(),
+        };
+        let mut e = RemoteError::new(
+            RemoteErrorKind::Protocol,
+            "Pyro5.errors.ProtocolError",
+            format!("this connection was opened for object {opened_for:?}, not {object:?}"),
+        );
+        e.object = Some(object.to_owned());
+        Some(e)
+    }
+
+    /// Binds a connection opened for no object to `object`, which its first call addresses,
+    /// if the handshake validator accepts it (asked again, now with the object). Two first
+    /// calls at once: one binds, the other is refused unless it addresses the same object.
+    fn bind(&self, late: &Late, object: &str) -> Result<(), RemoteError> {
+        let inner = &self.conn.daemon.inner;
+        if let (Some(validator), Some(data)) = (&inner.config.validator, &late.handshake) {
+            let info = HandshakeInfo {
+                peer: &self.conn.peer,
+                object,
+                data,
+                peer_certificate: self.conn.peer_certificate.as_ref(),
+            };
+            if let Err(reason) = validator.validate(&info) {
+                tracing::debug!(peer = %self.conn.peer, %object, "the validator refused the first call's object");
+                let mut e = RemoteError::new(
+                    RemoteErrorKind::Protocol,
+                    "Pyro5.errors.SecurityError",
+                    format!("the daemon refused a connection to object {object:?}: {reason}"),
+                );
+                e.object = Some(object.to_owned());
+                return Err(e);
+            }
+        }
+        let bound = late.bound.get_or_init(|| object.into());
+        if **bound == *object {
+            return Ok(());
+        }
+        let mut e = RemoteError::new(
+            RemoteErrorKind::Protocol,
+            "Pyro5.errors.ProtocolError",
+            format!("this connection was opened for object {bound:?}, not {object:?}"),
+        );
+        e.object = Some(object.to_owned());
+        Err(e)
     }
 
     /// Runs the call whose context is `ctx`: waits for its turn, if its object takes calls one

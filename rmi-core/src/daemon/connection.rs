@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use super::signal::Signal;
 use super::{reply_to, streams, Daemon};
 use crate::dispatch::Dispatch;
 use crate::error::Error;
+use crate::protocol::codec::HandshakeData;
 use crate::protocol::frame::{Message, MessageType};
 use crate::transport::outbox::Budget;
 use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
@@ -49,10 +50,24 @@ pub(super) struct Conn {
     pub(super) peer: Arc<str>,
     /// The client's verified TLS certificate, if it sent one.
     pub(super) peer_certificate: Option<Certificate>,
-    /// The object this connection's CONNECT named (empty: none, any may be called).
+    /// The object this connection's CONNECT named (empty: none; see `late`).
     pub(super) connected: Arc<str>,
+    /// For a connection whose CONNECT named no object: the object its first call binds it to.
+    pub(super) late: Option<Late>,
     /// Raised when the caller's connection is gone: a batch stops there.
     pub(super) peer_gone: Arc<Signal>,
+}
+
+/// A connection opened for no object (a Pyro4 client without METADATA, whose proxy makes a
+/// connection per object): bound to the first object it calls, once the handshake validator,
+/// if any, has accepted that object too. Without this, a validator that admits clients per
+/// object would see an empty object and let the connection call every object.
+pub(super) struct Late {
+    /// The object the connection is bound to, once a call has bound it.
+    pub(super) bound: OnceLock<Arc<str>>,
+    /// The client's handshake data, shown to the validator with the object (when there is a
+    /// validator).
+    pub(super) handshake: Option<HandshakeData>,
 }
 
 /// The instance serving a call: the shared one, borrowed from its registration (no reference
@@ -344,7 +359,7 @@ pub(super) async fn handle_connection(
     // validator; with a shared secret, only once the client has proved it (SPAKE2).
     let certificate = peer_certificate.as_ref();
     let outcome = handshake(&inner, &mut reader, &mut writer, &peer, certificate);
-    let (object_id, session) = match outcome.await {
+    let ((object_id, late_handshake), session) = match outcome.await {
         Ok(accepted) => accepted,
         Err(reply) => {
             tracing::debug!(%peer, "handshake refused");
@@ -421,6 +436,10 @@ pub(super) async fn handle_connection(
         id: inner.next_connection.fetch_add(1, Ordering::Relaxed),
         peer: peer.clone(),
         peer_certificate,
+        late: object_id.is_empty().then(|| Late {
+            bound: OnceLock::new(),
+            handshake: late_handshake,
+        }),
         connected: object_id.clone(),
         peer_gone: peer_gone.clone(),
     });

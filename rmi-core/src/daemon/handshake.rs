@@ -37,7 +37,10 @@ pub type Certificate = rustls_pki_types::CertificateDer<'static>;
 pub struct HandshakeInfo<'a> {
     /// The client's address.
     pub peer: &'a str,
-    /// The object the client connects to.
+    /// The object the client connects to. Empty when it names none: a Pyro4 client without
+    /// METADATA, whose connection is then bound to the first object it calls, and the
+    /// validator asked again, with that object, before the call runs (a refusal is that
+    /// call's error, `SecurityError`, and the connection stays unbound).
     pub object: &'a str,
     /// The client's handshake data (Pyro's `_pyroHandshake`; `"hello"` by default): any value
     /// from a Pyro client (read it with [`HandshakeData::as_str`] or
@@ -95,16 +98,21 @@ where
 /// shared secret a SPAKE2 message and a MAC); a larger one closes the connection.
 pub const MAX_HANDSHAKE_SIZE: usize = 64 * 1024;
 
-/// Runs the CONNECT handshake, within the daemon's `handshake_timeout` as a whole. Returns the
-/// connected object's id and, with a shared secret, the authenticated session; or the reply
-/// to send (already signed where there is a session) before closing, if any.
+/// What an accepted CONNECT leaves the connection: the object it names and, when it names none
+/// (a Pyro4 client without METADATA), the handshake data, for the validator to see again with
+/// the object the connection's first call binds it to (see [`Late`](super::connection::Late)).
+pub(super) type Accepted = (String, Option<HandshakeData>);
+
+/// Runs the CONNECT handshake, within the daemon's `handshake_timeout` as a whole. Returns what
+/// it accepted and, with a shared secret, the authenticated session; or the reply to send
+/// (already signed where there is a session) before closing, if any.
 pub(super) async fn handshake<R, W>(
     inner: &Inner,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     peer: &str,
     peer_certificate: Option<&Certificate>,
-) -> Result<(String, Option<Session>), Option<Message>>
+) -> Result<(Accepted, Option<Session>), Option<Message>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -132,7 +140,7 @@ async fn exchange<R, W>(
     writer: &mut FrameWriter<W>,
     peer: &str,
     peer_certificate: Option<&Certificate>,
-) -> Result<(String, Option<Session>), Option<Message>>
+) -> Result<(Accepted, Option<Session>), Option<Message>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -142,9 +150,9 @@ where
     let protocol = reader.protocol().unwrap_or_default();
     writer.set_protocol(protocol);
     let Some(secret) = &inner.config.secret else {
-        let (id, reply) = check(inner, &req, protocol, peer, peer_certificate)?;
+        let (accepted, reply) = check(inner, &req, protocol, peer, peer_certificate)?;
         writer.write_frame(&reply).await.map_err(|_| None)?;
-        return Ok((id, None));
+        return Ok((accepted, None));
     };
 
     // Before the client's proof: nothing here looks at the request's payload or the objects.
@@ -165,10 +173,10 @@ where
     signer.set_protocol(protocol);
     verifier.set_protocol(protocol);
     match check(inner, &proof, protocol, peer, peer_certificate) {
-        Ok((id, mut reply)) => {
+        Ok((accepted, mut reply)) => {
             signer.sign(&mut reply);
             writer.write_frame(&reply).await.map_err(|_| None)?;
-            Ok((id, Some((signer, verifier))))
+            Ok((accepted, Some((signer, verifier))))
         }
         Err(Some(mut reply)) => {
             signer.sign(&mut reply);
@@ -248,7 +256,7 @@ fn check_type(req: &Message, protocol: Protocol) -> Result<(), Option<Message>> 
 }
 
 /// Checks a CONNECT (the signed one, with a shared secret): the object must exist and the
-/// validator accept. Returns the object id and the CONNECTOK, or the reply to send before
+/// validator accept. Returns what it accepted and the CONNECTOK, or the reply to send before
 /// closing.
 fn check(
     inner: &Inner,
@@ -256,7 +264,7 @@ fn check(
     protocol: Protocol,
     peer: &str,
     peer_certificate: Option<&Certificate>,
-) -> Result<(String, Message), Option<Message>> {
+) -> Result<(Accepted, Message), Option<Message>> {
     // A message that is not CONNECT: Pyro answers CONNECTFAIL when it can say it in a
     // serializer the client knows, then closes. An unknown serializer: Pyro5 closes, Pyro4
     // refuses in marshal.
@@ -281,6 +289,9 @@ fn check(
     let no_meta = Metadata::default();
     // Encoded from the registration's own (a copy is an allocation per method name).
     let meta = entry.as_ref().map_or(&no_meta, |entry| &entry.meta);
+    // No object named: the validator sees this data again at the first call (with a validator).
+    let late = (connect.object.is_empty() && inner.config.validator.is_some())
+        .then(|| connect.handshake.clone());
     let answer = match &inner.config.validator {
         Some(validator) => {
             let info = HandshakeInfo {
@@ -315,7 +326,7 @@ fn check(
             .annotations
             .push((SERIALIZER_ANNOTATION, Bytes::copy_from_slice(&[id])));
     }
-    Ok((connect.object, reply))
+    Ok(((connect.object, late), reply))
 }
 
 /// The serializer the daemon picks for an rmi proxy's calls: the first of those its CONNECT
