@@ -16,6 +16,7 @@ use crate::uri::Location;
 
 mod halves;
 pub mod outbox;
+pub(crate) mod received;
 pub use halves::{IoReadHalf, IoWriteHalf};
 pub use outbox::outbox;
 

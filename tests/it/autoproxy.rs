@@ -28,7 +28,7 @@ pub(crate) trait Bank {
     async fn close(&self, account: AccountProxy) -> bool;
 }
 
-struct BankObject;
+pub(crate) struct BankObject;
 
 impl Bank for BankObject {
     async fn open(&self, initial: u32) -> AccountProxy {
@@ -60,7 +60,7 @@ pub(crate) trait Listener {
     async fn notify(&self, message: String) -> Result<usize, String>;
 }
 
-struct ListenerObject {
+pub(crate) struct ListenerObject {
     heard: std::sync::Mutex<Vec<String>>,
 }
 
@@ -80,7 +80,7 @@ pub(crate) trait Publisher {
     async fn publish(&self, listener: ListenerProxy, message: String) -> Result<usize, String>;
 }
 
-struct PublisherObject;
+pub(crate) struct PublisherObject;
 
 impl Publisher for PublisherObject {
     async fn publish(&self, listener: ListenerProxy, message: String) -> Result<usize, String> {
@@ -289,4 +289,56 @@ async fn a_proxys_handshake_travels_with_it_in_pyro5_and_pyro4_state() {
     }
     accounts.shutdown();
     relays.shutdown();
+}
+
+/// A bank's returned account and a publisher's callback, where every daemon requires what
+/// `secure` gives a proxy (a shared secret, TLS): the account proxy, received in a reply, dials
+/// as the bank's proxy does; the listener proxy, received in an argument, dials with the
+/// server daemon's settings (`server`). Returns the deposit's and the callback's results.
+pub(crate) async fn proxies_in_values_under(
+    server: rmi::DaemonBuilder,
+    callbacks: rmi::DaemonBuilder,
+    secure: impl Fn(rmi::ProxyBuilder) -> rmi::ProxyBuilder,
+) -> (Result<u32, Error>, Result<Result<usize, String>, Error>) {
+    let daemon = server.bind("127.0.0.1:0").await.unwrap();
+    let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
+    let publisher_uri = daemon
+        .register(PublisherServer::new(PublisherObject))
+        .unwrap();
+    serve(&daemon).await;
+    let client_daemon = callbacks.bind("127.0.0.1:0").await.unwrap();
+    let listener_uri = client_daemon
+        .register(ListenerServer::new(ListenerObject {
+            heard: Default::default(),
+        }))
+        .unwrap();
+    serve(&client_daemon).await;
+
+    let bank: BankProxy = secure(BankProxy::builder(&bank_uri).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let deposited = match bank.open(10).await {
+        Ok(account) => account.deposit(5).await,
+        Err(e) => Err(e),
+    };
+    let publisher: PublisherProxy = secure(PublisherProxy::builder(&publisher_uri).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let me = ListenerProxy::from_uri(&listener_uri).unwrap();
+    let called_back = publisher.publish(me, "hello".into()).await;
+    daemon.shutdown();
+    client_daemon.shutdown();
+    (deposited, called_back)
+}
+
+#[tokio::test]
+async fn proxies_received_in_values_prove_the_shared_secret_of_their_receiver() {
+    let secret = rmi::SharedSecret::new("correct horse battery staple");
+    let builder = || rmi::Daemon::builder().shared_secret(secret.clone());
+    let (deposited, called_back) =
+        proxies_in_values_under(builder(), builder(), |b| b.shared_secret(secret.clone())).await;
+    assert_eq!(deposited.unwrap(), 15, "the returned account proxy works");
+    assert_eq!(called_back.unwrap(), Ok(5), "the server called back");
 }

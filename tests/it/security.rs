@@ -654,3 +654,34 @@ async fn under_pyro4_a_shared_secret_signs_exceptions_and_streams_too() {
     assert_eq!(proxy.echo(2, 2, "still".into()).await.unwrap().2, "still");
     daemon.shutdown();
 }
+
+#[tokio::test]
+async fn proxies_received_in_values_dial_with_tls_like_their_receiver() {
+    use crate::autoproxy::proxies_in_values_under;
+    let ca = Ca::new("rmi test CA");
+    // Certificates for the address the daemons' URIs carry.
+    let tls_daemon = || Daemon::builder().tls(server_config(&ca, &["127.0.0.1"], None));
+    let client = client_config(&ca, None);
+
+    // The account proxy a TLS bank returns dials with the TLS of the proxy that received it;
+    // the server daemon dials the client's TLS callback daemon with its callback_tls.
+    let (deposited, called_back) = proxies_in_values_under(
+        tls_daemon().callback_tls(client.clone()),
+        tls_daemon(),
+        |b| b.tls(client.clone()),
+    )
+    .await;
+    assert_eq!(deposited.unwrap(), 15, "the returned account proxy works");
+    assert_eq!(
+        called_back.unwrap(),
+        Ok(5),
+        "the server called back over TLS"
+    );
+
+    // Without callback_tls, the server's callback proxy speaks plaintext to a TLS daemon.
+    let (deposited, called_back) =
+        proxies_in_values_under(tls_daemon(), tls_daemon(), |b| b.tls(client.clone())).await;
+    assert_eq!(deposited.unwrap(), 15);
+    let unreachable = called_back.unwrap().unwrap_err();
+    assert!(unreachable.contains("unreachable"), "{unreachable}");
+}

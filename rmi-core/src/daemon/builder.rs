@@ -16,6 +16,7 @@ use super::{object, streams, Daemon, Inner};
 use crate::error::Error;
 use crate::protocol::codec::DecodeLimits;
 use crate::protocol::names::DAEMON_OBJECT_ID;
+use crate::transport::received::DialSecurity;
 use crate::uri::Location;
 
 /// Host a daemon binds when none is given: loopback, never all interfaces unless asked.
@@ -71,6 +72,8 @@ pub struct DaemonBuilder {
     pub(super) secret: Option<crate::auth::SharedSecret>,
     #[cfg(feature = "tls")]
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
+    #[cfg(feature = "tls")]
+    pub(super) callback_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for DaemonBuilder {
@@ -98,6 +101,7 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("validator", &self.validator.is_some())
             .field("shared_secret", &self.secret.is_some())
             .field("tls", &self.serves_tls())
+            .field("callback_tls", &self.callback_tls_set())
             .finish()
     }
 }
@@ -125,11 +129,21 @@ impl Default for DaemonBuilder {
             secret: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            callback_tls: None,
         }
     }
 }
 
 impl DaemonBuilder {
+    /// True when proxies received in arguments dial with TLS.
+    fn callback_tls_set(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.callback_tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
     /// True when connections are served over TLS.
     fn serves_tls(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -184,6 +198,16 @@ impl DaemonBuilder {
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(tokio_rustls::TlsAcceptor::from(config));
+        self
+    }
+
+    /// The TLS settings (rustls) of the proxies this daemon's methods receive in their
+    /// arguments, a client's callback objects: they dial with TLS, checking the other daemon's
+    /// certificate against the config's roots (default: no TLS). Such proxies also prove this
+    /// daemon's [`shared_secret`](Self::shared_secret), if it has one.
+    #[cfg(feature = "tls")]
+    pub fn callback_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.callback_tls = Some(config);
         self
     }
 
@@ -341,6 +365,12 @@ impl DaemonBuilder {
         }
         let max_connections = self.max_connections;
         let streams = Arc::new(streams::Streams::new(self.stream_linger));
+        let callbacks = DialSecurity {
+            secret: self.secret.clone(),
+            #[cfg(feature = "tls")]
+            tls: self.callback_tls.clone(),
+        }
+        .some();
         let inner = Arc::new(Inner {
             config: self,
             bound,
@@ -355,6 +385,7 @@ impl DaemonBuilder {
             connections: Arc::new(Semaphore::new(max_connections)),
             oneway_warnings: Default::default(),
             panic_warnings: Default::default(),
+            callbacks,
         });
         let object = object::DaemonObject::new(Arc::downgrade(&inner));
         inner.objects.change(|map| {

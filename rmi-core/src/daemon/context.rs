@@ -28,6 +28,7 @@ use super::connection::Conn;
 use super::{Certificate, Daemon};
 use crate::protocol::frame::Annotation;
 use crate::protocol::names::DEADLINE_ANNOTATION;
+use crate::transport::received;
 
 // Set, by reference, while a method's future is polled (see `CallContext::scope`).
 scoped_tls::scoped_thread_local!(static CONTEXT: CallContext);
@@ -96,10 +97,17 @@ impl<F: std::future::Future> std::future::Future for Scoped<'_, F> {
         let mut this = self.project();
         let ctx = *this.ctx;
         CONTEXT.set(ctx, || {
-            let fut = this.fut.as_mut().as_pin_mut();
-            let out = std::task::ready!(fut.expect("polled after completion").poll(cx));
-            this.fut.set(None);
-            std::task::Poll::Ready(out)
+            let mut poll = || {
+                let fut = this.fut.as_mut().as_pin_mut();
+                let out = std::task::ready!(fut.expect("polled after completion").poll(cx));
+                this.fut.set(None);
+                std::task::Poll::Ready(out)
+            };
+            // Proxies in the method's arguments (decoded as it runs) dial as the daemon says.
+            match &ctx.inner.conn.daemon.inner.callbacks {
+                Some(callbacks) => received::receiving(callbacks, poll),
+                None => poll(),
+            }
         })
     }
 }

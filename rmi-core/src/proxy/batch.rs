@@ -26,7 +26,8 @@ use serde_bytes::ByteBuf;
 
 use super::Proxy;
 use crate::error::Error;
-use crate::protocol::codec::{self, BatchItem, DecodeLimits, PyroCall, PyroValue, Serializer};
+use crate::protocol::codec::{self, BatchItem, PyroCall, PyroValue, Serializer};
+use crate::transport::received;
 
 /// The queued calls, in the shape the serializer's batches take.
 #[derive(Debug)]
@@ -146,7 +147,7 @@ impl Batch {
             items,
             sent,
             serializer: self.serializer,
-            limits: *self.proxy.limits(),
+            receiver: self.proxy.clone(),
         })
     }
 
@@ -169,21 +170,28 @@ pub struct BatchResults {
     items: Items,
     sent: usize,
     serializer: Serializer,
-    limits: DecodeLimits,
+    /// The proxy that sent the batch: its limits bound the decoding, and proxies among the
+    /// results dial with its TLS settings and shared secret.
+    receiver: Proxy,
 }
 
 impl BatchResults {
     /// The result of the call at `slot`: its value, its error, or an error saying it did not
     /// run because an earlier call failed.
     pub fn get<R: DeserializeOwned>(&self, slot: &Slot<R>) -> Result<R, Error> {
+        // Proxies among the results dial with the TLS settings and secret of the sender.
+        let shared = &self.receiver.shared;
+        let security = &shared.security;
         let item = match &self.items {
             Items::Rmi(items) => items.get(slot.index).map(|item| match item {
-                BatchItem::Ok(bytes) => self.serializer.decode(bytes, &self.limits),
+                BatchItem::Ok(bytes) => received::receiving(security, || {
+                    self.serializer.decode(bytes, &shared.config.limits)
+                }),
                 BatchItem::Err(e) => Err(Error::from_remote(e.clone())),
             }),
             Items::Pyro(items) => items.get(slot.index).map(|v| match v.batch_error() {
                 Some(e) => Err(Error::from_remote(e)),
-                None => v.decode(),
+                None => received::receiving(security, || v.decode()),
             }),
         };
         match item {

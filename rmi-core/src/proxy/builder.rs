@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::protocol::codec::{DecodeLimits, HandshakeData, Serializer};
 use crate::protocol::frame::Protocol;
 use crate::resolve::Resolve;
+use crate::transport::received::DialSecurity;
 use crate::uri::Uri;
 
 /// Default [`ProxyBuilder::max_in_flight`]: calls live at once on one connection.
@@ -124,6 +125,26 @@ impl ProxyBuilder {
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
         self
+    }
+
+    /// These settings with `security`'s TLS settings and shared secret (a proxy received in
+    /// a value dials as the side that received it).
+    pub(crate) fn secured_by(mut self, security: &DialSecurity) -> Self {
+        self.secret = security.secret.clone();
+        #[cfg(feature = "tls")]
+        {
+            self.tls = security.tls.clone();
+        }
+        self
+    }
+
+    /// What the proxies in replies to these settings' proxy dial with.
+    fn security(&self) -> DialSecurity {
+        DialSecurity {
+            secret: self.secret.clone(),
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
+        }
     }
 
     /// Checks the daemon's handshake answer (Pyro's `_pyroValidateHandshake`); an `Err`
@@ -265,6 +286,7 @@ impl ProxyBuilder {
         let options = Arc::new(self.options.clone());
         Proxy {
             shared: Arc::new(Shared {
+                security: self.security(),
                 config: self,
                 conn: RwLock::new(None),
                 learned: parking_lot::Mutex::new(None),

@@ -10,7 +10,7 @@ use tracing::Instrument;
 use super::connection::Wire;
 use super::dial::{Ahead, DialFailed, Dialing, Due};
 use super::stream::ItemStream;
-use super::{Proxy, Reply};
+use super::{Proxy, Reply, Shared};
 use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
@@ -18,6 +18,7 @@ use crate::protocol::names::{
     BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, MAC_LEN,
     STREAM_ANNOTATION,
 };
+use crate::transport::received;
 
 /// The largest call sent right behind the CONNECT. A daemon that refuses the CONNECT closes
 /// with the call unread: a small one is in its socket buffer, and its answer reaches the proxy;
@@ -70,7 +71,7 @@ impl Proxy {
         kwargs: &K,
     ) -> Result<R, Error> {
         let (mut reply, protocol, _) = self.request(None, method, args, Some(kwargs), 0).await?;
-        decode_result(&mut reply, protocol, &self.shared.config.limits)
+        decode_result(&mut reply, protocol, &self.shared)
     }
 
     /// Like [`call`](Self::call), also returning the reply's annotations and correlation id.
@@ -102,7 +103,7 @@ impl Proxy {
     ) -> Result<Reply<R>, Error> {
         let (mut reply, protocol, correlation_id) =
             self.request(object, method, args, None::<&()>, 0).await?;
-        let value = decode_result(&mut reply, protocol, &self.shared.config.limits)?;
+        let value = decode_result(&mut reply, protocol, &self.shared)?;
         Ok(Reply {
             value,
             annotations: reply.annotations,
@@ -120,11 +121,7 @@ impl Proxy {
         let (mut reply, protocol, _) = self.request(None, method, args, None::<&()>, 0).await?;
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             // An error (or a plain value from a method that is not streaming).
-            decode_result::<serde::de::IgnoredAny>(
-                &mut reply,
-                protocol,
-                &self.shared.config.limits,
-            )?;
+            decode_result::<serde::de::IgnoredAny>(&mut reply, protocol, &self.shared)?;
             return Err(Error::Protocol(format!(
                 "{method:?} did not return a stream"
             )));
@@ -349,7 +346,7 @@ impl Proxy {
         let (mut reply, protocol, _) = self
             .request(None, BATCH_METHOD, args, None::<&()>, frame::FLAGS_BATCH)
             .await?;
-        decode_result(&mut reply, protocol, &self.shared.config.limits)
+        decode_result(&mut reply, protocol, &self.shared)
     }
 
     /// Connects if needed and checks that the calls of a batch, encoded in `encoded_in`, are in
@@ -448,7 +445,19 @@ impl Proxy {
 /// Decodes a reply from a daemon speaking `protocol` (whose serializer ids it names). A large
 /// byte string the reader split off (see `FrameReader::split_bulk`) is handed to the value's
 /// `serde_bytes::ByteBuf` that reads it, not copied, and is no longer the reply's.
+///
+/// Proxies in the value dial with the TLS settings and shared secret of the proxy, `shared`.
 fn decode_result<R: DeserializeOwned>(
+    reply: &mut Message,
+    protocol: Protocol,
+    shared: &Shared,
+) -> Result<R, Error> {
+    let limits = &shared.config.limits;
+    received::receiving(&shared.security, || decode_reply(reply, protocol, limits))
+}
+
+/// [`decode_result`]'s decoding.
+fn decode_reply<R: DeserializeOwned>(
     reply: &mut Message,
     protocol: Protocol,
     limits: &DecodeLimits,

@@ -51,6 +51,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::Error;
 use crate::protocol::codec::{DecodeLimits, Metadata, Serializer};
 use crate::protocol::frame::{Annotation, Protocol};
+use crate::transport::received::{self, DialSecurity};
 use crate::uri::Uri;
 use batch::Batch;
 use connection::Connection;
@@ -85,7 +86,8 @@ pub struct Reply<R> {
 /// A handle to a remote object. Cheap to clone; clones share one connection.
 ///
 /// A proxy serializes as its URI, so a method can take or return one (Pyro's autoproxy); a
-/// deserialized proxy dials on first use with default settings.
+/// deserialized proxy dials on first use with default settings, but the TLS settings and
+/// shared secret of the side that received it (see its `Deserialize`).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), rmi_core::Error> {
@@ -113,6 +115,8 @@ impl std::fmt::Debug for Proxy {
 /// What a proxy and its clones share: settings and the connection.
 struct Shared {
     config: ProxyBuilder,
+    /// What the proxies in this proxy's replies dial with (its TLS settings and secret).
+    security: DialSecurity,
     /// The live connection, if dialed; replaced when it dies.
     conn: RwLock<Option<Arc<Connection>>>,
     /// The protocol the daemon was found to speak when none is configured, tried first on
@@ -269,17 +273,30 @@ impl Serialize for Proxy {
     }
 }
 
-/// A received proxy dials on first use, with default settings (and the sender's handshake
-/// string, when it sent one). It is read from Pyro's proxy class dict (`Pyro5.client.Proxy`,
-/// `Pyro4.core.Proxy`), from a URI class dict, or from a URI's text.
+/// A proxy received inside a value: `builder` with the TLS settings and shared secret of the
+/// side that received it (see [`transport::received`](crate::transport)), which do not travel
+/// in a proxy's state; without them it could not reach a daemon that requires them.
+fn dial_like_its_receiver(builder: ProxyBuilder) -> ProxyBuilder {
+    received::with_receiver(|security| match security {
+        Some(security) => builder.secured_by(security),
+        None => builder,
+    })
+}
+
+/// A received proxy dials on first use, with default settings, the sender's handshake string
+/// when it sent one, and the TLS settings and shared secret of the side that received it: a
+/// proxy's own for the proxies in its replies, the daemon's shared secret and
+/// `DaemonBuilder::callback_tls` (feature `tls`) for those in a method's arguments.
+/// It is read from Pyro's proxy class dict (`Pyro5.client.Proxy`, `Pyro4.core.Proxy`), from a
+/// URI class dict, or from a URI's text.
 impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if !d.is_human_readable() {
             let uri = Uri::deserialize(d)?;
-            return Ok(ProxyBuilder::new(uri).build());
+            return Ok(dial_like_its_receiver(ProxyBuilder::new(uri)).build());
         }
-        match Received::deserialize(d)? {
-            Received::Uri(uri) => Ok(ProxyBuilder::new(uri).build()),
+        let builder = match Received::deserialize(d)? {
+            Received::Uri(uri) => ProxyBuilder::new(uri),
             Received::Proxy { class, state } => {
                 if !class.ends_with(".Proxy") {
                     return Err(serde::de::Error::custom(format!(
@@ -290,9 +307,10 @@ impl<'de> Deserialize<'de> for Proxy {
                 if let Some(handshake) = state.handshake {
                     builder = builder.handshake(handshake);
                 }
-                Ok(builder.build())
+                builder
             }
-        }
+        };
+        Ok(dial_like_its_receiver(builder).build())
     }
 }
 

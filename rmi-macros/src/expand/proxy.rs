@@ -178,7 +178,8 @@ pub(super) fn serialize_impl(names: &Names<'_>, p: &TokenStream) -> TokenStream 
 pub(super) fn deserialize_impl(names: &Names<'_>, p: &TokenStream) -> TokenStream {
     let proxy = &names.proxy;
     quote! {
-        /// A received proxy dials on its first call, with default settings.
+        /// A received proxy dials on its first call, with default settings, but the TLS
+        /// settings and shared secret of the side that received it (see `rmi::Proxy`).
         impl<'__de> #p::serde::Deserialize<'__de> for #proxy {
             fn deserialize<__D: #p::serde::Deserializer<'__de>>(__d: __D) -> #p::std::result::Result<Self, __D::Error> {
                 ::core::result::Result::Ok(Self { proxy: <#p::Proxy as #p::serde::Deserialize>::deserialize(__d)? })

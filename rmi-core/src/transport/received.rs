@@ -1,0 +1,51 @@
+//! What a proxy found inside a value dials with: the TLS settings and shared secret of the
+//! side that received the value, which a proxy's serialized state does not carry.
+//!
+//! A proxy sets them while it decodes a reply (its own settings); a daemon while a method runs
+//! (its shared secret and `DaemonBuilder::callback_tls`), so a callback proxy in the method's
+//! arguments can reach a client daemon that requires them. The innermost setting wins: a
+//! method that calls another proxy decodes that reply with that proxy's settings.
+
+#[cfg(feature = "tls")]
+use std::sync::Arc;
+
+use crate::auth::SharedSecret;
+
+/// The settings a received proxy dials with, beyond its URI and handshake.
+#[derive(Clone, Default)]
+pub(crate) struct DialSecurity {
+    /// Proved to the daemon the proxy dials.
+    pub(crate) secret: Option<SharedSecret>,
+    /// TLS client settings for the dial.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl DialSecurity {
+    /// `None` when there is nothing to pass on (no secret, no TLS): nothing need be set then.
+    pub(crate) fn some(self) -> Option<Self> {
+        #[cfg(feature = "tls")]
+        let tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        (self.secret.is_some() || tls).then_some(self)
+    }
+}
+
+// The receiving side's settings, while it decodes or runs a method.
+scoped_tls::scoped_thread_local!(static RECEIVER: DialSecurity);
+
+/// Runs `f` (synchronous: a decode, or one poll of a method's future) with the proxies it
+/// decodes dialing with `security`.
+pub(crate) fn receiving<R>(security: &DialSecurity, f: impl FnOnce() -> R) -> R {
+    RECEIVER.set(security, f)
+}
+
+/// Calls `f` with the receiving side's settings, if any are set on this thread.
+pub(crate) fn with_receiver<R>(f: impl FnOnce(Option<&DialSecurity>) -> R) -> R {
+    if RECEIVER.is_set() {
+        RECEIVER.with(|security| f(Some(security)))
+    } else {
+        f(None)
+    }
+}
