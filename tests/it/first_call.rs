@@ -485,3 +485,18 @@ async fn a_first_call_too_large_to_go_ahead_is_encoded_once() {
     );
     daemon.shutdown();
 }
+
+/// The CONNECT is held to `MAX_HANDSHAKE_SIZE`; a first call far larger, sent right behind it
+/// in the same write, is not: it is read after the handshake, under `max_message_size`.
+#[tokio::test]
+async fn a_first_call_larger_than_the_handshake_bound_goes_out_with_the_connect_and_runs() {
+    let (daemon, lab, _) = start_daemon().await;
+    for serializer in [Serializer::Bincode, Serializer::MsgPack] {
+        let proxy =
+            LabProxy::from_proxy(Proxy::builder(lab.clone()).serializer(serializer).build());
+        let big = "x".repeat(8 * rmi::daemon::MAX_HANDSHAKE_SIZE);
+        let (_, _, echoed) = proxy.echo(1, 1, big.clone()).await.unwrap();
+        assert_eq!(echoed.len(), big.len(), "{serializer:?}");
+    }
+    daemon.shutdown();
+}
