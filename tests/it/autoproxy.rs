@@ -337,8 +337,19 @@ pub(crate) async fn proxies_in_values_under(
 async fn proxies_received_in_values_prove_the_shared_secret_of_their_receiver() {
     let secret = rmi::SharedSecret::new("correct horse battery staple");
     let builder = || rmi::Daemon::builder().shared_secret(secret.clone());
+    let server = builder().callback_secret(secret.clone());
     let (deposited, called_back) =
-        proxies_in_values_under(builder(), builder(), |b| b.shared_secret(secret.clone())).await;
+        proxies_in_values_under(server, builder(), |b| b.shared_secret(secret.clone())).await;
     assert_eq!(deposited.unwrap(), 15, "the returned account proxy works");
     assert_eq!(called_back.unwrap(), Ok(5), "the server called back");
+
+    // A server with a secret calls back a client daemon without one: its callback proxies
+    // prove no secret unless told to (callback_secret).
+    let (deposited, called_back) =
+        proxies_in_values_under(builder(), rmi::Daemon::builder(), |b| {
+            b.shared_secret(secret.clone())
+        })
+        .await;
+    assert_eq!(deposited.unwrap(), 15);
+    assert_eq!(called_back.unwrap(), Ok(5), "called back without a secret");
 }

@@ -16,7 +16,7 @@ use super::{object, streams, Daemon, Inner};
 use crate::error::Error;
 use crate::protocol::codec::DecodeLimits;
 use crate::protocol::names::DAEMON_OBJECT_ID;
-use crate::transport::received::DialSecurity;
+use crate::transport::received::{DialSecurity, Scope};
 use crate::uri::Location;
 
 /// Host a daemon binds when none is given: loopback, never all interfaces unless asked.
@@ -70,6 +70,7 @@ pub struct DaemonBuilder {
     pub(super) compression: bool,
     pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
     pub(super) secret: Option<crate::auth::SharedSecret>,
+    pub(super) callback_secret: Option<crate::auth::SharedSecret>,
     #[cfg(feature = "tls")]
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     #[cfg(feature = "tls")]
@@ -127,6 +128,7 @@ impl Default for DaemonBuilder {
             compression: false,
             validator: None,
             secret: None,
+            callback_secret: None,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -193,6 +195,14 @@ impl DaemonBuilder {
         self
     }
 
+    /// The shared secret the proxies this daemon's methods receive in their arguments (a
+    /// client's callback objects) prove to the daemons they dial (default: none, as a client's
+    /// callback daemon may have none; often the same as [`shared_secret`](Self::shared_secret)).
+    pub fn callback_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
+        self.callback_secret = Some(secret);
+        self
+    }
+
     /// Serves TLS with `config` (rustls); require client certificates in the config for mutual
     /// TLS. URIs stay `PYRO:` (as in Pyro): clients must be configured for TLS too.
     #[cfg(feature = "tls")]
@@ -204,7 +214,7 @@ impl DaemonBuilder {
     /// The TLS settings (rustls) of the proxies this daemon's methods receive in their
     /// arguments, a client's callback objects: they dial with TLS, checking the other daemon's
     /// certificate against the config's roots (default: no TLS). Such proxies also prove this
-    /// daemon's [`shared_secret`](Self::shared_secret), if it has one.
+    /// [`callback_secret`](Self::callback_secret), if set.
     #[cfg(feature = "tls")]
     pub fn callback_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.callback_tls = Some(config);
@@ -366,7 +376,8 @@ impl DaemonBuilder {
         let max_connections = self.max_connections;
         let streams = Arc::new(streams::Streams::new(self.stream_linger));
         let callbacks = DialSecurity {
-            secret: self.secret.clone(),
+            scope: Scope::Anywhere,
+            secret: self.callback_secret.clone(),
             #[cfg(feature = "tls")]
             tls: self.callback_tls.clone(),
         }

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::protocol::codec::{DecodeLimits, HandshakeData, Serializer};
 use crate::protocol::frame::Protocol;
 use crate::resolve::Resolve;
-use crate::transport::received::DialSecurity;
+use crate::transport::received::{DialSecurity, Scope};
 use crate::uri::Uri;
 
 /// Default [`ProxyBuilder::max_in_flight`]: calls live at once on one connection.
@@ -130,6 +130,9 @@ impl ProxyBuilder {
     /// These settings with `security`'s TLS settings and shared secret (a proxy received in
     /// a value dials as the side that received it).
     pub(crate) fn secured_by(mut self, security: &DialSecurity) -> Self {
+        if !security.applies_to(self.uri.location()) {
+            return self;
+        }
         self.secret = security.secret.clone();
         #[cfg(feature = "tls")]
         {
@@ -141,6 +144,7 @@ impl ProxyBuilder {
     /// What the proxies in replies to these settings' proxy dial with.
     fn security(&self) -> DialSecurity {
         DialSecurity {
+            scope: Scope::At(self.uri.location().cloned()),
             secret: self.secret.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),

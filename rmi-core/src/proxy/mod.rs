@@ -87,7 +87,7 @@ pub struct Reply<R> {
 ///
 /// A proxy serializes as its URI, so a method can take or return one (Pyro's autoproxy); a
 /// deserialized proxy dials on first use with default settings, but the TLS settings and
-/// shared secret of the side that received it (see its `Deserialize`).
+/// shared secret of the side that received it where they apply (see its `Deserialize`).
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), rmi_core::Error> {
@@ -285,8 +285,9 @@ fn dial_like_its_receiver(builder: ProxyBuilder) -> ProxyBuilder {
 
 /// A received proxy dials on first use, with default settings, the sender's handshake string
 /// when it sent one, and the TLS settings and shared secret of the side that received it: a
-/// proxy's own for the proxies in its replies, the daemon's shared secret and
-/// `DaemonBuilder::callback_tls` (feature `tls`) for those in a method's arguments.
+/// proxy's own for the proxies in its replies to the daemon it talks to (its own objects),
+/// `DaemonBuilder::callback_secret` and `callback_tls` (feature `tls`) for those in a method's
+/// arguments.
 /// It is read from Pyro's proxy class dict (`Pyro5.client.Proxy`, `Pyro4.core.Proxy`), from a
 /// URI class dict, or from a URI's text.
 impl<'de> Deserialize<'de> for Proxy {

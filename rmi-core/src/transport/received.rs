@@ -1,19 +1,33 @@
 //! What a proxy found inside a value dials with: the TLS settings and shared secret of the
 //! side that received the value, which a proxy's serialized state does not carry.
 //!
-//! A proxy sets them while it decodes a reply (its own settings); a daemon while a method runs
-//! (its shared secret and `DaemonBuilder::callback_tls`), so a callback proxy in the method's
-//! arguments can reach a client daemon that requires them. The innermost setting wins: a
+//! A proxy sets them while it decodes a reply (its own settings, for proxies to the same
+//! daemon); a daemon while a method runs (its `callback_secret` and `callback_tls`), so a
+//! callback proxy in the method's arguments can reach a client daemon that requires them. The innermost setting wins: a
 //! method that calls another proxy decodes that reply with that proxy's settings.
 
 #[cfg(feature = "tls")]
 use std::sync::Arc;
 
 use crate::auth::SharedSecret;
+use crate::uri::Location;
+
+/// Which received proxies the settings apply to.
+#[derive(Clone, Default)]
+pub(crate) enum Scope {
+    /// Every one (a daemon's explicit callback settings).
+    #[default]
+    Anywhere,
+    /// Those to this location (a proxy's own settings: the daemon it talks to, whose objects
+    /// it returns; another daemon may not require them, or not the same ones). `None`: none.
+    At(Option<Location>),
+}
 
 /// The settings a received proxy dials with, beyond its URI and handshake.
 #[derive(Clone, Default)]
 pub(crate) struct DialSecurity {
+    /// Which received proxies they apply to.
+    pub(crate) scope: Scope,
     /// Proved to the daemon the proxy dials.
     pub(crate) secret: Option<SharedSecret>,
     /// TLS client settings for the dial.
@@ -22,6 +36,14 @@ pub(crate) struct DialSecurity {
 }
 
 impl DialSecurity {
+    /// Whether a received proxy to `location` dials with these settings.
+    pub(crate) fn applies_to(&self, location: Option<&Location>) -> bool {
+        match &self.scope {
+            Scope::Anywhere => true,
+            Scope::At(at) => at.is_some() && at.as_ref() == location,
+        }
+    }
+
     /// `None` when there is nothing to pass on (no secret, no TLS): nothing need be set then.
     pub(crate) fn some(self) -> Option<Self> {
         #[cfg(feature = "tls")]
