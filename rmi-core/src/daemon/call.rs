@@ -243,30 +243,26 @@ impl Call {
         if object == &*self.conn.connected || object == DAEMON_OBJECT_ID {
             return None;
         }
-        let inner = &self.conn.daemon.inner;
-        if inner.object(object).is_none() {
+        // A connection opened for no object (a Pyro4 client without metadata) is bound by its
+        // first call, once the validator accepts that object; its calls to it look nothing up.
+        let late = self.conn.late.as_ref();
+        let bound = late.and_then(|late| late.bound.get());
+        if bound.is_some_and(|bound| **bound == *object) {
+            return None;
+        }
+        if self.conn.daemon.inner.object(object).is_none() {
             return Some(RemoteError::unknown_object(object));
         }
-        // A connection opened for no object (a Pyro4 client without metadata) is bound by its
-        // first call, once the validator accepts that object.
-        let opened_for = match &self.conn.late {
-            Some(late) => match late.bound.get() {
-                Some(bound) if **bound == *object => return None,
-                Some(bound) => bound.clone(),
-                None => match self.bind(late, object) {
-                    Ok(()) => return None,
-                    Err(refused) => return Some(refused),
-                },
-            },
-            None => self.conn.connected.clone(),
+        let opened_for = match (late, bound) {
+            (Some(late), None) => return self.bind(late, object).err(),
+            (_, Some(bound)) => bound,
+            (None, None) => &self.conn.connected,
         };
-        let mut e = RemoteError::new(
-            RemoteErrorKind::Protocol,
+        Some(refused(
             "Pyro5.errors.ProtocolError",
             format!("this connection was opened for object {opened_for:?}, not {object:?}"),
-        );
-        e.object = Some(object.to_owned());
-        Some(e)
+            object,
+        ))
     }
 
     /// Binds a connection opened for no object to `object`, which its first call addresses,
@@ -283,26 +279,22 @@ impl Call {
             };
             if let Err(reason) = validator.validate(&info) {
                 tracing::debug!(peer = %self.conn.peer, %object, "the validator refused the first call's object");
-                let mut e = RemoteError::new(
-                    RemoteErrorKind::Protocol,
+                return Err(refused(
                     "Pyro5.errors.SecurityError",
                     format!("the daemon refused a connection to object {object:?}: {reason}"),
-                );
-                e.object = Some(object.to_owned());
-                return Err(e);
+                    object,
+                ));
             }
         }
         let bound = late.bound.get_or_init(|| object.into());
         if **bound == *object {
             return Ok(());
         }
-        let mut e = RemoteError::new(
-            RemoteErrorKind::Protocol,
+        Err(refused(
             "Pyro5.errors.ProtocolError",
             format!("this connection was opened for object {bound:?}, not {object:?}"),
-        );
-        e.object = Some(object.to_owned());
-        Err(e)
+            object,
+        ))
     }
 
     /// Runs the call whose context is `ctx`: waits for its turn, if its object takes calls one
@@ -630,4 +622,11 @@ fn deadline_exceeded(object: &str, method: &str) -> RemoteError {
     );
     err.object = Some(object.to_owned());
     err
+}
+
+/// A call refused on its connection (not run): a protocol-level error of `type_name`.
+fn refused(type_name: &str, message: String, object: &str) -> RemoteError {
+    let mut e = RemoteError::new(RemoteErrorKind::Protocol, type_name, message);
+    e.object = Some(object.to_owned());
+    e
 }
