@@ -103,6 +103,9 @@ struct Args {
     /// Longest name, in bytes.
     #[arg(long, default_value_t = Limits::default().max_name_len)]
     max_name_len: usize,
+    /// Longest registered URI, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_uri_len)]
+    max_uri_len: usize,
     /// Most metadata tags on one entry and in one yplookup query.
     #[arg(long, default_value_t = Limits::default().max_tags)]
     max_tags: usize,
@@ -171,6 +174,7 @@ impl Args {
         }
         Ok(Limits {
             max_name_len: self.max_name_len,
+            max_uri_len: self.max_uri_len,
             max_tags: self.max_tags,
             max_tag_len: self.max_tag_len,
             max_entries: self.max_entries,

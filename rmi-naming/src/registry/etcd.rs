@@ -840,7 +840,10 @@ impl Store for EtcdStore {
             return Err(NamingError::new(format!("name already registered: {name}")));
         }
         let max_entries = self.limits.max_entries;
-        if !exists && !shared_exist && total + self.local_count() >= max_entries {
+        // A shared entry's key is its own (name and URI): a new URI adds an entry even when the
+        // name has others. A plain registration replaces whatever the name had.
+        let adds = !exists && (entry.shared || !shared_exist);
+        if adds && total + self.local_count() >= max_entries {
             return Err(NamingError::new(format!(
                 "the name server holds its max_entries ({max_entries}) names; remove some first"
             )));

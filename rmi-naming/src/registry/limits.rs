@@ -15,6 +15,10 @@ use crate::NamingError;
 pub struct Limits {
     /// Longest name, in bytes (default 512).
     pub max_name_len: usize,
+    /// Longest registered URI, in bytes as written (default 1,024: room for a long object id,
+    /// a full host name or a Unix socket path). Every `list` reply carries the URIs, so one huge
+    /// URI would otherwise take the room of thousands of entries.
+    pub max_uri_len: usize,
     /// Most metadata tags on one entry, and in one `yplookup` query (default 64).
     pub max_tags: usize,
     /// Longest metadata tag, in bytes (default 256).
@@ -41,6 +45,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_name_len: 512,
+            max_uri_len: 1024,
             max_tags: 64,
             max_tag_len: 256,
             max_entries: 100_000,
@@ -67,6 +72,18 @@ impl Limits {
         if name.is_empty() || name.chars().any(char::is_whitespace) {
             return Err(NamingError::new(format!(
                 "invalid name {name:?}: names may not be empty or contain whitespace"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a URI (as written) against `max_uri_len`.
+    pub(crate) fn check_uri(&self, uri: &str) -> Result<(), NamingError> {
+        if uri.len() > self.max_uri_len {
+            return Err(NamingError::new(format!(
+                "uri of {} bytes is longer than the name server's max_uri_len ({})",
+                uri.len(),
+                self.max_uri_len
             )));
         }
         Ok(())
@@ -192,6 +209,7 @@ mod tests {
     fn every_limit_admits_its_own_value_and_refuses_the_next() {
         let limits = Limits {
             max_name_len: 8,
+            max_uri_len: 10,
             max_tags: 2,
             max_tag_len: 3,
             max_regex_len: 5,
@@ -206,6 +224,8 @@ mod tests {
         let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         limits.check_name("abcdefgh").unwrap();
         refused(limits.check_name("abcdefghi"), "max_name_len");
+        limits.check_uri("PYRO:a@b:1").unwrap();
+        refused(limits.check_uri("PYRO:a@b:12"), "max_uri_len");
         limits.check_tags(&tags(&["a", "b"]), "metadata").unwrap();
         refused(
             limits.check_tags(&tags(&["a", "b", "c"]), "metadata"),

@@ -384,6 +384,7 @@ impl Registry {
                 "only PYRO: uris can be registered, not {uri}"
             )));
         }
+        self.limits.check_uri(&uri.to_string())?;
         self.limits.check_tags(&metadata, "metadata")?;
         Ok(Entry {
             uri,
@@ -395,13 +396,24 @@ impl Registry {
 
     /// The entry of `name`; of a shared name, one of its entries picked at random.
     pub async fn lookup(&self, name: &str) -> Result<Entry, NamingError> {
-        let mut all = self.lookup_all(name).await?;
+        let mut all = self.entries(name).await?;
         let at = rand::random_range(0..all.len());
         Ok(all.swap_remove(at))
     }
 
-    /// Every entry of `name`: one for a plain name, one per daemon for a shared one.
+    /// Every entry of `name`: one for a plain name, one per daemon for a shared one. Refused,
+    /// like `list`, if they would not fit in `max_reply_bytes`.
     pub async fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
+        let all = self.entries(name).await?;
+        let size: usize = all.iter().map(|e| engine::reply_size(name, e)).sum();
+        if size > self.limits.max_reply_bytes {
+            return Err(self.limits.reply_too_large("lookup_all"));
+        }
+        Ok(all)
+    }
+
+    /// Every entry of `name`, counted as a lookup; an error for an unknown name.
+    async fn entries(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
         let all = self.store.lookup_all(name).await?;
         if all.is_empty() {

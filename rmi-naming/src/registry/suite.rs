@@ -452,6 +452,63 @@ async fn limits_refuse_with_the_setting_named(r: Registry) {
     assert!(err.message.contains("max_leases"), "{err}");
 }
 
+/// A shared name's entries count one each toward `max_entries` and its `lookup_all` reply
+/// toward `max_reply_bytes`; a registered URI is held to `max_uri_len`.
+async fn shared_entries_and_uris_are_held_to_the_limits(r: Registry) {
+    let limits = small_limits();
+    // Four daemons fill the registry (max_entries 4) under one shared name.
+    for port in 1..=4 {
+        r.register_shared("s", uri(port), tags(&[]), None)
+            .await
+            .unwrap();
+    }
+    let err = r
+        .register_shared("s", uri(5), tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_entries"), "{err}");
+    let err = r
+        .register("p", uri(5), false, tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_entries"), "{err}");
+    // Updating an entry adds nothing, so it is not refused.
+    r.register_shared("s", uri(4), tags(&["t"]), None)
+        .await
+        .unwrap();
+    assert_eq!(r.count().await.unwrap(), 4);
+    // Four entries do not fit in max_reply_bytes (150): lookup_all is refused like list, while
+    // lookup still picks one.
+    let err = r.lookup_all("s").await.unwrap_err();
+    assert!(err.message.contains("max_reply_bytes"), "{err}");
+    assert!(uri_set(&[1, 2, 3, 4]).contains(&r.lookup("s").await.unwrap().uri.to_string()));
+    // A plain registration replaces the four, leaving room again.
+    r.register("s", uri(6), false, tags(&[]), None)
+        .await
+        .unwrap();
+    assert_eq!(r.count().await.unwrap(), 1);
+    assert_eq!(r.lookup_all("s").await.unwrap().len(), 1);
+    // A URI at max_uri_len registers; one byte more is refused, plainly or shared.
+    let base = Uri::tcp("", "127.0.0.1", 1).to_string().len();
+    let at_limit = Uri::tcp("o".repeat(limits.max_uri_len - base), "127.0.0.1", 1);
+    assert_eq!(at_limit.to_string().len(), limits.max_uri_len);
+    r.register("long", at_limit, false, tags(&[]), None)
+        .await
+        .unwrap();
+    let over = Uri::tcp("o".repeat(limits.max_uri_len - base + 1), "127.0.0.1", 1);
+    let err = r
+        .register("longer", over.clone(), false, tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_uri_len"), "{err}");
+    let err = r
+        .register_shared("longer", over, tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_uri_len"), "{err}");
+    assert!(r.lookup("longer").await.is_err());
+}
+
 fn small_limits() -> Limits {
     Limits {
         max_entries: 4,
@@ -460,6 +517,7 @@ fn small_limits() -> Limits {
         max_tags: 4,
         max_tag_len: 8,
         max_name_len: 32,
+        max_uri_len: 64,
         ..test_limits()
     }
 }
@@ -526,6 +584,14 @@ macro_rules! suite {
                     return;
                 };
                 super::limits_refuse_with_the_setting_named(r).await;
+            }
+
+            #[tokio::test]
+            async fn shared_entries_and_uris_are_held_to_the_limits() {
+                let Some((_keep, _dir, r)) = open(small_limits()).await else {
+                    return;
+                };
+                super::shared_entries_and_uris_are_held_to_the_limits(r).await;
             }
         }
     };
