@@ -27,7 +27,9 @@
 //!
 //! Leases are etcd leases. etcd counts them in whole seconds and raises a TTL below its minimum
 //! (about 1.5 × its election timeout, 2 s with the defaults) to that minimum; a keep-alive
-//! answers the TTL in force.
+//! answers the TTL in force. Only leases with rmi's record are the store's: a keep-alive,
+//! revoke or registration naming another program's lease on the same cluster is answered as
+//! for an unknown lease, and leaves that lease and its keys alone.
 //!
 //! # Watch
 //!
@@ -801,9 +803,10 @@ impl Store for EtcdStore {
             }
             f => self.fail("a registration", f),
         };
-        // Whether the key exists, whether the name has shared entries, and how many entries
-        // there are, read together.
+        // Whether the key exists, whether the name has shared entries, how many entries there
+        // are, and whether the lease is one rmi granted (it has a record), read together.
         let names = self.keys.names.clone();
+        let lease_key = self.keys.lease(lease);
         let probe = self
             .cluster
             .call(|mut c| {
@@ -816,6 +819,10 @@ impl Store for EtcdStore {
                     TxnOp::get(
                         names.as_str(),
                         Some(GetOptions::new().with_prefix().with_count_only()),
+                    ),
+                    TxnOp::get(
+                        lease_key.as_str(),
+                        Some(GetOptions::new().with_count_only()),
                     ),
                 ]);
                 async move { c.txn(txn).await }
@@ -836,6 +843,10 @@ impl Store for EtcdStore {
         let total = counts
             .get(2)
             .map_or(0, |&c| usize::try_from(c).unwrap_or(usize::MAX));
+        // Another program's lease on the same cluster is not ours to bind names to.
+        if lease != 0 && counts.get(3).is_none_or(|&c| c == 0) {
+            return Err(unknown_lease(entry.lease.unwrap_or(LeaseId(0))));
+        }
         if safe && !entry.shared && (exists || shared_exist) {
             return Err(NamingError::new(format!("name already registered: {name}")));
         }
@@ -1173,18 +1184,31 @@ impl Store for EtcdStore {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, NamingError> {
         let id = etcd_lease(lease).ok_or_else(|| unknown_lease(lease))?;
-        // One keep-alive round on a fresh stream, then the TTL now in force.
+        // Only a lease rmi granted (it has a record): another program's lease on the same
+        // cluster is not ours to keep alive. Then one keep-alive round on a fresh stream, and
+        // the TTL now in force.
+        let key = self.keys.lease(id);
         let resp = self
             .cluster
-            .call(|mut c| async move {
-                let (_keeper, _stream) = c.lease_keep_alive(id).await?;
-                c.lease_time_to_live(id, None).await
+            .call(|mut c| {
+                let key = key.clone();
+                async move {
+                    let record = c
+                        .get(key, Some(GetOptions::new().with_count_only()))
+                        .await?;
+                    if record.count() == 0 {
+                        return Ok(None);
+                    }
+                    let (_keeper, _stream) = c.lease_keep_alive(id).await?;
+                    c.lease_time_to_live(id, None).await.map(Some)
+                }
             })
             .await
             .map_err(|f| match f {
                 Failure::Refused(e) if lease_not_found(&e) => unknown_lease(lease),
                 f => self.fail("a lease keep-alive", f),
-            })?;
+            })?
+            .ok_or_else(|| unknown_lease(lease))?;
         self.cluster.saw(resp.header());
         if resp.ttl() <= 0 {
             return Err(unknown_lease(lease));
@@ -1199,7 +1223,8 @@ impl Store for EtcdStore {
             return Ok(0);
         };
         let not_found = |f: &Failure| matches!(f, Failure::Refused(e) if lease_not_found(e));
-        // Mark the lease record first, so watchers report its names as removed, not expired.
+        // Mark the lease record first, so watchers report its names as removed, not expired;
+        // only if it has one: a lease without is another program's, not ours to revoke.
         let key = self.keys.lease(id);
         let record = serde_json::to_vec(&StoredLease {
             ttl_ms: 0,
@@ -1209,15 +1234,20 @@ impl Store for EtcdStore {
         match self
             .cluster
             .call(|mut c| {
-                let (key, record) = (key.clone(), record.clone());
-                async move {
-                    c.put(key, record, Some(PutOptions::new().with_lease(id)))
-                        .await
-                }
+                let put = TxnOp::put(
+                    key.as_str(),
+                    record.clone(),
+                    Some(PutOptions::new().with_lease(id)),
+                );
+                let txn = Txn::new()
+                    .when([Compare::version(key.as_str(), CompareOp::Greater, 0)])
+                    .and_then([put]);
+                async move { c.txn(txn).await }
             })
             .await
         {
-            Ok(resp) => self.cluster.saw(resp.header()),
+            Ok(resp) if resp.succeeded() => self.cluster.saw(resp.header()),
+            Ok(_) => return Ok(0),
             Err(f) if not_found(&f) => return Ok(0),
             Err(f) => return Err(self.fail("a lease revoke", f)),
         }

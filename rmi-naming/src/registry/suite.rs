@@ -760,6 +760,81 @@ async fn etcd_lease_ttls_round_up_to_whole_seconds() {
     }
 }
 
+/// Leases another program granted on the same cluster are not the name server's: a client
+/// cannot keep one alive, revoke it (deleting that program's keys) or bind a name to it through
+/// rmi, even knowing its id. Only leases with rmi's record are.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn leases_granted_by_other_programs_are_not_the_name_servers() {
+    let Some((cluster, store)) = one_etcd("leases of other programs").await else {
+        return;
+    };
+    let mut raw = etcd_client::Client::connect(&cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let foreign = raw.lease_grant(60, None).await.unwrap().id();
+    raw.put(
+        "/app/lock",
+        "held",
+        Some(etcd_client::PutOptions::new().with_lease(foreign)),
+    )
+    .await
+    .unwrap();
+    let id = LeaseId(u64::try_from(foreign).unwrap());
+    let err = store.keep_alive(id).await.unwrap_err();
+    assert!(err.message.contains("unknown lease"), "{err}");
+    let err = store
+        .register(
+            "n".into(),
+            Entry {
+                lease: Some(id),
+                ..Entry::new(uri(1), tags(&[]))
+            },
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("unknown lease"), "{err}");
+    let err = store
+        .register(
+            "s".into(),
+            Entry {
+                lease: Some(id),
+                shared: true,
+                ..Entry::new(uri(1), tags(&[]))
+            },
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("unknown lease"), "{err}");
+    assert_eq!(store.revoke(id).await.unwrap(), 0);
+    // The other program's key and lease are untouched, and no name was written.
+    let held = raw.get("/app/lock", None).await.unwrap();
+    assert_eq!(held.kvs().len(), 1, "the foreign key survived");
+    assert!(raw.lease_time_to_live(foreign, None).await.unwrap().ttl() > 0);
+    assert_eq!(store.count().await.unwrap(), 0);
+    // A lease the store granted works for all three.
+    let own = store.grant(Duration::from_secs(60)).await.unwrap();
+    store
+        .register(
+            "n".into(),
+            Entry {
+                lease: Some(own),
+                ..Entry::new(uri(1), tags(&[]))
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.keep_alive(own).await.unwrap(),
+        Duration::from_secs(60)
+    );
+    assert_eq!(store.revoke(own).await.unwrap(), 1);
+    assert_eq!(store.count().await.unwrap(), 0);
+}
+
 /// Keys a name server did not write under `names/` (by hand, or by a tool) never break it:
 /// a malformed value is skipped in listings and named in a lookup's error, and a stray
 /// `Pyro.NameServer` key never shadows each name server's own entry.
