@@ -108,6 +108,12 @@ impl NameServerProxy {
             .await
     }
 
+    /// Removes this daemon's entry (`uri`) of the shared name `name`, leaving the other
+    /// daemons' entries; returns whether it was there. (`remove` takes every entry.)
+    pub async fn remove_shared(&self, name: &str, uri: &Uri) -> Result<bool, Error> {
+        self.api.remove_shared(name.to_owned(), uri.clone()).await
+    }
+
     /// Every URI registered under `name` with its metadata: one for a plain name, one per
     /// daemon for a shared one.
     pub async fn lookup_all(&self, name: &str) -> Result<Vec<(Uri, BTreeSet<String>)>, Error> {

@@ -395,10 +395,18 @@ impl LeasedNames {
     }
 
     /// Removes `name` from the name server and from the lease; returns whether it was there.
+    /// Only this holder's registration goes: of a shared name, this daemon's entry (the other
+    /// daemons' stay); a name another process registered since is left alone.
     pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
         let mut names = self.shared.names.lock().await;
-        names.names.remove(name);
-        self.shared.ns.remove(name).await
+        let Some(held) = names.names.remove(name) else {
+            return Ok(false);
+        };
+        if held.shared && !names.plain {
+            return self.shared.ns.remove_shared(name, &held.uri).await;
+        }
+        let one = BTreeMap::from([(name.to_owned(), held)]);
+        Ok(self.shared.remove_plain(&one).await? > 0)
     }
 
     /// The names held.

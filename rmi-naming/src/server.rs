@@ -121,6 +121,10 @@ pub trait NameServerApi {
         lease: Option<u64>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError>;
+    /// Removes the entry of `uri` from the shared name `name`, leaving the other daemons'
+    /// entries; returns whether it was there. A plain registration of `name` is left alone.
+    #[rmi(raises, idempotent)]
+    async fn remove_shared(&self, name: String, uri: Uri) -> Result<bool, NamingError>;
     /// Every URI registered under `name`, with its metadata: one for a plain name, one per
     /// daemon for a shared one.
     #[rmi(raises, idempotent)]
@@ -534,6 +538,11 @@ impl NameServerApi for NameServer {
         self.registry
             .register_shared(&name, uri, metadata.unwrap_or_default(), lease.map(LeaseId))
             .await
+    }
+
+    async fn remove_shared(&self, name: String, uri: Uri) -> Result<bool, NamingError> {
+        tracing::info!(%name, %uri, "remove shared");
+        self.registry.remove_shared(&name, &uri).await
     }
 
     async fn lookup_all(&self, name: String) -> Result<Vec<(Uri, BTreeSet<String>)>, NamingError> {

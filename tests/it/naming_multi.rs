@@ -699,6 +699,55 @@ async fn daemons_holding_their_own_leases_share_a_name_and_leave_it_one_by_one()
     assert_eq!(who.who().await.unwrap(), 2);
 }
 
+/// `LeasedNames::unregister` takes only what its holder registered: of a shared name, this
+/// daemon's entry (the other daemon's stays and is served); a plain name that another process
+/// registered again since is left alone; a name the holder never had is not removed.
+#[tokio::test]
+async fn unregistering_a_leased_name_takes_only_the_holders_own_entry() {
+    let (_ns, names, port) = name_server().await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    let lease_a = names.lease(TTL).await.unwrap();
+    let lease_b = names.lease(TTL).await.unwrap();
+    lease_a
+        .register_shared("left.one", &uri_a, tags(&[]))
+        .await
+        .unwrap();
+    lease_b
+        .register_shared("left.one", &uri_b, tags(&[]))
+        .await
+        .unwrap();
+    assert!(lease_a.unregister("left.one").await.unwrap());
+    assert!(!lease_a.unregister("left.one").await.unwrap());
+    let left: Vec<Uri> = names
+        .lookup_all("left.one")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert_eq!(left, std::slice::from_ref(&uri_b));
+    let who = WhoProxy::from_proxy(proxy_via(&logical("left.one", port), &resolver(port)).await);
+    assert_eq!(who.who().await.unwrap(), 2);
+    // A's lease no longer covers the name: revoking it leaves B's entry.
+    assert_eq!(lease_a.revoke().await.unwrap(), 0);
+    assert_eq!(names.lookup_all("left.one").await.unwrap().len(), 1);
+
+    // A plain name taken over by another process since is not A's to remove.
+    let lease_a = names.lease(TTL).await.unwrap();
+    lease_a.register("left.plain", &uri_a).await.unwrap();
+    names.register("left.plain", &uri_b).await.unwrap();
+    assert!(!lease_a.unregister("left.plain").await.unwrap());
+    assert_eq!(names.lookup("left.plain").await.unwrap(), uri_b);
+    // Nor is a name A never registered.
+    assert!(!lease_a.unregister("left.one").await.unwrap());
+    assert_eq!(names.lookup_all("left.one").await.unwrap().len(), 1);
+    // Its own plain name goes.
+    lease_a.register("left.mine", &uri_a).await.unwrap();
+    assert!(lease_a.unregister("left.mine").await.unwrap());
+    assert!(names.lookup("left.mine").await.is_err());
+}
+
 /// A TCP relay to a name server whose answers can be held back: while held, what the name
 /// server sends waits in the relay (what clients send goes through).
 struct HeldRelay {

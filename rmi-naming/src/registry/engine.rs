@@ -106,6 +106,14 @@ macro_rules! store_via_engine {
                 self.engine.set_metadata(name, metadata).await
             }
 
+            async fn remove_shared(
+                &self,
+                name: &str,
+                uri: &rmi_core::Uri,
+            ) -> Result<bool, $crate::NamingError> {
+                self.engine.remove_shared(name, uri).await
+            }
+
             async fn yplookup(
                 &self,
                 filter: &$crate::registry::MetaFilter,
@@ -580,6 +588,41 @@ impl Engine {
                 }
             }
             Ok(count)
+        })
+        .await
+    }
+
+    pub(crate) async fn remove_shared(
+        &self,
+        name: &str,
+        uri: &rmi_core::Uri,
+    ) -> Result<bool, NamingError> {
+        let wanted = uri.to_string();
+        self.mutate(move |s, tx| {
+            let Some(slot) = s.entries.get_mut(name) else {
+                return Ok(false);
+            };
+            let Some(at) = slot
+                .iter()
+                .position(|e| e.shared && e.uri.to_string() == wanted)
+            else {
+                return Ok(false);
+            };
+            let entry = slot.remove(at);
+            if slot.is_empty() {
+                s.entries.remove(name);
+            }
+            s.total -= 1;
+            s.unbind(name, &entry);
+            tx.writes.push(Write::DeleteShared {
+                name: name.to_owned(),
+                uri: entry.uri.clone(),
+            });
+            tx.changes.push(Change::Removed {
+                name: name.to_owned(),
+                uri: Some(entry.uri),
+            });
+            Ok(true)
         })
         .await
     }

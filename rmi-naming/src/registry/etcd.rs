@@ -1030,6 +1030,22 @@ impl Store for EtcdStore {
         self.delete_keys(doomed).await
     }
 
+    async fn remove_shared(&self, name: &str, uri: &rmi_core::Uri) -> Result<bool, NamingError> {
+        // NOTE: a remove retried after an attempt that was applied but whose answer was lost
+        // answers false; the entry is gone either way.
+        let key = self.keys.shared(name, uri);
+        let resp = self
+            .cluster
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None).await }
+            })
+            .await
+            .map_err(|f| self.fail("a remove", f))?;
+        self.cluster.saw(resp.header());
+        Ok(resp.deleted() > 0)
+    }
+
     async fn set_metadata(
         &self,
         name: &str,

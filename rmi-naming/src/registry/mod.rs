@@ -208,6 +208,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes the names passing `filter` (every entry of each), never the name server's own;
     /// returns how many entries went.
     async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError>;
+    /// Removes the one shared entry of `name` for `uri` (one daemon of several), leaving the
+    /// others; returns whether it was there. A plain entry is never removed by this.
+    async fn remove_shared(&self, name: &str, uri: &Uri) -> Result<bool, NamingError>;
     /// Replaces the metadata of `name` (of every entry of a shared name).
     async fn set_metadata(&self, name: &str, metadata: BTreeSet<String>)
         -> Result<(), NamingError>;
@@ -437,6 +440,13 @@ impl Registry {
             (None, None) => NameFilter::All,
         };
         self.store.list(&filter).await
+    }
+
+    /// Removes this daemon's entry (`uri`) of the shared name `name`, leaving the other
+    /// daemons'; returns whether it was there.
+    pub async fn remove_shared(&self, name: &str, uri: &Uri) -> Result<bool, NamingError> {
+        self.limits.check_name(name)?;
+        self.store.remove_shared(name, uri).await
     }
 
     /// Removes by exact name, else by prefix, else by regex; returns how many went. The name

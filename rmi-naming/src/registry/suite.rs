@@ -509,6 +509,48 @@ async fn shared_entries_and_uris_are_held_to_the_limits(r: Registry) {
     assert!(r.lookup("longer").await.is_err());
 }
 
+/// One daemon's entry of a shared name can be removed alone: the others stay, a leased one
+/// leaves its lease (revoking it later removes nothing), a watch sees that one entry go, and a
+/// plain name is never taken by it.
+async fn one_shared_entry_is_removed_alone(r: Registry) {
+    let lease = r.grant(Duration::from_secs(60)).await.unwrap();
+    r.register_shared("svc", uri(1), tags(&[]), Some(lease))
+        .await
+        .unwrap();
+    r.register_shared("svc", uri(2), tags(&[]), None)
+        .await
+        .unwrap();
+    let mut watch = r.watch();
+    assert!(r.remove_shared("svc", &uri(1)).await.unwrap());
+    assert!(!r.remove_shared("svc", &uri(1)).await.unwrap());
+    assert!(!r.remove_shared("svc", &uri(3)).await.unwrap());
+    let change = next_change(&mut watch, |c| matches!(c, Change::Removed { .. })).await;
+    assert_eq!(
+        change,
+        Change::Removed {
+            name: "svc".into(),
+            uri: Some(uri(1))
+        }
+    );
+    assert_eq!(uris(&r.lookup_all("svc").await.unwrap()), uri_set(&[2]));
+    assert_eq!(r.count().await.unwrap(), 1);
+    assert_eq!(
+        r.revoke(lease).await.unwrap(),
+        0,
+        "the entry left its lease"
+    );
+    assert_eq!(uris(&r.lookup_all("svc").await.unwrap()), uri_set(&[2]));
+    // The last entry going takes the name.
+    assert!(r.remove_shared("svc", &uri(2)).await.unwrap());
+    assert!(r.lookup("svc").await.is_err());
+    // A plain name is not a shared entry.
+    r.register("plain", uri(5), false, tags(&[]), None)
+        .await
+        .unwrap();
+    assert!(!r.remove_shared("plain", &uri(5)).await.unwrap());
+    assert_eq!(r.lookup("plain").await.unwrap().uri, uri(5));
+}
+
 fn small_limits() -> Limits {
     Limits {
         max_entries: 4,
@@ -568,6 +610,14 @@ macro_rules! suite {
                     return;
                 };
                 super::shared_names_hold_several_entries(r).await;
+            }
+
+            #[tokio::test]
+            async fn one_shared_entry_is_removed_alone() {
+                let Some((_keep, _dir, r)) = open(test_limits()).await else {
+                    return;
+                };
+                super::one_shared_entry_is_removed_alone(r).await;
             }
 
             #[tokio::test]
