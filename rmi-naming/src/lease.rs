@@ -45,6 +45,9 @@ struct Names {
     /// plainly, and stay until removed.
     plain: bool,
     names: BTreeMap<String, Held>,
+    /// Names the last recovery could not register again (another process took a `safe` name,
+    /// the name server was full, a call failed): tried again on every keep-alive round.
+    missing: BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -61,7 +64,8 @@ struct Shared {
 ///
 /// If the name server loses the lease (it restarted without persistence, or it could not be
 /// reached for longer than the TTL), the keeper grants a new one and registers every name again
-/// by itself. [`revoke`](Self::revoke) on a clean shutdown removes the names at once; dropping
+/// by itself; a name it cannot register then (taken meanwhile by a `safe`-refusing owner, the
+/// name server full) is tried again on every keep-alive round until it is. [`revoke`](Self::revoke) on a clean shutdown removes the names at once; dropping
 /// it stops the keeper and revokes in the background when a runtime is there to do it.
 ///
 /// ```no_run
@@ -205,20 +209,44 @@ impl Shared {
     }
 
     /// Grants a new lease and registers every name again under it. A name that fails is
-    /// logged and left out (its registration is kept, to try again on the next recovery).
+    /// logged and marked missing, to be tried again on each keep-alive round.
     async fn recover(&self, names: &mut Names) -> Result<(), Error> {
         let lease = self.grant().await?;
         names.lease = Some(lease);
+        names.missing.clear();
         let mut again = 0;
         for (name, held) in &names.names {
             match self.register_one(lease, name, held).await {
                 Ok(()) => again += 1,
                 Err(e) if lease_lost(&e) => return Err(e),
-                Err(e) => tracing::warn!(%name, error = %e, "could not register again"),
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "could not register again; will keep trying");
+                    names.missing.insert(name.clone());
+                }
             }
         }
         tracing::info!(%lease, names = again, "lease lost: registered again under a new one");
         Ok(())
+    }
+
+    /// Tries once more to register the names the last recovery could not.
+    async fn retry_missing(&self, names: &mut Names, lease: LeaseId) {
+        let missing: Vec<String> = names.missing.iter().cloned().collect();
+        for name in missing {
+            let Some(held) = names.names.get(&name) else {
+                names.missing.remove(&name);
+                continue;
+            };
+            match self.register_one(lease, &name, held).await {
+                Ok(()) => {
+                    tracing::info!(%name, %lease, "registered again");
+                    names.missing.remove(&name);
+                }
+                // The next round recovers the lease, and every name with it.
+                Err(e) if lease_lost(&e) => return,
+                Err(e) => tracing::debug!(%name, error = %e, "still could not register again"),
+            }
+        }
     }
 
     /// One keep-alive round: renew, or recover if the lease is gone.
@@ -232,7 +260,11 @@ impl Shared {
             None => Err(Error::Resolve("unknown lease: none held".into())),
         };
         match result {
-            Ok(()) => {}
+            Ok(()) => {
+                if let (Some(lease), false) = (names.lease, names.missing.is_empty()) {
+                    self.retry_missing(&mut names, lease).await;
+                }
+            }
             // Another name server answers at that address now, one without leases.
             Err(e) if no_lease_methods(&e) => self.go_plain(&mut names, &e).await,
             Err(e) if lease_lost(&e) => match self.recover(&mut names).await {
@@ -390,6 +422,7 @@ impl LeasedNames {
             },
             other => other?,
         }
+        names.missing.remove(name);
         names.names.insert(name.to_owned(), held);
         Ok(())
     }
@@ -402,6 +435,7 @@ impl LeasedNames {
         let Some(held) = names.names.remove(name) else {
             return Ok(false);
         };
+        names.missing.remove(name);
         if held.shared && !names.plain {
             return self.shared.ns.remove_shared(name, &held.uri).await;
         }

@@ -279,6 +279,54 @@ async fn a_daemon_registers_again_by_itself_after_the_name_server_restarts() {
     assert!(!registered(&fresh, "moving").await);
 }
 
+/// A name the daemon could not register again after a restart (another process had taken it,
+/// and the daemon registered it `safe`) is tried again on every keep-alive round, and comes back
+/// once it is free, while the daemon's other names came back at once.
+#[tokio::test]
+async fn a_name_that_could_not_be_registered_again_is_retried_until_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::Sql(dir.path().join("names.db"));
+    let ns = start(0, Storage::Memory).await;
+    let port = ns.daemon().local_addr().unwrap().port();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let (_daemon, _, greeter) = start_daemon().await;
+    let (_other_daemon, _, other) = start_daemon().await;
+    let held = names.lease(TTL).await.unwrap();
+    held.register_with("taken", &greeter, true, tags(&[]))
+        .await
+        .unwrap();
+    held.register("kept", &greeter).await.unwrap();
+
+    // The name server comes back on the same port from storage where another process holds
+    // "taken" (and the daemon's lease is unknown).
+    ns.shutdown();
+    ns.wait().await.unwrap();
+    drop(ns);
+    {
+        let seed = start(0, storage.clone()).await;
+        let proxy = NameServerProxy::connect(seed.uri()).await.unwrap();
+        proxy.register("taken", &other).await.unwrap();
+        seed.shutdown();
+        seed.wait().await.unwrap();
+    }
+    let ns = restart_on(port, storage).await;
+    let fresh = NameServerProxy::connect(ns.uri()).await.unwrap();
+    until("the daemon registers its free name again", || async {
+        fresh.lookup("kept").await.ok().as_ref() == Some(&greeter)
+    })
+    .await;
+    // Its safe registration of "taken" was refused: the other process keeps it.
+    tokio::time::sleep(TTL).await;
+    assert_eq!(fresh.lookup("taken").await.unwrap(), other);
+    // Once it is free, a keep-alive round registers it again.
+    assert!(fresh.remove("taken").await.unwrap());
+    until("the daemon registers the freed name again", || async {
+        fresh.lookup("taken").await.ok().as_ref() == Some(&greeter)
+    })
+    .await;
+    assert_eq!(held.revoke().await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn a_lease_asked_of_an_unreachable_name_server_is_an_error_not_a_plain_registration() {
     let (ns, names) = name_server().await;
