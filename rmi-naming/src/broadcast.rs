@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rmi_core::{Error, Uri};
+use rmi_core::{Error, Location, Uri};
 use tokio::net::UdpSocket;
 
 /// Default address the broadcast request goes to and the responder binds.
@@ -69,6 +69,34 @@ pub(crate) async fn lookup(addr: &str, port: u16) -> Result<Option<Uri>, Error> 
     Ok(None)
 }
 
+/// `uri` with its unspecified host (`0.0.0.0`, `::`) replaced by the address of the interface
+/// the kernel would use to reach `peer` (found by connecting a UDP socket, which sends
+/// nothing); `None` when the host is a real one, or no route is found.
+fn facing(uri: &Uri, peer: SocketAddr) -> Option<Uri> {
+    let Uri::Pyro {
+        object,
+        location: Location::Tcp { host, port },
+    } = uri
+    else {
+        return None;
+    };
+    if !host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return None;
+    }
+    let any: SocketAddr = if peer.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let probe = std::net::UdpSocket::bind(any).ok()?;
+    probe.connect(peer).ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    Some(Uri::tcp(object.clone(), ip.to_string(), *port))
+}
+
 fn loopback_of(target: &SocketAddr) -> std::net::IpAddr {
     if target.is_ipv4() {
         std::net::Ipv4Addr::LOCALHOST.into()
@@ -121,14 +149,18 @@ impl BroadcastResponder {
             .expect("bound socket has an address")
     }
 
-    /// Answers requests until the task is aborted.
+    /// Answers requests until the task is aborted. A name server bound to every interface
+    /// (`0.0.0.0` or `::`) answers, as Pyro's does, with the address of the interface that faces
+    /// the requester, which it can dial; other URIs go out as they are.
     pub async fn run(self) {
-        let reply = self.uri.to_string();
+        let fixed = self.uri.to_string();
         let mut buf = [0u8; 64];
         loop {
             match self.socket.recv_from(&mut buf).await {
                 Ok((n, from)) if &buf[..n] == GET_NSURI => {
                     tracing::debug!(%from, "GET_NSURI");
+                    let reply =
+                        facing(&self.uri, from).map_or_else(|| fixed.clone(), |u| u.to_string());
                     let _ = self.socket.send_to(reply.as_bytes(), from).await;
                 }
                 Ok(_) => {}

@@ -442,6 +442,51 @@ async fn the_broadcast_responder_answers_get_nsuri_and_nothing_else() {
     assert!(more.is_err(), "answered a datagram that was not GET_NSURI");
 }
 
+/// A name server bound to every interface advertises, in its broadcast answer, the address of
+/// the interface facing the requester (as Pyro does), not `0.0.0.0` or `::`, which no client
+/// can dial. Only the URI is `0.0.0.0` here: nothing binds it; the responder is on loopback.
+#[tokio::test]
+async fn a_broadcast_answer_names_the_interface_facing_the_requester_not_any() {
+    use rmi::naming::BroadcastResponder;
+    let cases = [
+        (
+            "127.255.255.255",
+            "127.0.0.1:0",
+            "0.0.0.0",
+            "127.0.0.1:9090",
+        ),
+        ("::1", "[::1]:0", "::", "[::1]:9090"),
+    ];
+    for (responder_addr, client_addr, any, expected) in cases {
+        let uri = rmi::Uri::tcp("Pyro.NameServer", any, 9090);
+        let Ok(client) = tokio::net::UdpSocket::bind(client_addr).await else {
+            eprintln!("SKIPPED the {any} case: cannot bind {client_addr} (no IPv6 loopback?)");
+            continue;
+        };
+        let responder = BroadcastResponder::bind(responder_addr, 0, uri)
+            .await
+            .unwrap();
+        let port = responder.local_addr().port();
+        let task = tokio::spawn(responder.run());
+        client.set_broadcast(true).unwrap();
+        client
+            .send_to(b"GET_NSURI", (responder_addr, port))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), client.recv(&mut buf))
+            .await
+            .expect("an answer to GET_NSURI")
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            format!("PYRO:Pyro.NameServer@{expected}"),
+            "a name server at {any}"
+        );
+        task.abort();
+    }
+}
+
 fn unused_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
