@@ -451,6 +451,9 @@ impl NameServerApi for NameServer {
                 "you can only filter on one thing at a time",
             ));
         }
+        // As Pyro4: an empty tag set counts as a filter above, and then filters nothing.
+        let metadata_all = metadata_all.filter(|t| !t.is_empty());
+        let metadata_any = metadata_any.filter(|t| !t.is_empty());
         let entries = if metadata_all.is_some() || metadata_any.is_some() {
             self.registry.yplookup(metadata_all, metadata_any).await?
         } else {

@@ -487,6 +487,44 @@ async fn a_broadcast_answer_names_the_interface_facing_the_requester_not_any() {
     }
 }
 
+/// An empty tag set is no filter, as in Pyro (where it is false): Pyro5's `yplookup` takes
+/// the other set, or answers nothing; Pyro4's `list` with an empty `metadata_all` or
+/// `metadata_any` lists every name.
+#[tokio::test]
+async fn empty_tag_sets_filter_nothing_as_in_pyro() {
+    let (_ns, names) = name_server().await;
+    names
+        .register_with("red", &uri(1), false, tags(&["red"]))
+        .await
+        .unwrap();
+    names
+        .register_with("blue", &uri(2), false, tags(&["blue"]))
+        .await
+        .unwrap();
+    let api = names.api();
+    fn keys<V>(m: std::collections::BTreeMap<String, V>) -> Vec<String> {
+        m.into_keys().collect()
+    }
+    let found = api
+        .yplookup(Some(tags(&[])), Some(tags(&["red"])), None)
+        .await
+        .unwrap();
+    assert_eq!(keys(found), ["red"]);
+    let found = api
+        .yplookup(Some(tags(&["blue"])), Some(tags(&[])), None)
+        .await
+        .unwrap();
+    assert_eq!(keys(found), ["blue"]);
+    for (all, any) in [(Some(tags(&[])), None), (None, Some(tags(&[])))] {
+        let found = api.yplookup(all, any, None).await.unwrap();
+        assert!(found.is_empty(), "{found:?}");
+    }
+    for (all, any) in [(Some(tags(&[])), None), (None, Some(tags(&[])))] {
+        let listed = api.list(None, None, all, any, None).await.unwrap();
+        assert_eq!(keys(listed), ["Pyro.NameServer", "blue", "red"]);
+    }
+}
+
 fn unused_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()

@@ -483,13 +483,14 @@ impl Registry {
     }
 
     /// Entries whose metadata has all of `meta_all`, or any of `meta_any` (not both; neither
-    /// gives nothing).
+    /// gives nothing). An empty set counts as none given, as in Pyro5 (where it is false).
     pub async fn yplookup(
         &self,
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
     ) -> Result<Vec<(String, Entry)>, NamingError> {
-        let filter = match (meta_all, meta_any) {
+        let given = |tags: Option<BTreeSet<String>>| tags.filter(|t| !t.is_empty());
+        let filter = match (given(meta_all), given(meta_any)) {
             (Some(_), Some(_)) => {
                 return Err(NamingError::new("give meta_all or meta_any, not both"))
             }
