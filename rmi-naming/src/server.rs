@@ -84,8 +84,10 @@ pub trait NameServerApi {
         name: String,
         metadata: BTreeSet<String>,
     ) -> Result<(), NamingError>;
-    /// Number of registered names, the name server's own included.
-    async fn count(&self) -> u32;
+    /// Number of registered names, the name server's own included. A store that cannot count
+    /// (an etcd cluster without quorum) raises a `NamingError`, never a wrong number.
+    #[rmi(raises, idempotent)]
+    async fn count(&self) -> Result<u32, NamingError>;
     /// Does nothing; shows the name server is alive.
     async fn ping(&self);
     /// Grants a lease of `ttl_ms` milliseconds and returns its id. Names registered with it
@@ -491,9 +493,8 @@ impl NameServerApi for NameServer {
         self.registry.set_metadata(&name, metadata).await
     }
 
-    async fn count(&self) -> u32 {
-        // The memory and SQLite stores count without failing.
-        self.registry.count().await.unwrap_or(0)
+    async fn count(&self) -> Result<u32, NamingError> {
+        self.registry.count().await
     }
 
     async fn ping(&self) {}

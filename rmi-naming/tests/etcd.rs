@@ -251,6 +251,42 @@ mod etcd {
         );
     }
 
+    /// A name server whose etcd is gone answers `count` with a clear error, not with 0 (which
+    /// would read as "no names").
+    #[tokio::test]
+    async fn a_count_the_store_cannot_make_is_an_error_not_zero() {
+        let Some(mut cluster) = EtcdCluster::start(1, "count without etcd") else {
+            return;
+        };
+        let options = EtcdOptions {
+            root: "/count/".into(),
+            retry_budget: Duration::from_secs(1),
+            ..EtcdOptions::default()
+        };
+        let store = EtcdStore::connect_with(&cluster.endpoints(), Limits::default(), options)
+            .await
+            .unwrap();
+        let ns = NameServer::builder()
+            .port(0)
+            .no_broadcast()
+            .store(Arc::new(store))
+            .start()
+            .await
+            .unwrap();
+        let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+        names.register("counted", &uri(1)).await.unwrap();
+        assert_eq!(
+            names.count().await.unwrap(),
+            2,
+            "the name server's own and one"
+        );
+        cluster.members[0].kill_9();
+        let err = names.count().await.unwrap_err();
+        assert!(err.to_string().contains("a count"), "{err}");
+        // The name server itself serves on.
+        names.ping().await.unwrap();
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to a process, with the system's `kill`.
     fn signal(pid: u32, signal: &str) {
         let status = std::process::Command::new("kill")
