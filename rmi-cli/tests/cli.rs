@@ -136,6 +136,39 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     );
 }
 
+/// Control characters never reach the terminal: rmi-ns refuses names with them, and rmi-nsc
+/// prints what a name server answers (here a URI whose object id holds an escape sequence)
+/// with them escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_nsc_escapes_control_characters_and_rmi_ns_refuses_them_in_names() {
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let port = port.to_string();
+    let nsc = |args: &[&str]| {
+        let mut all = vec!["--host", "127.0.0.1", "--port", &port];
+        all.extend_from_slice(args);
+        support::nsc(&all, &[])
+    };
+    let (ok, err) = nsc(&["register", "bad\u{1b}[2J", "PYRO:obj@127.0.0.1:4000"]);
+    assert!(!ok && err.contains("control characters"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "the refusal echoed the escape: {err:?}"
+    );
+    assert!(nsc(&["register", "odd", "PYRO:a\u{1b}[2Jb@127.0.0.1:4000"]).0);
+    for args in [&["list"][..], &["lookup", "odd"]] {
+        let (ok, out) = nsc(args);
+        assert!(ok, "{args:?}: {out}");
+        assert!(
+            !out.contains('\u{1b}'),
+            "{args:?} printed an escape: {out:?}"
+        );
+        assert!(
+            out.contains("PYRO:a\\u{1b}[2Jb@127.0.0.1:4000"),
+            "{args:?}: {out}"
+        );
+    }
+}
+
 /// As pyro5-nsc's `removeregex`: a pattern can match every name, so rmi-nsc says which names
 /// and asks; anything but `y` removes nothing and fails, and `--yes` skips the question.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

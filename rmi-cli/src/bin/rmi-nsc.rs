@@ -188,12 +188,30 @@ fn describe(change: &Change) -> String {
     }
 }
 
-/// Prints a line on stdout; an error when stdout is gone (its reader quit), where `println!`
-/// would panic.
+/// Prints a line on stdout, its control characters escaped (names and URIs come from the name
+/// server, and may come from anyone: an escape sequence must not reach the terminal); an error
+/// when stdout is gone (its reader quit), where `println!` would panic.
 macro_rules! say {
     ($($arg:tt)*) => {
-        writeln!(std::io::stdout(), $($arg)*)
+        writeln!(std::io::stdout(), "{}", printable(&format!($($arg)*)))
     };
+}
+
+/// `text` with its control characters escaped as Rust escapes them (`\u{1b}`, `\n`).
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 fn tags(list: &[String]) -> BTreeSet<String> {
@@ -215,7 +233,7 @@ fn show(entries: impl IntoIterator<Item = (String, String)>) -> std::io::Result<
 /// Asks on stderr and reads the answer from stdin; true for `y` or `yes`.
 async fn confirm(question: String) -> std::io::Result<bool> {
     tokio::task::spawn_blocking(move || {
-        eprint!("{question} (y/n) ");
+        eprint!("{} (y/n) ", printable(&question));
         let mut answer = String::new();
         let stdin = std::io::stdin();
         stdin.read_line(&mut answer)?;
@@ -478,7 +496,10 @@ async fn main() -> ExitCode {
         // Our reader quit (`rmi-nsc watch | head -1`): stop quietly, as on SIGPIPE.
         Err(e) if rmi_cli::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rmi-nsc: {}", rmi_cli::report(e.as_ref(), None));
+            // Line by line: the report's own lines (a hint) stay lines.
+            let report = rmi_cli::report(e.as_ref(), None);
+            let lines: Vec<_> = report.lines().map(printable).collect();
+            eprintln!("rmi-nsc: {}", lines.join("\n"));
             ExitCode::FAILURE
         }
     }

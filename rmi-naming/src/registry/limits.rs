@@ -60,7 +60,8 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Checks a name: not empty, no whitespace, at most `max_name_len` bytes.
+    /// Checks a name: not empty, no whitespace or control characters (which would reach
+    /// terminals and logs that print names), at most `max_name_len` bytes.
     pub(crate) fn check_name(&self, name: &str) -> Result<(), NamingError> {
         if name.len() > self.max_name_len {
             return Err(NamingError::new(format!(
@@ -69,9 +70,10 @@ impl Limits {
                 self.max_name_len
             )));
         }
-        if name.is_empty() || name.chars().any(char::is_whitespace) {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(NamingError::new(format!(
-                "invalid name {name:?}: names may not be empty or contain whitespace"
+                "invalid name {name:?}: names may not be empty or contain whitespace or \
+                 control characters"
             )));
         }
         Ok(())
@@ -224,6 +226,8 @@ mod tests {
         let tags = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         limits.check_name("abcdefgh").unwrap();
         refused(limits.check_name("abcdefghi"), "max_name_len");
+        refused(limits.check_name("a\u{1b}[2J"), "control characters");
+        refused(limits.check_name("a\u{7}"), "control characters");
         limits.check_uri("PYRO:a@b:1").unwrap();
         refused(limits.check_uri("PYRO:a@b:12"), "max_uri_len");
         limits.check_tags(&tags(&["a", "b"]), "metadata").unwrap();
