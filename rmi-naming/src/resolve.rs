@@ -105,6 +105,27 @@ struct State {
 /// starts over (a process that resolves ever new names does not grow it without bound).
 const MAX_LIKELY: usize = 1024;
 
+/// At most this many round-robin turns (one per logical URI) are kept.
+const MAX_TURNS: usize = 1024;
+
+/// At most this many name servers get a cache (each with its watch task) and a kept
+/// connection. Logical URIs can arrive in values from peers, each naming any name server; past
+/// this, one is dropped (its watch ends) to make room.
+const MAX_NAME_SERVERS: usize = 64;
+
+/// At most this many queries are cached per name server.
+const MAX_CACHED: usize = 4096;
+
+/// Makes room for `key` in `map`, holding at most `max`: when `key` is new and `map` full, one
+/// other entry goes.
+fn make_room<K: Eq + std::hash::Hash + Clone, V>(map: &mut HashMap<K, V>, key: &K, max: usize) {
+    if map.len() >= max && !map.contains_key(key) {
+        if let Some(evicted) = map.keys().next().cloned() {
+            map.remove(&evicted);
+        }
+    }
+}
+
 /// A name server as a logical URI names it (`None`: the one the locator finds).
 type NsKey = Option<(String, u16)>;
 
@@ -308,10 +329,11 @@ impl NamingResolver {
             }
         }
         let ns = self.locator_for(key).locate().await.map_err(Lookup::Down)?;
-        self.state
-            .name_servers
-            .lock()
-            .insert(key.clone(), ns.clone());
+        {
+            let mut kept = self.state.name_servers.lock();
+            make_room(&mut kept, key, MAX_NAME_SERVERS);
+            kept.insert(key.clone(), ns.clone());
+        }
         query(ns).await
     }
 
@@ -390,7 +412,9 @@ impl NamingResolver {
                     return None;
                 }
                 let mut turns = self.state.turns.lock();
-                let turn = turns.entry(query.to_string()).or_insert(0);
+                let key = query.to_string();
+                make_room(&mut turns, &key, MAX_TURNS);
+                let turn = turns.entry(key).or_insert(0);
                 let at = *turn % pool.len();
                 *turn = turn.wrapping_add(1);
                 Some(pool[at].clone())
@@ -473,6 +497,7 @@ impl NamingResolver {
             Arc::downgrade(&cache),
             closed,
         ));
+        make_room(&mut caches, ns, MAX_NAME_SERVERS);
         caches.insert(ns.clone(), cache.clone());
         cache
     }
@@ -496,9 +521,12 @@ impl Query<'_> {
     fn put(&self, state: &mut CacheState, cached: Cached) {
         match self {
             Query::Name(name) => {
-                state.names.insert((*name).to_owned(), cached);
+                let name = (*name).to_owned();
+                make_room(&mut state.names, &name, MAX_CACHED);
+                state.names.insert(name, cached);
             }
             Query::Meta(tags) => {
+                make_room(&mut state.metas, *tags, MAX_CACHED);
                 state.metas.insert((*tags).clone(), cached);
             }
         }
@@ -660,6 +688,46 @@ impl Resolve for NamingResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Logical URIs can come from peers, each naming any name server and any name: what the
+    /// resolver keeps per name server and per logical URI stays bounded, and a name server's
+    /// cache that is dropped to make room ends its watch task.
+    #[tokio::test]
+    async fn what_the_resolver_keeps_per_name_server_and_name_is_bounded() {
+        let resolver = NamingResolver::default().pick(Pick::RoundRobin);
+        let uris = vec![Uri::tcp("a", "127.0.0.1", 1), Uri::tcp("b", "127.0.0.1", 2)];
+        for i in 0..(MAX_TURNS * 2) {
+            let logical: Uri = format!("PYRONAME:n{i}").parse().unwrap();
+            assert!(resolver.choose(&logical, uris.clone()).is_some());
+            assert!(resolver.state.turns.lock().len() <= MAX_TURNS);
+        }
+        // Turns still alternate for a name asked again.
+        let logical: Uri = "PYRONAME:again".parse().unwrap();
+        let first = resolver.choose(&logical, uris.clone()).unwrap();
+        let second = resolver.choose(&logical, uris.clone()).unwrap();
+        assert_ne!(first, second);
+
+        let mut made = Vec::new();
+        for port in 1..=(MAX_NAME_SERVERS as u16 * 2) {
+            let cache = resolver.ns_cache(&Some(("127.0.0.1".into(), port)));
+            made.push(Arc::downgrade(&cache));
+            assert!(resolver.state.caches.lock().len() <= MAX_NAME_SERVERS);
+        }
+        // The caches dropped to make room are gone (their watch tasks hold them weakly, and
+        // end when they go); the kept ones live.
+        let alive = made.iter().filter(|c| c.upgrade().is_some()).count();
+        assert_eq!(alive, MAX_NAME_SERVERS);
+        let mut state = CacheState::default();
+        let cached = Cached {
+            uris: Vec::new(),
+            fresh_at: Instant::now(),
+        };
+        for i in 0..(MAX_CACHED * 2) {
+            Query::Name(&format!("n{i}")).put(&mut state, cached.clone());
+            Query::Meta(&BTreeSet::from([format!("t{i}")])).put(&mut state, cached.clone());
+        }
+        assert!(state.names.len() <= MAX_CACHED && state.metas.len() <= MAX_CACHED);
+    }
 
     #[test]
     fn a_switch_is_off_only_when_it_says_so() {
