@@ -333,6 +333,39 @@ pub(crate) async fn proxies_in_values_under(
     (deposited, called_back)
 }
 
+/// A publisher on a daemon built by `server`, reached as `secure` says, calls back a listener
+/// on a plain daemon on a Unix socket; returns the callback's result.
+pub(crate) async fn called_back_over_a_unix_socket(
+    server: rmi::DaemonBuilder,
+    secure: impl Fn(rmi::ProxyBuilder) -> rmi::ProxyBuilder,
+) -> Result<Result<usize, String>, Error> {
+    let daemon = server.bind("127.0.0.1:0").await.unwrap();
+    let publisher_uri = daemon
+        .register(PublisherServer::new(PublisherObject))
+        .unwrap();
+    serve(&daemon).await;
+    let dir = tempfile::tempdir().unwrap();
+    let client_daemon = rmi::Daemon::builder()
+        .bind_unix(dir.path().join("callbacks.sock"))
+        .await
+        .unwrap();
+    let listener_uri = client_daemon
+        .register(ListenerServer::new(ListenerObject {
+            heard: Default::default(),
+        }))
+        .unwrap();
+    serve(&client_daemon).await;
+    let publisher: PublisherProxy = secure(PublisherProxy::builder(&publisher_uri).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let me = ListenerProxy::from_uri(&listener_uri).unwrap();
+    let called_back = publisher.publish(me, "hello".into()).await;
+    daemon.shutdown();
+    client_daemon.shutdown();
+    called_back
+}
+
 #[tokio::test]
 async fn proxies_received_in_values_prove_the_shared_secret_of_their_receiver() {
     let secret = rmi::SharedSecret::new("correct horse battery staple");

@@ -678,6 +678,18 @@ async fn proxies_received_in_values_dial_with_tls_like_their_receiver() {
         "the server called back over TLS"
     );
 
+    // A callback to a daemon on a Unix socket, which has no TLS, dials without it.
+    let called_back = crate::autoproxy::called_back_over_a_unix_socket(
+        tls_daemon().callback_tls(client.clone()),
+        |b| b.tls(client.clone()),
+    )
+    .await;
+    assert_eq!(
+        called_back.unwrap(),
+        Ok(5),
+        "called back over the Unix socket"
+    );
+
     // Without callback_tls, the server's callback proxy speaks plaintext to a TLS daemon.
     let (deposited, called_back) =
         proxies_in_values_under(tls_daemon(), tls_daemon(), |b| b.tls(client.clone())).await;

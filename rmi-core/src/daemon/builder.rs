@@ -213,7 +213,8 @@ impl DaemonBuilder {
 
     /// The TLS settings (rustls) of the proxies this daemon's methods receive in their
     /// arguments, a client's callback objects: they dial with TLS, checking the other daemon's
-    /// certificate against the config's roots (default: no TLS). Such proxies also prove this
+    /// certificate against the config's roots (default: no TLS); those to a daemon on a Unix
+    /// socket dial without TLS, which runs over TCP only. Such proxies also prove this
     /// [`callback_secret`](Self::callback_secret), if set.
     #[cfg(feature = "tls")]
     pub fn callback_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {

@@ -134,8 +134,9 @@ impl ProxyBuilder {
             return self;
         }
         self.secret = security.secret.clone();
+        // TLS runs over TCP only: a callback to a daemon on a Unix socket dials it plainly.
         #[cfg(feature = "tls")]
-        {
+        if matches!(self.uri.location(), Some(crate::uri::Location::Tcp { .. })) {
             self.tls = security.tls.clone();
         }
         self
