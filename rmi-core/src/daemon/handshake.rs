@@ -40,7 +40,10 @@ pub struct HandshakeInfo<'a> {
     /// The object the client connects to. Empty when it names none: a Pyro4 client without
     /// METADATA, whose connection is then bound to the first object it calls, and the
     /// validator asked again, with that object, before the call runs (a refusal is that
-    /// call's error, `SecurityError`, and the connection stays unbound).
+    /// call's error, `SecurityError`, and the connection stays unbound). Such a connection is
+    /// thus validated twice, with the same data: a validator that spends single-use tokens
+    /// should spend them only when `object` is not empty (at CONNECT it can only check the
+    /// data, as Pyro4's own `validateHandshake` does).
     pub object: &'a str,
     /// The client's handshake data (Pyro's `_pyroHandshake`; `"hello"` by default): any value
     /// from a Pyro client (read it with [`HandshakeData::as_str`] or
