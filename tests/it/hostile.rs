@@ -495,12 +495,46 @@ async fn a_client_that_has_proved_nothing_cannot_make_the_daemon_hold_a_large_co
         &(1u32, 2u32, big.clone()),
     )
     .unwrap();
-    s.write_all(&Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 9, call).to_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        &Message::new(
+            MessageType::Invoke,
+            Serializer::BINCODE_ID,
+            0,
+            9,
+            call.clone(),
+        )
+        .to_bytes(),
+    )
+    .await
+    .unwrap();
     let reply = read_one_message(&mut s).await;
     assert_eq!(reply.msg_type, MessageType::Result);
     assert!(!reply.has_flag(FLAGS_EXCEPTION), "the large call failed");
+    let (_, _, echoed): (u32, u32, String) = Serializer::Bincode
+        .decode(&reply.payload, &Default::default())
+        .unwrap();
+    assert_eq!(echoed, big);
+
+    // The same call pipelined: in the very write that carries the CONNECT, so its header is
+    // already read in behind the handshake. The bound applies to the CONNECT only.
+    let mut s = dial(&uri).await;
+    let mut both = connect(uri.object().unwrap().to_string(), "hello".into())
+        .to_bytes()
+        .to_vec();
+    both.extend_from_slice(
+        &Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 10, call).to_bytes(),
+    );
+    assert!(both.len() > 4 * MAX_HANDSHAKE_SIZE);
+    s.write_all(&both).await.unwrap();
+    let ok = read_one_message(&mut s).await;
+    assert_eq!(ok.msg_type, MessageType::ConnectOk);
+    let reply = read_one_message(&mut s).await;
+    assert_eq!(reply.msg_type, MessageType::Result);
+    assert_eq!(reply.seq, 10);
+    assert!(
+        !reply.has_flag(FLAGS_EXCEPTION),
+        "the pipelined large call failed"
+    );
     let (_, _, echoed): (u32, u32, String) = Serializer::Bincode
         .decode(&reply.payload, &Default::default())
         .unwrap();
