@@ -500,3 +500,57 @@ async fn a_first_call_larger_than_the_handshake_bound_goes_out_with_the_connect_
     }
     daemon.shutdown();
 }
+
+/// A proxy whose CONNECT is over the daemon's handshake bound (handshake data of 70 KiB) is told
+/// so at once, as a refusal: no dial again, and the call, with or without being sent behind
+/// the CONNECT, did not run. Counted by a daemon that sees every connection.
+#[tokio::test]
+async fn a_connect_over_the_handshake_bound_is_refused_by_name_without_redialing() {
+    use rmi::daemon::MAX_HANDSHAKE_SIZE;
+    let connections = Arc::new(AtomicUsize::new(0));
+    let daemon = Daemon::builder()
+        .validator({
+            let connections = connections.clone();
+            move |_: &rmi::daemon::HandshakeInfo<'_>| {
+                connections.fetch_add(1, Ordering::Relaxed);
+                Ok("welcome".to_string())
+            }
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    for serializer in [Serializer::Bincode, Serializer::Serpent] {
+        let huge = LabProxy::from_proxy(
+            Proxy::builder(uri.clone())
+                .serializer(serializer)
+                .handshake("h".repeat(MAX_HANDSHAKE_SIZE + 6 * 1024))
+                .connect_timeout(Duration::from_secs(30))
+                .build(),
+        );
+        let started = std::time::Instant::now();
+        let err = huge.echo(0, 0, "never".into()).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::ConnectFailed(m) if m.contains("MAX_HANDSHAKE_SIZE")),
+            "{serializer:?}: {err}"
+        );
+        assert!(err.is_not_executed(), "{err}");
+        eprintln!("{serializer:?}: refused after {:?}", started.elapsed());
+    }
+    // The daemon never got to validate them, and serves a proxy within the bound.
+    assert_eq!(connections.load(Ordering::Relaxed), 0);
+    let fine = LabProxy::from_proxy(
+        Proxy::builder(uri)
+            .handshake("h".repeat(MAX_HANDSHAKE_SIZE / 2))
+            .build(),
+    );
+    assert_eq!(fine.echo(0, 1, "in".into()).await.unwrap().2, "in");
+    assert_eq!(connections.load(Ordering::Relaxed), 1);
+    daemon.shutdown();
+}

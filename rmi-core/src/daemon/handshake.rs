@@ -96,10 +96,7 @@ where
     }
 }
 
-/// The largest CONNECT message a daemon accepts (annotations and payload, after inflating):
-/// 64 KiB, far above what a Pyro or rmi client sends (an object id and handshake data, with a
-/// shared secret a SPAKE2 message and a MAC); a larger one closes the connection.
-pub const MAX_HANDSHAKE_SIZE: usize = 64 * 1024;
+pub use crate::protocol::MAX_HANDSHAKE_SIZE;
 
 /// What an accepted CONNECT leaves the connection: the object it names and, when it names none
 /// (a Pyro4 client without METADATA), the handshake data, for the validator to see again with

@@ -30,4 +30,11 @@ pub mod frame;
 pub mod names;
 
 pub use codec::{DecodeLimits, Metadata, Serializer};
+
+/// The largest CONNECT message an rmi daemon accepts (annotations and payload, after
+/// inflating): 64 KiB, far above what a Pyro or rmi client sends (an object id and handshake
+/// data, with a shared secret a SPAKE2 message and a MAC); a larger one closes the connection
+/// before its body is read. A proxy whose CONNECT is larger reports a closed handshake as this
+/// limit's refusal (`Error::ConnectFailed`), without dialing again.
+pub const MAX_HANDSHAKE_SIZE: usize = 64 * 1024;
 pub use frame::{Message, MessageType, Protocol};

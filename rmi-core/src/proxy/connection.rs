@@ -661,7 +661,22 @@ impl Connection {
                 may_have_run.store(false, Ordering::Release);
             }
         };
-        let mut reply = next(&mut reader).await?;
+        let mut reply = match next(&mut reader).await {
+            Ok(reply) => reply,
+            // An rmi daemon closes on a CONNECT over its bound without reading it: say why, as
+            // an answer (another dial would get the same), not as an outage to retry.
+            Err(e) if connect.size() > crate::protocol::MAX_HANDSHAKE_SIZE => {
+                refused();
+                return Err(Error::ConnectFailed(format!(
+                    "the daemon closed the connection at a CONNECT of {} bytes, more than rmi \
+                     daemons take (MAX_HANDSHAKE_SIZE, {} bytes): send less handshake data \
+                     ({e})",
+                    connect.size(),
+                    crate::protocol::MAX_HANDSHAKE_SIZE
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         match reader.protocol() {
             Some(answered) if answered != protocol => {
                 refused();
