@@ -338,3 +338,57 @@ async fn a_ping_goes_to_the_daemon_and_fails_when_there_is_none() {
         "{err:?}"
     );
 }
+
+/// A hand-written `Dispatch` that works before it returns its future: that part runs inside
+/// the call too, with the call's context installed, and a panic there is that caller's error,
+/// not the end of the connection.
+struct Eager;
+
+impl rmi::Dispatch for Eager {
+    fn metadata(&self) -> rmi::Metadata {
+        rmi::Metadata {
+            methods: vec!["who".into(), "boom".into()],
+            ..rmi::Metadata::default()
+        }
+    }
+
+    fn dispatch<'a>(
+        &'a self,
+        method: &'a str,
+        args: rmi::protocol::codec::Args,
+    ) -> rmi::dispatch::BoxFuture<'a, Result<rmi::dispatch::Outcome, rmi::RemoteError>> {
+        // Before any future exists.
+        let seen = rmi::context::current().map(|ctx| format!("{}.{}", ctx.object(), ctx.method()));
+        if method == "boom" {
+            panic!("eager dispatch panicked");
+        }
+        Box::pin(async move {
+            let reply = seen.unwrap_or_else(|| "no context".into());
+            Ok(rmi::dispatch::Outcome::Value(
+                args.serializer().encode(&reply).unwrap().into(),
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_dispatch_that_works_before_its_future_runs_inside_its_call() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register_with_id(Eager, "eager").unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy: Proxy = Proxy::builder(uri).connect().await.unwrap();
+    let who: String = proxy.call("who", &()).await.unwrap();
+    assert_eq!(
+        who, "eager.who",
+        "the call's context, installed before the future"
+    );
+    let err = proxy.call::<_, String>("boom", &()).await.unwrap_err();
+    assert!(err.to_string().contains("eager dispatch panicked"), "{err}");
+    // The same connection serves on.
+    let who: String = proxy.call("who", &()).await.unwrap();
+    assert_eq!(who, "eager.who");
+    daemon.shutdown();
+}

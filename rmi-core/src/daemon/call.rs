@@ -514,8 +514,11 @@ impl Call {
             }
         };
         let span = crate::spans::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.conn.peer);
+        // `dispatch` itself is called on the first poll, inside the scope and the panic guard:
+        // a hand-written one may decode its arguments (proxies in them included) or panic
+        // before it returns its future.
         let run = ctx
-            .scope(AssertUnwindSafe(target.dispatch(method, args)).catch_unwind())
+            .scope(AssertUnwindSafe(async { target.dispatch(method, args).await }).catch_unwind())
             .instrument(span);
         // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).
         let outcome = match ctx.deadline() {
