@@ -122,6 +122,25 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
             "PYRO:obj@127.0.0.1:4001\nPYRO:obj@127.0.0.1:4002\n".into()
         )
     );
+    // Removing one daemon's entry leaves the other's.
+    assert_eq!(
+        nsc(&["remove", "app.multi", "PYRO:obj@127.0.0.1:4001"]),
+        (
+            true,
+            "removed PYRO:obj@127.0.0.1:4001 from app.multi\n".into()
+        )
+    );
+    assert_eq!(
+        nsc(&["remove", "app.multi", "PYRO:obj@127.0.0.1:4001"]),
+        (
+            true,
+            "app.multi has no shared entry for PYRO:obj@127.0.0.1:4001\n".into()
+        )
+    );
+    assert_eq!(
+        nsc(&["lookup", "app.multi"]),
+        (true, "PYRO:obj@127.0.0.1:4002\n".into())
+    );
     for i in 0..3 {
         assert!(nsc(&["register", &format!("tmp.{i}"), "PYRO:obj@127.0.0.1:4000"]).0);
     }

@@ -133,10 +133,12 @@ enum Command {
         #[arg(long)]
         shared: bool,
     },
-    /// Remove a name.
+    /// Remove a name; with a URI, only that daemon's entry of a shared name.
     Remove {
         /// The name.
         name: String,
+        /// The PYRO: URI of the one shared entry to remove (the other daemons' stay).
+        uri: Option<String>,
     },
     /// Remove the names matching a regular expression, after asking (as pyro5-nsc does).
     Removematching {
@@ -349,7 +351,18 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             }
             say!("the name server stopped")?;
         }
-        Command::Remove { name } => {
+        Command::Remove {
+            name,
+            uri: Some(uri),
+        } => {
+            let uri: Uri = uri.parse()?;
+            if ns.remove_shared(&name, &uri).await? {
+                say!("removed {uri} from {name}")?;
+            } else {
+                say!("{name} has no shared entry for {uri}")?;
+            }
+        }
+        Command::Remove { name, uri: None } => {
             let removed = ns.remove(&name).await?;
             if removed {
                 say!("removed {name}")?;
