@@ -134,9 +134,10 @@ impl ProxyBuilder {
             return self;
         }
         self.secret = security.secret.clone();
-        // TLS runs over TCP only: a callback to a daemon on a Unix socket dials it plainly.
+        // TLS runs over TCP only: a callback to a daemon on a Unix socket dials it plainly (a
+        // logical URI, resolved later, keeps the TLS settings).
         #[cfg(feature = "tls")]
-        if matches!(self.uri.location(), Some(crate::uri::Location::Tcp { .. })) {
+        if !matches!(self.uri.location(), Some(crate::uri::Location::Unix(_))) {
             self.tls = security.tls.clone();
         }
         self
@@ -351,5 +352,36 @@ impl ProxyBuilder {
         let proxy = self.build();
         *proxy.shared.conn.write() = Some(Arc::new(conn));
         Ok(P::from(proxy))
+    }
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    use super::*;
+
+    /// Received proxies take the receiver's TLS settings for TCP and logical URIs (which may
+    /// resolve to TCP daemons), never for a Unix socket, which cannot run TLS.
+    #[test]
+    fn received_proxies_take_tls_except_to_a_unix_socket() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        );
+        let security = DialSecurity {
+            scope: Scope::Anywhere,
+            secret: None,
+            tls: Some(config),
+        };
+        for (uri, tls) in [
+            ("PYRO:obj@127.0.0.1:9999", true),
+            ("PYRONAME:client.listener", true),
+            ("PYROMETA:listener", true),
+            ("PYRO:obj@./u:/tmp/callbacks.sock", false),
+        ] {
+            let builder = ProxyBuilder::new(uri.parse().unwrap()).secured_by(&security);
+            assert_eq!(builder.tls.is_some(), tls, "{uri}");
+        }
     }
 }
