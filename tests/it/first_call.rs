@@ -526,11 +526,20 @@ async fn a_connect_over_the_handshake_bound_is_refused_by_name_without_redialing
         let d = daemon.clone();
         async move { d.serve().await }
     });
-    for serializer in [Serializer::Bincode, Serializer::Serpent] {
+    // Through a relay that counts connections: one dial each, never a second.
+    let relay = crate::support::Relay::start(daemon.local_addr().unwrap().port()).await;
+    let relayed = Uri::tcp("lab", "127.0.0.1", relay.port);
+    let cases = [
+        (Serializer::Bincode, MAX_HANDSHAKE_SIZE + 6 * 1024),
+        (Serializer::Serpent, MAX_HANDSHAKE_SIZE + 6 * 1024),
+        // Larger than the sockets' buffers: the close is seen while the CONNECT is written.
+        (Serializer::Bincode, 4 << 20),
+    ];
+    for (n, (serializer, size)) in cases.into_iter().enumerate() {
         let huge = LabProxy::from_proxy(
-            Proxy::builder(uri.clone())
+            Proxy::builder(relayed.clone())
                 .serializer(serializer)
-                .handshake("h".repeat(MAX_HANDSHAKE_SIZE + 6 * 1024))
+                .handshake("h".repeat(size))
                 .connect_timeout(Duration::from_secs(30))
                 .build(),
         );
@@ -538,10 +547,18 @@ async fn a_connect_over_the_handshake_bound_is_refused_by_name_without_redialing
         let err = huge.echo(0, 0, "never".into()).await.unwrap_err();
         assert!(
             matches!(&err, Error::ConnectFailed(m) if m.contains("MAX_HANDSHAKE_SIZE")),
-            "{serializer:?}: {err}"
+            "{serializer:?}, {size} bytes: {err}"
         );
         assert!(err.is_not_executed(), "{err}");
-        eprintln!("{serializer:?}: refused after {:?}", started.elapsed());
+        assert_eq!(
+            relay.accepted(),
+            n + 1,
+            "{serializer:?}, {size} bytes: dialled again"
+        );
+        eprintln!(
+            "{serializer:?}, {size} bytes: refused after {:?}",
+            started.elapsed()
+        );
     }
     // The daemon never got to validate them, and serves a proxy within the bound.
     assert_eq!(connections.load(Ordering::Relaxed), 0);

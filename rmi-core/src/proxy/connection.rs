@@ -631,6 +631,22 @@ impl Connection {
         // The first call goes right behind the CONNECT (never where the daemon must prove
         // itself first, or where its answer is yet to be checked: see `ProxyBuilder::early_serializer`).
         let first = first.filter(|_| auth.is_none() && config.early_serializer().is_some());
+        // An rmi daemon closes on a CONNECT over its bound without reading it: the close (seen
+        // while writing the rest of it, or as the answer) is said as that refusal (another dial
+        // would get the same), not as an outage to retry.
+        let over_bound = |e: Error| {
+            if connect.size() > crate::protocol::MAX_HANDSHAKE_SIZE && e.is_connection() {
+                Error::ConnectFailed(format!(
+                    "the daemon closed the connection at a CONNECT of {} bytes, more than rmi \
+                     daemons take (MAX_HANDSHAKE_SIZE, {} bytes): send less handshake data \
+                     ({e})",
+                    connect.size(),
+                    crate::protocol::MAX_HANDSHAKE_SIZE
+                ))
+            } else {
+                e
+            }
+        };
         let first_seq = match first {
             Some(FirstCall {
                 mut msg,
@@ -643,15 +659,15 @@ impl Connection {
                 // server selects on it), where the INVOKE's record must still be.
                 #[cfg(feature = "tls")]
                 if config.tls.is_some() {
-                    writer.flush().await?;
+                    writer.flush().await.map_err(over_bound)?;
                 }
                 writer.queue(&msg);
-                writer.flush().await?;
+                writer.flush().await.map_err(over_bound)?;
                 may_have_run.store(true, Ordering::Release);
                 Some((FIRST_SEQ, may_have_run))
             }
             None => {
-                writer.write_frame(&connect).await?;
+                writer.write_frame(&connect).await.map_err(over_bound)?;
                 None
             }
         };
@@ -661,19 +677,11 @@ impl Connection {
                 may_have_run.store(false, Ordering::Release);
             }
         };
-        let mut reply = match next(&mut reader).await {
+        let mut reply = match next(&mut reader).await.map_err(over_bound) {
             Ok(reply) => reply,
-            // An rmi daemon closes on a CONNECT over its bound without reading it: say why, as
-            // an answer (another dial would get the same), not as an outage to retry.
-            Err(e) if connect.size() > crate::protocol::MAX_HANDSHAKE_SIZE => {
+            Err(e @ Error::ConnectFailed(_)) => {
                 refused();
-                return Err(Error::ConnectFailed(format!(
-                    "the daemon closed the connection at a CONNECT of {} bytes, more than rmi \
-                     daemons take (MAX_HANDSHAKE_SIZE, {} bytes): send less handshake data \
-                     ({e})",
-                    connect.size(),
-                    crate::protocol::MAX_HANDSHAKE_SIZE
-                )));
+                return Err(e);
             }
             Err(e) => return Err(e),
         };
