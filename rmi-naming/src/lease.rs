@@ -46,8 +46,38 @@ struct Names {
     plain: bool,
     names: BTreeMap<String, Held>,
     /// Names the last recovery could not register again (another process took a `safe` name,
-    /// the name server was full, a call failed): tried again on every keep-alive round.
-    missing: BTreeSet<String>,
+    /// the name server was full, a call failed): tried again in later keep-alive rounds, each
+    /// after a backoff.
+    missing: BTreeMap<String, Backoff>,
+}
+
+/// When a missing name is tried again: after `wait` more keep-alive rounds; each failure
+/// doubles the wait, up to [`Backoff::MAX_ROUNDS`], so a full or refusing name server is not
+/// asked about every name every round.
+#[derive(Debug, Default, Clone, Copy)]
+struct Backoff {
+    wait: u32,
+    next: u32,
+}
+
+impl Backoff {
+    /// The longest wait, in keep-alive rounds (a third of the TTL each).
+    const MAX_ROUNDS: u32 = 32;
+
+    /// Whether the name is due this round (counting the round down otherwise).
+    fn due(&mut self) -> bool {
+        if self.wait == 0 {
+            return true;
+        }
+        self.wait -= 1;
+        false
+    }
+
+    /// One more failed attempt.
+    fn failed(&mut self) {
+        self.next = (self.next * 2).clamp(1, Self::MAX_ROUNDS);
+        self.wait = self.next;
+    }
 }
 
 #[derive(Debug)]
@@ -221,7 +251,7 @@ impl Shared {
                 Err(e) if lease_lost(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!(%name, error = %e, "could not register again; will keep trying");
-                    names.missing.insert(name.clone());
+                    names.missing.insert(name.clone(), Backoff::default());
                 }
             }
         }
@@ -229,10 +259,15 @@ impl Shared {
         Ok(())
     }
 
-    /// Tries once more to register the names the last recovery could not.
+    /// Tries once more to register the names the last recovery could not, those whose
+    /// backoff is over.
     async fn retry_missing(&self, names: &mut Names, lease: LeaseId) {
-        let missing: Vec<String> = names.missing.iter().cloned().collect();
-        for name in missing {
+        let due: Vec<String> = names
+            .missing
+            .iter_mut()
+            .filter_map(|(name, backoff)| backoff.due().then(|| name.clone()))
+            .collect();
+        for name in due {
             let Some(held) = names.names.get(&name) else {
                 names.missing.remove(&name);
                 continue;
@@ -244,7 +279,12 @@ impl Shared {
                 }
                 // The next round recovers the lease, and every name with it.
                 Err(e) if lease_lost(&e) => return,
-                Err(e) => tracing::debug!(%name, error = %e, "still could not register again"),
+                Err(e) => {
+                    tracing::debug!(%name, error = %e, "still could not register again");
+                    if let Some(backoff) = names.missing.get_mut(&name) {
+                        backoff.failed();
+                    }
+                }
             }
         }
     }
@@ -432,15 +472,22 @@ impl LeasedNames {
     /// daemons' stay); a name another process registered since is left alone.
     pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
         let mut names = self.shared.names.lock().await;
-        let Some(held) = names.names.remove(name) else {
+        let Some(held) = names.names.get(name).cloned() else {
             return Ok(false);
         };
-        names.missing.remove(name);
-        if held.shared && !names.plain {
-            return self.shared.ns.remove_shared(name, &held.uri).await;
+        let removed = if held.shared && !names.plain {
+            self.shared.ns.remove_shared(name, &held.uri).await
+        } else {
+            let one = BTreeMap::from([(name.to_owned(), held)]);
+            self.shared.remove_plain(&one).await.map(|n| n > 0)
+        };
+        // Held until the name server has let it go: on an error it is still kept alive, and
+        // a second `unregister` tries again.
+        if removed.is_ok() {
+            names.names.remove(name);
+            names.missing.remove(name);
         }
-        let one = BTreeMap::from([(name.to_owned(), held)]);
-        Ok(self.shared.remove_plain(&one).await? > 0)
+        removed
     }
 
     /// The names held.
@@ -504,5 +551,29 @@ impl Drop for LeasedNames {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A missing name is tried at once, then after 1, 2, 4 … rounds, at most 32 apart.
+    #[test]
+    fn a_missing_name_is_tried_again_after_a_growing_number_of_rounds() {
+        let mut backoff = Backoff::default();
+        let mut tried_at = Vec::new();
+        for round in 0..200 {
+            if backoff.due() {
+                tried_at.push(round);
+                backoff.failed();
+            }
+        }
+        let gaps: Vec<u32> = tried_at.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(&gaps[..6], [2, 3, 5, 9, 17, 33]);
+        assert!(
+            gaps.iter().all(|&g| g <= Backoff::MAX_ROUNDS + 1),
+            "{gaps:?}"
+        );
     }
 }
