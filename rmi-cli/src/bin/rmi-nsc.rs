@@ -199,6 +199,11 @@ macro_rules! say {
     };
 }
 
+/// [`printable`] line by line: a report's own lines (a hint) stay lines.
+fn printable_lines(text: &str) -> String {
+    text.lines().map(printable).collect::<Vec<_>>().join("\n")
+}
+
 /// `text` with its control characters escaped as Rust escapes them (`\u{1b}`, `\n`).
 fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
@@ -342,7 +347,7 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                     // for it): the same end, seen a moment later.
                     Err(e) if e.is_connection() => {
                         if verbose {
-                            eprintln!("rmi-nsc: {e}");
+                            eprintln!("rmi-nsc: {}", printable(&e.to_string()));
                         }
                         break;
                     }
@@ -497,6 +502,7 @@ async fn main() -> ExitCode {
             } else {
                 "is rmi-ns running? "
             };
+            let text = printable_lines(&text);
             eprintln!(
                 "rmi-nsc: {text}\nhint: {ask}Start it with `rmi-ns`, or pass its --host and \
                  --port (or -u PATH), and --key or --tls-ca if it needs them"
@@ -509,10 +515,8 @@ async fn main() -> ExitCode {
         // Our reader quit (`rmi-nsc watch | head -1`): stop quietly, as on SIGPIPE.
         Err(e) if rmi_cli::is_broken_pipe(e.as_ref()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Line by line: the report's own lines (a hint) stay lines.
             let report = rmi_cli::report(e.as_ref(), None);
-            let lines: Vec<_> = report.lines().map(printable).collect();
-            eprintln!("rmi-nsc: {}", lines.join("\n"));
+            eprintln!("rmi-nsc: {}", printable_lines(&report));
             ExitCode::FAILURE
         }
     }
