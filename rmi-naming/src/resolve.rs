@@ -117,10 +117,12 @@ const MAX_NAME_SERVERS: usize = 64;
 const MAX_CACHED: usize = 4096;
 
 /// Makes room for `key` in `map`, holding at most `max`: when `key` is new and `map` full, one
-/// other entry goes.
+/// other entry picked at random goes (not the first in the table, which a key put back would
+/// take again, so one hot entry would go every time).
 fn make_room<K: Eq + std::hash::Hash + Clone, V>(map: &mut HashMap<K, V>, key: &K, max: usize) {
     if map.len() >= max && !map.contains_key(key) {
-        if let Some(evicted) = map.keys().next().cloned() {
+        let at = rand::random_range(0..map.len());
+        if let Some(evicted) = map.keys().nth(at).cloned() {
             map.remove(&evicted);
         }
     }
@@ -345,12 +347,17 @@ impl NamingResolver {
     async fn name_uris_on(ns: NameServerProxy, name: &str) -> Result<Vec<Uri>, Lookup> {
         match ns.lookup_all(name).await {
             Ok(all) => Ok(all.into_iter().map(|(u, _)| u).collect()),
-            // A name server without `lookup_all` (Pyro's): its one URI.
-            Err(e) if missing_method(&e) => ns
-                .lookup(name)
-                .await
-                .map(|u| vec![u])
-                .map_err(Lookup::from_call),
+            // A name server without `lookup_all` (Pyro's), or a shared name with more daemons
+            // than one reply may carry (`max_reply_bytes`): one URI, the name server's pick.
+            Err(e)
+                if missing_method(&e)
+                    || matches!(&e, Error::Resolve(m) if m.contains("max_reply_bytes")) =>
+            {
+                ns.lookup(name)
+                    .await
+                    .map(|u| vec![u])
+                    .map_err(Lookup::from_call)
+            }
             Err(e) => Err(Lookup::from_call(e)),
         }
     }

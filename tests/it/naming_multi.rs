@@ -1054,3 +1054,38 @@ async fn only_a_name_that_resolved_to_one_live_daemon_is_dialed_ahead() {
         assert_eq!(rmi::Resolve::likely(&other, &again), None);
     }
 }
+
+/// A shared name with more daemons than one `lookup_all` reply may carry (`max_reply_bytes`)
+/// still resolves: `lookup_all` is refused naming the limit, and `PYRONAME:` falls back to
+/// `lookup`, the name server's pick of one.
+#[tokio::test]
+async fn a_shared_name_too_large_for_one_reply_still_resolves_to_one_daemon() {
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .limits(rmi::naming::Limits {
+            max_reply_bytes: 200,
+            ..rmi::naming::Limits::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let uris: Vec<Uri> = (1..=8)
+        .map(|p| Uri::tcp("obj", "127.0.0.1", 40_000 + p))
+        .collect();
+    for uri in &uris {
+        names
+            .register_shared("many.daemons", uri, tags(&[]))
+            .await
+            .unwrap();
+    }
+    let err = names.lookup_all("many.daemons").await.unwrap_err();
+    assert!(err.to_string().contains("max_reply_bytes"), "{err}");
+    let resolved = resolver(port)
+        .resolve_uri(&logical("many.daemons", port))
+        .await
+        .unwrap();
+    assert!(uris.contains(&resolved), "{resolved}");
+}

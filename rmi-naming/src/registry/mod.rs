@@ -410,7 +410,12 @@ impl Registry {
         let all = self.entries(name).await?;
         let size: usize = all.iter().map(|e| engine::reply_size(name, e)).sum();
         if size > self.limits.max_reply_bytes {
-            return Err(self.limits.reply_too_large("lookup_all"));
+            return Err(NamingError::new(format!(
+                "lookup_all of {name}: its {} entries would exceed the name server's \
+                 max_reply_bytes ({} bytes); lookup answers one of them",
+                all.len(),
+                self.limits.max_reply_bytes
+            )));
         }
         Ok(all)
     }
