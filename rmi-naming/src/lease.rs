@@ -95,7 +95,7 @@ struct Shared {
 /// If the name server loses the lease (it restarted without persistence, or it could not be
 /// reached for longer than the TTL), the keeper grants a new one and registers every name again
 /// by itself; a name it cannot register then (taken meanwhile by a `safe`-refusing owner, the
-/// name server full) is tried again on every keep-alive round until it is. [`revoke`](Self::revoke) on a clean shutdown removes the names at once; dropping
+/// name server full) is tried again in later keep-alive rounds, with a backoff, until it is. [`revoke`](Self::revoke) on a clean shutdown removes the names at once; dropping
 /// it stops the keeper and revokes in the background when a runtime is there to do it.
 ///
 /// ```no_run
