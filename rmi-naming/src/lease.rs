@@ -95,7 +95,8 @@ struct Shared {
 /// If the name server loses the lease (it restarted without persistence, or it could not be
 /// reached for longer than the TTL), the keeper grants a new one and registers every name again
 /// by itself; a name it cannot register then (taken meanwhile by a `safe`-refusing owner, the
-/// name server full) is tried again in later keep-alive rounds, with a backoff, until it is. [`revoke`](Self::revoke) on a clean shutdown removes the names at once; dropping
+/// name server full) is tried again in later keep-alive rounds, with a backoff, until it is.
+/// [`revoke`](Self::revoke) on a clean shutdown removes the names at once; dropping
 /// it stops the keeper and revokes in the background when a runtime is there to do it.
 ///
 /// ```no_run
@@ -239,7 +240,7 @@ impl Shared {
     }
 
     /// Grants a new lease and registers every name again under it. A name that fails is
-    /// logged and marked missing, to be tried again on each keep-alive round.
+    /// logged and marked missing, to be tried again in later keep-alive rounds (see [`Backoff`]).
     async fn recover(&self, names: &mut Names) -> Result<(), Error> {
         let lease = self.grant().await?;
         names.lease = Some(lease);
@@ -558,7 +559,8 @@ impl Drop for LeasedNames {
 mod tests {
     use super::*;
 
-    /// A missing name is tried at once, then after 1, 2, 4 … rounds, at most 32 apart.
+    /// A missing name is tried at once, then again after skipping 1, 2, 4 … rounds (at most
+    /// 32).
     #[test]
     fn a_missing_name_is_tried_again_after_a_growing_number_of_rounds() {
         let mut backoff = Backoff::default();

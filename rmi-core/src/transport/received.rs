@@ -3,8 +3,9 @@
 //!
 //! A proxy sets them while it decodes a reply (its own settings, for proxies to the same
 //! daemon); a daemon while a method runs (its `callback_secret` and `callback_tls`), so a
-//! callback proxy in the method's arguments can reach a client daemon that requires them. The innermost setting wins: a
-//! method that calls another proxy decodes that reply with that proxy's settings.
+//! callback proxy in the method's arguments can reach a client daemon that requires them. The
+//! innermost setting wins: a method that calls another proxy decodes that reply with that
+//! proxy's settings.
 
 #[cfg(feature = "tls")]
 use std::sync::Arc;
