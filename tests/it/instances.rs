@@ -251,6 +251,53 @@ async fn a_lazy_single_instance_is_made_on_the_first_call_and_shared_by_every_cl
     daemon.shutdown();
 }
 
+/// What an instance factory saw of the call it was made for.
+type Seen = Arc<std::sync::Mutex<Vec<Option<(String, String, u64)>>>>;
+
+/// A factory that notes the call context it runs in (as Pyro's instance creators see
+/// `current_context`), then makes a counter.
+fn noting(seen: &Seen, stats: &Arc<Stats>) -> impl Fn() -> CounterServer<CounterObject> {
+    let (seen, stats) = (seen.clone(), stats.clone());
+    move || {
+        let ctx = rmi::CallContext::current()
+            .map(|c| (c.object().to_owned(), c.method().to_owned(), c.connection()));
+        seen.lock().unwrap().push(ctx);
+        CounterServer::new(CounterObject::new(&stats))
+    }
+}
+
+#[tokio::test]
+async fn instance_factories_run_inside_the_call_they_serve() {
+    for mode in [
+        InstanceMode::Session,
+        InstanceMode::PerCall,
+        InstanceMode::Single,
+    ] {
+        let seen = Seen::default();
+        let stats = Arc::new(Stats::default());
+        let (daemon, uri) = serve(Registration::factory(mode, noting(&seen, &stats))).await;
+        let p = CounterProxy::connect(&uri).await.unwrap();
+        assert_eq!(p.incr().await.unwrap(), 1, "{mode:?}");
+        p.instance().await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        let first = seen[0].clone();
+        let (object, method, _) =
+            first.unwrap_or_else(|| panic!("{mode:?}: the factory ran outside any call's context"));
+        assert_eq!(Some(object.as_str()), uri.object(), "{mode:?}");
+        assert_eq!(method, "incr", "{mode:?}: made for the first call");
+        let expected = if matches!(mode, InstanceMode::PerCall) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(seen.len(), expected, "{mode:?}: {seen:?}");
+        if let Some(second) = seen.get(1) {
+            assert_eq!(second.as_ref().map(|s| s.1.as_str()), Some("instance"));
+        }
+        daemon.shutdown();
+    }
+}
+
 #[rmi::remote]
 pub(crate) trait Turns {
     /// Notes `value` on entry, then holds the call for `ms` milliseconds.

@@ -493,32 +493,20 @@ impl Call {
         {
             return Err(deadline_exceeded(object, method));
         }
-        // Making a session or per-call instance runs user code too: a panic there is this
-        // caller's error, like a panic in the method.
-        let target = match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.state.target(object, entry)
-        })) {
-            Ok(target) => target,
-            Err(panic) => {
-                let text = panic_text(&*panic);
-                if inner
-                    .panic_warnings
-                    .allow(|n| tracing::error!(left_out = n, "more calls panicked"))
-                {
-                    tracing::error!(object = %PeerText(object), method = %PeerText(method), panic = %PeerText(&text), "instance factory panicked");
-                }
-                let mut err =
-                    RemoteError::panic(method, &format!("the instance factory panicked: {text}"));
-                err.object = Some(object.to_owned());
-                return Err(err);
-            }
-        };
         let span = crate::spans::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.conn.peer);
-        // `dispatch` itself is called on the first poll, inside the scope and the panic guard:
-        // a hand-written one may decode its arguments (proxies in them included) or panic
+        // The instance is made and `dispatch` is called on the first poll, inside the scope
+        // and the panic guard: a session, per-call or lazy single instance's factory is user
+        // code that may ask for the call's context (as Pyro's instance creators may), and a
+        // hand-written dispatch may decode its arguments (proxies in them included) or panic
         // before it returns its future.
         let run = ctx
-            .scope(AssertUnwindSafe(async { target.dispatch(method, args).await }).catch_unwind())
+            .scope(
+                AssertUnwindSafe(async {
+                    let target = self.instance(object, method, entry)?;
+                    target.dispatch(method, args).await
+                })
+                .catch_unwind(),
+            )
             .instrument(span);
         // The caller stops waiting at its deadline; so does the method (gRPC-style propagation).
         let outcome = match ctx.deadline() {
@@ -549,6 +537,30 @@ impl Call {
                 Err(err)
             }
         }
+    }
+    /// The instance that serves this call: the shared one, or this connection's or this
+    /// call's, made now. A panic in the factory is this caller's error, like one in a method.
+    fn instance<'e>(
+        &self,
+        object: &str,
+        method: &str,
+        entry: &'e Entry,
+    ) -> Result<super::connection::Instance<'e>, RemoteError> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.state.target(object, entry))).map_err(
+            |panic| {
+                let text = panic_text(&*panic);
+                if self
+                    .conn
+                    .daemon
+                    .inner
+                    .panic_warnings
+                    .allow(|n| tracing::error!(left_out = n, "more calls panicked"))
+                {
+                    tracing::error!(object = %PeerText(object), method = %PeerText(method), panic = %PeerText(&text), "instance factory panicked");
+                }
+                RemoteError::panic(method, &format!("the instance factory panicked: {text}"))
+            },
+        )
     }
 }
 

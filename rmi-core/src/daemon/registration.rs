@@ -78,6 +78,11 @@ impl Registration {
 
     /// A factory run with `mode`: [`InstanceMode::Single`] makes one instance on the first call.
     /// The object's metadata comes from [`Dispatch::describe`], so no instance is made up front.
+    /// `make` runs inside the call it makes the instance for: [`CallContext::current`] there
+    /// names that call (its peer, connection, method), as Pyro's `current_context` does for an
+    /// instance creator; a panic in it is that caller's error.
+    ///
+    /// [`CallContext::current`]: crate::CallContext::current
     pub fn factory<D, F>(mode: InstanceMode, make: F) -> Self
     where
         D: Dispatch,
