@@ -186,6 +186,24 @@ async fn rmi_nsc_escapes_control_characters_and_rmi_ns_refuses_them_in_names() {
             "{args:?}: {out}"
         );
     }
+    // Characters that reorder or hide text ("Trojan Source": a right-to-left override, a
+    // zero-width space) are allowed in names, as in Pyro, but shown escaped: "admin\u{202e}
+    // nimda" must not print as something else.
+    let spoof = "admin\u{202e}txt.exe\u{200b}";
+    assert!(nsc(&["register", spoof, "PYRO:obj@127.0.0.1:4000"]).0);
+    for args in [&["list"][..], &["lookup", spoof]] {
+        let (ok, out) = nsc(args);
+        assert!(ok, "{args:?}: {out}");
+        assert!(
+            !out.contains('\u{202e}') && !out.contains('\u{200b}'),
+            "{args:?} printed an invisible character: {out:?}"
+        );
+    }
+    let (_, out) = nsc(&["list"]);
+    assert!(
+        out.contains("admin\\u{202e}txt.exe\\u{200b} --> PYRO:obj@127.0.0.1:4000"),
+        "{out}"
+    );
 }
 
 /// As pyro5-nsc's `removeregex`: a pattern can match every name, so rmi-nsc says which names

@@ -204,14 +204,17 @@ fn printable_lines(text: &str) -> String {
     text.lines().map(printable).collect::<Vec<_>>().join("\n")
 }
 
-/// `text` with its control characters escaped as Rust escapes them (`\u{1b}`, `\n`).
+/// `text` with its control characters escaped as Rust escapes them (`\u{1b}`, `\n`), and so
+/// are the invisible characters that reorder or hide text on a terminal: bidirectional
+/// overrides and isolates (the "Trojan Source" characters), zero-width characters, line and
+/// paragraph separators, and the byte-order mark. A name or URI cannot then pass for another.
 fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(hidden) {
         return text.into();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if hidden(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -219,6 +222,22 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect::<String>()
         .into()
+}
+
+/// Whether `c` is a control character, or a format character that changes how the text
+/// around it shows without showing itself.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
 }
 
 fn tags(list: &[String]) -> BTreeSet<String> {
