@@ -502,8 +502,8 @@ async fn a_first_call_larger_than_the_handshake_bound_goes_out_with_the_connect_
 }
 
 /// A proxy whose CONNECT is over the daemon's handshake bound (handshake data of 70 KiB) is told
-/// so at once, as a refusal: no dial again, and the call, with or without being sent behind
-/// the CONNECT, did not run. Counted by a daemon that sees every connection.
+/// so at once, as a refusal: no dial again, and the call (never sent behind such a CONNECT: see
+/// the next test) did not run. Counted by a daemon that sees every connection.
 #[tokio::test]
 async fn a_connect_over_the_handshake_bound_is_refused_by_name_without_redialing() {
     use rmi::daemon::MAX_HANDSHAKE_SIZE;
@@ -570,4 +570,45 @@ async fn a_connect_over_the_handshake_bound_is_refused_by_name_without_redialing
     assert_eq!(fine.echo(0, 1, "in".into()).await.unwrap().2, "in");
     assert_eq!(connections.load(Ordering::Relaxed), 1);
     daemon.shutdown();
+}
+
+/// A CONNECT over rmi daemons' bound goes alone: a Python daemon, which has no such bound, may
+/// take it, and the first call must not already be on its way behind it (the proxy could not
+/// then tell whether it ran when the connection drops). A raw listener reads the whole CONNECT
+/// and sees nothing behind it; its close is then a refusal of a call that never left.
+#[tokio::test]
+async fn a_call_is_never_sent_behind_a_connect_over_the_handshake_bound() {
+    use rmi::daemon::MAX_HANDSHAKE_SIZE;
+    use rmi::protocol::frame::HEADER_SIZE;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; HEADER_SIZE];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[6], MessageType::Connect as u8);
+        let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize
+            + u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.unwrap();
+        // Anything behind the CONNECT was sent with it.
+        let mut more = [0u8; 64];
+        let behind = match tokio::time::timeout(Duration::from_millis(300), s.read(&mut more)).await
+        {
+            Ok(Ok(n)) => n,
+            Ok(Err(_)) | Err(_) => 0,
+        };
+        (len, behind)
+    });
+    let huge = LabProxy::from_proxy(
+        Proxy::builder(Uri::tcp("lab", "127.0.0.1", port))
+            .serializer(Serializer::Bincode)
+            .handshake("h".repeat(MAX_HANDSHAKE_SIZE + 1024))
+            .build(),
+    );
+    let err = huge.echo(0, 0, "never".into()).await.unwrap_err();
+    let (len, behind) = peer.await.unwrap();
+    assert!(len > MAX_HANDSHAKE_SIZE, "{len}");
+    assert_eq!(behind, 0, "the call was sent behind an oversized CONNECT");
+    assert!(err.is_not_executed(), "{err}");
 }

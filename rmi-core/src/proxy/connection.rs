@@ -630,7 +630,14 @@ impl Connection {
             .map(|secret| crate::auth::ClientHandshake::start(secret, &mut connect));
         // The first call goes right behind the CONNECT (never where the daemon must prove
         // itself first, or where its answer is yet to be checked: see `ProxyBuilder::early_serializer`).
-        let first = first.filter(|_| auth.is_none() && config.early_serializer().is_some());
+        // Nor behind a CONNECT over rmi daemons' bound: an rmi daemon refuses it unread, but a
+        // Python one may take it, run the call, and die before it answers; the call then waits
+        // for the CONNECTOK, and a close before that is a refusal of a call never sent.
+        let first = first.filter(|_| {
+            auth.is_none()
+                && config.early_serializer().is_some()
+                && connect.size() <= crate::protocol::MAX_HANDSHAKE_SIZE
+        });
         // An rmi daemon closes on a CONNECT over its bound without reading it: the close (seen
         // while writing the rest of it, or as the answer) is said as that refusal (another dial
         // would get the same), not as an outage to retry.
