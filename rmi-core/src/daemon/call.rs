@@ -206,6 +206,8 @@ impl Call {
             Some(std::mem::take(&mut self.req.payload_tail))
         };
         let inner = &self.conn.daemon.inner;
+        // The caller's annotations go to the call's context (nothing reads the request's after).
+        let annotations = std::mem::take(&mut self.req.annotations);
         // The names are copied into the call's context (made in a finished call's allocation
         // when there is one); the call borrows them back from it.
         let decoded = codec::decode_invoke_with(
@@ -220,7 +222,7 @@ impl Call {
                     object,
                     method,
                     corr,
-                    self.req.annotations.clone(),
+                    annotations,
                     oneway,
                 )
             },
