@@ -172,3 +172,52 @@ async fn a_batch_needs_both_its_method_name_and_its_flag() {
     );
     daemon.shutdown();
 }
+
+/// A batch stops at the first call whose result would take the batch's reply past
+/// `max_message_size` (the reply could not go anyway): the daemon does not run every call and
+/// hold every result first. Pyro's format (serpent) and rmi's (bincode) alike.
+#[tokio::test]
+async fn a_batch_stops_where_its_results_outgrow_one_reply() {
+    use rmi::{Daemon, DecodeLimits};
+    for serializer in [Serializer::Bincode, Serializer::Serpent] {
+        let daemon = Daemon::builder()
+            .limits(DecodeLimits {
+                max_message_size: 64 * 1024,
+                ..DecodeLimits::default()
+            })
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let uri = daemon
+            .register(crate::support::LabServer::new(
+                crate::support::LabObject::default(),
+            ))
+            .unwrap();
+        tokio::spawn({
+            let d = daemon.clone();
+            async move { d.serve().await }
+        });
+        let proxy: LabProxy = LabProxy::builder(&uri)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
+        // Each result fits alone; 100 of them are 2 MB.
+        let mut batch = proxy.batch();
+        for _ in 0..100 {
+            batch.make_blob(20_000);
+        }
+        let err = batch.send().await.unwrap_err();
+        // The calls that ran: the fourth or so crossed the bound (serpent's results are
+        // larger), and the rest never ran.
+        let ran = proxy.calls().await.unwrap();
+        assert!((3..=4).contains(&ran), "{serializer:?}: {ran} ran");
+        assert!(
+            err.to_string().contains("rmi.MessageTooLarge")
+                && err.to_string().contains(&format!("first {ran} calls")),
+            "{serializer:?}: {err}"
+        );
+        daemon.shutdown();
+    }
+}

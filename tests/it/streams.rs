@@ -462,3 +462,48 @@ async fn a_stream_that_can_fail_raises_its_error_before_the_first_item() {
     assert!(matches!(err, Some(Error::Remote(e)) if e.type_name == "builtins.KeyError"));
     daemon.shutdown();
 }
+
+/// A oneway call to a method that returns a stream (a Python client may mark any call
+/// oneway): its stream id goes in no reply, so nobody could read or close it. It is not
+/// opened, and takes none of the connection's streams.
+#[tokio::test]
+async fn a_oneway_call_to_a_streaming_method_opens_no_stream() {
+    let daemon = Daemon::builder()
+        .max_streams_per_connection(4)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(crate::support::LabServer::new(
+            crate::support::LabObject::default(),
+        ))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
+    for _ in 0..10 {
+        lab.proxy()
+            .call_oneway("slow_numbers", &(0u64, 3u32))
+            .await
+            .unwrap();
+    }
+    for _ in 0..500 {
+        if lab.calls().await.unwrap() >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lab.calls().await.unwrap(), 10, "the oneway calls ran");
+    assert_eq!(daemon.open_streams(), 0);
+    let items: Vec<u32> = lab
+        .slow_numbers(0, 3)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(items, [0, 1, 2]);
+    daemon.shutdown();
+}

@@ -73,6 +73,9 @@ impl Call {
         let ser = self.ser;
         let inner = &self.conn.daemon.inner;
         let result = match result {
+            // Nobody could read a stream a oneway call opened (its id goes in no reply): not
+            // opened, so it takes none of the connection's streams.
+            Ok(Outcome::Stream(_)) if oneway => Ok(None),
             Ok(Outcome::Stream(items)) => inner
                 .streams
                 .open(
@@ -375,6 +378,7 @@ impl Call {
             return Err(too_many_calls(calls.len() as u64, max));
         }
         let mut results = Vec::with_capacity(calls.len());
+        let mut size = 0usize;
         for payload in calls {
             // Work done only for this caller stops when it is gone; and a long batch yields to
             // the runtime between calls, so it cannot hold a worker thread.
@@ -391,7 +395,9 @@ impl Call {
                 }
             };
             let failed = item.is_err();
+            size = size.saturating_add(item.as_ref().map_or(0, Vec::len));
             results.push(codec::BatchItem::from(item));
+            self.batch_fits(size, results.len())?;
             if failed {
                 break;
             }
@@ -420,6 +426,7 @@ impl Call {
             return Err(too_many_calls(calls.len() as u64, max));
         }
         let mut results = Vec::with_capacity(calls.len());
+        let mut size = 0usize;
         for call in calls {
             if self.conn.peer_gone.is_raised() {
                 tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
@@ -428,7 +435,9 @@ impl Call {
             tokio::task::consume_budget().await;
             let item = self.batched(object, &call.method, call.args, ctx).await;
             let failed = item.is_err();
+            size = size.saturating_add(item.as_ref().map_or(0, Vec::len));
             results.push(item);
+            self.batch_fits(size, results.len())?;
             if failed {
                 break;
             }
@@ -442,6 +451,31 @@ impl Call {
                     format!("could not serialize the batch: {e}"),
                 )
             })
+    }
+
+    /// Whether the results of a batch's first `ran` calls, `size` bytes together, still fit
+    /// in one reply: the batch stops at the first call whose result would not (its reply
+    /// could not be sent anyway), instead of holding every call's result first.
+    fn batch_fits(&self, size: usize, ran: usize) -> Result<(), RemoteError> {
+        let max = self
+            .conn
+            .daemon
+            .inner
+            .config
+            .limits
+            .max_message_size
+            .min(self.protocol.max_payload());
+        if size <= max {
+            return Ok(());
+        }
+        Err(RemoteError::new(
+            RemoteErrorKind::Other,
+            "rmi.MessageTooLarge",
+            format!(
+                "the results of the batch's first {ran} calls come to {size} bytes, more than \
+                 max_message_size ({max} bytes) allows in one reply; the batch stopped there"
+            ),
+        ))
     }
 
     /// Runs one call of a batch: its encoded result; a streamed result is refused.
