@@ -507,3 +507,104 @@ async fn a_oneway_call_to_a_streaming_method_opens_no_stream() {
     assert_eq!(items, [0, 1, 2]);
     daemon.shutdown();
 }
+
+#[rmi::remote]
+pub(crate) trait Cursors {
+    /// An endless stream whose `Drop` asks the daemon how many streams it has open (as a
+    /// cursor's cleanup might look at its daemon).
+    async fn cursor(&self) -> RemoteStream<u32>;
+    /// How many times a cursor was dropped.
+    async fn dropped(&self) -> usize;
+}
+
+#[derive(Default)]
+struct CursorsObject {
+    dropped: Arc<AtomicUsize>,
+}
+
+/// An endless iterator that uses its daemon when it is dropped.
+struct Cursor {
+    daemon: Daemon,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl Iterator for Cursor {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        Some(1)
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        let _ = self.daemon.open_streams();
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Cursors for CursorsObject {
+    async fn cursor(&self) -> RemoteStream<u32> {
+        let daemon = rmi::context::current()
+            .expect("call context")
+            .daemon()
+            .clone();
+        RemoteStream::iter(Cursor {
+            daemon,
+            dropped: self.dropped.clone(),
+        })
+    }
+
+    async fn dropped(&self) -> usize {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+/// A stream's `Drop` is user code: it runs after the daemon lets go of its stream table, so
+/// one that asks the daemon about its streams (or is slow) holds up nobody. Closed by its
+/// caller, swept after its connection lingered, and dropped at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streams_drop_may_use_the_daemon() {
+    let daemon = Daemon::builder()
+        .stream_linger(Duration::from_millis(50))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(CursorsServer::new(CursorsObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = CursorsProxy::connect(&uri).await.unwrap();
+    // Closed by its caller.
+    let mut items = proxy.cursor().await.unwrap();
+    assert_eq!(items.next().await.unwrap().unwrap(), 1);
+    drop(items);
+    let d = daemon.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        eventually("the closed cursor dropped", move || d.open_streams() == 0),
+    )
+    .await
+    .expect("close: the daemon hung (a stream dropped under its lock)");
+    assert_eq!(proxy.dropped().await.unwrap(), 1);
+    // Swept after its connection went away and the linger passed.
+    let other = CursorsProxy::connect(&uri).await.unwrap();
+    let items = other.cursor().await.unwrap();
+    std::mem::forget(items);
+    other.proxy().close();
+    let d = daemon.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        eventually("the lingering cursor swept", move || d.open_streams() == 0),
+    )
+    .await
+    .expect("sweep: the daemon hung (a stream dropped under its lock)");
+    let seen = tokio::time::timeout(Duration::from_secs(10), proxy.dropped())
+        .await
+        .expect("the daemon hung")
+        .unwrap();
+    assert_eq!(seen, 2);
+    daemon.shutdown();
+}

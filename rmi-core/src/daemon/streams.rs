@@ -174,18 +174,22 @@ impl Streams {
             tokio::time::sleep_until(at).await;
             if let Some(streams) = streams.upgrade() {
                 let now = Instant::now();
-                streams
+                // Dropped once the lock is released (see `close`).
+                let _gone: Vec<_> = streams
                     .table
                     .lock()
                     .slots
-                    .retain(|_, s| s.expires.is_none_or(|e| e > now));
+                    .extract_if(|_, s| s.expires.is_some_and(|e| e <= now))
+                    .collect();
             }
         });
     }
 
-    /// Drops stream `id`.
+    /// Drops stream `id`, once the table's lock is released: the stream's own `Drop` is user
+    /// code, which may be slow or may ask the daemon about its streams.
     pub(super) fn close(&self, id: &str) {
-        self.table.lock().slots.remove(id);
+        let gone = self.table.lock().slots.remove(id);
+        drop(gone);
     }
 
     /// Number of open streams.
@@ -195,6 +199,7 @@ impl Streams {
 
     /// Drops every stream (daemon shutdown).
     pub(super) fn clear(&self) {
-        self.table.lock().slots.clear();
+        let gone = std::mem::take(&mut self.table.lock().slots);
+        drop(gone);
     }
 }
