@@ -608,3 +608,59 @@ async fn a_streams_drop_may_use_the_daemon() {
     assert_eq!(seen, 2);
     daemon.shutdown();
 }
+
+#[rmi::remote]
+pub(crate) trait LateFirst {
+    /// 0 after 400 ms, then 1, 2, 3 at once.
+    async fn late_first(&self) -> RemoteStream<u32>;
+}
+
+struct LateFirstObject;
+
+impl LateFirst for LateFirstObject {
+    async fn late_first(&self) -> RemoteStream<u32> {
+        RemoteStream::new(futures_util::stream::iter(0..4u32).then(|i| async move {
+            if i == 0 {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+            i
+        }))
+    }
+}
+
+/// Asking for a stream's next item is not safe to repeat, even through a proxy whose calls
+/// are idempotent or retried: a retry after a timeout would be answered with the item after
+/// the one the daemon was still producing, and that one would be lost without a word.
+#[tokio::test]
+async fn a_streams_items_are_never_asked_for_twice_by_a_retrying_proxy() {
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(LateFirstServer::new(LateFirstObject))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = LateFirstProxy::connect(&uri).await.unwrap();
+    for retrying in [
+        proxy
+            .proxy()
+            .with_timeout(Duration::from_millis(250))
+            .idempotent(),
+        proxy
+            .proxy()
+            .with_timeout(Duration::from_millis(250))
+            .with_retries(3),
+    ] {
+        let mut items = retrying
+            .call_stream::<_, u32>("late_first", &())
+            .await
+            .unwrap();
+        let first = items.next().await.unwrap();
+        assert!(
+            matches!(first, Err(Error::Timeout(_))),
+            "the first item timed out, and was not asked for again: {first:?}"
+        );
+    }
+    daemon.shutdown();
+}

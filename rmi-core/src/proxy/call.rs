@@ -130,7 +130,13 @@ impl Proxy {
             .annotation(&STREAM_ANNOTATION)
             .and_then(|v| std::str::from_utf8(v).ok())
             .ok_or_else(|| Error::Protocol("stream result without a STRM annotation".into()))?;
-        Ok(ItemStream::new(self.clone(), id.to_owned()))
+        // Asking for the next item is never safe to repeat (a reply lost or late would skip an
+        // item): the stream's calls are not retried, whatever this proxy's retry policy says.
+        let once = self.map_options(|o| {
+            o.retries = 0;
+            o.idempotent = false;
+        });
+        Ok(ItemStream::new(once, id.to_owned()))
     }
 
     /// Sends a request with this proxy's retry policy; returns the raw reply and the protocol
