@@ -212,8 +212,15 @@ async fn waiting_for_an_in_flight_slot_counts_against_the_deadline() {
         proxy.call::<_, u32>("m", &(HOLD,)).await.unwrap_err(),
         Error::Timeout(_)
     ));
-    // The next call cannot get a slot: it times out instead of waiting forever, never sent.
+    // The next call cannot get a slot: it times out instead of waiting forever, never sent,
+    // at its deadline (the test's clock is tokio's paused one: time moves only to timers).
+    let started = tokio::time::Instant::now();
     let err = proxy.call::<_, u32>("m", &(7u32,)).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "waited {:?} for a call whose deadline is 5 s",
+        started.elapsed()
+    );
     assert!(
         matches!(&err, Error::NotSent(inner) if matches!(**inner, Error::Timeout(_))),
         "{err:?}"

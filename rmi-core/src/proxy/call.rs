@@ -201,9 +201,11 @@ impl Proxy {
             };
             match attempt.instrument(span).await {
                 Ok((reply, protocol)) => return Ok((reply, protocol, corr)),
-                // Never sent: safe to try once more on a fresh connection.
+                // Never sent: safe to try once more on a fresh connection. Not after a
+                // timeout (waiting for an in-flight slot): the call's one deadline has passed,
+                // and another try would wait as long again.
                 Err(e @ Error::NotSent(_))
-                    if e.is_communication() && std::mem::take(&mut unsent_retry) =>
+                    if e.is_connection() && std::mem::take(&mut unsent_retry) =>
                 {
                     tracing::debug!(error = %e, method, "request not sent; retrying");
                 }
