@@ -664,3 +664,34 @@ async fn a_streams_items_are_never_asked_for_twice_by_a_retrying_proxy() {
     }
     daemon.shutdown();
 }
+
+/// `call_stream` on a method that returns a plain value says so, in every serializer (bincode
+/// cannot decode a value without its type, and said that instead); a remote error stays that
+/// error.
+#[tokio::test]
+async fn call_stream_on_a_method_that_does_not_stream_says_so() {
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    for serializer in [
+        Serializer::Bincode,
+        Serializer::MsgPack,
+        Serializer::Serpent,
+    ] {
+        let proxy = rmi::Proxy::builder(lab.clone())
+            .serializer(serializer)
+            .build();
+        let err = proxy
+            .call_stream::<_, u32>("echo", &(1u32, 2u32, "x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Protocol(m) if m.contains("did not return a stream")),
+            "{serializer:?}: {err}"
+        );
+        let err = proxy
+            .call_stream::<_, u32>("explode", &("boom",))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, Error::Panicked(_)), "{serializer:?}: {err}");
+    }
+    daemon.shutdown();
+}

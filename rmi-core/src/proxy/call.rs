@@ -120,8 +120,11 @@ impl Proxy {
     ) -> Result<ItemStream<T>, Error> {
         let (mut reply, protocol, _) = self.request(None, method, args, None::<&()>, 0).await?;
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
-            // An error (or a plain value from a method that is not streaming).
-            decode_result::<serde::de::IgnoredAny>(&mut reply, protocol, &self.shared)?;
+            // An error; or a plain value from a method that is not streaming, which is not
+            // decoded (bincode could not decode it without its type).
+            if reply.has_flag(frame::FLAGS_EXCEPTION) {
+                decode_result::<()>(&mut reply, protocol, &self.shared)?;
+            }
             return Err(Error::Protocol(format!(
                 "{method:?} did not return a stream"
             )));
