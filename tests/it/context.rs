@@ -22,6 +22,11 @@ pub(crate) trait Introspect {
     async fn note_oneway(&self);
     /// What the last `note_oneway` noted.
     async fn noted_oneway(&self) -> Option<bool>;
+    /// Waits up to `ms` milliseconds for its caller to go, then notes whether the caller was
+    /// gone when it started and whether it went.
+    async fn outlast_caller(&self, ms: u64);
+    /// What the last `outlast_caller` noted.
+    async fn outlasted(&self) -> Option<(bool, bool)>;
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -46,6 +51,7 @@ struct IntrospectObject {
     kept: std::sync::Mutex<Option<rmi::CallContext>>,
     guard_saw: std::sync::Arc<std::sync::Mutex<Option<Option<String>>>>,
     noted_oneway: std::sync::Mutex<Option<bool>>,
+    outlasted: std::sync::Mutex<Option<(bool, bool)>>,
 }
 
 /// Notes the method of the context current when it is dropped.
@@ -92,6 +98,21 @@ impl Introspect for IntrospectObject {
 
     async fn noted_oneway(&self) -> Option<bool> {
         *self.noted_oneway.lock().unwrap()
+    }
+
+    async fn outlast_caller(&self, ms: u64) {
+        let ctx = rmi::context::current().expect("every call has a context");
+        let gone_at_start = ctx.is_caller_gone();
+        let went = tokio::select! {
+            () = ctx.caller_gone() => true,
+            () = tokio::time::sleep(Duration::from_millis(ms)) => false,
+        };
+        assert_eq!(went, ctx.is_caller_gone());
+        *self.outlasted.lock().unwrap() = Some((gone_at_start, went));
+    }
+
+    async fn outlasted(&self) -> Option<(bool, bool)> {
+        *self.outlasted.lock().unwrap()
     }
 
     async fn mark(&self, mark: bool) -> Option<Vec<u8>> {
@@ -311,5 +332,43 @@ async fn a_method_cancelled_at_its_deadline_sees_its_context_while_it_is_dropped
     .await
     .expect("the daemon cancels the call at the deadline");
     assert_eq!(saw.as_deref(), Some("guarded"));
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_method_learns_that_its_caller_is_gone() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(IntrospectServer::new(IntrospectObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let watcher = IntrospectProxy::connect(&uri).await.unwrap();
+    // A caller that stays: the method waits its whole time.
+    watcher.outlast_caller(50).await.unwrap();
+    assert_eq!(watcher.outlasted().await.unwrap(), Some((false, false)));
+    // A caller that goes while the method waits: the method hears it at once, not after
+    // its minute.
+    let leaving = IntrospectProxy::connect(&uri).await.unwrap();
+    let call = tokio::spawn({
+        let leaving = leaving.clone();
+        async move { leaving.outlast_caller(60_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leaving.proxy().close();
+    assert!(call.await.unwrap().is_err(), "its connection closed");
+    let noted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(noted) = watcher.outlasted().await.unwrap().filter(|n| n.1) {
+                return noted;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the method heard its caller go");
+    assert_eq!(noted, (false, true));
     daemon.shutdown();
 }

@@ -392,6 +392,116 @@ async fn a_stream_adopted_by_a_vanished_connection_expires_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_is_let_go_while_its_call_runs_on() {
+    // Two connections at most: the watcher's and one more.
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_connections=2");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let before = watcher.calls().await.unwrap();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    // A call that runs for an hour; its caller resets the connection once it runs.
+    s.write_all(&invoke_frame("sleep", &(3_600_000u64,), 1).to_bytes())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while watcher.calls().await.unwrap() == before {
+        assert!(started.elapsed() < Duration::from_secs(5), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    #[allow(deprecated)] // the point is to send a reset
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    // Its connection's place comes free though the call runs on: another client is served.
+    let started = Instant::now();
+    loop {
+        let served = tokio::time::timeout(Duration::from_secs(2), async {
+            let lab = LabProxy::connect(&uri).await?;
+            lab.echo(1, 2, "in".into()).await
+        })
+        .await;
+        match served {
+            Ok(Ok(echoed)) => {
+                assert_eq!(echoed.2, "in");
+                break;
+            }
+            other => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "a reset connection whose call runs on still takes its place: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(child.is_alive());
+    assert_eq!(watcher.echo(3, 4, "ok".into()).await.unwrap().2, "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connections_streams_linger_while_its_calls_run_on() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=300");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    // A stream opened, then a call that runs for an hour; then the caller is done sending.
+    s.write_all(&invoke_frame("slow_numbers", &(0u64, 5u32), 1).to_bytes())
+        .await
+        .unwrap();
+    read_message(&mut s).await.unwrap();
+    s.write_all(&invoke_frame("sleep", &(3_600_000u64,), 2).to_bytes())
+        .await
+        .unwrap();
+    assert_eq!(watcher.open_streams().await.unwrap(), 1);
+    s.shutdown().await.unwrap();
+    // No request can come on that connection any more: its stream lingers from now, not
+    // from when the hour-long call ends.
+    let started = Instant::now();
+    while watcher.open_streams().await.unwrap() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the stream of a closed connection waits for its running call to end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_serving(&mut child, &uri).await;
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_read_by_a_vanished_connection_leaves_its_item_for_the_next_reader() {
+    use futures_util::StreamExt;
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=10000");
+    let owner = LabProxy::connect(&uri).await.unwrap();
+    // Each item a second after it is asked for.
+    let mut stream = owner.ticking(1_000, 3).await.unwrap();
+    let id = stream.id().to_owned();
+    // A raw connection asks for the next item with the stream's id, then resets while the
+    // item is still most of a second away.
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    let payload = encode_invoke(
+        Serializer::Bincode,
+        "Pyro.Daemon",
+        "get_next_stream_item",
+        &(id,),
+    )
+    .unwrap();
+    let frame = Message::new(MessageType::Invoke, Serializer::BINCODE_ID, 0, 1, payload);
+    s.write_all(&frame.to_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    #[allow(deprecated)] // the point is to send a reset
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    // The owner reads on: the vanished reader's wait took nothing from it.
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the item comes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, 0, "the vanished reader's wait took item 0");
+    assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_longer_than_max_batch_calls_is_refused_before_any_call_runs() {
     let (mut child, uri) = spawn_child_daemon_with(0, "max_batch=100");
     let lab = LabProxy::connect(&uri).await.unwrap();

@@ -67,6 +67,8 @@ pub(crate) trait Lab {
     async fn slow_numbers(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32>;
     /// Streamed results open in the serving daemon, lingering ones included.
     async fn open_streams(&self) -> usize;
+    /// A stream of `0..n`, each item `ms` milliseconds after the one before it was asked for.
+    async fn ticking(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32>;
 }
 
 /// A byte buffer encoded efficiently.
@@ -167,6 +169,15 @@ impl Lab for LabObject {
         self.count();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         rmi::RemoteStream::iter(0..n)
+    }
+
+    async fn ticking(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32> {
+        use futures_util::StreamExt;
+        self.count();
+        rmi::RemoteStream::new(futures_util::stream::iter(0..n).then(move |i| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            i
+        }))
     }
 
     async fn open_streams(&self) -> usize {

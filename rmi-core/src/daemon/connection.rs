@@ -406,30 +406,36 @@ pub(super) async fn handle_connection(
     // (see signal.rs; a fresh pair of waits per request cost a lock, a list insert and a
     // removal each).
     let writer_gone = Arc::new(Signal::default());
+    // Raised when the peer reset the connection: nobody can read a reply any more, so the
+    // writer lets go of the socket at once instead of waiting for the calls still running.
+    let reset = Arc::new(Signal::default());
     let deadline = WriteDeadline {
         stall: inner.config.write_timeout,
         min_rate: inner.config.min_write_rate,
     };
     let writer_task = inner.tasks.spawn({
         let (gone, peer) = (writer_gone.clone(), peer.clone());
-        let abort = inner.abort.wait();
+        let (mut abort, mut reset) = (inner.abort.wait(), reset.wait());
+        let stop = std::future::poll_fn(move |cx| {
+            match (Pin::new(&mut abort).poll(cx), Pin::new(&mut reset).poll(cx)) {
+                (Poll::Pending, Poll::Pending) => Poll::Pending,
+                _ => Poll::Ready(()),
+            }
+        });
         // Boxed: tokio copies a task's future whole each time it moves it (into the task's
         // cell, and again as the task ends), about a kilobyte here; a box moves as a pointer.
         Box::pin(async move {
-            tokio::select! {
-                biased;
-                written = out.run(deadline) => if let Err(e) = written {
-                    tracing::debug!(%peer, error = %e, "closing the connection");
-                },
-                _ = abort => {}
+            if let Err(e) = out.run_until(deadline, stop).await {
+                tracing::debug!(%peer, error = %e, "closing the connection");
             }
             gone.raise();
         })
     });
     let state = Arc::new(ConnectionState::default());
     let object_id: Arc<str> = object_id.into();
-    // Cancelled when the peer is gone (end of stream, a read or write failure), so work done
-    // only for it (a batch) stops; calls go on, as their callers may have only half-closed.
+    // Raised when the peer is gone (end of stream, a read or write failure), so work done
+    // only for it (a batch, a wait for a stream's next item) stops; calls go on, as their
+    // callers may have only half-closed (and a oneway call's caller may be long gone).
     let peer_gone = Arc::new(Signal::default());
     let conn = Arc::new(Conn {
         daemon: daemon.clone(),
@@ -547,6 +553,14 @@ pub(super) async fn handle_connection(
                     break None;
                 }
                 Err(Error::Timeout(_)) => idle_at_last_wake = is_idle(),
+                Err(Error::Io { source, .. })
+                    if source.kind() != std::io::ErrorKind::UnexpectedEof =>
+                {
+                    // (An end without TLS's close_notify is an end, not a reset.)
+                    tracing::debug!(%peer, error = %source, "connection reset; closing it");
+                    reset.raise();
+                    break None;
+                }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "malformed message; closing this connection");
                     break None;
@@ -644,11 +658,16 @@ pub(super) async fn handle_connection(
     if !inner.shutdown.is_raised() {
         peer_gone.raise();
     }
-    // Let running calls of this connection send their replies, then close.
+    // No request can come any more: the connection's streams linger from now, for their
+    // caller to pick up from another connection, whatever its calls still running do.
+    inner.streams.disconnected(conn.id);
+    // Let running calls of this connection send their replies, then close: a half-closed
+    // peer still reads them. (After a reset the writer has let go of the socket already;
+    // calls still running finish on their own and their replies are dropped, so a method
+    // that never returns keeps no socket, connection slot or task of a peer that is gone.)
     tx.send_all(&mut replies);
     drop(tx);
     let _ = writer_task.await;
-    inner.streams.disconnected(conn.id);
 }
 
 /// One of a connection's in-flight slots, its permit forgotten (no reference count per

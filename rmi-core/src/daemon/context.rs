@@ -280,6 +280,34 @@ impl CallContext {
         self.inner.conn.id
     }
 
+    /// Completes once the caller will send nothing more on the call's connection: it closed
+    /// it, reset it, or shut down its sending side (a half-closed caller still reads its
+    /// replies). A method whose work only its caller wants can stop there, as Go's
+    /// `ctx.Done()` or a cancelled gRPC call would:
+    ///
+    /// ```
+    /// # async fn method() -> Option<u64> {
+    /// # async fn long_search() -> u64 { 42 }
+    /// let ctx = rmi_core::context::current()?;
+    /// tokio::select! {
+    ///     found = long_search() => Some(found),
+    ///     () = ctx.caller_gone() => None, // nobody waits for the answer
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// A oneway call's caller may well be gone while it runs: that is no reason to stop it.
+    /// While the daemon shuts down, connections it closes do not count as gone (calls then
+    /// get their grace period).
+    pub async fn caller_gone(&self) {
+        self.inner.conn.peer_gone.wait().await
+    }
+
+    /// Whether [`caller_gone`](Self::caller_gone) has completed.
+    pub fn is_caller_gone(&self) -> bool {
+        self.inner.conn.peer_gone.is_raised()
+    }
+
     pub(crate) fn take_response_annotations(&self) -> Vec<Annotation> {
         std::mem::take(&mut *self.inner.response.lock())
     }

@@ -17,7 +17,7 @@ use rmi_macros::remote;
 use super::context;
 use super::Inner;
 use crate::dispatch::{Dispatch, Outcome};
-use crate::error::RemoteError;
+use crate::error::{RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{Args, Metadata};
 use crate::protocol::names::daemon_method::GET_NEXT_STREAM_ITEM;
 use crate::protocol::names::DAEMON_OBJECT_ID;
@@ -107,15 +107,26 @@ impl DaemonObject {
         let (id,): (String,) = args
             .decode()
             .map_err(|e| RemoteError::bad_arguments(GET_NEXT_STREAM_ITEM, e))?;
-        let reader = context::current()
-            .map(|c| c.connection())
-            .unwrap_or_default();
         let inner = self.api.get_ref().daemon()?;
-        inner
-            .streams
-            .next(&id, reader)
-            .await
-            .map(|item| Outcome::Value(item.into()))
+        let ctx = context::current();
+        let reader = ctx.as_ref().map(|c| c.connection()).unwrap_or_default();
+        let next = inner.streams.next(&id, reader);
+        let item = match ctx {
+            // A caller that is gone stops waiting (reading an item is cancel-safe): its wait
+            // would hold the stream and take the next item, which the caller, reconnected,
+            // would then never see.
+            Some(ctx) => tokio::select! {
+                biased;
+                item = next => item,
+                () = ctx.caller_gone() => Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "rmi.ConnectionClosed",
+                    "the caller's connection closed; the stream's next item was left for it",
+                )),
+            },
+            None => next.await,
+        };
+        item.map(|item| Outcome::Value(item.into()))
     }
 }
 

@@ -302,7 +302,24 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// back only once it is written, so replies a peer does not read keep their slots and the
     /// daemon stops reading its requests.
     pub async fn run(self, deadline: WriteDeadline) -> Result<(), Error> {
-        let result = self.write_all(deadline).await;
+        self.run_until(deadline, std::future::pending()).await
+    }
+
+    /// Like [`run`](Self::run), but stops when `stop` completes, even in the middle of a write
+    /// the peer does not take: the socket's write half is dropped there (no shutdown: the peer
+    /// is gone or stuck), whatever is queued is dropped unwritten, and senders are refused
+    /// from then on. For a connection found dead while its writer may be parked on a full
+    /// socket, which would otherwise keep it open until the peer read again.
+    pub async fn run_until(
+        self,
+        deadline: WriteDeadline,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let (result, stopped) = tokio::select! {
+            biased;
+            () = stop => (Ok(()), true),
+            result = self.write_all(deadline) => (result, false),
+        };
         let (writer, dropped) = {
             let mut state = self.shared.state.lock();
             state.closed = true;
@@ -316,7 +333,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         // `flushed` notices are dropped, which tells their senders.
         self.shared
             .settle(dropped.0.into_iter().chain(dropped.1), false);
-        if let (Ok(()), Some(mut writer)) = (&result, writer) {
+        if let (Ok(()), Some(mut writer), false) = (&result, writer, stopped) {
             writer.shutdown().await;
         }
         result
@@ -701,5 +718,42 @@ mod tests {
             .send(message(3, 10).into())
             .expect_err("nothing more is accepted");
         assert_eq!(back.msg.seq, 3);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_writer_lets_go_of_a_socket_it_was_stuck_on() {
+        use tokio::io::AsyncReadExt;
+        let (ours, mut theirs) = tokio::io::duplex(256);
+        let (_, wr) = tokio::io::split(ours);
+        let (tx, writer) = outbox(FrameWriter::new(wr), Box::new(|| false), None, None);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop_when = async {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(writer.run_until(WriteDeadline::default(), stop_when));
+        // Nobody reads the 256-byte pipe: the writer task parks on it, half way.
+        let (stuck, stuck_notice) = noticed(message(1, 10_000));
+        tx.send(stuck).unwrap();
+        let (queued, queued_notice) = noticed(message(2, 100));
+        tx.send(queued).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the writer stops though the pipe is full")
+            .unwrap()
+            .unwrap();
+        assert!(stuck_notice.await.is_err(), "never written");
+        assert!(queued_notice.await.is_err(), "never written");
+        tx.send(message(3, 10).into())
+            .expect_err("nothing more is accepted");
+        // The pipe is let go of (the sender still lives): its reader gets what it held, then
+        // the end, not the rest of the message.
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), theirs.read_to_end(&mut got))
+            .await
+            .expect("the pipe was let go of")
+            .unwrap();
+        assert!(got.len() < 10_000, "{} bytes", got.len());
     }
 }
