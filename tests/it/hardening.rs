@@ -502,6 +502,105 @@ async fn a_stream_read_by_a_vanished_connection_leaves_its_item_for_the_next_rea
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_proxy_lets_go_of_a_socket_its_daemon_stopped_reading() {
+    // One in-flight slot: while a call runs, the daemon reads nothing more from its
+    // connection.
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_in_flight=1");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let before = watcher.calls().await.unwrap();
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    let started = Instant::now();
+    let sleeping = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(3_000).await }
+    });
+    while watcher.calls().await.unwrap() == before {
+        assert!(started.elapsed() < Duration::from_secs(2), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 48 MiB, more than the sockets' buffers hold: the proxy's writer parks half way.
+    let hurried = LabProxy::from(lab.proxy().with_timeout(Duration::from_millis(300)));
+    let err = hurried.blob_len(Blob(vec![0; 48 << 20])).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    lab.proxy().close();
+    assert!(
+        sleeping.await.unwrap().is_err(),
+        "its connection was closed"
+    );
+    // The sleep ends 3 s in. A writer still parked on the socket would then write the rest,
+    // and the daemon would run the call of a proxy that had closed the connection.
+    tokio::time::sleep(
+        (started + Duration::from_secs(5)).saturating_duration_since(Instant::now()),
+    )
+    .await;
+    assert_eq!(
+        watcher.calls().await.unwrap(),
+        before + 1,
+        "the closed connection's writer went on writing"
+    );
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back() {
+    // One in-flight slot: while a call runs, the daemon reads nothing more from its
+    // connection.
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_in_flight=1");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let before = watcher.calls().await.unwrap();
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    let started = Instant::now();
+    let sleeping = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(3_000).await }
+    });
+    while watcher.calls().await.unwrap() == before {
+        assert!(started.elapsed() < Duration::from_secs(2), "never ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hurried = lab.proxy().with_timeout(Duration::from_millis(300));
+    // 48 MiB, more than the sockets' buffers hold: half written when its deadline passes.
+    let blob = Blob(vec![0; 48 << 20]);
+    let err = tokio::time::timeout(
+        Duration::from_secs(2),
+        hurried.call_oneway("blob_len", &(blob,)),
+    )
+    .await
+    .expect("the deadline covers the write")
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(!matches!(err, Error::NotSent(_)), "half written: {err}");
+    // Queued behind it, never written: taken back, and said so.
+    let err = tokio::time::timeout(
+        Duration::from_secs(2),
+        hurried.call_oneway("echo", &(1u32, 2u32, "never".to_owned())),
+    )
+    .await
+    .expect("the deadline covers the write")
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(matches!(err, Error::NotSent(_)), "never written: {err}");
+    // Once the sleep ends, the daemon reads the rest of the first, and never sees the second.
+    assert_eq!(sleeping.await.unwrap().unwrap(), 3_000);
+    let counted = async {
+        while watcher.calls().await.unwrap() < before + 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), counted)
+        .await
+        .expect("the half-written oneway call arrives and runs");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        watcher.calls().await.unwrap(),
+        before + 2,
+        "the withdrawn call ran"
+    );
+    assert_eq!(lab.echo(3, 4, "on".into()).await.unwrap().2, "on");
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_longer_than_max_batch_calls_is_refused_before_any_call_runs() {
     let (mut child, uri) = spawn_child_daemon_with(0, "max_batch=100");
     let lab = LabProxy::connect(&uri).await.unwrap();

@@ -401,6 +401,10 @@ impl Proxy {
 
     /// Sends a oneway call: returns once the request is written; the daemon sends no reply and
     /// the call has no ordering guarantee against the caller's next call (as in Pyro).
+    ///
+    /// The proxy's timeout covers the wait for an in-flight slot and the write: a daemon that
+    /// stops reading fails the call with [`Error::Timeout`], inside [`Error::NotSent`] when
+    /// none of it was written (it is then taken back, and never sent).
     pub async fn call_oneway<A: Serialize>(&self, method: &str, args: &A) -> Result<(), Error> {
         self.oneway_to(None, method, args).await
     }

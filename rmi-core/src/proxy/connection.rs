@@ -59,6 +59,9 @@ pub(super) struct ConnShared {
     role: AtomicU32,
     /// The reader task: woken when the reading passes to it, and when the connection closes.
     reader_task: AtomicWaker,
+    /// The writer task's stop: woken when the connection closes, so that a writer parked on
+    /// a socket the daemon does not read lets go of it.
+    writer_stop: AtomicWaker,
 }
 
 /// The read side of a connection.
@@ -170,8 +173,9 @@ impl ConnShared {
         self.slots.close();
         self.slots.add_permits(slots);
         woken.into_iter().for_each(Waker::wake);
-        // The reader task ends.
+        // The reader task ends, and the writer task once it waits (see `Writer::run_until`).
         self.reader_task.wake();
+        self.writer_stop.wake();
     }
 
     /// True when every in-flight slot is taken and every call holding one was abandoned by
@@ -796,6 +800,7 @@ impl Connection {
             }),
             role: AtomicU32::new(TASK),
             reader_task: AtomicWaker::new(),
+            writer_stop: AtomicWaker::new(),
         });
         let (max, busy_shared) = (config.max_in_flight, shared.clone());
         // Another call in flight, or callers of replies that came together about to send:
@@ -810,9 +815,20 @@ impl Connection {
         let unfinished = CloseIfDropped(Some(shared.clone()));
         // Boxed, as the daemon's writer task is (see daemon/connection.rs): a future of about
         // a kilobyte is otherwise copied whole as tokio moves it.
+        let closed = shared.clone();
+        let stop = std::future::poll_fn(move |cx| {
+            closed.writer_stop.register(cx.waker());
+            if closed.is_closed() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
         tokio::spawn(Box::pin(async move {
             let unfinished = unfinished;
-            let ended = out.run(transport::WriteDeadline::default()).await;
+            let ended = out
+                .run_until(transport::WriteDeadline::default(), stop)
+                .await;
             let closer = unfinished.disarm();
             if let Err(e) = ended {
                 closer.close(crate::error::Report(&e).to_string());
@@ -1037,6 +1053,7 @@ impl Connection {
         let _slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None).await?;
+        let seq = msg.seq;
         let (flushed, written) = oneshot::channel();
         self.tx
             .send(Outgoing {
@@ -1045,7 +1062,28 @@ impl Connection {
                 counted: None,
             })
             .map_err(|_| self.closed_error().not_sent())?;
-        written.await.map_err(|_| self.closed_error())
+        // The deadline covers the write too (a daemon that stops reading fills the socket).
+        // A call given up (its deadline, its future dropped) is taken back if it is still
+        // queued, so a stuck socket does not collect oneway calls nobody waits for.
+        let mut unsent = Withdraw {
+            tx: &self.tx,
+            seq: Some(seq),
+        };
+        let written = match deadline {
+            Some((at, t)) => tokio::time::timeout_at(at, written)
+                .await
+                .map_err(|_| Error::Timeout(t)),
+            None => Ok(written.await),
+        };
+        match written {
+            Ok(written) => {
+                unsent.seq = None;
+                written.map_err(|_| self.closed_error())
+            }
+            Err(timeout) if unsent.withdraw() => Err(timeout.not_sent()),
+            // Partly written (or in the write under way): it may still arrive.
+            Err(timeout) => Err(timeout),
+        }
     }
 
     pub(super) async fn ping(&self, timeout: Option<Duration>) -> Result<(), Error> {
@@ -1097,6 +1135,36 @@ impl Drop for Connection {
         // The last handle is gone: fail anything still waiting; the writer task ends when the
         // channel closes and shuts the socket down, which ends the reader.
         self.shared.close("proxy dropped".into());
+    }
+}
+
+/// A oneway call handed to the outbox whose sender may stop waiting for its write: taken
+/// back then (or when dropped) if it is still queued. Queued oneway calls are told apart by
+/// their sequence numbers: each queued message holds an in-flight slot, so a number comes
+/// round again only after far more calls than can be queued at once.
+struct Withdraw<'a> {
+    tx: &'a outbox::Sender<IoWriteHalf>,
+    /// The call's number; `None` once it is written.
+    seq: Option<u16>,
+}
+
+impl Withdraw<'_> {
+    /// Takes the call back if it is still queued: true if it was (it was never sent).
+    fn withdraw(&mut self) -> bool {
+        let Some(seq) = self.seq.take() else {
+            return false;
+        };
+        self.tx.withdraw(|msg| {
+            msg.seq == seq
+                && msg.msg_type == MessageType::Invoke
+                && msg.flags & frame::FLAGS_ONEWAY != 0
+        })
+    }
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        self.withdraw();
     }
 }
 

@@ -252,6 +252,21 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
         Ok(())
     }
 
+    /// Takes back the first queued message `is_it` picks, if it is still waiting for the
+    /// writer task (not yet in a write): true if one was. For a sender that stopped waiting
+    /// for its message to be written (a deadline, a dropped future), so that a socket the
+    /// peer does not read does not collect messages nobody waits for.
+    pub fn withdraw(&self, is_it: impl Fn(&crate::protocol::frame::Message) -> bool) -> bool {
+        let mut state = self.shared.state.lock();
+        let Some(at) = state.queue.iter().position(|out| is_it(&out.msg)) else {
+            return false;
+        };
+        let out = state.queue.remove(at);
+        drop(state);
+        self.shared.settle(out, false);
+        true
+    }
+
     /// Writes what is held now if the socket is free and takes it at once; else leaves it to
     /// the writer task.
     pub fn flush(&self) {
@@ -305,20 +320,23 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         self.run_until(deadline, std::future::pending()).await
     }
 
-    /// Like [`run`](Self::run), but stops when `stop` completes, even in the middle of a write
-    /// the peer does not take: the socket's write half is dropped there (no shutdown: the peer
-    /// is gone or stuck), whatever is queued is dropped unwritten, and senders are refused
-    /// from then on. For a connection found dead while its writer may be parked on a full
-    /// socket, which would otherwise keep it open until the peer read again.
+    /// Like [`run`](Self::run), but stops when `stop` completes and the writer is waiting
+    /// (for messages, or in the middle of a write or shutdown the peer does not take): the
+    /// socket's write half is dropped there, without a shutdown (the peer is gone or stuck),
+    /// whatever is queued is dropped unwritten, and senders are refused from then on. For a
+    /// connection found dead while its writer may be parked on a full socket, which would
+    /// otherwise keep it open until the peer read again. A writer that can still finish (the
+    /// last sender gone, the socket taking the rest) finishes as `run` does.
     pub async fn run_until(
         self,
         deadline: WriteDeadline,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), Error> {
+        let mut stop = std::pin::pin!(stop);
         let (result, stopped) = tokio::select! {
             biased;
-            () = stop => (Ok(()), true),
             result = self.write_all(deadline) => (result, false),
+            () = &mut stop => (Ok(()), true),
         };
         let (writer, dropped) = {
             let mut state = self.shared.state.lock();
@@ -334,7 +352,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         self.shared
             .settle(dropped.0.into_iter().chain(dropped.1), false);
         if let (Ok(()), Some(mut writer), false) = (&result, writer, stopped) {
-            writer.shutdown().await;
+            tokio::select! {
+                biased;
+                () = writer.shutdown() => {}
+                () = stop => {}
+            }
         }
         result
     }
