@@ -601,6 +601,44 @@ async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_requests_of_waiting_calls_count_against_max_queued_bytes() {
+    // A 1 MB budget; calls that wait, each carrying a 600 KB annotation.
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_queued=1000000");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let before = watcher.calls().await.unwrap();
+    let lab = LabProxy::from(
+        LabProxy::connect(&uri)
+            .await
+            .unwrap()
+            .proxy()
+            .with_annotation(*b"FATT", vec![7u8; 600_000]),
+    );
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let lab = lab.clone();
+            tokio::spawn(async move { lab.sleep(1_500).await })
+        })
+        .collect();
+    // The daemon reads a second call (the first leaves room), and then no more until one
+    // ends: at most two run at once.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let running = watcher.calls().await.unwrap() - before;
+    assert!(
+        (1..=2).contains(&running),
+        "{running} calls of 600 KB each running on a 1 MB budget"
+    );
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            1_500,
+            "every call runs in the end"
+        );
+    }
+    assert_eq!(watcher.calls().await.unwrap() - before, 5);
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_longer_than_max_batch_calls_is_refused_before_any_call_runs() {
     let (mut child, uri) = spawn_child_daemon_with(0, "max_batch=100");
     let lab = LabProxy::connect(&uri).await.unwrap();

@@ -361,3 +361,25 @@ async fn a_proxy_reports_its_settings_and_its_connection() {
     );
     daemon.shutdown();
 }
+
+/// A proxy made over a given stream never dials, even when its URI names a daemon that would
+/// answer: once its stream has closed, calls fail, unsent, and nobody else is connected to.
+#[tokio::test]
+async fn a_proxy_over_a_given_stream_never_dials_when_it_closes() {
+    let (daemon, uri) = daemon_on_its_own_thread(LabServer::new(LabObject::default()));
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let stream = crate::support::dial(&uri).await;
+    let proxy: LabProxy = rmi::Proxy::builder(uri.clone())
+        .connect_over(stream)
+        .await
+        .unwrap();
+    let connection = proxy.connection().await.unwrap();
+    assert_ne!(connection, watcher.connection().await.unwrap());
+    proxy.proxy().close();
+    let err = proxy.echo(1, 2, "again".into()).await.unwrap_err();
+    assert!(matches!(err, Error::NotSent(_)), "{err}");
+    assert!(err.to_string().contains("never dials"), "{err}");
+    // Not run anywhere: only the watcher's and the given stream's calls were counted.
+    assert_eq!(watcher.calls().await.unwrap(), 2);
+    drop(daemon);
+}

@@ -40,8 +40,9 @@ pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 pub const DEFAULT_STREAM_LINGER: Duration = Duration::from_secs(30);
 /// Default [`DaemonBuilder::handshake_timeout`]: how long a new connection may take to CONNECT.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default [`DaemonBuilder::max_queued_bytes`]: reply bytes waiting for one slow reader before
-/// the daemon stops reading its requests (one maximal message).
+/// Default [`DaemonBuilder::max_queued_bytes`]: bytes one connection may make the daemon hold
+/// (replies not yet written, requests of calls still running) before it stops reading its
+/// requests (one maximal message).
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Default [`DaemonBuilder::min_write_rate`], bytes per second: 256 KiB/s, so a maximal
 /// 64 MiB reply may take about 4.5 minutes on top of the write timeout.
@@ -261,10 +262,12 @@ impl DaemonBuilder {
         self
     }
 
-    /// Most reply bytes queued for one connection and not yet written; past it the daemon
-    /// stops reading that connection's requests until its peer takes them (default 64 MiB).
-    /// With `max_in_flight`, this bounds what a client that does not read can make the daemon
-    /// hold.
+    /// Most bytes one connection may make the daemon hold: replies not yet written, and the
+    /// requests of calls still running after their first poll. Past it the daemon stops
+    /// reading that connection's requests until its peer takes replies or calls end (default
+    /// 64 MiB). With `max_in_flight`, this bounds what a client that does not read, or that
+    /// pipelines large requests to slow methods, can make the daemon hold. One call is
+    /// always read and run, however large (up to `max_message_size`).
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.max_queued_bytes = n;
         self

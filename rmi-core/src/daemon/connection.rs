@@ -587,6 +587,8 @@ pub(super) async fn handle_connection(
                     tracing::debug!(%peer, id = req.serializer, "unknown serializer id; closing");
                     break;
                 };
+                // What the request holds while its call waits (see below).
+                let request_size = req.size();
                 let (call_conn, call_state, object_hint) = spare_conn
                     .take()
                     .unwrap_or_else(|| (conn.clone(), state.clone(), None));
@@ -638,10 +640,16 @@ pub(super) async fn handle_connection(
                                 Poll::Pending => Pin::new(&mut aborted).poll(cx).map(|()| None),
                             }
                         });
+                        // Its request's bytes count against the connection's byte budget
+                        // until it ends, as replies not yet written do: calls that wait,
+                        // each holding a large request, stop the reading of more.
+                        queued.add(request_size);
                         let (tx, queued) = (tx.clone(), queued.clone());
                         let slot = slot.owned(&slots);
                         inner.tasks.spawn(async move {
-                            if let Some(msg) = run.await {
+                            let reply = run.await;
+                            queued.release(request_size);
+                            if let Some(msg) = reply {
                                 let _ = tx.send(slot.reply(msg, &queued));
                             }
                         });

@@ -50,6 +50,8 @@ pub struct ProxyBuilder {
     pub(super) handshake: HandshakeData,
     pub(super) resolver: Option<Arc<dyn Resolve>>,
     pub(super) reconnect_attempts: u32,
+    /// Made by [`connect_over`](Self::connect_over): the proxy never dials.
+    pub(super) over_stream: bool,
     pub(super) options: CallOptions,
     pub(super) secret: Option<crate::auth::SharedSecret>,
     #[cfg(feature = "tls")]
@@ -104,6 +106,7 @@ impl ProxyBuilder {
             handshake: DEFAULT_HANDSHAKE.into(),
             resolver: crate::resolve::default_resolver(),
             reconnect_attempts: DEFAULT_RECONNECT_ATTEMPTS,
+            over_stream: false,
             options: CallOptions::default(),
             secret: None,
             #[cfg(feature = "tls")]
@@ -310,7 +313,9 @@ impl ProxyBuilder {
     }
 
     /// Builds a proxy that runs over an already open stream (any transport, e.g. an in-memory
-    /// duplex in tests); it performs the handshake now and never redials. With
+    /// duplex in tests); it performs the handshake now and never redials: once the stream
+    /// has closed (or [`Proxy::close`] closed it), calls fail with
+    /// [`Error::ConnectionClosed`], inside [`Error::NotSent`]. With
     /// [`tls`](Self::tls) set, the TLS handshake runs over the stream first, the daemon's
     /// certificate checked against the URI's host, as on a dial.
     pub async fn connect_over<S, P>(self, stream: S) -> Result<P, Error>
@@ -349,7 +354,11 @@ impl ProxyBuilder {
                 )))
             }
         };
-        let proxy = self.build();
+        let proxy = ProxyBuilder {
+            over_stream: true,
+            ..self
+        }
+        .build();
         *proxy.shared.conn.write() = Some(Arc::new(conn));
         Ok(P::from(proxy))
     }

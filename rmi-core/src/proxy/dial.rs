@@ -56,6 +56,16 @@ impl Proxy {
         if let Some(conn) = self.live() {
             return Ok(Dialing::Live(conn));
         }
+        if self.shared.config.over_stream {
+            return Err(DialFailed::Unsent(
+                Error::ConnectionClosed(
+                    "the stream this proxy was made over has closed, and such a proxy never \
+                     dials (make another with connect_over)"
+                        .into(),
+                )
+                .not_sent(),
+            ));
+        }
         let waiting_since = tokio::time::Instant::now();
         let last_failure = self.shared.dial_lock.lock().await;
         if let Some(conn) = self.live() {
