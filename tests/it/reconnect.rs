@@ -383,3 +383,41 @@ async fn a_proxy_over_a_given_stream_never_dials_when_it_closes() {
     assert_eq!(watcher.calls().await.unwrap(), 2);
     drop(daemon);
 }
+
+/// A call whose connecting fails makes `reconnect_attempts` extra dials and no more: the retry
+/// of a call found unsent on a dead connection does not repeat a whole failed dial.
+#[tokio::test]
+async fn a_failing_dial_is_tried_reconnect_attempts_more_times_and_no_more() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // Accepts and hangs up at once: every dial fails in its handshake.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let accepted = accepted.clone();
+        async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                drop(s);
+            }
+        }
+    });
+    let uri = rmi::Uri::tcp("lab", "127.0.0.1", port);
+    for attempts in [0u32, 2] {
+        let before = accepted.load(Ordering::SeqCst);
+        let proxy: LabProxy = rmi::Proxy::builder(uri.clone())
+            .reconnect_attempts(attempts)
+            .build()
+            .into();
+        let err = proxy.echo(0, 0, "never".into()).await.unwrap_err();
+        assert!(err.is_not_executed(), "{err}");
+        // (Counted before the hang-up the proxy saw.)
+        assert_eq!(
+            accepted.load(Ordering::SeqCst) - before,
+            attempts as usize + 1,
+            "reconnect_attempts({attempts}): {err}"
+        );
+    }
+}

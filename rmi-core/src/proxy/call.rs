@@ -1,5 +1,6 @@
 //! The call API: `call*` entry points, the retry policy, and building the INVOKE message.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::connection::Wire;
-use super::dial::{Ahead, DialFailed, Dialing, Due};
+use super::dial::{Ahead, Dialing, Due};
 use super::stream::ItemStream;
 use super::{Proxy, Reply, Shared};
 use crate::error::{Error, RemoteError};
@@ -154,6 +155,9 @@ impl Proxy {
     ) -> Result<(Message, Protocol, uuid::Uuid), Error> {
         let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
         let mut unsent_retry = true;
+        // Set when the attempt's own dial failed: that dial made its `reconnect_attempts`
+        // already, and a retry would make them all again.
+        let dial_failed = AtomicBool::new(false);
         loop {
             let corr = self
                 .options
@@ -177,13 +181,20 @@ impl Proxy {
                     Ok(Dialing::Due(due)) => {
                         // This call dials: encoded now, it can go out with the CONNECT.
                         let (ahead, kept) = self.encode_ahead(&due, &invoke);
-                        let (conn, sent) = Box::pin(self.finish_dial(due, ahead))
-                            .await
-                            .map_err(DialFailed::into_call_error)?;
+                        let (conn, sent) =
+                            Box::pin(self.finish_dial(due, ahead))
+                                .await
+                                .map_err(|failed| {
+                                    dial_failed.store(true, Ordering::Relaxed);
+                                    failed.into_call_error()
+                                })?;
                         let prepared = kept.filter(|k| k.fits(&conn.wire())).map(|k| k.msg);
                         (conn, sent, prepared)
                     }
-                    Err(failed) => return Err(failed.into_call_error()),
+                    Err(failed) => {
+                        dial_failed.store(true, Ordering::Relaxed);
+                        return Err(failed.into_call_error());
+                    }
                 };
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, self.options.timeout).await?,
@@ -204,11 +215,14 @@ impl Proxy {
             };
             match attempt.instrument(span).await {
                 Ok((reply, protocol)) => return Ok((reply, protocol, corr)),
-                // Never sent: safe to try once more on a fresh connection. Not after a
-                // timeout (waiting for an in-flight slot): the call's one deadline has passed,
-                // and another try would wait as long again.
+                // Never sent, for the connection was found dead: safe to try once more on a
+                // fresh one. Not after a timeout (waiting for an in-flight slot): the call's
+                // one deadline has passed, and another try would wait as long again. Nor after
+                // a failed dial, which made its own attempts.
                 Err(e @ Error::NotSent(_))
-                    if e.is_connection() && std::mem::take(&mut unsent_retry) =>
+                    if e.is_connection()
+                        && !dial_failed.load(Ordering::Relaxed)
+                        && std::mem::take(&mut unsent_retry) =>
                 {
                     tracing::debug!(error = %e, method, "request not sent; retrying");
                 }
