@@ -546,7 +546,7 @@ const LARGE_PAYLOAD: usize = 64 * 1024;
 /// A new connection's write buffer (an allocation glibc's per-thread cache serves).
 const FIRST_WRITE: usize = 1024;
 /// A write buffer that grew past this is released after it is flushed.
-const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
+pub(crate) const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
 
 /// How long writing a batch of messages may take; see [`FrameWriter::flush_within`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -761,6 +761,9 @@ pub struct Outgoing {
     /// written, or refused or dropped by a writer that failed. (A message dropped any other way
     /// keeps its counts: only a connection that is going away drops one.)
     pub counted: Option<usize>,
+    /// Non-zero: what [`Sender::withdraw`](outbox::Sender::withdraw) knows the message by (a
+    /// number its sender makes unique among the outbox's messages).
+    pub ticket: u64,
 }
 
 impl From<Message> for Outgoing {
@@ -769,6 +772,7 @@ impl From<Message> for Outgoing {
             msg,
             flushed: None,
             counted: None,
+            ticket: 0,
         }
     }
 }

@@ -25,8 +25,8 @@ pub(crate) trait Introspect {
     /// Waits up to `ms` milliseconds for its caller to go, then notes whether the caller was
     /// gone when it started and whether it went.
     async fn outlast_caller(&self, ms: u64);
-    /// What the last `outlast_caller` noted.
-    async fn outlasted(&self) -> Option<(bool, bool)>;
+    /// What the last `outlast_caller` noted, and how many have started.
+    async fn outlasted(&self) -> (Option<(bool, bool)>, usize);
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -52,6 +52,7 @@ struct IntrospectObject {
     guard_saw: std::sync::Arc<std::sync::Mutex<Option<Option<String>>>>,
     noted_oneway: std::sync::Mutex<Option<bool>>,
     outlasted: std::sync::Mutex<Option<(bool, bool)>>,
+    outlasting: std::sync::atomic::AtomicUsize,
 }
 
 /// Notes the method of the context current when it is dropped.
@@ -103,6 +104,8 @@ impl Introspect for IntrospectObject {
     async fn outlast_caller(&self, ms: u64) {
         let ctx = rmi::context::current().expect("every call has a context");
         let gone_at_start = ctx.is_caller_gone();
+        self.outlasting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let went = tokio::select! {
             () = ctx.caller_gone() => true,
             () = tokio::time::sleep(Duration::from_millis(ms)) => false,
@@ -111,8 +114,9 @@ impl Introspect for IntrospectObject {
         *self.outlasted.lock().unwrap() = Some((gone_at_start, went));
     }
 
-    async fn outlasted(&self) -> Option<(bool, bool)> {
-        *self.outlasted.lock().unwrap()
+    async fn outlasted(&self) -> (Option<(bool, bool)>, usize) {
+        let started = self.outlasting.load(std::sync::atomic::Ordering::SeqCst);
+        (*self.outlasted.lock().unwrap(), started)
     }
 
     async fn mark(&self, mark: bool) -> Option<Vec<u8>> {
@@ -348,7 +352,7 @@ async fn a_method_learns_that_its_caller_is_gone() {
     let watcher = IntrospectProxy::connect(&uri).await.unwrap();
     // A caller that stays: the method waits its whole time.
     watcher.outlast_caller(50).await.unwrap();
-    assert_eq!(watcher.outlasted().await.unwrap(), Some((false, false)));
+    assert_eq!(watcher.outlasted().await.unwrap().0, Some((false, false)));
     // A caller that goes while the method waits: the method hears it at once, not after
     // its minute.
     let leaving = IntrospectProxy::connect(&uri).await.unwrap();
@@ -356,12 +360,15 @@ async fn a_method_learns_that_its_caller_is_gone() {
         let leaving = leaving.clone();
         async move { leaving.outlast_caller(60_000).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Closed once the method runs.
+    while watcher.outlasted().await.unwrap().1 < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     leaving.proxy().close();
     assert!(call.await.unwrap().is_err(), "its connection closed");
     let noted = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(noted) = watcher.outlasted().await.unwrap().filter(|n| n.1) {
+            if let Some(noted) = watcher.outlasted().await.unwrap().0.filter(|n| n.1) {
                 return noted;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

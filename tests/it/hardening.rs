@@ -518,6 +518,7 @@ async fn a_closed_proxy_lets_go_of_a_socket_its_daemon_stopped_reading() {
         assert!(started.elapsed() < Duration::from_secs(2), "never ran");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let seen = Instant::now();
     // 48 MiB, more than the sockets' buffers hold: the proxy's writer parks half way.
     let hurried = LabProxy::from(lab.proxy().with_timeout(Duration::from_millis(300)));
     let err = hurried.blob_len(Blob(vec![0; 48 << 20])).await.unwrap_err();
@@ -527,12 +528,11 @@ async fn a_closed_proxy_lets_go_of_a_socket_its_daemon_stopped_reading() {
         sleeping.await.unwrap().is_err(),
         "its connection was closed"
     );
-    // The sleep ends 3 s in. A writer still parked on the socket would then write the rest,
-    // and the daemon would run the call of a proxy that had closed the connection.
-    tokio::time::sleep(
-        (started + Duration::from_secs(5)).saturating_duration_since(Instant::now()),
-    )
-    .await;
+    // The sleep ends 3 s after it was seen to start, at the latest. A writer still parked on
+    // the socket would then write the rest, and the daemon would run the call of a proxy that
+    // had closed the connection.
+    tokio::time::sleep((seen + Duration::from_secs(6)).saturating_duration_since(Instant::now()))
+        .await;
     assert_eq!(
         watcher.calls().await.unwrap(),
         before + 1,
@@ -552,18 +552,20 @@ async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back
     let started = Instant::now();
     let sleeping = tokio::spawn({
         let lab = lab.clone();
-        async move { lab.sleep(3_000).await }
+        async move { lab.sleep(5_000).await }
     });
     while watcher.calls().await.unwrap() == before {
         assert!(started.elapsed() < Duration::from_secs(2), "never ran");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let hurried = lab.proxy().with_timeout(Duration::from_millis(300));
-    // 48 MiB, more than the sockets' buffers hold: half written when its deadline passes.
+    // 48 MiB, more than the sockets' buffers hold: half written when its deadline passes
+    // (a second is long enough for the writer task to have taken it up).
     let blob = Blob(vec![0; 48 << 20]);
     let err = tokio::time::timeout(
-        Duration::from_secs(2),
-        hurried.call_oneway("blob_len", &(blob,)),
+        Duration::from_secs(3),
+        lab.proxy()
+            .with_timeout(Duration::from_secs(1))
+            .call_oneway("blob_len", &(blob,)),
     )
     .await
     .expect("the deadline covers the write")
@@ -573,7 +575,9 @@ async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back
     // Queued behind it, never written: taken back, and said so.
     let err = tokio::time::timeout(
         Duration::from_secs(2),
-        hurried.call_oneway("echo", &(1u32, 2u32, "never".to_owned())),
+        lab.proxy()
+            .with_timeout(Duration::from_millis(300))
+            .call_oneway("echo", &(1u32, 2u32, "never".to_owned())),
     )
     .await
     .expect("the deadline covers the write")
@@ -581,7 +585,7 @@ async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back
     assert!(err.is_timeout(), "{err}");
     assert!(matches!(err, Error::NotSent(_)), "never written: {err}");
     // Once the sleep ends, the daemon reads the rest of the first, and never sees the second.
-    assert_eq!(sleeping.await.unwrap().unwrap(), 3_000);
+    assert_eq!(sleeping.await.unwrap().unwrap(), 5_000);
     let counted = async {
         while watcher.calls().await.unwrap() < before + 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;

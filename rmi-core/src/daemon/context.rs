@@ -280,10 +280,11 @@ impl CallContext {
         self.inner.conn.id
     }
 
-    /// Completes once the caller will send nothing more on the call's connection: it closed
+    /// Completes once the call's connection will carry no more requests: its caller closed
     /// it, reset it, or shut down its sending side (a half-closed caller still reads its
-    /// replies). A method whose work only its caller wants can stop there, as Go's
-    /// `ctx.Done()` or a cancelled gRPC call would:
+    /// replies), or the daemon closed it (a malformed message, a caller that stopped reading
+    /// its replies, a failed signature). A method whose work only its caller wants can stop
+    /// there, as Go's `ctx.Done()` or a cancelled gRPC call would:
     ///
     /// ```
     /// # async fn method() -> Option<u64> {

@@ -417,8 +417,10 @@ impl Proxy {
     /// the call has no ordering guarantee against the caller's next call (as in Pyro).
     ///
     /// The proxy's timeout covers the wait for an in-flight slot and the write: a daemon that
-    /// stops reading fails the call with [`Error::Timeout`], inside [`Error::NotSent`] when
-    /// none of it was written (it is then taken back, and never sent).
+    /// stops reading fails the call with [`Error::Timeout`], inside [`Error::NotSent`] when the
+    /// call was still queued behind others (it is then taken back, and never sent); a call
+    /// already in a write may still arrive. A call whose future is dropped while still queued
+    /// is taken back too.
     pub async fn call_oneway<A: Serialize>(&self, method: &str, args: &A) -> Result<(), Error> {
         self.oneway_to(None, method, args).await
     }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -59,6 +59,9 @@ pub(super) struct ConnShared {
     role: AtomicU32,
     /// The reader task: woken when the reading passes to it, and when the connection closes.
     reader_task: AtomicWaker,
+    /// The next ticket of a oneway call, by which it can be taken back while still queued
+    /// (see [`outbox::Sender::withdraw`]); unique on the connection.
+    tickets: AtomicU64,
     /// The writer task's stop: woken when the connection closes, so that a writer parked on
     /// a socket the daemon does not read lets go of it.
     writer_stop: AtomicWaker,
@@ -801,6 +804,7 @@ impl Connection {
             role: AtomicU32::new(TASK),
             reader_task: AtomicWaker::new(),
             writer_stop: AtomicWaker::new(),
+            tickets: AtomicU64::new(1),
         });
         let (max, busy_shared) = (config.max_in_flight, shared.clone());
         // Another call in flight, or callers of replies that came together about to send:
@@ -1053,13 +1057,14 @@ impl Connection {
         let _slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None).await?;
-        let seq = msg.seq;
+        let ticket = self.shared.tickets.fetch_add(1, Ordering::Relaxed);
         let (flushed, written) = oneshot::channel();
         self.tx
             .send(Outgoing {
                 msg,
                 flushed: Some(flushed),
                 counted: None,
+                ticket,
             })
             .map_err(|_| self.closed_error().not_sent())?;
         // The deadline covers the write too (a daemon that stops reading fills the socket).
@@ -1067,7 +1072,7 @@ impl Connection {
         // queued, so a stuck socket does not collect oneway calls nobody waits for.
         let mut unsent = Withdraw {
             tx: &self.tx,
-            seq: Some(seq),
+            ticket: Some(ticket),
         };
         let written = match deadline {
             Some((at, t)) => tokio::time::timeout_at(at, written)
@@ -1077,7 +1082,7 @@ impl Connection {
         };
         match written {
             Ok(written) => {
-                unsent.seq = None;
+                unsent.ticket = None;
                 written.map_err(|_| self.closed_error())
             }
             Err(timeout) if unsent.withdraw() => Err(timeout.not_sent()),
@@ -1139,26 +1144,19 @@ impl Drop for Connection {
 }
 
 /// A oneway call handed to the outbox whose sender may stop waiting for its write: taken
-/// back then (or when dropped) if it is still queued. Queued oneway calls are told apart by
-/// their sequence numbers: each queued message holds an in-flight slot, so a number comes
-/// round again only after far more calls than can be queued at once.
+/// back then (or when dropped) if it is still queued.
 struct Withdraw<'a> {
     tx: &'a outbox::Sender<IoWriteHalf>,
-    /// The call's number; `None` once it is written.
-    seq: Option<u16>,
+    /// The call's ticket; `None` once it is written.
+    ticket: Option<u64>,
 }
 
 impl Withdraw<'_> {
     /// Takes the call back if it is still queued: true if it was (it was never sent).
     fn withdraw(&mut self) -> bool {
-        let Some(seq) = self.seq.take() else {
-            return false;
-        };
-        self.tx.withdraw(|msg| {
-            msg.seq == seq
-                && msg.msg_type == MessageType::Invoke
-                && msg.flags & frame::FLAGS_ONEWAY != 0
-        })
+        self.ticket
+            .take()
+            .is_some_and(|ticket| self.tx.withdraw(ticket))
     }
 }
 

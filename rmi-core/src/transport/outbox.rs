@@ -252,13 +252,14 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
         Ok(())
     }
 
-    /// Takes back the first queued message `is_it` picks, if it is still waiting for the
-    /// writer task (not yet in a write): true if one was. For a sender that stopped waiting
+    /// Takes back the message sent with `ticket` (non-zero) if it is still queued, not yet
+    /// in a write: true if it was (it will never be sent). For a sender that stopped waiting
     /// for its message to be written (a deadline, a dropped future), so that a socket the
     /// peer does not read does not collect messages nobody waits for.
-    pub fn withdraw(&self, is_it: impl Fn(&crate::protocol::frame::Message) -> bool) -> bool {
+    pub fn withdraw(&self, ticket: u64) -> bool {
+        debug_assert_ne!(ticket, 0, "a message without a ticket cannot be withdrawn");
         let mut state = self.shared.state.lock();
-        let Some(at) = state.queue.iter().position(|out| is_it(&out.msg)) else {
+        let Some(at) = state.queue.iter().position(|out| out.ticket == ticket) else {
             return false;
         };
         let out = state.queue.remove(at);
@@ -322,8 +323,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     /// Like [`run`](Self::run), but stops when `stop` completes and the writer is waiting
     /// (for messages, or in the middle of a write or shutdown the peer does not take): the
-    /// socket's write half is dropped there, without a shutdown (the peer is gone or stuck),
-    /// whatever is queued is dropped unwritten, and senders are refused from then on. For a
+    /// socket's write half is dropped there, whatever is queued is dropped unwritten, and
+    /// senders are refused from then on. (A writer stopped while idle, with nothing left
+    /// unwritten, still shuts the stream down, within `SHUTDOWN_TIMEOUT`.) For a
     /// connection found dead while its writer may be parked on a full socket, which would
     /// otherwise keep it open until the peer read again. A writer that can still finish (the
     /// last sender gone, the socket taking the rest) finishes as `run` does.
@@ -347,16 +349,22 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             );
             (state.idle.take(), dropped)
         };
+        let nothing_dropped = dropped.0.is_empty() && dropped.1.is_empty();
         // Messages that can no longer be written give back their slots and bytes now; their
         // `flushed` notices are dropped, which tells their senders.
         self.shared
             .settle(dropped.0.into_iter().chain(dropped.1), false);
-        if let (Ok(()), Some(mut writer), false) = (&result, writer, stopped) {
-            tokio::select! {
+        match (&result, writer) {
+            (Ok(()), Some(mut writer)) if !stopped => tokio::select! {
                 biased;
                 () = writer.shutdown() => {}
                 () = stop => {}
-            }
+            },
+            // Stopped while waiting for messages, with none left unwritten (a proxy dropped
+            // as its last sender went): still a clean end, a TLS close_notify included,
+            // within `SHUTDOWN_TIMEOUT`. A writer stopped in a write is not there to shut.
+            (Ok(()), Some(mut writer)) if nothing_dropped => writer.shutdown().await,
+            _ => {}
         }
         result
     }
@@ -420,11 +428,19 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         // Nobody is woken by this poll: when the socket is full, the writer task polls again
         // with its own waker.
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        // (Measured before the writes: `capacity` counts only what lies past the bytes
+        // written, though the whole allocation stays.)
+        let grown = self.buf.capacity() > super::KEEP_WRITE_BUFFER;
         while !self.buf.is_empty() {
             match Pin::new(&mut self.wr).poll_write(&mut cx, &self.buf) {
                 Poll::Ready(Ok(n)) if n > 0 => bytes::Buf::advance(&mut self.buf, n),
                 _ => return false,
             }
+        }
+        // A buffer that grew for many messages written together is let go of, as after a
+        // flush (see `flush_within`): an idle connection keeps only a small one.
+        if grown {
+            self.buf = bytes::BytesMut::new();
         }
         matches!(
             Pin::new(&mut self.wr).poll_flush(&mut cx),
@@ -486,6 +502,7 @@ mod tests {
             msg,
             flushed: Some(flushed),
             counted: None,
+            ticket: 0,
         };
         (out, notice)
     }
@@ -777,5 +794,96 @@ mod tests {
             .expect("the pipe was let go of")
             .unwrap();
         assert!(got.len() < 10_000, "{} bytes", got.len());
+    }
+
+    #[tokio::test]
+    async fn a_buffer_grown_by_messages_written_together_is_let_go_of() {
+        let (ours, theirs) = tokio::io::duplex(64 << 20);
+        let (_, wr) = tokio::io::split(ours);
+        let (tx, writer) = outbox(FrameWriter::new(wr), Box::new(|| false), None, None);
+        let _task = tokio::spawn(writer.run(WriteDeadline::default()));
+        // 4,000 small messages, 4 MB together, written at once by their sender.
+        let mut held: Vec<Outgoing> = (0..4_000).map(|i| message(i, 1_000).into()).collect();
+        tx.send_all(&mut held);
+        let mut state = tx.shared.state.lock();
+        let writer = state
+            .idle
+            .as_mut()
+            .expect("written by the sender, not the task");
+        assert!(writer.buf.is_empty(), "all written");
+        // A fresh buffer: the written one's `capacity` would show only what lies past its
+        // 4 MB of written bytes (which it still holds).
+        assert_eq!(writer.buf.capacity(), 0, "the grown buffer is kept");
+        drop(state);
+        drop(theirs);
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_message_is_taken_back_only_while_queued_and_only_by_its_ticket() {
+        // Nobody reads the 256-byte pipe: the first message parks the writer task half way,
+        // and the next two wait in the queue behind it.
+        let (tx, _task, _peer) = over_pipe(256, Arc::default());
+        let ticketed = |seq: u16, ticket: u64| {
+            let (mut out, notice) = noticed(message(seq, 10_000));
+            out.ticket = ticket;
+            (out, notice)
+        };
+        let (first, _first_notice) = ticketed(1, 1);
+        tx.send(first).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (second, second_notice) = ticketed(2, 2);
+        let (third, mut third_notice) = ticketed(3, 3);
+        tx.send(second).unwrap();
+        tx.send(third).unwrap();
+        assert!(!tx.withdraw(1), "in the write under way: not taken back");
+        assert!(!tx.withdraw(4), "no such ticket");
+        assert!(tx.withdraw(2), "queued: taken back");
+        assert!(second_notice.await.is_err(), "never written");
+        assert!(!tx.withdraw(2), "only once");
+        assert!(third_notice.try_recv().is_err(), "the other stays queued");
+        assert_eq!(tx.shared.state.lock().queue.len(), 1);
+    }
+
+    /// Takes every byte; notes its shutdown.
+    struct Recording(Arc<AtomicBool>);
+
+    impl AsyncWrite for Recording {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            self.0.store(true, Ordering::SeqCst);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_stopped_while_idle_with_everything_written_still_shuts_the_stream_down() {
+        let shut = Arc::new(AtomicBool::new(false));
+        let writer = FrameWriter::new(Recording(shut.clone()));
+        let (tx, writer) = outbox(writer, Box::new(|| false), None, None);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let stop_when = async {
+            let _ = stopped.await;
+        };
+        let task = tokio::spawn(writer.run_until(WriteDeadline::default(), stop_when));
+        let (out, notice) = noticed(message(1, 100));
+        tx.send(out).unwrap();
+        assert!(notice.await.is_ok(), "written");
+        // (A proxy dropped: its connection closes just before its last sender goes.)
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        assert!(
+            shut.load(Ordering::SeqCst),
+            "a clean end (TLS: a close_notify)"
+        );
+        drop(tx);
     }
 }
