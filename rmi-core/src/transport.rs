@@ -759,8 +759,10 @@ pub struct Outgoing {
     /// `Some(bytes)`: the message holds one in-flight slot and `bytes` queued bytes of the
     /// outbox's [`Budget`](outbox::Budget), which the outbox gives back once the message is
     /// written, or refused or dropped by a writer that failed. (A message dropped any other way
-    /// keeps its counts: only a connection that is going away drops one.)
-    pub counted: Option<usize>,
+    /// keeps its counts: only a connection that is going away drops one.) A `u32`, as a
+    /// message's length on the wire is: with the ticket beside it, an `Outgoing` stays the
+    /// size it was, which its several moves per call feel (a larger one is moved by `memcpy`).
+    pub counted: Option<u32>,
     /// Non-zero: what [`Sender::withdraw`](outbox::Sender::withdraw) knows the message by (a
     /// number its sender makes unique among the outbox's messages).
     pub ticket: u64,

@@ -715,8 +715,9 @@ impl<S: std::ops::Deref<Target = Semaphore>> Slot<S> {
     /// The reply `msg`, holding this slot and counting its bytes in `queued` until written.
     fn reply(mut self, msg: Message, queued: &QueuedBytes) -> Outgoing {
         self.0 = None;
-        let size = msg.size();
-        queued.add(size);
+        // (Counted as it is kept: a message is far smaller than 4 GiB.)
+        let size = u32::try_from(msg.size()).unwrap_or(u32::MAX);
+        queued.add(size as usize);
         Outgoing {
             msg,
             flushed: None,

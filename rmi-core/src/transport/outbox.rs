@@ -51,7 +51,7 @@ impl Counted {
     fn add(&mut self, out: &mut Outgoing) {
         if let Some(bytes) = out.counted.take() {
             self.slots += 1;
-            self.bytes += bytes;
+            self.bytes += bytes as usize;
         }
     }
 }
