@@ -402,3 +402,49 @@ fn with_every_sequence_number_in_use_the_next_call_waits_for_one() {
         .recv_timeout(Duration::from_secs(180))
         .expect("the call after 65,535 in flight never went out");
 }
+
+/// Counts the warnings logged on this thread while installed.
+#[derive(Clone, Default)]
+struct Warnings(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_daemon_sending_stray_replies_cannot_flood_the_clients_log() {
+    use tracing_subscriber::prelude::*;
+    let warnings = Warnings::default();
+    let _log =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let (client, server) = tokio::io::duplex(1 << 16);
+    // Answers each call after 1,000 replies for numbers no call has.
+    let fake = tokio::spawn(async move {
+        let (mut reader, mut writer) = accept_connect(server).await;
+        while let Some(msg) = reader.read_frame().await.unwrap() {
+            for stray in 30_000..31_000u16 {
+                writer.queue(&result(stray, 0));
+            }
+            writer.flush().await.unwrap();
+            writer.write_frame(&result(msg.seq, 7)).await.unwrap();
+        }
+    });
+    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1))
+        .connect_over(client)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(proxy.call::<_, u32>("m", &(1u32,)).await.unwrap(), 7);
+    }
+    assert_eq!(
+        warnings.0.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one warning for 3,000 stray replies"
+    );
+    drop(proxy);
+    fake.await.unwrap();
+}

@@ -110,9 +110,25 @@ struct ConnState {
     slot_waiters: usize,
     next_seq: u16,
     closed: Option<String>,
+    /// Replies that belonged to no call (see [`ConnState::stray`]).
+    strays: u64,
 }
 
 impl ConnState {
+    /// Logs a reply that belongs to no call: the connection's first at warning level, later
+    /// ones at debug level, so that a daemon sending many cannot flood the client's log.
+    fn stray(&mut self, what: &'static str, seq: u16) {
+        self.strays += 1;
+        if self.strays == 1 {
+            tracing::warn!(
+                seq,
+                "{what} (more on this connection are logged at debug level)"
+            );
+        } else {
+            tracing::debug!(seq, strays = self.strays, "{what}");
+        }
+    }
+
     /// True when the call `seq` is the only thing waiting on the connection: no other call
     /// (or call waiting for a slot), no ping.
     fn alone(&self, seq: u16) -> bool {
@@ -205,7 +221,7 @@ impl ConnShared {
         }
         let seq = msg.seq;
         let Some(p) = state.pending.get_mut(&seq) else {
-            tracing::warn!(seq, "reply for a sequence number with no call; ignored");
+            state.stray("a reply for a sequence number with no call; ignored", seq);
             return;
         };
         match &mut p.reply {
@@ -222,9 +238,7 @@ impl ConnShared {
                 let gone = state.pending.remove(&seq);
                 settle.freed += gone.map_or(0, |p| usize::from(p.slot));
             }
-            Reply::Arrived(_) => {
-                tracing::warn!(seq, "a second reply for one call; ignored")
-            }
+            Reply::Arrived(_) => state.stray("a second reply for one call; ignored", seq),
         }
     }
 }
@@ -791,6 +805,7 @@ impl Connection {
                 slot_waiters: 0,
                 next_seq: FIRST_SEQ + u16::from(first_seq.is_some()),
                 closed: None,
+                strays: 0,
             }),
             slots,
             closed: std::sync::atomic::AtomicBool::new(false),
