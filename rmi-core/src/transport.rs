@@ -779,8 +779,9 @@ impl From<Message> for Outgoing {
     }
 }
 
-/// Bytes queued for a writer and not yet written; whoever produces messages can wait until
-/// they drain to a budget.
+/// Bytes held for a connection against a budget: messages queued for its writer and not yet
+/// written (and, on a daemon, the requests of its calls that wait); whoever produces them can
+/// wait until they drain to the budget.
 #[derive(Debug)]
 pub struct QueuedBytes {
     bytes: std::sync::atomic::AtomicUsize,

@@ -643,6 +643,40 @@ async fn large_requests_of_waiting_calls_count_against_max_queued_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_of_waiting_calls_count_at_their_inflated_size() {
+    // A 1 MB budget; calls that wait, each carrying 600 KB of zeros, compressed to under 1 KB.
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_queued=1000000");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let before = watcher.calls().await.unwrap();
+    let lab: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .compression(true)
+        .connect()
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let lab = lab.clone();
+            tokio::spawn(async move { lab.hold_blob(1_500, Blob(vec![0; 600_000])).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let running = watcher.calls().await.unwrap() - before;
+    assert!(
+        (1..=2).contains(&running),
+        "{running} calls of 600 KB each (inflated) running on a 1 MB budget"
+    );
+    for call in calls {
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            600_000,
+            "every call runs in the end"
+        );
+    }
+    assert_serving(&mut child, &uri).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_longer_than_max_batch_calls_is_refused_before_any_call_runs() {
     let (mut child, uri) = spawn_child_daemon_with(0, "max_batch=100");
     let lab = LabProxy::connect(&uri).await.unwrap();

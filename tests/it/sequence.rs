@@ -448,3 +448,47 @@ async fn a_daemon_sending_stray_replies_cannot_flood_the_clients_log() {
     drop(proxy);
     fake.await.unwrap();
 }
+
+#[tokio::test]
+async fn pings_given_up_on_a_stuck_connection_are_taken_back() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
+    // Reads nothing for a while after the handshake; then counts what came and answers it.
+    let fake = tokio::spawn(async move {
+        let (mut reader, mut writer) = accept_connect(server).await;
+        let _ = resumed.await;
+        let mut pings = 0;
+        while let Some(msg) = reader.read_frame().await.unwrap() {
+            if msg.msg_type == MessageType::Ping {
+                pings += 1;
+                let pong = Message::new(MessageType::Ping, msg.serializer, 0, 0, msg.payload);
+                writer.write_frame(&pong).await.unwrap();
+            } else {
+                writer.write_frame(&result(msg.seq, 7)).await.unwrap();
+            }
+        }
+        pings
+    });
+    let proxy: Proxy = Proxy::builder(Uri::tcp("obj", "127.0.0.1", 1))
+        .connect_over(client)
+        .await
+        .unwrap();
+    // A 512 KiB argument fills the pipe: the writer parks on it, and the pings queue behind.
+    let big = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.call::<_, u32>("m", &("x".repeat(512 << 10),)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let hurried = proxy.with_timeout(Duration::from_millis(20));
+    for _ in 0..50 {
+        let err = hurried.ping().await.unwrap_err();
+        assert!(matches!(err, Error::NotSent(_)), "never sent: {err}");
+        assert!(err.is_timeout(), "{err}");
+    }
+    resume.send(()).unwrap();
+    assert_eq!(big.await.unwrap().unwrap(), 7);
+    // The next ping is answered: no answer is awaited for the ones taken back.
+    proxy.ping().await.unwrap();
+    drop((proxy, hurried));
+    assert_eq!(fake.await.unwrap(), 1, "only the last ping was sent");
+}

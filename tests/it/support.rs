@@ -67,6 +67,8 @@ pub(crate) trait Lab {
     async fn slow_numbers(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32>;
     /// Streamed results open in the serving daemon, lingering ones included.
     async fn open_streams(&self) -> usize;
+    /// Waits `ms` milliseconds, then returns the length of `blob`.
+    async fn hold_blob(&self, ms: u64, blob: Blob) -> usize;
     /// A stream of `0..n`, each item `ms` milliseconds after the one before it was asked for.
     async fn ticking(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32>;
 }
@@ -169,6 +171,12 @@ impl Lab for LabObject {
         self.count();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         rmi::RemoteStream::iter(0..n)
+    }
+
+    async fn hold_blob(&self, ms: u64, blob: Blob) -> usize {
+        self.count();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        blob.0.len()
     }
 
     async fn ticking(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32> {

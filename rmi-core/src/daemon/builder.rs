@@ -267,7 +267,10 @@ impl DaemonBuilder {
     /// reading that connection's requests until its peer takes replies or calls end (default
     /// 64 MiB). With `max_in_flight`, this bounds what a client that does not read, or that
     /// pipelines large requests to slow methods, can make the daemon hold. One call is
-    /// always read and run, however large (up to `max_message_size`).
+    /// always read and run, however large (up to `max_message_size`). While the daemon waits
+    /// for room, it reads nothing from that connection: calls that wait for a later request
+    /// on the same connection (a `commit` after `upload`s) should together carry less than
+    /// this, or come over connections of their own.
     pub fn max_queued_bytes(mut self, n: usize) -> Self {
         self.max_queued_bytes = n;
         self

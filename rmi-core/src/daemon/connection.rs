@@ -409,7 +409,8 @@ pub(super) async fn handle_connection(
         let slots = slots.clone();
         Box::new(move || max - slots.available_permits() >= 3)
     };
-    // Reply bytes not yet written: over `max_queued_bytes`, stop reading requests.
+    // Reply bytes not yet written, and the requests of calls that wait: over
+    // `max_queued_bytes`, stop reading requests.
     let queued = Arc::new(QueuedBytes::new(inner.config.max_queued_bytes));
     let budget = Budget {
         slots: slots.clone(),
@@ -602,7 +603,11 @@ pub(super) async fn handle_connection(
                     tracing::debug!(%peer, id = req.serializer, "unknown serializer id; closing");
                     break;
                 };
-                // What the request holds while its call waits (see below).
+                // A compressed request is inflated now (within max_message_size), so that what
+                // a call that waits holds is counted at its real size (see below). One that
+                // does not inflate stays as it came, and its call answers that it is malformed.
+                let mut req = req;
+                let _ = req.decompress(inner.config.limits.max_message_size);
                 let request_size = req.size();
                 let (call_conn, call_state, object_hint) = spare_conn
                     .take()
@@ -658,12 +663,12 @@ pub(super) async fn handle_connection(
                         // Its request's bytes count against the connection's byte budget
                         // until it ends, as replies not yet written do: calls that wait,
                         // each holding a large request, stop the reading of more.
-                        queued.add(request_size);
+                        let held = HeldBytes::add(&queued, request_size);
                         let (tx, queued) = (tx.clone(), queued.clone());
                         let slot = slot.owned(&slots);
                         inner.tasks.spawn(async move {
                             let reply = run.await;
-                            queued.release(request_size);
+                            drop(held);
                             if let Some(msg) = reply {
                                 let _ = tx.send(slot.reply(msg, &queued));
                             }
@@ -691,6 +696,29 @@ pub(super) async fn handle_connection(
     tx.send_all(&mut replies);
     drop(tx);
     let _ = writer_task.await;
+}
+
+/// Bytes counted in a connection's budget while a call holds them, given back when dropped
+/// (when the call ends, or its task unwinds or is dropped).
+struct HeldBytes {
+    queued: Arc<QueuedBytes>,
+    bytes: usize,
+}
+
+impl HeldBytes {
+    fn add(queued: &Arc<QueuedBytes>, bytes: usize) -> Self {
+        queued.add(bytes);
+        HeldBytes {
+            queued: queued.clone(),
+            bytes,
+        }
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.queued.release(self.bytes);
+    }
 }
 
 /// One of a connection's in-flight slots, its permit forgotten (no reference count per

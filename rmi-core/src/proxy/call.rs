@@ -159,6 +159,7 @@ impl Proxy {
         // already, and a retry would make them all again.
         let dial_failed = AtomicBool::new(false);
         loop {
+            dial_failed.store(false, Ordering::Relaxed);
             let corr = self
                 .options
                 .correlation_id

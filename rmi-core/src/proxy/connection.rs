@@ -105,7 +105,8 @@ fn caller(seq: u16) -> u32 {
 
 struct ConnState {
     pending: InFlight<Pending>,
-    pings: VecDeque<oneshot::Sender<Result<Message, Error>>>,
+    /// Pings waiting for their answers, in the order sent, each by its outbox ticket.
+    pings: VecDeque<(u64, oneshot::Sender<Result<Message, Error>>)>,
     /// Calls waiting for an in-flight slot: a slot comes free only when a reply is read.
     slot_waiters: usize,
     next_seq: u16,
@@ -181,7 +182,7 @@ impl ConnShared {
                 }
             }
         });
-        for p in state.pings.drain(..) {
+        for (_, p) in state.pings.drain(..) {
             let _ = p.send(Err(Error::ConnectionClosed(reason.clone())));
         }
         // (Kept last, so that the reason is not copied when nobody was waiting.)
@@ -214,7 +215,7 @@ impl ConnShared {
     /// reading its own reply is already running).
     fn deliver(state: &mut ConnState, msg: Message, reading: Option<u16>, settle: &mut Settle) {
         if msg.msg_type == MessageType::Ping {
-            if let Some(waiter) = state.pings.pop_front() {
+            if let Some((_, waiter)) = state.pings.pop_front() {
                 let _ = waiter.send(Ok(msg));
             }
             return;
@@ -1108,12 +1109,13 @@ impl Connection {
 
     pub(super) async fn ping(&self, timeout: Option<Duration>) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
+        let ticket = self.shared.tickets.fetch_add(1, Ordering::Relaxed);
         {
             let mut state = self.shared.state.lock();
             if let Some(reason) = &state.closed {
                 return Err(Error::ConnectionClosed(reason.clone()));
             }
-            state.pings.push_back(tx);
+            state.pings.push_back((ticket, tx));
         }
         self.shared.task_reads();
         let ping = Message::new(
@@ -1123,19 +1125,37 @@ impl Connection {
             0,
             Bytes::from_static(b"ping"),
         );
+        let ping = Outgoing {
+            ticket,
+            ..ping.into()
+        };
         self.tx
-            .send(ping.into())
+            .send(ping)
             .map_err(|_| self.closed_error().not_sent())?;
+        // A ping given up (its timeout, its future dropped) while still queued is taken back
+        // with its place among the answers awaited: a stuck socket collects none of them.
+        let unsent = UnsentPing {
+            conn: self,
+            ticket: Some(ticket),
+        };
         let wait = async {
             rx.await
                 .unwrap_or_else(|_| Err(self.closed_error()))
                 .map(drop)
         };
-        match timeout {
+        let answered = match timeout {
             Some(t) => tokio::time::timeout(t, wait)
                 .await
-                .map_err(|_| Error::Timeout(t))?,
-            None => wait.await,
+                .map_err(|_| Error::Timeout(t)),
+            None => Ok(wait.await),
+        };
+        match answered {
+            Ok(answered) => {
+                std::mem::forget(unsent);
+                answered
+            }
+            Err(timeout) if unsent.withdraw() => Err(timeout.not_sent()),
+            Err(timeout) => Err(timeout),
         }
     }
 
@@ -1178,6 +1198,40 @@ impl Withdraw<'_> {
 impl Drop for Withdraw<'_> {
     fn drop(&mut self) {
         self.withdraw();
+    }
+}
+
+/// A ping handed to the outbox whose sender may stop waiting for its answer: taken back then
+/// (or when dropped), with its place among the awaited answers, if it is still queued.
+struct UnsentPing<'a> {
+    conn: &'a Connection,
+    ticket: Option<u64>,
+}
+
+impl UnsentPing<'_> {
+    /// Takes the ping back if it is still queued: true if it was (it was never sent).
+    fn withdraw(mut self) -> bool {
+        self.take_back()
+    }
+
+    fn take_back(&mut self) -> bool {
+        let Some(ticket) = self.ticket.take() else {
+            return false;
+        };
+        // (Under the state lock: an answer read meanwhile can only be for a ping sent
+        // before this one, which keeps its place.)
+        let mut state = self.conn.shared.state.lock();
+        if !self.conn.tx.withdraw(ticket) {
+            return false;
+        }
+        state.pings.retain(|(t, _)| *t != ticket);
+        true
+    }
+}
+
+impl Drop for UnsentPing<'_> {
+    fn drop(&mut self) {
+        self.take_back();
     }
 }
 

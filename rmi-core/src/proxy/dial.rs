@@ -28,7 +28,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 impl Proxy {
-    /// Closes the connection now; the next call dials again.
+    /// Closes the connection now; the next call dials again (except on a proxy made with
+    /// [`ProxyBuilder::connect_over`](super::ProxyBuilder::connect_over), which never dials).
     pub fn close(&self) {
         if let Some(conn) = self.shared.conn.write().take() {
             conn.shared.close("closed by the proxy".into());

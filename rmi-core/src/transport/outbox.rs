@@ -36,7 +36,7 @@ pub type Busy = Box<dyn Fn() -> bool + Send + Sync>;
 pub struct Budget {
     /// In-flight slots.
     pub slots: Arc<tokio::sync::Semaphore>,
-    /// Bytes queued and not yet written.
+    /// Bytes queued and not yet written (and whatever else its owner counts there).
     pub queued: Arc<QueuedBytes>,
 }
 
