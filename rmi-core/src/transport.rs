@@ -206,6 +206,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &self.rd
     }
 
+    /// The stream this reader reads from, to ask it about itself (not to read from it: the
+    /// reader's buffer would lose its place).
+    pub(crate) fn get_mut(&mut self) -> &mut R {
+        &mut self.rd
+    }
+
     /// True when the next [`read_frame`](Self::read_frame) returns without waiting: a whole
     /// message (or a malformed header) is already buffered.
     pub fn has_frame(&self) -> bool {

@@ -531,6 +531,11 @@ pub(super) async fn handle_connection(
                     biased;
                     _ = &mut stopped => break,
                     permit = slots.acquire() => Slot::taken(&slots, permit.expect("never closed")),
+                    e = peer_reset(&mut reader) => {
+                        tracing::debug!(%peer, error = %e, "connection reset while its calls ran; closing it");
+                        reset.raise();
+                        break;
+                    }
                 }
             }
         };
@@ -542,6 +547,11 @@ pub(super) async fn handle_connection(
                 biased;
                 _ = &mut stopped => break,
                 _ = queued.wait_within_budget() => {}
+                e = peer_reset(&mut reader) => {
+                    tracing::debug!(%peer, error = %e, "connection reset while its calls ran; closing it");
+                    reset.raise();
+                    break;
+                }
             }
         }
         // An idle connection (no calls running, no replies pending) may be closed. The read
@@ -696,6 +706,15 @@ pub(super) async fn handle_connection(
     tx.send_all(&mut replies);
     drop(tx);
     let _ = writer_task.await;
+}
+
+/// Completes when the peer resets the connection while the request loop is not reading it
+/// (it waits for a slot or for its byte budget): as far as the socket can tell without taking
+/// a byte, so not while requests wait unread (see `IoReadHalf::poll_reset`).
+fn peer_reset(
+    reader: &mut transport::FrameReader<transport::IoReadHalf>,
+) -> impl Future<Output = std::io::Error> + '_ {
+    std::future::poll_fn(|cx| reader.get_mut().poll_reset(cx))
 }
 
 /// Bytes counted in a connection's budget while a call holds them, given back when dropped

@@ -284,9 +284,10 @@ impl CallContext {
     /// it, reset it, or shut down its sending side (a half-closed caller still reads its
     /// replies), or the daemon closed it (a malformed message, a caller that stopped reading
     /// its replies, a failed signature). A method whose work only its caller wants can stop
-    /// there, as Go's `ctx.Done()` or a cancelled gRPC call would. (The daemon learns of it
-    /// when it reads the connection: not while that connection waits for an in-flight slot
-    /// or its byte budget, see `DaemonBuilder::max_queued_bytes`.)
+    /// there, as Go's `ctx.Done()` or a cancelled gRPC call would. (While the daemon does not
+    /// read that connection, as it waits for an in-flight slot or its byte budget, see
+    /// `DaemonBuilder::max_queued_bytes`, it learns of a reset only when no request waits
+    /// unread before it, and of a clean close only once it reads again.)
     ///
     /// ```
     /// # async fn method() -> Option<u64> {

@@ -100,6 +100,26 @@ impl IoReadHalf {
     }
 }
 
+impl IoReadHalf {
+    /// Ready with the error when the connection has failed (the peer reset it), asked without
+    /// taking a byte. Pending otherwise: while bytes wait to be read, after a clean end of
+    /// stream (a half-closed peer still reads its replies), and always for the streams that
+    /// cannot tell (TLS, Unix, in-memory). For a reader that is not reading now (its
+    /// connection waits for room) but wants to know that its peer is gone.
+    pub fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let Read::Tcp(rd) = &mut self.0 else {
+            return Poll::Pending;
+        };
+        let mut byte = [0u8; 1];
+        match rd.poll_peek(cx, &mut ReadBuf::new(&mut byte)) {
+            Poll::Ready(Err(e)) => Poll::Ready(e),
+            // Bytes, or the end: nothing to say (and no wake-up asked for; the caller's other
+            // waits wake it, and it asks again).
+            Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl AsyncRead for IoReadHalf {
     #[inline]
     fn poll_read(
