@@ -449,6 +449,46 @@ async fn a_reset_connection_is_let_go_while_it_waits_for_its_byte_budget() {
     a_reset_lets_go_of_a_connection_not_being_read("max_queued=1000000", frame).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_read_before_a_reset_still_run() {
+    // One call at a time: while the first runs, the daemon waits for a slot with the three
+    // oneway calls behind it already read (they came in the same segment), and the caller
+    // resets the connection. The reset does not drop them: they run, in turn.
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_in_flight=1");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let before = watcher.calls().await.unwrap();
+    let mut s = dial(&uri).await;
+    connect_handshake(&mut s, "lab").await;
+    // All oneway, so that no reply's failed write ends the connection first.
+    let mut sleep = invoke_frame("sleep", &(300u64,), 1);
+    sleep.flags |= rmi::protocol::frame::FLAGS_ONEWAY;
+    let mut burst = sleep.to_bytes().to_vec();
+    for seq in 2..5u16 {
+        let mut oneway = invoke_frame("echo", &(seq as u32, 0u32, String::new()), seq);
+        oneway.flags |= rmi::protocol::frame::FLAGS_ONEWAY;
+        burst.extend_from_slice(&oneway.to_bytes());
+    }
+    s.write_all(&burst).await.unwrap();
+    let started = Instant::now();
+    while watcher.calls().await.unwrap() == before {
+        assert!(started.elapsed() < Duration::from_secs(5), "never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    #[allow(deprecated)] // the point is to send a reset
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    let started = Instant::now();
+    while watcher.calls().await.unwrap() < before + 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "oneway calls read before the reset never ran: {} of 4 calls",
+            watcher.calls().await.unwrap() - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_serving(&mut child, &uri).await;
+}
+
 /// A connection whose call (`frame`, an hour long) runs while the daemon, set up with
 /// `settings` (and `max_connections = 2`), does not read it: once its caller resets it, its place
 /// comes free though the call runs on.

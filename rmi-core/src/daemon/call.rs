@@ -46,7 +46,11 @@ impl Call {
     /// one), so it is kept under 1 KiB, within glibc's per-thread cache of small blocks (larger
     /// ones cost several times as much to allocate and free): the call is borrowed, not moved
     /// in, and batches and deadlines, which need more state, box theirs.
-    pub(super) async fn run(&mut self) -> Option<Message> {
+    ///
+    /// `inflated` is what inflating a compressed request (`FLAGS_COMPRESSED`, within
+    /// `max_message_size`) came to: the request loop inflates it, so that a call that waits is
+    /// counted at its real size; one that does not inflate is answered as malformed here.
+    pub(super) async fn run(&mut self, inflated: Result<(), frame::Error>) -> Option<Message> {
         let oneway = self.req.has_flag(frame::FLAGS_ONEWAY);
         let corr = if self.req.has_flag(frame::FLAGS_CORR_ID) {
             uuid::Uuid::from_bytes(self.req.corr_id)
@@ -54,9 +58,6 @@ impl Call {
             frame::new_correlation_id()
         };
         let turn = self.turn.take();
-        // A compressed request (FLAGS_COMPRESSED) is inflated here, within max_message_size.
-        let max = self.conn.daemon.inner.config.limits.max_message_size;
-        let inflated = self.req.decompress(max);
         let mut context = self.context.take();
         let mut hint = self.object_hint.take();
         let (result, mut annotations) = match inflated {

@@ -615,9 +615,9 @@ pub(super) async fn handle_connection(
                 };
                 // A compressed request is inflated now (within max_message_size), so that what
                 // a call that waits holds is counted at its real size (see below). One that
-                // does not inflate stays as it came, and its call answers that it is malformed.
+                // does not inflate is answered as malformed by its call.
                 let mut req = req;
-                let _ = req.decompress(inner.config.limits.max_message_size);
+                let inflated = req.decompress(inner.config.limits.max_message_size);
                 let request_size = req.size();
                 let (call_conn, call_state, object_hint) = spare_conn
                     .take()
@@ -633,7 +633,7 @@ pub(super) async fn handle_connection(
                     object_hint,
                 };
                 inline.set(Some(async move {
-                    let reply = call.run().await;
+                    let reply = call.run(inflated).await;
                     let Call {
                         conn,
                         state,
@@ -714,7 +714,15 @@ pub(super) async fn handle_connection(
 fn peer_reset(
     reader: &mut transport::FrameReader<transport::IoReadHalf>,
 ) -> impl Future<Output = std::io::Error> + '_ {
-    std::future::poll_fn(|cx| reader.get_mut().poll_reset(cx))
+    std::future::poll_fn(|cx| {
+        // Whole requests already read run first, as they would have (a oneway call its client
+        // counted as sent among them): the reset is left for the read after them. (Asked
+        // then, the socket would give its error up to the peek and the read would see an end.)
+        if reader.has_frame() {
+            return Poll::Pending;
+        }
+        reader.get_mut().poll_reset(cx)
+    })
 }
 
 /// Bytes counted in a connection's budget while a call holds them, given back when dropped

@@ -286,8 +286,9 @@ impl CallContext {
     /// its replies, a failed signature). A method whose work only its caller wants can stop
     /// there, as Go's `ctx.Done()` or a cancelled gRPC call would. (While the daemon does not
     /// read that connection, as it waits for an in-flight slot or its byte budget, see
-    /// `DaemonBuilder::max_queued_bytes`, it learns of a reset only when no request waits
-    /// unread before it, and of a clean close only once it reads again.)
+    /// `DaemonBuilder::max_queued_bytes`, it learns of a plain TCP connection's reset only
+    /// when no request waits unread before it, and of anything else only once it reads
+    /// again.)
     ///
     /// ```
     /// # async fn method() -> Option<u64> {

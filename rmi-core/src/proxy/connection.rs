@@ -1110,14 +1110,6 @@ impl Connection {
     pub(super) async fn ping(&self, timeout: Option<Duration>) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         let ticket = self.shared.tickets.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut state = self.shared.state.lock();
-            if let Some(reason) = &state.closed {
-                return Err(Error::ConnectionClosed(reason.clone()));
-            }
-            state.pings.push_back((ticket, tx));
-        }
-        self.shared.task_reads();
         let ping = Message::new(
             MessageType::Ping,
             frame::PING_SERIALIZER,
@@ -1129,9 +1121,21 @@ impl Connection {
             ticket,
             ..ping.into()
         };
-        self.tx
-            .send(ping)
-            .map_err(|_| self.closed_error().not_sent())?;
+        {
+            // Queued for its answer and handed to the outbox under one lock, so that pings
+            // go out in the order their answers are awaited (answers are matched in order).
+            let mut state = self.shared.state.lock();
+            if let Some(reason) = &state.closed {
+                return Err(Error::ConnectionClosed(reason.clone()));
+            }
+            state.pings.push_back((ticket, tx));
+            if self.tx.send(ping).is_err() {
+                state.pings.retain(|(t, _)| *t != ticket);
+                drop(state);
+                return Err(self.closed_error().not_sent());
+            }
+        }
+        self.shared.task_reads();
         // A ping given up (its timeout, its future dropped) while still queued is taken back
         // with its place among the answers awaited: a stuck socket collects none of them.
         let unsent = UnsentPing {
@@ -1218,13 +1222,17 @@ impl UnsentPing<'_> {
         let Some(ticket) = self.ticket.take() else {
             return false;
         };
-        // (Under the state lock: an answer read meanwhile can only be for a ping sent
-        // before this one, which keeps its place.)
+        // (Under the state lock, as pings are queued: an answer read meanwhile is for a ping
+        // sent before this one. One whose place among the awaited answers was taken by an
+        // answer already is not taken back: it goes out, and its answer pays that one back.)
         let mut state = self.conn.shared.state.lock();
+        let Some(at) = state.pings.iter().position(|(t, _)| *t == ticket) else {
+            return false;
+        };
         if !self.conn.tx.withdraw(ticket) {
             return false;
         }
-        state.pings.retain(|(t, _)| *t != ticket);
+        state.pings.remove(at);
         true
     }
 }
