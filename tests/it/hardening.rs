@@ -563,23 +563,52 @@ async fn a_stream_read_by_a_vanished_connection_leaves_its_item_for_the_next_rea
     assert_serving(&mut child, &uri).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_proxy_lets_go_of_a_socket_its_daemon_stopped_reading() {
-    // One in-flight slot: while a call runs, the daemon reads nothing more from its
-    // connection.
-    let (mut child, uri) = spawn_child_daemon_with(0, "max_in_flight=1");
+/// A daemon that takes one call at a time (`max_in_flight = 1`), a watcher and its call count
+/// before, and a proxy (`lab`) whose `sleep(ms)` call runs (`sleeping`): while it does, the
+/// daemon reads nothing more from `lab`'s connection.
+struct Stalled {
+    child: ChildGuard,
+    uri: Uri,
+    watcher: LabProxy,
+    before: usize,
+    lab: LabProxy,
+    sleeping: tokio::task::JoinHandle<Result<u64, Error>>,
+}
+
+async fn stalled(ms: u64) -> Stalled {
+    let (child, uri) = spawn_child_daemon_with(0, "max_in_flight=1");
     let watcher = LabProxy::connect(&uri).await.unwrap();
     let before = watcher.calls().await.unwrap();
     let lab = LabProxy::connect(&uri).await.unwrap();
     let started = Instant::now();
     let sleeping = tokio::spawn({
         let lab = lab.clone();
-        async move { lab.sleep(3_000).await }
+        async move { lab.sleep(ms).await }
     });
     while watcher.calls().await.unwrap() == before {
         assert!(started.elapsed() < Duration::from_secs(2), "never ran");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    Stalled {
+        child,
+        uri,
+        watcher,
+        before,
+        lab,
+        sleeping,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_proxy_lets_go_of_a_socket_its_daemon_stopped_reading() {
+    let Stalled {
+        mut child,
+        uri,
+        watcher,
+        before,
+        lab,
+        sleeping,
+    } = stalled(3_000).await;
     let seen = Instant::now();
     // 48 MiB, more than the sockets' buffers hold: the proxy's writer parks half way.
     let hurried = LabProxy::from(lab.proxy().with_timeout(Duration::from_millis(300)));
@@ -605,21 +634,14 @@ async fn a_closed_proxy_lets_go_of_a_socket_its_daemon_stopped_reading() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back() {
-    // One in-flight slot: while a call runs, the daemon reads nothing more from its
-    // connection.
-    let (mut child, uri) = spawn_child_daemon_with(0, "max_in_flight=1");
-    let watcher = LabProxy::connect(&uri).await.unwrap();
-    let before = watcher.calls().await.unwrap();
-    let lab = LabProxy::connect(&uri).await.unwrap();
-    let started = Instant::now();
-    let sleeping = tokio::spawn({
-        let lab = lab.clone();
-        async move { lab.sleep(5_000).await }
-    });
-    while watcher.calls().await.unwrap() == before {
-        assert!(started.elapsed() < Duration::from_secs(2), "never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let Stalled {
+        mut child,
+        uri,
+        watcher,
+        before,
+        lab,
+        sleeping,
+    } = stalled(5_000).await;
     // 48 MiB, more than the sockets' buffers hold: half written when its deadline passes
     // (a second is long enough for the writer task to have taken it up).
     let blob = Blob(vec![0; 48 << 20]);
