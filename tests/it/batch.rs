@@ -180,23 +180,11 @@ async fn a_batch_needs_both_its_method_name_and_its_flag() {
 async fn a_batch_stops_where_its_results_outgrow_one_reply() {
     use rmi::{Daemon, DecodeLimits};
     for serializer in [Serializer::Bincode, Serializer::Serpent] {
-        let daemon = Daemon::builder()
-            .limits(DecodeLimits {
-                max_message_size: 64 * 1024,
-                ..DecodeLimits::default()
-            })
-            .bind("127.0.0.1:0")
-            .await
-            .unwrap();
-        let uri = daemon
-            .register(crate::support::LabServer::new(
-                crate::support::LabObject::default(),
-            ))
-            .unwrap();
-        tokio::spawn({
-            let d = daemon.clone();
-            async move { d.serve().await }
-        });
+        let (daemon, uri) = crate::support::serve_lab(Daemon::builder().limits(DecodeLimits {
+            max_message_size: 64 * 1024,
+            ..DecodeLimits::default()
+        }))
+        .await;
         let proxy: LabProxy = LabProxy::builder(&uri)
             .unwrap()
             .serializer(serializer)

@@ -341,15 +341,8 @@ async fn a_method_cancelled_at_its_deadline_sees_its_context_while_it_is_dropped
 
 #[tokio::test]
 async fn a_method_learns_that_its_caller_is_gone() {
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon
-        .register(IntrospectServer::new(IntrospectObject::default()))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let watcher = IntrospectProxy::connect(&uri).await.unwrap();
+    let (daemon, watcher) = introspect().await;
+    let uri = watcher.proxy().uri().clone();
     // A caller that stays: the method waits its whole time.
     watcher.outlast_caller(50).await.unwrap();
     assert_eq!(watcher.outlasted().await.unwrap().0, Some((false, false)));

@@ -833,21 +833,12 @@ async fn a_result_too_large_with_its_annotations_fails_that_call_only() {
         max_message_size: 64 << 10,
         ..Default::default()
     };
-    let daemon = rmi::Daemon::builder()
-        .limits(limits)
-        .shared_secret(rmi::SharedSecret::new("a secret of the test"))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(crate::support::LabServer::new(
-            crate::support::LabObject::default(),
-        ))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) = crate::support::serve_lab(
+        rmi::Daemon::builder()
+            .limits(limits)
+            .shared_secret(rmi::SharedSecret::new("a secret of the test")),
+    )
+    .await;
     let lab: LabProxy = rmi::Proxy::builder(uri)
         .shared_secret(rmi::SharedSecret::new("a secret of the test"))
         .connect()
@@ -1158,21 +1149,12 @@ async fn with_a_secret_the_mac_counts_against_the_request_size_and_nothing_more(
         ..Default::default()
     };
     let secret = rmi::SharedSecret::new("a secret of the test");
-    let daemon = rmi::Daemon::builder()
-        .limits(limits)
-        .shared_secret(secret.clone())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(crate::support::LabServer::new(
-            crate::support::LabObject::default(),
-        ))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) = crate::support::serve_lab(
+        rmi::Daemon::builder()
+            .limits(limits)
+            .shared_secret(secret.clone()),
+    )
+    .await;
     let lab: LabProxy = rmi::Proxy::builder(uri.clone())
         .limits(limits)
         .shared_secret(secret)
@@ -1209,20 +1191,7 @@ async fn pyro4_lab() -> (rmi::Daemon, Uri, LabProxy) {
         max_message_size: PYRO4_MAX,
         ..Default::default()
     };
-    let daemon = rmi::Daemon::builder()
-        .limits(limits)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(crate::support::LabServer::new(
-            crate::support::LabObject::default(),
-        ))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) = crate::support::serve_lab(rmi::Daemon::builder().limits(limits)).await;
     let lab = rmi::Proxy::builder(uri.clone())
         .protocol(rmi::protocol::frame::Protocol::Pyro4)
         .serializer(Serializer::MsgPack)
@@ -1314,16 +1283,7 @@ async fn a_result_of_exactly_the_limit_is_sent_and_one_byte_more_is_that_calls_e
         if let Some(secret) = &secret {
             builder = builder.shared_secret(secret.clone());
         }
-        let daemon = builder.bind("127.0.0.1:0").await.unwrap();
-        let uri = daemon
-            .register(crate::support::LabServer::new(
-                crate::support::LabObject::default(),
-            ))
-            .unwrap();
-        tokio::spawn({
-            let d = daemon.clone();
-            async move { d.serve().await }
-        });
+        let (daemon, uri) = crate::support::serve_lab(builder).await;
         // The proxy accepts far more than the daemon may send, so only the daemon's check counts.
         let mut proxy = rmi::Proxy::builder(uri);
         if let Some(secret) = secret.clone() {

@@ -468,20 +468,8 @@ async fn a_stream_that_can_fail_raises_its_error_before_the_first_item() {
 /// opened, and takes none of the connection's streams.
 #[tokio::test]
 async fn a_oneway_call_to_a_streaming_method_opens_no_stream() {
-    let daemon = Daemon::builder()
-        .max_streams_per_connection(4)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(crate::support::LabServer::new(
-            crate::support::LabObject::default(),
-        ))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) =
+        crate::support::serve_lab(Daemon::builder().max_streams_per_connection(4)).await;
     let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
     for _ in 0..10 {
         lab.proxy()

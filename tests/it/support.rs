@@ -199,18 +199,25 @@ impl Lab for LabObject {
 /// A daemon on 127.0.0.1:0 serving a fresh [`LabObject`] and the greeter; returns the daemon
 /// and the two URIs. The daemon serves in a background task until shut down.
 pub(crate) async fn start_daemon() -> (rmi::Daemon, rmi::Uri, rmi::Uri) {
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.expect("bind daemon");
-    let lab = daemon
-        .register(LabServer::new(LabObject::default()))
-        .expect("register lab");
+    let (daemon, lab) = serve_lab(rmi::Daemon::builder()).await;
     let greeter = daemon
         .register(GreeterServer::new(GreetingMaker))
         .expect("register greeter");
+    (daemon, lab, greeter)
+}
+
+/// A daemon with `builder`'s settings on 127.0.0.1:0 serving a fresh [`LabObject`]; returns the
+/// daemon and the object's URI. The daemon serves in a background task until shut down.
+pub(crate) async fn serve_lab(builder: rmi::DaemonBuilder) -> (rmi::Daemon, rmi::Uri) {
+    let daemon = builder.bind("127.0.0.1:0").await.expect("bind daemon");
+    let lab = daemon
+        .register(LabServer::new(LabObject::default()))
+        .expect("register lab");
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
     });
-    (daemon, lab, greeter)
+    (daemon, lab)
 }
 
 /// A daemon on 127.0.0.1:0 serving `object` on a runtime and thread of its own, for objects
