@@ -226,6 +226,12 @@ fn etcd_lease(lease: LeaseId) -> Option<i64> {
 }
 
 /// Whether etcd said the lease does not exist.
+/// `ttl` in whole seconds, rounded up (etcd counts leases in seconds; a name must not vanish
+/// before its TTL).
+fn whole_seconds(ttl: Duration) -> u64 {
+    ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)
+}
+
 fn lease_not_found(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::GRpcStatus(s) => {
@@ -1154,9 +1160,7 @@ impl Store for EtcdStore {
             )));
         }
         // etcd counts whole seconds.
-        let secs = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
-            .unwrap_or(i64::MAX)
-            .max(1);
+        let secs = i64::try_from(whole_seconds(ttl)).unwrap_or(i64::MAX).max(1);
         // NOTE: a grant retried after an attempt that was applied but whose answer was lost
         // leaves that first lease unused; it expires by itself after its TTL.
         let resp = self
@@ -1200,23 +1204,27 @@ impl Store for EtcdStore {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, NamingError> {
         let id = etcd_lease(lease).ok_or_else(|| unknown_lease(lease))?;
-        // Only a lease rmi granted (it has a record): another program's lease on the same
-        // cluster is not ours to keep alive. Then one keep-alive round on a fresh stream, and
-        // the TTL now in force.
+        // Only a lease rmi granted (it has a record, not marked as being revoked): another
+        // program's lease on the same cluster is not ours to keep alive. Then one keep-alive
+        // round on a fresh stream (etcd-client reads its answer: an expired lease is refused).
+        // The TTL comes from the record, as granted (rounded up to whole seconds, as etcd
+        // counts): two round trips, not three with a `time_to_live` after.
         let key = self.keys.lease(id);
-        let resp = self
+        let record = self
             .cluster
             .call(|mut c| {
                 let key = key.clone();
                 async move {
-                    let record = c
-                        .get(key, Some(GetOptions::new().with_count_only()))
-                        .await?;
-                    if record.count() == 0 {
+                    let record = c.get(key, None).await?;
+                    let Some(kv) = record.kvs().first() else {
+                        return Ok(None);
+                    };
+                    let stored = serde_json::from_slice::<StoredLease>(kv.value()).ok();
+                    if stored.as_ref().is_some_and(|l| l.revoking) {
                         return Ok(None);
                     }
-                    let (_keeper, _stream) = c.lease_keep_alive(id).await?;
-                    c.lease_time_to_live(id, None).await.map(Some)
+                    c.lease_keep_alive(id).await?;
+                    Ok(Some((record.header().cloned(), stored)))
                 }
             })
             .await
@@ -1225,12 +1233,25 @@ impl Store for EtcdStore {
                 f => self.fail("a lease keep-alive", f),
             })?
             .ok_or_else(|| unknown_lease(lease))?;
-        self.cluster.saw(resp.header());
-        if resp.ttl() <= 0 {
-            return Err(unknown_lease(lease));
-        }
+        let (header, stored) = record;
+        self.cluster.saw(header.as_ref());
+        // A record another version wrote without a readable TTL: ask etcd.
+        let ttl_ms = match stored {
+            Some(stored) => stored.ttl_ms,
+            None => {
+                let resp = self
+                    .cluster
+                    .call(|mut c| async move { c.lease_time_to_live(id, None).await })
+                    .await
+                    .map_err(|f| self.fail("a lease keep-alive", f))?;
+                self.cluster.saw(resp.header());
+                u64::try_from(resp.granted_ttl())
+                    .unwrap_or(0)
+                    .saturating_mul(1000)
+            }
+        };
         Ok(Duration::from_secs(
-            u64::try_from(resp.granted_ttl()).unwrap_or(0),
+            whole_seconds(Duration::from_millis(ttl_ms)).max(1),
         ))
     }
 

@@ -820,6 +820,53 @@ async fn etcd_lease_ttls_round_up_to_whole_seconds() {
     }
 }
 
+/// A lease whose revocation began (its record marked, the revoke itself not yet done: a name
+/// server that died in between) is not kept alive: its holder hears it is gone and registers
+/// again, rather than keeping names that watchers already saw removed. A record whose TTL
+/// cannot be read (written by hand, or by another version) still works: its TTL is etcd's.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn an_etcd_lease_being_revoked_is_not_kept_alive() {
+    let Some((cluster, store)) = one_etcd("a lease being revoked").await else {
+        return;
+    };
+    let mut raw = etcd_client::Client::connect(&cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let record = |lease: LeaseId| format!("{}leases/{:016x}", etcd::DEFAULT_ROOT, lease.0);
+    let put = |lease: LeaseId, value: &'static str| {
+        let mut raw = raw.clone();
+        let key = record(lease);
+        async move {
+            let id = i64::try_from(lease.0).unwrap();
+            raw.put(
+                key,
+                value,
+                Some(etcd_client::PutOptions::new().with_lease(id)),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let lease = store.grant(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        store.keep_alive(lease).await.unwrap(),
+        Duration::from_secs(60)
+    );
+    put(lease, r#"{"ttl_ms":0,"revoking":true}"#).await;
+    let err = store.keep_alive(lease).await.unwrap_err();
+    assert!(err.message.contains("unknown lease"), "{err}");
+
+    let other = store.grant(Duration::from_secs(30)).await.unwrap();
+    put(other, "not a record this version wrote").await;
+    assert_eq!(
+        store.keep_alive(other).await.unwrap(),
+        Duration::from_secs(30)
+    );
+    let id = i64::try_from(other.0).unwrap();
+    assert!(raw.lease_time_to_live(id, None).await.unwrap().ttl() > 0);
+}
+
 /// Leases another program granted on the same cluster are not the name server's: a client
 /// cannot keep one alive, revoke it (deleting that program's keys) or bind a name to it through
 /// rmi, even knowing its id. Only leases with rmi's record are.
