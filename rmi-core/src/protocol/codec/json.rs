@@ -278,6 +278,7 @@ impl Parser<'_> {
         let hex = self
             .s
             .get(self.at..self.at + 4)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .and_then(|h| std::str::from_utf8(h).ok())
             .and_then(|h| u32::from_str_radix(h, 16).ok())
             .ok_or_else(|| self.error("four hex digits expected after \\u"))?;
@@ -460,6 +461,7 @@ mod tests {
             (&br#""\x""#[..], "invalid escape"),
             (br#""\u12""#, "four hex digits"),
             (br#""\u12g4""#, "four hex digits"),
+            (br#""\u+041""#, "four hex digits"),
             (br#""abc"#, "unterminated"),
             (br#""\ud83d\u0041""#, "lone surrogate"),
             (br#""\udc00""#, "lone surrogate"),

@@ -11,10 +11,12 @@
 //! that is not data (code objects, complex numbers, `StopIteration`, `Ellipsis`, old string
 //! references). Every decode is bounded: nesting at most `max_depth` deep (counted after
 //! references are resolved), declared lengths within the bytes left, ints at most
-//! [`MAX_LONG_DIGITS`] digits, trailing bytes refused. References (`FLAG_REF` on an object,
-//! `r` and its index) must name an object already read whole (so no cycle can be built), and
-//! the values they copy count against a budget of [`EXPANSION`] times the payload's size, so
-//! a small payload cannot expand into a huge tree.
+//! [`MAX_LONG_DIGITS`] digits (and those beyond 128 bits, whose decimal text costs time
+//! quadratic in their length, [`MAX_LONG_DIGITS_TOTAL`] in a document), trailing bytes refused.
+//! References (`FLAG_REF` on an object, `r` and its index) must name an object already read
+//! whole (so no cycle can be built; a flagged `r` enters nothing, as in CPython), and the
+//! values they copy count against a budget of [`EXPANSION`] times the payload's size in bytes
+//! of memory, so a small payload cannot expand into a huge tree.
 
 use std::rc::Rc;
 
@@ -32,9 +34,13 @@ const FLAG_REF: u8 = 0x80;
 /// The largest int read, in 15-bit digits (15,360 bits, about 4,600 decimal digits: Python's
 /// own default limit on converting an int to text is 4,300).
 pub(super) const MAX_LONG_DIGITS: usize = 1024;
-/// How many times its size a payload may expand to through references (in values plus str and
-/// bytes lengths), beyond a floor of 64 KiB.
-pub(super) const EXPANSION: usize = 8;
+/// The digits of ints beyond 128 bits read in one document, in all: each one's decimal text
+/// costs time quadratic in its length (16 of the largest: about ten million steps).
+pub(super) const MAX_LONG_DIGITS_TOTAL: usize = 16 * MAX_LONG_DIGITS;
+/// How many times its size a payload may expand to, in bytes of memory (a value's size plus its
+/// str's or bytes' length; beyond a floor of 2 MiB): twice what a document without references
+/// can take, a value for each byte.
+pub(super) const EXPANSION: usize = 2 * std::mem::size_of::<Value>();
 
 fn codec_error(e: impl std::fmt::Display) -> Error {
     Error::Codec(format!("marshal: {e}"))
@@ -101,6 +107,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
         depth: 0,
         max_depth: limits.max_depth,
         refs: Vec::new(),
+        long_digits_left: MAX_LONG_DIGITS_TOTAL,
     };
     let tree = r.object()?;
     if r.at != bytes.len() {
@@ -108,7 +115,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
     }
     // The table's handles go, so values referenced once move instead of being copied.
     drop(r.refs);
-    let mut budget = bytes.len().saturating_mul(EXPANSION).max(64 << 10);
+    let mut budget = bytes.len().saturating_mul(EXPANSION).max(2 << 20);
     tree.into_value(0, limits.max_depth, &mut budget)
 }
 
@@ -123,13 +130,14 @@ enum Node {
     Shared(Rc<Node>),
 }
 
-/// The cost of a leaf against the expansion budget: one, plus its text's or bytes' length.
+/// The cost of a leaf against the expansion budget: its size, plus its text's or bytes' length.
 fn leaf_cost(v: &Value) -> usize {
-    1 + match v {
-        Value::Str(s) | Value::BigInt(s) => s.len(),
-        Value::Bytes(b) => b.len(),
-        _ => 0,
-    }
+    VALUE_SIZE
+        + match v {
+            Value::Str(s) | Value::BigInt(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            _ => 0,
+        }
 }
 
 impl Node {
@@ -152,7 +160,7 @@ impl Node {
             }
             container => {
                 let depth = deeper(depth, max_depth)?;
-                spend(budget, 1)?;
+                spend(budget, VALUE_SIZE)?;
                 let items = |items: Vec<Node>, budget: &mut usize| {
                     items
                         .into_iter()
@@ -190,7 +198,7 @@ impl Node {
             }
             Node::List(v) | Node::Tuple(v) | Node::Set(v) => {
                 let depth = deeper(depth, max_depth)?;
-                spend(budget, 1)?;
+                spend(budget, VALUE_SIZE)?;
                 let items = v
                     .iter()
                     .map(|n| n.to_value(depth, max_depth, budget))
@@ -203,7 +211,7 @@ impl Node {
             }
             Node::Dict(entries) => {
                 let depth = deeper(depth, max_depth)?;
-                spend(budget, 1)?;
+                spend(budget, VALUE_SIZE)?;
                 Ok(Value::Dict(
                     entries
                         .iter()
@@ -220,6 +228,9 @@ impl Node {
     }
 }
 
+/// A value's own size, what each costs against the expansion budget.
+const VALUE_SIZE: usize = std::mem::size_of::<Value>();
+
 fn deeper(depth: usize, max_depth: usize) -> Result<usize, Error> {
     if depth >= max_depth {
         return Err(codec_error(format_args!(
@@ -232,7 +243,7 @@ fn deeper(depth: usize, max_depth: usize) -> Result<usize, Error> {
 fn spend(budget: &mut usize, cost: usize) -> Result<(), Error> {
     *budget = budget.checked_sub(cost).ok_or_else(|| {
         codec_error(format_args!(
-            "references expand the payload beyond {EXPANSION} times its size"
+            "references expand the payload beyond {EXPANSION} times its size in memory"
         ))
     })?;
     Ok(())
@@ -245,6 +256,8 @@ struct Reader<'a> {
     max_depth: usize,
     /// The reference table: an entry is `None` while its object is still being read.
     refs: Vec<Option<Rc<Node>>>,
+    /// What is left of [`MAX_LONG_DIGITS_TOTAL`].
+    long_digits_left: usize,
 }
 
 impl Reader<'_> {
@@ -292,7 +305,9 @@ impl Reader<'_> {
 
     fn object(&mut self) -> Result<Node, Error> {
         let code = self.byte()?;
-        let slot = (code & FLAG_REF != 0).then(|| {
+        // A flagged reference enters nothing (CPython ignores the flag there): entering it
+        // would let each reference wrap the one before, a chain as long as the payload.
+        let slot = (code & FLAG_REF != 0 && code & !FLAG_REF != b'r').then(|| {
             self.refs.push(None);
             self.refs.len() - 1
         });
@@ -403,7 +418,9 @@ impl Reader<'_> {
     }
 
     fn items(&mut self, n: usize) -> Result<Vec<Node>, Error> {
-        let mut items = Vec::with_capacity(n);
+        // Not all of a declared length at once: each level of a nested document could claim
+        // the bytes left, a value's size for each.
+        let mut items = Vec::with_capacity(n.min(4096));
         for _ in 0..n {
             items.push(self.object()?);
         }
@@ -461,6 +478,11 @@ impl Reader<'_> {
                 return Ok(Value::BigInt(v.to_string()));
             }
         }
+        self.long_digits_left = self.long_digits_left.checked_sub(count).ok_or_else(|| {
+            self.error(format_args!(
+                "ints beyond 128 bits of more than {MAX_LONG_DIGITS_TOTAL} digits in all"
+            ))
+        })?;
         let text = digits_to_decimal(&digits);
         Ok(Value::BigInt(if negative {
             format!("-{text}")
@@ -1249,12 +1271,12 @@ mod tests {
     }
 
     #[test]
-    fn references_may_expand_a_payload_to_eight_times_its_size_or_64_kib() {
+    fn references_may_expand_a_payload_to_twice_a_value_per_byte_or_2_mib() {
         // A list of `n` copies of one str (`u`) or bytes (`s`) of `len` bytes: the first, then
         // references to it.
-        let doc = |code: u8, len: usize, n: u32| {
+        let doc = |code: u8, len: usize, n: usize| {
             let mut doc = vec![b'['];
-            doc.extend_from_slice(&n.to_le_bytes());
+            doc.extend_from_slice(&(n as u32).to_le_bytes());
             doc.push(code | FLAG_REF);
             doc.extend_from_slice(&(len as u32).to_le_bytes());
             doc.extend(std::iter::repeat_n(b'x', len));
@@ -1263,18 +1285,25 @@ mod tests {
             }
             doc
         };
-        // What it costs: one for the list, and for each copy one plus its length.
+        // What it costs, in bytes of memory: the list's value, and each copy's value and text.
+        let cost = |len: usize, n: usize| VALUE_SIZE + n * (VALUE_SIZE + len);
+        // The most copies that fit a budget.
+        let most = |len: usize, budget: usize| (budget - VALUE_SIZE) / (VALUE_SIZE + len);
         for code in [b'u', b's'] {
-            for (len, n, fits) in [
-                // The 64 KiB floor: 1 + 64 × 1,023 = 65,473 fits in 65,536; one byte more in
-                // each copy, and 1 + 64 × 1,024 is one over.
-                (1022, 64, true),
-                (1023, 64, false),
-                // Eight times the size: 8 copies of 10,000 bytes cost 80,009 in a budget of
-                // 8 × 10,045 = 80,360; 9 cost 90,010 against 80,400.
-                (10_000, 8, true),
-                (10_000, 9, false),
-            ] {
+            // Within the 2 MiB floor (the documents are far smaller than 2 MiB / EXPANSION).
+            let n = most(1000, 2 << 20);
+            assert!(doc(code, 1000, n + 1).len() * EXPANSION < 2 << 20);
+            assert!(cost(1000, n) <= 2 << 20 && cost(1000, n + 1) > 2 << 20);
+            // Beyond it, EXPANSION times the payload: 100,000 bytes copied, each copy 5 bytes.
+            let len = 100_000;
+            let budget = |n: usize| doc(code, len, n).len() * EXPANSION;
+            let n = (1..).find(|&n| cost(len, n) > budget(n)).unwrap() - 1;
+            assert!(budget(n) > 2 << 20);
+            for (len, n, fits) in [(1000, most(1000, 2 << 20), true)]
+                .into_iter()
+                .chain([(1000, most(1000, 2 << 20) + 1, false)])
+                .chain([(len, n, true), (len, n + 1, false)])
+            {
                 let got = parse(&doc(code, len, n), &limits());
                 let what = format!(
                     "{} of {len} bytes × {n}: {:?}",
@@ -1284,12 +1313,72 @@ mod tests {
                 assert_eq!(got.is_ok(), fits, "{what}");
                 if let Err(e) = got {
                     assert!(
-                        e.to_string().contains("expand the payload beyond 8 times"),
+                        e.to_string()
+                            .contains(&format!("expand the payload beyond {EXPANSION} times")),
                         "{what}"
                     );
                 }
             }
         }
+    }
+
+    /// Hostile documents a review found (each bounded now, each an error, none a crash).
+    #[test]
+    fn references_cannot_chain_or_multiply_values_and_big_ints_cannot_take_quadratic_time() {
+        // Each flagged reference to the one before: CPython enters no flagged reference, so
+        // the second names an object never entered ("invalid reference" there). Here it was
+        // a chain of 200,000 links, walked once per item (quadratic) and recursively (a stack
+        // overflow, the process aborted).
+        let n = 200_000u32;
+        let mut chain = vec![b'['];
+        chain.extend_from_slice(&n.to_le_bytes());
+        chain.extend_from_slice(b"\xe9\x07\x00\x00\x00");
+        for i in 0..n - 1 {
+            chain.push(b'r' | FLAG_REF);
+            chain.extend_from_slice(&i.to_le_bytes());
+        }
+        let err = parse(&chain, &limits()).unwrap_err().to_string();
+        assert!(
+            err.contains("reference 1 beyond the 1 objects read"),
+            "{err}"
+        );
+        // A flagged list of 39 Nones, then a million references to it: 40 values per 5 bytes,
+        // 256 times the payload in memory (a 64 MiB message: 16 GiB). Refused by the budget.
+        let m = 1_000_000u32;
+        let mut many = vec![b'['];
+        many.extend_from_slice(&m.to_le_bytes());
+        many.push(b'[' | FLAG_REF);
+        many.extend_from_slice(&39u32.to_le_bytes());
+        many.extend(std::iter::repeat_n(b'N', 39));
+        for _ in 1..m {
+            many.extend_from_slice(b"r\x00\x00\x00\x00");
+        }
+        let err = parse(&many, &limits()).unwrap_err().to_string();
+        assert!(err.contains("expand the payload beyond"), "{err}");
+        // Ints beyond 128 bits: each one's decimal text costs time quadratic in its length,
+        // so a document reads MAX_LONG_DIGITS_TOTAL of their digits, no more.
+        let big = |count: usize| {
+            let mut doc = vec![b'['];
+            doc.extend_from_slice(&(count as u32).to_le_bytes());
+            for _ in 0..count {
+                doc.push(b'l');
+                doc.extend_from_slice(&(MAX_LONG_DIGITS as i32).to_le_bytes());
+                doc.extend(std::iter::repeat_n([0xff, 0x7f], MAX_LONG_DIGITS).flatten());
+            }
+            doc
+        };
+        let fits = MAX_LONG_DIGITS_TOTAL / MAX_LONG_DIGITS;
+        assert!(parse(&big(fits), &limits()).is_ok());
+        let err = parse(&big(fits + 1), &limits()).unwrap_err().to_string();
+        assert!(err.contains("more than 16384 digits in all"), "{err}");
+        // Small ints are not counted: a thousand of 128 bits are read.
+        let mut small = vec![b'['];
+        small.extend_from_slice(&1000u32.to_le_bytes());
+        for _ in 0..1000 {
+            small.extend_from_slice(b"l\x08\x00\x00\x00");
+            small.extend(std::iter::repeat_n([0xff, 0x7f], 8).flatten());
+        }
+        assert!(parse(&small, &limits()).is_ok());
     }
 
     #[test]

@@ -403,9 +403,11 @@ impl Parser<'_> {
             if c == b'\\' {
                 self.at += 1;
                 if raw {
+                    // The backslash stays, and keeps a quote after it in the string; a
+                    // character beyond ASCII after it is read whole below.
                     out.push('\\');
-                    if let Some(n) = self.peek() {
-                        out.push(n as char);
+                    if let Some(n) = self.peek().filter(u8::is_ascii) {
+                        out.push(char::from(n));
                         self.at += 1;
                     }
                     continue;
@@ -449,6 +451,10 @@ impl Parser<'_> {
                 p.s.get(p.at..p.at + n)
                     .and_then(|d| std::str::from_utf8(d).ok())
                     .ok_or_else(|| p.error("truncated escape"))?;
+            // Hex digits only (`from_str_radix` would take a sign too, Python does not).
+            if !digits.bytes().all(|d| d.is_ascii_hexdigit()) {
+                return Err(p.error("invalid escape"));
+            }
             let code = u32::from_str_radix(digits, 16).map_err(|_| p.error("invalid escape"))?;
             p.at += n;
             char::from_u32(code).ok_or_else(|| p.error("escape of an invalid code point"))
@@ -481,10 +487,15 @@ impl Parser<'_> {
                 }
                 char::from_u32(code).ok_or_else(|| self.error("invalid octal escape"))?
             }
-            // Unknown escapes stay as written, as in Python.
-            other => {
+            // Unknown escapes stay as written, as in Python; a character beyond ASCII after
+            // the backslash is read whole by the caller.
+            other if other.is_ascii() => {
                 out.push('\\');
-                other as char
+                char::from(other)
+            }
+            _ => {
+                self.at -= 1;
+                '\\'
             }
         };
         out.push(ch);
@@ -1224,12 +1235,24 @@ mod tests {
             ("'a\\\nb'", "ab"),
             (r"r'\'x'", "\\'x"),
             (r"r'a\\'", "a\\\\"),
+            // A character beyond ASCII after a backslash: Python keeps both, raw or not.
+            (r"'\é'", "\\é"),
+            (r"r'\é'", "\\é"),
+            (r"'\€\😀x'", "\\€\\😀x"),
         ];
         for (text, expected) in cases {
             let read = parse_body(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(read, Value::Str(expected.into()), "{text}");
         }
-        for bad in [r"'\x4'", r"'\xzz'", r"'\ud800'", r"'\U00110000'", "'\\"] {
+        for bad in [
+            r"'\x4'",
+            r"'\xzz'",
+            r"'\x+1'",
+            r"'\u+041'",
+            r"'\ud800'",
+            r"'\U00110000'",
+            "'\\",
+        ] {
             assert!(parse_body(bad).is_err(), "{bad} should be refused");
         }
     }

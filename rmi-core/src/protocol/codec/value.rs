@@ -407,6 +407,11 @@ impl<'de> serde::Deserialize<'de> for Value {
             fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
                 Ok(Value::Int(v))
             }
+            /// An int of 2**127 up to 2**128 (a [`Value::BigInt`] read again, as serpent's and
+            /// marshal's trees are): serde's default refuses it.
+            fn visit_u128<E>(self, v: u128) -> Result<Value, E> {
+                Ok(i128::try_from(v).map_or_else(|_| Value::BigInt(v.to_string()), Value::Int))
+            }
             fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
                 Ok(Value::Float(v))
             }
@@ -683,6 +688,28 @@ mod tests {
 
     fn s(text: &str) -> Value {
         Value::Str(text.into())
+    }
+
+    /// Python's `f(2**127)` through serpent: the tree is read again into the call's arguments,
+    /// and an int of 2**127 up to 2**128 must stay one (serde's default visitor refused it).
+    #[test]
+    fn ints_of_128_bits_read_again_stay_ints() {
+        let limits = crate::protocol::codec::DecodeLimits::default();
+        let top = "170141183460469231731687303715884105728";
+        let doc = format!("({top},)");
+        let (v,): (Value,) = super::super::serpent::decode(doc.as_bytes(), &limits).unwrap();
+        assert_eq!(v, Value::BigInt(top.into()));
+        let (u,): (u128,) = super::super::serpent::decode(doc.as_bytes(), &limits).unwrap();
+        assert_eq!(u, 1 << 127);
+        let max = Value::BigInt(u128::MAX.to_string());
+        assert_eq!(
+            <Value as serde::Deserialize>::deserialize(max.clone()).unwrap(),
+            max
+        );
+        assert_eq!(
+            <Value as serde::Deserialize>::deserialize(Value::Int(-5)).unwrap(),
+            Value::Int(-5)
+        );
     }
 
     fn dict(entries: &[(&str, Value)]) -> Value {
