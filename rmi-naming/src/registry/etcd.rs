@@ -58,9 +58,10 @@
 //!
 //! # Limits
 //!
-//! `max_entries` and `max_leases` are checked by counting keys before the write; two name
-//! servers writing at the same moment may pass one check together and exceed a limit by one
-//! each (etcd offers no conditional on a count). `max_reply_bytes` is enforced while listing,
+//! `max_entries` and `max_leases` are checked by counting keys before the write; registrations
+//! or grants made at the same moment (through one name server or several) may pass one check
+//! together and exceed a limit by as many as ran at once (etcd offers no conditional on a
+//! count): the limits bound a runaway client, not an exact total. `max_reply_bytes` is enforced while listing,
 //! page by page, so a huge registry is refused without being read whole.
 
 use std::collections::{BTreeSet, HashMap};
@@ -250,6 +251,11 @@ fn retryable(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         // A stream that ended before its first answer (watch, keep-alive).
         etcd_client::Error::WatchError(_) => true,
+        // "Resource exhausted" is a busy member ("too many requests": another may answer)
+        // or a full database (its quota alarm: every member refuses until an operator acts).
+        etcd_client::Error::GRpcStatus(s) if s.code() == Code::ResourceExhausted => {
+            s.message().contains("too many requests")
+        }
         etcd_client::Error::GRpcStatus(s) => matches!(
             s.code(),
             Code::Unavailable
@@ -257,7 +263,6 @@ fn retryable(e: &etcd_client::Error) -> bool {
                 | Code::DeadlineExceeded
                 | Code::Cancelled
                 | Code::Aborted
-                | Code::ResourceExhausted
                 | Code::Internal
         ),
         _ => false,
@@ -477,6 +482,9 @@ pub struct EtcdStore {
     limits: Limits,
     /// This name server's own entry: never shared through etcd.
     local: Mutex<Option<Entry>>,
+    /// Tests: awaited once between a registration's probe and its write, to force a race.
+    #[cfg(test)]
+    pub(super) between_probe_and_write: Mutex<Option<futures_util::future::BoxFuture<'static, ()>>>,
 }
 
 impl fmt::Debug for EtcdStore {
@@ -543,6 +551,8 @@ impl EtcdStore {
             keys: Keys::new(&options.root),
             limits,
             local: Mutex::new(None),
+            #[cfg(test)]
+            between_probe_and_write: Mutex::new(None),
         };
         store.current_revision().await.map_err(|e| {
             NamingError::new(format!(
@@ -875,6 +885,13 @@ impl Store for EtcdStore {
             shared_prefix.as_str(),
             Some(DeleteOptions::new().with_prefix()),
         );
+        #[cfg(test)]
+        {
+            let pause = self.between_probe_and_write.lock().take();
+            if let Some(pause) = pause {
+                pause.await;
+            }
+        }
         let resp = self
             .cluster
             .call(|mut c| {
@@ -888,9 +905,15 @@ impl Store for EtcdStore {
                         )])
                         .and_then([put.clone()])
                 } else if safe {
-                    // Pyro's `safe`: put only if the key does not exist (never created).
+                    // Pyro's `safe`: put only if the name has no entry, plain or shared (an
+                    // empty range compares as a key never created). The probe's answer may be
+                    // old: the dropped shared entries would be another's, made since.
                     Txn::new()
-                        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                        .when([
+                            Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                            Compare::create_revision(shared_prefix.as_str(), CompareOp::Equal, 0)
+                                .with_prefix(),
+                        ])
                         .and_then([drop_shared.clone(), put.clone()])
                         .or_else([TxnOp::get(key.as_str(), None)])
                 } else {
@@ -1330,24 +1353,9 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
     let mut next = if start > 0 {
         start + 1
     } else {
-        loop {
-            if tx.is_closed() {
-                return;
-            }
-            let root = keys.root.clone();
-            let read = cluster
-                .call(|mut c| {
-                    let root = root.clone();
-                    async move {
-                        let o = GetOptions::new().with_prefix().with_count_only();
-                        c.get(root, Some(o)).await
-                    }
-                })
-                .await;
-            match read {
-                Ok(resp) => break resp.header().map_or(0, |h| h.revision()) + 1,
-                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-            }
+        match current_revision(&cluster, &keys, &tx).await {
+            Some(revision) => revision + 1,
+            None => return,
         }
     };
     // Leases whose record was deleted without a revoke mark, by the revision: their names,
@@ -1362,6 +1370,9 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
             backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         };
+        // Whether the stream ended on an answer too large to receive, which every member would
+        // send again.
+        let mut too_large = false;
         loop {
             let message = tokio::select! {
                 _ = tx.closed() => return,
@@ -1374,7 +1385,13 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
                     break;
                 }
                 Err(e) => {
-                    cluster.mark_down(member, &e);
+                    too_large = matches!(&e, etcd_client::Error::GRpcStatus(s)
+                        if s.code() == tonic::Code::OutOfRange);
+                    if too_large {
+                        tracing::warn!(error = %e, "an etcd watch answer is too large to receive");
+                    } else {
+                        cluster.mark_down(member, &e);
+                    }
                     break;
                 }
             };
@@ -1404,6 +1421,54 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
                     }
                 }
             }
+        }
+        if too_large {
+            // etcd sends a revision's events (and a lagging watcher up to a thousand revisions)
+            // in one answer, and the client takes at most 4 MiB: opening the watch again at
+            // `next` would fail the same way, for ever. Say what was missed, and go on from now.
+            let Some(now) = current_revision(&cluster, &keys, &tx).await else {
+                return;
+            };
+            let missed = u64::try_from(now + 1 - next).unwrap_or(0);
+            if tx.send(Change::Lagged { missed }).await.is_err() {
+                return;
+            }
+            next = next.max(now + 1);
+        }
+        // A stream that broke is opened again after a pause: one that breaks at once (a member
+        // that accepts watches and then fails them) must not spin.
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// The revision of the cluster now (read until some member answers), or `None` once the
+/// watcher is gone.
+async fn current_revision(
+    cluster: &Cluster,
+    keys: &Keys,
+    tx: &mpsc::Sender<Change>,
+) -> Option<i64> {
+    loop {
+        if tx.is_closed() {
+            return None;
+        }
+        let root = keys.root.clone();
+        let read = cluster
+            .call(|mut c| {
+                let root = root.clone();
+                async move {
+                    let o = GetOptions::new().with_prefix().with_count_only();
+                    c.get(root, Some(o)).await
+                }
+            })
+            .await;
+        match read {
+            Ok(resp) => return Some(resp.header().map_or(0, |h| h.revision())),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
 }
@@ -1541,7 +1606,6 @@ mod tests {
             Code::DeadlineExceeded,
             Code::Cancelled,
             Code::Aborted,
-            Code::ResourceExhausted,
             Code::Internal,
         ] {
             assert!(
@@ -1549,6 +1613,15 @@ mod tests {
                 "{code:?}"
             );
         }
+        // A busy member is tried again; a full database is not (every member says it).
+        assert!(retryable(&status(
+            Code::ResourceExhausted,
+            "etcdserver: too many requests"
+        )));
+        assert!(!retryable(&status(
+            Code::ResourceExhausted,
+            "etcdserver: mvcc: database space exceeded"
+        )));
         for code in [
             Code::InvalidArgument,
             Code::NotFound,

@@ -820,6 +820,116 @@ async fn etcd_lease_ttls_round_up_to_whole_seconds() {
     }
 }
 
+/// etcd sends a revision's events, and a watcher catching up up to a thousand revisions, in
+/// one answer, and the client receives at most 4 MiB: a watch that fell behind over 300
+/// entries of 17 KB (the default limits' most metadata) cannot receive them. It says so
+/// (`Lagged`, so a cache reads again) and goes on from now; before, it opened again at the
+/// same revision for ever, in a tight loop, and delivered nothing more.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn an_etcd_watch_answer_too_large_to_receive_is_reported_as_lagged_and_the_watch_goes_on() {
+    let Some((cluster, a)) = one_etcd("a watch answer too large").await else {
+        return;
+    };
+    // B's last answer is its connect's: its watch starts there, behind what A writes next.
+    let b = EtcdStore::connect(&cluster.endpoints(), test_limits())
+        .await
+        .unwrap();
+    let limits = Limits::default();
+    let heavy: Vec<String> = (0..limits.max_tags)
+        .map(|i| format!("{i:03}{}", "t".repeat(limits.max_tag_len - 3)))
+        .collect();
+    let heavy: Vec<&str> = heavy.iter().map(String::as_str).collect();
+    for i in 0..300 {
+        a.register(format!("big{i}"), Entry::new(uri(1), tags(&heavy)), false)
+            .await
+            .unwrap();
+    }
+    let mut watch = b.watch();
+    let first = next_change(&mut watch, |_| true).await;
+    assert!(
+        matches!(first, Change::Lagged { missed } if missed >= 300),
+        "{first:?}"
+    );
+    a.register("after".into(), Entry::new(uri(2), tags(&[])), false)
+        .await
+        .unwrap();
+    let after = next_change(&mut watch, |_| true).await;
+    assert!(
+        matches!(&after, Change::Registered { name, .. } if name == "after"),
+        "{after:?}"
+    );
+}
+
+/// A `safe` registration whose check found the name free, while another name server shares
+/// the name before its write: it is refused, and the other's shared entry stays (before, the
+/// write only asked whether the plain key existed, and dropped the shared entries with it).
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_safe_etcd_registration_never_drops_shared_entries_made_after_its_check() {
+    let Some((cluster, a)) = one_etcd("a safe registration racing a shared one").await else {
+        return;
+    };
+    let b = std::sync::Arc::new(
+        EtcdStore::connect(&cluster.endpoints(), test_limits())
+            .await
+            .unwrap(),
+    );
+    let shared = Entry {
+        shared: true,
+        ..Entry::new(uri(1), tags(&[]))
+    };
+    *a.between_probe_and_write.lock() = Some(Box::pin({
+        let b = b.clone();
+        async move { b.register("svc".into(), shared, false).await.unwrap() }
+    }));
+    let err = a
+        .register("svc".into(), Entry::new(uri(2), tags(&[])), true)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("already registered"), "{err}");
+    assert_eq!(uris(&a.lookup_all("svc").await.unwrap()), uri_set(&[1]));
+}
+
+/// A full etcd database (its space quota reached: an alarm every member answers with until an
+/// operator acts) is a refusal that names it, at once; before, it was retried as a busy member
+/// for the whole retry budget and reported as a cluster that did not answer.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_full_etcd_database_is_a_refusal_that_says_so_not_an_outage() {
+    let Some(cluster) = etcd_process::EtcdCluster::start_with(
+        1,
+        "a full etcd database",
+        &["--quota-backend-bytes", "1048576"],
+    ) else {
+        return;
+    };
+    let store = EtcdStore::connect(&cluster.endpoints(), test_limits())
+        .await
+        .unwrap();
+    let mut raw = etcd_client::Client::connect(&cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let filler = vec![b'x'; 256 << 10];
+    let mut full = false;
+    for i in 0..64 {
+        if let Err(e) = raw.put(format!("/filler/{i}"), filler.clone(), None).await {
+            assert!(e.to_string().contains("space exceeded"), "{e}");
+            full = true;
+            break;
+        }
+    }
+    assert!(full, "the 1 MiB quota was never reached");
+    let retries = store.retries();
+    let err = store
+        .register("n".into(), Entry::new(uri(1), tags(&[])), false)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("etcd refused a registration"), "{err}");
+    assert!(err.message.contains("space exceeded"), "{err}");
+    assert_eq!(store.retries(), retries, "refused at once, not retried");
+}
+
 /// A lease whose revocation began (its record marked, the revoke itself not yet done: a name
 /// server that died in between) is not kept alive: its holder hears it is gone and registers
 /// again, rather than keeping names that watchers already saw removed. A record whose TTL

@@ -130,13 +130,18 @@ impl EtcdCluster {
     /// Starts `size` members and waits until the cluster has a leader and answers; `None` (after
     /// a loud skip message) when etcd is not installed.
     pub(crate) fn start(size: usize, test: &str) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(size, test, &[])
+    }
+
+    /// [`start`](Self::start), each member given `flags` too.
+    pub(crate) fn start_with(size: usize, test: &str, flags: &[&str]) -> Option<EtcdCluster> {
         let Some(binary) = etcd_binary() else {
             skip(test);
             return None;
         };
         let mut failure = String::new();
         for _ in 0..3 {
-            match EtcdCluster::try_start(&binary, size) {
+            match EtcdCluster::try_start(&binary, size, flags) {
                 Ok(cluster) => return Some(cluster),
                 Err(why) => failure = why,
             }
@@ -144,7 +149,7 @@ impl EtcdCluster {
         panic!("etcd did not start: {failure}");
     }
 
-    fn try_start(binary: &PathBuf, size: usize) -> Result<EtcdCluster, String> {
+    fn try_start(binary: &PathBuf, size: usize, flags: &[&str]) -> Result<EtcdCluster, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
         let initial: Vec<String> = ports
@@ -173,6 +178,7 @@ impl EtcdCluster {
                 .args(["--initial-cluster-state", "new"])
                 .args(["--initial-cluster-token", &token])
                 .args(["--logger", "zap", "--log-level", "warn"])
+                .args(flags)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log_file)
