@@ -337,6 +337,58 @@ mod etcd {
         );
     }
 
+    /// A watch cut off from etcd (its only member stopped) cannot vouch for what a watcher
+    /// cached: after the retry budget it says so (`Lagged`, so a cache reads again rather than
+    /// answering from what it had, for as long as the outage lasts), and again when it is back
+    /// (what was read meanwhile may be older than what it goes on from). Changes made after
+    /// are seen. Before, a cut-off watch was silent: a resolver's cache answered unasked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_watch_cut_off_from_etcd_says_it_lagged_and_again_when_it_is_back() {
+        let Some(cluster) = EtcdCluster::start(1, "a watch cut off from etcd") else {
+            return;
+        };
+        let options = EtcdOptions {
+            attempt_timeout: Duration::from_millis(300),
+            retry_budget: Duration::from_secs(2),
+            ..EtcdOptions::default()
+        };
+        let store = Arc::new(
+            EtcdStore::connect_with(&cluster.endpoints(), Limits::default(), options)
+                .await
+                .unwrap(),
+        );
+        let registry = Registry::new(store.clone(), Limits::default());
+        let mut watch = registry.watch();
+        registry
+            .register("before", uri(1), false, BTreeSet::new(), None)
+            .await
+            .unwrap();
+        let seen = next_change(&mut watch, |_| true).await;
+        assert!(
+            matches!(&seen, Change::Registered { name, .. } if name == "before"),
+            "{seen:?}"
+        );
+        let pid = cluster.members[0].pid().expect("running");
+        signal(pid, "STOP");
+        let stopped = Instant::now();
+        let lagged = next_change(&mut watch, |_| true).await;
+        let told_after = stopped.elapsed();
+        signal(pid, "CONT");
+        assert_eq!(lagged, Change::Lagged { missed: 0 });
+        let back = next_change(&mut watch, |_| true).await;
+        assert_eq!(back, Change::Lagged { missed: 0 });
+        registry
+            .register("after", uri(2), false, BTreeSet::new(), None)
+            .await
+            .unwrap();
+        let seen = next_change(&mut watch, |_| true).await;
+        assert!(
+            matches!(&seen, Change::Registered { name, .. } if name == "after"),
+            "{seen:?}"
+        );
+        eprintln!("etcd stopped: the watch said it lagged after {told_after:?} (retry budget 2 s)");
+    }
+
     async fn name_server(storage: &Storage) -> (NameServerHandle, NameServerProxy) {
         let ns = NameServer::builder()
             .port(0)

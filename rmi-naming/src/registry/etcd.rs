@@ -42,8 +42,12 @@
 //! Starting from the last revision seen, rather than from one read after `watch` returns, means
 //! no change made after the call is missed; a store idle while others write may deliver some
 //! changes from just before the call too. A start revision etcd compacted away is reported as
-//! [`Change::Lagged`]. The watch runs as a task of the current tokio runtime until the stream
-//! is dropped.
+//! [`Change::Lagged`]. So is an answer too large to receive (over the client's 4 MiB: a
+//! watcher catching up over large entries), after which the watch goes on from the current
+//! revision. A watch cut off from every member for longer than the retry budget says
+//! `Lagged { missed: 0 }` (a cache it feeds cannot be vouched for), and again once it is back
+//! if it did, or if reads were answered without quorum meanwhile. The watch runs as a task of
+//! the current tokio runtime until the stream is dropped.
 //!
 //! # Endpoint health
 //!
@@ -298,6 +302,8 @@ struct Cluster {
     revision: AtomicI64,
     /// Attempts that failed over to another member or round.
     retries: AtomicU64,
+    /// Reads answered serializably (possibly stale) because no quorum answered.
+    relaxed_reads: AtomicU64,
     options: EtcdOptions,
 }
 
@@ -442,7 +448,11 @@ impl Cluster {
         match self.attempt(half, false, &mut |c| f(c, false)).await {
             Err(Failure::Unavailable(why)) => {
                 tracing::warn!(error = %why, "etcd has no quorum; reading from any member");
-                self.attempt(half, true, &mut |c| f(c, true)).await
+                let read = self.attempt(half, true, &mut |c| f(c, true)).await;
+                if read.is_ok() {
+                    self.relaxed_reads.fetch_add(1, Ordering::Relaxed);
+                }
+                read
             }
             other => other,
         }
@@ -546,6 +556,7 @@ impl EtcdStore {
                 preferred: AtomicUsize::new(0),
                 revision: AtomicI64::new(0),
                 retries: AtomicU64::new(0),
+                relaxed_reads: AtomicU64::new(0),
                 options: options.clone(),
             }),
             keys: Keys::new(&options.root),
@@ -1361,15 +1372,39 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
     // Leases whose record was deleted without a revoke mark, by the revision: their names,
     // deleted in that same revision, expired.
     let mut expired: HashMap<i64, i64> = HashMap::new();
+    // While the watch is down, the changes it would report wait in etcd's history, but a
+    // watcher's cache cannot be vouched for: a change made meanwhile is reported only once the
+    // watch is back. So a watch down for longer than the retry budget says `Lagged` (a cache
+    // reads again rather than answering from what it had); and when it is back, it says so
+    // again if it said so while down or if reads were answered from a member without quorum
+    // meanwhile (possibly older than revisions the watch goes on after: a cache may hold them).
+    let mut down: Option<Down> = None;
     loop {
         if tx.is_closed() {
             return;
         }
+        if let Some(down) = down.as_mut().filter(|d| !d.told) {
+            if down.since.elapsed() >= cluster.options.retry_budget {
+                down.told = true;
+                tracing::warn!("the etcd watch is down; watchers are told they lagged");
+                if tx.send(Change::Lagged { missed: 0 }).await.is_err() {
+                    return;
+                }
+            }
+        }
         let Some((member, mut stream)) = cluster.open_watch(&keys.root, next).await else {
+            down.get_or_insert_with(|| Down::new(&cluster));
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         };
+        let was_down = down.take();
+        let tell = was_down.is_some_and(|down| {
+            down.told || cluster.relaxed_reads.load(Ordering::Relaxed) != down.relaxed_reads
+        });
+        if tell && tx.send(Change::Lagged { missed: 0 }).await.is_err() {
+            return;
+        }
         // Whether the stream ended on an answer too large to receive, which every member would
         // send again.
         let mut too_large = false;
@@ -1435,6 +1470,7 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
             }
             next = next.max(now + 1);
         }
+        down.get_or_insert_with(|| Down::new(&cluster));
         // A stream that broke is opened again after a pause: one that breaks at once (a member
         // that accepts watches and then fails them) must not spin.
         tokio::select! {
@@ -1442,6 +1478,25 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Since when a store's watch has been down, and what it did meanwhile.
+struct Down {
+    since: Instant,
+    /// Whether watchers were told (`Lagged`).
+    told: bool,
+    /// The cluster's count of reads answered without quorum when the watch went down.
+    relaxed_reads: u64,
+}
+
+impl Down {
+    fn new(cluster: &Cluster) -> Self {
+        Down {
+            since: Instant::now(),
+            told: false,
+            relaxed_reads: cluster.relaxed_reads.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -1655,6 +1710,7 @@ mod tests {
             preferred: AtomicUsize::new(0),
             revision: AtomicI64::new(0),
             retries: AtomicU64::new(0),
+            relaxed_reads: AtomicU64::new(0),
             options: EtcdOptions::default(),
         }
     }
