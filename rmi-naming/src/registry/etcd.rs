@@ -96,7 +96,8 @@ pub const DEFAULT_ROOT: &str = "/rmi/";
 /// Keys listed per request when scanning (a page).
 const PAGE: i64 = 512;
 
-/// Deletes per transaction when removing by regex (etcd's `--max-txn-ops` defaults to 128).
+/// Deletes per transaction when removing by regex, and entries per transaction when setting a
+/// shared name's metadata (etcd's `--max-txn-ops` defaults to 128).
 const DELETES_PER_TXN: usize = 64;
 
 /// Changes a watcher may have queued before the watch waits for it to read.
@@ -676,18 +677,20 @@ impl EtcdStore {
         &self,
         start: Vec<u8>,
         end: Vec<u8>,
+        what: &str,
         mut visit: impl FnMut(&KeyValue) -> Result<(), NamingError>,
     ) -> Result<(), NamingError> {
         let mut from = start;
         let mut revision = 0;
+        let mut page = PAGE;
         loop {
             let (key, range_end) = (from.clone(), end.clone());
-            let resp = self
+            let read = self
                 .cluster
                 .read(|mut c, serializable| {
                     let (key, range_end) = (key.clone(), range_end.clone());
                     async move {
-                        let mut o = GetOptions::new().with_range(range_end).with_limit(PAGE);
+                        let mut o = GetOptions::new().with_range(range_end).with_limit(page);
                         if revision > 0 {
                             o = o.with_revision(revision);
                         }
@@ -697,8 +700,18 @@ impl EtcdStore {
                         c.get(key, Some(o)).await
                     }
                 })
-                .await
-                .map_err(|f| self.fail("a listing", f))?;
+                .await;
+            let resp = match read {
+                // A page too large for the client to receive (over its 4 MiB: entries with much
+                // metadata): the same keys in smaller pages.
+                Err(Failure::Refused(etcd_client::Error::GRpcStatus(s)))
+                    if s.code() == tonic::Code::OutOfRange && page > 1 =>
+                {
+                    page = (page / 4).max(1);
+                    continue;
+                }
+                read => read.map_err(|f| self.fail(what, f))?,
+            };
             self.cluster.saw(resp.header());
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
@@ -753,7 +766,7 @@ impl EtcdStore {
                 (key, end)
             }
         };
-        self.scan(start, end, |kv| match self.decode(kv) {
+        self.scan(start, end, "a listing", |kv| match self.decode(kv) {
             Some((name, _)) if name == NAME_SERVER_NAME => Ok(()),
             Some((name, entry)) => take(name, entry),
             None => Ok(()),
@@ -970,31 +983,18 @@ impl Store for EtcdStore {
                 .map(|e| vec![e])
                 .ok_or_else(|| unknown_name(name));
         }
+        // In pages, as a listing: a shared name's entries may be more than one answer holds.
         let (key, end) = self.keys.name_range(name);
-        let resp = self
-            .cluster
-            .read(|mut c, serializable| {
-                let (key, end) = (key.clone(), end.clone());
-                async move {
-                    let mut o = GetOptions::new().with_range(end);
-                    if serializable {
-                        o = o.with_serializable();
-                    }
-                    c.get(key, Some(o)).await
-                }
-            })
-            .await
-            .map_err(|f| self.fail("a lookup", f))?;
-        self.cluster.saw(resp.header());
         let mut all = Vec::new();
-        for kv in resp.kvs() {
-            if self.keys.name_of(kv.key()) != Some(name) {
-                continue;
+        self.scan(key, end, "a lookup", |kv| {
+            if self.keys.name_of(kv.key()) == Some(name) {
+                all.push(decode_entry(kv).ok_or_else(|| {
+                    NamingError::new(format!("the entry of {name} in etcd is malformed"))
+                })?);
             }
-            all.push(decode_entry(kv).ok_or_else(|| {
-                NamingError::new(format!("the entry of {name} in etcd is malformed"))
-            })?);
-        }
+            Ok(())
+        })
+        .await?;
         if all.is_empty() {
             return Err(unknown_name(name));
         }
@@ -1056,7 +1056,7 @@ impl Store for EtcdStore {
         let mut doomed = Vec::new();
         let start = self.keys.names.clone().into_bytes();
         let end = prefix_end(&start);
-        self.scan(start, end, |kv| {
+        self.scan(start, end, "a listing", |kv| {
             if let Some(name) = self.keys.name_of(kv.key()) {
                 if name != NAME_SERVER_NAME && filter.matches(name) {
                     if let Ok(key) = std::str::from_utf8(kv.key()) {
@@ -1098,60 +1098,76 @@ impl Store for EtcdStore {
             return Ok(());
         }
         let (key, end) = self.keys.name_range(name);
-        for _ in 0..CAS_ATTEMPTS {
-            let resp = self
-                .cluster
-                .call(|mut c| {
-                    let (key, end) = (key.clone(), end.clone());
-                    async move { c.get(key, Some(GetOptions::new().with_range(end))).await }
-                })
-                .await
-                .map_err(|f| self.fail("a metadata update", f))?;
-            self.cluster.saw(resp.header());
-            // Every entry of the name (one, or one per daemon of a shared name), put only if
-            // nobody changed any of them since they were read, each keeping its lease.
-            let mut compares = Vec::new();
-            let mut puts = Vec::new();
-            for kv in resp.kvs() {
+        'attempt: for _ in 0..CAS_ATTEMPTS {
+            // Every entry of the name (one, or one per daemon of a shared name), read in pages,
+            // put only if nobody changed it since, each keeping its lease: in transactions of
+            // at most `DELETES_PER_TXN` entries and about 1 MiB (etcd refuses more than 128
+            // operations, or 1.5 MiB, in one). One that finds an entry changed reads them all
+            // again; what the others put is the same metadata, put again.
+            let mut updates: Vec<(Compare, TxnOp, usize)> = Vec::new();
+            self.scan(key.clone(), end.clone(), "a metadata update", |kv| {
                 if self.keys.name_of(kv.key()) != Some(name) {
-                    continue;
+                    return Ok(());
                 }
                 let mut entry = decode_entry(kv).ok_or_else(|| {
                     NamingError::new(format!("the entry of {name} in etcd is malformed"))
                 })?;
                 entry.metadata = metadata.clone();
-                compares.push(Compare::mod_revision(
-                    kv.key(),
-                    CompareOp::Equal,
-                    kv.mod_revision(),
+                let value = EtcdStore::encode(&entry);
+                let size = kv.key().len() + value.len();
+                updates.push((
+                    Compare::mod_revision(kv.key(), CompareOp::Equal, kv.mod_revision()),
+                    TxnOp::put(
+                        kv.key(),
+                        value,
+                        Some(PutOptions::new().with_lease(kv.lease())),
+                    ),
+                    size,
                 ));
-                puts.push(TxnOp::put(
-                    kv.key(),
-                    EtcdStore::encode(&entry),
-                    Some(PutOptions::new().with_lease(kv.lease())),
-                ));
-            }
-            if puts.is_empty() {
+                Ok(())
+            })
+            .await?;
+            if updates.is_empty() {
                 return Err(unknown_name(name));
             }
-            let result = self
-                .cluster
-                .call(|mut c| {
-                    let txn = Txn::new().when(compares.clone()).and_then(puts.clone());
-                    async move { c.txn(txn).await }
-                })
-                .await;
-            match result {
-                Ok(resp) => {
-                    self.cluster.saw(resp.header());
-                    if resp.succeeded() {
-                        return Ok(());
+            let mut rest = updates.as_slice();
+            while !rest.is_empty() {
+                let mut bytes = 0;
+                let n = rest
+                    .iter()
+                    .take(DELETES_PER_TXN)
+                    .take_while(|(_, _, size)| {
+                        bytes += size;
+                        bytes <= 1 << 20
+                    })
+                    .count()
+                    .max(1);
+                let (chunk, after) = rest.split_at(n);
+                rest = after;
+                let compares: Vec<Compare> = chunk.iter().map(|(c, _, _)| c.clone()).collect();
+                let puts: Vec<TxnOp> = chunk.iter().map(|(_, p, _)| p.clone()).collect();
+                let result = self
+                    .cluster
+                    .call(|mut c| {
+                        let txn = Txn::new().when(compares.clone()).and_then(puts.clone());
+                        async move { c.txn(txn).await }
+                    })
+                    .await;
+                match result {
+                    Ok(resp) => {
+                        self.cluster.saw(resp.header());
+                        if !resp.succeeded() {
+                            continue 'attempt;
+                        }
                     }
+                    // The lease ended under us: so did the name.
+                    Err(Failure::Refused(e)) if lease_not_found(&e) => {
+                        return Err(unknown_name(name))
+                    }
+                    Err(f) => return Err(self.fail("a metadata update", f)),
                 }
-                // The lease ended under us: so did the name.
-                Err(Failure::Refused(e)) if lease_not_found(&e) => return Err(unknown_name(name)),
-                Err(f) => return Err(self.fail("a metadata update", f)),
             }
+            return Ok(());
         }
         Err(NamingError::new(format!(
             "the entry of {name} kept changing; set its metadata again"

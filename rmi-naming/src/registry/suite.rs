@@ -820,6 +820,55 @@ async fn etcd_lease_ttls_round_up_to_whole_seconds() {
     }
 }
 
+/// The most metadata the default limits let an entry carry: 64 tags of 256 bytes (an entry
+/// of about 17 KB in etcd).
+#[cfg(feature = "etcd")]
+fn heavy_tags() -> BTreeSet<String> {
+    let limits = Limits::default();
+    (0..limits.max_tags)
+        .map(|i| format!("{i:03}{}", "t".repeat(limits.max_tag_len - 3)))
+        .collect()
+}
+
+/// Entries with the most metadata the limits allow: a listing's page of 512 of them, or a
+/// shared name's 300 entries in one answer, is over the 4 MiB the client receives. They are
+/// read in smaller pages; before, `list`, `yplookup` and `lookup_all` failed for good
+/// ("etcd refused a listing: … message length too large"), and so did a plain `lookup` of such
+/// a shared name, and setting its metadata (one transaction of 300 puts).
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn etcd_answers_too_large_for_one_message_are_read_in_smaller_pages() {
+    let Some((_cluster, store)) = one_etcd("answers too large for one message").await else {
+        return;
+    };
+    for i in 0..300u16 {
+        store
+            .register(
+                format!("big{i:03}"),
+                Entry::new(uri(i), heavy_tags()),
+                false,
+            )
+            .await
+            .unwrap();
+        let shared = Entry {
+            shared: true,
+            ..Entry::new(uri(1000 + i), heavy_tags())
+        };
+        store.register("svc".into(), shared, false).await.unwrap();
+    }
+    let listed = store.list(&NameFilter::Prefix("big".into())).await.unwrap();
+    assert_eq!(listed.len(), 300);
+    assert_eq!(listed[299].0, "big299");
+    assert_eq!(store.lookup_all("svc").await.unwrap().len(), 300);
+    let all = store.list(&NameFilter::All).await.unwrap();
+    assert_eq!(all.len(), 600);
+    // Setting the shared name's metadata puts all 300 (5 MB: more than one transaction takes).
+    store.set_metadata("svc", tags(&["light"])).await.unwrap();
+    let entries = store.lookup_all("svc").await.unwrap();
+    assert_eq!(entries.len(), 300);
+    assert!(entries.iter().all(|e| e.metadata == tags(&["light"])));
+}
+
 /// etcd sends a revision's events, and a watcher catching up up to a thousand revisions, in
 /// one answer, and the client receives at most 4 MiB: a watch that fell behind over 300
 /// entries of 17 KB (the default limits' most metadata) cannot receive them. It says so
@@ -835,13 +884,8 @@ async fn an_etcd_watch_answer_too_large_to_receive_is_reported_as_lagged_and_the
     let b = EtcdStore::connect(&cluster.endpoints(), test_limits())
         .await
         .unwrap();
-    let limits = Limits::default();
-    let heavy: Vec<String> = (0..limits.max_tags)
-        .map(|i| format!("{i:03}{}", "t".repeat(limits.max_tag_len - 3)))
-        .collect();
-    let heavy: Vec<&str> = heavy.iter().map(String::as_str).collect();
     for i in 0..300 {
-        a.register(format!("big{i}"), Entry::new(uri(1), tags(&heavy)), false)
+        a.register(format!("big{i}"), Entry::new(uri(1), heavy_tags()), false)
             .await
             .unwrap();
     }
