@@ -1008,6 +1008,13 @@ impl Store for EtcdStore {
     async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError> {
         // NOTE: a remove retried after an attempt that was applied but whose answer was lost
         // counts only what the retry removed (possibly 0); the names are gone either way.
+        // No name holds whitespace or a control character; a shared entry's key does (a space
+        // before its URI): a name or prefix with one matches no name, and must not reach them.
+        if let NameFilter::Name(text) | NameFilter::Prefix(text) = filter {
+            if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Ok(0);
+            }
+        }
         let range = match filter {
             NameFilter::Name(n) if n == NAME_SERVER_NAME => return Ok(0),
             NameFilter::Name(n) => {

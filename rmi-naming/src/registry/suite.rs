@@ -974,6 +974,43 @@ async fn a_full_etcd_database_is_a_refusal_that_says_so_not_an_outage() {
     assert_eq!(store.retries(), retries, "refused at once, not retried");
 }
 
+/// A shared entry's key is its name, a space and its URI: removing by a prefix or name that
+/// holds the space (no name does) removes nothing, as in the other stores; before, `"app "`
+/// removed every shared entry of `app`, and `"app <uri>"` one of them.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn removing_by_a_prefix_or_name_no_name_can_have_removes_nothing_from_etcd() {
+    let Some((_cluster, store)) = one_etcd("removing by what no name can be").await else {
+        return;
+    };
+    for port in [1, 2] {
+        let shared = Entry {
+            shared: true,
+            ..Entry::new(uri(port), tags(&[]))
+        };
+        store.register("app".into(), shared, false).await.unwrap();
+    }
+    let one = format!("app {}", uri(1));
+    for filter in [
+        NameFilter::Prefix("app ".into()),
+        NameFilter::Name(one),
+        NameFilter::Prefix("app\u{1}".into()),
+    ] {
+        assert_eq!(store.remove(&filter).await.unwrap(), 0, "{filter:?}");
+    }
+    assert_eq!(
+        uris(&store.lookup_all("app").await.unwrap()),
+        uri_set(&[1, 2])
+    );
+    assert_eq!(
+        store
+            .remove(&NameFilter::Prefix("ap".into()))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
 /// A lease whose revocation began (its record marked, the revoke itself not yet done: a name
 /// server that died in between) is not kept alive: its holder hears it is gone and registers
 /// again, rather than keeping names that watchers already saw removed. A record whose TTL
