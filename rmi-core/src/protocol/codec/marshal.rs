@@ -7,9 +7,9 @@
 //! … `0`; it never writes references. A non-empty `Vec<u8>` is written as bytes (`s`), as
 //! Python's bytes are.
 //!
-//! The reader parses one marshal object into the shared [`Value`] tree and refuses anything
-//! that is not data (code objects, complex numbers, `StopIteration`, `Ellipsis`, old string
-//! references). Every decode is bounded: nesting at most `max_depth` deep (counted after
+//! The reader parses one marshal object into the shared [`Value`] tree (a complex number as
+//! the tuple `(real, imag)`) and refuses anything that is not data (code objects,
+//! `StopIteration`, `Ellipsis`, old string references). Every decode is bounded: nesting at most `max_depth` deep (counted after
 //! references are resolved), declared lengths within the bytes left, ints at most
 //! [`MAX_LONG_DIGITS`] digits (and those beyond 128 bits, whose decimal text costs time
 //! quadratic in their length, [`MAX_LONG_DIGITS_TOTAL`] in a document), trailing bytes refused.
@@ -338,13 +338,24 @@ impl Reader<'_> {
                 let v = f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
                 leaf(Value::Float(v))
             }
-            b'f' => {
-                let n = usize::from(self.byte()?);
-                let text = std::str::from_utf8(self.take(n)?)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<f64>().ok())
-                    .ok_or_else(|| self.error("an invalid float"))?;
-                leaf(Value::Float(text))
+            b'f' => leaf(Value::Float(self.text_float()?)),
+            // A complex number, binary (`y`) or as text (`x`, before marshal version 2): the
+            // tuple `(real, imag)`, as serpent's is read.
+            b'y' => {
+                let real = f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
+                let imag = f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
+                Ok(Node::Tuple(vec![
+                    Node::Leaf(Value::Float(real)),
+                    Node::Leaf(Value::Float(imag)),
+                ]))
+            }
+            b'x' => {
+                let real = self.text_float()?;
+                let imag = self.text_float()?;
+                Ok(Node::Tuple(vec![
+                    Node::Leaf(Value::Float(real)),
+                    Node::Leaf(Value::Float(imag)),
+                ]))
             }
             b's' => {
                 let n = self.len(1)?;
@@ -410,11 +421,20 @@ impl Reader<'_> {
             b'c' => Err(self.error("a code object (refused: only data is read)")),
             b'0' => Err(self.error("a NULL outside a dict")),
             other => Err(self.error(format_args!(
-                "type code {:?} is not data rmi reads (complex numbers, StopIteration, \
-                 Ellipsis and code objects are refused)",
+                "type code {:?} is not data rmi reads (StopIteration, Ellipsis and code \
+                 objects are refused)",
                 other as char
             ))),
         }
+    }
+
+    /// A float as text (`f`, and each half of `x`): a length byte, then Python's repr.
+    fn text_float(&mut self) -> Result<f64, Error> {
+        let n = usize::from(self.byte()?);
+        std::str::from_utf8(self.take(n)?)
+            .ok()
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .ok_or_else(|| self.error("an invalid float"))
     }
 
     fn items(&mut self, n: usize) -> Result<Vec<Node>, Error> {
@@ -981,6 +1001,15 @@ mod tests {
                 b"\xa9\x02\xe9\x01\x00\x00\x00\xe9\x02\x00\x00\x00",
                 Value::Tuple(vec![Value::Int(1), Value::Int(2)]),
             ),
+            // marshal.dumps(complex(1.5, -2)), and with version 1 (as text): (real, imag).
+            (
+                b"y\x00\x00\x00\x00\x00\x00\xf8?\x00\x00\x00\x00\x00\x00\x00\xc0",
+                Value::Tuple(vec![Value::Float(1.5), Value::Float(-2.0)]),
+            ),
+            (
+                b"x\x031.5\x02-2",
+                Value::Tuple(vec![Value::Float(1.5), Value::Float(-2.0)]),
+            ),
         ];
         for (bytes, want) in cases {
             assert_eq!(&parse(bytes, &limits()).unwrap(), want, "{bytes:?}");
@@ -1143,10 +1172,6 @@ mod tests {
     fn what_is_not_data_or_not_bounded_is_refused() {
         let refused: &[(&[u8], &str)] = &[
             (b"c\x00\x00\x00\x00", "code object"),
-            (
-                b"y\x00\x00\x00\x00\x00\x00\xf8?\x00\x00\x00\x00\x00\x00\xf8?",
-                "not data",
-            ),
             (b"S", "not data"),
             (b".", "not data"),
             (b"0", "NULL"),

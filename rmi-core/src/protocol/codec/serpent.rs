@@ -4,6 +4,8 @@
 //! floats with `1e30000` for infinity and Pyro's NaN dict, quoted strs, bytes as Pyro's base64
 //! dict, tuples, lists, dicts). The reader parses one Python literal expression into the
 //! shared [`Value`] tree, nesting at most `max_depth` deep, then deserializes from the tree.
+//! A complex number (`(1.5-2.0j)`, `2j`) is read as the tuple `(real, imag)` of two floats,
+//! which is how `num_complex::Complex64` and `(f64, f64)` deserialize.
 //! `../shared/serpent.md` is the specification.
 
 use std::fmt::Write as _;
@@ -193,7 +195,7 @@ impl Parser<'_> {
 
     fn tuple(&mut self) -> Result<Value, Error> {
         let (mut items, trailing) = self.items(b')')?;
-        // `(x)` is x; `(x,)` and `()` are tuples. A complex number `(a+bj)` is not spoken.
+        // `(x)` is x; `(x,)` and `()` are tuples (a complex number `(a+bj)` is a number).
         if items.len() == 1 && !trailing {
             return Ok(items.pop().expect("one item"));
         }
@@ -271,7 +273,43 @@ impl Parser<'_> {
         }
     }
 
+    /// A number: an int, a float, or a complex number (`a+bj`, `a-bj`, `bj`: serpent writes
+    /// `(a+bj)`, parenthesized), read as the tuple `(real, imag)`.
     fn number(&mut self) -> Result<Value, Error> {
+        let (value, imaginary) = self.real_or_imaginary()?;
+        if imaginary {
+            // `bj` alone: Python's `-2j` is `(-0.0-2.0j)`, its real part the sign's.
+            let Value::Float(imag) = value else {
+                unreachable!("an imaginary part is a float")
+            };
+            let real = if imag.is_sign_negative() { -0.0 } else { 0.0 };
+            return Ok(complex(real, imag));
+        }
+        // `a+bj` or `a-bj`: a real number, a sign, then an imaginary one with no sign of its own.
+        let after_real = self.at;
+        self.skip_space();
+        if let Some(sign @ (b'+' | b'-')) = self.peek() {
+            self.at += 1;
+            self.skip_space();
+            if self.peek().is_some_and(|c| c.is_ascii_digit() || c == b'.') {
+                if let (Value::Float(imag), true) = self.real_or_imaginary()? {
+                    let real = match value {
+                        Value::Int(i) => i as f64,
+                        Value::BigInt(ref digits) => digits.parse().unwrap_or(f64::NAN),
+                        Value::Float(f) => f,
+                        _ => unreachable!("a number"),
+                    };
+                    return Ok(complex(real, if sign == b'-' { -imag } else { imag }));
+                }
+            }
+            return Err(self.error("a number followed by a sign and no imaginary number"));
+        }
+        self.at = after_real;
+        Ok(value)
+    }
+
+    /// An int or float, or an imaginary number (its float, and `true`).
+    fn real_or_imaginary(&mut self) -> Result<(Value, bool), Error> {
         let start = self.at;
         let negative = match self.peek() {
             Some(b'-') => {
@@ -311,25 +349,36 @@ impl Parser<'_> {
         if let Some((prefix, radix)) = radix {
             let n = i128::from_str_radix(&lower[prefix.len()..], radix)
                 .map_err(|_| self.error("invalid or too large an int literal"))?;
-            return Ok(Value::Int(if negative { -n } else { n }));
+            return Ok((Value::Int(if negative { -n } else { n }), false));
         }
         if lower.bytes().all(|c| c.is_ascii_digit()) {
             if lower.len() > 1 && lower.starts_with('0') && lower.bytes().any(|c| c != b'0') {
                 return Err(self.error("leading zeros in an int literal"));
             }
-            return Ok(match format!("{sign}{lower}").parse::<i128>() {
-                Ok(n) => Value::Int(n),
-                Err(_) => Value::BigInt(format!("{sign}{}", lower.trim_start_matches('0'))),
-            });
+            return Ok((
+                match format!("{sign}{lower}").parse::<i128>() {
+                    Ok(n) => Value::Int(n),
+                    Err(_) => Value::BigInt(format!("{sign}{}", lower.trim_start_matches('0'))),
+                },
+                false,
+            ));
         }
-        if lower.ends_with('j') {
-            return Err(self.error("complex numbers are not supported"));
+        let (lower, imaginary) = match lower.strip_suffix('j') {
+            Some(imag) => (imag, true),
+            None => (lower.as_str(), false),
+        };
+        // A float, as Python writes them (digits, a point, an exponent: not "inf" or "nan",
+        // which Rust would read); out of range (1e30000, Pyro's infinity) is infinity.
+        if !lower
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'+' | b'-'))
+        {
+            return Err(self.error("invalid number literal"));
         }
-        // A float; out of range (1e30000, Pyro's infinity) is infinity, as in Python.
         let f: f64 = lower
             .parse()
             .map_err(|_| self.error("invalid number literal"))?;
-        Ok(Value::Float(if negative { -f } else { f }))
+        Ok((Value::Float(if negative { -f } else { f }), imaginary))
     }
 
     /// One or more adjacent string literals (Python concatenates them).
@@ -501,6 +550,11 @@ impl Parser<'_> {
         out.push(ch);
         Ok(())
     }
+}
+
+/// A complex number as rmi reads it: the tuple `(real, imag)`.
+fn complex(real: f64, imag: f64) -> Value {
+    Value::Tuple(vec![Value::Float(real), Value::Float(imag)])
 }
 
 /// Writes Python literals.
@@ -1131,10 +1185,44 @@ mod tests {
             Value::Dict(vec![(Value::Str("a".into()), Value::List(vec![]))])
         );
         for bad in [
-            "true", "007", "1 2", "'open", "f'x'", "(1+2j)", "[1,,2]", "{'a'}:",
+            "true",
+            "007",
+            "1 2",
+            "'open",
+            "f'x'",
+            "[1,,2]",
+            "{'a'}:",
+            "1+2",
+            "1+-2j",
+            "inf",
+            "nan",
+            "-infinity",
+            "1e5x",
         ] {
             assert!(parse_body(bad).is_err(), "{bad} should be refused");
         }
+        // Complex numbers, as serpent writes them and as Python reads them: the tuple
+        // `(real, imag)`.
+        let c = |real: f64, imag: f64| Value::Tuple(vec![Value::Float(real), Value::Float(imag)]);
+        for (text, expected) in [
+            ("(1.0+2.0j)", c(1.0, 2.0)),
+            ("(-1.5-2.0j)", c(-1.5, -2.0)),
+            ("(0.0+1e30000j)", c(0.0, f64::INFINITY)),
+            ("(1e-07-0.0j)", c(1e-7, -0.0)),
+            ("3 + 4j", c(3.0, 4.0)),
+            ("2j", c(0.0, 2.0)),
+            (
+                "[(1+1j),(2-2.5j)]",
+                Value::List(vec![c(1.0, 1.0), c(2.0, -2.5)]),
+            ),
+        ] {
+            assert_eq!(parse_body(text).unwrap(), expected, "{text}");
+        }
+        let Value::Tuple(parts) = parse_body("-2j").unwrap() else {
+            panic!("a complex")
+        };
+        assert!(matches!(parts[..], [Value::Float(r), Value::Float(i)]
+            if r == 0.0 && r.is_sign_negative() && i == -2.0));
         assert!(parse(b"'a\0'", &DecodeLimits::default()).is_err());
     }
 

@@ -427,9 +427,11 @@ impl<'de> serde::Deserialize<'de> for Value {
             fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Value, E> {
                 Ok(Value::Bytes(v))
             }
-            /// A msgpack extension (rmp-serde's newtype of tag and data): Pyro5's ints beyond
-            /// 64 bits (0x31, decimal digits), datetimes (0x32, the POSIX timestamp as a
-            /// native f64) and dates (0x33, the proleptic ordinal as a native i64).
+            /// A msgpack extension (rmp-serde's newtype of tag and data): Pyro5's complex
+            /// numbers (0x30, two native f64: the tuple `(real, imag)`), ints beyond 64 bits
+            /// (0x31, decimal digits), datetimes (0x32, the POSIX timestamp as a native f64)
+            /// and dates (0x33, the proleptic ordinal as a native C long: 8 bytes, or 4 from
+            /// Windows).
             fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
                 let (tag, data): (i8, serde_bytes::ByteBuf) = serde::Deserialize::deserialize(d)?;
                 let eight = |data: &[u8]| -> Result<[u8; 8], D::Error> {
@@ -451,7 +453,19 @@ impl<'de> serde::Deserialize<'de> for Value {
                         })
                     }
                     0x32 => Ok(Value::Float(f64::from_ne_bytes(eight(&data)?))),
+                    // A date's ordinal: a C long, 4 bytes on Windows.
+                    0x33 if data.len() == 4 => Ok(Value::Int(
+                        i32::from_ne_bytes(data[..].try_into().expect("4 bytes")).into(),
+                    )),
                     0x33 => Ok(Value::Int(i64::from_ne_bytes(eight(&data)?).into())),
+                    // A complex number: two native f64, read as the tuple `(real, imag)`.
+                    0x30 if data.len() == 16 => {
+                        let (real, imag) = data.split_at(8);
+                        Ok(Value::Tuple(vec![
+                            Value::Float(f64::from_ne_bytes(eight(real)?)),
+                            Value::Float(f64::from_ne_bytes(eight(imag)?)),
+                        ]))
+                    }
                     other => Err(de::Error::custom(format_args!(
                         "msgpack extension type {other:#x} is not data rmi reads"
                     ))),
@@ -836,6 +850,35 @@ mod tests {
             let err = ext(bad).unwrap_err().to_string();
             assert!(err.contains("an invalid int extension"), "{bad:?}: {err}");
         }
+    }
+
+    /// Pyro5's msgpack: a complex number is extension 0x30 of two native f64 (read as the tuple
+    /// `(real, imag)`); a date's ordinal is a C long, 4 bytes when Python runs on Windows.
+    #[test]
+    fn pyro5s_msgpack_complex_numbers_and_windows_dates_are_read() {
+        // Python: msgpack.packb(complex(1.5, -2), default=Pyro5's) on x86-64.
+        let mut complex = vec![0xd8, 0x30];
+        complex.extend_from_slice(&1.5f64.to_ne_bytes());
+        complex.extend_from_slice(&(-2.0f64).to_ne_bytes());
+        assert_eq!(
+            rmp_serde::from_slice::<Value>(&complex).unwrap(),
+            Value::Tuple(vec![Value::Float(1.5), Value::Float(-2.0)])
+        );
+        let date = |ordinal: &[u8]| {
+            let mut doc = vec![0xc7, ordinal.len() as u8, 0x33];
+            doc.extend_from_slice(ordinal);
+            rmp_serde::from_slice::<Value>(&doc)
+        };
+        // date(2026, 12, 1).toordinal() == 739_951
+        assert_eq!(
+            date(&739_951i64.to_ne_bytes()).unwrap(),
+            Value::Int(739_951)
+        );
+        assert_eq!(
+            date(&739_951i32.to_ne_bytes()).unwrap(),
+            Value::Int(739_951)
+        );
+        assert!(date(&[1, 2, 3]).is_err());
     }
 
     #[test]
