@@ -45,9 +45,10 @@
 //! [`Change::Lagged`]. So is an answer too large to receive (over the client's 4 MiB: a
 //! watcher catching up over large entries), after which the watch goes on from the current
 //! revision. A watch cut off from every member for longer than the retry budget says
-//! `Lagged { missed: 0 }` (a cache it feeds cannot be vouched for), and again once it is back
-//! if it did, or if reads were answered without quorum meanwhile. The watch runs as a task of
-//! the current tokio runtime until the stream is dropped.
+//! `Lagged { missed: 0 }` (a cache it feeds cannot be vouched for), and again once it is back;
+//! so does every watch after a read answered without quorum (its answer may be older than
+//! what the watch goes on from). The watch runs as a task of the current tokio runtime until
+//! the stream is dropped.
 //!
 //! # Endpoint health
 //!
@@ -274,6 +275,15 @@ fn retryable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// Which members may answer a read.
+#[derive(Debug, Clone, Copy)]
+enum Consistency {
+    /// A quorum (linearizable reads only).
+    Quorum,
+    /// A quorum if one answers, else any member (serializable reads: possibly stale).
+    AnyMember,
+}
+
 /// Why an operation failed.
 #[derive(Debug)]
 enum Failure {
@@ -303,8 +313,9 @@ struct Cluster {
     revision: AtomicI64,
     /// Attempts that failed over to another member or round.
     retries: AtomicU64,
-    /// Reads answered serializably (possibly stale) because no quorum answered.
-    relaxed_reads: AtomicU64,
+    /// How many reads were answered serializably (possibly stale) because no quorum answered:
+    /// each watch says `Lagged` for them (a cache may hold what they answered).
+    relaxed_reads: tokio::sync::watch::Sender<u64>,
     options: EtcdOptions,
 }
 
@@ -451,7 +462,7 @@ impl Cluster {
                 tracing::warn!(error = %why, "etcd has no quorum; reading from any member");
                 let read = self.attempt(half, true, &mut |c| f(c, true)).await;
                 if read.is_ok() {
-                    self.relaxed_reads.fetch_add(1, Ordering::Relaxed);
+                    self.relaxed_reads.send_modify(|n| *n += 1);
                 }
                 read
             }
@@ -557,7 +568,7 @@ impl EtcdStore {
                 preferred: AtomicUsize::new(0),
                 revision: AtomicI64::new(0),
                 retries: AtomicU64::new(0),
-                relaxed_reads: AtomicU64::new(0),
+                relaxed_reads: tokio::sync::watch::Sender::new(0),
                 options: options.clone(),
             }),
             keys: Keys::new(&options.root),
@@ -678,6 +689,7 @@ impl EtcdStore {
         start: Vec<u8>,
         end: Vec<u8>,
         what: &str,
+        read: Consistency,
         mut visit: impl FnMut(&KeyValue) -> Result<(), NamingError>,
     ) -> Result<(), NamingError> {
         let mut from = start;
@@ -685,33 +697,38 @@ impl EtcdStore {
         let mut page = PAGE;
         loop {
             let (key, range_end) = (from.clone(), end.clone());
-            let read = self
-                .cluster
-                .read(|mut c, serializable| {
-                    let (key, range_end) = (key.clone(), range_end.clone());
-                    async move {
-                        let mut o = GetOptions::new().with_range(range_end).with_limit(page);
-                        if revision > 0 {
-                            o = o.with_revision(revision);
-                        }
-                        if serializable {
-                            o = o.with_serializable();
-                        }
-                        c.get(key, Some(o)).await
+            let get = |mut c: Client, serializable: bool| {
+                let (key, range_end) = (key.clone(), range_end.clone());
+                async move {
+                    let mut o = GetOptions::new().with_range(range_end).with_limit(page);
+                    if revision > 0 {
+                        o = o.with_revision(revision);
                     }
-                })
-                .await;
-            let resp = match read {
+                    if serializable {
+                        o = o.with_serializable();
+                    }
+                    c.get(key, Some(o)).await
+                }
+            };
+            let answer = match read {
+                Consistency::Quorum => self.cluster.call(|c| get(c, false)).await,
+                Consistency::AnyMember => self.cluster.read(get).await,
+            };
+            let resp = match answer {
                 // A page too large for the client to receive (over its 4 MiB: entries with much
                 // metadata): the same keys in smaller pages.
                 Err(Failure::Refused(etcd_client::Error::GRpcStatus(s)))
-                    if s.code() == tonic::Code::OutOfRange && page > 1 =>
+                    if s.code() == tonic::Code::OutOfRange
+                        && s.message().contains("message length too large")
+                        && page > 1 =>
                 {
                     page = (page / 4).max(1);
                     continue;
                 }
-                read => read.map_err(|f| self.fail(what, f))?,
+                answer => answer.map_err(|f| self.fail(what, f))?,
             };
+            // Back to full pages once they fit again.
+            page = (page * 2).min(PAGE);
             self.cluster.saw(resp.header());
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
@@ -766,11 +783,17 @@ impl EtcdStore {
                 (key, end)
             }
         };
-        self.scan(start, end, "a listing", |kv| match self.decode(kv) {
-            Some((name, _)) if name == NAME_SERVER_NAME => Ok(()),
-            Some((name, entry)) => take(name, entry),
-            None => Ok(()),
-        })
+        self.scan(
+            start,
+            end,
+            "a listing",
+            Consistency::AnyMember,
+            |kv| match self.decode(kv) {
+                Some((name, _)) if name == NAME_SERVER_NAME => Ok(()),
+                Some((name, entry)) => take(name, entry),
+                None => Ok(()),
+            },
+        )
         .await?;
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -986,7 +1009,7 @@ impl Store for EtcdStore {
         // In pages, as a listing: a shared name's entries may be more than one answer holds.
         let (key, end) = self.keys.name_range(name);
         let mut all = Vec::new();
-        self.scan(key, end, "a lookup", |kv| {
+        self.scan(key, end, "a lookup", Consistency::AnyMember, |kv| {
             if self.keys.name_of(kv.key()) == Some(name) {
                 all.push(decode_entry(kv).ok_or_else(|| {
                     NamingError::new(format!("the entry of {name} in etcd is malformed"))
@@ -1063,7 +1086,7 @@ impl Store for EtcdStore {
         let mut doomed = Vec::new();
         let start = self.keys.names.clone().into_bytes();
         let end = prefix_end(&start);
-        self.scan(start, end, "a listing", |kv| {
+        self.scan(start, end, "a listing", Consistency::AnyMember, |kv| {
             if let Some(name) = self.keys.name_of(kv.key()) {
                 if name != NAME_SERVER_NAME && filter.matches(name) {
                     if let Ok(key) = std::str::from_utf8(kv.key()) {
@@ -1110,9 +1133,14 @@ impl Store for EtcdStore {
             // put only if nobody changed it since, each keeping its lease: in transactions of
             // at most `DELETES_PER_TXN` entries and about 1 MiB (etcd refuses more than 128
             // operations, or 1.5 MiB, in one). One that finds an entry changed reads them all
-            // again; what the others put is the same metadata, put again.
+            // again; what the others put is the same metadata, put again. So a shared name of
+            // more entries than one transaction holds is not set atomically: an error part way
+            // (the cluster gone, or entries changing for every attempt) leaves some entries
+            // with the new metadata, and setting it again finishes the job.
             let mut updates: Vec<(Compare, TxnOp, usize)> = Vec::new();
-            self.scan(key.clone(), end.clone(), "a metadata update", |kv| {
+            // Read with quorum: a member behind could miss an entry registered since.
+            let (from, to) = (key.clone(), end.clone());
+            self.scan(from, to, "a metadata update", Consistency::Quorum, |kv| {
                 if self.keys.name_of(kv.key()) != Some(name) {
                     return Ok(());
                 }
@@ -1398,10 +1426,14 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
     // While the watch is down, the changes it would report wait in etcd's history, but a
     // watcher's cache cannot be vouched for: a change made meanwhile is reported only once the
     // watch is back. So a watch down for longer than the retry budget says `Lagged` (a cache
-    // reads again rather than answering from what it had); and when it is back, it says so
-    // again if it said so while down or if reads were answered from a member without quorum
-    // meanwhile (possibly older than revisions the watch goes on after: a cache may hold them).
+    // reads again rather than answering from what it had), and again once it is back if it
+    // did. A read answered from a member without quorum (possibly older than revisions the
+    // watch goes on after) is followed by `Lagged` too, whether the watch is up or down: a
+    // cache that held its answer reads again (one whose lookup was still under way when the
+    // `Lagged` came does not keep the answer).
     let mut down: Option<Down> = None;
+    let mut relaxed = cluster.relaxed_reads.subscribe();
+    relaxed.mark_unchanged();
     loop {
         if tx.is_closed() {
             return;
@@ -1415,25 +1447,31 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
                 }
             }
         }
+        if relaxed.has_changed().unwrap_or(false) {
+            relaxed.mark_unchanged();
+            if tx.send(Change::Lagged { missed: 0 }).await.is_err() {
+                return;
+            }
+        }
         let Some((member, mut stream)) = cluster.open_watch(&keys.root, next).await else {
-            down.get_or_insert_with(|| Down::new(&cluster));
+            down.get_or_insert_with(Down::new);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         };
-        let was_down = down.take();
-        let tell = was_down.is_some_and(|down| {
-            down.told || cluster.relaxed_reads.load(Ordering::Relaxed) != down.relaxed_reads
-        });
-        if tell && tx.send(Change::Lagged { missed: 0 }).await.is_err() {
-            return;
-        }
         // Whether the stream ended on an answer too large to receive, which every member would
         // send again.
         let mut too_large = false;
         loop {
             let message = tokio::select! {
                 _ = tx.closed() => return,
+                _ = relaxed.changed() => {
+                    relaxed.mark_unchanged();
+                    if tx.send(Change::Lagged { missed: 0 }).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 m = stream.message() => m,
             };
             let resp = match message {
@@ -1444,7 +1482,8 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
                 }
                 Err(e) => {
                     too_large = matches!(&e, etcd_client::Error::GRpcStatus(s)
-                        if s.code() == tonic::Code::OutOfRange);
+                        if s.code() == tonic::Code::OutOfRange
+                            && s.message().contains("message length too large"));
                     if too_large {
                         tracing::warn!(error = %e, "an etcd watch answer is too large to receive");
                     } else {
@@ -1467,6 +1506,13 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
                 }
                 break;
             }
+            // The watch is back once it answers (etcd's first answer says it was created): not
+            // when it opens, since a stream that breaks at once is still down.
+            if down.take().is_some_and(|down| down.told)
+                && tx.send(Change::Lagged { missed: 0 }).await.is_err()
+            {
+                return;
+            }
             backoff = Duration::from_millis(50);
             cluster.saw(resp.header());
             for event in resp.events() {
@@ -1483,17 +1529,23 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
         if too_large {
             // etcd sends a revision's events (and a lagging watcher up to a thousand revisions)
             // in one answer, and the client takes at most 4 MiB: opening the watch again at
-            // `next` would fail the same way, for ever. Say what was missed, and go on from now.
-            let Some(now) = current_revision(&cluster, &keys, &tx).await else {
-                return;
-            };
-            let missed = u64::try_from(now + 1 - next).unwrap_or(0);
+            // `next` would fail the same way, for ever. Say what was missed (at once: how many
+            // is known only if the cluster answers), and go on from now.
+            let now = revision_now(&cluster, &keys).await;
+            let missed = now.map_or(0, |now| u64::try_from(now + 1 - next).unwrap_or(0));
             if tx.send(Change::Lagged { missed }).await.is_err() {
                 return;
             }
+            let now = match now {
+                Some(now) => now,
+                None => match current_revision(&cluster, &keys, &tx).await {
+                    Some(now) => now,
+                    None => return,
+                },
+            };
             next = next.max(now + 1);
         }
-        down.get_or_insert_with(|| Down::new(&cluster));
+        down.get_or_insert_with(Down::new);
         // A stream that broke is opened again after a pause: one that breaks at once (a member
         // that accepts watches and then fails them) must not spin.
         tokio::select! {
@@ -1504,21 +1556,18 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
     }
 }
 
-/// Since when a store's watch has been down, and what it did meanwhile.
+/// Since when a store's watch has been down, and whether watchers were told.
 struct Down {
     since: Instant,
     /// Whether watchers were told (`Lagged`).
     told: bool,
-    /// The cluster's count of reads answered without quorum when the watch went down.
-    relaxed_reads: u64,
 }
 
 impl Down {
-    fn new(cluster: &Cluster) -> Self {
+    fn new() -> Self {
         Down {
             since: Instant::now(),
             told: false,
-            relaxed_reads: cluster.relaxed_reads.load(Ordering::Relaxed),
         }
     }
 }
@@ -1534,21 +1583,27 @@ async fn current_revision(
         if tx.is_closed() {
             return None;
         }
-        let root = keys.root.clone();
-        let read = cluster
-            .call(|mut c| {
-                let root = root.clone();
-                async move {
-                    let o = GetOptions::new().with_prefix().with_count_only();
-                    c.get(root, Some(o)).await
-                }
-            })
-            .await;
-        match read {
-            Ok(resp) => return Some(resp.header().map_or(0, |h| h.revision())),
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        match revision_now(cluster, keys).await {
+            Some(revision) => return Some(revision),
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
         }
     }
+}
+
+/// The revision of the cluster now, if a member answers within the retry budget.
+async fn revision_now(cluster: &Cluster, keys: &Keys) -> Option<i64> {
+    let root = keys.root.clone();
+    let read = cluster
+        .call(|mut c| {
+            let root = root.clone();
+            async move {
+                let o = GetOptions::new().with_prefix().with_count_only();
+                c.get(root, Some(o)).await
+            }
+        })
+        .await
+        .ok()?;
+    Some(read.header().map_or(0, |h| h.revision()))
 }
 
 /// The change one watch event makes, if it is one a watcher sees.
@@ -1733,7 +1788,7 @@ mod tests {
             preferred: AtomicUsize::new(0),
             revision: AtomicI64::new(0),
             retries: AtomicU64::new(0),
-            relaxed_reads: AtomicU64::new(0),
+            relaxed_reads: tokio::sync::watch::Sender::new(0),
             options: EtcdOptions::default(),
         }
     }

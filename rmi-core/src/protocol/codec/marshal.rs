@@ -38,9 +38,13 @@ pub(super) const MAX_LONG_DIGITS: usize = 1024;
 /// costs time quadratic in its length (16 of the largest: about ten million steps).
 pub(super) const MAX_LONG_DIGITS_TOTAL: usize = 16 * MAX_LONG_DIGITS;
 /// How many times its size a payload may expand to, in bytes of memory (a value's size plus its
-/// str's or bytes' length; beyond a floor of 2 MiB): twice what a document without references
-/// can take, a value for each byte.
-pub(super) const EXPANSION: usize = 2 * std::mem::size_of::<Value>();
+/// str's or bytes' length), beyond a floor of [`EXPANSION_FLOOR`]: four times what a document
+/// without references can take (a value for each byte), so that Python's own data, which
+/// shares objects freely (`[t] * 100_000` for a tuple `t` of ten ints: 500 KB, 35 MB of
+/// values), is read, and a payload cannot grow beyond a fixed multiple of its size.
+pub(super) const EXPANSION: usize = 4 * std::mem::size_of::<Value>();
+/// The expansion budget of a small payload: 16 MiB.
+pub(super) const EXPANSION_FLOOR: usize = 16 << 20;
 
 fn codec_error(e: impl std::fmt::Display) -> Error {
     Error::Codec(format!("marshal: {e}"))
@@ -115,7 +119,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
     }
     // The table's handles go, so values referenced once move instead of being copied.
     drop(r.refs);
-    let mut budget = bytes.len().saturating_mul(EXPANSION).max(2 << 20);
+    let mut budget = bytes.len().saturating_mul(EXPANSION).max(EXPANSION_FLOOR);
     tree.into_value(0, limits.max_depth, &mut budget)
 }
 
@@ -440,7 +444,7 @@ impl Reader<'_> {
     fn items(&mut self, n: usize) -> Result<Vec<Node>, Error> {
         // Not all of a declared length at once: each level of a nested document could claim
         // the bytes left, a value's size for each.
-        let mut items = Vec::with_capacity(n.min(4096));
+        let mut items = Vec::with_capacity(n.min(256));
         for _ in 0..n {
             items.push(self.object()?);
         }
@@ -1296,7 +1300,7 @@ mod tests {
     }
 
     #[test]
-    fn references_may_expand_a_payload_to_twice_a_value_per_byte_or_2_mib() {
+    fn references_may_expand_a_payload_to_four_values_per_byte_or_16_mib() {
         // A list of `n` copies of one str (`u`) or bytes (`s`) of `len` bytes: the first, then
         // references to it.
         let doc = |code: u8, len: usize, n: usize| {
@@ -1315,20 +1319,21 @@ mod tests {
         // The most copies that fit a budget.
         let most = |len: usize, budget: usize| (budget - VALUE_SIZE) / (VALUE_SIZE + len);
         for code in [b'u', b's'] {
-            // Within the 2 MiB floor (the documents are far smaller than 2 MiB / EXPANSION).
-            let n = most(1000, 2 << 20);
-            assert!(doc(code, 1000, n + 1).len() * EXPANSION < 2 << 20);
-            assert!(cost(1000, n) <= 2 << 20 && cost(1000, n + 1) > 2 << 20);
-            // Beyond it, EXPANSION times the payload: 100,000 bytes copied, each copy 5 bytes.
-            let len = 100_000;
+            // Within the floor (the documents are far smaller than the floor / EXPANSION).
+            let n = most(10_000, EXPANSION_FLOOR);
+            assert!(doc(code, 10_000, n + 1).len() * EXPANSION < EXPANSION_FLOOR);
+            assert!(cost(10_000, n) <= EXPANSION_FLOOR && cost(10_000, n + 1) > EXPANSION_FLOOR);
+            // Beyond it, EXPANSION times the payload: 1,000,000 bytes copied, each copy 5 bytes.
+            let len = 1_000_000;
             let budget = |n: usize| doc(code, len, n).len() * EXPANSION;
-            let n = (1..).find(|&n| cost(len, n) > budget(n)).unwrap() - 1;
-            assert!(budget(n) > 2 << 20);
-            for (len, n, fits) in [(1000, most(1000, 2 << 20), true)]
-                .into_iter()
-                .chain([(1000, most(1000, 2 << 20) + 1, false)])
-                .chain([(len, n, true), (len, n + 1, false)])
-            {
+            let at_most = (1..).find(|&n| cost(len, n) > budget(n)).unwrap() - 1;
+            assert!(budget(at_most) > EXPANSION_FLOOR);
+            for (len, n, fits) in [
+                (10_000, n, true),
+                (10_000, n + 1, false),
+                (len, at_most, true),
+                (len, at_most + 1, false),
+            ] {
                 let got = parse(&doc(code, len, n), &limits());
                 let what = format!(
                     "{} of {len} bytes × {n}: {:?}",
@@ -1345,6 +1350,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// What Python writes for data that shares objects is read: `marshal.dumps(x)` of
+    /// `[tuple(range(10))] * 100_000` (500,052 bytes) and of `[{'a': 1, …, 'e': 5}] * 20_000`
+    /// (100,042 bytes), byte for byte as CPython 3.11 writes them.
+    #[test]
+    fn pythons_shared_objects_are_read() {
+        let mut tuples = vec![b'['];
+        tuples.extend_from_slice(&100_000u32.to_le_bytes());
+        tuples.extend_from_slice(b"\xa9\x0a");
+        for i in 0..10i32 {
+            tuples.push(b'i' | FLAG_REF);
+            tuples.extend_from_slice(&i.to_le_bytes());
+        }
+        for _ in 1..100_000 {
+            tuples.extend_from_slice(b"r\x00\x00\x00\x00");
+        }
+        assert_eq!(tuples.len(), 500_052);
+        let Value::List(read) = parse(&tuples, &limits()).unwrap() else {
+            panic!("a list")
+        };
+        assert_eq!(read.len(), 100_000);
+        assert_eq!(
+            read[99_999],
+            Value::Tuple((0..10).map(Value::Int).collect())
+        );
+
+        let mut dicts = vec![b'['];
+        dicts.extend_from_slice(&20_000u32.to_le_bytes());
+        dicts.push(b'{' | FLAG_REF);
+        for (i, key) in [b'a', b'b', b'c', b'd', b'e'].into_iter().enumerate() {
+            dicts.extend_from_slice(&[b'z' | FLAG_REF, 1, key, b'i' | FLAG_REF]);
+            dicts.extend_from_slice(&(i as i32 + 1).to_le_bytes());
+        }
+        dicts.push(b'0');
+        for _ in 1..20_000 {
+            dicts.extend_from_slice(b"r\x00\x00\x00\x00");
+        }
+        assert_eq!(dicts.len(), 100_042);
+        let Value::List(read) = parse(&dicts, &limits()).unwrap() else {
+            panic!("a list")
+        };
+        assert_eq!(read.len(), 20_000);
     }
 
     /// Hostile documents a review found (each bounded now, each an error, none a crash).

@@ -330,7 +330,10 @@ impl Parser<'_> {
             || (self.at > digits_start
                 && matches!(self.peek(), Some(b'+' | b'-'))
                 && matches!(self.s[self.at - 1], b'e' | b'E')
-                && !self.s[digits_start..self.at].starts_with(b"0x"))
+                && !self
+                    .s
+                    .get(digits_start..digits_start + 2)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"0x")))
         {
             self.at += 1;
         }
@@ -1211,6 +1214,8 @@ mod tests {
             ("(1e-07-0.0j)", c(1e-7, -0.0)),
             ("3 + 4j", c(3.0, 4.0)),
             ("2j", c(0.0, 2.0)),
+            ("0X1E+5j", c(30.0, 5.0)),
+            ("1E+5", Value::Float(1e5)),
             (
                 "[(1+1j),(2-2.5j)]",
                 Value::List(vec![c(1.0, 1.0), c(2.0, -2.5)]),
