@@ -82,7 +82,8 @@ pub use rmi_core::rustls;
 /// raised error never passes for "unknown method", "bad arguments" or a panic). In a batch,
 /// a raised error stops the batch. Without the attribute, a `Result<U, E>` is an ordinary value.
 /// The macro knows a `Result` by its name, so a one-argument alias named `Result` (as
-/// `io::Result<T>`) works too, and one named otherwise does not. A stream that can fail before
+/// `io::Result<T>`: an `io::Error` raises Python's `OSError`, or the subclass Python raises for
+/// the same failure, such as `FileNotFoundError`) works too, and one named otherwise does not. A stream that can fail before
 /// its first item returns `Result<RemoteStream<T>, E>` with `#[rmi(raises)]`: an `Ok` streams,
 /// an `Err` is the call's error.
 ///

@@ -257,6 +257,41 @@ pub struct RemoteError {
     pub method: Option<String>,
 }
 
+/// An I/O error raised by a method (`#[rmi(raises)]` on one returning `io::Result<T>`): Python's
+/// `OSError`, or the subclass Python raises for the same failure (`FileNotFoundError`,
+/// `PermissionError`, `TimeoutError`, …), with the error's sources as the remote traceback.
+impl From<std::io::Error> for RemoteError {
+    fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let class = match e.kind() {
+            K::NotFound => "FileNotFoundError",
+            K::PermissionDenied => "PermissionError",
+            K::AlreadyExists => "FileExistsError",
+            K::ConnectionRefused => "ConnectionRefusedError",
+            K::ConnectionReset => "ConnectionResetError",
+            K::ConnectionAborted => "ConnectionAbortedError",
+            K::BrokenPipe => "BrokenPipeError",
+            K::WouldBlock => "BlockingIOError",
+            K::TimedOut => "TimeoutError",
+            K::Interrupted => "InterruptedError",
+            K::IsADirectory => "IsADirectoryError",
+            K::NotADirectory => "NotADirectoryError",
+            _ => "OSError",
+        };
+        let mut remote = RemoteError::new(
+            RemoteErrorKind::Other,
+            format!("builtins.{class}"),
+            e.to_string(),
+        );
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            remote.chain.push(cause.to_string());
+            source = cause.source();
+        }
+        remote
+    }
+}
+
 impl RemoteError {
     /// A remote error of the given kind with a type name and message.
     pub fn new(

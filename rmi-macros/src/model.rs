@@ -316,13 +316,14 @@ fn lower_args<'a>(sig: &'a Signature, origin: Origin, cx: &mut Ctxt) -> Vec<Arg<
             cx.error(origin, syn::Error::new_spanned(attr, msg));
             continue;
         }
-        if ident.to_string().starts_with("__") {
+        // (`r#__args` is `__args`.)
+        if ident.unraw().to_string().starts_with("__") {
             let msg = "argument names starting with `__` are reserved for generated code";
             cx.error(origin, syn::Error::new_spanned(ident, msg));
             continue;
         }
         if let Some(tokens) = borrowed_or_impl(&pt.ty) {
-            let msg = "remote method arguments must be owned types that implement serde's traits (e.g. `String`, not `&str`; no `impl Trait`)";
+            let msg = "remote method arguments must be owned types that implement serde's traits (e.g. `String`, not `&str`; no `impl Trait`, `Self` or `!`)";
             cx.error(origin, syn::Error::new_spanned(tokens, msg));
             continue;
         }
@@ -337,7 +338,7 @@ fn lower_output(sig: &Signature, origin: Origin, cx: &mut Ctxt) -> Type {
         ReturnType::Default => syn::parse_quote!(()),
         ReturnType::Type(_, ty) => {
             if let Some(tokens) = borrowed_or_impl(ty) {
-                let msg = "remote methods must return an owned type";
+                let msg = "remote methods must return an owned type (not a reference, `impl Trait`, `Self` or `!`)";
                 cx.error(origin, syn::Error::new_spanned(tokens, msg));
             }
             (**ty).clone()

@@ -102,6 +102,12 @@ pub(crate) fn borrowed_or_impl(ty: &Type) -> Option<TokenStream> {
         Type::Tuple(t) => t.elems.iter().find_map(borrowed_or_impl),
         Type::Array(a) => borrowed_or_impl(&a.elem),
         Type::Slice(s) => borrowed_or_impl(&s.elem),
+        // `!` (which would need a nightly feature in the generated code's types).
+        Type::Never(n) => Some(n.to_token_stream()),
+        // `Self` means another type in each generated item (the proxy, the server, a batch).
+        Type::Path(p) if p.path.segments.iter().any(|seg| seg.ident == "Self") => {
+            Some(p.to_token_stream())
+        }
         Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
             syn::PathArguments::AngleBracketed(ab) => ab.args.iter().find_map(|a| match a {
                 syn::GenericArgument::Type(t) => borrowed_or_impl(t),
@@ -189,5 +195,14 @@ mod tests {
             Some("impl Copy")
         );
         assert_eq!(culprit(syn::parse_quote!(Option<(String, [u8; 4])>)), None);
+        assert_eq!(culprit(syn::parse_quote!(!)).as_deref(), Some("!"));
+        assert_eq!(
+            culprit(syn::parse_quote!(Vec<Self>)).as_deref(),
+            Some("Self")
+        );
+        assert_eq!(
+            culprit(syn::parse_quote!(Self::Item)).as_deref(),
+            Some("Self :: Item")
+        );
     }
 }

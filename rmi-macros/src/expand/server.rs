@@ -18,10 +18,17 @@ pub(super) fn server_struct(
     let server = &names.server;
     let contract = names.contract;
     let doc = format!("Serves a [`{contract}`] implementation: register it in a daemon.");
+    let name = server.to_string();
     quote! {
         #[doc = #doc]
         #vis struct #server<__T> {
             inner: #p::std::sync::Arc<__T>,
+        }
+
+        impl<__T> ::core::fmt::Debug for #server<__T> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#name).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -31,6 +38,8 @@ pub(super) fn server_impl(names: &Names<'_>, p: &TokenStream) -> TokenStream {
     let server = &names.server;
     let contract = names.contract;
     quote! {
+        // (A deprecated contract is the user's to hear about, not the generated code's.)
+        #[allow(deprecated)]
         impl<__T: #contract> #server<__T> {
             /// Wraps `object` for registration in a daemon.
             pub fn new(object: __T) -> Self {

@@ -4,6 +4,24 @@
 
 #![deny(warnings)]
 
+/// A contract deprecated as a whole: its server compiles without a warning of its own (its
+/// users hear of it, and say they know).
+#[deprecated(note = "use `Store`")]
+#[rmi::remote]
+pub trait OldStore {
+    /// Reads.
+    async fn get(&self, key: String) -> Option<String>;
+}
+
+struct OldImpl;
+
+#[allow(deprecated)]
+impl OldStore for OldImpl {
+    async fn get(&self, key: String) -> Option<String> {
+        Some(key)
+    }
+}
+
 /// A store with an old and a new way to read.
 #[rmi::remote]
 pub trait Store {
@@ -49,6 +67,10 @@ fn blocking(store: &StoreBlockingProxy) -> Result<Option<String>, rmi::Error> {
 
 fn main() {
     let _served: &dyn rmi::Dispatch = &StoreServer::new(Impl);
+    #[allow(deprecated)]
+    let _old: &dyn rmi::Dispatch = &OldStoreServer::new(OldImpl);
+    // A server is `Debug`, as the proxies are, whatever it serves.
+    assert_eq!(format!("{:?}", StoreServer::new(Impl)), "StoreServer { .. }");
     let _ = client;
     let _ = blocking;
 }
