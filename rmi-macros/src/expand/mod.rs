@@ -57,8 +57,10 @@ pub(crate) fn expand(service: &Service<'_>, options: &Options) -> TokenStream {
     let server_clone = server::clone_impl(names);
     let server_dispatch = server::dispatch_impl(service, names, p);
     let clashes = server::conditional_clashes(service);
+    let type_checks = server::type_checks(service, p, options.server_only);
     let server = quote! {
         #clashes
+        #type_checks
         #contract
         #server_struct
         #server_impl

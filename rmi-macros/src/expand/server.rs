@@ -125,6 +125,50 @@ fn metadata_push(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     }
 }
 
+/// Checks, each spanned at a type as written in the signature, that the arguments and results
+/// have the serde traits the generated code needs: a type without them is then named where it
+/// is written (`the trait bound `Point: Serialize` is not satisfied` under `Point`), not only
+/// at the attribute. Under `server_only` the server's needs only: arguments decoded, results
+/// encoded.
+pub(super) fn type_checks(service: &Service<'_>, p: &TokenStream, server_only: bool) -> TokenStream {
+    let (arg_bound, reply_bound) = if server_only {
+        (
+            quote!(#p::serde::de::DeserializeOwned),
+            quote!(#p::serde::Serialize),
+        )
+    } else {
+        (
+            quote!(#p::serde::de::DeserializeOwned + #p::serde::Serialize),
+            quote!(#p::serde::Serialize + #p::serde::de::DeserializeOwned),
+        )
+    };
+    let checks = service.methods.iter().map(|m| {
+        let cfgs = m.cfg_attrs();
+        let args = m.args.iter().map(|arg| {
+            let ty = arg.ty;
+            quote_spanned!(syn::spanned::Spanned::span(ty)=> __arg::<#ty>();)
+        });
+        let reply = match &m.kind {
+            MethodKind::Stream(item) => Some(*item),
+            MethodKind::Oneway(_) => None,
+            MethodKind::Normal => Some(&m.reply),
+        };
+        let reply =
+            reply.map(|ty| quote_spanned!(syn::spanned::Spanned::span(ty)=> __reply::<#ty>();));
+        quote! { #(#cfgs)* { #(#args)* #reply } }
+    });
+    quote! {
+        const _: () = {
+            #[allow(dead_code, deprecated)]
+            fn __types() {
+                fn __arg<__A: #arg_bound>() {}
+                fn __reply<__R: #reply_bound>() {}
+                #(#checks)*
+            }
+        };
+    }
+}
+
 /// The `match` arm for the method: decode the arguments, call, encode the result.
 fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStream {
     let cfgs = m.cfg_attrs();
