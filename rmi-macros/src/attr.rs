@@ -39,6 +39,13 @@ impl<'a> MethodAttrs<'a> {
                 .any(|name| attr.path().is_ident(name))
             {
                 out.carried.push(attr);
+            } else if let Some(inner) = hidden_in_cfg_attr(attr) {
+                let msg = format!(
+                    "`#[{inner}]` inside `#[cfg_attr]` is not supported on a remote method: the \
+                     macro cannot see what it stands for; write it plainly, or write the method \
+                     twice under `#[cfg]`"
+                );
+                cx.error(origin, syn::Error::new_spanned(attr, msg));
             }
         }
         out
@@ -70,6 +77,23 @@ impl<'a> MethodAttrs<'a> {
         }
         Ok(())
     }
+}
+
+/// The attribute a `#[cfg_attr(predicate, ...)]` would add that the macro must see (`rmi`,
+/// `cfg`, `deprecated`): its meaning is decided after the macro runs, which would see the
+/// `#[cfg_attr]` only (and leave `rmi` to the compiler, which does not know it).
+pub(crate) fn hidden_in_cfg_attr(attr: &Attribute) -> Option<&'static str> {
+    if !attr.path().is_ident("cfg_attr") {
+        return None;
+    }
+    let list = attr
+        .parse_args_with(syn::punctuated::Punctuated::<syn::Meta, Token![,]>::parse_terminated)
+        .ok()?;
+    list.iter().skip(1).find_map(|meta| {
+        ["rmi", "cfg", "deprecated", "cfg_attr"]
+            .into_iter()
+            .find(|name| meta.path().is_ident(name))
+    })
 }
 
 /// A flag option (`oneway`, `idempotent`, `raises`), at its span: one given a value, as in

@@ -45,11 +45,14 @@ fn rewrite_method(f: &mut TraitItemFn) {
     }
 }
 
-/// Removes `#[rmi(...)]` from the trait's methods; they are ours, not the compiler's.
+/// Removes `#[rmi(...)]` from the trait's methods; they are ours, not the compiler's. (So is a
+/// `#[cfg_attr]` hiding one, refused with its own error.)
 pub(super) fn strip_rmi_attrs(item: &mut ItemTrait) {
     for trait_item in &mut item.items {
         if let TraitItem::Fn(f) = trait_item {
-            f.attrs.retain(|a| !a.path().is_ident("rmi"));
+            f.attrs.retain(|a| {
+                !a.path().is_ident("rmi") && crate::attr::hidden_in_cfg_attr(a).is_none()
+            });
         }
     }
 }

@@ -130,7 +130,11 @@ fn metadata_push(m: &Method<'_>, p: &TokenStream) -> TokenStream {
 /// is written (`the trait bound `Point: Serialize` is not satisfied` under `Point`), not only
 /// at the attribute. Under `server_only` the server's needs only: arguments decoded, results
 /// encoded.
-pub(super) fn type_checks(service: &Service<'_>, p: &TokenStream, server_only: bool) -> TokenStream {
+pub(super) fn type_checks(
+    service: &Service<'_>,
+    p: &TokenStream,
+    server_only: bool,
+) -> TokenStream {
     let (arg_bound, reply_bound) = if server_only {
         (
             quote!(#p::serde::de::DeserializeOwned),
