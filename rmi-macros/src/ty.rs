@@ -108,15 +108,42 @@ pub(crate) fn borrowed_or_impl(ty: &Type) -> Option<TokenStream> {
         Type::Path(p) if p.path.segments.iter().any(|seg| seg.ident == "Self") => {
             Some(p.to_token_stream())
         }
-        Type::Path(p) => p.path.segments.iter().find_map(|seg| match &seg.arguments {
-            syn::PathArguments::AngleBracketed(ab) => ab.args.iter().find_map(|a| match a {
-                syn::GenericArgument::Type(t) => borrowed_or_impl(t),
-                syn::GenericArgument::Lifetime(l) => Some(l.to_token_stream()),
-                _ => None,
+        Type::Path(p) => p
+            .qself
+            .as_ref()
+            .and_then(|q| borrowed_or_impl(&q.ty))
+            .or_else(|| {
+                p.path.segments.iter().find_map(|seg| match &seg.arguments {
+                    syn::PathArguments::AngleBracketed(ab) => {
+                        ab.args.iter().find_map(|a| match a {
+                            syn::GenericArgument::Type(t) => borrowed_or_impl(t),
+                            syn::GenericArgument::Lifetime(l) => Some(l.to_token_stream()),
+                            _ => None,
+                        })
+                    }
+                    syn::PathArguments::Parenthesized(args) => args
+                        .inputs
+                        .iter()
+                        .find_map(borrowed_or_impl)
+                        .or_else(|| output_culprit(&args.output)),
+                    syn::PathArguments::None => None,
+                })
             }),
-            _ => None,
-        }),
+        // A function pointer's parameters and result.
+        Type::BareFn(f) => f
+            .inputs
+            .iter()
+            .find_map(|arg| borrowed_or_impl(&arg.ty))
+            .or_else(|| output_culprit(&f.output)),
         _ => None,
+    }
+}
+
+/// [`borrowed_or_impl`] of a function type's result, if it has one.
+fn output_culprit(output: &syn::ReturnType) -> Option<TokenStream> {
+    match output {
+        syn::ReturnType::Type(_, ty) => borrowed_or_impl(ty),
+        syn::ReturnType::Default => None,
     }
 }
 
@@ -203,6 +230,19 @@ mod tests {
         assert_eq!(
             culprit(syn::parse_quote!(Self::Item)).as_deref(),
             Some("Self :: Item")
+        );
+        assert_eq!(
+            culprit(syn::parse_quote!(<Self as Base>::X)).as_deref(),
+            Some("Self")
+        );
+        assert_eq!(
+            culprit(syn::parse_quote!(Option<fn(Self) -> u8>)).as_deref(),
+            Some("Self")
+        );
+        assert_eq!(
+            culprit(syn::parse_quote!(Box<dyn Fn(u8) -> Self>)),
+            None,
+            "(a trait object's bounds are not types: serde refuses it anyway)"
         );
     }
 }

@@ -450,19 +450,25 @@ impl Cluster {
     }
 
     /// A read: linearizable with failover for half the budget; if no member could answer so
-    /// (no quorum), serializable from any member that answers, for the other half.
-    async fn read<T, F, Fut>(&self, mut f: F) -> Result<T, Failure>
+    /// (no quorum), serializable from any member that answers, for the other half. Such an
+    /// answer older than a revision already seen is counted in `relaxed_reads` (each watch
+    /// then says `Lagged`: what a cache took from it may be older than what the watch goes on
+    /// from); one as new is not (the watch reports every change after it).
+    async fn read<F, Fut>(&self, mut f: F) -> Result<etcd_client::GetResponse, Failure>
     where
         F: FnMut(Client, bool) -> Fut,
-        Fut: Future<Output = Result<T, etcd_client::Error>>,
+        Fut: Future<Output = Result<etcd_client::GetResponse, etcd_client::Error>>,
     {
         let half = self.options.retry_budget / 2;
         match self.attempt(half, false, &mut |c| f(c, false)).await {
             Err(Failure::Unavailable(why)) => {
                 tracing::warn!(error = %why, "etcd has no quorum; reading from any member");
                 let read = self.attempt(half, true, &mut |c| f(c, true)).await;
-                if read.is_ok() {
-                    self.relaxed_reads.send_modify(|n| *n += 1);
+                if let Ok(resp) = &read {
+                    let at = resp.header().map_or(0, |h| h.revision());
+                    if at < self.revision.load(Ordering::Relaxed) {
+                        self.relaxed_reads.send_modify(|n| *n += 1);
+                    }
                 }
                 read
             }
@@ -695,6 +701,8 @@ impl EtcdStore {
         let mut from = start;
         let mut revision = 0;
         let mut page = PAGE;
+        // Pages that fit since the last one too large: four make the page twice as large.
+        let mut fitted = 0;
         loop {
             let (key, range_end) = (from.clone(), end.clone());
             let get = |mut c: Client, serializable: bool| {
@@ -723,12 +731,17 @@ impl EtcdStore {
                         && page > 1 =>
                 {
                     page = (page / 4).max(1);
+                    fitted = 0;
                     continue;
                 }
                 answer => answer.map_err(|f| self.fail(what, f))?,
             };
-            // Back to full pages once they fit again.
-            page = (page * 2).min(PAGE);
+            // Back to full pages, slowly, once they fit again.
+            fitted += 1;
+            if fitted == 4 {
+                page = (page * 2).min(PAGE);
+                fitted = 0;
+            }
             self.cluster.saw(resp.header());
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
@@ -1086,7 +1099,8 @@ impl Store for EtcdStore {
         let mut doomed = Vec::new();
         let start = self.keys.names.clone().into_bytes();
         let end = prefix_end(&start);
-        self.scan(start, end, "a listing", Consistency::AnyMember, |kv| {
+        // With quorum: a member behind could miss a name registered since.
+        self.scan(start, end, "a listing", Consistency::Quorum, |kv| {
             if let Some(name) = self.keys.name_of(kv.key()) {
                 if name != NAME_SERVER_NAME && filter.matches(name) {
                     if let Ok(key) = std::str::from_utf8(kv.key()) {
@@ -1226,10 +1240,13 @@ impl Store for EtcdStore {
     fn watch(&self) -> Watch {
         let (tx, rx) = mpsc::channel(WATCH_BACKLOG);
         let start = self.cluster.revision.load(Ordering::Relaxed);
+        // Stale reads are counted from now, not from when the task first runs.
+        let relaxed = self.cluster.relaxed_reads.subscribe();
         tokio::spawn(watch_loop(
             self.cluster.clone(),
             self.keys.clone(),
             start,
+            relaxed,
             tx,
         ));
         Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -1410,7 +1427,13 @@ impl Store for EtcdStore {
 /// known yet) and sends the changes to `tx`, until its receiver is dropped. When the stream
 /// breaks, it is opened again on another member from the last revision seen + 1, so no change
 /// is lost or repeated.
-async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sender<Change>) {
+async fn watch_loop(
+    cluster: Arc<Cluster>,
+    keys: Keys,
+    start: i64,
+    mut relaxed: tokio::sync::watch::Receiver<u64>,
+    tx: mpsc::Sender<Change>,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut next = if start > 0 {
         start + 1
@@ -1432,8 +1455,6 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
     // cache that held its answer reads again (one whose lookup was still under way when the
     // `Lagged` came does not keep the answer).
     let mut down: Option<Down> = None;
-    let mut relaxed = cluster.relaxed_reads.subscribe();
-    relaxed.mark_unchanged();
     loop {
         if tx.is_closed() {
             return;
@@ -1538,10 +1559,16 @@ async fn watch_loop(cluster: Arc<Cluster>, keys: Keys, start: i64, tx: mpsc::Sen
             }
             let now = match now {
                 Some(now) => now,
-                None => match current_revision(&cluster, &keys, &tx).await {
-                    Some(now) => now,
-                    None => return,
-                },
+                None => {
+                    let Some(now) = current_revision(&cluster, &keys, &tx).await else {
+                        return;
+                    };
+                    // A cache that read again meanwhile may have read before `now`: again.
+                    if tx.send(Change::Lagged { missed: 0 }).await.is_err() {
+                        return;
+                    }
+                    now
+                }
             };
             next = next.max(now + 1);
         }

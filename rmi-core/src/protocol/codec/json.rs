@@ -446,6 +446,16 @@ mod tests {
         }
     }
 
+    /// Only serpent writes Pyro's complex dict: in json it is a dict like any other.
+    #[test]
+    fn a_dict_shaped_like_serpents_complex_stays_a_dict() {
+        let text = br#"{"__class__": "complex", "real": 1.0, "imag": 2.0}"#;
+        let Value::Dict(entries) = parse(text, &DecodeLimits::default()).unwrap() else {
+            panic!("a dict")
+        };
+        assert_eq!(entries.len(), 3);
+    }
+
     #[test]
     fn every_escape_reads_as_pythons_json_reads_it() {
         let limits = DecodeLimits::default();

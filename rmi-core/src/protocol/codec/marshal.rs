@@ -43,8 +43,17 @@ pub(super) const MAX_LONG_DIGITS_TOTAL: usize = 16 * MAX_LONG_DIGITS;
 /// shares objects freely (`[t] * 100_000` for a tuple `t` of ten ints: 500 KB, 35 MB of
 /// values), is read, and a payload cannot grow beyond a fixed multiple of its size.
 pub(super) const EXPANSION: usize = 4 * std::mem::size_of::<Value>();
-/// The expansion budget of a small payload: 16 MiB.
-pub(super) const EXPANSION_FLOOR: usize = 16 << 20;
+/// The expansion budget of a small payload: 1 MiB (what a 32 KiB document without references
+/// can take: nested references would otherwise make a few hundred bytes a large tree).
+pub(super) const EXPANSION_FLOOR: usize = 1 << 20;
+/// The most any payload may expand to: 1 GiB.
+pub(super) const EXPANSION_CAP: usize = 1 << 30;
+
+/// The expansion budget of a payload of `len` bytes, in bytes of memory.
+fn budget(len: usize) -> usize {
+    len.saturating_mul(EXPANSION)
+        .clamp(EXPANSION_FLOOR, EXPANSION_CAP)
+}
 
 fn codec_error(e: impl std::fmt::Display) -> Error {
     Error::Codec(format!("marshal: {e}"))
@@ -119,7 +128,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
     }
     // The table's handles go, so values referenced once move instead of being copied.
     drop(r.refs);
-    let mut budget = bytes.len().saturating_mul(EXPANSION).max(EXPANSION_FLOOR);
+    let mut budget = budget(bytes.len());
     tree.into_value(0, limits.max_depth, &mut budget)
 }
 
@@ -1300,7 +1309,13 @@ mod tests {
     }
 
     #[test]
-    fn references_may_expand_a_payload_to_four_values_per_byte_or_16_mib() {
+    fn references_may_expand_a_payload_to_four_values_per_byte_from_1_mib_to_1_gib() {
+        // The budget's bounds: a few hundred bytes of nested references (each level a list of
+        // 20 references to the one below) cannot build more than the floor, nor a 64 MiB
+        // message more than the cap.
+        assert_eq!(budget(500), EXPANSION_FLOOR);
+        assert_eq!(budget(64 << 20), EXPANSION_CAP);
+        assert_eq!(budget(1 << 20), (1 << 20) * EXPANSION);
         // A list of `n` copies of one str (`u`) or bytes (`s`) of `len` bytes: the first, then
         // references to it.
         let doc = |code: u8, len: usize, n: usize| {
@@ -1320,17 +1335,17 @@ mod tests {
         let most = |len: usize, budget: usize| (budget - VALUE_SIZE) / (VALUE_SIZE + len);
         for code in [b'u', b's'] {
             // Within the floor (the documents are far smaller than the floor / EXPANSION).
-            let n = most(10_000, EXPANSION_FLOOR);
-            assert!(doc(code, 10_000, n + 1).len() * EXPANSION < EXPANSION_FLOOR);
-            assert!(cost(10_000, n) <= EXPANSION_FLOOR && cost(10_000, n + 1) > EXPANSION_FLOOR);
+            let n = most(1_000, EXPANSION_FLOOR);
+            assert!(doc(code, 1_000, n + 1).len() * EXPANSION < EXPANSION_FLOOR);
+            assert!(cost(1_000, n) <= EXPANSION_FLOOR && cost(1_000, n + 1) > EXPANSION_FLOOR);
             // Beyond it, EXPANSION times the payload: 1,000,000 bytes copied, each copy 5 bytes.
             let len = 1_000_000;
             let budget = |n: usize| doc(code, len, n).len() * EXPANSION;
             let at_most = (1..).find(|&n| cost(len, n) > budget(n)).unwrap() - 1;
             assert!(budget(at_most) > EXPANSION_FLOOR);
             for (len, n, fits) in [
-                (10_000, n, true),
-                (10_000, n + 1, false),
+                (1_000, n, true),
+                (1_000, n + 1, false),
                 (len, at_most, true),
                 (len, at_most + 1, false),
             ] {

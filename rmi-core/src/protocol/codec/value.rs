@@ -84,7 +84,7 @@ impl Value {
 
     /// The real and imaginary parts of Pyro's complex dict, which serpent writes for a complex
     /// number with a NaN part: `{'__class__': 'complex', 'real': …, 'imag': …}`.
-    fn complex_parts(&self) -> Option<(Value, Value)> {
+    pub(super) fn complex_parts(&self) -> Option<(Value, Value)> {
         let Value::Dict(entries) = self else {
             return None;
         };
@@ -154,11 +154,6 @@ impl<'de> Deserializer<'de> for Value {
                 visitor.visit_seq(Seq(items.into_iter()))
             }
             v @ Value::Dict(_) if v.is_nan_dict() => visitor.visit_f64(f64::NAN),
-            // A complex number with a NaN part: the tuple `(real, imag)`, as any other.
-            v @ Value::Dict(_) if v.complex_parts().is_some() => {
-                let (real, imag) = v.complex_parts().expect("just checked");
-                visitor.visit_seq(Seq(vec![real, imag].into_iter()))
-            }
             Value::Dict(entries) => visitor.visit_map(Map {
                 entries: entries.into_iter(),
                 value: None,
