@@ -211,21 +211,23 @@ impl Args {
 }
 
 /// Stop requests as they come: Ctrl-C, and SIGTERM and SIGHUP on Unix (a closed terminal
-/// stops the name server cleanly too), each by its name. Listening starts at once, so a
-/// request during start-up is not lost.
+/// stops the name server cleanly too), each by its name. The handlers are installed before
+/// this returns, so a signal during start-up is a stop request, never the default action
+/// (which would kill the process and leave a Unix socket's file behind).
 fn stop_requests() -> mpsc::UnboundedReceiver<&'static str> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            if let (Ok(mut term), Ok(mut hup)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::hangup()),
-            ) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            tokio::spawn(async move {
                 loop {
                     let name = tokio::select! {
-                        _ = tokio::signal::ctrl_c() => "SIGINT",
+                        _ = int.recv() => "SIGINT",
                         _ = term.recv() => "SIGTERM",
                         _ = hup.recv() => "SIGHUP",
                     };
@@ -233,8 +235,11 @@ fn stop_requests() -> mpsc::UnboundedReceiver<&'static str> {
                         return;
                     }
                 }
-            }
+            });
+            return rx;
         }
+    }
+    tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
             if tx.send("Ctrl-C").is_err() {
                 return;
