@@ -296,17 +296,17 @@ mod etcd {
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
-    /// A member that stops answering for a while (here: stopped, then continued after 1 s)
-    /// costs an operation time, not its success: round after round of attempts, it goes
-    /// through once the member answers again, within the retry budget.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_operation_rides_out_a_member_that_stops_answering_for_a_while() {
-        let Some(cluster) = EtcdCluster::start(1, "a paused member") else {
-            return;
-        };
+    /// A one-member cluster, a store on it with these timeouts, and a registry over the store;
+    /// `None` (after a loud skip message) without etcd.
+    async fn one_member(
+        test: &str,
+        attempt_timeout: Duration,
+        retry_budget: Duration,
+    ) -> Option<(EtcdCluster, Arc<EtcdStore>, Registry)> {
+        let cluster = EtcdCluster::start(1, test)?;
         let options = EtcdOptions {
-            attempt_timeout: Duration::from_millis(200),
-            retry_budget: Duration::from_secs(15),
+            attempt_timeout,
+            retry_budget,
             ..EtcdOptions::default()
         };
         let store = Arc::new(
@@ -315,6 +315,23 @@ mod etcd {
                 .unwrap(),
         );
         let registry = Registry::new(store.clone(), Limits::default());
+        Some((cluster, store, registry))
+    }
+
+    /// A member that stops answering for a while (here: stopped, then continued after 1 s)
+    /// costs an operation time, not its success: round after round of attempts, it goes
+    /// through once the member answers again, within the retry budget.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_operation_rides_out_a_member_that_stops_answering_for_a_while() {
+        let Some((cluster, store, registry)) = one_member(
+            "a paused member",
+            Duration::from_millis(200),
+            Duration::from_secs(15),
+        )
+        .await
+        else {
+            return;
+        };
         let pid = cluster.members[0].pid().expect("running");
         signal(pid, "STOP");
         let resume = tokio::spawn(async move {
@@ -344,20 +361,15 @@ mod etcd {
     /// are seen. Before, a cut-off watch was silent: a resolver's cache answered unasked.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_watch_cut_off_from_etcd_says_it_lagged_and_again_when_it_is_back() {
-        let Some(cluster) = EtcdCluster::start(1, "a watch cut off from etcd") else {
+        let Some((cluster, _store, registry)) = one_member(
+            "a watch cut off from etcd",
+            Duration::from_millis(300),
+            Duration::from_secs(2),
+        )
+        .await
+        else {
             return;
         };
-        let options = EtcdOptions {
-            attempt_timeout: Duration::from_millis(300),
-            retry_budget: Duration::from_secs(2),
-            ..EtcdOptions::default()
-        };
-        let store = Arc::new(
-            EtcdStore::connect_with(&cluster.endpoints(), Limits::default(), options)
-                .await
-                .unwrap(),
-        );
-        let registry = Registry::new(store.clone(), Limits::default());
         let mut watch = registry.watch();
         registry
             .register("before", uri(1), false, BTreeSet::new(), None)

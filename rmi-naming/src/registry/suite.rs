@@ -794,13 +794,20 @@ async fn an_etcd_watch_behind_a_compaction_says_it_lagged_and_goes_on() {
         matches!(&kept, Change::Registered { name, .. } if name == "x5"),
         "{kept:?}"
     );
-    b.register("after".into(), Entry::new(uri(6), tags(&[])), false)
+    registered_and_seen(&b, &mut watch, "after").await;
+}
+
+/// Registers `name` through `store`; the next change `watch` reports is that registration.
+#[cfg(feature = "etcd")]
+async fn registered_and_seen(store: &EtcdStore, watch: &mut Watch, name: &str) {
+    store
+        .register(name.into(), Entry::new(uri(6), tags(&[])), false)
         .await
         .unwrap();
-    let after = next_change(&mut watch, |_| true).await;
+    let seen = next_change(watch, |_| true).await;
     assert!(
-        matches!(&after, Change::Registered { name, .. } if name == "after"),
-        "{after:?}"
+        matches!(&seen, Change::Registered { name: n, .. } if n == name),
+        "{seen:?}"
     );
 }
 
@@ -895,14 +902,7 @@ async fn an_etcd_watch_answer_too_large_to_receive_is_reported_as_lagged_and_the
         matches!(first, Change::Lagged { missed } if missed >= 300),
         "{first:?}"
     );
-    a.register("after".into(), Entry::new(uri(2), tags(&[])), false)
-        .await
-        .unwrap();
-    let after = next_change(&mut watch, |_| true).await;
-    assert!(
-        matches!(&after, Change::Registered { name, .. } if name == "after"),
-        "{after:?}"
-    );
+    registered_and_seen(&a, &mut watch, "after").await;
 }
 
 /// A `safe` registration whose check found the name free, while another name server shares
