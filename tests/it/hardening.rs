@@ -432,14 +432,7 @@ async fn requests_read_before_a_reset_still_run() {
         burst.extend_from_slice(&oneway.to_bytes());
     }
     s.write_all(&burst).await.unwrap();
-    let started = Instant::now();
-    while watcher.calls().await.unwrap() == before {
-        assert!(started.elapsed() < Duration::from_secs(5), "never ran");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    #[allow(deprecated)] // the point is to send a reset
-    s.set_linger(Some(Duration::ZERO)).unwrap();
-    drop(s);
+    reset_once_a_call_runs(&watcher, before, s).await;
     let started = Instant::now();
     while watcher.calls().await.unwrap() < before + 4 {
         assert!(
@@ -450,6 +443,19 @@ async fn requests_read_before_a_reset_still_run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_serving(&mut child, &uri).await;
+}
+
+/// Waits (up to 5 s) until the lab object has run a call since it had run `before`, then resets
+/// `s` (an RST, not a FIN: linger zero).
+async fn reset_once_a_call_runs(watcher: &LabProxy, before: usize, s: TcpStream) {
+    let started = Instant::now();
+    while watcher.calls().await.unwrap() == before {
+        assert!(started.elapsed() < Duration::from_secs(5), "never ran");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    #[allow(deprecated)] // the point is to send a reset
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
 }
 
 /// A connection whose call (`frame`, an hour long) runs on a daemon set up with `settings`
@@ -465,14 +471,7 @@ async fn a_reset_lets_go_of_a_connection_whose_call_runs_on(settings: &str, fram
     connect_handshake(&mut s, "lab").await;
     // A call that runs for an hour; its caller resets the connection once it runs.
     s.write_all(&frame.to_bytes()).await.unwrap();
-    let started = Instant::now();
-    while watcher.calls().await.unwrap() == before {
-        assert!(started.elapsed() < Duration::from_secs(5), "never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    #[allow(deprecated)] // the point is to send a reset
-    s.set_linger(Some(Duration::ZERO)).unwrap();
-    drop(s);
+    reset_once_a_call_runs(&watcher, before, s).await;
     // Its connection's place comes free though the call runs on: another client is served.
     let started = Instant::now();
     loop {
