@@ -67,6 +67,11 @@ pub enum Pick {
 /// How long a daemon a proxy could not dial is passed over by default.
 pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(5);
 
+/// How long the lookup cache's watch may go without news before the resolver checks, by
+/// default, that the name server still answers on its connection
+/// ([`NamingResolver::watch_probe`]).
+pub const DEFAULT_WATCH_PROBE: Duration = Duration::from_secs(10);
+
 /// Resolves logical URIs: `PYRONAME:` by `lookup_all` (a name server without it, such as
 /// Pyro's: `lookup`), `PYROMETA:` by `yplookup_entries` (else `yplookup`; Pyro4's name server,
 /// which has neither: `list` with `metadata_all`), then picks one of the URIs found (see
@@ -79,6 +84,8 @@ pub struct NamingResolver {
     pick: Pick,
     suspect_for: Option<Duration>,
     cache: Option<Duration>,
+    /// How long a watch may stay silent before it is asked whether it still works.
+    watch_probe: Option<Duration>,
     /// Off: proxies do not dial ahead of a lookup (see the module documentation).
     no_dial_ahead: bool,
     state: Arc<State>,
@@ -115,6 +122,14 @@ const MAX_NAME_SERVERS: usize = 64;
 
 /// At most this many queries are cached per name server.
 const MAX_CACHED: usize = 4096;
+
+/// At most this many daemons are passed over at once (see [`NamingResolver::suspect_for`]);
+/// past it, those whose time is over go, then one at random.
+const MAX_SUSPECTS: usize = 1024;
+
+/// How long the cache's watch waits before it tries again on a name server that has no
+/// `watch` (Python's, an older rmi one): it will not have one two seconds later.
+const NO_WATCH_RETRY: Duration = Duration::from_secs(60);
 
 /// Makes room for `key` in `map`, holding at most `max`: when `key` is new and `map` full, one
 /// other entry picked at random goes (not the first in the table, which a key put back would
@@ -204,6 +219,18 @@ impl NamingResolver {
     /// module documentation). Off by default: every resolution asks the name server.
     pub fn cache(mut self, max_stale: Duration) -> Self {
         self.cache = Some(max_stale);
+        self
+    }
+
+    /// How long the cache's watch may go without news before the resolver pings the name
+    /// server on the watch's connection (default [`DEFAULT_WATCH_PROBE`]). A connection can
+    /// die without a word (the name server's host lost power, a NAT or firewall forgot an idle
+    /// connection): its watch then reports nothing ever again, and would vouch for cached
+    /// entries for good. A ping unanswered within the locator's timeout breaks the watch, so
+    /// cached entries are vouched for at most this plus that timeout after the last sign of
+    /// life; then they age as when the name server is down, and the watch is opened again.
+    pub fn watch_probe(mut self, after: Duration) -> Self {
+        self.watch_probe = Some(after);
         self
     }
 
@@ -320,9 +347,20 @@ impl NamingResolver {
         F: Fn(NameServerProxy) -> Fut,
         Fut: std::future::Future<Output = Result<T, Lookup>>,
     {
+        // A lookup is bounded by the locator's timeout: a kept connection the name server's
+        // host dropped without a word (powered off, a NAT that forgot it) would otherwise hold
+        // every lookup until TCP gives up, some fifteen minutes, and with it the cache's stale
+        // answers, which only a name server found down gives.
+        let limit = self.locator.timeout();
+        let query = &query;
+        let bounded = move |ns| async move {
+            tokio::time::timeout(limit, query(ns))
+                .await
+                .unwrap_or(Err(Lookup::Down(Error::Timeout(limit))))
+        };
         let kept = self.state.name_servers.lock().get(key).cloned();
         if let Some(ns) = kept {
-            match query(ns).await {
+            match bounded(ns).await {
                 Err(Lookup::Down(e)) => {
                     tracing::debug!(error = %e, "the name server connection failed; locating it again");
                     self.state.name_servers.lock().remove(key);
@@ -336,7 +374,7 @@ impl NamingResolver {
             make_room(&mut kept, key, MAX_NAME_SERVERS);
             kept.insert(key.clone(), ns.clone());
         }
-        query(ns).await
+        bounded(ns).await
     }
 
     /// Every URI registered under `name`.
@@ -501,6 +539,7 @@ impl NamingResolver {
         });
         tokio::spawn(watch_task(
             self.locator_for(ns),
+            self.watch_probe.unwrap_or(DEFAULT_WATCH_PROBE),
             Arc::downgrade(&cache),
             closed,
         ));
@@ -585,9 +624,12 @@ fn missing_method(e: &Error) -> bool {
 
 /// Keeps `cache` fresh: opens a watch on the name server, drops every name a change touches
 /// (and every metadata query), and on a broken watch marks the cache unwatched and opens it
-/// again with a backoff. Ends when the cache is dropped.
+/// again with a backoff. A watch silent for `probe` is asked, by a ping on its connection,
+/// whether it still works; no answer within the locator's timeout breaks it. Ends when the
+/// cache is dropped.
 async fn watch_task(
     locator: NsLocator,
+    probe: Duration,
     cache: Weak<NsCache>,
     mut closed: tokio::sync::watch::Receiver<()>,
 ) {
@@ -595,7 +637,8 @@ async fn watch_task(
     loop {
         let opened = async {
             let ns: NameServerProxy = locator.locate().await?;
-            ns.watch(None).await
+            let stream = ns.watch(None).await?;
+            Ok::<_, Error>((ns, stream))
         };
         let stream = tokio::select! {
             _ = closed.changed() => return,
@@ -603,7 +646,7 @@ async fn watch_task(
         };
         let attempted = |cache: &NsCache| cache.attempts.send_modify(|n| *n += 1);
         match stream {
-            Ok(mut stream) => {
+            Ok((ns, mut stream)) => {
                 backoff = Duration::from_millis(100);
                 {
                     let Some(cache) = cache.upgrade() else { return };
@@ -617,9 +660,18 @@ async fn watch_task(
                     attempted(&cache);
                 }
                 loop {
+                    // The pending pull lives in the stream, so a probe loses no change.
                     let item = tokio::select! {
                         _ = closed.changed() => return,
                         item = stream.next() => item,
+                        () = tokio::time::sleep(probe) => {
+                            let limit = locator.timeout();
+                            match tokio::time::timeout(limit, ns.ping()).await {
+                                Ok(Ok(())) => continue,
+                                Ok(Err(e)) => Some(Err(e)),
+                                Err(_) => Some(Err(Error::Timeout(limit))),
+                            }
+                        }
                     };
                     let Some(cache) = cache.upgrade() else { return };
                     let mut state = cache.state.lock();
@@ -656,6 +708,9 @@ async fn watch_task(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the name server; trying again");
+                if missing_method(&e) {
+                    backoff = NO_WATCH_RETRY;
+                }
                 let Some(cache) = cache.upgrade() else { return };
                 attempted(&cache);
             }
@@ -674,9 +729,23 @@ impl Resolve for NamingResolver {
     }
 
     fn dial_failed(&self, logical: &Uri, direct: &Uri) {
-        let until = Instant::now() + self.suspect_for.unwrap_or(DEFAULT_SUSPECT_FOR);
+        let now = Instant::now();
+        // `suspect_for(Duration::MAX)` is "for good": a far instant, not an overflow.
+        let until = now
+            .checked_add(self.suspect_for.unwrap_or(DEFAULT_SUSPECT_FOR))
+            .unwrap_or_else(|| now + Duration::from_secs(u64::from(u32::MAX)));
         tracing::debug!(%logical, %direct, "dial failed; passing over this daemon for a while");
-        self.state.suspects.lock().insert(direct.to_string(), until);
+        {
+            // Daemons a name server names may come and go for the life of the process, and
+            // a hostile one can name a new one at every lookup: the set stays bounded.
+            let mut suspects = self.state.suspects.lock();
+            let key = direct.to_string();
+            if suspects.len() >= MAX_SUSPECTS && !suspects.contains_key(&key) {
+                suspects.retain(|_, until| *until > now);
+                make_room(&mut suspects, &key, MAX_SUSPECTS);
+            }
+            suspects.insert(key, until);
+        }
         // Not worth dialing ahead of the next lookup.
         let mut likely = self.state.likely.lock();
         if likely.get(logical) == Some(direct) {
@@ -734,6 +803,26 @@ mod tests {
             Query::Meta(&BTreeSet::from([format!("t{i}")])).put(&mut state, cached.clone());
         }
         assert!(state.names.len() <= MAX_CACHED && state.metas.len() <= MAX_CACHED);
+    }
+
+    /// Daemons a proxy failed to dial are passed over, but a process that meets ever new
+    /// ones (restarts on new ports, a hostile name server naming a new one at each lookup)
+    /// keeps a bounded set; and "for good" (`Duration::MAX`) is a far instant, not a panic.
+    #[tokio::test]
+    async fn daemons_passed_over_are_bounded_and_may_be_passed_over_for_good() {
+        let resolver = NamingResolver::default().suspect_for(Duration::MAX);
+        let logical: Uri = "PYRONAME:n".parse().unwrap();
+        for port in 0..(MAX_SUSPECTS as u16 * 3) {
+            resolver.dial_failed(&logical, &Uri::tcp("o", "127.0.0.1", port));
+            assert!(resolver.state.suspects.lock().len() <= MAX_SUSPECTS);
+        }
+        let last = Uri::tcp("o", "127.0.0.1", MAX_SUSPECTS as u16 * 3 - 1);
+        assert!(resolver.is_suspect(&last));
+        let live = Uri::tcp("o", "127.0.0.1", 60000);
+        assert_eq!(
+            resolver.choose(&logical, vec![last, live.clone()]),
+            Some(live)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use rmi::naming::{
 };
 use rmi::{Daemon, Uri};
 
-use crate::support::{spawn_child_daemon, ChildGuard, LabProxy};
+use crate::support::{spawn_child_daemon, ChildGuard, LabProxy, Relay};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -643,6 +643,58 @@ async fn the_lookup_cache_spares_the_name_server_and_answers_stale_when_it_is_do
         .resolve_uri(&logical("never.looked.up", port))
         .await
         .is_err());
+}
+
+/// Connections to the name server that die without a word (a NAT forgot them, its host lost
+/// power: no FIN, no reset): a lookup on the kept one gives up after the locator's timeout and
+/// locates the name server again, and the cache's silent watch is found by its ping, stops
+/// vouching for the cache and is opened again, so a name moved meanwhile resolves to its new
+/// daemon. (Before, the lookup waited for TCP to give up, some fifteen minutes, and the cache
+/// answered the old daemon for ever.)
+#[tokio::test]
+async fn name_server_connections_that_die_without_a_word_are_given_up_and_opened_again() {
+    let (_ns, names, port) = name_server().await;
+    let relay = Relay::start(port).await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    names.register("silent.who", &uri_a).await.unwrap();
+    let locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(relay.port)
+        .no_broadcast()
+        .connect_timeout(Duration::from_millis(500));
+    let name = logical("silent.who", relay.port);
+    let bounded = |what: &'static str, r: &NamingResolver| {
+        let (r, name) = (r.clone(), name.clone());
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), r.resolve_uri(&name))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the lookup hung"))
+        }
+    };
+
+    let plain = NamingResolver::new(locator.clone());
+    assert_eq!(bounded("first", &plain).await.unwrap(), uri_a);
+    let cached = NamingResolver::new(locator)
+        .cache(Duration::from_secs(3600))
+        .watch_probe(Duration::from_millis(200));
+    assert_eq!(bounded("cached", &cached).await.unwrap(), uri_a);
+    until("the watch to be open", || async {
+        cached.cache_watching(&name)
+    })
+    .await;
+
+    relay.blackhole();
+    names.register("silent.who", &uri_b).await.unwrap();
+    assert_eq!(bounded("after the silence", &plain).await.unwrap(), uri_b);
+    until("the cache to see the name moved", || async {
+        bounded("cached, after the silence", &cached).await.ok() == Some(uri_b.clone())
+    })
+    .await;
+    until("the watch to be open again", || async {
+        cached.cache_watching(&name)
+    })
+    .await;
 }
 
 /// Two daemons each hold their own lease (`NameServerProxy::lease`) and register the same

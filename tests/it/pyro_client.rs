@@ -916,3 +916,43 @@ async fn a_proxy_that_learned_pyro4_speaks_pyro5_again_when_a_pyro5_daemon_takes
     assert_eq!(hi, "Pyro5 welcome b");
     assert_eq!(proxy.protocol(), Some(Protocol::Pyro5));
 }
+
+/// A resolver's lookup cache against Pyro5's name server, which has no `watch`: lookups are
+/// answered (by the name server, each time, as without a cache), and the cache does not try to
+/// open its watch again every two seconds for the life of the process, each try a connection
+/// and a handshake (it waits a minute: the method will not have appeared).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_cache_on_pyro5_ns_answers_and_does_not_keep_reconnecting_for_a_watch() {
+    let Some(python) = python5() else { return };
+    let (_ns, ns_port) = python_name_server(python, "Pyro5.nameserver").await;
+    let relay = crate::support::Relay::start(ns_port).await;
+    let (daemon, uri) = rust_greeter().await;
+    locate(ns_port)
+        .await
+        .register("rust.cached", &uri)
+        .await
+        .unwrap();
+    let cached = rmi::naming::NamingResolver::new(
+        NsLocator::new()
+            .host("127.0.0.1")
+            .port(relay.port)
+            .no_broadcast(),
+    )
+    .cache(std::time::Duration::from_secs(60));
+    let name: rmi::Uri = format!("PYRONAME:rust.cached@127.0.0.1:{}", relay.port)
+        .parse()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(cached.resolve_uri(&name).await.unwrap(), uri);
+    }
+    assert!(!cached.cache_watching(&name));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // One connection for the watch's try and one kept for the lookups; retries every 100 ms,
+    // 200, 400 … 2 s made eight by now.
+    let connections = relay.accepted();
+    assert!(
+        connections <= 3,
+        "{connections} connections to a name server without watch in 3 s"
+    );
+    daemon.shutdown();
+}

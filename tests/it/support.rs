@@ -560,12 +560,14 @@ pub(crate) fn invoke_message(
 }
 
 /// A TCP relay on loopback: counts the connections it accepts, can be pointed at another port,
-/// and can cut the connections it carries.
+/// and can cut the connections it carries, or silence them.
 pub(crate) struct Relay {
     pub(crate) port: u16,
     target: std::sync::Arc<std::sync::atomic::AtomicU16>,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Bumped by [`Relay::blackhole`].
+    silenced: tokio::sync::watch::Sender<u64>,
 }
 
 impl Relay {
@@ -578,21 +580,31 @@ impl Relay {
             target: std::sync::Arc::new(target.into()),
             accepted: Default::default(),
             open: Default::default(),
+            silenced: tokio::sync::watch::Sender::new(0),
         };
-        let (target, accepted, open) = (
+        let (target, accepted, open, silenced) = (
             relay.target.clone(),
             relay.accepted.clone(),
             relay.open.clone(),
+            relay.silenced.clone(),
         );
         tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let port = target.load(Ordering::SeqCst);
+                let mut silenced = silenced.subscribe();
+                silenced.mark_unchanged();
                 let pump = tokio::spawn(async move {
                     if let Ok(mut upstream) =
                         tokio::net::TcpStream::connect(("127.0.0.1", port)).await
                     {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                            _ = silenced.changed() => {
+                                // Both sockets held open, nothing carried: no FIN, no reset.
+                                std::future::pending::<()>().await;
+                            }
+                        }
                     }
                 });
                 open.lock().unwrap().push(pump);
@@ -610,6 +622,12 @@ impl Relay {
     pub(crate) fn finished(&self) -> usize {
         let open = self.open.lock().unwrap();
         open.iter().filter(|pump| pump.is_finished()).count()
+    }
+
+    /// Silences the connections open now: they carry nothing more either way and stay open,
+    /// as a connection a NAT forgot or whose far host lost power. New connections work.
+    pub(crate) fn blackhole(&self) {
+        self.silenced.send_modify(|n| *n += 1);
     }
 
     /// Points new connections at `port` and closes the ones open (a name server restarting).
