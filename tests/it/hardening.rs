@@ -905,6 +905,50 @@ async fn a_proxy_whose_slots_are_all_held_by_abandoned_calls_redials() {
     daemon.shutdown();
 }
 
+/// The daemon stops answering on a connection that stays open (a frozen process, a Python
+/// daemon stuck in one call, a relay gone silent), and every caller has a deadline shorter
+/// than `abandoned_timeout`: each call times out, abandoned, and once they hold every slot the
+/// next caller past `abandoned_timeout` from then redials. (Before, only a caller that waited
+/// the whole `abandoned_timeout` itself looked, so with shorter deadlines the proxy failed
+/// every call with a timeout for good.)
+#[tokio::test]
+async fn a_wedged_proxy_redials_even_when_every_caller_has_a_shorter_deadline() {
+    let (daemon, lab_uri, _) = start_daemon().await;
+    let port = match lab_uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("{other:?}"),
+    };
+    let relay = crate::support::Relay::start(port).await;
+    let via_relay = Uri::tcp(lab_uri.object().unwrap(), "127.0.0.1", relay.port);
+    let lab: LabProxy = rmi::Proxy::builder(via_relay)
+        .max_in_flight(4)
+        .timeout(Duration::from_millis(100))
+        .abandoned_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let first = lab.connection().await.unwrap();
+    relay.blackhole();
+    let started = Instant::now();
+    let next = loop {
+        match lab.connection().await {
+            Ok(next) => break next,
+            Err(e) => assert!(e.is_timeout() || e.is_connection(), "{e:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the proxy wedged: every call timed out for 20 s"
+        );
+    };
+    println!(
+        "wedged proxy recovered after {:?} (abandoned_timeout 300 ms, call timeout 100 ms)",
+        started.elapsed()
+    );
+    assert_ne!(next, first, "the call went through a new connection");
+    assert_eq!(relay.accepted(), 2);
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn a_plaintext_client_of_a_tls_daemon_is_told_so_and_the_other_way_round() {
     use rmi::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -205,6 +205,24 @@ async fn an_answer_at_connect_is_not_retried_however_many_reconnect_attempts() {
     daemon.shutdown();
 }
 
+/// An answer at connect (no such object, no such name, a name server down) is shared too: ten
+/// callers waiting for one dial get its answer, of its kind, instead of each dialing in turn
+/// (behind a name server that is down, each lookup seconds long: the tenth caller waited ten).
+#[tokio::test]
+async fn callers_waiting_for_a_dial_share_its_answer_of_the_same_kind() {
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let relay = crate::support::Relay::start(port_of(&lab)).await;
+    let proxy = rmi::Proxy::builder(rmi::Uri::tcp("no_such_object", "127.0.0.1", relay.port))
+        .reconnect_attempts(3)
+        .build();
+    let pings = join_all((0..10).map(|_| proxy.ping())).await;
+    for ping in &pings {
+        assert!(matches!(ping, Err(Error::UnknownObject(_))), "{ping:?}");
+    }
+    assert_eq!(relay.accepted(), 1, "one dial for ten waiting callers");
+    daemon.shutdown();
+}
+
 // Multi-threaded: spawning the child blocks a thread.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_call_waits_out_a_daemon_that_is_still_starting() {
@@ -384,8 +402,9 @@ async fn a_proxy_over_a_given_stream_never_dials_when_it_closes() {
     drop(daemon);
 }
 
-/// A call whose connecting fails makes `reconnect_attempts` extra dials and no more: the retry
-/// of a call found unsent on a dead connection does not repeat a whole failed dial.
+/// A call whose connecting fails makes `reconnect_attempts` extra dials and no more: neither the
+/// retry of a call found unsent on a dead connection nor the `retries` a proxy was given repeat
+/// a whole failed dial (with `retries(3)`, four times `reconnect_attempts + 1` dials).
 #[tokio::test]
 async fn a_failing_dial_is_tried_reconnect_attempts_more_times_and_no_more() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -405,10 +424,11 @@ async fn a_failing_dial_is_tried_reconnect_attempts_more_times_and_no_more() {
         }
     });
     let uri = rmi::Uri::tcp("lab", "127.0.0.1", port);
-    for attempts in [0u32, 2] {
+    for (attempts, retries) in [(0u32, 0u32), (2, 0), (2, 3)] {
         let before = accepted.load(Ordering::SeqCst);
         let proxy: LabProxy = rmi::Proxy::builder(uri.clone())
             .reconnect_attempts(attempts)
+            .retries(retries)
             .build()
             .into();
         let err = proxy.echo(0, 0, "never".into()).await.unwrap_err();
@@ -417,7 +437,7 @@ async fn a_failing_dial_is_tried_reconnect_attempts_more_times_and_no_more() {
         assert_eq!(
             accepted.load(Ordering::SeqCst) - before,
             attempts as usize + 1,
-            "reconnect_attempts({attempts}): {err}"
+            "reconnect_attempts({attempts}), retries({retries}): {err}"
         );
     }
 }

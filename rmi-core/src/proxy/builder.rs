@@ -174,7 +174,8 @@ impl ProxyBuilder {
     }
 
     /// Retries for calls that failed on the connection (they may have run: use for
-    /// idempotent methods only; default 0).
+    /// idempotent methods only; default 0). A call whose dial failed is not retried: the dial
+    /// made its [`reconnect_attempts`](Self::reconnect_attempts) already.
     pub fn retries(mut self, n: u32) -> Self {
         self.options.retries = n;
         self
@@ -240,10 +241,11 @@ impl ProxyBuilder {
         self
     }
 
-    /// How long a call may wait while every in-flight slot is held by calls whose callers gave
-    /// up on them (timed out or dropped: their numbers stay reserved until their replies come,
-    /// which may be never). Past it the proxy drops the connection and redials, and calls
-    /// still waiting on it get `ConnectionClosed` (default 30 s).
+    /// How long every in-flight slot may be held by calls whose callers gave up on them (timed
+    /// out or dropped: their numbers stay reserved until their replies come, which may be
+    /// never), counted from the last of them given up, with no reply since. Past it the next
+    /// call (whatever its own deadline) drops the connection and redials, and calls still
+    /// waiting on it get `ConnectionClosed` (default 30 s).
     pub fn abandoned_timeout(mut self, timeout: Duration) -> Self {
         self.abandoned_timeout = timeout;
         self

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::connection::Wire;
-use super::dial::{Ahead, Dialing, Due};
+use super::dial::{Ahead, DialFailed, Dialing, Due};
 use super::stream::ItemStream;
 use super::{Proxy, Reply, Shared};
 use crate::error::{Error, RemoteError};
@@ -186,7 +186,10 @@ impl Proxy {
                             Box::pin(self.finish_dial(due, ahead))
                                 .await
                                 .map_err(|failed| {
-                                    dial_failed.store(true, Ordering::Relaxed);
+                                    // A call that went with the CONNECT and failed after is
+                                    // the call's failure: retried as any other.
+                                    let unsent = matches!(failed, DialFailed::Unsent(_));
+                                    dial_failed.store(unsent, Ordering::Relaxed);
                                     failed.into_call_error()
                                 })?;
                         let prepared = kept.filter(|k| k.fits(&conn.wire())).map(|k| k.msg);
@@ -227,7 +230,13 @@ impl Proxy {
                 {
                     tracing::debug!(error = %e, method, "request not sent; retrying");
                 }
-                Err(e) if e.is_communication() && retries_left > 0 => {
+                // Not after a failed dial either: it made `reconnect_attempts` of its own, and
+                // each retry would make them all again.
+                Err(e)
+                    if e.is_communication()
+                        && retries_left > 0
+                        && !dial_failed.load(Ordering::Relaxed) =>
+                {
                     retries_left -= 1;
                     tracing::debug!(error = %e, method, retries_left, "call failed on the connection; retrying");
                 }

@@ -113,6 +113,9 @@ struct ConnState {
     closed: Option<String>,
     /// Replies that belonged to no call (see [`ConnState::stray`]).
     strays: u64,
+    /// When a caller last gave up on a call whose reply had not come (see
+    /// [`ConnShared::wedged_since`]).
+    last_abandoned: Option<tokio::time::Instant>,
 }
 
 impl ConnState {
@@ -198,16 +201,18 @@ impl ConnShared {
         self.writer_stop.wake();
     }
 
-    /// True when every in-flight slot is taken and every call holding one was abandoned by
-    /// its caller (the reply will be dropped when it comes, if it ever does).
-    fn wedged(&self) -> bool {
+    /// When every in-flight slot is taken and every call holding one was abandoned by its
+    /// caller (the reply will be dropped when it comes, if it ever does): since when, the last
+    /// of them was abandoned. A reply since would have freed a slot.
+    fn wedged_since(&self) -> Option<tokio::time::Instant> {
         let state = self.state.lock();
-        self.slots.available_permits() == 0
+        let wedged = self.slots.available_permits() == 0
             && !state.pending.is_empty()
             && state
                 .pending
                 .values()
-                .all(|p| matches!(p.reply, Reply::Abandoned))
+                .all(|p| matches!(p.reply, Reply::Abandoned));
+        state.last_abandoned.filter(|_| wedged)
     }
 
     /// Hands `msg` to its call (or ping), with the state locked (`state`); the caller is
@@ -517,6 +522,7 @@ impl Drop for ReplyWait<'_> {
         let gone = match state.pending.get_mut(&self.seq) {
             Some(p) if matches!(p.reply, Reply::Waiting(_)) => {
                 p.reply = Reply::Abandoned;
+                state.last_abandoned = Some(tokio::time::Instant::now());
                 None
             }
             Some(_) => state.pending.remove(&self.seq),
@@ -807,6 +813,7 @@ impl Connection {
                 next_seq: FIRST_SEQ + u16::from(first_seq.is_some()),
                 closed: None,
                 strays: 0,
+                last_abandoned: None,
             }),
             slots,
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -996,7 +1003,21 @@ impl Connection {
         // holds the reading may not be polled again soon).
         let _waiting = SlotWaiter::new(&self.shared);
         loop {
-            let step = tokio::time::Instant::now().checked_add(abandoned_timeout);
+            // Counted from the moment the connection wedged, not from this caller's arrival:
+            // callers whose own deadlines are shorter than `abandoned_timeout` (each timing out
+            // and leaving its call abandoned in turn) would otherwise never see it.
+            let now = tokio::time::Instant::now();
+            let wedged = self.shared.wedged_since();
+            if wedged.is_some_and(|since| now.saturating_duration_since(since) >= abandoned_timeout)
+            {
+                let reason = format!(
+                    "every in-flight slot was held by abandoned calls for {abandoned_timeout:?} (abandoned_timeout); reconnecting"
+                );
+                tracing::warn!(%reason, "closing the connection");
+                self.shared.close(reason);
+                return Err(self.closed_error().not_sent());
+            }
+            let step = wedged.unwrap_or(now).checked_add(abandoned_timeout);
             let until = match (deadline, step) {
                 (Some((at, _)), Some(step)) => Some(at.min(step)),
                 (Some((at, _)), None) => Some(at),
@@ -1010,19 +1031,10 @@ impl Connection {
             match acquired {
                 Some(slot) => return slot.map_err(|_| self.closed_error().not_sent()),
                 None => {
-                    if let Some((at, t)) =
+                    if let Some((_, t)) =
                         deadline.filter(|(at, _)| tokio::time::Instant::now() >= *at)
                     {
-                        let _ = at;
                         return Err(Error::Timeout(t).not_sent());
-                    }
-                    if self.shared.wedged() {
-                        let reason = format!(
-                            "every in-flight slot was held by abandoned calls for {abandoned_timeout:?} (abandoned_timeout); reconnecting"
-                        );
-                        tracing::warn!(%reason, "closing the connection");
-                        self.shared.close(reason);
-                        return Err(self.closed_error().not_sent());
                     }
                 }
             }

@@ -77,10 +77,7 @@ impl Proxy {
         // usual way, with no call ahead: a daemon that failed it may fail another.)
         let recent = last_failure.as_ref().filter(|f| f.at >= waiting_since);
         if let Some(failure) = recent.filter(|f| !f.after_send) {
-            return Err(DialFailed::Unsent(
-                Error::ConnectionClosed(format!("connecting failed: {}", failure.reason))
-                    .not_sent(),
-            ));
+            return Err(DialFailed::Unsent(failure.error()));
         }
         let ahead = recent.is_none();
         // The first dial's resolution, within the first dial's connect timeout.
@@ -140,9 +137,12 @@ impl Proxy {
                     *last_failure = Some(Failure::new(&e, true));
                     return Err(DialFailed::AfterSend(e));
                 }
-                // Answers, not outages: another dial would get the same.
+                // Answers, not outages: another dial would get the same, and so would the callers
+                // waiting for this one (each dialing in turn: a name server down, each lookup
+                // seconds long).
                 Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => {
-                    return Err(DialFailed::Unsent(e))
+                    *last_failure = Some(Failure::new(&e, false));
+                    return Err(DialFailed::Unsent(e));
                 }
                 Err(e) if attempt >= config.reconnect_attempts => {
                     *last_failure = Some(Failure::new(&e, false));
@@ -397,17 +397,49 @@ pub(super) struct Due<'a> {
 /// The proxy's last failed dial, for the callers that waited for it.
 pub(super) struct Failure {
     at: tokio::time::Instant,
-    reason: String,
+    /// The error, as the callers that waited for the dial get it.
+    shared: Shared,
     /// It failed the call sent with its CONNECT (see [`DialFailed::AfterSend`]).
     after_send: bool,
 }
 
+/// A dial's failure, kept for the callers that waited for it: of the same kind, so that
+/// [`Error::is_timeout`] and a match on [`Error::Resolve`] say for them what they say for the
+/// caller that dialed.
+enum Shared {
+    Resolve(String),
+    ConnectFailed(String),
+    UnknownObject(String),
+    Timeout(std::time::Duration),
+    Other(String),
+}
+
 impl Failure {
     fn new(e: &Error, after_send: bool) -> Self {
+        let shared = match e.cause() {
+            Error::Resolve(m) => Shared::Resolve(m.clone()),
+            Error::ConnectFailed(m) => Shared::ConnectFailed(m.clone()),
+            Error::UnknownObject(m) => Shared::UnknownObject(m.clone()),
+            Error::Timeout(t) => Shared::Timeout(*t),
+            _ => Shared::Other(crate::error::Report(e).to_string()),
+        };
         Failure {
             at: tokio::time::Instant::now(),
-            reason: crate::error::Report(e).to_string(),
+            shared,
             after_send,
+        }
+    }
+
+    /// The failure, for a caller that waited for the dial.
+    fn error(&self) -> Error {
+        match &self.shared {
+            Shared::Resolve(m) => Error::Resolve(m.clone()),
+            Shared::ConnectFailed(m) => Error::ConnectFailed(m.clone()),
+            Shared::UnknownObject(m) => Error::UnknownObject(m.clone()),
+            Shared::Timeout(t) => Error::Timeout(*t).not_sent(),
+            Shared::Other(reason) => {
+                Error::ConnectionClosed(format!("connecting failed: {reason}")).not_sent()
+            }
         }
     }
 }
