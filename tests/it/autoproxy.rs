@@ -366,6 +366,44 @@ pub(crate) async fn called_back_over_a_unix_socket(
     called_back
 }
 
+/// The tutorial's way in, `PYRONAME:`, to a bank whose daemon requires a shared secret: the
+/// account proxy it returns (to the daemon the name resolved to) proves the secret too. (A
+/// logical URI names no address, so before, the returned proxy matched none and dialed without
+/// the secret: refused by the daemon, or, to an impostor on the path, sent in the clear.)
+#[tokio::test]
+async fn a_proxy_returned_through_a_pyroname_proxy_proves_its_receivers_secret() {
+    let secret = rmi::SharedSecret::new("correct horse battery staple");
+    let daemon = rmi::Daemon::builder()
+        .shared_secret(secret.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
+    serve(&daemon).await;
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    rmi::naming::NameServerProxy::connect(ns.uri())
+        .await
+        .unwrap()
+        .register("secret.bank", &bank_uri)
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let bank: BankProxy = BankProxy::builder(format!("PYRONAME:secret.bank@127.0.0.1:{port}"))
+        .unwrap()
+        .shared_secret(secret.clone())
+        .connect()
+        .await
+        .unwrap();
+    let account = bank.open(10).await.unwrap();
+    assert_eq!(account.deposit(5).await.unwrap(), 15);
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn proxies_received_in_values_prove_the_shared_secret_of_their_receiver() {
     let secret = rmi::SharedSecret::new("correct horse battery staple");

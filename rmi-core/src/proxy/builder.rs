@@ -149,7 +149,7 @@ impl ProxyBuilder {
     /// What the proxies in replies to these settings' proxy dial with.
     fn security(&self) -> DialSecurity {
         DialSecurity {
-            scope: Scope::At(self.uri.location().cloned()),
+            scope: Scope::at(self.uri.location().cloned()),
             secret: self.secret.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),

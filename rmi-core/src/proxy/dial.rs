@@ -158,6 +158,7 @@ impl Proxy {
             }
         };
         let conn = Arc::new(conn);
+        self.shared.security.connected_to(conn.direct.location());
         *self.shared.conn.write() = Some(conn.clone());
         Ok((conn, sent))
     }

@@ -7,7 +7,6 @@
 //! innermost setting wins: a method that calls another proxy decodes that reply with that
 //! proxy's settings.
 
-#[cfg(feature = "tls")]
 use std::sync::Arc;
 
 use crate::auth::SharedSecret;
@@ -19,9 +18,24 @@ pub(crate) enum Scope {
     /// Every one (a daemon's explicit callback settings).
     #[default]
     Anywhere,
-    /// Those to this location (a proxy's own settings: the daemon it talks to, whose objects
-    /// it returns; another daemon may not require them, or not the same ones). `None`: none.
-    At(Option<Location>),
+    /// Those to the daemon a proxy talks to, whose objects it returns (a proxy's own settings;
+    /// another daemon may not require them, or not the same ones): at the location its URI
+    /// names, or where it last connected (a logical URI names none: it is where the name
+    /// resolved to).
+    At {
+        named: Option<Location>,
+        connected: Arc<parking_lot::Mutex<Option<Location>>>,
+    },
+}
+
+impl Scope {
+    /// The scope of a proxy to `uri`'s location.
+    pub(crate) fn at(named: Option<Location>) -> Self {
+        Scope::At {
+            named,
+            connected: Arc::default(),
+        }
+    }
 }
 
 /// The settings a received proxy dials with, beyond its URI and handshake.
@@ -41,7 +55,20 @@ impl DialSecurity {
     pub(crate) fn applies_to(&self, location: Option<&Location>) -> bool {
         match &self.scope {
             Scope::Anywhere => true,
-            Scope::At(at) => at.is_some() && at.as_ref() == location,
+            Scope::At { named, connected } => {
+                location.is_some()
+                    && (named.as_ref() == location || connected.lock().as_ref() == location)
+            }
+        }
+    }
+
+    /// A proxy with these settings connected to `location`: proxies to it, received from
+    /// it, take them.
+    pub(crate) fn connected_to(&self, location: Option<&Location>) {
+        if let Scope::At { named, connected } = &self.scope {
+            if named.as_ref() != location {
+                connected.lock().clone_from(&location.cloned());
+            }
         }
     }
 
