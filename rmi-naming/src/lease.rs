@@ -27,6 +27,9 @@ use crate::NameServerProxy;
 /// vanish within it. Kept alive every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
 
+/// How many names a recovery registers at once (see `Shared::recover`).
+const RECOVER_AT_ONCE: usize = 16;
+
 /// One name as registered, to register it again under a new lease.
 #[derive(Debug, Clone)]
 struct Held {
@@ -241,20 +244,55 @@ impl Shared {
 
     /// Grants a new lease and registers every name again under it. A name that fails is
     /// logged and marked missing, to be tried again in later keep-alive rounds (see [`Backoff`]).
+    ///
+    /// The names go [`RECOVER_AT_ONCE`] at a time, and the new lease is kept alive meanwhile:
+    /// a daemon with many names, one round trip each, far from its name server or behind a
+    /// store that syncs each write, could otherwise take longer than the TTL, lose the new
+    /// lease part way, and start over, for ever.
     async fn recover(&self, names: &mut Names) -> Result<(), Error> {
+        use futures_util::StreamExt;
         let lease = self.grant().await?;
         names.lease = Some(lease);
         names.missing.clear();
+        let todo: Vec<(String, Held)> = names
+            .names
+            .iter()
+            .map(|(name, held)| (name.clone(), held.clone()))
+            .collect();
+        let registering = futures_util::stream::iter(todo)
+            .map(|(name, held)| async move {
+                let result = self.register_one(lease, &name, &held).await;
+                (name, result)
+            })
+            .buffer_unordered(RECOVER_AT_ONCE)
+            .collect::<Vec<_>>();
+        let keeping = async {
+            let period = (self.ttl / 3).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = self.api().lease_keep_alive(lease.0).await {
+                    tracing::debug!(error = %e, "keep-alive while registering again failed");
+                }
+            }
+        };
+        let results = tokio::select! {
+            results = registering => results,
+            () = keeping => unreachable!("keeps the lease alive until the names are registered"),
+        };
         let mut again = 0;
-        for (name, held) in &names.names {
-            match self.register_one(lease, name, held).await {
+        let mut missing = Vec::new();
+        for (name, result) in results {
+            match result {
                 Ok(()) => again += 1,
                 Err(e) if lease_lost(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!(%name, error = %e, "could not register again; will keep trying");
-                    names.missing.insert(name.clone(), Backoff::default());
+                    missing.push(name);
                 }
             }
+        }
+        for name in missing {
+            names.missing.insert(name, Backoff::default());
         }
         tracing::info!(%lease, names = again, "lease lost: registered again under a new one");
         Ok(())
@@ -464,7 +502,24 @@ impl LeasedNames {
             other => other?,
         }
         names.missing.remove(name);
-        names.names.insert(name.to_owned(), held);
+        // This daemon's entry of a shared name, registered again at another URI (the daemon
+        // moved): the old entry is the daemon's no longer, and would stay under the lease,
+        // picked by resolvers and failing, until the lease went.
+        let moved = names
+            .names
+            .insert(name.to_owned(), held)
+            .filter(|old| old.shared && !names.plain)
+            .filter(|old| names.names.get(name).is_some_and(|new| new.uri != old.uri));
+        if let Some(old) = moved {
+            if let Err(e) = self
+                .shared
+                .api()
+                .remove_shared(name.to_owned(), old.uri.clone())
+                .await
+            {
+                tracing::warn!(%name, uri = %old.uri, error = %e, "could not remove the entry this daemon had before");
+            }
+        }
         Ok(())
     }
 
@@ -477,7 +532,10 @@ impl LeasedNames {
             return Ok(false);
         };
         let removed = if held.shared && !names.plain {
-            self.shared.ns.remove_shared(name, &held.uri).await
+            self.shared
+                .api()
+                .remove_shared(name.to_owned(), held.uri.clone())
+                .await
         } else {
             let one = BTreeMap::from([(name.to_owned(), held)]);
             self.shared.remove_plain(&one).await.map(|n| n > 0)

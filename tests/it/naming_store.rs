@@ -279,6 +279,65 @@ async fn a_daemon_registers_again_by_itself_after_the_name_server_restarts() {
     assert!(!registered(&fresh, "moving").await);
 }
 
+/// A daemon with 40 names, 20 ms from its name server, holding a lease of 300 ms: after a
+/// restart it registers them all again before the new lease expires (several at once, the
+/// lease kept alive meanwhile), and they stay. (Before, one at a time took 800 ms: the new lease
+/// expired part way, and the daemon started over, its names coming and going for ever.)
+#[tokio::test]
+async fn many_names_far_from_the_name_server_are_all_registered_again_within_the_ttl() {
+    const NAMES: usize = 40;
+    let ttl = Duration::from_millis(300);
+    let ns = start(0, Storage::Memory).await;
+    let port = ns.daemon().local_addr().unwrap().port();
+    let relay = crate::support::Relay::with_latency(port, Duration::from_millis(10)).await;
+    let far = Uri::tcp(rmi::naming::NAME_SERVER_OBJECT_ID, "127.0.0.1", relay.port);
+    let names = NameServerProxy::connect(&far).await.unwrap();
+    let (_daemon, _, greeter) = start_daemon().await;
+    let held = names.lease(ttl).await.unwrap();
+    for i in 0..NAMES {
+        held.register(&format!("far.{i}"), &greeter).await.unwrap();
+    }
+
+    ns.shutdown();
+    ns.wait().await.unwrap();
+    drop(ns);
+    let ns = restart_on(port, Storage::Memory).await;
+    let fresh = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let all_there = || async { fresh.list_prefix("far.").await.unwrap().len() == NAMES };
+    until("every name registered again", all_there).await;
+    // And they stay: the lease they went under was kept alive.
+    for _ in 0..10 {
+        tokio::time::sleep(ttl / 2).await;
+        assert!(all_there().await, "names lost after they came back");
+    }
+    held.revoke().await.unwrap();
+}
+
+/// A daemon that registers its entry of a shared name again at another URI (it moved) keeps
+/// one entry: the old one goes, instead of staying under the lease, picked by resolvers and
+/// failing to dial, until the lease went.
+#[tokio::test]
+async fn a_shared_entry_registered_again_at_another_uri_replaces_the_old_one() {
+    let (_ns, names) = name_server().await;
+    let (_a, _, first) = start_daemon().await;
+    let (_b, _, moved) = start_daemon().await;
+    let held = names.lease(TTL).await.unwrap();
+    held.register_shared("svc.moving", &first, tags(&[]))
+        .await
+        .unwrap();
+    held.register_shared("svc.moving", &moved, tags(&["b"]))
+        .await
+        .unwrap();
+    let entries = names.lookup_all("svc.moving").await.unwrap();
+    assert_eq!(entries, vec![(moved.clone(), tags(&["b"]))]);
+    // Registered again at the same URI: still one entry.
+    held.register_shared("svc.moving", &moved, tags(&[]))
+        .await
+        .unwrap();
+    assert_eq!(names.lookup_all("svc.moving").await.unwrap().len(), 1);
+    held.revoke().await.unwrap();
+}
+
 /// A name the daemon could not register again after a restart (another process had taken it,
 /// and the daemon registered it `safe`) is tried again on every keep-alive round, and comes back
 /// once it is free, while the daemon's other names came back at once.

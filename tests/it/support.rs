@@ -559,6 +559,32 @@ pub(crate) fn invoke_message(
     )
 }
 
+/// Carries what `from` reads to `to`, each piece `latency` after it was read.
+async fn late(
+    mut from: tokio::net::tcp::ReadHalf<'_>,
+    mut to: tokio::net::tcp::WriteHalf<'_>,
+    latency: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pieces, mut due) = tokio::sync::mpsc::unbounded_channel();
+    let read = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            let _ = pieces.send((tokio::time::Instant::now() + latency, buf[..n].to_vec()));
+        }
+    };
+    let write = async move {
+        while let Some((at, piece)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(read, write);
+}
+
 /// A TCP relay on loopback: counts the connections it accepts, can be pointed at another port,
 /// and can cut the connections it carries, or silence them.
 pub(crate) struct Relay {
@@ -573,6 +599,12 @@ pub(crate) struct Relay {
 impl Relay {
     /// A relay to `target` on 127.0.0.1.
     pub(crate) async fn start(target: u16) -> Relay {
+        Relay::with_latency(target, Duration::ZERO).await
+    }
+
+    /// A relay to `target` on 127.0.0.1 that delivers what it reads `latency` later, each way
+    /// (a far peer: round trips of twice `latency`, however many are under way at once).
+    pub(crate) async fn with_latency(target: u16, latency: Duration) -> Relay {
         use std::sync::atomic::Ordering;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let relay = Relay {
@@ -598,8 +630,21 @@ impl Relay {
                     if let Ok(mut upstream) =
                         tokio::net::TcpStream::connect(("127.0.0.1", port)).await
                     {
+                        let carry = async {
+                            if latency.is_zero() {
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                            } else {
+                                let (client_in, client_out) = client.split();
+                                let (upstream_in, upstream_out) = upstream.split();
+                                tokio::join!(
+                                    late(client_in, upstream_out, latency),
+                                    late(upstream_in, client_out, latency)
+                                );
+                            }
+                        };
                         tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                            () = carry => {}
                             _ = silenced.changed() => {
                                 // Both sockets held open, nothing carried: no FIN, no reset.
                                 std::future::pending::<()>().await;
