@@ -129,6 +129,25 @@ pub fn secret(
     }
 }
 
+/// `command` with the environment variables that are set but empty taken off its options:
+/// `RMI_NS_PORT= rmi-ns` runs as without the variable (clap would read the empty value, and a
+/// port or a path refuses it), as Pyro's configuration takes an empty setting.
+pub fn without_empty_env(mut command: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|arg| {
+            arg.get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|value| value.is_empty())
+        })
+        .map(|arg| arg.get_id().clone())
+        .collect();
+    for id in empty {
+        command = command.mut_arg(id, |arg| arg.env(None));
+    }
+    command
+}
+
 /// Command-line flags over the environment: an option set by an `RMI_NS_*` variable is
 /// dropped when it is empty (`RMI_NS_KEY= rmi-ns` unsets it, as in Pyro's configuration), or
 /// when a flag given on the command line stands for the same thing (`-n HOST` beats

@@ -323,9 +323,10 @@ fn rmi_nsc_has_pyro5_nscs_commands_and_watch() {
 
 #[test]
 fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
-    // rmi-ns with its responder on a free UDP port, its TCP port not the one rmi-nsc tries.
+    // rmi-ns on 127.0.0.2 (so nothing answers rmi-nsc's first try, 127.0.0.1 at that port),
+    // its responder on a free UDP port.
     let (_ns, lines) = support::spawn_rmi_ns_with(
-        &["--host", "127.0.0.1", "--port", "0", "--bcport", "0"],
+        &["--host", "127.0.0.2", "--port", "0", "--bcport", "0"],
         &[],
         2,
     );
@@ -334,26 +335,20 @@ fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
         .next()
         .unwrap_or_else(|| panic!("{lines:?}"))
         .to_owned();
-    let ns_port = support::port_of(&lines[0]);
-    let unused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let ns_port = support::port_of(&lines[0]).to_string();
     let env = [
-        ("RMI_NS_PORT", unused.as_str()),
+        ("RMI_NS_PORT", ns_port.as_str()),
         ("RMI_NS_BCADDR", "127.255.255.255"),
         ("RMI_NS_BCPORT", bcport.as_str()),
     ];
     let (ok, out) = support::nsc(&["-v", "ping"], &env);
     assert!(ok, "{out}");
     assert!(
-        out.contains(&format!("PYRO:Pyro.NameServer@127.0.0.1:{ns_port}")),
+        out.contains(&format!("PYRO:Pyro.NameServer@127.0.0.2:{ns_port}")),
         "found by broadcast: {out}"
     );
     // The same as flags.
-    let (ok, out) = support::nsc(&["-p", &unused, "--bcport", &bcport, "-v", "ping"], &[]);
+    let (ok, out) = support::nsc(&["-p", &ns_port, "--bcport", &bcport, "-v", "ping"], &[]);
     assert!(ok, "{out}");
     // Without the broadcast, nothing answers there.
     let (ok, out) = support::nsc(&["-x", "ping"], &env);
@@ -363,6 +358,27 @@ fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
         1,
         "asked once: {out}"
     );
+    // A port asked for where nothing answers: the name server the broadcast finds, on another
+    // port, is not the one asked for. (Before, `rmi-nsc -p 9999 remove x` removed x from it.)
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    for given in [
+        vec!["-p", &unused, "--bcport", &bcport, "ping"],
+        vec!["--port", &unused, "ping"],
+    ] {
+        let env = [("RMI_NS_BCPORT", bcport.as_str())];
+        let (ok, out) = support::nsc(&given, &env);
+        assert!(!ok, "{given:?}: {out}");
+        assert!(
+            out.contains(&format!("which is not on port {unused}"))
+                && out.contains(&format!("127.0.0.2:{ns_port}")),
+            "{given:?}: {out}"
+        );
+    }
 }
 
 #[test]

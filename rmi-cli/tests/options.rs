@@ -15,7 +15,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rmi::naming::{NameServerProxy, NsLocator};
 use rmi::rustls::ClientConfig;
 use rmi::{Error, SharedSecret, Uri};
-use support::{locate, nsc, port_of, spawn_rmi_ns, spawn_rmi_ns_with};
+use support::{locate, nsc, port_of, spawn_rmi_ns, spawn_rmi_ns_ignoring, spawn_rmi_ns_with};
 
 const TCP: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--nobc"];
 
@@ -450,6 +450,19 @@ fn inconsistent_flags_are_refused_with_what_to_change() {
         !ok && err.contains("--nathost cannot be used with a Unix socket"),
         "{err}"
     );
+    // No client could connect: rmi's proxies run TLS over TCP only.
+    let (ok, err) = run(&[
+        "--tls-cert",
+        "/tmp/unused.pem",
+        "--tls-key",
+        "/tmp/unused.key",
+        "-u",
+        "/tmp/unused.sock",
+    ]);
+    assert!(
+        !ok && err.contains("--tls-cert cannot be used with a Unix socket"),
+        "{err}"
+    );
     let (ok, err) = run(&["--key", ""]);
     assert!(!ok && err.contains("empty"), "{err}");
     // Limits its own entry does not fit: said so, and the port is not blamed.
@@ -550,6 +563,24 @@ async fn the_command_line_beats_the_environment() {
         ok,
         "an empty RMI_NS_HOST is unset (localhost is tried): {out}"
     );
+    // Every empty variable is unset, for a port or a path too (clap refused those: "a value
+    // is required", "invalid value ''"), and RMI_NS_TLS_CA is not for a Unix socket.
+    let empty = [
+        ("RMI_NS_HOST", ""),
+        ("RMI_NS_PORT", ""),
+        ("RMI_NS_UNIXSOCKET", ""),
+        ("RMI_NS_BCPORT", ""),
+        ("RMI_NS_BCADDR", ""),
+        ("RMI_NS_TLS_CA", ""),
+        ("RMI_NS_KEY", ""),
+    ];
+    let (ok, out) = nsc(&["-p", &port, "-k", "right", "ping"], &empty);
+    assert!(ok, "empty variables are unset: {out}");
+    let sock = dir.path().join("ns.sock");
+    let sock = sock.to_str().unwrap();
+    let (_unix, _) = spawn_rmi_ns_with(&["-u", sock], &empty, 1);
+    let (ok, out) = nsc(&["-u", sock, "ping"], &[("RMI_NS_TLS_CA", "/no/such.pem")]);
+    assert!(ok, "RMI_NS_TLS_CA is for TCP name servers: {out}");
     // An empty RMI_NS_KEY is unset for rmi-ns too.
     let (_open, lines) = spawn_rmi_ns_with(&TCP, &[("RMI_NS_KEY", "")], 1);
     let (ok, out) = nsc(
@@ -607,4 +638,32 @@ fn sigint_and_sighup_stop_rmi_ns_cleanly() {
         assert!(!sock.exists(), "SIG{signal} left the socket file");
         eprintln!("rmi-ns stopped {took:?} after SIG{signal}");
     }
+}
+
+/// Started with SIGHUP and SIGINT ignored (`nohup rmi-ns &`, or `rmi-ns &` in a script), rmi-ns
+/// leaves them ignored: a closed terminal or a Ctrl-C meant for the script does not stop it;
+/// SIGTERM still does, cleanly. (Before, its handlers replaced the inherited ignore.)
+#[test]
+fn signals_ignored_when_rmi_ns_starts_stay_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ns.sock");
+    let sock = sock.to_str().unwrap();
+    let (mut ns, _) = spawn_rmi_ns_ignoring("HUP INT", &["-u", sock]);
+    for signal in ["HUP", "INT"] {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &ns.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            ns.is_alive(),
+            "SIG{signal} stopped rmi-ns started with it ignored"
+        );
+        let (ok, out) = nsc(&["-u", sock, "ping"], &[]);
+        assert!(ok, "after SIG{signal}: {out}");
+    }
+    let (status, _) = ns.signal("TERM");
+    assert!(status.success(), "SIGTERM: {status}");
+    assert!(!std::path::Path::new(sock).exists());
 }

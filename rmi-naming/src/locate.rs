@@ -44,26 +44,28 @@ impl NsLocator {
     }
 
     /// The defaults overridden by `RMI_NS_HOST`, `RMI_NS_PORT`, `RMI_NS_BCADDR` and
-    /// `RMI_NS_BCPORT` where set. Only binaries and callers who ask read the environment.
+    /// `RMI_NS_BCPORT` where set (an empty one counts as unset, as the tools take it). Only
+    /// binaries and callers who ask read the environment.
     pub fn from_env() -> Result<Self, Error> {
         let mut l = NsLocator::new();
+        let set = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
         let port = |var: &str| -> Result<Option<u16>, Error> {
-            match std::env::var(var) {
-                Ok(v) => v
+            match set(var) {
+                Some(v) => v
                     .parse()
                     .map(Some)
                     .map_err(|_| Error::Resolve(format!("{var}={v:?} is not a port number"))),
-                Err(_) => Ok(None),
+                None => Ok(None),
             }
         };
-        if let Ok(host) = std::env::var("RMI_NS_HOST") {
+        if let Some(host) = set("RMI_NS_HOST") {
             l.host = Some(host);
         }
         if let Some(p) = port("RMI_NS_PORT")? {
             l.port = p;
         }
         if let Some((addr, bport)) = &mut l.broadcast {
-            if let Ok(a) = std::env::var("RMI_NS_BCADDR") {
+            if let Some(a) = set("RMI_NS_BCADDR") {
                 *addr = a;
             }
             if let Some(p) = port("RMI_NS_BCPORT")? {

@@ -137,7 +137,7 @@ fn parse_storage(s: &str) -> Result<Storage, String> {
 impl Args {
     /// The flags, with the command line beating the environment (see [`rmi_cli::Sources`]).
     fn parse() -> Result<Args, String> {
-        let matches = Args::command().get_matches();
+        let matches = rmi_cli::without_empty_env(Args::command()).get_matches();
         let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         let sources = rmi_cli::Sources(&matches);
         args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);
@@ -146,6 +146,11 @@ impl Args {
         if args.nathost.is_some() && args.unixsocket.is_some() {
             // As Pyro's daemon: a Unix socket's URIs have no host to translate.
             return Err("--nathost cannot be used with a Unix socket (-u)".into());
+        }
+        if args.tls_cert.is_some() && args.unixsocket.is_some() {
+            // rmi's proxies (rmi-nsc among them) run TLS over TCP only: nobody could connect.
+            return Err("--tls-cert cannot be used with a Unix socket (-u): TLS runs over TCP;                         a Unix socket is guarded by its file's permissions"
+                .into());
         }
         Ok(args)
     }
@@ -213,23 +218,41 @@ impl Args {
 /// Stop requests as they come: Ctrl-C, and SIGTERM and SIGHUP on Unix (a closed terminal
 /// stops the name server cleanly too), each by its name. The handlers are installed before
 /// this returns, so a signal during start-up is a stop request, never the default action
-/// (which would kill the process and leave a Unix socket's file behind).
+/// (which would kill the process and leave a Unix socket's file behind). A signal the process
+/// was started with ignored (`nohup` ignores SIGHUP; a shell, SIGINT for a background job) is
+/// left ignored, as a handler would replace that.
 fn stop_requests() -> mpsc::UnboundedReceiver<&'static str> {
     let (tx, rx) = mpsc::unbounded_channel();
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let ignored = ignored_at_start();
+        let listen = |number: u32, kind: SignalKind| -> std::io::Result<Option<Signal>> {
+            if ignored & (1 << (number - 1)) != 0 {
+                return Ok(None);
+            }
+            signal(kind).map(Some)
+        };
+        /// The next delivery of `signal`; never, for a signal not listened to.
+        async fn next(signal: &mut Option<Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         if let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::hangup()),
+            listen(2, SignalKind::interrupt()),
+            listen(15, SignalKind::terminate()),
+            listen(1, SignalKind::hangup()),
         ) {
             tokio::spawn(async move {
                 loop {
                     let name = tokio::select! {
-                        _ = int.recv() => "SIGINT",
-                        _ = term.recv() => "SIGTERM",
-                        _ = hup.recv() => "SIGHUP",
+                        () = next(&mut int) => "SIGINT",
+                        () = next(&mut term) => "SIGTERM",
+                        () = next(&mut hup) => "SIGHUP",
                     };
                     if tx.send(name).is_err() {
                         return;
@@ -247,6 +270,21 @@ fn stop_requests() -> mpsc::UnboundedReceiver<&'static str> {
         }
     });
     rx
+}
+
+/// The signals this process was started with ignored, as a mask (bit `n - 1` for signal `n`):
+/// Linux's `SigIgn` in `/proc/self/status`; none where that cannot be read.
+#[cfg(unix)]
+fn ignored_at_start() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("SigIgn:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Prints a line on stdout, for whoever reads it: the name server goes on serving when no one

@@ -24,7 +24,8 @@ struct Args {
     /// Name server host (default: localhost, then a broadcast to --bchost:--bcport).
     #[arg(short = 'n', long, env = "RMI_NS_HOST", global = true)]
     host: Option<String>,
-    /// Name server port.
+    /// Name server port (given without --host, a name server a broadcast finds must be on it
+    /// too).
     #[arg(
         short,
         long,
@@ -87,6 +88,9 @@ struct Args {
     /// Print more.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// --port (or RMI_NS_PORT) was given, not defaulted.
+    #[arg(skip)]
+    port_given: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -465,18 +469,40 @@ async fn connect(
     if let Some(secret) = secret {
         locator = locator.shared_secret(secret);
     }
-    locator.locate().await
+    let ns = locator.locate().await?;
+    // Nothing answered on localhost at the port asked for, and the broadcast found a name
+    // server elsewhere: on another port, it is another name server, not the one asked for
+    // (every rmi-ns on a host answers the default broadcast port). A name server on that port
+    // of another host is taken, as Pyro's broadcast finds it.
+    let found = match ns.uri().location() {
+        Some(rmi::Location::Tcp { port, .. }) => Some(*port),
+        _ => None,
+    };
+    if args.port_given && args.host.is_none() && found != Some(args.port) {
+        return Err(rmi::Error::Resolve(format!(
+            "no name server on 127.0.0.1:{port}, and the broadcast found {uri}, which is not on \
+             port {port}: pass --host and --port to talk to it, or leave --port out",
+            port = args.port,
+            uri = ns.uri(),
+        )));
+    }
+    Ok(ns)
 }
 
 /// The flags, with the command line beating the environment (see [`rmi_cli::Sources`]).
 fn parse() -> Args {
-    let matches = Args::command().get_matches();
+    let matches = rmi_cli::without_empty_env(Args::command()).get_matches();
     let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let sources = rmi_cli::Sources(&matches);
+    args.port_given = matches!(
+        matches.value_source("port"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
     args.host = sources.keep("host", args.host.take(), &[]);
     args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);
     args.key = sources.keep("key", args.key.take(), &["key_file"]);
-    args.tls_ca = sources.keep("tls_ca", args.tls_ca.take(), &[]);
+    // A Unix socket runs no TLS: the variable is for TCP name servers.
+    args.tls_ca = sources.keep("tls_ca", args.tls_ca.take(), &["unixsocket"]);
     args
 }
 

@@ -83,9 +83,26 @@ pub(crate) fn spawn_rmi_ns_with(
     env: &[(&str, &str)],
     lines: usize,
 ) -> (ChildGuard, Vec<String>) {
-    let mut child = tool(env!("CARGO_BIN_EXE_rmi-ns"))
-        .args(args)
-        .envs(env.iter().copied())
+    let mut command = tool(env!("CARGO_BIN_EXE_rmi-ns"));
+    command.args(args).envs(env.iter().copied());
+    spawn_rmi_ns_as(command, lines)
+}
+
+/// [`spawn_rmi_ns_with`] with `args`, started with the signals `ignored` ignored, as `nohup`
+/// and a shell's background jobs start programs (`trap '' HUP` in `sh`, then `exec`).
+pub(crate) fn spawn_rmi_ns_ignoring(ignored: &str, args: &[&str]) -> (ChildGuard, Vec<String>) {
+    let mut command = tool("sh");
+    command
+        .arg("-c")
+        .arg(format!("trap '' {ignored}; exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_rmi-ns"))
+        .args(args);
+    spawn_rmi_ns_as(command, 1)
+}
+
+/// Spawns `command` (rmi-ns) and reads its first `lines` lines.
+fn spawn_rmi_ns_as(mut command: Command, lines: usize) -> (ChildGuard, Vec<String>) {
+    let mut child = command
         .env("RMI_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
