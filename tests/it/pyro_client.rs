@@ -956,3 +956,39 @@ async fn a_lookup_cache_on_pyro5_ns_answers_and_does_not_keep_reconnecting_for_a
     );
     daemon.shutdown();
 }
+
+/// A `PYRONAME:` proxy that found a Python Pyro4 daemon, and dials again once the name moved
+/// to an rmi daemon, speaks Pyro5 and bincode to it: what a proxy learned a daemon speaks is
+/// kept for that daemon's address only. (Before, it spoke Pyro4 and serpent to every later
+/// daemon, which an rmi daemon answers, for the proxy's life.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_met_pyro4_speaks_pyro5_to_the_rmi_daemon_its_name_moved_to() {
+    let Some(python) = python4() else { return };
+    let (_ns, ns_port) = python_name_server(python, "Pyro4.naming").await;
+    let _server = python_server(python, ns_port, "moving.greeter", "4").await;
+    let greeter =
+        GreeterProxy::connect(format!("PYRONAME:moving.greeter@127.0.0.1:{ns_port}").as_str())
+            .await
+            .unwrap();
+    assert_eq!(
+        greeter.welcome_message("Pyro4".into()).await.unwrap(),
+        "Hi welcome Pyro4"
+    );
+    assert_eq!(greeter.proxy().protocol(), Some(Protocol::Pyro4));
+
+    let (daemon, uri) = rust_greeter().await;
+    locate(ns_port)
+        .await
+        .register("moving.greeter", &uri)
+        .await
+        .unwrap();
+    greeter.proxy().close();
+    assert_eq!(
+        greeter.welcome_message("rmi".into()).await.unwrap(),
+        "Hi welcome rmi"
+    );
+    assert_eq!(greeter.proxy().connected_uri(), Some(uri));
+    assert_eq!(greeter.proxy().protocol(), Some(Protocol::Pyro5));
+    assert_eq!(greeter.proxy().serializer(), Serializer::Bincode);
+    daemon.shutdown();
+}

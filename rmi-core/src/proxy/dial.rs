@@ -263,7 +263,7 @@ impl Proxy {
             // The configured protocol; else the one the daemon was found to speak; else Pyro5.
             let first = config
                 .protocol
-                .or(*self.shared.learned.lock())
+                .or_else(|| self.learned_at(location))
                 .unwrap_or_default();
             let mut protocol = first;
             loop {
@@ -292,7 +292,7 @@ impl Proxy {
                 match opened.await {
                     Ok(Opened::Ready(conn, sent)) => {
                         if config.protocol.is_none() {
-                            *self.shared.learned.lock() = Some(protocol);
+                            *self.shared.learned.lock() = Some((location.clone(), protocol));
                         }
                         return Ok((conn, sent));
                     }
@@ -358,9 +358,17 @@ impl Proxy {
             .shared
             .config
             .protocol
-            .or(*self.shared.learned.lock())
+            .or_else(|| direct.location().and_then(|at| self.learned_at(at)))
             .unwrap_or_default();
         Some((direct, serializer, protocol))
+    }
+
+    /// The protocol the daemon at `location` was found to speak, if it was.
+    fn learned_at(&self, location: &crate::uri::Location) -> Option<Protocol> {
+        match &*self.shared.learned.lock() {
+            Some((at, protocol)) if at == location => Some(*protocol),
+            _ => None,
+        }
     }
 
     pub(super) fn live(&self) -> Option<Arc<Connection>> {

@@ -119,9 +119,10 @@ struct Shared {
     security: DialSecurity,
     /// The live connection, if dialed; replaced when it dies.
     conn: RwLock<Option<Arc<Connection>>>,
-    /// The protocol the daemon was found to speak when none is configured, tried first on
-    /// reconnects.
-    learned: parking_lot::Mutex<Option<Protocol>>,
+    /// The protocol the daemon was found to speak when none is configured, and where: tried
+    /// first on reconnects to that address (a name that moves to another daemon starts from
+    /// Pyro5 again: an rmi daemon answers Pyro4 too, and would be spoken to in it for good).
+    learned: parking_lot::Mutex<Option<(crate::uri::Location, Protocol)>>,
     /// Serializes dialing so concurrent first calls, and calls after a failure, dial once;
     /// holds when the last dial failed and why, so callers that waited for it share the failure.
     dial_lock: tokio::sync::Mutex<Option<dial::Failure>>,
