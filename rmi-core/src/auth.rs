@@ -72,8 +72,11 @@ impl std::fmt::Debug for SharedSecret {
 }
 
 impl SharedSecret {
-    /// A secret from any bytes. The handshake resists offline guessing, so a passphrase works;
-    /// a long random one still makes online guessing (one guess per connection) hopeless.
+    /// A secret from any bytes. The handshake resists offline guessing, so each guess costs a
+    /// connection to the daemon, which refuses an address after 30 failed ones in a minute
+    /// (logging them as warnings): a passphrase of several random words is out of reach; a
+    /// dictionary word is not, from many addresses. A long random secret makes online guessing
+    /// hopeless.
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
         SharedSecret {
             key: secret.as_ref().into(),

@@ -562,6 +562,44 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
     daemon.shutdown();
 }
 
+/// Each connection that gets the daemon's half of the handshake and does not prove the secret
+/// is one guess at it, which the client checks by itself: past 30 in a minute from one
+/// address, the daemon refuses that address before doing any work, with a reason, for the rest
+/// of the minute (the right secret from it too, meanwhile). (Before, guesses were bounded only
+/// by the connection rate, each logged at debug level as a client that closed.)
+#[tokio::test]
+async fn guessing_the_shared_secret_is_refused_after_30_failures_a_minute() {
+    let secret = SharedSecret::new("correct horse battery staple");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    let attempt = |guess: SharedSecret| {
+        let uri = uri.clone();
+        async move {
+            LabProxy::builder(&uri)
+                .unwrap()
+                .shared_secret(guess)
+                .reconnect_attempts(0)
+                .connect::<LabProxy>()
+                .await
+                .map(drop)
+        }
+    };
+    attempt(secret.clone()).await.expect("the right secret");
+    for n in 0..30 {
+        let err = attempt(SharedSecret::new(format!("guess {n}")))
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("too many"), "guess {n}: {err}");
+    }
+    for guess in [SharedSecret::new("guess 31"), secret] {
+        let err = attempt(guess).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::ConnectFailed(m) if m.contains("too many failed authentications")),
+            "{err:?}"
+        );
+    }
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn a_secret_on_one_side_only_is_an_explicit_error() {
     // Client has a secret, the daemon none: the daemon cannot prove anything.

@@ -403,6 +403,7 @@ impl DaemonBuilder {
             connections: Arc::new(Semaphore::new(max_connections)),
             oneway_warnings: Default::default(),
             panic_warnings: Default::default(),
+            auth_failures: Default::default(),
             callbacks,
         });
         let object = object::DaemonObject::new(Arc::downgrade(&inner));

@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::log::PeerText;
+use super::log::{AuthFailures, PeerText};
 use super::{reply_to, Inner};
 use crate::auth::{ServerHandshake, Session};
 use crate::protocol::codec::{
@@ -158,10 +158,42 @@ where
     // Before the client's proof: nothing here looks at the request's payload or the objects.
     let ser = accepted_serializer(&req, protocol)?;
     check_type(&req, protocol)?;
+    let address = peer
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_canonical());
+    let failures = &inner.auth_failures;
+    if address.is_some_and(|a| failures.refused(a, tokio::time::Instant::now())) {
+        if failures.warnings.allow(|n| {
+            tracing::warn!(
+                refused = n,
+                "more connections refused for failed authentications"
+            )
+        }) {
+            tracing::warn!(%peer, "connection refused: too many failed authentications from this address");
+        }
+        return Err(fail(
+            &req,
+            ser,
+            format!(
+                "too many failed authentications from this address ({} within {:?}); try again later",
+                AuthFailures::LIMIT,
+                AuthFailures::WINDOW
+            ),
+        ));
+    }
     let mut offer = reply_to(&req, MessageType::ConnectOk, 0, Vec::new());
     let pending = ServerHandshake::start(secret, &req, &mut offer)
         .map_err(|reason| fail(&req, ser, reason))?;
     writer.write_frame(&offer).await.map_err(|_| None)?;
+    // From here until the client has proved the secret, the connection counts as a failed
+    // guess, however it ends (a wrong proof, a close, the handshake timeout dropping this).
+    let guess = Guess {
+        failures,
+        address,
+        peer,
+        proved: false,
+    };
 
     // The client's proof: a second CONNECT signed with its session key.
     let proof = read(reader, peer).await?;
@@ -169,6 +201,7 @@ where
         tracing::debug!(%peer, error = %e, "closing the connection");
         None
     })?;
+    guess.proved();
     // (The proof, a CONNECT, reads the same in either protocol; what follows may not.)
     signer.set_protocol(protocol);
     verifier.set_protocol(protocol);
@@ -183,6 +216,42 @@ where
             Err(Some(reply))
         }
         Err(None) => Err(None),
+    }
+}
+
+/// A connection that got the daemon's half of the SPAKE2 exchange: unless it [`proved`]
+/// (`Guess::proved`) the secret, its end counts as a failed authentication of its address.
+struct Guess<'a> {
+    failures: &'a AuthFailures,
+    address: Option<std::net::IpAddr>,
+    peer: &'a str,
+    proved: bool,
+}
+
+impl Guess<'_> {
+    fn proved(mut self) {
+        self.proved = true;
+    }
+}
+
+impl Drop for Guess<'_> {
+    fn drop(&mut self) {
+        if self.proved {
+            return;
+        }
+        let peer = self.peer;
+        let Some(address) = self.address else {
+            tracing::debug!(%peer, "the client did not prove the shared secret");
+            return;
+        };
+        let n = self.failures.failed(address, tokio::time::Instant::now());
+        if self
+            .failures
+            .warnings
+            .allow(|left_out| tracing::warn!(left_out, "more failed authentications"))
+        {
+            tracing::warn!(%peer, failures = n, "the client did not prove the shared secret");
+        }
     }
 }
 

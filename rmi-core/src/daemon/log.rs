@@ -66,9 +66,78 @@ impl RateLimit {
     }
 }
 
+/// Failed proofs of the shared secret, per client address. Each connection that got the
+/// daemon's half of the handshake (SPAKE2) and did not prove the secret after it is one online
+/// guess at the secret, which the client can check by itself and close without a word: past
+/// [`AuthFailures::LIMIT`] in a minute, the address is refused before any work is done, until
+/// the minute is over. (A client behind the same address with the right secret is refused too,
+/// meanwhile: the price of not letting a passphrase be guessed at thousands a second.)
+#[derive(Debug, Default)]
+pub(super) struct AuthFailures {
+    /// Per address: when its window opened, and its failures in it.
+    by_address: Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
+    pub(super) warnings: RateLimit,
+}
+
+impl AuthFailures {
+    /// Failures an address may have in a window before it is refused.
+    pub(super) const LIMIT: u32 = 30;
+    /// The window.
+    pub(super) const WINDOW: Duration = Duration::from_secs(60);
+    /// Addresses tracked at most (past it, those whose window is over go, then all).
+    const MAX_ADDRESSES: usize = 4096;
+
+    /// Whether `address` is refused at `now` (its window's failures at the limit).
+    pub(super) fn refused(&self, address: std::net::IpAddr, now: Instant) -> bool {
+        self.by_address
+            .lock()
+            .get(&address)
+            .is_some_and(|(since, n)| {
+                now.duration_since(*since) < Self::WINDOW && *n >= Self::LIMIT
+            })
+    }
+
+    /// One more failure of `address` at `now`; returns its failures in the window.
+    pub(super) fn failed(&self, address: std::net::IpAddr, now: Instant) -> u32 {
+        let mut map = self.by_address.lock();
+        if map.len() >= Self::MAX_ADDRESSES && !map.contains_key(&address) {
+            map.retain(|_, (since, _)| now.duration_since(*since) < Self::WINDOW);
+            if map.len() >= Self::MAX_ADDRESSES {
+                map.clear();
+            }
+        }
+        let (since, n) = map.entry(address).or_insert((now, 0));
+        if now.duration_since(*since) >= Self::WINDOW {
+            *since = now;
+            *n = 0;
+        }
+        *n = n.saturating_add(1);
+        *n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An address is refused once it failed `LIMIT` times within a window, others are not,
+    /// and the refusal ends with the window.
+    #[test]
+    fn auth_failures_refuse_an_address_for_the_rest_of_its_window() {
+        let failures = AuthFailures::default();
+        let (a, b) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let start = Instant::now();
+        for n in 1..=AuthFailures::LIMIT {
+            assert!(!failures.refused(a, start), "refused after {}", n - 1);
+            assert_eq!(failures.failed(a, start), n);
+        }
+        assert!(failures.refused(a, start));
+        assert!(failures.refused(a, start + AuthFailures::WINDOW / 2));
+        assert!(!failures.refused(b, start));
+        let later = start + AuthFailures::WINDOW;
+        assert!(!failures.refused(a, later));
+        assert_eq!(failures.failed(a, later), 1, "a new window");
+    }
 
     #[test]
     fn peer_text_is_cut_at_a_char_boundary_and_says_how_much_is_missing() {

@@ -103,6 +103,8 @@ struct Inner {
     oneway_warnings: log::RateLimit,
     /// Panicking calls are logged at most this often.
     panic_warnings: log::RateLimit,
+    /// Clients that failed to prove the shared secret, per address.
+    auth_failures: log::AuthFailures,
     /// What proxies in a method's arguments dial with: the shared secret and `callback_tls`
     /// (`None` when neither is set).
     callbacks: Option<crate::transport::received::DialSecurity>,
