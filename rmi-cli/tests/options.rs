@@ -642,13 +642,14 @@ fn sigint_and_sighup_stop_rmi_ns_cleanly() {
 
 /// Started with SIGHUP and SIGINT ignored (`nohup rmi-ns &`, or `rmi-ns &` in a script), rmi-ns
 /// leaves them ignored: a closed terminal or a Ctrl-C meant for the script does not stop it;
-/// SIGTERM still does, cleanly. (Before, its handlers replaced the inherited ignore.)
+/// SIGTERM, even ignored at start, still does, cleanly (a service manager's stop). (Before,
+/// its handlers replaced the inherited ignore.)
 #[test]
 fn signals_ignored_when_rmi_ns_starts_stay_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("ns.sock");
     let sock = sock.to_str().unwrap();
-    let (mut ns, _) = spawn_rmi_ns_ignoring("HUP INT", &["-u", sock]);
+    let (mut ns, _) = spawn_rmi_ns_ignoring("HUP INT TERM", &["-u", sock]);
     for signal in ["HUP", "INT"] {
         let sent = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &ns.0.id().to_string()])

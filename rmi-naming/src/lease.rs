@@ -250,7 +250,6 @@ impl Shared {
     /// store that syncs each write, could otherwise take longer than the TTL, lose the new
     /// lease part way, and start over, for ever.
     async fn recover(&self, names: &mut Names) -> Result<(), Error> {
-        use futures_util::StreamExt;
         let lease = self.grant().await?;
         names.lease = Some(lease);
         names.missing.clear();
@@ -259,26 +258,7 @@ impl Shared {
             .iter()
             .map(|(name, held)| (name.clone(), held.clone()))
             .collect();
-        let registering = futures_util::stream::iter(todo)
-            .map(|(name, held)| async move {
-                let result = self.register_one(lease, &name, &held).await;
-                (name, result)
-            })
-            .buffer_unordered(RECOVER_AT_ONCE)
-            .collect::<Vec<_>>();
-        let keeping = async {
-            let period = (self.ttl / 3).max(Duration::from_millis(10));
-            loop {
-                tokio::time::sleep(period).await;
-                if let Err(e) = self.api().lease_keep_alive(lease.0).await {
-                    tracing::debug!(error = %e, "keep-alive while registering again failed");
-                }
-            }
-        };
-        let results = tokio::select! {
-            results = registering => results,
-            () = keeping => unreachable!("keeps the lease alive until the names are registered"),
-        };
+        let results = self.register_all(lease, todo).await;
         let mut again = 0;
         let mut missing = Vec::new();
         for (name, result) in results {
@@ -298,20 +278,52 @@ impl Shared {
         Ok(())
     }
 
+    /// Registers `todo` under `lease`, [`RECOVER_AT_ONCE`] at a time, keeping the lease alive
+    /// meanwhile; returns each name's result.
+    async fn register_all(
+        &self,
+        lease: LeaseId,
+        todo: Vec<(String, Held)>,
+    ) -> Vec<(String, Result<(), Error>)> {
+        use futures_util::StreamExt;
+        let registering = futures_util::stream::iter(todo)
+            .map(|(name, held)| async move {
+                let result = self.register_one(lease, &name, &held).await;
+                (name, result)
+            })
+            .buffer_unordered(RECOVER_AT_ONCE)
+            .collect::<Vec<_>>();
+        let keeping = async {
+            let period = (self.ttl / 3).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = self.api().lease_keep_alive(lease.0).await {
+                    tracing::debug!(error = %e, "keep-alive while registering failed");
+                }
+            }
+        };
+        tokio::select! {
+            results = registering => results,
+            () = keeping => unreachable!("keeps the lease alive until the names are registered"),
+        }
+    }
+
     /// Tries once more to register the names the last recovery could not, those whose
-    /// backoff is over.
+    /// backoff is over (several at once, the lease kept alive meanwhile, as a recovery).
     async fn retry_missing(&self, names: &mut Names, lease: LeaseId) {
-        let due: Vec<String> = names
+        let mut todo = Vec::new();
+        for (name, backoff) in names.missing.iter_mut() {
+            if backoff.due() {
+                if let Some(held) = names.names.get(name) {
+                    todo.push((name.clone(), held.clone()));
+                }
+            }
+        }
+        names
             .missing
-            .iter_mut()
-            .filter_map(|(name, backoff)| backoff.due().then(|| name.clone()))
-            .collect();
-        for name in due {
-            let Some(held) = names.names.get(&name) else {
-                names.missing.remove(&name);
-                continue;
-            };
-            match self.register_one(lease, &name, held).await {
+            .retain(|name, _| names.names.contains_key(name));
+        for (name, result) in self.register_all(lease, todo).await {
+            match result {
                 Ok(()) => {
                     tracing::info!(%name, %lease, "registered again");
                     names.missing.remove(&name);

@@ -62,7 +62,9 @@ pub use client::NameServerProxy;
 pub use lease::{LeasedNames, DEFAULT_LEASE_TTL};
 pub use locate::{locate_ns, NsLocator};
 pub use registry::{LeaseId, Limits, Registry, Storage, NAME_SERVER_NAME};
-pub use resolve::{NamingResolver, Pick, DEFAULT_SUSPECT_FOR, DEFAULT_WATCH_PROBE};
+pub use resolve::{
+    NamingResolver, Pick, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_SUSPECT_FOR, DEFAULT_WATCH_PROBE,
+};
 pub use server::{
     Found, NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
     NameServerHandle, Truthy, NAME_SERVER_OBJECT_ID,

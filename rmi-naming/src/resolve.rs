@@ -67,6 +67,12 @@ pub enum Pick {
 /// How long a daemon a proxy could not dial is passed over by default.
 pub const DEFAULT_SUSPECT_FOR: Duration = Duration::from_secs(5);
 
+/// How long a lookup may wait for the name server's answer by default
+/// ([`NamingResolver::lookup_timeout`]): longer than an etcd-backed name server takes to answer
+/// without quorum (half its 10 s retry budget, then a read from any member), shorter than a
+/// proxy's default connect timeout, which the resolution counts in.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// How long the lookup cache's watch may go without news before the resolver checks, by
 /// default, that the name server still answers on its connection
 /// ([`NamingResolver::watch_probe`]).
@@ -86,6 +92,8 @@ pub struct NamingResolver {
     cache: Option<Duration>,
     /// How long a watch may stay silent before it is asked whether it still works.
     watch_probe: Option<Duration>,
+    /// How long a lookup may wait for the name server's answer.
+    lookup_timeout: Option<Duration>,
     /// Off: proxies do not dial ahead of a lookup (see the module documentation).
     no_dial_ahead: bool,
     state: Arc<State>,
@@ -102,7 +110,9 @@ struct State {
     caches: Mutex<HashMap<NsKey, Arc<NsCache>>>,
     /// Per name server: the connected proxy the last lookup used, reused by the next one (a
     /// lookup then costs one round trip, not a connection and a handshake too).
-    name_servers: Mutex<HashMap<NsKey, NameServerProxy>>,
+    name_servers: Mutex<HashMap<NsKey, (u64, NameServerProxy)>>,
+    /// Numbers the kept connections, so a lookup drops only the one it found failing.
+    kept_count: std::sync::atomic::AtomicU64,
     /// Per logical URI that last resolved to one URI only: that URI, which a proxy dials while
     /// the next lookup of it is under way ([`Resolve::likely`]).
     likely: Mutex<HashMap<Uri, Uri>>,
@@ -222,13 +232,23 @@ impl NamingResolver {
         self
     }
 
+    /// How long a lookup may wait for the name server's answer (default
+    /// [`DEFAULT_LOOKUP_TIMEOUT`]). Past it the connection the lookup used is dropped (it may
+    /// have died without a word: the next lookup locates the name server again) and the lookup
+    /// fails as with the name server down: the cache answers stale, if it may.
+    pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = Some(timeout);
+        self
+    }
+
     /// How long the cache's watch may go without news before the resolver pings the name
     /// server on the watch's connection (default [`DEFAULT_WATCH_PROBE`]). A connection can
     /// die without a word (the name server's host lost power, a NAT or firewall forgot an idle
     /// connection): its watch then reports nothing ever again, and would vouch for cached
-    /// entries for good. A ping unanswered within the locator's timeout breaks the watch, so
-    /// cached entries are vouched for at most this plus that timeout after the last sign of
-    /// life; then they age as when the name server is down, and the watch is opened again.
+    /// entries for good. A ping unanswered within the [`lookup_timeout`](Self::lookup_timeout)
+    /// breaks the watch, so cached entries are vouched for at most this plus that timeout after
+    /// the last sign of life; then they age as when the name server is down, and the watch is
+    /// opened again.
     pub fn watch_probe(mut self, after: Duration) -> Self {
         self.watch_probe = Some(after);
         self
@@ -347,34 +367,58 @@ impl NamingResolver {
         F: Fn(NameServerProxy) -> Fut,
         Fut: std::future::Future<Output = Result<T, Lookup>>,
     {
-        // A lookup is bounded by the locator's timeout: a kept connection the name server's
-        // host dropped without a word (powered off, a NAT that forgot it) would otherwise hold
-        // every lookup until TCP gives up, some fifteen minutes, and with it the cache's stale
+        // A lookup is bounded (`lookup_timeout`): a kept connection the name server's host
+        // dropped without a word (powered off, a NAT that forgot it) would otherwise hold every
+        // lookup until TCP gives up, some fifteen minutes, and with it the cache's stale
         // answers, which only a name server found down gives.
-        let limit = self.locator.timeout();
+        let limit = self.lookup_limit();
         let query = &query;
         let bounded = move |ns| async move {
             tokio::time::timeout(limit, query(ns))
                 .await
-                .unwrap_or(Err(Lookup::Down(Error::Timeout(limit))))
+                .map_err(|_| Error::Timeout(limit))
         };
         let kept = self.state.name_servers.lock().get(key).cloned();
-        if let Some(ns) = kept {
-            match bounded(ns).await {
-                Err(Lookup::Down(e)) => {
-                    tracing::debug!(error = %e, "the name server connection failed; locating it again");
-                    self.state.name_servers.lock().remove(key);
+        if let Some((id, ns)) = kept {
+            let forget = || {
+                let mut kept = self.state.name_servers.lock();
+                // Only that connection: another lookup may have put a new one in its place.
+                if kept.get(key).is_some_and(|(k, _)| *k == id) {
+                    kept.remove(key);
                 }
-                answered => return answered,
+            };
+            match bounded(ns).await {
+                Ok(Err(Lookup::Down(e))) => {
+                    tracing::debug!(error = %e, "the name server connection failed; locating it again");
+                    forget();
+                }
+                // No answer in time: the connection is dropped (the next lookup locates the
+                // name server again), and this lookup fails now rather than spend another
+                // timeout on locating, so a cache answers stale within one.
+                Err(timeout) => {
+                    tracing::debug!(error = %timeout, "the name server did not answer; dropping the connection");
+                    forget();
+                    return Err(Lookup::Down(timeout));
+                }
+                Ok(answered) => return answered,
             }
         }
         let ns = self.locator_for(key).locate().await.map_err(Lookup::Down)?;
         {
+            let id = self
+                .state
+                .kept_count
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut kept = self.state.name_servers.lock();
             make_room(&mut kept, key, MAX_NAME_SERVERS);
-            kept.insert(key.clone(), ns.clone());
+            kept.insert(key.clone(), (id, ns.clone()));
         }
-        bounded(ns).await
+        bounded(ns).await.unwrap_or_else(|t| Err(Lookup::Down(t)))
+    }
+
+    /// How long a lookup, or the cache's watch ping, may wait for the name server.
+    fn lookup_limit(&self) -> Duration {
+        self.lookup_timeout.unwrap_or(DEFAULT_LOOKUP_TIMEOUT)
     }
 
     /// Every URI registered under `name`.
@@ -539,7 +583,10 @@ impl NamingResolver {
         });
         tokio::spawn(watch_task(
             self.locator_for(ns),
-            self.watch_probe.unwrap_or(DEFAULT_WATCH_PROBE),
+            (
+                self.watch_probe.unwrap_or(DEFAULT_WATCH_PROBE),
+                self.lookup_limit(),
+            ),
             Arc::downgrade(&cache),
             closed,
         ));
@@ -625,11 +672,11 @@ fn missing_method(e: &Error) -> bool {
 /// Keeps `cache` fresh: opens a watch on the name server, drops every name a change touches
 /// (and every metadata query), and on a broken watch marks the cache unwatched and opens it
 /// again with a backoff. A watch silent for `probe` is asked, by a ping on its connection,
-/// whether it still works; no answer within the locator's timeout breaks it. Ends when the
+/// whether it still works; no answer within `limit` breaks it. Ends when the
 /// cache is dropped.
 async fn watch_task(
     locator: NsLocator,
-    probe: Duration,
+    (probe, limit): (Duration, Duration),
     cache: Weak<NsCache>,
     mut closed: tokio::sync::watch::Receiver<()>,
 ) {
@@ -665,7 +712,6 @@ async fn watch_task(
                         _ = closed.changed() => return,
                         item = stream.next() => item,
                         () = tokio::time::sleep(probe) => {
-                            let limit = locator.timeout();
                             match tokio::time::timeout(limit, ns.ping()).await {
                                 Ok(Ok(())) => continue,
                                 Ok(Err(e)) => Some(Err(e)),

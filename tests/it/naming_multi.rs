@@ -646,8 +646,8 @@ async fn the_lookup_cache_spares_the_name_server_and_answers_stale_when_it_is_do
 }
 
 /// Connections to the name server that die without a word (a NAT forgot them, its host lost
-/// power: no FIN, no reset): a lookup on the kept one gives up after the locator's timeout and
-/// locates the name server again, and the cache's silent watch is found by its ping, stops
+/// power: no FIN, no reset): a lookup on the kept one gives up after `lookup_timeout` and the
+/// next one locates the name server again, and the cache's silent watch is found by its ping, stops
 /// vouching for the cache and is opened again, so a name moved meanwhile resolves to its new
 /// daemon. (Before, the lookup waited for TCP to give up, some fifteen minutes, and the cache
 /// answered the old daemon for ever.)
@@ -661,8 +661,7 @@ async fn name_server_connections_that_die_without_a_word_are_given_up_and_opened
     let locator = NsLocator::new()
         .host("127.0.0.1")
         .port(relay.port)
-        .no_broadcast()
-        .connect_timeout(Duration::from_millis(500));
+        .no_broadcast();
     let name = logical("silent.who", relay.port);
     let bounded = |what: &'static str, r: &NamingResolver| {
         let (r, name) = (r.clone(), name.clone());
@@ -673,9 +672,10 @@ async fn name_server_connections_that_die_without_a_word_are_given_up_and_opened
         }
     };
 
-    let plain = NamingResolver::new(locator.clone());
+    let plain = NamingResolver::new(locator.clone()).lookup_timeout(Duration::from_millis(500));
     assert_eq!(bounded("first", &plain).await.unwrap(), uri_a);
     let cached = NamingResolver::new(locator)
+        .lookup_timeout(Duration::from_millis(500))
         .cache(Duration::from_secs(3600))
         .watch_probe(Duration::from_millis(200));
     assert_eq!(bounded("cached", &cached).await.unwrap(), uri_a);
@@ -686,7 +686,10 @@ async fn name_server_connections_that_die_without_a_word_are_given_up_and_opened
 
     relay.blackhole();
     names.register("silent.who", &uri_b).await.unwrap();
-    assert_eq!(bounded("after the silence", &plain).await.unwrap(), uri_b);
+    // The lookup on the silenced connection fails after 500 ms; the next connects anew.
+    let err = bounded("after the silence", &plain).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert_eq!(bounded("then", &plain).await.unwrap(), uri_b);
     until("the cache to see the name moved", || async {
         bounded("cached, after the silence", &cached).await.ok() == Some(uri_b.clone())
     })
@@ -695,6 +698,33 @@ async fn name_server_connections_that_die_without_a_word_are_given_up_and_opened
         cached.cache_watching(&name)
     })
     .await;
+}
+
+/// Ten callers of one `PYRONAME:` proxy waiting for its dial, whose pick answers "no such
+/// object" (a stale entry of a shared name): the waiters resolve again and reach the live
+/// daemon, rather than all sharing the first pick's answer.
+#[tokio::test]
+async fn waiters_of_a_pyroname_dial_that_met_a_stale_entry_resolve_again() {
+    let (_ns, names, port) = name_server().await;
+    let (_d, live) = who_daemon(1).await;
+    let stale = Uri::tcp("no_such_object", "127.0.0.1", port_of(&live));
+    for uri in [&stale, &live] {
+        names
+            .register_shared("stale.who", uri, tags(&[]))
+            .await
+            .unwrap();
+    }
+    // Round robin in URI order: the stale entry is the first pick.
+    assert!(stale.to_string() < live.to_string());
+    let proxy = rmi::proxy_builder(logical("stale.who", port))
+        .unwrap()
+        .resolver(Arc::new(resolver(port).round_robin()))
+        .reconnect_attempts(0)
+        .build();
+    let pings = futures_util::future::join_all((0..10).map(|_| proxy.ping())).await;
+    let failed = pings.iter().filter(|p| p.is_err()).count();
+    assert!(failed <= 1, "{failed} of 10 failed: {pings:?}");
+    assert_eq!(proxy.connected_uri(), Some(live));
 }
 
 /// Two daemons each hold their own lease (`NameServerProxy::lease`) and register the same

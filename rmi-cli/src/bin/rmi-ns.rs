@@ -143,14 +143,22 @@ impl Args {
         args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);
         args.key = sources.keep("key", args.key.take(), &["key_file"]);
         args.nathost = sources.keep("nathost", args.nathost.take(), &[]);
+        // TLS settings from the environment are for TCP: `-u` on the command line drops them.
+        args.tls_cert = sources.keep("tls_cert", args.tls_cert.take(), &["unixsocket"]);
+        args.tls_key = sources.keep("tls_key", args.tls_key.take(), &["unixsocket"]);
+        args.tls_client_ca =
+            sources.keep("tls_client_ca", args.tls_client_ca.take(), &["unixsocket"]);
         if args.nathost.is_some() && args.unixsocket.is_some() {
             // As Pyro's daemon: a Unix socket's URIs have no host to translate.
             return Err("--nathost cannot be used with a Unix socket (-u)".into());
         }
         if args.tls_cert.is_some() && args.unixsocket.is_some() {
             // rmi's proxies (rmi-nsc among them) run TLS over TCP only: nobody could connect.
-            return Err("--tls-cert cannot be used with a Unix socket (-u): TLS runs over TCP;                         a Unix socket is guarded by its file's permissions"
-                .into());
+            return Err(concat!(
+                "--tls-cert cannot be used with a Unix socket (-u): TLS runs over TCP; ",
+                "a Unix socket is guarded by its file's permissions"
+            )
+            .into());
         }
         Ok(args)
     }
@@ -220,15 +228,17 @@ impl Args {
 /// this returns, so a signal during start-up is a stop request, never the default action
 /// (which would kill the process and leave a Unix socket's file behind). A signal the process
 /// was started with ignored (`nohup` ignores SIGHUP; a shell, SIGINT for a background job) is
-/// left ignored, as a handler would replace that.
+/// left ignored, as a handler would replace that; SIGTERM excepted.
 fn stop_requests() -> mpsc::UnboundedReceiver<&'static str> {
     let (tx, rx) = mpsc::unbounded_channel();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, Signal, SignalKind};
         let ignored = ignored_at_start();
+        // SIGTERM is always heard: it is how a service manager stops the name server, and the
+        // only clean stop there would be otherwise.
         let listen = |number: u32, kind: SignalKind| -> std::io::Result<Option<Signal>> {
-            if ignored & (1 << (number - 1)) != 0 {
+            if number != 15 && ignored & (1 << (number - 1)) != 0 {
                 return Ok(None);
             }
             signal(kind).map(Some)

@@ -139,9 +139,12 @@ impl Proxy {
                 }
                 // Answers, not outages: another dial would get the same, and so would the callers
                 // waiting for this one (each dialing in turn: a name server down, each lookup
-                // seconds long).
+                // seconds long). Except a daemon's answer to a logical URI: a waiter resolving
+                // it again may reach another daemon of the name.
                 Err(e) if e.is_not_executed() && !matches!(e, Error::NotSent(_)) => {
-                    *last_failure = Some(Failure::new(&e, false));
+                    if config.uri.is_direct() || matches!(e, Error::Resolve(_)) {
+                        *last_failure = Some(Failure::new(&e, false));
+                    }
                     return Err(DialFailed::Unsent(e));
                 }
                 Err(e) if attempt >= config.reconnect_attempts => {
@@ -419,6 +422,8 @@ enum Shared {
     Resolve(String),
     ConnectFailed(String),
     UnknownObject(String),
+    InvalidUri { uri: String, reason: String },
+    NotExecuted(String),
     Timeout(std::time::Duration),
     Other(String),
 }
@@ -429,6 +434,11 @@ impl Failure {
             Error::Resolve(m) => Shared::Resolve(m.clone()),
             Error::ConnectFailed(m) => Shared::ConnectFailed(m.clone()),
             Error::UnknownObject(m) => Shared::UnknownObject(m.clone()),
+            Error::InvalidUri { uri, reason } => Shared::InvalidUri {
+                uri: uri.clone(),
+                reason: reason.clone(),
+            },
+            Error::NotExecuted(m) => Shared::NotExecuted(m.clone()),
             Error::Timeout(t) => Shared::Timeout(*t),
             _ => Shared::Other(crate::error::Report(e).to_string()),
         };
@@ -445,6 +455,11 @@ impl Failure {
             Shared::Resolve(m) => Error::Resolve(m.clone()),
             Shared::ConnectFailed(m) => Error::ConnectFailed(m.clone()),
             Shared::UnknownObject(m) => Error::UnknownObject(m.clone()),
+            Shared::InvalidUri { uri, reason } => Error::InvalidUri {
+                uri: uri.clone(),
+                reason: reason.clone(),
+            },
+            Shared::NotExecuted(m) => Error::NotExecuted(m.clone()).not_sent(),
             Shared::Timeout(t) => Error::Timeout(*t).not_sent(),
             Shared::Other(reason) => {
                 Error::ConnectionClosed(format!("connecting failed: {reason}")).not_sent()
