@@ -165,10 +165,19 @@ impl PatternCache {
         if let Some(re) = self.compiled.lock().get(pattern) {
             return Ok(re.clone());
         }
-        let re = regex::RegexBuilder::new(&format!("^(?:{pattern})"))
+        // The pattern alone first: one that closes the group it is put in (`x)|(?:.`) would
+        // make an unanchored branch of it.
+        let alone = regex::RegexBuilder::new(pattern)
             .size_limit(limits.regex_size_limit)
             .dfa_size_limit(limits.regex_size_limit)
-            .build()
+            .build();
+        let re = alone
+            .and_then(|_| {
+                regex::RegexBuilder::new(&format!("^(?:{pattern})"))
+                    .size_limit(limits.regex_size_limit)
+                    .dfa_size_limit(limits.regex_size_limit)
+                    .build()
+            })
             .map_err(|e| match e {
                 regex::Error::CompiledTooBig(_) => NamingError::new(format!(
                     "regex {pattern:?} compiles to more than the name server's regex_size_limit \
@@ -198,6 +207,12 @@ mod tests {
         let long = "a".repeat(2000);
         let err = cache.compile(&long, &Limits::default()).unwrap_err();
         assert!(err.message.contains("max_regex_len"), "{err}");
+        // It would make `^(?:x)|(?:.)`: a branch not anchored.
+        assert!(cache
+            .compile("x)|(?:.", &Limits::default())
+            .unwrap_err()
+            .message
+            .contains("invalid regex"));
         assert!(cache
             .compile("(", &Limits::default())
             .unwrap_err()

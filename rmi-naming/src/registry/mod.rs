@@ -382,12 +382,29 @@ impl Registry {
         shared: bool,
     ) -> Result<Entry, NamingError> {
         self.limits.check_name(name)?;
+        if name == NAME_SERVER_NAME && (lease.is_some() || shared) {
+            // Its lease's end, or the shared entries' removal, would take the name server's
+            // own entry, which nothing else removes.
+            return Err(NamingError::new(format!(
+                "{NAME_SERVER_NAME} cannot be registered under a lease or shared"
+            )));
+        }
         if !uri.is_direct() {
             return Err(NamingError::new(format!(
                 "only PYRO: uris can be registered, not {uri}"
             )));
         }
-        self.limits.check_uri(&uri.to_string())?;
+        let text = uri.to_string();
+        self.limits.check_uri(&text)?;
+        // A URI that arrived as Pyro's class dict was built from its parts, unchecked: one
+        // whose text does not read back as itself (an object id with a space or an `@`, an
+        // empty host) would be listed to no client's use and, stored, keep the SQLite store
+        // from opening again.
+        if text.parse::<Uri>().ok().as_ref() != Some(&uri) {
+            return Err(NamingError::new(format!(
+                "invalid uri {text:?}: it does not read back as the same uri"
+            )));
+        }
         self.limits.check_tags(&metadata, "metadata")?;
         Ok(Entry {
             uri,
@@ -462,6 +479,13 @@ impl Registry {
         prefix: Option<&str>,
         regex: Option<&str>,
     ) -> Result<u32, NamingError> {
+        // As Pyro's: an empty argument is no argument (an empty prefix or regex would match
+        // every name).
+        let (name, prefix, regex) = (
+            name.filter(|a| !a.is_empty()),
+            prefix.filter(|a| !a.is_empty()),
+            regex.filter(|a| !a.is_empty()),
+        );
         let filter = if let Some(name) = name {
             if name == NAME_SERVER_NAME {
                 return Ok(0);

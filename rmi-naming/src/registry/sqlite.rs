@@ -209,12 +209,11 @@ fn load(conn: &Connection) -> Result<State, Load> {
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let (id, ttl, deadline): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-        let remaining = Duration::from_millis(deadline.saturating_sub(now).max(0) as u64);
-        leases.push((
-            LeaseId(id as u64),
-            Duration::from_millis(ttl.max(0) as u64),
-            remaining,
-        ));
+        let ttl = Duration::from_millis(ttl.max(0) as u64);
+        // At most the TTL: a clock set back since (a board without a clock booting in 1970,
+        // an NTP step back) would otherwise keep a dead daemon's names for the jump's length.
+        let remaining = Duration::from_millis(deadline.saturating_sub(now).max(0) as u64).min(ttl);
+        leases.push((LeaseId(id as u64), ttl, remaining));
     }
     let mut entries = std::collections::BTreeMap::new();
     let mut stmt = conn.prepare("SELECT name, uri, lease FROM names")?;

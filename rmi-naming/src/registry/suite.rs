@@ -140,6 +140,13 @@ async fn pyro_semantics(r: Registry) {
     assert_eq!(r.remove(Some("apple"), None, None).await.unwrap(), 0);
     assert_eq!(r.remove(None, Some("app."), None).await.unwrap(), 2);
     assert_eq!(r.remove(None, None, None).await.unwrap(), 0);
+    // As Pyro's: an empty prefix or regex is none (it would match every name).
+    assert_eq!(r.remove(None, Some(""), None).await.unwrap(), 0);
+    assert_eq!(r.remove(None, None, Some("")).await.unwrap(), 0);
+    assert_eq!(r.remove(Some(""), Some(""), Some("")).await.unwrap(), 0);
+    assert_eq!(r.count().await.unwrap(), 3);
+    // A pattern that closes the group it is anchored in is refused, not run unanchored.
+    assert!(r.remove(None, None, Some("x)|(?:.")).await.is_err());
     assert_eq!(
         r.remove(None, None, Some(".*")).await.unwrap(),
         2,
@@ -150,6 +157,46 @@ async fn pyro_semantics(r: Registry) {
         0
     );
     assert_eq!(r.remove(None, Some("Pyro."), None).await.unwrap(), 0);
+    assert_eq!(r.count().await.unwrap(), 1);
+    // Its lease's end would take the name server's own entry: refused, as is sharing it.
+    let lease = r.grant(Duration::from_secs(60)).await.unwrap();
+    let err = r
+        .register(NAME_SERVER_NAME, uri(9), false, tags(&[]), Some(lease))
+        .await
+        .unwrap_err();
+    assert!(
+        err.message.contains("cannot be registered under a lease"),
+        "{err}"
+    );
+    assert!(r
+        .register_shared(NAME_SERVER_NAME, uri(8), tags(&[]), None)
+        .await
+        .is_err());
+    r.revoke(lease).await.unwrap();
+    assert_eq!(r.lookup(NAME_SERVER_NAME).await.unwrap().uri, uri(9));
+    // A URI built from parts (as Pyro's class dict arrives) that does not read back as itself.
+    for bad in [
+        Uri::Pyro {
+            object: "has space".into(),
+            location: rmi_core::Location::Tcp {
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
+        },
+        Uri::Pyro {
+            object: "obj".into(),
+            location: rmi_core::Location::Tcp {
+                host: String::new(),
+                port: 1,
+            },
+        },
+    ] {
+        let err = r
+            .register("bad.uri", bad.clone(), false, tags(&[]), None)
+            .await
+            .unwrap_err();
+        assert!(err.message.contains("does not read back"), "{bad:?}: {err}");
+    }
     assert_eq!(r.count().await.unwrap(), 1);
 }
 
@@ -1286,6 +1333,33 @@ mod sqlite_persistence {
         let r = reopen(Registry::default(), &path).await;
         until_gone(&r, "short").await;
         assert!(r.keep_alive(lease).await.is_err());
+    }
+
+    /// A lease reloaded after the clock was set back (here: its stored deadline ten years
+    /// ahead) keeps at most its TTL; before, a dead daemon's names stayed for the jump's length.
+    #[tokio::test]
+    async fn a_lease_reloaded_after_the_clock_went_back_keeps_at_most_its_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        let r = open(&path).await;
+        let lease = r.grant(Duration::from_millis(300)).await.unwrap();
+        r.register("stale", uri(1), false, tags(&[]), Some(lease))
+            .await
+            .unwrap();
+        drop(r);
+        let r = reopen(Registry::default(), &path).await;
+        drop(r);
+        let ten_years_ms: i64 = 10 * 365 * 86_400_000;
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db.execute(
+            "UPDATE leases SET deadline_ms = deadline_ms + ?1",
+            [ten_years_ms],
+        )
+        .unwrap();
+        drop(db);
+        let r = reopen(Registry::default(), &path).await;
+        until_gone(&r, "stale").await;
     }
 
     #[tokio::test]
