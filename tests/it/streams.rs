@@ -683,3 +683,105 @@ async fn call_stream_on_a_method_that_does_not_stream_says_so() {
     }
     daemon.shutdown();
 }
+
+#[rmi::remote]
+pub(crate) trait Quiet {
+    /// A stream that never yields; its `Drop` counts.
+    async fn quiet(&self) -> RemoteStream<u32>;
+}
+
+struct QuietObject(Arc<AtomicUsize>);
+
+/// Never ready; counts its drop.
+struct Never(Arc<AtomicUsize>);
+
+impl futures_util::Stream for Never {
+    type Item = u32;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<u32>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl Drop for Never {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Quiet for QuietObject {
+    async fn quiet(&self) -> RemoteStream<u32> {
+        RemoteStream::new(Never(self.0.clone()))
+    }
+}
+
+/// A daemon serving [`Quiet`] with a grace period of a minute; the counter counts the quiet
+/// streams dropped, the handle ends when `serve` does.
+async fn serve_quiet() -> (
+    Daemon,
+    QuietProxy,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let daemon = Daemon::builder()
+        .grace_period(Duration::from_secs(60))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let uri = daemon
+        .register(QuietServer::new(QuietObject(dropped.clone())))
+        .unwrap();
+    let served = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await.unwrap() }
+    });
+    let proxy = QuietProxy::connect(&uri).await.unwrap();
+    (daemon, proxy, dropped, served)
+}
+
+/// A caller that gives up on a stream while a read of it waits (its `ItemStream` dropped:
+/// `close_stream` goes out): the daemon ends that read and drops the stream at once. (Before,
+/// the waiting read held the stream, its task and an in-flight slot of the connection until an
+/// item came, which may be never.)
+#[tokio::test]
+async fn closing_a_stream_ends_the_read_waiting_on_it() {
+    let (daemon, proxy, dropped, _served) = serve_quiet().await;
+    let mut quiet = proxy.quiet().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), quiet.next())
+            .await
+            .is_err(),
+        "nothing comes"
+    );
+    drop(quiet);
+    eventually("the daemon dropped the stream", || {
+        dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(daemon.open_streams(), 0);
+    daemon.shutdown();
+}
+
+/// Shutdown ends open streams first: a read waiting for an item is answered "item stream
+/// terminated" and the daemon stops at once, not after its grace period (a minute here).
+#[tokio::test]
+async fn shutdown_ends_a_read_waiting_on_a_stream_instead_of_waiting_out_the_grace_period() {
+    let (daemon, proxy, dropped, served) = serve_quiet().await;
+    let mut quiet = proxy.quiet().await.unwrap();
+    let waiting = tokio::spawn(async move { quiet.next().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    daemon.shutdown();
+    tokio::time::timeout(Duration::from_secs(20), served)
+        .await
+        .expect("the daemon waited out its grace period")
+        .unwrap();
+    let read = waiting.await.unwrap();
+    assert!(
+        matches!(&read, Some(Err(Error::Remote(e))) if e.message.contains("item stream terminated")),
+        "{read:?}"
+    );
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}

@@ -97,6 +97,9 @@ impl Daemon {
         }
         drop(listener);
         inner.tasks.close();
+        // Open streams end first: a read waiting for an item answers "item stream terminated"
+        // now, instead of holding the shutdown for the grace period and losing its reply.
+        inner.streams.clear();
         if tokio::time::timeout(inner.config.grace_period, inner.tasks.wait())
             .await
             .is_err()

@@ -21,6 +21,10 @@ pub(crate) type ConnectionId = u64;
 
 struct Slot {
     items: Arc<tokio::sync::Mutex<EncodedStream>>,
+    /// Cancelled when the stream is closed, so a read waiting on it ends ("item stream
+    /// terminated") and lets go of it, instead of holding it, its task and its caller's
+    /// in-flight slot until an item comes, which may be never.
+    closed: tokio_util::sync::CancellationToken,
     /// The connection reading it.
     owner: ConnectionId,
     /// Set when the owner is gone: the stream is dropped at this instant.
@@ -112,6 +116,7 @@ impl Streams {
                 id.clone(),
                 Slot {
                     items: Arc::new(tokio::sync::Mutex::new(items)),
+                    closed: tokio_util::sync::CancellationToken::new(),
                     owner,
                     expires,
                 },
@@ -131,7 +136,7 @@ impl Streams {
         id: &str,
         reader: ConnectionId,
     ) -> Result<Vec<u8>, RemoteError> {
-        let (items, expires) = {
+        let (items, closed, expires) = {
             let mut table = self.table.lock();
             let expires = self.expiry_for(&table, reader);
             let slot = table.slots.get_mut(id).ok_or_else(terminated)?;
@@ -139,12 +144,16 @@ impl Streams {
             // reconnected picks up its lingering stream, and it lives as long as that connection.
             slot.owner = reader;
             slot.expires = expires;
-            (slot.items.clone(), expires)
+            (slot.items.clone(), slot.closed.clone(), expires)
         };
         if let Some(at) = expires {
             self.sweep_at(at);
         }
-        let next = items.lock().await.next().await;
+        let next = tokio::select! {
+            biased;
+            () = closed.cancelled() => return Err(terminated()),
+            next = async { items.lock().await.next().await } => next,
+        };
         match next {
             Some(Ok(item)) => Ok(item),
             Some(Err(e)) => {
@@ -175,12 +184,13 @@ impl Streams {
             if let Some(streams) = streams.upgrade() {
                 let now = Instant::now();
                 // Dropped once the lock is released (see `close`).
-                let _gone: Vec<_> = streams
+                let gone: Vec<_> = streams
                     .table
                     .lock()
                     .slots
                     .extract_if(|_, s| s.expires.is_some_and(|e| e <= now))
                     .collect();
+                gone.iter().for_each(|(_, slot)| slot.closed.cancel());
             }
         });
     }
@@ -189,6 +199,9 @@ impl Streams {
     /// code, which may be slow or may ask the daemon about its streams.
     pub(super) fn close(&self, id: &str) {
         let gone = self.table.lock().slots.remove(id);
+        if let Some(slot) = &gone {
+            slot.closed.cancel();
+        }
         drop(gone);
     }
 
@@ -197,9 +210,12 @@ impl Streams {
         self.table.lock().slots.len()
     }
 
-    /// Drops every stream (daemon shutdown).
+    /// Drops every stream, ending the reads waiting on them (daemon shutdown: as Pyro's, its
+    /// first step, so a read waiting for an item does not hold the daemon for its whole grace
+    /// period).
     pub(super) fn clear(&self) {
         let gone = std::mem::take(&mut self.table.lock().slots);
+        gone.values().for_each(|slot| slot.closed.cancel());
         drop(gone);
     }
 }
