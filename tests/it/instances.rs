@@ -80,6 +80,38 @@ async fn serve(reg: Registration) -> (Daemon, rmi::Uri) {
     (daemon, uri)
 }
 
+/// A session registration replaced under its id while a connection holds an instance of it:
+/// that connection's next call gets an instance of the new registration (the old one goes).
+/// Before, the connection kept calling its old instance, of the old factory, for its life.
+#[tokio::test]
+async fn a_session_registration_replaced_under_its_id_gives_connections_new_instances() {
+    let (old, new) = (Arc::new(Stats::default()), Arc::new(Stats::default()));
+    let made_by = old.clone();
+    let (daemon, uri) = serve(
+        Registration::session(move || CounterServer::new(CounterObject::new(&made_by)))
+            .id("counter"),
+    )
+    .await;
+    let counter = CounterProxy::connect(&uri).await.unwrap();
+    assert_eq!(counter.incr().await.unwrap(), 1);
+    assert_eq!(counter.incr().await.unwrap(), 2);
+    let made_by = new.clone();
+    daemon
+        .register_entry(
+            Registration::session(move || CounterServer::new(CounterObject::new(&made_by)))
+                .id("counter")
+                .replace(),
+        )
+        .unwrap();
+    assert_eq!(counter.incr().await.unwrap(), 1, "a new instance");
+    assert_eq!(new.made.load(Ordering::SeqCst), 1);
+    eventually("the old instance dropped", || {
+        old.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn session_instances_live_as_long_as_their_connection() {
     let stats = Arc::new(Stats::default());

@@ -30,11 +30,15 @@ use crate::protocol::frame::{Message, MessageType};
 use crate::transport::outbox::Budget;
 use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
+/// A connection's instance of a per-connection object, with the number of the registration
+/// that made it.
+pub(super) type Session = (u64, Arc<dyn Dispatch>);
+
 /// What one client connection owns: its session instances. Dropped, with them, when the
 /// connection and its last running call are gone.
 #[derive(Default)]
 pub(super) struct ConnectionState {
-    pub(super) sessions: Mutex<HashMap<String, Arc<dyn Dispatch>>>,
+    pub(super) sessions: Mutex<HashMap<String, Session>>,
 }
 
 /// What every call on one connection reads, behind one reference count instead of one per
@@ -93,13 +97,26 @@ impl ConnectionState {
     pub(super) fn target<'e>(&self, id: &str, entry: &'e Entry) -> Instance<'e> {
         match &entry.target {
             Target::Shared(d) => Instance::Shared(&**d),
-            Target::Session(make) => Instance::Own(
-                self.sessions
-                    .lock()
-                    .entry(id.to_owned())
-                    .or_insert_with(|| make())
-                    .clone(),
-            ),
+            Target::Session(make) => {
+                let mut sessions = self.sessions.lock();
+                let kept = sessions.get(id).filter(|(g, _)| *g == entry.generation);
+                let mut replaced = None;
+                let instance = match kept {
+                    Some((_, instance)) => instance.clone(),
+                    // None yet, or one of a registration since replaced under this id (its
+                    // instance, of another factory, perhaps another type, goes).
+                    None => {
+                        let instance = make();
+                        replaced =
+                            sessions.insert(id.to_owned(), (entry.generation, instance.clone()));
+                        instance
+                    }
+                };
+                // Its `Drop` is user code: not under the lock.
+                drop(sessions);
+                drop(replaced);
+                Instance::Own(instance)
+            }
             Target::PerCall(make) => Instance::Own(make()),
         }
     }

@@ -146,6 +146,9 @@ impl Registration {
 
 /// A registered object as the daemon keeps it.
 pub(crate) struct Entry {
+    /// This registration's number, unique in the process: a connection's session instance is
+    /// kept for it, so one registered in its place (same id) makes a new one.
+    pub(crate) generation: u64,
     pub(crate) meta: Metadata,
     pub(crate) target: Target,
     /// Registered `one_at_a_time`: each connection's calls also keep their arrival order.
@@ -182,7 +185,9 @@ impl Entry {
             }
             Kind::Factory(InstanceMode::PerCall, make) => Target::PerCall(make),
         };
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Entry {
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             meta: reg.meta,
             target,
             serial,
