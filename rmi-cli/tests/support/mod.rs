@@ -83,9 +83,31 @@ pub(crate) fn spawn_rmi_ns_with(
     env: &[(&str, &str)],
     lines: usize,
 ) -> (ChildGuard, Vec<String>) {
-    let mut command = tool(env!("CARGO_BIN_EXE_rmi-ns"));
+    // rmi-ns leaves a signal ignored at its start ignored (`nohup`), so the tests that signal
+    // it start it with SIGHUP and SIGINT at their defaults, whatever `cargo test` was started
+    // with (a background job of a script has SIGINT ignored), where GNU `env` can.
+    let mut command = if env_resets_signals() {
+        let mut command = tool("env");
+        command
+            .arg("--default-signal=HUP,INT")
+            .arg(env!("CARGO_BIN_EXE_rmi-ns"));
+        command
+    } else {
+        tool(env!("CARGO_BIN_EXE_rmi-ns"))
+    };
     command.args(args).envs(env.iter().copied());
     spawn_rmi_ns_as(command, lines)
+}
+
+/// Whether this machine's `env` takes `--default-signal` (GNU coreutils 8.31 and later).
+fn env_resets_signals() -> bool {
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| {
+        Command::new("env")
+            .args(["--default-signal=HUP,INT", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// [`spawn_rmi_ns_with`] with `args`, started with the signals `ignored` ignored, as `nohup`
