@@ -13,6 +13,7 @@ mod etcd_process;
 use std::collections::BTreeSet;
 
 use etcd_process::EtcdCluster;
+use rmi::naming::NsLocator;
 use rmi::Uri;
 use support::{locate, spawn_rmi_ns};
 
@@ -101,46 +102,53 @@ async fn several_rmi_ns_over_one_etcd_each_answer_discovery_broadcasts() {
         .unwrap()
         .port()
         .to_string();
-    let args = |storage: &str| {
+    // Both on one TCP port, on two loopback addresses that are not 127.0.0.1: rmi-nsc's first
+    // try (127.0.0.1 at that port) finds nothing, and only the broadcast can find a server,
+    // one on the port asked for.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args = |host: &str| {
         vec![
             "--host".to_owned(),
-            "127.0.0.1".to_owned(),
+            host.to_owned(),
             "--port".to_owned(),
-            "0".to_owned(),
+            port.clone(),
             "--bcport".to_owned(),
             bcport.clone(),
             "--storage".to_owned(),
             storage.to_owned(),
         ]
     };
-    let first_args = args(&storage);
+    let hosts = ["127.0.0.2", "127.0.0.3"];
+    let first_args = args(hosts[0]);
     let first_refs: Vec<&str> = first_args.iter().map(String::as_str).collect();
-    let (mut first, first_lines) = support::spawn_rmi_ns_with(&first_refs, &[], 2);
-    let (mut second, second_lines) = support::spawn_rmi_ns_with(&first_refs, &[], 2);
-    let ports = [
-        support::port_of(&first_lines[0]),
-        support::port_of(&second_lines[0]),
-    ];
-    let one = locate(ports[0]).await;
+    let second_args = args(hosts[1]);
+    let second_refs: Vec<&str> = second_args.iter().map(String::as_str).collect();
+    let (mut first, _) = support::spawn_rmi_ns_with(&first_refs, &[], 2);
+    let (mut second, _) = support::spawn_rmi_ns_with(&second_refs, &[], 2);
+    let one = NsLocator::new()
+        .host(hosts[0])
+        .port(port.parse().unwrap())
+        .no_broadcast()
+        .locate()
+        .await
+        .unwrap();
     one.register("app.found", &Uri::tcp("obj", "127.0.0.1", 4002))
         .await
         .unwrap();
-    // rmi-nsc's TCP port is one nobody listens on, so only the broadcast can find a server.
-    let unused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
     let env = [
-        ("RMI_NS_PORT", unused.as_str()),
+        ("RMI_NS_PORT", port.as_str()),
         ("RMI_NS_BCADDR", "127.255.255.255"),
         ("RMI_NS_BCPORT", bcport.as_str()),
     ];
     let answered_by = |out: &str| {
-        ports
+        hosts
             .iter()
-            .position(|p| out.contains(&format!("PYRO:Pyro.NameServer@127.0.0.1:{p}")))
+            .position(|h| out.contains(&format!("PYRO:Pyro.NameServer@{h}:{port}")))
     };
     let (ok, out) = support::nsc(&["-v", "lookup", "app.found"], &env);
     assert!(ok, "{out}");
