@@ -380,18 +380,8 @@ async fn a_proxy_returned_through_a_pyroname_proxy_proves_its_receivers_secret()
         .unwrap();
     let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
     serve(&daemon).await;
-    let ns = rmi::naming::NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
-    rmi::naming::NameServerProxy::connect(ns.uri())
-        .await
-        .unwrap()
-        .register("secret.bank", &bank_uri)
-        .await
-        .unwrap();
+    let (ns, names) = crate::naming::name_server().await;
+    names.register("secret.bank", &bank_uri).await.unwrap();
     let port = ns.daemon().local_addr().unwrap().port();
     let bank: BankProxy = BankProxy::builder(format!("PYRONAME:secret.bank@127.0.0.1:{port}"))
         .unwrap()

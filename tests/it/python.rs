@@ -365,20 +365,10 @@ for serializer in ("serpent", "msgpack"):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_finds_a_rust_object_by_pyroname_through_the_rust_name_server() {
     let Some(python) = python() else { return };
-    let ns = rmi::naming::NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
+    let (ns, names) = crate::naming::name_server().await;
     let ns_port = ns.daemon().local_addr().unwrap().port();
     let (daemon, uri) = greeting_daemon(false).await;
-    rmi::naming::NameServerProxy::connect(ns.uri())
-        .await
-        .unwrap()
-        .register("server", &uri)
-        .await
-        .unwrap();
+    names.register("server", &uri).await.unwrap();
     // The tutorial's client, in Pyro5: PYRONAME, then the call. Then the name server's own API,
     // with Pyro5's signatures and its NamingError.
     const CLIENT: &str = r#"
@@ -424,21 +414,13 @@ except Pyro5.errors.NamingError as e:
 async fn the_python_halves_of_the_examples_work_with_their_rust_halves() {
     use crate::python::shared::{python_output, PythonProcess};
     let Some(python) = python() else { return };
-    let ns = rmi::naming::NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
+    let (ns, names) = crate::naming::name_server().await;
     let ns_port = ns.daemon().local_addr().unwrap().port();
     let env = [
         ("PYRO_NS_HOST", "127.0.0.1".to_owned()),
         ("PYRO_NS_PORT", ns_port.to_string()),
         ("PYRO_BROADCAST_ADDRS", "127.255.255.255".to_owned()),
     ];
-    let names = rmi::naming::NameServerProxy::connect(ns.uri())
-        .await
-        .unwrap();
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python");
 
     // A Python client of the Rust greeter.

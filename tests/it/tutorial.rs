@@ -5,16 +5,8 @@ use crate::support::{GreeterProxy, GreeterServer, GreetingMaker};
 
 #[tokio::test]
 async fn pyroname_is_resolved_again_when_the_proxy_redials() {
-    let ns = rmi::naming::NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
+    let (ns, names) = crate::naming::name_server().await;
     let ns_addr = ns.daemon().location().clone();
-    let names = rmi::naming::NameServerProxy::connect(ns.uri())
-        .await
-        .unwrap();
 
     let first = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
     names
