@@ -5,26 +5,35 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use rmi::naming::LeaseId;
 use rmi::Uri;
 use support::{locate, spawn_rmi_ns, ChildGuard};
 
-/// Starts `rmi-nsc watch` with `args`; returns it and its stdout lines, read off by a thread.
-fn spawn_watch(port: u16, args: &[&str]) -> (ChildGuard, mpsc::Receiver<String>) {
+/// A running `rmi-nsc watch`: the process, its stdout lines (read off by a thread) and its
+/// stderr so far, which every failure message shows.
+struct Watch {
+    child: ChildGuard,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Starts `rmi-nsc watch` with `args`.
+fn spawn_watch(port: u16, args: &[&str]) -> Watch {
     let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .args(["-n", "127.0.0.1", "-p", &port.to_string(), "watch"])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn rmi-nsc watch");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
+    let mut err = child.stderr.take().expect("stderr");
+    let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { return };
@@ -33,21 +42,46 @@ fn spawn_watch(port: u16, args: &[&str]) -> (ChildGuard, mpsc::Receiver<String>)
             }
         }
     });
-    (ChildGuard(child), rx)
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n @ 1..) = err.read(&mut buf) {
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    Watch {
+        child: ChildGuard(child),
+        lines,
+        stderr,
+    }
 }
 
-/// The next line (up to 15 s) that `pick` accepts.
-async fn next_line(lines: &mpsc::Receiver<String>, pick: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left.min(Duration::from_millis(50))) {
-            Ok(line) if pick(&line) => return line,
-            Ok(_) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
-                tokio::task::yield_now().await
+impl Watch {
+    /// The next line (up to 15 s) that `pick` accepts; a failure shows how the process ended
+    /// and what it wrote to stderr.
+    async fn next_line(&mut self, pick: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left.min(Duration::from_millis(50))) {
+                Ok(line) if pick(&line) => return line,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => {
+                    // Give the stderr thread a moment to read the last words.
+                    std::thread::sleep(Duration::from_millis(200));
+                    panic!(
+                        "no expected line from rmi-nsc watch: {e}; its status: {:?}; its stderr: {:?}",
+                        self.child.0.try_wait(),
+                        self.stderr.lock().unwrap()
+                    )
+                }
             }
-            Err(e) => panic!("no expected line from rmi-nsc watch: {e}"),
         }
     }
 }
@@ -56,9 +90,9 @@ async fn next_line(lines: &mpsc::Receiver<String>, pick: impl Fn(&str) -> bool) 
 async fn rmi_nsc_watch_prints_changes_as_they_happen() {
     let (_ns, port) = spawn_rmi_ns(&[]);
     let names = locate(port).await;
-    let (_watch, lines) = spawn_watch(port, &["app."]);
+    let mut watch = spawn_watch(port, &["app."]);
     assert_eq!(
-        next_line(&lines, |_| true).await,
+        watch.next_line(|_| true).await,
         "watching names starting with app."
     );
     let one = Uri::tcp("one", "127.0.0.1", 4001);
@@ -66,7 +100,7 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
     names.register("other.name", &one).await.unwrap();
     names.register("app.plain", &one).await.unwrap();
     assert_eq!(
-        next_line(&lines, |_| true).await,
+        watch.next_line(|_| true).await,
         format!("registered app.plain --> {one}"),
         "names outside the prefix are left out"
     );
@@ -78,7 +112,7 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
         .expect("run rmi-nsc register --shared");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        next_line(&lines, |_| true).await,
+        watch.next_line(|_| true).await,
         format!("registered app.multi --> {one} (shared)")
     );
     let lease = LeaseId(names.api().lease_grant(1000).await.unwrap());
@@ -87,17 +121,17 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
         .await
         .unwrap();
     assert_eq!(
-        next_line(&lines, |_| true).await,
+        watch.next_line(|_| true).await,
         format!("registered app.multi --> {two} (shared) lease {lease}")
     );
     assert_eq!(names.lookup_all("app.multi").await.unwrap().len(), 2);
     assert_eq!(
-        next_line(&lines, |l| l.starts_with("expired")).await,
+        watch.next_line(|l| l.starts_with("expired")).await,
         format!("expired app.multi {two} lease {lease}")
     );
     assert!(names.remove("app.plain").await.unwrap());
     assert_eq!(
-        next_line(&lines, |_| true).await,
+        watch.next_line(|_| true).await,
         format!("removed app.plain {one}")
     );
     let left: Vec<Uri> = names
@@ -115,21 +149,26 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
 #[tokio::test]
 async fn rmi_nsc_watch_ends_with_the_name_server() {
     let (mut ns, port) = spawn_rmi_ns(&[]);
-    let (mut watch, lines) = spawn_watch(port, &[]);
-    assert_eq!(next_line(&lines, |_| true).await, "watching all names");
+    let mut watch = spawn_watch(port, &[]);
+    assert_eq!(watch.next_line(|_| true).await, "watching all names");
     let (status, _) = ns.terminate();
     assert!(status.success(), "rmi-ns: {status}");
-    assert_eq!(next_line(&lines, |_| true).await, "the name server stopped");
+    assert_eq!(watch.next_line(|_| true).await, "the name server stopped");
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(status) = watch.0.try_wait().unwrap() {
+        if let Some(status) = watch.child.0.try_wait().unwrap() {
             break status;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "rmi-nsc watch went on"
+            "rmi-nsc watch went on; its stderr: {:?}",
+            watch.stderr.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(status.success(), "rmi-nsc watch: {status}");
+    assert!(
+        status.success(),
+        "rmi-nsc watch: {status}; its stderr: {:?}",
+        watch.stderr.lock().unwrap()
+    );
 }
