@@ -224,7 +224,7 @@ impl NameServerProxy {
 
     /// Replaces the metadata of `name`.
     pub async fn set_metadata(&self, name: &str, metadata: BTreeSet<String>) -> Result<(), Error> {
-        self.api.set_metadata(name.to_owned(), metadata).await
+        self.api.set_metadata(name.to_owned(), Some(metadata)).await
     }
 
     /// Number of registered names, the name server's own included.

@@ -67,7 +67,7 @@ pub use resolve::{
 };
 pub use server::{
     Found, NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
-    NameServerHandle, Truthy, NAME_SERVER_OBJECT_ID,
+    NameServerHandle, TagsOrFlag, Truthy, NAME_SERVER_OBJECT_ID,
 };
 
 use serde::{Deserialize, Serialize};

@@ -463,7 +463,7 @@ impl NamingResolver {
             // Pyro4's name server has no `yplookup`: its `list` filters by metadata.
             Err(e) if missing_method(&e) => Ok(ns
                 .api()
-                .list(None, None, Some(tags.clone()), None, None)
+                .list(None, None, Some(tags.clone().into()), None, None)
                 .await
                 .map_err(Lookup::from_call)?
                 .into_values()

@@ -58,13 +58,14 @@ pub trait NameServerApi {
     /// Names and URIs, filtered by prefix, by regex (matched at the start), by metadata all
     /// in `metadata_all` or by metadata any in `metadata_any`: one filter at most; with
     /// `return_metadata` true, each name's URI and metadata (see [`Found`]). These are Pyro4's
-    /// parameters; a Pyro5 caller, whose third is `return_metadata`, names it.
+    /// parameters; Pyro5's third is `return_metadata`, which a Pyro5 caller passing it
+    /// positionally puts in `metadata_all` (see [`TagsOrFlag`]).
     #[rmi(raises)]
     async fn list(
         &self,
         prefix: Option<String>,
         regex: Option<String>,
-        metadata_all: Option<BTreeSet<String>>,
+        metadata_all: Option<TagsOrFlag>,
         metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Found<false, true>>, NamingError>;
@@ -77,12 +78,12 @@ pub trait NameServerApi {
         meta_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Found<true, true>>, NamingError>;
-    /// Replaces the metadata of `name`.
+    /// Replaces the metadata of `name`; `None` (Python's `set_metadata(name, None)`) clears it.
     #[rmi(raises)]
     async fn set_metadata(
         &self,
         name: String,
-        metadata: BTreeSet<String>,
+        metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError>;
     /// Number of registered names, the name server's own included. A store that cannot count
     /// (an etcd cluster without quorum) raises a `NamingError`, never a wrong number.
@@ -181,6 +182,77 @@ impl<'de> serde::Deserialize<'de> for Truthy {
             d.deserialize_any(V)
         } else {
             d.deserialize_bool(V)
+        }
+    }
+}
+
+/// `list`'s third parameter: Pyro4's `metadata_all` (tags), or the flag a Pyro5 caller passes
+/// there positionally, Pyro5's `list(prefix, regex, return_metadata)`. A flag is read as
+/// Python reads it (see [`Truthy`]); under bincode the parameter is always tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagsOrFlag {
+    /// Names whose metadata has all of these tags.
+    Tags(BTreeSet<String>),
+    /// Pyro5's `return_metadata`.
+    Flag(bool),
+}
+
+impl From<BTreeSet<String>> for TagsOrFlag {
+    fn from(tags: BTreeSet<String>) -> Self {
+        TagsOrFlag::Tags(tags)
+    }
+}
+
+impl serde::Serialize for TagsOrFlag {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TagsOrFlag::Tags(tags) => tags.serialize(s),
+            TagsOrFlag::Flag(flag) if s.is_human_readable() => s.serialize_bool(*flag),
+            TagsOrFlag::Flag(_) => Err(serde::ser::Error::custom(
+                "under bincode, list's third parameter is tags: pass return_metadata instead",
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TagsOrFlag {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TagsOrFlag;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("tags (a set, list or tuple of strings) or a flag")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TagsOrFlag, A::Error> {
+                let mut tags = BTreeSet::new();
+                while let Some(tag) = seq.next_element::<String>()? {
+                    tags.insert(tag);
+                }
+                Ok(TagsOrFlag::Tags(tags))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<TagsOrFlag, E> {
+                Ok(TagsOrFlag::Flag(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<TagsOrFlag, E> {
+                Ok(TagsOrFlag::Flag(v != 0))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<TagsOrFlag, E> {
+                Ok(TagsOrFlag::Flag(v != 0))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<TagsOrFlag, E> {
+                Ok(TagsOrFlag::Flag(v != 0.0))
+            }
+            fn visit_unit<E>(self) -> Result<TagsOrFlag, E> {
+                Ok(TagsOrFlag::Flag(false))
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_any(V)
+        } else {
+            BTreeSet::deserialize(d).map(TagsOrFlag::Tags)
         }
     }
 }
@@ -435,10 +507,21 @@ impl NameServerApi for NameServer {
         &self,
         prefix: Option<String>,
         regex: Option<String>,
-        metadata_all: Option<BTreeSet<String>>,
+        metadata_all: Option<TagsOrFlag>,
         metadata_any: Option<BTreeSet<String>>,
         return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Found<false, true>>, NamingError> {
+        let (metadata_all, return_metadata) = match metadata_all {
+            Some(TagsOrFlag::Flag(_)) if return_metadata.is_some() => {
+                // Python's own words for list(None, None, True, return_metadata=True).
+                return Err(NamingError::new(
+                    "list() got multiple values for argument 'return_metadata'",
+                ));
+            }
+            Some(TagsOrFlag::Flag(f)) => (None, Some(Truthy(f))),
+            Some(TagsOrFlag::Tags(tags)) => (Some(tags), return_metadata),
+            None => (None, return_metadata),
+        };
         let with_metadata = flag(return_metadata, false);
         let given = [
             prefix.is_some(),
@@ -488,9 +571,11 @@ impl NameServerApi for NameServer {
     async fn set_metadata(
         &self,
         name: String,
-        metadata: BTreeSet<String>,
+        metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError> {
-        self.registry.set_metadata(&name, metadata).await
+        self.registry
+            .set_metadata(&name, metadata.unwrap_or_default())
+            .await
     }
 
     async fn count(&self) -> Result<u32, NamingError> {

@@ -306,7 +306,7 @@ async fn yplookup_by_all_and_by_any_and_set_metadata() {
     // the metadata; under bincode, asking `list` for it is an error naming `yplookup`.
     let listed = names
         .api()
-        .list(None, None, Some(tags(&["red", "big"])), None, None)
+        .list(None, None, Some(tags(&["red", "big"]).into()), None, None)
         .await
         .unwrap();
     assert_eq!(listed.keys().collect::<Vec<_>>(), ["a"]);
@@ -520,7 +520,10 @@ async fn empty_tag_sets_filter_nothing_as_in_pyro() {
         assert!(found.is_empty(), "{found:?}");
     }
     for (all, any) in [(Some(tags(&[])), None), (None, Some(tags(&[])))] {
-        let listed = api.list(None, None, all, any, None).await.unwrap();
+        let listed = api
+            .list(None, None, all.map(Into::into), any, None)
+            .await
+            .unwrap();
         assert_eq!(keys(listed), ["Pyro.NameServer", "blue", "red"]);
     }
 }

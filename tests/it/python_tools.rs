@@ -410,7 +410,8 @@ async fn pyro5_nsc_list_lookup_and_yplookup_work_against_the_rmi_name_server() {
     ns.shutdown();
 }
 
-/// Pyro5's name server API with and without `return_metadata`, by keyword and positionally,
+/// Pyro5's name server API with and without `return_metadata`, by keyword and positionally
+/// (`list(prefix, regex, return_metadata)` too), and `set_metadata(name, None)`,
 /// in each of Pyro5's serializers: the shapes Pyro5's own name server answers, the metadata a
 /// set (a list under json and msgpack, which have no sets; under serpent an empty one arrives
 /// as `()`, as from Pyro5's name server, serpent having no empty-set literal).
@@ -449,6 +450,16 @@ print(with_meta(ns.list(regex=r"app\.g", return_metadata=True)))
 print(with_meta(ns.yplookup(meta_all=["a"])))
 print(uris(ns.yplookup(["a", "b"], None, False)))
 print(uris(ns.yplookup(meta_any=["b", "c"], return_metadata=False)))
+print(with_meta(ns.list("app.", None, True)))
+print(uris(ns.list("app.", None, 0)))
+try:
+    ns.list(None, None, True, return_metadata=True)
+except Exception as e:
+    print(type(e).__name__, e)
+ns.set_metadata("app.greeter", None)
+uri, m = ns.lookup("app.greeter", True)
+print(uri, meta(m))
+ns.set_metadata("app.greeter", ["b", "a"])
 "#;
     let serializers = [
         ("serpent", "set", "tuple"),
@@ -472,6 +483,12 @@ print(uris(ns.yplookup(meta_any=["b", "c"], return_metadata=False)))
             format!("[({greeter}, '{set}:a,b')]"),
             format!("[({greeter})]"),
             format!("[({greeter})]"),
+            // Pyro5's list(prefix, regex, return_metadata) and set_metadata(name, None),
+            // positionally.
+            format!("[({greeter}, '{set}:a,b'), ({plain}, '{empty}:')]"),
+            format!("[({greeter}), ({plain})]"),
+            "NamingError list() got multiple values for argument 'return_metadata'".to_owned(),
+            format!("PYRO:obj@127.0.0.1:4000 {empty}:"),
         ];
         assert_eq!(
             out.lines().collect::<Vec<_>>(),
