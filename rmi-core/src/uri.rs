@@ -396,6 +396,14 @@ impl<'de> serde::de::Visitor<'de> for UriVisitor {
         v.parse().map_err(E::custom)
     }
 
+    /// A Python 2 `str` (bytes) under marshal: Pyro4 on Python 2 sends URIs so.
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Uri, E> {
+        std::str::from_utf8(v)
+            .map_err(E::custom)?
+            .parse()
+            .map_err(E::custom)
+    }
+
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Uri, A::Error> {
         use serde::de::Error as _;
         let mut state = None;
@@ -466,6 +474,11 @@ impl<'de> Deserialize<'de> for StateObject {
             fn visit_str<E>(self, v: &str) -> Result<StateObject, E> {
                 Ok(StateObject::One(v.to_owned()))
             }
+            /// A Python 2 `str` under marshal.
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<StateObject, E> {
+                let text = std::str::from_utf8(v).map_err(E::custom)?;
+                Ok(StateObject::One(text.to_owned()))
+            }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
@@ -490,6 +503,15 @@ mod tests {
         assert_eq!(uri.to_string(), s, "display of {s}");
         assert_eq!(uri.to_string().parse::<Uri>().unwrap(), uri);
         uri
+    }
+
+    #[test]
+    fn a_uri_reads_from_bytes_as_pyro4_on_python_2_sends_it_under_marshal() {
+        use serde::de::value::{BytesDeserializer, Error as DeError};
+        let text = b"PYRO:obj@127.0.0.1:1";
+        let uri = Uri::deserialize(BytesDeserializer::<DeError>::new(text)).unwrap();
+        assert_eq!(uri.to_string(), "PYRO:obj@127.0.0.1:1");
+        assert!(Uri::deserialize(BytesDeserializer::<DeError>::new(b"\xffPYRO:x@h:1")).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use rmi_core::{Error, IntoUri, ItemStream, Proxy, Uri};
 
 use crate::registry::{Change, LeaseId};
 
-use crate::server::{Found, NameServerApiProxy};
+use crate::server::{Found, NameServerApiProxy, Truthy};
 
 /// A connected name server. Cheap to clone.
 ///
@@ -76,7 +76,12 @@ impl NameServerProxy {
         metadata: BTreeSet<String>,
     ) -> Result<(), Error> {
         self.api
-            .register(name.to_owned(), uri.clone(), Some(safe), Some(metadata))
+            .register(
+                name.to_owned(),
+                uri.clone(),
+                Some(Truthy(safe)),
+                Some(metadata),
+            )
             .await
     }
 

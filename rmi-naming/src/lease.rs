@@ -21,7 +21,7 @@ use rmi_core::{Error, Uri};
 use tokio::task::JoinHandle;
 
 use crate::registry::LeaseId;
-use crate::NameServerProxy;
+use crate::{NameServerProxy, Truthy};
 
 /// The lease TTL [`NameServerProxy::lease`] callers usually pass: names of a daemon that died
 /// vanish within it. Kept alive every third of it.
@@ -169,7 +169,7 @@ impl Shared {
             .register(
                 name.to_owned(),
                 held.uri.clone(),
-                Some(held.safe),
+                Some(Truthy(held.safe)),
                 Some(held.metadata.clone()),
             )
             .await
@@ -236,7 +236,7 @@ impl Shared {
                 name.to_owned(),
                 held.uri.clone(),
                 lease.0,
-                Some(held.safe),
+                Some(Truthy(held.safe)),
                 Some(held.metadata.clone()),
             )
             .await

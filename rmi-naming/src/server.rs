@@ -29,7 +29,7 @@ pub trait NameServerApi {
         &self,
         name: String,
         uri: Uri,
-        safe: Option<bool>,
+        safe: Option<Truthy>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError>;
     /// The URI registered under `name`; with `return_metadata` true, its URI and metadata
@@ -109,7 +109,7 @@ pub trait NameServerApi {
         name: String,
         uri: Uri,
         lease: u64,
-        safe: Option<bool>,
+        safe: Option<Truthy>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError>;
     /// Adds `uri` to the daemons serving the shared name `name` (or updates its entry), bound
@@ -461,11 +461,11 @@ impl NameServerApi for NameServer {
         &self,
         name: String,
         uri: Uri,
-        safe: Option<bool>,
+        safe: Option<Truthy>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError> {
         tracing::info!(%name, %uri, "register");
-        let (safe, metadata) = (safe.unwrap_or(false), metadata.unwrap_or_default());
+        let (safe, metadata) = (flag(safe, false), metadata.unwrap_or_default());
         self.registry
             .register(&name, uri, safe, metadata, None)
             .await
@@ -606,11 +606,11 @@ impl NameServerApi for NameServer {
         name: String,
         uri: Uri,
         lease: u64,
-        safe: Option<bool>,
+        safe: Option<Truthy>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError> {
         tracing::info!(%name, %uri, lease = %LeaseId(lease), "register");
-        let (safe, metadata) = (safe.unwrap_or(false), metadata.unwrap_or_default());
+        let (safe, metadata) = (flag(safe, false), metadata.unwrap_or_default());
         self.registry
             .register(&name, uri, safe, metadata, Some(LeaseId(lease)))
             .await

@@ -15,7 +15,8 @@ use rmi::naming::{NameServerProxy, NsLocator};
 use rmi::Error;
 
 use crate::python::shared::{
-    pyro4_python, pyro5_python, python_output, start_python_name_server, PythonProcess,
+    pyro4_python, pyro5_python, python2_pyro4, python_output, start_python_name_server,
+    PythonProcess,
 };
 use crate::support::{GreeterServer, GreetingMaker};
 
@@ -460,6 +461,10 @@ ns.set_metadata("app.greeter", None)
 uri, m = ns.lookup("app.greeter", True)
 print(uri, meta(m))
 ns.set_metadata("app.greeter", ["b", "a"])
+try:
+    ns.register("app.plain", "PYRO:q@127.0.0.1:4003", 1)
+except Exception as e:
+    print(type(e).__name__, e)
 "#;
     let serializers = [
         ("serpent", "set", "tuple"),
@@ -489,6 +494,8 @@ ns.set_metadata("app.greeter", ["b", "a"])
             format!("[({greeter}), ({plain})]"),
             "NamingError list() got multiple values for argument 'return_metadata'".to_owned(),
             format!("PYRO:obj@127.0.0.1:4000 {empty}:"),
+            // safe=1: any true value is safe, as in Pyro.
+            "NamingError name already registered: app.plain".to_owned(),
         ];
         assert_eq!(
             out.lines().collect::<Vec<_>>(),
@@ -500,7 +507,8 @@ ns.set_metadata("app.greeter", ["b", "a"])
 }
 
 /// Pyro4's `lookup(name, return_metadata)` and `list(..., return_metadata)` against rmi's
-/// name server: `(uri, metadata)` then, by keyword or positionally.
+/// name server: `(uri, metadata)` then, by keyword or positionally, the metadata a list as
+/// Pyro4's own name server sends it (Python 2 cannot read a set literal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_pyro4_gets_metadata_from_the_rmi_name_server_when_it_asks() {
     let Some(python) = pyro4_python() else { return };
@@ -529,11 +537,63 @@ print([(n, str(u)) for n, u in ns.list(prefix="app.", return_metadata=False).ite
     assert!(ok, "{out}");
     assert_eq!(
         out,
-        "URI PYRO:obj@127.0.0.1:4000 set ['a', 'b']\n\
+        "URI PYRO:obj@127.0.0.1:4000 list ['a', 'b']\n\
          PYRO:obj@127.0.0.1:4000 ['a', 'b']\n\
          [('app.greeter', 'PYRO:obj@127.0.0.1:4000', ['a', 'b'])]\n\
          [('app.greeter', 'PYRO:obj@127.0.0.1:4000')]\n"
     );
+    ns.shutdown();
+}
+
+/// Pyro4 on Python 2.7 against rmi's name server: metadata arrives as lists under serpent
+/// (Python 2 cannot read a set literal), and under marshal a Python 2 `str` (bytes) is read as
+/// text, in a URI's class dict too. Python 2 is optional: where it is missing, a loud skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyro4_on_python_2_reads_metadata_and_registers_uris_under_serpent_and_marshal() {
+    let Some((python, env)) = python2_pyro4() else {
+        return;
+    };
+    let (ns, port, _) = rmi_name_server(false).await;
+    const CLIENT: &str = r#"
+import sys
+import Pyro4
+Pyro4.config.SERIALIZER = sys.argv[2]
+ns = Pyro4.Proxy("PYRO:Pyro.NameServer@127.0.0.1:" + sys.argv[1])
+name = "py2." + sys.argv[2]
+ns.register(name, Pyro4.URI("PYRO:obj@127.0.0.1:4000"), metadata=["b", "a"])
+uri, meta = ns.lookup(name, True)
+print("%s %s" % (uri, sorted(meta)))
+uri, meta = ns.list(prefix=name, return_metadata=True)[name]
+print("%s %s" % (uri, sorted(meta)))
+print(sorted(ns.list(metadata_all=["a"]).keys()))
+print(ns.remove(name))
+"#;
+    for serializer in ["serpent", "marshal"] {
+        let (python, env) = (python.clone(), env.clone());
+        let args = [
+            "-c".to_owned(),
+            CLIENT.to_owned(),
+            port.to_string(),
+            serializer.to_owned(),
+        ];
+        let (ok, out) = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            python_output(&python, &args, &env)
+        })
+        .await
+        .unwrap();
+        assert!(ok, "{serializer}: {out}");
+        assert_eq!(
+            out,
+            format!(
+                "PYRO:obj@127.0.0.1:4000 [u'a', u'b']\n\
+                 PYRO:obj@127.0.0.1:4000 [u'a', u'b']\n\
+                 [u'py2.{serializer}']\n\
+                 1\n"
+            ),
+            "{serializer}"
+        );
+    }
     ns.shutdown();
 }
 

@@ -486,10 +486,10 @@ impl Registry {
             prefix.filter(|a| !a.is_empty()),
             regex.filter(|a| !a.is_empty()),
         );
+        // As Pyro's: the name server's own name is passed over (it cannot be removed), and a
+        // prefix or regex given with it still applies.
+        let name = name.filter(|n| *n != NAME_SERVER_NAME);
         let filter = if let Some(name) = name {
-            if name == NAME_SERVER_NAME {
-                return Ok(0);
-            }
             NameFilter::Name(name.to_owned())
         } else if let Some(prefix) = prefix {
             NameFilter::Prefix(prefix.to_owned())

@@ -158,6 +158,21 @@ async fn pyro_semantics(r: Registry) {
     );
     assert_eq!(r.remove(None, Some("Pyro."), None).await.unwrap(), 0);
     assert_eq!(r.count().await.unwrap(), 1);
+    // As Pyro's: the name server's own name is passed over, and the prefix given with it
+    // still applies.
+    r.register("x.a", uri(1), false, tags(&[]), None)
+        .await
+        .unwrap();
+    r.register("x.b", uri(2), false, tags(&[]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.remove(Some(NAME_SERVER_NAME), Some("x."), None)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(r.count().await.unwrap(), 1);
     // Its lease's end would take the name server's own entry: refused, as is sharing it.
     let lease = r.grant(Duration::from_secs(60)).await.unwrap();
     let err = r

@@ -42,6 +42,83 @@ pub(crate) fn pyro4_python() -> Option<&'static PathBuf> {
         .as_ref()
 }
 
+/// Environment variables to run a Python with.
+pub(crate) type PythonEnv = Vec<(&'static str, String)>;
+
+/// Python 2.7 with Pyro4 4.82 and serpent 1.28 installed from PyPI into `target/tmp/py2-pyro4`
+/// (Python 2 has no `venv`): its python and the environment to run it with. Python 2 is
+/// optional, even under CI (a fresh machine may not have it): where it or PyPI is missing, a
+/// loud skip.
+pub(crate) fn python2_pyro4() -> Option<&'static (PathBuf, PythonEnv)> {
+    static PYTHON: OnceLock<Option<(PathBuf, PythonEnv)>> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let skip = |why: String| {
+                eprintln!("*** SKIPPED: the Python 2 tests need python2.7 with pip: {why} ***");
+                None
+            };
+            // python2.7 on the PATH, else a pyenv install of 2.7.
+            let pyenv = Command::new("pyenv")
+                .arg("root")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("versions"));
+            let mut candidates = vec![PathBuf::from("python2.7")];
+            if let Some(versions) = pyenv.and_then(|v| std::fs::read_dir(v).ok()) {
+                candidates.extend(versions.flatten().filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with("2.7")
+                        .then(|| e.path().join("bin").join("python2.7"))
+                }));
+            }
+            let works = |p: &PathBuf| {
+                Command::new(p)
+                    .args(["-c", "import sys; assert sys.version_info[:2] == (2, 7)"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            let Some(python) = candidates.into_iter().find(works) else {
+                return skip("no python2.7 found (on the PATH or in pyenv)".into());
+            };
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("py2-pyro4");
+            // Only what is installed here: not the user's own site-packages.
+            let env = vec![
+                ("PYTHONPATH", dir.display().to_string()),
+                ("PYTHONNOUSERSITE", "1".to_owned()),
+            ];
+            let check = "import Pyro4, serpent; assert Pyro4.__version__ == '4.82'";
+            let ready = || {
+                Command::new(&python)
+                    .args(["-c", check])
+                    .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            if !ready() {
+                let out = Command::new(&python)
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                    ])
+                    .arg("--target")
+                    .arg(&dir)
+                    .args(["Pyro4==4.82", "serpent==1.28"])
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() && ready() => {}
+                    Ok(o) => return skip(String::from_utf8_lossy(&o.stderr).into_owned()),
+                    Err(e) => return skip(e.to_string()),
+                }
+            }
+            Some((python, env))
+        })
+        .as_ref()
+}
+
 /// A virtual environment `target/tmp/<name>` with `packages` from PyPI, made unless `check`
 /// (Python code) already succeeds in it; returns its python. Where it cannot be made: a loud
 /// skip (`None`), or a panic under CI (`CI`, `RMI_TEST_NO_SKIP`).

@@ -330,6 +330,16 @@ pub(super) fn rename_classes_for_pyro4(doc: &mut [u8]) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_python_int_past_i64_within_u64_is_written_as_an_int_not_as_bytes() {
+        use super::super::value::Value;
+        let big = Value::Int(i128::from(u64::MAX));
+        let bytes = encode(&big).unwrap();
+        assert_eq!(bytes, [[0xcf].as_slice(), &[0xff; 8]].concat());
+        let small = encode(&Value::Int(-5)).unwrap();
+        assert_eq!(small, [0xfb]);
+    }
+
     /// A call's arguments with a large bin between a string and a number, as msgpack.
     type Call = (String, serde_bytes::ByteBuf, u32);
 

@@ -831,7 +831,9 @@ impl<'a> ser::Serializer for &'a mut Writer {
         name: &'static str,
         value: &T,
     ) -> Result<(), WriteError> {
-        if name != super::PYTHON_SET || self.json {
+        // Pyro4 peers get a list: Python 2 cannot read a set literal, and Pyro4's own name
+        // server sends its metadata sets as lists for that reason.
+        if name != super::PYTHON_SET || self.json || self.pyro4 {
             return value.serialize(self);
         }
         // A Python set: the sequence's brackets made braces; serpent has no empty-set literal.

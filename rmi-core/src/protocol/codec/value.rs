@@ -569,9 +569,11 @@ impl serde::Serialize for Value {
         match self {
             Value::None => s.serialize_none(),
             Value::Bool(b) => s.serialize_bool(*b),
-            Value::Int(i) => match i64::try_from(*i) {
-                Ok(i) => s.serialize_i64(i),
-                Err(_) => s.serialize_i128(*i),
+            // Within 64 bits, a 64-bit int: msgpack writes 128-bit ones as bytes.
+            Value::Int(i) => match (i64::try_from(*i), u64::try_from(*i)) {
+                (Ok(i), _) => s.serialize_i64(i),
+                (_, Ok(u)) => s.serialize_u64(u),
+                _ => s.serialize_i128(*i),
             },
             Value::BigInt(digits) => match digits.parse::<u128>() {
                 Ok(u) => s.serialize_u128(u),
