@@ -619,6 +619,10 @@ pub struct FrameWriter<W> {
     buf: BytesMut,
     /// What to write, in order, once `buf` is full of small messages or a large payload comes.
     chunks: Vec<Bytes>,
+    /// The buffer grew past [`KEEP_WRITE_BUFFER`] and a write that took only part of it left
+    /// it to the next flush, which lets it go (after writing, `capacity` counts only what lies
+    /// past the bytes written, though the whole allocation stays).
+    grown: bool,
     /// The protocol messages are encoded in.
     protocol: Protocol,
 }
@@ -642,6 +646,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             // buffer was reallocated by the second message a connection wrote.
             buf: BytesMut::with_capacity(FIRST_WRITE),
             chunks: Vec::new(),
+            grown: false,
             protocol: Protocol::Pyro5,
         }
     }
@@ -700,10 +705,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         // buffer off and taking the list cost two allocations a flush: one of each per
         // connect, one per batch the writer task writes).
         let FrameWriter {
-            wr, buf, chunks, ..
+            wr,
+            buf,
+            chunks,
+            grown,
+            ..
         } = self;
         // (Looked at before the writes: written bytes are advanced past, not counted.)
-        let grown = buf.capacity() > KEEP_WRITE_BUFFER;
+        *grown |= buf.capacity() > KEEP_WRITE_BUFFER;
         let mut next = 0;
         loop {
             let piece: &[u8] = match chunks.get(next) {
@@ -731,7 +740,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             written += n;
         }
         chunks.clear();
-        if grown {
+        if std::mem::take(grown) {
             *buf = BytesMut::new();
         }
         deadline

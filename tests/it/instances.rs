@@ -477,6 +477,44 @@ async fn one_at_a_time_turns_skip_calls_that_need_none() {
     daemon.shutdown();
 }
 
+/// A read of a one-at-a-time object's stream is a call to the daemon object: it gives its turn
+/// up at once, so a call to the object behind it runs while the read waits for its item.
+#[tokio::test]
+async fn a_waiting_stream_read_does_not_hold_a_one_at_a_time_objects_turn() {
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_entry(
+            Registration::instance(crate::support::LabServer::new(
+                crate::support::LabObject::default(),
+            ))
+            .one_at_a_time(),
+        )
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
+    // The opening call returns at once; each item comes 3 s after it is asked for.
+    let mut items = lab.ticking(3_000, 1).await.unwrap();
+    let reading = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        items.next().await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let echoed = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        lab.echo(1, 2, "beside".into()),
+    )
+    .await
+    .expect("a call waited behind a stream read for the object's turn")
+    .unwrap();
+    assert_eq!(echoed.2, "beside");
+    assert!(!reading.is_finished(), "the item came before the echo");
+    assert_eq!(reading.await.unwrap().unwrap().unwrap(), 0);
+    daemon.shutdown();
+}
+
 /// A caller's deadline counts from the request's arrival: a call to a one-at-a-time object
 /// whose deadline passes while it waits for its turn is never started.
 #[tokio::test]

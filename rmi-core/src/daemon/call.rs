@@ -333,7 +333,11 @@ impl Call {
                 }
                 Some(turn)
             }
-            _ => None,
+            // Dropped here, not at the end of the call: a `_` arm would leave it alive.
+            other => {
+                drop(other);
+                None
+            }
         };
         let (object, method) = (ctx.object(), ctx.method());
         if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {

@@ -136,12 +136,31 @@ struct TurnState {
     next: u64,
     /// The call whose turn it is.
     serving: u64,
-    /// Calls that finished (or needed no turn) before their turn came.
-    done_early: std::collections::BTreeSet<u64>,
+    /// Calls that finished (or needed no turn) before their turn came, as runs of turns
+    /// (first → one past the last). A flood of calls that need no turn, behind one long call,
+    /// is one run; there are no more runs than calls still running (each holds an in-flight
+    /// slot), so this stays small whatever a peer sends.
+    done_early: std::collections::BTreeMap<u64, u64>,
     /// The wakers of calls waiting for their turn, by turn: only the call whose turn comes
     /// is woken (waking every waiter at each turn made 1,024 pipelined calls half a million
     /// wake-ups).
     waiting: std::collections::HashMap<u64, std::task::Waker>,
+}
+
+impl TurnState {
+    /// Turn `n`, later than the one being served, is done: joined to the runs beside it.
+    fn done_early(&mut self, n: u64) {
+        let (mut start, mut end) = (n, n + 1);
+        if let Some((&before, &before_end)) = self.done_early.range(..n).next_back() {
+            if before_end == n {
+                start = before;
+            }
+        }
+        if let Some(after_end) = self.done_early.remove(&end) {
+            end = after_end;
+        }
+        self.done_early.insert(start, end);
+    }
 }
 
 impl Turns {
@@ -191,16 +210,13 @@ impl Drop for Turn {
         let mut state = self.turns.state.lock();
         state.waiting.remove(&self.n);
         if state.serving != self.n {
-            state.done_early.insert(self.n);
+            state.done_early(self.n);
             return;
         }
         state.serving += 1;
-        loop {
-            let next = state.serving;
-            if !state.done_early.remove(&next) {
-                break;
-            }
-            state.serving += 1;
+        let next = state.serving;
+        if let Some(end) = state.done_early.remove(&next) {
+            state.serving = end;
         }
         let next = state.serving;
         let woken = state.waiting.remove(&next);
@@ -810,6 +826,48 @@ impl<S: std::ops::Deref<Target = Semaphore>> Drop for Slot<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn turns_given_up_behind_a_long_call_are_kept_as_runs_and_all_skipped_after_it() {
+        let turns = Arc::new(Turns::default());
+        let long = turns.take();
+        long.wait().await;
+        // A flood of calls that need no turn, then one still running, then more.
+        for _ in 0..100_000 {
+            drop(turns.take());
+        }
+        let running = turns.take();
+        for _ in 0..1_000 {
+            drop(turns.take());
+        }
+        let last = turns.take();
+        assert_eq!(
+            turns.state.lock().done_early.len(),
+            2,
+            "one run each side of the running call"
+        );
+        drop(long);
+        tokio::time::timeout(Duration::from_secs(5), running.wait())
+            .await
+            .expect("the call after the run gets its turn");
+        drop(running);
+        tokio::time::timeout(Duration::from_secs(5), last.wait())
+            .await
+            .expect("the call after the second run gets its turn");
+        assert!(turns.state.lock().done_early.is_empty());
+        // Turns given up out of order join up too.
+        let (a, b, c, d) = (turns.take(), turns.take(), turns.take(), turns.take());
+        drop(c);
+        drop(b);
+        drop(d);
+        assert_eq!(turns.state.lock().done_early.len(), 1);
+        drop(last);
+        a.wait().await;
+        drop(a);
+        let state = turns.state.lock();
+        assert!(state.done_early.is_empty());
+        assert_eq!(state.serving, state.next);
+    }
 
     /// `n` turns of the request loop with requests at hand; the last turn's answer.
     fn turns(burst: &mut Burst<'_>, n: usize) -> bool {

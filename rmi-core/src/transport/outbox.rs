@@ -430,16 +430,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         // (Measured before the writes: `capacity` counts only what lies past the bytes
         // written, though the whole allocation stays.)
-        let grown = self.buf.capacity() > super::KEEP_WRITE_BUFFER;
+        self.grown |= self.buf.capacity() > super::KEEP_WRITE_BUFFER;
         while !self.buf.is_empty() {
             match Pin::new(&mut self.wr).poll_write(&mut cx, &self.buf) {
                 Poll::Ready(Ok(n)) if n > 0 => bytes::Buf::advance(&mut self.buf, n),
+                // Left to the writer task's flush, which lets a grown buffer go.
                 _ => return false,
             }
         }
         // A buffer that grew for many messages written together is let go of, as after a
         // flush (see `flush_within`): an idle connection keeps only a small one.
-        if grown {
+        if std::mem::take(&mut self.grown) {
             self.buf = bytes::BytesMut::new();
         }
         matches!(
@@ -816,6 +817,40 @@ mod tests {
         assert_eq!(writer.buf.capacity(), 0, "the grown buffer is kept");
         drop(state);
         drop(theirs);
+    }
+
+    #[tokio::test]
+    async fn a_grown_buffer_the_socket_took_only_part_of_is_let_go_once_the_task_finishes_it() {
+        // A pipe that takes 3.5 MiB at once: the sender writes that much, the task the rest.
+        let (ours, mut theirs) = tokio::io::duplex(3_584 << 10);
+        let (_, wr) = tokio::io::split(ours);
+        let (tx, writer) = outbox(FrameWriter::new(wr), Box::new(|| false), None, None);
+        let _task = tokio::spawn(writer.run(WriteDeadline::default()));
+        let mut held: Vec<Outgoing> = (0..3_799).map(|i| message(i, 1_000).into()).collect();
+        let (last, notice) = noticed(message(3_799, 1_000));
+        held.push(last);
+        tx.send_all(&mut held);
+        assert!(
+            !tx.shared.state.lock().unflushed.is_empty(),
+            "the socket took only part"
+        );
+        let drain = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 16];
+            while tokio::io::AsyncReadExt::read(&mut theirs, &mut sink)
+                .await
+                .is_ok_and(|n| n > 0)
+            {}
+        });
+        tokio::time::timeout(Duration::from_secs(10), notice)
+            .await
+            .expect("written")
+            .unwrap();
+        let state = tx.shared.state.lock();
+        let writer = state.idle.as_ref().expect("the task is done with it");
+        assert!(writer.buf.is_empty(), "all written");
+        assert_eq!(writer.buf.capacity(), 0, "the grown buffer is kept");
+        drop(state);
+        drain.abort();
     }
 
     #[tokio::test]
