@@ -188,6 +188,70 @@ async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
     ));
 }
 
+/// A connection closed by a graceful shutdown, with its peer's later requests waiting unread,
+/// ends with a FIN, not a reset (which throws away what the daemon wrote but the peer had not
+/// read yet): the large reply of a call that ran through the grace period arrives whole at a
+/// client that reads it slowly, then the end.
+#[tokio::test]
+async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_requests_wait_unread() {
+    use crate::support::{connect_handshake, dial, invoke_frame};
+    use rmi::protocol::frame::HEADER_SIZE;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let daemon = Daemon::builder()
+        .grace_period(Duration::from_secs(30))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let lab = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let object = lab.object().unwrap().to_owned();
+    let mut raw = dial(&lab).await;
+    connect_handshake(&mut raw, &object).await;
+    const LEN: usize = 8 << 20;
+    let call = invoke_frame(&object, "blob_after", &(300u64, LEN), 1, 0);
+    raw.write_all(&call).await.unwrap();
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    wait_until_running(&proxy).await;
+    daemon.shutdown();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Requests the stopping daemon never reads, in its socket when the connection closes.
+    for seq in 2..6 {
+        let echo = invoke_frame(
+            &object,
+            "echo",
+            &(seq as u32, 0u32, "x".repeat(4096)),
+            seq,
+            0,
+        );
+        raw.write_all(&echo).await.unwrap();
+    }
+    // The reply, read slowly: most of it waits in the daemon's socket when it closes.
+    let mut head = [0u8; HEADER_SIZE];
+    raw.read_exact(&mut head).await.expect("the reply's header");
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize
+        + u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+    assert!(len > LEN, "the whole blob in one reply: {len}");
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut left = len;
+    while left > 0 {
+        let want = left.min(chunk.len());
+        raw.read_exact(&mut chunk[..want])
+            .await
+            .unwrap_or_else(|e| panic!("the reply broke off with {left} bytes to go: {e}"));
+        left -= want;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let end = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut chunk))
+        .await
+        .expect("the daemon closed the connection");
+    assert!(matches!(end, Ok(0)), "a FIN after the reply: {end:?}");
+}
+
 /// Waits until the lab object has started one call (it counts calls as they start).
 async fn wait_until_running(proxy: &LabProxy) {
     let started = std::time::Instant::now();

@@ -71,6 +71,8 @@ pub(crate) trait Lab {
     async fn hold_blob(&self, ms: u64, blob: Blob) -> usize;
     /// A stream of `0..n`, each item `ms` milliseconds after the one before it was asked for.
     async fn ticking(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32>;
+    /// Waits `ms` milliseconds, then returns a buffer of `len` bytes.
+    async fn blob_after(&self, ms: u64, len: usize) -> Blob;
 }
 
 /// A byte buffer encoded efficiently.
@@ -177,6 +179,12 @@ impl Lab for LabObject {
         self.count();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         blob.0.len()
+    }
+
+    async fn blob_after(&self, ms: u64, len: usize) -> Blob {
+        self.count();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Blob(vec![7; len])
     }
 
     async fn ticking(&self, ms: u64, n: u32) -> rmi::RemoteStream<u32> {

@@ -473,11 +473,14 @@ pub(super) async fn handle_connection(
         });
         // Boxed: tokio copies a task's future whole each time it moves it (into the task's
         // cell, and again as the task ends), about a kilobyte here; a box moves as a pointer.
+        // Whether every reply was written.
         Box::pin(async move {
-            if let Err(e) = out.run_until(deadline, stop).await {
+            let written = out.run_until(deadline, stop).await;
+            if let Err(e) = &written {
                 tracing::debug!(%peer, error = %e, "closing the connection");
             }
             gone.raise();
+            written.is_ok()
         })
     });
     let state = Arc::new(ConnectionState::default());
@@ -738,8 +741,32 @@ pub(super) async fn handle_connection(
     // that never returns keeps no socket, connection slot or task of a peer that is gone.)
     tx.send_all(&mut replies);
     drop(tx);
-    let _ = writer_task.await;
+    if reset.is_raised() {
+        let _ = writer_task.await;
+        return;
+    }
+    // Requests the loop left unread (a peer still sending at shutdown, say) are read off and
+    // dropped while the replies go out, and for a moment after: a socket closed with bytes
+    // unread ends with a reset, which destroys what was written and the peer has not read.
+    let mut writer_task = writer_task;
+    let mut drain = std::pin::pin!(reader.discard_until_end());
+    tokio::select! {
+        written = &mut writer_task => {
+            // The writer sent its FIN: a peer that reads it closes, which ends the drain. (A
+            // writer that failed, a peer that stopped reading say, left nothing to protect.)
+            if written.unwrap_or(false) {
+                let _ = tokio::time::timeout(DRAIN_AFTER_WRITES, drain).await;
+            }
+        }
+        () = &mut drain => {
+            let _ = writer_task.await;
+        }
+    }
 }
+
+/// How long a closing connection goes on reading off unread requests once its replies are
+/// written, waiting for its peer to close in turn (see the end of `handle_connection`).
+const DRAIN_AFTER_WRITES: Duration = Duration::from_secs(1);
 
 /// Completes when the peer resets the connection while the request loop is not reading it
 /// (it waits for a slot or for its byte budget): as far as the socket can tell without taking
