@@ -667,7 +667,19 @@ async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back
     .unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(matches!(err, Error::NotSent(_)), "never written: {err}");
-    // Once the sleep ends, the daemon reads the rest of the first, and never sees the second.
+    // A call awaiting its reply, queued behind it too: taken back at its deadline as well, so
+    // the daemon never runs a call its caller gave up on.
+    let hurried = LabProxy::from(lab.proxy().with_timeout(Duration::from_millis(300)));
+    let err = tokio::time::timeout(
+        Duration::from_secs(2),
+        hurried.echo(5, 6, "never either".into()),
+    )
+    .await
+    .expect("the deadline passes")
+    .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(matches!(err, Error::NotSent(_)), "never written: {err}");
+    // Once the sleep ends, the daemon reads the rest of the first, and never sees the others.
     assert_eq!(sleeping.await.unwrap().unwrap(), 5_000);
     let counted = async {
         while watcher.calls().await.unwrap() < before + 2 {
@@ -681,7 +693,7 @@ async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back
     assert_eq!(
         watcher.calls().await.unwrap(),
         before + 2,
-        "the withdrawn call ran"
+        "a withdrawn call ran"
     );
     assert_eq!(lab.echo(3, 4, "on".into()).await.unwrap().2, "on");
     assert_serving(&mut child, &uri).await;

@@ -962,7 +962,19 @@ impl Connection {
             .shared
             .burst
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        if self.tx.send(msg.into()).is_err() {
+        // A call with a deadline can be taken back while still queued (see below).
+        let ticket = match deadline {
+            Some(_) => self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        if self
+            .tx
+            .send(Outgoing {
+                ticket,
+                ..msg.into()
+            })
+            .is_err()
+        {
             wait.taken = true;
             let gone = self.shared.state.lock().pending.remove(&seq);
             if gone.is_some_and(|p| p.slot) {
@@ -970,11 +982,24 @@ impl Connection {
             }
             return Err(self.closed_error().not_sent());
         }
-        match deadline {
-            Some((at, t)) => tokio::time::timeout_at(at, wait)
-                .await
-                .map_err(|_| Error::Timeout(t))?,
-            None => wait.await,
+        let Some((at, t)) = deadline else {
+            return wait.await;
+        };
+        match tokio::time::timeout_at(at, &mut wait).await {
+            Ok(reply) => reply,
+            // Still queued behind other writes (a large argument the daemon reads slowly, say):
+            // taken back, with its entry and slot, so the daemon never runs a call its caller
+            // gave up on, and the caller knows it was not sent.
+            Err(_) if self.tx.withdraw(ticket) => {
+                wait.taken = true;
+                let gone = self.shared.state.lock().pending.remove(&seq);
+                if gone.is_some_and(|p| p.slot) {
+                    self.shared.slots.add_permits(1);
+                }
+                self.shared.release(seq);
+                Err(Error::Timeout(t).not_sent())
+            }
+            Err(_) => Err(Error::Timeout(t)),
         }
     }
 
