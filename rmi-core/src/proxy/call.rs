@@ -47,6 +47,12 @@ impl Kept {
 
 impl Proxy {
     /// Calls `method` with the argument tuple `args` and decodes the result as `R`.
+    ///
+    /// In Pyro's formats, trailing `None` arguments are left out, as a Python caller leaves
+    /// out arguments that have defaults (a Python method then uses its defaults). To pass a
+    /// trailing `None` to a Python parameter that has no default, or to override a default
+    /// with `None`, pass `()`, which travels as `None` and is never left out:
+    /// `proxy.call("store", &("key", ()))` is Python's `proxy.store("key", None)`.
     pub async fn call<A: Serialize, R: DeserializeOwned>(
         &self,
         method: &str,

@@ -7,7 +7,7 @@
 
 use serde::ser::{Serialize, SerializeMap, SerializeTuple, Serializer};
 
-use super::value::Value;
+use super::value::{Repr, Value};
 use crate::error::{RemoteError, RemoteErrorKind};
 
 /// Attribute carrying the error's [`RemoteErrorKind`] for rmi peers.
@@ -84,6 +84,46 @@ fn python_kind(class: &str) -> RemoteErrorKind {
     }
 }
 
+/// The exception's message as Python's `str(exc)` reads it: its one argument (a str as is,
+/// anything else as its `repr`), the `repr` of its arguments' tuple when there are several,
+/// and `[Errno N] text` for the `OSError` family.
+fn python_message(class: &str, args: Vec<Value>) -> String {
+    const OS_ERRORS: &[&str] = &[
+        "OSError",
+        "IOError",
+        "EnvironmentError",
+        "BlockingIOError",
+        "ChildProcessError",
+        "ConnectionError",
+        "BrokenPipeError",
+        "ConnectionAbortedError",
+        "ConnectionRefusedError",
+        "ConnectionResetError",
+        "FileExistsError",
+        "FileNotFoundError",
+        "InterruptedError",
+        "IsADirectoryError",
+        "NotADirectoryError",
+        "PermissionError",
+        "ProcessLookupError",
+        "TimeoutError",
+    ];
+    let builtin = class
+        .strip_prefix("builtins.")
+        .or_else(|| class.strip_prefix("exceptions."));
+    match args.as_slice() {
+        [] => String::new(),
+        [Value::Str(s)] => s.clone(),
+        [errno @ Value::Int(_), Value::Str(text)]
+            if builtin.is_some_and(|name| OS_ERRORS.contains(&name)) =>
+        {
+            format!("[Errno {}] {text}", Repr(errno))
+        }
+        [one] => Repr(one).to_string(),
+        _ => Repr(&Value::Tuple(args)).to_string(),
+    }
+}
+
 /// A remote error from Pyro's exception dict (a Python peer's, or an rmi peer's).
 pub(super) fn from_value(value: Value) -> Option<RemoteError> {
     let Some(Value::Str(class)) = value.get("__class__").cloned() else {
@@ -93,18 +133,7 @@ pub(super) fn from_value(value: Value) -> Option<RemoteError> {
         Some(Value::Tuple(a) | Value::List(a)) => a.clone(),
         _ => Vec::new(),
     };
-    let message = match args.as_slice() {
-        [Value::Str(s)] => s.clone(),
-        [] => String::new(),
-        more => more
-            .iter()
-            .map(|v| match v {
-                Value::Str(s) => s.clone(),
-                other => format!("{other:?}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-    };
+    let message = python_message(&class, args);
     let attributes = value.get("attributes");
     let kind = attributes
         .and_then(|a| a.get(KIND_ATTRIBUTE))
@@ -193,6 +222,42 @@ mod tests {
             let err = from_value(python_exception(class, "why")).unwrap();
             assert_eq!((err.kind, err.type_name.as_str()), (kind, class));
             assert_eq!(err.message, "why");
+        }
+    }
+
+    #[test]
+    fn a_message_reads_as_pythons_str_of_the_exception() {
+        let s = |t: &str| Value::Str(t.into());
+        let with_args = |class: &str, args: Vec<Value>| {
+            Value::Dict(vec![
+                (s("__class__"), s(class)),
+                (s("__exception__"), Value::Bool(true)),
+                (s("args"), Value::Tuple(args)),
+                (s("attributes"), Value::Dict(vec![])),
+            ])
+        };
+        for (class, args, message) in [
+            (
+                "builtins.FileNotFoundError",
+                vec![Value::Int(2), s("No such file or directory")],
+                "[Errno 2] No such file or directory",
+            ),
+            ("builtins.KeyError", vec![Value::Int(42)], "42"),
+            (
+                "builtins.ValueError",
+                vec![s("bad"), Value::Float(3.5)],
+                "('bad', 3.5)",
+            ),
+            (
+                "builtins.ValueError",
+                vec![Value::Int(2), s("x")],
+                "(2, 'x')",
+            ),
+            ("builtins.RuntimeError", vec![], ""),
+            ("builtins.KeyError", vec![s("k")], "k"),
+        ] {
+            let err = from_value(with_args(class, args)).unwrap();
+            assert_eq!(err.message, message, "{class}");
         }
     }
 

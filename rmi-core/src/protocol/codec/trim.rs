@@ -3,6 +3,8 @@
 //! `greet(name, greeting="Hello")` uses its default, and a Pyro5 name server's
 //! `list(prefix=None, regex=None, return_metadata=False)` is not handed five arguments. An rmi
 //! daemon reads a left-out trailing `Option` parameter as `None`, so nothing changes for it.
+//! A `()` argument travels as `None` too but is never left out: the caller's way to pass a
+//! trailing `None` explicitly (to a Python parameter without a default).
 //!
 //! A probe serializer first finds which elements of the argument tuple are `None` (stopping at
 //! the first byte of anything else); the real serializer then sees the tuple without its
@@ -347,6 +349,11 @@ mod tests {
             "a None before a value stays"
         );
         assert_eq!(serpent(&Trimmed(&(Some(1), 2))), "(1,2)");
+        assert_eq!(
+            serpent(&Trimmed(&("k", ()))),
+            "('k',None)",
+            "() is an explicit None, kept"
+        );
         assert_eq!(serpent(&Trimmed(&(None::<u32>,))), "()");
         assert_eq!(serpent(&Trimmed(&[(); 0])), "()");
         assert_eq!(serpent(&Trimmed(&vec![1, 2])), "[1,2]", "not a tuple");

@@ -6,7 +6,7 @@
 //! format: bytes arrive as `{'data': <base64>, 'encoding': 'base64'}`, NaN as
 //! `{'__class__': 'float', 'value': 'nan'}`, and tuples, lists and sets are all sequences.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use base64::Engine;
 use serde::de::{
@@ -705,6 +705,95 @@ impl<'de> serde::Deserializer<'de> for Key {
 
     serde::forward_to_deserialize_any! {
         bool i128 u128 char str string tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// Writes `value` as Python's `repr` would (near enough for messages and logs).
+pub(crate) fn repr(value: &Value, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    let items = |f: &mut std::fmt::Formatter<'_>, items: &[Value]| -> std::fmt::Result {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            repr(item, f)?;
+        }
+        Ok(())
+    };
+    match value {
+        Value::None => f.write_str("None"),
+        Value::Bool(true) => f.write_str("True"),
+        Value::Bool(false) => f.write_str("False"),
+        Value::Int(i) => write!(f, "{i}"),
+        Value::BigInt(digits) => f.write_str(digits),
+        Value::Float(x) if x.is_nan() => f.write_str("nan"),
+        Value::Float(x) if x.is_infinite() => f.write_str(if *x > 0.0 { "inf" } else { "-inf" }),
+        Value::Float(x) => write!(f, "{x:?}"),
+        Value::Str(text) => {
+            f.write_char('\'')?;
+            for c in text.chars() {
+                match c {
+                    '\'' => f.write_str("\\'")?,
+                    '\\' => f.write_str("\\\\")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\r' => f.write_str("\\r")?,
+                    '\t' => f.write_str("\\t")?,
+                    c if c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
+                    c => f.write_char(c)?,
+                }
+            }
+            f.write_char('\'')
+        }
+        Value::Bytes(bytes) => write!(f, "b'{}'", bytes.escape_ascii()),
+        Value::List(list) => {
+            f.write_char('[')?;
+            items(f, list)?;
+            f.write_char(']')
+        }
+        Value::Tuple(tuple) => {
+            f.write_char('(')?;
+            items(f, tuple)?;
+            f.write_str(if tuple.len() == 1 { ",)" } else { ")" })
+        }
+        Value::Set(set) if set.is_empty() => f.write_str("set()"),
+        Value::Set(set) => {
+            f.write_char('{')?;
+            items(f, set)?;
+            f.write_char('}')
+        }
+        Value::Dict(entries) => {
+            f.write_char('{')?;
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                repr(k, f)?;
+                f.write_str(": ")?;
+                repr(v, f)?;
+            }
+            f.write_char('}')
+        }
+        Value::Named(params) => {
+            f.write_char('(')?;
+            for (i, (_, v)) in params.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                match v {
+                    Some(v) => repr(v, f)?,
+                    None => f.write_str("None")?,
+                }
+            }
+            f.write_char(')')
+        }
+    }
+}
+
+/// A value shown as Python's `repr` (see [`repr`]).
+pub(crate) struct Repr<'a>(pub(crate) &'a Value);
+
+impl std::fmt::Display for Repr<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        repr(self.0, f)
     }
 }
 
