@@ -785,3 +785,39 @@ async fn shutdown_ends_a_read_waiting_on_a_stream_instead_of_waiting_out_the_gra
     );
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
 }
+
+/// `stream_lifetime` (Pyro's `ITER_STREAM_LIFETIME`): a stream left unread for its lifetime is
+/// dropped though its connection lives on; one read more often lives on, and a read that waits
+/// longer than the lifetime for its item is not cut short.
+#[tokio::test]
+async fn a_stream_unread_for_its_lifetime_is_dropped_on_a_live_connection() {
+    const LIFETIME: Duration = Duration::from_secs(1);
+    let (daemon, uri) =
+        crate::support::serve_lab(Daemon::builder().stream_lifetime(LIFETIME)).await;
+    let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
+    let mut forgotten = lab.slow_numbers(0, 10).await.unwrap();
+    let mut read = lab.slow_numbers(0, 100).await.unwrap();
+    let mut slow = lab.ticking(1_500, 1).await.unwrap();
+    assert_eq!(lab.open_streams().await.unwrap(), 3);
+    let slow_reads = tokio::spawn(async move {
+        let first = slow.next().await;
+        (first, slow.next().await)
+    });
+    for i in 0..25 {
+        assert_eq!(read.next().await.unwrap().unwrap(), i, "read often: kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (first, end) = slow_reads.await.unwrap();
+    assert_eq!(
+        first.unwrap().unwrap(),
+        0,
+        "a read waiting 1.5 s for its item, longer than the lifetime, is not cut"
+    );
+    assert!(end.is_none(), "and its stream is still there: {end:?}");
+    let after = forgotten.next().await;
+    assert!(
+        matches!(&after, Some(Err(Error::Remote(e))) if e.message.contains("item stream terminated")),
+        "unread for 2.5 s: dropped, {after:?}"
+    );
+    daemon.shutdown();
+}

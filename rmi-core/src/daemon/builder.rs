@@ -61,6 +61,7 @@ pub struct DaemonBuilder {
     pub(super) max_streams_per_connection: usize,
     pub(super) max_streams: usize,
     pub(super) stream_linger: Duration,
+    pub(super) stream_lifetime: Option<Duration>,
     pub(super) max_connections: usize,
     pub(super) idle_timeout: Option<Duration>,
     pub(super) frame_timeout: Option<Duration>,
@@ -98,6 +99,7 @@ impl std::fmt::Debug for DaemonBuilder {
                 &self.max_streams_per_connection,
             )
             .field("stream_linger", &self.stream_linger)
+            .field("stream_lifetime", &self.stream_lifetime)
             .field("idle_timeout", &self.idle_timeout)
             .field("advertise", &self.advertise)
             .field("validator", &self.validator.is_some())
@@ -119,6 +121,7 @@ impl Default for DaemonBuilder {
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             max_streams: DEFAULT_MAX_STREAMS,
             stream_linger: DEFAULT_STREAM_LINGER,
+            stream_lifetime: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: None,
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
@@ -311,6 +314,16 @@ impl DaemonBuilder {
         self
     }
 
+    /// How long an open stream may go unread before it is dropped, its connection alive or not
+    /// (default: no limit, as Pyro's `ITER_STREAM_LIFETIME` of 0). A read under way counts as a
+    /// use however long its item takes; the next read of a dropped stream fails with "item
+    /// stream terminated". Set it where clients may open streams and forget them: each holds
+    /// a slot of `max_streams` until its connection closes and its linger ends.
+    pub fn stream_lifetime(mut self, d: Duration) -> Self {
+        self.stream_lifetime = Some(d);
+        self
+    }
+
     /// The host (and port; `None` or `Some(0)` = the bound port, as Pyro's `natport` 0) put in
     /// the URIs this daemon hands out, when clients reach it through another address than it
     /// binds (Pyro's `nathost`/`natport`).
@@ -381,7 +394,10 @@ impl DaemonBuilder {
             }
         }
         let max_connections = self.max_connections;
-        let streams = Arc::new(streams::Streams::new(self.stream_linger));
+        let streams = Arc::new(streams::Streams::new(
+            self.stream_linger,
+            self.stream_lifetime,
+        ));
         let callbacks = DialSecurity {
             scope: Scope::Anywhere,
             secret: self.callback_secret.clone(),

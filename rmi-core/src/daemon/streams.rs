@@ -29,6 +29,8 @@ struct Slot {
     owner: ConnectionId,
     /// Set when the owner is gone: the stream is dropped at this instant.
     expires: Option<Instant>,
+    /// When it was opened, or last read.
+    last_use: Instant,
 }
 
 #[derive(Default)]
@@ -42,6 +44,9 @@ pub(super) struct Streams {
     table: Mutex<Table>,
     /// How long a stream survives its connection (`stream_linger`).
     linger: Duration,
+    /// How long a stream may go unread before it is dropped, its connection alive or not
+    /// (`stream_lifetime`; Pyro's `ITER_STREAM_LIFETIME`).
+    lifetime: Option<Duration>,
 }
 
 fn terminated() -> RemoteError {
@@ -53,10 +58,11 @@ fn terminated() -> RemoteError {
 }
 
 impl Streams {
-    pub(super) fn new(linger: Duration) -> Self {
+    pub(super) fn new(linger: Duration, lifetime: Option<Duration>) -> Self {
         Streams {
             table: Mutex::new(Table::default()),
             linger,
+            lifetime,
         }
     }
 
@@ -119,6 +125,7 @@ impl Streams {
                     closed: tokio_util::sync::CancellationToken::new(),
                     owner,
                     expires,
+                    last_use: Instant::now(),
                 },
             );
             expires
@@ -126,7 +133,52 @@ impl Streams {
         if let Some(at) = expires {
             self.sweep_at(at);
         }
+        if let Some(lifetime) = self.lifetime {
+            self.end_when_unused(id.clone(), lifetime);
+        }
         Ok(id)
+    }
+
+    /// Drops stream `id` once it has gone `lifetime` without a read (a read under way is a
+    /// use, however long its item takes).
+    fn end_when_unused(self: &Arc<Self>, id: String, lifetime: Duration) {
+        let streams = Arc::downgrade(self);
+        // A lifetime too long to represent never ends.
+        let Some(mut at) = Instant::now().checked_add(lifetime) else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep_until(at).await;
+                let Some(streams) = streams.upgrade() else {
+                    return;
+                };
+                let now = Instant::now();
+                let gone = {
+                    let mut table = streams.table.lock();
+                    let Some(slot) = table.slots.get(&id) else {
+                        return;
+                    };
+                    if Arc::strong_count(&slot.items) > 1 {
+                        // Being read.
+                        at = now + lifetime;
+                        continue;
+                    }
+                    let unused_until = slot.last_use + lifetime;
+                    if unused_until > now {
+                        at = unused_until;
+                        continue;
+                    }
+                    table.slots.remove(&id)
+                };
+                // Dropped once the lock is released (see `close`).
+                if let Some(slot) = gone {
+                    tracing::debug!(stream = %id, ?lifetime, "stream unused for its lifetime; dropped");
+                    slot.closed.cancel();
+                }
+                return;
+            }
+        });
     }
 
     /// The next encoded item of stream `id`, read by connection `reader`. The end of the stream
@@ -144,6 +196,7 @@ impl Streams {
             // reconnected picks up its lingering stream, and it lives as long as that connection.
             slot.owner = reader;
             slot.expires = expires;
+            slot.last_use = Instant::now();
             (slot.items.clone(), slot.closed.clone(), expires)
         };
         if let Some(at) = expires {
@@ -154,6 +207,13 @@ impl Streams {
             () = closed.cancelled() => return Err(terminated()),
             next = async { items.lock().await.next().await } => next,
         };
+        // Its lifetime counts from the end of this read.
+        drop(items);
+        if self.lifetime.is_some() {
+            if let Some(slot) = self.table.lock().slots.get_mut(id) {
+                slot.last_use = Instant::now();
+            }
+        }
         match next {
             Some(Ok(item)) => Ok(item),
             Some(Err(e)) => {
