@@ -252,6 +252,40 @@ async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_request
     assert!(matches!(end, Ok(0)), "a FIN after the reply: {end:?}");
 }
 
+/// A connection to an idle peer (a proxy between calls reads nothing, so it does not notice
+/// the daemon's FIN) is closed at once at shutdown: it had nothing unread to drain.
+#[tokio::test]
+async fn shutdown_with_an_idle_proxy_connected_is_prompt() {
+    let daemon = Daemon::builder()
+        .grace_period(Duration::from_secs(30))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let lab = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
+    let serving = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    assert_eq!(proxy.echo(1, 2, "x".into()).await.unwrap().2, "x");
+    let stopping = std::time::Instant::now();
+    daemon.shutdown();
+    // Far below the second a closing connection waits for a peer that was still sending.
+    tokio::time::timeout(Duration::from_millis(800), serving)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "serve still running {:?} after shutdown",
+                stopping.elapsed()
+            )
+        })
+        .unwrap()
+        .unwrap();
+    drop(proxy);
+}
+
 /// Waits until the lab object has started one call (it counts calls as they start).
 async fn wait_until_running(proxy: &LabProxy) {
     let started = std::time::Instant::now();

@@ -679,6 +679,13 @@ async fn a_oneway_calls_timeout_covers_its_write_and_an_unsent_one_is_taken_back
     .unwrap_err();
     assert!(err.is_timeout(), "{err}");
     assert!(matches!(err, Error::NotSent(_)), "never written: {err}");
+    // And one without a timeout of its own, its future dropped (the caller's own timeout).
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(300),
+        lab.echo(7, 8, "never at all".into()),
+    )
+    .await;
+    assert!(dropped.is_err(), "no reply can come: {dropped:?}");
     // Once the sleep ends, the daemon reads the rest of the first, and never sees the others.
     assert_eq!(sleeping.await.unwrap().unwrap(), 5_000);
     let counted = async {

@@ -501,7 +501,9 @@ async fn a_waiting_stream_read_does_not_hold_a_one_at_a_time_objects_turn() {
         use futures_util::StreamExt;
         items.next().await
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Time for the read to reach the daemon first (without it the echo could go first and
+    // pass regardless: this wait gives the check its teeth, it cannot fail a correct daemon).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let echoed = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         lab.echo(1, 2, "beside".into()),

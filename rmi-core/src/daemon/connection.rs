@@ -15,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use parking_lot::Mutex;
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::Semaphore;
 
 use super::call::Call;
@@ -746,15 +748,26 @@ pub(super) async fn handle_connection(
         return;
     }
     // Requests the loop left unread (a peer still sending at shutdown, say) are read off and
-    // dropped while the replies go out, and for a moment after: a socket closed with bytes
-    // unread ends with a reset, which destroys what was written and the peer has not read.
+    // dropped while the replies go out: a socket closed with bytes unread ends with a reset,
+    // which destroys what was written and the peer has not read.
     let mut writer_task = writer_task;
-    let mut drain = std::pin::pin!(reader.discard_until_end());
+    let sending = std::sync::atomic::AtomicBool::new(false);
+    let mut drain = std::pin::pin!(async {
+        let mut sink = vec![0u8; MIN_DRAIN];
+        while let Ok(1..) = reader.get_mut().read(&mut sink).await {
+            sending.store(true, Ordering::Relaxed);
+        }
+    });
     tokio::select! {
         written = &mut writer_task => {
-            // The writer sent its FIN: a peer that reads it closes, which ends the drain. (A
-            // writer that failed, a peer that stopped reading say, left nothing to protect.)
-            if written.unwrap_or(false) {
+            // The writer sent its FIN. A peer that was still sending may go on until it reads
+            // it: a moment more for that one; an idle peer (most: a proxy between calls reads
+            // nothing) is closed on at once, with nothing unread. (A writer that failed, a
+            // peer that stopped reading say, left nothing to protect.)
+            if written.unwrap_or(false)
+                && drain.as_mut().now_or_never().is_none()
+                && sending.load(Ordering::Relaxed)
+            {
                 let _ = tokio::time::timeout(DRAIN_AFTER_WRITES, drain).await;
             }
         }
@@ -764,8 +777,12 @@ pub(super) async fn handle_connection(
     }
 }
 
-/// How long a closing connection goes on reading off unread requests once its replies are
-/// written, waiting for its peer to close in turn (see the end of `handle_connection`).
+/// The buffer a closing connection reads unread requests into, to drop them.
+const MIN_DRAIN: usize = 8 * 1024;
+
+/// How long a closing connection whose peer was still sending goes on reading off its
+/// requests once the replies are written, waiting for it to close in turn (see the end of
+/// `handle_connection`).
 const DRAIN_AFTER_WRITES: Duration = Duration::from_secs(1);
 
 /// Completes when the peer resets the connection while the request loop is not reading it

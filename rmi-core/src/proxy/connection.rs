@@ -443,6 +443,30 @@ struct ReplyWait<'a> {
     /// waker, and other calls were in flight then: if the reader task reads, this first poll
     /// has nothing to look at (a reply delivered meanwhile wakes the caller).
     registered: bool,
+    /// The request's outbox ticket: a caller that stops waiting (its deadline, its future
+    /// dropped) while the request is still queued takes it back (see `take_back`).
+    unsent: Option<(&'a outbox::Sender<IoWriteHalf>, u64)>,
+}
+
+impl ReplyWait<'_> {
+    /// Takes the request back if it is still queued, never written: its entry and in-flight
+    /// slot go with it, and true is returned. (A request in a write, or written, stays: its
+    /// reply may come, and the daemon may run it.)
+    fn take_back(&mut self) -> bool {
+        let Some((tx, ticket)) = self.unsent.take() else {
+            return false;
+        };
+        if self.taken || !tx.withdraw(ticket) {
+            return false;
+        }
+        self.taken = true;
+        let gone = self.shared.state.lock().pending.remove(&self.seq);
+        if gone.is_some_and(|p| p.slot) {
+            self.shared.slots.add_permits(1);
+        }
+        self.shared.release(self.seq);
+        true
+    }
 }
 
 impl Future for ReplyWait<'_> {
@@ -515,7 +539,7 @@ impl Future for ReplyWait<'_> {
 
 impl Drop for ReplyWait<'_> {
     fn drop(&mut self) {
-        if self.taken {
+        if self.taken || self.take_back() {
             return;
         }
         let mut state = self.shared.state.lock();
@@ -903,6 +927,7 @@ impl Connection {
             seq,
             taken: false,
             registered: false,
+            unsent: None,
         };
         match timeout {
             Some(t) => tokio::time::timeout(t, wait)
@@ -955,6 +980,7 @@ impl Connection {
             seq,
             taken: false,
             registered,
+            unsent: None,
         };
         msg.seq = seq;
         // This caller may be one of a burst the reader woke: one fewer of them to come.
@@ -962,11 +988,9 @@ impl Connection {
             .shared
             .burst
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        // A call with a deadline can be taken back while still queued (see below).
-        let ticket = match deadline {
-            Some(_) => self.shared.tickets.fetch_add(1, Ordering::Relaxed),
-            None => 0,
-        };
+        // A call given up (its deadline, its future dropped) while still queued is taken back
+        // (see `ReplyWait::take_back`).
+        let ticket = self.shared.tickets.fetch_add(1, Ordering::Relaxed);
         if self
             .tx
             .send(Outgoing {
@@ -982,6 +1006,7 @@ impl Connection {
             }
             return Err(self.closed_error().not_sent());
         }
+        wait.unsent = Some((&self.tx, ticket));
         let Some((at, t)) = deadline else {
             return wait.await;
         };
@@ -990,15 +1015,7 @@ impl Connection {
             // Still queued behind other writes (a large argument the daemon reads slowly, say):
             // taken back, with its entry and slot, so the daemon never runs a call its caller
             // gave up on, and the caller knows it was not sent.
-            Err(_) if self.tx.withdraw(ticket) => {
-                wait.taken = true;
-                let gone = self.shared.state.lock().pending.remove(&seq);
-                if gone.is_some_and(|p| p.slot) {
-                    self.shared.slots.add_permits(1);
-                }
-                self.shared.release(seq);
-                Err(Error::Timeout(t).not_sent())
-            }
+            Err(_) if wait.take_back() => Err(Error::Timeout(t).not_sent()),
             Err(_) => Err(Error::Timeout(t)),
         }
     }
