@@ -25,8 +25,10 @@ pub(crate) struct MethodAttrs<'a> {
 }
 
 impl<'a> MethodAttrs<'a> {
-    /// Reads `#[rmi(...)]` and keeps `#[doc]`, `#[cfg]` and `#[deprecated]`. An error in an
-    /// `#[rmi(...)]` ends the reading of that attribute.
+    /// Reads `#[rmi(...)]` and keeps `#[doc]`, `#[cfg]`, `#[deprecated]` and `#[allow]` (a lint
+    /// the user allows on a method, `non_snake_case` for a parameter named as its Python
+    /// keyword say, is allowed on the generated methods too). An error in an `#[rmi(...)]`
+    /// ends the reading of that attribute.
     pub(crate) fn from_syn(attrs: &'a [Attribute], origin: Origin, cx: &mut Ctxt) -> Self {
         let mut out = MethodAttrs::default();
         for attr in attrs {
@@ -34,7 +36,7 @@ impl<'a> MethodAttrs<'a> {
                 if let Err(e) = attr.parse_nested_meta(|meta| out.option(&meta)) {
                     cx.error(origin, e);
                 }
-            } else if ["doc", "cfg", "deprecated"]
+            } else if ["doc", "cfg", "deprecated", "allow"]
                 .iter()
                 .any(|name| attr.path().is_ident(name))
             {

@@ -49,7 +49,8 @@ fn expand_remote(
     let options = Options::parse(attr);
     let mut cx = Ctxt::default();
     let service = Service::from_syn(&item, &mut cx);
-    validate::validate(&service, &mut cx);
+    let server_only = options.as_ref().is_ok_and(|o| o.server_only);
+    validate::validate(&service, server_only, &mut cx);
     // Report option errors and trait errors together, in one compile.
     match (options, cx.check()) {
         (Ok(options), Ok(())) => expand::expand(&service, &options),

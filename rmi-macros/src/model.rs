@@ -233,6 +233,29 @@ fn check_header(item: &ItemTrait, cx: &mut Ctxt) {
         ),
     ];
     forbid(forbidden, Origin::Header, cx);
+    // A supertrait's methods would be neither served nor proxied: refused, not ignored.
+    const MARKERS: &[&str] = &["Send", "Sync", "Sized", "Unpin"];
+    for bound in &item.supertraits {
+        let syn::TypeParamBound::Trait(t) = bound else {
+            continue;
+        };
+        let marker = t
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.arguments.is_none() && MARKERS.iter().any(|m| s.ident == m));
+        if !marker {
+            cx.error(
+                Origin::Header,
+                syn::Error::new_spanned(
+                    t,
+                    "#[remote] traits cannot have supertraits (other than `Send`, `Sync` and \
+                     lifetimes): a supertrait's methods would be neither served nor proxied; \
+                     declare them in this trait",
+                ),
+            );
+        }
+    }
 }
 
 /// A plain `async fn`: no generics, `where` clause, `unsafe`, ABI, `const` or variadic.

@@ -41,8 +41,9 @@ pub(crate) fn stream_item(ty: &Type) -> Option<&Type> {
     single_type_arg(ty, "RemoteStream")
 }
 
-/// `T` of a declared `Result<T, E>`, or of a one-argument alias such as `io::Result<T>` or
-/// `anyhow::Result<T>` (any path ending in `Result` with one or two type arguments).
+/// `T` of a declared `Result<T, E>`, or of a one-argument alias such as `io::Result<T>` (any
+/// path ending in `Result` with one or two type arguments; whether its error converts into a
+/// `RemoteError` is checked by the generated code, at this type).
 pub(crate) fn result_ok(ty: &Type) -> Option<&Type> {
     let Type::Path(p) = ungroup(ty) else {
         return None;

@@ -33,11 +33,14 @@ const RESERVED_RUST_NAMES: &[(&str, &str)] = &[
     ("as_async", "blocking proxy"),
 ];
 
-/// Checks every rule of this module, reporting each broken one to `cx`.
-pub(crate) fn validate(service: &Service<'_>, cx: &mut Ctxt) {
+/// Checks every rule of this module, reporting each broken one to `cx`. With `server_only`,
+/// no client type is generated, so no method name collides with one.
+pub(crate) fn validate(service: &Service<'_>, server_only: bool, cx: &mut Ctxt) {
     for method in &service.methods {
         check_wire_name(method, cx);
-        check_rust_name(method, cx);
+        if !server_only {
+            check_rust_name(method, cx);
+        }
         check_oneway(method, cx);
     }
     check_unique_wire_names(service, cx);
@@ -74,11 +77,17 @@ fn check_rust_name(m: &Method<'_>, cx: &mut Ctxt) {
     }
 }
 
-/// A oneway method returns `()`: its caller gets no reply.
+/// A oneway method returns `()`: its caller gets no reply. Nor is it `idempotent`: with no
+/// reply, nothing tells whether it ran, so it is never retried and the flag would do nothing.
 fn check_oneway(m: &Method<'_>, cx: &mut Ctxt) {
     if let MethodKind::Oneway(span) = m.kind {
         if !is_unit(&m.output) {
             let msg = "a oneway method cannot return a value: its caller gets no reply";
+            cx.error(m.origin, syn::Error::new(span, msg));
+        }
+        if m.idempotent {
+            let msg = "a oneway method is never retried (no reply tells whether it ran): \
+                       remove `idempotent`, or drop `oneway` to have it retried";
             cx.error(m.origin, syn::Error::new(span, msg));
         }
     }

@@ -287,6 +287,14 @@ with Pyro5.api.Proxy(sys.argv[1]) as strict:
 pub(crate) trait Formal {
     /// Greets `name`, with `title` when given.
     async fn greet(&self, name: String, title: Option<String>) -> String;
+    /// A Python caller's camelCase keyword is the Rust parameter's name, its lint allowed on
+    /// the method (and so on every generated copy of it).
+    #[rmi(name = "setVolume")]
+    #[allow(non_snake_case)]
+    async fn set_volume(&self, newLevel: u32) -> u32;
+    /// Many parameters, clippy's lint allowed on the method (and its generated copies).
+    #[allow(clippy::too_many_arguments)]
+    async fn sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8) -> u32;
 }
 
 struct FormalObject;
@@ -297,6 +305,16 @@ impl Formal for FormalObject {
             Some(t) => format!("Good day, {t} {name}"),
             None => format!("Hi {name}"),
         }
+    }
+
+    #[allow(non_snake_case)]
+    async fn set_volume(&self, newLevel: u32) -> u32 {
+        newLevel * 2
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8) -> u32 {
+        [a, b, c, d, e, f, g].iter().map(|&n| u32::from(n)).sum()
     }
 }
 
@@ -321,6 +339,7 @@ for serializer in ("serpent", "msgpack"):
         print(formal.greet("Ada", "Dr."))
         print(formal.greet(name="Ada", title="Prof."))
         print(formal.greet("Ada", title="Ms."))
+        print(formal.setVolume(newLevel=21), formal.sum(1, 2, 3, 4, 5, 6, g=7))
         for args, kwargs in [((), {"nom": "x"}), ((1,), {}), (("a", "b", "c"), {}), (("a",), {"name": "b"})]:
             try:
                 formal.greet(*args, **kwargs)
@@ -336,26 +355,27 @@ for serializer in ("serpent", "msgpack"):
         "Good day, Dr. Ada",
         "Good day, Prof. Ada",
         "Good day, Ms. Ada",
+        "42 28",
     ];
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 16, "{out}");
-    for chunk in lines.chunks(8) {
-        assert_eq!(&chunk[..4], &expected_calls[..], "{out}");
+    assert_eq!(lines.len(), 18, "{out}");
+    for chunk in lines.chunks(9) {
+        assert_eq!(&chunk[..5], &expected_calls[..], "{out}");
         assert!(
-            chunk[4].contains("unexpected keyword argument \"nom\""),
+            chunk[5].contains("unexpected keyword argument \"nom\""),
             "{out}"
         );
-        assert!(chunk[5].contains("argument \"name\""), "{out}");
+        assert!(chunk[6].contains("argument \"name\""), "{out}");
         assert!(
-            chunk[6].contains("takes 2 positional arguments but 3 were given"),
-            "{out}"
-        );
-        assert!(
-            chunk[7].contains("multiple values for argument \"name\""),
+            chunk[7].contains("takes 2 positional arguments but 3 were given"),
             "{out}"
         );
         assert!(
-            chunk[4..].iter().all(|l| l.starts_with("TypeError: ")),
+            chunk[8].contains("multiple values for argument \"name\""),
+            "{out}"
+        );
+        assert!(
+            chunk[5..].iter().all(|l| l.starts_with("TypeError: ")),
             "{out}"
         );
     }

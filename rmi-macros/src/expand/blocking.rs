@@ -32,7 +32,7 @@ pub(super) fn blocking_impl(
 ) -> TokenStream {
     let blocking = &names.blocking;
     let proxy = &names.proxy;
-    let methods = service.methods.iter().map(|m| blocking_method(m, p));
+    let methods = service.methods.iter().map(|m| blocking_method(m, proxy, p));
     quote! {
         // A deprecated method's blocking twin calls the deprecated async one.
         #[allow(deprecated)]
@@ -57,8 +57,11 @@ pub(super) fn blocking_impl(
     }
 }
 
-/// The method, blocking on the async proxy's; a stream becomes a blocking iterator.
-fn blocking_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
+/// The method, blocking on the async proxy's; a stream becomes a blocking iterator. The async
+/// method is named by its type: `self.inner.into()` would find `Into::into` first (method
+/// lookup tries methods taking `self` by value before `&self`), and so would any by-value
+/// trait method in scope.
+fn blocking_method(m: &Method<'_>, proxy: &syn::Ident, p: &TokenStream) -> TokenStream {
     let attrs = &m.carried_attrs;
     let ident = m.ident;
     let params = params(m);
@@ -69,20 +72,20 @@ fn blocking_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
             quote! {
                 #(#attrs)*
                 pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
-                    #p::blocking::block_on(self.inner.#ident(#(#names),*))
+                    #p::blocking::block_on(#proxy::#ident(&self.inner, #(#names),*))
                 }
             }
         }
         MethodKind::Oneway(_) => quote! {
             #(#attrs)*
             pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<(), #p::Error> {
-                #p::blocking::block_on(self.inner.#ident(#(#names),*))
+                #p::blocking::block_on(#proxy::#ident(&self.inner, #(#names),*))
             }
         },
         MethodKind::Stream(item) => quote! {
             #(#attrs)*
             pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#p::blocking::Iter<#item>, #p::Error> {
-                #p::blocking::block_on(self.inner.#ident(#(#names),*)).map(#p::blocking::Iter::new)
+                #p::blocking::block_on(#proxy::#ident(&self.inner, #(#names),*)).map(#p::blocking::Iter::new)
             }
         },
     }

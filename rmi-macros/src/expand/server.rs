@@ -83,7 +83,8 @@ pub(super) fn dispatch_impl(
     let arms = service.methods.iter().map(|m| dispatch_arm(m, names, p));
     quote! {
         // `deprecated`: a deprecated method is still served; its callers get the warning.
-        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables, unused_mut, deprecated)]
+        // `non_snake_case`: a parameter may be named as its Python keyword (`newLevel`).
+        #[allow(clippy::let_unit_value, clippy::unit_arg, unused_variables, unused_mut, deprecated, non_snake_case)]
         impl<__T: #contract> #p::Dispatch for #server<__T> {
             fn metadata(&self) -> #p::Metadata {
                 <Self as #p::Dispatch>::describe()
@@ -159,7 +160,14 @@ pub(super) fn type_checks(
         };
         let reply =
             reply.map(|ty| quote_spanned!(syn::spanned::Spanned::span(ty)=> __reply::<#ty>();));
-        quote! { #(#cfgs)* { #(#args)* #reply } }
+        // A raised error must become a remote exception: checked here, at the declared type,
+        // so that a wrong one is reported at its method, not at the attribute.
+        let raises = m.raises.then(|| {
+            let output = &m.output;
+            quote_spanned!(syn::spanned::Spanned::span(output)=>
+                __raises(::core::marker::PhantomData::<#output>);)
+        });
+        quote! { #(#cfgs)* { #(#args)* #reply #raises } }
     });
     quote! {
         const _: () = {
@@ -167,6 +175,9 @@ pub(super) fn type_checks(
             fn __types() {
                 fn __arg<__A: #arg_bound>() {}
                 fn __reply<__R: #reply_bound>() {}
+                fn __raises<__T, __E: ::core::convert::Into<#p::RemoteError>>(
+                    _: ::core::marker::PhantomData<::core::result::Result<__T, __E>>,
+                ) {}
                 #(#checks)*
             }
         };

@@ -1,6 +1,6 @@
 //! `#[rmi::remote(server_only)]` generates the contract and the server, and no client types
 //! (for objects whose callers are Python's Pyro, or the runtime itself); a `#[rmi(raises)]`
-//! method raises its error.
+//! method raises its error. Names a client type would have taken (`send`, `connect`) are free.
 
 #![deny(warnings)]
 
@@ -10,6 +10,10 @@ pub trait Store {
     /// Stores `value`; refuses empty ones with a remote `ValueError`.
     #[rmi(raises)]
     async fn put(&self, value: String) -> Result<u32, rmi::RemoteError>;
+    /// Named as the batch's and the proxy's own methods are.
+    async fn send(&self, to: String) -> bool;
+    /// See `send`.
+    async fn connect(&self, host: String) -> bool;
 }
 
 // No client type was generated, so this name is free.
@@ -28,6 +32,14 @@ impl Store for Impl {
             ));
         }
         Ok(value.len() as u32)
+    }
+
+    async fn send(&self, to: String) -> bool {
+        !to.is_empty()
+    }
+
+    async fn connect(&self, host: String) -> bool {
+        !host.is_empty()
     }
 }
 
