@@ -197,18 +197,8 @@ async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_request
     use crate::support::{connect_handshake, dial, invoke_frame};
     use rmi::protocol::frame::HEADER_SIZE;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let daemon = Daemon::builder()
-        .grace_period(Duration::from_secs(30))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let lab = daemon
-        .register(LabServer::new(LabObject::default()))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, lab) =
+        crate::support::serve_lab(Daemon::builder().grace_period(Duration::from_secs(30))).await;
     let object = lab.object().unwrap().to_owned();
     let mut raw = dial(&lab).await;
     connect_handshake(&mut raw, &object).await;

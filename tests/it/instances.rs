@@ -428,10 +428,8 @@ async fn one_at_a_time_runs_calls_in_arrival_order() {
     daemon.shutdown();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_at_a_time_turns_skip_calls_that_need_none() {
-    // A call to the daemon object on the same connection takes a turn and gives it up at
-    // once; the calls after it must still get theirs.
+/// A daemon on 127.0.0.1:0 serving a fresh lab object `one_at_a_time`, and a proxy to it.
+async fn serial_lab() -> (Daemon, crate::support::LabProxy) {
     let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
     let uri = daemon
         .register_entry(
@@ -446,6 +444,14 @@ async fn one_at_a_time_turns_skip_calls_that_need_none() {
         async move { d.serve().await }
     });
     let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
+    (daemon, lab)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_at_a_time_turns_skip_calls_that_need_none() {
+    // A call to the daemon object on the same connection takes a turn and gives it up at
+    // once; the calls after it must still get theirs.
+    let (daemon, lab) = serial_lab().await;
     let slow = tokio::spawn({
         let lab = lab.clone();
         async move { lab.sleep(3_000).await }
@@ -481,20 +487,7 @@ async fn one_at_a_time_turns_skip_calls_that_need_none() {
 /// up at once, so a call to the object behind it runs while the read waits for its item.
 #[tokio::test]
 async fn a_waiting_stream_read_does_not_hold_a_one_at_a_time_objects_turn() {
-    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon
-        .register_entry(
-            Registration::instance(crate::support::LabServer::new(
-                crate::support::LabObject::default(),
-            ))
-            .one_at_a_time(),
-        )
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
+    let (daemon, lab) = serial_lab().await;
     // The opening call returns at once; each item comes 3 s after it is asked for.
     let mut items = lab.ticking(3_000, 1).await.unwrap();
     let reading = tokio::spawn(async move {
