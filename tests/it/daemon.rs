@@ -150,10 +150,13 @@ async fn serves_over_ipv6_loopback() {
     daemon.shutdown();
 }
 
-#[tokio::test]
-async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
+/// A daemon with `grace` as its grace period serving a fresh lab object on 127.0.0.1:0: the
+/// daemon, the object's URI and the task serving it (which ends when `serve` returns).
+async fn lab_with_grace(
+    grace: Duration,
+) -> (Daemon, rmi::Uri, tokio::task::JoinHandle<Result<(), Error>>) {
     let daemon = Daemon::builder()
-        .grace_period(Duration::from_secs(30))
+        .grace_period(grace)
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -164,6 +167,12 @@ async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
         let d = daemon.clone();
         async move { d.serve().await }
     });
+    (daemon, lab, serving)
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
+    let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;
     let proxy = LabProxy::connect(&lab).await.unwrap();
     let running = tokio::spawn({
         let p = proxy.clone();
@@ -246,18 +255,7 @@ async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_request
 /// the daemon's FIN) is closed at once at shutdown: it had nothing unread to drain.
 #[tokio::test]
 async fn shutdown_with_an_idle_proxy_connected_is_prompt() {
-    let daemon = Daemon::builder()
-        .grace_period(Duration::from_secs(30))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let lab = daemon
-        .register(LabServer::new(LabObject::default()))
-        .unwrap();
-    let serving = tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;
     let proxy = LabProxy::connect(&lab).await.unwrap();
     assert_eq!(proxy.echo(1, 2, "x".into()).await.unwrap().2, "x");
     let stopping = std::time::Instant::now();
@@ -293,18 +291,7 @@ async fn the_grace_period_bounds_shutdown() {
     // Far from the 5 s default: serve must return long before the default could end it.
     const GRACE: Duration = Duration::from_millis(200);
     const BOUND: Duration = Duration::from_millis(2_500);
-    let daemon = Daemon::builder()
-        .grace_period(GRACE)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let lab = daemon
-        .register(LabServer::new(LabObject::default()))
-        .unwrap();
-    let serving = tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, lab, serving) = lab_with_grace(GRACE).await;
     let proxy = LabProxy::connect(&lab).await.unwrap();
     let stuck = tokio::spawn({
         let p = proxy.clone();
