@@ -15,7 +15,9 @@
 //! call) so both see the same background load; throughput reports the best of its runs.
 //!
 //! Every ratio is rmi's cost over the raw floor's (how many times slower rmi is). Timings are
-//! printed, never asserted. `RMI_BENCH_QUICK=1` shrinks every count for a smoke run (< 10 s).
+//! printed, never asserted. `RMI_BENCH_QUICK=1` shrinks every count for a smoke run (< 10 s);
+//! CI's smoke run is `RMI_BENCH_QUICK=1 cargo test --bench roundtrip`, unoptimized, to check that
+//! the benchmark runs without a release build of every dependency (about 4 minutes on 2 cores).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -329,9 +331,15 @@ async fn run(cfg: Config) -> Result<(), rmi::Error> {
     let bulk_id = bulk_uri.object().expect("direct uri").to_owned();
 
     println!(
-        "rmi round-trip benchmark over 127.0.0.1{} — {} CPUs, tokio multi-thread runtime",
+        "rmi round-trip benchmark over 127.0.0.1{}{} — {} CPUs, tokio multi-thread runtime",
         if cfg.quick {
             " (RMI_BENCH_QUICK: smoke-run counts)"
+        } else {
+            ""
+        },
+        if cfg!(debug_assertions) {
+            " (UNOPTIMIZED build, as `cargo test --bench roundtrip` makes it: the figures mean \
+             nothing; measure with `cargo bench --bench roundtrip`)"
         } else {
             ""
         },
