@@ -315,6 +315,40 @@ async fn each_call_sees_only_its_own_context() {
     daemon.shutdown();
 }
 
+/// A call that waited for an in-flight slot tells the daemon the time its caller has left, not
+/// the whole timeout: the daemon would otherwise run it (and hold its resources) for as long
+/// again after its caller had given up.
+#[tokio::test]
+async fn a_call_that_waited_for_a_slot_sends_the_time_its_caller_has_left() {
+    let (daemon, proxy) = introspect().await;
+    let timeout = Duration::from_secs(4);
+    let one_slot = IntrospectProxy::builder(proxy.proxy().uri())
+        .unwrap()
+        .max_in_flight(1)
+        .timeout(timeout)
+        .connect::<IntrospectProxy>()
+        .await
+        .unwrap();
+    let holder = tokio::spawn({
+        let p = one_slot.clone();
+        async move { p.guarded(1_500).await }
+    });
+    let started = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = std::time::Instant::now();
+    // Queued behind `guarded`: its slot comes free no sooner than 1.5 s after `started`.
+    let seen = one_slot.whoami().await.unwrap();
+    holder.await.unwrap().unwrap();
+    let waited_at_least = Duration::from_millis(1_500).saturating_sub(asked - started);
+    let left = Duration::from_millis(seen.time_left_ms.expect("a deadline travelled"));
+    assert!(
+        left + waited_at_least <= timeout,
+        "the daemon was given {left:?}, though the call had waited at least {waited_at_least:?} \
+         of its {timeout:?}"
+    );
+    daemon.shutdown();
+}
+
 /// A method cancelled at its caller's deadline is dropped with its context still current, as
 /// it is while it runs: cleanup code in a drop guard may ask for it.
 #[tokio::test]

@@ -554,6 +554,20 @@ fn deadline_millis(timeout: Duration) -> u64 {
     u64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
+/// Sets `msg`'s deadline annotation, if it has one, to the time left until `at`: a request
+/// that waited (for an in-flight slot) after it was encoded carries what its caller still
+/// waits, not the whole timeout.
+pub(super) fn restamp_deadline(msg: &mut Message, at: tokio::time::Instant) {
+    if let Some((_, value)) = msg
+        .annotations
+        .iter_mut()
+        .find(|(id, _)| *id == DEADLINE_ANNOTATION)
+    {
+        let left = at.saturating_duration_since(tokio::time::Instant::now());
+        *value = Bytes::copy_from_slice(&deadline_millis(left).to_be_bytes());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

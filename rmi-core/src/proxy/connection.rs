@@ -952,13 +952,18 @@ impl Connection {
         // A timeout too long to represent as an instant is no timeout.
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
-        match self.shared.slots.try_acquire() {
-            Ok(permit) => permit.forget(),
-            Err(_) => self
-                .slot(deadline, abandoned_timeout, &mut msg)
-                .await?
-                .forget(),
-        }
+        let mut waited = match self.shared.slots.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                false
+            }
+            Err(_) => {
+                self.slot(deadline, abandoned_timeout, &mut msg)
+                    .await?
+                    .forget();
+                true
+            }
+        };
         // The slot is given back by this guard until the call's entry holds it.
         let mut slot = Slot(Some(&self.shared.slots));
         // The entry holds the caller's waker from the start: the reply's first poll need not
@@ -970,9 +975,18 @@ impl Connection {
         });
         let (seq, registered) = match self.try_take_seq(&mut pending)? {
             Some((seq, alone)) => (seq, !alone),
-            None => (self.take_seq(pending).await?, false),
+            None => {
+                waited = true;
+                (self.take_seq(pending).await?, false)
+            }
         };
         slot.0 = None;
+        // A call that waited tells the daemon the time its caller has left, not the whole
+        // timeout it was encoded with: the daemon cancels the method when its caller stops
+        // waiting, not that long after.
+        if let Some((at, _)) = deadline.filter(|_| waited) {
+            super::call::restamp_deadline(&mut msg, at);
+        }
         // From here the reply is this caller's to take; if it stops waiting, the entry stays
         // (holding its slot) until the reply comes or the connection dies.
         let mut wait = ReplyWait {
