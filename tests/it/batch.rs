@@ -175,7 +175,9 @@ async fn a_batch_needs_both_its_method_name_and_its_flag() {
 
 /// A batch stops at the first call whose result would take the batch's reply past
 /// `max_message_size` (the reply could not go anyway): the daemon does not run every call and
-/// hold every result first. Pyro's format (serpent) and rmi's (bincode) alike.
+/// hold every result first. The calls that ran before it keep their results, the one that
+/// crossed the bound says why in its place, and the rest never ran. Pyro's format (serpent)
+/// and rmi's (bincode) alike.
 #[tokio::test]
 async fn a_batch_stops_where_its_results_outgrow_one_reply() {
     use rmi::{Daemon, DecodeLimits};
@@ -193,19 +195,31 @@ async fn a_batch_stops_where_its_results_outgrow_one_reply() {
             .unwrap();
         // Each result fits alone; 100 of them are 2 MB.
         let mut batch = proxy.batch();
-        for _ in 0..100 {
-            batch.make_blob(20_000);
-        }
-        let err = batch.send().await.unwrap_err();
+        let slots: Vec<_> = (0..100).map(|_| batch.make_blob(20_000)).collect();
+        let results = batch.send().await.unwrap();
         // The calls that ran: the fourth or so crossed the bound (serpent's results are
         // larger), and the rest never ran.
         let ran = proxy.calls().await.unwrap();
         assert!((3..=4).contains(&ran), "{serializer:?}: {ran} ran");
-        assert!(
-            err.to_string().contains("rmi.MessageTooLarge")
-                && err.to_string().contains(&format!("first {ran} calls")),
-            "{serializer:?}: {err}"
-        );
+        assert_eq!(results.executed(), ran, "{serializer:?}");
+        for (i, slot) in slots.iter().enumerate() {
+            let got = results.get(slot);
+            match i + 1 {
+                n if n < ran => assert_eq!(got.unwrap().0.len(), 20_000, "{serializer:?}: {n}"),
+                n if n == ran => {
+                    let err = got.unwrap_err().to_string();
+                    assert!(
+                        err.contains("rmi.MessageTooLarge")
+                            && err.contains(&format!("call {ran} of the batch ran")),
+                        "{serializer:?}: {err}"
+                    );
+                }
+                n => {
+                    let err = got.unwrap_err();
+                    assert!(err.is_not_executed(), "{serializer:?}: {n}: {err}");
+                }
+            }
+        }
         daemon.shutdown();
     }
 }

@@ -399,10 +399,9 @@ impl Call {
                     self.batched(object, &call.method, args, ctx).await
                 }
             };
+            let item = self.batch_item_fits(&mut size, results.len(), item);
             let failed = item.is_err();
-            size = size.saturating_add(item.as_ref().map_or(0, Vec::len));
             results.push(codec::BatchItem::from(item));
-            self.batch_fits(size, results.len())?;
             if failed {
                 break;
             }
@@ -439,10 +438,9 @@ impl Call {
             }
             tokio::task::consume_budget().await;
             let item = self.batched(object, &call.method, call.args, ctx).await;
+            let item = self.batch_item_fits(&mut size, results.len(), item);
             let failed = item.is_err();
-            size = size.saturating_add(item.as_ref().map_or(0, Vec::len));
             results.push(item);
-            self.batch_fits(size, results.len())?;
             if failed {
                 break;
             }
@@ -458,10 +456,17 @@ impl Call {
             })
     }
 
-    /// Whether the results of a batch's first `ran` calls, `size` bytes together, still fit
-    /// in one reply: the batch stops at the first call whose result would not (its reply
-    /// could not be sent anyway), instead of holding every call's result first.
-    fn batch_fits(&self, size: usize, ran: usize) -> Result<(), RemoteError> {
+    /// The result of a batch's call number `ran` (from 0) as the reply is to carry it, `size`
+    /// being the bytes of the results before it: itself if it still fits in one reply with
+    /// them, else an `rmi.MessageTooLarge` error in its place, which stops the batch there. The
+    /// calls before it keep their results (they ran, as this one did), and the daemon does not
+    /// run every call and hold every result first when the reply could not go anyway.
+    fn batch_item_fits(
+        &self,
+        size: &mut usize,
+        ran: usize,
+        item: Result<Vec<u8>, RemoteError>,
+    ) -> Result<Vec<u8>, RemoteError> {
         let max = self
             .conn
             .daemon
@@ -470,15 +475,34 @@ impl Call {
             .limits
             .max_message_size
             .min(self.protocol.max_payload());
-        if size <= max {
-            return Ok(());
+        let cost = BATCH_ITEM_FRAMING.saturating_add(match &item {
+            Ok(result) => result.len(),
+            Err(e) => {
+                e.type_name.len()
+                    + e.message.len()
+                    + e.chain.iter().map(String::len).sum::<usize>()
+                    + e.object.as_ref().map_or(0, String::len)
+                    + e.method.as_ref().map_or(0, String::len)
+            }
+        });
+        let total = size.saturating_add(cost);
+        if total <= max.saturating_sub(BATCH_REPLY_RESERVE) {
+            *size = total;
+            return item;
         }
+        let what = match &item {
+            Ok(result) => format!("its result of {} bytes", result.len()),
+            Err(_) => "its error".to_owned(),
+        };
         Err(RemoteError::new(
             RemoteErrorKind::Other,
             "rmi.MessageTooLarge",
             format!(
-                "the results of the batch's first {ran} calls come to {size} bytes, more than \
-                 max_message_size ({max} bytes) allows in one reply; the batch stopped there"
+                "call {} of the batch ran, but {what} would take the batch's reply past \
+                 max_message_size ({max} bytes) after the {size} bytes of the {ran} results \
+                 before it; the batch stopped there",
+                ran + 1,
+                size = *size,
             ),
         ))
     }
@@ -667,6 +691,13 @@ fn malformed(reason: impl std::fmt::Display) -> RemoteError {
         format!("malformed call: {reason}"),
     )
 }
+
+/// Room a batch's reply keeps beside its results: the reply's annotations (a method's, the
+/// MAC a shared secret adds) and the error that stops a batch whose results outgrow it.
+const BATCH_REPLY_RESERVE: usize = 4096;
+/// What each result of a batch takes in its reply beyond its own bytes, at most: a tag and a
+/// length in rmi's format, separators and a wrapper in Pyro's.
+const BATCH_ITEM_FRAMING: usize = 32;
 
 /// The error of a call cancelled (or never started) because its caller's deadline passed.
 fn deadline_exceeded(object: &str, method: &str) -> RemoteError {
