@@ -63,8 +63,41 @@ fn the_blocking_proxy_refuses_to_block_an_async_runtime() {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    assert!(text.contains("inside an async runtime"), "{text}");
+    assert!(text.contains("runtime from within a runtime"), "{text}");
     drop(rt);
     // The call never left: only the call made outside ran.
     assert_eq!(lab.calls().unwrap(), 1);
+}
+
+/// Threads a runtime keeps for blocking work have its handle entered, but may block: the
+/// blocking proxy works there, as tokio's docs send synchronous code there.
+#[test]
+fn the_blocking_proxy_works_on_threads_meant_for_blocking() {
+    let (_daemon, uri) = spawn_child_daemon();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let from_spawn_blocking = rt.block_on(async {
+        let uri = uri.clone();
+        tokio::task::spawn_blocking(move || {
+            let lab = LabBlockingProxy::connect(&uri).unwrap();
+            lab.echo(1, 1, "spawn_blocking".into()).unwrap().2
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(from_spawn_blocking, "spawn_blocking");
+    let from_block_in_place = rt.block_on(async {
+        tokio::task::block_in_place(|| {
+            let lab = LabBlockingProxy::connect(&uri).unwrap();
+            lab.echo(2, 2, "block_in_place".into()).unwrap().2
+        })
+    });
+    assert_eq!(from_block_in_place, "block_in_place");
+    // A plain thread with the runtime's handle entered.
+    let _entered = rt.enter();
+    let lab = LabBlockingProxy::connect(&uri).unwrap();
+    assert_eq!(lab.echo(3, 3, "entered".into()).unwrap().2, "entered");
 }

@@ -3,7 +3,9 @@
 //! `#[remote]` generates `{Trait}BlockingProxy`, whose methods block the calling thread. They
 //! run on one process-wide tokio runtime (two worker threads, started on first use), which also
 //! keeps every blocking proxy's connection served between calls. Do not use them from inside
-//! an async runtime: that would block one of its threads, so it panics instead, as reqwest does.
+//! async code: that would block a thread that drives tasks, so tokio panics instead (as with
+//! reqwest). Threads meant for blocking work are fine: `tokio::task::spawn_blocking`,
+//! `tokio::task::block_in_place`, or any thread of your own.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -30,11 +32,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 ///
 /// # Panics
 ///
-/// When called from inside an async runtime (use the async proxy there).
+/// When called from async code, on a thread that drives a runtime's tasks (use the async
+/// proxy there): tokio refuses to block it ("Cannot start a runtime from within a runtime"),
+/// before the future is polled. A thread that only has a runtime's handle entered, such as a
+/// `spawn_blocking` thread, may block.
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        panic!("rmi::blocking called from inside an async runtime; use the async proxy instead");
-    }
     runtime().block_on(future)
 }
 

@@ -13,7 +13,7 @@ pub(super) fn blocking_struct(service: &Service<'_>, names: &Names<'_>) -> Token
     let proxy = &names.proxy;
     let contract = names.contract;
     let doc = format!(
-        "Blocking client of a remote [`{contract}`], for synchronous programs: each method blocks until its result arrives. Do not use it inside an async runtime."
+        "Blocking client of a remote [`{contract}`], for synchronous programs: each method blocks until its result arrives. Do not use it from async code (tokio panics rather than block a thread that drives tasks); `spawn_blocking` threads are fine."
     );
     quote! {
         #[doc = #doc]
