@@ -274,6 +274,34 @@ async fn shutdown_with_an_idle_proxy_connected_is_prompt() {
     drop(proxy);
 }
 
+/// A peer silent in its handshake (a port probe, a stalled client) does not hold up a shutdown
+/// for the grace period, nor for its handshake timeout: the daemon takes no new clients.
+#[tokio::test]
+async fn shutdown_with_a_peer_silent_in_its_handshake_is_prompt() {
+    let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;
+    let silent = tokio::net::TcpStream::connect(daemon.local_addr().unwrap())
+        .await
+        .unwrap();
+    // Accepted after the silent peer, so that one is in its handshake now.
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    assert_eq!(proxy.echo(1, 2, "x".into()).await.unwrap().2, "x");
+    drop(proxy);
+    let stopping = std::time::Instant::now();
+    daemon.shutdown();
+    // Far below the handshake timeout (10 s) and the grace period (30 s).
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "serve still running {:?} after shutdown",
+                stopping.elapsed()
+            )
+        })
+        .unwrap()
+        .unwrap();
+    drop(silent);
+}
+
 /// Waits until the lab object has started one call (it counts calls as they start).
 async fn wait_until_running(proxy: &LabProxy) {
     let started = std::time::Instant::now();

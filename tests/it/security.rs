@@ -295,6 +295,48 @@ async fn a_silent_client_cannot_hold_a_tls_handshake_open() {
     daemon.shutdown();
 }
 
+/// A connection silent in its TLS handshake does not hold up a shutdown for the grace period.
+#[tokio::test]
+async fn shutdown_with_a_client_silent_in_its_tls_handshake_is_prompt() {
+    let ca = Ca::new("rmi test CA");
+    let daemon = Daemon::builder()
+        .tls(server_config(&ca, &["localhost"], None))
+        .handshake_timeout(Duration::from_secs(20))
+        .grace_period(Duration::from_secs(30))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    let serving = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let port = daemon.local_addr().unwrap().port();
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // Accepted after the silent client, so that one is in its TLS handshake now.
+    let uri = Uri::tcp("lab", "localhost", port);
+    let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
+    assert_eq!(proxy.echo(0, 0, "fine".into()).await.unwrap().2, "fine");
+    drop(proxy);
+    let stopping = std::time::Instant::now();
+    daemon.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "serve still running {:?} after shutdown",
+                stopping.elapsed()
+            )
+        })
+        .unwrap()
+        .unwrap();
+    drop(silent);
+}
+
 #[tokio::test]
 async fn the_name_server_works_the_same_over_tls() {
     let ca = Ca::new("rmi test CA");

@@ -409,7 +409,18 @@ pub(super) async fn handle_connection(
     // validator; with a shared secret, only once the client has proved it (SPAKE2).
     let certificate = peer_certificate.as_ref();
     let outcome = handshake(&inner, &mut reader, &mut writer, &peer, certificate);
-    let ((object_id, late_handshake), session) = match outcome.await {
+    // A peer silent in its handshake (a port probe, a stalled client) does not hold up a
+    // shutdown for the whole grace period: the daemon is not taking new clients.
+    let mut shutdown = inner.shutdown.wait();
+    let outcome = tokio::select! {
+        biased;
+        outcome = outcome => outcome,
+        () = &mut shutdown => {
+            tracing::debug!(%peer, "shut down during the handshake");
+            return;
+        }
+    };
+    let ((object_id, late_handshake), session) = match outcome {
         Ok(accepted) => accepted,
         Err(reply) => {
             tracing::debug!(%peer, "handshake refused");
@@ -510,7 +521,7 @@ pub(super) async fn handle_connection(
         .is_some_and(|entry| entry.serial)
         .then(|| Arc::new(Turns::default()));
 
-    let (mut shutdown, mut writer_failed) = (inner.shutdown.wait(), writer_gone.wait());
+    let mut writer_failed = writer_gone.wait();
     let mut stopped = std::future::poll_fn(|cx| {
         match (
             Pin::new(&mut shutdown).poll(cx),

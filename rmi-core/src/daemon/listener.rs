@@ -129,7 +129,16 @@ async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
         return handle_connection(daemon, stream, peer, None).await;
     };
     let timeout = daemon.inner.config.handshake_timeout;
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    // A shutdown does not wait for a TLS handshake (see `handle_connection`).
+    let accepting = tokio::time::timeout(timeout, acceptor.accept(stream));
+    let accepted = tokio::select! {
+        biased;
+        accepted = accepting => accepted,
+        () = daemon.inner.shutdown.wait() => {
+            return tracing::debug!(%peer, "shut down during the TLS handshake");
+        }
+    };
+    match accepted {
         Ok(Ok(tls)) => {
             let certificate = tls
                 .get_ref()
