@@ -394,6 +394,37 @@ async fn a_proxy_returned_through_a_pyroname_proxy_proves_its_receivers_secret()
     daemon.shutdown();
 }
 
+/// A client that reaches a daemon as `localhost` receives proxies whose URIs carry the address
+/// the daemon bound (`127.0.0.1`): they are to the same daemon, and prove the secret too.
+/// Before, the locations differed as text, and the account proxy dialed without the secret.
+#[tokio::test]
+async fn a_proxy_returned_to_a_client_that_said_localhost_proves_its_receivers_secret() {
+    let secret = rmi::SharedSecret::new("correct horse battery staple");
+    let daemon = rmi::Daemon::builder()
+        .shared_secret(secret.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
+    serve(&daemon).await;
+    let port = daemon.local_addr().unwrap().port();
+    let object = bank_uri.object().unwrap();
+    let bank: BankProxy = BankProxy::builder(format!("PYRO:{object}@localhost:{port}"))
+        .unwrap()
+        .shared_secret(secret.clone())
+        .connect()
+        .await
+        .unwrap();
+    let account = bank.open(10).await.unwrap();
+    assert!(
+        account.proxy().uri().to_string().contains("@127.0.0.1:"),
+        "{}",
+        account.proxy().uri()
+    );
+    assert_eq!(account.deposit(5).await.unwrap(), 15);
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn proxies_received_in_values_prove_the_shared_secret_of_their_receiver() {
     let secret = rmi::SharedSecret::new("correct horse battery staple");

@@ -55,10 +55,15 @@ impl DialSecurity {
     pub(crate) fn applies_to(&self, location: Option<&Location>) -> bool {
         match &self.scope {
             Scope::Anywhere => true,
-            Scope::At { named, connected } => {
-                location.is_some()
-                    && (named.as_ref() == location || connected.lock().as_ref() == location)
-            }
+            Scope::At { named, connected } => location.is_some_and(|location| {
+                named
+                    .as_ref()
+                    .is_some_and(|named| same_place(named, location))
+                    || connected
+                        .lock()
+                        .as_ref()
+                        .is_some_and(|connected| same_place(connected, location))
+            }),
         }
     }
 
@@ -82,6 +87,23 @@ impl DialSecurity {
     }
 }
 
+/// Whether `a` and `b` are where one daemon listens: the same location, or one port on
+/// `localhost` and on a loopback address it dials. A client that reached a daemon as
+/// `localhost` receives proxies whose URIs carry the address the daemon bound, `127.0.0.1`.
+fn same_place(a: &Location, b: &Location) -> bool {
+    match (a, b) {
+        (Location::Tcp { host: ha, port: pa }, Location::Tcp { host: hb, port: pb }) => {
+            pa == pb && (ha == hb || loopback_alias(ha, hb) || loopback_alias(hb, ha))
+        }
+        _ => a == b,
+    }
+}
+
+/// Whether `name` is `localhost` and `address` one of the loopbacks a dial to it tries.
+fn loopback_alias(name: &str, address: &str) -> bool {
+    name.eq_ignore_ascii_case("localhost") && matches!(address, "127.0.0.1" | "::1")
+}
+
 // The receiving side's settings, while it decodes or runs a method.
 scoped_tls::scoped_thread_local!(static RECEIVER: DialSecurity);
 
@@ -97,5 +119,33 @@ pub(crate) fn with_receiver<R>(f: impl FnOnce(Option<&DialSecurity>) -> R) -> R 
         RECEIVER.with(|security| f(Some(security)))
     } else {
         f(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(host: &str, port: u16) -> Location {
+        Location::Tcp {
+            host: host.to_owned(),
+            port,
+        }
+    }
+
+    #[test]
+    fn localhost_is_the_loopback_it_dials_at_the_same_port_only() {
+        assert!(same_place(&tcp("localhost", 9), &tcp("127.0.0.1", 9)));
+        assert!(same_place(&tcp("127.0.0.1", 9), &tcp("LocalHost", 9)));
+        assert!(same_place(&tcp("localhost", 9), &tcp("::1", 9)));
+        assert!(same_place(&tcp("bank.example", 9), &tcp("bank.example", 9)));
+        assert!(!same_place(&tcp("localhost", 9), &tcp("127.0.0.1", 10)));
+        assert!(!same_place(&tcp("localhost", 9), &tcp("127.0.0.2", 9)));
+        assert!(!same_place(&tcp("127.0.0.1", 9), &tcp("::1", 9)));
+        assert!(!same_place(&tcp("bank.example", 9), &tcp("127.0.0.1", 9)));
+        assert!(!same_place(
+            &tcp("localhost", 9),
+            &Location::Unix("localhost".into())
+        ));
     }
 }
