@@ -898,9 +898,11 @@ pub async fn tls_connect(
         .connect(name, stream)
         .await
         .map_err(|e| {
-            // A plaintext daemon reads the TLS hello as a bad Pyro message and closes.
+            // A plaintext daemon reads the TLS hello as a bad Pyro message and closes; a TLS
+            // daemon at its `max_connections` closes before TLS too (its refusal, a Pyro
+            // message, could not be read here anyway).
             let context = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                format!("TLS handshake with {location}: the daemon closed the connection; it may not serve TLS (connect without TLS then)")
+                format!("TLS handshake with {location}: the daemon closed the connection; it may not serve TLS (connect without TLS then), or it refused the connection before TLS (at its max_connections, say)")
             } else {
                 format!("TLS handshake with {location}")
             };

@@ -82,6 +82,12 @@ impl Registration {
     /// names that call (its peer, connection, method), as Pyro's `current_context` does for an
     /// instance creator; a panic in it is that caller's error.
     ///
+    /// `make` is synchronous and runs on the connection's task, which reads no other request
+    /// of that connection meanwhile: keep it cheap. A [`Single`](InstanceMode::Single)
+    /// factory's other first callers wait for it blocking their threads, as for any
+    /// `OnceLock`. Open databases and files lazily in the methods (a `tokio::sync::OnceCell`
+    /// in the instance), or make the instance before registering it.
+    ///
     /// [`CallContext::current`]: crate::CallContext::current
     pub fn factory<D, F>(mode: InstanceMode, make: F) -> Self
     where
