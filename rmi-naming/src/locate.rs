@@ -134,18 +134,33 @@ impl NsLocator {
                 ))
                 .await;
         }
-        let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, "127.0.0.1", self.port);
-        let local_err = match self.connect(local).await {
-            Ok(ns) => return Ok(ns),
-            Err(e) => e,
+        // Under TLS, `localhost` first, the name a local certificate names (both loopbacks
+        // are dialed); then the address, which a certificate may name instead.
+        #[cfg(feature = "tls")]
+        let hosts: &[&str] = if self.tls.is_some() {
+            &["localhost", "127.0.0.1"]
+        } else {
+            &["127.0.0.1"]
         };
+        #[cfg(not(feature = "tls"))]
+        let hosts: &[&str] = &["127.0.0.1"];
+        let mut local_err = None;
+        for host in hosts {
+            let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, *host, self.port);
+            match self.connect(local).await {
+                Ok(ns) => return Ok(ns),
+                Err(e) => local_err = local_err.or(Some(e)),
+            }
+        }
+        let local_err = local_err.expect("at least one host was tried");
         if let Some((addr, port)) = &self.broadcast {
             if let Some(uri) = broadcast::lookup(addr, *port).await? {
                 return self.connect(uri).await;
             }
         }
         Err(Error::Resolve(format!(
-            "name server not found: nothing on 127.0.0.1:{} ({}) and no answer to a GET_NSURI broadcast{}; is rmi-ns running?",
+            "name server not found: nothing on {}:{} ({}) and no answer to a GET_NSURI broadcast{}; is rmi-ns running?",
+            hosts.join(" or "),
             self.port,
             rmi_core::error::Report(&local_err),
             self.broadcast.as_ref().map(|(a, p)| format!(" on {a}:{p}")).unwrap_or_else(|| " (disabled)".into())

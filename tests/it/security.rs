@@ -295,6 +295,38 @@ async fn a_silent_client_cannot_hold_a_tls_handshake_open() {
     daemon.shutdown();
 }
 
+/// A daemon bound by name keeps the name in the URIs it hands out, as Pyro's does, so a
+/// certificate for that name verifies for all of them. Before, they carried the bound address
+/// (`127.0.0.1`), which a certificate for `localhost` does not name: every client failed.
+#[tokio::test]
+async fn a_tls_daemon_bound_by_name_hands_out_uris_its_certificate_names() {
+    let ca = Ca::new("rmi test CA");
+    let daemon = Daemon::builder()
+        .tls(server_config(&ca, &["localhost"], None))
+        .bind("localhost:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let port = daemon.local_addr().unwrap().port();
+    assert_eq!(uri.to_string(), format!("PYRO:lab@localhost:{port}"));
+    let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
+    assert_eq!(proxy.echo(0, 0, "named".into()).await.unwrap().2, "named");
+    // An address given as one is what the URIs carry.
+    let by_address = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let port = by_address.local_addr().unwrap().port();
+    assert_eq!(
+        by_address.uri_for("x").to_string(),
+        format!("PYRO:x@127.0.0.1:{port}")
+    );
+    daemon.shutdown();
+}
+
 /// A connection silent in its TLS handshake does not hold up a shutdown for the grace period.
 #[tokio::test]
 async fn shutdown_with_a_client_silent_in_its_tls_handshake_is_prompt() {
@@ -364,6 +396,31 @@ async fn the_name_server_works_the_same_over_tls() {
         .locate()
         .await
         .is_err());
+    ns.shutdown();
+
+    // Bound by name, as `rmi-ns -n localhost` binds: its URIs say `localhost`, which its
+    // certificate names, and a locator with TLS and no host finds it there.
+    let ns = rmi::naming::NameServer::builder()
+        .host("localhost")
+        .port(0)
+        .no_broadcast()
+        .daemon(Daemon::builder().tls(server_config(&ca, &["localhost"], None)))
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    assert_eq!(
+        ns.daemon().uri_for("Pyro.NameServer").to_string(),
+        format!("PYRO:Pyro.NameServer@localhost:{port}")
+    );
+    let names = rmi::naming::NsLocator::new()
+        .port(port)
+        .tls(client_config(&ca, None))
+        .locate()
+        .await
+        .unwrap();
+    names.register("secure.thing", &uri).await.unwrap();
+    assert_eq!(names.lookup("secure.thing").await.unwrap(), uri);
     ns.shutdown();
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::TcpListener;
+
+use super::bind::{BindAddr, Target};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -332,11 +334,20 @@ impl DaemonBuilder {
         self
     }
 
-    /// Binds a TCP listener on `addr` (e.g. `"127.0.0.1:0"`).
-    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Daemon, Error> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::io("binding the daemon", e))?;
+    /// Binds a TCP listener on `addr` (e.g. `"127.0.0.1:0"`): anything tokio's
+    /// `ToSocketAddrs` takes. The daemon's URIs carry the host as `addr` names it, as Pyro's
+    /// do: `"localhost:9090"` gives `PYRO:…@localhost:9090` (so a client checks a TLS
+    /// certificate against `localhost`), `"127.0.0.1:0"` the address and the port bound.
+    /// [`advertise`](Self::advertise) overrides both.
+    pub async fn bind(self, addr: impl BindAddr) -> Result<Daemon, Error> {
+        let (listener, name) = match addr.target() {
+            Target::Addrs(addrs) => (TcpListener::bind(&addrs[..]).await, None),
+            Target::Named(host, port) => {
+                (TcpListener::bind((host.as_str(), port)).await, Some(host))
+            }
+            Target::Text(text) => (TcpListener::bind(text.as_str()).await, None),
+        };
+        let listener = listener.map_err(|e| Error::io("binding the daemon", e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the bound address", e))?;
@@ -344,7 +355,12 @@ impl DaemonBuilder {
             host: addr.ip().to_string(),
             port: addr.port(),
         };
-        Ok(self.build(Listener::Tcp(listener), location))
+        // The name given is what the URIs carry, unless told otherwise.
+        let this = match name {
+            Some(host) if self.advertise.is_none() => self.advertise(host, None),
+            _ => self,
+        };
+        Ok(this.build(Listener::Tcp(listener), location))
     }
 
     /// Binds a Unix domain socket at `path`; URIs read `PYRO:obj@./u:path`. The socket file is

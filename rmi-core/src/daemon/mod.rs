@@ -9,6 +9,7 @@
 //!
 //! # Layout
 //!
+//! - `bind`: [`BindAddr`], what a daemon binds to, and the host its URIs keep;
 //! - `builder`: [`DaemonBuilder`], the settings and their defaults;
 //! - `listener`: the accept loop, the connection limit and shutdown;
 //! - `connection`: one connection's request loop, back-pressure and writer;
@@ -20,6 +21,7 @@
 //! - `object`: the daemon's own object, `Pyro.Daemon`;
 //! - `log`: rate-limited warnings and truncated peer text.
 
+mod bind;
 mod builder;
 mod call;
 mod connection;
@@ -33,6 +35,7 @@ mod signal;
 mod streams;
 
 pub use crate::protocol::codec::HandshakeData;
+pub use bind::BindAddr;
 pub use builder::{
     DaemonBuilder, DEFAULT_FRAME_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HOST, DEFAULT_MAX_BATCH_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
@@ -50,7 +53,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use tokio::net::ToSocketAddrs;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
@@ -121,7 +123,8 @@ impl std::fmt::Debug for Daemon {
 
 impl Daemon {
     /// Binds a daemon with default settings on `addr` (use `"127.0.0.1:0"` for any free port).
-    pub async fn bind(addr: impl ToSocketAddrs) -> Result<Daemon, Error> {
+    /// The URIs carry the host as `addr` names it (see [`DaemonBuilder::bind`]).
+    pub async fn bind(addr: impl BindAddr) -> Result<Daemon, Error> {
         DaemonBuilder::default().bind(addr).await
     }
 
