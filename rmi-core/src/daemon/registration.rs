@@ -144,6 +144,11 @@ impl Registration {
     /// waits for its turn no longer than its caller's deadline (counted from its arrival):
     /// past it, the call is answered `DeadlineExceeded` without running, and the calls behind
     /// it keep their order.
+    ///
+    /// A call back into the instance made while one of its calls runs waits for that call: a
+    /// listener whose method publishes itself to a server that calls it back at once waits for
+    /// ever (Pyro's thread pool would run the callback). Give such calls a deadline, or leave
+    /// the instance concurrent.
     pub fn one_at_a_time(mut self) -> Self {
         self.one_at_a_time = true;
         self

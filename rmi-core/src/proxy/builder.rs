@@ -124,6 +124,11 @@ impl ProxyBuilder {
 
     /// Connects with TLS (rustls): the daemon's certificate is verified against the config's
     /// roots and the URI's host name. Add a client certificate to the config for mutual TLS.
+    ///
+    /// It covers the daemon the proxy dials, not the name-server lookup of a `PYRONAME:` URI,
+    /// which is the [`resolver`](Self::resolver)'s: for a name server that serves TLS only,
+    /// give it a resolver whose locator has TLS too (rmi-naming's
+    /// `NamingResolver::new(NsLocator::new().tls(config))`).
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
