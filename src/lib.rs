@@ -2,8 +2,8 @@
 
 pub use rmi_core::{
     auth, batch, blocking, context, daemon, dispatch, error, protocol, proxy, transport, uri, uuid,
-    Batch, BatchResults, CallContext, CallOptions, Daemon, DaemonBuilder, DecodeLimits, Dispatch,
-    Error, InstanceMode, IntoUri, ItemStream, Location, Metadata, Proxy, ProxyBuilder,
+    Batch, BatchResults, BindAddr, CallContext, CallOptions, Daemon, DaemonBuilder, DecodeLimits,
+    Dispatch, Error, InstanceMode, IntoUri, ItemStream, Location, Metadata, Proxy, ProxyBuilder,
     Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply, Resolve, Result, Serializer,
     SharedSecret, Slot, Uri,
 };

@@ -135,40 +135,53 @@ impl NsLocator {
                 .await;
         }
         // Under TLS, `localhost` first, the name a local certificate names (both loopbacks
-        // are dialed); then the address, which a certificate may name instead.
+        // are dialed), once: a certificate that does not name it will not on a retry; then
+        // the address, which a certificate may name instead.
+        let mut tried = Vec::new();
         #[cfg(feature = "tls")]
-        let hosts: &[&str] = if self.tls.is_some() {
-            &["localhost", "127.0.0.1"]
-        } else {
-            &["127.0.0.1"]
-        };
-        #[cfg(not(feature = "tls"))]
-        let hosts: &[&str] = &["127.0.0.1"];
-        let mut local_err = None;
-        for host in hosts {
-            let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, *host, self.port);
-            match self.connect(local).await {
+        if self.tls.is_some() {
+            let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, "localhost", self.port);
+            match self.connect_with(local, Some(0)).await {
                 Ok(ns) => return Ok(ns),
-                Err(e) => local_err = local_err.or(Some(e)),
+                Err(e) => tried.push(("localhost", e)),
             }
         }
-        let local_err = local_err.expect("at least one host was tried");
+        let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, "127.0.0.1", self.port);
+        match self.connect(local).await {
+            Ok(ns) => return Ok(ns),
+            Err(e) => tried.push(("127.0.0.1", e)),
+        }
         if let Some((addr, port)) = &self.broadcast {
             if let Some(uri) = broadcast::lookup(addr, *port).await? {
                 return self.connect(uri).await;
             }
         }
+        let nothing = tried
+            .iter()
+            .map(|(host, e)| format!("{host}:{} ({})", self.port, rmi_core::error::Report(e)))
+            .collect::<Vec<_>>()
+            .join(" or ");
         Err(Error::Resolve(format!(
-            "name server not found: nothing on {}:{} ({}) and no answer to a GET_NSURI broadcast{}; is rmi-ns running?",
-            hosts.join(" or "),
-            self.port,
-            rmi_core::error::Report(&local_err),
+            "name server not found: nothing on {nothing} and no answer to a GET_NSURI broadcast{}; is rmi-ns running?",
             self.broadcast.as_ref().map(|(a, p)| format!(" on {a}:{p}")).unwrap_or_else(|| " (disabled)".into())
         )))
     }
 
     async fn connect(&self, uri: Uri) -> Result<NameServerProxy, Error> {
+        self.connect_with(uri, None).await
+    }
+
+    /// Connects to `uri`, making `reconnect_attempts` attempts after the first if given (else
+    /// the proxy's default).
+    async fn connect_with(
+        &self,
+        uri: Uri,
+        reconnect_attempts: Option<u32>,
+    ) -> Result<NameServerProxy, Error> {
         let mut builder = rmi_core::Proxy::builder(uri).connect_timeout(self.connect_timeout);
+        if let Some(attempts) = reconnect_attempts {
+            builder = builder.reconnect_attempts(attempts);
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             builder = builder.tls(tls.clone());

@@ -706,7 +706,9 @@ impl NameServer {
 }
 
 impl NameServerBuilder {
-    /// Host or address to bind (default 127.0.0.1).
+    /// Host or address to bind (default 127.0.0.1). A host given by name is what the name
+    /// server's URIs carry (its own entry, its broadcast answer), as in Pyro; clients must be
+    /// able to resolve it. An address puts the bound address in them.
     pub fn host(mut self, host: impl Into<String>) -> Self {
         self.host = host.into();
         self

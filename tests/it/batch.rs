@@ -222,4 +222,18 @@ async fn a_batch_stops_where_its_results_outgrow_one_reply() {
         }
         daemon.shutdown();
     }
+    // Under a small limit, a batch whose results fit comes back whole.
+    let (daemon, uri) = crate::support::serve_lab(Daemon::builder().limits(DecodeLimits {
+        max_message_size: 4096,
+        ..DecodeLimits::default()
+    }))
+    .await;
+    let proxy = LabProxy::connect(&uri).await.unwrap();
+    let mut batch = proxy.batch();
+    let slots: Vec<_> = (0..3).map(|i| batch.echo(i, i, "x".repeat(500))).collect();
+    let results = batch.send().await.unwrap();
+    for (i, slot) in (0..).zip(&slots) {
+        assert_eq!(results.get(slot).unwrap(), (i, i, "x".repeat(500)));
+    }
+    daemon.shutdown();
 }

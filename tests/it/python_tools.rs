@@ -79,7 +79,7 @@ async fn python_run(
 }
 
 /// The tutorial's client program (`greeting_client::greet`), on a thread of its own: it is
-/// synchronous, with a blocking proxy that refuses to run inside an async runtime.
+/// synchronous, with a blocking proxy that refuses to block a thread that drives tasks.
 async fn rust_client(locator: NsLocator, uri: String) -> String {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {

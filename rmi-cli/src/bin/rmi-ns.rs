@@ -22,7 +22,8 @@ const REPLY_HEADROOM: usize = 64 << 10;
     about = "Start the rmi name server (like `python -m Pyro4.naming` or pyro5-ns)"
 )]
 struct Args {
-    /// Hostname or address to bind on.
+    /// Hostname or address to bind on; a hostname is what the URIs it hands out carry, as in
+    /// Pyro (see --nathost to put another there).
     #[arg(short = 'n', long, env = "RMI_NS_HOST", default_value = "127.0.0.1")]
     host: String,
     /// Port to bind on (0 picks a free one).

@@ -1,5 +1,6 @@
 //! [`DaemonBuilder`]: a daemon's settings, their documented defaults, and binding.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -342,6 +343,15 @@ impl DaemonBuilder {
     pub async fn bind(self, addr: impl BindAddr) -> Result<Daemon, Error> {
         let (listener, name) = match addr.target() {
             Target::Addrs(addrs) => (TcpListener::bind(&addrs[..]).await, None),
+            // Bound where a client dialing `localhost` looks first (127.0.0.1, then ::1),
+            // whatever order the resolver gives: the URIs say `localhost`.
+            Target::Named(host, port) if host.eq_ignore_ascii_case("localhost") => {
+                let loopbacks = [
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+                    SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+                ];
+                (TcpListener::bind(&loopbacks[..]).await, Some(host))
+            }
             Target::Named(host, port) => {
                 (TcpListener::bind((host.as_str(), port)).await, Some(host))
             }

@@ -475,18 +475,18 @@ impl Call {
             .limits
             .max_message_size
             .min(self.protocol.max_payload());
-        let cost = BATCH_ITEM_FRAMING.saturating_add(match &item {
-            Ok(result) => result.len(),
-            Err(e) => {
-                e.type_name.len()
-                    + e.message.len()
-                    + e.chain.iter().map(String::len).sum::<usize>()
-                    + e.object.as_ref().map_or(0, String::len)
-                    + e.method.as_ref().map_or(0, String::len)
-            }
-        });
+        // The error that takes the place of a result that does not fit always fits: the
+        // results kept leave room for it.
+        let room = max.saturating_sub(BATCH_REPLY_RESERVE);
+        let (cost, limit) = match &item {
+            Ok(result) => (
+                result.len().saturating_add(BATCH_ITEM_FRAMING),
+                room.saturating_sub(BATCH_STOP_ERROR),
+            ),
+            Err(e) => (batch_error_cost(e), room),
+        };
         let total = size.saturating_add(cost);
-        if total <= max.saturating_sub(BATCH_REPLY_RESERVE) {
+        if total <= limit {
             *size = total;
             return item;
         }
@@ -498,9 +498,9 @@ impl Call {
             RemoteErrorKind::Other,
             "rmi.MessageTooLarge",
             format!(
-                "call {} of the batch ran, but {what} would take the batch's reply past \
-                 max_message_size ({max} bytes) after the {size} bytes of the {ran} results \
-                 before it; the batch stopped there",
+                "call {} of the batch ran, but {what} would take the reply past \
+                 max_message_size ({max} bytes) after {ran} results of {size} bytes; the batch \
+                 stopped there",
                 ran + 1,
                 size = *size,
             ),
@@ -630,7 +630,7 @@ impl Call {
 }
 
 /// The message of a panic payload.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -692,12 +692,26 @@ fn malformed(reason: impl std::fmt::Display) -> RemoteError {
     )
 }
 
-/// Room a batch's reply keeps beside its results: the reply's annotations (a method's, the
-/// MAC a shared secret adds) and the error that stops a batch whose results outgrow it.
-const BATCH_REPLY_RESERVE: usize = 4096;
+/// Room a batch's reply keeps beside its results for its annotations (the MAC a shared secret
+/// adds, Pyro4's correlation id).
+const BATCH_REPLY_RESERVE: usize = 256;
 /// What each result of a batch takes in its reply beyond its own bytes, at most: a tag and a
 /// length in rmi's format, separators and a wrapper in Pyro's.
 const BATCH_ITEM_FRAMING: usize = 32;
+/// Room the results of a batch leave for the `rmi.MessageTooLarge` error that stops it, in
+/// any format: an exception dict's 512 bytes of names, with its type and a message under 200
+/// bytes of ASCII (nothing to escape) twice.
+const BATCH_STOP_ERROR: usize = 1024;
+
+/// At most what `e` takes in a batch's reply: in Pyro's formats an exception dict (class
+/// names and keys), with its type and message twice (its arguments and the traceback text),
+/// each escaped; under bincode, less.
+fn batch_error_cost(e: &RemoteError) -> usize {
+    let text = e.type_name.len() + e.message.len();
+    let chain: usize = e.chain.iter().map(|c| 2 * c.len() + 16).sum();
+    let names = e.object.as_ref().map_or(0, String::len) + e.method.as_ref().map_or(0, String::len);
+    (4 * text + chain + names).saturating_add(512)
+}
 
 /// The error of a call cancelled (or never started) because its caller's deadline passed.
 fn deadline_exceeded(object: &str, method: &str) -> RemoteError {

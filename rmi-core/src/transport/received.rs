@@ -87,13 +87,15 @@ impl DialSecurity {
     }
 }
 
-/// Whether `a` and `b` are where one daemon listens: the same location, or one port on
-/// `localhost` and on a loopback address it dials. A client that reached a daemon as
-/// `localhost` receives proxies whose URIs carry the address the daemon bound, `127.0.0.1`.
+/// Whether `a` and `b` are where one daemon listens: the same location (host names compared
+/// as DNS does, without case), or one port on `localhost` and on a loopback address it
+/// dials. A client that reached a daemon as `localhost` receives proxies whose URIs carry the
+/// address the daemon bound, `127.0.0.1`.
 fn same_place(a: &Location, b: &Location) -> bool {
     match (a, b) {
         (Location::Tcp { host: ha, port: pa }, Location::Tcp { host: hb, port: pb }) => {
-            pa == pb && (ha == hb || loopback_alias(ha, hb) || loopback_alias(hb, ha))
+            pa == pb
+                && (ha.eq_ignore_ascii_case(hb) || loopback_alias(ha, hb) || loopback_alias(hb, ha))
         }
         _ => a == b,
     }
@@ -138,7 +140,8 @@ mod tests {
         assert!(same_place(&tcp("localhost", 9), &tcp("127.0.0.1", 9)));
         assert!(same_place(&tcp("127.0.0.1", 9), &tcp("LocalHost", 9)));
         assert!(same_place(&tcp("localhost", 9), &tcp("::1", 9)));
-        assert!(same_place(&tcp("bank.example", 9), &tcp("bank.example", 9)));
+        assert!(same_place(&tcp("bank.example", 9), &tcp("Bank.Example", 9)));
+        assert!(same_place(&tcp("LocalHost", 9), &tcp("localhost", 9)));
         assert!(!same_place(&tcp("localhost", 9), &tcp("127.0.0.1", 10)));
         assert!(!same_place(&tcp("localhost", 9), &tcp("127.0.0.2", 9)));
         assert!(!same_place(&tcp("127.0.0.1", 9), &tcp("::1", 9)));
