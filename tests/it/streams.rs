@@ -15,6 +15,10 @@ pub(crate) trait Numbers {
     async fn count(&self, n: u32) -> RemoteStream<u32>;
     /// How many items the server has produced so far.
     async fn produced(&self) -> u32;
+    /// 1, 2, …, panicking when asked for item `at`.
+    async fn panics_at(&self, at: u32) -> RemoteStream<u32>;
+    /// Three items of `sizes[i]` bytes each.
+    async fn sized(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>>;
 }
 
 #[derive(Default)]
@@ -33,6 +37,17 @@ impl Drop for NumbersObject {
 }
 
 impl Numbers for NumbersObject {
+    async fn panics_at(&self, at: u32) -> RemoteStream<u32> {
+        RemoteStream::new(futures_util::stream::iter(1..).map(move |i| {
+            assert!(i != at, "item {i} is cursed");
+            i
+        }))
+    }
+
+    async fn sized(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>> {
+        RemoteStream::iter(sizes.into_iter().map(|n| vec![1u8; n as usize]))
+    }
+
     async fn count(&self, n: u32) -> RemoteStream<u32> {
         let produced = self.produced.clone();
         RemoteStream::new(futures_util::stream::iter(1..=n).map(move |i| {
@@ -818,6 +833,140 @@ async fn a_stream_unread_for_its_lifetime_is_dropped_on_a_live_connection() {
     assert!(
         matches!(&after, Some(Err(Error::Remote(e))) if e.message.contains("item stream terminated")),
         "unread for 2.5 s: dropped, {after:?}"
+    );
+    daemon.shutdown();
+}
+
+/// A producer that panics ends its stream, as a Python generator that raises does: the reader
+/// gets the panic as that item's error, and the daemon drops the stream, instead of keeping it
+/// open to give the item after the lost one (or to panic on every read).
+#[tokio::test]
+async fn a_producer_that_panics_ends_its_stream() {
+    let (daemon, uri) = serve(Daemon::builder()).await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let mut items = proxy.panics_at(2).await.unwrap();
+    assert_eq!(items.next().await.unwrap().unwrap(), 1);
+    let err = items.next().await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("item 2 is cursed"), "{err}");
+    // Held, not dropped (which would close it from this side): the daemon dropped it.
+    eventually("the daemon dropped the stream", || {
+        daemon.open_streams() == 0
+    })
+    .await;
+    assert!(items.next().await.is_none(), "the stream ended");
+    drop(items);
+    daemon.shutdown();
+}
+
+/// An item too large for `max_message_size` ends its stream with an error saying so: taken
+/// from the stream and not sent, it would leave a gap for a reader that went on.
+#[tokio::test]
+async fn an_item_too_large_to_send_ends_its_stream() {
+    let (daemon, uri) = serve(Daemon::builder().limits(rmi::DecodeLimits {
+        max_message_size: 64 * 1024,
+        ..rmi::DecodeLimits::default()
+    }))
+    .await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let mut items = proxy.sized(vec![10, 100_000, 10]).await.unwrap();
+    assert_eq!(items.next().await.unwrap().unwrap().len(), 10);
+    let err = items.next().await.unwrap().unwrap_err();
+    assert!(
+        err.to_string().contains("rmi.MessageTooLarge")
+            && err.to_string().contains("the stream is closed"),
+        "{err}"
+    );
+    eventually("the daemon dropped the stream", || {
+        daemon.open_streams() == 0
+    })
+    .await;
+    drop(items);
+    daemon.shutdown();
+}
+
+/// With `stream_lifetime` set, a stream that ends leaves no task sleeping out the lifetime.
+#[tokio::test]
+async fn streams_that_end_leave_no_lifetime_task_behind() {
+    let (daemon, uri) = serve(Daemon::builder().stream_lifetime(Duration::from_secs(3600))).await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    for _ in 0..50 {
+        let items: Vec<u32> = proxy
+            .count(2)
+            .await
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(items, [1, 2]);
+    }
+    assert_eq!(daemon.open_streams(), 0);
+    eventually("the lifetime tasks ended", || {
+        runtime.num_alive_tasks() < before + 10
+    })
+    .await;
+    daemon.shutdown();
+}
+
+/// A call to a streaming method given up before its reply came (its future dropped) leaves no
+/// stream open on the daemon: the proxy's next call closes it. Before, each stayed open for
+/// the connection's life, and two used up `max_streams_per_connection = 2` for good.
+#[tokio::test]
+async fn a_stream_opened_for_a_call_given_up_is_closed() {
+    let (daemon, uri) =
+        crate::support::serve_lab(Daemon::builder().max_streams_per_connection(2)).await;
+    let proxy = crate::support::LabProxy::connect(&uri).await.unwrap();
+    for _ in 0..2 {
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), proxy.slow_numbers(150, 3));
+        assert!(gave_up.await.is_err(), "the call was given up");
+    }
+    eventually("the daemon opened both streams", || {
+        daemon.open_streams() == 2
+    })
+    .await;
+    // Their replies reach the proxy (its reader is reading: the calls are still in flight);
+    // the next calls close the streams they opened.
+    let started = Instant::now();
+    while daemon.open_streams() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} streams still open",
+            daemon.open_streams()
+        );
+        proxy.echo(0, 0, "next".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let items: Vec<u32> = proxy
+        .slow_numbers(0, 3)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(items, [0, 1, 2]);
+    daemon.shutdown();
+}
+
+/// An unfinished stream dropped after its proxy's connection was closed is not closed through
+/// a new connection: the daemon drops it after its linger, and the proxy stays closed.
+#[tokio::test]
+async fn a_stream_dropped_after_its_proxy_closed_does_not_redial() {
+    let (daemon, uri) = serve(Daemon::builder().stream_linger(Duration::ZERO)).await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let mut items = proxy.count(5).await.unwrap();
+    assert_eq!(items.next().await.unwrap().unwrap(), 1);
+    proxy.proxy().close();
+    drop(items);
+    eventually("the daemon dropped the stream", || {
+        daemon.open_streams() == 0
+    })
+    .await;
+    // Time for a dial the drop might have started.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        proxy.proxy().connected_uri().is_none(),
+        "the dropped stream dialed again"
     );
     daemon.shutdown();
 }

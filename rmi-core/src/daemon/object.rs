@@ -15,6 +15,7 @@ use futures_util::future::BoxFuture;
 use rmi_macros::remote;
 
 use super::context;
+use super::log::PeerText;
 use super::Inner;
 use crate::dispatch::{Dispatch, Outcome};
 use crate::error::{RemoteError, RemoteErrorKind};
@@ -126,9 +127,36 @@ impl DaemonObject {
             },
             None => next.await,
         };
-        item.map(|item| Outcome::Value(item.into()))
+        let item = item.inspect_err(|e| {
+            if e.kind == RemoteErrorKind::Panic
+                && inner
+                    .panic_warnings
+                    .allow(|n| tracing::error!(left_out = n, "more calls panicked"))
+            {
+                tracing::error!(stream = %PeerText(&id), error = %PeerText(&e.message), "stream producer panicked; stream closed");
+            }
+        })?;
+        // An item too large to send would be taken from the stream and lost, with the stream
+        // left open: a reader that went on would find a gap. It ends the stream instead.
+        let max = inner.config.limits.max_message_size;
+        if item.len().saturating_add(STREAM_REPLY_RESERVE) > max {
+            inner.streams.close(&id);
+            return Err(RemoteError::new(
+                RemoteErrorKind::Other,
+                "rmi.MessageTooLarge",
+                format!(
+                    "the stream's next item, {} bytes, exceeds max_message_size ({max} bytes); \
+                     the stream is closed",
+                    item.len()
+                ),
+            ));
+        }
+        Ok(Outcome::Value(item.into()))
     }
 }
+
+/// Room a stream item's reply keeps for its annotations (a MAC, Pyro4's correlation id).
+const STREAM_REPLY_RESERVE: usize = 256;
 
 impl Dispatch for DaemonObject {
     fn metadata(&self) -> Metadata {

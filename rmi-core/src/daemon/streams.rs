@@ -31,6 +31,17 @@ struct Slot {
     expires: Option<Instant>,
     /// When it was opened, or last read.
     last_use: Instant,
+    /// The task that ends it when unused for `stream_lifetime`: stopped with the stream, so
+    /// streams closed early leave no task sleeping out the lifetime.
+    lifetime_task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(task) = &self.lifetime_task {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Default)]
@@ -126,6 +137,7 @@ impl Streams {
                     owner,
                     expires,
                     last_use: Instant::now(),
+                    lifetime_task: None,
                 },
             );
             expires
@@ -143,11 +155,12 @@ impl Streams {
     /// use, however long its item takes).
     fn end_when_unused(self: &Arc<Self>, id: String, lifetime: Duration) {
         let streams = Arc::downgrade(self);
+        let id_for_slot = id.clone();
         // A lifetime too long to represent never ends.
         let Some(mut at) = Instant::now().checked_add(lifetime) else {
             return;
         };
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep_until(at).await;
                 let Some(streams) = streams.upgrade() else {
@@ -172,13 +185,21 @@ impl Streams {
                     table.slots.remove(&id)
                 };
                 // Dropped once the lock is released (see `close`).
-                if let Some(slot) = gone {
+                if let Some(mut slot) = gone {
                     tracing::debug!(stream = %id, ?lifetime, "stream unused for its lifetime; dropped");
+                    // This task: ending anyway, not aborted from inside.
+                    slot.lifetime_task = None;
                     slot.closed.cancel();
                 }
                 return;
             }
         });
+        let task = task.abort_handle();
+        // Gone already (closed before this line): its task goes too.
+        match self.table.lock().slots.get_mut(&id_for_slot) {
+            Some(slot) => slot.lifetime_task = Some(task),
+            None => task.abort(),
+        }
     }
 
     /// The next encoded item of stream `id`, read by connection `reader`. The end of the stream
@@ -202,10 +223,20 @@ impl Streams {
         if let Some(at) = expires {
             self.sweep_at(at);
         }
+        // A producer that panics ends its stream, as one that raises does in Pyro: read again,
+        // it would go on after the item it lost, or panic on every read.
+        let reading = std::panic::AssertUnwindSafe(async { items.lock().await.next().await });
         let next = tokio::select! {
             biased;
             () = closed.cancelled() => return Err(terminated()),
-            next = async { items.lock().await.next().await } => next,
+            next = futures_util::FutureExt::catch_unwind(reading) => next.unwrap_or_else(|panic| {
+                // Logged by the caller, rate-limited as every panic is.
+                let text = super::call::panic_text(&*panic);
+                Some(Err(RemoteError::panic(
+                    crate::protocol::names::daemon_method::GET_NEXT_STREAM_ITEM,
+                    &format!("the stream's producer panicked: {text}"),
+                )))
+            }),
         };
         // Its lifetime counts from the end of this read.
         drop(items);

@@ -16,8 +16,8 @@ use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
-    BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID, DEADLINE_ANNOTATION, MAC_LEN,
-    STREAM_ANNOTATION,
+    daemon_method::CLOSE_STREAM, BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID,
+    DEADLINE_ANNOTATION, MAC_LEN, STREAM_ANNOTATION,
 };
 use crate::transport::received;
 
@@ -206,6 +206,10 @@ impl Proxy {
                         return Err(failed.into_call_error());
                     }
                 };
+                let orphans = conn.shared.take_orphan_streams();
+                if !orphans.is_empty() {
+                    self.close_orphan_streams(orphans);
+                }
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, self.options.timeout).await?,
                     None => {
@@ -249,6 +253,21 @@ impl Proxy {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Closes streams the daemon opened for calls given up before their replies came (their
+    /// futures dropped, or timed out without a deadline the daemon saw): oneway, as a dropped
+    /// [`ItemStream`](super::stream::ItemStream) closes its own. Left open, each would hold a
+    /// place of the connection's `max_streams_per_connection`, and whatever its producer
+    /// holds, for the connection's life.
+    fn close_orphan_streams(&self, ids: Vec<String>) {
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                tracing::debug!(stream = %id, "closing a stream opened for a call given up");
+                let _ = proxy.call_daemon_oneway(CLOSE_STREAM, &(id,)).await;
+            }
+        });
     }
 
     /// Encodes a call that is to make the `due` dial, for the daemon and protocol that dial

@@ -24,7 +24,7 @@ use crate::protocol::codec::{
     self, ConnectOk, ConnectRequestRef, DecodeLimits, Metadata, Serializer,
 };
 use crate::protocol::frame::{self, Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
-use crate::protocol::names::SERIALIZER_ANNOTATION;
+use crate::protocol::names::{SERIALIZER_ANNOTATION, STREAM_ANNOTATION};
 use crate::transport::{self, outbox, BoxIo, FrameReader, IoReadHalf, IoWriteHalf, Outgoing};
 use crate::uri::Uri;
 
@@ -65,6 +65,8 @@ pub(super) struct ConnShared {
     /// The writer task's stop: woken when the connection closes, so that a writer parked on
     /// a socket the daemon does not read lets go of it.
     writer_stop: AtomicWaker,
+    /// Set when `state.orphan_streams` has ids: a call asks without the lock.
+    orphans: AtomicBool,
 }
 
 /// The read side of a connection.
@@ -84,6 +86,8 @@ struct ReadSide {
 struct Settle {
     freed: usize,
     woken: Vec<Waker>,
+    /// A reply to a call given up opened a stream (see `ConnState::orphan_streams`).
+    orphaned: bool,
 }
 
 /// Who reads the connection's replies.
@@ -96,6 +100,10 @@ struct Settle {
 /// meanwhile first (see [`ConnShared::look`]), so a connection the daemon closed is found
 /// closed before a call is sent on it.
 const TASK: u32 = 0;
+/// At most this many streams opened for calls given up are kept to be closed; past it, they
+/// are left to end with the connection (a daemon answering every call with a stream cannot
+/// grow the list).
+const MAX_ORPHAN_STREAMS: usize = 256;
 /// See [`TASK`].
 const NOBODY: u32 = 1;
 /// The role of the call `seq` reading its own reply; see [`TASK`].
@@ -116,6 +124,9 @@ struct ConnState {
     /// When a caller last gave up on a call whose reply had not come (see
     /// [`ConnShared::wedged_since`]).
     last_abandoned: Option<tokio::time::Instant>,
+    /// Streams the daemon opened for calls given up before their replies came, to be closed
+    /// (see [`ConnShared::take_orphan_streams`]).
+    orphan_streams: Vec<String>,
 }
 
 impl ConnState {
@@ -239,10 +250,23 @@ impl ConnShared {
                     settle.woken.push(waker);
                 }
             }
-            // The caller is gone (timed out or dropped): the number is free again.
+            // The caller is gone (timed out or dropped): the number is free again. A stream the
+            // reply opened would stay open on the daemon for the connection's life: noted, to
+            // be closed by the proxy's next call.
             Reply::Abandoned => {
                 let gone = state.pending.remove(&seq);
                 settle.freed += gone.map_or(0, |p| usize::from(p.slot));
+                if msg.has_flag(frame::FLAGS_ITEMSTREAMRESULT)
+                    && state.orphan_streams.len() < MAX_ORPHAN_STREAMS
+                {
+                    if let Some(id) = msg
+                        .annotation(&STREAM_ANNOTATION)
+                        .and_then(|id| std::str::from_utf8(id).ok())
+                    {
+                        state.orphan_streams.push(id.to_owned());
+                        settle.orphaned = true;
+                    }
+                }
             }
             Reply::Arrived(_) => state.stray("a second reply for one call; ignored", seq),
         }
@@ -336,7 +360,21 @@ impl ConnShared {
         if settle.freed > 0 {
             self.slots.add_permits(std::mem::take(&mut settle.freed));
         }
+        if std::mem::take(&mut settle.orphaned) {
+            self.orphans.store(true, Ordering::Release);
+        }
         settle.woken.drain(..).for_each(Waker::wake);
+    }
+
+    /// The streams the daemon opened for calls given up before their replies came, taken to
+    /// be closed; none (and no lock) in the common case.
+    pub(super) fn take_orphan_streams(&self) -> Vec<String> {
+        if !self.orphans.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut state = self.state.lock();
+        self.orphans.store(false, Ordering::Release);
+        std::mem::take(&mut state.orphan_streams)
     }
 
     /// [`pump`](Self::pump)'s reading, settled at the end of each read's replies.
@@ -838,6 +876,7 @@ impl Connection {
                 closed: None,
                 strays: 0,
                 last_abandoned: None,
+                orphan_streams: Vec::new(),
             }),
             slots,
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -852,6 +891,7 @@ impl Connection {
             reader_task: AtomicWaker::new(),
             writer_stop: AtomicWaker::new(),
             tickets: AtomicU64::new(1),
+            orphans: AtomicBool::new(false),
         });
         let (max, busy_shared) = (config.max_in_flight, shared.clone());
         // Another call in flight, or callers of replies that came together about to send:

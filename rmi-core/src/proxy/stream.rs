@@ -107,7 +107,13 @@ impl<T> Drop for ItemStream<T> {
         }
         // Abandoned early, or given up after an error (a timeout leaves the stream open on the
         // daemon): tell the daemon to drop it (oneway, as Pyro's client does; closing a stream
-        // the daemon already dropped does nothing).
+        // the daemon already dropped does nothing). Not through a new connection: with its
+        // connection closed (by `Proxy::close`, or by the daemon), the daemon drops the
+        // stream after its linger, and a dial only to close it would open a connection the
+        // caller had closed, resolving its name again if need be.
+        if self.proxy.live().is_none() {
+            return;
+        }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (proxy, id) = (self.proxy.clone(), std::mem::take(&mut self.id));
             handle.spawn(async move {
