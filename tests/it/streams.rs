@@ -970,3 +970,31 @@ async fn a_stream_dropped_after_its_proxy_closed_does_not_redial() {
     );
     daemon.shutdown();
 }
+
+/// A stream read through a connection that speaks another serializer is refused with an error
+/// saying which, and left as it was: its items are encoded in its opener's serializer, and
+/// sent to this reader they would not decode (or decode as something else).
+#[tokio::test]
+async fn a_stream_read_in_another_serializer_is_refused_and_left_as_it_was() {
+    let (daemon, uri) = serve(Daemon::builder()).await;
+    let opener = NumbersProxy::connect(&uri).await.unwrap();
+    let mut items = opener.count(3).await.unwrap();
+    assert_eq!(items.next().await.unwrap().unwrap(), 1);
+    let other = rmi::Proxy::builder(uri.clone())
+        .serializer(Serializer::MsgPack)
+        .connect::<rmi::Proxy>()
+        .await
+        .unwrap();
+    let err = other
+        .call_daemon::<_, u32>("get_next_stream_item", &(items.id().to_owned(),))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("read it with that serializer"),
+        "{err}"
+    );
+    // The opener goes on where it was.
+    assert_eq!(items.next().await.unwrap().unwrap(), 2);
+    assert_eq!(items.next().await.unwrap().unwrap(), 3);
+    daemon.shutdown();
+}

@@ -81,6 +81,7 @@ impl Call {
                 .streams
                 .open(
                     self.conn.id,
+                    (ser, self.protocol),
                     items,
                     inner.config.max_streams_per_connection,
                     inner.config.max_streams,

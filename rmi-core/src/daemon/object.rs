@@ -105,13 +105,14 @@ impl DaemonObject {
     /// The next item of stream `id`, already encoded in the serializer of the call that
     /// opened it; `StopIteration` at its end.
     async fn next_stream_item(&self, args: Args) -> Result<Outcome, RemoteError> {
+        let wire = (args.serializer(), args.protocol());
         let (id,): (String,) = args
             .decode()
             .map_err(|e| RemoteError::bad_arguments(GET_NEXT_STREAM_ITEM, e))?;
         let inner = self.api.get_ref().daemon()?;
         let ctx = context::current();
         let reader = ctx.as_ref().map(|c| c.connection()).unwrap_or_default();
-        let next = inner.streams.next(&id, reader);
+        let next = inner.streams.next(&id, reader, wire);
         let item = match ctx {
             // A caller that is gone stops waiting (reading an item is cancel-safe): its wait
             // would hold the stream and take the next item, which the caller, reconnected,

@@ -15,9 +15,14 @@ use tokio::time::Instant;
 
 use crate::dispatch::EncodedStream;
 use crate::error::{RemoteError, RemoteErrorKind};
+use crate::protocol::codec::Serializer;
+use crate::protocol::frame::Protocol;
 
 /// A connection's identity inside one daemon.
 pub(crate) type ConnectionId = u64;
+
+/// A serializer and the protocol it is spoken in.
+pub(super) type Wire = (Serializer, Protocol);
 
 struct Slot {
     items: Arc<tokio::sync::Mutex<EncodedStream>>,
@@ -31,6 +36,8 @@ struct Slot {
     expires: Option<Instant>,
     /// When it was opened, or last read.
     last_use: Instant,
+    /// The serializer and protocol its items are encoded in: the call's that opened it.
+    wire: Wire,
     /// The task that ends it when unused for `stream_lifetime`: stopped with the stream, so
     /// streams closed early leave no task sleeping out the lifetime.
     lifetime_task: Option<tokio::task::AbortHandle>,
@@ -105,6 +112,7 @@ impl Streams {
     pub(super) fn open(
         self: &Arc<Self>,
         owner: ConnectionId,
+        wire: Wire,
         items: EncodedStream,
         max: usize,
         max_total: usize,
@@ -137,6 +145,7 @@ impl Streams {
                     owner,
                     expires,
                     last_use: Instant::now(),
+                    wire,
                     lifetime_task: None,
                 },
             );
@@ -202,17 +211,31 @@ impl Streams {
         }
     }
 
-    /// The next encoded item of stream `id`, read by connection `reader`. The end of the stream
-    /// is a `StopIteration` error and removes it, as does an error item.
+    /// The next encoded item of stream `id`, read by connection `reader`, which speaks `wire`.
+    /// The end of the stream is a `StopIteration` error and removes it, as does an error item.
+    /// A reader speaking another serializer or protocol than the call that opened the stream
+    /// is refused, and the stream left as it was: its items are encoded in the opener's.
     pub(super) async fn next(
         self: &Arc<Self>,
         id: &str,
         reader: ConnectionId,
+        wire: Wire,
     ) -> Result<Vec<u8>, RemoteError> {
         let (items, closed, expires) = {
             let mut table = self.table.lock();
             let expires = self.expiry_for(&table, reader);
             let slot = table.slots.get_mut(id).ok_or_else(terminated)?;
+            if slot.wire != wire {
+                return Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "Pyro5.errors.PyroError",
+                    format!(
+                        "the stream's items are encoded in {:?} over {:?}, as the call that \
+                         opened it asked, not in {:?} over {:?}: read it with that serializer",
+                        slot.wire.0, slot.wire.1, wire.0, wire.1
+                    ),
+                ));
+            }
             // Whoever reads a stream owns it (ids are random uuids, as in Pyro): a caller that
             // reconnected picks up its lingering stream, and it lives as long as that connection.
             slot.owner = reader;
