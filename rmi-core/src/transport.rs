@@ -911,6 +911,37 @@ pub async fn tls_connect(
     Ok(Box::new(tls))
 }
 
+/// Whether `e` is a TLS certificate refused: the daemon's, by this side's verifier, or this
+/// side's (or its absence), by the daemon's alert. Dialing again would be refused again.
+pub(crate) fn is_certificate_refusal(e: &Error) -> bool {
+    #[cfg(feature = "tls")]
+    if let Error::Io { source, .. } = e.cause() {
+        use rustls::AlertDescription as Alert;
+        return source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|tls| {
+                matches!(
+                    tls,
+                    rustls::Error::InvalidCertificate(_)
+                        | rustls::Error::NoCertificatesPresented
+                        | rustls::Error::AlertReceived(
+                            Alert::BadCertificate
+                                | Alert::UnsupportedCertificate
+                                | Alert::CertificateRevoked
+                                | Alert::CertificateExpired
+                                | Alert::CertificateUnknown
+                                | Alert::UnknownCA
+                                | Alert::CertificateRequired
+                                | Alert::AccessDenied
+                        )
+                )
+            });
+    }
+    let _ = e;
+    false
+}
+
 /// Dials `location` within `timeout`.
 pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxIo, Error> {
     tokio::time::timeout(timeout, dial_unbounded(location))

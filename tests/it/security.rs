@@ -295,6 +295,52 @@ async fn a_silent_client_cannot_hold_a_tls_handshake_open() {
     daemon.shutdown();
 }
 
+/// A certificate refused is refused again: the dial is not retried, however many attempts the
+/// proxy may make (each would cost a TLS handshake, and a line in the daemon's log).
+#[tokio::test]
+async fn a_refused_certificate_is_not_dialed_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ca = Ca::new("rmi test CA");
+    let (daemon, _) = serve(
+        Daemon::builder().tls(server_config(&ca, &["localhost"], None)),
+        "localhost",
+    )
+    .await;
+    let target = daemon.local_addr().unwrap();
+    // A relay in front of the daemon, counting the connections made through it.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = relay.local_addr().unwrap().port();
+    let dials = Arc::new(AtomicUsize::new(0));
+    tokio::spawn({
+        let dials = dials.clone();
+        async move {
+            while let Ok((mut inbound, _)) = relay.accept().await {
+                dials.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }
+    });
+    // The URI names 127.0.0.1, which the certificate does not.
+    let err = LabProxy::builder(Uri::tcp("lab", "127.0.0.1", port))
+        .unwrap()
+        .tls(client_config(&ca, None))
+        .reconnect_attempts(3)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    let report = rmi::error::Report(&err).to_string();
+    assert!(
+        report.contains("certificate not valid for name"),
+        "{report}"
+    );
+    assert_eq!(dials.load(Ordering::SeqCst), 1, "dialed again: {report}");
+    daemon.shutdown();
+}
+
 /// A daemon bound by name keeps the name in the URIs it hands out, as Pyro's does, so a
 /// certificate for that name verifies for all of them. Before, they carried the bound address
 /// (`127.0.0.1`), which a certificate for `localhost` does not name: every client failed.

@@ -147,6 +147,13 @@ impl Proxy {
                     }
                     return Err(DialFailed::Unsent(e));
                 }
+                // A certificate refused, the daemon's by this side or this side's by the
+                // daemon, is refused again: each retry would only cost a TLS handshake (and a
+                // line in the daemon's log).
+                Err(e) if transport::is_certificate_refusal(&e) => {
+                    *last_failure = Some(Failure::new(&e, false));
+                    return Err(DialFailed::Unsent(e));
+                }
                 Err(e) if attempt >= config.reconnect_attempts => {
                     *last_failure = Some(Failure::new(&e, false));
                     return Err(DialFailed::Unsent(e));
