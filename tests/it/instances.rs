@@ -181,6 +181,27 @@ async fn percall_instances_are_fresh_for_every_call() {
         p.proxy().metadata().await.unwrap().methods,
         ["incr", "instance", "overlap"]
     );
+    // A batch is served by one instance, made for it, as in Pyro: its calls see each other's
+    // state. (rmi's format under bincode, Pyro's under msgpack.)
+    for serializer in [rmi::Serializer::Bincode, rmi::Serializer::MsgPack] {
+        let p: CounterProxy = CounterProxy::builder(&uri)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
+        let made = stats.made.load(Ordering::SeqCst);
+        let mut batch = p.batch();
+        let counts: Vec<_> = (0..3).map(|_| batch.incr()).collect();
+        let results = batch.send().await.unwrap();
+        let counts: Vec<u32> = counts.iter().map(|c| results.get(c).unwrap()).collect();
+        assert_eq!(counts, [1, 2, 3], "{serializer:?}");
+        assert_eq!(
+            stats.made.load(Ordering::SeqCst),
+            made + 1,
+            "{serializer:?}"
+        );
+    }
     daemon.shutdown();
 }
 

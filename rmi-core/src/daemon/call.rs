@@ -2,18 +2,19 @@
 //! span), run `<batch>`es call by call, and build the reply.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use super::connection::Instance;
 use super::connection::{Conn, ConnectionState, Late, Turn};
 use super::context::{CallContext, ContextAlloc};
 use super::handshake::HandshakeInfo;
 use super::log::PeerText;
-use super::registration::Entry;
+use super::registration::{Entry, Target};
 use super::{reply_to, ObjectHint};
-use crate::dispatch::Outcome;
+use crate::dispatch::{Dispatch, Outcome};
 use crate::error::{RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
@@ -347,7 +348,7 @@ impl Call {
             Box::pin(self.batch(object, args, ctx)).await
         } else {
             let entry = self.conn.daemon.inner.object_hinted(object, hint);
-            self.dispatch(entry.as_deref(), object, method, args, ctx, corr)
+            self.dispatch(entry.as_deref(), object, method, args, ctx, corr, None)
                 .await
         }
     }
@@ -385,6 +386,7 @@ impl Call {
         }
         let mut results = Vec::with_capacity(calls.len());
         let mut size = 0usize;
+        let percall = BatchInstance::new();
         for payload in calls {
             // Work done only for this caller stops when it is gone; and a long batch yields to
             // the runtime between calls, so it cannot hold a worker thread.
@@ -397,7 +399,8 @@ impl Call {
                 Err(e) => Err(RemoteError::bad_arguments(BATCH_METHOD, e)),
                 Ok(call) => {
                     let args = call.args.in_protocol(self.protocol);
-                    self.batched(object, &call.method, args, ctx).await
+                    self.batched(object, &call.method, args, ctx, &percall)
+                        .await
                 }
             };
             let item = self.batch_item_fits(&mut size, results.len(), item);
@@ -432,13 +435,16 @@ impl Call {
         }
         let mut results = Vec::with_capacity(calls.len());
         let mut size = 0usize;
+        let percall = BatchInstance::new();
         for call in calls {
             if self.conn.peer_gone.is_raised() {
                 tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
                 return Err(caller_gone());
             }
             tokio::task::consume_budget().await;
-            let item = self.batched(object, &call.method, call.args, ctx).await;
+            let item = self
+                .batched(object, &call.method, call.args, ctx, &percall)
+                .await;
             let item = self.batch_item_fits(&mut size, results.len(), item);
             let failed = item.is_err();
             results.push(item);
@@ -515,12 +521,21 @@ impl Call {
         method: &str,
         args: codec::Args,
         ctx: &CallContext,
+        percall: &BatchInstance,
     ) -> Result<Vec<u8>, RemoteError> {
         let corr = ctx.correlation_id();
         // Looked up for each call: an object removed meanwhile fails the rest of the batch.
         let entry = self.conn.daemon.inner.object(object);
         match self
-            .dispatch(entry.as_deref(), object, method, args, ctx, corr)
+            .dispatch(
+                entry.as_deref(),
+                object,
+                method,
+                args,
+                ctx,
+                corr,
+                Some(percall),
+            )
             .await
         {
             Ok(Outcome::Value(v)) => Ok(Vec::from(v)),
@@ -539,7 +554,9 @@ impl Call {
     }
 
     /// Runs one method on the object (`entry`, registered as `object`; or this connection's
-    /// instance of it) inside `ctx`.
+    /// instance of it) inside `ctx`. The calls of a batch share `percall`: one instance of a
+    /// per-call object serves the whole batch, as in Pyro.
+    #[allow(clippy::too_many_arguments)]
     async fn dispatch(
         &self,
         entry: Option<&Entry>,
@@ -548,6 +565,7 @@ impl Call {
         args: codec::Args,
         ctx: &CallContext,
         corr: uuid::Uuid,
+        percall: Option<&BatchInstance>,
     ) -> Result<Outcome, RemoteError> {
         let inner = &self.conn.daemon.inner;
         let entry = entry.ok_or_else(|| RemoteError::unknown_object(object))?;
@@ -568,7 +586,21 @@ impl Call {
         let run = ctx
             .scope(
                 AssertUnwindSafe(async {
-                    let target = self.instance(object, method, entry)?;
+                    let kept = percall
+                        .and_then(OnceLock::get)
+                        .filter(|(generation, _)| *generation == entry.generation);
+                    let target = match kept {
+                        Some((_, instance)) => Instance::Own(instance.clone()),
+                        None => {
+                            let target = self.instance(object, method, entry)?;
+                            if let (Some(percall), Target::PerCall(_), Instance::Own(made)) =
+                                (percall, &entry.target, &target)
+                            {
+                                let _ = percall.set((entry.generation, made.clone()));
+                            }
+                            target
+                        }
+                    };
                     target.dispatch(method, args).await
                 })
                 .catch_unwind(),
@@ -692,6 +724,10 @@ fn malformed(reason: impl std::fmt::Display) -> RemoteError {
         format!("malformed call: {reason}"),
     )
 }
+
+/// The instance of a per-call object that serves every call of one batch (with the number of
+/// the registration that made it), made by the first.
+type BatchInstance = OnceLock<(u64, Arc<dyn Dispatch>)>;
 
 /// Room a batch's reply keeps beside its results for its annotations (the MAC a shared secret
 /// adds, Pyro4's correlation id).

@@ -18,7 +18,7 @@ pub enum InstanceMode {
     /// One instance per client connection, made on its first call and dropped when that
     /// connection closes.
     Session,
-    /// A fresh instance for every call.
+    /// A fresh instance for every call; the calls of one batch share one, as in Pyro.
     PerCall,
 }
 
@@ -277,7 +277,7 @@ impl Daemon {
         self.register_entry(Registration::session(make))
     }
 
-    /// Registers a factory that makes a fresh instance for every call (Pyro's `percall`).
+    /// Registers a factory that makes a fresh instance for every call, or batch (Pyro's `percall`).
     pub fn register_percall<D, F>(&self, make: F) -> Result<Uri, Error>
     where
         D: Dispatch,
