@@ -76,6 +76,13 @@ pub trait Dispatch: Send + Sync + 'static {
 /// proxy `async fn numbers(&self, n: u32) -> Result<ItemStream<u32>, rmi::Error>`. The daemon
 /// keeps the stream under an id and the caller pulls items one at a time (Pyro's
 /// ITEMSTREAMRESULT); a stream outlives its connection only for the daemon's linger period.
+///
+/// The stream is polled by the reads that pull its items, calls to the daemon object: inside
+/// it, [`CallContext::current`](crate::CallContext::current) is that read's context (its
+/// correlation id, annotations and deadline), not the context of the call that returned the
+/// stream, and a `one_at_a_time` object's turn is not held (the stream runs beside the
+/// object's other calls). A panic in it ends the stream, as an exception in a Python generator
+/// ends Pyro's: the reader gets the panic as an error.
 pub struct RemoteStream<T> {
     inner: futures_util::stream::BoxStream<'static, T>,
 }
