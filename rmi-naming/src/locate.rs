@@ -135,13 +135,13 @@ impl NsLocator {
                 .await;
         }
         // Under TLS, `localhost` first, the name a local certificate names (both loopbacks
-        // are dialed), once: a certificate that does not name it will not on a retry; then
-        // the address, which a certificate may name instead.
+        // are dialed; a certificate that does not name it ends that try at once); then the
+        // address, which a certificate may name instead.
         let mut tried = Vec::new();
         #[cfg(feature = "tls")]
         if self.tls.is_some() {
             let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, "localhost", self.port);
-            match self.connect_with(local, Some(0)).await {
+            match self.connect(local).await {
                 Ok(ns) => return Ok(ns),
                 Err(e) => tried.push(("localhost", e)),
             }
@@ -168,20 +168,7 @@ impl NsLocator {
     }
 
     async fn connect(&self, uri: Uri) -> Result<NameServerProxy, Error> {
-        self.connect_with(uri, None).await
-    }
-
-    /// Connects to `uri`, making `reconnect_attempts` attempts after the first if given (else
-    /// the proxy's default).
-    async fn connect_with(
-        &self,
-        uri: Uri,
-        reconnect_attempts: Option<u32>,
-    ) -> Result<NameServerProxy, Error> {
         let mut builder = rmi_core::Proxy::builder(uri).connect_timeout(self.connect_timeout);
-        if let Some(attempts) = reconnect_attempts {
-            builder = builder.reconnect_attempts(attempts);
-        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             builder = builder.tls(tls.clone());

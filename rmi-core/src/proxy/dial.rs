@@ -149,8 +149,9 @@ impl Proxy {
                 }
                 // A certificate refused, the daemon's by this side or this side's by the
                 // daemon, is refused again: each retry would only cost a TLS handshake (and a
-                // line in the daemon's log).
-                Err(e) if transport::is_certificate_refusal(&e) => {
+                // line in the daemon's log). (A logical URI is retried: resolved again, it may
+                // name another daemon.)
+                Err(e) if config.uri.is_direct() && transport::is_certificate_refusal(&e) => {
                     *last_failure = Some(Failure::new(&e, false));
                     return Err(DialFailed::Unsent(e));
                 }
