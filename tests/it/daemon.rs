@@ -8,7 +8,8 @@ use std::time::Duration;
 use rmi::{Daemon, Error, Metadata, Proxy};
 
 use crate::support::{
-    start_daemon, GreeterProxy, GreeterServer, GreetingMaker, LabObject, LabProxy, LabServer,
+    shut_down_within, start_daemon, GreeterProxy, GreeterServer, GreetingMaker, LabObject,
+    LabProxy, LabServer,
 };
 
 #[tokio::test]
@@ -258,19 +259,8 @@ async fn shutdown_with_an_idle_proxy_connected_is_prompt() {
     let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;
     let proxy = LabProxy::connect(&lab).await.unwrap();
     assert_eq!(proxy.echo(1, 2, "x".into()).await.unwrap().2, "x");
-    let stopping = std::time::Instant::now();
-    daemon.shutdown();
     // Far below the second a closing connection waits for a peer that was still sending.
-    tokio::time::timeout(Duration::from_millis(800), serving)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "serve still running {:?} after shutdown",
-                stopping.elapsed()
-            )
-        })
-        .unwrap()
-        .unwrap();
+    shut_down_within(&daemon, serving, Duration::from_millis(800)).await;
     drop(proxy);
 }
 
@@ -286,19 +276,8 @@ async fn shutdown_with_a_peer_silent_in_its_handshake_is_prompt() {
     let proxy = LabProxy::connect(&lab).await.unwrap();
     assert_eq!(proxy.echo(1, 2, "x".into()).await.unwrap().2, "x");
     drop(proxy);
-    let stopping = std::time::Instant::now();
-    daemon.shutdown();
     // Far below the handshake timeout (10 s) and the grace period (30 s).
-    tokio::time::timeout(Duration::from_secs(5), serving)
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "serve still running {:?} after shutdown",
-                stopping.elapsed()
-            )
-        })
-        .unwrap()
-        .unwrap();
+    shut_down_within(&daemon, serving, Duration::from_secs(5)).await;
     drop(silent);
 }
 

@@ -926,16 +926,7 @@ async fn a_stream_opened_for_a_call_given_up_is_closed() {
     .await;
     // Their replies reach the proxy (its reader is reading: the calls are still in flight);
     // the next calls close the streams they opened.
-    let started = Instant::now();
-    while daemon.open_streams() > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{} streams still open",
-            daemon.open_streams()
-        );
-        proxy.echo(0, 0, "next".into()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    calls_until_no_stream_is_open(&daemon, &proxy).await;
     let items: Vec<u32> = proxy
         .slow_numbers(0, 3)
         .await
@@ -1018,14 +1009,21 @@ async fn a_stream_whose_reply_came_but_was_never_read_is_closed() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(call);
     assert_eq!(other.await.unwrap().unwrap(), 300);
+    calls_until_no_stream_is_open(&daemon, &proxy).await;
+    daemon.shutdown();
+}
+
+/// Makes calls through `proxy` until `daemon` has no stream open (a proxy closes the streams
+/// of calls given up on its next call); fails after 10 s.
+async fn calls_until_no_stream_is_open(daemon: &Daemon, proxy: &crate::support::LabProxy) {
     let started = Instant::now();
     while daemon.open_streams() > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "the stream stayed open"
+            "{} streams still open",
+            daemon.open_streams()
         );
         proxy.echo(0, 0, "next".into()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    daemon.shutdown();
 }

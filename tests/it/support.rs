@@ -691,3 +691,24 @@ impl Relay {
         }
     }
 }
+
+/// Shuts `daemon` down and checks that `serving` (its `serve()`) returns within `bound`, and
+/// returns `Ok`.
+pub(crate) async fn shut_down_within(
+    daemon: &rmi::Daemon,
+    serving: tokio::task::JoinHandle<Result<(), rmi::Error>>,
+    bound: Duration,
+) {
+    let stopping = std::time::Instant::now();
+    daemon.shutdown();
+    tokio::time::timeout(bound, serving)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "serve still running {:?} after shutdown",
+                stopping.elapsed()
+            )
+        })
+        .expect("the serving task")
+        .expect("serve() returned an error");
+}

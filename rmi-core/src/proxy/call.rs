@@ -274,7 +274,13 @@ impl Proxy {
                 tracing::debug!(stream = %id, "closing a stream opened for a call given up");
                 let corr = frame::new_correlation_id();
                 let _ = proxy
-                    .oneway_on(&conn, Some(DAEMON_OBJECT_ID), CLOSE_STREAM, &(id,), corr)
+                    .oneway_on(
+                        &conn,
+                        Some(DAEMON_OBJECT_ID),
+                        CLOSE_STREAM,
+                        &(id,),
+                        (corr, frame::FLAGS_ONEWAY),
+                    )
                     .await;
             }
         });
@@ -442,20 +448,8 @@ impl Proxy {
             .unwrap_or_else(frame::new_correlation_id);
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
-        let msg = self.invoke_message(
-            &conn.wire(),
-            None,
-            BATCH_METHOD,
-            (args, None::<&()>),
-            corr,
-            flags,
-        )?;
-        conn.send_oneway(
-            msg,
-            self.options.timeout,
-            self.shared.config.abandoned_timeout,
-        )
-        .await
+        self.oneway_on(&conn, None, BATCH_METHOD, args, (corr, flags))
+            .await
     }
 
     /// Sends a oneway call: returns once the request is written; the daemon sends no reply and
@@ -492,20 +486,22 @@ impl Proxy {
         let span = crate::spans::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
-            self.oneway_on(&conn, object, method, args, corr).await
+            self.oneway_on(&conn, object, method, args, (corr, frame::FLAGS_ONEWAY))
+                .await
         }
         .instrument(span)
         .await
     }
 
-    /// Sends a oneway call on `conn`, never dialing.
+    /// Sends a oneway call (`flags` include [`frame::FLAGS_ONEWAY`]) with correlation id
+    /// `corr` on `conn`, never dialing.
     async fn oneway_on<A: Serialize>(
         &self,
         conn: &Connection,
         object: Option<&str>,
         method: &str,
         args: &A,
-        corr: uuid::Uuid,
+        (corr, flags): (uuid::Uuid, u16),
     ) -> Result<(), Error> {
         let msg = self.invoke_message(
             &conn.wire(),
@@ -513,7 +509,7 @@ impl Proxy {
             method,
             (args, None::<&()>),
             corr,
-            frame::FLAGS_ONEWAY,
+            flags,
         )?;
         conn.send_oneway(
             msg,
