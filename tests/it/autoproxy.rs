@@ -366,12 +366,9 @@ pub(crate) async fn called_back_over_a_unix_socket(
     called_back
 }
 
-/// The tutorial's way in, `PYRONAME:`, to a bank whose daemon requires a shared secret: the
-/// account proxy it returns (to the daemon the name resolved to) proves the secret too. (A
-/// logical URI names no address, so before, the returned proxy matched none and dialed without
-/// the secret: refused by the daemon, or, to an impostor on the path, sent in the clear.)
-#[tokio::test]
-async fn a_proxy_returned_through_a_pyroname_proxy_proves_its_receivers_secret() {
+/// A bank served on 127.0.0.1 by a daemon that requires a shared secret: the secret, the
+/// daemon and the bank's URI.
+async fn secret_bank() -> (rmi::SharedSecret, rmi::Daemon, rmi::Uri) {
     let secret = rmi::SharedSecret::new("correct horse battery staple");
     let daemon = rmi::Daemon::builder()
         .shared_secret(secret.clone())
@@ -380,6 +377,16 @@ async fn a_proxy_returned_through_a_pyroname_proxy_proves_its_receivers_secret()
         .unwrap();
     let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
     serve(&daemon).await;
+    (secret, daemon, bank_uri)
+}
+
+/// The tutorial's way in, `PYRONAME:`, to a bank whose daemon requires a shared secret: the
+/// account proxy it returns (to the daemon the name resolved to) proves the secret too. (A
+/// logical URI names no address, so before, the returned proxy matched none and dialed without
+/// the secret: refused by the daemon, or, to an impostor on the path, sent in the clear.)
+#[tokio::test]
+async fn a_proxy_returned_through_a_pyroname_proxy_proves_its_receivers_secret() {
+    let (secret, daemon, bank_uri) = secret_bank().await;
     let (ns, names) = crate::naming::name_server().await;
     names.register("secret.bank", &bank_uri).await.unwrap();
     let port = ns.daemon().local_addr().unwrap().port();
@@ -399,14 +406,7 @@ async fn a_proxy_returned_through_a_pyroname_proxy_proves_its_receivers_secret()
 /// Before, the locations differed as text, and the account proxy dialed without the secret.
 #[tokio::test]
 async fn a_proxy_returned_to_a_client_that_said_localhost_proves_its_receivers_secret() {
-    let secret = rmi::SharedSecret::new("correct horse battery staple");
-    let daemon = rmi::Daemon::builder()
-        .shared_secret(secret.clone())
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let bank_uri = daemon.register(BankServer::new(BankObject)).unwrap();
-    serve(&daemon).await;
+    let (secret, daemon, bank_uri) = secret_bank().await;
     let port = daemon.local_addr().unwrap().port();
     let object = bank_uri.object().unwrap();
     let bank: BankProxy = BankProxy::builder(format!("PYRO:{object}@localhost:{port}"))
