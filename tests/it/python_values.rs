@@ -188,6 +188,8 @@ class Generator:
         return a + b
     def fail(self):
         raise ValueError("bad name", 42)
+    def uri_of(self, proxy):
+        return str(proxy._pyroUri)
 
 daemon = Daemon(host="127.0.0.1")
 print(daemon.register(Generator(), "py.generator"))
@@ -358,6 +360,20 @@ async fn a_rust_proxy_streams_a_python_generator_and_batches_calls_to_python() {
             Err(rmi::Error::NotExecuted(_))
         ));
         assert_eq!(results.executed(), 3);
+        // A batch made before its proxy connected, with a proxy among its arguments: encoded
+        // for whichever daemon the proxy reaches, the proxy in Pyro4's shape for Pyro4.
+        let lazy = rmi::Proxy::builder(server.uri.clone()).build();
+        let mut batch = lazy.batch();
+        let sum = batch.add::<_, i64>("add", &(3, 4));
+        let uri = batch.add::<_, String>("uri_of", &(proxy.clone(),));
+        let results = batch.send().await.unwrap();
+        assert_eq!(results.get(&sum).unwrap(), 7, "Pyro{version}");
+        assert_eq!(
+            results.get(&uri).unwrap(),
+            server.uri.to_string(),
+            "Pyro{version}"
+        );
+        assert_eq!(lazy.serializer(), rmi::Serializer::Serpent);
     }
 }
 

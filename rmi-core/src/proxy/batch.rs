@@ -27,6 +27,7 @@ use serde_bytes::ByteBuf;
 use super::Proxy;
 use crate::error::Error;
 use crate::protocol::codec::{self, BatchItem, PyroCall, PyroValue, Serializer};
+use crate::protocol::frame::Protocol;
 use crate::transport::received;
 
 /// The queued calls, in the shape the serializer's batches take.
@@ -38,12 +39,51 @@ enum Calls {
     Pyro(Vec<PyroCall>),
 }
 
-impl Calls {
-    fn len(&self) -> usize {
-        match self {
-            Calls::Rmi(c) => c.len(),
-            Calls::Pyro(c) => c.len(),
+/// The calls encoded for one kind of connection: its serializer and protocol.
+#[derive(Debug)]
+struct Shape {
+    serializer: Serializer,
+    protocol: Protocol,
+    calls: Calls,
+    /// The first call that could not be encoded in this shape; `send` reports it when this is
+    /// the shape the connection takes.
+    error: Option<Error>,
+}
+
+impl Shape {
+    fn new(serializer: Serializer, protocol: Protocol) -> Self {
+        let calls = match serializer {
+            Serializer::Bincode => Calls::Rmi(Vec::new()),
+            _ => Calls::Pyro(Vec::new()),
+        };
+        Shape {
+            serializer,
+            protocol,
+            calls,
+            error: None,
         }
+    }
+
+    fn add<A: Serialize>(&mut self, method: &str, args: &A) {
+        if self.error.is_some() {
+            return;
+        }
+        let encoded = match &mut self.calls {
+            // The object id stays empty: the daemon runs batched calls on the connection's
+            // object.
+            Calls::Rmi(calls) => codec::encode_invoke(self.serializer, "", method, args)
+                .map(|payload| calls.push(ByteBuf::from(payload))),
+            Calls::Pyro(calls) => PyroCall::new_in(self.serializer, self.protocol, method, args)
+                .map(|call| calls.push(call)),
+        };
+        self.error = encoded.err();
+    }
+
+    /// True when these are the calls for a connection in `serializer` and `protocol` (bincode
+    /// is the same in both protocols).
+    fn fits(&self, serializer: Serializer, protocol: Protocol) -> bool {
+        self.serializer == serializer
+            && (self.protocol == protocol || serializer == Serializer::Bincode)
     }
 }
 
@@ -55,14 +95,18 @@ enum Items {
 }
 
 /// Calls queued for one round trip; made by [`Proxy::batch`].
+///
+/// The calls are encoded as they are added, for the proxy's connection. A batch made before
+/// its proxy connected encodes them for each kind of daemon the proxy may reach (an rmi daemon
+/// in bincode, a Python Pyro5 or Pyro4 one in serpent, unless the proxy's serializer or
+/// protocol is set), and sends the ones the connection takes.
 #[derive(Debug)]
 pub struct Batch {
     proxy: Proxy,
-    calls: Calls,
-    /// The serializer the calls are encoded in: the proxy's when the batch was made.
-    serializer: Serializer,
-    /// The first call that could not be encoded; `send` reports it.
-    error: Option<Error>,
+    /// One per kind of connection the batch may be sent over.
+    shapes: Vec<Shape>,
+    /// Number of calls added.
+    len: usize,
 }
 
 /// Where a queued call's result will be in the [`BatchResults`].
@@ -82,84 +126,84 @@ impl<R> Copy for Slot<R> {}
 
 impl Batch {
     pub(crate) fn new(proxy: Proxy) -> Self {
-        let serializer = proxy.serializer();
-        let calls = match serializer {
-            Serializer::Bincode => Calls::Rmi(Vec::new()),
-            _ => Calls::Pyro(Vec::new()),
-        };
+        let shapes = proxy
+            .batch_shapes()
+            .into_iter()
+            .map(|(serializer, protocol)| Shape::new(serializer, protocol))
+            .collect();
         Batch {
-            serializer,
             proxy,
-            calls,
-            error: None,
+            shapes,
+            len: 0,
         }
     }
 
     /// Queues a call of `method`; its result will be an `R`.
+    ///
+    /// A call whose arguments cannot be encoded is not queued: [`send`](Self::send) reports
+    /// its error.
     pub fn add<A: Serialize, R: DeserializeOwned>(&mut self, method: &str, args: &A) -> Slot<R> {
-        match &mut self.calls {
-            Calls::Rmi(calls) => {
-                // The object id stays empty: the daemon runs batched calls on the connection's
-                // object.
-                let payload = codec::encode_invoke(self.serializer, "", method, args)
-                    .unwrap_or_else(|e| {
-                        self.error.get_or_insert(e);
-                        Vec::new()
-                    });
-                calls.push(ByteBuf::from(payload));
-            }
-            // A call that cannot be encoded is not queued: `send` reports it instead.
-            Calls::Pyro(calls) => match PyroCall::new(self.serializer, method, args) {
-                Ok(call) => calls.push(call),
-                Err(e) => {
-                    self.error.get_or_insert(e);
-                }
-            },
+        for shape in &mut self.shapes {
+            shape.add(method, args);
         }
+        self.len += 1;
         Slot {
-            index: self.calls.len().saturating_sub(1),
+            index: self.len - 1,
             _result: PhantomData,
         }
     }
 
     /// Number of queued calls.
     pub fn len(&self) -> usize {
-        self.calls.len()
+        self.len
     }
 
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.calls.len() == 0
+        self.len == 0
+    }
+
+    /// Connects if needed, and takes the calls encoded for the connection.
+    async fn calls(self) -> Result<(Proxy, Shape, usize), Error> {
+        let (serializer, protocol) = self.proxy.batch_connection().await?;
+        let Some(shape) = self
+            .shapes
+            .into_iter()
+            .find(|shape| shape.fits(serializer, protocol))
+        else {
+            return Err(Error::Protocol(format!(
+                "the batch's calls were encoded for another kind of connection than the one \
+                 its proxy has now ({serializer:?} in {protocol}); make the batch again"
+            ))
+            .not_sent());
+        };
+        if let Some(e) = shape.error {
+            return Err(e);
+        }
+        Ok((self.proxy, shape, self.len))
     }
 
     /// Sends the calls and waits for their results.
     pub async fn send(self) -> Result<BatchResults, Error> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        let sent = self.calls.len();
-        self.proxy.check_batch_serializer(self.serializer).await?;
-        let items = match &self.calls {
-            Calls::Rmi(calls) => Items::Rmi(self.proxy.send_batch(&(calls,)).await?),
-            Calls::Pyro(calls) => Items::Pyro(self.proxy.send_batch(calls).await?),
+        let (proxy, shape, sent) = self.calls().await?;
+        let items = match &shape.calls {
+            Calls::Rmi(calls) => Items::Rmi(proxy.send_batch(&(calls,)).await?),
+            Calls::Pyro(calls) => Items::Pyro(proxy.send_batch(calls).await?),
         };
         Ok(BatchResults {
             items,
             sent,
-            serializer: self.serializer,
-            receiver: self.proxy.clone(),
+            serializer: shape.serializer,
+            receiver: proxy,
         })
     }
 
     /// Sends the calls without waiting: the daemon runs them and sends nothing back.
     pub async fn send_oneway(self) -> Result<(), Error> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        self.proxy.check_batch_serializer(self.serializer).await?;
-        match &self.calls {
-            Calls::Rmi(calls) => self.proxy.send_batch_oneway(&(calls,)).await,
-            Calls::Pyro(calls) => self.proxy.send_batch_oneway(calls).await,
+        let (proxy, shape, _) = self.calls().await?;
+        match &shape.calls {
+            Calls::Rmi(calls) => proxy.send_batch_oneway(&(calls,)).await,
+            Calls::Pyro(calls) => proxy.send_batch_oneway(calls).await,
         }
     }
 }

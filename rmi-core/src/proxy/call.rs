@@ -425,20 +425,42 @@ impl Proxy {
         decode_result(&mut reply, protocol, &self.shared)
     }
 
-    /// Connects if needed and checks that the calls of a batch, encoded in `encoded_in`, are in
-    /// the connection's serializer (a batch made before a negotiating proxy connected assumed
-    /// bincode, which a Python daemon does not speak; rmi's batches are rmi's own anyway).
-    pub(crate) async fn check_batch_serializer(&self, encoded_in: Serializer) -> Result<(), Error> {
+    /// Connects if needed; the serializer and protocol of the connection a batch goes over.
+    pub(crate) async fn batch_connection(&self) -> Result<(Serializer, Protocol), Error> {
         let conn = self.connection().await.map_err(Error::not_sent)?;
-        if conn.serializer != encoded_in {
-            return Err(Error::Protocol(format!(
-                "the batch's calls were encoded in {encoded_in:?} but the connection uses {:?}; \
-                 make the batch after connecting, or set ProxyBuilder::serializer",
-                conn.serializer
-            ))
-            .not_sent());
+        Ok((conn.serializer, conn.protocol))
+    }
+
+    /// The kinds of connection (serializer and protocol) a batch made now may be sent over:
+    /// the live connection's; else every kind the proxy may open (the configured serializer,
+    /// else bincode for an rmi daemon and serpent for a Python one; the configured protocol,
+    /// else both).
+    pub(crate) fn batch_shapes(&self) -> Vec<(Serializer, Protocol)> {
+        if let Some(conn) = self.live() {
+            return vec![(conn.serializer, conn.protocol)];
         }
-        Ok(())
+        let config = &self.shared.config;
+        let protocols = match config.protocol {
+            Some(protocol) => vec![protocol],
+            None => vec![Protocol::Pyro5, Protocol::Pyro4],
+        };
+        let mut shapes = Vec::new();
+        for protocol in protocols {
+            match config.serializer {
+                Some(ser) => shapes.push((ser, protocol)),
+                // A shared secret means bincode (only rmi daemons run its handshake).
+                None if config.secret.is_some() && protocol == Protocol::Pyro5 => {
+                    shapes.push((Serializer::Bincode, protocol))
+                }
+                // Offered bincode, an rmi daemon takes it; a Python one answers in serpent.
+                None if protocol == Protocol::Pyro5 => {
+                    shapes.push((Serializer::Bincode, protocol));
+                    shapes.push((Serializer::Serpent, protocol));
+                }
+                None => shapes.push((Serializer::Serpent, protocol)),
+            }
+        }
+        shapes
     }
 
     pub(crate) async fn send_batch_oneway<A: Serialize>(&self, args: &A) -> Result<(), Error> {

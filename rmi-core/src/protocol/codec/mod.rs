@@ -769,12 +769,23 @@ impl PyroCall {
     /// The call of `method` with `args` (a tuple), in `ser`, one of the Pyro formats; trailing
     /// `None` arguments are left out, as in any Pyro-format call.
     pub fn new<A: Serialize>(ser: Serializer, method: &str, args: &A) -> Result<Self, Error> {
+        Self::new_in(ser, Protocol::Pyro5, method, args)
+    }
+
+    /// [`new`](Self::new) for a daemon speaking `protocol`: to a Pyro4 daemon, the class dicts
+    /// among the arguments (URIs, proxies) carry Pyro4's class names.
+    pub fn new_in<A: Serialize>(
+        ser: Serializer,
+        protocol: Protocol,
+        method: &str,
+        args: &A,
+    ) -> Result<Self, Error> {
         if ser == Serializer::Bincode {
             return Err(Error::Codec(
                 "a batch in Pyro's format needs a Pyro serializer, not bincode".into(),
             ));
         }
-        let doc = ser.encode(&(method, trim::Trimmed(args), NoKwargs))?;
+        let doc = ser.encode_in(protocol, &(method, trim::Trimmed(args), NoKwargs))?;
         let mut call: value::Value = ser.decode(&doc, &DecodeLimits::default())?;
         // No arguments (`&()`, which serializes as None) is an empty argument list.
         if let value::Value::List(parts) | value::Value::Tuple(parts) = &mut call {
