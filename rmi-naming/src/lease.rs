@@ -156,6 +156,45 @@ impl Shared {
             .with_timeout(self.ttl.min(Duration::from_secs(10)))
     }
 
+    /// Renews `lease`. A keep-alive without an answer within a third of the TTL is given up,
+    /// its connection closed, and sent once more at once on a new connection, still within
+    /// the TTL: the connection may be one the name server's host dropped without a word
+    /// (powered off, a NAT that forgot it), on which every call would time out until TCP gives
+    /// up, some fifteen minutes, while the name server expires the lease and its names.
+    async fn renew(&self, lease: LeaseId) -> Result<(), Error> {
+        let patience = (self.ttl / 3)
+            .max(Duration::from_millis(10))
+            .min(Duration::from_secs(10));
+        let api = self.api();
+        let once = || tokio::time::timeout(patience, api.lease_keep_alive(lease.0));
+        match once().await {
+            Ok(renewed) => return renewed.map(drop),
+            Err(_) => {
+                tracing::debug!(%lease, "no answer to a keep-alive; trying a new connection");
+                self.drop_connection();
+            }
+        }
+        match once().await {
+            Ok(renewed) => renewed.map(drop),
+            Err(_) => {
+                self.drop_connection();
+                Err(Error::Timeout(patience))
+            }
+        }
+    }
+
+    /// Closes the connection to the name server, so that the next call dials a new one.
+    fn drop_connection(&self) {
+        self.ns.api().proxy().close();
+    }
+
+    /// After a failed call: a timeout closes the connection (see [`renew`](Self::renew)).
+    fn after_failure(&self, e: &Error) {
+        if e.is_timeout() {
+            self.drop_connection();
+        }
+    }
+
     async fn grant(&self) -> Result<LeaseId, Error> {
         let ttl_ms = self.ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
         let lease = LeaseId(self.api().lease_grant(ttl_ms).await?);
@@ -297,7 +336,7 @@ impl Shared {
             let period = (self.ttl / 3).max(Duration::from_millis(10));
             loop {
                 tokio::time::sleep(period).await;
-                if let Err(e) = self.api().lease_keep_alive(lease.0).await {
+                if let Err(e) = self.renew(lease).await {
                     tracing::debug!(error = %e, "keep-alive while registering failed");
                 }
             }
@@ -347,7 +386,7 @@ impl Shared {
             return;
         }
         let result = match names.lease {
-            Some(lease) => self.api().lease_keep_alive(lease.0).await.map(drop),
+            Some(lease) => self.renew(lease).await,
             None => Err(Error::Resolve("unknown lease: none held".into())),
         };
         match result {
@@ -362,13 +401,17 @@ impl Shared {
                 Ok(()) => {}
                 Err(e) if no_lease_methods(&e) => self.go_plain(&mut names, &e).await,
                 Err(e) => {
+                    self.after_failure(&e);
                     names.lease = None;
                     tracing::warn!(error = %e, "could not renew the lease; trying again");
                 }
             },
             // The name server is unreachable: keep trying; if it comes back with the lease
             // gone, the next round recovers.
-            Err(e) => tracing::warn!(error = %e, "lease keep-alive failed; trying again"),
+            Err(e) => {
+                self.after_failure(&e);
+                tracing::warn!(error = %e, "lease keep-alive failed; trying again")
+            }
         }
     }
 }

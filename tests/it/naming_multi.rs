@@ -727,6 +727,38 @@ async fn waiters_of_a_pyroname_dial_that_met_a_stale_entry_resolve_again() {
     assert_eq!(proxy.connected_uri(), Some(live));
 }
 
+/// A lease whose connection to the name server dies without a word (a NAT forgot it, its
+/// host lost power: no FIN, no reset) is kept alive over a new connection: a keep-alive without
+/// an answer within a third of the TTL is sent again on one, so the name never expires.
+/// (Before, every keep-alive went over the silent connection until TCP would give up, some
+/// fifteen minutes, and the name server expired the lease and its names after one TTL.)
+#[tokio::test]
+async fn a_lease_outlives_a_name_server_connection_that_dies_without_a_word() {
+    use futures_util::FutureExt;
+    let (ns, names, port) = name_server().await;
+    let mut changes = ns.registry().watch();
+    let relay = Relay::start(port).await;
+    let through =
+        NameServerProxy::connect(Uri::tcp(NAME_SERVER_OBJECT_ID, "127.0.0.1", relay.port))
+            .await
+            .unwrap();
+    let (_a, uri_a) = who_daemon(1).await;
+    let held = through.lease(TTL).await.unwrap();
+    held.register("silent.kept", &uri_a).await.unwrap();
+    relay.blackhole();
+    tokio::time::sleep(TTL * 4).await;
+    assert_eq!(names.lookup("silent.kept").await.unwrap(), uri_a);
+    assert!(relay.accepted() >= 2, "the keeper connected again");
+    while let Some(Some(change)) = changes.next().now_or_never() {
+        assert!(
+            !matches!(change, Change::Expired { .. }),
+            "the lease expired: {change:?}"
+        );
+    }
+    held.revoke().await.unwrap();
+    assert!(names.lookup("silent.kept").await.is_err());
+}
+
 /// Two daemons each hold their own lease (`NameServerProxy::lease`) and register the same
 /// shared name through it: both are served; one revoking its lease takes only its own entry,
 /// and the other daemon's keep-alives hold its entry past several TTLs.
