@@ -32,8 +32,9 @@
 //! With [`NamingResolver::cache`], the resolver keeps the URIs it looked up, per name server,
 //! and opens a remote watch (`watch` on the name server) that drops a cached name whenever it
 //! changes. While the watch is open, a cached name is answered without asking the name
-//! server, so a burst of `connect("PYRONAME:x")` costs one lookup (two when the watch opens
-//! after the first). When the watch breaks (the name server stopped or is unreachable), the
+//! server, so a run of `connect("PYRONAME:x")` costs one lookup (two when the watch opens
+//! after the first; lookups of a name not cached yet that are under way at once each ask,
+//! over the one connection). When the watch breaks (the name server stopped or is unreachable), the
 //! resolver asks the name server again and, if it cannot be reached, answers from the cache
 //! with entries at most `max_stale` old (counted from the moment the watch last vouched for
 //! them); older ones, and names never looked up, fail as without a cache. When the watch
@@ -113,6 +114,9 @@ struct State {
     name_servers: Mutex<HashMap<NsKey, (u64, NameServerProxy)>>,
     /// Numbers the kept connections, so a lookup drops only the one it found failing.
     kept_count: std::sync::atomic::AtomicU64,
+    /// Per name server: the turn to locate it, held by the one lookup locating it, with how
+    /// the last locating failed (see [`NamingResolver::on_ns`]).
+    locating: Mutex<HashMap<NsKey, Arc<tokio::sync::Mutex<Option<LocateFailed>>>>>,
     /// Per logical URI that last resolved to one URI only: that URI, which a proxy dials while
     /// the next lookup of it is under way ([`Resolve::likely`]).
     likely: Mutex<HashMap<Uri, Uri>>,
@@ -155,6 +159,47 @@ fn make_room<K: Eq + std::hash::Hash + Clone, V>(map: &mut HashMap<K, V>, key: &
 
 /// A name server as a logical URI names it (`None`: the one the locator finds).
 type NsKey = Option<(String, u16)>;
+
+/// How locating a name server failed, for the lookups that waited for it.
+#[derive(Debug)]
+struct LocateFailed {
+    at: tokio::time::Instant,
+    error: LocateError,
+}
+
+/// A locating error, kept to be said again: a naming error (no name server found) and a
+/// timeout stay what they were; anything else is said as a connection that could not be made.
+#[derive(Debug)]
+enum LocateError {
+    Resolve(String),
+    Timeout(Duration),
+    Other(String),
+}
+
+impl LocateFailed {
+    fn new(e: &Error) -> Self {
+        let error = match e.cause() {
+            Error::Resolve(m) => LocateError::Resolve(m.clone()),
+            Error::Timeout(t) => LocateError::Timeout(*t),
+            other => LocateError::Other(rmi_core::error::Report(other).to_string()),
+        };
+        LocateFailed {
+            at: tokio::time::Instant::now(),
+            error,
+        }
+    }
+
+    /// The failure again, for a lookup that waited for it.
+    fn again(&self) -> Error {
+        match &self.error {
+            LocateError::Resolve(m) => Error::Resolve(m.clone()),
+            LocateError::Timeout(t) => Error::Timeout(*t),
+            LocateError::Other(m) => {
+                Error::ConnectionClosed(format!("locating the name server failed: {m}"))
+            }
+        }
+    }
+}
 
 /// The URIs of one cached name or metadata query, and when they were last known current.
 #[derive(Debug, Clone)]
@@ -403,17 +448,46 @@ impl NamingResolver {
                 Ok(answered) => return answered,
             }
         }
-        let ns = self.locator_for(key).locate().await.map_err(Lookup::Down)?;
-        {
-            let id = self
-                .state
-                .kept_count
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut kept = self.state.name_servers.lock();
-            make_room(&mut kept, key, MAX_NAME_SERVERS);
-            kept.insert(key.clone(), (id, ns.clone()));
-        }
+        let ns = self.locate_once(key).await.map_err(Lookup::Down)?;
         bounded(ns).await.unwrap_or_else(|t| Err(Lookup::Down(t)))
+    }
+
+    /// Locates the name server `key` names and keeps the connection, one lookup at a time: a
+    /// burst of lookups that find no connection (the first ones, or all of them after the name
+    /// server restarted) would each locate it (a broadcast each, when it has no address) and
+    /// open a connection of its own, all but one dropped. A lookup that waited takes the
+    /// connection the locating lookup kept, or its failure.
+    async fn locate_once(&self, key: &NsKey) -> Result<NameServerProxy, Error> {
+        let turn = {
+            let mut locating = self.state.locating.lock();
+            make_room(&mut locating, key, MAX_NAME_SERVERS);
+            locating.entry(key.clone()).or_default().clone()
+        };
+        let waiting_since = tokio::time::Instant::now();
+        let mut last_failure = turn.lock().await;
+        if let Some((_, ns)) = self.state.name_servers.lock().get(key).cloned() {
+            return Ok(ns);
+        }
+        if let Some(failed) = last_failure.as_ref().filter(|f| f.at >= waiting_since) {
+            return Err(failed.again());
+        }
+        match self.locator_for(key).locate().await {
+            Ok(ns) => {
+                *last_failure = None;
+                let id = self
+                    .state
+                    .kept_count
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut kept = self.state.name_servers.lock();
+                make_room(&mut kept, key, MAX_NAME_SERVERS);
+                kept.insert(key.clone(), (id, ns.clone()));
+                Ok(ns)
+            }
+            Err(e) => {
+                *last_failure = Some(LocateFailed::new(&e));
+                Err(e)
+            }
+        }
     }
 
     /// How long a lookup, or the cache's watch ping, may wait for the name server.

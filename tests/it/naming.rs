@@ -773,3 +773,58 @@ async fn pyroname_lookups_reuse_one_name_server_connection_and_see_every_change(
     daemon.shutdown();
     daemon2.shutdown();
 }
+
+/// A burst of lookups that find no name-server connection (the first ones, or all of them
+/// after the name server restarted) locates it once: one connection, which they all use. When
+/// locating fails, the lookups that waited for it fail with it rather than each locate again;
+/// the next lookup locates afresh. (Before, each lookup of a burst located the name server and
+/// opened a connection of its own, all but one then dropped.)
+#[tokio::test]
+async fn a_burst_of_lookups_locates_the_name_server_once() {
+    use rmi::naming::{NamingResolver, NsLocator};
+    let (ns, names) = name_server().await;
+    let (daemon, _, greeter) = start_daemon().await;
+    names.register("greeter", &greeter).await.unwrap();
+    let relay = Relay::start(tcp_port(ns.uri())).await;
+    let pyroname: Uri = format!("PYRONAME:greeter@127.0.0.1:{}", relay.port)
+        .parse()
+        .unwrap();
+    let burst = |resolver: NamingResolver| {
+        let pyroname = pyroname.clone();
+        futures_util::future::join_all((0..40).map(move |_| {
+            let (resolver, pyroname) = (resolver.clone(), pyroname.clone());
+            async move { resolver.resolve_uri(&pyroname).await }
+        }))
+    };
+    let resolver = NamingResolver::new(NsLocator::new().no_broadcast());
+    for found in burst(resolver.clone()).await {
+        assert_eq!(found.unwrap(), greeter);
+    }
+    assert_eq!(relay.accepted(), 1, "one connection for the burst");
+
+    // Nothing answers where the name server was: one failing lookup, by a resolver that had
+    // a connection too, makes some connections (its dials' attempts); a burst makes no more.
+    let one = NamingResolver::new(NsLocator::new().no_broadcast());
+    assert_eq!(one.resolve_uri(&pyroname).await.unwrap(), greeter);
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    relay.move_to(gone.local_addr().unwrap().port());
+    drop(gone);
+    let before = relay.accepted();
+    assert!(one.resolve_uri(&pyroname).await.is_err());
+    let by_one = relay.accepted() - before;
+    let before = relay.accepted();
+    for found in burst(resolver.clone()).await {
+        let err = found.unwrap_err();
+        assert!(err.is_connection(), "{err:?}");
+    }
+    let by_burst = relay.accepted() - before;
+    assert!(
+        by_burst <= by_one,
+        "a burst made {by_burst} connections, one lookup {by_one}"
+    );
+
+    // The name server is back: the next lookup locates it again.
+    relay.move_to(tcp_port(ns.uri()));
+    assert_eq!(resolver.resolve_uri(&pyroname).await.unwrap(), greeter);
+    daemon.shutdown();
+}
