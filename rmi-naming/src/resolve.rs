@@ -708,8 +708,21 @@ enum Lookup {
 }
 
 impl Lookup {
+    /// A call's failure: the name server's answer, or the name server down. What answers at
+    /// its address but is no name server (now) counts as down: a daemon without one ("unknown
+    /// object": another process has the port), one refusing the connection, one shutting
+    /// down. The kept connection is then dropped, the name server located again, and the
+    /// cache may answer, rather than every lookup fail with that answer.
     fn from_call(e: Error) -> Self {
-        if e.is_communication() || matches!(e, Error::NotSent(_)) {
+        if e.is_communication()
+            || matches!(
+                e,
+                Error::NotSent(_)
+                    | Error::UnknownObject(_)
+                    | Error::ConnectFailed(_)
+                    | Error::Closed(_)
+            )
+        {
             Lookup::Down(e)
         } else {
             Lookup::Answer(e)

@@ -727,6 +727,39 @@ async fn waiters_of_a_pyroname_dial_that_met_a_stale_entry_resolve_again() {
     assert_eq!(proxy.connected_uri(), Some(live));
 }
 
+/// The name server's address taken by another daemon (no name server there: "unknown
+/// object"): a cached name is answered from the cache, within `max_stale`, as with the name
+/// server down, and once the name server is back the resolver finds it again. (Before, that
+/// answer counted as the name server's: every lookup failed with it and the cache was not
+/// asked.)
+#[tokio::test]
+async fn a_name_server_address_taken_by_another_daemon_counts_as_the_name_server_down() {
+    let (_ns, names, port) = name_server().await;
+    let relay = Relay::start(port).await;
+    let (_a, uri_a) = who_daemon(1).await;
+    let (_b, uri_b) = who_daemon(2).await;
+    names.register("taken.who", &uri_a).await.unwrap();
+    let name = logical("taken.who", relay.port);
+    let cached = resolver(relay.port).cache(Duration::from_secs(3600));
+    assert_eq!(cached.resolve_uri(&name).await.unwrap(), uri_a);
+    until("the watch to be open", || async {
+        cached.cache_watching(&name)
+    })
+    .await;
+    relay.move_to(port_of(&uri_b));
+    until("the watch to break", || async {
+        !cached.cache_watching(&name)
+    })
+    .await;
+    assert_eq!(cached.resolve_uri(&name).await.unwrap(), uri_a);
+    relay.move_to(port);
+    names.register("taken.who", &uri_b).await.unwrap();
+    until("the name server to be found again", || async {
+        cached.resolve_uri(&name).await.ok() == Some(uri_b.clone())
+    })
+    .await;
+}
+
 /// A lease whose connection to the name server dies without a word (a NAT forgot it, its
 /// host lost power: no FIN, no reset) is kept alive over a new connection: a keep-alive without
 /// an answer within a third of the TTL is sent again on one, so the name never expires.
