@@ -216,6 +216,18 @@ struct NsCache {
     _alive: tokio::sync::watch::Sender<()>,
     /// Attempts the watch task has made to open the watch (opened or failed).
     attempts: tokio::sync::watch::Sender<u64>,
+    /// The watch task: it ends only with the cache, or with the runtime it runs on.
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl NsCache {
+    /// Whether the watch task ended: with the runtime it ran on.
+    fn ended(&self) -> bool {
+        self.task
+            .lock()
+            .as_ref()
+            .is_some_and(tokio::task::AbortHandle::is_finished)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -308,7 +320,7 @@ impl NamingResolver {
             Uri::Pyro { .. } => None,
         };
         let cache = self.state.caches.lock().get(&ns).cloned();
-        cache.is_some_and(|c| c.state.lock().watching)
+        cache.is_some_and(|c| c.state.lock().watching && !c.ended())
     }
 
     fn locator_for(&self, ns: &NsKey) -> NsLocator {
@@ -647,15 +659,21 @@ impl NamingResolver {
     fn ns_cache(&self, ns: &NsKey) -> Arc<NsCache> {
         let mut caches = self.state.caches.lock();
         if let Some(cache) = caches.get(ns) {
-            return cache.clone();
+            // A watch task that ended went with the runtime it ran on (a lookup's runtime that
+            // was shut down since): its cache can vouch for nothing, and is made again here.
+            if !cache.ended() {
+                return cache.clone();
+            }
+            tracing::debug!("the lookup cache's watch ended with its runtime; starting over");
         }
         let (alive, closed) = tokio::sync::watch::channel(());
         let cache = Arc::new(NsCache {
             state: Mutex::new(CacheState::default()),
             _alive: alive,
             attempts: tokio::sync::watch::channel(0).0,
+            task: Mutex::new(None),
         });
-        tokio::spawn(watch_task(
+        let task = tokio::spawn(watch_task(
             self.locator_for(ns),
             (
                 self.watch_probe.unwrap_or(DEFAULT_WATCH_PROBE),
@@ -664,6 +682,7 @@ impl NamingResolver {
             Arc::downgrade(&cache),
             closed,
         ));
+        *cache.task.lock() = Some(task.abort_handle());
         make_room(&mut caches, ns, MAX_NAME_SERVERS);
         caches.insert(ns.clone(), cache.clone());
         cache

@@ -760,6 +760,49 @@ async fn a_name_server_address_taken_by_another_daemon_counts_as_the_name_server
     .await;
 }
 
+/// A lookup cache whose watch ran on a runtime since shut down (a resolver shared by tests,
+/// or by synchronous code that makes a runtime per call) does not vouch for its entries any
+/// more: the next lookup, on another runtime, watches again and sees a name that moved.
+/// (Before, the cache still said it was watching, and answered the old URI for ever.)
+#[test]
+fn a_lookup_cache_whose_watch_ended_with_its_runtime_watches_again() {
+    let serving = tokio::runtime::Runtime::new().unwrap();
+    let (_ns, names, port) = serving.block_on(name_server());
+    let (_a, uri_a) = serving.block_on(who_daemon(1));
+    let (_b, uri_b) = serving.block_on(who_daemon(2));
+    serving
+        .block_on(names.register("runtime.who", &uri_a))
+        .unwrap();
+    let name = logical("runtime.who", port);
+    let cached = resolver(port).cache(Duration::from_secs(3600));
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    runtime().block_on(async {
+        assert_eq!(cached.resolve_uri(&name).await.unwrap(), uri_a);
+        until("the watch to be open", || async {
+            cached.cache_watching(&name)
+        })
+        .await;
+    });
+    serving
+        .block_on(names.register("runtime.who", &uri_b))
+        .unwrap();
+    runtime().block_on(async {
+        until("the cache to see the name moved", || async {
+            cached.resolve_uri(&name).await.ok() == Some(uri_b.clone())
+        })
+        .await;
+        until("the watch to be open again", || async {
+            cached.cache_watching(&name)
+        })
+        .await;
+    });
+}
+
 /// A lease whose connection to the name server dies without a word (a NAT forgot it, its
 /// host lost power: no FIN, no reset) is kept alive over a new connection: a keep-alive without
 /// an answer within a third of the TTL is sent again on one, so the name never expires.
