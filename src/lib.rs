@@ -96,22 +96,50 @@ pub use rmi_macros::remote;
 pub mod naming {
     pub use rmi_naming::*;
 
-    /// The process's resolver, which finds name servers with the default [`NsLocator`]
-    /// (localhost, then the loopback broadcast): one for every proxy, so lookups reuse its
-    /// name-server connections. It dials ahead of lookups unless `RMI_DIAL_AHEAD=0`
-    /// ([`NamingResolver::dial_ahead_from_env`]). The first call also installs it as the process default, so
-    /// proxies received inside values resolve `PYRONAME:` too.
+    /// The process's resolver: every proxy made by [`proxy_builder`](crate::proxy_builder)
+    /// or a generated `connect`/`from_uri`/`builder` starts with it, and proxies received
+    /// inside values resolve `PYRONAME:` with it. One for every proxy, so lookups reuse its
+    /// name-server connections.
+    ///
+    /// It is the one [`set_default_resolver`] installed (or
+    /// `rmi_core::resolve::install_default`); else, installed by the first call, a
+    /// [`NamingResolver`] that finds name servers with the default [`NsLocator`] (localhost,
+    /// then the loopback broadcast) and dials ahead of lookups unless `RMI_DIAL_AHEAD=0`
+    /// ([`NamingResolver::dial_ahead_from_env`]).
     pub fn default_resolver() -> std::sync::Arc<dyn rmi_core::Resolve> {
-        static RESOLVER: std::sync::OnceLock<std::sync::Arc<dyn rmi_core::Resolve>> =
-            std::sync::OnceLock::new();
-        RESOLVER
-            .get_or_init(|| {
-                let resolver: std::sync::Arc<dyn rmi_core::Resolve> =
-                    std::sync::Arc::new(NamingResolver::default().dial_ahead_from_env());
-                rmi_core::resolve::install_default(resolver.clone());
-                resolver
-            })
-            .clone()
+        if let Some(installed) = rmi_core::resolve::default_resolver() {
+            return installed;
+        }
+        rmi_core::resolve::install_default(std::sync::Arc::new(
+            NamingResolver::default().dial_ahead_from_env(),
+        ));
+        // The first installed wins: another thread's, if it raced this one.
+        rmi_core::resolve::default_resolver().expect("a default resolver was just installed")
+    }
+
+    /// Makes `resolver` the process's [`default_resolver`]: for a name server on another
+    /// host or port, over TLS or with a secret, or with a lookup cache, for every proxy
+    /// without a resolver of its own, received ones included. Call it before the first proxy
+    /// is made: once a default is in use it stays, and this says so.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use rmi::naming::{NamingResolver, NsLocator};
+    /// let locator = NsLocator::new().host("127.0.0.1").port(19090).no_broadcast();
+    /// rmi::naming::set_default_resolver(Arc::new(NamingResolver::new(locator))).unwrap();
+    /// ```
+    pub fn set_default_resolver(
+        resolver: std::sync::Arc<dyn rmi_core::Resolve>,
+    ) -> Result<(), rmi_core::Error> {
+        let wanted = std::sync::Arc::as_ptr(&resolver).cast::<()>();
+        rmi_core::resolve::install_default(resolver);
+        match rmi_core::resolve::default_resolver() {
+            Some(installed) if std::sync::Arc::as_ptr(&installed).cast::<()>() == wanted => Ok(()),
+            _ => Err(rmi_core::Error::Resolve(
+                "a default resolver is in use already: set it before the first proxy is made"
+                    .into(),
+            )),
+        }
     }
 }
 

@@ -724,6 +724,90 @@ async fn ns_environment_child_entry() {
     println!("NS ENV CHILD PASSED");
 }
 
+/// Environment variable that turns this test binary into the process of
+/// [`default_resolver_child_entry`]: `ns_port;name`.
+const RESOLVER_CHILD: &str = "RMI_TEST_DEFAULT_RESOLVER_CHILD";
+
+/// A resolver set as the process default (a name server on a port of its own) is the one
+/// every proxy made without a resolver uses, typed and untyped, and a second one is refused.
+/// (Before, the facade always put its own resolver in every proxy builder, whatever was
+/// installed, so `PYRONAME:` without an address could only mean localhost:9090 or a broadcast.)
+#[tokio::test]
+async fn a_default_resolver_set_by_the_program_resolves_for_every_proxy() {
+    // The default is process-wide: the checks run in a child process (this binary again).
+    let (ns, names) = name_server().await;
+    let (daemon, _, greeter) = start_daemon().await;
+    let name = format!("default.greeter.{}", rmi::uuid::Uuid::new_v4().simple());
+    names.register(&name, &greeter).await.unwrap();
+    let output = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "naming::default_resolver_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(RESOLVER_CHILD, format!("{};{name}", tcp_port(ns.uri())))
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
+        .await
+        .expect("the child did not finish")
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("DEFAULT RESOLVER CHILD PASSED"),
+        "the child's checks failed:\n{text}"
+    );
+    daemon.shutdown();
+}
+
+/// Not a test on its own: the child process of
+/// [`a_default_resolver_set_by_the_program_resolves_for_every_proxy`] (does nothing unless
+/// [`RESOLVER_CHILD`] is set).
+#[tokio::test]
+async fn default_resolver_child_entry() {
+    use rmi::naming::{set_default_resolver, NamingResolver};
+    let Ok(spec) = std::env::var(RESOLVER_CHILD) else {
+        return;
+    };
+    let (port, name) = spec.split_once(';').unwrap();
+    let locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(port.parse().unwrap())
+        .no_broadcast();
+    let ours: Arc<dyn rmi::Resolve> = Arc::new(NamingResolver::new(locator));
+    set_default_resolver(ours.clone()).unwrap();
+    // The same one again is fine; another is refused, and the first stays.
+    set_default_resolver(ours.clone()).unwrap();
+    let other = Arc::new(NamingResolver::default());
+    let err = set_default_resolver(other).unwrap_err();
+    assert!(err.to_string().contains("in use already"), "{err}");
+    assert!(Arc::ptr_eq(&rmi::naming::default_resolver(), &ours));
+    // Typed and untyped proxies without a resolver of their own find the name through it.
+    let pyroname = format!("PYRONAME:{name}");
+    let typed = GreeterProxy::connect(pyroname.as_str()).await.unwrap();
+    assert_eq!(
+        typed.welcome_message("R".into()).await.unwrap(),
+        "Hi welcome R"
+    );
+    let untyped: rmi::Proxy = rmi::proxy_builder(pyroname.as_str())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let hi: String = untyped.call("welcomeMessage", &("U",)).await.unwrap();
+    assert_eq!(hi, "Hi welcome U");
+    let received = GreeterProxy::from_uri(pyroname.as_str()).unwrap();
+    assert_eq!(
+        received.welcome_message("V".into()).await.unwrap(),
+        "Hi welcome V"
+    );
+    println!("DEFAULT RESOLVER CHILD PASSED");
+}
+
 fn tcp_port(uri: &Uri) -> u16 {
     match uri.location() {
         Some(rmi::Location::Tcp { port, .. }) => *port,
