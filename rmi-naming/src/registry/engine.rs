@@ -16,11 +16,17 @@ use parking_lot::Mutex;
 use tokio::sync::{broadcast, oneshot, Notify};
 use tokio::time::Instant;
 
-use super::{Change, Entry, LeaseId, Limits, MetaFilter, NameFilter, Watch, NAME_SERVER_NAME};
+use super::{
+    Change, Entry, LeaseId, Limits, MetaFilter, NameFilter, Slicer, Watch, NAME_SERVER_NAME,
+};
 use crate::NamingError;
 
 /// Changes a watcher may fall behind by before it is told it lagged.
 const WATCH_BACKLOG: usize = 1024;
+
+/// How many names a regex scan copies out of the state at a time (the lock is held only to
+/// copy them).
+const SCAN_CHUNK: usize = 256;
 
 /// One durable change, as a journal writes it.
 #[derive(Debug, Clone)]
@@ -88,7 +94,7 @@ macro_rules! store_via_engine {
                 &self,
                 filter: &$crate::registry::NameFilter,
             ) -> Result<Vec<(String, $crate::registry::Entry)>, $crate::NamingError> {
-                self.engine.list(filter)
+                self.engine.list(filter).await
             }
 
             async fn remove(
@@ -118,7 +124,7 @@ macro_rules! store_via_engine {
                 &self,
                 filter: &$crate::registry::MetaFilter,
             ) -> Result<Vec<(String, $crate::registry::Entry)>, $crate::NamingError> {
-                self.engine.yplookup(filter)
+                self.engine.yplookup(filter).await
             }
 
             async fn count(&self) -> Result<u32, $crate::NamingError> {
@@ -504,15 +510,65 @@ impl Engine {
             .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))
     }
 
-    /// Entries passing `keep` among those `filter` selects, within the reply limit.
-    fn select(
+    /// The names matching `re`, matched outside the lock: the names are copied out of the
+    /// state [`SCAN_CHUNK`] at a time, and the matching lets other tasks run every
+    /// [`SCAN_SLICE`] (see [`Slicer`]). A pattern may cost milliseconds a name (the regex
+    /// crate is linear in the name, but in the pattern's size too: `[ab]*a[ab]{300}c` about
+    /// 1 ms for 500 bytes), so a scan of 100,000 names can take minutes; under the lock, on
+    /// the task, it stalled every lookup, registration and keep-alive meanwhile.
+    async fn names_matching(&self, re: &regex::Regex) -> Vec<String> {
+        use std::ops::Bound;
+        let mut slicer = Slicer::default();
+        let mut after: Option<String> = None;
+        let mut out = Vec::new();
+        loop {
+            let chunk: Vec<String> = {
+                let state = self.state.lock();
+                let from = match &after {
+                    Some(last) => Bound::Excluded(last.as_str()),
+                    None => Bound::Unbounded,
+                };
+                state
+                    .entries
+                    .range::<str, _>((from, Bound::Unbounded))
+                    .take(SCAN_CHUNK)
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            };
+            let Some(last) = chunk.last().cloned() else {
+                return out;
+            };
+            for name in chunk {
+                if re.is_match(&name) {
+                    out.push(name);
+                }
+                slicer.tick().await;
+            }
+            after = Some(last);
+        }
+    }
+
+    /// Entries passing `keep` among those `filter` selects, within the reply limit; a regex
+    /// matched outside the lock (see [`names_matching`](Self::names_matching)).
+    async fn select(
         &self,
         filter: &NameFilter,
         keep: impl Fn(&Entry) -> bool,
         what: &str,
     ) -> Result<Vec<(String, Entry)>, NamingError> {
+        let matched = match filter {
+            NameFilter::Regex(re) => Some(self.names_matching(re).await),
+            _ => None,
+        };
         let state = self.state.lock();
         let candidates: Box<dyn Iterator<Item = (&String, &Vec<Entry>)>> = match filter {
+            // Those matched that are still there.
+            NameFilter::Regex(_) => Box::new(
+                matched
+                    .iter()
+                    .flatten()
+                    .filter_map(|name| state.entries.get_key_value(name)),
+            ),
             NameFilter::Name(n) => Box::new(state.entries.get_key_value(n).into_iter()),
             NameFilter::Prefix(p) => Box::new(
                 state
@@ -523,13 +579,17 @@ impl Engine {
                     ))
                     .take_while(|(k, _)| k.starts_with(p.as_str())),
             ),
-            NameFilter::Regex(_) | NameFilter::All => Box::new(state.entries.iter()),
+            NameFilter::All => Box::new(state.entries.iter()),
         };
         let mut size = 0;
         let mut out = Vec::new();
         let candidates = candidates.flat_map(|(name, slot)| slot.iter().map(move |e| (name, e)));
         for (name, entry) in candidates {
-            if !filter.matches(name) || !keep(entry) {
+            let passes = match filter {
+                NameFilter::Regex(_) => true,
+                other => other.matches(name),
+            };
+            if !passes || !keep(entry) {
                 continue;
             }
             size += reply_size(name, entry);
@@ -541,11 +601,14 @@ impl Engine {
         Ok(out)
     }
 
-    pub(crate) fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError> {
-        self.select(filter, |_| true, "list")
+    pub(crate) async fn list(
+        &self,
+        filter: &NameFilter,
+    ) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.select(filter, |_| true, "list").await
     }
 
-    pub(crate) fn yplookup(
+    pub(crate) async fn yplookup(
         &self,
         filter: &MetaFilter,
     ) -> Result<Vec<(String, Entry)>, NamingError> {
@@ -554,18 +617,27 @@ impl Engine {
             |e| filter.matches(&e.metadata),
             "yplookup",
         )
+        .await
     }
 
+    /// Removes the names `filter` selects; a regex is matched outside the lock first (see
+    /// [`names_matching`](Self::names_matching)), and the names it matched that are still
+    /// there go.
     pub(crate) async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError> {
+        let matched = match filter {
+            NameFilter::Regex(re) => Some(self.names_matching(re).await),
+            _ => None,
+        };
         self.mutate(|s, tx| {
-            let doomed: Vec<String> = match filter {
-                NameFilter::Name(n) => s
+            let doomed: Vec<String> = match (filter, matched) {
+                (_, Some(matched)) => matched,
+                (NameFilter::Name(n), None) => s
                     .entries
                     .get_key_value(n)
                     .map(|(k, _)| k.clone())
                     .into_iter()
                     .collect(),
-                _ => s
+                (_, None) => s
                     .entries
                     .keys()
                     .filter(|k| filter.matches(k))

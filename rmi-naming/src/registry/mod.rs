@@ -111,6 +111,35 @@ impl NameFilter {
     }
 }
 
+/// How long a scan over names (a regex matched against each) runs before it lets other tasks
+/// run: a pattern may cost milliseconds a name, and a scan must not stall the lookups and
+/// keep-alives of everyone else on its thread.
+const SCAN_SLICE: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Lets other tasks run every [`SCAN_SLICE`] of a long scan.
+#[derive(Debug)]
+pub(crate) struct Slicer {
+    since: std::time::Instant,
+}
+
+impl Default for Slicer {
+    fn default() -> Self {
+        Slicer {
+            since: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Slicer {
+    /// Called after each step of the scan: yields once the slice is over.
+    pub(crate) async fn tick(&mut self) {
+        if self.since.elapsed() >= SCAN_SLICE {
+            tokio::task::yield_now().await;
+            self.since = std::time::Instant::now();
+        }
+    }
+}
+
 /// Which entries a metadata lookup (`yplookup`) returns.
 #[derive(Debug, Clone)]
 pub enum MetaFilter {
