@@ -523,6 +523,10 @@ impl NameServerApi for NameServer {
             None => (None, return_metadata),
         };
         let with_metadata = flag(return_metadata, false);
+        // As Pyro5 (`if prefix and regex`): an empty prefix or regex is no filter; so
+        // `list("", "x")` lists by the regex rather than refuse two filters.
+        let prefix = prefix.filter(|p| !p.is_empty());
+        let regex = regex.filter(|r| !r.is_empty());
         let given = [
             prefix.is_some(),
             regex.is_some(),

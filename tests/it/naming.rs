@@ -225,6 +225,22 @@ async fn list_by_prefix_and_by_regex_and_remove() {
         .into_keys()
         .collect();
     assert_eq!(matched, ["app.one", "app.two", "apple"]);
+    // As Pyro5's `if prefix and regex`: an empty prefix is no filter, so this lists by the
+    // regex (it was refused as two filters); both given and non-empty are still refused.
+    let matched: Vec<_> = names
+        .api()
+        .list(Some(String::new()), Some("app.*o".into()), None, None, None)
+        .await
+        .unwrap()
+        .into_keys()
+        .collect();
+    assert_eq!(matched, ["app.one", "app.two"]);
+    let both = names
+        .api()
+        .list(Some("app".into()), Some("app".into()), None, None, None)
+        .await
+        .unwrap_err();
+    assert!(both.to_string().contains("one thing at a time"), "{both}");
     assert!(matches!(
         names.list_regex("(").await.unwrap_err(),
         Error::Resolve(_)
