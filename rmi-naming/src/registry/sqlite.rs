@@ -160,6 +160,7 @@ fn open_and_load(path: &Path) -> Result<(Connection, State), NamingError> {
     conn.busy_timeout(Duration::from_millis(500)).map_err(err)?;
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
         .map_err(err)?;
+    refuse_foreign(&conn, path)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .map_err(err)?;
@@ -189,6 +190,41 @@ fn open_and_load(path: &Path) -> Result<(Connection, State), NamingError> {
         Load::Bad(why) => NamingError::new(format!("SQLite store {}: {why}", path.display())),
     })?;
     Ok((conn, state))
+}
+
+/// Refuses a file with tables that no rmi-ns made (every rmi-ns store has a `user_version`),
+/// before anything is written to it: a Pyro name server's database (Pyro5's `SqlStorage`,
+/// tables `pyro_names` and `pyro_metadata`), whose names rmi-ns would not see, or another
+/// program's database, which it would add its tables to.
+fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), NamingError> {
+    let err = |e| sql_error(path, e);
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if version != 0 {
+        return Ok(());
+    }
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .map_err(err)?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    if tables.iter().any(|t| t == "pyro_names") {
+        return Err(NamingError::new(format!(
+            "SQLite store {}: this is a Pyro name server's database (table pyro_names), and \
+             rmi-ns keeps its names in a schema of its own: give rmi-ns another file (move the \
+             names over with `pyro5-nsc list` and `rmi-nsc register`); the file was not changed",
+            path.display()
+        )));
+    }
+    Err(NamingError::new(format!(
+        "SQLite store {}: the file holds tables no rmi-ns made ({}); give rmi-ns a file of its \
+         own; the file was not changed",
+        path.display(),
+        tables.join(", ")
+    )))
 }
 
 enum Load {

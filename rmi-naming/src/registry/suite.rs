@@ -1268,6 +1268,48 @@ mod sqlite_persistence {
         panic!("the store stayed locked");
     }
 
+    /// A Pyro5 name server's database (the schema of Pyro5's `SqlStorage`), or another
+    /// program's, is refused with a message saying what it is, and left byte for byte as it
+    /// was. (Before, rmi-ns started empty on a Pyro5 file, its names unseen, after switching
+    /// the file to WAL and adding its own tables; any file got them.)
+    #[tokio::test]
+    async fn a_pyro_name_servers_database_or_another_programs_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, schema, says) in [
+            (
+                "pyro5.db",
+                "CREATE TABLE pyro_names(id integer PRIMARY KEY, name nvarchar NOT NULL UNIQUE, \
+                 uri nvarchar NOT NULL); \
+                 CREATE TABLE pyro_metadata(object integer NOT NULL, metadata nvarchar NOT NULL); \
+                 INSERT INTO pyro_names(name, uri) VALUES ('example', 'PYRO:obj@127.0.0.1:9999');",
+                "Pyro name server's database",
+            ),
+            (
+                "other.db",
+                "CREATE TABLE orders(id integer PRIMARY KEY, item text);",
+                "tables no rmi-ns made (orders)",
+            ),
+        ] {
+            let path = dir.path().join(file);
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(schema).unwrap();
+            drop(conn);
+            let before = std::fs::read(&path).unwrap();
+            let err = SqliteStore::open(&path, test_limits()).await.unwrap_err();
+            assert!(err.message.contains(says), "{file}: {err}");
+            assert!(err.message.contains("not changed"), "{file}: {err}");
+            assert_eq!(std::fs::read(&path).unwrap(), before, "{file} was changed");
+            assert!(!dir.path().join(format!("{file}-wal")).exists());
+        }
+        // An empty file is a new store.
+        let path = dir.path().join("empty.db");
+        std::fs::write(&path, b"").unwrap();
+        let r = open(&path).await;
+        r.register("x", uri(1), false, tags(&[]), None)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn names_metadata_and_leases_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
