@@ -179,15 +179,31 @@ impl Sources<'_> {
     }
 }
 
+/// A write to stdout that failed; what [`is_broken_pipe`] looks for.
+#[derive(Debug)]
+pub struct StdoutError(pub std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing to stdout: {}", self.0)
+    }
+}
+
+impl Error for StdoutError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// True when `err` is, or was caused by, the reader of our stdout going away (`rmi-nsc watch
-/// | head -1`): then the tools stop quietly, as Unix tools do on SIGPIPE.
+/// | head -1`): then the tools stop quietly, as Unix tools do on SIGPIPE. Only a
+/// [`StdoutError`] counts: a socket's broken pipe (the name server went away while a request
+/// was written) is a failure like any other.
 pub fn is_broken_pipe(err: &(dyn Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::BrokenPipe {
-                return true;
-            }
+        if let Some(out) = e.downcast_ref::<StdoutError>() {
+            return out.0.kind() == std::io::ErrorKind::BrokenPipe;
         }
         next = e.source();
     }
@@ -273,5 +289,31 @@ pub mod tls {
             None => builder.with_no_client_auth(),
         };
         Ok(Arc::new(config))
+    }
+}
+
+#[cfg(test)]
+mod broken_pipe_tests {
+    use super::*;
+
+    /// Only stdout's broken pipe is the reader going away; a socket's, inside an rmi error (a
+    /// name server that went away while a request was written), is a failure to report.
+    #[test]
+    fn only_a_broken_stdout_counts_as_the_reader_gone() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let stdout: Box<dyn Error> = Box::new(StdoutError(pipe()));
+        assert!(is_broken_pipe(stdout.as_ref()));
+        let other: Box<dyn Error> = Box::new(StdoutError(std::io::Error::other("disk full")));
+        assert!(!is_broken_pipe(other.as_ref()));
+        let socket = rmi::Error::Io {
+            context: "writing a request".into(),
+            source: pipe(),
+        };
+        assert!(!is_broken_pipe(&socket));
+        let unsent = rmi::Error::NotSent(Box::new(rmi::Error::Io {
+            context: "writing a request".into(),
+            source: pipe(),
+        }));
+        assert!(!is_broken_pipe(&unsent));
     }
 }

@@ -141,12 +141,24 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
         nsc(&["lookup", "app.multi"]),
         (true, "PYRO:obj@127.0.0.1:4002\n".into())
     );
+    // A plainly registered name's URI given: nothing removed, and said how to remove it.
+    assert!(nsc(&["register", "app.plain", "PYRO:obj@127.0.0.1:4003"]).0);
+    let (ok, out) = nsc(&["remove", "app.plain", "PYRO:obj@127.0.0.1:4003"]);
+    assert!(
+        !ok && out.contains("app.plain is registered plainly, not shared")
+            && out.contains("`rmi-nsc remove app.plain`"),
+        "{out}"
+    );
+    assert_eq!(
+        nsc(&["lookup", "app.plain"]),
+        (true, "PYRO:obj@127.0.0.1:4003\n".into())
+    );
     for i in 0..3 {
         assert!(nsc(&["register", &format!("tmp.{i}"), "PYRO:obj@127.0.0.1:4000"]).0);
     }
     assert_eq!(
         nsc(&["removematching", "--yes", "tmp\\.[01]"]),
-        (true, "removed 2 names\n".into())
+        (true, "removed 2 entries\n".into())
     );
     let (_, out) = nsc(&["list"]);
     assert!(
@@ -231,13 +243,21 @@ async fn removematching_asks_before_it_removes() {
         assert!(out.contains("nothing removed"), "{out}");
         assert_eq!(names("tmp."), 2, "{answer:?} removed something");
     }
+    // The name server's own entry, never removed, is not in the question.
+    let (ok, out) = nsc(&["removematching", ".*"], Some("n\n"));
+    assert!(
+        !ok && out.contains("Remove 3 names matching .*: keep, tmp.a, tmp.b? (y/n)"),
+        "{out}"
+    );
+    let (ok, out) = nsc(&["removematching", "Pyro.*"], None);
+    assert!(ok && out == "no names match Pyro.*\n", "{out}");
     let (ok, out) = nsc(&["removematching", "nothing.*"], None);
     assert!(ok && out == "no names match nothing.*\n", "{out}");
     let (ok, out) = nsc(&["removematching", "tmp.*"], Some("y\n"));
-    assert!(ok && out.starts_with("removed 2 names\n"), "{out}");
+    assert!(ok && out.starts_with("removed 2 entries\n"), "{out}");
     assert_eq!((names("tmp."), names("keep")), (0, 1));
     let (ok, out) = nsc(&["removematching", "-y", "kee."], None);
-    assert_eq!((ok, out.as_str()), (true, "removed 1 names\n"));
+    assert_eq!((ok, out.as_str()), (true, "removed 1 entry\n"));
 }
 
 /// Options may follow the command (`rmi-nsc list -n HOST`), as pyro5-nsc's do.

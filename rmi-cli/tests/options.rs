@@ -48,6 +48,24 @@ async fn unix_socket_serves_a_rust_client_and_rmi_nsc_and_is_removed_on_sigterm(
         ok && out.contains("over.unix --> PYRO:obj@127.0.0.1:4000"),
         "{out}"
     );
+    // Both from the environment, the socket and a CA: the socket, which runs no TLS (the CA
+    // file is not even read). Both on the command line: refused.
+    let (ok, out) = nsc(
+        &["ping"],
+        &[
+            ("RMI_NS_UNIXSOCKET", path_text),
+            ("RMI_NS_TLS_CA", "/nonexistent/ca.pem"),
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = nsc(
+        &["-u", path_text, "--tls-ca", "/nonexistent/ca.pem", "ping"],
+        &[],
+    );
+    assert!(
+        !ok && out.contains("a Unix socket (-u) runs no TLS"),
+        "{out}"
+    );
     drop(names);
 
     let (status, took) = ns.terminate();
@@ -324,6 +342,16 @@ async fn a_shared_secret_is_required_of_every_client() {
     assert!(ok, "{out}");
     let (ok, out) = nsc(&["-n", "127.0.0.1", "-p", &port, "ping"], &[]);
     assert!(!ok && out.contains("shared secret"), "{out}");
+    // A wrong key: the hint is about the key, not about starting rmi-ns.
+    let (ok, out) = nsc(
+        &["-n", "127.0.0.1", "-p", &port, "-k", "wrong", "ping"],
+        &[],
+    );
+    assert!(
+        !ok && out.contains("hint: the name server refused the connection: check --key"),
+        "{out}"
+    );
+    assert!(!out.contains("Start it with"), "{out}");
 
     // And --key-file on rmi-ns's side.
     let (_ns, lines) =

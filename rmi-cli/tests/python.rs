@@ -109,7 +109,7 @@ fn rmi_nsc_works_against_pyro5_ns() {
     );
     assert_eq!(
         nsc(&["removematching", "--yes", r"app\..*"]),
-        (true, "removed 1 names\n".into())
+        (true, "removed 1 entry\n".into())
     );
     let (ok, err) = nsc(&["lookup", "app.other"]);
     assert!(!ok && err.contains("unknown name"), "{err}");

@@ -199,7 +199,7 @@ fn describe(change: &Change) -> String {
 /// when stdout is gone (its reader quit), where `println!` would panic.
 macro_rules! say {
     ($($arg:tt)*) => {
-        writeln!(std::io::stdout(), "{}", printable(&format!($($arg)*)))
+        writeln!(std::io::stdout(), "{}", printable(&format!($($arg)*))).map_err(rmi_cli::StdoutError)
     };
 }
 
@@ -248,7 +248,7 @@ fn tags(list: &[String]) -> BTreeSet<String> {
     list.iter().cloned().collect()
 }
 
-fn show(entries: impl IntoIterator<Item = (String, String)>) -> std::io::Result<()> {
+fn show(entries: impl IntoIterator<Item = (String, String)>) -> Result<(), rmi_cli::StdoutError> {
     let mut n = 0;
     for (name, value) in entries {
         say!("{name} --> {value}")?;
@@ -386,6 +386,18 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             let uri: Uri = uri.parse()?;
             if ns.remove_shared(&name, &uri).await? {
                 say!("removed {uri} from {name}")?;
+            } else if ns
+                .lookup_all(&name)
+                .await
+                .is_ok_and(|all| all.iter().any(|(u, _)| *u == uri))
+            {
+                // There, but not as a shared entry (which `remove_shared` would have taken):
+                // registered plainly. The user meant to remove it: say how, and fail.
+                return Err(format!(
+                    "{name} is registered plainly, not shared: nothing removed (`rmi-nsc \
+                     remove {name}` removes it)"
+                )
+                .into());
             } else {
                 say!("{name} has no shared entry for {uri}")?;
             }
@@ -402,7 +414,13 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
         }
         Command::Removematching { regex, yes } => {
             if !yes {
-                let names: Vec<String> = ns.list_regex(&regex).await?.into_keys().collect();
+                // The name server's own entry is never removed: not asked about either.
+                let names: Vec<String> = ns
+                    .list_regex(&regex)
+                    .await?
+                    .into_keys()
+                    .filter(|n| n != rmi::naming::NAME_SERVER_NAME)
+                    .collect();
                 if names.is_empty() {
                     say!("no names match {regex}")?;
                     return Ok(());
@@ -419,7 +437,12 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                     );
                 }
             }
-            say!("removed {} names", ns.remove_regex(&regex).await?)?;
+            // The count is of entries: a shared name counts once per daemon.
+            let removed = ns.remove_regex(&regex).await?;
+            say!(
+                "removed {removed} {}",
+                if removed == 1 { "entry" } else { "entries" }
+            )?;
         }
         Command::Setmeta { name, tags: t } => {
             ns.set_metadata(&name, tags(&t)).await?;
@@ -445,10 +468,8 @@ async fn connect(
             object: rmi::naming::NAME_SERVER_OBJECT_ID.into(),
             location: rmi::Location::Unix(path.to_string_lossy().into_owned()),
         };
+        // No TLS over a Unix socket (`parse` leaves none with `-u`).
         let mut builder = rmi::Proxy::builder(uri);
-        if let Some(tls) = tls {
-            builder = builder.tls(tls);
-        }
         if let Some(secret) = secret {
             builder = builder.shared_secret(secret);
         }
@@ -499,10 +520,26 @@ fn parse() -> Args {
         Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
     );
     args.host = sources.keep("host", args.host.take(), &[]);
-    args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);
+    args.unixsocket = sources.keep(
+        "unixsocket",
+        args.unixsocket.take(),
+        &["host", "port", "tls_ca"],
+    );
     args.key = sources.keep("key", args.key.take(), &["key_file"]);
     // A Unix socket runs no TLS: the variable is for TCP name servers.
     args.tls_ca = sources.keep("tls_ca", args.tls_ca.take(), &["unixsocket"]);
+    if args.unixsocket.is_some() && args.tls_ca.is_some() {
+        if sources.on_command_line("unixsocket") && sources.on_command_line("tls_ca") {
+            let mut cmd = Args::command();
+            cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--tls-ca is for a name server over TCP: a Unix socket (-u) runs no TLS",
+            )
+            .exit();
+        }
+        // Both from the environment: the socket, without TLS.
+        args.tls_ca = None;
+    }
     args
 }
 
@@ -541,17 +578,27 @@ async fn main() -> ExitCode {
         Ok(ns) => ns,
         Err(e) => {
             let text = rmi_cli::report(&e, None);
-            // The locator's own error may ask already.
-            let ask = if text.contains("is rmi-ns running?") {
-                ""
+            let hint = if matches!(e.cause(), rmi::Error::ConnectFailed(_)) {
+                // It answered, and refused us.
+                "\nhint: the name server refused the connection: check --key (or --key-file) \
+                 and --tls-ca (and --tls-cert) against its settings"
+                    .to_owned()
+            } else if text.contains("pass --host and --port") {
+                // Our own error says what to do.
+                String::new()
             } else {
-                "is rmi-ns running? "
+                // The locator's own error may ask already.
+                let ask = if text.contains("is rmi-ns running?") {
+                    ""
+                } else {
+                    "is rmi-ns running? "
+                };
+                format!(
+                    "\nhint: {ask}Start it with `rmi-ns`, or pass its --host and --port (or -u \
+                     PATH), and --key or --tls-ca if it needs them"
+                )
             };
-            let text = printable_lines(&text);
-            eprintln!(
-                "rmi-nsc: {text}\nhint: {ask}Start it with `rmi-ns`, or pass its --host and \
-                 --port (or -u PATH), and --key or --tls-ca if it needs them"
-            );
+            eprintln!("rmi-nsc: {}{hint}", printable_lines(&text));
             return ExitCode::FAILURE;
         }
     };
