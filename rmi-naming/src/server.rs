@@ -813,8 +813,12 @@ impl NameServerBuilder {
                 ))
             })?;
         daemon.register_with_id(NameServerApiServer::new(server), NAME_SERVER_OBJECT_ID)?;
+        // As Pyro's: the broadcast answers with the address the name server is bound by, not
+        // one advertised for clients beyond address translation (a broadcast reaches only
+        // clients on this side of it, which may have no route to the outside address).
+        let internal = daemon.internal_uri_for(NAME_SERVER_OBJECT_ID);
         let responder = match &self.broadcast {
-            Some((addr, port)) => Some(BroadcastResponder::bind(addr, *port, uri.clone()).await?),
+            Some((addr, port)) => Some(BroadcastResponder::bind(addr, *port, internal).await?),
             None => None,
         };
         let broadcast_addr = responder.as_ref().map(|r| r.local_addr());

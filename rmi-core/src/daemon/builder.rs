@@ -61,6 +61,9 @@ pub struct DaemonBuilder {
     pub(super) grace_period: Duration,
     pub(super) handshake_timeout: Duration,
     pub(super) advertise: Option<(String, Option<u16>)>,
+    /// The host `bind` was given by name: in URIs unless [`advertise`](Self::advertise) says
+    /// otherwise, and in [`Daemon::internal_uri_for`]'s always.
+    named: Option<String>,
     pub(super) max_streams_per_connection: usize,
     pub(super) max_streams: usize,
     pub(super) stream_linger: Duration,
@@ -121,6 +124,7 @@ impl Default for DaemonBuilder {
             grace_period: DEFAULT_GRACE_PERIOD,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             advertise: None,
+            named: None,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
             max_streams: DEFAULT_MAX_STREAMS,
             stream_linger: DEFAULT_STREAM_LINGER,
@@ -366,9 +370,9 @@ impl DaemonBuilder {
             port: addr.port(),
         };
         // The name given is what the URIs carry, unless told otherwise.
-        let this = match name {
-            Some(host) if self.advertise.is_none() => self.advertise(host, None),
-            _ => self,
+        let this = DaemonBuilder {
+            named: name,
+            ..self
         };
         Ok(this.build(Listener::Tcp(listener), location))
     }
@@ -385,6 +389,13 @@ impl DaemonBuilder {
     }
 
     fn build(self, listener: Listener, bound: Location) -> Daemon {
+        let internal = match (&self.named, &bound) {
+            (Some(host), Location::Tcp { port, .. }) => Location::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
+            _ => bound.clone(),
+        };
         let advertised = match (&self.advertise, &bound) {
             (
                 Some((host, port)),
@@ -395,7 +406,7 @@ impl DaemonBuilder {
                 host: host.clone(),
                 port: port.unwrap_or(*bound_port),
             },
-            _ => bound.clone(),
+            _ => internal.clone(),
         };
         if let Location::Tcp { host, .. } = &bound {
             let exposed = host
@@ -434,6 +445,7 @@ impl DaemonBuilder {
         let inner = Arc::new(Inner {
             config: self,
             bound,
+            internal,
             advertised,
             objects: Default::default(),
             shutdown: Default::default(),

@@ -83,7 +83,10 @@ struct Inner {
     config: DaemonBuilder,
     /// Where the listener is bound.
     bound: Location,
-    /// The location put in URIs (the bound one unless advertised otherwise).
+    /// Where clients reach it without address translation: the bound location, with the host
+    /// as `bind` was given it by name, if it was.
+    internal: Location,
+    /// The location put in URIs (the internal one unless advertised otherwise).
     advertised: Location,
     /// Registered objects by id, the daemon object included.
     objects: Objects,
@@ -156,6 +159,16 @@ impl Daemon {
         Uri::Pyro {
             object: id.to_owned(),
             location: self.inner.advertised.clone(),
+        }
+    }
+
+    /// The `PYRO:` URI of object `id` at the address the daemon is bound by, whatever
+    /// [`DaemonBuilder::advertise`] says (Pyro's `uriFor(obj, nat=False)`): for clients on
+    /// this side of the address translation, such as those a LAN broadcast reaches.
+    pub fn internal_uri_for(&self, id: &str) -> Uri {
+        Uri::Pyro {
+            object: id.to_owned(),
+            location: self.inner.internal.clone(),
         }
     }
 
