@@ -241,6 +241,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(header)
     }
 
+    /// The header of the message at the front of the buffer when it was refused for its size
+    /// (over `max_message_size`), read again without that bound: what a reply refusing it
+    /// needs (its sequence number, serializer, flags, correlation id). `None` when the front
+    /// message is no such one.
+    pub fn oversized_header(&self) -> Option<frame::Header> {
+        let protocol = match self.protocol {
+            Some(protocol) => protocol,
+            None => Protocol::detect(&self.buf).ok()?,
+        };
+        match protocol.parse_header(&self.buf, self.max_message_size) {
+            Err(frame::Error::TooLarge { .. }) => protocol.parse_header(&self.buf, usize::MAX).ok(),
+            _ => None,
+        }
+    }
+
     /// The header at the front of the buffer, when its whole message is in.
     fn check(&self) -> Result<frame::Header, frame::Error> {
         let header = self.header()?;

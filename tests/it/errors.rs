@@ -246,6 +246,41 @@ async fn messages_over_max_message_size_fail_that_call_only() {
         err.is_not_executed() && err.to_string().contains("max_message_size"),
         "{err}"
     );
+    // A request too large for the daemon's limit (the proxy's own is the default 64 MiB): the
+    // daemon refuses it from its header and says why, in that call's error, then closes the
+    // connection (the rest of the request is not read); the next call dials again. (Before,
+    // the caller only learned that the daemon closed the connection.)
+    let roomy: rmi::Proxy = rmi::Proxy::builder(uri.clone()).connect().await.unwrap();
+    for ser in [rmi::Serializer::Bincode, rmi::Serializer::Serpent] {
+        let roomy: rmi::Proxy = rmi::Proxy::builder(uri.clone())
+            .serializer(ser)
+            .connect()
+            .await
+            .unwrap();
+        let err = roomy
+            .call::<_, String>("text", &("y".repeat(50_000),))
+            .await
+            .unwrap_err();
+        // (In serpent, Pyro's exception classes: an rmi one arrives as a RuntimeError.)
+        assert!(
+            matches!(&err, Error::Remote(e)
+                if e.message.contains("rmi.MessageTooLarge")
+                    || e.type_name == "rmi.MessageTooLarge"),
+            "{ser:?}: {err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("unread: over its max_message_size (4096 bytes)"),
+            "{ser:?}: {err}"
+        );
+    }
+    let err = roomy
+        .call::<_, String>("text", &("y".repeat(50_000),))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_message_size"), "{err}");
+    let text: String = roomy.call("text", &(10u32,)).await.unwrap();
+    assert_eq!(text.len(), 10, "the next call dials again");
     daemon.shutdown();
 }
 

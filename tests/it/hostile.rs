@@ -115,6 +115,24 @@ async fn invoke_raw_payload(stream: &mut TcpStream, payload: Vec<u8>) -> RemoteE
         .unwrap()
 }
 
+/// The remote error of the exception reply at the start of `answer` (bincode), with its
+/// sequence number; `None` when it is no exception reply.
+fn exception_reply(answer: &[u8]) -> Option<(u16, RemoteError)> {
+    let head = answer.get(..HEADER_SIZE)?;
+    let flags = u16::from_be_bytes([head[8], head[9]]);
+    if flags & FLAGS_EXCEPTION == 0 {
+        return None;
+    }
+    let seq = u16::from_be_bytes([head[10], head[11]]);
+    let data = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize;
+    let ann = u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+    let body = answer.get(HEADER_SIZE + ann..HEADER_SIZE + ann + data)?;
+    Some((
+        seq,
+        Serializer::Bincode.decode(body, &Default::default()).ok()?,
+    ))
+}
+
 /// bincode varint for a u64 that needs all eight bytes.
 fn varint_u64(n: u64) -> Vec<u8> {
     let mut v = vec![253];
@@ -160,17 +178,18 @@ async fn malformed_headers_close_only_their_connection() {
         );
         assert_alive(&mut child, &uri).await;
     }
-    // The same after the handshake: the header check applies to every message.
+    // The same after the handshake: the header check applies to every message. A call is
+    // told why, in an error for its sequence number, before the close.
     let mut stream = connected(&uri).await;
     stream
         .write_all(&header(MessageType::Invoke, u32::MAX))
         .await
         .unwrap();
-    assert!(
-        closed_within(&mut stream, PROMPTLY, "4 GiB after the handshake")
-            .await
-            .is_empty()
-    );
+    let answer = closed_within(&mut stream, PROMPTLY, "4 GiB after the handshake").await;
+    let (seq, err) = exception_reply(&answer).expect("an exception reply");
+    assert_eq!(seq, 1);
+    assert_eq!(err.type_name, "rmi.MessageTooLarge");
+    assert!(err.message.contains("max_message_size"), "{err:?}");
     assert_alive(&mut child, &uri).await;
     assert_eq!(
         bystander.echo(1, 1, "bystander".into()).await.unwrap().2,
@@ -302,7 +321,11 @@ async fn size_boundary_partial_messages_and_wrong_directions() {
         .await
         .unwrap();
         let answer = read_to_close_or(&mut s, Duration::from_secs(2)).await;
-        assert_eq!(!answer.is_empty(), accepted, "{} bytes", 4096 + extra);
+        assert!(!answer.is_empty(), "{} bytes", 4096 + extra);
+        // One byte over: refused from the header, with an error saying so.
+        let refused = exception_reply(&answer)
+            .is_some_and(|(_, e)| e.message.contains("over its max_message_size (4096 bytes)"));
+        assert_eq!(refused, !accepted, "{} bytes", 4096 + extra);
     }
 
     // A partial header, then silence: closed at frame_timeout, not never.

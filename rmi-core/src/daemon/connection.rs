@@ -26,9 +26,9 @@ use super::registration::{Entry, Target};
 use super::signal::Signal;
 use super::{reply_to, streams, Daemon};
 use crate::dispatch::Dispatch;
-use crate::error::Error;
-use crate::protocol::codec::HandshakeData;
-use crate::protocol::frame::{Message, MessageType};
+use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::protocol::codec::{self, HandshakeData};
+use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::transport::outbox::Budget;
 use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
@@ -609,6 +609,8 @@ pub(super) async fn handle_connection(
         // so the timeout never cuts a call or its reply short.
         let is_idle = || slots.available_permits() + 1 == max;
         let mut idle_at_last_wake = is_idle();
+        // The answer to a request refused for its size, sent before the connection closes.
+        let mut refusal = None;
         let req = loop {
             let read = if frame_at_hand && !stopped_now() {
                 // Whole in the buffer (or malformed): the read returns without waiting.
@@ -638,11 +640,19 @@ pub(super) async fn handle_connection(
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "malformed message; closing this connection");
+                    refusal = reader.oversized_header().and_then(|header| {
+                        refuse_oversized(&header, protocol, reader.max_message_size())
+                    });
                     break None;
                 }
             }
         };
-        let Some(req) = req else { break };
+        let Some(req) = req else {
+            if let Some(msg) = refusal {
+                replies.push(slot.reply(msg, &queued));
+            }
+            break;
+        };
         // Authenticated connections: nothing unsigned is ever decoded.
         if let Some(verifier) = verifier.as_mut() {
             if let Err(e) = verifier.verify(&req) {
@@ -786,6 +796,41 @@ pub(super) async fn handle_connection(
             let _ = writer_task.await;
         }
     }
+}
+
+/// The answer to a call refused unread for its size (over `max_message_size`, seen on its
+/// header): an `rmi.MessageTooLarge` error for that call, so its caller learns why rather than
+/// only that the connection closed (it still closes: the rest of the request is not read,
+/// but read off and dropped while the answer goes out). `None` for a oneway call, or a
+/// message that is no call.
+fn refuse_oversized(header: &frame::Header, protocol: Protocol, max: usize) -> Option<Message> {
+    if header.msg_type != MessageType::Invoke || header.flags & frame::FLAGS_ONEWAY != 0 {
+        return None;
+    }
+    let ser = protocol.serializer(header.serializer)?;
+    let err = RemoteError::new(
+        RemoteErrorKind::Other,
+        "rmi.MessageTooLarge",
+        format!(
+            "the daemon refused a request of {} bytes unread: over its max_message_size ({max} \
+             bytes)",
+            header.total_len()
+        ),
+    );
+    let mut req = Message::new(
+        MessageType::Invoke,
+        header.serializer,
+        header.flags,
+        header.seq,
+        bytes::Bytes::new(),
+    );
+    req.corr_id = header.corr_id;
+    Some(reply_to(
+        &req,
+        MessageType::Result,
+        frame::FLAGS_EXCEPTION,
+        codec::encode_error_in(ser, protocol, &err),
+    ))
 }
 
 /// The buffer a closing connection reads unread requests into, to drop them.
