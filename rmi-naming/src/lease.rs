@@ -174,16 +174,15 @@ impl Shared {
                 self.drop_connection();
             }
         }
-        match once().await {
-            Ok(renewed) => renewed.map(drop),
-            Err(_) => {
-                self.drop_connection();
-                Err(Error::Timeout(patience))
-            }
-        }
+        // (A second silence is the caller's to act on: see `after_failure`.)
+        once()
+            .await
+            .unwrap_or(Err(Error::Timeout(patience)))
+            .map(drop)
     }
 
-    /// Closes the connection to the name server, so that the next call dials a new one.
+    /// Closes the holder's connection to the name server (its own: see `lease`), so that the
+    /// next call dials a new one.
     fn drop_connection(&self) {
         self.ns.api().proxy().close();
     }
@@ -419,7 +418,9 @@ impl Shared {
 impl NameServerProxy {
     /// Grants a lease of `ttl` and returns the holder to register names under it (usually
     /// [`DEFAULT_LEASE_TTL`]); a background task keeps it alive every third of `ttl`. Needs a
-    /// tokio runtime.
+    /// tokio runtime. The holder talks to the name server over a connection of its own
+    /// ([`Proxy::detached`](rmi_core::Proxy::detached)), which it closes and dials again when
+    /// a keep-alive goes unanswered for a third of `ttl`.
     ///
     /// A name server without leases (Python's `pyro5-ns` or `python -m Pyro4.naming`, which
     /// answer with an `AttributeError`) is not an error: the holder then registers its names
@@ -427,7 +428,9 @@ impl NameServerProxy {
     /// runs no background task ([`LeasedNames::is_leased`] is false).
     pub async fn lease(&self, ttl: Duration) -> Result<LeasedNames, Error> {
         let shared = Arc::new(Shared {
-            ns: self.clone(),
+            // A connection of its own: the keeper closes it when a keep-alive goes unanswered
+            // (see `renew`), which must not fail the caller's other calls on theirs.
+            ns: NameServerProxy::from_proxy(self.api().proxy().detached()),
             ttl,
             names: tokio::sync::Mutex::new(Names::default()),
             current: parking_lot::Mutex::new(None),

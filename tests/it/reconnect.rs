@@ -441,3 +441,43 @@ async fn a_failing_dial_is_tried_reconnect_attempts_more_times_and_no_more() {
         );
     }
 }
+
+/// `Proxy::detached` is the proxy with its settings on a connection of its own (Pyro's
+/// `_pyroClone`): it dials on its first call, and closing it leaves the original's connection
+/// alone. (The lease keeper relies on it to close a connection that went silent without
+/// failing its caller's other calls.)
+#[tokio::test]
+async fn a_detached_proxy_has_a_connection_of_its_own() {
+    let (daemon, _, greeter) = crate::support::start_daemon().await;
+    let port = match greeter.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("{other:?}"),
+    };
+    let relay = crate::support::Relay::start(port).await;
+    let through = rmi::Uri::tcp(greeter.object().unwrap(), "127.0.0.1", relay.port);
+    let original: rmi::Proxy = rmi::Proxy::builder(through).connect().await.unwrap();
+    let original = original.with_timeout(Duration::from_secs(7));
+    let hi = |p: rmi::Proxy| async move {
+        p.call::<_, String>("welcomeMessage", &("d",))
+            .await
+            .unwrap()
+    };
+    assert_eq!(hi(original.clone()).await, "Hi welcome d");
+    let detached = original.detached();
+    assert_eq!(detached.options().timeout, Some(Duration::from_secs(7)));
+    assert!(
+        detached.connected_uri().is_none(),
+        "it dials on its first call"
+    );
+    assert_eq!(hi(detached.clone()).await, "Hi welcome d");
+    assert_eq!(relay.accepted(), 2, "a connection of its own");
+    detached.close();
+    assert!(original.connected_uri().is_some());
+    assert_eq!(hi(original.clone()).await, "Hi welcome d");
+    assert_eq!(
+        relay.accepted(),
+        2,
+        "the original's connection was left alone"
+    );
+    daemon.shutdown();
+}

@@ -149,6 +149,18 @@ impl Proxy {
         Ok(self.connection().await?.meta.clone())
     }
 
+    /// A proxy with this one's settings (URI, security, limits, per-call options) and a
+    /// connection of its own, dialed on its first call, as Pyro's `_pyroClone`: for work that
+    /// must not share a connection with other callers, so that closing it, or its failing,
+    /// touches nothing else. A proxy made over a stream
+    /// ([`ProxyBuilder::connect_over`]) never dials: its copy has no connection at all.
+    pub fn detached(&self) -> Proxy {
+        Proxy {
+            options: self.options.clone(),
+            ..self.shared.config.clone().build()
+        }
+    }
+
     /// The per-call settings of this proxy.
     pub fn options(&self) -> &CallOptions {
         &self.options
