@@ -35,6 +35,9 @@ use crate::NamingError;
 /// `shared_tags` tables (a version-1 file is upgraded by creating them).
 const SCHEMA_VERSION: i64 = 2;
 
+/// The tables [`SCHEMA`] makes.
+const OWN_TABLES: [&str; 5] = ["names", "tags", "shared", "shared_tags", "leases"];
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY NOT NULL,
@@ -182,9 +185,11 @@ fn open_and_load(path: &Path) -> Result<(Connection, State), NamingError> {
             path.display()
         )));
     }
-    conn.execute_batch(SCHEMA).map_err(err)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(err)?;
+    // The tables and the version that says they are rmi-ns's, in one transaction.
+    conn.execute_batch(&format!(
+        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .map_err(err)?;
     let state = load(&conn).map_err(|e| match e {
         Load::Sql(e) => err(e),
         Load::Bad(why) => NamingError::new(format!("SQLite store {}: {why}", path.display())),
@@ -208,7 +213,9 @@ fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), NamingError> {
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
         .map_err(err)?;
-    if tables.is_empty() {
+    // Only rmi-ns's own tables: one killed as it made them (they and the version are one
+    // transaction now, but files made before that may lack the version).
+    if tables.iter().all(|t| OWN_TABLES.contains(&t.as_str())) {
         return Ok(());
     }
     if tables.iter().any(|t| t == "pyro_names") {

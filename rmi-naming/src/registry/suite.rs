@@ -1301,6 +1301,21 @@ mod sqlite_persistence {
             assert_eq!(std::fs::read(&path).unwrap(), before, "{file} was changed");
             assert!(!dir.path().join(format!("{file}-wal")).exists());
         }
+        // A file with some of rmi-ns's own tables and no version (a first start killed as it
+        // made them, before they went in one transaction with the version) is taken.
+        let path = dir.path().join("half.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE names (name TEXT PRIMARY KEY NOT NULL, uri TEXT NOT NULL, \
+             lease INTEGER) WITHOUT ROWID;",
+        )
+        .unwrap();
+        drop(conn);
+        let r = open(&path).await;
+        r.register("x", uri(1), false, tags(&[]), None)
+            .await
+            .unwrap();
+        drop(r);
         // An empty file is a new store.
         let path = dir.path().join("empty.db");
         std::fs::write(&path, b"").unwrap();
