@@ -283,7 +283,11 @@ async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
     assert_eq!(nsc(&with_cert, &[]), (true, "name server ping ok\n".into()));
     let mut without = base.to_vec();
     without.push("ping");
-    assert!(!nsc(&without, &[]).0);
+    let (ok, out) = nsc(&without, &[]);
+    assert!(
+        !ok && out.contains("hint: the name server refused the connection"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -354,6 +358,12 @@ async fn a_shared_secret_is_required_of_every_client() {
         "{out}"
     );
     assert!(!out.contains("Start it with"), "{out}");
+    // Found on localhost without -n: the same hint.
+    let (ok, out) = nsc(&["-p", &port, "-x", "-k", "wrong", "ping"], &[]);
+    assert!(
+        !ok && out.contains("hint: the name server refused the connection: check --key"),
+        "{out}"
+    );
 
     // And --key-file on rmi-ns's side.
     let (_ns, lines) =

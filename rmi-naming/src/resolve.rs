@@ -116,7 +116,7 @@ struct State {
     kept_count: std::sync::atomic::AtomicU64,
     /// Per name server: the turn to locate it, held by the one lookup locating it, with how
     /// the last locating failed (see [`NamingResolver::on_ns`]).
-    locating: Mutex<HashMap<NsKey, Arc<tokio::sync::Mutex<Option<LocateFailed>>>>>,
+    locating: Mutex<HashMap<NsKey, Arc<LocateTurn>>>,
     /// Per logical URI that last resolved to one URI only: that URI, which a proxy dials while
     /// the next lookup of it is under way ([`Resolve::likely`]).
     likely: Mutex<HashMap<Uri, Uri>>,
@@ -160,39 +160,49 @@ fn make_room<K: Eq + std::hash::Hash + Clone, V>(map: &mut HashMap<K, V>, key: &
 /// A name server as a logical URI names it (`None`: the one the locator finds).
 type NsKey = Option<(String, u16)>;
 
-/// How locating a name server failed, for the lookups that waited for it.
-#[derive(Debug)]
-struct LocateFailed {
-    at: tokio::time::Instant,
-    error: LocateError,
+/// The turn to locate one name server: held by the lookup locating it; the others wait for it
+/// and take its connection or its failure (see [`NamingResolver::locate_once`]).
+#[derive(Debug, Default)]
+struct LocateTurn {
+    /// How the last locating failed, and which attempt that was.
+    failed: tokio::sync::Mutex<Option<(u64, LocateError)>>,
+    /// Attempts made so far: a lookup reads it before it waits, so it takes only a failure
+    /// that came after.
+    attempts: std::sync::atomic::AtomicU64,
 }
 
-/// A locating error, kept to be said again: a naming error (no name server found) and a
-/// timeout stay what they were; anything else is said as a connection that could not be made.
+/// A locating error, kept to be said again to the lookups that waited for it: as it was,
+/// where its variant carries only words (which `Error` does not clone), else as a connection
+/// that could not be made.
 #[derive(Debug)]
 enum LocateError {
     Resolve(String),
+    ConnectFailed(String),
+    UnknownObject(String),
+    Closed(String),
     Timeout(Duration),
     Other(String),
 }
 
-impl LocateFailed {
+impl LocateError {
     fn new(e: &Error) -> Self {
-        let error = match e.cause() {
+        match e.cause() {
             Error::Resolve(m) => LocateError::Resolve(m.clone()),
+            Error::ConnectFailed(m) => LocateError::ConnectFailed(m.clone()),
+            Error::UnknownObject(m) => LocateError::UnknownObject(m.clone()),
+            Error::Closed(m) => LocateError::Closed(m.clone()),
             Error::Timeout(t) => LocateError::Timeout(*t),
             other => LocateError::Other(rmi_core::error::Report(other).to_string()),
-        };
-        LocateFailed {
-            at: tokio::time::Instant::now(),
-            error,
         }
     }
 
     /// The failure again, for a lookup that waited for it.
     fn again(&self) -> Error {
-        match &self.error {
+        match self {
             LocateError::Resolve(m) => Error::Resolve(m.clone()),
+            LocateError::ConnectFailed(m) => Error::ConnectFailed(m.clone()),
+            LocateError::UnknownObject(m) => Error::UnknownObject(m.clone()),
+            LocateError::Closed(m) => Error::Closed(m.clone()),
             LocateError::Timeout(t) => Error::Timeout(*t),
             LocateError::Other(m) => {
                 Error::ConnectionClosed(format!("locating the name server failed: {m}"))
@@ -475,15 +485,19 @@ impl NamingResolver {
             make_room(&mut locating, key, MAX_NAME_SERVERS);
             locating.entry(key.clone()).or_default().clone()
         };
-        let waiting_since = tokio::time::Instant::now();
-        let mut last_failure = turn.lock().await;
+        use std::sync::atomic::Ordering;
+        let seen = turn.attempts.load(Ordering::Acquire);
+        let mut last_failure = turn.failed.lock().await;
         if let Some((_, ns)) = self.state.name_servers.lock().get(key).cloned() {
             return Ok(ns);
         }
-        if let Some(failed) = last_failure.as_ref().filter(|f| f.at >= waiting_since) {
+        // A locating that ended while this lookup waited failed for it too.
+        if let Some((_, failed)) = last_failure.as_ref().filter(|(at, _)| *at > seen) {
             return Err(failed.again());
         }
-        match self.locator_for(key).locate().await {
+        let located = self.locator_for(key).locate().await;
+        let attempt = turn.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        match located {
             Ok(ns) => {
                 *last_failure = None;
                 let id = self
@@ -496,7 +510,7 @@ impl NamingResolver {
                 Ok(ns)
             }
             Err(e) => {
-                *last_failure = Some(LocateFailed::new(&e));
+                *last_failure = Some((attempt, LocateError::new(&e)));
                 Err(e)
             }
         }

@@ -524,7 +524,8 @@ impl NameServerApi for NameServer {
         };
         let with_metadata = flag(return_metadata, false);
         // As Pyro5 (`if prefix and regex`): an empty prefix or regex is no filter; so
-        // `list("", "x")` lists by the regex rather than refuse two filters.
+        // `list("", "x")` lists by the regex rather than refuse two filters. (For every client:
+        // Pyro4 counted any argument not None, and refused it.)
         let prefix = prefix.filter(|p| !p.is_empty());
         let regex = regex.filter(|r| !r.is_empty());
         let given = [

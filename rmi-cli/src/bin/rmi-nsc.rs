@@ -578,8 +578,14 @@ async fn main() -> ExitCode {
         Ok(ns) => ns,
         Err(e) => {
             let text = rmi_cli::report(&e, None);
-            let hint = if matches!(e.cause(), rmi::Error::ConnectFailed(_)) {
-                // It answered, and refused us.
+            // It answered, and refused us (said so directly, or inside the locator's account
+            // of where it looked).
+            let lower = text.to_ascii_lowercase();
+            let refused = matches!(e.cause(), rmi::Error::ConnectFailed(_))
+                || lower.contains("connection refused by daemon")
+                || lower.contains("certificate")
+                || lower.contains("fatal alert");
+            let hint = if refused {
                 "\nhint: the name server refused the connection: check --key (or --key-file) \
                  and --tls-ca (and --tls-cert) against its settings"
                     .to_owned()

@@ -108,6 +108,7 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("stream_lifetime", &self.stream_lifetime)
             .field("idle_timeout", &self.idle_timeout)
             .field("advertise", &self.advertise)
+            .field("named", &self.named)
             .field("validator", &self.validator.is_some())
             .field("shared_secret", &self.secret.is_some())
             .field("tls", &self.serves_tls())

@@ -99,7 +99,9 @@ enum Items {
 /// The calls are encoded as they are added, for the proxy's connection. A batch made before
 /// its proxy connected encodes them for each kind of daemon the proxy may reach (an rmi daemon
 /// in bincode, a Python Pyro5 or Pyro4 one in serpent, unless the proxy's serializer or
-/// protocol is set), and sends the ones the connection takes.
+/// protocol is set), and sends the ones the connection takes: up to three encodings of each
+/// call, held until `send`. For batches of large arguments, connect first (any call does),
+/// or set the serializer and protocol.
 #[derive(Debug)]
 pub struct Batch {
     proxy: Proxy,
@@ -153,12 +155,13 @@ impl Batch {
         }
     }
 
-    /// Number of queued calls.
+    /// Number of calls added (one whose arguments could not be encoded included: `send`
+    /// reports it).
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// True when nothing is queued.
+    /// True when no call was added.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

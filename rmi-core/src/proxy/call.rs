@@ -447,6 +447,8 @@ impl Proxy {
         let mut shapes = Vec::new();
         for protocol in protocols {
             match config.serializer {
+                // Bincode is the same in both protocols: one shape.
+                Some(Serializer::Bincode) if !shapes.is_empty() => {}
                 Some(ser) => shapes.push((ser, protocol)),
                 // A shared secret means bincode (only rmi daemons run its handshake).
                 None if config.secret.is_some() && protocol == Protocol::Pyro5 => {
