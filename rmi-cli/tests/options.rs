@@ -497,6 +497,12 @@ fn inconsistent_flags_are_refused_with_what_to_change() {
         !ok && err.contains("--max-reply-bytes") && err.contains("raise --max-message-size"),
         "{err}"
     );
+    // Bytes where KiB or MiB was meant: refused at start, not every request after.
+    let (ok, err) = run(&["--max-message-size", "8"]);
+    assert!(
+        !ok && err.contains("--max-message-size (8 bytes) is below 4096 bytes"),
+        "{err}"
+    );
     let (ok, err) = run(&["--min-lease-ttl", "2h", "--max-lease-ttl", "1h"]);
     assert!(!ok && err.contains("--min-lease-ttl"), "{err}");
     let (ok, err) = run(&["--min-lease-ttl", "soon"]);

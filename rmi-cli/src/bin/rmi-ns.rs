@@ -14,6 +14,10 @@ use tokio::sync::mpsc;
 /// the shared secret's MAC, encoding overhead).
 const REPLY_HEADROOM: usize = 64 << 10;
 
+/// The smallest `--max-message-size` taken: below it, not even a register of a name and a
+/// URI at their longest fits (a value in bytes where KiB or MiB was meant, say).
+const MIN_MESSAGE_SIZE: usize = 4 << 10;
+
 /// Start the rmi name server.
 #[derive(Debug, Parser)]
 #[command(
@@ -166,6 +170,13 @@ impl Args {
 
     /// The quotas from the flags; an error says which flags disagree.
     fn limits(&self) -> Result<Limits, String> {
+        if self.max_message_size < MIN_MESSAGE_SIZE {
+            return Err(format!(
+                "--max-message-size ({} bytes) is below {MIN_MESSAGE_SIZE} bytes, too small for \
+                 a register of a long name and URI: give a size such as 64KiB or 8MiB",
+                self.max_message_size
+            ));
+        }
         let headroom = REPLY_HEADROOM.min(self.max_message_size / 2);
         let room = (self.max_message_size - headroom).max(1);
         let max_reply_bytes = match self.max_reply_bytes {
