@@ -65,6 +65,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+mod chain;
 pub mod daemon;
 pub mod dispatch;
 pub mod error;

@@ -303,6 +303,11 @@ impl NamingResolver {
     /// [`DEFAULT_LOOKUP_TIMEOUT`]). Past it the connection the lookup used is dropped (it may
     /// have died without a word: the next lookup locates the name server again) and the lookup
     /// fails as with the name server down: the cache answers stale, if it may.
+    ///
+    /// Finding the name server when there is no connection to it yet is the locator's: each
+    /// of its tries (localhost, the broadcast, the address the broadcast gave) is bounded by
+    /// its [`connect_timeout`](NsLocator::connect_timeout), not by this. For a lookup that
+    /// fails fast whatever the cause, give the locator a short `connect_timeout` too.
     pub fn lookup_timeout(mut self, timeout: Duration) -> Self {
         self.lookup_timeout = Some(timeout);
         self

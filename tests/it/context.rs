@@ -406,3 +406,102 @@ async fn a_method_learns_that_its_caller_is_gone() {
     assert_eq!(noted, (false, true));
     daemon.shutdown();
 }
+
+/// Passes a call on to the introspecting object, with the proxy it was given.
+#[rmi::remote]
+pub(crate) trait Relay {
+    /// What `whoami` sees when this method calls it.
+    async fn relay(&self) -> Seen;
+    /// The same, through a proxy that sets a correlation id and a timeout of its own.
+    async fn relay_own(&self) -> Seen;
+}
+
+struct RelayObject(IntrospectProxy);
+
+impl Relay for RelayObject {
+    async fn relay(&self) -> Seen {
+        self.0.whoami().await.unwrap()
+    }
+
+    async fn relay_own(&self) -> Seen {
+        let own = self
+            .0
+            .proxy()
+            .with_correlation_id(rmi::uuid::Uuid::from_u128(7))
+            .with_timeout(Duration::from_secs(3));
+        own.call("whoami", &()).await.unwrap()
+    }
+}
+
+/// A call a method makes carries on the call it serves: its correlation id (so the logs of a
+/// chain of services join up, as with Pyro's `current_context`) and its caller's deadline,
+/// less what has passed (as gRPC's deadlines do: the daemon down the chain stops when the
+/// first caller stops waiting); a proxy's own settings win where shorter or set. (Before, the
+/// call went with a fresh correlation id and no deadline.)
+#[tokio::test]
+async fn a_call_made_inside_a_method_carries_its_callers_correlation_id_and_deadline() {
+    let (daemon, introspect) = introspect().await;
+    let relays = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let relay = relays
+        .register(RelayServer::new(RelayObject(introspect)))
+        .unwrap();
+    tokio::spawn({
+        let d = relays.clone();
+        async move { d.serve().await }
+    });
+    let relay = RelayProxy::connect(&relay).await.unwrap();
+    let id = rmi::uuid::Uuid::from_u128(0x1234);
+    let traced = RelayProxy::from_proxy(
+        relay
+            .proxy()
+            .with_correlation_id(id)
+            .with_timeout(Duration::from_secs(20)),
+    );
+    let seen = traced.relay().await.unwrap();
+    assert_eq!(seen.correlation_id, id.to_string());
+    assert!(seen.has_deadline, "{seen:?}");
+    let left = seen.time_left_ms.unwrap();
+    assert!(left <= 20_000 && left > 0, "{seen:?}");
+    // Without a deadline from the first caller, none further down.
+    let seen = relay.relay().await.unwrap();
+    assert!(!seen.has_deadline, "{seen:?}");
+    assert_ne!(seen.correlation_id, id.to_string());
+    // A proxy's own correlation id, and its timeout when shorter, win.
+    let seen = traced.relay_own().await.unwrap();
+    assert_eq!(
+        seen.correlation_id,
+        rmi::uuid::Uuid::from_u128(7).to_string()
+    );
+    assert!(seen.time_left_ms.unwrap() <= 3_000, "{seen:?}");
+    daemon.shutdown();
+    relays.shutdown();
+}
+
+/// Each call of a batch sees its own method name in its context (not `<batch>`), with the
+/// batch's caller, correlation id and deadline. (Before, every call of a batch saw
+/// `<batch>`, so a method or instance factory that logs or authorises by method name could
+/// not tell them apart.)
+#[tokio::test]
+async fn each_call_of_a_batch_sees_its_own_method_name() {
+    let (daemon, proxy) = introspect().await;
+    let id = rmi::uuid::Uuid::from_u128(0xba7c);
+    let traced = IntrospectProxy::from_proxy(
+        proxy
+            .proxy()
+            .with_correlation_id(id)
+            .with_timeout(Duration::from_secs(20)),
+    );
+    let mut batch = traced.batch();
+    let first = batch.whoami();
+    let marked = batch.mark(false);
+    let second = batch.whoami();
+    let results = batch.send().await.unwrap();
+    for slot in [first, second] {
+        let seen = results.get(&slot).unwrap();
+        assert_eq!(seen.method, "whoami", "{seen:?}");
+        assert_eq!(seen.correlation_id, id.to_string());
+        assert!(seen.has_deadline, "{seen:?}");
+    }
+    assert_eq!(results.get(&marked).unwrap(), None);
+    daemon.shutdown();
+}

@@ -390,6 +390,8 @@ impl DaemonBuilder {
     }
 
     fn build(self, listener: Listener, bound: Location) -> Daemon {
+        // Calls its methods make carry their calls' correlation ids and deadlines on.
+        crate::chain::install(super::context::inherited);
         let internal = match (&self.named, &bound) {
             (Some(host), Location::Tcp { port, .. }) => Location::Tcp {
                 host: host.clone(),

@@ -530,18 +530,22 @@ impl Call {
         let corr = ctx.correlation_id();
         // Looked up for each call: an object removed meanwhile fails the rest of the batch.
         let entry = self.conn.daemon.inner.object(object);
-        match self
+        // Each call sees its own method name (not `<batch>`); the reply annotations it sets
+        // are the batch's.
+        let own = ctx.for_batched(method);
+        let outcome = self
             .dispatch(
                 entry.as_deref(),
                 object,
                 method,
                 args,
-                ctx,
+                &own,
                 corr,
                 Some(percall),
             )
-            .await
-        {
+            .await;
+        own.pass_annotations_to(ctx);
+        match outcome {
             Ok(Outcome::Value(v)) => Ok(Vec::from(v)),
             Ok(Outcome::Pieces(head, tail)) => {
                 let mut v = Vec::from(head);

@@ -70,6 +70,15 @@ pub fn current() -> Option<CallContext> {
     CONTEXT.is_set().then(|| CONTEXT.with(Clone::clone))
 }
 
+/// What a call made now inherits from the remote call being served on this thread, if any:
+/// its correlation id and the time its caller has left (the hook of `crate::chain`, which
+/// proxies ask). Outside a method, one thread-local read.
+pub(crate) fn inherited() -> Option<crate::chain::Inherited> {
+    CONTEXT
+        .is_set()
+        .then(|| CONTEXT.with(|ctx| (ctx.correlation_id(), ctx.time_left())))
+}
+
 pin_project_lite::pin_project! {
     /// A method's future with its call's context installed: see [`CallContext::scope`].
     pub(crate) struct Scoped<'a, F> {
@@ -326,5 +335,33 @@ impl CallContext {
 
     pub(crate) fn take_response_annotations(&self) -> Vec<Annotation> {
         std::mem::take(&mut *self.inner.response.lock())
+    }
+
+    /// The context of one call of the batch this context's call carries: the same caller,
+    /// correlation id, request annotations and deadline, and the call's own method name. The
+    /// reply annotations it sets go into the batch's by [`pass_annotations_to`].
+    ///
+    /// [`pass_annotations_to`]: Self::pass_annotations_to
+    pub(crate) fn for_batched(&self, method: &str) -> CallContext {
+        let batch = &self.inner;
+        CallContext {
+            inner: Arc::new(Inner {
+                conn: batch.conn.clone(),
+                object: batch.object.clone(),
+                method: method.to_owned(),
+                correlation_id: batch.correlation_id,
+                annotations: batch.annotations.clone(),
+                deadline: batch.deadline,
+                oneway: batch.oneway,
+                response: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Moves the reply annotations set in this context (a batched call's) into `batch`'s.
+    pub(crate) fn pass_annotations_to(&self, batch: &CallContext) {
+        for (id, value) in self.take_response_annotations() {
+            batch.set_response_annotation(id, value);
+        }
     }
 }

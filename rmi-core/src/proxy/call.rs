@@ -167,14 +167,18 @@ impl Proxy {
         let dial_failed = AtomicBool::new(false);
         loop {
             dial_failed.store(false, Ordering::Relaxed);
-            let corr = self
-                .options
-                .correlation_id
-                .unwrap_or_else(frame::new_correlation_id);
+            let (corr, timeout) = self.call_settings();
             let span = crate::spans::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
                 let invoke = |wire: &Wire<'_>| {
-                    self.invoke_message(wire, object, method, (args, kwargs), corr, flags)
+                    self.invoke_message(
+                        wire,
+                        object,
+                        method,
+                        (args, kwargs),
+                        (corr, timeout),
+                        flags,
+                    )
                 };
                 // The dial is boxed: inline, its state (connect, TLS, handshake) would make
                 // every call's future about 4 KiB larger, though only a call that dials runs it.
@@ -212,18 +216,14 @@ impl Proxy {
                     self.close_orphan_streams(&conn, orphans);
                 }
                 let reply = match sent {
-                    Some(seq) => conn.reply(seq, self.options.timeout).await?,
+                    Some(seq) => conn.reply(seq, timeout).await?,
                     None => {
                         let msg = match prepared {
                             Some(msg) => msg,
                             None => invoke(&conn.wire())?,
                         };
-                        conn.request(
-                            msg,
-                            self.options.timeout,
-                            self.shared.config.abandoned_timeout,
-                        )
-                        .await?
+                        conn.request(msg, timeout, self.shared.config.abandoned_timeout)
+                            .await?
                     }
                 };
                 Ok((reply, conn.protocol))
@@ -332,15 +332,40 @@ impl Proxy {
         (Some(ahead), None)
     }
 
+    /// The correlation id and timeout of a call made now: the proxy's, unless the call is made
+    /// inside a remote method: then the correlation id of the call it serves (where this proxy
+    /// sets none), and the timeout cut to the time that call's caller has left. A chain of
+    /// calls then shares one id in every process's logs, as with Pyro's `current_context`, and
+    /// one deadline, as with gRPC's: a daemon further down stops when the first caller stops
+    /// waiting.
+    fn call_settings(&self) -> (uuid::Uuid, Option<Duration>) {
+        let options = &self.options;
+        match crate::chain::inherited() {
+            None => (
+                options
+                    .correlation_id
+                    .unwrap_or_else(frame::new_correlation_id),
+                options.timeout,
+            ),
+            Some((corr, left)) => (
+                options.correlation_id.unwrap_or(corr),
+                match (options.timeout, left) {
+                    (Some(own), Some(left)) => Some(own.min(left)),
+                    (own, left) => own.or(left),
+                },
+            ),
+        }
+    }
+
     /// The INVOKE message of a call with `args` (the positional argument tuple and the
-    /// keyword arguments, if any).
+    /// keyword arguments, if any), its correlation id and timeout (sent as its deadline).
     fn invoke_message<A: Serialize, K: Serialize + ?Sized>(
         &self,
         conn: &Wire<'_>,
         object: Option<&str>,
         method: &str,
         (args, kwargs): (&A, Option<&K>),
-        corr: uuid::Uuid,
+        (corr, timeout): (uuid::Uuid, Option<Duration>),
         flags: u16,
     ) -> Result<Message, Error> {
         let (payload, tail) = codec::encode_invoke_payload(
@@ -357,11 +382,7 @@ impl Proxy {
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
         // A deadline means "stop waiting for the reply": oneway calls have none to wait for.
-        if let Some(t) = self
-            .options
-            .timeout
-            .filter(|_| flags & frame::FLAGS_ONEWAY == 0)
-        {
+        if let Some(t) = timeout.filter(|_| flags & frame::FLAGS_ONEWAY == 0) {
             msg.annotations.push((
                 DEADLINE_ANNOTATION,
                 Bytes::copy_from_slice(&deadline_millis(t).to_be_bytes()),
@@ -466,10 +487,7 @@ impl Proxy {
     }
 
     pub(crate) async fn send_batch_oneway<A: Serialize>(&self, args: &A) -> Result<(), Error> {
-        let corr = self
-            .options
-            .correlation_id
-            .unwrap_or_else(frame::new_correlation_id);
+        let (corr, _) = self.call_settings();
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
         self.oneway_on(&conn, None, BATCH_METHOD, args, (corr, flags))
@@ -503,10 +521,7 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<(), Error> {
-        let corr = self
-            .options
-            .correlation_id
-            .unwrap_or_else(frame::new_correlation_id);
+        let (corr, _) = self.call_settings();
         let span = crate::spans::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
         async {
             let conn = self.connection().await.map_err(Error::not_sent)?;
@@ -532,7 +547,7 @@ impl Proxy {
             object,
             method,
             (args, None::<&()>),
-            corr,
+            (corr, None),
             flags,
         )?;
         conn.send_oneway(
