@@ -413,6 +413,45 @@ mod etcd {
         (ns, proxy)
     }
 
+    /// An idle store with a watch open keeps its member: it pings no more often than etcd
+    /// takes (every 5 s at most, and never on a connection with nothing open). (Before, it
+    /// pinged every 2 s even while idle; etcd answered GOAWAY "too_many_pings" after a few,
+    /// and the store marked its healthy member down every few seconds and reopened its
+    /// watch.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_store_keeps_its_member() {
+        let Some(cluster) = EtcdCluster::start(1, "an idle store") else {
+            return;
+        };
+        let options = EtcdOptions {
+            root: "/idle/".into(),
+            ..EtcdOptions::default()
+        };
+        let store = Arc::new(
+            EtcdStore::connect_with(&cluster.endpoints(), Limits::default(), options)
+                .await
+                .unwrap(),
+        );
+        let registry = Registry::new(store.clone(), Limits::default());
+        let mut watch = registry.watch();
+        registry
+            .register("idle", uri(1), false, BTreeSet::new(), None)
+            .await
+            .unwrap();
+        next_change(&mut watch, |_| true).await;
+        let start = Instant::now();
+        let mut down = 0;
+        while start.elapsed() < Duration::from_secs(12) {
+            down += usize::from(store.healthy_endpoints() != cluster.endpoints());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            down, 0,
+            "the member was marked down in {down} samples of 100 ms"
+        );
+        assert_eq!(store.retries(), 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_name_servers_over_one_etcd_share_names_leases_and_watches() {
         let Some(cluster) = EtcdCluster::start(1, "two name servers over one etcd") else {

@@ -524,6 +524,13 @@ impl fmt::Debug for EtcdStore {
     }
 }
 
+/// How often the store's connections to a member ping it (HTTP/2 PING), only while a call or
+/// watch is open. etcd takes a ping at most every 5 s (`--grpc-keepalive-min-time`), and none
+/// on a connection with nothing open: a client that pings more often, or while idle, is sent
+/// GOAWAY "too_many_pings" and cut off after a few. With 2 s while idle, an idle store's
+/// member was marked down every few seconds and its watch reopened.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
 impl EtcdStore {
     /// Connects to the etcd cluster at `endpoints` (`HOST:PORT` each) under the default root,
     /// enforcing `limits`' totals. Fails if no member answers within the retry budget.
@@ -549,8 +556,8 @@ impl EtcdStore {
             };
             let base = ConnectOptions::new()
                 .with_connect_timeout(options.attempt_timeout)
-                .with_keep_alive(Duration::from_secs(2), options.attempt_timeout)
-                .with_keep_alive_while_idle(true);
+                .with_keep_alive(KEEP_ALIVE_INTERVAL, options.attempt_timeout)
+                .with_keep_alive_while_idle(false);
             let refused =
                 |e: etcd_client::Error| NamingError::new(format!("etcd endpoint {endpoint}: {e}"));
             // Channels connect lazily: a member down now is simply tried later.
