@@ -753,8 +753,12 @@ impl EtcdStore {
             if revision == 0 {
                 revision = resp.header().map_or(0, |h| h.revision());
             }
+            // A visitor may match a regex against each name, at up to milliseconds a name:
+            // other tasks get their turn every slice (see `Slicer`).
+            let mut slicer = super::Slicer::default();
             for kv in resp.kvs() {
                 visit(kv)?;
+                slicer.tick().await;
             }
             match resp.kvs().last() {
                 Some(last) if resp.more() => {
