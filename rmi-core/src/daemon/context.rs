@@ -121,6 +121,18 @@ impl<F: std::future::Future> std::future::Future for Scoped<'_, F> {
     }
 }
 
+/// Reply annotation ids the runtime sets or reads itself, which a method may not set.
+const RUNTIME_ANNOTATIONS: [[u8; 4]; 8] = [
+    crate::protocol::names::STREAM_ANNOTATION,
+    crate::protocol::names::BULK_ANNOTATION,
+    crate::protocol::names::MAC_ANNOTATION,
+    *b"CORR",
+    crate::protocol::names::DEADLINE_ANNOTATION,
+    crate::protocol::names::SERIALIZER_ANNOTATION,
+    crate::protocol::names::PAKE_ANNOTATION,
+    crate::protocol::names::PROOF_ANNOTATION,
+];
+
 /// The largest name buffer a finished call's context keeps for the next call's names.
 const KEEP_NAME: usize = 256;
 
@@ -268,7 +280,19 @@ impl CallContext {
     }
 
     /// Adds an annotation to the reply (replacing one with the same id).
+    ///
+    /// The ids the runtime itself puts in replies (`STRM`, `BULK`, `HMAC`, `CORR`, `DDLN`,
+    /// `RMIS`, `PAKE`, `PROF`) are not taken: set, they would stand in for the runtime's (a
+    /// stream's id, a large result's place), so they are left out, with a warning.
     pub fn set_response_annotation(&self, id: [u8; 4], value: impl Into<Bytes>) {
+        if RUNTIME_ANNOTATIONS.contains(&id) {
+            tracing::warn!(
+                id = %String::from_utf8_lossy(&id),
+                method = %self.inner.method,
+                "a method set a reply annotation whose id the runtime uses: left out"
+            );
+            return;
+        }
         let mut response = self.inner.response.lock();
         response.retain(|(k, _)| *k != id);
         response.push((id, value.into()));
