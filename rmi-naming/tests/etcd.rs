@@ -420,19 +420,16 @@ mod etcd {
     /// watch.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_store_keeps_its_member() {
-        let Some(cluster) = EtcdCluster::start(1, "an idle store") else {
+        let defaults = EtcdOptions::default();
+        let Some((cluster, store, registry)) = one_member(
+            "an idle store",
+            defaults.attempt_timeout,
+            defaults.retry_budget,
+        )
+        .await
+        else {
             return;
         };
-        let options = EtcdOptions {
-            root: "/idle/".into(),
-            ..EtcdOptions::default()
-        };
-        let store = Arc::new(
-            EtcdStore::connect_with(&cluster.endpoints(), Limits::default(), options)
-                .await
-                .unwrap(),
-        );
-        let registry = Registry::new(store.clone(), Limits::default());
         let mut watch = registry.watch();
         registry
             .register("idle", uri(1), false, BTreeSet::new(), None)

@@ -619,6 +619,32 @@ async fn a_name_server_behind_a_shared_secret_serves_only_clients_that_prove_it(
     daemon.shutdown();
 }
 
+/// Runs the test `entry` of this binary in a child process (for checks of process-wide state:
+/// the environment, the default resolver) with `var` set and `removed` unset, and checks that
+/// it printed `passed`.
+async fn run_child(entry: &str, var: (&str, String), removed: &[&str], passed: &str) {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--exact", entry, "--nocapture", "--test-threads=1"])
+        .env(var.0, var.1);
+    for name in removed {
+        child.env_remove(name);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.output())
+        .await
+        .expect("the child did not finish")
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains(passed),
+        "the child's checks failed:\n{text}"
+    );
+}
+
 /// Environment variable that turns this test binary into the process of
 /// [`ns_environment_child_entry`]: `ns_port;broadcast_port;name`.
 const ENV_CHILD: &str = "RMI_TEST_NS_ENV_CHILD";
@@ -633,33 +659,19 @@ async fn only_ns_locator_from_env_reads_the_environment() {
     let (daemon, _, greeter) = start_daemon().await;
     let name = format!("env.greeter.{}", rmi::uuid::Uuid::new_v4().simple());
     names.register(&name, &greeter).await.unwrap();
-    let output = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "naming::ns_environment_child_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(ENV_CHILD, format!("{ns_port};{bc_port};{name}"))
-        .env_remove("RMI_NS_HOST")
-        .env_remove("RMI_NS_PORT")
-        .env_remove("RMI_NS_BCADDR")
-        .env_remove("RMI_NS_BCPORT")
-        .env_remove("RMI_DIAL_AHEAD")
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
-        .await
-        .expect("the child did not finish")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && text.contains("NS ENV CHILD PASSED"),
-        "the child's checks failed:\n{text}"
-    );
+    run_child(
+        "naming::ns_environment_child_entry",
+        (ENV_CHILD, format!("{ns_port};{bc_port};{name}")),
+        &[
+            "RMI_NS_HOST",
+            "RMI_NS_PORT",
+            "RMI_NS_BCADDR",
+            "RMI_NS_BCPORT",
+            "RMI_DIAL_AHEAD",
+        ],
+        "NS ENV CHILD PASSED",
+    )
+    .await;
     daemon.shutdown();
 }
 
@@ -755,28 +767,13 @@ async fn a_default_resolver_set_by_the_program_resolves_for_every_proxy() {
     let (daemon, _, greeter) = start_daemon().await;
     let name = format!("default.greeter.{}", rmi::uuid::Uuid::new_v4().simple());
     names.register(&name, &greeter).await.unwrap();
-    let output = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "naming::default_resolver_child_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(RESOLVER_CHILD, format!("{};{name}", tcp_port(ns.uri())))
-        .output();
-    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
-        .await
-        .expect("the child did not finish")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && text.contains("DEFAULT RESOLVER CHILD PASSED"),
-        "the child's checks failed:\n{text}"
-    );
+    run_child(
+        "naming::default_resolver_child_entry",
+        (RESOLVER_CHILD, format!("{};{name}", tcp_port(ns.uri()))),
+        &[],
+        "DEFAULT RESOLVER CHILD PASSED",
+    )
+    .await;
     daemon.shutdown();
 }
 
