@@ -449,6 +449,80 @@ mod etcd {
         assert_eq!(store.retries(), 0);
     }
 
+    /// Watchers that stop reading (a paused `rmi-nsc watch`, a stalled cache's client) do not
+    /// stall the store: what etcd sends them must not sit unread in the HTTP/2 flow-control
+    /// window that every call to that member shares (5 MiB; 2 MiB a stream). Three or four
+    /// stalled watches over 16 KiB entries held it all, and every later registration waited until its
+    /// retry budget ran out. Once read, each watch reports every change: what it stopped
+    /// reading is read again from etcd's history.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watchers_that_stop_reading_do_not_stall_the_store() {
+        let defaults = EtcdOptions::default();
+        let Some((_cluster, _store, registry)) = one_member(
+            "watchers that stop reading",
+            defaults.attempt_timeout,
+            defaults.retry_budget,
+        )
+        .await
+        else {
+            return;
+        };
+        let mut stalled: Vec<Watch> = (0..4).map(|_| registry.watch()).collect();
+        // Each change is about 32 KiB on the wire (the entry and its previous value): 2,000 of
+        // them are 1,024 queued per watcher and 30 MiB more a watcher that etcd would send.
+        let tags: BTreeSet<String> = (0..64)
+            .map(|i| format!("{i:02}{}", "t".repeat(254)))
+            .collect();
+        let registrations = 2000u16;
+        let start = Instant::now();
+        let writers: Vec<_> = (0..8u16)
+            .map(|w| {
+                let registry = registry.clone();
+                let tags = tags.clone();
+                tokio::spawn(async move {
+                    for i in (w..registrations).step_by(8) {
+                        registry
+                            .register(
+                                &format!("big.{}", i % 50),
+                                uri(i),
+                                false,
+                                tags.clone(),
+                                None,
+                            )
+                            .await
+                            .map_err(|e| format!("registration {i}: {e}"))?;
+                    }
+                    Ok::<_, String>(())
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        let took = start.elapsed();
+        // The store still answers at once.
+        assert!(registry.lookup("big.0").await.is_ok());
+        // And each watch reports every one of the 2,000 registrations, once.
+        for (n, watch) in stalled.iter_mut().enumerate() {
+            let mut seen = BTreeSet::new();
+            while seen.len() < usize::from(registrations) {
+                match next_change(watch, |_| true).await {
+                    Change::Registered { entry, .. } => {
+                        assert!(
+                            seen.insert(entry.uri.to_string()),
+                            "watch {n}: {entry:?} twice"
+                        );
+                    }
+                    other => panic!("watch {n}: {other:?} among the registrations"),
+                }
+            }
+        }
+        eprintln!(
+            "{registrations} registrations of 16 KiB entries with four stalled watches took \
+             {took:?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_name_servers_over_one_etcd_share_names_leases_and_watches() {
         let Some(cluster) = EtcdCluster::start(1, "two name servers over one etcd") else {

@@ -38,13 +38,17 @@
 //! [`Change::Expired`] when etcd deleted the name with its lease's record in one revision
 //! without a revoke mark. It starts after the newest revision this store has seen in any
 //! answer (or, before any, the current revision read first) and resumes on another member from
-//! the last revision it delivered + 1 when its stream breaks, so no change is lost or repeated.
+//! the last event it delivered when its stream breaks, so no change is lost or repeated. A
+//! watcher that stops reading has the etcd stream closed once its queue is full, and opened
+//! again from where it was once it has read half of it: what etcd sent meanwhile would
+//! otherwise sit unread in the HTTP/2 flow-control window every call to that member shares.
+//! Answers come in fragments of etcd's request limit.
 //! Starting from the last revision seen, rather than from one read after `watch` returns, means
 //! no change made after the call is missed; a store idle while others write may deliver some
 //! changes from just before the call too. A start revision etcd compacted away is reported as
-//! [`Change::Lagged`]. So is an answer too large to receive (over the client's 4 MiB: a
-//! watcher catching up over large entries), after which the watch goes on from the current
-//! revision. A watch cut off from every member for longer than the retry budget says
+//! [`Change::Lagged`]. So is an answer too large to receive all the same (over the client's
+//! 4 MiB: a cluster whose `--max-request-bytes` is larger), after which the watch goes on from
+//! the current revision. A watch cut off from every member for longer than the retry budget says
 //! `Lagged { missed: 0 }` (a cache it feeds cannot be vouched for), and again once it is back;
 //! so does every watch after a read answered without quorum (its answer may be older than
 //! what the watch goes on from). The watch runs as a task of the current tokio runtime until
@@ -485,7 +489,8 @@ impl Cluster {
                 .with_prefix()
                 .with_start_revision(revision)
                 .with_prev_key()
-                .with_progress_notify();
+                .with_progress_notify()
+                .with_fragment();
             let mut client = member.client.clone();
             let opened = tokio::time::timeout(
                 self.options.attempt_timeout,
@@ -1446,14 +1451,14 @@ async fn watch_loop(
     tx: mpsc::Sender<Change>,
 ) {
     let mut backoff = Duration::from_millis(50);
-    let mut next = if start > 0 {
+    let mut at = Position::at(if start > 0 {
         start + 1
     } else {
         match current_revision(&cluster, &keys, &tx).await {
             Some(revision) => revision + 1,
             None => return,
         }
-    };
+    });
     // Leases whose record was deleted without a revoke mark, by the revision: their names,
     // deleted in that same revision, expired.
     let mut expired: HashMap<i64, i64> = HashMap::new();
@@ -1485,26 +1490,30 @@ async fn watch_loop(
                 return;
             }
         }
-        let Some((member, mut stream)) = cluster.open_watch(&keys.root, next).await else {
+        let Some((member, stream)) = cluster.open_watch(&keys.root, at.revision).await else {
             down.get_or_insert_with(Down::new);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         };
+        // `None` once closed because the watcher stopped reading.
+        let mut stream = Some(stream);
+        // The revision of the last event this stream gave, and how many it gave of it.
+        let mut seen = (0, 0);
         // Whether the stream ended on an answer too large to receive, which every member would
         // send again.
         let mut too_large = false;
-        loop {
+        while let Some(open) = stream.as_mut() {
             let message = tokio::select! {
                 _ = tx.closed() => return,
                 _ = relaxed.changed() => {
                     relaxed.mark_unchanged();
-                    if tx.send(Change::Lagged { missed: 0 }).await.is_err() {
+                    if !deliver(&tx, Change::Lagged { missed: 0 }, &mut stream).await {
                         return;
                     }
                     continue;
                 }
-                m = stream.message() => m,
+                m = open.message() => m,
             };
             let resp = match message {
                 Ok(Some(resp)) => resp,
@@ -1527,12 +1536,13 @@ async fn watch_loop(
             if resp.canceled() {
                 let compacted = resp.compact_revision();
                 if compacted > 0 {
-                    // The history from `next` is gone: say so, and go on from what is left.
-                    let missed = u64::try_from(compacted - next).unwrap_or(0);
-                    if tx.send(Change::Lagged { missed }).await.is_err() {
+                    // The history from `at` is gone: say so, and go on from what is left.
+                    let missed = compacted - at.revision - i64::from(at.done > 0);
+                    let missed = u64::try_from(missed).unwrap_or(0);
+                    if !deliver(&tx, Change::Lagged { missed }, &mut stream).await {
                         return;
                     }
-                    next = compacted;
+                    at = Position::at(compacted);
                 } else {
                     cluster.mark_down(member, &format!("watch canceled: {}", resp.cancel_reason()));
                 }
@@ -1541,7 +1551,7 @@ async fn watch_loop(
             // The watch is back once it answers (etcd's first answer says it was created): not
             // when it opens, since a stream that breaks at once is still down.
             if down.take().is_some_and(|down| down.told)
-                && tx.send(Change::Lagged { missed: 0 }).await.is_err()
+                && !deliver(&tx, Change::Lagged { missed: 0 }, &mut stream).await
             {
                 return;
             }
@@ -1550,21 +1560,40 @@ async fn watch_loop(
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let revision = kv.mod_revision();
-                next = next.max(revision + 1);
+                seen = if seen.0 == revision {
+                    (revision, seen.1 + 1)
+                } else {
+                    (revision, 1)
+                };
+                if !at.pass(revision, seen.1) {
+                    continue;
+                }
                 if let Some(change) = map_event(&keys, event, kv, revision, &mut expired) {
-                    if tx.send(change).await.is_err() {
+                    if !deliver(&tx, change, &mut stream).await {
                         return;
                     }
                 }
             }
         }
+        if stream.is_none() && !too_large {
+            // Closed for a watcher that stopped reading (see `deliver`): once it has read half
+            // its queue, the watch goes on from where it was, from etcd's history. Not at
+            // once: a watcher reading slowly would have the watch opened for every change.
+            let Ok(room) = tx.reserve_many(WATCH_BACKLOG / 2).await else {
+                return;
+            };
+            drop(room);
+            continue;
+        }
         if too_large {
             // etcd sends a revision's events (and a lagging watcher up to a thousand revisions)
-            // in one answer, and the client takes at most 4 MiB: opening the watch again at
-            // `next` would fail the same way, for ever. Say what was missed (at once: how many
-            // is known only if the cluster answers), and go on from now.
+            // in one answer, split in fragments of its request limit (1.5 MiB unless set
+            // otherwise), and the client takes at most 4 MiB: a cluster whose limit is larger
+            // than that may send an answer too large, and would send it again from `at`, for
+            // ever. Say what was missed (at once: how many is known only if the cluster
+            // answers), and go on from now.
             let now = revision_now(&cluster, &keys).await;
-            let missed = now.map_or(0, |now| u64::try_from(now + 1 - next).unwrap_or(0));
+            let missed = now.map_or(0, |now| u64::try_from(now + 1 - at.revision).unwrap_or(0));
             if tx.send(Change::Lagged { missed }).await.is_err() {
                 return;
             }
@@ -1581,7 +1610,9 @@ async fn watch_loop(
                     now
                 }
             };
-            next = next.max(now + 1);
+            if now + 1 > at.revision {
+                at = Position::at(now + 1);
+            }
         }
         down.get_or_insert_with(Down::new);
         // A stream that broke is opened again after a pause: one that breaks at once (a member
@@ -1591,6 +1622,58 @@ async fn watch_loop(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Queues `change` for the watcher; `false` once the watcher is gone.
+///
+/// A watcher whose queue is full (a paused `rmi-nsc watch`, a cache's stalled client) gets it
+/// once it reads, but the etcd stream is closed first: what etcd sent meanwhile would sit
+/// unread in the HTTP/2 flow-control window that every call to that member shares (5 MiB,
+/// 2 MiB a stream), and three such watchers stalled every lookup and registration. The watch
+/// is opened again from where it was once the watcher reads (see [`Position`]).
+async fn deliver(
+    tx: &mpsc::Sender<Change>,
+    change: Change,
+    stream: &mut Option<WatchStream>,
+) -> bool {
+    match tx.try_send(change) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(mpsc::error::TrySendError::Full(change)) => {
+            *stream = None;
+            tx.send(change).await.is_ok()
+        }
+    }
+}
+
+/// Where a watch is in etcd's history: every event of a revision before `revision` was
+/// handled, and the first `done` events of `revision`. etcd gives a revision's events in the
+/// same order each time, so a watch opened again at `revision` passes over those `done`: no
+/// change is lost or repeated, however the stream was cut (a broken stream, a watcher that
+/// stopped reading, an answer cut in fragments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    revision: i64,
+    done: usize,
+}
+
+impl Position {
+    fn at(revision: i64) -> Self {
+        Position { revision, done: 0 }
+    }
+
+    /// Whether the `nth` event (from 1) of `revision` in a stream opened at this position is
+    /// new; if so, the position moves past it.
+    fn pass(&mut self, revision: i64, nth: usize) -> bool {
+        if revision < self.revision || (revision == self.revision && nth <= self.done) {
+            return false;
+        }
+        *self = Position {
+            revision,
+            done: nth,
+        };
+        true
     }
 }
 
@@ -1694,6 +1777,30 @@ fn map_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watch_opened_again_passes_over_the_events_it_delivered() {
+        let mut at = Position::at(10);
+        assert!(!at.pass(9, 1), "before the start");
+        assert!(at.pass(10, 1) && at.pass(10, 2));
+        assert_eq!(
+            at,
+            Position {
+                revision: 10,
+                done: 2
+            }
+        );
+        // Opened again at revision 10: its first two events were delivered, the third not.
+        assert!(!at.pass(10, 1) && !at.pass(10, 2));
+        assert!(at.pass(10, 3) && at.pass(12, 1));
+        assert_eq!(
+            at,
+            Position {
+                revision: 12,
+                done: 1
+            }
+        );
+    }
 
     #[test]
     fn prefix_ends_are_the_next_key_after_the_prefix() {
