@@ -108,6 +108,12 @@ const DELETES_PER_TXN: usize = 64;
 /// Changes a watcher may have queued before the watch waits for it to read.
 const WATCH_BACKLOG: usize = 1024;
 
+/// How far behind the cluster (in revisions) a watch whose watcher stopped reading may be when
+/// the watcher reads again, and still go on from where it was; further behind, it says
+/// `Lagged` and goes on from now. Each reopening reads etcd's history from where it was to the
+/// newest revision: a backlog caught up a queue at a time costs etcd that read again and again.
+const CATCH_UP_REVISIONS: i64 = 16 * WATCH_BACKLOG as i64;
+
 /// How often `set_metadata` tries again when the entry changed under it.
 const CAS_ATTEMPTS: usize = 16;
 
@@ -1498,6 +1504,8 @@ async fn watch_loop(
         };
         // `None` once closed because the watcher stopped reading.
         let mut stream = Some(stream);
+        // The newest revision of the cluster its answers said.
+        let mut latest = 0;
         // The revision of the last event this stream gave, and how many it gave of it.
         let mut seen = (0, 0);
         // Whether the stream ended on an answer too large to receive, which every member would
@@ -1537,8 +1545,7 @@ async fn watch_loop(
                 let compacted = resp.compact_revision();
                 if compacted > 0 {
                     // The history from `at` is gone: say so, and go on from what is left.
-                    let missed = compacted - at.revision - i64::from(at.done > 0);
-                    let missed = u64::try_from(missed).unwrap_or(0);
+                    let missed = u64::try_from(compacted - at.revision).unwrap_or(0);
                     if !deliver(&tx, Change::Lagged { missed }, &mut stream).await {
                         return;
                     }
@@ -1557,6 +1564,7 @@ async fn watch_loop(
             }
             backoff = Duration::from_millis(50);
             cluster.saw(resp.header());
+            latest = latest.max(resp.header().map_or(0, |h| h.revision()));
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 let revision = kv.mod_revision();
@@ -1574,15 +1582,32 @@ async fn watch_loop(
                     }
                 }
             }
+            // etcd cuts an answer between revisions unless it sends it in fragments: after
+            // the last fragment, or an answer that is whole, its last revision is done.
+            if !resp.events().is_empty() && !resp.0.fragment {
+                at.finish_revision();
+            }
         }
-        if stream.is_none() && !too_large {
-            // Closed for a watcher that stopped reading (see `deliver`): once it has read half
-            // its queue, the watch goes on from where it was, from etcd's history. Not at
-            // once: a watcher reading slowly would have the watch opened for every change.
-            let Ok(room) = tx.reserve_many(WATCH_BACKLOG / 2).await else {
+        // Closed at once, whatever comes next: an open stream that is not read holds the
+        // connection's flow-control window.
+        let paused = stream.take().is_none();
+        if paused && !too_large {
+            // Closed for a watcher that stopped reading (see `deliver`): once it has read most
+            // of its queue, the watch goes on from where it was, from etcd's history. Not at
+            // once: a watcher reading slowly would have the watch opened again for every few
+            // changes, and etcd read its history again each time.
+            let Ok(room) = tx.reserve_many(WATCH_BACKLOG - WATCH_BACKLOG / 16).await else {
                 return;
             };
             drop(room);
+            let newest = latest.max(cluster.revision.load(Ordering::Relaxed));
+            if newest - at.revision > CATCH_UP_REVISIONS {
+                let missed = u64::try_from(newest + 1 - at.revision).unwrap_or(0);
+                if tx.send(Change::Lagged { missed }).await.is_err() {
+                    return;
+                }
+                at = Position::at(newest + 1);
+            }
             continue;
         }
         if too_large {
@@ -1661,6 +1686,14 @@ struct Position {
 impl Position {
     fn at(revision: i64) -> Self {
         Position { revision, done: 0 }
+    }
+
+    /// Past every event of its revision (an answer that etcd did not cut in fragments ended
+    /// with it): a watch opened again starts at the next.
+    fn finish_revision(&mut self) {
+        if self.done > 0 {
+            *self = Position::at(self.revision + 1);
+        }
     }
 
     /// Whether the `nth` event (from 1) of `revision` in a stream opened at this position is
@@ -1800,6 +1833,10 @@ mod tests {
                 done: 1
             }
         );
+        at.finish_revision();
+        assert_eq!(at, Position::at(13));
+        at.finish_revision();
+        assert_eq!(at, Position::at(13), "nothing of 13 was seen");
     }
 
     #[test]
