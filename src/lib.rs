@@ -87,6 +87,15 @@ pub use rmi_core::rustls;
 /// its first item returns `Result<RemoteStream<T>, E>` with `#[rmi(raises)]`: an `Ok` streams,
 /// an `Err` is the call's error.
 ///
+/// `#[rmi(property)]` on `async fn verbose(&self) -> T` makes it a property, as a Python
+/// `@property` exposed by Pyro: Python reads it as `proxy.verbose`, and the proxy's
+/// `verbose()` reads it through Pyro's `__getattr__`, from a Python object's property too.
+/// `#[rmi(setter)]` on `async fn set_verbose(&self, value: T)` sets it (`proxy.verbose =
+/// value`, Pyro's `__setattr__`); `#[rmi(setter, name = "…")]` names another property. Both
+/// may raise (`#[rmi(raises)]`); a property is listed in the metadata's `attrs`, not its
+/// methods, cannot be called as a method, and is not batched. A property without a setter is
+/// read only: setting it raises `AttributeError`, as does an unknown one.
+///
 /// `#[remote(server_only)]` generates the contract and `{Trait}Server<T>` only, for objects
 /// whose callers are not Rust proxies (Python's Pyro, or the runtime itself: the daemon's own
 /// `Pyro.Daemon` object is served this way).

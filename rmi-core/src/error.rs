@@ -332,6 +332,16 @@ impl RemoteError {
         e
     }
 
+    /// The error for a property the object does not have, or does not let be set: Pyro's
+    /// words, in Python's `AttributeError`.
+    pub fn unknown_attribute(name: &str) -> Self {
+        Self::new(
+            RemoteErrorKind::Other,
+            "builtins.AttributeError",
+            format!("attempt to access unexposed or unknown remote attribute {name:?}"),
+        )
+    }
+
     /// The error for arguments that do not decode as the method's parameters.
     pub fn bad_arguments(method: &str, reason: impl fmt::Display) -> Self {
         let mut e = Self::new(

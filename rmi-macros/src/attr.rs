@@ -1,5 +1,5 @@
-//! The `#[rmi(...)]` attribute of a method (wire name, `oneway`, `idempotent`, `raises`), and the
-//! attributes carried over to generated items.
+//! The `#[rmi(...)]` attribute of a method (wire name, `oneway`, `idempotent`, `raises`,
+//! `property`, `setter`), and the attributes carried over to generated items.
 
 use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
@@ -20,6 +20,10 @@ pub(crate) struct MethodAttrs<'a> {
     pub(crate) idempotent: bool,
     /// `raises`, at its span: an `Err` of the `Result` is raised as the remote exception.
     pub(crate) raises: Option<Span>,
+    /// `property`, at its span: the method reads a Pyro property (`__getattr__`).
+    pub(crate) property: Option<Span>,
+    /// `setter`, at its span: the method sets a Pyro property (`__setattr__`).
+    pub(crate) setter: Option<Span>,
     /// `#[doc]`, `#[cfg]` and `#[deprecated]`, copied to generated items.
     pub(crate) carried: Vec<&'a Attribute>,
 }
@@ -72,9 +76,13 @@ impl<'a> MethodAttrs<'a> {
             self.idempotent = true;
         } else if meta.path.is_ident("raises") {
             self.raises = Some(flag(meta, "raises")?);
+        } else if meta.path.is_ident("property") {
+            self.property = Some(flag(meta, "property")?);
+        } else if meta.path.is_ident("setter") {
+            self.setter = Some(flag(meta, "setter")?);
         } else {
             return Err(meta.error(
-                "unknown #[rmi] option; expected `name = \"...\"`, `oneway`, `idempotent` or `raises`",
+                "unknown #[rmi] option; expected `name = \"...\"`, `oneway`, `idempotent`, `raises`, `property` or `setter`",
             ));
         }
         Ok(())
@@ -98,7 +106,7 @@ pub(crate) fn hidden_in_cfg_attr(attr: &Attribute) -> Option<&'static str> {
     })
 }
 
-/// A flag option (`oneway`, `idempotent`, `raises`), at its span: one given a value, as in
+/// A flag option (`oneway`, `idempotent`, `raises`, `property`, `setter`), at its span: one given a value, as in
 /// `oneway = true` or `oneway(true)`, is reported as such rather than as a syntax error.
 fn flag(meta: &ParseNestedMeta<'_>, name: &str) -> syn::Result<Span> {
     let span = meta

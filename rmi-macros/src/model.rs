@@ -89,6 +89,29 @@ pub(crate) struct Method<'a> {
     pub(crate) kind: MethodKind<'a>,
     /// `#[rmi(idempotent)]`: safe to retry after a communication failure.
     pub(crate) idempotent: bool,
+    /// A method, or one side of a property.
+    pub(crate) access: Access,
+}
+
+/// What a method is to a Pyro caller: a method, or one side of a property (Python's exposed
+/// `@property`, read and set by the pseudo-methods `__getattr__` and `__setattr__`, and listed
+/// in the metadata's `attrs`, not its `methods`).
+#[derive(Clone, Copy)]
+pub(crate) enum Access {
+    /// A method, called by its wire name.
+    Call,
+    /// `#[rmi(property)]`, spanned at `property`: reads the property named by the wire name.
+    Get(Span),
+    /// `#[rmi(setter)]`, spanned at `setter`: sets the property named by the wire name.
+    Set(Span),
+}
+
+impl Access {
+    /// Whether it sets a property: setters have a namespace of their own (a getter and its
+    /// setter share the property's name), methods and getters share one (a Python object's).
+    pub(crate) fn is_set(self) -> bool {
+        matches!(self, Access::Set(_))
+    }
 }
 
 /// An argument of a remote method.
@@ -164,8 +187,30 @@ impl<'a> Method<'a> {
             }
             (None, _) => (output.clone(), false),
         };
+        let access = match (attrs.property, attrs.setter) {
+            (Some(_), Some(span)) => {
+                let msg = "a method is a property's getter or its setter, not both: write a `set_` method of its own";
+                cx.error(origin, syn::Error::new(span, msg));
+                Access::Call
+            }
+            (Some(span), None) => Access::Get(span),
+            (None, Some(span)) => Access::Set(span),
+            (None, None) => Access::Call,
+        };
         let (wire_name, wire_span) = match &attrs.wire_name {
             Some(lit) => (lit.value(), lit.span()),
+            // `set_verbose` sets `verbose`.
+            None if access.is_set() => {
+                let name = sig.ident.unraw().to_string();
+                match name.strip_prefix("set_").filter(|p| !p.is_empty()) {
+                    Some(property) => (property.to_owned(), sig.ident.span()),
+                    None => {
+                        let msg = "a setter's name says which property it sets: `set_verbose` sets `verbose`; rename it, or name the property with #[rmi(setter, name = \"...\")]";
+                        cx.error(origin, syn::Error::new(sig.ident.span(), msg));
+                        (name, sig.ident.span())
+                    }
+                }
+            }
             // `r#type` is called `type` on the wire, as Python and Pyro spell it.
             None => (sig.ident.unraw().to_string(), sig.ident.span()),
         };
@@ -181,6 +226,7 @@ impl<'a> Method<'a> {
             output,
             kind,
             idempotent: attrs.idempotent,
+            access,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! and report to the same collector (serde's `internals/check.rs`).
 
 use crate::ctxt::{Ctxt, Origin};
-use crate::model::{Method, MethodKind, Service};
+use crate::model::{Access, Method, MethodKind, Service};
 use crate::ty::is_unit;
 use syn::ext::IdentExt;
 
@@ -42,6 +42,7 @@ pub(crate) fn validate(service: &Service<'_>, server_only: bool, cx: &mut Ctxt) 
             check_rust_name(method, cx);
         }
         check_oneway(method, cx);
+        check_access(method, cx);
     }
     check_unique_wire_names(service, cx);
 }
@@ -93,7 +94,46 @@ fn check_oneway(m: &Method<'_>, cx: &mut Ctxt) {
     }
 }
 
-/// Each wire name belongs to one method. A method that already broke a rule is left out, so
+/// A getter takes no argument, a setter one and returns nothing; neither is oneway or a
+/// stream (Pyro reads and sets a property with a plain call).
+fn check_access(m: &Method<'_>, cx: &mut Ctxt) {
+    let (span, what) = match m.access {
+        Access::Call => return,
+        Access::Get(span) => (span, "a property"),
+        Access::Set(span) => (span, "a setter"),
+    };
+    match m.kind {
+        MethodKind::Oneway(_) => {
+            let msg = format!(
+                "{what} cannot be oneway: Pyro reads and sets properties with a plain call"
+            );
+            cx.error(m.origin, syn::Error::new(span, msg));
+        }
+        MethodKind::Stream(_) => {
+            let msg = format!("{what} cannot return a stream: make it a method");
+            cx.error(m.origin, syn::Error::new(span, msg));
+        }
+        MethodKind::Normal => {}
+    }
+    match m.access {
+        Access::Get(_) if !m.args.is_empty() => {
+            let msg = "a property takes no argument besides `&self`: it is read as `proxy.name` in Python";
+            cx.error(m.origin, syn::Error::new(span, msg));
+        }
+        Access::Set(_) if m.args.len() != 1 => {
+            let msg = "a setter takes one argument besides `&self`: the value it sets";
+            cx.error(m.origin, syn::Error::new(span, msg));
+        }
+        Access::Set(_) if !is_unit(&m.reply) => {
+            let msg = "a setter returns nothing (`()`, or `Result<(), E>` with #[rmi(raises)]): Pyro's `__setattr__` answers `None`";
+            cx.error(m.origin, syn::Error::new(span, msg));
+        }
+        _ => {}
+    }
+}
+
+/// Each wire name belongs to one method (a property's getter and setter share one: setters
+/// have a namespace of their own). A method that already broke a rule is left out, so
 /// that it gets no second error for a name it may not keep. Two methods of which one has a
 /// `#[cfg]` may never be compiled in together: the compiler decides, through
 /// `expand::server::conditional_clashes`.
@@ -106,6 +146,7 @@ fn check_unique_wire_names(service: &Service<'_>, cx: &mut Ctxt) {
     for (i, m) in methods.iter().enumerate() {
         if methods[..i].iter().any(|earlier| {
             earlier.wire_name == m.wire_name
+                && earlier.access.is_set() == m.access.is_set()
                 && earlier.cfg_attrs().next().is_none()
                 && m.cfg_attrs().next().is_none()
         }) {

@@ -19,6 +19,7 @@ mod naming;
 mod naming_multi;
 mod naming_store;
 mod oneway;
+mod properties;
 mod pyro4;
 mod pyro_client;
 mod python;

@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::{dial, GreeterServer, GreetingMaker};
 
 /// The venv's python with Pyro4 4.82, serpent and msgpack; `None` after a loud skip.
-fn python() -> Option<&'static PathBuf> {
+pub(crate) fn python() -> Option<&'static PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
     PYTHON
         .get_or_init(|| {

@@ -143,6 +143,16 @@ class InsufficientFunds(Exception):
 
 @pyro.expose
 class Account(object):
+    def __init__(self):
+        self._balance = 10.0
+    @property
+    def balance(self):
+        return self._balance
+    @balance.setter
+    def balance(self, value):
+        if value < 0:
+            raise ValueError("a balance cannot be negative")
+        self._balance = value
     def welcomeMessage(self, name):
         return "Hi welcome " + name
     def add(self, a, b):
@@ -197,6 +207,12 @@ pub(crate) trait Account {
     /// "<greeting>, <name>": a `None` greeting is left out of the call, so Python's default
     /// applies.
     async fn greet(&self, name: String, greeting: Option<String>) -> String;
+    /// The balance: a Python `@property`.
+    #[rmi(property)]
+    async fn balance(&self) -> f64;
+    /// Sets it: `ValueError` when negative.
+    #[rmi(setter)]
+    async fn set_balance(&self, value: f64);
 }
 
 /// Calls the Python `Account` behind `account`, typed and untyped, and checks its exceptions:
@@ -253,6 +269,28 @@ async fn exercise(account: &AccountProxy) {
         }
         other => panic!("expected a ZeroDivisionError, got {other:?}"),
     }
+    // A property, read and set; the setter's exception; the metadata names it.
+    let before = account.balance().await.unwrap();
+    account.set_balance(before + 15.5).await.unwrap();
+    assert_eq!(account.balance().await.unwrap(), before + 15.5);
+    match account.set_balance(-1.0).await {
+        Err(Error::Remote(e)) => {
+            assert_eq!(e.type_name, "builtins.ValueError", "{e:?}");
+            assert_eq!(e.message, "a balance cannot be negative");
+        }
+        other => panic!("expected a ValueError, got {other:?}"),
+    }
+    assert_eq!(account.balance().await.unwrap(), before + 15.5);
+    let meta = account.proxy().metadata().await.unwrap();
+    assert_eq!(meta.attrs, ["balance"], "{meta:?}");
+    let err = proxy
+        .call::<_, f64>("__getattr__", &("_balance",))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Remote(e) if e.type_name == "builtins.AttributeError"),
+        "a private attribute is not remote: {err:?}"
+    );
     // A method the object does not have: Python's own error, and the connection goes on.
     let err = proxy.call::<_, ()>("nope", &[(); 0]).await.unwrap_err();
     assert!(

@@ -4,7 +4,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::{args_tuple, params, Names};
-use crate::model::{Method, MethodKind, Service};
+use crate::model::{Access, Method, MethodKind, Service};
 
 /// The `{Trait}Batch` type.
 pub(super) fn batch_struct(
@@ -34,7 +34,8 @@ pub(super) fn batch_impl(service: &Service<'_>, names: &Names<'_>, p: &TokenStre
     let methods = service
         .methods
         .iter()
-        .filter(|m| !matches!(m.kind, MethodKind::Stream(_)))
+        // (A property is not batched: Pyro's batches call methods only.)
+        .filter(|m| !matches!(m.kind, MethodKind::Stream(_)) && matches!(m.access, Access::Call))
         .map(|m| batch_method(m, p));
     quote! {
         impl #batch {

@@ -124,15 +124,23 @@ fn args_tuple(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     if m.args.is_empty() {
         return quote!(&[(); 0]);
     }
-    let items = m.args.iter().map(|arg| {
+    let items = args_tuple_items(m, p);
+    quote!(&(#(#items,)*))
+}
+
+/// The items of [`args_tuple`]'s tuple.
+fn args_tuple_items<'m>(
+    m: &'m Method<'_>,
+    p: &'m TokenStream,
+) -> impl Iterator<Item = TokenStream> + 'm {
+    m.args.iter().map(move |arg| {
         let ident = arg.ident;
         if is_byte_vec(arg.ty) {
             quote!(#p::ByteArg::from(#ident))
         } else {
             quote!(#ident)
         }
-    });
-    quote!(&(#(#items,)*))
+    })
 }
 
 #[cfg(test)]

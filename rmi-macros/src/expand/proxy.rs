@@ -3,8 +3,8 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{args_tuple, params, Names};
-use crate::model::{Method, MethodKind, Service};
+use super::{args_tuple, args_tuple_items, params, Names};
+use crate::model::{Access, Method, MethodKind, Service};
 use crate::ty::is_byte_vec;
 
 /// The `{Trait}Proxy` type.
@@ -115,6 +115,15 @@ fn proxy_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
         quote!(self.proxy.idempotent())
     } else {
         quote!(self.proxy)
+    };
+    // A property is read and set as Pyro does: `__getattr__(name)`, `__setattr__(name, value)`.
+    let (wire, args) = match m.access {
+        Access::Call => (quote!(#wire), args),
+        Access::Get(_) => (quote!("__getattr__"), quote!(&(#wire,))),
+        Access::Set(_) => {
+            let value = args_tuple_items(m, p);
+            (quote!("__setattr__"), quote!(&(#wire, #(#value,)*)))
+        }
     };
     match &m.kind {
         // A `Vec<u8>` result is read as bytes, in one copy.

@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::ext::IdentExt;
 
 use super::{arg_names, Names};
-use crate::model::{Method, MethodKind, Service};
+use crate::model::{Access, Method, MethodKind, Service};
 use crate::ty::is_byte_vec;
 
 /// The `{Trait}Server<T>` type.
@@ -80,7 +80,12 @@ pub(super) fn dispatch_impl(
     let server = &names.server;
     let contract = names.contract;
     let metadata_pushes = service.methods.iter().map(|m| metadata_push(m, p));
-    let arms = service.methods.iter().map(|m| dispatch_arm(m, names, p));
+    let arms = service
+        .methods
+        .iter()
+        .filter(|m| matches!(m.access, Access::Call))
+        .map(|m| dispatch_arm(m, names, p));
+    let property_arms = property_arms(service, names, p);
     quote! {
         // `deprecated`: a deprecated method is still served; its callers get the warning.
         // `non_snake_case`: a parameter may be named as its Python keyword (`newLevel`).
@@ -93,8 +98,9 @@ pub(super) fn dispatch_impl(
             fn describe() -> #p::Metadata {
                 let mut __methods = #p::std::vec::Vec::new();
                 let mut __oneway = #p::std::vec::Vec::new();
+                let mut __attrs: #p::std::vec::Vec<#p::std::string::String> = #p::std::vec::Vec::new();
                 #(#metadata_pushes)*
-                #p::Metadata { methods: __methods, oneway: __oneway, attrs: #p::std::vec::Vec::new() }
+                #p::Metadata { methods: __methods, oneway: __oneway, attrs: __attrs }
             }
 
             fn dispatch<'__a>(
@@ -105,6 +111,7 @@ pub(super) fn dispatch_impl(
                 #p::std::boxed::Box::pin(async move {
                     match __method {
                         #(#arms)*
+                        #property_arms
                         _ => #p::std::result::Result::Err(#p::RemoteError::unknown_method("", __method)),
                     }
                 })
@@ -113,10 +120,19 @@ pub(super) fn dispatch_impl(
     }
 }
 
-/// Adds the method's wire name to the metadata (and to the oneway list if it is oneway).
+/// Adds the method's wire name to the metadata (and to the oneway list if it is oneway); a
+/// property's name to the attributes, once for its getter and setter.
 fn metadata_push(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let cfgs: Vec<_> = m.cfg_attrs().collect();
     let wire = &m.wire_name;
+    if !matches!(m.access, Access::Call) {
+        return quote! {
+            #(#cfgs)*
+            if !__attrs.iter().any(|__a| __a == #wire) {
+                __attrs.push(#p::std::string::String::from(#wire));
+            }
+        };
+    }
     let oneway = matches!(m.kind, MethodKind::Oneway(_)).then(|| {
         quote! { #(#cfgs)* __oneway.push(#p::std::string::String::from(#wire)); }
     });
@@ -184,13 +200,66 @@ pub(super) fn type_checks(
     }
 }
 
-/// The `match` arm for the method: decode the arguments, call, encode the result.
+/// The arms of Pyro's `__getattr__` and `__setattr__` pseudo-methods, when the trait has
+/// properties: the property's name is their first argument, the value the second.
+fn property_arms(service: &Service<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStream {
+    if service
+        .methods
+        .iter()
+        .all(|m| matches!(m.access, Access::Call))
+    {
+        return TokenStream::new();
+    }
+    let getters = service
+        .methods
+        .iter()
+        .filter(|m| matches!(m.access, Access::Get(_)))
+        .map(|m| dispatch_arm(m, names, p));
+    let setters = service
+        .methods
+        .iter()
+        .filter(|m| m.access.is_set())
+        .map(|m| dispatch_arm(m, names, p));
+    quote! {
+        "__getattr__" => {
+            let (__name,): (#p::std::string::String,) = __args
+                .decode_named(&["name"])
+                .map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+            match __name.as_str() {
+                #(#getters)*
+                _ => #p::std::result::Result::Err(#p::RemoteError::unknown_attribute(&__name)),
+            }
+        }
+        "__setattr__" => {
+            let __name = __args
+                .attribute_name()
+                .map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+            match __name.as_str() {
+                #(#setters)*
+                _ => #p::std::result::Result::Err(#p::RemoteError::unknown_attribute(&__name)),
+            }
+        }
+    }
+}
+
+/// The `match` arm for the method: decode the arguments, call, encode the result. A getter's
+/// arm is matched by the property's name and decodes nothing more; a setter's decodes the
+/// name again before the value (Pyro sends `(name, value)`).
 fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStream {
     let cfgs = m.cfg_attrs();
     let wire = &m.wire_name;
     let ident = m.ident;
     let contract = names.contract;
     let arg_names = arg_names(m);
+    let (lead_ident, lead_type, lead_name) = if m.access.is_set() {
+        (
+            Some(quote!(_,)),
+            Some(quote!(#p::std::string::String,)),
+            Some(quote!("name",)),
+        )
+    } else {
+        (None, None, None)
+    };
     // A `Vec<u8>` argument or result crosses as bytes, in one copy (see `args_tuple`).
     let types = m.args.iter().map(|arg| {
         let ty = arg.ty;
@@ -213,22 +282,29 @@ fn dispatch_arm(m: &Method<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStre
         _ if bytes => quote! { #p::encode_bytes_result(&__args, __result) },
         _ => quote! { #p::encode_result(&__args, &__result) },
     };
-    // A keyword argument `r#match` is `match` to a Python caller.
-    let param_names: Vec<String> = arg_names.iter().map(|i| i.unraw().to_string()).collect();
-    let decode = if arg_names.is_empty() {
+    // A keyword argument `r#match` is `match` to a Python caller; a setter's is `value`.
+    let param_names: Vec<String> = if m.access.is_set() {
+        vec!["value".to_owned()]
+    } else {
+        arg_names.iter().map(|i| i.unraw().to_string()).collect()
+    };
+    let decode = if matches!(m.access, Access::Get(_)) {
+        // (`__getattr__` decoded its one argument, the name.)
+        TokenStream::new()
+    } else if arg_names.is_empty() {
         quote! { __args.decode_named::<[(); 0]>(&[]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?; }
     } else if m.args.iter().any(|arg| is_byte_vec(arg.ty)) {
         // A large `Vec<u8>` that arrived in a buffer of its own is handed over, not copied.
         quote! {
             let mut __args = __args;
-            let (#(#arg_names,)*): (#(#types,)*) =
-                __args.take_named(&[#(#param_names),*]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+            let (#lead_ident #(#arg_names,)*): (#lead_type #(#types,)*) =
+                __args.take_named(&[#lead_name #(#param_names),*]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
             #(#unwrap_bytes)*
         }
     } else {
         quote! {
-            let (#(#arg_names,)*): (#(#types,)*) =
-                __args.decode_named(&[#(#param_names),*]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
+            let (#lead_ident #(#arg_names,)*): (#lead_type #(#types,)*) =
+                __args.decode_named(&[#lead_name #(#param_names),*]).map_err(|__e| #p::RemoteError::bad_arguments(__method, __e))?;
             #(#unwrap_bytes)*
         }
     };
@@ -249,7 +325,9 @@ pub(super) fn conditional_clashes(service: &Service<'_>) -> TokenStream {
     let mut out = TokenStream::new();
     for (i, later) in service.methods.iter().enumerate() {
         for earlier in &service.methods[..i] {
-            if earlier.wire_name != later.wire_name {
+            if earlier.wire_name != later.wire_name
+                || earlier.access.is_set() != later.access.is_set()
+            {
                 continue;
             }
             let predicates = earlier

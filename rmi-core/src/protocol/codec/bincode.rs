@@ -327,6 +327,18 @@ pub(super) fn route<'a>(
     Ok((object, method, at))
 }
 
+/// The string at the start of `args` (the first argument, if a string).
+pub(super) fn leading_str(args: &[u8]) -> Option<&str> {
+    let len = usize::try_from(leading_seq_len(args)?).ok()?;
+    let prefix: usize = match args.first()? {
+        0..=250 => 1,
+        251 => 3,
+        252 => 5,
+        _ => 9,
+    };
+    std::str::from_utf8(args.get(prefix..prefix.checked_add(len)?)?).ok()
+}
+
 /// The varint length prefix at the start of `args` (the first argument's, if a sequence).
 pub(super) fn leading_seq_len(args: &[u8]) -> Option<u64> {
     // bincode's varint: < 251 is the value; 251, 252, 253 announce a u16, u32, u64 (LE).
@@ -375,6 +387,18 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for BoundedRoot<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leading_string_is_read_without_the_rest() {
+        let short = encode(&("verbose", 1.5f64)).unwrap();
+        assert_eq!(leading_str(&short), Some("verbose"));
+        let name = "n".repeat(300);
+        let long = encode(&(name.as_str(), vec![1u8; 10])).unwrap();
+        assert_eq!(leading_str(&long), Some(name.as_str()));
+        assert_eq!(leading_str(&long[..100]), None, "cut short");
+        assert_eq!(leading_str(&[2, 0xff, 0xfe]), None, "not UTF-8");
+        assert_eq!(leading_str(&[]), None);
+    }
 
     #[test]
     fn payloads_from_the_arena_are_each_their_own() {

@@ -274,7 +274,8 @@ pub struct Metadata {
     pub methods: Vec<String>,
     /// Wire names of the oneway methods.
     pub oneway: Vec<String>,
-    /// Exposed attributes (always empty in rmi: traits have methods only).
+    /// Names of the exposed properties (Python's `@property`; in rmi, `#[rmi(property)]` and
+    /// `#[rmi(setter)]` methods), read and set through `__getattr__` and `__setattr__`.
     pub attrs: Vec<String>,
 }
 
@@ -572,6 +573,38 @@ impl Args {
                     self.ser.decode(&self.whole()?, &self.limits)?;
                 let bound = value::bind(vargs, kwargs, names).map_err(|e| Error::Codec(e.0))?;
                 T::deserialize(bound).map_err(|e| Error::Codec(e.0))
+            }
+        }
+    }
+
+    /// The first positional argument as a string, read without decoding the others: the
+    /// property a `__setattr__(name, value)` sets, whose name says how to decode its value.
+    pub fn attribute_name(&self) -> Result<String, Error> {
+        let first = |vargs: &value::Value| match vargs {
+            value::Value::Tuple(items) | value::Value::List(items) => match items.first() {
+                Some(value::Value::Str(name)) => Ok(name.clone()),
+                _ => Err(Error::Codec(
+                    "the first argument must be the attribute's name, a str".into(),
+                )),
+            },
+            _ => Err(Error::Codec(
+                "positional arguments must be a tuple or list".into(),
+            )),
+        };
+        if let Some((vargs, _)) = self.tree.as_deref() {
+            return first(vargs);
+        }
+        match self.ser {
+            Serializer::Bincode => bincode::leading_str(&self.bytes)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    Error::Codec("the first argument must be the attribute's name, a str".into())
+                }),
+            Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
+            Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
+                let (_, _, vargs, _): (IgnoredAny, IgnoredAny, value::Value, IgnoredAny) =
+                    self.ser.decode(&self.whole()?, &self.limits)?;
+                first(&vargs)
             }
         }
     }

@@ -1,0 +1,231 @@
+//! Properties (Pyro's remote attributes): `#[rmi(property)]` and `#[rmi(setter)]` methods are
+//! read and set as a Python `@property` is, through `__getattr__` and `__setattr__`, and
+//! listed in the metadata's `attrs`; by rmi proxies, and by Python Pyro5 and Pyro4 clients
+//! with `proxy.name` and `proxy.name = value`.
+
+use std::sync::Mutex;
+
+use rmi::{Error, RemoteError, RemoteErrorKind};
+
+/// A lamp with properties beside a method.
+#[rmi::remote]
+pub(crate) trait Lamp {
+    /// Whether it is on.
+    #[rmi(property)]
+    async fn on(&self) -> bool;
+    /// Turns it on or off.
+    #[rmi(setter)]
+    async fn set_on(&self, on: bool);
+    /// Its brightness, 0 to 100 (Python's name: `brightnessLevel`).
+    #[rmi(property, name = "brightnessLevel")]
+    async fn brightness(&self) -> u8;
+    /// Sets the brightness; over 100 raises `ValueError`.
+    #[rmi(setter, name = "brightnessLevel", raises)]
+    async fn dim(&self, level: u8) -> Result<(), RemoteError>;
+    /// Its serial number: read only.
+    #[rmi(property)]
+    async fn serial(&self) -> Vec<u8>;
+    /// Turns it over; returns whether it is on now.
+    async fn toggle(&self) -> bool;
+}
+
+struct Bulb(Mutex<(bool, u8)>);
+
+impl Lamp for Bulb {
+    async fn on(&self) -> bool {
+        self.0.lock().unwrap().0
+    }
+    async fn set_on(&self, on: bool) {
+        self.0.lock().unwrap().0 = on;
+    }
+    async fn brightness(&self) -> u8 {
+        self.0.lock().unwrap().1
+    }
+    async fn dim(&self, level: u8) -> Result<(), RemoteError> {
+        if level > 100 {
+            return Err(RemoteError::new(
+                RemoteErrorKind::Other,
+                "builtins.ValueError",
+                format!("brightness {level} is over 100"),
+            ));
+        }
+        self.0.lock().unwrap().1 = level;
+        Ok(())
+    }
+    async fn serial(&self) -> Vec<u8> {
+        b"L-1\x00\xff".to_vec()
+    }
+    async fn toggle(&self) -> bool {
+        let mut state = self.0.lock().unwrap();
+        state.0 = !state.0;
+        state.0
+    }
+}
+
+/// A daemon serving a lamp (off, at 50) as `lab.lamp`.
+async fn lamp_daemon() -> (rmi::Daemon, rmi::Uri) {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_with_id(LampServer::new(Bulb(Mutex::new((false, 50)))), "lab.lamp")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    (daemon, uri)
+}
+
+fn attribute_error(err: &Error) -> bool {
+    matches!(err, Error::Remote(e) if e.type_name == "builtins.AttributeError"
+        && e.message.contains("unexposed or unknown remote attribute"))
+}
+
+#[tokio::test]
+async fn a_rust_proxy_reads_and_sets_properties() {
+    let (daemon, uri) = lamp_daemon().await;
+    let lamp = LampProxy::connect(&uri).await.unwrap();
+    assert!(!lamp.on().await.unwrap());
+    lamp.set_on(true).await.unwrap();
+    assert!(lamp.on().await.unwrap());
+    assert!(
+        !lamp.toggle().await.unwrap(),
+        "the method sees what the setter set"
+    );
+    lamp.dim(80).await.unwrap();
+    assert_eq!(lamp.brightness().await.unwrap(), 80);
+    match lamp.dim(101).await {
+        Err(Error::Remote(e)) => {
+            assert_eq!(e.type_name, "builtins.ValueError");
+            assert_eq!(e.message, "brightness 101 is over 100");
+        }
+        other => panic!("expected a ValueError, got {other:?}"),
+    }
+    assert_eq!(lamp.brightness().await.unwrap(), 80);
+    assert_eq!(lamp.serial().await.unwrap(), b"L-1\x00\xff");
+
+    // The metadata lists properties apart from methods.
+    let meta = lamp.proxy().metadata().await.unwrap();
+    let mut attrs = meta.attrs.clone();
+    attrs.sort();
+    assert_eq!(attrs, ["brightnessLevel", "on", "serial"]);
+    assert!(meta.methods.contains(&"toggle".to_owned()), "{meta:?}");
+    assert!(
+        !meta.methods.iter().any(|m| attrs.contains(m)),
+        "a property is not a method: {meta:?}"
+    );
+
+    // What Pyro refuses, refused the same way; the connection goes on.
+    let proxy = lamp.proxy();
+    let err = proxy
+        .call::<_, bool>("__getattr__", &("nope",))
+        .await
+        .unwrap_err();
+    assert!(attribute_error(&err), "{err:?}");
+    let err = proxy
+        .call::<_, ()>("__setattr__", &("serial", b"x".to_vec()))
+        .await
+        .unwrap_err();
+    assert!(attribute_error(&err), "a read-only property: {err:?}");
+    let err = proxy
+        .call::<_, ()>("__setattr__", &("on", "yes"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::BadArguments(e) if e.type_name == "builtins.TypeError"),
+        "a value of the wrong type: {err:?}"
+    );
+    let err = proxy.call::<_, bool>("on", &[(); 0]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownMethod { method, .. } if method == "on"),
+        "a property is not called as a method: {err:?}"
+    );
+    assert_eq!(lamp.brightness().await.unwrap(), 80);
+
+    // The blocking proxy too.
+    let blocking = tokio::task::spawn_blocking({
+        let uri = uri.clone();
+        move || {
+            let lamp = LampBlockingProxy::connect(&uri).unwrap();
+            lamp.dim(7).unwrap();
+            lamp.brightness().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(blocking, 7);
+    daemon.shutdown();
+}
+
+/// Python's own spelling: `lamp.on`, `lamp.on = True`, `lamp.brightnessLevel = 101`.
+const PYTHON_LAMP: &str = r#"
+import sys
+pyro = sys.argv[2]
+if pyro == "5":
+    import Pyro5.api as api
+else:
+    import Pyro4 as api
+# (Pyro's own json and marshal serializers cannot send `__setattr__`: its kwargs are None.)
+serializers = ("serpent", "msgpack")
+for serializer in serializers:
+    if pyro == "5":
+        api.config.SERIALIZER = serializer
+    else:
+        api.config.SERIALIZER = serializer
+        api.config.SERIALIZERS_ACCEPTED.add(serializer)
+    with api.Proxy(sys.argv[1]) as lamp:
+        lamp.on = False
+        lamp.brightnessLevel = 50
+        before = (lamp.on, lamp.brightnessLevel)
+        lamp.on = True
+        lamp.brightnessLevel = 80
+        after = (lamp.on, lamp.brightnessLevel, lamp.toggle(), lamp.on)
+        try:
+            lamp.brightnessLevel = 101
+            over = "set"
+        except ValueError as e:
+            over = "ValueError: %s" % e
+        try:
+            lamp.nope
+            local = "read"
+        except AttributeError:
+            local = "AttributeError"
+        print(serializer, before, after, over, local, sorted(lamp._pyroAttrs), "toggle" in lamp._pyroMethods)
+"#;
+
+async fn python_client(python: &'static std::path::Path, pyro: &'static str) {
+    let (daemon, uri) = lamp_daemon().await;
+    let uri = uri.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::python::run_python(&python.to_path_buf(), PYTHON_LAMP, &[&uri, pyro])
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for line in lines {
+        assert!(
+            line.ends_with(
+                "(False, 50) (True, 80, False, False) ValueError: brightness 101 is over 100 \
+                 AttributeError ['brightnessLevel', 'on', 'serial'] True"
+            ),
+            "{line}"
+        );
+    }
+    daemon.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_pyro5_client_reads_and_sets_rust_properties() {
+    let Some(python) = crate::python::python() else {
+        return;
+    };
+    python_client(python, "5").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_pyro4_client_reads_and_sets_rust_properties() {
+    let Some(python) = crate::pyro4::python() else {
+        return;
+    };
+    python_client(python, "4").await;
+}
