@@ -96,6 +96,11 @@ pub use rmi_core::rustls;
 /// methods, cannot be called as a method, and is not batched. A property without a setter is
 /// read only: setting it raises `AttributeError`, as does an unknown one.
 ///
+/// Wire names starting with `_` are refused, but for Python's special methods that Pyro 5
+/// exposes and its proxy calls for `len(proxy)`, `proxy[i]`, `proxy[i] = v`, `del proxy[i]`
+/// and `for x in proxy`: `#[rmi(name = "__len__")]`, `"__getitem__"`, `"__setitem__"`,
+/// `"__delitem__"`, `"__iter__"` and the like (not the private ones, such as `__init__`).
+///
 /// `#[remote(server_only)]` generates the contract and `{Trait}Server<T>` only, for objects
 /// whose callers are not Rust proxies (Python's Pyro, or the runtime itself: the daemon's own
 /// `Pyro.Daemon` object is served this way).

@@ -55,7 +55,7 @@ fn check_wire_name(m: &Method<'_>, cx: &mut Ctxt) {
             m.origin,
             syn::Error::new(
                 m.wire_span,
-                format!("the wire name {wire_name:?} is reserved by the runtime (names starting with `_`, `<batch>`, `__getattr__`, `__setattr__`)"),
+                format!("the wire name {wire_name:?} is reserved by the runtime (names starting with `_` but Python's special methods such as `__len__`, the private ones such as `__init__`, `<batch>`, `__getattr__`, `__setattr__`)"),
             ),
         );
     }
@@ -164,9 +164,63 @@ fn check_unique_wire_names(service: &Service<'_>, cx: &mut Ctxt) {
     }
 }
 
-/// Names starting with `_`, and the names of Pyro's batch call and attribute access.
+/// Python's special methods that Pyro never exposes (its `_private_dunder_methods`, Pyro 4's
+/// and 5's together): the object's own machinery, not something a caller may reach.
+const PRIVATE_DUNDERS: &[&str] = &[
+    "__init__",
+    "__init_subclass__",
+    "__class__",
+    "__module__",
+    "__weakref__",
+    "__call__",
+    "__new__",
+    "__del__",
+    "__repr__",
+    "__unicode__",
+    "__str__",
+    "__format__",
+    "__nonzero__",
+    "__bool__",
+    "__coerce__",
+    "__cmp__",
+    "__eq__",
+    "__ne__",
+    "__hash__",
+    "__ge__",
+    "__gt__",
+    "__le__",
+    "__lt__",
+    "__dir__",
+    "__enter__",
+    "__exit__",
+    "__copy__",
+    "__deepcopy__",
+    "__sizeof__",
+    "__getattr__",
+    "__setattr__",
+    "__hasattr__",
+    "__getattribute__",
+    "__delattr__",
+    "__instancecheck__",
+    "__subclasscheck__",
+    "__getinitargs__",
+    "__getnewargs__",
+    "__getstate__",
+    "__setstate__",
+    "__reduce__",
+    "__reduce_ex__",
+    "__subclasshook__",
+];
+
+/// Names starting with `_` (private to Python and Pyro), and the names of Pyro's batch call
+/// and attribute access. A special method's name (`__len__`, `__getitem__`, `__iter__`…) is
+/// not: Pyro 5 exposes those, and its proxy sends `len(proxy)`, `proxy[i]`, `proxy[i] = v`,
+/// `del proxy[i]` and `for x in proxy` to them; the private ones are.
 fn is_reserved_wire_name(name: &str) -> bool {
-    RESERVED_WIRE_NAMES.contains(&name) || name.starts_with('_')
+    let dunder = name.len() > 4 && name.starts_with("__") && name.ends_with("__");
+    RESERVED_WIRE_NAMES.contains(&name)
+        || PRIVATE_DUNDERS.contains(&name)
+        || (name.starts_with('_') && !dunder)
 }
 
 #[cfg(test)]
@@ -181,10 +235,22 @@ mod tests {
             "__setattr__",
             "_private",
             "__init__",
+            "__eq__",
+            "__x",
+            "____",
+            "_x__",
         ] {
             assert!(is_reserved_wire_name(name), "{name}");
         }
-        for name in ["batch", "getattr", "welcomeMessage", "a_b_"] {
+        for name in [
+            "batch",
+            "getattr",
+            "welcomeMessage",
+            "a_b_",
+            "__len__",
+            "__getitem__",
+            "__iter__",
+        ] {
             assert!(!is_reserved_wire_name(name), "{name}");
         }
     }

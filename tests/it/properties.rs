@@ -1,11 +1,12 @@
 //! Properties (Pyro's remote attributes): `#[rmi(property)]` and `#[rmi(setter)]` methods are
 //! read and set as a Python `@property` is, through `__getattr__` and `__setattr__`, and
 //! listed in the metadata's `attrs`; by rmi proxies, and by Python Pyro5 and Pyro4 clients
-//! with `proxy.name` and `proxy.name = value`.
+//! with `proxy.name` and `proxy.name = value`. And Python's special methods (`__len__`,
+//! `__getitem__`…), which Pyro 5's proxy sends `len(proxy)`, `proxy[i]` and the like to.
 
 use std::sync::Mutex;
 
-use rmi::{Error, RemoteError, RemoteErrorKind};
+use rmi::{Error, RemoteError, RemoteErrorKind, RemoteStream};
 
 /// A lamp with properties beside a method.
 #[rmi::remote]
@@ -228,4 +229,137 @@ async fn a_python_pyro4_client_reads_and_sets_rust_properties() {
         return;
     };
     python_client(python, "4").await;
+}
+
+/// A list of strings behind Python's container protocol.
+#[rmi::remote]
+pub(crate) trait Shelf {
+    /// `len(shelf)`.
+    #[rmi(name = "__len__")]
+    async fn len(&self) -> usize;
+    /// `shelf[i]` (negative from the end); `IndexError` out of range.
+    #[rmi(name = "__getitem__", raises)]
+    async fn get(&self, index: i64) -> Result<String, RemoteError>;
+    /// `shelf[i] = value`.
+    #[rmi(name = "__setitem__", raises)]
+    async fn put(&self, index: i64, value: String) -> Result<(), RemoteError>;
+    /// `del shelf[i]`.
+    #[rmi(name = "__delitem__", raises)]
+    async fn remove(&self, index: i64) -> Result<(), RemoteError>;
+    /// `for x in shelf`.
+    #[rmi(name = "__iter__")]
+    async fn items(&self) -> RemoteStream<String>;
+}
+
+struct Books(Mutex<Vec<String>>);
+
+impl Books {
+    /// The position `index` names, as Python reads it; `IndexError` out of range.
+    fn at(&self, index: i64) -> Result<usize, Box<RemoteError>> {
+        let len = self.0.lock().unwrap().len() as i64;
+        let at = if index < 0 { len + index } else { index };
+        if (0..len).contains(&at) {
+            Ok(at as usize)
+        } else {
+            Err(Box::new(RemoteError::new(
+                RemoteErrorKind::Other,
+                "builtins.IndexError",
+                "list index out of range",
+            )))
+        }
+    }
+}
+
+impl Shelf for Books {
+    async fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    async fn get(&self, index: i64) -> Result<String, RemoteError> {
+        let at = self.at(index).map_err(|e| *e)?;
+        Ok(self.0.lock().unwrap()[at].clone())
+    }
+    async fn put(&self, index: i64, value: String) -> Result<(), RemoteError> {
+        let at = self.at(index).map_err(|e| *e)?;
+        self.0.lock().unwrap()[at] = value;
+        Ok(())
+    }
+    async fn remove(&self, index: i64) -> Result<(), RemoteError> {
+        let at = self.at(index).map_err(|e| *e)?;
+        self.0.lock().unwrap().remove(at);
+        Ok(())
+    }
+    async fn items(&self) -> RemoteStream<String> {
+        RemoteStream::iter(self.0.lock().unwrap().clone())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_s_container_protocol_reaches_rust_special_methods() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let shelves: Vec<String> = ["serpent", "msgpack", "rust"]
+        .iter()
+        .map(|serializer| {
+            let books = ["a", "b", "c"].map(String::from).to_vec();
+            let object = ShelfServer::new(Books(Mutex::new(books)));
+            let id = format!("lab.shelf.{serializer}");
+            daemon.register_with_id(object, &id).unwrap().to_string()
+        })
+        .collect();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    // From Rust, they are methods like any other.
+    let shelf = ShelfProxy::connect(shelves[2].as_str()).await.unwrap();
+    assert_eq!(shelf.len().await.unwrap(), 3);
+    assert_eq!(shelf.get(-1).await.unwrap(), "c");
+    shelf.remove(0).await.unwrap();
+    use futures_util::StreamExt;
+    let items: Vec<String> = shelf
+        .items()
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(items, ["b", "c"]);
+    let Some(python) = crate::python::python() else {
+        return;
+    };
+    const CALLER: &str = r#"
+import sys
+import Pyro5.api
+for serializer, uri in zip(("serpent", "msgpack"), sys.argv[1:]):
+    Pyro5.config.SERIALIZER = serializer
+    with Pyro5.api.Proxy(uri) as shelf:
+        first = (len(shelf), shelf[0], shelf[-1], list(shelf))
+        shelf[1] = "b2"
+        del shelf[0]
+        second = (len(shelf), list(shelf), "b2" in shelf, [x for x in shelf])
+        try:
+            shelf[10]
+            third = "found"
+        except IndexError as e:
+            third = "IndexError: %s" % e
+        print(serializer, first, second, third)
+"#;
+    let args = shelves.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::python::run_python(python, CALLER, &[&args[0], &args[1]])
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for (line, serializer) in lines.iter().zip(["serpent", "msgpack"]) {
+        assert_eq!(
+            *line,
+            format!(
+                "{serializer} (3, 'a', 'c', ['a', 'b', 'c']) (2, ['b2', 'c'], True, ['b2', 'c']) \
+                 IndexError: list index out of range"
+            ),
+            "{out}"
+        );
+    }
+    daemon.shutdown();
 }
