@@ -338,7 +338,7 @@ impl RemoteError {
         Self::new(
             RemoteErrorKind::Other,
             "builtins.AttributeError",
-            format!("attempt to access unexposed or unknown remote attribute {name:?}"),
+            format!("attempt to access unexposed or unknown remote attribute '{name}'"),
         )
     }
 

@@ -107,10 +107,19 @@ pub(crate) enum Access {
 }
 
 impl Access {
-    /// Whether it sets a property: setters have a namespace of their own (a getter and its
-    /// setter share the property's name), methods and getters share one (a Python object's).
+    /// Whether it sets a property.
     pub(crate) fn is_set(self) -> bool {
         matches!(self, Access::Set(_))
+    }
+
+    /// Whether two methods with one wire name collide: only a property's getter and its
+    /// setter share a name. (A name is a method or a property to a Python proxy, which asks
+    /// its `attrs` first: a method named as a property is out of its reach.)
+    pub(crate) fn clashes_with(self, other: Access) -> bool {
+        !matches!(
+            (self, other),
+            (Access::Get(_), Access::Set(_)) | (Access::Set(_), Access::Get(_))
+        )
     }
 }
 

@@ -132,8 +132,7 @@ fn check_access(m: &Method<'_>, cx: &mut Ctxt) {
     }
 }
 
-/// Each wire name belongs to one method (a property's getter and setter share one: setters
-/// have a namespace of their own). A method that already broke a rule is left out, so
+/// Each wire name belongs to one method (but a property's getter and setter share one). A method that already broke a rule is left out, so
 /// that it gets no second error for a name it may not keep. Two methods of which one has a
 /// `#[cfg]` may never be compiled in together: the compiler decides, through
 /// `expand::server::conditional_clashes`.
@@ -146,7 +145,7 @@ fn check_unique_wire_names(service: &Service<'_>, cx: &mut Ctxt) {
     for (i, m) in methods.iter().enumerate() {
         if methods[..i].iter().any(|earlier| {
             earlier.wire_name == m.wire_name
-                && earlier.access.is_set() == m.access.is_set()
+                && earlier.access.clashes_with(m.access)
                 && earlier.cfg_attrs().next().is_none()
                 && m.cfg_attrs().next().is_none()
         }) {

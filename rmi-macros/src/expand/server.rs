@@ -200,16 +200,10 @@ pub(super) fn type_checks(
     }
 }
 
-/// The arms of Pyro's `__getattr__` and `__setattr__` pseudo-methods, when the trait has
-/// properties: the property's name is their first argument, the value the second.
+/// The arms of Pyro's `__getattr__` and `__setattr__` pseudo-methods: the property's name is
+/// their first argument, the value the second. (An object without properties answers them
+/// too, with Pyro's `AttributeError`, not as an unknown method.)
 fn property_arms(service: &Service<'_>, names: &Names<'_>, p: &TokenStream) -> TokenStream {
-    if service
-        .methods
-        .iter()
-        .all(|m| matches!(m.access, Access::Call))
-    {
-        return TokenStream::new();
-    }
     let getters = service
         .methods
         .iter()
@@ -325,9 +319,7 @@ pub(super) fn conditional_clashes(service: &Service<'_>) -> TokenStream {
     let mut out = TokenStream::new();
     for (i, later) in service.methods.iter().enumerate() {
         for earlier in &service.methods[..i] {
-            if earlier.wire_name != later.wire_name
-                || earlier.access.is_set() != later.access.is_set()
-            {
+            if earlier.wire_name != later.wire_name || !earlier.access.clashes_with(later.access) {
                 continue;
             }
             let predicates = earlier

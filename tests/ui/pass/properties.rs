@@ -1,5 +1,5 @@
 //! Properties: a getter, its setter (named after it, or by `name`), a getter alone, a setter
-//! that raises, a `Vec<u8>` property; and a method may share a setter's name.
+//! that raises, a `Vec<u8>` property, a property under `#[cfg]`.
 
 use std::sync::Mutex;
 
@@ -22,6 +22,14 @@ pub trait Lamp {
     async fn serial(&self) -> Vec<u8>;
     /// A method beside them.
     async fn toggle(&self) -> bool;
+    /// A property for one platform only.
+    #[cfg(unix)]
+    #[rmi(property)]
+    async fn socket(&self) -> String;
+    /// Its setter.
+    #[cfg(unix)]
+    #[rmi(setter)]
+    async fn set_socket(&self, path: String);
 }
 
 struct Bulb(Mutex<(bool, u8)>);
@@ -55,6 +63,12 @@ impl Lamp for Bulb {
         state.0 = !state.0;
         state.0
     }
+    #[cfg(unix)]
+    async fn socket(&self) -> String {
+        String::new()
+    }
+    #[cfg(unix)]
+    async fn set_socket(&self, _path: String) {}
 }
 
 fn main() {

@@ -487,6 +487,33 @@ impl Apart {
     }
 }
 
+/// The first element of a sequence, a string; the others are skipped (see
+/// [`Args::attribute_name`]).
+struct LeadingStr(String);
+
+impl<'de> Deserialize<'de> for LeadingStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Leading;
+        impl<'de> serde::de::Visitor<'de> for Leading {
+            type Value = LeadingStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("positional arguments starting with the attribute's name, a str")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<LeadingStr, A::Error> {
+                let name: String = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(0, &self))?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(LeadingStr(name))
+            }
+        }
+        d.deserialize_seq(Leading)
+    }
+}
+
 /// One call of a batch in Pyro's format (`[method, [args...], {kwargs}]`).
 #[derive(Debug, Clone)]
 pub struct BatchCall {
@@ -602,9 +629,10 @@ impl Args {
                 }),
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
-                let (_, _, vargs, _): (IgnoredAny, IgnoredAny, value::Value, IgnoredAny) =
+                // (The value is skipped, not read into a tree: it is decoded next, as its type.)
+                let (_, _, LeadingStr(name), _): (IgnoredAny, IgnoredAny, LeadingStr, IgnoredAny) =
                     self.ser.decode(&self.whole()?, &self.limits)?;
-                first(&vargs)
+                Ok(name)
             }
         }
     }
