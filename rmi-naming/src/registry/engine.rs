@@ -5,6 +5,12 @@
 //! Every change is made under one lock, and its writes are queued to the journal under that same
 //! lock, so the journal sees changes in the order the state did. The caller then waits for the
 //! journal's acknowledgement outside the lock. Regexes arrive compiled.
+//!
+//! A change is made in memory before the journal has it. When a write fails (a full disk), the
+//! journal refuses every write after it, and the engine reloads the state from the journal
+//! (what storage holds), changes waiting meanwhile; watchers are told they lagged. So a failed
+//! change does not linger in memory, later changes that may build on it are not stored, and
+//! the store takes writes again once storage does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -65,8 +71,24 @@ pub(crate) enum Write {
 /// Where a persistent backend writes changes.
 pub(crate) trait Journal: Send + Sync + fmt::Debug {
     /// Queues `writes`, after every batch queued before; the receiver answers once they are
-    /// durable (or failed). Never blocks; a dropped receiver is fine.
+    /// durable (or failed). Once a batch failed, every batch after it fails unwritten until a
+    /// [`reload`](Self::reload). Never blocks; a dropped receiver is fine.
     fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>>;
+
+    /// Queues a reading of what storage holds, after every batch queued before; writes are
+    /// taken again after it.
+    fn reload(&self) -> oneshot::Receiver<Result<State, String>>;
+}
+
+/// Where the engine stands with its journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Health {
+    /// Writes go through.
+    Good,
+    /// A write failed: the state is being read back from storage; changes wait.
+    Reloading,
+    /// Storage could not be read back: writes are refused until a restart.
+    Broken(String),
 }
 
 /// Implements [`Store`](super::Store) for a type with an `engine: Arc<Engine>` field.
@@ -230,6 +252,14 @@ impl State {
         state
     }
 
+    /// The leases held, in order (tests).
+    #[cfg(test)]
+    pub(crate) fn lease_ids(&self) -> Vec<LeaseId> {
+        let mut ids: Vec<LeaseId> = self.leases.keys().copied().collect();
+        ids.sort_by_key(|id| id.0);
+        ids
+    }
+
     fn unbind(&mut self, name: &str, entry: &Entry) {
         if let Some(lease) = entry.lease.and_then(|id| self.leases.get_mut(&id)) {
             lease
@@ -315,8 +345,8 @@ pub(crate) struct Engine {
     /// Wakes the lease timer (an earlier deadline, or the engine going away).
     wake: Arc<Notify>,
     reaper_started: AtomicBool,
-    /// Set when the journal failed: memory and storage may differ, so writes are refused.
-    failed: Mutex<Option<String>>,
+    /// Whether writes go through (see [`Health`]); changed with the state locked.
+    health: tokio::sync::watch::Sender<Health>,
 }
 
 impl fmt::Debug for Engine {
@@ -373,7 +403,7 @@ impl Engine {
             journal,
             wake: Arc::new(Notify::new()),
             reaper_started: AtomicBool::new(false),
-            failed: Mutex::new(None),
+            health: tokio::sync::watch::Sender::new(Health::Good),
         });
         if has_leases {
             engine.start_reaper();
@@ -383,34 +413,86 @@ impl Engine {
 
     /// Runs `f` on the state; on success queues its writes and publishes its changes (under the
     /// lock, so in order), then waits outside the lock until the writes are durable.
+    /// A change waits while the state is read back after a failed write.
     async fn mutate<T>(
         &self,
         f: impl FnOnce(&mut State, &mut Tx) -> Result<T, NamingError>,
     ) -> Result<T, NamingError> {
-        if let Some(why) = self.failed.lock().clone() {
-            return Err(NamingError::new(format!(
-                "the name server's storage failed ({why}); restart it to reload the store"
-            )));
-        }
-        let mut tx = Tx::default();
-        let (value, ack) = {
+        let mut f = Some(f);
+        let (value, ack) = loop {
+            let mut health = self.health.subscribe();
+            let _ = health.wait_for(|h| *h != Health::Reloading).await;
             let mut state = self.state.lock();
+            match &*self.health.borrow() {
+                // Began again meanwhile.
+                Health::Reloading => continue,
+                Health::Broken(why) => {
+                    return Err(NamingError::new(format!(
+                        "the name server's storage failed ({why}); restart it to reload the \
+                         store"
+                    )))
+                }
+                Health::Good => {}
+            }
+            let mut tx = Tx::default();
+            let f = f.take().expect("runs once: the loop ends here");
             let value = f(&mut state, &mut tx)?;
             let ack = self.publish(tx);
-            (value, ack)
+            break (value, ack);
         };
         if let Some(ack) = ack {
             let result = ack
                 .await
                 .unwrap_or_else(|_| Err("the storage writer stopped".into()));
             if let Err(why) = result {
-                *self.failed.lock() = Some(why.clone());
+                // The caller hears of it once memory is what storage holds again.
+                self.reload().await;
                 return Err(NamingError::new(format!(
                     "the name server could not store the change: {why}"
                 )));
             }
         }
         Ok(value)
+    }
+
+    /// After a failed write: reads the state back from the journal, changes waiting meanwhile,
+    /// and tells watchers they lagged (they heard of changes that were not stored). Several
+    /// callers whose writes failed together read it back once; a journal that cannot be read
+    /// leaves the store refusing writes.
+    async fn reload(&self) {
+        let Some(journal) = &self.journal else { return };
+        let reading = {
+            let _state = self.state.lock();
+            if *self.health.borrow() == Health::Good {
+                self.health.send_replace(Health::Reloading);
+                Some(journal.reload())
+            } else {
+                None
+            }
+        };
+        let Some(reading) = reading else {
+            let mut health = self.health.subscribe();
+            let _ = health.wait_for(|h| *h != Health::Reloading).await;
+            return;
+        };
+        let read = reading
+            .await
+            .unwrap_or_else(|_| Err("the storage writer stopped".into()));
+        let mut state = self.state.lock();
+        match read {
+            Ok(stored) => {
+                *state = stored;
+                let _ = self.changes.send(Change::Lagged { missed: 0 });
+                self.health.send_replace(Health::Good);
+                tracing::warn!("a write failed: the name server read its store back");
+            }
+            Err(why) => {
+                tracing::error!(error = %why, "the name server cannot read its store back");
+                self.health.send_replace(Health::Broken(why));
+            }
+        }
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// Queues `tx`'s writes and sends its changes; call with the state locked.
@@ -812,9 +894,13 @@ impl Engine {
         .await
     }
 
-    /// Ends every lease past its deadline; returns the next deadline.
+    /// Ends every lease past its deadline; returns the next deadline. (None while the state
+    /// is read back after a failed write: the reading ends with a wake-up.)
     fn expire_due(&self) -> Option<Instant> {
         let mut state = self.state.lock();
+        if *self.health.borrow() != Health::Good {
+            return None;
+        }
         let now = Instant::now();
         let mut tx = Tx::default();
         while let Some(&(deadline, id)) = state.deadlines.first() {

@@ -4,7 +4,9 @@
 //! Reads are served from memory (the same engine as the memory store); every change is written
 //! to the file by one dedicated thread before it is acknowledged, so the async runtime never
 //! blocks on the disk. The thread commits whatever changes are queued in one transaction (group
-//! commit), so many concurrent registrations share one sync.
+//! commit), so many concurrent registrations share one sync. A commit that fails (a full disk)
+//! fails every batch after it unwritten until the engine has read the file back (see
+//! `engine.rs`), so the store takes writes again once the disk does.
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so each commit is synced to the disk before
 //! the change is acknowledged; an acknowledged registration survives `kill -9` of the process
@@ -84,7 +86,7 @@ impl SqliteStore {
     /// at once. Needs a tokio runtime (for the lease timer).
     pub async fn open(path: impl AsRef<Path>, limits: Limits) -> Result<Self, NamingError> {
         let path = path.as_ref().to_path_buf();
-        let (batches, queue) = mpsc::channel::<Batch>();
+        let (batches, queue) = mpsc::channel::<Request>();
         let (loaded_tx, loaded) = oneshot::channel();
         let thread_path = path.clone();
         std::thread::Builder::new()
@@ -120,18 +122,33 @@ struct Batch {
     ack: oneshot::Sender<Result<(), String>>,
 }
 
+/// What the writer thread is asked to do, in order.
+#[derive(Debug)]
+enum Request {
+    /// Write a batch.
+    Write(Batch),
+    /// Read everything back, and take writes again.
+    Reload(oneshot::Sender<Result<State, String>>),
+}
+
 /// The writer thread's queue.
 #[derive(Debug)]
 struct SqlJournal {
-    batches: mpsc::Sender<Batch>,
+    batches: mpsc::Sender<Request>,
 }
 
 impl Journal for SqlJournal {
     fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>> {
         let (ack, done) = oneshot::channel();
         // If the thread is gone, `ack` is dropped and the waiter hears that it stopped.
-        let _ = self.batches.send(Batch { writes, ack });
+        let _ = self.batches.send(Request::Write(Batch { writes, ack }));
         done
+    }
+
+    fn reload(&self) -> oneshot::Receiver<Result<State, String>> {
+        let (answer, read) = oneshot::channel();
+        let _ = self.batches.send(Request::Reload(answer));
+        read
     }
 }
 
@@ -308,22 +325,54 @@ fn read_entry(name: &str, uri: &str, lease: Option<i64>, shared: bool) -> Result
 }
 
 /// The writer thread: commits queued batches, as many as are waiting, in one transaction each
-/// round, then acknowledges them. Ends when the store is dropped.
-fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Batch>) {
-    while let Ok(first) = queue.recv() {
+/// round, then acknowledges them. After a failed commit, batches fail unwritten until a
+/// reload (they were made on a state that held the failed changes). Ends when the store is
+/// dropped.
+fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Request>) {
+    let mut failed: Option<String> = None;
+    let mut next = queue.recv().ok();
+    while let Some(request) = next.take() {
+        let first = match request {
+            Request::Reload(answer) => {
+                let read = load(&conn).map_err(|e| match e {
+                    Load::Sql(e) => e.to_string(),
+                    Load::Bad(why) => why,
+                });
+                if read.is_ok() {
+                    failed = None;
+                }
+                let _ = answer.send(read);
+                next = queue.recv().ok();
+                continue;
+            }
+            Request::Write(batch) => batch,
+        };
         let mut batches = vec![first];
         while batches.len() < GROUP_COMMIT {
             match queue.try_recv() {
-                Ok(batch) => batches.push(batch),
+                Ok(Request::Write(batch)) => batches.push(batch),
+                Ok(reload) => {
+                    next = Some(reload);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        let result = commit(&mut conn, &batches).map_err(|e| e.to_string());
-        if let Err(e) = &result {
+        let result = match &failed {
+            Some(why) => Err(format!(
+                "not written: an earlier write failed ({why}); the store is being read back"
+            )),
+            None => commit(&mut conn, &batches).map_err(|e| e.to_string()),
+        };
+        if let (Err(e), None) = (&result, &failed) {
             tracing::error!(error = %e, "the SQLite store could not commit");
+            failed = Some(e.clone());
         }
         for batch in batches {
             let _ = batch.ack.send(result.clone());
+        }
+        if next.is_none() {
+            next = queue.recv().ok();
         }
     }
 }
@@ -444,7 +493,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
                 deadline: SystemTime::now() + Duration::from_secs(60),
             }];
-            batches.send(Batch { writes, ack }).unwrap();
+            batches.send(Request::Write(Batch { writes, ack })).unwrap();
             acks.push(done);
         }
         drop(batches);
@@ -464,5 +513,62 @@ mod tests {
             "{} queued batches are two transactions: {GROUP_COMMIT}, then 1",
             GROUP_COMMIT + 1
         );
+    }
+
+    fn lease_write(id: u64) -> Vec<Write> {
+        vec![Write::PutLease {
+            id: LeaseId(id),
+            ttl: Duration::from_secs(60),
+            deadline: SystemTime::now() + Duration::from_secs(60),
+        }]
+    }
+
+    /// Sends `writes` to the writer and waits for its answer.
+    fn write(batches: &mpsc::Sender<Request>, writes: Vec<Write>) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        batches.send(Request::Write(Batch { writes, ack })).unwrap();
+        done.blocking_recv().unwrap()
+    }
+
+    /// A commit that fails (here: another connection holds the write lock, as a full disk
+    /// would fail it) fails every batch after it unwritten, even once the disk would take it:
+    /// they were made on a state that held the failed change. A reload reads back what the
+    /// file holds and lets writes through again.
+    #[test]
+    fn after_a_failed_commit_batches_wait_for_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        // The store's settings but the exclusive lock, so that another connection can take
+        // the write lock.
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let other = Connection::open(&path).unwrap();
+        let (batches, queue) = mpsc::channel();
+        let writer = std::thread::spawn(move || write_loop(conn, queue));
+
+        assert_eq!(write(&batches, lease_write(1)), Ok(()));
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let failed = write(&batches, lease_write(2)).unwrap_err();
+        assert!(failed.contains("locked"), "{failed}");
+        other.execute_batch("COMMIT").unwrap();
+        let refused = write(&batches, lease_write(3)).unwrap_err();
+        assert!(refused.contains("an earlier write failed"), "{refused}");
+
+        let (answer, read) = oneshot::channel();
+        batches.send(Request::Reload(answer)).unwrap();
+        let state = read.blocking_recv().unwrap().unwrap();
+        assert_eq!(state.lease_ids(), [LeaseId(1)], "only what was written");
+        assert_eq!(write(&batches, lease_write(4)), Ok(()));
+        let rows: Vec<i64> = other
+            .prepare("SELECT id FROM leases ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, [1, 4]);
+        drop(batches);
+        writer.join().unwrap();
     }
 }

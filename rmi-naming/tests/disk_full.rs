@@ -1,0 +1,175 @@
+//! The SQLite store when its disk fills: a change that could not be written fails, is not
+//! left in memory, and the store takes writes again once the disk does (it reads the file
+//! back), instead of refusing every write until a restart.
+//!
+//! The full disk is real, made with the process's file size limit (`RLIMIT_FSIZE`, set with
+//! util-linux's `prlimit`): the store's writes past it fail with `EFBIG`, as they would with
+//! `ENOSPC`. The limit is the whole process's, so the checks run in a child process (this test
+//! binary again), started with `SIGXFSZ` ignored (the signal would kill it).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rmi_core::Uri;
+use rmi_naming::registry::{Change, SqliteStore};
+use rmi_naming::{Limits, Registry};
+
+/// Environment variable that makes the child test run: the directory of its store.
+const CHILD: &str = "RMI_TEST_DISK_FULL_CHILD";
+
+fn uri(port: u16) -> Uri {
+    Uri::tcp("obj", "127.0.0.1", port)
+}
+
+/// Sets this process's file size limit (soft), in bytes or `unlimited`.
+fn file_size_limit(limit: &str) {
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            &format!("--fsize={limit}:"),
+        ])
+        .status()
+        .expect("prlimit runs");
+    assert!(status.success(), "prlimit --fsize={limit}:");
+}
+
+/// The largest of the store's files.
+fn largest_file(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_change_and_the_store_takes_writes_once_it_has_room() {
+    if std::env::var_os(CHILD).is_some() {
+        return;
+    }
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "prlimit (util-linux) is missing under CI"
+        );
+        eprintln!("\n*** SKIPPED: prlimit (util-linux) is not installed ***\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let child_dir = dir.path().to_path_buf();
+    let child = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
+            .arg(exe)
+            .args(["--exact", "disk_full_child", "--nocapture"])
+            .env(CHILD, child_dir)
+            .output()
+    });
+    let output = tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .expect("the child did not finish")
+        .unwrap()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("DISK FULL CHILD PASSED"),
+        "the child's checks failed:\n{text}"
+    );
+    eprintln!(
+        "{}",
+        text.lines().find(|l| l.contains("PASSED")).unwrap_or("")
+    );
+}
+
+/// The child: runs only with [`CHILD`] set.
+#[tokio::test]
+async fn disk_full_child() {
+    let Some(dir) = std::env::var_os(CHILD) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let path = dir.join("names.db");
+    let store = Arc::new(SqliteStore::open(&path, Limits::default()).await.unwrap());
+    let registry = Registry::new(store.clone(), Limits::default());
+    registry
+        .register("before", uri(1), false, BTreeSet::new(), None)
+        .await
+        .unwrap();
+    let mut watch = registry.watch();
+
+    // No file of the store may grow by more than a page: the next large entries fill the disk.
+    file_size_limit(&(largest_file(dir) + 4096).to_string());
+    let tags: BTreeSet<String> = (0..64)
+        .map(|i| format!("{i:02}{}", "t".repeat(254)))
+        .collect();
+    let mut failure = None;
+    for i in 0..64u16 {
+        let name = format!("heavy.{i}");
+        if let Err(e) = registry
+            .register(&name, uri(100 + i), false, tags.clone(), None)
+            .await
+        {
+            failure = Some((name, e));
+            break;
+        }
+    }
+    let (failed, error) = failure.expect("a write past the file size limit failed");
+    assert!(error.message.contains("could not store"), "{error}");
+    // Not in memory either: lookups answer what the file holds.
+    let lookup = registry.lookup(&failed).await;
+    assert!(
+        lookup.is_err(),
+        "{failed} stayed in memory: {:?}",
+        lookup.map(|e| e.uri)
+    );
+    // Watchers heard of the registration, so they are told to read again.
+    let told = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(change) = watch.next().await {
+            if matches!(change, Change::Lagged { .. }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(told, Ok(true), "the watch was not told it lagged");
+
+    // The disk has room again: writes go through, without a restart.
+    file_size_limit("unlimited");
+    registry
+        .register("after", uri(2), false, BTreeSet::new(), None)
+        .await
+        .unwrap();
+    registry
+        .register(&failed, uri(3), false, BTreeSet::new(), None)
+        .await
+        .unwrap();
+
+    // And the file holds what the store answered.
+    drop(registry);
+    drop(watch);
+    drop(store);
+    let reopened = SqliteStore::open(&path, Limits::default()).await.unwrap();
+    let registry = Registry::new(Arc::new(reopened), Limits::default());
+    for (name, port) in [("before", 1), ("after", 2), (failed.as_str(), 3)] {
+        assert_eq!(
+            registry.lookup(name).await.unwrap().uri,
+            uri(port),
+            "{name}"
+        );
+    }
+    println!("DISK FULL CHILD PASSED (the write of {failed} failed: {error})");
+}
