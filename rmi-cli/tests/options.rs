@@ -481,6 +481,40 @@ async fn max_message_size_is_the_daemons_limit() {
     names.register("small", &uri).await.unwrap();
 }
 
+/// `--autoclean` (Pyro's `NS_AUTOCLEAN`): a name whose daemon's port refuses is removed once
+/// unreachable for `--autoclean-after`; a live daemon's name stays.
+#[tokio::test]
+async fn autoclean_removes_the_names_of_daemons_that_are_gone() {
+    let (mut ns, port) = spawn_rmi_ns(&["--autoclean", "3s", "--autoclean-after", "1s"]);
+    let names = locate(port).await;
+    let ns_uri = names.lookup("Pyro.NameServer").await.unwrap();
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    names
+        .register("gone", &Uri::tcp("obj", "127.0.0.1", gone))
+        .await
+        .unwrap();
+    // rmi-ns's own port answers: a name pointing there is a live daemon's.
+    names.register("alive", &ns_uri).await.unwrap();
+    let started = std::time::Instant::now();
+    while names.lookup("gone").await.is_ok() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the name was never removed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "rmi-ns --autoclean 3s --autoclean-after 1s removed a dead daemon's name after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(names.lookup("alive").await.unwrap(), ns_uri);
+    assert!(ns.is_alive());
+}
+
 #[test]
 fn inconsistent_flags_are_refused_with_what_to_change() {
     let run = |extra: &[&str]| {
@@ -533,6 +567,14 @@ fn inconsistent_flags_are_refused_with_what_to_change() {
     );
     let (ok, err) = run(&["--key", ""]);
     assert!(!ok && err.contains("empty"), "{err}");
+    // As Pyro's NS_AUTOCLEAN: each round connects to every daemon named.
+    let (ok, err) = run(&["--autoclean", "1s"]);
+    assert!(
+        !ok && err.contains("--autoclean must be 3s or more"),
+        "{err}"
+    );
+    let (ok, err) = run(&["--autoclean-after", "5s"]);
+    assert!(!ok && err.contains("--autoclean"), "{err}");
     // Limits its own entry does not fit: said so, and the port is not blamed.
     for limit in [
         ["--max-tags", "0"],

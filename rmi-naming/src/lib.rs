@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod autoclean;
 pub mod broadcast;
 mod client;
 mod lease;
@@ -57,6 +58,7 @@ pub mod registry;
 mod resolve;
 mod server;
 
+pub use autoclean::Autoclean;
 pub use broadcast::BroadcastResponder;
 pub use client::NameServerProxy;
 pub use lease::{LeasedNames, DEFAULT_LEASE_TTL};

@@ -691,6 +691,7 @@ pub struct NameServerBuilder {
     storage: Storage,
     store: Option<std::sync::Arc<dyn Store>>,
     limits: Limits,
+    autoclean: Option<crate::Autoclean>,
 }
 
 impl NameServer {
@@ -706,6 +707,7 @@ impl NameServer {
             storage: Storage::Memory,
             store: None,
             limits: Limits::default(),
+            autoclean: None,
         }
     }
 }
@@ -771,6 +773,14 @@ impl NameServerBuilder {
         self
     }
 
+    /// Probes where names point and removes those no daemon answers at for a while, as Pyro's
+    /// `NS_AUTOCLEAN` (off by default): see [`Autoclean`](crate::Autoclean). Names held by a
+    /// lease are left to it.
+    pub fn autoclean(mut self, settings: crate::Autoclean) -> Self {
+        self.autoclean = Some(settings);
+        self
+    }
+
     /// Binds, registers the name server and starts serving in the background.
     pub async fn start(self) -> Result<NameServerHandle, Error> {
         let store = match self.store.clone() {
@@ -824,6 +834,9 @@ impl NameServerBuilder {
         };
         let broadcast_addr = responder.as_ref().map(|r| r.local_addr());
         let responder_task = responder.map(|r| tokio::spawn(r.run()));
+        let autoclean_task = self
+            .autoclean
+            .map(|settings| tokio::spawn(crate::autoclean::run(registry.clone(), settings)));
         let serve_task = tokio::spawn({
             let daemon = daemon.clone();
             async move { daemon.serve().await }
@@ -836,6 +849,7 @@ impl NameServerBuilder {
             broadcast_addr,
             serve_task: tokio::sync::Mutex::new(Some(serve_task)),
             responder_task,
+            autoclean_task,
             stopping,
         })
     }
@@ -855,6 +869,7 @@ pub struct NameServerHandle {
     /// the task for the next); `None` once the task has ended.
     serve_task: tokio::sync::Mutex<Option<ServeTask>>,
     responder_task: Option<JoinHandle<()>>,
+    autoclean_task: Option<JoinHandle<()>>,
     stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -898,6 +913,9 @@ impl NameServerHandle {
         self.stopping.send_replace(true);
         self.daemon.shutdown();
         if let Some(t) = &self.responder_task {
+            t.abort();
+        }
+        if let Some(t) = &self.autoclean_task {
             t.abort();
         }
     }

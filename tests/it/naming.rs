@@ -977,3 +977,66 @@ async fn a_slow_regex_list_does_not_hold_up_lookups() {
     assert_eq!(listed.keys().collect::<Vec<_>>(), ["scan.hit"]);
     daemon.shutdown();
 }
+
+/// Autoclean (Pyro's `NS_AUTOCLEAN`): a name whose daemon is gone (its port refuses) is
+/// removed once it has been unreachable for `unreachable_for`; a live daemon's names stay, and
+/// so does a name registered again at a live daemon meanwhile; a shared name loses only the
+/// dead entry; a leased name is left to its lease.
+#[tokio::test]
+async fn autoclean_removes_the_names_of_daemons_that_are_gone() {
+    use rmi::naming::Autoclean;
+    let settings = Autoclean {
+        interval: Duration::from_millis(100),
+        unreachable_for: Duration::from_millis(600),
+        probe_timeout: Duration::from_secs(1),
+    };
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .autoclean(settings)
+        .start()
+        .await
+        .unwrap();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let (_daemon, _lab, live) = start_daemon().await;
+    let dead = Uri::tcp("gone", "127.0.0.1", unused_port());
+    names.register("live", &live).await.unwrap();
+    names.register("dead", &dead).await.unwrap();
+    names.register("moved", &dead).await.unwrap();
+    for uri in [&live, &dead] {
+        names
+            .register_shared("svc", uri, BTreeSet::new())
+            .await
+            .unwrap();
+    }
+    let lease = names.lease(Duration::from_secs(60)).await.unwrap();
+    lease.register("leased", &dead).await.unwrap();
+    // Its daemon moved before the autoclean gave up on it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    names.register("moved", &live).await.unwrap();
+
+    let started = std::time::Instant::now();
+    while names.lookup("dead").await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the dead daemon's name was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few more rounds, for anything it would wrongly remove.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(names.lookup("live").await.unwrap(), live);
+    assert_eq!(names.lookup("moved").await.unwrap(), live);
+    let shared: Vec<Uri> = names
+        .lookup_all("svc")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(uri, _)| uri)
+        .collect();
+    assert_eq!(shared, std::slice::from_ref(&live));
+    assert_eq!(names.lookup("leased").await.unwrap(), dead);
+    assert_eq!(names.lookup("Pyro.NameServer").await.unwrap(), *ns.uri());
+    lease.revoke().await.unwrap();
+    ns.shutdown();
+}

@@ -133,6 +133,14 @@ struct Args {
     /// quota is checked; replies must fit too (see --max-reply-bytes).
     #[arg(long, value_parser = rmi_cli::parse_size, value_name = "SIZE", default_value = "8MiB")]
     max_message_size: usize,
+    /// Every DURATION (3s or more), probe where each name points and remove those no daemon
+    /// has answered at for --autoclean-after: Pyro's NS_AUTOCLEAN. Names held by a lease are
+    /// left to it. Off unless given.
+    #[arg(long, env = "RMI_NS_AUTOCLEAN", value_parser = rmi_cli::parse_duration, value_name = "DURATION")]
+    autoclean: Option<Duration>,
+    /// How long a name's daemon must stay unreachable before --autoclean removes the name.
+    #[arg(long, value_parser = rmi_cli::parse_duration, value_name = "DURATION", default_value = "20s", requires = "autoclean")]
+    autoclean_after: Duration,
 }
 
 fn parse_storage(s: &str) -> Result<Storage, String> {
@@ -164,6 +172,15 @@ impl Args {
                 "a Unix socket is guarded by its file's permissions"
             )
             .into());
+        }
+        if args
+            .autoclean
+            .is_some_and(|every| every < Duration::from_secs(3))
+        {
+            // As Pyro's NS_AUTOCLEAN: each round connects to every daemon named.
+            return Err(
+                "--autoclean must be 3s or more: each round connects to every daemon".into(),
+            );
         }
         Ok(args)
     }
@@ -397,6 +414,12 @@ async fn main() -> std::process::ExitCode {
     if let Some(path) = &args.unixsocket {
         // After the broadcast settings: a Unix-socket name server has no responder.
         builder = builder.unix(path.clone());
+    }
+    if let Some(interval) = args.autoclean {
+        builder = builder.autoclean(rmi::naming::Autoclean {
+            unreachable_for: args.autoclean_after,
+            ..rmi::naming::Autoclean::every(interval)
+        });
     }
     let started = tokio::select! {
         started = builder.start() => started,
