@@ -57,7 +57,7 @@ async fn a_full_disk_fails_the_change_and_the_store_takes_writes_once_it_has_roo
         .is_err()
     {
         assert!(
-            std::env::var_os("CI").is_none(),
+            std::env::var_os("CI").is_none() && std::env::var_os("RMI_TEST_NO_SKIP").is_none(),
             "prlimit (util-linux) is missing under CI"
         );
         eprintln!("\n*** SKIPPED: prlimit (util-linux) is not installed ***\n");
@@ -65,20 +65,25 @@ async fn a_full_disk_fails_the_change_and_the_store_takes_writes_once_it_has_roo
     }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
-    let child_dir = dir.path().to_path_buf();
-    let child = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("sh")
-            .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
-            .arg(exe)
-            .args(["--exact", "disk_full_child", "--nocapture"])
-            .env(CHILD, child_dir)
-            .output()
-    });
-    let output = tokio::time::timeout(Duration::from_secs(60), child)
-        .await
-        .expect("the child did not finish")
-        .unwrap()
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args(["--exact", "disk_full_child", "--nocapture"])
+        .env(CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Killed, not waited for, if it hangs: the test fails instead of holding up the run.
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = child.wait_with_output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -115,6 +120,36 @@ async fn disk_full_child() {
     let tags: BTreeSet<String> = (0..64)
         .map(|i| format!("{i:02}{}", "t".repeat(254)))
         .collect();
+
+    // Eight at once: each fails, and the store is read back once for them all (one `Lagged`).
+    let at_once: Vec<_> = (0..8u16)
+        .map(|i| {
+            let registry = registry.clone();
+            let tags = tags.clone();
+            tokio::spawn(async move {
+                registry
+                    .register(&format!("burst.{i}"), uri(200 + i), false, tags, None)
+                    .await
+            })
+        })
+        .collect();
+    for register in at_once {
+        let err = register.await.unwrap().unwrap_err();
+        assert!(err.message.contains("could not store"), "{err}");
+    }
+    let mut lagged = 0;
+    while let Ok(Some(change)) =
+        tokio::time::timeout(Duration::from_millis(500), watch.next()).await
+    {
+        lagged += usize::from(matches!(change, Change::Lagged { .. }));
+    }
+    assert_eq!(
+        lagged, 1,
+        "the store was read back {lagged} times for one full disk"
+    );
+    for i in 0..8 {
+        assert!(registry.lookup(&format!("burst.{i}")).await.is_err());
+    }
     let mut failure = None;
     for i in 0..64u16 {
         let name = format!("heavy.{i}");

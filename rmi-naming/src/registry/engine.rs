@@ -252,6 +252,19 @@ impl State {
         state
     }
 
+    /// Moves every lease deadline on by `by`, at most to a TTL from now.
+    fn postpone_deadlines(&mut self, by: Duration) {
+        let now = Instant::now();
+        let ids: Vec<LeaseId> = self.leases.keys().copied().collect();
+        for id in ids {
+            let lease = &self.leases[&id];
+            let deadline = (lease.deadline + by).min(now + lease.ttl);
+            if deadline > lease.deadline {
+                self.set_deadline(id, deadline);
+            }
+        }
+    }
+
     /// The leases held, in order (tests).
     #[cfg(test)]
     pub(crate) fn lease_ids(&self) -> Vec<LeaseId> {
@@ -347,6 +360,11 @@ pub(crate) struct Engine {
     reaper_started: AtomicBool,
     /// Whether writes go through (see [`Health`]); changed with the state locked.
     health: tokio::sync::watch::Sender<Health>,
+    /// Counts reloads asked for and done (changed with the state locked): a write that fails
+    /// after a reload was asked for is covered by it.
+    reloads: std::sync::atomic::AtomicU64,
+    /// The engine itself, for the tasks it starts.
+    me: Weak<Engine>,
 }
 
 impl fmt::Debug for Engine {
@@ -396,7 +414,7 @@ impl Engine {
         journal: Option<Box<dyn Journal>>,
     ) -> Arc<Self> {
         let has_leases = !state.leases.is_empty();
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
             state: Mutex::new(state),
             limits,
             changes: broadcast::channel(WATCH_BACKLOG).0,
@@ -404,6 +422,8 @@ impl Engine {
             wake: Arc::new(Notify::new()),
             reaper_started: AtomicBool::new(false),
             health: tokio::sync::watch::Sender::new(Health::Good),
+            reloads: std::sync::atomic::AtomicU64::new(0),
+            me: me.clone(),
         });
         if has_leases {
             engine.start_reaper();
@@ -419,7 +439,7 @@ impl Engine {
         f: impl FnOnce(&mut State, &mut Tx) -> Result<T, NamingError>,
     ) -> Result<T, NamingError> {
         let mut f = Some(f);
-        let (value, ack) = loop {
+        let (value, ack, epoch) = loop {
             let mut health = self.health.subscribe();
             let _ = health.wait_for(|h| *h != Health::Reloading).await;
             let mut state = self.state.lock();
@@ -428,8 +448,8 @@ impl Engine {
                 Health::Reloading => continue,
                 Health::Broken(why) => {
                     return Err(NamingError::new(format!(
-                        "the name server's storage failed ({why}); restart it to reload the \
-                         store"
+                        "the name server's storage failed and cannot be read back ({why}); \
+                         it is tried again every few seconds, or restart the name server"
                     )))
                 }
                 Health::Good => {}
@@ -438,7 +458,7 @@ impl Engine {
             let f = f.take().expect("runs once: the loop ends here");
             let value = f(&mut state, &mut tx)?;
             let ack = self.publish(tx);
-            break (value, ack);
+            break (value, ack, self.reloads.load(Ordering::SeqCst));
         };
         if let Some(ack) = ack {
             let result = ack
@@ -446,7 +466,9 @@ impl Engine {
                 .unwrap_or_else(|_| Err("the storage writer stopped".into()));
             if let Err(why) = result {
                 // The caller hears of it once memory is what storage holds again.
-                self.reload().await;
+                self.reload_after(epoch);
+                let mut health = self.health.subscribe();
+                let _ = health.wait_for(|h| *h != Health::Reloading).await;
                 return Err(NamingError::new(format!(
                     "the name server could not store the change: {why}"
                 )));
@@ -455,43 +477,69 @@ impl Engine {
         Ok(value)
     }
 
-    /// After a failed write: reads the state back from the journal, changes waiting meanwhile,
-    /// and tells watchers they lagged (they heard of changes that were not stored). Several
-    /// callers whose writes failed together read it back once; a journal that cannot be read
-    /// leaves the store refusing writes.
-    async fn reload(&self) {
+    /// After a write queued in reload `epoch` failed: reads the state back from the journal,
+    /// unless a reload was queued after that write (the journal answers in order, so that one
+    /// reads what storage holds after it). The reading is a task of its own, so that no
+    /// caller given up on leaves the store waiting.
+    fn reload_after(&self, epoch: u64) {
         let Some(journal) = &self.journal else { return };
         let reading = {
             let _state = self.state.lock();
-            if *self.health.borrow() == Health::Good {
-                self.health.send_replace(Health::Reloading);
-                Some(journal.reload())
-            } else {
-                None
+            // (While broken, a task is already reading it back, again and again.)
+            if *self.health.borrow() != Health::Good || self.reloads.load(Ordering::SeqCst) != epoch
+            {
+                return;
             }
+            self.reloads.fetch_add(1, Ordering::SeqCst);
+            self.health.send_replace(Health::Reloading);
+            journal.reload()
         };
-        let Some(reading) = reading else {
-            let mut health = self.health.subscribe();
-            let _ = health.wait_for(|h| *h != Health::Reloading).await;
-            return;
-        };
-        let read = reading
-            .await
-            .unwrap_or_else(|_| Err("the storage writer stopped".into()));
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut reading = reading;
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let read = reading
+                    .await
+                    .unwrap_or_else(|_| Err("the storage writer stopped".into()));
+                let Some(engine) = me.upgrade() else { return };
+                match read {
+                    Ok(stored) => {
+                        engine.replace_state(stored, started.elapsed());
+                        return;
+                    }
+                    Err(why) => {
+                        tracing::error!(error = %why, "the name server cannot read its store back");
+                        // Writes are refused meanwhile, not held; leases expire in memory.
+                        engine.health.send_replace(Health::Broken(why));
+                        engine.wake.notify_one();
+                    }
+                }
+                drop(engine);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                let Some(engine) = me.upgrade() else { return };
+                let Some(journal) = &engine.journal else {
+                    return;
+                };
+                reading = journal.reload();
+            }
+        });
+    }
+
+    /// Puts `stored`, read back after a failed write, in place of the state; watchers are told
+    /// they lagged (they heard of changes that were not stored). Lease deadlines move on by
+    /// the `paused` time writes waited, so that a keep-alive held up meanwhile still counts.
+    fn replace_state(&self, mut stored: State, paused: Duration) {
         let mut state = self.state.lock();
-        match read {
-            Ok(stored) => {
-                *state = stored;
-                let _ = self.changes.send(Change::Lagged { missed: 0 });
-                self.health.send_replace(Health::Good);
-                tracing::warn!("a write failed: the name server read its store back");
-            }
-            Err(why) => {
-                tracing::error!(error = %why, "the name server cannot read its store back");
-                self.health.send_replace(Health::Broken(why));
-            }
-        }
+        stored.postpone_deadlines(paused);
+        *state = stored;
+        self.reloads.fetch_add(1, Ordering::SeqCst);
+        let _ = self.changes.send(Change::Lagged { missed: 0 });
+        self.health.send_replace(Health::Good);
         drop(state);
+        tracing::warn!("a write failed: the name server read its store back");
         self.wake.notify_one();
     }
 
@@ -898,7 +946,7 @@ impl Engine {
     /// is read back after a failed write: the reading ends with a wake-up.)
     fn expire_due(&self) -> Option<Instant> {
         let mut state = self.state.lock();
-        if *self.health.borrow() != Health::Good {
+        if *self.health.borrow() == Health::Reloading {
             return None;
         }
         let now = Instant::now();
@@ -915,8 +963,19 @@ impl Engine {
             tracing::info!(lease = %id, names = removed, "lease expired");
         }
         let next = state.deadlines.first().map(|(d, _)| *d);
-        // Nobody waits for these writes: a crash before they land expires the lease again on load.
-        drop(self.publish(tx));
+        let epoch = self.reloads.load(Ordering::SeqCst);
+        // Nobody waits for these writes (a crash before they land expires the lease again on
+        // load), but one that fails has the state read back, as a caller's would.
+        if let Some(ack) = self.publish(tx) {
+            let me = self.me.clone();
+            tokio::spawn(async move {
+                if let Ok(Err(_)) = ack.await {
+                    if let Some(engine) = me.upgrade() {
+                        engine.reload_after(epoch);
+                    }
+                }
+            });
+        }
         next
     }
 

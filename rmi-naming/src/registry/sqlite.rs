@@ -334,10 +334,18 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Request>) {
     while let Some(request) = next.take() {
         let first = match request {
             Request::Reload(answer) => {
-                let read = load(&conn).map_err(|e| match e {
-                    Load::Sql(e) => e.to_string(),
-                    Load::Bad(why) => why,
-                });
+                // What a failed commit left open (a rollback that failed) is not read back.
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                let read = if conn.is_autocommit() {
+                    load(&conn).map_err(|e| match e {
+                        Load::Sql(e) => e.to_string(),
+                        Load::Bad(why) => why,
+                    })
+                } else {
+                    Err("a failed transaction cannot be rolled back".to_owned())
+                };
                 if read.is_ok() {
                     failed = None;
                 }
@@ -542,6 +550,7 @@ mod tests {
         // the write lock.
         let conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.busy_timeout(Duration::ZERO).unwrap();
         conn.execute_batch(SCHEMA).unwrap();
         let other = Connection::open(&path).unwrap();
         let (batches, queue) = mpsc::channel();
@@ -570,5 +579,38 @@ mod tests {
         assert_eq!(rows, [1, 4]);
         drop(batches);
         writer.join().unwrap();
+    }
+
+    /// A reload queued behind a failed write, in the same round of the writer (taken while it
+    /// gathers a group), comes after that write and before the next: the next is tried (and
+    /// here fails on its own, the lock being still held), not refused as queued after a
+    /// failure.
+    #[test]
+    fn a_reload_queued_among_writes_takes_its_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.busy_timeout(Duration::ZERO).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (batches, queue) = mpsc::channel();
+        let queued = |writes| {
+            let (ack, done) = oneshot::channel();
+            batches.send(Request::Write(Batch { writes, ack })).unwrap();
+            done
+        };
+        let first = queued(lease_write(1));
+        let (answer, read) = oneshot::channel();
+        batches.send(Request::Reload(answer)).unwrap();
+        let second = queued(lease_write(2));
+        drop(batches);
+        write_loop(conn, queue);
+        let first = first.blocking_recv().unwrap().unwrap_err();
+        assert!(first.contains("locked"), "{first}");
+        assert!(read.blocking_recv().unwrap().is_ok());
+        let second = second.blocking_recv().unwrap().unwrap_err();
+        assert!(second.contains("locked"), "tried, not refused: {second}");
     }
 }
