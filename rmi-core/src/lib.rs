@@ -77,7 +77,7 @@ pub mod transport;
 pub mod uri;
 
 pub use auth::SharedSecret;
-pub use daemon::context::{self, CallContext};
+pub use daemon::context::{self, CallContext, InScope};
 pub use daemon::{BindAddr, Daemon, DaemonBuilder, InstanceMode, Registration};
 pub use dispatch::{Dispatch, RemoteStream};
 pub use error::{Error, RemoteError, RemoteErrorKind, Result};

@@ -423,6 +423,9 @@ pub(crate) trait Relay {
     async fn relay(&self) -> Seen;
     /// The same, through a proxy that sets a correlation id and a timeout of its own.
     async fn relay_own(&self) -> Seen;
+    /// What `whoami` sees when a task this method spawned calls it: in the method's context
+    /// (`in_scope`), and without.
+    async fn relay_spawned(&self) -> (Seen, Seen, bool);
 }
 
 struct RelayObject(IntrospectProxy);
@@ -439,6 +442,19 @@ impl Relay for RelayObject {
             .with_correlation_id(rmi::uuid::Uuid::from_u128(7))
             .with_timeout(Duration::from_secs(3));
         own.call("whoami", &()).await.unwrap()
+    }
+
+    async fn relay_spawned(&self) -> (Seen, Seen, bool) {
+        let ctx = rmi::CallContext::current().expect("in a method");
+        let introspect = self.0.clone();
+        let scoped = tokio::spawn(ctx.in_scope(async move {
+            let current = rmi::CallContext::current().is_some();
+            (introspect.whoami().await.unwrap(), current)
+        }));
+        let introspect = self.0.clone();
+        let plain = tokio::spawn(async move { introspect.whoami().await.unwrap() });
+        let (scoped, current) = scoped.await.unwrap();
+        (scoped, plain.await.unwrap(), current)
     }
 }
 
@@ -482,6 +498,14 @@ async fn a_call_made_inside_a_method_carries_its_callers_correlation_id_and_dead
         rmi::uuid::Uuid::from_u128(7).to_string()
     );
     assert!(seen.time_left_ms.unwrap() <= 3_000, "{seen:?}");
+    // A task the method spawns carries on its call when run in its context (`in_scope`);
+    // one spawned plainly runs without it.
+    let (scoped, plain, current) = traced.relay_spawned().await.unwrap();
+    assert!(current, "CallContext::current() in the scoped task");
+    assert_eq!(scoped.correlation_id, id.to_string());
+    assert!(scoped.has_deadline, "{scoped:?}");
+    assert_ne!(plain.correlation_id, id.to_string());
+    assert!(!plain.has_deadline, "{plain:?}");
     daemon.shutdown();
     relays.shutdown();
 }

@@ -121,6 +121,33 @@ impl<F: std::future::Future> std::future::Future for Scoped<'_, F> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A future run with a call's context installed whenever it is polled: see
+    /// [`CallContext::in_scope`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct InScope<F> {
+        ctx: CallContext,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for InScope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let ctx = &*this.ctx;
+        CONTEXT.set(ctx, || this.fut.poll(cx))
+    }
+}
+
+impl<F> std::fmt::Debug for InScope<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InScope").field("ctx", &self.ctx).finish()
+    }
+}
+
 /// Reply annotation ids the runtime sets or reads itself, which a method may not set.
 const RUNTIME_ANNOTATIONS: [[u8; 4]; 8] = [
     crate::protocol::names::STREAM_ANNOTATION,
@@ -215,6 +242,27 @@ impl CallContext {
     /// The context of the call running in this task, if any.
     pub fn current() -> Option<CallContext> {
         current()
+    }
+
+    /// Runs `fut` with this context installed whenever it is polled: for work a method hands
+    /// to a task of its own, which otherwise runs without one.
+    ///
+    /// Inside it, [`current`](Self::current) answers this context, and calls made through
+    /// proxies carry its correlation id and its caller's time left as their deadline, as calls
+    /// made in the method itself do. Response annotations set once the call has answered are
+    /// not sent.
+    ///
+    /// ```no_run
+    /// # async fn method() {
+    /// let ctx = rmi_core::CallContext::current().expect("inside a remote method");
+    /// let work = tokio::spawn(ctx.in_scope(async {
+    ///     // CallContext::current() is the method's here; proxies' calls carry on its call.
+    /// }));
+    /// work.await.unwrap();
+    /// # }
+    /// ```
+    pub fn in_scope<F: std::future::Future>(self, fut: F) -> InScope<F> {
+        InScope { ctx: self, fut }
     }
 
     /// Runs `fut` with this context installed while it is polled, and while it is dropped if
