@@ -95,6 +95,8 @@ pub struct NamingResolver {
     watch_probe: Option<Duration>,
     /// How long a lookup may wait for the name server's answer.
     lookup_timeout: Option<Duration>,
+    /// How long a name not (yet) registered is looked up again (Pyro's `NS_LOOKUP_DELAY`).
+    lookup_delay: Option<Duration>,
     /// Off: proxies do not dial ahead of a lookup (see the module documentation).
     no_dial_ahead: bool,
     state: Arc<State>,
@@ -313,6 +315,17 @@ impl NamingResolver {
         self
     }
 
+    /// How long a name that is not registered (yet) is looked up again before its lookup
+    /// fails: Pyro's `NS_LOOKUP_DELAY` (default none: it fails at once). For clients that may
+    /// start before the server registers its name. As in Pyro, a lookup the name server
+    /// answers with "unknown name" (or nothing, for `PYROMETA:`), that times out, or that
+    /// cannot find the name server, is made again, every fifth of the delay (at least every
+    /// 200 ms), until the delay has passed; then its error is the last one.
+    pub fn lookup_delay(mut self, delay: Duration) -> Self {
+        self.lookup_delay = Some(delay);
+        self
+    }
+
     /// How long the cache's watch may go without news before the resolver pings the name
     /// server on the watch's connection (default [`DEFAULT_WATCH_PROBE`]). A connection can
     /// die without a word (the name server's host lost power, a NAT or firewall forgot an idle
@@ -345,17 +358,34 @@ impl NamingResolver {
         }
     }
 
-    /// Resolves `uri` to a direct `PYRO:` URI.
+    /// Resolves `uri` to a direct `PYRO:` URI (waiting up to the
+    /// [`lookup_delay`](Self::lookup_delay) for a name not registered yet).
     pub async fn resolve_uri(&self, uri: &Uri) -> Result<Uri, Error> {
         if let Uri::Pyro { .. } = uri {
             return Ok(uri.clone());
         }
-        let found = self.found(uri).await;
-        if self.remembers() {
-            self.remember(uri, found.as_deref().unwrap_or_default());
+        let until = self
+            .lookup_delay
+            .map(|delay| (Instant::now() + delay, delay));
+        loop {
+            let found = self.found(uri).await;
+            if self.remembers() {
+                self.remember(uri, found.as_deref().unwrap_or_default());
+            }
+            let chosen = found.and_then(|found| {
+                self.choose(uri, found)
+                    .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
+            });
+            match (chosen, until) {
+                (Err(Error::Resolve(_) | Error::Timeout(_)), Some((until, delay)))
+                    if Instant::now() < until =>
+                {
+                    let pause = (delay / 5).max(Duration::from_millis(200));
+                    tokio::time::sleep(pause.min(until - Instant::now())).await;
+                }
+                (chosen, _) => return chosen,
+            }
         }
-        self.choose(uri, found?)
-            .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
     }
 
     /// Whether this resolver keeps what names resolved to, for [`Resolve::likely`].

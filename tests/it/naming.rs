@@ -1040,3 +1040,63 @@ async fn autoclean_removes_the_names_of_daemons_that_are_gone() {
     lease.revoke().await.unwrap();
     ns.shutdown();
 }
+
+/// Pyro's `NS_LOOKUP_DELAY`: a resolver with a `lookup_delay` waits for a name that is not
+/// registered yet (a client started before its server), looking it up again, and resolves it
+/// once it is; without one, the lookup fails at once; past the delay, with the name server's
+/// own error. `PYROMETA:` waits for a match the same way.
+#[tokio::test]
+async fn a_lookup_delay_waits_for_a_name_registered_late() {
+    use rmi::naming::{NamingResolver, NsLocator};
+    let (ns, names) = name_server().await;
+    let (_daemon, _, greeter) = start_daemon().await;
+    let at = |what: &str| -> Uri {
+        format!("{what}@{}", ns.uri().location().unwrap())
+            .parse()
+            .unwrap()
+    };
+    let plain = NamingResolver::new(NsLocator::new().no_broadcast());
+    let patient = plain.clone().lookup_delay(Duration::from_secs(10));
+    let err = plain.resolve_uri(&at("PYRONAME:late")).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("late")),
+        "{err:?}"
+    );
+
+    let register_later = {
+        let names = names.clone();
+        let greeter = greeter.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            names
+                .register_with(
+                    "late",
+                    &greeter,
+                    false,
+                    BTreeSet::from(["kind:late".to_owned()]),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let (late, late_meta) = (at("PYRONAME:late"), at("PYROMETA:kind:late"));
+    let started = std::time::Instant::now();
+    let (found, meta, ()) = tokio::join!(
+        patient.resolve_uri(&late),
+        patient.resolve_uri(&late_meta),
+        register_later
+    );
+    assert_eq!(found.unwrap(), greeter);
+    assert_eq!(meta.unwrap(), greeter);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+
+    // Past the delay: the name server's error.
+    let short = plain.clone().lookup_delay(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let err = short.resolve_uri(&at("PYRONAME:never")).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("never")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}
