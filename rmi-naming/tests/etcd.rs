@@ -318,6 +318,14 @@ mod etcd {
         Some((cluster, store, registry))
     }
 
+    /// [`one_member`] with the store's default timeouts.
+    async fn one_member_with_defaults(
+        test: &str,
+    ) -> Option<(EtcdCluster, Arc<EtcdStore>, Registry)> {
+        let defaults = EtcdOptions::default();
+        one_member(test, defaults.attempt_timeout, defaults.retry_budget).await
+    }
+
     /// A member that stops answering for a while (here: stopped, then continued after 1 s)
     /// costs an operation time, not its success: round after round of attempts, it goes
     /// through once the member answers again, within the retry budget.
@@ -420,13 +428,7 @@ mod etcd {
     /// watch.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_store_keeps_its_member() {
-        let defaults = EtcdOptions::default();
-        let Some((cluster, store, registry)) = one_member(
-            "an idle store",
-            defaults.attempt_timeout,
-            defaults.retry_budget,
-        )
-        .await
+        let Some((cluster, store, registry)) = one_member_with_defaults("an idle store").await
         else {
             return;
         };
@@ -457,13 +459,8 @@ mod etcd {
     /// reading is read again from etcd's history.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn watchers_that_stop_reading_do_not_stall_the_store() {
-        let defaults = EtcdOptions::default();
-        let Some((_cluster, _store, registry)) = one_member(
-            "watchers that stop reading",
-            defaults.attempt_timeout,
-            defaults.retry_budget,
-        )
-        .await
+        let Some((_cluster, _store, registry)) =
+            one_member_with_defaults("watchers that stop reading").await
         else {
             return;
         };
@@ -539,13 +536,8 @@ mod etcd {
     /// change comes once and none is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_watch_closed_in_the_middle_of_a_revision_delivers_the_rest_once() {
-        let defaults = EtcdOptions::default();
-        let Some((_cluster, _store, registry)) = one_member(
-            "a watch closed in the middle of a revision",
-            defaults.attempt_timeout,
-            defaults.retry_budget,
-        )
-        .await
+        let Some((_cluster, _store, registry)) =
+            one_member_with_defaults("a watch closed in the middle of a revision").await
         else {
             return;
         };

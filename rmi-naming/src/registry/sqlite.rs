@@ -523,6 +523,19 @@ mod tests {
         );
     }
 
+    /// A store file with the store's settings but the exclusive lock, so that another
+    /// connection (the second) can take the write lock; busy at once, not after 5 s.
+    fn shared_store() -> (tempfile::TempDir, Connection, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("names.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.busy_timeout(Duration::ZERO).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let other = Connection::open(&path).unwrap();
+        (dir, conn, other)
+    }
+
     fn lease_write(id: u64) -> Vec<Write> {
         vec![Write::PutLease {
             id: LeaseId(id),
@@ -544,15 +557,7 @@ mod tests {
     /// file holds and lets writes through again.
     #[test]
     fn after_a_failed_commit_batches_wait_for_a_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("names.db");
-        // The store's settings but the exclusive lock, so that another connection can take
-        // the write lock.
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.busy_timeout(Duration::ZERO).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        let other = Connection::open(&path).unwrap();
+        let (_dir, conn, other) = shared_store();
         let (batches, queue) = mpsc::channel();
         let writer = std::thread::spawn(move || write_loop(conn, queue));
 
@@ -587,13 +592,7 @@ mod tests {
     /// failure.
     #[test]
     fn a_reload_queued_among_writes_takes_its_turn() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("names.db");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.busy_timeout(Duration::ZERO).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        let other = Connection::open(&path).unwrap();
+        let (_dir, conn, other) = shared_store();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let (batches, queue) = mpsc::channel();
         let queued = |writes| {
