@@ -6,8 +6,15 @@
 //! answered for [`unreachable_for`](Autoclean::unreachable_for) is removed. Unlike Pyro's, an
 //! entry held by a lease is left to its lease (a daemon that keeps it alive is alive), one
 //! entry of a shared name goes alone, a name registered again at another URI meanwhile is
-//! kept, and each location is probed once a round however many names point at it, a few at
-//! a time.
+//! kept, a location is probed once more just before its entries go, and each location is
+//! probed once a round however many names point at it, a few at a time.
+//!
+//! What it cannot tell: a probe is made from the name server's host, so a daemon it cannot
+//! reach (behind NAT, bound to an address only its clients route to) is removed although its
+//! clients reach it; a name server sharing an etcd store with others removes for all of them
+//! what it alone cannot reach. A registry whose whole listing is over `max_reply_bytes` is not
+//! cleaned (a warning says so each round). As Pyro's, it connects wherever a client
+//! registered a name pointing, which tells that client whether the name server reaches it.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -76,7 +83,7 @@ pub(crate) async fn run(registry: Registry, settings: Autoclean) {
         let entries = match registry.list(None, None).await {
             Ok(entries) => entries,
             Err(e) => {
-                tracing::warn!(error = %e, "autoclean: cannot list the names");
+                tracing::warn!(error = %e, "autoclean: cannot list the names; nothing is cleaned");
                 continue;
             }
         };
@@ -115,6 +122,13 @@ pub(crate) async fn run(registry: Registry, settings: Autoclean) {
             }
             unreachable.remove(&key);
             let (name, _) = key;
+            // The round's probes may be seconds old: asked again, just before the removal.
+            let Some(location) = uri.location() else {
+                continue;
+            };
+            if reachable(location, settings.probe_timeout).await {
+                continue;
+            }
             match remove(&registry, &name, &uri, shared).await {
                 Ok(true) => tracing::info!(
                     %name, %uri, for_secs = settings.unreachable_for.as_secs_f64(),

@@ -213,6 +213,22 @@ impl LocateError {
     }
 }
 
+/// Whether a lookup's error may go away by waiting ([`NamingResolver::lookup_delay`]): the
+/// name server's "unknown name" (Pyro's words too), no match for `PYROMETA:`, or a timeout.
+/// Not a name server that cannot be found or refuses the client (a wrong key, TLS): asked
+/// again, it would only count more failed handshakes against the client's address.
+fn not_there_yet(e: &Error) -> bool {
+    match e {
+        Error::Timeout(_) => true,
+        Error::Resolve(m) => {
+            m.contains("unknown name")
+                || m.contains("no object has all")
+                || m.contains("nothing registered")
+        }
+        _ => false,
+    }
+}
+
 /// The URIs of one cached name or metadata query, and when they were last known current.
 #[derive(Debug, Clone)]
 struct Cached {
@@ -318,9 +334,11 @@ impl NamingResolver {
     /// How long a name that is not registered (yet) is looked up again before its lookup
     /// fails: Pyro's `NS_LOOKUP_DELAY` (default none: it fails at once). For clients that may
     /// start before the server registers its name. As in Pyro, a lookup the name server
-    /// answers with "unknown name" (or nothing, for `PYROMETA:`), that times out, or that
-    /// cannot find the name server, is made again, every fifth of the delay (at least every
-    /// 200 ms), until the delay has passed; then its error is the last one.
+    /// answers with "unknown name" (or nothing, for `PYROMETA:`), or that times out, is made
+    /// again, every fifth of the delay (at least every 200 ms), until the delay has passed;
+    /// then its error is the last one. A name server that cannot be found or refuses the
+    /// client fails at once. A proxy bounds its resolving by its `connect_timeout` (default
+    /// 10 s): give a longer one for a longer delay.
     pub fn lookup_delay(mut self, delay: Duration) -> Self {
         self.lookup_delay = Some(delay);
         self
@@ -364,9 +382,13 @@ impl NamingResolver {
         if let Uri::Pyro { .. } = uri {
             return Ok(uri.clone());
         }
-        let until = self
-            .lookup_delay
-            .map(|delay| (Instant::now() + delay, delay));
+        // (A delay too long to represent waits as long as it can.)
+        let until = self.lookup_delay.map(|delay| {
+            let until = Instant::now()
+                .checked_add(delay)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365 * 30));
+            (until, delay)
+        });
         loop {
             let found = self.found(uri).await;
             if self.remembers() {
@@ -377,9 +399,7 @@ impl NamingResolver {
                     .ok_or_else(|| Error::Resolve(format!("nothing registered for {uri}")))
             });
             match (chosen, until) {
-                (Err(Error::Resolve(_) | Error::Timeout(_)), Some((until, delay)))
-                    if Instant::now() < until =>
-                {
+                (Err(e), Some((until, delay))) if not_there_yet(&e) && Instant::now() < until => {
                     let pause = (delay / 5).max(Duration::from_millis(200));
                     tokio::time::sleep(pause.min(until - Instant::now())).await;
                 }

@@ -775,9 +775,9 @@ impl NameServerBuilder {
 
     /// Probes where names point and removes those no daemon answers at for a while, as Pyro's
     /// `NS_AUTOCLEAN` (off by default): see [`Autoclean`](crate::Autoclean). Names held by a
-    /// lease are left to it.
+    /// lease are left to it. A zero `interval` is off, as Pyro's `NS_AUTOCLEAN = 0`.
     pub fn autoclean(mut self, settings: crate::Autoclean) -> Self {
-        self.autoclean = Some(settings);
+        self.autoclean = (!settings.interval.is_zero()).then_some(settings);
         self
     }
 

@@ -1090,6 +1090,18 @@ async fn a_lookup_delay_waits_for_a_name_registered_late() {
     assert_eq!(meta.unwrap(), greeter);
     assert!(started.elapsed() >= Duration::from_millis(600));
 
+    // No name server there: that does not go away by waiting, so it fails at once.
+    let nowhere: Uri = format!("PYRONAME:late@127.0.0.1:{}", unused_port())
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(patient.resolve_uri(&nowhere).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a missing name server was waited for: {:?}",
+        started.elapsed()
+    );
+
     // Past the delay: the name server's error.
     let short = plain.clone().lookup_delay(Duration::from_millis(500));
     let started = std::time::Instant::now();

@@ -135,7 +135,7 @@ struct Args {
     max_message_size: usize,
     /// Every DURATION (3s or more), probe where each name points and remove those no daemon
     /// has answered at for --autoclean-after: Pyro's NS_AUTOCLEAN. Names held by a lease are
-    /// left to it. Off unless given.
+    /// left to it. Off unless given (0 is off too, as Pyro's).
     #[arg(long, env = "RMI_NS_AUTOCLEAN", value_parser = rmi_cli::parse_duration, value_name = "DURATION")]
     autoclean: Option<Duration>,
     /// How long a name's daemon must stay unreachable before --autoclean removes the name.
@@ -175,7 +175,7 @@ impl Args {
         }
         if args
             .autoclean
-            .is_some_and(|every| every < Duration::from_secs(3))
+            .is_some_and(|every| !every.is_zero() && every < Duration::from_secs(3))
         {
             // As Pyro's NS_AUTOCLEAN: each round connects to every daemon named.
             return Err(

@@ -105,20 +105,22 @@ impl<F: std::future::Future> std::future::Future for Scoped<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
         let mut this = self.project();
         let ctx = *this.ctx;
-        CONTEXT.set(ctx, || {
-            let mut poll = || {
-                let fut = this.fut.as_mut().as_pin_mut();
-                let out = std::task::ready!(fut.expect("polled after completion").poll(cx));
-                this.fut.set(None);
-                std::task::Poll::Ready(out)
-            };
-            // Proxies in the method's arguments (decoded as it runs) dial as the daemon says.
-            match &ctx.inner.conn.daemon.inner.callbacks {
-                Some(callbacks) => received::receiving(callbacks, poll),
-                None => poll(),
-            }
+        installed(ctx, || {
+            let fut = this.fut.as_mut().as_pin_mut();
+            let out = std::task::ready!(fut.expect("polled after completion").poll(cx));
+            this.fut.set(None);
+            std::task::Poll::Ready(out)
         })
     }
+}
+
+/// Runs `poll` with `ctx` installed, and the daemon's settings for proxies decoded meanwhile
+/// (the method's arguments, decoded as it runs, dial as the daemon says).
+fn installed<T>(ctx: &CallContext, poll: impl FnOnce() -> T) -> T {
+    CONTEXT.set(ctx, || match &ctx.inner.conn.daemon.inner.callbacks {
+        Some(callbacks) => received::receiving(callbacks, poll),
+        None => poll(),
+    })
 }
 
 pin_project_lite::pin_project! {
@@ -137,8 +139,7 @@ impl<F: std::future::Future> std::future::Future for InScope<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
         let this = self.project();
-        let ctx = &*this.ctx;
-        CONTEXT.set(ctx, || this.fut.poll(cx))
+        installed(this.ctx, || this.fut.poll(cx))
     }
 }
 
@@ -249,8 +250,11 @@ impl CallContext {
     ///
     /// Inside it, [`current`](Self::current) answers this context, and calls made through
     /// proxies carry its correlation id and its caller's time left as their deadline, as calls
-    /// made in the method itself do. Response annotations set once the call has answered are
-    /// not sent.
+    /// made in the method itself do, and proxies decoded there take the daemon's settings.
+    /// Response annotations set once the call has answered are not sent; once the caller's
+    /// deadline has passed, calls made there have no time left and time out at once. The
+    /// context holds the call's request annotations (and its connection's state) for as long
+    /// as the future lives.
     ///
     /// ```no_run
     /// # async fn method() {
