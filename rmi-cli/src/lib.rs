@@ -129,6 +129,20 @@ pub fn secret(
     }
 }
 
+/// Pyro4's HMAC key from `--hmac-key` (or `PYRO_HMAC_KEY`), refused with a shared secret
+/// (`--key`, `--key-file`): both sign in the `HMAC` annotation.
+pub fn hmac_key(key: Option<&str>, secret: bool) -> Result<Option<rmi::HmacKey>, String> {
+    match key {
+        Some(_) if secret => Err(
+            "give --hmac-key (Pyro4's HMAC key) or --key/--key-file (the shared secret), not both"
+                .into(),
+        ),
+        Some("") => Err("the HMAC key (--hmac-key or PYRO_HMAC_KEY) is empty".into()),
+        Some(key) => Ok(Some(rmi::HmacKey::new(key))),
+        None => Ok(None),
+    }
+}
+
 /// `command` with the environment variables that are set but empty taken off its options:
 /// `RMI_NS_PORT= rmi-ns` runs as without the variable (clap would read the empty value, and a
 /// port or a path refuses it), as Pyro's configuration takes an empty setting.

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rmi::naming::{NameServerProxy, NsLocator};
 use rmi::rustls::ClientConfig;
-use rmi::{Error, SharedSecret, Uri};
+use rmi::{Error, HmacKey, SharedSecret, Uri};
 use support::{locate, nsc, port_of, spawn_rmi_ns, spawn_rmi_ns_ignoring, spawn_rmi_ns_with};
 
 const TCP: [&str; 5] = ["--host", "127.0.0.1", "--port", "0", "--nobc"];
@@ -368,6 +368,89 @@ async fn a_shared_secret_is_required_of_every_client() {
     // And --key-file on rmi-ns's side.
     let (_ns, lines) =
         spawn_rmi_ns_with(&args(&["--key-file", key_file.to_str().unwrap()]), &[], 1);
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port_of(&lines[0]).to_string(),
+            "-k",
+            "s3cret",
+            "ping",
+        ],
+        &[],
+    );
+    assert!(ok, "{out}");
+}
+
+#[tokio::test]
+async fn pyro4_s_hmac_key_is_required_of_every_client() {
+    // From Pyro4's own variable, as `python -m Pyro4.naming` reads it.
+    let (_ns, lines) = spawn_rmi_ns_with(&TCP, &[("PYRO_HMAC_KEY", "s3cret")], 1);
+    let port = port_of(&lines[0]);
+    let locator = NsLocator::new().host("127.0.0.1").port(port).no_broadcast();
+    let names = locator
+        .clone()
+        .hmac_key(HmacKey::new("s3cret"))
+        .locate()
+        .await
+        .unwrap();
+    names
+        .register("guarded", &Uri::tcp("obj", "127.0.0.1", 4000))
+        .await
+        .unwrap();
+    let err = locator.locate().await.map(drop).unwrap_err();
+    assert!(
+        err.to_string().contains("hmac key config not symmetric"),
+        "{err}"
+    );
+
+    let port = port.to_string();
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--hmac-key",
+            "s3cret",
+            "lookup",
+            "guarded",
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("PYRO:obj@127.0.0.1:4000"), "{out}");
+    let (ok, out) = nsc(
+        &["-n", "127.0.0.1", "-p", &port, "ping"],
+        &[("PYRO_HMAC_KEY", "s3cret")],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = nsc(
+        &[
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--hmac-key",
+            "wrong",
+            "ping",
+        ],
+        &[],
+    );
+    assert!(
+        !ok && out.contains("message hmac mismatch") && out.contains("--hmac-key"),
+        "{out}"
+    );
+
+    // A shared secret and an HMAC key together: refused before anything starts.
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
+        .args(args(&["--key", "a", "--hmac-key", "b"]))
+        .output()
+        .expect("run rmi-ns");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not both"), "{err}");
+    // The command line's --key beats PYRO_HMAC_KEY from the environment.
+    let (_ns, lines) = spawn_rmi_ns_with(&args(&["--key", "s3cret"]), &[("PYRO_HMAC_KEY", "x")], 1);
     let (ok, out) = nsc(
         &[
             "-n",

@@ -35,20 +35,33 @@
 //! Each handshake lets an active attacker test one guess of the secret, online, as with any
 //! password; a passive one, or one who plays either side, gets nothing to test guesses against
 //! offline. Without a secret the handshake is Pyro's: one CONNECT, one CONNECTOK.
+//!
+//! # Pyro4's HMAC key
+//!
+//! [`HmacKey`] is the other scheme, Pyro4's `_pyroHmacKey`, for talking to Pyro4 programs that
+//! set one: every message carries `HMAC-SHA1(key, payload ‖ the other annotations' values in
+//! the order of their ids)` in its `HMAC` annotation, and a message without it, or with a
+//! wrong one, is refused with Pyro4's words (`message hmac mismatch`, `hmac key config not
+//! symmetric`). It is weaker than a shared secret, as in Pyro4: the header (message type,
+//! flags, sequence number) is not covered, a message can be replayed, and one captured message
+//! lets its key be guessed offline. Use it for Pyro4 peers; between rmi programs, a
+//! [`SharedSecret`] (or TLS).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
 use sha2::Sha256;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 use subtle::ConstantTimeEq;
 
 use crate::error::Error;
-use crate::protocol::frame::{Message, MessageType, Protocol};
+use crate::protocol::frame::{Message, MessageType, Protocol, FLAGS_CORR_ID};
 use crate::protocol::names::{MAC_ANNOTATION, PAKE_ANNOTATION, PROOF_ANNOTATION};
 
 type HmacSha256 = Hmac<Sha256>;
+type HmacSha1 = Hmac<Sha1>;
 
 /// SPAKE2 identity of the client (side A).
 const CLIENT_ID: &[u8] = b"rmi client";
@@ -85,6 +98,95 @@ impl SharedSecret {
 
     fn password(&self) -> Password {
         Password::new(&self.key)
+    }
+}
+
+/// Pyro4's HMAC key (`_pyroHmacKey`, the name server's `-k`): every message is signed with
+/// HMAC-SHA1 and checked as a Pyro4 peer does. For Pyro4 programs that set one; it protects
+/// less than a [`SharedSecret`] (see [the module docs](self#pyro4s-hmac-key)).
+#[derive(Clone)]
+pub struct HmacKey {
+    key: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(…)")
+    }
+}
+
+impl HmacKey {
+    /// The key's bytes, as Pyro4 takes them (a Python `str` key is its UTF-8 bytes). An empty
+    /// key is a key: Pyro4 treats one as none, so its peers would answer `hmac key config not
+    /// symmetric`.
+    pub fn new(key: impl AsRef<[u8]>) -> Self {
+        HmacKey {
+            key: key.as_ref().into(),
+        }
+    }
+}
+
+/// Pyro4's answer to a message whose MAC is wrong.
+pub(crate) const HMAC_MISMATCH: &str = "message hmac mismatch";
+/// Pyro4's answer to a message with a MAC where none is expected, or none where one is.
+pub(crate) const HMAC_NOT_SYMMETRIC: &str = "hmac key config not symmetric";
+
+/// The annotation a Pyro4 header carries the correlation id in.
+const CORR_ANNOTATION: [u8; 4] = *b"CORR";
+
+/// Pyro4's MAC of `msg` as the peer reads it in `protocol`: HMAC-SHA1 over the payload, then
+/// the value of every other annotation in the order of their ids. Under Pyro4 the correlation
+/// id is the `CORR` annotation (`corr`, when it travels); under Pyro5 it is in the header and
+/// not covered.
+fn pyro4_mac(key: &HmacKey, msg: &Message, corr: Option<&[u8; 16]>) -> [u8; 20] {
+    let mut mac = <HmacSha1 as KeyInit>::new_from_slice(&key.key).expect("any key length");
+    mac.update(&msg.payload);
+    for piece in &msg.payload_tail {
+        mac.update(piece);
+    }
+    let mut values: Vec<(&[u8; 4], &[u8])> = corr
+        .map(|c| (&CORR_ANNOTATION, &c[..]))
+        .into_iter()
+        .chain(
+            msg.annotations
+                .iter()
+                .filter(|(id, _)| *id != MAC_ANNOTATION)
+                .map(|(id, v)| (id, v.as_ref())),
+        )
+        .collect();
+    values.sort_by_key(|(id, _)| **id);
+    for (_, value) in values {
+        mac.update(value);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Checks `msg` as a Pyro4 peer with `key` (or none) does, returning Pyro4's reason on failure.
+/// `msg` was received in `protocol`.
+pub(crate) fn pyro4_check(
+    key: Option<&HmacKey>,
+    protocol: Protocol,
+    msg: &Message,
+) -> Result<(), &'static str> {
+    let mut macs = msg
+        .annotations
+        .iter()
+        .filter(|(id, _)| *id == MAC_ANNOTATION);
+    let (tag, more) = (macs.next(), macs.next());
+    match (key, tag) {
+        (Some(_), Some(_)) if more.is_some() => Err(HMAC_MISMATCH),
+        (Some(key), Some((_, tag))) => {
+            // A parsed Pyro4 message has its CORR annotation as the correlation id.
+            let corr = (protocol == Protocol::Pyro4 && msg.has_flag(FLAGS_CORR_ID))
+                .then_some(&msg.corr_id);
+            if same(&pyro4_mac(key, msg, corr), tag) {
+                Ok(())
+            } else {
+                Err(HMAC_MISMATCH)
+            }
+        }
+        (None, None) => Ok(()),
+        _ => Err(HMAC_NOT_SYMMETRIC),
     }
 }
 
@@ -190,18 +292,34 @@ fn message_mac(
     mac.finalize().into_bytes().into()
 }
 
+/// What a side's messages are signed with.
+#[derive(Clone)]
+enum Keying {
+    /// A shared-secret session's key for one direction (with a message counter).
+    Session { key: [u8; 32], direction: Direction },
+    /// Pyro4's HMAC key (no counter, no direction).
+    Pyro4(HmacKey),
+}
+
+impl std::fmt::Debug for Keying {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Keying::Session { direction, .. } => write!(f, "Session({direction:?})"),
+            Keying::Pyro4(_) => f.write_str("Pyro4Hmac"),
+        }
+    }
+}
+
 /// Signs the messages one side sends (owned by its writer).
 pub struct Signer {
-    key: [u8; 32],
-    direction: Direction,
+    keying: Keying,
     protocol: Protocol,
     sent: u64,
 }
 
 /// Checks the messages one side receives (owned by its reader).
 pub struct Verifier {
-    key: [u8; 32],
-    direction: Direction,
+    keying: Keying,
     protocol: Protocol,
     received: u64,
 }
@@ -209,7 +327,7 @@ pub struct Verifier {
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signer")
-            .field("direction", &self.direction)
+            .field("scheme", &self.keying)
             .field("sent", &self.sent)
             .finish_non_exhaustive()
     }
@@ -218,7 +336,7 @@ impl std::fmt::Debug for Signer {
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("direction", &self.direction)
+            .field("scheme", &self.keying)
             .field("received", &self.received)
             .finish_non_exhaustive()
     }
@@ -233,11 +351,20 @@ impl Signer {
 
     /// Adds the MAC annotation to an outgoing message.
     pub fn sign(&mut self, msg: &mut Message) {
-        let tag = message_mac(&self.key, self.direction, self.protocol, self.sent, msg);
-        self.sent += 1;
         msg.annotations.retain(|(id, _)| *id != MAC_ANNOTATION);
-        msg.annotations
-            .push((MAC_ANNOTATION, Bytes::copy_from_slice(&tag)));
+        let tag = match &self.keying {
+            Keying::Session { key, direction } => {
+                Bytes::copy_from_slice(&message_mac(key, *direction, self.protocol, self.sent, msg))
+            }
+            Keying::Pyro4(key) => {
+                // The correlation id as the peer will read it: a CORR annotation under Pyro4.
+                let (_, corr) = self.protocol.as_received(msg);
+                let corr = (self.protocol == Protocol::Pyro4 && corr != [0; 16]).then_some(&corr);
+                Bytes::copy_from_slice(&pyro4_mac(key, msg, corr))
+            }
+        };
+        self.sent += 1;
+        msg.annotations.push((MAC_ANNOTATION, tag));
     }
 }
 
@@ -250,7 +377,15 @@ impl Verifier {
 
     /// Checks an incoming message's MAC; on failure the connection must close.
     pub fn verify(&mut self, msg: &Message) -> Result<(), Error> {
-        let expected = message_mac(&self.key, self.direction, self.protocol, self.received, msg);
+        let (key, direction) = match &self.keying {
+            Keying::Session { key, direction } => (key, *direction),
+            Keying::Pyro4(key) => {
+                return pyro4_check(Some(key), self.protocol, msg).map_err(|reason| {
+                    Error::Protocol(format!("{reason} (Pyro4's HMAC key); closing"))
+                })
+            }
+        };
+        let expected = message_mac(key, direction, self.protocol, self.received, msg);
         self.received += 1;
         // The MAC leaves out every HMAC annotation: a message must carry exactly one, or an
         // extra one could ride along unsigned.
@@ -278,37 +413,57 @@ impl Verifier {
 /// Both halves of one side's session: the writer signs, the reader verifies.
 pub type Session = (Signer, Verifier);
 
-fn client_session(keys: &Keys) -> Session {
+/// A session from what each half signs with, for a connection speaking `protocol`.
+fn session(send: Keying, receive: Keying, protocol: Protocol) -> Session {
     (
         Signer {
-            key: keys.to_daemon,
-            direction: Direction::ToServer,
-            protocol: Protocol::Pyro5,
+            keying: send,
+            protocol,
             sent: 0,
         },
         Verifier {
-            key: keys.to_client,
-            direction: Direction::ToClient,
-            protocol: Protocol::Pyro5,
+            keying: receive,
+            protocol,
             received: 0,
         },
     )
 }
 
-fn server_session(keys: &Keys) -> Session {
-    (
-        Signer {
-            key: keys.to_client,
-            direction: Direction::ToClient,
-            protocol: Protocol::Pyro5,
-            sent: 0,
-        },
-        Verifier {
+fn client_session(keys: &Keys) -> Session {
+    session(
+        Keying::Session {
             key: keys.to_daemon,
             direction: Direction::ToServer,
-            protocol: Protocol::Pyro5,
-            received: 0,
         },
+        Keying::Session {
+            key: keys.to_client,
+            direction: Direction::ToClient,
+        },
+        Protocol::Pyro5,
+    )
+}
+
+fn server_session(keys: &Keys) -> Session {
+    session(
+        Keying::Session {
+            key: keys.to_client,
+            direction: Direction::ToClient,
+        },
+        Keying::Session {
+            key: keys.to_daemon,
+            direction: Direction::ToServer,
+        },
+        Protocol::Pyro5,
+    )
+}
+
+/// Either side's session with Pyro4's HMAC `key` on a connection speaking `protocol`: both
+/// directions sign with the key itself, from the first message on.
+pub(crate) fn hmac_session(key: &HmacKey, protocol: Protocol) -> Session {
+    session(
+        Keying::Pyro4(key.clone()),
+        Keying::Pyro4(key.clone()),
+        protocol,
     )
 }
 

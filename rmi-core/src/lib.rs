@@ -76,7 +76,7 @@ mod spans;
 pub mod transport;
 pub mod uri;
 
-pub use auth::SharedSecret;
+pub use auth::{HmacKey, SharedSecret};
 pub use daemon::context::{self, CallContext, InScope};
 pub use daemon::{BindAddr, Daemon, DaemonBuilder, InstanceMode, Registration};
 pub use dispatch::{Dispatch, RemoteStream};

@@ -21,6 +21,7 @@ pub struct NsLocator {
     #[cfg(feature = "tls")]
     tls: Option<std::sync::Arc<rmi_core::rustls::ClientConfig>>,
     secret: Option<rmi_core::SharedSecret>,
+    hmac_key: Option<rmi_core::HmacKey>,
 }
 
 impl Default for NsLocator {
@@ -33,6 +34,7 @@ impl Default for NsLocator {
             #[cfg(feature = "tls")]
             tls: None,
             secret: None,
+            hmac_key: None,
         }
     }
 }
@@ -109,6 +111,16 @@ impl NsLocator {
     /// Authenticate to the name server with a shared secret.
     pub fn shared_secret(mut self, secret: rmi_core::SharedSecret) -> Self {
         self.secret = Some(secret);
+        self.hmac_key = None;
+        self
+    }
+
+    /// Sign every message to the name server with Pyro4's HMAC key, as Pyro4's
+    /// `locateNS(hmac_key=…)` does, for a name server that has one (`python -m Pyro4.naming
+    /// -k`, `rmi-ns --hmac-key`). Replaces a [`shared_secret`](Self::shared_secret).
+    pub fn hmac_key(mut self, key: rmi_core::HmacKey) -> Self {
+        self.hmac_key = Some(key);
+        self.secret = None;
         self
     }
 
@@ -175,6 +187,9 @@ impl NsLocator {
         }
         if let Some(secret) = &self.secret {
             builder = builder.shared_secret(secret.clone());
+        }
+        if let Some(key) = &self.hmac_key {
+            builder = builder.hmac_key(key.clone());
         }
         let proxy = builder.connect().await?;
         Ok(NameServerProxy::from_proxy(proxy))

@@ -21,6 +21,7 @@ mod naming_store;
 mod oneway;
 mod properties;
 mod pyro4;
+mod pyro4_hmac;
 mod pyro_client;
 mod python;
 mod python_tools;

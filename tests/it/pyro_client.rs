@@ -45,14 +45,14 @@ fn python4() -> Option<&'static PathBuf> {
 }
 
 /// A Python process this test started, killed by its own handle when the test ends.
-struct PythonProcess {
+pub(crate) struct PythonProcess {
     child: Child,
     stdout: BufReader<ChildStdout>,
 }
 
 impl PythonProcess {
     /// Starts `python -u <args>`, stdout piped.
-    fn start(python: &Path, args: &[&str]) -> PythonProcess {
+    pub(crate) fn start(python: &Path, args: &[&str]) -> PythonProcess {
         let mut child = Command::new(python)
             .arg("-u")
             .args(args)
@@ -67,7 +67,7 @@ impl PythonProcess {
 
     /// Reads lines until one starts with `prefix`; returns the rest of it. Bounded by the
     /// process: if it exits first, the read ends and this panics.
-    fn wait_for(&mut self, prefix: &str) -> String {
+    pub(crate) fn wait_for(&mut self, prefix: &str) -> String {
         let mut seen = String::new();
         loop {
             let mut line = String::new();

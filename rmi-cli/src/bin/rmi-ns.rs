@@ -92,6 +92,16 @@ struct Args {
     /// RMI_NS_KEY.
     #[arg(long, value_name = "PATH")]
     key_file: Option<PathBuf>,
+    /// Pyro4's HMAC key (`python -m Pyro4.naming -k`): sign every message with it and refuse
+    /// clients without it, for Pyro4 programs that set `_pyroHmacKey` or
+    /// `locateNS(hmac_key=…)`. Weaker than --key, and not with it.
+    #[arg(
+        long,
+        env = "PYRO_HMAC_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    hmac_key: Option<String>,
 
     /// Shortest lease TTL a daemon may ask for (e.g. 500ms, 2s).
     #[arg(long, value_parser = rmi_cli::parse_duration, value_name = "DURATION", default_value = "100ms")]
@@ -154,7 +164,8 @@ impl Args {
         let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         let sources = rmi_cli::Sources(&matches);
         args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);
-        args.key = sources.keep("key", args.key.take(), &["key_file"]);
+        args.key = sources.keep("key", args.key.take(), &["key_file", "hmac_key"]);
+        args.hmac_key = sources.keep("hmac_key", args.hmac_key.take(), &["key", "key_file"]);
         args.nathost = sources.keep("nathost", args.nathost.take(), &[]);
         // TLS settings from the environment are for TCP: `-u` on the command line drops them.
         args.tls_cert = sources.keep("tls_cert", args.tls_cert.take(), &["unixsocket"]);
@@ -229,7 +240,7 @@ impl Args {
         })
     }
 
-    /// The daemon's settings: message size, advertised address, TLS, shared secret.
+    /// The daemon's settings: message size, advertised address, TLS, shared secret or HMAC key.
     fn daemon(&self) -> Result<rmi::DaemonBuilder, String> {
         let mut builder = rmi::Daemon::builder().limits(DecodeLimits {
             max_message_size: self.max_message_size,
@@ -245,7 +256,11 @@ impl Args {
                 self.tls_client_ca.as_deref(),
             )?);
         }
-        if let Some(secret) = rmi_cli::secret(self.key.as_deref(), self.key_file.as_deref())? {
+        let secret = rmi_cli::secret(self.key.as_deref(), self.key_file.as_deref())?;
+        if let Some(key) = rmi_cli::hmac_key(self.hmac_key.as_deref(), secret.is_some())? {
+            builder = builder.hmac_key(key);
+        }
+        if let Some(secret) = secret {
             builder = builder.shared_secret(secret);
         }
         Ok(builder)

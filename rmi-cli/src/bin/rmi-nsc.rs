@@ -70,6 +70,15 @@ struct Args {
     /// Read the shared secret from this file (a trailing newline dropped); beats RMI_NS_KEY.
     #[arg(long, value_name = "PATH", global = true)]
     key_file: Option<PathBuf>,
+    /// Pyro4's HMAC key of the name server (`python -m Pyro4.naming -k`, `rmi-ns --hmac-key`).
+    #[arg(
+        long,
+        env = "PYRO_HMAC_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        global = true
+    )]
+    hmac_key: Option<String>,
     /// Talk TLS, trusting the certificates in this file (PEM).
     #[arg(long, env = "RMI_NS_TLS_CA", value_name = "PEM", global = true)]
     tls_ca: Option<PathBuf>,
@@ -457,11 +466,10 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
 }
 
 /// Finds the name server as the flags say: a Unix socket, a host, or localhost then the
-/// broadcast; over TLS and with a shared secret if given.
+/// broadcast; over TLS and with a shared secret or an HMAC key if given.
 async fn connect(
     args: &Args,
-    secret: Option<rmi::SharedSecret>,
-    tls: Option<Arc<rmi::rustls::ClientConfig>>,
+    (secret, hmac_key, tls): Settings,
 ) -> Result<NameServerProxy, rmi::Error> {
     if let Some(path) = &args.unixsocket {
         let uri = Uri::Pyro {
@@ -472,6 +480,9 @@ async fn connect(
         let mut builder = rmi::Proxy::builder(uri);
         if let Some(secret) = secret {
             builder = builder.shared_secret(secret);
+        }
+        if let Some(key) = hmac_key {
+            builder = builder.hmac_key(key);
         }
         return Ok(NameServerProxy::from_proxy(builder.connect().await?));
     }
@@ -489,6 +500,9 @@ async fn connect(
     }
     if let Some(secret) = secret {
         locator = locator.shared_secret(secret);
+    }
+    if let Some(key) = hmac_key {
+        locator = locator.hmac_key(key);
     }
     let ns = locator.locate().await?;
     // Nothing answered on localhost at the port asked for, and the broadcast found a name
@@ -525,7 +539,8 @@ fn parse() -> Args {
         args.unixsocket.take(),
         &["host", "port", "tls_ca"],
     );
-    args.key = sources.keep("key", args.key.take(), &["key_file"]);
+    args.key = sources.keep("key", args.key.take(), &["key_file", "hmac_key"]);
+    args.hmac_key = sources.keep("hmac_key", args.hmac_key.take(), &["key", "key_file"]);
     // A Unix socket runs no TLS: the variable is for TCP name servers.
     args.tls_ca = sources.keep("tls_ca", args.tls_ca.take(), &["unixsocket"]);
     if args.unixsocket.is_some() && args.tls_ca.is_some() {
@@ -543,17 +558,17 @@ fn parse() -> Args {
     args
 }
 
-/// The settings read from files before connecting: the shared secret and TLS.
-fn local_settings(
-    args: &Args,
-) -> Result<
-    (
-        Option<rmi::SharedSecret>,
-        Option<Arc<rmi::rustls::ClientConfig>>,
-    ),
-    String,
-> {
+/// The settings read before connecting: the shared secret, the HMAC key and TLS.
+type Settings = (
+    Option<rmi::SharedSecret>,
+    Option<rmi::HmacKey>,
+    Option<Arc<rmi::rustls::ClientConfig>>,
+);
+
+/// The settings read from the flags and files before connecting.
+fn local_settings(args: &Args) -> Result<Settings, String> {
     let secret = rmi_cli::secret(args.key.as_deref(), args.key_file.as_deref())?;
+    let hmac_key = rmi_cli::hmac_key(args.hmac_key.as_deref(), secret.is_some())?;
     let tls = match &args.tls_ca {
         Some(ca) => Some(rmi_cli::tls::client(
             ca,
@@ -561,20 +576,20 @@ fn local_settings(
         )?),
         None => None,
     };
-    Ok((secret, tls))
+    Ok((secret, hmac_key, tls))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = parse();
-    let (secret, tls) = match local_settings(&args) {
+    let settings = match local_settings(&args) {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("rmi-nsc: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let ns = match connect(&args, secret, tls).await {
+    let ns = match connect(&args, settings).await {
         Ok(ns) => ns,
         Err(e) => {
             let text = rmi_cli::report(&e, None);
@@ -586,8 +601,8 @@ async fn main() -> ExitCode {
                 || lower.contains("certificate")
                 || lower.contains("fatal alert");
             let hint = if refused {
-                "\nhint: the name server refused the connection: check --key (or --key-file) \
-                 and --tls-ca (and --tls-cert) against its settings"
+                "\nhint: the name server refused the connection: check --key (or --key-file, \
+                 or --hmac-key) and --tls-ca (and --tls-cert) against its settings"
                     .to_owned()
             } else if text.contains("pass --host and --port") {
                 // Our own error says what to do.

@@ -155,7 +155,7 @@ pub(crate) fn port_of(line: &str) -> u16 {
 
 /// The environment variables the tools read: cleared in every child, so a developer's own
 /// settings cannot change what a test sees.
-const TOOL_ENV: [&str; 15] = [
+const TOOL_ENV: [&str; 16] = [
     "RMI_NS_HOST",
     "RMI_NS_PORT",
     "RMI_NS_UNIXSOCKET",
@@ -165,6 +165,7 @@ const TOOL_ENV: [&str; 15] = [
     "RMI_NS_BCPORT",
     "RMI_NS_STORAGE",
     "RMI_NS_KEY",
+    "PYRO_HMAC_KEY",
     "RMI_NS_TLS_CA",
     "RMI_NS_TLS_CERT",
     "RMI_NS_TLS_KEY",

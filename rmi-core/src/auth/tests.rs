@@ -280,6 +280,14 @@ fn debug_output_names_the_type_and_hides_the_secret() {
     }
     assert!(signer_text.contains("sent: 1"), "{signer_text}");
     let _ = daemon.finish(&proof).unwrap();
+
+    let key = HmacKey::new("hunter2");
+    assert_eq!(format!("{key:?}"), "HmacKey(…)");
+    let (signer, verifier) = hmac_session(&key, Protocol::Pyro4);
+    for text in [format!("{signer:?}"), format!("{verifier:?}")] {
+        assert!(text.contains("Pyro4Hmac"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
 }
 
 #[test]
@@ -331,4 +339,90 @@ fn under_pyro4_an_exception_reply_is_signed_as_it_travels_without_its_correlatio
         "the premise: no correlation id on the wire"
     );
     client_in.verify(&received).unwrap();
+}
+
+/// A RESULT Pyro4 4.82 wrote with `hmac_key=b"secret"` and annotations CORR, ZZZZ and AAAA
+/// (in that order; `Message(MSG_RESULT, data, 1, 0, 1, annotations=…, hmac_key=b"secret")`).
+const PYRO4_SIGNED_RESULT: &str = "5059524f00300005000000010000002d0001004500003592434f52520010\
+    000102030405060708090a0b0c0d0e0f5a5a5a5a00046c6173744141414100056669727374484d414300148d76\
+    e6368196d7f46a20fa6b9100c2fcf83c8e3f232073657270656e74207574662d3820707974686f6e332e320a27\
+    48692077656c636f6d6520526173686d6927";
+
+fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn pyro4_s_hmac_is_checked_and_made_byte_for_byte_as_pyro4_makes_it() {
+    use crate::protocol::frame::check_any;
+    let bytes = unhex(PYRO4_SIGNED_RESULT);
+    let header = check_any(&bytes, 1 << 20).unwrap();
+    let received = Message::parse(&mut bytes::BytesMut::from(&bytes[..]), &header).unwrap();
+    assert_eq!(
+        received.corr_id,
+        *b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f"
+    );
+    let key = HmacKey::new("secret");
+    assert_eq!(pyro4_check(Some(&key), Protocol::Pyro4, &received), Ok(()));
+    let (_, mut verifier) = hmac_session(&key, Protocol::Pyro4);
+    verifier.verify(&received).unwrap();
+    assert_eq!(
+        pyro4_check(Some(&HmacKey::new("other")), Protocol::Pyro4, &received),
+        Err(HMAC_MISMATCH)
+    );
+    assert_eq!(
+        pyro4_check(None, Protocol::Pyro4, &received),
+        Err(HMAC_NOT_SYMMETRIC)
+    );
+
+    // Signed by rmi: the same bytes (CORR first, then the annotations in their order, the MAC
+    // last, as Pyro4's dict keeps them).
+    let mut msg = Message::new(
+        MessageType::Result,
+        received.serializer,
+        0,
+        1,
+        received.payload.clone(),
+    );
+    msg.corr_id = received.corr_id;
+    msg.annotations
+        .push((*b"ZZZZ", Bytes::from_static(b"last")));
+    msg.annotations
+        .push((*b"AAAA", Bytes::from_static(b"first")));
+    let (mut signer, _) = hmac_session(&key, Protocol::Pyro4);
+    signer.sign(&mut msg);
+    assert_eq!(msg.to_bytes_in(Protocol::Pyro4).to_vec(), bytes);
+
+    // Each part counts: the payload, any annotation's value, the correlation id.
+    let mut changed = received.clone();
+    changed.payload = Bytes::from_static(b"# serpent utf-8 python3.2\n'Hi welcome Eve'");
+    assert_eq!(
+        pyro4_check(Some(&key), Protocol::Pyro4, &changed),
+        Err(HMAC_MISMATCH)
+    );
+    let mut changed = received.clone();
+    changed.annotations[0].1 = Bytes::from_static(b"lost");
+    assert_eq!(
+        pyro4_check(Some(&key), Protocol::Pyro4, &changed),
+        Err(HMAC_MISMATCH)
+    );
+    let mut changed = received.clone();
+    changed.corr_id[0] = 0xff;
+    assert_eq!(
+        pyro4_check(Some(&key), Protocol::Pyro4, &changed),
+        Err(HMAC_MISMATCH)
+    );
+    // Two MACs: refused, whichever is right.
+    let mut doubled = received.clone();
+    doubled
+        .annotations
+        .push((MAC_ANNOTATION, Bytes::from_static(&[0; 20])));
+    assert_eq!(
+        pyro4_check(Some(&key), Protocol::Pyro4, &doubled),
+        Err(HMAC_MISMATCH)
+    );
 }

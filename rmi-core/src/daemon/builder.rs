@@ -78,6 +78,7 @@ pub struct DaemonBuilder {
     pub(super) compression: bool,
     pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
     pub(super) secret: Option<crate::auth::SharedSecret>,
+    pub(super) hmac_key: Option<crate::auth::HmacKey>,
     pub(super) callback_secret: Option<crate::auth::SharedSecret>,
     #[cfg(feature = "tls")]
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
@@ -111,6 +112,7 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("named", &self.named)
             .field("validator", &self.validator.is_some())
             .field("shared_secret", &self.secret.is_some())
+            .field("hmac_key", &self.hmac_key.is_some())
             .field("tls", &self.serves_tls())
             .field("callback_tls", &self.callback_tls_set())
             .finish()
@@ -140,6 +142,7 @@ impl Default for DaemonBuilder {
             compression: false,
             validator: None,
             secret: None,
+            hmac_key: None,
             callback_secret: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -205,6 +208,30 @@ impl DaemonBuilder {
     pub fn shared_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
         self.secret = Some(secret);
         self
+    }
+
+    /// Signs every message with Pyro4's HMAC key and refuses any not signed with it, on every
+    /// connection, Pyro4's or Pyro5's: what a Pyro4 daemon with `_pyroHmacKey` does, for
+    /// Pyro4 clients that set the key (`proxy._pyroHmacKey`, `locateNS(hmac_key=…)`). A client
+    /// without it is refused with Pyro4's `hmac key config not symmetric`, one with another
+    /// key with `message hmac mismatch`; a message that fails later closes its connection.
+    /// Weaker than [`shared_secret`](Self::shared_secret), which it cannot be combined with
+    /// (see [`crate::auth`]); Python Pyro5 clients cannot sign at all.
+    pub fn hmac_key(mut self, key: crate::auth::HmacKey) -> Self {
+        self.hmac_key = Some(key);
+        self
+    }
+
+    /// Refuses a shared secret with Pyro4's HMAC key: both sign in the `HMAC` annotation.
+    fn check_authentication(&self) -> Result<(), Error> {
+        match (&self.secret, &self.hmac_key) {
+            (Some(_), Some(_)) => Err(Error::Daemon(
+                "a daemon takes a shared secret or Pyro4's HMAC key, not both (both sign \
+                 messages in the HMAC annotation)"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The shared secret the proxies this daemon's methods receive in their arguments (a
@@ -346,6 +373,7 @@ impl DaemonBuilder {
     /// certificate against `localhost`), `"127.0.0.1:0"` the address and the port bound.
     /// [`advertise`](Self::advertise) overrides both.
     pub async fn bind(self, addr: impl BindAddr) -> Result<Daemon, Error> {
+        self.check_authentication()?;
         let (listener, name) = match addr.target() {
             Target::Addrs(addrs) => (TcpListener::bind(&addrs[..]).await, None),
             // Bound where a client dialing `localhost` looks first (127.0.0.1, then ::1),
@@ -382,6 +410,7 @@ impl DaemonBuilder {
     /// removed when the daemon stops serving.
     #[cfg(unix)]
     pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Daemon, Error> {
+        self.check_authentication()?;
         let path = path.as_ref();
         let listener =
             tokio::net::UnixListener::bind(path).map_err(|e| Error::io("binding the daemon", e))?;
@@ -415,10 +444,10 @@ impl DaemonBuilder {
             let exposed = host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| !ip.to_canonical().is_loopback());
-            if exposed && !self.serves_tls() && self.secret.is_none() {
+            if exposed && !self.serves_tls() && self.secret.is_none() && self.hmac_key.is_none() {
                 tracing::warn!(
                     %bound,
-                    "daemon reachable beyond this machine with neither TLS nor a shared secret: anyone who can connect can call its objects"
+                    "daemon reachable beyond this machine with neither TLS nor a shared secret nor an HMAC key: anyone who can connect can call its objects"
                 );
             }
         }
@@ -441,6 +470,7 @@ impl DaemonBuilder {
         let callbacks = DialSecurity {
             scope: Scope::Anywhere,
             secret: self.callback_secret.clone(),
+            hmac_key: None,
             #[cfg(feature = "tls")]
             tls: self.callback_tls.clone(),
         }

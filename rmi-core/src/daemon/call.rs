@@ -109,7 +109,7 @@ impl Call {
             && matches!(ser, codec::Serializer::Bincode | codec::Serializer::MsgPack);
         let overhead = reply_overhead(
             &annotations,
-            inner.config.secret.is_some(),
+            inner.config.secret.is_some() || inner.config.hmac_key.is_some(),
             self.protocol,
             self.req.corr_id != [0; 16],
         ) + if announced {

@@ -149,7 +149,16 @@ where
     // The first header chose the protocol; every answer is written in it.
     let protocol = reader.protocol().unwrap_or_default();
     writer.set_protocol(protocol);
+    if let Some(key) = &inner.config.hmac_key {
+        return with_hmac_key(inner, key, &req, protocol, writer, peer, peer_certificate).await;
+    }
     let Some(secret) = &inner.config.secret else {
+        // A Pyro4 client with an HMAC key is refused as a Pyro4 daemon without one refuses it.
+        if let Err(reason) = crate::auth::pyro4_check(None, protocol, &req) {
+            let ser = accepted_serializer(&req, protocol)?;
+            tracing::debug!(%peer, reason, "refusing the connection");
+            return Err(fail(&req, ser, reason.into()));
+        }
         let (accepted, reply) = check(inner, &req, protocol, peer, peer_certificate)?;
         writer.write_frame(&reply).await.map_err(|_| None)?;
         return Ok((accepted, None));
@@ -216,6 +225,42 @@ where
             Err(Some(reply))
         }
         Err(None) => Err(None),
+    }
+}
+
+/// The handshake with Pyro4's HMAC key: the CONNECT must carry the key's MAC, and every answer
+/// carries it, a refusal too (Pyro4's daemon signs its CONNECTFAIL).
+async fn with_hmac_key<W>(
+    inner: &Inner,
+    key: &crate::auth::HmacKey,
+    req: &Message,
+    protocol: Protocol,
+    writer: &mut FrameWriter<W>,
+    peer: &str,
+    peer_certificate: Option<&Certificate>,
+) -> Result<(Accepted, Option<Session>), Option<Message>>
+where
+    W: AsyncWrite + Unpin,
+{
+    let (mut signer, verifier) = crate::auth::hmac_session(key, protocol);
+    let signed = |reply: Option<Message>, signer: &mut crate::auth::Signer| {
+        reply.map(|mut reply| {
+            signer.sign(&mut reply);
+            reply
+        })
+    };
+    if let Err(reason) = crate::auth::pyro4_check(Some(key), protocol, req) {
+        let ser = accepted_serializer(req, protocol).map_err(|r| signed(r, &mut signer))?;
+        tracing::debug!(%peer, reason, "refusing the connection");
+        return Err(signed(fail(req, ser, reason.into()), &mut signer));
+    }
+    match check(inner, req, protocol, peer, peer_certificate) {
+        Ok((accepted, mut reply)) => {
+            signer.sign(&mut reply);
+            writer.write_frame(&reply).await.map_err(|_| None)?;
+            Ok((accepted, Some((signer, verifier))))
+        }
+        Err(reply) => Err(signed(reply, &mut signer)),
     }
 }
 

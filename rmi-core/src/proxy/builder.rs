@@ -54,6 +54,7 @@ pub struct ProxyBuilder {
     pub(super) over_stream: bool,
     pub(super) options: CallOptions,
     pub(super) secret: Option<crate::auth::SharedSecret>,
+    pub(super) hmac_key: Option<crate::auth::HmacKey>,
     #[cfg(feature = "tls")]
     pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     pub(super) validate_answer: Option<AnswerCheck>,
@@ -71,6 +72,7 @@ impl std::fmt::Debug for ProxyBuilder {
             .field("limits", &self.limits)
             .field("resolver", &self.resolver.is_some())
             .field("shared_secret", &self.secret.is_some())
+            .field("hmac_key", &self.hmac_key.is_some())
             .field("tls", &self.uses_tls())
             .finish()
     }
@@ -109,6 +111,7 @@ impl ProxyBuilder {
             over_stream: false,
             options: CallOptions::default(),
             secret: None,
+            hmac_key: None,
             #[cfg(feature = "tls")]
             tls: None,
             validate_answer: None,
@@ -119,6 +122,18 @@ impl ProxyBuilder {
     /// [`crate::auth`].
     pub fn shared_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
         self.secret = Some(secret);
+        self.hmac_key = None;
+        self
+    }
+
+    /// Signs every message with Pyro4's HMAC key and refuses any answer not signed with it:
+    /// Pyro4's `proxy._pyroHmacKey`, for a Pyro4 daemon or name server that sets one (or an rmi
+    /// daemon with [`DaemonBuilder::hmac_key`](crate::DaemonBuilder::hmac_key)). It replaces a
+    /// [`shared_secret`](Self::shared_secret): both sign in the `HMAC` annotation. Weaker than
+    /// a shared secret (see [`crate::auth`]).
+    pub fn hmac_key(mut self, key: crate::auth::HmacKey) -> Self {
+        self.hmac_key = Some(key);
+        self.secret = None;
         self
     }
 
@@ -142,6 +157,7 @@ impl ProxyBuilder {
             return self;
         }
         self.secret = security.secret.clone();
+        self.hmac_key = security.hmac_key.clone();
         // TLS runs over TCP only: a callback to a daemon on a Unix socket dials it plainly (a
         // logical URI, resolved later, keeps the TLS settings).
         #[cfg(feature = "tls")]
@@ -156,6 +172,7 @@ impl ProxyBuilder {
         DialSecurity {
             scope: Scope::at(self.uri.location().cloned()),
             secret: self.secret.clone(),
+            hmac_key: self.hmac_key.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
         }
@@ -388,6 +405,7 @@ mod tests {
         let security = DialSecurity {
             scope: Scope::Anywhere,
             secret: None,
+            hmac_key: None,
             tls: Some(config),
         };
         for (uri, tls) in [

@@ -406,7 +406,8 @@ impl Proxy {
             .limits
             .max_message_size
             .min(conn.protocol.max_payload());
-        let mac = if self.shared.config.secret.is_some() {
+        let config = &self.shared.config;
+        let mac = if config.secret.is_some() || config.hmac_key.is_some() {
             frame::ANNOTATION_HEADER_SIZE + MAC_LEN
         } else {
             0

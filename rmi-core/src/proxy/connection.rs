@@ -738,6 +738,14 @@ impl Connection {
             .secret
             .as_ref()
             .map(|secret| crate::auth::ClientHandshake::start(secret, &mut connect));
+        // With Pyro4's HMAC key every message is signed from the CONNECT on.
+        let mut keyed = config
+            .hmac_key
+            .as_ref()
+            .map(|key| crate::auth::hmac_session(key, protocol));
+        if let Some((signer, _)) = keyed.as_mut() {
+            signer.sign(&mut connect);
+        }
         // The first call goes right behind the CONNECT (never where the daemon must prove
         // itself first, or where its answer is yet to be checked: see `ProxyBuilder::early_serializer`).
         // Nor behind a CONNECT over rmi daemons' bound: an rmi daemon refuses it unread, but a
@@ -770,6 +778,9 @@ impl Connection {
                 may_have_run,
             }) => {
                 msg.seq = FIRST_SEQ;
+                if let Some((signer, _)) = keyed.as_mut() {
+                    signer.sign(&mut msg);
+                }
                 writer.queue(&connect);
                 // Under TLS, two writes make two records: a Python daemon reads the CONNECT's
                 // record through OpenSSL's buffer and then waits on the socket (its multiplex
@@ -812,8 +823,25 @@ impl Connection {
         // With a shared secret (see crate::auth): the daemon proves it first, and nothing more is
         // sent unless it did; then the client proves it with a second, signed CONNECT, and the
         // daemon's real answer comes signed.
-        let (signer, verifier) = match auth {
-            Some(auth) if reply.msg_type != MessageType::ConnectFail => {
+        // With Pyro4's HMAC key the answer, a refusal too, must carry the key's MAC.
+        if let Some(key) = &config.hmac_key {
+            if let Err(reason) = crate::auth::pyro4_check(Some(key), protocol, &reply) {
+                refused();
+                let said = if reply.msg_type == MessageType::ConnectFail {
+                    let said = refusal(&reply, protocol, &config.limits);
+                    format!(" (it refused the connection: {said})")
+                } else {
+                    String::new()
+                };
+                return Err(Error::ConnectFailed(format!(
+                    "{reason}: the daemon's answer does not carry the MAC of this proxy's HMAC \
+                     key{said}; is the daemon's key the same?"
+                )));
+            }
+        }
+        let (signer, verifier) = match (auth, keyed) {
+            (_, Some((signer, verifier))) => (Some(signer), Some(verifier)),
+            (Some(auth), None) if reply.msg_type != MessageType::ConnectFail => {
                 let (mut signer, mut verifier) = auth.confirm(&connect, &reply)?;
                 signer.set_protocol(protocol);
                 verifier.set_protocol(protocol);

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::SharedSecret;
+use crate::auth::{HmacKey, SharedSecret};
 use crate::uri::Location;
 
 /// Which received proxies the settings apply to.
@@ -45,6 +45,8 @@ pub(crate) struct DialSecurity {
     pub(crate) scope: Scope,
     /// Proved to the daemon the proxy dials.
     pub(crate) secret: Option<SharedSecret>,
+    /// Pyro4's HMAC key, signing every message.
+    pub(crate) hmac_key: Option<HmacKey>,
     /// TLS client settings for the dial.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
@@ -77,13 +79,13 @@ impl DialSecurity {
         }
     }
 
-    /// `None` when there is nothing to pass on (no secret, no TLS): nothing need be set then.
+    /// `None` when there is nothing to pass on (no secret, no key, no TLS): nothing need be set then.
     pub(crate) fn some(self) -> Option<Self> {
         #[cfg(feature = "tls")]
         let tls = self.tls.is_some();
         #[cfg(not(feature = "tls"))]
         let tls = false;
-        (self.secret.is_some() || tls).then_some(self)
+        (self.secret.is_some() || self.hmac_key.is_some() || tls).then_some(self)
     }
 }
 

@@ -1,0 +1,396 @@
+//! Pyro4's HMAC key (`_pyroHmacKey`) between rmi and Python's Pyro4 4.82, both ways, and
+//! between rmi programs: the same key calls, another key or none is refused with Pyro4's words
+//! on both sides, and a message signed otherwise on a connection that proved the key closes
+//! that connection while the daemon serves everyone else.
+//!
+//! Without Python the Pyro4 tests skip loudly (and fail under `CI=true`). Loopback only.
+
+use rmi::protocol::frame::Protocol;
+use rmi::{Error, HmacKey};
+
+use crate::pyro_client::PythonProcess;
+use crate::support::{GreeterProxy, GreeterServer, GreetingMaker};
+
+const KEY: &str = "pyro4 hmac key";
+
+/// A greeter daemon on 127.0.0.1 signing with `key`.
+async fn greeter(key: Option<&str>) -> (rmi::Daemon, rmi::Uri) {
+    let mut builder = rmi::Daemon::builder();
+    if let Some(key) = key {
+        builder = builder.hmac_key(HmacKey::new(key));
+    }
+    let daemon = builder.bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.greeter")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    (daemon, uri)
+}
+
+/// A greeter proxy to `uri` with `key`.
+async fn call(uri: &rmi::Uri, key: Option<&str>, name: &str) -> Result<String, Error> {
+    let mut builder = rmi::Proxy::builder(uri.clone());
+    if let Some(key) = key {
+        builder = builder.hmac_key(HmacKey::new(key));
+    }
+    let proxy: GreeterProxy = builder.connect().await?;
+    proxy.welcome_message(name.into()).await
+}
+
+/// A Pyro4 client of `argv[1]` in serializer `argv[2]`: with the key, another key, none, and
+/// a key changed on a connection that proved the right one.
+const PYRO4_CLIENT: &str = r#"
+import sys, Pyro4, Pyro4.errors
+uri, serializer = sys.argv[1], sys.argv[2]
+Pyro4.config.SERIALIZER = serializer
+KEY = b"pyro4 hmac key"
+
+def call(key, name):
+    p = Pyro4.Proxy(uri)
+    if key is not None:
+        p._pyroHmacKey = key
+    try:
+        return p.welcomeMessage(name)
+    except Pyro4.errors.PyroError as e:
+        # "cannot connect to ('127.0.0.1', port): <reason>"
+        return "%s: %s" % (type(e).__name__, str(e).split(": ", 1)[-1])
+
+print(call(KEY, "Rashmi"))
+print(call(b"another key", "Eve"))
+print(call(None, "Mallory"))
+p = Pyro4.Proxy(uri)
+p._pyroHmacKey = KEY
+print(p.welcomeMessage("first"))
+p._pyroHmacKey = b"another key"
+try:
+    p.welcomeMessage("second")
+    print("answered")
+except Pyro4.errors.PyroError as e:
+    print(type(e).__name__)
+print(call(KEY, "again"))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pyro4_client_with_an_hmac_key_calls_an_rmi_daemon_with_the_same_key_only() {
+    let Some(python) = crate::pyro4::python() else {
+        return;
+    };
+    let (daemon, uri) = greeter(Some(KEY)).await;
+    for serializer in ["serpent", "json", "marshal", "msgpack"] {
+        let args = [uri.to_string(), serializer.to_owned()];
+        let out = tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::python::run_python(python, PYRO4_CLIENT, &args)
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            [
+                "Hi welcome Rashmi",
+                "CommunicationError: message hmac mismatch",
+                "CommunicationError: hmac key config not symmetric",
+                "Hi welcome first",
+                "ConnectionClosedError",
+                "Hi welcome again",
+            ],
+            "{serializer}"
+        );
+    }
+    daemon.shutdown();
+}
+
+/// A Pyro4 daemon on 127.0.0.1 with `_pyroHmacKey`; `rekey` changes it, so that its own
+/// answer goes out signed with another key.
+const PYRO4_DAEMON: &str = r#"
+import Pyro4
+
+@Pyro4.expose
+class Greeter(object):
+    def welcomeMessage(self, name):
+        return "Hi welcome " + name
+    def rekey(self):
+        daemon._pyroHmacKey = b"another key"
+        return "rekeyed"
+
+daemon = Pyro4.Daemon(host="127.0.0.1")
+daemon._pyroHmacKey = b"pyro4 hmac key"
+print("READY", daemon.register(Greeter(), "example.greeter"), flush=True)
+daemon.requestLoop()
+"#;
+
+#[rmi::remote]
+#[allow(dead_code)]
+trait Rekeyed {
+    async fn rekey(&self) -> String;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rmi_proxy_with_an_hmac_key_calls_a_pyro4_daemon_with_the_same_key_only() {
+    let Some(python) = crate::pyro4::python() else {
+        return;
+    };
+    let (server, uri) = tokio::task::spawn_blocking(move || {
+        let mut server = PythonProcess::start(python, &["-c", PYRO4_DAEMON]);
+        let uri = server.wait_for("READY ");
+        (server, uri)
+    })
+    .await
+    .unwrap();
+    let uri: rmi::Uri = uri.parse().unwrap();
+    // The protocol is found as without a key: Pyro5 first, then Pyro4 from the answer.
+    assert_eq!(
+        call(&uri, Some(KEY), "Rashmi").await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    let wrong = call(&uri, Some("another key"), "Eve").await.unwrap_err();
+    assert!(
+        matches!(&wrong, Error::ConnectFailed(m) if m.starts_with("message hmac mismatch")),
+        "{wrong}"
+    );
+    let none = call(&uri, None, "Mallory").await.unwrap_err();
+    assert!(
+        matches!(&none, Error::ConnectFailed(m) if m.contains("hmac key config not symmetric")),
+        "{none}"
+    );
+
+    // Many calls on one connection, then an answer signed with another key: the proxy refuses
+    // it and the connection, as Pyro4's proxy does.
+    let proxy: rmi::Proxy = rmi::Proxy::builder(uri.clone())
+        .hmac_key(HmacKey::new(KEY))
+        .protocol(Protocol::Pyro4)
+        .connect()
+        .await
+        .unwrap();
+    let greeter = GreeterProxy::from_proxy(proxy.clone());
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let greeter = greeter.clone();
+            tokio::spawn(async move { greeter.welcome_message(format!("caller {i}")).await })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            format!("Hi welcome caller {i}")
+        );
+    }
+    let rekeyed = RekeyedProxy::from_proxy(proxy).rekey().await.unwrap_err();
+    assert!(
+        rekeyed.is_connection() && rekeyed.to_string().contains("message hmac mismatch"),
+        "{rekeyed:?}"
+    );
+    // The daemon now signs with the other key: so must its clients.
+    assert_eq!(
+        call(&uri, Some("another key"), "Eve").await.unwrap(),
+        "Hi welcome Eve"
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn rmi_programs_with_one_hmac_key_call_each_other_and_others_are_refused() {
+    let (daemon, uri) = greeter(Some(KEY)).await;
+    assert_eq!(
+        call(&uri, Some(KEY), "Rashmi").await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    for (key, reason) in [
+        (Some("another key"), "message hmac mismatch"),
+        (None, "hmac key config not symmetric"),
+    ] {
+        let err = call(&uri, key, "Eve").await.unwrap_err();
+        assert!(
+            matches!(&err, Error::ConnectFailed(m) if m.contains(reason)),
+            "{key:?}: {err}"
+        );
+    }
+    // A daemon without a key refuses a client that signs, as a Pyro4 daemon does.
+    let (plain, plain_uri) = greeter(None).await;
+    let err = call(&plain_uri, Some(KEY), "Eve").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("hmac key config not symmetric")),
+        "{err}"
+    );
+    assert_eq!(
+        call(&plain_uri, None, "Ada").await.unwrap(),
+        "Hi welcome Ada"
+    );
+    // Still serving the right key after the refusals.
+    assert_eq!(
+        call(&uri, Some(KEY), "again").await.unwrap(),
+        "Hi welcome again"
+    );
+    plain.shutdown();
+    daemon.shutdown();
+
+    // A shared secret and an HMAC key both sign in the HMAC annotation: one or the other.
+    let both = rmi::Daemon::builder()
+        .shared_secret(rmi::SharedSecret::new("s"))
+        .hmac_key(HmacKey::new(KEY))
+        .bind("127.0.0.1:0")
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(both.to_string().contains("not both"), "{both}");
+}
+
+/// A Pyro4 greeter with the key, registered as "server" in the name server on
+/// 127.0.0.1:`argv[1]`, found with the key.
+const PYRO4_KEYED_SERVER: &str = r#"
+import sys, Pyro4
+KEY = b"pyro4 hmac key"
+
+@Pyro4.expose
+class Greeter(object):
+    def welcomeMessage(self, name):
+        return "Hi welcome " + name
+
+daemon = Pyro4.Daemon(host="127.0.0.1")
+daemon._pyroHmacKey = KEY
+ns = Pyro4.locateNS("127.0.0.1", int(sys.argv[1]), broadcast=False, hmac_key=KEY)
+ns.register("server", daemon.register(Greeter()))
+print("READY", flush=True)
+daemon.requestLoop()
+"#;
+
+/// A Pyro4 client of "server" by `PYRONAME:` with the key (Pyro4 looks the name up with the
+/// proxy's key), and a look for the name server without it.
+const PYRO4_KEYED_CLIENT: &str = r#"
+import sys, Pyro4, Pyro4.errors
+port = int(sys.argv[1])
+p = Pyro4.Proxy("PYRONAME:server@127.0.0.1:%d" % port)
+p._pyroHmacKey = b"pyro4 hmac key"
+print(p.welcomeMessage("Rashmi"))
+try:
+    Pyro4.locateNS("127.0.0.1", port, broadcast=False).ping()
+    print("found without the key")
+except Pyro4.errors.PyroError as e:
+    print(type(e).__name__, "|", str(e.__cause__).split(": ", 1)[-1])
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyro4_programs_with_an_hmac_key_use_the_rmi_name_server_with_that_key() {
+    let Some(python) = crate::pyro4::python() else {
+        return;
+    };
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .daemon(rmi::Daemon::builder().hmac_key(HmacKey::new(KEY)))
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let server = tokio::task::spawn_blocking(move || {
+        let port = port.to_string();
+        let mut server = PythonProcess::start(python, &["-c", PYRO4_KEYED_SERVER, &port]);
+        server.wait_for("READY");
+        server
+    })
+    .await
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::python::run_python(python, PYRO4_KEYED_CLIENT, &[&port.to_string()])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Hi welcome Rashmi",
+            "NamingError | hmac key config not symmetric"
+        ]
+    );
+
+    // rmi's locator with the key finds the name server and the Python object through it.
+    let locator = rmi::naming::NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .no_broadcast();
+    let found = locator
+        .clone()
+        .hmac_key(HmacKey::new(KEY))
+        .locate()
+        .await
+        .unwrap();
+    let uri = found.lookup("server").await.unwrap();
+    assert_eq!(
+        call(&uri, Some(KEY), "Ada").await.unwrap(),
+        "Hi welcome Ada"
+    );
+    let refused = locator.locate().await.map(drop).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("hmac key config not symmetric"),
+        "{refused}"
+    );
+    drop(server);
+    ns.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_registers_and_looks_up_in_a_pyro4_name_server_started_with_a_key() {
+    let Some(python) = crate::pyro4::python() else {
+        return;
+    };
+    let (ns_process, port) = tokio::task::spawn_blocking(move || {
+        let mut ns = PythonProcess::start(
+            python,
+            &[
+                "-W",
+                "ignore",
+                "-m",
+                "Pyro4.naming",
+                "-n",
+                "127.0.0.1",
+                "-p",
+                "0",
+                "-x",
+                "-k",
+                KEY,
+            ],
+        );
+        let uri: rmi::Uri = ns.wait_for("URI = ").parse().unwrap();
+        let Some(rmi::Location::Tcp { port, .. }) = uri.location() else {
+            panic!("the name server at {uri}");
+        };
+        (ns, *port)
+    })
+    .await
+    .unwrap();
+    let (daemon, uri) = greeter(Some(KEY)).await;
+    let locator = rmi::naming::NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .no_broadcast();
+    let ns = locator
+        .clone()
+        .hmac_key(HmacKey::new(KEY))
+        .locate()
+        .await
+        .unwrap();
+    ns.register("rust.greeter", &uri).await.unwrap();
+    let found = ns.lookup("rust.greeter").await.unwrap();
+    assert_eq!(found, uri);
+    assert_eq!(
+        call(&found, Some(KEY), "Rashmi").await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    let wrong = locator
+        .hmac_key(HmacKey::new("another key"))
+        .locate()
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        wrong.to_string().contains("message hmac mismatch"),
+        "{wrong}"
+    );
+    daemon.shutdown();
+    drop(ns_process);
+}
