@@ -43,9 +43,12 @@
 //! the order of their ids)` in its `HMAC` annotation, and a message without it, or with a
 //! wrong one, is refused with Pyro4's words (`message hmac mismatch`, `hmac key config not
 //! symmetric`). It is weaker than a shared secret, as in Pyro4: the header (message type,
-//! flags, sequence number) is not covered, a message can be replayed, and one captured message
-//! lets its key be guessed offline. Use it for Pyro4 peers; between rmi programs, a
-//! [`SharedSecret`] (or TLS).
+//! flags, sequence number) is not covered, a message can be replayed, and one message captured
+//! on the network lets the key be guessed offline, so the key must be long and random, not a
+//! passphrase. (Pyro4's daemon also signs its refusals, which hands anyone who can connect a
+//! MAC of known words to guess from; rmi's daemon signs only what it sends to a client that
+//! proved the key.) Use it for Pyro4 peers; between rmi programs, a [`SharedSecret`] (or
+//! TLS).
 
 use std::sync::Arc;
 
@@ -103,7 +106,8 @@ impl SharedSecret {
 
 /// Pyro4's HMAC key (`_pyroHmacKey`, the name server's `-k`): every message is signed with
 /// HMAC-SHA1 and checked as a Pyro4 peer does. For Pyro4 programs that set one; it protects
-/// less than a [`SharedSecret`] (see [the module docs](self#pyro4s-hmac-key)).
+/// less than a [`SharedSecret`], and a captured message lets it be guessed offline: use a long
+/// random key (see [the module docs](self#pyro4s-hmac-key)).
 #[derive(Clone)]
 pub struct HmacKey {
     key: Arc<[u8]>,

@@ -445,3 +445,25 @@ async fn proxies_received_in_values_prove_the_shared_secret_of_their_receiver() 
     assert_eq!(deposited.unwrap(), 15);
     assert_eq!(called_back.unwrap(), Ok(5), "called back without a secret");
 }
+
+/// The same with Pyro4's HMAC key: the returned proxy signs with its receiver's key, and a
+/// callback with the server's `callback_hmac_key`; without it the callback is refused.
+#[tokio::test]
+async fn proxies_received_in_values_sign_with_the_hmac_key_of_their_receiver() {
+    let key = rmi::HmacKey::new("pyro4 hmac key");
+    let builder = || rmi::Daemon::builder().hmac_key(key.clone());
+    let server = builder().callback_hmac_key(key.clone());
+    let (deposited, called_back) =
+        proxies_in_values_under(server, builder(), |b| b.hmac_key(key.clone())).await;
+    assert_eq!(deposited.unwrap(), 15, "the returned account proxy works");
+    assert_eq!(called_back.unwrap(), Ok(5), "the server called back");
+
+    let (deposited, called_back) =
+        proxies_in_values_under(builder(), builder(), |b| b.hmac_key(key.clone())).await;
+    assert_eq!(deposited.unwrap(), 15);
+    let refused = called_back.unwrap().unwrap_err();
+    assert!(
+        refused.contains("hmac key config not symmetric"),
+        "{refused}"
+    );
+}

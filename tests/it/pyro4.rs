@@ -482,6 +482,47 @@ async fn pyro4_refusals_pickle_a_bad_checksum_and_an_unknown_object() {
     daemon.shutdown();
 }
 
+/// A Pyro4 client over `max_connections` is refused in protocol 48, in its serializer (before,
+/// the refusal went out in Pyro5's framing, which a Pyro4 client cannot read).
+#[tokio::test]
+async fn a_pyro4_client_over_max_connections_is_refused_in_protocol_48() {
+    let daemon = rmi::Daemon::builder()
+        .max_connections(1)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.welcome")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let held = crate::support::GreeterProxy::connect(&uri).await.unwrap();
+    assert_eq!(
+        held.welcome_message("a".into()).await.unwrap(),
+        "Hi welcome a"
+    );
+    // Pyro4's json is 2 (Pyro5's marshal): answered in json.
+    for serializer in [1, 2] {
+        let mut s = dial(&uri).await;
+        s.write_all(&pyro4_connect("example.welcome", serializer).to_bytes_in(Protocol::Pyro4))
+            .await
+            .unwrap();
+        let fail = read_pyro4(&mut s).await;
+        assert_eq!(
+            (fail.msg_type, fail.serializer),
+            (MessageType::ConnectFail, serializer)
+        );
+        let text = String::from_utf8_lossy(&fail.payload);
+        assert!(
+            text.contains("too many connections (max_connections = 1)"),
+            "{text}"
+        );
+    }
+    daemon.shutdown();
+}
+
 /// A Pyro4 client with METADATA off names no object in its CONNECT: its connection is bound
 /// to the first object it calls, and a validator that admits clients per object is asked again
 /// with that object before the call runs.

@@ -94,7 +94,8 @@ struct Args {
     key_file: Option<PathBuf>,
     /// Pyro4's HMAC key (`python -m Pyro4.naming -k`): sign every message with it and refuse
     /// clients without it, for Pyro4 programs that set `_pyroHmacKey` or
-    /// `locateNS(hmac_key=…)`. Weaker than --key, and not with it.
+    /// `locateNS(hmac_key=…)`. Weaker than --key, and not with it: a message captured on the
+    /// network lets the key be guessed offline, so use a long random one.
     #[arg(
         long,
         env = "PYRO_HMAC_KEY",

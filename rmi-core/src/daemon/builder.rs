@@ -80,6 +80,7 @@ pub struct DaemonBuilder {
     pub(super) secret: Option<crate::auth::SharedSecret>,
     pub(super) hmac_key: Option<crate::auth::HmacKey>,
     pub(super) callback_secret: Option<crate::auth::SharedSecret>,
+    pub(super) callback_hmac_key: Option<crate::auth::HmacKey>,
     #[cfg(feature = "tls")]
     pub(super) tls: Option<tokio_rustls::TlsAcceptor>,
     #[cfg(feature = "tls")]
@@ -144,6 +145,7 @@ impl Default for DaemonBuilder {
             secret: None,
             hmac_key: None,
             callback_secret: None,
+            callback_hmac_key: None,
             #[cfg(feature = "tls")]
             tls: None,
             #[cfg(feature = "tls")]
@@ -213,10 +215,13 @@ impl DaemonBuilder {
     /// Signs every message with Pyro4's HMAC key and refuses any not signed with it, on every
     /// connection, Pyro4's or Pyro5's: what a Pyro4 daemon with `_pyroHmacKey` does, for
     /// Pyro4 clients that set the key (`proxy._pyroHmacKey`, `locateNS(hmac_key=…)`). A client
-    /// without it is refused with Pyro4's `hmac key config not symmetric`, one with another
-    /// key with `message hmac mismatch`; a message that fails later closes its connection.
-    /// Weaker than [`shared_secret`](Self::shared_secret), which it cannot be combined with
-    /// (see [`crate::auth`]); Python Pyro5 clients cannot sign at all.
+    /// without it, or with another key, is refused: a Pyro4 client says `hmac key config not
+    /// symmetric` for both, as rmi signs nothing for a client that did not prove the key (the
+    /// refusal's own text says `message hmac mismatch` for a wrong key); a message that fails
+    /// later closes its connection. Weaker than [`shared_secret`](Self::shared_secret),
+    /// which it cannot be combined with: a message captured on the network lets the key be
+    /// guessed offline, so use a long random key (see [`crate::auth`]). Python Pyro5 clients
+    /// cannot sign at all.
     pub fn hmac_key(mut self, key: crate::auth::HmacKey) -> Self {
         self.hmac_key = Some(key);
         self
@@ -239,6 +244,17 @@ impl DaemonBuilder {
     /// callback daemon may have none; often the same as [`shared_secret`](Self::shared_secret)).
     pub fn callback_secret(mut self, secret: crate::auth::SharedSecret) -> Self {
         self.callback_secret = Some(secret);
+        self.callback_hmac_key = None;
+        self
+    }
+
+    /// Pyro4's HMAC key the proxies this daemon's methods receive in their arguments (a
+    /// client's callback objects) sign with (default: none; a Pyro4 proxy's serialized state
+    /// may carry one, which rmi does not take from the wire). Replaces a
+    /// [`callback_secret`](Self::callback_secret).
+    pub fn callback_hmac_key(mut self, key: crate::auth::HmacKey) -> Self {
+        self.callback_hmac_key = Some(key);
+        self.callback_secret = None;
         self
     }
 
@@ -470,7 +486,7 @@ impl DaemonBuilder {
         let callbacks = DialSecurity {
             scope: Scope::Anywhere,
             secret: self.callback_secret.clone(),
-            hmac_key: None,
+            hmac_key: self.callback_hmac_key.clone(),
             #[cfg(feature = "tls")]
             tls: self.callback_tls.clone(),
         }

@@ -145,13 +145,25 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let req = read(reader, peer).await?;
+    // As sent: Pyro4's HMAC covers a compressed CONNECT's bytes before they are inflated.
+    let mut req = read_as_sent(reader, peer).await?;
     // The first header chose the protocol; every answer is written in it.
     let protocol = reader.protocol().unwrap_or_default();
     writer.set_protocol(protocol);
     if let Some(key) = &inner.config.hmac_key {
-        return with_hmac_key(inner, key, &req, protocol, writer, peer, peer_certificate).await;
+        return with_hmac_key(
+            inner,
+            key,
+            req,
+            protocol,
+            reader,
+            writer,
+            peer,
+            peer_certificate,
+        )
+        .await;
     }
+    inflate(&mut req, reader, peer)?;
     let Some(secret) = &inner.config.secret else {
         // A Pyro4 client with an HMAC key is refused as a Pyro4 daemon without one refuses it.
         if let Err(reason) = crate::auth::pyro4_check(None, protocol, &req) {
@@ -228,32 +240,40 @@ where
     }
 }
 
-/// The handshake with Pyro4's HMAC key: the CONNECT must carry the key's MAC, and every answer
-/// carries it, a refusal too (Pyro4's daemon signs its CONNECTFAIL).
-async fn with_hmac_key<W>(
+/// The handshake with Pyro4's HMAC key: the CONNECT, as sent, must carry the key's MAC, and the
+/// answers to a CONNECT that did are signed. A refusal of one that did not goes unsigned
+/// (Pyro4's daemon signs it): a MAC over known words would let anyone who can connect guess the
+/// key offline. A Pyro4 client with another key then says `hmac key config not symmetric`
+/// where Pyro4 would say `message hmac mismatch`; the refusal's own words say which.
+#[allow(clippy::too_many_arguments)]
+async fn with_hmac_key<R, W>(
     inner: &Inner,
     key: &crate::auth::HmacKey,
-    req: &Message,
+    mut req: Message,
     protocol: Protocol,
+    reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
     peer: &str,
     peer_certificate: Option<&Certificate>,
 ) -> Result<(Accepted, Option<Session>), Option<Message>>
 where
+    R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let (mut signer, verifier) = crate::auth::hmac_session(key, protocol);
+    if let Err(reason) = crate::auth::pyro4_check(Some(key), protocol, &req) {
+        let ser = accepted_serializer(&req, protocol)?;
+        tracing::debug!(%peer, reason, "refusing the connection");
+        return Err(fail(&req, ser, reason.into()));
+    }
+    inflate(&mut req, reader, peer)?;
+    let req = &req;
     let signed = |reply: Option<Message>, signer: &mut crate::auth::Signer| {
         reply.map(|mut reply| {
             signer.sign(&mut reply);
             reply
         })
     };
-    if let Err(reason) = crate::auth::pyro4_check(Some(key), protocol, req) {
-        let ser = accepted_serializer(req, protocol).map_err(|r| signed(r, &mut signer))?;
-        tracing::debug!(%peer, reason, "refusing the connection");
-        return Err(signed(fail(req, ser, reason.into()), &mut signer));
-    }
     match check(inner, req, protocol, peer, peer_certificate) {
         Ok((accepted, mut reply)) => {
             signer.sign(&mut reply);
@@ -300,19 +320,38 @@ impl Drop for Guess<'_> {
     }
 }
 
-/// Reads one handshake message; `Err(None)` (close) at the end of the stream or on a bad frame.
+/// Reads one handshake message, inflated; `Err(None)` (close) at the end of the stream or on a
+/// bad frame.
 async fn read<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
     peer: &str,
 ) -> Result<Message, Option<Message>> {
+    let mut req = read_as_sent(reader, peer).await?;
+    inflate(&mut req, reader, peer)?;
+    Ok(req)
+}
+
+/// Inflates a compressed handshake message; `Err(None)` (close) when it does not inflate
+/// within the reader's bound.
+fn inflate<R: AsyncRead + Unpin>(
+    req: &mut Message,
+    reader: &FrameReader<R>,
+    peer: &str,
+) -> Result<(), Option<Message>> {
+    req.decompress(reader.max_message_size()).map_err(|e| {
+        tracing::debug!(%peer, error = %e, "bad handshake message; closing");
+        None
+    })
+}
+
+/// Reads one handshake message as it was sent; `Err(None)` (close) at the end of the stream or
+/// on a bad frame.
+async fn read_as_sent<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    peer: &str,
+) -> Result<Message, Option<Message>> {
     match reader.read_frame().await {
-        Ok(Some(mut req)) => match req.decompress(reader.max_message_size()) {
-            Ok(()) => Ok(req),
-            Err(e) => {
-                tracing::debug!(%peer, error = %e, "bad handshake message; closing");
-                Err(None)
-            }
-        },
+        Ok(Some(req)) => Ok(req),
         Ok(None) => {
             tracing::debug!(%peer, "closed during the handshake");
             Err(None)

@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use super::connection::handle_connection;
 use super::{reply_to, Daemon};
 use crate::error::Error;
-use crate::protocol::codec::{DecodeLimits, Serializer};
+use crate::protocol::codec::DecodeLimits;
 use crate::protocol::frame::MessageType;
 use crate::transport::{self, BoxIo};
 
@@ -164,13 +164,16 @@ async fn refuse_connection(stream: BoxIo, max: usize, limits: DecodeLimits) {
     // Held to the handshake's bound: these connections are over the limit.
     let max_size = limits.max_message_size.min(super::MAX_HANDSHAKE_SIZE);
     let (mut reader, mut writer) = transport::split_io(stream, max_size);
-    // Read the CONNECT (briefly) to answer in the client's serializer.
+    reader.accept_either_protocol();
+    // Read the CONNECT (briefly) to answer in the client's protocol and serializer.
     if let Ok(Ok(Some(req))) =
         tokio::time::timeout(Duration::from_secs(1), reader.read_frame()).await
     {
-        if let Some(ser) = Serializer::from_id(req.serializer) {
+        let protocol = reader.protocol().unwrap_or_default();
+        writer.set_protocol(protocol);
+        if let Some(ser) = protocol.serializer(req.serializer) {
             let reason = format!("too many connections (max_connections = {max})");
-            let payload = ser.encode(&reason).unwrap_or_default();
+            let payload = ser.encode_in(protocol, &reason).unwrap_or_default();
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
                 writer.write_frame(&reply_to(&req, MessageType::ConnectFail, 0, payload)),

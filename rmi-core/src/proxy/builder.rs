@@ -306,10 +306,13 @@ impl ProxyBuilder {
     /// The serializer a call that opens a connection is encoded in ahead of the handshake, to
     /// go out right behind the CONNECT: the configured one (a negotiated one is known only from
     /// the answer), unless a shared secret is set (the daemon proves itself before anything
-    /// else is sent) or the daemon's answer is checked (it must pass first).
+    /// else is sent), or Pyro4's HMAC key (a signed call, which has no counter, could be
+    /// replayed by whoever answers without the key), or the daemon's answer is checked (it
+    /// must pass first).
     pub(super) fn early_serializer(&self) -> Option<Serializer> {
-        self.serializer
-            .filter(|_| self.secret.is_none() && self.validate_answer.is_none())
+        self.serializer.filter(|_| {
+            self.secret.is_none() && self.hmac_key.is_none() && self.validate_answer.is_none()
+        })
     }
 
     /// Builds the proxy without any I/O; it dials on its first call (and, with

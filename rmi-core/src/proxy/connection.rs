@@ -24,7 +24,7 @@ use crate::protocol::codec::{
     self, ConnectOk, ConnectRequestRef, DecodeLimits, Metadata, Serializer,
 };
 use crate::protocol::frame::{self, Message, MessageType, Protocol, FLAGS_META_ON_CONNECT};
-use crate::protocol::names::{SERIALIZER_ANNOTATION, STREAM_ANNOTATION};
+use crate::protocol::names::{MAC_ANNOTATION, SERIALIZER_ANNOTATION, STREAM_ANNOTATION};
 use crate::transport::{self, outbox, BoxIo, FrameReader, IoReadHalf, IoWriteHalf, Outgoing};
 use crate::uri::Uri;
 
@@ -649,16 +649,57 @@ pub(super) enum Opened {
     Speaks(Protocol),
 }
 
-/// The daemon's next handshake message.
+/// The daemon's next handshake message, inflated.
 /// (A Pyro daemon may compress it; rmi daemons never compress handshake messages, so
-/// inflating before a MAC check never meets a signed compressed message.)
+/// inflating before a shared secret's MAC check never meets a signed compressed message.)
 async fn next<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Message, Error> {
-    let mut msg = reader.read_frame().await?.ok_or_else(|| {
-        Error::ConnectionClosed("daemon closed the connection during the handshake".into())
-    })?;
-    msg.decompress(reader.max_message_size())
-        .map_err(|e| Error::Protocol(e.to_string()))?;
+    let mut msg = next_as_sent(reader).await?;
+    inflate(&mut msg, reader.max_message_size())?;
     Ok(msg)
+}
+
+/// The daemon's next handshake message as it was sent: compressed if it was (Pyro4's HMAC
+/// covers the bytes sent).
+async fn next_as_sent<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) -> Result<Message, Error> {
+    reader.read_frame().await?.ok_or_else(|| {
+        Error::ConnectionClosed("daemon closed the connection during the handshake".into())
+    })
+}
+
+/// Inflates a compressed handshake message.
+fn inflate(msg: &mut Message, max: usize) -> Result<(), Error> {
+    msg.decompress(max)
+        .map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// Why a proxy with Pyro4's HMAC key refuses the daemon's first answer (`reason`, Pyro4's
+/// words): the daemon's own refusal when it sent one, else what the missing or wrong MAC says.
+fn hmac_refusal(
+    reason: &str,
+    mut reply: Message,
+    protocol: Protocol,
+    limits: &DecodeLimits,
+) -> Error {
+    let unsigned = reply.annotation(&MAC_ANNOTATION).is_none();
+    let refused = reply.msg_type == MessageType::ConnectFail
+        && reply.decompress(limits.max_message_size).is_ok();
+    Error::ConnectFailed(if refused {
+        let said = refusal(&reply, protocol, limits);
+        format!(
+            "the daemon refused the connection: {said} ({reason}: its answer does not carry the \
+             MAC of this proxy's HMAC key)"
+        )
+    } else if unsigned {
+        format!(
+            "{reason}: the daemon's answer carries no MAC: it has no HMAC key (Python's Pyro5 \
+             daemons never do)"
+        )
+    } else {
+        format!(
+            "{reason}: the daemon's answer does not carry the MAC of this proxy's HMAC key: is \
+             the daemon's key the same?"
+        )
+    })
 }
 
 /// The reason in a CONNECTFAIL: in the connection's serializer, or in marshal (how Pyro words a
@@ -805,7 +846,7 @@ impl Connection {
                 may_have_run.store(false, Ordering::Release);
             }
         };
-        let mut reply = match next(&mut reader).await.map_err(over_bound) {
+        let mut reply = match next_as_sent(&mut reader).await.map_err(over_bound) {
             Ok(reply) => reply,
             Err(e @ Error::ConnectFailed(_)) => {
                 refused();
@@ -823,22 +864,15 @@ impl Connection {
         // With a shared secret (see crate::auth): the daemon proves it first, and nothing more is
         // sent unless it did; then the client proves it with a second, signed CONNECT, and the
         // daemon's real answer comes signed.
-        // With Pyro4's HMAC key the answer, a refusal too, must carry the key's MAC.
+        // With Pyro4's HMAC key the answer must carry the key's MAC, over the bytes sent (a
+        // Pyro4 daemon may compress its answer).
         if let Some(key) = &config.hmac_key {
             if let Err(reason) = crate::auth::pyro4_check(Some(key), protocol, &reply) {
                 refused();
-                let said = if reply.msg_type == MessageType::ConnectFail {
-                    let said = refusal(&reply, protocol, &config.limits);
-                    format!(" (it refused the connection: {said})")
-                } else {
-                    String::new()
-                };
-                return Err(Error::ConnectFailed(format!(
-                    "{reason}: the daemon's answer does not carry the MAC of this proxy's HMAC \
-                     key{said}; is the daemon's key the same?"
-                )));
+                return Err(hmac_refusal(reason, reply, protocol, &config.limits));
             }
         }
+        inflate(&mut reply, reader.max_message_size())?;
         let (signer, verifier) = match (auth, keyed) {
             (_, Some((signer, verifier))) => (Some(signer), Some(verifier)),
             (Some(auth), None) if reply.msg_type != MessageType::ConnectFail => {
@@ -878,9 +912,15 @@ impl Connection {
             }
             MessageType::ConnectFail => {
                 refused();
-                let reason = refusal(&reply, protocol, &config.limits);
+                let mut reason = refusal(&reply, protocol, &config.limits);
                 if reason.starts_with("unknown object") {
                     return Err(Error::UnknownObject(object.to_owned()));
+                }
+                if reason == crate::auth::HMAC_NOT_SYMMETRIC && config.hmac_key.is_none() {
+                    reason.push_str(
+                        ": the daemon requires Pyro4's HMAC key (ProxyBuilder::hmac_key), or \
+                         refuses one",
+                    );
                 }
                 return Err(Error::ConnectFailed(reason));
             }
