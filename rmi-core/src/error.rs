@@ -255,6 +255,10 @@ pub struct RemoteError {
     pub object: Option<String>,
     /// The method the call addressed, when known.
     pub method: Option<String>,
+    /// Sent to Python peers under its own class name, though Python cannot rebuild it without
+    /// help (a daemon's [`exception_classes`](crate::DaemonBuilder::exception_classes)).
+    #[serde(skip)]
+    pub(crate) keep_class: bool,
 }
 
 /// An I/O error raised by a method (`#[rmi(raises)]` on one returning `io::Result<T>`): Python's
@@ -306,6 +310,7 @@ impl RemoteError {
             chain: Vec::new(),
             object: None,
             method: None,
+            keep_class: false,
         }
     }
 

@@ -1308,10 +1308,11 @@ async fn under_pyro4_the_limit_counts_the_correlation_id_the_reply_carries() {
     let exact = PYRO4_MAX - (6 + 16) - overhead;
     assert_eq!(lab.make_blob(exact).await.unwrap().0.len(), exact);
     let err = lab.make_blob(exact + 1).await.unwrap_err();
-    // (In a Pyro format rmi's own error classes travel as Python's RuntimeError.)
+    // (In a Pyro format rmi's own error classes travel as Python's RuntimeError; an rmi caller
+    // gets the class back.)
     match &err {
         Error::Remote(remote) => assert!(
-            remote.message.contains("rmi.MessageTooLarge") && remote.message.contains("22 bytes"),
+            remote.type_name == "rmi.MessageTooLarge" && remote.message.contains("22 bytes"),
             "{err}"
         ),
         other => panic!("the call's own remote error, not {other}"),

@@ -984,3 +984,141 @@ for serializer in ("serpent", "json", "marshal"):
     }
     daemon.shutdown();
 }
+
+/// An account whose overdraft is the application's own exception class.
+#[rmi::remote]
+pub(crate) trait Overdraft {
+    /// Takes `amount` from a balance of 10; more raises `bank.errors.Overdrawn`.
+    #[rmi(raises)]
+    async fn withdraw(&self, amount: u32) -> Result<u32, rmi::RemoteError>;
+}
+
+struct OverdraftObject;
+
+impl Overdraft for OverdraftObject {
+    async fn withdraw(&self, amount: u32) -> Result<u32, rmi::RemoteError> {
+        10u32.checked_sub(amount).ok_or_else(|| {
+            rmi::RemoteError::new(
+                rmi::RemoteErrorKind::Other,
+                "bank.errors.Overdrawn",
+                format!("cannot take {amount} from 10"),
+            )
+        })
+    }
+}
+
+/// A Python caller that catches `bank.errors.Overdrawn` as its own class when told to register
+/// it (`argv[3]` is "register"), else as whatever Python raises; Pyro `argv[2]` ("5" or "4").
+const OVERDRAFT_CALLER: &str = r#"
+import sys
+uri, version, register = sys.argv[1], sys.argv[2], sys.argv[3] == "register"
+if version == "5":
+    import Pyro5.api as pyro
+    from Pyro5.serializers import SerializerBase
+else:
+    import Pyro4 as pyro
+    from Pyro4.util import SerializerBase
+
+class Overdrawn(Exception):
+    pass
+
+if register:
+    SerializerBase.register_dict_to_class(
+        "bank.errors.Overdrawn", lambda classname, d: Overdrawn(*d["args"]))
+for serializer in ["serpent", "json", "marshal", "msgpack"]:
+    pyro.config.SERIALIZER = serializer
+    with pyro.Proxy(uri) as account:
+        try:
+            account.withdraw(12)
+        except Overdrawn as e:
+            print(serializer, "Overdrawn:", e)
+        except RuntimeError as e:
+            print(serializer, "RuntimeError:", e)
+# In a batch, the failed call's exception too.
+pyro.config.SERIALIZER = "serpent"
+with pyro.Proxy(uri) as account:
+    batch = pyro.BatchProxy(account) if version == "5" else pyro.batch(account)
+    batch.withdraw(1)
+    batch.withdraw(12)
+    try:
+        for result in batch():
+            print("batch", result)
+    except Overdrawn as e:
+        print("batch Overdrawn:", e)
+    except RuntimeError as e:
+        print("batch RuntimeError:", e)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_exception_classes_reach_python_as_their_class_when_the_daemon_is_told() {
+    let pythons = [
+        (crate::python::python(), "5"),
+        (crate::pyro4::python(), "4"),
+    ];
+    if pythons.iter().any(|(p, _)| p.is_none()) {
+        return;
+    }
+    for (kept, register) in [(false, "no"), (true, "register")] {
+        let mut builder = rmi::Daemon::builder();
+        if kept {
+            builder = builder.exception_classes(["bank."]);
+        }
+        let daemon = builder.bind("127.0.0.1:0").await.unwrap();
+        let uri = daemon
+            .register_with_id(OverdraftServer::new(OverdraftObject), "example.account")
+            .unwrap();
+        tokio::spawn({
+            let d = daemon.clone();
+            async move { d.serve().await }
+        });
+        for (python, version) in pythons {
+            let python = python.unwrap();
+            let args = [uri.to_string(), version.to_owned(), register.to_owned()];
+            let out = tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                crate::python::run_python(python, OVERDRAFT_CALLER, &args)
+            })
+            .await
+            .unwrap();
+            let mut expected: Vec<String> = ["serpent", "json", "marshal", "msgpack"]
+                .iter()
+                .map(|ser| match kept {
+                    true => format!("{ser} Overdrawn: cannot take 12 from 10"),
+                    false => {
+                        format!("{ser} RuntimeError: bank.errors.Overdrawn: cannot take 12 from 10")
+                    }
+                })
+                .collect();
+            expected.push("batch 9".into());
+            expected.push(match kept {
+                true => "batch Overdrawn: cannot take 12 from 10".into(),
+                false => "batch RuntimeError: bank.errors.Overdrawn: cannot take 12 from 10".into(),
+            });
+            assert_eq!(out.lines().collect::<Vec<_>>(), expected, "Pyro{version}");
+        }
+        // rmi callers get the class either way, in every serializer.
+        for ser in [
+            rmi::Serializer::Bincode,
+            rmi::Serializer::Serpent,
+            rmi::Serializer::Json,
+            rmi::Serializer::MsgPack,
+            rmi::Serializer::Marshal,
+        ] {
+            let account: OverdraftProxy = rmi::Proxy::builder(uri.clone())
+                .serializer(ser)
+                .connect()
+                .await
+                .unwrap();
+            match account.withdraw(12).await {
+                Err(rmi::Error::Remote(e)) => assert_eq!(
+                    (e.type_name.as_str(), e.message.as_str()),
+                    ("bank.errors.Overdrawn", "cannot take 12 from 10"),
+                    "{ser:?}"
+                ),
+                other => panic!("{ser:?}: {other:?}"),
+            }
+            assert_eq!(account.withdraw(4).await.unwrap(), 6);
+        }
+        daemon.shutdown();
+    }
+}

@@ -76,6 +76,7 @@ pub struct DaemonBuilder {
     pub(super) max_queued_bytes: usize,
     pub(super) max_batch_calls: usize,
     pub(super) compression: bool,
+    pub(super) exception_classes: Vec<String>,
     pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
     pub(super) secret: Option<crate::auth::SharedSecret>,
     pub(super) hmac_key: Option<crate::auth::HmacKey>,
@@ -141,6 +142,7 @@ impl Default for DaemonBuilder {
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
             compression: false,
+            exception_classes: Vec::new(),
             validator: None,
             secret: None,
             hmac_key: None,
@@ -198,6 +200,30 @@ impl DaemonBuilder {
     pub fn handshake_timeout(mut self, d: Duration) -> Self {
         self.handshake_timeout = d;
         self
+    }
+
+    /// Error classes sent to Python peers under their own names, as Pyro sends an exception:
+    /// each a class name (`myapp.Overdrawn`) or a module prefix ending in `.` (`myapp.`).
+    /// Python rebuilds only its own and Pyro's exceptions by itself: a client must register
+    /// the others (`SerializerBase.register_dict_to_class("myapp.Overdrawn", …)` in Pyro5 and
+    /// Pyro4), or it fails to read the reply. Every other class goes as Python's
+    /// `RuntimeError("myapp.Overdrawn: …")`, which every client reads (default). rmi clients
+    /// get the class either way.
+    pub fn exception_classes<I, S>(mut self, classes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exception_classes = classes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether errors of `class` go to Python peers under their own name (see
+    /// [`exception_classes`](Self::exception_classes)).
+    pub(super) fn keeps_class(&self, class: &str) -> bool {
+        self.exception_classes
+            .iter()
+            .any(|kept| class == kept || (kept.ends_with('.') && class.starts_with(kept.as_str())))
     }
 
     /// Checks each client's handshake (and TLS certificate) before it may call anything.

@@ -157,7 +157,8 @@ impl Call {
                     codec::encode_error_in(ser, self.protocol, &marker),
                 )
             }
-            Err(err) => {
+            Err(mut err) => {
+                err.keep_class = inner.config.keeps_class(&err.type_name);
                 if oneway {
                     let warnings = &inner.oneway_warnings;
                     let peer = &*self.conn.peer;
@@ -444,7 +445,11 @@ impl Call {
             tokio::task::consume_budget().await;
             let item = self
                 .batched(object, &call.method, call.args, ctx, &percall)
-                .await;
+                .await
+                .map_err(|mut err| {
+                    err.keep_class = self.conn.daemon.inner.config.keeps_class(&err.type_name);
+                    err
+                });
             let item = self.batch_item_fits(&mut size, results.len(), item, ctx);
             let failed = item.is_err();
             results.push(item);

@@ -2,8 +2,10 @@
 //! (`{'__class__', '__exception__', 'args', 'attributes': {'_pyroTraceback': [...]}}`), and back.
 //!
 //! The Rust error chain travels as the remote traceback. Classes Python cannot rebuild (rmi's
-//! own, such as `rmi.Panic`) go as `builtins.RuntimeError` with the original class in the
-//! message, and the error's kind rides along in an attribute, so an rmi peer restores it.
+//! own, such as `rmi.Panic`, and an application's, such as `myapp.Overdrawn`) go as
+//! `builtins.RuntimeError` with the original class in the message, unless the daemon was told
+//! its Python clients rebuild them (`DaemonBuilder::exception_classes`); the error's kind and
+//! class ride along in attributes, so an rmi peer restores both.
 
 use serde::ser::{Serialize, SerializeMap, SerializeTuple, Serializer};
 
@@ -14,6 +16,8 @@ use crate::error::{RemoteError, RemoteErrorKind};
 const KIND_ATTRIBUTE: &str = "_rmiKind";
 /// Attribute carrying the object and method the call addressed.
 const CALL_ATTRIBUTE: &str = "_rmiCall";
+/// Attribute carrying the class of an error sent as `builtins.RuntimeError`.
+const CLASS_ATTRIBUTE: &str = "_rmiClass";
 
 /// True for a class a Python Pyro peer can rebuild into an exception.
 fn rebuildable(class: &str) -> bool {
@@ -23,13 +27,20 @@ fn rebuildable(class: &str) -> bool {
         && !class.contains("__")
 }
 
+/// True for an error that goes to Python under its own class: one Python rebuilds, or one
+/// the daemon was told its clients rebuild (never a name with `__`, which Pyro refuses).
+fn sent_as_is(err: &RemoteError) -> bool {
+    rebuildable(&err.type_name)
+        || (err.keep_class && err.type_name.contains('.') && !err.type_name.contains("__"))
+}
+
 /// A remote error as Pyro's exception dict.
 pub(super) struct PyroException<'a>(pub(super) &'a RemoteError);
 
 impl Serialize for PyroException<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let err = self.0;
-        let (class, message) = if rebuildable(&err.type_name) {
+        let (class, message) = if sent_as_is(err) {
             (err.type_name.clone(), err.message.clone())
         } else {
             (
@@ -66,10 +77,14 @@ impl Serialize for Attributes<'_> {
             err.type_name, err.message
         )];
         traceback.extend(err.chain.iter().map(|c| format!("  caused by: {c}\n")));
-        let mut map = s.serialize_map(Some(3))?;
+        let renamed = !sent_as_is(err);
+        let mut map = s.serialize_map(Some(3 + usize::from(renamed)))?;
         map.serialize_entry("_pyroTraceback", &traceback)?;
         map.serialize_entry(KIND_ATTRIBUTE, &err.kind)?;
         map.serialize_entry(CALL_ATTRIBUTE, &(&err.object, &err.method))?;
+        if renamed {
+            map.serialize_entry(CLASS_ATTRIBUTE, &err.type_name)?;
+        }
         map.end()
     }
 }
@@ -126,15 +141,23 @@ fn python_message(class: &str, args: Vec<Value>) -> String {
 
 /// A remote error from Pyro's exception dict (a Python peer's, or an rmi peer's).
 pub(super) fn from_value(value: Value) -> Option<RemoteError> {
-    let Some(Value::Str(class)) = value.get("__class__").cloned() else {
+    let Some(Value::Str(mut class)) = value.get("__class__").cloned() else {
         return None;
     };
     let args = match value.get("args") {
         Some(Value::Tuple(a) | Value::List(a)) => a.clone(),
         _ => Vec::new(),
     };
-    let message = python_message(&class, args);
+    let mut message = python_message(&class, args);
     let attributes = value.get("attributes");
+    // An rmi peer's error sent as RuntimeError("class: message"): its own class again.
+    if let Some(Value::Str(original)) = attributes.and_then(|a| a.get(CLASS_ATTRIBUTE)) {
+        let prefix = format!("{original}: ");
+        if class == "builtins.RuntimeError" && message.starts_with(&prefix) {
+            message.drain(..prefix.len());
+            class = original.clone();
+        }
+    }
     let kind = attributes
         .and_then(|a| a.get(KIND_ATTRIBUTE))
         .and_then(|k| serde::Deserialize::deserialize(k.clone()).ok())

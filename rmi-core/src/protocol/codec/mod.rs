@@ -1408,13 +1408,33 @@ mod tests {
             "{:?}",
             back.chain
         );
-        // A class Python cannot rebuild travels as RuntimeError; its kind survives for rmi.
+        // A class Python cannot rebuild travels as RuntimeError; its kind and class survive for
+        // rmi, in every Pyro format.
         let panic = RemoteError::panic("m", "boom");
-        let bytes = encode_error(Serializer::Serpent, &panic);
+        for ser in [
+            Serializer::Serpent,
+            Serializer::Json,
+            Serializer::MsgPack,
+            Serializer::Marshal,
+        ] {
+            let bytes = encode_error(ser, &panic);
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains("builtins.RuntimeError"), "{ser:?}: {text}");
+            let back = decode_error(ser, &bytes, &limits).unwrap();
+            assert_eq!(back.type_name, "rmi.Panic", "{ser:?}");
+            assert_eq!(back.message, panic.message, "{ser:?}");
+            assert_eq!(back.kind, crate::error::RemoteErrorKind::Panic);
+        }
+        // A Python RuntimeError that merely reads like one stays a RuntimeError.
+        let mut python = RemoteError::new(
+            crate::error::RemoteErrorKind::Other,
+            "builtins.RuntimeError",
+            "rmi.Panic: not from rmi",
+        );
+        python.chain.clear();
+        let bytes = encode_error(Serializer::Serpent, &python);
         let back = decode_error(Serializer::Serpent, &bytes, &limits).unwrap();
         assert_eq!(back.type_name, "builtins.RuntimeError");
-        assert!(back.message.starts_with("rmi.Panic: "), "{}", back.message);
-        assert_eq!(back.kind, crate::error::RemoteErrorKind::Panic);
     }
 
     #[test]
