@@ -206,7 +206,8 @@ impl DaemonBuilder {
     /// each a class name (`myapp.Overdrawn`) or a module prefix ending in `.` (`myapp.`).
     /// Python rebuilds only its own and Pyro's exceptions by itself: a client must register
     /// the others (`SerializerBase.register_dict_to_class("myapp.Overdrawn", …)` in Pyro5 and
-    /// Pyro4), or it fails to read the reply. Every other class goes as Python's
+    /// Pyro4), or it fails to read the reply (a `SerializeError`, after which its proxy drops
+    /// the connection), as with a Python Pyro daemon. Every other class goes as Python's
     /// `RuntimeError("myapp.Overdrawn: …")`, which every client reads (default). rmi clients
     /// get the class either way.
     pub fn exception_classes<I, S>(mut self, classes: I) -> Self
@@ -546,5 +547,29 @@ impl DaemonBuilder {
             inner,
             listener: Arc::new(Mutex::new(Some(listener))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DaemonBuilder;
+
+    #[test]
+    fn exception_classes_are_names_or_module_prefixes_ending_in_a_dot() {
+        let builder =
+            DaemonBuilder::default().exception_classes(["bank.", "Overdrawn", "__main__.Late"]);
+        for (class, kept) in [
+            ("bank.Overdrawn", true),
+            ("bank.errors.Overdrawn", true),
+            ("banking.Overdrawn", false),
+            ("Overdrawn", true),
+            ("OverdrawnToo", false),
+            ("__main__.Late", true),
+            ("", false),
+            ("rmi.Panic", false),
+        ] {
+            assert_eq!(builder.keeps_class(class), kept, "{class:?}");
+        }
+        assert!(!DaemonBuilder::default().keeps_class("bank.Overdrawn"));
     }
 }

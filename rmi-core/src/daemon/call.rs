@@ -445,12 +445,14 @@ impl Call {
             tokio::task::consume_budget().await;
             let item = self
                 .batched(object, &call.method, call.args, ctx, &percall)
-                .await
+                .await;
+            // (Marked after the size check, which may put its own error in the item's place.)
+            let item = self
+                .batch_item_fits(&mut size, results.len(), item, ctx)
                 .map_err(|mut err| {
                     err.keep_class = self.conn.daemon.inner.config.keeps_class(&err.type_name);
                     err
                 });
-            let item = self.batch_item_fits(&mut size, results.len(), item, ctx);
             let failed = item.is_err();
             results.push(item);
             if failed {
@@ -753,19 +755,20 @@ const BATCH_REPLY_RESERVE: usize = 256;
 /// length in rmi's format, separators and a wrapper in Pyro's.
 const BATCH_ITEM_FRAMING: usize = 32;
 /// Room the results of a batch leave for the `rmi.MessageTooLarge` error that stops it, in
-/// any format: an exception dict's 512 bytes of names, with its type and a message under 200
-/// bytes of ASCII (nothing to escape) twice.
-const BATCH_STOP_ERROR: usize = 1024;
+/// any format: an exception dict's 512 bytes of names, with its type three times (its
+/// arguments, the traceback text, `_rmiClass`) and a message under 200 bytes of ASCII (nothing
+/// to escape) twice.
+const BATCH_STOP_ERROR: usize = 1152;
 
 /// At most what `e` takes in a batch's reply: in Pyro's formats an exception dict (class
-/// names and keys), with its type and message twice (its arguments and the traceback text),
-/// each escaped, a control character at worst six bytes (JSON's `\u00NN`); under bincode,
-/// less.
+/// names and keys), with its type three times (its arguments, the traceback text and
+/// `_rmiClass`, when it goes as `RuntimeError`) and its message twice, each escaped, a control
+/// character at worst six bytes (JSON's `\u00NN`); under bincode, less.
 fn batch_error_cost(e: &RemoteError) -> usize {
-    let text = e.type_name.len() + e.message.len();
+    let text = 18 * e.type_name.len() + 12 * e.message.len();
     let chain: usize = e.chain.iter().map(|c| 12 * c.len() + 16).sum();
     let names = e.object.as_ref().map_or(0, String::len) + e.method.as_ref().map_or(0, String::len);
-    (12 * text + chain + names).saturating_add(512)
+    (text + chain + names).saturating_add(512)
 }
 
 /// The error of a call cancelled (or never started) because its caller's deadline passed.

@@ -28,10 +28,10 @@ fn rebuildable(class: &str) -> bool {
 }
 
 /// True for an error that goes to Python under its own class: one Python rebuilds, or one
-/// the daemon was told its clients rebuild (never a name with `__`, which Pyro refuses).
+/// the daemon was told its clients rebuild (Pyro asks a client's registered converters before
+/// it refuses a name with `__`, such as `__main__.Overdrawn`).
 fn sent_as_is(err: &RemoteError) -> bool {
-    rebuildable(&err.type_name)
-        || (err.keep_class && err.type_name.contains('.') && !err.type_name.contains("__"))
+    rebuildable(&err.type_name) || (err.keep_class && !err.type_name.is_empty())
 }
 
 /// A remote error as Pyro's exception dict.

@@ -1435,6 +1435,52 @@ mod tests {
         let bytes = encode_error(Serializer::Serpent, &python);
         let back = decode_error(Serializer::Serpent, &bytes, &limits).unwrap();
         assert_eq!(back.type_name, "builtins.RuntimeError");
+        // `_rmiClass` counts only on a RuntimeError whose message starts with that class.
+        for (class, message, attribute, expected) in [
+            ("builtins.RuntimeError", "app.X: boom", "'app.X'", "app.X"),
+            (
+                "builtins.ValueError",
+                "app.X: boom",
+                "'app.X'",
+                "builtins.ValueError",
+            ),
+            (
+                "builtins.RuntimeError",
+                "other: boom",
+                "'app.X'",
+                "builtins.RuntimeError",
+            ),
+            (
+                "builtins.RuntimeError",
+                "app.X: boom",
+                "42",
+                "builtins.RuntimeError",
+            ),
+        ] {
+            let doc = format!(
+                "{{'__class__':'{class}','__exception__':True,'args':('{message}',),\
+                 'attributes':{{'_rmiClass':{attribute}}}}}"
+            );
+            let back = decode_error(Serializer::Serpent, doc.as_bytes(), &limits).unwrap();
+            assert_eq!(back.type_name, expected, "{doc}");
+        }
+        // A class the daemon keeps goes as it is, without `_rmiClass`, even with `__`.
+        let mut kept = RemoteError::new(
+            crate::error::RemoteErrorKind::Other,
+            "__main__.Overdrawn",
+            "no",
+        );
+        kept.keep_class = true;
+        let text = String::from_utf8(encode_error(Serializer::Serpent, &kept)).unwrap();
+        assert!(text.contains("'__class__':'__main__.Overdrawn'"), "{text}");
+        assert!(!text.contains("_rmiClass"), "{text}");
+        kept.keep_class = false;
+        let text = String::from_utf8(encode_error(Serializer::Serpent, &kept)).unwrap();
+        assert!(
+            text.contains("'__class__':'builtins.RuntimeError'"),
+            "{text}"
+        );
+        assert!(text.contains("'_rmiClass':'__main__.Overdrawn'"), "{text}");
     }
 
     #[test]
