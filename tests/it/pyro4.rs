@@ -361,7 +361,12 @@ async fn read_pyro4(s: &mut tokio::net::TcpStream) -> Message {
 }
 
 async fn greeting_daemon() -> (rmi::Daemon, rmi::Uri) {
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    greeting_daemon_of(rmi::Daemon::builder()).await
+}
+
+/// [`greeting_daemon`] with `builder`'s settings.
+async fn greeting_daemon_of(builder: rmi::DaemonBuilder) -> (rmi::Daemon, rmi::Uri) {
+    let daemon = builder.bind("127.0.0.1:0").await.unwrap();
     let uri = daemon
         .register_with_id(GreeterServer::new(GreetingMaker), "example.welcome")
         .unwrap();
@@ -486,18 +491,7 @@ async fn pyro4_refusals_pickle_a_bad_checksum_and_an_unknown_object() {
 /// the refusal went out in Pyro5's framing, which a Pyro4 client cannot read).
 #[tokio::test]
 async fn a_pyro4_client_over_max_connections_is_refused_in_protocol_48() {
-    let daemon = rmi::Daemon::builder()
-        .max_connections(1)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register_with_id(GreeterServer::new(GreetingMaker), "example.welcome")
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) = greeting_daemon_of(rmi::Daemon::builder().max_connections(1)).await;
     let held = crate::support::GreeterProxy::connect(&uri).await.unwrap();
     assert_eq!(
         held.welcome_message("a".into()).await.unwrap(),
