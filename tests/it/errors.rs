@@ -384,8 +384,8 @@ async fn a_raises_method_raises_its_error_at_the_caller() {
             assert_eq!(e.chain, ["checked by Checker::length"]);
             assert_eq!(
                 e.method.as_deref(),
-                None,
-                "the method's own error, as raised"
+                Some("length"),
+                "the daemon names the method that raised, as it names the object"
             );
         }
         other => panic!("expected a remote ValueError, got {other:?}"),

@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod first_call;
 mod hardening;
+mod hooks;
 mod hostile;
 mod instances;
 mod naming;

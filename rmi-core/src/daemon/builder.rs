@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use super::handshake::ValidateHandshake;
+use super::hooks::{CallErrorHook, ClientGone, DisconnectHook, FailedCall};
 use super::listener::Listener;
 use super::registration::{Entry, Registration};
 use super::{object, streams, Daemon, Inner};
@@ -78,6 +79,8 @@ pub struct DaemonBuilder {
     pub(super) compression: bool,
     pub(super) exception_classes: Vec<String>,
     pub(super) validator: Option<Arc<dyn ValidateHandshake>>,
+    pub(super) on_disconnect: Option<DisconnectHook>,
+    pub(super) on_call_error: Option<CallErrorHook>,
     pub(super) secret: Option<crate::auth::SharedSecret>,
     pub(super) hmac_key: Option<crate::auth::HmacKey>,
     pub(super) callback_secret: Option<crate::auth::SharedSecret>,
@@ -113,6 +116,8 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("advertise", &self.advertise)
             .field("named", &self.named)
             .field("validator", &self.validator.is_some())
+            .field("on_disconnect", &self.on_disconnect.is_some())
+            .field("on_call_error", &self.on_call_error.is_some())
             .field("shared_secret", &self.secret.is_some())
             .field("hmac_key", &self.hmac_key.is_some())
             .field("tls", &self.serves_tls())
@@ -144,6 +149,8 @@ impl Default for DaemonBuilder {
             compression: false,
             exception_classes: Vec::new(),
             validator: None,
+            on_disconnect: None,
+            on_call_error: None,
             secret: None,
             hmac_key: None,
             callback_secret: None,
@@ -230,6 +237,34 @@ impl DaemonBuilder {
     /// Checks each client's handshake (and TLS certificate) before it may call anything.
     pub fn validator(mut self, validator: impl ValidateHandshake) -> Self {
         self.validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// Calls `hook` once for each client connection that passed the handshake, when it has
+    /// ended and the last of its calls has finished (Pyro's `Daemon.clientDisconnect`): the
+    /// place to release what the application holds for that client, keyed by the connection
+    /// number the validator ([`HandshakeInfo::connection`](super::HandshakeInfo)) and its
+    /// calls ([`CallContext::connection`](super::context::CallContext::connection)) saw. The
+    /// connection's session instances ([`InstanceMode::Session`](super::InstanceMode)) are
+    /// dropped right after it. A connection refused in its handshake never connected and is
+    /// not reported; one still open when the daemon shuts down is, once its calls end.
+    ///
+    /// The hook runs on the daemon's tasks and should return quickly; a panic in it is logged.
+    pub fn on_disconnect(mut self, hook: impl Fn(&ClientGone<'_>) + Send + Sync + 'static) -> Self {
+        self.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` for every call that ends in an error (Pyro5's
+    /// `Daemon.methodcall_error_handler`), with the error its caller gets: an error the method
+    /// returned, its panic, an unknown object or method, arguments that did not decode, a
+    /// result too large to send, and each failing call of a batch (not the end of a streamed
+    /// result). It is the only way to see why a oneway call failed, since its caller never
+    /// learns.
+    ///
+    /// The hook runs on the daemon's tasks and should return quickly; a panic in it is logged.
+    pub fn on_call_error(mut self, hook: impl Fn(&FailedCall<'_>) + Send + Sync + 'static) -> Self {
+        self.on_call_error = Some(Arc::new(hook));
         self
     }
 

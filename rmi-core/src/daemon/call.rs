@@ -11,6 +11,7 @@ use super::connection::Instance;
 use super::connection::{Conn, ConnectionState, Late, Turn};
 use super::context::{CallContext, ContextAlloc};
 use super::handshake::HandshakeInfo;
+use super::hooks::{self, FailedCall};
 use super::log::PeerText;
 use super::registration::{Entry, Target};
 use super::{reply_to, ObjectHint};
@@ -159,6 +160,7 @@ impl Call {
             }
             Err(mut err) => {
                 err.keep_class = inner.config.keeps_class(&err.type_name);
+                self.failed(&err);
                 if oneway {
                     let warnings = &inner.oneway_warnings;
                     let peer = &*self.conn.peer;
@@ -247,6 +249,25 @@ impl Call {
         (result, annotations)
     }
 
+    /// Tells the daemon's call-error hook, if it has one, that this call (or a call of its
+    /// batch) failed with `error`.
+    fn failed(&self, error: &RemoteError) {
+        let Some(hook) = &self.conn.daemon.inner.config.on_call_error else {
+            return;
+        };
+        // The end of a streamed result is no failure.
+        if error.kind == RemoteErrorKind::StopIteration {
+            return;
+        }
+        let failed = FailedCall {
+            connection: self.conn.id,
+            peer: &self.conn.peer,
+            oneway: self.req.has_flag(frame::FLAGS_ONEWAY),
+            error,
+        };
+        hooks::run("on_call_error", &**hook, |hook| hook(&failed));
+    }
+
     /// Why a call to `object` is refused on this connection, if it is.
     fn refusal(&self, object: &str) -> Option<RemoteError> {
         if object == &*self.conn.connected || object == DAEMON_OBJECT_ID {
@@ -281,6 +302,7 @@ impl Call {
         let inner = &self.conn.daemon.inner;
         if let (Some(validator), Some(data)) = (&inner.config.validator, &late.handshake) {
             let info = HandshakeInfo {
+                connection: self.conn.id,
                 peer: &self.conn.peer,
                 object,
                 data,
@@ -405,6 +427,9 @@ impl Call {
                 }
             };
             let item = self.batch_item_fits(&mut size, results.len(), item, ctx);
+            if let Err(err) = &item {
+                self.failed(err);
+            }
             let failed = item.is_err();
             results.push(codec::BatchItem::from(item));
             if failed {
@@ -451,6 +476,7 @@ impl Call {
                 .batch_item_fits(&mut size, results.len(), item, ctx)
                 .map_err(|mut err| {
                     err.keep_class = self.conn.daemon.inner.config.keeps_class(&err.type_name);
+                    self.failed(&err);
                     err
                 });
             let failed = item.is_err();
@@ -638,6 +664,9 @@ impl Call {
             Ok(Err(mut err)) => {
                 if err.object.as_deref().is_none_or(str::is_empty) {
                     err.object = Some(object.to_owned());
+                }
+                if err.method.is_none() {
+                    err.method = Some(method.to_owned());
                 }
                 Err(err)
             }

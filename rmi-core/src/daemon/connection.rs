@@ -21,7 +21,8 @@ use tokio::io::AsyncReadExt as _;
 use tokio::sync::Semaphore;
 
 use super::call::Call;
-use super::handshake::{handshake, Certificate};
+use super::handshake::{handshake, Certificate, Client};
+use super::hooks::{self, ClientGone, DisconnectHook};
 use super::registration::{Entry, Target};
 use super::signal::Signal;
 use super::{reply_to, streams, Daemon};
@@ -37,10 +38,28 @@ use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 pub(super) type Session = (u64, Arc<dyn Dispatch>);
 
 /// What one client connection owns: its session instances. Dropped, with them, when the
-/// connection and its last running call are gone.
-#[derive(Default)]
+/// connection and its last running call are gone: the moment the daemon's disconnect hook
+/// runs, if it has one.
 pub(super) struct ConnectionState {
     pub(super) sessions: Mutex<HashMap<String, Session>>,
+    /// The disconnect hook, with the connection it reports.
+    gone: Option<(DisconnectHook, Arc<Conn>)>,
+}
+
+impl Drop for ConnectionState {
+    fn drop(&mut self) {
+        let Some((hook, conn)) = &self.gone else {
+            return;
+        };
+        let late = conn.late.as_ref().and_then(|late| late.bound.get());
+        let gone = ClientGone {
+            connection: conn.id,
+            peer: &conn.peer,
+            object: late.unwrap_or(&conn.connected),
+            peer_certificate: conn.peer_certificate.as_ref(),
+        };
+        hooks::run("on_disconnect", &**hook, |hook| hook(&gone));
+    }
 }
 
 /// What every call on one connection reads, behind one reference count instead of one per
@@ -95,6 +114,14 @@ impl std::ops::Deref for Instance<'_> {
 }
 
 impl ConnectionState {
+    /// The state of `conn`, which reports its end to `hook`, if any.
+    fn new(conn: &Arc<Conn>, hook: Option<&DisconnectHook>) -> Self {
+        ConnectionState {
+            sessions: Mutex::default(),
+            gone: hook.map(|hook| (hook.clone(), conn.clone())),
+        }
+    }
+
     /// The instance that serves a call to `entry`: shared, this connection's, or a new one.
     pub(super) fn target<'e>(&self, id: &str, entry: &'e Entry) -> Instance<'e> {
         match &entry.target {
@@ -407,8 +434,13 @@ pub(super) async fn handle_connection(
 
     // The handshake (daemon/handshake.rs): a CONNECT to a registered object, accepted by the
     // validator; with a shared secret, only once the client has proved it (SPAKE2).
-    let certificate = peer_certificate.as_ref();
-    let outcome = handshake(&inner, &mut reader, &mut writer, &peer, certificate);
+    let client = Client {
+        connection: inner.next_connection.fetch_add(1, Ordering::Relaxed),
+        peer: &peer,
+        certificate: peer_certificate.as_ref(),
+    };
+    let outcome = handshake(&inner, &mut reader, &mut writer, &client);
+    let id = client.connection;
     // A peer silent in its handshake (a port probe, a stalled client) does not hold up a
     // shutdown for the whole grace period: the daemon is not taking new clients.
     let mut shutdown = inner.shutdown.wait();
@@ -496,7 +528,6 @@ pub(super) async fn handle_connection(
             written.is_ok()
         })
     });
-    let state = Arc::new(ConnectionState::default());
     let object_id: Arc<str> = object_id.into();
     // Raised when the peer is gone (end of stream, a read or write failure), so work done
     // only for it (a batch, a wait for a stream's next item) stops; calls go on, as their
@@ -504,7 +535,7 @@ pub(super) async fn handle_connection(
     let peer_gone = Arc::new(Signal::default());
     let conn = Arc::new(Conn {
         daemon: daemon.clone(),
-        id: inner.next_connection.fetch_add(1, Ordering::Relaxed),
+        id,
         peer: peer.clone(),
         peer_certificate,
         late: object_id.is_empty().then(|| Late {
@@ -514,6 +545,10 @@ pub(super) async fn handle_connection(
         connected: object_id.clone(),
         peer_gone: peer_gone.clone(),
     });
+    let state = Arc::new(ConnectionState::new(
+        &conn,
+        inner.config.on_disconnect.as_ref(),
+    ));
     inner.streams.connected(conn.id);
     // Calls to a one-at-a-time object keep this connection's arrival order.
     let turns = inner

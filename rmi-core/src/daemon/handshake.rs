@@ -52,6 +52,18 @@ pub struct HandshakeInfo<'a> {
     pub data: &'a HandshakeData,
     /// The client's TLS certificate, verified against the daemon's client CA (mutual TLS).
     pub peer_certificate: Option<&'a Certificate>,
+    /// The connection's number: the same in its calls'
+    /// [`CallContext::connection`](super::context::CallContext::connection) and in
+    /// [`ClientGone::connection`](super::ClientGone) when it ends, so what the validator
+    /// learns of a client can be kept under it.
+    pub connection: u64,
+}
+
+/// Who is shaking hands: the connection's number, the client's address and TLS certificate.
+pub(super) struct Client<'a> {
+    pub(super) connection: u64,
+    pub(super) peer: &'a str,
+    pub(super) certificate: Option<&'a Certificate>,
 }
 
 /// Decides whether a client may connect (Pyro's `Daemon.validateHandshake`): `Ok` carries the
@@ -110,8 +122,7 @@ pub(super) async fn handshake<R, W>(
     inner: &Inner,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
-    peer: &str,
-    peer_certificate: Option<&Certificate>,
+    client: &Client<'_>,
 ) -> Result<(Accepted, Option<Session>), Option<Message>>
 where
     R: AsyncRead + Unpin,
@@ -122,7 +133,8 @@ where
     // daemon hold `max_message_size` for it until the handshake timeout.
     let full = reader.max_message_size();
     reader.set_max_message_size(full.min(MAX_HANDSHAKE_SIZE));
-    let exchange = exchange(inner, reader, writer, peer, peer_certificate);
+    let peer = client.peer;
+    let exchange = exchange(inner, reader, writer, client);
     let outcome = match tokio::time::timeout(inner.config.handshake_timeout, exchange).await {
         Ok(done) => done,
         Err(_) => {
@@ -138,30 +150,20 @@ async fn exchange<R, W>(
     inner: &Inner,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
-    peer: &str,
-    peer_certificate: Option<&Certificate>,
+    client: &Client<'_>,
 ) -> Result<(Accepted, Option<Session>), Option<Message>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let peer = client.peer;
     // As sent: Pyro4's HMAC covers a compressed CONNECT's bytes before they are inflated.
     let mut req = read_as_sent(reader, peer).await?;
     // The first header chose the protocol; every answer is written in it.
     let protocol = reader.protocol().unwrap_or_default();
     writer.set_protocol(protocol);
     if let Some(key) = &inner.config.hmac_key {
-        return with_hmac_key(
-            inner,
-            key,
-            req,
-            protocol,
-            reader,
-            writer,
-            peer,
-            peer_certificate,
-        )
-        .await;
+        return with_hmac_key(inner, key, req, protocol, reader, writer, client).await;
     }
     inflate(&mut req, reader, peer)?;
     let Some(secret) = &inner.config.secret else {
@@ -171,7 +173,7 @@ where
             tracing::debug!(%peer, reason, "refusing the connection");
             return Err(fail(&req, ser, reason.into()));
         }
-        let (accepted, reply) = check(inner, &req, protocol, peer, peer_certificate)?;
+        let (accepted, reply) = check(inner, &req, protocol, client)?;
         writer.write_frame(&reply).await.map_err(|_| None)?;
         return Ok((accepted, None));
     };
@@ -226,7 +228,7 @@ where
     // (The proof, a CONNECT, reads the same in either protocol; what follows may not.)
     signer.set_protocol(protocol);
     verifier.set_protocol(protocol);
-    match check(inner, &proof, protocol, peer, peer_certificate) {
+    match check(inner, &proof, protocol, client) {
         Ok((accepted, mut reply)) => {
             signer.sign(&mut reply);
             writer.write_frame(&reply).await.map_err(|_| None)?;
@@ -245,7 +247,6 @@ where
 /// (Pyro4's daemon signs it): a MAC over known words would let anyone who can connect guess the
 /// key offline. A Pyro4 client with another key then says `hmac key config not symmetric`
 /// where Pyro4 would say `message hmac mismatch`; the refusal's own words say which.
-#[allow(clippy::too_many_arguments)]
 async fn with_hmac_key<R, W>(
     inner: &Inner,
     key: &crate::auth::HmacKey,
@@ -253,13 +254,13 @@ async fn with_hmac_key<R, W>(
     protocol: Protocol,
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
-    peer: &str,
-    peer_certificate: Option<&Certificate>,
+    client: &Client<'_>,
 ) -> Result<(Accepted, Option<Session>), Option<Message>>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let peer = client.peer;
     let (mut signer, verifier) = crate::auth::hmac_session(key, protocol);
     if let Err(reason) = crate::auth::pyro4_check(Some(key), protocol, &req) {
         let ser = accepted_serializer(&req, protocol)?;
@@ -274,7 +275,7 @@ where
             reply
         })
     };
-    match check(inner, req, protocol, peer, peer_certificate) {
+    match check(inner, req, protocol, client) {
         Ok((accepted, mut reply)) => {
             signer.sign(&mut reply);
             writer.write_frame(&reply).await.map_err(|_| None)?;
@@ -415,8 +416,7 @@ fn check(
     inner: &Inner,
     req: &Message,
     protocol: Protocol,
-    peer: &str,
-    peer_certificate: Option<&Certificate>,
+    client: &Client<'_>,
 ) -> Result<(Accepted, Message), Option<Message>> {
     // A message that is not CONNECT: Pyro answers CONNECTFAIL when it can say it in a
     // serializer the client knows, then closes. An unknown serializer: Pyro5 closes, Pyro4
@@ -448,10 +448,11 @@ fn check(
     let answer = match &inner.config.validator {
         Some(validator) => {
             let info = HandshakeInfo {
-                peer,
+                connection: client.connection,
+                peer: client.peer,
                 object: &connect.object,
                 data: &connect.handshake,
-                peer_certificate,
+                peer_certificate: client.certificate,
             };
             validator
                 .validate(&info)

@@ -14,6 +14,7 @@
 //! - `listener`: the accept loop, the connection limit and shutdown;
 //! - `connection`: one connection's request loop, back-pressure and writer;
 //! - `handshake`: the CONNECT handshake, the validator and shared-secret authentication;
+//! - `hooks`: the application's hooks, a client gone and a call failed;
 //! - `call`: one INVOKE: routing, batches, deadlines, panics, the reply;
 //! - [`context`]: what a running method knows about its call;
 //! - `registration`: [`Registration`], instance modes and the object table;
@@ -27,6 +28,7 @@ mod call;
 mod connection;
 pub mod context;
 mod handshake;
+mod hooks;
 mod listener;
 mod log;
 mod object;
@@ -45,6 +47,7 @@ pub use builder::{
 pub use handshake::{
     answer_any, AnswerAny, Certificate, HandshakeInfo, ValidateHandshake, MAX_HANDSHAKE_SIZE,
 };
+pub use hooks::{ClientGone, FailedCall};
 pub use registration::{InstanceMode, Registration};
 
 use foldhash::HashMap;
