@@ -144,7 +144,8 @@ pub(crate) async fn run(registry: Registry, settings: Autoclean) {
 }
 
 /// Removes `name`'s entry at `uri`, unless it changed meanwhile: a shared entry alone; a plain
-/// name only while it still points at `uri` (a daemon may have registered it again elsewhere).
+/// name only while it still points at `uri` with no lease, checked and removed in one step by
+/// the store (a daemon may register it again elsewhere at any moment).
 async fn remove(
     registry: &Registry,
     name: &str,
@@ -154,14 +155,5 @@ async fn remove(
     if shared {
         return registry.remove_shared(name, uri).await;
     }
-    match registry.lookup_all(name).await {
-        Ok(now)
-            if now
-                .iter()
-                .any(|e| e.uri == *uri && !e.shared && e.lease.is_none()) =>
-        {
-            Ok(registry.remove(Some(name), None, None).await? > 0)
-        }
-        _ => Ok(false),
-    }
+    registry.remove_plain_at(name, uri).await
 }

@@ -142,6 +142,14 @@ macro_rules! store_via_engine {
                 self.engine.remove_shared(name, uri).await
             }
 
+            async fn remove_plain_at(
+                &self,
+                name: &str,
+                uri: &rmi_core::Uri,
+            ) -> Result<bool, $crate::NamingError> {
+                self.engine.remove_plain_at(name, uri).await
+            }
+
             async fn yplookup(
                 &self,
                 filter: &$crate::registry::MetaFilter,
@@ -824,6 +832,36 @@ impl Engine {
                 name: name.to_owned(),
                 uri: Some(entry.uri),
             });
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Removes the plain name `name` while it points at `uri` with no lease (the check and the
+    /// removal under one lock).
+    pub(crate) async fn remove_plain_at(
+        &self,
+        name: &str,
+        uri: &rmi_core::Uri,
+    ) -> Result<bool, NamingError> {
+        let wanted = uri.to_string();
+        self.mutate(move |s, tx| {
+            let there = match s.entries.get(name).map(Vec::as_slice) {
+                Some([entry]) => {
+                    !entry.shared && entry.lease.is_none() && entry.uri.to_string() == wanted
+                }
+                _ => false,
+            };
+            if !there || name == NAME_SERVER_NAME {
+                return Ok(false);
+            }
+            for entry in s.take_name(name) {
+                tx.changes.push(Change::Removed {
+                    name: name.to_owned(),
+                    uri: Some(entry.uri),
+                });
+            }
+            tx.writes.push(Write::DeleteName(name.to_owned()));
             Ok(true)
         })
         .await

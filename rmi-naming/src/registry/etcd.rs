@@ -1152,6 +1152,52 @@ impl Store for EtcdStore {
         Ok(resp.deleted() > 0)
     }
 
+    async fn remove_plain_at(&self, name: &str, uri: &rmi_core::Uri) -> Result<bool, NamingError> {
+        if name == NAME_SERVER_NAME || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Ok(false);
+        }
+        // Read with quorum, then deleted only if the key is unchanged since (its mod revision):
+        // a daemon registering the name again in between keeps it.
+        let key = self.keys.name(name);
+        let resp = self
+            .cluster
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await
+            .map_err(|f| self.fail("a lookup", f))?;
+        self.cluster.saw(resp.header());
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(false);
+        };
+        let wanted = uri.to_string();
+        let there = decode_entry(kv)
+            .is_some_and(|e| !e.shared && e.lease.is_none() && e.uri.to_string() == wanted);
+        if !there {
+            return Ok(false);
+        }
+        let revision = kv.mod_revision();
+        let resp = self
+            .cluster
+            .call(|mut c| {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::delete(key.as_str(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(|f| self.fail("a remove", f))?;
+        self.cluster.saw(resp.header());
+        // NOTE: a remove retried after an attempt that was applied but whose answer was lost
+        // answers false (the key changed: it is gone); the name is gone either way.
+        Ok(resp.succeeded())
+    }
+
     async fn set_metadata(
         &self,
         name: &str,

@@ -240,6 +240,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes the one shared entry of `name` for `uri` (one daemon of several), leaving the
     /// others; returns whether it was there. A plain entry is never removed by this.
     async fn remove_shared(&self, name: &str, uri: &Uri) -> Result<bool, NamingError>;
+    /// Removes the plain name `name` only while it still points at `uri` and lives by no
+    /// lease, checked and removed in one step; returns whether it went. A name registered
+    /// again meanwhile (elsewhere, or under a lease) stays, and a shared name is never removed
+    /// by this. What autoclean removes.
+    async fn remove_plain_at(&self, name: &str, uri: &Uri) -> Result<bool, NamingError>;
     /// Replaces the metadata of `name` (of every entry of a shared name).
     async fn set_metadata(&self, name: &str, metadata: BTreeSet<String>)
         -> Result<(), NamingError>;
@@ -498,6 +503,16 @@ impl Registry {
     pub async fn remove_shared(&self, name: &str, uri: &Uri) -> Result<bool, NamingError> {
         self.limits.check_name(name)?;
         self.store.remove_shared(name, uri).await
+    }
+
+    /// Removes the plain name `name` only while it still points at `uri` and lives by no
+    /// lease, in one step (see [`Store::remove_plain_at`]); returns whether it went.
+    pub async fn remove_plain_at(&self, name: &str, uri: &Uri) -> Result<bool, NamingError> {
+        self.limits.check_name(name)?;
+        if name == NAME_SERVER_NAME {
+            return Ok(false);
+        }
+        self.store.remove_plain_at(name, uri).await
     }
 
     /// Removes by exact name, else by prefix, else by regex; returns how many went. The name

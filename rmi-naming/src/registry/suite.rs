@@ -623,6 +623,56 @@ async fn one_shared_entry_is_removed_alone(r: Registry) {
     assert_eq!(r.lookup("plain").await.unwrap().uri, uri(5));
 }
 
+/// Autoclean's removal: a plain name goes only while it still points where it was seen to,
+/// with no lease; checked and removed in one step.
+async fn a_plain_name_is_removed_only_while_it_points_where_it_did(r: Registry) {
+    r.register("svc", uri(1), false, tags(&[]), None)
+        .await
+        .unwrap();
+    // Registered again elsewhere since it was seen at uri(1): kept.
+    r.register("svc", uri(2), false, tags(&[]), None)
+        .await
+        .unwrap();
+    assert!(!r.remove_plain_at("svc", &uri(1)).await.unwrap());
+    assert_eq!(r.lookup("svc").await.unwrap().uri, uri(2));
+    // Registered again at the same place under a lease: left to its lease.
+    let lease = r.grant(Duration::from_secs(60)).await.unwrap();
+    r.register("svc", uri(2), false, tags(&[]), Some(lease))
+        .await
+        .unwrap();
+    assert!(!r.remove_plain_at("svc", &uri(2)).await.unwrap());
+    assert_eq!(r.lookup("svc").await.unwrap().uri, uri(2));
+    // A shared entry at that place is not a plain name.
+    r.register_shared("pool", uri(3), tags(&[]), None)
+        .await
+        .unwrap();
+    assert!(!r.remove_plain_at("pool", &uri(3)).await.unwrap());
+    assert_eq!(uris(&r.lookup_all("pool").await.unwrap()), uri_set(&[3]));
+    // Still where it was: removed, and a watch sees it go.
+    r.register("plain", uri(4), false, tags(&["t"]), None)
+        .await
+        .unwrap();
+    let mut watch = r.watch();
+    assert!(r.remove_plain_at("plain", &uri(4)).await.unwrap());
+    let change = next_change(&mut watch, |c| matches!(c, Change::Removed { .. })).await;
+    assert_eq!(
+        change,
+        Change::Removed {
+            name: "plain".into(),
+            uri: Some(uri(4))
+        }
+    );
+    assert!(r.lookup("plain").await.is_err());
+    assert!(!r.remove_plain_at("plain", &uri(4)).await.unwrap());
+    assert!(!r.remove_plain_at("never", &uri(4)).await.unwrap());
+    // The name server's own name is never removed.
+    r.register(NAME_SERVER_NAME, uri(9), false, tags(&[]), None)
+        .await
+        .unwrap();
+    assert!(!r.remove_plain_at(NAME_SERVER_NAME, &uri(9)).await.unwrap());
+    assert_eq!(r.count().await.unwrap(), 3);
+}
+
 fn small_limits() -> Limits {
     Limits {
         max_entries: 4,
@@ -690,6 +740,14 @@ macro_rules! suite {
                     return;
                 };
                 super::one_shared_entry_is_removed_alone(r).await;
+            }
+
+            #[tokio::test]
+            async fn a_plain_name_is_removed_only_while_it_points_where_it_did() {
+                let Some((_keep, _dir, r)) = open(test_limits()).await else {
+                    return;
+                };
+                super::a_plain_name_is_removed_only_while_it_points_where_it_did(r).await;
             }
 
             #[tokio::test]
