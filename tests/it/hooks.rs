@@ -47,8 +47,8 @@ impl From<&FailedCall<'_>> for Failed {
             connection: failed.connection,
             oneway: failed.oneway,
             kind: failed.error.kind,
-            object: failed.error.object.clone(),
-            method: failed.error.method.clone(),
+            object: failed.object.map(str::to_owned),
+            method: failed.method.map(str::to_owned),
         }
     }
 }
@@ -160,6 +160,8 @@ async fn the_disconnect_hook_reports_each_client_once_under_the_number_its_valid
 pub(crate) trait Holder {
     /// Waits for `release`, then finishes.
     async fn hold(&self);
+    /// The id of the connection the call came on.
+    async fn connection(&self) -> u64;
     /// Panics, oneway: its caller never hears of it.
     #[rmi(oneway)]
     async fn explode_oneway(&self, why: String);
@@ -170,14 +172,20 @@ pub(crate) trait Holder {
 
 #[derive(Default)]
 struct HolderObject {
+    started: AtomicBool,
     release: Notify,
     finished: AtomicBool,
 }
 
 impl Holder for Arc<HolderObject> {
     async fn hold(&self) {
+        self.started.store(true, Ordering::SeqCst);
         self.release.notified().await;
         self.finished.store(true, Ordering::SeqCst);
+    }
+
+    async fn connection(&self) -> u64 {
+        rmi::CallContext::current().unwrap().connection()
     }
 
     async fn explode_oneway(&self, why: String) {
@@ -222,7 +230,7 @@ async fn a_client_gone_mid_call_is_reported_once_its_calls_have_finished() {
     connect_handshake(&mut stream, "holder").await;
     let call = invoke_frame("holder", "hold", &(), 1, 0);
     stream.write_all(&call).await.unwrap();
-    // The call is running once a second client's call, queued behind nothing, is served.
+    eventually("the call running", || holder.started.load(Ordering::SeqCst)).await;
     let other = HolderProxy::connect(&uri).await.unwrap();
     let refused = other.refuse().await.unwrap_err().to_string();
     assert!(refused.contains("app.Refused: no"), "{refused}");
@@ -238,7 +246,7 @@ async fn a_client_gone_mid_call_is_reported_once_its_calls_have_finished() {
         1,
         "a client was reported gone while its call still ran"
     );
-    holder.release.notify_waiters();
+    holder.release.notify_one();
     eventually("the first client's disconnect reported", || {
         reports.lock().unwrap().len() == 2
     })
@@ -292,10 +300,24 @@ async fn the_call_error_hook_sees_every_failed_call_oneway_ones_included() {
     while numbers.next().await.is_some() {}
     // A raised error; and a oneway call's panic, which reaches nobody but the hook.
     let holder = HolderProxy::connect(&holder).await.unwrap();
-    let holder_conn = {
-        holder.refuse().await.unwrap_err();
-        seen.lock().unwrap().last().unwrap().connection
-    };
+    let holder_conn = holder.connection().await.unwrap();
+    holder.refuse().await.unwrap_err();
+    // A call past its caller's deadline.
+    let impatient: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .timeout(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    let impatient_conn = impatient.connection().await.unwrap();
+    assert!(impatient.sleep(5_000).await.is_err());
+    eventually("the deadline reported", || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|f| f.kind == RemoteErrorKind::DeadlineExceeded)
+    })
+    .await;
     holder.explode_oneway("nobody hears".into()).await.unwrap();
     eventually("the oneway failure reported", || {
         seen.lock().unwrap().iter().any(|f| f.oneway)
@@ -322,6 +344,13 @@ async fn the_call_error_hook_sees_every_failed_call_oneway_ones_included() {
             "refuse",
         ),
         failed(
+            impatient_conn,
+            false,
+            RemoteErrorKind::DeadlineExceeded,
+            lab_id,
+            "sleep",
+        ),
+        failed(
             holder_conn,
             true,
             RemoteErrorKind::Panic,
@@ -336,8 +365,15 @@ async fn the_call_error_hook_sees_every_failed_call_oneway_ones_included() {
 
 #[tokio::test]
 async fn a_panicking_hook_is_logged_and_the_daemon_serves_on() {
+    let gone = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let builder = rmi::Daemon::builder()
-        .on_disconnect(|_: &ClientGone<'_>| panic!("disconnect hook"))
+        .on_disconnect({
+            let gone = gone.clone();
+            move |_: &ClientGone<'_>| {
+                gone.fetch_add(1, Ordering::SeqCst);
+                panic!("disconnect hook")
+            }
+        })
         .on_call_error(|_: &FailedCall<'_>| panic!("call error hook"));
     let (daemon, lab) = serve_lab(builder).await;
     for _ in 0..3 {
@@ -354,8 +390,13 @@ async fn a_panicking_hook_is_logged_and_the_daemon_serves_on() {
             "the connection survived"
         );
         drop(proxy);
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    eventually("every client reported gone", || {
+        gone.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    assert_eq!(proxy.echo(3, 3, "".into()).await.unwrap().0, 3);
     daemon.shutdown();
 }
 
@@ -372,6 +413,13 @@ with Pyro5.api.Proxy(uri) as greeter:
         greeter.welcomeMessage("Rashmi", "again")
     except TypeError as e:
         print("TypeError")
+    batch = Pyro5.api.BatchProxy(greeter)
+    batch.welcomeMessage("in a batch")
+    batch.welcomeMessage("in a batch", "again")
+    try:
+        print(list(batch()))
+    except TypeError as e:
+        print("batch TypeError")
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +466,7 @@ async fn a_python_client_is_seen_by_the_validator_the_error_hook_and_the_disconn
     })
     .await
     .unwrap();
-    assert_eq!(out, "Hi welcome Rashmi\nTypeError\n");
+    assert_eq!(out, "Hi welcome Rashmi\nTypeError\nbatch TypeError\n");
     eventually("the Python client's disconnect reported", || {
         !gone.lock().unwrap().is_empty()
     })
@@ -429,13 +477,23 @@ async fn a_python_client_is_seen_by_the_validator_the_error_hook_and_the_disconn
     assert_eq!(user, "alice");
     assert_eq!(
         *failures.lock().unwrap(),
-        [failed(
-            *conn,
-            false,
-            RemoteErrorKind::BadArguments,
-            "example.greeting",
-            "welcomeMessage"
-        )]
+        [
+            failed(
+                *conn,
+                false,
+                RemoteErrorKind::BadArguments,
+                "example.greeting",
+                "welcomeMessage"
+            ),
+            // The second call of the batch, in Pyro's batch format.
+            failed(
+                *conn,
+                false,
+                RemoteErrorKind::BadArguments,
+                "example.greeting",
+                "welcomeMessage"
+            )
+        ]
     );
     let gone = gone.lock().unwrap().clone();
     assert_eq!(gone.len(), 1, "{gone:?}");
@@ -443,5 +501,72 @@ async fn a_python_client_is_seen_by_the_validator_the_error_hook_and_the_disconn
         (gone[0].connection, &*gone[0].object),
         (*conn, "example.greeting")
     );
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn requests_refused_unread_are_failures_and_oneway_results_nobody_reads_are_not() {
+    use rmi::protocol::frame::FLAGS_ONEWAY;
+    let seen = Arc::new(Mutex::new(Vec::<Failed>::new()));
+    let builder = rmi::Daemon::builder()
+        .limits(rmi::DecodeLimits {
+            max_message_size: 64 << 10,
+            ..Default::default()
+        })
+        .on_call_error({
+            let seen = seen.clone();
+            move |call: &FailedCall<'_>| seen.lock().unwrap().push(call.into())
+        });
+    let (daemon, lab) = serve_lab(builder).await;
+    let object = lab.object().unwrap();
+
+    // A oneway call whose result would be too large to send: it succeeded, and nobody reads it.
+    let mut stream = dial(&lab).await;
+    connect_handshake(&mut stream, object).await;
+    let call = invoke_frame(object, "make_blob", &(100_000usize,), 1, FLAGS_ONEWAY);
+    stream.write_all(&call).await.unwrap();
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    for _ in 0..500 {
+        if proxy.calls().await.unwrap() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(proxy.calls().await.unwrap(), 1, "the oneway call ran");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    // A result too large to send: its caller gets the error, and so does the hook, with the
+    // call's names.
+    let conn = proxy.connection().await.unwrap();
+    let err = proxy.make_blob(100_000).await.unwrap_err();
+    assert!(err.to_string().contains("rmi.MessageTooLarge"), "{err}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [failed(
+            conn,
+            false,
+            RemoteErrorKind::Other,
+            object,
+            "make_blob"
+        )]
+    );
+
+    // A request over max_message_size, refused on its header: a failed call with no names.
+    let mut stream = dial(&lab).await;
+    connect_handshake(&mut stream, object).await;
+    let big = invoke_frame(object, "echo", &(1u32, 1u32, "x".repeat(100_000)), 1, 0);
+    stream.write_all(&big).await.unwrap();
+    eventually("the oversized request reported", || {
+        seen.lock().unwrap().len() == 2
+    })
+    .await;
+    let got = seen.lock().unwrap()[1].clone();
+    assert_eq!((got.object.as_deref(), got.method.as_deref()), (None, None));
+    assert!(!got.oneway);
     daemon.shutdown();
 }

@@ -240,16 +240,29 @@ impl DaemonBuilder {
         self
     }
 
-    /// Calls `hook` once for each client connection that passed the handshake, when it has
-    /// ended and the last of its calls has finished (Pyro's `Daemon.clientDisconnect`): the
-    /// place to release what the application holds for that client, keyed by the connection
-    /// number the validator ([`HandshakeInfo::connection`](super::HandshakeInfo)) and its
-    /// calls ([`CallContext::connection`](super::context::CallContext::connection)) saw. The
-    /// connection's session instances ([`InstanceMode::Session`](super::InstanceMode)) are
-    /// dropped right after it. A connection refused in its handshake never connected and is
-    /// not reported; one still open when the daemon shuts down is, once its calls end.
+    /// Calls `hook` once for each client connection that passed the handshake (Pyro's
+    /// `Daemon.clientDisconnect`): the place to release what the application keeps for that
+    /// client, keyed by the connection number the validator
+    /// ([`HandshakeInfo::connection`](super::HandshakeInfo)) and its calls
+    /// ([`CallContext::connection`](super::context::CallContext::connection)) saw.
     ///
-    /// The hook runs on the daemon's tasks and should return quickly; a panic in it is logged.
+    /// It runs when the connection has closed **and** the last of its calls has ended, oneway
+    /// ones included, so nothing of that client still runs in a method when it does (Pyro
+    /// calls it when the socket closes, while oneway calls may still run): a method that runs
+    /// for hours holds it back that long. The connection's session instances
+    /// ([`InstanceMode::Session`](super::InstanceMode)) are dropped right after it. Not held
+    /// back, and able to outlive it: tasks a method spawned (with
+    /// [`CallContext::in_scope`](super::context::CallContext::in_scope) too), and the
+    /// connection's open streams, which linger for their reader to pick up from another
+    /// connection.
+    ///
+    /// A connection refused in its handshake is not reported; nor is one whose CONNECTOK could
+    /// not be sent after the validator accepted it (the client gone meanwhile, the handshake
+    /// timeout, the daemon shutting down): a validator that keeps state per connection should
+    /// expect that. A connection still open when the daemon shuts down is reported once its
+    /// calls end (or are dropped past the grace period).
+    ///
+    /// See [`ClientGone`] for what the hook is told; a panic in it is logged.
     pub fn on_disconnect(mut self, hook: impl Fn(&ClientGone<'_>) + Send + Sync + 'static) -> Self {
         self.on_disconnect = Some(Arc::new(hook));
         self
@@ -257,12 +270,18 @@ impl DaemonBuilder {
 
     /// Calls `hook` for every call that ends in an error (Pyro5's
     /// `Daemon.methodcall_error_handler`), with the error its caller gets: an error the method
-    /// returned, its panic, an unknown object or method, arguments that did not decode, a
-    /// result too large to send, and each failing call of a batch (not the end of a streamed
-    /// result). It is the only way to see why a oneway call failed, since its caller never
-    /// learns.
+    /// raised, its panic, an unknown object or method, arguments that did not decode, a
+    /// request that did not decode or was refused unread for its size, a result too large to
+    /// send, a passed deadline, and each failing call of a batch. It is the only way to see
+    /// why a oneway call failed, since its caller never learns.
     ///
-    /// The hook runs on the daemon's tasks and should return quickly; a panic in it is logged.
+    /// Not failures, and not reported: the end of a streamed result its reader asked for, a
+    /// call whose caller went away before it could be answered (a batch or a wait for a
+    /// stream's item stopped for it), and a oneway call's result, however large. A stream that
+    /// ends in an error is reported as the failure of the call that read it
+    /// (`Pyro.Daemon.get_next_stream_item`), on the reader's connection.
+    ///
+    /// See [`FailedCall`] for what the hook is told; a panic in it is logged.
     pub fn on_call_error(mut self, hook: impl Fn(&FailedCall<'_>) + Send + Sync + 'static) -> Self {
         self.on_call_error = Some(Arc::new(hook));
         self

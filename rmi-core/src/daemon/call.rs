@@ -11,7 +11,7 @@ use super::connection::Instance;
 use super::connection::{Conn, ConnectionState, Late, Turn};
 use super::context::{CallContext, ContextAlloc};
 use super::handshake::HandshakeInfo;
-use super::hooks::{self, FailedCall};
+use super::hooks::{self, Failure};
 use super::log::PeerText;
 use super::registration::{Entry, Target};
 use super::{reply_to, ObjectHint};
@@ -62,17 +62,22 @@ impl Call {
         let turn = self.turn.take();
         let mut context = self.context.take();
         let mut hint = self.object_hint.take();
-        let (result, mut annotations) = match inflated {
+        // (An error reported to the call-error hook where the call's names were known.)
+        let (result, mut annotations, mut reported) = match inflated {
             Ok(()) => {
                 // Taken, not cloned: the reply needs only the request's header fields.
                 let payload = std::mem::take(&mut self.req.payload);
                 let reuse = (&mut context, &mut hint);
                 self.invoke(payload, corr, oneway, turn, reuse).await
             }
-            Err(e) => (Err(malformed(e)), Vec::new()),
+            Err(e) => (Err(malformed(e)), Vec::new(), false),
         };
         self.context = context;
         self.object_hint = hint;
+        // Nobody reads a oneway call's result: not checked, encoded or counted as a failure.
+        if oneway && result.is_ok() {
+            return None;
+        }
         let ser = self.ser;
         let inner = &self.conn.daemon.inner;
         let result = match result {
@@ -160,7 +165,18 @@ impl Call {
             }
             Err(mut err) => {
                 err.keep_class = inner.config.keeps_class(&err.type_name);
-                self.failed(&err);
+                if !std::mem::replace(&mut reported, true) {
+                    // Raised after the call (its result too large, no room for its stream):
+                    // its names are those its context's allocation kept, if it has it back.
+                    let names = self.context.as_ref().map(|alloc| alloc.names());
+                    let call = Failure {
+                        object: names.map(|(object, _)| object),
+                        method: names.map(|(_, method)| method),
+                        correlation_id: corr,
+                        oneway,
+                    };
+                    hooks::call_failed(&self.conn, call, &err);
+                }
                 if oneway {
                     let warnings = &inner.oneway_warnings;
                     let peer = &*self.conn.peer;
@@ -200,7 +216,7 @@ impl Call {
         oneway: bool,
         turn: Option<Turn>,
         (context, hint): (&mut Option<ContextAlloc>, &mut Option<ObjectHint>),
-    ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>) {
+    ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>, bool) {
         if !self.req.annotations.is_empty() {
             // How the bytes travelled is no annotation of the caller's (whether or not the
             // reader split them off).
@@ -238,34 +254,53 @@ impl Call {
         );
         let (ctx, args) = match decoded {
             Ok((ctx, args)) => (ctx, args.in_protocol(self.protocol)),
-            Err(e) => return (Err(malformed(e)), Vec::new()),
+            Err(e) => {
+                let err = malformed(e);
+                let call = Failure {
+                    object: None,
+                    method: None,
+                    correlation_id: corr,
+                    oneway,
+                };
+                hooks::call_failed(&self.conn, call, &err);
+                return (Err(err), Vec::new(), true);
+            }
         };
         let result = match self.refusal(ctx.object()) {
             Some(refused) => Err(refused),
             None => self.invoke_in(&ctx, args, turn, corr, hint).await,
         };
+        if let Err(err) = &result {
+            let call = Failure {
+                object: Some(ctx.object()),
+                method: Some(ctx.method()),
+                correlation_id: corr,
+                oneway,
+            };
+            hooks::call_failed(&self.conn, call, err);
+        }
+        let reported = result.is_err();
         let (annotations, alloc) = ctx.finish();
         *context = alloc;
-        (result, annotations)
+        (result, annotations, reported)
     }
 
-    /// Tells the daemon's call-error hook, if it has one, that this call (or a call of its
-    /// batch) failed with `error`.
-    fn failed(&self, error: &RemoteError) {
-        let Some(hook) = &self.conn.daemon.inner.config.on_call_error else {
-            return;
+    /// Tells the daemon's call-error hook that the call to `method` of `object` in this
+    /// call's batch failed.
+    fn batch_item_failed(
+        &self,
+        object: &str,
+        method: Option<&str>,
+        ctx: &CallContext,
+        error: &RemoteError,
+    ) {
+        let call = Failure {
+            object: Some(object),
+            method,
+            correlation_id: ctx.correlation_id(),
+            oneway: ctx.is_oneway(),
         };
-        // The end of a streamed result is no failure.
-        if error.kind == RemoteErrorKind::StopIteration {
-            return;
-        }
-        let failed = FailedCall {
-            connection: self.conn.id,
-            peer: &self.conn.peer,
-            oneway: self.req.has_flag(frame::FLAGS_ONEWAY),
-            error,
-        };
-        hooks::run("on_call_error", &**hook, |hook| hook(&failed));
+        hooks::call_failed(&self.conn, call, error);
     }
 
     /// Why a call to `object` is refused on this connection, if it is.
@@ -418,17 +453,20 @@ impl Call {
                 return Err(caller_gone());
             }
             tokio::task::consume_budget().await;
-            let item = match codec::decode_invoke(self.ser, payload.into_vec().into(), limits) {
-                Err(e) => Err(RemoteError::bad_arguments(BATCH_METHOD, e)),
-                Ok(call) => {
-                    let args = call.args.in_protocol(self.protocol);
-                    self.batched(object, &call.method, args, ctx, &percall)
-                        .await
-                }
-            };
+            let (item, method) =
+                match codec::decode_invoke(self.ser, payload.into_vec().into(), limits) {
+                    Err(e) => (Err(RemoteError::bad_arguments(BATCH_METHOD, e)), None),
+                    Ok(call) => {
+                        let args = call.args.in_protocol(self.protocol);
+                        let item = self
+                            .batched(object, &call.method, args, ctx, &percall)
+                            .await;
+                        (item, Some(call.method))
+                    }
+                };
             let item = self.batch_item_fits(&mut size, results.len(), item, ctx);
             if let Err(err) = &item {
-                self.failed(err);
+                self.batch_item_failed(object, method.as_deref(), ctx, err);
             }
             let failed = item.is_err();
             results.push(codec::BatchItem::from(item));
@@ -476,7 +514,7 @@ impl Call {
                 .batch_item_fits(&mut size, results.len(), item, ctx)
                 .map_err(|mut err| {
                     err.keep_class = self.conn.daemon.inner.config.keeps_class(&err.type_name);
-                    self.failed(&err);
+                    self.batch_item_failed(object, Some(&call.method), ctx, &err);
                     err
                 });
             let failed = item.is_err();
@@ -665,7 +703,7 @@ impl Call {
                 if err.object.as_deref().is_none_or(str::is_empty) {
                     err.object = Some(object.to_owned());
                 }
-                if err.method.is_none() {
+                if err.method.as_deref().is_none_or(str::is_empty) {
                     err.method = Some(method.to_owned());
                 }
                 Err(err)
@@ -723,7 +761,7 @@ pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 fn caller_gone() -> RemoteError {
     RemoteError::new(
         RemoteErrorKind::Other,
-        "rmi.ConnectionClosed",
+        super::hooks::CALLER_GONE,
         "the caller's connection closed; the batch stopped",
     )
 }

@@ -53,12 +53,13 @@ impl Drop for ConnectionState {
         };
         let late = conn.late.as_ref().and_then(|late| late.bound.get());
         let gone = ClientGone {
+            daemon: &conn.daemon,
             connection: conn.id,
             peer: &conn.peer,
             object: late.unwrap_or(&conn.connected),
             peer_certificate: conn.peer_certificate.as_ref(),
         };
-        hooks::run("on_disconnect", &**hook, |hook| hook(&gone));
+        hooks::run(&conn.daemon, "on_disconnect", &**hook, |hook| hook(&gone));
     }
 }
 
@@ -676,7 +677,7 @@ pub(super) async fn handle_connection(
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "malformed message; closing this connection");
                     refusal = reader.oversized_header().and_then(|header| {
-                        refuse_oversized(&header, protocol, reader.max_message_size())
+                        refuse_oversized(&conn, &header, protocol, reader.max_message_size())
                     });
                     break None;
                 }
@@ -836,13 +837,17 @@ pub(super) async fn handle_connection(
 /// The answer to a call refused unread for its size (over `max_message_size`, seen on its
 /// header): an `rmi.MessageTooLarge` error for that call, so its caller learns why rather than
 /// only that the connection closed (it still closes: the rest of the request is not read,
-/// but read off and dropped while the answer goes out). `None` for a oneway call, or a
-/// message that is no call.
-fn refuse_oversized(header: &frame::Header, protocol: Protocol, max: usize) -> Option<Message> {
-    if header.msg_type != MessageType::Invoke || header.flags & frame::FLAGS_ONEWAY != 0 {
+/// but read off and dropped while the answer goes out). `None` for a oneway call (its failure
+/// goes to the call-error hook alone), or a message that is no call.
+fn refuse_oversized(
+    conn: &Conn,
+    header: &frame::Header,
+    protocol: Protocol,
+    max: usize,
+) -> Option<Message> {
+    if header.msg_type != MessageType::Invoke {
         return None;
     }
-    let ser = protocol.serializer(header.serializer)?;
     let err = RemoteError::new(
         RemoteErrorKind::Other,
         "rmi.MessageTooLarge",
@@ -852,6 +857,18 @@ fn refuse_oversized(header: &frame::Header, protocol: Protocol, max: usize) -> O
             header.total_len()
         ),
     );
+    let oneway = header.flags & frame::FLAGS_ONEWAY != 0;
+    let call = hooks::Failure {
+        object: None,
+        method: None,
+        correlation_id: uuid::Uuid::from_bytes(header.corr_id),
+        oneway,
+    };
+    hooks::call_failed(conn, call, &err);
+    if oneway {
+        return None;
+    }
+    let ser = protocol.serializer(header.serializer)?;
     let mut req = Message::new(
         MessageType::Invoke,
         header.serializer,

@@ -167,6 +167,14 @@ const KEEP_NAME: usize = 256;
 /// The allocation of a finished call's context, kept by its connection for the next call.
 pub(crate) struct ContextAlloc(Arc<Inner>);
 
+impl ContextAlloc {
+    /// The object and method of the call that last used this allocation (empty when they were
+    /// long: see [`CallContext::finish`]).
+    pub(super) fn names(&self) -> (&str, &str) {
+        (&self.0.object, &self.0.method)
+    }
+}
+
 impl CallContext {
     /// A call's context, in `reuse` (a finished call's allocation) when given.
     pub(super) fn new(

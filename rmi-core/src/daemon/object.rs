@@ -122,7 +122,7 @@ impl DaemonObject {
                 item = next => item,
                 () = ctx.caller_gone() => Err(RemoteError::new(
                     RemoteErrorKind::Other,
-                    "rmi.ConnectionClosed",
+                    super::hooks::CALLER_GONE,
                     "the caller's connection closed; the stream's next item was left for it",
                 )),
             },
