@@ -328,3 +328,105 @@ async fn a_connection_with_a_backlog_takes_turns_with_others_on_one_thread() {
     }
     daemon.shutdown();
 }
+
+/// The length of the text of call `n` of client `client`: mostly small, some around the 64 KiB
+/// at which the read buffers are swapped rather than reused, a few near `max_message_size`.
+fn text_len(client: u32, n: u32, max: usize) -> usize {
+    let x =
+        (client.wrapping_mul(2_654_435_761) ^ n.wrapping_mul(40_503)).wrapping_mul(2_246_822_519);
+    match x % 100 {
+        0 => max - 4096 - (x as usize % 1024),
+        1..=9 => 60_000 + (x as usize % 10_000),
+        10..=29 => 1_000 + (x as usize % 9_000),
+        30..=34 => 0,
+        _ => x as usize % 200,
+    }
+}
+
+/// The test plan's T-LOAD-1 and T-LOAD-5: 40 clients, each on its own connection in bincode or
+/// msgpack with 8 calls in flight, texts from empty to near `max_message_size`, while other
+/// clients' calls panic and two connections stall part way through a request: every reply is
+/// its own call's, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_of_mixed_sizes_among_failures_each_get_their_own_replies() {
+    const MAX: usize = 1 << 20;
+    let builder = rmi::Daemon::builder().limits(rmi::DecodeLimits {
+        max_message_size: MAX,
+        ..Default::default()
+    });
+    let (daemon, lab) = crate::support::serve_lab(builder).await;
+    let object = lab.object().unwrap().to_owned();
+    // Two connections that stall half way through a request.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = crate::support::dial(&lab).await;
+        connect_handshake(&mut s, &object).await;
+        let call = invoke_frame(&object, "echo", &(0u32, 0u32, "x".repeat(10_000)), 1, 0);
+        s.write_all(&call[..call.len() / 2]).await.unwrap();
+        stalled.push(s);
+    }
+    // Calls that panic, all along.
+    let panicking = LabProxy::connect(&lab).await.unwrap();
+    let panics = tokio::spawn(async move {
+        for _ in 0..50 {
+            assert!(panicking.explode("boom".into()).await.is_err());
+        }
+    });
+    let clients = (0..40u32).map(|client| {
+        let lab = lab.clone();
+        tokio::spawn(async move {
+            let serializer = if client % 2 == 0 {
+                Serializer::Bincode
+            } else {
+                Serializer::MsgPack
+            };
+            let proxy: LabProxy = LabProxy::builder(&lab)
+                .unwrap()
+                .serializer(serializer)
+                .limits(rmi::DecodeLimits {
+                    max_message_size: MAX,
+                    ..Default::default()
+                })
+                .connect()
+                .await
+                .unwrap();
+            let mut bytes = 0;
+            for wave in 0..3u32 {
+                let calls = (0..8u32).map(|i| {
+                    let proxy = proxy.clone();
+                    let n = wave * 8 + i;
+                    let len = text_len(client, n, MAX);
+                    let fill = char::from(b'a' + (n % 26) as u8);
+                    async move {
+                        let text: String = std::iter::repeat_n(fill, len).collect();
+                        let reply = proxy.echo(client, n, text.clone()).await.unwrap();
+                        assert!(
+                            reply.0 == client && reply.1 == n && reply.2 == text,
+                            "client {client} call {n} ({len} bytes) got client {} call {} ({} bytes)",
+                            reply.0,
+                            reply.1,
+                            reply.2.len()
+                        );
+                        len
+                    }
+                });
+                bytes += join_all(calls).await.into_iter().sum::<usize>();
+            }
+            bytes
+        })
+    });
+    let mut total = 0;
+    for client in join_all(clients).await {
+        total += client.unwrap();
+    }
+    panics.await.unwrap();
+    assert!(
+        total > 4 * MAX,
+        "the sizes reached the large cases: {total} bytes"
+    );
+    // The stalled connections held nothing up; the daemon still serves.
+    drop(stalled);
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
+    daemon.shutdown();
+}

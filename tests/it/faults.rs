@@ -794,3 +794,63 @@ async fn the_first_replies_of_a_burst_go_out_before_the_rest_of_it_runs() {
         .unwrap();
     assert!(gate, "the gate timed out instead of being opened");
 }
+
+/// The test plan's T-CONN-4 and T-MEM-5: clients that vanish mid-call (a reset or a close) and
+/// clients that send a bad frame, a thousand of them, leave no descriptor behind once their
+/// calls have ended, and the daemon still takes as many clients as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_vanish_mid_call_leave_no_descriptor_behind() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    let object = uri.object().unwrap().to_owned();
+    assert_serving(&mut child, &uri).await;
+    // The count once the check's own connection has closed.
+    let mut baseline = child.fd_count();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        baseline = baseline.min(child.fd_count());
+    }
+    let started = Instant::now();
+    // The most seen between rounds: the count does see the connections whose calls still run.
+    let mut peak = baseline;
+    for round in 0..10 {
+        futures_util::future::join_all((0..100).map(|i| {
+            let (uri, object) = (uri.clone(), object.clone());
+            async move {
+                let mut s = dial(&uri).await;
+                connect_handshake(&mut s, &object).await;
+                if (round + i) % 3 == 2 {
+                    // A header of the wrong magic: a malformed frame.
+                    let _ = s.write_all(&[b'X'; 64]).await;
+                    return;
+                }
+                let call = invoke_frame(&object, "sleep", &(100u64,), 1, 0);
+                s.write_all(&call).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if (round + i) % 3 == 0 {
+                    #[allow(deprecated)] // the point is to send a reset
+                    s.set_linger(Some(Duration::ZERO)).unwrap();
+                }
+            }
+        }))
+        .await;
+        peak = peak.max(child.fd_count());
+    }
+    assert!(peak > baseline, "the count never saw a connection: {peak}");
+    let mut now = child.fd_count();
+    for _ in 0..200 {
+        if now <= baseline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        now = child.fd_count();
+    }
+    println!(
+        "1,000 clients gone mid-call or after a bad frame in {:?}: descriptors {baseline} before, {peak} at most, {now} after",
+        started.elapsed()
+    );
+    assert!(
+        now <= baseline,
+        "descriptors left behind: {baseline} before, {now} after"
+    );
+    assert_serving(&mut child, &uri).await;
+}

@@ -257,6 +257,15 @@ impl ChildGuard {
         matches!(self.0.try_wait(), Ok(None))
     }
 
+    /// The process's open file descriptors (Linux `/proc`). A count that cannot be taken fails
+    /// the test rather than passing it vacuously.
+    pub(crate) fn fd_count(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.0.id());
+        std::fs::read_dir(&path)
+            .unwrap_or_else(|e| panic!("cannot count the child's descriptors: {path}: {e}"))
+            .count()
+    }
+
     /// The process's resident memory in KiB (Linux `/proc`). A measurement that cannot be
     /// taken fails the test rather than passing it vacuously.
     pub(crate) fn rss_kib(&self) -> u64 {
