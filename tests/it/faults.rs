@@ -854,3 +854,61 @@ async fn clients_that_vanish_mid_call_leave_no_descriptor_behind() {
     );
     assert_serving(&mut child, &uri).await;
 }
+
+/// The test plan's T-CONN-2 and T-MEM-2: 200 connections each announce a 60 MiB request,
+/// send 64 KiB of it and stall. The daemon holds what arrived, not what was announced (12 GB),
+/// and closes each at its frame timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_requests_announcing_the_maximum_cost_what_arrived_and_are_closed() {
+    const ANNOUNCED: usize = 60 << 20;
+    const SENT: usize = 64 << 10;
+    let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=1500");
+    let object = uri.object().unwrap().to_owned();
+    assert_serving(&mut child, &uri).await;
+    let before = child.rss_kib();
+    let request = Message::new(
+        MessageType::Invoke,
+        Serializer::BINCODE_ID,
+        0,
+        1,
+        vec![0u8; ANNOUNCED],
+    )
+    .to_bytes();
+    let started = Instant::now();
+    let stalled = futures_util::future::join_all((0..200).map(|_| {
+        let (uri, object, request) = (uri.clone(), object.clone(), request.clone());
+        async move {
+            let mut s = dial(&uri).await;
+            connect_handshake(&mut s, &object).await;
+            s.write_all(&request[..SENT]).await.unwrap();
+            s
+        }
+    }))
+    .await;
+    drop(request);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = child.rss_kib();
+    // Every stalled connection is closed at its frame timeout.
+    let closed = futures_util::future::join_all(stalled.into_iter().map(|mut s| async move {
+        let mut sink = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut sink))
+            .await
+            .is_ok()
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    println!(
+        "200 requests announcing 60 MiB, 64 KiB sent each: RSS {before} KiB before, {during} KiB while stalled, all closed after {elapsed:?}"
+    );
+    assert!(
+        closed.iter().all(|c| *c),
+        "a stalled connection was never closed"
+    );
+    // 12.5 MiB arrived in all; the buffers may grow to four times what arrived.
+    assert!(
+        during.saturating_sub(before) < 100 << 10,
+        "stalled requests cost {} KiB",
+        during - before
+    );
+    assert_serving(&mut child, &uri).await;
+}
