@@ -170,3 +170,75 @@ async fn with_64_mib_messages_a_1m_tag_register_is_decoded_then_refused_by_max_t
     assert!(ns.is_alive());
     locate(port).await.ping().await.unwrap();
 }
+
+/// The test plan's T-REC-4: `kill -9` in the middle of a burst of registrations from eight
+/// clients, five times on one file. Each time the store opens again, and holds every
+/// registration that was answered (and of those in flight, any).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_keeps_every_answered_registration_through_kill_9_mid_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("sql:{}", dir.path().join("names.db").display());
+    let mut answered_before = 0;
+    for (round, after_ms) in [15u64, 40, 80, 130, 200].into_iter().enumerate() {
+        let (mut ns, port) = spawn_rmi_ns(&["--storage", &storage]);
+        let names = locate(port).await;
+        // What earlier rounds had answered is still there.
+        let count = names.count().await.unwrap() as usize;
+        assert!(
+            count >= answered_before,
+            "round {round}: {count} names after the restart, {answered_before} before it"
+        );
+        let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let burst = (0..8).map(|client| {
+            let (names, answered) = (names.clone(), answered.clone());
+            tokio::spawn(async move {
+                for i in 0u16.. {
+                    let name = format!("r{round}.c{client}.{i}");
+                    let uri = Uri::tcp("obj", "127.0.0.1", i);
+                    if names.register(&name, &uri).await.is_err() {
+                        return;
+                    }
+                    answered.lock().unwrap().push(name);
+                }
+            })
+        });
+        let burst: Vec<_> = burst.collect();
+        tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+        ns.kill_9();
+        for client in burst {
+            client.await.unwrap();
+        }
+        let answered = answered.lock().unwrap().clone();
+        assert!(
+            !answered.is_empty(),
+            "round {round}: nothing was registered before the kill"
+        );
+
+        let (mut ns, port) = spawn_rmi_ns(&["--storage", &storage]);
+        let names = locate(port).await;
+        let kept = names.list_prefix(&format!("r{round}.")).await.unwrap();
+        let lost: Vec<_> = answered.iter().filter(|n| !kept.contains_key(*n)).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} of {} answered registrations lost, e.g. {:?}",
+            lost.len(),
+            answered.len(),
+            lost.first()
+        );
+        // At most the eight in flight were written but not answered.
+        assert!(
+            kept.len() <= answered.len() + 8,
+            "round {round}: {} kept, {} answered",
+            kept.len(),
+            answered.len()
+        );
+        println!(
+            "round {round}: killed after {after_ms} ms, {} registrations answered, {} kept",
+            answered.len(),
+            kept.len()
+        );
+        answered_before = names.count().await.unwrap() as usize;
+        ns.kill_9();
+        assert!(!ns.is_alive());
+    }
+}
