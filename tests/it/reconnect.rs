@@ -481,3 +481,78 @@ async fn a_detached_proxy_has_a_connection_of_its_own() {
     );
     daemon.shutdown();
 }
+
+/// The test plan's T-REC-1: a client calling every 10 ms while its daemon is killed and, a
+/// second later, started again on the same port. Calls fail only while it is down (and the
+/// ones it was running as it died); the first call after the new daemon is up succeeds within
+/// a second; and every call the client saw succeed on the new daemon ran there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_made_while_the_daemon_is_down_fail_and_recover_once_it_is_back() {
+    let port = unused_port();
+    let (first, uri) = spawn_child_daemon_on(port);
+    // No extra dials: a call while the daemon is down fails at once, as it would in a
+    // program that reports outages rather than waiting them out.
+    let proxy: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .reconnect_attempts(0)
+        .connect()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let calls = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            let mut outcomes = Vec::new();
+            while started.elapsed() < Duration::from_millis(3_500) {
+                let at = started.elapsed();
+                let ok = proxy.echo(0, 0, "tick".into()).await.is_ok();
+                outcomes.push((at, started.elapsed(), ok));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            outcomes
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = started.elapsed();
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let (_second, uri2) = spawn_child_daemon_on(port);
+    let back = started.elapsed();
+    assert_eq!(uri, uri2);
+    let outcomes = calls.await.unwrap();
+
+    let failed: Vec<_> = outcomes.iter().filter(|(_, _, ok)| !ok).collect();
+    assert!(!failed.is_empty(), "no call saw the daemon down");
+    for (at, done, _) in &failed {
+        assert!(
+            *done >= killed && *at <= back,
+            "a call failed outside the outage ({killed:?} to {back:?}): sent {at:?}, failed {done:?}"
+        );
+    }
+    let recovered = outcomes
+        .iter()
+        .find(|(at, _, ok)| *ok && *at >= back)
+        .map(|(_, done, _)| *done)
+        .expect("no call succeeded after the restart");
+    assert!(
+        recovered - back < Duration::from_secs(1),
+        "the first call after the restart succeeded {:?} after it",
+        recovered - back
+    );
+    // Successes on the new daemon, against what it ran (each call sent after the first
+    // failure went to it, if it went anywhere).
+    let first_failure = failed[0].0;
+    let after: usize = outcomes
+        .iter()
+        .filter(|(at, _, ok)| *ok && *at > first_failure)
+        .count();
+    let ran = proxy.calls().await.unwrap();
+    println!(
+        "outage {killed:?} to {back:?}: {} calls failed, the first success after it at {recovered:?}, {after} succeeded on the new daemon, which ran {ran}",
+        failed.len()
+    );
+    assert_eq!(
+        ran, after,
+        "calls on the new daemon ran twice or went missing"
+    );
+}
