@@ -150,9 +150,16 @@ async fn malformed_headers_close_only_their_connection() {
 
     let mut cases: Vec<(&str, Vec<u8>)> =
         vec![("http request", b"GET / HTTP/1.0\r\n\r\n".to_vec())];
-    let mut bad_version = header(MessageType::Connect, 0);
-    bad_version[4..6].copy_from_slice(&48u16.to_be_bytes());
-    cases.push(("wrong version", bad_version));
+    // (48 is Pyro4's version, but the rest is a Pyro5 header; 0 and 0xffff are no version.)
+    for (name, version) in [
+        ("Pyro4's version in a Pyro5 header", 48u16),
+        ("version 0", 0),
+        ("version 0xffff", 0xffff),
+    ] {
+        let mut bad_version = header(MessageType::Connect, 0);
+        bad_version[4..6].copy_from_slice(&version.to_be_bytes());
+        cases.push((name, bad_version));
+    }
     let mut bad_magic = header(MessageType::Connect, 0);
     bad_magic[38..40].copy_from_slice(&(MAGIC ^ 0xffff).to_be_bytes());
     cases.push(("bad magic", bad_magic));
@@ -322,6 +329,16 @@ async fn size_boundary_partial_messages_and_wrong_directions() {
         .unwrap();
         let answer = read_to_close_or(&mut s, Duration::from_secs(2)).await;
         assert!(!answer.is_empty(), "{} bytes", 4096 + extra);
+        if accepted {
+            // The call ran: a result, no exception.
+            assert_eq!(
+                answer[6],
+                MessageType::Result as u8,
+                "{} bytes",
+                4096 + extra
+            );
+            assert!(exception_reply(&answer).is_none(), "{} bytes", 4096 + extra);
+        }
         // One byte over: refused from the header, with an error saying so.
         let refused = exception_reply(&answer)
             .is_some_and(|(_, e)| e.message.contains("over its max_message_size (4096 bytes)"));

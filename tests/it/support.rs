@@ -533,13 +533,19 @@ pub(crate) async fn dial(uri: &rmi::Uri) -> tokio::net::TcpStream {
         .expect("connect")
 }
 
-/// The child daemon process is alive, and a fresh proxy is served.
+/// The child daemon process is alive, and a fresh proxy is served (within 10 s: a wedged
+/// daemon fails the test rather than hanging it).
 pub(crate) async fn assert_serving(child: &mut ChildGuard, uri: &rmi::Uri) {
     assert!(child.is_alive(), "the daemon process died");
-    let proxy = LabProxy::connect(uri)
-        .await
-        .expect("a normal client connects");
-    assert_eq!(proxy.echo(1, 2, "ok".into()).await.unwrap().2, "ok");
+    let served = tokio::time::timeout(Duration::from_secs(10), async {
+        let proxy = LabProxy::connect(uri)
+            .await
+            .expect("a normal client connects");
+        proxy.echo(1, 2, "ok".into()).await.unwrap().2
+    })
+    .await
+    .expect("the daemon did not serve a fresh client within 10 s");
+    assert_eq!(served, "ok");
 }
 
 /// An INVOKE frame (bincode) for `method` of `object`, with `flags`.
