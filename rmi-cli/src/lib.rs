@@ -1,10 +1,15 @@
 //! Command-line tools of [rmi](https://docs.rs/rmi): `rmi-ns`, the name server (like
-//! `python -m Pyro4.naming`), and `rmi-nsc`, its control tool (like `pyro5-nsc`).
+//! `python -m Pyro4.naming`), `rmi-nsc`, its control tool (like `pyro5-nsc`), and
+//! `rmi-httpgateway`, remote objects over HTTP and JSON (like `pyro5-httpgateway`).
 //!
-//! `cargo install rmi-cli` installs both. They live in a package of their own so that library
-//! users never compile clap or tracing-subscriber. This library holds what both share.
+//! `cargo install rmi-cli` installs them. They live in a package of their own so that library
+//! users never compile clap, tracing-subscriber or an HTTP server. This library holds what
+//! they share, and the gateway's service ([`gateway::Gateway`]), to serve from a program of
+//! one's own.
 
 use std::error::Error;
+
+pub mod gateway;
 
 /// An error for people: the message with its causes (`message: cause: cause`), then a hint
 /// on its own line if given.

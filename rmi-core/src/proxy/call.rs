@@ -278,7 +278,7 @@ impl Proxy {
                         &conn,
                         Some(DAEMON_OBJECT_ID),
                         CLOSE_STREAM,
-                        &(id,),
+                        (&(id,), None::<&()>),
                         (corr, frame::FLAGS_ONEWAY),
                     )
                     .await;
@@ -491,8 +491,14 @@ impl Proxy {
         let (corr, _) = self.call_settings();
         let conn = self.connection().await.map_err(Error::not_sent)?;
         let flags = frame::FLAGS_BATCH | frame::FLAGS_ONEWAY;
-        self.oneway_on(&conn, None, BATCH_METHOD, args, (corr, flags))
-            .await
+        self.oneway_on(
+            &conn,
+            None,
+            BATCH_METHOD,
+            (args, None::<&()>),
+            (corr, flags),
+        )
+        .await
     }
 
     /// Sends a oneway call: returns once the request is written; the daemon sends no reply and
@@ -504,7 +510,19 @@ impl Proxy {
     /// already in a write may still arrive. A call whose future is dropped while still queued
     /// is taken back too.
     pub async fn call_oneway<A: Serialize>(&self, method: &str, args: &A) -> Result<(), Error> {
-        self.oneway_to(None, method, args).await
+        self.oneway_to(None, method, (args, None::<&()>)).await
+    }
+
+    /// Sends a oneway call with positional `args` and keyword arguments `kwargs` (as
+    /// [`call_kwargs`](Self::call_kwargs) takes them; Pyro's formats only), as
+    /// [`call_oneway`](Self::call_oneway) sends one.
+    pub async fn call_oneway_kwargs<A: Serialize, K: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        args: &A,
+        kwargs: &K,
+    ) -> Result<(), Error> {
+        self.oneway_to(None, method, (args, Some(kwargs))).await
     }
 
     /// Sends a oneway call to the daemon object `Pyro.Daemon`.
@@ -513,14 +531,15 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<(), Error> {
-        self.oneway_to(Some(DAEMON_OBJECT_ID), method, args).await
+        self.oneway_to(Some(DAEMON_OBJECT_ID), method, (args, None::<&()>))
+            .await
     }
 
-    async fn oneway_to<A: Serialize>(
+    async fn oneway_to<A: Serialize, K: Serialize + ?Sized>(
         &self,
         object: Option<&str>,
         method: &str,
-        args: &A,
+        args: (&A, Option<&K>),
     ) -> Result<(), Error> {
         let (corr, _) = self.call_settings();
         let span = crate::spans::debug_span!("rmi.oneway", uri = %self.shared.config.uri, method, correlation_id = %corr);
@@ -535,22 +554,15 @@ impl Proxy {
 
     /// Sends a oneway call (`flags` include [`frame::FLAGS_ONEWAY`]) with correlation id
     /// `corr` on `conn`, never dialing.
-    async fn oneway_on<A: Serialize>(
+    async fn oneway_on<A: Serialize, K: Serialize + ?Sized>(
         &self,
         conn: &Connection,
         object: Option<&str>,
         method: &str,
-        args: &A,
+        args: (&A, Option<&K>),
         (corr, flags): (uuid::Uuid, u16),
     ) -> Result<(), Error> {
-        let msg = self.invoke_message(
-            &conn.wire(),
-            object,
-            method,
-            (args, None::<&()>),
-            (corr, None),
-            flags,
-        )?;
+        let msg = self.invoke_message(&conn.wire(), object, method, args, (corr, None), flags)?;
         conn.send_oneway(
             msg,
             self.options.timeout,

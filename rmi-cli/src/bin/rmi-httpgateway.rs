@@ -1,0 +1,121 @@
+//! `rmi-httpgateway`: remote objects over HTTP and JSON, like `pyro5-httpgateway` (see
+//! [`rmi_cli::gateway`]).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use rmi::naming::NsLocator;
+use rmi_cli::gateway::{Gateway, DEFAULT_EXPOSE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rmi-httpgateway",
+    version,
+    about = "Call remote objects over HTTP and JSON (like pyro5-httpgateway)"
+)]
+struct Args {
+    /// Host to bind.
+    #[arg(short = 'H', long, default_value = "localhost")]
+    host: String,
+    /// Port to bind (0: any free port).
+    #[arg(short, long, default_value_t = 8080)]
+    port: u16,
+    /// Expose the names this regular expression matches from their start.
+    #[arg(short, long, default_value = DEFAULT_EXPOSE)]
+    expose: String,
+    /// Require this key of every request (header X-Pyro-Gateway-Key, or parameter $key).
+    #[arg(
+        short = 'g',
+        long,
+        env = "RMI_GATEWAY_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    gatewaykey: Option<String>,
+    /// Deadline of each call, as 500ms, 10s, 1m.
+    #[arg(short, long, default_value = "10s", value_parser = rmi_cli::parse_duration)]
+    timeout: Duration,
+    /// Allow cross-origin requests from this origin (CORS headers on every answer).
+    #[arg(short, long, default_value = "*")]
+    cors: String,
+    /// The name server's host (default: localhost, then a broadcast on 127.255.255.255).
+    #[arg(short = 'n', long, env = "RMI_NS_HOST")]
+    nshost: Option<String>,
+    /// The name server's port.
+    #[arg(long, env = "RMI_NS_PORT", default_value_t = 9090)]
+    nsport: u16,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((err, hint)) => {
+            eprintln!("rmi-httpgateway: {}", rmi_cli::report(&*err, hint));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Failure = (Box<dyn std::error::Error>, Option<&'static str>);
+
+async fn run(args: Args) -> Result<(), Failure> {
+    let mut locator = NsLocator::new().port(args.nsport);
+    if let Some(host) = &args.nshost {
+        locator = locator.host(host.clone());
+    }
+    let names = locator
+        .locate()
+        .await
+        .map_err(|e| (e.into(), Some("is rmi-ns running? (--nshost, --nsport)")))?;
+    let gateway = Gateway::new(names.clone())
+        .expose(&args.expose)
+        .map_err(|e| (e.into(), Some("--expose takes a regular expression")))?
+        .timeout(args.timeout);
+    let gateway = match args.gatewaykey {
+        Some(key) => gateway.gateway_key(key),
+        None => gateway,
+    };
+    let gateway = if args.cors.is_empty() {
+        gateway
+    } else {
+        gateway
+            .cors(&args.cors)
+            .map_err(|e| (e.into(), Some("--cors takes an origin, or *")))?
+    };
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .map_err(|e| (e.into(), None))?;
+    let address = listener.local_addr().map_err(|e| (e.into(), None))?;
+    println!("rmi HTTP gateway on http://{address}/pyro/");
+    println!("name server: {}", names.uri());
+    println!("exposed names: {}", args.expose);
+    let shutdown = async {
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = interrupt => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = interrupt.await;
+    };
+    axum::serve(listener, gateway.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| (e.into(), None))
+}

@@ -1,0 +1,517 @@
+//! The HTTP gateway (`rmi-httpgateway`, Pyro's `pyro5-httpgateway`): remote objects called
+//! over HTTP with JSON results, for browsers, `curl` and anything else without a Pyro client.
+//!
+//! `GET` (or `POST`) `/pyro/<name>/<method>?param=value&…` looks `name` up in the name server
+//! and calls `method` with the query's parameters as keyword arguments (strings, as Pyro's
+//! gateway passes them; a parameter given twice is a list), under Pyro's JSON serializer. The
+//! answer is the result as JSON (`200`), or the exception as Pyro's JSON form of it
+//! (`{"__class__": …, "__exception__": true, "args": […], "attributes": {}}`, `500`).
+//! `/pyro/<name>/$meta` answers the object's methods and attributes; a name of an attribute
+//! (a property) reads it. As in Pyro:
+//!
+//! - only names matching the expose pattern (default `http\.`, matched from the name's
+//!   start) can be reached: `403` otherwise;
+//! - with a gateway key, a request must carry it (header `X-Pyro-Gateway-Key`, or parameter
+//!   `$key`): `403` otherwise;
+//! - header `X-Pyro-Options: oneway` (or a method the object declares oneway) sends the call
+//!   oneway and answers `200` with no body at once;
+//! - header `X-Pyro-Correlation-Id` gives the call's correlation id, and every answer of a
+//!   call says it in the same header;
+//! - with a CORS origin, every answer carries `Access-Control-Allow-*` headers, and `OPTIONS`
+//!   answers a preflight;
+//! - `/pyro/` is a page listing the exposed names (ten at most) with their methods.
+//!
+//! Unlike Pyro's, which looks the name up and connects anew for every request, the gateway
+//! keeps its name server connection and one connection per object it has called.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri as HttpUri};
+use axum::response::{IntoResponse, Response};
+use rmi::naming::NameServerProxy;
+use rmi::{Error, Proxy, Serializer};
+use serde_json::{json, Value};
+
+/// The expose pattern by default, as Pyro's: names starting with `http.`.
+pub const DEFAULT_EXPOSE: &str = r"http\.";
+
+/// How long a call through the gateway may take by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Header carrying the gateway key.
+pub const KEY_HEADER: &str = "x-pyro-gateway-key";
+/// Header asking for call options (`oneway`).
+pub const OPTIONS_HEADER: &str = "x-pyro-options";
+/// Header carrying a call's correlation id, both ways.
+pub const CORRELATION_HEADER: &str = "x-pyro-correlation-id";
+
+/// The gateway's settings and what it keeps between requests; [`Gateway::router`] serves it.
+pub struct Gateway {
+    names: NameServerProxy,
+    expose: regex::Regex,
+    key: Option<String>,
+    cors: Option<HeaderValue>,
+    timeout: Duration,
+    /// One proxy per object URI called, so that calls share its connection.
+    proxies: Mutex<HashMap<String, Proxy>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("name_server", self.names.uri())
+            .field("expose", &self.expose.as_str())
+            .field("key", &self.key.is_some())
+            .field("cors", &self.cors)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Gateway {
+    /// A gateway to the names of `names`, with Pyro's defaults: names matching
+    /// [`DEFAULT_EXPOSE`], no gateway key, no CORS headers, calls of at most
+    /// [`DEFAULT_TIMEOUT`].
+    pub fn new(names: NameServerProxy) -> Self {
+        Gateway {
+            names,
+            expose: anchored(DEFAULT_EXPOSE).expect("the default pattern compiles"),
+            key: None,
+            cors: None,
+            timeout: DEFAULT_TIMEOUT,
+            proxies: Mutex::default(),
+        }
+    }
+
+    /// Exposes the names that `pattern` (a regular expression) matches from their start, as
+    /// Python's `re.match`; an empty pattern exposes every name.
+    pub fn expose(mut self, pattern: &str) -> Result<Self, regex::Error> {
+        self.expose = anchored(pattern)?;
+        Ok(self)
+    }
+
+    /// Requires every request to carry `key` (header `X-Pyro-Gateway-Key` or parameter
+    /// `$key`).
+    pub fn gateway_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Answers with CORS headers allowing `origin` (`*` for any), and answers preflights.
+    pub fn cors(mut self, origin: &str) -> Result<Self, axum::http::header::InvalidHeaderValue> {
+        self.cors = Some(HeaderValue::from_str(origin)?);
+        Ok(self)
+    }
+
+    /// How long a call may take (its deadline goes to the daemon too).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The HTTP service: `/` redirects to `/pyro/`, `/pyro/…` is the gateway.
+    pub fn router(self) -> axum::Router {
+        axum::Router::new()
+            .fallback(handle)
+            .with_state(Arc::new(self))
+    }
+
+    /// The proxy for the object `name` is registered under, made on first use.
+    async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
+        let uri = self.names.lookup(name).await?;
+        let key = uri.to_string();
+        if let Some(proxy) = self.proxies.lock().expect("proxies").get(&key) {
+            return Ok(proxy.clone());
+        }
+        let proxy = Proxy::builder(uri)
+            .serializer(Serializer::Json)
+            .timeout(self.timeout)
+            .connect()
+            .await?;
+        let mut proxies = self.proxies.lock().expect("proxies");
+        // A gateway serving many names keeps no more connections than it needs: past a
+        // thousand objects, the oldest are let go (they reconnect on their next call).
+        if proxies.len() >= MAX_PROXIES {
+            proxies.clear();
+        }
+        Ok(proxies.entry(key).or_insert(proxy).clone())
+    }
+
+    /// Whether the request carries the gateway key, if one is required.
+    fn key_given(&self, headers: &HeaderMap, params: &[(String, String)]) -> bool {
+        let Some(key) = &self.key else {
+            return true;
+        };
+        let given = headers
+            .get(KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == "$key")
+                    .map(|(_, v)| v.as_str())
+            })
+            .unwrap_or_default();
+        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), key.as_bytes()).into()
+    }
+
+    /// An answer with the CORS headers, if any.
+    fn answer(&self, status: StatusCode, content_type: &str, body: impl Into<String>) -> Response {
+        let mut response = (status, body.into()).into_response();
+        let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            headers.insert(header::CONTENT_TYPE, value);
+        }
+        if let Some(origin) = &self.cors {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Content-Type"),
+            );
+        }
+        response
+    }
+
+    fn text(&self, status: StatusCode, body: &str) -> Response {
+        self.answer(status, "text/plain", body)
+    }
+
+    /// A JSON answer of a call, with its correlation id.
+    fn json(&self, status: StatusCode, body: &Value, correlation_id: rmi::uuid::Uuid) -> Response {
+        let mut response = self.answer(status, JSON, body.to_string());
+        if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+            response.headers_mut().insert(CORRELATION_HEADER, value);
+        }
+        response
+    }
+}
+
+/// Objects whose proxies the gateway keeps at most.
+const MAX_PROXIES: usize = 1024;
+
+const JSON: &str = "application/json; charset=utf-8";
+
+/// `pattern` anchored at the start of the text, as Python's `re.match` matches.
+fn anchored(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(&format!("^(?:{pattern})"))
+}
+
+async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    method: Method,
+    uri: HttpUri,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    if path.is_empty() {
+        return (
+            StatusCode::FOUND,
+            [(header::LOCATION, HeaderValue::from_static("/pyro/"))],
+        )
+            .into_response();
+    }
+    let Some(path) = path.strip_prefix("pyro/") else {
+        return gateway.text(StatusCode::NOT_FOUND, "Error 404: Not Found");
+    };
+    match method {
+        Method::OPTIONS => gateway.text(StatusCode::OK, "200 OK"),
+        Method::GET | Method::POST => {
+            if path.is_empty() {
+                return homepage(&gateway).await;
+            }
+            call(&gateway, path, &headers, params).await
+        }
+        _ => gateway.text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Error 405: Method Not Allowed",
+        ),
+    }
+}
+
+/// A call: `path` is `<name>/<method>` (the name may hold slashes; the method is what follows
+/// the last).
+async fn call(
+    gateway: &Gateway,
+    path: &str,
+    headers: &HeaderMap,
+    params: Vec<(String, String)>,
+) -> Response {
+    let path = percent_decode(path);
+    let Some((name, method)) = path
+        .rsplit_once('/')
+        .filter(|(n, m)| !n.is_empty() && !m.is_empty())
+    else {
+        return gateway.text(StatusCode::NOT_FOUND, "Error 404: Not Found");
+    };
+    if !gateway.key_given(headers, &params) {
+        return gateway.text(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden - incorrect gateway api key",
+        );
+    }
+    if !gateway.expose.is_match(name) {
+        return gateway.text(
+            StatusCode::FORBIDDEN,
+            "403 Forbidden - access to the requested object has been denied",
+        );
+    }
+    let correlation_id = match headers.get(CORRELATION_HEADER) {
+        None => rmi::uuid::Uuid::new_v4(),
+        Some(text) => match text.to_str().ok().and_then(|t| t.parse().ok()) {
+            Some(id) => id,
+            None => {
+                let err = exception("builtins.ValueError", "badly formed X-Pyro-Correlation-Id");
+                return gateway.json(StatusCode::BAD_REQUEST, &err, rmi::uuid::Uuid::nil());
+            }
+        },
+    };
+    let oneway_asked = headers
+        .get(OPTIONS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|o| o.trim() == "oneway"));
+    let kwargs = keyword_arguments(params);
+    let outcome = async {
+        let proxy = gateway.proxy(name).await?;
+        let proxy = proxy.with_correlation_id(correlation_id);
+        let meta = proxy.metadata().await?;
+        if method == "$meta" {
+            let answer = json!({"methods": meta.methods, "attributes": meta.attrs});
+            return Ok(Some(answer));
+        }
+        if meta.attrs.iter().any(|a| a == method) {
+            if !kwargs.is_empty() {
+                return Err(Error::Remote(Box::new(rmi::RemoteError::new(
+                    rmi::RemoteErrorKind::BadArguments,
+                    "builtins.AssertionError",
+                    "attribute lookup can't have query parameters",
+                ))));
+            }
+            return proxy.call("__getattr__", &(method,)).await.map(Some);
+        }
+        if oneway_asked || meta.oneway.iter().any(|m| m == method) {
+            proxy.call_oneway_kwargs(method, &[(); 0], &kwargs).await?;
+            return Ok(None);
+        }
+        proxy
+            .call_kwargs::<_, _, Value>(method, &[(); 0], &kwargs)
+            .await
+            .map(Some)
+    }
+    .await;
+    match outcome {
+        Ok(Some(value)) => gateway.json(StatusCode::OK, &value, correlation_id),
+        Ok(None) => {
+            let mut response = gateway.answer(StatusCode::OK, JSON, "");
+            if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
+                response.headers_mut().insert(CORRELATION_HEADER, value);
+            }
+            response
+        }
+        Err(err) => {
+            tracing::debug!(%name, %method, error = %err, "call through the gateway failed");
+            let (class, message) = exception_of(&err);
+            gateway.json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &exception(&class, &message),
+                correlation_id,
+            )
+        }
+    }
+}
+
+/// The query's parameters as keyword arguments: a string each, a list for one given more than
+/// once (as Pyro's gateway reads them); `$key` is the gateway's, not the method's.
+fn keyword_arguments(params: Vec<(String, String)>) -> BTreeMap<String, Value> {
+    let mut kwargs: BTreeMap<String, Value> = BTreeMap::new();
+    for (name, value) in params.into_iter().filter(|(n, _)| n != "$key") {
+        match kwargs.get_mut(&name) {
+            None => {
+                kwargs.insert(name, Value::String(value));
+            }
+            Some(Value::Array(values)) => values.push(Value::String(value)),
+            Some(first) => {
+                let first = first.take();
+                kwargs.insert(name, Value::Array(vec![first, Value::String(value)]));
+            }
+        }
+    }
+    kwargs
+}
+
+/// Pyro's JSON form of an exception (its serializer's `class_to_dict`).
+fn exception(class: &str, message: &str) -> Value {
+    json!({
+        "__class__": class,
+        "__exception__": true,
+        "args": [message],
+        "attributes": {},
+    })
+}
+
+/// The Python class and message of a failed call, as a Pyro client would raise it.
+fn exception_of(err: &Error) -> (String, String) {
+    match err.cause() {
+        Error::Remote(e) | Error::BadArguments(e) | Error::Panicked(e) => {
+            (e.type_name.clone(), e.message.clone())
+        }
+        other => {
+            let class = match other {
+                Error::Resolve(_) => "Pyro5.errors.NamingError",
+                Error::Timeout(_) => "Pyro5.errors.TimeoutError",
+                Error::UnknownObject(_) => "Pyro5.errors.DaemonError",
+                Error::UnknownMethod { .. } => "builtins.AttributeError",
+                Error::Protocol(_) => "Pyro5.errors.ProtocolError",
+                Error::Codec(_) => "Pyro5.errors.SerializeError",
+                Error::ConnectFailed(_) => "Pyro5.errors.CommunicationError",
+                _ if other.is_communication() => "Pyro5.errors.CommunicationError",
+                _ => "Pyro5.errors.PyroError",
+            };
+            (class.to_owned(), other.to_string())
+        }
+    }
+}
+
+/// The page at `/pyro/`: the exposed names (ten at most), their methods and attributes.
+async fn homepage(gateway: &Gateway) -> Response {
+    let names = match gateway.names.list().await {
+        Ok(names) => names,
+        Err(e) => {
+            let text = format!("Cannot reach the name server: {e}. Refresh the page to retry.");
+            return gateway.text(StatusCode::INTERNAL_SERVER_ERROR, &text);
+        }
+    };
+    let mut rows = String::new();
+    for name in names.keys().filter(|n| gateway.expose.is_match(n)).take(10) {
+        let (methods, attributes) = match gateway.proxy(name).await {
+            Ok(proxy) => match proxy.metadata().await {
+                Ok(meta) => (meta.methods.join(" "), meta.attrs.join(" ")),
+                Err(e) => (format!("??error: {e}??"), String::new()),
+            },
+            Err(e) => (format!("??error: {e}??"), String::new()),
+        };
+        rows.push_str(&format!(
+            "<tr><td><a href=\"{href}/$meta\">{name}</a></td><td>{methods}</td><td>{attributes}</td></tr>\n",
+            href = escape(&percent_encode(name)),
+            name = escape(name),
+            methods = escape(&methods),
+            attributes = escape(&attributes),
+        ));
+    }
+    let page = format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>rmi HTTP gateway</title></head><body>\n\
+         <h1>rmi HTTP gateway</h1>\n<p>Call <code>/pyro/&lt;name&gt;/&lt;method&gt;?param=value</code>; \
+         <code>/pyro/&lt;name&gt;/$meta</code> lists an object's methods.</p>\n\
+         <p>Exposed names (pattern <code>{pattern}</code>, ten at most):</p>\n\
+         <table><tr><th>name</th><th>methods</th><th>attributes</th></tr>\n{rows}</table>\n</body></html>\n",
+        pattern = escape(gateway.expose.as_str()),
+    );
+    gateway.answer(StatusCode::OK, "text/html; charset=utf-8", page)
+}
+
+/// `text` with HTML's special characters escaped (names come from the name server, not from
+/// us).
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A URL path with its `%XX` escapes decoded (an escape that is not one, or bytes that are
+/// not UTF-8, are kept as they came).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expose_pattern_matches_from_the_start_as_python_s_re_match() {
+        let re = anchored(DEFAULT_EXPOSE).unwrap();
+        assert!(re.is_match("http.greeter"));
+        assert!(!re.is_match("other.http.greeter"));
+        assert!(!re.is_match("httpXgreeter"));
+        assert!(anchored("").unwrap().is_match("anything"));
+        // An alternation is anchored as a whole.
+        let re = anchored("a|b").unwrap();
+        assert!(re.is_match("b.thing") && !re.is_match("c.b"));
+    }
+
+    #[test]
+    fn parameters_given_twice_are_a_list_and_the_key_is_not_one() {
+        let kwargs = keyword_arguments(vec![
+            ("name".into(), "Rashmi".into()),
+            ("tag".into(), "a".into()),
+            ("$key".into(), "secret".into()),
+            ("tag".into(), "b".into()),
+            ("tag".into(), "c".into()),
+        ]);
+        assert_eq!(
+            Value::Object(kwargs.into_iter().collect()),
+            json!({"name": "Rashmi", "tag": ["a", "b", "c"]})
+        );
+    }
+
+    #[test]
+    fn paths_are_percent_decoded_and_names_escaped_in_html() {
+        assert_eq!(percent_decode("http.a%20b/m%C3%A9thod"), "http.a b/méthod");
+        assert_eq!(percent_decode("100%/x%zz"), "100%/x%zz");
+        assert_eq!(percent_encode("a b/é"), "a%20b%2F%C3%A9");
+        assert_eq!(
+            escape("<script>\"x\" & 'y'</script>"),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+    }
+}

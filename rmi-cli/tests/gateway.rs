@@ -1,0 +1,567 @@
+//! `rmi-httpgateway` and its service, `rmi_cli::gateway`: remote objects called over HTTP, as
+//! Pyro's `pyro5-httpgateway` calls them. Everything runs on 127.0.0.1 with free ports; the
+//! requests are written by hand (HTTP/1.1, one per connection), as `curl` sends them.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmi::RemoteError;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// An object as a browser would call it.
+#[rmi::remote]
+pub trait Greeter {
+    /// Pyro's tutorial method.
+    #[rmi(name = "welcomeMessage")]
+    async fn welcome_message(&self, name: String) -> String;
+    /// How many tags it was given (a parameter given several times).
+    async fn count(&self, tag: Vec<String>) -> usize;
+    /// A value of several types, as JSON.
+    async fn describe(&self) -> (u32, bool, Vec<String>, Option<f64>);
+    /// Notes `text`, oneway.
+    #[rmi(oneway)]
+    async fn note(&self, text: String);
+    /// What was noted.
+    async fn notes(&self) -> Vec<String>;
+    /// Raises `ValueError`.
+    #[rmi(raises)]
+    async fn fail(&self, why: String) -> Result<u32, RemoteError>;
+    /// The call's correlation id.
+    async fn correlation(&self) -> String;
+    /// A property.
+    #[rmi(property)]
+    async fn motto(&self) -> String;
+}
+
+#[derive(Default)]
+struct Greeting {
+    notes: Mutex<Vec<String>>,
+}
+
+impl Greeter for Arc<Greeting> {
+    async fn welcome_message(&self, name: String) -> String {
+        format!("Hi welcome {name}")
+    }
+
+    async fn count(&self, tag: Vec<String>) -> usize {
+        tag.len()
+    }
+
+    async fn describe(&self) -> (u32, bool, Vec<String>, Option<f64>) {
+        (7, true, vec!["a".into(), "b".into()], None)
+    }
+
+    async fn note(&self, text: String) {
+        self.notes.lock().unwrap().push(text);
+    }
+
+    async fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap().clone()
+    }
+
+    async fn fail(&self, why: String) -> Result<u32, RemoteError> {
+        Err(RemoteError::new(
+            rmi::RemoteErrorKind::Other,
+            "builtins.ValueError",
+            why,
+        ))
+    }
+
+    async fn correlation(&self) -> String {
+        rmi::CallContext::current()
+            .unwrap()
+            .correlation_id()
+            .to_string()
+    }
+
+    async fn motto(&self) -> String {
+        "be kind".into()
+    }
+}
+
+/// A name server, a daemon with the greeter under `http.greeter` and `private.greeter`.
+struct World {
+    ns: rmi::naming::NameServerHandle,
+    daemon: rmi::Daemon,
+    greeting: Arc<Greeting>,
+}
+
+async fn world() -> World {
+    let ns = rmi::naming::NameServer::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let greeting = Arc::new(Greeting::default());
+    let uri = daemon
+        .register(GreeterServer::new(greeting.clone()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let names = names_of(&ns).await;
+    names.register("http.greeter", &uri).await.unwrap();
+    names.register("private.greeter", &uri).await.unwrap();
+    names
+        .register("http.<script>alert(1)</script>", &uri)
+        .await
+        .unwrap();
+    World {
+        ns,
+        daemon,
+        greeting,
+    }
+}
+
+async fn names_of(ns: &rmi::naming::NameServerHandle) -> rmi::naming::NameServerProxy {
+    rmi::naming::NameServerProxy::connect(ns.uri().clone())
+        .await
+        .unwrap()
+}
+
+/// Serves `gateway` on 127.0.0.1:0; returns its port.
+async fn serve(gateway: rmi_cli::gateway::Gateway) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, gateway.router()).await });
+    port
+}
+
+/// An HTTP answer: status, headers (lower-case names), body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends `method path` with `headers` to the gateway on `port`; reads the whole answer.
+async fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("Content-Length: 0\r\n\r\n");
+    stream.write_all(text.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+        .await
+        .expect("the gateway answered within 20 s")
+        .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a header block");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The body of a chunked answer.
+fn dechunk(mut text: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = text.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        text = &rest[size + 2..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_browser_calls_an_exposed_object_by_name_and_gets_json() {
+    let world = world().await;
+    let port = serve(rmi_cli::gateway::Gateway::new(names_of(&world.ns).await)).await;
+
+    // The tutorial's call, as `curl 'http://…/pyro/http.greeter/welcomeMessage?name=Rashmi'`.
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=Rashmi",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(answer.json(), json!("Hi welcome Rashmi"));
+    assert!(answer.header("x-pyro-correlation-id").is_some());
+    // POST takes its parameters from the query too, as Pyro's gateway does; percent-escapes
+    // and `+` decode.
+    let answer = request(
+        port,
+        "POST",
+        "/pyro/http.greeter/welcomeMessage?name=Ada%20Lovelace",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.json(), json!("Hi welcome Ada Lovelace"));
+    // A parameter given several times is a list.
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/count?tag=a&tag=b&tag=c",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.json(), json!(3));
+    // Results of any shape, as JSON.
+    let answer = request(port, "GET", "/pyro/http.greeter/describe", &[]).await;
+    assert_eq!(answer.json(), json!([7, true, ["a", "b"], null]));
+    // An attribute (a property) reads by name.
+    let answer = request(port, "GET", "/pyro/http.greeter/motto", &[]).await;
+    assert_eq!(answer.json(), json!("be kind"));
+    // $meta: the methods and attributes.
+    let meta = request(port, "GET", "/pyro/http.greeter/$meta", &[])
+        .await
+        .json();
+    let methods: Vec<&str> = meta["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(
+        methods.contains(&"welcomeMessage") && methods.contains(&"note"),
+        "{meta}"
+    );
+    assert_eq!(meta["attributes"], json!(["motto"]));
+    world.daemon.shutdown();
+}
+
+#[tokio::test]
+async fn errors_are_pyro_s_json_exceptions_and_the_rules_refuse_what_they_should() {
+    let world = world().await;
+    let gateway = rmi_cli::gateway::Gateway::new(names_of(&world.ns).await)
+        .gateway_key("sesame")
+        .cors("https://example.org")
+        .unwrap();
+    let port = serve(gateway).await;
+    let key = [("X-Pyro-Gateway-Key", "sesame")];
+
+    // The method's exception: 500, Pyro's JSON form.
+    let answer = request(port, "GET", "/pyro/http.greeter/fail?why=no+reason", &key).await;
+    assert_eq!(answer.status, 500, "{answer:?}");
+    let err = answer.json();
+    assert_eq!(err["__class__"], "builtins.ValueError");
+    assert_eq!(err["__exception__"], true);
+    assert_eq!(err["args"], json!(["no reason"]));
+    // Wrong arguments, an unknown method, an unknown name: 500, each its class.
+    let answer = request(port, "GET", "/pyro/http.greeter/welcomeMessage?nom=x", &key).await;
+    assert_eq!(
+        (answer.status, answer.json()["__class__"].clone()),
+        (500, json!("builtins.TypeError"))
+    );
+    let answer = request(port, "GET", "/pyro/http.greeter/noSuchMethod", &key).await;
+    assert_eq!(
+        (answer.status, answer.json()["__class__"].clone()),
+        (500, json!("builtins.AttributeError"))
+    );
+    let answer = request(port, "GET", "/pyro/http.nobody/welcomeMessage", &key).await;
+    assert_eq!(
+        (answer.status, answer.json()["__class__"].clone()),
+        (500, json!("Pyro5.errors.NamingError"))
+    );
+    // An attribute takes no parameters.
+    let answer = request(port, "GET", "/pyro/http.greeter/motto?x=1", &key).await;
+    assert_eq!(answer.status, 500);
+    // Not exposed, whatever the key: 403.
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/private.greeter/welcomeMessage?name=x",
+        &key,
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(answer
+        .body
+        .contains("access to the requested object has been denied"));
+    // Without the key, or a wrong one: 403; the key may be a parameter instead.
+    for headers in [&[][..], &[("X-Pyro-Gateway-Key", "open")][..]] {
+        let answer = request(
+            port,
+            "GET",
+            "/pyro/http.greeter/welcomeMessage?name=x",
+            headers,
+        )
+        .await;
+        assert_eq!(answer.status, 403, "{answer:?}");
+        assert!(answer.body.contains("incorrect gateway api key"));
+    }
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=x&$key=sesame",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        answer.json(),
+        json!("Hi welcome x"),
+        "the key as a parameter is not the method's"
+    );
+    // CORS headers on every answer, and a preflight.
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://example.org")
+    );
+    let answer = request(port, "OPTIONS", "/pyro/http.greeter/welcomeMessage", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.header("access-control-allow-methods"),
+        Some("GET, POST, OPTIONS")
+    );
+    // Other methods, other paths, a path without a method.
+    assert_eq!(
+        request(port, "DELETE", "/pyro/http.greeter/x", &key)
+            .await
+            .status,
+        405
+    );
+    assert_eq!(request(port, "GET", "/elsewhere", &key).await.status, 404);
+    assert_eq!(
+        request(port, "GET", "/pyro/http.greeter", &key)
+            .await
+            .status,
+        404
+    );
+    let root = request(port, "GET", "/", &[]).await;
+    assert_eq!(
+        (root.status, root.header("location")),
+        (302, Some("/pyro/"))
+    );
+    world.daemon.shutdown();
+}
+
+#[tokio::test]
+async fn oneway_calls_answer_at_once_and_correlation_ids_travel() {
+    let world = world().await;
+    let port = serve(rmi_cli::gateway::Gateway::new(names_of(&world.ns).await)).await;
+
+    // A method declared oneway, and one asked to be oneway by the header.
+    let answer = request(port, "GET", "/pyro/http.greeter/note?text=first", &[]).await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, ""));
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=nobody",
+        &[("X-Pyro-Options", "oneway")],
+    )
+    .await;
+    assert_eq!((answer.status, answer.body.as_str()), (200, ""));
+    for _ in 0..500 {
+        if !world.greeting.notes.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(*world.greeting.notes.lock().unwrap(), ["first"]);
+
+    // The caller's correlation id reaches the method and comes back.
+    let id = "11112222-1111-2222-3333-222244449999";
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/correlation",
+        &[("X-Pyro-Correlation-Id", id)],
+    )
+    .await;
+    assert_eq!(answer.json(), json!(id));
+    assert_eq!(answer.header("x-pyro-correlation-id"), Some(id));
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/correlation",
+        &[("X-Pyro-Correlation-Id", "not a uuid")],
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    world.daemon.shutdown();
+}
+
+#[tokio::test]
+async fn the_index_page_lists_exposed_names_escaped() {
+    let world = world().await;
+    let port = serve(rmi_cli::gateway::Gateway::new(names_of(&world.ns).await)).await;
+    let page = request(port, "GET", "/pyro/", &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.body.contains(">http.greeter</a>"), "{}", page.body);
+    assert!(page.body.contains("welcomeMessage"));
+    assert!(
+        !page.body.contains("private.greeter"),
+        "an unexposed name was listed"
+    );
+    assert!(
+        !page.body.contains("<script>"),
+        "a name went into the page unescaped"
+    );
+    assert!(page
+        .body
+        .contains("http.&lt;script&gt;alert(1)&lt;/script&gt;"));
+    world.daemon.shutdown();
+}
+
+// Multi-threaded: the name server answers on the runtime while the test waits for the
+// gateway's first line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_serves_the_tutorial_to_curl() {
+    let world = world().await;
+    let ns_port = match world.ns.uri().location() {
+        Some(rmi::Location::Tcp { port, .. }) => port,
+        other => panic!("{other:?}"),
+    };
+    let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-httpgateway"))
+        .args(["-H", "127.0.0.1", "-p", "0", "--nshost", "127.0.0.1"])
+        .args(["--nsport", &ns_port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rmi-httpgateway");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (first, lines) = tokio::task::spawn_blocking(move || {
+        let first = lines.next().expect("a first line").unwrap();
+        (first, lines)
+    })
+    .await
+    .unwrap();
+    let address = first
+        .strip_prefix("rmi HTTP gateway on http://")
+        .and_then(|rest| rest.strip_suffix("/pyro/"))
+        .unwrap_or_else(|| panic!("{first:?}"));
+    let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let mut child = support::ChildGuard(child);
+
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=Rashmi",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.json(), json!("Hi welcome Rashmi"));
+    assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+    // It stops cleanly on SIGTERM.
+    let (status, _) = child.terminate();
+    assert!(status.success(), "{status:?}");
+    world.daemon.shutdown();
+}
+
+/// A Python Pyro5 server, as Pyro's own HTTP-gateway example has one: registered in a Pyro5
+/// name server under `http.echo`.
+const PYTHON_ECHO_SERVER: &str = r#"
+import sys
+import Pyro5.api
+
+@Pyro5.api.expose
+class Echo:
+    def echo(self, message):
+        return "echo: " + message
+    def error(self):
+        raise ValueError("this is the generated error")
+    @property
+    def size(self):
+        return 42
+
+daemon = Pyro5.api.Daemon(host="127.0.0.1")
+uri = daemon.register(Echo(), "test.echoserver")
+Pyro5.api.locate_ns(host="127.0.0.1", port=int(sys.argv[1])).register("http.echo", uri)
+print("READY", flush=True)
+daemon.requestLoop()
+"#;
+
+// Multi-threaded: Python processes start while the runtime serves the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reaches_python_objects_through_python_s_name_server() {
+    let Some(python) = support::python::pyro5_python() else {
+        return;
+    };
+    let (_ns, port) = support::python::start_python_name_server(python, "Pyro5.nameserver");
+    let mut server = support::python::PythonProcess::start(
+        python,
+        &["-c", PYTHON_ECHO_SERVER, &port.to_string()],
+        &[],
+    );
+    server.wait_for("READY");
+    let names = rmi::naming::NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .no_broadcast()
+        .locate()
+        .await
+        .unwrap();
+    let port = serve(rmi_cli::gateway::Gateway::new(names)).await;
+
+    let answer = request(port, "GET", "/pyro/http.echo/echo?message=hi", &[]).await;
+    assert_eq!(answer.json(), json!("echo: hi"), "{answer:?}");
+    let answer = request(port, "GET", "/pyro/http.echo/size", &[]).await;
+    assert_eq!(answer.json(), json!(42));
+    let answer = request(port, "GET", "/pyro/http.echo/error", &[]).await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(answer.json()["__class__"], "builtins.ValueError");
+    assert_eq!(
+        answer.json()["args"],
+        json!(["this is the generated error"])
+    );
+    let meta = request(port, "GET", "/pyro/http.echo/$meta", &[])
+        .await
+        .json();
+    assert_eq!(meta["attributes"], json!(["size"]));
+}
