@@ -11,21 +11,30 @@
 //!
 //! - only names matching the expose pattern (default `http\.`, matched from the name's
 //!   start) can be reached: `403` otherwise;
-//! - with a gateway key, a request must carry it (header `X-Pyro-Gateway-Key`, or parameter
-//!   `$key`): `403` otherwise;
+//! - with a gateway key, every request must carry it (header `X-Pyro-Gateway-Key`, or
+//!   parameter `$key`; the header wins when both are given): `403` otherwise (unlike Pyro's,
+//!   the index page asks for it too);
 //! - header `X-Pyro-Options: oneway` (or a method the object declares oneway) sends the call
 //!   oneway and answers `200` with no body at once;
-//! - header `X-Pyro-Correlation-Id` gives the call's correlation id, and every answer of a
-//!   call says it in the same header;
-//! - with a CORS origin, every answer carries `Access-Control-Allow-*` headers, and `OPTIONS`
-//!   answers a preflight;
-//! - `/pyro/` is a page listing the exposed names (ten at most) with their methods.
+//! - header `X-Pyro-Correlation-Id` gives the call's correlation id (one that is no UUID is a
+//!   `400`), and the answer of every call made says it in the same header;
+//! - with a CORS origin, every answer carries `Access-Control-Allow-*` headers (the `X-Pyro-*`
+//!   headers allowed, the correlation id exposed), and `OPTIONS` answers a preflight;
+//! - `/pyro/` is a page listing the exposed names (ten at most) with their methods;
+//! - parameters with an empty value are left out, as Python's `parse_qs` leaves them.
 //!
-//! Unlike Pyro's, which looks the name up and connects anew for every request, the gateway
-//! keeps its name server connection and one connection per object it has called.
+//! As Pyro's, each request makes its own connection to the object, so an object with an
+//! instance per connection (Pyro's `session` mode, `InstanceMode::Session`) sees every request
+//! as a new client, and no request waits behind another's call; the name server connection is
+//! kept. A request gets the gateway's timeout as a whole: the lookup, the connect and the call.
+//!
+//! The results are decoded and written again as JSON (Pyro's forwards the daemon's bytes): a
+//! float that is NaN or infinite is written `null`, and an integer beyond 64 bits fails. An
+//! exception keeps its class and message; its other arguments and attributes are not passed
+//! on.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -38,7 +47,7 @@ use serde_json::{json, Value};
 /// The expose pattern by default, as Pyro's: names starting with `http.`.
 pub const DEFAULT_EXPOSE: &str = r"http\.";
 
-/// How long a call through the gateway may take by default.
+/// How long a request through the gateway may take by default (lookup, connect and call).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Header carrying the gateway key.
@@ -55,8 +64,6 @@ pub struct Gateway {
     key: Option<String>,
     cors: Option<HeaderValue>,
     timeout: Duration,
-    /// One proxy per object URI called, so that calls share its connection.
-    proxies: Mutex<HashMap<String, Proxy>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -82,7 +89,6 @@ impl Gateway {
             key: None,
             cors: None,
             timeout: DEFAULT_TIMEOUT,
-            proxies: Mutex::default(),
         }
     }
 
@@ -106,7 +112,8 @@ impl Gateway {
         Ok(self)
     }
 
-    /// How long a call may take (its deadline goes to the daemon too).
+    /// How long a request may take: the lookup, the connect and the call (whose deadline goes
+    /// to the daemon too).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -119,25 +126,23 @@ impl Gateway {
             .with_state(Arc::new(self))
     }
 
-    /// The proxy for the object `name` is registered under, made on first use.
+    /// A proxy of its own (its own connection) to the object `name` is registered under.
     async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
         let uri = self.names.lookup(name).await?;
-        let key = uri.to_string();
-        if let Some(proxy) = self.proxies.lock().expect("proxies").get(&key) {
-            return Ok(proxy.clone());
-        }
-        let proxy = Proxy::builder(uri)
+        Proxy::builder(uri)
             .serializer(Serializer::Json)
             .timeout(self.timeout)
             .connect()
-            .await?;
-        let mut proxies = self.proxies.lock().expect("proxies");
-        // A gateway serving many names keeps no more connections than it needs: past a
-        // thousand objects, the oldest are let go (they reconnect on their next call).
-        if proxies.len() >= MAX_PROXIES {
-            proxies.clear();
-        }
-        Ok(proxies.entry(key).or_insert(proxy).clone())
+            .await
+    }
+
+    /// The expose pattern as given.
+    fn expose_pattern(&self) -> &str {
+        let anchored = self.expose.as_str();
+        anchored
+            .strip_prefix("^(?:")
+            .and_then(|p| p.strip_suffix(')'))
+            .unwrap_or(anchored)
     }
 
     /// Whether the request carries the gateway key, if one is required.
@@ -156,7 +161,11 @@ impl Gateway {
                     .map(|(_, v)| v.as_str())
             })
             .unwrap_or_default();
-        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), key.as_bytes()).into()
+        // Digests of equal length, compared in constant time: neither the key nor its length
+        // shows in how long a refusal takes.
+        use sha2::Digest as _;
+        let (given, key) = (sha2::Sha256::digest(given), sha2::Sha256::digest(key));
+        subtle::ConstantTimeEq::ct_eq(given.as_slice(), key.as_slice()).into()
     }
 
     /// An answer with the CORS headers, if any.
@@ -174,7 +183,13 @@ impl Gateway {
             );
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("Content-Type"),
+                HeaderValue::from_static(
+                    "Content-Type, X-Pyro-Gateway-Key, X-Pyro-Options, X-Pyro-Correlation-Id",
+                ),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("X-Pyro-Correlation-Id"),
             );
         }
         response
@@ -194,13 +209,12 @@ impl Gateway {
     }
 }
 
-/// Objects whose proxies the gateway keeps at most.
-const MAX_PROXIES: usize = 1024;
-
 const JSON: &str = "application/json; charset=utf-8";
 
-/// `pattern` anchored at the start of the text, as Python's `re.match` matches.
+/// `pattern` anchored at the start of the text, as Python's `re.match` matches. The pattern
+/// must compile on its own first: `a)|(.*` would otherwise escape the anchor.
 fn anchored(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::Regex::new(pattern)?;
     regex::Regex::new(&format!("^(?:{pattern})"))
 }
 
@@ -213,11 +227,11 @@ async fn handle(
 ) -> Response {
     let path = uri.path().trim_start_matches('/');
     if path.is_empty() {
-        return (
-            StatusCode::FOUND,
-            [(header::LOCATION, HeaderValue::from_static("/pyro/"))],
-        )
-            .into_response();
+        let mut response = gateway.text(StatusCode::FOUND, "");
+        response
+            .headers_mut()
+            .insert(header::LOCATION, HeaderValue::from_static("/pyro/"));
+        return response;
     }
     let Some(path) = path.strip_prefix("pyro/") else {
         return gateway.text(StatusCode::NOT_FOUND, "Error 404: Not Found");
@@ -225,6 +239,12 @@ async fn handle(
     match method {
         Method::OPTIONS => gateway.text(StatusCode::OK, "200 OK"),
         Method::GET | Method::POST => {
+            if !gateway.key_given(&headers, &params) {
+                return gateway.text(
+                    StatusCode::FORBIDDEN,
+                    "403 Forbidden - incorrect gateway api key",
+                );
+            }
             if path.is_empty() {
                 return homepage(&gateway).await;
             }
@@ -252,12 +272,6 @@ async fn call(
     else {
         return gateway.text(StatusCode::NOT_FOUND, "Error 404: Not Found");
     };
-    if !gateway.key_given(headers, &params) {
-        return gateway.text(
-            StatusCode::FORBIDDEN,
-            "403 Forbidden - incorrect gateway api key",
-        );
-    }
     if !gateway.expose.is_match(name) {
         return gateway.text(
             StatusCode::FORBIDDEN,
@@ -289,13 +303,21 @@ async fn call(
         }
         if meta.attrs.iter().any(|a| a == method) {
             if !kwargs.is_empty() {
-                return Err(Error::Remote(Box::new(rmi::RemoteError::new(
-                    rmi::RemoteErrorKind::BadArguments,
+                return Err(remote(
                     "builtins.AssertionError",
-                    "attribute lookup can't have query parameters",
-                ))));
+                    "attribute lookup can't have query parameters".into(),
+                ));
             }
-            return proxy.call("__getattr__", &(method,)).await.map(Some);
+            let value = proxy.call("__getattr__", &(method,)).await?;
+            // (Pyro's gateway answers nothing for an attribute asked for oneway.)
+            return Ok((!oneway_asked).then_some(value));
+        }
+        if !meta.methods.iter().any(|m| m == method) {
+            // Pyro's proxy refuses a method the object does not expose before sending it.
+            return Err(remote(
+                "builtins.AttributeError",
+                format!("remote object '{name}' has no exposed attribute or method '{method}'"),
+            ));
         }
         if oneway_asked || meta.oneway.iter().any(|m| m == method) {
             proxy.call_oneway_kwargs(method, &[(); 0], &kwargs).await?;
@@ -305,8 +327,10 @@ async fn call(
             .call_kwargs::<_, _, Value>(method, &[(); 0], &kwargs)
             .await
             .map(Some)
-    }
-    .await;
+    };
+    let outcome = tokio::time::timeout(gateway.timeout, outcome)
+        .await
+        .unwrap_or(Err(Error::Timeout(gateway.timeout)));
     match outcome {
         Ok(Some(value)) => gateway.json(StatusCode::OK, &value, correlation_id),
         Ok(None) => {
@@ -328,11 +352,24 @@ async fn call(
     }
 }
 
+/// An exception raised by the gateway itself, as a remote one.
+fn remote(class: &str, message: String) -> Error {
+    Error::Remote(Box::new(rmi::RemoteError::new(
+        rmi::RemoteErrorKind::Other,
+        class,
+        message,
+    )))
+}
+
 /// The query's parameters as keyword arguments: a string each, a list for one given more than
-/// once (as Pyro's gateway reads them); `$key` is the gateway's, not the method's.
+/// once (as Pyro's gateway reads them); `$key` is the gateway's, not the method's, and an
+/// empty value is no parameter (Python's `parse_qs`).
 fn keyword_arguments(params: Vec<(String, String)>) -> BTreeMap<String, Value> {
     let mut kwargs: BTreeMap<String, Value> = BTreeMap::new();
-    for (name, value) in params.into_iter().filter(|(n, _)| n != "$key") {
+    let given = params
+        .into_iter()
+        .filter(|(n, v)| n != "$key" && !v.is_empty());
+    for (name, value) in given {
         match kwargs.get_mut(&name) {
             None => {
                 kwargs.insert(name, Value::String(value));
@@ -363,10 +400,13 @@ fn exception_of(err: &Error) -> (String, String) {
         Error::Remote(e) | Error::BadArguments(e) | Error::Panicked(e) => {
             (e.type_name.clone(), e.message.clone())
         }
+        Error::Resolve(message) => ("Pyro5.errors.NamingError".into(), message.clone()),
+        Error::Timeout(_) => (
+            "Pyro5.errors.TimeoutError".into(),
+            "receiving: timeout".into(),
+        ),
         other => {
             let class = match other {
-                Error::Resolve(_) => "Pyro5.errors.NamingError",
-                Error::Timeout(_) => "Pyro5.errors.TimeoutError",
                 Error::UnknownObject(_) => "Pyro5.errors.DaemonError",
                 Error::UnknownMethod { .. } => "builtins.AttributeError",
                 Error::Protocol(_) => "Pyro5.errors.ProtocolError",
@@ -382,7 +422,24 @@ fn exception_of(err: &Error) -> (String, String) {
 
 /// The page at `/pyro/`: the exposed names (ten at most), their methods and attributes.
 async fn homepage(gateway: &Gateway) -> Response {
-    let names = match gateway.names.list().await {
+    match tokio::time::timeout(gateway.timeout, homepage_within(gateway)).await {
+        Ok(page) => page,
+        Err(_) => gateway.text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The name server or an object did not answer in time. Refresh the page to retry.",
+        ),
+    }
+}
+
+async fn homepage_within(gateway: &Gateway) -> Response {
+    // Only the exposed names are asked for (the name server matches from the start too).
+    let pattern = gateway.expose_pattern();
+    let listed = if pattern.is_empty() {
+        gateway.names.list().await
+    } else {
+        gateway.names.list_regex(pattern).await
+    };
+    let names = match listed {
         Ok(names) => names,
         Err(e) => {
             let text = format!("Cannot reach the name server: {e}. Refresh the page to retry.");

@@ -36,6 +36,12 @@ pub trait Greeter {
     /// A property.
     #[rmi(property)]
     async fn motto(&self) -> String;
+    /// Notes `text` (not oneway).
+    async fn remember(&self, text: String);
+    /// The number of the connection the call came on.
+    async fn connection(&self) -> u64;
+    /// Sleeps for `ms` milliseconds.
+    async fn sleep(&self, ms: String) -> u64;
 }
 
 #[derive(Default)]
@@ -81,6 +87,20 @@ impl Greeter for Arc<Greeting> {
 
     async fn motto(&self) -> String {
         "be kind".into()
+    }
+
+    async fn remember(&self, text: String) {
+        self.notes.lock().unwrap().push(text);
+    }
+
+    async fn connection(&self) -> u64 {
+        rmi::CallContext::current().unwrap().connection()
+    }
+
+    async fn sleep(&self, ms: String) -> u64 {
+        let ms = ms.parse().unwrap();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
     }
 }
 
@@ -316,7 +336,21 @@ async fn errors_are_pyro_s_json_exceptions_and_the_rules_refuse_what_they_should
     );
     // An attribute takes no parameters.
     let answer = request(port, "GET", "/pyro/http.greeter/motto?x=1", &key).await;
-    assert_eq!(answer.status, 500);
+    assert_eq!(
+        (answer.status, answer.json()["__class__"].clone()),
+        (500, json!("builtins.AssertionError"))
+    );
+    // An empty value is no parameter (Python's parse_qs): a missing argument.
+    let answer = request(port, "GET", "/pyro/http.greeter/welcomeMessage?name=", &key).await;
+    assert_eq!(
+        (answer.status, answer.json()["__class__"].clone()),
+        (500, json!("builtins.TypeError"))
+    );
+    // Every answer carries the CORS headers: an error too.
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://example.org")
+    );
     // Not exposed, whatever the key: 403.
     let answer = request(
         port,
@@ -329,6 +363,27 @@ async fn errors_are_pyro_s_json_exceptions_and_the_rules_refuse_what_they_should
     assert!(answer
         .body
         .contains("access to the requested object has been denied"));
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://example.org")
+    );
+    // The name is matched as it is looked up: escaped, it is the same name.
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/private%2Egreeter/welcomeMessage?name=x",
+        &key,
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/%68ttp.greeter/welcomeMessage?name=x",
+        &key,
+    )
+    .await;
+    assert_eq!(answer.json(), json!("Hi welcome x"));
     // Without the key, or a wrong one: 403; the key may be a parameter instead.
     for headers in [&[][..], &[("X-Pyro-Gateway-Key", "open")][..]] {
         let answer = request(
@@ -341,6 +396,17 @@ async fn errors_are_pyro_s_json_exceptions_and_the_rules_refuse_what_they_should
         assert_eq!(answer.status, 403, "{answer:?}");
         assert!(answer.body.contains("incorrect gateway api key"));
     }
+    // The header wins over the parameter, as in Pyro's gateway; the index page asks too.
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=x&$key=sesame",
+        &[("X-Pyro-Gateway-Key", "open")],
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert_eq!(request(port, "GET", "/pyro/", &[]).await.status, 403);
+    assert_eq!(request(port, "GET", "/pyro/", &key).await.status, 200);
     let answer = request(
         port,
         "GET",
@@ -383,6 +449,10 @@ async fn errors_are_pyro_s_json_exceptions_and_the_rules_refuse_what_they_should
         (root.status, root.header("location")),
         (302, Some("/pyro/"))
     );
+    assert_eq!(
+        root.header("access-control-allow-origin"),
+        Some("https://example.org")
+    );
     world.daemon.shutdown();
 }
 
@@ -397,18 +467,56 @@ async fn oneway_calls_answer_at_once_and_correlation_ids_travel() {
     let answer = request(
         port,
         "GET",
-        "/pyro/http.greeter/welcomeMessage?name=nobody",
+        "/pyro/http.greeter/remember?text=second",
         &[("X-Pyro-Options", "oneway")],
     )
     .await;
     assert_eq!((answer.status, answer.body.as_str()), (200, ""));
     for _ in 0..500 {
-        if !world.greeting.notes.lock().unwrap().is_empty() {
+        if world.greeting.notes.lock().unwrap().len() == 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(*world.greeting.notes.lock().unwrap(), ["first"]);
+    let mut notes = world.greeting.notes.lock().unwrap().clone();
+    notes.sort();
+    assert_eq!(notes, ["first", "second"]);
+    // Oneway does not wait for a slow method.
+    let started = std::time::Instant::now();
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/sleep?ms=3000",
+        &[("X-Pyro-Options", "oneway")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+    // A method the object does not have is refused before it is sent, oneway or not.
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/noSuchMethod",
+        &[("X-Pyro-Options", "oneway")],
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.json()["__class__"].clone()),
+        (500, json!("builtins.AttributeError"))
+    );
+    // Each request has a connection of its own, as in Pyro's gateway (an object with an
+    // instance per connection sees each as a new client).
+    let first = request(port, "GET", "/pyro/http.greeter/connection", &[])
+        .await
+        .json();
+    let second = request(port, "GET", "/pyro/http.greeter/connection", &[])
+        .await
+        .json();
+    assert_ne!(first, second);
 
     // The caller's correlation id reaches the method and comes back.
     let id = "11112222-1111-2222-3333-222244449999";
@@ -429,6 +537,30 @@ async fn oneway_calls_answer_at_once_and_correlation_ids_travel() {
     )
     .await;
     assert_eq!(answer.status, 400);
+    world.daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_request_is_bounded_by_the_gateway_s_timeout_as_a_whole() {
+    let world = world().await;
+    let gateway = rmi_cli::gateway::Gateway::new(names_of(&world.ns).await)
+        .timeout(Duration::from_millis(300));
+    let port = serve(gateway).await;
+    let started = std::time::Instant::now();
+    let answer = request(port, "GET", "/pyro/http.greeter/sleep?ms=5000", &[]).await;
+    assert_eq!(
+        (answer.status, answer.json()["__class__"].clone()),
+        (500, json!("Pyro5.errors.TimeoutError"))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // An expose pattern that would escape its anchor is refused.
+    assert!(rmi_cli::gateway::Gateway::new(names_of(&world.ns).await)
+        .expose(r"http\.)|(.*")
+        .is_err());
     world.daemon.shutdown();
 }
 

@@ -92,6 +92,15 @@ async fn run(args: Args) -> Result<(), Failure> {
             .cors(&args.cors)
             .map_err(|e| (e.into(), Some("--cors takes an origin, or *")))?
     };
+    let reaches_name_server = regex::Regex::new(&format!("^(?:{})", args.expose))
+        .is_ok_and(|re| re.is_match("Pyro.NameServer"));
+    if reaches_name_server {
+        eprintln!(
+            "rmi-httpgateway: warning: --expose {:?} exposes Pyro.NameServer: anyone who can \
+             reach the gateway can register and remove names",
+            args.expose
+        );
+    }
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|e| (e.into(), None))?;
