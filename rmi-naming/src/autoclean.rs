@@ -80,7 +80,9 @@ pub(crate) async fn run(registry: Registry, settings: Autoclean) {
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let entries = match registry.list(None, None).await {
+        // All of them, however many: a listing held to max_reply_bytes would stop the
+        // autoclean of a large registry altogether.
+        let entries = match registry.all_entries().await {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::warn!(error = %e, "autoclean: cannot list the names; nothing is cleaned");

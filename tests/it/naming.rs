@@ -1041,6 +1041,57 @@ async fn autoclean_removes_the_names_of_daemons_that_are_gone() {
     ns.shutdown();
 }
 
+/// Autoclean reads every name however many there are: a registry whose listing is over
+/// `max_reply_bytes` (a client's `list` is refused) is still cleaned.
+#[tokio::test]
+async fn autoclean_cleans_a_registry_too_large_to_list() {
+    use rmi::naming::{Autoclean, Limits};
+    let settings = Autoclean {
+        interval: Duration::from_millis(100),
+        unreachable_for: Duration::from_millis(300),
+        probe_timeout: Duration::from_secs(1),
+    };
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .limits(Limits {
+            max_reply_bytes: 2_000,
+            ..Limits::default()
+        })
+        .autoclean(settings)
+        .start()
+        .await
+        .unwrap();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let (_daemon, _lab, live) = start_daemon().await;
+    let dead = Uri::tcp("gone", "127.0.0.1", unused_port());
+    names.register("live", &live).await.unwrap();
+    for i in 0..60 {
+        names
+            .register(&format!("dead.{i:02}"), &dead)
+            .await
+            .unwrap();
+    }
+    let err = names.list().await.unwrap_err();
+    assert!(err.to_string().contains("max_reply_bytes"), "{err}");
+    let started = std::time::Instant::now();
+    while names.count().await.unwrap() > 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "autoclean left {} names",
+            names.count().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(names.lookup("live").await.unwrap(), live);
+    assert_eq!(
+        names.list().await.unwrap().len(),
+        2,
+        "live and the name server"
+    );
+    ns.shutdown();
+}
+
 /// Pyro's `NS_LOOKUP_DELAY`: a resolver with a `lookup_delay` waits for a name that is not
 /// registered yet (a client started before its server), looking it up again, and resolves it
 /// once it is; without one, the lookup fails at once; past the delay, with the name server's

@@ -142,6 +142,12 @@ macro_rules! store_via_engine {
                 self.engine.remove_shared(name, uri).await
             }
 
+            async fn all_entries(
+                &self,
+            ) -> Result<Vec<(String, $crate::registry::Entry)>, $crate::NamingError> {
+                self.engine.all_entries().await
+            }
+
             async fn remove_plain_at(
                 &self,
                 name: &str,
@@ -686,13 +692,14 @@ impl Engine {
         }
     }
 
-    /// Entries passing `keep` among those `filter` selects, within the reply limit; a regex
-    /// matched outside the lock (see [`names_matching`](Self::names_matching)).
+    /// Entries passing `keep` among those `filter` selects, within the reply limit for a reply
+    /// to `what` (none without one: for the name server's own use); a regex matched outside
+    /// the lock (see [`names_matching`](Self::names_matching)).
     async fn select(
         &self,
         filter: &NameFilter,
         keep: impl Fn(&Entry) -> bool,
-        what: &str,
+        what: Option<&str>,
     ) -> Result<Vec<(String, Entry)>, NamingError> {
         let matched = match filter {
             NameFilter::Regex(re) => Some(self.names_matching(re).await),
@@ -730,9 +737,11 @@ impl Engine {
             if !passes || !keep(entry) {
                 continue;
             }
-            size += reply_size(name, entry);
-            if size > self.limits.max_reply_bytes {
-                return Err(self.limits.reply_too_large(what));
+            if let Some(what) = what {
+                size += reply_size(name, entry);
+                if size > self.limits.max_reply_bytes {
+                    return Err(self.limits.reply_too_large(what));
+                }
             }
             out.push((name.clone(), entry.clone()));
         }
@@ -743,7 +752,11 @@ impl Engine {
         &self,
         filter: &NameFilter,
     ) -> Result<Vec<(String, Entry)>, NamingError> {
-        self.select(filter, |_| true, "list").await
+        self.select(filter, |_| true, Some("list")).await
+    }
+
+    pub(crate) async fn all_entries(&self) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.select(&NameFilter::All, |_| true, None).await
     }
 
     pub(crate) async fn yplookup(
@@ -753,7 +766,7 @@ impl Engine {
         self.select(
             &NameFilter::All,
             |e| filter.matches(&e.metadata),
-            "yplookup",
+            Some("yplookup"),
         )
         .await
     }

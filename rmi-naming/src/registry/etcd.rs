@@ -782,12 +782,13 @@ impl EtcdStore {
     }
 
     /// Entries passing `keep` among the names `filter` selects, in name order, within the
-    /// reply limit; the local name server entry included where it belongs.
+    /// reply limit for a reply to `what` (none without one: for the name server's own use);
+    /// the local name server entry included where it belongs.
     async fn select(
         &self,
         filter: &NameFilter,
         keep: impl Fn(&Entry) -> bool,
-        what: &str,
+        what: Option<&str>,
     ) -> Result<Vec<(String, Entry)>, NamingError> {
         let mut size = 0;
         let mut out = Vec::new();
@@ -795,9 +796,11 @@ impl EtcdStore {
             if !filter.matches(&name) || !keep(&entry) {
                 return Ok(());
             }
-            size += reply_size(&name, &entry);
-            if size > self.limits.max_reply_bytes {
-                return Err(self.limits.reply_too_large(what));
+            if let Some(what) = what {
+                size += reply_size(&name, &entry);
+                if size > self.limits.max_reply_bytes {
+                    return Err(self.limits.reply_too_large(what));
+                }
             }
             out.push((name, entry));
             Ok(())
@@ -1060,7 +1063,11 @@ impl Store for EtcdStore {
     }
 
     async fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError> {
-        self.select(filter, |_| true, "list").await
+        self.select(filter, |_| true, Some("list")).await
+    }
+
+    async fn all_entries(&self) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.select(&NameFilter::All, |_| true, None).await
     }
 
     async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError> {
@@ -1295,7 +1302,7 @@ impl Store for EtcdStore {
         self.select(
             &NameFilter::All,
             |e| filter.matches(&e.metadata),
-            "yplookup",
+            Some("yplookup"),
         )
         .await
     }

@@ -234,6 +234,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The names passing `filter`, in name order, with their entries (a shared name once per
     /// entry).
     async fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError>;
+    /// Every entry (a shared name once per entry), however many: for the name server's own
+    /// work (autoclean), which sends them nowhere. What answers a client is held to
+    /// `max_reply_bytes`.
+    async fn all_entries(&self) -> Result<Vec<(String, Entry)>, NamingError>;
     /// Removes the names passing `filter` (every entry of each), never the name server's own;
     /// returns how many entries went.
     async fn remove(&self, filter: &NameFilter) -> Result<u32, NamingError>;
@@ -503,6 +507,12 @@ impl Registry {
     pub async fn remove_shared(&self, name: &str, uri: &Uri) -> Result<bool, NamingError> {
         self.limits.check_name(name)?;
         self.store.remove_shared(name, uri).await
+    }
+
+    /// Every entry, however many (see [`Store::all_entries`]): for the name server's own work,
+    /// which sends them nowhere.
+    pub async fn all_entries(&self) -> Result<Vec<(String, Entry)>, NamingError> {
+        self.store.all_entries().await
     }
 
     /// Removes the plain name `name` only while it still points at `uri` and lives by no
