@@ -56,6 +56,7 @@ mod lease;
 pub mod locate;
 pub mod registry;
 mod resolve;
+mod serve;
 mod server;
 
 pub use autoclean::Autoclean;
@@ -67,6 +68,7 @@ pub use registry::{LeaseId, Limits, Registry, Storage, NAME_SERVER_NAME};
 pub use resolve::{
     NamingResolver, Pick, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_SUSPECT_FOR, DEFAULT_WATCH_PROBE,
 };
+pub use serve::ServeSimple;
 pub use server::{
     Found, NameServer, NameServerApi, NameServerApiProxy, NameServerApiServer, NameServerBuilder,
     NameServerHandle, TagsOrFlag, Truthy, NAME_SERVER_OBJECT_ID,

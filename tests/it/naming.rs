@@ -1163,3 +1163,88 @@ async fn a_lookup_delay_waits_for_a_name_registered_late() {
     );
     assert!(started.elapsed() >= Duration::from_millis(500));
 }
+
+/// Pyro's `serveSimple`: objects registered and named in one statement, served until told to
+/// stop, their names removed then.
+#[tokio::test]
+async fn serve_simple_names_its_objects_until_stopped_then_removes_the_names() {
+    use crate::support::{GreeterServer, GreetingMaker};
+    use rmi::naming::ServeSimple;
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().expect("tcp").port();
+    let locator = NsLocator::new().host("127.0.0.1").port(port).no_broadcast();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        ServeSimple::new()
+            .object(GreeterServer::new(GreetingMaker), "example.greeting")
+            .unnamed(GreeterServer::new(GreetingMaker))
+            .name_server(locator)
+            .quiet()
+            .run_until(async {
+                stopped.await.ok();
+            }),
+    );
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let mut uri = names.lookup("example.greeting").await;
+    for _ in 0..500 {
+        if uri.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        uri = names.lookup("example.greeting").await;
+    }
+    let uri = uri.expect("the name was registered");
+    // As in Pyro with a name server: the object's id is the daemon's, the name the server's.
+    assert!(uri.object().unwrap().starts_with("obj_"), "{uri}");
+    let greeter = GreeterProxy::connect(uri.clone()).await.unwrap();
+    assert_eq!(
+        greeter.welcome_message("Rashmi".into()).await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    // The unnamed object is served but not named.
+    assert_eq!(names.count().await.unwrap(), 2, "{:?}", names.list().await);
+
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    assert!(
+        names.lookup("example.greeting").await.is_err(),
+        "the name outlived serving"
+    );
+    ns.shutdown();
+}
+
+/// Without a name server, `serveSimple` gives each object its name as its id.
+#[tokio::test]
+async fn serve_simple_without_a_name_server_uses_the_names_as_ids() {
+    use crate::support::{GreeterServer, GreetingMaker};
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let port = daemon.local_addr().expect("tcp").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        rmi::naming::ServeSimple::new()
+            .daemon(daemon)
+            .without_name_server()
+            .object(GreeterServer::new(GreetingMaker), "example.greeting")
+            .quiet()
+            .run_until(async {
+                stopped.await.ok();
+            }),
+    );
+    let uri = format!("PYRO:example.greeting@127.0.0.1:{port}");
+    let greeter = GreeterProxy::connect(uri.as_str()).await.unwrap();
+    assert_eq!(
+        greeter.welcome_message("Ada".into()).await.unwrap(),
+        "Hi welcome Ada"
+    );
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    assert!(
+        GreeterProxy::connect(uri.as_str()).await.is_err(),
+        "the daemon still serves"
+    );
+}

@@ -1,0 +1,170 @@
+//! [`ServeSimple`]: Pyro's `Daemon.serveSimple` (Pyro5's `serve`), objects served and named in
+//! one statement.
+
+use std::future::Future;
+
+use rmi_core::{Daemon, Dispatch, Error, Registration, Uri};
+
+use crate::{NsLocator, DEFAULT_LEASE_TTL};
+
+/// Pyro's `Daemon.serveSimple` (Pyro5's `serve`): registers objects in a daemon and, under
+/// the names given, in the name server, prints their URIs, serves until `shutdown`, then
+/// removes the names.
+///
+/// As Pyro's: the daemon binds `127.0.0.1` on a free port unless given one
+/// ([`daemon`](Self::daemon)) or told where ([`host`](Self::host), [`port`](Self::port));
+/// the name server is found as [`NsLocator::new`] finds it unless told
+/// ([`name_server`](Self::name_server)), and without one
+/// ([`without_name_server`](Self::without_name_server)) each name is its object's id. Unlike
+/// Pyro's, the names are held by a lease ([`NameServerProxy::lease`](crate::NameServerProxy::lease)):
+/// kept alive while the daemon serves, registered again if the name server restarts, gone if
+/// the process dies, and removed when it stops.
+///
+/// ```no_run
+/// # async fn run(
+/// #     greeter: impl rmi_core::Dispatch,
+/// #     stop: tokio::sync::oneshot::Receiver<()>,
+/// # ) -> Result<(), rmi_core::Error> {
+/// // Until `stop` (`tokio::signal::ctrl_c()` in a program: Pyro's loop ends on Ctrl-C).
+/// rmi_naming::ServeSimple::new()
+///     .object(greeter, "example.greeting")
+///     .run_until(async {
+///         stop.await.ok();
+///     })
+///     .await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ServeSimple {
+    objects: Vec<(Registration, Option<String>)>,
+    daemon: Option<Daemon>,
+    host: String,
+    port: u16,
+    locator: Option<NsLocator>,
+    verbose: bool,
+}
+
+impl Default for ServeSimple {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServeSimple {
+    /// Nothing to serve yet, on `127.0.0.1` and a free port, with the name server
+    /// [`NsLocator::new`] finds, printing what it does.
+    pub fn new() -> Self {
+        ServeSimple {
+            objects: Vec::new(),
+            daemon: None,
+            host: rmi_core::daemon::DEFAULT_HOST.to_owned(),
+            port: 0,
+            locator: Some(NsLocator::new()),
+            verbose: true,
+        }
+    }
+
+    /// Serves `object`, named `name` in the name server (without one, `name` is its id).
+    pub fn object(self, object: impl Dispatch, name: impl Into<String>) -> Self {
+        self.registration(Registration::instance(object), Some(name.into()))
+    }
+
+    /// Serves `object` under an id of the daemon's choosing, with no name (Pyro's
+    /// `{obj: None}`).
+    pub fn unnamed(self, object: impl Dispatch) -> Self {
+        self.registration(Registration::instance(object), None)
+    }
+
+    /// Serves a registration (a factory of per-connection or per-call instances, say), named
+    /// `name` if given.
+    pub fn registration(mut self, registration: Registration, name: Option<String>) -> Self {
+        self.objects.push((registration, name));
+        self
+    }
+
+    /// Serves on `daemon` (Pyro's `daemon=`) rather than one bound here; it is shut down when
+    /// serving ends.
+    pub fn daemon(mut self, daemon: Daemon) -> Self {
+        self.daemon = Some(daemon);
+        self
+    }
+
+    /// The host the daemon binds (default `127.0.0.1`).
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// The port the daemon binds (default 0: a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Finds the name server with `locator`.
+    pub fn name_server(mut self, locator: NsLocator) -> Self {
+        self.locator = Some(locator);
+        self
+    }
+
+    /// Uses no name server (Pyro's `ns=False`): each name is its object's id in the daemon.
+    pub fn without_name_server(mut self) -> Self {
+        self.locator = None;
+        self
+    }
+
+    /// Prints nothing (Pyro's `verbose=False`).
+    pub fn quiet(mut self) -> Self {
+        self.verbose = false;
+        self
+    }
+
+    /// Registers the objects and their names, serves until `shutdown` completes, then removes
+    /// the names and shuts the daemon down. A failure to bind, to find the name server or to
+    /// register a name is returned before anything is served.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let daemon = match self.daemon {
+            Some(daemon) => daemon,
+            None => Daemon::bind((self.host.as_str(), self.port)).await?,
+        };
+        let names = match &self.locator {
+            Some(locator) => Some(locator.locate().await?.lease(DEFAULT_LEASE_TTL).await?),
+            None => None,
+        };
+        for (registration, name) in self.objects {
+            // Without a name server, the name is the object's id, as in Pyro.
+            let registration = match (&name, &names) {
+                (Some(name), None) => registration.id(name.clone()),
+                _ => registration,
+            };
+            let uri: Uri = daemon.register_entry(registration)?;
+            if self.verbose {
+                println!(
+                    "Object {}:\n    uri = {uri}",
+                    uri.object().unwrap_or_default()
+                );
+            }
+            if let (Some(name), Some(names)) = (&name, &names) {
+                names.register(name, &uri).await?;
+                if self.verbose {
+                    println!("    name = {name}");
+                }
+            }
+        }
+        if self.verbose {
+            println!("Pyro daemon running.");
+        }
+        let served = tokio::select! {
+            served = daemon.serve() => served,
+            () = shutdown => Ok(()),
+        };
+        if let Some(names) = names {
+            // The names go first, so nobody is sent to a daemon that is going.
+            if let Err(e) = names.revoke().await {
+                tracing::warn!(error = %e, "could not remove the names; they go with their lease");
+            }
+        }
+        daemon.shutdown();
+        served
+    }
+}
