@@ -5,7 +5,7 @@ use std::future::Future;
 
 use rmi_core::{Daemon, Dispatch, Error, Registration, Uri};
 
-use crate::{NsLocator, DEFAULT_LEASE_TTL};
+use crate::{LeasedNames, NsLocator, DEFAULT_LEASE_TTL};
 
 /// Pyro's `Daemon.serveSimple` (Pyro5's `serve`): registers objects in a daemon and, under
 /// the names given, in the name server, prints their URIs, serves until `shutdown`, then
@@ -121,35 +121,29 @@ impl ServeSimple {
 
     /// Registers the objects and their names, serves until `shutdown` completes, then removes
     /// the names and shuts the daemon down. A failure to bind, to find the name server or to
-    /// register a name is returned before anything is served.
+    /// register a name is returned before anything is served, leaving nothing behind (no name,
+    /// no daemon).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let daemon = match self.daemon {
             Some(daemon) => daemon,
             None => Daemon::bind((self.host.as_str(), self.port)).await?,
         };
         let names = match &self.locator {
-            Some(locator) => Some(locator.locate().await?.lease(DEFAULT_LEASE_TTL).await?),
+            Some(locator) => match locator.locate().await {
+                Ok(ns) => match ns.lease(DEFAULT_LEASE_TTL).await {
+                    Ok(names) => Some(names),
+                    Err(e) => return Err(stopped(&daemon, e)),
+                },
+                Err(e) => return Err(stopped(&daemon, e)),
+            },
             None => None,
         };
-        for (registration, name) in self.objects {
-            // Without a name server, the name is the object's id, as in Pyro.
-            let registration = match (&name, &names) {
-                (Some(name), None) => registration.id(name.clone()),
-                _ => registration,
-            };
-            let uri: Uri = daemon.register_entry(registration)?;
-            if self.verbose {
-                println!(
-                    "Object {}:\n    uri = {uri}",
-                    uri.object().unwrap_or_default()
-                );
+        if let Err(e) = register(&daemon, self.objects, names.as_ref(), self.verbose).await {
+            // Nothing is left behind: the names registered so far, the daemon.
+            if let Some(names) = names {
+                let _ = names.revoke().await;
             }
-            if let (Some(name), Some(names)) = (&name, &names) {
-                names.register(name, &uri).await?;
-                if self.verbose {
-                    println!("    name = {name}");
-                }
-            }
+            return Err(stopped(&daemon, e));
         }
         if self.verbose {
             println!("Pyro daemon running.");
@@ -167,4 +161,40 @@ impl ServeSimple {
         daemon.shutdown();
         served
     }
+}
+
+/// `e`, once `daemon` is shut down.
+fn stopped(daemon: &Daemon, e: Error) -> Error {
+    daemon.shutdown();
+    e
+}
+
+/// Registers `objects` in `daemon` and their names through `names` (without a name server,
+/// each name is its object's id, as in Pyro), printing them if `verbose`.
+async fn register(
+    daemon: &Daemon,
+    objects: Vec<(Registration, Option<String>)>,
+    names: Option<&LeasedNames>,
+    verbose: bool,
+) -> Result<(), Error> {
+    for (registration, name) in objects {
+        let registration = match (&name, names) {
+            (Some(name), None) => registration.id(name.clone()),
+            _ => registration,
+        };
+        let uri: Uri = daemon.register_entry(registration)?;
+        if verbose {
+            println!(
+                "Object {}:\n    uri = {uri}",
+                uri.object().unwrap_or_default()
+            );
+        }
+        if let (Some(name), Some(names)) = (&name, names) {
+            names.register(name, &uri).await?;
+            if verbose {
+                println!("    name = {name}");
+            }
+        }
+    }
+    Ok(())
 }

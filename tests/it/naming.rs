@@ -1248,3 +1248,32 @@ async fn serve_simple_without_a_name_server_uses_the_names_as_ids() {
         "the daemon still serves"
     );
 }
+
+/// A name `serveSimple` cannot register fails it before anything is served, and leaves no name
+/// of the others behind.
+#[tokio::test]
+async fn serve_simple_that_cannot_name_an_object_leaves_nothing_behind() {
+    use crate::support::{GreeterServer, GreetingMaker};
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().expect("tcp").port();
+    let err = rmi::naming::ServeSimple::new()
+        .object(GreeterServer::new(GreetingMaker), "example.first")
+        .object(GreeterServer::new(GreetingMaker), "x".repeat(600))
+        .name_server(NsLocator::new().host("127.0.0.1").port(port).no_broadcast())
+        .quiet()
+        .run_until(std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_name_len"), "{err}");
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    assert!(
+        names.lookup("example.first").await.is_err(),
+        "the first name was left behind"
+    );
+    ns.shutdown();
+}
