@@ -9,7 +9,7 @@ use crate::{LeasedNames, NsLocator, DEFAULT_LEASE_TTL};
 
 /// Pyro's `Daemon.serveSimple` (Pyro5's `serve`): registers objects in a daemon and, under
 /// the names given, in the name server, prints their URIs, serves until `shutdown`, then
-/// removes the names.
+/// removes the names (Pyro's leaves them).
 ///
 /// As Pyro's: the daemon binds `127.0.0.1` on a free port unless given one
 /// ([`daemon`](Self::daemon)) or told where ([`host`](Self::host), [`port`](Self::port));
@@ -18,7 +18,9 @@ use crate::{LeasedNames, NsLocator, DEFAULT_LEASE_TTL};
 /// ([`without_name_server`](Self::without_name_server)) each name is its object's id. Unlike
 /// Pyro's, the names are held by a lease ([`NameServerProxy::lease`](crate::NameServerProxy::lease)):
 /// kept alive while the daemon serves, registered again if the name server restarts, gone if
-/// the process dies, and removed when it stops.
+/// the process dies, and removed when it stops. (A name server without leases, Pyro's own,
+/// gets them registered plainly: they are removed at the stop, but outlive a process that
+/// dies.)
 ///
 /// ```no_run
 /// # async fn run(
@@ -64,9 +66,12 @@ impl ServeSimple {
         }
     }
 
-    /// Serves `object`, named `name` in the name server (without one, `name` is its id).
+    /// Serves `object`, named `name` in the name server (without one, `name` is its id); an
+    /// empty name is no name, as in Pyro.
     pub fn object(self, object: impl Dispatch, name: impl Into<String>) -> Self {
-        self.registration(Registration::instance(object), Some(name.into()))
+        let name = name.into();
+        let name = (!name.is_empty()).then_some(name);
+        self.registration(Registration::instance(object), name)
     }
 
     /// Serves `object` under an id of the daemon's choosing, with no name (Pyro's
@@ -120,53 +125,71 @@ impl ServeSimple {
     }
 
     /// Registers the objects and their names, serves until `shutdown` completes, then removes
-    /// the names and shuts the daemon down. A failure to bind, to find the name server or to
-    /// register a name is returned before anything is served, leaving nothing behind (no name,
-    /// no daemon).
+    /// the names (while the daemon still answers, so nobody who looked one up meanwhile is
+    /// refused) and shuts the daemon down gracefully: calls still running get its grace
+    /// period, and this returns once they are done. A failure to bind, to find the name
+    /// server or to register a name is returned before anything is served, with the names
+    /// registered so far removed and a daemon bound here shut down.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-        let daemon = match self.daemon {
-            Some(daemon) => daemon,
-            None => Daemon::bind((self.host.as_str(), self.port)).await?,
+        let (daemon, owned) = match self.daemon {
+            Some(daemon) => (daemon, false),
+            None => (Daemon::bind((self.host.as_str(), self.port)).await?, true),
+        };
+        let stop = |e: Error| {
+            if owned {
+                daemon.shutdown();
+            }
+            e
         };
         let names = match &self.locator {
             Some(locator) => match locator.locate().await {
                 Ok(ns) => match ns.lease(DEFAULT_LEASE_TTL).await {
                     Ok(names) => Some(names),
-                    Err(e) => return Err(stopped(&daemon, e)),
+                    Err(e) => return Err(stop(e)),
                 },
-                Err(e) => return Err(stopped(&daemon, e)),
+                Err(e) => return Err(stop(e)),
             },
             None => None,
         };
         if let Err(e) = register(&daemon, self.objects, names.as_ref(), self.verbose).await {
-            // Nothing is left behind: the names registered so far, the daemon.
-            if let Some(names) = names {
-                let _ = names.revoke().await;
-            }
-            return Err(stopped(&daemon, e));
+            remove(names).await;
+            return Err(stop(e));
         }
         if self.verbose {
             println!("Pyro daemon running.");
         }
-        let served = tokio::select! {
-            served = daemon.serve() => served,
-            () = shutdown => Ok(()),
-        };
-        if let Some(names) = names {
-            // The names go first, so nobody is sent to a daemon that is going.
-            if let Err(e) = names.revoke().await {
-                tracing::warn!(error = %e, "could not remove the names; they go with their lease");
+        let serving = daemon.serve();
+        tokio::pin!(serving);
+        tokio::select! {
+            // The daemon stopped by itself (shut down elsewhere, or already served).
+            served = &mut serving => {
+                remove(names).await;
+                served
+            }
+            () = shutdown => {
+                // The names first, while the daemon still answers; then the daemon, whose
+                // running calls get its grace period.
+                remove(names).await;
+                daemon.shutdown();
+                serving.await
             }
         }
-        daemon.shutdown();
-        served
     }
 }
 
-/// `e`, once `daemon` is shut down.
-fn stopped(daemon: &Daemon, e: Error) -> Error {
-    daemon.shutdown();
-    e
+/// How long removing the names may take at the end before they are left to their lease.
+const REMOVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Removes `names`, if any, within [`REMOVE_WITHIN`].
+async fn remove(names: Option<LeasedNames>) {
+    let Some(names) = names else {
+        return;
+    };
+    match tokio::time::timeout(REMOVE_WITHIN, names.revoke()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not remove the names"),
+        Err(_) => tracing::warn!("the name server did not remove the names in time"),
+    }
 }
 
 /// Registers `objects` in `daemon` and their names through `names` (without a name server,

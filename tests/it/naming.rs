@@ -1277,3 +1277,74 @@ async fn serve_simple_that_cannot_name_an_object_leaves_nothing_behind() {
     );
     ns.shutdown();
 }
+
+/// At its stop, `serveSimple` removes the names while the daemon still answers, then lets the
+/// calls still running finish before it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_simple_removes_the_names_first_and_lets_running_calls_finish() {
+    use crate::support::{LabObject, LabProxy, LabServer};
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().expect("tcp").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        rmi::naming::ServeSimple::new()
+            .object(LabServer::new(LabObject::default()), "example.lab")
+            .object(LabServer::new(LabObject::default()), "")
+            .name_server(NsLocator::new().host("127.0.0.1").port(port).no_broadcast())
+            .quiet()
+            .run_until(async {
+                stopped.await.ok();
+            }),
+    );
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let mut uri = names.lookup("example.lab").await;
+    for _ in 0..500 {
+        if uri.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        uri = names.lookup("example.lab").await;
+    }
+    let lab = LabProxy::connect(uri.expect("the name was registered"))
+        .await
+        .unwrap();
+    // (An empty name is no name, as in Pyro.)
+    assert_eq!(names.count().await.unwrap(), 2);
+    let running = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(800).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    // The name goes while the call still runs, and serving goes on until the call is done.
+    for _ in 0..500 {
+        if names.lookup("example.lab").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        names.lookup("example.lab").await.is_err(),
+        "the name stayed"
+    );
+    assert!(
+        !running.is_finished(),
+        "the call ended before the name went"
+    );
+    assert!(
+        !serving.is_finished(),
+        "serving ended while a call was still running"
+    );
+    assert_eq!(
+        running.await.unwrap().unwrap(),
+        800,
+        "the running call was cut"
+    );
+    serving.await.unwrap().unwrap();
+    ns.shutdown();
+}
