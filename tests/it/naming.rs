@@ -1170,13 +1170,7 @@ async fn a_lookup_delay_waits_for_a_name_registered_late() {
 async fn serve_simple_names_its_objects_until_stopped_then_removes_the_names() {
     use crate::support::{GreeterServer, GreetingMaker};
     use rmi::naming::ServeSimple;
-    let ns = NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
-    let port = ns.daemon().local_addr().expect("tcp").port();
+    let (ns, port) = local_name_server().await;
     let locator = NsLocator::new().host("127.0.0.1").port(port).no_broadcast();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(
@@ -1190,15 +1184,7 @@ async fn serve_simple_names_its_objects_until_stopped_then_removes_the_names() {
             }),
     );
     let names = NameServerProxy::connect(ns.uri()).await.unwrap();
-    let mut uri = names.lookup("example.greeting").await;
-    for _ in 0..500 {
-        if uri.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        uri = names.lookup("example.greeting").await;
-    }
-    let uri = uri.expect("the name was registered");
+    let uri = registered(&names, "example.greeting").await;
     // As in Pyro with a name server: the object's id is the daemon's, the name the server's.
     assert!(uri.object().unwrap().starts_with("obj_"), "{uri}");
     let greeter = GreeterProxy::connect(uri.clone()).await.unwrap();
@@ -1254,13 +1240,7 @@ async fn serve_simple_without_a_name_server_uses_the_names_as_ids() {
 #[tokio::test]
 async fn serve_simple_that_cannot_name_an_object_leaves_nothing_behind() {
     use crate::support::{GreeterServer, GreetingMaker};
-    let ns = NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
-    let port = ns.daemon().local_addr().expect("tcp").port();
+    let (ns, port) = local_name_server().await;
     let err = rmi::naming::ServeSimple::new()
         .object(GreeterServer::new(GreetingMaker), "example.first")
         .object(GreeterServer::new(GreetingMaker), "x".repeat(600))
@@ -1283,13 +1263,7 @@ async fn serve_simple_that_cannot_name_an_object_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_simple_removes_the_names_first_and_lets_running_calls_finish() {
     use crate::support::{LabObject, LabProxy, LabServer};
-    let ns = NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .start()
-        .await
-        .unwrap();
-    let port = ns.daemon().local_addr().expect("tcp").port();
+    let (ns, port) = local_name_server().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(
         rmi::naming::ServeSimple::new()
@@ -1302,17 +1276,8 @@ async fn serve_simple_removes_the_names_first_and_lets_running_calls_finish() {
             }),
     );
     let names = NameServerProxy::connect(ns.uri()).await.unwrap();
-    let mut uri = names.lookup("example.lab").await;
-    for _ in 0..500 {
-        if uri.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        uri = names.lookup("example.lab").await;
-    }
-    let lab = LabProxy::connect(uri.expect("the name was registered"))
-        .await
-        .unwrap();
+    let uri = registered(&names, "example.lab").await;
+    let lab = LabProxy::connect(uri).await.unwrap();
     // (An empty name is no name, as in Pyro.)
     assert_eq!(names.count().await.unwrap(), 2);
     let running = tokio::spawn({
@@ -1347,4 +1312,27 @@ async fn serve_simple_removes_the_names_first_and_lets_running_calls_finish() {
     );
     serving.await.unwrap().unwrap();
     ns.shutdown();
+}
+
+/// A name server on 127.0.0.1, without broadcast, and its port.
+async fn local_name_server() -> (rmi::naming::NameServerHandle, u16) {
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().expect("tcp").port();
+    (ns, port)
+}
+
+/// The URI `name` is registered under, once it is (up to 5 s).
+async fn registered(names: &NameServerProxy, name: &str) -> Uri {
+    for _ in 0..500 {
+        if let Ok(uri) = names.lookup(name).await {
+            return uri;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{name} was never registered")
 }
