@@ -90,7 +90,15 @@ struct Shared {
     /// Held across calls to the name server, so a registration and a recovery never interleave.
     names: tokio::sync::Mutex<Names>,
     /// The current lease, readable without waiting.
-    current: parking_lot::Mutex<Option<LeaseId>>,
+    current: parking_lot::Mutex<Current>,
+}
+
+/// The lease held now, and whether the holder has been let go (revoked or dropped): a grant
+/// answered after that is revoked by its own task (see `Shared::grant`).
+#[derive(Debug, Default)]
+struct Current {
+    lease: Option<LeaseId>,
+    closed: bool,
 }
 
 /// Names registered under one lease, kept alive in the background at a third of its TTL.
@@ -194,11 +202,41 @@ impl Shared {
         }
     }
 
-    async fn grant(&self) -> Result<LeaseId, Error> {
-        let ttl_ms = self.ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-        let lease = LeaseId(self.api().lease_grant(ttl_ms).await?);
-        *self.current.lock() = Some(lease);
-        Ok(lease)
+    /// Grants a lease and makes it the current one.
+    ///
+    /// The grant runs in a task of its own, which aborting the keeper does not stop: the
+    /// holder may be let go while the grant is under way, and the name server grants the
+    /// lease all the same. The task then revokes it, instead of leaving it (and whatever the
+    /// keeper registered under it meanwhile) to run out its TTL. Which of the two revokes it,
+    /// the task or [`close`](Self::close)'s caller, is decided under `current`'s lock.
+    async fn grant(self: &Arc<Self>) -> Result<LeaseId, Error> {
+        let shared = self.clone();
+        let granting = tokio::spawn(async move {
+            let ttl_ms = shared.ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
+            let lease = LeaseId(shared.api().lease_grant(ttl_ms).await?);
+            {
+                let mut current = shared.current.lock();
+                if !current.closed {
+                    current.lease = Some(lease);
+                    return Ok(lease);
+                }
+            }
+            let _ = shared.api().lease_revoke(lease.0).await;
+            Err(Error::Closed(
+                "the lease holder was let go while a lease was being granted".into(),
+            ))
+        });
+        granting
+            .await
+            .unwrap_or_else(|e| Err(Error::Closed(format!("granting a lease: {e}"))))
+    }
+
+    /// Marks the holder let go and takes the current lease, for the caller to revoke: from
+    /// now on a grant that comes back is revoked by its own task.
+    fn close(&self) -> Option<LeaseId> {
+        let mut current = self.current.lock();
+        current.closed = true;
+        current.lease.take()
     }
 
     /// Registers `name` without a lease (Pyro's `register`), for a name server without leases.
@@ -219,7 +257,7 @@ impl Shared {
         warn_plain(self.ns.uri(), why);
         names.plain = true;
         names.lease = None;
-        *self.current.lock() = None;
+        self.current.lock().lease = None;
         for (name, held) in &names.names {
             if let Err(e) = self.register_plain(name, held).await {
                 tracing::warn!(%name, error = %e, "could not register again");
@@ -287,7 +325,7 @@ impl Shared {
     /// a daemon with many names, one round trip each, far from its name server or behind a
     /// store that syncs each write, could otherwise take longer than the TTL, lose the new
     /// lease part way, and start over, for ever.
-    async fn recover(&self, names: &mut Names) -> Result<(), Error> {
+    async fn recover(self: &Arc<Self>, names: &mut Names) -> Result<(), Error> {
         let lease = self.grant().await?;
         names.lease = Some(lease);
         names.missing.clear();
@@ -379,7 +417,7 @@ impl Shared {
     }
 
     /// One keep-alive round: renew, or recover if the lease is gone.
-    async fn keep_alive(&self) {
+    async fn keep_alive(self: &Arc<Self>) {
         let mut names = self.names.lock().await;
         if names.plain {
             return;
@@ -433,7 +471,7 @@ impl NameServerProxy {
             ns: NameServerProxy::from_proxy(self.api().proxy().detached()),
             ttl,
             names: tokio::sync::Mutex::new(Names::default()),
-            current: parking_lot::Mutex::new(None),
+            current: parking_lot::Mutex::new(Current::default()),
         });
         match shared.grant().await {
             Ok(lease) => shared.names.lock().await.lease = Some(lease),
@@ -478,7 +516,7 @@ impl LeasedNames {
     /// The lease held now (it changes when a lost lease is replaced); `None` against a name
     /// server without leases.
     pub fn lease(&self) -> Option<LeaseId> {
-        *self.shared.current.lock()
+        self.shared.current.lock().lease
     }
 
     /// Whether the names are held under a lease; false when the name server has none (a
@@ -627,9 +665,12 @@ impl LeasedNames {
         if let Some(keeper) = self.keeper.take() {
             keeper.abort();
         }
+        // Taken once the keeper has let go of the names (aborted, it drops their lock). The
+        // current lease, not `names.lease`: a recovery may have granted a new one before it
+        // could record it there.
         let mut names = self.shared.names.lock().await;
-        let lease = names.lease.take();
-        *self.shared.current.lock() = None;
+        names.lease = None;
+        let lease = self.shared.close();
         if names.plain {
             let held = std::mem::take(&mut names.names);
             return self.shared.remove_plain(&held).await;
@@ -649,10 +690,12 @@ impl Drop for LeasedNames {
         if let Some(keeper) = self.keeper.take() {
             keeper.abort();
         }
+        // Closed even without a runtime here: a grant under way on one elsewhere then revokes
+        // what it gets.
+        let lease = self.shared.close();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let lease = self.shared.current.lock().take();
         let shared = self.shared.clone();
         runtime.spawn(async move {
             match lease {

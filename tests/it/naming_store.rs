@@ -194,6 +194,72 @@ async fn a_daemon_killed_with_sigkill_loses_its_names_within_the_ttl() {
     killed_daemon_loses_its_names(Storage::Memory, "memory").await;
 }
 
+/// T-REC-5: a daemon frozen (SIGSTOP) for longer than its lease loses its name, as a dead one
+/// would; thawed (SIGCONT), it finds its lease gone and registers the name again by itself, at
+/// the same URI, where it stays and serves.
+#[tokio::test]
+async fn a_daemon_frozen_past_its_lease_registers_again_once_thawed() {
+    let ns = start(0, Storage::Memory).await;
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let ns_uri = names.uri().clone();
+    let (child, uri) =
+        tokio::task::spawn_blocking(move || spawn_leased_daemon(&ns_uri, "frozen.greeter"))
+            .await
+            .unwrap();
+    // The shell's `kill`: a fresh machine may lack procps' binary.
+    let signal = |sig: &str| {
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{sig} {}", child.0.id())])
+            .status()
+            .expect("run sh");
+        assert!(status.success(), "kill -{sig} failed");
+    };
+    assert_eq!(names.lookup("frozen.greeter").await.unwrap(), uri);
+    signal("STOP");
+    let frozen = std::time::Instant::now();
+    until("the frozen daemon's name expires", || async {
+        !registered(&names, "frozen.greeter").await
+    })
+    .await;
+    let gone = frozen.elapsed();
+    // Frozen a while longer: the name server has forgotten the lease, not just its names.
+    tokio::time::sleep(TTL).await;
+    assert!(!registered(&names, "frozen.greeter").await);
+    signal("CONT");
+    let thawed = std::time::Instant::now();
+    until("the thawed daemon registers its name again", || async {
+        registered(&names, "frozen.greeter").await
+    })
+    .await;
+    eprintln!(
+        "name gone {gone:?} into the freeze, back {:?} after the thaw (lease TTL {TTL:?})",
+        thawed.elapsed()
+    );
+    assert_eq!(names.lookup("frozen.greeter").await.unwrap(), uri);
+    // It stays: the new lease is kept alive, over three TTLs.
+    let staying = std::time::Instant::now();
+    while staying.elapsed() < 3 * TTL {
+        assert_eq!(
+            names.lookup("frozen.greeter").await.unwrap(),
+            uri,
+            "the name went again {:?} after coming back",
+            staying.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let greeter = crate::support::GreeterProxy::connect(format!(
+        "PYRONAME:frozen.greeter@{}",
+        names.uri().location().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        greeter.welcome_message("thawed".into()).await.unwrap(),
+        "Hi welcome thawed"
+    );
+    drop(child);
+}
+
 #[tokio::test]
 async fn over_sqlite_a_daemon_killed_with_sigkill_loses_its_names_within_the_ttl() {
     let dir = tempfile::tempdir().unwrap();
@@ -499,6 +565,143 @@ async fn quotas_refuse_with_a_clear_error_and_the_name_server_keeps_serving() {
     );
     names.ping().await.unwrap();
     assert_eq!(names.count().await.unwrap(), 10);
+}
+
+/// A holder dropped while its keeper grants a new lease (the old one was lost) leaves no lease
+/// behind: the one the name server granted is revoked when its answer comes, instead of
+/// running out its TTL (with `max_leases` 1, no one else could have a lease till then).
+#[tokio::test]
+async fn a_holder_dropped_while_its_keeper_grants_a_lease_leaves_none_behind() {
+    let ttl = Duration::from_secs(3);
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .limits(Limits {
+            max_leases: 1,
+            ..Limits::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let port = match names.uri().location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("not a TCP location: {other:?}"),
+    };
+    let gate = GrantGate::start(port).await;
+    let via = NameServerProxy::connect(format!("PYRO:Pyro.NameServer@127.0.0.1:{}", gate.port))
+        .await
+        .unwrap();
+    let held = via.lease(ttl).await.unwrap();
+    let (_daemon, uri, _) = start_daemon().await;
+    held.register("gated", &uri).await.unwrap();
+    // The next grant's answer waits in the gate. The lease is lost: the keeper's next round
+    // (a third of the TTL) finds it gone and asks for a new one.
+    gate.arm();
+    let lost = held.lease().unwrap();
+    names.api().lease_revoke(lost.0).await.unwrap();
+    until("the keeper asks for a new lease", || async {
+        gate.granting()
+    })
+    .await;
+    drop(held);
+    gate.release();
+    let released = std::time::Instant::now();
+    // The grant went through on the name server; its lease must go now, not in `ttl`.
+    loop {
+        match names.api().lease_grant(1000).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                released.elapsed() < ttl / 2,
+                "the lease granted to the dropped holder is still there {:?} later: {e}",
+                released.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!registered(&names, "gated").await);
+}
+
+/// A TCP relay to a name server that, once armed, holds back everything the name server
+/// sends after a client asked for `lease_grant`, until released.
+struct GrantGate {
+    port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    granting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl GrantGate {
+    async fn start(target: u16) -> GrantGate {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gate = GrantGate {
+            port: listener.local_addr().unwrap().port(),
+            armed: Default::default(),
+            granting: Default::default(),
+            released: tokio::sync::watch::Sender::new(false),
+        };
+        let (armed, granting, released) = (
+            gate.armed.clone(),
+            gate.granting.clone(),
+            gate.released.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (armed, granting) = (armed.clone(), granting.clone());
+                let mut released = released.subscribe();
+                tokio::spawn(async move {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_ns, mut to_ns) = upstream.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                            let asks = buf[..n].windows(11).any(|w| w == b"lease_grant");
+                            if asks && armed.load(SeqCst) {
+                                granting.store(true, SeqCst);
+                            }
+                            if to_ns.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_ns.read(&mut buf).await {
+                            if granting.load(SeqCst)
+                                && released.wait_for(|released| *released).await.is_err()
+                            {
+                                break;
+                            }
+                            if to_client.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        gate
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a `lease_grant` has gone through the armed gate.
+    fn granting(&self) -> bool {
+        self.granting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn release(&self) {
+        self.released.send_replace(true);
+    }
 }
 
 /// Starts a name server on `port`, retrying while the old one's port is still being released.
