@@ -272,6 +272,10 @@ fn uri_port(uri: &Uri) -> u16 {
     }
 }
 
+/// Test plan T-CONN-8, TLS slowloris: a client that connects and says nothing, one that sends
+/// half a real ClientHello and stops, and one that drips its ClientHello a byte every 50 ms
+/// (which would take it some 15 s) are each closed at the handshake timeout, counted from the
+/// connect and not from the last byte; a client arriving meanwhile is served.
 #[tokio::test]
 async fn a_silent_client_cannot_hold_a_tls_handshake_open() {
     let ca = Ca::new("rmi test CA");
@@ -279,16 +283,58 @@ async fn a_silent_client_cannot_hold_a_tls_handshake_open() {
         .tls(server_config(&ca, &["localhost"], None))
         .handshake_timeout(Duration::from_millis(300));
     let (daemon, uri) = serve(builder, "localhost").await;
-    let started = std::time::Instant::now();
-    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", uri_port(&uri)))
-        .await
+    let port = uri_port(&uri);
+    // A real ClientHello, as rustls's client sends it first.
+    let hello = {
+        let mut tls = rmi::rustls::ClientConnection::new(
+            client_config(&ca, None),
+            "localhost".try_into().unwrap(),
+        )
         .unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut rest)).await;
-    assert!(closed.is_ok(), "the silent TLS connection was never closed");
-    println!(
-        "silent TLS client: closed after {:?} (handshake_timeout 300 ms)",
-        started.elapsed()
+        let mut hello = Vec::new();
+        tls.write_tls(&mut hello).unwrap();
+        hello
+    };
+    assert!(hello.len() > 200, "a ClientHello of {} bytes", hello.len());
+    let closed_after = |what: &'static str, sends: Vec<u8>, drip: bool| async move {
+        let started = std::time::Instant::now();
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let talking = async {
+            if drip {
+                for byte in &sends {
+                    conn.write_all(&[*byte]).await?;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            } else {
+                conn.write_all(&sends).await?;
+            }
+            let mut rest = Vec::new();
+            conn.read_to_end(&mut rest).await
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(10), talking).await;
+        let took = started.elapsed();
+        assert!(ended.is_ok(), "{what}: still open after {took:?}");
+        println!("{what}: closed after {took:?} (handshake_timeout 300 ms)");
+        took
+    };
+    let half = hello[..hello.len() / 2].to_vec();
+    let serving = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
+        assert_eq!(proxy.echo(0, 0, "fine".into()).await.unwrap().2, "fine");
+    };
+    let (_, _, dripping, ()) = tokio::join!(
+        closed_after("silent TLS client", Vec::new(), false),
+        closed_after("half a ClientHello", half, false),
+        closed_after("a ClientHello a byte every 50 ms", hello.clone(), true),
+        serving,
+    );
+    // The drip would have lasted `hello.len()` × 50 ms; it was cut at the timeout.
+    assert!(
+        dripping < Duration::from_millis(50) * hello.len() as u32 / 2,
+        "the dripping client was closed only after {dripping:?}"
     );
     let proxy = tls_proxy(&uri, client_config(&ca, None)).await.unwrap();
     assert_eq!(proxy.echo(0, 0, "fine".into()).await.unwrap().2, "fine");
