@@ -129,31 +129,46 @@ impl ServeSimple {
     /// refused) and shuts the daemon down gracefully: calls still running get its grace
     /// period, and this returns once they are done. A failure to bind, to find the name
     /// server or to register a name is returned before anything is served, with the names
-    /// registered so far removed and a daemon bound here shut down.
+    /// registered so far removed and a daemon bound here shut down. `shutdown` completing
+    /// before serving starts (a Ctrl-C while the name server is being found) stops the setup
+    /// the same way, and returns `Ok`.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         let (daemon, owned) = match self.daemon {
             Some(daemon) => (daemon, false),
             None => (Daemon::bind((self.host.as_str(), self.port)).await?, true),
         };
-        let stop = |e: Error| {
+        // A daemon bound here is shut down when this ends before serving.
+        let unbind = || {
             if owned {
                 daemon.shutdown();
             }
-            e
         };
-        let names = match &self.locator {
-            Some(locator) => match locator.locate().await {
-                Ok(ns) => match ns.lease(DEFAULT_LEASE_TTL).await {
-                    Ok(names) => Some(names),
-                    Err(e) => return Err(stop(e)),
-                },
-                Err(e) => return Err(stop(e)),
-            },
-            None => None,
+        tokio::pin!(shutdown);
+        let mut names = None;
+        let setup = async {
+            if let Some(locator) = &self.locator {
+                let ns = locator.locate().await?;
+                names = Some(ns.lease(DEFAULT_LEASE_TTL).await?);
+            }
+            register(&daemon, self.objects, names.as_ref(), self.verbose).await
         };
-        if let Err(e) = register(&daemon, self.objects, names.as_ref(), self.verbose).await {
-            remove(names).await;
-            return Err(stop(e));
+        let set_up = tokio::select! {
+            set_up = setup => set_up.map(|()| true),
+            // Stopped before serving: what is set up so far is taken down as on a failure.
+            () = &mut shutdown => Ok(false),
+        };
+        match set_up {
+            Ok(true) => {}
+            Ok(false) => {
+                remove(names).await;
+                unbind();
+                return Ok(());
+            }
+            Err(e) => {
+                remove(names).await;
+                unbind();
+                return Err(e);
+            }
         }
         if self.verbose {
             println!("Pyro daemon running.");

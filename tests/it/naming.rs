@@ -1258,6 +1258,46 @@ async fn serve_simple_that_cannot_name_an_object_leaves_nothing_behind() {
     ns.shutdown();
 }
 
+/// A stop asked for while `serveSimple` is still finding its name server (a Ctrl-C at a name
+/// server that does not answer) ends it at once, with nothing served and its daemon closed;
+/// it does not wait for the name server first.
+#[tokio::test]
+async fn serve_simple_stopped_while_finding_its_name_server_ends_at_once() {
+    use crate::support::{GreeterServer, GreetingMaker};
+    let port = crate::support::silent_listener().await;
+    let daemon_port = unused_port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        rmi::naming::ServeSimple::new()
+            .host("127.0.0.1")
+            .port(daemon_port)
+            .object(GreeterServer::new(GreetingMaker), "example.never")
+            .name_server(
+                NsLocator::new()
+                    .host("127.0.0.1")
+                    .port(port)
+                    .no_broadcast()
+                    .connect_timeout(Duration::from_secs(60)),
+            )
+            .quiet()
+            .run_until(async {
+                let _ = stopped.await;
+            }),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!serving.is_finished(), "it ended before it was stopped");
+    let asked = std::time::Instant::now();
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("serveSimple still finding its name server 10 s after the stop");
+    ended.unwrap().expect("a stop is not an error");
+    println!("serveSimple ended {:?} after the stop", asked.elapsed());
+    // Its daemon is closed: nothing listens on its port any more.
+    let refused = tokio::net::TcpStream::connect(("127.0.0.1", daemon_port)).await;
+    assert!(refused.is_err(), "the daemon still listens");
+}
+
 /// At its stop, `serveSimple` removes the names while the daemon still answers, then lets the
 /// calls still running finish before it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
