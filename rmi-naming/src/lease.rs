@@ -440,6 +440,7 @@ impl Shared {
                 Err(e) => {
                     self.after_failure(&e);
                     names.lease = None;
+                    self.current.lock().lease = None;
                     tracing::warn!(error = %e, "could not renew the lease; trying again");
                 }
             },

@@ -622,6 +622,44 @@ async fn a_holder_dropped_while_its_keeper_grants_a_lease_leaves_none_behind() {
     assert!(!registered(&names, "gated").await);
 }
 
+/// A lost lease that cannot be replaced at once (the name server holds its `max_leases`) is
+/// not reported as held; the keeper keeps asking, and once a lease is free it has one again
+/// and its name is back.
+#[tokio::test]
+async fn a_lost_lease_not_yet_replaced_is_not_reported_as_held() {
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .limits(Limits {
+            max_leases: 1,
+            ..Limits::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let held = names.lease(TTL).await.unwrap();
+    let (_daemon, uri, _) = start_daemon().await;
+    held.register("crowded", &uri).await.unwrap();
+    let lost = held.lease().unwrap();
+    // The lease is lost, and its place taken at once.
+    names.api().lease_revoke(lost.0).await.unwrap();
+    let squatter = names.api().lease_grant(60_000).await.unwrap();
+    until("the holder sees it has no lease", || async {
+        held.lease().is_none()
+    })
+    .await;
+    assert!(!registered(&names, "crowded").await);
+    names.api().lease_revoke(squatter).await.unwrap();
+    until("the name is back under a new lease", || async {
+        registered(&names, "crowded").await
+    })
+    .await;
+    let now = held.lease().expect("a lease again");
+    assert_ne!(now, lost);
+    assert_eq!(names.lookup("crowded").await.unwrap(), uri);
+}
+
 /// A TCP relay to a name server that, once armed, holds back everything the name server
 /// sends after a client asked for `lease_grant`, until released.
 struct GrantGate {
