@@ -148,21 +148,38 @@ pub fn hmac_key(key: Option<&str>, secret: bool) -> Result<Option<rmi::HmacKey>,
     }
 }
 
-/// `command` with the environment variables that are set but empty taken off its options:
-/// `RMI_NS_PORT= rmi-ns` runs as without the variable (clap would read the empty value, and a
-/// port or a path refuses it), as Pyro's configuration takes an empty setting.
-pub fn without_empty_env(mut command: clap::Command) -> clap::Command {
-    let empty: Vec<clap::Id> = command
+/// Pyro's environment variables for the settings the tools read as `RMI_*`, beyond the
+/// locator's ([`rmi::naming::PYRO_ENV`]): where the `RMI_*` one is unset (or empty), the Pyro
+/// one is read, so a shell set up for Pyro (`export PYRO_NS_HOST=…`) works as it is.
+pub const PYRO_ENV: &[(&str, &str)] = &[("RMI_NS_AUTOCLEAN", "PYRO_NS_AUTOCLEAN")];
+
+/// `command` reading the environment as the tools document it:
+/// - a variable set but empty is taken off its option: `RMI_NS_PORT= rmi-ns` runs as without
+///   the variable (clap would read the empty value, and a port or a path refuses it), as
+///   Pyro's configuration takes an empty setting;
+/// - an option whose `RMI_*` variable is unset or empty reads Pyro's name for it instead
+///   ([`rmi::naming::PYRO_ENV`], [`PYRO_ENV`]), when that is set and not empty.
+pub fn environment(mut command: clap::Command) -> clap::Command {
+    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let changes: Vec<(clap::Id, Option<&'static str>)> = command
         .get_arguments()
-        .filter(|arg| {
-            arg.get_env()
-                .and_then(std::env::var_os)
-                .is_some_and(|value| value.is_empty())
+        .filter_map(|arg| {
+            let name = arg.get_env()?.to_str()?;
+            if set(name).is_some() {
+                return None;
+            }
+            let pyro = rmi::naming::PYRO_ENV
+                .iter()
+                .chain(PYRO_ENV)
+                .find(|(ours, _)| *ours == name)
+                .map(|(_, pyro)| *pyro)
+                .filter(|pyro| set(pyro).is_some());
+            let empty = std::env::var_os(name).is_some();
+            (pyro.is_some() || empty).then(|| (arg.get_id().clone(), pyro))
         })
-        .map(|arg| arg.get_id().clone())
         .collect();
-    for id in empty {
-        command = command.mut_arg(id, |arg| arg.env(None));
+    for (id, pyro) in changes {
+        command = command.mut_arg(id, |arg| arg.env(pyro));
     }
     command
 }

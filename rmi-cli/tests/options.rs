@@ -789,6 +789,63 @@ async fn the_command_line_beats_the_environment() {
     assert!(ok, "{out}");
 }
 
+/// A shell set up for Pyro works as it is: where an `RMI_NS_*` variable is unset (or empty),
+/// the tools read Pyro's name for it (`PYRO_NS_HOST`, `PYRO_NS_PORT`, `PYRO_NS_BCPORT`,
+/// `PYRO_NS_AUTOCLEAN`); the `RMI_NS_*` one wins where both are set.
+#[tokio::test]
+async fn the_tools_read_pyros_environment_variables_too() {
+    let unused_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+            .to_string()
+    };
+    let port = unused_port();
+    // rmi-ns takes its host and port from Pyro's variables.
+    let (_ns, lines) = spawn_rmi_ns_with(
+        &["--nobc"],
+        &[("PYRO_NS_HOST", "127.0.0.1"), ("PYRO_NS_PORT", &port)],
+        1,
+    );
+    assert!(
+        lines[0].starts_with(&format!("NS running on 127.0.0.1:{port}")),
+        "{lines:?}"
+    );
+    // rmi-nsc finds it through them, with no flag.
+    let pyro = [
+        ("PYRO_NS_HOST", "127.0.0.1"),
+        ("PYRO_NS_PORT", port.as_str()),
+    ];
+    let (ok, out) = nsc(&["-x", "ping"], &pyro);
+    assert!(ok, "rmi-nsc through PYRO_NS_HOST/PYRO_NS_PORT: {out}");
+    // An empty RMI_NS_PORT is unset: Pyro's is read.
+    let (ok, out) = nsc(&["-x", "ping"], &[pyro[0], pyro[1], ("RMI_NS_PORT", "")]);
+    assert!(ok, "an empty RMI_NS_PORT left PYRO_NS_PORT unread: {out}");
+    // RMI_NS_PORT beats PYRO_NS_PORT.
+    let elsewhere = unused_port();
+    let (ok, out) = nsc(
+        &["-x", "ping"],
+        &[pyro[0], pyro[1], ("RMI_NS_PORT", &elsewhere)],
+    );
+    assert!(!ok, "PYRO_NS_PORT beat RMI_NS_PORT: {out}");
+    // A value that is not a port is refused, as from RMI_NS_PORT.
+    let (ok, out) = nsc(&["-x", "ping"], &[pyro[0], ("PYRO_NS_PORT", "ninety")]);
+    assert!(!ok && out.contains("invalid value 'ninety'"), "{out}");
+    // PYRO_NS_AUTOCLEAN turns autoclean on, as --autoclean does (it is below the 3 s floor).
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
+        .args(TCP)
+        .env("PYRO_NS_AUTOCLEAN", "1")
+        .output()
+        .expect("run rmi-ns");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--autoclean must be 3s or more"),
+        "PYRO_NS_AUTOCLEAN unread: {err}"
+    );
+}
+
 /// The name server goes on serving when no one reads its stdout (a pipe whose reader is gone:
 /// `rmi-ns | head -1`); an unchecked `println!` made it panic at its first line.
 #[tokio::test]

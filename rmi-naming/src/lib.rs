@@ -63,7 +63,7 @@ pub use autoclean::Autoclean;
 pub use broadcast::BroadcastResponder;
 pub use client::NameServerProxy;
 pub use lease::{LeasedNames, DEFAULT_LEASE_TTL};
-pub use locate::{locate_ns, NsLocator};
+pub use locate::{locate_ns, NsLocator, PYRO_ENV};
 pub use registry::{LeaseId, Limits, Registry, Storage, NAME_SERVER_NAME};
 pub use resolve::{
     NamingResolver, Pick, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_SUSPECT_FOR, DEFAULT_WATCH_PROBE,

@@ -11,6 +11,15 @@ use rmi_core::{Error, Uri};
 use crate::broadcast::{self, DEFAULT_BROADCAST_ADDR, DEFAULT_BROADCAST_PORT};
 use crate::NameServerProxy;
 
+/// Pyro's names for the `RMI_NS_*` variables [`NsLocator::from_env`] reads: each is read
+/// where its `RMI_NS_*` one is unset (Pyro's `NS_BCHOST` is not `RMI_NS_BCADDR`: it is where
+/// Pyro's responder binds, not where a client broadcasts).
+pub const PYRO_ENV: &[(&str, &str)] = &[
+    ("RMI_NS_HOST", "PYRO_NS_HOST"),
+    ("RMI_NS_PORT", "PYRO_NS_PORT"),
+    ("RMI_NS_BCPORT", "PYRO_NS_BCPORT"),
+];
+
 /// How to find a name server; the defaults follow Pyro.
 #[derive(Debug, Clone)]
 pub struct NsLocator {
@@ -46,21 +55,34 @@ impl NsLocator {
     }
 
     /// The defaults overridden by `RMI_NS_HOST`, `RMI_NS_PORT`, `RMI_NS_BCADDR` and
-    /// `RMI_NS_BCPORT` where set (an empty one counts as unset, as the tools take it). Only
+    /// `RMI_NS_BCPORT` where set (an empty one counts as unset, as the tools take it). Where
+    /// one of those is unset, Pyro's own name for it is read instead ([`PYRO_ENV`]:
+    /// `PYRO_NS_HOST`, `PYRO_NS_PORT`, `PYRO_NS_BCPORT`, as Pyro's `locate_ns()` reads its
+    /// configuration). Only
     /// binaries and callers who ask read the environment.
     pub fn from_env() -> Result<Self, Error> {
         let mut l = NsLocator::new();
         let set = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
-        let port = |var: &str| -> Result<Option<u16>, Error> {
-            match set(var) {
-                Some(v) => v
+        // The variable read for `var`: itself, or Pyro's name for it where it is unset.
+        let read = |var: &'static str| -> Option<(&'static str, String)> {
+            let pyro = PYRO_ENV
+                .iter()
+                .find(|(ours, _)| *ours == var)
+                .map_or(var, |(_, pyro)| *pyro);
+            set(var)
+                .map(|v| (var, v))
+                .or_else(|| set(pyro).map(|v| (pyro, v)))
+        };
+        let port = |var: &'static str| -> Result<Option<u16>, Error> {
+            match read(var) {
+                Some((var, v)) => v
                     .parse()
                     .map(Some)
                     .map_err(|_| Error::Resolve(format!("{var}={v:?} is not a port number"))),
                 None => Ok(None),
             }
         };
-        if let Some(host) = set("RMI_NS_HOST") {
+        if let Some((_, host)) = read("RMI_NS_HOST") {
             l.host = Some(host);
         }
         if let Some(p) = port("RMI_NS_PORT")? {

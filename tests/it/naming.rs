@@ -668,6 +668,9 @@ async fn only_ns_locator_from_env_reads_the_environment() {
             "RMI_NS_BCADDR",
             "RMI_NS_BCPORT",
             "RMI_DIAL_AHEAD",
+            "PYRO_NS_HOST",
+            "PYRO_NS_PORT",
+            "PYRO_NS_BCPORT",
         ],
         "NS ENV CHILD PASSED",
     )
@@ -709,6 +712,32 @@ async fn ns_environment_child_entry() {
         .await
         .expect_err("the default resolver read the environment");
     println!("PYRONAME without from_env: {err}");
+
+    // 1b. Pyro's names for them are read where RMI_NS_* are unset (a shell set up for Pyro),
+    // and RMI_NS_* win where both are set.
+    std::env::remove_var("RMI_NS_HOST");
+    std::env::remove_var("RMI_NS_PORT");
+    std::env::set_var("PYRO_NS_HOST", "127.0.0.1");
+    std::env::set_var("PYRO_NS_PORT", ns_port.to_string());
+    let found = NsLocator::from_env()
+        .unwrap()
+        .no_broadcast()
+        .locate()
+        .await
+        .expect("from_env found the name server through PYRO_NS_HOST/PYRO_NS_PORT");
+    assert_eq!(found.uri(), &ours);
+    std::env::set_var("RMI_NS_PORT", unused_port().to_string());
+    let elsewhere = NsLocator::from_env().unwrap().no_broadcast().locate().await;
+    assert!(elsewhere.is_err(), "PYRO_NS_PORT beat RMI_NS_PORT");
+    std::env::set_var("PYRO_NS_PORT", "ninety");
+    std::env::remove_var("RMI_NS_PORT");
+    let err = NsLocator::from_env().unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("PYRO_NS_PORT")),
+        "{err}"
+    );
+    std::env::remove_var("PYRO_NS_HOST");
+    std::env::remove_var("PYRO_NS_PORT");
 
     // 2. RMI_NS_BCADDR and RMI_NS_BCPORT lead from_env's broadcast to it (nothing listens on
     // the port it tries first).

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use rmi::naming::NsLocator;
 use rmi_cli::gateway::{Gateway, DEFAULT_EXPOSE};
 
@@ -56,7 +56,9 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Args::parse();
+    // As the other tools read the environment: empty variables unset, Pyro's names read too.
+    let matches = rmi_cli::environment(Args::command()).get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err((err, hint)) => {

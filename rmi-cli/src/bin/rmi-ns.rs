@@ -161,7 +161,7 @@ fn parse_storage(s: &str) -> Result<Storage, String> {
 impl Args {
     /// The flags, with the command line beating the environment (see [`rmi_cli::Sources`]).
     fn parse() -> Result<Args, String> {
-        let matches = rmi_cli::without_empty_env(Args::command()).get_matches();
+        let matches = rmi_cli::environment(Args::command()).get_matches();
         let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         let sources = rmi_cli::Sources(&matches);
         args.unixsocket = sources.keep("unixsocket", args.unixsocket.take(), &["host", "port"]);

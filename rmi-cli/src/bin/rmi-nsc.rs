@@ -526,7 +526,7 @@ async fn connect(
 
 /// The flags, with the command line beating the environment (see [`rmi_cli::Sources`]).
 fn parse() -> Args {
-    let matches = rmi_cli::without_empty_env(Args::command()).get_matches();
+    let matches = rmi_cli::environment(Args::command()).get_matches();
     let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let sources = rmi_cli::Sources(&matches);
     args.port_given = matches!(

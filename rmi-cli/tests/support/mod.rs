@@ -155,7 +155,7 @@ pub(crate) fn port_of(line: &str) -> u16 {
 
 /// The environment variables the tools read: cleared in every child, so a developer's own
 /// settings cannot change what a test sees.
-const TOOL_ENV: [&str; 16] = [
+const TOOL_ENV: [&str; 21] = [
     "RMI_NS_HOST",
     "RMI_NS_PORT",
     "RMI_NS_UNIXSOCKET",
@@ -166,6 +166,11 @@ const TOOL_ENV: [&str; 16] = [
     "RMI_NS_STORAGE",
     "RMI_NS_KEY",
     "PYRO_HMAC_KEY",
+    "PYRO_NS_HOST",
+    "PYRO_NS_PORT",
+    "PYRO_NS_BCPORT",
+    "PYRO_NS_AUTOCLEAN",
+    "RMI_NS_AUTOCLEAN",
     "RMI_NS_TLS_CA",
     "RMI_NS_TLS_CERT",
     "RMI_NS_TLS_KEY",
