@@ -64,6 +64,7 @@ pub struct Gateway {
     key: Option<String>,
     cors: Option<HeaderValue>,
     timeout: Duration,
+    security: crate::client::Security,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -74,6 +75,7 @@ impl std::fmt::Debug for Gateway {
             .field("key", &self.key.is_some())
             .field("cors", &self.cors)
             .field("timeout", &self.timeout)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -89,7 +91,16 @@ impl Gateway {
             key: None,
             cors: None,
             timeout: DEFAULT_TIMEOUT,
+            security: crate::client::Security::default(),
         }
+    }
+
+    /// Connects to the objects' daemons with `security`: TLS, a shared secret or Pyro4's HMAC
+    /// key, for daemons that want them (the name server's proxy, given to [`new`](Self::new),
+    /// has its own).
+    pub fn security(mut self, security: crate::client::Security) -> Self {
+        self.security = security;
+        self
     }
 
     /// Exposes the names that `pattern` (a regular expression) matches from their start, as
@@ -129,7 +140,8 @@ impl Gateway {
     /// A proxy of its own (its own connection) to the object `name` is registered under.
     async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
         let uri = self.names.lookup(name).await?;
-        Proxy::builder(uri)
+        self.security
+            .proxy(Proxy::builder(uri))
             .serializer(Serializer::Json)
             .timeout(self.timeout)
             .connect()

@@ -9,6 +9,7 @@
 
 use std::error::Error;
 
+pub mod client;
 pub mod gateway;
 
 /// An error for people: the message with its causes (`message: cause: cause`), then a hint

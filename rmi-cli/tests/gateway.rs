@@ -602,27 +602,10 @@ async fn rmi_httpgateway_serves_the_tutorial_to_curl() {
         Some(rmi::Location::Tcp { port, .. }) => port,
         other => panic!("{other:?}"),
     };
-    let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-httpgateway"))
-        .args(["-H", "127.0.0.1", "-p", "0", "--nshost", "127.0.0.1"])
-        .args(["--nsport", &ns_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rmi-httpgateway");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (first, lines) = tokio::task::spawn_blocking(move || {
-        let first = lines.next().expect("a first line").unwrap();
-        (first, lines)
-    })
-    .await
-    .unwrap();
-    let address = first
-        .strip_prefix("rmi HTTP gateway on http://")
-        .and_then(|rest| rest.strip_suffix("/pyro/"))
-        .unwrap_or_else(|| panic!("{first:?}"));
-    let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    let mut child = support::ChildGuard(child);
+    let args = ["--nshost", "127.0.0.1", "--nsport", &ns_port.to_string()].map(String::from);
+    let (mut child, port) = spawn_gateway(args.to_vec(), &[])
+        .await
+        .expect("rmi-httpgateway");
 
     let answer = request(
         port,
@@ -637,6 +620,117 @@ async fn rmi_httpgateway_serves_the_tutorial_to_curl() {
     let (status, _) = child.terminate();
     assert!(status.success(), "{status:?}");
     world.daemon.shutdown();
+}
+
+/// Spawns `rmi-httpgateway` on 127.0.0.1:0 with `args` and `env`; returns it and its port
+/// (or, if it exits before it serves, its stderr).
+async fn spawn_gateway(
+    args: Vec<String>,
+    env: &[(&str, &str)],
+) -> Result<(support::ChildGuard, u16), String> {
+    let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-httpgateway"))
+        .args(["-H", "127.0.0.1", "-p", "0"])
+        .args(&args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rmi-httpgateway");
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        std::thread::spawn(move || lines.for_each(drop));
+        first
+    })
+    .await
+    .unwrap();
+    let Some(first) = first else {
+        let output = child.wait_with_output().unwrap();
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    };
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || BufReader::new(stderr).lines().for_each(drop));
+    let address = first
+        .strip_prefix("rmi HTTP gateway on http://")
+        .and_then(|rest| rest.strip_suffix("/pyro/"))
+        .unwrap_or_else(|| panic!("{first:?}"));
+    let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
+    Ok((support::ChildGuard(child), port))
+}
+
+/// A deployment behind a shared secret (the name server's and the daemons'): the gateway
+/// reaches both with `--key-file`, and without it says at its start that the name server
+/// refused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_reaches_a_name_server_and_daemons_behind_a_shared_secret() {
+    let secret = rmi::SharedSecret::new("gateway s3cret");
+    let ns = rmi::naming::NameServer::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .no_broadcast()
+        .daemon(rmi::Daemon::builder().shared_secret(secret.clone()))
+        .start()
+        .await
+        .unwrap();
+    let daemon = rmi::Daemon::builder()
+        .shared_secret(secret.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(GreeterServer::new(Arc::new(Greeting::default())))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let names = rmi::naming::NameServerProxy::from_proxy(
+        rmi::Proxy::builder(ns.uri().clone())
+            .shared_secret(secret.clone())
+            .connect()
+            .await
+            .unwrap(),
+    );
+    names.register("http.greeter", &uri).await.unwrap();
+    let ns_port = match ns.uri().location() {
+        Some(rmi::Location::Tcp { port, .. }) => port.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let at_ns = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--nshost", "127.0.0.1", "--nsport", &ns_port]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "gateway s3cret\n").unwrap();
+    // The file beats a key in the environment, as for rmi-nsc.
+    let (_gateway, port) = spawn_gateway(
+        at_ns(&["--key-file", key_file.to_str().unwrap()]),
+        &[("RMI_NS_KEY", "wrong")],
+    )
+    .await
+    .expect("the gateway with the key");
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=Rashmi",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json(), json!("Hi welcome Rashmi"));
+    // Without it, it does not start, and says why.
+    let err = spawn_gateway(at_ns(&[]), &[])
+        .await
+        .err()
+        .expect("the gateway started without the key");
+    assert!(err.contains("shared secret"), "{err}");
+    assert!(err.contains("--key"), "no hint: {err}");
+    daemon.shutdown();
 }
 
 /// A Python Pyro5 server, as Pyro's own HTTP-gateway example has one: registered in a Pyro5

@@ -45,6 +45,10 @@ struct Args {
     /// The name server's port.
     #[arg(long, env = "RMI_NS_PORT", default_value_t = 9090)]
     nsport: u16,
+    /// TLS, a shared secret or Pyro4's HMAC key: for the name server and every object's
+    /// daemon alike (one deployment, one secret, as Pyro4's gateway takes one HMAC key).
+    #[command(flatten)]
+    security: rmi_cli::client::SecurityArgs,
 }
 
 #[tokio::main]
@@ -58,7 +62,8 @@ async fn main() -> ExitCode {
         .init();
     // As the other tools read the environment: empty variables unset, Pyro's names read too.
     let matches = rmi_cli::environment(Args::command()).get_matches();
-    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    args.security.settle(&rmi_cli::Sources(&matches));
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err((err, hint)) => {
@@ -71,15 +76,22 @@ async fn main() -> ExitCode {
 type Failure = (Box<dyn std::error::Error>, Option<&'static str>);
 
 async fn run(args: Args) -> Result<(), Failure> {
+    let security = args.security.read().map_err(|e| (e.into(), None))?;
     let mut locator = NsLocator::new().port(args.nsport);
     if let Some(host) = &args.nshost {
         locator = locator.host(host.clone());
     }
-    let names = locator
-        .locate()
-        .await
-        .map_err(|e| (e.into(), Some("is rmi-ns running? (--nshost, --nsport)")))?;
+    let names = security.locator(locator).locate().await.map_err(|e| {
+        (
+            e.into(),
+            Some(
+                "is rmi-ns running? (--nshost, --nsport; --key, --hmac-key, --tls-ca for one \
+                 that wants them)",
+            ),
+        )
+    })?;
     let gateway = Gateway::new(names.clone())
+        .security(security)
         .expose(&args.expose)
         .map_err(|e| (e.into(), Some("--expose takes a regular expression")))?
         .timeout(args.timeout);

@@ -5,13 +5,13 @@ use std::error::Error;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use futures_util::StreamExt;
 use rmi::naming::registry::Change;
 use rmi::naming::{NameServerProxy, NsLocator};
 use rmi::Uri;
+use rmi_cli::client::Security;
 
 /// Control an rmi name server.
 #[derive(Debug, Parser)]
@@ -58,42 +58,8 @@ struct Args {
     /// Do not broadcast.
     #[arg(short = 'x', long, global = true)]
     nobc: bool,
-    /// The name server's shared secret (`rmi-ns --key`).
-    #[arg(
-        short = 'k',
-        long,
-        env = "RMI_NS_KEY",
-        hide_env_values = true,
-        global = true
-    )]
-    key: Option<String>,
-    /// Read the shared secret from this file (a trailing newline dropped); beats RMI_NS_KEY.
-    #[arg(long, value_name = "PATH", global = true)]
-    key_file: Option<PathBuf>,
-    /// Pyro4's HMAC key of the name server (`python -m Pyro4.naming -k`, `rmi-ns --hmac-key`).
-    #[arg(
-        long,
-        env = "PYRO_HMAC_KEY",
-        hide_env_values = true,
-        value_name = "KEY",
-        global = true
-    )]
-    hmac_key: Option<String>,
-    /// Talk TLS, trusting the certificates in this file (PEM).
-    #[arg(long, env = "RMI_NS_TLS_CA", value_name = "PEM", global = true)]
-    tls_ca: Option<PathBuf>,
-    /// Mutual TLS: present this certificate (PEM; with --tls-key).
-    #[arg(long, env = "RMI_NS_TLS_CLIENT_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"], global = true)]
-    tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(
-        long,
-        env = "RMI_NS_TLS_CLIENT_KEY",
-        value_name = "PEM",
-        requires = "tls_cert",
-        global = true
-    )]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    security: rmi_cli::client::SecurityArgs,
     /// Print more.
     #[arg(short, long, global = true)]
     verbose: bool,
@@ -467,23 +433,14 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
 
 /// Finds the name server as the flags say: a Unix socket, a host, or localhost then the
 /// broadcast; over TLS and with a shared secret or an HMAC key if given.
-async fn connect(
-    args: &Args,
-    (secret, hmac_key, tls): Settings,
-) -> Result<NameServerProxy, rmi::Error> {
+async fn connect(args: &Args, security: Security) -> Result<NameServerProxy, rmi::Error> {
     if let Some(path) = &args.unixsocket {
         let uri = Uri::Pyro {
             object: rmi::naming::NAME_SERVER_OBJECT_ID.into(),
             location: rmi::Location::Unix(path.to_string_lossy().into_owned()),
         };
         // No TLS over a Unix socket (`parse` leaves none with `-u`).
-        let mut builder = rmi::Proxy::builder(uri);
-        if let Some(secret) = secret {
-            builder = builder.shared_secret(secret);
-        }
-        if let Some(key) = hmac_key {
-            builder = builder.hmac_key(key);
-        }
+        let builder = security.proxy(rmi::Proxy::builder(uri));
         return Ok(NameServerProxy::from_proxy(builder.connect().await?));
     }
     let mut locator = NsLocator::new().port(args.port);
@@ -495,16 +452,7 @@ async fn connect(
     if let Some(host) = &args.host {
         locator = locator.host(host.clone());
     }
-    if let Some(tls) = tls {
-        locator = locator.tls(tls);
-    }
-    if let Some(secret) = secret {
-        locator = locator.shared_secret(secret);
-    }
-    if let Some(key) = hmac_key {
-        locator = locator.hmac_key(key);
-    }
-    let ns = locator.locate().await?;
+    let ns = security.locator(locator).locate().await?;
     // Nothing answered on localhost at the port asked for, and the broadcast found a name
     // server elsewhere: on another port, it is another name server, not the one asked for
     // (every rmi-ns on a host answers the default broadcast port). A name server on that port
@@ -539,11 +487,11 @@ fn parse() -> Args {
         args.unixsocket.take(),
         &["host", "port", "tls_ca"],
     );
-    args.key = sources.keep("key", args.key.take(), &["key_file", "hmac_key"]);
-    args.hmac_key = sources.keep("hmac_key", args.hmac_key.take(), &["key", "key_file"]);
+    args.security.settle(&sources);
     // A Unix socket runs no TLS: the variable is for TCP name servers.
-    args.tls_ca = sources.keep("tls_ca", args.tls_ca.take(), &["unixsocket"]);
-    if args.unixsocket.is_some() && args.tls_ca.is_some() {
+    let tls_ca = args.security.tls_ca.take();
+    args.security.tls_ca = sources.keep("tls_ca", tls_ca, &["unixsocket"]);
+    if args.unixsocket.is_some() && args.security.tls_ca.is_some() {
         if sources.on_command_line("unixsocket") && sources.on_command_line("tls_ca") {
             let mut cmd = Args::command();
             cmd.error(
@@ -553,36 +501,15 @@ fn parse() -> Args {
             .exit();
         }
         // Both from the environment: the socket, without TLS.
-        args.tls_ca = None;
+        args.security.tls_ca = None;
     }
     args
-}
-
-/// The settings read before connecting: the shared secret, the HMAC key and TLS.
-type Settings = (
-    Option<rmi::SharedSecret>,
-    Option<rmi::HmacKey>,
-    Option<Arc<rmi::rustls::ClientConfig>>,
-);
-
-/// The settings read from the flags and files before connecting.
-fn local_settings(args: &Args) -> Result<Settings, String> {
-    let secret = rmi_cli::secret(args.key.as_deref(), args.key_file.as_deref())?;
-    let hmac_key = rmi_cli::hmac_key(args.hmac_key.as_deref(), secret.is_some())?;
-    let tls = match &args.tls_ca {
-        Some(ca) => Some(rmi_cli::tls::client(
-            ca,
-            args.tls_cert.as_deref().zip(args.tls_key.as_deref()),
-        )?),
-        None => None,
-    };
-    Ok((secret, hmac_key, tls))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = parse();
-    let settings = match local_settings(&args) {
+    let settings = match args.security.read() {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("rmi-nsc: {e}");
