@@ -4,8 +4,8 @@ pub use rmi_core::{
     auth, batch, blocking, context, daemon, dispatch, error, protocol, proxy, transport, uri, uuid,
     Batch, BatchResults, BindAddr, CallContext, CallOptions, Daemon, DaemonBuilder, DecodeLimits,
     Dispatch, Error, HmacKey, InScope, InstanceMode, IntoUri, ItemStream, Location, Metadata,
-    Proxy, ProxyBuilder, Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply, Resolve,
-    Result, Serializer, SharedSecret, Slot, Uri,
+    Proxy, ProxyBuilder, RawReply, Registration, RemoteError, RemoteErrorKind, RemoteStream, Reply,
+    Resolve, Result, Serializer, SharedSecret, Slot, Uri,
 };
 
 /// The `rustls` crate, to build TLS configurations (feature `tls`).

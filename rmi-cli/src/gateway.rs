@@ -28,10 +28,11 @@
 //! as a new client, and no request waits behind another's call; the name server connection is
 //! kept. A request gets the gateway's timeout as a whole: the lookup, the connect and the call.
 //!
-//! The results are decoded and written again as JSON (Pyro's forwards the daemon's bytes): a
-//! float that is NaN or infinite is written `null`, and an integer beyond 64 bits fails. An
-//! exception keeps its class and message; its other arguments and attributes are not passed
-//! on.
+//! A result, or an exception the method raised, is the daemon's JSON as it wrote it, passed
+//! on unchanged as Pyro's gateway passes it (NaN, integers of any size, an exception's
+//! arguments and attributes included), from rmi and Python daemons alike
+//! ([`Proxy::call_raw_kwargs`](rmi::Proxy::call_raw_kwargs)). Errors of the gateway's own (the
+//! name unknown, the daemon unreachable, the timeout) are Pyro's JSON exception form too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -181,7 +182,12 @@ impl Gateway {
     }
 
     /// An answer with the CORS headers, if any.
-    fn answer(&self, status: StatusCode, content_type: &str, body: impl Into<String>) -> Response {
+    fn answer(
+        &self,
+        status: StatusCode,
+        content_type: &str,
+        body: impl Into<axum::body::Body>,
+    ) -> Response {
         let mut response = (status, body.into()).into_response();
         let headers = response.headers_mut();
         if let Ok(value) = HeaderValue::from_str(content_type) {
@@ -208,12 +214,22 @@ impl Gateway {
     }
 
     fn text(&self, status: StatusCode, body: &str) -> Response {
-        self.answer(status, "text/plain", body)
+        self.answer(status, "text/plain", body.to_owned())
     }
 
     /// A JSON answer of a call, with its correlation id.
     fn json(&self, status: StatusCode, body: &Value, correlation_id: rmi::uuid::Uuid) -> Response {
-        let mut response = self.answer(status, JSON, body.to_string());
+        self.called(status, body.to_string(), correlation_id)
+    }
+
+    /// The answer of a call: `body` (JSON), with the call's correlation id.
+    fn called(
+        &self,
+        status: StatusCode,
+        body: impl Into<axum::body::Body>,
+        correlation_id: rmi::uuid::Uuid,
+    ) -> Response {
+        let mut response = self.answer(status, JSON, body);
         if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
             response.headers_mut().insert(CORRELATION_HEADER, value);
         }
@@ -311,7 +327,7 @@ async fn call(
         let meta = proxy.metadata().await?;
         if method == "$meta" {
             let answer = json!({"methods": meta.methods, "attributes": meta.attrs});
-            return Ok(Some(answer));
+            return Ok(Called::Json(answer));
         }
         if meta.attrs.iter().any(|a| a == method) {
             if !kwargs.is_empty() {
@@ -320,9 +336,14 @@ async fn call(
                     "attribute lookup can't have query parameters".into(),
                 ));
             }
-            let value = proxy.call("__getattr__", &(method,)).await?;
+            let value = proxy
+                .call_raw_kwargs("__getattr__", &(method,), &kwargs)
+                .await?;
             // (Pyro's gateway answers nothing for an attribute asked for oneway.)
-            return Ok((!oneway_asked).then_some(value));
+            return Ok(match oneway_asked {
+                true => Called::Nothing,
+                false => Called::Raw(value),
+            });
         }
         if !meta.methods.iter().any(|m| m == method) {
             // Pyro's proxy refuses a method the object does not expose before sending it.
@@ -333,25 +354,27 @@ async fn call(
         }
         if oneway_asked || meta.oneway.iter().any(|m| m == method) {
             proxy.call_oneway_kwargs(method, &[(); 0], &kwargs).await?;
-            return Ok(None);
+            return Ok(Called::Nothing);
         }
+        // The daemon's JSON as it wrote it, as Pyro's gateway passes it on.
         proxy
-            .call_kwargs::<_, _, Value>(method, &[(); 0], &kwargs)
+            .call_raw_kwargs(method, &[(); 0], &kwargs)
             .await
-            .map(Some)
+            .map(Called::Raw)
     };
     let outcome = tokio::time::timeout(gateway.timeout, outcome)
         .await
         .unwrap_or(Err(Error::Timeout(gateway.timeout)));
     match outcome {
-        Ok(Some(value)) => gateway.json(StatusCode::OK, &value, correlation_id),
-        Ok(None) => {
-            let mut response = gateway.answer(StatusCode::OK, JSON, "");
-            if let Ok(value) = HeaderValue::from_str(&correlation_id.to_string()) {
-                response.headers_mut().insert(CORRELATION_HEADER, value);
-            }
-            response
+        Ok(Called::Json(value)) => gateway.json(StatusCode::OK, &value, correlation_id),
+        Ok(Called::Raw(reply)) => {
+            let status = match reply.exception {
+                true => StatusCode::INTERNAL_SERVER_ERROR,
+                false => StatusCode::OK,
+            };
+            gateway.called(status, reply.payload, correlation_id)
         }
+        Ok(Called::Nothing) => gateway.called(StatusCode::OK, "", correlation_id),
         Err(err) => {
             tracing::debug!(%name, %method, error = %err, "call through the gateway failed");
             let (class, message) = exception_of(&err);
@@ -362,6 +385,16 @@ async fn call(
             )
         }
     }
+}
+
+/// What a call through the gateway answered.
+enum Called {
+    /// The gateway's own JSON (`$meta`).
+    Json(Value),
+    /// The daemon's reply, JSON as it wrote it: a result, or an exception.
+    Raw(rmi::RawReply),
+    /// Nothing: a oneway call.
+    Nothing,
 }
 
 /// An exception raised by the gateway itself, as a remote one.

@@ -42,6 +42,8 @@ pub trait Greeter {
     async fn connection(&self) -> u64;
     /// Sleeps for `ms` milliseconds.
     async fn sleep(&self, ms: String) -> u64;
+    /// Values JSON's parsers mostly refuse, as Python's json writes them.
+    async fn extremes(&self) -> (f64, f64, u128, i128);
 }
 
 #[derive(Default)]
@@ -101,6 +103,10 @@ impl Greeter for Arc<Greeting> {
         let ms = ms.parse().unwrap();
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
+    }
+
+    async fn extremes(&self) -> (f64, f64, u128, i128) {
+        (f64::NAN, f64::NEG_INFINITY, u128::MAX, i128::MIN)
     }
 }
 
@@ -307,6 +313,14 @@ async fn a_browser_calls_an_exposed_object_by_name_and_gets_json() {
         "{meta}"
     );
     assert_eq!(meta["attributes"], json!(["motto"]));
+    // The daemon's JSON as it wrote it: NaN, infinities and 128-bit integers pass (decoded
+    // and written again they became null, or failed).
+    let answer = request(port, "GET", "/pyro/http.greeter/extremes", &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.body.replace(' ', ""),
+        format!("[NaN,-Infinity,{},{}]", u128::MAX, i128::MIN)
+    );
     world.daemon.shutdown();
 }
 
@@ -745,6 +759,12 @@ class Echo:
         return "echo: " + message
     def error(self):
         raise ValueError("this is the generated error")
+    def extremes(self):
+        return [float("nan"), 2**100]
+    def rich_error(self):
+        e = KeyError("missing", 42)
+        e.detail = "more"
+        raise e
     @property
     def size(self):
         return 42
@@ -793,4 +813,18 @@ async fn the_gateway_reaches_python_objects_through_python_s_name_server() {
         .await
         .json();
     assert_eq!(meta["attributes"], json!(["size"]));
+    // Passed on as Python wrote them: NaN, an int of 101 bits, and an exception's every
+    // argument and attribute.
+    let answer = request(port, "GET", "/pyro/http.echo/extremes", &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.body.replace(' ', ""),
+        "[NaN,1267650600228229401496703205376]"
+    );
+    let answer = request(port, "GET", "/pyro/http.echo/rich_error", &[]).await;
+    assert_eq!(answer.status, 500, "{answer:?}");
+    let err = answer.json();
+    assert_eq!(err["__class__"], "builtins.KeyError");
+    assert_eq!(err["args"], json!(["missing", 42]));
+    assert_eq!(err["attributes"]["detail"], "more", "{err}");
 }

@@ -85,7 +85,7 @@ pub use protocol::{DecodeLimits, Metadata, Serializer};
 pub use proxy::batch::{self, Batch, BatchResults, Slot};
 pub use proxy::blocking;
 pub use proxy::stream::ItemStream;
-pub use proxy::{CallOptions, Proxy, ProxyBuilder, Reply};
+pub use proxy::{CallOptions, Proxy, ProxyBuilder, RawReply, Reply};
 pub use resolve::Resolve;
 /// The `rustls` crate, to build TLS configurations for daemons and proxies.
 #[cfg(feature = "tls")]

@@ -525,3 +525,52 @@ async fn a_raw_identifier_method_is_served_under_its_plain_name() {
     daemon.shutdown();
     serve.await.unwrap().unwrap();
 }
+
+/// `Proxy::call_raw_kwargs` (Pyro's `_pyroRawWireResponse`) returns the reply as the daemon
+/// wrote it, in the proxy's format: a result, or an exception the method raised (flagged, not
+/// an `Err`); a large reply comes in one piece.
+#[tokio::test]
+async fn a_raw_call_returns_the_daemons_bytes_results_and_exceptions_alike() {
+    use rmi::{DecodeLimits, Serializer};
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let none = std::collections::BTreeMap::<String, u32>::new();
+    let limits = DecodeLimits::default();
+    for serializer in [
+        Serializer::Bincode,
+        Serializer::MsgPack,
+        Serializer::Serpent,
+        Serializer::Json,
+    ] {
+        let proxy: rmi::Proxy = rmi::Proxy::builder(lab.clone())
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
+        let raw = proxy
+            .call_raw_kwargs("echo", &(1u32, 2u32, "raw"), &none)
+            .await
+            .unwrap();
+        assert!(!raw.exception, "{serializer:?}");
+        assert_eq!(raw.serializer, serializer);
+        let value: (u32, u32, String) = serializer.decode(&raw.payload, &limits).unwrap();
+        assert_eq!(value, (1, 2, "raw".into()), "{serializer:?}");
+        let raw = proxy
+            .call_raw_kwargs("explode", &("on purpose",), &none)
+            .await
+            .unwrap();
+        assert!(raw.exception, "{serializer:?}");
+        let err = rmi::protocol::codec::decode_error(serializer, &raw.payload, &limits).unwrap();
+        assert!(
+            err.message.contains("on purpose"),
+            "{serializer:?}: {err:?}"
+        );
+        let len = 3 << 20;
+        let raw = proxy
+            .call_raw_kwargs("make_blob", &(len,), &none)
+            .await
+            .unwrap();
+        let blob: crate::support::Blob = serializer.decode(&raw.payload, &limits).unwrap();
+        assert_eq!(blob.0.len(), len, "{serializer:?}");
+    }
+    daemon.shutdown();
+}

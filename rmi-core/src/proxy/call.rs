@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::connection::{Connection, Wire};
 use super::dial::{Ahead, DialFailed, Dialing, Due};
 use super::stream::ItemStream;
-use super::{Proxy, Reply, Shared};
+use super::{Proxy, RawReply, Reply, Shared};
 use crate::error::{Error, RemoteError};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
@@ -80,6 +80,38 @@ impl Proxy {
     ) -> Result<R, Error> {
         let (mut reply, protocol, _) = self.request(None, method, args, Some(kwargs), 0).await?;
         decode_result(&mut reply, protocol, &self.shared)
+    }
+
+    /// Calls `method` as [`call_kwargs`](Self::call_kwargs) does, and returns its reply
+    /// undecoded, an exception the method raised included (Pyro's `_pyroRawWireResponse`):
+    /// the bytes the daemon wrote, in the proxy's serializer. Errors of the call itself (the
+    /// connection, a timeout, a refused request) are still errors.
+    pub async fn call_raw_kwargs<A: Serialize, K: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        args: &A,
+        kwargs: &K,
+    ) -> Result<RawReply, Error> {
+        let (mut reply, protocol, correlation_id) =
+            self.request(None, method, args, Some(kwargs), 0).await?;
+        let serializer = protocol.serializer(reply.serializer).ok_or_else(|| {
+            Error::Protocol(format!(
+                "reply uses unknown serializer id {}",
+                reply.serializer
+            ))
+        })?;
+        reply.join_payload();
+        reply
+            .decompress(self.shared.config.limits.max_message_size)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        Ok(RawReply {
+            serializer,
+            exception: reply.has_flag(frame::FLAGS_EXCEPTION),
+            flags: reply.flags,
+            payload: reply.payload,
+            annotations: reply.annotations,
+            correlation_id,
+        })
     }
 
     /// Like [`call`](Self::call), also returning the reply's annotations and correlation id.

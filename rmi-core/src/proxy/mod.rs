@@ -83,6 +83,27 @@ pub struct Reply<R> {
     pub correlation_id: uuid::Uuid,
 }
 
+/// A reply as it came, not decoded: Pyro's `_pyroRawWireResponse`, for a program that passes
+/// results on as they are (the HTTP gateway hands a daemon's JSON to browsers unchanged: NaN,
+/// integers of any size, and an exception's arguments and attributes included). See
+/// [`Proxy::call_raw_kwargs`].
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    /// The format of `payload`: the one the call was made in.
+    pub serializer: Serializer,
+    /// The result (or, with [`exception`](Self::exception), the exception the method raised),
+    /// as the daemon encoded it; inflated if it came compressed, in one piece.
+    pub payload: Bytes,
+    /// `payload` is an exception (Pyro's `FLAGS_EXCEPTION`).
+    pub exception: bool,
+    /// The message's flag bits (`rmi::protocol::frame::FLAGS_*`), `FLAGS_COMPRESSED` cleared.
+    pub flags: u16,
+    /// Annotations the method set on its reply.
+    pub annotations: Vec<Annotation>,
+    /// The correlation id of the call.
+    pub correlation_id: uuid::Uuid,
+}
+
 /// A handle to a remote object. Cheap to clone; clones share one connection.
 ///
 /// A proxy serializes as its URI, so a method can take or return one (Pyro's autoproxy); a
