@@ -348,6 +348,26 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
+/// A note for a name server that listens on the network while its broadcast responder (on the
+/// loopback broadcast address, the default) answers this host only: Pyro's responder listens
+/// on every interface there, so a Pyro user would expect `locate_ns()` on another host to find
+/// it, and it would not.
+fn lan_note(host: &str, responder: std::net::SocketAddr) -> Option<String> {
+    let local = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    if local || !responder.ip().is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "rmi-ns: note: the name server listens on {host}, but its broadcast responder on \
+         {responder} answers this host only: for clients elsewhere to find it by broadcast, \
+         give --bcaddr the network's broadcast address (such as 192.168.1.255), or 0.0.0.0 \
+         for every interface, as Pyro's responder listens there"
+    ))
+}
+
 /// The hint for a name server that did not start: the port only when it is taken.
 fn start_hint(err: &(dyn std::error::Error + 'static), unix: bool) -> Option<&'static str> {
     let mut next = Some(err);
@@ -461,6 +481,9 @@ async fn main() -> std::process::ExitCode {
     ));
     if let Some(bc) = ns.broadcast_addr() {
         say(format_args!("Broadcast server running on {bc}"));
+        if let Some(note) = lan_note(&args.host, bc) {
+            eprintln!("{note}");
+        }
     }
     let stop = ns.clone();
     tokio::spawn(async move {
@@ -480,5 +503,27 @@ async fn main() -> std::process::ExitCode {
             eprintln!("rmi-ns: {}", rmi_cli::report(&e, None));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lan_note;
+
+    /// The note comes for a name server on the network with its responder on loopback only.
+    #[test]
+    fn a_name_server_on_the_network_with_a_loopback_responder_is_told() {
+        let loopback = "127.255.255.255:9091".parse().unwrap();
+        let lan = "192.168.1.255:9091".parse().unwrap();
+        let note = lan_note("192.168.1.5", loopback).expect("a note");
+        assert!(note.contains("--bcaddr"), "{note}");
+        assert!(lan_note("ns.example.test", loopback).is_some());
+        assert!(lan_note("0.0.0.0", loopback).is_some());
+        assert!(lan_note("::", loopback).is_some());
+        // On this host only, or with a responder on the network: nothing to say.
+        assert!(lan_note("127.0.0.1", loopback).is_none());
+        assert!(lan_note("localhost", loopback).is_none());
+        assert!(lan_note("::1", loopback).is_none());
+        assert!(lan_note("192.168.1.5", lan).is_none());
     }
 }
