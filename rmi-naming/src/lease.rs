@@ -128,6 +128,26 @@ pub struct LeasedNames {
     done: bool,
 }
 
+/// A grant's answer not taken yet (see `Shared::grant`): dropped before it is taken (its
+/// taker cancelled), it closes the hand-over, so that a lease granted later is revoked by the
+/// granting task, and revokes one already in it.
+struct Unclaimed {
+    answer: tokio::sync::oneshot::Receiver<Result<LeaseId, Error>>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        self.answer.close();
+        if let Ok(Ok(lease)) = self.answer.try_recv() {
+            let shared = self.shared.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { shared.revoke_unwanted(lease).await });
+            }
+        }
+    }
+}
+
 /// A lost lease comes back from the name server as a naming error (`Error::Resolve`).
 fn lease_lost(e: &Error) -> bool {
     matches!(e, Error::Resolve(m) if m.contains("unknown lease"))
@@ -204,31 +224,50 @@ impl Shared {
 
     /// Grants a lease and makes it the current one.
     ///
-    /// The grant runs in a task of its own, which aborting the keeper does not stop: the
-    /// holder may be let go while the grant is under way, and the name server grants the
-    /// lease all the same. The task then revokes it, instead of leaving it (and whatever the
-    /// keeper registered under it meanwhile) to run out its TTL. Which of the two revokes it,
-    /// the task or [`close`](Self::close)'s caller, is decided under `current`'s lock.
+    /// A name server grants a lease once asked, whatever becomes of the asker; a lease nobody
+    /// takes is revoked here rather than left to run out its TTL (it, and with `max_leases`
+    /// reached, everyone else's chance of one):
+    /// - the caller (the keeper, a `register`, [`NameServerProxy::lease`]) is cancelled while
+    ///   waiting: the ask runs in a task of its own, which finds its hand-over closed, or the
+    ///   caller's [`Unclaimed`] guard finds the lease in it;
+    /// - the holder has been let go meanwhile ([`close`](Self::close)): decided under
+    ///   `current`'s lock, where `close` takes the lease if it came first.
     async fn grant(self: &Arc<Self>) -> Result<LeaseId, Error> {
+        let (handover, answer) = tokio::sync::oneshot::channel();
         let shared = self.clone();
-        let granting = tokio::spawn(async move {
+        tokio::spawn(async move {
             let ttl_ms = shared.ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-            let lease = LeaseId(shared.api().lease_grant(ttl_ms).await?);
-            {
-                let mut current = shared.current.lock();
-                if !current.closed {
-                    current.lease = Some(lease);
-                    return Ok(lease);
-                }
+            let granted = shared.api().lease_grant(ttl_ms).await.map(LeaseId);
+            if let Err(Ok(lease)) = handover.send(granted) {
+                shared.revoke_unwanted(lease).await;
             }
-            let _ = shared.api().lease_revoke(lease.0).await;
-            Err(Error::Closed(
-                "the lease holder was let go while a lease was being granted".into(),
-            ))
         });
-        granting
+        let mut unclaimed = Unclaimed {
+            answer,
+            shared: self.clone(),
+        };
+        let lease = (&mut unclaimed.answer)
             .await
-            .unwrap_or_else(|e| Err(Error::Closed(format!("granting a lease: {e}"))))
+            .unwrap_or_else(|_| Err(Error::Closed("the lease grant ended unanswered".into())))?;
+        {
+            let mut current = self.current.lock();
+            if !current.closed {
+                current.lease = Some(lease);
+                return Ok(lease);
+            }
+        }
+        let shared = self.clone();
+        tokio::spawn(async move { shared.revoke_unwanted(lease).await });
+        Err(Error::Closed(
+            "the lease holder was let go while a lease was being granted".into(),
+        ))
+    }
+
+    /// Revokes a lease granted to nobody (see [`grant`](Self::grant)).
+    async fn revoke_unwanted(&self, lease: LeaseId) {
+        if let Err(e) = self.api().lease_revoke(lease.0).await {
+            tracing::debug!(%lease, error = %e, "could not revoke a lease granted to nobody");
+        }
     }
 
     /// Marks the holder let go and takes the current lease, for the caller to revoke: from
@@ -508,6 +547,27 @@ impl NameServerProxy {
     }
 }
 
+/// Registers `name` plainly (a name server without leases), held from before the call: a
+/// registration cut short (its caller cancelled) may have reached the name server, where a
+/// plain name stays until removed, so it is removed on revoke as the others are (if it still
+/// points at its URI). One that fails is held as before.
+async fn register_plain_held(
+    shared: &Shared,
+    names: &mut Names,
+    name: &str,
+    held: Held,
+) -> Result<(), Error> {
+    let before = names.names.insert(name.to_owned(), held.clone());
+    let registered = shared.register_plain(name, &held).await;
+    if registered.is_err() {
+        match before {
+            Some(before) => names.names.insert(name.to_owned(), before),
+            None => names.names.remove(name),
+        };
+    }
+    registered
+}
+
 impl LeasedNames {
     /// The lease's TTL.
     pub fn ttl(&self) -> Duration {
@@ -572,9 +632,7 @@ impl LeasedNames {
     async fn register_held(&self, name: &str, held: Held) -> Result<(), Error> {
         let mut names = self.shared.names.lock().await;
         if names.plain {
-            self.shared.register_plain(name, &held).await?;
-            names.names.insert(name.to_owned(), held);
-            return Ok(());
+            return register_plain_held(&self.shared, &mut names, name, held).await;
         }
         let first = match names.lease {
             Some(lease) => self.shared.register_one(lease, name, &held).await,
@@ -583,7 +641,7 @@ impl LeasedNames {
         match first {
             Err(e) if no_lease_methods(&e) => {
                 self.shared.go_plain(&mut names, &e).await;
-                self.shared.register_plain(name, &held).await?;
+                register_plain_held(&self.shared, &mut names, name, held.clone()).await?;
             }
             Err(e) if lease_lost(&e) => match self.shared.recover(&mut names).await {
                 Ok(()) => {
@@ -592,9 +650,14 @@ impl LeasedNames {
                 }
                 Err(e) if no_lease_methods(&e) => {
                     self.shared.go_plain(&mut names, &e).await;
-                    self.shared.register_plain(name, &held).await?;
+                    register_plain_held(&self.shared, &mut names, name, held.clone()).await?;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // No lease now, as after a failed recovery in a keep-alive round.
+                    names.lease = None;
+                    self.shared.current.lock().lease = None;
+                    return Err(e);
+                }
             },
             other => other?,
         }

@@ -153,15 +153,19 @@ impl ServeSimple {
             register(&daemon, self.objects, names.as_ref(), self.verbose).await
         };
         let set_up = tokio::select! {
+            // A setup that ends in the same turn as the stop is taken as ended: its error is
+            // not lost, and without a name server a stop already given still serves nothing.
+            biased;
             set_up = setup => set_up.map(|()| true),
-            // Stopped before serving: what is set up so far is taken down as on a failure.
+            // Stopped before serving: what is set up so far is taken down as on a failure, and
+            // the daemon shut down as at the end of serving.
             () = &mut shutdown => Ok(false),
         };
         match set_up {
             Ok(true) => {}
             Ok(false) => {
                 remove(names).await;
-                unbind();
+                daemon.shutdown();
                 return Ok(());
             }
             Err(e) => {
