@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rmi::naming::NsLocator;
-use rmi::ProxyBuilder;
+use rmi::{ProxyBuilder, Uri};
 
 /// The flags for a name server (and daemons) behind a shared secret, Pyro4's HMAC key or
 /// TLS; flattened into a tool's own (`#[command(flatten)]`).
@@ -114,10 +114,12 @@ impl Security {
         locator
     }
 
-    /// `builder` connecting with these settings (TLS only over TCP: a Unix socket's builder
-    /// must be given settings without it).
-    pub fn proxy(&self, mut builder: ProxyBuilder) -> ProxyBuilder {
-        if let Some(tls) = &self.tls {
+    /// A proxy builder for `uri` with these settings (TLS over TCP only: a Unix socket's
+    /// runs none, as the library's own dialing of received proxies does).
+    pub fn proxy(&self, uri: Uri) -> ProxyBuilder {
+        let unix = matches!(uri.location(), Some(rmi::Location::Unix(_)));
+        let mut builder = rmi::Proxy::builder(uri);
+        if let (Some(tls), false) = (&self.tls, unix) {
             builder = builder.tls(tls.clone());
         }
         if let Some(secret) = &self.secret {

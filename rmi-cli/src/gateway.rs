@@ -5,7 +5,7 @@
 //! and calls `method` with the query's parameters as keyword arguments (strings, as Pyro's
 //! gateway passes them; a parameter given twice is a list), under Pyro's JSON serializer. The
 //! answer is the result as JSON (`200`), or the exception as Pyro's JSON form of it
-//! (`{"__class__": …, "__exception__": true, "args": […], "attributes": {}}`, `500`).
+//! (`{"__class__": …, "__exception__": true, "args": […], "attributes": {…}}`, `500`).
 //! `/pyro/<name>/$meta` answers the object's methods and attributes; a name of an attribute
 //! (a property) reads it. As in Pyro:
 //!
@@ -29,10 +29,13 @@
 //! kept. A request gets the gateway's timeout as a whole: the lookup, the connect and the call.
 //!
 //! A result, or an exception the method raised, is the daemon's JSON as it wrote it, passed
-//! on unchanged as Pyro's gateway passes it (NaN, integers of any size, an exception's
-//! arguments and attributes included), from rmi and Python daemons alike
-//! ([`Proxy::call_raw_kwargs`](rmi::Proxy::call_raw_kwargs)). Errors of the gateway's own (the
-//! name unknown, the daemon unreachable, the timeout) are Pyro's JSON exception form too.
+//! on unchanged as Pyro's gateway passes it (integers of any size, an exception's arguments
+//! and attributes, its `_pyroTraceback` included), from rmi and Python daemons alike
+//! ([`Proxy::call_raw_kwargs`](rmi::Proxy::call_raw_kwargs)). As with Pyro's, a float that is
+//! NaN or infinite is written `NaN`, `Infinity`, as Python's `json` writes them, which
+//! JavaScript's `JSON.parse` refuses. An rmi daemon's exception gets its own class and message
+//! back (see `rmi_exception`). Errors of the gateway's own (the name unknown, the daemon
+//! unreachable, the timeout) are Pyro's JSON exception form too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -96,9 +99,10 @@ impl Gateway {
         }
     }
 
-    /// Connects to the objects' daemons with `security`: TLS, a shared secret or Pyro4's HMAC
-    /// key, for daemons that want them (the name server's proxy, given to [`new`](Self::new),
-    /// has its own).
+    /// Connects to every object's daemon with `security`: TLS (over TCP), a shared secret or
+    /// Pyro4's HMAC key. All of them alike, as Pyro4's gateway sets its one HMAC key on every
+    /// proxy: a daemon without the secret refuses a client that brings one. (The name server's
+    /// proxy, given to [`new`](Self::new), has its own.)
     pub fn security(mut self, security: crate::client::Security) -> Self {
         self.security = security;
         self
@@ -142,7 +146,7 @@ impl Gateway {
     async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
         let uri = self.names.lookup(name).await?;
         self.security
-            .proxy(Proxy::builder(uri))
+            .proxy(uri)
             .serializer(Serializer::Json)
             .timeout(self.timeout)
             .connect()
@@ -193,6 +197,11 @@ impl Gateway {
         if let Ok(value) = HeaderValue::from_str(content_type) {
             headers.insert(header::CONTENT_TYPE, value);
         }
+        // The body is what a daemon wrote: never to be taken for anything but its type.
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         if let Some(origin) = &self.cors {
             headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             headers.insert(
@@ -367,13 +376,23 @@ async fn call(
         .unwrap_or(Err(Error::Timeout(gateway.timeout)));
     match outcome {
         Ok(Called::Json(value)) => gateway.json(StatusCode::OK, &value, correlation_id),
-        Ok(Called::Raw(reply)) => {
-            let status = match reply.exception {
-                true => StatusCode::INTERNAL_SERVER_ERROR,
-                false => StatusCode::OK,
-            };
-            gateway.called(status, reply.payload, correlation_id)
+        Ok(Called::Raw(reply)) if reply.serializer != Serializer::Json => {
+            // (Pyro's proxy refuses a reply in a serializer it did not ask for.)
+            let message = format!(
+                "the daemon answered in {}, not json",
+                reply.serializer.name()
+            );
+            let err = exception("Pyro5.errors.SerializeError", &message);
+            gateway.json(StatusCode::INTERNAL_SERVER_ERROR, &err, correlation_id)
         }
+        Ok(Called::Raw(reply)) if reply.exception => {
+            let body = match rmi_exception(&reply.payload) {
+                Some(restored) => restored.to_string().into(),
+                None => reply.payload,
+            };
+            gateway.called(StatusCode::INTERNAL_SERVER_ERROR, body, correlation_id)
+        }
+        Ok(Called::Raw(reply)) => gateway.called(StatusCode::OK, reply.payload, correlation_id),
         Ok(Called::Nothing) => gateway.called(StatusCode::OK, "", correlation_id),
         Err(err) => {
             tracing::debug!(%name, %method, error = %err, "call through the gateway failed");
@@ -385,6 +404,33 @@ async fn call(
             )
         }
     }
+}
+
+/// An rmi daemon's exception, in Pyro's JSON form, as the browser should see it: under its
+/// own class and message (an rmi daemon sends a class Python could not rebuild as a
+/// `builtins.RuntimeError` whose message starts with the class, for Pyro clients that would
+/// otherwise fail to read it), without rmi's own attributes (`_rmiKind`, `_rmiCall`,
+/// `_rmiClass`); `_pyroTraceback` stays, as Pyro's daemons send theirs. `None` for anything
+/// else (a Python daemon's exception goes on as it came).
+fn rmi_exception(payload: &[u8]) -> Option<Value> {
+    let mut exception: Value = serde_json::from_slice(payload).ok()?;
+    let attributes = exception.get_mut("attributes")?.as_object_mut()?;
+    attributes.get("_rmiKind")?;
+    let class = attributes
+        .get("_rmiClass")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    attributes.retain(|name, _| !name.starts_with("_rmi"));
+    if let Some(class) = class {
+        let prefix = format!("{class}: ");
+        if let Some(Value::String(message)) = exception.pointer_mut("/args/0") {
+            if let Some(own) = message.strip_prefix(&prefix) {
+                *message = own.to_owned();
+            }
+        }
+        exception["__class__"] = Value::String(class);
+    }
+    Some(exception)
 }
 
 /// What a call through the gateway answered.

@@ -44,6 +44,9 @@ pub trait Greeter {
     async fn sleep(&self, ms: String) -> u64;
     /// Values JSON's parsers mostly refuse, as Python's json writes them.
     async fn extremes(&self) -> (f64, f64, u128, i128);
+    /// Fails with an error of a Rust class, with a cause.
+    #[rmi(raises)]
+    async fn withdraw(&self, amount: String) -> Result<u32, RemoteError>;
 }
 
 #[derive(Default)]
@@ -107,6 +110,16 @@ impl Greeter for Arc<Greeting> {
 
     async fn extremes(&self) -> (f64, f64, u128, i128) {
         (f64::NAN, f64::NEG_INFINITY, u128::MAX, i128::MIN)
+    }
+
+    async fn withdraw(&self, amount: String) -> Result<u32, RemoteError> {
+        let mut err = RemoteError::new(
+            rmi::RemoteErrorKind::Other,
+            "bank::Overdrawn",
+            format!("cannot withdraw {amount}"),
+        );
+        err.chain.push("balance is 0".into());
+        Err(err)
     }
 }
 
@@ -341,6 +354,21 @@ async fn errors_are_pyro_s_json_exceptions_and_the_rules_refuse_what_they_should
     assert_eq!(err["__class__"], "builtins.ValueError");
     assert_eq!(err["__exception__"], true);
     assert_eq!(err["args"], json!(["no reason"]));
+    assert_eq!(answer.header("x-content-type-options"), Some("nosniff"));
+    // An error of a Rust class: its own class and message (a Pyro client sees a RuntimeError
+    // naming it), its causes in Pyro's `_pyroTraceback`, none of rmi's own attributes.
+    let answer = request(port, "GET", "/pyro/http.greeter/withdraw?amount=5", &key).await;
+    assert_eq!(answer.status, 500, "{answer:?}");
+    let err = answer.json();
+    assert_eq!(err["__class__"], "bank::Overdrawn", "{err}");
+    assert_eq!(err["args"], json!(["cannot withdraw 5"]));
+    let attributes = err["attributes"].as_object().unwrap();
+    assert_eq!(
+        attributes.keys().collect::<Vec<_>>(),
+        ["_pyroTraceback"],
+        "{err}"
+    );
+    assert!(err.to_string().contains("balance is 0"), "{err}");
     // Wrong arguments, an unknown method, an unknown name: 500, each its class.
     let answer = request(port, "GET", "/pyro/http.greeter/welcomeMessage?nom=x", &key).await;
     assert_eq!(answer.exception(), (500, "builtins.TypeError".to_owned()));
@@ -671,6 +699,46 @@ async fn spawn_gateway(
         .unwrap_or_else(|| panic!("{first:?}"));
     let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();
     Ok((support::ChildGuard(child), port))
+}
+
+/// Settings with TLS reach an object on a Unix socket too, without TLS (which runs over TCP
+/// only), as the library's own dialing does.
+#[tokio::test]
+async fn a_gateway_with_tls_reaches_objects_on_a_unix_socket() {
+    let world = world().await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = rmi::Daemon::builder()
+        .bind_unix(dir.path().join("objects.sock"))
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(GreeterServer::new(Arc::new(Greeting::default())))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let names = names_of(&world.ns).await;
+    names.register("http.local", &uri).await.unwrap();
+    let tls = rmi::rustls::ClientConfig::builder()
+        .with_root_certificates(rmi::rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let security = rmi_cli::client::Security {
+        tls: Some(Arc::new(tls)),
+        ..Default::default()
+    };
+    let port = serve(rmi_cli::gateway::Gateway::new(names).security(security)).await;
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.local/welcomeMessage?name=Unix",
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json(), json!("Hi welcome Unix"));
+    daemon.shutdown();
+    world.daemon.shutdown();
 }
 
 /// A deployment behind a shared secret (the name server's and the daemons'): the gateway

@@ -803,19 +803,20 @@ async fn the_tools_read_pyros_environment_variables_too() {
             .to_string()
     };
     let port = unused_port();
-    // rmi-ns takes its host and port from Pyro's variables.
+    // rmi-ns takes its host and port from Pyro's variables (a loopback address that is not
+    // the default, so that the host is seen to be read).
     let (_ns, lines) = spawn_rmi_ns_with(
         &["--nobc"],
-        &[("PYRO_NS_HOST", "127.0.0.1"), ("PYRO_NS_PORT", &port)],
+        &[("PYRO_NS_HOST", "127.0.0.2"), ("PYRO_NS_PORT", &port)],
         1,
     );
     assert!(
-        lines[0].starts_with(&format!("NS running on 127.0.0.1:{port}")),
+        lines[0].starts_with(&format!("NS running on 127.0.0.2:{port}")),
         "{lines:?}"
     );
-    // rmi-nsc finds it through them, with no flag.
+    // rmi-nsc finds it through them, with no flag (nothing listens on 127.0.0.1 there).
     let pyro = [
-        ("PYRO_NS_HOST", "127.0.0.1"),
+        ("PYRO_NS_HOST", "127.0.0.2"),
         ("PYRO_NS_PORT", port.as_str()),
     ];
     let (ok, out) = nsc(&["-x", "ping"], &pyro);

@@ -726,6 +726,11 @@ async fn ns_environment_child_entry() {
         .await
         .expect("from_env found the name server through PYRO_NS_HOST/PYRO_NS_PORT");
     assert_eq!(found.uri(), &ours);
+    // The host is read too: nothing listens on 127.0.0.2.
+    std::env::set_var("PYRO_NS_HOST", "127.0.0.2");
+    let elsewhere = NsLocator::from_env().unwrap().no_broadcast().locate().await;
+    assert!(elsewhere.is_err(), "PYRO_NS_HOST was not read");
+    std::env::set_var("PYRO_NS_HOST", "127.0.0.1");
     std::env::set_var("RMI_NS_PORT", unused_port().to_string());
     let elsewhere = NsLocator::from_env().unwrap().no_broadcast().locate().await;
     assert!(elsewhere.is_err(), "PYRO_NS_PORT beat RMI_NS_PORT");

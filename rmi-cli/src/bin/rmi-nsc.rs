@@ -440,7 +440,7 @@ async fn connect(args: &Args, security: Security) -> Result<NameServerProxy, rmi
             location: rmi::Location::Unix(path.to_string_lossy().into_owned()),
         };
         // No TLS over a Unix socket (`parse` leaves none with `-u`).
-        let builder = security.proxy(rmi::Proxy::builder(uri));
+        let builder = security.proxy(uri);
         return Ok(NameServerProxy::from_proxy(builder.connect().await?));
     }
     let mut locator = NsLocator::new().port(args.port);

@@ -155,7 +155,7 @@ pub(crate) fn port_of(line: &str) -> u16 {
 
 /// The environment variables the tools read: cleared in every child, so a developer's own
 /// settings cannot change what a test sees.
-const TOOL_ENV: [&str; 21] = [
+const TOOL_ENV: [&str; 22] = [
     "RMI_NS_HOST",
     "RMI_NS_PORT",
     "RMI_NS_UNIXSOCKET",
@@ -171,6 +171,7 @@ const TOOL_ENV: [&str; 21] = [
     "PYRO_NS_BCPORT",
     "PYRO_NS_AUTOCLEAN",
     "RMI_NS_AUTOCLEAN",
+    "RMI_GATEWAY_KEY",
     "RMI_NS_TLS_CA",
     "RMI_NS_TLS_CERT",
     "RMI_NS_TLS_KEY",
