@@ -171,8 +171,33 @@ async fn greeting_examples_with(
     // removes only what still points at this server.
     let other: rmi::Uri = "PYRO:other@127.0.0.1:4000".parse().unwrap();
     ns.register("server.tagged", &other).await.unwrap();
+    // A registration cut short (its caller gave up once the request was out) that reached
+    // the name server is removed at the clean shutdown too: a plain name never expires.
+    {
+        use futures_util::FutureExt;
+        let mut cut = Box::pin(names.register("server.cut", &uri));
+        // Polled once: its request is written, then it is dropped. (Rarely, the name server
+        // answers within that one poll, and the registration is whole: removed all the same.)
+        if let Some(done) = (&mut cut).now_or_never() {
+            done.unwrap();
+            println!("the registration was answered in its first poll");
+        }
+    }
+    let mut arrived = false;
+    for _ in 0..100 {
+        if ns.lookup("server.cut").await.is_ok() {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        arrived,
+        "the cut-short registration never reached the name server"
+    );
     daemon.shutdown();
-    assert_eq!(names.revoke().await.unwrap(), 1);
+    assert_eq!(names.revoke().await.unwrap(), 2);
+    assert!(ns.lookup("server.cut").await.is_err(), "left behind");
     let err = ns.lookup("server").await.unwrap_err();
     assert!(
         matches!(&err, Error::Resolve(m) if m.contains("unknown name")),
