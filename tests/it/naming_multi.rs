@@ -16,7 +16,7 @@ use rmi::naming::{
 };
 use rmi::{Daemon, Uri};
 
-use crate::support::{spawn_child_daemon, ChildGuard, LabProxy, Relay};
+use crate::support::{spawn_child_daemon, ChildGuard, HeldRelay, LabProxy, Relay};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -936,52 +936,6 @@ async fn unregistering_a_leased_name_takes_only_the_holders_own_entry() {
     lease_a.register("left.mine", &uri_a).await.unwrap();
     assert!(lease_a.unregister("left.mine").await.unwrap());
     assert!(names.lookup("left.mine").await.is_err());
-}
-
-/// A TCP relay to a name server whose answers can be held back: while held, what the name
-/// server sends waits in the relay (what clients send goes through).
-struct HeldRelay {
-    port: u16,
-    held: tokio::sync::watch::Sender<bool>,
-}
-
-impl HeldRelay {
-    async fn start(target: u16) -> HeldRelay {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (held, watch) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let mut watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                    else {
-                        return;
-                    };
-                    let (mut from_client, mut to_client) = client.into_split();
-                    let (mut from_ns, mut to_ns) = upstream.into_split();
-                    let up = tokio::io::copy(&mut from_client, &mut to_ns);
-                    let down = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(n @ 1..) = from_ns.read(&mut buf).await {
-                            if watch.wait_for(|held| !held).await.is_err()
-                                || to_client.write_all(&buf[..n]).await.is_err()
-                            {
-                                break;
-                            }
-                        }
-                    };
-                    let _ = tokio::join!(up, down);
-                });
-            }
-        });
-        HeldRelay { port, held }
-    }
-
-    fn hold(&self, held: bool) {
-        self.held.send_replace(held);
-    }
 }
 
 /// A lazy proxy (it dials on its first call) to `uri`, resolving through `resolver`.

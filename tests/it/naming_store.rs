@@ -11,7 +11,7 @@ use rmi::naming::registry::{Change, Watch};
 use rmi::naming::{Limits, NameServer, NameServerHandle, NameServerProxy, Storage};
 use rmi::{Error, Uri};
 
-use crate::support::{start_daemon, ChildGuard, GreeterServer, GreetingMaker};
+use crate::support::{start_daemon, ChildGuard, GreeterServer, GreetingMaker, HeldRelay};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -577,39 +577,21 @@ async fn quotas_refuse_with_a_clear_error_and_the_name_server_keeps_serving() {
 #[tokio::test]
 async fn a_holder_dropped_while_its_keeper_grants_a_lease_leaves_none_behind() {
     let ttl = Duration::from_secs(3);
-    let ns = NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .limits(Limits {
-            max_leases: 1,
-            ..Limits::default()
-        })
-        .start()
-        .await
-        .unwrap();
-    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
-    let port = match names.uri().location() {
-        Some(rmi::Location::Tcp { port, .. }) => *port,
-        other => panic!("not a TCP location: {other:?}"),
-    };
-    let gate = GrantGate::start(port).await;
-    let via = NameServerProxy::connect(format!("PYRO:Pyro.NameServer@127.0.0.1:{}", gate.port))
-        .await
-        .unwrap();
+    let (_ns, names, gate, via) = one_lease_behind_a_relay().await;
     let held = via.lease(ttl).await.unwrap();
     let (_daemon, uri, _) = start_daemon().await;
     held.register("gated", &uri).await.unwrap();
-    // The next grant's answer waits in the gate. The lease is lost: the keeper's next round
+    // The next grant's answer waits in the relay. The lease is lost: the keeper's next round
     // (a third of the TTL) finds it gone and asks for a new one.
-    gate.arm();
+    gate.hold_after(ASKING);
     let lost = held.lease().unwrap();
     names.api().lease_revoke(lost.0).await.unwrap();
     until("the keeper asks for a new lease", || async {
-        gate.granting()
+        gate.holding()
     })
     .await;
     drop(held);
-    gate.release();
+    gate.hold(false);
     // The grant went through on the name server; its lease must go now, not in `ttl`.
     a_lease_is_free_soon(&names, ttl).await;
 }
@@ -619,7 +601,42 @@ async fn a_holder_dropped_while_its_keeper_grants_a_lease_leaves_none_behind() {
 #[tokio::test]
 async fn a_lease_asked_for_and_given_up_on_leaves_none_behind() {
     let ttl = Duration::from_secs(3);
-    let ns = NameServer::builder()
+    let (_ns, names, gate, via) = one_lease_behind_a_relay().await;
+    gate.hold_after(ASKING);
+    let given_up = tokio::time::timeout(Duration::from_millis(300), via.lease(ttl)).await;
+    assert!(given_up.is_err(), "the grant's answer was not held");
+    assert!(gate.holding());
+    gate.hold(false);
+    a_lease_is_free_soon(&names, ttl).await;
+}
+
+/// What a request asking for a lease contains (the method's name, as bincode writes it).
+const ASKING: &[u8] = b"lease_grant";
+
+/// A name server that grants one lease at a time (`max_leases` 1); a proxy to it; a relay to
+/// it that can hold its answers; and a proxy through the relay.
+async fn one_lease_behind_a_relay() -> (
+    NameServerHandle,
+    NameServerProxy,
+    HeldRelay,
+    NameServerProxy,
+) {
+    let ns = one_lease_name_server().await;
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let port = match names.uri().location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("not a TCP location: {other:?}"),
+    };
+    let relay = HeldRelay::start(port).await;
+    let via = NameServerProxy::connect(format!("PYRO:Pyro.NameServer@127.0.0.1:{}", relay.port))
+        .await
+        .unwrap();
+    (ns, names, relay, via)
+}
+
+/// A name server on 127.0.0.1:0 that grants one lease at a time (`max_leases` 1).
+async fn one_lease_name_server() -> NameServerHandle {
+    NameServer::builder()
         .port(0)
         .no_broadcast()
         .limits(Limits {
@@ -628,22 +645,7 @@ async fn a_lease_asked_for_and_given_up_on_leaves_none_behind() {
         })
         .start()
         .await
-        .unwrap();
-    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
-    let port = match names.uri().location() {
-        Some(rmi::Location::Tcp { port, .. }) => *port,
-        other => panic!("not a TCP location: {other:?}"),
-    };
-    let gate = GrantGate::start(port).await;
-    let via = NameServerProxy::connect(format!("PYRO:Pyro.NameServer@127.0.0.1:{}", gate.port))
-        .await
-        .unwrap();
-    gate.arm();
-    let given_up = tokio::time::timeout(Duration::from_millis(300), via.lease(ttl)).await;
-    assert!(given_up.is_err(), "the grant's answer was not held");
-    assert!(gate.granting());
-    gate.release();
-    a_lease_is_free_soon(&names, ttl).await;
+        .unwrap()
 }
 
 /// Waits until `names` can be granted a lease (with `max_leases` 1: until the one granted
@@ -668,16 +670,7 @@ async fn a_lease_is_free_soon(names: &NameServerProxy, ttl: Duration) {
 /// and its name is back.
 #[tokio::test]
 async fn a_lost_lease_not_yet_replaced_is_not_reported_as_held() {
-    let ns = NameServer::builder()
-        .port(0)
-        .no_broadcast()
-        .limits(Limits {
-            max_leases: 1,
-            ..Limits::default()
-        })
-        .start()
-        .await
-        .unwrap();
+    let ns = one_lease_name_server().await;
     let names = NameServerProxy::connect(ns.uri()).await.unwrap();
     // Kept alive every second: the keeper's round is unlikely to fall between the revoke and
     // the other client's grant, which must take the one lease there is.
@@ -701,91 +694,6 @@ async fn a_lost_lease_not_yet_replaced_is_not_reported_as_held() {
     let now = held.lease().expect("a lease again");
     assert_ne!(now, lost);
     assert_eq!(names.lookup("crowded").await.unwrap(), uri);
-}
-
-/// A TCP relay to a name server that, once armed, holds back everything the name server
-/// sends after a client asked for `lease_grant`, until released.
-struct GrantGate {
-    port: u16,
-    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    granting: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    released: tokio::sync::watch::Sender<bool>,
-}
-
-/// What a request asking for a lease contains (the method's name, as bincode writes it).
-const ASKING: &[u8] = b"lease_grant";
-
-impl GrantGate {
-    async fn start(target: u16) -> GrantGate {
-        use std::sync::atomic::Ordering::SeqCst;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gate = GrantGate {
-            port: listener.local_addr().unwrap().port(),
-            armed: Default::default(),
-            granting: Default::default(),
-            released: tokio::sync::watch::Sender::new(false),
-        };
-        let (armed, granting, released) = (
-            gate.armed.clone(),
-            gate.granting.clone(),
-            gate.released.clone(),
-        );
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (armed, granting) = (armed.clone(), granting.clone());
-                let mut released = released.subscribe();
-                tokio::spawn(async move {
-                    let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                    else {
-                        return;
-                    };
-                    let (mut from_client, mut to_client) = client.into_split();
-                    let (mut from_ns, mut to_ns) = upstream.into_split();
-                    let up = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
-                            let asks = buf[..n].windows(ASKING.len()).any(|w| w == ASKING);
-                            if asks && armed.load(SeqCst) {
-                                granting.store(true, SeqCst);
-                            }
-                            if to_ns.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    let down = async {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(n @ 1..) = from_ns.read(&mut buf).await {
-                            if granting.load(SeqCst)
-                                && released.wait_for(|released| *released).await.is_err()
-                            {
-                                break;
-                            }
-                            if to_client.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    };
-                    tokio::join!(up, down);
-                });
-            }
-        });
-        gate
-    }
-
-    fn arm(&self) {
-        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Whether a `lease_grant` has gone through the armed gate.
-    fn granting(&self) -> bool {
-        self.granting.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn release(&self) {
-        self.released.send_replace(true);
-    }
 }
 
 /// Starts a name server on `port`, retrying while the old one's port is still being released.

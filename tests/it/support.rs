@@ -707,6 +707,91 @@ impl Relay {
     }
 }
 
+/// A TCP relay to a name server whose answers can be held back: while held, what the name
+/// server sends waits in the relay (what clients send goes through). Held by hand
+/// ([`hold`](Self::hold)), or from the first request that contains given bytes
+/// ([`hold_after`](Self::hold_after)): a method's name, as bincode writes it.
+pub(crate) struct HeldRelay {
+    pub(crate) port: u16,
+    held: tokio::sync::watch::Sender<bool>,
+    /// Bytes whose sight holds the answers (set by `hold_after`).
+    trigger: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
+impl HeldRelay {
+    pub(crate) async fn start(target: u16) -> HeldRelay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = HeldRelay {
+            port: listener.local_addr().unwrap().port(),
+            held: tokio::sync::watch::Sender::new(false),
+            trigger: Default::default(),
+        };
+        let (held, trigger) = (relay.held.clone(), relay.trigger.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (held, trigger) = (held.clone(), trigger.clone());
+                tokio::spawn(async move {
+                    let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_ns, mut to_ns) = upstream.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                            // Held before the request goes on: its answer cannot slip past.
+                            // Once: the trigger is spent.
+                            {
+                                let mut trigger = trigger.lock().unwrap();
+                                let seen = trigger.as_ref().is_some_and(|t| {
+                                    buf[..n].windows(t.len()).any(|w| w == t.as_slice())
+                                });
+                                if seen {
+                                    *trigger = None;
+                                    held.send_replace(true);
+                                }
+                            }
+                            if to_ns.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let mut watch = held.subscribe();
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from_ns.read(&mut buf).await {
+                            if watch.wait_for(|held| !held).await.is_err()
+                                || to_client.write_all(&buf[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        relay
+    }
+
+    /// Holds the answers (true) or lets them go, those held so far first (false).
+    pub(crate) fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+    }
+
+    /// Holds the answers from the next request that contains `bytes` on (once).
+    pub(crate) fn hold_after(&self, bytes: &[u8]) {
+        *self.trigger.lock().unwrap() = Some(bytes.to_vec());
+    }
+
+    /// Whether the answers are held.
+    pub(crate) fn holding(&self) -> bool {
+        *self.held.borrow()
+    }
+}
+
 /// Shuts `daemon` down and checks that `serving` (its `serve()`) returns within `bound`, and
 /// returns `Ok`.
 pub(crate) async fn shut_down_within(
