@@ -203,6 +203,16 @@ async fn sqlite_keeps_every_answered_registration_through_kill_9_mid_burst() {
             })
         });
         let burst: Vec<_> = burst.collect();
+        // The burst under way (its first answer in: on a loaded machine the first takes a
+        // while, the file's creation among it), then `after_ms` more of it.
+        let started = std::time::Instant::now();
+        while answered.lock().unwrap().is_empty() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "round {round}: no registration answered in 20 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
         ns.kill_9();
         for client in burst {
