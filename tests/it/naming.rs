@@ -1330,6 +1330,29 @@ async fn serve_simple_stopped_while_finding_its_name_server_ends_at_once() {
     // Its daemon is closed: nothing listens on its port any more.
     let refused = tokio::net::TcpStream::connect(("127.0.0.1", daemon_port)).await;
     assert!(refused.is_err(), "the daemon still listens");
+    // A daemon passed in is shut down too, as at the end of serving: serving it now ends at
+    // once (a handle to it kept here, so that it is not merely dropped).
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let stopped = rmi::naming::ServeSimple::new()
+        .daemon(daemon.clone())
+        .object(GreeterServer::new(GreetingMaker), "example.never")
+        .name_server(
+            NsLocator::new()
+                .host("127.0.0.1")
+                .port(port)
+                .no_broadcast()
+                .connect_timeout(Duration::from_secs(60)),
+        )
+        .quiet()
+        .run_until(tokio::time::sleep(Duration::from_millis(100)));
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("still finding its name server 10 s after the stop")
+        .expect("a stop is not an error");
+    tokio::time::timeout(Duration::from_secs(5), daemon.serve())
+        .await
+        .expect("the daemon passed in was not shut down: it serves")
+        .unwrap();
 }
 
 /// At its stop, `serveSimple` removes the names while the daemon still answers, then lets the

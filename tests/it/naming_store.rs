@@ -610,6 +610,31 @@ async fn a_lease_asked_for_and_given_up_on_leaves_none_behind() {
     a_lease_is_free_soon(&names, ttl).await;
 }
 
+/// A `register` that finds the lease lost and cannot get another (the name server holds its
+/// `max_leases`) fails, and the holder no longer reports the lost lease as held (before its
+/// keeper's next round, ten seconds away).
+#[tokio::test]
+async fn a_register_that_cannot_replace_a_lost_lease_leaves_none_reported() {
+    let ns = one_lease_name_server().await;
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let held = names.lease(Duration::from_secs(30)).await.unwrap();
+    let lost = held.lease().unwrap();
+    names.api().lease_revoke(lost.0).await.unwrap();
+    let squatter = names.api().lease_grant(60_000).await.unwrap();
+    let (_daemon, uri, _) = start_daemon().await;
+    let err = held.register("late", &uri).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Resolve(m) if m.contains("max_leases")),
+        "{err}"
+    );
+    assert_eq!(held.lease(), None, "the lost lease is still reported");
+    // Once a lease is free, the next register gets one.
+    names.api().lease_revoke(squatter).await.unwrap();
+    held.register("late", &uri).await.unwrap();
+    assert!(held.lease().is_some_and(|now| now != lost));
+    assert_eq!(names.lookup("late").await.unwrap(), uri);
+}
+
 /// What a request asking for a lease contains (the method's name, as bincode writes it).
 const ASKING: &[u8] = b"lease_grant";
 
