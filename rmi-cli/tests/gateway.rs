@@ -123,6 +123,18 @@ impl Greeter for Arc<Greeting> {
     }
 }
 
+/// Registers a fresh greeter in `daemon` and serves the daemon in a task; returns its URI.
+fn serve_greeter(daemon: &rmi::Daemon) -> rmi::Uri {
+    let uri = daemon
+        .register(GreeterServer::new(Arc::new(Greeting::default())))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    uri
+}
+
 /// A name server, a daemon with the greeter under `http.greeter` and `private.greeter`.
 struct World {
     ns: rmi::naming::NameServerHandle,
@@ -711,13 +723,7 @@ async fn a_gateway_with_tls_reaches_objects_on_a_unix_socket() {
         .bind_unix(dir.path().join("objects.sock"))
         .await
         .unwrap();
-    let uri = daemon
-        .register(GreeterServer::new(Arc::new(Greeting::default())))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let uri = serve_greeter(&daemon);
     let names = names_of(&world.ns).await;
     names.register("http.local", &uri).await.unwrap();
     let tls = rmi::rustls::ClientConfig::builder()
@@ -760,13 +766,7 @@ async fn rmi_httpgateway_reaches_a_name_server_and_daemons_behind_a_shared_secre
         .bind("127.0.0.1:0")
         .await
         .unwrap();
-    let uri = daemon
-        .register(GreeterServer::new(Arc::new(Greeting::default())))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let uri = serve_greeter(&daemon);
     let names = rmi::naming::NameServerProxy::from_proxy(
         rmi::Proxy::builder(ns.uri().clone())
             .shared_secret(secret.clone())
