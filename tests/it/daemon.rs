@@ -171,6 +171,52 @@ async fn lab_with_grace(
     (daemon, lab, serving)
 }
 
+/// A daemon bound but never served, shut down while its handle lives on: its socket is closed
+/// at once, so clients are refused instead of waiting in the listen backlog for an answer that
+/// never comes; serving it afterwards returns at once, and only once.
+#[tokio::test]
+async fn a_daemon_shut_down_before_serving_closes_its_socket_at_once() {
+    let daemon = Daemon::bind_default().await.unwrap();
+    let uri = daemon.register(GreeterServer::new(GreetingMaker)).unwrap();
+    let addr = daemon.local_addr().unwrap();
+    daemon.shutdown();
+    let connect =
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .expect("a connect to a closed socket is answered at once");
+    let err = connect.expect_err("nothing listens after the shutdown");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
+    let err = tokio::time::timeout(Duration::from_secs(5), GreeterProxy::connect(&uri))
+        .await
+        .expect("a proxy fails at once")
+        .unwrap_err();
+    assert!(err.is_communication(), "{err}");
+    tokio::time::timeout(Duration::from_secs(5), daemon.serve())
+        .await
+        .expect("serving a shut-down daemon returns at once")
+        .unwrap();
+    assert!(matches!(
+        daemon.serve().await.unwrap_err(),
+        Error::Closed(_)
+    ));
+}
+
+/// The same for a Unix-socket daemon: its socket file is removed at the shutdown.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_unix_daemon_shut_down_before_serving_removes_its_socket_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let daemon = Daemon::builder().bind_unix(&path).await.unwrap();
+    assert!(path.exists());
+    daemon.shutdown();
+    assert!(
+        !path.exists(),
+        "the socket file is gone once the daemon is shut down"
+    );
+    daemon.serve().await.unwrap();
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
     let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::handshake::ValidateHandshake;
 use super::hooks::{CallErrorHook, ClientGone, DisconnectHook, FailedCall};
-use super::listener::Listener;
+use super::listener::{Listener, ListenerSlot};
 use super::registration::{Entry, Registration};
 use super::{object, streams, Daemon, Inner};
 use crate::error::Error;
@@ -599,7 +599,7 @@ impl DaemonBuilder {
         });
         Daemon {
             inner,
-            listener: Arc::new(Mutex::new(Some(listener))),
+            listener: Arc::new(Mutex::new(ListenerSlot::Bound(listener))),
         }
     }
 }

@@ -40,6 +40,16 @@ impl Listener {
     }
 }
 
+/// Where a daemon's listening socket is in its life.
+pub(super) enum ListenerSlot {
+    /// Bound, not yet served.
+    Bound(Listener),
+    /// Shut down before it was served: the socket is closed.
+    ShutDown,
+    /// Taken by `serve`.
+    Served,
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         #[cfg(unix)]
@@ -53,10 +63,39 @@ impl Daemon {
     /// Accepts connections and serves calls until [`shutdown`](Self::shutdown), then waits up
     /// to the grace period for running calls and returns.
     pub async fn serve(&self) -> Result<(), Error> {
-        let listener =
-            self.listener.lock().take().ok_or_else(|| {
-                Error::Closed("this daemon is already serving or has served".into())
-            })?;
+        let slot = std::mem::replace(&mut *self.listener.lock(), ListenerSlot::Served);
+        let inner = &self.inner;
+        match slot {
+            ListenerSlot::Bound(listener) => self.accept_until_shutdown(listener).await,
+            // Shut down before serving: nothing was accepted; the ending below still closes
+            // whatever `serve_stream` started.
+            ListenerSlot::ShutDown => {}
+            ListenerSlot::Served => {
+                return Err(Error::Closed(
+                    "this daemon is already serving or has served".into(),
+                ))
+            }
+        }
+        inner.tasks.close();
+        // Open streams end first: a read waiting for an item answers "item stream terminated"
+        // now, instead of holding the shutdown for the grace period and losing its reply.
+        inner.streams.clear();
+        if tokio::time::timeout(inner.config.grace_period, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; dropping calls still running");
+            inner.abort.raise();
+            inner.tasks.wait().await;
+        }
+        inner.streams.clear();
+        tracing::info!(location = %inner.bound, "daemon stopped");
+        Ok(())
+    }
+
+    /// The accept loop: a task per connection, until [`shutdown`](Self::shutdown). The
+    /// socket is closed on return.
+    async fn accept_until_shutdown(&self, listener: Listener) {
         let inner = &self.inner;
         tracing::info!(location = %inner.bound, "daemon serving");
         let mut shutdown = inner.shutdown.wait();
@@ -95,22 +134,6 @@ impl Daemon {
                 },
             }
         }
-        drop(listener);
-        inner.tasks.close();
-        // Open streams end first: a read waiting for an item answers "item stream terminated"
-        // now, instead of holding the shutdown for the grace period and losing its reply.
-        inner.streams.clear();
-        if tokio::time::timeout(inner.config.grace_period, inner.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over; dropping calls still running");
-            inner.abort.raise();
-            inner.tasks.wait().await;
-        }
-        inner.streams.clear();
-        tracing::info!(location = %inner.bound, "daemon stopped");
-        Ok(())
     }
 
     /// Serves one already accepted stream (any transport) until it closes or the daemon shuts down.

@@ -62,7 +62,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::Error;
 use crate::protocol::frame::{self, Message, MessageType};
 use crate::uri::{Location, Uri};
-use listener::Listener;
+use listener::ListenerSlot;
 use registration::Entry;
 
 /// Serves registered objects. Cheap to clone; clones are the same daemon.
@@ -78,8 +78,8 @@ use registration::Entry;
 #[derive(Clone)]
 pub struct Daemon {
     inner: Arc<Inner>,
-    /// The listener until `serve` takes it.
-    listener: Arc<Mutex<Option<Listener>>>,
+    /// The listening socket until `serve` takes it or a shutdown closes it.
+    listener: Arc<Mutex<ListenerSlot>>,
 }
 
 struct Inner {
@@ -186,9 +186,15 @@ impl Daemon {
     }
 
     /// Asks [`serve`](Self::serve) to stop: no new connections or requests; running calls get
-    /// the grace period to finish.
+    /// the grace period to finish. A daemon not yet serving closes its listening socket now
+    /// (connections are refused, not left waiting in the backlog); serving it afterwards
+    /// returns at once.
     pub fn shutdown(&self) {
         self.inner.shutdown.raise();
+        let mut slot = self.listener.lock();
+        if matches!(*slot, ListenerSlot::Bound(_)) {
+            *slot = ListenerSlot::ShutDown;
+        }
     }
 }
 
