@@ -9,8 +9,8 @@ use rmi::{Error, Serializer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    assert_serving, connect_handshake, dial, eventually, invoke_frame, spawn_child_daemon_with,
-    spawn_idle_flood, LabProxy,
+    assert_serving, connect_handshake, connect_message, dial, eventually, invoke_frame,
+    spawn_child_daemon_with, spawn_idle_flood, LabProxy,
 };
 
 /// Child settings that keep the handshake and frame timeouts (60 s) out of the way, so only
@@ -68,6 +68,91 @@ async fn a_slowloris_client_is_cut_off_by_frame_timeout() {
         bytes.len()
     );
     assert_serving(&mut child, &uri).await;
+}
+
+/// T-CONN-1 at the test plan's scale: 1,000 slowloris connections at once, half dripping their
+/// CONNECT and half an INVOKE after a real handshake, a byte every 250 ms. Each is closed at its
+/// deadline (2 s) without having sent its message, and a healthy client's calls made
+/// meanwhile are all answered. Its p99 is printed beside the quiet one, not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_slowloris_connections_are_all_cut_off_while_a_healthy_client_is_served() {
+    const SLOW: usize = 1_000;
+    const DEADLINE: Duration = Duration::from_secs(2);
+    let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=2000;handshake_ms=2000");
+    let object = uri.object().unwrap().to_owned();
+    let healthy = LabProxy::connect(&uri).await.unwrap();
+    let p99 = |proxy: LabProxy| async move {
+        let mut took = Vec::with_capacity(300);
+        for i in 0..300u32 {
+            let started = Instant::now();
+            let (a, _, s) = proxy.echo(i, 0, "ok".into()).await.expect("a healthy call");
+            took.push(started.elapsed());
+            assert_eq!((a, s.as_str()), (i, "ok"));
+        }
+        took.sort();
+        took[took.len() * 99 / 100]
+    };
+    let quiet = p99(healthy.clone()).await;
+
+    let handshakes = futures_util::future::join_all((0..SLOW / 2).map(|_| async {
+        let mut s = dial(&uri).await;
+        connect_handshake(&mut s, &object).await;
+        s
+    }))
+    .await;
+    let connect = connect_message(&object).to_bytes().to_vec();
+    let invoke = invoke_frame(&object, "echo", &(1u32, 2u32, "x".repeat(200)), 1, 0);
+    let mut slow = Vec::with_capacity(SLOW);
+    for s in handshakes {
+        slow.push(tokio::spawn(drip(s, invoke.clone())));
+    }
+    for _ in 0..SLOW / 2 {
+        slow.push(tokio::spawn(drip(dial(&uri).await, connect.clone())));
+    }
+    let attacked = p99(healthy.clone()).await;
+
+    let mut longest = Duration::ZERO;
+    for (i, task) in slow.into_iter().enumerate() {
+        let (closed, sent, of) = task.await.unwrap();
+        let closed = closed.unwrap_or_else(|| panic!("slow connection {i} was never closed"));
+        assert!(
+            sent < of,
+            "slow connection {i} finished its message ({sent} of {of} bytes)"
+        );
+        longest = longest.max(closed);
+    }
+    println!(
+        "{SLOW} slowloris connections (deadline {DEADLINE:?}): the last closed {longest:?} after \
+         its first byte; healthy p99 {attacked:?} under attack, {quiet:?} quiet ({:.1}×)",
+        attacked.as_secs_f64() / quiet.as_secs_f64()
+    );
+    assert_serving(&mut child, &uri).await;
+}
+
+/// Sends `message` a byte every 250 ms until the peer closes the connection. Returns how long
+/// after the first byte it was closed (`None`: still open after 30 s), and how many bytes of
+/// how many went.
+async fn drip(stream: tokio::net::TcpStream, message: Vec<u8>) -> (Option<Duration>, usize, usize) {
+    let (mut reader, mut writer) = stream.into_split();
+    let started = Instant::now();
+    let mut sent = 0;
+    let dripping = async {
+        for b in &message {
+            if writer.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let mut rest = Vec::new();
+    let closed = tokio::select! {
+        _ = reader.read_to_end(&mut rest) => Some(started.elapsed()),
+        () = dripping => None,
+        () = tokio::time::sleep(Duration::from_secs(30)) => None,
+    };
+    (closed, sent, message.len())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
