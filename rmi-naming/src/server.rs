@@ -456,6 +456,24 @@ impl NameServer {
     }
 }
 
+/// Logs a change a client asked for, once the registry has checked it: until then its name and
+/// URI may be as large as a message (megabytes), so a refused one is logged by its error,
+/// which quotes only what passed the limits.
+fn logged<T>(
+    result: Result<T, NamingError>,
+    what: &str,
+    name: &str,
+    uri: &Uri,
+    lease: Option<u64>,
+) -> Result<T, NamingError> {
+    let lease = lease.map(LeaseId);
+    match &result {
+        Ok(_) => tracing::info!(%name, %uri, ?lease, "{what}"),
+        Err(e) => tracing::info!(error = %e.message, ?lease, "{what} refused"),
+    }
+    result
+}
+
 impl NameServerApi for NameServer {
     async fn register(
         &self,
@@ -464,11 +482,12 @@ impl NameServerApi for NameServer {
         safe: Option<Truthy>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError> {
-        tracing::info!(%name, %uri, "register");
         let (safe, metadata) = (flag(safe, false), metadata.unwrap_or_default());
-        self.registry
-            .register(&name, uri, safe, metadata, None)
-            .await
+        let result = self
+            .registry
+            .register(&name, uri.clone(), safe, metadata, None)
+            .await;
+        logged(result, "register", &name, &uri, None)
     }
 
     async fn lookup(
@@ -614,11 +633,12 @@ impl NameServerApi for NameServer {
         safe: Option<Truthy>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError> {
-        tracing::info!(%name, %uri, lease = %LeaseId(lease), "register");
         let (safe, metadata) = (flag(safe, false), metadata.unwrap_or_default());
-        self.registry
-            .register(&name, uri, safe, metadata, Some(LeaseId(lease)))
-            .await
+        let result = self
+            .registry
+            .register(&name, uri.clone(), safe, metadata, Some(LeaseId(lease)))
+            .await;
+        logged(result, "register", &name, &uri, Some(lease))
     }
 
     async fn register_shared(
@@ -628,15 +648,21 @@ impl NameServerApi for NameServer {
         lease: Option<u64>,
         metadata: Option<BTreeSet<String>>,
     ) -> Result<(), NamingError> {
-        tracing::info!(%name, %uri, lease = ?lease.map(LeaseId), "register shared");
-        self.registry
-            .register_shared(&name, uri, metadata.unwrap_or_default(), lease.map(LeaseId))
-            .await
+        let result = self
+            .registry
+            .register_shared(
+                &name,
+                uri.clone(),
+                metadata.unwrap_or_default(),
+                lease.map(LeaseId),
+            )
+            .await;
+        logged(result, "register shared", &name, &uri, lease)
     }
 
     async fn remove_shared(&self, name: String, uri: Uri) -> Result<bool, NamingError> {
-        tracing::info!(%name, %uri, "remove shared");
-        self.registry.remove_shared(&name, &uri).await
+        let result = self.registry.remove_shared(&name, &uri).await;
+        logged(result, "remove shared", &name, &uri, None)
     }
 
     async fn lookup_all(&self, name: String) -> Result<Vec<(Uri, BTreeSet<String>)>, NamingError> {

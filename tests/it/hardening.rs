@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::support::{
     assert_serving, connect_handshake, dial, spawn_child_daemon_with, start_daemon, Blob,
-    ChildGuard, LabProxy,
+    ChildGuard, LabProxy, Loud,
 };
 
 const MIB: u64 = 1024;
@@ -1035,33 +1035,10 @@ async fn the_largest_errors_are_not_answered_with_a_panic() {
     daemon.shutdown();
 }
 
-/// Counts the daemon's WARN and ERROR events and the longest text any of them carried.
-#[derive(Clone, Default)]
-struct Loud(std::sync::Arc<std::sync::Mutex<(usize, usize)>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Loud {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0 += &format!("{}={v:?} ", f.name());
-            }
-        }
-        if *event.metadata().level() > tracing::Level::WARN {
-            return;
-        }
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        let mut loud = self.0.lock().unwrap();
-        loud.0 += 1;
-        loud.1 = loud.1.max(text.0.len());
-    }
-}
-
 #[tokio::test]
 async fn failing_oneway_calls_cannot_flood_the_log() {
     use tracing_subscriber::prelude::*;
-    let loud = Loud::default();
+    let loud = Loud::at(tracing::Level::WARN);
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(loud.clone()));
     let (daemon, lab_uri, _) = start_daemon().await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rmi::naming::{NameServer, NameServerProxy, NsLocator, Truthy};
 use rmi::{Error, Uri};
 
-use crate::support::{silent_listener, start_daemon, unused_port, GreeterProxy, Relay};
+use crate::support::{silent_listener, start_daemon, unused_port, GreeterProxy, Loud, Relay};
 
 fn tags(t: &[&str]) -> BTreeSet<String> {
     t.iter().map(|s| s.to_string()).collect()
@@ -16,6 +16,41 @@ fn tags(t: &[&str]) -> BTreeSet<String> {
 
 fn uri(port: u16) -> Uri {
     Uri::tcp("obj", "127.0.0.1", port)
+}
+
+/// A client's registration of a name or URI of a megabyte is refused by the limits and logged
+/// by its refusal: the name server's log does not carry the megabyte (it did, at INFO, before
+/// the check, for every such call).
+#[tokio::test]
+async fn a_refused_registration_of_a_huge_name_does_not_flood_the_log() {
+    use tracing_subscriber::prelude::*;
+    let loud = Loud::at(tracing::Level::INFO);
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(loud.clone()));
+    let (_ns, names) = name_server().await;
+    let huge = "n".repeat(1 << 20);
+    let err = names
+        .register_with(&huge, &uri(1), false, tags(&[]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_name_len"), "{err}");
+    let far: Uri = format!("PYRONAME:{huge}").parse().unwrap();
+    let err = names
+        .register_with("ok", &far, false, tags(&[]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_uri_len"), "{err}");
+    names
+        .register_with("ok", &uri(1), false, tags(&[]))
+        .await
+        .unwrap();
+    let (events, longest) = *loud.0.lock().unwrap();
+    println!("{events} events logged, the longest {longest} bytes");
+    assert!(
+        events >= 3,
+        "the registrations were logged ({events} events)"
+    );
+    assert!(longest < 4_096, "a log line carried {longest} bytes");
 }
 
 /// A name server on 127.0.0.1:0 (no broadcast), and a proxy to it.

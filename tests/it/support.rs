@@ -812,3 +812,37 @@ pub(crate) async fn shut_down_within(
         .expect("the serving task")
         .expect("serve() returned an error");
 }
+
+/// Counts the events at `level` or above and the longest text any of them carried (installed
+/// with `tracing::subscriber::set_default` in a current-thread test, it sees the daemon's).
+#[derive(Clone)]
+pub(crate) struct Loud(
+    pub(crate) std::sync::Arc<std::sync::Mutex<(usize, usize)>>,
+    tracing::Level,
+);
+
+impl Loud {
+    /// Counting events at `level` and above.
+    pub(crate) fn at(level: tracing::Level) -> Self {
+        Loud(Default::default(), level)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Loud {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0 += &format!("{}={v:?} ", f.name());
+            }
+        }
+        if *event.metadata().level() > self.1 {
+            return;
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        let mut loud = self.0.lock().unwrap();
+        loud.0 += 1;
+        loud.1 = loud.1.max(text.0.len());
+    }
+}

@@ -632,6 +632,14 @@ impl Engine {
                 let old = s.take_name(&name);
                 if old.iter().any(|e| e.shared) {
                     tx.writes.push(Write::DeleteName(name.clone()));
+                    // A shared name's entries go one by one, as etcd reports their keys: a
+                    // watcher mirroring (name, URI) pairs drops each.
+                    for gone in &old {
+                        tx.changes.push(Change::Removed {
+                            name: name.clone(),
+                            uri: Some(gone.uri.clone()),
+                        });
+                    }
                 }
                 if let Some(lease) = entry.lease.and_then(|id| s.leases.get_mut(&id)) {
                     lease.names.insert((name.clone(), uri));

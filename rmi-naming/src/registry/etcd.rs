@@ -883,7 +883,13 @@ fn decode_entry(kv: &KeyValue) -> Option<Entry> {
 impl Store for EtcdStore {
     async fn register(&self, name: String, entry: Entry, safe: bool) -> Result<(), NamingError> {
         if name == NAME_SERVER_NAME {
-            *self.local.lock() = Some(entry);
+            // This name server's own entry, kept here: a safe registration does not replace
+            // it, as the other stores' (and Pyro's) do not.
+            let mut local = self.local.lock();
+            if safe && local.is_some() {
+                return Err(NamingError::new(format!("name already registered: {name}")));
+            }
+            *local = Some(entry);
             return Ok(());
         }
         let plain_key = self.keys.name(&name);

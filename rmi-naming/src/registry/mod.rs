@@ -427,13 +427,14 @@ impl Registry {
                 "{NAME_SERVER_NAME} cannot be registered under a lease or shared"
             )));
         }
+        let text = uri.to_string();
+        // The length first: the refusals below quote the URI.
+        self.limits.check_uri(&text)?;
         if !uri.is_direct() {
             return Err(NamingError::new(format!(
                 "only PYRO: uris can be registered, not {uri}"
             )));
         }
-        let text = uri.to_string();
-        self.limits.check_uri(&text)?;
         // A URI that arrived as Pyro's class dict was built from its parts, unchecked: one
         // whose text does not read back as itself (an object id with a space or an `@`, an
         // empty host) would be listed to no client's use and, stored, keep the SQLite store

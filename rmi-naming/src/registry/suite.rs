@@ -60,6 +60,13 @@ async fn pyro_semantics(r: Registry) {
     r.register(NAME_SERVER_NAME, uri(9), false, tags(&[]), None)
         .await
         .unwrap();
+    // The name server's own name is held like any other: a safe registration is refused.
+    let err = r
+        .register(NAME_SERVER_NAME, uri(5), true, tags(&[]), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.message, "name already registered: Pyro.NameServer");
+    assert_eq!(r.lookup(NAME_SERVER_NAME).await.unwrap().uri, uri(9));
     r.register("a", uri(1), true, tags(&["red", "big"]), None)
         .await
         .unwrap();
@@ -420,6 +427,30 @@ async fn shared_names_hold_several_entries(r: Registry) {
     r.register("svc", uri(9), false, tags(&[]), None)
         .await
         .unwrap();
+    // A watch sees each shared entry the plain registration replaced go, then the new one.
+    let mut since_second = Vec::new();
+    loop {
+        let change = next_change(&mut watch, |_| true).await;
+        match &change {
+            Change::Registered { name, entry } if name == "svc" && entry.uri == uri(2) => {
+                since_second.clear();
+            }
+            Change::Registered { name, entry } if name == "svc" && entry.uri == uri(9) => break,
+            _ => since_second.push(change),
+        }
+    }
+    let mut replaced: Vec<String> = since_second
+        .iter()
+        .map(|c| match c {
+            Change::Removed {
+                name,
+                uri: Some(uri),
+            } if name == "svc" => uri.to_string(),
+            other => panic!("only the replaced entries' removals come between: {other:?}"),
+        })
+        .collect();
+    replaced.sort();
+    assert_eq!(replaced, [uri(1).to_string(), uri(2).to_string()]);
     let all = r.lookup_all("svc").await.unwrap();
     assert_eq!(uris(&all), uri_set(&[9]));
     assert!(!all[0].shared);
