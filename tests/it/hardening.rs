@@ -932,6 +932,111 @@ async fn a_proxy_whose_slots_are_all_held_by_abandoned_calls_redials() {
 /// every call with a timeout for good.)
 #[tokio::test]
 async fn a_wedged_proxy_redials_even_when_every_caller_has_a_shorter_deadline() {
+    let (daemon, relay, lab) = lab_behind_a_relay(Some(4)).await;
+    let first = lab.connection().await.unwrap();
+    relay.blackhole();
+    let took = calls_until_a_new_connection(&lab, &relay, first).await;
+    println!(
+        "wedged proxy recovered after {took:?} (abandoned_timeout 300 ms, call timeout 100 ms)"
+    );
+    daemon.shutdown();
+}
+
+/// The same with the default `max_in_flight` (1,024): calls made one at a time, each timing
+/// out, would hold every slot only after 1,024 of them (100 s here, 17 minutes at a 1 s
+/// timeout). The connection, silent since the first was given up on, is dropped by the first
+/// call past `abandoned_timeout` (found by a review, 2026-12-06).
+#[tokio::test]
+async fn a_silent_proxy_redials_with_in_flight_slots_to_spare() {
+    let (daemon, relay, lab) = lab_behind_a_relay(None).await;
+    let first = lab.connection().await.unwrap();
+    relay.blackhole();
+    let took = calls_until_a_new_connection(&lab, &relay, first).await;
+    println!("silent proxy (1,024 slots) recovered after {took:?} (abandoned_timeout 300 ms)");
+    daemon.shutdown();
+}
+
+/// A large argument stuck half written on a silent connection: the calls queued behind it are
+/// taken back unsent, so they never hold a slot, and before, the proxy failed every call with
+/// `NotSent(Timeout)` until the kernel gave the socket up (about 15 minutes of
+/// retransmissions on a real network; never, here). It now redials (found by a review,
+/// 2026-12-06).
+#[tokio::test]
+async fn a_silent_proxy_with_a_write_stuck_on_it_redials() {
+    let (daemon, relay, lab) = lab_behind_a_relay(Some(4)).await;
+    let first = lab.connection().await.unwrap();
+    relay.blackhole();
+    let err = lab
+        .proxy()
+        .with_timeout(Duration::from_millis(300))
+        .call::<_, usize>("blob_len", &(Blob(vec![7; 48 << 20]),))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let took = calls_until_a_new_connection(&lab, &relay, first).await;
+    println!("proxy with a stuck write recovered after {took:?} (abandoned_timeout 300 ms)");
+    daemon.shutdown();
+}
+
+/// A call given up on while its daemon runs it on does not cost the connection as long as the
+/// daemon answers something (here the calls made meanwhile): only a connection on which
+/// nothing at all is read is taken for dead.
+#[tokio::test]
+async fn a_proxy_keeps_a_connection_that_answers_while_a_call_given_up_on_runs() {
+    let (daemon, relay, lab) = lab_behind_a_relay(None).await;
+    let first = lab.connection().await.unwrap();
+    let err = lab.sleep(1_500).await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1_000) {
+        assert_eq!(lab.connection().await.unwrap(), first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay.accepted(), 1);
+    daemon.shutdown();
+}
+
+/// A call still queued behind a large write when its connection closes never reached the
+/// daemon: it is sent again on a new connection (and would report `NotSent` if it could not
+/// be), while the call whose write was under way reports that it may have run. (Before, both
+/// failed with `ConnectionClosed`; found by a review, 2026-12-06.)
+#[tokio::test]
+async fn a_call_queued_when_its_connection_closes_is_sent_again_on_a_new_one() {
+    let (daemon, relay, lab) = lab_behind_a_relay(None).await;
+    let lab = LabProxy::from_proxy(lab.proxy().with_timeout(Duration::from_secs(30)));
+    let first = lab.connection().await.unwrap();
+    relay.blackhole();
+    let stuck = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.blob_len(Blob(vec![7; 48 << 20])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.connection().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lab.proxy().close();
+    let err = stuck.await.unwrap().unwrap_err();
+    assert!(
+        err.is_connection() && !matches!(err, Error::NotSent(_)),
+        "the call under way may have run: {err:?}"
+    );
+    let next = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("the queued call was answered")
+        .unwrap()
+        .expect("the queued call went out again");
+    assert_ne!(next, first);
+    assert_eq!(relay.accepted(), 2);
+    daemon.shutdown();
+}
+
+/// A lab daemon, a relay to it, and a proxy through the relay with 100 ms call timeouts and
+/// a 300 ms `abandoned_timeout` (and `max_in_flight`, if given).
+async fn lab_behind_a_relay(
+    max_in_flight: Option<usize>,
+) -> (rmi::Daemon, crate::support::Relay, LabProxy) {
     let (daemon, lab_uri, _) = start_daemon().await;
     let port = match lab_uri.location() {
         Some(rmi::Location::Tcp { port, .. }) => *port,
@@ -939,15 +1044,22 @@ async fn a_wedged_proxy_redials_even_when_every_caller_has_a_shorter_deadline() 
     };
     let relay = crate::support::Relay::start(port).await;
     let via_relay = Uri::tcp(lab_uri.object().unwrap(), "127.0.0.1", relay.port);
-    let lab: LabProxy = rmi::Proxy::builder(via_relay)
-        .max_in_flight(4)
+    let mut builder = rmi::Proxy::builder(via_relay)
         .timeout(Duration::from_millis(100))
-        .abandoned_timeout(Duration::from_millis(300))
-        .connect()
-        .await
-        .unwrap();
-    let first = lab.connection().await.unwrap();
-    relay.blackhole();
+        .abandoned_timeout(Duration::from_millis(300));
+    if let Some(n) = max_in_flight {
+        builder = builder.max_in_flight(n);
+    }
+    (daemon, relay, builder.connect().await.unwrap())
+}
+
+/// Calls (each failing with a timeout or on a closed connection) until one goes through a
+/// new connection, the relay's second; within 20 s, or the proxy is wedged. How long it took.
+async fn calls_until_a_new_connection(
+    lab: &LabProxy,
+    relay: &crate::support::Relay,
+    first: u64,
+) -> Duration {
     let started = Instant::now();
     let next = loop {
         match lab.connection().await {
@@ -959,13 +1071,9 @@ async fn a_wedged_proxy_redials_even_when_every_caller_has_a_shorter_deadline() 
             "the proxy wedged: every call timed out for 20 s"
         );
     };
-    println!(
-        "wedged proxy recovered after {:?} (abandoned_timeout 300 ms, call timeout 100 ms)",
-        started.elapsed()
-    );
     assert_ne!(next, first, "the call went through a new connection");
     assert_eq!(relay.accepted(), 2);
-    daemon.shutdown();
+    started.elapsed()
 }
 
 #[tokio::test]

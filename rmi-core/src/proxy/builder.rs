@@ -268,6 +268,12 @@ impl ProxyBuilder {
     /// never), counted from the last of them given up, with no reply since. Past it the next
     /// call (whatever its own deadline) drops the connection and redials, and calls still
     /// waiting on it get `ConnectionClosed` (default 30 s).
+    ///
+    /// Also how long a connection may stay silent after a call was given up on: when nothing
+    /// at all was read for this long since (no reply, late or not) and no caller waits on it
+    /// any more, the next call drops it and goes out on a new one (a peer gone without a
+    /// close, or a write stuck on a socket nobody reads, is found so with slots to spare). A
+    /// daemon still running the given-up call when that happens sees its connection close.
     pub fn abandoned_timeout(mut self, timeout: Duration) -> Self {
         self.abandoned_timeout = timeout;
         self

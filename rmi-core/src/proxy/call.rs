@@ -288,22 +288,22 @@ impl Proxy {
         }
     }
 
-    /// Closes streams the daemon opened for calls given up before their replies came (their
-    /// futures dropped, or timed out without a deadline the daemon saw): oneway, as a dropped
-    /// [`ItemStream`](super::stream::ItemStream) closes its own. Left open, each would hold a
-    /// place of the connection's `max_streams_per_connection`, and whatever its producer
-    /// holds, for the connection's life.
-    /// Sent on `conn`, where the streams are, and only while it is the proxy's connection:
+    /// Closes streams given up on: those the daemon opened for calls given up before their
+    /// replies came (their futures dropped, or timed out without a deadline the daemon saw),
+    /// and a dropped [`ItemStream`](super::stream::ItemStream)'s own; oneway, as Pyro's client
+    /// does. Left open, each would hold a place of the connection's
+    /// `max_streams_per_connection`, and whatever its producer holds, for the connection's
+    /// life. Sent on `conn`, where the streams are, and only while it is the proxy's connection:
     /// closed, it took them with it (the daemon drops them after their linger), and a new
     /// dial only to close them would open a connection the caller had closed.
-    fn close_orphan_streams(&self, conn: &Arc<Connection>, ids: Vec<String>) {
+    pub(super) fn close_orphan_streams(&self, conn: &Arc<Connection>, ids: Vec<String>) {
         let (proxy, conn) = (self.clone(), conn.clone());
         tokio::spawn(async move {
             for id in ids {
                 if !proxy.live().is_some_and(|live| Arc::ptr_eq(&live, &conn)) {
                     return;
                 }
-                tracing::debug!(stream = %id, "closing a stream opened for a call given up");
+                tracing::debug!(stream = %id, "closing a stream given up on");
                 let corr = frame::new_correlation_id();
                 let _ = proxy
                     .oneway_on(

@@ -67,6 +67,8 @@ pub(super) struct ConnShared {
     writer_stop: AtomicWaker,
     /// Set when `state.orphan_streams` has ids: a call asks without the lock.
     orphans: AtomicBool,
+    /// Set while `state.silent_since` is: a call asks without the lock.
+    given_up: AtomicBool,
 }
 
 /// The read side of a connection.
@@ -124,6 +126,11 @@ struct ConnState {
     /// When a caller last gave up on a call whose reply had not come (see
     /// [`ConnShared::wedged_since`]).
     last_abandoned: Option<tokio::time::Instant>,
+    /// Replies (and ping answers) read, ever.
+    replies: u64,
+    /// Since when a call given up on has waited for its reply with nothing read meanwhile,
+    /// and `replies` then (see [`ConnShared::silent_for`]).
+    silent_since: Option<(tokio::time::Instant, u64)>,
     /// Streams the daemon opened for calls given up before their replies came, to be closed
     /// (see [`ConnShared::take_orphan_streams`]).
     orphan_streams: Vec<String>,
@@ -243,6 +250,36 @@ impl ConnShared {
         state.last_abandoned.filter(|_| wedged)
     }
 
+    /// When calls were given up on and nothing at all has been read for `limit` since (no
+    /// reply, late or not, no ping answer), with no caller still waiting: why the connection
+    /// should be dropped. A daemon that answers anything is alive, and is given `limit` again.
+    fn silent_for(&self, limit: Duration) -> Option<String> {
+        let mut state = self.state.lock();
+        let (since, replies) = state.silent_since?;
+        let given_up = state
+            .pending
+            .values()
+            .filter(|p| matches!(p.reply, Reply::Abandoned))
+            .count();
+        let now = tokio::time::Instant::now();
+        if given_up == 0 || state.replies != replies {
+            state.silent_since = (given_up > 0).then_some((now, state.replies));
+            self.given_up
+                .store(state.silent_since.is_some(), Ordering::Release);
+            return None;
+        }
+        if now.saturating_duration_since(since) < limit
+            || given_up < state.pending.len()
+            || !state.pings.is_empty()
+        {
+            return None;
+        }
+        Some(format!(
+            "nothing was read for {limit:?} (abandoned_timeout) while {given_up} call(s) given up on \
+             waited for replies; reconnecting"
+        ))
+    }
+
     /// Hands `msg` to its call (or ping), with the state locked (`state`); the caller is
     /// woken, and its slot given back, in `settle`'s turn, unless it is `reading` (the caller
     /// reading its own reply is already running).
@@ -254,6 +291,7 @@ impl ConnShared {
             return;
         }
         let seq = msg.seq;
+        state.replies += 1;
         let Some(p) = state.pending.get_mut(&seq) else {
             state.stray("a reply for a sequence number with no call; ignored", seq);
             return;
@@ -543,6 +581,13 @@ impl Future for ReplyWait<'_> {
                 self.taken = true;
                 shared.release(seq);
                 return Poll::Ready(match arrived.map(|p| p.reply) {
+                    // The connection ended with this call still queued, or dropped from the
+                    // queue unwritten: it never reached the daemon, and may be sent again.
+                    Some(Reply::Arrived(Err(e @ Error::ConnectionClosed(_))))
+                        if self.unsent.take().is_some_and(|(tx, t)| tx.withdraw(t)) =>
+                    {
+                        Err(e.not_sent())
+                    }
                     Some(Reply::Arrived(reply)) => reply,
                     _ => Err(Error::ConnectionClosed("connection closed".into())),
                 });
@@ -591,7 +636,12 @@ impl Drop for ReplyWait<'_> {
         let gone = match state.pending.get_mut(&self.seq) {
             Some(p) if matches!(p.reply, Reply::Waiting(_)) => {
                 p.reply = Reply::Abandoned;
-                state.last_abandoned = Some(tokio::time::Instant::now());
+                let now = tokio::time::Instant::now();
+                state.last_abandoned = Some(now);
+                if state.silent_since.is_none() {
+                    state.silent_since = Some((now, state.replies));
+                    self.shared.given_up.store(true, Ordering::Release);
+                }
                 None
             }
             // Its reply came, and goes unread: a stream it opened is noted to be closed.
@@ -964,6 +1014,8 @@ impl Connection {
                 closed: None,
                 strays: 0,
                 last_abandoned: None,
+                replies: 0,
+                silent_since: None,
                 orphan_streams: Vec::new(),
             }),
             slots,
@@ -980,6 +1032,7 @@ impl Connection {
             writer_stop: AtomicWaker::new(),
             tickets: AtomicU64::new(1),
             orphans: AtomicBool::new(false),
+            given_up: AtomicBool::new(false),
         });
         let (max, busy_shared) = (config.max_in_flight, shared.clone());
         // Another call in flight, or callers of replies that came together about to send:
@@ -1080,6 +1133,16 @@ impl Connection {
         // A timeout too long to represent as an instant is no timeout.
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
+        // A connection that went silent after calls were given up on (a peer gone without a
+        // close, a write stuck on a socket nobody reads): this call goes out on a new one. The
+        // slots need not all be held for it to be noticed (see `slot`).
+        if self.shared.given_up.load(Ordering::Acquire) {
+            if let Some(reason) = self.shared.silent_for(abandoned_timeout) {
+                tracing::warn!(%reason, "closing the connection");
+                self.shared.close(reason);
+                return Err(self.closed_error().not_sent());
+            }
+        }
         let mut waited = match self.shared.slots.try_acquire() {
             Ok(permit) => {
                 permit.forget();

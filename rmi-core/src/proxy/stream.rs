@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::Proxy;
 use crate::error::{Error, RemoteErrorKind};
-use crate::protocol::names::daemon_method::{CLOSE_STREAM, GET_NEXT_STREAM_ITEM};
+use crate::protocol::names::daemon_method::GET_NEXT_STREAM_ITEM;
 
 type NextItem<T> = Pin<Box<dyn Future<Output = Result<Option<T>, Error>> + Send>>;
 
@@ -111,14 +111,14 @@ impl<T> Drop for ItemStream<T> {
         // connection closed (by `Proxy::close`, or by the daemon), the daemon drops the
         // stream after its linger, and a dial only to close it would open a connection the
         // caller had closed, resolving its name again if need be.
-        if self.proxy.live().is_none() {
+        // Sent later, by a task, on this connection only: closed before the task runs (the
+        // stream dropped, then the proxy closed), it is not dialed again either.
+        let Some(conn) = self.proxy.live() else {
             return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let (proxy, id) = (self.proxy.clone(), std::mem::take(&mut self.id));
-            handle.spawn(async move {
-                let _ = proxy.call_daemon_oneway(CLOSE_STREAM, &(id,)).await;
-            });
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.proxy
+                .close_orphan_streams(&conn, vec![std::mem::take(&mut self.id)]);
         }
     }
 }

@@ -107,6 +107,9 @@ struct State<W> {
     signer: Option<crate::auth::Signer>,
     /// Set when the writer task failed or ended: nothing more is accepted.
     closed: bool,
+    /// Tickets of the messages still queued when the writer task ended, dropped with no byte
+    /// written: [`Sender::withdraw`] finds them here once.
+    never_sent: Vec<u64>,
     /// The writer task was woken for what is queued and has not looked yet: later messages
     /// need no wake-up of their own (each costs a few atomic operations).
     woken: bool,
@@ -176,6 +179,7 @@ pub fn outbox<W: AsyncWrite + Unpin + Send>(
             idle: Some(writer),
             signer,
             closed: false,
+            never_sent: Vec::new(),
             woken: false,
         }),
         writer_task: AtomicWaker::new(),
@@ -255,12 +259,20 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
     /// Takes back the message sent with `ticket` (non-zero) if it is still queued, not yet
     /// in a write: true if it was (it will never be sent). For a sender that stopped waiting
     /// for its message to be written (a deadline, a dropped future), so that a socket the
-    /// peer does not read does not collect messages nobody waits for.
+    /// peer does not read does not collect messages nobody waits for. Also true, once, for a
+    /// message the writer task dropped unwritten as it ended: it was never sent either.
     pub fn withdraw(&self, ticket: u64) -> bool {
         debug_assert_ne!(ticket, 0, "a message without a ticket cannot be withdrawn");
         let mut state = self.shared.state.lock();
         let Some(at) = state.queue.iter().position(|out| out.ticket == ticket) else {
-            return false;
+            let never_sent = &mut state.never_sent;
+            return match never_sent.iter().position(|&t| t == ticket) {
+                Some(at) => {
+                    never_sent.swap_remove(at);
+                    true
+                }
+                None => false,
+            };
         };
         let out = state.queue.remove(at);
         drop(state);
@@ -347,6 +359,13 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 std::mem::take(&mut state.queue),
                 std::mem::take(&mut state.unflushed),
             );
+            // (The unflushed ones may have been written in part: not among them.)
+            state.never_sent = dropped
+                .0
+                .iter()
+                .map(|out| out.ticket)
+                .filter(|&t| t != 0)
+                .collect();
             (state.idle.take(), dropped)
         };
         let nothing_dropped = dropped.0.is_empty() && dropped.1.is_empty();
@@ -877,6 +896,34 @@ mod tests {
         assert!(!tx.withdraw(2), "only once");
         assert!(third_notice.try_recv().is_err(), "the other stays queued");
         assert_eq!(tx.shared.state.lock().queue.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_message_dropped_unwritten_as_the_writer_stops_is_withdrawn_once() {
+        // As above, with a writer task that is stopped while the second message is queued.
+        let (ours, _theirs) = tokio::io::duplex(256);
+        let (_, wr) = tokio::io::split(ours);
+        let (tx, writer) = outbox(FrameWriter::new(wr), Box::new(|| false), None, None);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(writer.run_until(WriteDeadline::default(), async {
+            let _ = stopped.await;
+        }));
+        let ticketed = |seq: u16, ticket: u64| {
+            let mut out = Outgoing::from(message(seq, 10_000));
+            out.ticket = ticket;
+            out
+        };
+        tx.send(ticketed(1, 1)).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(ticketed(2, 2)).unwrap();
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+        assert!(!tx.withdraw(1), "written in part: it may have gone");
+        assert!(
+            tx.withdraw(2),
+            "dropped from the queue unwritten: never sent"
+        );
+        assert!(!tx.withdraw(2), "only once");
     }
 
     /// Takes every byte; notes its shutdown.
