@@ -377,6 +377,9 @@ pub(crate) struct Engine {
     /// Counts reloads asked for and done (changed with the state locked): a write that fails
     /// after a reload was asked for is covered by it.
     reloads: std::sync::atomic::AtomicU64,
+    /// Set while a reading asked for again (storage broken: see [`Engine::reload_after`]) is
+    /// outstanding: leases do not expire meanwhile (changed with the state locked).
+    rereading: AtomicBool,
     /// The engine itself, for the tasks it starts.
     me: Weak<Engine>,
 }
@@ -437,6 +440,7 @@ impl Engine {
             reaper_started: AtomicBool::new(false),
             health: tokio::sync::watch::Sender::new(Health::Good),
             reloads: std::sync::atomic::AtomicU64::new(0),
+            rereading: AtomicBool::new(false),
             me: me.clone(),
         });
         if has_leases {
@@ -524,6 +528,7 @@ impl Engine {
                         return;
                     }
                     Err(why) => {
+                        engine.rereading.store(false, Ordering::SeqCst);
                         tracing::error!(error = %why, "the name server cannot read its store back");
                         // Writes are refused meanwhile, not held; leases expire in memory.
                         engine.health.send_replace(Health::Broken(why));
@@ -537,6 +542,12 @@ impl Engine {
                 let Some(journal) = &engine.journal else {
                     return;
                 };
+                // Asked with the state locked, as above: a lease that expires while storage is
+                // broken has its writes queued before this reading (which then sees them), or
+                // waits for its answer; never queued behind it, to be undone in memory when
+                // the state read before them replaces it.
+                let _state = engine.state.lock();
+                engine.rereading.store(true, Ordering::SeqCst);
                 reading = journal.reload();
             }
         });
@@ -549,6 +560,7 @@ impl Engine {
         let mut state = self.state.lock();
         stored.postpone_deadlines(paused);
         *state = stored;
+        self.rereading.store(false, Ordering::SeqCst);
         self.reloads.fetch_add(1, Ordering::SeqCst);
         let _ = self.changes.send(Change::Lagged { missed: 0 });
         self.health.send_replace(Health::Good);
@@ -1005,7 +1017,8 @@ impl Engine {
     /// is read back after a failed write: the reading ends with a wake-up.)
     fn expire_due(&self) -> Option<Instant> {
         let mut state = self.state.lock();
-        if *self.health.borrow() == Health::Reloading {
+        // (Woken again when the reading is in.)
+        if *self.health.borrow() == Health::Reloading || self.rereading.load(Ordering::SeqCst) {
             return None;
         }
         let now = Instant::now();
@@ -1058,5 +1071,124 @@ impl Engine {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A journal in memory: writes succeed unless told to fail; the test answers each reading.
+    #[derive(Debug, Default)]
+    struct Fake {
+        fail_next: AtomicBool,
+        /// Readings asked for and not yet answered.
+        outstanding: AtomicUsize,
+        readings: Mutex<Vec<oneshot::Sender<Result<State, String>>>>,
+        /// Each batch of writes, with whether a reading was outstanding when it came.
+        log: Mutex<Vec<(bool, Vec<Write>)>>,
+    }
+
+    impl Journal for Arc<Fake> {
+        fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<(), String>> {
+            let behind_a_reading = self.outstanding.load(Ordering::SeqCst) > 0;
+            self.log.lock().push((behind_a_reading, writes));
+            let (ack, done) = oneshot::channel();
+            let failed = self.fail_next.swap(false, Ordering::SeqCst);
+            let _ = ack.send(if failed {
+                Err("disk full".into())
+            } else {
+                Ok(())
+            });
+            done
+        }
+
+        fn reload(&self) -> oneshot::Receiver<Result<State, String>> {
+            let (answer, read) = oneshot::channel();
+            self.outstanding.fetch_add(1, Ordering::SeqCst);
+            self.readings.lock().push(answer);
+            read
+        }
+    }
+
+    /// Answers the reading asked for (waiting up to 5 s for it).
+    async fn answer(fake: &Fake, read: Result<State, String>) {
+        for _ in 0..500 {
+            let asked = fake.readings.lock().pop();
+            if let Some(answer) = asked {
+                fake.outstanding.fetch_sub(1, Ordering::SeqCst);
+                let _ = answer.send(read);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no reading was asked for");
+    }
+
+    fn entry(port: u16, lease: Option<LeaseId>) -> Entry {
+        Entry {
+            lease,
+            ..Entry::new(
+                rmi_core::Uri::tcp("obj", "127.0.0.1", port),
+                BTreeSet::new(),
+            )
+        }
+    }
+
+    /// Storage broken (a write failed, then its reading back): a lease that falls due while
+    /// the reading is asked for again waits for its answer. Before, it expired in memory and
+    /// its writes were queued behind that reading: storage took them, then the state read
+    /// before them replaced memory, which held the name and lease storage no longer had
+    /// (found by a review, 2026-12-06).
+    #[tokio::test]
+    async fn a_lease_due_while_storage_is_read_again_is_not_expired_behind_the_reading() {
+        let fake = Arc::new(Fake::default());
+        let limits = Limits {
+            min_lease_ttl: Duration::from_millis(10),
+            ..Limits::default()
+        };
+        let engine = Engine::new(State::default(), limits, Some(Box::new(fake.clone())));
+        let ttl = Duration::from_millis(300);
+        let lease = engine.grant(ttl).await.unwrap();
+        engine
+            .register("n".into(), entry(1, Some(lease)), false)
+            .await
+            .unwrap();
+        fake.fail_next.store(true, Ordering::SeqCst);
+        let failing = tokio::spawn({
+            let engine = engine.clone();
+            async move { engine.register("x".into(), entry(2, None), false).await }
+        });
+        answer(&fake, Err("disk gone".into())).await;
+        // Read again 100 ms later; the lease falls due at 300 ms, while that reading waits.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let stored = State::load(
+            [("n".to_owned(), entry(1, Some(lease)))],
+            [(lease, ttl, ttl)],
+        );
+        answer(&fake, Ok(stored)).await;
+        assert!(
+            failing.await.unwrap().is_err(),
+            "the failed write is refused"
+        );
+        for _ in 0..500 {
+            if engine.lookup_all("n").is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(engine.lookup_all("n").is_err(), "the lease expired at last");
+        let log = fake.log.lock();
+        assert!(
+            log.iter().all(|(behind_a_reading, _)| !behind_a_reading),
+            "writes were queued behind a reading: {log:?}"
+        );
+        assert!(
+            log.iter().any(|(_, writes)| writes
+                .iter()
+                .any(|w| matches!(w, Write::DeleteName(n) if n == "n"))),
+            "the expiry was written: {log:?}"
+        );
     }
 }

@@ -108,6 +108,13 @@ const DELETES_PER_TXN: usize = 64;
 /// Changes a watcher may have queued before the watch waits for it to read.
 const WATCH_BACKLOG: usize = 1024;
 
+/// Bytes of changes (as [`change_bytes`] counts them) a watcher may have queued before the
+/// watch waits for it to read, however few they are. Each watch has a queue of its own (the
+/// other stores' watchers share one ring), and a change of an entry at the limits is 18 KB:
+/// 1,024 of them queued for a watcher that does not read were 18 MB per watch, and a client
+/// may open 100 watches per connection.
+const WATCH_BACKLOG_BYTES: usize = 256 * 1024;
+
 /// How far behind the cluster (in revisions) a watch whose watcher stopped reading may be when
 /// the watcher reads again, and still go on from where it was; further behind, it says
 /// `Lagged` and goes on from now. Each reopening reads etcd's history from where it was to the
@@ -1319,7 +1326,7 @@ impl Store for EtcdStore {
     }
 
     fn watch(&self) -> Watch {
-        let (tx, rx) = mpsc::channel(WATCH_BACKLOG);
+        let (tx, watch) = WatchTx::channel();
         let start = self.cluster.revision.load(Ordering::Relaxed);
         // Stale reads are counted from now, not from when the task first runs.
         let relaxed = self.cluster.relaxed_reads.subscribe();
@@ -1330,9 +1337,7 @@ impl Store for EtcdStore {
             relaxed,
             tx,
         ));
-        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|change| (change, rx))
-        }))
+        watch
     }
 
     async fn grant(&self, ttl: Duration) -> Result<LeaseId, NamingError> {
@@ -1513,7 +1518,7 @@ async fn watch_loop(
     keys: Keys,
     start: i64,
     mut relaxed: tokio::sync::watch::Receiver<u64>,
-    tx: mpsc::Sender<Change>,
+    tx: WatchTx,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut at = Position::at(if start > 0 {
@@ -1655,10 +1660,9 @@ async fn watch_loop(
             // of its queue, the watch goes on from where it was, from etcd's history. Not at
             // once: a watcher reading slowly would have the watch opened again for every few
             // changes, and etcd read its history again each time.
-            let Ok(room) = tx.reserve_many(WATCH_BACKLOG - WATCH_BACKLOG / 16).await else {
+            if !tx.room().await {
                 return;
-            };
-            drop(room);
+            }
             let newest = latest.max(cluster.revision.load(Ordering::Relaxed));
             if newest - at.revision > CATCH_UP_REVISIONS {
                 let missed = u64::try_from(newest + 1 - at.revision).unwrap_or(0);
@@ -1716,18 +1720,126 @@ async fn watch_loop(
 /// unread in the HTTP/2 flow-control window that every call to that member shares (5 MiB,
 /// 2 MiB a stream), and three such watchers stalled every lookup and registration. The watch
 /// is opened again from where it was once the watcher reads (see [`Position`]).
-async fn deliver(
-    tx: &mpsc::Sender<Change>,
-    change: Change,
-    stream: &mut Option<WatchStream>,
-) -> bool {
+async fn deliver(tx: &WatchTx, change: Change, stream: &mut Option<WatchStream>) -> bool {
     match tx.try_send(change) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(change)) => {
+        Offer::Queued => true,
+        Offer::Closed => false,
+        Offer::Full(change) => {
             *stream = None;
             tx.send(change).await.is_ok()
         }
+    }
+}
+
+/// What [`WatchTx`] counts of a change: its texts, and a little for the rest.
+fn change_bytes(change: &Change) -> u32 {
+    let bytes = match change {
+        Change::Registered { name, entry } => {
+            name.len()
+                + entry.uri.to_string().len()
+                + entry.metadata.iter().map(|t| t.len() + 24).sum::<usize>()
+        }
+        Change::Removed { name, uri } | Change::Expired { name, uri, .. } => {
+            name.len() + uri.as_ref().map_or(0, |u| u.to_string().len())
+        }
+        Change::Lagged { .. } => 0,
+    };
+    // One change larger than the whole backlog still goes, alone.
+    u32::try_from((bytes + 64).min(WATCH_BACKLOG_BYTES)).unwrap_or(u32::MAX)
+}
+
+/// What [`WatchTx::try_send`] did with a change.
+enum Offer {
+    Queued,
+    /// No room now: the change, back.
+    Full(Change),
+    /// The watcher is gone.
+    Closed,
+}
+
+/// The sending end of one watch's queue: at most [`WATCH_BACKLOG`] changes and
+/// [`WATCH_BACKLOG_BYTES`] of them; the watcher's end gives the bytes back as it reads.
+struct WatchTx {
+    tx: mpsc::Sender<(Change, u32)>,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+impl WatchTx {
+    /// A queue, and the watcher's end of it.
+    fn channel() -> (WatchTx, super::Watch) {
+        let (tx, rx) = mpsc::channel(WATCH_BACKLOG);
+        let bytes = Arc::new(tokio::sync::Semaphore::new(WATCH_BACKLOG_BYTES));
+        let watch = Box::pin(futures_util::stream::unfold(
+            (rx, bytes.clone()),
+            |(mut rx, bytes)| async move {
+                let (change, size) = rx.recv().await?;
+                bytes.add_permits(size as usize);
+                Some((change, (rx, bytes)))
+            },
+        ));
+        (WatchTx { tx, bytes }, watch)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Once the watcher is gone.
+    async fn closed(&self) {
+        self.tx.closed().await
+    }
+
+    /// Queues `change`, waiting for room; an error once the watcher is gone.
+    async fn send(&self, change: Change) -> Result<(), ()> {
+        let size = change_bytes(&change);
+        tokio::select! {
+            permit = self.bytes.acquire_many(size) => permit.map_err(|_| ())?.forget(),
+            () = self.tx.closed() => return Err(()),
+        }
+        if self.tx.send((change, size)).await.is_err() {
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// Queues `change` if there is room for it now.
+    fn try_send(&self, change: Change) -> Offer {
+        use mpsc::error::TrySendError::{Closed, Full};
+        let size = change_bytes(&change);
+        let Ok(permit) = self.bytes.try_acquire_many(size) else {
+            return if self.is_closed() {
+                Offer::Closed
+            } else {
+                Offer::Full(change)
+            };
+        };
+        match self.tx.try_send((change, size)) {
+            Ok(()) => {
+                permit.forget();
+                Offer::Queued
+            }
+            Err(Full((change, _))) => Offer::Full(change),
+            Err(Closed(_)) => Offer::Closed,
+        }
+    }
+
+    /// Waits until the watcher has read all but a sixteenth of its queue, in changes and in
+    /// bytes; false once it is gone.
+    async fn room(&self) -> bool {
+        let Ok(changes) = self
+            .tx
+            .reserve_many(WATCH_BACKLOG - WATCH_BACKLOG / 16)
+            .await
+        else {
+            return false;
+        };
+        let bytes = u32::try_from(WATCH_BACKLOG_BYTES - WATCH_BACKLOG_BYTES / 16).unwrap_or(0);
+        let room = tokio::select! {
+            permit = self.bytes.acquire_many(bytes) => permit.is_ok(),
+            () = self.tx.closed() => false,
+        };
+        drop(changes);
+        room
     }
 }
 
@@ -1787,11 +1899,7 @@ impl Down {
 
 /// The revision of the cluster now (read until some member answers), or `None` once the
 /// watcher is gone.
-async fn current_revision(
-    cluster: &Cluster,
-    keys: &Keys,
-    tx: &mpsc::Sender<Change>,
-) -> Option<i64> {
+async fn current_revision(cluster: &Cluster, keys: &Keys, tx: &WatchTx) -> Option<i64> {
     loop {
         if tx.is_closed() {
             return None;
@@ -1869,6 +1977,64 @@ fn map_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt;
+
+    /// A watcher that does not read holds at most `WATCH_BACKLOG_BYTES` of large changes (before,
+    /// 1,024 of them whatever their size: 18 MB of changes at the limits, per watch), and gets
+    /// the room back as it reads; a change larger than the whole backlog still goes, alone.
+    #[tokio::test]
+    async fn a_watch_queue_holds_a_bounded_number_of_bytes() {
+        let (tx, mut watch) = WatchTx::channel();
+        let limits = super::super::Limits::default();
+        let tags = (0..limits.max_tags)
+            .map(|i| format!("{i:03}{}", "t".repeat(limits.max_tag_len - 3)))
+            .collect();
+        let fat = Change::Registered {
+            name: "fat".into(),
+            entry: Entry::new(rmi_core::Uri::tcp("obj", "127.0.0.1", 1), tags),
+        };
+        let size = change_bytes(&fat) as usize;
+        assert!(size > 16_000, "{size}");
+        let mut queued = 0;
+        while matches!(tx.try_send(fat.clone()), Offer::Queued) {
+            queued += 1;
+        }
+        assert!(
+            queued * size <= WATCH_BACKLOG_BYTES,
+            "{queued} of {size} bytes"
+        );
+        assert!(
+            queued >= WATCH_BACKLOG_BYTES / size - 1,
+            "{queued} of {size} bytes"
+        );
+        for _ in 0..queued {
+            assert_eq!(watch.next().await, Some(fat.clone()));
+        }
+        let room = tokio::time::timeout(Duration::from_secs(5), tx.room()).await;
+        assert!(room.expect("room once read"), "the watcher is there");
+        let huge = Change::Removed {
+            name: "n".repeat(WATCH_BACKLOG_BYTES * 2),
+            uri: None,
+        };
+        assert!(
+            matches!(tx.try_send(huge.clone()), Offer::Queued),
+            "alone, it goes"
+        );
+        assert!(
+            matches!(tx.try_send(fat.clone()), Offer::Full(_)),
+            "and fills the queue"
+        );
+        assert_eq!(watch.next().await, Some(huge));
+        // Small changes are held to the count.
+        let small = Change::Lagged { missed: 1 };
+        let mut queued = 0;
+        while matches!(tx.try_send(small.clone()), Offer::Queued) {
+            queued += 1;
+        }
+        assert_eq!(queued, WATCH_BACKLOG);
+        drop(watch);
+        assert!(tx.send(small).await.is_err(), "the watcher is gone");
+    }
 
     #[test]
     fn a_watch_opened_again_passes_over_the_events_it_delivered() {
