@@ -187,6 +187,12 @@ impl NsLocator {
         }
         if let Some((addr, port)) = &self.broadcast {
             if let Some(uri) = broadcast::lookup(addr, *port).await? {
+                // The name server that refused the handshake on this host is not asked again:
+                // each refusal of a secret counts against this host's address, and past the
+                // daemon's limit every client here is refused for a while.
+                if let Some(refused) = refused_here(&mut tried, &uri, self.port) {
+                    return Err(refused);
+                }
                 return self.connect(uri).await;
             }
         }
@@ -221,4 +227,29 @@ impl NsLocator {
 /// Finds a name server with the default [`NsLocator`].
 pub async fn locate_ns() -> Result<NameServerProxy, Error> {
     NsLocator::new().locate().await
+}
+
+/// The refusal of the handshake (`ConnectFailed`) a name server on this host gave, if the
+/// broadcast's answer `found` is that same name server: a loopback address and `port`.
+fn refused_here(tried: &mut Vec<(&str, Error)>, found: &Uri, port: u16) -> Option<Error> {
+    let rmi_core::Location::Tcp {
+        host,
+        port: found_port,
+    } = found.location()?
+    else {
+        return None;
+    };
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback || *found_port != port {
+        return None;
+    }
+    let at = tried
+        .iter()
+        .position(|(_, e)| matches!(e, Error::ConnectFailed(_)))?;
+    Some(tried.swap_remove(at).1)
 }

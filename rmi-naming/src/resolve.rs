@@ -929,7 +929,10 @@ async fn watch_task(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "cannot watch the name server; trying again");
-                if missing_method(&e) {
+                // A name server without watches, or one that refuses this client (a secret
+                // it does not share, say: each refusal counts against this host's address),
+                // is not asked again every 2 s.
+                if missing_method(&e) || matches!(e, Error::ConnectFailed(_)) {
                     backoff = NO_WATCH_RETRY;
                 }
                 let Some(cache) = cache.upgrade() else { return };

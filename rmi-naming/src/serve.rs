@@ -175,7 +175,7 @@ impl ServeSimple {
             }
         }
         if self.verbose {
-            println!("Pyro daemon running.");
+            say(format_args!("Pyro daemon running."));
         }
         let serving = daemon.serve();
         tokio::pin!(serving);
@@ -194,6 +194,13 @@ impl ServeSimple {
             }
         }
     }
+}
+
+/// Prints a line of the verbose report; a reader gone (`| head -1`, a closed pipe) loses the
+/// rest of it, where `println!` would panic and take the server down.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 /// How long removing the names may take at the end before they are left to their lease.
@@ -226,15 +233,15 @@ async fn register(
         };
         let uri: Uri = daemon.register_entry(registration)?;
         if verbose {
-            println!(
+            say(format_args!(
                 "Object {}:\n    uri = {uri}",
                 uri.object().unwrap_or_default()
-            );
+            ));
         }
         if let (Some(name), Some(names)) = (&name, names) {
             names.register(name, &uri).await?;
             if verbose {
-                println!("    name = {name}");
+                say(format_args!("    name = {name}"));
             }
         }
     }

@@ -587,6 +587,47 @@ fn unused_udp_port() -> u16 {
         .port()
 }
 
+/// A client with a stale secret that finds the name server the default way (this host, then a
+/// broadcast) is refused once per try, not twice: the broadcast's answer is the name server
+/// that refused it on this host, not asked again. Before, 15 tries made 30 refusals, the
+/// daemon's limit for an address, and then every client on the host, with the right secret
+/// too, was refused for the rest of the minute (found by a review, 2026-12-06).
+#[tokio::test]
+async fn a_locator_refused_on_this_host_does_not_ask_the_same_name_server_again() {
+    use rmi::SharedSecret;
+    let secret = SharedSecret::new("rotated");
+    let ns = NameServer::builder()
+        .port(0)
+        .broadcast("127.255.255.255", 0)
+        .daemon(rmi::Daemon::builder().shared_secret(secret.clone()))
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let bc_port = ns.broadcast_addr().expect("responder").port();
+    for _ in 0..20 {
+        let err = NsLocator::new()
+            .port(port)
+            .broadcast("127.255.255.255", bc_port)
+            .shared_secret(SharedSecret::new("stale"))
+            .locate()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove the shared secret")),
+            "{err}"
+        );
+    }
+    let names = NsLocator::new()
+        .port(port)
+        .no_broadcast()
+        .shared_secret(secret)
+        .locate()
+        .await
+        .expect("20 refusals leave the host under the limit of 30 a minute");
+    names.ping().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_name_server_behind_a_shared_secret_serves_only_clients_that_prove_it() {
     use rmi::naming::NamingResolver;
@@ -1271,6 +1312,71 @@ async fn serve_simple_names_its_objects_until_stopped_then_removes_the_names() {
         "the name outlived serving"
     );
     ns.shutdown();
+}
+
+/// `my-server | head -1`: `serveSimple`'s report to a reader that has gone loses its lines
+/// instead of taking the server down (`println!` panicked on the broken pipe, before the
+/// first name was registered; found by a review, 2026-12-06).
+#[tokio::test]
+async fn serve_simple_goes_on_when_its_stdout_reader_has_gone() {
+    use tokio::io::AsyncBufReadExt;
+    let (ns, port) = local_name_server().await;
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "naming::serve_simple_stdout_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SERVE_CHILD, port.to_string())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The first line (the test harness's), then the reader goes, as `head -1` does.
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).await.unwrap();
+    drop(out);
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let uri = registered(&names, "epipe.two").await;
+    let greeter = GreeterProxy::connect(uri).await.unwrap();
+    assert_eq!(
+        greeter.welcome_message("pipe".into()).await.unwrap(),
+        "Hi welcome pipe"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "the server ended");
+    child.kill().await.unwrap();
+    ns.shutdown();
+}
+
+/// Environment variable that turns this test binary into the process of
+/// [`serve_simple_stdout_child_entry`]: the name server's port.
+const SERVE_CHILD: &str = "RMI_TEST_SERVE_STDOUT_CHILD";
+
+/// Not a test on its own: the child process of
+/// [`serve_simple_goes_on_when_its_stdout_reader_has_gone`] (does nothing unless
+/// [`SERVE_CHILD`] is set). Serves two named greeters, verbose, until killed.
+#[tokio::test]
+async fn serve_simple_stdout_child_entry() {
+    use crate::support::{GreeterServer, GreetingMaker};
+    let Ok(port) = std::env::var(SERVE_CHILD) else {
+        return;
+    };
+    // Time for the parent to close its end first.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(port.parse().unwrap())
+        .no_broadcast();
+    rmi::naming::ServeSimple::new()
+        .object(GreeterServer::new(GreetingMaker), "epipe.one")
+        .object(GreeterServer::new(GreetingMaker), "epipe.two")
+        .name_server(locator)
+        .run_until(std::future::pending::<()>())
+        .await
+        .unwrap();
 }
 
 /// Without a name server, `serveSimple` gives each object its name as its id.

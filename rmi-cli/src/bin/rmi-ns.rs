@@ -363,7 +363,7 @@ fn lan_note(host: &str, responder: std::net::SocketAddr) -> Option<String> {
     Some(format!(
         "rmi-ns: note: the name server listens on {host}, but its broadcast responder on \
          {responder} answers this host only: for clients elsewhere to find it by broadcast, \
-         give --bcaddr the network's broadcast address (such as 192.168.1.255), or 0.0.0.0 \
+         give --bchost the network's broadcast address (such as 192.168.1.255), or 0.0.0.0 \
          for every interface, as Pyro's responder listens there"
     ))
 }
@@ -508,7 +508,8 @@ async fn main() -> std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::lan_note;
+    use super::{lan_note, Args};
+    use clap::CommandFactory;
 
     /// The note comes for a name server on the network with its responder on loopback only.
     #[test]
@@ -516,7 +517,14 @@ mod tests {
         let loopback = "127.255.255.255:9091".parse().unwrap();
         let lan = "192.168.1.255:9091".parse().unwrap();
         let note = lan_note("192.168.1.5", loopback).expect("a note");
-        assert!(note.contains("--bcaddr"), "{note}");
+        // The flag it names is the one that sets the responder's address.
+        let command = Args::command();
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_id() == "bchost")
+            .and_then(|a| a.get_long())
+            .expect("the responder's address flag");
+        assert!(note.contains(&format!("give --{flag} ")), "{note}");
         assert!(lan_note("ns.example.test", loopback).is_some());
         assert!(lan_note("0.0.0.0", loopback).is_some());
         assert!(lan_note("::", loopback).is_some());
