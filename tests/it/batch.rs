@@ -61,6 +61,35 @@ async fn a_batch_runs_in_order_and_stops_at_the_first_error() {
     }
 }
 
+/// A batch sent oneway runs to its end when its caller closes the connection at once, as
+/// Pyro's does (`BatchProxy(p)(oneway=True)`, then the script ends). Before, the daemon took the
+/// closed connection for a caller gone and stopped the batch at its first yield (found by a
+/// review, 2026-12-06).
+#[tokio::test]
+async fn a_oneway_batch_runs_to_its_end_after_its_caller_closes() {
+    let (daemon, lab, _) = start_daemon().await;
+    let caller = LabProxy::connect(&lab).await.unwrap();
+    let watcher = LabProxy::connect(&lab).await.unwrap();
+    let mut fire = caller.batch();
+    for _ in 0..200 {
+        fire.sleep(1);
+    }
+    fire.send_oneway().await.unwrap();
+    caller.proxy().close();
+    for _ in 0..1000 {
+        if watcher.calls().await.unwrap() >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        watcher.calls().await.unwrap(),
+        200,
+        "every call of the batch ran"
+    );
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn a_batch_goes_on_after_a_method_returns_err_as_a_value() {
     for serializer in [Serializer::Bincode, Serializer::MsgPack] {

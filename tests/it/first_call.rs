@@ -139,6 +139,44 @@ async fn through_pyroname_too_the_first_call_does_not_wait_for_the_connectok() {
     daemon.shutdown();
 }
 
+/// A validator that panics on a client's handshake data refuses that client with a
+/// CONNECTFAIL; the daemon serves the others. (Before, the connection's task unwound: the
+/// client saw its connection dropped, with no answer; found by a review, 2026-12-06.)
+#[tokio::test]
+async fn a_panicking_handshake_validator_refuses_the_client_and_the_daemon_serves_on() {
+    let daemon = Daemon::builder()
+        .validator(|info: &rmi::daemon::HandshakeInfo<'_>| {
+            if info.data == "not a number" {
+                panic!("the validator's own bug");
+            }
+            Ok("welcome".to_string())
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let refused = LabProxy::from_proxy(
+        Proxy::builder(uri.clone())
+            .handshake("not a number")
+            .reconnect_attempts(0)
+            .build(),
+    );
+    let err = refused.calls().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("handshake validator failed")),
+        "{err}"
+    );
+    let admitted = LabProxy::connect(&uri).await.unwrap();
+    assert_eq!(admitted.echo(0, 1, "in".into()).await.unwrap().2, "in");
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn a_refused_handshake_runs_nothing_sent_with_its_connect() {
     let daemon = Daemon::builder()

@@ -412,6 +412,65 @@ async fn a_reset_connection_is_let_go_while_it_waits_for_its_byte_budget() {
     a_reset_lets_go_of_a_connection_whose_call_runs_on("max_queued=1000000", frame).await;
 }
 
+/// Calls left running by connections their clients reset run on within the daemon's room for
+/// them (`max_orphaned_calls`, 6 here), counted until they end: a connection ending with more
+/// than there is room for has its calls dropped. Before, each reset left its connection's
+/// calls running, without bound: a client resetting and connecting again (each time freeing
+/// its place) kept adding `max_in_flight` calls (found by a review, 2026-12-06).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_left_running_by_reset_connections_are_bounded() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_in_flight=4;max_orphans=6");
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    // Four calls sent on a connection of their own, which is reset once they all run.
+    let orphan_four = |ms: u64| {
+        let (uri, watcher) = (uri.clone(), watcher.clone());
+        async move {
+            let before = watcher.sleeping().await.unwrap();
+            let mut s = dial(&uri).await;
+            connect_handshake(&mut s, "lab").await;
+            let mut burst = Vec::new();
+            for seq in 1..=4u16 {
+                burst.extend_from_slice(&invoke_frame("sleep", &(ms,), seq).to_bytes());
+            }
+            s.write_all(&burst).await.unwrap();
+            let started = Instant::now();
+            while watcher.sleeping().await.unwrap() < before + 4 {
+                assert!(started.elapsed() < Duration::from_secs(5), "never ran");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            #[allow(deprecated)] // the point is to send a reset
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+            drop(s);
+        }
+    };
+    let settles_at = |want: usize, what: &'static str| {
+        let watcher = watcher.clone();
+        async move {
+            let started = Instant::now();
+            while watcher.sleeping().await.unwrap() != want {
+                assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // And stays so a moment.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(watcher.sleeping().await.unwrap(), want, "{what}");
+        }
+    };
+    // Four calls of 1.5 s run on: there is room for six.
+    orphan_four(1_500).await;
+    settles_at(4, "the first four run on").await;
+    // Four more, an hour each, have no room: dropped, in round after round.
+    for _ in 0..3 {
+        orphan_four(3_600_000).await;
+        settles_at(4, "calls past the room are dropped").await;
+    }
+    // Once the first four end, their room is free again: four more run on.
+    settles_at(0, "the first four ended").await;
+    orphan_four(3_600_000).await;
+    settles_at(4, "four run on in the room freed").await;
+    assert_serving(&mut child, &uri).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_read_before_a_reset_still_run() {
     // One call at a time: while the first runs, the daemon waits for a slot with the three

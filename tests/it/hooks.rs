@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use rmi::daemon::{ClientGone, FailedCall, HandshakeInfo};
 use rmi::RemoteErrorKind;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 
 use crate::support::{connect_handshake, dial, eventually, invoke_frame, serve_lab, LabProxy};
@@ -568,5 +568,27 @@ async fn requests_refused_unread_are_failures_and_oneway_results_nobody_reads_ar
     let got = seen.lock().unwrap()[1].clone();
     assert_eq!((got.object.as_deref(), got.method.as_deref()), (None, None));
     assert!(!got.oneway);
+
+    // A compressed request that does not inflate, after a call on the same connection: no
+    // names either (before, it was reported as that earlier call, whose context's allocation
+    // it had; found by a review, 2026-12-06).
+    let mut stream = dial(&lab).await;
+    connect_handshake(&mut stream, object).await;
+    let echo = invoke_frame(object, "echo", &(1u32, 1u32, "x"), 1, 0);
+    stream.write_all(&echo).await.unwrap();
+    let mut head = [0u8; rmi::protocol::frame::HEADER_SIZE];
+    stream.read_exact(&mut head).await.unwrap();
+    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize
+        + u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+    stream.read_exact(&mut vec![0; len]).await.unwrap();
+    let flags = rmi::protocol::frame::FLAGS_COMPRESSED;
+    let garbled = invoke_frame(object, "echo", &(2u32, 2u32, "y"), 2, flags);
+    stream.write_all(&garbled).await.unwrap();
+    eventually("the request that does not inflate reported", || {
+        seen.lock().unwrap().len() == 3
+    })
+    .await;
+    let got = seen.lock().unwrap()[2].clone();
+    assert_eq!((got.object.as_deref(), got.method.as_deref()), (None, None));
     daemon.shutdown();
 }

@@ -1330,7 +1330,7 @@ async fn serve_simple_goes_on_when_its_stdout_reader_has_gone() {
         ])
         .env(SERVE_CHILD, port.to_string())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -1340,7 +1340,25 @@ async fn serve_simple_goes_on_when_its_stdout_reader_has_gone() {
     out.read_line(&mut line).await.unwrap();
     drop(out);
     let names = NameServerProxy::connect(ns.uri()).await.unwrap();
-    let uri = registered(&names, "epipe.two").await;
+    // (Up to 30 s: a child process may be slow to start on a loaded machine.)
+    let started = std::time::Instant::now();
+    let uri = loop {
+        if let Ok(uri) = names.lookup("epipe.two").await {
+            break uri;
+        }
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().await.unwrap();
+            panic!(
+                "the server ended: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "epipe.two was never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let greeter = GreeterProxy::connect(uri).await.unwrap();
     assert_eq!(
         greeter.welcome_message("pipe".into()).await.unwrap(),

@@ -61,6 +61,8 @@ pub(crate) trait Lab {
     async fn count_units(&self, units: Vec<()>) -> usize;
     /// How many calls this object has run.
     async fn calls(&self) -> usize;
+    /// How many `sleep` calls are running now.
+    async fn sleeping(&self) -> usize;
     /// A buffer of `len` bytes (a large result).
     async fn make_blob(&self, len: usize) -> Blob;
     /// Waits `ms` milliseconds, then returns a stream of `0..n`.
@@ -83,6 +85,7 @@ pub(crate) struct Blob(#[serde(with = "serde_bytes")] pub Vec<u8>);
 #[derive(Default)]
 pub(crate) struct LabObject {
     calls: AtomicUsize,
+    sleeping: std::sync::Arc<AtomicUsize>,
     inside: tokio::sync::Mutex<usize>,
     arrived: tokio::sync::Notify,
 }
@@ -126,6 +129,15 @@ impl Lab for LabObject {
 
     async fn sleep(&self, ms: u64) -> u64 {
         self.count();
+        /// Counts itself in `sleeping` while it lives (a call dropped too).
+        struct Asleep(std::sync::Arc<AtomicUsize>);
+        impl Drop for Asleep {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.sleeping.fetch_add(1, Ordering::SeqCst);
+        let _asleep = Asleep(self.sleeping.clone());
         tokio::time::sleep(Duration::from_millis(ms)).await;
         ms
     }
@@ -162,6 +174,10 @@ impl Lab for LabObject {
 
     async fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    async fn sleeping(&self) -> usize {
+        self.sleeping.load(Ordering::SeqCst)
     }
 
     async fn make_blob(&self, len: usize) -> Blob {
@@ -377,6 +393,7 @@ pub(crate) fn run_child_daemon() {
             builder = match name {
                 "max_connections" => builder.max_connections(n as usize),
                 "max_in_flight" => builder.max_in_flight(n as usize),
+                "max_orphans" => builder.max_orphaned_calls(n as usize),
                 "idle_ms" => builder.idle_timeout(ms),
                 "frame_ms" => builder.frame_timeout(ms),
                 "write_ms" => builder.write_timeout(ms),

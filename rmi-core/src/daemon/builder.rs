@@ -27,6 +27,9 @@ use crate::uri::Location;
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 /// Default [`DaemonBuilder::max_in_flight`]: calls running at once per connection.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default [`DaemonBuilder::max_orphaned_calls`]: calls that may run on after their
+/// connections ended, in the whole daemon.
+pub const DEFAULT_MAX_ORPHANED_CALLS: usize = 1024;
 /// Default [`DaemonBuilder::grace_period`]: how long shutdown waits for running calls.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
 /// Default [`DaemonBuilder::max_connections`]: open connections per daemon (each costs a file
@@ -59,6 +62,7 @@ pub const DEFAULT_MAX_BATCH_CALLS: usize = 10_000;
 pub struct DaemonBuilder {
     pub(super) limits: DecodeLimits,
     pub(super) max_in_flight: usize,
+    pub(super) max_orphaned_calls: usize,
     pub(super) grace_period: Duration,
     pub(super) handshake_timeout: Duration,
     pub(super) advertise: Option<(String, Option<u16>)>,
@@ -96,6 +100,7 @@ impl std::fmt::Debug for DaemonBuilder {
         f.debug_struct("DaemonBuilder")
             .field("limits", &self.limits)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_orphaned_calls", &self.max_orphaned_calls)
             .field("max_connections", &self.max_connections)
             .field("grace_period", &self.grace_period)
             .field("handshake_timeout", &self.handshake_timeout)
@@ -131,6 +136,7 @@ impl Default for DaemonBuilder {
         DaemonBuilder {
             limits: DecodeLimits::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            max_orphaned_calls: DEFAULT_MAX_ORPHANED_CALLS,
             grace_period: DEFAULT_GRACE_PERIOD,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             advertise: None,
@@ -192,6 +198,17 @@ impl DaemonBuilder {
     /// connection until one finishes (default 1,024).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Calls that may run on, in the whole daemon, after their connections ended with nobody
+    /// left to answer (a client that reset its connection, or stopped reading its replies):
+    /// they run to their end, as Pyro's threads do, and a connection's place is free at once
+    /// (default 1,024). A connection that ends with more calls running than there is room
+    /// for has its calls dropped (cancelled, as at the end of the grace period), so that
+    /// clients that reset and connect again cannot leave calls running without bound.
+    pub fn max_orphaned_calls(mut self, n: usize) -> Self {
+        self.max_orphaned_calls = n;
         self
     }
 
@@ -560,6 +577,7 @@ impl DaemonBuilder {
             }
         }
         let max_connections = self.max_connections;
+        let orphans = self.max_orphaned_calls.min(Semaphore::MAX_PERMITS);
         let streams = Arc::new(streams::Streams::new(
             self.stream_linger,
             self.stream_lifetime,
@@ -585,6 +603,7 @@ impl DaemonBuilder {
             next_connection: AtomicU64::new(1),
             burst_ticks: AtomicU64::new(0),
             connections: Arc::new(Semaphore::new(max_connections)),
+            orphans: Arc::new(Semaphore::new(orphans)),
             oneway_warnings: Default::default(),
             panic_warnings: Default::default(),
             auth_failures: Default::default(),

@@ -70,7 +70,18 @@ impl Call {
                 let reuse = (&mut context, &mut hint);
                 self.invoke(payload, corr, oneway, turn, reuse).await
             }
-            Err(e) => (Err(malformed(e)), Vec::new(), false),
+            // Reported here, with no names: the allocation still holds the previous call's.
+            Err(e) => {
+                let err = malformed(e);
+                let call = Failure {
+                    object: None,
+                    method: None,
+                    correlation_id: corr,
+                    oneway,
+                };
+                hooks::call_failed(&self.conn, call, &err);
+                (Err(err), Vec::new(), true)
+            }
         };
         self.context = context;
         self.object_hint = hint;
@@ -343,7 +354,8 @@ impl Call {
                 data,
                 peer_certificate: self.conn.peer_certificate.as_ref(),
             };
-            if let Err(reason) = validator.validate(&info) {
+            let warnings = &inner.panic_warnings;
+            if let Err(reason) = super::handshake::validate(warnings, &**validator, &info) {
                 tracing::debug!(peer = %self.conn.peer, %object, "the validator refused the first call's object");
                 return Err(refused(
                     "Pyro5.errors.SecurityError",
@@ -446,9 +458,10 @@ impl Call {
         let mut size = 0usize;
         let percall = BatchInstance::default();
         for payload in calls {
-            // Work done only for this caller stops when it is gone; and a long batch yields to
-            // the runtime between calls, so it cannot hold a worker thread.
-            if self.conn.peer_gone.is_raised() {
+            // Work done only for this caller stops when it is gone (not a oneway batch's: its
+            // caller need not stay, as Pyro's runs to the end); and a long batch yields to the
+            // runtime between calls, so it cannot hold a worker thread.
+            if self.conn.peer_gone.is_raised() && !ctx.is_oneway() {
                 tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
                 return Err(caller_gone());
             }
@@ -501,7 +514,7 @@ impl Call {
         let mut size = 0usize;
         let percall = BatchInstance::default();
         for call in calls {
-            if self.conn.peer_gone.is_raised() {
+            if self.conn.peer_gone.is_raised() && !ctx.is_oneway() {
                 tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
                 return Err(caller_gone());
             }

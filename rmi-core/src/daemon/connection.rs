@@ -534,6 +534,9 @@ pub(super) async fn handle_connection(
     // only for it (a batch, a wait for a stream's next item) stops; calls go on, as their
     // callers may have only half-closed (and a oneway call's caller may be long gone).
     let peer_gone = Arc::new(Signal::default());
+    // Raised when the connection ends with more calls running than the daemon has room for
+    // (`max_orphaned_calls`): they are dropped.
+    let cancel = Arc::new(Signal::default());
     let conn = Arc::new(Conn {
         daemon: daemon.clone(),
         id,
@@ -758,11 +761,17 @@ pub(super) async fn handle_connection(
                         // its first poll never looks at that signal).
                         let mut run = std::mem::replace(&mut inline, Box::pin(None));
                         let mut aborted = inner.abort.wait();
+                        let mut cancelled = cancel.wait();
                         let run = std::future::poll_fn(move |cx| {
                             // Biased towards the call.
                             match run.as_mut().as_pin_mut().expect("running").poll(cx) {
                                 Poll::Ready((reply, ..)) => Poll::Ready(reply),
-                                Poll::Pending => Pin::new(&mut aborted).poll(cx).map(|()| None),
+                                Poll::Pending => match Pin::new(&mut aborted).poll(cx) {
+                                    Poll::Ready(()) => Poll::Ready(None),
+                                    Poll::Pending => {
+                                        Pin::new(&mut cancelled).poll(cx).map(|()| None)
+                                    }
+                                },
                             }
                         });
                         // Its request's bytes count against the connection's byte budget
@@ -802,6 +811,7 @@ pub(super) async fn handle_connection(
     drop(tx);
     if reset.is_raised() {
         let _ = writer_task.await;
+        orphan_calls(&inner, &slots, max, &cancel, &peer);
         return;
     }
     // Requests the loop left unread (a peer still sending at shutdown, say) are read off and
@@ -830,6 +840,44 @@ pub(super) async fn handle_connection(
         }
         () = &mut drain => {
             let _ = writer_task.await;
+        }
+    }
+    // (None are left when the writer saw every reply out; some when it failed.)
+    orphan_calls(&inner, &slots, max, &cancel, &peer);
+}
+
+/// The calls of a connection that ended still running, with nobody to answer (a peer that
+/// reset it, or stopped reading): they run on within the daemon's room for such calls
+/// (`max_orphaned_calls`), counted until the last of them ends; with no room, they are
+/// dropped (`cancel`). So a client that resets its connections and connects again cannot leave
+/// calls running without bound, while its connection's place is free at once.
+fn orphan_calls(
+    inner: &super::Inner,
+    slots: &Arc<Semaphore>,
+    max: usize,
+    cancel: &Signal,
+    peer: &str,
+) {
+    let running = max.saturating_sub(slots.available_permits());
+    if running == 0 || inner.abort.is_raised() {
+        return;
+    }
+    let (Ok(running32), Ok(max32)) = (u32::try_from(running), u32::try_from(max)) else {
+        return cancel.raise();
+    };
+    match inner.orphans.clone().try_acquire_many_owned(running32) {
+        Ok(room) => {
+            let slots = slots.clone();
+            inner.tasks.spawn(async move {
+                // Every slot back: the last call has ended (or was dropped at the abort).
+                let _ = slots.acquire_many(max32).await;
+                drop(room);
+            });
+        }
+        Err(_) => {
+            let limit = inner.config.max_orphaned_calls;
+            tracing::warn!(%peer, calls = running, max_orphaned_calls = limit, "connection gone with calls running and no room for them; dropping them");
+            cancel.raise();
         }
     }
 }

@@ -86,6 +86,24 @@ where
     }
 }
 
+/// Asks `validator`; a panic in it is a refusal (logged, rate-limited: a client's handshake
+/// data may make it panic at will), not the end of the connection's task (nor, at a Pyro4
+/// client's first call, of its request loop).
+pub(super) fn validate(
+    warnings: &super::log::RateLimit,
+    validator: &dyn ValidateHandshake,
+    info: &HandshakeInfo<'_>,
+) -> Result<HandshakeData, String> {
+    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| validator.validate(info)));
+    asked.unwrap_or_else(|panic| {
+        if warnings.allow(|n| tracing::error!(left_out = n, "more calls panicked")) {
+            let text = super::call::panic_text(&*panic);
+            tracing::error!(peer = %info.peer, panic = %super::log::PeerText(&text), "the handshake validator panicked");
+        }
+        Err("the daemon's handshake validator failed".into())
+    })
+}
+
 /// A validator closure whose answer is any value ([`HandshakeData::new`] makes one from any
 /// serde value), for [`DaemonBuilder::validator`](super::DaemonBuilder::validator).
 pub fn answer_any<F>(validator: F) -> AnswerAny<F>
@@ -454,8 +472,7 @@ fn check(
                 data: &connect.handshake,
                 peer_certificate: client.certificate,
             };
-            validator
-                .validate(&info)
+            validate(&inner.panic_warnings, &**validator, &info)
                 .map_err(|reason| fail(req, ser, reason))?
         }
         None => connect.handshake,

@@ -41,8 +41,9 @@ pub use bind::BindAddr;
 pub use builder::{
     DaemonBuilder, DEFAULT_FRAME_TIMEOUT, DEFAULT_GRACE_PERIOD, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_HOST, DEFAULT_MAX_BATCH_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_STREAMS, DEFAULT_MAX_STREAMS_PER_CONNECTION,
-    DEFAULT_MIN_WRITE_RATE, DEFAULT_STREAM_LINGER, DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_MAX_ORPHANED_CALLS, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION, DEFAULT_MIN_WRITE_RATE, DEFAULT_STREAM_LINGER,
+    DEFAULT_WRITE_TIMEOUT,
 };
 pub use handshake::{
     answer_any, AnswerAny, Certificate, HandshakeInfo, ValidateHandshake, MAX_HANDSHAKE_SIZE,
@@ -107,6 +108,8 @@ struct Inner {
     burst_ticks: AtomicU64,
     /// One permit per open connection (`max_connections`).
     connections: Arc<Semaphore>,
+    /// One permit per call running on after its connection ended (`max_orphaned_calls`).
+    orphans: Arc<Semaphore>,
     /// Failed oneway calls are logged at most this often (peers choose how many fail).
     oneway_warnings: log::RateLimit,
     /// Panicking calls are logged at most this often.
