@@ -15,7 +15,8 @@ use rmi_cli::gateway::{Gateway, DEFAULT_EXPOSE};
     about = "Call remote objects over HTTP and JSON (like pyro5-httpgateway)"
 )]
 struct Args {
-    /// Host to bind.
+    /// Host to bind (`localhost` is 127.0.0.1, as Pyro's gateway binds it, whatever the
+    /// system's resolver lists first).
     #[arg(short = 'H', long, default_value = "localhost")]
     host: String,
     /// Port to bind (0: any free port).
@@ -115,13 +116,20 @@ async fn run(args: Args) -> Result<(), Failure> {
             args.expose
         );
     }
-    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+    let host = match args.host.as_str() {
+        "localhost" => "127.0.0.1",
+        host => host,
+    };
+    let listener = tokio::net::TcpListener::bind((host, args.port))
         .await
         .map_err(|e| (e.into(), None))?;
     let address = listener.local_addr().map_err(|e| (e.into(), None))?;
     println!("rmi HTTP gateway on http://{address}/pyro/");
     println!("name server: {}", names.uri());
     println!("exposed names: {}", args.expose);
+    // Told to stop, the gateway finishes the requests under way, for at most `STOP_WITHIN`: a
+    // client that sent half a request and went silent does not keep it running.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         let interrupt = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -136,9 +144,22 @@ async fn run(args: Args) -> Result<(), Failure> {
         }
         #[cfg(not(unix))]
         let _ = interrupt.await;
+        let _ = stopping.send(());
     };
-    axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| (e.into(), None))
+    let serving = axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown);
+    tokio::select! {
+        served = serving => served.map_err(|e| (e.into(), None)),
+        () = async {
+            if stopped.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(STOP_WITHIN).await;
+        } => {
+            eprintln!("rmi-httpgateway: requests still open after {STOP_WITHIN:?}; stopping");
+            Ok(())
+        }
+    }
 }
+
+/// How long the gateway waits, once told to stop, for the requests under way.
+const STOP_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
