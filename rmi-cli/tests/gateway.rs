@@ -652,12 +652,7 @@ async fn the_index_page_lists_exposed_names_escaped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmi_httpgateway_serves_the_tutorial_to_curl() {
     let world = world().await;
-    let ns_port = match world.ns.uri().location() {
-        Some(rmi::Location::Tcp { port, .. }) => port,
-        other => panic!("{other:?}"),
-    };
-    let args = ["--nshost", "127.0.0.1", "--nsport", &ns_port.to_string()].map(String::from);
-    let (mut child, port) = spawn_gateway(args.to_vec(), &[])
+    let (mut child, port) = spawn_gateway(at_name_server(&world.ns, &[]), &[])
         .await
         .expect("rmi-httpgateway");
 
@@ -674,6 +669,19 @@ async fn rmi_httpgateway_serves_the_tutorial_to_curl() {
     let (status, _) = child.terminate();
     assert!(status.success(), "{status:?}");
     world.daemon.shutdown();
+}
+
+/// The gateway's arguments for the name server `ns` (on 127.0.0.1), then `extra`.
+fn at_name_server(ns: &rmi::naming::NameServerHandle, extra: &[&str]) -> Vec<String> {
+    let port = match ns.uri().location() {
+        Some(rmi::Location::Tcp { port, .. }) => port.to_string(),
+        other => panic!("{other:?}"),
+    };
+    ["--nshost", "127.0.0.1", "--nsport", &port]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
 }
 
 /// Spawns `rmi-httpgateway` on 127.0.0.1:0 with `args` and `env`; returns it and its port
@@ -731,12 +739,7 @@ async fn spawn_gateway_on(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmi_httpgateway_stops_on_sigterm_with_a_client_stalled_mid_request() {
     let world = world().await;
-    let ns_port = match world.ns.uri().location() {
-        Some(rmi::Location::Tcp { port, .. }) => port,
-        other => panic!("{other:?}"),
-    };
-    let args = ["--nshost", "127.0.0.1", "--nsport", &ns_port.to_string()].map(String::from);
-    let (mut child, port) = spawn_gateway_on(&[], args.to_vec(), &[])
+    let (mut child, port) = spawn_gateway_on(&[], at_name_server(&world.ns, &[]), &[])
         .await
         .expect("rmi-httpgateway");
     let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -812,17 +815,7 @@ async fn rmi_httpgateway_reaches_a_name_server_and_daemons_behind_a_shared_secre
             .unwrap(),
     );
     names.register("http.greeter", &uri).await.unwrap();
-    let ns_port = match ns.uri().location() {
-        Some(rmi::Location::Tcp { port, .. }) => port.to_string(),
-        other => panic!("{other:?}"),
-    };
-    let at_ns = |extra: &[&str]| {
-        let mut args: Vec<String> = ["--nshost", "127.0.0.1", "--nsport", &ns_port]
-            .map(String::from)
-            .to_vec();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args
-    };
+    let at_ns = |extra: &[&str]| at_name_server(&ns, extra);
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, "gateway s3cret\n").unwrap();

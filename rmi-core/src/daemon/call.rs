@@ -71,17 +71,11 @@ impl Call {
                 self.invoke(payload, corr, oneway, turn, reuse).await
             }
             // Reported here, with no names: the allocation still holds the previous call's.
-            Err(e) => {
-                let err = malformed(e);
-                let call = Failure {
-                    object: None,
-                    method: None,
-                    correlation_id: corr,
-                    oneway,
-                };
-                hooks::call_failed(&self.conn, call, &err);
-                (Err(err), Vec::new(), true)
-            }
+            Err(e) => (
+                Err(self.malformed_reported(e, corr, oneway)),
+                Vec::new(),
+                true,
+            ),
         };
         self.context = context;
         self.object_hint = hint;
@@ -266,15 +260,11 @@ impl Call {
         let (ctx, args) = match decoded {
             Ok((ctx, args)) => (ctx, args.in_protocol(self.protocol)),
             Err(e) => {
-                let err = malformed(e);
-                let call = Failure {
-                    object: None,
-                    method: None,
-                    correlation_id: corr,
-                    oneway,
-                };
-                hooks::call_failed(&self.conn, call, &err);
-                return (Err(err), Vec::new(), true);
+                return (
+                    Err(self.malformed_reported(e, corr, oneway)),
+                    Vec::new(),
+                    true,
+                )
             }
         };
         let result = match self.refusal(ctx.object()) {
@@ -294,6 +284,25 @@ impl Call {
         let (annotations, alloc) = ctx.finish();
         *context = alloc;
         (result, annotations, reported)
+    }
+
+    /// The error for a request that did not decode (or inflate), told to the call-error hook
+    /// with no names: none were read.
+    fn malformed_reported(
+        &self,
+        e: impl std::fmt::Display,
+        corr: uuid::Uuid,
+        oneway: bool,
+    ) -> RemoteError {
+        let err = malformed(e);
+        let call = Failure {
+            object: None,
+            method: None,
+            correlation_id: corr,
+            oneway,
+        };
+        hooks::call_failed(&self.conn, call, &err);
+        err
     }
 
     /// Tells the daemon's call-error hook that the call to `method` of `object` in this
