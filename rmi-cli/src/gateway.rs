@@ -45,7 +45,7 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri as HttpUri};
 use axum::response::{IntoResponse, Response};
 use rmi::naming::NameServerProxy;
-use rmi::{Error, Proxy, Serializer};
+use rmi::{Error, Proxy, Serializer, Uri};
 use serde_json::{json, Value};
 
 /// The expose pattern by default, as Pyro's: names starting with `http.`.
@@ -142,15 +142,34 @@ impl Gateway {
             .with_state(Arc::new(self))
     }
 
-    /// A proxy of its own (its own connection) to the object `name` is registered under.
+    /// A proxy of its own (its own connection) to the object `name` is registered under. A
+    /// name several daemons share (rmi's name server) is answered with one of them at random:
+    /// when that one does not answer, the others are tried in turn, as a `PYRONAME:` proxy
+    /// passes over a daemon it cannot reach.
     async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
-        let uri = self.names.lookup(name).await?;
-        self.security
-            .proxy(uri)
-            .serializer(Serializer::Json)
-            .timeout(self.timeout)
-            .connect()
-            .await
+        let first = self.names.lookup(name).await?;
+        let dial = |uri: Uri| {
+            self.security
+                .proxy(uri)
+                .serializer(Serializer::Json)
+                .timeout(self.timeout)
+                .connect()
+        };
+        let failed = match dial(first.clone()).await {
+            Ok(proxy) => return Ok(proxy),
+            Err(e) if e.is_communication() => e,
+            Err(e) => return Err(e),
+        };
+        // (A name server without `lookup_all`, Pyro's, has one daemon per name.)
+        let Ok(all) = self.names.lookup_all(name).await else {
+            return Err(failed);
+        };
+        for (uri, _) in all.into_iter().filter(|(uri, _)| *uri != first) {
+            if let Ok(proxy) = dial(uri).await {
+                return Ok(proxy);
+            }
+        }
+        Err(failed)
     }
 
     /// The expose pattern as given.
