@@ -12,7 +12,7 @@ use rmi::{Daemon, Error, Proxy, Serializer, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{start_daemon, LabObject, LabProxy, LabServer};
+use crate::support::{serve_lab, start_daemon, LabObject, LabProxy, LabServer};
 
 /// The next whole frame (Pyro5 or Pyro4) from `s`, as its bytes and type; `None` at its end.
 async fn next_frame<R: AsyncRead + Unpin>(s: &mut R) -> Option<(Vec<u8>, MessageType)> {
@@ -144,23 +144,15 @@ async fn through_pyroname_too_the_first_call_does_not_wait_for_the_connectok() {
 /// client saw its connection dropped, with no answer; found by a review, 2026-12-06.)
 #[tokio::test]
 async fn a_panicking_handshake_validator_refuses_the_client_and_the_daemon_serves_on() {
-    let daemon = Daemon::builder()
-        .validator(|info: &rmi::daemon::HandshakeInfo<'_>| {
+    let (daemon, uri) = serve_lab(Daemon::builder().validator(
+        |info: &rmi::daemon::HandshakeInfo<'_>| {
             if info.data == "not a number" {
                 panic!("the validator's own bug");
             }
             Ok("welcome".to_string())
-        })
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register_with_id(LabServer::new(LabObject::default()), "lab")
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+        },
+    ))
+    .await;
     let refused = LabProxy::from_proxy(
         Proxy::builder(uri.clone())
             .handshake("not a number")
