@@ -74,6 +74,8 @@ pub struct FrameReader<R> {
     protocol: Option<Protocol>,
     /// How long a message may take to arrive once its first byte is in (slow senders).
     frame_timeout: Option<Duration>,
+    /// Bytes per second a message's sender earns more time at, on top of `frame_timeout`.
+    min_read_rate: Option<u64>,
     /// When the current read first waited for the rest of the message at the front: its
     /// frame clock (unset again when the next read starts).
     partial_since: Option<tokio::time::Instant>,
@@ -117,6 +119,7 @@ impl<R> std::fmt::Debug for FrameReader<R> {
             .field("max_message_size", &self.max_message_size)
             .field("protocol", &self.protocol)
             .field("frame_timeout", &self.frame_timeout)
+            .field("min_read_rate", &self.min_read_rate)
             .finish()
     }
 }
@@ -130,6 +133,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max_message_size,
             protocol: Some(Protocol::Pyro5),
             frame_timeout: None,
+            min_read_rate: None,
             partial_since: None,
             hand_off: false,
             front: std::cell::Cell::new(None),
@@ -277,11 +281,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// How many more bytes the message at the front needs, when its header is complete.
     fn missing(&self) -> Option<usize> {
         let header = self.header().ok()?;
-        let split_off = match &self.bulk {
-            Bulk::Reading { buf, .. } => buf.len(),
-            Bulk::Unknown | Bulk::Whole => 0,
-        };
-        Some(header.total_len() - self.buf.len() - split_off)
+        Some(header.total_len() - self.received())
     }
 
     /// Looks, once the front message's annotations are in, for a byte string to read into a
@@ -400,6 +400,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.frame_timeout = timeout;
     }
 
+    /// Gives a message's sender more time than the frame timeout for the bytes it has sent:
+    /// `n / rate` seconds for `n` bytes received, so a large message over a slow link is not
+    /// cut off for its size, while a sender of a byte at a time earns next to nothing.
+    pub fn set_min_read_rate(&mut self, bytes_per_second: Option<u64>) {
+        self.min_read_rate = bytes_per_second.map(|r| r.max(1));
+    }
+
+    /// The bytes of the front message received so far (split off or not).
+    fn received(&self) -> usize {
+        let split_off = match &self.bulk {
+            Bulk::Reading { buf, .. } => buf.len(),
+            Bulk::Unknown | Bulk::Whole => 0,
+        };
+        self.buf.len() + split_off
+    }
+
+    /// How long the front message may take since its first byte, `limit` plus what the bytes
+    /// received earn at the minimum read rate.
+    fn frame_allowance(&self, limit: Duration) -> Duration {
+        let Some(rate) = self.min_read_rate else {
+            return limit;
+        };
+        let nanos = (self.received() as u128 * 1_000_000_000) / u128::from(rate);
+        limit.saturating_add(Duration::from_nanos(
+            u64::try_from(nanos).unwrap_or(u64::MAX),
+        ))
+    }
+
     /// Lets go of the allocation a large message arrived in: the message's payload is split off
     /// the same allocation, and `BytesMut::reserve` would reclaim and keep all of it once the
     /// message is dropped. Bytes of the next message already read are copied over.
@@ -441,11 +469,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // The frame clock runs from the first wait for the rest of a message whose first
             // bytes are in (a deadline too far to represent is none).
             let frame_deadline = match (self.frame_timeout, buffered) {
-                (Some(limit), 1..) => self
-                    .partial_since
-                    .get_or_insert_with(tokio::time::Instant::now)
-                    .checked_add(limit)
-                    .map(|at| (at, limit)),
+                (Some(limit), 1..) => {
+                    let allowed = self.frame_allowance(limit);
+                    self.partial_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .checked_add(allowed)
+                        .map(|at| (at, allowed))
+                }
                 _ => None,
             };
             let idle_deadline = match (idle, buffered) {
@@ -456,14 +486,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             };
             let read = std::future::poll_fn(|cx| self.poll_fill(cx));
             let n = match (frame_deadline, buffered, idle_deadline) {
-                (Some((at, limit)), 1.., _) => {
-                    tokio::time::timeout_at(at, read).await.map_err(|_| {
-                        Error::Protocol(format!(
-                            "message not complete {limit:?} after its first byte (frame_timeout); {buffered} bytes received"
-                        ))
-                    })?
-                }
-                (_, 0, Some((at, d))) => tokio::time::timeout_at(at, read).await.map_err(|_| Error::Timeout(d))?,
+                (Some((at, allowed)), 1.., _) => tokio::time::timeout_at(at, read)
+                    .await
+                    .map_err(|_| self.too_slow(allowed))?,
+                (_, 0, Some((at, d))) => tokio::time::timeout_at(at, read)
+                    .await
+                    .map_err(|_| Error::Timeout(d))?,
                 _ => read.await,
             }
             .map_err(|e| Error::io("reading from the connection", e))?;
@@ -550,6 +578,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             None => self.read_size,
         };
         self.buf.reserve(reserve.max(self.read_size));
+    }
+
+    /// The error for a message that took longer than `allowed` since its first byte.
+    fn too_slow(&self, allowed: Duration) -> Error {
+        let received = self.received();
+        let rate = match self.min_read_rate {
+            Some(rate) => format!(" plus {received} bytes at min_read_rate {rate} bytes/s"),
+            None => String::new(),
+        };
+        let total = match self.missing() {
+            Some(missing) => format!(" of {}", received + missing),
+            None => String::new(),
+        };
+        Error::Protocol(format!(
+            "message not complete {allowed:?} after its first byte (frame_timeout{rate}); {received}{total} bytes received"
+        ))
     }
 
     /// The end of the stream: clean between messages, an error within one.
@@ -1399,6 +1443,71 @@ mod tests {
             let msg = reader.read_frame().await.unwrap().unwrap();
             assert!(msg.payload_tail.is_empty(), "{split:?}");
             assert_eq!(msg.payload, whole);
+        }
+    }
+
+    /// Sends `wire` in pieces of `piece` bytes, one every `every` (on the test clock), to a
+    /// reader with a 200 ms frame timeout and a minimum read rate of 1 MiB/s, splitting its
+    /// announced byte string or not; what the reader's read gives.
+    async fn read_sent_at(
+        wire: Bytes,
+        piece: usize,
+        every: Duration,
+        split: bool,
+    ) -> Result<Option<Message>, Error> {
+        let (mut peer, ours) = tokio::io::duplex(1 << 20);
+        let mut reader = FrameReader::new(ours, 64 << 20);
+        reader.set_frame_timeout(Some(Duration::from_millis(200)));
+        reader.set_min_read_rate(Some(1 << 20));
+        if split {
+            reader.split_bulk(MessageType::Invoke);
+        }
+        let writer = tokio::spawn(async move {
+            for chunk in wire.chunks(piece) {
+                if peer.write_all(chunk).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(every).await;
+            }
+            std::future::pending::<()>().await;
+        });
+        let read = reader.read_frame().await;
+        writer.abort();
+        read
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_arriving_above_the_minimum_read_rate_may_take_longer_than_the_frame_timeout()
+    {
+        // 2 MB at 50 KB every 20 ms (2.5 MB/s, 0.8 s in all, four times the frame timeout):
+        // read whole, whether its byte string is read into a buffer of its own or not (the
+        // bytes received count in both).
+        let (sent, wire) = announced(1, 100, 2_000_000, 0);
+        for split in [true, false] {
+            let msg = read_sent_at(wire.clone(), 50_000, Duration::from_millis(20), split)
+                .await
+                .unwrap_or_else(|e| panic!("split {split}: {e}"))
+                .unwrap();
+            assert_eq!(msg.payload_len(), sent.payload_len());
+        }
+        // At 5 KB every 50 ms (100 KB/s, a tenth of the rate) it is cut off soon after the
+        // frame timeout, by an error that names both settings and what had arrived.
+        for split in [true, false] {
+            let started = tokio::time::Instant::now();
+            let err = read_sent_at(wire.clone(), 5_000, Duration::from_millis(50), split)
+                .await
+                .unwrap_err();
+            let took = started.elapsed();
+            assert!(
+                took >= Duration::from_millis(200) && took < Duration::from_millis(300),
+                "split {split}: cut off after {took:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains("(frame_timeout plus 25000 bytes at min_read_rate 1048576 bytes/s)")
+                    && text.contains("25000 of 2000168 bytes received"),
+                "split {split}: {text}"
+            );
         }
     }
 }

@@ -152,6 +152,14 @@ async fn lab_over_pipe(
             "lab",
         )
         .unwrap();
+    pipe_to_lab(daemon, capacity).await
+}
+
+/// Another connection to the lab object `lab_over_pipe` registered in `daemon`.
+async fn pipe_to_lab(
+    daemon: &rmi::Daemon,
+    capacity: usize,
+) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
     let (mut s, server) = tokio::io::duplex(capacity);
     let served = tokio::spawn({
         let d = daemon.clone();
@@ -243,6 +251,84 @@ async fn a_client_reading_a_trickle_is_cut_off_by_min_write_rate() {
     assert!(
         !logged.any(": 0 of "),
         "the client read {got} bytes, yet the log says none were written: {:?}",
+        logged.0.lock().unwrap()
+    );
+    daemon.shutdown();
+}
+
+#[tokio::test]
+async fn a_large_request_sent_above_min_read_rate_is_served_past_frame_timeout() {
+    // frame_timeout 300 ms, min_read_rate 1 MiB/s: a message may take 0.3 s after its first
+    // byte plus a second per MiB received. A 2 MiB request sent at 64 KiB every 25 ms
+    // (2.5 MiB/s, about 0.8 s: longer than frame_timeout, well within the rate) is answered;
+    // the same request at 8 KiB every 100 ms (80 KiB/s) is cut off long before its end, and
+    // the log names both settings. (Before, frame_timeout was flat: any message was cut off
+    // 0.3 s after its first byte, whatever its size.)
+    let logged = LoggedErrors::default();
+    let _log = logged.install();
+    let daemon = rmi::Daemon::builder()
+        .frame_timeout(Some(Duration::from_millis(300)))
+        .min_read_rate(Some(1 << 20))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let request = invoke_frame("blob_len", &(Blob(vec![7; 2 << 20]),), 1).to_bytes();
+
+    let (mut fast, _) = lab_over_pipe(&daemon, 64 << 10).await;
+    let started = Instant::now();
+    for chunk in request.chunks(64 << 10) {
+        fast.write_all(chunk)
+            .await
+            .expect("the daemon closed the connection of a request sent at 2.5 MiB/s");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let sent_in = started.elapsed();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        rmi::transport::FrameReader::new(&mut fast, 64 << 20).read_frame(),
+    )
+    .await
+    .expect("answered within 10 s")
+    .expect("a reply, not a closed connection")
+    .expect("a reply, not the end of the stream");
+    assert!(
+        !reply.has_flag(rmi::protocol::frame::FLAGS_EXCEPTION),
+        "the large request failed"
+    );
+    let len: usize = Serializer::Bincode
+        .decode(&reply.payload, &Default::default())
+        .unwrap();
+    assert_eq!(len, 2 << 20);
+    println!("2 MiB request at 2.5 MiB/s: sent in {sent_in:?} (frame_timeout 300 ms), answered");
+
+    let (mut slow, _) = pipe_to_lab(&daemon, 64 << 10).await;
+    let started = Instant::now();
+    let mut sent = 0;
+    for chunk in request.chunks(8 << 10) {
+        if slow.write_all(chunk).await.is_err() {
+            break;
+        }
+        sent += chunk.len();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut rest)).await;
+    println!(
+        "2 MiB request at 80 KiB/s: cut off after {:?}, {} KiB sent",
+        started.elapsed(),
+        sent >> 10
+    );
+    assert!(closed.is_ok(), "the daemon never closed the slow sender");
+    assert!(
+        sent < request.len(),
+        "the slow sender sent its whole request"
+    );
+    assert!(
+        logged.any("(frame_timeout plus") && logged.any("at min_read_rate 1048576 bytes/s"),
+        "{:?}",
         logged.0.lock().unwrap()
     );
     daemon.shutdown();

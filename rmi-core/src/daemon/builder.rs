@@ -35,7 +35,8 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
 /// Default [`DaemonBuilder::max_connections`]: open connections per daemon (each costs a file
 /// descriptor and a few KiB; raise the process's descriptor limit to go higher).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
-/// Default [`DaemonBuilder::frame_timeout`]: how long a message may take once it has started.
+/// Default [`DaemonBuilder::frame_timeout`]: how long a message may take once it has started
+/// (plus its size at [`DEFAULT_MIN_READ_RATE`]).
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`DaemonBuilder::write_timeout`]: how long a peer may leave our replies unread.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,6 +55,9 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 /// Default [`DaemonBuilder::min_write_rate`], bytes per second: 256 KiB/s, so a maximal
 /// 64 MiB reply may take about 4.5 minutes on top of the write timeout.
 pub const DEFAULT_MIN_WRITE_RATE: u64 = 256 << 10;
+/// Default [`DaemonBuilder::min_read_rate`], bytes per second: 256 KiB/s, so a maximal 64 MiB
+/// request may take about 4.5 minutes on top of the frame timeout.
+pub const DEFAULT_MIN_READ_RATE: u64 = 256 << 10;
 /// Default [`DaemonBuilder::max_batch_calls`]: calls in one `<batch>`.
 pub const DEFAULT_MAX_BATCH_CALLS: usize = 10_000;
 
@@ -78,6 +82,7 @@ pub struct DaemonBuilder {
     pub(super) frame_timeout: Option<Duration>,
     pub(super) write_timeout: Option<Duration>,
     pub(super) min_write_rate: Option<u64>,
+    pub(super) min_read_rate: Option<u64>,
     pub(super) max_queued_bytes: usize,
     pub(super) max_batch_calls: usize,
     pub(super) compression: bool,
@@ -107,6 +112,7 @@ impl std::fmt::Debug for DaemonBuilder {
             .field("frame_timeout", &self.frame_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("min_write_rate", &self.min_write_rate)
+            .field("min_read_rate", &self.min_read_rate)
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("max_batch_calls", &self.max_batch_calls)
             .field("compression", &self.compression)
@@ -150,6 +156,7 @@ impl Default for DaemonBuilder {
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
             write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             min_write_rate: Some(DEFAULT_MIN_WRITE_RATE),
+            min_read_rate: Some(DEFAULT_MIN_READ_RATE),
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_batch_calls: DEFAULT_MAX_BATCH_CALLS,
             compression: false,
@@ -392,9 +399,22 @@ impl DaemonBuilder {
     }
 
     /// Closes a connection whose message has not fully arrived this long after its first
-    /// byte, so a peer sending a byte at a time cannot hold it (default 30 s).
+    /// byte, plus the time its bytes received so far take at [`min_read_rate`]
+    /// (Self::min_read_rate), so a peer sending a byte at a time cannot hold it, while a large
+    /// request over a slow link is not cut off for its size (default 30 s). `None`: a message
+    /// may take any time.
     pub fn frame_timeout(mut self, d: Option<Duration>) -> Self {
         self.frame_timeout = d;
+        self
+    }
+
+    /// Slowest rate, in bytes per second, at which a peer may send a message: one of which `n`
+    /// bytes have arrived may take `frame_timeout + n / rate` since its first byte, or the
+    /// connection closes with an error naming both settings (default 256 KiB/s; `None`: only
+    /// `frame_timeout` applies, whatever the message's size). A peer sending slower than this
+    /// gains almost nothing: a byte at a time earns microseconds.
+    pub fn min_read_rate(mut self, bytes_per_second: Option<u64>) -> Self {
+        self.min_read_rate = bytes_per_second.map(|r| r.max(1));
         self
     }
 

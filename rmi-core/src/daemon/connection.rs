@@ -428,6 +428,7 @@ pub(super) async fn handle_connection(
     let (mut reader, mut writer) =
         transport::split_io(stream, inner.config.limits.max_message_size);
     reader.set_frame_timeout(inner.config.frame_timeout);
+    reader.set_min_read_rate(inner.config.min_read_rate);
     // Pyro5 or Pyro4: the first message's header decides.
     reader.accept_either_protocol();
     // A large `Vec<u8>` argument an rmi proxy announces arrives in a buffer of its own.
