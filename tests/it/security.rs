@@ -781,6 +781,48 @@ async fn guessing_the_shared_secret_is_refused_after_30_failures_a_minute() {
     daemon.shutdown();
 }
 
+/// The same limit over a Unix socket, whose peers have no address: they count together.
+/// (Before, a peer with no IP address was never counted: a local user could guess as fast as
+/// the CPU allowed.)
+#[cfg(unix)]
+#[tokio::test]
+async fn guessing_the_shared_secret_over_a_unix_socket_is_refused_after_30_failures() {
+    let secret = SharedSecret::new("correct horse battery staple");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::builder()
+        .shared_secret(secret.clone())
+        .bind_unix(dir.path().join("guarded.sock"))
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let attempt = |guess: SharedSecret| {
+        LabProxy::builder(&uri)
+            .unwrap()
+            .shared_secret(guess)
+            .reconnect_attempts(0)
+            .connect::<LabProxy>()
+    };
+    attempt(secret.clone()).await.expect("the right secret");
+    for n in 0..30 {
+        let err = attempt(SharedSecret::new(format!("guess {n}")))
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("too many"), "guess {n}: {err}");
+    }
+    let err = attempt(SharedSecret::new("guess 31")).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("too many failed authentications")),
+        "{err:?}"
+    );
+    daemon.shutdown();
+}
+
 #[tokio::test]
 async fn a_secret_on_one_side_only_is_an_explicit_error() {
     // Client has a secret, the daemon none: the daemon cannot prove anything.

@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::log::{AuthFailures, PeerText};
+use super::log::{AuthFailures, AuthSource, PeerText};
 use super::{reply_to, Inner};
 use crate::auth::{ServerHandshake, Session};
 use crate::protocol::codec::{
@@ -199,12 +199,10 @@ where
     // Before the client's proof: nothing here looks at the request's payload or the objects.
     let ser = accepted_serializer(&req, protocol)?;
     check_type(&req, protocol)?;
-    let address = peer
-        .parse::<std::net::SocketAddr>()
-        .ok()
-        .map(|a| a.ip().to_canonical());
+    // A guess counts from the offer on (the offer lets the client check its guess by itself),
+    // so an address with its room full of handshakes under way waits for one to end.
     let failures = &inner.auth_failures;
-    if address.is_some_and(|a| failures.refused(a, tokio::time::Instant::now())) {
+    let Some(source) = failures.guess(AuthSource::of(peer)).await else {
         if failures.warnings.allow(|n| {
             tracing::warn!(
                 refused = n,
@@ -222,19 +220,19 @@ where
                 AuthFailures::WINDOW
             ),
         ));
-    }
-    let mut offer = reply_to(&req, MessageType::ConnectOk, 0, Vec::new());
-    let pending = ServerHandshake::start(secret, &req, &mut offer)
-        .map_err(|reason| fail(&req, ser, reason))?;
-    writer.write_frame(&offer).await.map_err(|_| None)?;
+    };
     // From here until the client has proved the secret, the connection counts as a failed
     // guess, however it ends (a wrong proof, a close, the handshake timeout dropping this).
     let guess = Guess {
         failures,
-        address,
+        source,
         peer,
         proved: false,
     };
+    let mut offer = reply_to(&req, MessageType::ConnectOk, 0, Vec::new());
+    let pending = ServerHandshake::start(secret, &req, &mut offer)
+        .map_err(|reason| fail(&req, ser, reason))?;
+    writer.write_frame(&offer).await.map_err(|_| None)?;
 
     // The client's proof: a second CONNECT signed with its session key.
     let proof = read(reader, peer).await?;
@@ -303,11 +301,11 @@ where
     }
 }
 
-/// A connection that got the daemon's half of the SPAKE2 exchange: unless it [`proved`]
-/// (`Guess::proved`) the secret, its end counts as a failed authentication of its address.
+/// A connection about to get the daemon's half of the SPAKE2 exchange: unless it [`proved`]
+/// (`Guess::proved`) the secret, its end counts as a failed authentication of its source.
 struct Guess<'a> {
     failures: &'a AuthFailures,
-    address: Option<std::net::IpAddr>,
+    source: AuthSource,
     peer: &'a str,
     proved: bool,
 }
@@ -320,15 +318,12 @@ impl Guess<'_> {
 
 impl Drop for Guess<'_> {
     fn drop(&mut self) {
+        let now = tokio::time::Instant::now();
+        let n = self.failures.end(self.source, self.proved, now);
         if self.proved {
             return;
         }
         let peer = self.peer;
-        let Some(address) = self.address else {
-            tracing::debug!(%peer, "the client did not prove the shared secret");
-            return;
-        };
-        let n = self.failures.failed(address, tokio::time::Instant::now());
         if self
             .failures
             .warnings

@@ -66,53 +66,142 @@ impl RateLimit {
     }
 }
 
-/// Failed proofs of the shared secret, per client address. Each connection that got the
-/// daemon's half of the handshake (SPAKE2) and did not prove the secret after it is one online
-/// guess at the secret, which the client can check by itself and close without a word: past
-/// [`AuthFailures::LIMIT`] in a minute, the address is refused before any work is done, until
-/// the minute is over. (A client behind the same address with the right secret is refused too,
-/// meanwhile: the price of not letting a passphrase be guessed at thousands a second.)
+/// Guesses at the shared secret, per client address. Each connection that gets the daemon's
+/// half of the handshake (SPAKE2) is one online guess, which the client can check by itself
+/// (the half carries the daemon's key confirmation) and close without a word. So a guess counts
+/// from the moment the half is sent: at most [`AuthFailures::LIMIT`] failed and unproved ones per
+/// address in a minute, however many connections it opens at once. Past that, a connection of
+/// the address waits for one of its handshakes under way to end (within the handshake timeout),
+/// and with the failures at the limit it is refused before any work is done, until the minute
+/// is over. (A client behind the same address with the right secret is refused too, meanwhile:
+/// the price of not letting a passphrase be guessed at thousands a second.)
 #[derive(Debug, Default)]
 pub(super) struct AuthFailures {
-    /// Per address: when its window opened, and its failures in it.
-    by_address: Mutex<std::collections::HashMap<std::net::IpAddr, (Instant, u32)>>,
+    by_source: Mutex<std::collections::HashMap<AuthSource, Tally>>,
+    /// Told whenever a handshake under way ends: connections waiting for room look again.
+    ended: tokio::sync::Notify,
     pub(super) warnings: RateLimit,
 }
 
+/// Where guesses come from, as counted: an IPv4 address, an IPv6 /64 (what one subscriber
+/// gets), every peer with no IP address (Unix sockets, streams served by hand) together, or,
+/// while the table is full, every address not in it together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum AuthSource {
+    Ip(std::net::IpAddr),
+    Local,
+    Overflow,
+}
+
+impl AuthSource {
+    /// The source of a peer labelled `peer` (a socket address, or anything else).
+    pub(super) fn of(peer: &str) -> Self {
+        match peer.parse::<std::net::SocketAddr>() {
+            Ok(address) => match address.ip().to_canonical() {
+                std::net::IpAddr::V6(v6) => {
+                    let net = u128::from(v6) & !((1u128 << 64) - 1);
+                    AuthSource::Ip(std::net::Ipv6Addr::from(net).into())
+                }
+                v4 => AuthSource::Ip(v4),
+            },
+            Err(_) => AuthSource::Local,
+        }
+    }
+}
+
+/// One source's guesses: when its window opened, its failures in it, and its handshakes under
+/// way (which count until they end, whatever the window).
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    since: Instant,
+    failed: u32,
+    pending: u32,
+}
+
+/// What [`AuthFailures::try_guess`] says.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Turn {
+    /// A guess is under way for this source: end it with [`AuthFailures::end`].
+    Go(AuthSource),
+    /// Its handshakes under way fill its room: wait for one to end.
+    Wait,
+    /// Its failures in the window reached the limit.
+    Refused,
+}
+
 impl AuthFailures {
-    /// Failures an address may have in a window before it is refused.
+    /// Failed and unproved guesses a source may have in a window.
     pub(super) const LIMIT: u32 = 30;
     /// The window.
     pub(super) const WINDOW: Duration = Duration::from_secs(60);
-    /// Addresses tracked at most (past it, those whose window is over go, then all).
-    const MAX_ADDRESSES: usize = 4096;
+    /// Sources tracked at most; past it, addresses not tracked are counted together.
+    const MAX_SOURCES: usize = 4096;
 
-    /// Whether `address` is refused at `now` (its window's failures at the limit).
-    pub(super) fn refused(&self, address: std::net::IpAddr, now: Instant) -> bool {
-        self.by_address
-            .lock()
-            .get(&address)
-            .is_some_and(|(since, n)| {
-                now.duration_since(*since) < Self::WINDOW && *n >= Self::LIMIT
-            })
-    }
-
-    /// One more failure of `address` at `now`; returns its failures in the window.
-    pub(super) fn failed(&self, address: std::net::IpAddr, now: Instant) -> u32 {
-        let mut map = self.by_address.lock();
-        if map.len() >= Self::MAX_ADDRESSES && !map.contains_key(&address) {
-            map.retain(|_, (since, _)| now.duration_since(*since) < Self::WINDOW);
-            if map.len() >= Self::MAX_ADDRESSES {
-                map.clear();
+    /// Starts a guess from `source` at `now`, if its window has room for one.
+    pub(super) fn try_guess(&self, source: AuthSource, now: Instant) -> Turn {
+        let mut map = self.by_source.lock();
+        let mut source = source;
+        if map.len() >= Self::MAX_SOURCES && !map.contains_key(&source) {
+            map.retain(|_, t| t.pending > 0 || now.duration_since(t.since) < Self::WINDOW);
+            if map.len() >= Self::MAX_SOURCES {
+                source = AuthSource::Overflow;
             }
         }
-        let (since, n) = map.entry(address).or_insert((now, 0));
-        if now.duration_since(*since) >= Self::WINDOW {
-            *since = now;
-            *n = 0;
+        let tally = map.entry(source).or_insert(Tally {
+            since: now,
+            failed: 0,
+            pending: 0,
+        });
+        if now.duration_since(tally.since) >= Self::WINDOW {
+            tally.since = now;
+            tally.failed = 0;
         }
-        *n = n.saturating_add(1);
-        *n
+        if tally.failed >= Self::LIMIT {
+            Turn::Refused
+        } else if tally.failed + tally.pending >= Self::LIMIT {
+            Turn::Wait
+        } else {
+            tally.pending += 1;
+            Turn::Go(source)
+        }
+    }
+
+    /// Starts a guess from `source`, waiting while its handshakes under way fill its room;
+    /// `None` when it is refused.
+    pub(super) async fn guess(&self, source: AuthSource) -> Option<AuthSource> {
+        loop {
+            let ended = self.ended.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            match self.try_guess(source, Instant::now()) {
+                Turn::Go(counted) => return Some(counted),
+                Turn::Refused => return None,
+                Turn::Wait => ended.await,
+            }
+        }
+    }
+
+    /// Ends a guess [`try_guess`](Self::try_guess) started: `proved`, it is forgiven; else it
+    /// is one more failure in the source's window (a new one if that is over). Returns the
+    /// source's failures in its window.
+    pub(super) fn end(&self, source: AuthSource, proved: bool, now: Instant) -> u32 {
+        let failed = {
+            let mut map = self.by_source.lock();
+            let Some(tally) = map.get_mut(&source) else {
+                return 0;
+            };
+            tally.pending = tally.pending.saturating_sub(1);
+            if !proved {
+                if now.duration_since(tally.since) >= Self::WINDOW {
+                    tally.since = now;
+                    tally.failed = 0;
+                }
+                tally.failed = tally.failed.saturating_add(1);
+            }
+            tally.failed
+        };
+        self.ended.notify_waiters();
+        failed
     }
 }
 
@@ -120,23 +209,94 @@ impl AuthFailures {
 mod tests {
     use super::*;
 
-    /// An address is refused once it failed `LIMIT` times within a window, others are not,
-    /// and the refusal ends with the window.
+    /// A source is refused once it failed `LIMIT` times within a window, others are not, and
+    /// the refusal ends with the window.
     #[test]
     fn auth_failures_refuse_an_address_for_the_rest_of_its_window() {
         let failures = AuthFailures::default();
-        let (a, b) = ([127, 0, 0, 1].into(), [127, 0, 0, 2].into());
+        let (a, b) = (AuthSource::of("127.0.0.1:1"), AuthSource::of("127.0.0.2:1"));
         let start = Instant::now();
         for n in 1..=AuthFailures::LIMIT {
-            assert!(!failures.refused(a, start), "refused after {}", n - 1);
-            assert_eq!(failures.failed(a, start), n);
+            assert_eq!(failures.try_guess(a, start), Turn::Go(a), "after {}", n - 1);
+            assert_eq!(failures.end(a, false, start), n);
         }
-        assert!(failures.refused(a, start));
-        assert!(failures.refused(a, start + AuthFailures::WINDOW / 2));
-        assert!(!failures.refused(b, start));
+        assert_eq!(failures.try_guess(a, start), Turn::Refused);
+        assert_eq!(
+            failures.try_guess(a, start + AuthFailures::WINDOW / 2),
+            Turn::Refused
+        );
+        assert_eq!(failures.try_guess(b, start), Turn::Go(b));
         let later = start + AuthFailures::WINDOW;
-        assert!(!failures.refused(a, later));
-        assert_eq!(failures.failed(a, later), 1, "a new window");
+        assert_eq!(failures.try_guess(a, later), Turn::Go(a));
+        assert_eq!(failures.end(a, false, later), 1, "a new window");
+    }
+
+    /// Handshakes under way count: an address with `LIMIT` of them open gets no more offers
+    /// (it could check each by itself), until one ends; a proved one is forgiven.
+    #[test]
+    fn guesses_under_way_count_until_they_end() {
+        let failures = AuthFailures::default();
+        let a = AuthSource::of("127.0.0.1:1");
+        let now = Instant::now();
+        for _ in 0..AuthFailures::LIMIT {
+            assert_eq!(failures.try_guess(a, now), Turn::Go(a));
+        }
+        assert_eq!(failures.try_guess(a, now), Turn::Wait);
+        assert_eq!(failures.end(a, true, now), 0, "proved: forgiven");
+        assert_eq!(failures.try_guess(a, now), Turn::Go(a));
+        for _ in 0..AuthFailures::LIMIT {
+            failures.end(a, false, now);
+        }
+        assert_eq!(failures.try_guess(a, now), Turn::Refused);
+    }
+
+    /// A full table never lets go of a refused address: addresses past it share one tally.
+    #[test]
+    fn a_full_table_keeps_its_refusals() {
+        let failures = AuthFailures::default();
+        let a = AuthSource::of("127.0.0.2:1");
+        let now = Instant::now();
+        for _ in 0..AuthFailures::LIMIT {
+            failures.try_guess(a, now);
+            failures.end(a, false, now);
+        }
+        for i in 0..AuthFailures::MAX_SOURCES as u32 {
+            let other = AuthSource::Ip(std::net::Ipv4Addr::from(0x7f01_0000 + i).into());
+            if let Turn::Go(counted) = failures.try_guess(other, now) {
+                failures.end(counted, false, now);
+            }
+        }
+        assert_eq!(failures.try_guess(a, now), Turn::Refused);
+        // The overflow is one source: its 30 guesses are all the untracked addresses get.
+        let mut overflowed = 0;
+        for i in 0..100u32 {
+            let other = AuthSource::Ip(std::net::Ipv4Addr::from(0x7f02_0000 + i).into());
+            if let Turn::Go(counted) = failures.try_guess(other, now) {
+                assert_eq!(counted, AuthSource::Overflow);
+                failures.end(counted, false, now);
+                overflowed += 1;
+            }
+        }
+        assert!(overflowed < AuthFailures::LIMIT, "{overflowed}");
+    }
+
+    /// IPv6 addresses count per /64; peers with no IP address count together.
+    #[test]
+    fn sources_are_v4_addresses_v6_networks_or_local() {
+        assert_eq!(
+            AuthSource::of("[2001:db8::1]:5"),
+            AuthSource::of("[2001:db8::ffff:1]:7")
+        );
+        assert_ne!(
+            AuthSource::of("[2001:db8::1]:5"),
+            AuthSource::of("[2001:db8:0:1::1]:5")
+        );
+        assert_eq!(
+            AuthSource::of("[::ffff:127.0.0.1]:5"),
+            AuthSource::of("127.0.0.1:9")
+        );
+        assert_eq!(AuthSource::of("unix:/tmp/x"), AuthSource::Local);
+        assert_eq!(AuthSource::of("pipe"), AuthSource::Local);
     }
 
     #[test]

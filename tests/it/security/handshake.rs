@@ -430,3 +430,73 @@ async fn a_refusal_before_the_proof_is_reported_as_the_daemons_refusal() {
         "nothing sent after the refusal"
     );
 }
+
+/// Guesses at the secret count from the daemon's offer on, not from the connection's end: an
+/// address that opens 60 connections at once, each with its own guess, and keeps them open
+/// (each offer lets it check its guess offline, without ever sending a proof) gets 30 offers;
+/// the other 30 wait. Once the 30 end unproved, the waiting ones are refused, and so is the
+/// address for the rest of the minute; another address with the right secret is served
+/// meanwhile. (Before, a failure counted only when its connection ended: all 60 got an offer,
+/// and up to `max_connections` guesses a minute could be checked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_held_open_at_once_count_against_the_limit() {
+    let secret = SharedSecret::new("correct horse battery staple");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    let port = uri_port(&uri);
+    // The attacker's connections come from 127.0.0.2.
+    let mut open = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut s = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        let (connect, _half) = attacker_connect("lab", &format!("guess {i}"));
+        s.write_all(&connect.to_bytes()).await.unwrap();
+        open.spawn(async move {
+            let answer = tokio::time::timeout(Duration::from_secs(1), read_message(&mut s)).await;
+            (s, answer.map(|m| m.map(|(_, m)| m.msg_type)))
+        });
+    }
+    let (mut offered, mut waiting) = (Vec::new(), Vec::new());
+    while let Some(done) = open.join_next().await {
+        match done.unwrap() {
+            (s, Ok(Some(MessageType::ConnectOk))) => offered.push(s),
+            (s, Err(_)) => waiting.push(s),
+            (_, Ok(other)) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        offered.len(),
+        30,
+        "offers to one address with 60 handshakes open"
+    );
+    assert_eq!(waiting.len(), 30);
+
+    // Another address is not held up by this one's.
+    let honest: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(secret.clone())
+        .connect()
+        .await
+        .expect("another address with the right secret");
+    honest.calls().await.unwrap();
+
+    // The 30 offered end unproved (closed by the daemon at the handshake timeout in real life;
+    // here by the attacker): the waiting ones are refused by name.
+    drop(offered);
+    for mut s in waiting {
+        let (_, msg) = tokio::time::timeout(Duration::from_secs(10), read_message(&mut s))
+            .await
+            .expect("a waiting handshake was answered once the others ended")
+            .expect("an answer");
+        assert_eq!(msg.msg_type, MessageType::ConnectFail);
+        let reason = String::from_utf8_lossy(&msg.payload).into_owned();
+        assert!(
+            reason.contains("too many failed authentications"),
+            "{reason}"
+        );
+    }
+    daemon.shutdown();
+}
