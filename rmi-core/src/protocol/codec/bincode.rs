@@ -14,7 +14,7 @@ use bytestring::ByteString;
 use serde::de::{DeserializeOwned, DeserializeSeed};
 use serde::{Deserialize, Serialize};
 
-use super::bounded::{Bounded, Budget};
+use super::bounded::{counting_elements, Bounded, Budget};
 use super::DecodeLimits;
 use crate::error::Error;
 
@@ -85,11 +85,13 @@ pub(super) fn encode_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Er
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
     let budget = Budget::new(limits.max_depth, bytes.len());
-    options()
-        .with_limit(bytes.len() as u64)
-        .reject_trailing_bytes()
-        .deserialize_seed(BoundedRoot::<T>::new(budget), bytes)
-        .map_err(codec_error)
+    counting_elements(bytes.len(), || {
+        options()
+            .with_limit(bytes.len() as u64)
+            .reject_trailing_bytes()
+            .deserialize_seed(BoundedRoot::<T>::new(budget), bytes)
+    })
+    .map_err(codec_error)
 }
 
 /// Decodes `T` from a payload in pieces: `head`, then each piece of `tail` (a large byte
@@ -126,13 +128,15 @@ pub(super) fn decode_pieces<T: DeserializeOwned>(
         left: total,
         taken: false,
     };
-    let decoded = options()
-        .with_limit(total as u64)
-        .deserialize_from_custom_seed(
-            BoundedRoot::<T>::new(Budget::new(limits.max_depth, total)),
-            &mut pieces,
-        )
-        .map_err(codec_error);
+    let decoded = counting_elements(total, || {
+        options()
+            .with_limit(total as u64)
+            .deserialize_from_custom_seed(
+                BoundedRoot::<T>::new(Budget::new(limits.max_depth, total)),
+                &mut pieces,
+            )
+    })
+    .map_err(codec_error);
     if let (Some(back), Some(Seg::Owned(big))) = (back, pieces.segs.get_mut(1)) {
         if !pieces.taken {
             *back = Bytes::from(std::mem::take(big));
@@ -387,6 +391,33 @@ impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for BoundedRoot<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A megabyte declaring 200,000 vectors of a million `()` each (bincode writes `()` in no
+    /// bytes; each length passes the check against the payload's size): 2 × 10^11 elements,
+    /// minutes of spinning on the request loop. Refused after a bounded count instead.
+    #[test]
+    fn nested_collections_of_zero_size_values_are_refused_after_a_bounded_count() {
+        let varint_u32 = |n: u32| {
+            let mut b = vec![252u8];
+            b.extend_from_slice(&n.to_le_bytes());
+            b
+        };
+        let mut payload = varint_u32(200_000);
+        for _ in 0..200_000 {
+            payload.extend(varint_u32(1_000_000));
+        }
+        let started = std::time::Instant::now();
+        let err = decode::<Vec<Vec<()>>>(&payload, &DecodeLimits::default()).unwrap_err();
+        assert!(err.to_string().contains("more elements than"), "{err}");
+        println!("refused after {:?}", started.elapsed());
+        // Zero-size elements the payload's size allows are read.
+        let units: Vec<Vec<()>> = decode(
+            &encode(&vec![vec![(); 3]; 4]).unwrap(),
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(units, vec![vec![(); 3]; 4]);
+    }
 
     #[test]
     fn the_leading_string_is_read_without_the_rest() {

@@ -25,6 +25,51 @@ pub(crate) struct Budget {
     max_len: usize,
 }
 
+/// Elements (of sequences and maps, at every depth) a decode may read per byte of its payload,
+/// beyond [`ELEMENTS_FREE`]: what a value of zero-size elements (`()`, unit structs) needs,
+/// which bincode writes in no bytes at all.
+const ELEMENTS_PER_BYTE: usize = 8;
+/// Elements any decode may read, whatever its payload's size.
+const ELEMENTS_FREE: usize = 4096;
+
+thread_local! {
+    /// Elements the running decode may still read. Each collection's declared length is
+    /// checked against the payload's size, but nested ones multiply: a `Vec<Vec<()>>` of a
+    /// megabyte declares 10^11 elements of no bytes each, and its decoding would spin for
+    /// minutes on the request loop. Decoding is synchronous, so one count per thread serves.
+    static ELEMENTS_LEFT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Takes one element off the running decode's allowance.
+#[inline]
+fn one_more_element<E: de::Error>() -> Result<(), E> {
+    let left = ELEMENTS_LEFT.get();
+    if left == 0 {
+        return Err(E::custom(
+            "more elements than the payload's size allows (nested collections of zero-size values?)",
+        ));
+    }
+    ELEMENTS_LEFT.set(left - 1);
+    Ok(())
+}
+
+/// Runs `decode`, the decode of a payload of `len` bytes, with its own element allowance (a
+/// decode within it has its own too, and leaves this one's as it was).
+pub(crate) fn counting_elements<R>(len: usize, decode: impl FnOnce() -> R) -> R {
+    /// Puts the allowance of the decode around back, however this one ends.
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ELEMENTS_LEFT.set(self.0);
+        }
+    }
+    let allowance = len
+        .saturating_mul(ELEMENTS_PER_BYTE)
+        .saturating_add(ELEMENTS_FREE);
+    let _restore = Restore(ELEMENTS_LEFT.replace(allowance));
+    decode()
+}
+
 impl Budget {
     pub(crate) fn new(max_depth: usize, max_len: usize) -> Self {
         Budget {
@@ -347,6 +392,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
+        one_more_element()?;
         self.inner.next_element_seed(BoundedSeed {
             inner: seed,
             budget: self.budget,
@@ -365,6 +411,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for BoundedAccess<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
+        one_more_element()?;
         self.inner.next_key_seed(BoundedSeed {
             inner: seed,
             budget: self.budget,

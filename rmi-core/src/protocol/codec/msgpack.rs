@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
-use super::bounded::{Bounded, Budget};
+use super::bounded::{counting_elements, Bounded, Budget};
 use super::DecodeLimits;
 use crate::error::Error;
 
@@ -69,9 +69,11 @@ pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -
 /// (`Deserializer::new` would read each into a growing scratch buffer first).
 fn decode_direct<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes).with_human_readable();
-    let value = T::deserialize(Bounded {
-        inner: &mut de,
-        budget: Budget::new(limits.max_depth, bytes.len()),
+    let value = counting_elements(bytes.len(), || {
+        T::deserialize(Bounded {
+            inner: &mut de,
+            budget: Budget::new(limits.max_depth, bytes.len()),
+        })
     })
     .map_err(codec_error)?;
     // The borrowing reader does not say where it stopped: measure the document instead.
@@ -248,9 +250,11 @@ pub(super) fn decode_route(
 ) -> Result<(String, String), Error> {
     let mut de = rmp_serde::Deserializer::from_read_ref(&payload[..]).with_human_readable();
     let (object, method, _, _): (String, String, IgnoredAny, IgnoredAny) =
-        Deserialize::deserialize(Bounded {
-            inner: &mut de,
-            budget: Budget::new(limits.max_depth, payload.len()),
+        counting_elements(payload.len(), || {
+            Deserialize::deserialize(Bounded {
+                inner: &mut de,
+                budget: Budget::new(limits.max_depth, payload.len()),
+            })
         })
         .map_err(codec_error)?;
     Ok((object, method))

@@ -143,15 +143,24 @@ impl<'de> Deserializer<'de> for Value {
                 (_, Ok(u)) => visitor.visit_u64(u),
                 _ => visitor.visit_i128(i),
             },
+            // Beyond 128 bits, an int is offered as what it is on the wire in msgpack, Pyro5's
+            // extension 0x31 of its decimal text: the tree reads it back as an int, and anything
+            // else refuses it as the wrong type (a str would take the digits).
             Value::BigInt(digits) => match digits.parse::<u128>() {
                 Ok(u) => visitor.visit_u128(u),
-                Err(_) => visitor.visit_string(digits),
+                Err(_) => visitor.visit_newtype_struct(Value::Tuple(vec![
+                    Value::Int(0x31),
+                    Value::Bytes(digits.into_bytes()),
+                ])),
             },
             Value::Float(f) => visitor.visit_f64(f),
             Value::Str(s) => visitor.visit_string(s),
             Value::Bytes(b) => visitor.visit_byte_buf(b),
             Value::List(items) | Value::Tuple(items) | Value::Set(items) => {
-                visitor.visit_seq(Seq(items.into_iter()))
+                let mut seq = de::value::SeqDeserializer::new(items.into_iter());
+                let value = visitor.visit_seq(&mut seq)?;
+                seq.end()?;
+                Ok(value)
             }
             v @ Value::Dict(_) if v.is_nan_dict() => visitor.visit_f64(f64::NAN),
             Value::Dict(entries) => visitor.visit_map(Map {
@@ -186,26 +195,33 @@ impl<'de> Deserializer<'de> for Value {
     /// A sequence; Python's bytes (and Pyro's base64 dict) are one of ints, so a `Vec<u8>`
     /// reads them.
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        if let Some(bytes) = self.base64_bytes() {
-            return visitor.visit_seq(Seq(bytes?
-                .into_iter()
-                .map(|b| Value::Int(b.into()))
-                .collect::<Vec<_>>()
-                .into_iter()));
-        }
-        match self {
-            Value::Bytes(b) => visitor.visit_seq(Seq(b
-                .into_iter()
-                .map(|b| Value::Int(b.into()))
-                .collect::<Vec<_>>()
-                .into_iter())),
-            other => other.deserialize_any(visitor),
-        }
+        // (Each byte is handed over as a `u8`, not made a `Value` first: that cost 32 bytes of
+        // memory per byte of a `Vec<u8>` inside an `Option` or a struct.)
+        let bytes = match self.base64_bytes() {
+            Some(bytes) => bytes?,
+            None => match self {
+                Value::Bytes(b) => b,
+                other => return other.deserialize_any(visitor),
+            },
+        };
+        let mut seq = de::value::SeqDeserializer::new(bytes.into_iter());
+        let value = visitor.visit_seq(&mut seq)?;
+        seq.end()?;
+        Ok(value)
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self {
             Value::Int(i) => visitor.visit_f64(i as f64),
+            // Python's `float(10**40)`; its digits parse as an f64 (infinity past f64::MAX, as
+            // Python's would overflow).
+            Value::BigInt(digits) => match digits.parse::<f64>() {
+                Ok(f) if f.is_finite() => visitor.visit_f64(f),
+                _ => Err(Error(format!(
+                    "an int of {} digits does not fit a float",
+                    digits.len()
+                ))),
+            },
             other => other.deserialize_any(visitor),
         }
     }
@@ -270,20 +286,13 @@ impl<'de> Deserializer<'de> for Value {
     }
 }
 
-struct Seq(std::vec::IntoIter<Value>);
+/// A sequence's elements are read as they are (`SeqDeserializer`, which also refuses elements
+/// its reader left over: a Python `(3, 4, 5)` for a Rust `(u32, u32)`).
+impl<'de> IntoDeserializer<'de, Error> for Value {
+    type Deserializer = Value;
 
-impl<'de> SeqAccess<'de> for Seq {
-    type Error = Error;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, Error> {
-        self.0.next().map(|v| seed.deserialize(v)).transpose()
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        Some(self.0.len())
+    fn into_deserializer(self) -> Value {
+        self
     }
 }
 
@@ -807,6 +816,50 @@ mod tests {
 
     fn s(text: &str) -> Value {
         Value::Str(text.into())
+    }
+
+    /// Python's `area((3, 4, 5))` for a Rust `area(size: (u32, u32))`, through the tree as a
+    /// Python call's arguments are read: refused, not cut to `(3, 4)`; an exact fit is read.
+    #[test]
+    fn elements_left_over_by_their_reader_are_refused() {
+        let limits = crate::protocol::codec::DecodeLimits::default();
+        let three: (Value,) = super::super::json::decode(b"[[3, 4, 5]]", &limits).unwrap();
+        let err = <(u32, u32) as serde::Deserialize>::deserialize(three.0.clone()).unwrap_err();
+        assert!(err.to_string().contains("invalid length 3"), "{err}");
+        assert!(<[u8; 2] as serde::Deserialize>::deserialize(three.0.clone()).is_err());
+        let two = Value::List(vec![Value::Int(3), Value::Int(4)]);
+        assert_eq!(
+            <(u32, u32) as serde::Deserialize>::deserialize(two).unwrap(),
+            (3, 4)
+        );
+        // Bytes read as a sequence: the same rule, and each byte handed over as a u8.
+        let bytes = Value::Bytes(vec![1, 2, 3]);
+        assert!(<(u8, u8) as serde::Deserialize>::deserialize(bytes.clone()).is_err());
+        assert_eq!(
+            <Option<Vec<u8>> as serde::Deserialize>::deserialize(bytes).unwrap(),
+            Some(vec![1, 2, 3])
+        );
+    }
+
+    /// An int beyond 128 bits (Python's `10**40`) is an int to the tree and to floats, and the
+    /// wrong type for a `String` (which took its digits before).
+    #[test]
+    fn ints_beyond_128_bits_are_not_strs() {
+        let limits = crate::protocol::codec::DecodeLimits::default();
+        let digits = "1".repeat(45);
+        let doc = format!("[{digits}]");
+        let (v,): (Value,) = super::super::json::decode(doc.as_bytes(), &limits).unwrap();
+        assert_eq!(v, Value::BigInt(digits.clone()));
+        assert_eq!(
+            <Value as serde::Deserialize>::deserialize(v.clone()).unwrap(),
+            v
+        );
+        assert!(<String as serde::Deserialize>::deserialize(v.clone()).is_err());
+        assert!(<u128 as serde::Deserialize>::deserialize(v.clone()).is_err());
+        let f = <f64 as serde::Deserialize>::deserialize(v).unwrap();
+        assert!((f / 1.111e44 - 1.0).abs() < 1e-3, "{f}");
+        let huge = Value::BigInt("9".repeat(400));
+        assert!(<f64 as serde::Deserialize>::deserialize(huge).is_err());
     }
 
     /// Python's `f(2**127)` through serpent: the tree is read again into the call's arguments,
