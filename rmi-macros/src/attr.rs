@@ -9,7 +9,7 @@ use crate::ctxt::{Ctxt, Origin};
 
 /// What a method's attributes say: `#[rmi(...)]` options, and the attributes to carry over.
 #[derive(Default)]
-pub(crate) struct MethodAttrs<'a> {
+pub(crate) struct MethodAttrs {
     /// `name = "..."`: the wire name, if not the Rust name.
     pub(crate) wire_name: Option<LitStr>,
     /// Set by the first `name`, even an empty one, so that a second is reported too.
@@ -24,18 +24,23 @@ pub(crate) struct MethodAttrs<'a> {
     pub(crate) property: Option<Span>,
     /// `setter`, at its span: the method sets a Pyro property (`__setattr__`).
     pub(crate) setter: Option<Span>,
-    /// `#[doc]`, `#[cfg]` and `#[deprecated]`, copied to generated items.
-    pub(crate) carried: Vec<&'a Attribute>,
+    /// `#[doc]`, `#[cfg]`, `#[deprecated]` and lint levels, copied to generated items.
+    pub(crate) carried: Vec<Attribute>,
 }
 
-impl<'a> MethodAttrs<'a> {
+impl MethodAttrs {
     /// Reads `#[rmi(...)]` and keeps `#[doc]`, `#[cfg]`, `#[deprecated]` and `#[allow]` (a lint
     /// the user allows on a method, `non_snake_case` for a parameter named as its Python
-    /// keyword say, is allowed on the generated methods too). An error in an `#[rmi(...)]`
-    /// ends the reading of that attribute.
-    pub(crate) fn from_syn(attrs: &'a [Attribute], origin: Origin, cx: &mut Ctxt) -> Self {
+    /// keyword say, is allowed on the generated methods too); an `#[expect]`, met by the trait's
+    /// method, is an `#[allow]` on the copies, whose lints may differ, and so is either inside a
+    /// `#[cfg_attr]`. Inner attributes (a default body's `#![allow]` or `//!` line) stay in the
+    /// body. An error in an `#[rmi(...)]` ends the reading of that attribute.
+    pub(crate) fn from_syn(attrs: &[Attribute], origin: Origin, cx: &mut Ctxt) -> Self {
         let mut out = MethodAttrs::default();
         for attr in attrs {
+            if !matches!(attr.style, syn::AttrStyle::Outer) {
+                continue;
+            }
             if attr.path().is_ident("rmi") {
                 if let Err(e) = attr.parse_nested_meta(|meta| out.option(&meta)) {
                     cx.error(origin, e);
@@ -44,7 +49,9 @@ impl<'a> MethodAttrs<'a> {
                 .iter()
                 .any(|name| attr.path().is_ident(name))
             {
-                out.carried.push(attr);
+                out.carried.push(attr.clone());
+            } else if let Some(allowed) = lints_allowed(attr) {
+                out.carried.push(allowed);
             } else if let Some(inner) = hidden_in_cfg_attr(attr) {
                 let msg = format!(
                     "`#[{inner}]` inside `#[cfg_attr]` is not supported on a remote method: the \
@@ -87,6 +94,44 @@ impl<'a> MethodAttrs<'a> {
         }
         Ok(())
     }
+}
+
+/// An `#[expect(...)]`, or a `#[cfg_attr(predicate, ...)]` of lint levels only, as the
+/// attribute to put on generated copies: with each `expect` an `allow` (an expectation the copy
+/// does not meet would warn).
+fn lints_allowed(attr: &Attribute) -> Option<Attribute> {
+    let as_allow = |meta: &syn::Meta| -> Option<syn::Meta> {
+        let syn::Meta::List(list) = meta else {
+            return None;
+        };
+        if list.path.is_ident("allow") {
+            return Some(meta.clone());
+        }
+        if !list.path.is_ident("expect") {
+            return None;
+        }
+        let mut list = list.clone();
+        list.path = syn::Ident::new("allow", list.path.segments[0].ident.span()).into();
+        Some(syn::Meta::List(list))
+    };
+    if attr.path().is_ident("expect") {
+        let mut allowed = attr.clone();
+        allowed.meta = as_allow(&attr.meta)?;
+        return Some(allowed);
+    }
+    if !attr.path().is_ident("cfg_attr") {
+        return None;
+    }
+    let list = attr
+        .parse_args_with(syn::punctuated::Punctuated::<syn::Meta, Token![,]>::parse_terminated)
+        .ok()?;
+    let mut metas = list.iter();
+    let predicate = metas.next()?;
+    let lints = metas.map(as_allow).collect::<Option<Vec<_>>>()?;
+    if lints.is_empty() {
+        return None;
+    }
+    Some(syn::parse_quote!(#[cfg_attr(#predicate, #(#lints),*)]))
 }
 
 /// The attribute a `#[cfg_attr(predicate, ...)]` would add that the macro must see (`rmi`,

@@ -74,8 +74,8 @@ pub(crate) struct Method<'a> {
     pub(crate) wire_name: String,
     /// Where the wire name comes from (the `name = "..."` literal, or the Rust name).
     pub(crate) wire_span: Span,
-    /// `#[doc]` and `#[cfg]` attributes, copied to generated items.
-    pub(crate) carried_attrs: Vec<&'a Attribute>,
+    /// `#[doc]`, `#[cfg]`, `#[deprecated]` and lint attributes, copied to generated items.
+    pub(crate) carried_attrs: Vec<Attribute>,
     /// The arguments after `&self`, in order (only the well-formed ones).
     pub(crate) args: Vec<Arg<'a>>,
     /// The declared output (`()` when none).
@@ -168,7 +168,6 @@ impl Method<'_> {
     pub(crate) fn cfg_attrs(&self) -> impl Iterator<Item = &Attribute> + '_ {
         self.carried_attrs
             .iter()
-            .copied()
             .filter(|a| a.path().is_ident("cfg"))
     }
 }
@@ -372,11 +371,22 @@ fn check_receiver(sig: &Signature, origin: Origin, cx: &mut Ctxt) {
     }
 }
 
+/// The most arguments a remote method may take: serde's largest tuple.
+const MAX_ARGS: usize = 16;
+
 /// The arguments after the receiver; each must be a plain, unreserved name and an owned type.
 fn lower_args<'a>(sig: &'a Signature, origin: Origin, cx: &mut Ctxt) -> Vec<Arg<'a>> {
     let mut args = Vec::new();
-    for input in sig.inputs.iter().skip(1) {
+    for (n, input) in sig.inputs.iter().skip(1).enumerate() {
         let FnArg::Typed(pt) = input else { continue };
+        // The arguments travel as one tuple, and serde's tuples end at 16.
+        if n == MAX_ARGS {
+            let msg = format!(
+                "a remote method takes at most {MAX_ARGS} arguments (they travel as one tuple, \
+                 and serde's end at {MAX_ARGS}); pass the rest in a struct"
+            );
+            cx.error(origin, syn::Error::new_spanned(pt, msg));
+        }
         let ident = match &*pt.pat {
             Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => &pi.ident,
             other => {

@@ -118,7 +118,13 @@ pub(crate) fn borrowed_or_impl(ty: &Type) -> Option<TokenStream> {
                     syn::PathArguments::AngleBracketed(ab) => {
                         ab.args.iter().find_map(|a| match a {
                             syn::GenericArgument::Type(t) => borrowed_or_impl(t),
-                            syn::GenericArgument::Lifetime(l) => Some(l.to_token_stream()),
+                            // (`Cow<'_, str>` and `Cow<'static, str>` are owned as far as
+                            // the arguments go: `Cow<str>` is.)
+                            syn::GenericArgument::Lifetime(l)
+                                if l.ident != "_" && l.ident != "static" =>
+                            {
+                                Some(l.to_token_stream())
+                            }
                             _ => None,
                         })
                     }
