@@ -177,6 +177,10 @@ impl NsLocator {
             let local = Uri::tcp(crate::NAME_SERVER_OBJECT_ID, "localhost", self.port);
             match self.connect(local).await {
                 Ok(ns) => return Ok(ns),
+                // The TLS handshake went through and the name server here refused the
+                // handshake (a wrong secret, say): 127.0.0.1 is the same one, and each refusal
+                // of a secret counts against this host's address.
+                Err(e @ Error::ConnectFailed(_)) => return Err(e),
                 Err(e) => tried.push(("localhost", e)),
             }
         }

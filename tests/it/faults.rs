@@ -226,6 +226,44 @@ async fn connections_over_max_connections_are_refused_with_the_setting_named() {
     assert!(child.is_alive());
 }
 
+/// A flood of 500 silent connections at `max_connections`: each refusal the daemon answers
+/// holds a descriptor for up to 3 s (reading the CONNECT, writing the refusal, closing), so at
+/// most 64 are answered at once and the rest closed at once. The child's descriptors stay
+/// bounded, and a refused client still reads the setting's name. (Before, every one got a task
+/// and its descriptor for 3 s: a fast enough flood held every descriptor of the process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_at_max_connections_holds_a_bounded_number_of_descriptors() {
+    let (mut child, uri) = spawn_child_daemon_with(0, "max_connections=1");
+    let held = LabProxy::connect(&uri).await.unwrap();
+    let before = child.fd_count();
+    let mut flood = Vec::new();
+    let mut peak = before;
+    for _ in 0..500 {
+        flood.push(dial(&uri).await);
+        peak = peak.max(child.fd_count());
+    }
+    println!("500 silent connections at max_connections: {before} descriptors before, {peak} at most during");
+    assert!(
+        peak < before + 100,
+        "the child held {peak} descriptors ({before} before the flood)"
+    );
+    drop(flood);
+    // Once the answered refusals are done, a client over the limit is told why.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("max_connections = 1")),
+        "{err}"
+    );
+    assert_eq!(held.echo(0, 0, "held".into()).await.unwrap().2, "held");
+    assert!(child.is_alive());
+}
+
 /// Connections the idle flood opens.
 const IDLE_FLOOD: usize = 10_000;
 

@@ -1314,6 +1314,9 @@ async fn serve_simple_names_its_objects_until_stopped_then_removes_the_names() {
     ns.shutdown();
 }
 
+/// What the stdout child prints first, before its reader goes.
+const CHILD_READY: &str = "serve_simple child ready";
+
 /// `my-server | head -1`: `serveSimple`'s report to a reader that has gone loses its lines
 /// instead of taking the server down (`println!` panicked on the broken pipe, before the
 /// first name was registered; found by a review, 2026-12-06).
@@ -1334,10 +1337,18 @@ async fn serve_simple_goes_on_when_its_stdout_reader_has_gone() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // The first line (the test harness's), then the reader goes, as `head -1` does.
+    // The lines up to the child's own first (the test harness's before it: the harness writes
+    // nothing more while the child serves), then the reader goes, as `head -1`'s does.
     let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    out.read_line(&mut line).await.unwrap();
+    while !line.contains(CHILD_READY) {
+        line.clear();
+        let n = out.read_line(&mut line).await.unwrap();
+        assert!(
+            n > 0,
+            "the child's stdout ended before it said it was ready"
+        );
+    }
     drop(out);
     let names = NameServerProxy::connect(ns.uri()).await.unwrap();
     // (Up to 30 s: a child process may be slow to start on a loaded machine.)
@@ -1382,6 +1393,7 @@ async fn serve_simple_stdout_child_entry() {
     let Ok(port) = std::env::var(SERVE_CHILD) else {
         return;
     };
+    println!("{CHILD_READY}");
     // Time for the parent to close its end first.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let locator = NsLocator::new()

@@ -506,6 +506,51 @@ async fn the_name_server_works_the_same_over_tls() {
     ns.shutdown();
 }
 
+/// A locator with TLS tries `localhost`, then 127.0.0.1; a name server there whose certificate
+/// names both and which refuses a stale secret is asked once per locate, not twice, so 16
+/// stale tries leave the host under the 30-a-minute limit and the right secret is served.
+/// (Before, each try cost two failures: the host was locked out after 15.)
+#[tokio::test]
+async fn a_tls_locator_refused_on_this_host_is_refused_once_per_try() {
+    let ca = Ca::new("rmi test CA");
+    let secret = SharedSecret::new("rotated");
+    let ns = rmi::naming::NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .daemon(
+            Daemon::builder()
+                .tls(server_config(&ca, &["localhost", "127.0.0.1"], None))
+                .shared_secret(secret.clone()),
+        )
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let locator = rmi::naming::NsLocator::new()
+        .port(port)
+        .no_broadcast()
+        .tls(client_config(&ca, None));
+    for _ in 0..16 {
+        let err = locator
+            .clone()
+            .shared_secret(SharedSecret::new("stale"))
+            .locate()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ConnectFailed(m) if m.contains("could not prove the shared secret")),
+            "{err}"
+        );
+    }
+    let names = locator
+        .shared_secret(secret)
+        .locate()
+        .await
+        .expect("16 refusals leave the host under the limit of 30 a minute");
+    names.ping().await.unwrap();
+    ns.shutdown();
+}
+
 #[tokio::test]
 async fn a_validator_refuses_with_its_reason_and_answers_the_handshake() {
     let builder = Daemon::builder().validator(|info: &rmi::daemon::HandshakeInfo<'_>| {

@@ -399,10 +399,10 @@ impl DaemonBuilder {
     }
 
     /// Closes a connection whose message has not fully arrived this long after its first
-    /// byte, plus the time its bytes received so far take at [`min_read_rate`]
-    /// (Self::min_read_rate), so a peer sending a byte at a time cannot hold it, while a large
-    /// request over a slow link is not cut off for its size (default 30 s). `None`: a message
-    /// may take any time.
+    /// byte, plus the time its bytes received so far take at
+    /// [`min_read_rate`](Self::min_read_rate), so a peer sending a byte at a time cannot hold
+    /// it, while a large request over a slow link is not cut off for its size (default 30 s).
+    /// `None`: a message may take any time.
     pub fn frame_timeout(mut self, d: Option<Duration>) -> Self {
         self.frame_timeout = d;
         self
@@ -624,6 +624,8 @@ impl DaemonBuilder {
             burst_ticks: AtomicU64::new(0),
             connections: Arc::new(Semaphore::new(max_connections)),
             orphans: Arc::new(Semaphore::new(orphans)),
+            refusing: Arc::new(Semaphore::new(super::listener::MAX_REFUSING)),
+            refusal_warnings: Default::default(),
             oneway_warnings: Default::default(),
             panic_warnings: Default::default(),
             auth_failures: Default::default(),

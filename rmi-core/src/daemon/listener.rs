@@ -122,8 +122,24 @@ impl Daemon {
                         }
                         Err(_) => {
                             let max = inner.config.max_connections;
-                            tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
-                            inner.tasks.spawn(refuse_connection(stream, max, inner.config.limits));
+                            if inner.refusal_warnings.allow(|n| {
+                                tracing::warn!(refused = n, max_connections = max, "more connections refused: too many connections")
+                            }) {
+                                tracing::warn!(%peer, max_connections = max, "connection refused: too many connections");
+                            }
+                            // Each refusal answered holds a descriptor for up to 3 s: a flood at
+                            // the limit could hold all the process has. Past `MAX_REFUSING`
+                            // answered at once, the connection is closed without a word.
+                            match inner.refusing.clone().try_acquire_owned() {
+                                Ok(permit) => {
+                                    let limits = inner.config.limits;
+                                    inner.tasks.spawn(async move {
+                                        refuse_connection(stream, max, limits).await;
+                                        drop(permit);
+                                    });
+                                }
+                                Err(_) => drop(stream),
+                            }
                         }
                     },
                     Err(e) => {
@@ -181,6 +197,10 @@ async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
 async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
     handle_connection(daemon, stream, peer, None).await
 }
+
+/// Connections over `max_connections` answered at once (each answer takes up to 3 s: reading
+/// the CONNECT, writing the refusal, closing).
+pub(super) const MAX_REFUSING: usize = 64;
 
 /// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
 async fn refuse_connection(stream: BoxIo, max: usize, limits: DecodeLimits) {

@@ -110,6 +110,11 @@ struct Inner {
     connections: Arc<Semaphore>,
     /// One permit per call running on after its connection ended (`max_orphaned_calls`).
     orphans: Arc<Semaphore>,
+    /// One permit per connection over `max_connections` being answered (see
+    /// `listener::MAX_REFUSING`); past them, such a connection is closed at once.
+    refusing: Arc<Semaphore>,
+    /// Connections refused over `max_connections` are logged at most this often.
+    refusal_warnings: log::RateLimit,
     /// Failed oneway calls are logged at most this often (peers choose how many fail).
     oneway_warnings: log::RateLimit,
     /// Panicking calls are logged at most this often.
