@@ -334,6 +334,111 @@ async fn a_large_request_sent_above_min_read_rate_is_served_past_frame_timeout()
     daemon.shutdown();
 }
 
+/// A stream whose reads fail once told to (a TLS peer's corrupt record, a custom transport's
+/// error), writes passing through.
+struct FailingReads {
+    inner: tokio::io::DuplexStream,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for FailingReads {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionAborted.into()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for FailingReads {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection whose read fails (not an end of stream: a reset) while its reply is being
+/// written to a peer that does not read: the write is given up, and the reply's in-flight
+/// slot with it. The connection then has no call running, so nothing is left to wait for:
+/// the daemon shuts down within its grace period, and `max_orphaned_calls` keeps its room.
+/// (Before, the reply's slot was lost with the write: the connection looked as if a call
+/// still ran, took a place among the orphaned calls for good, and `serve()` waited for that
+/// call forever after `shutdown()`.)
+#[tokio::test]
+async fn a_reply_given_up_in_its_write_by_a_reset_leaves_no_call_behind() {
+    let daemon = rmi::Daemon::builder()
+        .grace_period(Duration::from_millis(100))
+        .max_orphaned_calls(1)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(
+            crate::support::LabServer::new(crate::support::LabObject::default()),
+            "lab",
+        )
+        .unwrap();
+    let serving = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut s, server) = tokio::io::duplex(64 << 10);
+    tokio::spawn({
+        let d = daemon.clone();
+        let stream = FailingReads {
+            inner: server,
+            fail: fail.clone(),
+        };
+        async move { d.serve_stream(stream, "pipe").await }
+    });
+    connect_handshake(&mut s, "lab").await;
+    // An 8 MB reply into a 64 KiB pipe nobody reads: its write waits.
+    s.write_all(&invoke_frame("make_blob", &(8usize << 20,), 1).to_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A byte wakes the daemon's read, which now fails.
+    s.write_all(b"x").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Others are served meanwhile.
+    let lab = LabProxy::connect(&Uri::tcp(
+        "lab",
+        "127.0.0.1",
+        daemon.local_addr().unwrap().port(),
+    ))
+    .await
+    .unwrap();
+    lab.calls().await.unwrap();
+    daemon.shutdown();
+    let served = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    assert!(
+        served.is_ok(),
+        "serve() had not returned 5 s after shutdown (grace period 100 ms)"
+    );
+    drop(s);
+}
+
 #[tokio::test]
 async fn a_reader_above_min_write_rate_gets_the_whole_reply_however_long_it_takes() {
     // min_write_rate 1 MiB/s, write_timeout 500 ms: an 8 MiB reply may take 8.5 s. The client

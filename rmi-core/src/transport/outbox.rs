@@ -390,7 +390,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     async fn write_all(&self, deadline: WriteDeadline) -> Result<(), Error> {
         let shared = &*self.shared;
-        let mut written = Vec::new();
+        // (Settled as unwritten if this future is dropped in a write: `run_until` stopped
+        // it. Their slots and bytes would be counted for good otherwise, and a daemon waits
+        // for those slots before it lets a connection's calls go.)
+        let mut written = Unsettled {
+            shared,
+            outs: Vec::new(),
+        };
+        let written = &mut written.outs;
         loop {
             let more = std::future::poll_fn(|cx| {
                 shared.writer_task.register(cx.waker());
@@ -432,6 +439,20 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
             shared.state.lock().idle = Some(writer);
             shared.settle(written.drain(..), true);
+        }
+    }
+}
+
+/// The messages of a write under way, settled as unwritten if the write is dropped.
+struct Unsettled<'a, W> {
+    shared: &'a Shared<W>,
+    outs: Vec<Outgoing>,
+}
+
+impl<W> Drop for Unsettled<'_, W> {
+    fn drop(&mut self) {
+        if !self.outs.is_empty() {
+            self.shared.settle(self.outs.drain(..), false);
         }
     }
 }
