@@ -334,6 +334,58 @@ async fn a_large_request_sent_above_min_read_rate_is_served_past_frame_timeout()
     daemon.shutdown();
 }
 
+/// A client that starts an hour-long oneway call and closes its connection (a FIN, as a proxy
+/// dropped or a script ending sends): the call runs on, but the connection's place is free at
+/// once, so with `max_connections` 2 and a watcher holding one, a new client is served.
+/// (Before, the oneway call kept the connection's writer, and so its place, its socket and its
+/// task, until the call ended: an hour of "too many connections" with nobody connected.)
+#[tokio::test]
+async fn a_client_closing_with_a_oneway_call_running_frees_its_place() {
+    let (daemon, lab) = crate::support::serve_lab(rmi::Daemon::builder().max_connections(2)).await;
+    let watcher = LabProxy::connect(&lab).await.unwrap();
+    let caller = LabProxy::connect(&lab).await.unwrap();
+    caller
+        .proxy()
+        .call_oneway("sleep", &(3_600_000u64,))
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if watcher.sleeping().await.unwrap() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(watcher.sleeping().await.unwrap(), 1, "the oneway call runs");
+    caller.proxy().close();
+    drop(caller);
+    let mut served = None;
+    for _ in 0..100 {
+        match LabProxy::builder(&lab)
+            .unwrap()
+            .reconnect_attempts(0)
+            .connect::<LabProxy>()
+            .await
+        {
+            Ok(p) => {
+                served = Some(p);
+                break;
+            }
+            Err(e) => {
+                assert!(e.to_string().contains("max_connections"), "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    let newcomer = served.expect("a new client was refused for 2 s after the caller closed");
+    newcomer.calls().await.unwrap();
+    assert_eq!(
+        watcher.sleeping().await.unwrap(),
+        1,
+        "the oneway call runs on"
+    );
+    daemon.shutdown();
+}
+
 /// A stream whose reads fail once told to (a TLS peer's corrupt record, a custom transport's
 /// error), writes passing through.
 struct FailingReads {

@@ -209,7 +209,8 @@ impl DaemonBuilder {
     }
 
     /// Calls that may run on, in the whole daemon, after their connections ended with nobody
-    /// left to answer (a client that reset its connection, or stopped reading its replies):
+    /// left to answer (a client that reset its connection, or stopped reading its replies; a
+    /// oneway call whose client closed its connection):
     /// they run to their end, as Pyro's threads do, and a connection's place is free at once
     /// (default 1,024). A connection that ends with more calls running than there is room
     /// for has its calls dropped (cancelled, as at the end of the grace period), so that

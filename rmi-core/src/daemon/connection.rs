@@ -718,6 +718,7 @@ pub(super) async fn handle_connection(
                 let mut req = req;
                 let inflated = req.decompress(inner.config.limits.max_message_size);
                 let request_size = req.size();
+                let oneway = req.flags & frame::FLAGS_ONEWAY != 0;
                 let (call_conn, call_state, object_hint) = spare_conn
                     .take()
                     .unwrap_or_else(|| (conn.clone(), state.clone(), None));
@@ -779,12 +780,15 @@ pub(super) async fn handle_connection(
                         // until it ends, as replies not yet written do: calls that wait,
                         // each holding a large request, stop the reading of more.
                         let held = HeldBytes::add(&queued, request_size);
-                        let (tx, queued) = (tx.clone(), queued.clone());
+                        // A oneway call has nothing to write: it does not keep the writer (and
+                        // so the connection) open once its caller has closed; it runs on as a
+                        // call whose connection ended, within `max_orphaned_calls`.
+                        let (tx, queued) = ((!oneway).then(|| tx.clone()), queued.clone());
                         let slot = slot.owned(&slots);
                         inner.tasks.spawn(async move {
                             let reply = run.await;
                             drop(held);
-                            if let Some(msg) = reply {
+                            if let (Some(msg), Some(tx)) = (reply, tx) {
                                 let _ = tx.send(slot.reply(msg, &queued));
                             }
                         });
