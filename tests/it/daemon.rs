@@ -217,6 +217,72 @@ async fn a_unix_daemon_shut_down_before_serving_removes_its_socket_file() {
     daemon.serve().await.unwrap();
 }
 
+/// A Unix socket path and the daemons that take it in turn: a socket file a killed daemon left
+/// behind is taken over; one a daemon serves is not (the bind fails and the daemon serves on);
+/// a file that is no socket is left alone; and a daemon shut down after its file was replaced
+/// by another daemon's leaves that one in place. (Before, the stale file made every bind fail,
+/// and the shutdown removed whatever file was at the path, cutting the new daemon off.)
+#[cfg(unix)]
+#[tokio::test]
+async fn a_unix_socket_path_is_taken_over_only_from_a_daemon_that_is_gone() {
+    use crate::support::{GreeterProxy, GreeterServer, GreetingMaker};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.sock");
+    let serve_greeter = |daemon: Daemon| {
+        let uri = daemon
+            .register_with_id(GreeterServer::new(GreetingMaker), "greeter")
+            .unwrap();
+        let serving = tokio::spawn({
+            let d = daemon.clone();
+            async move { d.serve().await }
+        });
+        (daemon, uri, serving)
+    };
+    // Left behind: a socket bound and closed without its file removed, as after a kill.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let (first, uri, first_serving) =
+        serve_greeter(Daemon::builder().bind_unix(&path).await.unwrap());
+    let greeter = GreeterProxy::connect(&uri).await.unwrap();
+    assert_eq!(
+        greeter.welcome_message("a".into()).await.unwrap(),
+        "Hi welcome a"
+    );
+
+    // Served: not taken.
+    let err = Daemon::builder().bind_unix(&path).await.unwrap_err();
+    assert!(err.to_string().contains("a process serves there"), "{err}");
+    assert_eq!(
+        greeter.welcome_message("b".into()).await.unwrap(),
+        "Hi welcome b"
+    );
+
+    // Replaced by hand (an operator's `rm`, then another daemon): the first daemon's shutdown
+    // leaves the second's file.
+    std::fs::remove_file(&path).unwrap();
+    let (second, uri, second_serving) =
+        serve_greeter(Daemon::builder().bind_unix(&path).await.unwrap());
+    first.shutdown();
+    first_serving.await.unwrap().unwrap();
+    assert!(
+        path.exists(),
+        "the first daemon removed the second's socket file"
+    );
+    let greeter = GreeterProxy::connect(&uri).await.unwrap();
+    assert_eq!(
+        greeter.welcome_message("c".into()).await.unwrap(),
+        "Hi welcome c"
+    );
+    second.shutdown();
+    second_serving.await.unwrap().unwrap();
+    assert!(!path.exists(), "the second daemon removed its own file");
+
+    // Not a socket: left alone, and the bind says so.
+    std::fs::write(&path, b"precious").unwrap();
+    assert!(Daemon::builder().bind_unix(&path).await.is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+}
+
 #[tokio::test]
 async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
     let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;

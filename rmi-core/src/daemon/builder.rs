@@ -541,16 +541,28 @@ impl DaemonBuilder {
         Ok(this.build(Listener::Tcp(listener), location))
     }
 
-    /// Binds a Unix domain socket at `path`; URIs read `PYRO:obj@./u:path`. The socket file is
-    /// removed when the daemon stops serving.
+    /// Binds a Unix domain socket at `path`; URIs read `PYRO:obj@./u:path`. A socket file left
+    /// there by a daemon that died (nobody accepts on it) is removed first; one a process still
+    /// serves, or a file that is no socket, makes the bind fail. The socket file is removed
+    /// when the daemon stops serving, unless another daemon has bound the path since.
     #[cfg(unix)]
     pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Daemon, Error> {
         self.check_authentication()?;
         let path = path.as_ref();
-        let listener =
-            tokio::net::UnixListener::bind(path).map_err(|e| Error::io("binding the daemon", e))?;
+        super::listener::remove_stale_socket(path);
+        let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+            let context = match e.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "binding the daemon at {}: a process serves there, or the file is no socket",
+                    path.display()
+                ),
+                _ => format!("binding the daemon at {}", path.display()),
+            };
+            Error::io(context, e)
+        })?;
         let location = Location::Unix(path.to_string_lossy().into_owned());
-        Ok(self.build(Listener::Unix(listener, path.to_owned()), location))
+        let at = super::listener::UnixPath::bound(path);
+        Ok(self.build(Listener::Unix(listener, at), location))
     }
 
     fn build(self, listener: Listener, bound: Location) -> Daemon {

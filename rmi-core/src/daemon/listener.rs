@@ -17,7 +17,53 @@ use crate::transport::{self, BoxIo};
 pub(super) enum Listener {
     Tcp(TcpListener),
     #[cfg(unix)]
-    Unix(tokio::net::UnixListener, std::path::PathBuf),
+    Unix(tokio::net::UnixListener, UnixPath),
+}
+
+/// Where a Unix listener's socket file is, and which file it is (device and inode): the file
+/// removed when the listener goes is that one only, not one another daemon bound at the path
+/// since.
+#[cfg(unix)]
+pub(super) struct UnixPath {
+    pub(super) path: std::path::PathBuf,
+    pub(super) file: Option<(u64, u64)>,
+}
+
+#[cfg(unix)]
+impl UnixPath {
+    /// The socket file just bound at `path`.
+    pub(super) fn bound(path: &std::path::Path) -> Self {
+        UnixPath {
+            path: path.to_owned(),
+            file: file_identity(path),
+        }
+    }
+}
+
+/// The device and inode of the file at `path` (not following a symbolic link).
+#[cfg(unix)]
+fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// Removes the socket file at `path` when nobody listens on it any more (a daemon that was
+/// killed leaves it behind, and binding would fail): a socket that refuses a connection. A
+/// file that is no socket, or one a process still accepts on, is left for the bind to report.
+#[cfg(unix)]
+pub(super) fn remove_stale_socket(path: &std::path::Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            tracing::info!(path = %path.display(), "removing a stale socket file nobody listens on");
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 impl Listener {
@@ -32,9 +78,9 @@ impl Listener {
                 Ok((Box::new(stream), text))
             }
             #[cfg(unix)]
-            Listener::Unix(l, path) => {
+            Listener::Unix(l, at) => {
                 let (stream, _) = l.accept().await?;
-                Ok((Box::new(stream), format!("unix:{}", path.display())))
+                Ok((Box::new(stream), format!("unix:{}", at.path.display())))
             }
         }
     }
@@ -53,8 +99,10 @@ pub(super) enum ListenerSlot {
 impl Drop for Listener {
     fn drop(&mut self) {
         #[cfg(unix)]
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, at) = self {
+            if at.file.is_some() && file_identity(&at.path) == at.file {
+                let _ = std::fs::remove_file(&at.path);
+            }
         }
     }
 }
