@@ -819,6 +819,41 @@ async fn python_handshake_data_and_the_validators_answer_are_any_value() {
     daemon.shutdown();
 }
 
+/// A Python client's `_pyroHandshake` to a daemon with no validator: answered `"hello"`, as
+/// Pyro's default `validateHandshake` answers, not its own data echoed (which a client's
+/// `_pyroValidateHandshake` checking for "hello" refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_without_a_validator_answers_hello_as_pyros_does() {
+    const SCRIPT: &str = r#"
+import sys
+uri, serializer, version = sys.argv[1:]
+if version == "5":
+    import Pyro5.api as Pyro
+    Pyro5 = __import__("Pyro5")
+    Pyro5.config.SERIALIZER = serializer
+else:
+    import Pyro4 as Pyro
+    Pyro.config.SERIALIZER = serializer
+class Proxy(Pyro.Proxy):
+    def _pyroValidateHandshake(self, response):
+        print("answer", repr(response))
+with Proxy(uri) as greeter:
+    greeter._pyroHandshake = {"user": "ada", "token": 42}
+    print(greeter.welcomeMessage("ada"))
+"#;
+    let (daemon, _, uri) = crate::support::start_daemon().await;
+    for (python, version) in [(python5(), "5"), (python4(), "4")] {
+        let Some(python) = python else { return };
+        for serializer in ["serpent", "json", "msgpack", "marshal"] {
+            let args = vec![uri.to_string(), serializer.to_string(), version.into()];
+            let lines = run(python, SCRIPT, args).await;
+            assert_eq!(lines[0], "answer 'hello'", "Pyro{version} {serializer}: {lines:?}");
+            assert_eq!(lines[1], "Hi welcome ada", "Pyro{version} {serializer}: {lines:?}");
+        }
+    }
+    daemon.shutdown();
+}
+
 /// What a Rust method receives when Python passes a datetime, a Decimal and a UUID.
 #[rmi::remote]
 pub(crate) trait Ledger {

@@ -470,7 +470,8 @@ fn check(
             validate(&inner.panic_warnings, &**validator, &info)
                 .map_err(|reason| fail(req, ser, reason))?
         }
-        None => connect.handshake,
+        // Pyro's daemon answers "hello" whatever the client's data, when not told otherwise.
+        None => HandshakeData::from("hello"),
     };
     // Pyro4 answers without metadata when not asked: the validator's answer alone.
     let encoded = if with_meta {
