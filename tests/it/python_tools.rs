@@ -547,26 +547,37 @@ async fn python_pyro4_gets_metadata_from_the_rmi_name_server_when_it_asks() {
     const CLIENT: &str = r#"
 import sys
 import Pyro4
+Pyro4.config.SERIALIZER = sys.argv[2]
 ns = Pyro4.Proxy("PYRO:Pyro.NameServer@127.0.0.1:" + sys.argv[1])
 uri, meta = ns.lookup("app.greeter", True)
 print(type(uri).__name__, uri, type(meta).__name__, sorted(meta))
 listed = ns.list(None, None, None, None, True)
 uri, meta = listed["app.greeter"]
-print(str(uri), sorted(meta))
+print(str(uri), type(meta).__name__, sorted(meta))
 listed = ns.list(metadata_any=["a"], return_metadata=True)
 print([(n, str(u), sorted(m)) for n, (u, m) in listed.items()])
 print([(n, str(u)) for n, u in ns.list(prefix="app.", return_metadata=False).items()])
 "#;
-    let args = vec!["-c".into(), CLIENT.into(), port.to_string()];
-    let (ok, out) = python_run(python, args, vec![]).await;
-    assert!(ok, "{out}");
-    assert_eq!(
-        out,
-        "URI PYRO:obj@127.0.0.1:4000 list ['a', 'b']\n\
-         PYRO:obj@127.0.0.1:4000 ['a', 'b']\n\
-         [('app.greeter', 'PYRO:obj@127.0.0.1:4000', ['a', 'b'])]\n\
-         [('app.greeter', 'PYRO:obj@127.0.0.1:4000')]\n"
-    );
+    // Lists under every serializer, as Pyro4's name server sends them (`list(metadata)`); under
+    // marshal they went as sets, which a client indexing them could not take.
+    for serializer in ["serpent", "marshal", "json", "msgpack"] {
+        let args = vec![
+            "-c".into(),
+            CLIENT.into(),
+            port.to_string(),
+            serializer.into(),
+        ];
+        let (ok, out) = python_run(python, args, vec![]).await;
+        assert!(ok, "{serializer}: {out}");
+        assert_eq!(
+            out,
+            "URI PYRO:obj@127.0.0.1:4000 list ['a', 'b']\n\
+             PYRO:obj@127.0.0.1:4000 list ['a', 'b']\n\
+             [('app.greeter', 'PYRO:obj@127.0.0.1:4000', ['a', 'b'])]\n\
+             [('app.greeter', 'PYRO:obj@127.0.0.1:4000')]\n",
+            "{serializer}"
+        );
+    }
     ns.shutdown();
 }
 

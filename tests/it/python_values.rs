@@ -847,8 +847,14 @@ with Proxy(uri) as greeter:
         for serializer in ["serpent", "json", "msgpack", "marshal"] {
             let args = vec![uri.to_string(), serializer.to_string(), version.into()];
             let lines = run(python, SCRIPT, args).await;
-            assert_eq!(lines[0], "answer 'hello'", "Pyro{version} {serializer}: {lines:?}");
-            assert_eq!(lines[1], "Hi welcome ada", "Pyro{version} {serializer}: {lines:?}");
+            assert_eq!(
+                lines[0], "answer 'hello'",
+                "Pyro{version} {serializer}: {lines:?}"
+            );
+            assert_eq!(
+                lines[1], "Hi welcome ada",
+                "Pyro{version} {serializer}: {lines:?}"
+            );
         }
     }
     daemon.shutdown();

@@ -778,8 +778,10 @@ impl<'a> ser::Serializer for &'a mut Writer {
     ) -> Result<(), WriteError> {
         let start = self.out.len();
         value.serialize(&mut *self)?;
-        // A Python set: the list's code made a set's.
-        if name == super::PYTHON_SET && self.out.get(start) == Some(&b'[') {
+        // A Python set: the list's code made a set's. Pyro4 peers get the list: Pyro4's own
+        // name server sends its metadata sets as lists (`list(metadata)`), which its clients
+        // index.
+        if name == super::PYTHON_SET && !self.pyro4 && self.out.get(start) == Some(&b'[') {
             self.out[start] = b'<';
         }
         Ok(())
