@@ -259,6 +259,10 @@ pub struct RemoteError {
     /// help (a daemon's [`exception_classes`](crate::DaemonBuilder::exception_classes)).
     #[serde(skip)]
     pub(crate) keep_class: bool,
+    /// The operating system's error number of an I/O error: Python peers get the exception as
+    /// Python raises it, `(errno, strerror)`, so `e.errno` works.
+    #[serde(skip)]
+    pub(crate) os_error: Option<i32>,
 }
 
 /// An I/O error raised by a method (`#[rmi(raises)]` on one returning `io::Result<T>`): Python's
@@ -287,6 +291,7 @@ impl From<std::io::Error> for RemoteError {
             format!("builtins.{class}"),
             e.to_string(),
         );
+        remote.os_error = e.raw_os_error();
         let mut source = std::error::Error::source(&e);
         while let Some(cause) = source {
             remote.chain.push(cause.to_string());
@@ -311,6 +316,7 @@ impl RemoteError {
             object: None,
             method: None,
             keep_class: false,
+            os_error: None,
         }
     }
 

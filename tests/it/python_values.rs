@@ -860,6 +860,69 @@ with Proxy(uri) as greeter:
     daemon.shutdown();
 }
 
+/// A method whose `io::Error`s reach Python.
+#[rmi::remote]
+pub(crate) trait Disk {
+    /// Fails as the operating system would (`ENOENT`), or with a text of its own.
+    #[rmi(raises)]
+    async fn open(&self, path: String) -> std::io::Result<u32>;
+}
+
+struct NoDisk;
+
+impl Disk for NoDisk {
+    async fn open(&self, path: String) -> std::io::Result<u32> {
+        match path.as_str() {
+            "plain" => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "plain: no such file",
+            )),
+            _ => Err(std::io::Error::from_raw_os_error(2)),
+        }
+    }
+}
+
+/// An operating system's `io::Error` reaches Python as Python raises it, `OSError(errno,
+/// strerror)`: `e.errno` is 2 and the text `[Errno 2] No such file or directory`, so a client's
+/// `if e.errno == errno.ENOENT` works; an error of the method's own text keeps its text. (Before,
+/// the OS error's `errno` was `None`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_os_error_reaches_python_with_its_errno() {
+    const SCRIPT: &str = r#"
+import sys, errno
+uri, serializer, version = sys.argv[1:]
+if version == "5":
+    import Pyro5.api as Pyro
+    __import__("Pyro5").config.SERIALIZER = serializer
+else:
+    import Pyro4 as Pyro
+    Pyro.config.SERIALIZER = serializer
+with Pyro.Proxy(uri) as disk:
+    for path in ["x", "plain"]:
+        try:
+            disk.open(path)
+        except FileNotFoundError as e:
+            print(type(e).__name__, e.errno, e.errno == errno.ENOENT, e.strerror, "|", e)
+"#;
+    let (daemon, uri) = serve(DiskServer::new(NoDisk), "disk").await;
+    for (python, version) in [(python5(), "5"), (python4(), "4")] {
+        let Some(python) = python else { return };
+        for serializer in ["serpent", "json", "msgpack", "marshal"] {
+            let args = vec![uri.to_string(), serializer.to_string(), version.into()];
+            let lines = run(python, SCRIPT, args).await;
+            assert_eq!(
+                lines,
+                [
+                    "FileNotFoundError 2 True No such file or directory | [Errno 2] No such file or directory",
+                    "FileNotFoundError None False None | plain: no such file",
+                ],
+                "Pyro{version} {serializer}"
+            );
+        }
+    }
+    daemon.shutdown();
+}
+
 /// What a Rust method receives when Python passes a datetime, a Decimal and a UUID.
 #[rmi::remote]
 pub(crate) trait Ledger {

@@ -51,9 +51,23 @@ impl Serialize for PyroException<'_> {
         let mut map = s.serialize_map(Some(4))?;
         map.serialize_entry("__class__", &class)?;
         map.serialize_entry("__exception__", &true)?;
-        map.serialize_entry("args", &OneTuple(&message))?;
+        match err.os_error.filter(|_| sent_as_is(err)) {
+            // As Python's own `OSError(errno, strerror)`: `e.errno`, `e.strerror`, and its text
+            // `[Errno 2] No such file or directory`.
+            Some(code) => map.serialize_entry("args", &(code, strerror(code)))?,
+            None => map.serialize_entry("args", &OneTuple(&message))?,
+        }
         map.serialize_entry("attributes", &Attributes(err))?;
         map.end()
+    }
+}
+
+/// The operating system's text for error number `code` (Rust's, less its ` (os error N)`).
+fn strerror(code: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
     }
 }
 
