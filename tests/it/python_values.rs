@@ -860,6 +860,40 @@ with Proxy(uri) as greeter:
     daemon.shutdown();
 }
 
+/// The daemon's own object as a Python client uses it: keyword arguments under Pyro's names,
+/// no oneway methods in its metadata, and `info()` in Pyro's words. (Before: `id` for
+/// `objectId`, a `TypeError`; `close_stream` oneway; `info()` began "rmi daemon".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_object_answers_python_as_pyros_does() {
+    const SCRIPT: &str = r#"
+import sys
+uri, daemon_uri, version = sys.argv[1:]
+if version == "5":
+    import Pyro5.api as Pyro
+else:
+    import Pyro4 as Pyro
+with Pyro.Proxy(daemon_uri) as d:
+    d._pyroBind()
+    print(sorted(d._pyroOneway))
+    print(sorted(d.get_metadata(objectId=Pyro.URI(uri).object)["methods"]))
+    d.close_stream(streamId="no such stream")
+    print(d.info().split(" bound on ")[0])
+"#;
+    let (daemon, _, uri) = crate::support::start_daemon().await;
+    let daemon_uri = daemon.uri_for("Pyro.Daemon");
+    for (python, version) in [(python5(), "5"), (python4(), "4")] {
+        let Some(python) = python else { return };
+        let args = vec![uri.to_string(), daemon_uri.to_string(), version.into()];
+        let lines = run(python, SCRIPT, args).await;
+        assert_eq!(
+            lines,
+            ["[]", "['welcomeMessage']", "Pyro.Daemon"],
+            "Pyro{version}"
+        );
+    }
+    daemon.shutdown();
+}
+
 /// A method whose `io::Error`s reach Python.
 #[rmi::remote]
 pub(crate) trait Disk {

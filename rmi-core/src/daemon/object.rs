@@ -34,12 +34,15 @@ pub(super) trait DaemonApi {
     /// A line describing the daemon.
     #[rmi(raises)]
     async fn info(&self) -> Result<String, RemoteError>;
-    /// The metadata of object `id`; an unknown id raises Pyro's `DaemonError`.
+    /// The metadata of object `objectId`; an unknown id raises Pyro's `DaemonError`. (The
+    /// parameters are named as Pyro's, for Python callers' keyword arguments.)
     #[rmi(raises)]
-    async fn get_metadata(&self, id: String) -> Result<Metadata, RemoteError>;
-    /// Drops streamed result `id` (closing one already gone does nothing).
-    #[rmi(oneway)]
-    async fn close_stream(&self, id: String);
+    #[expect(non_snake_case)]
+    async fn get_metadata(&self, objectId: String) -> Result<Metadata, RemoteError>;
+    /// Drops streamed result `streamId` (closing one already gone does nothing). Not oneway in
+    /// the metadata, as in Pyro's: its callers send it oneway themselves.
+    #[expect(non_snake_case)]
+    async fn close_stream(&self, streamId: String);
 }
 
 /// The daemon's state as its own object sees it: weakly, so the object does not keep the
@@ -66,8 +69,10 @@ impl DaemonApi for State {
     async fn info(&self) -> Result<String, RemoteError> {
         let inner = self.daemon()?;
         let n = inner.objects.map.read().len();
+        // Pyro's words, which tools read; then what rmi adds.
         Ok(format!(
-            "rmi daemon bound on {}, advertised as {}, {n} objects registered, {} open streams",
+            "{DAEMON_OBJECT_ID} bound on {}, NAT {}, {n} objects registered. Servertype: rmi \
+             (tokio), {} open streams",
             inner.bound,
             inner.advertised,
             inner.streams.len()
