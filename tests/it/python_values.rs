@@ -894,6 +894,39 @@ with Pyro.Proxy(daemon_uri) as d:
     daemon.shutdown();
 }
 
+/// A Pyro batch with a method the object does not have: `batch()` itself raises
+/// `AttributeError`, as Pyro's daemon answers the whole batch with it. (Before, the earlier
+/// calls' results came back and the error was raised only when the iteration reached it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_an_unknown_method_raises_at_the_batch_call_as_pyros_does() {
+    const SCRIPT: &str = r#"
+import sys
+uri, version = sys.argv[1:]
+if version == "5":
+    import Pyro5.api as Pyro
+    make = Pyro.BatchProxy
+else:
+    import Pyro4 as Pyro
+    make = Pyro.batch
+with Pyro.Proxy(uri) as greeter:
+    b = make(greeter)
+    b.welcomeMessage("a")
+    b.nosuch()
+    try:
+        results = b()
+        print("returned", next(results))
+    except AttributeError as e:
+        print("raised at the call")
+"#;
+    let (daemon, _, uri) = crate::support::start_daemon().await;
+    for (python, version) in [(python5(), "5"), (python4(), "4")] {
+        let Some(python) = python else { return };
+        let lines = run(python, SCRIPT, vec![uri.to_string(), version.into()]).await;
+        assert_eq!(lines, ["raised at the call"], "Pyro{version}");
+    }
+    daemon.shutdown();
+}
+
 /// A method whose `io::Error`s reach Python.
 #[rmi::remote]
 pub(crate) trait Disk {

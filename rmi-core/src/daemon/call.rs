@@ -539,6 +539,14 @@ impl Call {
                     self.batch_item_failed(object, Some(&call.method), ctx, &err);
                     err
                 });
+            // A method the object does not have fails the whole batch, as in Pyro (which looks
+            // it up outside the call's own error handling): the caller's `batch()` raises
+            // `AttributeError`, not the iteration of its results.
+            if let Err(e) = &item {
+                if e.kind == RemoteErrorKind::UnknownMethod {
+                    return item.map(|_| Outcome::Value(Default::default()));
+                }
+            }
             let failed = item.is_err();
             results.push(item);
             if failed {
