@@ -35,6 +35,7 @@ mod msgpack;
 mod serpent;
 mod trim;
 mod value;
+mod wide_ints;
 
 use bytes::Bytes;
 use bytestring::ByteString;

@@ -30,7 +30,9 @@ pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
             .with_struct_map()
             .with_human_readable()
             .with_bytes(rmp_serde::config::BytesMode::ForceIterables);
-        value.serialize(&mut ser).map_err(codec_error)
+        value
+            .serialize(super::wide_ints::WideInts(&mut ser))
+            .map_err(codec_error)
     }
     let mut len = Counter(0);
     write(value, &mut len)?;
