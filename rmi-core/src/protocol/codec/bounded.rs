@@ -92,6 +92,18 @@ impl Budget {
         })
     }
 
+    /// Counts an element of a collection at this depth against the decode's allowance. Those
+    /// of the outermost collection (a call's argument tuple, say) are not counted: its length
+    /// is checked against the payload's size, and only nested ones multiply. (So a call's
+    /// arguments cost nothing here.)
+    #[inline]
+    fn count_element<E: de::Error>(self) -> Result<(), E> {
+        if self.depth_left + 1 >= self.max_depth {
+            return Ok(());
+        }
+        one_more_element()
+    }
+
     fn check_len<E: de::Error>(self, len: Option<usize>) -> Result<(), E> {
         match len {
             Some(n) if n > self.max_len => Err(E::custom(format_args!(
@@ -392,7 +404,7 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for BoundedAccess<A> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, A::Error> {
-        one_more_element()?;
+        self.budget.count_element()?;
         self.inner.next_element_seed(BoundedSeed {
             inner: seed,
             budget: self.budget,
@@ -411,7 +423,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for BoundedAccess<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        one_more_element()?;
+        self.budget.count_element()?;
         self.inner.next_key_seed(BoundedSeed {
             inner: seed,
             budget: self.budget,
