@@ -792,6 +792,44 @@ async fn rmi_httpgateway_stops_on_sigterm_with_a_client_stalled_mid_request() {
     world.daemon.shutdown();
 }
 
+/// A client that sends part of a request's header and goes silent is closed on at
+/// `--header-timeout` while the gateway runs (not only at its shutdown), and a whole request
+/// on another connection is answered meanwhile. (Before, axum's `serve` gave hyper no timer:
+/// such a connection stayed open for good, a task and a descriptor each.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_closes_a_connection_whose_header_does_not_arrive() {
+    let world = world().await;
+    let (child, port) = spawn_gateway(
+        at_name_server(&world.ns, &["--header-timeout", "500ms"]),
+        &[],
+    )
+    .await
+    .expect("rmi-httpgateway");
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stalled.write_all(b"GET /pyro/ HTTP/1.1\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = request(port, "GET", "/pyro/", &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut stalled, &mut rest),
+    )
+    .await;
+    println!(
+        "a stalled header closed after {:?} (--header-timeout 500ms)",
+        started.elapsed()
+    );
+    assert!(
+        closed.is_ok(),
+        "the stalled connection was still open after 20 s"
+    );
+    drop(child);
+    world.daemon.shutdown();
+}
+
 /// Settings with TLS reach an object on a Unix socket too, without TLS (which runs over TCP
 /// only), as the library's own dialing does.
 #[tokio::test]

@@ -37,6 +37,10 @@ struct Args {
     /// Deadline of each call, as 500ms, 10s, 1m.
     #[arg(short, long, default_value = "10s", value_parser = rmi_cli::parse_duration)]
     timeout: Duration,
+    /// How long a client may take to send a request's header, as 500ms, 10s, 1m: a client
+    /// that sends part of one and goes silent is closed on then.
+    #[arg(long, default_value = "30s", value_parser = rmi_cli::parse_duration)]
+    header_timeout: Duration,
     /// Allow cross-origin requests from this origin (CORS headers on every answer).
     #[arg(short, long, default_value = "*")]
     cors: String,
@@ -129,7 +133,6 @@ async fn run(args: Args) -> Result<(), Failure> {
     println!("exposed names: {}", args.expose);
     // Told to stop, the gateway finishes the requests under way, for at most `STOP_WITHIN`: a
     // client that sent half a request and went silent does not keep it running.
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         let interrupt = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -144,17 +147,46 @@ async fn run(args: Args) -> Result<(), Failure> {
         }
         #[cfg(not(unix))]
         let _ = interrupt.await;
-        let _ = stopping.send(());
     };
-    let serving = axum::serve(listener, gateway.router()).with_graceful_shutdown(shutdown);
-    tokio::select! {
-        served = serving => served.map_err(|e| (e.into(), None)),
-        () = async {
-            if stopped.await.is_err() {
-                std::future::pending::<()>().await;
+    // Each connection is served by hyper with a timer, so its header read timeout holds: a
+    // client that sent half a request and went silent does not keep its connection (axum's
+    // `serve` gives hyper no timer, and the timeout did nothing).
+    let router = gateway.router();
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-            tokio::time::sleep(STOP_WITHIN).await;
-        } => {
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(args.header_timeout)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(router.clone()),
+            );
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = connections.shutdown() => Ok(()),
+        () = tokio::time::sleep(STOP_WITHIN) => {
             eprintln!("rmi-httpgateway: requests still open after {STOP_WITHIN:?}; stopping");
             Ok(())
         }
