@@ -258,17 +258,17 @@ async fn a_client_reading_a_trickle_is_cut_off_by_min_write_rate() {
 
 #[tokio::test]
 async fn a_large_request_sent_above_min_read_rate_is_served_past_frame_timeout() {
-    // frame_timeout 300 ms, min_read_rate 1 MiB/s: a message may take 0.3 s after its first
-    // byte plus a second per MiB received. A 2 MiB request sent at 64 KiB every 25 ms
-    // (2.5 MiB/s, about 0.8 s: longer than frame_timeout, well within the rate) is answered;
-    // the same request at 8 KiB every 100 ms (80 KiB/s) is cut off long before its end, and
-    // the log names both settings. (Before, frame_timeout was flat: any message was cut off
+    // frame_timeout 300 ms, min_read_rate 256 KiB/s (the default): a message may take 0.3 s
+    // after its first byte plus a second per 256 KiB received. A 2 MiB request sent at 64 KiB
+    // every 25 ms (2.5 MiB/s, about 0.8 s: longer than frame_timeout; each piece earns ten
+    // times the time it takes) is answered; the same request at 8 KiB every 100 ms (80 KiB/s)
+    // is cut off long before its end, and the log names both settings. (Before, frame_timeout was flat: any message was cut off
     // 0.3 s after its first byte, whatever its size.)
     let logged = LoggedErrors::default();
     let _log = logged.install();
     let daemon = rmi::Daemon::builder()
         .frame_timeout(Some(Duration::from_millis(300)))
-        .min_read_rate(Some(1 << 20))
+        .min_read_rate(Some(256 << 10))
         .bind("127.0.0.1:0")
         .await
         .unwrap();
@@ -327,7 +327,7 @@ async fn a_large_request_sent_above_min_read_rate_is_served_past_frame_timeout()
         "the slow sender sent its whole request"
     );
     assert!(
-        logged.any("(frame_timeout plus") && logged.any("at min_read_rate 1048576 bytes/s"),
+        logged.any("(frame_timeout plus") && logged.any("at min_read_rate 262144 bytes/s"),
         "{:?}",
         logged.0.lock().unwrap()
     );
@@ -382,6 +382,35 @@ async fn a_client_closing_with_a_oneway_call_running_frees_its_place() {
         watcher.sleeping().await.unwrap(),
         1,
         "the oneway call runs on"
+    );
+    daemon.shutdown();
+
+    // With no room among `max_orphaned_calls` (1 here, for two calls), the closed connection
+    // keeps its place until its oneway calls end, as before: they are not dropped.
+    let (daemon, lab) =
+        crate::support::serve_lab(rmi::Daemon::builder().max_orphaned_calls(1)).await;
+    let watcher = LabProxy::connect(&lab).await.unwrap();
+    let caller = LabProxy::connect(&lab).await.unwrap();
+    for _ in 0..2 {
+        caller
+            .proxy()
+            .call_oneway("sleep", &(3_600_000u64,))
+            .await
+            .unwrap();
+    }
+    for _ in 0..500 {
+        if watcher.sleeping().await.unwrap() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    caller.proxy().close();
+    drop(caller);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        watcher.sleeping().await.unwrap(),
+        2,
+        "oneway calls without room were dropped"
     );
     daemon.shutdown();
 }

@@ -549,7 +549,7 @@ impl DaemonBuilder {
     pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Daemon, Error> {
         self.check_authentication()?;
         let path = path.as_ref();
-        super::listener::remove_stale_socket(path);
+        super::listener::remove_stale_socket(path).await;
         let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
             let context = match e.kind() {
                 std::io::ErrorKind::AddrInUse => format!(

@@ -542,8 +542,16 @@ impl Call {
             // A method the object does not have fails the whole batch, as in Pyro (which looks
             // it up outside the call's own error handling): the caller's `batch()` raises
             // `AttributeError`, not the iteration of its results.
+            // (Decided by the object's methods, not by the error's kind alone: a method that
+            // exists may relay an `UnknownMethod` of another call as its own failure.)
             if let Err(e) = &item {
-                if e.kind == RemoteErrorKind::UnknownMethod {
+                let lacks = || {
+                    self.conn.daemon.inner.object(object).is_none_or(|entry| {
+                        let named = |names: &[String]| names.contains(&call.method);
+                        !named(&entry.meta.methods) && !named(&entry.meta.attrs)
+                    })
+                };
+                if e.kind == RemoteErrorKind::UnknownMethod && lacks() {
                     return item.map(|_| Outcome::Value(Default::default()));
                 }
             }

@@ -816,7 +816,7 @@ pub(super) async fn handle_connection(
     drop(tx);
     if reset.is_raised() {
         let _ = writer_task.await;
-        orphan_calls(&inner, &slots, max, &cancel, &peer);
+        orphan_calls(&inner, &slots, max, Some(&cancel), &peer);
         return;
     }
     // Requests the loop left unread (a peer still sending at shutdown, say) are read off and
@@ -830,45 +830,55 @@ pub(super) async fn handle_connection(
             sending.store(true, Ordering::Relaxed);
         }
     });
-    tokio::select! {
+    let written = tokio::select! {
         written = &mut writer_task => {
             // The writer sent its FIN. A peer that was still sending may go on until it reads
             // it: a moment more for that one; an idle peer (most: a proxy between calls reads
             // nothing) is closed on at once, with nothing unread. (A writer that failed, a
             // peer that stopped reading say, left nothing to protect.)
-            if written.unwrap_or(false)
+            let written = written.unwrap_or(false);
+            if written
                 && drain.as_mut().now_or_never().is_none()
                 && sending.load(Ordering::Relaxed)
             {
                 let _ = tokio::time::timeout(DRAIN_AFTER_WRITES, drain).await;
             }
+            written
         }
-        () = &mut drain => {
-            let _ = writer_task.await;
+        () = &mut drain => writer_task.await.unwrap_or(false),
+    };
+    // (None are left when the writer saw every reply out, but oneway calls, which keep no
+    // writer; some when it failed, a peer that stopped reading say: those are dropped when
+    // there is no room for them, as a reset's are.) A connection its peer closed whose oneway
+    // calls find no room keeps its place until they end, as it did before oneway calls let go
+    // of the writer: they are not dropped.
+    let cancel = (!written).then_some(&*cancel);
+    if !orphan_calls(&inner, &slots, max, cancel, &peer) {
+        if let Ok(max32) = u32::try_from(max) {
+            let _ = slots.acquire_many(max32).await;
         }
     }
-    // (None are left when the writer saw every reply out; some when it failed.)
-    orphan_calls(&inner, &slots, max, &cancel, &peer);
 }
 
 /// The calls of a connection that ended still running, with nobody to answer (a peer that
-/// reset it, or stopped reading): they run on within the daemon's room for such calls
-/// (`max_orphaned_calls`), counted until the last of them ends; with no room, they are
-/// dropped (`cancel`). So a client that resets its connections and connects again cannot leave
-/// calls running without bound, while its connection's place is free at once.
+/// reset it, or stopped reading; oneway calls of one that closed): they run on within the
+/// daemon's room for such calls (`max_orphaned_calls`), counted until the last of them ends;
+/// with no room, they are dropped (`cancel`), or, with no `cancel` given, false is returned
+/// and the caller waits for them. So a client that resets its connections and connects again
+/// cannot leave calls running without bound, while its connection's place is free at once.
 fn orphan_calls(
     inner: &super::Inner,
     slots: &Arc<Semaphore>,
     max: usize,
-    cancel: &Signal,
+    cancel: Option<&Signal>,
     peer: &str,
-) {
+) -> bool {
     let running = max.saturating_sub(slots.available_permits());
     if running == 0 || inner.abort.is_raised() {
-        return;
+        return true;
     }
     let (Ok(running32), Ok(max32)) = (u32::try_from(running), u32::try_from(max)) else {
-        return cancel.raise();
+        return cancel.map(Signal::raise).is_some();
     };
     match inner.orphans.clone().try_acquire_many_owned(running32) {
         Ok(room) => {
@@ -878,11 +888,16 @@ fn orphan_calls(
                 let _ = slots.acquire_many(max32).await;
                 drop(room);
             });
+            true
         }
         Err(_) => {
+            let Some(cancel) = cancel else {
+                return false;
+            };
             let limit = inner.config.max_orphaned_calls;
             tracing::warn!(%peer, calls = running, max_orphaned_calls = limit, "connection gone with calls running and no room for them; dropping them");
             cancel.raise();
+            true
         }
     }
 }

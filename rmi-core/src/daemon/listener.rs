@@ -52,13 +52,16 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
 /// killed leaves it behind, and binding would fail): a socket that refuses a connection. A
 /// file that is no socket, or one a process still accepts on, is left for the bind to report.
 #[cfg(unix)]
-pub(super) fn remove_stale_socket(path: &std::path::Path) {
+pub(super) async fn remove_stale_socket(path: &std::path::Path) {
     use std::os::unix::fs::FileTypeExt;
     let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
     if !is_socket {
         return;
     }
-    if let Err(e) = std::os::unix::net::UnixStream::connect(path) {
+    // (Not waited on for long: a served socket with its backlog full does not answer at once,
+    // and is left alone.)
+    let probe = tokio::net::UnixStream::connect(path);
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(1), probe).await {
         if e.kind() == std::io::ErrorKind::ConnectionRefused {
             tracing::info!(path = %path.display(), "removing a stale socket file nobody listens on");
             let _ = std::fs::remove_file(path);

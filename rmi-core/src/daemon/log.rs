@@ -142,7 +142,9 @@ impl AuthFailures {
         let mut map = self.by_source.lock();
         let mut source = source;
         if map.len() >= Self::MAX_SOURCES && !map.contains_key(&source) {
-            map.retain(|_, t| t.pending > 0 || now.duration_since(t.since) < Self::WINDOW);
+            map.retain(|_, t| {
+                t.pending > 0 || (t.failed > 0 && now.duration_since(t.since) < Self::WINDOW)
+            });
             if map.len() >= Self::MAX_SOURCES {
                 source = AuthSource::Overflow;
             }
@@ -185,11 +187,13 @@ impl AuthFailures {
     /// is one more failure in the source's window (a new one if that is over). Returns the
     /// source's failures in its window.
     pub(super) fn end(&self, source: AuthSource, proved: bool, now: Instant) -> u32 {
-        let failed = {
+        let (failed, was_full) = {
             let mut map = self.by_source.lock();
             let Some(tally) = map.get_mut(&source) else {
                 return 0;
             };
+            // Only a source whose room was full can have connections waiting for it.
+            let was_full = tally.failed + tally.pending >= Self::LIMIT;
             tally.pending = tally.pending.saturating_sub(1);
             if !proved {
                 if now.duration_since(tally.since) >= Self::WINDOW {
@@ -198,9 +202,17 @@ impl AuthFailures {
                 }
                 tally.failed = tally.failed.saturating_add(1);
             }
-            tally.failed
+            let failed = tally.failed;
+            // A source with nothing against it is not kept: clients that prove the secret
+            // take no room in the table.
+            if tally.pending == 0 && tally.failed == 0 {
+                map.remove(&source);
+            }
+            (failed, was_full)
         };
-        self.ended.notify_waiters();
+        if was_full {
+            self.ended.notify_waiters();
+        }
         failed
     }
 }
@@ -278,6 +290,23 @@ mod tests {
             }
         }
         assert!(overflowed < AuthFailures::LIMIT, "{overflowed}");
+    }
+
+    /// Clients that prove the secret leave nothing in the table: 5,000 of them from as many
+    /// addresses, then one that fails is counted on its own, not with the overflow.
+    #[test]
+    fn proved_guesses_take_no_room() {
+        let failures = AuthFailures::default();
+        let now = Instant::now();
+        for i in 0..5_000u32 {
+            let honest = AuthSource::Ip(std::net::Ipv4Addr::from(0x7f01_0000 + i).into());
+            assert_eq!(failures.try_guess(honest, now), Turn::Go(honest));
+            failures.end(honest, true, now);
+        }
+        assert_eq!(failures.by_source.lock().len(), 0);
+        let a = AuthSource::of("127.0.0.2:1");
+        assert_eq!(failures.try_guess(a, now), Turn::Go(a));
+        assert_eq!(failures.end(a, false, now), 1);
     }
 
     /// IPv6 addresses count per /64; peers with no IP address count together.

@@ -51,7 +51,12 @@ impl Serialize for PyroException<'_> {
         let mut map = s.serialize_map(Some(4))?;
         map.serialize_entry("__class__", &class)?;
         map.serialize_entry("__exception__", &true)?;
-        match err.os_error.filter(|_| sent_as_is(err)) {
+        // (Only as the conversion from `io::Error` made it: a message given context since, or
+        // another class, goes as it is.)
+        let os_error = err.os_error.filter(|&code| {
+            sent_as_is(err) && err.message == std::io::Error::from_raw_os_error(code).to_string()
+        });
+        match os_error {
             // As Python's own `OSError(errno, strerror)`: `e.errno`, `e.strerror`, and its text
             // `[Errno 2] No such file or directory`.
             Some(code) => map.serialize_entry("args", &(code, strerror(code)))?,
@@ -245,6 +250,26 @@ mod tests {
             (s("args"), Value::Tuple(vec![s(message)])),
             (s("attributes"), Value::Dict(vec![])),
         ])
+    }
+
+    /// An OS error goes as `OSError(errno, strerror)`, read back as Python's text; one whose
+    /// message was given context since goes with that message.
+    #[test]
+    fn an_os_error_goes_with_its_errno_unless_its_message_was_changed() {
+        let limits = crate::protocol::codec::DecodeLimits::default();
+        let args_of = |err: &RemoteError| {
+            let doc = super::super::serpent::encode_in(&PyroException(err), false).unwrap();
+            let value: Value = super::super::serpent::decode(&doc, &limits).unwrap();
+            match value.get("args") {
+                Some(Value::Tuple(items) | Value::List(items)) => items.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut err = RemoteError::from(std::io::Error::from_raw_os_error(2));
+        let strerror = Value::Str("No such file or directory".into());
+        assert_eq!(args_of(&err), [Value::Int(2), strerror]);
+        err.message = format!("reading notes.txt: {}", err.message);
+        assert_eq!(args_of(&err), [Value::Str(err.message.clone())]);
     }
 
     #[test]
