@@ -220,9 +220,12 @@ mod tests {
             culprit(syn::parse_quote!((u8, Vec<&str>))).as_deref(),
             Some("& str")
         );
+        // `'_` and `'static` are owned enough (`Cow<str>` is accepted); a named lifetime is not.
+        assert_eq!(culprit(syn::parse_quote!(Cow<'static, str>)), None);
+        assert_eq!(culprit(syn::parse_quote!(Cow<'_, str>)), None);
         assert_eq!(
-            culprit(syn::parse_quote!(Cow<'static, str>)).as_deref(),
-            Some("'static")
+            culprit(syn::parse_quote!(Cow<'a, str>)).as_deref(),
+            Some("'a")
         );
         assert_eq!(
             culprit(syn::parse_quote!([impl Copy; 2])).as_deref(),
