@@ -27,7 +27,7 @@ pub enum Error {
     },
     /// The request was provably not executed: it was never sent (the connection could not be
     /// made, closed before the request was written, or the call timed out waiting for an
-    /// in-flight slot). Safe to retry.
+    /// in-flight slot), or its daemon, shutting down, answered it unrun. Safe to retry.
     ///
     /// Display and `source()` are the cause's, and [`is_timeout`](Error::is_timeout),
     /// [`is_connection`](Error::is_connection) and the other questions look through it, so

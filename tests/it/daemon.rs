@@ -310,14 +310,17 @@ async fn graceful_shutdown_lets_running_calls_finish_then_stops_accepting() {
     ));
 }
 
-/// A connection closed by a graceful shutdown, with its peer's later requests waiting unread,
-/// ends with a FIN, not a reset (which throws away what the daemon wrote but the peer had not
-/// read yet): the large reply of a call that ran through the grace period arrives whole at a
-/// client that reads it slowly, then the end.
+/// A connection closed by a graceful shutdown ends with a FIN, not a reset (which throws away
+/// what the daemon wrote but the peer had not read yet): the large reply of a call that ran
+/// through the grace period arrives whole at a client that reads it slowly, then the end.
+/// Requests the client sent meanwhile are answered at once as not run: Pyro's
+/// `ConnectionClosedError`, marked `NRUN` for rmi proxies, which send them again elsewhere.
 #[tokio::test]
-async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_requests_wait_unread() {
+async fn a_reply_finished_in_the_grace_period_arrives_whole_and_later_requests_are_refused_as_not_run(
+) {
     use crate::support::{connect_handshake, dial, invoke_frame};
-    use rmi::protocol::frame::HEADER_SIZE;
+    use rmi::protocol::frame::{Header, Message, FLAGS_EXCEPTION, HEADER_SIZE};
+    use rmi::protocol::names::NOT_RUN_ANNOTATION;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (daemon, lab) =
         crate::support::serve_lab(Daemon::builder().grace_period(Duration::from_secs(30))).await;
@@ -331,7 +334,7 @@ async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_request
     wait_until_running(&proxy).await;
     daemon.shutdown();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    // Requests the stopping daemon never reads, in its socket when the connection closes.
+    // Requests sent while the call runs on.
     for seq in 2..6 {
         let echo = invoke_frame(
             &object,
@@ -342,11 +345,32 @@ async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_request
         );
         raw.write_all(&echo).await.unwrap();
     }
-    // The reply, read slowly: most of it waits in the daemon's socket when it closes.
+    // They are answered first, the call still running; then its reply.
     let mut head = [0u8; HEADER_SIZE];
-    raw.read_exact(&mut head).await.expect("the reply's header");
-    let len = u32::from_be_bytes(head[12..16].try_into().unwrap()) as usize
-        + u32::from_be_bytes(head[16..20].try_into().unwrap()) as usize;
+    let mut refused = Vec::new();
+    let len = loop {
+        raw.read_exact(&mut head).await.expect("a reply's header");
+        let header = Header::parse(&head, usize::MAX).unwrap();
+        let len = header.total_len() - HEADER_SIZE;
+        if header.seq == 1 {
+            break len;
+        }
+        let mut whole = bytes::BytesMut::from(&head[..]);
+        whole.resize(HEADER_SIZE + len, 0);
+        raw.read_exact(&mut whole[HEADER_SIZE..]).await.unwrap();
+        let reply = Message::parse(&mut whole, &header).unwrap();
+        assert!(reply.has_flag(FLAGS_EXCEPTION), "{reply:?}");
+        assert!(reply.annotation(&NOT_RUN_ANNOTATION).is_some(), "{reply:?}");
+        let text = String::from_utf8_lossy(&reply.payload);
+        assert!(
+            text.contains("Pyro5.errors.ConnectionClosedError"),
+            "{text}"
+        );
+        assert!(text.contains("the call was not run"), "{text}");
+        refused.push(header.seq);
+    };
+    assert_eq!(refused, [2, 3, 4, 5]);
+    // The reply, read slowly: most of it waits in the daemon's socket when it closes.
     assert!(len > LEN, "the whole blob in one reply: {len}");
     let mut chunk = vec![0u8; 64 << 10];
     let mut left = len;
@@ -362,6 +386,76 @@ async fn a_reply_finished_in_the_grace_period_arrives_whole_though_later_request
         .await
         .expect("the daemon closed the connection");
     assert!(matches!(end, Ok(0)), "a FIN after the reply: {end:?}");
+}
+
+/// A rolling restart loses no call: while a daemon shutting down lets a long call finish, a
+/// call made on the same proxy (the same connection) is answered as not run at once, and the
+/// proxy sends it again on a new connection, to the daemon that took the old one's address.
+/// (Read off and dropped, it would fail only when the long call ended, as "connection closed":
+/// perhaps run, never retried.)
+#[tokio::test]
+async fn a_call_made_during_the_grace_period_runs_on_the_daemon_that_replaces_it() {
+    let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    let long = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.sleep(1_500).await }
+    });
+    wait_until_running(&proxy).await;
+    let addr = daemon.local_addr().unwrap();
+    daemon.shutdown();
+    // The old daemon's listening socket closes at its shutdown; its connections stay.
+    let started = std::time::Instant::now();
+    let next = loop {
+        match Daemon::bind(addr).await {
+            Ok(next) => break next,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(10), "{e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    next.register_with_id(LabServer::new(LabObject::default()), lab.object().unwrap())
+        .unwrap();
+    tokio::spawn({
+        let next = next.clone();
+        async move { next.serve().await }
+    });
+    let echoed = proxy.echo(7, 1, "after".into()).await.unwrap();
+    assert_eq!(echoed, (7, 1, "after".to_owned()));
+    assert!(
+        !long.is_finished(),
+        "answered while the old daemon's call ran on"
+    );
+    // The new daemon ran it: its object has counted the echo alone.
+    assert_eq!(proxy.calls().await.unwrap(), 1);
+    assert_eq!(
+        long.await.unwrap().unwrap(),
+        1_500,
+        "the long call's reply came"
+    );
+    serving.await.unwrap().unwrap();
+    next.shutdown();
+}
+
+/// The error a call answered as not run gives when it cannot be sent again: a daemon shutting
+/// down with nobody in its place. It was not sent, as far as running goes: safe to retry.
+#[tokio::test]
+async fn a_call_made_during_the_grace_period_with_no_daemon_to_take_over_fails_as_not_sent() {
+    let (daemon, lab, serving) = lab_with_grace(Duration::from_secs(30)).await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    let long = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.sleep(1_500).await }
+    });
+    wait_until_running(&proxy).await;
+    daemon.shutdown();
+    let err = proxy.echo(7, 1, "after".into()).await.unwrap_err();
+    assert!(matches!(err, Error::NotSent(_)), "{err:?}");
+    assert!(err.is_not_executed() && err.is_connection(), "{err:?}");
+    assert!(!long.is_finished(), "failed while the call ran on: {err}");
+    assert_eq!(long.await.unwrap().unwrap(), 1_500);
+    serving.await.unwrap().unwrap();
 }
 
 /// A connection to an idle peer (a proxy between calls reads nothing, so it does not notice

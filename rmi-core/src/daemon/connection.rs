@@ -30,6 +30,7 @@ use crate::dispatch::Dispatch;
 use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, HandshakeData};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
+use crate::protocol::names::NOT_RUN_ANNOTATION;
 use crate::transport::outbox::Budget;
 use crate::transport::{self, BoxIo, Outgoing, QueuedBytes, WriteDeadline};
 
@@ -586,6 +587,8 @@ pub(super) async fn handle_connection(
     // The reference counts the last call run here took on the connection, and its object
     // lookup, for the next.
     let mut spare_conn = None;
+    // Set when the loop stops for the daemon's shutdown (not for the peer, nor its writer).
+    let mut by_shutdown = false;
     loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
@@ -618,7 +621,10 @@ pub(super) async fn handle_connection(
                 drop(taken.map(|permit| Slot::taken(&slots, permit)));
                 tokio::select! {
                     biased;
-                    _ = &mut stopped => break,
+                    _ = &mut stopped => {
+                        by_shutdown = inner.shutdown.is_raised();
+                        break;
+                    }
                     permit = slots.acquire() => Slot::taken(&slots, permit.expect("never closed")),
                     e = peer_reset(&mut reader) => {
                         tracing::debug!(%peer, error = %e, "connection reset while its calls ran; closing it");
@@ -634,7 +640,10 @@ pub(super) async fn handle_connection(
             held = Held::default();
             tokio::select! {
                 biased;
-                _ = &mut stopped => break,
+                _ = &mut stopped => {
+                    by_shutdown = inner.shutdown.is_raised();
+                    break;
+                }
                 _ = queued.wait_within_budget() => {}
                 e = peer_reset(&mut reader) => {
                     tracing::debug!(%peer, error = %e, "connection reset while its calls ran; closing it");
@@ -658,7 +667,10 @@ pub(super) async fn handle_connection(
             } else {
                 tokio::select! {
                     biased;
-                    _ = &mut stopped => break None,
+                    _ = &mut stopped => {
+                        by_shutdown = inner.shutdown.is_raised();
+                        break None;
+                    }
                     read = reader.read_frame_within(inner.config.idle_timeout) => read,
                 }
             };
@@ -801,6 +813,59 @@ pub(super) async fn handle_connection(
             }
         }
     }
+    // Shut down while calls of this connection run on (the grace period): requests that
+    // arrive meanwhile are answered as not run (see `refuse_not_run`), not read off and
+    // dropped at the close, which their callers could only take for "may have run"; their
+    // proxies try them once more on a new connection (the daemon that replaced this one, or
+    // another of the name). Until the last call has ended and its reply is written, the peer
+    // closes or sends what cannot be answered, the writer fails, or the grace period is over.
+    // Each answer holds a slot until written, as any reply: a peer that sends without
+    // reading is not answered without bound.
+    if by_shutdown && !writer_gone.is_raised() {
+        tx.send_all(&mut replies);
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        let (mut gone, mut aborted) = (writer_gone.wait(), inner.abort.wait());
+        loop {
+            let read = if reader.has_frame() {
+                // Whole in the buffer (or malformed): the read returns without waiting.
+                reader.read_frame_within(inner.config.idle_timeout).await
+            } else {
+                tokio::select! {
+                    biased;
+                    () = &mut gone => break,
+                    () = &mut aborted => break,
+                    _ = slots.acquire_many(all) => break,
+                    read = reader.read_frame_within(inner.config.idle_timeout) => read,
+                }
+            };
+            let req = match read {
+                Ok(Some(req)) => req,
+                Err(Error::Timeout(_)) => continue,
+                // The end, a reset, or a malformed message: nothing more to answer.
+                Ok(None) | Err(_) => break,
+            };
+            if let Some(verifier) = verifier.as_mut() {
+                if verifier.verify(&req).is_err() {
+                    break;
+                }
+            }
+            let answer = match req.msg_type {
+                MessageType::Ping => reply_to(&req, MessageType::Ping, 0, b"pong".to_vec()),
+                MessageType::Invoke => match refuse_not_run(&conn, &req, protocol) {
+                    Some(msg) => msg,
+                    None => continue,
+                },
+                _ => break,
+            };
+            let permit = tokio::select! {
+                biased;
+                () = &mut gone => break,
+                () = &mut aborted => break,
+                permit = slots.acquire() => permit.expect("never closed"),
+            };
+            let _ = tx.send(Slot::taken(&slots, permit).reply(answer, &queued));
+        }
+    }
     // The peer is gone unless the daemon is shutting down (calls then get the grace period).
     if !inner.shutdown.is_raised() {
         peer_gone.raise();
@@ -925,18 +990,6 @@ fn refuse_oversized(
             header.total_len()
         ),
     );
-    let oneway = header.flags & frame::FLAGS_ONEWAY != 0;
-    let call = hooks::Failure {
-        object: None,
-        method: None,
-        correlation_id: uuid::Uuid::from_bytes(header.corr_id),
-        oneway,
-    };
-    hooks::call_failed(conn, call, &err);
-    if oneway {
-        return None;
-    }
-    let ser = protocol.serializer(header.serializer)?;
     let mut req = Message::new(
         MessageType::Invoke,
         header.serializer,
@@ -945,11 +998,45 @@ fn refuse_oversized(
         bytes::Bytes::new(),
     );
     req.corr_id = header.corr_id;
+    refusal(conn, &req, protocol, &err)
+}
+
+/// The answer to a request that reached a connection after its daemon's shutdown, while the
+/// connection's calls ran on: Pyro's `ConnectionClosedError` (a Python caller reconnects, as
+/// it would after a close), marked as not run (`NOT_RUN_ANNOTATION`), so that an rmi proxy
+/// knows the call is safe to send again, on a new connection. None for a oneway call.
+fn refuse_not_run(conn: &Conn, req: &Message, protocol: Protocol) -> Option<Message> {
+    let err = RemoteError::new(
+        RemoteErrorKind::Other,
+        "Pyro5.errors.ConnectionClosedError",
+        "the daemon is shutting down: the call was not run",
+    );
+    let mut msg = refusal(conn, req, protocol, &err)?;
+    msg.annotations
+        .push((NOT_RUN_ANNOTATION, bytes::Bytes::new()));
+    Some(msg)
+}
+
+/// The error reply to request `req`, refused without running (the application's
+/// `on_call_error` hook told); None for a oneway call, or a serializer the protocol lacks.
+fn refusal(conn: &Conn, req: &Message, protocol: Protocol, err: &RemoteError) -> Option<Message> {
+    let oneway = req.flags & frame::FLAGS_ONEWAY != 0;
+    let call = hooks::Failure {
+        object: None,
+        method: None,
+        correlation_id: uuid::Uuid::from_bytes(req.corr_id),
+        oneway,
+    };
+    hooks::call_failed(conn, call, err);
+    if oneway {
+        return None;
+    }
+    let ser = protocol.serializer(req.serializer)?;
     Some(reply_to(
-        &req,
+        req,
         MessageType::Result,
         frame::FLAGS_EXCEPTION,
-        codec::encode_error_in(ser, protocol, &err),
+        codec::encode_error_in(ser, protocol, err),
     ))
 }
 

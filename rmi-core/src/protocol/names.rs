@@ -29,6 +29,10 @@ pub const MAC_LEN: usize = 32;
 /// payload wherever they were split, and msgpack takes the buffer over only where its decoder
 /// reads a bin of exactly those bytes, joining the pieces otherwise.
 pub const BULK_ANNOTATION: [u8; 4] = *b"BULK";
+/// Annotation (empty) of the error reply to a request a daemon refused without running it, as
+/// it shut down: the caller may send it again, on a new connection. Pyro peers ignore it and
+/// raise the reply's `ConnectionClosedError`.
+pub const NOT_RUN_ANNOTATION: [u8; 4] = *b"NRUN";
 
 /// Object id of the daemon's own object, as in Pyro.
 pub const DAEMON_OBJECT_ID: &str = "Pyro.Daemon";

@@ -18,7 +18,7 @@ use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
     daemon_method::CLOSE_STREAM, BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID,
-    DEADLINE_ANNOTATION, MAC_LEN, STREAM_ANNOTATION,
+    DEADLINE_ANNOTATION, MAC_LEN, NOT_RUN_ANNOTATION, STREAM_ANNOTATION,
 };
 use crate::transport::received;
 
@@ -258,6 +258,11 @@ impl Proxy {
                             .await?
                     }
                 };
+                if reply.has_flag(frame::FLAGS_EXCEPTION)
+                    && reply.annotation(&NOT_RUN_ANNOTATION).is_some()
+                {
+                    return Err(self.not_run(&conn));
+                }
                 Ok((reply, conn.protocol))
             };
             match attempt.instrument(span).await {

@@ -36,6 +36,22 @@ impl Proxy {
         }
     }
 
+    /// The failure of a call its daemon answered as not run, for it was shutting down: the
+    /// proxy lets go of that connection (calls in flight on it still get their replies), so
+    /// that the next call, this one's retry among them, dials anew, and may reach the daemon
+    /// that replaced it, or another of the name. (A proxy made over a stream keeps it: it
+    /// never dials.)
+    pub(super) fn not_run(&self, conn: &Arc<Connection>) -> Error {
+        if !self.shared.config.over_stream {
+            let mut current = self.shared.conn.write();
+            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+                *current = None;
+            }
+        }
+        Error::ConnectionClosed("the daemon is shutting down: the call was not run".into())
+            .not_sent()
+    }
+
     /// The live connection, dialing (and resolving a logical URI) if there is none. Concurrent
     /// callers wait for one dial; failed dials are retried with jittered exponential backoff.
     pub(super) async fn connection(&self) -> Result<Arc<Connection>, Error> {
