@@ -1327,6 +1327,43 @@ async fn a_proxy_keeps_a_connection_that_answers_while_a_call_given_up_on_runs()
     daemon.shutdown();
 }
 
+/// A ping given up on (its timeout) on a connection that went silent counts as a call given
+/// up on: past `abandoned_timeout` with nothing read, the next call redials. (Before, a ping
+/// written and never answered stayed awaited for the connection's life, and it kept the
+/// proxy from ever taking the connection for dead: every later call timed out.)
+#[tokio::test]
+async fn a_silent_proxy_whose_ping_was_given_up_on_redials() {
+    let (daemon, relay, lab) = lab_behind_a_relay(None).await;
+    let first = lab.connection().await.unwrap();
+    relay.blackhole();
+    let err = lab.proxy().ping().await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    let took = calls_until_a_new_connection(&lab, &relay, first).await;
+    println!("silent proxy after a ping recovered after {took:?} (abandoned_timeout 300 ms)");
+    daemon.shutdown();
+}
+
+/// The daemon's answers to pings show it alive as its replies do: a connection whose call was
+/// given up on while the daemon runs it on is kept while pings are answered. (Before, answers
+/// to pings did not count, and the first call past `abandoned_timeout` dropped the connection.)
+#[tokio::test]
+async fn a_proxy_keeps_a_connection_that_answers_pings_while_a_call_given_up_on_runs() {
+    let (daemon, relay, lab) = lab_behind_a_relay(None).await;
+    let first = lab.connection().await.unwrap();
+    // Given up by dropping its future: with no deadline sent, the daemon runs it on.
+    let patient = LabProxy::from_proxy(lab.proxy().with_options(rmi::CallOptions::default()));
+    let given_up = tokio::time::timeout(Duration::from_millis(100), patient.sleep(1_500)).await;
+    assert!(given_up.is_err(), "{given_up:?}");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1_000) {
+        lab.proxy().ping().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lab.connection().await.unwrap(), first);
+    assert_eq!(relay.accepted(), 1);
+    daemon.shutdown();
+}
+
 /// A call still queued behind a large write when its connection closes never reached the
 /// daemon: it is sent again on a new connection (and would report `NotSent` if it could not
 /// be), while the call whose write was under way reports that it may have run. (Before, both

@@ -294,3 +294,28 @@ async fn late_replies_to_abandoned_calls_free_their_slots() {
     assert_eq!(proxy.connection().await.unwrap(), before, "no redial");
     daemon.shutdown();
 }
+
+/// A call whose deadline passes is an `Error::Timeout` whichever side's clock ran out first:
+/// the daemon's (on a runtime of its own) counts from the request's arrival, and a first call
+/// sent with its CONNECT was stamped before the dial, so its cancellation can reach the proxy
+/// before the proxy's own timer fires. Before, that call came back as
+/// `Error::Remote(DeadlineExceeded)`: not `is_timeout()`, and not retried by a retry policy
+/// that retries timeouts.
+#[tokio::test]
+async fn a_deadline_passed_is_a_timeout_whichever_clock_runs_out_first() {
+    let (daemon, uri) =
+        crate::support::daemon_on_its_own_thread(SlowServer::new(SlowObject::default()));
+    let timeout = Duration::from_millis(20);
+    let shared = SlowProxy::connect(&uri).await.unwrap();
+    for round in 0..40 {
+        let fresh = SlowProxy::connect(&uri).await.unwrap();
+        for (which, proxy) in [("fresh", &fresh), ("shared", &shared)] {
+            let err = proxy.with_timeout(timeout).work(5_000).await.unwrap_err();
+            assert!(
+                matches!(err, Error::Timeout(t) if t == timeout) && err.is_timeout(),
+                "round {round}, {which} proxy: {err:?}"
+            );
+        }
+    }
+    daemon.shutdown();
+}

@@ -13,7 +13,7 @@ use super::connection::{Connection, Wire};
 use super::dial::{Ahead, DialFailed, Dialing, Due};
 use super::stream::ItemStream;
 use super::{Proxy, RawReply, Reply, Shared};
-use crate::error::{Error, RemoteError};
+use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
@@ -258,10 +258,19 @@ impl Proxy {
                             .await?
                     }
                 };
-                if reply.has_flag(frame::FLAGS_EXCEPTION)
-                    && reply.annotation(&NOT_RUN_ANNOTATION).is_some()
-                {
-                    return Err(self.not_run(&conn));
+                if reply.has_flag(frame::FLAGS_EXCEPTION) {
+                    if reply.annotation(&NOT_RUN_ANNOTATION).is_some() {
+                        return Err(self.not_run(&conn));
+                    }
+                    // The daemon's clock of this call's deadline ran out before ours (it
+                    // counts from the request's arrival, ours from the send; a call sent with
+                    // the CONNECT was stamped before the dial): a timeout all the same, as
+                    // the caller's own timer would have said a moment later.
+                    if let Some(timeout) = timeout {
+                        if deadline_passed(&reply, conn.protocol, &self.shared.config.limits) {
+                            return Err(Error::Timeout(timeout));
+                        }
+                    }
                 }
                 Ok((reply, conn.protocol))
             };
@@ -672,6 +681,15 @@ fn decode_reply<R: DeserializeOwned>(
         return Err(Error::from_remote(err));
     }
     ser.decode(&reply.payload, limits)
+}
+
+/// True when `reply` is the daemon's answer that the call's deadline passed
+/// ([`RemoteErrorKind::DeadlineExceeded`]).
+fn deadline_passed(reply: &Message, protocol: Protocol, limits: &DecodeLimits) -> bool {
+    matches!(
+        decode_reply::<serde::de::IgnoredAny>(&mut reply.clone(), protocol, limits),
+        Err(Error::Remote(e)) if e.kind == RemoteErrorKind::DeadlineExceeded
+    )
 }
 
 /// A timeout as the deadline annotation's whole milliseconds, rounded up: a timeout under a

@@ -113,10 +113,14 @@ fn caller(seq: u16) -> u32 {
     0x1_0000 | u32::from(seq)
 }
 
+/// Where a ping's answer (or the connection's failure) goes.
+type PingWaiter = oneshot::Sender<Result<Message, Error>>;
+
 struct ConnState {
     pending: InFlight<Pending>,
-    /// Pings waiting for their answers, in the order sent, each by its outbox ticket.
-    pings: VecDeque<(u64, oneshot::Sender<Result<Message, Error>>)>,
+    /// Pings waiting for their answers, in the order sent, each by its outbox ticket; with no
+    /// sender once given up on after it was written (its answer, if it comes, is still its).
+    pings: VecDeque<(u64, Option<PingWaiter>)>,
     /// Calls waiting for an in-flight slot: a slot comes free only when a reply is read.
     slot_waiters: usize,
     next_seq: u16,
@@ -221,7 +225,9 @@ impl ConnShared {
             }
         });
         for (_, p) in state.pings.drain(..) {
-            let _ = p.send(Err(Error::ConnectionClosed(reason.clone())));
+            if let Some(p) = p {
+                let _ = p.send(Err(Error::ConnectionClosed(reason.clone())));
+            }
         }
         // (Kept last, so that the reason is not copied when nobody was waiting.)
         if state.closed.is_none() {
@@ -256,11 +262,13 @@ impl ConnShared {
     fn silent_for(&self, limit: Duration) -> Option<String> {
         let mut state = self.state.lock();
         let (since, replies) = state.silent_since?;
-        let given_up = state
+        let calls_given_up = state
             .pending
             .values()
             .filter(|p| matches!(p.reply, Reply::Abandoned))
             .count();
+        let pings_given_up = state.pings.iter().filter(|(_, p)| p.is_none()).count();
+        let given_up = calls_given_up + pings_given_up;
         let now = tokio::time::Instant::now();
         if given_up == 0 || state.replies != replies {
             state.silent_since = (given_up > 0).then_some((now, state.replies));
@@ -269,14 +277,14 @@ impl ConnShared {
             return None;
         }
         if now.saturating_duration_since(since) < limit
-            || given_up < state.pending.len()
-            || !state.pings.is_empty()
+            || calls_given_up < state.pending.len()
+            || pings_given_up < state.pings.len()
         {
             return None;
         }
         Some(format!(
-            "nothing was read for {limit:?} (abandoned_timeout) while {given_up} call(s) given up on \
-             waited for replies; reconnecting"
+            "nothing was read for {limit:?} (abandoned_timeout) while {given_up} call(s) or \
+             ping(s) given up on waited for replies; reconnecting"
         ))
     }
 
@@ -284,14 +292,15 @@ impl ConnShared {
     /// woken, and its slot given back, in `settle`'s turn, unless it is `reading` (the caller
     /// reading its own reply is already running).
     fn deliver(state: &mut ConnState, msg: Message, reading: Option<u16>, settle: &mut Settle) {
+        // (A ping's answer, too, shows the daemon alive: see `silent_for`.)
+        state.replies += 1;
         if msg.msg_type == MessageType::Ping {
-            if let Some((_, waiter)) = state.pings.pop_front() {
+            if let Some((_, Some(waiter))) = state.pings.pop_front() {
                 let _ = waiter.send(Ok(msg));
             }
             return;
         }
         let seq = msg.seq;
-        state.replies += 1;
         let Some(p) = state.pending.get_mut(&seq) else {
             state.stray("a reply for a sequence number with no call; ignored", seq);
             return;
@@ -1387,7 +1396,7 @@ impl Connection {
             if let Some(reason) = &state.closed {
                 return Err(Error::ConnectionClosed(reason.clone()));
             }
-            state.pings.push_back((ticket, tx));
+            state.pings.push_back((ticket, Some(tx)));
             if self.tx.send(ping).is_err() {
                 state.pings.retain(|(t, _)| *t != ticket);
                 drop(state);
@@ -1472,13 +1481,15 @@ struct UnsentPing<'a> {
 }
 
 impl UnsentPing<'_> {
-    /// Takes the ping back if it is still queued: true if it was (it was never sent).
+    /// Takes the ping back if it is still queued: true if it was (it was never sent). If it
+    /// was not, it is given up on as it is dropped.
     fn withdraw(mut self) -> bool {
         self.take_back()
     }
 
+    /// Takes the ping back if it is still queued (its ticket gone then).
     fn take_back(&mut self) -> bool {
-        let Some(ticket) = self.ticket.take() else {
+        let Some(ticket) = self.ticket else {
             return false;
         };
         // (Under the state lock, as pings are queued: an answer read meanwhile is for a ping
@@ -1492,13 +1503,34 @@ impl UnsentPing<'_> {
             return false;
         }
         state.pings.remove(at);
+        self.ticket = None;
         true
+    }
+
+    /// Gives up on a ping that was written: its answer, if it ever comes, is still matched to
+    /// it, and until then it counts as a call given up on does (`ConnShared::silent_for`), so
+    /// that a connection on which nothing is read any more is dropped.
+    fn abandon(&mut self) {
+        let Some(ticket) = self.ticket.take() else {
+            return;
+        };
+        let mut state = self.conn.shared.state.lock();
+        let Some((_, waiter)) = state.pings.iter_mut().find(|(t, _)| *t == ticket) else {
+            return;
+        };
+        *waiter = None;
+        if state.silent_since.is_none() {
+            state.silent_since = Some((tokio::time::Instant::now(), state.replies));
+            self.conn.shared.given_up.store(true, Ordering::Release);
+        }
     }
 }
 
 impl Drop for UnsentPing<'_> {
     fn drop(&mut self) {
-        self.take_back();
+        if !self.take_back() {
+            self.abandon();
+        }
     }
 }
 
