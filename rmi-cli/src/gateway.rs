@@ -67,7 +67,8 @@ pub struct Gateway {
     expose: regex::Regex,
     key: Option<String>,
     cors: Option<HeaderValue>,
-    timeout: Duration,
+    /// None: no limit.
+    timeout: Option<Duration>,
     security: crate::client::Security,
 }
 
@@ -94,7 +95,7 @@ impl Gateway {
             expose: anchored(DEFAULT_EXPOSE).expect("the default pattern compiles"),
             key: None,
             cors: None,
-            timeout: DEFAULT_TIMEOUT,
+            timeout: Some(DEFAULT_TIMEOUT),
             security: crate::client::Security::default(),
         }
     }
@@ -129,9 +130,10 @@ impl Gateway {
     }
 
     /// How long a request may take: the lookup, the connect and the call (whose deadline goes
-    /// to the daemon too).
+    /// to the daemon too). Zero is no limit, as Pyro's gateway takes a timeout of 0 (the
+    /// connect then has the proxy's own connect timeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.timeout = (!timeout.is_zero()).then_some(timeout);
         self
     }
 
@@ -149,11 +151,12 @@ impl Gateway {
     async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
         let first = self.names.lookup(name).await?;
         let dial = |uri: Uri| {
-            self.security
-                .proxy(uri)
-                .serializer(Serializer::Json)
-                .timeout(self.timeout)
-                .connect()
+            let builder = self.security.proxy(uri).serializer(Serializer::Json);
+            match self.timeout {
+                Some(timeout) => builder.timeout(timeout),
+                None => builder,
+            }
+            .connect()
         };
         let failed = match dial(first.clone()).await {
             Ok(proxy) => return Ok(proxy),
@@ -390,9 +393,12 @@ async fn call(
             .await
             .map(Called::Raw)
     };
-    let outcome = tokio::time::timeout(gateway.timeout, outcome)
-        .await
-        .unwrap_or(Err(Error::Timeout(gateway.timeout)));
+    let outcome = match gateway.timeout {
+        Some(limit) => tokio::time::timeout(limit, outcome)
+            .await
+            .unwrap_or(Err(Error::Timeout(limit))),
+        None => outcome.await,
+    };
     match outcome {
         Ok(Called::Json(value)) => gateway.json(StatusCode::OK, &value, correlation_id),
         Ok(Called::Raw(reply)) if reply.serializer != Serializer::Json => {
@@ -532,7 +538,11 @@ fn exception_of(err: &Error) -> (String, String) {
 
 /// The page at `/pyro/`: the exposed names (ten at most), their methods and attributes.
 async fn homepage(gateway: &Gateway) -> Response {
-    match tokio::time::timeout(gateway.timeout, homepage_within(gateway)).await {
+    let within = match gateway.timeout {
+        Some(limit) => tokio::time::timeout(limit, homepage_within(gateway)).await,
+        None => Ok(homepage_within(gateway).await),
+    };
+    match within {
         Ok(page) => page,
         Err(_) => gateway.text(
             StatusCode::INTERNAL_SERVER_ERROR,

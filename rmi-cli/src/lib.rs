@@ -28,6 +28,31 @@ pub fn report(err: &(dyn Error + 'static), hint: Option<&str>) -> String {
     }
 }
 
+/// Checks the name server a locator found against the port asked for: nothing answered on
+/// localhost at the port given, and the broadcast found a name server elsewhere. On another
+/// port it is another name server, not the one asked for (every rmi-ns on a host answers the
+/// default broadcast port); a name server on that port of another host is taken, as Pyro's
+/// broadcast finds it. `port_given`: the port came from the command line or the environment;
+/// `host_given`: so did a host.
+pub fn found_where_asked(
+    found: &rmi::Uri,
+    port: u16,
+    port_given: bool,
+    host_given: bool,
+) -> Result<(), rmi::Error> {
+    let at = match found.location() {
+        Some(rmi::Location::Tcp { port, .. }) => Some(*port),
+        _ => None,
+    };
+    if port_given && !host_given && at != Some(port) {
+        return Err(rmi::Error::Resolve(format!(
+            "no name server on 127.0.0.1:{port}, and the broadcast found {found}, which is not \
+             on port {port}: pass the host and port to talk to it, or leave the port out"
+        )));
+    }
+    Ok(())
+}
+
 /// A duration as the tools take it: a number and a unit, `ms`, `s`, `m`, `h` or `d` (a bare
 /// number is seconds; decimals are allowed).
 ///

@@ -1003,3 +1003,61 @@ async fn the_gateway_reaches_python_objects_through_python_s_name_server() {
     assert_eq!(err["args"], json!(["missing", 42]));
     assert_eq!(err["attributes"]["detail"], "more", "{err}");
 }
+
+/// A timeout of 0 is none, as Pyro's gateway takes `-t 0` (its default there). Before, every
+/// request failed at once with a `TimeoutError`, and the index page said nothing answered.
+#[tokio::test]
+async fn a_zero_timeout_is_no_limit() {
+    let world = world().await;
+    let gateway = rmi_cli::gateway::Gateway::new(names_of(&world.ns).await).timeout(Duration::ZERO);
+    let port = serve(gateway).await;
+    let answer = request(port, "GET", "/pyro/http.greeter/sleep?ms=300", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json(), json!(300));
+    let page = request(port, "GET", "/pyro/", &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    world.daemon.shutdown();
+}
+
+/// `--nsport` given without `--nshost`, and nothing there: the name server the broadcast finds
+/// on another port is another name server, refused, as rmi-nsc refuses it. (Before, the
+/// gateway served whichever name server answered the broadcast, and had no `--bcport` to say
+/// where to broadcast.) Without `--nsport`, the broadcast's answer is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_refuses_a_name_server_on_another_port_than_the_one_asked_for() {
+    // rmi-ns on 127.0.0.2 (nothing answers the gateway's first try, 127.0.0.1), its responder
+    // on a free UDP port.
+    let (_ns, lines) = support::spawn_rmi_ns_with(
+        &["--host", "127.0.0.2", "--port", "0", "--bcport", "0"],
+        &[],
+        2,
+    );
+    let bcport = lines[1].rsplit(':').next().unwrap().to_owned();
+    let ns_port = support::port_of(&lines[0]);
+    let unused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["--bcport", &bcport]
+            .iter()
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let Err(err) = spawn_gateway(args(&["--nsport", &unused]), &[]).await else {
+        panic!("served the name server found on another port");
+    };
+    assert!(
+        err.contains(&format!("which is not on port {unused}"))
+            && err.contains(&format!("127.0.0.2:{ns_port}")),
+        "{err}"
+    );
+    let (mut child, _) = spawn_gateway(args(&[]), &[])
+        .await
+        .expect("the broadcast's name server taken");
+    let (status, _) = child.terminate();
+    assert!(status.success(), "{status:?}");
+}

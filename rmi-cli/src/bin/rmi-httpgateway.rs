@@ -34,11 +34,12 @@ struct Args {
         value_name = "KEY"
     )]
     gatewaykey: Option<String>,
-    /// Deadline of each call, as 500ms, 10s, 1m.
+    /// Deadline of each request (the lookup, the connect and the call), as 500ms, 10s, 1m; 0
+    /// for none, as Pyro's gateway takes 0.
     #[arg(short, long, default_value = "10s", value_parser = rmi_cli::parse_duration)]
     timeout: Duration,
-    /// How long a client may take to send a request's header, as 500ms, 10s, 1m: a client
-    /// that sends part of one and goes silent is closed on then.
+    /// How long a client may take to send a request's header, as 500ms, 10s, 1m (0 for no
+    /// limit): a client that sends part of one and goes silent is closed on then.
     #[arg(long, default_value = "30s", value_parser = rmi_cli::parse_duration)]
     header_timeout: Duration,
     /// Allow cross-origin requests from this origin (CORS headers on every answer).
@@ -47,9 +48,23 @@ struct Args {
     /// The name server's host (default: localhost, then a broadcast on 127.255.255.255).
     #[arg(short = 'n', long, env = "RMI_NS_HOST")]
     nshost: Option<String>,
-    /// The name server's port.
+    /// The name server's port. Given without --nshost, a name server the broadcast finds on
+    /// another port is refused: it is another name server.
     #[arg(long, env = "RMI_NS_PORT", default_value_t = 9090)]
     nsport: u16,
+    /// Set from where `nsport` came: the command line or the environment.
+    #[arg(skip)]
+    nsport_given: bool,
+    /// Where to broadcast GET_NSURI when no --nshost is given and nothing answers on
+    /// localhost.
+    #[arg(long, env = "RMI_NS_BCADDR", default_value = "127.255.255.255")]
+    bchost: String,
+    /// UDP port of that broadcast.
+    #[arg(long, env = "RMI_NS_BCPORT", default_value_t = 9091)]
+    bcport: u16,
+    /// Do not broadcast.
+    #[arg(short = 'x', long)]
+    nobc: bool,
     /// TLS, a shared secret or Pyro4's HMAC key: for the name server and every object's
     /// daemon alike (one deployment, one secret, as Pyro4's gateway takes one HMAC key).
     #[command(flatten)]
@@ -69,6 +84,10 @@ async fn main() -> ExitCode {
     let matches = rmi_cli::environment(Args::command()).get_matches();
     let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     args.security.settle(&rmi_cli::Sources(&matches));
+    args.nsport_given = matches!(
+        matches.value_source("nsport"),
+        Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+    );
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err((err, hint)) => {
@@ -83,18 +102,28 @@ type Failure = (Box<dyn std::error::Error>, Option<&'static str>);
 async fn run(args: Args) -> Result<(), Failure> {
     let security = args.security.read().map_err(|e| (e.into(), None))?;
     let mut locator = NsLocator::new().port(args.nsport);
+    locator = if args.nobc {
+        locator.no_broadcast()
+    } else {
+        locator.broadcast(args.bchost.clone(), args.bcport)
+    };
     if let Some(host) = &args.nshost {
         locator = locator.host(host.clone());
     }
-    let names = security.locator(locator).locate().await.map_err(|e| {
-        (
-            e.into(),
-            Some(
-                "is rmi-ns running? (--nshost, --nsport; --key, --hmac-key, --tls-ca for one \
-                 that wants them)",
-            ),
-        )
-    })?;
+    let hint = "is rmi-ns running? (--nshost, --nsport; --key, --hmac-key, --tls-ca for one \
+                that wants them)";
+    let names = security
+        .locator(locator)
+        .locate()
+        .await
+        .map_err(|e| (e.into(), Some(hint)))?;
+    rmi_cli::found_where_asked(
+        names.uri(),
+        args.nsport,
+        args.nsport_given,
+        args.nshost.is_some(),
+    )
+    .map_err(|e| (e.into(), Some(hint)))?;
     let gateway = Gateway::new(names.clone())
         .security(security)
         .expose(&args.expose)
@@ -171,7 +200,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         let _ = stream.set_nodelay(true);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(args.header_timeout)
+            .header_read_timeout((!args.header_timeout.is_zero()).then_some(args.header_timeout))
             .serve_connection(
                 hyper_util::rt::TokioIo::new(stream),
                 hyper_util::service::TowerToHyperService::new(router.clone()),

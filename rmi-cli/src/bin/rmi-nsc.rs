@@ -453,22 +453,7 @@ async fn connect(args: &Args, security: Security) -> Result<NameServerProxy, rmi
         locator = locator.host(host.clone());
     }
     let ns = security.locator(locator).locate().await?;
-    // Nothing answered on localhost at the port asked for, and the broadcast found a name
-    // server elsewhere: on another port, it is another name server, not the one asked for
-    // (every rmi-ns on a host answers the default broadcast port). A name server on that port
-    // of another host is taken, as Pyro's broadcast finds it.
-    let found = match ns.uri().location() {
-        Some(rmi::Location::Tcp { port, .. }) => Some(*port),
-        _ => None,
-    };
-    if args.port_given && args.host.is_none() && found != Some(args.port) {
-        return Err(rmi::Error::Resolve(format!(
-            "no name server on 127.0.0.1:{port}, and the broadcast found {uri}, which is not on \
-             port {port}: pass --host and --port to talk to it, or leave --port out",
-            port = args.port,
-            uri = ns.uri(),
-        )));
-    }
+    rmi_cli::found_where_asked(ns.uri(), args.port, args.port_given, args.host.is_some())?;
     Ok(ns)
 }
 
