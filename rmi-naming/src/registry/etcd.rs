@@ -333,6 +333,9 @@ struct Cluster {
     /// How many reads were answered serializably (possibly stale) because no quorum answered:
     /// each watch says `Lagged` for them (a cache may hold what they answered).
     relaxed_reads: tokio::sync::watch::Sender<u64>,
+    /// Until when reads go straight to any member: no quorum answered a read lately (see
+    /// [`read`](Self::read)).
+    no_quorum_until: Mutex<Option<Instant>>,
     options: EtcdOptions,
 }
 
@@ -463,7 +466,12 @@ impl Cluster {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        self.attempt(self.options.retry_budget, false, &mut f).await
+        let done = self.attempt(self.options.retry_budget, false, &mut f).await;
+        if done.is_ok() {
+            // A quorum answered: reads ask for one again.
+            *self.no_quorum_until.lock() = None;
+        }
+        done
     }
 
     /// A read: linearizable with failover for half the budget; if no member could answer so
@@ -471,26 +479,38 @@ impl Cluster {
     /// answer older than a revision already seen is counted in `relaxed_reads` (each watch
     /// then says `Lagged`: what a cache took from it may be older than what the watch goes on
     /// from); one as new is not (the watch reports every change after it).
+    ///
+    /// Once no quorum answered, reads go straight to any member for a `retry_budget` (or until
+    /// a write finds a quorum again): each would otherwise spend half the budget asking for
+    /// one first, a listing that half for each of its pages, and a lookup would outlast its
+    /// caller's patience.
     async fn read<F, Fut>(&self, mut f: F) -> Result<etcd_client::GetResponse, Failure>
     where
         F: FnMut(Client, bool) -> Fut,
         Fut: Future<Output = Result<etcd_client::GetResponse, etcd_client::Error>>,
     {
         let half = self.options.retry_budget / 2;
-        match self.attempt(half, false, &mut |c| f(c, false)).await {
-            Err(Failure::Unavailable(why)) => {
-                tracing::warn!(error = %why, "etcd has no quorum; reading from any member");
-                let read = self.attempt(half, true, &mut |c| f(c, true)).await;
-                if let Ok(resp) = &read {
-                    let at = resp.header().map_or(0, |h| h.revision());
-                    if at < self.revision.load(Ordering::Relaxed) {
-                        self.relaxed_reads.send_modify(|n| *n += 1);
-                    }
+        let no_quorum = self
+            .no_quorum_until
+            .lock()
+            .is_some_and(|until| Instant::now() < until);
+        if !no_quorum {
+            match self.attempt(half, false, &mut |c| f(c, false)).await {
+                Err(Failure::Unavailable(why)) => {
+                    tracing::warn!(error = %why, "etcd has no quorum; reading from any member");
+                    *self.no_quorum_until.lock() = Some(Instant::now() + self.options.retry_budget);
                 }
-                read
+                other => return other,
             }
-            other => other,
         }
+        let read = self.attempt(half, true, &mut |c| f(c, true)).await;
+        if let Ok(resp) = &read {
+            let at = resp.header().map_or(0, |h| h.revision());
+            if at < self.revision.load(Ordering::Relaxed) {
+                self.relaxed_reads.send_modify(|n| *n += 1);
+            }
+        }
+        read
     }
 
     /// Opens a watch of every key under `root` from `revision`, on the first member that
@@ -600,6 +620,7 @@ impl EtcdStore {
                 revision: AtomicI64::new(0),
                 retries: AtomicU64::new(0),
                 relaxed_reads: tokio::sync::watch::Sender::new(0),
+                no_quorum_until: Mutex::new(None),
                 options: options.clone(),
             }),
             keys: Keys::new(&options.root),
@@ -2196,6 +2217,7 @@ mod tests {
             revision: AtomicI64::new(0),
             retries: AtomicU64::new(0),
             relaxed_reads: tokio::sync::watch::Sender::new(0),
+            no_quorum_until: Mutex::new(None),
             options: EtcdOptions::default(),
         }
     }
