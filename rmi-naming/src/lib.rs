@@ -82,6 +82,10 @@ use serde::{Deserialize, Serialize};
 pub struct NamingError {
     /// What went wrong.
     pub message: String,
+    /// The store could not answer (an etcd cluster out of reach): an outage, raised as Pyro's
+    /// `CommunicationError`, not a refusal.
+    #[serde(skip)]
+    unavailable: bool,
 }
 
 impl NamingError {
@@ -89,7 +93,23 @@ impl NamingError {
     pub fn new(message: impl Into<String>) -> Self {
         NamingError {
             message: message.into(),
+            unavailable: false,
         }
+    }
+
+    /// The store could not answer now (its backend out of reach), with `message`: raised to
+    /// the caller as Pyro's `CommunicationError`, so that a resolver takes the name server for
+    /// down (and may answer from its cache) rather than the name for unknown.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        NamingError {
+            unavailable: true,
+            ..NamingError::new(message)
+        }
+    }
+
+    /// True for [`unavailable`](Self::unavailable)'s errors.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }
 
@@ -97,6 +117,13 @@ impl NamingError {
 /// `Pyro5.errors.NamingError`; a Rust one gets `Error::Resolve`).
 impl From<NamingError> for rmi_core::RemoteError {
     fn from(e: NamingError) -> Self {
+        if e.unavailable {
+            return rmi_core::RemoteError::new(
+                rmi_core::RemoteErrorKind::Other,
+                STORE_UNAVAILABLE,
+                e.message,
+            );
+        }
         rmi_core::RemoteError::new(
             rmi_core::RemoteErrorKind::Resolve,
             "Pyro5.errors.NamingError",
@@ -104,3 +131,7 @@ impl From<NamingError> for rmi_core::RemoteError {
         )
     }
 }
+
+/// The class a name server raises when its store cannot answer (see
+/// [`NamingError::unavailable`]).
+pub(crate) const STORE_UNAVAILABLE: &str = "Pyro5.errors.CommunicationError";

@@ -234,6 +234,10 @@ fn not_there_yet(e: &Error) -> bool {
 struct Cached {
     uris: Vec<Uri>,
     fresh_at: Instant,
+    /// The watch vouches for it: it may answer while the watch runs. Not once the watch said
+    /// it lagged (it may have missed the change): asked again then, and kept meanwhile to
+    /// answer within `max_stale` when the name server cannot be reached.
+    vouched: bool,
 }
 
 /// The cache for one name server, kept fresh by its watch task.
@@ -510,6 +514,9 @@ impl NamingResolver {
                 }
             };
             match bounded(ns).await {
+                // Its store is out of reach, not the name server: another connection to it
+                // would get the same.
+                Ok(Err(Lookup::Down(e))) if store_down(&e) => return Err(Lookup::Down(e)),
                 Ok(Err(Lookup::Down(e))) => {
                     tracing::debug!(error = %e, "the name server connection failed; locating it again");
                     forget();
@@ -690,7 +697,7 @@ impl NamingResolver {
         let generation = {
             let state = cache.state.lock();
             if state.watching {
-                if let Some(hit) = query.get(&state) {
+                if let Some(hit) = query.get(&state).filter(|hit| hit.vouched) {
                     return Ok(hit.uris.clone());
                 }
             }
@@ -705,6 +712,7 @@ impl NamingResolver {
                         Cached {
                             uris: uris.clone(),
                             fresh_at: Instant::now(),
+                            vouched: true,
                         },
                     );
                 }
@@ -788,6 +796,16 @@ impl Query<'_> {
     }
 }
 
+/// True for the answer of a name server whose store cannot answer (an etcd cluster out of
+/// reach): Pyro's `CommunicationError`, as good as down, though its connection is fine.
+fn store_down(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Remote(r) if r.type_name == crate::STORE_UNAVAILABLE
+            || r.type_name == "Pyro4.errors.CommunicationError"
+    )
+}
+
 /// Why a lookup failed: the name server answered so, or could not be reached.
 #[derive(Debug)]
 enum Lookup {
@@ -802,7 +820,8 @@ impl Lookup {
     /// down. The kept connection is then dropped, the name server located again, and the
     /// cache may answer, rather than every lookup fail with that answer.
     fn from_call(e: Error) -> Self {
-        if e.is_communication()
+        if store_down(&e)
+            || e.is_communication()
             || matches!(
                 e,
                 Error::NotSent(_)
@@ -899,12 +918,26 @@ async fn watch_task(
                     match item {
                         Some(Ok(change)) => {
                             state.generation += 1;
-                            state.metas.clear();
                             match change.name() {
                                 Some(name) => {
+                                    state.metas.clear();
                                     state.names.remove(name);
                                 }
-                                None => state.names.clear(),
+                                // The watch lagged (it fell behind, or, on etcd, lost its
+                                // store): what it vouched for may have changed unseen. Asked
+                                // again, but kept, aging from now, for an outage.
+                                None => {
+                                    let now = Instant::now();
+                                    let state = &mut *state;
+                                    for cached in
+                                        state.names.values_mut().chain(state.metas.values_mut())
+                                    {
+                                        if cached.vouched {
+                                            cached.vouched = false;
+                                            cached.fresh_at = now;
+                                        }
+                                    }
+                                }
                             }
                             if let Change::Lagged { missed } = change {
                                 tracing::debug!(missed, "the name server watch lagged");
@@ -1021,6 +1054,7 @@ mod tests {
         let cached = Cached {
             uris: Vec::new(),
             fresh_at: Instant::now(),
+            vouched: true,
         };
         for i in 0..(MAX_CACHED * 2) {
             Query::Name(&format!("n{i}")).put(&mut state, cached.clone());

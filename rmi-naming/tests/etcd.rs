@@ -411,6 +411,65 @@ mod etcd {
         );
     }
 
+    /// A name server whose etcd is out of reach: a resolver's watched cache, told its watch
+    /// lagged, asks again, and answers from what it had (within `max_stale`) when the name
+    /// server says its store cannot answer (Pyro's `CommunicationError`, not a `NamingError`:
+    /// an outage, not an unknown name). Before, the `Lagged` emptied the cache, and the name
+    /// server's answer was taken for "unknown": every lookup failed for the outage.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_name_is_answered_while_the_name_servers_etcd_is_out_of_reach() {
+        use rmi_core::Resolve;
+        let Some((cluster, store, _)) = one_member(
+            "a cache while etcd is out of reach",
+            Duration::from_millis(300),
+            Duration::from_secs(1),
+        )
+        .await
+        else {
+            return;
+        };
+        let ns = NameServer::builder()
+            .host("127.0.0.1")
+            .port(0)
+            .no_broadcast()
+            .store(store)
+            .start()
+            .await
+            .unwrap();
+        let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+        names.register("cached", &uri(1)).await.unwrap();
+        let port = ns.daemon().local_addr().unwrap().port();
+        let resolver = rmi_naming::NamingResolver::new(
+            rmi_naming::NsLocator::new()
+                .host("127.0.0.1")
+                .port(port)
+                .no_broadcast(),
+        )
+        .cache(Duration::from_secs(60))
+        .lookup_timeout(Duration::from_secs(5));
+        let logical: Uri = format!("PYRONAME:cached@127.0.0.1:{port}").parse().unwrap();
+        assert_eq!(resolver.resolve(&logical).await.unwrap(), uri(1));
+        let mut watch = names.watch(None).await.unwrap();
+        let pid = cluster.members[0].pid().expect("running");
+        signal(pid, "STOP");
+        let lagged = tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("the watch said it lagged")
+            .unwrap()
+            .unwrap();
+        assert_eq!(lagged, Change::Lagged { missed: 0 });
+        // (The resolver's own watch is told at the same moment.)
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let answered = resolver.resolve(&logical).await;
+        let err = names.lookup("cached").await.unwrap_err();
+        signal(pid, "CONT");
+        assert_eq!(answered.unwrap(), uri(1), "answered from the cache");
+        assert!(
+            matches!(&err, rmi_core::Error::Remote(r) if r.type_name == "Pyro5.errors.CommunicationError"),
+            "{err:?}"
+        );
+    }
+
     /// A watch cut off from etcd (its only member stopped) cannot vouch for what a watcher
     /// cached: after the retry budget it says so (`Lagged`, so a cache reads again rather than
     /// answering from what it had, for as long as the outage lasts), and again when it is back

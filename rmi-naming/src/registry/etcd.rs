@@ -662,7 +662,7 @@ impl EtcdStore {
     fn fail(&self, what: &str, failure: Failure) -> NamingError {
         match failure {
             Failure::Refused(e) => NamingError::new(format!("etcd refused {what}: {e}")),
-            Failure::Unavailable(last) => NamingError::new(format!(
+            Failure::Unavailable(last) => NamingError::unavailable(format!(
                 "the etcd cluster ({}) did not answer {what} within {:?}; last failure: {last}",
                 self.cluster.endpoints().join(","),
                 self.cluster.options.retry_budget
