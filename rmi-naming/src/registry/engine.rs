@@ -112,6 +112,21 @@ macro_rules! store_via_engine {
                 self.engine.lookup_all(name)
             }
 
+            async fn lookup_one(
+                &self,
+                name: &str,
+            ) -> Result<$crate::registry::Entry, $crate::NamingError> {
+                self.engine.lookup_one(name)
+            }
+
+            async fn lookup_all_within(
+                &self,
+                name: &str,
+                max_bytes: usize,
+            ) -> Result<Vec<$crate::registry::Entry>, $crate::NamingError> {
+                self.engine.lookup_all_within(name, max_bytes)
+            }
+
             async fn list(
                 &self,
                 filter: &$crate::registry::NameFilter,
@@ -409,6 +424,11 @@ pub(crate) fn reply_size(name: &str, entry: &Entry) -> usize {
         + 16
 }
 
+/// The answer for a name nobody registered.
+fn unknown_name(name: &str) -> NamingError {
+    NamingError::new(format!("unknown name: {name}"))
+}
+
 /// The refusal of a shared registration under a name registered plainly.
 pub(crate) fn not_shared(name: &str) -> NamingError {
     NamingError::new(format!(
@@ -671,7 +691,38 @@ impl Engine {
 
     pub(crate) fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
         self.read(|s| s.entries.get(name).cloned())
-            .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))
+            .ok_or_else(|| unknown_name(name))
+    }
+
+    /// One entry of `name`, a shared name's picked at random: that one alone is copied under
+    /// the lock (a shared name may have 100,000 entries, each with metadata: copying them all
+    /// for each lookup held the lock every other request needs, and gigabytes).
+    pub(crate) fn lookup_one(&self, name: &str) -> Result<Entry, NamingError> {
+        self.read(|s| {
+            let all = s.entries.get(name).filter(|all| !all.is_empty())?;
+            Some(all[rand::random_range(0..all.len())].clone())
+        })
+        .ok_or_else(|| unknown_name(name))
+    }
+
+    /// Every entry of `name`, refused before they are copied when they would not fit in
+    /// `max_bytes` of a reply.
+    pub(crate) fn lookup_all_within(
+        &self,
+        name: &str,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, NamingError> {
+        self.read(|s| {
+            let all = s.entries.get(name).ok_or_else(|| unknown_name(name))?;
+            let mut size = 0usize;
+            for entry in all {
+                size = size.saturating_add(reply_size(name, entry));
+                if size > max_bytes {
+                    return Err(super::lookup_all_too_large(name, all.len(), max_bytes));
+                }
+            }
+            Ok(all.clone())
+        })
     }
 
     /// The names matching `re`, matched outside the lock: the names are copied out of the

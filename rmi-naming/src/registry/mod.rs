@@ -222,6 +222,14 @@ pub type Watch = Pin<Box<dyn Stream<Item = Change> + Send + 'static>>;
 /// daemons behind one name), one per URI, never both. A plain registration replaces every
 /// entry of the name (with `safe`, it is refused if there is any); a shared one adds its URI
 /// or replaces the entry with the same URI, and is refused under a name registered plainly.
+/// The refusal of a `lookup_all` of `name`'s `count` entries, over `max_bytes` of a reply.
+pub(crate) fn lookup_all_too_large(name: &str, count: usize, max_bytes: usize) -> NamingError {
+    NamingError::new(format!(
+        "lookup_all of {name}: its {count} entries would exceed the name server's \
+         max_reply_bytes ({max_bytes} bytes); lookup answers one of them"
+    ))
+}
+
 /// Each entry has its own lease. Counts (`count`, `remove`, `max_entries`) are of entries.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -231,6 +239,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn register(&self, name: String, entry: Entry, safe: bool) -> Result<(), NamingError>;
     /// Every entry of `name` (one for a plain name), never empty: an unknown name is an error.
     async fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError>;
+    /// One entry of `name`: a shared name's picked at random. (A store that holds entries in
+    /// memory copies that one alone: a shared name may have many, each with metadata.)
+    async fn lookup_one(&self, name: &str) -> Result<Entry, NamingError> {
+        let mut all = self.lookup_all(name).await?;
+        if all.is_empty() {
+            return Err(NamingError::new(format!("unknown name: {name}")));
+        }
+        let at = rand::random_range(0..all.len());
+        Ok(all.swap_remove(at))
+    }
+    /// [`lookup_all`](Self::lookup_all), refused ([`lookup_all_too_large`]) when the entries
+    /// would not fit in `max_bytes` of a reply (a store that holds them in memory refuses
+    /// before it copies them).
+    async fn lookup_all_within(
+        &self,
+        name: &str,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, NamingError> {
+        let all = self.lookup_all(name).await?;
+        let size: usize = all.iter().map(|e| engine::reply_size(name, e)).sum();
+        if size > max_bytes {
+            return Err(lookup_all_too_large(name, all.len(), max_bytes));
+        }
+        Ok(all)
+    }
     /// The names passing `filter`, in name order, with their entries (a shared name once per
     /// entry).
     async fn list(&self, filter: &NameFilter) -> Result<Vec<(String, Entry)>, NamingError>;
@@ -455,31 +488,18 @@ impl Registry {
 
     /// The entry of `name`; of a shared name, one of its entries picked at random.
     pub async fn lookup(&self, name: &str) -> Result<Entry, NamingError> {
-        let mut all = self.entries(name).await?;
-        let at = rand::random_range(0..all.len());
-        Ok(all.swap_remove(at))
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.store.lookup_one(name).await
     }
 
     /// Every entry of `name`: one for a plain name, one per daemon for a shared one. Refused,
     /// like `list`, if they would not fit in `max_reply_bytes`.
     pub async fn lookup_all(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
-        let all = self.entries(name).await?;
-        let size: usize = all.iter().map(|e| engine::reply_size(name, e)).sum();
-        if size > self.limits.max_reply_bytes {
-            return Err(NamingError::new(format!(
-                "lookup_all of {name}: its {} entries would exceed the name server's \
-                 max_reply_bytes ({} bytes); lookup answers one of them",
-                all.len(),
-                self.limits.max_reply_bytes
-            )));
-        }
-        Ok(all)
-    }
-
-    /// Every entry of `name`, counted as a lookup; an error for an unknown name.
-    async fn entries(&self, name: &str) -> Result<Vec<Entry>, NamingError> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        let all = self.store.lookup_all(name).await?;
+        let all = self
+            .store
+            .lookup_all_within(name, self.limits.max_reply_bytes)
+            .await?;
         if all.is_empty() {
             return Err(NamingError::new(format!("unknown name: {name}")));
         }

@@ -589,6 +589,12 @@ async fn shared_entries_and_uris_are_held_to_the_limits(r: Registry) {
     let err = r.lookup_all("s").await.unwrap_err();
     assert!(err.message.contains("max_reply_bytes"), "{err}");
     assert!(uri_set(&[1, 2, 3, 4]).contains(&r.lookup("s").await.unwrap().uri.to_string()));
+    // Picked at random among all four (a store in memory copies the one picked alone).
+    let mut seen = BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(r.lookup("s").await.unwrap().uri.to_string());
+    }
+    assert_eq!(seen, uri_set(&[1, 2, 3, 4]));
     // A plain registration replaces the four, leaving room again.
     r.register("s", uri(6), false, tags(&[]), None)
         .await
