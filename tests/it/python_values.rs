@@ -1293,3 +1293,66 @@ async fn application_exception_classes_reach_python_as_their_class_when_the_daem
         daemon.shutdown();
     }
 }
+
+/// A Python object with a slow method and one that says whether the slow one runs; Pyro5 or
+/// Pyro4 by `sys.argv[1]`, threaded.
+const PYTHON_SLOW_SERVER: &str = r#"
+import sys, threading, time
+if sys.argv[1] == "4":
+    import Pyro4 as Pyro
+    Daemon, expose = Pyro.Daemon, Pyro.expose
+else:
+    import Pyro5.api as Pyro
+    import Pyro5.server
+    Daemon, expose = Pyro5.server.Daemon, Pyro.expose
+
+running = threading.Event()
+
+@expose
+class Slow:
+    def slow(self, seconds):
+        running.set()
+        time.sleep(seconds)
+        running.clear()
+        return seconds
+    def busy(self):
+        return running.is_set()
+
+daemon = Daemon(host="127.0.0.1")
+print(daemon.register(Slow, "py.slow"))
+daemon.requestLoop()
+"#;
+
+/// A call to a Python daemon that times out does not hold up the proxy's next call: a Pyro
+/// daemon runs a connection's calls one after another, so the proxy lets go of that connection
+/// (as Pyro's proxy closes its own on a timeout) and the next call goes on a new one, served
+/// while the slow method still runs. (Before, the next call waited on the same connection
+/// until the slow one had finished: the method found nothing running.) An rmi daemon, which
+/// runs a connection's calls concurrently, keeps its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_on_a_python_daemon_does_not_hold_up_the_next() {
+    use rmi::protocol::frame::Protocol;
+    for (python, version) in [(python5(), "5"), (python4(), "4")] {
+        let Some(python) = python else { continue };
+        let server = PythonDaemon::start(python, PYTHON_SLOW_SERVER, &[version, "thread"]);
+        let builder = rmi::Proxy::builder(server.uri.clone());
+        let proxy: rmi::Proxy = match version {
+            "4" => builder.protocol(Protocol::Pyro4),
+            _ => builder,
+        }
+        .connect()
+        .await
+        .unwrap();
+        let err = proxy
+            .with_timeout(std::time::Duration::from_millis(300))
+            .call::<_, f64>("slow", &(5.0,))
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "Pyro{version}: {err:?}");
+        let busy: bool = proxy.call("busy", &()).await.unwrap();
+        assert!(
+            busy,
+            "Pyro{version}: the next call waited for the slow one to end"
+        );
+    }
+}

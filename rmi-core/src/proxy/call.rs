@@ -248,16 +248,24 @@ impl Proxy {
                     self.close_orphan_streams(&conn, orphans);
                 }
                 let reply = match sent {
-                    Some(seq) => conn.reply(seq, timeout).await?,
+                    Some(seq) => conn.reply(seq, timeout).await,
                     None => {
                         let msg = match prepared {
                             Some(msg) => msg,
                             None => invoke(&conn.wire())?,
                         };
                         conn.request(msg, timeout, self.shared.config.abandoned_timeout)
-                            .await?
+                            .await
                     }
                 };
+                // A Pyro daemon would run every later call of the connection after this one
+                // given up on: they go on a new connection, as a Pyro proxy, which closes its
+                // connection on a timeout, sends them.
+                let reply = reply.inspect_err(|e| {
+                    if conn.in_order && e.is_timeout() && !matches!(e, Error::NotSent(_)) {
+                        self.let_go(&conn);
+                    }
+                })?;
                 if reply.has_flag(frame::FLAGS_EXCEPTION) {
                     if reply.annotation(&NOT_RUN_ANNOTATION).is_some() {
                         return Err(self.not_run(&conn));

@@ -41,6 +41,11 @@ pub(super) struct Connection {
     /// The direct URI this connection was dialed for (its object the one connected to).
     pub(super) direct: Arc<Uri>,
     pub(super) meta: Metadata,
+    /// The daemon runs this connection's calls one after another, in order: a Pyro daemon
+    /// (Python's: it did not answer the serializer offer, or speaks Pyro4). A call given up on
+    /// there holds up every later one, so the proxy lets go of the connection (see
+    /// `Proxy::let_go`).
+    pub(super) in_order: bool,
 }
 
 pub(super) struct ConnShared {
@@ -816,11 +821,14 @@ impl Connection {
             Protocol::Pyro4 => FLAGS_META_ON_CONNECT,
             Protocol::Pyro5 => 0,
         };
-        let offer = (configured.is_none() && protocol == Protocol::Pyro5).then(|| {
-            (
-                SERIALIZER_ANNOTATION,
-                Bytes::from_static(&[Serializer::BINCODE_ID]),
-            )
+        // (A configured serializer is offered alone: an rmi daemon's answer says the daemon is
+        // rmi's, which runs a connection's calls concurrently; a Pyro daemon does not answer.
+        // Under a shared secret, which only rmi daemons take, the CONNECT carries its request
+        // and the SPAKE2 message alone.)
+        let secret = config.secret.is_some();
+        let offer = (protocol == Protocol::Pyro5 && !secret).then(|| {
+            let id = configured.map_or(Serializer::BINCODE_ID, |ser| protocol.serializer_id(ser));
+            (SERIALIZER_ANNOTATION, Bytes::copy_from_slice(&[id]))
         });
         let connect_message = || {
             let mut msg = Message::new(
@@ -992,6 +1000,8 @@ impl Connection {
         // The serializer for calls: the configured one, or the one the daemon picked from the
         // offer, or the one it answered in (a Pyro daemon answers in the CONNECT's; a daemon
         // answering in bincode speaks it).
+        let in_order = protocol == Protocol::Pyro4
+            || (!secret && reply.annotation(&SERIALIZER_ANNOTATION).is_none());
         let serializer = match configured {
             Some(ser) => ser,
             None => reply
@@ -1084,6 +1094,7 @@ impl Connection {
                 protocol,
                 direct,
                 meta,
+                in_order,
             },
             first_seq.map(|(seq, _)| seq),
         ))

@@ -42,14 +42,22 @@ impl Proxy {
     /// that replaced it, or another of the name. (A proxy made over a stream keeps it: it
     /// never dials.)
     pub(super) fn not_run(&self, conn: &Arc<Connection>) -> Error {
-        if !self.shared.config.over_stream {
-            let mut current = self.shared.conn.write();
-            if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
-                *current = None;
-            }
-        }
+        self.let_go(conn);
         Error::ConnectionClosed("the daemon is shutting down: the call was not run".into())
             .not_sent()
+    }
+
+    /// Lets go of `conn`, if it is still the proxy's: the next call dials anew, while calls
+    /// in flight on it still get their replies (it closes once the last of them is done). A
+    /// proxy made over a stream keeps it: it never dials.
+    pub(super) fn let_go(&self, conn: &Arc<Connection>) {
+        if self.shared.config.over_stream {
+            return;
+        }
+        let mut current = self.shared.conn.write();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *current = None;
+        }
     }
 
     /// The live connection, dialing (and resolving a logical URI) if there is none. Concurrent
