@@ -1309,6 +1309,61 @@ async fn a_silent_proxy_with_a_write_stuck_on_it_redials() {
     daemon.shutdown();
 }
 
+/// The same with a oneway call stuck in its write: given up at its deadline, it counts as a
+/// call given up on until its write ends, so the next call past `abandoned_timeout` with
+/// nothing read redials. (Before, a oneway call left no trace: every later call was taken back
+/// from behind the stuck write as `NotSent(Timeout)`, and the proxy stayed wedged; found by a
+/// review, helper-107.)
+#[tokio::test]
+async fn a_silent_proxy_with_a_oneway_write_stuck_on_it_redials() {
+    let (daemon, relay, lab) = lab_behind_a_relay(Some(4)).await;
+    let first = lab.connection().await.unwrap();
+    relay.blackhole();
+    let err = lab
+        .proxy()
+        .with_timeout(Duration::from_millis(300))
+        .call_oneway("blob_len", &(Blob(vec![7; 48 << 20]),))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout() && !err.is_not_executed(), "{err:?}");
+    let took = calls_until_a_new_connection(&lab, &relay, first).await;
+    println!("proxy with a stuck oneway write recovered after {took:?} (abandoned_timeout 300 ms)");
+    daemon.shutdown();
+}
+
+/// A oneway call still queued behind a large write when its connection closes never left:
+/// it fails as `NotSent`, safe to send again. (Before, `ConnectionClosed`: perhaps run.)
+#[tokio::test]
+async fn a_oneway_call_queued_when_its_connection_closes_reports_it_was_not_sent() {
+    let (daemon, relay, lab) = lab_behind_a_relay(None).await;
+    let lab = LabProxy::from_proxy(lab.proxy().with_timeout(Duration::from_secs(30)));
+    lab.connection().await.unwrap();
+    relay.blackhole();
+    let stuck = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.blob_len(Blob(vec![7; 48 << 20])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued = tokio::spawn({
+        let proxy = lab.proxy().clone();
+        async move { proxy.call_oneway("echo", &(1u32, 2u32, "x")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lab.proxy().close();
+    let err = stuck.await.unwrap().unwrap_err();
+    assert!(!matches!(err, Error::NotSent(_)), "{err:?}");
+    let err = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("the oneway call was answered")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::NotSent(_)) && err.is_connection(),
+        "{err:?}"
+    );
+    daemon.shutdown();
+}
+
 /// A call given up on while its daemon runs it on does not cost the connection as long as the
 /// daemon answers something (here the calls made meanwhile): only a connection on which
 /// nothing at all is read is taken for dead.

@@ -128,6 +128,9 @@ struct ConnState {
     pings: VecDeque<(u64, Option<PingWaiter>)>,
     /// Calls waiting for an in-flight slot: a slot comes free only when a reply is read.
     slot_waiters: usize,
+    /// Oneway calls given up on (their deadline) in the middle of their write: each counts as
+    /// a call given up on (see [`ConnShared::silent_for`]) until its write ends.
+    stuck_oneways: usize,
     next_seq: u16,
     closed: Option<String>,
     /// Replies that belonged to no call (see [`ConnState::stray`]).
@@ -273,7 +276,7 @@ impl ConnShared {
             .filter(|p| matches!(p.reply, Reply::Abandoned))
             .count();
         let pings_given_up = state.pings.iter().filter(|(_, p)| p.is_none()).count();
-        let given_up = calls_given_up + pings_given_up;
+        let given_up = calls_given_up + pings_given_up + state.stuck_oneways;
         let now = tokio::time::Instant::now();
         if given_up == 0 || state.replies != replies {
             state.silent_since = (given_up > 0).then_some((now, state.replies));
@@ -1029,6 +1032,7 @@ impl Connection {
                 pending,
                 pings: VecDeque::new(),
                 slot_waiters: 0,
+                stuck_oneways: 0,
                 next_seq: FIRST_SEQ + u16::from(first_seq.is_some()),
                 closed: None,
                 strays: 0,
@@ -1369,20 +1373,46 @@ impl Connection {
             tx: &self.tx,
             ticket: Some(ticket),
         };
-        let written = match deadline {
-            Some((at, t)) => tokio::time::timeout_at(at, written)
+        let mut written = written;
+        let outcome = match deadline {
+            Some((at, t)) => tokio::time::timeout_at(at, &mut written)
                 .await
                 .map_err(|_| Error::Timeout(t)),
-            None => Ok(written.await),
+            None => Ok((&mut written).await),
         };
-        match written {
-            Ok(written) => {
+        match outcome {
+            Ok(Ok(())) => {
                 unsent.ticket = None;
-                written.map_err(|_| self.closed_error())
+                Ok(())
+            }
+            // The writer ended without writing it: still queued, it never left (a connection
+            // that closed while a large write ahead of it was under way, say).
+            Ok(Err(_)) if unsent.withdraw() => Err(self.closed_error().not_sent()),
+            Ok(Err(_)) => {
+                unsent.ticket = None;
+                Err(self.closed_error())
             }
             Err(timeout) if unsent.withdraw() => Err(timeout.not_sent()),
-            // Partly written (or in the write under way): it may still arrive.
-            Err(timeout) => Err(timeout),
+            // Partly written (or in the write under way): it may still arrive. Until its write
+            // ends it counts as a call given up on: a connection on which nothing is read any
+            // more (a peer gone without a word, its socket full) is dropped past
+            // `abandoned_timeout`, as with a call stuck in its write.
+            Err(timeout) => {
+                {
+                    let mut state = self.shared.state.lock();
+                    state.stuck_oneways += 1;
+                    if state.silent_since.is_none() {
+                        state.silent_since = Some((tokio::time::Instant::now(), state.replies));
+                        self.shared.given_up.store(true, Ordering::Release);
+                    }
+                }
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    let _ = written.await;
+                    shared.state.lock().stuck_oneways -= 1;
+                });
+                Err(timeout)
+            }
         }
     }
 
