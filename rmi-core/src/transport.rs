@@ -1001,6 +1001,14 @@ pub(crate) fn is_certificate_refusal(e: &Error) -> bool {
     false
 }
 
+/// Sets a TCP connection's options, on either side: no Nagle delay, and keep-alive, as Pyro's
+/// sockets have it, so that a peer gone without a word (a host powered off, a NAT that forgot
+/// the connection) is found dead by the system in time, even by a call with no deadline.
+pub(crate) fn tune(stream: &tokio::net::TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(stream).set_keepalive(true);
+}
+
 /// Dials `location` within `timeout`.
 pub async fn dial(location: &Location, timeout: Duration) -> Result<BoxIo, Error> {
     tokio::time::timeout(timeout, dial_unbounded(location))
@@ -1026,7 +1034,7 @@ pub(crate) async fn dial_unbounded(location: &Location) -> Result<BoxIo, Error> 
                 tokio::net::TcpStream::connect((host.as_str(), *port)).await
             }
             .map_err(|e| Error::io(format!("connecting to {location}"), e))?;
-            let _ = stream.set_nodelay(true);
+            tune(&stream);
             Ok(Box::new(stream) as BoxIo)
         }
         #[cfg(unix)]

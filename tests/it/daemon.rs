@@ -780,3 +780,48 @@ async fn a_raw_call_returns_the_daemons_bytes_results_and_exceptions_alike() {
     }
     daemon.shutdown();
 }
+
+/// Both ends of a connection keep it alive at the TCP level, as Pyro's sockets do: a peer gone
+/// without a word (a host powered off, a NAT that forgot the connection) is found dead by the
+/// system, even by a call with no deadline. Seen in the kernel's own table: an idle
+/// established socket with `SO_KEEPALIVE` runs the keep-alive timer (`tr` 2); one without runs
+/// none. (Before, neither end set it.)
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn both_ends_of_a_connection_keep_it_alive_at_the_tcp_level() {
+    let (daemon, lab, _serving) = lab_with_grace(Duration::from_secs(1)).await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    proxy.calls().await.unwrap();
+    let port = daemon.local_addr().unwrap().port();
+    let port_of =
+        |address: &str| u16::from_str_radix(address.rsplit(':').next().unwrap(), 16).unwrap();
+    // Each established connection to the daemon's port, as (local port, remote port, timer);
+    // read again while a timer is still the retransmission's (data just sent, not yet acked).
+    let mut ends: Vec<(u16, u16, String)> = Vec::new();
+    for _ in 0..100 {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        ends = table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (local, remote) = (port_of(fields[1]), port_of(fields[2]));
+                let established = fields[3] == "01";
+                let timer = fields[5].split(':').next().unwrap().to_owned();
+                (established && (local == port || remote == port)).then_some((local, remote, timer))
+            })
+            .collect();
+        if ends.iter().all(|(_, _, timer)| timer != "01") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ends.len(), 2, "the proxy's end and the daemon's: {ends:?}");
+    for (local, remote, timer) in &ends {
+        assert_eq!(
+            timer, "02",
+            "{local} -> {remote}: no keep-alive timer ({ends:?})"
+        );
+    }
+    daemon.shutdown();
+}

@@ -74,7 +74,7 @@ impl Listener {
         match self {
             Listener::Tcp(l) => {
                 let (stream, peer) = l.accept().await?;
-                let _ = stream.set_nodelay(true);
+                crate::transport::tune(&stream);
                 // Sized for any address at once (`to_string` grows the string as it writes).
                 let mut text = String::with_capacity(48);
                 let _ = write!(text, "{peer}");
