@@ -148,12 +148,18 @@ impl Gateway {
     /// name several daemons share (rmi's name server) is answered with one of them at random:
     /// when that one does not answer, the others are tried in turn, as a `PYRONAME:` proxy
     /// passes over a daemon it cannot reach.
+    ///
+    /// Each connect gets a quarter of the request's timeout: a daemon that accepts and never
+    /// answers (a host gone mid-handshake, a stopped process) would otherwise take all of it,
+    /// and the others would never be tried.
     async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
         let first = self.names.lookup(name).await?;
         let dial = |uri: Uri| {
             let builder = self.security.proxy(uri).serializer(Serializer::Json);
             match self.timeout {
-                Some(timeout) => builder.timeout(timeout),
+                Some(timeout) => builder
+                    .timeout(timeout)
+                    .connect_timeout(timeout / CONNECT_SHARE),
                 None => builder,
             }
             .connect()
@@ -535,6 +541,9 @@ fn exception_of(err: &Error) -> (String, String) {
         }
     }
 }
+
+/// The part of a request's timeout each connect gets (see `Gateway::proxy`).
+const CONNECT_SHARE: u32 = 4;
 
 /// The page at `/pyro/`: the exposed names (ten at most), their methods and attributes.
 async fn homepage(gateway: &Gateway) -> Response {

@@ -1061,3 +1061,44 @@ async fn rmi_httpgateway_refuses_a_name_server_on_another_port_than_the_one_aske
     let (status, _) = child.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+/// A name two daemons share, one of them accepting connections and never answering (a host
+/// gone mid-handshake, a stopped process): every request is answered, by the other, within the
+/// gateway's timeout. Each connect gets a share of the timeout; before, the silent daemon's
+/// connect took all of it, and the requests the name server gave it (about half) failed with
+/// a `TimeoutError` (found by a review, helper-108).
+#[tokio::test]
+async fn a_shared_name_is_answered_while_one_of_its_daemons_never_answers() {
+    let world = world().await;
+    let names = names_of(&world.ns).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let silent_uri = rmi::Uri::tcp("obj_silent", "127.0.0.1", silent_port);
+    let live_uri = serve_greeter(&world.daemon);
+    for uri in [&silent_uri, &live_uri] {
+        names
+            .register_shared("http.pool", uri, Default::default())
+            .await
+            .unwrap();
+    }
+    let gateway = rmi_cli::gateway::Gateway::new(names).timeout(Duration::from_secs(2));
+    let port = serve(gateway).await;
+    for i in 0..8 {
+        let answer = request(
+            port,
+            "GET",
+            &format!("/pyro/http.pool/welcomeMessage?name=n{i}"),
+            &[],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "request {i}: {}", answer.body);
+        assert_eq!(answer.json(), json!(format!("Hi welcome n{i}")));
+    }
+    world.daemon.shutdown();
+}
