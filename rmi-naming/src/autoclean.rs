@@ -71,6 +71,22 @@ async fn reachable(location: &Location, timeout: Duration) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a daemon answers at each of `locations` (each probed once, a few at a time).
+async fn probe<'a>(
+    locations: impl Iterator<Item = &'a Location>,
+    timeout: Duration,
+) -> HashMap<Location, bool> {
+    let locations: HashSet<Location> = locations.cloned().collect();
+    futures_util::stream::iter(locations)
+        .map(|location| async move {
+            let up = reachable(&location, timeout).await;
+            (location, up)
+        })
+        .buffer_unordered(PROBES_AT_ONCE)
+        .collect()
+        .await
+}
+
 /// Runs the autoclean over `registry` until the task is aborted.
 pub(crate) async fn run(registry: Registry, settings: Autoclean) {
     // Since when each (name, URI) has been unreachable.
@@ -94,20 +110,15 @@ pub(crate) async fn run(registry: Registry, settings: Autoclean) {
             .filter(|(name, entry)| name != NAME_SERVER_NAME && entry.lease.is_none())
             .map(|(name, entry)| (name, entry.uri, entry.shared))
             .collect();
-        let locations: HashSet<Location> = entries
-            .iter()
-            .filter_map(|(_, uri, _)| uri.location().cloned())
-            .collect();
-        let answered: HashMap<Location, bool> = futures_util::stream::iter(locations)
-            .map(|location| async move {
-                let up = reachable(&location, settings.probe_timeout).await;
-                (location, up)
-            })
-            .buffer_unordered(PROBES_AT_ONCE)
-            .collect()
-            .await;
+        let answered = probe(
+            entries.iter().filter_map(|(_, uri, _)| uri.location()),
+            settings.probe_timeout,
+        )
+        .await;
         let now = Instant::now();
         let mut seen = HashSet::new();
+        // The entries unreachable for long enough, to be removed.
+        let mut due = Vec::new();
         for (name, uri, shared) in entries {
             let Some(up) = uri.location().and_then(|l| answered.get(l)) else {
                 continue;
@@ -123,12 +134,19 @@ pub(crate) async fn run(registry: Registry, settings: Autoclean) {
                 continue;
             }
             unreachable.remove(&key);
-            let (name, _) = key;
-            // The round's probes may be seconds old: asked again, just before the removal.
-            let Some(location) = uri.location() else {
-                continue;
-            };
-            if reachable(location, settings.probe_timeout).await {
+            due.push((key.0, uri, shared));
+        }
+        // The round's probes may be seconds old: the locations of the entries due are asked
+        // again just before they go, each once, a few at a time (one after another per entry,
+        // a host gone silent with 200 names took 200 probe timeouts, the other names waiting).
+        let again = probe(
+            due.iter().filter_map(|(_, uri, _)| uri.location()),
+            settings.probe_timeout,
+        )
+        .await;
+        for (name, uri, shared) in due {
+            let up = uri.location().and_then(|l| again.get(l)).copied();
+            if up != Some(false) {
                 continue;
             }
             match remove(&registry, &name, &uri, shared).await {

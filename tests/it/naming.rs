@@ -1151,6 +1151,68 @@ async fn autoclean_removes_the_names_of_daemons_that_are_gone() {
     ns.shutdown();
 }
 
+/// A host gone silent (its connects hang: here a listener whose backlog is full) with 20 names
+/// costs the autoclean one probe timeout a round, not one per name: its location is asked
+/// again once before its names go, and a dead daemon's name elsewhere goes in the same round.
+/// (Before, each of the 20 was probed again in turn, 20 timeouts of 500 ms, and the other
+/// dead name waited those 10 s; found by a review, helper-105.) The bound below is half that.
+#[tokio::test]
+async fn autoclean_probes_a_silent_host_once_a_round_however_many_names_point_there() {
+    use rmi::naming::Autoclean;
+    let settings = Autoclean {
+        interval: Duration::from_millis(200),
+        unreachable_for: Duration::from_millis(500),
+        probe_timeout: Duration::from_millis(500),
+    };
+    // A listener that never accepts, its backlog filled: further connects hang.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let silent = socket.listen(1).unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let mut filling = Vec::new();
+    loop {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", silent_port));
+        match tokio::time::timeout(Duration::from_millis(300), connect).await {
+            Ok(Ok(stream)) => filling.push(stream),
+            _ => break,
+        }
+        assert!(filling.len() < 100, "the backlog never filled");
+    }
+    let ns = NameServer::builder()
+        .port(0)
+        .no_broadcast()
+        .autoclean(settings)
+        .start()
+        .await
+        .unwrap();
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let hung = Uri::tcp("hung", "127.0.0.1", silent_port);
+    for i in 0..20 {
+        names
+            .register(&format!("hung.{i:02}"), &hung)
+            .await
+            .unwrap();
+    }
+    let dead = Uri::tcp("gone", "127.0.0.1", unused_port());
+    names.register("zz.dead", &dead).await.unwrap();
+    let started = std::time::Instant::now();
+    while names.count().await.unwrap() > 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "autoclean left {} names after {:?}",
+            names.count().await.unwrap(),
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "autoclean removed 21 names, 20 at a silent host, after {:?}",
+        started.elapsed()
+    );
+    drop(filling);
+    ns.shutdown();
+}
+
 /// Autoclean reads every name however many there are: a registry whose listing is over
 /// `max_reply_bytes` (a client's `list` is refused) is still cleaned.
 #[tokio::test]
