@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::python::{pyro5_python, start_python_name_server};
+use support::python::{pyro4_python, pyro5_python, start_python_name_server};
 
 #[test]
 fn rmi_nsc_works_against_pyro5_ns() {
@@ -114,4 +114,51 @@ fn rmi_nsc_works_against_pyro5_ns() {
     let (ok, err) = nsc(&["lookup", "app.other"]);
     assert!(!ok && err.contains("unknown name"), "{err}");
     assert_eq!(nsc(&["list", "app."]), (true, "(no names)\n".into()));
+}
+
+/// Against Pyro4's name server (`python -m Pyro4.naming`), which has no `yplookup` and no
+/// `lookup_all`: `listmeta_all`/`listmeta_any` (pyro4-nsc's names) and `lookup` answer from
+/// its `list` filtered by metadata and its `lookup`. (Before, the `listmeta_*` commands failed
+/// with Python's `AttributeError`; found by a review, helper-108.)
+#[test]
+fn rmi_nsc_lists_by_metadata_against_pyro4_naming() {
+    let Some(python) = pyro4_python() else { return };
+    let (_ns, port) = start_python_name_server(python, "Pyro4.naming");
+    let nsc = |args: &[&str]| {
+        let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
+            .args(["-n", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run rmi-nsc");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    assert!(nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4000"]).0);
+    assert!(nsc(&["register", "app.other", "PYRO:other@127.0.0.1:4002"]).0);
+    assert!(nsc(&["setmeta", "app.greeter", "greeting", "tutorial"]).0);
+    assert!(nsc(&["setmeta", "app.other", "tutorial"]).0);
+    assert_eq!(
+        nsc(&["listmeta_all", "greeting", "tutorial"]),
+        (
+            true,
+            "app.greeter --> PYRO:obj@127.0.0.1:4000  {\"greeting\", \"tutorial\"}\n".into()
+        )
+    );
+    let (ok, out) = nsc(&["listmeta_any", "tutorial", "nothing.else"]);
+    assert!(
+        ok && out.contains("app.greeter --> PYRO:obj@127.0.0.1:4000")
+            && out.contains("app.other --> PYRO:other@127.0.0.1:4002  {\"tutorial\"}"),
+        "{out}"
+    );
+    let (ok, out) = nsc(&["lookup", "app.greeter"]);
+    assert_eq!(
+        (ok, out.as_str()),
+        (
+            true,
+            "PYRO:obj@127.0.0.1:4000\nmetadata: {\"greeting\", \"tutorial\"}\n"
+        )
+    );
 }

@@ -27,6 +27,15 @@ fn uris<const M: bool, const T: bool>(
         .collect())
 }
 
+/// True when the name server has no such method (Pyro4's has no `yplookup`, no `lookup_all`).
+pub(crate) fn missing_method(e: &Error) -> bool {
+    match e {
+        Error::UnknownMethod { .. } => true,
+        Error::Remote(r) => r.type_name == "builtins.AttributeError",
+        _ => false,
+    }
+}
+
 /// A listing's URIs and metadata.
 fn with_metadata<const M: bool, const T: bool>(
     r: Result<BTreeMap<String, Found<M, T>>, Error>,
@@ -122,7 +131,11 @@ impl NameServerProxy {
     /// Every URI registered under `name` with its metadata: one for a plain name, one per
     /// daemon for a shared one.
     pub async fn lookup_all(&self, name: &str) -> Result<Vec<(Uri, BTreeSet<String>)>, Error> {
-        self.api.lookup_all(name.to_owned()).await
+        match self.api.lookup_all(name.to_owned()).await {
+            // Python's name servers have no shared names, nor `lookup_all`: their one entry.
+            Err(e) if missing_method(&e) => Ok(vec![self.lookup_with_metadata(name).await?]),
+            other => other,
+        }
     }
 
     /// The changes to names starting with `prefix` (every name if `None`) from now on, as the
@@ -147,7 +160,7 @@ impl NameServerProxy {
         match self.api.lookup_with_metadata(name.to_owned()).await {
             // Python's name servers have no `lookup_with_metadata` (their daemons raise
             // AttributeError): Pyro's `lookup(name, return_metadata=True)` answers the same.
-            Err(Error::Remote(e)) if e.type_name == "builtins.AttributeError" => {
+            Err(e) if missing_method(&e) => {
                 self.api
                     .proxy()
                     .call("lookup", &(name.to_owned(), true))
@@ -195,7 +208,8 @@ impl NameServerProxy {
         )
     }
 
-    /// Names whose metadata has every tag in `tags`.
+    /// Names whose metadata has every tag in `tags`. (Of Pyro4's name server, which has no
+    /// `yplookup`, its `list` filtered by metadata: the same answer.)
     pub async fn yplookup_all<I, S>(
         &self,
         tags: I,
@@ -204,14 +218,19 @@ impl NameServerProxy {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        with_metadata(
-            self.api
-                .yplookup(Some(tags.into_iter().map(Into::into).collect()), None, None)
-                .await,
-        )
+        let tags: BTreeSet<String> = tags.into_iter().map(Into::into).collect();
+        match self.api.yplookup(Some(tags.clone()), None, None).await {
+            Err(e) if missing_method(&e) => with_metadata(
+                self.api
+                    .list(None, None, Some(tags.into()), None, Some(Truthy(true)))
+                    .await,
+            ),
+            found => with_metadata(found),
+        }
     }
 
-    /// Names whose metadata has at least one tag in `tags`.
+    /// Names whose metadata has at least one tag in `tags` (of Pyro4's name server, as
+    /// [`yplookup_all`](Self::yplookup_all)).
     pub async fn yplookup_any<I, S>(
         &self,
         tags: I,
@@ -220,11 +239,15 @@ impl NameServerProxy {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        with_metadata(
-            self.api
-                .yplookup(None, Some(tags.into_iter().map(Into::into).collect()), None)
-                .await,
-        )
+        let tags: BTreeSet<String> = tags.into_iter().map(Into::into).collect();
+        match self.api.yplookup(None, Some(tags.clone()), None).await {
+            Err(e) if missing_method(&e) => with_metadata(
+                self.api
+                    .list(None, None, None, Some(tags), Some(Truthy(true)))
+                    .await,
+            ),
+            found => with_metadata(found),
+        }
     }
 
     /// Replaces the metadata of `name`.

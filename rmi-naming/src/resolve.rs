@@ -51,6 +51,7 @@ use rmi_core::dispatch::BoxFuture;
 use rmi_core::{Error, Resolve, Uri};
 use tokio::time::Instant;
 
+use crate::client::missing_method;
 use crate::locate::NsLocator;
 use crate::registry::Change;
 use crate::NameServerProxy;
@@ -615,22 +616,15 @@ impl NamingResolver {
         ns: NameServerProxy,
         tags: &BTreeSet<String>,
     ) -> Result<Vec<Uri>, Lookup> {
-        let found = match ns.api().yplookup_entries(Some(tags.clone()), None).await {
-            Ok(all) => return Ok(all.into_iter().map(|(_, u, _)| u).collect()),
-            Err(e) if missing_method(&e) => ns.yplookup_all(tags.iter().cloned()).await,
-            Err(e) => Err(e),
-        };
-        match found {
-            Ok(matches) => Ok(matches.into_values().map(|(u, _)| u).collect()),
-            // Pyro4's name server has no `yplookup`: its `list` filters by metadata.
-            Err(e) if missing_method(&e) => Ok(ns
-                .api()
-                .list(None, None, Some(tags.clone().into()), None, None)
+        match ns.api().yplookup_entries(Some(tags.clone()), None).await {
+            Ok(all) => Ok(all.into_iter().map(|(_, u, _)| u).collect()),
+            // A Pyro name server (and Pyro4's has no `yplookup` either: its `list`, filtered
+            // by metadata, answers the same, see `NameServerProxy::yplookup_all`).
+            Err(e) if missing_method(&e) => ns
+                .yplookup_all(tags.iter().cloned())
                 .await
-                .map_err(Lookup::from_call)?
-                .into_values()
-                .map(crate::Found::into_uri)
-                .collect()),
+                .map(|matches| matches.into_values().map(|(u, _)| u).collect())
+                .map_err(Lookup::from_call),
             Err(e) => Err(Lookup::from_call(e)),
         }
     }
@@ -852,15 +846,6 @@ fn is_off(value: Option<&str>) -> bool {
             .iter()
             .any(|off| v.trim().eq_ignore_ascii_case(off))
     })
-}
-
-/// Whether `e` says the name server has no such method (a Pyro one, or an older rmi).
-fn missing_method(e: &Error) -> bool {
-    match e {
-        Error::UnknownMethod { .. } => true,
-        Error::Remote(r) => r.type_name == "builtins.AttributeError",
-        _ => false,
-    }
 }
 
 /// Keeps `cache` fresh: opens a watch on the name server, drops every name a change touches

@@ -291,13 +291,8 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                 .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
         )?,
         Command::Lookup { name } => {
-            let entries = match ns.lookup_all(&name).await {
-                // Python's name servers have no shared names, nor `lookup_all`.
-                Err(rmi::Error::Remote(e)) if e.type_name == "builtins.AttributeError" => {
-                    vec![ns.lookup_with_metadata(&name).await?]
-                }
-                other => other?,
-            };
+            // (Of a Python name server, which has no shared names, its one entry.)
+            let entries = ns.lookup_all(&name).await?;
             if let [(uri, meta)] = &entries[..] {
                 say!("{uri}")?;
                 if !meta.is_empty() {
