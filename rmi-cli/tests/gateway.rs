@@ -1102,3 +1102,48 @@ async fn a_shared_name_is_answered_while_one_of_its_daemons_never_answers() {
     }
     world.daemon.shutdown();
 }
+
+/// A gateway started before its name server (as a service manager may start them) serves, says
+/// it is not yet connected, and reaches the name server once it is up, as Pyro's gateway does.
+/// (Before, it exited at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_started_before_its_name_server_reaches_it_once_it_is_up() {
+    let ns_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut child, port) = spawn_gateway(
+        vec![
+            "--nshost".into(),
+            "127.0.0.1".into(),
+            "--nsport".into(),
+            ns_port.to_string(),
+        ],
+        &[],
+    )
+    .await
+    .expect("it serves without a name server");
+    let early = request(port, "GET", "/pyro/http.greeter/welcomeMessage?name=a", &[]).await;
+    assert_eq!(early.status, 500, "{}", early.body);
+    let ns = rmi::naming::NameServer::builder()
+        .host("127.0.0.1")
+        .port(ns_port)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = serve_greeter(&daemon);
+    names_of(&ns)
+        .await
+        .register("http.greeter", &uri)
+        .await
+        .unwrap();
+    let answer = request(port, "GET", "/pyro/http.greeter/welcomeMessage?name=b", &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json(), json!("Hi welcome b"));
+    let (status, _) = child.terminate();
+    assert!(status.success(), "{status:?}");
+    daemon.shutdown();
+}

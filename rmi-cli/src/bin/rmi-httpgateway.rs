@@ -112,18 +112,32 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     let hint = "is rmi-ns running? (--nshost, --nsport; --key, --hmac-key, --tls-ca for one \
                 that wants them)";
-    let names = security
-        .locator(locator)
-        .locate()
-        .await
-        .map_err(|e| (e.into(), Some(hint)))?;
-    rmi_cli::found_where_asked(
-        names.uri(),
-        args.nsport,
-        args.nsport_given,
-        args.nshost.is_some(),
-    )
-    .map_err(|e| (e.into(), Some(hint)))?;
+    let names = match security.locator(locator).locate().await {
+        Ok(names) => {
+            rmi_cli::found_where_asked(
+                names.uri(),
+                args.nsport,
+                args.nsport_given,
+                args.nshost.is_some(),
+            )
+            .map_err(|e| (e.into(), Some(hint)))?;
+            names
+        }
+        // Not there yet (started before it, as a service manager may): as Pyro's gateway,
+        // serve, and ask for it at each request until it answers. (A name server that refused
+        // this client is an error now.)
+        Err(e) if e.is_communication() || matches!(e, rmi::Error::Resolve(_)) => {
+            let host = args.nshost.clone().unwrap_or_else(|| "localhost".into());
+            let uri = rmi::Uri::tcp("Pyro.NameServer", host, args.nsport);
+            eprintln!(
+                "rmi-httpgateway: not yet connected to a name server ({}); asking {uri} at \
+                 each request",
+                rmi_cli::report(&e, None)
+            );
+            rmi::naming::NameServerProxy::from_proxy(security.proxy(uri).build())
+        }
+        Err(e) => return Err((e.into(), Some(hint))),
+    };
     let gateway = Gateway::new(names.clone())
         .security(security)
         .expose(&args.expose)
