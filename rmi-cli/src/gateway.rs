@@ -159,7 +159,8 @@ impl Gateway {
             match self.timeout {
                 Some(timeout) => builder
                     .timeout(timeout)
-                    .connect_timeout(timeout / CONNECT_SHARE),
+                    .connect_timeout(timeout / CONNECT_SHARE)
+                    .reconnect_attempts(0),
                 None => builder,
             }
             .connect()

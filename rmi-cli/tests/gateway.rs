@@ -1062,7 +1062,7 @@ async fn rmi_httpgateway_refuses_a_name_server_on_another_port_than_the_one_aske
     assert!(status.success(), "{status:?}");
 }
 
-/// A name two daemons share, one of them accepting connections and never answering (a host
+/// A name three daemons share, two of them accepting connections and never answering (a host
 /// gone mid-handshake, a stopped process): every request is answered, by the other, within the
 /// gateway's timeout. Each connect gets a share of the timeout; before, the silent daemon's
 /// connect took all of it, and the requests the name server gave it (about half) failed with
@@ -1071,17 +1071,21 @@ async fn rmi_httpgateway_refuses_a_name_server_on_another_port_than_the_one_aske
 async fn a_shared_name_is_answered_while_one_of_its_daemons_never_answers() {
     let world = world().await;
     let names = names_of(&world.ns).await;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = silent.accept().await {
-            held.push(stream);
-        }
-    });
-    let silent_uri = rmi::Uri::tcp("obj_silent", "127.0.0.1", silent_port);
+    // Two of them: each connect gets a quarter of the timeout, and is not made again.
+    let mut silent_uris = Vec::new();
+    for _ in 0..2 {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_port = silent.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        silent_uris.push(rmi::Uri::tcp("obj_silent", "127.0.0.1", silent_port));
+    }
     let live_uri = serve_greeter(&world.daemon);
-    for uri in [&silent_uri, &live_uri] {
+    for uri in silent_uris.iter().chain([&live_uri]) {
         names
             .register_shared("http.pool", uri, Default::default())
             .await

@@ -937,8 +937,11 @@ async fn watch_task(
                             let state = &mut *state;
                             state.watching = false;
                             state.generation += 1;
+                            // (Those a lag left unvouched age from then, not from now.)
                             for cached in state.names.values_mut().chain(state.metas.values_mut()) {
-                                cached.fresh_at = now;
+                                if cached.vouched {
+                                    cached.fresh_at = now;
+                                }
                             }
                             break;
                         }

@@ -29,6 +29,11 @@ pub(crate) trait Introspect {
     async fn outlasted(&self) -> (Option<(bool, bool)>, usize);
     /// 1, 2, 3, having set reply annotations `STRM` (the runtime's) and `ZONE`.
     async fn shadow_stream(&self) -> rmi::RemoteStream<u32>;
+    /// Counts itself, sets the reply annotation `NRUN` (the runtime's "not run"), and fails.
+    #[rmi(raises)]
+    async fn ran_and_failed(&self) -> Result<u32, rmi::RemoteError>;
+    /// How many `ran_and_failed` calls ran.
+    async fn failed_runs(&self) -> usize;
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -55,6 +60,7 @@ struct IntrospectObject {
     noted_oneway: std::sync::Mutex<Option<bool>>,
     outlasted: std::sync::Mutex<Option<(bool, bool)>>,
     outlasting: std::sync::atomic::AtomicUsize,
+    failed_runs: std::sync::atomic::AtomicUsize,
 }
 
 /// Notes the method of the context current when it is dropped.
@@ -68,6 +74,22 @@ impl Drop for Guard {
 }
 
 impl Introspect for IntrospectObject {
+    async fn ran_and_failed(&self) -> Result<u32, rmi::RemoteError> {
+        self.failed_runs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ctx = rmi::context::current().expect("a context");
+        ctx.set_response_annotation(*b"NRUN", Vec::new());
+        Err(rmi::RemoteError::new(
+            rmi::RemoteErrorKind::Other,
+            "app.Failed",
+            "it ran, then failed",
+        ))
+    }
+
+    async fn failed_runs(&self) -> usize {
+        self.failed_runs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     async fn shadow_stream(&self) -> rmi::RemoteStream<u32> {
         let ctx = rmi::context::current().expect("a context");
         ctx.set_response_annotation(*b"STRM", b"not-a-stream".to_vec());
@@ -555,5 +577,13 @@ async fn a_method_cannot_set_an_annotation_the_runtime_uses() {
         .collect()
         .await;
     assert_eq!(items, [1, 2, 3]);
+    // Nor the daemon's "not run" mark (`NRUN`), which would have the proxy send a call that
+    // ran, and failed, once more, and report it as not run (found by a review, helper-109).
+    let err = proxy.ran_and_failed().await.unwrap_err();
+    assert!(
+        matches!(&err, rmi::Error::Remote(e) if e.type_name == "app.Failed"),
+        "{err:?}"
+    );
+    assert_eq!(proxy.failed_runs().await.unwrap(), 1, "run once");
     daemon.shutdown();
 }

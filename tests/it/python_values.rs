@@ -1332,27 +1332,39 @@ daemon.requestLoop()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_given_up_on_a_python_daemon_does_not_hold_up_the_next() {
     use rmi::protocol::frame::Protocol;
+    use std::time::Duration;
     for (python, version) in [(python5(), "5"), (python4(), "4")] {
         let Some(python) = python else { continue };
-        let server = PythonDaemon::start(python, PYTHON_SLOW_SERVER, &[version, "thread"]);
-        let builder = rmi::Proxy::builder(server.uri.clone());
-        let proxy: rmi::Proxy = match version {
-            "4" => builder.protocol(Protocol::Pyro4),
-            _ => builder,
-        }
-        .connect()
-        .await
-        .unwrap();
-        let err = proxy
-            .with_timeout(std::time::Duration::from_millis(300))
-            .call::<_, f64>("slow", &(5.0,))
+        // Given up on by its timeout, or by dropping its future (a `select!`, a timeout of
+        // the caller's own).
+        for dropped in [false, true] {
+            let server = PythonDaemon::start(python, PYTHON_SLOW_SERVER, &[version, "thread"]);
+            let builder = rmi::Proxy::builder(server.uri.clone());
+            let proxy: rmi::Proxy = match version {
+                "4" => builder.protocol(Protocol::Pyro4),
+                _ => builder,
+            }
+            .connect()
             .await
-            .unwrap_err();
-        assert!(err.is_timeout(), "Pyro{version}: {err:?}");
-        let busy: bool = proxy.call("busy", &()).await.unwrap();
-        assert!(
-            busy,
-            "Pyro{version}: the next call waited for the slow one to end"
-        );
+            .unwrap();
+            if dropped {
+                let slow = proxy.call::<_, f64>("slow", &(5.0,));
+                let given_up = tokio::time::timeout(Duration::from_millis(300), slow).await;
+                assert!(given_up.is_err(), "Pyro{version}: {given_up:?}");
+            } else {
+                let timed = proxy.with_timeout(Duration::from_millis(300));
+                let err = timed.call::<_, f64>("slow", &(5.0,)).await.unwrap_err();
+                assert!(err.is_timeout(), "Pyro{version}: {err:?}");
+            }
+            let busy: bool = proxy
+                .with_timeout(Duration::from_secs(3))
+                .call("busy", &())
+                .await
+                .unwrap_or_else(|e| panic!("Pyro{version}, dropped {dropped}: {e}"));
+            assert!(
+                busy,
+                "Pyro{version}: the next call waited for the slow one to end"
+            );
+        }
     }
 }

@@ -150,7 +150,8 @@ impl<F> std::fmt::Debug for InScope<F> {
 }
 
 /// Reply annotation ids the runtime sets or reads itself, which a method may not set.
-const RUNTIME_ANNOTATIONS: [[u8; 4]; 8] = [
+const RUNTIME_ANNOTATIONS: [[u8; 4]; 9] = [
+    crate::protocol::names::NOT_RUN_ANNOTATION,
     crate::protocol::names::STREAM_ANNOTATION,
     crate::protocol::names::BULK_ANNOTATION,
     crate::protocol::names::MAC_ANNOTATION,

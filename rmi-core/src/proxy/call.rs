@@ -258,16 +258,12 @@ impl Proxy {
                             .await
                     }
                 };
-                // A Pyro daemon would run every later call of the connection after this one
-                // given up on: they go on a new connection, as a Pyro proxy, which closes its
-                // connection on a timeout, sends them.
-                let reply = reply.inspect_err(|e| {
-                    if conn.in_order && e.is_timeout() && !matches!(e, Error::NotSent(_)) {
-                        self.let_go(&conn);
-                    }
-                })?;
+                // (A call given up on where the daemon runs calls in order, a Pyro daemon,
+                // retired the connection: see `ConnShared::retired`.)
+                let reply = reply?;
                 if reply.has_flag(frame::FLAGS_EXCEPTION) {
-                    if reply.annotation(&NOT_RUN_ANNOTATION).is_some() {
+                    // (Only rmi daemons refuse so; a method cannot set the annotation.)
+                    if !conn.in_order && reply.annotation(&NOT_RUN_ANNOTATION).is_some() {
                         return Err(self.not_run(&conn));
                     }
                     // The daemon's clock of this call's deadline ran out before ours (it

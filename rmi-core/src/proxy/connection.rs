@@ -53,6 +53,12 @@ pub(super) struct ConnShared {
     slots: Arc<Semaphore>,
     /// Set (after `state.closed`) when the connection dies: every call asks, without a lock.
     closed: std::sync::atomic::AtomicBool,
+    /// The daemon runs this connection's calls one after another (see `Connection::in_order`).
+    in_order: bool,
+    /// Set when a call (or ping) on an `in_order` connection was given up on: every later
+    /// call there would wait behind it, so new calls go on a new connection (see
+    /// [`ConnShared::retired`]), while those in flight on this one finish.
+    retired: AtomicBool,
     /// Replies the reader delivered together (they arrived in one read) whose callers have
     /// not sent again: those callers are about to, so a request waits for the writer task to
     /// share one write with theirs instead of being written alone.
@@ -211,6 +217,20 @@ enum Reply {
 impl ConnShared {
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// True once a call was given up on where the daemon runs calls in order (a Pyro
+    /// daemon): the proxy dials anew for its next call, as Pyro's proxy closes its connection
+    /// on a timeout.
+    pub(super) fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// A call or ping given up on before its answer came.
+    fn gave_up(&self) {
+        if self.in_order {
+            self.retired.store(true, Ordering::Release);
+        }
     }
 
     /// Marks the connection dead and fails every waiting call with `reason`.
@@ -653,6 +673,7 @@ impl Drop for ReplyWait<'_> {
         let gone = match state.pending.get_mut(&self.seq) {
             Some(p) if matches!(p.reply, Reply::Waiting(_)) => {
                 p.reply = Reply::Abandoned;
+                self.shared.gave_up();
                 let now = tokio::time::Instant::now();
                 state.last_abandoned = Some(now);
                 if state.silent_since.is_none() {
@@ -1043,6 +1064,8 @@ impl Connection {
             }),
             slots,
             closed: std::sync::atomic::AtomicBool::new(false),
+            in_order,
+            retired: AtomicBool::new(false),
             burst: AtomicUsize::new(0),
             side: Mutex::new(ReadSide {
                 reader,
@@ -1353,6 +1376,14 @@ impl Connection {
     ) -> Result<(), Error> {
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
+        // As for a call (see `request`): a proxy that makes only oneway calls redials too.
+        if self.shared.given_up.load(Ordering::Acquire) {
+            if let Some(reason) = self.shared.silent_for(abandoned_timeout) {
+                tracing::warn!(%reason, "closing the connection");
+                self.shared.close(reason);
+                return Err(self.closed_error().not_sent());
+            }
+        }
         let _slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None).await?;
@@ -1406,10 +1437,17 @@ impl Connection {
                         self.shared.given_up.store(true, Ordering::Release);
                     }
                 }
+                self.shared.gave_up();
                 let shared = self.shared.clone();
                 tokio::spawn(async move {
                     let _ = written.await;
-                    shared.state.lock().stuck_oneways -= 1;
+                    let mut state = shared.state.lock();
+                    state.stuck_oneways -= 1;
+                    // The write ended: the peer took its bytes, a sign of life as a reply is.
+                    // The silence counts again from now, if anything is still given up on.
+                    if state.silent_since.is_some() {
+                        state.silent_since = Some((tokio::time::Instant::now(), state.replies));
+                    }
                 });
                 Err(timeout)
             }
@@ -1560,6 +1598,7 @@ impl UnsentPing<'_> {
             return;
         };
         *waiter = None;
+        self.conn.shared.gave_up();
         if state.silent_since.is_none() {
             state.silent_since = Some((tokio::time::Instant::now(), state.replies));
             self.conn.shared.given_up.store(true, Ordering::Release);

@@ -413,7 +413,8 @@ impl Proxy {
             .filter(|c| {
                 // With nothing in flight nobody reads: see whether the daemon closed it.
                 c.shared.look();
-                !c.shared.is_closed()
+                // (A proxy made over a stream keeps a retired connection: it never dials.)
+                !c.shared.is_closed() && (!c.shared.retired() || self.shared.config.over_stream)
             })
             .cloned()
     }
