@@ -208,3 +208,97 @@ async fn disk_full_child() {
     }
     println!("DISK FULL CHILD PASSED (the write of {failed} failed: {error})");
 }
+
+/// Environment variable that makes the lease child run: the directory of its store.
+const LEASE_CHILD: &str = "RMI_TEST_DISK_FULL_LEASE_CHILD";
+
+/// A lease that cannot be renewed while the store cannot write (every write past the file
+/// size limit fails) comes back each time the store reads its file back after the failed
+/// expiry: it is expired again only after a backoff, not at once, in a loop. (Before, the
+/// store read its file back hundreds of times a second for as long as the fault lasted, each
+/// time telling every watcher it lagged; found by a review, helper-105.)
+#[tokio::test]
+async fn a_lease_that_cannot_expire_on_a_full_disk_is_not_expired_in_a_tight_loop() {
+    if std::env::var_os(CHILD).is_some() || std::env::var_os(LEASE_CHILD).is_some() {
+        return;
+    }
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("RMI_TEST_NO_SKIP").is_none(),
+            "prlimit (util-linux) is missing under CI"
+        );
+        eprintln!("\n*** SKIPPED: prlimit (util-linux) is not installed ***\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let child = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
+        .arg(exe)
+        .args(["--exact", "lease_loop_child", "--nocapture"])
+        .env(LEASE_CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("LEASE CHILD PASSED"),
+        "the child's checks failed:\n{text}"
+    );
+    eprintln!(
+        "{}",
+        text.lines().find(|l| l.contains("PASSED")).unwrap_or("")
+    );
+}
+
+/// The lease child: runs only with [`LEASE_CHILD`] set.
+#[tokio::test]
+async fn lease_loop_child() {
+    let Some(dir) = std::env::var_os(LEASE_CHILD) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let limits = Limits {
+        min_lease_ttl: Duration::from_millis(10),
+        ..Limits::default()
+    };
+    let store = Arc::new(
+        SqliteStore::open(&dir.join("names.db"), limits.clone())
+            .await
+            .unwrap(),
+    );
+    let registry = Registry::new(store.clone(), limits);
+    let lease = registry.grant(Duration::from_millis(200)).await.unwrap();
+    registry
+        .register("leased", uri(1), false, BTreeSet::new(), Some(lease))
+        .await
+        .unwrap();
+    let mut watch = registry.watch();
+    // No write can land any more: every file write past its first byte fails.
+    file_size_limit("1");
+    let mut lagged = 0;
+    let window = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(change)) = tokio::time::timeout_at(window, watch.next()).await {
+        lagged += usize::from(matches!(change, Change::Lagged { .. }));
+    }
+    file_size_limit("unlimited");
+    assert!(lagged >= 1, "the expiry never failed to be written");
+    assert!(
+        lagged <= 10,
+        "the store was read back {lagged} times in 2 s for one lease"
+    );
+    println!("LEASE CHILD PASSED (read back {lagged} times in 2 s)");
+}

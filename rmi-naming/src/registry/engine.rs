@@ -294,6 +294,20 @@ impl State {
         }
     }
 
+    /// Moves every lease deadline sooner than `grace` from now to then.
+    fn grant_grace(&mut self, grace: Duration) {
+        let until = Instant::now() + grace;
+        let due: Vec<LeaseId> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline < until)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in due {
+            self.set_deadline(id, until);
+        }
+    }
+
     /// The leases held, in order (tests).
     #[cfg(test)]
     pub(crate) fn lease_ids(&self) -> Vec<LeaseId> {
@@ -395,6 +409,10 @@ pub(crate) struct Engine {
     /// Set while a reading asked for again (storage broken: see [`Engine::reload_after`]) is
     /// outstanding: leases do not expire meanwhile (changed with the state locked).
     rereading: AtomicBool,
+    /// Read-backs after failed writes since the last write that went through: the grace a
+    /// lease whose deadline passed gets on each (see [`Engine::replace_state`]) doubles with
+    /// them.
+    failed_in_a_row: std::sync::atomic::AtomicU32,
     /// The engine itself, for the tasks it starts.
     me: Weak<Engine>,
 }
@@ -461,6 +479,7 @@ impl Engine {
             health: tokio::sync::watch::Sender::new(Health::Good),
             reloads: std::sync::atomic::AtomicU64::new(0),
             rereading: AtomicBool::new(false),
+            failed_in_a_row: std::sync::atomic::AtomicU32::new(0),
             me: me.clone(),
         });
         if has_leases {
@@ -511,6 +530,7 @@ impl Engine {
                     "the name server could not store the change: {why}"
                 )));
             }
+            self.failed_in_a_row.store(0, Ordering::SeqCst);
         }
         Ok(value)
     }
@@ -576,9 +596,18 @@ impl Engine {
     /// Puts `stored`, read back after a failed write, in place of the state; watchers are told
     /// they lagged (they heard of changes that were not stored). Lease deadlines move on by
     /// the `paused` time writes waited, so that a keep-alive held up meanwhile still counts.
+    ///
+    /// A lease whose deadline passed (or passes within the grace) is given a grace of 100 ms,
+    /// doubled with each read-back since the last write that went through, up to 5 s: while
+    /// storage cannot be written, a lease that cannot be renewed comes back from the file each
+    /// time its expiry fails to be written, and would be expired again at once, the file read
+    /// back again, and every watcher told it lagged, hundreds of times a second.
     fn replace_state(&self, mut stored: State, paused: Duration) {
         let mut state = self.state.lock();
         stored.postpone_deadlines(paused);
+        let in_a_row = self.failed_in_a_row.fetch_add(1, Ordering::SeqCst).min(6);
+        let grace = (Duration::from_millis(100) * (1 << in_a_row)).min(Duration::from_secs(5));
+        stored.grant_grace(grace);
         *state = stored;
         self.rereading.store(false, Ordering::SeqCst);
         self.reloads.fetch_add(1, Ordering::SeqCst);
@@ -1092,10 +1121,12 @@ impl Engine {
         if let Some(ack) = self.publish(tx) {
             let me = self.me.clone();
             tokio::spawn(async move {
-                if let Ok(Err(_)) = ack.await {
-                    if let Some(engine) = me.upgrade() {
-                        engine.reload_after(epoch);
-                    }
+                let written = ack.await;
+                let Some(engine) = me.upgrade() else { return };
+                match written {
+                    Ok(Err(_)) => engine.reload_after(epoch),
+                    Ok(Ok(())) => engine.failed_in_a_row.store(0, Ordering::SeqCst),
+                    Err(_) => {}
                 }
             });
         }
