@@ -249,7 +249,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         let at = rand::random_range(0..all.len());
         Ok(all.swap_remove(at))
     }
-    /// [`lookup_all`](Self::lookup_all), refused ([`lookup_all_too_large`]) when the entries
+    /// [`lookup_all`](Self::lookup_all), refused (naming `max_reply_bytes`) when the entries
     /// would not fit in `max_bytes` of a reply (a store that holds them in memory refuses
     /// before it copies them).
     async fn lookup_all_within(
