@@ -7,22 +7,25 @@ mod support;
 
 use support::python::{pyro4_python, pyro5_python, start_python_name_server};
 
+/// Runs `rmi-nsc` with `args` against the name server on 127.0.0.1:`port`: whether it
+/// succeeded, and its stdout and stderr together.
+fn nsc_at(port: u16, args: &[&str]) -> (bool, String) {
+    let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .args(["-n", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run rmi-nsc");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 #[test]
 fn rmi_nsc_works_against_pyro5_ns() {
     let Some(python) = pyro5_python() else { return };
     let (_ns, port) = start_python_name_server(python, "Pyro5.nameserver");
-    let nsc = |args: &[&str]| {
-        let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
-            .args(["-n", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("run rmi-nsc");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let nsc = |args: &[&str]| nsc_at(port, args);
     assert_eq!(nsc(&["ping"]), (true, "name server ping ok\n".into()));
     let (ok, out) = nsc(&["--verbose", "ping"]);
     assert!(
@@ -124,18 +127,7 @@ fn rmi_nsc_works_against_pyro5_ns() {
 fn rmi_nsc_lists_by_metadata_against_pyro4_naming() {
     let Some(python) = pyro4_python() else { return };
     let (_ns, port) = start_python_name_server(python, "Pyro4.naming");
-    let nsc = |args: &[&str]| {
-        let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
-            .args(["-n", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("run rmi-nsc");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
+    let nsc = |args: &[&str]| nsc_at(port, args);
     assert!(nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4000"]).0);
     assert!(nsc(&["register", "app.other", "PYRO:other@127.0.0.1:4002"]).0);
     assert!(nsc(&["setmeta", "app.greeter", "greeting", "tutorial"]).0);

@@ -51,25 +51,51 @@ async fn a_full_disk_fails_the_change_and_the_store_takes_writes_once_it_has_roo
     if std::env::var_os(CHILD).is_some() {
         return;
     }
-    if std::process::Command::new("prlimit")
+    if prlimit_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = run_child("disk_full_child", CHILD, dir.path()).await;
+    assert!(
+        text.contains("DISK FULL CHILD PASSED"),
+        "the child's checks failed:\n{text}"
+    );
+    eprintln!(
+        "{}",
+        text.lines().find(|l| l.contains("PASSED")).unwrap_or("")
+    );
+}
+
+/// True (after a loud skip message; a failure under CI) when util-linux's `prlimit` is missing.
+fn prlimit_missing() -> bool {
+    let found = std::process::Command::new("prlimit")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !found {
         assert!(
             std::env::var_os("CI").is_none() && std::env::var_os("RMI_TEST_NO_SKIP").is_none(),
             "prlimit (util-linux) is missing under CI"
         );
         eprintln!("\n*** SKIPPED: prlimit (util-linux) is not installed ***\n");
-        return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    !found
+}
+
+/// Runs this test binary's test `test` as a child process with `env` set to `dir` and
+/// `SIGXFSZ` ignored (the signal would kill it at the file size limit); killed if it runs
+/// over a minute. Its output, asserted to be a success's.
+async fn run_child(test: &str, env: &str, dir: &Path) -> String {
+    // One child at a time: each asserts how often its store was read back, which a child
+    // running beside it, on a machine of two cores, should not disturb.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let exe = std::env::current_exe().unwrap();
     let mut child = std::process::Command::new("sh")
         .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
         .arg(exe)
-        .args(["--exact", "disk_full_child", "--nocapture"])
-        .env(CHILD, dir.path())
+        .args(["--exact", test, "--nocapture"])
+        .env(env, dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -89,14 +115,8 @@ async fn a_full_disk_fails_the_change_and_the_store_takes_writes_once_it_has_roo
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        output.status.success() && text.contains("DISK FULL CHILD PASSED"),
-        "the child's checks failed:\n{text}"
-    );
-    eprintln!(
-        "{}",
-        text.lines().find(|l| l.contains("PASSED")).unwrap_or("")
-    );
+    assert!(output.status.success(), "the child failed:\n{text}");
+    text
 }
 
 /// The child: runs only with [`CHILD`] set.
@@ -222,40 +242,13 @@ async fn a_lease_that_cannot_expire_on_a_full_disk_is_not_expired_in_a_tight_loo
     if std::env::var_os(CHILD).is_some() || std::env::var_os(LEASE_CHILD).is_some() {
         return;
     }
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none() && std::env::var_os("RMI_TEST_NO_SKIP").is_none(),
-            "prlimit (util-linux) is missing under CI"
-        );
-        eprintln!("\n*** SKIPPED: prlimit (util-linux) is not installed ***\n");
+    if prlimit_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let child = std::process::Command::new("sh")
-        .args(["-c", "trap '' XFSZ; exec \"$0\" \"$@\""])
-        .arg(exe)
-        .args(["--exact", "lease_loop_child", "--nocapture"])
-        .env(LEASE_CHILD, dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = run_child("lease_loop_child", LEASE_CHILD, dir.path()).await;
     assert!(
-        output.status.success() && text.contains("LEASE CHILD PASSED"),
+        text.contains("LEASE CHILD PASSED"),
         "the child's checks failed:\n{text}"
     );
     eprintln!(
