@@ -263,7 +263,7 @@ impl Proxy {
                 let reply = reply?;
                 if reply.has_flag(frame::FLAGS_EXCEPTION) {
                     // (Only rmi daemons refuse so; a method cannot set the annotation.)
-                    if !conn.in_order && reply.annotation(&NOT_RUN_ANNOTATION).is_some() {
+                    if !conn.shared.in_order && reply.annotation(&NOT_RUN_ANNOTATION).is_some() {
                         return Err(self.not_run(&conn));
                     }
                     // The daemon's clock of this call's deadline ran out before ours (it

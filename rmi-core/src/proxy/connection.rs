@@ -41,11 +41,6 @@ pub(super) struct Connection {
     /// The direct URI this connection was dialed for (its object the one connected to).
     pub(super) direct: Arc<Uri>,
     pub(super) meta: Metadata,
-    /// The daemon runs this connection's calls one after another, in order: a Pyro daemon
-    /// (Python's: it did not answer the serializer offer, or speaks Pyro4). A call given up on
-    /// there holds up every later one, so the proxy lets go of the connection (see
-    /// `Proxy::let_go`).
-    pub(super) in_order: bool,
 }
 
 pub(super) struct ConnShared {
@@ -53,8 +48,9 @@ pub(super) struct ConnShared {
     slots: Arc<Semaphore>,
     /// Set (after `state.closed`) when the connection dies: every call asks, without a lock.
     closed: std::sync::atomic::AtomicBool,
-    /// The daemon runs this connection's calls one after another (see `Connection::in_order`).
-    in_order: bool,
+    /// The daemon runs this connection's calls one after another, in order: a Pyro daemon
+    /// (Python's: it did not answer the serializer offer, or speaks Pyro4).
+    pub(super) in_order: bool,
     /// Set when a call (or ping) on an `in_order` connection was given up on: every later
     /// call there would wait behind it, so new calls go on a new connection (see
     /// [`ConnShared::retired`]), while those in flight on this one finish.
@@ -1121,7 +1117,6 @@ impl Connection {
                 protocol,
                 direct,
                 meta,
-                in_order,
             },
             first_seq.map(|(seq, _)| seq),
         ))
@@ -1183,13 +1178,7 @@ impl Connection {
         // A connection that went silent after calls were given up on (a peer gone without a
         // close, a write stuck on a socket nobody reads): this call goes out on a new one. The
         // slots need not all be held for it to be noticed (see `slot`).
-        if self.shared.given_up.load(Ordering::Acquire) {
-            if let Some(reason) = self.shared.silent_for(abandoned_timeout) {
-                tracing::warn!(%reason, "closing the connection");
-                self.shared.close(reason);
-                return Err(self.closed_error().not_sent());
-            }
-        }
+        self.close_if_silent(abandoned_timeout)?;
         let mut waited = match self.shared.slots.try_acquire() {
             Ok(permit) => {
                 permit.forget();
@@ -1377,13 +1366,7 @@ impl Connection {
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
         // As for a call (see `request`): a proxy that makes only oneway calls redials too.
-        if self.shared.given_up.load(Ordering::Acquire) {
-            if let Some(reason) = self.shared.silent_for(abandoned_timeout) {
-                tracing::warn!(%reason, "closing the connection");
-                self.shared.close(reason);
-                return Err(self.closed_error().not_sent());
-            }
-        }
+        self.close_if_silent(abandoned_timeout)?;
         let _slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None).await?;
@@ -1508,6 +1491,20 @@ impl Connection {
             Err(timeout) if unsent.withdraw() => Err(timeout.not_sent()),
             Err(timeout) => Err(timeout),
         }
+    }
+
+    /// Closes the connection, and fails the call about to be sent on it as unsent, when it went
+    /// silent after calls were given up on (see [`ConnShared::silent_for`]): a peer gone
+    /// without a close, a write stuck on a socket nobody reads. The call goes out on a new one.
+    fn close_if_silent(&self, abandoned_timeout: Duration) -> Result<(), Error> {
+        if self.shared.given_up.load(Ordering::Acquire) {
+            if let Some(reason) = self.shared.silent_for(abandoned_timeout) {
+                tracing::warn!(%reason, "closing the connection");
+                self.shared.close(reason);
+                return Err(self.closed_error().not_sent());
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn closed_error(&self) -> Error {
