@@ -27,6 +27,10 @@
 //! instance per connection (Pyro's `session` mode, `InstanceMode::Session`) sees every request
 //! as a new client, and no request waits behind another's call; the name server connection is
 //! kept. A request gets the gateway's timeout as a whole: the lookup, the connect and the call.
+//! At most [`DEFAULT_MAX_CALLS`] requests (see [`Gateway::max_calls`]) are under way at once,
+//! each holding a connection to a daemon; one more is answered `503` with `Retry-After` at
+//! once, rather than let a burst of clients open a connection each until the gateway runs out
+//! of file descriptors and can accept no one.
 //!
 //! A result, or an exception the method raised, is the daemon's JSON as it wrote it, passed
 //! on unchanged as Pyro's gateway passes it (integers of any size, an exception's arguments
@@ -54,6 +58,9 @@ pub const DEFAULT_EXPOSE: &str = r"http\.";
 /// How long a request through the gateway may take by default (lookup, connect and call).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How many requests the gateway serves at once by default (see [`Gateway::max_calls`]).
+pub const DEFAULT_MAX_CALLS: usize = 256;
+
 /// Header carrying the gateway key.
 pub const KEY_HEADER: &str = "x-pyro-gateway-key";
 /// Header asking for call options (`oneway`).
@@ -70,6 +77,9 @@ pub struct Gateway {
     /// None: no limit.
     timeout: Option<Duration>,
     security: crate::client::Security,
+    /// The requests under way (None: no limit).
+    calls: Option<Arc<tokio::sync::Semaphore>>,
+    max_calls: usize,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -81,6 +91,7 @@ impl std::fmt::Debug for Gateway {
             .field("cors", &self.cors)
             .field("timeout", &self.timeout)
             .field("security", &self.security)
+            .field("max_calls", &self.max_calls)
             .finish()
     }
 }
@@ -97,7 +108,44 @@ impl Gateway {
             cors: None,
             timeout: Some(DEFAULT_TIMEOUT),
             security: crate::client::Security::default(),
+            calls: Some(Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CALLS))),
+            max_calls: DEFAULT_MAX_CALLS,
         }
+    }
+
+    /// How many requests (calls, and index pages) may be under way at once: each holds a
+    /// connection to a daemon (the index page, one at a time) for as long as it takes. One more
+    /// is answered at once with `503 Service Unavailable`, `Retry-After: 1` and a Pyro
+    /// `CommunicationError` saying the gateway is busy. Zero is no limit. Default
+    /// [`DEFAULT_MAX_CALLS`].
+    pub fn max_calls(mut self, max: usize) -> Self {
+        self.max_calls = max;
+        self.calls = (max > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max)));
+        self
+    }
+
+    /// A place among the requests under way (`Some(None)`: no limit), or `None` when there is
+    /// none left.
+    fn admit(&self) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        match &self.calls {
+            None => Some(None),
+            Some(calls) => calls.clone().try_acquire_owned().ok().map(Some),
+        }
+    }
+
+    /// The answer to a request that found no place: `503`, to be tried again.
+    fn busy(&self) -> Response {
+        tracing::debug!(max_calls = self.max_calls, "gateway busy: request refused");
+        let message = format!(
+            "the gateway is busy: {} requests under way (its limit); try again",
+            self.max_calls
+        );
+        let body = exception("Pyro5.errors.CommunicationError", &message).to_string();
+        let mut response = self.answer(StatusCode::SERVICE_UNAVAILABLE, JSON, body);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
     }
 
     /// Connects to every object's daemon with `security`: TLS (over TCP), a shared secret or
@@ -311,6 +359,9 @@ async fn handle(
                     "403 Forbidden - incorrect gateway api key",
                 );
             }
+            let Some(_place) = gateway.admit() else {
+                return gateway.busy();
+            };
             if path.is_empty() {
                 return homepage(&gateway).await;
             }

@@ -6,6 +6,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub trait Greeter {
 #[derive(Default)]
 struct Greeting {
     notes: Mutex<Vec<String>>,
+    /// `sleep` calls under way, and the most seen at once.
+    sleeping: AtomicUsize,
+    most_sleeping: AtomicUsize,
 }
 
 impl Greeter for Arc<Greeting> {
@@ -104,7 +108,10 @@ impl Greeter for Arc<Greeting> {
 
     async fn sleep(&self, ms: String) -> u64 {
         let ms = ms.parse().unwrap();
+        let now = self.sleeping.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_sleeping.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.sleeping.fetch_sub(1, Ordering::SeqCst);
         ms
     }
 
@@ -1150,4 +1157,74 @@ async fn rmi_httpgateway_started_before_its_name_server_reaches_it_once_it_is_up
     let (status, _) = child.terminate();
     assert!(status.success(), "{status:?}");
     daemon.shutdown();
+}
+
+/// A gateway bounds the requests under way: with room for two, six requests at once all
+/// succeed, never more than two at the daemon; a request that finds no room is answered `503`
+/// with `Retry-After` at once, and the next one after a call ends is served. (Before, every
+/// request opened its own daemon connection, with no bound: a burst could use up the gateway's
+/// file descriptors.)
+#[tokio::test]
+async fn a_gateway_serves_at_most_its_limit_of_requests_at_once() {
+    let world = world().await;
+    let gateway = rmi_cli::gateway::Gateway::new(names_of(&world.ns).await).max_calls(2);
+    let port = serve(gateway).await;
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn(async move {
+                request(port, "GET", "/pyro/http.greeter/sleep?ms=300", &[]).await
+            })
+        })
+        .collect();
+    for answer in requests {
+        let answer = answer.await.unwrap();
+        match answer.status {
+            200 => assert_eq!(answer.json(), json!(300)),
+            503 => {
+                assert_eq!(
+                    answer.exception(),
+                    (503, "Pyro5.errors.CommunicationError".to_owned())
+                );
+                assert_eq!(answer.header("retry-after"), Some("1"));
+            }
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    let most = world.greeting.most_sleeping.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} calls at once");
+
+    // Two long calls under way: one more is refused at once, not queued behind them.
+    let long: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                request(port, "GET", "/pyro/http.greeter/sleep?ms=1500", &[]).await
+            })
+        })
+        .collect();
+    while world.greeting.sleeping.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=Ann",
+        &[],
+    )
+    .await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.json()["args"][0].as_str().unwrap().contains("busy"));
+    let page = request(port, "GET", "/pyro/", &[]).await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    for answer in long {
+        assert_eq!(answer.await.unwrap().status, 200);
+    }
+    let served = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=Ann",
+        &[],
+    )
+    .await;
+    assert_eq!(served.json(), json!("Hi welcome Ann"));
+    world.daemon.shutdown();
 }

@@ -42,6 +42,10 @@ struct Args {
     /// limit): a client that sends part of one and goes silent is closed on then.
     #[arg(long, default_value = "30s", value_parser = rmi_cli::parse_duration)]
     header_timeout: Duration,
+    /// How many requests may be under way at once (each holds a connection to a daemon); one
+    /// more is answered 503 with Retry-After at once. 0 for no limit.
+    #[arg(long, default_value_t = rmi_cli::gateway::DEFAULT_MAX_CALLS)]
+    max_calls: usize,
     /// Allow cross-origin requests from this origin (CORS headers on every answer).
     #[arg(short, long, default_value = "*")]
     cors: String,
@@ -142,7 +146,8 @@ async fn run(args: Args) -> Result<(), Failure> {
         .security(security)
         .expose(&args.expose)
         .map_err(|e| (e.into(), Some("--expose takes a regular expression")))?
-        .timeout(args.timeout);
+        .timeout(args.timeout)
+        .max_calls(args.max_calls);
     let gateway = match args.gatewaykey {
         Some(key) => gateway.gateway_key(key),
         None => gateway,
