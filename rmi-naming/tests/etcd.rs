@@ -638,6 +638,70 @@ mod etcd {
         );
     }
 
+    /// A store's watchers share one etcd watch (etcd's own gauge of watchers says 1 for 20 of
+    /// them), which ends with the last of them and starts again with the next. Before, each
+    /// watcher (a cached resolver, an `rmi-nsc watch`) was an etcd watch of its own: N of them
+    /// had etcd send every change N times and read its history N times whenever they resumed
+    /// (helper-106 #2).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_s_watchers_share_one_etcd_watch() {
+        let Some((cluster, _store, registry)) =
+            one_member_with_defaults("watchers share one etcd watch").await
+        else {
+            return;
+        };
+        let watchers = || cluster.metric(0, "etcd_debugging_mvcc_watcher_total");
+        assert_eq!(watchers(), Some(0.0));
+        let mut watches: Vec<Watch> = (0..20).map(|_| registry.watch()).collect();
+        registry
+            .register("first", uri(1), false, BTreeSet::new(), None)
+            .await
+            .unwrap();
+        // Every watcher has its watch open once it has seen the change.
+        for watch in &mut watches {
+            let seen = next_change(watch, |_| true).await;
+            assert!(
+                matches!(&seen, Change::Registered { name, .. } if name == "first"),
+                "{seen:?}"
+            );
+        }
+        assert_eq!(
+            watchers(),
+            Some(1.0),
+            "etcd's watchers for 20 of the store's"
+        );
+        // The last one left still sees what comes next; with none left, etcd has none.
+        let mut last = watches.pop().unwrap();
+        drop(watches);
+        registry
+            .register("second", uri(2), false, BTreeSet::new(), None)
+            .await
+            .unwrap();
+        let seen = next_change(&mut last, |_| true).await;
+        assert!(
+            matches!(&seen, Change::Registered { name, .. } if name == "second"),
+            "{seen:?}"
+        );
+        assert_eq!(watchers(), Some(1.0));
+        drop(last);
+        until("the shared watch ending with its last watcher", || async {
+            watchers() == Some(0.0)
+        })
+        .await;
+        // A new watcher starts it again.
+        let mut again = registry.watch();
+        registry
+            .register("third", uri(3), false, BTreeSet::new(), None)
+            .await
+            .unwrap();
+        let seen = next_change(&mut again, |_| true).await;
+        assert!(
+            matches!(&seen, Change::Registered { name, .. } if name == "third"),
+            "{seen:?}"
+        );
+        assert_eq!(watchers(), Some(1.0));
+    }
+
     /// A watcher whose queue fills in the middle of a revision etcd sends in fragments (a
     /// lease revoked with 150 names of 17 KB: 2.5 MB, over the 1.5 MiB of a fragment): its
     /// watch is opened again at that revision and passes over the events it delivered, so each

@@ -54,6 +54,13 @@
 //! what the watch goes on from). The watch runs as a task of the current tokio runtime until
 //! the stream is dropped.
 //!
+//! A store's watchers share one etcd watch (N cached resolvers would otherwise have etcd send
+//! each change N times, and read its history N times whenever the streams resume): it starts
+//! with the first watcher, a later one gets every change after where it has got to, and it
+//! ends with the last. A watcher whose queue fills leaves it for an etcd watch of its own,
+//! which goes on from the last change it was given, as above, so one slow watcher holds up no
+//! other and loses nothing.
+//!
 //! # Endpoint health
 //!
 //! etcd-client's balancer keeps sending requests to a dead member (etcdv3/etcd-client#39), so
@@ -548,6 +555,8 @@ pub struct EtcdStore {
     limits: Limits,
     /// This name server's own entry: never shared through etcd.
     local: Mutex<Option<Entry>>,
+    /// The one etcd watch the store's watchers share, while it has any.
+    hub: Arc<HubSlot>,
     /// Tests: awaited once between a registration's probe and its write, to force a race.
     #[cfg(test)]
     pub(super) between_probe_and_write: Mutex<Option<futures_util::future::BoxFuture<'static, ()>>>,
@@ -626,6 +635,7 @@ impl EtcdStore {
             keys: Keys::new(&options.root),
             limits,
             local: Mutex::new(None),
+            hub: Arc::new(HubSlot::default()),
             #[cfg(test)]
             between_probe_and_write: Mutex::new(None),
         };
@@ -1351,14 +1361,50 @@ impl Store for EtcdStore {
         let start = self.cluster.revision.load(Ordering::Relaxed);
         // Stale reads are counted from now, not from when the task first runs.
         let relaxed = self.cluster.relaxed_reads.subscribe();
-        tokio::spawn(watch_loop(
-            self.cluster.clone(),
-            self.keys.clone(),
-            start,
-            relaxed,
-            tx,
-        ));
-        watch
+        if start == 0 {
+            // No revision seen yet (a store always has one once connected): a watch of its own,
+            // which reads the current one first.
+            tokio::spawn(watch_loop(
+                self.cluster.clone(),
+                self.keys.clone(),
+                Start::After(0),
+                relaxed,
+                tx,
+            ));
+            return watch;
+        }
+        let mut hub = self.hub.hub.lock();
+        match hub.as_mut() {
+            Some(hub) => {
+                let at = hub.at;
+                hub.watchers.push(Watcher { tx, at });
+            }
+            None => {
+                let at = Position::at(start + 1);
+                *hub = Some(Hub {
+                    watchers: vec![Watcher { tx, at }],
+                    at,
+                });
+                let (feed, fed) = WatchTx::queue();
+                tokio::spawn(watch_loop(
+                    self.cluster.clone(),
+                    self.keys.clone(),
+                    Start::After(start),
+                    relaxed,
+                    feed,
+                ));
+                tokio::spawn(fan_out(
+                    self.cluster.clone(),
+                    self.keys.clone(),
+                    self.hub.clone(),
+                    fed,
+                ));
+            }
+        }
+        Box::pin(Leaving {
+            watch: Some(watch),
+            slot: self.hub.clone(),
+        })
     }
 
     async fn grant(&self, ttl: Duration) -> Result<LeaseId, NamingError> {
@@ -1537,19 +1583,27 @@ impl Store for EtcdStore {
 async fn watch_loop(
     cluster: Arc<Cluster>,
     keys: Keys,
-    start: i64,
+    start: Start,
     mut relaxed: tokio::sync::watch::Receiver<u64>,
     tx: WatchTx,
 ) {
     let mut backoff = Duration::from_millis(50);
-    let mut at = Position::at(if start > 0 {
-        start + 1
-    } else {
-        match current_revision(&cluster, &keys, &tx).await {
-            Some(revision) => revision + 1,
+    let mut at = match start {
+        Start::After(seen) if seen > 0 => Position::at(seen + 1),
+        Start::After(_) => match current_revision(&cluster, &keys, &tx).await {
+            Some(revision) => Position::at(revision + 1),
             None => return,
+        },
+        Start::Resume { mut at, lagged } => {
+            if !room_again(&cluster, &tx, &mut at, 0).await {
+                return;
+            }
+            if lagged && tx.send(Change::Lagged { missed: 0 }).await.is_err() {
+                return;
+            }
+            at
         }
-    });
+    };
     // Leases whose record was deleted without a revoke mark, by the revision: their names,
     // deleted in that same revision, expired.
     let mut expired: HashMap<i64, i64> = HashMap::new();
@@ -1601,7 +1655,7 @@ async fn watch_loop(
                 _ = tx.closed() => return,
                 _ = relaxed.changed() => {
                     relaxed.mark_unchanged();
-                    if !deliver(&tx, Change::Lagged { missed: 0 }, &mut stream).await {
+                    if !deliver(&tx, Change::Lagged { missed: 0 }, None, &mut stream).await {
                         return;
                     }
                     continue;
@@ -1631,7 +1685,7 @@ async fn watch_loop(
                 if compacted > 0 {
                     // The history from `at` is gone: say so, and go on from what is left.
                     let missed = u64::try_from(compacted - at.revision).unwrap_or(0);
-                    if !deliver(&tx, Change::Lagged { missed }, &mut stream).await {
+                    if !deliver(&tx, Change::Lagged { missed }, None, &mut stream).await {
                         return;
                     }
                     at = Position::at(compacted);
@@ -1643,7 +1697,7 @@ async fn watch_loop(
             // The watch is back once it answers (etcd's first answer says it was created): not
             // when it opens, since a stream that breaks at once is still down.
             if down.take().is_some_and(|down| down.told)
-                && !deliver(&tx, Change::Lagged { missed: 0 }, &mut stream).await
+                && !deliver(&tx, Change::Lagged { missed: 0 }, None, &mut stream).await
             {
                 return;
             }
@@ -1662,7 +1716,7 @@ async fn watch_loop(
                     continue;
                 }
                 if let Some(change) = map_event(&keys, event, kv, revision, &mut expired) {
-                    if !deliver(&tx, change, &mut stream).await {
+                    if !deliver(&tx, change, Some(at), &mut stream).await {
                         return;
                     }
                 }
@@ -1681,16 +1735,8 @@ async fn watch_loop(
             // of its queue, the watch goes on from where it was, from etcd's history. Not at
             // once: a watcher reading slowly would have the watch opened again for every few
             // changes, and etcd read its history again each time.
-            if !tx.room().await {
+            if !room_again(&cluster, &tx, &mut at, latest).await {
                 return;
-            }
-            let newest = latest.max(cluster.revision.load(Ordering::Relaxed));
-            if newest - at.revision > CATCH_UP_REVISIONS {
-                let missed = u64::try_from(newest + 1 - at.revision).unwrap_or(0);
-                if tx.send(Change::Lagged { missed }).await.is_err() {
-                    return;
-                }
-                at = Position::at(newest + 1);
             }
             continue;
         }
@@ -1734,6 +1780,150 @@ async fn watch_loop(
     }
 }
 
+/// The one etcd watch of a store, shared by its watchers (helper-106 #2): N watchers, each
+/// a cached resolver or an `rmi-nsc watch` through the name server, were N etcd watches, each
+/// sending every change and reading etcd's history again whenever its stream broke.
+#[derive(Default)]
+struct HubSlot {
+    /// `None` while the store has no watcher on the shared watch.
+    hub: Mutex<Option<Hub>>,
+    /// Told when a watcher goes (see [`Leaving`]).
+    gone: tokio::sync::Notify,
+}
+
+/// The watchers of the shared watch.
+struct Hub {
+    watchers: Vec<Watcher>,
+    /// Where the shared watch is in etcd's history: a watcher that joins gets every change
+    /// after it.
+    at: Position,
+}
+
+/// A watcher on the shared watch: its queue, and where the changes queued for it put it.
+struct Watcher {
+    tx: WatchTx,
+    at: Position,
+}
+
+/// A watcher's end of the shared watch: tells [`fan_out`] when it goes, so that the etcd watch
+/// ends with the last watcher.
+struct Leaving {
+    /// Taken out (dropped) before the hub is told.
+    watch: Option<Watch>,
+    slot: Arc<HubSlot>,
+}
+
+impl futures_util::Stream for Leaving {
+    type Item = Change;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Change>> {
+        match self.watch.as_mut() {
+            Some(watch) => watch.as_mut().poll_next(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        drop(self.watch.take());
+        self.slot.gone.notify_one();
+    }
+}
+
+/// Hands each change of the shared watch (`fed`) to every watcher on it. A watcher whose queue
+/// is full leaves it for a watch of its own, which goes on from where the watcher was once it
+/// reads again (see [`Start::Resume`]): the others are not held up, and it loses nothing. Ends,
+/// and with it the etcd watch, when the last watcher goes.
+async fn fan_out(cluster: Arc<Cluster>, keys: Keys, slot: Arc<HubSlot>, mut fed: WatchRx) {
+    loop {
+        let next = tokio::select! {
+            next = fed.recv() => next,
+            () = slot.gone.notified() => {
+                let mut hub = slot.hub.lock();
+                if let Some(h) = hub.as_mut() {
+                    h.watchers.retain(|w| !w.tx.is_closed());
+                    if h.watchers.is_empty() {
+                        *hub = None;
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let mut hub = slot.hub.lock();
+        let Some(h) = hub.as_mut() else { return };
+        let Some((change, at)) = next else {
+            // (The shared watch ends only once this task has gone.)
+            *hub = None;
+            return;
+        };
+        if let Some(at) = at {
+            h.at = at;
+        }
+        for watcher in std::mem::take(&mut h.watchers) {
+            match watcher.tx.try_send_at(change.clone(), at) {
+                Offer::Queued => h.watchers.push(Watcher {
+                    at: at.unwrap_or(watcher.at),
+                    ..watcher
+                }),
+                Offer::Closed => {}
+                Offer::Full(_) => {
+                    // A change is read again from etcd's history; a `Lagged` is said again.
+                    let start = Start::Resume {
+                        at: watcher.at,
+                        lagged: at.is_none(),
+                    };
+                    tokio::spawn(watch_loop(
+                        cluster.clone(),
+                        keys.clone(),
+                        start,
+                        cluster.relaxed_reads.subscribe(),
+                        watcher.tx,
+                    ));
+                }
+            }
+        }
+        if h.watchers.is_empty() {
+            *hub = None;
+            return;
+        }
+    }
+}
+
+/// Where a watch starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// After the newest revision the store has seen in an answer (0: none yet; the current
+    /// revision is read first).
+    After(i64),
+    /// A watcher the shared watch left behind when its queue was full (see [`fan_out`]): from
+    /// where it was, once it has read most of its queue; `lagged`: first a `Lagged` it was not
+    /// given.
+    Resume { at: Position, lagged: bool },
+}
+
+/// Waits until a watcher whose queue was full has read most of it (see [`deliver`]); then, if
+/// the cluster is more than [`CATCH_UP_REVISIONS`] past `at` (`latest`, or the newest revision
+/// the store has seen), says `Lagged` and moves `at` to now. `false` once the watcher is gone.
+async fn room_again(cluster: &Cluster, tx: &WatchTx, at: &mut Position, latest: i64) -> bool {
+    if !tx.room().await {
+        return false;
+    }
+    let newest = latest.max(cluster.revision.load(Ordering::Relaxed));
+    if newest - at.revision > CATCH_UP_REVISIONS {
+        let missed = u64::try_from(newest + 1 - at.revision).unwrap_or(0);
+        if tx.send(Change::Lagged { missed }).await.is_err() {
+            return false;
+        }
+        *at = Position::at(newest + 1);
+    }
+    true
+}
+
 /// Queues `change` for the watcher; `false` once the watcher is gone.
 ///
 /// A watcher whose queue is full (a paused `rmi-nsc watch`, a cache's stalled client) gets it
@@ -1741,13 +1931,21 @@ async fn watch_loop(
 /// unread in the HTTP/2 flow-control window that every call to that member shares (5 MiB,
 /// 2 MiB a stream), and three such watchers stalled every lookup and registration. The watch
 /// is opened again from where it was once the watcher reads (see [`Position`]).
-async fn deliver(tx: &WatchTx, change: Change, stream: &mut Option<WatchStream>) -> bool {
-    match tx.try_send(change) {
+///
+/// `at` is where the change puts the watch in etcd's history (`None` for a `Lagged`): the
+/// shared watch's watchers each go on from theirs if they fall behind (see [`fan_out`]).
+async fn deliver(
+    tx: &WatchTx,
+    change: Change,
+    at: Option<Position>,
+    stream: &mut Option<WatchStream>,
+) -> bool {
+    match tx.try_send_at(change, at) {
         Offer::Queued => true,
         Offer::Closed => false,
         Offer::Full(change) => {
             *stream = None;
-            tx.send(change).await.is_ok()
+            tx.send_at(change, at).await.is_ok()
         }
     }
 }
@@ -1781,24 +1979,51 @@ enum Offer {
 /// The sending end of one watch's queue: at most [`WATCH_BACKLOG`] changes and
 /// [`WATCH_BACKLOG_BYTES`] of them; the watcher's end gives the bytes back as it reads.
 struct WatchTx {
-    tx: mpsc::Sender<(Change, u32)>,
+    tx: mpsc::Sender<Queued>,
     bytes: Arc<tokio::sync::Semaphore>,
+}
+
+/// A change in a watch's queue: its size as counted, and where it puts the watch.
+type Queued = (Change, u32, Option<Position>);
+
+/// The reading end of a [`WatchTx`], with where each change puts the watch.
+struct WatchRx {
+    rx: mpsc::Receiver<Queued>,
+    bytes: Arc<tokio::sync::Semaphore>,
+}
+
+impl WatchRx {
+    /// The next change and where it puts the watch (`None` for a `Lagged`); `None` once the
+    /// sending end is gone.
+    async fn recv(&mut self) -> Option<(Change, Option<Position>)> {
+        let (change, size, at) = self.rx.recv().await?;
+        self.bytes.add_permits(size as usize);
+        Some((change, at))
+    }
 }
 
 impl WatchTx {
     /// A queue, and the watcher's end of it.
     fn channel() -> (WatchTx, super::Watch) {
+        let (tx, rx) = WatchTx::queue();
+        let watch = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            let (change, _) = rx.recv().await?;
+            Some((change, rx))
+        }));
+        (tx, watch)
+    }
+
+    /// A queue, and its reading end.
+    fn queue() -> (WatchTx, WatchRx) {
         let (tx, rx) = mpsc::channel(WATCH_BACKLOG);
         let bytes = Arc::new(tokio::sync::Semaphore::new(WATCH_BACKLOG_BYTES));
-        let watch = Box::pin(futures_util::stream::unfold(
-            (rx, bytes.clone()),
-            |(mut rx, bytes)| async move {
-                let (change, size) = rx.recv().await?;
-                bytes.add_permits(size as usize);
-                Some((change, (rx, bytes)))
+        (
+            WatchTx {
+                tx,
+                bytes: bytes.clone(),
             },
-        ));
-        (WatchTx { tx, bytes }, watch)
+            WatchRx { rx, bytes },
+        )
     }
 
     fn is_closed(&self) -> bool {
@@ -1812,19 +2037,30 @@ impl WatchTx {
 
     /// Queues `change`, waiting for room; an error once the watcher is gone.
     async fn send(&self, change: Change) -> Result<(), ()> {
+        self.send_at(change, None).await
+    }
+
+    /// [`send`](Self::send), with where the change puts the watch.
+    async fn send_at(&self, change: Change, at: Option<Position>) -> Result<(), ()> {
         let size = change_bytes(&change);
         tokio::select! {
             permit = self.bytes.acquire_many(size) => permit.map_err(|_| ())?.forget(),
             () = self.tx.closed() => return Err(()),
         }
-        if self.tx.send((change, size)).await.is_err() {
+        if self.tx.send((change, size, at)).await.is_err() {
             return Err(());
         }
         Ok(())
     }
 
     /// Queues `change` if there is room for it now.
+    #[cfg(test)]
     fn try_send(&self, change: Change) -> Offer {
+        self.try_send_at(change, None)
+    }
+
+    /// [`try_send`](Self::try_send), with where the change puts the watch.
+    fn try_send_at(&self, change: Change, at: Option<Position>) -> Offer {
         use mpsc::error::TrySendError::{Closed, Full};
         let size = change_bytes(&change);
         let Ok(permit) = self.bytes.try_acquire_many(size) else {
@@ -1834,12 +2070,12 @@ impl WatchTx {
                 Offer::Full(change)
             };
         };
-        match self.tx.try_send((change, size)) {
+        match self.tx.try_send((change, size, at)) {
             Ok(()) => {
                 permit.forget();
                 Offer::Queued
             }
-            Err(Full((change, _))) => Offer::Full(change),
+            Err(Full((change, _, _))) => Offer::Full(change),
             Err(Closed(_)) => Offer::Closed,
         }
     }

@@ -235,6 +235,14 @@ impl EtcdCluster {
         format!("etcd:{}", self.endpoints().join(","))
     }
 
+    /// A gauge or counter of member `i`'s Prometheus metrics (`/metrics`), if it answers.
+    pub(crate) fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        let text = post(self.members[i].client_port, "/metrics", "")?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// The index of the member that leads now, asked through etcd's JSON gateway (bounded).
     pub(crate) fn leader(&self) -> Option<usize> {
         let deadline = Instant::now() + START_TIMEOUT;
