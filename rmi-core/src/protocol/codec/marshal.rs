@@ -120,6 +120,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
         depth: 0,
         max_depth: limits.max_depth,
         refs: Vec::new(),
+        height: 0,
         long_digits_left: MAX_LONG_DIGITS_TOTAL,
     };
     let tree = r.object()?;
@@ -267,8 +268,17 @@ struct Reader<'a> {
     at: usize,
     depth: usize,
     max_depth: usize,
-    /// The reference table: an entry is `None` while its object is still being read.
-    refs: Vec<Option<Rc<Node>>>,
+    /// The reference table: an entry is `None` while its object is still being read; with
+    /// each object, its height (see `height`).
+    refs: Vec<Option<(Rc<Node>, usize)>>,
+    /// The height of the object read last, references followed: 0 for a leaf, one more than
+    /// its highest item for a container. A reference's holder is as high as the object it
+    /// names plus one, so wrapping each reference in a flagged one-item tuple made a chain of
+    /// shared nodes as long as the payload (150,000 links a megabyte), which `into_value`
+    /// refused at `max_depth` but whose drop recursed once per link: a stack overflow that
+    /// aborted the process. An object whose height and place together go deeper than
+    /// `max_depth` is refused as it is read.
+    height: usize,
     /// What is left of [`MAX_LONG_DIGITS_TOTAL`].
     long_digits_left: usize,
 }
@@ -325,17 +335,26 @@ impl Reader<'_> {
             self.refs.len() - 1
         });
         let node = self.body(code & !FLAG_REF)?;
+        if self.depth + self.height > self.max_depth {
+            return Err(self.error(format_args!(
+                "value nested deeper than max_depth ({}), references followed",
+                self.max_depth
+            )));
+        }
         Ok(match slot {
             Some(slot) => {
                 let rc = Rc::new(node);
-                self.refs[slot] = Some(Rc::clone(&rc));
+                self.refs[slot] = Some((Rc::clone(&rc), self.height));
                 Node::Shared(rc)
             }
             None => node,
         })
     }
 
+    /// One object after its type code; sets `height`.
     fn body(&mut self, code: u8) -> Result<Node, Error> {
+        // Leaves and complex numbers (height 1) here; containers and references set their own.
+        self.height = usize::from(matches!(code, b'y' | b'x'));
         let leaf = |v| Ok(Node::Leaf(v));
         match code {
             b'N' => leaf(Value::None),
@@ -408,20 +427,27 @@ impl Reader<'_> {
             }
             b'{' => self.nested(|r| {
                 let mut entries = Vec::new();
+                let mut highest = 0;
                 loop {
                     if r.s.get(r.at) == Some(&b'0') {
                         r.at += 1;
+                        r.height = highest + 1;
                         return Ok(Node::Dict(entries));
                     }
                     let key = r.object()?;
+                    highest = highest.max(r.height);
                     let value = r.object()?;
+                    highest = highest.max(r.height);
                     entries.push((key, value));
                 }
             }),
             b'r' => {
                 let index = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes"));
                 match self.refs.get(index as usize) {
-                    Some(Some(rc)) => Ok(Node::Shared(Rc::clone(rc))),
+                    Some(Some((rc, height))) => {
+                        self.height = *height;
+                        Ok(Node::Shared(Rc::clone(rc)))
+                    }
                     Some(None) => Err(self.error(format_args!(
                         "reference {index} to an object still being read (a cycle)"
                     ))),
@@ -454,9 +480,12 @@ impl Reader<'_> {
         // Not all of a declared length at once: each level of a nested document could claim
         // the bytes left, a value's size for each.
         let mut items = Vec::with_capacity(n.min(256));
+        let mut highest = 0;
         for _ in 0..n {
             items.push(self.object()?);
+            highest = highest.max(self.height);
         }
+        self.height = highest + 1;
         Ok(items)
     }
 
@@ -1469,6 +1498,51 @@ mod tests {
             small.extend(std::iter::repeat_n([0xff, 0x7f], 8).flatten());
         }
         assert!(parse(&small, &limits()).is_ok());
+    }
+
+    /// Each reference wrapped in a flagged one-item tuple (`)` with FLAG_REF), naming the
+    /// tuple before: every link is a whole object, so every reference is taken, and 300,000 of
+    /// them (2 MB) made a chain of shared nodes that `into_value` refused at `max_depth`, but
+    /// whose drop recursed once per link: a stack overflow, the process aborted (helper-111
+    /// #1). It is refused as it is read, on a thread with a worker's stack.
+    #[test]
+    fn references_wrapped_in_tuples_cannot_chain_deeper_than_max_depth() {
+        let n = 300_000u32;
+        let mut doc = vec![b'['];
+        doc.extend_from_slice(&n.to_le_bytes());
+        doc.extend_from_slice(&[b')' | FLAG_REF, 1, b'N']);
+        for k in 0..n - 1 {
+            doc.extend_from_slice(&[b')' | FLAG_REF, 1, b'r']);
+            doc.extend_from_slice(&k.to_le_bytes());
+        }
+        let err = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || parse(&doc, &limits()).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deeper than max_depth (128)"), "{err}");
+        // References within the depth are read as before: each tuple holds the one before.
+        let mut fits = vec![b'['];
+        fits.extend_from_slice(&100u32.to_le_bytes());
+        fits.extend_from_slice(&[b')' | FLAG_REF, 1, b'N']);
+        for k in 0..99u32 {
+            fits.extend_from_slice(&[b')' | FLAG_REF, 1, b'r']);
+            fits.extend_from_slice(&k.to_le_bytes());
+        }
+        let Value::List(items) = parse(&fits, &limits()).unwrap() else {
+            panic!("a list")
+        };
+        assert_eq!(items.len(), 100);
+        let mut deepest = &items[99];
+        let mut levels = 0;
+        while let Value::Tuple(inner) = deepest {
+            deepest = &inner[0];
+            levels += 1;
+        }
+        assert_eq!((levels, deepest), (100, &Value::None));
     }
 
     #[test]
