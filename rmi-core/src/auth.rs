@@ -72,7 +72,7 @@ const CLIENT_ID: &[u8] = b"rmi client";
 const DAEMON_ID: &[u8] = b"rmi daemon";
 
 /// The reason a daemon with a secret gives a client that brought none.
-const SECRET_REQUIRED: &str = "the daemon requires the shared secret";
+pub(crate) const SECRET_REQUIRED: &str = "the daemon requires the shared secret";
 
 /// A secret shared by a daemon and its clients. Neither the secret nor anything a guess of it
 /// could be checked against offline goes on the wire.
@@ -550,6 +550,12 @@ impl std::fmt::Debug for ServerHandshake {
 }
 
 impl ServerHandshake {
+    /// Whether `connect` asks for the key exchange at all (carries the client's SPAKE2
+    /// message): a client without the secret does not, and tests no guess at it.
+    pub fn asked_for(connect: &Message) -> bool {
+        connect.annotation(&PAKE_ANNOTATION).is_some()
+    }
+
     /// Takes the client's SPAKE2 message from `connect` and adds the daemon's own message and
     /// key confirmation to `offer`, the first CONNECTOK, whose payload must be final (and must
     /// not depend on the request: rmi sends it empty). `Err` carries the reason for the

@@ -826,6 +826,39 @@ async fn guessing_the_shared_secret_is_refused_after_30_failures_a_minute() {
     daemon.shutdown();
 }
 
+/// A client without the secret (a Python Pyro client, a proxy or `rmi-nsc` run without `-k`,
+/// a health probe) is refused with the reason, and tests no guess at it: 40 of them in a minute
+/// do not lock the address out, and a client with the secret on the same host gets in. (Before,
+/// each counted as a failed guess: 30 locked out every client of that host for a minute,
+/// and were told "too many failed authentications" rather than what was missing.)
+#[tokio::test]
+async fn clients_without_the_secret_are_refused_and_lock_nobody_out() {
+    let secret = SharedSecret::new("correct horse battery staple");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    for n in 0..40 {
+        let err = LabProxy::builder(&uri)
+            .unwrap()
+            .reconnect_attempts(0)
+            .connect::<LabProxy>()
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::ConnectFailed(m) if m.contains("requires the shared secret")),
+            "client {n}: {err:?}"
+        );
+    }
+    let proxy = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(secret)
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .expect("the right secret from the same host");
+    drop(proxy);
+    daemon.shutdown();
+}
+
 /// The same limit over a Unix socket, whose peers have no address: they count together.
 /// (Before, a peer with no IP address was never counted: a local user could guess as fast as
 /// the CPU allowed.)

@@ -199,6 +199,13 @@ where
     // Before the client's proof: nothing here looks at the request's payload or the objects.
     let ser = accepted_serializer(&req, protocol)?;
     check_type(&req, protocol)?;
+    if !crate::auth::ServerHandshake::asked_for(&req) {
+        // No key exchange asked for (a Pyro client, a proxy without the secret, a health
+        // probe): no guess at the secret, so none counted. (Counted, 30 of them in a minute
+        // locked the address out, and the clients with the secret on that host with it.)
+        tracing::debug!(%peer, "refusing a client without the shared secret");
+        return Err(fail(&req, ser, crate::auth::SECRET_REQUIRED.into()));
+    }
     // A guess counts from the offer on (the offer lets the client check its guess by itself),
     // so an address with its room full of handshakes under way waits for one to end.
     let failures = &inner.auth_failures;
