@@ -22,3 +22,9 @@ pub(crate) fn install(hook: fn() -> Option<Inherited>) {
 pub(crate) fn inherited() -> Option<Inherited> {
     HOOK.get().and_then(|hook| hook())
 }
+
+/// Whether the call served here has no time left (its caller's deadline passed): a proxy's
+/// work for it that times out then failed for that caller alone.
+pub(crate) fn out_of_time() -> bool {
+    matches!(inherited(), Some((_, Some(left))) if left.is_zero())
+}

@@ -800,6 +800,14 @@ fn store_down(e: &Error) -> bool {
     )
 }
 
+/// Whether the remote call being served here (this lookup is made for it) has no time left
+/// before its caller's deadline.
+fn caller_out_of_time() -> bool {
+    rmi_core::CallContext::current()
+        .and_then(|ctx| ctx.time_left())
+        .is_some_and(|left| left.is_zero())
+}
+
 /// Why a lookup failed: the name server answered so, or could not be reached.
 #[derive(Debug)]
 enum Lookup {
@@ -813,7 +821,15 @@ impl Lookup {
     /// object": another process has the port), one refusing the connection, one shutting
     /// down. The kept connection is then dropped, the name server located again, and the
     /// cache may answer, rather than every lookup fail with that answer.
+    ///
+    /// A timeout once the remote call this lookup is made for (inside a method, or its
+    /// `in_scope` work) has no time left is that caller's deadline, which its name-server calls
+    /// inherit: an answer, not the name server down. (Counted down, every such lookup dropped
+    /// the connection every other lookup shares and located the name server again.)
     fn from_call(e: Error) -> Self {
+        if matches!(e, Error::Timeout(_)) && caller_out_of_time() {
+            return Lookup::Answer(e);
+        }
         if store_down(&e)
             || e.is_communication()
             || matches!(

@@ -58,6 +58,41 @@ async fn name_server() -> (NameServerHandle, NameServerProxy, u16) {
     (ns, proxy, port)
 }
 
+/// Looks a name up after its caller's deadline.
+#[rmi::remote]
+pub(crate) trait Late {
+    /// Starts, in this call's scope, a call through `PYRONAME:` made once the caller's deadline
+    /// has passed; its outcome goes to the test.
+    async fn call_late(&self);
+}
+
+struct LateCalls {
+    resolver: NamingResolver,
+    name: Uri,
+    outcomes: tokio::sync::mpsc::UnboundedSender<Result<u32, rmi::Error>>,
+}
+
+impl Late for LateCalls {
+    async fn call_late(&self) {
+        let ctx = rmi::CallContext::current().unwrap();
+        let left = ctx.time_left().expect("a deadline");
+        let (resolver, name, outcomes) = (
+            self.resolver.clone(),
+            self.name.clone(),
+            self.outcomes.clone(),
+        );
+        tokio::spawn(ctx.in_scope(async move {
+            tokio::time::sleep(left + Duration::from_millis(20)).await;
+            let proxy = rmi::proxy_builder(name)
+                .unwrap()
+                .resolver(Arc::new(resolver))
+                .reconnect_attempts(0)
+                .build();
+            let _ = outcomes.send(WhoProxy::from_proxy(proxy).who().await);
+        }));
+    }
+}
+
 fn resolver(port: u16) -> NamingResolver {
     NamingResolver::new(NsLocator::new().host("127.0.0.1").port(port).no_broadcast())
 }
@@ -1232,4 +1267,53 @@ async fn a_shared_name_too_large_for_one_reply_still_resolves_to_one_daemon() {
         .await
         .unwrap();
     assert!(uris.contains(&resolved), "{resolved}");
+}
+
+/// Work a method leaves behind in its call's scope (`in_scope`) and runs after its caller's
+/// deadline inherits a deadline that has passed, and so does the name-server lookup of a
+/// `PYRONAME:` it calls: that lookup fails for it alone. The resolver's one name-server
+/// connection stays (before, each such lookup counted as the name server down: the connection
+/// every lookup shares was dropped and the name server located again, one new connection per
+/// late call).
+#[tokio::test]
+async fn a_lookup_out_of_its_callers_time_keeps_the_name_server_connection() {
+    let (_ns, names, port) = name_server().await;
+    let relay = Relay::start(port).await;
+    let (_a, uri_a) = who_daemon(1).await;
+    names.register("late.who", &uri_a).await.unwrap();
+    let shared = resolver(relay.port);
+    let name = logical("late.who", relay.port);
+    assert_eq!(shared.resolve_uri(&name).await.unwrap(), uri_a);
+    assert_eq!(relay.accepted(), 1);
+
+    let (outcomes, mut outcome) = tokio::sync::mpsc::unbounded_channel();
+    let front = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let front_uri = front
+        .register(LateServer::new(LateCalls {
+            resolver: shared.clone(),
+            name: name.clone(),
+            outcomes,
+        }))
+        .unwrap();
+    tokio::spawn({
+        let d = front.clone();
+        async move { d.serve().await }
+    });
+    let late = LateProxy::connect(front_uri).await.unwrap();
+    let late = LateProxy::from_proxy(late.proxy().with_timeout(Duration::from_millis(100)));
+    for n in 0..5 {
+        late.call_late().await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(20), outcome.recv())
+            .await
+            .expect("the late call ended")
+            .unwrap();
+        assert!(
+            matches!(&done, Err(e) if e.is_timeout()),
+            "late call {n}: {done:?}"
+        );
+    }
+    assert_eq!(relay.accepted(), 1, "the name-server connection was kept");
+    assert_eq!(shared.resolve_uri(&name).await.unwrap(), uri_a);
+    assert_eq!(relay.accepted(), 1);
+    front.shutdown();
 }

@@ -179,6 +179,12 @@ impl Proxy {
                     *last_failure = Some(Failure::new(&e, false));
                     return Err(DialFailed::Unsent(e));
                 }
+                // The deadline of the call served here ran out (a name-server lookup inherits
+                // it): that caller's failure, not the dial's, and not for the callers waiting
+                // for this dial, who dial for themselves.
+                Err(e) if e.is_timeout() && crate::chain::out_of_time() => {
+                    return Err(DialFailed::Unsent(e));
+                }
                 Err(e) if attempt >= config.reconnect_attempts => {
                     *last_failure = Some(Failure::new(&e, false));
                     return Err(DialFailed::Unsent(e));
