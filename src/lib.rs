@@ -172,4 +172,13 @@ pub mod __private {
     pub fn proxy_builder(uri: impl IntoUri) -> Result<ProxyBuilder, Error> {
         crate::proxy_builder(uri)
     }
+
+    /// A proxy received inside a value, resolving `PYRONAME:`/`PYROMETA:` through the
+    /// process's default resolver, installed first if nothing has yet: a process that only
+    /// serves (a daemon, no proxy of its own made) receives a `PYRONAME:` callback proxy
+    /// from a Python client, and calls it.
+    pub fn received_proxy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
+        crate::naming::default_resolver();
+        <Proxy as serde::Deserialize>::deserialize(d)
+    }
 }

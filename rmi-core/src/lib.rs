@@ -117,6 +117,12 @@ pub mod __private {
         Ok(ProxyBuilder::new(uri.into_uri()?))
     }
 
+    /// A proxy received inside a value (a typed proxy's `Deserialize`), with the default
+    /// resolver, if one is installed (the `rmi` facade installs the name server's first).
+    pub fn received_proxy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
+        <Proxy as serde::Deserialize>::deserialize(d)
+    }
+
     /// Encodes a method's result in the serializer of its arguments.
     pub fn encode_result<T: serde::Serialize>(
         args: &Args,

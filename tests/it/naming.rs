@@ -862,6 +862,78 @@ async fn ns_environment_child_entry() {
     println!("NS ENV CHILD PASSED");
 }
 
+/// Takes a greeter's proxy in its arguments and calls it.
+#[rmi::remote]
+pub(crate) trait Introducer {
+    /// `greeter`'s tutorial method for Rashmi (or why it failed).
+    async fn introduce(&self, greeter: GreeterProxy) -> String;
+}
+
+struct Introducing;
+
+impl Introducer for Introducing {
+    async fn introduce(&self, greeter: GreeterProxy) -> String {
+        greeter
+            .welcome_message("Rashmi".into())
+            .await
+            .unwrap_or_else(|e| format!("failed: {e}"))
+    }
+}
+
+/// Environment variable that turns this test binary into the process of
+/// [`received_pyroname_child_entry`].
+const RECEIVED_CHILD: &str = "RMI_TEST_RECEIVED_PYRONAME_CHILD";
+
+/// A process that only serves (a daemon, and no proxy of its own made through the `rmi`
+/// facade) receives a `PYRONAME:` proxy in a method's arguments, as a Python client passes
+/// `Proxy("PYRONAME:…")`, and calls it: the name is looked up through the default resolver,
+/// installed then. (Before, no resolver was ever installed in such a process: the call failed
+/// with "needs a name-server resolver (connect through the `rmi` crate)".)
+#[tokio::test]
+async fn a_serving_process_calls_a_pyroname_proxy_it_received() {
+    // The default resolver is process-wide: the checks run in a child process (this binary
+    // again), in which nothing else has made a proxy.
+    run_child(
+        "naming::received_pyroname_child_entry",
+        (RECEIVED_CHILD, "1".into()),
+        &[],
+        "RECEIVED PYRONAME CHILD PASSED",
+    )
+    .await;
+}
+
+/// Not a test on its own: the child process of
+/// [`a_serving_process_calls_a_pyroname_proxy_it_received`] (does nothing unless
+/// [`RECEIVED_CHILD`] is set).
+#[tokio::test]
+async fn received_pyroname_child_entry() {
+    if std::env::var(RECEIVED_CHILD).is_err() {
+        return;
+    }
+    let (ns, names) = name_server().await;
+    let (daemon, _, greeter) = start_daemon().await;
+    names.register("received.greeter", &greeter).await.unwrap();
+    let hub = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let hub_uri = hub.register(IntroducerServer::new(Introducing)).unwrap();
+    tokio::spawn({
+        let d = hub.clone();
+        async move { d.serve().await }
+    });
+    // The client side as a Python client's would be: nothing of the facade's resolver.
+    let client = IntroducerProxy::from_proxy(rmi::ProxyBuilder::new(hub_uri).build());
+    let pyroname: Uri = format!("PYRONAME:received.greeter@127.0.0.1:{}", tcp_port(ns.uri()))
+        .parse()
+        .unwrap();
+    let unconnected = GreeterProxy::from_proxy(rmi::ProxyBuilder::new(pyroname).build());
+    assert_eq!(
+        client.introduce(unconnected).await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    hub.shutdown();
+    daemon.shutdown();
+    println!("RECEIVED PYRONAME CHILD PASSED");
+}
+
 /// Environment variable that turns this test binary into the process of
 /// [`default_resolver_child_entry`]: `ns_port;name`.
 const RESOLVER_CHILD: &str = "RMI_TEST_DEFAULT_RESOLVER_CHILD";

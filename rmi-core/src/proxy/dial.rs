@@ -256,7 +256,13 @@ impl Proxy {
     /// The direct URI to dial: the proxy's own, or what the resolver makes of a logical one.
     async fn resolve(&self) -> Result<Arc<Uri>, Error> {
         let config = &self.shared.config;
-        match (&*config.uri, &config.resolver) {
+        // A proxy made before a default resolver was installed (received inside a value, say)
+        // takes the one installed since.
+        let resolver = config
+            .resolver
+            .clone()
+            .or_else(crate::resolve::default_resolver);
+        match (&*config.uri, resolver) {
             (Uri::Pyro { .. }, _) => Ok(config.uri.clone()),
             (_, Some(resolver)) => resolver.resolve(&config.uri).await.map(Arc::new),
             (uri, None) => Err(Error::InvalidUri {

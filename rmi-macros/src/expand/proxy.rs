@@ -191,7 +191,7 @@ pub(super) fn deserialize_impl(names: &Names<'_>, p: &TokenStream) -> TokenStrea
         /// settings and shared secret of the side that received it (see `rmi::Proxy`).
         impl<'__de> #p::serde::Deserialize<'__de> for #proxy {
             fn deserialize<__D: #p::serde::Deserializer<'__de>>(__d: __D) -> #p::std::result::Result<Self, __D::Error> {
-                ::core::result::Result::Ok(Self { proxy: <#p::Proxy as #p::serde::Deserialize>::deserialize(__d)? })
+                ::core::result::Result::Ok(Self { proxy: #p::received_proxy(__d)? })
             }
         }
     }
