@@ -117,6 +117,17 @@ pub mod __private {
         Ok(ProxyBuilder::new(uri.into_uri()?))
     }
 
+    /// A setter's value, never left out of its call as a trailing `None` argument is (see
+    /// `codec::trim`): Python's `__setattr__` takes it, `None` included.
+    #[derive(Debug)]
+    pub struct Untrimmed<T>(pub T);
+
+    impl<T: serde::Serialize> serde::Serialize for Untrimmed<T> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_newtype_struct("Untrimmed", &self.0)
+        }
+    }
+
     /// A proxy received inside a value (a typed proxy's `Deserialize`), with the default
     /// resolver, if one is installed (the `rmi` facade installs the name server's first).
     pub fn received_proxy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {

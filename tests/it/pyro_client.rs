@@ -153,6 +153,12 @@ class Account(object):
         if value < 0:
             raise ValueError("a balance cannot be negative")
         self._balance = value
+    @property
+    def note(self):
+        return getattr(self, "_note", "none yet")
+    @note.setter
+    def note(self, value):
+        self._note = value
     def welcomeMessage(self, name):
         return "Hi welcome " + name
     def add(self, a, b):
@@ -213,6 +219,12 @@ pub(crate) trait Account {
     /// Sets it: `ValueError` when negative.
     #[rmi(setter)]
     async fn set_balance(&self, value: f64);
+    /// A note: a Python `@property` that takes `None`.
+    #[rmi(property)]
+    async fn note(&self) -> Option<String>;
+    /// Sets it, `None` included.
+    #[rmi(setter)]
+    async fn set_note(&self, value: Option<String>);
 }
 
 /// Calls the Python `Account` behind `account`, typed and untyped, and checks its exceptions:
@@ -281,8 +293,16 @@ async fn exercise(account: &AccountProxy) {
         other => panic!("expected a ValueError, got {other:?}"),
     }
     assert_eq!(account.balance().await.unwrap(), before + 15.5);
+    // A property set to `None`: the value goes as an argument all the same (before, it was
+    // left out as a trailing `None`, and Python's `__setattr__` raised `IndexError`).
+    account.set_note(None).await.unwrap();
+    assert_eq!(account.note().await.unwrap(), None);
+    account.set_note(Some("paid".into())).await.unwrap();
+    assert_eq!(account.note().await.unwrap().as_deref(), Some("paid"));
     let meta = account.proxy().metadata().await.unwrap();
-    assert_eq!(meta.attrs, ["balance"], "{meta:?}");
+    let mut attrs = meta.attrs.clone();
+    attrs.sort();
+    assert_eq!(attrs, ["balance", "note"], "{meta:?}");
     let err = proxy
         .call::<_, f64>("__getattr__", &("_balance",))
         .await

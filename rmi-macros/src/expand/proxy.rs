@@ -121,8 +121,13 @@ fn proxy_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
         Access::Call => (quote!(#wire), args),
         Access::Get(_) => (quote!("__getattr__"), quote!(&(#wire,))),
         Access::Set(_) => {
+            // The value is never trimmed away as a trailing `None`: Pyro's daemons read
+            // `__setattr__`'s two arguments whatever they are.
             let value = args_tuple_items(m, p);
-            (quote!("__setattr__"), quote!(&(#wire, #(#value,)*)))
+            (
+                quote!("__setattr__"),
+                quote!(&(#wire, #(#p::Untrimmed(#value),)*)),
+            )
         }
     };
     match &m.kind {
