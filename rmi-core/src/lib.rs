@@ -196,9 +196,16 @@ pub mod __private {
     /// A method's own error, which cannot pass for one of the daemon's answers.
     fn raised<E: Into<RemoteError>>(e: E) -> RemoteError {
         let mut e: RemoteError = e.into();
+        // (An unknown object reads as a call that never ran, and a deadline passed as the
+        // caller's own timeout: either one raised by the method would have a retry run it
+        // again.)
         if matches!(
             e.kind,
-            RemoteErrorKind::UnknownMethod | RemoteErrorKind::BadArguments | RemoteErrorKind::Panic
+            RemoteErrorKind::UnknownObject
+                | RemoteErrorKind::UnknownMethod
+                | RemoteErrorKind::BadArguments
+                | RemoteErrorKind::Panic
+                | RemoteErrorKind::DeadlineExceeded
         ) {
             e.kind = RemoteErrorKind::Other;
         }

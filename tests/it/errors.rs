@@ -482,3 +482,70 @@ async fn a_dispatch_that_works_before_its_future_runs_inside_its_call() {
     assert_eq!(who, "eager.who");
     daemon.shutdown();
 }
+
+/// Raises what it is told to, counting its runs.
+#[rmi::remote]
+pub(crate) trait Raiser {
+    /// Runs once more, then fails with an error of `kind`.
+    #[rmi(raises)]
+    async fn take(&self, kind: String) -> Result<u32, rmi::RemoteError>;
+    /// How many times `take` ran.
+    async fn runs(&self) -> u32;
+}
+
+#[derive(Default)]
+struct Raising(std::sync::atomic::AtomicU32);
+
+impl Raiser for Raising {
+    async fn take(&self, kind: String) -> Result<u32, rmi::RemoteError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(match kind.as_str() {
+            "unknown object" => rmi::RemoteError::unknown_object("acct-7"),
+            _ => rmi::RemoteError::new(
+                rmi::RemoteErrorKind::DeadlineExceeded,
+                "rmi.DeadlineExceeded",
+                "the downstream call ran out of time",
+            ),
+        })
+    }
+
+    async fn runs(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A method that ran and raised an error of a kind the daemon itself uses (an unknown object,
+/// a deadline passed) is the method's error: `Error::Remote`, neither "not executed" nor a
+/// timeout, so a retry policy does not run it again. (Before, the first read as a call that
+/// never ran and the second as the caller's own timeout: `with_retries` ran the method twice.)
+#[tokio::test]
+async fn a_method_cannot_raise_an_error_that_passes_for_the_daemon_s() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(RaiserServer::new(Raising::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let raiser = RaiserProxy::connect(uri).await.unwrap();
+    let retrying = RaiserProxy::from_proxy(
+        raiser
+            .proxy()
+            .with_timeout(Duration::from_secs(5))
+            .with_retries(1),
+    );
+    for (n, kind) in ["unknown object", "deadline"].into_iter().enumerate() {
+        let err = retrying.take(kind.into()).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote(_)) && !err.is_not_executed() && !err.is_timeout(),
+            "{kind}: {err:?}"
+        );
+        assert_eq!(
+            raiser.runs().await.unwrap(),
+            n as u32 + 1,
+            "{kind}: ran once"
+        );
+    }
+    daemon.shutdown();
+}
