@@ -109,11 +109,12 @@ impl Serialize for Attributes<'_> {
 }
 
 /// The kind of an exception a Python peer raised (it sends no rmi kind): a name server's
-/// `NamingError` is a naming failure and `StopIteration` ends a stream, whichever Pyro sent it.
+/// `NamingError` is a naming failure and `StopIteration` ends a stream, whichever Pyro sent it
+/// (Pyro4 on Python 2 names the builtins `exceptions.`).
 fn python_kind(class: &str) -> RemoteErrorKind {
     match class {
         "Pyro5.errors.NamingError" | "Pyro4.errors.NamingError" => RemoteErrorKind::Resolve,
-        "builtins.StopIteration" => RemoteErrorKind::StopIteration,
+        "builtins.StopIteration" | "exceptions.StopIteration" => RemoteErrorKind::StopIteration,
         _ => RemoteErrorKind::Other,
     }
 }
@@ -278,6 +279,8 @@ mod tests {
             ("Pyro5.errors.NamingError", RemoteErrorKind::Resolve),
             ("Pyro4.errors.NamingError", RemoteErrorKind::Resolve),
             ("builtins.StopIteration", RemoteErrorKind::StopIteration),
+            // Pyro4 on Python 2: a stream's end was an error (helper-110 #6).
+            ("exceptions.StopIteration", RemoteErrorKind::StopIteration),
             ("builtins.ValueError", RemoteErrorKind::Other),
             ("Pyro5.errors.CommunicationError", RemoteErrorKind::Other),
         ] {
