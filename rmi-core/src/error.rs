@@ -263,6 +263,11 @@ pub struct RemoteError {
     /// Python raises it, `(errno, strerror)`, so `e.errno` works.
     #[serde(skip)]
     pub(crate) os_error: Option<i32>,
+    /// The daemon's own answer, raised by its `Pyro.Daemon` object (an object unknown to
+    /// `get_metadata`): its kind stands, where a method's error of that kind would pass for
+    /// the daemon's (see `__private::raised`).
+    #[serde(skip)]
+    pub(crate) daemon_answer: bool,
 }
 
 /// An I/O error raised by a method (`#[rmi(raises)]` on one returning `io::Result<T>`): Python's
@@ -317,6 +322,7 @@ impl RemoteError {
             method: None,
             keep_class: false,
             os_error: None,
+            daemon_answer: false,
         }
     }
 

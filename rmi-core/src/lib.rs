@@ -199,14 +199,16 @@ pub mod __private {
         // (An unknown object reads as a call that never ran, and a deadline passed as the
         // caller's own timeout: either one raised by the method would have a retry run it
         // again.)
-        if matches!(
-            e.kind,
-            RemoteErrorKind::UnknownObject
-                | RemoteErrorKind::UnknownMethod
-                | RemoteErrorKind::BadArguments
-                | RemoteErrorKind::Panic
-                | RemoteErrorKind::DeadlineExceeded
-        ) {
+        if !e.daemon_answer
+            && matches!(
+                e.kind,
+                RemoteErrorKind::UnknownObject
+                    | RemoteErrorKind::UnknownMethod
+                    | RemoteErrorKind::BadArguments
+                    | RemoteErrorKind::Panic
+                    | RemoteErrorKind::DeadlineExceeded
+            )
+        {
             e.kind = RemoteErrorKind::Other;
         }
         e

@@ -81,9 +81,11 @@ impl DaemonApi for State {
 
     async fn get_metadata(&self, id: String) -> Result<Metadata, RemoteError> {
         let inner = self.daemon()?;
-        let object = inner
-            .object(&id)
-            .ok_or_else(|| RemoteError::unknown_object(&id))?;
+        let object = inner.object(&id).ok_or_else(|| {
+            let mut e = RemoteError::unknown_object(&id);
+            e.daemon_answer = true;
+            e
+        })?;
         Ok(object.meta.clone())
     }
 
