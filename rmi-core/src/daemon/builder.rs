@@ -548,6 +548,15 @@ impl DaemonBuilder {
     #[cfg(unix)]
     pub async fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Daemon, Error> {
         self.check_authentication()?;
+        if self.serves_tls() {
+            // No client could reach it: proxies run TLS over TCP only (a Unix location has no
+            // host name to check), and a plain proxy would fail the TLS accept.
+            return Err(Error::Daemon(
+                "TLS runs over TCP only: bind a TCP address, or leave TLS out on a Unix socket \
+                 (its file permissions guard it)"
+                    .into(),
+            ));
+        }
         let path = path.as_ref();
         super::listener::remove_stale_socket(path).await;
         let listener = tokio::net::UnixListener::bind(path).map_err(|e| {

@@ -424,6 +424,7 @@ pub(super) async fn handle_connection(
     stream: BoxIo,
     peer: String,
     peer_certificate: Option<Certificate>,
+    handshake_deadline: tokio::time::Instant,
 ) {
     let inner = daemon.inner.clone();
     let (mut reader, mut writer) =
@@ -441,6 +442,7 @@ pub(super) async fn handle_connection(
         connection: inner.next_connection.fetch_add(1, Ordering::Relaxed),
         peer: &peer,
         certificate: peer_certificate.as_ref(),
+        deadline: handshake_deadline,
     };
     let outcome = handshake(&inner, &mut reader, &mut writer, &client);
     let id = client.connection;

@@ -64,6 +64,9 @@ pub(super) struct Client<'a> {
     pub(super) connection: u64,
     pub(super) peer: &'a str,
     pub(super) certificate: Option<&'a Certificate>,
+    /// When the handshake must be done: `handshake_timeout` after the connection was
+    /// accepted, a TLS handshake included.
+    pub(super) deadline: tokio::time::Instant,
 }
 
 /// Decides whether a client may connect (Pyro's `Daemon.validateHandshake`): `Ok` carries the
@@ -153,7 +156,7 @@ where
     reader.set_max_message_size(full.min(MAX_HANDSHAKE_SIZE));
     let peer = client.peer;
     let exchange = exchange(inner, reader, writer, client);
-    let outcome = match tokio::time::timeout(inner.config.handshake_timeout, exchange).await {
+    let outcome = match tokio::time::timeout_at(client.deadline, exchange).await {
         Ok(done) => done,
         Err(_) => {
             tracing::debug!(%peer, "no handshake within the handshake timeout; closing");

@@ -215,12 +215,14 @@ impl Daemon {
 /// Runs the TLS handshake when the daemon serves TLS, then the connection.
 #[cfg(feature = "tls")]
 async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
+    // The TLS handshake and the CONNECT one share the one `handshake_timeout`: a client that
+    // proved nothing holds a connection slot that long at most, not twice.
+    let deadline = handshake_deadline(&daemon);
     let Some(acceptor) = daemon.inner.config.tls.clone() else {
-        return handle_connection(daemon, stream, peer, None).await;
+        return handle_connection(daemon, stream, peer, None, deadline).await;
     };
-    let timeout = daemon.inner.config.handshake_timeout;
     // A shutdown does not wait for a TLS handshake (see `handle_connection`).
-    let accepting = tokio::time::timeout(timeout, acceptor.accept(stream));
+    let accepting = tokio::time::timeout_at(deadline, acceptor.accept(stream));
     let accepted = tokio::select! {
         biased;
         accepted = accepting => accepted,
@@ -236,7 +238,7 @@ async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .map(|c| c.clone().into_owned());
-            handle_connection(daemon, Box::new(tls), peer, certificate).await
+            handle_connection(daemon, Box::new(tls), peer, certificate, deadline).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "no TLS handshake within the handshake timeout"),
@@ -246,7 +248,16 @@ async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
 /// Serves the connection (built without the `tls` feature: never TLS).
 #[cfg(not(feature = "tls"))]
 async fn accept_connection(daemon: Daemon, stream: BoxIo, peer: String) {
-    handle_connection(daemon, stream, peer, None).await
+    let deadline = handshake_deadline(&daemon);
+    handle_connection(daemon, stream, peer, None, deadline).await
+}
+
+/// When a connection accepted now must have done its handshake.
+fn handshake_deadline(daemon: &Daemon) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    // (A timeout too long to add is none: about thirty years, as tokio's own.)
+    now.checked_add(daemon.inner.config.handshake_timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// Connections over `max_connections` answered at once (each answer takes up to 3 s: reading
