@@ -266,3 +266,65 @@ async fn a_batch_stops_where_its_results_outgrow_one_reply() {
     }
     daemon.shutdown();
 }
+
+/// A caller that sends a batch (Pyro's format, serpent) and then shuts its sending side, still
+/// reading, gets the results of the calls that ran, the stop in the next one's place, and
+/// never the calls after it run. (Before: the batch's whole answer was
+/// `rmi.ConnectionClosed`, and nothing said that its first call had run.)
+#[tokio::test]
+async fn a_batch_whose_caller_half_closes_answers_the_calls_that_ran() {
+    use rmi::protocol::codec::encode_invoke;
+    use rmi::protocol::frame::{self, Message, MessageType, FLAGS_BATCH, FLAGS_EXCEPTION};
+    use std::collections::BTreeMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    let object = lab.object().unwrap();
+    let mut s = crate::support::dial(&lab).await;
+    crate::support::connect_handshake(&mut s, object).await;
+    let none = BTreeMap::<String, u8>::new();
+    let calls = (
+        ("sleep", (300u64,), none.clone()),
+        ("echo", (1u32, 1u32, "never"), none.clone()),
+        ("echo", (2u32, 2u32, "never"), none),
+    );
+    let payload = encode_invoke(Serializer::Serpent, object, "<batch>", &calls).unwrap();
+    let msg = Message::new(
+        MessageType::Invoke,
+        Serializer::SERPENT_ID,
+        FLAGS_BATCH,
+        1,
+        payload,
+    );
+    s.write_all(&msg.to_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let reply = loop {
+        if let Ok(header) = frame::check(&buf, 1 << 20) {
+            break Message::parse(&mut buf, &header).unwrap();
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf))
+            .await
+            .expect("a reply within 10 s")
+            .unwrap();
+        assert_ne!(n, 0, "the daemon closed the connection with no answer");
+    };
+    assert_eq!(
+        reply.flags & FLAGS_EXCEPTION,
+        0,
+        "the batch's answer is its results"
+    );
+    // Two items: the first call's result, then the stop (Pyro's exception wrapper).
+    let (slept, _stopped): (u64, serde::de::IgnoredAny) = Serializer::Serpent
+        .decode(&reply.payload, &rmi::DecodeLimits::default())
+        .unwrap();
+    assert_eq!(slept, 300);
+    let text = String::from_utf8_lossy(&reply.payload);
+    assert!(
+        text.contains("ConnectionClosed") && text.contains("the batch stopped"),
+        "{text}"
+    );
+    assert_eq!(proxy.calls().await.unwrap(), 1, "only the first call ran");
+    daemon.shutdown();
+}

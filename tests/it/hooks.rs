@@ -592,3 +592,41 @@ async fn requests_refused_unread_are_failures_and_oneway_results_nobody_reads_ar
     assert_eq!((got.object.as_deref(), got.method.as_deref()), (None, None));
     daemon.shutdown();
 }
+
+/// A batch in Pyro's format (serpent) calling a method its object lacks fails as a whole, as in
+/// Pyro, and the call-error hook hears of it once. (Before: twice, once for the method and once
+/// for the batch, so error counts doubled.) A call that fails inside a batch is heard of once
+/// too.
+#[tokio::test]
+async fn a_pyro_batch_failing_on_a_missing_method_is_reported_once() {
+    let seen = Arc::new(Mutex::new(Vec::<Failed>::new()));
+    let builder = rmi::Daemon::builder().on_call_error({
+        let seen = seen.clone();
+        move |call: &FailedCall<'_>| seen.lock().unwrap().push(call.into())
+    });
+    let (daemon, lab) = serve_lab(builder).await;
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .serializer(rmi::Serializer::Serpent)
+        .connect()
+        .await
+        .unwrap();
+    let mut batch = proxy.proxy().batch();
+    batch.add::<_, usize>("calls", &[(); 0]);
+    batch.add::<_, ()>("noSuchMethod", &[(); 0]);
+    let err = batch.send().await.unwrap_err();
+    assert!(err.to_string().contains("noSuchMethod"), "{err}");
+    let mut batch = proxy.batch();
+    batch.explode("in a batch".into());
+    batch.send().await.unwrap();
+    eventually("both failures reported", || seen.lock().unwrap().len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let kinds: Vec<_> = seen.lock().unwrap().iter().map(|f| f.kind).collect();
+    assert_eq!(
+        kinds,
+        [RemoteErrorKind::UnknownMethod, RemoteErrorKind::Panic],
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    daemon.shutdown();
+}

@@ -469,10 +469,13 @@ impl Call {
         for payload in calls {
             // Work done only for this caller stops when it is gone (not a oneway batch's: its
             // caller need not stay, as Pyro's runs to the end); and a long batch yields to the
-            // runtime between calls, so it cannot hold a worker thread.
+            // runtime between calls, so it cannot hold a worker thread. The results so far go
+            // back, the stop in the next one's place: a caller that only half-closed (shut
+            // its sending side, still reading) learns which calls ran.
             if self.conn.peer_gone.is_raised() && !ctx.is_oneway() {
                 tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
-                return Err(caller_gone());
+                results.push(codec::BatchItem::from(Err(caller_gone())));
+                break;
             }
             tokio::task::consume_budget().await;
             let (item, method) =
@@ -523,9 +526,11 @@ impl Call {
         let mut size = 0usize;
         let percall = BatchInstance::default();
         for call in calls {
+            // (As in `batch`: the results so far, then the stop.)
             if self.conn.peer_gone.is_raised() && !ctx.is_oneway() {
                 tracing::debug!(peer = %self.conn.peer, ran = results.len(), "caller gone; batch stopped");
-                return Err(caller_gone());
+                results.push(Err(caller_gone()));
+                break;
             }
             tokio::task::consume_budget().await;
             let item = self
@@ -536,7 +541,6 @@ impl Call {
                 .batch_item_fits(&mut size, results.len(), item, ctx)
                 .map_err(|mut err| {
                     err.keep_class = self.conn.daemon.inner.config.keeps_class(&err.type_name);
-                    self.batch_item_failed(object, Some(&call.method), ctx, &err);
                     err
                 });
             // A method the object does not have fails the whole batch, as in Pyro (which looks
@@ -551,9 +555,11 @@ impl Call {
                         !named(&entry.meta.methods) && !named(&entry.meta.attrs)
                     })
                 };
+                // (Told to the call-error hook once, as the batch's failure.)
                 if e.kind == RemoteErrorKind::UnknownMethod && lacks() {
                     return item.map(|_| Outcome::Value(Default::default()));
                 }
+                self.batch_item_failed(object, Some(&call.method), ctx, e);
             }
             let failed = item.is_err();
             results.push(item);
