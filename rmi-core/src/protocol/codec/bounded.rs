@@ -163,6 +163,10 @@ pub(crate) struct Bounded<D> {
 struct BoundedVisitor<V> {
     inner: V,
     budget: Budget,
+    /// The length of the tuple (or array) asked for: bytes read as its elements (msgpack's
+    /// bin for a `[u8; 4]`, which rmp-serde hands over as a sequence without checking that it
+    /// was read to its end) must have exactly as many.
+    tuple_len: Option<usize>,
 }
 
 struct BoundedSeed<S> {
@@ -178,7 +182,7 @@ struct BoundedAccess<A> {
 macro_rules! forward {
     ($($method:ident),* $(,)?) => {$(
         fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-            self.inner.$method(BoundedVisitor { inner: visitor, budget: self.budget })
+            self.inner.$method(BoundedVisitor { inner: visitor, budget: self.budget, tuple_len: None })
         }
     )*};
 }
@@ -224,6 +228,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: None,
             },
         )
     }
@@ -238,6 +243,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: None,
             },
         )
     }
@@ -252,6 +258,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: Some(len),
             },
         )
     }
@@ -268,6 +275,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: None,
             },
         )
     }
@@ -284,6 +292,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: None,
             },
         )
     }
@@ -300,6 +309,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<D> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: None,
             },
         )
     }
@@ -368,6 +378,11 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for BoundedVisitor<V> {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<V::Value, A::Error> {
         let budget = self.budget.deeper()?;
         budget.check_len(seq.size_hint())?;
+        if let (Some(want), Some(given)) = (self.tuple_len, seq.size_hint()) {
+            if want != given {
+                return Err(de::Error::invalid_length(given, &self));
+            }
+        }
         self.inner.visit_seq(BoundedAccess { inner: seq, budget })
     }
 
@@ -485,6 +500,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BoundedAccess<A> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: None,
             },
         )
     }
@@ -499,6 +515,7 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for BoundedAccess<A> {
             BoundedVisitor {
                 inner: visitor,
                 budget: self.budget,
+                tuple_len: None,
             },
         )
     }

@@ -280,9 +280,19 @@ impl<'de> Deserializer<'de> for Value {
         }
     }
 
+    /// A tuple, or an array (`[u8; 32]`, which serde reads as a tuple): Python's bytes read
+    /// as one of ints, as for a sequence.
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        self.deserialize_seq(visitor)
+    }
+
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 char str string
-        tuple tuple_struct map struct identifier ignored_any
+        tuple_struct map struct identifier ignored_any
     }
 }
 
@@ -623,8 +633,10 @@ impl serde::Serialize for Value {
     }
 }
 
-/// A map key: the value itself, except that a str read as an integer is parsed, as serde_json
-/// does (JSON keys are strings; Pyro's json writes Python's integer keys as strings).
+/// A map key: the value itself, except that a str read as an integer, a float or a bool is
+/// parsed, as serde_json does (JSON keys are strings; Pyro's json writes Python's integer keys
+/// as strings, rmi's own writer a newtype's, a `u128`'s or a bool's too), within newtypes and
+/// options as well.
 struct Key(Value);
 
 macro_rules! integer_keys {
@@ -657,18 +669,24 @@ impl<'de> serde::Deserializer<'de> for Key {
         deserialize_u16 visit_u16 u16;
         deserialize_u32 visit_u32 u32;
         deserialize_u64 visit_u64 u64;
+        deserialize_i128 visit_i128 i128;
+        deserialize_u128 visit_u128 u128;
+        deserialize_bool visit_bool bool;
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.0.deserialize_option(visitor)
+        match self.0 {
+            Value::None => visitor.visit_none(),
+            other => visitor.visit_some(Key(other)),
+        }
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
-        name: &'static str,
+        _name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Error> {
-        self.0.deserialize_newtype_struct(name, visitor)
+        visitor.visit_newtype_struct(self)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -693,11 +711,17 @@ impl<'de> serde::Deserializer<'de> for Key {
     }
 
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.0.deserialize_f64(visitor)
+        match self.0 {
+            Value::Str(text) => match text.parse::<f64>() {
+                Ok(f) => visitor.visit_f64(f),
+                Err(_) => Value::Str(text).deserialize_f64(visitor),
+            },
+            other => other.deserialize_f64(visitor),
+        }
     }
 
     fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        self.0.deserialize_f32(visitor)
+        self.deserialize_f64(visitor)
     }
 
     fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
@@ -713,7 +737,7 @@ impl<'de> serde::Deserializer<'de> for Key {
     }
 
     serde::forward_to_deserialize_any! {
-        bool i128 u128 char str string tuple tuple_struct map struct identifier ignored_any
+        char str string tuple tuple_struct map struct identifier ignored_any
     }
 }
 
@@ -839,6 +863,73 @@ mod tests {
             <Option<Vec<u8>> as serde::Deserialize>::deserialize(bytes).unwrap(),
             Some(vec![1, 2, 3])
         );
+    }
+
+    /// What rmi's JSON writer makes of map keys reads back (JSON keys are strings): a
+    /// newtype's, a `u128`'s, a bool's, an option's; and Python's json's `{"5": …}`, `{"true":
+    /// …}` read as such keys. (Before, only plain integer types were parsed: rmi could not read
+    /// back what it wrote, and a Python client's dict was refused as bad arguments.)
+    #[test]
+    fn json_map_keys_read_back_as_rmi_wrote_them() {
+        use crate::protocol::codec::{DecodeLimits, Serializer};
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq, PartialOrd, Ord, Debug)]
+        struct UserId(u64);
+        fn round_trip<T>(value: T)
+        where
+            T: serde::Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+        {
+            let json = Serializer::Json;
+            let doc = json.encode(&value).unwrap();
+            let back: T = json
+                .decode(&doc, &DecodeLimits::default())
+                .unwrap_or_else(|e| {
+                    panic!("{}: {e}", String::from_utf8_lossy(&doc));
+                });
+            assert_eq!(back, value);
+        }
+        round_trip(BTreeMap::from([(UserId(5), "x".to_owned())]));
+        round_trip(BTreeMap::from([(u128::MAX, 1u8), (7, 2)]));
+        round_trip(BTreeMap::from([(i128::MIN, 1u8)]));
+        round_trip(BTreeMap::from([(true, 1u8), (false, 0)]));
+        round_trip(BTreeMap::from([(Some(3u32), 1u8)]));
+        let python = br#"{"5": "x", "6": "y"}"#;
+        let users: BTreeMap<UserId, String> = Serializer::Json
+            .decode(python, &DecodeLimits::default())
+            .unwrap();
+        assert_eq!(users.len(), 2);
+        let flags: BTreeMap<bool, u8> = Serializer::Json
+            .decode(br#"{"true": 1}"#, &DecodeLimits::default())
+            .unwrap();
+        assert_eq!(flags, BTreeMap::from([(true, 1)]));
+    }
+
+    /// A byte array (`[u8; N]`, a digest or a key) takes Python's bytes in each Python
+    /// format: serpent's base64 dict, marshal's and msgpack's bytes. (Before, serde asked for a
+    /// tuple, which took a sequence only: `digest(hashlib.sha256(x).digest())` was refused.)
+    #[test]
+    fn a_byte_array_takes_python_bytes_in_every_python_format() {
+        use crate::protocol::codec::{DecodeLimits, Serializer};
+        let limits = DecodeLimits::default();
+        let serpent = b"# serpent utf-8 python3.2\n({'data': 'AQIDBA==', 'encoding': 'base64'},)";
+        let (digest,): ([u8; 4],) = Serializer::Serpent.decode(serpent, &limits).unwrap();
+        assert_eq!(digest, [1, 2, 3, 4]);
+        // marshal.dumps((b'\x01\x02\x03\x04',)): a small tuple of one bytes object.
+        let marshal = b")\x01s\x04\x00\x00\x00\x01\x02\x03\x04";
+        let (digest,): ([u8; 4],) = Serializer::Marshal.decode(marshal, &limits).unwrap();
+        assert_eq!(digest, [1, 2, 3, 4]);
+        // msgpack: a one-element array holding bin 8 of four bytes.
+        let msgpack = b"\x91\xc4\x04\x01\x02\x03\x04";
+        let (digest,): ([u8; 4],) = Serializer::MsgPack.decode(msgpack, &limits).unwrap();
+        assert_eq!(digest, [1, 2, 3, 4]);
+        // Too few or too many bytes are refused, not cut or padded.
+        let short = b"\x91\xc4\x03\x01\x02\x03";
+        assert!(Serializer::MsgPack
+            .decode::<([u8; 4],)>(short, &limits)
+            .is_err());
+        let long = b"\x91\xc4\x05\x01\x02\x03\x04\x05";
+        assert!(Serializer::MsgPack
+            .decode::<([u8; 4],)>(long, &limits)
+            .is_err());
     }
 
     /// An int beyond 128 bits (Python's `10**40`) is an int to the tree and to floats, and the
