@@ -427,3 +427,64 @@ async fn rmi_registers_and_looks_up_in_a_pyro4_name_server_started_with_a_key() 
     daemon.shutdown();
     drop(ns_process);
 }
+
+/// A Pyro4 client with the daemon's HMAC key, refused because the daemon is at its
+/// `max_connections`, is told so: the refusal is signed, as the client proved the key. (Before,
+/// it went unsigned, and Pyro4 said "hmac key config not symmetric": a key problem to chase
+/// where there was none.) A client without the key gets the refusal unsigned, which it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pyro4_client_with_the_key_refused_at_max_connections_is_told_why() {
+    let Some(python) = crate::pyro4::python() else {
+        return;
+    };
+    let daemon = rmi::Daemon::builder()
+        .hmac_key(HmacKey::new(KEY))
+        .max_connections(1)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.greeter")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let holder = rmi::Proxy::builder(uri.clone()).hmac_key(HmacKey::new(KEY));
+    let holder: GreeterProxy = holder.connect().await.unwrap();
+    assert_eq!(
+        holder.welcome_message("holder".into()).await.unwrap(),
+        "Hi welcome holder"
+    );
+    let script = r#"
+import sys, Pyro4, Pyro4.errors
+def call(key):
+    p = Pyro4.Proxy(sys.argv[1])
+    if key is not None:
+        p._pyroHmacKey = key
+    try:
+        return p.welcomeMessage("Rashmi")
+    except Pyro4.errors.PyroError as e:
+        return "%s: %s" % (type(e).__name__, str(e).split(": ", 1)[-1])
+print(call(b"pyro4 hmac key"))
+print(call(None))
+"#;
+    let target = uri.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::python::run_python(python, script, &[target.as_str()])
+    })
+    .await
+    .unwrap();
+    let lines: Vec<_> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("too many connections"),
+        "the client with the key: {out}"
+    );
+    assert!(
+        lines[1].contains("too many connections"),
+        "the client without: {out}"
+    );
+    drop(holder);
+    daemon.shutdown();
+}

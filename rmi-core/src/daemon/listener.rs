@@ -184,8 +184,9 @@ impl Daemon {
                             match inner.refusing.clone().try_acquire_owned() {
                                 Ok(permit) => {
                                     let limits = inner.config.limits;
+                                    let key = inner.config.hmac_key.clone();
                                     inner.tasks.spawn(async move {
-                                        refuse_connection(stream, max, limits).await;
+                                        refuse_connection(stream, max, limits, key).await;
                                         drop(permit);
                                     });
                                 }
@@ -265,7 +266,15 @@ fn handshake_deadline(daemon: &Daemon) -> tokio::time::Instant {
 pub(super) const MAX_REFUSING: usize = 64;
 
 /// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
-async fn refuse_connection(stream: BoxIo, max: usize, limits: DecodeLimits) {
+/// Signed with Pyro4's HMAC key when the CONNECT proved it: Pyro4's client refuses an unsigned
+/// answer as "hmac key config not symmetric" before reading it, and would send its user
+/// chasing a key problem.
+async fn refuse_connection(
+    stream: BoxIo,
+    max: usize,
+    limits: DecodeLimits,
+    hmac_key: Option<crate::auth::HmacKey>,
+) {
     // Held to the handshake's bound: these connections are over the limit.
     let max_size = limits.max_message_size.min(super::MAX_HANDSHAKE_SIZE);
     let (mut reader, mut writer) = transport::split_io(stream, max_size);
@@ -279,11 +288,16 @@ async fn refuse_connection(stream: BoxIo, max: usize, limits: DecodeLimits) {
         if let Some(ser) = protocol.serializer(req.serializer) {
             let reason = format!("too many connections (max_connections = {max})");
             let payload = ser.encode_in(protocol, &reason).unwrap_or_default();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                writer.write_frame(&reply_to(&req, MessageType::ConnectFail, 0, payload)),
-            )
-            .await;
+            let mut refusal = reply_to(&req, MessageType::ConnectFail, 0, payload);
+            if let Some(key) = &hmac_key {
+                if crate::auth::pyro4_check(Some(key), protocol, &req).is_ok() {
+                    crate::auth::hmac_session(key, protocol)
+                        .0
+                        .sign(&mut refusal);
+                }
+            }
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), writer.write_frame(&refusal)).await;
         }
     }
     writer.shutdown().await;
