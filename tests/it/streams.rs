@@ -19,10 +19,16 @@ pub(crate) trait Numbers {
     async fn panics_at(&self, at: u32) -> RemoteStream<u32>;
     /// Three items of `sizes[i]` bytes each.
     async fn sized(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>>;
+    /// Items of `sizes[i]` bytes, each setting a reply annotation of 1 KiB as it is produced.
+    async fn annotated(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>>;
+    /// What the test sends on its channel, read with a blocking `recv` (`RemoteStream::blocking`).
+    async fn waiting(&self) -> RemoteStream<u32>;
 }
 
 #[derive(Default)]
 pub(crate) struct NumbersObject {
+    /// The receiving end `waiting` streams from, once.
+    waiting: std::sync::Mutex<Option<std::sync::mpsc::Receiver<u32>>>,
     produced: Arc<AtomicU32>,
     /// Counts the instances dropped (session instances go with their connection).
     dropped: Option<Arc<AtomicUsize>>,
@@ -46,6 +52,24 @@ impl Numbers for NumbersObject {
 
     async fn sized(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>> {
         RemoteStream::iter(sizes.into_iter().map(|n| vec![1u8; n as usize]))
+    }
+
+    async fn waiting(&self) -> RemoteStream<u32> {
+        let received = self
+            .waiting
+            .lock()
+            .unwrap()
+            .take()
+            .expect("one waiting stream");
+        RemoteStream::blocking(received)
+    }
+
+    async fn annotated(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>> {
+        RemoteStream::iter(sizes.into_iter().map(|n| {
+            let ctx = rmi::CallContext::current().expect("produced within the read");
+            ctx.set_response_annotation(*b"NOTE", vec![b'n'; 1024]);
+            vec![1u8; n as usize]
+        }))
     }
 
     async fn count(&self, n: u32) -> RemoteStream<u32> {
@@ -84,6 +108,7 @@ async fn serve_sessions(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri, Arc<A
             let dropped = dropped.clone();
             move || {
                 NumbersServer::new(NumbersObject {
+                    waiting: std::sync::Mutex::default(),
                     produced: Arc::default(),
                     dropped: Some(dropped.clone()),
                 })
@@ -868,6 +893,84 @@ async fn an_item_too_large_to_send_ends_its_stream() {
     .await;
     let proxy = NumbersProxy::connect(&uri).await.unwrap();
     let mut items = proxy.sized(vec![10, 100_000, 10]).await.unwrap();
+    assert_eq!(items.next().await.unwrap().unwrap().len(), 10);
+    let err = items.next().await.unwrap().unwrap_err();
+    assert!(
+        err.to_string().contains("rmi.MessageTooLarge")
+            && err.to_string().contains("the stream is closed"),
+        "{err}"
+    );
+    eventually("the daemon dropped the stream", || {
+        daemon.open_streams() == 0
+    })
+    .await;
+    drop(items);
+    daemon.shutdown();
+}
+
+/// A stream over an iterator that blocks (`std::sync::mpsc::Receiver::into_iter`, as a Pyro
+/// generator doing `queue.get()` ports), made with `RemoteStream::blocking`: while its read
+/// waits, the daemon serves other calls on the test's one runtime thread, the item comes when
+/// it is sent, and a shutdown with a read still waiting ends at once. (With `iter`, the wait
+/// blocked the worker thread: here the whole daemon, and the shutdown could not end the read.)
+#[tokio::test]
+async fn a_stream_over_a_blocking_iterator_holds_no_runtime_thread() {
+    let (send, received) = std::sync::mpsc::channel();
+    let object = NumbersObject::default();
+    *object.waiting.lock().unwrap() = Some(received);
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(NumbersServer::new(object)).unwrap();
+    let serving = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let mut waiting = proxy.waiting().await.unwrap();
+    let first = tokio::spawn(async move {
+        let item = waiting.next().await;
+        (item, waiting)
+    });
+    // The read waits in the iterator; other calls go on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let counted: Vec<u32> = proxy
+        .count(3)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(counted, [1, 2, 3]);
+    send.send(7).unwrap();
+    let (item, mut waiting) = first.await.unwrap();
+    assert_eq!(item.unwrap().unwrap(), 7);
+    // A read left waiting does not hold up a shutdown.
+    let left = tokio::spawn(async move { waiting.next().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    daemon.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the daemon stopped with a read waiting in the iterator")
+        .unwrap()
+        .unwrap();
+    left.abort();
+    drop(send);
+}
+
+/// An item that fits alone but not with the reply annotations its producer set ends its
+/// stream too. (Before, it passed the stream's check and failed the reply's: the item was taken
+/// and lost, and the stream stayed open, so a reader that went on found a gap.)
+#[tokio::test]
+async fn an_item_too_large_with_its_annotations_ends_its_stream() {
+    let (daemon, uri) = serve(Daemon::builder().limits(rmi::DecodeLimits {
+        max_message_size: 64 * 1024,
+        ..rmi::DecodeLimits::default()
+    }))
+    .await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let mut items = proxy
+        .annotated(vec![10, 64 * 1024 - 600, 10])
+        .await
+        .unwrap();
     assert_eq!(items.next().await.unwrap().unwrap().len(), 10);
     let err = items.next().await.unwrap().unwrap_err();
     assert!(

@@ -120,7 +120,7 @@ impl DaemonObject {
         let ctx = context::current();
         let reader = ctx.as_ref().map(|c| c.connection()).unwrap_or_default();
         let next = inner.streams.next(&id, reader, wire);
-        let item = match ctx {
+        let item = match &ctx {
             // A caller that is gone stops waiting (reading an item is cancel-safe): its wait
             // would hold the stream and take the next item, which the caller, reconnected,
             // would then never see.
@@ -145,9 +145,16 @@ impl DaemonObject {
             }
         })?;
         // An item too large to send would be taken from the stream and lost, with the stream
-        // left open: a reader that went on would find a gap. It ends the stream instead.
+        // left open: a reader that went on would find a gap. It ends the stream instead. The
+        // reply annotations the producer set (it runs in this read's context) count too.
         let max = inner.config.limits.max_message_size;
-        if item.len().saturating_add(STREAM_REPLY_RESERVE) > max {
+        let annotations = ctx.as_ref().map_or(0, |c| c.response_annotations_size());
+        if item
+            .len()
+            .saturating_add(STREAM_REPLY_RESERVE)
+            .saturating_add(annotations)
+            > max
+        {
             inner.streams.close(&id);
             return Err(RemoteError::new(
                 RemoteErrorKind::Other,
