@@ -1368,3 +1368,69 @@ async fn a_call_given_up_on_a_python_daemon_does_not_hold_up_the_next() {
         }
     }
 }
+
+/// Relays a Python daemon's `UnicodeDecodeError`, as an rmi method that called one would.
+#[rmi::remote]
+pub(crate) trait Decoder {
+    /// Fails with Python's `UnicodeDecodeError`, as relayed.
+    #[rmi(raises)]
+    async fn decode(&self) -> Result<String, rmi::RemoteError>;
+}
+
+struct Relayed;
+
+impl Decoder for Relayed {
+    async fn decode(&self) -> Result<String, rmi::RemoteError> {
+        Err(rmi::RemoteError::new(
+            rmi::RemoteErrorKind::Other,
+            "builtins.UnicodeDecodeError",
+            "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
+        ))
+    }
+}
+
+/// A Python builtin exception whose constructor takes fixed arguments (`UnicodeDecodeError`
+/// takes five), relayed by an rmi method, reaches a Python client as a `RuntimeError` naming
+/// it, in every serializer. (Before, it went under its own class with one message, and Pyro's
+/// deserializer failed to rebuild it: the client got a `TypeError`, not the remote error.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_exception_python_cannot_rebuild_from_a_message_is_a_runtime_error() {
+    let Some(python) = crate::python::python() else {
+        return;
+    };
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(DecoderServer::new(Relayed)).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let script = r#"
+import sys
+import Pyro5.api as pyro
+for serializer in ["serpent", "json", "marshal", "msgpack"]:
+    pyro.config.SERIALIZER = serializer
+    with pyro.Proxy(sys.argv[1]) as decoder:
+        try:
+            decoder.decode()
+        except Exception as e:
+            print(serializer, type(e).__name__, str(e).split(":")[0])
+"#;
+    let target = uri.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::python::run_python(python, script, &[target.as_str()])
+    })
+    .await
+    .unwrap();
+    let expected: Vec<String> = ["serpent", "json", "marshal", "msgpack"]
+        .iter()
+        .map(|ser| format!("{ser} RuntimeError builtins.UnicodeDecodeError"))
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+    // An rmi caller still gets the class.
+    let proxy = DecoderProxy::connect(uri).await.unwrap();
+    match proxy.decode().await {
+        Err(rmi::Error::Remote(e)) => assert_eq!(e.type_name, "builtins.UnicodeDecodeError"),
+        other => panic!("{other:?}"),
+    }
+    daemon.shutdown();
+}

@@ -19,12 +19,24 @@ const CALL_ATTRIBUTE: &str = "_rmiCall";
 /// Attribute carrying the class of an error sent as `builtins.RuntimeError`.
 const CLASS_ATTRIBUTE: &str = "_rmiClass";
 
-/// True for a class a Python Pyro peer can rebuild into an exception.
+/// Builtin exceptions whose constructor takes fixed arguments: rebuilt from the one message
+/// rmi keeps (`UnicodeDecodeError("('utf-8', …)")`), Python's deserializer raises `TypeError`
+/// instead of the error (a Python daemon's, relayed by an rmi method).
+const FIXED_ARGUMENTS: &[&str] = &[
+    "builtins.UnicodeDecodeError",
+    "builtins.UnicodeEncodeError",
+    "builtins.UnicodeTranslateError",
+    "builtins.ExceptionGroup",
+    "builtins.BaseExceptionGroup",
+];
+
+/// True for a class a Python Pyro peer can rebuild into an exception from one message.
 fn rebuildable(class: &str) -> bool {
     ["builtins.", "Pyro5.errors.", "Pyro4.errors."]
         .iter()
         .any(|prefix| class.starts_with(prefix))
         && !class.contains("__")
+        && !FIXED_ARGUMENTS.contains(&class)
 }
 
 /// True for an error that goes to Python under its own class: one Python rebuilds, or one
