@@ -331,6 +331,7 @@ impl Drop for Guess<'_> {
         let now = tokio::time::Instant::now();
         let n = self.failures.end(self.source, self.proved, now);
         if self.proved {
+            self.failures.proved_by(AuthSource::of(self.peer), now);
             return;
         }
         let peer = self.peer;

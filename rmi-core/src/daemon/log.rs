@@ -75,9 +75,16 @@ impl RateLimit {
 /// and with the failures at the limit it is refused before any work is done, until the minute
 /// is over. (A client behind the same address with the right secret is refused too, meanwhile:
 /// the price of not letting a passphrase be guessed at thousands a second.)
+///
+/// While the table is full (an attacker failing from thousands of addresses), addresses not in
+/// it share one tally; the sources that proved the secret within [`AuthFailures::WINDOW`] keep
+/// their own (at most [`AuthFailures::MAX_SOURCES`] of them, the oldest forgotten first), so
+/// the attacker's failures in the shared tally do not lock out the clients already known good.
 #[derive(Debug, Default)]
 pub(super) struct AuthFailures {
     by_source: Mutex<std::collections::HashMap<AuthSource, Tally>>,
+    /// When each source last proved the secret.
+    proved: Mutex<std::collections::HashMap<AuthSource, Instant>>,
     /// Told whenever a handshake under way ends: connections waiting for room look again.
     ended: tokio::sync::Notify,
     pub(super) warnings: RateLimit,
@@ -145,7 +152,12 @@ impl AuthFailures {
             map.retain(|_, t| {
                 t.pending > 0 || (t.failed > 0 && now.duration_since(t.since) < Self::WINDOW)
             });
-            if map.len() >= Self::MAX_SOURCES {
+            let known_good = self
+                .proved
+                .lock()
+                .get(&source)
+                .is_some_and(|at| now.duration_since(*at) < Self::WINDOW);
+            if map.len() >= Self::MAX_SOURCES && !known_good {
                 source = AuthSource::Overflow;
             }
         }
@@ -181,6 +193,25 @@ impl AuthFailures {
                 Turn::Wait => ended.await,
             }
         }
+    }
+
+    /// Notes that `source` (the client's own, not the tally it was counted in) proved the
+    /// secret at `now`: for a window, it keeps a tally of its own while the table is full.
+    pub(super) fn proved_by(&self, source: AuthSource, now: Instant) {
+        if source == AuthSource::Overflow {
+            return;
+        }
+        let mut proved = self.proved.lock();
+        if proved.len() >= Self::MAX_SOURCES && !proved.contains_key(&source) {
+            proved.retain(|_, at| now.duration_since(*at) < Self::WINDOW);
+            if proved.len() >= Self::MAX_SOURCES {
+                let oldest = proved.iter().min_by_key(|(_, at)| **at).map(|(s, _)| *s);
+                if let Some(oldest) = oldest {
+                    proved.remove(&oldest);
+                }
+            }
+        }
+        proved.insert(source, now);
     }
 
     /// Ends a guess [`try_guess`](Self::try_guess) started: `proved`, it is forgiven; else it
@@ -290,6 +321,38 @@ mod tests {
             }
         }
         assert!(overflowed < AuthFailures::LIMIT, "{overflowed}");
+    }
+
+    /// An attacker fills the table from 4,096 addresses and then fails 30 times more from
+    /// others (the shared tally of addresses not in the table): a client that proved the secret
+    /// within the window still gets a tally of its own and goes on; one never seen shares the
+    /// overflow's refusal. (Before, every client not in the table was refused: an attacker
+    /// with a /52 of IPv6 kept every honest client out, re-armed each minute.)
+    #[test]
+    fn a_client_known_good_is_not_locked_out_by_a_full_table() {
+        let failures = AuthFailures::default();
+        let now = Instant::now();
+        let honest = AuthSource::of("127.0.0.1:1");
+        assert_eq!(failures.try_guess(honest, now), Turn::Go(honest));
+        failures.end(honest, true, now);
+        failures.proved_by(honest, now);
+        for i in 0..AuthFailures::MAX_SOURCES as u32 {
+            let other = AuthSource::Ip(std::net::Ipv4Addr::from(0x7f01_0000 + i).into());
+            if let Turn::Go(counted) = failures.try_guess(other, now) {
+                failures.end(counted, false, now);
+            }
+        }
+        for i in 0..AuthFailures::LIMIT {
+            let other = AuthSource::Ip(std::net::Ipv4Addr::from(0x7f02_0000 + i).into());
+            if let Turn::Go(counted) = failures.try_guess(other, now) {
+                assert_eq!(counted, AuthSource::Overflow);
+                failures.end(counted, false, now);
+            }
+        }
+        let stranger = AuthSource::of("127.3.0.1:1");
+        assert_eq!(failures.try_guess(stranger, now), Turn::Refused);
+        assert_eq!(failures.try_guess(honest, now), Turn::Go(honest));
+        failures.end(honest, true, now);
     }
 
     /// Clients that prove the secret leave nothing in the table: 5,000 of them from as many
