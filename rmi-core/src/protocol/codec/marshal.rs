@@ -122,6 +122,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
         refs: Vec::new(),
         height: 0,
         long_digits_left: MAX_LONG_DIGITS_TOTAL,
+        nodes_left: budget(bytes.len()) / std::mem::size_of::<Node>(),
     };
     let tree = r.object()?;
     if r.at != bytes.len() {
@@ -281,6 +282,10 @@ struct Reader<'a> {
     height: usize,
     /// What is left of [`MAX_LONG_DIGITS_TOTAL`].
     long_digits_left: usize,
+    /// Nodes the document may still read: its expansion budget counts them too, as they are
+    /// read (a 64 MiB list of `N` was 67 million nodes, over 2 GiB, before the budget that
+    /// refuses the values they make was ever applied).
+    nodes_left: usize,
 }
 
 impl Reader<'_> {
@@ -327,6 +332,11 @@ impl Reader<'_> {
     }
 
     fn object(&mut self) -> Result<Node, Error> {
+        self.nodes_left = self.nodes_left.checked_sub(1).ok_or_else(|| {
+            self.error(format_args!(
+                "the payload expands beyond {EXPANSION_CAP} bytes of memory as it is read"
+            ))
+        })?;
         let code = self.byte()?;
         // A flagged reference enters nothing (CPython ignores the flag there): entering it
         // would let each reference wrap the one before, a chain as long as the payload.
@@ -1439,6 +1449,25 @@ mod tests {
             panic!("a list")
         };
         assert_eq!(read.len(), 20_000);
+    }
+
+    /// A 40 MiB list of `N` (42 million objects of one byte each) is refused as it is read,
+    /// at the 1 GiB the document may take in memory, not after its nodes took 1.7 GB
+    /// (helper-111 #2); a list of 4 million takes its 160 MB and is read.
+    #[test]
+    fn a_document_of_one_byte_objects_is_bounded_as_it_is_read() {
+        let list = |n: u32| {
+            let mut doc = vec![b'['];
+            doc.extend_from_slice(&n.to_le_bytes());
+            doc.extend(std::iter::repeat_n(b'N', n as usize));
+            doc
+        };
+        let err = parse(&list(42 << 20), &limits()).unwrap_err().to_string();
+        assert!(err.contains("expands beyond"), "{err}");
+        let Value::List(items) = parse(&list(4 << 20), &limits()).unwrap() else {
+            panic!("a list")
+        };
+        assert_eq!(items.len(), 4 << 20);
     }
 
     /// Hostile documents a review found (each bounded now, each an error, none a crash).
