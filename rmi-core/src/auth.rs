@@ -537,6 +537,74 @@ impl ClientHandshake {
     }
 }
 
+/// The daemons that answered this process's key exchange without proving the secret. Such an
+/// answer is one online guess at the secret, which the daemon checks by whether the proxy then
+/// sends its proof; a fake daemon (a callback URI a client chose, a spoofed broadcast answer)
+/// could otherwise guess as fast as it is dialed. Past [`ClientGuesses::LIMIT`] in a
+/// [`ClientGuesses::WINDOW`] at one location, no exchange is started there until the window
+/// ends. (Twice the daemon's own limit: an rmi daemon refuses a client that failed 30 times
+/// before this side's limit is reached, and says so.)
+#[derive(Debug, Default)]
+pub(crate) struct ClientGuesses {
+    /// Per location: when its window opened and its failed answers in it.
+    failed: parking_lot::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl ClientGuesses {
+    /// Failed answers one location may give in a window.
+    pub(crate) const LIMIT: u32 = 60;
+    /// The window.
+    pub(crate) const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+    /// Locations remembered at most (the oldest window forgotten first).
+    const MAX_LOCATIONS: usize = 4096;
+
+    /// The process's.
+    pub(crate) fn get() -> &'static ClientGuesses {
+        static GUESSES: std::sync::OnceLock<ClientGuesses> = std::sync::OnceLock::new();
+        GUESSES.get_or_init(ClientGuesses::default)
+    }
+
+    /// Whether an exchange may start with the daemon at `location` now; the refusal says why.
+    pub(crate) fn may_offer(&self, location: &str) -> Result<(), Error> {
+        let now = std::time::Instant::now();
+        match self.failed.lock().get(location) {
+            Some((since, n)) if now.duration_since(*since) < Self::WINDOW && *n >= Self::LIMIT => {
+                Err(Error::ConnectFailed(format!(
+                    "the daemon at {location} failed to prove the shared secret {n} times within \
+                     {:?}: it gets no other guess at it until then",
+                    Self::WINDOW
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a daemon at `location` that did not prove the secret.
+    pub(crate) fn failed(&self, location: &str) {
+        let now = std::time::Instant::now();
+        let mut failed = self.failed.lock();
+        if failed.len() >= Self::MAX_LOCATIONS && !failed.contains_key(location) {
+            failed.retain(|_, (since, _)| now.duration_since(*since) < Self::WINDOW);
+            if failed.len() >= Self::MAX_LOCATIONS {
+                let oldest = failed.iter().min_by_key(|(_, (at, _))| *at);
+                if let Some(oldest) = oldest.map(|(l, _)| l.clone()) {
+                    failed.remove(&oldest);
+                }
+            }
+        }
+        let slot = failed.entry(location.to_owned()).or_insert((now, 0));
+        if now.duration_since(slot.0) >= Self::WINDOW {
+            *slot = (now, 0);
+        }
+        slot.1 = slot.1.saturating_add(1);
+    }
+
+    /// Notes that the daemon at `location` proved the secret: its failures are forgotten.
+    pub(crate) fn proved(&self, location: &str) {
+        self.failed.lock().remove(location);
+    }
+}
+
 /// The daemon's half of the handshake: started on the first CONNECT (whose payload it does not
 /// read), finished on the second, signed one.
 pub struct ServerHandshake {

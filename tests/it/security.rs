@@ -915,6 +915,78 @@ async fn clients_without_the_secret_are_refused_and_lock_nobody_out() {
     daemon.shutdown();
 }
 
+/// A fake daemon (a callback URI a client chose, a spoofed broadcast answer) runs the
+/// daemon's half of the exchange with a new guess at the secret on each connection, and learns
+/// from whether the proxy then sends its proof whether the guess was right. A proxy with the
+/// secret gives a location 60 such guesses a minute, then refuses to start another exchange
+/// there, saying why: the fake daemon's 70th guess, the right one, is never tried. (Before, it
+/// could guess as fast as it was dialed, and got the proof on the right guess.)
+#[tokio::test]
+async fn a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret() {
+    use rmi::protocol::frame::{Message, MessageType};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let offers = Arc::new(AtomicU32::new(0));
+    let proofs = Arc::new(AtomicU32::new(0));
+    tokio::spawn({
+        let (offers, proofs) = (offers.clone(), proofs.clone());
+        async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let (offers, proofs) = (offers.clone(), proofs.clone());
+                tokio::spawn(async move {
+                    // (A proxy refusing to offer a guess closes before its CONNECT.)
+                    let Some((_, connect)) = handshake::read_message(&mut s).await else {
+                        return;
+                    };
+                    let guess = offers.fetch_add(1, Ordering::SeqCst);
+                    let mut offer = Message::new(
+                        MessageType::ConnectOk,
+                        connect.serializer,
+                        0,
+                        connect.seq,
+                        bytes::Bytes::new(),
+                    );
+                    offer.corr_id = connect.corr_id;
+                    let secret = SharedSecret::new(format!("guess {guess}"));
+                    if rmi::auth::ServerHandshake::start(&secret, &connect, &mut offer).is_err() {
+                        return;
+                    }
+                    s.write_all(&offer.to_bytes()).await.unwrap();
+                    if handshake::read_message(&mut s).await.is_some() {
+                        proofs.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        }
+    });
+    let uri: Uri = format!("PYRO:lab@127.0.0.1:{port}").parse().unwrap();
+    let mut refused_here = 0;
+    for n in 0..80 {
+        let err = LabProxy::builder(&uri)
+            .unwrap()
+            .shared_secret(SharedSecret::new("guess 69"))
+            .reconnect_attempts(0)
+            .connect::<LabProxy>()
+            .await
+            .map(drop)
+            .unwrap_err();
+        if err.to_string().contains("gets no other guess") {
+            refused_here += 1;
+        } else {
+            assert!(
+                err.to_string().contains("could not prove"),
+                "attempt {n}: {err}"
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(offers.load(Ordering::SeqCst), 60, "exchanges started");
+    assert_eq!(refused_here, 20);
+    assert_eq!(proofs.load(Ordering::SeqCst), 0, "the proof never went");
+}
+
 /// The same limit over a Unix socket, whose peers have no address: they count together.
 /// (Before, a peer with no IP address was never counted: a local user could guess as fast as
 /// the CPU allowed.)

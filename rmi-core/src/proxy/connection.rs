@@ -862,6 +862,14 @@ impl Connection {
             msg
         };
         let mut connect = connect_message();
+        // (A daemon that failed to prove the secret too often lately gets no more guesses.)
+        let location = direct
+            .location()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if config.secret.is_some() {
+            crate::auth::ClientGuesses::get().may_offer(&location)?;
+        }
         let auth = config
             .secret
             .as_ref()
@@ -963,7 +971,16 @@ impl Connection {
         let (signer, verifier) = match (auth, keyed) {
             (_, Some((signer, verifier))) => (Some(signer), Some(verifier)),
             (Some(auth), None) if reply.msg_type != MessageType::ConnectFail => {
-                let (mut signer, mut verifier) = auth.confirm(&connect, &reply)?;
+                let guesses = crate::auth::ClientGuesses::get();
+                let (mut signer, mut verifier) =
+                    auth.confirm(&connect, &reply).inspect_err(|e| {
+                        // (Only an answer with the daemon's half of the exchange was a guess.)
+                        let answered = reply.annotation(&crate::protocol::names::PAKE_ANNOTATION);
+                        if matches!(e, Error::ConnectFailed(_)) && answered.is_some() {
+                            guesses.failed(&location);
+                        }
+                    })?;
+                guesses.proved(&location);
                 signer.set_protocol(protocol);
                 verifier.set_protocol(protocol);
                 let mut proof = connect_message();
