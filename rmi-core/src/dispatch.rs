@@ -109,51 +109,39 @@ impl<T: Send + 'static> RemoteStream<T> {
         Self::new(futures_util::stream::iter(iter))
     }
 
-    /// Streams the items of `iter`, an iterator that may block: it runs on tokio's blocking
-    /// threads (from the first item asked for), at most one item ahead of the reader, so a
-    /// read that waits for it holds no runtime worker, and a close, a caller gone or a
-    /// shutdown ends the read at once. A panic in it ends the stream as one in
-    /// [`iter`](Self::iter)'s does. Once the stream is dropped, the thread stops when the
-    /// iterator next returns (one blocked for ever keeps its thread, and a runtime being
-    /// dropped waits for it: have it end, as a channel does when its senders go).
+    /// Streams the items of `iter`, an iterator that may block: each item is asked of it on
+    /// one of tokio's blocking threads, when a reader asks for it, so a read that waits holds
+    /// no runtime worker, and a close, a caller gone or a shutdown ends the read at once.
+    /// Nothing runs ahead of the reader: a stream closed while a read waits loses at most
+    /// that one item, when the iterator gives it. A panic in it ends the stream as one in
+    /// [`iter`](Self::iter)'s does. The iterator runs without the read's
+    /// [`CallContext`](crate::CallContext). (Its thread is held only while it is asked for an
+    /// item; one blocked for ever keeps its thread, and a runtime being dropped waits for it:
+    /// have it end, as a channel does when its senders go.)
     pub fn blocking<I>(iter: I) -> Self
     where
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'static,
     {
-        type Next<T> = Result<T, Box<dyn std::any::Any + Send>>;
-        enum State<I, T> {
-            Idle(I),
-            Running(tokio::sync::mpsc::Receiver<Next<T>>),
-        }
-        let start = State::Idle(iter.into_iter());
-        Self::new(futures_util::stream::unfold(start, |state| async move {
-            let mut items = match state {
-                State::Running(items) => items,
-                State::Idle(mut iter) => {
-                    let (tx, items) = tokio::sync::mpsc::channel(1);
-                    tokio::task::spawn_blocking(move || loop {
-                        let next =
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| iter.next()));
-                        let next = match next {
-                            Ok(Some(item)) => Ok(item),
-                            Ok(None) => break,
-                            Err(panic) => Err(panic),
-                        };
-                        let panicked = next.is_err();
-                        if tx.blocking_send(next).is_err() || panicked {
-                            break;
-                        }
-                    });
-                    items
+        Self::new(futures_util::stream::unfold(
+            Some(iter.into_iter()),
+            |iter| async move {
+                let mut iter = iter?;
+                let asked = tokio::task::spawn_blocking(move || {
+                    let next =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| iter.next()));
+                    (iter, next)
+                });
+                // (Not run at all: the runtime is shutting down. The stream ends.)
+                let (iter, next) = asked.await.ok()?;
+                match next {
+                    Ok(Some(item)) => Some((item, Some(iter))),
+                    Ok(None) => None,
+                    // Raised here, where the daemon catches a producer's panic.
+                    Err(panic) => std::panic::resume_unwind(panic),
                 }
-            };
-            match items.recv().await? {
-                Ok(item) => Some((item, State::Running(items))),
-                // Raised here, where the daemon catches a producer's panic.
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }))
+            },
+        ))
     }
 }
 

@@ -23,12 +23,17 @@ pub(crate) trait Numbers {
     async fn annotated(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>>;
     /// What the test sends on its channel, read with a blocking `recv` (`RemoteStream::blocking`).
     async fn waiting(&self) -> RemoteStream<u32>;
+    /// Items taken from the shared work queue (`RemoteStream::blocking`), counted as taken.
+    async fn taking(&self) -> RemoteStream<u32>;
 }
 
 #[derive(Default)]
 pub(crate) struct NumbersObject {
     /// The receiving end `waiting` streams from, once.
     waiting: std::sync::Mutex<Option<std::sync::mpsc::Receiver<u32>>>,
+    /// The work queue `taking` streams from, and how many items were taken off it.
+    work: Arc<std::sync::Mutex<Option<std::sync::mpsc::Receiver<u32>>>>,
+    taken: Arc<AtomicU32>,
     produced: Arc<AtomicU32>,
     /// Counts the instances dropped (session instances go with their connection).
     dropped: Option<Arc<AtomicUsize>>,
@@ -52,6 +57,15 @@ impl Numbers for NumbersObject {
 
     async fn sized(&self, sizes: Vec<u32>) -> RemoteStream<Vec<u8>> {
         RemoteStream::iter(sizes.into_iter().map(|n| vec![1u8; n as usize]))
+    }
+
+    async fn taking(&self) -> RemoteStream<u32> {
+        let (work, taken) = (self.work.clone(), self.taken.clone());
+        RemoteStream::blocking(std::iter::from_fn(move || {
+            let item = work.lock().unwrap().as_ref()?.recv().ok()?;
+            taken.fetch_add(1, Ordering::SeqCst);
+            Some(item)
+        }))
     }
 
     async fn waiting(&self) -> RemoteStream<u32> {
@@ -109,6 +123,8 @@ async fn serve_sessions(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri, Arc<A
             move || {
                 NumbersServer::new(NumbersObject {
                     waiting: std::sync::Mutex::default(),
+                    work: Arc::default(),
+                    taken: Arc::default(),
                     produced: Arc::default(),
                     dropped: Some(dropped.clone()),
                 })
@@ -954,6 +970,36 @@ async fn a_stream_over_a_blocking_iterator_holds_no_runtime_thread() {
         .unwrap();
     left.abort();
     drop(send);
+}
+
+/// A stream over a shared work queue (`RemoteStream::blocking`) takes an item off it only when
+/// a reader asks: a stream read once and dropped took one item, and the next stream's first
+/// item is the second. (A first version ran up to two items ahead of its reader, lost with
+/// the stream, and held a blocking thread for as long as a reader left the stream unread.)
+#[tokio::test]
+async fn a_blocking_stream_takes_nothing_ahead_of_its_reader() {
+    let (send, work) = std::sync::mpsc::channel();
+    for i in 1..=10 {
+        send.send(i).unwrap();
+    }
+    let object = NumbersObject::default();
+    *object.work.lock().unwrap() = Some(work);
+    let taken = object.taken.clone();
+    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(NumbersServer::new(object)).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let mut first = proxy.taking().await.unwrap();
+    assert_eq!(first.next().await.unwrap().unwrap(), 1);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(taken.load(Ordering::SeqCst), 1, "taken ahead of the reader");
+    let mut second = proxy.taking().await.unwrap();
+    assert_eq!(second.next().await.unwrap().unwrap(), 2);
+    daemon.shutdown();
 }
 
 /// An item that fits alone but not with the reply annotations its producer set ends its
