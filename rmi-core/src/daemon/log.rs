@@ -77,9 +77,10 @@ impl RateLimit {
 /// the price of not letting a passphrase be guessed at thousands a second.)
 ///
 /// While the table is full (an attacker failing from thousands of addresses), addresses not in
-/// it share one tally; the sources that proved the secret within [`AuthFailures::WINDOW`] keep
-/// their own (at most [`AuthFailures::MAX_SOURCES`] of them, the oldest forgotten first), so
-/// the attacker's failures in the shared tally do not lock out the clients already known good.
+/// it share one tally; the sources that proved the secret within [`AuthFailures::KNOWN_GOOD`]
+/// keep their own (at most [`AuthFailures::MAX_SOURCES`] of them, the oldest forgotten first:
+/// only clients with the secret enter it), so the attacker's failures in the shared tally do
+/// not lock out the clients already known good, reconnecting after a blip hours later.
 #[derive(Debug, Default)]
 pub(super) struct AuthFailures {
     by_source: Mutex<std::collections::HashMap<AuthSource, Tally>>,
@@ -141,6 +142,9 @@ impl AuthFailures {
     pub(super) const LIMIT: u32 = 30;
     /// The window.
     pub(super) const WINDOW: Duration = Duration::from_secs(60);
+    /// How long a source that proved the secret keeps a tally of its own while the table is
+    /// full.
+    pub(super) const KNOWN_GOOD: Duration = Duration::from_secs(24 * 3600);
     /// Sources tracked at most; past it, addresses not tracked are counted together.
     const MAX_SOURCES: usize = 4096;
 
@@ -156,7 +160,7 @@ impl AuthFailures {
                 .proved
                 .lock()
                 .get(&source)
-                .is_some_and(|at| now.duration_since(*at) < Self::WINDOW);
+                .is_some_and(|at| now.duration_since(*at) < Self::KNOWN_GOOD);
             if map.len() >= Self::MAX_SOURCES && !known_good {
                 source = AuthSource::Overflow;
             }
@@ -203,7 +207,7 @@ impl AuthFailures {
         }
         let mut proved = self.proved.lock();
         if proved.len() >= Self::MAX_SOURCES && !proved.contains_key(&source) {
-            proved.retain(|_, at| now.duration_since(*at) < Self::WINDOW);
+            proved.retain(|_, at| now.duration_since(*at) < Self::KNOWN_GOOD);
             if proved.len() >= Self::MAX_SOURCES {
                 let oldest = proved.iter().min_by_key(|(_, at)| **at).map(|(s, _)| *s);
                 if let Some(oldest) = oldest {
@@ -353,6 +357,23 @@ mod tests {
         assert_eq!(failures.try_guess(stranger, now), Turn::Refused);
         assert_eq!(failures.try_guess(honest, now), Turn::Go(honest));
         failures.end(honest, true, now);
+        // Hours later (its connection kept open since, then cut by a blip), with the attacker
+        // keeping the table full: still its own tally (a first version kept it a minute).
+        let later = now + Duration::from_secs(3 * 3600);
+        for i in 0..AuthFailures::MAX_SOURCES as u32 {
+            let other = AuthSource::Ip(std::net::Ipv4Addr::from(0x7f04_0000 + i).into());
+            if let Turn::Go(counted) = failures.try_guess(other, later) {
+                failures.end(counted, false, later);
+            }
+        }
+        for i in 0..AuthFailures::LIMIT {
+            let other = AuthSource::Ip(std::net::Ipv4Addr::from(0x7f05_0000 + i).into());
+            if let Turn::Go(counted) = failures.try_guess(other, later) {
+                failures.end(counted, false, later);
+            }
+        }
+        assert_eq!(failures.try_guess(stranger, later), Turn::Refused);
+        assert_eq!(failures.try_guess(honest, later), Turn::Go(honest));
     }
 
     /// Clients that prove the secret leave nothing in the table: 5,000 of them from as many
