@@ -702,6 +702,107 @@ mod etcd {
         assert_eq!(watchers(), Some(1.0));
     }
 
+    /// The shared watch started on a runtime that is then dropped (a test's, a tool's short
+    /// one) goes with it: the next watch, on another runtime, starts a watch of its own and
+    /// sees changes. (Before, the store's slot still held the dead watch: every later watch
+    /// joined it and never saw a change.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shared_watch_gone_with_its_runtime_is_started_again() {
+        let Some((_cluster, store, registry)) =
+            one_member_with_defaults("a shared watch gone with its runtime").await
+        else {
+            return;
+        };
+        std::thread::spawn({
+            let store = store.clone();
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    use rmi_naming::registry::Store as _;
+                    let _watch = store.watch();
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                });
+                drop(runtime);
+            }
+        })
+        .join()
+        .unwrap();
+        let mut watch = registry.watch();
+        registry
+            .register("after", uri(1), false, BTreeSet::new(), None)
+            .await
+            .unwrap();
+        let seen = next_change(&mut watch, |_| true).await;
+        assert!(
+            matches!(&seen, Change::Registered { name, .. } if name == "after"),
+            "{seen:?}"
+        );
+    }
+
+    /// A lease of 1,500 names expires (no revoke) while a watcher reads nothing: its queue fills
+    /// 1,024 changes into that revision, and it leaves the shared watch for one of its own, which
+    /// opens again in the middle of the revision. Every name is still reported `Expired`: the
+    /// lease's record, among the events passed over, still says so. (Before, the names after the
+    /// reopening were reported `Removed`.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn names_of_a_lease_that_expires_are_expired_for_a_watcher_that_fell_behind() {
+        let Some((_cluster, _store, registry)) =
+            one_member_with_defaults("expiry for a watcher that fell behind").await
+        else {
+            return;
+        };
+        let mut watch = registry.watch();
+        let lease = registry.grant(Duration::from_secs(8)).await.unwrap();
+        let names = 1500u16;
+        let writers: Vec<_> = (0..8u16)
+            .map(|w| {
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    for i in (w..names).step_by(8) {
+                        registry
+                            .register(
+                                &format!("exp.{i:04}"),
+                                uri(i),
+                                false,
+                                BTreeSet::new(),
+                                Some(lease),
+                            )
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        // Read each registration as it comes (the queue never fills), then nothing more until
+        // the lease is gone.
+        let mut registered = 0;
+        while registered < names {
+            if let Change::Registered { .. } = next_change(&mut watch, |_| true).await {
+                registered += 1;
+            }
+        }
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        until("the lease to expire", || async {
+            registry.lookup("exp.0000").await.is_err()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut expired = BTreeSet::new();
+        while expired.len() < usize::from(names) {
+            match next_change(&mut watch, |c| !matches!(c, Change::Lagged { .. })).await {
+                Change::Expired { name, .. } => {
+                    assert!(expired.insert(name.clone()), "{name} twice")
+                }
+                other => panic!("after {} expired: {other:?}", expired.len()),
+            }
+        }
+    }
+
     /// A watcher whose queue fills in the middle of a revision etcd sends in fragments (a
     /// lease revoked with 150 names of 17 KB: 2.5 MB, over the 1.5 MiB of a fragment): its
     /// watch is opened again at that revision and passes over the events it delivered, so each

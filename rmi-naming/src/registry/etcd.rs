@@ -1381,7 +1381,9 @@ impl Store for EtcdStore {
             }
             None => {
                 let at = Position::at(start + 1);
+                let id = self.hub.next_id.fetch_add(1, Ordering::Relaxed);
                 *hub = Some(Hub {
+                    id,
                     watchers: vec![Watcher { tx, at }],
                     at,
                 });
@@ -1397,7 +1399,9 @@ impl Store for EtcdStore {
                     self.cluster.clone(),
                     self.keys.clone(),
                     self.hub.clone(),
+                    id,
                     fed,
+                    self.cluster.relaxed_reads.subscribe(),
                 ));
             }
         }
@@ -1713,6 +1717,11 @@ async fn watch_loop(
                     (revision, 1)
                 };
                 if !at.pass(revision, seen.1) {
+                    // Given before this stream was opened; but a lease's record among them
+                    // still says that the names deleted with it in this revision expired.
+                    if kv.key().starts_with(keys.leases.as_bytes()) {
+                        map_event(&keys, event, kv, revision, &mut expired);
+                    }
                     continue;
                 }
                 if let Some(change) = map_event(&keys, event, kv, revision, &mut expired) {
@@ -1787,12 +1796,16 @@ async fn watch_loop(
 struct HubSlot {
     /// `None` while the store has no watcher on the shared watch.
     hub: Mutex<Option<Hub>>,
+    /// The id of the next hub.
+    next_id: AtomicU64,
     /// Told when a watcher goes (see [`Leaving`]).
     gone: tokio::sync::Notify,
 }
 
 /// The watchers of the shared watch.
 struct Hub {
+    /// Which hub of the slot this is (see [`fan_out`]'s guard).
+    id: u64,
     watchers: Vec<Watcher>,
     /// Where the shared watch is in etcd's history: a watcher that joins gets every change
     /// after it.
@@ -1838,7 +1851,27 @@ impl Drop for Leaving {
 /// is full leaves it for a watch of its own, which goes on from where the watcher was once it
 /// reads again (see [`Start::Resume`]): the others are not held up, and it loses nothing. Ends,
 /// and with it the etcd watch, when the last watcher goes.
-async fn fan_out(cluster: Arc<Cluster>, keys: Keys, slot: Arc<HubSlot>, mut fed: WatchRx) {
+async fn fan_out(
+    cluster: Arc<Cluster>,
+    keys: Keys,
+    slot: Arc<HubSlot>,
+    id: u64,
+    mut fed: WatchRx,
+    mut relaxed: tokio::sync::watch::Receiver<u64>,
+) {
+    /// Empties the slot of this hub however the task ends: dropped with the runtime it ran
+    /// on, its watchers' queues go (their streams end, so they watch again), and the next
+    /// `watch()` starts a hub of its own rather than join one that will never deliver.
+    struct Clear<'a>(&'a HubSlot, u64);
+    impl Drop for Clear<'_> {
+        fn drop(&mut self) {
+            let mut hub = self.0.hub.lock();
+            if hub.as_ref().is_some_and(|h| h.id == self.1) {
+                *hub = None;
+            }
+        }
+    }
+    let _clear = Clear(&slot, id);
     loop {
         let next = tokio::select! {
             next = fed.recv() => next,
@@ -1864,6 +1897,10 @@ async fn fan_out(cluster: Arc<Cluster>, keys: Keys, slot: Arc<HubSlot>, mut fed:
         if let Some(at) = at {
             h.at = at;
         }
+        if change == (Change::Lagged { missed: 0 }) {
+            // (The shared watch passes on each read without quorum as this.)
+            relaxed.mark_unchanged();
+        }
         for watcher in std::mem::take(&mut h.watchers) {
             match watcher.tx.try_send_at(change.clone(), at) {
                 Offer::Queued => h.watchers.push(Watcher {
@@ -1872,10 +1909,13 @@ async fn fan_out(cluster: Arc<Cluster>, keys: Keys, slot: Arc<HubSlot>, mut fed:
                 }),
                 Offer::Closed => {}
                 Offer::Full(_) => {
-                    // A change is read again from etcd's history; a `Lagged` is said again.
+                    // A change is read again from etcd's history. A `Lagged` first if this
+                    // change was one, or one may be queued behind it (a read without quorum
+                    // the shared watch has not passed on yet): it would never reach this
+                    // watcher otherwise.
                     let start = Start::Resume {
                         at: watcher.at,
-                        lagged: at.is_none(),
+                        lagged: at.is_none() || relaxed.has_changed().unwrap_or(false),
                     };
                     tokio::spawn(watch_loop(
                         cluster.clone(),
