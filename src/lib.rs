@@ -173,12 +173,19 @@ pub mod __private {
         crate::proxy_builder(uri)
     }
 
-    /// A proxy received inside a value, resolving `PYRONAME:`/`PYROMETA:` through the
-    /// process's default resolver, installed first if nothing has yet: a process that only
-    /// serves (a daemon, no proxy of its own made) receives a `PYRONAME:` callback proxy
-    /// from a Python client, and calls it.
+    /// A proxy received inside a value: `PYRONAME:`/`PYROMETA:` resolve, at its dial, through
+    /// the process's default resolver, the name server's if the program set none (a process
+    /// that only serves receives a `PYRONAME:` callback proxy from a Python client, and
+    /// calls it).
     pub fn received_proxy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
-        crate::naming::default_resolver();
+        serving();
         <Proxy as serde::Deserialize>::deserialize(d)
+    }
+
+    /// A generated server is made: proxies this process receives may be `PYRONAME:` ones
+    /// (an untyped `rmi::Proxy` argument too), which resolve at their dial through the
+    /// default resolver, the name server's if the program set none by then.
+    pub fn serving() {
+        rmi_core::resolve::install_fallback(crate::naming::default_resolver);
     }
 }

@@ -1159,9 +1159,10 @@ async fn rmi_httpgateway_started_before_its_name_server_reaches_it_once_it_is_up
     daemon.shutdown();
 }
 
-/// A gateway bounds the requests under way: with room for two, six requests at once all
-/// succeed, never more than two at the daemon; a request that finds no room is answered `503`
-/// with `Retry-After` at once, and the next one after a call ends is served. (Before, every
+/// A gateway bounds the requests under way: with room for two, six requests at once are each
+/// served or refused, never more than two at the daemon; with two long calls under way, a
+/// request that finds no room is answered `503` with `Retry-After` at once, and the next one
+/// after a call ends is served. (Before, every
 /// request opened its own daemon connection, with no bound: a burst could use up the gateway's
 /// file descriptors.)
 #[tokio::test]

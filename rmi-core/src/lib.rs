@@ -128,11 +128,15 @@ pub mod __private {
         }
     }
 
-    /// A proxy received inside a value (a typed proxy's `Deserialize`), with the default
-    /// resolver, if one is installed (the `rmi` facade installs the name server's first).
+    /// A proxy received inside a value (a typed proxy's `Deserialize`); the `rmi` facade's
+    /// also installs the name server's resolver as the fallback (`resolve::install_fallback`).
     pub fn received_proxy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
         <Proxy as serde::Deserialize>::deserialize(d)
     }
+
+    /// Called when a generated server is made; the `rmi` facade's installs the name server's
+    /// resolver as the fallback (a process that serves may receive `PYRONAME:` proxies).
+    pub fn serving() {}
 
     /// Encodes a method's result in the serializer of its arguments.
     pub fn encode_result<T: serde::Serialize>(

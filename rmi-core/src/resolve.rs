@@ -45,3 +45,20 @@ pub fn install_default(resolver: std::sync::Arc<dyn Resolve>) {
 pub fn default_resolver() -> Option<std::sync::Arc<dyn Resolve>> {
     DEFAULT.get().cloned()
 }
+
+static FALLBACK: std::sync::OnceLock<fn() -> std::sync::Arc<dyn Resolve>> =
+    std::sync::OnceLock::new();
+
+/// Installs what a proxy with no resolver of its own asks for one when it dials a logical URI
+/// and no default is installed (the first installed wins): the `rmi` facade's installs the
+/// name server's default then, in a process that serves objects or receives proxies, so that
+/// a received `PYRONAME:` proxy resolves, without installing a default before the program
+/// had the chance to set its own.
+pub fn install_fallback(make: fn() -> std::sync::Arc<dyn Resolve>) {
+    let _ = FALLBACK.set(make);
+}
+
+/// The resolver a proxy without one uses at its dial: the default, else the fallback's.
+pub(crate) fn at_dial() -> Option<std::sync::Arc<dyn Resolve>> {
+    default_resolver().or_else(|| FALLBACK.get().map(|make| make()))
+}

@@ -867,6 +867,8 @@ async fn ns_environment_child_entry() {
 pub(crate) trait Introducer {
     /// `greeter`'s tutorial method for Rashmi (or why it failed).
     async fn introduce(&self, greeter: GreeterProxy) -> String;
+    /// The same through an untyped proxy.
+    async fn introduce_untyped(&self, greeter: rmi::Proxy) -> String;
 }
 
 struct Introducing;
@@ -875,6 +877,13 @@ impl Introducer for Introducing {
     async fn introduce(&self, greeter: GreeterProxy) -> String {
         greeter
             .welcome_message("Rashmi".into())
+            .await
+            .unwrap_or_else(|e| format!("failed: {e}"))
+    }
+
+    async fn introduce_untyped(&self, greeter: rmi::Proxy) -> String {
+        greeter
+            .call("welcomeMessage", &("Rashmi",))
             .await
             .unwrap_or_else(|e| format!("failed: {e}"))
     }
@@ -921,12 +930,27 @@ async fn received_pyroname_child_entry() {
     });
     // The client side as a Python client's would be: nothing of the facade's resolver.
     let client = IntroducerProxy::from_proxy(rmi::ProxyBuilder::new(hub_uri).build());
+    // A `PYRO:` proxy received sets no default: the program may still set its own.
+    let direct = GreeterProxy::from_proxy(rmi::ProxyBuilder::new(greeter.clone()).build());
+    assert_eq!(client.introduce(direct).await.unwrap(), "Hi welcome Rashmi");
+    let locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(tcp_port(ns.uri()))
+        .no_broadcast();
+    let own = Arc::new(rmi::naming::NamingResolver::new(locator));
+    rmi::naming::set_default_resolver(own).expect("no default installed yet");
     let pyroname: Uri = format!("PYRONAME:received.greeter@127.0.0.1:{}", tcp_port(ns.uri()))
         .parse()
         .unwrap();
-    let unconnected = GreeterProxy::from_proxy(rmi::ProxyBuilder::new(pyroname).build());
+    let unconnected = GreeterProxy::from_proxy(rmi::ProxyBuilder::new(pyroname.clone()).build());
     assert_eq!(
         client.introduce(unconnected).await.unwrap(),
+        "Hi welcome Rashmi"
+    );
+    // An untyped proxy received resolves too.
+    let untyped = rmi::ProxyBuilder::new(pyroname).build();
+    assert_eq!(
+        client.introduce_untyped(untyped).await.unwrap(),
         "Hi welcome Rashmi"
     );
     hub.shutdown();

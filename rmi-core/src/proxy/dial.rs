@@ -258,10 +258,10 @@ impl Proxy {
         let config = &self.shared.config;
         // A proxy made before a default resolver was installed (received inside a value, say)
         // takes the one installed since.
-        let resolver = config
-            .resolver
-            .clone()
-            .or_else(crate::resolve::default_resolver);
+        if let Uri::Pyro { .. } = &*config.uri {
+            return Ok(config.uri.clone());
+        }
+        let resolver = config.resolver.clone().or_else(crate::resolve::at_dial);
         match (&*config.uri, resolver) {
             (Uri::Pyro { .. }, _) => Ok(config.uri.clone()),
             (_, Some(resolver)) => resolver.resolve(&config.uri).await.map(Arc::new),

@@ -43,11 +43,13 @@ pub(super) fn server_impl(names: &Names<'_>, p: &TokenStream) -> TokenStream {
         impl<__T: #contract> #server<__T> {
             /// Wraps `object` for registration in a daemon.
             pub fn new(object: __T) -> Self {
+                #p::serving();
                 Self { inner: #p::std::sync::Arc::new(object) }
             }
 
             /// Wraps an object that is shared with other code.
             pub fn from_arc(object: #p::std::sync::Arc<__T>) -> Self {
+                #p::serving();
                 Self { inner: object }
             }
 
