@@ -863,10 +863,10 @@ impl Connection {
         };
         let mut connect = connect_message();
         // (A daemon that failed to prove the secret too often lately gets no more guesses.)
-        let location = direct
-            .location()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let location = match (&config.secret, direct.location()) {
+            (Some(_), Some(location)) => location.to_string(),
+            _ => String::new(),
+        };
         if config.secret.is_some() {
             crate::auth::ClientGuesses::get().may_offer(&location)?;
         }
