@@ -15,7 +15,14 @@ const KEY: &str = "pyro4 hmac key";
 
 /// A greeter daemon on 127.0.0.1 signing with `key`.
 async fn greeter(key: Option<&str>) -> (rmi::Daemon, rmi::Uri) {
-    let mut builder = rmi::Daemon::builder();
+    greeter_with(rmi::Daemon::builder(), key).await
+}
+
+/// [`greeter`] with `builder`'s other settings.
+async fn greeter_with(
+    mut builder: rmi::DaemonBuilder,
+    key: Option<&str>,
+) -> (rmi::Daemon, rmi::Uri) {
     if let Some(key) = key {
         builder = builder.hmac_key(HmacKey::new(key));
     }
@@ -437,19 +444,7 @@ async fn a_pyro4_client_with_the_key_refused_at_max_connections_is_told_why() {
     let Some(python) = crate::pyro4::python() else {
         return;
     };
-    let daemon = rmi::Daemon::builder()
-        .hmac_key(HmacKey::new(KEY))
-        .max_connections(1)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register_with_id(GreeterServer::new(GreetingMaker), "example.greeter")
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) = greeter_with(rmi::Daemon::builder().max_connections(1), Some(KEY)).await;
     let holder = rmi::Proxy::builder(uri.clone()).hmac_key(HmacKey::new(KEY));
     let holder: GreeterProxy = holder.connect().await.unwrap();
     assert_eq!(

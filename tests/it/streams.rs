@@ -100,10 +100,13 @@ impl Numbers for NumbersObject {
 }
 
 async fn serve(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri) {
+    serve_object(builder, NumbersObject::default()).await
+}
+
+/// [`serve`] with `object`.
+async fn serve_object(builder: rmi::DaemonBuilder, object: NumbersObject) -> (Daemon, rmi::Uri) {
     let daemon = builder.bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon
-        .register(NumbersServer::new(NumbersObject::default()))
-        .unwrap();
+    let uri = daemon.register(NumbersServer::new(object)).unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -985,12 +988,7 @@ async fn a_blocking_stream_takes_nothing_ahead_of_its_reader() {
     let object = NumbersObject::default();
     *object.work.lock().unwrap() = Some(work);
     let taken = object.taken.clone();
-    let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon.register(NumbersServer::new(object)).unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) = serve_object(Daemon::builder(), object).await;
     let proxy = NumbersProxy::connect(&uri).await.unwrap();
     let mut first = proxy.taking().await.unwrap();
     assert_eq!(first.next().await.unwrap().unwrap(), 1);
