@@ -60,6 +60,24 @@ fn spawn_watch(port: u16, args: &[&str]) -> Watch {
 }
 
 impl Watch {
+    /// How the process ended (within 15 s; a failure shows its stderr).
+    async fn exit_status(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                // Give the stderr thread a moment to read the last words.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "rmi-nsc watch went on; its stderr: {:?}",
+                self.stderr.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The next line (up to 15 s) that `pick` accepts; a failure shows how the process ended
     /// and what it wrote to stderr.
     async fn next_line(&mut self, pick: impl Fn(&str) -> bool) -> String {
@@ -154,21 +172,37 @@ async fn rmi_nsc_watch_ends_with_the_name_server() {
     let (status, _) = ns.terminate();
     assert!(status.success(), "rmi-ns: {status}");
     assert_eq!(watch.next_line(|_| true).await, "the name server stopped");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = watch.child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "rmi-nsc watch went on; its stderr: {:?}",
-            watch.stderr.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = watch.exit_status().await;
     assert!(
         status.success(),
         "rmi-nsc watch: {status}; its stderr: {:?}",
         watch.stderr.lock().unwrap()
+    );
+}
+
+/// A name server that dies (SIGKILL: no goodbye) ends `rmi-nsc watch` with a failure that says
+/// so, not with the clean stop above: a script waiting on it must not take a crash for the
+/// end of the changes.
+#[tokio::test]
+async fn rmi_nsc_watch_fails_when_the_name_server_dies() {
+    let (mut ns, port) = spawn_rmi_ns(&[]);
+    let mut watch = spawn_watch(port, &[]);
+    assert_eq!(watch.next_line(|_| true).await, "watching all names");
+    ns.kill_9();
+    let status = watch.exit_status().await;
+    let stderr = watch.stderr.lock().unwrap().clone();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "rmi-nsc watch: {status}; stderr: {stderr:?}"
+    );
+    assert!(
+        stderr.contains("lost the name server while watching"),
+        "stderr: {stderr:?}"
+    );
+    let rest: Vec<String> = watch.lines.try_iter().collect();
+    assert!(
+        !rest.iter().any(|l| l.contains("stopped")),
+        "a crash reported as a stop: {rest:?}"
     );
 }

@@ -425,8 +425,46 @@ fn flag(given: Option<Truthy>, default: bool) -> bool {
 #[derive(Debug, Default)]
 pub struct NameServer {
     registry: Registry,
+    /// Its remote watches.
+    watches: std::sync::Arc<Watches>,
+}
+
+/// How long a stopping name server waits for its remote watches' readers to read that the
+/// watch ended, before its daemon stops (and closes their connections).
+const WATCH_END_WAIT: Duration = Duration::from_secs(1);
+
+/// A name server's remote watches: ended together when it stops, and counted until each has
+/// told its reader so.
+#[derive(Debug, Default)]
+struct Watches {
     /// Set to `true` when the name server stops: remote watches end then.
-    stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Remote watches not yet dropped: a watch is dropped once its reader has read its end
+    /// (or the daemon has given up on it).
+    open: tokio::sync::watch::Sender<usize>,
+}
+
+impl Watches {
+    /// Counts one more open watch, until the returned guard is dropped.
+    fn open(self: &std::sync::Arc<Self>) -> OpenWatch {
+        self.open.send_modify(|n| *n += 1);
+        OpenWatch(self.clone())
+    }
+
+    /// Waits until no watch is open, up to [`WATCH_END_WAIT`].
+    async fn closed(&self) {
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(WATCH_END_WAIT, open.wait_for(|n| *n == 0)).await;
+    }
+}
+
+/// One open remote watch, counted in [`Watches::open`] while it lives.
+struct OpenWatch(std::sync::Arc<Watches>);
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n -= 1);
+    }
 }
 
 impl NameServer {
@@ -439,7 +477,7 @@ impl NameServer {
     pub fn with_registry(registry: Registry) -> Self {
         NameServer {
             registry,
-            stopping: Default::default(),
+            watches: Default::default(),
         }
     }
 
@@ -447,7 +485,7 @@ impl NameServer {
     /// daemon that serves this object, so open watches do not hold up its grace period.
     /// [`NameServerHandle::shutdown`] does it.
     pub fn end_watches(&self) {
-        self.stopping.send_replace(true);
+        self.watches.stopping.send_replace(true);
     }
 
     /// Its registry.
@@ -691,10 +729,12 @@ impl NameServerApi for NameServer {
 
     async fn watch(&self, prefix: Option<String>) -> RemoteStream<Change> {
         use futures_util::StreamExt;
-        let mut stopping = self.stopping.subscribe();
+        let mut stopping = self.watches.stopping.subscribe();
         let stopped = async move {
             let _ = stopping.wait_for(|s| *s).await;
         };
+        // Counted until the daemon drops it: after its reader has read the end, at best.
+        let open = self.watches.open();
         let changes = self.registry.watch().filter(move |change| {
             let keep = match (&prefix, change.name()) {
                 (Some(prefix), Some(name)) => name.starts_with(prefix.as_str()),
@@ -702,7 +742,10 @@ impl NameServerApi for NameServer {
             };
             std::future::ready(keep)
         });
-        RemoteStream::new(changes.take_until(stopped))
+        RemoteStream::new(changes.take_until(stopped).map(move |change| {
+            let _counted = &open;
+            change
+        }))
     }
 }
 
@@ -831,7 +874,7 @@ impl NameServerBuilder {
             None => builder.bind((self.host.as_str(), self.port)).await?,
         };
         let server = NameServer::with_registry(registry.clone());
-        let stopping = server.stopping.clone();
+        let watches = server.watches.clone();
         let uri = daemon.uri_for(NAME_SERVER_OBJECT_ID);
         registry
             .register(
@@ -876,7 +919,7 @@ impl NameServerBuilder {
             serve_task: tokio::sync::Mutex::new(Some(serve_task)),
             responder_task,
             autoclean_task,
-            stopping,
+            watches,
         })
     }
 }
@@ -896,7 +939,7 @@ pub struct NameServerHandle {
     serve_task: tokio::sync::Mutex<Option<ServeTask>>,
     responder_task: Option<JoinHandle<()>>,
     autoclean_task: Option<JoinHandle<()>>,
-    stopping: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    watches: std::sync::Arc<Watches>,
 }
 
 impl NameServerHandle {
@@ -934,22 +977,44 @@ impl NameServerHandle {
         outcome.map_err(|e| Error::Closed(format!("name server task failed: {e}")))?
     }
 
-    /// Stops the name server and its responder; remote watches end.
+    /// Stops the name server and its responder; remote watches end. Their readers get up to a
+    /// second to read that end before the daemon stops (with its grace period for calls
+    /// running) and closes their connections: a watch that finds its connection closed
+    /// instead cannot tell a stop from a crash (`rmi-nsc watch` then fails).
     pub fn shutdown(&self) {
-        self.stopping.send_replace(true);
-        self.daemon.shutdown();
+        self.stop(true);
+    }
+
+    /// [`shutdown`](Self::shutdown), waiting for open watches' readers only if `wait`.
+    fn stop(&self, wait: bool) {
+        self.watches.stopping.send_replace(true);
         if let Some(t) = &self.responder_task {
             t.abort();
         }
         if let Some(t) = &self.autoclean_task {
             t.abort();
         }
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if wait && *self.watches.open.borrow() > 0 => {
+                let (watches, daemon) = (self.watches.clone(), self.daemon.clone());
+                runtime.spawn(async move {
+                    watches.closed().await;
+                    daemon.shutdown();
+                });
+            }
+            _ => self.daemon.shutdown(),
+        }
     }
 }
 
 impl Drop for NameServerHandle {
     fn drop(&mut self) {
-        self.shutdown();
+        // Dropped without a shutdown: nobody waits for the end, so none is waited for. (After
+        // a shutdown, the daemon stops when its watches have ended, as that said.)
+        if !*self.watches.stopping.borrow() {
+            self.stop(false);
+        }
     }
 }
 

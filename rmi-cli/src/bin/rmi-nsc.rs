@@ -137,7 +137,7 @@ enum Command {
     /// Check that the name server answers.
     Ping,
     /// Print changes to the names (all, or those starting with a prefix) as they happen, until
-    /// the name server stops.
+    /// the name server stops (exit status 0) or the connection to it is lost (exit status 1).
     Watch {
         /// Only names starting with this.
         prefix: Option<String>,
@@ -335,14 +335,17 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             while let Some(change) = changes.next().await {
                 match change {
                     Ok(change) => say!("{}", describe(&change))?,
-                    // A name server that stops between two pulls closes the connection
-                    // without answering the next one (or is gone when the proxy dials again
-                    // for it): the same end, seen a moment later.
+                    // The name server crashed, was killed, or the network between went:
+                    // a script waiting on us must not take that for a clean stop. (A name
+                    // server stopped in the moment between two pulls, right after a change,
+                    // closes the connection too, and is reported so: the one case that
+                    // cannot be told apart from a crash without a protocol change.)
                     Err(e) if e.is_connection() => {
-                        if verbose {
-                            eprintln!("rmi-nsc: {}", printable(&e.to_string()));
-                        }
-                        break;
+                        return Err(format!(
+                            "lost the name server while watching ({e}); changes after this \
+                             were not seen"
+                        )
+                        .into());
                     }
                     Err(e) => return Err(e.into()),
                 }
