@@ -10,7 +10,7 @@ use rmi::protocol::frame::MessageType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use crate::support::{
-    connect_handshake, invoke_frame, start_daemon, LabObject, LabProxy, LabServer,
+    connect_handshake, invoke_frame, serve_lab, start_daemon, LabObject, LabProxy, LabServer,
 };
 
 async fn thousand_calls_from_fifty_tasks(serializer: Serializer) {
@@ -134,6 +134,34 @@ async fn calls_over_the_in_flight_limit_wait_for_a_slot() {
     );
     assert_eq!(other.echo(0, 0, "after".into()).await.unwrap().2, "after");
     daemon.shutdown();
+}
+
+/// `usize::MAX` as a limit ("no limit") means as many as can be counted: the daemon serves
+/// calls, where each connection panicked after its handshake, and a shutdown still gives a
+/// running call its grace period (a connection's running calls are counted in `u32`).
+#[tokio::test]
+async fn limits_of_usize_max_mean_no_limit() {
+    let builder = rmi::Daemon::builder()
+        .max_in_flight(usize::MAX)
+        .max_connections(usize::MAX);
+    let (daemon, lab) = serve_lab(builder).await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    for met in within(join_all((0..8).map(|_| proxy.rendezvous(8)))).await {
+        assert_eq!(met.unwrap(), 8);
+    }
+    let running = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.sleep(300).await }
+    });
+    let other = LabProxy::connect(&lab).await.unwrap();
+    within(async {
+        while other.sleeping().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    daemon.shutdown();
+    assert_eq!(within(running).await.unwrap().unwrap(), 300);
 }
 
 /// Fails the test when `what` does not finish within ten seconds.

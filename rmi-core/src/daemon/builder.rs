@@ -32,6 +32,14 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
 pub const DEFAULT_MAX_ORPHANED_CALLS: usize = 1024;
 /// Default [`DaemonBuilder::grace_period`]: how long shutdown waits for running calls.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(5);
+/// The most calls or connections a limit can count: what a semaphore holds, and what a
+/// connection's running calls are counted in (`u32`). A larger setting means this.
+const MAX_COUNT: usize = if Semaphore::MAX_PERMITS < u32::MAX as usize {
+    Semaphore::MAX_PERMITS
+} else {
+    u32::MAX as usize
+};
+
 /// Default [`DaemonBuilder::max_connections`]: open connections per daemon (each costs a file
 /// descriptor and a few KiB; raise the process's descriptor limit to go higher).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
@@ -202,9 +210,10 @@ impl DaemonBuilder {
     }
 
     /// Calls running at once per connection; past it the daemon stops reading that
-    /// connection until one finishes (default 1,024).
+    /// connection until one finishes (default 1,024). At least 1; `usize::MAX` ("no limit")
+    /// means `u32::MAX`, the most a connection's count of running calls is kept in.
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n.max(1);
+        self.max_in_flight = n.clamp(1, MAX_COUNT);
         self
     }
 
@@ -386,7 +395,7 @@ impl DaemonBuilder {
     /// Most connections open at once; one more is answered with a CONNECTFAIL naming this
     /// setting and closed (default 16,384).
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
+        self.max_connections = n.clamp(1, MAX_COUNT);
         self
     }
 
