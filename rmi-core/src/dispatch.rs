@@ -117,31 +117,51 @@ impl<T: Send + 'static> RemoteStream<T> {
     /// [`iter`](Self::iter)'s does. The iterator runs without the read's
     /// [`CallContext`](crate::CallContext). (Its thread is held only while it is asked for an
     /// item; one blocked for ever keeps its thread, and a runtime being dropped waits for it:
-    /// have it end, as a channel does when its senders go.)
+    /// have it end, as a channel does when its senders go.) It is dropped on a blocking thread
+    /// too, at its end or when the stream closes, so its `Drop` may block, or drop a runtime
+    /// of its own, as a synchronous database or HTTP client does.
     pub fn blocking<I>(iter: I) -> Self
     where
         I: IntoIterator<Item = T>,
         I::IntoIter: Send + 'static,
     {
         Self::new(futures_util::stream::unfold(
-            Some(iter.into_iter()),
-            |iter| async move {
-                let mut iter = iter?;
+            Some(OffWorker(Some(iter.into_iter()))),
+            |held| async move {
+                let mut iter = held?.0.take()?;
                 let asked = tokio::task::spawn_blocking(move || {
                     let next =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| iter.next()));
+                    // Done with at its end (or its panic): dropped here, on this thread.
+                    let iter = matches!(next, Ok(Some(_))).then_some(iter);
                     (iter, next)
                 });
                 // (Not run at all: the runtime is shutting down. The stream ends.)
                 let (iter, next) = asked.await.ok()?;
                 match next {
-                    Ok(Some(item)) => Some((item, Some(iter))),
+                    Ok(Some(item)) => Some((item, Some(OffWorker(iter)))),
                     Ok(None) => None,
                     // Raised here, where the daemon catches a producer's panic.
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             },
         ))
+    }
+}
+
+/// The iterator of a [`RemoteStream::blocking`] between reads: dropped on a blocking thread,
+/// where a `Drop` may block (closing a database connection, joining a thread) or drop a
+/// runtime of its own (which panics on a runtime's worker).
+struct OffWorker<I: Send + 'static>(Option<I>);
+
+impl<I: Send + 'static> Drop for OffWorker<I> {
+    fn drop(&mut self) {
+        let Some(iter) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            // (A runtime shutting down drops the task, and `iter` with it, here.)
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(iter))),
+            Err(_) => drop(iter),
+        }
     }
 }
 

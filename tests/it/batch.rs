@@ -328,3 +328,64 @@ async fn a_batch_whose_caller_half_closes_answers_the_calls_that_ran() {
     assert_eq!(proxy.calls().await.unwrap(), 1, "only the first call ran");
     daemon.shutdown();
 }
+
+#[rmi::remote]
+pub(crate) trait Fragile {
+    /// `2 n`; the instance that ran it panics when dropped.
+    async fn twice(&self, n: u32) -> u32;
+    /// The id of the connection the call came on.
+    async fn connection(&self) -> u64;
+}
+
+/// A per-call object whose `Drop` panics once `twice` has run on it.
+#[derive(Default)]
+struct FragileObject(std::sync::atomic::AtomicBool);
+
+impl Drop for FragileObject {
+    fn drop(&mut self) {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            panic!("a per-call instance's Drop panicked");
+        }
+    }
+}
+
+impl Fragile for FragileObject {
+    async fn twice(&self, n: u32) -> u32 {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        2 * n
+    }
+
+    async fn connection(&self) -> u64 {
+        rmi::context::current().expect("call context").connection()
+    }
+}
+
+/// A batch's calls to a per-call object share one instance, dropped after the batch, outside
+/// any one call: a `Drop` that panics there is user code's panic, logged, and must not close
+/// the connection (it did, and the batch's results were lost).
+#[tokio::test]
+async fn a_per_call_instance_that_panics_when_dropped_after_a_batch_loses_nothing() {
+    let daemon = rmi::Daemon::builder().bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_percall(|| FragileServer::new(FragileObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = FragileProxy::connect(&uri).await.unwrap();
+    let connection = proxy.connection().await.unwrap();
+    let mut batch = proxy.batch();
+    let (a, b) = (batch.twice(1), batch.twice(2));
+    let results = tokio::time::timeout(Duration::from_secs(10), batch.send())
+        .await
+        .expect("no reply to the batch")
+        .unwrap();
+    assert_eq!((results.get(&a).unwrap(), results.get(&b).unwrap()), (2, 4));
+    assert_eq!(
+        proxy.connection().await.unwrap(),
+        connection,
+        "the batch's connection was lost"
+    );
+    daemon.shutdown();
+}

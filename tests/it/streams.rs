@@ -1183,3 +1183,112 @@ async fn calls_until_no_stream_is_open(daemon: &Daemon, proxy: &crate::support::
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[rmi::remote]
+pub(crate) trait Owning {
+    /// 0, 1, … `n - 1` from a blocking iterator that owns a runtime of its own, as a
+    /// synchronous database or HTTP client does: dropping it on a runtime's worker panics.
+    async fn owning(&self, n: u32) -> RemoteStream<u32>;
+    /// 0, 1, … `n - 1` from a stream whose `Drop` panics.
+    async fn bomb(&self, n: u32) -> RemoteStream<u32>;
+    /// The id of the connection the call came on.
+    async fn connection(&self) -> u64;
+}
+
+struct OwningObject;
+
+/// An iterator holding a tokio runtime (dropped where it is dropped).
+struct RuntimeOwner {
+    _runtime: tokio::runtime::Runtime,
+    next: u32,
+    end: u32,
+}
+
+impl Iterator for RuntimeOwner {
+    type Item = u32;
+    fn next(&mut self) -> Option<u32> {
+        (self.next < self.end).then(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+}
+
+/// Panics when dropped.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("a producer's Drop panicked");
+    }
+}
+
+impl Owning for OwningObject {
+    async fn owning(&self, n: u32) -> RemoteStream<u32> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        RemoteStream::blocking(RuntimeOwner {
+            _runtime: runtime,
+            next: 0,
+            end: n,
+        })
+    }
+
+    async fn bomb(&self, n: u32) -> RemoteStream<u32> {
+        let bomb = Bomb;
+        RemoteStream::new(futures_util::stream::iter(0..n).map(move |i| {
+            let _armed = &bomb;
+            i
+        }))
+    }
+
+    async fn connection(&self) -> u64 {
+        rmi::context::current().expect("call context").connection()
+    }
+}
+
+/// A stream's producer is user code, dropped where the stream ends: read to its end, closed
+/// early, or cleared at shutdown. One that blocks or panics when dropped (an iterator owning
+/// a runtime panics on a worker) must not end the stream with an error, close its
+/// connection, or make `serve` panic. (The blocking iterator's end came back as a panic, a
+/// panicking `Drop` at a stream's end closed the connection, and `serve` panicked at a
+/// shutdown with either open.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_panics_when_dropped_harms_no_one() {
+    let daemon = Daemon::builder().bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(OwningServer::new(OwningObject)).unwrap();
+    let served = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = OwningProxy::connect(&uri).await.unwrap();
+    let read = |s: rmi::ItemStream<u32>| s.map(|item| item.unwrap()).collect::<Vec<_>>();
+    assert_eq!(read(proxy.owning(3).await.unwrap()).await, [0, 1, 2]);
+    assert_eq!(read(proxy.bomb(3).await.unwrap()).await, [0, 1, 2]);
+    let connection = proxy.connection().await.unwrap();
+    // Closed after one item.
+    for _ in 0..2 {
+        let mut owning = proxy.owning(3).await.unwrap();
+        assert_eq!(owning.next().await.unwrap().unwrap(), 0);
+        drop(owning);
+        let mut bomb = proxy.bomb(3).await.unwrap();
+        assert_eq!(bomb.next().await.unwrap().unwrap(), 0);
+        drop(bomb);
+    }
+    assert_eq!(
+        proxy.connection().await.unwrap(),
+        connection,
+        "the connection was lost"
+    );
+    // Open at the shutdown.
+    let mut owning = proxy.owning(3).await.unwrap();
+    assert_eq!(owning.next().await.unwrap().unwrap(), 0);
+    let mut bomb = proxy.bomb(3).await.unwrap();
+    assert_eq!(bomb.next().await.unwrap().unwrap(), 0);
+    daemon.shutdown();
+    let served = tokio::time::timeout(Duration::from_secs(30), served)
+        .await
+        .expect("serve did not return");
+    assert!(matches!(served, Ok(Ok(()))), "serve: {served:?}");
+}

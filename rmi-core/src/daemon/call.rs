@@ -81,6 +81,10 @@ impl Call {
         self.object_hint = hint;
         // Nobody reads a oneway call's result: not checked, encoded or counted as a failure.
         if oneway && result.is_ok() {
+            // Nor could anyone read a stream it opened (its id goes in no reply).
+            if let Ok(Outcome::Stream(items)) = result {
+                drop_quietly(items, "a stream's producer");
+            }
             return None;
         }
         let ser = self.ser;
@@ -710,7 +714,8 @@ impl Call {
             .scope(
                 AssertUnwindSafe(async {
                     let kept = percall.and_then(|kept| {
-                        kept.lock()
+                        kept.0
+                            .lock()
                             .as_ref()
                             .filter(|(generation, _)| *generation == entry.generation)
                             .map(|(_, instance)| instance.clone())
@@ -723,7 +728,7 @@ impl Call {
                             if let (Some(percall), Target::PerCall(_), Instance::Own(made)) =
                                 (percall, &entry.target, &target)
                             {
-                                *percall.lock() = Some((entry.generation, made.clone()));
+                                *percall.0.lock() = Some((entry.generation, made.clone()));
                             }
                             target
                         }
@@ -793,6 +798,15 @@ impl Call {
 }
 
 /// The message of a panic payload.
+/// Drops `value`, user code (a per-call instance, a stream's producer), where a panic in its
+/// `Drop` must not unwind the daemon's own code: the panic is logged, and goes no further.
+pub(super) fn drop_quietly<T>(value: T, what: &str) {
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        let panic = panic_text(&*panic);
+        tracing::error!(what, %panic, "dropping it panicked");
+    }
+}
+
 pub(super) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -857,7 +871,17 @@ fn malformed(reason: impl std::fmt::Display) -> RemoteError {
 
 /// The instance of a per-call object that serves every call of one batch (with the number of
 /// the registration that made it), made by the first.
-type BatchInstance = parking_lot::Mutex<Option<(u64, Arc<dyn Dispatch>)>>;
+#[derive(Default)]
+struct BatchInstance(parking_lot::Mutex<Option<(u64, Arc<dyn Dispatch>)>>);
+
+impl Drop for BatchInstance {
+    fn drop(&mut self) {
+        // Dropped after the batch, outside any call's panic guard.
+        if let Some(kept) = self.0.get_mut().take() {
+            drop_quietly(kept, "a batch's per-call instance");
+        }
+    }
+}
 
 /// Room a batch's reply keeps beside its results for its annotations (the MAC a shared secret
 /// adds, Pyro4's correlation id).

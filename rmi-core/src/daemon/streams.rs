@@ -24,8 +24,20 @@ pub(crate) type ConnectionId = u64;
 /// A serializer and the protocol it is spoken in.
 pub(super) type Wire = (Serializer, Protocol);
 
+/// A stream's producer. It is user code (an iterator owning a database client, or a runtime
+/// of its own), dropped wherever its stream ends: read to its end, closed, swept, cleared at
+/// shutdown, refused. A panic in its `Drop` is caught there, and goes no further.
+struct Producer(EncodedStream);
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let items = std::mem::replace(&mut self.0, futures_util::stream::empty().boxed());
+        super::call::drop_quietly(items, "a stream's producer");
+    }
+}
+
 struct Slot {
-    items: Arc<tokio::sync::Mutex<EncodedStream>>,
+    items: Arc<tokio::sync::Mutex<Producer>>,
     /// Cancelled when the stream is closed, so a read waiting on it ends ("item stream
     /// terminated") and lets go of it, instead of holding it, its task and its caller's
     /// in-flight slot until an item comes, which may be never.
@@ -117,6 +129,7 @@ impl Streams {
         max: usize,
         max_total: usize,
     ) -> Result<String, RemoteError> {
+        let items = Producer(items);
         let id = uuid::Uuid::new_v4().to_string();
         let expires = {
             let mut table = self.table.lock();
@@ -250,7 +263,7 @@ impl Streams {
         // it would go on after the item it lost, or panic on every read.
         let reading = async {
             let mut producer = items.lock().await;
-            let next = std::panic::AssertUnwindSafe(producer.next());
+            let next = std::panic::AssertUnwindSafe(producer.0.next());
             match futures_util::FutureExt::catch_unwind(next).await {
                 Ok(next) => next,
                 Err(panic) => {
