@@ -292,16 +292,28 @@ impl Shared {
 
     /// Switches to plain registration (the name server turned out to have no leases) and
     /// registers every name held so far plainly, once.
-    async fn go_plain(&self, names: &mut Names, why: &Error) {
+    ///
+    /// In a task of its own: no keeper runs for plain names, so a caller that stopped waiting
+    /// part way (a timeout around a `register`) would leave the rest unregistered for good.
+    async fn go_plain(self: &Arc<Self>, names: &mut Names, why: &Error) {
         warn_plain(self.ns.uri(), why);
         names.plain = true;
         names.lease = None;
         self.current.lock().lease = None;
-        for (name, held) in &names.names {
-            if let Err(e) = self.register_plain(name, held).await {
-                tracing::warn!(%name, error = %e, "could not register again");
+        let todo: Vec<(String, Held)> = names
+            .names
+            .iter()
+            .map(|(name, held)| (name.clone(), held.clone()))
+            .collect();
+        let shared = self.clone();
+        let registering = tokio::spawn(async move {
+            for (name, held) in todo {
+                if let Err(e) = shared.register_plain(&name, &held).await {
+                    tracing::warn!(%name, error = %e, "could not register again");
+                }
             }
-        }
+        });
+        let _ = registering.await;
     }
 
     /// Removes the names held plainly, each only while it still points at its URI (a newer
@@ -367,7 +379,14 @@ impl Shared {
     async fn recover(self: &Arc<Self>, names: &mut Names) -> Result<(), Error> {
         let lease = self.grant().await?;
         names.lease = Some(lease);
-        names.missing.clear();
+        // Every name is missing until registered again under the new lease: a recovery cut
+        // short (its caller stopped waiting, as a timeout around a `register` does) leaves
+        // the rest to the keeper's next rounds instead of losing them.
+        names.missing = names
+            .names
+            .keys()
+            .map(|name| (name.clone(), Backoff::default()))
+            .collect();
         let todo: Vec<(String, Held)> = names
             .names
             .iter()
@@ -375,19 +394,17 @@ impl Shared {
             .collect();
         let results = self.register_all(lease, todo).await;
         let mut again = 0;
-        let mut missing = Vec::new();
         for (name, result) in results {
             match result {
-                Ok(()) => again += 1,
+                Ok(()) => {
+                    again += 1;
+                    names.missing.remove(&name);
+                }
                 Err(e) if lease_lost(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!(%name, error = %e, "could not register again; will keep trying");
-                    missing.push(name);
                 }
             }
-        }
-        for name in missing {
-            names.missing.insert(name, Backoff::default());
         }
         tracing::info!(%lease, names = again, "lease lost: registered again under a new one");
         Ok(())

@@ -383,6 +383,54 @@ async fn many_names_far_from_the_name_server_are_all_registered_again_within_the
     held.revoke().await.unwrap();
 }
 
+/// A `register` that finds the lease lost recovers it: a new lease, every name registered
+/// again. A caller that stops waiting part way (a timeout around its `register`) must leave
+/// the rest to the keeper, not lose them: the new lease was recorded as whole, so the keeper
+/// renewed it and never registered the rest.
+#[tokio::test]
+async fn a_recovery_cut_short_by_its_caller_loses_no_name() {
+    const NAMES: usize = 160;
+    // A keep-alive round a second: the restart falls between two, so the `register` below
+    // meets the lost lease first.
+    let ttl = Duration::from_secs(3);
+    let ns = start(0, Storage::Memory).await;
+    let port = ns.daemon().local_addr().unwrap().port();
+    let relay = crate::support::Relay::with_latency(port, Duration::from_millis(10)).await;
+    let far = Uri::tcp(rmi::naming::NAME_SERVER_OBJECT_ID, "127.0.0.1", relay.port);
+    let names = NameServerProxy::connect(&far).await.unwrap();
+    let (_daemon, _, greeter) = start_daemon().await;
+    let held = names.lease(ttl).await.unwrap();
+    for i in 0..NAMES {
+        held.register(&format!("cut.{i}"), &greeter).await.unwrap();
+    }
+
+    ns.shutdown();
+    ns.wait().await.unwrap();
+    drop(ns);
+    let ns = restart_on(port, Storage::Memory).await;
+    // The shared connection to the name server that went is found closed and dialled again.
+    until("the new name server answers", || async {
+        names.ping().await.is_ok()
+    })
+    .await;
+    // 20 ms a round trip, 16 names at a time: the recovery takes over 200 ms.
+    let cut = tokio::time::timeout(
+        Duration::from_millis(120),
+        held.register("cut.late", &greeter),
+    )
+    .await;
+    assert!(cut.is_err(), "the recovery was not cut short: {cut:?}");
+    let fresh = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let before = fresh.list_prefix("cut.").await.unwrap().len();
+    eprintln!("{before} of {NAMES} names registered again when the recovery was cut short");
+    assert!(before < NAMES, "the recovery had ended");
+    until("every name registered again", || async {
+        fresh.list_prefix("cut.").await.unwrap().len() >= NAMES
+    })
+    .await;
+    held.revoke().await.unwrap();
+}
+
 /// A daemon that registers its entry of a shared name again at another URI (it moved) keeps
 /// one entry: the old one goes, instead of staying under the lease, picked by resolvers and
 /// failing to dial, until the lease went.
