@@ -1027,6 +1027,85 @@ async fn default_resolver_child_entry() {
     println!("DEFAULT RESOLVER CHILD PASSED");
 }
 
+/// Environment variable that turns this test binary into the process of
+/// [`late_default_child_entry`].
+const LATE_DEFAULT_CHILD: &str = "RMI_TEST_LATE_DEFAULT_CHILD";
+
+/// A proxy made before the program installed its default resolver (a server-only process's
+/// received `PYRONAME:` proxy, say) resolves through that default at its dial, and so must
+/// tell it of a dial that failed (a shared name's dead daemon is then passed over) and ask it
+/// where to dial ahead, as a proxy made after does. (It resolved through it, but told it of
+/// nothing.)
+#[tokio::test]
+async fn a_proxy_made_before_the_default_resolver_tells_it_of_a_failed_dial() {
+    // The default is process-wide: the checks run in a child process (this binary again).
+    run_child(
+        "naming::late_default_child_entry",
+        (LATE_DEFAULT_CHILD, "1".into()),
+        &[],
+        "LATE DEFAULT CHILD PASSED",
+    )
+    .await;
+}
+
+/// Resolves every logical URI, after a moment, to a daemon that is not there; counts what
+/// it is told and asked.
+struct Counting {
+    dead: Uri,
+    failed: std::sync::atomic::AtomicUsize,
+    asked_likely: std::sync::atomic::AtomicUsize,
+}
+
+impl rmi::Resolve for Counting {
+    fn resolve<'a>(
+        &'a self,
+        _: &'a Uri,
+    ) -> futures_util::future::BoxFuture<'a, Result<Uri, rmi::Error>> {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(self.dead.clone())
+        })
+    }
+
+    fn dial_failed(&self, _: &Uri, direct: &Uri) {
+        assert_eq!(direct, &self.dead);
+        self.failed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn likely(&self, _: &Uri) -> Option<Uri> {
+        self.asked_likely.fetch_add(1, Ordering::SeqCst);
+        None
+    }
+}
+
+/// Not a test on its own: the child process of
+/// [`a_proxy_made_before_the_default_resolver_tells_it_of_a_failed_dial`] (does nothing unless
+/// [`LATE_DEFAULT_CHILD`] is set).
+#[tokio::test]
+async fn late_default_child_entry() {
+    if std::env::var_os(LATE_DEFAULT_CHILD).is_none() {
+        return;
+    }
+    let early = rmi::ProxyBuilder::new("PYRONAME:somewhere".parse().unwrap()).build();
+    let counting = Arc::new(Counting {
+        dead: Uri::tcp("obj", "127.0.0.1", unused_port()),
+        failed: Default::default(),
+        asked_likely: Default::default(),
+    });
+    rmi::naming::set_default_resolver(counting.clone()).unwrap();
+    let err = early.call::<_, String>("anything", &()).await.unwrap_err();
+    assert!(err.is_connection(), "{err}");
+    assert!(
+        counting.failed.load(Ordering::SeqCst) >= 1,
+        "no dial_failed"
+    );
+    assert!(
+        counting.asked_likely.load(Ordering::SeqCst) >= 1,
+        "no likely"
+    );
+    println!("LATE DEFAULT CHILD PASSED");
+}
+
 fn tcp_port(uri: &Uri) -> u16 {
     match uri.location() {
         Some(rmi::Location::Tcp { port, .. }) => *port,

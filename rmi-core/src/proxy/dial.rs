@@ -216,7 +216,7 @@ impl Proxy {
             return (target, None);
         }
         let config = &self.shared.config;
-        let likely = config.resolver.as_ref().and_then(|r| r.likely(&config.uri));
+        let likely = self.resolver().and_then(|r| r.likely(&config.uri));
         let Some(location) = likely.as_ref().and_then(Uri::location).cloned() else {
             return (resolving.await, None);
         };
@@ -253,16 +253,21 @@ impl Proxy {
         (target, Some(early))
     }
 
+    /// The resolver of a logical URI: the proxy's own, else (a proxy made before a default
+    /// resolver was installed, received inside a value, say) the one installed since. The one
+    /// that resolves a dial is the one told of its failure, and asked where to dial ahead.
+    fn resolver(&self) -> Option<Arc<dyn crate::Resolve>> {
+        let config = &self.shared.config;
+        config.resolver.clone().or_else(crate::resolve::at_dial)
+    }
+
     /// The direct URI to dial: the proxy's own, or what the resolver makes of a logical one.
     async fn resolve(&self) -> Result<Arc<Uri>, Error> {
         let config = &self.shared.config;
-        // A proxy made before a default resolver was installed (received inside a value, say)
-        // takes the one installed since.
         if let Uri::Pyro { .. } = &*config.uri {
             return Ok(config.uri.clone());
         }
-        let resolver = config.resolver.clone().or_else(crate::resolve::at_dial);
-        match (&*config.uri, resolver) {
+        match (&*config.uri, self.resolver()) {
             (Uri::Pyro { .. }, _) => Ok(config.uri.clone()),
             (_, Some(resolver)) => resolver.resolve(&config.uri).await.map(Arc::new),
             (uri, None) => Err(Error::InvalidUri {
@@ -380,9 +385,11 @@ impl Proxy {
             // A timeout too long to represent as an instant is no timeout.
             None => fut.await,
         };
-        if let (Err(e), Some(resolver)) = (&result, &config.resolver) {
+        if let Err(e) = &result {
             if let Some(direct) = resolved.lock().take().filter(|_| e.is_communication()) {
-                resolver.dial_failed(&config.uri, &direct);
+                if let Some(resolver) = self.resolver() {
+                    resolver.dial_failed(&config.uri, &direct);
+                }
             }
         }
         result
