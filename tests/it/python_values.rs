@@ -1434,3 +1434,75 @@ for serializer in ["serpent", "json", "marshal", "msgpack"]:
     }
     daemon.shutdown();
 }
+
+/// [`PYTHON_COUNTER_SERVER`]'s counter on a Pyro5 multiplex daemon over TLS, its certificate
+/// and key in the files `sys.argv[1]` and `sys.argv[2]`.
+const PYTHON_TLS_COUNTER_SERVER: &str = r#"
+import sys
+import Pyro5.api as Pyro
+import Pyro5.server
+Pyro.config.SERVERTYPE = "multiplex"
+Pyro.config.SSL = True
+Pyro.config.SSL_SERVERCERT = sys.argv[1]
+Pyro.config.SSL_SERVERKEY = sys.argv[2]
+Pyro.config.SSL_REQUIRECLIENTCERT = False
+
+@Pyro.expose
+class Counter:
+    def __init__(self):
+        self.n = 0
+    def hit(self, by):
+        self.n += 1
+        return self.n * 1000 + by
+
+daemon = Pyro5.server.Daemon(host="127.0.0.1")
+print(daemon.register(Counter(), "py.counter"))
+daemon.requestLoop()
+"#;
+
+/// Python's multiplex server reads one request per readiness of the socket. Over TLS,
+/// OpenSSL decrypts a whole record, and a request after the first in the same record waits in
+/// its buffer, where the socket's readiness does not show it: requests several tasks send at
+/// once through one proxy must each go in records of their own, or all but the first wait
+/// for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_reach_a_python_multiplex_daemon_over_tls() {
+    use rmi::rustls::{ClientConfig, RootCertStore};
+    let Some(python) = python5() else { return };
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    let server = PythonDaemon::start(
+        python,
+        PYTHON_TLS_COUNTER_SERVER,
+        &[cert.to_str().unwrap(), key.to_str().unwrap()],
+    );
+    let mut roots = RootCertStore::empty();
+    roots.add(made.cert.der().clone()).unwrap();
+    let tls = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let proxy = rmi::Proxy::builder(server.uri.clone())
+        .tls(std::sync::Arc::new(tls))
+        .serializer(rmi::Serializer::Serpent)
+        .timeout(std::time::Duration::from_secs(5))
+        .build();
+    let first: i64 = proxy.call("hit", &(0,)).await.unwrap();
+    assert_eq!(first, 1000);
+    for round in 0..5 {
+        let calls = (0..8i64).map(|i| {
+            let proxy = proxy.clone();
+            async move { proxy.call::<_, i64>("hit", &(i,)).await }
+        });
+        for (i, result) in futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let hit = result.unwrap_or_else(|e| panic!("round {round}, call {i}: {e}"));
+            assert_eq!(hit % 1000, i64::try_from(i).unwrap());
+        }
+    }
+}

@@ -243,13 +243,19 @@ impl ProxyBuilder {
         self
     }
 
-    /// Deadline for dialing plus the CONNECT handshake (default 10 s).
+    /// Deadline for one attempt at dialing plus the CONNECT handshake (default 10 s). A dial
+    /// that fails or times out is tried again [`reconnect_attempts`](Self::reconnect_attempts)
+    /// times, with a backoff of up to 2 s between: with the defaults, a host that drops
+    /// packets holds a call for about 30 s before it fails. A call's own
+    /// [`timeout`](Self::timeout) does not cover dialing.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
     /// Most calls live at once on the connection; more wait (default 1,024, at most 65,535).
+    /// A Python Pyro daemon over TLS gets one at a time, as from Pyro's own proxies: its
+    /// multiplex server would leave requests that came in one TLS record unread.
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.clamp(1, SEQ_VALUES);
         self

@@ -1049,7 +1049,21 @@ impl Connection {
                 })
                 .unwrap_or(answered_in),
         };
-        let slots = Arc::new(Semaphore::new(config.max_in_flight));
+        // A Python daemon over TLS gets one call at a time, as from Pyro's own proxies. Its
+        // multiplex server reads one request each time the socket is readable; requests
+        // written together share a TLS record, which OpenSSL decrypts whole, and those after
+        // the first then wait in its buffer, where readiness does not show them, for ever.
+        // (Its threaded server reads a connection's requests one at a time anyway.)
+        #[cfg(feature = "tls")]
+        let one_at_a_time = in_order && config.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let one_at_a_time = false;
+        let max = if one_at_a_time {
+            1
+        } else {
+            config.max_in_flight
+        };
+        let slots = Arc::new(Semaphore::new(max));
         let mut pending = InFlight::default();
         if let Some((seq, _)) = first_seq {
             // The first call's reply may be read already: its entry is there before any read.
@@ -1093,7 +1107,7 @@ impl Connection {
             orphans: AtomicBool::new(false),
             given_up: AtomicBool::new(false),
         });
-        let (max, busy_shared) = (config.max_in_flight, shared.clone());
+        let busy_shared = shared.clone();
         // Another call in flight, or callers of replies that came together about to send:
         // their requests share a write.
         let busy = Box::new(move || {
