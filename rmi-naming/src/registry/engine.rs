@@ -518,9 +518,15 @@ impl Engine {
             break (value, ack, self.reloads.load(Ordering::SeqCst));
         };
         if let Some(ack) = ack {
-            let result = ack
-                .await
-                .unwrap_or_else(|_| Err("the storage writer stopped".into()));
+            let mut watched = Watched {
+                ack: Some(ack),
+                epoch,
+                engine: self.me.clone(),
+            };
+            let result = watched.ack.as_mut().expect("set above").await;
+            // Answered: this caller reads the state back if the write failed.
+            watched.ack = None;
+            let result = result.unwrap_or_else(|_| Err("the storage writer stopped".into()));
             if let Err(why) = result {
                 // The caller hears of it once memory is what storage holds again.
                 self.reload_after(epoch);
@@ -533,6 +539,24 @@ impl Engine {
             self.failed_in_a_row.store(0, Ordering::SeqCst);
         }
         Ok(value)
+    }
+
+    /// Waits for `ack` in a task of its own: a write nobody waits for (any more) that fails
+    /// has the state read back as its caller's would be, and one that lands ends a run of
+    /// failures.
+    fn watch_ack(me: Weak<Engine>, ack: oneshot::Receiver<Result<(), String>>, epoch: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let written = ack.await;
+            let Some(engine) = me.upgrade() else { return };
+            match written {
+                Ok(Err(_)) => engine.reload_after(epoch),
+                Ok(Ok(())) => engine.failed_in_a_row.store(0, Ordering::SeqCst),
+                Err(_) => {}
+            }
+        });
     }
 
     /// After a write queued in reload `epoch` failed: reads the state back from the journal,
@@ -1119,15 +1143,10 @@ impl Engine {
         // Nobody waits for these writes (a crash before they land expires the lease again on
         // load), but one that fails has the state read back, as a caller's would.
         if let Some(ack) = self.publish(tx) {
-            let me = self.me.clone();
-            tokio::spawn(async move {
-                let written = ack.await;
-                let Some(engine) = me.upgrade() else { return };
-                match written {
-                    Ok(Err(_)) => engine.reload_after(epoch),
-                    Ok(Ok(())) => engine.failed_in_a_row.store(0, Ordering::SeqCst),
-                    Err(_) => {}
-                }
+            drop(Watched {
+                ack: Some(ack),
+                epoch,
+                engine: self.me.clone(),
             });
         }
         next
@@ -1156,6 +1175,24 @@ impl Engine {
     }
 }
 
+/// A write's acknowledgement while its caller waits for it. A caller that stops waiting (its
+/// call's deadline, an orphaned call, the end of a shutdown's grace) leaves it to
+/// [`Engine::watch_ack`]: a failed write must still have the state read back, or memory would
+/// serve what storage never got, and the next write be refused for a reading nobody began.
+struct Watched {
+    ack: Option<oneshot::Receiver<Result<(), String>>>,
+    epoch: u64,
+    engine: Weak<Engine>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if let Some(ack) = self.ack.take() {
+            Engine::watch_ack(self.engine.clone(), ack, self.epoch);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1165,6 +1202,8 @@ mod tests {
     #[derive(Debug, Default)]
     struct Fake {
         fail_next: AtomicBool,
+        /// The next failure is answered 50 ms late.
+        fail_late: AtomicBool,
         /// Readings asked for and not yet answered.
         outstanding: AtomicUsize,
         readings: Mutex<Vec<oneshot::Sender<Result<State, String>>>>,
@@ -1178,6 +1217,13 @@ mod tests {
             self.log.lock().push((behind_a_reading, writes));
             let (ack, done) = oneshot::channel();
             let failed = self.fail_next.swap(false, Ordering::SeqCst);
+            if failed && self.fail_late.swap(false, Ordering::SeqCst) {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = ack.send(Err("disk failing slowly".into()));
+                });
+                return done;
+            }
             let _ = ack.send(if failed {
                 Err("disk full".into())
             } else {
@@ -1216,6 +1262,40 @@ mod tests {
                 BTreeSet::new(),
             )
         }
+    }
+
+    /// A caller that stopped waiting for its write (its call's deadline passed while a slow
+    /// disk failed) must not leave the failure unread back: "x" was served from memory,
+    /// though never stored, and the next write was refused for a reading nobody had begun.
+    #[tokio::test]
+    async fn a_write_whose_caller_stopped_waiting_is_read_back_when_it_fails() {
+        let fake = Arc::new(Fake::default());
+        let engine = Engine::new(
+            State::default(),
+            Limits::default(),
+            Some(Box::new(fake.clone())),
+        );
+        fake.fail_late.store(true, Ordering::SeqCst);
+        fake.fail_next.store(true, Ordering::SeqCst);
+        let register = engine.register("x".into(), entry(2, None), false);
+        let cut = tokio::time::timeout(Duration::from_millis(10), register).await;
+        assert!(cut.is_err(), "the write was answered in time: {cut:?}");
+        // Its failure, 50 ms later, has the state read back: storage has no "x".
+        answer(&fake, Ok(State::default())).await;
+        for _ in 0..500 {
+            if engine.lookup_all("x").is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            engine.lookup_all("x").is_err(),
+            "a name never stored is served"
+        );
+        engine
+            .register("y".into(), entry(3, None), false)
+            .await
+            .unwrap();
     }
 
     /// Storage broken (a write failed, then its reading back): a lease that falls due while
