@@ -879,8 +879,32 @@ impl Engine {
         self.select(filter, |_| true, Some("list")).await
     }
 
+    /// Every entry, copied [`SCAN_CHUNK`] names at a time, the lock let go (and other tasks
+    /// run) between: the whole of a large registry, copied at once, held every lookup,
+    /// registration and keep-alive up for as long as the copy took, each autoclean round.
     pub(crate) async fn all_entries(&self) -> Result<Vec<(String, Entry)>, NamingError> {
-        self.select(&NameFilter::All, |_| true, None).await
+        use std::ops::Bound;
+        let mut after: Option<String> = None;
+        let mut out = Vec::new();
+        loop {
+            let last = {
+                let state = self.state.lock();
+                let from = match &after {
+                    Some(last) => Bound::Excluded(last.as_str()),
+                    None => Bound::Unbounded,
+                };
+                let mut last = None;
+                let chunk = state.entries.range::<str, _>((from, Bound::Unbounded));
+                for (name, slot) in chunk.take(SCAN_CHUNK) {
+                    out.extend(slot.iter().map(|entry| (name.clone(), entry.clone())));
+                    last = Some(name);
+                }
+                last.cloned()
+            };
+            let Some(last) = last else { return Ok(out) };
+            after = Some(last);
+            tokio::task::yield_now().await;
+        }
     }
 
     pub(crate) async fn yplookup(
@@ -1262,6 +1286,33 @@ mod tests {
                 BTreeSet::new(),
             )
         }
+    }
+
+    /// The name server's own full copy (autoclean's) is taken a chunk at a time: every entry
+    /// across the chunks' edges, a shared name's each, once.
+    #[tokio::test]
+    async fn all_entries_copies_every_entry_across_chunks() {
+        let engine = Engine::new(State::default(), Limits::default(), None);
+        let names = 2 * SCAN_CHUNK + 10;
+        for i in 0..names {
+            let name = format!("n{i:04}");
+            let port = u16::try_from(i + 1).unwrap();
+            let shared = i % 100 == 0;
+            for extra in 0..if shared { 3 } else { 1 } {
+                let entry = Entry {
+                    shared,
+                    ..entry(port + 10_000 * extra, None)
+                };
+                engine.register(name.clone(), entry, false).await.unwrap();
+            }
+        }
+        let all = engine.all_entries().await.unwrap();
+        let listed = engine
+            .select(&NameFilter::All, |_| true, None)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), names + 2 * names.div_ceil(100));
+        assert_eq!(all, listed);
     }
 
     /// A caller that stopped waiting for its write (its call's deadline passed while a slow
