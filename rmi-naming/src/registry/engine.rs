@@ -34,6 +34,9 @@ const WATCH_BACKLOG: usize = 1024;
 /// copy them).
 const SCAN_CHUNK: usize = 256;
 
+/// The longest a reading back of the store waits after failures in a row.
+const RELOAD_PAUSE_MAX: Duration = Duration::from_secs(5);
+
 /// One durable change, as a journal writes it.
 #[derive(Debug, Clone)]
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
@@ -563,8 +566,17 @@ impl Engine {
     /// unless a reload was queued after that write (the journal answers in order, so that one
     /// reads what storage holds after it). The reading is a task of its own, so that no
     /// caller given up on leaves the store waiting.
+    ///
+    /// After failures in a row (a full disk, a file made read-only), each reading waits first,
+    /// 100 ms doubled per failure up to 5 s, and writes wait with it: keep-alives, which fail
+    /// too, would otherwise have the whole store read back, and every watcher told it lagged,
+    /// as fast as daemons renew.
     fn reload_after(&self, epoch: u64) {
         let Some(journal) = &self.journal else { return };
+        let pause = match self.failed_in_a_row.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some((Duration::from_millis(100) * (1 << (n - 1).min(6))).min(RELOAD_PAUSE_MAX)),
+        };
         let reading = {
             let _state = self.state.lock();
             // (While broken, a task is already reading it back, again and again.)
@@ -574,12 +586,24 @@ impl Engine {
             }
             self.reloads.fetch_add(1, Ordering::SeqCst);
             self.health.send_replace(Health::Reloading);
-            journal.reload()
+            // Asked now unless it waits (then asked with the state locked too, below).
+            pause.is_none().then(|| journal.reload())
         };
         let me = self.me.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            let mut reading = reading;
+            let mut reading = match reading {
+                Some(reading) => reading,
+                None => {
+                    tokio::time::sleep(pause.unwrap_or_default()).await;
+                    let Some(engine) = me.upgrade() else { return };
+                    let Some(journal) = &engine.journal else {
+                        return;
+                    };
+                    let _state = engine.state.lock();
+                    journal.reload()
+                }
+            };
             let mut pause = Duration::from_millis(100);
             loop {
                 let read = reading
@@ -1228,6 +1252,8 @@ mod tests {
         fail_next: AtomicBool,
         /// The next failure is answered 50 ms late.
         fail_late: AtomicBool,
+        /// Every write fails.
+        fail_all: AtomicBool,
         /// Readings asked for and not yet answered.
         outstanding: AtomicUsize,
         readings: Mutex<Vec<oneshot::Sender<Result<State, String>>>>,
@@ -1240,7 +1266,8 @@ mod tests {
             let behind_a_reading = self.outstanding.load(Ordering::SeqCst) > 0;
             self.log.lock().push((behind_a_reading, writes));
             let (ack, done) = oneshot::channel();
-            let failed = self.fail_next.swap(false, Ordering::SeqCst);
+            let failed = self.fail_next.swap(false, Ordering::SeqCst)
+                || self.fail_all.load(Ordering::SeqCst);
             if failed && self.fail_late.swap(false, Ordering::SeqCst) {
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1286,6 +1313,58 @@ mod tests {
                 BTreeSet::new(),
             )
         }
+    }
+
+    /// Storage that refuses every write (a full disk): keep-alives fail too, and each failure
+    /// had the whole store read back at once, and every watcher told it lagged, as fast as
+    /// daemons renewed. Readings in a row now wait longer and longer first.
+    #[tokio::test]
+    async fn keep_alives_failing_in_a_row_have_the_store_read_back_ever_less_often() {
+        let fake = Arc::new(Fake::default());
+        let engine = Engine::new(
+            State::default(),
+            Limits::default(),
+            Some(Box::new(fake.clone())),
+        );
+        let ttl = Duration::from_secs(60);
+        let lease = engine.grant(ttl).await.unwrap();
+        fake.fail_all.store(true, Ordering::SeqCst);
+        // Every reading is answered at once with what storage holds: the lease.
+        let answered = Arc::new(AtomicUsize::new(0));
+        let answering = tokio::spawn({
+            let (fake, answered) = (fake.clone(), answered.clone());
+            async move {
+                loop {
+                    let asked = fake.readings.lock().pop();
+                    if let Some(answer) = asked {
+                        fake.outstanding.fetch_sub(1, Ordering::SeqCst);
+                        let _ = answer.send(Ok(State::load([], [(lease, ttl, ttl)])));
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        });
+        let mut lagged = engine.changes.subscribe();
+        let (started, mut tries) = (std::time::Instant::now(), 0);
+        while started.elapsed() < Duration::from_secs(1) {
+            let kept = engine.keep_alive(lease);
+            let _ = tokio::time::timeout(Duration::from_millis(20), kept).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            tries += 1;
+        }
+        answering.abort();
+        let readings = answered.load(Ordering::SeqCst);
+        let mut told = 0;
+        while let Ok(change) = lagged.try_recv() {
+            told += usize::from(matches!(change, Change::Lagged { .. }));
+        }
+        // 0, 100, 200 and 400 ms after the failures before: four in the first second.
+        assert!(
+            (1..=6).contains(&readings),
+            "{readings} readings for {tries} keep-alives"
+        );
+        assert!(told <= readings, "{told} lags told");
     }
 
     /// The name server's own full copy (autoclean's) is taken a chunk at a time: every entry
