@@ -92,6 +92,9 @@ pub struct FrameReader<R> {
     /// The smallest read reservation: [`FIRST_READ`] until a read fills the buffer, then
     /// [`MIN_READ`].
     read_size: usize,
+    /// Bytes of a message refused for its size, still to be read and dropped (see
+    /// [`FrameReader::skip_oversized`]).
+    skipping: u64,
 }
 
 /// What a reader knows of the large byte string the front message announces.
@@ -140,6 +143,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             split: None,
             bulk: Bulk::Unknown,
             read_size: FIRST_READ,
+            skipping: 0,
         }
     }
 
@@ -222,7 +226,30 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// True when the next [`read_frame`](Self::read_frame) returns without waiting: a whole
     /// message (or a malformed header) is already buffered.
     pub fn has_frame(&self) -> bool {
-        !self.buf.is_empty() && !matches!(self.check(), Err(frame::Error::Incomplete))
+        self.skipping == 0
+            && !self.buf.is_empty()
+            && !matches!(self.check(), Err(frame::Error::Incomplete))
+    }
+
+    /// Drops the message at the front, refused for its size (over `max_message_size`), as its
+    /// bytes come, without keeping any of them: for a reader whose peer's later messages are
+    /// still wanted (a proxy's connection, which other calls share). Returns its header, read
+    /// without the bound; `None` when the front message is no such one. Read on with
+    /// [`poll_frame`](Self::poll_frame), which drops the rest of it as it comes.
+    pub fn skip_oversized(&mut self) -> Option<frame::Header> {
+        let header = self.oversized_header()?;
+        self.front.set(None);
+        self.bulk = Bulk::Unknown;
+        self.skipping = header.total_len() as u64;
+        self.discard();
+        Some(header)
+    }
+
+    /// Drops what is buffered of the message being skipped.
+    fn discard(&mut self) {
+        let n = usize::try_from(self.skipping).map_or(self.buf.len(), |n| n.min(self.buf.len()));
+        self.buf.advance(n);
+        self.skipping -= n as u64;
     }
 
     /// The header at the front of the buffer, in the reader's protocol (or either), once its
@@ -456,6 +483,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.partial_since = None;
         // The idle clock likewise starts at the first wait on an empty buffer.
         let mut idle_until = None;
+        debug_assert_eq!(self.skipping, 0, "a message is skipped by poll_frame only");
         loop {
             match self.check() {
                 Ok(header) => return self.take(header).map(Some),
@@ -512,6 +540,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             "poll_frame keeps no frame clock"
         );
         loop {
+            if self.skipping > 0 {
+                self.discard();
+                if self.skipping > 0 {
+                    let n = std::task::ready!(self.poll_fill(cx))
+                        .map_err(|e| Error::io("reading from the connection", e))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(Error::ConnectionClosed(
+                            "the connection ended within a message too large to read".into(),
+                        )));
+                    }
+                    continue;
+                }
+            }
             match self.check() {
                 Ok(header) => return Poll::Ready(self.take(header).map(Some)),
                 Err(frame::Error::Incomplete) => {}

@@ -164,6 +164,40 @@ async fn limits_of_usize_max_mean_no_limit() {
     assert_eq!(within(running).await.unwrap().unwrap(), 300);
 }
 
+/// A reply over the proxy's own `max_message_size` (a client that lowered it to protect
+/// itself) fails its own call alone: its bytes are read and dropped, and the other calls on
+/// the shared connection get their replies. (The connection was closed, and every call in
+/// flight on it failed, their results lost.)
+#[tokio::test]
+async fn a_reply_too_large_for_the_proxy_fails_its_own_call_alone() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .limits(rmi::DecodeLimits {
+            max_message_size: 1 << 20,
+            ..Default::default()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let connection = proxy.connection().await.unwrap();
+    let slow = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.blob_after(300, 1000).await }
+    });
+    // (Sent by then, its reply 250 ms away.)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = within(proxy.make_blob(2 << 20)).await.unwrap_err();
+    assert!(
+        matches!(&err, rmi::Error::Protocol(m) if m.contains("max_message_size")),
+        "{err}"
+    );
+    assert_eq!(within(slow).await.unwrap().unwrap().0.len(), 1000);
+    assert_eq!(within(proxy.make_blob(10)).await.unwrap().0.len(), 10);
+    assert_eq!(proxy.connection().await.unwrap(), connection);
+    daemon.shutdown();
+}
+
 /// Fails the test when `what` does not finish within ten seconds.
 async fn within<T>(what: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), what)

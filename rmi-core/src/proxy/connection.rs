@@ -324,7 +324,17 @@ impl ConnShared {
             }
             return;
         }
-        let seq = msg.seq;
+        Self::hand_over(state, msg.seq, Ok(msg), reading, settle);
+    }
+
+    /// Hands call `seq` its reply, or the error in its place (a reply that could not be read).
+    fn hand_over(
+        state: &mut ConnState,
+        seq: u16,
+        reply: Result<Message, Error>,
+        reading: Option<u16>,
+        settle: &mut Settle,
+    ) {
         let Some(p) = state.pending.get_mut(&seq) else {
             state.stray("a reply for a sequence number with no call; ignored", seq);
             return;
@@ -332,7 +342,7 @@ impl ConnShared {
         match &mut p.reply {
             Reply::Waiting(waker) => {
                 let waker = waker.take();
-                p.reply = Reply::Arrived(Ok(msg));
+                p.reply = Reply::Arrived(reply);
                 settle.freed += usize::from(std::mem::take(&mut p.slot));
                 if let Some(waker) = waker.filter(|_| reading != Some(seq)) {
                     settle.woken.push(waker);
@@ -344,7 +354,9 @@ impl ConnShared {
             Reply::Abandoned => {
                 let gone = state.pending.remove(&seq);
                 settle.freed += gone.map_or(0, |p| usize::from(p.slot));
-                settle.orphaned |= state.note_orphan_stream(&msg);
+                if let Ok(msg) = &reply {
+                    settle.orphaned |= state.note_orphan_stream(msg);
+                }
             }
             Reply::Arrived(_) => state.stray("a second reply for one call; ignored", seq),
         }
@@ -511,6 +523,36 @@ impl ConnShared {
                     return Poll::Ready(());
                 }
                 Err(e) => {
+                    // A reply over this proxy's `max_message_size` fails its own call alone:
+                    // its bytes are read and dropped, and the calls sharing the connection go
+                    // on. (Not under a MAC, which every message's bytes must pass.)
+                    let skipped = match side.verifier {
+                        None => side.reader.skip_oversized(),
+                        Some(_) => None,
+                    };
+                    if let Some(header) = skipped.filter(|h| h.msg_type == MessageType::Result) {
+                        let too_large = Error::Protocol(format!(
+                            "the reply of {} bytes exceeds this proxy's max_message_size ({} \
+                             bytes): the call ran, its result was dropped unread",
+                            header.total_len(),
+                            side.reader.max_message_size()
+                        ));
+                        let locked = state.get_or_insert_with(|| self.state.lock());
+                        locked.replies += 1;
+                        Self::hand_over(
+                            locked,
+                            header.seq,
+                            Err(too_large),
+                            reading,
+                            &mut side.settle,
+                        );
+                        drop(state.take());
+                        self.settle(&mut side.settle);
+                        if Some(header.seq) == reading {
+                            return Poll::Ready(());
+                        }
+                        continue;
+                    }
                     drop(state.take());
                     self.close(crate::error::Report(&e).to_string());
                     return Poll::Ready(());
