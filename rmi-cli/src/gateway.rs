@@ -395,7 +395,11 @@ async fn call(
             "403 Forbidden - access to the requested object has been denied",
         );
     }
-    let correlation_id = match headers.get(CORRELATION_HEADER) {
+    // (Empty is absent, as for Pyro's gateway, which makes one then.)
+    let given = headers
+        .get(CORRELATION_HEADER)
+        .filter(|id| !id.as_bytes().is_empty());
+    let correlation_id = match given {
         None => rmi::uuid::Uuid::new_v4(),
         Some(text) => match text.to_str().ok().and_then(|t| t.parse().ok()) {
             Some(id) => id,

@@ -260,6 +260,67 @@ async fn removematching_asks_before_it_removes() {
     assert_eq!((ok, out.as_str()), (true, "removed 1 entry\n"));
 }
 
+/// The answer is about the names the question showed: a name registered while it waited
+/// matches too, but was never shown, and stays. (It was removed with the others.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removematching_removes_only_the_names_it_asked_about() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let names = support::locate(port).await;
+    let uri = rmi::Uri::tcp("obj", "127.0.0.1", 4000);
+    names.register("tmp.shown", &uri).await.unwrap();
+    let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .args([
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "removematching",
+            "tmp.*",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rmi-nsc");
+    let mut stderr = child.stderr.take().unwrap();
+    let asked = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&seen).contains("(y/n)") {
+            if stderr.read(&mut byte).unwrap_or(0) == 0 {
+                break;
+            }
+            seen.push(byte[0]);
+        }
+        (String::from_utf8_lossy(&seen).into_owned(), stderr)
+    })
+    .await
+    .unwrap();
+    let (asked, mut stderr) = asked;
+    assert!(
+        asked.contains("Remove 1 name matching tmp.*: tmp.shown?"),
+        "{asked}"
+    );
+    names.register("tmp.late", &uri).await.unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"y\n").unwrap();
+    drop(stdin);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    assert!(
+        out.status.success() && stdout == "removed 1 entry\n",
+        "{stdout}; stderr: {rest}"
+    );
+    assert!(names.lookup("tmp.shown").await.is_err());
+    assert_eq!(names.lookup("tmp.late").await.unwrap(), uri);
+}
+
 /// Options may follow the command (`rmi-nsc list -n HOST`), as pyro5-nsc's do.
 #[test]
 fn rmi_nsc_takes_options_after_the_command() {
@@ -398,6 +459,8 @@ fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
                 && out.contains(&format!("127.0.0.2:{ns_port}")),
             "{given:?}: {out}"
         );
+        // The error says what to do: no hint that contradicts it.
+        assert!(!out.contains("Start it with"), "{given:?}: {out}");
     }
 }
 

@@ -601,6 +601,22 @@ async fn oneway_calls_answer_at_once_and_correlation_ids_travel() {
     )
     .await;
     assert_eq!(answer.status, 400);
+    // An empty one is none, as for Pyro's gateway (a JavaScript client sending `id ?? ""`):
+    // the gateway makes one.
+    let answer = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/correlation",
+        &[("X-Pyro-Correlation-Id", "")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let made = answer.header("x-pyro-correlation-id").unwrap().to_owned();
+    assert!(
+        made.parse::<rmi::uuid::Uuid>().is_ok_and(|id| !id.is_nil()),
+        "{made}"
+    );
+    assert_eq!(answer.json(), json!(made));
     world.daemon.shutdown();
 }
 
@@ -924,6 +940,17 @@ async fn rmi_httpgateway_reaches_a_name_server_and_daemons_behind_a_shared_secre
         .await
         .err()
         .expect("the gateway started without the key");
+    assert!(err.contains("shared secret"), "{err}");
+    assert!(err.contains("--key"), "no hint: {err}");
+    // Nor when it looks for the name server itself (no --nshost): a refusal is not "not
+    // found". (It served, asking at each request, each a failed guess at the secret from
+    // this host, which locked every client here out of the name server.)
+    let mut looking = at_ns(&["--key", "wrong", "-x"]);
+    looking.drain(..2);
+    let err = spawn_gateway(looking, &[])
+        .await
+        .err()
+        .expect("the gateway started with a wrong key, looking for the name server");
     assert!(err.contains("shared secret"), "{err}");
     assert!(err.contains("--key"), "no hint: {err}");
     daemon.shutdown();

@@ -200,6 +200,16 @@ impl NsLocator {
                 return self.connect(uri).await;
             }
         }
+        // A name server here answered and refused this client (a wrong secret, say): that is
+        // what to say, not "not found". A caller that took it for "not up yet" and asked again
+        // at each request would spend this host's guesses at the secret, and past the
+        // daemon's limit every client here, rightly keyed ones too, is refused for a while.
+        if let Some(at) = tried
+            .iter()
+            .position(|(_, e)| matches!(e, Error::ConnectFailed(_)))
+        {
+            return Err(tried.swap_remove(at).1);
+        }
         let nothing = tried
             .iter()
             .map(|(host, e)| format!("{host}:{} ({})", self.port, rmi_core::error::Report(e)))

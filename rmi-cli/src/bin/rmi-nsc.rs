@@ -386,6 +386,9 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             }
         }
         Command::Removematching { regex, yes } => {
+            // Asked first: the names the answer was about, and no other (one registered while
+            // the question waited matches too, and was never shown).
+            let mut confirmed = None;
             if !yes {
                 // The name server's own entry is never removed: not asked about either.
                 let names: Vec<String> = ns
@@ -409,9 +412,20 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                         "nothing removed: not confirmed (--yes removes without asking)".into(),
                     );
                 }
+                confirmed = Some(names);
             }
             // The count is of entries: a shared name counts once per daemon.
-            let removed = ns.remove_regex(&regex).await?;
+            let removed = match confirmed {
+                None => ns.remove_regex(&regex).await?,
+                Some(names) => {
+                    let mut removed = 0;
+                    for name in names {
+                        let exactly = format!("^{}$", regex::escape(&name));
+                        removed += ns.remove_regex(&exactly).await?;
+                    }
+                    removed
+                }
+            };
             say!(
                 "removed {removed} {}",
                 if removed == 1 { "entry" } else { "entries" }
@@ -514,7 +528,7 @@ async fn main() -> ExitCode {
                 "\nhint: the name server refused the connection: check --key (or --key-file, \
                  or --hmac-key) and --tls-ca (and --tls-cert) against its settings"
                     .to_owned()
-            } else if text.contains("pass --host and --port") {
+            } else if text.contains("pass the host and port") {
                 // Our own error says what to do.
                 String::new()
             } else {
