@@ -733,7 +733,13 @@ impl Call {
                             target
                         }
                     };
-                    target.dispatch(method, args).await
+                    let outcome = target.dispatch(method, args).await;
+                    // A per-call instance's `Drop` (user code) runs here: one that panics is
+                    // logged, and the call's result stands.
+                    if let Instance::Own(instance) = target {
+                        drop_quietly(instance, "an instance");
+                    }
+                    outcome
                 })
                 .catch_unwind(),
             )

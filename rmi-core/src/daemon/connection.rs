@@ -143,9 +143,12 @@ impl ConnectionState {
                         instance
                     }
                 };
-                // Its `Drop` is user code: not under the lock.
+                // Its `Drop` is user code: not under the lock, and a panic in it is not the
+                // factory's, nor this call's.
                 drop(sessions);
-                drop(replaced);
+                if let Some(replaced) = replaced {
+                    super::call::drop_quietly(replaced, "a replaced session instance");
+                }
                 Instance::Own(instance)
             }
             Target::PerCall(make) => Instance::Own(make()),
