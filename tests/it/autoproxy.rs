@@ -238,19 +238,26 @@ impl Relay for RelayObject {
     }
 }
 
-/// A proxy carries its handshake string through Pyro's proxy state, in Pyro5's 6 fields and
-/// Pyro4's 9, both ways: a relay receives it and hands it back, and the proxy that comes
-/// back greets the account's daemon as the original would.
+/// Credentials as a handshake value (a dict to Python).
+#[derive(serde::Serialize)]
+struct Credentials {
+    user: String,
+    token: u32,
+}
+
+/// A proxy carries its handshake through Pyro's proxy state, in Pyro5's 6 fields and Pyro4's
+/// 9, and under bincode, both ways: a relay receives it and hands it back, and the proxy that
+/// comes back greets the account's daemon as the original would. (Under bincode, and for a
+/// handshake that is not a string, it greeted it with the default "hello".)
 #[tokio::test]
-async fn a_proxys_handshake_travels_with_it_in_pyro5_and_pyro4_state() {
+async fn a_proxys_handshake_travels_with_it_in_pyro5_and_pyro4_state_and_bincode() {
     use rmi::protocol::frame::Protocol;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let accounts = rmi::Daemon::builder()
         .validator({
             let seen = seen.clone();
             move |info: &rmi::daemon::HandshakeInfo<'_>| {
-                let data = info.data.as_str().unwrap_or("(not text)").to_owned();
-                seen.lock().unwrap().push(data);
+                seen.lock().unwrap().push(format!("{:?}", info.data));
                 Ok("hello".into())
             }
         })
@@ -267,24 +274,41 @@ async fn a_proxys_handshake_travels_with_it_in_pyro5_and_pyro4_state() {
     let relay_uri = relays.register(RelayServer::new(RelayObject)).unwrap();
     serve(&relays).await;
 
-    for protocol in [Protocol::Pyro5, Protocol::Pyro4] {
+    let credentials = Credentials {
+        user: "ada".into(),
+        token: 42,
+    };
+    for (serializer, protocol, as_value) in [
+        (rmi::Serializer::Serpent, Protocol::Pyro5, false),
+        (rmi::Serializer::Serpent, Protocol::Pyro4, false),
+        (rmi::Serializer::Bincode, Protocol::Pyro5, false),
+        (rmi::Serializer::Serpent, Protocol::Pyro5, true),
+        (rmi::Serializer::MsgPack, Protocol::Pyro5, true),
+    ] {
+        let at = format!("{serializer:?} {protocol:?}");
         let relay: RelayProxy = rmi::Proxy::builder(relay_uri.clone())
-            .serializer(rmi::Serializer::Serpent)
+            .serializer(serializer)
             .protocol(protocol)
             .connect()
             .await
             .unwrap();
-        let token = format!("token for {protocol:?}");
-        let account: AccountProxy = rmi::Proxy::builder(account_uri.clone())
-            .handshake(token.as_str())
-            .build()
-            .into();
+        let token = format!("token for {at}");
+        let builder = rmi::Proxy::builder(account_uri.clone());
+        let builder = match as_value {
+            true => builder.handshake_value(&credentials).unwrap(),
+            false => builder.handshake(token.as_str()),
+        };
+        let account: AccountProxy = builder.build().into();
         let back = relay.pass(account).await.unwrap();
-        assert!(back.deposit(1).await.unwrap() > 0);
+        assert!(back.deposit(1).await.unwrap() > 0, "{at}");
+        let expected = match as_value {
+            true => "{'user': 'ada', 'token': 42}".to_owned(),
+            false => format!("{token:?}"),
+        };
         assert_eq!(
-            seen.lock().unwrap().last().map(String::as_str),
-            Some(token.as_str()),
-            "{protocol:?}: the handshake came back with the proxy"
+            seen.lock().unwrap().last(),
+            Some(&expected),
+            "{at}: the handshake came back with the proxy"
         );
     }
     accounts.shutdown();

@@ -263,13 +263,19 @@ impl Proxy {
 /// `{'__class__': 'Pyro5.client.Proxy', 'state': (uri, oneway, methods, attrs, handshake, None)}`
 /// (to a Pyro4 peer, `Pyro4.core.Proxy` with Pyro4's 9-field state). The URI is the direct one
 /// it is connected to, else the one it was made for; the metadata is the connection's, or empty
-/// (the Python proxy then asks for it). Under bincode it is the URI's text.
+/// (the Python proxy then asks for it). Under bincode it is the URI's text, followed, for a
+/// proxy whose handshake is not the default, by a NUL and the handshake's text (which no URI
+/// holds): the proxy greets the daemon as its sender's would.
 impl Serialize for Proxy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let uri = self.connected_uri().unwrap_or_else(|| self.uri().clone());
         if !s.is_human_readable() {
-            return s.collect_str(&uri);
+            let handshake = &self.shared.config.handshake;
+            if *handshake == builder::DEFAULT_HANDSHAKE {
+                return s.collect_str(&uri);
+            }
+            return s.collect_str(&format_args!("{uri}{HANDSHAKE_AFTER}{handshake}"));
         }
         let meta = self.live().map(|c| c.meta.clone()).unwrap_or_default();
         let uri = uri.to_string();
@@ -317,8 +323,8 @@ fn dial_like_its_receiver(builder: ProxyBuilder) -> ProxyBuilder {
     })
 }
 
-/// A received proxy dials on first use, with default settings, the sender's handshake string
-/// when it sent one, and the TLS settings and shared secret of the side that received it: a
+/// A received proxy dials on first use, with default settings, the sender's handshake (any
+/// value in the Pyro formats, its text under bincode) when it sent one, and the TLS settings and shared secret of the side that received it: a
 /// proxy's own for the proxies in its replies to the daemon it talks to (its own objects),
 /// `DaemonBuilder::callback_secret` and `callback_tls` (feature `tls`) for those in a method's
 /// arguments.
@@ -327,8 +333,18 @@ fn dial_like_its_receiver(builder: ProxyBuilder) -> ProxyBuilder {
 impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         if !d.is_human_readable() {
-            let uri = Uri::deserialize(d)?;
-            return Ok(dial_like_its_receiver(ProxyBuilder::new(uri)).build());
+            let text = std::borrow::Cow::<str>::deserialize(d)?;
+            let (uri, handshake) = match text.split_once(HANDSHAKE_AFTER) {
+                Some((uri, handshake)) => (uri, Some(handshake)),
+                None => (&*text, None),
+            };
+            let uri: Uri = uri.parse().map_err(serde::de::Error::custom)?;
+            let builder = ProxyBuilder::new(uri);
+            let builder = match handshake {
+                Some(handshake) => builder.handshake(handshake),
+                None => builder,
+            };
+            return Ok(dial_like_its_receiver(builder).build());
         }
         let builder = match Received::deserialize(d)? {
             Received::Uri(uri) => ProxyBuilder::new(uri),
@@ -349,6 +365,9 @@ impl<'de> Deserialize<'de> for Proxy {
     }
 }
 
+/// Between a proxy's URI and its handshake, under bincode.
+const HANDSHAKE_AFTER: char = '\0';
+
 /// What a received proxy can be, in the Pyro formats.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -365,18 +384,13 @@ enum Received {
 /// (handshake the 7th).
 struct ProxyState {
     uri: Uri,
-    handshake: Option<String>,
+    handshake: Option<crate::protocol::codec::HandshakeData>,
 }
 
 impl<'de> Deserialize<'de> for ProxyState {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// A state field: text is kept, anything else skipped.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Field {
-            Text(String),
-            Other(serde::de::IgnoredAny),
-        }
+        /// A state field: any value, as a handshake may be (a dict of credentials, say).
+        type Field = crate::protocol::codec::HandshakeData;
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = ProxyState;
@@ -403,10 +417,7 @@ impl<'de> Deserialize<'de> for ProxyState {
                     8 => Some(5),
                     _ => None,
                 };
-                let handshake = at.and_then(|at| match rest.swap_remove(at) {
-                    Field::Text(h) => Some(h),
-                    Field::Other(_) => None,
-                });
+                let handshake = at.map(|at| rest.swap_remove(at));
                 Ok(ProxyState { uri, handshake })
             }
         }
