@@ -52,6 +52,18 @@ use rmi::naming::NameServerProxy;
 use rmi::{Error, Proxy, Serializer, Uri};
 use serde_json::{json, Value};
 
+/// The least time between two searches for a name server that does not answer (see
+/// [`Gateway::relocate`]).
+pub const RELOCATE_EVERY: Duration = Duration::from_secs(2);
+
+/// How a gateway finds its name server again.
+#[derive(Debug)]
+struct Relocate {
+    locator: rmi::naming::NsLocator,
+    /// When it last looked.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
 /// The expose pattern by default, as Pyro's: names starting with `http.`.
 pub const DEFAULT_EXPOSE: &str = r"http\.";
 
@@ -70,7 +82,10 @@ pub const CORRELATION_HEADER: &str = "x-pyro-correlation-id";
 
 /// The gateway's settings and what it keeps between requests; [`Gateway::router`] serves it.
 pub struct Gateway {
-    names: NameServerProxy,
+    /// The name server, as last found.
+    names: std::sync::RwLock<NameServerProxy>,
+    /// How to find it again when it does not answer (see [`Gateway::relocate`]).
+    relocate: Option<Relocate>,
     expose: regex::Regex,
     key: Option<String>,
     cors: Option<HeaderValue>,
@@ -85,7 +100,7 @@ pub struct Gateway {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("name_server", self.names.uri())
+            .field("name_server", self.names().uri())
             .field("expose", &self.expose.as_str())
             .field("key", &self.key.is_some())
             .field("cors", &self.cors)
@@ -102,7 +117,8 @@ impl Gateway {
     /// [`DEFAULT_TIMEOUT`].
     pub fn new(names: NameServerProxy) -> Self {
         Gateway {
-            names,
+            names: std::sync::RwLock::new(names),
+            relocate: None,
             expose: anchored(DEFAULT_EXPOSE).expect("the default pattern compiles"),
             key: None,
             cors: None,
@@ -110,6 +126,77 @@ impl Gateway {
             security: crate::client::Security::default(),
             calls: Some(Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_CALLS))),
             max_calls: DEFAULT_MAX_CALLS,
+        }
+    }
+
+    /// Looks for the name server again with `locator` (its broadcast included) when it does not
+    /// answer, at most once every [`RELOCATE_EVERY`], as Pyro's gateway locates it at each
+    /// request until it answers: a gateway started before its name server, or whose name
+    /// server moved to another host or port, finds it. A name server that refuses the
+    /// gateway's secret is not asked again until then.
+    pub fn relocate(mut self, locator: rmi::naming::NsLocator) -> Self {
+        self.relocate = Some(Relocate {
+            locator,
+            last: std::sync::Mutex::new(None),
+        });
+        self
+    }
+
+    /// The name server, as last found.
+    fn names(&self) -> NameServerProxy {
+        self.names
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After the name server did not answer (`failed`): finds it again, if the gateway
+    /// [relocates](Self::relocate) and has not tried within [`RELOCATE_EVERY`]; true when it
+    /// found one, to be asked again.
+    async fn found_again(&self, failed: &Error) -> bool {
+        let Some(relocate) = &self.relocate else {
+            return false;
+        };
+        if !failed.is_communication() && !matches!(failed, Error::ConnectFailed(_)) {
+            return false;
+        }
+        {
+            let mut last = relocate
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            if last.is_some_and(|at| now.duration_since(at) < RELOCATE_EVERY) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        match relocate.locator.locate().await {
+            Ok(found) => {
+                tracing::info!(name_server = %found.uri(), "gateway: found the name server");
+                *self
+                    .names
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = found;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway: the name server is still not found");
+                false
+            }
+        }
+    }
+
+    /// What `ask` gets of the name server (as last found); asked once more of the one found
+    /// again when it did not answer.
+    async fn ask_names<T, F, Fut>(&self, ask: F) -> Result<T, Error>
+    where
+        F: Fn(NameServerProxy) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        match ask(self.names()).await {
+            Err(e) if self.found_again(&e).await => ask(self.names()).await,
+            other => other,
         }
     }
 
@@ -201,7 +288,9 @@ impl Gateway {
     /// answers (a host gone mid-handshake, a stopped process) would otherwise take all of it,
     /// and the others would never be tried.
     async fn proxy(&self, name: &str) -> Result<Proxy, Error> {
-        let first = self.names.lookup(name).await?;
+        let first = self
+            .ask_names(|names| async move { names.lookup(name).await })
+            .await?;
         let dial = |uri: Uri| {
             let builder = self.security.proxy(uri).serializer(Serializer::Json);
             match self.timeout {
@@ -219,7 +308,7 @@ impl Gateway {
             Err(e) => return Err(e),
         };
         // (A name server without `lookup_all`, Pyro's, has one daemon per name.)
-        let Ok(all) = self.names.lookup_all(name).await else {
+        let Ok(all) = self.names().lookup_all(name).await else {
             return Err(failed);
         };
         for (uri, _) in all.into_iter().filter(|(uri, _)| *uri != first) {
@@ -619,11 +708,15 @@ async fn homepage(gateway: &Gateway) -> Response {
 async fn homepage_within(gateway: &Gateway) -> Response {
     // Only the exposed names are asked for (the name server matches from the start too).
     let pattern = gateway.expose_pattern();
-    let listed = if pattern.is_empty() {
-        gateway.names.list().await
-    } else {
-        gateway.names.list_regex(pattern).await
-    };
+    let listed = gateway
+        .ask_names(|names| async move {
+            if pattern.is_empty() {
+                names.list().await
+            } else {
+                names.list_regex(pattern).await
+            }
+        })
+        .await;
     let names = match listed {
         Ok(names) => names,
         Err(e) => {

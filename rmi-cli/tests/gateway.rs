@@ -1256,3 +1256,60 @@ async fn a_gateway_serves_at_most_its_limit_of_requests_at_once() {
     assert_eq!(served.json(), json!("Hi welcome Ann"));
     world.daemon.shutdown();
 }
+
+/// A gateway started before its name server, which comes up on another host and is found by
+/// the broadcast: as Pyro's gateway, which locates it at each request until it answers, the
+/// gateway finds it and serves. (It kept asking localhost at the port it was given, and
+/// answered 500 for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_started_before_its_name_server_finds_it_by_the_broadcast() {
+    let bcport = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nsport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args = [
+        "--nsport",
+        &nsport.to_string(),
+        "--bchost",
+        "127.255.255.255",
+        "--bcport",
+        &bcport.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (_gateway, port) = spawn_gateway(args, &[]).await.expect("the gateway");
+    let path = "/pyro/http.greeter/welcomeMessage?name=Rashmi";
+    let before = request(port, "GET", path, &[]).await;
+    assert_ne!(before.status, 200, "{before:?}");
+    let ns = rmi::naming::NameServer::builder()
+        .host("127.0.0.2")
+        .port(0)
+        .broadcast("127.255.255.255", bcport)
+        .start()
+        .await
+        .unwrap();
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = serve_greeter(&daemon);
+    names_of(&ns)
+        .await
+        .register("http.greeter", &uri)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let answer = loop {
+        let answer = request(port, "GET", path, &[]).await;
+        if answer.status == 200 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json(), json!("Hi welcome Rashmi"));
+    daemon.shutdown();
+}

@@ -116,7 +116,8 @@ async fn run(args: Args) -> Result<(), Failure> {
     }
     let hint = "is rmi-ns running? (--nshost, --nsport; --key, --hmac-key, --tls-ca for one \
                 that wants them)";
-    let names = match security.locator(locator).locate().await {
+    let locator = security.locator(locator);
+    let names = match locator.locate().await {
         Ok(names) => {
             rmi_cli::found_where_asked(
                 names.uri(),
@@ -134,15 +135,17 @@ async fn run(args: Args) -> Result<(), Failure> {
             let host = args.nshost.clone().unwrap_or_else(|| "localhost".into());
             let uri = rmi::Uri::tcp("Pyro.NameServer", host, args.nsport);
             eprintln!(
-                "rmi-httpgateway: not yet connected to a name server ({}); asking {uri} at \
-                 each request",
+                "rmi-httpgateway: not yet connected to a name server ({}); asking {uri}, and \
+                 looking for it again while it does not answer",
                 rmi_cli::report(&e, None)
             );
             rmi::naming::NameServerProxy::from_proxy(security.proxy(uri).build())
         }
         Err(e) => return Err((e.into(), Some(hint))),
     };
+    // Found again when it does not answer, as Pyro's gateway locates it at each request.
     let gateway = Gateway::new(names.clone())
+        .relocate(locator)
         .security(security)
         .expose(&args.expose)
         .map_err(|e| (e.into(), Some("--expose takes a regular expression")))?
