@@ -127,6 +127,10 @@ impl<R> std::fmt::Debug for FrameReader<R> {
     }
 }
 
+/// How many times its `max_message_size` a message may be for
+/// [`FrameReader::skip_oversized`] to read it and drop it; a larger one is not skipped.
+pub const SKIP_AT_MOST: usize = 4;
+
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `rd`, refusing messages larger than `max_message_size` and any that is not Pyro5.
     pub fn new(rd: R, max_message_size: usize) -> Self {
@@ -234,10 +238,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Drops the message at the front, refused for its size (over `max_message_size`), as its
     /// bytes come, without keeping any of them: for a reader whose peer's later messages are
     /// still wanted (a proxy's connection, which other calls share). Returns its header, read
-    /// without the bound; `None` when the front message is no such one. Read on with
-    /// [`poll_frame`](Self::poll_frame), which drops the rest of it as it comes.
+    /// without the bound; `None` when the front message is no such one, or is over
+    /// [`SKIP_AT_MOST`] times the limit (a peer that claims gigabytes and sends nothing would
+    /// hold every later message up for ever). Read on with [`poll_frame`](Self::poll_frame),
+    /// which drops the rest of it as it comes.
     pub fn skip_oversized(&mut self) -> Option<frame::Header> {
         let header = self.oversized_header()?;
+        if header.total_len() > self.max_message_size.saturating_mul(SKIP_AT_MOST) {
+            return None;
+        }
         self.front.set(None);
         self.bulk = Bulk::Unknown;
         self.skipping = header.total_len() as u64;

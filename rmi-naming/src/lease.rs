@@ -291,29 +291,19 @@ impl Shared {
     }
 
     /// Switches to plain registration (the name server turned out to have no leases) and
-    /// registers every name held so far plainly, once.
-    ///
-    /// In a task of its own: no keeper runs for plain names, so a caller that stopped waiting
-    /// part way (a timeout around a `register`) would leave the rest unregistered for good.
-    async fn go_plain(self: &Arc<Self>, names: &mut Names, why: &Error) {
+    /// registers every name held so far plainly, once. (Under the names' lock, which a revoke
+    /// or an unregister waits for; a caller that stops waiting part way leaves the rest
+    /// unregistered: no keeper runs for plain names.)
+    async fn go_plain(&self, names: &mut Names, why: &Error) {
         warn_plain(self.ns.uri(), why);
         names.plain = true;
         names.lease = None;
         self.current.lock().lease = None;
-        let todo: Vec<(String, Held)> = names
-            .names
-            .iter()
-            .map(|(name, held)| (name.clone(), held.clone()))
-            .collect();
-        let shared = self.clone();
-        let registering = tokio::spawn(async move {
-            for (name, held) in todo {
-                if let Err(e) = shared.register_plain(&name, &held).await {
-                    tracing::warn!(%name, error = %e, "could not register again");
-                }
+        for (name, held) in &names.names {
+            if let Err(e) = self.register_plain(name, held).await {
+                tracing::warn!(%name, error = %e, "could not register again");
             }
-        });
-        let _ = registering.await;
+        }
     }
 
     /// Removes the names held plainly, each only while it still points at its URI (a newer

@@ -142,8 +142,10 @@ pub trait NameServerApi {
     ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, NamingError>;
     /// The changes to names starting with `prefix` (every name if `None`), from now on, as
     /// they happen: registrations, removals, expiries, and `Lagged` when the watcher fell too
-    /// far behind (then list again). Ends when the name server shuts down.
-    async fn watch(&self, prefix: Option<String>) -> RemoteStream<Change>;
+    /// far behind (then list again). Ends when the name server shuts down; refused while it
+    /// is shutting down.
+    #[rmi(raises)]
+    async fn watch(&self, prefix: Option<String>) -> Result<RemoteStream<Change>, NamingError>;
 }
 
 /// A flag as Python reads one: any value, by its truthiness (`0.0` and `None` are false). Pyro5
@@ -727,8 +729,14 @@ impl NameServerApi for NameServer {
             .collect())
     }
 
-    async fn watch(&self, prefix: Option<String>) -> RemoteStream<Change> {
+    async fn watch(&self, prefix: Option<String>) -> Result<RemoteStream<Change>, NamingError> {
         use futures_util::StreamExt;
+        // While it waits for open watches' readers to read their end: a resolver whose watch
+        // ended would open a new one here, which ends at once, and empty its cache each time,
+        // losing the stale answers it is to give while the name server restarts.
+        if *self.watches.stopping.borrow() {
+            return Err(NamingError::new("the name server is shutting down"));
+        }
         let mut stopping = self.watches.stopping.subscribe();
         let stopped = async move {
             let _ = stopping.wait_for(|s| *s).await;
@@ -742,10 +750,12 @@ impl NameServerApi for NameServer {
             };
             std::future::ready(keep)
         });
-        RemoteStream::new(changes.take_until(stopped).map(move |change| {
-            let _counted = &open;
-            change
-        }))
+        Ok(RemoteStream::new(changes.take_until(stopped).map(
+            move |change| {
+                let _counted = &open;
+                change
+            },
+        )))
     }
 }
 

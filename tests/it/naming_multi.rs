@@ -656,6 +656,11 @@ async fn the_lookup_cache_spares_the_name_server_and_answers_stale_when_it_is_do
     let strict = resolver(port).cache(Duration::ZERO);
     strict.resolve_uri(&name).await.unwrap();
 
+    // A watch nobody reads (a client that went quiet): the stopping name server waits up to a
+    // second for it, while a resolver whose watch ended would open another, and must not
+    // empty its cache doing so (it did, and answered nothing stale after).
+    let _unread = names.watch(None).await.unwrap();
+
     // The name server goes away: the watch notices, and the cache answers, stale.
     ns.shutdown();
     drop(ns);

@@ -192,7 +192,7 @@ async fn a_reply_claiming_4_gib_is_refused_by_the_client_without_allocating() {
         .unwrap();
     let err = proxy.call::<_, u32>("m", &(1u32,)).await.unwrap_err();
     assert!(
-        matches!(&err, Error::Protocol(m) if m.contains("max_message_size")),
+        matches!(&err, Error::ConnectionClosed(m) if m.contains("max_message_size")),
         "{err}"
     );
 }
