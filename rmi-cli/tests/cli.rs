@@ -441,12 +441,7 @@ fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
     );
     // A port asked for where nothing answers: the name server the broadcast finds, on another
     // port, is not the one asked for. (Before, `rmi-nsc -p 9999 remove x` removed x from it.)
-    let unused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let unused = support::unused_port().to_string();
     for given in [
         vec!["-p", &unused, "--bcport", &bcport, "ping"],
         vec!["--port", &unused, "ping"],
@@ -467,11 +462,7 @@ fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
 #[test]
 fn rmi_nsc_without_a_name_server_says_so_with_a_hint() {
     // A port nothing listens on: bind one, read it, close it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::unused_port();
     let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .args(["--host", "127.0.0.1", "--port", &port.to_string(), "ping"])
         .output()

@@ -66,11 +66,7 @@ async fn two_rmi_ns_over_one_etcd_serve_the_same_names() {
 #[test]
 fn rmi_ns_says_clearly_when_etcd_is_unreachable() {
     // A port nobody listens on (bound and released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::unused_port();
     let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
         .args(["--port", "0", "--nobc", "--storage"])
         .arg(format!("etcd:127.0.0.1:{port}"))
@@ -105,12 +101,7 @@ async fn several_rmi_ns_over_one_etcd_each_answer_discovery_broadcasts() {
     // Both on one TCP port, on two loopback addresses that are not 127.0.0.1: rmi-nsc's first
     // try (127.0.0.1 at that port) finds nothing, and only the broadcast can find a server,
     // one on the port asked for.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = support::unused_port().to_string();
     let args = |host: &str| {
         vec![
             "--host".to_owned(),

@@ -1068,12 +1068,7 @@ async fn rmi_httpgateway_refuses_a_name_server_on_another_port_than_the_one_aske
     );
     let bcport = lines[1].rsplit(':').next().unwrap().to_owned();
     let ns_port = support::port_of(&lines[0]);
-    let unused = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let unused = support::unused_port().to_string();
     let args = |extra: &[&str]| -> Vec<String> {
         ["--bcport", &bcport]
             .iter()
@@ -1146,11 +1141,7 @@ async fn a_shared_name_is_answered_while_one_of_its_daemons_never_answers() {
 /// (Before, it exited at once.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmi_httpgateway_started_before_its_name_server_reaches_it_once_it_is_up() {
-    let ns_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let ns_port = support::unused_port();
     let (mut child, port) = spawn_gateway(
         vec![
             "--nshost".into(),
@@ -1268,11 +1259,7 @@ async fn a_gateway_started_before_its_name_server_finds_it_by_the_broadcast() {
         .local_addr()
         .unwrap()
         .port();
-    let nsport = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let nsport = support::unused_port();
     let args = [
         "--nsport",
         &nsport.to_string(),

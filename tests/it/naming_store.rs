@@ -357,21 +357,8 @@ async fn a_daemon_registers_again_by_itself_after_the_name_server_restarts() {
 async fn many_names_far_from_the_name_server_are_all_registered_again_within_the_ttl() {
     const NAMES: usize = 40;
     let ttl = Duration::from_millis(300);
-    let ns = start(0, Storage::Memory).await;
-    let port = ns.daemon().local_addr().unwrap().port();
-    let relay = crate::support::Relay::with_latency(port, Duration::from_millis(10)).await;
-    let far = Uri::tcp(rmi::naming::NAME_SERVER_OBJECT_ID, "127.0.0.1", relay.port);
-    let names = NameServerProxy::connect(&far).await.unwrap();
-    let (_daemon, _, greeter) = start_daemon().await;
-    let held = names.lease(ttl).await.unwrap();
-    for i in 0..NAMES {
-        held.register(&format!("far.{i}"), &greeter).await.unwrap();
-    }
-
-    ns.shutdown();
-    ns.wait().await.unwrap();
-    drop(ns);
-    let ns = restart_on(port, Storage::Memory).await;
+    let mut far = FarNames::hold(NAMES, "far.", ttl).await;
+    let ns = far.restart().await;
     let fresh = NameServerProxy::connect(ns.uri()).await.unwrap();
     let all_there = || async { fresh.list_prefix("far.").await.unwrap().len() == NAMES };
     until("every name registered again", all_there).await;
@@ -380,7 +367,7 @@ async fn many_names_far_from_the_name_server_are_all_registered_again_within_the
         tokio::time::sleep(ttl / 2).await;
         assert!(all_there().await, "names lost after they came back");
     }
-    held.revoke().await.unwrap();
+    far.held.revoke().await.unwrap();
 }
 
 /// A `register` that finds the lease lost recovers it: a new lease, every name registered
@@ -393,21 +380,9 @@ async fn a_recovery_cut_short_by_its_caller_loses_no_name() {
     // A keep-alive round a second: the restart falls between two, so the `register` below
     // meets the lost lease first.
     let ttl = Duration::from_secs(3);
-    let ns = start(0, Storage::Memory).await;
-    let port = ns.daemon().local_addr().unwrap().port();
-    let relay = crate::support::Relay::with_latency(port, Duration::from_millis(10)).await;
-    let far = Uri::tcp(rmi::naming::NAME_SERVER_OBJECT_ID, "127.0.0.1", relay.port);
-    let names = NameServerProxy::connect(&far).await.unwrap();
-    let (_daemon, _, greeter) = start_daemon().await;
-    let held = names.lease(ttl).await.unwrap();
-    for i in 0..NAMES {
-        held.register(&format!("cut.{i}"), &greeter).await.unwrap();
-    }
-
-    ns.shutdown();
-    ns.wait().await.unwrap();
-    drop(ns);
-    let ns = restart_on(port, Storage::Memory).await;
+    let mut far = FarNames::hold(NAMES, "cut.", ttl).await;
+    let ns = far.restart().await;
+    let (names, held, greeter) = (&far.names, &far.held, &far.greeter);
     // The shared connection to the name server that went is found closed and dialled again.
     until("the new name server answers", || async {
         names.ping().await.is_ok()
@@ -416,7 +391,7 @@ async fn a_recovery_cut_short_by_its_caller_loses_no_name() {
     // 20 ms a round trip, 16 names at a time: the recovery takes over 200 ms.
     let cut = tokio::time::timeout(
         Duration::from_millis(120),
-        held.register("cut.late", &greeter),
+        held.register("cut.late", greeter),
     )
     .await;
     assert!(cut.is_err(), "the recovery was not cut short: {cut:?}");
@@ -428,7 +403,7 @@ async fn a_recovery_cut_short_by_its_caller_loses_no_name() {
         fresh.list_prefix("cut.").await.unwrap().len() >= NAMES
     })
     .await;
-    held.revoke().await.unwrap();
+    far.held.revoke().await.unwrap();
 }
 
 /// A daemon that registers its entry of a shared name again at another URI (it moved) keeps
@@ -719,6 +694,58 @@ async fn one_lease_name_server() -> NameServerHandle {
         .start()
         .await
         .unwrap()
+}
+
+/// A daemon's `count` names (`prefix` and a number) under a lease of `ttl`, 20 ms (a round
+/// trip) from a name server in memory.
+struct FarNames {
+    /// The name server, until [`restart`](FarNames::restart) takes it.
+    ns: Option<NameServerHandle>,
+    port: u16,
+    /// The relay that puts the name server 20 ms away, kept while the names are.
+    _relay: crate::support::Relay,
+    /// The name server, through the relay.
+    names: NameServerProxy,
+    held: rmi::naming::LeasedNames,
+    /// The daemon whose greeter the names point at, kept while they are.
+    _daemon: rmi::Daemon,
+    greeter: Uri,
+}
+
+impl FarNames {
+    async fn hold(count: usize, prefix: &str, ttl: Duration) -> FarNames {
+        let ns = start(0, Storage::Memory).await;
+        let port = ns.daemon().local_addr().unwrap().port();
+        let relay = crate::support::Relay::with_latency(port, Duration::from_millis(10)).await;
+        let far = Uri::tcp(rmi::naming::NAME_SERVER_OBJECT_ID, "127.0.0.1", relay.port);
+        let names = NameServerProxy::connect(&far).await.unwrap();
+        let (daemon, _, greeter) = start_daemon().await;
+        let held = names.lease(ttl).await.unwrap();
+        for i in 0..count {
+            held.register(&format!("{prefix}{i}"), &greeter)
+                .await
+                .unwrap();
+        }
+        FarNames {
+            ns: Some(ns),
+            port,
+            _relay: relay,
+            names,
+            held,
+            _daemon: daemon,
+            greeter,
+        }
+    }
+
+    /// The name server goes away with everything it knew, and another comes up on its port
+    /// (returned), which knows nothing of the names' lease.
+    async fn restart(&mut self) -> NameServerHandle {
+        let ns = self.ns.take().expect("restarted once");
+        ns.shutdown();
+        ns.wait().await.unwrap();
+        drop(ns);
+        restart_on(self.port, Storage::Memory).await
+    }
 }
 
 /// Waits until `names` can be granted a lease (with `max_leases` 1: until the one granted

@@ -7,6 +7,14 @@ use std::process::{Child, Command, Stdio};
 
 use rmi::naming::{NameServerProxy, NsLocator};
 
+/// A TCP port on 127.0.0.1 that nothing listens on: bound, read, and let go.
+pub(crate) fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
 /// Kills the child process when dropped, so a failing test leaves nothing running.
 pub(crate) struct ChildGuard(pub(crate) Child);
 
