@@ -279,6 +279,36 @@ async fn a_reconnected_caller_picks_up_a_lingering_stream() {
     daemon.shutdown();
 }
 
+/// A streaming method called as a plain one (`call`, or a trait written to match a Python
+/// class whose method returns a generator) is answered "result of call is an iterator", and
+/// the stream the daemon opened for it is closed by the proxy's next call. (It stayed open for
+/// the connection's life: past `max_streams_per_connection`, every stream was refused.)
+#[tokio::test]
+async fn a_stream_returned_to_a_plain_call_is_closed() {
+    let (daemon, uri) = serve(Daemon::builder().max_streams_per_connection(4)).await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    for i in 0..10 {
+        let err = proxy
+            .proxy()
+            .call::<_, Vec<u32>>("count", &(3u32,))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("is an iterator"),
+            "call {i}: {err}"
+        );
+    }
+    let items: Vec<u32> = proxy
+        .count(3)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(items, [1, 2, 3]);
+    eventually("the unread streams closed", || daemon.open_streams() == 0).await;
+}
+
 #[tokio::test]
 async fn open_streams_are_capped_per_connection_and_closed_by_shutdown() {
     let (daemon, uri) = serve(Daemon::builder().max_streams_per_connection(2)).await;

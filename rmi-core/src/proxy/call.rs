@@ -79,7 +79,7 @@ impl Proxy {
         kwargs: &K,
     ) -> Result<R, Error> {
         let (mut reply, protocol, _) = self.request(None, method, args, Some(kwargs), 0).await?;
-        decode_result(&mut reply, protocol, &self.shared)
+        self.decode_plain(&mut reply, protocol)
     }
 
     /// Calls `method` as [`call_kwargs`](Self::call_kwargs) does, and returns its reply
@@ -143,7 +143,7 @@ impl Proxy {
     ) -> Result<Reply<R>, Error> {
         let (mut reply, protocol, correlation_id) =
             self.request(object, method, args, None::<&()>, 0).await?;
-        let value = decode_result(&mut reply, protocol, &self.shared)?;
+        let value = self.decode_plain(&mut reply, protocol)?;
         Ok(Reply {
             value,
             annotations: reply.annotations,
@@ -314,6 +314,23 @@ impl Proxy {
     /// life. Sent on `conn`, where the streams are, and only while it is the proxy's connection:
     /// closed, it took them with it (the daemon drops them after their linger), and a new
     /// dial only to close them would open a connection the caller had closed.
+    /// [`decode_result`], for a caller that reads no stream: a stream the reply opened anyway
+    /// (a Python method that returned a generator, a streaming method called as a plain one,
+    /// both answered "result of call is an iterator") is closed by the proxy's next call, as
+    /// one given up on is, instead of staying open on the daemon for the connection's life.
+    fn decode_plain<R: DeserializeOwned>(
+        &self,
+        reply: &mut Message,
+        protocol: Protocol,
+    ) -> Result<R, Error> {
+        if reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
+            if let Some(conn) = self.live() {
+                conn.shared.note_unread_stream(reply);
+            }
+        }
+        decode_result(reply, protocol, &self.shared)
+    }
+
     pub(super) fn close_orphan_streams(&self, conn: &Arc<Connection>, ids: Vec<String>) {
         let (proxy, conn) = (self.clone(), conn.clone());
         tokio::spawn(async move {
@@ -494,7 +511,7 @@ impl Proxy {
         let (mut reply, protocol, _) = self
             .request(None, BATCH_METHOD, args, None::<&()>, frame::FLAGS_BATCH)
             .await?;
-        decode_result(&mut reply, protocol, &self.shared)
+        self.decode_plain(&mut reply, protocol)
     }
 
     /// Connects if needed; the serializer and protocol of the connection a batch goes over.

@@ -456,6 +456,14 @@ impl ConnShared {
         settle.woken.drain(..).for_each(Waker::wake);
     }
 
+    /// Notes the stream `reply` opened for a caller that reads none, to be closed with the
+    /// streams of calls given up on.
+    pub(super) fn note_unread_stream(&self, reply: &Message) {
+        if self.state.lock().note_orphan_stream(reply) {
+            self.orphans.store(true, Ordering::Release);
+        }
+    }
+
     /// The streams the daemon opened for calls given up before their replies came, taken to
     /// be closed; none (and no lock) in the common case.
     pub(super) fn take_orphan_streams(&self) -> Vec<String> {

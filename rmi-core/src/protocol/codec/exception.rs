@@ -53,7 +53,15 @@ impl Serialize for PyroException<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let err = self.0;
         let (class, message) = if sent_as_is(err) {
-            (err.type_name.clone(), err.message.clone())
+            // A Pyro4 error relayed (a Pyro4 name server's `NamingError`, say) goes by Pyro5's
+            // name, which Pyro5 rebuilds (it refuses Pyro4's, and drops its connection for
+            // that); every Pyro4 error class has its Pyro5 namesake, and a Pyro4 peer gets
+            // its own name back where Pyro5 classes are renamed for it.
+            let class = match err.type_name.strip_prefix("Pyro4.errors.") {
+                Some(rest) => format!("Pyro5.errors.{rest}"),
+                None => err.type_name.clone(),
+            };
+            (class, err.message.clone())
         } else {
             (
                 "builtins.RuntimeError".to_owned(),

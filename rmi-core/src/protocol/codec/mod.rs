@@ -1509,6 +1509,17 @@ mod tests {
             // Pyro5 peers keep Pyro5's names.
             let doc = encode_error(ser, &err);
             assert!(String::from_utf8_lossy(&doc).contains("Pyro5.errors.NamingError"));
+            // A Pyro4 error relayed goes to a Pyro5 peer by Pyro5's name (it refuses Pyro4's
+            // class as unsupported), and back to a Pyro4 peer by its own.
+            let relayed = RemoteError {
+                type_name: "Pyro4.errors.NamingError".into(),
+                ..err.clone()
+            };
+            let text = String::from_utf8_lossy(&encode_error(ser, &relayed)).into_owned();
+            assert!(text.contains("Pyro5.errors.NamingError"), "{ser:?}: {text}");
+            let doc = encode_error_in(ser, Protocol::Pyro4, &relayed);
+            let text = String::from_utf8_lossy(&doc);
+            assert!(text.contains("Pyro4.errors.NamingError"), "{ser:?}: {text}");
         }
         assert_eq!(
             String::from_utf8(
