@@ -138,8 +138,9 @@ impl Registration {
     }
 
     /// Runs each instance's calls one at a time (what Pyro's thread-per-connection gave
-    /// session objects). Calls that arrive on one connection run in the order they arrived,
-    /// pipelined and oneway ones included; calls from different connections take turns in the
+    /// session objects for their calls that answer). Calls that arrive on one connection run
+    /// in the order they arrived, pipelined and oneway ones included (Pyro runs a oneway call
+    /// in a thread of its own, beside the next); calls from different connections take turns in the
     /// order they reach the instance. Calls to other instances still run concurrently. A call
     /// waits for its turn no longer than its caller's deadline (counted from its arrival):
     /// past it, the call is answered `DeadlineExceeded` without running, and the calls behind
