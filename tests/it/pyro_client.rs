@@ -1052,3 +1052,46 @@ async fn a_proxy_that_met_pyro4_speaks_pyro5_to_the_rmi_daemon_its_name_moved_to
     assert_eq!(greeter.proxy().serializer(), Serializer::Bincode);
     daemon.shutdown();
 }
+
+/// A Pyro5 client whose request is over the daemon's `max_message_size`: refused with Pyro's
+/// `MessageTooLargeError` (a `CommunicationError`), so the Python proxy lets go of the
+/// connection the daemon closes and its next call goes out on a new one. (An rmi class reached
+/// it as `RuntimeError`: it kept the socket, and its next call failed with
+/// `ConnectionClosedError`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_request_too_large_is_refused_and_the_next_call_goes_through() {
+    let Some(python) = python5() else { return };
+    let daemon = rmi::Daemon::builder()
+        .limits(rmi::DecodeLimits {
+            max_message_size: 1 << 20,
+            ..Default::default()
+        })
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon.register(GreeterServer::new(GreetingMaker)).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let out = run(python, OVERSIZED_CLIENT, vec![uri.to_string()]).await;
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["refused: MessageTooLargeError", "Hi welcome again"],
+        "{out}"
+    );
+    daemon.shutdown();
+}
+
+/// A Pyro5 client sending one call over 1 MiB, then a small one on the same proxy.
+const OVERSIZED_CLIENT: &str = r#"
+import sys
+import Pyro5.api, Pyro5.errors
+with Pyro5.api.Proxy(sys.argv[1]) as greeter:
+    try:
+        greeter.welcomeMessage("x" * 2_000_000)
+        print("answered")
+    except Pyro5.errors.CommunicationError as e:
+        print("refused:", type(e).__name__)
+    print(greeter.welcomeMessage("again"))
+"#;

@@ -986,9 +986,16 @@ fn refuse_oversized(
     if header.msg_type != MessageType::Invoke {
         return None;
     }
+    // In a Pyro format, Pyro's own class: a `CommunicationError`, on which a Python proxy lets
+    // go of the connection this daemon closes, and dials anew for its next call (an rmi class
+    // would reach it as `RuntimeError`, and its next call find the connection closed).
+    let class = match protocol.serializer(header.serializer) {
+        Some(codec::Serializer::Bincode) | None => "rmi.MessageTooLarge",
+        Some(_) => "Pyro5.errors.MessageTooLargeError",
+    };
     let err = RemoteError::new(
         RemoteErrorKind::Other,
-        "rmi.MessageTooLarge",
+        class,
         format!(
             "the daemon refused a request of {} bytes unread: over its max_message_size ({max} \
              bytes)",
