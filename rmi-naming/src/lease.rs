@@ -52,6 +52,10 @@ struct Names {
     /// the name server was full, a call failed): tried again in later keep-alive rounds, each
     /// after a backoff.
     missing: BTreeMap<String, Backoff>,
+    /// Names still to be registered plainly after the switch to plain registration (see
+    /// `Shared::go_plain`), the last first: left by a caller that stopped waiting part way,
+    /// for the keeper's next round.
+    plain_todo: Vec<String>,
 }
 
 /// When a missing name is tried again: after `wait` more keep-alive rounds; each failure
@@ -291,18 +295,30 @@ impl Shared {
     }
 
     /// Switches to plain registration (the name server turned out to have no leases) and
-    /// registers every name held so far plainly, once. (Under the names' lock, which a revoke
-    /// or an unregister waits for; a caller that stops waiting part way leaves the rest
-    /// unregistered: no keeper runs for plain names.)
+    /// registers every name held so far plainly, once (see [`finish_plain`]).
+    ///
+    /// [`finish_plain`]: Shared::finish_plain
     async fn go_plain(&self, names: &mut Names, why: &Error) {
         warn_plain(self.ns.uri(), why);
         names.plain = true;
         names.lease = None;
         self.current.lock().lease = None;
-        for (name, held) in &names.names {
-            if let Err(e) = self.register_plain(name, held).await {
-                tracing::warn!(%name, error = %e, "could not register again");
+        names.plain_todo = names.names.keys().cloned().collect();
+        self.finish_plain(names).await;
+    }
+
+    /// Registers plainly the names still to be (`plain_todo`), under the names' lock, which
+    /// a revoke or an unregister waits for. One is ticked off only once its call has ended: a
+    /// caller that stops waiting part way (a timeout around a `register`) leaves the rest to
+    /// the keeper's next round; a name unregistered (or revoked) meanwhile is skipped.
+    async fn finish_plain(&self, names: &mut Names) {
+        while let Some(name) = names.plain_todo.last() {
+            if let Some(held) = names.names.get(name) {
+                if let Err(e) = self.register_plain(name, held).await {
+                    tracing::warn!(%name, error = %e, "could not register again");
+                }
             }
+            names.plain_todo.pop();
         }
     }
 
@@ -466,6 +482,8 @@ impl Shared {
     async fn keep_alive(self: &Arc<Self>) {
         let mut names = self.names.lock().await;
         if names.plain {
+            // Names a caller left unregistered when it stopped waiting (none, usually).
+            self.finish_plain(&mut names).await;
             return;
         }
         let result = match names.lease {

@@ -1095,3 +1095,68 @@ with Pyro5.api.Proxy(sys.argv[1]) as greeter:
         print("refused:", type(e).__name__)
     print(greeter.welcomeMessage("again"))
 "#;
+
+/// A daemon's leased names whose rmi name server is replaced, on its port, by Pyro5's, which
+/// has no leases: the names go plain, registered again one by one. A `register` that meets
+/// the switch and is cut short by its caller leaves the rest to the keeper's next round.
+/// (They stayed unregistered for good: no keeper ran for plain names.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_going_plain_cut_short_are_registered_by_the_keeper() {
+    use std::time::Duration;
+    let Some(python) = python5() else { return };
+    const NAMES: usize = 1000;
+    let ns = rmi::naming::NameServer::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let port = ns.daemon().local_addr().unwrap().port();
+    let names = locate(port).await;
+    let (daemon, uri) = rust_greeter().await;
+    // A keep-alive round every 8 s: the `register` below meets the switch first.
+    let held = names.lease(Duration::from_secs(24)).await.unwrap();
+    for i in 0..NAMES {
+        held.register(&format!("plain.{i}"), &uri).await.unwrap();
+    }
+    ns.shutdown();
+    ns.wait().await.unwrap();
+    drop(ns);
+    let _pyro = tokio::task::spawn_blocking(move || {
+        let port = port.to_string();
+        let args = [
+            "-m",
+            "Pyro5.nameserver",
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-x",
+        ];
+        let mut ns = PythonProcess::start(python, &args);
+        ns.wait_for("URI = ");
+        ns
+    })
+    .await
+    .unwrap();
+    let pyro = locate(port).await;
+    let cut =
+        tokio::time::timeout(Duration::from_millis(50), held.register("plain.late", &uri)).await;
+    assert!(cut.is_err(), "the switch was not cut short: {cut:?}");
+    let before = pyro.list_prefix("plain.").await.unwrap().len();
+    eprintln!("{before} of {NAMES} names registered plainly when the switch was cut short");
+    assert!(before < NAMES, "the switch had ended");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pyro.list_prefix("plain.").await.unwrap().len() < NAMES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "names still unregistered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!held.is_leased().await);
+    held.revoke().await.unwrap();
+    assert!(pyro.list_prefix("plain.").await.unwrap().is_empty());
+    daemon.shutdown();
+}
