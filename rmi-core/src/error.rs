@@ -268,7 +268,33 @@ pub struct RemoteError {
     /// the daemon's (see `__private::raised`).
     #[serde(skip)]
     pub(crate) daemon_answer: bool,
+    /// What a Python peer's exception carried besides its message (its arguments and its own
+    /// attributes), so that the error an rmi method relays reaches a Python caller as the same
+    /// exception.
+    #[serde(skip)]
+    pub(crate) python: Option<PythonParts>,
 }
+
+/// A Python peer's exception's arguments and attributes as they came, for the Pyro formats to
+/// send on (`protocol::codec::exception` puts them in and takes them out; opaque here, since
+/// `error` imports nothing).
+#[derive(Clone)]
+pub(crate) struct PythonParts(pub(crate) std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
+impl fmt::Debug for PythonParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PythonParts(..)")
+    }
+}
+
+/// Errors compare by what rmi reads of them: their kind, class, message, causes and call.
+impl PartialEq for PythonParts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PythonParts {}
 
 /// An I/O error raised by a method (`#[rmi(raises)]` on one returning `io::Result<T>`): Python's
 /// `OSError`, or the subclass Python raises for the same failure (`FileNotFoundError`,
@@ -323,6 +349,7 @@ impl RemoteError {
             keep_class: false,
             os_error: None,
             daemon_answer: false,
+            python: None,
         }
     }
 

@@ -1435,6 +1435,110 @@ for serializer in ["serpent", "json", "marshal", "msgpack"]:
     daemon.shutdown();
 }
 
+/// A Python daemon whose methods raise exceptions with more than a message.
+const PYTHON_FAILING_SERVER: &str = r#"
+import Pyro5.api as pyro
+import Pyro5.server
+
+@pyro.expose
+class Failing:
+    def value(self):
+        e = ValueError("bad", 42)
+        e.account = 7
+        raise e
+    def missing(self):
+        open("/nonexistent/rmi-relay-test")
+
+daemon = Pyro5.server.Daemon(host="127.0.0.1")
+print(daemon.register(Failing, "py.failing"))
+daemon.requestLoop()
+"#;
+
+/// Relays what a Python daemon's method raised, as an rmi method that called one would.
+#[rmi::remote]
+pub(crate) trait Relay {
+    /// Calls `method` on the Python daemon; its exception is this call's.
+    #[rmi(raises)]
+    async fn relay(&self, method: String) -> Result<String, rmi::RemoteError>;
+}
+
+struct Relaying(rmi::Proxy);
+
+impl Relay for Relaying {
+    async fn relay(&self, method: String) -> Result<String, rmi::RemoteError> {
+        match self.0.call::<_, String>(&method, &()).await {
+            Err(rmi::Error::Remote(e)) => Err(*e),
+            other => Ok(format!("{other:?}")),
+        }
+    }
+}
+
+/// A Python exception relayed by an rmi method reaches a Python client as the exception it
+/// was: `ValueError('bad', 42)` with its arguments and its attributes, `FileNotFoundError`
+/// with its `errno`, in every serializer. (Before, only its message went on:
+/// `ValueError("('bad', 42)")`, no `account`, no `errno`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_python_exception_keeps_its_arguments_and_attributes() {
+    let Some(python) = crate::python::python() else {
+        return;
+    };
+    let failing = PythonDaemon::start(python, PYTHON_FAILING_SERVER, &[]);
+    let inner = rmi::Proxy::builder(failing.uri.clone())
+        .connect()
+        .await
+        .unwrap();
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(RelayServer::new(Relaying(inner))).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let script = r#"
+import sys
+import Pyro5.api as pyro
+for serializer in ["serpent", "json", "marshal", "msgpack"]:
+    pyro.config.SERIALIZER = serializer
+    with pyro.Proxy(sys.argv[1]) as relay:
+        try:
+            relay.relay("value")
+        except Exception as e:
+            print(serializer, type(e).__name__, e.args, getattr(e, "account", None))
+        try:
+            relay.relay("missing")
+        except Exception as e:
+            print(serializer, type(e).__name__, e.errno)
+"#;
+    let target = uri.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::python::run_python(python, script, &[target.as_str()])
+    })
+    .await
+    .unwrap();
+    let expected: Vec<String> = ["serpent", "json", "marshal", "msgpack"]
+        .iter()
+        .flat_map(|ser| {
+            [
+                format!("{ser} ValueError ('bad', 42) 7"),
+                format!("{ser} FileNotFoundError 2"),
+            ]
+        })
+        .collect();
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
+    // An rmi caller reads the message as Python's `str()` of it, as before.
+    let proxy = RelayProxy::connect(uri).await.unwrap();
+    match proxy.relay("value".into()).await {
+        Err(rmi::Error::Remote(e)) => {
+            assert_eq!(
+                (e.type_name.as_str(), e.message.as_str()),
+                ("builtins.ValueError", "('bad', 42)")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    daemon.shutdown();
+    drop(failing);
+}
+
 /// [`PYTHON_COUNTER_SERVER`]'s counter on a Pyro5 multiplex daemon over TLS, its certificate
 /// and key in the files `sys.argv[1]` and `sys.argv[2]`.
 const PYTHON_TLS_COUNTER_SERVER: &str = r#"

@@ -10,7 +10,7 @@
 use serde::ser::{Serialize, SerializeMap, SerializeTuple, Serializer};
 
 use super::value::{Repr, Value};
-use crate::error::{RemoteError, RemoteErrorKind};
+use crate::error::{PythonParts, RemoteError, RemoteErrorKind};
 
 /// Attribute carrying the error's [`RemoteErrorKind`] for rmi peers.
 const KIND_ATTRIBUTE: &str = "_rmiKind";
@@ -46,6 +46,32 @@ fn sent_as_is(err: &RemoteError) -> bool {
     rebuildable(&err.type_name) || (err.keep_class && !err.type_name.is_empty())
 }
 
+/// Attributes Pyro and rmi put on every exception they send, rebuilt from the error itself.
+const OWN_ATTRIBUTES: &[&str] = &[
+    "_pyroTraceback",
+    KIND_ATTRIBUTE,
+    CALL_ATTRIBUTE,
+    CLASS_ATTRIBUTE,
+];
+
+/// What a Python peer's exception carried besides its message, kept in
+/// [`RemoteError::python`]: its arguments (`ValueError('bad', 42)`, `OSError(2, 'No such
+/// file')`) and its own attributes (`e.account = 7`), sent on as they came while the error's
+/// class and message are still the ones they came with.
+struct Kept {
+    class: String,
+    message: String,
+    args: Vec<Value>,
+    attributes: Vec<(Value, Value)>,
+}
+
+/// The arguments and attributes `err` came with, unless it was given another class or message
+/// since.
+fn kept(err: &RemoteError) -> Option<&Kept> {
+    let kept = err.python.as_ref()?.0.downcast_ref::<Kept>()?;
+    (kept.class == err.type_name && kept.message == err.message).then_some(kept)
+}
+
 /// A remote error as Pyro's exception dict.
 pub(super) struct PyroException<'a>(pub(super) &'a RemoteError);
 
@@ -76,11 +102,12 @@ impl Serialize for PyroException<'_> {
         let os_error = err.os_error.filter(|&code| {
             sent_as_is(err) && err.message == std::io::Error::from_raw_os_error(code).to_string()
         });
-        match os_error {
+        match (os_error, kept(err).filter(|_| sent_as_is(err))) {
             // As Python's own `OSError(errno, strerror)`: `e.errno`, `e.strerror`, and its text
             // `[Errno 2] No such file or directory`.
-            Some(code) => map.serialize_entry("args", &(code, strerror(code)))?,
-            None => map.serialize_entry("args", &OneTuple(&message))?,
+            (Some(code), _) => map.serialize_entry("args", &(code, strerror(code)))?,
+            (None, Some(kept)) => map.serialize_entry("args", &Args(&kept.args))?,
+            (None, None) => map.serialize_entry("args", &OneTuple(&message))?,
         }
         map.serialize_entry("attributes", &Attributes(err))?;
         map.end()
@@ -93,6 +120,19 @@ fn strerror(code: i32) -> String {
     match text.rfind(" (os error ") {
         Some(at) => text[..at].to_owned(),
         None => text,
+    }
+}
+
+/// An exception's arguments as they came: a tuple, as Python's `args` is.
+struct Args<'a>(&'a [Value]);
+
+impl Serialize for Args<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for arg in self.0 {
+            t.serialize_element(arg)?;
+        }
+        t.end()
     }
 }
 
@@ -117,12 +157,18 @@ impl Serialize for Attributes<'_> {
         )];
         traceback.extend(err.chain.iter().map(|c| format!("  caused by: {c}\n")));
         let renamed = !sent_as_is(err);
-        let mut map = s.serialize_map(Some(3 + usize::from(renamed)))?;
+        let own = kept(err).map_or(&[][..], |kept| &kept.attributes[..]);
+        let mut map = s.serialize_map(Some(3 + usize::from(renamed) + own.len()))?;
         map.serialize_entry("_pyroTraceback", &traceback)?;
         map.serialize_entry(KIND_ATTRIBUTE, &err.kind)?;
         map.serialize_entry(CALL_ATTRIBUTE, &(&err.object, &err.method))?;
         if renamed {
             map.serialize_entry(CLASS_ATTRIBUTE, &err.type_name)?;
+        }
+        // The exception's own attributes, which Pyro sets on the exception it rebuilds (on a
+        // `RuntimeError` standing for a class Python cannot rebuild as well).
+        for (name, value) in own {
+            map.serialize_entry(name, value)?;
         }
         map.end()
     }
@@ -142,7 +188,7 @@ fn python_kind(class: &str) -> RemoteErrorKind {
 /// The exception's message as Python's `str(exc)` reads it: its one argument (a str as is,
 /// anything else as its `repr`), the `repr` of its arguments' tuple when there are several,
 /// and `[Errno N] text` for the `OSError` family.
-fn python_message(class: &str, args: Vec<Value>) -> String {
+fn python_message(class: &str, args: &[Value]) -> String {
     const OS_ERRORS: &[&str] = &[
         "OSError",
         "IOError",
@@ -166,7 +212,7 @@ fn python_message(class: &str, args: Vec<Value>) -> String {
     let builtin = class
         .strip_prefix("builtins.")
         .or_else(|| class.strip_prefix("exceptions."));
-    match args.as_slice() {
+    match args {
         [] => String::new(),
         [Value::Str(s)] => s.clone(),
         [errno @ Value::Int(_), Value::Str(text)]
@@ -175,21 +221,30 @@ fn python_message(class: &str, args: Vec<Value>) -> String {
             format!("[Errno {}] {text}", Repr(errno))
         }
         [one] => Repr(one).to_string(),
-        _ => Repr(&Value::Tuple(args)).to_string(),
+        _ => Repr(&Value::Tuple(args.to_vec())).to_string(),
     }
 }
 
 /// A remote error from Pyro's exception dict (a Python peer's, or an rmi peer's).
-pub(super) fn from_value(value: Value) -> Option<RemoteError> {
-    let Some(Value::Str(mut class)) = value.get("__class__").cloned() else {
+pub(super) fn from_value(mut value: Value) -> Option<RemoteError> {
+    let Some(Value::Str(mut class)) = take(&mut value, "__class__") else {
         return None;
     };
-    let args = match value.get("args") {
-        Some(Value::Tuple(a) | Value::List(a)) => a.clone(),
+    let args = match take(&mut value, "args") {
+        Some(Value::Tuple(a) | Value::List(a)) => a,
         _ => Vec::new(),
     };
-    let mut message = python_message(&class, args);
-    let attributes = value.get("attributes");
+    let mut message = python_message(&class, &args);
+    let attributes = take(&mut value, "attributes");
+    let own = match &attributes {
+        Some(Value::Dict(entries)) => entries
+            .iter()
+            .filter(|(k, _)| !matches!(k, Value::Str(s) if OWN_ATTRIBUTES.contains(&s.as_str())))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let attributes = attributes.as_ref();
     // An rmi peer's error sent as RuntimeError("class: message"): its own class again.
     if let Some(Value::Str(original)) = attributes.and_then(|a| a.get(CLASS_ATTRIBUTE)) {
         let prefix = format!("{original}: ");
@@ -224,7 +279,29 @@ pub(super) fn from_value(value: Value) -> Option<RemoteError> {
         err.object = text(call.first());
         err.method = text(call.get(1));
     }
+    // Kept only where there is more than the message: an rmi peer's error (its message as its
+    // one argument, no attributes of its own) costs nothing more.
+    if !own.is_empty() || !matches!(args.as_slice(), [] | [Value::Str(_)]) {
+        let kept = Kept {
+            class: err.type_name.clone(),
+            message: err.message.clone(),
+            args,
+            attributes: own,
+        };
+        err.python = Some(PythonParts(std::sync::Arc::new(kept)));
+    }
     Some(err)
+}
+
+/// The value of key `name` in a dict, taken out of it (the first, as [`Value::get`] reads).
+fn take(dict: &mut Value, name: &str) -> Option<Value> {
+    let Value::Dict(entries) = dict else {
+        return None;
+    };
+    let (_, value) = entries
+        .iter_mut()
+        .find(|(k, _)| matches!(k, Value::Str(s) if s == name))?;
+    Some(std::mem::replace(value, Value::None))
 }
 
 /// A failed call in a batch's results: Pyro's `_ExceptionWrapper` around the exception dict
@@ -344,6 +421,60 @@ mod tests {
             let err = from_value(with_args(class, args)).unwrap();
             assert_eq!(err.message, message, "{class}");
         }
+    }
+
+    /// A Python peer's exception, relayed, goes on with the arguments and attributes it came
+    /// with; one given another message since goes with that message alone.
+    #[test]
+    fn a_relayed_python_exception_keeps_its_arguments_and_attributes() {
+        let limits = crate::protocol::codec::DecodeLimits::default();
+        let s = |t: &str| Value::Str(t.into());
+        let sent = |err: &RemoteError| -> Value {
+            let doc = super::super::serpent::encode_in(&PyroException(err), false).unwrap();
+            super::super::serpent::decode(&doc, &limits).unwrap()
+        };
+        let came = Value::Dict(vec![
+            (s("__class__"), s("builtins.ValueError")),
+            (s("__exception__"), Value::Bool(true)),
+            (s("args"), Value::Tuple(vec![s("bad"), Value::Int(42)])),
+            (
+                s("attributes"),
+                Value::Dict(vec![
+                    (s("_pyroTraceback"), Value::List(vec![s("Traceback\n")])),
+                    (s("account"), Value::Int(7)),
+                ]),
+            ),
+        ]);
+        let args = |value: &Value| match value.get("args") {
+            Some(Value::Tuple(items) | Value::List(items)) => items.clone(),
+            other => panic!("{other:?}"),
+        };
+        let mut err = from_value(came).unwrap();
+        assert_eq!(err.message, "('bad', 42)");
+        let value = sent(&err);
+        assert_eq!(args(&value), [s("bad"), Value::Int(42)]);
+        let attributes = value.get("attributes").unwrap();
+        assert_eq!(attributes.get("account"), Some(&Value::Int(7)));
+        // One traceback, rmi's (which holds the chain), not two.
+        let Some(Value::Dict(entries)) = value.get("attributes") else {
+            panic!("{value:?}")
+        };
+        let tracebacks = entries
+            .iter()
+            .filter(|(k, _)| k == &s("_pyroTraceback"))
+            .count();
+        assert_eq!(tracebacks, 1);
+        // Read back by an rmi peer, as before.
+        let back = from_value(value).unwrap();
+        assert_eq!(
+            (back.type_name.as_str(), back.message.as_str()),
+            ("builtins.ValueError", "('bad', 42)")
+        );
+        // An error given another message is that message.
+        err.message = "context: ('bad', 42)".into();
+        let value = sent(&err);
+        assert_eq!(args(&value), [s("context: ('bad', 42)")]);
+        assert_eq!(value.get("attributes").unwrap().get("account"), None);
     }
 
     #[test]
