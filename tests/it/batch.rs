@@ -267,6 +267,45 @@ async fn a_batch_stops_where_its_results_outgrow_one_reply() {
     daemon.shutdown();
 }
 
+/// A oneway batch runs all its calls whatever the size of their results, which nobody reads:
+/// before, its results were bounded as a reply's, and the calls after the fourth never ran, with
+/// no word to anyone (helper-124 #2). Pyro's format (serpent) and rmi's (bincode) alike.
+#[tokio::test]
+async fn a_oneway_batch_runs_all_its_calls_whatever_their_results_size() {
+    use rmi::{Daemon, DecodeLimits};
+    for serializer in [Serializer::Bincode, Serializer::Serpent] {
+        let (daemon, uri) = crate::support::serve_lab(Daemon::builder().limits(DecodeLimits {
+            max_message_size: 64 * 1024,
+            ..DecodeLimits::default()
+        }))
+        .await;
+        let proxy: LabProxy = LabProxy::builder(&uri)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
+        let mut batch = proxy.batch();
+        for _ in 0..100 {
+            batch.make_blob(20_000);
+        }
+        batch.send_oneway().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ran = proxy.calls().await.unwrap();
+            if ran >= 100 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{serializer:?}: {ran} of 100 ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        daemon.shutdown();
+    }
+}
+
 /// A caller that sends a batch (Pyro's format, serpent) and then shuts its sending side, still
 /// reading, gets the results of the calls that ran, the stop in the next one's place, and
 /// never the calls after it run. (Before: the batch's whole answer was

@@ -309,6 +309,41 @@ async fn a_stream_returned_to_a_plain_call_is_closed() {
     eventually("the unread streams closed", || daemon.open_streams() == 0).await;
 }
 
+/// A stream dropped unfinished, or opened for a plain call, is closed ahead of the proxy's next
+/// call: a streaming call at `max_streams_per_connection` finds its place free. (The close went
+/// out after the next call's request, which the daemon refused with `rmi.TooManyStreams`:
+/// helper-124 #1. Pyro's iterator sends its close before anything else.)
+#[tokio::test]
+async fn a_stream_let_go_is_closed_ahead_of_the_next_call() {
+    let (daemon, uri) = serve(Daemon::builder().max_streams_per_connection(1)).await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    for round in 0..3 {
+        let mut items = proxy
+            .count(3)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(items.next().await.unwrap().unwrap(), 1);
+        drop(items);
+    }
+    for round in 0..3 {
+        let err = proxy
+            .proxy()
+            .call::<_, Vec<u32>>("count", &(3u32,))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is an iterator"), "{err}");
+        let items: Vec<u32> = proxy
+            .count(2)
+            .await
+            .unwrap_or_else(|e| panic!("plain round {round}: {e}"))
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(items, [1, 2]);
+    }
+    eventually("every stream closed", || daemon.open_streams() == 0).await;
+}
+
 #[tokio::test]
 async fn open_streams_are_capped_per_connection_and_closed_by_shutdown() {
     let (daemon, uri) = serve(Daemon::builder().max_streams_per_connection(2)).await;
@@ -908,6 +943,22 @@ async fn a_stream_unread_for_its_lifetime_is_dropped_on_a_live_connection() {
         matches!(&after, Some(Err(Error::Remote(e))) if e.message.contains("item stream terminated")),
         "unread for 2.5 s: dropped, {after:?}"
     );
+    daemon.shutdown();
+}
+
+/// A `stream_lifetime` of zero is no limit, as Pyro's `ITER_STREAM_LIFETIME` of 0 (before, every
+/// stream was dropped before its first read: helper-124 #3).
+#[tokio::test]
+async fn a_stream_lifetime_of_zero_is_no_limit() {
+    let (daemon, uri) = serve(Daemon::builder().stream_lifetime(Duration::ZERO)).await;
+    let proxy = NumbersProxy::connect(&uri).await.unwrap();
+    let mut items = proxy.count(3).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut got = Vec::new();
+    while let Some(item) = items.next().await {
+        got.push(item.unwrap());
+    }
+    assert_eq!(got, [1, 2, 3]);
     daemon.shutdown();
 }
 

@@ -497,9 +497,10 @@ impl DaemonBuilder {
     /// (default: no limit, as Pyro's `ITER_STREAM_LIFETIME` of 0). A read under way counts as a
     /// use however long its item takes; the next read of a dropped stream fails with "item
     /// stream terminated". Set it where clients may open streams and forget them: each holds
-    /// a slot of `max_streams` until its connection closes and its linger ends.
+    /// a slot of `max_streams` until its connection closes and its linger ends. Zero means no
+    /// limit, as Pyro's 0 does.
     pub fn stream_lifetime(mut self, d: Duration) -> Self {
-        self.stream_lifetime = Some(d);
+        self.stream_lifetime = (!d.is_zero()).then_some(d);
         self
     }
 

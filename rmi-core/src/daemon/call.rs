@@ -493,6 +493,15 @@ impl Call {
                         (item, Some(call.method))
                     }
                 };
+            // Nobody reads a oneway batch's results: not bounded by one reply's size, nor kept,
+            // so all its calls run (to the first failure), as in Pyro.
+            if ctx.is_oneway() {
+                if let Err(err) = &item {
+                    self.batch_item_failed(object, method.as_deref(), ctx, err);
+                    break;
+                }
+                continue;
+            }
             let item = self.batch_item_fits(&mut size, results.len(), item, ctx);
             if let Err(err) = &item {
                 self.batch_item_failed(object, method.as_deref(), ctx, err);
@@ -540,13 +549,16 @@ impl Call {
             let item = self
                 .batched(object, &call.method, call.args, ctx, &percall)
                 .await;
-            // (Marked after the size check, which may put its own error in the item's place.)
-            let item = self
-                .batch_item_fits(&mut size, results.len(), item, ctx)
-                .map_err(|mut err| {
-                    err.keep_class = self.conn.daemon.inner.config.keeps_class(&err.type_name);
-                    err
-                });
+            // (Marked after the size check, which may put its own error in the item's place;
+            // a oneway batch's results are not bounded by one reply's size, as in `batch`.)
+            let item = match ctx.is_oneway() {
+                true => item,
+                false => self.batch_item_fits(&mut size, results.len(), item, ctx),
+            }
+            .map_err(|mut err| {
+                err.keep_class = self.conn.daemon.inner.config.keeps_class(&err.type_name);
+                err
+            });
             // A method the object does not have fails the whole batch, as in Pyro (which looks
             // it up outside the call's own error handling): the caller's `batch()` raises
             // `AttributeError`, not the iteration of its results.
@@ -566,7 +578,10 @@ impl Call {
                 self.batch_item_failed(object, Some(&call.method), ctx, e);
             }
             let failed = item.is_err();
-            results.push(item);
+            // (A oneway batch's results, which nobody reads, are not kept.)
+            if !ctx.is_oneway() || failed {
+                results.push(item);
+            }
             if failed {
                 break;
             }

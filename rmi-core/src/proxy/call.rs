@@ -243,9 +243,11 @@ impl Proxy {
                         return Err(failed.into_call_error());
                     }
                 };
+                // Closed ahead of this call's request, so a stream this call opens finds their
+                // places free under `max_streams_per_connection`.
                 let orphans = conn.shared.take_orphan_streams();
                 if !orphans.is_empty() {
-                    self.close_orphan_streams(&conn, orphans);
+                    Box::pin(self.close_streams(&conn, orphans)).await;
                 }
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, timeout).await,
@@ -306,14 +308,6 @@ impl Proxy {
         }
     }
 
-    /// Closes streams given up on: those the daemon opened for calls given up before their
-    /// replies came (their futures dropped, or timed out without a deadline the daemon saw),
-    /// and a dropped [`ItemStream`](super::stream::ItemStream)'s own; oneway, as Pyro's client
-    /// does. Left open, each would hold a place of the connection's
-    /// `max_streams_per_connection`, and whatever its producer holds, for the connection's
-    /// life. Sent on `conn`, where the streams are, and only while it is the proxy's connection:
-    /// closed, it took them with it (the daemon drops them after their linger), and a new
-    /// dial only to close them would open a connection the caller had closed.
     /// [`decode_result`], for a caller that reads no stream: a stream the reply opened anyway
     /// (a Python method that returned a generator, a streaming method called as a plain one,
     /// both answered "result of call is an iterator") is closed by the proxy's next call, as
@@ -331,26 +325,34 @@ impl Proxy {
         decode_result(reply, protocol, &self.shared)
     }
 
-    pub(super) fn close_orphan_streams(&self, conn: &Arc<Connection>, ids: Vec<String>) {
-        let (proxy, conn) = (self.clone(), conn.clone());
-        tokio::spawn(async move {
-            for id in ids {
-                if !proxy.live().is_some_and(|live| Arc::ptr_eq(&live, &conn)) {
-                    return;
-                }
-                tracing::debug!(stream = %id, "closing a stream given up on");
-                let corr = frame::new_correlation_id();
-                let _ = proxy
-                    .oneway_on(
-                        &conn,
-                        Some(DAEMON_OBJECT_ID),
-                        CLOSE_STREAM,
-                        (&(id,), None::<&()>),
-                        (corr, frame::FLAGS_ONEWAY),
-                    )
-                    .await;
+    /// Closes streams given up on: those the daemon opened for calls given up before their
+    /// replies came (their futures dropped, or timed out without a deadline the daemon saw),
+    /// and a dropped [`ItemStream`](super::stream::ItemStream)'s own; oneway, as Pyro's client
+    /// does. Left open, each would hold a place of the connection's
+    /// `max_streams_per_connection`, and whatever its producer holds, for the connection's
+    /// life. Sent on `conn`, where the streams are, and only while it is the proxy's connection:
+    /// closed, it took them with it (the daemon drops them after their linger), and a new
+    /// dial only to close them would open a connection the caller had closed.
+    ///
+    /// Each close is written before this returns, so a request sent after it reaches the daemon
+    /// after the closes.
+    pub(super) async fn close_streams(&self, conn: &Arc<Connection>, ids: Vec<String>) {
+        for id in ids {
+            if !self.live().is_some_and(|live| Arc::ptr_eq(&live, conn)) {
+                return;
             }
-        });
+            tracing::debug!(stream = %id, "closing a stream given up on");
+            let corr = frame::new_correlation_id();
+            let _ = self
+                .oneway_on(
+                    conn,
+                    Some(DAEMON_OBJECT_ID),
+                    CLOSE_STREAM,
+                    (&(id,), None::<&()>),
+                    (corr, frame::FLAGS_ONEWAY),
+                )
+                .await;
+        }
     }
 
     /// Encodes a call that is to make the `due` dial, for the daemon and protocol that dial

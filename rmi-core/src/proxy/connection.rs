@@ -464,6 +464,14 @@ impl ConnShared {
         }
     }
 
+    /// Notes a stream its reader dropped unfinished, to be closed with the streams of calls
+    /// given up on: by the proxy's next call, before its own request, or by a task if that
+    /// comes first. (Not bounded as those are: each is one the caller had in hand.)
+    pub(super) fn note_dropped_stream(&self, id: String) {
+        self.state.lock().orphan_streams.push(id);
+        self.orphans.store(true, Ordering::Release);
+    }
+
     /// The streams the daemon opened for calls given up before their replies came, taken to
     /// be closed; none (and no lock) in the common case.
     pub(super) fn take_orphan_streams(&self) -> Vec<String> {

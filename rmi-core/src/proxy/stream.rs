@@ -111,14 +111,23 @@ impl<T> Drop for ItemStream<T> {
         // connection closed (by `Proxy::close`, or by the daemon), the daemon drops the
         // stream after its linger, and a dial only to close it would open a connection the
         // caller had closed, resolving its name again if need be.
-        // Sent later, by a task, on this connection only: closed before the task runs (the
-        // stream dropped, then the proxy closed), it is not dialed again either.
+        // Sent on this connection only, by the proxy's next call ahead of its own request (so
+        // that a stream it opens finds this one's place free under the daemon's
+        // `max_streams_per_connection`), or by a task if that comes first: closed before then
+        // (the stream dropped, then the proxy closed), it is not dialed again either.
         let Some(conn) = self.proxy.live() else {
             return;
         };
+        conn.shared
+            .note_dropped_stream(std::mem::take(&mut self.id));
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.proxy
-                .close_orphan_streams(&conn, vec![std::mem::take(&mut self.id)]);
+            let proxy = self.proxy.clone();
+            tokio::spawn(async move {
+                let ids = conn.shared.take_orphan_streams();
+                if !ids.is_empty() {
+                    proxy.close_streams(&conn, ids).await;
+                }
+            });
         }
     }
 }
