@@ -506,6 +506,11 @@ async fn over_sqlite_names_and_leases_survive_a_name_server_restart() {
     let held = names.lease(TTL).await.unwrap();
     held.register("leased", &greeter).await.unwrap();
     let lease = held.lease().unwrap();
+    // A lease whose TTL no restart outlasts: the same lease after it, or it was not stored
+    // (before, only logged: helper-123 #3).
+    let long = names.lease(Duration::from_secs(120)).await.unwrap();
+    long.register("long", &greeter).await.unwrap();
+    let long_lease = long.lease().unwrap();
 
     ns.shutdown();
     ns.wait().await.unwrap();
@@ -516,6 +521,14 @@ async fn over_sqlite_names_and_leases_survive_a_name_server_restart() {
         again.lookup_with_metadata("plain").await.unwrap(),
         (lab, tags(&["x", "y"]))
     );
+    assert!(registered(&again, "long").await);
+    assert_eq!(
+        again.api().lease_keep_alive(long_lease.0).await.unwrap(),
+        120_000,
+        "the stored lease is renewed"
+    );
+    assert_eq!(long.lease(), Some(long_lease));
+    assert_eq!(long.revoke().await.unwrap(), 1);
     until("the leased name is there", || async {
         registered(&again, "leased").await
     })

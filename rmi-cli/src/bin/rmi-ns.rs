@@ -128,6 +128,9 @@ struct Args {
     /// Longest metadata tag, in bytes.
     #[arg(long, default_value_t = Limits::default().max_tag_len)]
     max_tag_len: usize,
+    /// Most tags one set_metadata may write: a shared name's entries times the tags given.
+    #[arg(long, default_value_t = Limits::default().max_metadata_writes)]
+    max_metadata_writes: usize,
     /// Largest list or yplookup reply (e.g. 4MiB); a bigger one is refused, asking for a prefix
     /// or regex. Default: --max-message-size less 64 KiB (less half of it, below 128 KiB).
     #[arg(long, value_parser = rmi_cli::parse_size, value_name = "SIZE")]
@@ -238,6 +241,7 @@ impl Args {
             regex_size_limit: self.regex_size_limit,
             min_lease_ttl: self.min_lease_ttl,
             max_lease_ttl: self.max_lease_ttl,
+            max_metadata_writes: self.max_metadata_writes,
         })
     }
 

@@ -1057,11 +1057,13 @@ impl Engine {
         name: &str,
         metadata: BTreeSet<String>,
     ) -> Result<(), NamingError> {
+        let limits = &self.limits;
         self.mutate(|s, tx| {
             let slot = s
                 .entries
                 .get_mut(name)
                 .ok_or_else(|| NamingError::new(format!("unknown name: {name}")))?;
+            limits.check_metadata_writes(name, slot.len(), metadata.len())?;
             for entry in slot {
                 entry.metadata = metadata.clone();
                 tx.writes.push(Write::PutName {

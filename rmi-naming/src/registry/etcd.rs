@@ -1280,6 +1280,8 @@ impl Store for EtcdStore {
                 let mut entry = decode_entry(kv).ok_or_else(|| {
                     NamingError::new(format!("the entry of {name} in etcd is malformed"))
                 })?;
+                self.limits
+                    .check_metadata_writes(name, updates.len() + 1, metadata.len())?;
                 entry.metadata = metadata.clone();
                 let value = EtcdStore::encode(&entry);
                 let size = kv.key().len() + value.len();

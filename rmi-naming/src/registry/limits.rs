@@ -39,6 +39,11 @@ pub struct Limits {
     pub min_lease_ttl: Duration,
     /// Longest lease TTL (default one day).
     pub max_lease_ttl: Duration,
+    /// Most tags one `set_metadata` may write: the name's entries (a shared name has one per
+    /// daemon) times the tags given, an entry counting one if none are given (default 65,536).
+    /// Each entry's tags are written anew, so without it a request of a few KiB could rewrite
+    /// millions of rows in one transaction, holding every other write up behind it.
+    pub max_metadata_writes: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +60,7 @@ impl Default for Limits {
             regex_size_limit: 1 << 20,
             min_lease_ttl: Duration::from_millis(100),
             max_lease_ttl: Duration::from_secs(24 * 3600),
+            max_metadata_writes: 65_536,
         }
     }
 }
@@ -110,6 +116,26 @@ impl Limits {
                 "{what} has a tag of {} bytes, longer than the name server's max_tag_len ({})",
                 long.len(),
                 self.max_tag_len
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks that setting `tags` tags on `entries` entries of `name` stays within
+    /// `max_metadata_writes`.
+    pub(crate) fn check_metadata_writes(
+        &self,
+        name: &str,
+        entries: usize,
+        tags: usize,
+    ) -> Result<(), NamingError> {
+        let writes = entries.saturating_mul(tags.max(1));
+        if writes > self.max_metadata_writes {
+            return Err(NamingError::new(format!(
+                "setting {tags} tags on the {entries} entries of {name} would write {writes}, \
+                 more than the name server's max_metadata_writes ({}); give each daemon's \
+                 entry its metadata when it registers",
+                self.max_metadata_writes
             )));
         }
         Ok(())

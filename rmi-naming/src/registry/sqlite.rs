@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 ";
 
+/// Bytes of WAL kept after a checkpoint (SQLite's `journal_size_limit`).
+const JOURNAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Most queued change batches committed in one transaction.
 const GROUP_COMMIT: usize = 256;
 
@@ -192,16 +195,10 @@ fn open_and_load(path: &Path) -> Result<(Connection, State), NamingError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err)?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
+    // A WAL grown by a large transaction is cut back at the next checkpoint, not kept at its
+    // peak for the process's life.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
         .map_err(err)?;
-    if version > SCHEMA_VERSION {
-        return Err(NamingError::new(format!(
-            "SQLite store {} has schema version {version}, made by a newer rmi (this one knows \
-             {SCHEMA_VERSION})",
-            path.display()
-        )));
-    }
     // The tables and the version that says they are rmi-ns's, in one transaction.
     conn.execute_batch(&format!(
         "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
@@ -214,25 +211,58 @@ fn open_and_load(path: &Path) -> Result<(Connection, State), NamingError> {
     Ok((conn, state))
 }
 
-/// Refuses a file with tables that no rmi-ns made (every rmi-ns store has a `user_version`),
-/// before anything is written to it: a Pyro name server's database (Pyro5's `SqlStorage`,
-/// tables `pyro_names` and `pyro_metadata`), whose names rmi-ns would not see, or another
-/// program's database, which it would add its tables to.
+/// Refuses a file that is not an rmi-ns store, before anything is written to it (the switch to
+/// WAL included): one made by a newer rmi; a Pyro name server's database (Pyro5's
+/// `SqlStorage`, tables `pyro_names` and `pyro_metadata`), whose names rmi-ns would not see; or
+/// another program's database, which it would add its tables to and whose `user_version` it
+/// would overwrite, whatever that `user_version` is: a file holding tables no rmi-ns made, or
+/// tables named as rmi-ns's with other columns, or a `user_version` and none of rmi-ns's tables.
 fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), NamingError> {
     let err = |e| sql_error(path, e);
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
-    if version != 0 {
-        return Ok(());
+    if version > SCHEMA_VERSION {
+        return Err(NamingError::new(format!(
+            "SQLite store {} has schema version {version}, made by a newer rmi (this one knows \
+             {SCHEMA_VERSION}); the file was not changed",
+            path.display()
+        )));
     }
+    // (SQLite's own, such as `sqlite_stat1`, are nobody's.)
     let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' \
+             ESCAPE '\\' ORDER BY name",
+        )
         .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
         .map_err(err)?;
-    // Only rmi-ns's own tables: one killed as it made them (they and the version are one
-    // transaction now, but files made before that may lack the version).
+    // Only rmi-ns's own tables (a file made before the version was written with them may
+    // lack it), each with rmi-ns's columns.
     if tables.iter().all(|t| OWN_TABLES.contains(&t.as_str())) {
+        if version != 0 && tables.is_empty() {
+            return Err(NamingError::new(format!(
+                "SQLite store {}: the file has user_version {version} but none of rmi-ns's \
+                 tables, so another program made it; give rmi-ns a file of its own; the file \
+                 was not changed",
+                path.display()
+            )));
+        }
+        let reference = Connection::open_in_memory()
+            .and_then(|r| r.execute_batch(SCHEMA).map(|()| r))
+            .map_err(err)?;
+        for table in &tables {
+            let found = columns(conn, table).map_err(err)?;
+            if found != columns(&reference, table).map_err(err)? {
+                return Err(NamingError::new(format!(
+                    "SQLite store {}: its table {table} is not rmi-ns's (columns {}), so \
+                     another program made it; give rmi-ns a file of its own; the file was not \
+                     changed",
+                    path.display(),
+                    found.join(", ")
+                )));
+            }
+        }
         return Ok(());
     }
     if tables.iter().any(|t| t == "pyro_names") {
@@ -249,6 +279,13 @@ fn refuse_foreign(conn: &Connection, path: &Path) -> Result<(), NamingError> {
         path.display(),
         tables.join(", ")
     )))
+}
+
+/// The names of `table`'s columns, in order.
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?
+        .query_map([table], |r| r.get(0))?
+        .collect()
 }
 
 enum Load {

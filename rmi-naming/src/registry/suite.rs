@@ -584,6 +584,19 @@ async fn shared_entries_and_uris_are_held_to_the_limits(r: Registry) {
         .await
         .unwrap();
     assert_eq!(r.count().await.unwrap(), 4);
+    // Metadata set on all four entries at once is held to max_metadata_writes (12): four tags
+    // each would be 16 (before, unbounded: helper-123 #2), three are 12.
+    let err = r
+        .set_metadata("s", tags(&["a", "b", "c", "d"]))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("max_metadata_writes (12)"), "{err}");
+    assert!(r.lookup("s").await.unwrap().metadata.len() <= 1);
+    r.set_metadata("s", tags(&["a", "b", "c"])).await.unwrap();
+    assert_eq!(
+        r.lookup("s").await.unwrap().metadata,
+        tags(&["a", "b", "c"])
+    );
     // Four entries do not fit in max_reply_bytes (150): lookup_all is refused like list, while
     // lookup still picks one.
     let err = r.lookup_all("s").await.unwrap_err();
@@ -723,6 +736,7 @@ fn small_limits() -> Limits {
         max_tag_len: 8,
         max_name_len: 32,
         max_uri_len: 64,
+        max_metadata_writes: 12,
         ..test_limits()
     }
 }
@@ -1422,6 +1436,28 @@ mod sqlite_persistence {
                 "CREATE TABLE orders(id integer PRIMARY KEY, item text);",
                 "tables no rmi-ns made (orders)",
             ),
+            // Whatever its `user_version` says (before, any but 0 passed: helper-123 #1)...
+            (
+                "versioned.db",
+                "CREATE TABLE orders(id integer PRIMARY KEY); PRAGMA user_version = 1;",
+                "tables no rmi-ns made (orders)",
+            ),
+            (
+                "newer.db",
+                "CREATE TABLE orders(id integer PRIMARY KEY); PRAGMA user_version = 7;",
+                "made by a newer rmi",
+            ),
+            (
+                "no-tables.db",
+                "PRAGMA user_version = 1;",
+                "none of rmi-ns's tables",
+            ),
+            // ...and whatever its tables are called.
+            (
+                "lookalike.db",
+                "CREATE TABLE tags(id integer PRIMARY KEY, label text);",
+                "its table tags is not rmi-ns's (columns id, label)",
+            ),
         ] {
             let path = dir.path().join(file);
             let conn = rusqlite::Connection::open(&path).unwrap();
@@ -1524,20 +1560,37 @@ mod sqlite_persistence {
         assert_eq!(r.count().await.unwrap(), 2);
     }
 
+    /// A lease whose deadline passed while the store was closed is gone on open, not given a
+    /// fresh TTL (a minute here: a TTL-long wait would fail the test; helper-123 #3).
     #[tokio::test]
     async fn a_lease_that_ran_out_while_closed_expires_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("names.db");
         let r = open(&path).await;
-        let lease = r.grant(Duration::from_millis(300)).await.unwrap();
+        let lease = r.grant(Duration::from_secs(60)).await.unwrap();
         r.register("short", uri(1), false, tags(&[]), Some(lease))
             .await
             .unwrap();
+        r.register("kept", uri(2), false, tags(&[]), None)
+            .await
+            .unwrap();
         drop(r);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Closed for longer than the TTL: the deadline a second in the past.
         let r = reopen(Registry::default(), &path).await;
-        until_gone(&r, "short").await;
+        drop(r);
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db.execute("UPDATE leases SET deadline_ms = deadline_ms - 61000", [])
+            .unwrap();
+        drop(db);
+        let r = reopen(Registry::default(), &path).await;
+        let gone = tokio::time::timeout(Duration::from_secs(2), until_gone(&r, "short")).await;
+        assert!(
+            gone.is_ok(),
+            "the lease ran out while closed, yet its name stayed"
+        );
         assert!(r.keep_alive(lease).await.is_err());
+        assert_eq!(r.lookup("kept").await.unwrap().uri, uri(2));
     }
 
     /// A lease reloaded after the clock was set back (here: its stored deadline ten years
