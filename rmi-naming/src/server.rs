@@ -8,11 +8,48 @@ use rmi_macros::remote;
 use tokio::task::JoinHandle;
 
 use crate::broadcast::{BroadcastResponder, DEFAULT_BROADCAST_ADDR, DEFAULT_BROADCAST_PORT};
-use crate::registry::{Change, LeaseId, Limits, Registry, Storage, Store, NAME_SERVER_NAME};
+use crate::registry::{Change, Entry, LeaseId, Limits, Registry, Storage, Store, NAME_SERVER_NAME};
 use crate::NamingError;
 
 /// Object id of the name server in its daemon, as in Pyro.
 pub const NAME_SERVER_OBJECT_ID: &str = "Pyro.NameServer";
+
+/// The name server's own entry's metadata: its class as Pyro5 and Pyro4 tag theirs (Pyro's
+/// examples find a name server by `PYROMETA:class:Pyro5.nameserver.NameServer`), and rmi's.
+const NAME_SERVER_TAGS: [&str; 3] = [
+    "class:Pyro5.nameserver.NameServer",
+    "class:Pyro4.naming.NameServer",
+    "class:rmi.NameServer",
+];
+
+/// A listing's entries as `list` and `yplookup` answer them, one per name: a shared name's
+/// (several daemons behind it) picked at random, so that a Python client's `PYROMETA:`, which
+/// picks among the names these return, spreads over its daemons as `PYRONAME:` does.
+fn one_per_name<const M: bool, const T: bool>(
+    entries: Vec<(String, Entry)>,
+    with_metadata: bool,
+) -> BTreeMap<String, Found<M, T>> {
+    let mut picked: BTreeMap<String, (Entry, u32)> = BTreeMap::new();
+    for (name, entry) in entries {
+        match picked.entry(name) {
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert((entry, 1));
+            }
+            // Each of a name's k entries kept with chance 1/k.
+            std::collections::btree_map::Entry::Occupied(mut slot) => {
+                let (kept, seen) = slot.get_mut();
+                *seen += 1;
+                if rand::random_range(0..*seen) == 0 {
+                    *kept = entry;
+                }
+            }
+        }
+    }
+    picked
+        .into_iter()
+        .map(|(name, (e, _))| (name, Found::new(e.uri, e.metadata, with_metadata)))
+        .collect()
+}
 
 /// The name server's remote interface, with Pyro5's methods and semantics: plain return
 /// values, and failures raised as `Pyro5.errors.NamingError` (so a Python client gets its own
@@ -610,10 +647,7 @@ impl NameServerApi for NameServer {
                 .list(prefix.as_deref(), regex.as_deref())
                 .await?
         };
-        Ok(entries
-            .into_iter()
-            .map(|(k, e)| (k, Found::new(e.uri, e.metadata, with_metadata)))
-            .collect())
+        Ok(one_per_name(entries, with_metadata))
     }
 
     async fn yplookup(
@@ -623,13 +657,8 @@ impl NameServerApi for NameServer {
         return_metadata: Option<Truthy>,
     ) -> Result<BTreeMap<String, Found<true, true>>, NamingError> {
         let with_metadata = flag(return_metadata, true);
-        Ok(self
-            .registry
-            .yplookup(meta_all, meta_any)
-            .await?
-            .into_iter()
-            .map(|(k, e)| (k, Found::new(e.uri, e.metadata, with_metadata)))
-            .collect())
+        let entries = self.registry.yplookup(meta_all, meta_any).await?;
+        Ok(one_per_name(entries, with_metadata))
     }
 
     async fn set_metadata(
@@ -886,19 +915,25 @@ impl NameServerBuilder {
         let server = NameServer::with_registry(registry.clone());
         let watches = server.watches.clone();
         let uri = daemon.uri_for(NAME_SERVER_OBJECT_ID);
+        // The tags the limits allow (a short `max_tag_len` leaves Pyro's out), but at least one:
+        // limits that allow none refuse the name server its entry, and it says so.
+        let limits = registry.limits();
+        let mut tags: BTreeSet<String> = NAME_SERVER_TAGS
+            .iter()
+            .filter(|t| t.len() <= limits.max_tag_len)
+            .take(limits.max_tags)
+            .map(|t| t.to_string())
+            .collect();
+        if tags.is_empty() {
+            tags.insert(NAME_SERVER_TAGS[0].to_owned());
+        }
         registry
-            .register(
-                NAME_SERVER_NAME,
-                uri.clone(),
-                false,
-                BTreeSet::from(["class:rmi.NameServer".to_owned()]),
-                None,
-            )
+            .register(NAME_SERVER_NAME, uri.clone(), false, tags, None)
             .await
             .map_err(|e| {
                 Error::Resolve(format!(
                     "the name server cannot register itself as {NAME_SERVER_NAME} (its entry, \
-                     tagged class:rmi.NameServer, must fit the registry's limits): {}",
+                     tagged with its classes, must fit the registry's limits): {}",
                     e.message
                 ))
             })?;

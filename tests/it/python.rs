@@ -427,6 +427,54 @@ except Pyro5.errors.NamingError as e:
     ns.daemon().shutdown();
 }
 
+/// Python finds rmi's name server by its class tag, as Pyro's own examples do
+/// (`PYROMETA:class:Pyro5.nameserver.NameServer`), and a `PYROMETA:` (which picks among the
+/// names `yplookup` returns) over a shared name reaches each of its daemons. (Before, the name
+/// server was tagged `class:rmi.NameServer` only, and `list` and `yplookup` gave a shared name's
+/// last entry, always: helper-125 #1, #2.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_finds_the_name_server_by_pyros_class_tag_and_pyrometa_spreads() {
+    let Some(python) = python() else { return };
+    let (ns, names) = crate::naming::name_server().await;
+    let ns_port = ns.daemon().local_addr().unwrap().port();
+    for port in [4001, 4002, 4003] {
+        let uri = rmi::Uri::tcp("svc", "127.0.0.1", port);
+        let tags = std::collections::BTreeSet::from(["svc:t".to_owned()]);
+        names.register_shared("svc", &uri, tags).await.unwrap();
+    }
+    const CLIENT: &str = r#"
+import sys
+import Pyro5.api, Pyro5.core
+port = int(sys.argv[1])
+with Pyro5.api.Proxy("PYROMETA:class:Pyro5.nameserver.NameServer@127.0.0.1:%d" % port) as ns:
+    ns._pyroBind()
+    print(ns._pyroUri.object, ns.count())
+ns = Pyro5.api.locate_ns("127.0.0.1", port)
+print(sorted(ns.lookup("Pyro.NameServer", return_metadata=True)[1]))
+seen = set()
+for _ in range(60):
+    seen.add(str(Pyro5.core.resolve("PYROMETA:svc:t@127.0.0.1:%d" % port)))
+print(sorted(seen))
+"#;
+    let port = ns_port.to_string();
+    let out = tokio::task::spawn_blocking(move || run_python(python, CLIENT, &[&port]))
+        .await
+        .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Pyro.NameServer 4", "{out}");
+    assert_eq!(
+        lines[1],
+        "['class:Pyro4.naming.NameServer', 'class:Pyro5.nameserver.NameServer', 'class:rmi.NameServer']",
+        "{out}"
+    );
+    assert_eq!(
+        lines[2],
+        "['PYRO:svc@127.0.0.1:4001', 'PYRO:svc@127.0.0.1:4002', 'PYRO:svc@127.0.0.1:4003']",
+        "{out}"
+    );
+    ns.daemon().shutdown();
+}
+
 /// The Python halves of the examples, unmodified: `examples/python/client.py` calls the Rust
 /// greeter through rmi's name server; `examples/python/server.py` serves Python's greeter,
 /// registered in rmi's name server, to `examples/pyro_client.rs`'s code.
