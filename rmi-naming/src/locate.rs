@@ -146,7 +146,8 @@ impl NsLocator {
         self
     }
 
-    /// Deadline for each connection attempt (default 5 s).
+    /// Deadline for each try of an address, the connection and its handshake (default 5 s):
+    /// a host that drops what is sent to it, or a name server that hangs, costs this much.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -233,7 +234,10 @@ impl NsLocator {
         if let Some(key) = &self.hmac_key {
             builder = builder.hmac_key(key.clone());
         }
-        let proxy = builder.connect().await?;
+        // The whole try, however many dial attempts the proxy makes within it.
+        let proxy = tokio::time::timeout(self.connect_timeout, builder.connect())
+            .await
+            .map_err(|_| Error::Timeout(self.connect_timeout))??;
         Ok(NameServerProxy::from_proxy(proxy))
     }
 }

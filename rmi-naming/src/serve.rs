@@ -186,11 +186,23 @@ impl ServeSimple {
                 served
             }
             () = shutdown => {
-                // The names first, while the daemon still answers; then the daemon, whose
+                // The names first, while the daemon still answers: it goes on accepting and
+                // serving while they go (a slow name server can take `REMOVE_WITHIN`), so a
+                // client that looked a name up meanwhile is served. Then the daemon, whose
                 // running calls get its grace period.
-                remove(names).await;
-                daemon.shutdown();
-                serving.await
+                let removing = remove(names);
+                tokio::pin!(removing);
+                tokio::select! {
+                    () = &mut removing => {
+                        daemon.shutdown();
+                        serving.await
+                    }
+                    // (Stopped elsewhere meanwhile.)
+                    served = &mut serving => {
+                        removing.await;
+                        served
+                    }
+                }
             }
         }
     }

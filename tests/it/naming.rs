@@ -192,6 +192,23 @@ async fn the_locators_connect_timeout_bounds_a_name_server_that_never_answers() 
         .expect("the connect timeout was not applied")
         .unwrap_err();
     assert!(err.is_communication(), "{err}");
+    // The whole try, not each of the proxy's dial attempts (three of 1 s each before, with
+    // their backoff: helper-126 #3).
+    let started = std::time::Instant::now();
+    let err = NsLocator::new()
+        .host("127.0.0.1")
+        .port(port)
+        .no_broadcast()
+        .connect_timeout(Duration::from_secs(1))
+        .locate()
+        .await
+        .unwrap_err();
+    assert!(err.is_communication(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "one try of 1 s took {:?}",
+        started.elapsed()
+    );
     // And with it, a name server that answers is found at the host and port given.
     let (ns, _) = name_server().await;
     let found = NsLocator::new()
@@ -1548,6 +1565,59 @@ async fn serve_simple_names_its_objects_until_stopped_then_removes_the_names() {
         names.lookup("example.greeting").await.is_err(),
         "the name outlived serving"
     );
+    ns.shutdown();
+}
+
+/// `serveSimple` stopped while its name server is slow to answer: the daemon goes on accepting
+/// and serving while the names are removed, so a client that looked a name up just before is
+/// served. (Before, the accept loop stood still until the removal ended, up to 5 s: new clients
+/// sat in the listen backlog, then were refused or reset: helper-126 #1.)
+#[tokio::test]
+async fn serve_simple_serves_new_clients_while_it_removes_its_names() {
+    use crate::support::{GreeterServer, GreetingMaker, HeldRelay};
+    use rmi::naming::ServeSimple;
+    let (ns, port) = local_name_server().await;
+    let relay = HeldRelay::start(port).await;
+    let locator = NsLocator::new()
+        .host("127.0.0.1")
+        .port(relay.port)
+        .no_broadcast();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        ServeSimple::new()
+            .object(GreeterServer::new(GreetingMaker), "example.greeting")
+            .name_server(locator)
+            .quiet()
+            .run_until(async {
+                stopped.await.ok();
+            }),
+    );
+    let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+    let uri = registered(&names, "example.greeting").await;
+    // The name server's answers held: the removal waits.
+    relay.hold(true);
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let call = async {
+        let greeter: GreeterProxy = GreeterProxy::builder(&uri)?
+            .reconnect_attempts(0)
+            .connect()
+            .await?;
+        greeter.welcome_message("Rashmi".into()).await
+    };
+    let answer: Result<Result<String, Error>, _> =
+        tokio::time::timeout(Duration::from_secs(2), call).await;
+    assert_eq!(
+        answer.expect("not served while the names went").unwrap(),
+        "Hi welcome Rashmi"
+    );
+    relay.hold(false);
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("serving ended")
+        .unwrap()
+        .unwrap();
+    assert!(names.lookup("example.greeting").await.is_err());
     ns.shutdown();
 }
 
