@@ -35,9 +35,16 @@ pub(crate) async fn register_greeter(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // (Empty counts as unset.)
     let ttl = match std::env::var("RMI_LEASE_TTL") {
-        Ok(secs) => Duration::from_secs_f64(secs.parse()?),
-        Err(_) => rmi::naming::DEFAULT_LEASE_TTL,
+        Ok(secs) if !secs.trim().is_empty() => secs
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .filter(|ttl| !ttl.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("RMI_LEASE_TTL={secs:?} is not a number of seconds"))?,
+        _ => rmi::naming::DEFAULT_LEASE_TTL,
     };
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let (uri, names) = register_greeter(&daemon, NsLocator::from_env()?, ttl).await?;
@@ -45,10 +52,13 @@ async fn main() -> anyhow::Result<()> {
     let stop = daemon.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
+        // A clean shutdown: the name goes now, not when the lease runs out, and first, while
+        // the daemon still serves whoever looked it up; then the daemon.
+        if let Err(e) = names.revoke().await {
+            eprintln!("could not remove the name: {e}");
+        }
         stop.shutdown();
     });
     daemon.serve().await?;
-    // A clean shutdown: the name goes now, not when the lease runs out.
-    names.revoke().await?;
     Ok(())
 }

@@ -13,7 +13,8 @@ use crate::NameServerProxy;
 
 /// Pyro's names for the `RMI_NS_*` variables [`NsLocator::from_env`] reads: each is read
 /// where its `RMI_NS_*` one is unset (Pyro's `NS_BCHOST` is not `RMI_NS_BCADDR`: it is where
-/// Pyro's responder binds, not where a client broadcasts).
+/// Pyro's responder binds, not where a client broadcasts; Pyro's `BROADCAST_ADDRS` is, and is
+/// read too: the first address of its list, `<broadcast>` meaning 255.255.255.255).
 pub const PYRO_ENV: &[(&str, &str)] = &[
     ("RMI_NS_HOST", "PYRO_NS_HOST"),
     ("RMI_NS_PORT", "PYRO_NS_PORT"),
@@ -89,7 +90,20 @@ impl NsLocator {
             l.port = p;
         }
         if let Some((addr, bport)) = &mut l.broadcast {
-            if let Some(a) = set("RMI_NS_BCADDR") {
+            // (Pyro's list, whose default is `<broadcast>, 0.0.0.0`: its first address.)
+            let pyros = || {
+                let first = set("PYRO_BROADCAST_ADDRS")?
+                    .split(',')
+                    .next()?
+                    .trim()
+                    .to_owned();
+                match first.as_str() {
+                    "" => None,
+                    "<broadcast>" => Some("255.255.255.255".to_owned()),
+                    _ => Some(first),
+                }
+            };
+            if let Some(a) = set("RMI_NS_BCADDR").or_else(pyros) {
                 *addr = a;
             }
             if let Some(p) = port("RMI_NS_BCPORT")? {

@@ -308,10 +308,19 @@ impl NamingResolver {
     }
 
     /// [`dial_ahead`](Self::dial_ahead) off when the environment variable `RMI_DIAL_AHEAD` is
-    /// `0`, `false`, `no` or `off` (how the `rmi` facade's default resolver is set up).
+    /// `0`, `false`, `no` or `off` (how the `rmi` facade's default resolver is set up); on when
+    /// it is unset, empty, `1`, `true`, `yes` or `on`; any other value is warned of, and leaves
+    /// it on.
     pub fn dial_ahead_from_env(self) -> Self {
         let var = std::env::var("RMI_DIAL_AHEAD").ok();
-        self.dial_ahead(!is_off(var.as_deref()))
+        let on = switch(var.as_deref()).unwrap_or_else(|| {
+            tracing::warn!(
+                value = var.as_deref().unwrap_or_default(),
+                "RMI_DIAL_AHEAD is not one of 0, false, no, off, 1, true, yes, on: dialing ahead"
+            );
+            true
+        });
+        self.dial_ahead(on)
     }
 
     /// Answer lookups from a client-side cache kept fresh by a watch on the name server; when
@@ -855,13 +864,17 @@ impl From<Lookup> for Error {
     }
 }
 
-/// Whether a switch's value turns it off.
-fn is_off(value: Option<&str>) -> bool {
-    value.is_some_and(|v| {
-        ["0", "false", "no", "off"]
-            .iter()
-            .any(|off| v.trim().eq_ignore_ascii_case(off))
-    })
+/// What a switch's value says: off, on (also unset or empty), or nothing it knows (`None`).
+fn switch(value: Option<&str>) -> Option<bool> {
+    let v = value.unwrap_or_default().trim();
+    let is = |words: &[&str]| words.iter().any(|w| v.eq_ignore_ascii_case(w));
+    if is(&["0", "false", "no", "off"]) {
+        Some(false)
+    } else if v.is_empty() || is(&["1", "true", "yes", "on"]) {
+        Some(true)
+    } else {
+        None
+    }
 }
 
 /// Keeps `cache` fresh: opens a watch on the name server, drops every name a change touches
@@ -1090,10 +1103,14 @@ mod tests {
     #[test]
     fn a_switch_is_off_only_when_it_says_so() {
         for off in ["0", "false", "No", " OFF "] {
-            assert!(is_off(Some(off)), "{off:?}");
+            assert_eq!(switch(Some(off)), Some(false), "{off:?}");
         }
-        for on in [None, Some("1"), Some("yes"), Some(""), Some("offline")] {
-            assert!(!is_off(on), "{on:?}");
+        for on in [None, Some("1"), Some("yes"), Some(""), Some(" On")] {
+            assert_eq!(switch(on), Some(true), "{on:?}");
+        }
+        // Neither: warned of by its reader (before, silently on: helper-126 #6).
+        for unknown in ["offline", "disable", "n"] {
+            assert_eq!(switch(Some(unknown)), None, "{unknown:?}");
         }
     }
 }

@@ -764,6 +764,7 @@ async fn only_ns_locator_from_env_reads_the_environment() {
             "PYRO_NS_HOST",
             "PYRO_NS_PORT",
             "PYRO_NS_BCPORT",
+            "PYRO_BROADCAST_ADDRS",
         ],
         "NS ENV CHILD PASSED",
     )
@@ -849,6 +850,21 @@ async fn ns_environment_child_entry() {
         .await
         .expect("from_env found the name server through RMI_NS_BCADDR/RMI_NS_BCPORT");
     assert_eq!(found.uri(), &ours);
+    // 2b. Pyro's PYRO_BROADCAST_ADDRS (its list's first address) where RMI_NS_BCADDR is unset
+    // (before, not read: helper-126 #6): nothing answers on 127.0.0.3.
+    std::env::set_var("PYRO_BROADCAST_ADDRS", "127.0.0.3, 0.0.0.0");
+    let wins = NsLocator::from_env().unwrap().locate().await;
+    assert!(wins.is_ok(), "PYRO_BROADCAST_ADDRS beat RMI_NS_BCADDR");
+    std::env::remove_var("RMI_NS_BCADDR");
+    let elsewhere = NsLocator::from_env().unwrap().locate().await;
+    assert!(elsewhere.is_err(), "PYRO_BROADCAST_ADDRS was not read");
+    std::env::set_var("PYRO_BROADCAST_ADDRS", "127.255.255.255");
+    let found = NsLocator::from_env().unwrap().locate().await;
+    assert_eq!(
+        found.expect("found through PYRO_BROADCAST_ADDRS").uri(),
+        &ours
+    );
+    std::env::remove_var("PYRO_BROADCAST_ADDRS");
 
     // 3. A value that is not a port is an error naming the variable.
     std::env::set_var("RMI_NS_PORT", "ninety");

@@ -272,9 +272,11 @@ impl Proxy {
             (_, Some(resolver)) => resolver.resolve(&config.uri).await.map(Arc::new),
             (uri, None) => Err(Error::InvalidUri {
                 uri: uri.to_string(),
-                reason:
-                    "a PYRONAME:/PYROMETA: uri needs a name-server resolver (connect through the `rmi` crate)"
-                        .into(),
+                // (`rmi::Proxy::builder` is rmi-core's, which knows no name server.)
+                reason: "a PYRONAME:/PYROMETA: uri needs a name-server resolver: make the proxy \
+                         with `rmi::proxy_builder` or a generated `{Trait}Proxy`, or give it \
+                         `.resolver(rmi::naming::default_resolver())`"
+                    .into(),
             }),
         }
     }
