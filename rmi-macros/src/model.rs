@@ -74,6 +74,8 @@ pub(crate) struct Method<'a> {
     pub(crate) wire_name: String,
     /// Where the wire name comes from (the `name = "..."` literal, or the Rust name).
     pub(crate) wire_span: Span,
+    /// The wire name was given (`name = "..."`), not taken from the Rust name.
+    pub(crate) named: bool,
     /// `#[doc]`, `#[cfg]`, `#[deprecated]` and lint attributes, copied to generated items.
     pub(crate) carried_attrs: Vec<Attribute>,
     /// The arguments after `&self`, in order (only the well-formed ones).
@@ -153,11 +155,32 @@ impl<'a> Service<'a> {
                 other => cx.error(origin, not_a_method(other)),
             }
         }
+        name_setters_after_getters(&mut methods);
         Service {
             original: item,
             ident: &item.ident,
             vis: &item.vis,
             methods,
+        }
+    }
+}
+
+/// A setter not named on its own sets its getter's property, under the getter's wire name:
+/// `set_brightness_level` sets what `#[rmi(property, name = "brightnessLevel")] async fn
+/// brightness_level` reads, not a property `brightness_level` of its own.
+fn name_setters_after_getters(methods: &mut [Method<'_>]) {
+    let getters: Vec<(String, String)> = methods
+        .iter()
+        .filter(|m| matches!(m.access, Access::Get(_)))
+        .map(|m| (m.ident.unraw().to_string(), m.wire_name.clone()))
+        .collect();
+    for setter in methods.iter_mut().filter(|m| m.access.is_set() && !m.named) {
+        let rust = setter.ident.unraw().to_string();
+        let Some(property) = rust.strip_prefix("set_") else {
+            continue;
+        };
+        if let Some((_, wire)) = getters.iter().find(|(getter, _)| getter == property) {
+            setter.wire_name.clone_from(wire);
         }
     }
 }
@@ -227,6 +250,7 @@ impl<'a> Method<'a> {
             ident: &sig.ident,
             wire_name,
             wire_span,
+            named: attrs.wire_name.is_some(),
             carried_attrs: attrs.carried,
             args,
             reply,
@@ -420,6 +444,30 @@ fn lower_args<'a>(sig: &'a Signature, origin: Origin, cx: &mut Ctxt) -> Vec<Arg<
     args
 }
 
+/// The first `'_` in `tokens`, if any.
+fn elided_lifetime(tokens: TokenStream) -> Option<TokenStream> {
+    use proc_macro2::{Spacing, TokenTree};
+    let mut tokens = tokens.into_iter().peekable();
+    while let Some(token) = tokens.next() {
+        match token {
+            TokenTree::Punct(p) if p.as_char() == '\'' && p.spacing() == Spacing::Joint => {
+                if let Some(TokenTree::Ident(name)) = tokens.peek() {
+                    if name == "_" {
+                        return Some(quote::quote!(#p #name));
+                    }
+                }
+            }
+            TokenTree::Group(g) => {
+                if let Some(found) = elided_lifetime(g.stream()) {
+                    return Some(found);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The declared output, `()` when there is none; it must be an owned type.
 fn lower_output(sig: &Signature, origin: Origin, cx: &mut Ctxt) -> Type {
     match &sig.output {
@@ -427,6 +475,11 @@ fn lower_output(sig: &Signature, origin: Origin, cx: &mut Ctxt) -> Type {
         ReturnType::Type(_, ty) => {
             if let Some(tokens) = borrowed_or_impl(ty) {
                 let msg = "remote methods must return an owned type (not a reference, `impl Trait`, `Self` or `!`)";
+                cx.error(origin, syn::Error::new_spanned(tokens, msg));
+            } else if let Some(tokens) = elided_lifetime(ty.to_token_stream()) {
+                // (Accepted in arguments, which the server decodes; a result's `'_` would tie
+                // what the caller gets to the proxy, or a batch's slot to the batch.)
+                let msg = "a remote method's result cannot borrow: the caller gets it from another process; write `'static` (`Cow<'static, str>`) or an owned type";
                 cx.error(origin, syn::Error::new_spanned(tokens, msg));
             }
             (**ty).clone()

@@ -422,3 +422,54 @@ for serializer, uri in zip(("serpent", "msgpack"), sys.argv[1:]):
     }
     daemon.shutdown();
 }
+
+/// A property renamed for Python, with its setter named after the getter's Rust name.
+#[rmi::remote]
+pub(crate) trait Dimmer {
+    /// The level (Python's name: `brightnessLevel`).
+    #[rmi(property, name = "brightnessLevel")]
+    async fn brightness_level(&self) -> u8;
+    /// Sets the level: the same property, though its own name is not given.
+    #[rmi(setter)]
+    async fn set_brightness_level(&self, level: u8);
+}
+
+struct Knob(Mutex<u8>);
+
+impl Dimmer for Knob {
+    async fn brightness_level(&self) -> u8 {
+        *self.0.lock().unwrap()
+    }
+    async fn set_brightness_level(&self, level: u8) {
+        *self.0.lock().unwrap() = level;
+    }
+}
+
+/// A setter not named on its own sets its getter's property under the getter's wire name:
+/// one property `brightnessLevel`, which `proxy.brightnessLevel = 5` sets. (Before, the setter
+/// made a write-only property `brightness_level` of its own, and Python's assignment raised
+/// `AttributeError`: helper-122 #2.)
+#[tokio::test]
+async fn a_setter_sets_its_renamed_getters_property() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register(DimmerServer::new(Knob(Mutex::new(1))))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let dimmer = DimmerProxy::connect(&uri).await.unwrap();
+    let meta = dimmer.proxy().metadata().await.unwrap();
+    assert_eq!(meta.attrs, ["brightnessLevel"]);
+    // As a Python client sets it (`proxy.brightnessLevel = 5`), and as the Rust proxy does.
+    dimmer
+        .proxy()
+        .call::<_, ()>("__setattr__", &("brightnessLevel", 5u8))
+        .await
+        .unwrap();
+    assert_eq!(dimmer.brightness_level().await.unwrap(), 5);
+    dimmer.set_brightness_level(7).await.unwrap();
+    assert_eq!(dimmer.brightness_level().await.unwrap(), 7);
+    daemon.shutdown();
+}
