@@ -65,6 +65,30 @@ async fn distinct_errors(serializer: Serializer) {
     );
     let err = proxy.call::<_, usize>("calls", &(1u8,)).await.unwrap_err();
     assert!(matches!(err, Error::BadArguments(_)), "{err}");
+    // Under bincode, arguments that end early or run on are said to, with the parameters'
+    // names (before: bincode's "the size limit has been reached" and "Slice had bytes
+    // remaining", which read as a message-size problem: helper-122 #3).
+    let err = proxy
+        .call::<_, (u32, u32, String)>("echo", &(1u32, 2u32))
+        .await
+        .unwrap_err();
+    // (The Pyro formats carry names: "missing argument \"text\"".)
+    assert!(
+        matches!(&err, Error::BadArguments(e)
+            if e.message.contains("the arguments end before the 3 parameters (task, call, text) do")
+                || e.message.contains("missing argument \"text\"")),
+        "{err}"
+    );
+    let err = proxy
+        .call::<_, (u32, u32, String)>("echo", &(1u32, 2u32, "x", 4u8))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::BadArguments(e)
+            if e.message.contains("more arguments than the 3 parameters (task, call, text)")
+                || e.message.contains("takes 3 positional arguments but 4 were given")),
+        "{err}"
+    );
     daemon_still_serves(&proxy, &lab).await;
 
     // A panicking method: an error for this caller only.

@@ -594,7 +594,7 @@ impl Args {
             return T::deserialize(bound).map_err(|e| Error::Codec(e.0));
         }
         match self.ser {
-            Serializer::Bincode => self.decode(),
+            Serializer::Bincode => self.decode().map_err(|e| arity(e, names)),
             Serializer::Json => Err(Error::Codec("json arguments without their tree".into())),
             Serializer::MsgPack | Serializer::Serpent | Serializer::Marshal => {
                 let (_, _, vargs, kwargs): (IgnoredAny, IgnoredAny, value::Value, value::Value) =
@@ -707,6 +707,35 @@ impl Args {
                 Ok(args)
             }
         }
+    }
+}
+
+/// A bincode caller's arguments that ended before the parameters did, or went on after them,
+/// said so with the parameters' names (bincode carries none, so which argument is off is not
+/// known), instead of bincode's "size limit" or "bytes remaining".
+fn arity(e: Error, names: &[&str]) -> Error {
+    let Error::Codec(text) = &e else {
+        return e;
+    };
+    let params = format!("{} parameters ({})", names.len(), names.join(", "));
+    let ran_out = [
+        "size limit has been reached",
+        "unexpected end",
+        "bytes of the payload",
+    ];
+    if ran_out.iter().any(|says| text.contains(says)) {
+        Error::Codec(format!(
+            "the arguments end before the {params} do: fewer arguments, or of other \
+             types (under bincode every argument must be given: a caller built from another \
+             version of the method?)"
+        ))
+    } else if text.contains("bytes remaining") {
+        Error::Codec(format!(
+            "more arguments than the {params}, or of other types (a caller built \
+             from another version of the method?)"
+        ))
+    } else {
+        e
     }
 }
 
