@@ -712,7 +712,7 @@ impl Args {
 
 /// A bincode caller's arguments that ended before the parameters did, or went on after them,
 /// said so with the parameters' names (bincode carries none, so which argument is off is not
-/// known), instead of bincode's "size limit" or "bytes remaining".
+/// known), before what bincode said ("size limit", "bytes remaining", a length too large).
 fn arity(e: Error, names: &[&str]) -> Error {
     let Error::Codec(text) = &e else {
         return e;
@@ -727,12 +727,12 @@ fn arity(e: Error, names: &[&str]) -> Error {
         Error::Codec(format!(
             "the arguments end before the {params} do: fewer arguments, or of other \
              types (under bincode every argument must be given: a caller built from another \
-             version of the method?)"
+             version of the method?): {text}"
         ))
     } else if text.contains("bytes remaining") {
         Error::Codec(format!(
             "more arguments than the {params}, or of other types (a caller built \
-             from another version of the method?)"
+             from another version of the method?): {text}"
         ))
     } else {
         e
