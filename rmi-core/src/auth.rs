@@ -541,22 +541,66 @@ impl ClientHandshake {
 /// answer is one online guess at the secret, which the daemon checks by whether the proxy then
 /// sends its proof; a fake daemon (a callback URI a client chose, a spoofed broadcast answer)
 /// could otherwise guess as fast as it is dialed. Past [`ClientGuesses::LIMIT`] in a
-/// [`ClientGuesses::WINDOW`] at one location, no exchange is started there until the window
+/// [`ClientGuesses::WINDOW`] from one host, no exchange is started with it until the window
 /// ends. (Twice the daemon's own limit: an rmi daemon refuses a client that failed 30 times
 /// before this side's limit is reached, and says so.)
+///
+/// Counted as the daemon counts its clients: per IPv4 address or IPv6 /64, whatever port or
+/// name it was dialed by ([`guesser`]); exchanges under way count as guesses until they end,
+/// so that many dials at once get no more; a proof does not wipe the failures (a fake daemon
+/// that relays one real exchange now and then starts from nothing otherwise); and while the
+/// table is full, hosts not in it share one tally.
 #[derive(Debug, Default)]
 pub(crate) struct ClientGuesses {
-    /// Per location: when its window opened and its failed answers in it.
-    failed: parking_lot::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+    /// Per host: when its window opened, its failed answers in it, and its exchanges under way.
+    hosts: parking_lot::Mutex<std::collections::HashMap<String, Tally>>,
+}
+
+/// One host's guesses.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    since: std::time::Instant,
+    failed: u32,
+    under_way: u32,
+}
+
+/// Where a daemon's guesses at this process's secret are counted: its IPv4 address, its IPv6
+/// /64 (what one subscriber gets), or, for a peer with no IP address (a Unix socket), the
+/// location dialed.
+pub(crate) fn guesser(ip: Option<std::net::IpAddr>, location: &str) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        Some(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        None => location.to_owned(),
+    }
+}
+
+/// An exchange under way with a host, counted as a guess until it ends (dropped).
+#[derive(Debug)]
+pub(crate) struct Offering {
+    key: String,
+}
+
+impl Drop for Offering {
+    fn drop(&mut self) {
+        if let Some(tally) = ClientGuesses::get().hosts.lock().get_mut(&self.key) {
+            tally.under_way = tally.under_way.saturating_sub(1);
+        }
+    }
 }
 
 impl ClientGuesses {
-    /// Failed answers one location may give in a window.
+    /// Failed answers one host may give in a window.
     pub(crate) const LIMIT: u32 = 60;
     /// The window.
     pub(crate) const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-    /// Locations remembered at most (the oldest window forgotten first).
-    const MAX_LOCATIONS: usize = 4096;
+    /// Hosts remembered at most; past it, the hosts not in the table share one tally.
+    const MAX_HOSTS: usize = 4096;
+    /// The shared tally's key.
+    const OVERFLOW: &'static str = "(hosts past the table's bound)";
 
     /// The process's.
     pub(crate) fn get() -> &'static ClientGuesses {
@@ -564,44 +608,53 @@ impl ClientGuesses {
         GUESSES.get_or_init(ClientGuesses::default)
     }
 
-    /// Whether an exchange may start with the daemon at `location` now; the refusal says why.
-    pub(crate) fn may_offer(&self, location: &str) -> Result<(), Error> {
+    /// Starts an exchange with the daemon at `location` (host `key`, see [`guesser`]), if it may
+    /// have another guess now; the refusal says why. The exchange counts until the `Offering`
+    /// is dropped; a failure it ends in is told to [`failed`](Self::failed).
+    pub(crate) fn may_offer(&self, key: &str, location: &str) -> Result<Offering, Error> {
         let now = std::time::Instant::now();
-        match self.failed.lock().get(location) {
-            Some((since, n)) if now.duration_since(*since) < Self::WINDOW && *n >= Self::LIMIT => {
-                Err(Error::ConnectFailed(format!(
-                    "the daemon at {location} failed to prove the shared secret {n} times within \
-                     {:?}: it gets no other guess at it until then",
-                    Self::WINDOW
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a daemon at `location` that did not prove the secret.
-    pub(crate) fn failed(&self, location: &str) {
-        let now = std::time::Instant::now();
-        let mut failed = self.failed.lock();
-        if failed.len() >= Self::MAX_LOCATIONS && !failed.contains_key(location) {
-            failed.retain(|_, (since, _)| now.duration_since(*since) < Self::WINDOW);
-            if failed.len() >= Self::MAX_LOCATIONS {
-                let oldest = failed.iter().min_by_key(|(_, (at, _))| *at);
-                if let Some(oldest) = oldest.map(|(l, _)| l.clone()) {
-                    failed.remove(&oldest);
-                }
+        let mut hosts = self.hosts.lock();
+        let mut key = key;
+        if !hosts.contains_key(key) && hosts.len() >= Self::MAX_HOSTS {
+            hosts.retain(|_, t| t.under_way > 0 || now.duration_since(t.since) < Self::WINDOW);
+            if hosts.len() >= Self::MAX_HOSTS {
+                key = Self::OVERFLOW;
             }
         }
-        let slot = failed.entry(location.to_owned()).or_insert((now, 0));
-        if now.duration_since(slot.0) >= Self::WINDOW {
-            *slot = (now, 0);
+        let tally = hosts.entry(key.to_owned()).or_insert(Tally {
+            since: now,
+            failed: 0,
+            under_way: 0,
+        });
+        if now.duration_since(tally.since) >= Self::WINDOW {
+            (tally.since, tally.failed) = (now, 0);
         }
-        slot.1 = slot.1.saturating_add(1);
+        let guesses = tally.failed.saturating_add(tally.under_way);
+        if guesses >= Self::LIMIT {
+            return Err(Error::ConnectFailed(format!(
+                "the daemon at {location} failed to prove the shared secret {} times within \
+                 {:?} (with {} more exchanges under way): it gets no other guess at it until \
+                 then",
+                tally.failed,
+                Self::WINDOW,
+                tally.under_way
+            )));
+        }
+        tally.under_way += 1;
+        Ok(Offering {
+            key: key.to_owned(),
+        })
     }
 
-    /// Notes that the daemon at `location` proved the secret: its failures are forgotten.
-    pub(crate) fn proved(&self, location: &str) {
-        self.failed.lock().remove(location);
+    /// Counts the exchange `offering` as a failed guess: its daemon did not prove the secret.
+    pub(crate) fn failed(&self, offering: &Offering) {
+        let now = std::time::Instant::now();
+        if let Some(tally) = self.hosts.lock().get_mut(&offering.key) {
+            if now.duration_since(tally.since) >= Self::WINDOW {
+                (tally.since, tally.failed) = (now, 0);
+            }
+            tally.failed = tally.failed.saturating_add(1);
+        }
     }
 }
 

@@ -986,6 +986,20 @@ pub fn split<S: Io>(
     (FrameReader::new(rd, max_message_size), FrameWriter::new(wr))
 }
 
+/// The IP address of the peer at the other end of `io`: a TCP stream's, under TLS or not;
+/// `None` for a Unix socket or any other stream.
+pub(crate) fn peer_ip(io: &BoxIo) -> Option<std::net::IpAddr> {
+    let any: &dyn std::any::Any = &**io;
+    if let Some(tcp) = any.downcast_ref::<tokio::net::TcpStream>() {
+        return tcp.peer_addr().ok().map(|a| a.ip());
+    }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = any.downcast_ref::<tokio_rustls::client::TlsStream<BoxIo>>() {
+        return peer_ip(tls.get_ref().0);
+    }
+    None
+}
+
 /// Runs the TLS client handshake on `stream`, checking the certificate against `location`'s host.
 #[cfg(feature = "tls")]
 pub async fn tls_connect(

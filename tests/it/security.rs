@@ -852,7 +852,22 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
 #[tokio::test]
 async fn guessing_the_shared_secret_is_refused_after_30_failures_a_minute() {
     let secret = SharedSecret::new("correct horse battery staple");
-    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    // On a loopback address of its own: the proxies' failures count per host in this process
+    // (see `a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret`), and these 30
+    // are no other test's.
+    let daemon = Daemon::builder()
+        .shared_secret(secret.clone())
+        .bind("127.0.0.63:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let uri = Uri::tcp("lab", "127.0.0.63", daemon.local_addr().unwrap().port());
     let attempt = |guess: SharedSecret| {
         let uri = uri.clone();
         async move {
@@ -915,17 +930,22 @@ async fn clients_without_the_secret_are_refused_and_lock_nobody_out() {
     daemon.shutdown();
 }
 
-/// A fake daemon (a callback URI a client chose, a spoofed broadcast answer) runs the
-/// daemon's half of the exchange with a new guess at the secret on each connection, and learns
-/// from whether the proxy then sends its proof whether the guess was right. A proxy with the
-/// secret gives a location 60 such guesses a minute, then refuses to start another exchange
-/// there, saying why: the fake daemon's 70th guess, the right one, is never tried. (Before, it
-/// could guess as fast as it was dialed, and got the proof on the right guess.)
-#[tokio::test]
-async fn a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret() {
+/// A fake daemon on `host` (a loopback address of its own: a proxy's guesses are counted per
+/// host, process-wide, and this test's would lock other tests out of 127.0.0.1) that answers
+/// every CONNECT with its half of the key exchange for a secret of its own ("guess N"), once
+/// `release` says true; returns its port, and its counts of exchanges started and proofs
+/// received.
+async fn fake_daemon(
+    host: &str,
+    release: tokio::sync::watch::Receiver<bool>,
+) -> (
+    u16,
+    Arc<std::sync::atomic::AtomicU32>,
+    Arc<std::sync::atomic::AtomicU32>,
+) {
     use rmi::protocol::frame::{Message, MessageType};
     use std::sync::atomic::{AtomicU32, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let offers = Arc::new(AtomicU32::new(0));
     let proofs = Arc::new(AtomicU32::new(0));
@@ -935,12 +955,14 @@ async fn a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret() {
             loop {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let (offers, proofs) = (offers.clone(), proofs.clone());
+                let mut release = release.clone();
                 tokio::spawn(async move {
                     // (A proxy refusing to offer a guess closes before its CONNECT.)
                     let Some((_, connect)) = handshake::read_message(&mut s).await else {
                         return;
                     };
                     let guess = offers.fetch_add(1, Ordering::SeqCst);
+                    let _ = release.wait_for(|go| *go).await;
                     let mut offer = Message::new(
                         MessageType::ConnectOk,
                         connect.serializer,
@@ -961,17 +983,36 @@ async fn a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret() {
             }
         }
     });
-    let uri: Uri = format!("PYRO:lab@127.0.0.1:{port}").parse().unwrap();
+    (port, offers, proofs)
+}
+
+/// A proxy with `secret` connecting to `uri` once, without retrying.
+async fn guess_at(uri: &Uri, secret: &str) -> rmi::Error {
+    LabProxy::builder(uri)
+        .unwrap()
+        .shared_secret(SharedSecret::new(secret))
+        .reconnect_attempts(0)
+        .connect::<LabProxy>()
+        .await
+        .map(drop)
+        .unwrap_err()
+}
+
+/// A fake daemon (a callback URI a client chose, a spoofed broadcast answer) runs the
+/// daemon's half of the exchange with a new guess at the secret on each connection, and learns
+/// from whether the proxy then sends its proof whether the guess was right. A proxy with the
+/// secret gives a host 60 such guesses a minute, then refuses to start another exchange
+/// there, saying why: the fake daemon's 70th guess, the right one, is never tried. (Before, it
+/// could guess as fast as it was dialed, and got the proof on the right guess.)
+#[tokio::test]
+async fn a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret() {
+    use std::sync::atomic::Ordering;
+    let released = tokio::sync::watch::channel(true).1;
+    let (port, offers, proofs) = fake_daemon("127.0.0.61", released.clone()).await;
+    let uri: Uri = format!("PYRO:lab@127.0.0.61:{port}").parse().unwrap();
     let mut refused_here = 0;
     for n in 0..80 {
-        let err = LabProxy::builder(&uri)
-            .unwrap()
-            .shared_secret(SharedSecret::new("guess 69"))
-            .reconnect_attempts(0)
-            .connect::<LabProxy>()
-            .await
-            .map(drop)
-            .unwrap_err();
+        let err = guess_at(&uri, "guess 69").await;
         if err.to_string().contains("gets no other guess") {
             refused_here += 1;
         } else {
@@ -985,6 +1026,59 @@ async fn a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret() {
     assert_eq!(offers.load(Ordering::SeqCst), 60, "exchanges started");
     assert_eq!(refused_here, 20);
     assert_eq!(proofs.load(Ordering::SeqCst), 0, "the proof never went");
+    // The same host on another port gets no other guess either: guesses are counted per host,
+    // as the daemon counts its clients (before, per `host:port`: 60 more at each port,
+    // helper-128 #1).
+    let (other_port, other_offers, _) = fake_daemon("127.0.0.61", released).await;
+    let other: Uri = format!("PYRO:lab@127.0.0.61:{other_port}").parse().unwrap();
+    let err = guess_at(&other, "guess 0").await;
+    assert!(err.to_string().contains("gets no other guess"), "{err}");
+    assert_eq!(other_offers.load(Ordering::SeqCst), 0);
+}
+
+/// Exchanges under way count as guesses: 80 dials at once to a fake daemon that holds its
+/// answers until every dial has either started its exchange or been refused start 60 (before,
+/// only finished failures counted, and all 80 started: helper-128 #1).
+#[tokio::test]
+async fn guesses_under_way_count_toward_a_proxys_bound() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const DIALS: u32 = 80;
+    let (release, held) = tokio::sync::watch::channel(false);
+    let (port, offers, proofs) = fake_daemon("127.0.0.62", held).await;
+    let uri: Uri = format!("PYRO:lab@127.0.0.62:{port}").parse().unwrap();
+    let refused = Arc::new(AtomicU32::new(0));
+    let dials: Vec<_> = (0..DIALS)
+        .map(|_| {
+            let (uri, refused) = (uri.clone(), refused.clone());
+            tokio::spawn(async move {
+                let err = guess_at(&uri, "guess 79").await;
+                if err.to_string().contains("gets no other guess") {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let all_in = tokio::time::timeout(Duration::from_secs(120), async {
+        while offers.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst) < DIALS {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        all_in.is_ok(),
+        "the dials never all started or were refused"
+    );
+    release.send_replace(true);
+    for dial in dials {
+        dial.await.unwrap();
+    }
+    assert_eq!(
+        offers.load(Ordering::SeqCst),
+        60,
+        "exchanges started at once"
+    );
+    assert_eq!(refused.load(Ordering::SeqCst), DIALS - 60);
+    assert_eq!(proofs.load(Ordering::SeqCst), 0);
 }
 
 /// The same limit over a Unix socket, whose peers have no address: they count together.

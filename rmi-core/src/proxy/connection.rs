@@ -871,6 +871,11 @@ impl Connection {
         first: Option<FirstCall<'_>>,
     ) -> Result<Opened, Error> {
         let object = direct.object().unwrap_or_default();
+        // (Where a daemon's guesses at the secret are counted: see below.)
+        let peer_ip = config
+            .secret
+            .as_ref()
+            .and_then(|_| transport::peer_ip(&stream));
         let (mut reader, mut writer) = transport::split_io(stream, config.limits.max_message_size);
         // A daemon that speaks the other protocol is recognised by its answer's header.
         reader.accept_either_protocol();
@@ -920,14 +925,16 @@ impl Connection {
             msg
         };
         let mut connect = connect_message();
-        // (A daemon that failed to prove the secret too often lately gets no more guesses.)
-        let location = match (&config.secret, direct.location()) {
-            (Some(_), Some(location)) => location.to_string(),
-            _ => String::new(),
+        // (A daemon that failed to prove the secret too often lately gets no more guesses,
+        // counted per host as the daemon counts its clients.)
+        let offering = match (&config.secret, direct.location()) {
+            (Some(_), location) => {
+                let location = location.map(|l| l.to_string()).unwrap_or_default();
+                let host = crate::auth::guesser(peer_ip, &location);
+                Some(crate::auth::ClientGuesses::get().may_offer(&host, &location)?)
+            }
+            _ => None,
         };
-        if config.secret.is_some() {
-            crate::auth::ClientGuesses::get().may_offer(&location)?;
-        }
         let auth = config
             .secret
             .as_ref()
@@ -1029,16 +1036,16 @@ impl Connection {
         let (signer, verifier) = match (auth, keyed) {
             (_, Some((signer, verifier))) => (Some(signer), Some(verifier)),
             (Some(auth), None) if reply.msg_type != MessageType::ConnectFail => {
-                let guesses = crate::auth::ClientGuesses::get();
                 let (mut signer, mut verifier) =
                     auth.confirm(&connect, &reply).inspect_err(|e| {
                         // (Only an answer with the daemon's half of the exchange was a guess.)
                         let answered = reply.annotation(&crate::protocol::names::PAKE_ANNOTATION);
                         if matches!(e, Error::ConnectFailed(_)) && answered.is_some() {
-                            guesses.failed(&location);
+                            if let Some(offering) = &offering {
+                                crate::auth::ClientGuesses::get().failed(offering);
+                            }
                         }
                     })?;
-                guesses.proved(&location);
                 signer.set_protocol(protocol);
                 verifier.set_protocol(protocol);
                 let mut proof = connect_message();
