@@ -576,3 +576,81 @@ async fn a_method_cannot_raise_an_error_that_passes_for_the_daemon_s() {
     }
     daemon.shutdown();
 }
+
+/// A retried call keeps its correlation id: the daemon sees one call tried twice, not two
+/// calls (before, each try had a new id: helper-127 #6).
+#[tokio::test]
+async fn a_retried_call_keeps_its_correlation_id() {
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let builder = rmi::Daemon::builder().on_call_error({
+        let seen = seen.clone();
+        move |failed| seen.lock().unwrap().push(failed.correlation_id)
+    });
+    let (daemon, uri) = crate::support::serve_lab(builder).await;
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    // Each try runs past its deadline on the daemon, which says so to the hook.
+    let retrying = LabProxy::from_proxy(
+        lab.proxy()
+            .with_timeout(Duration::from_millis(150))
+            .with_retries(1),
+    );
+    let err = retrying.sleep(600).await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    crate::support::eventually("both tries reported", || seen.lock().unwrap().len() == 2).await;
+    let ids = seen.lock().unwrap().clone();
+    assert_eq!(ids[0], ids[1], "{ids:?}");
+    daemon.shutdown();
+}
+
+/// A call that timed out waiting for one of the connection's slots is not retried: its one
+/// deadline has passed (before, `idempotent` or `with_retries` waited for a slot once per try,
+/// and never sent the call: helper-127 #5).
+#[tokio::test]
+async fn a_call_that_timed_out_waiting_for_a_slot_is_not_retried() {
+    let (_daemon, _lab_uri, _) = start_daemon().await;
+    let lab: LabProxy = LabProxy::builder(&_lab_uri)
+        .unwrap()
+        .max_in_flight(1)
+        .connect()
+        .await
+        .unwrap();
+    let holding = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(2_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = LabProxy::from_proxy(
+        lab.proxy()
+            .idempotent()
+            .with_retries(3)
+            .with_timeout(Duration::from_millis(300)),
+    );
+    let started = Instant::now();
+    let err = waiting.calls().await.unwrap_err();
+    assert!(err.is_timeout() && err.is_not_executed(), "{err}");
+    // One wait of 300 ms, not four.
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "{:?}",
+        started.elapsed()
+    );
+    holding.await.unwrap().unwrap();
+}
+
+/// Inside a remote method whose caller has no time left, a call times out at once, neither
+/// dialed nor sent (before, it dialed and sent a request with a zero deadline: helper-127 #4).
+#[tokio::test]
+async fn a_call_with_no_time_left_is_not_sent() {
+    let port = crate::support::silent_listener().await;
+    let uri: rmi::Uri = format!("PYRO:lab@127.0.0.1:{port}").parse().unwrap();
+    let proxy = LabProxy::from_proxy(
+        rmi::ProxyBuilder::new(uri)
+            .build()
+            .with_timeout(Duration::ZERO),
+    );
+    let started = Instant::now();
+    let err = proxy.calls().await.unwrap_err();
+    assert!(err.is_timeout() && err.is_not_executed(), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+}

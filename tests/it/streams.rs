@@ -946,6 +946,64 @@ async fn a_stream_unread_for_its_lifetime_is_dropped_on_a_live_connection() {
     daemon.shutdown();
 }
 
+/// A stream given up on whose close cannot go out at once (every slot of the connection taken)
+/// is closed from a task once a slot frees: the call that found it does not wait for it past
+/// `CLOSE_AHEAD`, and the close is not dropped when that call's timeout passes. (Before, the
+/// close took the call's timeout, then the call took it again; and a close that timed out was
+/// dropped, its stream left open for the connection's life: helper-127 #2.)
+#[tokio::test]
+async fn a_close_that_waits_for_a_slot_is_not_lost() {
+    use crate::support::LabProxy;
+    let (daemon, uri) = crate::support::serve_lab(Daemon::builder()).await;
+    let lab: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .max_in_flight(2)
+        .connect()
+        .await
+        .unwrap();
+    let quick = LabProxy::from_proxy(lab.proxy().with_timeout(Duration::from_millis(100)));
+    // A streaming call given up before its reply (at 400 ms; dropped, so the daemon saw no
+    // deadline) opens a stream nobody reads...
+    let given_up = tokio::spawn({
+        let lab = lab.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(100), lab.slow_numbers(400, 3))
+                .await
+                .map(drop)
+        }
+    });
+    // ...while two long calls take both slots.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let long: Vec<_> = (0..2)
+        .map(|_| {
+            let lab = lab.clone();
+            tokio::spawn(async move { lab.sleep(1_500).await })
+        })
+        .collect();
+    assert!(given_up.await.unwrap().is_err());
+    eventually("the late reply opened its stream", || {
+        daemon.open_streams() == 1
+    })
+    .await;
+    // A call that finds the stream to close: its close cannot go out, nor can the call.
+    let started = Instant::now();
+    let err = quick.calls().await.unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "the call waited for the close: {:?}",
+        started.elapsed()
+    );
+    for call in long {
+        call.await.unwrap().unwrap();
+    }
+    eventually("the stream was closed once a slot freed", || {
+        daemon.open_streams() == 0
+    })
+    .await;
+    daemon.shutdown();
+}
+
 /// A `stream_lifetime` of zero is no limit, as Pyro's `ITER_STREAM_LIFETIME` of 0 (before, every
 /// stream was dropped before its first read: helper-124 #3).
 #[tokio::test]

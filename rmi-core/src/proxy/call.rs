@@ -28,6 +28,10 @@ use crate::transport::received;
 /// also better not encoded by every caller of a fresh proxy at once, for one of them to use.
 const AHEAD_MAX: usize = 64 * 1024;
 
+/// How long a call waits for the closes of streams given up on to go out ahead of it (at once,
+/// unless every slot is taken); the rest go on from a task.
+const CLOSE_AHEAD: Duration = Duration::from_millis(20);
+
 /// A call encoded before its dial but too large to go with the CONNECT (see
 /// [`Proxy::encode_ahead`]), for the connection it was encoded for.
 struct Kept {
@@ -197,9 +201,18 @@ impl Proxy {
         // Set when the attempt's own dial failed: that dial made its `reconnect_attempts`
         // already, and a retry would make them all again.
         let dial_failed = AtomicBool::new(false);
+        // One correlation id for the call, its retries included: the daemon's logs (and a
+        // server that looks for repeated requests) see one call.
+        let mut call_corr = None;
         loop {
             dial_failed.store(false, Ordering::Relaxed);
             let (corr, timeout) = self.call_settings();
+            let corr = *call_corr.get_or_insert(corr);
+            // Made inside a remote method whose caller has no time left: timed out at once,
+            // neither dialed nor sent.
+            if timeout == Some(Duration::ZERO) {
+                return Err(Error::Timeout(Duration::ZERO).not_sent());
+            }
             let span = crate::spans::debug_span!("rmi.call", uri = %self.shared.config.uri, method, correlation_id = %corr);
             let attempt = async {
                 let invoke = |wire: &Wire<'_>| {
@@ -244,10 +257,18 @@ impl Proxy {
                     }
                 };
                 // Closed ahead of this call's request, so a stream this call opens finds their
-                // places free under `max_streams_per_connection`.
+                // places free under `max_streams_per_connection`; waited for `CLOSE_AHEAD` at
+                // most: closes that cannot go out at once (every slot taken) go on from a task,
+                // and this call's time is its own.
                 let orphans = conn.shared.take_orphan_streams();
                 if !orphans.is_empty() {
-                    Box::pin(self.close_streams(&conn, orphans)).await;
+                    let mut closing = Box::pin(self.clone().close_streams(conn.clone(), orphans));
+                    if tokio::time::timeout(CLOSE_AHEAD, &mut closing)
+                        .await
+                        .is_err()
+                    {
+                        tokio::spawn(closing);
+                    }
                 }
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, timeout).await,
@@ -294,11 +315,13 @@ impl Proxy {
                     tracing::debug!(error = %e, method, "request not sent; retrying");
                 }
                 // Not after a failed dial either: it made `reconnect_attempts` of its own, and
-                // each retry would make them all again.
+                // each retry would make them all again. Nor after a timeout waiting for a slot,
+                // as above.
                 Err(e)
                     if e.is_communication()
                         && retries_left > 0
-                        && !dial_failed.load(Ordering::Relaxed) =>
+                        && !dial_failed.load(Ordering::Relaxed)
+                        && !(matches!(e, Error::NotSent(_)) && e.is_timeout()) =>
                 {
                     retries_left -= 1;
                     tracing::debug!(error = %e, method, retries_left, "call failed on the connection; retrying");
@@ -335,17 +358,22 @@ impl Proxy {
     /// dial only to close them would open a connection the caller had closed.
     ///
     /// Each close is written before this returns, so a request sent after it reaches the daemon
-    /// after the closes.
-    pub(super) async fn close_streams(&self, conn: &Arc<Connection>, ids: Vec<String>) {
+    /// after the closes. A close waits for a slot as long as the connection lives (not the
+    /// proxy's timeout: a close given up would leave its stream open for the connection's life).
+    pub(super) async fn close_streams(self, conn: Arc<Connection>, ids: Vec<String>) {
+        let proxy = match self.options.timeout {
+            Some(_) => self.map_options(|o| o.timeout = None),
+            None => self,
+        };
         for id in ids {
-            if !self.live().is_some_and(|live| Arc::ptr_eq(&live, conn)) {
+            if !proxy.live().is_some_and(|live| Arc::ptr_eq(&live, &conn)) {
                 return;
             }
             tracing::debug!(stream = %id, "closing a stream given up on");
             let corr = frame::new_correlation_id();
-            let _ = self
+            let _ = proxy
                 .oneway_on(
-                    conn,
+                    &conn,
                     Some(DAEMON_OBJECT_ID),
                     CLOSE_STREAM,
                     (&(id,), None::<&()>),

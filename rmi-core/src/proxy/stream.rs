@@ -125,7 +125,7 @@ impl<T> Drop for ItemStream<T> {
             tokio::spawn(async move {
                 let ids = conn.shared.take_orphan_streams();
                 if !ids.is_empty() {
-                    proxy.close_streams(&conn, ids).await;
+                    proxy.close_streams(conn, ids).await;
                 }
             });
         }
