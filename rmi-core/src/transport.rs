@@ -492,17 +492,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.partial_since = None;
         // The idle clock likewise starts at the first wait on an empty buffer.
         let mut idle_until = None;
-        debug_assert_eq!(self.skipping, 0, "a message is skipped by poll_frame only");
         loop {
-            match self.check() {
-                Ok(header) => return self.take(header).map(Some),
-                Err(frame::Error::Incomplete) => {}
-                Err(e) => return Err(Error::Protocol(e.to_string())),
+            // The rest of a message being skipped (see `skip_oversized`) is dropped as it
+            // comes, under the frame clock, as the message's own bytes would be read.
+            if self.skipping > 0 {
+                self.discard();
             }
-            if self.plan_bulk() {
-                continue;
+            let skipping = self.skipping > 0;
+            if !skipping {
+                match self.check() {
+                    Ok(header) => return self.take(header).map(Some),
+                    Err(frame::Error::Incomplete) => {}
+                    Err(e) => return Err(Error::Protocol(e.to_string())),
+                }
+                if self.plan_bulk() {
+                    continue;
+                }
             }
-            let buffered = self.buf.len();
+            let buffered = self.buf.len().max(usize::from(skipping));
             // The frame clock runs from the first wait for the rest of a message whose first
             // bytes are in (a deadline too far to represent is none).
             let frame_deadline = match (self.frame_timeout, buffered) {

@@ -594,7 +594,7 @@ pub(super) async fn handle_connection(
     let mut spare_conn = None;
     // Set when the loop stops for the daemon's shutdown (not for the peer, nor its writer).
     let mut by_shutdown = false;
-    loop {
+    'requests: loop {
         // Replies the loop made are held while more requests are at hand, so that a batch of
         // requests is answered in one write; they go out before anything could wait (a
         // request still to arrive, a slot, the byte budget), every `HOLD_MAX` while this
@@ -696,6 +696,24 @@ pub(super) async fn handle_connection(
                     break None;
                 }
                 Err(e) => {
+                    // A request over max_message_size on a connection without a MAC (whose
+                    // count the skipped message would put out of step): refused, its bytes
+                    // read off and dropped as they come, and the connection serves on, so the
+                    // calls sent behind it are not lost with it (a proxy skips a reply so:
+                    // H102). One over `SKIP_AT_MOST` times the limit still closes it.
+                    let skipped = match verifier {
+                        None => reader.skip_oversized(),
+                        Some(_) => None,
+                    };
+                    if let Some(header) = skipped {
+                        tracing::debug!(%peer, size = header.total_len(), "request over max_message_size refused; skipping it");
+                        let max = reader.max_message_size();
+                        if let Some(msg) = refuse_oversized(&conn, &header, protocol, max) {
+                            replies.push(slot.reply(msg, &queued));
+                            held.add(reader.has_frame());
+                        }
+                        continue 'requests;
+                    }
                     tracing::debug!(%peer, error = %e, "malformed message; closing this connection");
                     refusal = reader.oversized_header().and_then(|header| {
                         refuse_oversized(&conn, &header, protocol, reader.max_message_size())
