@@ -483,3 +483,37 @@ print(call(None))
     drop(holder);
     daemon.shutdown();
 }
+
+/// Over Pyro4's protocol, whose header counts the annotations in 16 bits, a call whose
+/// annotations would not fit fails alone, not sent, and the connection serves on. (Before, the
+/// annotations past the count were left out of the frame after the MAC was computed over
+/// them: the daemon refused the message and closed the connection, failing every call on it;
+/// without a key, the annotation was dropped without a word: helper-128 #2.)
+#[tokio::test]
+async fn annotations_over_pyro4s_count_fail_their_call_only() {
+    for key in [Some("the-key"), None] {
+        let (daemon, uri) = greeter(key).await;
+        let mut builder = rmi::Proxy::builder(uri.clone()).protocol(Protocol::Pyro4);
+        if let Some(key) = key {
+            builder = builder.hmac_key(HmacKey::new(key));
+        }
+        let proxy: GreeterProxy = builder.connect().await.unwrap();
+        assert_eq!(
+            proxy.welcome_message("first".into()).await.unwrap(),
+            "Hi welcome first"
+        );
+        let loaded =
+            GreeterProxy::from_proxy(proxy.proxy().with_annotation(*b"BIGA", vec![0u8; 70_000]));
+        let err = loaded.welcome_message("big".into()).await.unwrap_err();
+        assert!(
+            err.is_not_executed() && err.to_string().contains("Pyro4's header can count"),
+            "{key:?}: {err}"
+        );
+        assert_eq!(
+            proxy.welcome_message("after".into()).await.unwrap(),
+            "Hi welcome after",
+            "{key:?}"
+        );
+        daemon.shutdown();
+    }
+}

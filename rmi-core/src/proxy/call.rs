@@ -515,6 +515,18 @@ impl Proxy {
                 let header = conn.protocol.annotation_header_size();
                 let annotations: usize =
                     msg.annotations.iter().map(|(_, v)| header + v.len()).sum();
+                // Pyro4's header counts the annotations in 16 bits: more would be left out of
+                // the frame, after the MAC was computed over them (the daemon would refuse it
+                // and close the connection), or without a word.
+                let all = annotations + header + msg.corr_id.len() + mac;
+                if all > usize::from(u16::MAX) {
+                    return Err(Error::Protocol(format!(
+                        "the request's annotations take {all} bytes, over the {} Pyro4's \
+                         header can count; not sent",
+                        u16::MAX
+                    ))
+                    .not_sent());
+                }
                 msg.payload_len() + annotations + header + msg.corr_id.len() + mac
             }
         };
