@@ -86,6 +86,11 @@ pub struct NamingError {
     /// `CommunicationError`, not a refusal.
     #[serde(skip)]
     unavailable: bool,
+    /// The Python class it is raised as, where Pyro's name server raises another than
+    /// `NamingError` for the same refusal (`ValueError` for two filters at once, `TypeError`
+    /// for arguments Python itself would refuse), so that a Python client's `except` catches it.
+    #[serde(skip)]
+    class: Option<&'static str>,
 }
 
 impl NamingError {
@@ -94,6 +99,23 @@ impl NamingError {
         NamingError {
             message: message.into(),
             unavailable: false,
+            class: None,
+        }
+    }
+
+    /// Refused as Pyro's name server refuses it: with Python's `ValueError`.
+    pub(crate) fn value_error(message: impl Into<String>) -> Self {
+        NamingError {
+            class: Some("builtins.ValueError"),
+            ..NamingError::new(message)
+        }
+    }
+
+    /// Refused as Python refuses the arguments: with `TypeError`.
+    pub(crate) fn type_error(message: impl Into<String>) -> Self {
+        NamingError {
+            class: Some("builtins.TypeError"),
+            ..NamingError::new(message)
         }
     }
 
@@ -114,9 +136,17 @@ impl NamingError {
 }
 
 /// A naming failure raised to the caller as Pyro's `NamingError` (a Python client catches
-/// `Pyro5.errors.NamingError`; a Rust one gets `Error::Resolve`).
+/// `Pyro5.errors.NamingError`; a Rust one gets `Error::Resolve`); where Pyro's name server
+/// raises `ValueError` or `TypeError`, that (`Error::Remote`, `Error::BadArguments`).
 impl From<NamingError> for rmi_core::RemoteError {
     fn from(e: NamingError) -> Self {
+        if let Some(class) = e.class {
+            let kind = match class {
+                "builtins.TypeError" => rmi_core::RemoteErrorKind::BadArguments,
+                _ => rmi_core::RemoteErrorKind::Other,
+            };
+            return rmi_core::RemoteError::new(kind, class, e.message);
+        }
         if e.unavailable {
             return rmi_core::RemoteError::new(
                 rmi_core::RemoteErrorKind::Other,

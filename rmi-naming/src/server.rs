@@ -610,7 +610,7 @@ impl NameServerApi for NameServer {
         let (metadata_all, return_metadata) = match metadata_all {
             Some(TagsOrFlag::Flag(_)) if return_metadata.is_some() => {
                 // Python's own words for list(None, None, True, return_metadata=True).
-                return Err(NamingError::new(
+                return Err(NamingError::type_error(
                     "list() got multiple values for argument 'return_metadata'",
                 ));
             }
@@ -632,8 +632,8 @@ impl NameServerApi for NameServer {
         ];
         let filters = given.into_iter().filter(|&g| g).count();
         if filters > 1 {
-            // Pyro4's words (its ValueError); raised here as the NamingError of every failure.
-            return Err(NamingError::new(
+            // Pyro's words and class.
+            return Err(NamingError::value_error(
                 "you can only filter on one thing at a time",
             ));
         }

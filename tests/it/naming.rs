@@ -302,8 +302,10 @@ async fn list_by_prefix_and_by_regex_and_remove() {
         .list(Some("a".into()), Some("b".into()), None, None, None)
         .await
         .unwrap_err();
+    // Pyro's class for it: `ValueError` (helper-125 #3).
     assert!(
-        matches!(&err, Error::Resolve(m) if m.contains("one thing at a time")),
+        matches!(&err, Error::Remote(e) if e.type_name == "builtins.ValueError"
+            && e.message.contains("one thing at a time")),
         "{err}"
     );
 

@@ -490,6 +490,10 @@ try:
     ns.register("app.plain", "PYRO:q@127.0.0.1:4003", 1)
 except Exception as e:
     print(type(e).__name__, e)
+try:
+    ns.yplookup(meta_all=["a"], meta_any=["b"])
+except Exception as e:
+    print(type(e).__name__, e)
 "#;
     let serializers = [
         ("serpent", "set", "tuple"),
@@ -517,10 +521,12 @@ except Exception as e:
             // positionally.
             format!("[({greeter}, '{set}:a,b'), ({plain}, '{empty}:')]"),
             format!("[({greeter}), ({plain})]"),
-            "NamingError list() got multiple values for argument 'return_metadata'".to_owned(),
+            "TypeError list() got multiple values for argument 'return_metadata'".to_owned(),
             format!("PYRO:obj@127.0.0.1:4000 {empty}:"),
             // safe=1: any true value is safe, as in Pyro.
             "NamingError name already registered: app.plain".to_owned(),
+            // Pyro's class for two filters at once (helper-125 #3).
+            "ValueError you can't use meta_all or meta_any at the same time".to_owned(),
         ];
         assert_eq!(
             out.lines().collect::<Vec<_>>(),

@@ -596,7 +596,9 @@ impl Registry {
         let given = |tags: Option<BTreeSet<String>>| tags.filter(|t| !t.is_empty());
         let filter = match (given(meta_all), given(meta_any)) {
             (Some(_), Some(_)) => {
-                return Err(NamingError::new("give meta_all or meta_any, not both"))
+                return Err(NamingError::value_error(
+                    "you can't use meta_all or meta_any at the same time",
+                ))
             }
             (Some(all), None) => {
                 self.limits.check_tags(&all, "meta_all")?;
