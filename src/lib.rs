@@ -59,7 +59,10 @@ pub use rmi_core::rustls;
 /// at your impl. `#[rmi(name = "…")]` sets the wire name (default: the Rust name),
 /// `#[rmi(oneway)]` sends without waiting for a reply (the method must return `()`), and
 /// `#[rmi(idempotent)]` marks a method safe to run twice, so a call that fails on the connection
-/// is retried (once, or as often as `with_retries` allows). Doc comments, `#[cfg]` and
+/// is retried (once, or as often as `with_retries` allows). In the Pyro formats a proxy leaves
+/// trailing `None` arguments out of a call, so that a Python method's defaults apply
+/// (`def greet(self, name, greeting="Hello")`); `#[rmi(keep_none)]` sends them as `None`, for
+/// a Python method whose parameter has no default or whose `None` means something. Doc comments, `#[cfg]` and
 /// `#[deprecated]` carry over to the generated items (a deprecated method is still served; the
 /// callers of its proxy, batch and blocking methods are warned); two methods that `#[cfg]`
 /// keeps apart may share a name (a build where both are compiled in fails), and a parameter

@@ -18,6 +18,8 @@ pub(crate) struct MethodAttrs {
     pub(crate) oneway: Option<Span>,
     /// `idempotent`.
     pub(crate) idempotent: bool,
+    /// `keep_none`: a `None` argument is sent as one, never left out as a trailing `None`.
+    pub(crate) keep_none: bool,
     /// `raises`, at its span: an `Err` of the `Result` is raised as the remote exception.
     pub(crate) raises: Option<Span>,
     /// `property`, at its span: the method reads a Pyro property (`__getattr__`).
@@ -81,6 +83,9 @@ impl MethodAttrs {
         } else if meta.path.is_ident("idempotent") {
             flag(meta, "idempotent")?;
             self.idempotent = true;
+        } else if meta.path.is_ident("keep_none") {
+            flag(meta, "keep_none")?;
+            self.keep_none = true;
         } else if meta.path.is_ident("raises") {
             self.raises = Some(flag(meta, "raises")?);
         } else if meta.path.is_ident("property") {
@@ -89,7 +94,7 @@ impl MethodAttrs {
             self.setter = Some(flag(meta, "setter")?);
         } else {
             return Err(meta.error(
-                "unknown #[rmi] option; expected `name = \"...\"`, `oneway`, `idempotent`, `raises`, `property` or `setter`",
+                "unknown #[rmi] option; expected `name = \"...\"`, `oneway`, `idempotent`, `keep_none`, `raises`, `property` or `setter`",
             ));
         }
         Ok(())
@@ -151,7 +156,7 @@ pub(crate) fn hidden_in_cfg_attr(attr: &Attribute) -> Option<&'static str> {
     })
 }
 
-/// A flag option (`oneway`, `idempotent`, `raises`, `property`, `setter`), at its span: one given a value, as in
+/// A flag option (`oneway`, `idempotent`, `keep_none`, `raises`, `property`, `setter`), at its span: one given a value, as in
 /// `oneway = true` or `oneway(true)`, is reported as such rather than as a syntax error.
 fn flag(meta: &ParseNestedMeta<'_>, name: &str) -> syn::Result<Span> {
     let span = meta

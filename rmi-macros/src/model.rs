@@ -91,6 +91,8 @@ pub(crate) struct Method<'a> {
     pub(crate) kind: MethodKind<'a>,
     /// `#[rmi(idempotent)]`: safe to retry after a communication failure.
     pub(crate) idempotent: bool,
+    /// `#[rmi(keep_none)]`: `None` arguments are sent, not left out as trailing ones.
+    pub(crate) keep_none: bool,
     /// A method, or one side of a property.
     pub(crate) access: Access,
 }
@@ -258,6 +260,7 @@ impl<'a> Method<'a> {
             output,
             kind,
             idempotent: attrs.idempotent,
+            keep_none: attrs.keep_none,
             access,
         }
     }

@@ -225,6 +225,9 @@ pub(crate) trait Account {
     /// Sets it, `None` included.
     #[rmi(setter)]
     async fn set_note(&self, value: Option<String>);
+    /// Python's `echo(value)`, whose argument has no default: a `None` goes as one.
+    #[rmi(name = "echo", keep_none)]
+    async fn echo_option(&self, value: Option<String>) -> Option<String>;
 }
 
 /// Calls the Python `Account` behind `account`, typed and untyped, and checks its exceptions:
@@ -245,6 +248,13 @@ async fn exercise(account: &AccountProxy) {
             .await
             .unwrap(),
         "Hi, Irmen"
+    );
+    // With `keep_none`, a trailing `None` is sent (before, a typed proxy always left it out,
+    // and Python raised `TypeError` for the missing argument: helper-122 #1).
+    assert_eq!(account.echo_option(None).await.unwrap(), None);
+    assert_eq!(
+        account.echo_option(Some("x".into())).await.unwrap(),
+        Some("x".into())
     );
     // Untyped calls reach any method, with any serde values.
     let proxy = account.proxy();
