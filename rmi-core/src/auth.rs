@@ -546,13 +546,16 @@ impl ClientHandshake {
 /// before this side's limit is reached, and says so.)
 ///
 /// Counted as the daemon counts its clients: per IPv4 address or IPv6 /64, whatever port or
-/// name it was dialed by ([`guesser`]); exchanges under way count as guesses until they end,
-/// so that many dials at once get no more; a proof does not wipe the failures (a fake daemon
-/// that relays one real exchange now and then starts from nothing otherwise); and while the
-/// table is full, hosts not in it share one tally.
+/// name it was dialed by ([`guesser`]). A host that has failed once in the window has its
+/// exchanges under way counted as guesses too, so that many dials at once get no more; a host
+/// that never failed is not limited, however many connections a program opens to it at once
+/// (a gateway with a secret, a proxy per task), and takes no place in the table. A proof wipes
+/// nothing (a fake daemon that relays one real exchange now and then would start from nothing
+/// otherwise), and while the table is full, hosts that fail and are not in it share one tally.
 #[derive(Debug, Default)]
 pub(crate) struct ClientGuesses {
-    /// Per host: when its window opened, its failed answers in it, and its exchanges under way.
+    /// Per host that failed in its window: when the window opened, its failed answers in it,
+    /// and its exchanges under way.
     hosts: parking_lot::Mutex<std::collections::HashMap<String, Tally>>,
 }
 
@@ -578,14 +581,21 @@ pub(crate) fn guesser(ip: Option<std::net::IpAddr>, location: &str) -> String {
     }
 }
 
-/// An exchange under way with a host, counted as a guess until it ends (dropped).
+/// An exchange under way with a host; counted as a guess, until it ends (is dropped), when its
+/// host has failed in the window.
 #[derive(Debug)]
 pub(crate) struct Offering {
+    /// The tally it counts in (its host's, or the overflow's).
     key: String,
+    /// Whether it is counted as under way.
+    counted: bool,
 }
 
 impl Drop for Offering {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         if let Some(tally) = ClientGuesses::get().hosts.lock().get_mut(&self.key) {
             tally.under_way = tally.under_way.saturating_sub(1);
         }
@@ -597,7 +607,8 @@ impl ClientGuesses {
     pub(crate) const LIMIT: u32 = 60;
     /// The window.
     pub(crate) const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-    /// Hosts remembered at most; past it, the hosts not in the table share one tally.
+    /// Hosts remembered at most; past it, the hosts that fail and are not in the table share
+    /// one tally.
     const MAX_HOSTS: usize = 4096;
     /// The shared tally's key.
     const OVERFLOW: &'static str = "(hosts past the table's bound)";
@@ -608,29 +619,43 @@ impl ClientGuesses {
         GUESSES.get_or_init(ClientGuesses::default)
     }
 
+    /// The key of `key`'s tally: its own, or the overflow's while the table is full without it
+    /// (its expired tallies dropped first).
+    fn tally_key<'k>(
+        hosts: &mut std::collections::HashMap<String, Tally>,
+        key: &'k str,
+        now: std::time::Instant,
+    ) -> &'k str {
+        if hosts.contains_key(key) || hosts.len() < Self::MAX_HOSTS {
+            return key;
+        }
+        hosts.retain(|_, t| t.under_way > 0 || now.duration_since(t.since) < Self::WINDOW);
+        if hosts.len() < Self::MAX_HOSTS {
+            key
+        } else {
+            Self::OVERFLOW
+        }
+    }
+
     /// Starts an exchange with the daemon at `location` (host `key`, see [`guesser`]), if it may
     /// have another guess now; the refusal says why. The exchange counts until the `Offering`
     /// is dropped; a failure it ends in is told to [`failed`](Self::failed).
     pub(crate) fn may_offer(&self, key: &str, location: &str) -> Result<Offering, Error> {
         let now = std::time::Instant::now();
         let mut hosts = self.hosts.lock();
-        let mut key = key;
-        if !hosts.contains_key(key) && hosts.len() >= Self::MAX_HOSTS {
-            hosts.retain(|_, t| t.under_way > 0 || now.duration_since(t.since) < Self::WINDOW);
-            if hosts.len() >= Self::MAX_HOSTS {
-                key = Self::OVERFLOW;
-            }
-        }
-        let tally = hosts.entry(key.to_owned()).or_insert(Tally {
-            since: now,
-            failed: 0,
-            under_way: 0,
-        });
+        let key = Self::tally_key(&mut hosts, key, now);
+        let Some(tally) = hosts.get_mut(key) else {
+            // Never failed: not limited.
+            return Ok(Offering {
+                key: key.to_owned(),
+                counted: false,
+            });
+        };
         if now.duration_since(tally.since) >= Self::WINDOW {
             (tally.since, tally.failed) = (now, 0);
         }
-        let guesses = tally.failed.saturating_add(tally.under_way);
-        if guesses >= Self::LIMIT {
+        let counted = tally.failed > 0;
+        if counted && tally.failed.saturating_add(tally.under_way) >= Self::LIMIT {
             return Err(Error::ConnectFailed(format!(
                 "the daemon at {location} failed to prove the shared secret {} times within \
                  {:?} (with {} more exchanges under way): it gets no other guess at it until \
@@ -640,21 +665,29 @@ impl ClientGuesses {
                 tally.under_way
             )));
         }
-        tally.under_way += 1;
+        if counted {
+            tally.under_way += 1;
+        }
         Ok(Offering {
             key: key.to_owned(),
+            counted,
         })
     }
 
     /// Counts the exchange `offering` as a failed guess: its daemon did not prove the secret.
     pub(crate) fn failed(&self, offering: &Offering) {
         let now = std::time::Instant::now();
-        if let Some(tally) = self.hosts.lock().get_mut(&offering.key) {
-            if now.duration_since(tally.since) >= Self::WINDOW {
-                (tally.since, tally.failed) = (now, 0);
-            }
-            tally.failed = tally.failed.saturating_add(1);
+        let mut hosts = self.hosts.lock();
+        let key = Self::tally_key(&mut hosts, &offering.key, now);
+        let tally = hosts.entry(key.to_owned()).or_insert(Tally {
+            since: now,
+            failed: 0,
+            under_way: 0,
+        });
+        if now.duration_since(tally.since) >= Self::WINDOW {
+            (tally.since, tally.failed) = (now, 0);
         }
+        tally.failed = tally.failed.saturating_add(1);
     }
 }
 

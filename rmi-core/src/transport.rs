@@ -95,6 +95,9 @@ pub struct FrameReader<R> {
     /// Bytes of a message refused for its size, still to be read and dropped (see
     /// [`FrameReader::skip_oversized`]).
     skipping: u64,
+    /// Bytes of that message dropped so far: they earn the frame clock's allowance as a
+    /// message's bytes do.
+    skipped: u64,
 }
 
 /// What a reader knows of the large byte string the front message announces.
@@ -148,6 +151,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             bulk: Bulk::Unknown,
             read_size: FIRST_READ,
             skipping: 0,
+            skipped: 0,
         }
     }
 
@@ -250,6 +254,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.front.set(None);
         self.bulk = Bulk::Unknown;
         self.skipping = header.total_len() as u64;
+        self.skipped = 0;
         self.discard();
         Some(header)
     }
@@ -259,6 +264,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let n = usize::try_from(self.skipping).map_or(self.buf.len(), |n| n.min(self.buf.len()));
         self.buf.advance(n);
         self.skipping -= n as u64;
+        self.skipped += n as u64;
     }
 
     /// The header at the front of the buffer, in the reader's protocol (or either), once its
@@ -458,7 +464,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let Some(rate) = self.min_read_rate else {
             return limit;
         };
-        let nanos = (self.received() as u128 * 1_000_000_000) / u128::from(rate);
+        let received = self.received() as u128 + u128::from(self.skipped);
+        let nanos = (received * 1_000_000_000) / u128::from(rate);
         limit.saturating_add(Duration::from_nanos(
             u64::try_from(nanos).unwrap_or(u64::MAX),
         ))
@@ -497,6 +504,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             // comes, under the frame clock, as the message's own bytes would be read.
             if self.skipping > 0 {
                 self.discard();
+                if self.skipping == 0 {
+                    // The skip is over: the next message's clocks start afresh.
+                    (self.partial_since, self.skipped) = (None, 0);
+                    idle_until = None;
+                }
             }
             let skipping = self.skipping > 0;
             if !skipping {

@@ -2012,3 +2012,42 @@ async fn slots_held_by_slow_calls_whose_callers_wait_are_not_mistaken_for_abando
     assert_eq!(third.unwrap().2, "third");
     daemon.shutdown();
 }
+
+/// After a request over `max_message_size` is skipped, the next request's frame clock starts
+/// with it: a client idle for longer than `frame_timeout` after the skip, then sending a
+/// request in two writes, is answered. (Before, the clock ran from the skip, and the request
+/// was cut off as too slow, closing the connection: helper-129 #2.)
+#[tokio::test]
+async fn the_frame_clock_starts_afresh_after_a_skipped_request() {
+    use crate::support::{invoke_frame, serve_lab};
+    let (daemon, uri) = serve_lab(
+        rmi::Daemon::builder()
+            .limits(rmi::DecodeLimits {
+                max_message_size: 4096,
+                ..Default::default()
+            })
+            .frame_timeout(Some(Duration::from_millis(300)))
+            .min_read_rate(None),
+    )
+    .await;
+    let object = uri.object().unwrap().to_string();
+    let mut stream = dial(&uri).await;
+    connect_handshake(&mut stream, &object).await;
+    let large = invoke_frame(&object, "blob_len", &(Blob(vec![7; 10_000]),), 1, 0);
+    stream.write_all(&large).await.unwrap();
+    let refused = read_message(&mut stream).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&refused).contains("max_message_size"),
+        "the large request's refusal"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let small = invoke_frame(&object, "calls", &(), 2, 0);
+    stream.write_all(&small[..30]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stream.write_all(&small[30..]).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), read_message(&mut stream))
+        .await
+        .expect("an answer");
+    assert!(answer.is_ok(), "the connection closed: {answer:?}");
+    daemon.shutdown();
+}

@@ -1036,9 +1036,10 @@ async fn a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret() {
     assert_eq!(other_offers.load(Ordering::SeqCst), 0);
 }
 
-/// Exchanges under way count as guesses: 80 dials at once to a fake daemon that holds its
-/// answers until every dial has either started its exchange or been refused start 60 (before,
-/// only finished failures counted, and all 80 started: helper-128 #1).
+/// Exchanges under way with a host that failed count as guesses: after one failed guess, 80
+/// dials at once to a fake daemon that holds its answers until every dial has either started
+/// its exchange or been refused start 59, 60 guesses in all (before, only finished failures
+/// counted, and all 80 started: helper-128 #1).
 #[tokio::test]
 async fn guesses_under_way_count_toward_a_proxys_bound() {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -1046,6 +1047,17 @@ async fn guesses_under_way_count_toward_a_proxys_bound() {
     let (release, held) = tokio::sync::watch::channel(false);
     let (port, offers, proofs) = fake_daemon("127.0.0.62", held).await;
     let uri: Uri = format!("PYRO:lab@127.0.0.62:{port}").parse().unwrap();
+    let first = tokio::spawn({
+        let uri = uri.clone();
+        async move { guess_at(&uri, "guess 0 is not this").await }
+    });
+    crate::support::eventually("the first exchange started", || {
+        offers.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    release.send_replace(true);
+    assert!(first.await.unwrap().to_string().contains("could not prove"));
+    release.send_replace(false);
     let refused = Arc::new(AtomicU32::new(0));
     let dials: Vec<_> = (0..DIALS)
         .map(|_| {
@@ -1059,7 +1071,7 @@ async fn guesses_under_way_count_toward_a_proxys_bound() {
         })
         .collect();
     let all_in = tokio::time::timeout(Duration::from_secs(120), async {
-        while offers.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst) < DIALS {
+        while offers.load(Ordering::SeqCst) - 1 + refused.load(Ordering::SeqCst) < DIALS {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -1072,13 +1084,48 @@ async fn guesses_under_way_count_toward_a_proxys_bound() {
     for dial in dials {
         dial.await.unwrap();
     }
-    assert_eq!(
-        offers.load(Ordering::SeqCst),
-        60,
-        "exchanges started at once"
-    );
-    assert_eq!(refused.load(Ordering::SeqCst), DIALS - 60);
+    assert_eq!(offers.load(Ordering::SeqCst), 60, "exchanges started");
+    assert_eq!(refused.load(Ordering::SeqCst), DIALS - 59);
     assert_eq!(proofs.load(Ordering::SeqCst), 0);
+}
+
+/// Many connections at once to a daemon that proves the secret are not guesses: 100 proxies
+/// dialing one host together all get in (a gateway with a secret makes a connection per
+/// request). (A first fix counted every exchange under way, and refused the 61st: helper-129
+/// #1.)
+#[tokio::test]
+async fn many_connections_at_once_with_the_secret_all_get_in() {
+    let secret = SharedSecret::new("correct horse battery staple");
+    let daemon = Daemon::builder()
+        .shared_secret(secret.clone())
+        .bind("127.0.0.64:0")
+        .await
+        .unwrap();
+    daemon
+        .register_with_id(LabServer::new(LabObject::default()), "lab")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let uri = Uri::tcp("lab", "127.0.0.64", daemon.local_addr().unwrap().port());
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let (uri, secret) = (uri.clone(), secret.clone());
+            tokio::spawn(async move {
+                let lab: LabProxy = LabProxy::builder(&uri)
+                    .unwrap()
+                    .shared_secret(secret)
+                    .connect()
+                    .await?;
+                lab.calls().await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    daemon.shutdown();
 }
 
 /// The same limit over a Unix socket, whose peers have no address: they count together.

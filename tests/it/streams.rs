@@ -313,11 +313,14 @@ async fn a_stream_returned_to_a_plain_call_is_closed() {
 /// call: a streaming call at `max_streams_per_connection` finds its place free. (The close went
 /// out after the next call's request, which the daemon refused with `rmi.TooManyStreams`:
 /// helper-124 #1. Pyro's iterator sends its close before anything else.)
-#[tokio::test]
+///
+/// On a multi-thread runtime, where the dropped stream's close is written by a task on another
+/// worker (before, the next call could go out ahead of it: helper-129 #4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_let_go_is_closed_ahead_of_the_next_call() {
     let (daemon, uri) = serve(Daemon::builder().max_streams_per_connection(1)).await;
     let proxy = NumbersProxy::connect(&uri).await.unwrap();
-    for round in 0..3 {
+    for round in 0..50 {
         let mut items = proxy
             .count(3)
             .await
@@ -953,6 +956,18 @@ async fn a_stream_unread_for_its_lifetime_is_dropped_on_a_live_connection() {
 /// dropped, its stream left open for the connection's life: helper-127 #2.)
 #[tokio::test]
 async fn a_close_that_waits_for_a_slot_is_not_lost() {
+    close_waits_for_a_slot(false).await;
+}
+
+/// The same, with the call that found the stream to close given up within the 20 ms it waits
+/// for the close: the close goes on (before, it was dropped with the call: helper-129 #3).
+#[tokio::test]
+async fn a_close_whose_call_is_given_up_is_not_lost() {
+    close_waits_for_a_slot(true).await;
+}
+
+/// [`a_close_that_waits_for_a_slot_is_not_lost`], its call given up after 5 ms if `give_up`.
+async fn close_waits_for_a_slot(give_up: bool) {
     use crate::support::LabProxy;
     let (daemon, uri) = crate::support::serve_lab(Daemon::builder()).await;
     let lab: LabProxy = LabProxy::builder(&uri)
@@ -987,8 +1002,13 @@ async fn a_close_that_waits_for_a_slot_is_not_lost() {
     .await;
     // A call that finds the stream to close: its close cannot go out, nor can the call.
     let started = Instant::now();
-    let err = quick.calls().await.unwrap_err();
-    assert!(err.is_timeout(), "{err}");
+    if give_up {
+        let given_up = tokio::time::timeout(Duration::from_millis(5), quick.calls()).await;
+        assert!(given_up.is_err(), "{given_up:?}");
+    } else {
+        let err = quick.calls().await.unwrap_err();
+        assert!(err.is_timeout(), "{err}");
+    }
     assert!(
         started.elapsed() < Duration::from_millis(1_000),
         "the call waited for the close: {:?}",

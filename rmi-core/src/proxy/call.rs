@@ -256,20 +256,16 @@ impl Proxy {
                         return Err(failed.into_call_error());
                     }
                 };
-                // Closed ahead of this call's request, so a stream this call opens finds their
-                // places free under `max_streams_per_connection`; waited for `CLOSE_AHEAD` at
-                // most: closes that cannot go out at once (every slot taken) go on from a task,
-                // and this call's time is its own.
+                // Closed ahead of this call's request (these, and those a dropped stream's task
+                // is writing), so a stream this call opens finds their places free under
+                // `max_streams_per_connection`; waited for `CLOSE_AHEAD` at most: closes that
+                // cannot go out at once (every slot taken) go on in their task, and this call's
+                // time is its own. (A task: a call given up meanwhile does not take them along.)
                 let orphans = conn.shared.take_orphan_streams();
                 if !orphans.is_empty() {
-                    let mut closing = Box::pin(self.clone().close_streams(conn.clone(), orphans));
-                    if tokio::time::timeout(CLOSE_AHEAD, &mut closing)
-                        .await
-                        .is_err()
-                    {
-                        tokio::spawn(closing);
-                    }
+                    self.spawn_closes(&conn, orphans);
                 }
+                Box::pin(conn.shared.closes_written(CLOSE_AHEAD)).await;
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, timeout).await,
                     None => {
@@ -360,7 +356,17 @@ impl Proxy {
     /// Each close is written before this returns, so a request sent after it reaches the daemon
     /// after the closes. A close waits for a slot as long as the connection lives (not the
     /// proxy's timeout: a close given up would leave its stream open for the connection's life).
-    pub(super) async fn close_streams(self, conn: Arc<Connection>, ids: Vec<String>) {
+    pub(super) fn spawn_closes(&self, conn: &Arc<Connection>, ids: Vec<String>) {
+        let under_way = conn.shared.closing();
+        let (proxy, conn) = (self.clone(), conn.clone());
+        tokio::spawn(async move {
+            proxy.close_streams(conn, ids).await;
+            drop(under_way);
+        });
+    }
+
+    /// [`spawn_closes`](Self::spawn_closes)'s task.
+    async fn close_streams(self, conn: Arc<Connection>, ids: Vec<String>) {
         let proxy = match self.options.timeout {
             Some(_) => self.map_options(|o| o.timeout = None),
             None => self,

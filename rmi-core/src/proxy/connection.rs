@@ -76,6 +76,11 @@ pub(super) struct ConnShared {
     orphans: AtomicBool,
     /// Set while `state.silent_since` is: a call asks without the lock.
     given_up: AtomicBool,
+    /// Batches of stream closes under way (see [`ConnShared::closing`]), which a call lets go
+    /// out ahead of its request.
+    closes: AtomicUsize,
+    /// Woken when a batch of closes ends.
+    closes_done: tokio::sync::Notify,
 }
 
 /// The read side of a connection.
@@ -464,12 +469,38 @@ impl ConnShared {
         }
     }
 
-    /// Notes a stream its reader dropped unfinished, to be closed with the streams of calls
-    /// given up on: by the proxy's next call, before its own request, or by a task if that
-    /// comes first. (Not bounded as those are: each is one the caller had in hand.)
+    /// Notes a stream its reader dropped unfinished where no task can close it (no runtime),
+    /// to be closed with the streams of calls given up on by the proxy's next call. (Not
+    /// bounded as those are: each is one the caller had in hand.)
     pub(super) fn note_dropped_stream(&self, id: String) {
         self.state.lock().orphan_streams.push(id);
         self.orphans.store(true, Ordering::Release);
+    }
+
+    /// Counts a batch of closes under way until the guard is dropped.
+    pub(super) fn closing(self: &Arc<Self>) -> ClosesUnderWay {
+        self.closes.fetch_add(1, Ordering::AcqRel);
+        ClosesUnderWay(self.clone())
+    }
+
+    /// Waits, for `within` at most, until no batch of closes is under way; at once when none
+    /// is (one atomic load).
+    pub(super) async fn closes_written(&self, within: Duration) {
+        if self.closes.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let done = self.closes_done.notified();
+                tokio::pin!(done);
+                done.as_mut().enable();
+                if self.closes.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                done.await;
+            }
+        })
+        .await;
     }
 
     /// The streams the daemon opened for calls given up before their replies came, taken to
@@ -763,6 +794,16 @@ impl Drop for ReplyWait<'_> {
 
 /// What a request is encoded for: the serializer, protocol and object of a connection (open,
 /// or about to be).
+/// A batch of stream closes under way on a connection (see [`ConnShared::closing`]).
+pub(super) struct ClosesUnderWay(Arc<ConnShared>);
+
+impl Drop for ClosesUnderWay {
+    fn drop(&mut self) {
+        self.0.closes.fetch_sub(1, Ordering::AcqRel);
+        self.0.closes_done.notify_waiters();
+    }
+}
+
 pub(super) struct Wire<'a> {
     pub(super) serializer: Serializer,
     pub(super) protocol: Protocol,
@@ -1170,6 +1211,8 @@ impl Connection {
             writer_stop: AtomicWaker::new(),
             tickets: AtomicU64::new(1),
             orphans: AtomicBool::new(false),
+            closes: AtomicUsize::new(0),
+            closes_done: tokio::sync::Notify::new(),
             given_up: AtomicBool::new(false),
         });
         let busy_shared = shared.clone();

@@ -111,23 +111,20 @@ impl<T> Drop for ItemStream<T> {
         // connection closed (by `Proxy::close`, or by the daemon), the daemon drops the
         // stream after its linger, and a dial only to close it would open a connection the
         // caller had closed, resolving its name again if need be.
-        // Sent on this connection only, by the proxy's next call ahead of its own request (so
+        // Sent on this connection only, by a task the proxy's next call lets finish first (so
         // that a stream it opens finds this one's place free under the daemon's
-        // `max_streams_per_connection`), or by a task if that comes first: closed before then
-        // (the stream dropped, then the proxy closed), it is not dialed again either.
+        // `max_streams_per_connection`); with no runtime here, by the next call itself. Closed
+        // before then (the stream dropped, then the proxy closed), it is not dialed again.
         let Some(conn) = self.proxy.live() else {
             return;
         };
-        conn.shared
-            .note_dropped_stream(std::mem::take(&mut self.id));
+        // (Counted on the connection from now: the next call waits for it, whichever thread
+        // runs the task.)
+        let id = std::mem::take(&mut self.id);
         if tokio::runtime::Handle::try_current().is_ok() {
-            let proxy = self.proxy.clone();
-            tokio::spawn(async move {
-                let ids = conn.shared.take_orphan_streams();
-                if !ids.is_empty() {
-                    proxy.close_streams(conn, ids).await;
-                }
-            });
+            self.proxy.spawn_closes(&conn, vec![id]);
+        } else {
+            conn.shared.note_dropped_stream(id);
         }
     }
 }
