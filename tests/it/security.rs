@@ -104,7 +104,18 @@ fn client_config(trusted: &Ca, identity: Option<&Ca>) -> Arc<ClientConfig> {
 
 /// A daemon serving the lab object as `lab`, with `builder`'s settings; its URI uses `host`.
 async fn serve(builder: rmi::DaemonBuilder, host: &str) -> (Daemon, Uri) {
-    let daemon = builder.bind("127.0.0.1:0").await.unwrap();
+    serve_at(builder, "127.0.0.1", host).await
+}
+
+/// [`serve`] bound to the loopback address `ip` (one of its own: a proxy's failed guesses count
+/// per host in this process, so a test that makes many keeps them from the others').
+async fn serve_on(builder: rmi::DaemonBuilder, ip: &str) -> (Daemon, Uri) {
+    serve_at(builder, ip, ip).await
+}
+
+/// [`serve`] bound to `ip`, its URI naming `host`.
+async fn serve_at(builder: rmi::DaemonBuilder, ip: &str, host: &str) -> (Daemon, Uri) {
+    let daemon = builder.bind((ip, 0)).await.unwrap();
     daemon
         .register_with_id(LabServer::new(LabObject::default()), "lab")
         .unwrap();
@@ -852,22 +863,9 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
 #[tokio::test]
 async fn guessing_the_shared_secret_is_refused_after_30_failures_a_minute() {
     let secret = SharedSecret::new("correct horse battery staple");
-    // On a loopback address of its own: the proxies' failures count per host in this process
-    // (see `a_fake_daemon_gets_a_bounded_number_of_guesses_at_a_proxys_secret`), and these 30
-    // are no other test's.
-    let daemon = Daemon::builder()
-        .shared_secret(secret.clone())
-        .bind("127.0.0.63:0")
-        .await
-        .unwrap();
-    daemon
-        .register_with_id(LabServer::new(LabObject::default()), "lab")
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let uri = Uri::tcp("lab", "127.0.0.63", daemon.local_addr().unwrap().port());
+    // (These 30 failures are no other test's.)
+    let builder = Daemon::builder().shared_secret(secret.clone());
+    let (daemon, uri) = serve_on(builder, "127.0.0.63").await;
     let attempt = |guess: SharedSecret| {
         let uri = uri.clone();
         async move {
@@ -1096,19 +1094,8 @@ async fn guesses_under_way_count_toward_a_proxys_bound() {
 #[tokio::test]
 async fn many_connections_at_once_with_the_secret_all_get_in() {
     let secret = SharedSecret::new("correct horse battery staple");
-    let daemon = Daemon::builder()
-        .shared_secret(secret.clone())
-        .bind("127.0.0.64:0")
-        .await
-        .unwrap();
-    daemon
-        .register_with_id(LabServer::new(LabObject::default()), "lab")
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
-    let uri = Uri::tcp("lab", "127.0.0.64", daemon.local_addr().unwrap().port());
+    let builder = Daemon::builder().shared_secret(secret.clone());
+    let (daemon, uri) = serve_on(builder, "127.0.0.64").await;
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let (uri, secret) = (uri.clone(), secret.clone());
