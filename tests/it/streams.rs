@@ -977,12 +977,13 @@ async fn close_waits_for_a_slot(give_up: bool) {
         .await
         .unwrap();
     let quick = LabProxy::from_proxy(lab.proxy().with_timeout(Duration::from_millis(100)));
-    // A streaming call given up before its reply (at 400 ms; dropped, so the daemon saw no
-    // deadline) opens a stream nobody reads...
+    // A streaming call given up before its reply (at 1.5 s, long after the calls below began,
+    // even on a loaded machine; dropped, so the daemon saw no deadline) opens a stream nobody
+    // reads...
     let given_up = tokio::spawn({
         let lab = lab.clone();
         async move {
-            tokio::time::timeout(Duration::from_millis(100), lab.slow_numbers(400, 3))
+            tokio::time::timeout(Duration::from_millis(100), lab.slow_numbers(1_500, 3))
                 .await
                 .map(drop)
         }
@@ -992,7 +993,7 @@ async fn close_waits_for_a_slot(give_up: bool) {
     let long: Vec<_> = (0..2)
         .map(|_| {
             let lab = lab.clone();
-            tokio::spawn(async move { lab.sleep(1_500).await })
+            tokio::spawn(async move { lab.sleep(3_000).await })
         })
         .collect();
     assert!(given_up.await.unwrap().is_err());
@@ -1000,6 +1001,8 @@ async fn close_waits_for_a_slot(give_up: bool) {
         daemon.open_streams() == 1
     })
     .await;
+    // (The reply that opened it reaches the proxy a moment later.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // A call that finds the stream to close: its close cannot go out, nor can the call.
     let started = Instant::now();
     if give_up {
@@ -1017,6 +1020,9 @@ async fn close_waits_for_a_slot(give_up: bool) {
     for call in long {
         call.await.unwrap().unwrap();
     }
+    // (A call that would close the stream itself, had the one above found it not yet noted on
+    // a loaded machine; one that found it and let its close go, as before, finds nothing.)
+    lab.calls().await.unwrap();
     eventually("the stream was closed once a slot freed", || {
         daemon.open_streams() == 0
     })

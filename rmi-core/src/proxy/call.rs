@@ -265,7 +265,10 @@ impl Proxy {
                 if !orphans.is_empty() {
                     self.spawn_closes(&conn, orphans);
                 }
-                Box::pin(conn.shared.closes_written(CLOSE_AHEAD)).await;
+                // (One atomic load when none are under way: no future, no allocation.)
+                if conn.shared.closes_under_way() {
+                    Box::pin(conn.shared.closes_written(CLOSE_AHEAD)).await;
+                }
                 let reply = match sent {
                     Some(seq) => conn.reply(seq, timeout).await,
                     None => {

@@ -483,12 +483,13 @@ impl ConnShared {
         ClosesUnderWay(self.clone())
     }
 
-    /// Waits, for `within` at most, until no batch of closes is under way; at once when none
-    /// is (one atomic load).
+    /// Whether a batch of closes is under way.
+    pub(super) fn closes_under_way(&self) -> bool {
+        self.closes.load(Ordering::Acquire) > 0
+    }
+
+    /// Waits, for `within` at most, until no batch of closes is under way.
     pub(super) async fn closes_written(&self, within: Duration) {
-        if self.closes.load(Ordering::Acquire) == 0 {
-            return;
-        }
         let _ = tokio::time::timeout(within, async {
             loop {
                 let done = self.closes_done.notified();
