@@ -202,6 +202,23 @@ async fn a_batch_needs_both_its_method_name_and_its_flag() {
     daemon.shutdown();
 }
 
+/// A lab daemon whose `max_message_size` is 64 KiB, and a proxy to it in `serializer`.
+async fn lab_of_64_kib(serializer: Serializer) -> (rmi::Daemon, LabProxy) {
+    let (daemon, uri) =
+        crate::support::serve_lab(rmi::Daemon::builder().limits(rmi::DecodeLimits {
+            max_message_size: 64 * 1024,
+            ..rmi::DecodeLimits::default()
+        }))
+        .await;
+    let proxy = LabProxy::builder(&uri)
+        .unwrap()
+        .serializer(serializer)
+        .connect()
+        .await
+        .unwrap();
+    (daemon, proxy)
+}
+
 /// A batch stops at the first call whose result would take the batch's reply past
 /// `max_message_size` (the reply could not go anyway): the daemon does not run every call and
 /// hold every result first. The calls that ran before it keep their results, the one that
@@ -209,19 +226,8 @@ async fn a_batch_needs_both_its_method_name_and_its_flag() {
 /// and rmi's (bincode) alike.
 #[tokio::test]
 async fn a_batch_stops_where_its_results_outgrow_one_reply() {
-    use rmi::{Daemon, DecodeLimits};
     for serializer in [Serializer::Bincode, Serializer::Serpent] {
-        let (daemon, uri) = crate::support::serve_lab(Daemon::builder().limits(DecodeLimits {
-            max_message_size: 64 * 1024,
-            ..DecodeLimits::default()
-        }))
-        .await;
-        let proxy: LabProxy = LabProxy::builder(&uri)
-            .unwrap()
-            .serializer(serializer)
-            .connect()
-            .await
-            .unwrap();
+        let (daemon, proxy) = lab_of_64_kib(serializer).await;
         // Each result fits alone; 100 of them are 2 MB.
         let mut batch = proxy.batch();
         let slots: Vec<_> = (0..100).map(|_| batch.make_blob(20_000)).collect();
@@ -252,6 +258,7 @@ async fn a_batch_stops_where_its_results_outgrow_one_reply() {
         daemon.shutdown();
     }
     // Under a small limit, a batch whose results fit comes back whole.
+    use rmi::{Daemon, DecodeLimits};
     let (daemon, uri) = crate::support::serve_lab(Daemon::builder().limits(DecodeLimits {
         max_message_size: 4096,
         ..DecodeLimits::default()
@@ -272,19 +279,8 @@ async fn a_batch_stops_where_its_results_outgrow_one_reply() {
 /// no word to anyone (helper-124 #2). Pyro's format (serpent) and rmi's (bincode) alike.
 #[tokio::test]
 async fn a_oneway_batch_runs_all_its_calls_whatever_their_results_size() {
-    use rmi::{Daemon, DecodeLimits};
     for serializer in [Serializer::Bincode, Serializer::Serpent] {
-        let (daemon, uri) = crate::support::serve_lab(Daemon::builder().limits(DecodeLimits {
-            max_message_size: 64 * 1024,
-            ..DecodeLimits::default()
-        }))
-        .await;
-        let proxy: LabProxy = LabProxy::builder(&uri)
-            .unwrap()
-            .serializer(serializer)
-            .connect()
-            .await
-            .unwrap();
+        let (daemon, proxy) = lab_of_64_kib(serializer).await;
         let mut batch = proxy.batch();
         for _ in 0..100 {
             batch.make_blob(20_000);
