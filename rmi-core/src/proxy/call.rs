@@ -356,9 +356,11 @@ impl Proxy {
     /// closed, it took them with it (the daemon drops them after their linger), and a new
     /// dial only to close them would open a connection the caller had closed.
     ///
-    /// Each close is written before this returns, so a request sent after it reaches the daemon
-    /// after the closes. A close waits for a slot as long as the connection lives (not the
-    /// proxy's timeout: a close given up would leave its stream open for the connection's life).
+    /// Written by a task counted on the connection until its closes are out, which a call lets
+    /// finish first (see [`ConnShared::closes_written`](super::connection::ConnShared::closes_written)),
+    /// so its request reaches the daemon after them. A close waits for a slot as long as the
+    /// connection lives (not the proxy's timeout: a close given up would leave its stream open
+    /// for the connection's life).
     pub(super) fn spawn_closes(&self, conn: &Arc<Connection>, ids: Vec<String>) {
         let under_way = conn.shared.closing();
         let (proxy, conn) = (self.clone(), conn.clone());
