@@ -21,6 +21,12 @@ use crate::protocol::codec::{self, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID, STREAM_ANNOTATION};
 
+/// A call's failure on its way to the reply, boxed: a `RemoteError` is 152 bytes, and a result
+/// that holds one is moved by every layer of the call's future it passes through (seven
+/// copies per call on the daemon, `compare --profile rmi 8x8` under `perf`); boxed, it is the
+/// size of an `Outcome`. Only a failed call pays the allocation.
+type Failed = Box<RemoteError>;
+
 /// One INVOKE to run.
 pub(super) struct Call {
     /// What the connection's calls share.
@@ -72,7 +78,7 @@ impl Call {
             }
             // Reported here, with no names: the allocation still holds the previous call's.
             Err(e) => (
-                Err(self.malformed_reported(e, corr, oneway)),
+                Err(Box::new(self.malformed_reported(e, corr, oneway))),
                 Vec::new(),
                 true,
             ),
@@ -105,7 +111,8 @@ impl Call {
                 .map(|id| {
                     annotations.push((STREAM_ANNOTATION, bytes::Bytes::from(id.into_bytes())));
                     None
-                }),
+                })
+                .map_err(Box::new),
             Ok(Outcome::Value(payload)) => Ok(Some((payload, Vec::new()))),
             Ok(Outcome::Pieces(payload, tail)) => Ok(Some((payload, tail))),
             Err(e) => Err(e),
@@ -141,13 +148,13 @@ impl Call {
                     > max =>
             {
                 let len = tail.iter().map(bytes::Bytes::len).sum::<usize>() + payload.len();
-                Err(RemoteError::new(
+                Err(Failed::new(RemoteError::new(
                     RemoteErrorKind::Other,
                     "rmi.MessageTooLarge",
                     format!(
                         "the result of {len} bytes (with {overhead} bytes of annotations) exceeds max_message_size ({max} bytes)"
                     ),
-                ))
+                )))
             }
             other => other,
         };
@@ -225,7 +232,7 @@ impl Call {
         oneway: bool,
         turn: Option<Turn>,
         (context, hint): (&mut Option<ContextAlloc>, &mut Option<ObjectHint>),
-    ) -> (Result<Outcome, RemoteError>, Vec<frame::Annotation>, bool) {
+    ) -> (Result<Outcome, Failed>, Vec<frame::Annotation>, bool) {
         if !self.req.annotations.is_empty() {
             // How the bytes travelled is no annotation of the caller's (whether or not the
             // reader split them off).
@@ -265,14 +272,14 @@ impl Call {
             Ok((ctx, args)) => (ctx, args.in_protocol(self.protocol)),
             Err(e) => {
                 return (
-                    Err(self.malformed_reported(e, corr, oneway)),
+                    Err(Box::new(self.malformed_reported(e, corr, oneway))),
                     Vec::new(),
                     true,
                 )
             }
         };
         let result = match self.refusal(ctx.object()) {
-            Some(refused) => Err(refused),
+            Some(refused) => Err(Box::new(refused)),
             None => self.invoke_in(&ctx, args, turn, corr, hint).await,
         };
         if let Err(err) = &result {
@@ -397,7 +404,7 @@ impl Call {
         turn: Option<Turn>,
         corr: uuid::Uuid,
         hint: &mut Option<ObjectHint>,
-    ) -> Result<Outcome, RemoteError> {
+    ) -> Result<Outcome, Failed> {
         // A call to the connection's one-at-a-time object waits for the calls that arrived
         // before it and holds its turn while it runs; any other call gives its turn up now.
         // It waits no longer than its caller does: at its deadline it gives up its turn (the
@@ -411,7 +418,7 @@ impl Call {
                             .await
                             .is_err()
                         {
-                            return Err(deadline_exceeded(ctx.object(), ctx.method()));
+                            return Err(Box::new(deadline_exceeded(ctx.object(), ctx.method())));
                         }
                     }
                     None => turn.wait().await,
@@ -428,7 +435,9 @@ impl Call {
         if method == BATCH_METHOD && self.req.has_flag(frame::FLAGS_BATCH) {
             // Boxed, as is a deadline's timer: each would otherwise enlarge every call's
             // future, which is allocated per call (see `run`).
-            Box::pin(self.batch(object, args, ctx)).await
+            Box::pin(self.batch(object, args, ctx))
+                .await
+                .map_err(Box::new)
         } else {
             let entry = self.conn.daemon.inner.object_hinted(object, hint);
             self.dispatch(entry.as_deref(), object, method, args, ctx, corr, None)
@@ -691,7 +700,7 @@ impl Call {
                 "Pyro5.errors.PyroError",
                 format!("{method:?}: streamed results are not supported inside a batch"),
             )),
-            Err(e) => Err(e),
+            Err(e) => Err(*e),
         }
     }
 
@@ -708,7 +717,7 @@ impl Call {
         ctx: &CallContext,
         corr: uuid::Uuid,
         percall: Option<&BatchInstance>,
-    ) -> Result<Outcome, RemoteError> {
+    ) -> Result<Outcome, Failed> {
         let inner = &self.conn.daemon.inner;
         let entry = entry.ok_or_else(|| RemoteError::unknown_object(object))?;
         // The deadline counts from the request's arrival: a call whose deadline passed while
@@ -717,7 +726,7 @@ impl Call {
             .deadline()
             .is_some_and(|deadline| deadline <= tokio::time::Instant::now())
         {
-            return Err(deadline_exceeded(object, method));
+            return Err(Box::new(deadline_exceeded(object, method)));
         }
         let span = crate::spans::debug_span!("rmi.dispatch", object, method, correlation_id = %corr, peer = %self.conn.peer);
         // The instance is made and `dispatch` is called on the first poll, inside the scope
@@ -748,7 +757,8 @@ impl Call {
                             target
                         }
                     };
-                    let outcome = target.dispatch(method, args).await;
+                    // (Boxed as it comes out of the method: see `Failed`.)
+                    let outcome = target.dispatch(method, args).await.map_err(Box::new);
                     // A per-call instance's `Drop` (user code) runs here: one that panics is
                     // logged, and the call's result stands.
                     if let Instance::Own(instance) = target {
@@ -763,7 +773,7 @@ impl Call {
         let outcome = match ctx.deadline() {
             Some(deadline) => match Box::pin(tokio::time::timeout_at(deadline, run)).await {
                 Ok(outcome) => outcome,
-                Err(_) => return Err(deadline_exceeded(object, method)),
+                Err(_) => return Err(Box::new(deadline_exceeded(object, method))),
             },
             None => run.await,
         };
@@ -788,7 +798,7 @@ impl Call {
                 }
                 let mut err = RemoteError::panic(method, &text);
                 err.object = Some(object.to_owned());
-                Err(err)
+                Err(Box::new(err))
             }
         }
     }
