@@ -110,9 +110,11 @@ async fn killed_daemon_loses_its_name(backend: &str, storage: &str, ttl: Duratio
             Err(e) => panic!("lookup failed otherwise: {e}"),
             Ok(_) => {}
         }
+        // Within the TTL (the lease was kept alive at most a third of it before the kill),
+        // with a TTL's slack for a loaded machine.
         assert!(
-            killed.elapsed() < ttl * 4,
-            "the killed daemon's name is still there after 4 TTLs"
+            killed.elapsed() < ttl * 2,
+            "the killed daemon's name is still there after 2 TTLs"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
