@@ -304,6 +304,42 @@ async fn a_lazy_single_instance_is_made_on_the_first_call_and_shared_by_every_cl
     daemon.shutdown();
 }
 
+/// First calls on several threads at once, while the factory is still making the instance:
+/// one instance all the same, which every caller gets. (On one thread the first calls cannot
+/// overlap a synchronous factory, which the test above runs on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lazy_single_instance_is_made_once_when_first_calls_overlap_on_threads() {
+    let stats = Arc::new(Stats::default());
+    let factory_stats = stats.clone();
+    let (daemon, uri) = serve(Registration::factory(InstanceMode::Single, move || {
+        // Slow, so that the other first calls arrive while it runs.
+        std::thread::sleep(Duration::from_millis(100));
+        CounterServer::new(CounterObject::new(&factory_stats))
+    }))
+    .await;
+    let mut proxies = Vec::new();
+    for _ in 0..6 {
+        proxies.push(CounterProxy::connect(&uri).await.unwrap());
+    }
+    let firsts = join_all(proxies.iter().map(|p| {
+        let p = p.clone();
+        tokio::spawn(async move { p.incr().await.unwrap() })
+    }))
+    .await;
+    let mut counts: Vec<u32> = firsts.into_iter().map(Result::unwrap).collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [1, 2, 3, 4, 5, 6],
+        "one count shared by every caller"
+    );
+    assert_eq!(stats.made.load(Ordering::SeqCst), 1, "made exactly once");
+    for p in &proxies {
+        assert_eq!(p.instance().await.unwrap(), 1);
+    }
+    daemon.shutdown();
+}
+
 /// What an instance factory saw of the call it was made for.
 type Seen = Arc<std::sync::Mutex<Vec<Option<(String, String, u64)>>>>;
 
