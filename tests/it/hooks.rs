@@ -363,8 +363,33 @@ async fn the_call_error_hook_sees_every_failed_call_oneway_ones_included() {
     daemon.shutdown();
 }
 
+/// The text of every error event (its fields), for the tests that say what is logged.
+#[derive(Clone, Default)]
+struct Errors(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Errors {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0 += &format!("{}={v:?} ", f.name());
+            }
+        }
+        if *event.metadata().level() == tracing::Level::ERROR {
+            let mut text = Text(String::new());
+            event.record(&mut text);
+            self.0.lock().unwrap().push(text.0);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_panicking_hook_is_logged_and_the_daemon_serves_on() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // (A current-thread test: the daemon's events are this thread's.)
+    let errors = Errors::default();
+    let _logs =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(errors.clone()));
     let gone = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let builder = rmi::Daemon::builder()
         .on_disconnect({
@@ -397,6 +422,19 @@ async fn a_panicking_hook_is_logged_and_the_daemon_serves_on() {
     .await;
     let proxy = LabProxy::connect(&lab).await.unwrap();
     assert_eq!(proxy.echo(3, 3, "".into()).await.unwrap().0, 3);
+    // Each hook's panic was logged, with the hook's name and its panic's text.
+    let logged = errors.0.lock().unwrap().clone();
+    for (hook, text) in [
+        ("on_disconnect", "disconnect hook"),
+        ("on_call_error", "call error hook"),
+    ] {
+        assert!(
+            logged
+                .iter()
+                .any(|e| e.contains(&format!("hook=\"{hook}\"")) && e.contains(text)),
+            "no error logged for {hook}'s panic: {logged:#?}"
+        );
+    }
     daemon.shutdown();
 }
 
