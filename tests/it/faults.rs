@@ -988,7 +988,7 @@ async fn stalled_requests_announcing_the_maximum_cost_what_arrived_and_are_close
     let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=1500");
     let object = uri.object().unwrap().to_owned();
     assert_serving(&mut child, &uri).await;
-    let before = child.rss_kib();
+    let (before, data_before) = (child.rss_kib(), child.data_kib());
     let request = Message::new(
         MessageType::Invoke,
         Serializer::BINCODE_ID,
@@ -1010,7 +1010,7 @@ async fn stalled_requests_announcing_the_maximum_cost_what_arrived_and_are_close
     .await;
     drop(request);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let during = child.rss_kib();
+    let (during, data_during) = (child.rss_kib(), child.data_kib());
     // Every stalled connection is closed at its frame timeout.
     let closed = futures_util::future::join_all(stalled.into_iter().map(|mut s| async move {
         let mut sink = Vec::new();
@@ -1021,7 +1021,7 @@ async fn stalled_requests_announcing_the_maximum_cost_what_arrived_and_are_close
     .await;
     let elapsed = started.elapsed();
     println!(
-        "200 requests announcing 60 MiB, 64 KiB sent each: RSS {before} KiB before, {during} KiB while stalled, all closed after {elapsed:?}"
+        "200 requests announcing 60 MiB, 64 KiB sent each: RSS {before} KiB before, {during} KiB while stalled (data {data_before} and {data_during} KiB), all closed after {elapsed:?}"
     );
     assert!(
         closed.iter().all(|c| *c),
@@ -1032,6 +1032,13 @@ async fn stalled_requests_announcing_the_maximum_cost_what_arrived_and_are_close
         during.saturating_sub(before) < 100 << 10,
         "stalled requests cost {} KiB",
         during - before
+    );
+    // Nor reserved: a buffer of the announced size, allocated and never filled, is mapped but
+    // not resident, so the RSS above cannot see it (200 of them would be 12 GB).
+    assert!(
+        data_during.saturating_sub(data_before) < 1 << 20,
+        "stalled requests reserved {} KiB",
+        data_during.saturating_sub(data_before)
     );
     assert_serving(&mut child, &uri).await;
 }

@@ -285,15 +285,27 @@ impl ChildGuard {
     /// The process's resident memory in KiB (Linux `/proc`). A measurement that cannot be
     /// taken fails the test rather than passing it vacuously.
     pub(crate) fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// The process's private data mappings in KiB (Linux `/proc`'s `VmData`): what it has
+    /// allocated, touched or not. A large buffer reserved and never filled shows here and not
+    /// in [`rss_kib`](Self::rss_kib) (glibc maps it, and only the pages written become
+    /// resident).
+    pub(crate) fn data_kib(&self) -> u64 {
+        self.status_kib("VmData")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let path = format!("/proc/{}/status", self.0.id());
         let status = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot measure the child's memory: {path}: {e}"));
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS line in {path}"))
+            .unwrap_or_else(|| panic!("no {field} line in {path}"))
     }
 }
 
