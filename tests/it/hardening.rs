@@ -1371,11 +1371,19 @@ async fn a_oneway_call_queued_when_its_connection_closes_reports_it_was_not_sent
 async fn a_proxy_keeps_a_connection_that_answers_while_a_call_given_up_on_runs() {
     let (daemon, relay, lab) = lab_behind_a_relay(None).await;
     let first = lab.connection().await.unwrap();
-    let err = lab.sleep(1_500).await.unwrap_err();
-    assert!(err.is_timeout(), "{err:?}");
+    // Given up by dropping its future: with no deadline sent, the daemon runs it on (a call
+    // that timed out would have sent its deadline, and the daemon would have ended it).
+    let patient = LabProxy::from_proxy(lab.proxy().with_options(rmi::CallOptions::default()));
+    let given_up = tokio::time::timeout(Duration::from_millis(100), patient.sleep(1_500)).await;
+    assert!(given_up.is_err(), "{given_up:?}");
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(1_000) {
         assert_eq!(lab.connection().await.unwrap(), first);
+        assert_eq!(
+            lab.sleeping().await.unwrap(),
+            1,
+            "the call given up on runs on"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(relay.accepted(), 1);
