@@ -1261,12 +1261,31 @@ async fn a_proxy_whose_slots_are_all_held_by_abandoned_calls_redials() {
 /// next caller past `abandoned_timeout` from then redials. (Before, only a caller that waited
 /// the whole `abandoned_timeout` itself looked, so with shorter deadlines the proxy failed
 /// every call with a timeout for good.)
+///
+/// The connection is kept audible (pings answered every 50 ms), so that only the wedge, not
+/// silence, can be what makes the proxy redial.
 #[tokio::test]
 async fn a_wedged_proxy_redials_even_when_every_caller_has_a_shorter_deadline() {
     let (daemon, relay, lab) = lab_behind_a_relay(Some(4)).await;
     let first = lab.connection().await.unwrap();
-    relay.blackhole();
+    // Every slot held by a call given up on (dropped, with no deadline sent: the daemon runs
+    // them on for a minute).
+    let patient = LabProxy::from_proxy(lab.proxy().with_options(rmi::CallOptions::default()));
+    for _ in 0..4 {
+        let given_up = tokio::time::timeout(Duration::from_millis(50), patient.sleep(60_000)).await;
+        assert!(given_up.is_err(), "{given_up:?}");
+    }
+    let pinger = tokio::spawn({
+        let lab = lab.clone();
+        async move {
+            loop {
+                lab.proxy().ping().await.expect("pings are answered");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
     let took = calls_until_a_new_connection(&lab, &relay, first).await;
+    pinger.abort();
     println!(
         "wedged proxy recovered after {took:?} (abandoned_timeout 300 ms, call timeout 100 ms)"
     );
