@@ -516,10 +516,13 @@ async fn a_first_call_too_large_to_go_ahead_is_encoded_once() {
     daemon.shutdown();
 }
 
-/// The CONNECT is held to `MAX_HANDSHAKE_SIZE`; a first call far larger, sent right behind it
-/// in the same write, is not: it is read after the handshake, under `max_message_size`.
+/// The CONNECT is held to `MAX_HANDSHAKE_SIZE`; a first call far larger is not: the proxy
+/// keeps a call over 64 KiB until the CONNECTOK (only smaller ones go in the CONNECT's write),
+/// and the daemon reads it under `max_message_size`. (A request over the handshake bound in
+/// the CONNECT's own write, which only a hand-made client sends, is
+/// `hostile::a_client_that_has_proved_nothing_cannot_make_the_daemon_hold_a_large_connect`.)
 #[tokio::test]
-async fn a_first_call_larger_than_the_handshake_bound_goes_out_with_the_connect_and_runs() {
+async fn a_first_call_larger_than_the_handshake_bound_is_sent_once_connected_and_runs() {
     let (daemon, lab, _) = start_daemon().await;
     for serializer in [Serializer::Bincode, Serializer::MsgPack] {
         let proxy =
