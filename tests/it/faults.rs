@@ -682,11 +682,32 @@ async fn huge_length_headers_are_refused_from_the_header_alone() {
     .to_vec();
     header[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
     assert_eq!(u16::from_be_bytes([header[38], header[39]]), MAGIC);
-    // 100 connections at once, each announcing a 4 GiB message.
-    let times = futures_util::future::join_all((0..100).map(|_| {
-        let (uri, header) = (uri.clone(), header.clone());
+    // The same after the handshake, held to `max_message_size` (not the handshake's bound).
+    let mut invoke = Message::new(
+        MessageType::Invoke,
+        Serializer::BINCODE_ID,
+        0,
+        1,
+        Vec::new(),
+    )
+    .to_bytes()
+    .to_vec();
+    invoke[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
+    let object = uri.object().unwrap().to_owned();
+    // 100 connections at once, each announcing a 4 GiB message: half of them as their
+    // CONNECT, half once connected.
+    let times = futures_util::future::join_all((0..100).map(|i| {
+        let (uri, object) = (uri.clone(), object.clone());
+        let header = if i % 2 == 0 {
+            header.clone()
+        } else {
+            invoke.clone()
+        };
         async move {
             let mut s = dial(&uri).await;
+            if i % 2 == 1 {
+                connect_handshake(&mut s, &object).await;
+            }
             let started = Instant::now();
             s.write_all(&header).await.unwrap();
             let mut rest = Vec::new();
