@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 /// Top-level module → the top-level modules it names (`crate::x`), per crate.
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
-/// The import graph of the crate whose `src/` is `src`. A module folder counts as one node;
-/// `lib.rs`, `main.rs` and `bin/` are the crate's root, not modules. Code after the first
-/// `#[cfg(test)]` of a file is left out: tests may reach anywhere.
+/// The import graph of the crate whose `src/` is `src`. A module folder counts as one node,
+/// with its `x.rs` beside it if it has one; `lib.rs`, `main.rs` and `bin/` are the crate's
+/// root, not modules. A file's test module (`#[cfg(test)] mod …`, and what follows it) is left
+/// out: tests may reach anywhere.
 fn import_graph(src: &Path) -> Graph {
     let root = std::fs::read_to_string(src.join("lib.rs")).unwrap_or_default();
     let reexports = reexports(&root);
@@ -32,7 +33,8 @@ fn import_graph(src: &Path) -> Graph {
         }
         uses.remove(&name);
         uses.remove("__private");
-        graph.insert(name, uses);
+        // (`x.rs` and `x/` are one module: whichever comes first, the other adds to it.)
+        graph.entry(name).or_default().extend(uses);
     }
     graph
 }
@@ -77,13 +79,29 @@ fn rust_files(path: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// The first segment after every `crate::` in code (comments and tests left out), with
-/// `crate::{a, b::c}` groups expanded.
+/// The first segment after every `crate::` in code (comments and test modules left out), with
+/// `crate::{a, b::c}` groups expanded. A `#[cfg(test)]` on any other item (a helper, a
+/// field) leaves the code after it in.
 fn crate_paths(text: &str) -> BTreeSet<String> {
-    let code: String = text
-        .lines()
-        .take_while(|line| line.trim() != "#[cfg(test)]")
+    let lines: Vec<&str> = text.lines().collect();
+    let test_module = |at: usize| {
+        lines[at].trim() == "#[cfg(test)]"
+            && lines[at + 1..]
+                .iter()
+                .map(|line| line.trim())
+                .find(|line| !line.is_empty() && !line.starts_with("#["))
+                .is_some_and(|item| {
+                    let item = item.strip_prefix("pub(crate) ").unwrap_or(item);
+                    item.starts_with("mod ")
+                })
+    };
+    let end = (0..lines.len())
+        .find(|&at| test_module(at))
+        .unwrap_or(lines.len());
+    let code: String = lines[..end]
+        .iter()
         .filter(|line| !line.trim_start().starts_with("//"))
+        .copied()
         .collect::<Vec<_>>()
         .join("\n");
     let ident = |s: &str| -> String {
@@ -211,9 +229,17 @@ fn core_leaves_import_nothing_above_them_and_its_edges_are_imported_by_nobody() 
 fn the_checker_sees_imports_groups_and_cycles() {
     let text = "use crate::error::Error;\nuse crate::{proxy::Proxy, protocol::{codec, frame}};\n\
                 // crate::daemon in a comment\nlet x = $crate::foo; other_crate::bar;\n\
-                #[cfg(test)]\nuse crate::uri;";
+                #[cfg(test)]\nfn helper() {}\nfn after() { crate::uri::parse(); }\n\
+                #[cfg(test)]\nmod tests {\n    use crate::transport;\n}";
     let found: Vec<_> = crate_paths(text).into_iter().collect();
-    assert_eq!(found, ["error", "protocol", "proxy"]);
+    assert_eq!(found, ["error", "protocol", "proxy", "uri"]);
+    // A module's file and its folder are one node: the imports of both count.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("m.rs"), "use crate::a;\nmod inner;").unwrap();
+    std::fs::create_dir(src.path().join("m")).unwrap();
+    std::fs::write(src.path().join("m/inner.rs"), "use crate::b;").unwrap();
+    let graph = import_graph(src.path());
+    assert_eq!(graph["m"], BTreeSet::from(["a".to_owned(), "b".to_owned()]));
     let graph: Graph = [("a", "b"), ("b", "c"), ("c", "a"), ("d", "a")]
         .iter()
         .map(|(m, u)| (m.to_string(), BTreeSet::from([u.to_string()])))
