@@ -48,11 +48,36 @@ struct Counted {
 }
 
 impl Counted {
-    fn add(&mut self, out: &mut Outgoing) {
-        if let Some(bytes) = out.counted.take() {
+    fn add(&mut self, counted: Option<u32>) {
+        if let Some(bytes) = counted {
             self.slots += 1;
             self.bytes += bytes as usize;
         }
+    }
+}
+
+/// What a message still needs once its bytes are in a write (copied into the writer's buffer,
+/// or a large payload's referenced from it): its notice and its counts, settled when the
+/// write ends. Kept instead of the message itself: an `Outgoing` is 136 bytes, which every
+/// move copies with `memcpy` (twice per call on a proxy's writer task, `perf`); this is 16.
+struct Queued {
+    flushed: Option<tokio::sync::oneshot::Sender<()>>,
+    counted: Option<u32>,
+}
+
+impl Queued {
+    /// `out`'s notice and counts, taken out of it.
+    fn take(out: &mut Outgoing) -> Self {
+        Queued {
+            flushed: out.flushed.take(),
+            counted: out.counted.take(),
+        }
+    }
+}
+
+impl From<Outgoing> for Queued {
+    fn from(mut out: Outgoing) -> Self {
+        Queued::take(&mut out)
     }
 }
 
@@ -69,10 +94,10 @@ struct Shared<W> {
 impl<W> Shared<W> {
     /// Tells each of `outs` it is written (or, `written` false, that it never will be) and
     /// gives back what they counted.
-    fn settle(&self, outs: impl IntoIterator<Item = Outgoing>, written: bool) {
+    fn settle(&self, outs: impl IntoIterator<Item = Queued>, written: bool) {
         let mut counted = Counted::default();
-        for mut out in outs {
-            counted.add(&mut out);
+        for out in outs {
+            counted.add(out.counted);
             if let (Some(flushed), true) = (out.flushed, written) {
                 let _ = flushed.send(());
             }
@@ -90,7 +115,7 @@ impl<W> Shared<W> {
     /// A message refused (the writer is gone): what it counted is given back now.
     fn refuse(&self, mut out: Outgoing) -> Outgoing {
         let mut counted = Counted::default();
-        counted.add(&mut out);
+        counted.add(out.counted.take());
         self.give_back(counted);
         out
     }
@@ -101,7 +126,7 @@ struct State<W> {
     queue: VecDeque<Outgoing>,
     /// Messages a sender started writing whose bytes the socket did not take at once: their
     /// bytes are in the idle writer's buffer; the writer task finishes them.
-    unflushed: Vec<Outgoing>,
+    unflushed: Vec<Queued>,
     /// The frame writer while the writer task is not writing with it.
     idle: Option<FrameWriter<W>>,
     signer: Option<crate::auth::Signer>,
@@ -113,14 +138,6 @@ struct State<W> {
     /// The writer task was woken for what is queued and has not looked yet: later messages
     /// need no wake-up of their own (each costs a few atomic operations).
     woken: bool,
-}
-
-impl<W> State<W> {
-    fn sign(&mut self, out: &mut Outgoing) {
-        if let Some(signer) = self.signer.as_mut() {
-            signer.sign(&mut out.msg);
-        }
-    }
 }
 
 /// Hands messages to one connection's socket; cloned by everyone who sends on it.
@@ -276,7 +293,7 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
         };
         let out = state.queue.remove(at);
         drop(state);
-        self.shared.settle(out, false);
+        self.shared.settle(out.map(Queued::from), false);
         true
     }
 
@@ -310,9 +327,9 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
             out.queue_into(writer);
         }
         if writer.write_now() {
-            self.shared.settle(queue.drain(..), true);
+            self.shared.settle(queue.drain(..).map(Queued::from), true);
         } else {
-            unflushed.extend(queue.drain(..));
+            unflushed.extend(queue.drain(..).map(Queued::from));
             self.wake_writer(state);
         }
     }
@@ -371,8 +388,10 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let nothing_dropped = dropped.0.is_empty() && dropped.1.is_empty();
         // Messages that can no longer be written give back their slots and bytes now; their
         // `flushed` notices are dropped, which tells their senders.
-        self.shared
-            .settle(dropped.0.into_iter().chain(dropped.1), false);
+        self.shared.settle(
+            dropped.0.into_iter().map(Queued::from).chain(dropped.1),
+            false,
+        );
         match (&result, writer) {
             (Ok(()), Some(mut writer)) if !stopped => tokio::select! {
                 biased;
@@ -426,11 +445,16 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 state.woken = false;
                 let mut writer = state.idle.take().expect("only this task takes the writer");
                 written.append(&mut state.unflushed);
-                while let Some(mut out) = state.queue.pop_front() {
-                    state.sign(&mut out);
+                let State { queue, signer, .. } = &mut *state;
+                // (Only their notices and counts are kept: see `Queued`.)
+                for out in queue.iter_mut() {
+                    if let Some(signer) = signer.as_mut() {
+                        signer.sign(&mut out.msg);
+                    }
                     out.queue_into(&mut writer);
-                    written.push(out);
+                    written.push(Queued::take(out));
                 }
+                queue.clear();
                 writer
             };
             if let Err(e) = writer.flush_within(deadline).await {
@@ -446,7 +470,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 /// The messages of a write under way, settled as unwritten if the write is dropped.
 struct Unsettled<'a, W> {
     shared: &'a Shared<W>,
-    outs: Vec<Outgoing>,
+    outs: Vec<Queued>,
 }
 
 impl<W> Drop for Unsettled<'_, W> {
