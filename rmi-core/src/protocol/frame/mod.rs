@@ -619,21 +619,18 @@ impl Message {
     /// decompressed bytes and clears the flag. The result may not exceed `max_size`: a small
     /// message that inflates past the limit (a zip bomb) is refused after `max_size + 1` bytes.
     pub fn decompress(&mut self, max_size: usize) -> Result<(), Error> {
-        use std::io::Read;
         if !self.has_flag(FLAGS_COMPRESSED) {
             return Ok(());
         }
         let limit = max_size.saturating_sub(self.annotations_len());
-        let mut out = Vec::new();
-        flate2::read::ZlibDecoder::new(&self.payload[..])
-            .take(limit as u64 + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Decompress(e.to_string()))?;
-        if out.len() > limit {
-            return Err(Error::Decompress(format!(
-                "it inflates past max_message_size ({max_size} bytes)"
-            )));
-        }
+        let inflating = flate2::read::ZlibDecoder::new(&self.payload[..]);
+        let out = read_at_most(inflating, limit)
+            .map_err(|e| Error::Decompress(e.to_string()))?
+            .ok_or_else(|| {
+                Error::Decompress(format!(
+                    "it inflates past max_message_size ({max_size} bytes)"
+                ))
+            })?;
         self.payload = out.into();
         self.flags &= !FLAGS_COMPRESSED;
         Ok(())
@@ -677,6 +674,16 @@ impl Message {
         protocol.encode(self, &mut buf);
         buf.freeze()
     }
+}
+
+/// All of `source` if it is at most `limit` bytes, else `None`, having read no more than
+/// `limit + 1` of them: what bounds an inflating message (a zip bomb) by what it may become,
+/// not by what it would.
+fn read_at_most(source: impl std::io::Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    source.take(limit as u64 + 1).read_to_end(&mut out)?;
+    Ok((out.len() <= limit).then_some(out))
 }
 
 #[cfg(test)]
@@ -1033,6 +1040,42 @@ mod tests {
             Message::parse(&mut BytesMut::from(&bytes[..]), &header),
             Err(Error::BadAnnotations(_))
         ));
+    }
+
+    /// An endless source of zeros that fails the test if more than `allowed` bytes are read.
+    struct Endless {
+        read: usize,
+        allowed: usize,
+    }
+
+    impl std::io::Read for Endless {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            assert!(
+                self.read < self.allowed,
+                "read past the bound: {} bytes already",
+                self.read
+            );
+            let n = buf.len().min(self.allowed - self.read);
+            buf[..n].fill(0);
+            self.read += n;
+            Ok(n)
+        }
+    }
+
+    /// What inflates past the limit is read no further than the limit and one byte (a zip bomb
+    /// costs what its message may become, not what it would become).
+    #[test]
+    fn reading_stops_one_byte_past_the_limit() {
+        let endless = Endless {
+            read: 0,
+            allowed: (1 << 20) + 1,
+        };
+        assert_eq!(read_at_most(endless, 1 << 20).unwrap(), None);
+        assert_eq!(
+            read_at_most(&[7u8; 1000][..], 1000).unwrap().unwrap().len(),
+            1000
+        );
+        assert_eq!(read_at_most(&[7u8; 1001][..], 1000).unwrap(), None);
     }
 
     #[test]
