@@ -682,7 +682,10 @@ impl Message {
 fn read_at_most(source: impl std::io::Read, limit: usize) -> std::io::Result<Option<Vec<u8>>> {
     use std::io::Read;
     let mut out = Vec::new();
-    source.take(limit as u64 + 1).read_to_end(&mut out)?;
+    // (Saturating: a limit of `usize::MAX`, "no limit", would wrap to `take(0)`.)
+    source
+        .take(u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1))
+        .read_to_end(&mut out)?;
     Ok((out.len() <= limit).then_some(out))
 }
 
@@ -1076,6 +1079,15 @@ mod tests {
             1000
         );
         assert_eq!(read_at_most(&[7u8; 1001][..], 1000).unwrap(), None);
+        // No limit at all: everything (before, the bound wrapped to nothing, and a debug build
+        // panicked on the overflow).
+        assert_eq!(
+            read_at_most(&[7u8; 3][..], usize::MAX)
+                .unwrap()
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
