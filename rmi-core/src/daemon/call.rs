@@ -95,6 +95,39 @@ impl Call {
         }
         let ser = self.ser;
         let inner = &self.conn.daemon.inner;
+        // Pyro4's header counts a message's annotations in 16 bits: a reply whose annotations
+        // (the method's, a stream's id, the correlation id, a MAC) take more fails, and goes
+        // without them. (The frame would leave some out: under an HMAC key after the MAC
+        // covered them, so the proxy refused the reply and dropped the connection; without
+        // one they vanished unsaid.) A stream it would have opened is not opened.
+        let result = match result {
+            Ok(outcome) if self.protocol == Protocol::Pyro4 => {
+                let signed = inner.config.secret.is_some() || inner.config.hmac_key.is_some();
+                let stream = match outcome {
+                    Outcome::Stream(_) => self.protocol.annotation_header_size() + 36,
+                    _ => 0,
+                };
+                let all = reply_overhead(&annotations, signed, self.protocol, true) + stream;
+                if all > usize::from(u16::MAX) {
+                    if let Outcome::Stream(items) = outcome {
+                        drop_quietly(items, "a stream's producer");
+                    }
+                    annotations.clear();
+                    Err(Failed::new(RemoteError::new(
+                        RemoteErrorKind::Other,
+                        "rmi.MessageTooLarge",
+                        format!(
+                            "the reply's annotations take {all} bytes, over the {} Pyro4's \
+                             header can count",
+                            u16::MAX
+                        ),
+                    )))
+                } else {
+                    Ok(outcome)
+                }
+            }
+            other => other,
+        };
         let result = match result {
             // Nobody could read a stream a oneway call opened (its id goes in no reply): not
             // opened, so it takes none of the connection's streams.
