@@ -19,17 +19,28 @@ async fn greeter(key: Option<&str>) -> (rmi::Daemon, rmi::Uri) {
 }
 
 /// [`greeter`] with `builder`'s other settings.
-async fn greeter_with(
+async fn greeter_with(builder: rmi::DaemonBuilder, key: Option<&str>) -> (rmi::Daemon, rmi::Uri) {
+    serving(
+        builder,
+        key,
+        GreeterServer::new(GreetingMaker),
+        "example.greeter",
+    )
+    .await
+}
+
+/// A daemon from `builder` with `key`, serving `object` as `id`.
+async fn serving(
     mut builder: rmi::DaemonBuilder,
     key: Option<&str>,
+    object: impl rmi::Dispatch,
+    id: &str,
 ) -> (rmi::Daemon, rmi::Uri) {
     if let Some(key) = key {
         builder = builder.hmac_key(HmacKey::new(key));
     }
     let daemon = builder.bind("127.0.0.1:0").await.unwrap();
-    let uri = daemon
-        .register_with_id(GreeterServer::new(GreetingMaker), "example.greeter")
-        .unwrap();
+    let uri = daemon.register_with_id(object, id).unwrap();
     tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -549,18 +560,8 @@ impl Annotator for AnnotatorObject {
 #[tokio::test]
 async fn reply_annotations_over_pyro4s_count_fail_their_call_only() {
     for key in [Some("the-key"), None] {
-        let mut builder = rmi::Daemon::builder();
-        if let Some(key) = key {
-            builder = builder.hmac_key(HmacKey::new(key));
-        }
-        let daemon = builder.bind("127.0.0.1:0").await.unwrap();
-        let uri = daemon
-            .register(AnnotatorServer::new(AnnotatorObject))
-            .unwrap();
-        tokio::spawn({
-            let d = daemon.clone();
-            async move { d.serve().await }
-        });
+        let object = AnnotatorServer::new(AnnotatorObject);
+        let (daemon, uri) = serving(rmi::Daemon::builder(), key, object, "annotator").await;
         let mut proxy = rmi::Proxy::builder(uri.clone()).protocol(Protocol::Pyro4);
         if let Some(key) = key {
             proxy = proxy.hmac_key(HmacKey::new(key));
