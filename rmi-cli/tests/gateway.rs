@@ -1050,6 +1050,11 @@ async fn the_gateway_reaches_python_objects_through_python_s_name_server() {
 async fn a_zero_timeout_is_no_limit() {
     let world = world().await;
     let gateway = rmi_cli::gateway::Gateway::new(names_of(&world.ns).await).timeout(Duration::ZERO);
+    // No limit at all, not the 10 s default (which the calls below would fit in too).
+    assert!(
+        format!("{gateway:?}").contains("timeout: None"),
+        "{gateway:?}"
+    );
     let port = serve(gateway).await;
     let answer = request(port, "GET", "/pyro/http.greeter/sleep?ms=300", &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);

@@ -121,6 +121,11 @@ async fn quotas_refuse_hostile_requests_and_rmi_ns_keeps_serving() {
     // --max-message-size (8 MiB), refused from its header before the body is read.
     let (after_1m, err) = refused_register(&ns, port, 1_000_000).await;
     eprintln!("a 1M-tag register to rmi-ns (8 MiB messages): {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("max_message_size") && !text.contains("max_tags"),
+        "refused for its size, not decoded: {err}"
+    );
     // Just under the message limit (600k tags, 6.6 MB): decoded, then refused by max_tags.
     let (after_600k, err) = refused_register(&ns, port, 600_000).await;
     assert!(
