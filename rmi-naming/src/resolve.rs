@@ -1060,13 +1060,27 @@ mod tests {
         let mut made = Vec::new();
         for port in 1..=(MAX_NAME_SERVERS as u16 * 2) {
             let cache = resolver.ns_cache(&Some(("127.0.0.1".into(), port)));
-            made.push(Arc::downgrade(&cache));
+            let task = cache.task.lock().clone().expect("a watch task");
+            made.push((Arc::downgrade(&cache), task));
             assert!(resolver.state.caches.lock().len() <= MAX_NAME_SERVERS);
+            // Each watch task starts before the next cache may push its cache out.
+            drop(cache);
+            tokio::task::yield_now().await;
         }
+        // Their watch tasks run a while (each trying its name server, which refuses).
+        tokio::time::sleep(Duration::from_millis(300)).await;
         // The caches dropped to make room are gone (their watch tasks hold them weakly, and
-        // end when they go); the kept ones live.
-        let alive = made.iter().filter(|c| c.upgrade().is_some()).count();
+        // end when they go); the kept ones live, and so do their tasks.
+        let alive = made.iter().filter(|(c, _)| c.upgrade().is_some()).count();
         assert_eq!(alive, MAX_NAME_SERVERS);
+        for (cache, task) in &made {
+            let kept = cache.upgrade().is_some();
+            assert_eq!(
+                task.is_finished(),
+                !kept,
+                "a watch task ends with its cache, and only then (kept: {kept})"
+            );
+        }
         let mut state = CacheState::default();
         let cached = Cached {
             uris: Vec::new(),
