@@ -644,6 +644,80 @@ async fn a_request_is_bounded_by_the_gateway_s_timeout_as_a_whole() {
     world.daemon.shutdown();
 }
 
+/// The timeout bounds the lookup too: a name server that stops answering on the gateway's
+/// connection (frozen, or a network gone silent) costs each request the timeout, not a
+/// request hung for good (before the timeout covered the whole request, a hung name server
+/// hung every request).
+#[tokio::test]
+async fn a_name_server_gone_silent_costs_a_request_the_timeout() {
+    let world = world().await;
+    let ns_port = world.ns.daemon().local_addr().unwrap().port();
+    let (relay_port, stalled) = stalling_relay(ns_port).await;
+    let names = rmi::naming::NameServerProxy::connect(
+        format!("PYRO:Pyro.NameServer@127.0.0.1:{relay_port}")
+            .parse::<rmi::Uri>()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let gateway = rmi_cli::gateway::Gateway::new(names).timeout(Duration::from_millis(300));
+    let port = serve(gateway).await;
+    let answer = request(port, "GET", "/pyro/http.greeter/welcomeMessage?name=a", &[]).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    stalled.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        request(port, "GET", "/pyro/http.other/welcomeMessage?name=b", &[]),
+    )
+    .await
+    .expect("the request hung with its name server");
+    assert_eq!(
+        answer.exception(),
+        (500, "Pyro5.errors.TimeoutError".to_owned())
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    world.daemon.shutdown();
+}
+
+/// A relay on 127.0.0.1 to `port` that forwards both ways until `stalled` is set, then holds
+/// whatever comes (a peer gone silent with its connection open); its port and the flag.
+async fn stalling_relay(port: u16) -> (u16, Arc<std::sync::atomic::AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = listener.local_addr().unwrap().port();
+    let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stalled.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let (client_rd, client_wr) = client.into_split();
+            let (server_rd, server_wr) = server.into_split();
+            for (mut from, mut to) in [(client_rd, server_wr), (server_rd, client_wr)] {
+                let stalled = flag.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n @ 1..) = from.read(&mut buf).await {
+                        if stalled.load(Ordering::SeqCst) {
+                            // Held, with both connections open.
+                            std::future::pending::<()>().await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (relay_port, stalled)
+}
+
 #[tokio::test]
 async fn the_index_page_lists_exposed_names_escaped() {
     let world = world().await;
