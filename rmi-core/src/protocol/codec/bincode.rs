@@ -84,7 +84,7 @@ pub(super) fn encode_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Er
 }
 
 pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Result<T, Error> {
-    let budget = Budget::new(limits.max_depth, bytes.len());
+    let budget = Budget::new(limits.depth(), bytes.len());
     counting_elements(bytes.len(), || {
         options()
             .with_limit(bytes.len() as u64)
@@ -132,7 +132,7 @@ pub(super) fn decode_pieces<T: DeserializeOwned>(
         options()
             .with_limit(total as u64)
             .deserialize_from_custom_seed(
-                BoundedRoot::<T>::new(Budget::new(limits.max_depth, total)),
+                BoundedRoot::<T>::new(Budget::new(limits.depth(), total)),
                 &mut pieces,
             )
     })

@@ -88,7 +88,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
         s: text.as_bytes(),
         at: 0,
         depth: 0,
-        max_depth: limits.max_depth,
+        max_depth: limits.depth(),
     };
     let value = p.value()?;
     p.skip_space();

@@ -118,7 +118,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
         s: bytes,
         at: 0,
         depth: 0,
-        max_depth: limits.max_depth,
+        max_depth: limits.depth(),
         refs: Vec::new(),
         height: 0,
         long_digits_left: MAX_LONG_DIGITS_TOTAL,
@@ -131,7 +131,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
     // The table's handles go, so values referenced once move instead of being copied.
     drop(r.refs);
     let mut budget = budget(bytes.len());
-    tree.into_value(0, limits.max_depth, &mut budget)
+    tree.into_value(0, limits.depth(), &mut budget)
 }
 
 /// A value as read, before references are resolved: referenced objects are shared.

@@ -52,13 +52,29 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// Default [`DecodeLimits::max_depth`]: deep enough for real data, far from a stack overflow.
 pub const DEFAULT_MAX_DEPTH: usize = 128;
 
+/// The deepest [`DecodeLimits::max_depth`] is taken as: decoders recurse once per level (or
+/// more), and much deeper nesting overflows a tokio worker's 2 MiB stack, which aborts the
+/// process. Measured on a 2 MiB thread with a payload nested 15,000 deep: in a debug build,
+/// marshal's decoder overflowed at a ceiling of 256 levels (serpent's parser alone at about
+/// 1,200); a release build's frames are several times smaller. A larger `max_depth` ("no
+/// limit") means this.
+pub const MAX_DEPTH_CEILING: usize = if cfg!(debug_assertions) { 160 } else { 512 };
+
 /// Limits applied to every message read and every payload decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Largest annotations + payload size accepted in a header (`max_message_size`).
     pub max_message_size: usize,
-    /// Deepest nesting of sequences, maps, enums and options accepted in a payload (`max_depth`).
+    /// Deepest nesting of sequences, maps, enums and options accepted in a payload (`max_depth`);
+    /// at most [`MAX_DEPTH_CEILING`], whatever is set here.
     pub max_depth: usize,
+}
+
+impl DecodeLimits {
+    /// The nesting the decoders allow: `max_depth`, at most [`MAX_DEPTH_CEILING`].
+    pub(crate) fn depth(&self) -> usize {
+        self.max_depth.min(MAX_DEPTH_CEILING)
+    }
 }
 
 impl Default for DecodeLimits {
@@ -1581,56 +1597,93 @@ mod tests {
         assert_eq!(payload, expected);
     }
 
+    /// `levels` of `Nested` encoded by hand in `ser`: serializing that deep recursively would
+    /// itself be the risk.
+    fn deep_payload(ser: Serializer, levels: usize) -> Vec<u8> {
+        match ser {
+            Serializer::Bincode => {
+                // varint variant index 1 = Node, `levels` times, then 0 = Leaf.
+                let mut v = vec![1u8; levels];
+                v.push(0);
+                v
+            }
+            Serializer::MsgPack => {
+                let mut v = Vec::new();
+                for _ in 0..levels {
+                    v.extend_from_slice(&[0x81, 0xa4]);
+                    v.extend_from_slice(b"Node");
+                }
+                v.extend_from_slice(&[0xa4]);
+                v.extend_from_slice(b"Leaf");
+                v
+            }
+            Serializer::Serpent => {
+                let mut v = serpent::HEADER.as_bytes().to_vec();
+                v.extend_from_slice("{'Node':".repeat(levels).as_bytes());
+                v.extend_from_slice(b"'Leaf'");
+                v.extend_from_slice("}".repeat(levels).as_bytes());
+                v
+            }
+            Serializer::Marshal => {
+                let mut v = b"{u\x04\x00\x00\x00Node".repeat(levels);
+                v.extend_from_slice(b"u\x04\x00\x00\x00Leaf");
+                v.extend_from_slice(&b"0".repeat(levels));
+                v
+            }
+            Serializer::Json => {
+                let mut v = "{\"Node\":".repeat(levels).into_bytes();
+                v.extend_from_slice(b"\"Leaf\"");
+                v.extend_from_slice("}".repeat(levels).as_bytes());
+                v
+            }
+        }
+    }
+
     #[test]
     fn nesting_beyond_the_limit_is_an_error_not_a_stack_overflow() {
         let limits = DecodeLimits::default();
         for ser in SERS {
             let ok = ser.encode(&nested(100)).unwrap();
             assert_eq!(ser.decode::<Nested>(&ok, &limits).unwrap(), nested(100));
-            // Encode 15,000 levels by hand: serializing that deep recursively would itself be the risk.
-            let deep = match ser {
-                Serializer::Bincode => {
-                    // varint variant index 1 = Node, 15,000 times, then 0 = Leaf.
-                    let mut v = vec![1u8; 15_000];
-                    v.push(0);
-                    v
-                }
-                Serializer::MsgPack => {
-                    let mut v = Vec::new();
-                    for _ in 0..15_000 {
-                        v.extend_from_slice(&[0x81, 0xa4]);
-                        v.extend_from_slice(b"Node");
-                    }
-                    v.extend_from_slice(&[0xa4]);
-                    v.extend_from_slice(b"Leaf");
-                    v
-                }
-                Serializer::Serpent => {
-                    let mut v = serpent::HEADER.as_bytes().to_vec();
-                    v.extend_from_slice("{'Node':".repeat(15_000).as_bytes());
-                    v.extend_from_slice(b"'Leaf'");
-                    v.extend_from_slice("}".repeat(15_000).as_bytes());
-                    v
-                }
-                Serializer::Marshal => {
-                    let mut v = b"{u\x04\x00\x00\x00Node".repeat(15_000);
-                    v.extend_from_slice(b"u\x04\x00\x00\x00Leaf");
-                    v.extend_from_slice(&b"0".repeat(15_000));
-                    v
-                }
-                Serializer::Json => {
-                    let mut v = "{\"Node\":".repeat(15_000).into_bytes();
-                    v.extend_from_slice(b"\"Leaf\"");
-                    v.extend_from_slice("}".repeat(15_000).as_bytes());
-                    v
-                }
-            };
+            let deep = deep_payload(ser, 15_000);
             let err = ser
                 .decode::<Nested>(&deep, &limits)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("max_depth"), "{ser:?}: {err}");
         }
+    }
+
+    /// A `max_depth` set as high as it goes ("no limit") is taken as [`MAX_DEPTH_CEILING`]:
+    /// on a thread with a tokio worker's stack (2 MiB), in this build's profile, a payload nested
+    /// 15,000 deep is refused once the decoder is that deep, not a stack overflow that aborts
+    /// the process; nesting well within it decodes.
+    #[test]
+    fn max_depth_has_a_ceiling_a_workers_stack_holds() {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let unlimited = DecodeLimits {
+                    max_depth: usize::MAX,
+                    ..DecodeLimits::default()
+                };
+                for ser in SERS {
+                    let err = ser
+                        .decode::<Nested>(&deep_payload(ser, 15_000), &unlimited)
+                        .unwrap_err()
+                        .to_string();
+                    let said = format!("max_depth ({MAX_DEPTH_CEILING})");
+                    assert!(err.contains(&said), "{ser:?}: {err}");
+                    let fine = deep_payload(ser, 100);
+                    assert_eq!(
+                        ser.decode::<Nested>(&fine, &unlimited).unwrap(),
+                        nested(100)
+                    );
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]

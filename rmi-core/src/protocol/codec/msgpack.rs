@@ -74,7 +74,7 @@ fn decode_direct<T: DeserializeOwned>(bytes: &[u8], limits: &DecodeLimits) -> Re
     let value = counting_elements(bytes.len(), || {
         T::deserialize(Bounded {
             inner: &mut de,
-            budget: Budget::new(limits.max_depth, bytes.len()),
+            budget: Budget::new(limits.depth(), bytes.len()),
         })
     })
     .map_err(codec_error)?;
@@ -255,7 +255,7 @@ pub(super) fn decode_route(
         counting_elements(payload.len(), || {
             Deserialize::deserialize(Bounded {
                 inner: &mut de,
-                budget: Budget::new(limits.max_depth, payload.len()),
+                budget: Budget::new(limits.depth(), payload.len()),
             })
         })
         .map_err(codec_error)?;

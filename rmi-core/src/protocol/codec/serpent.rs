@@ -90,7 +90,7 @@ pub(super) fn parse(bytes: &[u8], limits: &DecodeLimits) -> Result<Value, Error>
         s: text.as_bytes(),
         at: 0,
         depth: 0,
-        max_depth: limits.max_depth,
+        max_depth: limits.depth(),
     };
     p.skip_space();
     let value = p.value()?;
