@@ -203,11 +203,12 @@ impl Gateway {
     /// How many requests (calls, and index pages) may be under way at once: each holds a
     /// connection to a daemon (the index page, one at a time) for as long as it takes. One more
     /// is answered at once with `503 Service Unavailable`, `Retry-After: 1` and a Pyro
-    /// `CommunicationError` saying the gateway is busy. Zero is no limit. Default
-    /// [`DEFAULT_MAX_CALLS`].
+    /// `CommunicationError` saying the gateway is busy. Zero is no limit, and so is a number
+    /// beyond what a semaphore counts (about 2^61). Default [`DEFAULT_MAX_CALLS`].
     pub fn max_calls(mut self, max: usize) -> Self {
         self.max_calls = max;
-        self.calls = (max > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max)));
+        self.calls = (max > 0 && max <= tokio::sync::Semaphore::MAX_PERMITS)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(max)));
         self
     }
 

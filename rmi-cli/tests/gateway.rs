@@ -1129,6 +1129,9 @@ async fn a_zero_timeout_is_no_limit() {
         format!("{gateway:?}").contains("timeout: None"),
         "{gateway:?}"
     );
+    // Nor is a number of calls too large to count (`--max-calls 18446744073709551615`; it
+    // panicked, a semaphore's limit).
+    let gateway = gateway.max_calls(usize::MAX);
     let port = serve(gateway).await;
     let answer = request(port, "GET", "/pyro/http.greeter/sleep?ms=300", &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
