@@ -179,6 +179,9 @@ fn warn_plain(ns: &Uri, e: &Error) {
     );
 }
 
+/// The least time a lease's grant is given, however short its TTL.
+const GRANT_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+
 impl Shared {
     /// The name server's proxy, with calls bounded by the TTL (at most 10 s): a call slower
     /// than that is too late for the lease anyway.
@@ -241,7 +244,11 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             let ttl_ms = shared.ttl.as_millis().clamp(1, u64::MAX as u128) as u64;
-            let granted = shared.api().lease_grant(ttl_ms).await.map(LeaseId);
+            // Not held to the TTL, as the keep-alives are (no lease runs yet): a TTL too short
+            // for the name server reaches it, and its refusal names the bound.
+            let limit = shared.ttl.clamp(GRANT_TIMEOUT_MIN, Duration::from_secs(10));
+            let api = shared.ns.api().with_timeout(limit);
+            let granted = api.lease_grant(ttl_ms).await.map(LeaseId);
             if let Err(Ok(lease)) = handover.send(granted) {
                 shared.revoke_unwanted(lease).await;
             }

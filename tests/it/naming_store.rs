@@ -900,3 +900,18 @@ fn leased_daemon_entry() {
         daemon.serve().await.unwrap();
     });
 }
+
+/// A lease too short for the name server (zero, or a millisecond) is refused by the name
+/// server, with its bound named; before, the grant itself was held to the TTL and failed
+/// with a timeout of zero before it was sent.
+#[tokio::test]
+async fn a_lease_too_short_is_refused_by_the_name_server_with_its_bound() {
+    let (_ns, names) = name_server().await;
+    for ttl in [Duration::ZERO, Duration::from_millis(1)] {
+        let err = names.lease(ttl).await.unwrap_err();
+        assert!(
+            err.to_string().contains("min_lease_ttl"),
+            "{ttl:?}: {err:?}"
+        );
+    }
+}
