@@ -67,6 +67,7 @@ pub use locate::{locate_ns, NsLocator, PYRO_ENV};
 pub use registry::{LeaseId, Limits, Registry, Storage, NAME_SERVER_NAME};
 pub use resolve::{
     NamingResolver, Pick, DEFAULT_LOOKUP_TIMEOUT, DEFAULT_SUSPECT_FOR, DEFAULT_WATCH_PROBE,
+    MIN_WATCH_PROBE,
 };
 pub use serve::ServeSimple;
 pub use server::{

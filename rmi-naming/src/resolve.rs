@@ -80,6 +80,9 @@ pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(8);
 /// ([`NamingResolver::watch_probe`]).
 pub const DEFAULT_WATCH_PROBE: Duration = Duration::from_secs(10);
 
+/// The shortest [`NamingResolver::watch_probe`] is taken as.
+pub const MIN_WATCH_PROBE: Duration = Duration::from_millis(100);
+
 /// Resolves logical URIs: `PYRONAME:` by `lookup_all` (a name server without it, such as
 /// Pyro's: `lookup`), `PYROMETA:` by `yplookup_entries` (else `yplookup`; Pyro4's name server,
 /// which has neither: `list` with `metadata_all`), then picks one of the URIs found (see
@@ -365,9 +368,10 @@ impl NamingResolver {
     /// entries for good. A ping unanswered within the [`lookup_timeout`](Self::lookup_timeout)
     /// breaks the watch, so cached entries are vouched for at most this plus that timeout after
     /// the last sign of life; then they age as when the name server is down, and the watch is
-    /// opened again.
+    /// opened again. At least [`MIN_WATCH_PROBE`]: a zero would ping the name server in a
+    /// loop, about every millisecond for each name server cached.
     pub fn watch_probe(mut self, after: Duration) -> Self {
-        self.watch_probe = Some(after);
+        self.watch_probe = Some(after.max(MIN_WATCH_PROBE));
         self
     }
 
@@ -1038,6 +1042,17 @@ impl Resolve for NamingResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A zero (or tiny) watch probe is the floor, not a ping in a loop.
+    #[test]
+    fn a_watch_probe_has_a_floor() {
+        for asked in [Duration::ZERO, Duration::from_millis(1)] {
+            let resolver = NamingResolver::default().watch_probe(asked);
+            assert_eq!(resolver.watch_probe, Some(MIN_WATCH_PROBE));
+        }
+        let resolver = NamingResolver::default().watch_probe(Duration::from_secs(3));
+        assert_eq!(resolver.watch_probe, Some(Duration::from_secs(3)));
+    }
 
     /// Logical URIs can come from peers, each naming any name server and any name: what the
     /// resolver keeps per name server and per logical URI stays bounded, and a name server's
