@@ -534,6 +534,9 @@ async fn annotations_over_pyro4s_count_fail_their_call_only() {
 trait Annotator {
     /// Returns `size`, with a `BIGR` reply annotation of `size` bytes.
     async fn annotate(&self, size: u64) -> u64;
+    /// Fails with `app.Refused`, with a `BIGR` reply annotation of `size` bytes.
+    #[rmi(raises)]
+    async fn annotate_and_fail(&self, size: u64) -> Result<u64, rmi::RemoteError>;
     /// The daemon's id of the connection the call came on.
     async fn connection(&self) -> u64;
 }
@@ -545,6 +548,15 @@ impl Annotator for AnnotatorObject {
         let ctx = rmi::context::current().expect("a context");
         ctx.set_response_annotation(*b"BIGR", vec![0u8; size as usize]);
         size
+    }
+
+    async fn annotate_and_fail(&self, size: u64) -> Result<u64, rmi::RemoteError> {
+        self.annotate(size).await;
+        Err(rmi::RemoteError::new(
+            rmi::RemoteErrorKind::Other,
+            "app.Refused",
+            "refused",
+        ))
     }
 
     async fn connection(&self) -> u64 {
@@ -576,6 +588,12 @@ async fn reply_annotations_over_pyro4s_count_fail_their_call_only() {
             "{key:?}: {err:?}"
         );
         assert_eq!(proxy.annotate(10).await.unwrap(), 10, "{key:?}");
+        // A method's own error stays its error, sent without the annotations.
+        let err = proxy.annotate_and_fail(70_000).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Remote(e) if e.type_name == "app.Refused"),
+            "{key:?}: {err:?}"
+        );
         assert_eq!(
             proxy.connection().await.unwrap(),
             first,

@@ -27,6 +27,9 @@ use crate::protocol::names::{BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID, ST
 /// size of an `Outcome`. Only a failed call pays the allocation.
 type Failed = Box<RemoteError>;
 
+/// A stream id's length in its annotation (a UUID's text).
+const STREAM_ID_LEN: usize = 36;
+
 /// One INVOKE to run.
 pub(super) struct Call {
     /// What the connection's calls share.
@@ -96,34 +99,34 @@ impl Call {
         let ser = self.ser;
         let inner = &self.conn.daemon.inner;
         // Pyro4's header counts a message's annotations in 16 bits: a reply whose annotations
-        // (the method's, a stream's id, the correlation id, a MAC) take more fails, and goes
-        // without them. (The frame would leave some out: under an HMAC key after the MAC
-        // covered them, so the proxy refused the reply and dropped the connection; without
-        // one they vanished unsaid.) A stream it would have opened is not opened.
+        // (the method's, a stream's id, the correlation id, a MAC) take more goes without
+        // them, and a result in it becomes that failure (a method's own error stays). The
+        // frame would leave some out: under an HMAC key after the MAC covered them, so the
+        // proxy refused the reply and dropped the connection; without one, unsaid. A stream
+        // the call would have opened is not opened.
         let result = match result {
-            Ok(outcome) if self.protocol == Protocol::Pyro4 => {
+            result if self.protocol == Protocol::Pyro4 => {
                 let signed = inner.config.secret.is_some() || inner.config.hmac_key.is_some();
-                let stream = match outcome {
-                    Outcome::Stream(_) => self.protocol.annotation_header_size() + 36,
+                let stream = match result {
+                    Ok(Outcome::Stream(_)) => {
+                        self.protocol.annotation_header_size() + STREAM_ID_LEN
+                    }
                     _ => 0,
                 };
                 let all = reply_overhead(&annotations, signed, self.protocol, true) + stream;
-                if all > usize::from(u16::MAX) {
-                    if let Outcome::Stream(items) = outcome {
-                        drop_quietly(items, "a stream's producer");
-                    }
-                    annotations.clear();
-                    Err(Failed::new(RemoteError::new(
-                        RemoteErrorKind::Other,
-                        "rmi.MessageTooLarge",
-                        format!(
-                            "the reply's annotations take {all} bytes, over the {} Pyro4's \
-                             header can count",
-                            u16::MAX
-                        ),
-                    )))
+                if all <= usize::from(u16::MAX) {
+                    result
                 } else {
-                    Ok(outcome)
+                    annotations.clear();
+                    match result {
+                        Err(e) => Err(e),
+                        Ok(outcome) => {
+                            if let Outcome::Stream(items) = outcome {
+                                drop_quietly(items, "a stream's producer");
+                            }
+                            Err(Failed::new(over_pyro4s_count(all)))
+                        }
+                    }
                 }
             }
             other => other,
@@ -922,6 +925,19 @@ fn reply_overhead(
         .sum::<usize>()
         + mac
         + corr
+}
+
+/// The failure of a call whose reply's annotations take `all` bytes, more than Pyro4's header
+/// counts.
+fn over_pyro4s_count(all: usize) -> RemoteError {
+    RemoteError::new(
+        RemoteErrorKind::Other,
+        "rmi.MessageTooLarge",
+        format!(
+            "the reply's annotations take {all} bytes, over the {} Pyro4's header can count",
+            u16::MAX
+        ),
+    )
 }
 
 /// The error for a request that is not a well-formed call.
