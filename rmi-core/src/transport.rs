@@ -912,6 +912,11 @@ pub struct Outgoing {
     /// Non-zero: what [`Sender::withdraw`](outbox::Sender::withdraw) knows the message by (a
     /// number its sender makes unique among the outbox's messages).
     pub ticket: u64,
+    /// When the caller of a request with a deadline annotation stops waiting: the outbox
+    /// rewrites the annotation with the time left then, as it writes the message, so that
+    /// time spent queued (behind a large write, or a peer that stopped reading) is not given
+    /// to the daemon again.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl From<Message> for Outgoing {
@@ -921,6 +926,7 @@ impl From<Message> for Outgoing {
             flushed: None,
             counted: None,
             ticket: 0,
+            deadline: None,
         }
     }
 }

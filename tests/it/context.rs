@@ -15,6 +15,8 @@ pub(crate) trait Introspect {
     /// Waits `ms` milliseconds, with a guard that notes, when dropped, the method its context
     /// names (its caller's deadline cancels it first).
     async fn guarded(&self, ms: u64);
+    /// The length of `bytes`.
+    async fn swallow(&self, bytes: Vec<u8>) -> usize;
     /// What the last dropped guard noted: `Some(None)` if it saw no context.
     async fn guard_saw(&self) -> Option<Option<String>>;
     /// Notes whether its context says oneway (oneway itself).
@@ -170,6 +172,10 @@ impl Introspect for IntrospectObject {
     async fn guarded(&self, ms: u64) {
         let _guard = Guard(self.guard_saw.clone());
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    async fn swallow(&self, bytes: Vec<u8>) -> usize {
+        bytes.len()
     }
 
     async fn guard_saw(&self) -> Option<Option<String>> {
@@ -370,6 +376,60 @@ async fn a_call_that_waited_for_a_slot_sends_the_time_its_caller_has_left() {
     // Queued behind `guarded`: its slot comes free no sooner than 1.5 s after `started`.
     let seen = one_slot.whoami().await.unwrap();
     holder.await.unwrap().unwrap();
+    let waited_at_least = Duration::from_millis(1_500).saturating_sub(asked - started);
+    let left = Duration::from_millis(seen.time_left_ms.expect("a deadline travelled"));
+    assert!(
+        left + waited_at_least <= timeout,
+        "the daemon was given {left:?}, though the call had waited at least {waited_at_least:?} \
+         of its {timeout:?}"
+    );
+    daemon.shutdown();
+}
+
+/// A call that waited in the proxy's outbox (behind a large argument the daemon was not
+/// reading yet) tells the daemon the time its caller has left when it is written, not the
+/// timeout it was encoded with.
+#[tokio::test]
+async fn a_call_that_waited_behind_a_large_write_sends_the_time_its_caller_has_left() {
+    // One call at a time per connection: while `guarded` runs, the daemon reads nothing more,
+    // so the large argument behind it fills the socket and the proxy's writer waits on it.
+    let daemon = rmi::Daemon::builder()
+        .max_in_flight(1)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(IntrospectServer::new(IntrospectObject::default()))
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let timeout = Duration::from_secs(5);
+    let proxy = IntrospectProxy::builder(&uri)
+        .unwrap()
+        .timeout(timeout)
+        .connect::<IntrospectProxy>()
+        .await
+        .unwrap();
+    proxy.whoami().await.unwrap();
+    let started = std::time::Instant::now();
+    let holder = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.guarded(1_500).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let large = tokio::spawn({
+        let p = proxy.clone();
+        async move { p.swallow(vec![7; 32 << 20]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = std::time::Instant::now();
+    // Queued behind the large argument, which the daemon reads no sooner than 1.5 s after
+    // `started`.
+    let seen = proxy.whoami().await.unwrap();
+    holder.await.unwrap().unwrap();
+    assert_eq!(large.await.unwrap().unwrap(), 32 << 20);
     let waited_at_least = Duration::from_millis(1_500).saturating_sub(asked - started);
     let left = Duration::from_millis(seen.time_left_ms.expect("a deadline travelled"));
     assert!(

@@ -1148,6 +1148,7 @@ impl<S: std::ops::Deref<Target = Semaphore>> Slot<S> {
             flushed: None,
             counted: Some(size),
             ticket: 0,
+            deadline: None,
         }
     }
 }

@@ -7,6 +7,30 @@
 /// Annotation carrying the caller's remaining time in milliseconds (u64, big-endian); the
 /// daemon cancels the method when it runs out.
 pub const DEADLINE_ANNOTATION: [u8; 4] = *b"DDLN";
+
+/// A time left as the [`DEADLINE_ANNOTATION`]'s whole milliseconds, rounded up: a time under a
+/// millisecond is not sent as a deadline that has passed on arrival.
+pub(crate) fn deadline_millis(left: std::time::Duration) -> u64 {
+    u64::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+/// Sets `msg`'s [`DEADLINE_ANNOTATION`], if it has one, to `left`: for a request written some
+/// time after it was encoded (it waited for an in-flight slot, or behind other writes), which
+/// tells the daemon what its caller still waits, not the whole timeout. The value is replaced
+/// only when its milliseconds change, so a request written at once costs no allocation.
+pub(crate) fn set_time_left(msg: &mut super::frame::Message, left: std::time::Duration) {
+    let Some((_, value)) = msg
+        .annotations
+        .iter_mut()
+        .find(|(id, _)| *id == DEADLINE_ANNOTATION)
+    else {
+        return;
+    };
+    let millis = deadline_millis(left).to_be_bytes();
+    if value[..] != millis {
+        *value = bytes::Bytes::copy_from_slice(&millis);
+    }
+}
 /// Annotation of an ITEMSTREAMRESULT reply carrying the stream's id (a UUID string, as Pyro5).
 pub const STREAM_ANNOTATION: [u8; 4] = *b"STRM";
 /// Annotation carrying a side's SPAKE2 message during a shared-secret handshake: the client's
@@ -68,3 +92,54 @@ pub const BATCH_METHOD: &str = "<batch>";
 /// daemon ignores annotations it does not know, answers without it, and the proxy stays on
 /// serpent.
 pub const SERIALIZER_ANNOTATION: [u8; 4] = *b"RMIS";
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::protocol::frame::{Message, MessageType};
+
+    #[test]
+    fn a_deadline_is_sent_in_milliseconds_rounded_up() {
+        assert_eq!(deadline_millis(Duration::ZERO), 0);
+        assert_eq!(deadline_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(deadline_millis(Duration::from_micros(500)), 1);
+        assert_eq!(deadline_millis(Duration::from_millis(1)), 1);
+        assert_eq!(deadline_millis(Duration::from_micros(1_001)), 2);
+        assert_eq!(deadline_millis(Duration::from_secs(3)), 3_000);
+        assert_eq!(deadline_millis(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn the_time_left_replaces_a_deadline_and_adds_none() {
+        let mut msg = Message::new(MessageType::Invoke, 0, 0, 1, bytes::Bytes::new());
+        set_time_left(&mut msg, Duration::from_secs(1));
+        assert!(
+            msg.annotations.is_empty(),
+            "a request without a deadline gets none"
+        );
+        let stamped = bytes::Bytes::copy_from_slice(&5_000u64.to_be_bytes());
+        msg.annotations = vec![
+            (*b"USER", bytes::Bytes::new()),
+            (DEADLINE_ANNOTATION, stamped.clone()),
+        ];
+        // Unchanged milliseconds keep the very same bytes.
+        set_time_left(&mut msg, Duration::from_micros(4_999_100));
+        assert_eq!(msg.annotations[1].1.as_ptr(), stamped.as_ptr());
+        set_time_left(&mut msg, Duration::from_millis(3_500));
+        assert_eq!(
+            msg.annotations[1],
+            (
+                DEADLINE_ANNOTATION,
+                bytes::Bytes::copy_from_slice(&3_500u64.to_be_bytes())
+            )
+        );
+        set_time_left(&mut msg, Duration::ZERO);
+        assert_eq!(
+            msg.annotation(&DEADLINE_ANNOTATION).unwrap()[..],
+            0u64.to_be_bytes()
+        );
+        assert_eq!(msg.annotations[0].0, *b"USER");
+    }
+}

@@ -17,7 +17,7 @@ use crate::error::{Error, RemoteError, RemoteErrorKind};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
-    daemon_method::CLOSE_STREAM, BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID,
+    daemon_method::CLOSE_STREAM, deadline_millis, BATCH_METHOD, BULK_ANNOTATION, DAEMON_OBJECT_ID,
     DEADLINE_ANNOTATION, MAC_LEN, NOT_RUN_ANNOTATION, STREAM_ANNOTATION,
 };
 use crate::transport::received;
@@ -764,40 +764,4 @@ fn deadline_passed(reply: &Message, protocol: Protocol, limits: &DecodeLimits) -
         decode_reply::<serde::de::IgnoredAny>(&mut reply.clone(), protocol, limits),
         Err(Error::Remote(e)) if e.kind == RemoteErrorKind::DeadlineExceeded
     )
-}
-
-/// A timeout as the deadline annotation's whole milliseconds, rounded up: a timeout under a
-/// millisecond is not sent as a deadline that has passed on arrival.
-fn deadline_millis(timeout: Duration) -> u64 {
-    u64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
-}
-
-/// Sets `msg`'s deadline annotation, if it has one, to the time left until `at`: a request
-/// that waited (for an in-flight slot) after it was encoded carries what its caller still
-/// waits, not the whole timeout.
-pub(super) fn restamp_deadline(msg: &mut Message, at: tokio::time::Instant) {
-    if let Some((_, value)) = msg
-        .annotations
-        .iter_mut()
-        .find(|(id, _)| *id == DEADLINE_ANNOTATION)
-    {
-        let left = at.saturating_duration_since(tokio::time::Instant::now());
-        *value = Bytes::copy_from_slice(&deadline_millis(left).to_be_bytes());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_deadline_is_sent_in_milliseconds_rounded_up() {
-        assert_eq!(deadline_millis(Duration::ZERO), 0);
-        assert_eq!(deadline_millis(Duration::from_nanos(1)), 1);
-        assert_eq!(deadline_millis(Duration::from_micros(500)), 1);
-        assert_eq!(deadline_millis(Duration::from_millis(1)), 1);
-        assert_eq!(deadline_millis(Duration::from_micros(1_001)), 2);
-        assert_eq!(deadline_millis(Duration::from_secs(3)), 3_000);
-        assert_eq!(deadline_millis(Duration::MAX), u64::MAX);
-    }
 }

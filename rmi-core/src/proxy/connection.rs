@@ -1319,18 +1319,13 @@ impl Connection {
         // close, a write stuck on a socket nobody reads): this call goes out on a new one. The
         // slots need not all be held for it to be noticed (see `slot`).
         self.close_if_silent(abandoned_timeout)?;
-        let mut waited = match self.shared.slots.try_acquire() {
-            Ok(permit) => {
-                permit.forget();
-                false
-            }
-            Err(_) => {
-                self.slot(deadline, abandoned_timeout, &mut msg)
-                    .await?
-                    .forget();
-                true
-            }
-        };
+        match self.shared.slots.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(_) => self
+                .slot(deadline, abandoned_timeout, &mut msg)
+                .await?
+                .forget(),
+        }
         // The slot is given back by this guard until the call's entry holds it.
         let mut slot = Slot(Some(&self.shared.slots));
         // The entry holds the caller's waker from the start: the reply's first poll need not
@@ -1342,18 +1337,9 @@ impl Connection {
         });
         let (seq, registered) = match self.try_take_seq(&mut pending)? {
             Some((seq, alone)) => (seq, !alone),
-            None => {
-                waited = true;
-                (self.take_seq(pending).await?, false)
-            }
+            None => (self.take_seq(pending).await?, false),
         };
         slot.0 = None;
-        // A call that waited tells the daemon the time its caller has left, not the whole
-        // timeout it was encoded with: the daemon cancels the method when its caller stops
-        // waiting, not that long after.
-        if let Some((at, _)) = deadline.filter(|_| waited) {
-            super::call::restamp_deadline(&mut msg, at);
-        }
         // From here the reply is this caller's to take; if it stops waiting, the entry stays
         // (holding its slot) until the reply comes or the connection dies.
         let mut wait = ReplyWait {
@@ -1376,6 +1362,11 @@ impl Connection {
             .tx
             .send(Outgoing {
                 ticket,
+                // A call that waited (for a slot, or in the outbox behind other writes) tells
+                // the daemon the time its caller has left when it is written, not the whole
+                // timeout it was encoded with: the daemon cancels the method when its caller
+                // stops waiting, not that long after.
+                deadline: deadline.map(|(at, _)| at),
                 ..msg.into()
             })
             .is_err()
@@ -1518,6 +1509,7 @@ impl Connection {
                 flushed: Some(flushed),
                 counted: None,
                 ticket,
+                deadline: None,
             })
             .map_err(|_| self.closed_error().not_sent())?;
         // The deadline covers the write too (a daemon that stops reading fills the socket).

@@ -24,6 +24,7 @@ use tokio::io::AsyncWrite;
 
 use super::{FrameWriter, Outgoing, QueuedBytes, WriteDeadline};
 use crate::error::Error;
+use crate::protocol::names;
 
 /// Says whether other messages are about to follow (calls in flight): then a message waits
 /// for the writer task, so that messages finishing together share one write.
@@ -320,11 +321,9 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
             Some(writer) if unflushed.is_empty() => writer,
             _ => return self.wake_writer(state),
         };
+        let mut now = None;
         for out in queue.iter_mut() {
-            if let Some(signer) = signer.as_mut() {
-                signer.sign(&mut out.msg);
-            }
-            out.queue_into(writer);
+            out.queue_into(writer, signer, &mut now);
         }
         if writer.write_now() {
             self.shared.settle(queue.drain(..).map(Queued::from), true);
@@ -447,11 +446,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 written.append(&mut state.unflushed);
                 let State { queue, signer, .. } = &mut *state;
                 // (Only their notices and counts are kept: see `Queued`.)
+                let mut now = None;
                 for out in queue.iter_mut() {
-                    if let Some(signer) = signer.as_mut() {
-                        signer.sign(&mut out.msg);
-                    }
-                    out.queue_into(&mut writer);
+                    out.queue_into(&mut writer, signer, &mut now);
                     written.push(Queued::take(out));
                 }
                 queue.clear();
@@ -519,7 +516,22 @@ impl Outgoing {
     /// to a large payload) and lets go of its bytes: until it is written only its notice and
     /// counts are needed, and a small payload may share its allocation with many
     /// others (see `codec::bincode::encode_bytes`), which a stalled peer must not pin.
-    fn queue_into<W: AsyncWrite + Unpin>(&mut self, writer: &mut FrameWriter<W>) {
+    ///
+    /// A request with a [`deadline`](Outgoing::deadline) first gets the time its caller has
+    /// left (`now` is read once for the messages of one write), then `signer`'s MAC.
+    fn queue_into<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut FrameWriter<W>,
+        signer: &mut Option<crate::auth::Signer>,
+        now: &mut Option<tokio::time::Instant>,
+    ) {
+        if let Some(at) = self.deadline {
+            let now = *now.get_or_insert_with(tokio::time::Instant::now);
+            names::set_time_left(&mut self.msg, at.saturating_duration_since(now));
+        }
+        if let Some(signer) = signer.as_mut() {
+            signer.sign(&mut self.msg);
+        }
         writer.queue(&self.msg);
         self.msg.payload = bytes::Bytes::new();
         self.msg.payload_tail.clear();
@@ -568,6 +580,7 @@ mod tests {
             flushed: Some(flushed),
             counted: None,
             ticket: 0,
+            deadline: None,
         };
         (out, notice)
     }
