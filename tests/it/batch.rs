@@ -67,27 +67,35 @@ async fn a_batch_runs_in_order_and_stops_at_the_first_error() {
 /// review, 2026-12-06).
 #[tokio::test]
 async fn a_oneway_batch_runs_to_its_end_after_its_caller_closes() {
-    let (daemon, lab, _) = start_daemon().await;
-    let caller = LabProxy::connect(&lab).await.unwrap();
-    let watcher = LabProxy::connect(&lab).await.unwrap();
-    let mut fire = caller.batch();
-    for _ in 0..200 {
-        fire.sleep(1);
-    }
-    fire.send_oneway().await.unwrap();
-    caller.proxy().close();
-    for _ in 0..1000 {
-        if watcher.calls().await.unwrap() >= 200 {
-            break;
+    // rmi's own batch format (bincode) and Pyro's (serpent), which the daemon runs apart.
+    for serializer in [Serializer::Bincode, Serializer::Serpent] {
+        let (daemon, lab, _) = start_daemon().await;
+        let caller: LabProxy = LabProxy::builder(&lab)
+            .unwrap()
+            .serializer(serializer)
+            .connect()
+            .await
+            .unwrap();
+        let watcher = LabProxy::connect(&lab).await.unwrap();
+        let mut fire = caller.batch();
+        for _ in 0..200 {
+            fire.sleep(1);
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        fire.send_oneway().await.unwrap();
+        caller.proxy().close();
+        for _ in 0..1000 {
+            if watcher.calls().await.unwrap() >= 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            watcher.calls().await.unwrap(),
+            200,
+            "{serializer:?}: every call of the batch ran"
+        );
+        daemon.shutdown();
     }
-    assert_eq!(
-        watcher.calls().await.unwrap(),
-        200,
-        "every call of the batch ran"
-    );
-    daemon.shutdown();
 }
 
 #[tokio::test]
@@ -370,15 +378,29 @@ pub(crate) trait Fragile {
     async fn twice(&self, n: u32) -> u32;
     /// The id of the connection the call came on.
     async fn connection(&self) -> u64;
+    /// The instance's own number, one per instance made.
+    async fn instance(&self) -> usize;
 }
 
 /// A per-call object whose `Drop` panics once `twice` has run on it.
-#[derive(Default)]
-struct FragileObject(std::sync::atomic::AtomicBool);
+struct FragileObject {
+    ran: std::sync::atomic::AtomicBool,
+    number: usize,
+}
+
+impl Default for FragileObject {
+    fn default() -> Self {
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        FragileObject {
+            ran: Default::default(),
+            number: MADE.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+}
 
 impl Drop for FragileObject {
     fn drop(&mut self) {
-        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.ran.load(std::sync::atomic::Ordering::SeqCst) {
             panic!("a per-call instance's Drop panicked");
         }
     }
@@ -386,8 +408,12 @@ impl Drop for FragileObject {
 
 impl Fragile for FragileObject {
     async fn twice(&self, n: u32) -> u32 {
-        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.ran.store(true, std::sync::atomic::Ordering::SeqCst);
         2 * n
+    }
+
+    async fn instance(&self) -> usize {
+        self.number
     }
 
     async fn connection(&self) -> u64 {
@@ -413,12 +439,24 @@ async fn a_per_call_instance_that_panics_when_dropped_loses_nothing() {
     let connection = proxy.connection().await.unwrap();
     assert_eq!(proxy.twice(5).await.unwrap(), 10);
     let mut batch = proxy.batch();
-    let (a, b) = (batch.twice(1), batch.twice(2));
+    let (a, first) = (batch.twice(1), batch.instance());
+    let (b, last) = (batch.twice(2), batch.instance());
     let results = tokio::time::timeout(Duration::from_secs(10), batch.send())
         .await
         .expect("no reply to the batch")
         .unwrap();
     assert_eq!((results.get(&a).unwrap(), results.get(&b).unwrap()), (2, 4));
+    let shared = results.get(&first).unwrap();
+    assert_eq!(
+        results.get(&last).unwrap(),
+        shared,
+        "the batch's calls share one instance"
+    );
+    assert_ne!(
+        proxy.instance().await.unwrap(),
+        shared,
+        "a call after the batch gets its own"
+    );
     assert_eq!(
         proxy.connection().await.unwrap(),
         connection,

@@ -447,10 +447,11 @@ async fn a_method_cancelled_at_its_deadline_sees_its_context_while_it_is_dropped
     let (daemon, proxy) = introspect().await;
     let hurried = IntrospectProxy::from(proxy.proxy().with_timeout(Duration::from_millis(100)));
     assert!(matches!(
-        hurried.guarded(10_000).await.unwrap_err(),
+        hurried.guarded(60_000).await.unwrap_err(),
         rmi::Error::Timeout(_)
     ));
-    let saw = tokio::time::timeout(Duration::from_secs(10), async {
+    // Within seconds of the deadline, not when the minute's sleep would have ended.
+    let saw = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             if let Some(saw) = proxy.guard_saw().await.unwrap() {
                 return saw;
@@ -503,6 +504,8 @@ async fn a_method_learns_that_its_caller_is_gone() {
 pub(crate) trait Relay {
     /// What `whoami` sees when this method calls it.
     async fn relay(&self) -> Seen;
+    /// The same, called after `ms` milliseconds.
+    async fn relay_after(&self, ms: u64) -> Seen;
     /// The same, through a proxy that sets a correlation id and a timeout of its own.
     async fn relay_own(&self) -> Seen;
     /// What `whoami` sees when a task this method spawned calls it: in the method's context
@@ -514,6 +517,11 @@ struct RelayObject(IntrospectProxy);
 
 impl Relay for RelayObject {
     async fn relay(&self) -> Seen {
+        self.0.whoami().await.unwrap()
+    }
+
+    async fn relay_after(&self, ms: u64) -> Seen {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         self.0.whoami().await.unwrap()
     }
 
@@ -569,6 +577,10 @@ async fn a_call_made_inside_a_method_carries_its_callers_correlation_id_and_dead
     assert!(seen.has_deadline, "{seen:?}");
     let left = seen.time_left_ms.unwrap();
     assert!(left <= 20_000 && left > 0, "{seen:?}");
+    // Less what has passed: a second spent before the call is not passed on.
+    let seen = traced.relay_after(1_000).await.unwrap();
+    let left = seen.time_left_ms.unwrap();
+    assert!(left <= 19_000 && left > 0, "{seen:?}");
     // Without a deadline from the first caller, none further down.
     let seen = relay.relay().await.unwrap();
     assert!(!seen.has_deadline, "{seen:?}");

@@ -218,6 +218,8 @@ async fn raw_invoke_other_object(uri: &rmi::Uri, other: &str) -> String {
 pub(crate) trait Big {
     /// `n` bytes of text.
     async fn text(&self, n: usize) -> String;
+    /// The daemon's id of the connection this call came on.
+    async fn connection(&self) -> u64;
 }
 
 struct BigObject;
@@ -225,6 +227,10 @@ struct BigObject;
 impl Big for BigObject {
     async fn text(&self, n: usize) -> String {
         "x".repeat(n)
+    }
+
+    async fn connection(&self) -> u64 {
+        rmi::context::current().expect("a call").connection()
     }
 }
 
@@ -245,6 +251,7 @@ async fn messages_over_max_message_size_fail_that_call_only() {
         async move { d.serve().await }
     });
     let big = BigProxy::connect(&uri).await.unwrap();
+    let connection = big.connection().await.unwrap();
     // A result too large for the limit: an error for this call, not a dropped connection.
     let err = big.text(10_000).await.unwrap_err();
     assert!(
@@ -255,6 +262,11 @@ async fn messages_over_max_message_size_fail_that_call_only() {
         big.text(10).await.unwrap().len(),
         10,
         "the connection is still fine"
+    );
+    assert_eq!(
+        big.connection().await.unwrap(),
+        connection,
+        "the same connection, not a new one dialed"
     );
     // A request too large for the proxy's own limit is refused before sending.
     let small: rmi::Proxy = rmi::Proxy::builder(uri.clone())
@@ -472,6 +484,13 @@ async fn a_raises_method_raises_its_error_at_the_caller() {
         other => panic!("expected a remote ValueError, got {other:?}"),
     }
     assert!(!err.is_communication() && !err.is_not_executed());
+    // Its text shows the chain under the type and message.
+    assert!(
+        err.to_string().contains(
+            "builtins.ValueError: text may not be empty\n  caused by: checked by Checker::length"
+        ),
+        "{err}"
+    );
     // In a batch, the raised error stops the batch like any failure.
     let mut batch = validator.batch();
     let ok = batch.length("ab".into());

@@ -128,6 +128,14 @@ async fn session_instances_live_as_long_as_their_connection() {
 
     let a = CounterProxy::connect(&uri).await.unwrap();
     let b = CounterProxy::connect(&uri).await.unwrap();
+    // Connected, and answering pings, but not called: still none.
+    a.proxy().ping().await.unwrap();
+    b.proxy().ping().await.unwrap();
+    assert_eq!(
+        stats.made.load(Ordering::SeqCst),
+        0,
+        "no instance before the connection's first call"
+    );
     assert_eq!(
         (a.incr().await.unwrap(), a.incr().await.unwrap()),
         (1, 2),

@@ -406,24 +406,31 @@ async fn yplookup_by_all_and_by_any_and_set_metadata() {
 async fn pyrometa_connects_to_an_object_with_all_the_tags() {
     let (ns, names) = name_server().await;
     let (daemon, _, greeter) = start_daemon().await;
+    // A live decoy with one of the two tags: a resolver that took any tag for all would
+    // reach it about every other time.
+    let (decoys, _, decoy) = start_daemon().await;
     names
         .register_with("greeter", &greeter, false, tags(&["greeting", "tutorial"]))
         .await
         .unwrap();
     names
-        .register_with("decoy", &uri(unused_port()), false, tags(&["greeting"]))
+        .register_with("decoy", &decoy, false, tags(&["greeting"]))
         .await
         .unwrap();
-    let proxy = GreeterProxy::connect(format!(
-        "PYROMETA:greeting,tutorial@{}",
-        ns.daemon().location()
-    ))
-    .await
-    .unwrap();
-    assert_eq!(
-        proxy.welcome_message("meta".into()).await.unwrap(),
-        "Hi welcome meta"
-    );
+    for _ in 0..12 {
+        let proxy = GreeterProxy::connect(format!(
+            "PYROMETA:greeting,tutorial@{}",
+            ns.daemon().location()
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            proxy.welcome_message("meta".into()).await.unwrap(),
+            "Hi welcome meta"
+        );
+        assert_eq!(proxy.proxy().connected_uri().as_ref(), Some(&greeter));
+    }
+    decoys.shutdown();
     let err = GreeterProxy::connect(format!("PYROMETA:nothing@{}", ns.daemon().location()))
         .await
         .unwrap_err();

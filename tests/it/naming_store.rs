@@ -115,9 +115,11 @@ async fn an_unrenewed_lease_expires_and_takes_only_its_names() {
 
 #[tokio::test]
 async fn keep_alive_keeps_leased_names_past_their_ttl() {
-    let (_ns, names) = name_server().await;
+    let (ns, names) = name_server().await;
+    let mut watch = ns.registry().watch();
     let (_daemon, lab, greeter) = start_daemon().await;
     let held = names.lease(TTL).await.unwrap();
+    let lease = held.lease();
     held.register("svc.greeter", &greeter).await.unwrap();
     held.register_with("svc.lab", &lab, true, tags(&["lab"]))
         .await
@@ -125,10 +127,13 @@ async fn keep_alive_keeps_leased_names_past_their_ttl() {
     assert_eq!(held.names().await, ["svc.greeter", "svc.lab"]);
     // Four TTLs: without keep-alives the names would have gone long ago.
     tokio::time::sleep(TTL * 4).await;
-    until("the leased names are there", || async {
-        registered(&names, "svc.greeter").await && registered(&names, "svc.lab").await
-    })
-    .await;
+    // There all along: the same lease, never expired (and registered again).
+    assert!(registered(&names, "svc.greeter").await && registered(&names, "svc.lab").await);
+    assert_eq!(held.lease(), lease, "the lease was lost and granted anew");
+    while let Ok(change) = tokio::time::timeout(Duration::from_millis(50), watch.next()).await {
+        let change = change.expect("the watch ended");
+        assert!(!matches!(change, Change::Expired { .. }), "{change:?}");
+    }
     assert_eq!(
         names.lookup_with_metadata("svc.lab").await.unwrap(),
         (lab, tags(&["lab"]))

@@ -18,7 +18,7 @@ use crate::support::{LabObject, LabProxy, LabServer};
 
 mod handshake;
 
-use handshake::{attacker_connect, read_message};
+use handshake::{attacker_connect, plain_connect, read_message};
 
 /// A certificate authority that signs leaf certificates.
 struct Ca {
@@ -851,6 +851,99 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
         checker.calls().await.unwrap(),
         1,
         "the forged and replayed calls never ran"
+    );
+    daemon.shutdown();
+}
+
+/// A raw client that knows the secret, past the handshake: its socket, its signer and verifier.
+async fn proven(
+    port: u16,
+) -> (
+    tokio::net::TcpStream,
+    rmi::auth::Signer,
+    rmi::auth::Verifier,
+) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (connect, half) = attacker_connect("lab", "s3cret");
+    s.write_all(&connect.to_bytes()).await.unwrap();
+    let (_, offer) = read_message(&mut s).await.expect("the daemon's offer");
+    let (mut signer, mut verifier) = half.confirm(&connect, &offer).expect("the same secret");
+    let mut proof = plain_connect("lab");
+    signer.sign(&mut proof);
+    s.write_all(&proof.to_bytes()).await.unwrap();
+    let (_, ok) = read_message(&mut s)
+        .await
+        .expect("the daemon's answer to the proof");
+    assert_eq!(ok.msg_type, MessageType::ConnectOk);
+    verifier.verify(&ok).expect("a signed CONNECTOK");
+    (s, signer, verifier)
+}
+
+/// After a proven handshake, every message must carry its MAC: one without, with a wrong one,
+/// or replayed (its counter used) is never run, and the connection is closed with no answer.
+/// (The test above never gets past the proof, where the daemon's per-message check lies.)
+#[tokio::test]
+async fn after_the_proof_every_message_is_verified() {
+    use rmi::protocol::codec::encode_invoke;
+    let secret = SharedSecret::new("s3cret");
+    let (daemon, uri) = serve(Daemon::builder().shared_secret(secret.clone()), "127.0.0.1").await;
+    let rmi::Location::Tcp { port, .. } = uri.location().unwrap().clone() else {
+        unreachable!()
+    };
+    let ser = rmi::Serializer::Bincode;
+    let echo = |seq: u16| {
+        Message::new(
+            MessageType::Invoke,
+            ser.id(),
+            0,
+            seq,
+            encode_invoke(ser, "lab", "echo", &(1u32, 1u32, "signed?")).unwrap(),
+        )
+    };
+    // The honest way, for comparison: signed, answered, its answer signed.
+    let (mut s, mut signer, mut verifier) = proven(port).await;
+    let mut call = echo(1);
+    signer.sign(&mut call);
+    s.write_all(&call.to_bytes()).await.unwrap();
+    let (_, reply) = read_message(&mut s)
+        .await
+        .expect("an answer to a signed call");
+    assert_eq!((reply.msg_type, reply.seq), (MessageType::Result, 1));
+    verifier.verify(&reply).expect("a signed reply");
+    // Replayed: the same bytes again, whose counter is spent.
+    s.write_all(&call.to_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok() && rest.is_empty(),
+        "a replayed call got an answer"
+    );
+    for mac in [None, Some(vec![0u8; 32])] {
+        let (mut s, _, _) = proven(port).await;
+        let mut call = echo(1);
+        if let Some(mac) = &mac {
+            call.annotations.push((*b"HMAC", mac.clone().into()));
+        }
+        s.write_all(&call.to_bytes()).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok() && rest.is_empty(),
+            "a call with MAC {mac:?} got an answer"
+        );
+    }
+    let checker: LabProxy = LabProxy::builder(&uri)
+        .unwrap()
+        .shared_secret(secret)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        checker.calls().await.unwrap(),
+        1,
+        "only the signed call ran"
     );
     daemon.shutdown();
 }

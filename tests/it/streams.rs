@@ -212,6 +212,7 @@ async fn a_stream_outlives_its_connection_only_for_the_linger_period() {
         dropped.load(Ordering::SeqCst) == 1
     })
     .await;
+    let seen = Instant::now();
     // Still there a while after the daemon saw the disconnect (a zero linger would have
     // dropped it at once), so a reconnecting caller could go on...
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -232,8 +233,9 @@ async fn a_stream_outlives_its_connection_only_for_the_linger_period() {
             break;
         }
         assert!(
-            closed.elapsed() < LINGER + Duration::from_secs(8),
-            "the stream outlived its {LINGER:?} linger by 8 s"
+            seen.elapsed() < LINGER + Duration::from_secs(2),
+            "the stream outlived its {LINGER:?} linger by 2 s after the daemon saw its \
+             connection close"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -484,6 +486,13 @@ async fn a_streamed_result_is_flagged_and_annotated_as_pyro_expects() {
     // The end: Pyro's StopIteration, as an exception.
     let end = call(&mut s, "Pyro.Daemon", "get_next_stream_item", &(id,), 4).await;
     assert_ne!(end.flags & FLAGS_EXCEPTION, 0, "the end is an exception");
+    let end = rmi::protocol::codec::decode_error(
+        Serializer::Bincode,
+        &end.payload,
+        &DecodeLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(end.type_name, "builtins.StopIteration", "{end:?}");
     daemon.shutdown();
 }
 
@@ -924,7 +933,8 @@ async fn a_stream_unread_for_its_lifetime_is_dropped_on_a_live_connection() {
     let lab = crate::support::LabProxy::connect(&uri).await.unwrap();
     let mut forgotten = lab.slow_numbers(0, 10).await.unwrap();
     let mut read = lab.slow_numbers(0, 100).await.unwrap();
-    let mut slow = lab.ticking(1_500, 1).await.unwrap();
+    let mut slow = lab.ticking(2_500, 1).await.unwrap();
+    let opened = std::time::Instant::now();
     assert_eq!(lab.open_streams().await.unwrap(), 3);
     let slow_reads = tokio::spawn(async move {
         let first = slow.next().await;
@@ -933,12 +943,22 @@ async fn a_stream_unread_for_its_lifetime_is_dropped_on_a_live_connection() {
     for i in 0..25 {
         assert_eq!(read.next().await.unwrap().unwrap(), i, "read often: kept");
         tokio::time::sleep(Duration::from_millis(100)).await;
+        if i == 14 {
+            // About 1.5 s in: half a lifetime past the unread one's, half one before twice it.
+            let open = lab.open_streams().await.unwrap();
+            assert_eq!(
+                open,
+                2,
+                "{:?} after they opened, only the unread stream is gone",
+                opened.elapsed()
+            );
+        }
     }
     let (first, end) = slow_reads.await.unwrap();
     assert_eq!(
         first.unwrap().unwrap(),
         0,
-        "a read waiting 1.5 s for its item, longer than the lifetime, is not cut"
+        "a read waiting 2.5 s for its item, longer than the lifetime, is not cut"
     );
     assert!(end.is_none(), "and its stream is still there: {end:?}");
     let after = forgotten.next().await;

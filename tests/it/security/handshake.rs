@@ -26,7 +26,7 @@ pub(super) fn attacker_connect(object: &str, guess: &str) -> (Message, ClientHan
 }
 
 /// A CONNECT to `object`, bincode, with a correlation id, and no annotation.
-fn plain_connect(object: &str) -> Message {
+pub(super) fn plain_connect(object: &str) -> Message {
     let ser = rmi::Serializer::Bincode;
     let request = ConnectRequest {
         handshake: "hello".into(),
