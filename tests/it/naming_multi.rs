@@ -563,6 +563,21 @@ async fn a_watch_pulled_after_the_name_server_stopped_is_a_connection_error() {
     assert!(watch.next().await.is_none(), "a failed stream is over");
 }
 
+/// A watch not being pulled when its name server stops still gets the clean end, if it pulls
+/// within the second the name server waits for its readers: `rmi-nsc watch`, between two pulls
+/// at the stop, tells a stop from a crash (H92).
+#[tokio::test]
+async fn a_watch_pulled_soon_after_the_name_server_stopped_ends_cleanly() {
+    let (ns, names, _port) = name_server().await;
+    let mut watch = names.watch(None).await.unwrap();
+    ns.shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("a pull after the name server stopped hung");
+    assert!(next.is_none(), "{next:?}");
+}
+
 #[tokio::test]
 async fn a_name_server_served_by_the_users_own_daemon_ends_its_watches_when_told() {
     let server = Arc::new(NameServer::new());

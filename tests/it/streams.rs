@@ -377,12 +377,12 @@ fn a_blocking_caller_iterates_a_streamed_result() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let (daemon, uri) = serve(Daemon::builder()).await;
-            tx.send(uri).unwrap();
+            tx.send((daemon.clone(), uri)).unwrap();
             std::future::pending::<()>().await;
             drop(daemon);
         });
     });
-    let uri = rx.recv().unwrap();
+    let (daemon, uri) = rx.recv().unwrap();
     let numbers = NumbersBlockingProxy::connect(&uri).unwrap();
     let items: Vec<u32> = numbers.count(5).unwrap().map(Result::unwrap).collect();
     assert_eq!(items, [1, 2, 3, 4, 5]);
@@ -390,6 +390,15 @@ fn a_blocking_caller_iterates_a_streamed_result() {
     assert_eq!(partial.next().unwrap().unwrap(), 1);
     drop(partial); // closes the stream on the server
     assert_eq!(numbers.produced().unwrap(), 6);
+    // The close went out (ahead of that call at the latest): the daemon holds no stream.
+    let asked = std::time::Instant::now();
+    while daemon.open_streams() != 0 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "the dropped iterator's stream is still open on the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 #[tokio::test]
