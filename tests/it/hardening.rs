@@ -1255,6 +1255,58 @@ async fn a_proxy_whose_slots_are_all_held_by_abandoned_calls_redials() {
     daemon.shutdown();
 }
 
+/// A caller waiting for a slot held by a call still awaited is woken when a slot frees (or a
+/// call is given up on), not every `abandoned_timeout`: at zero, before, about every
+/// millisecond for as long as it waited (helper-136).
+#[tokio::test]
+async fn a_caller_waiting_for_a_slot_is_not_woken_for_nothing_at_a_zero_abandoned_timeout() {
+    struct Counting(std::task::Waker, std::sync::atomic::AtomicUsize);
+    impl futures_util::task::ArcWake for Counting {
+        fn wake_by_ref(this: &std::sync::Arc<Self>) {
+            this.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            this.0.wake_by_ref();
+        }
+    }
+    let (daemon, lab_uri, _) = start_daemon().await;
+    let lab: LabProxy = rmi::Proxy::builder(lab_uri)
+        .max_in_flight(1)
+        .abandoned_timeout(Duration::ZERO)
+        .connect()
+        .await
+        .unwrap();
+    let first = lab.connection().await.unwrap();
+    let holder = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(500).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut waiting = std::pin::pin!(lab.connection());
+    let mut counting = None;
+    let next = std::future::poll_fn(|cx| {
+        let counting = counting.get_or_insert_with(|| {
+            std::sync::Arc::new(Counting(cx.waker().clone(), Default::default()))
+        });
+        let waker = futures_util::task::waker(counting.clone());
+        std::future::Future::poll(
+            waiting.as_mut(),
+            &mut std::task::Context::from_waker(&waker),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(holder.await.unwrap().unwrap(), 500);
+    let wakes = counting
+        .unwrap()
+        .1
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        wakes < 20,
+        "woken {wakes} times while it waited about 450 ms for the slot"
+    );
+    assert_eq!(next, first, "the same connection: nothing was given up on");
+    daemon.shutdown();
+}
+
 /// The daemon stops answering on a connection that stays open (a frozen process, a Python
 /// daemon stuck in one call, a relay gone silent), and every caller has a deadline shorter
 /// than `abandoned_timeout`: each call times out, abandoned, and once they hold every slot the

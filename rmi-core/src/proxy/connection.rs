@@ -81,6 +81,9 @@ pub(super) struct ConnShared {
     closes: AtomicUsize,
     /// Woken when a batch of closes ends.
     closes_done: tokio::sync::Notify,
+    /// Woken when a call is given up on: callers waiting for a slot look again whether every
+    /// slot is now held by calls given up on (see `Connection::slot`).
+    abandoned: tokio::sync::Notify,
 }
 
 /// The read side of a connection.
@@ -756,9 +759,11 @@ impl Drop for ReplyWait<'_> {
             return;
         }
         let mut state = self.shared.state.lock();
+        let mut abandoned = false;
         let gone = match state.pending.get_mut(&self.seq) {
             Some(p) if matches!(p.reply, Reply::Waiting(_)) => {
                 p.reply = Reply::Abandoned;
+                abandoned = true;
                 self.shared.gave_up();
                 let now = tokio::time::Instant::now();
                 state.last_abandoned = Some(now);
@@ -787,6 +792,9 @@ impl Drop for ReplyWait<'_> {
         drop(state);
         if gone.is_some_and(|p| p.slot) {
             self.shared.slots.add_permits(1);
+        }
+        if abandoned {
+            self.shared.abandoned.notify_waiters();
         }
         // A late reply is still to come: the reader task takes it in.
         self.shared.release(self.seq);
@@ -1214,6 +1222,7 @@ impl Connection {
             orphans: AtomicBool::new(false),
             closes: AtomicUsize::new(0),
             closes_done: tokio::sync::Notify::new(),
+            abandoned: tokio::sync::Notify::new(),
             given_up: AtomicBool::new(false),
         });
         let busy_shared = shared.clone();
@@ -1417,6 +1426,11 @@ impl Connection {
         // holds the reading may not be polled again soon).
         let _waiting = SlotWaiter::new(&self.shared);
         loop {
+            // Told of a call given up on from before the look below: the only way the
+            // connection becomes wedged while this caller waits (a reply frees a slot).
+            let abandoned = self.shared.abandoned.notified();
+            let mut abandoned = std::pin::pin!(abandoned);
+            abandoned.as_mut().enable();
             // Counted from the moment the connection wedged, not from this caller's arrival:
             // callers whose own deadlines are shorter than `abandoned_timeout` (each timing out
             // and leaving its call abandoned in turn) would otherwise never see it.
@@ -1431,16 +1445,25 @@ impl Connection {
                 self.shared.close(reason);
                 return Err(self.closed_error().not_sent());
             }
-            let step = wedged.unwrap_or(now).checked_add(abandoned_timeout);
+            // Not wedged: nothing to look at again until a call is given up on (before, a
+            // look every `abandoned_timeout`, which at zero woke the caller every millisecond).
+            let step = wedged.and_then(|since| since.checked_add(abandoned_timeout));
             let until = match (deadline, step) {
                 (Some((at, _)), Some(step)) => Some(at.min(step)),
                 (Some((at, _)), None) => Some(at),
                 (None, step) => step,
             };
             let acquire = self.shared.slots.clone().acquire_owned();
-            let acquired = match until {
-                Some(until) => tokio::time::timeout_at(until, acquire).await.ok(),
-                None => Some(acquire.await),
+            let timed = async {
+                match until {
+                    Some(until) => tokio::time::timeout_at(until, acquire).await.ok(),
+                    None => Some(acquire.await),
+                }
+            };
+            let acquired = tokio::select! {
+                biased;
+                acquired = timed => acquired,
+                () = &mut abandoned => continue,
             };
             match acquired {
                 Some(slot) => return slot.map_err(|_| self.closed_error().not_sent()),
