@@ -391,6 +391,17 @@ async fn a_call_that_waited_for_a_slot_sends_the_time_its_caller_has_left() {
 /// timeout it was encoded with.
 #[tokio::test]
 async fn a_call_that_waited_behind_a_large_write_sends_the_time_its_caller_has_left() {
+    behind_a_large_write(false).await;
+}
+
+/// The same for a call sent in the same turn as the large argument, which the outbox would
+/// write together (helper-141 #1): it waits for the next write, and is stamped then.
+#[tokio::test]
+async fn a_call_sent_with_a_large_write_sends_the_time_its_caller_has_left() {
+    behind_a_large_write(true).await;
+}
+
+async fn behind_a_large_write(together: bool) {
     // One call at a time per connection: while `guarded` runs, the daemon reads nothing more,
     // so the large argument behind it fills the socket and the proxy's writer waits on it.
     let daemon = rmi::Daemon::builder()
@@ -419,17 +430,26 @@ async fn a_call_that_waited_behind_a_large_write_sends_the_time_its_caller_has_l
         async move { p.guarded(1_500).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let large = tokio::spawn({
+    // Queued behind the large argument, which the daemon reads no sooner than 1.5 s after
+    // `started`: written in an earlier write, or queued in the same turn.
+    let large = {
         let p = proxy.clone();
         async move { p.swallow(vec![7; 32 << 20]).await }
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let asked = std::time::Instant::now();
-    // Queued behind the large argument, which the daemon reads no sooner than 1.5 s after
-    // `started`.
-    let seen = proxy.whoami().await.unwrap();
+    };
+    let (asked, large, seen) = if together {
+        let asked = std::time::Instant::now();
+        let (large, seen) = tokio::join!(large, proxy.whoami());
+        (asked, large, seen)
+    } else {
+        let large = tokio::spawn(large);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let asked = std::time::Instant::now();
+        let seen = proxy.whoami().await;
+        (asked, large.await.unwrap(), seen)
+    };
+    let seen = seen.unwrap();
     holder.await.unwrap().unwrap();
-    assert_eq!(large.await.unwrap().unwrap(), 32 << 20);
+    assert_eq!(large.unwrap(), 32 << 20);
     let waited_at_least = Duration::from_millis(1_500).saturating_sub(asked - started);
     let left = Duration::from_millis(seen.time_left_ms.expect("a deadline travelled"));
     assert!(

@@ -17,11 +17,14 @@ pub(crate) fn deadline_millis(left: std::time::Duration) -> u64 {
 /// Sets `msg`'s [`DEADLINE_ANNOTATION`], if it has one, to `left`: for a request written some
 /// time after it was encoded (it waited for an in-flight slot, or behind other writes), which
 /// tells the daemon what its caller still waits, not the whole timeout. The value is replaced
-/// only when its milliseconds change, so a request written at once costs no allocation.
+/// only when its milliseconds change, so a request written at once costs no allocation. The
+/// last one is the proxy's (a caller's own, set with `with_annotation`, comes before it and is
+/// left as it is).
 pub(crate) fn set_time_left(msg: &mut super::frame::Message, left: std::time::Duration) {
     let Some((_, value)) = msg
         .annotations
         .iter_mut()
+        .rev()
         .find(|(id, _)| *id == DEADLINE_ANNOTATION)
     else {
         return;
@@ -141,5 +144,12 @@ mod tests {
             0u64.to_be_bytes()
         );
         assert_eq!(msg.annotations[0].0, *b"USER");
+        // A caller's own, ahead of the proxy's, is left alone.
+        let own = bytes::Bytes::copy_from_slice(&2_000u64.to_be_bytes());
+        msg.annotations
+            .insert(0, (DEADLINE_ANNOTATION, own.clone()));
+        set_time_left(&mut msg, Duration::from_millis(700));
+        assert_eq!(msg.annotations[0], (DEADLINE_ANNOTATION, own));
+        assert_eq!(msg.annotations[2].1[..], 700u64.to_be_bytes());
     }
 }

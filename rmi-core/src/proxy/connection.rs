@@ -793,7 +793,12 @@ impl Drop for ReplyWait<'_> {
         if gone.is_some_and(|p| p.slot) {
             self.shared.slots.add_permits(1);
         }
-        if abandoned {
+        // Only a call whose giving up leaves every slot held by calls given up on wedges the
+        // connection: the slot waiters look then, not at every call given up on.
+        if abandoned
+            && self.shared.slots.available_permits() == 0
+            && self.shared.wedged_since().is_some()
+        {
             self.shared.abandoned.notify_waiters();
         }
         // A late reply is still to come: the reader task takes it in.
@@ -1425,9 +1430,14 @@ impl Connection {
         // A slot comes free when a reply is read: make sure someone reads (a lone call that
         // holds the reading may not be polled again soon).
         let _waiting = SlotWaiter::new(&self.shared);
+        // One place in the semaphore's queue for the whole wait: looks taken in between do
+        // not send this caller to the back.
+        let acquire = self.shared.slots.clone().acquire_owned();
+        let mut acquire = std::pin::pin!(acquire);
         loop {
-            // Told of a call given up on from before the look below: the only way the
-            // connection becomes wedged while this caller waits (a reply frees a slot).
+            // Told when a call given up on leaves the connection wedged, from before the look
+            // below: the only way it becomes wedged while this caller waits (a reply frees a
+            // slot, which the queue hands on).
             let abandoned = self.shared.abandoned.notified();
             let mut abandoned = std::pin::pin!(abandoned);
             abandoned.as_mut().enable();
@@ -1453,21 +1463,17 @@ impl Connection {
                 (Some((at, _)), None) => Some(at),
                 (None, step) => step,
             };
-            let acquire = self.shared.slots.clone().acquire_owned();
-            let timed = async {
+            let timer = async {
                 match until {
-                    Some(until) => tokio::time::timeout_at(until, acquire).await.ok(),
-                    None => Some(acquire.await),
+                    Some(until) => tokio::time::sleep_until(until).await,
+                    None => std::future::pending().await,
                 }
             };
-            let acquired = tokio::select! {
+            tokio::select! {
                 biased;
-                acquired = timed => acquired,
-                () = &mut abandoned => continue,
-            };
-            match acquired {
-                Some(slot) => return slot.map_err(|_| self.closed_error().not_sent()),
-                None => {
+                slot = &mut acquire => return slot.map_err(|_| self.closed_error().not_sent()),
+                () = &mut abandoned => {}
+                () = timer => {
                     if let Some((_, t)) =
                         deadline.filter(|(at, _)| tokio::time::Instant::now() >= *at)
                     {

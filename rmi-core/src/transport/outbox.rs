@@ -321,15 +321,17 @@ impl<W: AsyncWrite + Unpin> Sender<W> {
             Some(writer) if unflushed.is_empty() => writer,
             _ => return self.wake_writer(state),
         };
-        let mut now = None;
-        for out in queue.iter_mut() {
-            out.queue_into(writer, signer, &mut now);
-        }
-        if writer.write_now() {
-            self.shared.settle(queue.drain(..).map(Queued::from), true);
-        } else {
-            unflushed.extend(queue.drain(..).map(Queued::from));
-            self.wake_writer(state);
+        loop {
+            let taken = batch(queue, writer, signer);
+            if !writer.write_now() {
+                unflushed.extend(queue.drain(..taken).map(Queued::from));
+                return self.wake_writer(state);
+            }
+            self.shared
+                .settle(queue.drain(..taken).map(Queued::from), true);
+            if queue.is_empty() {
+                return;
+            }
         }
     }
 }
@@ -445,13 +447,13 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 let mut writer = state.idle.take().expect("only this task takes the writer");
                 written.append(&mut state.unflushed);
                 let State { queue, signer, .. } = &mut *state;
-                // (Only their notices and counts are kept: see `Queued`.)
-                let mut now = None;
-                for out in queue.iter_mut() {
-                    out.queue_into(&mut writer, signer, &mut now);
-                    written.push(Queued::take(out));
+                // Bytes a sender left unwritten go first; a request with a deadline waits for
+                // the next write, to be stamped once they are out (see `batch`).
+                if written.is_empty() || !queue.iter().any(|out| out.deadline.is_some()) {
+                    let taken = batch(queue, &mut writer, signer);
+                    // (Only their notices and counts are kept: see `Queued`.)
+                    written.extend(queue.drain(..taken).map(Queued::from));
                 }
-                queue.clear();
                 writer
             };
             if let Err(e) = writer.flush_within(deadline).await {
@@ -462,6 +464,32 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             shared.settle(written.drain(..), true);
         }
     }
+}
+
+/// A message this large (or with a payload of its own, `payload_tail`) is a write long enough
+/// to end its batch when a request with a deadline comes after it.
+const LARGE_WRITE: usize = 64 << 10;
+
+/// Queues into `writer` the messages at the front of `queue` that go out in one write, and says
+/// how many: all of them, unless a large one is followed by a request with a deadline, which
+/// then waits for the next write, so that the time its caller has left is stamped once the
+/// large one is out (a daemon not yet reading may take seconds over it), not before.
+fn batch<W: AsyncWrite + Unpin>(
+    queue: &mut VecDeque<Outgoing>,
+    writer: &mut FrameWriter<W>,
+    signer: &mut Option<crate::auth::Signer>,
+) -> usize {
+    let mut now = None;
+    let mut taken = 0;
+    while let Some(out) = queue.get_mut(taken) {
+        let large = !out.msg.payload_tail.is_empty() || out.msg.payload.len() > LARGE_WRITE;
+        out.queue_into(writer, signer, &mut now);
+        taken += 1;
+        if large && queue.range(taken..).any(|out| out.deadline.is_some()) {
+            break;
+        }
+    }
+    taken
 }
 
 /// The messages of a write under way, settled as unwritten if the write is dropped.
