@@ -71,10 +71,19 @@ async fn pipelined_calls_run_concurrently_on_the_daemon() {
 async fn replies_come_back_out_of_order() {
     let (daemon, lab, _) = start_daemon().await;
     let proxy = LabProxy::connect(&lab).await.unwrap();
+    let watcher = LabProxy::connect(&lab).await.unwrap();
     let slow = tokio::spawn({
         let p = proxy.clone();
         async move { p.sleep(60_000).await }
     });
+    // The slow call is running on the daemon before the fast one is sent.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while watcher.sleeping().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the slow call never started, or the daemon runs one call at a time");
     // A later call on the same connection is answered while the first is still running.
     let fast = tokio::time::timeout(Duration::from_secs(30), proxy.echo(1, 2, "fast".into())).await;
     assert_eq!(

@@ -483,9 +483,11 @@ async fn sink(connect_timeout: Duration) -> (Daemon, SinkProxy) {
         let d = daemon.clone();
         async move { d.serve().await }
     });
+    // One dial: a first attempt that ran out of its connect timeout is not hidden by a second.
     let proxy = Proxy::builder(uri)
         .serializer(Serializer::Bincode)
         .connect_timeout(connect_timeout)
+        .reconnect_attempts(0)
         .build();
     (daemon, SinkProxy::from_proxy(proxy))
 }

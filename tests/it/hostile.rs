@@ -206,14 +206,19 @@ async fn malformed_headers_close_only_their_connection() {
 
 #[tokio::test]
 async fn truncated_header_then_eof_and_invoke_before_connect() {
-    let (mut child, uri) = spawn_child_daemon();
+    // Timeouts far beyond the test's bound: only the EOF itself can close it that soon.
+    let (mut child, uri) = spawn_child_daemon_with(0, SLOW_TIMEOUTS);
     let mut stream = dial(&uri).await;
     stream
         .write_all(&header(MessageType::Connect, 10)[..20])
         .await
         .unwrap();
     stream.shutdown().await.unwrap();
-    assert!(read_to_close(&mut stream).await.is_empty());
+    assert!(
+        closed_within(&mut stream, PROMPTLY, "a truncated header, then EOF")
+            .await
+            .is_empty()
+    );
     assert_alive(&mut child, &uri).await;
 
     // An INVOKE before CONNECT gets a CONNECTFAIL, then the connection closes (as in Pyro).

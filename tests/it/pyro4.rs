@@ -514,7 +514,11 @@ async fn a_pyro4_client_over_max_connections_is_refused_in_protocol_48() {
             (fail.msg_type, fail.serializer),
             (MessageType::ConnectFail, serializer)
         );
-        let text = String::from_utf8_lossy(&fail.payload);
+        // Decoded as a Pyro4 client of that serializer decodes it.
+        let ser = Protocol::Pyro4.serializer(serializer).unwrap();
+        let text: String = ser
+            .decode(&fail.payload, &rmi::DecodeLimits::default())
+            .unwrap_or_else(|e| panic!("{ser:?}: {e}: {:?}", fail.payload));
         assert!(
             text.contains("too many connections (max_connections = 1)"),
             "{text}"
@@ -575,7 +579,15 @@ async fn a_pyro4_connection_that_names_no_object_is_bound_by_its_first_call_and_
     // with its reason and nothing is bound.
     let mut s = dial(&uri).await;
     s.write_all(&bare_connect()).await.unwrap();
-    assert_eq!(read_pyro4(&mut s).await.msg_type, MessageType::ConnectOk);
+    let ok = read_pyro4(&mut s).await;
+    assert_eq!(ok.msg_type, MessageType::ConnectOk);
+    // The validator's answer alone, no metadata: what Pyro4 hands `_pyroValidateHandshake`.
+    let answer: String = Protocol::Pyro4
+        .serializer(1)
+        .unwrap()
+        .decode(&ok.payload, &rmi::DecodeLimits::default())
+        .unwrap_or_else(|e| panic!("{e}: {}", payload(&ok)));
+    assert_eq!(answer, "hello");
     s.write_all(&invoke("vault", 1)).await.unwrap();
     let refused = read_pyro4(&mut s).await;
     assert!(refused.has_flag(FLAGS_EXCEPTION), "{}", payload(&refused));

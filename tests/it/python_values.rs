@@ -1141,7 +1141,7 @@ for serializer in ("serpent", "json", "marshal"):
         print(serializer,
               values[0] == 1.5 and math.isinf(values[1]) and math.isnan(values[2]),
               math.isinf(values[3]) and values[3] > 0, math.isinf(values[4]) and values[4] < 0, math.isnan(values[5]),
-              sorted(counts.items()) == [(1, "one"), (2, "two")] or sorted(counts.items()) == [("1", "one"), ("2", "two")],
+              sorted(counts.items()) == [(1, "one"), (2, "two")] or (serializer == "json" and sorted(counts.items()) == [("1", "one"), ("2", "two")]),
               list(pair) == [3, "x"])
 "#;
     let lines = run(python, CLIENT, vec![uri.to_string()]).await;
