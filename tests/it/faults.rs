@@ -665,6 +665,34 @@ async fn a_oneway_flood_is_slowed_by_back_pressure_and_every_call_runs() {
         "RSS grew by {} KiB",
         after - before
     );
+    // Oneway calls that take a while (`echo` ends at its first poll, so the flood above never
+    // fills the slots): no more of them run at once than the connection's 64 slots, and the
+    // sender waits for them instead.
+    let watcher = LabProxy::connect(&uri).await.unwrap();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampling = tokio::spawn({
+        let peak = peak.clone();
+        async move {
+            loop {
+                let now = watcher.sleeping().await.unwrap();
+                peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    });
+    for _ in 0..1_000 {
+        proxy.call_oneway("sleep", &(20u64,)).await.unwrap();
+    }
+    while lab.sleeping().await.unwrap() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sampling.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    println!("oneway sleeps running at once, at most: {peak} (max_in_flight 64)");
+    assert!(
+        (2..=64).contains(&peak),
+        "{peak} oneway calls ran at once on a connection of 64 slots"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -786,6 +814,13 @@ async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
         .ok();
     println!(
         "idle after a call: closed {:?} after the reply",
+        replied.elapsed()
+    );
+    // Idle from the reply on, not from the request: a daemon that took the running call for
+    // idleness would have closed it at 300 ms, the FIN right behind the reply.
+    assert!(
+        replied.elapsed() >= Duration::from_millis(250),
+        "closed {:?} after the reply: the call's run was counted as idle",
         replied.elapsed()
     );
 
