@@ -98,6 +98,32 @@ pub(crate) async fn first_call_comes_unanswered<T>(
     call.await.unwrap()
 }
 
+/// The other way round: stands in at `listener` while `call` runs, and requires that nothing
+/// follows the CONNECT for 300 ms (the call waits for the CONNECTOK); then forwards both ways.
+async fn first_call_waits_for_the_connectok<T>(
+    listener: TcpListener,
+    daemon_port: u16,
+    call: tokio::task::JoinHandle<T>,
+) -> T {
+    let (mut client, _) = listener.accept().await.unwrap();
+    let (connect, kind) = frame(&mut client).await;
+    assert_eq!(kind, MessageType::Connect);
+    let early = tokio::time::timeout(Duration::from_millis(300), frame(&mut client)).await;
+    assert!(
+        early.is_err(),
+        "the call went out before the CONNECTOK: {:?}",
+        early.map(|(_, kind)| kind)
+    );
+    let mut upstream = TcpStream::connect(("127.0.0.1", daemon_port))
+        .await
+        .unwrap();
+    upstream.write_all(&connect).await.unwrap();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    call.await.unwrap()
+}
+
 /// `echo(1, 2, "first")` through `proxy`, as its first call: see [`first_call_comes_unanswered`].
 async fn first_echo_comes_unanswered(listener: TcpListener, daemon_port: u16, proxy: LabProxy) {
     let call = tokio::spawn(async move { proxy.echo(1, 2, "first".into()).await });
@@ -415,11 +441,21 @@ async fn a_first_call_longer_than_the_connect_timeout_runs_once_and_answers() {
 #[tokio::test]
 async fn a_first_call_too_large_to_go_ahead_is_sent_once_connected() {
     let (daemon, lab, _) = start_daemon().await;
+    // Held back until the CONNECTOK, not written behind the CONNECT.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let held = lazy(&lab, listener.local_addr().unwrap().port());
+    let call =
+        tokio::spawn(async move { held.blob_len(crate::support::Blob(vec![7; 200_000])).await });
+    let len =
+        first_call_waits_for_the_connectok(listener, daemon.local_addr().unwrap().port(), call)
+            .await;
+    assert_eq!(len.unwrap(), 200_000);
+    // And sent once.
     let (port, counted) = counting_relay(daemon.local_addr().unwrap().port()).await;
     let proxy = lazy(&lab, port);
     let big = crate::support::Blob(vec![7; 200_000]);
     assert_eq!(proxy.blob_len(big).await.unwrap(), 200_000);
-    assert_eq!(proxy.calls().await.unwrap(), 1);
+    assert_eq!(proxy.calls().await.unwrap(), 2, "each large call ran once");
     drop(proxy);
     assert_eq!(
         counted.await.unwrap(),
