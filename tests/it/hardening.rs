@@ -466,8 +466,10 @@ impl tokio::io::AsyncWrite for FailingReads {
 /// call forever after `shutdown()`.)
 #[tokio::test]
 async fn a_reply_given_up_in_its_write_by_a_reset_leaves_no_call_behind() {
+    // A long grace period: only a connection with nothing left running lets `serve()` return
+    // at once (one whose writer were still parked would wait for the grace period's end).
     let daemon = rmi::Daemon::builder()
-        .grace_period(Duration::from_millis(100))
+        .grace_period(Duration::from_secs(10))
         .max_orphaned_calls(1)
         .bind("127.0.0.1:0")
         .await
@@ -512,10 +514,10 @@ async fn a_reply_given_up_in_its_write_by_a_reset_leaves_no_call_behind() {
     .unwrap();
     lab.calls().await.unwrap();
     daemon.shutdown();
-    let served = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    let served = tokio::time::timeout(Duration::from_secs(2), serving).await;
     assert!(
         served.is_ok(),
-        "serve() had not returned 5 s after shutdown (grace period 100 ms)"
+        "serve() had not returned 2 s after shutdown (grace period 10 s): a call was left behind"
     );
     drop(s);
 }
@@ -2071,20 +2073,33 @@ async fn replies_read_as_they_come_never_count_against_max_queued_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_held_back_by_max_queued_bytes_reads_again_once_the_replies_drain() {
-    // max_queued_bytes 256 KiB; 40 requests for 64 KiB results sent at once and nothing read
-    // for a while: the daemon stops reading requests once 256 KiB are queued. Then the client
-    // reads: the backlog drains, the daemon reads the rest, and all 40 are answered.
+    // max_queued_bytes 256 KiB; 400 requests for 64 KiB results (25 MB, more than the
+    // sockets' buffers hold) sent at once and nothing read for a while: the daemon stops
+    // reading requests once 256 KiB are queued. Then the client reads: the backlog drains,
+    // the daemon reads the rest, and all 400 are answered.
+    const CALLS: u16 = 400;
     let (daemon, mut s) = daemon_with_queue_budget(256 << 10).await;
     let mut batch = Vec::new();
-    for seq in 1..=40u16 {
+    for seq in 1..=CALLS {
         batch.extend_from_slice(&invoke_frame("make_blob", &(64usize << 10,), seq).to_bytes());
     }
     s.write_all(&batch).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for n in 1..=40 {
+    // Held back: only what the budget and the sockets' buffers hold has run.
+    let watcher = LabProxy::connect(&Uri::tcp(
+        "lab",
+        "127.0.0.1",
+        daemon.local_addr().unwrap().port(),
+    ))
+    .await
+    .unwrap();
+    let ran = watcher.calls().await.unwrap();
+    println!("{ran} of {CALLS} calls ran while their replies went unread");
+    assert!(ran < usize::from(CALLS), "the daemon was never held back");
+    for n in 1..=CALLS {
         tokio::time::timeout(Duration::from_secs(20), read_message(&mut s))
             .await
-            .unwrap_or_else(|_| panic!("only {} of 40 answered within 20 s", n - 1))
+            .unwrap_or_else(|_| panic!("only {} of {CALLS} answered within 20 s", n - 1))
             .unwrap();
     }
     daemon.shutdown();
