@@ -136,8 +136,15 @@ async fn the_daemon_compresses_large_replies_when_asked_and_rust_proxies_both_wa
         .decode(&reply.payload, &Default::default())
         .unwrap();
     assert_eq!(text, format!("Hi welcome {name}"));
-    // A Rust proxy that compresses its requests, and inflates the daemon's replies.
-    let greeter: crate::support::GreeterProxy = rmi::Proxy::builder(uri)
+    // A Rust proxy that compresses its requests (seen on the wire, through a relay), and
+    // inflates the daemon's replies.
+    let port = match uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("{other:?}"),
+    };
+    let (relay_port, recorded) = crate::support::recording_relay(port).await;
+    let through = rmi::Uri::tcp(uri.object().unwrap(), "127.0.0.1", relay_port);
+    let greeter: crate::support::GreeterProxy = rmi::Proxy::builder(through)
         .compression(true)
         .connect()
         .await
@@ -145,6 +152,19 @@ async fn the_daemon_compresses_large_replies_when_asked_and_rust_proxies_both_wa
     assert_eq!(
         greeter.welcome_message(name.clone()).await.unwrap(),
         format!("Hi welcome {name}")
+    );
+    let sent = recorded.lock().await.clone();
+    let mut at = 0;
+    let invoke = loop {
+        let header = Header::parse(&sent[at..], usize::MAX).expect("a whole message recorded");
+        if header.msg_type == MessageType::Invoke {
+            break header;
+        }
+        at += header.total_len();
+    };
+    assert!(
+        invoke.flags & FLAGS_COMPRESSED != 0 && (invoke.data_len as usize) < name.len(),
+        "the request went uncompressed: {invoke:?}"
     );
     daemon.shutdown();
 }

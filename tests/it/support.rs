@@ -875,3 +875,40 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Loud {
         loud.1 = loud.1.max(text.0.len());
     }
 }
+
+/// A relay on 127.0.0.1 in front of `target` that records what the client sends.
+pub(crate) async fn recording_relay(
+    target: u16,
+) -> (u16, std::sync::Arc<tokio::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = relay.local_addr().unwrap().port();
+    let recorded = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let rec = recorded.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = relay.accept().await {
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                .await
+                .unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut sr, &mut cw).await;
+            });
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    rec.lock().await.extend_from_slice(&buf[..n]);
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, recorded)
+}
