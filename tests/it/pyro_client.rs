@@ -495,6 +495,31 @@ async fn a_rust_client_calls_a_python_pyro4_server_by_pyroname_through_the_pyro4
     account.proxy().close();
     assert_eq!(account.add(2, 2).await.unwrap(), 4);
     assert_eq!(account.proxy().protocol(), Some(Protocol::Pyro4));
+    // Counted through a relay: finding out costs one dial more, once; a reconnect dials once.
+    let daemon_port = match locate(ns_port)
+        .await
+        .lookup("example.account")
+        .await
+        .unwrap()
+        .location()
+    {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("{other:?}"),
+    };
+    let relay = crate::support::Relay::start(daemon_port).await;
+    let counted =
+        AccountProxy::connect(format!("PYRO:example.account@127.0.0.1:{}", relay.port).as_str())
+            .await
+            .unwrap();
+    assert_eq!(counted.add(1, 1).await.unwrap(), 2);
+    assert_eq!(relay.accepted(), 2, "a Pyro5 CONNECT, then Pyro4's");
+    counted.proxy().close();
+    assert_eq!(counted.add(2, 2).await.unwrap(), 4);
+    assert_eq!(
+        relay.accepted(),
+        3,
+        "the reconnect dialed Pyro4 straight away"
+    );
     // Set explicitly: Pyro4 and msgpack (which this server accepts).
     let packed: AccountProxy = AccountProxy::builder(uri.as_str())
         .unwrap()
