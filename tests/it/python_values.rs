@@ -190,6 +190,8 @@ class Generator:
         raise ValueError("bad name", 42)
     def uri_of(self, proxy):
         return str(proxy._pyroUri)
+    def streams(self):
+        return len(daemon.streaming_responses)
 
 daemon = Daemon(host="127.0.0.1")
 print(daemon.register(Generator(), "py.generator"))
@@ -335,9 +337,20 @@ async fn a_rust_proxy_streams_a_python_generator_and_batches_calls_to_python() {
             .await
             .unwrap();
         assert_eq!(items.next().await.unwrap().unwrap(), 1);
+        let open: usize = proxy.call("streams", &()).await.unwrap();
+        assert_eq!(open, 1, "Pyro{version}");
         drop(items);
         let sum: i64 = proxy.call("add", &(2, 3)).await.unwrap();
         assert_eq!(sum, 5, "Pyro{version}");
+        // The Python daemon let go of the stream.
+        let started = std::time::Instant::now();
+        while proxy.call::<_, usize>("streams", &()).await.unwrap() != 0 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "Pyro{version}: the dropped stream is still open in the Python daemon"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         // A batch in Pyro's format; Python stops at the failure.
         let mut batch = proxy.batch();
         let a = batch.add::<_, i64>("add", &(1, 2));
