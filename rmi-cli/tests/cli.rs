@@ -431,6 +431,18 @@ fn rmi_nsc_finds_rmi_ns_by_the_broadcast_settings_in_the_environment() {
     // The same as flags.
     let (ok, out) = support::nsc(&["-p", &ns_port, "--bcport", &bcport, "-v", "ping"], &[]);
     assert!(ok, "{out}");
+    // The same by Pyro's name for the broadcast port (the address is the default).
+    let (ok, out) = support::nsc(
+        &["-v", "ping"],
+        &[
+            ("RMI_NS_PORT", ns_port.as_str()),
+            ("PYRO_NS_BCPORT", bcport.as_str()),
+        ],
+    );
+    assert!(
+        ok && out.contains(&format!("PYRO:Pyro.NameServer@127.0.0.2:{ns_port}")),
+        "PYRO_NS_BCPORT unread: {out}"
+    );
     // Without the broadcast, nothing answers there.
     let (ok, out) = support::nsc(&["-x", "ping"], &env);
     assert!(!ok && out.contains("hint: Start it with `rmi-ns`"), "{out}");
