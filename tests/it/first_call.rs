@@ -80,9 +80,7 @@ pub(crate) async fn first_call_comes_unanswered<T>(
     daemon_port: u16,
     call: tokio::task::JoinHandle<T>,
 ) -> T {
-    let (mut client, _) = listener.accept().await.unwrap();
-    let (connect, kind) = frame(&mut client).await;
-    assert_eq!(kind, MessageType::Connect);
+    let (mut client, connect) = accept_a_connect(listener).await;
     let (invoke, kind) = tokio::time::timeout(Duration::from_secs(20), frame(&mut client))
         .await
         .expect("the call waited for the CONNECTOK: it was not sent with the CONNECT");
@@ -105,9 +103,7 @@ async fn first_call_waits_for_the_connectok<T>(
     daemon_port: u16,
     call: tokio::task::JoinHandle<T>,
 ) -> T {
-    let (mut client, _) = listener.accept().await.unwrap();
-    let (connect, kind) = frame(&mut client).await;
-    assert_eq!(kind, MessageType::Connect);
+    let (mut client, connect) = accept_a_connect(listener).await;
     let early = tokio::time::timeout(Duration::from_millis(300), frame(&mut client)).await;
     assert!(
         early.is_err(),
@@ -122,6 +118,14 @@ async fn first_call_waits_for_the_connectok<T>(
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     });
     call.await.unwrap()
+}
+
+/// The first client of `listener`, and the CONNECT it sent first.
+async fn accept_a_connect(listener: TcpListener) -> (TcpStream, Vec<u8>) {
+    let (mut client, _) = listener.accept().await.unwrap();
+    let (connect, kind) = frame(&mut client).await;
+    assert_eq!(kind, MessageType::Connect);
+    (client, connect)
 }
 
 /// `echo(1, 2, "first")` through `proxy`, as its first call: see [`first_call_comes_unanswered`].

@@ -787,10 +787,8 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
             call.annotations.push((*b"HMAC", mac.into()));
         }
         s.write_all(&call.to_bytes()).await.unwrap();
-        let mut reply = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut reply)).await;
         assert!(
-            closed.is_ok() && reply.is_empty(),
+            closed_unanswered(&mut s).await,
             "an unsigned or badly signed call got an answer"
         );
     }
@@ -841,18 +839,30 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
         + u32::from_be_bytes(answer[12..16].try_into().unwrap()) as usize
         + u32::from_be_bytes(answer[16..20].try_into().unwrap()) as usize;
     assert_eq!(answer.len(), ok_len, "the replayed call was answered");
-    let checker: LabProxy = LabProxy::builder(&uri)
+    assert_eq!(
+        calls_with_the_secret(&uri, secret).await,
+        1,
+        "the forged and replayed calls never ran"
+    );
+    daemon.shutdown();
+}
+
+/// Whether `s` is closed within 10 s with nothing more sent on it.
+async fn closed_unanswered(s: &mut tokio::net::TcpStream) -> bool {
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    closed.is_ok() && rest.is_empty()
+}
+
+/// The calls the lab at `uri` has run, asked by a proxy that knows `secret`.
+async fn calls_with_the_secret(uri: &Uri, secret: SharedSecret) -> usize {
+    let checker: LabProxy = LabProxy::builder(uri)
         .unwrap()
         .shared_secret(secret)
         .connect()
         .await
         .unwrap();
-    assert_eq!(
-        checker.calls().await.unwrap(),
-        1,
-        "the forged and replayed calls never ran"
-    );
-    daemon.shutdown();
+    checker.calls().await.unwrap()
 }
 
 /// A raw client that knows the secret, past the handshake: its socket, its signer and verifier.
@@ -914,10 +924,8 @@ async fn after_the_proof_every_message_is_verified() {
     verifier.verify(&reply).expect("a signed reply");
     // Replayed: the same bytes again, whose counter is spent.
     s.write_all(&call.to_bytes()).await.unwrap();
-    let mut rest = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
     assert!(
-        closed.is_ok() && rest.is_empty(),
+        closed_unanswered(&mut s).await,
         "a replayed call got an answer"
     );
     for mac in [None, Some(vec![0u8; 32])] {
@@ -927,21 +935,13 @@ async fn after_the_proof_every_message_is_verified() {
             call.annotations.push((*b"HMAC", mac.clone().into()));
         }
         s.write_all(&call.to_bytes()).await.unwrap();
-        let mut rest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
         assert!(
-            closed.is_ok() && rest.is_empty(),
+            closed_unanswered(&mut s).await,
             "a call with MAC {mac:?} got an answer"
         );
     }
-    let checker: LabProxy = LabProxy::builder(&uri)
-        .unwrap()
-        .shared_secret(secret)
-        .connect()
-        .await
-        .unwrap();
     assert_eq!(
-        checker.calls().await.unwrap(),
+        calls_with_the_secret(&uri, secret).await,
         1,
         "only the signed call ran"
     );
