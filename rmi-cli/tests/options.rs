@@ -756,6 +756,21 @@ async fn the_command_line_beats_the_environment() {
         &[("RMI_NS_KEY", "right")],
     );
     assert!(ok, "RMI_NS_KEY is the key without a flag: {out}");
+    // Either of -p and -n alone beats RMI_NS_UNIXSOCKET too.
+    let stale_only = [("RMI_NS_UNIXSOCKET", stale)];
+    let (ok, out) = nsc(&["-p", &port, "-x", "-k", "right", "ping"], &stale_only);
+    assert!(ok, "-p alone left RMI_NS_UNIXSOCKET in force: {out}");
+    let (ok, out) = nsc(
+        &["-n", "127.0.0.1", "-x", "-k", "right", "ping"],
+        &[stale_only[0], ("RMI_NS_PORT", &port)],
+    );
+    assert!(ok, "-n alone left RMI_NS_UNIXSOCKET in force: {out}");
+    // And rmi-ns's --port alone.
+    let (_tcp, lines) = spawn_rmi_ns_with(&["--port", "0", "--nobc"], &stale_only, 1);
+    assert!(
+        lines[0].starts_with("NS running on 127.0.0.1:"),
+        "--port alone left RMI_NS_UNIXSOCKET in force: {lines:?}"
+    );
     let (ok, out) = nsc(
         &["-p", &port, "-x", "-k", "right", "ping"],
         &[("RMI_NS_HOST", ""), ("RMI_NS_KEY", "")],
