@@ -794,28 +794,7 @@ async fn messages_without_a_valid_mac_are_never_decoded_and_replayed_connections
     }
 
     // Record a real client's bytes through a relay, then replay them on a new connection.
-    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_port = relay.local_addr().unwrap().port();
-    let recorded = Arc::new(tokio::sync::Mutex::new(Vec::<u8>::new()));
-    let rec = recorded.clone();
-    tokio::spawn(async move {
-        let (client, _) = relay.accept().await.unwrap();
-        let server = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let (mut cr, mut cw) = client.into_split();
-        let (mut sr, mut sw) = server.into_split();
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut sr, &mut cw).await;
-        });
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = cr.read(&mut buf).await {
-            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            rec.lock().await.extend_from_slice(&buf[..n]);
-        }
-    });
+    let (relay_port, recorded) = crate::support::recording_relay(port).await;
     let through_relay = Uri::tcp("lab", "127.0.0.1", relay_port);
     let honest: LabProxy = LabProxy::builder(&through_relay)
         .unwrap()
