@@ -194,7 +194,12 @@ impl Introspect for IntrospectObject {
 
 /// A daemon serving an [`IntrospectObject`], and a proxy connected to it.
 async fn introspect() -> (rmi::Daemon, IntrospectProxy) {
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    introspect_on(rmi::Daemon::builder()).await
+}
+
+/// [`introspect`] on a daemon made by `builder`.
+async fn introspect_on(builder: rmi::daemon::DaemonBuilder) -> (rmi::Daemon, IntrospectProxy) {
+    let daemon = builder.bind("127.0.0.1:0").await.unwrap();
     let uri = daemon
         .register(IntrospectServer::new(IntrospectObject::default()))
         .unwrap();
@@ -376,14 +381,20 @@ async fn a_call_that_waited_for_a_slot_sends_the_time_its_caller_has_left() {
     // Queued behind `guarded`: its slot comes free no sooner than 1.5 s after `started`.
     let seen = one_slot.whoami().await.unwrap();
     holder.await.unwrap().unwrap();
-    let waited_at_least = Duration::from_millis(1_500).saturating_sub(asked - started);
+    assert_given_the_time_left(&seen, asked - started, timeout);
+    daemon.shutdown();
+}
+
+/// Asserts that `seen`, a call asked `after` the 1.5 s `guarded` call ahead of it started, was
+/// given its `timeout` less what it waited for that call: at least the rest of the 1.5 s.
+fn assert_given_the_time_left(seen: &Seen, after: Duration, timeout: Duration) {
+    let waited_at_least = Duration::from_millis(1_500).saturating_sub(after);
     let left = Duration::from_millis(seen.time_left_ms.expect("a deadline travelled"));
     assert!(
         left + waited_at_least <= timeout,
         "the daemon was given {left:?}, though the call had waited at least {waited_at_least:?} \
          of its {timeout:?}"
     );
-    daemon.shutdown();
 }
 
 /// A call that waited in the proxy's outbox (behind a large argument the daemon was not
@@ -404,25 +415,9 @@ async fn a_call_sent_with_a_large_write_sends_the_time_its_caller_has_left() {
 async fn behind_a_large_write(together: bool) {
     // One call at a time per connection: while `guarded` runs, the daemon reads nothing more,
     // so the large argument behind it fills the socket and the proxy's writer waits on it.
-    let daemon = rmi::Daemon::builder()
-        .max_in_flight(1)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(IntrospectServer::new(IntrospectObject::default()))
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, proxy) = introspect_on(rmi::Daemon::builder().max_in_flight(1)).await;
     let timeout = Duration::from_secs(5);
-    let proxy = IntrospectProxy::builder(&uri)
-        .unwrap()
-        .timeout(timeout)
-        .connect::<IntrospectProxy>()
-        .await
-        .unwrap();
+    let proxy = IntrospectProxy::from(proxy.proxy().with_timeout(timeout));
     proxy.whoami().await.unwrap();
     let started = std::time::Instant::now();
     let holder = tokio::spawn({
@@ -450,13 +445,7 @@ async fn behind_a_large_write(together: bool) {
     let seen = seen.unwrap();
     holder.await.unwrap().unwrap();
     assert_eq!(large.unwrap(), 32 << 20);
-    let waited_at_least = Duration::from_millis(1_500).saturating_sub(asked - started);
-    let left = Duration::from_millis(seen.time_left_ms.expect("a deadline travelled"));
-    assert!(
-        left + waited_at_least <= timeout,
-        "the daemon was given {left:?}, though the call had waited at least {waited_at_least:?} \
-         of its {timeout:?}"
-    );
+    assert_given_the_time_left(&seen, asked - started, timeout);
     daemon.shutdown();
 }
 
