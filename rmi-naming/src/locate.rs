@@ -161,7 +161,9 @@ impl NsLocator {
     }
 
     /// Deadline for each try of an address, the connection and its handshake (default 5 s):
-    /// a host that drops what is sent to it, or a name server that hangs, costs this much.
+    /// a host that drops what is sent to it, or a name server that hangs, costs this much. The
+    /// broadcast is one try too: its three rounds of 700 ms (Pyro's) end at this deadline when
+    /// it is shorter.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -205,7 +207,7 @@ impl NsLocator {
             Err(e) => tried.push(("127.0.0.1", e)),
         }
         if let Some((addr, port)) = &self.broadcast {
-            if let Some(uri) = broadcast::lookup(addr, *port).await? {
+            if let Some(uri) = broadcast::lookup(addr, *port, self.connect_timeout).await? {
                 // The name server that refused the handshake on this host is not asked again:
                 // each refusal of a secret counts against this host's address, and past the
                 // daemon's limit every client here is refused for a while.

@@ -352,24 +352,34 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
 
-/// A note for a name server that listens on the network while its broadcast responder (on the
-/// loopback broadcast address, the default) answers this host only: Pyro's responder listens
-/// on every interface there, so a Pyro user would expect `locate_ns()` on another host to find
-/// it, and it would not.
+/// A note for a name server and a broadcast responder that face different ways.
+///
+/// On the network with the responder on the loopback broadcast address (the default), it
+/// answers this host only: Pyro's responder listens on every interface there, so a Pyro user
+/// would expect `locate_ns()` on another host to find it, and it would not. On loopback with
+/// the responder on the network, other hosts would be sent to their own loopback: the responder
+/// leaves them unanswered (Pyro starts no responder for a name server on localhost).
 fn lan_note(host: &str, responder: std::net::SocketAddr) -> Option<String> {
     let local = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
+        Ok(ip) => ip.to_canonical().is_loopback(),
         Err(_) => host.eq_ignore_ascii_case("localhost"),
     };
-    if local || !responder.ip().is_loopback() {
-        return None;
+    match (local, responder.ip().to_canonical().is_loopback()) {
+        (false, true) => Some(format!(
+            "rmi-ns: note: the name server listens on {host}, but its broadcast responder on \
+             {responder} answers this host only: for clients elsewhere to find it by broadcast, \
+             give --bchost 0.0.0.0 (every interface, where Pyro's clients' broadcasts to \
+             255.255.255.255 arrive, as Pyro's responder listens), or the network's broadcast \
+             address (such as 192.168.1.255), which takes only datagrams sent to exactly it"
+        )),
+        (true, false) => Some(format!(
+            "rmi-ns: note: the name server listens on {host}, this host only, so its broadcast \
+             responder on {responder} answers this host's clients only (other hosts would be \
+             sent to their own loopback): for clients elsewhere, give --host an address of this \
+             host on the network, or 0.0.0.0"
+        )),
+        _ => None,
     }
-    Some(format!(
-        "rmi-ns: note: the name server listens on {host}, but its broadcast responder on \
-         {responder} answers this host only: for clients elsewhere to find it by broadcast, \
-         give --bchost the network's broadcast address (such as 192.168.1.255), or 0.0.0.0 \
-         for every interface, as Pyro's responder listens there"
-    ))
 }
 
 /// The hint for a name server that did not start: the port only when it is taken.
@@ -528,14 +538,36 @@ mod tests {
             .find(|a| a.get_id() == "bchost")
             .and_then(|a| a.get_long())
             .expect("the responder's address flag");
-        assert!(note.contains(&format!("give --{flag} ")), "{note}");
+        assert!(note.contains(&format!("give --{flag} 0.0.0.0 ")), "{note}");
         assert!(lan_note("ns.example.test", loopback).is_some());
         assert!(lan_note("0.0.0.0", loopback).is_some());
         assert!(lan_note("::", loopback).is_some());
-        // On this host only, or with a responder on the network: nothing to say.
+        // Both on this host only, or both on the network: nothing to say.
         assert!(lan_note("127.0.0.1", loopback).is_none());
         assert!(lan_note("localhost", loopback).is_none());
         assert!(lan_note("::1", loopback).is_none());
         assert!(lan_note("192.168.1.5", lan).is_none());
+        assert!(lan_note("0.0.0.0", lan).is_none());
+    }
+
+    /// A name server on this host only with its responder on the network is told that other
+    /// hosts are left unanswered, and which flag to give (helper-148 #1).
+    #[test]
+    fn a_name_server_on_loopback_with_a_network_responder_is_told() {
+        let any = "0.0.0.0:9091".parse().unwrap();
+        let lan = "192.168.1.255:9091".parse().unwrap();
+        let command = Args::command();
+        let flag = command
+            .get_arguments()
+            .find(|a| a.get_id() == "host")
+            .and_then(|a| a.get_long())
+            .expect("the name server's address flag");
+        for host in ["127.0.0.1", "localhost", "::1", "::ffff:127.0.0.1"] {
+            for responder in [any, lan] {
+                let note = lan_note(host, responder).expect("a note");
+                assert!(note.contains("this host's clients only"), "{note}");
+                assert!(note.contains(&format!("give --{flag} ")), "{note}");
+            }
+        }
     }
 }
