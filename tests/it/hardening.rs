@@ -1516,6 +1516,32 @@ async fn a_proxy_keeps_a_connection_that_answers_pings_while_a_call_given_up_on_
     daemon.shutdown();
 }
 
+/// A call given up on while its daemon runs it on, and then nothing asked for longer than
+/// `abandoned_timeout` (its caller idle): the connection is silent, but the daemon is alive,
+/// and the next call finds so by a ping and keeps the connection, with what lives on it (a
+/// `session` instance). Before, that call dropped a healthy connection and the caller's
+/// session silently became a new one (helper-146 #1).
+#[tokio::test]
+async fn a_proxy_idle_after_giving_up_on_a_call_keeps_a_daemon_that_answers_a_ping() {
+    let (daemon, relay, lab) = lab_behind_a_relay(None).await;
+    let first = lab.connection().await.unwrap();
+    let patient = LabProxy::from_proxy(lab.proxy().with_options(rmi::CallOptions::default()));
+    let given_up = tokio::time::timeout(Duration::from_millis(50), patient.sleep(3_000)).await;
+    assert!(given_up.is_err(), "{given_up:?}");
+    // Idle for longer than abandoned_timeout (300 ms), twice over.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(lab.connection().await.unwrap(), first);
+        assert_eq!(
+            lab.sleeping().await.unwrap(),
+            1,
+            "the call given up on runs on"
+        );
+    }
+    assert_eq!(relay.accepted(), 1);
+    daemon.shutdown();
+}
+
 /// A call still queued behind a large write when its connection closes never reached the
 /// daemon: it is sent again on a new connection (and would report `NotSent` if it could not
 /// be), while the call whose write was under way reports that it may have run. (Before, both

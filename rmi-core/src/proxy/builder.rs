@@ -278,8 +278,11 @@ impl ProxyBuilder {
     /// Also how long a connection may stay silent after a call was given up on: when nothing
     /// at all was read for this long since (no reply, late or not) and no caller waits on it
     /// any more, the next call drops it and goes out on a new one (a peer gone without a
-    /// close, or a write stuck on a socket nobody reads, is found so with slots to spare). A
-    /// daemon still running the given-up call when that happens sees its connection close.
+    /// close, or a write stuck on a socket nobody reads, is found so with slots to spare) unless
+    /// a ping sent then is answered within a second (or the call's deadline, or this, if
+    /// shorter): a daemon still running the given-up call while its caller was idle keeps the
+    /// connection, and a `session` instance on it. One that does not answer sees its connection
+    /// close.
     pub fn abandoned_timeout(mut self, timeout: Duration) -> Self {
         self.abandoned_timeout = timeout;
         self

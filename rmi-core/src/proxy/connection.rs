@@ -128,6 +128,10 @@ fn caller(seq: u16) -> u32 {
     0x1_0000 | u32::from(seq)
 }
 
+/// How long a connection found silent after calls were given up on (see
+/// [`ConnShared::silent_for`]) has to answer a ping before it is dropped.
+const SILENCE_PROBE: Duration = Duration::from_secs(1);
+
 /// Where a ping's answer (or the connection's failure) goes.
 type PingWaiter = oneshot::Sender<Result<Message, Error>>;
 
@@ -1332,7 +1336,7 @@ impl Connection {
         // A connection that went silent after calls were given up on (a peer gone without a
         // close, a write stuck on a socket nobody reads): this call goes out on a new one. The
         // slots need not all be held for it to be noticed (see `slot`).
-        self.close_if_silent(abandoned_timeout)?;
+        self.close_if_silent(abandoned_timeout, deadline).await?;
         match self.shared.slots.try_acquire() {
             Ok(permit) => permit.forget(),
             Err(_) => self
@@ -1526,7 +1530,7 @@ impl Connection {
         let deadline =
             timeout.and_then(|t| tokio::time::Instant::now().checked_add(t).map(|at| (at, t)));
         // As for a call (see `request`): a proxy that makes only oneway calls redials too.
-        self.close_if_silent(abandoned_timeout)?;
+        self.close_if_silent(abandoned_timeout, deadline).await?;
         let _slot = self.slot(deadline, abandoned_timeout, &mut msg).await?;
         // Oneway calls take a number (as in Pyro) but never reserve it: no reply will come.
         msg.seq = self.take_seq(None).await?;
@@ -1655,17 +1659,36 @@ impl Connection {
     }
 
     /// Closes the connection, and fails the call about to be sent on it as unsent, when it went
-    /// silent after calls were given up on (see [`ConnShared::silent_for`]): a peer gone
-    /// without a close, a write stuck on a socket nobody reads. The call goes out on a new one.
-    fn close_if_silent(&self, abandoned_timeout: Duration) -> Result<(), Error> {
-        if self.shared.given_up.load(Ordering::Acquire) {
-            if let Some(reason) = self.shared.silent_for(abandoned_timeout) {
-                tracing::warn!(%reason, "closing the connection");
-                self.shared.close(reason);
-                return Err(self.closed_error().not_sent());
-            }
+    /// silent after calls were given up on (see [`ConnShared::silent_for`]) and does not answer
+    /// a ping within [`SILENCE_PROBE`] (or the call's deadline, or `abandoned_timeout`, if
+    /// shorter): a peer gone without a close, a write stuck on a socket nobody reads. The call
+    /// goes out on a new one.
+    ///
+    /// The ping is what tells those from a daemon that is only running the given-up call on,
+    /// with nothing else asked of it meanwhile (its caller idle): that connection is kept, and
+    /// with it what lives on it, a `session` instance above all (helper-146 #1).
+    async fn close_if_silent(
+        &self,
+        abandoned_timeout: Duration,
+        deadline: Option<(tokio::time::Instant, Duration)>,
+    ) -> Result<(), Error> {
+        if !self.shared.given_up.load(Ordering::Acquire) {
+            return Ok(());
         }
-        Ok(())
+        let Some(reason) = self.shared.silent_for(abandoned_timeout) else {
+            return Ok(());
+        };
+        let left = deadline.map_or(Duration::MAX, |(at, _)| {
+            at.saturating_duration_since(tokio::time::Instant::now())
+        });
+        let probe = SILENCE_PROBE.min(abandoned_timeout).min(left);
+        if self.ping(Some(probe)).await.is_ok() {
+            tracing::debug!("a silent connection answered a ping: kept");
+            return Ok(());
+        }
+        tracing::warn!(%reason, "closing the connection");
+        self.shared.close(reason);
+        Err(self.closed_error().not_sent())
     }
 
     pub(super) fn closed_error(&self) -> Error {
