@@ -30,7 +30,8 @@
 //! At most [`DEFAULT_MAX_CALLS`] requests (see [`Gateway::max_calls`]) are under way at once,
 //! each holding a connection to a daemon; one more is answered `503` with `Retry-After` at
 //! once, rather than let a burst of clients open a connection each until the gateway runs out
-//! of file descriptors and can accept no one.
+//! of file descriptors and can accept no one. A request runs in a task of its own, which keeps
+//! its place until its call ends even when its client hangs up: the daemon runs the call on.
 //!
 //! A result, or an exception the method raised, is the daemon's JSON as it wrote it, passed
 //! on unchanged as Pyro's gateway passes it (integers of any size, an exception's arguments
@@ -60,6 +61,8 @@ pub const RELOCATE_EVERY: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 struct Relocate {
     locator: rmi::naming::NsLocator,
+    /// Only a name server on this port is taken (see [`Gateway::name_server_port`]).
+    port: Option<u16>,
     /// When it last looked.
     last: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -137,8 +140,22 @@ impl Gateway {
     pub fn relocate(mut self, locator: rmi::naming::NsLocator) -> Self {
         self.relocate = Some(Relocate {
             locator,
+            port: None,
             last: std::sync::Mutex::new(None),
         });
+        self
+    }
+
+    /// Takes, when it [relocates](Self::relocate), only a name server on `port`: one its
+    /// locator's broadcast finds on another port is another name server (every rmi-ns on a
+    /// host answers the default broadcast port), and is refused as at start-up
+    /// ([`found_where_asked`](crate::found_where_asked); `rmi-httpgateway --nsport` without
+    /// `--nshost`). Otherwise, once its name server stopped answering, a gateway would take
+    /// whichever answered the broadcast first, and serve its names (helper-147 #3).
+    pub fn name_server_port(mut self, port: u16) -> Self {
+        if let Some(relocate) = &mut self.relocate {
+            relocate.port = Some(port);
+        }
         self
     }
 
@@ -171,7 +188,14 @@ impl Gateway {
             }
             *last = Some(now);
         }
-        match relocate.locator.locate().await {
+        let found = relocate.locator.locate().await.and_then(|found| {
+            match relocate.port {
+                Some(port) => crate::found_where_asked(found.uri(), port, true, false),
+                None => Ok(()),
+            }
+            .map(|()| found)
+        });
+        match found {
             Ok(found) => {
                 tracing::info!(name_server = %found.uri(), "gateway: found the name server");
                 *self
@@ -449,13 +473,30 @@ async fn handle(
                     "403 Forbidden - incorrect gateway api key",
                 );
             }
-            let Some(_place) = gateway.admit() else {
+            let Some(place) = gateway.admit() else {
                 return gateway.busy();
             };
-            if path.is_empty() {
-                return homepage(&gateway).await;
-            }
-            call(&gateway, path, &headers, params).await
+            // The request runs in a task of its own, which holds its place until its call
+            // ends: a client that goes away drops this handler, not the call it began, which a
+            // daemon runs on (a Python daemon to its end, an rmi one to its deadline). Were
+            // the place given back with the handler, clients that ask and hang up would have
+            // any number of calls running at once (helper-147 #1).
+            let path = path.to_owned();
+            let serving = gateway.clone();
+            let served = tokio::spawn(async move {
+                let _place = place;
+                match path.as_str() {
+                    "" => homepage(&serving).await,
+                    path => call(&serving, path, &headers, params).await,
+                }
+            });
+            served.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "gateway: a request's task failed");
+                gateway.text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "500 Internal Server Error",
+                )
+            })
         }
         _ => gateway.text(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -1334,6 +1334,213 @@ async fn a_gateway_serves_at_most_its_limit_of_requests_at_once() {
     world.daemon.shutdown();
 }
 
+/// `--nsport` without `--nshost`: once its name server stops answering, the gateway takes only
+/// a name server on that port when it looks for one again, as at its start. (Before, it took
+/// whichever answered the broadcast, here one on another port of 127.0.0.2, and served its
+/// names with `200`; helper-147 #3.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_looking_again_refuses_a_name_server_on_another_port() {
+    let bcport = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let asked = rmi::naming::NameServer::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .no_broadcast()
+        .start()
+        .await
+        .unwrap();
+    let other = rmi::naming::NameServer::builder()
+        .host("127.0.0.2")
+        .port(0)
+        .broadcast("127.255.255.255", bcport)
+        .start()
+        .await
+        .unwrap();
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = serve_greeter(&daemon);
+    names_of(&asked)
+        .await
+        .register("http.greeter", &uri)
+        .await
+        .unwrap();
+    names_of(&other)
+        .await
+        .register("http.elsewhere", &uri)
+        .await
+        .unwrap();
+    let nsport = match asked.uri().location() {
+        Some(rmi::Location::Tcp { port, .. }) => port.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let args = [
+        "--nsport",
+        &nsport,
+        "--bchost",
+        "127.255.255.255",
+        "--bcport",
+        &bcport.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (_gateway, port) = spawn_gateway(args, &[]).await.expect("the gateway");
+    let answer = request(port, "GET", "/pyro/http.greeter/welcomeMessage?name=A", &[]).await;
+    assert_eq!(answer.json(), json!("Hi welcome A"));
+    asked.shutdown();
+    // Looked for again at most every 2 s: ask for longer than twice that.
+    let until =
+        std::time::Instant::now() + 2 * rmi_cli::gateway::RELOCATE_EVERY + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        let path = "/pyro/http.elsewhere/welcomeMessage?name=B";
+        let answer = request(port, "GET", path, &[]).await;
+        assert_ne!(
+            answer.status, 200,
+            "served another name server's name: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    daemon.shutdown();
+}
+
+/// Clients that ask for a long call and hang up at once: each call runs on at the daemon, and
+/// keeps its place among the gateway's `max_calls` until it ends. (Before, the place went with
+/// the dropped request, and ten such clients had ten calls running at the daemon at once
+/// against a limit of two: a Python daemon's thread pool is used up so; helper-147 #1.)
+#[tokio::test]
+async fn clients_that_hang_up_do_not_give_their_calls_places_back() {
+    let world = world().await;
+    let gateway = rmi_cli::gateway::Gateway::new(names_of(&world.ns).await).max_calls(2);
+    let port = serve(gateway).await;
+    for _ in 0..10 {
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        client
+            .write_all(b"GET /pyro/http.greeter/sleep?ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(client);
+    }
+    while world.greeting.sleeping.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let most = world.greeting.most_sleeping.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} calls at once, with max_calls 2");
+    assert!(most >= 1, "no call was made");
+    // Their places are given back as their calls end.
+    let served = request(
+        port,
+        "GET",
+        "/pyro/http.greeter/welcomeMessage?name=Ann",
+        &[],
+    )
+    .await;
+    assert_eq!(served.json(), json!("Hi welcome Ann"));
+    world.daemon.shutdown();
+}
+
+/// A connection to the gateway on which requests are sent and their answers never read, until
+/// the gateway's writes to it stall: the client's receive buffer is kept small.
+async fn a_client_that_does_not_read(port: u16) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    for _ in 0..1_000_000 {
+        let sent = tokio::time::timeout(
+            Duration::from_millis(300),
+            client.write_all(b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n"),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("the gateway closed a client still sending: {e}"),
+            Err(_) => return client,
+        }
+    }
+    panic!("the gateway took a million requests whose answers were not read");
+}
+
+/// `--max-connections`: a client beyond it waits to be accepted until one leaves; and
+/// `--write-timeout`: a client that sends requests and stops reading the answers is closed on
+/// then, so the place it held is free again. (Before, there was neither: such clients held
+/// their connections, and the answers they left unread, for ever, and enough of them used up
+/// the gateway's file descriptors, after which it could accept no one; helper-147 #2.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_bounds_its_connections_and_closes_a_client_that_stops_reading() {
+    let world = world().await;
+    let path = "/pyro/http.greeter/welcomeMessage?name=Ann";
+    // No write timeout: the one place stays held while the client that does not read stays.
+    let (_child, port) = spawn_gateway(
+        at_name_server(
+            &world.ns,
+            &["--max-connections", "1", "--write-timeout", "0"],
+        ),
+        &[],
+    )
+    .await
+    .expect("rmi-httpgateway");
+    let holder = a_client_that_does_not_read(port).await;
+    let waiting = tokio::spawn(async move { request(port, "GET", path, &[]).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "answered beyond --max-connections 1"
+    );
+    drop(holder);
+    assert_eq!(waiting.await.unwrap().json(), json!("Hi welcome Ann"));
+
+    // With one: the client that does not read is closed on, and the next is served.
+    let (_child, port) = spawn_gateway(
+        at_name_server(
+            &world.ns,
+            &["--max-connections", "1", "--write-timeout", "500ms"],
+        ),
+        &[],
+    )
+    .await
+    .expect("rmi-httpgateway");
+    let _holder = a_client_that_does_not_read(port).await;
+    let started = std::time::Instant::now();
+    let answer = request(port, "GET", path, &[]).await;
+    assert_eq!(answer.json(), json!("Hi welcome Ann"));
+    println!(
+        "served {:?} after a client stopped reading (--write-timeout 500ms)",
+        started.elapsed()
+    );
+    world.daemon.shutdown();
+}
+
+/// A client that half-closes its connection once its request is sent (`nc -N`, `curl` with
+/// some proxies) gets its answer, as from Pyro's gateway. (Before, hyper took the half-close
+/// for a client gone and dropped the request unanswered; helper-147 #4.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_httpgateway_answers_a_client_that_half_closed_after_its_request() {
+    let world = world().await;
+    let (_child, port) = spawn_gateway(at_name_server(&world.ns, &[]), &[])
+        .await
+        .expect("rmi-httpgateway");
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET /pyro/http.greeter/welcomeMessage?name=Ann HTTP/1.0\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    client.shutdown().await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut raw))
+        .await
+        .expect("an answer or a close within 20 s")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.0 200"), "{raw:?}");
+    assert!(raw.ends_with("\"Hi welcome Ann\""), "{raw:?}");
+    world.daemon.shutdown();
+}
+
 /// A gateway started before its name server, which comes up on another host and is found by
 /// the broadcast: as Pyro's gateway, which locates it at each request until it answers, the
 /// gateway finds it and serves. (It kept asking localhost at the port it was given, and
@@ -1360,9 +1567,10 @@ async fn a_gateway_started_before_its_name_server_finds_it_by_the_broadcast() {
     let path = "/pyro/http.greeter/welcomeMessage?name=Rashmi";
     let before = request(port, "GET", path, &[]).await;
     assert_ne!(before.status, 200, "{before:?}");
+    // (On the port the gateway was given: one on another is another name server.)
     let ns = rmi::naming::NameServer::builder()
         .host("127.0.0.2")
-        .port(0)
+        .port(nsport)
         .broadcast("127.255.255.255", bcport)
         .start()
         .await

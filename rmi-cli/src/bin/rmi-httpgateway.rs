@@ -8,6 +8,10 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use rmi::naming::NsLocator;
 use rmi_cli::gateway::{Gateway, DEFAULT_EXPOSE};
 
+/// Default `--max-connections`: with `--max-calls`' 256 connections to daemons, within the
+/// 1,024 file descriptors a process commonly gets.
+const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rmi-httpgateway",
@@ -42,6 +46,15 @@ struct Args {
     /// limit): a client that sends part of one and goes silent is closed on then.
     #[arg(long, default_value = "30s", value_parser = rmi_cli::parse_duration)]
     header_timeout: Duration,
+    /// How long a write to a client may wait for the client to take it, as 500ms, 10s, 1m (0
+    /// for no limit): a client that stops reading is closed on then, and the answers it left
+    /// unread are let go.
+    #[arg(long, default_value = "30s", value_parser = rmi_cli::parse_duration)]
+    write_timeout: Duration,
+    /// How many clients may be connected at once (each costs a file descriptor); one more
+    /// waits to be accepted until one leaves. 0 for no limit.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// How many requests may be under way at once (each holds a connection to a daemon); one
     /// more is answered 503 with Retry-After at once. 0 for no limit.
     #[arg(long, default_value_t = rmi_cli::gateway::DEFAULT_MAX_CALLS)]
@@ -103,6 +116,29 @@ async fn main() -> ExitCode {
 
 type Failure = (Box<dyn std::error::Error>, Option<&'static str>);
 
+/// The next client, once there is a place for it among `places` (`--max-connections`): a
+/// client beyond them waits in the listener's backlog.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    places: Option<&std::sync::Arc<tokio::sync::Semaphore>>,
+) -> std::io::Result<(
+    tokio::net::TcpStream,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+)> {
+    let place = match places {
+        Some(places) => Some(
+            places
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed"),
+        ),
+        None => None,
+    };
+    let (stream, _) = listener.accept().await?;
+    Ok((stream, place))
+}
+
 async fn run(args: Args) -> Result<(), Failure> {
     let security = args.security.read().map_err(|e| (e.into(), None))?;
     let mut locator = NsLocator::new().port(args.nsport);
@@ -144,8 +180,13 @@ async fn run(args: Args) -> Result<(), Failure> {
         Err(e) => return Err((e.into(), Some(hint))),
     };
     // Found again when it does not answer, as Pyro's gateway locates it at each request.
-    let gateway = Gateway::new(names.clone())
-        .relocate(locator)
+    let gateway = Gateway::new(names.clone()).relocate(locator);
+    // (As at start-up: the port asked for, without a host, is that name server's.)
+    let gateway = match args.nsport_given && args.nshost.is_none() {
+        true => gateway.name_server_port(args.nsport),
+        false => gateway,
+    };
+    let gateway = gateway
         .security(security)
         .expose(&args.expose)
         .map_err(|e| (e.into(), Some("--expose takes a regular expression")))?
@@ -201,17 +242,28 @@ async fn run(args: Args) -> Result<(), Failure> {
     };
     // Each connection is served by hyper with a timer, so its header read timeout holds: a
     // client that sent half a request and went silent does not keep its connection (axum's
-    // `serve` gives hyper no timer, and the timeout did nothing).
+    // `serve` gives hyper no timer, and the timeout did nothing). Hyper has no write timeout:
+    // the stream has one of its own, or a client that sends requests and never reads the
+    // answers would hold its connection, and the answers, for ever (helper-147 #2). A client
+    // that half-closes after its request is answered (`half_close`), as Pyro's gateway
+    // answers `nc -N` (helper-147 #4); a request's call does not end with its client anyway.
     let router = gateway.router();
     let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let places = (args.max_connections > 0)
+        .then(|| {
+            args.max_connections
+                .min(tokio::sync::Semaphore::MAX_PERMITS)
+        })
+        .map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n)));
+    let write_timeout = (!args.write_timeout.is_zero()).then_some(args.write_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener, places.as_ref()) => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, place) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -220,15 +272,19 @@ async fn run(args: Args) -> Result<(), Failure> {
             }
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(write_timeout);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout((!args.header_timeout.is_zero()).then_some(args.header_timeout))
+            .half_close(true)
             .serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::rt::TokioIo::new(Box::pin(stream)),
                 hyper_util::service::TowerToHyperService::new(router.clone()),
             );
         let connection = connections.watch(connection);
         tokio::spawn(async move {
+            let _place = place;
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended");
             }
