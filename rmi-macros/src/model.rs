@@ -471,6 +471,34 @@ fn elided_lifetime(tokens: TokenStream) -> Option<TokenStream> {
     None
 }
 
+/// The first `Cow<…>` in `ty` written without its lifetime (`Cow<str>`, which elision ties to
+/// `&self` as `Cow<'_, str>` is, with no `'_` to see), if any.
+fn hidden_cow_lifetime(ty: &Type) -> Option<&syn::PathSegment> {
+    match ty {
+        Type::Path(path) => path.path.segments.iter().find_map(|segment| {
+            let syn::PathArguments::AngleBracketed(args) = &segment.arguments else {
+                return None;
+            };
+            let lifetime = args
+                .args
+                .iter()
+                .any(|a| matches!(a, syn::GenericArgument::Lifetime(_)));
+            if segment.ident == "Cow" && !lifetime {
+                return Some(segment);
+            }
+            args.args.iter().find_map(|a| match a {
+                syn::GenericArgument::Type(ty) => hidden_cow_lifetime(ty),
+                _ => None,
+            })
+        }),
+        Type::Tuple(tuple) => tuple.elems.iter().find_map(hidden_cow_lifetime),
+        Type::Array(array) => hidden_cow_lifetime(&array.elem),
+        Type::Paren(paren) => hidden_cow_lifetime(&paren.elem),
+        Type::Group(group) => hidden_cow_lifetime(&group.elem),
+        _ => None,
+    }
+}
+
 /// The declared output, `()` when there is none; it must be an owned type.
 fn lower_output(sig: &Signature, origin: Origin, cx: &mut Ctxt) -> Type {
     match &sig.output {
@@ -479,9 +507,12 @@ fn lower_output(sig: &Signature, origin: Origin, cx: &mut Ctxt) -> Type {
             if let Some(tokens) = borrowed_or_impl(ty) {
                 let msg = "remote methods must return an owned type (not a reference, `impl Trait`, `Self` or `!`)";
                 cx.error(origin, syn::Error::new_spanned(tokens, msg));
-            } else if let Some(tokens) = elided_lifetime(ty.to_token_stream()) {
+            } else if let Some(tokens) = elided_lifetime(ty.to_token_stream())
+                .or_else(|| hidden_cow_lifetime(ty).map(|s| s.to_token_stream()))
+            {
                 // (Accepted in arguments, which the server decodes; a result's `'_` would tie
-                // what the caller gets to the proxy, or a batch's slot to the batch.)
+                // what the caller gets to the proxy, or a batch's slot to the batch. `Cow<str>`
+                // is `Cow<'_, str>` with its `'_` left out.)
                 let msg = "a remote method's result cannot borrow: the caller gets it from another process; write `'static` (`Cow<'static, str>`) or an owned type";
                 cx.error(origin, syn::Error::new_spanned(tokens, msg));
             }

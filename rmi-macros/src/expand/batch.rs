@@ -38,6 +38,8 @@ pub(super) fn batch_impl(service: &Service<'_>, names: &Names<'_>, p: &TokenStre
         .filter(|m| !matches!(m.kind, MethodKind::Stream(_)) && matches!(m.access, Access::Call))
         .map(|m| batch_method(m, p));
     quote! {
+        // (Names as in Python: see `proxy_impl`.)
+        #[allow(non_snake_case)]
         impl #batch {
             #(#methods)*
 

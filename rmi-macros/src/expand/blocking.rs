@@ -34,8 +34,9 @@ pub(super) fn blocking_impl(
     let proxy = &names.proxy;
     let methods = service.methods.iter().map(|m| blocking_method(m, proxy, p));
     quote! {
-        // A deprecated method's blocking twin calls the deprecated async one.
-        #[allow(deprecated)]
+        // A deprecated method's blocking twin calls the deprecated async one. (Names as in
+        // Python: see `proxy_impl`.)
+        #[allow(deprecated, non_snake_case)]
         impl #blocking {
             /// Connects to the object at `uri`, blocking until the handshake is done.
             pub fn connect(uri: impl #p::IntoUri) -> #p::std::result::Result<Self, #p::Error> {

@@ -34,6 +34,9 @@ pub(super) fn proxy_impl(service: &Service<'_>, names: &Names<'_>, p: &TokenStre
     let batch = &names.batch;
     let methods = service.methods.iter().map(|m| proxy_method(m, p));
     quote! {
+        // (A method or parameter may be named as in Python, `setVolume(newLevel)`, under the
+        // trait's own `#[allow(non_snake_case)]`, which does not reach these items.)
+        #[allow(non_snake_case)]
         impl #proxy {
             /// Connects to the object at `uri` (`PYRO:`, or `PYRONAME:`/`PYROMETA:` through the
             /// name server) and performs the handshake now.
