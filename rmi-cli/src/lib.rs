@@ -294,9 +294,27 @@ pub mod tls {
         Ok(certs)
     }
 
+    /// The key in `path`, PEM: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
+    /// (`EC PRIVATE KEY`), unencrypted. An encrypted key, or a file with none of these, is
+    /// said to be one (the PEM reader's own word was "no items found"; helper-152 #2).
     fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-        PrivateKeyDer::from_pem_file(path)
-            .map_err(|e| format!("cannot read the private key {}: {e}", path.display()))
+        PrivateKeyDer::from_pem_file(path).map_err(|e| {
+            let text = std::fs::read(path).unwrap_or_default();
+            let has = |label: &[u8]| text.windows(label.len()).any(|w| w == label);
+            let why = if has(b"ENCRYPTED") {
+                "it is encrypted: decrypt it first (`openssl pkey -in KEY -out KEY.plain`)"
+                    .to_owned()
+            } else if has(b"-----BEGIN CERTIFICATE-----") && !has(b"PRIVATE KEY-----") {
+                "it holds a certificate, not a key".to_owned()
+            } else {
+                e.to_string()
+            };
+            format!(
+                "cannot read the private key {}: {why} (a PEM key, PKCS#8, PKCS#1 or SEC1, \
+                 unencrypted, is wanted)",
+                path.display()
+            )
+        })
     }
 
     fn roots(path: &Path, what: &str) -> Result<Arc<RootCertStore>, String> {

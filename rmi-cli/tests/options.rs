@@ -170,6 +170,33 @@ impl Ca {
     }
 }
 
+/// A key file the PEM reader cannot take says why: encrypted (openssl's default when given a
+/// passphrase), or a certificate where the key should be. (Before, both were "no items
+/// found"; helper-152 #2.) A good key still makes an identity.
+#[test]
+fn a_key_file_that_cannot_be_read_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "ca");
+    let (cert, key) = ca.leaf(dir.path(), "server", &["127.0.0.1"]);
+    assert!(rmi_cli::tls::server(&cert, &key, None).is_ok());
+    let encrypted = dir.path().join("encrypted.key");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = rmi_cli::tls::server(&cert, &encrypted, None).unwrap_err();
+    assert!(err.contains("it is encrypted"), "{err}");
+    let err = rmi_cli::tls::server(&cert, &cert, None).unwrap_err();
+    assert!(err.contains("it holds a certificate, not a key"), "{err}");
+    for err in [
+        rmi_cli::tls::client(&ca.pem, Some((&cert, &encrypted))).unwrap_err(),
+        rmi_cli::tls::server(&cert, &dir.path().join("missing.key"), None).unwrap_err(),
+    ] {
+        assert!(err.contains("PKCS#8, PKCS#1 or SEC1"), "{err}");
+    }
+}
+
 async fn locate_with(port: u16, tls: Option<Arc<ClientConfig>>) -> Result<NameServerProxy, Error> {
     let mut locator = NsLocator::new()
         .host("127.0.0.1")

@@ -315,6 +315,40 @@ async fn a_proxys_handshake_travels_with_it_in_pyro5_and_pyro4_state_and_bincode
     relays.shutdown();
 }
 
+/// A proxy that comes back from a daemon behind a shared secret, to another daemon (one that
+/// has none): the secret was the relay daemon's, and the returned proxy does not bring it to
+/// the other, which a daemon naming a third party's address in a reply would otherwise make
+/// the client offer there (a guess at the secret, for whoever answers). It dials as a plain
+/// proxy does, and works (helper-149 #4).
+#[tokio::test]
+async fn a_proxy_returned_from_a_secret_daemon_to_another_does_not_bring_the_secret() {
+    let secret = rmi::SharedSecret::new("correct horse battery staple");
+    let accounts = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let account_uri = accounts
+        .register(AccountServer::new(AccountObject {
+            balance: AtomicU32::new(0),
+        }))
+        .unwrap();
+    serve(&accounts).await;
+    let relays = rmi::Daemon::builder()
+        .shared_secret(secret.clone())
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let relay_uri = relays.register(RelayServer::new(RelayObject)).unwrap();
+    serve(&relays).await;
+    let relay: RelayProxy = rmi::Proxy::builder(relay_uri)
+        .shared_secret(secret)
+        .connect()
+        .await
+        .unwrap();
+    let account: AccountProxy = rmi::Proxy::builder(account_uri).build().into();
+    let back = relay.pass(account).await.unwrap();
+    assert_eq!(back.deposit(3).await.unwrap(), 3);
+    accounts.shutdown();
+    relays.shutdown();
+}
+
 /// A bank's returned account and a publisher's callback, where every daemon requires what
 /// `secure` gives a proxy (a shared secret, TLS): the account proxy, received in a reply, dials
 /// as the bank's proxy does; the listener proxy, received in an argument, dials with the

@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::support::{serve_lab, start_daemon, LabObject, LabProxy, LabServer};
 
 /// The next whole frame (Pyro5 or Pyro4) from `s`, as its bytes and type; `None` at its end.
-async fn next_frame<R: AsyncRead + Unpin>(s: &mut R) -> Option<(Vec<u8>, MessageType)> {
+pub(crate) async fn next_frame<R: AsyncRead + Unpin>(s: &mut R) -> Option<(Vec<u8>, MessageType)> {
     let mut buf = vec![0; 6];
     s.read_exact(&mut buf).await.ok()?;
     let protocol = Protocol::detect(&buf).expect("a Pyro header");

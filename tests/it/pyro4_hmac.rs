@@ -259,11 +259,13 @@ async fn rmi_programs_with_one_hmac_key_call_each_other_and_others_are_refused()
             "{key:?}: {err}"
         );
     }
-    // A daemon without a key refuses a client that signs, as a Pyro4 daemon does.
+    // A daemon without a key refuses a client that signs, as a Pyro4 daemon does; its refusal
+    // is unsigned, and the proxy says so in its own words too.
     let (plain, plain_uri) = greeter(None).await;
     let err = call(&plain_uri, Some(KEY), "Eve").await.unwrap_err();
     assert!(
-        matches!(&err, Error::ConnectFailed(m) if m.contains("hmac key config not symmetric")),
+        matches!(&err, Error::ConnectFailed(m) if m.contains("hmac key config not symmetric")
+            && m.contains("does not carry the MAC of this proxy's HMAC key")),
         "{err}"
     );
     assert_eq!(
@@ -444,6 +446,102 @@ async fn rmi_registers_and_looks_up_in_a_pyro4_name_server_started_with_a_key() 
     );
     daemon.shutdown();
     drop(ns_process);
+}
+
+/// A keyed proxy takes only a connect answer signed with its key: a daemon that accepts it
+/// without the key's MAC (an impostor; a Pyro5 daemon, which knows no HMAC, accepts anything)
+/// is refused, and the proxy sends it nothing more, its call least of all. Here a relay strips
+/// the MAC off a keyed daemon's real CONNECTOK (helper-150 #1: no daemon that accepts a keyed
+/// proxy without signing had ever been shown one).
+#[tokio::test]
+async fn a_keyed_proxy_refuses_a_connect_answer_without_the_keys_mac() {
+    use rmi::protocol::frame::{Message, MessageType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (daemon, uri) = greeter(Some(KEY)).await;
+    let Some(rmi::Location::Tcp { port, .. }) = uri.location().cloned() else {
+        panic!("{uri}");
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relayed = rmi::Uri::tcp(
+        uri.object().unwrap(),
+        "127.0.0.1",
+        listener.local_addr().unwrap().port(),
+    );
+    let relay = tokio::spawn(async move {
+        let (mut client, _) = listener.accept().await.unwrap();
+        let mut daemon = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (connect, kind) = crate::first_call::next_frame(&mut client).await.unwrap();
+        assert_eq!(kind, MessageType::Connect);
+        daemon.write_all(&connect).await.unwrap();
+        let (answer, kind) = crate::first_call::next_frame(&mut daemon).await.unwrap();
+        assert_eq!(kind, MessageType::ConnectOk);
+        let protocol = Protocol::detect(&answer).unwrap();
+        let header = protocol.parse_header(&answer, 1 << 20).unwrap();
+        let mut answer = Message::parse(&mut answer[..].into(), &header).unwrap();
+        let signed = answer.annotations.len();
+        answer.annotations.retain(|(id, _)| id != b"HMAC");
+        assert_eq!(answer.annotations.len(), signed - 1, "the daemon signed");
+        client
+            .write_all(&answer.to_bytes_in(protocol))
+            .await
+            .unwrap();
+        // What the proxy sends after the answer, up to its close.
+        let mut after = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_end(&mut after),
+        )
+        .await;
+        after
+    });
+    let err = call(&relayed, Some(KEY), "Eve").await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ConnectFailed(m) if m.contains("carries no MAC")),
+        "{err}"
+    );
+    let after = relay.await.unwrap();
+    assert!(
+        after.is_empty(),
+        "{} bytes sent after an unsigned answer",
+        after.len()
+    );
+    daemon.shutdown();
+}
+
+/// An rmi proxy refused because the daemon is at its `max_connections`: with the daemon's key
+/// the refusal is signed and read as it is; with another key it is not signed (the daemon
+/// signs only for a client that proved the key: a refusal of known words signed for any
+/// client would let it test guesses of the key offline), so that proxy hears of a key that
+/// does not match, not of a MAC that does not (helper-150 #2).
+#[tokio::test]
+async fn a_refusal_at_max_connections_is_signed_only_for_a_client_with_the_key() {
+    let (daemon, uri) = greeter_with(rmi::Daemon::builder().max_connections(1), Some(KEY)).await;
+    let holder: GreeterProxy = rmi::Proxy::builder(uri.clone())
+        .hmac_key(HmacKey::new(KEY))
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        holder.welcome_message("holder".into()).await.unwrap(),
+        "Hi welcome holder"
+    );
+    let with_key = call(&uri, Some(KEY), "Ann").await.unwrap_err();
+    assert!(
+        matches!(&with_key, Error::ConnectFailed(m) if m.contains("too many connections")
+            && !m.contains("MAC")),
+        "{with_key}"
+    );
+    let other_key = call(&uri, Some("another key"), "Eve").await.unwrap_err();
+    assert!(
+        matches!(&other_key, Error::ConnectFailed(m) if m.contains("too many connections")
+            && m.contains("hmac key config not symmetric")
+            && !m.contains("message hmac mismatch")),
+        "{other_key}"
+    );
+    drop(holder);
+    daemon.shutdown();
 }
 
 /// A Pyro4 client with the daemon's HMAC key, refused because the daemon is at its

@@ -386,6 +386,11 @@ impl DaemonBuilder {
     /// certificate against the config's roots (default: no TLS); those to a daemon on a Unix
     /// socket dial without TLS, which runs over TCP only. Such proxies also prove this
     /// [`callback_secret`](Self::callback_secret), if set.
+    ///
+    /// A caller chooses where its callback proxy points: a client certificate in `config`
+    /// goes with every such dial, to any daemon whose certificate chains to `config`'s roots,
+    /// which then sees this daemon, not the caller, as its client (as with Pyro). Give
+    /// callbacks a certificate of their own, trusted only where callbacks may go.
     #[cfg(feature = "tls")]
     pub fn callback_tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.callback_tls = Some(config);
