@@ -65,6 +65,58 @@ async fn sqlite_names_survive_kill_9_of_rmi_ns() {
     assert!(ns.is_alive());
 }
 
+/// Stopped cleanly (SIGTERM), rmi-ns leaves its SQLite store whole in its one file: the WAL
+/// folded in, so that `names.db` copied alone (a move, a backup) holds every name. (Before,
+/// the writer thread was killed with the process: the names were in `names.db-wal` only, and
+/// the copy started as an empty store without a word; helper-151 #1.)
+#[tokio::test]
+async fn a_clean_stop_leaves_the_sqlite_store_whole_in_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("names.db");
+    let (mut ns, port) = spawn_rmi_ns(&["--storage", &format!("sql:{}", db.display())]);
+    let names = locate(port).await;
+    let one = Uri::tcp("one", "127.0.0.1", 4001);
+    names.register("app.one", &one).await.unwrap();
+    drop(names);
+    let (status, _) = ns.terminate();
+    assert!(status.success(), "{status:?}");
+    let wal = dir.path().join("names.db-wal");
+    let left = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    assert_eq!(left, 0, "{} bytes left in {}", left, wal.display());
+
+    let copy = tempfile::tempdir().unwrap();
+    let copied = copy.path().join("names.db");
+    std::fs::copy(&db, &copied).unwrap();
+    let (_ns, port) = spawn_rmi_ns(&["--storage", &format!("sql:{}", copied.display())]);
+    let names = locate(port).await;
+    assert_eq!(names.lookup("app.one").await.unwrap(), one);
+}
+
+/// A second rmi-ns on a store in use, or a store whose directory cannot be written, is told
+/// what is wrong with the file and nothing about choosing a storage; a missing directory says
+/// where SQLite writes (before: "disk I/O error" or "unable to open database file" alone, and
+/// a hint to choose the storage for each; helper-151 #3).
+#[test]
+fn a_sqlite_store_that_cannot_be_opened_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("sql:{}", dir.path().join("names.db").display());
+    let (_first, _) = spawn_rmi_ns(&["--storage", &storage]);
+    let missing = format!("sql:{}", dir.path().join("none/names.db").display());
+    for (storage, says) in [
+        (&storage, "in use by another process"),
+        (&missing, "write its directory"),
+    ] {
+        let out = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
+            .args(["--port", "0", "--nobc", "--storage", storage])
+            .output()
+            .expect("run rmi-ns");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(!stderr.contains("choose the storage"), "{stderr}");
+    }
+}
+
 #[test]
 fn an_unknown_or_unbuilt_storage_is_refused_clearly() {
     #[cfg(not(feature = "etcd"))]

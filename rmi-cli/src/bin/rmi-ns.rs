@@ -444,9 +444,14 @@ async fn main() -> std::process::ExitCode {
                 Storage::Etcd(_) => {
                     "rebuild rmi-cli with `--features etcd`, or choose --storage memory | sql:PATH"
                 }
-                _ => "choose the storage with --storage memory | sql:PATH | etcd:HOST:PORT[,…]",
+                // (The store's own error says what to look at: the file, another rmi-ns.)
+                Storage::Sql(_) => "",
+                Storage::Memory => {
+                    "choose the storage with --storage memory | sql:PATH | etcd:HOST:PORT[,…]"
+                }
             };
-            eprintln!("rmi-ns: {}", rmi_cli::report(&e, Some(hint)));
+            let hint = (!hint.is_empty()).then_some(hint);
+            eprintln!("rmi-ns: {}", rmi_cli::report(&e, hint));
             return std::process::ExitCode::FAILURE;
         }
     };

@@ -91,6 +91,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let (batches, queue) = mpsc::channel::<Request>();
         let (loaded_tx, loaded) = oneshot::channel();
+        let (closed_tx, closed) = mpsc::channel();
         let thread_path = path.clone();
         std::thread::Builder::new()
             .name("rmi-ns-sqlite".into())
@@ -105,13 +106,17 @@ impl SqliteStore {
                         return;
                     }
                 };
-                write_loop(conn, queue);
+                close(write_loop(conn, queue));
+                let _ = closed_tx.send(());
             })
             .map_err(|e| NamingError::new(format!("cannot start the SQLite writer: {e}")))?;
         let state = loaded
             .await
             .map_err(|_| NamingError::new("the SQLite writer stopped while loading"))??;
-        let journal = SqlJournal { batches };
+        let journal = SqlJournal {
+            batches,
+            closed: std::sync::Mutex::new(closed),
+        };
         Ok(SqliteStore {
             engine: Engine::new(state, limits, Some(Box::new(journal))),
         })
@@ -138,6 +143,44 @@ enum Request {
 #[derive(Debug)]
 struct SqlJournal {
     batches: mpsc::Sender<Request>,
+    /// Hears from the writer thread once it has closed the file (see `Drop`).
+    closed: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl Drop for SqlJournal {
+    /// Ends the writer thread's queue and waits (at most [`CLOSE_WITHIN`]) for it to fold the
+    /// WAL into the file and close it: a process that returns from `main` with its runtime does
+    /// not kill the thread mid-way, and leave the names in `names.db-wal` only, where a copy of
+    /// `names.db` alone is an empty store and a backup restored over it has the WAL replayed
+    /// on top (helper-151 #1).
+    fn drop(&mut self) {
+        let (ended, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.batches, ended));
+        let closed = self
+            .closed
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(mpsc::RecvTimeoutError::Timeout) = closed.recv_timeout(CLOSE_WITHIN) {
+            tracing::warn!(
+                "the SQLite store did not close within {CLOSE_WITHIN:?}: its WAL file may hold \
+                 changes, read back at the next start"
+            );
+        }
+    }
+}
+
+/// How long dropping the store waits for its file to close.
+const CLOSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Folds the WAL into the database file and closes it: copying the file alone then copies the
+/// store. (Closing checkpoints too, but says nothing when it cannot.)
+fn close(conn: Connection) {
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "the SQLite store's WAL could not be folded into its file");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "the SQLite store did not close cleanly");
+    }
 }
 
 impl Journal for SqlJournal {
@@ -162,18 +205,38 @@ fn unix_ms(t: SystemTime) -> i64 {
 }
 
 fn sql_error(path: &Path, e: rusqlite::Error) -> NamingError {
-    let busy = matches!(
-        &e,
-        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy
-    );
-    if busy {
-        NamingError::new(format!(
-            "the SQLite store {} is in use by another process (another rmi-ns?)",
-            path.display()
-        ))
-    } else {
-        NamingError::new(format!("SQLite store {}: {e}", path.display()))
-    }
+    use rusqlite::ErrorCode;
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    // SQLite says "disk I/O error" or "readonly database" where it could not write the file,
+    // its directory (the WAL goes beside it) or the disk: say which to look at (helper-151 #3).
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let why = match code {
+        Some(ErrorCode::DatabaseBusy) => {
+            return NamingError::new(format!(
+                "the SQLite store {} is in use by another process (another rmi-ns?)",
+                path.display()
+            ))
+        }
+        Some(
+            ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure,
+        ) => format!(
+            " (can this user read and write the file, and write its directory {}, where \
+             SQLite keeps its -wal file? Is the disk full?)",
+            dir.display()
+        ),
+        Some(ErrorCode::DiskFull) => " (the disk is full)".to_owned(),
+        _ => String::new(),
+    };
+    NamingError::new(format!("SQLite store {}: {e}{why}", path.display()))
 }
 
 /// Opens the file with the settings above, creates the schema and reads everything back.
@@ -364,8 +427,8 @@ fn read_entry(name: &str, uri: &str, lease: Option<i64>, shared: bool) -> Result
 /// The writer thread: commits queued batches, as many as are waiting, in one transaction each
 /// round, then acknowledges them. After a failed commit, batches fail unwritten until a
 /// reload (they were made on a state that held the failed changes). Ends when the store is
-/// dropped.
-fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Request>) {
+/// dropped, handing the connection back to be closed.
+fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Request>) -> Connection {
     let mut failed: Option<String> = None;
     let mut next = queue.recv().ok();
     while let Some(request) = next.take() {
@@ -420,6 +483,7 @@ fn write_loop(mut conn: Connection, queue: mpsc::Receiver<Request>) {
             next = queue.recv().ok();
         }
     }
+    conn
 }
 
 fn commit(conn: &mut Connection, batches: &[Batch]) -> rusqlite::Result<()> {
