@@ -47,9 +47,23 @@ async fn generated_and_chosen_ids() {
     assert!(daemon
         .register_with_id(GreeterServer::new(GreetingMaker), "Pyro.Daemon")
         .is_err());
+    // No id that would not make a URI a client can parse (`PYRO:a@b@127.0.0.1:p`), and the
+    // daemon's own id neither replaced nor removed: it serves streams and Python's metadata
+    // (helper-149 #6).
+    for bad in ["has space", "a@b", "", "tab\there"] {
+        let err = daemon
+            .register_with_id(GreeterServer::new(GreetingMaker), bad)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidUri { reason, .. } if reason.contains("object ids")),
+            "{bad:?}: {err}"
+        );
+    }
     assert!(daemon
-        .register_with_id(GreeterServer::new(GreetingMaker), "has space")
+        .register_replacing(GreeterServer::new(GreetingMaker), "Pyro.Daemon")
         .is_err());
+    assert!(!daemon.unregister("Pyro.Daemon"));
+    assert!(daemon.registered().iter().any(|id| id == "Pyro.Daemon"));
 
     // Forced registration replaces the object.
     daemon
@@ -64,6 +78,13 @@ async fn generated_and_chosen_ids() {
         lab.echo(1, 2, "replaced".into()).await.unwrap().2,
         "replaced"
     );
+    Proxy::builder(daemon.uri_for("Pyro.Daemon"))
+        .connect::<Proxy>()
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .expect("the daemon object still answers");
 
     // Unregistered objects are unknown to new connections and to calls on old ones.
     assert!(daemon.unregister("example.greeter"));
@@ -602,7 +623,7 @@ async fn an_open_connection_reaches_a_replacement_and_keeps_no_removed_object_al
     })
     .await
     .expect("the hold started");
-    let (second, second_dropped, _) = named("second");
+    let (second, second_dropped, second_holding) = named("second");
     daemon.register_replacing(second, "named").unwrap();
     assert_eq!(
         proxy.name().await.unwrap(),
@@ -614,7 +635,27 @@ async fn an_open_connection_reaches_a_replacement_and_keeps_no_removed_object_al
         first_dropped.load(SeqCst),
         "the replaced object was kept alive after its last call"
     );
+    // Removed while another connection's call still holds it: this connection, which called
+    // it last, finds it gone at once, though the object lives on for that call (helper-149 #2:
+    // a removal that left the table's change count as it was let the connection's remembered
+    // lookup reach it).
+    let third = NamedProxy::connect(&uri).await.unwrap();
+    let held = tokio::spawn(async move { third.hold(1_000).await });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !second_holding.load(SeqCst) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the hold started");
     assert!(daemon.unregister("named"));
+    assert!(matches!(
+        proxy.name().await.unwrap_err(),
+        Error::UnknownObject(_)
+    ));
+    assert!(!held.is_finished(), "the hold ended before the check");
+    assert!(!second_dropped.load(SeqCst), "dropped under a running call");
+    held.await.unwrap().unwrap();
     assert!(
         second_dropped.load(SeqCst),
         "the removed object was kept alive by the connection that called it"
