@@ -611,16 +611,14 @@ impl DaemonBuilder {
             },
             _ => internal.clone(),
         };
-        if let Location::Tcp { host, .. } = &bound {
-            let exposed = host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| !ip.to_canonical().is_loopback());
-            if exposed && !self.serves_tls() && self.secret.is_none() && self.hmac_key.is_none() {
-                tracing::warn!(
-                    %bound,
-                    "daemon reachable beyond this machine with neither TLS nor a shared secret nor an HMAC key: anyone who can connect can call its objects"
-                );
-            }
+        // (What the socket is bound to, not what the URIs advertise: a daemon on 0.0.0.0
+        // advertised as 127.0.0.1 is reachable all the same.)
+        if exposed(&bound) && !self.serves_tls() && self.secret.is_none() && self.hmac_key.is_none()
+        {
+            tracing::warn!(
+                %bound,
+                "daemon reachable beyond this machine with neither TLS nor a shared secret nor an HMAC key: anyone who can connect can call its objects"
+            );
         }
         if let Location::Tcp { host, .. } = &advertised {
             if host
@@ -703,5 +701,50 @@ mod tests {
             assert_eq!(builder.keeps_class(class), kept, "{class:?}");
         }
         assert!(!DaemonBuilder::default().keeps_class("bank.Overdrawn"));
+    }
+}
+
+/// Whether a daemon bound at `bound` can be reached from other hosts: a TCP socket on any
+/// address but loopback's (IPv4-mapped loopback included). A Unix socket cannot.
+fn exposed(bound: &Location) -> bool {
+    match bound {
+        Location::Tcp { host, .. } => host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.to_canonical().is_loopback()),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::exposed;
+    use crate::Location;
+
+    fn tcp(host: &str) -> Location {
+        Location::Tcp {
+            host: host.into(),
+            port: 9090,
+        }
+    }
+
+    /// The warning's test: every address off loopback, and only those (helper-150 #7: the
+    /// tests bind loopback only, so they could show its absence, never that it comes). (The
+    /// addresses are values: nothing binds them.)
+    #[test]
+    fn a_daemon_bound_off_loopback_is_exposed() {
+        for host in [
+            "0.0.0.0",
+            "::",
+            "10.1.2.3",
+            "192.168.1.5",
+            "::ffff:10.1.2.3",
+            "fe80::1",
+        ] {
+            assert!(exposed(&tcp(host)), "{host}");
+        }
+        for host in ["127.0.0.1", "127.0.0.5", "::1", "::ffff:127.0.0.1"] {
+            assert!(!exposed(&tcp(host)), "{host}");
+        }
+        assert!(!exposed(&Location::Unix("/tmp/rmi.sock".into())));
     }
 }

@@ -1369,6 +1369,23 @@ mod tests {
         assert!(told <= readings, "{told} lags told");
     }
 
+    /// Each read-back in a row gives a lease whose deadline had passed twice the grace of the one
+    /// before, 100, 200, 400 ms and on, to 5 s at most (helper-150 #8: the test above, counting
+    /// read-backs in a second, could not tell a grace that stayed at 100 ms).
+    #[tokio::test(start_paused = true)]
+    async fn each_read_back_in_a_row_doubles_an_expired_leases_grace() {
+        let engine = Engine::new(State::default(), Limits::default(), None);
+        let lease = LeaseId(7);
+        let mut graces = Vec::new();
+        for _ in 0..8 {
+            let expired = State::load([], [(lease, Duration::from_secs(60), Duration::ZERO)]);
+            engine.replace_state(expired, Duration::ZERO);
+            let deadline = engine.state.lock().leases[&lease].deadline;
+            graces.push(deadline.duration_since(Instant::now()).as_millis());
+        }
+        assert_eq!(graces, [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
+    }
+
     /// The name server's own full copy (autoclean's) is taken a chunk at a time: every entry
     /// across the chunks' edges, a shared name's each, once.
     #[tokio::test]
