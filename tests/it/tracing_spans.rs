@@ -10,8 +10,19 @@ use tracing_subscriber::prelude::*;
 
 use crate::support::start_daemon;
 
+/// Every span made: its name and fields, and how many times it was entered.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, String)>>>);
+struct Spans(
+    Arc<Mutex<Vec<(String, String)>>>,
+    Arc<Mutex<Vec<(Id, usize)>>>,
+);
+
+impl Spans {
+    /// How many times the `at`th span made was entered.
+    fn entered(&self, at: usize) -> usize {
+        self.1.lock().unwrap()[at].1
+    }
+}
 
 struct Fields(String);
 
@@ -22,13 +33,28 @@ impl Visit for Fields {
 }
 
 impl<S: Subscriber> Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
         let mut fields = Fields(String::new());
         attrs.record(&mut fields);
         self.0
             .lock()
             .unwrap()
             .push((attrs.metadata().name().to_string(), fields.0));
+        self.1.lock().unwrap().push((id.clone(), 0));
+    }
+
+    fn on_enter(&self, id: &Id, _: Context<'_, S>) {
+        // (The last span made with this id: ids are reused once a span closes.)
+        if let Some((_, n)) = self
+            .1
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .rev()
+            .find(|(i, _)| i == id)
+        {
+            *n += 1;
+        }
     }
 }
 
@@ -49,20 +75,34 @@ async fn calls_are_spans_on_both_sides_with_the_same_correlation_id() {
     typed.echo(1, 2, "traced".into()).await.unwrap();
     daemon.shutdown();
 
-    let spans = spans.0.lock().unwrap().clone();
-    let client = spans
-        .iter()
-        .find(|(name, f)| name == "rmi.call" && f.contains("method=\"echo\""))
-        .expect("client span");
-    let server = spans
-        .iter()
-        .find(|(name, f)| name == "rmi.dispatch" && f.contains("method=\"echo\""))
-        .expect("server span");
+    let made = spans.0.lock().unwrap().clone();
+    let at = |span: &str| {
+        made.iter()
+            .position(|(name, f)| name == span && f.contains("method=\"echo\""))
+            .unwrap_or_else(|| panic!("no {span} span: {made:?}"))
+    };
+    let (client, server) = (at("rmi.call"), at("rmi.dispatch"));
     let corr = corr.to_string();
-    assert!(client.1.contains(&corr), "{client:?}");
+    // The fields a reader of the logs looks for (helper-150 #3: only the correlation id was
+    // checked), and the spans entered, so that what runs in them is in them.
+    let (client_fields, server_fields) = (&made[client].1, &made[server].1);
     assert!(
-        server.1.contains(&corr) && server.1.contains(lab.object().unwrap()),
-        "{server:?}"
+        client_fields.contains(&corr) && client_fields.contains(&format!("uri={lab}")),
+        "{client_fields}"
+    );
+    assert!(
+        server_fields.contains(&corr)
+            && server_fields.contains(lab.object().unwrap())
+            && server_fields.contains("peer=127.0.0.1:"),
+        "{server_fields}"
+    );
+    assert!(
+        spans.entered(client) > 0,
+        "the call's span was never entered"
+    );
+    assert!(
+        spans.entered(server) > 0,
+        "the dispatch span was never entered"
     );
 }
 
