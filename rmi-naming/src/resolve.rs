@@ -672,7 +672,12 @@ impl NamingResolver {
                 let mut turns = self.state.turns.lock();
                 let key = query.to_string();
                 make_room(&mut turns, &key, MAX_TURNS);
-                let turn = turns.entry(key).or_insert(0);
+                // A name's first turn (or its first since its turn was let go, past
+                // `MAX_TURNS` names) is at a random place: at 0, with more names than that in
+                // turn, most picks went to each name's first daemon (helper-153 #4).
+                let turn = turns
+                    .entry(key)
+                    .or_insert_with(|| rand::random_range(0..usize::MAX));
                 let at = *turn % pool.len();
                 *turn = turn.wrapping_add(1);
                 Some(pool[at].clone())
@@ -735,7 +740,16 @@ impl NamingResolver {
                     _ => Err(e),
                 }
             }
-            Err(Lookup::Answer(e)) => Err(e),
+            // The name server is up and did not confirm what is cached (an unknown name, say):
+            // the entry goes, or a later lookup that finds it down would answer from it, and
+            // send callers back to a daemon drained on purpose (helper-153 #1).
+            Err(Lookup::Answer(e)) => {
+                let mut state = cache.state.lock();
+                if state.generation == generation {
+                    query.remove(&mut state);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -785,6 +799,17 @@ impl Query<'_> {
         match self {
             Query::Name(name) => state.names.get(*name),
             Query::Meta(tags) => state.metas.get(*tags),
+        }
+    }
+
+    fn remove(&self, state: &mut CacheState) {
+        match self {
+            Query::Name(name) => {
+                state.names.remove(*name);
+            }
+            Query::Meta(tags) => {
+                state.metas.remove(*tags);
+            }
         }
     }
 
@@ -896,7 +921,13 @@ async fn watch_task(
     loop {
         let opened = async {
             let ns: NameServerProxy = locator.locate().await?;
-            let stream = ns.watch(None).await?;
+            // Bounded as the locating is: a `watch` whose answer never comes (a connection
+            // that died silently after its handshake) would leave the cache unwatched with
+            // no retry, and every cached lookup waiting the locator's timeout for the watch
+            // to open (helper-153 #3).
+            let stream = tokio::time::timeout(locator.timeout(), ns.watch(None))
+                .await
+                .map_err(|_| Error::Timeout(locator.timeout()))??;
             Ok::<_, Error>((ns, stream))
         };
         let stream = tokio::select! {
@@ -1052,6 +1083,30 @@ mod tests {
         }
         let resolver = NamingResolver::default().watch_probe(Duration::from_secs(3));
         assert_eq!(resolver.watch_probe, Some(Duration::from_secs(3)));
+    }
+
+    /// Round-robin over more names than the turns kept: each daemon still gets about its share.
+    /// (A turn let go started again at the first daemon: 84 % of the picks went to it with
+    /// 2,048 names and two daemons each; helper-153 #4.)
+    #[test]
+    fn round_robin_over_more_names_than_turns_kept_shares_the_picks() {
+        let resolver = NamingResolver::default().pick(Pick::RoundRobin);
+        let a = Uri::tcp("a", "127.0.0.1", 1);
+        let uris = vec![a.clone(), Uri::tcp("b", "127.0.0.1", 2)];
+        let (mut to_a, mut picks) = (0, 0);
+        for _ in 0..10 {
+            for i in 0..(MAX_TURNS * 2) {
+                let logical: Uri = format!("PYRONAME:n{i}").parse().unwrap();
+                to_a += usize::from(resolver.choose(&logical, uris.clone()) == Some(a.clone()));
+                picks += 1;
+            }
+        }
+        let share = to_a as f64 / picks as f64;
+        assert!(
+            (0.4..=0.6).contains(&share),
+            "{:.0} % to the first",
+            share * 100.0
+        );
     }
 
     /// Logical URIs can come from peers, each naming any name server and any name: what the

@@ -605,6 +605,47 @@ async fn a_name_server_served_by_the_users_own_daemon_ends_its_watches_when_told
     assert_eq!(server.registry().count().await.unwrap(), 1);
 }
 
+/// A name the name server has said is unknown is not answered from the cache once the name
+/// server is down: the entry goes with that answer. (Before, it stayed, and while no watch
+/// vouched for the cache (a name server without watches, Pyro's; one that ended them; a watch
+/// that lagged) a lookup that found the name server down answered it stale for up to
+/// `max_stale`: callers sent back to a daemon drained on purpose; helper-153 #1.)
+#[tokio::test]
+async fn a_name_the_name_server_said_is_unknown_is_not_answered_stale_later() {
+    let server = Arc::new(NameServer::new());
+    let (daemon, _) = who_daemon(1).await;
+    let ns_uri = daemon
+        .register_with_id(
+            NameServerApiServer::from_arc(server.clone()),
+            NAME_SERVER_OBJECT_ID,
+        )
+        .unwrap();
+    let Some(rmi::Location::Tcp { port, .. }) = ns_uri.location().cloned() else {
+        panic!("{ns_uri}");
+    };
+    let names = NameServerProxy::connect(&ns_uri).await.unwrap();
+    let (_drained, drained) = who_daemon(2).await;
+    names.register("drained.who", &drained).await.unwrap();
+    let cached = resolver(port).cache(Duration::from_secs(3600));
+    let name = logical("drained.who", port);
+    assert_eq!(cached.resolve_uri(&name).await.unwrap(), drained);
+    server.end_watches();
+    until("the watch to end", || async {
+        !cached.cache_watching(&name)
+    })
+    .await;
+    assert!(names.remove("drained.who").await.unwrap());
+    let gone = cached.resolve_uri(&name).await.unwrap_err();
+    assert!(gone.to_string().contains("unknown name"), "{gone}");
+    daemon.shutdown();
+    until("the name server to be unreachable", || async {
+        NameServerProxy::connect(&ns_uri).await.is_err()
+    })
+    .await;
+    let down = cached.resolve_uri(&name).await;
+    assert!(down.is_err(), "answered from the cache: {down:?}");
+}
+
 #[tokio::test]
 async fn the_lookup_cache_spares_the_name_server_and_answers_stale_when_it_is_down() {
     let (ns, names, port) = name_server().await;
