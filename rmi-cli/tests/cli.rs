@@ -218,6 +218,96 @@ async fn rmi_nsc_escapes_control_characters_and_rmi_ns_refuses_them_in_names() {
     );
 }
 
+/// A backslash is escaped as the hidden characters are: a name holding the text `\u{200b}`
+/// does not print as one holding the character (helper-154 #6).
+#[tokio::test]
+async fn rmi_nsc_prints_names_that_differ_differently() {
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let port = port.to_string();
+    let nsc = |args: &[&str]| {
+        let mut all = vec!["-n", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        support::nsc(&all, &[])
+    };
+    for name in ["a\u{200b}", "a\\u{200b}"] {
+        assert!(nsc(&["register", name, "PYRO:obj@127.0.0.1:4000"]).0);
+    }
+    let (ok, out) = nsc(&["list"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with('a')).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_ne!(lines[0], lines[1], "{out}");
+    assert!(out.contains("a\\\\u{200b} --> "), "{out}");
+}
+
+/// `-v` says where the name server is on stderr: with stdout's reader gone before anything was
+/// printed, the command still runs (its broken pipe, taken for the end of the output, ended
+/// it unrun with success; helper-154 #7).
+#[tokio::test]
+async fn rmi_nsc_verbose_with_its_reader_gone_still_does_what_it_was_told() {
+    use std::process::Stdio;
+    let (_ns, port) = support::spawn_rmi_ns(&[]);
+    let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
+        .args(["-n", "127.0.0.1", "-p", &port.to_string(), "-v"])
+        .args(["register", "app.verbose", "PYRO:obj@127.0.0.1:4000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run rmi-nsc");
+    drop(child.stdout.take());
+    let status = child.wait().expect("wait for rmi-nsc");
+    let names = support::locate(port).await;
+    assert_eq!(
+        names.lookup("app.verbose").await.is_ok(),
+        status.success(),
+        "exit {status} against what was done"
+    );
+    assert!(names.lookup("app.verbose").await.is_ok(), "not registered");
+}
+
+/// A name server that answered the handshake and went silent: each call has `--timeout`
+/// (default 30 s), and rmi-nsc fails with the timeout where it waited for ever (helper-154 #2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmi_nsc_gives_up_on_a_name_server_that_does_not_answer() {
+    #[rmi::remote]
+    pub(crate) trait Silent {
+        /// Never answers (an hour).
+        async fn ping(&self);
+    }
+    struct Stalled;
+    impl Silent for Stalled {
+        async fn ping(&self) {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    }
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    daemon
+        .register_with_id(
+            SilentServer::new(Stalled),
+            rmi::naming::NAME_SERVER_OBJECT_ID,
+        )
+        .unwrap();
+    let serving = daemon.clone();
+    tokio::spawn(async move { serving.serve().await });
+    let port = daemon.local_addr().unwrap().port().to_string();
+    let started = std::time::Instant::now();
+    let (ok, out) = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::task::spawn_blocking(move || {
+            support::nsc(
+                &["-n", "127.0.0.1", "-p", &port, "--timeout", "1s", "ping"],
+                &[],
+            )
+        }),
+    )
+    .await
+    .expect("rmi-nsc waited for ever")
+    .unwrap();
+    assert!(!ok && out.contains("timed out"), "{out}");
+    println!("rmi-nsc gave up after {:?}", started.elapsed());
+    daemon.shutdown();
+}
+
 /// As pyro5-nsc's `removeregex`: a pattern can match every name, so rmi-nsc says which names
 /// and asks; anything but `y` removes nothing and fails, and `--yes` skips the question.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,6 +348,27 @@ async fn removematching_asks_before_it_removes() {
     assert_eq!((names("tmp."), names("keep")), (0, 1));
     let (ok, out) = nsc(&["removematching", "-y", "kee."], None);
     assert_eq!((ok, out.as_str()), (true, "removed 1 entry\n"));
+
+    // What was shown goes by name: a name of 512 characters, whose escaped pattern was longer
+    // than the name server's `max_regex_len`, stopped the removal half done (helper-154 #1).
+    let long = format!("z{}", ".".repeat(511));
+    for name in ["t.x", long.as_str()] {
+        assert!(nsc(&["register", name, "PYRO:obj@127.0.0.1:4000"], None).0);
+    }
+    let (ok, out) = nsc(&["removematching", "[tz]"], Some("y\n"));
+    assert!(ok && out.contains("removed 2 entries\n"), "{out}");
+    assert_eq!((names("t.x"), names("zzz"), names("z...")), (0, 0, 0));
+    // An empty pattern listed every name, and removed them all when asked, none with --yes:
+    // it is refused both ways (helper-154 #3).
+    assert!(nsc(&["register", "kept", "PYRO:obj@127.0.0.1:4000"], None).0);
+    for (args, answer) in [
+        (&["removematching", ""][..], Some("y\n")),
+        (&["removematching", "--yes", ""][..], None),
+    ] {
+        let (ok, out) = nsc(args, answer);
+        assert!(!ok && out.contains("needs a pattern"), "{args:?}: {out}");
+    }
+    assert_eq!(names("kept"), 1);
 }
 
 /// The answer is about the names the question showed: a name registered while it waited

@@ -63,6 +63,11 @@ struct Args {
     /// Print more.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Deadline of each call to the name server, as 500ms, 10s, 1m; 0 for none (`watch` has
+    /// none): a name server that answered the handshake and then went silent ends the command
+    /// with an error, where it would wait for ever.
+    #[arg(long, default_value = "30s", value_parser = rmi_cli::parse_duration, global = true)]
+    timeout: std::time::Duration,
     /// --port (or RMI_NS_PORT) was given, not defaulted.
     #[arg(skip)]
     port_given: bool,
@@ -186,14 +191,16 @@ fn printable_lines(text: &str) -> String {
 /// `text` with its control characters escaped as Rust escapes them (`\u{1b}`, `\n`), and so
 /// are the invisible characters that reorder or hide text on a terminal: bidirectional
 /// overrides and isolates (the "Trojan Source" characters), zero-width characters, line and
-/// paragraph separators, and the byte-order mark. A name or URI cannot then pass for another.
+/// paragraph separators, and the byte-order mark. A name or URI cannot then pass for another:
+/// a backslash is written `\\`, so a name that holds the text `\u{200b}` does not print as one
+/// that holds the character (helper-154 #6).
 fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(hidden) {
+    if !text.chars().any(|c| hidden(c) || c == '\\') {
         return text.into();
     }
     text.chars()
         .map(|c| {
-            if hidden(c) {
+            if hidden(c) || c == '\\' {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
@@ -257,7 +264,9 @@ async fn confirm(question: String) -> std::io::Result<bool> {
 
 async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<(), Box<dyn Error>> {
     if verbose {
-        say!("name server: {}", ns.uri())?;
+        // (On stderr: were stdout's reader gone, its broken pipe, taken for the end of the
+        // output, would end the command unrun with success; helper-154 #7.)
+        eprintln!("{}", printable(&format!("name server: {}", ns.uri())));
     }
     match command {
         Command::List { prefix: None } => show(
@@ -386,6 +395,12 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             }
         }
         Command::Removematching { regex, yes } => {
+            // An empty pattern lists every name but removes none (Pyro's `remove` takes an
+            // empty regex for none given): asking would remove all, `--yes` nothing. Say so
+            // instead (helper-154 #3).
+            if regex.is_empty() {
+                return Err("removematching needs a pattern: '.*' matches every name".into());
+            }
             // Asked first: the names the answer was about, and no other (one registered while
             // the question waited matches too, and was never shown).
             let mut confirmed = None;
@@ -418,10 +433,12 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             let removed = match confirmed {
                 None => ns.remove_regex(&regex).await?,
                 Some(names) => {
+                    // By name: a regex per name made the name server compile it and scan
+                    // every name for each, and a long name's escaped pattern could pass
+                    // `max_regex_len`, stopping the removal half done (helper-154 #1).
                     let mut removed = 0;
                     for name in names {
-                        let exactly = format!("^{}$", regex::escape(&name));
-                        removed += ns.remove_regex(&exactly).await?;
+                        removed += ns.api().remove(Some(name), None, None).await?;
                     }
                     removed
                 }
@@ -514,6 +531,10 @@ async fn main() -> ExitCode {
         }
     };
     let ns = match connect(&args, settings).await {
+        // (A watch waits for changes as long as they take.)
+        Ok(ns) if !args.timeout.is_zero() && !matches!(args.command, Command::Watch { .. }) => {
+            NameServerProxy::from_proxy(ns.api().proxy().with_timeout(args.timeout))
+        }
         Ok(ns) => ns,
         Err(e) => {
             let text = rmi_cli::report(&e, None);
