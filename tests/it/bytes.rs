@@ -137,6 +137,55 @@ async fn untyped_callers_send_and_read_byte_vectors_as_sequences_of_u8() {
     daemon.shutdown();
 }
 
+/// The way a large `Vec<u8>` argument travels, seen on the wire: its INVOKE announces where
+/// the bytes lie (`BULK`), so that the daemon reads them into a buffer of their own and hands
+/// that buffer to the method. (helper-149 #3: the tests checked only that the bytes arrived,
+/// which they do just as well read whole and copied out.)
+#[tokio::test]
+async fn a_large_byte_argument_is_announced_where_it_lies_in_its_invoke() {
+    use rmi::protocol::frame::{bulk_in, MessageType, Protocol};
+    let (plain, uri) = self::daemon().await;
+    let port = match uri.location() {
+        Some(rmi::Location::Tcp { port, .. }) => *port,
+        other => panic!("{other:?}"),
+    };
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    for ser in [Serializer::Bincode, Serializer::MsgPack] {
+        let (relay, recorded) = crate::support::recording_relay(port).await;
+        let via = rmi::Uri::tcp(uri.object().unwrap(), "127.0.0.1", relay);
+        let proxy: BytesProxy = BytesProxy::builder(&via)
+            .unwrap()
+            .serializer(ser)
+            .connect()
+            .await
+            .unwrap();
+        proxy.sum(big.clone()).await.unwrap();
+        let sent = recorded.lock().await.clone();
+        let mut rest = &sent[..];
+        let mut announced = None;
+        while !rest.is_empty() {
+            let protocol = Protocol::detect(rest).unwrap();
+            let header = protocol.parse_header(rest, 64 << 20).unwrap();
+            let (frame, after) = rest.split_at(header.total_len());
+            rest = after;
+            if header.msg_type != MessageType::Invoke {
+                continue;
+            }
+            let annotations = &frame[protocol.header_size()..][..header.ann_len as usize];
+            let payload = &frame[protocol.header_size() + header.ann_len as usize..];
+            if let Some((offset, len)) = bulk_in(&header, annotations, 64 << 10) {
+                announced = Some(&payload[offset..offset + len] == big.as_slice());
+            }
+        }
+        assert_eq!(
+            announced,
+            Some(true),
+            "{ser:?}: no BULK announcing the argument"
+        );
+    }
+    plain.shutdown();
+}
+
 #[tokio::test]
 async fn large_byte_arguments_and_results_arrive_whole_signed_compressed_and_batched() {
     // A large `Vec<u8>` argument or result is sent from its own buffer, after the rest of the

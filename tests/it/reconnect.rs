@@ -175,6 +175,42 @@ async fn only_idempotent_or_retrying_calls_are_resent_after_a_connection_loss() 
     );
 }
 
+/// Dials that fail are retried after a wait that doubles each time (50 ms, jittered by half
+/// either way): a "daemon" that accepts and hangs up sees the dials come ever further apart.
+/// (helper-149 #5: a steady 50 ms, twenty dials a second per proxy for as long as its
+/// attempts last, passed every test.)
+#[tokio::test]
+async fn dials_that_fail_are_retried_ever_further_apart() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let arrivals = tokio::spawn(async move {
+        let mut at = Vec::new();
+        // (A seventh, were there one, would come within the eighth's wait, 2.4 s at most.)
+        while let Ok(Ok((client, _))) =
+            tokio::time::timeout(Duration::from_millis(2_500), listener.accept()).await
+        {
+            at.push(Instant::now());
+            drop(client);
+        }
+        at
+    });
+    let uri = rmi::Uri::tcp("nobody", "127.0.0.1", port);
+    let err = LabProxy::builder(&uri)
+        .unwrap()
+        .reconnect_attempts(5)
+        .connect::<LabProxy>()
+        .await
+        .unwrap_err();
+    assert!(err.is_communication(), "{err}");
+    let at = arrivals.await.unwrap();
+    assert_eq!(at.len(), 6, "the first dial and five more");
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // 50, 100, 200, 400 and 800 ms, each at least half that.
+    let total: Duration = gaps.iter().sum();
+    assert!(total >= Duration::from_millis(775), "{gaps:?}");
+    assert!(gaps[4] >= Duration::from_millis(400), "{gaps:?}");
+}
+
 /// The TCP port of a `PYRO:` URI.
 fn port_of(uri: &rmi::Uri) -> u16 {
     match uri.location() {
