@@ -1,5 +1,6 @@
 //! The tutorial's server: registers the greeting object in a daemon and its URI in the name
-//! server under "server", then serves until Ctrl-C.
+//! server under "server", then serves until Ctrl-C (or SIGTERM, SIGHUP: `kill`, `docker stop`,
+//! systemd).
 //!
 //! Start `cargo run -p rmi-cli --bin rmi-ns` first, or Python's `python -m Pyro4.naming` or
 //! `pyro5-ns`. The name server is found as `locate_ns()` does (`RMI_NS_HOST`/`RMI_NS_PORT` are
@@ -7,7 +8,7 @@
 //!
 //! In rmi-ns the name is registered under a lease that this process keeps alive: if it is
 //! killed (even with `kill -9`) the name vanishes within the TTL (`RMI_LEASE_TTL` seconds,
-//! default 6), on Ctrl-C it goes at once, and if the name server restarts it is registered
+//! default 6), on Ctrl-C (or SIGTERM, SIGHUP) it goes at once, and if the name server restarts it is registered
 //! again by itself. Python's name servers have no leases: there the name is registered plainly
 //! (a warning says so), stays until removed as in Pyro, and still goes on Ctrl-C.
 
@@ -33,6 +34,30 @@ pub(crate) async fn register_greeter(
     Ok((uri, names))
 }
 
+/// Resolves when the process is asked to stop: Ctrl-C, and on Unix SIGTERM and SIGHUP too
+/// (the default action of those ended the process with the name left registered: until the
+/// lease ran out in rmi-ns, for ever in Pyro's name servers). The handlers are installed now.
+fn stop_asked() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+                _ = hangup.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // (Empty counts as unset.)
@@ -47,11 +72,14 @@ async fn main() -> anyhow::Result<()> {
         _ => rmi::naming::DEFAULT_LEASE_TTL,
     };
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
+    // Heard from before the name is registered: a stop asked for meanwhile, or by a supervisor
+    // as soon as it reads "Ready.", removes the name too.
+    let stop_asked = stop_asked()?;
     let (uri, names) = register_greeter(&daemon, NsLocator::from_env()?, ttl).await?;
     println!("Ready. Object uri = {uri}");
     let stop = daemon.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        stop_asked.await;
         // A clean shutdown: the name goes now, not when the lease runs out, and first, while
         // the daemon still serves whoever looked it up; then the daemon.
         if let Err(e) = names.revoke().await {

@@ -866,3 +866,107 @@ async fn both_ends_of_a_connection_keep_it_alive_at_the_tcp_level() {
     }
     daemon.shutdown();
 }
+
+/// A lab daemon with a 200 ms grace period, not serving yet, and a call of a minute running on
+/// a connection of `lab`, counted by the lab.
+async fn a_call_of_a_minute_running(lab: &LabProxy) -> tokio::task::JoinHandle<Result<u64, Error>> {
+    let running = tokio::spawn({
+        let lab = lab.clone();
+        async move { lab.sleep(60_000).await }
+    });
+    for _ in 0..1_000 {
+        if lab.sleeping().await.unwrap() == 1 {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the call never started");
+}
+
+/// A daemon whose connections come through `serve_stream` alone (an accept loop of the
+/// user's own), shut down: a call that never ends is cut off once the grace period is over,
+/// and the connection ends. (Only `serve` cut calls off: with no `serve`, the shutdown waited
+/// for ever; helper-156 #1.)
+#[tokio::test]
+async fn a_daemon_served_by_serve_stream_alone_cuts_calls_off_after_the_grace_period() {
+    let daemon = Daemon::builder()
+        .grace_period(Duration::from_millis(200))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
+    let (client, server) = tokio::io::duplex(64 << 10);
+    let served = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.serve_stream(server, "pipe").await }
+    });
+    let lab: LabProxy = Proxy::builder(uri).connect_over(client).await.unwrap();
+    let running = a_call_of_a_minute_running(&lab).await;
+    daemon.shutdown();
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the connection outlived the grace period by 10 s")
+        .unwrap();
+    let cut = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the call was never cut off")
+        .unwrap();
+    assert!(cut.is_err(), "{cut:?}");
+}
+
+/// `serve`'s future dropped (a `select!` that took another branch): the daemon stops as at a
+/// shutdown, and a call that never ends is cut off after the grace period. (Before, the
+/// connections it had accepted went on being served by nobody's daemon, for ever;
+/// helper-156 #2.)
+#[tokio::test]
+async fn dropping_serve_stops_the_daemon() {
+    let daemon = Daemon::builder()
+        .grace_period(Duration::from_millis(200))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
+    let serving = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.serve().await }
+    });
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    let running = a_call_of_a_minute_running(&lab).await;
+    serving.abort();
+    let cut = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the call ran on after serve was dropped")
+        .unwrap();
+    assert!(cut.is_err(), "{cut:?}");
+    let after = lab.echo(1, 2, "after".into()).await;
+    assert!(after.is_err(), "served after serve was dropped: {after:?}");
+}
+
+/// A connection being refused at `max_connections` (a silent one: the refusal waits a second
+/// for its CONNECT) does not hold up a shutdown with no grace period. (The refusal's own waits,
+/// up to about 3 s, held `serve` past it; helper-155 #4.)
+#[tokio::test]
+async fn shutdown_is_prompt_with_a_connection_being_refused() {
+    let daemon = Daemon::builder()
+        .grace_period(Duration::ZERO)
+        .max_connections(1)
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(LabServer::new(LabObject::default()))
+        .unwrap();
+    let serving = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let lab = LabProxy::connect(&uri).await.unwrap();
+    assert_eq!(lab.echo(1, 2, "in".into()).await.unwrap().2, "in");
+    let _refused = crate::support::dial(&uri).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shut_down_within(&daemon, serving, Duration::from_millis(800)).await;
+}

@@ -661,6 +661,7 @@ impl DaemonBuilder {
             orphans: Arc::new(Semaphore::new(orphans)),
             refusing: Arc::new(Semaphore::new(super::listener::MAX_REFUSING)),
             refusal_warnings: Default::default(),
+            accept_warnings: Default::default(),
             oneway_warnings: Default::default(),
             panic_warnings: Default::default(),
             auth_failures: Default::default(),

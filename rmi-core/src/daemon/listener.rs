@@ -1,6 +1,7 @@
 //! The accept loop: connections in, the connection limit, TLS, and shutdown with a grace period.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWrite;
@@ -113,9 +114,16 @@ impl Drop for Listener {
 impl Daemon {
     /// Accepts connections and serves calls until [`shutdown`](Self::shutdown), then waits up
     /// to the grace period for running calls and returns.
+    ///
+    /// Dropped before it returns (a `select!` that took another branch, a `timeout`), it stops
+    /// the daemon as [`shutdown`](Self::shutdown) does, running calls given the grace period:
+    /// the connections it accepted do not go on being served by nobody's daemon.
     pub async fn serve(&self) -> Result<(), Error> {
         let slot = std::mem::replace(&mut *self.listener.lock(), ListenerSlot::Served);
         let inner = &self.inner;
+        // (helper-156 #2: dropped, it left its connections served for ever, and, dropped in
+        // the grace period, calls that never end never cut off.)
+        let mut ending = EndIfDropped(Some(inner.clone()));
         match slot {
             ListenerSlot::Bound(listener) => self.accept_until_shutdown(listener).await,
             // Shut down before serving: nothing was accepted; the ending below still closes
@@ -140,6 +148,7 @@ impl Daemon {
             inner.tasks.wait().await;
         }
         inner.streams.clear();
+        ending.0 = None;
         tracing::info!(location = %inner.bound, "daemon stopped");
         Ok(())
     }
@@ -185,8 +194,15 @@ impl Daemon {
                                 Ok(permit) => {
                                     let limits = inner.config.limits;
                                     let key = inner.config.hmac_key.clone();
+                                    // Cut short at shutdown: the refusal's own waits (up to
+                                    // about 3 s) held `serve` past its grace period, a zero
+                                    // one included (helper-155 #4).
+                                    let stop = inner.shutdown.clone();
                                     inner.tasks.spawn(async move {
-                                        refuse_connection(stream, max, limits, key).await;
+                                        tokio::select! {
+                                            () = refuse_connection(stream, max, limits, key) => {}
+                                            _ = stop.wait() => {}
+                                        }
                                         drop(permit);
                                     });
                                 }
@@ -194,9 +210,20 @@ impl Daemon {
                             }
                         }
                     },
+                    // A connection reset while it waited in the queue, say: that one only.
+                    Err(e) if is_connection_error(&e) => {
+                        tracing::debug!(error = %e, "a connection failed as it was accepted");
+                    }
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        // Out of file descriptors and the like: back off instead of spinning,
+                        // and say so at most 10 times in 10 s (a flood of connections that
+                        // used the process's descriptors up wrote 20 lines a second;
+                        // helper-155 #1).
+                        if inner.accept_warnings.allow(|n| {
+                            tracing::warn!(left_out = n, "more accept failures")
+                        }) {
+                            tracing::warn!(error = %e, "accept failed (out of file descriptors? the process's limit may be below max_connections)");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -209,7 +236,13 @@ impl Daemon {
     where
         S: tokio::io::AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        accept_connection(self.clone(), Box::new(stream), peer.into()).await
+        // Cut off once the grace period after a shutdown is over, as `serve`'s connections are.
+        let abort = self.inner.abort.wait();
+        tokio::select! {
+            biased;
+            () = accept_connection(self.clone(), Box::new(stream), peer.into()) => {}
+            _ = abort => {}
+        }
     }
 }
 
@@ -267,6 +300,65 @@ pub(super) const MAX_REFUSING: usize = 64;
 
 /// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
 /// Signed with Pyro4's HMAC key when the CONNECT proved it: Pyro4's client refuses an unsigned
+/// Ends a daemon whose `serve` was dropped before it returned (see [`Daemon::serve`]).
+struct EndIfDropped(Option<Arc<super::Inner>>);
+
+impl Drop for EndIfDropped {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take() {
+            inner.shutdown.raise();
+            inner.end_in_background();
+        }
+    }
+}
+
+impl super::Inner {
+    /// What `serve` does once shut down, for a daemon it does not end: no new tasks, open
+    /// streams ended, and the running calls cut off once the grace period is over (in a task,
+    /// or at once without a runtime). A daemon shut down before it was served, whose
+    /// connections came through [`Daemon::serve_stream`], ended no call and no stream read
+    /// that waits for ever (helper-156 #1).
+    pub(super) fn end_in_background(self: &Arc<Self>) {
+        self.tasks.close();
+        self.streams.clear();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.abort.raise();
+            return;
+        };
+        // (Not the daemon itself: its objects go when its last handle does, not a grace
+        // period later.)
+        let (abort, streams, grace) = (
+            self.abort.clone(),
+            self.streams.clone(),
+            self.config.grace_period,
+        );
+        runtime.spawn(async move {
+            tokio::time::sleep(grace).await;
+            abort.raise();
+            streams.clear();
+        });
+    }
+}
+
+/// Whether an `accept` error concerns the one connection it would have returned (reset or
+/// aborted while it waited in the queue, as BSDs say; a network error Linux reports for the
+/// new socket), not the listener: the loop takes the next at once (helper-155 #6).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || matches!(e.raw_os_error(), Some(code) if is_network_errno(code))
+}
+
+/// The errors Linux's `accept` may pass on from the new socket (its man page asks callers to
+/// treat them as `EAGAIN`).
+fn is_network_errno(code: i32) -> bool {
+    // ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH
+    // (Linux's numbers: the daemon runs where tokio's Unix sockets do).
+    cfg!(target_os = "linux") && matches!(code, 100 | 71 | 92 | 112 | 64 | 113 | 95 | 101)
+}
+
 /// answer as "hmac key config not symmetric" before reading it, and would send its user
 /// chasing a key problem.
 async fn refuse_connection(

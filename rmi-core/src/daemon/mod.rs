@@ -115,6 +115,8 @@ struct Inner {
     refusing: Arc<Semaphore>,
     /// Connections refused over `max_connections` are logged at most this often.
     refusal_warnings: log::RateLimit,
+    /// Failed accepts (out of file descriptors) are logged at most this often.
+    accept_warnings: log::RateLimit,
     /// Failed oneway calls are logged at most this often (peers choose how many fail).
     oneway_warnings: log::RateLimit,
     /// Panicking calls are logged at most this often.
@@ -196,12 +198,16 @@ impl Daemon {
     /// Asks [`serve`](Self::serve) to stop: no new connections or requests; running calls get
     /// the grace period to finish. A daemon not yet serving closes its listening socket now
     /// (connections are refused, not left waiting in the backlog); serving it afterwards
-    /// returns at once.
+    /// returns at once. The connections of a daemon that is not serving (given to it by
+    /// [`serve_stream`](Self::serve_stream)) get the grace period from here, and then their
+    /// calls are cut off, as `serve` would.
     pub fn shutdown(&self) {
         self.inner.shutdown.raise();
         let mut slot = self.listener.lock();
         if matches!(*slot, ListenerSlot::Bound(_)) {
             *slot = ListenerSlot::ShutDown;
+            drop(slot);
+            self.inner.end_in_background();
         }
     }
 }
