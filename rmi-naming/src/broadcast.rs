@@ -155,10 +155,10 @@ pub struct BroadcastResponder {
 impl BroadcastResponder {
     /// Binds the address it serves (a socket bound to 127.0.0.1 never sees 127.255.255.255).
     ///
-    /// The port is this responder's alone: unlike Pyro's, the socket is not bound with
-    /// `SO_REUSEADDR`, which for UDP lets a second responder bind the same port without a word
-    /// (there is no `TIME_WAIT` to wait out), and broadcasts then get two answers, from two
-    /// name servers, each client taking whichever comes first. A port in use is an error.
+    /// The port is shared (`SO_REUSEADDR`, as Pyro's responder binds it): several name servers
+    /// over one store (etcd) each answer a broadcast, and a client takes whichever answers
+    /// first, which is how it finds another when one is down. Two name servers with different
+    /// names given the same `--bcport` answer alike: keep unrelated ones on ports of their own.
     pub async fn bind(addr: &str, port: u16, uri: Uri) -> Result<Self, Error> {
         let target: SocketAddr = tokio::net::lookup_host((addr, port))
             .await
@@ -171,6 +171,7 @@ impl BroadcastResponder {
             None,
         )
         .and_then(|s| {
+            s.set_reuse_address(true)?;
             s.set_broadcast(true)?;
             s.set_nonblocking(true)?;
             s.bind(&target.into())?;

@@ -935,6 +935,11 @@ async fn dropping_serve_stops_the_daemon() {
         async move { daemon.serve().await }
     });
     let lab = LabProxy::connect(&uri).await.unwrap();
+    // A second `serve`, refused, stops nothing: it never had the daemon. (The first version
+    // of this fix stopped it then, and the gateway's tests, which serve twice, failed.)
+    let again = daemon.serve().await;
+    assert!(matches!(again, Err(Error::Closed(_))), "{again:?}");
+    assert_eq!(lab.echo(1, 2, "still".into()).await.unwrap().2, "still");
     let running = a_call_of_a_minute_running(&lab).await;
     serving.abort();
     let cut = tokio::time::timeout(Duration::from_secs(10), running)

@@ -121,19 +121,19 @@ impl Daemon {
     pub async fn serve(&self) -> Result<(), Error> {
         let slot = std::mem::replace(&mut *self.listener.lock(), ListenerSlot::Served);
         let inner = &self.inner;
+        if let ListenerSlot::Served = slot {
+            // (Another `serve` has the daemon: this one ends nothing, returning or dropped.)
+            return Err(Error::Closed(
+                "this daemon is already serving or has served".into(),
+            ));
+        }
         // (helper-156 #2: dropped, it left its connections served for ever, and, dropped in
         // the grace period, calls that never end never cut off.)
         let mut ending = EndIfDropped(Some(inner.clone()));
-        match slot {
-            ListenerSlot::Bound(listener) => self.accept_until_shutdown(listener).await,
-            // Shut down before serving: nothing was accepted; the ending below still closes
-            // whatever `serve_stream` started.
-            ListenerSlot::ShutDown => {}
-            ListenerSlot::Served => {
-                return Err(Error::Closed(
-                    "this daemon is already serving or has served".into(),
-                ))
-            }
+        // Shut down before serving: nothing was accepted; the ending below still closes
+        // whatever `serve_stream` started.
+        if let ListenerSlot::Bound(listener) = slot {
+            self.accept_until_shutdown(listener).await;
         }
         inner.tasks.close();
         // Open streams end first: a read waiting for an item answers "item stream terminated"
