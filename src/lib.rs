@@ -81,8 +81,8 @@ pub use rmi_core::rustls;
 /// `#[rmi(raises)]` on a method returning `Result<T, E>` (with `E: Into<rmi::RemoteError>`)
 /// raises its error instead of returning it: an `Err` travels as the call's remote exception
 /// (like a Python `raise`), and the proxy method returns `Result<T, rmi::Error>` with that error
-/// as [`Error::Remote`] (or, for `RemoteErrorKind::UnknownObject`, `Error::UnknownObject`; a
-/// raised error never passes for "unknown method", "bad arguments" or a panic). In a batch,
+/// as [`Error::Remote`] (a raised error never passes for the daemon's own answers: "unknown
+/// object", "unknown method", "bad arguments", a panic or a deadline exceeded). In a batch,
 /// a raised error stops the batch. Without the attribute, a `Result<U, E>` is an ordinary value.
 /// The macro knows a `Result` by its name, so a one-argument alias named `Result` (as
 /// `io::Result<T>`: an `io::Error` raises Python's `OSError`, or the subclass Python raises for

@@ -131,7 +131,10 @@ impl Error {
 
     /// True when the request provably did not run on the remote object: it was never sent, or
     /// the daemon refused it before dispatch (unknown object or method, undecodable arguments,
-    /// refused handshake). Such a call can be retried without risk of running twice.
+    /// refused handshake). Such a call can be retried without risk of running twice. (Every
+    /// [`Error::Resolve`] counts, taken for a lookup that failed before the call: a
+    /// `NamingError` a method raised after its work counts too, so a method with side effects
+    /// should not relay one.)
     pub fn is_not_executed(&self) -> bool {
         matches!(
             self,

@@ -668,3 +668,45 @@ async fn a_method_cannot_set_an_annotation_the_runtime_uses() {
     assert_eq!(proxy.failed_runs().await.unwrap(), 1, "run once");
     daemon.shutdown();
 }
+
+/// A caller's own `DDLN` annotation (a middle tier forwarding its caller's annotations, say)
+/// gives way to the proxy's deadline: the daemon reads the first `DDLN`, which was the
+/// caller's, so its whole time went on instead of the time left, and a malformed one turned
+/// the deadline off. Without a timeout of the proxy's, the caller's own stays, and a oneway
+/// call carries none (helper-158 #1).
+#[tokio::test]
+async fn a_callers_own_deadline_annotation_gives_way_to_the_proxys() {
+    let (daemon, proxy) = introspect().await;
+    let minute = 60_000u64.to_be_bytes().to_vec();
+    let stale = proxy
+        .proxy()
+        .with_annotation(*b"DDLN", minute.clone())
+        .with_timeout(Duration::from_millis(500));
+    let seen = IntrospectProxy::from(stale).whoami().await.unwrap();
+    assert!(
+        seen.has_deadline && seen.time_left_ms.unwrap() <= 500,
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.annotation_ids
+            .iter()
+            .filter(|id| *id == "DDLN")
+            .count(),
+        1,
+        "{seen:?}"
+    );
+    let malformed = proxy
+        .proxy()
+        .with_annotation(*b"DDLN", &b"x"[..])
+        .with_timeout(Duration::from_secs(5));
+    let seen = IntrospectProxy::from(malformed).whoami().await.unwrap();
+    assert!(seen.has_deadline, "{seen:?}");
+    // The caller's own, with no timeout of the proxy's: kept.
+    let own = proxy.proxy().with_annotation(*b"DDLN", minute);
+    let seen = IntrospectProxy::from(own).whoami().await.unwrap();
+    assert!(
+        seen.has_deadline && seen.time_left_ms.unwrap() > 50_000,
+        "{seen:?}"
+    );
+    daemon.shutdown();
+}

@@ -489,8 +489,17 @@ impl Proxy {
         msg.payload_tail = tail;
         msg.corr_id = *corr.as_bytes();
         msg.annotations = self.options.annotations.clone();
+        // The deadline is the proxy's when it has one (its timeout, or the time left of the
+        // call served here), and a oneway call has none: a caller's own `DDLN` goes then. The
+        // daemon reads the first, so a middle tier that forwarded its caller's annotations
+        // sent that caller's whole time on, and a malformed one turned deadlines off
+        // (helper-158 #1).
+        let oneway = flags & frame::FLAGS_ONEWAY != 0;
+        if (timeout.is_some() || oneway) && !msg.annotations.is_empty() {
+            msg.annotations.retain(|(id, _)| *id != DEADLINE_ANNOTATION);
+        }
         // A deadline means "stop waiting for the reply": oneway calls have none to wait for.
-        if let Some(t) = timeout.filter(|_| flags & frame::FLAGS_ONEWAY == 0) {
+        if let Some(t) = timeout.filter(|_| !oneway) {
             msg.annotations.push((
                 DEADLINE_ANNOTATION,
                 Bytes::copy_from_slice(&deadline_millis(t).to_be_bytes()),
