@@ -177,14 +177,23 @@ async fn serves_over_ipv6_loopback() {
 async fn lab_with_grace(
     grace: Duration,
 ) -> (Daemon, rmi::Uri, tokio::task::JoinHandle<Result<(), Error>>) {
-    let daemon = Daemon::builder()
-        .grace_period(grace)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
+    lab_served(Daemon::builder().grace_period(grace)).await
+}
+
+/// The lab object in a daemon made by `builder` on 127.0.0.1:0, not served yet.
+async fn lab_daemon(builder: rmi::DaemonBuilder) -> (Daemon, rmi::Uri) {
+    let daemon = builder.bind("127.0.0.1:0").await.unwrap();
     let lab = daemon
         .register(LabServer::new(LabObject::default()))
         .unwrap();
+    (daemon, lab)
+}
+
+/// [`lab_daemon`], served.
+async fn lab_served(
+    builder: rmi::DaemonBuilder,
+) -> (Daemon, rmi::Uri, tokio::task::JoinHandle<Result<(), Error>>) {
+    let (daemon, lab) = lab_daemon(builder).await;
     let serving = tokio::spawn({
         let d = daemon.clone();
         async move { d.serve().await }
@@ -889,14 +898,8 @@ async fn a_call_of_a_minute_running(lab: &LabProxy) -> tokio::task::JoinHandle<R
 /// for ever; helper-156 #1.)
 #[tokio::test]
 async fn a_daemon_served_by_serve_stream_alone_cuts_calls_off_after_the_grace_period() {
-    let daemon = Daemon::builder()
-        .grace_period(Duration::from_millis(200))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(LabServer::new(LabObject::default()))
-        .unwrap();
+    let (daemon, uri) =
+        lab_daemon(Daemon::builder().grace_period(Duration::from_millis(200))).await;
     let (client, server) = tokio::io::duplex(64 << 10);
     let served = tokio::spawn({
         let daemon = daemon.clone();
@@ -922,18 +925,7 @@ async fn a_daemon_served_by_serve_stream_alone_cuts_calls_off_after_the_grace_pe
 /// helper-156 #2.)
 #[tokio::test]
 async fn dropping_serve_stops_the_daemon() {
-    let daemon = Daemon::builder()
-        .grace_period(Duration::from_millis(200))
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(LabServer::new(LabObject::default()))
-        .unwrap();
-    let serving = tokio::spawn({
-        let daemon = daemon.clone();
-        async move { daemon.serve().await }
-    });
+    let (daemon, uri, serving) = lab_with_grace(Duration::from_millis(200)).await;
     let lab = LabProxy::connect(&uri).await.unwrap();
     // A second `serve`, refused, stops nothing: it never had the daemon. (The first version
     // of this fix stopped it then, and the gateway's tests, which serve twice, failed.)
@@ -956,19 +948,10 @@ async fn dropping_serve_stops_the_daemon() {
 /// up to about 3 s, held `serve` past it; helper-155 #4.)
 #[tokio::test]
 async fn shutdown_is_prompt_with_a_connection_being_refused() {
-    let daemon = Daemon::builder()
+    let builder = Daemon::builder()
         .grace_period(Duration::ZERO)
-        .max_connections(1)
-        .bind("127.0.0.1:0")
-        .await
-        .unwrap();
-    let uri = daemon
-        .register(LabServer::new(LabObject::default()))
-        .unwrap();
-    let serving = tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+        .max_connections(1);
+    let (daemon, uri, serving) = lab_served(builder).await;
     let lab = LabProxy::connect(&uri).await.unwrap();
     assert_eq!(lab.echo(1, 2, "in".into()).await.unwrap().2, "in");
     let _refused = crate::support::dial(&uri).await;
