@@ -153,16 +153,22 @@ mod etcd {
         let killed_at = Instant::now();
         cluster.members[leader].kill_9();
         wait_ops(&load, 200).await;
-        // Failed over, it stays over: for longer than twice a dead member's time out of the
-        // rotation, no attempt goes back to the killed one first (helper-150 #4: with the
-        // member that answered not made the first to try, each operation after that time
-        // tried the dead one first, and was retried, which only a count of retries shows).
-        let retried = store.retries();
-        let steady = Instant::now();
-        while steady.elapsed() < Duration::from_secs(3) {
-            wait_ops(&load, 20).await;
+        // Failed over, it stays over: a stretch of one and a half times a dead member's second
+        // out of the rotation passes, under load, with no attempt retried (helper-150 #4: with
+        // the member that answered not made the first to try, the dead one was tried first
+        // again each time its second lapsed, and retried, which only a count of retries
+        // shows). A retry or two while the cluster settles on its new leader is allowed.
+        let settling = Instant::now();
+        let mut quiet = None;
+        while quiet.is_none() && settling.elapsed() < Duration::from_secs(15) {
+            let (retried, from) = (store.retries(), Instant::now());
+            while from.elapsed() < Duration::from_millis(1_500) && store.retries() == retried {
+                wait_ops(&load, 10).await;
+            }
+            if store.retries() == retried {
+                quiet = Some(settling.elapsed());
+            }
         }
-        let retried_after = store.retries() - retried;
         load.stop.store(true, Ordering::SeqCst);
         for w in workers {
             w.await.unwrap();
@@ -186,9 +192,10 @@ mod etcd {
         );
         // The kill hit the member in use: at least one attempt went to another.
         assert!(store.retries() > 0, "no attempt was retried");
-        assert_eq!(
-            retried_after, 0,
-            "attempts retried in 3 s after the failover: the dead member is tried first again"
+        assert!(
+            quiet.is_some(),
+            "no 1.5 s without a retried attempt in 15 s after the failover: the dead member is \
+             tried first again"
         );
 
         // Every name registered is there, and the watch (moved to another member) saw the
