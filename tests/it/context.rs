@@ -672,8 +672,8 @@ async fn a_method_cannot_set_an_annotation_the_runtime_uses() {
 /// A caller's own `DDLN` annotation (a middle tier forwarding its caller's annotations, say)
 /// gives way to the proxy's deadline: the daemon reads the first `DDLN`, which was the
 /// caller's, so its whole time went on instead of the time left, and a malformed one turned
-/// the deadline off. Without a timeout of the proxy's, the caller's own stays, and a oneway
-/// call carries none (helper-158 #1).
+/// the deadline off. Without a timeout of the proxy's, the caller's own stays (helper-158 #1).
+/// (That a oneway call now carries none is not seen here: its method cannot answer.)
 #[tokio::test]
 async fn a_callers_own_deadline_annotation_gives_way_to_the_proxys() {
     let (daemon, proxy) = introspect().await;

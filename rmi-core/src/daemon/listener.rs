@@ -298,8 +298,6 @@ fn handshake_deadline(daemon: &Daemon) -> tokio::time::Instant {
 /// the CONNECT, writing the refusal, closing).
 pub(super) const MAX_REFUSING: usize = 64;
 
-/// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
-/// Signed with Pyro4's HMAC key when the CONNECT proved it: Pyro4's client refuses an unsigned
 /// Ends a daemon whose `serve` was dropped before it returned (see [`Daemon::serve`]).
 struct EndIfDropped(Option<Arc<super::Inner>>);
 
@@ -359,6 +357,8 @@ fn is_network_errno(code: i32) -> bool {
     cfg!(target_os = "linux") && matches!(code, 100 | 71 | 92 | 112 | 64 | 113 | 95 | 101)
 }
 
+/// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
+/// Signed with Pyro4's HMAC key when the CONNECT proved it: Pyro4's client refuses an unsigned
 /// answer as "hmac key config not symmetric" before reading it, and would send its user
 /// chasing a key problem.
 async fn refuse_connection(
