@@ -526,6 +526,11 @@ impl Engine {
                 epoch,
                 engine: self.me.clone(),
             };
+            // Other writers ready to run queue theirs before this one hears its answer: the
+            // writer thread can answer at once, and a failure heard before they queued would
+            // have the store read back once for this write, and again for theirs, after it.
+            // Writes made at once so meet a full disk as one group, read back once.
+            tokio::task::yield_now().await;
             let result = watched.ack.as_mut().expect("set above").await;
             // Answered: this caller reads the state back if the write failed.
             watched.ack = None;
