@@ -133,7 +133,8 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
         watch.next_line(|_| true).await,
         format!("registered app.multi --> {one} (shared)")
     );
-    let lease = LeaseId(names.api().lease_grant(1000).await.unwrap());
+    // Three seconds: both entries must be seen before it expires, on a loaded machine too.
+    let lease = LeaseId(names.api().lease_grant(3000).await.unwrap());
     // A name outside the prefix on the same lease: its expiry, and the removal of the other
     // name below, must be left out too (helper-150 #6: only a registration outside it was).
     names
@@ -144,11 +145,11 @@ async fn rmi_nsc_watch_prints_changes_as_they_happen() {
         .register_shared_leased("app.multi", &two, lease, BTreeSet::new())
         .await
         .unwrap();
+    assert_eq!(names.lookup_all("app.multi").await.unwrap().len(), 2);
     assert_eq!(
         watch.next_line(|_| true).await,
         format!("registered app.multi --> {two} (shared) lease {lease}")
     );
-    assert_eq!(names.lookup_all("app.multi").await.unwrap().len(), 2);
     assert_eq!(
         watch.next_line(|_| true).await,
         format!("expired app.multi {two} lease {lease}")

@@ -358,7 +358,8 @@ async fn a_reply_finished_in_the_grace_period_arrives_whole_and_later_requests_a
     let mut raw = dial(&lab).await;
     connect_handshake(&mut raw, &object).await;
     const LEN: usize = 8 << 20;
-    let call = invoke_frame(&object, "blob_after", &(300u64, LEN), 1, 0);
+    // Three seconds: the requests below must be read while it runs, on a loaded machine too.
+    let call = invoke_frame(&object, "blob_after", &(3_000u64, LEN), 1, 0);
     raw.write_all(&call).await.unwrap();
     let proxy = LabProxy::connect(&lab).await.unwrap();
     wait_until_running(&proxy).await;

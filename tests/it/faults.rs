@@ -770,9 +770,11 @@ async fn huge_length_headers_are_refused_from_the_header_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
     let (mut child, uri) = spawn_child_daemon_with(0, "idle_ms=300");
+    // Each time is taken before what starts the daemon's clock, so that a stall of this process
+    // between the two cannot make the daemon look early.
+    let started = Instant::now();
     let mut idle = dial(&uri).await;
     connect_handshake(&mut idle, uri.object().unwrap()).await;
-    let started = Instant::now();
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest))
         .await
@@ -791,6 +793,7 @@ async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
     // reply. Once it has, the connection is idle, and closed like any other.
     let mut busy = dial(&uri).await;
     connect_handshake(&mut busy, uri.object().unwrap()).await;
+    let asked = Instant::now();
     busy.write_all(&invoke_frame(
         uri.object().unwrap(),
         "sleep",
@@ -806,22 +809,21 @@ async fn idle_connections_are_closed_after_idle_timeout_and_proxies_redial() {
         .expect("no reply to the call")
         .expect("closed in the middle of a call");
     assert_eq!(head[6], MessageType::Result as u8);
-    let replied = Instant::now();
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut rest))
         .await
         .expect("a connection idle after its call was not closed within 5 s (idle_timeout 300 ms)")
         .ok();
     println!(
-        "idle after a call: closed {:?} after the reply",
-        replied.elapsed()
+        "idle after a call: closed {:?} after the request (a call of 600 ms, then idle_timeout 300 ms)",
+        asked.elapsed()
     );
     // Idle from the reply on, not from the request: a daemon that took the running call for
-    // idleness would have closed it at 300 ms, the FIN right behind the reply.
+    // idleness would have closed it at 600 ms (the FIN right behind the reply), not 900.
     assert!(
-        replied.elapsed() >= Duration::from_millis(250),
-        "closed {:?} after the reply: the call's run was counted as idle",
-        replied.elapsed()
+        asked.elapsed() >= Duration::from_millis(850),
+        "closed {:?} after the request: the call's run was counted as idle",
+        asked.elapsed()
     );
 
     // After the proxy's connection is reaped, the next call redials by itself.

@@ -1904,11 +1904,20 @@ async fn serve_simple_removes_the_names_first_and_lets_running_calls_finish() {
     let lab = LabProxy::connect(uri).await.unwrap();
     // (An empty name is no name, as in Pyro.)
     assert_eq!(names.count().await.unwrap(), 2);
+    // Three seconds (within the default grace of five), stopped once it is seen running: a
+    // loaded machine could otherwise start it only after the stop, or end it before the checks.
     let running = tokio::spawn({
         let lab = lab.clone();
-        async move { lab.sleep(800).await }
+        async move { lab.sleep(3000).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    while lab.sleeping().await.unwrap() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the call never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     stop.send(()).unwrap();
     // The name goes while the call still runs, and serving goes on until the call is done.
     for _ in 0..500 {
@@ -1931,7 +1940,7 @@ async fn serve_simple_removes_the_names_first_and_lets_running_calls_finish() {
     );
     assert_eq!(
         running.await.unwrap().unwrap(),
-        800,
+        3000,
         "the running call was cut"
     );
     serving.await.unwrap().unwrap();
