@@ -586,7 +586,8 @@ async fn a_client_that_stops_reading_is_cut_off_by_write_timeout_and_the_log_say
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_opened_after_its_connection_was_reset_expires_after_the_linger() {
-    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=300");
+    // A linger of a second: the stream is there that long, which polling cannot miss.
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=1000");
     let watcher = LabProxy::connect(&uri).await.unwrap();
     for round in 0..3 {
         let mut s = dial(&uri).await;
@@ -614,8 +615,8 @@ async fn a_stream_opened_after_its_connection_was_reset_expires_after_the_linger
             if seen.is_some() && open == 0 {
                 break true;
             }
-            // Its 300 ms linger, with room for a busy machine (not ten times it).
-            if seen.is_some_and(|at| at.elapsed() > Duration::from_millis(1_500))
+            // Its 1 s linger, with room for a busy machine (not ten times it).
+            if seen.is_some_and(|at| at.elapsed() > Duration::from_millis(3_000))
                 || started.elapsed() > Duration::from_secs(5)
             {
                 break false;
@@ -1083,11 +1084,20 @@ async fn five_large_calls_that_wait_on_a_1_mb_budget<Fut>(
     let before = watcher.calls().await.unwrap();
     let lab = lab(&uri).await;
     let calls: Vec<_> = (0..5).map(|_| tokio::spawn(call(lab.clone()))).collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let running = watcher.calls().await.unwrap() - before;
+    // Watched all along, not sampled once: how many run at once at most.
+    let mut most = 0;
+    let started = Instant::now();
+    while !calls.iter().all(|c| c.is_finished()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the calls never ended"
+        );
+        most = most.max(watcher.sleeping().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
-        (1..=2).contains(&running),
-        "{running} calls of 600 KB each running on a 1 MB budget"
+        (1..=2).contains(&most),
+        "{most} calls of 600 KB each running at once on a 1 MB budget"
     );
     for call in calls {
         let returned = call.await.unwrap().unwrap();
@@ -1818,10 +1828,10 @@ async fn a_stream_of_a_live_connection_outlives_the_linger_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_lingering_stream_expires_on_its_own_deadline() {
-    // Two connections leave a stream each, 500 ms apart, with a 1 s linger: when the first
-    // expires, the second must still be there.
+    // Two connections leave a stream each, 1.5 s apart, with a 3 s linger: when the first
+    // expires, the second must still be there (for 1.5 s, which polling cannot miss).
     use futures_util::StreamExt;
-    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=1000");
+    let (mut child, uri) = spawn_child_daemon_with(0, "linger_ms=3000");
     let watcher = LabProxy::connect(&uri).await.unwrap();
     let leave_a_stream = || async {
         let lab = LabProxy::connect(&uri).await.unwrap();
@@ -1831,13 +1841,13 @@ async fn each_lingering_stream_expires_on_its_own_deadline() {
         lab.proxy().close();
     };
     leave_a_stream().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     leave_a_stream().await;
     let started = Instant::now();
     let mut open = watcher.open_streams().await.unwrap();
     while open == 2 {
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(10),
             "the first stream never expired"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -2038,19 +2048,20 @@ async fn a_retrying_call_to_a_daemon_that_is_gone_gives_up_after_its_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_message_gets_its_own_frame_clock_even_after_a_long_idle() {
-    // frame_timeout 400 ms. After a call, the connection idles for 1 s (longer than the frame
-    // timeout), then sends a message in two halves 150 ms apart: the message is well within
-    // its 400 ms and must be served. A clock started when the reader began waiting (not at
-    // the message's first byte) would cut it off at once.
-    let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=400");
+    // frame_timeout 1.5 s. After a call, the connection idles for 2 s (longer than the frame
+    // timeout), then sends a message in two halves 50 ms apart: the message is well within
+    // its 1.5 s (a stall of the machine between the halves would need over a second to
+    // matter) and must be served. A clock started when the reader began waiting (not at the
+    // message's first byte) would cut it off at once.
+    let (mut child, uri) = spawn_child_daemon_with(0, "frame_ms=1500");
     let mut s = dial(&uri).await;
     connect_handshake(&mut s, "lab").await;
     for seq in 1..=3u16 {
         let bytes = invoke_frame("echo", &(u32::from(seq), 0u32, "x".repeat(100)), seq).to_bytes();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
         let (first, second) = bytes.split_at(bytes.len() / 2);
         s.write_all(first).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         s.write_all(second).await.unwrap();
         let reply = tokio::time::timeout(Duration::from_secs(10), read_message(&mut s))
             .await

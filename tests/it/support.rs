@@ -61,7 +61,7 @@ pub(crate) trait Lab {
     async fn count_units(&self, units: Vec<()>) -> usize;
     /// How many calls this object has run.
     async fn calls(&self) -> usize;
-    /// How many `sleep` calls are running now.
+    /// How many `sleep` (and `hold_blob`) calls are running now.
     async fn sleeping(&self) -> usize;
     /// A buffer of `len` bytes (a large result).
     async fn make_blob(&self, len: usize) -> Blob;
@@ -192,8 +192,8 @@ impl Lab for LabObject {
     }
 
     async fn hold_blob(&self, ms: u64, blob: Blob) -> usize {
-        self.count();
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        // Counted in `calls` and `sleeping` as a `sleep` is.
+        self.sleep(ms).await;
         blob.0.len()
     }
 
