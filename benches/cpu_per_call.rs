@@ -18,6 +18,8 @@
 //! `RMI_MODE` picks one part (`seq`, `pipe`, `raw-seq`, `raw-pipe`); without it all four run.
 //! `pipe-threads` (only when named) is `pipe` with the daemon on a runtime and thread of its
 //! own, as in the compare benchmark: for `strace -c -f` and `perf`, not callgrind.
+//! `conns8` (only when named) is `pipe` over 8 connections × 8 calls in flight, all on one
+//! thread, for callgrind.
 //! `conns8-threads` (only when named) is the same with 8 connections × 8 calls in flight, and
 //! prints each thread's user and system CPU time (Linux `/proc`), to tell which end is busy.
 //! `pipe-mt` and `conns8-mt` (only when named) run daemon and client on one multi-thread
@@ -179,6 +181,17 @@ fn main() {
             let t = Instant::now();
             let made = in_flight(std::slice::from_ref(&proxy), calls).await;
             report("rmi 64 in flight", made, t);
+        }
+        // 8 connections × 8 calls in flight, all on this one thread (only when named): what a
+        // call costs when each read and write carries fewer of them than at 1 × 64.
+        if mode == "conns8" {
+            let mut proxies = Vec::new();
+            for _ in 0..8 {
+                proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
+            }
+            let t = Instant::now();
+            let made = in_flight(&proxies, calls).await;
+            report("rmi 8 x 8", made, t);
         }
         // The compare benchmark's setup (only when named): the daemon on a runtime of its own,
         // on its own thread, 64 calls in flight from here. Not for callgrind, which runs one

@@ -1121,3 +1121,99 @@ async fn stalled_requests_announcing_the_maximum_cost_what_arrived_and_are_close
     );
     assert_serving(&mut child, &uri).await;
 }
+
+/// A daemon out of file descriptors below `max_connections` (its process's limit, here 64, is
+/// what a login shell's 1,024 is to the default 16,384) refuses each new client at once, by
+/// name, and serves again once some close, round after round. Before, such clients waited in
+/// the listen backlog until they gave up, and were told only that they timed out (helper-155
+/// #1). The limit is set on the child with util-linux's `prlimit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_out_of_descriptors_refuses_new_clients_by_name_and_serves_again_once_some_close()
+{
+    if prlimit_missing() {
+        return;
+    }
+    let (mut child, uri) = spawn_child_daemon_with(0, "");
+    assert_serving(&mut child, &uri).await;
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &child.0.id().to_string(), "--nofile=64:64"])
+        .status()
+        .expect("prlimit runs");
+    assert!(status.success(), "prlimit --nofile=64:64");
+    for round in 0..2 {
+        let mut held: Vec<LabProxy> = Vec::new();
+        let mut refused = 0;
+        while refused < 5 {
+            assert!(
+                held.len() < 64,
+                "round {round}: 64 clients served on 64 descriptors"
+            );
+            let connecting = LabProxy::builder(&uri)
+                .unwrap()
+                .connect_timeout(Duration::from_secs(5))
+                .reconnect_attempts(0)
+                .connect::<LabProxy>();
+            match connecting.await {
+                Ok(proxy) => {
+                    assert_eq!(refused, 0, "round {round}: served after a refusal");
+                    held.push(proxy);
+                }
+                Err(e) => {
+                    assert!(
+                        e.to_string().contains("out of file descriptors"),
+                        "round {round}, client {}: {e}",
+                        held.len() + refused
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        println!(
+            "round {round}: {} clients served, then 5 refused by name",
+            held.len()
+        );
+        assert!(
+            held.len() >= 20,
+            "round {round}: only {} served",
+            held.len()
+        );
+        // Those served still are; once they close, newcomers are served again.
+        assert_eq!(held[0].echo(1, 2, "still".into()).await.unwrap().2, "still");
+        for proxy in held.drain(..) {
+            proxy.proxy().close();
+        }
+        let started = Instant::now();
+        loop {
+            let served = LabProxy::builder(&uri)
+                .unwrap()
+                .reconnect_attempts(0)
+                .connect::<LabProxy>()
+                .await;
+            if served.is_ok() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "round {round}: not served again once 20 clients closed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_serving(&mut child, &uri).await;
+}
+
+/// True (after a loud skip message; a failure under CI) when util-linux's `prlimit` is missing.
+fn prlimit_missing() -> bool {
+    let found = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none() && std::env::var_os("RMI_TEST_NO_SKIP").is_none(),
+            "prlimit (util-linux) is missing under CI"
+        );
+        eprintln!("\n*** SKIPPED faults::a_daemon_out_of_descriptors_refuses_new_clients_by_name_and_serves_again_once_some_close: prlimit (util-linux) is not installed ***\n");
+    }
+    !found
+}

@@ -159,6 +159,7 @@ impl Daemon {
         let inner = &self.inner;
         tracing::info!(location = %inner.bound, "daemon serving");
         let mut shutdown = inner.shutdown.wait();
+        let reserve = Reserve::new();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -198,9 +199,11 @@ impl Daemon {
                                     // about 3 s) held `serve` past its grace period, a zero
                                     // one included (helper-155 #4).
                                     let stop = inner.shutdown.clone();
+                                    let reason =
+                                        format!("too many connections (max_connections = {max})");
                                     inner.tasks.spawn(async move {
                                         tokio::select! {
-                                            () = refuse_connection(stream, max, limits, key) => {}
+                                            () = refuse_connection(stream, reason, limits, key) => {}
                                             _ = stop.wait() => {}
                                         }
                                         drop(permit);
@@ -214,6 +217,38 @@ impl Daemon {
                     Err(e) if is_connection_error(&e) => {
                         tracing::debug!(error = %e, "a connection failed as it was accepted");
                     }
+                    // Out of descriptors, with one in reserve: let go of it, so that the
+                    // connection waiting can be accepted and told why it is refused, instead
+                    // of waiting in the backlog until its client gives up (helper-155 #1).
+                    Err(e) if out_of_descriptors(&e) && reserve.let_go() => {
+                        if inner.accept_warnings.allow(|n| {
+                            tracing::warn!(left_out = n, "more accept failures")
+                        }) {
+                            tracing::warn!(error = %e, "out of file descriptors: connections are refused until some close (the process's limit, `ulimit -n`, may be below max_connections)");
+                        }
+                        let waiting =
+                            tokio::time::timeout(Duration::from_millis(100), listener.accept());
+                        match waiting.await {
+                            Ok(Ok((stream, _))) => {
+                                let reason = "the daemon is out of file descriptors (its \
+                                              process's limit, `ulimit -n`, is below the \
+                                              connections it serves); try again later"
+                                    .to_owned();
+                                let (limits, key) =
+                                    (inner.config.limits, inner.config.hmac_key.clone());
+                                let (stop, reserve) = (inner.shutdown.clone(), reserve.clone());
+                                inner.tasks.spawn(async move {
+                                    tokio::select! {
+                                        () = refuse_connection(stream, reason, limits, key) => {}
+                                        _ = stop.wait() => {}
+                                    }
+                                    // The refused connection's descriptor is free again.
+                                    reserve.take_again();
+                                });
+                            }
+                            _ => reserve.take_again(),
+                        }
+                    }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning,
                         // and say so at most 10 times in 10 s (a flood of connections that
@@ -225,6 +260,8 @@ impl Daemon {
                             tracing::warn!(error = %e, "accept failed (out of file descriptors? the process's limit may be below max_connections)");
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        // (A refusal may have ended while descriptors were short.)
+                        reserve.take_again();
                     }
                 },
             }
@@ -357,13 +394,49 @@ fn is_network_errno(code: i32) -> bool {
     cfg!(target_os = "linux") && matches!(code, 100 | 71 | 92 | 112 | 64 | 113 | 95 | 101)
 }
 
-/// Answers a connection over `max_connections`: a CONNECTFAIL naming the limit, then close.
+/// A descriptor the accept loop holds in reserve (`/dev/null` opened), let go of when `accept`
+/// fails for want of descriptors: the connection waiting then can be accepted and refused by
+/// name, one at a time, and the reserve is taken again once its descriptor is closed. (None
+/// where there is no `/dev/null`: there, such connections wait, as before.)
+struct Reserve(parking_lot::Mutex<Option<std::fs::File>>);
+
+impl Reserve {
+    fn new() -> Arc<Self> {
+        Arc::new(Reserve(parking_lot::Mutex::new(Self::open())))
+    }
+
+    fn open() -> Option<std::fs::File> {
+        std::fs::File::open("/dev/null").ok()
+    }
+
+    /// Closes the descriptor held, if there is one (true then).
+    fn let_go(&self) -> bool {
+        self.0.lock().take().is_some()
+    }
+
+    /// Holds a descriptor again, if none is held and one can be had.
+    fn take_again(&self) {
+        let mut held = self.0.lock();
+        if held.is_none() {
+            *held = Self::open();
+        }
+    }
+}
+
+/// Whether an `accept` error says the process (`EMFILE`) or the system (`ENFILE`) is out of
+/// file descriptors.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    cfg!(unix) && matches!(e.raw_os_error(), Some(24 | 23))
+}
+
+/// Answers a connection the daemon will not serve (over `max_connections`, or out of
+/// descriptors): a CONNECTFAIL giving `reason`, then close.
 /// Signed with Pyro4's HMAC key when the CONNECT proved it: Pyro4's client refuses an unsigned
 /// answer as "hmac key config not symmetric" before reading it, and would send its user
 /// chasing a key problem.
 async fn refuse_connection(
     stream: BoxIo,
-    max: usize,
+    reason: String,
     limits: DecodeLimits,
     hmac_key: Option<crate::auth::HmacKey>,
 ) {
@@ -378,7 +451,6 @@ async fn refuse_connection(
         let protocol = reader.protocol().unwrap_or_default();
         writer.set_protocol(protocol);
         if let Some(ser) = protocol.serializer(req.serializer) {
-            let reason = format!("too many connections (max_connections = {max})");
             let payload = ser.encode_in(protocol, &reason).unwrap_or_default();
             let mut refusal = reply_to(&req, MessageType::ConnectFail, 0, payload);
             if let Some(key) = &hmac_key {
