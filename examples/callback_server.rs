@@ -5,6 +5,9 @@
 //! `cargo run --example callback_client`. The name server is found through
 //! `NsLocator::from_env()`, so `RMI_NS_HOST`/`RMI_NS_PORT` are honoured.
 //! `cargo run --example callback` shows the same in one process.
+//!
+//! The name is registered under a lease this process keeps alive, as the tutorial server's:
+//! it goes at once on Ctrl-C, and within the lease's TTL if the process is killed.
 
 #[path = "common/callback.rs"]
 mod callback;
@@ -16,11 +19,16 @@ async fn main() -> anyhow::Result<()> {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     let ns = rmi::naming::NsLocator::from_env()?.locate().await?;
     let uri = daemon.register(NotifierServer::new(CallbackServer))?;
-    ns.register("example.callback", &uri).await?;
+    let names = ns.lease(rmi::naming::DEFAULT_LEASE_TTL).await?;
+    names.register("example.callback", &uri).await?;
     println!("Server ready. Object uri = {uri}, registered as example.callback");
     let stop = daemon.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
+        // The name first, while the daemon still serves whoever looked it up.
+        if let Err(e) = names.revoke().await {
+            eprintln!("could not remove the name: {e}");
+        }
         stop.shutdown();
     });
     Ok(daemon.serve().await?)
