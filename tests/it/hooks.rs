@@ -309,7 +309,12 @@ async fn the_call_error_hook_sees_every_failed_call_oneway_ones_included() {
         .connect()
         .await
         .unwrap();
-    let impatient_conn = impatient.connection().await.unwrap();
+    // (Asked with time to spare, on the same connection: only the sleep must time out.)
+    let impatient_conn = impatient
+        .with_timeout(Duration::from_secs(10))
+        .connection()
+        .await
+        .unwrap();
     assert!(impatient.sleep(5_000).await.is_err());
     eventually("the deadline reported", || {
         seen.lock()

@@ -13,8 +13,10 @@ use crate::support::{
 // Multi-threaded: spawning the child blocks a thread, and the proxy must see the EOF meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_call_reconnects_after_a_restart_once_for_all_callers() {
-    let port = unused_port();
-    let (first, uri) = spawn_child_daemon_on(port);
+    // The first daemon binds a port of its own choosing (a port found free and released
+    // could be taken meanwhile); the second binds that one again.
+    let (first, uri) = spawn_child_daemon_on(0);
+    let port = port_of(&uri);
     let proxy: LabProxy = LabProxy::builder(&uri)
         .unwrap()
         .reconnect_attempts(20)
@@ -50,8 +52,10 @@ const RUNNING_MS: u64 = 3_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_idempotent_or_retrying_calls_are_resent_after_a_connection_loss() {
-    let port = unused_port();
-    let (first, uri) = spawn_child_daemon_on(port);
+    // The first daemon binds a port of its own choosing (a port found free and released
+    // could be taken meanwhile); the second binds that one again.
+    let (first, uri) = spawn_child_daemon_on(0);
+    let port = port_of(&uri);
     let builder = || LabProxy::builder(&uri).unwrap().reconnect_attempts(50);
     let proxy: LabProxy = builder().connect().await.unwrap();
     // `ProxyBuilder::retries` on a proxy of its own (its own connection).
@@ -552,8 +556,10 @@ async fn a_detached_proxy_has_a_connection_of_its_own() {
 /// a second; and every call the client saw succeed on the new daemon ran there exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_made_while_the_daemon_is_down_fail_and_recover_once_it_is_back() {
-    let port = unused_port();
-    let (first, uri) = spawn_child_daemon_on(port);
+    // The first daemon binds a port of its own choosing (a port found free and released
+    // could be taken meanwhile); the second binds that one again.
+    let (first, uri) = spawn_child_daemon_on(0);
+    let port = port_of(&uri);
     // No extra dials: a call while the daemon is down fails at once, as it would in a
     // program that reports outages rather than waiting them out.
     let proxy: LabProxy = LabProxy::builder(&uri)

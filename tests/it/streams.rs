@@ -754,7 +754,7 @@ impl LateFirst for LateFirstObject {
     async fn late_first(&self) -> RemoteStream<u32> {
         RemoteStream::new(futures_util::stream::iter(0..4u32).then(|i| async move {
             if i == 0 {
-                tokio::time::sleep(Duration::from_millis(400)).await;
+                tokio::time::sleep(Duration::from_millis(3_000)).await;
             }
             i
         }))
@@ -776,13 +776,14 @@ async fn a_streams_items_are_never_asked_for_twice_by_a_retrying_proxy() {
     });
     let proxy = LateFirstProxy::connect(&uri).await.unwrap();
     for retrying in [
+        // A second: the stream's opening must come within it, and the first item not.
         proxy
             .proxy()
-            .with_timeout(Duration::from_millis(250))
+            .with_timeout(Duration::from_secs(1))
             .idempotent(),
         proxy
             .proxy()
-            .with_timeout(Duration::from_millis(250))
+            .with_timeout(Duration::from_secs(1))
             .with_retries(3),
     ] {
         let mut items = retrying
