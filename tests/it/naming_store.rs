@@ -118,15 +118,18 @@ async fn keep_alive_keeps_leased_names_past_their_ttl() {
     let (ns, names) = name_server().await;
     let mut watch = ns.registry().watch();
     let (_daemon, lab, greeter) = start_daemon().await;
-    let held = names.lease(TTL).await.unwrap();
+    // Two seconds, not the file's one: each keep-alive then has 1.3 s to arrive before the
+    // lease would end, which a stall of a loaded machine does not take.
+    let ttl = 2 * TTL;
+    let held = names.lease(ttl).await.unwrap();
     let lease = held.lease();
     held.register("svc.greeter", &greeter).await.unwrap();
     held.register_with("svc.lab", &lab, true, tags(&["lab"]))
         .await
         .unwrap();
     assert_eq!(held.names().await, ["svc.greeter", "svc.lab"]);
-    // Four TTLs: without keep-alives the names would have gone long ago.
-    tokio::time::sleep(TTL * 4).await;
+    // Three TTLs: without keep-alives the names would have gone long ago.
+    tokio::time::sleep(ttl * 3).await;
     // There all along: the same lease, never expired (and registered again).
     assert!(registered(&names, "svc.greeter").await && registered(&names, "svc.lab").await);
     assert_eq!(held.lease(), lease, "the lease was lost and granted anew");
