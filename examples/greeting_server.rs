@@ -14,6 +14,8 @@
 
 #[path = "common/greeter.rs"]
 mod greeter;
+#[path = "common/stop.rs"]
+mod stop;
 
 use std::time::Duration;
 
@@ -34,30 +36,6 @@ pub(crate) async fn register_greeter(
     Ok((uri, names))
 }
 
-/// Resolves when the process is asked to stop: Ctrl-C, and on Unix SIGTERM and SIGHUP too
-/// (the default action of those ended the process with the name left registered: until the
-/// lease ran out in rmi-ns, for ever in Pyro's name servers). The handlers are installed now.
-fn stop_asked() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut hangup = signal(SignalKind::hangup())?;
-        Ok(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-                _ = hangup.recv() => {}
-            }
-        })
-    }
-    #[cfg(not(unix))]
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // (Empty counts as unset.)
@@ -74,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let daemon = rmi::Daemon::bind("127.0.0.1:0").await?;
     // Heard from before the name is registered: a stop asked for meanwhile, or by a supervisor
     // as soon as it reads "Ready.", removes the name too.
-    let stop_asked = stop_asked()?;
+    let stop_asked = stop::stop_asked()?;
     let (uri, names) = register_greeter(&daemon, NsLocator::from_env()?, ttl).await?;
     println!("Ready. Object uri = {uri}");
     let stop = daemon.clone();

@@ -159,7 +159,7 @@ impl Daemon {
         let inner = &self.inner;
         tracing::info!(location = %inner.bound, "daemon serving");
         let mut shutdown = inner.shutdown.wait();
-        let reserve = Reserve::new();
+        let mut reserve = open_reserve();
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -202,8 +202,15 @@ impl Daemon {
                                     let reason =
                                         format!("too many connections (max_connections = {max})");
                                     inner.tasks.spawn(async move {
+                                        let refusing = refuse_connection(
+                                            stream,
+                                            reason,
+                                            Duration::from_secs(1),
+                                            limits,
+                                            key,
+                                        );
                                         tokio::select! {
-                                            () = refuse_connection(stream, reason, limits, key) => {}
+                                            () = refusing => {}
                                             _ = stop.wait() => {}
                                         }
                                         drop(permit);
@@ -220,34 +227,37 @@ impl Daemon {
                     // Out of descriptors, with one in reserve: let go of it, so that the
                     // connection waiting can be accepted and told why it is refused, instead
                     // of waiting in the backlog until its client gives up (helper-155 #1).
-                    Err(e) if out_of_descriptors(&e) && reserve.let_go() => {
+                    Err(e) if out_of_descriptors(&e) && reserve.take().is_some() => {
                         if inner.accept_warnings.allow(|n| {
                             tracing::warn!(left_out = n, "more accept failures")
                         }) {
-                            tracing::warn!(error = %e, "out of file descriptors: connections are refused until some close (the process's limit, `ulimit -n`, may be below max_connections)");
+                            tracing::warn!(error = %e, "out of file descriptors: connections are refused until some close (the process's limit, `ulimit -n`, may be below max_connections, or the system's is reached)");
                         }
                         let waiting =
                             tokio::time::timeout(Duration::from_millis(100), listener.accept());
-                        match waiting.await {
-                            Ok(Ok((stream, _))) => {
-                                let reason = "the daemon is out of file descriptors (its \
-                                              process's limit, `ulimit -n`, is below the \
-                                              connections it serves); try again later"
-                                    .to_owned();
-                                let (limits, key) =
-                                    (inner.config.limits, inner.config.hmac_key.clone());
-                                let (stop, reserve) = (inner.shutdown.clone(), reserve.clone());
-                                inner.tasks.spawn(async move {
-                                    tokio::select! {
-                                        () = refuse_connection(stream, reason, limits, key) => {}
-                                        _ = stop.wait() => {}
-                                    }
-                                    // The refused connection's descriptor is free again.
-                                    reserve.take_again();
-                                });
+                        if let Ok(Ok((stream, _))) = waiting.await {
+                            // Refused here, not in a task: accepting nothing meanwhile, the loop
+                            // cannot take the descriptor as the refusal closes it, which the
+                            // reserve is to have for the clients after this one. A short wait
+                            // for the CONNECT (a proxy sends it as it connects): the clients
+                            // behind wait for this one.
+                            let reason = "the daemon is out of file descriptors (its process's \
+                                          limit, `ulimit -n`, or the system's is below the \
+                                          connections it serves); try again later"
+                                .to_owned();
+                            let refusing = refuse_connection(
+                                stream,
+                                reason,
+                                Duration::from_millis(250),
+                                inner.config.limits,
+                                inner.config.hmac_key.clone(),
+                            );
+                            tokio::select! {
+                                () = refusing => {}
+                                _ = inner.shutdown.wait() => {}
                             }
-                            _ => reserve.take_again(),
                         }
+                        reserve = open_reserve();
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning,
@@ -260,8 +270,10 @@ impl Daemon {
                             tracing::warn!(error = %e, "accept failed (out of file descriptors? the process's limit may be below max_connections)");
                         }
                         tokio::time::sleep(Duration::from_millis(50)).await;
-                        // (A refusal may have ended while descriptors were short.)
-                        reserve.take_again();
+                        // (Descriptors were short when the reserve was last let go of.)
+                        if reserve.is_none() {
+                            reserve = open_reserve();
+                        }
                     }
                 },
             }
@@ -394,33 +406,14 @@ fn is_network_errno(code: i32) -> bool {
     cfg!(target_os = "linux") && matches!(code, 100 | 71 | 92 | 112 | 64 | 113 | 95 | 101)
 }
 
-/// A descriptor the accept loop holds in reserve (`/dev/null` opened), let go of when `accept`
-/// fails for want of descriptors: the connection waiting then can be accepted and refused by
-/// name, one at a time, and the reserve is taken again once its descriptor is closed. (None
-/// where there is no `/dev/null`: there, such connections wait, as before.)
-struct Reserve(parking_lot::Mutex<Option<std::fs::File>>);
-
-impl Reserve {
-    fn new() -> Arc<Self> {
-        Arc::new(Reserve(parking_lot::Mutex::new(Self::open())))
-    }
-
-    fn open() -> Option<std::fs::File> {
-        std::fs::File::open("/dev/null").ok()
-    }
-
-    /// Closes the descriptor held, if there is one (true then).
-    fn let_go(&self) -> bool {
-        self.0.lock().take().is_some()
-    }
-
-    /// Holds a descriptor again, if none is held and one can be had.
-    fn take_again(&self) {
-        let mut held = self.0.lock();
-        if held.is_none() {
-            *held = Self::open();
-        }
-    }
+/// A descriptor for the accept loop to hold in reserve (`/dev/null` opened), let go of when
+/// `accept` fails for want of descriptors: the connection waiting then can be accepted and
+/// refused by name, one at a time, and the reserve is taken again once its descriptor is
+/// closed. (None where there is no `/dev/null`: there, such connections wait, as before. Where
+/// `accept` drops the connection it has no descriptor for, as macOS's does, that client is
+/// reset, and the reserve goes to the next one that arrives.)
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Whether an `accept` error says the process (`EMFILE`) or the system (`ENFILE`) is out of
@@ -437,6 +430,7 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 async fn refuse_connection(
     stream: BoxIo,
     reason: String,
+    connect_wait: Duration,
     limits: DecodeLimits,
     hmac_key: Option<crate::auth::HmacKey>,
 ) {
@@ -445,9 +439,7 @@ async fn refuse_connection(
     let (mut reader, mut writer) = transport::split_io(stream, max_size);
     reader.accept_either_protocol();
     // Read the CONNECT (briefly) to answer in the client's protocol and serializer.
-    if let Ok(Ok(Some(req))) =
-        tokio::time::timeout(Duration::from_secs(1), reader.read_frame()).await
-    {
+    if let Ok(Ok(Some(req))) = tokio::time::timeout(connect_wait, reader.read_frame()).await {
         let protocol = reader.protocol().unwrap_or_default();
         writer.set_protocol(protocol);
         if let Some(ser) = protocol.serializer(req.serializer) {
