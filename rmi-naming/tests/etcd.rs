@@ -57,6 +57,25 @@ mod etcd {
     }
 
     /// Polls (up to 20 s) until `f` gives true; returns how long it took.
+    /// `f`'s first success, tried again (up to 20 s) while it fails: for the steps that must
+    /// succeed in a test whose store has a short retry budget for its failure path, which a
+    /// slow etcd (an fsync stall) may run out on the way.
+    async fn first_ok<T, E, F, Fut>(what: &str, f: F) -> T
+    where
+        E: std::fmt::Display,
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let start = Instant::now();
+        loop {
+            match f().await {
+                Ok(value) => return value,
+                Err(e) if start.elapsed() > Duration::from_secs(20) => panic!("{what}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     async fn until<F, Fut>(what: &str, f: F) -> Duration
     where
         F: Fn() -> Fut,
@@ -344,9 +363,10 @@ mod etcd {
             .await
             .unwrap();
         let names = NameServerProxy::connect(ns.uri()).await.unwrap();
-        names.register("counted", &uri(1)).await.unwrap();
+        let counted = uri(1);
+        first_ok("register", || names.register("counted", &counted)).await;
         assert_eq!(
-            names.count().await.unwrap(),
+            first_ok("count", || names.count()).await,
             2,
             "the name server's own and one"
         );
@@ -458,7 +478,8 @@ mod etcd {
             .await
             .unwrap();
         let names = NameServerProxy::connect(ns.uri()).await.unwrap();
-        names.register("cached", &uri(1)).await.unwrap();
+        let cached = uri(1);
+        first_ok("register", || names.register("cached", &cached)).await;
         let port = ns.daemon().local_addr().unwrap().port();
         let resolver = rmi_naming::NamingResolver::new(
             rmi_naming::NsLocator::new()
@@ -469,7 +490,10 @@ mod etcd {
         .cache(Duration::from_secs(60))
         .lookup_timeout(Duration::from_secs(5));
         let logical: Uri = format!("PYRONAME:cached@127.0.0.1:{port}").parse().unwrap();
-        assert_eq!(resolver.resolve(&logical).await.unwrap(), uri(1));
+        assert_eq!(
+            first_ok("resolve", || resolver.resolve(&logical)).await,
+            uri(1)
+        );
         let mut watch = names.watch(None).await.unwrap();
         let pid = cluster.members[0].pid().expect("running");
         signal(pid, "STOP");
@@ -508,8 +532,10 @@ mod etcd {
             return;
         };
         let mut watch = registry.watch();
+        // Safe: a write retried after its 300 ms attempt timed out (a slow fsync) is not put
+        // twice, which the watch would show as a second registration where `Lagged` is due.
         registry
-            .register("before", uri(1), false, BTreeSet::new(), None)
+            .register("before", uri(1), true, BTreeSet::new(), None)
             .await
             .unwrap();
         let seen = next_change(&mut watch, |_| true).await;
@@ -527,7 +553,7 @@ mod etcd {
         let back = next_change(&mut watch, |_| true).await;
         assert_eq!(back, Change::Lagged { missed: 0 });
         registry
-            .register("after", uri(2), false, BTreeSet::new(), None)
+            .register("after", uri(2), true, BTreeSet::new(), None)
             .await
             .unwrap();
         let seen = next_change(&mut watch, |_| true).await;
@@ -777,6 +803,17 @@ mod etcd {
         };
         let mut watch = registry.watch();
         let lease = registry.grant(Duration::from_secs(8)).await.unwrap();
+        // Kept alive while the names are registered (on a slow disk that can take longer than
+        // the lease lives), then left to expire.
+        let keeping = tokio::spawn({
+            let registry = registry.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    let _ = registry.keep_alive(lease).await;
+                }
+            }
+        });
         let names = 1500u16;
         let writers: Vec<_> = (0..8u16)
             .map(|w| {
@@ -808,6 +845,7 @@ mod etcd {
         for writer in writers {
             writer.await.unwrap();
         }
+        keeping.abort();
         until("the lease to expire", || async {
             registry.lookup("exp.0000").await.is_err()
         })
@@ -937,8 +975,10 @@ mod etcd {
         );
 
         // A lease granted through A, kept alive once through B, then left: the name vanishes
-        // from both within the TTL, and the watch says it expired.
-        let ttl = Duration::from_secs(2);
+        // from both within the TTL, and the watch says it expired. (Six seconds: the grant, a
+        // registration, a lookup and the keep-alive, each an fsync'd write or a read of etcd,
+        // must all come within it.)
+        let ttl = Duration::from_secs(6);
         let lease = pa.api().lease_grant(ttl.as_millis() as u64).await.unwrap();
         pa.api()
             .register_leased("leased.x".into(), uri(2), lease, None, None)

@@ -1352,25 +1352,40 @@ async fn a_call_given_up_on_a_python_daemon_does_not_hold_up_the_next() {
         // the caller's own).
         for dropped in [false, true] {
             let server = PythonDaemon::start(python, PYTHON_SLOW_SERVER, &[version, "thread"]);
-            let builder = rmi::Proxy::builder(server.uri.clone());
-            let proxy: rmi::Proxy = match version {
-                "4" => builder.protocol(Protocol::Pyro4),
-                _ => builder,
-            }
-            .connect()
-            .await
-            .unwrap();
+            let connect = || async {
+                let builder = rmi::Proxy::builder(server.uri.clone());
+                match version {
+                    "4" => builder.protocol(Protocol::Pyro4),
+                    _ => builder,
+                }
+                .connect::<rmi::Proxy>()
+                .await
+                .unwrap()
+            };
+            let proxy = connect().await;
+            // 30 s: far longer than the next call may take; and the next call is made only
+            // once the slow one is seen running (through a connection of its own), which a
+            // loaded machine could start later than the 300 ms it is given.
             if dropped {
-                let slow = proxy.call::<_, f64>("slow", &(5.0,));
+                let slow = proxy.call::<_, f64>("slow", &(30.0,));
                 let given_up = tokio::time::timeout(Duration::from_millis(300), slow).await;
                 assert!(given_up.is_err(), "Pyro{version}: {given_up:?}");
             } else {
                 let timed = proxy.with_timeout(Duration::from_millis(300));
-                let err = timed.call::<_, f64>("slow", &(5.0,)).await.unwrap_err();
+                let err = timed.call::<_, f64>("slow", &(30.0,)).await.unwrap_err();
                 assert!(err.is_timeout(), "Pyro{version}: {err:?}");
             }
+            let watcher = connect().await;
+            let started = std::time::Instant::now();
+            while !watcher.call::<_, bool>("busy", &()).await.unwrap() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "Pyro{version}: the slow call never ran"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             let busy: bool = proxy
-                .with_timeout(Duration::from_secs(3))
+                .with_timeout(Duration::from_secs(10))
                 .call("busy", &())
                 .await
                 .unwrap_or_else(|e| panic!("Pyro{version}, dropped {dropped}: {e}"));

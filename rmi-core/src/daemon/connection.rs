@@ -393,6 +393,12 @@ impl<'a> Burst<'a> {
     /// Says, once per turn of the request loop, whether requests are at hand; returns whether
     /// this burst is alone.
     fn at_hand(&mut self, at_hand: bool) -> bool {
+        self.at_hand_at(at_hand, Instant::now)
+    }
+
+    /// [`at_hand`](Self::at_hand), with the clock `now` (read only when a burst starts on one
+    /// thread): the tests give it the times they mean.
+    fn at_hand_at(&mut self, at_hand: bool, now: impl FnOnce() -> Instant) -> bool {
         if !at_hand {
             self.on_for = None;
             return false;
@@ -405,7 +411,7 @@ impl<'a> Burst<'a> {
             if turns == 0 {
                 let before = self.ticks.fetch_add(1, Ordering::Relaxed);
                 let others = self.last.map_or(0, |last| before.wrapping_sub(last));
-                let now = Instant::now();
+                let now = now();
                 let recent = self
                     .started
                     .is_some_and(|at| now.duration_since(at) <= BURST_WINDOW);
@@ -1263,24 +1269,34 @@ mod tests {
 
     #[test]
     fn on_one_thread_a_burst_stays_what_its_start_found() {
+        // The times are given, not read: a test preempted for longer than BURST_WINDOW
+        // between two bursts would find the second alone.
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
         let ticks = AtomicU64::new(0);
         let mut a = Burst::new(&ticks, true);
         let mut others: Vec<_> = (0..=FEW_OTHERS).map(|_| Burst::new(&ticks, true)).collect();
-        assert!(a.at_hand(true), "a first burst is alone");
+        assert!(a.at_hand_at(true, || ms(0)), "a first burst is alone");
         a.at_hand(false);
         // Others burst between a's bursts (on one thread, only then can they run): a few
         // leave a alone.
         for b in &mut others[..FEW_OTHERS as usize] {
-            b.at_hand(true);
+            b.at_hand_at(true, || ms(0));
             b.at_hand(false);
         }
-        assert!(a.at_hand(true), "FEW_OTHERS bursts since a's last: alone");
+        assert!(
+            a.at_hand_at(true, || ms(1)),
+            "FEW_OTHERS bursts since a's last: alone"
+        );
         a.at_hand(false);
         for b in &mut others {
-            b.at_hand(true);
+            b.at_hand_at(true, || ms(1));
             b.at_hand(false);
         }
-        assert!(!a.at_hand(true), "more than FEW_OTHERS: not alone");
+        assert!(
+            !a.at_hand_at(true, || ms(2)),
+            "more than FEW_OTHERS: not alone"
+        );
         for _ in 0..4 {
             assert!(
                 !turns(&mut a, HOLD_MAX),
@@ -1289,7 +1305,7 @@ mod tests {
         }
         a.at_hand(false);
         assert!(
-            a.at_hand(true),
+            a.at_hand_at(true, || ms(3)),
             "nothing else since: the next burst is alone"
         );
         assert!(
@@ -1298,12 +1314,11 @@ mod tests {
         );
         a.at_hand(false);
         for b in &mut others {
-            b.at_hand(true);
+            b.at_hand_at(true, || ms(3));
             b.at_hand(false);
         }
-        std::thread::sleep(BURST_WINDOW + Duration::from_millis(1));
         assert!(
-            a.at_hand(true),
+            a.at_hand_at(true, || ms(3) + BURST_WINDOW + Duration::from_millis(1)),
             "bursts counted since a burst that started long ago do not count"
         );
     }
