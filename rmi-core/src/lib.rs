@@ -1,5 +1,6 @@
-//! The runtime of [rmi](https://docs.rs/rmi): URIs, the Pyro5 wire protocol, the payload codec,
-//! transport, the [`Daemon`] that serves objects and the [`Proxy`] that calls them.
+//! The runtime of [rmi](https://docs.rs/rmi): URIs, Pyro5's wire protocol (502) and Pyro4's
+//! (48), the payload codecs (bincode, serpent, json, msgpack, marshal), transport, the
+//! [`Daemon`] that serves objects and the [`Proxy`] that calls them.
 //!
 //! Most users depend on the `rmi` facade instead, which adds the `#[remote]` macro and the name
 //! server. This crate works on its own with direct `PYRO:` URIs.
