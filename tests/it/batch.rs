@@ -464,3 +464,100 @@ async fn a_per_call_instance_that_panics_when_dropped_loses_nothing() {
     );
     daemon.shutdown();
 }
+
+/// A streamed method whose producer panics when dropped.
+#[rmi::remote]
+pub(crate) trait Dropper {
+    /// Sleeps `ms` milliseconds.
+    async fn nap(&self, ms: u64);
+    /// `0..n`, from a producer that panics when dropped.
+    async fn count(&self, n: u32) -> rmi::RemoteStream<u32>;
+}
+
+struct DropperObject;
+
+/// A stream that panics when dropped (a producer owning a tokio runtime does, on a worker).
+struct PanicOnDrop<S>(S);
+
+impl<S: futures_util::Stream + Unpin> futures_util::Stream for PanicOnDrop<S> {
+    type Item = S::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        std::pin::Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl<S> Drop for PanicOnDrop<S> {
+    fn drop(&mut self) {
+        panic!("the producer panicked as it was dropped");
+    }
+}
+
+impl Dropper for DropperObject {
+    async fn nap(&self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    async fn count(&self, n: u32) -> rmi::RemoteStream<u32> {
+        rmi::RemoteStream::new(PanicOnDrop(futures_util::stream::iter(0..n)))
+    }
+}
+
+/// A streamed method in a batch is refused even when its producer panics as the daemon drops
+/// it: the batch is answered, whether its calls ran at its first poll or had to wait, and the
+/// connection serves on. (Before, the panic unwound out of the request loop and killed the
+/// connection, its streams never expiring; or, in a batch that had waited, out of the call's
+/// task, and the caller waited for ever: helper-164 #1.)
+#[tokio::test]
+async fn a_streamed_method_whose_producer_panics_when_dropped_is_refused_in_a_batch() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon.register(DropperServer::new(DropperObject)).unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let proxy = DropperProxy::connect(&uri).await.unwrap();
+    for wait_first in [false, true] {
+        let mut batch = proxy.proxy().batch();
+        if wait_first {
+            batch.add::<_, ()>("nap", &(20u64,));
+        }
+        let stream = batch.add::<_, Vec<u32>>("count", &(3u32,));
+        let results = tokio::time::timeout(Duration::from_secs(5), batch.send())
+            .await
+            .unwrap_or_else(|_| panic!("waited {wait_first}: the batch was never answered"))
+            .unwrap_or_else(|e| panic!("waited {wait_first}: {e}"));
+        let err = results.get(&stream).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("streamed results are not supported inside a batch"),
+            "waited {wait_first}: {err}"
+        );
+        // The same connection serves on.
+        proxy.nap(0).await.unwrap();
+    }
+    assert_eq!(daemon.open_streams(), 0);
+    daemon.shutdown();
+}
+
+/// A slot reads the results of its own batch only: one of another batch is an error, not the
+/// other batch's result at its place (before, `rb.get(&slot_of_a)` answered batch B's first
+/// call: helper-164 #4).
+#[tokio::test]
+async fn a_slot_of_another_batch_is_an_error_not_that_batchs_result() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy = LabProxy::connect(&lab).await.unwrap();
+    let mut a = proxy.batch();
+    let of_a = a.echo(1, 1, "a".into());
+    let mut b = proxy.batch();
+    let of_b = b.echo(2, 2, "b".into());
+    let results_b = b.send().await.unwrap();
+    assert_eq!(results_b.get(&of_b).unwrap().2, "b");
+    let err = results_b.get(&of_a).unwrap_err();
+    assert!(err.to_string().contains("another batch"), "{err}");
+    let results_a = a.send().await.unwrap();
+    assert_eq!(results_a.get(&of_a).unwrap().2, "a");
+    daemon.shutdown();
+}

@@ -731,11 +731,16 @@ impl Call {
                 tail.iter().for_each(|piece| v.extend_from_slice(piece));
                 Ok(v)
             }
-            Ok(Outcome::Stream(_)) => Err(RemoteError::new(
-                RemoteErrorKind::Other,
-                "Pyro5.errors.PyroError",
-                format!("{method:?}: streamed results are not supported inside a batch"),
-            )),
+            Ok(Outcome::Stream(items)) => {
+                // Dropped as every producer is: one that panics as it goes must not take the
+                // batch's answer, or the connection, with it (helper-164 #1).
+                drop_quietly(items, "a stream's producer");
+                Err(RemoteError::new(
+                    RemoteErrorKind::Other,
+                    "Pyro5.errors.PyroError",
+                    format!("{method:?}: streamed results are not supported inside a batch"),
+                ))
+            }
             Err(e) => Err(*e),
         }
     }

@@ -105,6 +105,9 @@ enum Items {
 #[derive(Debug)]
 pub struct Batch {
     proxy: Proxy,
+    /// This batch's number (process-wide): its slots carry it, so that a slot cannot read
+    /// another batch's results.
+    id: u64,
     /// One per kind of connection the batch may be sent over.
     shapes: Vec<Shape>,
     /// Number of calls added.
@@ -114,6 +117,8 @@ pub struct Batch {
 /// Where a queued call's result will be in the [`BatchResults`].
 #[derive(Debug)]
 pub struct Slot<R> {
+    /// The number of the batch the slot is of.
+    batch: u64,
     index: usize,
     _result: PhantomData<fn() -> R>,
 }
@@ -133,8 +138,11 @@ impl Batch {
             .into_iter()
             .map(|(serializer, protocol)| Shape::new(serializer, protocol))
             .collect();
+        /// The next batch's number.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Batch {
             proxy,
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             shapes,
             len: 0,
         }
@@ -150,6 +158,7 @@ impl Batch {
         }
         self.len += 1;
         Slot {
+            batch: self.id,
             index: self.len - 1,
             _result: PhantomData,
         }
@@ -167,7 +176,7 @@ impl Batch {
     }
 
     /// Connects if needed, and takes the calls encoded for the connection.
-    async fn calls(self) -> Result<(Proxy, Shape, usize), Error> {
+    async fn calls(self) -> Result<(Proxy, Shape, usize, u64), Error> {
         let (serializer, protocol) = self.proxy.batch_connection().await?;
         let Some(shape) = self
             .shapes
@@ -183,17 +192,18 @@ impl Batch {
         if let Some(e) = shape.error {
             return Err(e);
         }
-        Ok((self.proxy, shape, self.len))
+        Ok((self.proxy, shape, self.len, self.id))
     }
 
     /// Sends the calls and waits for their results.
     pub async fn send(self) -> Result<BatchResults, Error> {
-        let (proxy, shape, sent) = self.calls().await?;
+        let (proxy, shape, sent, batch) = self.calls().await?;
         let items = match &shape.calls {
             Calls::Rmi(calls) => Items::Rmi(proxy.send_batch(&(calls,)).await?),
             Calls::Pyro(calls) => Items::Pyro(proxy.send_batch(calls).await?),
         };
         Ok(BatchResults {
+            batch,
             items,
             sent,
             serializer: shape.serializer,
@@ -203,7 +213,7 @@ impl Batch {
 
     /// Sends the calls without waiting: the daemon runs them and sends nothing back.
     pub async fn send_oneway(self) -> Result<(), Error> {
-        let (proxy, shape, _) = self.calls().await?;
+        let (proxy, shape, _, _) = self.calls().await?;
         match &shape.calls {
             Calls::Rmi(calls) => proxy.send_batch_oneway(&(calls,)).await,
             Calls::Pyro(calls) => proxy.send_batch_oneway(calls).await,
@@ -214,6 +224,8 @@ impl Batch {
 /// The results of a sent [`Batch`].
 #[derive(Debug)]
 pub struct BatchResults {
+    /// The number of the batch these are the results of.
+    batch: u64,
     items: Items,
     sent: usize,
     serializer: Serializer,
@@ -224,8 +236,14 @@ pub struct BatchResults {
 
 impl BatchResults {
     /// The result of the call at `slot`: its value, its error, or an error saying it did not
-    /// run because an earlier call failed.
+    /// run because an earlier call failed. A slot of another batch is an error
+    /// ([`Error::Protocol`]), not that batch's result at the same place.
     pub fn get<R: DeserializeOwned>(&self, slot: &Slot<R>) -> Result<R, Error> {
+        if slot.batch != self.batch {
+            return Err(Error::Protocol(
+                "this slot is of another batch than these results".into(),
+            ));
+        }
         // Proxies among the results dial with the TLS settings and secret of the sender.
         let shared = &self.receiver.shared;
         let security = &shared.security;
