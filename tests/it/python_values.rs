@@ -179,10 +179,16 @@ else:
     import Pyro5.server
     Daemon, expose = Pyro5.server.Daemon, Pyro.expose
 
+import time
+
 @expose
 class Generator:
     def count(self, n):
         for i in range(1, n + 1):
+            yield i
+    def slow_count(self, n, seconds):
+        for i in range(1, n + 1):
+            time.sleep(seconds)
             yield i
     def add(self, a, b):
         return a + b
@@ -308,6 +314,58 @@ async fn python_daemons_run_a_first_call_sent_with_the_connect_once_and_refuse_c
                 counted, hits,
                 "Pyro{version} {servertype}: each call ran once"
             );
+        }
+    }
+}
+
+/// A stream of a Python generator given up on while its next item is being made (the read
+/// timed out, or its future was dropped) is closed in the Python daemon, though the proxy then
+/// sits idle: the proxy retires that connection (a Pyro daemon runs a connection's calls in
+/// turn), and the close goes out on it, to be run after the item. (Before, the close was sent
+/// only on the proxy's live connection, which a retired one is not: the generator stayed in
+/// `streaming_responses` until the proxy's next call; helper-164 #2.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_stream_given_up_mid_item_is_closed_while_the_proxy_is_idle() {
+    use futures_util::StreamExt;
+    use std::time::Duration;
+    for (python, version) in [(python5(), "5"), (python4(), "4")] {
+        let Some(python) = python else { continue };
+        for timed_out in [true, false] {
+            let server = PythonDaemon::start(python, PYTHON_GENERATOR_SERVER, &[version]);
+            let proxy: rmi::Proxy = rmi::Proxy::builder(server.uri.clone())
+                .connect()
+                .await
+                .unwrap();
+            let watcher: rmi::Proxy = rmi::Proxy::builder(server.uri.clone())
+                .connect()
+                .await
+                .unwrap();
+            let reading = if timed_out {
+                proxy.with_timeout(Duration::from_millis(300))
+            } else {
+                proxy.clone()
+            };
+            let mut items = reading
+                .call_stream::<_, u32>("slow_count", &(100u32, 1.0f64))
+                .await
+                .unwrap();
+            let next = tokio::time::timeout(Duration::from_millis(300), items.next()).await;
+            match next {
+                Ok(Some(Err(e))) => assert!(timed_out && e.is_timeout(), "Pyro{version}: {e}"),
+                Err(_) => assert!(!timed_out, "Pyro{version}"),
+                other => panic!("Pyro{version}: {other:?}"),
+            }
+            drop(items);
+            // The proxy makes no call; the generator goes once its item is made.
+            let started = std::time::Instant::now();
+            while watcher.call::<_, usize>("streams", &()).await.unwrap() != 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "Pyro{version}, timed out {timed_out}: the stream given up on is still open"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            drop(proxy);
         }
     }
 }

@@ -377,7 +377,12 @@ impl Proxy {
             None => self,
         };
         for id in ids {
-            if !proxy.live().is_some_and(|live| Arc::ptr_eq(&live, &conn)) {
+            // Sent on the stream's connection while it is open, the proxy's or not: one the
+            // proxy retired when a read was given up on (a Pyro daemon runs a connection's
+            // calls in turn) still carries the close, run after the item it is making; sent
+            // nowhere else, the close would wait for the proxy's next call (helper-164 #2).
+            // A connection closed meanwhile (`Proxy::close`) is not dialed again for it.
+            if conn.shared.is_closed() {
                 return;
             }
             tracing::debug!(stream = %id, "closing a stream given up on");

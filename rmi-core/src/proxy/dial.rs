@@ -427,7 +427,16 @@ impl Proxy {
         }
     }
 
+    /// The connection calls go on: open, and not retired (see
+    /// [`open_connection`](Self::open_connection)).
     pub(super) fn live(&self) -> Option<Arc<Connection>> {
+        self.open_connection(false)
+    }
+
+    /// The proxy's connection while it is open, [`live`](Self::live) or retired (a call was
+    /// given up on it, on a daemon that runs a connection's calls in turn): for the close of a
+    /// stream read on it.
+    pub(super) fn open_connection(&self, retired_too: bool) -> Option<Arc<Connection>> {
         let guard = self.shared.conn.read();
         guard
             .as_ref()
@@ -435,7 +444,8 @@ impl Proxy {
                 // With nothing in flight nobody reads: see whether the daemon closed it.
                 c.shared.look();
                 // (A proxy made over a stream keeps a retired connection: it never dials.)
-                !c.shared.is_closed() && (!c.shared.retired() || self.shared.config.over_stream)
+                !c.shared.is_closed()
+                    && (retired_too || !c.shared.retired() || self.shared.config.over_stream)
             })
             .cloned()
     }

@@ -115,7 +115,10 @@ impl<T> Drop for ItemStream<T> {
         // that a stream it opens finds this one's place free under the daemon's
         // `max_streams_per_connection`); with no runtime here, by the next call itself. Closed
         // before then (the stream dropped, then the proxy closed), it is not dialed again.
-        let Some(conn) = self.proxy.live() else {
+        // Retired too: a read given up on a Pyro daemon's connection (a timeout, or the drop of
+        // the read, right after this) retires it, and the close is to go out on it all the
+        // same, to run after the item being made (helper-164 #2).
+        let Some(conn) = self.proxy.open_connection(true) else {
             return;
         };
         // (Counted on the connection from now: the next call waits for it, whichever thread
