@@ -959,3 +959,51 @@ async fn shutdown_is_prompt_with_a_connection_being_refused() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     shut_down_within(&daemon, serving, Duration::from_millis(800)).await;
 }
+
+/// A daemon bound on one runtime (a throwaway one, a test fixture's) and served on another
+/// serves: `serve` moves the listening socket to the runtime it runs on. Before, every accept
+/// failed once the binding runtime was gone ("being shutdown"), taken for a lack of file
+/// descriptors and retried for ever, and clients timed out (helper-165 #2).
+#[test]
+fn a_daemon_bound_on_a_runtime_since_gone_serves_on_the_one_serve_runs_on() {
+    let bound_on = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (daemon, lab) = bound_on.block_on(async {
+        let daemon = Daemon::bind("127.0.0.1:0").await.unwrap();
+        let lab = daemon
+            .register(crate::support::LabServer::new(
+                crate::support::LabObject::default(),
+            ))
+            .unwrap();
+        (daemon, lab)
+    });
+    drop(bound_on);
+    let serving = std::thread::spawn({
+        let daemon = daemon.clone();
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(daemon.serve())
+        }
+    });
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let echoed = client.block_on(async {
+        let proxy: LabProxy = LabProxy::builder(&lab)
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap();
+        proxy.echo(1, 2, "served".into()).await.unwrap().2
+    });
+    assert_eq!(echoed, "served");
+    daemon.shutdown();
+    serving.join().unwrap().unwrap();
+}

@@ -71,6 +71,40 @@ pub(super) async fn remove_stale_socket(path: &std::path::Path) {
 }
 
 impl Listener {
+    /// The same socket, registered with the runtime `serve` runs on. Bound on another (a
+    /// throwaway one, a test fixture's), it would be polled by that one's I/O driver: shut
+    /// down, every accept fails ("a Tokio 1.x context was found, but it is being shutdown"),
+    /// and the loop took that for a lack of descriptors, for ever; alive but not running, it
+    /// accepted nobody, without a word (helper-165 #2). Left as it is if that fails.
+    fn on_this_runtime(mut self) -> Listener {
+        let moved = match &mut self {
+            Listener::Tcp(l) => socket2::SockRef::from(&*l).try_clone().and_then(|dup| {
+                let std = std::net::TcpListener::from(dup);
+                std.set_nonblocking(true)?;
+                TcpListener::from_std(std).map(Listener::Tcp)
+            }),
+            #[cfg(unix)]
+            Listener::Unix(l, at) => socket2::SockRef::from(&*l).try_clone().and_then(|dup| {
+                let std = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(dup));
+                std.set_nonblocking(true)?;
+                let l = tokio::net::UnixListener::from_std(std)?;
+                // The socket file is the new listener's to remove.
+                let at = UnixPath {
+                    path: at.path.clone(),
+                    file: at.file.take(),
+                };
+                Ok(Listener::Unix(l, at))
+            }),
+        };
+        match moved {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the listening socket to the runtime serving it; kept where it was bound");
+                self
+            }
+        }
+    }
+
     async fn accept(&self) -> std::io::Result<(BoxIo, String)> {
         match self {
             Listener::Tcp(l) => {
@@ -133,7 +167,10 @@ impl Daemon {
         // Shut down before serving: nothing was accepted; the ending below still closes
         // whatever `serve_stream` started.
         if let ListenerSlot::Bound(listener) = slot {
-            self.accept_until_shutdown(listener).await;
+            // Timers first: on a runtime without them, the panic is the caller's, with tokio's
+            // own words, not every connection's task's (helper-165 #6).
+            drop(tokio::time::sleep(Duration::ZERO));
+            self.accept_until_shutdown(listener.on_this_runtime()).await;
         }
         inner.tasks.close();
         // Open streams end first: a read waiting for an item answers "item stream terminated"
