@@ -126,8 +126,9 @@ struct Current {
 #[derive(Debug)]
 pub struct LeasedNames {
     shared: Arc<Shared>,
-    /// The keep-alive task (none against a name server without leases).
-    keeper: Option<JoinHandle<()>>,
+    /// The keep-alive task (none against a name server without leases). Started again on the
+    /// runtime of the holder's next use if the runtime it ran on ended.
+    keeper: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// Revoked already: nothing left to do on drop.
     done: bool,
 }
@@ -528,7 +529,9 @@ impl Shared {
 impl NameServerProxy {
     /// Grants a lease of `ttl` and returns the holder to register names under it (usually
     /// [`DEFAULT_LEASE_TTL`]); a background task keeps it alive every third of `ttl`. Needs a
-    /// tokio runtime. The holder talks to the name server over a connection of its own
+    /// tokio runtime: the task runs on the one that calls this, and if that one ends (a
+    /// throwaway runtime, a test's), on the one of the holder's next use; until then nothing
+    /// keeps the lease alive. The holder talks to the name server over a connection of its own
     /// ([`Proxy::detached`](rmi_core::Proxy::detached)), which it closes and dials again when
     /// a keep-alive goes unanswered for a third of `ttl`.
     ///
@@ -552,31 +555,33 @@ impl NameServerProxy {
                 shared.names.lock().await.plain = true;
                 return Ok(LeasedNames {
                     shared,
-                    keeper: None,
+                    keeper: parking_lot::Mutex::new(None),
                     done: false,
                 });
             }
             Err(e) => return Err(e),
         }
-        let keeper = tokio::spawn({
-            let shared = shared.clone();
-            async move {
-                let period = (shared.ttl / 3).max(Duration::from_millis(10));
-                let mut tick = tokio::time::interval(period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    shared.keep_alive().await;
-                }
-            }
-        });
+        let keeper = spawn_keeper(shared.clone());
         Ok(LeasedNames {
             shared,
-            keeper: Some(keeper),
+            keeper: parking_lot::Mutex::new(Some(keeper)),
             done: false,
         })
     }
+}
+
+/// The keep-alive task: a keep-alive every third of the TTL, the first a third from now.
+fn spawn_keeper(shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = (shared.ttl / 3).max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            shared.keep_alive().await;
+        }
+    })
 }
 
 /// Registers `name` plainly (a name server without leases), held from before the call: a
@@ -615,7 +620,22 @@ impl LeasedNames {
     /// Whether the names are held under a lease; false when the name server has none (a
     /// Python Pyro name server) and they were registered plainly.
     pub async fn is_leased(&self) -> bool {
+        self.keeper_running();
         !self.shared.names.lock().await.plain
+    }
+
+    /// Starts the keeper again, on this runtime, if the runtime it ran on has ended (the
+    /// holder was made on a runtime since dropped: a throwaway one, a test's): its lease
+    /// would otherwise expire one TTL later, and every lease a recovery granted after it
+    /// (helper-165 #3). The first keep-alive goes a third of the TTL from now; a lease lost
+    /// meanwhile is recovered by the call that started it, or by that keep-alive.
+    fn keeper_running(&self) {
+        let mut keeper = self.keeper.lock();
+        if keeper.as_ref().is_some_and(JoinHandle::is_finished)
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            *keeper = Some(spawn_keeper(self.shared.clone()));
+        }
     }
 
     /// Registers (or re-registers) `name` for `uri` under the lease, without metadata.
@@ -662,6 +682,7 @@ impl LeasedNames {
     }
 
     async fn register_held(&self, name: &str, held: Held) -> Result<(), Error> {
+        self.keeper_running();
         let mut names = self.shared.names.lock().await;
         if names.plain {
             return register_plain_held(&self.shared, &mut names, name, held).await;
@@ -719,6 +740,7 @@ impl LeasedNames {
     /// Only this holder's registration goes: of a shared name, this daemon's entry (the other
     /// daemons' stay); a name another process registered since is left alone.
     pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
+        self.keeper_running();
         let mut names = self.shared.names.lock().await;
         let Some(held) = names.names.get(name).cloned() else {
             return Ok(false);
@@ -758,7 +780,7 @@ impl LeasedNames {
     /// it was registered for.
     pub async fn revoke(mut self) -> Result<u32, Error> {
         self.done = true;
-        if let Some(keeper) = self.keeper.take() {
+        if let Some(keeper) = self.keeper.get_mut().take() {
             keeper.abort();
         }
         // Taken once the keeper has let go of the names (aborted, it drops their lock). The
@@ -783,7 +805,7 @@ impl Drop for LeasedNames {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        if let Some(keeper) = self.keeper.take() {
+        if let Some(keeper) = self.keeper.get_mut().take() {
             keeper.abort();
         }
         // Closed even without a runtime here: a grant under way on one elsewhere then revokes

@@ -929,3 +929,41 @@ async fn a_lease_too_short_is_refused_by_the_name_server_with_its_bound() {
         );
     }
 }
+
+/// A lease taken on a runtime since dropped (a throwaway one, a test fixture's) is kept alive
+/// again once its holder is used on another: the keeper is started there. Before, the keeper
+/// died with the first runtime, the holder said nothing, and its names expired one TTL later,
+/// and again after every recovery (helper-165 #3).
+#[test]
+fn a_lease_whose_keeper_ended_with_its_runtime_is_kept_alive_once_its_holder_is_used_again() {
+    let serving = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_ns, names, _daemon, greeter) = serving.block_on(async {
+        let (ns, names) = name_server().await;
+        let (daemon, _, greeter) = start_daemon().await;
+        (ns, names, daemon, greeter)
+    });
+    let ttl = Duration::from_millis(600);
+    let throwaway = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = throwaway.block_on(async {
+        let held = names.lease(ttl).await.unwrap();
+        held.register("kept", &greeter).await.unwrap();
+        held
+    });
+    drop(throwaway);
+    serving.block_on(async {
+        held.register("again", &greeter).await.unwrap();
+        // Four TTLs: without keep-alives the names would have gone long ago.
+        tokio::time::sleep(ttl * 4).await;
+        assert!(registered(&names, "kept").await, "kept expired");
+        assert!(registered(&names, "again").await, "again expired");
+        held.revoke().await.unwrap();
+        assert!(!registered(&names, "kept").await);
+    });
+}
