@@ -965,6 +965,7 @@ impl NameServerBuilder {
             responder_task,
             autoclean_task,
             watches,
+            runtime: tokio::runtime::Handle::current(),
         })
     }
 }
@@ -985,6 +986,10 @@ pub struct NameServerHandle {
     responder_task: Option<JoinHandle<()>>,
     autoclean_task: Option<JoinHandle<()>>,
     watches: std::sync::Arc<Watches>,
+    /// The runtime the name server serves on: a stop that waits for open watches waits
+    /// there, not on the caller's, which may not run again (a fixture's `Drop` joining the
+    /// server's thread: helper-165 #1).
+    runtime: tokio::runtime::Handle,
 }
 
 impl NameServerHandle {
@@ -1039,16 +1044,23 @@ impl NameServerHandle {
         if let Some(t) = &self.autoclean_task {
             t.abort();
         }
-        let runtime = tokio::runtime::Handle::try_current();
-        match runtime {
-            Ok(runtime) if wait && *self.watches.open.borrow() > 0 => {
-                let (watches, daemon) = (self.watches.clone(), self.daemon.clone());
-                runtime.spawn(async move {
-                    watches.closed().await;
-                    daemon.shutdown();
-                });
+        if wait && *self.watches.open.borrow() > 0 {
+            // On the name server's runtime, which runs while it serves (the caller's may not
+            // run again; helper-165 #1).
+            // (Dropped unrun, on a runtime since shut down, it stops the daemon at once.)
+            struct StopWhenDone(Daemon);
+            impl Drop for StopWhenDone {
+                fn drop(&mut self) {
+                    self.0.shutdown();
+                }
             }
-            _ => self.daemon.shutdown(),
+            let (watches, stop) = (self.watches.clone(), StopWhenDone(self.daemon.clone()));
+            self.runtime.spawn(async move {
+                let _stop = stop;
+                watches.closed().await;
+            });
+        } else {
+            self.daemon.shutdown();
         }
     }
 }

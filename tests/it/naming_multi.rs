@@ -1390,3 +1390,51 @@ async fn a_lookup_out_of_its_callers_time_keeps_the_name_server_connection() {
     assert_eq!(relay.accepted(), 1);
     front.shutdown();
 }
+
+/// A name server serving on a thread of its own, stopped from another runtime that then
+/// blocks (a fixture's `Drop` joining the server's thread) while a watch is open, stops: the
+/// wait for the watch's reader runs on the name server's runtime. Before, it was a task on
+/// the caller's runtime, which never ran again, and the join waited for ever (helper-165 #1).
+#[test]
+fn a_name_server_stopped_with_a_watch_open_from_a_runtime_that_then_blocks_stops() {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let ns = std::sync::Arc::new(
+                    NameServer::builder()
+                        .host("127.0.0.1")
+                        .port(0)
+                        .no_broadcast()
+                        .start()
+                        .await
+                        .unwrap(),
+                );
+                started_tx.send(ns.clone()).unwrap();
+                let _ = ns.wait().await;
+                done_tx.send(()).unwrap();
+            });
+    });
+    let ns = started_rx.recv().unwrap();
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _watch = caller.block_on(async {
+        let names = NameServerProxy::connect(ns.uri()).await.unwrap();
+        let watch = names.watch(None).await.unwrap();
+        // The watch is open on the name server before the stop.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ns.shutdown();
+        watch
+    });
+    // The caller's runtime is not driven again.
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the name server did not stop"
+    );
+}
