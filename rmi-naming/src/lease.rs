@@ -112,7 +112,9 @@ struct Current {
 /// by itself; a name it cannot register then (taken meanwhile by a `safe`-refusing owner, the
 /// name server full) is tried again in later keep-alive rounds, with a backoff, until it is.
 /// [`revoke`](Self::revoke) on a clean shutdown removes the names at once; dropping
-/// it stops the keeper and revokes in the background when a runtime is there to do it.
+/// it stops the keeper and revokes in the background when a runtime is there to do it. Not at
+/// the end of `#[tokio::main]` or a test: the runtime ends right after, before the revoke runs,
+/// and the names stay for their TTL (for ever in a Python name server): call `revoke` there.
 ///
 /// ```no_run
 /// # async fn example(ns: rmi_naming::NameServerProxy, uri: rmi_core::Uri) -> Result<(), rmi_core::Error> {
