@@ -384,12 +384,16 @@ async fn a_cache_whose_name_server_is_down_retries_its_watch_with_a_growing_back
     assert!(!cached.cache_watching(&logical("down.x", port)));
 }
 
-/// Keeps `lease` alive every third of [`TTL`] until aborted (the daemon's "life").
-fn keep_alive(names: &NameServerProxy, lease: LeaseId) -> tokio::task::JoinHandle<()> {
+/// Keeps `lease`, of `ttl`, alive every third of it until aborted (the daemon's "life").
+fn keep_alive(
+    names: &NameServerProxy,
+    lease: LeaseId,
+    ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
     let api = names.api().clone();
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(TTL / 3).await;
+            tokio::time::sleep(ttl / 3).await;
             let _ = api.lease_keep_alive(lease.0).await;
         }
     })
@@ -402,12 +406,15 @@ async fn with_leases_a_dead_daemons_entry_vanishes_and_the_others_stays() {
     let mut remote = names.watch(Some("multi.")).await.unwrap();
     let (a, uri_a) = who_daemon(1).await;
     let (_b, uri_b) = who_daemon(2).await;
+    // Two seconds, not the file's one: B's keep-alives, made by hand, then have 1.3 s each to
+    // arrive, which a stall of a loaded machine does not take.
+    let ttl = 2 * TTL;
     let mut keepers = Vec::new();
     for uri in [&uri_a, &uri_b] {
         let lease = LeaseId(
             names
                 .api()
-                .lease_grant(TTL.as_millis() as u64)
+                .lease_grant(ttl.as_millis() as u64)
                 .await
                 .unwrap(),
         );
@@ -415,7 +422,7 @@ async fn with_leases_a_dead_daemons_entry_vanishes_and_the_others_stays() {
             .register_shared_leased("multi.leased", uri, lease, tags(&[]))
             .await
             .unwrap();
-        keepers.push((lease, keep_alive(&names, lease)));
+        keepers.push((lease, keep_alive(&names, lease, ttl)));
     }
     assert_eq!(names.lookup_all("multi.leased").await.unwrap().len(), 2);
 
