@@ -185,10 +185,7 @@ fn main() {
         // 8 connections × 8 calls in flight, all on this one thread (only when named): what a
         // call costs when each read and write carries fewer of them than at 1 × 64.
         if mode == "conns8" {
-            let mut proxies = Vec::new();
-            for _ in 0..8 {
-                proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
-            }
+            let proxies = connect_all(&uri, 8).await;
             let t = Instant::now();
             let made = in_flight(&proxies, calls).await;
             report("rmi 8 x 8", made, t);
@@ -205,10 +202,7 @@ fn main() {
         }
         if mode == "conns8-threads" {
             let uri = daemon_on_its_own_thread();
-            let mut proxies = Vec::new();
-            for _ in 0..8 {
-                proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
-            }
+            let proxies = connect_all(&uri, 8).await;
             let t = Instant::now();
             let made = in_flight(&proxies, calls).await;
             report("rmi 8 x 8, daemon on its own thread", made, t);
@@ -271,10 +265,7 @@ fn on_a_multi_thread_runtime(conns: usize, calls: usize) {
         .expect("runtime");
     rt.block_on(async {
         let (daemon, uri) = serving_greeter().await;
-        let mut proxies = Vec::new();
-        for _ in 0..conns {
-            proxies.push(GreeterProxy::connect(&uri).await.expect("connect"));
-        }
+        let proxies = connect_all(&uri, conns).await;
         let t = Instant::now();
         let made = in_flight(&proxies, calls).await;
         report(
@@ -284,6 +275,15 @@ fn on_a_multi_thread_runtime(conns: usize, calls: usize) {
         );
         daemon.shutdown();
     });
+}
+
+/// `n` proxies to `uri`, each with a connection of its own.
+async fn connect_all(uri: &rmi::Uri, n: usize) -> Vec<GreeterProxy> {
+    let mut proxies = Vec::with_capacity(n);
+    for _ in 0..n {
+        proxies.push(GreeterProxy::connect(uri).await.expect("connect"));
+    }
+    proxies
 }
 
 /// Prints each thread's name and user and system CPU time (clock ticks, from `/proc`; Linux).
