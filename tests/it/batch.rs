@@ -61,6 +61,52 @@ async fn a_batch_runs_in_order_and_stops_at_the_first_error() {
     }
 }
 
+/// A batch in Pyro's format (serpent) that calls a method its object lacks fails whole, as in
+/// Pyro: after calls that ran, that failure must not read as "not run, safe to repeat"
+/// (helper-164 #3: it was `UnknownMethod`, for which `is_not_executed()` is true); as its
+/// first call, nothing ran, and it is.
+#[tokio::test]
+async fn a_pyro_batch_failing_on_a_missing_method_says_whether_calls_before_it_ran() {
+    let (daemon, lab, _) = start_daemon().await;
+    let proxy: LabProxy = LabProxy::builder(&lab)
+        .unwrap()
+        .serializer(Serializer::Serpent)
+        .connect()
+        .await
+        .unwrap();
+    let mut batch = proxy.proxy().batch();
+    let echo = (1u32, 1u32, "a");
+    batch.add::<_, (u32, u32, String)>("echo", &echo);
+    batch.add::<_, (u32, u32, String)>("echo", &echo);
+    batch.add::<_, ()>("noSuchMethod", &[(); 0]);
+    batch.add::<_, (u32, u32, String)>("echo", &echo);
+    let err = batch.send().await.unwrap_err();
+    assert!(!err.is_not_executed(), "two calls ran: {err:?}");
+    assert!(
+        matches!(&err, Error::Remote(e) if e.type_name == "builtins.AttributeError"
+            && e.method.as_deref() == Some("noSuchMethod")
+            && e.message.contains("the 2 call(s) before it ran")),
+        "{err:?}"
+    );
+    assert_eq!(
+        proxy.calls().await.unwrap(),
+        2,
+        "the two calls before it ran"
+    );
+
+    let mut batch = proxy.proxy().batch();
+    batch.add::<_, ()>("noSuchMethod", &[(); 0]);
+    batch.add::<_, (u32, u32, String)>("echo", &echo);
+    let err = batch.send().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownMethod { method, .. } if method == "noSuchMethod")
+            && err.is_not_executed(),
+        "nothing ran: {err:?}"
+    );
+    assert_eq!(proxy.calls().await.unwrap(), 2, "nothing more ran");
+    daemon.shutdown();
+}
+
 /// A batch sent oneway runs to its end when its caller closes the connection at once, as
 /// Pyro's does (`BatchProxy(p)(oneway=True)`, then the script ends). Before, the daemon took the
 /// closed connection for a caller gone and stopped the batch at its first yield (found by a

@@ -239,6 +239,53 @@ async fn close_drops_the_connection_and_the_next_call_dials_again() {
 }
 
 #[tokio::test]
+async fn a_close_while_a_call_dials_leaves_no_connection_open_once_the_call_ends() {
+    // A gate in front of the daemon: it accepts, and carries nothing until told to, so the
+    // call's dial is surely under way when the proxy is closed (helper-158 #2: the dial then
+    // stored its connection, which stayed open, held by a proxy told to close).
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let target = port_of(&lab);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted_tx, accepted) = tokio::sync::oneshot::channel();
+    let open = Arc::new(tokio::sync::Notify::new());
+    let carried = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let (open, carried) = (open.clone(), carried.clone());
+        async move {
+            let (mut client, _) = listener.accept().await.unwrap();
+            accepted_tx.send(()).unwrap();
+            open.notified().await;
+            let mut up = tokio::net::TcpStream::connect(("127.0.0.1", target))
+                .await
+                .unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+            carried.store(true, Ordering::SeqCst);
+        }
+    });
+    let uri = rmi::Uri::tcp(lab.object().unwrap(), "127.0.0.1", port);
+    let proxy = LabProxy::from_proxy(rmi::Proxy::builder(uri).build());
+    let call = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.echo(1, 1, "dialing".into()).await }
+    });
+    accepted.await.unwrap();
+    proxy.proxy().close();
+    open.notify_one();
+    // The call that dialed is made on its connection all the same...
+    assert_eq!(call.await.unwrap().unwrap().2, "dialing");
+    // ...which the proxy does not keep, and which closes with that call.
+    assert!(proxy.proxy().connected_uri().is_none(), "kept after close");
+    eventually("the connection dialed across the close closing", || {
+        carried.load(Ordering::SeqCst)
+    })
+    .await;
+    daemon.shutdown();
+}
+
+#[tokio::test]
 async fn callers_waiting_for_a_dial_share_its_failure_instead_of_dialing_again() {
     // A "daemon" that accepts and hangs up at once (a relay to a port nothing listens on):
     // every handshake fails. Ten pings at once through one proxy (no reconnect attempts): one

@@ -196,11 +196,23 @@ impl Batch {
     }
 
     /// Sends the calls and waits for their results.
+    ///
+    /// In Pyro's format (to a Python daemon, or under serpent, JSON or msgpack), a call of a
+    /// method the object does not have fails the whole batch, as Pyro's daemon does, with the
+    /// results of the calls before it lost: [`Error::UnknownMethod`] when it was the first
+    /// call (nothing ran), otherwise an [`Error::Remote`] (`builtins.AttributeError`) that
+    /// says how many calls ran, for which [`Error::is_not_executed`] is false. (Under bincode
+    /// the calls before it keep their results.)
     pub async fn send(self) -> Result<BatchResults, Error> {
         let (proxy, shape, sent, batch) = self.calls().await?;
         let items = match &shape.calls {
             Calls::Rmi(calls) => Items::Rmi(proxy.send_batch(&(calls,)).await?),
-            Calls::Pyro(calls) => Items::Pyro(proxy.send_batch(calls).await?),
+            Calls::Pyro(calls) => Items::Pyro(
+                proxy
+                    .send_batch(calls)
+                    .await
+                    .map_err(|e| after_earlier_calls(e, calls))?,
+            ),
         };
         Ok(BatchResults {
             batch,
@@ -218,6 +230,33 @@ impl Batch {
             Calls::Rmi(calls) => proxy.send_batch_oneway(&(calls,)).await,
             Calls::Pyro(calls) => proxy.send_batch_oneway(calls).await,
         }
+    }
+}
+
+/// A Pyro-format batch's failure `e` as its caller is to see it: an unknown method after
+/// calls that ran is no longer "not executed" (helper-164 #3). The daemon stops at the first
+/// call of the missing method, so the calls before that one's first place ran.
+fn after_earlier_calls(e: Error, calls: &[PyroCall]) -> Error {
+    let Error::UnknownMethod { object, method } = e else {
+        return e;
+    };
+    match calls.iter().position(|c| c.method() == Some(&method)) {
+        Some(ran @ 1..) => {
+            let mut err = crate::error::RemoteError::new(
+                crate::error::RemoteErrorKind::Other,
+                "builtins.AttributeError",
+                format!(
+                    "unknown method {method:?}, call {} of the batch: the {ran} call(s) before \
+                     it ran, and their results are lost (in Pyro's format a missing method \
+                     fails the whole batch)",
+                    ran + 1
+                ),
+            );
+            err.object = (!object.is_empty()).then_some(object);
+            err.method = Some(method);
+            Error::Remote(Box::new(err))
+        }
+        _ => Error::UnknownMethod { object, method },
     }
 }
 

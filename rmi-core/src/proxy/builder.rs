@@ -342,6 +342,7 @@ impl ProxyBuilder {
                 conn: RwLock::new(None),
                 learned: parking_lot::Mutex::new(None),
                 dial_lock: tokio::sync::Mutex::new(None),
+                closes: std::sync::atomic::AtomicU64::new(0),
             }),
             options,
         }

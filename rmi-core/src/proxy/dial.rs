@@ -30,7 +30,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 impl Proxy {
     /// Closes the connection now; the next call dials again (except on a proxy made with
     /// [`ProxyBuilder::connect_over`](super::ProxyBuilder::connect_over), which never dials).
+    /// A dial under way meanwhile (a call's, on another task) is not kept either: the call
+    /// that dialed is made on it, and it closes once that call ends; the calls that waited
+    /// for it dial again.
     pub fn close(&self) {
+        // Counted before the connection is taken: a dial that stores its connection after
+        // this reads the new count (under the same lock) and keeps it for its callers only.
+        self.shared.closes.fetch_add(1, Ordering::AcqRel);
         if let Some(conn) = self.shared.conn.write().take() {
             conn.shared.close("closed by the proxy".into());
         }
@@ -104,6 +110,7 @@ impl Proxy {
             return Err(DialFailed::Unsent(failure.error()));
         }
         let ahead = recent.is_none();
+        let closes = self.shared.closes.load(Ordering::Acquire);
         // The first dial's resolution, within the first dial's connect timeout.
         let timeout = self.shared.config.connect_timeout;
         let deadline = tokio::time::Instant::now().checked_add(timeout);
@@ -122,6 +129,7 @@ impl Proxy {
             early,
             left,
             ahead,
+            closes,
         }))
     }
 
@@ -140,6 +148,7 @@ impl Proxy {
             early,
             left,
             ahead: _,
+            closes,
         } = due;
         let deadline = left.and_then(|left| tokio::time::Instant::now().checked_add(left));
         let mut target = Some(Resolved {
@@ -200,7 +209,13 @@ impl Proxy {
         };
         let conn = Arc::new(conn);
         self.shared.security.connected_to(conn.direct.location());
-        *self.shared.conn.write() = Some(conn.clone());
+        let mut kept = self.shared.conn.write();
+        // Closed while it dialed: the connection serves the call that dialed, and closes when
+        // that call lets go of it.
+        if self.shared.closes.load(Ordering::Acquire) == closes {
+            *kept = Some(conn.clone());
+        }
+        drop(kept);
         Ok((conn, sent))
     }
 
@@ -468,6 +483,8 @@ pub(super) struct Due<'a> {
     early: Option<EarlyDial>,
     left: Option<Duration>,
     ahead: bool,
+    /// [`Proxy::close`]'s count when the dial began.
+    closes: u64,
 }
 
 /// The proxy's last failed dial, for the callers that waited for it.

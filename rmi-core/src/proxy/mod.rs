@@ -147,6 +147,9 @@ struct Shared {
     /// Serializes dialing so concurrent first calls, and calls after a failure, dial once;
     /// holds when the last dial failed and why, so callers that waited for it share the failure.
     dial_lock: tokio::sync::Mutex<Option<dial::Failure>>,
+    /// How many times [`Proxy::close`] was called: a dial under way when it changes makes a
+    /// connection its caller uses and the proxy does not keep.
+    closes: std::sync::atomic::AtomicU64,
 }
 
 impl Proxy {

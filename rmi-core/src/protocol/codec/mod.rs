@@ -902,6 +902,17 @@ impl PyroCall {
         }
         Ok(PyroCall(call))
     }
+
+    /// The name of the method called.
+    pub(crate) fn method(&self) -> Option<&str> {
+        match &self.0 {
+            value::Value::List(parts) | value::Value::Tuple(parts) => match parts.first() {
+                Some(value::Value::Str(name)) => Some(name),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 impl Serialize for PyroCall {
