@@ -113,7 +113,9 @@ impl NsLocator {
         Ok(l)
     }
 
-    /// Connect to this host only (no localhost try, no broadcast).
+    /// Connect to this host only (no localhost try, no broadcast). `./u:PATH` is the name
+    /// server's Unix domain socket (`rmi-ns -u PATH`), as Pyro's `locate_ns` takes it, here and
+    /// in `RMI_NS_HOST`/`PYRO_NS_HOST`; the port is not used then.
     pub fn host(mut self, host: impl Into<String>) -> Self {
         self.host = Some(host.into());
         self
@@ -177,13 +179,14 @@ impl NsLocator {
     /// Finds the name server and returns a connected proxy to it.
     pub async fn locate(&self) -> Result<NameServerProxy, Error> {
         if let Some(host) = &self.host {
-            return self
-                .connect(Uri::tcp(
-                    crate::NAME_SERVER_OBJECT_ID,
-                    host.clone(),
-                    self.port,
-                ))
-                .await;
+            let uri = match host.strip_prefix("./u:") {
+                Some(path) => Uri::Pyro {
+                    object: crate::NAME_SERVER_OBJECT_ID.into(),
+                    location: rmi_core::Location::Unix(path.to_owned()),
+                },
+                None => Uri::tcp(crate::NAME_SERVER_OBJECT_ID, host.clone(), self.port),
+            };
+            return self.connect(uri).await;
         }
         // Under TLS, `localhost` first, the name a local certificate names (both loopbacks
         // are dialed; a certificate that does not name it ends that try at once); then the

@@ -60,8 +60,17 @@ async fn uris_carry_the_advertised_address_not_the_bound_one() {
 #[cfg(unix)]
 #[tokio::test]
 async fn daemon_proxy_and_name_server_over_unix_sockets() {
-    let dir = std::env::temp_dir().join(format!("rmi-test-{}", std::process::id()));
+    // An `@` in the path, which the URI's parse once took for the object id's end (helper-167
+    // #2): the URI did not read back, and the name server refused it.
+    let dir = std::env::temp_dir().join(format!("rmi-test@{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // A path that is not UTF-8 cannot go in a URI as it is: refused, not advertised as another.
+    let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad-\xff.sock");
+    let err = Daemon::builder()
+        .bind_unix(dir.join(bad))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("UTF-8"), "{err}");
     let sock = dir.join("greeter.sock");
     let _ = std::fs::remove_file(&sock);
     let daemon = Daemon::builder().bind_unix(&sock).await.unwrap();
@@ -93,6 +102,23 @@ async fn daemon_proxy_and_name_server_over_unix_sockets() {
         .unwrap();
     names.register("greeter", &uri).await.unwrap();
     assert_eq!(names.lookup("greeter").await.unwrap(), uri);
+    // ...and found as Pyro's `locate_ns("./u:PATH")` finds it, for `PYRONAME:` (helper-167
+    // #1: the path was taken for a TCP host, and every lookup failed in DNS).
+    let locator = rmi::naming::NsLocator::new()
+        .host(format!("./u:{}", ns_sock.display()))
+        .no_broadcast();
+    let resolver: std::sync::Arc<dyn rmi::Resolve> =
+        std::sync::Arc::new(rmi::naming::NamingResolver::new(locator));
+    let named: GreeterProxy = GreeterProxy::builder("PYRONAME:greeter")
+        .unwrap()
+        .resolver(resolver)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        named.welcome_message("by name".into()).await.unwrap(),
+        "Hi welcome by name"
+    );
     ns.shutdown();
     daemon.shutdown();
     // The socket file goes away with the daemon.

@@ -573,6 +573,14 @@ impl DaemonBuilder {
             ));
         }
         let path = path.as_ref();
+        // The URI carries the path as text: one that is not UTF-8 would name another path
+        // there (U+FFFD in its place), which no client could reach.
+        let Some(text) = path.to_str() else {
+            return Err(Error::Daemon(format!(
+                "a Unix socket path must be UTF-8 to go in a PYRO: uri: {}",
+                path.display()
+            )));
+        };
         super::listener::remove_stale_socket(path).await;
         let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
             let context = match e.kind() {
@@ -584,7 +592,7 @@ impl DaemonBuilder {
             };
             Error::io(context, e)
         })?;
-        let location = Location::Unix(path.to_string_lossy().into_owned());
+        let location = Location::Unix(text.to_owned());
         let at = super::listener::UnixPath::bound(path);
         Ok(self.build(Listener::Unix(listener, at), location))
     }
