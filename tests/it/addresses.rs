@@ -153,3 +153,46 @@ async fn localhost_reaches_daemons_on_ipv4_and_on_ipv6() {
         daemon.shutdown();
     }
 }
+
+/// Two daemons started at once on a path a dead daemon left its socket file at: one binds, the
+/// other is told a process serves there. Before, both could find the file stale, both remove
+/// it and bind, and the first then served on an unlinked socket nobody could reach, its URIs
+/// reaching the other (helper-167 #3).
+#[cfg(unix)]
+#[test]
+fn two_daemons_taking_over_one_stale_socket_file_never_both_bind_it() {
+    use std::sync::{Arc, Barrier};
+    let dir = std::env::temp_dir().join(format!("rmi-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("d.sock");
+    for round in 0..100 {
+        let _ = std::fs::remove_file(&path);
+        // A socket file nobody listens on any more.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let (start, bound) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let daemons: Vec<_> = (0..2)
+            .map(|_| {
+                let (start, bound, path) = (start.clone(), bound.clone(), path.clone());
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        start.wait();
+                        let daemon = Daemon::builder().bind_unix(&path).await;
+                        // Both held until both have tried.
+                        bound.wait();
+                        daemon.map(drop).map_err(|e| e.to_string())
+                    })
+                })
+            })
+            .collect();
+        let results: Vec<_> = daemons.into_iter().map(|d| d.join().unwrap()).collect();
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "round {round}: {results:?}");
+        let refused = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert!(refused.contains("a process serves there"), "{refused}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -581,8 +581,12 @@ impl DaemonBuilder {
                 path.display()
             )));
         };
+        // Held from the look at a stale file to the listen (`bind` listens too).
+        let locked = super::listener::lock_socket_dir(path).await;
         super::listener::remove_stale_socket(path).await;
-        let listener = tokio::net::UnixListener::bind(path).map_err(|e| {
+        let bound = tokio::net::UnixListener::bind(path);
+        drop(locked);
+        let listener = bound.map_err(|e| {
             let context = match e.kind() {
                 std::io::ErrorKind::AddrInUse => format!(
                     "binding the daemon at {}: a process serves there, or the file is no socket",

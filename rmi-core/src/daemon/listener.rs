@@ -49,6 +49,38 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     Some((meta.dev(), meta.ino()))
 }
 
+/// The directory of the socket path `path`, opened and locked (`flock`) while a daemon takes
+/// the path over, or `None` (an abstract socket, a directory that cannot be opened, a lock
+/// still held after 2 s). Two daemons that found the same stale file could otherwise both
+/// remove it and bind, the first left serving on an unlinked socket nobody can reach, its URIs
+/// reaching the other (helper-167 #3); under the lock, the second finds the first listening.
+/// Only rmi daemons take it; closing the file lets go of it.
+#[cfg(unix)]
+pub(super) async fn lock_socket_dir(path: &std::path::Path) -> Option<std::fs::File> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().first() == Some(&0) {
+        return None;
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    let dir = std::fs::File::open(dir).ok()?;
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match dir.try_lock() {
+            Ok(()) => return Some(dir),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "binding a Unix socket without its directory's lock");
+                return None;
+            }
+        }
+    }
+}
+
 /// Removes the socket file at `path` when nobody listens on it any more (a daemon that was
 /// killed leaves it behind, and binding would fail): a socket that refuses a connection. A
 /// file that is no socket, or one a process still accepts on, is left for the bind to report.
