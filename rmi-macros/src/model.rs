@@ -431,6 +431,11 @@ fn lower_args<'a>(sig: &'a Signature, origin: Origin, cx: &mut Ctxt) -> Vec<Arg<
             cx.error(origin, syn::Error::new_spanned(attr, msg));
             continue;
         }
+        if let Some(attr) = pt.attrs.iter().find(|a| a.path().is_ident("rmi")) {
+            let msg = "`#[rmi]` is not supported on a parameter: a keyword argument takes the parameter's own name (write it as Python does, `newLevel`; non-snake-case names are allowed), and the method's options go on the method";
+            cx.error(origin, syn::Error::new_spanned(attr, msg));
+            continue;
+        }
         // (`r#__args` is `__args`.)
         if ident.unraw().to_string().starts_with("__") {
             let msg = "argument names starting with `__` are reserved for generated code";

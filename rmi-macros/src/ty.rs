@@ -73,11 +73,6 @@ pub(crate) fn is_byte_vec(ty: &Type) -> bool {
     )
 }
 
-/// `Option<T>`.
-pub(crate) fn is_option(ty: &Type) -> bool {
-    single_type_arg(ty, "Option").is_some()
-}
-
 /// `()`.
 pub(crate) fn is_unit(ty: &Type) -> bool {
     matches!(ungroup(ty), Type::Tuple(t) if t.elems.is_empty())

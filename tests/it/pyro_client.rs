@@ -230,6 +230,18 @@ pub(crate) trait Account {
     async fn echo_option(&self, value: Option<String>) -> Option<String>;
 }
 
+/// Python's `echo` again, its argument's type an alias of an `Option`. (Only its proxy is
+/// used.)
+#[rmi::remote]
+#[allow(dead_code)]
+trait Aliased {
+    #[rmi(name = "echo", keep_none)]
+    async fn echo_alias(&self, value: MaybeText) -> MaybeText;
+}
+
+/// An `Option` the macro cannot see through its name.
+type MaybeText = Option<String>;
+
 /// Calls the Python `Account` behind `account`, typed and untyped, and checks its exceptions:
 /// what every Python-server test below does.
 async fn exercise(account: &AccountProxy) {
@@ -252,6 +264,9 @@ async fn exercise(account: &AccountProxy) {
     // With `keep_none`, a trailing `None` is sent (before, a typed proxy always left it out,
     // and Python raised `TypeError` for the missing argument: helper-122 #1).
     assert_eq!(account.echo_option(None).await.unwrap(), None);
+    // Through an alias too (helper-166 #1: left out, and Python raised `TypeError`).
+    let aliased = AliasedProxy::from_proxy(account.proxy().clone());
+    assert_eq!(aliased.echo_alias(None).await.unwrap(), None);
     assert_eq!(
         account.echo_option(Some("x".into())).await.unwrap(),
         Some("x".into())

@@ -53,6 +53,12 @@ pub(super) fn strip_rmi_attrs(item: &mut ItemTrait) {
             f.attrs.retain(|a| {
                 !a.path().is_ident("rmi") && crate::attr::hidden_in_cfg_attr(a).is_none()
             });
+            // (Refused on a parameter by the model, in the macro's words; not rustc's too.)
+            for input in &mut f.sig.inputs {
+                if let syn::FnArg::Typed(pt) = input {
+                    pt.attrs.retain(|a| !a.path().is_ident("rmi"));
+                }
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use quote::{format_ident, quote};
 use syn::ItemTrait;
 
 use crate::model::{Method, Options, Service};
-use crate::ty::{is_byte_vec, is_option};
+use crate::ty::is_byte_vec;
 
 /// The names of the generated types: the trait's name plus a fixed suffix, on the trait's span.
 pub(crate) struct Names<'a> {
@@ -137,9 +137,11 @@ fn args_tuple_items<'m>(
         let ident = arg.ident;
         if is_byte_vec(arg.ty) {
             quote!(#p::ByteArg::from(#ident))
-        } else if m.keep_none && is_option(arg.ty) {
+        } else if m.keep_none {
             // Sent as `None`, where a trailing one is otherwise left out (so that a Python
-            // method's default applies).
+            // method's default applies). Every argument, not only those written `Option<..>`:
+            // an alias of one, or a newtype around one, serializes a `None` just the same
+            // (helper-166 #1: those were left out, under `keep_none`).
             quote!(#p::Untrimmed(#ident))
         } else {
             quote!(#ident)
