@@ -73,7 +73,20 @@ async fn daemon_proxy_and_name_server_over_unix_sockets() {
     assert!(err.to_string().contains("UTF-8"), "{err}");
     let sock = dir.join("greeter.sock");
     let _ = std::fs::remove_file(&sock);
-    let daemon = Daemon::builder().bind_unix(&sock).await.unwrap();
+    // What the daemon tells of a Unix client: its credentials (helper-167 #4: the daemon's own
+    // path, the same for every client).
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let daemon = Daemon::builder()
+        .validator({
+            let peers = peers.clone();
+            move |info: &rmi::daemon::HandshakeInfo<'_>| {
+                peers.lock().unwrap().push(info.peer.to_owned());
+                Ok(String::new())
+            }
+        })
+        .bind_unix(&sock)
+        .await
+        .unwrap();
     let uri = daemon
         .register_with_id(GreeterServer::new(GreetingMaker), "greeter")
         .unwrap();
@@ -87,6 +100,15 @@ async fn daemon_proxy_and_name_server_over_unix_sockets() {
     assert_eq!(
         greeter.welcome_message("unix".into()).await.unwrap(),
         "Hi welcome unix"
+    );
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&dir).unwrap());
+    assert_eq!(
+        peers.lock().unwrap().clone(),
+        [format!(
+            "unix:{} uid={uid} pid={}",
+            sock.display(),
+            std::process::id()
+        )]
     );
 
     // A name server on a Unix socket, used directly.

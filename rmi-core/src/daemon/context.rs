@@ -288,7 +288,9 @@ impl CallContext {
         }
     }
 
-    /// The caller's address (`ip:port`, or a description for other transports).
+    /// The caller's address: `ip:port`; on a Unix socket `unix:PATH uid=U pid=P`, the
+    /// daemon's socket and the caller's credentials as the kernel gives them. A validator
+    /// ([`HandshakeInfo::peer`](super::HandshakeInfo)) and the hooks see the same text.
     pub fn peer(&self) -> &str {
         &self.inner.conn.peer
     }

@@ -35,7 +35,8 @@ pub type Certificate = rustls_pki_types::CertificateDer<'static>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct HandshakeInfo<'a> {
-    /// The client's address.
+    /// The client's address, as [`CallContext::peer`](super::context::CallContext::peer) gives
+    /// it (on a Unix socket `unix:PATH uid=U pid=P`: a validator may admit by uid).
     pub peer: &'a str,
     /// The object the client connects to. Empty when it names none: a Pyro4 client without
     /// METADATA, whose connection is then bound to the first object it calls, and the

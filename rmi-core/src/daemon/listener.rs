@@ -150,7 +150,16 @@ impl Listener {
             #[cfg(unix)]
             Listener::Unix(l, at) => {
                 let (stream, _) = l.accept().await?;
-                Ok((Box::new(stream), format!("unix:{}", at.path.display())))
+                // A Unix client has no address of its own: its credentials, as the kernel
+                // gives them, tell one from another (and let a validator admit by uid).
+                let mut text = format!("unix:{}", at.path.display());
+                if let Ok(cred) = stream.peer_cred() {
+                    let _ = write!(text, " uid={}", cred.uid());
+                    if let Some(pid) = cred.pid() {
+                        let _ = write!(text, " pid={pid}");
+                    }
+                }
+                Ok((Box::new(stream), text))
             }
         }
     }
