@@ -1176,3 +1176,73 @@ async fn names_going_plain_cut_short_are_registered_by_the_keeper() {
     assert!(pyro.list_prefix("plain.").await.unwrap().is_empty());
     daemon.shutdown();
 }
+
+/// A Pyro5 daemon on a Unix domain socket (`Daemon(unixsocket=...)`), the tutorial's method.
+const UNIX_SERVER: &str = r#"
+import sys
+import Pyro5.api as pyro
+
+@pyro.expose
+class Greeter(object):
+    def welcomeMessage(self, name):
+        return "Hi welcome " + name
+
+daemon = pyro.Daemon(unixsocket=sys.argv[1])
+print("READY", daemon.register(Greeter(), "example.greeter"))
+daemon.requestLoop()
+"#;
+
+/// Unix domain sockets both ways: a Rust proxy calls a Pyro5 daemon on one, and Pyro5's
+/// client calls an rmi daemon on one, the URIs (`PYRO:obj@./u:PATH`, a path holding an `@`)
+/// read by each side as the other wrote them. (Pyro5 refuses a `:` in a socket path.)
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_sockets_carry_calls_both_ways_between_rust_and_pyro5() {
+    let Some(python) = python5() else { return };
+    let dir = std::env::temp_dir().join(format!("rmi-py@{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let python_sock = dir.join("python.sock");
+    let _ = std::fs::remove_file(&python_sock);
+    let path = python_sock.to_str().unwrap().to_owned();
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = PythonProcess::start(python, &["-c", UNIX_SERVER, &path]);
+        let uri = server.wait_for("READY ");
+        (server, uri)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        server.1,
+        format!("PYRO:example.greeter@./u:{}", python_sock.display())
+    );
+    let greeter = GreeterProxy::connect(server.1.as_str()).await.unwrap();
+    assert_eq!(
+        greeter
+            .welcome_message("over a socket file".into())
+            .await
+            .unwrap(),
+        "Hi welcome over a socket file"
+    );
+
+    let rust_sock = dir.join("rust.sock");
+    let _ = std::fs::remove_file(&rust_sock);
+    let daemon = rmi::Daemon::builder().bind_unix(&rust_sock).await.unwrap();
+    let uri = daemon
+        .register_with_id(GreeterServer::new(GreetingMaker), "example.rust.greeter")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let script = r#"
+import sys
+import Pyro5.api
+with Pyro5.api.Proxy(sys.argv[1]) as greeter:
+    print(greeter.welcomeMessage("Rashmi"))
+"#;
+    let said = run(python, script, vec![uri.to_string()]).await;
+    assert_eq!(said.trim(), "Hi welcome Rashmi");
+    daemon.shutdown();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
