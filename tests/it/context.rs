@@ -508,6 +508,43 @@ async fn a_method_learns_that_its_caller_is_gone() {
     daemon.shutdown();
 }
 
+/// A caller that leaves while its call runs in the grace period of a shutdown: the method
+/// hears it at once, and the shutdown ends then, not at the grace period's end (helper-156
+/// #4: the connection took any end during a shutdown for the shutdown's, so the method ran
+/// on for the whole grace period).
+#[tokio::test]
+async fn a_method_learns_that_its_caller_left_during_the_grace_period() {
+    let daemon = rmi::Daemon::builder()
+        .grace_period(Duration::from_secs(60))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let uri = daemon
+        .register(IntrospectServer::new(IntrospectObject::default()))
+        .unwrap();
+    let serving = tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let watcher = IntrospectProxy::connect(&uri).await.unwrap();
+    let leaving = IntrospectProxy::connect(&uri).await.unwrap();
+    let call = tokio::spawn({
+        let leaving = leaving.clone();
+        async move { leaving.outlast_caller(60_000).await }
+    });
+    while watcher.outlasted().await.unwrap().1 < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    daemon.shutdown();
+    leaving.proxy().close();
+    assert!(call.await.unwrap().is_err(), "its connection closed");
+    tokio::time::timeout(Duration::from_secs(20), serving)
+        .await
+        .expect("the shutdown ended with the call, not at the grace period's end")
+        .unwrap()
+        .unwrap();
+}
+
 /// Passes a call on to the introspecting object, with the proxy it was given.
 #[rmi::remote]
 pub(crate) trait Relay {

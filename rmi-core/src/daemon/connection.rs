@@ -850,6 +850,9 @@ pub(super) async fn handle_connection(
     // closes or sends what cannot be answered, the writer fails, or the grace period is over.
     // Each answer holds a slot until written, as any reply: a peer that sends without
     // reading is not answered without bound.
+    // The peer left (it closed, reset, stopped reading or broke the protocol), as opposed to
+    // the loop stopping for the daemon's shutdown, whose calls get the grace period.
+    let mut peer_left = !by_shutdown || writer_gone.is_raised();
     if by_shutdown && !writer_gone.is_raised() {
         tx.send_all(&mut replies);
         let all = u32::try_from(max).unwrap_or(u32::MAX);
@@ -861,7 +864,10 @@ pub(super) async fn handle_connection(
             } else {
                 tokio::select! {
                     biased;
-                    () = &mut gone => break,
+                    () = &mut gone => {
+                        peer_left = true;
+                        break;
+                    }
                     () = &mut aborted => break,
                     _ = slots.acquire_many(all) => break,
                     read = reader.read_frame_within(inner.config.idle_timeout) => read,
@@ -871,7 +877,10 @@ pub(super) async fn handle_connection(
                 Ok(Some(req)) => req,
                 Err(Error::Timeout(_)) => continue,
                 // The end, a reset, or a malformed message: nothing more to answer.
-                Ok(None) | Err(_) => break,
+                Ok(None) | Err(_) => {
+                    peer_left = true;
+                    break;
+                }
             };
             if let Some(verifier) = verifier.as_mut() {
                 if verifier.verify(&req).is_err() {
@@ -888,15 +897,19 @@ pub(super) async fn handle_connection(
             };
             let permit = tokio::select! {
                 biased;
-                () = &mut gone => break,
+                () = &mut gone => {
+                    peer_left = true;
+                    break;
+                }
                 () = &mut aborted => break,
                 permit = slots.acquire() => permit.expect("never closed"),
             };
             let _ = tx.send(Slot::taken(&slots, permit).reply(answer, &queued));
         }
     }
-    // The peer is gone unless the daemon is shutting down (calls then get the grace period).
-    if !inner.shutdown.is_raised() {
+    // A caller that leaves during the grace period is gone too: a method watching for it
+    // stops then, not at the grace period's end (helper-156 #4).
+    if peer_left {
         peer_gone.raise();
     }
     // No request can come any more: the connection's streams linger from now, for their
