@@ -66,11 +66,17 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
         all.extend_from_slice(args);
         support::nsc(&all, &[])
     };
-    assert_eq!(nsc(&["ping"]), (true, "name server ping ok\n".into()));
+    assert_eq!(nsc(&["ping"]), (true, "Name server ping ok.\n".into()));
     assert!(nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4000"]).0);
     let (ok, err) = nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4001"]);
     assert!(!ok && err.contains("already registered"), "{err}");
     assert!(nsc(&["setmeta", "app.greeter", "greeting", "tutorial"]).0);
+    // `-x` after the command is pyro5-nsc's tag, not rmi-nsc's --nobc: refused, not taken for
+    // the flag, which cleared the metadata (helper-154 #5); after `--`, the tag.
+    let (ok, out) = nsc(&["setmeta", "app.greeter", "-x"]);
+    assert!(!ok && out.contains("'-- -x'"), "{out}");
+    let (ok, out) = nsc(&["lookup", "app.greeter"]);
+    assert!(ok && out.contains("{'greeting', 'tutorial'}"), "{out}");
     let (ok, out) = nsc(&["lookup", "app.greeter"]);
     assert!(
         ok && out.contains("PYRO:obj@127.0.0.1:4000") && out.contains("tutorial"),
@@ -87,7 +93,10 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     let (_, out) = nsc(&["yplookup-all", "greeting", "tutorial"]);
     assert!(out.contains("app.greeter"), "{out}");
     let (_, out) = nsc(&["yplookup_all", "greeting", "nothing"]);
-    assert_eq!(out, "(no names)\n");
+    assert_eq!(
+        out,
+        "--------START LIST  - searched by metadata\n--------END LIST  - searched by metadata\n"
+    );
     let (_, out) = nsc(&["yplookup_any", "nothing", "tutorial"]);
     assert!(out.contains("app.greeter"), "{out}");
     // And pyro4-nsc's.
@@ -99,7 +108,7 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     assert!(out.contains("Pyro.NameServer"), "{out}");
     assert_eq!(
         nsc(&["remove", "app.greeter"]),
-        (true, "removed app.greeter\n".into())
+        (true, "Removed app.greeter\n".into())
     );
     let (ok, err) = nsc(&["lookup", "app.greeter"]);
     assert!(!ok && err.contains("unknown name"), "{err}");
@@ -107,7 +116,7 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
         nsc(&["remove", "Pyro.NameServer"]),
         (
             true,
-            "Pyro.NameServer is the name server's own entry: nothing removed\n".into()
+            "Nothing removed: Pyro.NameServer is the name server's own entry\n".into()
         )
     );
     // A shared name: lookup shows every daemon behind it, not one at random.
@@ -122,24 +131,32 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
             "PYRO:obj@127.0.0.1:4001\nPYRO:obj@127.0.0.1:4002\n".into()
         )
     );
+    // And so do list and yplookup (helper-154 #4: one daemon, picked at random).
+    assert!(nsc(&["setmeta", "app.multi", "many"]).0);
+    let both = "app.multi --> PYRO:obj@127.0.0.1:4001\n    metadata: {'many'}\n\
+                app.multi --> PYRO:obj@127.0.0.1:4002\n    metadata: {'many'}\n";
+    for args in [&["list", "app.m"][..], &["yplookup_any", "many"]] {
+        let (ok, out) = nsc(args);
+        assert!(ok && out.contains(both), "{args:?}: {out}");
+    }
     // Removing one daemon's entry leaves the other's.
     assert_eq!(
         nsc(&["remove", "app.multi", "PYRO:obj@127.0.0.1:4001"]),
         (
             true,
-            "removed PYRO:obj@127.0.0.1:4001 from app.multi\n".into()
+            "Removed PYRO:obj@127.0.0.1:4001 from app.multi\n".into()
         )
     );
     assert_eq!(
         nsc(&["remove", "app.multi", "PYRO:obj@127.0.0.1:4001"]),
         (
             true,
-            "app.multi has no shared entry for PYRO:obj@127.0.0.1:4001\n".into()
+            "Nothing removed: app.multi has no shared entry for PYRO:obj@127.0.0.1:4001\n".into()
         )
     );
     assert_eq!(
         nsc(&["lookup", "app.multi"]),
-        (true, "PYRO:obj@127.0.0.1:4002\n".into())
+        (true, "PYRO:obj@127.0.0.1:4002\nmetadata: {'many'}\n".into())
     );
     // A plainly registered name's URI given: nothing removed, and said how to remove it.
     assert!(nsc(&["register", "app.plain", "PYRO:obj@127.0.0.1:4003"]).0);
@@ -158,7 +175,7 @@ async fn rmi_nsc_controls_a_running_rmi_ns() {
     }
     assert_eq!(
         nsc(&["removematching", "--yes", "tmp\\.[01]"]),
-        (true, "removed 2 entries\n".into())
+        (true, "2 items removed.\n".into())
     );
     let (_, out) = nsc(&["list"]);
     assert!(
@@ -340,14 +357,14 @@ async fn removematching_asks_before_it_removes() {
         "{out}"
     );
     let (ok, out) = nsc(&["removematching", "Pyro.*"], None);
-    assert!(ok && out == "no names match Pyro.*\n", "{out}");
+    assert!(ok && out == "0 items removed.\n", "{out}");
     let (ok, out) = nsc(&["removematching", "nothing.*"], None);
-    assert!(ok && out == "no names match nothing.*\n", "{out}");
+    assert!(ok && out == "0 items removed.\n", "{out}");
     let (ok, out) = nsc(&["removematching", "tmp.*"], Some("y\n"));
-    assert!(ok && out.starts_with("removed 2 entries\n"), "{out}");
+    assert!(ok && out.starts_with("2 items removed.\n"), "{out}");
     assert_eq!((names("tmp."), names("keep")), (0, 1));
     let (ok, out) = nsc(&["removematching", "-y", "kee."], None);
-    assert_eq!((ok, out.as_str()), (true, "removed 1 entry\n"));
+    assert_eq!((ok, out.as_str()), (true, "1 items removed.\n"));
 
     // What was shown goes by name: a name of 512 characters, whose escaped pattern was longer
     // than the name server's `max_regex_len`, stopped the removal half done (helper-154 #1).
@@ -356,7 +373,7 @@ async fn removematching_asks_before_it_removes() {
         assert!(nsc(&["register", name, "PYRO:obj@127.0.0.1:4000"], None).0);
     }
     let (ok, out) = nsc(&["removematching", "[tz]"], Some("y\n"));
-    assert!(ok && out.contains("removed 2 entries\n"), "{out}");
+    assert!(ok && out.contains("2 items removed.\n"), "{out}");
     assert_eq!((names("t.x"), names("zzz"), names("z...")), (0, 0, 0));
     // An empty pattern listed every name, and removed them all when asked, none with --yes:
     // it is refused both ways (helper-154 #3).
@@ -425,7 +442,7 @@ async fn removematching_removes_only_the_names_it_asked_about() {
     let mut rest = String::new();
     let _ = stderr.read_to_string(&mut rest);
     assert!(
-        out.status.success() && stdout == "removed 1 entry\n",
+        out.status.success() && stdout == "1 items removed.\n",
         "{stdout}; stderr: {rest}"
     );
     assert!(names.lookup("tmp.shown").await.is_err());
@@ -437,7 +454,7 @@ async fn removematching_removes_only_the_names_it_asked_about() {
 fn rmi_nsc_takes_options_after_the_command() {
     let (_ns, port) = support::spawn_rmi_ns(&[]);
     let (ok, out) = support::nsc(&["ping", "-n", "127.0.0.1", "-p", &port.to_string()], &[]);
-    assert_eq!((ok, out.as_str()), (true, "name server ping ok\n"));
+    assert_eq!((ok, out.as_str()), (true, "Name server ping ok.\n"));
     let (ok, out) = support::nsc(
         &["-n", "127.0.0.1", "list", "--port", &port.to_string()],
         &[],

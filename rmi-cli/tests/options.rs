@@ -90,12 +90,21 @@ async fn nathost_and_natport_are_the_address_in_the_uris_it_hands_out() {
             "19090",
         ],
         &[],
-        2,
+        4,
     );
     let advertised = Uri::tcp("Pyro.NameServer", "ns.example.test", 19090);
     assert!(
         lines[0].contains(&format!("({advertised})")),
         "the printed URI: {lines:?}"
+    );
+    // And pyro5-ns's last lines, which scripts written for it wait for (helper-169 #1).
+    let bound = Uri::tcp("Pyro.NameServer", "127.0.0.1", port_of(&lines[0]));
+    assert_eq!(
+        lines[2..],
+        [
+            format!("internal URI = {bound}"),
+            format!("external URI = {advertised}")
+        ]
     );
     // Reached through where it binds, it names itself by the advertised address.
     let names = locate(port_of(&lines[0])).await;
@@ -307,7 +316,10 @@ async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
         client_key.to_str().unwrap(),
         "ping",
     ]);
-    assert_eq!(nsc(&with_cert, &[]), (true, "name server ping ok\n".into()));
+    assert_eq!(
+        nsc(&with_cert, &[]),
+        (true, "Name server ping ok.\n".into())
+    );
     let mut without = base.to_vec();
     without.push("ping");
     let (ok, out) = nsc(&without, &[]);
@@ -968,4 +980,30 @@ fn signals_ignored_when_rmi_ns_starts_stay_ignored() {
     let (status, _) = ns.signal("TERM");
     assert!(status.success(), "SIGTERM: {status}");
     assert!(!std::path::Path::new(sock).exists());
+}
+
+/// rmi-ns prints pyro5-ns's lines, which scripts written for it wait for: `URI = ...` once it
+/// serves, and `NS shut down.` when it stops (helper-169 #1: neither was printed).
+#[test]
+fn rmi_ns_prints_its_uri_and_its_stop_as_pyro5_ns_does() {
+    use std::io::BufRead;
+    let mut child = support::tool(env!("CARGO_BIN_EXE_rmi-ns"))
+        .args(["-n", "127.0.0.1", "-p", "0", "-x"])
+        .env("RMI_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rmi-ns");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().expect("a line").expect("read rmi-ns");
+    let first = next();
+    let port = support::port_of(&first);
+    assert_eq!(
+        next(),
+        format!("URI = PYRO:Pyro.NameServer@127.0.0.1:{port}")
+    );
+    let mut ns = support::ChildGuard(child);
+    let (status, _) = ns.terminate();
+    assert!(status.success(), "{status}");
+    assert_eq!(next(), "NS shut down.");
 }

@@ -26,17 +26,17 @@ fn rmi_nsc_works_against_pyro5_ns() {
     let Some(python) = pyro5_python() else { return };
     let (_ns, port) = start_python_name_server(python, "Pyro5.nameserver");
     let nsc = |args: &[&str]| nsc_at(port, args);
-    assert_eq!(nsc(&["ping"]), (true, "name server ping ok\n".into()));
+    assert_eq!(nsc(&["ping"]), (true, "Name server ping ok.\n".into()));
     let (ok, out) = nsc(&["--verbose", "ping"]);
     assert!(
         ok && out.contains(&format!(
-            "name server: PYRO:Pyro.NameServer@127.0.0.1:{port}"
+            "Name server found: PYRO:Pyro.NameServer@127.0.0.1:{port}"
         )),
         "{out}"
     );
     assert_eq!(
         nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4000"]),
-        (true, "registered app.greeter\n".into())
+        (true, "Registered app.greeter\n".into())
     );
     // rmi-nsc registers safely: Python's name server refuses a taken name.
     let (ok, err) = nsc(&["register", "app.greeter", "PYRO:obj@127.0.0.1:4001"]);
@@ -44,7 +44,7 @@ fn rmi_nsc_works_against_pyro5_ns() {
     assert!(nsc(&["register", "app.other", "PYRO:other@127.0.0.1:4002"]).0);
     assert_eq!(
         nsc(&["setmeta", "app.greeter", "greeting", "tutorial"]),
-        (true, "metadata of app.greeter set\n".into())
+        (true, "Metadata updated\n".into())
     );
     assert!(nsc(&["setmeta", "app.other", "tutorial"]).0);
     let (ok, out) = nsc(&["lookup", "app.greeter"]);
@@ -52,7 +52,7 @@ fn rmi_nsc_works_against_pyro5_ns() {
         (ok, out.as_str()),
         (
             true,
-            "PYRO:obj@127.0.0.1:4000\nmetadata: {\"greeting\", \"tutorial\"}\n"
+            "PYRO:obj@127.0.0.1:4000\nmetadata: {'greeting', 'tutorial'}\n"
         ),
         "lookup shows the URI and metadata from Python's name server"
     );
@@ -61,62 +61,69 @@ fn rmi_nsc_works_against_pyro5_ns() {
     assert_eq!(
         out,
         format!(
-            "Pyro.NameServer --> PYRO:Pyro.NameServer@127.0.0.1:{port}\n\
+            "--------START LIST \n\
+             Pyro.NameServer --> PYRO:Pyro.NameServer@127.0.0.1:{port}\n\
+             \x20   metadata: {{'class:Pyro5.nameserver.NameServer'}}\n\
              app.greeter --> PYRO:obj@127.0.0.1:4000\n\
-             app.other --> PYRO:other@127.0.0.1:4002\n"
+             \x20   metadata: {{'greeting', 'tutorial'}}\n\
+             app.other --> PYRO:other@127.0.0.1:4002\n\
+             \x20   metadata: {{'tutorial'}}\n\
+             --------END LIST \n"
         )
     );
     assert_eq!(
-        nsc(&["list", "app.g"]),
-        (true, "app.greeter --> PYRO:obj@127.0.0.1:4000\n".into())
+        nsc(&["list", "app.g"]).1.lines().nth(1),
+        Some("app.greeter --> PYRO:obj@127.0.0.1:4000")
     );
     assert_eq!(
-        nsc(&["listmatching", r"app\.o.*"]),
-        (true, "app.other --> PYRO:other@127.0.0.1:4002\n".into())
+        nsc(&["listmatching", r"app\.o.*"]).1.lines().nth(1),
+        Some("app.other --> PYRO:other@127.0.0.1:4002")
     );
-    assert_eq!(
-        nsc(&["yplookup-all", "greeting", "tutorial"]),
-        (
-            true,
-            "app.greeter --> PYRO:obj@127.0.0.1:4000  {\"greeting\", \"tutorial\"}\n".into()
-        )
+    let greeter =
+        "app.greeter --> PYRO:obj@127.0.0.1:4000\n    metadata: {'greeting', 'tutorial'}\n";
+    let (ok, out) = nsc(&["yplookup-all", "greeting", "tutorial"]);
+    assert!(
+        ok && out.contains(greeter) && !out.contains("app.other"),
+        "{out}"
     );
     let (ok, out) = nsc(&["yplookup-any", "tutorial", "nothing.else"]);
     assert!(
-        ok && out.contains("app.greeter --> PYRO:obj@127.0.0.1:4000")
-            && out.contains("app.other --> PYRO:other@127.0.0.1:4002  {\"tutorial\"}"),
+        ok && out.contains(greeter)
+            && out.contains("app.other --> PYRO:other@127.0.0.1:4002\n    metadata: {'tutorial'}"),
+        "{out}"
+    );
+    let (ok, out) = nsc(&["yplookup-any", "nothing.else"]);
+    assert!(ok && !out.contains("-->"), "{out}");
+    assert_eq!(
+        nsc(&["setmeta", "app.other"]),
+        (true, "Metadata cleared\n".into())
+    );
+    let (ok, out) = nsc(&["yplookup-all", "tutorial"]);
+    assert!(
+        ok && out.contains(greeter) && !out.contains("app.other"),
         "{out}"
     );
     assert_eq!(
-        nsc(&["yplookup-any", "nothing.else"]),
-        (true, "(no names)\n".into())
-    );
-    assert_eq!(
-        nsc(&["setmeta", "app.other"]),
-        (true, "metadata of app.other set\n".into())
-    );
-    assert_eq!(
-        nsc(&["yplookup-all", "tutorial"]),
-        (
-            true,
-            "app.greeter --> PYRO:obj@127.0.0.1:4000  {\"greeting\", \"tutorial\"}\n".into()
-        )
+        nsc(&["remove", "app.greeter"]),
+        (true, "Removed app.greeter\n".into())
     );
     assert_eq!(
         nsc(&["remove", "app.greeter"]),
-        (true, "removed app.greeter\n".into())
-    );
-    assert_eq!(
-        nsc(&["remove", "app.greeter"]),
-        (true, "app.greeter was not registered\n".into())
+        (true, "Nothing removed\n".into())
     );
     assert_eq!(
         nsc(&["removematching", "--yes", r"app\..*"]),
-        (true, "removed 1 entry\n".into())
+        (true, "1 items removed.\n".into())
     );
     let (ok, err) = nsc(&["lookup", "app.other"]);
     assert!(!ok && err.contains("unknown name"), "{err}");
-    assert_eq!(nsc(&["list", "app."]), (true, "(no names)\n".into()));
+    assert_eq!(
+        nsc(&["list", "app."]),
+        (
+            true,
+            "--------START LIST - prefix 'app.'\n--------END LIST - prefix 'app.'\n".into()
+        )
+    );
 }
 
 /// Against Pyro4's name server (`python -m Pyro4.naming`), which has no `yplookup` and no
@@ -136,13 +143,16 @@ fn rmi_nsc_lists_by_metadata_against_pyro4_naming() {
         nsc(&["listmeta_all", "greeting", "tutorial"]),
         (
             true,
-            "app.greeter --> PYRO:obj@127.0.0.1:4000  {\"greeting\", \"tutorial\"}\n".into()
+            "--------START LIST  - searched by metadata\n\
+             app.greeter --> PYRO:obj@127.0.0.1:4000\n    metadata: {'greeting', 'tutorial'}\n\
+             --------END LIST  - searched by metadata\n"
+                .into()
         )
     );
     let (ok, out) = nsc(&["listmeta_any", "tutorial", "nothing.else"]);
     assert!(
         ok && out.contains("app.greeter --> PYRO:obj@127.0.0.1:4000")
-            && out.contains("app.other --> PYRO:other@127.0.0.1:4002  {\"tutorial\"}"),
+            && out.contains("app.other --> PYRO:other@127.0.0.1:4002\n    metadata: {'tutorial'}"),
         "{out}"
     );
     let (ok, out) = nsc(&["lookup", "app.greeter"]);
@@ -150,7 +160,116 @@ fn rmi_nsc_lists_by_metadata_against_pyro4_naming() {
         (ok, out.as_str()),
         (
             true,
-            "PYRO:obj@127.0.0.1:4000\nmetadata: {\"greeting\", \"tutorial\"}\n"
+            "PYRO:obj@127.0.0.1:4000\nmetadata: {'greeting', 'tutorial'}\n"
         )
+    );
+    // And `list` with metadata, by Pyro4's keyword `return_metadata`.
+    let (ok, out) = nsc(&["list", "app.o"]);
+    assert_eq!(
+        (ok, out.as_str()),
+        (
+            true,
+            "--------START LIST - prefix 'app.o'\n\
+             app.other --> PYRO:other@127.0.0.1:4002\n    metadata: {'tutorial'}\n\
+             --------END LIST - prefix 'app.o'\n"
+        )
+    );
+}
+
+/// Runs Pyro5's own `pyro5-nsc` (`python -m Pyro5.nsc`) with `args` against the name server
+/// on 127.0.0.1:`port`, `input` on its stdin: whether it succeeded, and its stdout.
+fn pyro5_nsc_at(python: &std::path::Path, port: u16, args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(python)
+        .env_remove("PYRO_NS_HOST")
+        .env_remove("PYRO_NS_PORT")
+        .args([
+            "-m",
+            "Pyro5.nsc",
+            "-n",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run pyro5-nsc");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("answer pyro5-nsc");
+    drop(stdin);
+    let out = child.wait_with_output().expect("pyro5-nsc ends");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// rmi-nsc prints what pyro5-nsc prints, line for line, so that a script written for Pyro's
+/// tool reads rmi's (helper-169 #2, #3: its words and its list framing differed). Each command
+/// runs under both tools against one Python name server: the ones that change nothing compare
+/// whole; the others on names of their own (`app.p` for Pyro's tool, `app.r` for rmi's). One
+/// tag a name, since Python prints a set in its hash's order.
+#[test]
+fn rmi_nsc_prints_what_pyro5_nsc_prints() {
+    let Some(python) = pyro5_python() else { return };
+    let (_ns, port) = start_python_name_server(python, "Pyro5.nameserver");
+    let pyro = |args: &[&str]| pyro5_nsc_at(python, port, args, "");
+    let rmi = |args: &[&str]| {
+        let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
+            .args(["-n", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("run rmi-nsc");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Changes, each made by both tools on its own name.
+    let both = |args: &[&str]| {
+        let on =
+            |tool: &str| -> Vec<String> { args.iter().map(|a| a.replace("app.x", tool)).collect() };
+        let (p, r) = (on("app.p"), on("app.r"));
+        let p_out = pyro(&p.iter().map(String::as_str).collect::<Vec<_>>());
+        let r_out = rmi(&r.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(
+            (r_out.0, r_out.1.replace("app.r", "app.x")),
+            (p_out.0, p_out.1.replace("app.p", "app.x")),
+            "{args:?}"
+        );
+    };
+    both(&["register", "app.x", "PYRO:obj@127.0.0.1:4000"]);
+    both(&["setmeta", "app.x", "tutorial"]);
+    both(&["setmeta", "app.x"]);
+    both(&["setmeta", "app.x", "tutorial"]);
+    both(&["remove", "app.x.none"]);
+    // What changes nothing, whole.
+    for args in [
+        &["ping"][..],
+        &["list"],
+        &["list", "app."],
+        &["list", "none."],
+        &["listmatching", r"app\.[pr]"],
+        &["lookup", "app.p"],
+        &["yplookup_all", "tutorial"],
+        &["yplookup_any", "nothing.else", "tutorial"],
+        &["yplookup_any", "nothing.else"],
+    ] {
+        assert_eq!(rmi(args), pyro(args), "{args:?}");
+    }
+    both(&["remove", "app.x"]);
+    // removematching: Pyro's asks on stdout, rmi-nsc's on stderr (or not, with --yes); the
+    // count is the same words.
+    for name in ["tmp.p1", "tmp.p2", "tmp.r1", "tmp.r2"] {
+        assert!(rmi(&["register", name, "PYRO:obj@127.0.0.1:4000"]).0);
+    }
+    let (ok, said) = pyro5_nsc_at(python, port, &["removematching", r"tmp\.p.*"], "y\n");
+    let counted = said.rsplit_once('?').map(|(_, count)| count.to_owned());
+    assert_eq!(
+        rmi(&["removematching", "--yes", r"tmp\.r.*"]),
+        (ok, counted.unwrap_or(said))
     );
 }

@@ -208,6 +208,66 @@ impl NameServerProxy {
         )
     }
 
+    /// Every entry starting with `prefix` or matching `regex` (at most one of them; neither:
+    /// all), with its metadata: a shared name once per daemon. (Of a Python name server,
+    /// which has no shared names, its `list` with `return_metadata`.)
+    pub async fn list_entries(
+        &self,
+        prefix: Option<&str>,
+        regex: Option<&str>,
+    ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, Error> {
+        let (prefix, regex) = (prefix.map(str::to_owned), regex.map(str::to_owned));
+        match self.api.list_entries(prefix.clone(), regex.clone()).await {
+            Err(e) if missing_method(&e) => {
+                // By keyword: Pyro5's `list` takes `return_metadata` third, Pyro4's fifth.
+                #[derive(serde::Serialize)]
+                struct Kwargs {
+                    prefix: Option<String>,
+                    regex: Option<String>,
+                    return_metadata: bool,
+                }
+                let kwargs = Kwargs {
+                    prefix,
+                    regex,
+                    return_metadata: true,
+                };
+                let found: BTreeMap<String, Found<true, true>> =
+                    self.api.proxy().call_kwargs("list", &(), &kwargs).await?;
+                Ok(found
+                    .into_iter()
+                    .map(|(name, found)| {
+                        let (uri, metadata) = found.into_parts();
+                        (name, uri, metadata)
+                    })
+                    .collect())
+            }
+            entries => entries,
+        }
+    }
+
+    /// Every entry whose metadata has all the tags of `all`, or any of `any` (give one): a
+    /// shared name once per daemon. (Of a Python name server, which has no shared names, its
+    /// `yplookup`, or Pyro4's `list` by metadata.)
+    pub async fn yplookup_entries(
+        &self,
+        all: Option<BTreeSet<String>>,
+        any: Option<BTreeSet<String>>,
+    ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, Error> {
+        match self.api.yplookup_entries(all.clone(), any.clone()).await {
+            Err(e) if missing_method(&e) => {
+                let found = match (all, any) {
+                    (Some(all), _) => self.yplookup_all(all).await?,
+                    (None, any) => self.yplookup_any(any.unwrap_or_default()).await?,
+                };
+                Ok(found
+                    .into_iter()
+                    .map(|(name, (uri, metadata))| (name, uri, metadata))
+                    .collect())
+            }
+            entries => entries,
+        }
+    }
+
     /// Names whose metadata has every tag in `tags`. (Of Pyro4's name server, which has no
     /// `yplookup`, its `list` filtered by metadata: the same answer.)
     pub async fn yplookup_all<I, S>(

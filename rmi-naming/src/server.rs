@@ -177,6 +177,14 @@ pub trait NameServerApi {
         meta_all: Option<BTreeSet<String>>,
         meta_any: Option<BTreeSet<String>>,
     ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, NamingError>;
+    /// Like `list` with `return_metadata`, but every entry, in every serializer: a shared name
+    /// once per daemon, as (name, URI, metadata); by `prefix` or `regex` (not both), or all.
+    #[rmi(raises, idempotent)]
+    async fn list_entries(
+        &self,
+        prefix: Option<String>,
+        regex: Option<String>,
+    ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, NamingError>;
     /// The changes to names starting with `prefix` (every name if `None`), from now on, as
     /// they happen: registrations, removals, expiries, and `Lagged` when the watcher fell too
     /// far behind (then list again). Ends when the name server shuts down; refused while it
@@ -752,6 +760,28 @@ impl NameServerApi for NameServer {
         Ok(self
             .registry
             .yplookup(meta_all, meta_any)
+            .await?
+            .into_iter()
+            .map(|(k, e)| (k, e.uri, e.metadata))
+            .collect())
+    }
+
+    async fn list_entries(
+        &self,
+        prefix: Option<String>,
+        regex: Option<String>,
+    ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, NamingError> {
+        // (An empty prefix or regex is no filter, as in `list`.)
+        let prefix = prefix.filter(|p| !p.is_empty());
+        let regex = regex.filter(|r| !r.is_empty());
+        if prefix.is_some() && regex.is_some() {
+            return Err(NamingError::value_error(
+                "you can only filter on one thing at a time",
+            ));
+        }
+        Ok(self
+            .registry
+            .list(prefix.as_deref(), regex.as_deref())
             .await?
             .into_iter()
             .map(|(k, e)| (k, e.uri, e.metadata))

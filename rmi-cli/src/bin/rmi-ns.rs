@@ -504,6 +504,17 @@ async fn main() -> std::process::ExitCode {
             eprintln!("{note}");
         }
     }
+    // Pyro's own last lines, which scripts written for pyro5-ns wait for.
+    if args.nathost.is_some() {
+        let internal = rmi::Uri::Pyro {
+            object: rmi::naming::NAME_SERVER_OBJECT_ID.into(),
+            location: ns.daemon().location().clone(),
+        };
+        say(format_args!("internal URI = {internal}"));
+        say(format_args!("external URI = {}", ns.uri()));
+    } else {
+        say(format_args!("URI = {}", ns.uri()));
+    }
     let stop = ns.clone();
     tokio::spawn(async move {
         if stops.recv().await.is_none() {
@@ -517,7 +528,10 @@ async fn main() -> std::process::ExitCode {
         }
     });
     match ns.wait().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => {
+            say(format_args!("NS shut down."));
+            std::process::ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("rmi-ns: {}", rmi_cli::report(&e, None));
             std::process::ExitCode::FAILURE

@@ -55,8 +55,10 @@ struct Args {
     /// UDP port of that broadcast.
     #[arg(long, env = "RMI_NS_BCPORT", default_value_t = 9091, global = true)]
     bcport: u16,
-    /// Do not broadcast.
-    #[arg(short = 'x', long, global = true)]
+    /// Do not broadcast. Before the command only: after it, pyro5-nsc takes `-x` for a tag
+    /// (`setmeta NAME -x`), which here is refused, not read as this flag (that cleared the
+    /// name's metadata); `setmeta NAME -- -x` sets the tag.
+    #[arg(short = 'x', long)]
     nobc: bool,
     #[command(flatten)]
     security: rmi_cli::client::SecurityArgs,
@@ -136,7 +138,7 @@ enum Command {
     Setmeta {
         /// The name.
         name: String,
-        /// The new tags (none clears them).
+        /// The new tags (none clears them; one that starts with `-` goes after `--`).
         tags: Vec<String>,
     },
     /// Check that the name server answers.
@@ -230,16 +232,51 @@ fn tags(list: &[String]) -> BTreeSet<String> {
     list.iter().cloned().collect()
 }
 
-fn show(entries: impl IntoIterator<Item = (String, String)>) -> Result<(), rmi_cli::StdoutError> {
-    let mut n = 0;
-    for (name, value) in entries {
-        say!("{name} --> {value}")?;
-        n += 1;
+/// Entries as pyro5-nsc prints them, so that scripts written for it read them: between
+/// `--------START LIST {title}` and `--------END LIST {title}`, a `name --> uri` line each, and
+/// under one with metadata `    metadata: {'a', 'b'}`.
+fn show(
+    title: &str,
+    entries: impl IntoIterator<Item = (String, Uri, BTreeSet<String>)>,
+) -> Result<(), rmi_cli::StdoutError> {
+    // (The title is the user's own prefix or pattern, written as given, as pyro5-nsc writes
+    // it: not escaped as what comes from the name server is.)
+    let frame = |edge: &str| {
+        writeln!(std::io::stdout(), "--------{edge} LIST {title}").map_err(rmi_cli::StdoutError)
+    };
+    frame("START")?;
+    for (name, uri, metadata) in entries {
+        say!("{name} --> {uri}")?;
+        if !metadata.is_empty() {
+            say!("    metadata: {}", py_set(&metadata))?;
+        }
     }
-    if n == 0 {
-        say!("(no names)")?;
+    frame("END")
+}
+
+/// Metadata as Python prints a set of str, `{'a', 'b'}` (sorted: Python's order is its hash's).
+fn py_set(metadata: &BTreeSet<String>) -> String {
+    let tags: Vec<String> = metadata.iter().map(|t| py_str(t)).collect();
+    format!("{{{}}}", tags.join(", "))
+}
+
+/// A str as Python's `repr` quotes it: in single quotes, unless it holds one and no double.
+fn py_str(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        if c == '\\' || c == quote {
+            out.push('\\');
+        }
+        out.push(c);
     }
-    Ok(())
+    out.push(quote);
+    out
 }
 
 /// Asks on stderr and reads the answer from stdin; true for `y` or `yes`.
@@ -266,38 +303,29 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
     if verbose {
         // (On stderr: were stdout's reader gone, its broken pipe, taken for the end of the
         // output, would end the command unrun with success; helper-154 #7.)
-        eprintln!("{}", printable(&format!("name server: {}", ns.uri())));
+        eprintln!("{}", printable(&format!("Name server found: {}", ns.uri())));
     }
+    // (Titles and words as pyro5-nsc's: its users' scripts look for them.)
     match command {
-        Command::List { prefix: None } => show(
-            ns.list()
-                .await?
-                .into_iter()
-                .map(|(k, u)| (k, u.to_string())),
-        )?,
+        // Every entry: a shared name once per daemon, not one of them picked.
+        Command::List { prefix: None } => show("", ns.list_entries(None, None).await?)?,
         Command::List { prefix: Some(p) } => show(
-            ns.list_prefix(&p)
-                .await?
-                .into_iter()
-                .map(|(k, u)| (k, u.to_string())),
+            &format!("- prefix '{p}'"),
+            ns.list_entries(Some(&p), None).await?,
         )?,
         Command::Listmatching { regex } => show(
-            ns.list_regex(&regex)
-                .await?
-                .into_iter()
-                .map(|(k, u)| (k, u.to_string())),
+            &format!("- regex '{regex}'"),
+            ns.list_entries(None, Some(&regex)).await?,
         )?,
         Command::YplookupAll { tags } => show(
-            ns.yplookup_all(tags)
-                .await?
-                .into_iter()
-                .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
+            " - searched by metadata",
+            ns.yplookup_entries(Some(tags.into_iter().collect()), None)
+                .await?,
         )?,
         Command::YplookupAny { tags } => show(
-            ns.yplookup_any(tags)
-                .await?
-                .into_iter()
-                .map(|(k, (u, m))| (k, format!("{u}  {m:?}"))),
+            " - searched by metadata",
+            ns.yplookup_entries(None, Some(tags.into_iter().collect()))
+                .await?,
         )?,
         Command::Lookup { name } => {
             // (Of a Python name server, which has no shared names, its one entry.)
@@ -305,14 +333,14 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             if let [(uri, meta)] = &entries[..] {
                 say!("{uri}")?;
                 if !meta.is_empty() {
-                    say!("metadata: {meta:?}")?;
+                    say!("metadata: {}", py_set(meta))?;
                 }
             } else {
                 // A shared name: one line a daemon.
                 for (uri, meta) in entries {
                     match meta.is_empty() {
                         true => say!("{uri}")?,
-                        false => say!("{uri}  metadata: {meta:?}")?,
+                        false => say!("{uri}  metadata: {}", py_set(&meta))?,
                     }
                 }
             }
@@ -324,7 +352,7 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
         } => {
             let uri: Uri = uri.parse()?;
             ns.register_with(&name, &uri, true, BTreeSet::new()).await?;
-            say!("registered {name}")?;
+            say!("Registered {name}")?;
         }
         Command::Register {
             name,
@@ -333,7 +361,7 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
         } => {
             let uri: Uri = uri.parse()?;
             ns.register_shared(&name, &uri, BTreeSet::new()).await?;
-            say!("registered {name} (shared)")?;
+            say!("Registered {name} (shared)")?;
         }
         Command::Watch { prefix } => {
             let mut changes = ns.watch(prefix.as_deref()).await?;
@@ -367,7 +395,7 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
         } => {
             let uri: Uri = uri.parse()?;
             if ns.remove_shared(&name, &uri).await? {
-                say!("removed {uri} from {name}")?;
+                say!("Removed {uri} from {name}")?;
             } else if ns
                 .lookup_all(&name)
                 .await
@@ -381,17 +409,17 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                 )
                 .into());
             } else {
-                say!("{name} has no shared entry for {uri}")?;
+                say!("Nothing removed: {name} has no shared entry for {uri}")?;
             }
         }
         Command::Remove { name, uri: None } => {
             let removed = ns.remove(&name).await?;
             if removed {
-                say!("removed {name}")?;
+                say!("Removed {name}")?;
             } else if name == rmi::naming::NAME_SERVER_NAME {
-                say!("{name} is the name server's own entry: nothing removed")?;
+                say!("Nothing removed: {name} is the name server's own entry")?;
             } else {
-                say!("{name} was not registered")?;
+                say!("Nothing removed")?;
             }
         }
         Command::Removematching { regex, yes } => {
@@ -413,7 +441,7 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                     .filter(|n| n != rmi::naming::NAME_SERVER_NAME)
                     .collect();
                 if names.is_empty() {
-                    say!("no names match {regex}")?;
+                    say!("0 items removed.")?;
                     return Ok(());
                 }
                 let question = format!(
@@ -443,18 +471,18 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
                     removed
                 }
             };
-            say!(
-                "removed {removed} {}",
-                if removed == 1 { "entry" } else { "entries" }
-            )?;
+            say!("{removed} items removed.")?;
         }
         Command::Setmeta { name, tags: t } => {
             ns.set_metadata(&name, tags(&t)).await?;
-            say!("metadata of {name} set")?;
+            match t.is_empty() {
+                true => say!("Metadata cleared")?,
+                false => say!("Metadata updated")?,
+            }
         }
         Command::Ping => {
             ns.ping().await?;
-            say!("name server ping ok")?;
+            say!("Name server ping ok.")?;
         }
     }
     Ok(())
