@@ -134,7 +134,8 @@ impl Error {
     /// refused handshake). Such a call can be retried without risk of running twice. (Every
     /// [`Error::Resolve`] counts, taken for a lookup that failed before the call: a
     /// `NamingError` a method raised after its work counts too, so a method with side effects
-    /// should not relay one.)
+    /// should not relay one.) It takes the daemon's word: rmi's kinds of error are believed
+    /// only from an rmi daemon, not from a Python one relaying an rmi backend's exception.
     pub fn is_not_executed(&self) -> bool {
         matches!(
             self,

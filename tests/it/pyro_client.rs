@@ -1246,3 +1246,83 @@ with Pyro5.api.Proxy(sys.argv[1]) as greeter:
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// An rmi backend for [`RELAYING_TIER`]: takes a number.
+#[rmi::remote]
+trait Backend {
+    async fn notify(&self, user: u64) -> u64;
+}
+
+struct BackendObject;
+
+impl Backend for BackendObject {
+    async fn notify(&self, user: u64) -> u64 {
+        user
+    }
+}
+
+/// A Pyro5 service whose method does its work, then calls an rmi backend with an argument of
+/// the wrong type, and lets the backend's error propagate (Pyro5 relays it with all its
+/// attributes).
+const RELAYING_TIER: &str = r#"
+import sys
+import Pyro5.api
+LEDGER = []
+
+@Pyro5.api.expose
+class Tier(object):
+    def transfer(self, user):
+        LEDGER.append(user)
+        with Pyro5.api.Proxy(sys.argv[1]) as backend:
+            backend.notify(str(user))
+    def ledger(self):
+        return len(LEDGER)
+
+daemon = Pyro5.api.Daemon(host="127.0.0.1")
+print("READY", daemon.register(Tier(), "example.tier"), flush=True)
+daemon.requestLoop()
+"#;
+
+/// A Python tier that relays an rmi backend's "bad arguments" after its own method ran: the
+/// Rust caller must not be told that the call did not run (helper-168 #1: the relayed
+/// `_rmiKind` was believed, `is_not_executed()` said true, and a caller following the README
+/// would repeat a call that had done its work). The backend's own caller, a direct one, still
+/// gets `BadArguments`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rmi_error_relayed_by_a_python_tier_does_not_say_the_call_did_not_run() {
+    let Some(python) = python5() else { return };
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let backend = daemon
+        .register_with_id(BackendServer::new(BackendObject), "example.backend")
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let direct = rmi::Proxy::builder(backend.clone())
+        .serializer(Serializer::Serpent)
+        .build();
+    let err = direct.call::<_, u64>("notify", &("7",)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::BadArguments(_)) && err.is_not_executed(),
+        "from the rmi daemon itself: {err:?}"
+    );
+    let arg = backend.to_string();
+    let (_server, uri) = tokio::task::spawn_blocking(move || {
+        let mut server = PythonProcess::start(python, &["-c", RELAYING_TIER, &arg]);
+        let uri = server.wait_for("READY ");
+        (server, uri)
+    })
+    .await
+    .unwrap();
+    let tier = rmi::Proxy::builder(uri.parse().unwrap()).build();
+    let err = tier.call::<_, ()>("transfer", &(7,)).await.unwrap_err();
+    assert!(
+        !err.is_not_executed()
+            && matches!(&err, Error::Remote(e) if e.type_name == "builtins.TypeError"),
+        "relayed by Python after its work: {err:?}"
+    );
+    let ran: u32 = tier.call("ledger", &()).await.unwrap();
+    assert_eq!(ran, 1);
+    daemon.shutdown();
+}

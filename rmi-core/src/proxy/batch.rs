@@ -205,18 +205,23 @@ impl Batch {
     /// the calls before it keep their results.)
     pub async fn send(self) -> Result<BatchResults, Error> {
         let (proxy, shape, sent, batch) = self.calls().await?;
-        let items = match &shape.calls {
-            Calls::Rmi(calls) => Items::Rmi(proxy.send_batch(&(calls,)).await?),
-            Calls::Pyro(calls) => Items::Pyro(
-                proxy
+        let (items, origin) = match &shape.calls {
+            Calls::Rmi(calls) => {
+                let (items, origin) = proxy.send_batch(&(calls,)).await?;
+                (Items::Rmi(items), origin)
+            }
+            Calls::Pyro(calls) => {
+                let (items, origin) = proxy
                     .send_batch(calls)
                     .await
-                    .map_err(|e| after_earlier_calls(e, calls))?,
-            ),
+                    .map_err(|e| after_earlier_calls(e, calls))?;
+                (Items::Pyro(items), origin)
+            }
         };
         Ok(BatchResults {
             batch,
             items,
+            rmi_peer: origin.rmi_peer,
             sent,
             serializer: shape.serializer,
             receiver: proxy,
@@ -266,6 +271,8 @@ pub struct BatchResults {
     /// The number of the batch these are the results of.
     batch: u64,
     items: Items,
+    /// The batch went to an rmi daemon, whose own kinds of error are believed.
+    rmi_peer: bool,
     sent: usize,
     serializer: Serializer,
     /// The proxy that sent the batch: its limits bound the decoding, and proxies among the
@@ -293,10 +300,14 @@ impl BatchResults {
                 }),
                 BatchItem::Err(e) => Err(Error::from_remote(e.clone())),
             }),
-            Items::Pyro(items) => items.get(slot.index).map(|v| match v.batch_error() {
-                Some(e) => Err(Error::from_remote(e)),
-                None => received::receiving(security, || v.decode()),
-            }),
+            Items::Pyro(items) => {
+                items
+                    .get(slot.index)
+                    .map(|v| match v.batch_error_from(self.rmi_peer) {
+                        Some(e) => Err(Error::from_remote(e)),
+                        None => received::receiving(security, || v.decode()),
+                    })
+            }
         };
         match item {
             Some(result) => result,

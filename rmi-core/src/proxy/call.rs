@@ -13,7 +13,7 @@ use super::connection::{Connection, Wire};
 use super::dial::{Ahead, DialFailed, Dialing, Due};
 use super::stream::ItemStream;
 use super::{Proxy, RawReply, Reply, Shared};
-use crate::error::{Error, RemoteError, RemoteErrorKind};
+use crate::error::{Error, RemoteErrorKind};
 use crate::protocol::codec::{self, DecodeLimits, Serializer};
 use crate::protocol::frame::{self, Message, MessageType, Protocol};
 use crate::protocol::names::{
@@ -82,8 +82,8 @@ impl Proxy {
         args: &A,
         kwargs: &K,
     ) -> Result<R, Error> {
-        let (mut reply, protocol, _) = self.request(None, method, args, Some(kwargs), 0).await?;
-        self.decode_plain(&mut reply, protocol)
+        let (mut reply, origin, _) = self.request(None, method, args, Some(kwargs), 0).await?;
+        self.decode_plain(&mut reply, origin)
     }
 
     /// Calls `method` as [`call_kwargs`](Self::call_kwargs) does, and returns its reply
@@ -96,14 +96,17 @@ impl Proxy {
         args: &A,
         kwargs: &K,
     ) -> Result<RawReply, Error> {
-        let (mut reply, protocol, correlation_id) =
+        let (mut reply, origin, correlation_id) =
             self.request(None, method, args, Some(kwargs), 0).await?;
-        let serializer = protocol.serializer(reply.serializer).ok_or_else(|| {
-            Error::Protocol(format!(
-                "reply uses unknown serializer id {}",
-                reply.serializer
-            ))
-        })?;
+        let serializer = origin
+            .protocol
+            .serializer(reply.serializer)
+            .ok_or_else(|| {
+                Error::Protocol(format!(
+                    "reply uses unknown serializer id {}",
+                    reply.serializer
+                ))
+            })?;
         reply.join_payload();
         reply
             .decompress(self.shared.config.limits.max_message_size)
@@ -145,9 +148,9 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<Reply<R>, Error> {
-        let (mut reply, protocol, correlation_id) =
+        let (mut reply, origin, correlation_id) =
             self.request(object, method, args, None::<&()>, 0).await?;
-        let value = self.decode_plain(&mut reply, protocol)?;
+        let value = self.decode_plain(&mut reply, origin)?;
         Ok(Reply {
             value,
             annotations: reply.annotations,
@@ -162,12 +165,12 @@ impl Proxy {
         method: &str,
         args: &A,
     ) -> Result<ItemStream<T>, Error> {
-        let (mut reply, protocol, _) = self.request(None, method, args, None::<&()>, 0).await?;
+        let (mut reply, origin, _) = self.request(None, method, args, None::<&()>, 0).await?;
         if !reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             // An error; or a plain value from a method that is not streaming, which is not
             // decoded (bincode could not decode it without its type).
             if reply.has_flag(frame::FLAGS_EXCEPTION) {
-                decode_result::<()>(&mut reply, protocol, &self.shared)?;
+                decode_result::<()>(&mut reply, origin, &self.shared)?;
             }
             return Err(Error::Protocol(format!(
                 "{method:?} did not return a stream"
@@ -195,7 +198,7 @@ impl Proxy {
         args: &A,
         kwargs: Option<&K>,
         flags: u16,
-    ) -> Result<(Message, Protocol, uuid::Uuid), Error> {
+    ) -> Result<(Message, Origin, uuid::Uuid), Error> {
         let mut retries_left = self.options.retries.max(u32::from(self.options.idempotent));
         let mut unsent_retry = true;
         // Set when the attempt's own dial failed: that dial made its `reconnect_attempts`
@@ -283,6 +286,10 @@ impl Proxy {
                 // (A call given up on where the daemon runs calls in order, a Pyro daemon,
                 // retired the connection: see `ConnShared::retired`.)
                 let reply = reply?;
+                let origin = Origin {
+                    protocol: conn.protocol,
+                    rmi_peer: conn.shared.rmi_peer,
+                };
                 if reply.has_flag(frame::FLAGS_EXCEPTION) {
                     // (Only rmi daemons refuse so; a method cannot set the annotation.)
                     if !conn.shared.in_order && reply.annotation(&NOT_RUN_ANNOTATION).is_some() {
@@ -293,15 +300,15 @@ impl Proxy {
                     // the CONNECT was stamped before the dial): a timeout all the same, as
                     // the caller's own timer would have said a moment later.
                     if let Some(timeout) = timeout {
-                        if deadline_passed(&reply, conn.protocol, &self.shared.config.limits) {
+                        if deadline_passed(&reply, origin, &self.shared.config.limits) {
                             return Err(Error::Timeout(timeout));
                         }
                     }
                 }
-                Ok((reply, conn.protocol))
+                Ok((reply, origin))
             };
             match attempt.instrument(span).await {
-                Ok((reply, protocol)) => return Ok((reply, protocol, corr)),
+                Ok((reply, origin)) => return Ok((reply, origin, corr)),
                 // Never sent, for the connection was found dead: safe to try once more on a
                 // fresh one. Not after a timeout (waiting for an in-flight slot): the call's
                 // one deadline has passed, and another try would wait as long again. Nor after
@@ -337,14 +344,14 @@ impl Proxy {
     fn decode_plain<R: DeserializeOwned>(
         &self,
         reply: &mut Message,
-        protocol: Protocol,
+        origin: Origin,
     ) -> Result<R, Error> {
         if reply.has_flag(frame::FLAGS_ITEMSTREAMRESULT) {
             if let Some(conn) = self.live() {
                 conn.shared.note_unread_stream(reply);
             }
         }
-        decode_result(reply, protocol, &self.shared)
+        decode_result(reply, origin, &self.shared)
     }
 
     /// Closes streams given up on: those the daemon opened for calls given up before their
@@ -574,11 +581,11 @@ impl Proxy {
     pub(crate) async fn send_batch<A: Serialize, R: DeserializeOwned>(
         &self,
         args: &A,
-    ) -> Result<R, Error> {
-        let (mut reply, protocol, _) = self
+    ) -> Result<(R, Origin), Error> {
+        let (mut reply, origin, _) = self
             .request(None, BATCH_METHOD, args, None::<&()>, frame::FLAGS_BATCH)
             .await?;
-        self.decode_plain(&mut reply, protocol)
+        Ok((self.decode_plain(&mut reply, origin)?, origin))
     }
 
     /// Connects if needed; the serializer and protocol of the connection a batch goes over.
@@ -719,25 +726,37 @@ impl Proxy {
 /// Proxies in the value dial with the TLS settings and shared secret of the proxy, `shared`.
 fn decode_result<R: DeserializeOwned>(
     reply: &mut Message,
-    protocol: Protocol,
+    origin: Origin,
     shared: &Shared,
 ) -> Result<R, Error> {
     let limits = &shared.config.limits;
-    received::receiving(&shared.security, || decode_reply(reply, protocol, limits))
+    received::receiving(&shared.security, || decode_reply(reply, origin, limits))
+}
+
+/// The connection a reply came on, as decoding it needs: its daemon's protocol (whose
+/// serializer ids the reply names) and whether the daemon is rmi's (whose own kinds of error
+/// are believed: see `ConnShared::rmi_peer`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Origin {
+    pub(crate) protocol: Protocol,
+    pub(crate) rmi_peer: bool,
 }
 
 /// [`decode_result`]'s decoding.
 fn decode_reply<R: DeserializeOwned>(
     reply: &mut Message,
-    protocol: Protocol,
+    origin: Origin,
     limits: &DecodeLimits,
 ) -> Result<R, Error> {
-    let ser = protocol.serializer(reply.serializer).ok_or_else(|| {
-        Error::Protocol(format!(
-            "reply uses unknown serializer id {}",
-            reply.serializer
-        ))
-    })?;
+    let ser = origin
+        .protocol
+        .serializer(reply.serializer)
+        .ok_or_else(|| {
+            Error::Protocol(format!(
+                "reply uses unknown serializer id {}",
+                reply.serializer
+            ))
+        })?;
     if !reply.annotations.is_empty() {
         // How the bytes travelled is no annotation of the caller's (whether or not the reader
         // split them off).
@@ -765,7 +784,7 @@ fn decode_reply<R: DeserializeOwned>(
         reply
     };
     if reply.has_flag(frame::FLAGS_EXCEPTION) {
-        let err: RemoteError = codec::decode_error(ser, &reply.payload, limits)?;
+        let err = codec::decode_error_from(ser, &reply.payload, limits, origin.rmi_peer)?;
         return Err(Error::from_remote(err));
     }
     ser.decode(&reply.payload, limits)
@@ -773,9 +792,9 @@ fn decode_reply<R: DeserializeOwned>(
 
 /// True when `reply` is the daemon's answer that the call's deadline passed
 /// ([`RemoteErrorKind::DeadlineExceeded`]).
-fn deadline_passed(reply: &Message, protocol: Protocol, limits: &DecodeLimits) -> bool {
+fn deadline_passed(reply: &Message, origin: Origin, limits: &DecodeLimits) -> bool {
     matches!(
-        decode_reply::<serde::de::IgnoredAny>(&mut reply.clone(), protocol, limits),
+        decode_reply::<serde::de::IgnoredAny>(&mut reply.clone(), origin, limits),
         Err(Error::Remote(e)) if e.kind == RemoteErrorKind::DeadlineExceeded
     )
 }

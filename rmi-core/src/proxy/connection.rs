@@ -51,6 +51,10 @@ pub(super) struct ConnShared {
     /// The daemon runs this connection's calls one after another, in order: a Pyro daemon
     /// (Python's: it did not answer the serializer offer, or speaks Pyro4).
     pub(super) in_order: bool,
+    /// The daemon is rmi's: it answered the serializer offer, or proved the shared secret. Only
+    /// then is the kind of error its exceptions name (`_rmiKind`) believed: a Python daemon
+    /// passes on the attributes of an rmi backend's exception it relays.
+    pub(super) rmi_peer: bool,
     /// Set when a call (or ping) on an `in_order` connection was given up on: every later
     /// call there would wait behind it, so new calls go on a new connection (see
     /// [`ConnShared::retired`]), while those in flight on this one finish.
@@ -1161,8 +1165,8 @@ impl Connection {
         // The serializer for calls: the configured one, or the one the daemon picked from the
         // offer, or the one it answered in (a Pyro daemon answers in the CONNECT's; a daemon
         // answering in bincode speaks it).
-        let in_order = protocol == Protocol::Pyro4
-            || (!secret && reply.annotation(&SERIALIZER_ANNOTATION).is_none());
+        let rmi_peer = secret || reply.annotation(&SERIALIZER_ANNOTATION).is_some();
+        let in_order = protocol == Protocol::Pyro4 || !rmi_peer;
         let serializer = match configured {
             Some(ser) => ser,
             None => reply
@@ -1216,6 +1220,7 @@ impl Connection {
             slots,
             closed: std::sync::atomic::AtomicBool::new(false),
             in_order,
+            rmi_peer,
             retired: AtomicBool::new(false),
             burst: AtomicUsize::new(0),
             side: Mutex::new(ReadSide {

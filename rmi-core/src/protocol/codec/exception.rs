@@ -226,7 +226,17 @@ fn python_message(class: &str, args: &[Value]) -> String {
 }
 
 /// A remote error from Pyro's exception dict (a Python peer's, or an rmi peer's).
-pub(super) fn from_value(mut value: Value) -> Option<RemoteError> {
+#[cfg(test)]
+pub(super) fn from_value(value: Value) -> Option<RemoteError> {
+    from_peer(value, true)
+}
+
+/// A remote error from Pyro's exception dict, sent by an rmi daemon (`rmi_peer`: it answered
+/// the serializer offer, or proved the shared secret) or by another peer. Only an rmi daemon's
+/// kind (`_rmiKind`) is believed: a Python daemon relaying an rmi backend's exception passes
+/// its attributes on (Pyro copies them all), and a kind such as `BadArguments` would tell the
+/// caller that a call that ran did not (helper-168 #1). The attributes are moved, not copied.
+pub(super) fn from_peer(mut value: Value, rmi_peer: bool) -> Option<RemoteError> {
     let Some(Value::Str(mut class)) = take(&mut value, "__class__") else {
         return None;
     };
@@ -235,16 +245,14 @@ pub(super) fn from_value(mut value: Value) -> Option<RemoteError> {
         _ => Vec::new(),
     };
     let mut message = python_message(&class, &args);
-    let attributes = take(&mut value, "attributes");
-    let own = match &attributes {
+    let (ours, own): (Vec<_>, Vec<_>) = match take(&mut value, "attributes") {
         Some(Value::Dict(entries)) => entries
-            .iter()
-            .filter(|(k, _)| !matches!(k, Value::Str(s) if OWN_ATTRIBUTES.contains(&s.as_str())))
-            .cloned()
-            .collect(),
-        _ => Vec::new(),
+            .into_iter()
+            .partition(|(k, _)| matches!(k, Value::Str(s) if OWN_ATTRIBUTES.contains(&s.as_str()))),
+        _ => (Vec::new(), Vec::new()),
     };
-    let attributes = attributes.as_ref();
+    let ours = Value::Dict(ours);
+    let attributes = Some(&ours);
     // An rmi peer's error sent as RuntimeError("class: message"): its own class again.
     if let Some(Value::Str(original)) = attributes.and_then(|a| a.get(CLASS_ATTRIBUTE)) {
         let prefix = format!("{original}: ");
@@ -254,6 +262,7 @@ pub(super) fn from_value(mut value: Value) -> Option<RemoteError> {
         }
     }
     let kind = attributes
+        .filter(|_| rmi_peer)
         .and_then(|a| a.get(KIND_ATTRIBUTE))
         .and_then(|k| serde::Deserialize::deserialize(k.clone()).ok())
         .unwrap_or_else(|| python_kind(&class));
@@ -326,10 +335,10 @@ impl Serialize for ExceptionWrapper<'_> {
 }
 
 /// The error inside one result of a Pyro-format batch reply, if it is an `_ExceptionWrapper`.
-pub(super) fn from_wrapper(value: &Value) -> Option<RemoteError> {
+pub(super) fn from_wrapper(value: &Value, rmi_peer: bool) -> Option<RemoteError> {
     match value.get("__class__") {
         Some(Value::Str(c)) if c.ends_with("._ExceptionWrapper") => {
-            from_value(value.get("exception")?.clone())
+            from_peer(value.get("exception")?.clone(), rmi_peer)
         }
         _ => None,
     }
@@ -493,14 +502,14 @@ mod tests {
             "Pyro5.core._ExceptionWrapper",
             "Pyro4.futures._ExceptionWrapper",
         ] {
-            let err = from_wrapper(&wrapper(class)).expect(class);
+            let err = from_wrapper(&wrapper(class), true).expect(class);
             assert_eq!(err.type_name, "builtins.ZeroDivisionError");
             assert_eq!(err.message, "division by zero");
         }
         // A result that happens to be a dict, of another class or of none, is a value.
-        assert!(from_wrapper(&wrapper("mymodule.Wrapper")).is_none());
-        assert!(from_wrapper(&python_exception("builtins.ValueError", "x")).is_none());
-        assert!(from_wrapper(&Value::Dict(vec![(s("exception"), s("x"))])).is_none());
-        assert!(from_wrapper(&s("Pyro5.core._ExceptionWrapper")).is_none());
+        assert!(from_wrapper(&wrapper("mymodule.Wrapper"), true).is_none());
+        assert!(from_wrapper(&python_exception("builtins.ValueError", "x"), true).is_none());
+        assert!(from_wrapper(&Value::Dict(vec![(s("exception"), s("x"))]), true).is_none());
+        assert!(from_wrapper(&s("Pyro5.core._ExceptionWrapper"), true).is_none());
     }
 }

@@ -858,7 +858,13 @@ impl PyroValue {
     /// The error this result carries when it is Pyro's `_ExceptionWrapper` (the failed call
     /// of a batch).
     pub fn batch_error(&self) -> Option<RemoteError> {
-        exception::from_wrapper(&self.0)
+        exception::from_wrapper(&self.0, true)
+    }
+
+    /// [`batch_error`](Self::batch_error) from a peer that may not be an rmi daemon: its
+    /// `_rmiKind` is believed only if `rmi_peer` (see [`decode_error_from`]).
+    pub(crate) fn batch_error_from(&self, rmi_peer: bool) -> Option<RemoteError> {
+        exception::from_wrapper(&self.0, rmi_peer)
     }
 
     /// Decodes the value as a `T`.
@@ -1124,13 +1130,28 @@ pub fn decode_error(
     payload: &[u8],
     limits: &DecodeLimits,
 ) -> Result<RemoteError, Error> {
+    decode_error_from(ser, payload, limits, true)
+}
+
+/// [`decode_error`] of a reply from a peer known to be an rmi daemon (`rmi_peer`) or not: only
+/// an rmi daemon's own kind of error (`_rmiKind`: "unknown object", "bad arguments", which
+/// say the call did not run) is believed. A Python daemon relays an rmi backend's exception
+/// with every attribute, the kind included, though its own method ran.
+pub(crate) fn decode_error_from(
+    ser: Serializer,
+    payload: &[u8],
+    limits: &DecodeLimits,
+    rmi_peer: bool,
+) -> Result<RemoteError, Error> {
     match ser {
         Serializer::Serpent | Serializer::MsgPack | Serializer::Json | Serializer::Marshal => {
             let value: value::Value = ser.decode(payload, limits)?;
-            exception::from_value(value.clone()).map_or_else(
-                || serde::Deserialize::deserialize(value).map_err(|e| Error::Codec(e.to_string())),
-                Ok,
-            )
+            // (An exception dict is read once, and moved: not copied first for the fallback.)
+            if matches!(value.get("__class__"), Some(value::Value::Str(_))) {
+                return exception::from_peer(value, rmi_peer)
+                    .ok_or_else(|| Error::Codec("an exception without its class".into()));
+            }
+            serde::Deserialize::deserialize(value).map_err(|e| Error::Codec(e.to_string()))
         }
         Serializer::Bincode => ser.decode(payload, limits),
     }
