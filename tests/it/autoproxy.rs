@@ -525,3 +525,48 @@ async fn proxies_received_in_values_sign_with_the_hmac_key_of_their_receiver() {
         "{refused}"
     );
 }
+
+/// Hands out a proxy to another object of its daemon.
+#[rmi::remote]
+pub(crate) trait Hands {
+    /// A proxy to the lab object.
+    async fn lab(&self) -> rmi::Proxy;
+}
+
+struct HandsObject(rmi::Uri);
+
+impl Hands for HandsObject {
+    async fn lab(&self) -> rmi::Proxy {
+        rmi::Proxy::builder(self.0.clone()).build()
+    }
+}
+
+/// A proxy received from a daemon dials with the decoding limits of the proxy that received
+/// it: a client that lowered `max_message_size` against that daemon keeps it on the proxies
+/// the daemon hands out (helper-168 #4: they had the 64 MiB default, whatever the receiver
+/// set).
+#[tokio::test]
+async fn a_received_proxy_decodes_within_the_limits_of_its_receiver() {
+    use crate::support::LabProxy;
+    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let hands = daemon
+        .register(HandsServer::new(HandsObject(lab.clone())))
+        .unwrap();
+    let small = rmi::DecodeLimits {
+        max_message_size: 1 << 20,
+        ..Default::default()
+    };
+    let wary: HandsProxy = HandsProxy::builder(&hands)
+        .unwrap()
+        .limits(small)
+        .connect()
+        .await
+        .unwrap();
+    let handed = LabProxy::from_proxy(wary.lab().await.unwrap());
+    let err = handed.make_blob(2 << 20).await.unwrap_err();
+    assert!(err.to_string().contains("max_message_size"), "{err}");
+    // A proxy of its own, with the default limits, takes the same result.
+    let own = LabProxy::connect(&lab).await.unwrap();
+    assert_eq!(own.make_blob(2 << 20).await.unwrap().0.len(), 2 << 20);
+    daemon.shutdown();
+}

@@ -655,6 +655,7 @@ impl DaemonBuilder {
             hmac_key: self.callback_hmac_key.clone(),
             #[cfg(feature = "tls")]
             tls: self.callback_tls.clone(),
+            limits: Some(self.limits),
         }
         .some();
         let inner = Arc::new(Inner {

@@ -153,6 +153,9 @@ impl ProxyBuilder {
     /// These settings with `security`'s TLS settings and shared secret (a proxy received in
     /// a value dials as the side that received it).
     pub(crate) fn secured_by(mut self, security: &DialSecurity) -> Self {
+        if let Some(limits) = security.limits {
+            self.limits = limits;
+        }
         if !security.applies_to(self.uri.location()) {
             return self;
         }
@@ -175,6 +178,7 @@ impl ProxyBuilder {
             hmac_key: self.hmac_key.clone(),
             #[cfg(feature = "tls")]
             tls: self.tls.clone(),
+            limits: Some(self.limits),
         }
     }
 
@@ -426,6 +430,7 @@ mod tests {
             secret: None,
             hmac_key: None,
             tls: Some(config),
+            limits: None,
         };
         for (uri, tls) in [
             ("PYRO:obj@127.0.0.1:9999", true),

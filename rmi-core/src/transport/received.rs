@@ -50,6 +50,11 @@ pub(crate) struct DialSecurity {
     /// TLS client settings for the dial.
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// The decoding limits of the side that received the proxy, which every proxy it receives
+    /// dials with, wherever it points (not a secret): a client that lowered
+    /// `max_message_size` against a daemon it does not trust keeps it on the proxies that
+    /// daemon hands out (helper-168 #4: they had the 64 MiB default).
+    pub(crate) limits: Option<crate::protocol::codec::DecodeLimits>,
 }
 
 impl DialSecurity {
@@ -79,13 +84,17 @@ impl DialSecurity {
         }
     }
 
-    /// `None` when there is nothing to pass on (no secret, no key, no TLS): nothing need be set then.
+    /// `None` when there is nothing to pass on (no secret, no key, no TLS, the default
+    /// limits): nothing need be set then.
     pub(crate) fn some(self) -> Option<Self> {
         #[cfg(feature = "tls")]
         let tls = self.tls.is_some();
         #[cfg(not(feature = "tls"))]
         let tls = false;
-        (self.secret.is_some() || self.hmac_key.is_some() || tls).then_some(self)
+        let limits = self
+            .limits
+            .is_some_and(|l| l != crate::protocol::codec::DecodeLimits::default());
+        (self.secret.is_some() || self.hmac_key.is_some() || tls || limits).then_some(self)
     }
 }
 
