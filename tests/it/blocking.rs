@@ -102,3 +102,50 @@ fn the_blocking_proxy_works_on_threads_meant_for_blocking() {
     let lab = LabBlockingProxy::connect(&uri).unwrap();
     assert_eq!(lab.echo(3, 3, "entered".into()).unwrap().2, "entered");
 }
+
+/// A process whose first blocking call comes when it is out of file descriptors gets an error
+/// from it, not a panic (helper-167 #5: the blocking runtime was built with `expect`, and
+/// tokio's signal driver panics when its socket pair cannot be made). The call runs in a child
+/// of this test binary (`blocking_child_entry`) under limits of 4 to 12 descriptors: at every
+/// one it returns, and where the runtime cannot start, the error says so.
+#[test]
+fn a_blocking_call_with_no_descriptors_left_for_its_runtime_is_an_error_not_a_panic() {
+    if crate::faults::prlimit_missing(
+        "blocking::a_blocking_call_with_no_descriptors_left_for_its_runtime_is_an_error_not_a_panic",
+    ) {
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut runtime_refused = 0;
+    for limit in 4..=12 {
+        let out = std::process::Command::new("prlimit")
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg(&exe)
+            .args([
+                "--exact",
+                "blocking_child_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RMI_TEST_BLOCKING_CHILD", "1")
+            .output()
+            .expect("run the child under prlimit");
+        let said = String::from_utf8_lossy(&out.stdout);
+        // (Below some limit the binary cannot even load its libraries: nothing to check.)
+        if !said.contains("running 1 test") {
+            continue;
+        }
+        assert!(
+            out.status.success() && said.contains("BLOCKING Err("),
+            "at {limit} descriptors: {said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if said.contains("starting rmi's blocking runtime") {
+            runtime_refused += 1;
+        }
+    }
+    assert!(
+        runtime_refused > 0,
+        "no limit left the runtime without descriptors"
+    );
+}

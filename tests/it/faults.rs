@@ -1130,7 +1130,9 @@ async fn stalled_requests_announcing_the_maximum_cost_what_arrived_and_are_close
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_out_of_descriptors_refuses_new_clients_by_name_and_serves_again_once_some_close()
 {
-    if prlimit_missing() {
+    if prlimit_missing(
+        "faults::a_daemon_out_of_descriptors_refuses_new_clients_by_name_and_serves_again_once_some_close",
+    ) {
         return;
     }
     let (mut child, uri) = spawn_child_daemon_with(0, "");
@@ -1230,8 +1232,9 @@ async fn a_daemon_out_of_descriptors_refuses_new_clients_by_name_and_serves_agai
     assert_serving(&mut child, &uri).await;
 }
 
-/// True (after a loud skip message; a failure under CI) when util-linux's `prlimit` is missing.
-fn prlimit_missing() -> bool {
+/// True (after a loud skip message naming `test`; a failure under CI) when util-linux's
+/// `prlimit` is missing.
+pub(crate) fn prlimit_missing(test: &str) -> bool {
     let found = std::process::Command::new("prlimit")
         .arg("--version")
         .output()
@@ -1241,7 +1244,7 @@ fn prlimit_missing() -> bool {
             std::env::var_os("CI").is_none() && std::env::var_os("RMI_TEST_NO_SKIP").is_none(),
             "prlimit (util-linux) is missing under CI"
         );
-        eprintln!("\n*** SKIPPED faults::a_daemon_out_of_descriptors_refuses_new_clients_by_name_and_serves_again_once_some_close: prlimit (util-linux) is not installed ***\n");
+        eprintln!("\n*** SKIPPED {test}: prlimit (util-linux) is not installed ***\n");
     }
     !found
 }

@@ -45,6 +45,16 @@ fn child_daemon_entry() {
     }
 }
 
+/// Not a test: when `RMI_TEST_BLOCKING_CHILD` is set, this process (started under a descriptor
+/// limit it cannot open a runtime within) makes its first blocking call and prints what it got.
+#[test]
+fn blocking_child_entry() {
+    if std::env::var_os("RMI_TEST_BLOCKING_CHILD").is_some() {
+        let got = support::LabBlockingProxy::connect("PYRO:lab@127.0.0.1:1").map(drop);
+        println!("BLOCKING {got:?}");
+    }
+}
+
 /// Not a test: when [`support::IDLE_FLOOD_ENV`] is set, this process holds many idle
 /// connections to a daemon (a client separate from the daemon and from the test).
 #[test]

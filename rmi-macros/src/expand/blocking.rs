@@ -40,12 +40,12 @@ pub(super) fn blocking_impl(
         impl #blocking {
             /// Connects to the object at `uri`, blocking until the handshake is done.
             pub fn connect(uri: impl #p::IntoUri) -> #p::std::result::Result<Self, #p::Error> {
-                #p::blocking::block_on(#proxy::connect(uri)).map(|inner| Self { inner })
+                #p::blocking::try_block_on(#proxy::connect(uri)).map(|inner| Self { inner })
             }
 
             /// Connects with the given settings, blocking until the handshake is done.
             pub fn connect_with(builder: #p::ProxyBuilder) -> #p::std::result::Result<Self, #p::Error> {
-                #p::blocking::block_on(builder.connect::<#proxy>()).map(|inner| Self { inner })
+                #p::blocking::try_block_on(builder.connect::<#proxy>()).map(|inner| Self { inner })
             }
 
             /// The async proxy underneath (same connection).
@@ -73,20 +73,20 @@ fn blocking_method(m: &Method<'_>, proxy: &syn::Ident, p: &TokenStream) -> Token
             quote! {
                 #(#attrs)*
                 pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#output, #p::Error> {
-                    #p::blocking::block_on(#proxy::#ident(&self.inner, #(#names),*))
+                    #p::blocking::try_block_on(#proxy::#ident(&self.inner, #(#names),*))
                 }
             }
         }
         MethodKind::Oneway(_) => quote! {
             #(#attrs)*
             pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<(), #p::Error> {
-                #p::blocking::block_on(#proxy::#ident(&self.inner, #(#names),*))
+                #p::blocking::try_block_on(#proxy::#ident(&self.inner, #(#names),*))
             }
         },
         MethodKind::Stream(item) => quote! {
             #(#attrs)*
             pub fn #ident(&self, #(#params),*) -> #p::std::result::Result<#p::blocking::Iter<#item>, #p::Error> {
-                #p::blocking::block_on(#proxy::#ident(&self.inner, #(#names),*)).map(#p::blocking::Iter::new)
+                #p::blocking::try_block_on(#proxy::#ident(&self.inner, #(#names),*)).map(#p::blocking::Iter::new)
             }
         },
     }
