@@ -846,22 +846,37 @@ async fn spawn_gateway_on(
         .spawn()
         .expect("spawn rmi-httpgateway");
     let stdout = child.stdout.take().unwrap();
-    let first = tokio::task::spawn_blocking(move || {
+    // Pyro's banner, whose last line says where it serves (helper-169 #6).
+    let banner = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
+        let mut said = Vec::new();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            let last = line.starts_with("rmi HTTP gateway running on ");
+            said.push(line);
+            if last {
+                break;
+            }
+        }
         std::thread::spawn(move || lines.for_each(drop));
-        first
+        said
     })
     .await
     .unwrap();
-    let Some(first) = first else {
+    let Some(first) = banner.last().filter(|_| banner.len() == 3) else {
         let output = child.wait_with_output().unwrap();
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
     };
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || BufReader::new(stderr).lines().for_each(drop));
+    assert!(
+        banner[0].starts_with("Exposing objects with names matching:  ")
+            && (banner[1].starts_with("Connected to name server at:  PYRO:Pyro.NameServer@")
+                || banner[1] == "Not yet connected to a name server."),
+        "{banner:?}"
+    );
     let address = first
-        .strip_prefix("rmi HTTP gateway on http://")
+        .strip_prefix("rmi HTTP gateway running on http://")
         .and_then(|rest| rest.strip_suffix("/pyro/"))
         .unwrap_or_else(|| panic!("{first:?}"));
     let port: u16 = address.rsplit_once(':').unwrap().1.parse().unwrap();

@@ -153,6 +153,7 @@ async fn run(args: Args) -> Result<(), Failure> {
     let hint = "is rmi-ns running? (--nshost, --nsport; --key, --hmac-key, --tls-ca for one \
                 that wants them)";
     let locator = security.locator(locator);
+    let mut connected = true;
     let names = match locator.locate().await {
         Ok(names) => {
             rmi_cli::found_where_asked(
@@ -175,6 +176,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                  looking for it again while it does not answer",
                 rmi_cli::report(&e, None)
             );
+            connected = false;
             rmi::naming::NameServerProxy::from_proxy(security.proxy(uri).build())
         }
         Err(e) => return Err((e.into(), Some(hint))),
@@ -220,25 +222,33 @@ async fn run(args: Args) -> Result<(), Failure> {
         .await
         .map_err(|e| (e.into(), None))?;
     let address = listener.local_addr().map_err(|e| (e.into(), None))?;
-    println!("rmi HTTP gateway on http://{address}/pyro/");
-    println!("name server: {}", names.uri());
-    println!("exposed names: {}", args.expose);
+    // The stop signals' handlers are in place before the banner says it serves: a script that
+    // stops it as soon as it has read the banner stops it cleanly.
+    #[cfg(unix)]
+    let (mut term, mut interrupt) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        )
+    };
+    // Pyro's lines, in Pyro's order: scripts written for pyro5-httpgateway wait for the last.
+    println!("Exposing objects with names matching:  {}", args.expose);
+    match connected {
+        true => println!("Connected to name server at:  {}", names.uri()),
+        false => println!("Not yet connected to a name server."),
+    }
+    println!("rmi HTTP gateway running on http://{address}/pyro/");
     // Told to stop, the gateway finishes the requests under way, for at most `STOP_WITHIN`: a
     // client that sent half a request and went silent does not keep it running.
     let shutdown = async {
-        let interrupt = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = interrupt => {}
-                _ = term.recv() => {}
-            }
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
         }
         #[cfg(not(unix))]
-        let _ = interrupt.await;
+        let _ = tokio::signal::ctrl_c().await;
     };
     // Each connection is served by hyper with a timer, so its header read timeout holds: a
     // client that sent half a request and went silent does not keep its connection (axum's
