@@ -244,6 +244,13 @@ fn rmi_nsc_prints_what_pyro5_nsc_prints() {
     both(&["register", "app.x", "PYRO:obj@127.0.0.1:4000"]);
     both(&["setmeta", "app.x", "tutorial"]);
     both(&["setmeta", "app.x"]);
+    // Tags as Python's repr writes them: quotes, backslashes, what does not print (helper-170
+    // #3: escaped twice, once as Python does and again for the terminal).
+    for tag in ["it's", r"a\b", r#"a'b"c"#, "x\u{202e}y\u{a0}z\u{1b}"] {
+        both(&["setmeta", "app.x", tag]);
+        both(&["lookup", "app.x"]);
+        both(&["list", "app.x"]);
+    }
     both(&["setmeta", "app.x", "tutorial"]);
     both(&["remove", "app.x.none"]);
     // What changes nothing, whole.

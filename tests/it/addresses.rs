@@ -62,8 +62,11 @@ async fn uris_carry_the_advertised_address_not_the_bound_one() {
 async fn daemon_proxy_and_name_server_over_unix_sockets() {
     // An `@` in the path, which the URI's parse once took for the object id's end (helper-167
     // #2): the URI did not read back, and the name server refused it.
-    let dir = std::env::temp_dir().join(format!("rmi-test@{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let made = tempfile::Builder::new()
+        .prefix("rmi-test@")
+        .tempdir()
+        .unwrap();
+    let dir = made.path().to_owned();
     // A path that is not UTF-8 cannot go in a URI as it is: refused, not advertised as another.
     let bad = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"bad-\xff.sock");
     let err = Daemon::builder()
@@ -184,8 +187,11 @@ async fn localhost_reaches_daemons_on_ipv4_and_on_ipv6() {
 #[test]
 fn two_daemons_taking_over_one_stale_socket_file_never_both_bind_it() {
     use std::sync::{Arc, Barrier};
-    let dir = std::env::temp_dir().join(format!("rmi-race-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let made = tempfile::Builder::new()
+        .prefix("rmi-race-")
+        .tempdir()
+        .unwrap();
+    let dir = made.path().to_owned();
     let path = dir.join("d.sock");
     for round in 0..100 {
         let _ = std::fs::remove_file(&path);
@@ -216,5 +222,5 @@ fn two_daemons_taking_over_one_stale_socket_file_never_both_bind_it() {
         let refused = results.iter().find_map(|r| r.as_ref().err()).unwrap();
         assert!(refused.contains("a process serves there"), "{refused}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(made);
 }

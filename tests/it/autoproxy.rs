@@ -542,13 +542,14 @@ impl Hands for HandsObject {
 }
 
 /// A proxy received from a daemon dials with the decoding limits of the proxy that received
-/// it: a client that lowered `max_message_size` against that daemon keeps it on the proxies
-/// the daemon hands out (helper-168 #4: they had the 64 MiB default, whatever the receiver
-/// set).
+/// it, wherever it points (here: another daemon): a client that lowered `max_message_size`
+/// against that daemon keeps it on the proxies the daemon hands out (helper-168 #4: they had
+/// the 64 MiB default, whatever the receiver set).
 #[tokio::test]
 async fn a_received_proxy_decodes_within_the_limits_of_its_receiver() {
     use crate::support::LabProxy;
-    let (daemon, lab, _) = crate::support::start_daemon().await;
+    let (daemon, _, _) = crate::support::start_daemon().await;
+    let (elsewhere, lab, _) = crate::support::start_daemon().await;
     let hands = daemon
         .register(HandsServer::new(HandsObject(lab.clone())))
         .unwrap();
@@ -569,4 +570,5 @@ async fn a_received_proxy_decodes_within_the_limits_of_its_receiver() {
     let own = LabProxy::connect(&lab).await.unwrap();
     assert_eq!(own.make_blob(2 << 20).await.unwrap().0.len(), 2 << 20);
     daemon.shutdown();
+    elsewhere.shutdown();
 }

@@ -136,11 +136,13 @@ fn a_blocking_call_with_no_descriptors_left_for_its_runtime_is_an_error_not_a_pa
             continue;
         }
         assert!(
-            out.status.success() && said.contains("BLOCKING Err("),
+            out.status.success()
+                && said.contains("BLOCKING Err(")
+                && said.contains("BLOCKING_WITH Err("),
             "at {limit} descriptors: {said}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        if said.contains("starting rmi's blocking runtime") {
+        if said.matches("starting rmi's blocking runtime").count() == 2 {
             runtime_refused += 1;
         }
     }

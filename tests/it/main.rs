@@ -52,6 +52,9 @@ fn blocking_child_entry() {
     if std::env::var_os("RMI_TEST_BLOCKING_CHILD").is_some() {
         let got = support::LabBlockingProxy::connect("PYRO:lab@127.0.0.1:1").map(drop);
         println!("BLOCKING {got:?}");
+        let builder = rmi::Proxy::builder("PYRO:lab@127.0.0.1:1".parse().unwrap());
+        let got = support::LabBlockingProxy::connect_with(builder).map(drop);
+        println!("BLOCKING_WITH {got:?}");
     }
 }
 

@@ -1199,10 +1199,11 @@ daemon.requestLoop()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_sockets_carry_calls_both_ways_between_rust_and_pyro5() {
     let Some(python) = python5() else { return };
-    let dir = std::env::temp_dir().join(format!("rmi-py@{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let python_sock = dir.join("python.sock");
-    let _ = std::fs::remove_file(&python_sock);
+    let dir = tempfile::Builder::new()
+        .prefix("rmi-py@")
+        .tempdir()
+        .unwrap();
+    let python_sock = dir.path().join("python.sock");
     let path = python_sock.to_str().unwrap().to_owned();
     let server = tokio::task::spawn_blocking(move || {
         let mut server = PythonProcess::start(python, &["-c", UNIX_SERVER, &path]);
@@ -1224,8 +1225,7 @@ async fn unix_sockets_carry_calls_both_ways_between_rust_and_pyro5() {
         "Hi welcome over a socket file"
     );
 
-    let rust_sock = dir.join("rust.sock");
-    let _ = std::fs::remove_file(&rust_sock);
+    let rust_sock = dir.path().join("rust.sock");
     let daemon = rmi::Daemon::builder().bind_unix(&rust_sock).await.unwrap();
     let uri = daemon
         .register_with_id(GreeterServer::new(GreetingMaker), "example.rust.greeter")
@@ -1244,7 +1244,6 @@ with Pyro5.api.Proxy(sys.argv[1]) as greeter:
     assert_eq!(said.trim(), "Hi welcome Rashmi");
     daemon.shutdown();
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An rmi backend for [`RELAYING_TIER`]: takes a number.
@@ -1324,5 +1323,16 @@ async fn an_rmi_error_relayed_by_a_python_tier_does_not_say_the_call_did_not_run
     );
     let ran: u32 = tier.call("ledger", &()).await.unwrap();
     assert_eq!(ran, 1);
+    // In a batch too: Pyro5 wraps the relayed exception, attributes and all.
+    let mut batch = tier.batch();
+    let transfer = batch.add::<_, ()>("transfer", &(8,));
+    let err = batch.send().await.unwrap().get(&transfer).unwrap_err();
+    assert!(
+        !err.is_not_executed()
+            && matches!(&err, Error::Remote(e) if e.type_name == "builtins.TypeError"),
+        "relayed in a batch: {err:?}"
+    );
+    let ran: u32 = tier.call("ledger", &()).await.unwrap();
+    assert_eq!(ran, 2);
     daemon.shutdown();
 }

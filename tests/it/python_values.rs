@@ -179,17 +179,21 @@ else:
     import Pyro5.server
     Daemon, expose = Pyro5.server.Daemon, Pyro.expose
 
-import time
+import threading
+
+GATE = threading.Event()
 
 @expose
 class Generator:
     def count(self, n):
         for i in range(1, n + 1):
             yield i
-    def slow_count(self, n, seconds):
+    def gated_count(self, n):
+        GATE.wait(30)
         for i in range(1, n + 1):
-            time.sleep(seconds)
             yield i
+    def release(self):
+        GATE.set()
     def add(self, a, b):
         return a + b
     def fail(self):
@@ -346,7 +350,7 @@ async fn a_python_stream_given_up_mid_item_is_closed_while_the_proxy_is_idle() {
                 proxy.clone()
             };
             let mut items = reading
-                .call_stream::<_, u32>("slow_count", &(100u32, 1.0f64))
+                .call_stream::<_, u32>("gated_count", &(100u32,))
                 .await
                 .unwrap();
             // Given up by the proxy's 300 ms timeout, or by this one's: a wider one where the
@@ -359,6 +363,9 @@ async fn a_python_stream_given_up_mid_item_is_closed_while_the_proxy_is_idle() {
                 other => panic!("Pyro{version}: {other:?}"),
             }
             drop(items);
+            // The item is made only now, whatever the stalls before (helper-170 #5: a one
+            // second sleep raced the 300 ms give-up).
+            watcher.call::<_, ()>("release", &()).await.unwrap();
             // The proxy makes no call; the generator goes once its item is made.
             let started = std::time::Instant::now();
             while watcher.call::<_, usize>("streams", &()).await.unwrap() != 0 {

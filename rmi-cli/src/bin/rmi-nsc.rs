@@ -185,6 +185,14 @@ macro_rules! say {
     };
 }
 
+/// Prints a line already made safe for a terminal (metadata written as Python's `repr`
+/// writes it, which escapes what [`printable`] would): not escaped a second time.
+macro_rules! say_as_is {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(rmi_cli::StdoutError)
+    };
+}
+
 /// [`printable`] line by line: a report's own lines (a hint) stay lines.
 fn printable_lines(text: &str) -> String {
     text.lines().map(printable).collect::<Vec<_>>().join("\n")
@@ -248,7 +256,7 @@ fn show(
     for (name, uri, metadata) in entries {
         say!("{name} --> {uri}")?;
         if !metadata.is_empty() {
-            say!("    metadata: {}", py_set(&metadata))?;
+            say_as_is!("    metadata: {}", py_set(&metadata))?;
         }
     }
     frame("END")
@@ -260,8 +268,12 @@ fn py_set(metadata: &BTreeSet<String>) -> String {
     format!("{{{}}}", tags.join(", "))
 }
 
-/// A str as Python's `repr` quotes it: in single quotes, unless it holds one and no double.
+/// A str as Python's `repr` writes it: in single quotes, unless it holds one and no double;
+/// a backslash and that quote escaped, and what does not print (control characters, the
+/// invisible ones [`hidden`] lists, white space other than a space) as `\n`, `\xNN`,
+/// `\uNNNN`, so what reaches the terminal is safe.
 fn py_str(text: &str) -> String {
+    use std::fmt::Write as _;
     let quote = if text.contains('\'') && !text.contains('"') {
         '"'
     } else {
@@ -270,10 +282,24 @@ fn py_str(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push(quote);
     for c in text.chars() {
-        if c == '\\' || c == quote {
-            out.push('\\');
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hidden(c) || (c.is_whitespace() && c != ' ') => {
+                let _ = match u32::from(c) {
+                    n @ ..=0xff => write!(out, "\\x{n:02x}"),
+                    n @ ..=0xffff => write!(out, "\\u{n:04x}"),
+                    n => write!(out, "\\U{n:08x}"),
+                };
+            }
+            c => out.push(c),
         }
-        out.push(c);
     }
     out.push(quote);
     out
@@ -333,14 +359,18 @@ async fn run(ns: &NameServerProxy, command: Command, verbose: bool) -> Result<()
             if let [(uri, meta)] = &entries[..] {
                 say!("{uri}")?;
                 if !meta.is_empty() {
-                    say!("metadata: {}", py_set(meta))?;
+                    say_as_is!("metadata: {}", py_set(meta))?;
                 }
             } else {
                 // A shared name: one line a daemon.
                 for (uri, meta) in entries {
                     match meta.is_empty() {
                         true => say!("{uri}")?,
-                        false => say!("{uri}  metadata: {}", py_set(&meta))?,
+                        false => say_as_is!(
+                            "{}  metadata: {}",
+                            printable(&uri.to_string()),
+                            py_set(&meta)
+                        )?,
                     }
                 }
             }
