@@ -246,7 +246,12 @@ fn rmi_nsc_prints_what_pyro5_nsc_prints() {
     both(&["setmeta", "app.x"]);
     // Tags as Python's repr writes them: quotes, backslashes, what does not print (helper-170
     // #3: escaped twice, once as Python does and again for the terminal).
-    for tag in ["it's", r"a\b", r#"a'b"c"#, "x\u{202e}y\u{a0}z\u{1b}"] {
+    for tag in [
+        "it's",
+        r"a\b",
+        r#"a'b"c"#,
+        "x\u{202e}y\u{a0}z\u{1b}\u{ad}\u{e000}",
+    ] {
         both(&["setmeta", "app.x", tag]);
         both(&["lookup", "app.x"]);
         both(&["list", "app.x"]);

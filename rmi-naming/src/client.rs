@@ -218,6 +218,16 @@ impl NameServerProxy {
     ) -> Result<Vec<(String, Uri, BTreeSet<String>)>, Error> {
         let (prefix, regex) = (prefix.map(str::to_owned), regex.map(str::to_owned));
         match self.api.list_entries(prefix.clone(), regex.clone()).await {
+            // An rmi name server from before `list_entries` (under bincode, which has no
+            // keyword arguments and in which its `list` gives no metadata): its `list`, one
+            // entry a name, without the metadata.
+            Err(Error::UnknownMethod { .. }) => Ok(self
+                .api
+                .list(prefix, regex, None, None, None)
+                .await?
+                .into_iter()
+                .map(|(name, found)| (name, found.into_uri(), BTreeSet::new()))
+                .collect()),
             Err(e) if missing_method(&e) => {
                 // By keyword: Pyro5's `list` takes `return_metadata` third, Pyro4's fifth.
                 #[derive(serde::Serialize)]

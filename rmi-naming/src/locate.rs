@@ -242,9 +242,12 @@ impl NsLocator {
     }
 
     async fn connect(&self, uri: Uri) -> Result<NameServerProxy, Error> {
+        let unix = matches!(uri.location(), Some(rmi_core::Location::Unix(_)));
         let mut builder = rmi_core::Proxy::builder(uri).connect_timeout(self.connect_timeout);
+        // (TLS runs over TCP only: a name server on a Unix socket is dialed plainly, as
+        // `rmi-nsc -u` dials it, its file's permissions guarding it.)
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = self.tls.as_ref().filter(|_| !unix) {
             builder = builder.tls(tls.clone());
         }
         if let Some(secret) = &self.secret {

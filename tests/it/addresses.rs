@@ -144,6 +144,21 @@ async fn daemon_proxy_and_name_server_over_unix_sockets() {
         named.welcome_message("by name".into()).await.unwrap(),
         "Hi welcome by name"
     );
+    // A locator with TLS set dials a Unix socket plainly, as `rmi-nsc -u` does (helper-171
+    // #4: "TLS needs a TCP location").
+    let tls = std::sync::Arc::new(
+        rmi::rustls::ClientConfig::builder()
+            .with_root_certificates(rmi::rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    );
+    let with_tls = rmi::naming::NsLocator::new()
+        .host(format!("./u:{}", ns_sock.display()))
+        .no_broadcast()
+        .tls(tls)
+        .locate()
+        .await
+        .unwrap();
+    with_tls.ping().await.unwrap();
     ns.shutdown();
     daemon.shutdown();
     // The socket file goes away with the daemon.

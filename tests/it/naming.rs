@@ -1969,3 +1969,65 @@ async fn registered(names: &NameServerProxy, name: &str) -> Uri {
     }
     panic!("{name} was never registered")
 }
+
+/// An rmi name server from before `list_entries`, as the old methods it keeps answer under
+/// bincode: `list` by position, one URI a name, no metadata.
+#[rmi::remote]
+trait OldNameServer {
+    async fn list(
+        &self,
+        prefix: Option<String>,
+        regex: Option<String>,
+        metadata_all: Option<BTreeSet<String>>,
+        metadata_any: Option<BTreeSet<String>>,
+        return_metadata: Option<bool>,
+    ) -> std::collections::BTreeMap<String, Uri>;
+}
+
+struct OldNameServerObject;
+
+impl OldNameServer for OldNameServerObject {
+    async fn list(
+        &self,
+        prefix: Option<String>,
+        _regex: Option<String>,
+        _metadata_all: Option<BTreeSet<String>>,
+        _metadata_any: Option<BTreeSet<String>>,
+        return_metadata: Option<bool>,
+    ) -> std::collections::BTreeMap<String, Uri> {
+        assert!(return_metadata.is_none(), "not under bincode");
+        [("app.old", Uri::tcp("obj", "127.0.0.1", 4000))]
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(prefix.as_deref().unwrap_or("")))
+            .map(|(name, uri)| (name.to_owned(), uri))
+            .collect()
+    }
+}
+
+/// `NameServerProxy::list_entries` (what `rmi-nsc list` prints) against an rmi name server
+/// that has no `list_entries`: its plain `list` (helper-171 #1: the fallback for Python's name
+/// servers called `list` by keyword, which bincode cannot carry, and `rmi-nsc list` failed).
+#[tokio::test]
+async fn list_entries_falls_back_to_an_older_rmi_name_servers_list() {
+    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    let uri = daemon
+        .register_with_id(
+            OldNameServerServer::new(OldNameServerObject),
+            rmi::naming::NAME_SERVER_OBJECT_ID,
+        )
+        .unwrap();
+    tokio::spawn({
+        let d = daemon.clone();
+        async move { d.serve().await }
+    });
+    let names = NameServerProxy::connect(&uri).await.unwrap();
+    assert_eq!(
+        names.list_entries(Some("app."), None).await.unwrap(),
+        [(
+            "app.old".to_string(),
+            Uri::tcp("obj", "127.0.0.1", 4000),
+            BTreeSet::new()
+        )]
+    );
+    daemon.shutdown();
+}

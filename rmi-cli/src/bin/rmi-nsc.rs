@@ -220,6 +220,31 @@ fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// Whether Python's `str.isprintable` would call `c` printable, as near as std can tell
+/// without Unicode's category tables: not a control or format character ([`hidden`], the soft
+/// hyphen and the other format characters of the BMP's common scripts, the tag characters),
+/// not white space other than a space, not private-use. (Unassigned code points, which
+/// Python escapes too, go as they are.)
+fn python_printable(c: char) -> bool {
+    !(hidden(c)
+        || (c.is_whitespace() && c != ' ')
+        || matches!(
+            c,
+            '\u{AD}'
+                | '\u{600}'..='\u{605}'
+                | '\u{6DD}'
+                | '\u{70F}'
+                | '\u{8E2}'
+                | '\u{E000}'..='\u{F8FF}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+                | '\u{F0000}'..='\u{10FFFF}'
+        ))
+}
+
 /// Whether `c` is a control character, or a format character that changes how the text
 /// around it shows without showing itself.
 fn hidden(c: char) -> bool {
@@ -269,9 +294,8 @@ fn py_set(metadata: &BTreeSet<String>) -> String {
 }
 
 /// A str as Python's `repr` writes it: in single quotes, unless it holds one and no double;
-/// a backslash and that quote escaped, and what does not print (control characters, the
-/// invisible ones [`hidden`] lists, white space other than a space) as `\n`, `\xNN`,
-/// `\uNNNN`, so what reaches the terminal is safe.
+/// a backslash and that quote escaped, and what does not print ([`python_printable`]) as
+/// `\n`, `\xNN`, `\uNNNN`, so what reaches the terminal is safe.
 fn py_str(text: &str) -> String {
     use std::fmt::Write as _;
     let quote = if text.contains('\'') && !text.contains('"') {
@@ -291,7 +315,7 @@ fn py_str(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if hidden(c) || (c.is_whitespace() && c != ' ') => {
+            c if !python_printable(c) => {
                 let _ = match u32::from(c) {
                     n @ ..=0xff => write!(out, "\\x{n:02x}"),
                     n @ ..=0xffff => write!(out, "\\u{n:04x}"),

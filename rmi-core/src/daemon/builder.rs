@@ -655,7 +655,8 @@ impl DaemonBuilder {
             hmac_key: self.callback_hmac_key.clone(),
             #[cfg(feature = "tls")]
             tls: self.callback_tls.clone(),
-            limits: Some(self.limits),
+            // (Its `limits` bound the requests it serves, not what its callbacks answer.)
+            limits: None,
         }
         .some();
         let inner = Arc::new(Inner {

@@ -51,7 +51,8 @@ fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
 
 /// The directory of the socket path `path`, opened and locked (`flock`) while a daemon takes
 /// the path over, or `None` (an abstract socket, a directory that cannot be opened, a lock
-/// still held after 2 s). Two daemons that found the same stale file could otherwise both
+/// still held after 500 ms: another process's, say a launcher's `flock DIR`, which another
+/// daemon's takeover, a matter of milliseconds, never holds that long). Two daemons that found the same stale file could otherwise both
 /// remove it and bind, the first left serving on an unlinked socket nobody can reach, its URIs
 /// reaching the other (helper-167 #3); under the lock, the second finds the first listening.
 /// Only rmi daemons take it; closing the file lets go of it.
@@ -66,7 +67,7 @@ pub(super) async fn lock_socket_dir(path: &std::path::Path) -> Option<std::fs::F
         _ => std::path::Path::new("."),
     };
     let dir = std::fs::File::open(dir).ok()?;
-    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
     loop {
         match dir.try_lock() {
             Ok(()) => return Some(dir),

@@ -199,10 +199,12 @@ impl Batch {
     ///
     /// In Pyro's format (to a Python daemon, or under serpent, JSON or msgpack), a call of a
     /// method the object does not have fails the whole batch, as Pyro's daemon does, with the
-    /// results of the calls before it lost: [`Error::UnknownMethod`] when it was the first
-    /// call (nothing ran), otherwise an [`Error::Remote`] (`builtins.AttributeError`) that
-    /// says how many calls ran, for which [`Error::is_not_executed`] is false. (Under bincode
-    /// the calls before it keep their results.)
+    /// results of the calls before it lost. From an rmi daemon that is
+    /// [`Error::UnknownMethod`] when it was the first call (nothing ran), otherwise an
+    /// [`Error::Remote`] (`builtins.AttributeError`) that says how many calls ran, for which
+    /// [`Error::is_not_executed`] is false; a Python daemon's is always Python's
+    /// `AttributeError` ([`Error::Remote`]). (Under bincode the calls before it keep their
+    /// results.)
     pub async fn send(self) -> Result<BatchResults, Error> {
         let (proxy, shape, sent, batch) = self.calls().await?;
         let (items, origin) = match &shape.calls {

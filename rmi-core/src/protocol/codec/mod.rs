@@ -1124,7 +1124,11 @@ pub fn encode_error_in(ser: Serializer, protocol: Protocol, err: &RemoteError) -
 }
 
 /// Decodes the payload of an exception reply: rmi's own struct, or Pyro's exception dict
-/// (from a Python peer, or an rmi peer speaking a Pyro format).
+/// (from a Python peer, or an rmi peer speaking a Pyro format). It believes the kind of error
+/// an exception dict names (`_rmiKind`), as for a reply from an rmi daemon: a Python daemon
+/// passes on the kind of an rmi backend's exception it relays, so read those with another
+/// kind in mind (proxies do: they believe it only from a daemon that answered the serializer
+/// offer).
 pub fn decode_error(
     ser: Serializer,
     payload: &[u8],
