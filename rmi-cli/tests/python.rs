@@ -7,14 +7,18 @@ mod support;
 
 use support::python::{pyro4_python, pyro5_python, start_python_name_server};
 
-/// Runs `rmi-nsc` with `args` against the name server on 127.0.0.1:`port`: whether it
-/// succeeded, and its stdout and stderr together.
-fn nsc_at(port: u16, args: &[&str]) -> (bool, String) {
-    let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
+/// Runs `rmi-nsc` with `args` against the name server on 127.0.0.1:`port`.
+fn run_nsc_at(port: u16, args: &[&str]) -> std::process::Output {
+    support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
         .args(["-n", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()
-        .expect("run rmi-nsc");
+        .expect("run rmi-nsc")
+}
+
+/// [`run_nsc_at`]: whether it succeeded, and its stdout and stderr together.
+fn nsc_at(port: u16, args: &[&str]) -> (bool, String) {
+    let out = run_nsc_at(port, args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
@@ -218,11 +222,7 @@ fn rmi_nsc_prints_what_pyro5_nsc_prints() {
     let (_ns, port) = start_python_name_server(python, "Pyro5.nameserver");
     let pyro = |args: &[&str]| pyro5_nsc_at(python, port, args, "");
     let rmi = |args: &[&str]| {
-        let out = support::tool(env!("CARGO_BIN_EXE_rmi-nsc"))
-            .args(["-n", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("run rmi-nsc");
+        let out = run_nsc_at(port, args);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

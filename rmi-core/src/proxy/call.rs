@@ -98,15 +98,7 @@ impl Proxy {
     ) -> Result<RawReply, Error> {
         let (mut reply, origin, correlation_id) =
             self.request(None, method, args, Some(kwargs), 0).await?;
-        let serializer = origin
-            .protocol
-            .serializer(reply.serializer)
-            .ok_or_else(|| {
-                Error::Protocol(format!(
-                    "reply uses unknown serializer id {}",
-                    reply.serializer
-                ))
-            })?;
+        let serializer = origin.serializer_of(&reply)?;
         reply.join_payload();
         reply
             .decompress(self.shared.config.limits.max_message_size)
@@ -742,21 +734,25 @@ pub(crate) struct Origin {
     pub(crate) rmi_peer: bool,
 }
 
+impl Origin {
+    /// The serializer `reply` names, as its daemon's protocol numbers them.
+    fn serializer_of(&self, reply: &Message) -> Result<Serializer, Error> {
+        self.protocol.serializer(reply.serializer).ok_or_else(|| {
+            Error::Protocol(format!(
+                "reply uses unknown serializer id {}",
+                reply.serializer
+            ))
+        })
+    }
+}
+
 /// [`decode_result`]'s decoding.
 fn decode_reply<R: DeserializeOwned>(
     reply: &mut Message,
     origin: Origin,
     limits: &DecodeLimits,
 ) -> Result<R, Error> {
-    let ser = origin
-        .protocol
-        .serializer(reply.serializer)
-        .ok_or_else(|| {
-            Error::Protocol(format!(
-                "reply uses unknown serializer id {}",
-                reply.serializer
-            ))
-        })?;
+    let ser = origin.serializer_of(reply)?;
     if !reply.annotations.is_empty() {
         // How the bytes travelled is no annotation of the caller's (whether or not the reader
         // split them off).
