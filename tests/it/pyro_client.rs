@@ -407,9 +407,13 @@ async fn a_rust_client_calls_a_python_pyro5_server_by_pyroname_through_pyro5_ns(
     assert!(matches!(&err, Error::Resolve(_)), "{err:?}");
 }
 
-/// A Rust daemon serving the tutorial's greeter.
+/// A Rust daemon on 127.0.0.1 serving the tutorial's greeter.
 async fn rust_greeter() -> (rmi::Daemon, rmi::Uri) {
-    let daemon = rmi::Daemon::bind("127.0.0.1:0").await.unwrap();
+    serve_greeter(rmi::Daemon::bind("127.0.0.1:0").await.unwrap())
+}
+
+/// `daemon` serving the tutorial's greeter, in a task of its own.
+fn serve_greeter(daemon: rmi::Daemon) -> (rmi::Daemon, rmi::Uri) {
     let uri = daemon
         .register_with_id(GreeterServer::new(GreetingMaker), "example.rust.greeter")
         .unwrap();
@@ -1226,14 +1230,7 @@ async fn unix_sockets_carry_calls_both_ways_between_rust_and_pyro5() {
     );
 
     let rust_sock = dir.path().join("rust.sock");
-    let daemon = rmi::Daemon::builder().bind_unix(&rust_sock).await.unwrap();
-    let uri = daemon
-        .register_with_id(GreeterServer::new(GreetingMaker), "example.rust.greeter")
-        .unwrap();
-    tokio::spawn({
-        let d = daemon.clone();
-        async move { d.serve().await }
-    });
+    let (daemon, uri) = serve_greeter(rmi::Daemon::builder().bind_unix(&rust_sock).await.unwrap());
     let script = r#"
 import sys
 import Pyro5.api
